@@ -1,0 +1,34 @@
+//! tapswitch's frame path.
+//!
+//! Read it in this order:
+//!
+//! - [`engine`]: the forwarding decision for one frame (learn, then forward,
+//!   flood or drop), the rules of a learning bridge in one function.
+//! - [`mac_table`]: the MAC table it learns into: aging, moves, capacity and
+//!   fair eviction, shared by the worker threads.
+//! - [`gateway`]: the gateway host (smoltcp) on the internal port.
+//! - [`trace`]: the one-line explanation of each decision.
+//! - [`stats`]: per-port counters and drop reasons.
+//!
+//! Determinism contract: nothing here reads a clock or does I/O. Time is an
+//! argument ([`Instant`]), so the same frames at the same times always give
+//! the same decisions; `replay` depends on it.
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod gateway;
+pub mod mac;
+pub mod mac_table;
+pub mod port;
+pub mod stats;
+pub mod time;
+pub mod trace;
+
+pub use engine::{Action, Engine, FloodReason, Session, Verdict};
+pub use gateway::Gateway;
+pub use mac::MacAddr;
+pub use mac_table::{EntryKind, FdbEntry, Learn, MacTable, TableConfig, TableStats};
+pub use port::PortId;
+pub use stats::{DropReason, PortCounters, PortStats};
+pub use time::Instant;

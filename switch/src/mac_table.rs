@@ -1,0 +1,876 @@
+//! The MAC table (the Linux bridge calls it the forwarding database, "fdb").
+//!
+//! It maps a host's MAC address to the port the switch last heard it on, so a
+//! unicast frame to that host goes out of one port instead of all of them.
+//!
+//! **Learning.** Every valid frame teaches the table its source address on its
+//! ingress port. Group (multicast and broadcast) source addresses are never
+//! learned: no host owns them. The engine checks that before it calls
+//! [`MacTable::learn`].
+//!
+//! **Aging.** An entry not refreshed by traffic from its host for `max_age`
+//! (300 s by default, as in Linux and Open vSwitch; `None` = never) is gone.
+//! [`MacTable::lookup`] treats an expired entry as absent itself, so when the
+//! sweep ([`MacTable::expire`]) runs decides memory use, never correctness.
+//! Linux spells it "ageing"; identifiers here say "aging".
+//!
+//! **Moves.** A dynamic address heard on a new port moves there at once (a VM
+//! migrated, a cable replugged). Static and local entries never move and never
+//! age. A local entry is the switch's own address (the gateway's); a frame
+//! from a port that claims it as its source is a spoof, and the engine drops
+//! it.
+//!
+//! **Capacity and the full-table policy.** At most `capacity` dynamic entries
+//! (8192 by default; static and local entries do not count, as with Linux's
+//! `fdb_max_learned`). When a new address arrives and the table is full, the
+//! table first sweeps expired entries (at most once a second, so a flood
+//! cannot make every insert a full scan), then evicts **fairly**, as Open
+//! vSwitch does: from the port that holds the most entries, that port's
+//! least-recently-seen entry. A host flooding random source MACs therefore
+//! churns through its own entries and cannot push the other ports' hosts out.
+//! "Least recently seen" is approximated with a second-chance queue per port
+//! (an entry refreshed since it was queued goes to the back once more), which
+//! costs O(1) per eviction instead of a scan. Only when nothing is evictable
+//! (`capacity` 0) is a new address refused. Known traffic flows either way.
+//!
+//! **Concurrency.** Worker threads share one table. Reads (lookups, and
+//! refreshes of known entries, which store the last-seen time atomically and
+//! only when it moved by [`REFRESH_GRANULARITY`]) take a read lock that a
+//! worker holds for a whole batch of frames through a [`TableView`]. Only a
+//! new address, a move, a sweep or a flush takes the write lock. So the
+//! common frame costs two hash lookups and no shared write.
+//!
+//! **Counters**, named after Open vSwitch's `fdb/stats-show`: learned,
+//! refreshed, moved, expired, evicted, refused.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use crate::mac::MacAddr;
+use crate::port::PortId;
+use crate::time::Instant;
+
+/// Linux (`BR_DEFAULT_AGEING_TIME`) and Open vSwitch both default to 300 s.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Open vSwitch's newer default `mac-table-size`; 8192 entries of 24 bytes
+/// (plus the queue) stay well under a megabyte.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// A known entry's last-seen time is stored again only when it moved by this
+/// much, so a busy host's entry is not written by every frame (its cache line
+/// stays shared between the workers). Aging is therefore up to 10 ms early.
+pub const REFRESH_GRANULARITY: Duration = Duration::from_millis(10);
+
+/// When the table is full it sweeps expired entries before evicting, but no
+/// more often than this: under a MAC flood every insert would otherwise scan.
+const FULL_TABLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How the table ages and how big it may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Idle time after which a dynamic entry expires; `None` never expires.
+    pub max_age: Option<Duration>,
+    /// The most dynamic entries the table holds.
+    pub capacity: usize,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            max_age: Some(DEFAULT_MAX_AGE),
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl TableConfig {
+    /// `--ageing-time SECS` as Linux takes it: 0 means never expire.
+    pub fn with_ageing_secs(mut self, secs: u64) -> Self {
+        self.max_age = (secs != 0).then(|| Duration::from_secs(secs));
+        self
+    }
+}
+
+/// What kind of entry an address has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// Learned from traffic; ages and moves.
+    Dynamic,
+    /// Configured; never ages, never moves.
+    Static,
+    /// The switch's own address (the gateway's); never ages, never moves.
+    Local,
+}
+
+/// What [`MacTable::learn`] did with a source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// A new entry.
+    New,
+    /// Already known on this port; its timer restarts.
+    Refreshed,
+    /// Known on another port; it now points at the ingress port.
+    Moved { from: PortId },
+    /// A static entry for this address points at another port; not moved.
+    StaticElsewhere { port: PortId },
+    /// The address is the switch's own (a local entry) on another port.
+    SpoofedLocal,
+    /// The table is full and nothing could be evicted.
+    Refused,
+}
+
+/// One row of a table dump (`tapswitch fdb`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub port: PortId,
+    pub kind: EntryKind,
+    /// Time since the host was last heard (zero for static and local entries).
+    pub age: Duration,
+}
+
+/// Table event counters since the switch started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableStats {
+    /// New dynamic entries.
+    pub learned: u64,
+    /// Times a known entry's last-seen time was advanced.
+    pub refreshed: u64,
+    /// Entries that moved to another port.
+    pub moved: u64,
+    /// Entries removed because their host went quiet for `max_age`.
+    pub expired: u64,
+    /// Entries removed to make room in a full table.
+    pub evicted: u64,
+    /// New addresses not learned because the table was full.
+    pub refused: u64,
+    /// Dynamic entries in the table now.
+    pub entries: u64,
+    /// The capacity (`--max-macs`).
+    pub capacity: u64,
+}
+
+/// The shared MAC table. See the module documentation.
+#[derive(Debug)]
+pub struct MacTable {
+    config: TableConfig,
+    inner: RwLock<Inner>,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    learned: AtomicU64,
+    refreshed: AtomicU64,
+    moved: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    port: PortId,
+    kind: EntryKind,
+    /// Nanoseconds; advanced under the read lock (see REFRESH_GRANULARITY).
+    last_seen: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PortEntries {
+    /// Dynamic entries on this port.
+    count: usize,
+    /// Eviction order: (key, last-seen time when queued). May hold stale
+    /// elements for entries that expired or moved; they are skipped.
+    queue: VecDeque<(u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: HashMap<u64, Entry, foldhash::fast::RandomState>,
+    ports: BTreeMap<PortId, PortEntries>,
+    dynamic: usize,
+    last_full_sweep: Option<Instant>,
+}
+
+impl MacTable {
+    pub fn new(config: TableConfig) -> Self {
+        MacTable {
+            config,
+            inner: RwLock::new(Inner {
+                entries: HashMap::with_capacity_and_hasher(
+                    config.capacity.min(DEFAULT_CAPACITY) + 16,
+                    foldhash::fast::RandomState::default(),
+                ),
+                ports: BTreeMap::new(),
+                dynamic: 0,
+                last_full_sweep: None,
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> TableConfig {
+        self.config
+    }
+
+    /// A read view for a batch of frames: learning known addresses and
+    /// lookups go through it without taking the write lock.
+    pub fn view(&self) -> TableView<'_> {
+        TableView {
+            table: self,
+            guard: Some(self.read()),
+        }
+    }
+
+    /// Learns `mac` on `port` at `now`. The engine never passes a group address.
+    pub fn learn(&self, mac: MacAddr, port: PortId, now: Instant) -> Learn {
+        self.view().learn(mac, port, now)
+    }
+
+    /// The port `mac` lives on, unless unknown or expired at `now`.
+    pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<PortId> {
+        self.view().lookup(mac, now)
+    }
+
+    /// Adds or replaces a static or local entry (for example the gateway's MAC).
+    pub fn insert_static(&self, mac: MacAddr, port: PortId, kind: EntryKind) {
+        let mut inner = self.write();
+        if let Some(old) = inner.entries.remove(&mac.to_u64()) {
+            inner.forget_dynamic(&old);
+        }
+        let entry = Entry {
+            port,
+            kind,
+            last_seen: AtomicU64::new(0),
+        };
+        inner.entries.insert(mac.to_u64(), entry);
+    }
+
+    /// Removes every expired dynamic entry; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut inner = self.write();
+        let removed = inner.sweep(self.config.max_age, now);
+        self.counters.expired.fetch_add(removed as u64, Relaxed);
+        removed
+    }
+
+    /// Forgets every entry on `port` (the port was removed). Returns how many.
+    pub fn flush_port(&self, port: PortId) -> usize {
+        let mut inner = self.write();
+        let before = inner.entries.len();
+        inner.entries.retain(|_, e| e.port != port);
+        if let Some(gone) = inner.ports.remove(&port) {
+            inner.dynamic -= gone.count;
+        }
+        before - inner.entries.len()
+    }
+
+    /// The live entries at `now`, sorted by port and then address.
+    pub fn entries(&self, now: Instant) -> Vec<FdbEntry> {
+        let inner = self.read();
+        let mut rows: Vec<FdbEntry> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| !is_expired(self.config.max_age, e, now))
+            .map(|(key, e)| FdbEntry {
+                mac: MacAddr::from_u64(*key),
+                port: e.port,
+                kind: e.kind,
+                age: match e.kind {
+                    EntryKind::Dynamic => {
+                        now.saturating_since(Instant::from_nanos(e.last_seen.load(Relaxed)))
+                    }
+                    EntryKind::Static | EntryKind::Local => Duration::ZERO,
+                },
+            })
+            .collect();
+        rows.sort_by_key(|row| (row.port, row.mac));
+        rows
+    }
+
+    pub fn stats(&self) -> TableStats {
+        let c = &self.counters;
+        TableStats {
+            learned: c.learned.load(Relaxed),
+            refreshed: c.refreshed.load(Relaxed),
+            moved: c.moved.load(Relaxed),
+            expired: c.expired.load(Relaxed),
+            evicted: c.evicted.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            entries: self.read().dynamic as u64,
+            capacity: self.config.capacity as u64,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A worker that panicked left no half-done update behind (every write
+        // completes before the guard drops), so a poisoned lock is still sound.
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Learning that needs the write lock: a new address, a move, or an
+    /// expired entry coming back. Re-checks everything, since another worker
+    /// may have got there between the read and the write lock.
+    fn learn_slow(&self, mac: MacAddr, port: PortId, now: Instant) -> Learn {
+        let key = mac.to_u64();
+        let mut inner = self.write();
+        if let Some(entry) = inner.entries.get(&key) {
+            if let Some(outcome) = self.learn_known(entry, port, now) {
+                return outcome;
+            }
+            if is_expired(self.config.max_age, entry, now) {
+                let old = inner
+                    .entries
+                    .remove(&key)
+                    .expect("entry was just found under this lock");
+                inner.forget_dynamic(&old);
+                self.counters.expired.fetch_add(1, Relaxed);
+            } else {
+                let from = entry.port;
+                inner.move_entry(key, from, port, now);
+                self.counters.moved.fetch_add(1, Relaxed);
+                return Learn::Moved { from };
+            }
+        }
+        if inner.dynamic >= self.config.capacity && !self.make_room(&mut inner, now) {
+            self.counters.refused.fetch_add(1, Relaxed);
+            return Learn::Refused;
+        }
+        inner.insert_dynamic(key, port, now);
+        self.counters.learned.fetch_add(1, Relaxed);
+        Learn::New
+    }
+
+    /// The outcomes that need no write: `None` means "go and write".
+    fn learn_known(&self, entry: &Entry, port: PortId, now: Instant) -> Option<Learn> {
+        match entry.kind {
+            EntryKind::Local if entry.port == port => Some(Learn::Refreshed),
+            EntryKind::Local => Some(Learn::SpoofedLocal),
+            EntryKind::Static if entry.port == port => Some(Learn::Refreshed),
+            EntryKind::Static => Some(Learn::StaticElsewhere { port: entry.port }),
+            EntryKind::Dynamic
+                if entry.port != port || is_expired(self.config.max_age, entry, now) =>
+            {
+                None
+            }
+            EntryKind::Dynamic => {
+                let now = now.as_nanos();
+                let last = entry.last_seen.load(Relaxed);
+                if now.saturating_sub(last) >= REFRESH_GRANULARITY.as_nanos() as u64 {
+                    // fetch_max: two workers may refresh at once; keep the later time.
+                    entry.last_seen.fetch_max(now, Relaxed);
+                    self.counters.refreshed.fetch_add(1, Relaxed);
+                }
+                Some(Learn::Refreshed)
+            }
+        }
+    }
+
+    /// Frees one slot in a full table: a sweep of expired entries if none ran
+    /// in the last second, then fair eviction. False if nothing could go.
+    fn make_room(&self, inner: &mut Inner, now: Instant) -> bool {
+        let swept_recently = inner
+            .last_full_sweep
+            .is_some_and(|at| now.saturating_since(at) < FULL_TABLE_SWEEP_INTERVAL);
+        if !swept_recently {
+            inner.last_full_sweep = Some(now);
+            let removed = inner.sweep(self.config.max_age, now);
+            self.counters.expired.fetch_add(removed as u64, Relaxed);
+            if inner.dynamic < self.config.capacity {
+                return true;
+            }
+        }
+        if inner.evict_fairly() {
+            self.counters.evicted.fetch_add(1, Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+fn is_expired(max_age: Option<Duration>, entry: &Entry, now: Instant) -> bool {
+    let Some(max_age) = max_age else { return false };
+    entry.kind == EntryKind::Dynamic
+        && now.saturating_since(Instant::from_nanos(entry.last_seen.load(Relaxed))) >= max_age
+}
+
+impl Inner {
+    fn insert_dynamic(&mut self, key: u64, port: PortId, now: Instant) {
+        let entry = Entry {
+            port,
+            kind: EntryKind::Dynamic,
+            last_seen: AtomicU64::new(now.as_nanos()),
+        };
+        self.entries.insert(key, entry);
+        self.dynamic += 1;
+        let slot = self.ports.entry(port).or_default();
+        slot.count += 1;
+        slot.queue.push_back((key, now.as_nanos()));
+    }
+
+    fn move_entry(&mut self, key: u64, from: PortId, to: PortId, now: Instant) {
+        let entry = self
+            .entries
+            .get_mut(&key)
+            .expect("caller found the entry under this lock");
+        entry.port = to;
+        *entry.last_seen.get_mut() = now.as_nanos();
+        if let Some(slot) = self.ports.get_mut(&from) {
+            slot.count -= 1;
+        }
+        let slot = self.ports.entry(to).or_default();
+        slot.count += 1;
+        slot.queue.push_back((key, now.as_nanos()));
+        self.compact_queue(from);
+    }
+
+    /// Keeps the per-port counts right after `entry` left the map.
+    fn forget_dynamic(&mut self, entry: &Entry) {
+        if entry.kind != EntryKind::Dynamic {
+            return;
+        }
+        self.dynamic -= 1;
+        if let Some(slot) = self.ports.get_mut(&entry.port) {
+            slot.count -= 1;
+        }
+    }
+
+    fn sweep(&mut self, max_age: Option<Duration>, now: Instant) -> usize {
+        if max_age.is_none() {
+            return 0;
+        }
+        let mut gone: Vec<PortId> = Vec::new();
+        self.entries.retain(|_, e| {
+            let expired = is_expired(max_age, e, now);
+            if expired {
+                gone.push(e.port);
+            }
+            !expired
+        });
+        for port in &gone {
+            self.dynamic -= 1;
+            if let Some(slot) = self.ports.get_mut(port) {
+                slot.count -= 1;
+            }
+        }
+        let ports: Vec<PortId> = self.ports.keys().copied().collect();
+        for port in ports {
+            self.compact_queue(port);
+        }
+        gone.len()
+    }
+
+    /// Evicts the least-recently-seen entry of the port holding the most
+    /// entries (ties go to the lowest port number, so replay is deterministic).
+    fn evict_fairly(&mut self) -> bool {
+        let Some(victim) = self
+            .ports
+            .iter()
+            .filter(|(_, slot)| slot.count > 0)
+            .max_by_key(|(port, slot)| (slot.count, std::cmp::Reverse(**port)))
+            .map(|(port, _)| *port)
+        else {
+            return false;
+        };
+        // Each element is looked at most twice (second chance), plus stale ones.
+        loop {
+            let slot = self
+                .ports
+                .get_mut(&victim)
+                .expect("victim was chosen from this map");
+            let Some((key, queued_at)) = slot.queue.pop_front() else {
+                // The queue lost track of live entries (it should not): rebuild
+                // it once, and give up if there is still nothing to take.
+                self.rebuild_queue(victim);
+                if self.ports[&victim].queue.is_empty() {
+                    return false;
+                }
+                continue;
+            };
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            if entry.port != victim || entry.kind != EntryKind::Dynamic {
+                continue;
+            }
+            let seen = entry.last_seen.load(Relaxed);
+            if seen > queued_at {
+                slot.queue.push_back((key, seen));
+                continue;
+            }
+            self.entries.remove(&key);
+            slot.count -= 1;
+            self.dynamic -= 1;
+            return true;
+        }
+    }
+
+    /// Drops stale queue elements once they outnumber the live entries.
+    fn compact_queue(&mut self, port: PortId) {
+        let Some(slot) = self.ports.get(&port) else {
+            return;
+        };
+        if slot.queue.len() <= 2 * slot.count + 32 {
+            return;
+        }
+        self.rebuild_queue(port);
+    }
+
+    /// Rebuilds `port`'s queue from the live entries, keeping queue order and
+    /// the last element of any key queued twice.
+    fn rebuild_queue(&mut self, port: PortId) {
+        let Some(slot) = self.ports.get_mut(&port) else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        let mut kept: VecDeque<(u64, u64)> = VecDeque::with_capacity(slot.count);
+        for &(key, at) in slot.queue.iter().rev() {
+            let live = self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.port == port && e.kind == EntryKind::Dynamic);
+            if live && seen.insert(key) {
+                kept.push_front((key, at));
+            }
+        }
+        if kept.len() < slot.count {
+            // Entries the queue lost track of (should not happen): append them.
+            for (key, e) in &self.entries {
+                if e.port == port && e.kind == EntryKind::Dynamic && !seen.contains(key) {
+                    kept.push_back((*key, e.last_seen.load(Relaxed)));
+                }
+            }
+        }
+        slot.queue = kept;
+    }
+}
+
+/// A read-locked view of the table for a batch of frames. Learning a new
+/// address releases the read lock, takes the write lock, and reads again.
+/// Hold a view for one batch only: while it lives, writers wait.
+#[derive(Debug)]
+pub struct TableView<'a> {
+    table: &'a MacTable,
+    /// Always `Some` except for the moment `learn` swaps locks.
+    guard: Option<RwLockReadGuard<'a, Inner>>,
+}
+
+impl TableView<'_> {
+    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> Learn {
+        let inner = self
+            .guard
+            .as_ref()
+            .expect("a view always holds its read lock between calls");
+        if let Some(entry) = inner.entries.get(&mac.to_u64())
+            && let Some(outcome) = self.table.learn_known(entry, port, now)
+        {
+            return outcome;
+        }
+        self.guard = None;
+        let outcome = self.table.learn_slow(mac, port, now);
+        self.guard = Some(self.table.read());
+        outcome
+    }
+
+    pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<PortId> {
+        let inner = self
+            .guard
+            .as_ref()
+            .expect("a view always holds its read lock between calls");
+        let entry = inner.entries.get(&mac.to_u64())?;
+        (!is_expired(self.table.config.max_age, entry, now)).then_some(entry.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    fn table(max_age_secs: u64, capacity: usize) -> MacTable {
+        MacTable::new(
+            TableConfig::default()
+                .with_ageing_secs(max_age_secs)
+                .with_capacity(capacity),
+        )
+    }
+
+    impl TableConfig {
+        fn with_capacity(mut self, capacity: usize) -> Self {
+            self.capacity = capacity;
+            self
+        }
+    }
+
+    const P1: PortId = PortId(1);
+    const P2: PortId = PortId(2);
+    const P3: PortId = PortId(3);
+
+    #[test]
+    fn learns_then_looks_up() {
+        let t = table(300, 16);
+        assert_eq!(t.lookup(mac(1), Instant::ZERO), None);
+        assert_eq!(t.learn(mac(1), P1, Instant::ZERO), Learn::New);
+        assert_eq!(t.lookup(mac(1), Instant::from_secs(1)), Some(P1));
+        assert_eq!(t.stats().learned, 1);
+        assert_eq!(t.stats().entries, 1);
+    }
+
+    #[test]
+    fn entry_expires_after_max_age_without_a_sweep() {
+        let t = table(2, 16);
+        t.learn(mac(1), P1, Instant::from_secs(10));
+        assert_eq!(
+            t.lookup(mac(1), Instant::from_nanos(11_999_999_999)),
+            Some(P1)
+        );
+        assert_eq!(
+            t.lookup(mac(1), Instant::from_secs(12)),
+            None,
+            "expired == absent before any sweep"
+        );
+        assert!(t.entries(Instant::from_secs(12)).is_empty());
+        assert_eq!(t.expire(Instant::from_secs(12)), 1);
+        assert_eq!(t.stats().expired, 1);
+        assert_eq!(t.stats().entries, 0);
+    }
+
+    #[test]
+    fn refresh_restarts_the_timer() {
+        let t = table(2, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        assert_eq!(t.learn(mac(1), P1, Instant::from_secs(1)), Learn::Refreshed);
+        assert_eq!(t.lookup(mac(1), Instant::from_millis(2_500)), Some(P1));
+        assert_eq!(t.lookup(mac(1), Instant::from_secs(3)), None);
+        assert_eq!(t.stats().refreshed, 1);
+    }
+
+    #[test]
+    fn refreshes_within_the_granularity_do_not_write() {
+        let t = table(300, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        t.learn(mac(1), P1, Instant::from_nanos(1_000_000));
+        assert_eq!(t.stats().refreshed, 0);
+        t.learn(mac(1), P1, Instant::from_nanos(20_000_000));
+        assert_eq!(t.stats().refreshed, 1);
+    }
+
+    #[test]
+    fn zero_ageing_time_never_expires() {
+        let t = table(0, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        assert_eq!(t.lookup(mac(1), Instant::from_secs(1_000_000)), Some(P1));
+        assert_eq!(t.expire(Instant::from_secs(1_000_000)), 0);
+    }
+
+    #[test]
+    fn an_address_heard_on_another_port_moves() {
+        let t = table(300, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        assert_eq!(
+            t.learn(mac(1), P2, Instant::from_secs(1)),
+            Learn::Moved { from: P1 }
+        );
+        assert_eq!(t.lookup(mac(1), Instant::from_secs(1)), Some(P2));
+        let stats = t.stats();
+        assert_eq!((stats.moved, stats.entries), (1, 1));
+    }
+
+    #[test]
+    fn expired_entry_heard_again_is_learned_anew() {
+        let t = table(2, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        assert_eq!(t.learn(mac(1), P2, Instant::from_secs(5)), Learn::New);
+        let stats = t.stats();
+        assert_eq!(
+            (stats.learned, stats.expired, stats.moved, stats.entries),
+            (2, 1, 0, 1)
+        );
+    }
+
+    #[test]
+    fn static_and_local_entries_neither_move_nor_age() {
+        let t = table(2, 16);
+        t.insert_static(mac(9), PortId::GATEWAY, EntryKind::Local);
+        t.insert_static(mac(8), P1, EntryKind::Static);
+        assert_eq!(t.learn(mac(9), P1, Instant::ZERO), Learn::SpoofedLocal);
+        assert_eq!(
+            t.learn(mac(8), P2, Instant::ZERO),
+            Learn::StaticElsewhere { port: P1 }
+        );
+        assert_eq!(
+            t.lookup(mac(9), Instant::from_secs(1000)),
+            Some(PortId::GATEWAY)
+        );
+        assert_eq!(t.lookup(mac(8), Instant::from_secs(1000)), Some(P1));
+        assert_eq!(t.expire(Instant::from_secs(1000)), 0);
+        assert_eq!(
+            t.stats().entries,
+            0,
+            "static entries do not count against capacity"
+        );
+    }
+
+    #[test]
+    fn full_table_evicts_from_the_port_with_most_entries() {
+        let t = table(300, 4);
+        t.learn(mac(1), P1, Instant::ZERO);
+        t.learn(mac(2), P2, Instant::ZERO);
+        t.learn(mac(3), P2, Instant::from_secs(1));
+        t.learn(mac(4), P2, Instant::from_secs(2));
+        // P2 holds three of four: a fifth address evicts P2's oldest (mac 2).
+        assert_eq!(t.learn(mac(5), P3, Instant::from_secs(3)), Learn::New);
+        let now = Instant::from_secs(3);
+        assert_eq!(t.lookup(mac(2), now), None);
+        assert_eq!(
+            t.lookup(mac(1), now),
+            Some(P1),
+            "the lone host on P1 is kept"
+        );
+        assert_eq!(t.lookup(mac(3), now), Some(P2));
+        assert_eq!(t.lookup(mac(5), now), Some(P3));
+        assert_eq!(t.stats().evicted, 1);
+        assert_eq!(t.stats().entries, 4);
+    }
+
+    #[test]
+    fn eviction_gives_a_recently_refreshed_entry_a_second_chance() {
+        let t = table(300, 3);
+        t.learn(mac(1), P1, Instant::ZERO);
+        t.learn(mac(2), P1, Instant::from_secs(1));
+        t.learn(mac(3), P1, Instant::from_secs(2));
+        t.learn(mac(1), P1, Instant::from_secs(3)); // mac 1 is busy again
+        t.learn(mac(4), P2, Instant::from_secs(4));
+        let now = Instant::from_secs(4);
+        assert_eq!(t.lookup(mac(1), now), Some(P1));
+        assert_eq!(t.lookup(mac(2), now), None, "the least recently seen goes");
+    }
+
+    #[test]
+    fn a_flooding_port_churns_its_own_entries() {
+        let t = table(300, 64);
+        for host in 0..8 {
+            t.learn(mac(host), PortId(10 + host), Instant::ZERO);
+        }
+        for n in 0..10_000 {
+            t.learn(
+                mac(1_000 + n),
+                P1,
+                Instant::from_nanos(u64::from(n) * 1_000),
+            );
+        }
+        let now = Instant::from_secs(1);
+        for host in 0..8 {
+            assert_eq!(
+                t.lookup(mac(host), now),
+                Some(PortId(10 + host)),
+                "host {host} forgotten"
+            );
+        }
+        assert_eq!(t.stats().entries, 64);
+        assert_eq!(t.stats().evicted, 10_000 - 56);
+    }
+
+    #[test]
+    fn a_full_table_sweeps_expired_entries_before_evicting() {
+        let t = table(2, 2);
+        t.learn(mac(1), P1, Instant::ZERO);
+        t.learn(mac(2), P2, Instant::from_secs(3));
+        assert_eq!(t.learn(mac(3), P3, Instant::from_secs(3)), Learn::New);
+        let stats = t.stats();
+        assert_eq!((stats.expired, stats.evicted), (1, 0));
+        assert_eq!(t.lookup(mac(2), Instant::from_secs(3)), Some(P2));
+    }
+
+    #[test]
+    fn zero_capacity_refuses_and_counts() {
+        let t = table(300, 0);
+        assert_eq!(t.learn(mac(1), P1, Instant::ZERO), Learn::Refused);
+        assert_eq!(t.lookup(mac(1), Instant::ZERO), None);
+        assert_eq!(t.stats().refused, 1);
+    }
+
+    #[test]
+    fn flush_port_forgets_only_that_port() {
+        let t = table(300, 16);
+        t.learn(mac(1), P1, Instant::ZERO);
+        t.learn(mac(2), P2, Instant::ZERO);
+        t.learn(mac(3), P2, Instant::ZERO);
+        assert_eq!(t.flush_port(P2), 2);
+        assert_eq!(t.lookup(mac(1), Instant::ZERO), Some(P1));
+        assert_eq!(t.stats().entries, 1);
+        assert_eq!(t.learn(mac(2), P1, Instant::ZERO), Learn::New);
+    }
+
+    #[test]
+    fn entries_are_sorted_and_show_age() {
+        let t = table(300, 16);
+        t.learn(mac(2), P2, Instant::ZERO);
+        t.learn(mac(1), P2, Instant::from_secs(1));
+        t.learn(mac(3), P1, Instant::from_secs(2));
+        let rows = t.entries(Instant::from_secs(4));
+        let order: Vec<(PortId, MacAddr)> = rows.iter().map(|r| (r.port, r.mac)).collect();
+        assert_eq!(order, vec![(P1, mac(3)), (P2, mac(1)), (P2, mac(2))]);
+        assert_eq!(rows[0].age, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn many_moves_keep_queues_bounded_and_counts_right() {
+        let t = table(300, 8);
+        for round in 0..1_000u64 {
+            let port = if round % 2 == 0 { P1 } else { P2 };
+            t.learn(mac(1), port, Instant::from_secs(round));
+        }
+        let inner = t.read();
+        assert!(
+            inner
+                .ports
+                .values()
+                .all(|slot| slot.queue.len() <= 2 * slot.count + 33)
+        );
+        assert_eq!(
+            inner.ports.values().map(|slot| slot.count).sum::<usize>(),
+            1
+        );
+        assert_eq!(inner.dynamic, 1);
+    }
+
+    #[test]
+    fn two_threads_learning_and_looking_up_agree() {
+        let t = std::sync::Arc::new(table(300, 100_000));
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut view = t.view();
+                    for n in 0..20_000u32 {
+                        let m = mac(w * 1_000_000 + n);
+                        view.learn(m, PortId(w + 1), Instant::from_nanos(u64::from(n)));
+                        assert_eq!(
+                            view.lookup(m, Instant::from_nanos(u64::from(n))),
+                            Some(PortId(w + 1))
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(t.stats().entries, 40_000);
+        assert_eq!(t.stats().learned, 40_000);
+    }
+}

@@ -1,0 +1,138 @@
+//! Per-port counters, shared between the worker threads (hence atomics; all
+//! `Relaxed`: they are statistics, nothing is ordered by them).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame was not delivered. Ingress reasons are counted on the port the
+/// frame came in on, egress reasons on the port it could not go out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (14 bytes).
+    Runt,
+    /// The source address is a group (multicast/broadcast) or all-zero
+    /// address: no host sends from one. Linux drops these too.
+    InvalidSource,
+    /// IEEE 802.1D link-local destination 01:80:C2:00:00:01–0F (pause, LACP,
+    /// 802.1X, LLDP, ...): for the link, not the LAN.
+    LinkLocal,
+    /// The destination lives on the port the frame came in on.
+    Hairpin,
+    /// The source claims the switch's own (gateway) address.
+    SpoofedLocal,
+    /// Longer than the egress port's MTU allows (and not a GSO frame).
+    TooBig,
+    /// An offload header or GSO frame that cannot be processed.
+    Malformed,
+    /// The egress port refused the frame (queue full, device gone).
+    TxError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Runt,
+        DropReason::InvalidSource,
+        DropReason::LinkLocal,
+        DropReason::Hairpin,
+        DropReason::SpoofedLocal,
+        DropReason::TooBig,
+        DropReason::Malformed,
+        DropReason::TxError,
+    ];
+
+    /// The short name used in tables, JSON and trace lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::InvalidSource => "invalid-source",
+            DropReason::LinkLocal => "link-local",
+            DropReason::Hairpin => "hairpin",
+            DropReason::SpoofedLocal => "spoofed-local",
+            DropReason::TooBig => "too-big",
+            DropReason::Malformed => "malformed",
+            DropReason::TxError => "tx-error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters of one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl PortCounters {
+    pub fn count_rx(&self, frames: u64, bytes: u64) {
+        self.rx_frames.fetch_add(frames, Relaxed);
+        self.rx_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn count_tx(&self, frames: u64, bytes: u64) {
+        self.tx_frames.fetch_add(frames, Relaxed);
+        self.tx_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> PortStats {
+        let drops: BTreeMap<String, u64> = DropReason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), self.drops[r.index()].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let rx_dropped = [
+            DropReason::Runt,
+            DropReason::InvalidSource,
+            DropReason::LinkLocal,
+            DropReason::Hairpin,
+            DropReason::SpoofedLocal,
+        ]
+        .iter()
+        .map(|r| self.drops[r.index()].load(Relaxed))
+        .sum();
+        let tx_dropped = [
+            DropReason::TooBig,
+            DropReason::Malformed,
+            DropReason::TxError,
+        ]
+        .iter()
+        .map(|r| self.drops[r.index()].load(Relaxed))
+        .sum();
+        PortStats {
+            rx_frames: self.rx_frames.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_frames: self.tx_frames.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            rx_dropped,
+            tx_dropped,
+            drops,
+        }
+    }
+}
+
+/// A snapshot of one port's counters, as `tapswitch ports` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortStats {
+    /// Frames received from the port (dropped ones included).
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    /// Frames sent out of the port. A GSO super-frame counts once.
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames from this port that went nowhere (runt, link-local, hairpin, ...).
+    pub rx_dropped: u64,
+    /// Frames meant for this port that could not go out (too big, tx error).
+    pub tx_dropped: u64,
+    /// Every non-zero drop counter by reason name.
+    pub drops: BTreeMap<String, u64>,
+}
