@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod fabric;
 pub mod gateway;
 pub mod mac;
 pub mod mac_table;
@@ -26,6 +27,7 @@ pub mod time;
 pub mod trace;
 
 pub use engine::{Action, Engine, FloodReason, Session, Verdict};
+pub use fabric::{Fabric, PortHandle, PortSet};
 pub use gateway::Gateway;
 pub use mac::MacAddr;
 pub use mac_table::{EntryKind, FdbEntry, Learn, MacTable, TableConfig, TableStats};

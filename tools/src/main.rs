@@ -1,1 +1,54 @@
-fn main() {}
+//! `tapswitch`: a userspace Ethernet learning switch that does the job of
+//! Docker's `docker0` without a kernel bridge. This file only parses the
+//! command line and hands over to the module of each command.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tools::{query, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tapswitch",
+    version,
+    about = "A userspace Ethernet learning switch (Docker's docker0, without a kernel bridge)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a switch in the foreground (ports: --iface for veth ends, --tap for TAP devices).
+    Serve(serve::ServeArgs),
+    /// Show a running switch's MAC table (like `brctl showmacs`).
+    Fdb(query::QueryArgs),
+    /// Show a running switch's ports and their counters (like `ip -s link`).
+    Ports(query::QueryArgs),
+    /// Show a running switch's settings and MAC table counters.
+    Stats(query::QueryArgs),
+    /// Add or remove a port of a running switch.
+    #[command(subcommand)]
+    Port(query::PortCommand),
+}
+
+fn main() -> ExitCode {
+    tools::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Fdb(args) => query::fdb(args),
+        Command::Ports(args) => query::ports(args),
+        Command::Stats(args) => query::stats(args),
+        Command::Port(cmd) => query::port(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tapswitch: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Reusable receive buffers: one allocation per worker, none per frame.
+
+use crate::vnet::VnetHdr;
+
+/// Bytes kept free in front of each frame, so a VLAN tag taken out by the
+/// kernel can be put back without moving the payload (only the 12 address
+/// bytes move).
+pub const SLOT_HEADROOM: usize = 4;
+
+/// A batch of received frames. Each slot holds one frame of up to
+/// [`crate::MAX_FRAME_LEN`] bytes plus its virtio-net header.
+#[derive(Debug)]
+pub struct RxBatch {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    buf: Box<[u8]>,
+    start: usize,
+    len: usize,
+    vnet: VnetHdr,
+}
+
+impl RxBatch {
+    /// A batch of `capacity` slots, each `slot_len` bytes (plus headroom).
+    pub fn new(capacity: usize, slot_len: usize) -> Self {
+        let slots = (0..capacity)
+            .map(|_| Slot {
+                buf: vec![0u8; slot_len + SLOT_HEADROOM].into_boxed_slice(),
+                start: SLOT_HEADROOM,
+                len: 0,
+                vnet: VnetHdr::default(),
+            })
+            .collect();
+        RxBatch { slots, len: 0 }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Frame `i` and its header.
+    pub fn get(&self, i: usize) -> (&VnetHdr, &[u8]) {
+        let slot = &self.slots[..self.len][i];
+        (&slot.vnet, &slot.buf[slot.start..slot.start + slot.len])
+    }
+
+    /// Frame `i` and its header, writable (software fix-ups work in place).
+    pub fn get_mut(&mut self, i: usize) -> (&mut VnetHdr, &mut [u8]) {
+        let slot = &mut self.slots[..self.len][i];
+        (
+            &mut slot.vnet,
+            &mut slot.buf[slot.start..slot.start + slot.len],
+        )
+    }
+
+    /// The buffers of the free slots, for a backend to receive into: each is
+    /// the slot's header and its whole buffer after the headroom.
+    pub fn free_slots(&mut self) -> impl Iterator<Item = (&mut VnetHdr, &mut [u8])> {
+        self.slots[self.len..].iter_mut().map(|slot| {
+            slot.start = SLOT_HEADROOM;
+            slot.vnet = VnetHdr::default();
+            (&mut slot.vnet, &mut slot.buf[SLOT_HEADROOM..])
+        })
+    }
+
+    /// Marks the next free slot as holding a frame of `len` bytes (received
+    /// into the buffer `free_slots` gave out).
+    pub fn commit(&mut self, len: usize) {
+        let slot = &mut self.slots[self.len];
+        slot.len = len.min(slot.buf.len() - slot.start);
+        self.len += 1;
+    }
+
+    /// Copies a frame into the next free slot (in-memory and pcap ports).
+    /// False if the batch is full or the frame does not fit.
+    pub fn push(&mut self, vnet: VnetHdr, frame: &[u8]) -> bool {
+        let Some(slot) = self.slots.get_mut(self.len) else {
+            return false;
+        };
+        if frame.len() > slot.buf.len() - SLOT_HEADROOM {
+            return false;
+        }
+        slot.start = SLOT_HEADROOM;
+        slot.buf[SLOT_HEADROOM..SLOT_HEADROOM + frame.len()].copy_from_slice(frame);
+        slot.len = frame.len();
+        slot.vnet = vnet;
+        self.len += 1;
+        true
+    }
+
+    /// Puts an 802.1Q/802.1ad tag back into frame `i` (after the addresses),
+    /// using the headroom, and shifts the offload offsets to match.
+    pub fn insert_vlan_tag(&mut self, i: usize, tpid: u16, tci: u16) {
+        let slot = &mut self.slots[..self.len][i];
+        if slot.start < 4 || slot.len < 12 {
+            return;
+        }
+        let start = slot.start;
+        slot.buf.copy_within(start..start + 12, start - 4);
+        slot.start -= 4;
+        slot.len += 4;
+        let tag = [tpid.to_be_bytes(), tci.to_be_bytes()].concat();
+        slot.buf[slot.start + 12..slot.start + 16].copy_from_slice(&tag);
+        slot.vnet.shift_offsets(4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_get_round_trip() {
+        let mut batch = RxBatch::new(2, 128);
+        assert!(batch.push(VnetHdr::default(), &[1, 2, 3]));
+        assert!(batch.push(VnetHdr::default(), &[4]));
+        assert!(!batch.push(VnetHdr::default(), &[5]), "full");
+        assert_eq!(batch.get(0).1, &[1, 2, 3]);
+        assert_eq!(batch.get(1).1, &[4]);
+        batch.clear();
+        assert!(batch.is_empty());
+        assert!(
+            !batch.push(VnetHdr::default(), &[0; 129]),
+            "too long for a slot"
+        );
+    }
+
+    #[test]
+    fn vlan_tag_goes_back_after_the_addresses() {
+        let mut batch = RxBatch::new(1, 128);
+        let frame: Vec<u8> = (0..20).collect();
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 14,
+            hdr_len: 54,
+            ..Default::default()
+        };
+        batch.push(vnet, &frame);
+        batch.insert_vlan_tag(0, 0x8100, 100);
+        let (vnet, tagged) = batch.get(0);
+        assert_eq!(&tagged[..12], &frame[..12]);
+        assert_eq!(&tagged[12..16], &[0x81, 0x00, 0x00, 100]);
+        assert_eq!(&tagged[16..], &frame[12..]);
+        assert_eq!((vnet.csum_start, vnet.hdr_len), (18, 58));
+    }
+}

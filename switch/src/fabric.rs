@@ -1,0 +1,383 @@
+//! The fabric: carries one received frame through the engine's decision to
+//! the egress ports, and counts what happened.
+//!
+//! The engine says *where* a frame goes; this module gets it there:
+//!
+//! - a flood goes to every port in the [`PortSet`] but the ingress port;
+//! - a port that takes virtio-net headers gets the frame as it came, GSO
+//!   super-frame and partial checksum included (that is the fast path);
+//! - a port that does not (a plain TAP, the gateway, a pcap file) gets wire
+//!   frames: a partial checksum is completed, a GSO frame is cut into
+//!   segments in software;
+//! - a frame longer than the egress port can carry is dropped and counted
+//!   there, as the Linux bridge does (`is_skb_forwardable`).
+//!
+//! The live worker threads and `replay` both forward through [`Fabric`], so
+//! the two cannot disagree.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ports::vnet::{self, VnetHdr};
+use ports::{PortKind, PortTx};
+
+use crate::engine::{Action, Session, Verdict};
+use crate::port::PortId;
+use crate::stats::{DropReason, PortCounters};
+use crate::time::Instant;
+use crate::trace::TraceLine;
+
+/// Ethernet header plus one VLAN tag: what a frame may add to the MTU
+/// (the Linux bridge's `dev->mtu + dev->hard_header_len + VLAN_HLEN`).
+const L2_OVERHEAD: usize = 14 + 4;
+
+/// A port as the fabric sees it: how to send to it, and its counters.
+pub struct PortHandle {
+    pub id: PortId,
+    pub name: String,
+    pub kind: PortKind,
+    pub tx: Arc<dyn PortTx>,
+    pub counters: Arc<PortCounters>,
+}
+
+impl fmt::Debug for PortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PortHandle({} {} {:?})", self.id, self.name, self.kind)
+    }
+}
+
+/// The ports of the switch at one moment, sorted by id. Workers keep an
+/// `Arc` of it for a batch; adding or removing a port publishes a new one.
+#[derive(Debug, Default, Clone)]
+pub struct PortSet {
+    ports: Vec<Arc<PortHandle>>,
+}
+
+impl PortSet {
+    pub fn new(mut ports: Vec<Arc<PortHandle>>) -> Self {
+        ports.sort_by_key(|p| p.id);
+        PortSet { ports }
+    }
+
+    pub fn get(&self, id: PortId) -> Option<&Arc<PortHandle>> {
+        self.ports
+            .binary_search_by_key(&id, |p| p.id)
+            .ok()
+            .map(|i| &self.ports[i])
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<PortHandle>> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<PortHandle>> {
+        self.ports.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// A copy with `port` added (replacing one with the same id).
+    pub fn with(&self, port: Arc<PortHandle>) -> PortSet {
+        let mut ports: Vec<_> = self
+            .ports
+            .iter()
+            .filter(|p| p.id != port.id)
+            .cloned()
+            .collect();
+        ports.push(port);
+        PortSet::new(ports)
+    }
+
+    /// A copy without port `id`.
+    pub fn without(&self, id: PortId) -> PortSet {
+        PortSet {
+            ports: self.ports.iter().filter(|p| p.id != id).cloned().collect(),
+        }
+    }
+
+    /// The port's name, or its number if it is gone (for trace lines).
+    pub fn name_of(&self, id: PortId) -> String {
+        self.get(id)
+            .map_or_else(|| format!("port{}", id.0), |p| p.name.clone())
+    }
+}
+
+/// Where trace lines go (stderr for `serve`, stdout for `replay`).
+pub type TraceSink = dyn Fn(&str) + Send + Sync;
+
+/// Per-thread forwarding state: scratch space for software segmentation and
+/// the trace switch. Cheap to create; one per worker.
+pub struct Fabric {
+    segment_scratch: Vec<u8>,
+    flooded_to: Vec<PortId>,
+    trace: Option<Arc<TraceSink>>,
+}
+
+impl fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fabric(trace: {})", self.trace.is_some())
+    }
+}
+
+impl Fabric {
+    pub fn new(trace: Option<Arc<TraceSink>>) -> Self {
+        Fabric {
+            segment_scratch: Vec::new(),
+            flooded_to: Vec::new(),
+            trace,
+        }
+    }
+
+    /// Decides and delivers one frame received on `ingress` at `now`. The
+    /// frame may be changed in place (a completed checksum).
+    pub fn forward(
+        &mut self,
+        session: &mut Session<'_>,
+        ports: &PortSet,
+        now: Instant,
+        ingress: &PortHandle,
+        vnet: &mut VnetHdr,
+        frame: &mut [u8],
+    ) -> Verdict {
+        ingress.counters.count_rx(1, frame.len() as u64);
+        let verdict = session.handle_frame(now, ingress.id, frame);
+        self.flooded_to.clear();
+        match verdict.action {
+            Action::Drop(reason) => ingress.counters.count_drop(reason),
+            Action::Forward(id) => match ports.get(id) {
+                Some(egress) => self.send(egress, vnet, frame),
+                // The table pointed at a port removed a moment ago.
+                None => ingress.counters.count_drop(DropReason::TxError),
+            },
+            Action::Flood(_) => {
+                for egress in ports.iter().filter(|p| p.id != ingress.id) {
+                    self.send(egress, vnet, frame);
+                    self.flooded_to.push(egress.id);
+                }
+            }
+        }
+        if let Some(trace) = &self.trace {
+            let name = |id: PortId| ports.name_of(id);
+            let line = TraceLine {
+                now,
+                ingress: ingress.id,
+                frame,
+                verdict: &verdict,
+                port_name: &name,
+                flooded_to: &self.flooded_to,
+            };
+            trace(&line.to_string());
+        }
+        verdict
+    }
+
+    /// Sends one frame out of one port, converting it to what the port takes.
+    fn send(&mut self, egress: &PortHandle, vnet: &mut VnetHdr, frame: &mut [u8]) {
+        let tx = &egress.tx;
+        let limit = tx.mtu() + L2_OVERHEAD;
+        if tx.offloads() || vnet.is_plain() {
+            if frame.len() > limit && !vnet.is_gso() {
+                egress.counters.count_drop(DropReason::TooBig);
+                return;
+            }
+            let plain = VnetHdr::default();
+            let header = if tx.offloads() { &*vnet } else { &plain };
+            match tx.send(header, frame) {
+                Ok(()) => egress.counters.count_tx(1, frame.len() as u64),
+                Err(_) => egress.counters.count_drop(DropReason::TxError),
+            }
+            return;
+        }
+        if !vnet.is_gso() {
+            // Only a partial checksum to finish. Done in place and once: the
+            // completed frame is just as good for the ports still to come.
+            if vnet::complete_checksum(vnet, frame).is_err() {
+                egress.counters.count_drop(DropReason::Malformed);
+                return;
+            }
+            return self.send(egress, vnet, frame);
+        }
+        let mut emit = |segment: &[u8]| {
+            if segment.len() > limit {
+                egress.counters.count_drop(DropReason::TooBig);
+                return;
+            }
+            match tx.send(&VnetHdr::default(), segment) {
+                Ok(()) => egress.counters.count_tx(1, segment.len() as u64),
+                Err(_) => egress.counters.count_drop(DropReason::TxError),
+            }
+        };
+        if vnet::segment(vnet, frame, &mut self.segment_scratch, &mut emit).is_err() {
+            egress.counters.count_drop(DropReason::Malformed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, FloodReason};
+    use crate::mac_table::TableConfig;
+    use ports::memory::{MemoryTx, memory_port};
+
+    struct Rig {
+        engine: Engine,
+        ports: PortSet,
+        taps: Vec<MemoryTx>,
+    }
+
+    fn rig(specs: &[(usize, bool)]) -> Rig {
+        let mut handles = Vec::new();
+        let mut taps = Vec::new();
+        for (i, &(mtu, offloads)) in specs.iter().enumerate() {
+            let (_rx, tx) = memory_port(mtu, offloads);
+            taps.push(tx.clone());
+            handles.push(Arc::new(PortHandle {
+                id: PortId(i as u32 + 1),
+                name: format!("p{}", i + 1),
+                kind: PortKind::Memory,
+                tx: Arc::new(tx),
+                counters: Arc::default(),
+            }));
+        }
+        Rig {
+            engine: Engine::new(TableConfig::default()),
+            ports: PortSet::new(handles),
+            taps,
+        }
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(len, 0xab);
+        f
+    }
+
+    const H1: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const H2: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    impl Rig {
+        fn push(
+            &self,
+            fabric: &mut Fabric,
+            port: usize,
+            vnet: VnetHdr,
+            mut bytes: Vec<u8>,
+        ) -> Verdict {
+            let mut vnet = vnet;
+            let ingress = self.ports.get(PortId(port as u32)).unwrap().clone();
+            let mut session = self.engine.session();
+            fabric.forward(
+                &mut session,
+                &self.ports,
+                Instant::ZERO,
+                &ingress,
+                &mut vnet,
+                &mut bytes,
+            )
+        }
+    }
+
+    #[test]
+    fn floods_to_all_but_ingress_then_forwards_to_one() {
+        let r = rig(&[(1500, false), (1500, false), (1500, false)]);
+        let mut fabric = Fabric::new(None);
+        let v = r.push(&mut fabric, 1, VnetHdr::default(), frame(H2, H1, 60));
+        assert_eq!(v.action, Action::Flood(FloodReason::UnknownUnicast));
+        assert_eq!(r.taps[0].take_sent().len(), 0);
+        assert_eq!(r.taps[1].take_sent().len(), 1);
+        assert_eq!(r.taps[2].take_sent().len(), 1);
+        r.push(&mut fabric, 2, VnetHdr::default(), frame(H1, H2, 60));
+        assert_eq!(
+            r.taps[0].take_sent()[0].1,
+            frame(H1, H2, 60),
+            "byte for byte"
+        );
+        assert_eq!(r.taps[2].take_sent().len(), 0);
+        let stats = r.ports.get(PortId(1)).unwrap().counters.snapshot();
+        assert_eq!((stats.rx_frames, stats.tx_frames), (1, 1));
+    }
+
+    #[test]
+    fn frames_over_the_egress_mtu_are_dropped_and_counted_there() {
+        let r = rig(&[(9000, false), (1500, false)]);
+        let mut fabric = Fabric::new(None);
+        r.push(&mut fabric, 1, VnetHdr::default(), frame(H2, H1, 1518));
+        assert_eq!(r.taps[1].take_sent().len(), 1, "1500 + 14 + 4 fits");
+        r.push(&mut fabric, 1, VnetHdr::default(), frame(H2, H1, 1519));
+        assert_eq!(r.taps[1].take_sent().len(), 0);
+        assert_eq!(
+            r.ports.get(PortId(2)).unwrap().counters.snapshot().drops["too-big"],
+            1
+        );
+    }
+
+    #[test]
+    fn offload_headers_pass_through_to_ports_that_take_them() {
+        let r = rig(&[(1500, true), (1500, true)]);
+        let mut fabric = Fabric::new(None);
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            gso_size: 1448,
+            hdr_len: 66,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        r.push(&mut fabric, 1, vnet, frame(H2, H1, 65_000));
+        let sent = r.taps[1].take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, vnet);
+        assert_eq!(sent[0].1.len(), 65_000);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed_for_a_plain_port() {
+        let r = rig(&[(1500, true), (1500, false)]);
+        let mut fabric = Fabric::new(None);
+        // A UDP-ish payload: checksum field at 34 + 6, seeded with 0.
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        let mut bytes = frame(H2, H1, 100);
+        bytes[40..42].copy_from_slice(&[0, 0]);
+        r.push(&mut fabric, 1, vnet, bytes);
+        let sent = r.taps[1].take_sent();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0.is_plain());
+        let f = &sent[0].1;
+        assert_eq!(
+            vnet::fold(vnet::ones_complement_sum(&f[34..], 0)),
+            0xffff,
+            "checksum verifies"
+        );
+    }
+
+    #[test]
+    fn trace_lines_name_the_ports() {
+        let r = rig(&[(1500, false), (1500, false)]);
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let mut fabric = Fabric::new(Some(Arc::new(move |l: &str| {
+            sink.lock().unwrap().push(l.to_string())
+        })));
+        r.push(&mut fabric, 1, VnetHdr::default(), frame(H2, H1, 60));
+        let lines = lines.lock().unwrap();
+        assert!(
+            lines[0].ends_with("02:00:00:00:00:02 unknown: flooded to p2"),
+            "{}",
+            lines[0]
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The `tapswitch` command's library: each command in its own module, so
+//! `main.rs` stays a table of contents.
+
+pub mod control;
+pub mod logging;
+pub mod query;
+pub mod serve;
