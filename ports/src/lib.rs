@@ -17,10 +17,12 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests).
+//! tests). Capture files: [`pcap`] reads pcap and pcapng and writes both.
 
 pub mod batch;
 pub mod memory;
+pub mod pcap;
+pub mod pcapng;
 pub mod vnet;
 
 use std::fmt;
