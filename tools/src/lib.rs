@@ -3,5 +3,8 @@
 
 pub mod control;
 pub mod logging;
+pub mod pcap_cmd;
+pub mod pcap_text;
 pub mod query;
+pub mod replay;
 pub mod serve;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{query, serve};
+use tools::{pcap_cmd, query, replay, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,11 @@ enum Command {
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
+    /// Run pcap files through the switch on virtual time; write what each port sent.
+    Replay(replay::ReplayArgs),
+    /// Build capture files from text lines, show them as text, or generate a benchmark capture.
+    #[command(subcommand)]
+    Pcap(pcap_cmd::PcapCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
         Command::Port(cmd) => query::port(cmd),
+        Command::Replay(args) => replay::run(args),
+        Command::Pcap(cmd) => pcap_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
