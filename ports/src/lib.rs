@@ -17,9 +17,11 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests). Capture files: [`pcap`] reads pcap and pcapng and writes both.
+//! tests). Capture files: [`pcap`] reads pcap and pcapng and writes both;
+//! [`capture`] writes a pcapng file per port of a live switch.
 
 pub mod batch;
+pub mod capture;
 pub mod memory;
 pub mod pcap;
 pub mod pcapng;

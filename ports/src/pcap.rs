@@ -99,6 +99,8 @@ pub struct Frame<'a> {
     pub original_len: u32,
     /// Where the frame's record or block starts in the file.
     pub offset: u64,
+    /// The direction pcapng's `epb_flags` gives, if any.
+    pub direction: Option<Direction>,
 }
 
 /// A frame that owns its bytes (for tests and comparisons).
@@ -374,6 +376,7 @@ impl<R: Read> PcapReader<R> {
                         data: &self.buf[..len],
                         original_len,
                         offset,
+                        direction: None,
                     })
                 }),
             ReaderKind::Ng(ng) => ng.next_frame(&mut self.source, &mut self.buf),

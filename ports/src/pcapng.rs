@@ -207,11 +207,25 @@ impl NgReader {
                 SPB_TYPE => read_u32(self.big_endian, &body[0..4]),
                 _ => read_u32(self.big_endian, &body[16..20]),
             };
+            let direction = match block_type {
+                EPB_TYPE => {
+                    let options = &body[(data_at + captured).next_multiple_of(4).min(body_len)..];
+                    Options::new(options, self.big_endian)
+                        .find(|&(code, value)| code == OPT_EPB_FLAGS && value.len() == 4)
+                        .and_then(|(_, value)| match read_u32(self.big_endian, value) & 3 {
+                            1 => Some(Direction::Inbound),
+                            2 => Some(Direction::Outbound),
+                            _ => None,
+                        })
+                }
+                _ => None,
+            };
             return Ok(Some(Frame {
                 timestamp_ns: timestamp,
                 data: &buf[data_at..data_at + len],
                 original_len,
                 offset: start,
+                direction,
             }));
         }
     }
