@@ -678,12 +678,15 @@ impl Encoder {
                 let secs = u32::try_from(secs).map_err(|_| TimestampTooLate { timestamp_ns })?;
                 let nanos = (timestamp_ns % 1_000_000_000) as u32;
                 let captured = frame.len().min(MAX_SNAPLEN as usize);
-                out.extend_from_slice(&secs.to_ne_bytes());
-                out.extend_from_slice(&nanos.to_ne_bytes());
-                out.extend_from_slice(&(captured as u32).to_ne_bytes());
-                out.extend_from_slice(
-                    &u32::try_from(frame.len()).unwrap_or(u32::MAX).to_ne_bytes(),
-                );
+                let original = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                // One 16-byte copy: this runs for every frame replay writes.
+                let mut header = [0u8; RECORD_HEADER_LEN];
+                header[0..4].copy_from_slice(&secs.to_ne_bytes());
+                header[4..8].copy_from_slice(&nanos.to_ne_bytes());
+                header[8..12].copy_from_slice(&(captured as u32).to_ne_bytes());
+                header[12..16].copy_from_slice(&original.to_ne_bytes());
+                out.reserve(RECORD_HEADER_LEN + captured);
+                out.extend_from_slice(&header);
                 out.extend_from_slice(&frame[..captured]);
             }
             OutputFormat::PcapNg => {
