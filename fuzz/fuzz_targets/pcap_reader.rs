@@ -1,8 +1,13 @@
 //! The capture-file reader on arbitrary bytes: it may refuse them, it must
 //! never panic, hang or allocate without bound.
 //!
-//! Run: `cargo +nightly fuzz run pcap_reader` (from this directory; the
-//! seed corpus in corpus/pcap_reader holds small pcap and pcapng files).
+//! Run from this directory (seeds/ holds small pcap and pcapng files, each
+//! behind the mode byte 0; the working corpus/ is not kept in git):
+//!
+//! ```text
+//! mkdir -p corpus/pcap_reader
+//! cargo +nightly fuzz run pcap_reader corpus/pcap_reader seeds/pcap_reader -- -max_total_time=300
+//! ```
 
 #![no_main]
 
