@@ -2,6 +2,9 @@
 //! `main.rs` stays a table of contents.
 
 pub mod control;
+pub mod control_server;
 pub mod logging;
 pub mod query;
+pub mod running;
 pub mod serve;
+pub mod signals;
