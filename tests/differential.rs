@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use tapswitch_tests::frames::{mac, probe, probe_vlan};
+use tapswitch_tests::frames::{probe, probe_vlan};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
@@ -301,7 +301,7 @@ fn vlan_tags_and_every_frame_size_pass_byte_for_byte() {
 
 #[test]
 fn gateway_ping_and_tcp_with_default_offloads() {
-    compare(|rig| {
+    let (to_gateway, between, tcp) = compare(|rig| {
         let hosts = &rig.topo.hosts;
         let to_gateway = ping(&hosts[0].ns, GATEWAY, 3, Duration::from_secs(2));
         let between = ping(&hosts[0].ns, hosts[1].ip, 3, Duration::from_secs(2));
@@ -309,11 +309,12 @@ fn gateway_ping_and_tcp_with_default_offloads() {
             tcp_transfer(&hosts[1].ns, hosts[1].ip, &hosts[0].ns, 10 << 20).map(|_| "10 MB intact");
         (to_gateway, between, tcp)
     });
+    assert_eq!((to_gateway, between, tcp), (3, 3, Ok("10 MB intact")));
 }
 
 #[test]
 fn broadcast_storm_and_mac_flood_do_not_make_it_forget_learned_hosts() {
-    compare(|rig| {
+    let outcome = compare(|rig| {
         let [a1, a2] = [station_mac(0), station_mac(1)];
         rig.send(0, &probe([0xff; 6], a1, 1, 60));
         rig.send(1, &probe([0xff; 6], a2, 2, 60));
@@ -353,4 +354,5 @@ fn broadcast_storm_and_mac_flood_do_not_make_it_forget_learned_hosts() {
         let to_a1 = rig.receivers(4);
         (rig.is_alive(), to_a2, to_a1)
     });
+    assert_eq!(outcome, (true, vec![2], vec![1]));
 }
