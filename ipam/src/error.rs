@@ -55,6 +55,10 @@ pub enum Error {
         other_subnet: Subnet,
     },
     #[error(
+        "every default address pool (172.17-31.0.0/16, 192.168.x.0/20) overlaps a network: give --subnet CIDR"
+    )]
+    NoFreePool,
+    #[error(
         "network {0} already exists: choose another name, or remove it with `tapswitch network rm {0}`"
     )]
     NetworkExists(String),

@@ -166,6 +166,18 @@ impl State {
         self.network(name)
     }
 
+    /// The first of Docker's default address pools that overlaps no network:
+    /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/20 to
+    /// 192.168.240.0/20. For `network create` without `--subnet`.
+    pub fn free_subnet(&self) -> Option<Subnet> {
+        let sixteens = (17..=31u8).map(|b| (Ipv4Addr::new(172, b, 0, 0), 16));
+        let twenties = (0..16u8).map(|n| (Ipv4Addr::new(192, 168, n * 16, 0), 20));
+        sixteens
+            .chain(twenties)
+            .filter_map(|(base, prefix)| Subnet::new(base, prefix).ok())
+            .find(|candidate| self.check_overlap(*candidate).is_ok())
+    }
+
     fn check_overlap(&self, subnet: Subnet) -> Result<()> {
         for other in &self.networks {
             if let Some(other_subnet) = other.subnet().filter(|s| s.overlaps(subnet)) {
@@ -410,6 +422,25 @@ mod tests {
             state.create_network("one", String::new(), String::new(), &spec("10.9.0.0/16")),
             Err(Error::NetworkExists(_))
         ));
+    }
+
+    #[test]
+    fn default_pools_skip_subnets_in_use() {
+        let mut state = fresh();
+        let first = state.free_subnet().unwrap();
+        assert_eq!(first.to_string(), "172.18.0.0/16");
+        state
+            .create_network("a", "1".repeat(64), String::new(), &spec("172.18.5.0/24"))
+            .unwrap();
+        assert_eq!(state.free_subnet().unwrap().to_string(), "172.19.0.0/16");
+        state
+            .create_network("b", "2".repeat(64), String::new(), &spec("172.16.0.0/12"))
+            .unwrap_err();
+        state
+            .create_network("c", "3".repeat(64), String::new(), &spec("172.24.0.0/13"))
+            .unwrap();
+        // 172.19 to 172.23 are still free; 172.24 to 172.31 are taken.
+        assert_eq!(state.free_subnet().unwrap().to_string(), "172.19.0.0/16");
     }
 
     #[test]

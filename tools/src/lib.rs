@@ -1,7 +1,12 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+pub mod container;
 pub mod control;
 pub mod logging;
+pub mod netlink;
+pub mod network;
 pub mod query;
 pub mod serve;
+pub mod show;
+pub mod statedir;
