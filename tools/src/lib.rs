@@ -3,10 +3,13 @@
 
 pub mod container;
 pub mod control;
+pub mod control_server;
 pub mod logging;
 pub mod netlink;
 pub mod network;
 pub mod query;
+pub mod running;
 pub mod serve;
 pub mod show;
+pub mod signals;
 pub mod statedir;
