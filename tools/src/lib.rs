@@ -1,10 +1,15 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+pub mod container;
 pub mod control;
 pub mod control_server;
 pub mod logging;
+pub mod netlink;
+pub mod network;
 pub mod query;
 pub mod running;
 pub mod serve;
+pub mod show;
 pub mod signals;
+pub mod statedir;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{query, serve};
+use tools::{container, network, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,14 @@ enum Command {
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
+    /// Create, list, inspect and remove networks (like `docker network`).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Create, list, inspect, enter and remove containers' networks.
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Show each running switch with its ports and their containers (like `brctl show`).
+    Show(show::ShowArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +51,9 @@ fn main() -> ExitCode {
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
         Command::Port(cmd) => query::port(cmd),
+        Command::Network(cmd) => network::run(cmd),
+        Command::Container(cmd) => container::run(cmd),
+        Command::Show(args) => show::run(args),
     };
     match result {
         Ok(code) => code,
