@@ -4,6 +4,7 @@
 pub mod container;
 pub mod control;
 pub mod control_server;
+pub mod demo;
 pub mod logging;
 pub mod netlink;
 pub mod network;
@@ -13,3 +14,4 @@ pub mod serve;
 pub mod show;
 pub mod signals;
 pub mod statedir;
+pub mod traffic;

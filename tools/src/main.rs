@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{container, network, query, serve, show};
+use tools::{container, demo, network, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a switch in the foreground (ports: --iface for veth ends, --tap for TAP devices).
     Serve(serve::ServeArgs),
+    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
+    Demo(demo::DemoArgs),
     /// Show a running switch's MAC table (like `brctl showmacs`).
     Fdb(query::QueryArgs),
     /// Show a running switch's ports and their counters (like `ip -s link`).
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Fdb(args) => query::fdb(args),
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),

@@ -82,18 +82,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         trace,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
-    let info = SwitchInfo {
-        network: args.network.clone(),
-        switch_id: switch_id(&dataplane, &args.network),
-        pid: std::process::id(),
-        control: socket.clone(),
-        gateway: gateway.map(|(ip, len)| format!("{ip}/{len}")),
-        gateway_mac: dataplane.gateway().map(|(_, _, mac)| mac),
-        ageing_time: args.ageing_time,
-        max_macs: args.max_macs,
-        workers: dataplane.worker_count(),
-        capture_dir: args.capture.clone(),
-    };
+    let info = switch_info(
+        &dataplane,
+        &args.network,
+        &socket,
+        args.ageing_time,
+        args.max_macs,
+        args.capture.clone(),
+    );
     let switch = Arc::new(RunningSwitch::new(dataplane, info));
 
     let specs = args
@@ -181,17 +177,35 @@ pub fn parse_gateway(cidr: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
+/// What `tapswitch stats` and `show` report about a switch.
+pub fn switch_info(
+    dataplane: &Dataplane,
+    network: &str,
+    control: &std::path::Path,
+    ageing_time: u64,
+    max_macs: usize,
+    capture_dir: Option<PathBuf>,
+) -> SwitchInfo {
+    let gateway = dataplane.gateway();
+    SwitchInfo {
+        network: network.to_string(),
+        switch_id: switch_id(gateway.map(|(_, _, mac)| mac), network),
+        pid: std::process::id(),
+        control: control.to_path_buf(),
+        gateway: gateway.map(|(ip, len, _)| format!("{ip}/{len}")),
+        gateway_mac: gateway.map(|(_, _, mac)| mac),
+        ageing_time,
+        max_macs,
+        workers: dataplane.worker_count(),
+        capture_dir,
+    }
 }
 
 /// A bridge-id-like name for `tapswitch show`: priority 8000 and the
 /// gateway's MAC, as `brctl show` prints `8000.0242ac110001`.
-fn switch_id(dataplane: &Dataplane, network: &str) -> String {
-    match dataplane.gateway() {
-        Some((_, _, mac)) => format!("8000.{}", mac.to_string().replace(':', "")),
+fn switch_id(gateway_mac: Option<switch::MacAddr>, network: &str) -> String {
+    match gateway_mac {
+        Some(mac) => format!("8000.{}", mac.to_string().replace(':', "")),
         None => {
             let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -199,6 +213,13 @@ fn switch_id(dataplane: &Dataplane, network: &str) -> String {
             format!("8000.{:012x}", hash & 0xffff_ffff_ffff)
         }
     }
+}
+
+/// Worker threads by default: one per CPU, at most 8.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
 }
 
 #[cfg(test)]

@@ -120,6 +120,28 @@ impl Netlink {
             .map(drop)
     }
 
+    /// `ip link set <index> netns <fd>`: moves an interface (a TAP made by
+    /// the switch, say) into another namespace.
+    pub fn move_to_netns(&mut self, index: u32, netns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes = vec![LinkAttribute::NetNsFd(netns.as_raw_fd())];
+        self.request(RouteNetlinkMessage::SetLink(message), 0)
+            .map(drop)
+    }
+
+    /// `ip link set <index> name <name> address <mac>`.
+    pub fn rename(&mut self, index: u32, name: &str, mac: [u8; 6]) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::Address(mac.to_vec()),
+        ];
+        self.request(RouteNetlinkMessage::SetLink(message), 0)
+            .map(drop)
+    }
+
     /// `ip link del <index>`; for a veth this removes both ends.
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut message = LinkMessage::default();
