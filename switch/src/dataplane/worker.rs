@@ -90,6 +90,7 @@ pub(super) fn spawn(index: usize, shared: Arc<Shared>) -> io::Result<WorkerHandl
                 rx: HashMap::new(),
                 ready: VecDeque::new(),
                 batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
+                suspects: Vec::new(),
             };
             worker.run();
         })?;
@@ -114,13 +115,17 @@ struct Worker {
     fabric: Fabric,
     ports: Arc<PortSet>,
     generation: u64,
+    /// Ports whose link went down, to look at again shortly: an interface
+    /// being deleted goes down first and only then disappears.
+    suspects: Vec<(Arc<PortHandle>, std::time::Instant)>,
 }
 
 impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         loop {
-            if let Err(err) = self.poll.poll(&mut events, None) {
+            let timeout = self.next_suspect_check();
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -135,6 +140,7 @@ impl Worker {
             if !self.handle_commands() {
                 return;
             }
+            self.check_suspects();
             if !self.drain_ready_ports() {
                 return;
             }
@@ -237,23 +243,63 @@ impl Worker {
         }
     }
 
-    /// A receive error: a link that went down keeps its port (the kernel
-    /// resumes delivery when it comes back up); anything else, such as the
-    /// interface being deleted, removes the port.
-    fn port_failed(&mut self, handle: &PortHandle, err: io::Error) {
-        let still_there = ports::interface_index(&handle.name).is_some();
-        if err.raw_os_error() == Some(libc_enetdown()) && still_there {
-            log::warn!(
-                "port {}: link is down; frames resume when it comes back up",
-                handle.name
-            );
+    /// A receive error. ENETDOWN means the link went down, which happens
+    /// both when someone sets it down (the port stays: the kernel resumes
+    /// delivery when it comes back up) and first thing when its interface is
+    /// deleted. So a port that reports it is looked at again shortly, and
+    /// removed if its interface is gone by then. Any other error removes the
+    /// port at once.
+    fn port_failed(&mut self, handle: &Arc<PortHandle>, err: io::Error) {
+        if err.raw_os_error() == Some(ENETDOWN) {
+            let recheck = std::time::Instant::now() + SUSPECT_RECHECK;
+            self.suspects.retain(|(h, _)| h.id != handle.id);
+            self.suspects.push((handle.clone(), recheck));
             return;
         }
-        let reason = if still_there {
-            err.to_string()
-        } else {
-            "its interface is gone".to_string()
+        let reason = match ports::interface_index(&handle.name) {
+            Some(_) => err.to_string(),
+            None => "its interface is gone".to_string(),
         };
+        self.retire(handle, reason);
+    }
+
+    /// How long epoll may sleep before a suspect port is due for a look.
+    fn next_suspect_check(&self) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        self.suspects
+            .iter()
+            .map(|(_, at)| at.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Looks again at ports whose link went down: gone ones are removed,
+    /// ones that are merely down stay (and are logged once).
+    fn check_suspects(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<Arc<PortHandle>> = self
+            .suspects
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        self.suspects.retain(|(_, at)| *at > now);
+        for handle in due {
+            if !self.rx.contains_key(&handle.id) {
+                continue;
+            }
+            if ports::interface_index(&handle.name).is_some() {
+                log::warn!(
+                    "port {}: link is down; frames resume when it comes back up",
+                    handle.name
+                );
+            } else {
+                self.retire(&handle, "its interface is gone".to_string());
+            }
+        }
+    }
+
+    /// Removes a broken port and tells the supervisor why.
+    fn retire(&mut self, handle: &PortHandle, reason: String) {
         self.remove(handle.id);
         if self.shared.unpublish(handle.id).is_some() {
             let _ = self.shared.events.send(PortEvent::Removed {
@@ -265,7 +311,8 @@ impl Worker {
     }
 }
 
+/// How long after ENETDOWN a port is checked for a deleted interface.
+const SUSPECT_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// ENETDOWN on Linux (the switch crate stays free of libc).
-const fn libc_enetdown() -> i32 {
-    100
-}
+const ENETDOWN: i32 = 100;
