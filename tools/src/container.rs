@@ -159,11 +159,17 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
 /// built when there is a switch to plug it into.
 fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
     let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
-    let info: SwitchInfo = control::call_as(&path, &Request::Info).map_err(|err| {
-        anyhow!(
-            "no switch serves network {network} ({err:#}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere"
-        )
-    })?;
+    if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
+        let why = match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => String::new(),
+            _ => format!(": {err}"),
+        };
+        bail!(
+            "no switch serves network {network} (nothing listens on {}{why}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere",
+            path.display()
+        );
+    }
+    let info: SwitchInfo = control::call_as(&path, &Request::Info)?;
     if info.network != network {
         bail!(
             "the switch at {} serves network {}, not {network}: pass the control socket of {network}'s switch",
