@@ -58,21 +58,23 @@ impl Station {
         let mut frames = Vec::new();
         let hard_stop = Instant::now() + Duration::from_secs(10);
         let mut quiet_until = Instant::now() + window;
-        while Instant::now() < quiet_until && Instant::now() < hard_stop {
+        loop {
             let n = self
                 .rx
                 .recv_batch(&mut self.batch)
                 .expect("receiving test frames");
-            if n == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
             for i in 0..n {
                 frames.push(self.batch.get(i).1.to_vec());
             }
-            quiet_until = Instant::now() + window;
+            let now = Instant::now();
+            if n > 0 {
+                quiet_until = now + window;
+            } else if now >= quiet_until || now >= hard_stop {
+                return frames;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
-        frames
     }
 
     /// The probes among the frames that arrive within `window`.
