@@ -300,13 +300,14 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         let mut tx = store.lock()?;
         let Ok(record) = tx.state.container(name).cloned() else {
             // Idempotent: nothing recorded; still clear a namespace an
-            // interrupted create may have left.
-            drop(tx);
+            // interrupted create may have left (under the lock, so that
+            // it cannot be a concurrent create's).
             let leftover = sandbox_path(name);
             if leftover.exists() {
                 netns::delete(&leftover)
                     .with_context(|| format!("deleting {}", leftover.display()))?;
             }
+            drop(tx);
             eprintln!("tapswitch: container {name} does not exist; nothing to remove");
             continue;
         };

@@ -80,10 +80,12 @@ pub fn prune(store: &Store) -> Result<Vec<Container>> {
     }
     let mut tx = store.lock()?;
     let dead = tx.state.prune(|c| is_alive(c, &boot_id));
-    tx.commit()?;
+    // Under the lock: once it is released, a new container may take the
+    // same name (and namespace path).
     for container in &dead {
         clean_up_leftovers(container);
     }
+    tx.commit()?;
     Ok(dead)
 }
 
