@@ -10,11 +10,10 @@ use crate::subnet::{Subnet, SubnetError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // --- defining networks ---
-    #[error("--{flag}: {source}")]
+    #[error("--{flag}: {problem}")]
     BadCidr {
         flag: &'static str,
-        #[source]
-        source: SubnetError,
+        problem: SubnetError,
     },
     #[error(
         "subnet {subnet} is too small for a network (it needs a network, a gateway, a container and a broadcast address): use a /30 or larger"
@@ -117,7 +116,7 @@ pub enum Error {
     NoSuchContainer(String),
 
     // --- the state directory ---
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -94,9 +94,9 @@ impl IpamConfig {
     /// CIDR block big enough for a container, the gateway a host address
     /// inside it, the range and aux addresses inside it too.
     pub fn from_spec(spec: &NetworkSpec) -> Result<IpamConfig> {
-        let subnet: Subnet = spec.subnet.parse().map_err(|source| Error::BadCidr {
+        let subnet: Subnet = spec.subnet.parse().map_err(|problem| Error::BadCidr {
             flag: "subnet",
-            source,
+            problem,
         })?;
         if subnet.prefix_len() > 30 {
             return Err(Error::SubnetTooSmall { subnet });
@@ -120,9 +120,9 @@ impl IpamConfig {
         let ip_range = match &spec.ip_range {
             None => None,
             Some(text) => {
-                let range: Subnet = text.parse().map_err(|source| Error::BadCidr {
+                let range: Subnet = text.parse().map_err(|problem| Error::BadCidr {
                     flag: "ip-range",
-                    source,
+                    problem,
                 })?;
                 if !subnet.contains_subnet(range) {
                     return Err(Error::RangeOutside { range, subnet });
@@ -215,6 +215,13 @@ impl Network {
         self.ipam
             .as_ref()
             .map(|c| format!("{}/{}", c.gateway, c.subnet.prefix_len()))
+    }
+
+    /// The gateway and the subnet's prefix length, e.g. (172.17.0.1, 16).
+    pub fn gateway_prefix(&self) -> Option<(Ipv4Addr, u8)> {
+        self.ipam
+            .as_ref()
+            .map(|c| (c.gateway, c.subnet.prefix_len()))
     }
 
     /// The first 12 hex digits of the id, as `docker network ls` shows it.
@@ -317,6 +324,7 @@ mod tests {
         let net = network(spec("172.17.0.0/16"));
         assert_eq!(net.gateway(), Some(ip("172.17.0.1")));
         assert_eq!(net.gateway_cidr().as_deref(), Some("172.17.0.1/16"));
+        assert_eq!(net.gateway_prefix(), Some((ip("172.17.0.1"), 16)));
         let mut used = BTreeMap::new();
         assert_eq!(
             allocate_n(&net, &mut used, 3),

@@ -159,11 +159,17 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
 /// built when there is a switch to plug it into.
 fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
     let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
-    let info: SwitchInfo = control::call_as(&path, &Request::Info).map_err(|err| {
-        anyhow!(
-            "no switch serves network {network} ({err:#}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere"
-        )
-    })?;
+    if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
+        let why = match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => String::new(),
+            _ => format!(": {err}"),
+        };
+        bail!(
+            "no switch serves network {network} (nothing listens on {}{why}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere",
+            path.display()
+        );
+    }
+    let info: SwitchInfo = control::call_as(&path, &Request::Info)?;
     if info.network != network {
         bail!(
             "the switch at {} serves network {}, not {network}: pass the control socket of {network}'s switch",
@@ -294,13 +300,14 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         let mut tx = store.lock()?;
         let Ok(record) = tx.state.container(name).cloned() else {
             // Idempotent: nothing recorded; still clear a namespace an
-            // interrupted create may have left.
-            drop(tx);
+            // interrupted create may have left (under the lock, so that
+            // it cannot be a concurrent create's).
             let leftover = sandbox_path(name);
             if leftover.exists() {
                 netns::delete(&leftover)
                     .with_context(|| format!("deleting {}", leftover.display()))?;
             }
+            drop(tx);
             eprintln!("tapswitch: container {name} does not exist; nothing to remove");
             continue;
         };

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ipam::store::{now, random_id};
-use ipam::{Driver, Network, NetworkSpec, State};
+use ipam::{Network, NetworkSpec, State};
 use serde::Serialize;
 
-use crate::control;
 use crate::statedir::{self, StateArgs};
 
 #[derive(Debug, Subcommand)]
@@ -178,8 +177,7 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 }
 
 fn prune(args: &StateArgs) -> Result<ExitCode> {
-    let store = ipam::Store::open(ipam::state_dir(args.state_dir.as_deref()))?;
-    let released = statedir::prune(&store)?;
+    let released = statedir::prune(&args.open_unpruned()?)?;
     if released.is_empty() {
         println!("every lease belongs to a container that exists; nothing to release");
     }
@@ -282,17 +280,6 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 .collect(),
         })
         .collect();
-    let mut options = BTreeMap::new();
-    if network.driver == Driver::Bridge {
-        // Where its switch listens: the one thing Docker users would look
-        // for under com.docker.network.bridge.name.
-        options.insert(
-            "tapswitch.control".to_string(),
-            control::default_socket_path(&network.name)
-                .display()
-                .to_string(),
-        );
-    }
     NetworkView {
         name: network.name.clone(),
         id: network.id.clone(),
@@ -308,7 +295,7 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
         internal: false,
         attachable: false,
         containers,
-        options,
+        options: BTreeMap::new(),
         labels: BTreeMap::new(),
     }
 }

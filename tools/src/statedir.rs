@@ -9,9 +9,10 @@
 //! leave addresses leased to nobody: CNI host-local's "no IP addresses
 //! available" after a reboot cannot happen here.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::Args;
 use ipam::{Container, Store};
 
@@ -31,9 +32,36 @@ impl StateArgs {
     /// Opens the state directory, after releasing the leases of containers
     /// that no longer exist.
     pub fn open(&self) -> Result<Store> {
-        let store = Store::open(ipam::state_dir(self.state_dir.as_deref()))?;
-        prune(&store)?;
+        let store = self.open_unpruned()?;
+        for container in prune(&store)? {
+            log::info!(
+                "released {} of container {}, which no longer exists",
+                container
+                    .ipv4
+                    .map_or_else(|| "the record".to_string(), |ip| ip.to_string()),
+                container.name
+            );
+        }
         Ok(store)
+    }
+
+    /// Opens the state directory as it is.
+    pub fn open_unpruned(&self) -> Result<Store> {
+        Ok(Store::open(ipam::state_dir(self.state_dir.as_deref()))?)
+    }
+
+    /// The gateway (address and prefix length) that `tapswitch serve
+    /// --network NAME` gives its gateway host, from IPAM. Only bridge
+    /// networks have one.
+    pub fn served_gateway(&self, network: &str) -> Result<(Ipv4Addr, u8)> {
+        let network = self.open_unpruned()?.network(network)?;
+        network.gateway_prefix().ok_or_else(|| {
+            anyhow!(
+                "network {} uses driver {} and has no subnet for a switch to serve: serve a bridge network (see `tapswitch network ls`)",
+                network.name,
+                network.driver
+            )
+        })
     }
 }
 
@@ -52,17 +80,12 @@ pub fn prune(store: &Store) -> Result<Vec<Container>> {
     }
     let mut tx = store.lock()?;
     let dead = tx.state.prune(|c| is_alive(c, &boot_id));
-    tx.commit()?;
+    // Under the lock: once it is released, a new container may take the
+    // same name (and namespace path).
     for container in &dead {
         clean_up_leftovers(container);
-        log::info!(
-            "released {} of container {}, which no longer exists",
-            container
-                .ipv4
-                .map_or_else(|| "the record".to_string(), |ip| ip.to_string()),
-            container.name
-        );
     }
+    tx.commit()?;
     Ok(dead)
 }
 
