@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// The control socket's path (default: /run/tapswitch/<network>.sock for root).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: crate::statedir::StateArgs,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -144,13 +146,11 @@ fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
     if let Some(cidr) = &args.gateway {
         return parse_gateway(cidr).map(Some);
     }
+    // The default network needs no state: 172.17.0.1/16, as on docker0.
     if args.network == control::DEFAULT_NETWORK {
         return Ok(Some(DEFAULT_GATEWAY));
     }
-    bail!(
-        "network {} has no gateway configured; pass --gateway CIDR or --no-gateway",
-        args.network
-    )
+    args.state.served_gateway(&args.network).map(Some)
 }
 
 /// Parses `172.17.0.1/16` into the gateway's address and prefix length.
