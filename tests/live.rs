@@ -236,3 +236,53 @@ fn frames_of_every_size_and_vlan_tags_arrive_byte_for_byte() {
         "nothing comes back to the sender"
     );
 }
+
+#[test]
+fn without_privileges_the_error_says_what_to_do_and_nothing_is_left_behind() {
+    require_root();
+    let topo = Topology::veth_star(1);
+    let control = std::env::temp_dir().join(format!("{}.sock", tapswitch_tests::unique_name("np")));
+    // A copy user nobody can run, wherever the checkout lives.
+    let dir = std::env::temp_dir().join(tapswitch_tests::unique_name("npb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("tapswitch");
+    std::fs::copy(tapswitch_tests::switch_process::binary(), &binary).unwrap();
+    for path in [&dir, &binary] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for port in [["--iface", "p1"], ["--tap", "tnoperm"]] {
+        // The same command as user nobody, inside the test's namespace.
+        let out = topo.switch_ns.exec(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                binary.to_str().unwrap(),
+                "serve",
+                port[0],
+                port[1],
+                "--control",
+                control.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!(
+                "tapswitch: port {}: permission denied while",
+                port[1]
+            )) && last.contains("run as root, or give the binary CAP_NET_RAW and CAP_NET_ADMIN"),
+            "{stderr}"
+        );
+        assert!(!control.exists(), "no control socket is left behind");
+    }
+    assert!(
+        tapswitch_tests::netns::ip_output(&["-n", &topo.switch_ns.name, "link", "show", "tnoperm"])
+            .is_err(),
+        "no TAP device is left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
