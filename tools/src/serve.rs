@@ -105,6 +105,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             return Err(err);
         }
     }
+    reattach_containers(&switch, &args, &socket);
     control_server::spawn(listener, switch.clone())?;
     log::info!(
         "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
@@ -136,6 +137,43 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&socket);
     switch.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A switch that restarts finds the containers of its network still there
+/// (their namespaces and veth pairs outlive it): their host ends are
+/// attached again, as Docker's daemon does on restart. Nothing is created:
+/// without a state file there is nothing to re-attach.
+fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
+    let dir = ipam::state_dir(args.state.state_dir.as_deref());
+    if !dir.join(ipam::store::STATE_FILE).exists() {
+        return;
+    }
+    let state = match ipam::Store::open(&dir).and_then(|store| store.load()) {
+        Ok(state) => state,
+        Err(err) => {
+            log::warn!("not re-attaching containers: {err}");
+            return;
+        }
+    };
+    for container in state
+        .containers
+        .iter()
+        .filter(|c| c.network == args.network)
+    {
+        let (Some(iface), Some(control)) = (&container.host_iface, &container.control) else {
+            continue;
+        };
+        if control != socket || ports::interface_index(iface).is_none() {
+            continue;
+        }
+        match switch.attach(
+            &PortSpec::Iface(iface.clone()),
+            Some(container.name.clone()),
+        ) {
+            Ok(_) => log::info!("re-attached container {} (port {iface})", container.name),
+            Err(err) => log::warn!("could not re-attach container {}: {err:#}", container.name),
+        }
+    }
 }
 
 /// `--gateway CIDR`, `--no-gateway`, or the network's default.

@@ -86,10 +86,20 @@ struct Switch {
 
 impl Switch {
     fn start(env: &Env, network: &str, gateway: &str) -> Switch {
+        Switch::start_with(env, network, &["--gateway", gateway])
+    }
+
+    /// `serve --network NAME` with the gateway IPAM gives the network.
+    fn start_from_ipam(env: &Env, network: &str) -> Switch {
+        Switch::start_with(env, network, &[])
+    }
+
+    fn start_with(env: &Env, network: &str, extra: &[&str]) -> Switch {
         let socket = env.socket(network);
         let log = std::fs::File::create(env.dir.path().join(format!("{network}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-            .args(["serve", "--network", network, "--gateway", gateway])
+            .args(["serve", "--network", network])
+            .args(extra)
             .arg("--control")
             .arg(&socket)
             .env("TAPSWITCH_STATE_DIR", env.state_dir())
@@ -171,6 +181,20 @@ impl Drop for Names<'_> {
     }
 }
 
+/// One ping from inside the container's namespace must be answered. Raw
+/// ICMP from Rust, so the suite needs no `ping` binary on the machine.
+fn assert_pings(container: &str, target: &str) {
+    let ns = Path::new("/run/netns").join(format!("tapswitch-{container}"));
+    let target: std::net::Ipv4Addr = target.parse().unwrap();
+    let result = tools::traffic::ping(&ns, target, 1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("pinging {target} from {container}: {e}"));
+    assert_eq!(
+        result.received(),
+        1,
+        "{container} got no reply from {target}"
+    );
+}
+
 fn netns_exists(container: &str) -> bool {
     Path::new("/run/netns")
         .join(format!("tapswitch-{container}"))
@@ -203,42 +227,9 @@ fn walkthrough_two_bridge_containers_talk_to_each_other_and_the_gateway() {
     let route = env.ok(&["container", "exec", &c1, "--", "ip", "route"]);
     assert!(route.contains("default via 172.17.0.1 dev eth0"), "{route}");
 
-    env.ok(&[
-        "container",
-        "exec",
-        &c1,
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        "172.17.0.3",
-    ]);
-    env.ok(&[
-        "container",
-        "exec",
-        &c2,
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        "172.17.0.2",
-    ]);
-    env.ok(&[
-        "container",
-        "exec",
-        &c1,
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        "172.17.0.1",
-    ]);
+    assert_pings(&c1, "172.17.0.3");
+    assert_pings(&c2, "172.17.0.2");
+    assert_pings(&c1, "172.17.0.1");
 
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["network", "inspect", "bridge"])).unwrap();
@@ -409,18 +400,7 @@ fn a_created_network_with_a_range_and_a_requested_address() {
             .any(|l| l.contains(&b) && l.contains("10.213.0.9/24")),
         "{ls}"
     );
-    env.ok(&[
-        "container",
-        "exec",
-        &a,
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        "10.213.0.9",
-    ]);
+    assert_pings(&a, "10.213.0.9");
 
     let err = env.fails(&[
         "container",
@@ -609,4 +589,45 @@ fn concurrent_creates_get_distinct_addresses_until_the_subnet_is_exhausted() {
         !netns_exists(&late),
         "a refused create leaves nothing behind"
     );
+}
+
+/// A switch that restarts attaches the containers of its network again
+/// (their namespaces and veths outlived it), and takes its gateway from IPAM.
+#[test]
+fn a_restarted_switch_reattaches_its_containers() {
+    let env = Env::new();
+    let mut names = Names::new(&env);
+    let network = names.fresh("rn");
+    env.ok(&["network", "create", &network, "--subnet", "10.214.0.0/24"]);
+    let socket = env.socket(&network);
+    let socket = socket.to_str().unwrap();
+    let (a, b) = (names.fresh("ra"), names.fresh("rb"));
+    {
+        let _switch = Switch::start_from_ipam(&env, &network);
+        env.ok(&[
+            "container",
+            "create",
+            &a,
+            "--network",
+            &network,
+            "--control",
+            socket,
+        ]);
+        env.ok(&[
+            "container",
+            "create",
+            &b,
+            "--network",
+            &network,
+            "--control",
+            socket,
+        ]);
+        assert_pings(&a, "10.214.0.3");
+    }
+    let _switch = Switch::start_from_ipam(&env, &network);
+    let ports = env.ok(&["ports", "--control", socket]);
+    assert!(ports.contains(&format!("container {a}")), "{ports}");
+    assert!(ports.contains(&format!("container {b}")), "{ports}");
+    assert_pings(&a, "10.214.0.3");
+    assert_pings(&b, "10.214.0.1");
 }
