@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use ports::pcap::{OutputFormat, PcapReader, PcapWriter};
-use tapswitch_tests::{TempDir, fixtures_dir, replay, replay_args};
+use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args};
 
 /// A classic header (little-endian, nanoseconds) with this snap length and link type.
 fn header(snaplen: u32, linktype: u32) -> Vec<u8> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ports::pcap::OutputFormat;
-use tapswitch_tests::{TempDir, fixtures_dir, replay, replay_args, updating_fixtures};
+use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args, updating_fixtures};
 use tools::replay::expect;
 use tools::{pcap_cmd, pcap_text};
 

@@ -68,21 +68,21 @@ impl RxBatch {
         )
     }
 
-    /// The buffers of the free slots, for a backend to receive into: each is
-    /// the slot's header and its whole buffer after the headroom.
-    pub fn free_slots(&mut self) -> impl Iterator<Item = (&mut VnetHdr, &mut [u8])> {
-        self.slots[self.len..].iter_mut().map(|slot| {
-            slot.start = SLOT_HEADROOM;
-            slot.vnet = VnetHdr::default();
-            (&mut slot.vnet, &mut slot.buf[SLOT_HEADROOM..])
-        })
+    /// The buffers of the free slots, in order, for a backend to receive
+    /// into: each is the whole slot after the headroom.
+    pub fn free_buffers(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        self.slots[self.len..]
+            .iter_mut()
+            .map(|slot| &mut slot.buf[SLOT_HEADROOM..])
     }
 
-    /// Marks the next free slot as holding a frame of `len` bytes (received
-    /// into the buffer `free_slots` gave out).
-    pub fn commit(&mut self, len: usize) {
+    /// Marks the next free slot as holding a frame of `len` bytes, received
+    /// into the buffer `free_buffers` gave out for it.
+    pub fn commit(&mut self, len: usize, vnet: VnetHdr) {
         let slot = &mut self.slots[self.len];
-        slot.len = len.min(slot.buf.len() - slot.start);
+        slot.start = SLOT_HEADROOM;
+        slot.len = len.min(slot.buf.len() - SLOT_HEADROOM);
+        slot.vnet = vnet;
         self.len += 1;
     }
 

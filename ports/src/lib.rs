@@ -23,8 +23,11 @@
 pub mod batch;
 pub mod capture;
 pub mod memory;
+pub mod packet;
 pub mod pcap;
 pub mod pcapng;
+mod sys;
+pub mod tap;
 pub mod vnet;
 
 use std::fmt;
@@ -98,5 +101,101 @@ impl fmt::Display for PortKind {
             PortKind::Memory => "memory",
             PortKind::Pcap => "pcap",
         })
+    }
+}
+
+/// Why a port could not be opened. Each message names the port and says
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port {name}: the name is {len} bytes long, but Linux interface names have at most 15")]
+    NameTooLong { name: String, len: usize },
+    #[error(
+        "port {name}: the name is empty or contains a '/', whitespace or NUL; use a valid interface name"
+    )]
+    BadName { name: String },
+    #[error(
+        "port {name}: no such interface; create it first (for a veth pair: \
+         `ip link add {name} type veth peer name <other>`) or check the name"
+    )]
+    NoSuchInterface { name: String },
+    #[error(
+        "port {name}: permission denied while {doing}; run as root, or give the binary \
+         CAP_NET_RAW and CAP_NET_ADMIN (`setcap cap_net_raw,cap_net_admin+ep tapswitch`)"
+    )]
+    PermissionDenied { name: String, doing: &'static str },
+    #[error(
+        "port {name}: /dev/net/tun is missing; load the tun module (`modprobe tun`) or run where TAP devices exist"
+    )]
+    NoTunDevice { name: String },
+    #[error(
+        "port {name}: {name} exists but is not a TAP device; pick another name, or attach it with --iface"
+    )]
+    NotATap { name: String },
+    #[error("port {name}: failed while {doing}: {source}")]
+    Io {
+        name: String,
+        doing: &'static str,
+        source: io::Error,
+    },
+}
+
+impl PortError {
+    /// Maps an OS error from step `doing` on port `name` to the most helpful variant.
+    fn from_io(name: &str, doing: &'static str, err: io::Error) -> PortError {
+        let name = name.to_string();
+        match err.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => PortError::PermissionDenied { name, doing },
+            Some(libc::ENODEV) | Some(libc::ENXIO) => PortError::NoSuchInterface { name },
+            _ => PortError::Io {
+                name,
+                doing,
+                source: err,
+            },
+        }
+    }
+}
+
+/// Checks an interface name before it reaches the kernel.
+pub fn check_interface_name(name: &str) -> Result<(), PortError> {
+    if name.len() > sys::MAX_IFNAME_LEN {
+        return Err(PortError::NameTooLong {
+            name: name.to_string(),
+            len: name.len(),
+        });
+    }
+    let bad = |c: char| c == '/' || c == '\0' || c.is_whitespace() || c == ':';
+    if name.is_empty() || name == "." || name == ".." || name.contains(bad) {
+        return Err(PortError::BadName {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The index of interface `name`, if it exists in this network namespace.
+pub fn interface_index(name: &str) -> Option<u32> {
+    sys::if_nametoindex(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_checked_before_the_kernel_sees_them() {
+        assert!(check_interface_name("veth0").is_ok());
+        assert!(check_interface_name("a23456789012345").is_ok());
+        let err = check_interface_name("a234567890123456").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port a234567890123456: the name is 16 bytes long, but Linux interface names have at most 15"
+        );
+        for bad in ["", "a/b", "a b", "a:b", ".."] {
+            assert!(
+                matches!(check_interface_name(bad), Err(PortError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

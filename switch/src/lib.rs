@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dataplane;
 pub mod engine;
 pub mod fabric;
 pub mod gateway;

@@ -12,7 +12,6 @@ pub mod summary;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,8 +24,7 @@ use switch::fabric::TraceSink;
 
 pub use lab::{InputSpec, LabConfig, Outcome, PortSpec};
 
-/// Docker's default bridge gateway, as `serve` uses for network `bridge`.
-pub const DEFAULT_GATEWAY: &str = "172.17.0.1/16";
+use crate::serve::{DEFAULT_GATEWAY, parse_gateway};
 
 /// Options of `tapswitch replay`.
 #[derive(Debug, Clone, Args)]
@@ -146,8 +144,10 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
     let gateway = if args.no_gateway {
         None
     } else {
-        let cidr = args.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
-        Some(parse_cidr(cidr)?)
+        match &args.gateway {
+            Some(cidr) => Some(parse_gateway(cidr)?),
+            None => Some(DEFAULT_GATEWAY),
+        }
     };
     if gateway.is_some() && ports.iter().any(|p| p.name == lab::GATEWAY_PORT_NAME) {
         bail!(
@@ -231,19 +231,6 @@ pub(crate) fn check_port_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// "172.17.0.1/16" into an address and a prefix length.
-pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
-    let bad =
-        || format!("--gateway {cidr}: expected an IPv4 address and prefix such as 172.17.0.1/16");
-    let (addr, prefix) = cidr.split_once('/').with_context(bad)?;
-    let addr: Ipv4Addr = addr.parse().with_context(bad)?;
-    let prefix: u8 = prefix.parse().with_context(bad)?;
-    if prefix == 0 || prefix > 30 {
-        bail!("--gateway {cidr}: the prefix must be 1 to 30");
-    }
-    Ok((addr, prefix))
 }
 
 /// Comparing a directory with itself would compare the outputs with
@@ -356,17 +343,6 @@ mod tests {
         assert_eq!(p.input.unwrap().interface, Some(InterfaceChoice::Index(2)));
         for bad in ["", "../x=a.pcap", ".hidden", "a/b", "p1="] {
             assert!(parse_port(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn gateway_cidr() {
-        assert_eq!(
-            parse_cidr("172.17.0.1/16").unwrap(),
-            (Ipv4Addr::new(172, 17, 0, 1), 16)
-        );
-        for bad in ["172.17.0.1", "172.17.0.1/33", "x/16", "10.0.0.1/0"] {
-            assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
 }

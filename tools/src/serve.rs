@@ -1,16 +1,25 @@
-//! `tapswitch serve`: run a switch in the foreground.
+//! `tapswitch serve`: run a switch in the foreground until SIGINT or SIGTERM.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use switch::dataplane::{Dataplane, DataplaneConfig, PortEvent};
+use switch::fabric::TraceSink;
+use switch::mac_table::TableConfig;
+
+use crate::control::{self, SwitchInfo};
+use crate::running::{PortSpec, RunningSwitch};
+use crate::{control_server, signals};
 
 /// Options of `tapswitch serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The network to serve (its gateway and control socket follow from it).
-    #[arg(long, default_value = crate::control::DEFAULT_NETWORK)]
+    #[arg(long, default_value = control::DEFAULT_NETWORK)]
     pub network: String,
     /// An existing interface to attach, typically the host end of a veth pair (repeatable).
     #[arg(long = "iface", value_name = "IFNAME")]
@@ -24,7 +33,7 @@ pub struct ServeArgs {
     /// The most MAC addresses the table learns.
     #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
     pub max_macs: usize,
-    /// The gateway's address and prefix.
+    /// The gateway's address and prefix (default for network bridge: 172.17.0.1/16).
     #[arg(long, value_name = "CIDR", conflicts_with = "no_gateway")]
     pub gateway: Option<String>,
     /// Run without a gateway.
@@ -36,15 +45,237 @@ pub struct ServeArgs {
     /// Write a pcapng file per port into DIR.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
-    /// The control socket's path.
+    /// The control socket's path (default: /run/tapswitch/<network>.sock for root).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: crate::statedir::StateArgs,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
 
+/// The default network's gateway, as on Docker's docker0.
+pub const DEFAULT_GATEWAY: (Ipv4Addr, u8) = (Ipv4Addr::new(172, 17, 0, 1), 16);
+
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
-    let _ = args;
-    bail!("serve is not implemented yet")
+    let gateway = resolve_gateway(&args)?;
+    let socket = args
+        .control
+        .clone()
+        .unwrap_or_else(|| control::default_socket_path(&args.network));
+    if args.capture.is_some() {
+        bail!("--capture is not available yet in this build");
+    }
+    let listener = control_server::bind(&socket, &args.network)?;
+    let signals = signals::termination()?;
+
+    let trace: Option<Arc<TraceSink>> = args
+        .trace
+        .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+    let config = DataplaneConfig {
+        workers: args.workers.unwrap_or_else(default_workers),
+        table: TableConfig {
+            capacity: args.max_macs,
+            ..TableConfig::default()
+        }
+        .with_ageing_secs(args.ageing_time),
+        gateway,
+        trace,
+    };
+    let dataplane = Dataplane::start(config).context("starting the worker threads")?;
+    let info = switch_info(
+        &dataplane,
+        &args.network,
+        &socket,
+        args.ageing_time,
+        args.max_macs,
+        args.capture.clone(),
+    );
+    let switch = Arc::new(RunningSwitch::new(dataplane, info));
+
+    let specs = args
+        .ifaces
+        .iter()
+        .map(|n| PortSpec::Iface(n.clone()))
+        .chain(args.taps.iter().map(|n| PortSpec::Tap(n.clone())));
+    for spec in specs {
+        if let Err(err) = switch.attach(&spec, None) {
+            let _ = std::fs::remove_file(&socket);
+            return Err(err);
+        }
+    }
+    reattach_containers(&switch, &args, &socket);
+    control_server::spawn(listener, switch.clone())?;
+    log::info!(
+        "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
+        args.network,
+        switch.info().switch_id,
+        switch.port_count(),
+        switch.info().gateway.as_deref().unwrap_or("none"),
+        socket.display()
+    );
+
+    let events = switch.events();
+    loop {
+        crossbeam_channel::select! {
+            recv(signals) -> signal => {
+                if let Ok(signal) = signal {
+                    log::info!("{signal}: shutting down");
+                }
+                break;
+            }
+            recv(events) -> event => match event {
+                Ok(PortEvent::Removed { id, name, reason }) => {
+                    switch.forget(&name);
+                    log::warn!("port {id} {name} removed: {reason}; the switch goes on with the other ports");
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    switch.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A switch that restarts finds the containers of its network still there
+/// (their namespaces and veth pairs outlive it): their host ends are
+/// attached again, as Docker's daemon does on restart. Nothing is created:
+/// without a state file there is nothing to re-attach.
+fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
+    let dir = ipam::state_dir(args.state.state_dir.as_deref());
+    if !dir.join(ipam::store::STATE_FILE).exists() {
+        return;
+    }
+    let state = match ipam::Store::open(&dir).and_then(|store| store.load()) {
+        Ok(state) => state,
+        Err(err) => {
+            log::warn!("not re-attaching containers: {err}");
+            return;
+        }
+    };
+    for container in state
+        .containers
+        .iter()
+        .filter(|c| c.network == args.network)
+    {
+        let (Some(iface), Some(control)) = (&container.host_iface, &container.control) else {
+            continue;
+        };
+        if control != socket || ports::interface_index(iface).is_none() {
+            continue;
+        }
+        match switch.attach(
+            &PortSpec::Iface(iface.clone()),
+            Some(container.name.clone()),
+        ) {
+            Ok(_) => log::info!("re-attached container {} (port {iface})", container.name),
+            Err(err) => log::warn!("could not re-attach container {}: {err:#}", container.name),
+        }
+    }
+}
+
+/// `--gateway CIDR`, `--no-gateway`, or the network's default.
+fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
+    if args.no_gateway {
+        return Ok(None);
+    }
+    if let Some(cidr) = &args.gateway {
+        return parse_gateway(cidr).map(Some);
+    }
+    // The default network needs no state: 172.17.0.1/16, as on docker0.
+    if args.network == control::DEFAULT_NETWORK {
+        return Ok(Some(DEFAULT_GATEWAY));
+    }
+    args.state.served_gateway(&args.network).map(Some)
+}
+
+/// Parses `172.17.0.1/16` into the gateway's address and prefix length.
+pub fn parse_gateway(cidr: &str) -> Result<(Ipv4Addr, u8)> {
+    let bad = || {
+        format!(
+            "--gateway {cidr}: expected an IPv4 address with a prefix length, such as 172.17.0.1/16"
+        )
+    };
+    let (addr, len) = cidr.split_once('/').with_context(bad)?;
+    let addr: Ipv4Addr = addr.parse().ok().with_context(bad)?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (1..=30).contains(l))
+        .with_context(bad)?;
+    let host_bits = 32 - u32::from(len);
+    let host = u32::from(addr) & ((1u32 << host_bits) - 1);
+    if host == 0 || host == (1u32 << host_bits) - 1 {
+        bail!(
+            "--gateway {cidr}: that is the subnet's network or broadcast address; pick a host address such as the first one"
+        );
+    }
+    Ok((addr, len))
+}
+
+/// What `tapswitch stats` and `show` report about a switch.
+pub fn switch_info(
+    dataplane: &Dataplane,
+    network: &str,
+    control: &std::path::Path,
+    ageing_time: u64,
+    max_macs: usize,
+    capture_dir: Option<PathBuf>,
+) -> SwitchInfo {
+    let gateway = dataplane.gateway();
+    SwitchInfo {
+        network: network.to_string(),
+        switch_id: switch_id(gateway.map(|(_, _, mac)| mac), network),
+        pid: std::process::id(),
+        control: control.to_path_buf(),
+        gateway: gateway.map(|(ip, len, _)| format!("{ip}/{len}")),
+        gateway_mac: gateway.map(|(_, _, mac)| mac),
+        ageing_time,
+        max_macs,
+        workers: dataplane.worker_count(),
+        capture_dir,
+    }
+}
+
+/// A bridge-id-like name for `tapswitch show`: priority 8000 and the
+/// gateway's MAC, as `brctl show` prints `8000.0242ac110001`.
+fn switch_id(gateway_mac: Option<switch::MacAddr>, network: &str) -> String {
+    match gateway_mac {
+        Some(mac) => format!("8000.{}", mac.to_string().replace(':', "")),
+        None => {
+            let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            format!("8000.{:012x}", hash & 0xffff_ffff_ffff)
+        }
+    }
+}
+
+/// Worker threads by default: one per CPU, at most 8.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_cidr_is_checked() {
+        assert_eq!(parse_gateway("172.17.0.1/16").unwrap(), DEFAULT_GATEWAY);
+        for bad in [
+            "172.17.0.1",
+            "172.17.0.1/33",
+            "172.17.0.0/16",
+            "172.17.255.255/16",
+            "x/16",
+            "10.0.0.1/0",
+        ] {
+            assert!(parse_gateway(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -40,8 +40,8 @@ use switch::{
     PortSet, PortStats, TableConfig, TableStats,
 };
 
-/// The gateway port's name in trace lines and summaries.
-pub const GATEWAY_PORT_NAME: &str = "gw";
+/// The gateway port's name in trace lines and summaries, as in `serve`.
+pub use switch::dataplane::GATEWAY_PORT_NAME;
 
 /// The gateway port carries a 1500-byte IP MTU, like docker0.
 const GATEWAY_MTU: usize = 1500;

@@ -1,0 +1,155 @@
+//! Thin wrappers over the kernel interfaces the ports use. Every `unsafe`
+//! block of the project lives under this module; each says why it is sound.
+//! Everything returned is owned (`OwnedFd`) or plain data, so no raw fd can
+//! leak past an early return.
+
+#![allow(unsafe_code)]
+
+pub(crate) mod packet;
+pub(crate) mod tun;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `IFNAMSIZ` minus the terminating NUL.
+pub(crate) const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// Retries a syscall interrupted by a signal.
+fn retry<T: PartialEq + From<i8>>(mut call: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        let ret = call();
+        if ret != T::from(-1) {
+            return Ok(ret);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The interface index of `name`, or `NotFound`.
+pub(crate) fn if_nametoindex(name: &str) -> io::Result<u32> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(index)
+}
+
+/// An `ifreq` with `name` filled in (the caller checked its length).
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() > MAX_IFNAME_LEN || name.as_bytes().contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: ifreq is plain old data (integers, arrays and a union of them);
+    // all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// Issues an interface ioctl on `fd` (any socket works for these).
+fn ifreq_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `req` is a valid, initialized ifreq the kernel reads and writes
+    // in place; `fd` is an open descriptor borrowed for the call.
+    retry(|| unsafe { libc::ioctl(fd.as_raw_fd(), request, req as *mut libc::ifreq) })?;
+    Ok(())
+}
+
+/// The MTU of interface `name`.
+pub(crate) fn interface_mtu(fd: BorrowedFd<'_>, name: &str) -> io::Result<usize> {
+    let mut req = ifreq(name)?;
+    ifreq_ioctl(fd, libc::SIOCGIFMTU, &mut req)?;
+    // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(usize::try_from(mtu).unwrap_or(1500))
+}
+
+/// Sets interface `name` administratively up (`ip link set NAME up`).
+pub(crate) fn set_interface_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let mut req = ifreq(name)?;
+    ifreq_ioctl(fd, libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ifreq_ioctl(fd, libc::SIOCSIFFLAGS, &mut req)
+}
+
+/// A datagram socket for interface ioctls, when there is no port fd at hand.
+pub(crate) fn control_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd =
+        retry(|| unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets an integer socket option.
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives across the call, and the
+    // length passed is its size.
+    retry(|| unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Writes `head` then `frame` as one frame: a TAP and a bound packet socket
+/// both take one frame per write. `head` is the virtio-net header, or empty.
+pub(crate) fn write_frame(fd: BorrowedFd<'_>, head: &[u8], frame: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into slices borrowed for the whole call; the
+    // kernel only reads them.
+    let n = retry(|| unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    Ok(n as usize)
+}
+
+/// Reads one frame: the first `head.len()` bytes into `head` (the
+/// virtio-net header, or nothing), the rest into `frame`. Returns the total
+/// length; `WouldBlock` when nothing is queued.
+pub(crate) fn read_frame(
+    fd: BorrowedFd<'_>,
+    head: &mut [u8],
+    frame: &mut [u8],
+) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_mut_ptr().cast(),
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into mutable slices borrowed for the whole
+    // call, each no longer than its slice.
+    let n = retry(|| unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    Ok(n as usize)
+}

@@ -1,0 +1,208 @@
+//! AF_PACKET sockets (man 7 packet): one per `--iface` port.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::{retry, setsockopt_int};
+
+/// The most frames one `recv_batch` call takes.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// `ETH_P_ALL` in network byte order, as `socket` and `bind` want it.
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+
+/// How to set up a packet socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketConfig {
+    pub(crate) ifindex: u32,
+    /// Prefix frames with a virtio-net header (PACKET_VNET_HDR).
+    pub(crate) vnet_hdr: bool,
+    /// Receive buffer in bytes (SO_RCVBUFFORCE, or SO_RCVBUF without CAP_NET_ADMIN).
+    pub(crate) rcvbuf: usize,
+    /// Join the interface's promiscuous mode (PACKET_MR_PROMISC).
+    pub(crate) promisc: bool,
+}
+
+/// Opens, configures and binds a packet socket to one interface.
+pub(crate) fn open(config: PacketConfig) -> io::Result<OwnedFd> {
+    // Protocol 0 at first: with ETH_P_ALL the socket would start receiving
+    // from every interface before `bind` narrows it to one.
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = retry(|| unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `raw` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let b = fd.as_fd_borrowed();
+
+    // Never hand back what this switch sent (nor other local senders' frames).
+    setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    // A veth strips the 802.1Q tag into metadata; auxdata gives it back.
+    setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
+    if config.vnet_hdr {
+        setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+    }
+    let rcvbuf = libc::c_int::try_from(config.rcvbuf).unwrap_or(libc::c_int::MAX);
+    if setsockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf).is_err() {
+        setsockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf)?;
+    }
+
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = ETH_P_ALL_BE;
+    addr.sll_ifindex = config.ifindex as libc::c_int;
+    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+    retry(|| unsafe {
+        libc::bind(
+            b.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+
+    if config.promisc {
+        // SAFETY: packet_mreq is plain old data; all-zero is valid.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = config.ifindex as libc::c_int;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        // SAFETY: `mreq` lives across the call and the length is its size.
+        retry(|| unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(fd)
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for OwnedFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+/// What the kernel said about one received frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecvMeta {
+    /// Bytes of the frame (after the virtio-net header, if any).
+    pub(crate) len: usize,
+    /// The frame did not fit its buffer.
+    pub(crate) truncated: bool,
+    /// The 802.1Q/802.1ad tag the kernel took out: (TPID, TCI).
+    pub(crate) vlan: Option<(u16, u16)>,
+}
+
+/// Control-message space per frame: room for one `tpacket_auxdata`
+/// (CMSG_SPACE(20) is 40 on 64-bit), in u64s for alignment.
+const CMSG_WORDS: usize = 8;
+
+/// Receives up to `bufs.len()` (at most [`MAX_BATCH`]) frames in one
+/// `recvmmsg`. With `vnet_hdr`, `heads[i]` gets frame i's virtio-net header.
+/// Returns how many frames arrived; 0 when none were queued.
+pub(crate) fn recv_batch(
+    fd: BorrowedFd<'_>,
+    vnet_hdr: bool,
+    heads: &mut [[u8; 10]],
+    bufs: &mut [&mut [u8]],
+    meta: &mut [RecvMeta],
+) -> io::Result<usize> {
+    let count = bufs.len().min(heads.len()).min(meta.len()).min(MAX_BATCH);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [[empty; 2]; MAX_BATCH];
+    let mut cmsg = [[0u64; CMSG_WORDS]; MAX_BATCH];
+    // SAFETY: mmsghdr is plain old data (pointers and integers); all-zero is
+    // valid and means "no name, no buffers" until filled in below.
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let head_len = if vnet_hdr { 10 } else { 0 };
+    for i in 0..count {
+        iov[i][0] = libc::iovec {
+            iov_base: heads[i].as_mut_ptr().cast(),
+            iov_len: head_len,
+        };
+        iov[i][1] = libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_iov = iov[i].as_mut_ptr();
+        hdr.msg_iovlen = 2;
+        hdr.msg_control = cmsg[i].as_mut_ptr().cast();
+        hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>();
+    }
+    // SAFETY: every msghdr points at iovecs and control buffers that live on
+    // this stack frame for the whole call, each iovec within its slice.
+    let ret = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(err),
+        };
+    }
+    let received = ret as usize;
+    for i in 0..received {
+        let total = msgs[i].msg_len as usize;
+        meta[i] = RecvMeta {
+            len: total.saturating_sub(head_len),
+            truncated: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            vlan: vlan_from_auxdata(&msgs[i].msg_hdr),
+        };
+    }
+    Ok(received)
+}
+
+/// Finds PACKET_AUXDATA among a received message's control messages and
+/// returns the VLAN tag it reports, if any.
+fn vlan_from_auxdata(hdr: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
+    // within msg_control..msg_control+msg_controllen, which is our buffer.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points at a complete header inside
+        // the control buffer (CMSG_FIRSTHDR/NXTHDR check the bounds).
+        let c = unsafe { &*cmsg };
+        if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
+            // SAFETY: the kernel wrote a whole tpacket_auxdata after this
+            // header; CMSG_DATA may be unaligned for it, hence read_unaligned.
+            let aux: libc::tpacket_auxdata = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
+            };
+            if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                return None;
+            }
+            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            return Some((tpid, aux.tp_vlan_tci));
+        }
+        // SAFETY: as above; NXTHDR returns null past the end of the buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    None
+}

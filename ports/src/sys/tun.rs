@@ -1,0 +1,63 @@
+//! TAP devices (Documentation/networking/tuntap.rst).
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{ifreq, retry};
+
+/// `TUN_F_*` offloads we can take: partial checksums and TCP GSO (v4, v6,
+/// with ECN). With these, the kernel lets the TAP's stack hand us 64 KiB
+/// super-frames instead of segmenting them first.
+const OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+
+/// Opens (creating if needed) TAP device `name`, non-blocking, without the
+/// packet-information prefix, and with virtio-net headers if `vnet_hdr`.
+pub(crate) fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
+    let path: &CStr = c"/dev/net/tun";
+    // SAFETY: `path` is a valid NUL-terminated string; the result is checked.
+    let raw = retry(|| unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `raw` was just returned by open(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    let mut req = ifreq(name)?;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+    if vnet_hdr {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    req.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: TUNSETIFF reads (and writes back the name into) a valid ifreq.
+    retry(|| unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut req as *mut libc::ifreq,
+        )
+    })?;
+    if vnet_hdr {
+        let size: libc::c_int = 10;
+        // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer.
+        retry(|| unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETVNETHDRSZ,
+                &size as *const libc::c_int,
+            )
+        })?;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        retry(|| unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                OFFLOADS as libc::c_ulong,
+            )
+        })?;
+    }
+    Ok(fd)
+}

@@ -1,0 +1,329 @@
+//! The live dataplane: worker threads that read ports and forward through
+//! the [`Fabric`], a gateway thread, and a housekeeping thread that sweeps
+//! the MAC table.
+//!
+//! ```text
+//!  worker 0: epoll ─► recvmmsg batch ─► Session (MAC table read lock)
+//!  worker 1:   ...                      └► Fabric::forward ─► send on the egress port's fd
+//!  gateway:  channel ◄─ frames for gw;  smoltcp replies ─► Fabric::forward
+//!  housekeeping: every second, expire aged-out MAC entries
+//! ```
+//!
+//! Each port's receive half belongs to exactly one worker (the one with the
+//! fewest ports when it was added); its send half is shared, so any thread
+//! sends to any port directly, without a channel hop. Workers block in
+//! `epoll_wait` when idle: no busy polling.
+//!
+//! The set of ports is published as an immutable [`PortSet`] snapshot; a
+//! worker checks a generation counter once per batch and picks up a new
+//! snapshot when ports were added or removed.
+
+mod gateway_thread;
+mod worker;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use ports::{PortKind, PortRx, PortTx};
+
+use crate::engine::Engine;
+use crate::fabric::{PortHandle, PortSet, TraceSink};
+use crate::gateway::Gateway;
+use crate::mac_table::TableConfig;
+use crate::port::PortId;
+use crate::stats::PortCounters;
+use crate::time::Instant;
+
+use self::gateway_thread::GatewayThread;
+use self::worker::{WorkerCommand, WorkerHandle};
+
+/// The name of the gateway's internal port in tables and trace lines.
+pub const GATEWAY_PORT_NAME: &str = "gw";
+
+/// How often the housekeeping thread sweeps expired MAC entries. Lookups
+/// ignore expired entries anyway; the sweep only frees memory and counts.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How the dataplane runs.
+#[derive(Clone)]
+pub struct DataplaneConfig {
+    pub workers: usize,
+    pub table: TableConfig,
+    /// The gateway's address and prefix length; `None` runs without one.
+    pub gateway: Option<(Ipv4Addr, u8)>,
+    /// Where `--trace` lines go; `None` traces nothing.
+    pub trace: Option<Arc<TraceSink>>,
+}
+
+impl std::fmt::Debug for DataplaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneConfig")
+            .field("workers", &self.workers)
+            .field("table", &self.table)
+            .field("gateway", &self.gateway)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
+}
+
+/// Something that happened to a port on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortEvent {
+    /// The port broke (its interface was deleted) and has been removed.
+    Removed {
+        id: PortId,
+        name: String,
+        reason: String,
+    },
+}
+
+/// A monotonic clock started with the switch: the engine's time source.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: std::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        Clock {
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// State the threads share.
+struct Shared {
+    engine: Engine,
+    ports: RwLock<Arc<PortSet>>,
+    generation: AtomicU64,
+    clock: Clock,
+    trace: Option<Arc<TraceSink>>,
+    events: Sender<PortEvent>,
+    /// Serializes port additions and removals (id allocation and publishing).
+    membership: Mutex<()>,
+    next_hint: AtomicU32,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<PortSet> {
+        self.ports
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn publish(&self, ports: PortSet) {
+        *self.ports.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ports);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes port `id` out of service: no more sends to it, its MAC entries
+    /// forgotten. The caller deals with its receive half.
+    fn unpublish(&self, id: PortId) -> Option<Arc<PortHandle>> {
+        let _guard = self
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot();
+        let handle = current.get(id).cloned()?;
+        self.publish(current.without(id));
+        self.engine.table().flush_port(id);
+        Some(handle)
+    }
+}
+
+/// The running dataplane. Dropping it stops every thread.
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    workers: Vec<WorkerHandle>,
+    gateway: Option<GatewayThread>,
+    housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
+    events: Receiver<PortEvent>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Dataplane({} workers, {} ports)",
+            self.workers.len(),
+            self.shared.snapshot().len()
+        )
+    }
+}
+
+impl Dataplane {
+    /// Starts the threads. With a gateway configured, its port (0, "gw") is
+    /// attached and its MAC made a local entry.
+    pub fn start(config: DataplaneConfig) -> std::io::Result<Dataplane> {
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let clock = Clock::start();
+        let shared = Arc::new(Shared {
+            engine: Engine::new(config.table),
+            ports: RwLock::new(Arc::new(PortSet::default())),
+            generation: AtomicU64::new(0),
+            clock,
+            trace: config.trace.clone(),
+            events: events_tx,
+            membership: Mutex::new(()),
+            next_hint: AtomicU32::new(1),
+        });
+        let mut workers = Vec::new();
+        for index in 0..config.workers.max(1) {
+            workers.push(worker::spawn(index, shared.clone())?);
+        }
+        let gateway = match config.gateway {
+            Some((address, prefix_len)) => {
+                let gw = Gateway::new(address, prefix_len, clock.now());
+                Some(gateway_thread::spawn(gw, shared.clone())?)
+            }
+            None => None,
+        };
+        let housekeeping = Some(spawn_housekeeping(shared.clone())?);
+        Ok(Dataplane {
+            shared,
+            workers,
+            gateway,
+            housekeeping,
+            events,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    /// The current ports.
+    pub fn ports(&self) -> Arc<PortSet> {
+        self.shared.snapshot()
+    }
+
+    /// Events from ports that broke on their own (see [`PortEvent`]).
+    pub fn events(&self) -> &Receiver<PortEvent> {
+        &self.events
+    }
+
+    /// The gateway's address, prefix and MAC, if there is one.
+    pub fn gateway(&self) -> Option<(Ipv4Addr, u8, crate::MacAddr)> {
+        self.gateway
+            .as_ref()
+            .map(|g| (g.address, g.prefix_len, g.mac))
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Attaches a port; returns its number (the lowest free one from 1, as
+    /// the Linux bridge numbers its ports).
+    pub fn add_port(
+        &self,
+        name: &str,
+        kind: PortKind,
+        rx: Box<dyn PortRx>,
+        tx: Arc<dyn PortTx>,
+    ) -> PortId {
+        let guard = self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.snapshot();
+        let id = (1..)
+            .map(PortId)
+            .find(|id| current.get(*id).is_none())
+            .expect("fewer than 2^32 ports");
+        let handle = Arc::new(PortHandle {
+            id,
+            name: name.to_string(),
+            kind,
+            tx,
+            counters: Arc::new(PortCounters::default()),
+        });
+        self.shared.publish(current.with(handle.clone()));
+        drop(guard);
+        let worker = self.least_loaded_worker();
+        worker.send(WorkerCommand::Add { handle, rx });
+        id
+    }
+
+    /// Detaches port `id`: no frame goes to it once this returns, its MAC
+    /// entries are gone, and its receive half is closed (a TAP the switch
+    /// created disappears). False if there was no such port.
+    pub fn remove_port(&self, id: PortId) -> bool {
+        if id == PortId::GATEWAY || self.shared.unpublish(id).is_none() {
+            return false;
+        }
+        for worker in &self.workers {
+            worker.remove_and_wait(id);
+        }
+        true
+    }
+
+    fn least_loaded_worker(&self) -> &WorkerHandle {
+        let hint = self.shared.next_hint.fetch_add(1, Ordering::Relaxed) as usize;
+        let n = self.workers.len();
+        (0..n)
+            .map(|i| &self.workers[(hint + i) % n])
+            .min_by_key(|w| w.port_count())
+            .expect("at least one worker")
+    }
+
+    /// Stops every thread and closes every port.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for worker in &self.workers {
+            worker.send(WorkerCommand::Stop);
+        }
+        for worker in self.workers.drain(..) {
+            worker.join();
+        }
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop();
+        }
+        if let Some((stop, handle)) = self.housekeeping.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        self.shared.publish(PortSet::default());
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let handle = std::thread::Builder::new()
+        .name("tapswitch-aging".into())
+        .spawn(move || {
+            // Returns when the sender is dropped (Disconnected).
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(SWEEP_INTERVAL)
+            {
+                let removed = shared.engine.table().expire(shared.clock.now());
+                if removed > 0 {
+                    log::debug!("aged out {removed} MAC entries");
+                }
+            }
+        })?;
+    Ok((stop, handle))
+}

@@ -1,0 +1,288 @@
+//! tapswitch forwarding real traffic between network namespaces, through
+//! veth ports (AF_PACKET) and TAP ports. Needs root; CI runs it as root.
+//!
+//! ```text
+//!   th..(h1) eth0 ═══ p1 ┐
+//!   th..(h2) eth0 ═══ p2 ├─ tapswitch serve (in tsw..) ── gw 172.17.0.1
+//!   th..(h3) eth0 ═══ p3 ┘
+//! ```
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use tapswitch_tests::frames::{mac, probe, probe_vlan};
+use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+const WINDOW: Duration = Duration::from_millis(150);
+
+fn serve(topo: &Topology, extra: &[&str]) -> SwitchProcess {
+    let mut args = topo.iface_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    SwitchProcess::start(&topo.switch_ns.name, &args)
+}
+
+#[test]
+fn ping_and_tcp_with_default_offloads_through_veth_ports() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = serve(&topo, &[]);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+
+    assert_eq!(
+        ping(&h1.ns, h2.ip, 3, Duration::from_secs(2)),
+        3,
+        "h1 -> h2"
+    );
+    assert_eq!(
+        ping(&h2.ns, GATEWAY, 3, Duration::from_secs(2)),
+        3,
+        "h2 -> gateway"
+    );
+    // 10 MB of TCP: with the veths' default TSO and checksum offload the
+    // switch sees 64 KiB super-frames with partial checksums.
+    tcp_transfer(&h2.ns, h2.ip, &h1.ns, 10 << 20).expect("TCP h1 -> h2");
+    tcp_transfer(&h1.ns, h1.ip, &h2.ns, 10 << 20).expect("TCP h2 -> h1");
+
+    assert_eq!(switch.port_of("02:42:ac:11:00:02").as_deref(), Some("p1"));
+    assert_eq!(switch.port_of("02:42:ac:11:00:03").as_deref(), Some("p2"));
+    assert_eq!(switch.port_of("02:42:ac:11:00:01").as_deref(), Some("gw"));
+    let ports = switch.ports();
+    let p1 = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p1")
+        .unwrap();
+    assert!(p1["stats"]["rx_bytes"].as_u64().unwrap() > 10 << 20, "{p1}");
+    assert_eq!(p1["offloads"], true);
+}
+
+#[test]
+fn ping_and_tcp_through_tap_ports_moved_into_namespaces() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let switch = SwitchProcess::start(
+        &switch_ns.name,
+        &["--tap".into(), "t1".into(), "--tap".into(), "t2".into()],
+    );
+    let hosts: Vec<Netns> = (0..2).map(|_| Netns::new("th")).collect();
+    for (i, host) in hosts.iter().enumerate() {
+        // The switch made the TAP in its namespace; the "container" end of
+        // it moves into the host namespace and keeps working through the fd.
+        let tap = format!("t{}", i + 1);
+        switch_ns.ip(&["link", "set", &tap, "netns", &host.name]);
+        host.ip(&["link", "set", &tap, "name", "eth0"]);
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("172.17.0.{}/16", i + 2),
+            "dev",
+            "eth0",
+        ]);
+        host.ip(&["link", "set", "eth0", "up"]);
+    }
+    let h2_ip = Ipv4Addr::new(172, 17, 0, 3);
+    assert_eq!(ping(&hosts[0], h2_ip, 3, Duration::from_secs(2)), 3);
+    assert_eq!(ping(&hosts[1], GATEWAY, 2, Duration::from_secs(2)), 2);
+    tcp_transfer(&hosts[1], h2_ip, &hosts[0], 10 << 20).expect("TCP over TAP ports");
+    let ports = switch.ports();
+    let kinds: Vec<&str> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["gateway", "tap", "tap"]);
+}
+
+#[test]
+fn switch_made_taps_disappear_when_it_stops() {
+    require_root();
+    let ns = Netns::new("tsw");
+    let switch = SwitchProcess::start(
+        &ns.name,
+        &["--tap".into(), "tgone".into(), "--no-gateway".into()],
+    );
+    assert!(tapswitch_tests::netns::ip_output(&["-n", &ns.name, "link", "show", "tgone"]).is_ok());
+    assert!(switch.stop().success(), "SIGTERM is a clean shutdown");
+    assert!(
+        tapswitch_tests::netns::ip_output(&["-n", &ns.name, "link", "show", "tgone"]).is_err(),
+        "the TAP the switch created is gone"
+    );
+}
+
+#[test]
+fn a_port_deleted_while_traffic_flows_is_removed_and_the_rest_keeps_forwarding() {
+    require_root();
+    let topo = Topology::veth_star(3);
+    let mut switch = serve(&topo, &[]);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    assert_eq!(ping(&h1.ns, topo.hosts[2].ip, 2, Duration::from_secs(2)), 2);
+
+    std::thread::scope(|scope| {
+        let transfer = scope.spawn(|| tcp_transfer(&h2.ns, h2.ip, &h1.ns, 40 << 20));
+        std::thread::sleep(Duration::from_millis(50));
+        topo.switch_ns.ip(&["link", "del", "p3"]);
+        transfer
+            .join()
+            .unwrap()
+            .expect("the transfer between the other ports survives");
+    });
+    assert!(switch.is_running());
+    // The switch notices within a moment (the link goes down first, then the
+    // interface disappears).
+    let port_names = || -> Vec<String> {
+        let ports = switch.ports();
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while port_names().len() > 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(port_names(), ["gw", "p1", "p2"]);
+    assert!(
+        switch.log().contains("port 3 p3 removed"),
+        "{}",
+        switch.log()
+    );
+    assert_eq!(
+        switch.port_of("02:42:ac:11:00:04"),
+        None,
+        "p3's host is forgotten"
+    );
+    assert_eq!(ping(&h1.ns, h2.ip, 2, Duration::from_secs(2)), 2);
+}
+
+#[test]
+fn ports_are_added_and_removed_at_runtime() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &["--iface".into(), "p1".into()]);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    assert_eq!(
+        ping(&h1.ns, h2.ip, 1, Duration::from_millis(500)),
+        0,
+        "p2 is not attached yet"
+    );
+
+    let added = switch
+        .call(r#"{"cmd":"port_add","iface":"p2"}"#)
+        .expect("port add");
+    assert_eq!(added["port_no"], 2);
+    assert_eq!(ping(&h1.ns, h2.ip, 2, Duration::from_secs(2)), 2);
+
+    let err = switch
+        .call(r#"{"cmd":"port_add","iface":"p2"}"#)
+        .unwrap_err();
+    assert!(err.contains("already attached"), "{err}");
+    let err = switch
+        .call(r#"{"cmd":"port_add","iface":"nosuchif0"}"#)
+        .unwrap_err();
+    assert!(err.contains("nosuchif0: no such interface"), "{err}");
+
+    switch
+        .call(r#"{"cmd":"port_rm","name":"p2"}"#)
+        .expect("port rm");
+    assert_eq!(
+        ping(&h1.ns, h2.ip, 1, Duration::from_millis(500)),
+        0,
+        "p2 is detached"
+    );
+    assert_eq!(switch.port_of("02:42:ac:11:00:03"), None);
+    let err = switch.call(r#"{"cmd":"port_rm","name":"p2"}"#).unwrap_err();
+    assert!(err.contains("no port named p2"), "{err}");
+}
+
+#[test]
+fn frames_of_every_size_and_vlan_tags_arrive_byte_for_byte() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let _switch = serve(&topo, &["--no-gateway"]);
+    let mut s1 = Station::open(&topo.hosts[0].ns, "eth0");
+    let mut s2 = Station::open(&topo.hosts[1].ns, "eth0");
+    let a = mac("02:00:00:00:aa:01");
+    let b = mac("02:00:00:00:aa:02");
+    // Teach the switch where b lives, so a's frames are unicast to p2.
+    s2.send(&probe([0xff; 6], b, 0, 60));
+    std::thread::sleep(WINDOW);
+    s1.drain();
+    s2.drain();
+
+    let mut sent = Vec::new();
+    for (id, len) in (60..=1514).step_by(97).chain([1514]).enumerate() {
+        sent.push(probe(b, a, id as u32 + 1, len));
+    }
+    sent.push(probe_vlan(b, a, 100, 900, 64));
+    sent.push(probe_vlan(b, a, 4000, 901, 1518));
+    s1.send_all(sent.iter().map(Vec::as_slice));
+    let got: Vec<Vec<u8>> = s2
+        .collect_probes(WINDOW)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        got, sent,
+        "every frame arrives once, unchanged, in order, tags included"
+    );
+    assert!(
+        s1.collect_probes(WINDOW).is_empty(),
+        "nothing comes back to the sender"
+    );
+}
+
+#[test]
+fn without_privileges_the_error_says_what_to_do_and_nothing_is_left_behind() {
+    require_root();
+    let topo = Topology::veth_star(1);
+    let control = std::env::temp_dir().join(format!("{}.sock", tapswitch_tests::unique_name("np")));
+    // A copy user nobody can run, wherever the checkout lives.
+    let dir = std::env::temp_dir().join(tapswitch_tests::unique_name("npb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("tapswitch");
+    std::fs::copy(tapswitch_tests::switch_process::binary(), &binary).unwrap();
+    for path in [&dir, &binary] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for port in [["--iface", "p1"], ["--tap", "tnoperm"]] {
+        // The same command as user nobody, inside the test's namespace.
+        let out = topo.switch_ns.exec(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                binary.to_str().unwrap(),
+                "serve",
+                port[0],
+                port[1],
+                "--control",
+                control.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!(
+                "tapswitch: port {}: permission denied while",
+                port[1]
+            )) && last.contains("run as root, or give the binary CAP_NET_RAW and CAP_NET_ADMIN"),
+            "{stderr}"
+        );
+        assert!(!control.exists(), "no control socket is left behind");
+    }
+    assert!(
+        tapswitch_tests::netns::ip_output(&["-n", &topo.switch_ns.name, "link", "show", "tnoperm"])
+            .is_err(),
+        "no TAP device is left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

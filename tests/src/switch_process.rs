@@ -1,0 +1,186 @@
+//! A `tapswitch serve` process started by a test, stopped (by PID) when dropped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The `tapswitch` binary of this build. `cargo test --workspace` builds it
+/// before any test runs (the tools package has integration tests).
+pub fn binary() -> PathBuf {
+    if let Some(path) = option_env!("TAPSWITCH_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/tapswitch
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("tapswitch");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A running `tapswitch serve`.
+#[derive(Debug)]
+pub struct SwitchProcess {
+    child: Option<Child>,
+    pub control: PathBuf,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl SwitchProcess {
+    /// Starts `tapswitch serve ARGS --control <private socket>` inside
+    /// namespace `ns` and waits until its control socket answers.
+    pub fn start(ns: &str, args: &[String]) -> SwitchProcess {
+        let dir = std::env::temp_dir().join(format!("tapswitch-test-{}", crate::unique_name("s")));
+        std::fs::create_dir_all(&dir).expect("creating the test's temporary directory");
+        let control = dir.join("switch.sock");
+        let log = dir.join("serve.log");
+        let log_file = std::fs::File::create(&log).expect("creating the switch log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(binary())
+            .arg("serve")
+            .args(args)
+            .arg("--control")
+            .arg(&control)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting tapswitch serve");
+        let mut switch = SwitchProcess {
+            child: Some(child),
+            control,
+            log,
+            dir,
+        };
+        switch.wait_ready();
+        switch
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("tapswitch serve exited early ({status}):\n{}", self.log());
+            }
+            if self.try_call(r#"{"cmd":"info"}"#).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "tapswitch serve did not answer on {} within 20 s:\n{}",
+            self.control.display(),
+            self.log()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the switch logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_call(&self, request: &str) -> Result<serde_json::Value, String> {
+        let stream = UnixStream::connect(&self.control).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        (&stream)
+            .write_all(format!("{request}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let reply: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        if reply["ok"] == true {
+            Ok(reply["data"].clone())
+        } else {
+            Err(reply["error"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_string())
+        }
+    }
+
+    /// Sends a control request (one JSON object) and returns its data.
+    pub fn call(&self, request: &str) -> Result<serde_json::Value, String> {
+        self.try_call(request)
+    }
+
+    /// The MAC table as JSON (`tapswitch fdb --json`).
+    pub fn fdb(&self) -> serde_json::Value {
+        self.call(r#"{"cmd":"fdb"}"#).expect("fdb request")
+    }
+
+    /// The port on which `mac` is learned, if any.
+    pub fn port_of(&self, mac: &str) -> Option<String> {
+        let fdb = self.fdb();
+        fdb["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["mac"] == mac)
+            .and_then(|e| e["port"].as_str().map(str::to_string))
+    }
+
+    /// The ports as JSON (`tapswitch ports --json`).
+    pub fn ports(&self) -> serde_json::Value {
+        self.call(r#"{"cmd":"ports"}"#).expect("ports request")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the exit (SIGKILL after 10 s).
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate().expect("the switch was running")
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,75 @@
+//! The standard test topology: N host namespaces, each joined by a veth
+//! pair to a switch namespace, addresses in 172.17.0.0/16 like Docker's
+//! default bridge.
+
+use std::net::Ipv4Addr;
+
+use crate::netns::Netns;
+
+/// One "container": a namespace with `eth0`, whose peer is a switch port.
+#[derive(Debug)]
+pub struct Host {
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// The name of the veth end in the switch namespace.
+    pub port: String,
+}
+
+/// A switch namespace and the hosts attached to it. Dropping it removes
+/// every namespace and interface it made.
+#[derive(Debug)]
+pub struct Topology {
+    pub hosts: Vec<Host>,
+    pub switch_ns: Netns,
+}
+
+impl Topology {
+    /// `n` hosts at 172.17.0.2.. with MACs 02:42:ac:11:00:02.., each `eth0`
+    /// joined to port `p1`.. in the switch namespace. Offloads stay at the
+    /// kernel's defaults (checksum offload, TSO and GSO on).
+    pub fn veth_star(n: usize) -> Topology {
+        let switch_ns = Netns::new("tsw");
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new("th");
+            let last = u8::try_from(i + 2).expect("fewer than 250 hosts");
+            let ip = Ipv4Addr::new(172, 17, 0, last);
+            let mac = [0x02, 0x42, 0xac, 0x11, 0x00, last];
+            let port = format!("p{}", i + 1);
+            let mac_text = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            ns.ip(&[
+                "link",
+                "add",
+                "eth0",
+                "address",
+                &mac_text,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &switch_ns.name,
+            ]);
+            ns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            ns.ip(&["route", "add", "default", "via", "172.17.0.1"]);
+            switch_ns.ip(&["link", "set", &port, "up"]);
+            hosts.push(Host { ns, ip, mac, port });
+        }
+        Topology { hosts, switch_ns }
+    }
+
+    /// `--iface p1 --iface p2 ...` for `tapswitch serve`.
+    pub fn iface_args(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .flat_map(|h| ["--iface".to_string(), h.port.clone()])
+            .collect()
+    }
+}

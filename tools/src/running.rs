@@ -1,0 +1,241 @@
+//! A running switch as the control socket sees it: the dataplane plus what
+//! only the command line knows about each port (how it was opened, which
+//! container it belongs to).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use anyhow::{Result, anyhow, bail};
+use crossbeam_channel::Receiver;
+use ports::PortKind;
+use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent};
+use switch::{EntryKind, PortId};
+
+use crate::control::{FdbReply, FdbRow, PortInfo, Reply, Request, SwitchInfo};
+
+/// How to open a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    /// An existing interface, through an AF_PACKET socket.
+    Iface(String),
+    /// A TAP device, created if missing.
+    Tap(String),
+}
+
+impl PortSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::Iface(name) | PortSpec::Tap(name) => name,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PortMeta {
+    id: PortId,
+    owner: Option<String>,
+}
+
+/// The switch `serve` runs. Shared by the control server's threads.
+pub struct RunningSwitch {
+    dataplane: RwLock<Option<Dataplane>>,
+    ports: Mutex<BTreeMap<String, PortMeta>>,
+    info: SwitchInfo,
+    events: Receiver<PortEvent>,
+}
+
+impl std::fmt::Debug for RunningSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunningSwitch({})", self.info.network)
+    }
+}
+
+impl RunningSwitch {
+    pub fn new(dataplane: Dataplane, info: SwitchInfo) -> Self {
+        let events = dataplane.events().clone();
+        RunningSwitch {
+            dataplane: RwLock::new(Some(dataplane)),
+            ports: Mutex::default(),
+            info,
+            events,
+        }
+    }
+
+    pub fn info(&self) -> &SwitchInfo {
+        &self.info
+    }
+
+    /// Ports that broke on their own (see `PortEvent`).
+    pub fn events(&self) -> Receiver<PortEvent> {
+        self.events.clone()
+    }
+
+    pub fn port_count(&self) -> usize {
+        self.with_dataplane(|d| Ok(d.ports().len())).unwrap_or(0)
+    }
+
+    fn with_dataplane<T>(&self, f: impl FnOnce(&Dataplane) -> Result<T>) -> Result<T> {
+        let guard = self
+            .dataplane
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dataplane = guard
+            .as_ref()
+            .ok_or_else(|| anyhow!("the switch is shutting down"))?;
+        f(dataplane)
+    }
+
+    /// Opens and attaches a port.
+    pub fn attach(&self, spec: &PortSpec, owner: Option<String>) -> Result<PortInfo> {
+        let name = spec.name();
+        let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        if ports.contains_key(name) || name == GATEWAY_PORT_NAME {
+            bail!(
+                "port {name} is already attached to this switch; remove it first with `tapswitch port rm {name}`"
+            );
+        }
+        let id = self.with_dataplane(|dataplane| {
+            let id = match spec {
+                PortSpec::Iface(name) => {
+                    let (rx, tx) = ports::packet::open(name)?;
+                    dataplane.add_port(name, PortKind::Packet, Box::new(rx), Arc::new(tx))
+                }
+                PortSpec::Tap(name) => {
+                    let tap = ports::tap::open(name)?;
+                    if tap.created {
+                        log::info!("created TAP device {name}; it is removed when the port is");
+                    }
+                    dataplane.add_port(name, PortKind::Tap, Box::new(tap.rx), Arc::new(tap.tx))
+                }
+            };
+            Ok(id)
+        })?;
+        ports.insert(name.to_string(), PortMeta { id, owner });
+        drop(ports);
+        let info = self.port_info(id)?;
+        log::info!(
+            "port {} {} attached ({}, mtu {}, offloads {})",
+            info.port_no,
+            info.name,
+            info.kind,
+            info.mtu,
+            if info.offloads { "on" } else { "off" }
+        );
+        Ok(info)
+    }
+
+    /// Detaches a port by name.
+    pub fn detach(&self, name: &str) -> Result<()> {
+        let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(meta) = ports.get(name).cloned() else {
+            bail!("no port named {name} on this switch; `tapswitch ports` lists them");
+        };
+        self.with_dataplane(|d| Ok(d.remove_port(meta.id)))?;
+        ports.remove(name);
+        log::info!("port {} {name} removed", meta.id);
+        Ok(())
+    }
+
+    /// Forgets a port the dataplane already removed on its own.
+    pub fn forget(&self, name: &str) {
+        self.ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    pub fn fdb(&self) -> Result<FdbReply> {
+        self.with_dataplane(|d| {
+            let ports = d.ports();
+            let table = d.engine().table();
+            let entries = table
+                .entries(d.clock().now())
+                .into_iter()
+                .map(|e| FdbRow {
+                    port_no: e.port,
+                    port: ports.name_of(e.port),
+                    mac: e.mac,
+                    kind: e.kind,
+                    is_local: e.kind == EntryKind::Local,
+                    ageing_timer: e.age.as_secs_f64(),
+                })
+                .collect();
+            Ok(FdbReply {
+                entries,
+                stats: table.stats(),
+            })
+        })
+    }
+
+    pub fn ports(&self) -> Result<Vec<PortInfo>> {
+        let ids: Vec<PortId> =
+            self.with_dataplane(|d| Ok(d.ports().iter().map(|p| p.id).collect()))?;
+        ids.into_iter().map(|id| self.port_info(id)).collect()
+    }
+
+    fn port_info(&self, id: PortId) -> Result<PortInfo> {
+        let owner = {
+            let ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+            ports
+                .values()
+                .find(|m| m.id == id)
+                .and_then(|m| m.owner.clone())
+        };
+        self.with_dataplane(|d| {
+            let set = d.ports();
+            let port = set.get(id).ok_or_else(|| anyhow!("port {id} is gone"))?;
+            let kind = if id == PortId::GATEWAY {
+                "gateway".to_string()
+            } else {
+                port.kind.to_string()
+            };
+            Ok(PortInfo {
+                port_no: id,
+                name: port.name.clone(),
+                kind,
+                mtu: port.tx.mtu(),
+                offloads: port.tx.offloads(),
+                owner,
+                capturing: false,
+                stats: port.counters.snapshot(),
+            })
+        })
+    }
+
+    /// Answers one control request.
+    pub fn handle(&self, request: Request) -> Reply {
+        let result = match request {
+            Request::Info => Ok(Reply::data(&self.info)),
+            Request::Fdb => self.fdb().map(|r| Reply::data(&r)),
+            Request::Ports => self.ports().map(|r| Reply::data(&r)),
+            Request::PortAdd { iface, tap, owner } => {
+                let spec = match (iface, tap) {
+                    (Some(name), None) => Ok(PortSpec::Iface(name)),
+                    (None, Some(name)) => Ok(PortSpec::Tap(name)),
+                    _ => Err(anyhow!("port_add takes exactly one of iface and tap")),
+                };
+                spec.and_then(|spec| self.attach(&spec, owner))
+                    .map(|info| Reply::data(&info))
+            }
+            Request::PortRm { name } => self
+                .detach(&name)
+                .map(|()| Reply::data(&serde_json::Value::Null)),
+            Request::CaptureStart { .. } | Request::CaptureStop { .. } => {
+                Err(anyhow!("capture is not available in this build"))
+            }
+        };
+        result.unwrap_or_else(|err| Reply::error(format!("{err:#}")))
+    }
+
+    /// Stops the dataplane and closes every port.
+    pub fn shutdown(&self) {
+        let dataplane = self
+            .dataplane
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(dataplane) = dataplane {
+            dataplane.shutdown();
+        }
+    }
+}
