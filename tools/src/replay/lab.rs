@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
@@ -403,6 +403,9 @@ impl Recorder {
 #[derive(Debug, Default)]
 struct GatewayTx {
     queue: Mutex<Vec<Vec<u8>>>,
+    /// Set when the queue has frames: most input frames give the gateway
+    /// nothing, and this saves them the lock.
+    pending: AtomicBool,
 }
 
 impl PortTx for GatewayTx {
@@ -415,6 +418,7 @@ impl PortTx for GatewayTx {
             ));
         }
         queue.push(frame.to_vec());
+        self.pending.store(true, Relaxed);
         Ok(())
     }
 
@@ -447,12 +451,9 @@ impl GatewayPort {
         ports: &PortSet,
     ) {
         let handle = self.handle.as_ref().expect("set at construction");
-        loop {
+        while self.tx.pending.swap(false, Relaxed) {
             let delivered =
                 std::mem::take(&mut *self.tx.queue.lock().unwrap_or_else(PoisonError::into_inner));
-            if delivered.is_empty() {
-                return;
-            }
             for frame in &delivered {
                 if !self.gateway.deliver(frame) {
                     count_refused(&handle.counters);
