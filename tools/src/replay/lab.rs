@@ -264,6 +264,15 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
     }
     drop(session);
     engine.table().expire(now);
+    for input in inputs.iter().filter(|i| i.cut > 0) {
+        // Not an error (tcpdump -s 96 is common), but the outputs hold
+        // these frames as cut, not as they were on the wire.
+        log::warn!(
+            "{}: {} frames were cut short by the capture's snap length; they were replayed as captured",
+            input.path.display(),
+            input.cut
+        );
+    }
     for recorder in &mut recorders {
         recorder.flush_if_over(0)?;
         recorder
@@ -306,6 +315,8 @@ struct Input {
     head: Option<u64>,
     data: Vec<u8>,
     offset: u64,
+    /// Frames the capture cut short (its snap length was below the frame).
+    cut: u64,
 }
 
 impl Input {
@@ -324,6 +335,7 @@ impl Input {
             head: None,
             data: Vec::new(),
             offset: 0,
+            cut: 0,
         };
         input.advance()?;
         Ok(input)
@@ -336,6 +348,9 @@ impl Input {
                 self.offset = frame.offset;
                 self.data.clear();
                 self.data.extend_from_slice(frame.data);
+                if (frame.original_len as usize) > frame.data.len() {
+                    self.cut += 1;
+                }
             }
             Ok(None) => self.head = None,
             Err(err) => {
