@@ -286,3 +286,95 @@ fn without_privileges_the_error_says_what_to_do_and_nothing_is_left_behind() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What kind of ICMP echo frame this is: Some(8) request, Some(0) reply.
+fn icmp_echo_type(frame: &[u8]) -> Option<u8> {
+    (frame.len() > 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 1)
+        .then(|| frame[34])
+        .filter(|t| *t == 0 || *t == 8)
+}
+
+fn read_capture(path: &std::path::Path) -> Vec<(Option<ports::capture::Direction>, Vec<u8>)> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        ports::pcap::PcapReader::new(std::io::BufReader::new(file)).expect("a pcapng file");
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame().expect("a readable record") {
+        frames.push((frame.direction, frame.data.to_vec()));
+    }
+    frames
+}
+
+#[test]
+fn serve_capture_writes_pcapng_per_port_with_directions_and_stops_at_runtime() {
+    use ports::capture::Direction::{Inbound, Outbound};
+    require_root();
+    let topo = Topology::veth_star(2);
+    let dir = std::env::temp_dir().join(tapswitch_tests::unique_name("cap"));
+    let switch = serve(&topo, &["--capture", dir.to_str().unwrap()]);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    assert_eq!(ping(&h1.ns, h2.ip, 3, Duration::from_secs(2)), 3);
+    let ports = switch.ports();
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["capturing"] == true),
+        "{ports}"
+    );
+
+    switch
+        .call(r#"{"cmd":"capture_stop","port":"p1"}"#)
+        .expect("capture stop");
+    assert_eq!(ping(&h1.ns, h2.ip, 2, Duration::from_secs(2)), 2);
+    let err = switch
+        .call(r#"{"cmd":"capture_start","port":"nope"}"#)
+        .unwrap_err();
+    assert!(err.contains("no port named nope"), "{err}");
+    assert!(switch.stop().success());
+
+    let count = |frames: &[(Option<ports::capture::Direction>, Vec<u8>)], dir, icmp| {
+        frames
+            .iter()
+            .filter(|(d, f)| *d == Some(dir) && icmp_echo_type(f) == Some(icmp))
+            .count()
+    };
+    let p1 = read_capture(&dir.join("p1.pcapng"));
+    assert_eq!(
+        count(&p1, Inbound, 8),
+        3,
+        "p1 received h1's three requests, then stopped capturing"
+    );
+    assert_eq!(count(&p1, Outbound, 0), 3, "p1 sent h2's three replies");
+    let p2 = read_capture(&dir.join("p2.pcapng"));
+    assert_eq!(count(&p2, Outbound, 8), 5, "p2 kept capturing");
+    assert_eq!(count(&p2, Inbound, 0), 5);
+    assert!(
+        dir.join("gw.pcapng").exists(),
+        "the gateway port has its file too"
+    );
+
+    // Where tcpdump or tshark are installed (CI installs both), they must read the files.
+    for (tool, args) in [("tcpdump", ["-nr"]), ("tshark", ["-r"])] {
+        let Ok(out) = std::process::Command::new(tool)
+            .args(args)
+            .arg(dir.join("p1.pcapng"))
+            .output()
+        else {
+            eprintln!("{tool} is not installed; skipping its check");
+            continue;
+        };
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("ICMP") && text.contains("172.17.0.3"),
+            "{tool} output:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

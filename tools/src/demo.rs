@@ -283,6 +283,7 @@ fn start_switch(
             table: TableConfig::default(),
             gateway: Some(serve::DEFAULT_GATEWAY),
             trace,
+            capture: None,
         };
         let dataplane = Dataplane::start(config)?;
         let info = serve::switch_info(

@@ -34,6 +34,9 @@ enum Command {
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
+    /// Start or stop capturing a port of a running switch (`serve --capture DIR`).
+    #[command(subcommand)]
+    Capture(query::CaptureCommand),
     /// Create, list, inspect and remove networks (like `docker network`).
     #[command(subcommand)]
     Network(network::NetworkCommand),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
         Command::Port(cmd) => query::port(cmd),
+        Command::Capture(cmd) => query::capture(cmd),
         Command::Network(cmd) => network::run(cmd),
         Command::Container(cmd) => container::run(cmd),
         Command::Show(args) => show::run(args),

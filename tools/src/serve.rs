@@ -64,9 +64,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .control
         .clone()
         .unwrap_or_else(|| control::default_socket_path(&args.network));
-    if args.capture.is_some() {
-        bail!("--capture is not available yet in this build");
-    }
+    let capture = match &args.capture {
+        Some(dir) => Some(Arc::new(
+            ports::capture::CaptureDir::open(dir).with_context(|| {
+                format!("--capture {}: cannot use the directory", dir.display())
+            })?,
+        )),
+        None => None,
+    };
     let listener = control_server::bind(&socket, &args.network)?;
     let signals = signals::termination()?;
 
@@ -82,6 +87,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_ageing_secs(args.ageing_time),
         gateway,
         trace,
+        capture,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(

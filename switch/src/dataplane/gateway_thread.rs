@@ -78,6 +78,7 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
             queue: queue.clone(),
         }),
         counters: Arc::new(PortCounters::default()),
+        capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
     {
         let _guard = shared

@@ -28,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use ports::capture::{CaptureDir, PortCapture};
 use ports::{PortKind, PortRx, PortTx};
 
 use crate::engine::Engine;
@@ -57,6 +58,8 @@ pub struct DataplaneConfig {
     pub gateway: Option<(Ipv4Addr, u8)>,
     /// Where `--trace` lines go; `None` traces nothing.
     pub trace: Option<Arc<TraceSink>>,
+    /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
+    pub capture: Option<Arc<CaptureDir>>,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -66,6 +69,10 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("table", &self.table)
             .field("gateway", &self.gateway)
             .field("trace", &self.trace.is_some())
+            .field(
+                "capture",
+                &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
+            )
             .finish()
     }
 }
@@ -107,12 +114,29 @@ struct Shared {
     clock: Clock,
     trace: Option<Arc<TraceSink>>,
     events: Sender<PortEvent>,
+    capture: Option<Arc<CaptureDir>>,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
 }
 
 impl Shared {
+    /// Opens `name`'s capture file when the switch captures (recording from
+    /// the start); a file that cannot be made is logged, not fatal.
+    fn capture_port(&self, name: &str) -> Option<Arc<PortCapture>> {
+        let dir = self.capture.as_ref()?;
+        match dir.add_port(name, true) {
+            Ok(capture) => Some(capture),
+            Err(err) => {
+                log::warn!(
+                    "port {name}: not capturing: cannot create {}: {err}",
+                    dir.path_for(name).display()
+                );
+                None
+            }
+        }
+    }
+
     fn snapshot(&self) -> Arc<PortSet> {
         self.ports
             .read()
@@ -136,6 +160,9 @@ impl Shared {
         let handle = current.get(id).cloned()?;
         self.publish(current.without(id));
         self.engine.table().flush_port(id);
+        if let Some(capture) = &self.capture {
+            capture.remove_port(&handle.name);
+        }
         Some(handle)
     }
 }
@@ -173,6 +200,7 @@ impl Dataplane {
             clock,
             trace: config.trace.clone(),
             events: events_tx,
+            capture: config.capture.clone(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
@@ -251,6 +279,7 @@ impl Dataplane {
             kind,
             tx,
             counters: Arc::new(PortCounters::default()),
+            capture: self.shared.capture_port(name),
         });
         self.shared.publish(current.with(handle.clone()));
         drop(guard);
@@ -299,6 +328,9 @@ impl Dataplane {
         if let Some((stop, handle)) = self.housekeeping.take() {
             drop(stop);
             let _ = handle.join();
+        }
+        if let Some(capture) = &self.shared.capture {
+            capture.flush();
         }
         self.shared.publish(PortSet::default());
     }

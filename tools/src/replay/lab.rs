@@ -158,6 +158,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
             kind: PortKind::Pcap,
             tx,
             counters: Arc::default(),
+            capture: None,
         }));
     }
 
@@ -178,6 +179,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
             kind: PortKind::Memory,
             tx: gw.tx.clone(),
             counters: Arc::default(),
+            capture: None,
         });
         handles.push(handle.clone());
         gw.handle = Some(handle);
