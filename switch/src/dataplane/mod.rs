@@ -21,6 +21,7 @@
 mod gateway_thread;
 mod worker;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -106,10 +107,31 @@ impl Clock {
     }
 }
 
+/// A port's receive half. Its home worker waits for it in epoll and reads
+/// it dry; another worker that has just sent a unicast frame to the port may
+/// take one batch from it too (see `worker.rs`). The lock is held only for
+/// the read itself.
+struct RxSlot {
+    handle: Arc<PortHandle>,
+    home: usize,
+    rx: Mutex<RxState>,
+}
+
+/// The receive half and an error another worker read from it (a socket
+/// reports an error once, to whoever reads first; the home worker acts on it).
+struct RxState {
+    rx: Option<Box<dyn PortRx>>,
+    error: Option<std::io::Error>,
+}
+
+/// The receive slots by port, published with the ports.
+type RxSlots = HashMap<PortId, Arc<RxSlot>>;
+
 /// State the threads share.
 struct Shared {
     engine: Engine,
     ports: RwLock<Arc<PortSet>>,
+    rx_slots: RwLock<Arc<RxSlots>>,
     generation: AtomicU64,
     clock: Clock,
     trace: Option<Arc<TraceSink>>,
@@ -144,8 +166,23 @@ impl Shared {
             .clone()
     }
 
-    fn publish(&self, ports: PortSet) {
+    fn rx_slots(&self) -> Arc<RxSlots> {
+        self.rx_slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a new set of ports (and receive slots, when given). The
+    /// caller holds `membership`.
+    fn publish(&self, ports: PortSet, slots: Option<RxSlots>) {
         *self.ports.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ports);
+        if let Some(slots) = slots {
+            *self
+                .rx_slots
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(slots);
+        }
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -158,7 +195,9 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.snapshot();
         let handle = current.get(id).cloned()?;
-        self.publish(current.without(id));
+        let mut slots = (*self.rx_slots()).clone();
+        slots.remove(&id);
+        self.publish(current.without(id), Some(slots));
         self.engine.table().flush_port(id);
         if let Some(capture) = &self.capture {
             capture.remove_port(&handle.name);
@@ -196,6 +235,7 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             engine: Engine::new(config.table),
             ports: RwLock::new(Arc::new(PortSet::default())),
+            rx_slots: RwLock::new(Arc::default()),
             generation: AtomicU64::new(0),
             clock,
             trace: config.trace.clone(),
@@ -281,10 +321,20 @@ impl Dataplane {
             counters: Arc::new(PortCounters::default()),
             capture: self.shared.capture_port(name),
         });
-        self.shared.publish(current.with(handle.clone()));
+        let (home, worker) = self.least_loaded_worker();
+        let slot = Arc::new(RxSlot {
+            handle: handle.clone(),
+            home,
+            rx: Mutex::new(RxState {
+                rx: Some(rx),
+                error: None,
+            }),
+        });
+        let mut slots = (*self.shared.rx_slots()).clone();
+        slots.insert(id, slot.clone());
+        self.shared.publish(current.with(handle), Some(slots));
         drop(guard);
-        let worker = self.least_loaded_worker();
-        worker.send(WorkerCommand::Add { handle, rx });
+        worker.send(WorkerCommand::Add { slot });
         id
     }
 
@@ -301,12 +351,14 @@ impl Dataplane {
         true
     }
 
-    fn least_loaded_worker(&self) -> &WorkerHandle {
+    /// The worker with the fewest ports (ties rotate), and its index.
+    fn least_loaded_worker(&self) -> (usize, &WorkerHandle) {
         let hint = self.shared.next_hint.fetch_add(1, Ordering::Relaxed) as usize;
         let n = self.workers.len();
         (0..n)
-            .map(|i| &self.workers[(hint + i) % n])
-            .min_by_key(|w| w.port_count())
+            .map(|i| (hint + i) % n)
+            .min_by_key(|&i| self.workers[i].port_count())
+            .map(|i| (i, &self.workers[i]))
             .expect("at least one worker")
     }
 
@@ -332,7 +384,8 @@ impl Dataplane {
         if let Some(capture) = &self.shared.capture {
             capture.flush();
         }
-        self.shared.publish(PortSet::default());
+        self.shared
+            .publish(PortSet::default(), Some(RxSlots::new()));
     }
 }
 
