@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ports::pcap::{InterfaceChoice, OutputFormat};
-use switch::TableConfig;
 use switch::fabric::TraceSink;
 
 pub use lab::{InputSpec, LabConfig, Outcome, PortSpec};
@@ -37,21 +36,8 @@ pub struct ReplayArgs {
     /// Where to write NAME.pcap for every port (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Seconds (of capture time) a silent host stays in the MAC table; 0 = forever.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub ageing_time: u64,
-    /// The most MAC addresses the table learns.
-    #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
-    pub max_macs: usize,
-    /// The gateway's address and prefix [default: 172.17.0.1/16].
-    #[arg(long, value_name = "CIDR", conflicts_with = "no_gateway")]
-    pub gateway: Option<String>,
-    /// Run without a gateway.
-    #[arg(long)]
-    pub no_gateway: bool,
-    /// Print one line per forwarding decision (as `serve --trace` does).
-    #[arg(long)]
-    pub trace: bool,
+    #[command(flatten)]
+    pub switch: crate::serve::SwitchOptions,
     /// Compare every output with DIR/NAME.pcap frame by frame; exit 1 at the first difference.
     #[arg(long, value_name = "DIR")]
     pub expect: Option<PathBuf>,
@@ -141,10 +127,10 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
         }
         ports.push(port);
     }
-    let gateway = if args.no_gateway {
+    let gateway = if args.switch.no_gateway {
         None
     } else {
-        match &args.gateway {
+        match &args.switch.gateway {
             Some(cidr) => Some(parse_gateway(cidr)?),
             None => Some(DEFAULT_GATEWAY),
         }
@@ -159,7 +145,7 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
         bail!("--mtu {} is below IPv4's minimum of 68", args.mtu);
     }
     let out: SharedOut = Arc::new(Mutex::new(io::BufWriter::with_capacity(64 * 1024, out)));
-    let trace = args.trace.then(|| {
+    let trace = args.switch.trace.then(|| {
         let out = out.clone();
         let sink: Arc<TraceSink> = Arc::new(move |line: &str| {
             let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
@@ -171,11 +157,7 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
     });
     let config = LabConfig {
         ports,
-        table: TableConfig {
-            capacity: args.max_macs,
-            ..TableConfig::default()
-        }
-        .with_ageing_secs(args.ageing_time),
+        table: args.switch.table(),
         gateway,
         mtu: args.mtu,
         format: args.out_format.into(),

@@ -27,21 +27,8 @@ pub struct ServeArgs {
     /// A TAP device to attach, created if it does not exist (repeatable).
     #[arg(long = "tap", value_name = "NAME")]
     pub taps: Vec<String>,
-    /// Seconds a silent host stays in the MAC table; 0 = forever.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub ageing_time: u64,
-    /// The most MAC addresses the table learns.
-    #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
-    pub max_macs: usize,
-    /// The gateway's address and prefix (default for network bridge: 172.17.0.1/16).
-    #[arg(long, value_name = "CIDR", conflicts_with = "no_gateway")]
-    pub gateway: Option<String>,
-    /// Run without a gateway.
-    #[arg(long)]
-    pub no_gateway: bool,
-    /// Print one line per forwarding decision on stderr.
-    #[arg(long)]
-    pub trace: bool,
+    #[command(flatten)]
+    pub switch: SwitchOptions,
     /// Write a pcapng file per port into DIR.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -53,6 +40,37 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+}
+
+/// What `serve` and `replay` both take: the MAC table, the gateway, tracing.
+#[derive(Debug, Clone, Args)]
+pub struct SwitchOptions {
+    /// Seconds a silent host stays in the MAC table (for replay: capture time); 0 = forever.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub ageing_time: u64,
+    /// The most MAC addresses the table learns.
+    #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
+    pub max_macs: usize,
+    /// The gateway's address and prefix (default for network bridge: 172.17.0.1/16).
+    #[arg(long, value_name = "CIDR", conflicts_with = "no_gateway")]
+    pub gateway: Option<String>,
+    /// Run without a gateway.
+    #[arg(long)]
+    pub no_gateway: bool,
+    /// Print one line per forwarding decision.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+impl SwitchOptions {
+    /// The MAC table these options ask for.
+    pub fn table(&self) -> TableConfig {
+        TableConfig {
+            capacity: self.max_macs,
+            ..TableConfig::default()
+        }
+        .with_ageing_secs(self.ageing_time)
+    }
 }
 
 /// The default network's gateway, as on Docker's docker0.
@@ -76,15 +94,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let signals = signals::termination()?;
 
     let trace: Option<Arc<TraceSink>> = args
+        .switch
         .trace
         .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
     let config = DataplaneConfig {
         workers: args.workers.unwrap_or_else(default_workers),
-        table: TableConfig {
-            capacity: args.max_macs,
-            ..TableConfig::default()
-        }
-        .with_ageing_secs(args.ageing_time),
+        table: args.switch.table(),
         gateway,
         trace,
         capture,
@@ -94,8 +109,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         &dataplane,
         &args.network,
         &socket,
-        args.ageing_time,
-        args.max_macs,
+        args.switch.ageing_time,
+        args.switch.max_macs,
         args.capture.clone(),
     );
     let switch = Arc::new(RunningSwitch::new(dataplane, info));
@@ -184,10 +199,10 @@ fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::p
 
 /// `--gateway CIDR`, `--no-gateway`, or the network's default.
 fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
-    if args.no_gateway {
+    if args.switch.no_gateway {
         return Ok(None);
     }
-    if let Some(cidr) = &args.gateway {
+    if let Some(cidr) = &args.switch.gateway {
         return parse_gateway(cidr).map(Some);
     }
     // The default network needs no state: 172.17.0.1/16, as on docker0.
