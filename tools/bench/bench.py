@@ -91,6 +91,13 @@ def check_environment():
             f"(remove them with {sys.argv[0]} --cleanup)")
 
 
+def source_commit():
+    """The commit of the tree the benchmark runs from (where the tapswitch
+    binary is normally built), with -dirty if it has local changes."""
+    out = run(["git", "-C", REPO, "describe", "--always", "--dirty"], check=False).strip()
+    return out or "?"
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -266,6 +273,7 @@ def main():
         if not candidates:
             raise BenchError("no switch could be set up; nothing to measure")
         run_info.update(started=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
+                        commit=source_commit(),
                         settings={"reps": args.reps, "duration": args.duration,
                                   "pings": args.pings, "quick": args.quick})
         namespaces = [ns for c in candidates for ns in c.topo.namespaces]

@@ -128,7 +128,7 @@ def render_table(header, rows, markdown):
 def render(run, markdown=False):
     s = run["settings"]
     parts = [
-        f"tapswitch bench, {run['started']}: {s['reps']} repetitions, {s['duration']} s per iperf3 "
+        f"tapswitch bench, {run['started']}, commit {run.get('commit', '?')}: {s['reps']} repetitions, {s['duration']} s per iperf3 "
         f"test, {s['pings']} pings; {run['machine']}"
     ]
     ratios = ratio_table(run)
