@@ -285,6 +285,7 @@ def main():
         for cand in candidates:
             entry = run_info["switches"][cand.switch.key]
             entry.update(samples=cand.samples, idle_cpu_pct=cand.idle_cpu_pct,
+                     idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
                          rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None)
         if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
             try:

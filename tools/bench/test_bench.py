@@ -89,7 +89,7 @@ def sample_run():
         return {"gbps": g, "seconds": 5, "switch_cpu_s": 2.0, "foreign_pct": 3}
 
     def udp(k):
-        return {"pps": k * 1000, "frames": k * 5000, "loss_pct": 1.0, "seconds": 5,
+        return {"pps": k * 1000, "frames": k * 5000, "loss_pct": 1.0, "seconds": 5, "sent_pps": k * 1000,
                 "switch_cpu_s": 1.0, "foreign_pct": 0}
 
     def ping(m):
@@ -127,6 +127,15 @@ class Report(unittest.TestCase):
         # 2 s of CPU for 9 and 10 Gbit/s over 5 s: 44.4 and 40 ms per Gbit
         self.assertTrue(by_name["switch CPU per Gbit, TCP 1 (ms)"][1].startswith("42.2 "))
         self.assertEqual(by_name["switch RSS after the run (MiB)"], ["—", "4.0"])
+        self.assertEqual(by_name["UDP 64 B sent (kpps)"][0], "510 (500–520)")
+        self.assertEqual(by_name["switch CPU when idle (% of a CPU)"], ["—", "0.2"])
+
+    def test_idle_cpu_below_one_tick_shows_the_resolution(self):
+        run = sample_run()
+        run["switches"]["mine"].update(idle_cpu_pct=0.0, idle_resolution_pct=0.2)
+        _, rows = report.absolute_table(run)
+        self.assertEqual(dict((r[0], r[1:]) for r in rows)["switch CPU when idle (% of a CPU)"],
+                         ["—", "< 0.2"])
 
     def test_render_names_skipped_switches_in_both_formats(self):
         for markdown in (False, True):

@@ -34,6 +34,8 @@ class Metric:
             return s["pps"] / 1000
         if self.key == "udp_loss":
             return s["loss_pct"]
+        if self.key == "udp_sent":
+            return s["sent_pps"] / 1000
         if self.key == "ping_median":
             return s["median_us"]
         if self.key == "ping_p99":
@@ -52,6 +54,7 @@ METRICS = [
     Metric("tcp2", "TCP, 2 streams (Gbit/s)", "tcp2", 2, True),
     Metric("udp_kpps", "UDP 64 B delivered (kpps)", "udp", 0, True),
     Metric("udp_loss", "UDP 64 B loss (%)", "udp", 1, False),
+    Metric("udp_sent", "UDP 64 B sent (kpps)", "udp", 0, False),
     Metric("ping_median", "ping median (µs)", "ping", 0, True),
     Metric("ping_p99", "ping p99 (µs)", "ping", 0, True),
     Metric("cpu_gbit", "switch CPU per Gbit, TCP 1 (ms)", "tcp1", 1, False),
@@ -102,12 +105,21 @@ def absolute_table(run):
             else:
                 row.append(f"{fmt(s[0], m.decimals)} ({fmt(s[1], m.decimals)}–{fmt(s[2], m.decimals)})")
         rows.append(row)
-    rows.append(["switch CPU when idle (% of a CPU)"]
-                + [fmt(sw.get("idle_cpu_pct"), 2) for sw in measured(run)])
+    rows.append(["switch CPU when idle (% of a CPU)"] + [idle(sw) for sw in measured(run)])
     rows.append(["switch RSS after the run (MiB)"]
                 + [fmt(sw["rss_kib"] / 1024 if sw.get("rss_kib") else None, 1)
                    for sw in measured(run)])
     return header, rows
+
+
+def idle(sw):
+    """Idle CPU is counted in clock ticks; none at all means less than one
+    tick over the whole interval, which is what the cell then says."""
+    if sw.get("idle_cpu_pct") is None:
+        return "—"
+    if sw["idle_cpu_pct"] == 0 and sw.get("idle_resolution_pct"):
+        return f"< {sw['idle_resolution_pct']:.1f}"
+    return fmt(sw["idle_cpu_pct"], 1)
 
 
 def measured(run):
