@@ -72,6 +72,8 @@ def parse_args():
                    help="only delete namespaces left by a benchmark run that was killed")
     args = p.parse_args()
     args.reps = args.reps or 3
+    if args.reps < 3:
+        print(f"note: with {args.reps} repetition(s) the figures are not medians of 3", file=sys.stderr)
     args.duration = args.duration or (1 if args.quick else 5)
     args.pings = args.pings or (200 if args.quick else 500)
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
@@ -79,14 +81,15 @@ def parse_args():
     return args
 
 
-def check_environment():
+def check_environment(cleanup_only):
     if os.geteuid() != 0:
         raise BenchError("run as root: the benchmark creates network namespaces")
-    for program, package in REQUIRED.items():
+    needed = {"ip": REQUIRED["ip"]} if cleanup_only else REQUIRED
+    for program, package in needed.items():
         if shutil.which(program) is None:
             raise BenchError(f"{program} is missing: install it with `apt-get install {package}`")
     stale = stale_namespaces(PREFIX)
-    if stale:
+    if stale and not cleanup_only:
         log(f"namespaces left by an earlier, killed run: {' '.join(stale)} "
             f"(remove them with {sys.argv[0]} --cleanup)")
 
@@ -229,7 +232,7 @@ def brief(test, s):
     return f"median {s['median_us']:.0f} µs, p99 {s['p99_us']:.0f} µs{cpu}{other}"
 
 
-def mac_fill(args, workdir, cleanup):
+def mac_fill(workdir, cleanup):
     """tapswitch with 4 veth ports: RSS before and after its MAC table is
     filled to capacity by frames from distinct source MACs."""
     switch = switches.TapswitchVeth()
@@ -258,7 +261,11 @@ def mac_fill(args, workdir, cleanup):
 
 def main():
     args = parse_args()
-    check_environment()
+    try:
+        check_environment(args.cleanup)
+    except BenchError as err:
+        print(f"bench.py: {err}", file=sys.stderr)
+        return 1
     if args.cleanup:
         for ns in stale_namespaces(PREFIX):
             log(f"deleting {ns}")
@@ -269,40 +276,13 @@ def main():
     cleanup = Cleanup()
     install_signal_handlers()
     try:
-        run_info, candidates = set_up(args, workdir, cleanup)
-        if not candidates:
-            raise BenchError("no switch could be set up; nothing to measure")
-        run_info.update(started=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
-                        commit=source_commit(),
-                        settings={"reps": args.reps, "duration": args.duration,
-                                  "pings": args.pings, "quick": args.quick})
-        namespaces = [ns for c in candidates for ns in c.topo.namespaces]
-        foreign = ForeignLoad(namespaces)
-        meter = Meter(foreign, quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
-        log(f"idle CPU of the switches over {args.idle_seconds} s")
-        measure_idle(candidates, args.idle_seconds)
-        measure_all(args, candidates, meter)
-        for cand in candidates:
-            entry = run_info["switches"][cand.switch.key]
-            entry.update(samples=cand.samples, idle_cpu_pct=cand.idle_cpu_pct,
-                     idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
-                         rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None)
-        if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
-            try:
-                run_info["mac_fill"] = mac_fill(args, workdir, cleanup)
-            except BenchError as err:
-                log(f"memory test failed: {err}")
-        with open(os.path.join(workdir, "run.json"), "w") as f:
-            json.dump(run_info, f, indent=1)
-        for markdown, name in ((False, "report.txt"), (True, "report.md")):
-            with open(os.path.join(workdir, name), "w") as f:
-                f.write(report.render(run_info, markdown=markdown))
+        run_info = benchmark(args, workdir, cleanup)
         print()
         print(report.render(run_info, markdown=args.markdown))
         print(f"raw results: {workdir}")
         return 0
     except BenchError as err:
-        log(f"error: {err}")
+        print(f"bench.py: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
@@ -314,6 +294,38 @@ def main():
                      if ns.startswith(f"{PREFIX}-{os.getpid()}-")]
         if leftovers:
             log(f"could not delete: {' '.join(leftovers)}")
+
+
+def benchmark(args, workdir, cleanup):
+    """The whole run: set up, measure, write the results; returns run.json's content."""
+    run_info, candidates = set_up(args, workdir, cleanup)
+    if not candidates:
+        raise BenchError("no switch could be set up; nothing to measure")
+    run_info.update(started=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
+                    commit=source_commit(),
+                    settings={"reps": args.reps, "duration": args.duration,
+                              "pings": args.pings, "quick": args.quick})
+    namespaces = [ns for c in candidates for ns in c.topo.namespaces]
+    meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
+    log(f"idle CPU of the switches over {args.idle_seconds} s")
+    measure_idle(candidates, args.idle_seconds)
+    measure_all(args, candidates, meter)
+    for cand in candidates:
+        entry = run_info["switches"][cand.switch.key]
+        entry.update(samples=cand.samples, idle_cpu_pct=cand.idle_cpu_pct,
+                     idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
+                     rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None)
+    if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
+        try:
+            run_info["mac_fill"] = mac_fill(workdir, cleanup)
+        except BenchError as err:
+            log(f"memory test failed: {err}")
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump(run_info, f, indent=1)
+    for markdown, name in ((False, "report.txt"), (True, "report.md")):
+        with open(os.path.join(workdir, name), "w") as f:
+            f.write(report.render(run_info, markdown=markdown))
+    return run_info
 
 
 if __name__ == "__main__":

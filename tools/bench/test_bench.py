@@ -140,7 +140,7 @@ class Report(unittest.TestCase):
     def test_render_names_skipped_switches_in_both_formats(self):
         for markdown in (False, True):
             text = report.render(sample_run(), markdown=markdown)
-            self.assertIn("absent: not measured (not installed)", text)
+            self.assertIn("absent: not measured, not installed", text)
             self.assertIn("Ratio to the Linux bridge", text)
         self.assertIn("| TCP, 1 stream | 1.00× | 0.50× |", report.render(sample_run(), markdown=True))
 

@@ -155,7 +155,7 @@ def render(run, markdown=False):
             f"with {f['entries_before']} MAC entries, {f['rss_after_kib'] / 1024:.1f} MiB after "
             f"{f['sent']} source MACs were sent ({f['entries_after']} entries of {f['capacity']}; "
             f"{f['refused']} refused)")
-    notes = [f"{sw['title']}: not measured ({sw['skipped']})" for sw in run["switches"].values()
+    notes = [f"{sw['title']}: not measured, {sw['skipped']}" for sw in run["switches"].values()
              if sw.get("skipped")]
     noisy = [f"{sw['title']} {max(x['foreign_pct'] for xs in sw['samples'].values() for x in xs if x):.0f}%"
              for sw in measured(run)]

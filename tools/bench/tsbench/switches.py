@@ -29,7 +29,7 @@ class Switch:
         """Why this switch cannot be measured here, or None."""
         absent = [p for p in self.needs if shutil.which(p) is None]
         if absent:
-            return f"{', '.join(absent)} not installed ({self.install_hint})"
+            return f"{', '.join(absent)} not installed (to measure it: {self.install_hint})"
         return None
 
     def start(self, topo, workdir, cleanup):
