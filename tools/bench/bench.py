@@ -19,6 +19,7 @@ are kept in the results directory it prints.
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -32,9 +33,18 @@ sys.path.insert(0, HERE)
 from tsbench import report, switches  # noqa: E402
 from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
 from tsbench.system import (  # noqa: E402
-    CLK_TCK, BenchError, Cleanup, ForeignLoad, cpu_ticks, ignore_signals, install_signal_handlers,
+    CLK_TCK,
+    BenchError,
+    Cleanup,
+    ForeignLoad,
+    cpu_ticks,
+    delete_namespace,
+    ignore_signals,
+    install_signal_handlers,
     log,
-    rss_kib, run, stale_namespaces, delete_namespace,
+    rss_kib,
+    run,
+    stale_namespaces,
 )
 from tsbench.topology import Topology  # noqa: E402
 
@@ -47,33 +57,62 @@ REQUIRED = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping"}
 def parse_args():
     p = argparse.ArgumentParser(
         description="Measure tapswitch side by side with the Linux bridge, vde_switch and "
-                    "Open vSwitch (run as root).")
-    p.add_argument("--quick", action="store_true",
-                   help="short run: 1 s per iperf3 test, 200 pings, less waiting for quiet")
-    p.add_argument("--reps", type=int, help="repetitions of every test (default 3, at least 3 "
-                   "for a median worth reading)")
+        "Open vSwitch (run as root)."
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 1 s per iperf3 test, 200 pings, less waiting for quiet",
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        help="repetitions of every test (default 3, at least 3 for a median worth reading)",
+    )
     p.add_argument("--duration", type=float, help="seconds per iperf3 test (default 5; quick 1)")
     p.add_argument("--pings", type=int, help="pings per repetition (default 500; quick 200)")
-    p.add_argument("--switches", default=",".join(s.key for s in switches.ALL),
-                   help="which switches, comma-separated (default: all of %(default)s)")
-    p.add_argument("--tapswitch", default=os.path.join(REPO, "target/release/tapswitch"),
-                   help="the tapswitch binary (default: %(default)s)")
-    p.add_argument("--results", help="directory for raw outputs (default: "
-                   "/tmp/tapswitch-bench-<time>)")
+    p.add_argument(
+        "--switches",
+        default=",".join(s.key for s in switches.ALL),
+        help="which switches, comma-separated (default: all of %(default)s)",
+    )
+    p.add_argument(
+        "--tapswitch",
+        default=os.path.join(REPO, "target/release/tapswitch"),
+        help="the tapswitch binary (default: %(default)s)",
+    )
+    p.add_argument(
+        "--results", help="directory for raw outputs (default: /tmp/tapswitch-bench-<time>)"
+    )
     p.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
-    p.add_argument("--no-mac-fill", action="store_true",
-                   help="skip the memory test (4 ports, MAC table filled to capacity)")
-    p.add_argument("--profile", action="store_true",
-                   help="record a perf profile of tapswitch during the first TCP and UDP tests")
-    p.add_argument("--quiet-wait", type=float,
-                   help="seconds to wait for other processes to calm down before each test "
-                        "(default 20; quick 3)")
-    p.add_argument("--cleanup", action="store_true",
-                   help="only delete namespaces left by a benchmark run that was killed")
+    p.add_argument(
+        "--no-mac-fill",
+        action="store_true",
+        help="skip the memory test (4 ports, MAC table filled to capacity)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a perf profile of tapswitch during the first TCP and UDP tests",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait for other processes to calm down before each test "
+        "(default 20; quick 3)",
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="only delete namespaces left by a benchmark run that was killed",
+    )
     args = p.parse_args()
     args.reps = args.reps or 3
     if args.reps < 3:
-        print(f"note: with {args.reps} repetition(s) the figures are not medians of 3", file=sys.stderr)
+        print(
+            f"note: with {args.reps} repetition(s) the figures are not medians of 3",
+            file=sys.stderr,
+        )
     args.duration = args.duration or (1 if args.quick else 5)
     args.pings = args.pings or (200 if args.quick else 500)
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
@@ -81,17 +120,22 @@ def parse_args():
     return args
 
 
-def check_environment(cleanup_only):
+def check_environment(args):
     if os.geteuid() != 0:
         raise BenchError("run as root: the benchmark creates network namespaces")
-    needed = {"ip": REQUIRED["ip"]} if cleanup_only else REQUIRED
+    cleanup_only = args.cleanup
+    needed = {"ip": REQUIRED["ip"]} if cleanup_only else dict(REQUIRED)
+    if args.profile:
+        needed["perf"] = "linux-perf"
     for program, package in needed.items():
         if shutil.which(program) is None:
             raise BenchError(f"{program} is missing: install it with `apt-get install {package}`")
     stale = stale_namespaces(PREFIX)
     if stale and not cleanup_only:
-        log(f"namespaces left by an earlier, killed run: {' '.join(stale)} "
-            f"(remove them with {sys.argv[0]} --cleanup)")
+        log(
+            f"namespaces left by an earlier, killed run: {' '.join(stale)} "
+            f"(remove them with {sys.argv[0]} --cleanup)"
+        )
 
 
 def source_commit():
@@ -121,7 +165,6 @@ class Candidate:
         self.tests = None
         self.samples = {t: [] for t in TESTS}
         self.idle_cpu_pct = None
-        self.rss_kib = None
 
 
 def set_up(args, workdir, cleanup):
@@ -174,25 +217,60 @@ def measure_idle(candidates, seconds):
 def profiled(args, cand, test, rep, fn):
     """Wraps a test so that perf records the switch while it runs (only
     tapswitch, first repetition, TCP 1 stream and UDP)."""
-    if not (args.profile and rep == 0 and test in ("tcp1", "udp")
-            and isinstance(cand.switch, switches.Tapswitch)):
+    if not (
+        args.profile
+        and rep == 0
+        and test in ("tcp1", "udp")
+        and isinstance(cand.switch, switches.Tapswitch)
+    ):
         return fn
     data = os.path.join(cand.outdir, f"perf-{test}.data")
 
     def with_perf():
         perf = subprocess.Popen(
-            ["perf", "record", "-q", "-g", "-F", "999", "-o", data, "-p",
-             str(cand.switch.pids[0]), "--", "sleep", str(args.duration)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "perf",
+                "record",
+                "-q",
+                "-g",
+                "-F",
+                "999",
+                "-o",
+                data,
+                "-p",
+                str(cand.switch.pids[0]),
+                "--",
+                "sleep",
+                str(args.duration),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             return fn()
         finally:
             perf.wait(timeout=args.duration + 30)
             with open(os.path.join(cand.outdir, f"perf-{test}.txt"), "w") as out:
-                subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                                "--percent-limit", "1", "--sort", "sym"],
-                               stdout=out, stderr=subprocess.DEVNULL, timeout=300)
+                subprocess.run(
+                    [
+                        "perf",
+                        "report",
+                        "-i",
+                        data,
+                        "--stdio",
+                        "--no-children",
+                        "--percent-limit",
+                        "1",
+                        "--sort",
+                        "sym",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.DEVNULL,
+                    timeout=300,
+                )
             log(f"profile of {cand.switch.title} during {test}: {out.name}")
+
     return with_perf
 
 
@@ -202,17 +280,12 @@ def measure_all(args, candidates, meter):
     switches alike."""
     for rep in range(args.reps):
         for cand in candidates:
-            t = cand.tests
-            plan = {
-                "tcp1": lambda: t.tcp(f"tcp1-{rep + 1}", 1, args.duration),
-                "tcp2": lambda: t.tcp(f"tcp2-{rep + 1}", 2, args.duration),
-                "udp": lambda: t.udp(f"udp-{rep + 1}", args.duration),
-                "ping": lambda: t.ping(f"ping-{rep + 1}", args.pings),
-            }
             for test in TESTS:
                 label = f"{cand.switch.title}, {test}, repetition {rep + 1}/{args.reps}"
+                test_fn = functools.partial(run_test, cand.tests, test, rep, args)
+                test_fn = profiled(args, cand, test, rep, test_fn)
                 try:
-                    sample = meter.measure(cand.switch.pids, profiled(args, cand, test, rep, plan[test]), label)
+                    sample = meter.measure(cand.switch.pids, test_fn, label)
                 except BenchError as err:
                     log(f"{label}: failed: {err}")
                     sample = None
@@ -220,10 +293,24 @@ def measure_all(args, candidates, meter):
                 log(f"{label}: {brief(test, sample)}")
 
 
+def run_test(tests, test, rep, args):
+    """One repetition of one test; its raw output is named after both."""
+    name = f"{test}-{rep + 1}"
+    if test == "tcp1":
+        return tests.tcp(name, 1, args.duration)
+    if test == "tcp2":
+        return tests.tcp(name, 2, args.duration)
+    if test == "udp":
+        return tests.udp(name, args.duration)
+    return tests.ping(name, args.pings)
+
+
 def brief(test, s):
     if s is None:
         return "no result"
-    cpu = "" if s["switch_cpu_s"] is None else f", switch CPU {s['switch_cpu_s'] / s['wall_s'] * 100:.0f}%"
+    cpu = ""
+    if s["switch_cpu_s"] is not None:
+        cpu = f", switch CPU {s['switch_cpu_s'] / s['wall_s'] * 100:.0f}%"
     other = f", others {s['foreign_pct']:.0f}%"
     if test.startswith("tcp"):
         return f"{s['gbps']:.2f} Gbit/s{cpu}{other}"
@@ -242,27 +329,41 @@ def mac_fill(workdir, cleanup):
     log(f"memory test: tapswitch with 4 ports in {topo.switch_ns}")
     topo.create_namespaces()
     switch.start(topo, outdir, cleanup)
-    server = IperfServer(topo, outdir, cleanup)  # only for Tests' constructor; never started
-    Tests(topo, server, outdir).warm_up()
+    Tests(topo, None, outdir).warm_up()
     pid = switch.pids[0]
     before = switches.control_call(switch.control, {"cmd": "fdb"})["stats"]
     rss_before = rss_kib(pid)
     count = before["capacity"]
     h1, h2 = topo.hosts[0], topo.hosts[1]
-    run(["python3", os.path.join(HERE, "tsbench", "macfill.py"), h1.ifname, h2.mac, str(count)],
-        ns=h1.ns, timeout=60)
+    run(
+        [
+            sys.executable,
+            os.path.join(HERE, "tsbench", "macfill.py"),
+            h1.ifname,
+            h2.mac,
+            str(count),
+        ],
+        ns=h1.ns,
+        timeout=60,
+    )
     time.sleep(0.5)
     after = switches.control_call(switch.control, {"cmd": "fdb"})["stats"]
-    return {"ports": len(topo.hosts), "sent": count, "capacity": after["capacity"],
-            "entries_before": before["entries"], "entries_after": after["entries"],
-            "refused": after.get("refused", 0), "rss_before_kib": rss_before,
-            "rss_after_kib": rss_kib(pid)}
+    return {
+        "ports": len(topo.hosts),
+        "sent": count,
+        "capacity": after["capacity"],
+        "entries_before": before["entries"],
+        "entries_after": after["entries"],
+        "refused": after.get("refused", 0),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_kib(pid),
+    }
 
 
 def main():
     args = parse_args()
     try:
-        check_environment(args.cleanup)
+        check_environment(args)
     except BenchError as err:
         print(f"bench.py: {err}", file=sys.stderr)
         return 1
@@ -290,8 +391,11 @@ def main():
     finally:
         ignore_signals()
         cleanup.run_all()
-        leftovers = [ns for ns in run(["ip", "netns", "list"], check=False).split()
-                     if ns.startswith(f"{PREFIX}-{os.getpid()}-")]
+        leftovers = [
+            ns
+            for ns in run(["ip", "netns", "list"], check=False).split()
+            if ns.startswith(f"{PREFIX}-{os.getpid()}-")
+        ]
         if leftovers:
             log(f"could not delete: {' '.join(leftovers)}")
 
@@ -301,10 +405,17 @@ def benchmark(args, workdir, cleanup):
     run_info, candidates = set_up(args, workdir, cleanup)
     if not candidates:
         raise BenchError("no switch could be set up; nothing to measure")
-    run_info.update(started=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
-                    commit=source_commit(),
-                    settings={"reps": args.reps, "duration": args.duration,
-                              "pings": args.pings, "quick": args.quick})
+    run_info.update(
+        started=time.strftime("%Y-%m-%d %H:%M"),
+        machine=machine(),
+        commit=source_commit(),
+        settings={
+            "reps": args.reps,
+            "duration": args.duration,
+            "pings": args.pings,
+            "quick": args.quick,
+        },
+    )
     namespaces = [ns for c in candidates for ns in c.topo.namespaces]
     meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
     log(f"idle CPU of the switches over {args.idle_seconds} s")
@@ -312,9 +423,12 @@ def benchmark(args, workdir, cleanup):
     measure_all(args, candidates, meter)
     for cand in candidates:
         entry = run_info["switches"][cand.switch.key]
-        entry.update(samples=cand.samples, idle_cpu_pct=cand.idle_cpu_pct,
-                     idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
-                     rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None)
+        entry.update(
+            samples=cand.samples,
+            idle_cpu_pct=cand.idle_cpu_pct,
+            idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
+            rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None,
+        )
     if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
         try:
             run_info["mac_fill"] = mac_fill(workdir, cleanup)

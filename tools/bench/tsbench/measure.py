@@ -33,8 +33,13 @@ def run_bounded(argv, ns, seconds, out_path):
     """Runs a test command with a hard time limit; output to `out_path`."""
     with open(out_path, "w") as out:
         try:
-            done = subprocess.run(in_ns(ns, argv), stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=seconds + 30)
+            done = subprocess.run(
+                in_ns(ns, argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=seconds + 30,
+            )
         except subprocess.TimeoutExpired:
             return None
     return done.returncode
@@ -78,12 +83,19 @@ def parse_iperf(path, udp):
         raise BenchError("iperf3 reported nothing received")
     seconds = received.get("seconds") or 1
     if not udp:
-        return {"gbps": received["bits_per_second"] / 1e9, "seconds": seconds,
-                "retransmits": sent.get("retransmits")}
+        return {
+            "gbps": received["bits_per_second"] / 1e9,
+            "seconds": seconds,
+            "retransmits": sent.get("retransmits"),
+        }
     delivered = received.get("packets", 0) - received.get("lost_packets", 0)
-    return {"pps": delivered / seconds, "frames": delivered, "seconds": seconds,
-            "loss_pct": received.get("lost_percent", 0.0),
-            "sent_pps": sent.get("packets", 0) / (sent.get("seconds") or 1)}
+    return {
+        "pps": delivered / seconds,
+        "frames": delivered,
+        "seconds": seconds,
+        "loss_pct": received.get("lost_percent", 0.0),
+        "sent_pps": sent.get("packets", 0) / (sent.get("seconds") or 1),
+    }
 
 
 def percentile(values, fraction):
@@ -99,12 +111,16 @@ def parse_ping(path):
     rtts = [float(ms) * 1000 for ms in re.findall(r"time=([0-9.]+) ms", text)]
     if not rtts:
         raise BenchError(f"ping got no replies: {text.strip()[-200:]}")
-    return {"median_us": statistics.median(rtts), "p99_us": percentile(rtts, 0.99),
-            "replies": len(rtts)}
+    return {
+        "median_us": statistics.median(rtts),
+        "p99_us": percentile(rtts, 0.99),
+        "replies": len(rtts),
+    }
 
 
 class Tests:
-    """The three kinds of traffic test on one topology."""
+    """The three kinds of traffic test on one topology. `server` may be None
+    when no iperf3 test will run (only warm_up and ping)."""
 
     def __init__(self, topo, server, outdir):
         self.topo, self.server, self.outdir = topo, server, outdir
@@ -161,19 +177,30 @@ class Meter:
     def measure(self, switch_pids, test, label):
         for attempt in range(self.retries + 1):
             self.foreign.wait_quiet(self.quiet_pct, self.quiet_wait)
-            other0, sw0, (busy0, total0) = self.foreign.snapshot(), cpu_ticks(switch_pids), machine_ticks()
+            other0, sw0, (busy0, total0) = (
+                self.foreign.snapshot(),
+                cpu_ticks(switch_pids),
+                machine_ticks(),
+            )
             t0 = time.monotonic()
             result = test()
             wall = time.monotonic() - t0
-            other1, sw1, (busy1, total1) = self.foreign.snapshot(), cpu_ticks(switch_pids), machine_ticks()
+            other1, sw1, (busy1, total1) = (
+                self.foreign.snapshot(),
+                cpu_ticks(switch_pids),
+                machine_ticks(),
+            )
             result["wall_s"] = wall
             result["attempts"] = attempt + 1
             result["switch_cpu_s"] = (sw1 - sw0) / CLK_TCK if switch_pids else None
             result["machine_busy_pct"] = (busy1 - busy0) / max(total1 - total0, 1) * 100
             result["foreign_pct"] = (
-                self.foreign.ticks_between(other0, other1) / CLK_TCK / wall * 100)
+                self.foreign.ticks_between(other0, other1) / CLK_TCK / wall * 100
+            )
             if result["foreign_pct"] <= self.quiet_pct * 2 or attempt == self.retries:
                 return result
-            log(f"{label}: other processes used {result['foreign_pct']:.0f}% of a CPU "
-                "during the test; repeating it")
+            log(
+                f"{label}: other processes used {result['foreign_pct']:.0f}% of a CPU "
+                "during the test; repeating it"
+            )
         raise AssertionError("unreachable")

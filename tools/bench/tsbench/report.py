@@ -103,12 +103,15 @@ def absolute_table(run):
             if s is None:
                 row.append("—")
             else:
-                row.append(f"{fmt(s[0], m.decimals)} ({fmt(s[1], m.decimals)}–{fmt(s[2], m.decimals)})")
+                row.append(
+                    f"{fmt(s[0], m.decimals)} ({fmt(s[1], m.decimals)}–{fmt(s[2], m.decimals)})"
+                )
         rows.append(row)
     rows.append(["switch CPU when idle (% of a CPU)"] + [idle(sw) for sw in measured(run)])
-    rows.append(["switch RSS after the run (MiB)"]
-                + [fmt(sw["rss_kib"] / 1024 if sw.get("rss_kib") else None, 1)
-                   for sw in measured(run)])
+    rows.append(
+        ["switch RSS after the run (MiB)"]
+        + [fmt(sw["rss_kib"] / 1024 if sw.get("rss_kib") else None, 1) for sw in measured(run)]
+    )
     return header, rows
 
 
@@ -122,6 +125,10 @@ def idle(sw):
     return fmt(sw["idle_cpu_pct"], 1)
 
 
+def most_foreign_load(sw):
+    return max(x["foreign_pct"] for xs in sw["samples"].values() for x in xs if x)
+
+
 def measured(run):
     return [sw for sw in run["switches"].values() if sw.get("samples")]
 
@@ -132,36 +139,53 @@ def render_table(header, rows, markdown):
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
     def line(r):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
 def render(run, markdown=False):
     s = run["settings"]
     parts = [
-        f"tapswitch bench, {run['started']}, commit {run.get('commit', '?')}: {s['reps']} repetitions, {s['duration']} s per iperf3 "
-        f"test, {s['pings']} pings; {run['machine']}"
+        f"tapswitch bench, {run['started']}, commit {run.get('commit', '?')}: "
+        f"{s['reps']} repetitions, {s['duration']} s per iperf3 test, {s['pings']} pings; "
+        f"{run['machine']}"
     ]
     ratios = ratio_table(run)
     if ratios:
-        parts.append("Ratio to the Linux bridge in the same run (medians; throughput: higher is "
-                     "better, latency: lower is better)\n\n" + render_table(*ratios, markdown))
+        parts.append(
+            "Ratio to the Linux bridge in the same run (medians; throughput: higher is "
+            "better, latency: lower is better)\n\n" + render_table(*ratios, markdown)
+        )
     parts.append("Absolute figures\n\n" + render_table(*absolute_table(run), markdown))
     if run.get("mac_fill"):
         f = run["mac_fill"]
         parts.append(
-            f"Memory, tapswitch with {f['ports']} veth ports: RSS {f['rss_before_kib'] / 1024:.1f} MiB "
-            f"with {f['entries_before']} MAC entries, {f['rss_after_kib'] / 1024:.1f} MiB after "
+            f"Memory, tapswitch with {f['ports']} veth ports: "
+            f"RSS {f['rss_before_kib'] / 1024:.1f} MiB with {f['entries_before']} MAC entries, "
+            f"{f['rss_after_kib'] / 1024:.1f} MiB after "
             f"{f['sent']} source MACs were sent ({f['entries_after']} entries of {f['capacity']}; "
-            f"{f['refused']} refused)")
-    notes = [f"{sw['title']}: not measured, {sw['skipped']}" for sw in run["switches"].values()
-             if sw.get("skipped")]
-    noisy = [f"{sw['title']} {max(x['foreign_pct'] for xs in sw['samples'].values() for x in xs if x):.0f}%"
-             for sw in measured(run)]
+            f"{f['refused']} refused)"
+        )
+    notes = [
+        f"{sw['title']}: not measured, {sw['skipped']}"
+        for sw in run["switches"].values()
+        if sw.get("skipped")
+    ]
+    noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in measured(run)]
     notes.append("most CPU other processes used during one test (% of a CPU): " + ", ".join(noisy))
-    repeated = sum(x.get("attempts", 1) - 1 for sw in measured(run)
-                   for xs in sw["samples"].values() for x in xs if x)
+    repeated = sum(
+        x.get("attempts", 1) - 1
+        for sw in measured(run)
+        for xs in sw["samples"].values()
+        for x in xs
+        if x
+    )
     if repeated:
         notes.append(f"{repeated} test(s) were repeated because other processes disturbed them")
     parts.append("\n".join(("- " if markdown else "") + n for n in notes))

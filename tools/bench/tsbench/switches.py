@@ -86,7 +86,9 @@ class Tapswitch(Switch):
                 if not proc.alive():
                     break
                 time.sleep(0.05)
-        raise BenchError(f"tapswitch serve did not answer on {self.control}; see {workdir}/{self.key}.log")
+        raise BenchError(
+            f"tapswitch serve did not answer on {self.control}; see {workdir}/{self.key}.log"
+        )
 
 
 class TapswitchVeth(Tapswitch):
@@ -130,9 +132,24 @@ class VdeSwitch(Switch):
         pidfile = os.path.join(workdir, "vde_switch.pid")
         taps = [topo.port_name(i) for i in range(len(topo.hosts))] + ["gw"]
         # -f /dev/null: no rc file from the system or the user.
-        run(["vde_switch", "-d", "-f", "/dev/null", "-n", "16", "-p", pidfile,
-             "-s", os.path.join(workdir, "vde.ctl"), "-M", os.path.join(workdir, "vde.mgmt"),
-             *[a for t in taps for a in ("-t", t)]], ns=topo.switch_ns)
+        run(
+            [
+                "vde_switch",
+                "-d",
+                "-f",
+                "/dev/null",
+                "-n",
+                "16",
+                "-p",
+                pidfile,
+                "-s",
+                os.path.join(workdir, "vde.ctl"),
+                "-M",
+                os.path.join(workdir, "vde.mgmt"),
+                *[a for t in taps for a in ("-t", t)],
+            ],
+            ns=topo.switch_ns,
+        )
         self._keep(adopt(pidfile, "vde_switch"), cleanup)
         for tap in taps:
             topo.wait_for_link(tap)
@@ -173,15 +190,36 @@ class OvsNetdev(Switch):
             topo.add_veth(i)
             topo.configure_host(i)
         run(["ovsdb-tool", "create", f"{d}/conf.db", self.schema])
-        run(["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
-             f"--unixctl={d}/ovsdb-server.ctl", f"--pidfile={d}/ovsdb-server.pid",
-             f"--log-file={d}/ovsdb-server.log", "-vconsole:off", "--detach"], ns=ns)
-        cleanup.push("ovsdb-server", lambda: stop(adopt(f"{d}/ovsdb-server.pid", "ovsdb-server", 1)))
+        run(
+            [
+                "ovsdb-server",
+                f"{d}/conf.db",
+                f"--remote=punix:{d}/db.sock",
+                f"--unixctl={d}/ovsdb-server.ctl",
+                f"--pidfile={d}/ovsdb-server.pid",
+                f"--log-file={d}/ovsdb-server.log",
+                "-vconsole:off",
+                "--detach",
+            ],
+            ns=ns,
+        )
+        cleanup.push(
+            "ovsdb-server", lambda: stop(adopt(f"{d}/ovsdb-server.pid", "ovsdb-server", 1))
+        )
         vsctl("--no-wait", "init")
         vsctl("--no-wait", "set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
-        run(["ovs-vswitchd", db, f"--unixctl={d}/ovs-vswitchd.ctl",
-             f"--pidfile={d}/ovs-vswitchd.pid", f"--log-file={d}/ovs-vswitchd.log",
-             "-vconsole:off", "--detach"], ns=ns)
+        run(
+            [
+                "ovs-vswitchd",
+                db,
+                f"--unixctl={d}/ovs-vswitchd.ctl",
+                f"--pidfile={d}/ovs-vswitchd.pid",
+                f"--log-file={d}/ovs-vswitchd.log",
+                "-vconsole:off",
+                "--detach",
+            ],
+            ns=ns,
+        )
         self._keep(adopt(f"{d}/ovs-vswitchd.pid", "ovs-vswitchd"), cleanup)
         vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
         for i in range(len(topo.hosts)):

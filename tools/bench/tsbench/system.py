@@ -116,7 +116,10 @@ def start(argv, ns, log_path, expect_comm):
     """Starts a long-running program in namespace `ns`, output to `log_path`."""
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(
-            in_ns(ns, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            in_ns(ns, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
             start_new_session=True,  # Ctrl-C reaches it through our cleanup, in order
         )
     # `ip netns exec` needs a moment before it execs the program.
@@ -189,14 +192,31 @@ def create_namespace(name, cleanup):
     cleanup.push(f"namespace {name}", lambda: delete_namespace(name))
     run(["ip", "-n", name, "link", "set", "lo", "up"])
     # IPv6 neighbour discovery and MLD reports would add stray frames.
-    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-         "net.ipv6.conf.default.disable_ipv6=1"], ns=name)
+    run(
+        [
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+        ns=name,
+    )
 
 
 # Programs the benchmark runs inside its namespaces. A process found in one of
 # our namespaces at cleanup time that runs anything else is left alone.
-OUR_PROGRAMS = {"tapswitch", "iperf3", "ping", "vde_switch", "ovs-vswitchd",
-                "ovsdb-server", "python3", "python", "perf", "ip"}
+OUR_PROGRAMS = {
+    "tapswitch",
+    "iperf3",
+    "ping",
+    "vde_switch",
+    "ovs-vswitchd",
+    "ovsdb-server",
+    "python3",
+    "python",
+    "perf",
+    "ip",
+}
 
 
 def delete_namespace(name):
@@ -321,4 +341,3 @@ class ForeignLoad:
             time.sleep(1)
             load = self.percent_over(0.5)
         return load
-

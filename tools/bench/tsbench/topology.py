@@ -59,8 +59,25 @@ class Topology:
         """A veth pair: eth0 in host `index`, port p<index+1> in the switch
         namespace (up, no address)."""
         host, port = self.hosts[index], self.port_name(index)
-        run(["ip", "-n", host.ns, "link", "add", host.ifname, "address", host.mac,
-             "type", "veth", "peer", "name", port, "netns", self.switch_ns])
+        run(
+            [
+                "ip",
+                "-n",
+                host.ns,
+                "link",
+                "add",
+                host.ifname,
+                "address",
+                host.mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                self.switch_ns,
+            ]
+        )
         run(["ip", "-n", self.switch_ns, "link", "set", port, "up"])
 
     def adopt_tap(self, index, tap_name=None):
@@ -85,4 +102,6 @@ class Topology:
             if run(["ip", "-n", self.switch_ns, "link", "show", ifname], check=False):
                 return
             time.sleep(0.05)
-        raise BenchError(f"interface {ifname} did not appear in {self.switch_ns} within {timeout} s")
+        raise BenchError(
+            f"interface {ifname} did not appear in {self.switch_ns} within {timeout} s"
+        )
