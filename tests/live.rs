@@ -131,14 +131,22 @@ fn a_port_deleted_while_traffic_flows_is_removed_and_the_rest_keeps_forwarding()
             .expect("the transfer between the other ports survives");
     });
     assert!(switch.is_running());
-    let names: Vec<String> = switch
-        .ports()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, ["gw", "p1", "p2"]);
+    // The switch notices within a moment (the link goes down first, then the
+    // interface disappears).
+    let port_names = || -> Vec<String> {
+        let ports = switch.ports();
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while port_names().len() > 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(port_names(), ["gw", "p1", "p2"]);
     assert!(
         switch.log().contains("port 3 p3 removed"),
         "{}",
@@ -227,4 +235,146 @@ fn frames_of_every_size_and_vlan_tags_arrive_byte_for_byte() {
         s1.collect_probes(WINDOW).is_empty(),
         "nothing comes back to the sender"
     );
+}
+
+#[test]
+fn without_privileges_the_error_says_what_to_do_and_nothing_is_left_behind() {
+    require_root();
+    let topo = Topology::veth_star(1);
+    let control = std::env::temp_dir().join(format!("{}.sock", tapswitch_tests::unique_name("np")));
+    // A copy user nobody can run, wherever the checkout lives.
+    let dir = std::env::temp_dir().join(tapswitch_tests::unique_name("npb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("tapswitch");
+    std::fs::copy(tapswitch_tests::switch_process::binary(), &binary).unwrap();
+    for path in [&dir, &binary] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for port in [["--iface", "p1"], ["--tap", "tnoperm"]] {
+        // The same command as user nobody, inside the test's namespace.
+        let out = topo.switch_ns.exec(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                binary.to_str().unwrap(),
+                "serve",
+                port[0],
+                port[1],
+                "--control",
+                control.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!(
+                "tapswitch: port {}: permission denied while",
+                port[1]
+            )) && last.contains("run as root, or give the binary CAP_NET_RAW and CAP_NET_ADMIN"),
+            "{stderr}"
+        );
+        assert!(!control.exists(), "no control socket is left behind");
+    }
+    assert!(
+        tapswitch_tests::netns::ip_output(&["-n", &topo.switch_ns.name, "link", "show", "tnoperm"])
+            .is_err(),
+        "no TAP device is left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What kind of ICMP echo frame this is: Some(8) request, Some(0) reply.
+fn icmp_echo_type(frame: &[u8]) -> Option<u8> {
+    (frame.len() > 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 1)
+        .then(|| frame[34])
+        .filter(|t| *t == 0 || *t == 8)
+}
+
+fn read_capture(path: &std::path::Path) -> Vec<(Option<ports::capture::Direction>, Vec<u8>)> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        ports::pcap::PcapReader::new(std::io::BufReader::new(file)).expect("a pcapng file");
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame().expect("a readable record") {
+        frames.push((frame.direction, frame.data.to_vec()));
+    }
+    frames
+}
+
+#[test]
+fn serve_capture_writes_pcapng_per_port_with_directions_and_stops_at_runtime() {
+    use ports::capture::Direction::{Inbound, Outbound};
+    require_root();
+    let topo = Topology::veth_star(2);
+    let dir = std::env::temp_dir().join(tapswitch_tests::unique_name("cap"));
+    let switch = serve(&topo, &["--capture", dir.to_str().unwrap()]);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    assert_eq!(ping(&h1.ns, h2.ip, 3, Duration::from_secs(2)), 3);
+    let ports = switch.ports();
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["capturing"] == true),
+        "{ports}"
+    );
+
+    switch
+        .call(r#"{"cmd":"capture_stop","port":"p1"}"#)
+        .expect("capture stop");
+    assert_eq!(ping(&h1.ns, h2.ip, 2, Duration::from_secs(2)), 2);
+    let err = switch
+        .call(r#"{"cmd":"capture_start","port":"nope"}"#)
+        .unwrap_err();
+    assert!(err.contains("no port named nope"), "{err}");
+    assert!(switch.stop().success());
+
+    let count = |frames: &[(Option<ports::capture::Direction>, Vec<u8>)], dir, icmp| {
+        frames
+            .iter()
+            .filter(|(d, f)| *d == Some(dir) && icmp_echo_type(f) == Some(icmp))
+            .count()
+    };
+    let p1 = read_capture(&dir.join("p1.pcapng"));
+    assert_eq!(
+        count(&p1, Inbound, 8),
+        3,
+        "p1 received h1's three requests, then stopped capturing"
+    );
+    assert_eq!(count(&p1, Outbound, 0), 3, "p1 sent h2's three replies");
+    let p2 = read_capture(&dir.join("p2.pcapng"));
+    assert_eq!(count(&p2, Outbound, 8), 5, "p2 kept capturing");
+    assert_eq!(count(&p2, Inbound, 0), 5);
+    assert!(
+        dir.join("gw.pcapng").exists(),
+        "the gateway port has its file too"
+    );
+
+    // Where tcpdump or tshark are installed (CI installs both), they must read the files.
+    for (tool, args) in [("tcpdump", ["-nr"]), ("tshark", ["-r"])] {
+        let Ok(out) = std::process::Command::new(tool)
+            .args(args)
+            .arg(dir.join("p1.pcapng"))
+            .output()
+        else {
+            eprintln!("{tool} is not installed; skipping its check");
+            continue;
+        };
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("ICMP") && text.contains("172.17.0.3"),
+            "{tool} output:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,1 +1,43 @@
-//! placeholder
+//! tapswitch's networks and address management, Docker style.
+//!
+//! Read it in this order:
+//!
+//! - [`subnet`]: IPv4 CIDR blocks, valid by construction.
+//! - [`network`]: a network's driver and addressing, and the allocation rule
+//!   (lowest free address of the pool; network, broadcast, gateway and aux
+//!   addresses reserved).
+//! - [`mac`]: Docker's MAC-from-IP (172.17.0.2 → 02:42:ac:11:00:02).
+//! - [`state`]: all networks and containers; a container's address is its
+//!   lease. Pure: ids, times and the boot id are arguments.
+//! - [`store`]: the state directory: one JSON file, replaced by atomic rename
+//!   under an exclusive lock, so concurrent commands never hand out the same
+//!   address and a crash at any moment leaves a valid file.
+//!
+//! The only I/O is in [`store`] (and [`store::random_id`]); everything else
+//! is plain data and rules.
+//!
+//! How `tapswitch serve --network NAME` finds its gateway:
+//!
+//! ```no_run
+//! let store = ipam::Store::open(ipam::state_dir(None))?;
+//! let network = store.network("bridge")?;
+//! assert_eq!(network.gateway_cidr().as_deref(), Some("172.17.0.1/16"));
+//! # Ok::<(), ipam::Error>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod mac;
+pub mod network;
+pub mod state;
+pub mod store;
+pub mod subnet;
+
+pub use error::{Error, Result};
+pub use mac::Mac;
+pub use network::{Driver, IpamConfig, Network, NetworkSpec};
+pub use state::{Container, State};
+pub use store::{Store, Transaction, state_dir};
+pub use subnet::Subnet;

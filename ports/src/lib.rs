@@ -17,11 +17,15 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests).
+//! tests). Capture files: [`pcap`] reads pcap and pcapng and writes both;
+//! [`capture`] writes a pcapng file per port of a live switch.
 
 pub mod batch;
+pub mod capture;
 pub mod memory;
 pub mod packet;
+pub mod pcap;
+pub mod pcapng;
 mod sys;
 pub mod tap;
 pub mod vnet;

@@ -18,6 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use ports::capture::{Direction, PortCapture, wall_clock_ns};
 use ports::vnet::{self, VnetHdr};
 use ports::{PortKind, PortTx};
 
@@ -38,6 +39,21 @@ pub struct PortHandle {
     pub kind: PortKind,
     pub tx: Arc<dyn PortTx>,
     pub counters: Arc<PortCounters>,
+    /// The port's capture file (`serve --capture`), started or stopped.
+    pub capture: Option<Arc<PortCapture>>,
+}
+
+impl PortHandle {
+    /// Records a frame in the port's capture file, if it is capturing. A
+    /// port that is not pays one atomic load; the clock is read only for
+    /// frames that are recorded.
+    fn capture(&self, direction: Direction, frame: &[u8]) {
+        if let Some(capture) = &self.capture
+            && capture.is_enabled()
+        {
+            capture.record(direction, wall_clock_ns(), frame);
+        }
+    }
 }
 
 impl fmt::Debug for PortHandle {
@@ -146,6 +162,7 @@ impl Fabric {
         frame: &mut [u8],
     ) -> Verdict {
         ingress.counters.count_rx(1, frame.len() as u64);
+        ingress.capture(Direction::Inbound, frame);
         let verdict = session.handle_frame(now, ingress.id, frame);
         self.flooded_to.clear();
         match verdict.action {
@@ -189,7 +206,10 @@ impl Fabric {
             let plain = VnetHdr::default();
             let header = if tx.offloads() { &*vnet } else { &plain };
             match tx.send(header, frame) {
-                Ok(()) => egress.counters.count_tx(1, frame.len() as u64),
+                Ok(()) => {
+                    egress.counters.count_tx(1, frame.len() as u64);
+                    egress.capture(Direction::Outbound, frame);
+                }
                 Err(_) => egress.counters.count_drop(DropReason::TxError),
             }
             return;
@@ -209,7 +229,10 @@ impl Fabric {
                 return;
             }
             match tx.send(&VnetHdr::default(), segment) {
-                Ok(()) => egress.counters.count_tx(1, segment.len() as u64),
+                Ok(()) => {
+                    egress.counters.count_tx(1, segment.len() as u64);
+                    egress.capture(Direction::Outbound, segment);
+                }
                 Err(_) => egress.counters.count_drop(DropReason::TxError),
             }
         };
@@ -244,6 +267,7 @@ mod tests {
                 kind: PortKind::Memory,
                 tx: Arc::new(tx),
                 counters: Arc::default(),
+                capture: None,
             }));
         }
         Rig {

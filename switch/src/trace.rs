@@ -101,7 +101,7 @@ impl fmt::Display for TraceLine<'_> {
     }
 }
 
-/// The EtherType in words: "arp", "ipv4", "vlan 100 ipv4", "802.3 len 38".
+/// The EtherType in words: "arp", "ipv4", "vlan 100 ipv4", "802.3/llc".
 struct Protocol<'a>(&'a [u8]);
 
 impl fmt::Display for Protocol<'_> {
@@ -120,7 +120,9 @@ impl fmt::Display for Protocol<'_> {
                     let tci = rest
                         .get(2..4)
                         .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-                    write!(f, "vlan {} ", tci & 0x0fff)?;
+                    // 802.1ad (QinQ) outer tags are "svlan", 802.1Q ones "vlan".
+                    let kind = if ethertype == 0x88a8 { "svlan" } else { "vlan" };
+                    write!(f, "{kind} {} ", tci & 0x0fff)?;
                     rest = rest.get(4..).unwrap_or(&[]);
                 }
                 0x0800 => return write!(f, "ipv4"),
@@ -130,7 +132,8 @@ impl fmt::Display for Protocol<'_> {
                 0x888e => return write!(f, "eapol"),
                 0x8809 => return write!(f, "slow-protocols"),
                 0x8808 => return write!(f, "pause"),
-                n if n < 0x0600 => return write!(f, "802.3 len {n}"),
+                // Below 0x0600 the field is an 802.3 length: an LLC frame (STP, ...).
+                n if n < 0x0600 => return write!(f, "802.3/llc"),
                 n => return write!(f, "ethertype 0x{n:04x}"),
             }
         }

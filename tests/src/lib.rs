@@ -16,6 +16,7 @@
 //! namespace runs on a fresh thread that entered it with `setns`.
 
 pub mod frames;
+pub mod lab;
 pub mod netns;
 pub mod switch_process;
 pub mod topology;

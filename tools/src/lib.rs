@@ -1,10 +1,20 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+pub mod container;
 pub mod control;
 pub mod control_server;
+pub mod demo;
 pub mod logging;
+pub mod netlink;
+pub mod network;
+pub mod pcap_cmd;
+pub mod pcap_text;
 pub mod query;
+pub mod replay;
 pub mod running;
 pub mod serve;
+pub mod show;
 pub mod signals;
+pub mod statedir;
+pub mod traffic;

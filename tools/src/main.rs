@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{query, serve};
+use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a switch in the foreground (ports: --iface for veth ends, --tap for TAP devices).
     Serve(serve::ServeArgs),
+    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
+    Demo(demo::DemoArgs),
     /// Show a running switch's MAC table (like `brctl showmacs`).
     Fdb(query::QueryArgs),
     /// Show a running switch's ports and their counters (like `ip -s link`).
@@ -32,6 +34,22 @@ enum Command {
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
+    /// Start or stop capturing a port of a running switch (`serve --capture DIR`).
+    #[command(subcommand)]
+    Capture(query::CaptureCommand),
+    /// Create, list, inspect and remove networks (like `docker network`).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Create, list, inspect, enter and remove containers' networks.
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Show each running switch with its ports and their containers (like `brctl show`).
+    Show(show::ShowArgs),
+    /// Run pcap files through the switch on virtual time; write what each port sent.
+    Replay(replay::ReplayArgs),
+    /// Build capture files from text lines, show them as text, or generate a benchmark capture.
+    #[command(subcommand)]
+    Pcap(pcap_cmd::PcapCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,10 +57,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Fdb(args) => query::fdb(args),
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
         Command::Port(cmd) => query::port(cmd),
+        Command::Capture(cmd) => query::capture(cmd),
+        Command::Network(cmd) => network::run(cmd),
+        Command::Container(cmd) => container::run(cmd),
+        Command::Show(args) => show::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Pcap(cmd) => pcap_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -64,6 +64,44 @@ pub enum PortCommand {
     },
 }
 
+/// `tapswitch capture start|stop PORT`.
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Start recording a port into DIR/<port>.pcapng (the switch needs --capture DIR).
+    Start {
+        #[command(flatten)]
+        target: Target,
+        /// The port's name.
+        port: String,
+    },
+    /// Stop recording a port (its file stays and continues on the next start).
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        port: String,
+    },
+}
+
+pub fn capture(cmd: CaptureCommand) -> Result<ExitCode> {
+    let (target, port, request, verb) = match cmd {
+        CaptureCommand::Start { target, port } => (
+            target,
+            port.clone(),
+            Request::CaptureStart { port },
+            "started",
+        ),
+        CaptureCommand::Stop { target, port } => (
+            target,
+            port.clone(),
+            Request::CaptureStop { port },
+            "stopped",
+        ),
+    };
+    control::call(&target.socket(), &request)?;
+    println!("capture of port {port} {verb}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn fdb(args: QueryArgs) -> Result<ExitCode> {
     let socket = args.target.socket();
     if args.json {

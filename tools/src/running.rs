@@ -196,7 +196,7 @@ impl RunningSwitch {
                 mtu: port.tx.mtu(),
                 offloads: port.tx.offloads(),
                 owner,
-                capturing: false,
+                capturing: port.capture.as_ref().is_some_and(|c| c.is_enabled()),
                 stats: port.counters.snapshot(),
             })
         })
@@ -220,11 +220,34 @@ impl RunningSwitch {
             Request::PortRm { name } => self
                 .detach(&name)
                 .map(|()| Reply::data(&serde_json::Value::Null)),
-            Request::CaptureStart { .. } | Request::CaptureStop { .. } => {
-                Err(anyhow!("capture is not available in this build"))
-            }
+            Request::CaptureStart { port } => self
+                .set_capture(&port, true)
+                .map(|()| Reply::data(&serde_json::Value::Null)),
+            Request::CaptureStop { port } => self
+                .set_capture(&port, false)
+                .map(|()| Reply::data(&serde_json::Value::Null)),
         };
         result.unwrap_or_else(|err| Reply::error(format!("{err:#}")))
+    }
+
+    /// Starts or stops recording a port into its capture file.
+    fn set_capture(&self, name: &str, on: bool) -> Result<()> {
+        self.with_dataplane(|d| {
+            let ports = d.ports();
+            let port = ports
+                .by_name(name)
+                .ok_or_else(|| anyhow!("no port named {name} on this switch; `tapswitch ports` lists them"))?;
+            let capture = port.capture.as_ref().ok_or_else(|| {
+                anyhow!("this switch runs without --capture DIR; restart it with `tapswitch serve --capture DIR ...` to capture")
+            })?;
+            if on {
+                capture.start();
+            } else {
+                capture.stop();
+            }
+            log::info!("capture of port {name} {} ({})", if on { "started" } else { "stopped" }, capture.path().display());
+            Ok(())
+        })
     }
 
     /// Stops the dataplane and closes every port.

@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// The control socket's path (default: /run/tapswitch/<network>.sock for root).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: crate::statedir::StateArgs,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -62,9 +64,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .control
         .clone()
         .unwrap_or_else(|| control::default_socket_path(&args.network));
-    if args.capture.is_some() {
-        bail!("--capture is not available yet in this build");
-    }
+    let capture = match &args.capture {
+        Some(dir) => Some(Arc::new(
+            ports::capture::CaptureDir::open(dir).with_context(|| {
+                format!("--capture {}: cannot use the directory", dir.display())
+            })?,
+        )),
+        None => None,
+    };
     let listener = control_server::bind(&socket, &args.network)?;
     let signals = signals::termination()?;
 
@@ -80,20 +87,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_ageing_secs(args.ageing_time),
         gateway,
         trace,
+        capture,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
-    let info = SwitchInfo {
-        network: args.network.clone(),
-        switch_id: switch_id(&dataplane, &args.network),
-        pid: std::process::id(),
-        control: socket.clone(),
-        gateway: gateway.map(|(ip, len)| format!("{ip}/{len}")),
-        gateway_mac: dataplane.gateway().map(|(_, _, mac)| mac),
-        ageing_time: args.ageing_time,
-        max_macs: args.max_macs,
-        workers: dataplane.worker_count(),
-        capture_dir: args.capture.clone(),
-    };
+    let info = switch_info(
+        &dataplane,
+        &args.network,
+        &socket,
+        args.ageing_time,
+        args.max_macs,
+        args.capture.clone(),
+    );
     let switch = Arc::new(RunningSwitch::new(dataplane, info));
 
     let specs = args
@@ -107,6 +111,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             return Err(err);
         }
     }
+    reattach_containers(&switch, &args, &socket);
     control_server::spawn(listener, switch.clone())?;
     log::info!(
         "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
@@ -140,6 +145,43 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A switch that restarts finds the containers of its network still there
+/// (their namespaces and veth pairs outlive it): their host ends are
+/// attached again, as Docker's daemon does on restart. Nothing is created:
+/// without a state file there is nothing to re-attach.
+fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
+    let dir = ipam::state_dir(args.state.state_dir.as_deref());
+    if !dir.join(ipam::store::STATE_FILE).exists() {
+        return;
+    }
+    let state = match ipam::Store::open(&dir).and_then(|store| store.load()) {
+        Ok(state) => state,
+        Err(err) => {
+            log::warn!("not re-attaching containers: {err}");
+            return;
+        }
+    };
+    for container in state
+        .containers
+        .iter()
+        .filter(|c| c.network == args.network)
+    {
+        let (Some(iface), Some(control)) = (&container.host_iface, &container.control) else {
+            continue;
+        };
+        if control != socket || ports::interface_index(iface).is_none() {
+            continue;
+        }
+        match switch.attach(
+            &PortSpec::Iface(iface.clone()),
+            Some(container.name.clone()),
+        ) {
+            Ok(_) => log::info!("re-attached container {} (port {iface})", container.name),
+            Err(err) => log::warn!("could not re-attach container {}: {err:#}", container.name),
+        }
+    }
+}
+
 /// `--gateway CIDR`, `--no-gateway`, or the network's default.
 fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
     if args.no_gateway {
@@ -148,13 +190,11 @@ fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
     if let Some(cidr) = &args.gateway {
         return parse_gateway(cidr).map(Some);
     }
+    // The default network needs no state: 172.17.0.1/16, as on docker0.
     if args.network == control::DEFAULT_NETWORK {
         return Ok(Some(DEFAULT_GATEWAY));
     }
-    bail!(
-        "network {} has no gateway configured; pass --gateway CIDR or --no-gateway",
-        args.network
-    )
+    args.state.served_gateway(&args.network).map(Some)
 }
 
 /// Parses `172.17.0.1/16` into the gateway's address and prefix length.
@@ -181,17 +221,35 @@ pub fn parse_gateway(cidr: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
+/// What `tapswitch stats` and `show` report about a switch.
+pub fn switch_info(
+    dataplane: &Dataplane,
+    network: &str,
+    control: &std::path::Path,
+    ageing_time: u64,
+    max_macs: usize,
+    capture_dir: Option<PathBuf>,
+) -> SwitchInfo {
+    let gateway = dataplane.gateway();
+    SwitchInfo {
+        network: network.to_string(),
+        switch_id: switch_id(gateway.map(|(_, _, mac)| mac), network),
+        pid: std::process::id(),
+        control: control.to_path_buf(),
+        gateway: gateway.map(|(ip, len, _)| format!("{ip}/{len}")),
+        gateway_mac: gateway.map(|(_, _, mac)| mac),
+        ageing_time,
+        max_macs,
+        workers: dataplane.worker_count(),
+        capture_dir,
+    }
 }
 
 /// A bridge-id-like name for `tapswitch show`: priority 8000 and the
 /// gateway's MAC, as `brctl show` prints `8000.0242ac110001`.
-fn switch_id(dataplane: &Dataplane, network: &str) -> String {
-    match dataplane.gateway() {
-        Some((_, _, mac)) => format!("8000.{}", mac.to_string().replace(':', "")),
+fn switch_id(gateway_mac: Option<switch::MacAddr>, network: &str) -> String {
+    match gateway_mac {
+        Some(mac) => format!("8000.{}", mac.to_string().replace(':', "")),
         None => {
             let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -199,6 +257,13 @@ fn switch_id(dataplane: &Dataplane, network: &str) -> String {
             format!("8000.{:012x}", hash & 0xffff_ffff_ffff)
         }
     }
+}
+
+/// Worker threads by default: one per CPU, at most 8.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -78,6 +77,7 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
             queue: queue.clone(),
         }),
         counters: Arc::new(PortCounters::default()),
+        capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
     {
         let _guard = shared
@@ -85,7 +85,7 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         shared.engine.add_local(gateway.mac(), PortId::GATEWAY);
-        shared.publish(shared.snapshot().with(handle.clone()));
+        shared.publish(shared.snapshot().with(handle.clone()), None);
     }
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
     let thread = std::thread::Builder::new()
@@ -108,8 +108,6 @@ fn run(
 ) {
     let mut fabric = Fabric::new(shared.trace.clone());
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut ports = shared.snapshot();
-    let mut generation = shared.generation.load(Ordering::Acquire);
     loop {
         let now = shared.clock.now();
         let wait = gateway.poll_delay(now).unwrap_or(MAX_IDLE).min(MAX_IDLE);
@@ -133,11 +131,9 @@ fn run(
         if out.is_empty() {
             continue;
         }
-        let current = shared.generation.load(Ordering::Acquire);
-        if current != generation {
-            generation = current;
-            ports = shared.snapshot();
-        }
+        // A fresh snapshot each time, dropped before sleeping: a stale one
+        // would keep a removed port's device open.
+        let ports = shared.snapshot();
         let mut session = shared.engine.session();
         for mut frame in out.drain(..) {
             fabric.forward(

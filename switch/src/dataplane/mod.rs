@@ -21,6 +21,7 @@
 mod gateway_thread;
 mod worker;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -28,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use ports::capture::{CaptureDir, PortCapture};
 use ports::{PortKind, PortRx, PortTx};
 
 use crate::engine::Engine;
@@ -57,6 +59,8 @@ pub struct DataplaneConfig {
     pub gateway: Option<(Ipv4Addr, u8)>,
     /// Where `--trace` lines go; `None` traces nothing.
     pub trace: Option<Arc<TraceSink>>,
+    /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
+    pub capture: Option<Arc<CaptureDir>>,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -66,6 +70,10 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("table", &self.table)
             .field("gateway", &self.gateway)
             .field("trace", &self.trace.is_some())
+            .field(
+                "capture",
+                &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
+            )
             .finish()
     }
 }
@@ -99,20 +107,58 @@ impl Clock {
     }
 }
 
+/// A port's receive half. Its home worker waits for it in epoll and reads
+/// it dry; another worker that has just sent a unicast frame to the port may
+/// take one batch from it too (see `worker.rs`). The lock is held only for
+/// the read itself.
+struct RxSlot {
+    handle: Arc<PortHandle>,
+    home: usize,
+    rx: Mutex<RxState>,
+}
+
+/// The receive half and an error another worker read from it (a socket
+/// reports an error once, to whoever reads first; the home worker acts on it).
+struct RxState {
+    rx: Option<Box<dyn PortRx>>,
+    error: Option<std::io::Error>,
+}
+
+/// The receive slots by port, published with the ports.
+type RxSlots = HashMap<PortId, Arc<RxSlot>>;
+
 /// State the threads share.
 struct Shared {
     engine: Engine,
     ports: RwLock<Arc<PortSet>>,
+    rx_slots: RwLock<Arc<RxSlots>>,
     generation: AtomicU64,
     clock: Clock,
     trace: Option<Arc<TraceSink>>,
     events: Sender<PortEvent>,
+    capture: Option<Arc<CaptureDir>>,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
 }
 
 impl Shared {
+    /// Opens `name`'s capture file when the switch captures (recording from
+    /// the start); a file that cannot be made is logged, not fatal.
+    fn capture_port(&self, name: &str) -> Option<Arc<PortCapture>> {
+        let dir = self.capture.as_ref()?;
+        match dir.add_port(name, true) {
+            Ok(capture) => Some(capture),
+            Err(err) => {
+                log::warn!(
+                    "port {name}: not capturing: cannot create {}: {err}",
+                    dir.path_for(name).display()
+                );
+                None
+            }
+        }
+    }
+
     fn snapshot(&self) -> Arc<PortSet> {
         self.ports
             .read()
@@ -120,8 +166,23 @@ impl Shared {
             .clone()
     }
 
-    fn publish(&self, ports: PortSet) {
+    fn rx_slots(&self) -> Arc<RxSlots> {
+        self.rx_slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a new set of ports (and receive slots, when given). The
+    /// caller holds `membership`.
+    fn publish(&self, ports: PortSet, slots: Option<RxSlots>) {
         *self.ports.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ports);
+        if let Some(slots) = slots {
+            *self
+                .rx_slots
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(slots);
+        }
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -134,8 +195,13 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.snapshot();
         let handle = current.get(id).cloned()?;
-        self.publish(current.without(id));
+        let mut slots = (*self.rx_slots()).clone();
+        slots.remove(&id);
+        self.publish(current.without(id), Some(slots));
         self.engine.table().flush_port(id);
+        if let Some(capture) = &self.capture {
+            capture.remove_port(&handle.name);
+        }
         Some(handle)
     }
 }
@@ -169,10 +235,12 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             engine: Engine::new(config.table),
             ports: RwLock::new(Arc::new(PortSet::default())),
+            rx_slots: RwLock::new(Arc::default()),
             generation: AtomicU64::new(0),
             clock,
             trace: config.trace.clone(),
             events: events_tx,
+            capture: config.capture.clone(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
@@ -251,11 +319,22 @@ impl Dataplane {
             kind,
             tx,
             counters: Arc::new(PortCounters::default()),
+            capture: self.shared.capture_port(name),
         });
-        self.shared.publish(current.with(handle.clone()));
+        let (home, worker) = self.least_loaded_worker();
+        let slot = Arc::new(RxSlot {
+            handle: handle.clone(),
+            home,
+            rx: Mutex::new(RxState {
+                rx: Some(rx),
+                error: None,
+            }),
+        });
+        let mut slots = (*self.shared.rx_slots()).clone();
+        slots.insert(id, slot.clone());
+        self.shared.publish(current.with(handle), Some(slots));
         drop(guard);
-        let worker = self.least_loaded_worker();
-        worker.send(WorkerCommand::Add { handle, rx });
+        worker.send(WorkerCommand::Add { slot });
         id
     }
 
@@ -272,12 +351,14 @@ impl Dataplane {
         true
     }
 
-    fn least_loaded_worker(&self) -> &WorkerHandle {
+    /// The worker with the fewest ports (ties rotate), and its index.
+    fn least_loaded_worker(&self) -> (usize, &WorkerHandle) {
         let hint = self.shared.next_hint.fetch_add(1, Ordering::Relaxed) as usize;
         let n = self.workers.len();
         (0..n)
-            .map(|i| &self.workers[(hint + i) % n])
-            .min_by_key(|w| w.port_count())
+            .map(|i| (hint + i) % n)
+            .min_by_key(|&i| self.workers[i].port_count())
+            .map(|i| (i, &self.workers[i]))
             .expect("at least one worker")
     }
 
@@ -300,7 +381,11 @@ impl Dataplane {
             drop(stop);
             let _ = handle.join();
         }
-        self.shared.publish(PortSet::default());
+        if let Some(capture) = &self.shared.capture {
+            capture.flush();
+        }
+        self.shared
+            .publish(PortSet::default(), Some(RxSlots::new()));
     }
 }
 

@@ -1,18 +1,36 @@
 //! A worker thread: waits for its ports to become readable, reads a batch,
 //! and forwards every frame of it on the spot.
+//!
+//! Each port has a home worker that waits for it in epoll and reads it dry.
+//! On top of that, a worker that has just sent unicast frames to a port of
+//! another worker reads one batch from that port right away, if nobody else
+//! is reading it at that moment. The reason is latency on small machines:
+//! when the switch writes a frame to a veth or TAP, the kernel runs the
+//! receiving host's stack inside that very write, so its answer (a ping
+//! reply, a TCP ACK) is often already queued on the port when the write
+//! returns. Taking it at once saves waking the other worker's thread, which
+//! on a virtual machine costs tens of microseconds per hop.
+//!
+//! Correctness does not depend on that shortcut: the home worker always
+//! takes the port's lock (waiting if another worker holds it) and reads
+//! until the port is empty, and every frame that arrives after a read
+//! raises a new epoll event for the home worker.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use ports::{PortRx, RxBatch};
+use ports::RxBatch;
 
-use super::{PortEvent, Shared};
+use super::{PortEvent, RxSlot, RxSlots, RxState, Shared};
+use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
 use crate::port::PortId;
 
@@ -23,13 +41,20 @@ const BATCH_FRAMES: usize = 32;
 /// Bytes per batch slot: a 64 KiB GSO frame plus Ethernet and VLAN headers.
 const SLOT_BYTES: usize = ports::MAX_FRAME_LEN;
 
+/// How long after ENETDOWN a port is checked for a deleted interface.
+const SUSPECT_RECHECK: Duration = Duration::from_millis(100);
+
+/// ENETDOWN on Linux (the switch crate stays free of libc).
+const ENETDOWN: i32 = 100;
+
 const WAKER: Token = Token(usize::MAX);
 
 pub(super) enum WorkerCommand {
+    /// Wait for and read this port (this worker is its home).
     Add {
-        handle: Arc<PortHandle>,
-        rx: Box<dyn PortRx>,
+        slot: Arc<RxSlot>,
     },
+    /// Stop reading port `id` and close its receive half.
     Remove {
         id: PortId,
         done: Sender<()>,
@@ -80,16 +105,17 @@ pub(super) fn spawn(index: usize, shared: Arc<Shared>) -> io::Result<WorkerHandl
         .name(format!("tapswitch-w{index}"))
         .spawn(move || {
             let worker = Worker {
+                index,
                 fabric: Fabric::new(shared.trace.clone()),
-                ports: shared.snapshot(),
-                generation: shared.generation.load(Ordering::Acquire),
                 shared,
                 poll,
                 inbox,
                 count,
-                rx: HashMap::new(),
+                home: HashMap::new(),
                 ready: VecDeque::new(),
                 batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
+                suspects: Vec::new(),
+                sent_to: Vec::new(),
             };
             worker.run();
         })?;
@@ -102,25 +128,39 @@ pub(super) fn spawn(index: usize, shared: Arc<Shared>) -> io::Result<WorkerHandl
 }
 
 struct Worker {
+    index: usize,
     shared: Arc<Shared>,
     poll: Poll,
     inbox: Receiver<WorkerCommand>,
     count: Arc<AtomicUsize>,
-    /// The receive halves this worker owns, by port id (also the mio token).
-    rx: HashMap<PortId, (Arc<PortHandle>, Box<dyn PortRx>)>,
-    /// Ports that may have frames waiting (epoll is edge-triggered).
+    /// The ports this worker is home to (the port id is the mio token).
+    home: HashMap<PortId, (Arc<RxSlot>, Option<RawFd>)>,
+    /// Home ports that may have frames waiting (epoll is edge-triggered).
     ready: VecDeque<PortId>,
     batch: RxBatch,
     fabric: Fabric,
-    ports: Arc<PortSet>,
+    /// Ports whose link went down, to look at again shortly: an interface
+    /// being deleted goes down first and only then disappears.
+    suspects: Vec<(Arc<PortHandle>, Instant)>,
+    /// Ports the last batch sent unicast frames to (see the module docs).
+    sent_to: Vec<PortId>,
+}
+
+/// What a wake-up works with: the ports and receive slots at that moment.
+/// Dropped before sleeping, so a removed port's device is not kept open by
+/// an idle worker.
+struct View {
     generation: u64,
+    ports: Arc<PortSet>,
+    slots: Arc<RxSlots>,
 }
 
 impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         loop {
-            if let Err(err) = self.poll.poll(&mut events, None) {
+            let timeout = self.next_suspect_check();
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -135,6 +175,7 @@ impl Worker {
             if !self.handle_commands() {
                 return;
             }
+            self.check_suspects();
             if !self.drain_ready_ports() {
                 return;
             }
@@ -151,7 +192,7 @@ impl Worker {
     fn handle_commands(&mut self) -> bool {
         while let Ok(command) = self.inbox.try_recv() {
             match command {
-                WorkerCommand::Add { handle, rx } => self.add(handle, rx),
+                WorkerCommand::Add { slot } => self.add(slot),
                 WorkerCommand::Remove { id, done } => {
                     self.remove(id);
                     let _ = done.send(());
@@ -162,55 +203,76 @@ impl Worker {
         true
     }
 
-    fn add(&mut self, handle: Arc<PortHandle>, rx: Box<dyn PortRx>) {
-        let id = handle.id;
-        if let Some(fd) = rx.raw_fd()
+    fn add(&mut self, slot: Arc<RxSlot>) {
+        let id = slot.handle.id;
+        let fd = lock(&slot).rx.as_ref().and_then(|rx| rx.raw_fd());
+        if let Some(fd) = fd
             && let Err(err) = self.poll.registry().register(
                 &mut SourceFd(&fd),
                 Token(id.0 as usize),
                 Interest::READABLE,
             )
         {
-            log::error!("port {}: cannot wait for its frames: {err}", handle.name);
+            log::error!(
+                "port {}: cannot wait for its frames: {err}",
+                slot.handle.name
+            );
             return;
         }
-        self.rx.insert(id, (handle, rx));
-        self.count.store(self.rx.len(), Ordering::Relaxed);
+        self.home.insert(id, (slot, fd));
+        self.count.store(self.home.len(), Ordering::Relaxed);
         // Frames may have queued up before registration.
         self.mark_ready(id);
     }
 
+    /// Stops reading port `id` and closes its receive half.
     fn remove(&mut self, id: PortId) {
-        if let Some((_, rx)) = self.rx.remove(&id)
-            && let Some(fd) = rx.raw_fd()
-        {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some((slot, fd)) = self.home.remove(&id) {
+            if let Some(fd) = fd {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            drop(lock(&slot).rx.take());
         }
         self.ready.retain(|r| *r != id);
-        self.count.store(self.rx.len(), Ordering::Relaxed);
+        self.count.store(self.home.len(), Ordering::Relaxed);
     }
 
-    /// Reads every ready port until it has nothing left, one batch per port
-    /// in turn so a busy port cannot starve the others. Commands (a port
-    /// removed, Stop) are applied between batches; false on Stop.
+    /// Reads every ready home port until it has nothing left, one batch per
+    /// port in turn so a busy port cannot starve the others. Commands (a
+    /// port removed, Stop) are applied between batches; false on Stop.
     fn drain_ready_ports(&mut self) -> bool {
+        let mut view = self.view();
         while let Some(id) = self.ready.pop_front() {
-            self.refresh_ports();
-            let Some((handle, rx)) = self.rx.get_mut(&id) else {
+            if self.shared.generation.load(Ordering::Acquire) != view.generation {
+                view = self.view();
+            }
+            let Some((slot, _)) = self.home.get(&id) else {
                 continue;
             };
-            let handle = handle.clone();
-            match rx.recv_batch(&mut self.batch) {
+            let slot = slot.clone();
+            // The home worker waits for the lock: a reader that beat it to
+            // the port may have missed frames that arrived just after.
+            let received = {
+                let mut state = lock(&slot);
+                let RxState { rx, error } = &mut *state;
+                let Some(rx) = rx.as_mut() else { continue };
+                match rx.recv_batch(&mut self.batch) {
+                    Ok(0) => error.take().map_or(Ok(0), Err),
+                    other => other,
+                }
+            };
+            match received {
                 Ok(0) => {}
                 Ok(n) => {
-                    self.forward_batch(&handle, n);
+                    self.forward_batch(&view, &slot.handle, n);
                     // A full batch means more may be waiting (edge-triggered
                     // epoll will not tell us again): come back to it.
                     if n == self.batch.capacity() {
                         self.ready.push_back(id);
                     }
+                    self.take_answers(&view);
                 }
-                Err(err) => self.port_failed(&handle, err),
+                Err(err) => self.port_failed(&slot.handle, err),
             }
             if !self.inbox.is_empty() && !self.handle_commands() {
                 return false;
@@ -219,41 +281,129 @@ impl Worker {
         true
     }
 
-    fn forward_batch(&mut self, ingress: &PortHandle, n: usize) {
+    fn view(&self) -> View {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        View {
+            generation,
+            ports: self.shared.snapshot(),
+            slots: self.shared.rx_slots(),
+        }
+    }
+
+    /// Forwards the batch just received on `ingress`, noting the ports it
+    /// sent unicast frames to.
+    fn forward_batch(&mut self, view: &View, ingress: &PortHandle, n: usize) {
         let now = self.shared.clock.now();
         let mut session = self.shared.engine.session();
+        self.sent_to.clear();
         for i in 0..n {
             let (vnet, frame) = self.batch.get_mut(i);
-            self.fabric
-                .forward(&mut session, &self.ports, now, ingress, vnet, frame);
+            let verdict = self
+                .fabric
+                .forward(&mut session, &view.ports, now, ingress, vnet, frame);
+            if let Action::Forward(egress) = verdict.action
+                && !self.sent_to.contains(&egress)
+            {
+                self.sent_to.push(egress);
+            }
         }
     }
 
-    fn refresh_ports(&mut self) {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            self.generation = generation;
-            self.ports = self.shared.snapshot();
+    /// Reads, once, the ports the last batch sent unicast frames to, where
+    /// answers are likely waiting already (see the module docs). Home ports
+    /// just go back on the ready list; other workers' ports are read only
+    /// if nobody is reading them right now.
+    fn take_answers(&mut self, view: &View) {
+        let targets = std::mem::take(&mut self.sent_to);
+        for id in &targets {
+            let Some(slot) = view.slots.get(id) else {
+                continue;
+            };
+            if slot.home == self.index {
+                self.mark_ready(*id);
+                continue;
+            }
+            let received = match slot.rx.try_lock() {
+                Ok(mut state) => {
+                    let RxState { rx, error } = &mut *state;
+                    let Some(rx) = rx.as_mut() else { continue };
+                    match rx.recv_batch(&mut self.batch) {
+                        // Errors are the home worker's to act on; epoll
+                        // wakes it for them too.
+                        Err(err) => {
+                            *error = Some(err);
+                            continue;
+                        }
+                        Ok(n) => n,
+                    }
+                }
+                Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => continue,
+            };
+            if received > 0 {
+                self.forward_batch(view, &slot.handle, received);
+            }
         }
+        self.sent_to = targets;
+        self.sent_to.clear();
     }
 
-    /// A receive error: a link that went down keeps its port (the kernel
-    /// resumes delivery when it comes back up); anything else, such as the
-    /// interface being deleted, removes the port.
-    fn port_failed(&mut self, handle: &PortHandle, err: io::Error) {
-        let still_there = ports::interface_index(&handle.name).is_some();
-        if err.raw_os_error() == Some(libc_enetdown()) && still_there {
-            log::warn!(
-                "port {}: link is down; frames resume when it comes back up",
-                handle.name
-            );
+    /// A receive error. ENETDOWN means the link went down, which happens
+    /// both when someone sets it down (the port stays: the kernel resumes
+    /// delivery when it comes back up) and first thing when its interface is
+    /// deleted. So a port that reports it is looked at again shortly, and
+    /// removed if its interface is gone by then. Any other error removes the
+    /// port at once.
+    fn port_failed(&mut self, handle: &Arc<PortHandle>, err: io::Error) {
+        if err.raw_os_error() == Some(ENETDOWN) {
+            let recheck = Instant::now() + SUSPECT_RECHECK;
+            self.suspects.retain(|(h, _)| h.id != handle.id);
+            self.suspects.push((handle.clone(), recheck));
             return;
         }
-        let reason = if still_there {
-            err.to_string()
-        } else {
-            "its interface is gone".to_string()
+        let reason = match ports::interface_index(&handle.name) {
+            Some(_) => err.to_string(),
+            None => "its interface is gone".to_string(),
         };
+        self.retire(handle, reason);
+    }
+
+    /// How long epoll may sleep before a suspect port is due for a look.
+    fn next_suspect_check(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.suspects
+            .iter()
+            .map(|(_, at)| at.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Looks again at ports whose link went down: gone ones are removed,
+    /// ones that are merely down stay (and are logged once).
+    fn check_suspects(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Arc<PortHandle>> = self
+            .suspects
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        self.suspects.retain(|(_, at)| *at > now);
+        for handle in due {
+            if !self.home.contains_key(&handle.id) {
+                continue;
+            }
+            if ports::interface_index(&handle.name).is_some() {
+                log::warn!(
+                    "port {}: link is down; frames resume when it comes back up",
+                    handle.name
+                );
+            } else {
+                self.retire(&handle, "its interface is gone".to_string());
+            }
+        }
+    }
+
+    /// Removes a broken port and tells the supervisor why.
+    fn retire(&mut self, handle: &PortHandle, reason: String) {
         self.remove(handle.id);
         if self.shared.unpublish(handle.id).is_some() {
             let _ = self.shared.events.send(PortEvent::Removed {
@@ -265,7 +415,8 @@ impl Worker {
     }
 }
 
-/// ENETDOWN on Linux (the switch crate stays free of libc).
-const fn libc_enetdown() -> i32 {
-    100
+/// Locks a receive slot; a worker that panicked mid-read left nothing half
+/// done in it.
+fn lock(slot: &RxSlot) -> std::sync::MutexGuard<'_, RxState> {
+    slot.rx.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -1,0 +1,136 @@
+//! Everything that can go wrong with networks, addresses and the state
+//! directory. Each message is one line that names the thing (network,
+//! address, file) and says what to do about it.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use crate::subnet::{Subnet, SubnetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- defining networks ---
+    #[error("--{flag}: {problem}")]
+    BadCidr {
+        flag: &'static str,
+        problem: SubnetError,
+    },
+    #[error(
+        "subnet {subnet} is too small for a network (it needs a network, a gateway, a container and a broadcast address): use a /30 or larger"
+    )]
+    SubnetTooSmall { subnet: Subnet },
+    #[error(
+        "gateway {gateway} is outside subnet {subnet}: pick an address inside it (or leave --gateway out to use the first one)"
+    )]
+    GatewayOutside { gateway: Ipv4Addr, subnet: Subnet },
+    #[error(
+        "gateway {gateway} is the {what} address of {subnet}: pick a host address (or leave --gateway out to use the first one)"
+    )]
+    GatewayNotHost {
+        gateway: Ipv4Addr,
+        subnet: Subnet,
+        what: &'static str,
+    },
+    #[error("--ip-range {range} is not inside subnet {subnet}: give a range within the subnet")]
+    RangeOutside { range: Subnet, subnet: Subnet },
+    #[error("--aux-address {name}={ip} is outside subnet {subnet}: give an address inside it")]
+    AuxOutside {
+        name: String,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+    },
+    #[error(
+        "--aux-address {given:?} is not NAME=IPV4: write it like --aux-address router=172.18.0.5"
+    )]
+    AuxMalformed { given: String },
+    #[error("--aux-address {name} is given twice: give each name once")]
+    AuxDuplicate { name: String },
+    #[error(
+        "subnet {subnet} overlaps subnet {other_subnet} of network {other}: choose a subnet that does not overlap (see `tapswitch network inspect {other}`)"
+    )]
+    Overlap {
+        subnet: Subnet,
+        other: String,
+        other_subnet: Subnet,
+    },
+    #[error(
+        "every default address pool (172.17-31.0.0/16, 192.168.x.0/20) overlaps a network: give --subnet CIDR"
+    )]
+    NoFreePool,
+    #[error(
+        "network {0} already exists: choose another name, or remove it with `tapswitch network rm {0}`"
+    )]
+    NetworkExists(String),
+    #[error(
+        "network {0} does not exist: list networks with `tapswitch network ls`, or create it with `tapswitch network create {0} --subnet CIDR`"
+    )]
+    NoSuchNetwork(String),
+    #[error("network {0} is predefined and cannot be removed")]
+    Predefined(String),
+    #[error("network {name} is in use by container(s) {}: remove them first with `tapswitch container rm NAME`", containers.join(", "))]
+    NetworkInUse {
+        name: String,
+        containers: Vec<String>,
+    },
+    #[error(
+        "{0:?} is not a valid name: use letters, digits, '_', '.' and '-' (starting with a letter or digit), at most {1} characters"
+    )]
+    BadName(String, usize),
+
+    // --- addresses ---
+    #[error(
+        "no free address left in {pool} on network {network}: remove a container (`tapswitch container rm NAME`) or use a network with a larger subnet"
+    )]
+    Exhausted { network: String, pool: Subnet },
+    #[error(
+        "address {ip} is already in use by container {owner} on network {network}: pick another --ip, or remove {owner} first"
+    )]
+    AddressInUse {
+        ip: Ipv4Addr,
+        network: String,
+        owner: String,
+    },
+    #[error("address {ip} is reserved on network {network} ({why}): pick another --ip")]
+    AddressReserved {
+        ip: Ipv4Addr,
+        network: String,
+        why: String,
+    },
+    #[error(
+        "address {ip} is outside subnet {subnet} of network {network}: pick an address inside it"
+    )]
+    AddressOutside {
+        ip: Ipv4Addr,
+        network: String,
+        subnet: Subnet,
+    },
+    #[error("network {network} has no addresses to give (driver {driver}): leave --ip out")]
+    NoAddressing { network: String, driver: String },
+
+    // --- containers ---
+    #[error(
+        "container {0} already exists: choose another name, or remove it with `tapswitch container rm {0}`"
+    )]
+    ContainerExists(String),
+    #[error("container {0} does not exist: list containers with `tapswitch container ls`")]
+    NoSuchContainer(String),
+
+    // --- the state directory ---
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state file {} is corrupt ({detail}); tapswitch will not overwrite it: repair it by hand, or move it aside to start afresh (all networks and leases in it are then forgotten)", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the state file {} has format version {found}, newer than this tapswitch understands ({supported}): upgrade tapswitch", path.display())]
+    NewerVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

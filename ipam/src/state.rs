@@ -1,0 +1,499 @@
+//! The whole persisted state: networks and the containers attached to them.
+//!
+//! A container's address *is* its lease: there is no separate lease table
+//! that could disagree with the container list. Releasing a lease means
+//! removing the container record, and the leases of a network are the
+//! addresses of the containers on it.
+//!
+//! Everything here is pure: ids, timestamps and the boot id come from the
+//! caller ([`crate::store`] or a test), so every rule can be unit tested.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mac::Mac;
+use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_name};
+use crate::subnet::Subnet;
+
+/// The state file's format version; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The predefined networks, as in Docker: they exist without being created
+/// and cannot be removed.
+pub const DEFAULT_BRIDGE: &str = "bridge";
+pub const HOST: &str = "host";
+pub const NONE: &str = "none";
+/// Docker's default bridge network.
+pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
+
+/// Networks and containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Sorted by name.
+    pub networks: Vec<Network>,
+    /// Sorted by name.
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+/// A container: a name, the network it is on, and (on bridge networks) its
+/// address, which is its lease on that network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    /// 64 hex digits, like a Docker container id.
+    pub id: String,
+    pub network: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// The leased address (bridge networks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// Derived from `ipv4` as Docker does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    /// `/proc/sys/kernel/random/boot_id` when the container was made: after a
+    /// reboot its namespace and veth are gone whatever this file says, so
+    /// its lease is released (the leak CNI's host-local suffers from).
+    pub boot_id: String,
+    /// The network namespace (`/run/netns/tapswitch-<name>`); none for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<PathBuf>,
+    /// The host end of the container's veth pair (bridge networks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_iface: Option<String>,
+    /// The control socket of the switch the veth is attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
+}
+
+/// Ids and a time for the predefined networks of a new state.
+#[derive(Debug, Clone)]
+pub struct Predefined {
+    pub bridge_id: String,
+    pub host_id: String,
+    pub none_id: String,
+    pub created: String,
+}
+
+impl State {
+    /// A fresh state: `bridge` (172.17.0.0/16, gateway 172.17.0.1), `host`
+    /// and `none`, no containers.
+    pub fn new(predefined: Predefined) -> State {
+        let bridge_spec = NetworkSpec {
+            subnet: DEFAULT_BRIDGE_SUBNET.to_string(),
+            ..NetworkSpec::default()
+        };
+        // The constant is a valid /16, so this cannot fail.
+        let bridge_ipam = IpamConfig::from_spec(&bridge_spec).ok();
+        let network = |name: &str, id: String, driver, ipam| Network {
+            name: name.to_string(),
+            id,
+            driver,
+            created: predefined.created.clone(),
+            ipam,
+        };
+        State {
+            version: FORMAT_VERSION,
+            networks: vec![
+                network(
+                    DEFAULT_BRIDGE,
+                    predefined.bridge_id.clone(),
+                    Driver::Bridge,
+                    bridge_ipam,
+                ),
+                network(HOST, predefined.host_id.clone(), Driver::Host, None),
+                network(NONE, predefined.none_id.clone(), Driver::Null, None),
+            ],
+            containers: Vec::new(),
+        }
+    }
+
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Error::NoSuchNetwork(name.to_string()))
+    }
+
+    pub fn container(&self, name: &str) -> Result<&Container> {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NoSuchContainer(name.to_string()))
+    }
+
+    /// The containers attached to `network`, by name.
+    pub fn containers_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Container> {
+        self.containers.iter().filter(move |c| c.network == network)
+    }
+
+    /// The addresses leased on `network`, each with its holder's name.
+    pub fn leases(&self, network: &str) -> BTreeMap<Ipv4Addr, String> {
+        self.containers_on(network)
+            .filter_map(|c| Some((c.ipv4?, c.name.clone())))
+            .collect()
+    }
+
+    /// Adds a bridge network. Its subnet must not overlap another network's,
+    /// so that a route to a subnet always means one switch.
+    pub fn create_network(
+        &mut self,
+        name: &str,
+        id: String,
+        created: String,
+        spec: &NetworkSpec,
+    ) -> Result<&Network> {
+        check_name(name)?;
+        if self.network(name).is_ok() {
+            return Err(Error::NetworkExists(name.to_string()));
+        }
+        let ipam = IpamConfig::from_spec(spec)?;
+        self.check_overlap(ipam.subnet)?;
+        self.networks.push(Network {
+            name: name.to_string(),
+            id,
+            driver: Driver::Bridge,
+            created,
+            ipam: Some(ipam),
+        });
+        self.networks.sort_by(|a, b| a.name.cmp(&b.name));
+        self.network(name)
+    }
+
+    /// The first of Docker's default address pools that overlaps no network:
+    /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/20 to
+    /// 192.168.240.0/20. For `network create` without `--subnet`.
+    pub fn free_subnet(&self) -> Option<Subnet> {
+        let sixteens = (17..=31u8).map(|b| (Ipv4Addr::new(172, b, 0, 0), 16));
+        let twenties = (0..16u8).map(|n| (Ipv4Addr::new(192, 168, n * 16, 0), 20));
+        sixteens
+            .chain(twenties)
+            .filter_map(|(base, prefix)| Subnet::new(base, prefix).ok())
+            .find(|candidate| self.check_overlap(*candidate).is_ok())
+    }
+
+    fn check_overlap(&self, subnet: Subnet) -> Result<()> {
+        for other in &self.networks {
+            if let Some(other_subnet) = other.subnet().filter(|s| s.overlaps(subnet)) {
+                return Err(Error::Overlap {
+                    subnet,
+                    other: other.name.clone(),
+                    other_subnet,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a network nobody uses. The predefined ones stay.
+    pub fn remove_network(&mut self, name: &str) -> Result<Network> {
+        self.network(name)?;
+        if [DEFAULT_BRIDGE, HOST, NONE].contains(&name) {
+            return Err(Error::Predefined(name.to_string()));
+        }
+        let users: Vec<String> = self.containers_on(name).map(|c| c.name.clone()).collect();
+        if !users.is_empty() {
+            return Err(Error::NetworkInUse {
+                name: name.to_string(),
+                containers: users,
+            });
+        }
+        let index = self.networks.iter().position(|n| n.name == name);
+        Ok(self.networks.remove(index.unwrap_or_default()))
+    }
+
+    /// Records a container. On a bridge network it gets `requested` or the
+    /// lowest free address, and the MAC derived from it; `ipv4` and `mac`
+    /// of the given record are overwritten.
+    pub fn add_container(
+        &mut self,
+        mut container: Container,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<&Container> {
+        check_name(&container.name)?;
+        if self.container(&container.name).is_ok() {
+            return Err(Error::ContainerExists(container.name));
+        }
+        let network = self.network(&container.network)?;
+        let (ipv4, mac) = match network.driver {
+            Driver::Bridge => {
+                let ip = network.allocate(requested, &self.leases(&network.name))?;
+                (Some(ip), Some(Mac::from_ip(ip)))
+            }
+            Driver::Host | Driver::Null => {
+                if requested.is_some() {
+                    network.ipam()?;
+                }
+                (None, None)
+            }
+        };
+        container.ipv4 = ipv4;
+        container.mac = mac;
+        let name = container.name.clone();
+        self.containers.push(container);
+        self.containers.sort_by(|a, b| a.name.cmp(&b.name));
+        self.container(&name)
+    }
+
+    /// Forgets a container and releases its address.
+    pub fn remove_container(&mut self, name: &str) -> Result<Container> {
+        self.container(name)?;
+        let index = self.containers.iter().position(|c| c.name == name);
+        Ok(self.containers.remove(index.unwrap_or_default()))
+    }
+
+    /// Forgets every container `is_alive` says is gone, releasing its
+    /// address; returns them so the caller can clean up what is left.
+    pub fn prune(&mut self, mut is_alive: impl FnMut(&Container) -> bool) -> Vec<Container> {
+        let (alive, dead) = std::mem::take(&mut self.containers)
+            .into_iter()
+            .partition(|c| is_alive(c));
+        self.containers = alive;
+        dead
+    }
+
+    /// Checks what a hand edit or a bug could break: unique names, known
+    /// networks, addresses inside their subnets and held only once.
+    /// Returns the first problem found.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let mut networks = BTreeMap::new();
+        for net in &self.networks {
+            check_name(&net.name).map_err(|e| e.to_string())?;
+            if networks.insert(net.name.as_str(), net).is_some() {
+                return Err(format!("network {} is listed twice", net.name));
+            }
+            if net.driver == Driver::Bridge && net.ipam.is_none() {
+                return Err(format!("bridge network {} has no ipam", net.name));
+            }
+        }
+        for name in [DEFAULT_BRIDGE, HOST, NONE] {
+            if !networks.contains_key(name) {
+                return Err(format!("the predefined network {name} is missing"));
+            }
+        }
+        let mut names = BTreeMap::new();
+        let mut leases: BTreeMap<(&str, Ipv4Addr), &str> = BTreeMap::new();
+        for c in &self.containers {
+            if names.insert(c.name.as_str(), ()).is_some() {
+                return Err(format!("container {} is listed twice", c.name));
+            }
+            let Some(net) = networks.get(c.network.as_str()) else {
+                return Err(format!(
+                    "container {} is on network {}, which is not defined",
+                    c.name, c.network
+                ));
+            };
+            let Some(ip) = c.ipv4 else { continue };
+            let Some(ipam) = &net.ipam else {
+                return Err(format!(
+                    "container {} has address {ip} on network {}, which has no subnet",
+                    c.name, c.network
+                ));
+            };
+            if !ipam.subnet.contains(ip) || ipam.reserved(ip).is_some() {
+                return Err(format!(
+                    "container {} holds {ip}, which network {} cannot give",
+                    c.name, c.network
+                ));
+            }
+            if let Some(other) = leases.insert((c.network.as_str(), ip), c.name.as_str()) {
+                return Err(format!(
+                    "address {ip} on network {} is held by both {other} and {}",
+                    c.network, c.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn fresh() -> State {
+        State::new(Predefined {
+            bridge_id: "b".repeat(64),
+            host_id: "h".repeat(64),
+            none_id: "n".repeat(64),
+            created: "2026-01-01T00:00:00Z".into(),
+        })
+    }
+
+    fn container(name: &str, network: &str) -> Container {
+        Container {
+            name: name.into(),
+            id: format!("{name:0>64}"),
+            network: network.into(),
+            created: String::new(),
+            ipv4: None,
+            mac: None,
+            boot_id: "boot".into(),
+            sandbox: None,
+            host_iface: None,
+            control: None,
+        }
+    }
+
+    fn spec(subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            subnet: subnet.into(),
+            ..NetworkSpec::default()
+        }
+    }
+
+    #[test]
+    fn predefined_networks_exist() {
+        let state = fresh();
+        let bridge = state.network("bridge").unwrap();
+        assert_eq!(bridge.driver, Driver::Bridge);
+        assert_eq!(bridge.subnet().unwrap().to_string(), "172.17.0.0/16");
+        assert_eq!(bridge.gateway(), Some(ip("172.17.0.1")));
+        assert_eq!(state.network("host").unwrap().driver, Driver::Host);
+        assert_eq!(state.network("none").unwrap().driver, Driver::Null);
+        assert!(state.check().is_ok());
+    }
+
+    #[test]
+    fn containers_lease_addresses_and_macs() {
+        let mut state = fresh();
+        let a = state.add_container(container("a", "bridge"), None).unwrap();
+        assert_eq!(a.ipv4, Some(ip("172.17.0.2")));
+        assert_eq!(a.mac.unwrap().to_string(), "02:42:ac:11:00:02");
+        let b = state.add_container(container("b", "bridge"), None).unwrap();
+        assert_eq!(b.ipv4, Some(ip("172.17.0.3")));
+        assert_eq!(b.mac.unwrap().to_string(), "02:42:ac:11:00:03");
+        let n = state.add_container(container("n", "none"), None).unwrap();
+        assert_eq!((n.ipv4, n.mac), (None, None));
+        assert!(matches!(
+            state.add_container(container("h", "host"), Some(ip("172.17.0.9"))),
+            Err(Error::NoAddressing { .. })
+        ));
+        assert!(matches!(
+            state.add_container(container("a", "bridge"), None),
+            Err(Error::ContainerExists(_))
+        ));
+        assert_eq!(state.leases("bridge").len(), 2);
+        assert!(state.check().is_ok());
+    }
+
+    #[test]
+    fn removing_a_container_releases_its_address_for_the_next() {
+        let mut state = fresh();
+        state.add_container(container("a", "bridge"), None).unwrap();
+        state.add_container(container("b", "bridge"), None).unwrap();
+        state.remove_container("a").unwrap();
+        let c = state.add_container(container("c", "bridge"), None).unwrap();
+        assert_eq!(c.ipv4, Some(ip("172.17.0.2")));
+        assert!(matches!(
+            state.remove_container("a"),
+            Err(Error::NoSuchContainer(_))
+        ));
+    }
+
+    #[test]
+    fn networks_must_not_overlap() {
+        let mut state = fresh();
+        state
+            .create_network("one", "1".repeat(64), String::new(), &spec("10.1.0.0/16"))
+            .unwrap();
+        let err = state
+            .create_network("two", "2".repeat(64), String::new(), &spec("10.1.2.0/24"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "subnet 10.1.2.0/24 overlaps subnet 10.1.0.0/16 of network one: choose a subnet that does not overlap (see `tapswitch network inspect one`)"
+        );
+        assert!(matches!(
+            state.create_network("x", String::new(), String::new(), &spec("172.16.0.0/12")),
+            Err(Error::Overlap { other, .. }) if other == "bridge"
+        ));
+        assert!(matches!(
+            state.create_network("one", String::new(), String::new(), &spec("10.9.0.0/16")),
+            Err(Error::NetworkExists(_))
+        ));
+    }
+
+    #[test]
+    fn default_pools_skip_subnets_in_use() {
+        let mut state = fresh();
+        let first = state.free_subnet().unwrap();
+        assert_eq!(first.to_string(), "172.18.0.0/16");
+        state
+            .create_network("a", "1".repeat(64), String::new(), &spec("172.18.5.0/24"))
+            .unwrap();
+        assert_eq!(state.free_subnet().unwrap().to_string(), "172.19.0.0/16");
+        state
+            .create_network("b", "2".repeat(64), String::new(), &spec("172.16.0.0/12"))
+            .unwrap_err();
+        state
+            .create_network("c", "3".repeat(64), String::new(), &spec("172.24.0.0/13"))
+            .unwrap();
+        // 172.19 to 172.23 are still free; 172.24 to 172.31 are taken.
+        assert_eq!(state.free_subnet().unwrap().to_string(), "172.19.0.0/16");
+    }
+
+    #[test]
+    fn networks_in_use_or_predefined_stay() {
+        let mut state = fresh();
+        state
+            .create_network("mine", "1".repeat(64), String::new(), &spec("10.5.0.0/24"))
+            .unwrap();
+        let c = state.add_container(container("web", "mine"), None).unwrap();
+        assert_eq!(c.ipv4, Some(ip("10.5.0.2")));
+        let err = state.remove_network("mine").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "network mine is in use by container(s) web: remove them first with `tapswitch container rm NAME`"
+        );
+        state.remove_container("web").unwrap();
+        assert_eq!(state.remove_network("mine").unwrap().name, "mine");
+        assert!(matches!(
+            state.remove_network("bridge"),
+            Err(Error::Predefined(_))
+        ));
+        assert!(matches!(
+            state.remove_network("mine"),
+            Err(Error::NoSuchNetwork(_))
+        ));
+    }
+
+    #[test]
+    fn prune_releases_the_leases_of_dead_containers() {
+        let mut state = fresh();
+        for name in ["a", "b", "c"] {
+            state
+                .add_container(container(name, "bridge"), None)
+                .unwrap();
+        }
+        let dead = state.prune(|c| c.name != "b");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].ipv4, Some(ip("172.17.0.3")));
+        let d = state.add_container(container("d", "bridge"), None).unwrap();
+        assert_eq!(d.ipv4, Some(ip("172.17.0.3")));
+    }
+
+    #[test]
+    fn check_finds_double_leases() {
+        let mut state = fresh();
+        state.add_container(container("a", "bridge"), None).unwrap();
+        state.add_container(container("b", "bridge"), None).unwrap();
+        state.containers[1].ipv4 = Some(ip("172.17.0.2"));
+        assert_eq!(
+            state.check().unwrap_err(),
+            "address 172.17.0.2 on network bridge is held by both a and b"
+        );
+        state.containers[1].ipv4 = Some(ip("172.17.0.1"));
+        assert!(state.check().unwrap_err().contains("cannot give"));
+    }
+}

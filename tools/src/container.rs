@@ -1,0 +1,553 @@
+//! `tapswitch container create|ls|inspect|exec|rm`: network namespaces set
+//! up the way Docker sets up a container's network, without a kernel bridge.
+//!
+//! | `--network`       | what the container gets                                        |
+//! |-------------------|----------------------------------------------------------------|
+//! | `none`            | a namespace with only `lo`, up                                 |
+//! | `host`            | no namespace of its own: the host's stack (recorded only)      |
+//! | `bridge` or a created network | a namespace with `lo` and `eth0` (a veth end) holding the leased address and its Docker MAC, a default route via the gateway; the host end `ts-<id>` is attached to the network's running switch |
+//!
+//! Names: the namespace is `tapswitch-<name>` in `/run/netns` (so
+//! `ip netns exec tapswitch-<name> ...` works too), the host end of the veth
+//! `ts-` and the first 12 hex digits of the container id (15 bytes, the
+//! kernel's limit).
+//!
+//! IPv6 is turned off on both veth ends: on the host end so the kernel does
+//! not inject its own router solicitations and MLD reports into the switch,
+//! and on `eth0` because tapswitch networks are IPv4 only (Docker does the
+//! same on IPv4-only networks). `lo` keeps `::1`.
+//!
+//! Creating holds the state lock until the container is complete, so the
+//! start-up sweep of another command never mistakes a half-built container
+//! for a dead one; a failed create undoes what it built.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use ipam::store::{now, random_id};
+use ipam::{Container, Driver, Network, State};
+use serde::Serialize;
+
+use crate::control::{self, PortInfo, Request, SwitchInfo};
+use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
+use crate::network::{table, to_docker_json};
+use crate::statedir::{StateArgs, current_boot_id};
+
+/// The prefix of container namespaces in `/run/netns`.
+pub const NETNS_PREFIX: &str = "tapswitch-";
+/// The prefix of the host ends of container veth pairs.
+pub const HOST_IFACE_PREFIX: &str = "ts-";
+/// The container end's name, as in Docker.
+pub const CONTAINER_IFACE: &str = "eth0";
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container's network: a namespace, and on bridge networks a veth port on the switch.
+    Create(CreateArgs),
+    /// List containers.
+    Ls {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Show containers' network settings as JSON (like `docker inspect`).
+    Inspect {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command inside a container's network namespace.
+    Exec {
+        #[command(flatten)]
+        state: StateArgs,
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Remove containers: detach the port, delete the veth and namespace, release the address.
+    Rm {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Options of `tapswitch container create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    pub name: String,
+    /// `bridge` (default), `host`, `none`, or a network made with `network create`.
+    #[arg(long, default_value = ipam::state::DEFAULT_BRIDGE)]
+    pub network: String,
+    /// The address to lease (default: the lowest free one).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<Ipv4Addr>,
+    /// The control socket of the network's switch (default: found by the network's name).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+pub fn run(command: ContainerCommand) -> Result<ExitCode> {
+    match command {
+        ContainerCommand::Create(args) => create(args),
+        ContainerCommand::Ls { state } => ls(&state),
+        ContainerCommand::Inspect { state, names } => inspect(&state, &names),
+        ContainerCommand::Exec {
+            state,
+            name,
+            command,
+        } => exec(&state, &name, &command),
+        ContainerCommand::Rm { state, names } => rm(&state, &names),
+    }
+}
+
+/// `/run/netns/tapswitch-<name>`.
+pub fn sandbox_path(name: &str) -> PathBuf {
+    netns::path(&format!("{NETNS_PREFIX}{name}"))
+}
+
+fn create(args: CreateArgs) -> Result<ExitCode> {
+    ipam::network::check_name(&args.name)?;
+    let store = args.state.open()?;
+    let network = store.load()?.network(&args.network)?.clone();
+    // Find the switch before touching anything, so a missing one costs nothing.
+    let control = match network.driver {
+        Driver::Bridge => Some(find_switch(&network.name, args.control.as_deref())?),
+        Driver::Host | Driver::Null => None,
+    };
+    let id = random_id()?;
+    let record = Container {
+        name: args.name.clone(),
+        host_iface: control
+            .as_ref()
+            .map(|_| format!("{HOST_IFACE_PREFIX}{}", &id[..12])),
+        sandbox: (network.driver != Driver::Host).then(|| sandbox_path(&args.name)),
+        id,
+        network: network.name.clone(),
+        created: now(),
+        ipv4: None,
+        mac: None,
+        boot_id: current_boot_id(),
+        control,
+    };
+
+    let mut tx = store.lock()?;
+    let record = tx.state.add_container(record, args.ip)?.clone();
+    if let Err(err) = build(&record, &network) {
+        let _ = tear_down(&record);
+        return Err(err.context(format!("cannot create container {}", record.name)));
+    }
+    if let Err(err) = tx.commit() {
+        let _ = tear_down(&record);
+        return Err(err.into());
+    }
+    println!("{}", record.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the switch of `network` who it is, so that a container is only
+/// built when there is a switch to plug it into.
+fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
+    let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
+    if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
+        let why = match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => String::new(),
+            _ => format!(": {err}"),
+        };
+        bail!(
+            "no switch serves network {network} (nothing listens on {}{why}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere",
+            path.display()
+        );
+    }
+    let info: SwitchInfo = control::call_as(&path, &Request::Info)?;
+    if info.network != network {
+        bail!(
+            "the switch at {} serves network {}, not {network}: pass the control socket of {network}'s switch",
+            path.display(),
+            info.network
+        );
+    }
+    Ok(path)
+}
+
+/// Builds what the record describes (see the module docs).
+fn build(record: &Container, network: &Network) -> Result<()> {
+    let Some(sandbox) = &record.sandbox else {
+        return Ok(()); // host: nothing to build
+    };
+    make_namespace(sandbox)?;
+    let (Some(host_iface), Some(ip), Some(mac), Some(control)) =
+        (&record.host_iface, record.ipv4, record.mac, &record.control)
+    else {
+        // none: only loopback.
+        return netns::run_in(sandbox, || {
+            let mut nl = Netlink::open()?;
+            let lo = nl.require_index("lo")?;
+            nl.set_up(lo)
+        })
+        .with_context(|| format!("bringing up lo in {}", sandbox.display()));
+    };
+    let ipam = network.ipam()?;
+
+    let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
+    let mut nl = Netlink::open().context("opening a netlink socket")?;
+    let peer = VethPeer {
+        name: CONTAINER_IFACE,
+        netns: ns.as_fd(),
+        mac: mac.0,
+    };
+    nl.create_veth(host_iface, peer)
+        .with_context(|| format!("creating the veth pair {host_iface} / {CONTAINER_IFACE}"))?;
+    // Before the link goes up, so the kernel never sends IPv6 chatter into the switch.
+    disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
+    let index = nl.require_index(host_iface)?;
+    nl.set_up(index)
+        .with_context(|| format!("bringing up {host_iface}"))?;
+
+    let (prefix, broadcast, gateway) = (
+        ipam.subnet.prefix_len(),
+        ipam.subnet.broadcast(),
+        ipam.gateway,
+    );
+    netns::run_in(sandbox, || {
+        let mut nl = Netlink::open()?;
+        let lo = nl.require_index("lo")?;
+        nl.set_up(lo)?;
+        disable_ipv6(CONTAINER_IFACE)?;
+        let eth0 = nl.require_index(CONTAINER_IFACE)?;
+        nl.add_address(eth0, ip, prefix, broadcast)?;
+        nl.set_up(eth0)?;
+        nl.add_default_route(eth0, gateway)
+    })
+    .with_context(|| {
+        format!(
+            "configuring {CONTAINER_IFACE} ({ip}/{prefix}, default via {gateway}) in {}",
+            sandbox.display()
+        )
+    })?;
+
+    let request = Request::PortAdd {
+        iface: Some(host_iface.clone()),
+        tap: None,
+        owner: Some(record.name.clone()),
+    };
+    control::call_as::<PortInfo>(control, &request).with_context(|| {
+        format!(
+            "attaching {host_iface} to the switch at {}",
+            control.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Creates the namespace; one left by an interrupted `create` of the same
+/// name (we hold the lock and no record claims it) is replaced.
+fn make_namespace(sandbox: &Path) -> Result<()> {
+    let name = sandbox
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if sandbox.exists() {
+        log::warn!(
+            "removing {}, left behind by an interrupted `container create`",
+            sandbox.display()
+        );
+        netns::delete(sandbox).with_context(|| format!("removing {}", sandbox.display()))?;
+    }
+    netns::create(name).with_context(|| format!("creating network namespace {name}"))?;
+    Ok(())
+}
+
+/// Undoes [`build`], as far as anything of it exists: detach the port,
+/// delete the veth pair, delete the namespace. Detaching is best effort (the
+/// switch may be gone); failing to delete the veth or namespace is an error,
+/// since releasing the address while they live would let it be used twice.
+fn tear_down(record: &Container) -> Result<()> {
+    if let (Some(control), Some(iface)) = (&record.control, &record.host_iface) {
+        let request = Request::PortRm {
+            name: iface.clone(),
+        };
+        if let Err(err) = control::call(control, &request) {
+            log::debug!("detaching {iface}: {err:#}");
+        }
+    }
+    if let Some(iface) = &record.host_iface {
+        let mut nl = Netlink::open().context("opening a netlink socket")?;
+        if let Some(index) = nl.link_index(iface)? {
+            nl.delete_link(index)
+                .with_context(|| format!("deleting the veth pair {iface}"))?;
+        }
+    }
+    if let Some(sandbox) = &record.sandbox {
+        netns::delete(sandbox).with_context(|| format!("deleting {}", sandbox.display()))?;
+    }
+    Ok(())
+}
+
+fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
+    let store = args.open()?;
+    for name in names {
+        let mut tx = store.lock()?;
+        let Ok(record) = tx.state.container(name).cloned() else {
+            // Idempotent: nothing recorded; still clear a namespace an
+            // interrupted create may have left (under the lock, so that
+            // it cannot be a concurrent create's).
+            let leftover = sandbox_path(name);
+            if leftover.exists() {
+                netns::delete(&leftover)
+                    .with_context(|| format!("deleting {}", leftover.display()))?;
+            }
+            drop(tx);
+            eprintln!("tapswitch: container {name} does not exist; nothing to remove");
+            continue;
+        };
+        tear_down(&record).with_context(|| {
+            format!("cannot remove container {name} (its address stays leased)")
+        })?;
+        tx.state.remove_container(name)?;
+        tx.commit()?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
+    let record = args.open()?.load()?.container(name)?.clone();
+    if let Some(sandbox) = &record.sandbox {
+        if !netns::exists(sandbox) {
+            bail!(
+                "the namespace {} of container {name} is gone: remove the container with `tapswitch container rm {name}`",
+                sandbox.display()
+            );
+        }
+        netns::enter(sandbox).with_context(|| format!("entering {}", sandbox.display()))?;
+    }
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
+    // exec only returns if it failed; on success the command's own exit
+    // status becomes ours.
+    let err = Command::new(program).args(rest).exec();
+    eprintln!("tapswitch: cannot run {program}: {err}");
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn ls(args: &StateArgs) -> Result<ExitCode> {
+    let state = args.open()?.load()?;
+    print!("{}", render_ls(&state));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per container: id, name, network, address, MAC, port.
+pub fn render_ls(state: &State) -> String {
+    let dash = || "-".to_string();
+    let rows: Vec<Vec<String>> = state
+        .containers
+        .iter()
+        .map(|c| {
+            let prefix = state
+                .network(&c.network)
+                .ok()
+                .and_then(Network::subnet)
+                .map(|s| s.prefix_len());
+            vec![
+                c.id[..12.min(c.id.len())].to_string(),
+                c.name.clone(),
+                c.network.clone(),
+                c.ipv4
+                    .zip(prefix)
+                    .map_or_else(dash, |(ip, p)| format!("{ip}/{p}")),
+                c.mac.map_or_else(dash, |m| m.to_string()),
+                c.host_iface.clone().unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CONTAINER ID",
+            "NAME",
+            "NETWORK",
+            "IPV4 ADDRESS",
+            "MAC ADDRESS",
+            "PORT",
+        ],
+        &rows,
+    )
+}
+
+fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
+    let state = args.open()?.load()?;
+    let views = names
+        .iter()
+        .map(|name| Ok(inspect_view(&state, state.container(name)?)))
+        .collect::<Result<Vec<_>>>()?;
+    println!("{}", to_docker_json(&views)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The network part of `docker inspect CONTAINER`, plus tapswitch's own.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerView {
+    pub id: String,
+    pub created: String,
+    pub name: String,
+    pub host_config: HostConfigView,
+    pub network_settings: NetworkSettingsView,
+    pub tapswitch: TapswitchView,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfigView {
+    pub network_mode: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSettingsView {
+    pub sandbox_key: String,
+    pub networks: std::collections::BTreeMap<String, EndpointSettingsView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettingsView {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    pub gateway: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    pub mac_address: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TapswitchView {
+    /// The host end of the veth pair, a port of the switch.
+    pub port: Option<String>,
+    /// The switch's control socket.
+    pub control: Option<PathBuf>,
+}
+
+pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
+    let network = state.network(&c.network).ok();
+    let endpoint = EndpointSettingsView {
+        network_id: network.map(|n| n.id.clone()).unwrap_or_default(),
+        gateway: network
+            .and_then(Network::gateway)
+            .map(|g| g.to_string())
+            .unwrap_or_default(),
+        ip_address: c.ipv4.map(|ip| ip.to_string()).unwrap_or_default(),
+        ip_prefix_len: c
+            .ipv4
+            .and(network.and_then(Network::subnet))
+            .map_or(0, |s| s.prefix_len()),
+        mac_address: c.mac.map(|m| m.to_string()).unwrap_or_default(),
+    };
+    ContainerView {
+        id: c.id.clone(),
+        created: c.created.clone(),
+        name: c.name.clone(),
+        host_config: HostConfigView {
+            network_mode: c.network.clone(),
+        },
+        network_settings: NetworkSettingsView {
+            sandbox_key: c
+                .sandbox
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            networks: [(c.network.clone(), endpoint)].into_iter().collect(),
+        },
+        tapswitch: TapswitchView {
+            port: c.host_iface.clone(),
+            control: c.control.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam::state::Predefined;
+
+    fn state_with(containers: &[(&str, &str)]) -> State {
+        let mut state = State::new(Predefined {
+            bridge_id: "b".repeat(64),
+            host_id: "h".repeat(64),
+            none_id: "n".repeat(64),
+            created: String::new(),
+        });
+        for (name, network) in containers {
+            let record = Container {
+                name: name.to_string(),
+                id: format!("{name:0<64}"),
+                network: network.to_string(),
+                created: String::new(),
+                ipv4: None,
+                mac: None,
+                boot_id: String::new(),
+                sandbox: (*network != "host").then(|| sandbox_path(name)),
+                host_iface: (*network == "bridge").then(|| format!("ts-{:0>12}", name)),
+                control: None,
+            };
+            state.add_container(record, None).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn ls_shows_addresses_with_their_prefix() {
+        let state = state_with(&[("web", "bridge"), ("solo", "none"), ("hostly", "host")]);
+        assert_eq!(
+            render_ls(&state),
+            "CONTAINER ID   NAME      NETWORK   IPV4 ADDRESS    MAC ADDRESS         PORT\n\
+             hostly000000   hostly    host      -               -                   -\n\
+             solo00000000   solo      none      -               -                   -\n\
+             web000000000   web       bridge    172.17.0.2/16   02:42:ac:11:00:02   ts-000000000web\n"
+        );
+    }
+
+    #[test]
+    fn inspect_names_the_namespace_and_the_network() {
+        let state = state_with(&[("web", "bridge")]);
+        let view = inspect_view(&state, state.container("web").unwrap());
+        let json: serde_json::Value =
+            serde_json::from_str(&to_docker_json(&view).unwrap()).unwrap();
+        assert_eq!(
+            json["NetworkSettings"]["SandboxKey"],
+            "/run/netns/tapswitch-web"
+        );
+        let bridge = &json["NetworkSettings"]["Networks"]["bridge"];
+        assert_eq!(bridge["IPAddress"], "172.17.0.2");
+        assert_eq!(bridge["IPPrefixLen"], 16);
+        assert_eq!(bridge["Gateway"], "172.17.0.1");
+        assert_eq!(bridge["MacAddress"], "02:42:ac:11:00:02");
+        assert_eq!(json["Tapswitch"]["Port"], "ts-000000000web");
+    }
+
+    #[test]
+    fn host_iface_names_fit_the_kernel_limit() {
+        let id = random_id().unwrap();
+        let name = format!("{HOST_IFACE_PREFIX}{}", &id[..12]);
+        assert_eq!(name.len(), 15);
+    }
+}

@@ -1,0 +1,353 @@
+//! `tapswitch demo`: the whole story in a few seconds, on built-in defaults.
+//!
+//! It builds three "containers" (network namespaces) like Docker's default
+//! bridge network — two joined to the switch by veth pairs, one by a TAP
+//! device — starts a switch with its gateway at 172.17.0.1, pings and runs
+//! TCP through it, prints the MAC table and the port counters, and removes
+//! everything it made, also when interrupted with Ctrl-C.
+//!
+//! ```text
+//!   tsdemo-a  eth0 172.17.0.2 ═══ veth-a ┐
+//!   tsdemo-b  eth0 172.17.0.3 ═══ veth-b ├─ tapswitch (in tsdemo-sw) ── gw 172.17.0.1
+//!   tsdemo-c  eth0 172.17.0.4 ─── tap-c  ┘   (the TAP moved into tsdemo-c)
+//! ```
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use switch::dataplane::{Dataplane, DataplaneConfig};
+use switch::mac_table::TableConfig;
+
+use crate::netlink::{Netlink, VethPeer, netns};
+use crate::running::{PortSpec, RunningSwitch};
+use crate::{query, serve, signals, traffic};
+
+/// Options of `tapswitch demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Megabytes each TCP transfer sends.
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    pub tcp_mb: usize,
+    /// Print every forwarding decision (`serve --trace`) while the demo runs.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// One container of the demo.
+struct Container {
+    letter: char,
+    ns: PathBuf,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    /// The switch port it hangs off.
+    port: String,
+    by_tap: bool,
+}
+
+/// The namespaces the demo made, so that cleanup finds them from any thread.
+#[derive(Default)]
+struct Made {
+    namespaces: Vec<PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    if !is_root() {
+        bail!(
+            "the demo creates network namespaces, veth pairs and a TAP device, which needs root; run it as root (sudo)"
+        );
+    }
+    // The walkthrough prints its own story; keep the switch's info lines out of it.
+    log::set_max_level(log::LevelFilter::Warn);
+    let signals = signals::termination()?;
+    let made = Arc::new(Mutex::new(Made::default()));
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let worker_made = made.clone();
+    std::thread::Builder::new()
+        .name("tapswitch-demo".into())
+        .spawn(move || {
+            let _ = done_tx.send(steps(&args, &worker_made));
+        })?;
+    let outcome = crossbeam_channel::select! {
+        recv(done_rx) -> result => result.unwrap_or_else(|_| Err(anyhow::anyhow!("the demo thread stopped"))),
+        recv(signals) -> _ => {
+            println!("\ninterrupted: cleaning up");
+            cleanup(&made);
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let removed = cleanup(&made);
+    match outcome {
+        Ok(()) => {
+            println!(
+                "Cleaned up: {removed} namespaces and their links removed; nothing is left behind."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Err(err.context(format!("the demo failed (cleaned up {removed} namespaces)"))),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
+    let tag = std::process::id();
+    println!("tapswitch demo: three containers on one userspace switch, like Docker's docker0.\n");
+
+    println!("[1/5] Namespaces and links");
+    let switch_ns = make_namespace(made, &format!("tsdemo-sw-{tag}"))?;
+    let containers: Vec<Container> = ['a', 'b', 'c']
+        .iter()
+        .enumerate()
+        .map(|(i, &letter)| -> Result<Container> {
+            let last = 2 + i as u8;
+            Ok(Container {
+                letter,
+                ns: make_namespace(made, &format!("tsdemo-{letter}-{tag}"))?,
+                ip: Ipv4Addr::new(172, 17, 0, last),
+                mac: [0x02, 0x42, 0xac, 0x11, 0x00, last],
+                port: if letter == 'c' {
+                    "tap-c".into()
+                } else {
+                    format!("veth-{letter}")
+                },
+                by_tap: letter == 'c',
+            })
+        })
+        .collect::<Result<_>>()?;
+    for c in containers.iter().filter(|c| !c.by_tap) {
+        join_by_veth(&switch_ns, c)?;
+        print_container(c);
+    }
+
+    println!("[2/5] Starting the switch; its TAP port tap-c moves into the third container");
+    let switch = start_switch(&switch_ns, &containers, args.trace)?;
+    let tap = containers
+        .iter()
+        .find(|c| c.by_tap)
+        .expect("container c is on the TAP");
+    join_by_tap(&switch_ns, tap)?;
+    print_container(tap);
+    let info = switch.info();
+    println!(
+        "      switch {} in {}: {} ports, gateway {} ({}), {} worker threads",
+        info.switch_id,
+        ns_name(&switch_ns),
+        switch.port_count(),
+        info.gateway.as_deref().unwrap_or("none"),
+        info.gateway_mac.map(|m| m.to_string()).unwrap_or_default(),
+        info.workers
+    );
+
+    println!("[3/5] Ping");
+    let gateway = serve::DEFAULT_GATEWAY.0;
+    let (a, b, c) = (&containers[0], &containers[1], &containers[2]);
+    for (from, to, label) in [
+        (a, gateway, "gateway"),
+        (a, b.ip, "b (veth)"),
+        (b, c.ip, "c (TAP)"),
+        (c, gateway, "gateway"),
+    ] {
+        let result = traffic::ping(&from.ns, to, 3, Duration::from_secs(2))
+            .with_context(|| format!("pinging {to} from {}", from.letter))?;
+        let median = result
+            .median()
+            .map(|d| format!("{:.3} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or("-".into());
+        println!(
+            "      {} -> {:<10} {:<12} {}/{} replies, median {median}",
+            from.letter,
+            label,
+            to,
+            result.received(),
+            result.sent
+        );
+        if result.received() == 0 {
+            bail!("no reply from {to} to container {}", from.letter);
+        }
+    }
+
+    println!("[4/5] TCP, offloads left on: 64 KiB super-frames cross the switch whole");
+    let bytes = args.tcp_mb << 20;
+    for (from, to) in [(a, b), (c, a)] {
+        let took = traffic::tcp_transfer(&to.ns, to.ip, &from.ns, bytes)
+            .with_context(|| format!("TCP from {} to {}", from.letter, to.letter))?;
+        let gbits = bytes as f64 * 8.0 / took.as_secs_f64() / 1e9;
+        println!(
+            "      {} -> {}  {} MiB intact in {:.3} s = {gbits:.2} Gbit/s",
+            from.letter,
+            to.letter,
+            args.tcp_mb,
+            took.as_secs_f64()
+        );
+    }
+
+    println!("[5/5] What the switch learned\n");
+    println!("$ tapswitch fdb");
+    print!("{}", query::render_fdb(&switch.fdb()?));
+    println!("\n$ tapswitch ports");
+    print!("{}", query::render_ports(&switch.ports()?));
+    println!();
+    switch.shutdown();
+    Ok(())
+}
+
+fn make_namespace(made: &Arc<Mutex<Made>>, name: &str) -> Result<PathBuf> {
+    let path = netns::create(name).with_context(|| format!("creating network namespace {name}"))?;
+    made.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .namespaces
+        .push(path.clone());
+    netns::run_in(&path, || {
+        let mut nl = Netlink::open()?;
+        let lo = nl.require_index("lo")?;
+        nl.set_up(lo)?;
+        // Keep IPv6 chatter (router solicitations, MLD) out of the tables.
+        crate::netlink::write_net_sysctl("ipv6/conf/all/disable_ipv6", "1")?;
+        crate::netlink::write_net_sysctl("ipv6/conf/default/disable_ipv6", "1")
+    })
+    .with_context(|| format!("setting up namespace {name}"))?;
+    Ok(path)
+}
+
+/// A veth pair: `eth0` in the container, `veth-<letter>` in the switch's namespace.
+fn join_by_veth(switch_ns: &Path, c: &Container) -> Result<()> {
+    let container_ns = std::fs::File::open(&c.ns)?;
+    netns::run_in(switch_ns, || {
+        let mut nl = Netlink::open()?;
+        nl.create_veth(
+            &c.port,
+            VethPeer {
+                name: "eth0",
+                netns: container_ns.as_fd(),
+                mac: c.mac,
+            },
+        )?;
+        let index = nl.require_index(&c.port)?;
+        nl.set_up(index)
+    })
+    .with_context(|| format!("creating the veth pair for container {}", c.letter))?;
+    configure_eth0(c)
+}
+
+/// The switch made `tap-c` in its namespace; it moves into the container,
+/// where it becomes `eth0`, and keeps working through the switch's fd.
+fn join_by_tap(switch_ns: &Path, c: &Container) -> Result<()> {
+    let container_ns = std::fs::File::open(&c.ns)?;
+    netns::run_in(switch_ns, || {
+        let mut nl = Netlink::open()?;
+        let index = nl.require_index(&c.port)?;
+        nl.move_to_netns(index, container_ns.as_fd())
+    })
+    .context("moving the TAP device into container c")?;
+    netns::run_in(&c.ns, || {
+        let mut nl = Netlink::open()?;
+        let index = nl.require_index(&c.port)?;
+        nl.rename(index, "eth0", c.mac)
+    })
+    .context("renaming the TAP device to eth0")?;
+    configure_eth0(c)
+}
+
+/// Address, link up and default route via the gateway, as Docker sets them.
+fn configure_eth0(c: &Container) -> Result<()> {
+    netns::run_in(&c.ns, || {
+        let mut nl = Netlink::open()?;
+        let index = nl.require_index("eth0")?;
+        nl.add_address(index, c.ip, 16, Ipv4Addr::new(172, 17, 255, 255))?;
+        nl.set_up(index)?;
+        nl.add_default_route(index, serve::DEFAULT_GATEWAY.0)
+    })
+    .with_context(|| format!("configuring eth0 in container {}", c.letter))
+}
+
+/// The same switch `serve` runs, started in the switch's namespace so its
+/// ports are found there.
+fn start_switch(
+    switch_ns: &Path,
+    containers: &[Container],
+    trace: bool,
+) -> Result<Arc<RunningSwitch>> {
+    netns::run_in(switch_ns, || {
+        let trace: Option<Arc<switch::fabric::TraceSink>> =
+            trace.then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+        let config = DataplaneConfig {
+            workers: serve::default_workers(),
+            table: TableConfig::default(),
+            gateway: Some(serve::DEFAULT_GATEWAY),
+            trace,
+            capture: None,
+        };
+        let dataplane = Dataplane::start(config)?;
+        let info = serve::switch_info(
+            &dataplane,
+            crate::control::DEFAULT_NETWORK,
+            Path::new(""),
+            switch::mac_table::DEFAULT_MAX_AGE.as_secs(),
+            TableConfig::default().capacity,
+            None,
+        );
+        let switch = Arc::new(RunningSwitch::new(dataplane, info));
+        for c in containers {
+            let spec = if c.by_tap {
+                PortSpec::Tap(c.port.clone())
+            } else {
+                PortSpec::Iface(c.port.clone())
+            };
+            switch
+                .attach(&spec, Some(format!("demo-{}", c.letter)))
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(switch)
+    })
+    .context("starting the switch")
+}
+
+/// Deletes every namespace the demo made; returns how many.
+fn cleanup(made: &Arc<Mutex<Made>>) -> usize {
+    let namespaces = std::mem::take(
+        &mut made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .namespaces,
+    );
+    let mut removed = 0;
+    for ns in namespaces.iter().rev() {
+        match netns::delete(ns) {
+            Ok(()) => removed += 1,
+            Err(err) => eprintln!(
+                "tapswitch: could not remove namespace {}: {err}",
+                ns.display()
+            ),
+        }
+    }
+    removed
+}
+
+fn print_container(c: &Container) {
+    let how = if c.by_tap { "TAP " } else { "veth" };
+    println!(
+        "      {:<20} eth0 {}/16  {}  --{how}--  switch port {}",
+        ns_name(&c.ns),
+        c.ip,
+        mac_text(&c.mac),
+        c.port
+    );
+}
+
+fn ns_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    switch::MacAddr(*mac).to_string()
+}

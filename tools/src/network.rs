@@ -1,0 +1,434 @@
+//! `tapswitch network create|ls|inspect|rm|prune`: Docker's `docker network`
+//! commands, with the same columns and JSON shape so the views people know
+//! from the Docker documentation read the same here.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use ipam::store::{now, random_id};
+use ipam::{Network, NetworkSpec, State};
+use serde::Serialize;
+
+use crate::statedir::{self, StateArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network (a subnet and a gateway for a switch to serve).
+    Create(CreateArgs),
+    /// List networks (like `docker network ls`).
+    Ls(LsArgs),
+    /// Show networks and their containers as JSON (like `docker network inspect`).
+    Inspect {
+        #[command(flatten)]
+        state: StateArgs,
+        /// The networks to show.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks that no container uses.
+    Rm {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Release the leases of containers that no longer exist (e.g. after a reboot).
+    Prune {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// Options of `tapswitch network create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The network's name.
+    pub name: String,
+    /// The driver; only `bridge` networks can be created (`host` and `none` exist already).
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// The subnet in CIDR notation (default: the first free of 172.18.0.0/16 ... 172.31.0.0/16, 192.168.0.0/20 ...).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// The gateway's address (default: the subnet's first address).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Allocate container addresses from this range only.
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Option<String>,
+    /// Keep an address back for a host tapswitch does not manage (repeatable).
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    pub aux_addresses: Vec<String>,
+}
+
+/// Options of `tapswitch network ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Only print the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print whole ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+pub fn run(command: NetworkCommand) -> Result<ExitCode> {
+    match command {
+        NetworkCommand::Create(args) => create(args),
+        NetworkCommand::Ls(args) => ls(args),
+        NetworkCommand::Inspect { state, names } => inspect(&state, &names),
+        NetworkCommand::Rm { state, names } => rm(&state, &names),
+        NetworkCommand::Prune { state } => prune(&state),
+    }
+}
+
+fn create(args: CreateArgs) -> Result<ExitCode> {
+    if args.driver != "bridge" {
+        bail!(
+            "driver {:?} cannot be used to create networks: only `bridge` can (the `host` and `none` networks exist already)",
+            args.driver
+        );
+    }
+    let store = args.state.open()?;
+    let id = random_id()?;
+    let network = store.update(|state| {
+        let subnet = match &args.subnet {
+            Some(subnet) => subnet.clone(),
+            None => state
+                .free_subnet()
+                .ok_or(ipam::Error::NoFreePool)?
+                .to_string(),
+        };
+        let spec = NetworkSpec {
+            subnet,
+            gateway: args.gateway,
+            ip_range: args.ip_range.clone(),
+            aux_addresses: args.aux_addresses.clone(),
+        };
+        state
+            .create_network(&args.name, id.clone(), now(), &spec)
+            .cloned()
+    })?;
+    println!("{}", network.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(args: LsArgs) -> Result<ExitCode> {
+    let state = args.state.open()?.load()?;
+    if args.quiet {
+        for network in &state.networks {
+            println!("{}", id_column(network, args.no_trunc));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render_ls(&state, args.no_trunc));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE.
+pub fn render_ls(state: &State, no_trunc: bool) -> String {
+    let rows: Vec<Vec<String>> = state
+        .networks
+        .iter()
+        .map(|n| {
+            vec![
+                id_column(n, no_trunc).to_string(),
+                n.name.clone(),
+                n.driver.to_string(),
+                "local".to_string(),
+            ]
+        })
+        .collect();
+    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+}
+
+fn id_column(network: &Network, no_trunc: bool) -> &str {
+    if no_trunc {
+        &network.id
+    } else {
+        network.short_id()
+    }
+}
+
+fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
+    let state = args.open()?.load()?;
+    let views = names
+        .iter()
+        .map(|name| Ok(inspect_view(&state, state.network(name)?)))
+        .collect::<Result<Vec<_>>>()?;
+    println!("{}", to_docker_json(&views)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
+    let store = args.open()?;
+    for name in names {
+        store.update(|state| state.remove_network(name))?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(args: &StateArgs) -> Result<ExitCode> {
+    let released = statedir::prune(&args.open_unpruned()?)?;
+    if released.is_empty() {
+        println!("every lease belongs to a container that exists; nothing to release");
+    }
+    for container in released {
+        match container.ipv4 {
+            Some(ip) => println!(
+                "released {ip} on network {} (container {} no longer exists)",
+                container.network, container.name
+            ),
+            None => println!(
+                "forgot container {} on network {} (it no longer exists)",
+                container.name, container.network
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `docker network inspect`'s shape, field for field in Docker's order
+/// (hence structs rather than a JSON map, which would sort the keys).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkView {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: &'static str,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamView,
+    pub internal: bool,
+    pub attachable: bool,
+    pub containers: BTreeMap<String, EndpointView>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamView {
+    pub driver: &'static str,
+    pub options: Option<()>,
+    pub config: Vec<IpamConfigView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfigView {
+    pub subnet: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    pub gateway: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub auxiliary_addresses: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointView {
+    pub name: String,
+    pub mac_address: String,
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// One network as `docker network inspect` shows it.
+pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
+    let prefix = network.subnet().map(|s| s.prefix_len());
+    let containers = state
+        .containers_on(&network.name)
+        .map(|c| {
+            let ipv4 = match (c.ipv4, prefix) {
+                (Some(ip), Some(prefix)) => format!("{ip}/{prefix}"),
+                _ => String::new(),
+            };
+            let endpoint = EndpointView {
+                name: c.name.clone(),
+                mac_address: c.mac.map(|m| m.to_string()).unwrap_or_default(),
+                ipv4_address: ipv4,
+                ipv6_address: String::new(),
+            };
+            (c.id.clone(), endpoint)
+        })
+        .collect();
+    let config = network
+        .ipam
+        .iter()
+        .map(|ipam| IpamConfigView {
+            subnet: ipam.subnet.to_string(),
+            ip_range: ipam.ip_range.map(|r| r.to_string()),
+            gateway: ipam.gateway.to_string(),
+            auxiliary_addresses: ipam
+                .aux_addresses
+                .iter()
+                .map(|(name, ip)| (name.clone(), ip.to_string()))
+                .collect(),
+        })
+        .collect();
+    NetworkView {
+        name: network.name.clone(),
+        id: network.id.clone(),
+        created: network.created.clone(),
+        scope: "local",
+        driver: network.driver.to_string(),
+        enable_ipv6: false,
+        ipam: IpamView {
+            driver: "default",
+            options: None,
+            config,
+        },
+        internal: false,
+        attachable: false,
+        containers,
+        options: BTreeMap::new(),
+        labels: BTreeMap::new(),
+    }
+}
+
+/// JSON indented by four spaces, as `docker ... inspect` prints it.
+pub fn to_docker_json<T: Serialize>(value: &T) -> Result<String> {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    value
+        .serialize(&mut serializer)
+        .context("cannot encode JSON")?;
+    Ok(String::from_utf8(out)?)
+}
+
+/// A table the way Docker's CLI prints one (Go's tabwriter with a minimum
+/// cell width of 10 and 3 spaces of padding); the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|col| {
+            let widest = rows
+                .iter()
+                .map(|row| row.get(col).map_or(0, String::len))
+                .chain([headers[col].len()])
+                .max()
+                .unwrap_or(0);
+            (widest + 3).max(10)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (col, cell) in cells.iter().enumerate() {
+            if col + 1 == cells.len() {
+                out += cell;
+            } else {
+                out += &format!("{cell:<width$}", width = widths[col]);
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam::Container;
+    use ipam::state::Predefined;
+
+    fn state() -> State {
+        let mut state = State::new(Predefined {
+            bridge_id: format!("7fca4eb8c647{}", "0".repeat(52)),
+            host_id: format!("cf03ee007fb4{}", "1".repeat(52)),
+            none_id: format!("9f904ee27bf5{}", "2".repeat(52)),
+            created: "2026-01-01T00:00:00.000000000Z".into(),
+        });
+        for name in ["web", "db"] {
+            let record = Container {
+                name: name.into(),
+                id: format!("{name:a>64}"),
+                network: "bridge".into(),
+                created: String::new(),
+                ipv4: None,
+                mac: None,
+                boot_id: String::new(),
+                sandbox: None,
+                host_iface: None,
+                control: None,
+            };
+            state.add_container(record, None).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn ls_looks_like_docker_network_ls() {
+        assert_eq!(
+            render_ls(&state(), false),
+            "NETWORK ID     NAME      DRIVER    SCOPE\n\
+             7fca4eb8c647   bridge    bridge    local\n\
+             cf03ee007fb4   host      host      local\n\
+             9f904ee27bf5   none      null      local\n"
+        );
+    }
+
+    #[test]
+    fn inspect_has_dockers_fields_in_dockers_order() {
+        let state = state();
+        let view = inspect_view(&state, state.network("bridge").unwrap());
+        let json = to_docker_json(&vec![view]).unwrap();
+        let order = [
+            "\"Name\": \"bridge\"",
+            "\"Id\": \"7fca4eb8c647",
+            "\"Created\"",
+            "\"Driver\": \"bridge\"",
+            "\"IPAM\"",
+            "\"Subnet\": \"172.17.0.0/16\"",
+            "\"Gateway\": \"172.17.0.1\"",
+            "\"Containers\"",
+        ];
+        let mut at = 0;
+        for needle in order {
+            let found = json[at..]
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing or out of order in {json}"));
+            at += found;
+        }
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let containers = value[0]["Containers"].as_object().unwrap();
+        assert_eq!(containers.len(), 2);
+        let db = &containers[&format!("{:a>64}", "db")];
+        assert_eq!(db["Name"], "db");
+        assert_eq!(db["IPv4Address"], "172.17.0.3/16");
+        assert_eq!(db["MacAddress"], "02:42:ac:11:00:03");
+        assert!(json.starts_with("[\n    {\n        \"Name\""), "{json}");
+        assert!(value[0]["IPAM"]["Config"][0].get("IPRange").is_none());
+    }
+
+    #[test]
+    fn tables_pad_like_go_tabwriter() {
+        let out = table(
+            &["A", "LONGER HEADER", "C"],
+            &[vec!["x".into(), "y".into(), "z".into()]],
+        );
+        assert_eq!(
+            out,
+            "A         LONGER HEADER   C\nx         y               z\n"
+        );
+    }
+}

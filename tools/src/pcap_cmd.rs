@@ -1,0 +1,246 @@
+//! `tapswitch pcap`: make and read capture files for the lab.
+//!
+//! - `build FILE.txt --out DIR`: the text format of [`crate::pcap_text`]
+//!   into one pcap per port named in it;
+//! - `show FILE...`: capture files back into that text (for diffs and for
+//!   reviewing expected outputs);
+//! - `generate --frames N --ports P --out DIR`: a synthetic capture for
+//!   benchmarks (see [`generate`]).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use ports::pcap::{Encoder, OutputFormat, PcapReader};
+
+use crate::pcap_text;
+use crate::replay::{OutFormat, OutputDir};
+
+#[derive(Debug, Subcommand)]
+pub enum PcapCommand {
+    /// Turn a text file of frames into one capture file per port (DIR/PORT.pcap).
+    Build {
+        /// The text file (one frame per line: t=SECONDS PORT SRC > DST ...).
+        file: PathBuf,
+        /// Where to write the capture files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The format of the files.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutFormat::Pcap)]
+        format: OutFormat,
+    },
+    /// Print the frames of capture files as text lines (the format `build` reads).
+    Show {
+        /// pcap or pcapng files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The port name to print (default: each file's name without extension).
+        #[arg(long, value_name = "NAME")]
+        port: Option<String>,
+    },
+    /// Write a synthetic capture for benchmarks: learning, unicast and flooding over
+    /// several ports, 64-byte frames one microsecond apart (DIR/p1.pcap ...).
+    Generate {
+        /// How many frames in all.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        frames: usize,
+        /// How many ports (files).
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        ports: usize,
+        /// Where to write the files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Seed of the pseudo-random mix (the same seed gives the same files).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
+    match cmd {
+        PcapCommand::Build { file, out, format } => {
+            let text = fs::read_to_string(&file)
+                .with_context(|| format!("Cannot read {}", file.display()))?;
+            let frames = pcap_text::parse(&text).with_context(|| file.display().to_string())?;
+            for (path, count) in build(&frames, &out, format.into())? {
+                println!("wrote {} ({count} frames)", path.display());
+            }
+        }
+        PcapCommand::Show { files, port } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for file in &files {
+                let name = match &port {
+                    Some(name) => name.clone(),
+                    None => port_name_of(file),
+                };
+                out.write_all(show(file, &name)?.as_bytes())?;
+            }
+            out.flush()?;
+        }
+        PcapCommand::Generate {
+            frames,
+            ports,
+            out,
+            seed,
+        } => {
+            let files = generate(frames, ports, seed)?;
+            let names: Vec<String> = (1..=ports).map(|p| format!("p{p}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (dir, mut writers) = OutputDir::prepare(&out, &names, "pcap")?;
+            for (writer, bytes) in writers.iter_mut().zip(&files) {
+                writer.write_all(bytes)?;
+            }
+            drop(writers);
+            for path in dir.commit()? {
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one file per port of `frames` into `dir`, in the order the ports
+/// first appear; frames keep their line order. Returns the paths and counts.
+pub fn build(
+    frames: &[pcap_text::TextFrame],
+    dir: &Path,
+    format: OutputFormat,
+) -> Result<Vec<(PathBuf, usize)>> {
+    let encoder = Encoder::new(format);
+    let mut order: Vec<&str> = Vec::new();
+    let mut files: BTreeMap<&str, (Vec<u8>, usize)> = BTreeMap::new();
+    for frame in frames {
+        let (bytes, count) = files.entry(&frame.port).or_insert_with(|| {
+            order.push(&frame.port);
+            let mut header = Vec::new();
+            encoder.header(&mut header, &frame.port);
+            (header, 0)
+        });
+        encoder
+            .frame(bytes, frame.time_ns, &frame.data, None)
+            .with_context(|| format!("line {}", frame.line))?;
+        *count += 1;
+    }
+    let (out, mut writers) = OutputDir::prepare(dir, &order, format.extension())?;
+    for (writer, port) in writers.iter_mut().zip(&order) {
+        writer.write_all(&files[port].0)?;
+    }
+    drop(writers);
+    let paths = out.commit()?;
+    Ok(paths
+        .into_iter()
+        .zip(&order)
+        .map(|(path, port)| (path, files[port].1))
+        .collect())
+}
+
+/// Every frame of a capture file as text lines, with `port` as the port.
+pub fn show(file: &Path, port: &str) -> Result<String> {
+    let f = File::open(file).with_context(|| format!("Cannot open {}", file.display()))?;
+    let mut reader =
+        PcapReader::new(BufReader::new(f)).with_context(|| file.display().to_string())?;
+    let mut out = String::new();
+    while let Some(frame) = reader
+        .next_frame()
+        .with_context(|| file.display().to_string())?
+    {
+        out += &pcap_text::show(frame.timestamp_ns, port, frame.data);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn port_name_of(file: &Path) -> String {
+    file.file_stem()
+        .map_or_else(|| "p".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Hosts behind each port in a generated capture.
+const HOSTS_PER_PORT: u64 = 32;
+
+/// The first frame's time: 2023-11-14 22:13:20 UTC, a round number.
+const GENERATED_START_NS: u64 = 1_700_000_000 * 1_000_000_000;
+
+/// A synthetic capture, one classic pcap (bytes) per port: `frames` frames
+/// of 64 bytes, one microsecond apart, each from a random port. Per frame:
+/// 85% unicast to a host behind another port (flooded until learned), 10%
+/// broadcast, 4% unicast to an unknown address (flooded), 1% from a new
+/// address (learning; after ~8000 of them the table is full and evicts).
+pub fn generate(frames: usize, ports: usize, seed: u64) -> Result<Vec<Vec<u8>>> {
+    if !(2..=255).contains(&ports) {
+        bail!("--ports {ports}: choose 2 to 255 ports");
+    }
+    let encoder = Encoder::new(OutputFormat::Pcap);
+    let mut files: Vec<Vec<u8>> = (1..=ports)
+        .map(|p| {
+            let mut header = Vec::with_capacity(frames / ports * 80 + 1024);
+            encoder.header(&mut header, &format!("p{p}"));
+            header
+        })
+        .collect();
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let host =
+        |port: u64, n: u64| -> [u8; 6] { [0x02, 0x00, 0x00, port as u8, (n >> 8) as u8, n as u8] };
+    let ports = ports as u64;
+    let mut fresh = 0u64;
+    let mut frame = [0u8; 64];
+    frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    for i in 0..frames as u64 {
+        let port = next() % ports;
+        let mut src = host(port + 1, next() % HOSTS_PER_PORT);
+        let roll = next() % 100;
+        let dst = match roll {
+            0 => {
+                fresh += 1;
+                src = [
+                    0x02,
+                    0x01,
+                    (fresh >> 24) as u8,
+                    (fresh >> 16) as u8,
+                    (fresh >> 8) as u8,
+                    fresh as u8,
+                ];
+                host((port + 1) % ports + 1, next() % HOSTS_PER_PORT)
+            }
+            1..=10 => [0xff; 6],
+            11..=14 => {
+                let r = next();
+                [
+                    0x02,
+                    0x02,
+                    (r >> 24) as u8,
+                    (r >> 16) as u8,
+                    (r >> 8) as u8,
+                    r as u8,
+                ]
+            }
+            _ => {
+                let other = (port + 1 + next() % (ports - 1)) % ports;
+                host(other + 1, next() % HOSTS_PER_PORT)
+            }
+        };
+        frame[0..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&src);
+        frame[14..22].copy_from_slice(&i.to_be_bytes());
+        encoder
+            .frame(
+                &mut files[port as usize],
+                GENERATED_START_NS + i * 1_000,
+                &frame,
+                None,
+            )
+            .expect("2023 fits a classic pcap");
+    }
+    Ok(files)
+}

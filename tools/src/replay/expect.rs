@@ -1,0 +1,427 @@
+//! `replay --expect DIR`: compare each output with `DIR/NAME.pcap` frame by
+//! frame and say where the first difference is in words a person can act
+//! on: the port, the frame number, its time, and which header field (or
+//! which bytes) differ, with both values.
+
+use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ports::pcap::PcapReader;
+
+use crate::pcap_text;
+
+/// The first difference between an output and its expected file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub port: String,
+    /// 1-based frame number, if the difference is in a frame.
+    pub frame: Option<u64>,
+    /// The expected frame's time (or the actual one's, for an extra frame).
+    pub time_ns: Option<u64>,
+    pub what: String,
+    /// The two frames as text lines (`tapswitch pcap show`), where there are two.
+    pub frames: Option<(String, String)>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port {}", self.port)?;
+        if let Some(n) = self.frame {
+            write!(f, " frame {n}")?;
+        }
+        if let Some(t) = self.time_ns {
+            write!(f, " (t={}.{:09})", t / 1_000_000_000, t % 1_000_000_000)?;
+        }
+        write!(f, ": {}", self.what)?;
+        if let Some((expected, actual)) = &self.frames {
+            write!(f, "\n  expected: {expected}\n  got:      {actual}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares every port's output with its expected file; the first
+/// difference in port order, or `None` if all match.
+pub fn compare_all(ports: &[(&str, &Path)], expect_dir: &Path) -> Result<Option<Difference>> {
+    for (name, output) in ports {
+        let Some(expected) = expected_file(expect_dir, name) else {
+            return Ok(Some(Difference {
+                port: name.to_string(),
+                frame: None,
+                time_ns: None,
+                what: format!(
+                    "no expected file {} (or .pcapng)",
+                    expect_dir.join(format!("{name}.pcap")).display()
+                ),
+                frames: None,
+            }));
+        };
+        if let Some(difference) = compare_files(name, &expected, output)? {
+            return Ok(Some(difference));
+        }
+    }
+    Ok(None)
+}
+
+fn expected_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    ["pcap", "pcapng"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|path| path.is_file())
+}
+
+fn open(path: &Path) -> Result<PcapReader<BufReader<File>>> {
+    let file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
+    PcapReader::new(BufReader::new(file)).with_context(|| path.display().to_string())
+}
+
+/// Compares two capture files frame by frame (the file formats may differ).
+pub fn compare_files(port: &str, expected: &Path, actual: &Path) -> Result<Option<Difference>> {
+    let mut want = open(expected)?;
+    let mut got = open(actual)?;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let w = want
+            .next_frame()
+            .with_context(|| expected.display().to_string())?;
+        let g = got
+            .next_frame()
+            .with_context(|| actual.display().to_string())?;
+        let lines = match (&w, &g) {
+            (Some(w), Some(g)) => Some((
+                pcap_text::show(w.timestamp_ns, port, w.data),
+                pcap_text::show(g.timestamp_ns, port, g.data),
+            )),
+            _ => None,
+        };
+        let difference = |time_ns: u64, what: String| {
+            Some(Difference {
+                port: port.to_string(),
+                frame: Some(n),
+                time_ns: Some(time_ns),
+                what,
+                frames: lines.clone(),
+            })
+        };
+        let found = match (w, g) {
+            (None, None) => return Ok(None),
+            (Some(w), None) => difference(
+                w.timestamp_ns,
+                format!(
+                    "expected a frame here, but the output ends after {} frames",
+                    n - 1
+                ),
+            ),
+            (None, Some(g)) => difference(
+                g.timestamp_ns,
+                format!(
+                    "an extra frame of {} bytes; the expected file ends after {} frames",
+                    g.data.len(),
+                    n - 1
+                ),
+            ),
+            (Some(w), Some(g)) => match frame_difference(w.data, g.data) {
+                Some(what) => difference(w.timestamp_ns, what),
+                None if w.timestamp_ns != g.timestamp_ns => difference(
+                    w.timestamp_ns,
+                    format!(
+                        "time differs: expected {}, got {}",
+                        seconds(w.timestamp_ns),
+                        seconds(g.timestamp_ns)
+                    ),
+                ),
+                None => None,
+            },
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// Where two frames first differ, named by header field when there is one.
+pub fn frame_difference(expected: &[u8], actual: &[u8]) -> Option<String> {
+    let common = expected.len().min(actual.len());
+    let Some(first) = (0..common).find(|&i| expected[i] != actual[i]) else {
+        if expected.len() == actual.len() {
+            return None;
+        }
+        return Some(format!(
+            "length differs: expected {} bytes, got {} (the first {common} are the same)",
+            expected.len(),
+            actual.len()
+        ));
+    };
+    if let Some(field) = fields(expected)
+        .into_iter()
+        .find(|f| f.range.contains(&first) && f.range.end <= actual.len())
+        && field.kind != Kind::Bytes
+    {
+        return Some(format!(
+            "{} (bytes {}-{}) differs: expected {}, got {}",
+            field.name,
+            field.range.start,
+            field.range.end - 1,
+            field.kind.show(&expected[field.range.clone()]),
+            field.kind.show(&actual[field.range.clone()])
+        ));
+    }
+    // Payload: show the differing bytes, up to 16 from the first.
+    let window = first..common.min(first + 16);
+    let last = window
+        .clone()
+        .rev()
+        .find(|&i| expected[i] != actual[i])
+        .unwrap_or(first);
+    let range = first..last + 1;
+    let place = fields(expected)
+        .into_iter()
+        .find(|f| f.range.contains(&first))
+        .map_or_else(String::new, |f| format!(" of {}", f.name));
+    Some(format!(
+        "bytes {}-{}{place} differ: expected {}, got {}",
+        range.start,
+        range.end - 1,
+        hex(&expected[range.clone()]),
+        hex(&actual[range.clone()])
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mac,
+    Ipv4,
+    Dec,
+    Hex,
+    Bytes,
+}
+
+impl Kind {
+    fn show(self, b: &[u8]) -> String {
+        match self {
+            Kind::Mac => b
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+            Kind::Ipv4 => b
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("."),
+            Kind::Dec => b
+                .iter()
+                .fold(0u64, |acc, x| acc << 8 | u64::from(*x))
+                .to_string(),
+            Kind::Hex => format!("0x{}", hex(b)),
+            Kind::Bytes => hex(b),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Debug)]
+struct Field {
+    name: &'static str,
+    range: Range<usize>,
+    kind: Kind,
+}
+
+/// The header fields of an Ethernet frame, as far as they are understood:
+/// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP.
+fn fields(frame: &[u8]) -> Vec<Field> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut add = |name, len: usize, kind, at: &mut usize| -> bool {
+        if *at + len > frame.len() {
+            return false;
+        }
+        out.push(Field {
+            name,
+            range: *at..*at + len,
+            kind,
+        });
+        *at += len;
+        true
+    };
+    if !add("eth.dst", 6, Kind::Mac, &mut at) || !add("eth.src", 6, Kind::Mac, &mut at) {
+        return out;
+    }
+    let ethertype = loop {
+        let Some(t) = frame.get(at..at + 2) else {
+            return out;
+        };
+        let t = u16::from_be_bytes([t[0], t[1]]);
+        if t == 0x8100 || t == 0x88a8 {
+            add("vlan.tpid", 2, Kind::Hex, &mut at);
+            if !add("vlan.tci", 2, Kind::Hex, &mut at) {
+                return out;
+            }
+            continue;
+        }
+        add("eth.type", 2, Kind::Hex, &mut at);
+        break t;
+    };
+    match ethertype {
+        0x0806 => {
+            for (name, len, kind) in [
+                ("arp.htype", 2, Kind::Dec),
+                ("arp.ptype", 2, Kind::Hex),
+                ("arp.hlen", 1, Kind::Dec),
+                ("arp.plen", 1, Kind::Dec),
+                ("arp.op", 2, Kind::Dec),
+                ("arp.sha", 6, Kind::Mac),
+                ("arp.spa", 4, Kind::Ipv4),
+                ("arp.tha", 6, Kind::Mac),
+                ("arp.tpa", 4, Kind::Ipv4),
+            ] {
+                if !add(name, len, kind, &mut at) {
+                    return out;
+                }
+            }
+        }
+        0x0800 => {
+            let start = at;
+            for (name, len, kind) in [
+                ("ipv4.version_ihl", 1, Kind::Hex),
+                ("ipv4.tos", 1, Kind::Hex),
+                ("ipv4.total_len", 2, Kind::Dec),
+                ("ipv4.id", 2, Kind::Dec),
+                ("ipv4.flags_frag", 2, Kind::Hex),
+                ("ipv4.ttl", 1, Kind::Dec),
+                ("ipv4.proto", 1, Kind::Dec),
+                ("ipv4.checksum", 2, Kind::Hex),
+                ("ipv4.src", 4, Kind::Ipv4),
+                ("ipv4.dst", 4, Kind::Ipv4),
+            ] {
+                if !add(name, len, kind, &mut at) {
+                    return out;
+                }
+            }
+            let ihl = usize::from(frame[start] & 0x0f) * 4;
+            if ihl > 20 && !add("ipv4.options", ihl - 20, Kind::Bytes, &mut at) {
+                return out;
+            }
+            let l4: &[(&'static str, usize, Kind)] = match frame[start + 9] {
+                1 => &[
+                    ("icmp.type", 1, Kind::Dec),
+                    ("icmp.code", 1, Kind::Dec),
+                    ("icmp.checksum", 2, Kind::Hex),
+                    ("icmp.id", 2, Kind::Dec),
+                    ("icmp.seq", 2, Kind::Dec),
+                ],
+                6 => &[
+                    ("tcp.sport", 2, Kind::Dec),
+                    ("tcp.dport", 2, Kind::Dec),
+                    ("tcp.seq", 4, Kind::Dec),
+                    ("tcp.ack", 4, Kind::Dec),
+                    ("tcp.offset_flags", 2, Kind::Hex),
+                    ("tcp.window", 2, Kind::Dec),
+                    ("tcp.checksum", 2, Kind::Hex),
+                ],
+                17 => &[
+                    ("udp.sport", 2, Kind::Dec),
+                    ("udp.dport", 2, Kind::Dec),
+                    ("udp.len", 2, Kind::Dec),
+                    ("udp.checksum", 2, Kind::Hex),
+                ],
+                _ => &[],
+            };
+            for &(name, len, kind) in l4 {
+                if !add(name, len, kind, &mut at) {
+                    return out;
+                }
+            }
+        }
+        _ => {}
+    }
+    let rest = frame.len() - at;
+    add("payload", rest, Kind::Bytes, &mut at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 1, 0, 0, 172, 17, 0, 2, 172, 17, 0, 1,
+        ]);
+        f.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1, 1, 2, 3, 4]);
+        f
+    }
+
+    #[test]
+    fn names_the_header_field_and_both_values() {
+        let want = ping();
+        let mut got = ping();
+        got[14 + 8] = 63;
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "ipv4.ttl (bytes 22-22) differs: expected 64, got 63"
+        );
+        let mut got = ping();
+        got[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "eth.src (bytes 6-11) differs: expected 02:00:00:00:00:01, got 02:00:00:00:00:09"
+        );
+        let mut got = ping();
+        got[14 + 16..14 + 20].copy_from_slice(&[172, 17, 0, 9]);
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "ipv4.dst (bytes 30-33) differs: expected 172.17.0.1, got 172.17.0.9"
+        );
+    }
+
+    #[test]
+    fn payload_differences_show_the_bytes() {
+        let want = ping();
+        let mut got = ping();
+        let n = got.len();
+        got[n - 3] = 0xff;
+        got[n - 1] = 0xee;
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "bytes 43-45 of payload differ: expected 020304, got ff03ee"
+        );
+    }
+
+    #[test]
+    fn lengths_and_equal_frames() {
+        let want = ping();
+        assert_eq!(frame_difference(&want, &want), None);
+        let mut got = ping();
+        got.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "length differs: expected 46 bytes, got 48 (the first 46 are the same)"
+        );
+    }
+
+    #[test]
+    fn a_difference_reads_as_one_line() {
+        let d = Difference {
+            port: "p2".into(),
+            frame: Some(3),
+            time_ns: Some(1_500_000_000),
+            what: "x".into(),
+            frames: None,
+        };
+        assert_eq!(d.to_string(), "port p2 frame 3 (t=1.500000000): x");
+    }
+}

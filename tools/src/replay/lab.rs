@@ -1,0 +1,492 @@
+//! The lab: the live switch's engine and fabric, driven by capture files on
+//! virtual time.
+//!
+//! Nothing here decides where a frame goes: [`Fabric::forward`] does, as in
+//! `serve`. This module only supplies what a live switch gets from the
+//! world:
+//!
+//! - **frames**, from every input file, merged in timestamp order (ties go
+//!   to the port named first on the command line; within a file, file order
+//!   always holds);
+//! - **time**, the timestamp of the frame being handled. The clock never
+//!   goes back: a frame stamped earlier than one already handled (captures
+//!   from several NIC queues do this) is handled at the current time. The
+//!   MAC table is swept each time the clock passes a whole second, and once
+//!   at the end, so its counters depend on the frames only;
+//! - **ports** whose transmit side appends to an output file, stamping each
+//!   frame with the current time (the time of the frame that caused it);
+//! - **the gateway**, a port like the others whose transmit side queues
+//!   frames for [`Gateway`]; after each input frame the gateway is given its
+//!   frames and polled, and what it sends is forwarded from its port, until
+//!   it has nothing more to say.
+//!
+//! The same inputs therefore give the same decisions, counters and output
+//! bytes on every run, at any speed.
+
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::{Context, Result, bail};
+use ports::pcap::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
+use ports::{PortKind, PortTx, VnetHdr};
+use switch::fabric::TraceSink;
+use switch::gateway::GATEWAY_QUEUE_FRAMES;
+use switch::{
+    DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, PortCounters, PortHandle, PortId,
+    PortSet, PortStats, TableConfig, TableStats,
+};
+
+/// The gateway port's name in trace lines and summaries, as in `serve`.
+pub use switch::dataplane::GATEWAY_PORT_NAME;
+
+/// The gateway port carries a 1500-byte IP MTU, like docker0.
+const GATEWAY_MTU: usize = 1500;
+
+/// Output is written to the files in pieces of about this size.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+/// What to replay and how.
+pub struct LabConfig {
+    /// The ports, numbered 1, 2, ... in this order.
+    pub ports: Vec<PortSpec>,
+    pub table: TableConfig,
+    /// The gateway's address and prefix length; `None` runs without one.
+    pub gateway: Option<(Ipv4Addr, u8)>,
+    /// The IP MTU of every replay port (frames may be 18 bytes longer).
+    pub mtu: usize,
+    pub format: OutputFormat,
+    /// Where trace lines go, if anywhere.
+    pub trace: Option<Arc<TraceSink>>,
+}
+
+impl std::fmt::Debug for LabConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabConfig")
+            .field("ports", &self.ports)
+            .field("table", &self.table)
+            .field("gateway", &self.gateway)
+            .field("mtu", &self.mtu)
+            .field("format", &self.format)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
+}
+
+/// One port: its name and the capture it receives, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: String,
+    pub input: Option<InputSpec>,
+}
+
+/// A capture file, and which of its interfaces to read (pcapng).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    pub path: PathBuf,
+    pub interface: Option<InterfaceChoice>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Every port in port-number order, the gateway (port 0) first.
+    pub ports: Vec<PortOutcome>,
+    /// The MAC table at the end, with port numbers.
+    pub fdb: Vec<FdbEntry>,
+    pub table: TableStats,
+    /// Frames read from the inputs.
+    pub frames_in: u64,
+    /// The virtual time of the first and last frame (zero if none).
+    pub first: Instant,
+    pub last: Instant,
+}
+
+/// One port's name and counters.
+#[derive(Debug, Clone)]
+pub struct PortOutcome {
+    pub id: PortId,
+    pub name: String,
+    pub stats: PortStats,
+}
+
+impl Outcome {
+    /// A port's name from its number.
+    pub fn port_name(&self, id: PortId) -> String {
+        self.ports
+            .iter()
+            .find(|p| p.id == id)
+            .map_or_else(|| format!("port{}", id.0), |p| p.name.clone())
+    }
+}
+
+/// Replays the inputs, writing each port's output (in `config.ports` order)
+/// to `outputs`. Errors name the input file and byte offset, or the port
+/// whose output failed.
+pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> {
+    if outputs.len() != config.ports.len() {
+        bail!("{} outputs for {} ports", outputs.len(), config.ports.len());
+    }
+    let encoder = Encoder::new(config.format);
+    let clock = Arc::new(AtomicU64::new(0));
+    let engine = Engine::new(config.table);
+
+    let mut recorders = Vec::new();
+    let mut handles = Vec::new();
+    for (i, (spec, output)) in config.ports.iter().zip(outputs).enumerate() {
+        let tx = Arc::new(RecordingTx {
+            buf: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
+            clock: clock.clone(),
+            encoder,
+            mtu: config.mtu,
+        });
+        let mut header = Vec::new();
+        encoder.header(&mut header, &spec.name);
+        let mut recorder = Recorder {
+            name: spec.name.clone(),
+            tx: tx.clone(),
+            output,
+        };
+        recorder.write(&header)?;
+        recorders.push(recorder);
+        handles.push(Arc::new(PortHandle {
+            id: PortId(i as u32 + 1),
+            name: spec.name.clone(),
+            kind: PortKind::Pcap,
+            tx,
+            counters: Arc::default(),
+            capture: None,
+        }));
+    }
+
+    let mut gateway = config.gateway.map(|(address, prefix_len)| {
+        let gateway = Gateway::new(address, prefix_len, Instant::ZERO);
+        engine.add_local(gateway.mac(), PortId::GATEWAY);
+        GatewayPort {
+            gateway,
+            tx: Arc::new(GatewayTx::default()),
+            handle: None,
+            out: Vec::new(),
+        }
+    });
+    if let Some(gw) = &mut gateway {
+        let handle = Arc::new(PortHandle {
+            id: PortId::GATEWAY,
+            name: GATEWAY_PORT_NAME.to_string(),
+            kind: PortKind::Memory,
+            tx: gw.tx.clone(),
+            counters: Arc::default(),
+            capture: None,
+        });
+        handles.push(handle.clone());
+        gw.handle = Some(handle);
+    }
+    let ports = PortSet::new(handles);
+
+    let mut inputs = Vec::new();
+    for (i, spec) in config.ports.iter().enumerate() {
+        if let Some(input) = &spec.input {
+            let port = ports
+                .get(PortId(i as u32 + 1))
+                .expect("every spec has a port")
+                .clone();
+            inputs.push(Input::open(input, port)?);
+        }
+    }
+
+    let mut fabric = Fabric::new(config.trace.clone());
+    let mut session = engine.session();
+    let mut now = Instant::ZERO;
+    let mut first = None;
+    let mut swept_second = None;
+    let mut frames_in = 0u64;
+    let mut since_flush = 0usize;
+    let mut vnet = VnetHdr::default();
+
+    // Ties go to the earliest input, which is the port named first.
+    while let Some(next) = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, input)| input.head.map(|ts| (ts, i)))
+        .min()
+        .map(|(_, i)| i)
+    {
+        let input = &mut inputs[next];
+        let stamp = input.head.expect("chosen for its head");
+        now = now.max(Instant::from_nanos(stamp));
+        first.get_or_insert(now);
+        if !encoder.fits(now.as_nanos()) {
+            bail!(
+                "{}: byte {}: frame time {} is after 2106-02-07 06:28:15 UTC, which a classic \
+                 pcap cannot hold: add --out-format pcapng",
+                input.path.display(),
+                input.offset,
+                seconds(now)
+            );
+        }
+        // Aging runs on capture time: sweep when the clock passes a second.
+        let second = now.as_nanos() / 1_000_000_000;
+        match swept_second {
+            Some(swept) if second > swept => {
+                drop(session);
+                engine.table().expire(now);
+                session = engine.session();
+                swept_second = Some(second);
+            }
+            Some(_) => {}
+            None => swept_second = Some(second),
+        }
+        clock.store(now.as_nanos(), Relaxed);
+
+        frames_in += 1;
+        since_flush += input.data.len();
+        fabric.forward(
+            &mut session,
+            &ports,
+            now,
+            &input.port,
+            &mut vnet,
+            &mut input.data,
+        );
+        vnet = VnetHdr::default();
+        input.advance()?;
+
+        if let Some(gw) = &mut gateway {
+            gw.run(now, &mut fabric, &mut session, &ports);
+        }
+        if since_flush >= FLUSH_BYTES / 8 {
+            since_flush = 0;
+            for recorder in &mut recorders {
+                recorder.flush_if_over(FLUSH_BYTES)?;
+            }
+        }
+    }
+    drop(session);
+    engine.table().expire(now);
+    for input in inputs.iter().filter(|i| i.cut > 0) {
+        // Not an error (tcpdump -s 96 is common), but the outputs hold
+        // these frames as cut, not as they were on the wire.
+        log::warn!(
+            "{}: {} frames were cut short by the capture's snap length; they were replayed as captured",
+            input.path.display(),
+            input.cut
+        );
+    }
+    for recorder in &mut recorders {
+        recorder.flush_if_over(0)?;
+        recorder
+            .output
+            .flush()
+            .with_context(|| format!("Cannot write the output of port {}", recorder.name))?;
+    }
+
+    let mut port_outcomes: Vec<PortOutcome> = ports
+        .iter()
+        .map(|p| PortOutcome {
+            id: p.id,
+            name: p.name.clone(),
+            stats: p.counters.snapshot(),
+        })
+        .collect();
+    port_outcomes.sort_by_key(|p| p.id);
+    Ok(Outcome {
+        ports: port_outcomes,
+        fdb: engine.table().entries(now),
+        table: engine.table().stats(),
+        frames_in,
+        first: first.unwrap_or(Instant::ZERO),
+        last: now,
+    })
+}
+
+/// Seconds with nanoseconds, as capture tools print times.
+pub fn seconds(t: Instant) -> String {
+    let ns = t.as_nanos();
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// An input file with its next frame read ahead (the merge compares heads).
+struct Input {
+    path: PathBuf,
+    reader: PcapReader<BufReader<File>>,
+    port: Arc<PortHandle>,
+    /// The next frame's timestamp; `None` at the end of the file.
+    head: Option<u64>,
+    data: Vec<u8>,
+    offset: u64,
+    /// Frames the capture cut short (its snap length was below the frame).
+    cut: u64,
+}
+
+impl Input {
+    fn open(spec: &InputSpec, port: Arc<PortHandle>) -> Result<Input> {
+        let path = &spec.path;
+        let file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
+        let reader = PcapReader::with_interface(
+            BufReader::with_capacity(256 * 1024, file),
+            spec.interface.clone(),
+        )
+        .with_context(|| path.display().to_string())?;
+        let mut input = Input {
+            path: path.clone(),
+            reader,
+            port,
+            head: None,
+            data: Vec::new(),
+            offset: 0,
+            cut: 0,
+        };
+        input.advance()?;
+        Ok(input)
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        match self.reader.next_frame() {
+            Ok(Some(frame)) => {
+                self.head = Some(frame.timestamp_ns);
+                self.offset = frame.offset;
+                self.data.clear();
+                self.data.extend_from_slice(frame.data);
+                if (frame.original_len as usize) > frame.data.len() {
+                    self.cut += 1;
+                }
+            }
+            Ok(None) => self.head = None,
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context(self.path.display().to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A replay port's transmit side: frames become capture records in memory,
+/// stamped with the virtual clock; [`Recorder`] moves them to the file.
+#[derive(Debug)]
+struct RecordingTx {
+    buf: Mutex<Vec<u8>>,
+    clock: Arc<AtomicU64>,
+    encoder: Encoder,
+    mtu: usize,
+}
+
+impl PortTx for RecordingTx {
+    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
+        self.encoder
+            .frame(&mut buf, self.clock.load(Relaxed), frame, None)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))
+    }
+
+    fn offloads(&self) -> bool {
+        false
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+}
+
+/// Moves a port's records to its output.
+struct Recorder {
+    name: String,
+    tx: Arc<RecordingTx>,
+    output: Box<dyn Write>,
+}
+
+impl Recorder {
+    fn flush_if_over(&mut self, limit: usize) -> Result<()> {
+        let chunk = {
+            let mut buf = self.tx.buf.lock().unwrap_or_else(PoisonError::into_inner);
+            if buf.len() <= limit || buf.is_empty() {
+                return Ok(());
+            }
+            std::mem::replace(&mut *buf, Vec::with_capacity(FLUSH_BYTES * 2))
+        };
+        self.write(&chunk)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.output
+            .write_all(bytes)
+            .with_context(|| format!("Cannot write the output of port {}", self.name))
+    }
+}
+
+/// The gateway's transmit side: frames wait here for [`Gateway::deliver`].
+#[derive(Debug, Default)]
+struct GatewayTx {
+    queue: Mutex<Vec<Vec<u8>>>,
+    /// Set when the queue has frames: most input frames give the gateway
+    /// nothing, and this saves them the lock.
+    pending: AtomicBool,
+}
+
+impl PortTx for GatewayTx {
+    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= GATEWAY_QUEUE_FRAMES {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "gateway queue full",
+            ));
+        }
+        queue.push(frame.to_vec());
+        self.pending.store(true, Relaxed);
+        Ok(())
+    }
+
+    fn offloads(&self) -> bool {
+        false
+    }
+
+    fn mtu(&self) -> usize {
+        GATEWAY_MTU
+    }
+}
+
+/// The gateway and its port, run inline after each input frame.
+struct GatewayPort {
+    gateway: Gateway,
+    tx: Arc<GatewayTx>,
+    handle: Option<Arc<PortHandle>>,
+    out: Vec<Vec<u8>>,
+}
+
+impl GatewayPort {
+    /// Gives the gateway what the switch sent it and forwards its answers,
+    /// until it is quiet. It is polled only when it was given frames: with
+    /// no sockets of its own it never speaks first.
+    fn run(
+        &mut self,
+        now: Instant,
+        fabric: &mut Fabric,
+        session: &mut switch::Session<'_>,
+        ports: &PortSet,
+    ) {
+        let handle = self.handle.as_ref().expect("set at construction");
+        while self.tx.pending.swap(false, Relaxed) {
+            let delivered =
+                std::mem::take(&mut *self.tx.queue.lock().unwrap_or_else(PoisonError::into_inner));
+            for frame in &delivered {
+                if !self.gateway.deliver(frame) {
+                    count_refused(&handle.counters);
+                }
+            }
+            self.gateway.poll(now, &mut self.out);
+            for mut frame in self.out.drain(..) {
+                let mut vnet = VnetHdr::default();
+                fabric.forward(session, ports, now, handle, &mut vnet, &mut frame);
+            }
+        }
+    }
+}
+
+/// A frame the fabric sent to the gateway port that the gateway would not
+/// take (longer than its 1514-byte limit).
+fn count_refused(counters: &PortCounters) {
+    counters.count_drop(DropReason::TxError);
+}

@@ -1,0 +1,168 @@
+//! The state directory as the commands use it: where it is (`--state-dir`,
+//! `$TAPSWITCH_STATE_DIR`), and the start-up sweep that releases the leases
+//! of containers that no longer exist.
+//!
+//! A container no longer exists when the machine rebooted since it was made
+//! (its boot id differs; `/run/netns` is gone with the reboot) or when its
+//! network namespace was deleted behind tapswitch's back (`ip netns del`).
+//! Every command that opens the state sweeps first, so a reboot can never
+//! leave addresses leased to nobody: CNI host-local's "no IP addresses
+//! available" after a reboot cannot happen here.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use ipam::{Container, Store};
+
+use crate::control::{self, Request};
+use crate::netlink::{Netlink, netns};
+
+/// Where the networks and leases are kept.
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// The state directory (default: /var/lib/tapswitch for root, else
+    /// $XDG_STATE_HOME/tapswitch).
+    #[arg(long, value_name = "DIR", env = ipam::store::STATE_DIR_ENV)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    /// Opens the state directory, after releasing the leases of containers
+    /// that no longer exist.
+    pub fn open(&self) -> Result<Store> {
+        let store = self.open_unpruned()?;
+        for container in prune(&store)? {
+            log::info!(
+                "released {} of container {}, which no longer exists",
+                container
+                    .ipv4
+                    .map_or_else(|| "the record".to_string(), |ip| ip.to_string()),
+                container.name
+            );
+        }
+        Ok(store)
+    }
+
+    /// Opens the state directory as it is.
+    pub fn open_unpruned(&self) -> Result<Store> {
+        Ok(Store::open(ipam::state_dir(self.state_dir.as_deref()))?)
+    }
+
+    /// The gateway (address and prefix length) that `tapswitch serve
+    /// --network NAME` gives its gateway host, from IPAM. Only bridge
+    /// networks have one.
+    pub fn served_gateway(&self, network: &str) -> Result<(Ipv4Addr, u8)> {
+        let network = self.open_unpruned()?.network(network)?;
+        network.gateway_prefix().ok_or_else(|| {
+            anyhow!(
+                "network {} uses driver {} and has no subnet for a switch to serve: serve a bridge network (see `tapswitch network ls`)",
+                network.name,
+                network.driver
+            )
+        })
+    }
+}
+
+/// Forgets every container that no longer exists and releases its lease;
+/// detaches what may be left of it. Returns the containers removed.
+pub fn prune(store: &Store) -> Result<Vec<Container>> {
+    let boot_id = current_boot_id();
+    // Cheap check first, so the common case takes no lock.
+    if store
+        .load()?
+        .containers
+        .iter()
+        .all(|c| is_alive(c, &boot_id))
+    {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.lock()?;
+    let dead = tx.state.prune(|c| is_alive(c, &boot_id));
+    // Under the lock: once it is released, a new container may take the
+    // same name (and namespace path).
+    for container in &dead {
+        clean_up_leftovers(container);
+    }
+    tx.commit()?;
+    Ok(dead)
+}
+
+/// Whether a recorded container still exists on this machine.
+pub fn is_alive(container: &Container, boot_id: &str) -> bool {
+    if !boot_id.is_empty() && container.boot_id != boot_id {
+        return false;
+    }
+    container.sandbox.as_deref().is_none_or(netns::exists)
+}
+
+/// This boot's id; a container made in another boot is gone. Empty if the
+/// kernel does not say (then only the namespace check applies).
+pub fn current_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Best effort, for a container whose namespace is already gone: its veth
+/// went with it, but the switch may still list the port, and a lazily
+/// unmounted namespace may have left its file.
+fn clean_up_leftovers(container: &Container) {
+    if let (Some(socket), Some(iface)) = (&container.control, &container.host_iface) {
+        let _ = control::call(
+            socket,
+            &Request::PortRm {
+                name: iface.clone(),
+            },
+        );
+    }
+    if let Some(iface) = &container.host_iface
+        && let Ok(mut nl) = Netlink::open()
+        && let Ok(Some(index)) = nl.link_index(iface)
+    {
+        let _ = nl.delete_link(index);
+    }
+    if let Some(sandbox) = &container.sandbox {
+        let _ = netns::delete(sandbox);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(boot_id: &str, sandbox: Option<&str>) -> Container {
+        Container {
+            name: "c".into(),
+            id: "0".repeat(64),
+            network: "bridge".into(),
+            created: String::new(),
+            ipv4: None,
+            mac: None,
+            boot_id: boot_id.into(),
+            sandbox: sandbox.map(PathBuf::from),
+            host_iface: None,
+            control: None,
+        }
+    }
+
+    #[test]
+    fn containers_from_another_boot_are_gone() {
+        assert!(is_alive(&record("b1", None), "b1"));
+        assert!(!is_alive(&record("b0", None), "b1"));
+        // Unknown boot id: only the namespace decides.
+        assert!(is_alive(&record("b0", None), ""));
+    }
+
+    #[test]
+    fn containers_whose_namespace_is_missing_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain_file = dir.path().join("not-a-namespace");
+        std::fs::write(&plain_file, "").unwrap();
+        let missing = record("b1", Some("/run/netns/tapswitch-test-missing-namespace"));
+        assert!(!is_alive(&missing, "b1"));
+        let not_nsfs = record("b1", plain_file.to_str());
+        assert!(!is_alive(&not_nsfs, "b1"));
+    }
+}
