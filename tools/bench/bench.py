@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""tapswitch bench: measures tapswitch side by side with the Linux bridge.
+
+Builds the same topology for every switch (two namespaces whose eth0 is a
+port of the switch under test, see tsbench/topology.py), runs TCP (1 and 2
+streams), 64-byte UDP and ping through each, repeats every test, and prints
+the medians and the ratio of each switch to the kernel bridge measured in
+the same run. Switches: the Linux bridge, tapswitch with veth ports,
+tapswitch with TAP ports, and vde_switch and Open vSwitch (userspace
+datapath) when they are installed. Run as root:
+
+    tools/bench/bench.py            # full: 3 repetitions, 5 s per iperf3 test
+    tools/bench/bench.py --quick    # short: 3 repetitions, 1 s per test
+
+Everything it creates lives in namespaces named tsb-<pid>-*, which it
+deletes on the way out (also on Ctrl-C or SIGTERM); all traffic stays in
+them. Raw outputs (iperf3 JSON, ping, switch logs, run.json, the tables)
+are kept in the results directory it prints.
+"""
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from tsbench import report, switches  # noqa: E402
+from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
+from tsbench.system import (  # noqa: E402
+    CLK_TCK,
+    BenchError,
+    Cleanup,
+    ForeignLoad,
+    cpu_ticks,
+    delete_namespace,
+    ignore_signals,
+    install_signal_handlers,
+    log,
+    rss_kib,
+    run,
+    stale_namespaces,
+)
+from tsbench.topology import Topology  # noqa: E402
+
+PREFIX = "tsb"
+REPO = os.path.dirname(os.path.dirname(HERE))
+TESTS = ("tcp1", "tcp2", "udp", "ping")
+REQUIRED = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping"}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description="Measure tapswitch side by side with the Linux bridge, vde_switch and "
+        "Open vSwitch (run as root)."
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 1 s per iperf3 test, 200 pings, less waiting for quiet",
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        help="repetitions of every test (default 3, at least 3 for a median worth reading)",
+    )
+    p.add_argument("--duration", type=float, help="seconds per iperf3 test (default 5; quick 1)")
+    p.add_argument("--pings", type=int, help="pings per repetition (default 500; quick 200)")
+    p.add_argument(
+        "--switches",
+        default=",".join(s.key for s in switches.ALL),
+        help="which switches, comma-separated (default: all of %(default)s)",
+    )
+    p.add_argument(
+        "--tapswitch",
+        default=os.path.join(REPO, "target/release/tapswitch"),
+        help="the tapswitch binary (default: %(default)s)",
+    )
+    p.add_argument(
+        "--results", help="directory for raw outputs (default: /tmp/tapswitch-bench-<time>)"
+    )
+    p.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
+    p.add_argument(
+        "--no-mac-fill",
+        action="store_true",
+        help="skip the memory test (4 ports, MAC table filled to capacity)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a perf profile of tapswitch during the first TCP and UDP tests",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait for other processes to calm down before each test "
+        "(default 20; quick 3)",
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="only delete namespaces left by a benchmark run that was killed",
+    )
+    args = p.parse_args()
+    args.reps = args.reps or 3
+    if args.reps < 3:
+        print(
+            f"note: with {args.reps} repetition(s) the figures are not medians of 3",
+            file=sys.stderr,
+        )
+    args.duration = args.duration or (1 if args.quick else 5)
+    args.pings = args.pings or (200 if args.quick else 500)
+    args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
+    args.idle_seconds = 3 if args.quick else 5
+    return args
+
+
+def check_environment(args):
+    if os.geteuid() != 0:
+        raise BenchError("run as root: the benchmark creates network namespaces")
+    cleanup_only = args.cleanup
+    needed = {"ip": REQUIRED["ip"]} if cleanup_only else dict(REQUIRED)
+    if args.profile:
+        needed["perf"] = "linux-perf"
+    for program, package in needed.items():
+        if shutil.which(program) is None:
+            raise BenchError(f"{program} is missing: install it with `apt-get install {package}`")
+    stale = stale_namespaces(PREFIX)
+    if stale and not cleanup_only:
+        log(
+            f"namespaces left by an earlier, killed run: {' '.join(stale)} "
+            f"(remove them with {sys.argv[0]} --cleanup)"
+        )
+
+
+def source_commit():
+    """The commit of the tree the benchmark runs from (where the tapswitch
+    binary is normally built), with -dirty if it has local changes."""
+    out = run(["git", "-C", REPO, "describe", "--always", "--dirty"], check=False).strip()
+    return out or "?"
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model}), Linux {os.uname().release}"
+
+
+class Candidate:
+    """One switch in the run: its topology, tests, samples."""
+
+    def __init__(self, switch, topo, workdir):
+        self.switch, self.topo = switch, topo
+        self.outdir = os.path.join(workdir, switch.key)
+        os.makedirs(self.outdir, exist_ok=True)
+        self.tests = None
+        self.samples = {t: [] for t in TESTS}
+        self.idle_cpu_pct = None
+
+
+def set_up(args, workdir, cleanup):
+    """Builds every requested switch on its own topology. A switch that is
+    not installed or does not come up is reported and left out."""
+    run_info = {"switches": {}}
+    candidates = []
+    wanted = [k.strip() for k in args.switches.split(",") if k.strip()]
+    known = {cls.key: cls for cls in switches.ALL}
+    for key in wanted:
+        if key not in known:
+            raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
+    switches.Tapswitch.binary = args.tapswitch
+    for key in wanted:
+        switch = known[key]()
+        entry = run_info["switches"][key] = {"title": switch.title}
+        why = switch.missing()
+        if why:
+            log(f"{switch.title}: skipped, {why}")
+            entry["skipped"] = why
+            continue
+        entry["version"] = switches.describe(switch)
+        topo = Topology(f"{PREFIX}-{os.getpid()}-{key}", 2, cleanup)
+        cand = Candidate(switch, topo, workdir)
+        try:
+            log(f"{switch.title}: setting up in {topo.switch_ns}")
+            topo.create_namespaces()
+            switch.start(topo, cand.outdir, cleanup)
+            server = IperfServer(topo, cand.outdir, cleanup)
+            server.start()
+            cand.tests = Tests(topo, server, cand.outdir)
+            cand.tests.warm_up()
+        except BenchError as err:
+            log(f"{switch.title}: could not be set up, left out: {err}")
+            entry["skipped"] = f"setup failed: {err}"
+            continue
+        candidates.append(cand)
+    return run_info, candidates
+
+
+def measure_idle(candidates, seconds):
+    """The switches' CPU use with no traffic at all (all of them at once)."""
+    busy = [c for c in candidates if c.switch.pids]
+    before = {c.switch.key: cpu_ticks(c.switch.pids) for c in busy}
+    time.sleep(seconds)
+    for c in busy:
+        c.idle_cpu_pct = (cpu_ticks(c.switch.pids) - before[c.switch.key]) / CLK_TCK / seconds * 100
+
+
+def profiled(args, cand, test, rep, fn):
+    """Wraps a test so that perf records the switch while it runs (only
+    tapswitch, first repetition, TCP 1 stream and UDP)."""
+    if not (
+        args.profile
+        and rep == 0
+        and test in ("tcp1", "udp")
+        and isinstance(cand.switch, switches.Tapswitch)
+    ):
+        return fn
+    data = os.path.join(cand.outdir, f"perf-{test}.data")
+
+    def with_perf():
+        perf = subprocess.Popen(
+            [
+                "perf",
+                "record",
+                "-q",
+                "-g",
+                "-F",
+                "999",
+                "-o",
+                data,
+                "-p",
+                str(cand.switch.pids[0]),
+                "--",
+                "sleep",
+                str(args.duration),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            return fn()
+        finally:
+            perf.wait(timeout=args.duration + 30)
+            with open(os.path.join(cand.outdir, f"perf-{test}.txt"), "w") as out:
+                subprocess.run(
+                    [
+                        "perf",
+                        "report",
+                        "-i",
+                        data,
+                        "--stdio",
+                        "--no-children",
+                        "--percent-limit",
+                        "1",
+                        "--sort",
+                        "sym",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.DEVNULL,
+                    timeout=300,
+                )
+            log(f"profile of {cand.switch.title} during {test}: {out.name}")
+
+    return with_perf
+
+
+def measure_all(args, candidates, meter):
+    """Every repetition runs every test on every switch before the next
+    repetition starts, so slow drifts in the machine's load hit all
+    switches alike."""
+    for rep in range(args.reps):
+        for cand in candidates:
+            for test in TESTS:
+                label = f"{cand.switch.title}, {test}, repetition {rep + 1}/{args.reps}"
+                test_fn = functools.partial(run_test, cand.tests, test, rep, args)
+                test_fn = profiled(args, cand, test, rep, test_fn)
+                try:
+                    sample = meter.measure(cand.switch.pids, test_fn, label)
+                except BenchError as err:
+                    log(f"{label}: failed: {err}")
+                    sample = None
+                cand.samples[test].append(sample)
+                log(f"{label}: {brief(test, sample)}")
+
+
+def run_test(tests, test, rep, args):
+    """One repetition of one test; its raw output is named after both."""
+    name = f"{test}-{rep + 1}"
+    if test == "tcp1":
+        return tests.tcp(name, 1, args.duration)
+    if test == "tcp2":
+        return tests.tcp(name, 2, args.duration)
+    if test == "udp":
+        return tests.udp(name, args.duration)
+    return tests.ping(name, args.pings)
+
+
+def brief(test, s):
+    if s is None:
+        return "no result"
+    cpu = ""
+    if s["switch_cpu_s"] is not None:
+        cpu = f", switch CPU {s['switch_cpu_s'] / s['wall_s'] * 100:.0f}%"
+    other = f", others {s['foreign_pct']:.0f}%"
+    if test.startswith("tcp"):
+        return f"{s['gbps']:.2f} Gbit/s{cpu}{other}"
+    if test == "udp":
+        return f"{s['pps'] / 1000:.0f} kpps delivered, {s['loss_pct']:.1f}% lost{cpu}{other}"
+    return f"median {s['median_us']:.0f} µs, p99 {s['p99_us']:.0f} µs{cpu}{other}"
+
+
+def mac_fill(workdir, cleanup):
+    """tapswitch with 4 veth ports: RSS before and after its MAC table is
+    filled to capacity by frames from distinct source MACs."""
+    switch = switches.TapswitchVeth()
+    topo = Topology(f"{PREFIX}-{os.getpid()}-fill", 4, cleanup)
+    outdir = os.path.join(workdir, "mac-fill")
+    os.makedirs(outdir, exist_ok=True)
+    log(f"memory test: tapswitch with 4 ports in {topo.switch_ns}")
+    topo.create_namespaces()
+    switch.start(topo, outdir, cleanup)
+    Tests(topo, None, outdir).warm_up()
+    pid = switch.pids[0]
+    before = switches.control_call(switch.control, {"cmd": "fdb"})["stats"]
+    rss_before = rss_kib(pid)
+    count = before["capacity"]
+    h1, h2 = topo.hosts[0], topo.hosts[1]
+    run(
+        [
+            sys.executable,
+            os.path.join(HERE, "tsbench", "macfill.py"),
+            h1.ifname,
+            h2.mac,
+            str(count),
+        ],
+        ns=h1.ns,
+        timeout=60,
+    )
+    time.sleep(0.5)
+    after = switches.control_call(switch.control, {"cmd": "fdb"})["stats"]
+    return {
+        "ports": len(topo.hosts),
+        "sent": count,
+        "capacity": after["capacity"],
+        "entries_before": before["entries"],
+        "entries_after": after["entries"],
+        "refused": after.get("refused", 0),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_kib(pid),
+    }
+
+
+def main():
+    args = parse_args()
+    try:
+        check_environment(args)
+    except BenchError as err:
+        print(f"bench.py: {err}", file=sys.stderr)
+        return 1
+    if args.cleanup:
+        for ns in stale_namespaces(PREFIX):
+            log(f"deleting {ns}")
+            delete_namespace(ns)
+        return 0
+    workdir = args.results or f"/tmp/tapswitch-bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.makedirs(workdir, exist_ok=True)
+    cleanup = Cleanup()
+    install_signal_handlers()
+    try:
+        run_info = benchmark(args, workdir, cleanup)
+        print()
+        print(report.render(run_info, markdown=args.markdown))
+        print(f"raw results: {workdir}")
+        return 0
+    except BenchError as err:
+        print(f"bench.py: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        ignore_signals()
+        cleanup.run_all()
+        leftovers = [
+            ns
+            for ns in run(["ip", "netns", "list"], check=False).split()
+            if ns.startswith(f"{PREFIX}-{os.getpid()}-")
+        ]
+        if leftovers:
+            log(f"could not delete: {' '.join(leftovers)}")
+
+
+def benchmark(args, workdir, cleanup):
+    """The whole run: set up, measure, write the results; returns run.json's content."""
+    run_info, candidates = set_up(args, workdir, cleanup)
+    if not candidates:
+        raise BenchError("no switch could be set up; nothing to measure")
+    run_info.update(
+        started=time.strftime("%Y-%m-%d %H:%M"),
+        machine=machine(),
+        commit=source_commit(),
+        settings={
+            "reps": args.reps,
+            "duration": args.duration,
+            "pings": args.pings,
+            "quick": args.quick,
+        },
+    )
+    namespaces = [ns for c in candidates for ns in c.topo.namespaces]
+    meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
+    log(f"idle CPU of the switches over {args.idle_seconds} s")
+    measure_idle(candidates, args.idle_seconds)
+    measure_all(args, candidates, meter)
+    for cand in candidates:
+        entry = run_info["switches"][cand.switch.key]
+        entry.update(
+            samples=cand.samples,
+            idle_cpu_pct=cand.idle_cpu_pct,
+            idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
+            rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None,
+        )
+    if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
+        try:
+            run_info["mac_fill"] = mac_fill(workdir, cleanup)
+        except BenchError as err:
+            log(f"memory test failed: {err}")
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump(run_info, f, indent=1)
+    for markdown, name in ((False, "report.txt"), (True, "report.md")):
+        with open(os.path.join(workdir, name), "w") as f:
+            f.write(report.render(run_info, markdown=markdown))
+    return run_info
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The switches under test: how each one is attached to the topology.
+
+Each class builds its switch on a fresh `Topology` (see topology.py) and
+registers everything it starts with the run's `Cleanup`. `processes` are the
+switch's own processes, whose CPU time and memory are measured; the kernel
+bridge has none (it forwards in softirq context of whoever sends).
+"""
+
+import json
+import os
+import shutil
+import socket
+import time
+
+from .system import BenchError, adopt, log, run, start, stop
+from .topology import GATEWAY_IP, GATEWAY_MAC, PREFIX_LEN
+
+
+class Switch:
+    key = ""  # the name used on the command line (--switches)
+    title = ""  # the row label in the tables
+    needs = ()  # programs that must be installed
+    install_hint = ""
+
+    def __init__(self):
+        self.processes = []
+
+    def missing(self):
+        """Why this switch cannot be measured here, or None."""
+        absent = [p for p in self.needs if shutil.which(p) is None]
+        if absent:
+            return f"{', '.join(absent)} not installed (to measure it: {self.install_hint})"
+        return None
+
+    def start(self, topo, workdir, cleanup):
+        raise NotImplementedError
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.processes]
+
+    def _keep(self, proc, cleanup):
+        self.processes.append(proc)
+        cleanup.push(f"{proc.comm} pid {proc.pid}", lambda: stop(proc))
+
+
+class KernelBridge(Switch):
+    """The reference: a Linux bridge set up like Docker's docker0 (STP off,
+    ageing 300 s, the gateway address on the bridge itself)."""
+
+    key = "kernel"
+    title = "Linux bridge (kernel)"
+
+    def start(self, topo, workdir, cleanup):
+        ns = topo.switch_ns
+        run(["ip", "-n", ns, "link", "add", "br0", "address", GATEWAY_MAC, "type", "bridge"])
+        for i in range(len(topo.hosts)):
+            topo.add_veth(i)
+            run(["ip", "-n", ns, "link", "set", topo.port_name(i), "master", "br0"])
+            topo.configure_host(i)
+        run(["ip", "-n", ns, "addr", "add", f"{GATEWAY_IP}/{PREFIX_LEN}", "dev", "br0"])
+        run(["ip", "-n", ns, "link", "set", "br0", "up"])
+
+
+class Tapswitch(Switch):
+    """`tapswitch serve` with its defaults (gateway 172.17.0.1/16, one worker
+    per CPU) and a private control socket."""
+
+    binary = None  # set from --tapswitch before use
+
+    def missing(self):
+        if not self.binary or not os.access(self.binary, os.X_OK):
+            return f"{self.binary} not found (build it: cargo build --release)"
+        return None
+
+    def serve(self, topo, workdir, cleanup, port_args, extra=()):
+        self.control = os.path.join(workdir, f"{self.key}.sock")
+        argv = [self.binary, "serve", *port_args, "--control", self.control, *extra]
+        proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
+        self._keep(proc, cleanup)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                return control_call(self.control, {"cmd": "info"})
+            except (OSError, ValueError, BenchError):
+                if not proc.alive():
+                    break
+                time.sleep(0.05)
+        raise BenchError(
+            f"tapswitch serve did not answer on {self.control}; see {workdir}/{self.key}.log"
+        )
+
+
+class TapswitchVeth(Tapswitch):
+    key = "tapswitch-veth"
+    title = "tapswitch, veth ports"
+
+    def start(self, topo, workdir, cleanup):
+        ports = []
+        for i in range(len(topo.hosts)):
+            topo.add_veth(i)
+            ports += ["--iface", topo.port_name(i)]
+        self.serve(topo, workdir, cleanup, ports)
+        for i in range(len(topo.hosts)):
+            topo.configure_host(i)
+
+
+class TapswitchTap(Tapswitch):
+    key = "tapswitch-tap"
+    title = "tapswitch, TAP ports"
+
+    def start(self, topo, workdir, cleanup):
+        ports = []
+        for i in range(len(topo.hosts)):
+            ports += ["--tap", topo.port_name(i)]
+        self.serve(topo, workdir, cleanup, ports)
+        for i in range(len(topo.hosts)):
+            topo.adopt_tap(i)
+            topo.configure_host(i)
+
+
+class VdeSwitch(Switch):
+    """vde_switch (vde2) opening its own TAP devices (-t): one read() and one
+    write() per frame, one thread. A third TAP, gw, carries the gateway."""
+
+    key = "vde"
+    title = "vde_switch, TAP ports"
+    needs = ("vde_switch",)
+    install_hint = "apt-get install vde2"
+
+    def start(self, topo, workdir, cleanup):
+        pidfile = os.path.join(workdir, "vde_switch.pid")
+        taps = [topo.port_name(i) for i in range(len(topo.hosts))] + ["gw"]
+        # -f /dev/null: no rc file from the system or the user.
+        run(
+            [
+                "vde_switch",
+                "-d",
+                "-f",
+                "/dev/null",
+                "-n",
+                "16",
+                "-p",
+                pidfile,
+                "-s",
+                os.path.join(workdir, "vde.ctl"),
+                "-M",
+                os.path.join(workdir, "vde.mgmt"),
+                *[a for t in taps for a in ("-t", t)],
+            ],
+            ns=topo.switch_ns,
+        )
+        self._keep(adopt(pidfile, "vde_switch"), cleanup)
+        for tap in taps:
+            topo.wait_for_link(tap)
+        for i in range(len(topo.hosts)):
+            topo.adopt_tap(i)
+            topo.configure_host(i)
+        ns = topo.switch_ns
+        run(["ip", "-n", ns, "link", "set", "gw", "address", GATEWAY_MAC])
+        run(["ip", "-n", ns, "addr", "add", f"{GATEWAY_IP}/{PREFIX_LEN}", "dev", "gw"])
+        run(["ip", "-n", ns, "link", "set", "gw", "up"])
+
+
+class OvsNetdev(Switch):
+    """Open vSwitch with the userspace datapath (datapath_type=netdev): veth
+    ends are AF_PACKET ports polled by ovs-vswitchd's main thread, the bridge
+    runs the NORMAL (learning) action. Userspace TSO is on, so it takes the
+    veths' default offloads (PACKET_VNET_HDR); without it no TCP would pass.
+    ovsdb-server and ovs-vswitchd run with private directories; only
+    ovs-vswitchd's CPU time is the switch's."""
+
+    key = "ovs"
+    title = "Open vSwitch netdev (TSO)"
+    needs = ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ovsdb-tool")
+    install_hint = "apt-get install openvswitch-switch"
+    schema = "/usr/share/openvswitch/vswitch.ovsschema"
+
+    def start(self, topo, workdir, cleanup):
+        ns, d = topo.switch_ns, os.path.join(workdir, "ovs")
+        os.makedirs(d, exist_ok=True)
+        env_dirs = {k: d for k in ("OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR")}
+        os.environ.update(env_dirs)  # ovs-vsctl and the daemons find their files here
+        db = f"unix:{d}/db.sock"
+
+        def vsctl(*args):
+            run(["ovs-vsctl", f"--db={db}", "--timeout=20", *args])
+
+        for i in range(len(topo.hosts)):
+            topo.add_veth(i)
+            topo.configure_host(i)
+        run(["ovsdb-tool", "create", f"{d}/conf.db", self.schema])
+        run(
+            [
+                "ovsdb-server",
+                f"{d}/conf.db",
+                f"--remote=punix:{d}/db.sock",
+                f"--unixctl={d}/ovsdb-server.ctl",
+                f"--pidfile={d}/ovsdb-server.pid",
+                f"--log-file={d}/ovsdb-server.log",
+                "-vconsole:off",
+                "--detach",
+            ],
+            ns=ns,
+        )
+        cleanup.push(
+            "ovsdb-server", lambda: stop(adopt(f"{d}/ovsdb-server.pid", "ovsdb-server", 1))
+        )
+        vsctl("--no-wait", "init")
+        vsctl("--no-wait", "set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
+        run(
+            [
+                "ovs-vswitchd",
+                db,
+                f"--unixctl={d}/ovs-vswitchd.ctl",
+                f"--pidfile={d}/ovs-vswitchd.pid",
+                f"--log-file={d}/ovs-vswitchd.log",
+                "-vconsole:off",
+                "--detach",
+            ],
+            ns=ns,
+        )
+        self._keep(adopt(f"{d}/ovs-vswitchd.pid", "ovs-vswitchd"), cleanup)
+        vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
+        for i in range(len(topo.hosts)):
+            vsctl("add-port", "br0", topo.port_name(i))
+        topo.wait_for_link("br0")
+        run(["ip", "-n", ns, "link", "set", "br0", "address", GATEWAY_MAC], check=False)
+        run(["ip", "-n", ns, "addr", "add", f"{GATEWAY_IP}/{PREFIX_LEN}", "dev", "br0"])
+        run(["ip", "-n", ns, "link", "set", "br0", "up"])
+
+
+ALL = [KernelBridge, TapswitchVeth, TapswitchTap, VdeSwitch, OvsNetdev]
+
+
+def control_call(path, request, timeout=10):
+    """One request on tapswitch's control socket (a JSON line each way)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data)
+    if not reply.get("ok"):
+        raise BenchError(f"tapswitch control socket {path}: {reply.get('error')}")
+    return reply.get("data")
+
+
+def describe(switch):
+    """Version line of the switch program, for the report."""
+    try:
+        if isinstance(switch, Tapswitch):
+            return run([switch.binary, "--version"]).strip()
+        if isinstance(switch, VdeSwitch):
+            return run(["vde_switch", "-v"], check=False).strip().splitlines()[0]
+        if isinstance(switch, OvsNetdev):
+            return run(["ovs-vswitchd", "--version"]).strip().splitlines()[0]
+        if isinstance(switch, KernelBridge):
+            return f"Linux {os.uname().release}"
+    except (BenchError, IndexError) as err:
+        log(f"cannot tell the version of {switch.title}: {err}")
+    return "?"
