@@ -51,6 +51,12 @@ pub trait PortRx: Send + fmt::Debug {
     /// The fd to wait on for readiness (`None` for ports that are never ready
     /// on their own, such as in-memory ports).
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// Frames the kernel dropped since the last call because the port's
+    /// receive queue was full (the switch did not read fast enough).
+    fn take_kernel_drops(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The sending half of a port.

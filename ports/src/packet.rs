@@ -104,6 +104,10 @@ impl PortRx for PacketRx {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
+
+    fn take_kernel_drops(&mut self) -> u64 {
+        sys::packet::take_drops(self.fd.as_fd()).unwrap_or(0)
+    }
 }
 
 /// The sending half of an `--iface` port.

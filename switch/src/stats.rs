@@ -20,6 +20,9 @@ pub enum DropReason {
     Hairpin,
     /// The source claims the switch's own (gateway) address.
     SpoofedLocal,
+    /// The port's receive queue in the kernel was full: the switch did not
+    /// read fast enough (counted from the socket's statistics, each second).
+    RxOverflow,
     /// Longer than the egress port's MTU allows (and not a GSO frame).
     TooBig,
     /// An offload header or GSO frame that cannot be processed.
@@ -29,12 +32,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Runt,
         DropReason::InvalidSource,
         DropReason::LinkLocal,
         DropReason::Hairpin,
         DropReason::SpoofedLocal,
+        DropReason::RxOverflow,
         DropReason::TooBig,
         DropReason::Malformed,
         DropReason::TxError,
@@ -48,6 +52,7 @@ impl DropReason {
             DropReason::LinkLocal => "link-local",
             DropReason::Hairpin => "hairpin",
             DropReason::SpoofedLocal => "spoofed-local",
+            DropReason::RxOverflow => "rx-overflow",
             DropReason::TooBig => "too-big",
             DropReason::Malformed => "malformed",
             DropReason::TxError => "tx-error",
@@ -81,7 +86,11 @@ impl PortCounters {
     }
 
     pub fn count_drop(&self, reason: DropReason) {
-        self.drops[reason.index()].fetch_add(1, Relaxed);
+        self.count_drops(reason, 1);
+    }
+
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        self.drops[reason.index()].fetch_add(n, Relaxed);
     }
 
     pub fn snapshot(&self) -> PortStats {
@@ -96,6 +105,7 @@ impl PortCounters {
             DropReason::LinkLocal,
             DropReason::Hairpin,
             DropReason::SpoofedLocal,
+            DropReason::RxOverflow,
         ]
         .iter()
         .map(|r| self.drops[r.index()].load(Relaxed))

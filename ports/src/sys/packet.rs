@@ -206,3 +206,23 @@ fn vlan_from_auxdata(hdr: &libc::msghdr) -> Option<(u16, u16)> {
     }
     None
 }
+
+/// Frames the kernel dropped because the socket's receive queue was full,
+/// since the last call (PACKET_STATISTICS resets its counters when read).
+pub(crate) fn take_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: tpacket_stats is plain old data; all-zero is valid.
+    let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `stats`, which
+    // lives across the call; `len` is its size.
+    retry(|| unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(stats.tp_drops))
+}

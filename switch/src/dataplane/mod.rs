@@ -408,7 +408,27 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<(Sender<()>, JoinH
                 if removed > 0 {
                     log::debug!("aged out {removed} MAC entries");
                 }
+                count_kernel_drops(&shared);
             }
         })?;
     Ok((stop, handle))
+}
+
+/// Adds the frames each port's kernel queue dropped (the switch was too
+/// slow) to its counters, so `tapswitch ports` shows every drop. A port that
+/// a worker is reading right now is counted next time.
+fn count_kernel_drops(shared: &Shared) {
+    for slot in shared.rx_slots().values() {
+        let Ok(mut state) = slot.rx.try_lock() else {
+            continue;
+        };
+        if let Some(rx) = state.rx.as_mut() {
+            let drops = rx.take_kernel_drops();
+            if drops > 0 {
+                slot.handle
+                    .counters
+                    .count_drops(crate::stats::DropReason::RxOverflow, drops);
+            }
+        }
+    }
 }
