@@ -60,6 +60,13 @@ def parse_args():
         "Open vSwitch (run as root)."
     )
     p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra argument for `tapswitch serve` (repeatable), e.g. --serve-arg=--busy-poll=0",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="short run: 1 s per iperf3 test, 200 pings, less waiting for quiet",
@@ -178,6 +185,7 @@ def set_up(args, workdir, cleanup):
         if key not in known:
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
     switches.Tapswitch.binary = args.tapswitch
+    switches.Tapswitch.serve_args = tuple(args.serve_arg)
     for key in wanted:
         switch = known[key]()
         entry = run_info["switches"][key] = {"title": switch.title}

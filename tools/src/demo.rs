@@ -284,6 +284,7 @@ fn start_switch(
             gateway: Some(serve::DEFAULT_GATEWAY),
             trace,
             capture: None,
+            busy_poll: std::time::Duration::ZERO,
         };
         let dataplane = Dataplane::start(config)?;
         let info = serve::switch_info(

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     pub control: Option<PathBuf>,
     #[command(flatten)]
     pub state: crate::statedir::StateArgs,
+    /// Microseconds a worker keeps polling for frames after the last one
+    /// before it sleeps; 0 sleeps at once (lowest CPU, highest latency).
+    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    pub busy_poll: u64,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -103,6 +107,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         gateway,
         trace,
         capture,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll),
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(

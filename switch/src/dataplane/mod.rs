@@ -61,6 +61,9 @@ pub struct DataplaneConfig {
     pub trace: Option<Arc<TraceSink>>,
     /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
     pub capture: Option<Arc<CaptureDir>>,
+    /// How long a worker keeps polling without sleeping after its last frame
+    /// (zero: it sleeps as soon as its ports are empty).
+    pub busy_poll: std::time::Duration,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("table", &self.table)
             .field("gateway", &self.gateway)
             .field("trace", &self.trace.is_some())
+            .field("busy_poll", &self.busy_poll)
             .field(
                 "capture",
                 &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
@@ -137,6 +141,7 @@ struct Shared {
     trace: Option<Arc<TraceSink>>,
     events: Sender<PortEvent>,
     capture: Option<Arc<CaptureDir>>,
+    busy_poll: std::time::Duration,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
@@ -241,6 +246,7 @@ impl Dataplane {
             trace: config.trace.clone(),
             events: events_tx,
             capture: config.capture.clone(),
+            busy_poll: config.busy_poll,
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });

@@ -158,8 +158,24 @@ struct View {
 impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
+        let spin = self.shared.busy_poll;
+        let mut last_frame = Instant::now()
+            .checked_sub(spin)
+            .unwrap_or_else(Instant::now);
         loop {
-            let timeout = self.next_suspect_check();
+            // Busy polling (`--busy-poll`, off by default): for a while after
+            // the last frame, look for the next one without sleeping, giving
+            // the CPU to whatever else wants it in between. Waking a sleeping
+            // thread costs tens of microseconds on a virtual machine, so this
+            // buys latency with CPU; an idle switch still sleeps. It also
+            // shrinks batches (frames are taken as they come), which costs
+            // small-frame throughput on a machine with few CPUs.
+            let spinning = last_frame.elapsed() < spin;
+            let timeout = if spinning {
+                Some(Duration::ZERO)
+            } else {
+                self.next_suspect_check()
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -167,9 +183,14 @@ impl Worker {
                 log::error!("worker stopped: waiting for ports failed: {err}");
                 return;
             }
+            if spinning && events.is_empty() {
+                std::thread::yield_now();
+                continue;
+            }
             for event in events.iter() {
                 if event.token() != WAKER {
                     self.mark_ready(PortId(event.token().0 as u32));
+                    last_frame = Instant::now();
                 }
             }
             if !self.handle_commands() {

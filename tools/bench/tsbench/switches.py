@@ -67,6 +67,7 @@ class Tapswitch(Switch):
     per CPU) and a private control socket."""
 
     binary = None  # set from --tapswitch before use
+    serve_args = ()  # set from --serve-arg
 
     def missing(self):
         if not self.binary or not os.access(self.binary, os.X_OK):
@@ -75,7 +76,7 @@ class Tapswitch(Switch):
 
     def serve(self, topo, workdir, cleanup, port_args, extra=()):
         self.control = os.path.join(workdir, f"{self.key}.sock")
-        argv = [self.binary, "serve", *port_args, "--control", self.control, *extra]
+        argv = [self.binary, "serve", *port_args, "--control", self.control, *extra, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
         self._keep(proc, cleanup)
         deadline = time.monotonic() + 20
@@ -103,6 +104,18 @@ class TapswitchVeth(Tapswitch):
         self.serve(topo, workdir, cleanup, ports)
         for i in range(len(topo.hosts)):
             topo.configure_host(i)
+
+
+class TapswitchVethBusyPoll(TapswitchVeth):
+    """tapswitch with veth ports and `--busy-poll 20000`: workers keep
+    polling for 20 ms after the last frame instead of sleeping, trading CPU
+    for latency."""
+
+    key = "tapswitch-veth-busy"
+    title = "tapswitch, veth, --busy-poll 20000"
+
+    def serve(self, topo, workdir, cleanup, port_args, extra=()):
+        return super().serve(topo, workdir, cleanup, port_args, ("--busy-poll", "20000", *extra))
 
 
 class TapswitchTap(Tapswitch):
@@ -230,7 +243,7 @@ class OvsNetdev(Switch):
         run(["ip", "-n", ns, "link", "set", "br0", "up"])
 
 
-ALL = [KernelBridge, TapswitchVeth, TapswitchTap, VdeSwitch, OvsNetdev]
+ALL = [KernelBridge, TapswitchVeth, TapswitchTap, TapswitchVethBusyPoll, VdeSwitch, OvsNetdev]
 
 
 def control_call(path, request, timeout=10):
