@@ -66,17 +66,6 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// ([`VnetHdr::is_plain`]) otherwise.
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()>;
 
-    /// Sends several frames; returns how many went. The default sends one by
-    /// one; the AF_PACKET port overrides it with one `sendmmsg`.
-    fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
-        for (n, (vnet, frame)) in frames.iter().enumerate() {
-            if let Err(err) = self.send(vnet, frame) {
-                return if n == 0 { Err(err) } else { Ok(n) };
-            }
-        }
-        Ok(frames.len())
-    }
-
     /// Whether the port takes virtio-net headers: GSO super-frames and
     /// partial checksums pass through it untouched.
     fn offloads(&self) -> bool;
