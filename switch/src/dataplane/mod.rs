@@ -113,8 +113,8 @@ impl Clock {
 
 /// A port's receive half. Its home worker waits for it in epoll and reads
 /// it dry; another worker that has just sent a unicast frame to the port may
-/// take one batch from it too (see `worker.rs`). The lock is held only for
-/// the read itself.
+/// take one batch from it too (see `worker.rs`). Whoever reads a batch holds
+/// the lock until the batch is forwarded, so a port's frames keep their order.
 struct RxSlot {
     handle: Arc<PortHandle>,
     home: usize,

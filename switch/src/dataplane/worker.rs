@@ -14,7 +14,9 @@
 //! Correctness does not depend on that shortcut: the home worker always
 //! takes the port's lock (waiting if another worker holds it) and reads
 //! until the port is empty, and every frame that arrives after a read
-//! raises a new epoll event for the home worker.
+//! raises a new epoll event for the home worker. A reader keeps the lock
+//! until its batch is forwarded, so frames from one port never overtake
+//! each other (TCP would take reordering for loss).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -272,20 +274,21 @@ impl Worker {
             };
             let slot = slot.clone();
             // The home worker waits for the lock: a reader that beat it to
-            // the port may have missed frames that arrived just after.
-            let received = {
-                let mut state = lock(&slot);
-                let RxState { rx, error } = &mut *state;
-                let Some(rx) = rx.as_mut() else { continue };
-                match rx.recv_batch(&mut self.batch) {
-                    Ok(0) => error.take().map_or(Ok(0), Err),
-                    other => other,
-                }
+            // the port may have missed frames that arrived just after. The
+            // lock is held until the batch is forwarded, so a port's frames
+            // leave in the order they came, whoever reads them.
+            let mut state = lock(&slot);
+            let RxState { rx, error } = &mut *state;
+            let Some(rx) = rx.as_mut() else { continue };
+            let received = match rx.recv_batch(&mut self.batch) {
+                Ok(0) => error.take().map_or(Ok(0), Err),
+                other => other,
             };
             match received {
-                Ok(0) => {}
+                Ok(0) => drop(state),
                 Ok(n) => {
                     self.forward_batch(&view, &slot.handle, n);
+                    drop(state);
                     // A full batch means more may be waiting (edge-triggered
                     // epoll will not tell us again): come back to it.
                     if n == self.batch.capacity() {
@@ -293,7 +296,10 @@ impl Worker {
                     }
                     self.take_answers(&view);
                 }
-                Err(err) => self.port_failed(&slot.handle, err),
+                Err(err) => {
+                    drop(state);
+                    self.port_failed(&slot.handle, err);
+                }
             }
             if !self.inbox.is_empty() && !self.handle_commands() {
                 return false;
@@ -344,24 +350,19 @@ impl Worker {
                 self.mark_ready(*id);
                 continue;
             }
-            let received = match slot.rx.try_lock() {
-                Ok(mut state) => {
-                    let RxState { rx, error } = &mut *state;
-                    let Some(rx) = rx.as_mut() else { continue };
-                    match rx.recv_batch(&mut self.batch) {
-                        // Errors are the home worker's to act on; epoll
-                        // wakes it for them too.
-                        Err(err) => {
-                            *error = Some(err);
-                            continue;
-                        }
-                        Ok(n) => n,
-                    }
-                }
+            // Only if nobody is reading it now; held while forwarding, as above.
+            let mut state = match slot.rx.try_lock() {
+                Ok(state) => state,
                 Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => continue,
             };
-            if received > 0 {
-                self.forward_batch(view, &slot.handle, received);
+            let RxState { rx, error } = &mut *state;
+            let Some(rx) = rx.as_mut() else { continue };
+            match rx.recv_batch(&mut self.batch) {
+                Ok(0) => {}
+                Ok(n) => self.forward_batch(view, &slot.handle, n),
+                // Errors are the home worker's to act on; epoll wakes it
+                // for them too.
+                Err(err) => *error = Some(err),
             }
         }
         self.sent_to = targets;
