@@ -17,7 +17,8 @@
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port
-//! traits it is given). Time is an argument ([`Instant`]), so the same
+//! traits it is given; only a live port's pcapng capture stamps wall-clock
+//! time, and replay ports have none). Time is an argument ([`Instant`]), so the same
 //! frames at the same times always give the same decisions; `replay`
 //! depends on it. Only [`dataplane`] reads the clock and waits on ports.
 
