@@ -6,13 +6,21 @@
 //!   flood or drop), the rules of a learning bridge in one function.
 //! - [`mac_table`]: the MAC table it learns into: aging, moves, capacity and
 //!   fair eviction, shared by the worker threads.
+//! - [`fabric`]: delivery of a decided frame to the egress ports (floods,
+//!   offload headers passed through or resolved in software, MTU checks,
+//!   counters, capture, trace), shared by the live switch and `replay`.
 //! - [`gateway`]: the gateway host (smoltcp) on the internal port.
 //! - [`trace`]: the one-line explanation of each decision.
 //! - [`stats`]: per-port counters and drop reasons.
+//! - [`dataplane`]: the live switch's threads (workers reading ports, the
+//!   gateway thread, aging), which drive the fabric.
 //!
-//! Determinism contract: nothing here reads a clock or does I/O. Time is an
-//! argument ([`Instant`]), so the same frames at the same times always give
-//! the same decisions; `replay` depends on it.
+//! Determinism contract: the engine, table, fabric, gateway and trace read
+//! no clock and do no I/O of their own (the fabric sends through the port
+//! traits it is given; only a live port's pcapng capture stamps wall-clock
+//! time, and replay ports have none). Time is an argument ([`Instant`]), so the same
+//! frames at the same times always give the same decisions; `replay`
+//! depends on it. Only [`dataplane`] reads the clock and waits on ports.
 
 #![forbid(unsafe_code)]
 

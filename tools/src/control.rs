@@ -111,6 +111,20 @@ pub struct FdbRow {
     pub ageing_timer: f64,
 }
 
+impl FdbRow {
+    /// A table row, with its port's name.
+    pub fn new(entry: &switch::FdbEntry, port: String) -> FdbRow {
+        FdbRow {
+            port_no: entry.port,
+            port,
+            mac: entry.mac,
+            kind: entry.kind,
+            is_local: entry.kind == EntryKind::Local,
+            ageing_timer: entry.age.as_secs_f64(),
+        }
+    }
+}
+
 /// `Fdb`'s reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdbReply {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use anyhow::{Result, anyhow, bail};
 use crossbeam_channel::Receiver;
 use ports::PortKind;
+use switch::PortId;
 use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent};
-use switch::{EntryKind, PortId};
 
 use crate::control::{FdbReply, FdbRow, PortInfo, Reply, Request, SwitchInfo};
 
@@ -151,14 +151,7 @@ impl RunningSwitch {
             let entries = table
                 .entries(d.clock().now())
                 .into_iter()
-                .map(|e| FdbRow {
-                    port_no: e.port,
-                    port: ports.name_of(e.port),
-                    mac: e.mac,
-                    kind: e.kind,
-                    is_local: e.kind == EntryKind::Local,
-                    ageing_timer: e.age.as_secs_f64(),
-                })
+                .map(|e| FdbRow::new(&e, ports.name_of(e.port)))
                 .collect();
             Ok(FdbReply {
                 entries,

@@ -1,5 +1,5 @@
 //! The live dataplane: worker threads that read ports and forward through
-//! the [`Fabric`], a gateway thread, and a housekeeping thread that sweeps
+//! the [`Fabric`](crate::fabric::Fabric), a gateway thread, and a housekeeping thread that sweeps
 //! the MAC table.
 //!
 //! ```text

@@ -3,8 +3,6 @@
 //! it comes from the frames (virtual time), never from the machine, so it
 //! can be checked in as a golden file.
 
-use switch::EntryKind;
-
 use super::lab::{LabConfig, Outcome};
 use crate::control::{FdbReply, FdbRow};
 use crate::query::render_fdb;
@@ -60,14 +58,7 @@ pub fn render(outcome: &Outcome, config: &LabConfig) -> String {
         entries: outcome
             .fdb
             .iter()
-            .map(|e| FdbRow {
-                port_no: e.port,
-                port: outcome.port_name(e.port),
-                mac: e.mac,
-                kind: e.kind,
-                is_local: e.kind == EntryKind::Local,
-                ageing_timer: e.age.as_secs_f64(),
-            })
+            .map(|e| FdbRow::new(e, outcome.port_name(e.port)))
             .collect(),
         stats: outcome.table,
     };
