@@ -214,10 +214,6 @@ impl MacTable {
         }
     }
 
-    pub fn config(&self) -> TableConfig {
-        self.config
-    }
-
     /// A read view for a batch of frames: learning known addresses and
     /// lookups go through it without taking the write lock.
     pub fn view(&self) -> TableView<'_> {

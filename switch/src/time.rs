@@ -28,10 +28,6 @@ impl Instant {
         Instant(millis.saturating_mul(1_000_000))
     }
 
-    pub fn from_secs_f64(secs: f64) -> Self {
-        Instant((secs * 1e9).round() as u64)
-    }
-
     pub const fn as_nanos(self) -> u64 {
         self.0
     }

@@ -1,10 +1,7 @@
 //! Network namespaces owned by a test, and running code inside them.
 
-use std::fs::File;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use nix::sched::{CloneFlags, setns};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -104,18 +101,10 @@ impl Drop for Netns {
     }
 }
 
-/// Runs `f` on a new thread that has entered namespace `name`.
+/// Runs `f` on a new thread that has entered namespace `name`
+/// (`tools::netlink::netns::run_in`, panicking instead of failing).
 pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{name}");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("entering {path}: {e}"));
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    let path = std::path::Path::new(tools::netlink::netns::NETNS_RUN_DIR).join(name);
+    tools::netlink::netns::run_in(&path, || Ok(f()))
+        .unwrap_or_else(|e| panic!("in namespace {}: {e}", path.display()))
 }

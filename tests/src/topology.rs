@@ -37,11 +37,7 @@ impl Topology {
             let ip = Ipv4Addr::new(172, 17, 0, last);
             let mac = [0x02, 0x42, 0xac, 0x11, 0x00, last];
             let port = format!("p{}", i + 1);
-            let mac_text = mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
+            let mac_text = crate::frames::mac_text(&mac);
             ns.ip(&[
                 "link",
                 "add",

@@ -165,7 +165,8 @@ pub fn runtime_dir() -> PathBuf {
     }
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (which decides default paths).
+pub fn is_root() -> bool {
     current_uid() == 0
 }
 

@@ -57,7 +57,7 @@ struct Made {
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
-    if !is_root() {
+    if !crate::control::is_root() {
         bail!(
             "the demo creates network namespaces, veth pairs and a TAP device, which needs root; run it as root (sudo)"
         );
@@ -91,10 +91,6 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         }
         Err(err) => Err(err.context(format!("the demo failed (cleaned up {removed} namespaces)"))),
     }
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
