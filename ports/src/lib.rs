@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod capture;
+pub mod cpu;
 pub mod memory;
 pub mod packet;
 pub mod pcap;
@@ -73,6 +74,14 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// The largest IP packet the port carries (the interface MTU); plain
     /// frames longer than this plus the Ethernet (and VLAN) header are dropped.
     fn mtu(&self) -> usize;
+
+    /// For a port read in several lanes: which lane gets the frames that
+    /// arrive from now on, `None` meaning the lane of the CPU each frame
+    /// arrived on. Ports with one lane ignore it.
+    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
+        let _ = lane;
+        Ok(())
+    }
 }
 
 /// What a port is, for tables and logs.

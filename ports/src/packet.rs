@@ -24,8 +24,22 @@ use crate::{PortError, PortRx, PortTx, check_interface_name};
 /// dropped while the worker is busy elsewhere.
 pub const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
-/// Opens interface `name` as a switch port.
+/// Opens interface `name` as a switch port read through one socket.
 pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
+    let (mut lanes, tx) = open_lanes(name, 1)?;
+    Ok((lanes.remove(0), tx))
+}
+
+/// Opens interface `name` as a switch port read in up to `lanes` receive
+/// lanes: one packet socket each, joined in a fanout group. The send half
+/// decides which lane gets a frame ([`PortTx::steer`]): by CPU, lane `i`
+/// gets the frames that arrived on CPUs `c` with `c % lanes == i` (the CPU a
+/// container's sender runs on; see [`crate::cpu`]), so the frames of one
+/// sender thread stay in one lane, in order; or all of them go to one lane.
+/// It starts with all frames to lane 0. Returns one lane where the kernel
+/// cannot keep the switch's own output out of a fanout group (before Linux
+/// 6.5). The send half uses lane 0's socket.
+pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx), PortError> {
     check_interface_name(name)?;
     let ifindex = sys::if_nametoindex(name).map_err(|_| PortError::NoSuchInterface {
         name: name.to_string(),
@@ -36,24 +50,68 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
         rcvbuf: RECEIVE_BUFFER_BYTES,
         promisc: true,
     };
-    let fd = sys::packet::open(config)
-        .map_err(|err| PortError::from_io(name, "opening a packet socket", err))?;
-    let mtu = sys::interface_mtu(fd.as_fd(), name)
-        .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let fd = Arc::new(fd);
-    let rx = PacketRx {
-        fd: fd.clone(),
-        vnet_hdr: true,
-        heads: [[0; 10]; MAX_BATCH],
-        meta: [RecvMeta::default(); MAX_BATCH],
+    let lanes = if fanout_keeps_output_out() {
+        lanes.max(1)
+    } else {
+        1
     };
+    let mut fds = Vec::with_capacity(lanes);
+    let mut group = None;
+    for lane in 0..lanes {
+        let fd = sys::packet::open(config)
+            .map_err(|err| PortError::from_io(name, "opening a packet socket", err))?;
+        if lanes > 1 {
+            let id = sys::packet::join_fanout(fd.as_fd(), group)
+                .map_err(|err| PortError::from_io(name, "joining a fanout group", err))?;
+            group = Some(id);
+        }
+        if lane > 0 {
+            // Between its bind and joining the group, this socket received
+            // copies of frames the group also got: drop them, or they would
+            // be forwarded twice.
+            sys::packet::discard_queued(fd.as_fd())
+                .map_err(|err| PortError::from_io(name, "emptying a new packet socket", err))?;
+        }
+        fds.push(Arc::new(fd));
+    }
+    let mtu = sys::interface_mtu(fds[0].as_fd(), name)
+        .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = PacketTx {
-        fd,
+        fd: fds[0].clone(),
         vnet_hdr: true,
         mtu,
         ifindex,
+        lanes: fds.len(),
     };
+    let rx = fds
+        .into_iter()
+        .map(|fd| PacketRx {
+            fd,
+            vnet_hdr: true,
+            heads: [[0; 10]; MAX_BATCH],
+            meta: [RecvMeta::default(); MAX_BATCH],
+        })
+        .collect();
     Ok((rx, tx))
+}
+
+/// Whether this kernel has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.5):
+/// an older one would hand a fanout group the frames the switch sends.
+fn fanout_keeps_output_out() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    kernel_at_least(&release, (6, 5))
+}
+
+/// Compares a kernel release string ("6.18.44-fc-v657") with (major, minor).
+fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= wanted,
+        _ => false,
+    }
 }
 
 /// The receiving half of an `--iface` port.
@@ -117,6 +175,8 @@ pub struct PacketTx {
     vnet_hdr: bool,
     mtu: usize,
     ifindex: u32,
+    /// Receive lanes in the socket's fanout group (1: no group).
+    lanes: usize,
 }
 
 impl PacketTx {
@@ -140,5 +200,32 @@ impl PortTx for PacketTx {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
+        if self.lanes < 2 {
+            return Ok(());
+        }
+        let steer = match lane {
+            None => sys::packet::Steer::ByCpu,
+            Some(lane) => sys::packet::Steer::To(u32::try_from(lane).unwrap_or(0)),
+        };
+        sys::packet::steer_fanout(self.fd.as_fd(), steer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_then_minor() {
+        assert!(kernel_at_least("6.18.44-fc-v657\n", (6, 5)));
+        assert!(kernel_at_least("6.5.0", (6, 5)));
+        assert!(kernel_at_least("7.0-rc1", (6, 5)));
+        assert!(!kernel_at_least("6.1.0-27-amd64", (6, 5)));
+        assert!(!kernel_at_least("5.19.3", (6, 5)));
+        assert!(!kernel_at_least("", (6, 5)));
+        assert!(!kernel_at_least("garbage", (6, 5)));
     }
 }

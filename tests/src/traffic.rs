@@ -39,6 +39,11 @@ impl Station {
             .unwrap_or_else(|e| panic!("sending a test frame: {e}"));
     }
 
+    /// Sends one frame; a full queue (ENOBUFS) is the caller's to judge.
+    pub fn try_send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.tx.send(&VnetHdr::default(), frame)
+    }
+
     /// Sends frames, retrying briefly when the kernel's queue is full.
     pub fn send_all<'a>(&self, frames: impl IntoIterator<Item = &'a [u8]>) {
         for frame in frames {

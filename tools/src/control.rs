@@ -97,6 +97,12 @@ pub struct SwitchInfo {
     pub max_macs: usize,
     pub workers: usize,
     pub capture_dir: Option<PathBuf>,
+    /// How the workers read veth ports right now ("per CPU (traffic is
+    /// light)", ...), and how often that changed since the start.
+    #[serde(default)]
+    pub reading: String,
+    #[serde(default)]
+    pub reading_changes: u64,
 }
 
 /// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).

@@ -145,6 +145,12 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         }
     );
     println!("workers      {}", info.workers);
+    if !info.reading.is_empty() {
+        println!(
+            "veth ports   read {}; changed {} time(s)",
+            info.reading, info.reading_changes
+        );
+    }
     println!("{}", render_table_stats(&fdb));
     Ok(ExitCode::SUCCESS)
 }

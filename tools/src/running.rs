@@ -97,15 +97,24 @@ impl RunningSwitch {
         let id = self.with_dataplane(|dataplane| {
             let id = match spec {
                 PortSpec::Iface(name) => {
-                    let (rx, tx) = ports::packet::open(name)?;
-                    dataplane.add_port(name, PortKind::Packet, Box::new(rx), Arc::new(tx))
+                    let (lanes, tx) = ports::packet::open_lanes(name, dataplane.lanes())?;
+                    let lanes = lanes
+                        .into_iter()
+                        .map(|rx| Box::new(rx) as Box<dyn ports::PortRx>)
+                        .collect();
+                    dataplane.add_port(name, PortKind::Packet, lanes, Arc::new(tx))
                 }
                 PortSpec::Tap(name) => {
                     let tap = ports::tap::open(name)?;
                     if tap.created {
                         log::info!("created TAP device {name}; it is removed when the port is");
                     }
-                    dataplane.add_port(name, PortKind::Tap, Box::new(tap.rx), Arc::new(tap.tx))
+                    dataplane.add_port(
+                        name,
+                        PortKind::Tap,
+                        vec![Box::new(tap.rx)],
+                        Arc::new(tap.tx),
+                    )
                 }
             };
             Ok(id)
@@ -195,10 +204,21 @@ impl RunningSwitch {
         })
     }
 
+    /// The switch's settings with what changes while it runs.
+    fn live_info(&self) -> Result<SwitchInfo> {
+        self.with_dataplane(|dataplane| {
+            let (reading, changes) = dataplane.reading();
+            let mut info = self.info.clone();
+            info.reading = reading.describe().to_string();
+            info.reading_changes = changes;
+            Ok(info)
+        })
+    }
+
     /// Answers one control request.
     pub fn handle(&self, request: Request) -> Reply {
         let result = match request {
-            Request::Info => Ok(Reply::data(&self.info)),
+            Request::Info => self.live_info().map(|info| Reply::data(&info)),
             Request::Fdb => self.fdb().map(|r| Reply::data(&r)),
             Request::Ports => self.ports().map(|r| Reply::data(&r)),
             Request::PortAdd { iface, tap, owner } => {

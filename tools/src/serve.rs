@@ -262,6 +262,8 @@ pub fn switch_info(
         max_macs,
         workers: dataplane.worker_count(),
         capture_dir,
+        reading: dataplane.reading().0.describe().to_string(),
+        reading_changes: 0,
     }
 }
 

@@ -153,6 +153,8 @@ mod tests {
             max_macs: 1,
             workers: 1,
             capture_dir: None,
+            reading: String::new(),
+            reading_changes: 0,
         }
     }
 

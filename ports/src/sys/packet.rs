@@ -226,3 +226,114 @@ pub(crate) fn take_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
     })?;
     Ok(u64::from(stats.tp_drops))
 }
+
+/// PACKET_FANOUT_CBPF: the group's classic BPF program picks the member
+/// (its result modulo the number of members); see [`steer_fanout`].
+const FANOUT_CBPF: u32 = 6;
+/// The kernel picks a group id that is free in this network namespace
+/// (first member only; the flag is not kept).
+const FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// Members never see frames sent out of the interface (Linux 6.5+; a
+/// group ignores the members' own PACKET_IGNORE_OUTGOING). Not in older
+/// libc headers, hence spelled out.
+const FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
+
+/// Puts a bound packet socket into a fanout group steered by a program
+/// ([`steer_fanout`]; until one is set every frame goes to the first
+/// member): `None` starts a new group, `Some(id)` joins it. Returns the
+/// group's id.
+pub(crate) fn join_fanout(fd: BorrowedFd<'_>, group: Option<u16>) -> io::Result<u16> {
+    let (id, flags) = match group {
+        None => (0, FANOUT_FLAG_UNIQUEID | FANOUT_FLAG_IGNORE_OUTGOING),
+        Some(id) => (u32::from(id), FANOUT_FLAG_IGNORE_OUTGOING),
+    };
+    let arg = (id | ((FANOUT_CBPF | flags) << 16)) as libc::c_int;
+    setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)?;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `value`, which lives
+    // across the call.
+    retry(|| unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((value & 0xffff) as u16)
+}
+
+/// Which member of a fanout group gets a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steer {
+    /// Member `cpu % members`, `cpu` being the CPU the frame arrived on.
+    ByCpu,
+    /// Always member `n % members`.
+    To(u32),
+}
+
+/// Classic BPF opcodes (linux/filter.h).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_RET_A: u16 = 0x16;
+const BPF_RET_K: u16 = 0x06;
+/// "Load the current CPU" (SKF_AD_OFF + SKF_AD_CPU) as a load offset.
+const LOAD_CPU: u32 = (-0x1000i32 + 36) as u32;
+
+/// Sets the program of the fanout group `fd` is a member of.
+pub(crate) fn steer_fanout(fd: BorrowedFd<'_>, steer: Steer) -> io::Result<()> {
+    let op = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = match steer {
+        Steer::ByCpu => vec![op(BPF_LD_W_ABS, LOAD_CPU), op(BPF_RET_A, 0)],
+        Steer::To(member) => vec![op(BPF_RET_K, member)],
+    };
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, both live across the call, and
+    // the length passed is sock_fprog's size; the kernel copies the program.
+    retry(|| unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT_DATA,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Throws away every frame queued on a socket (without copying them out).
+pub(crate) fn discard_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut discarded = 0;
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: a 1-byte buffer that lives across the call; MSG_TRUNC only
+        // makes the kernel report the frame's length instead of copying it.
+        let ret = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                byte.as_mut_ptr().cast(),
+                byte.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock => Ok(discarded),
+                io::ErrorKind::Interrupted => continue,
+                _ => Err(err),
+            };
+        }
+        discarded += 1;
+    }
+}

@@ -9,21 +9,27 @@
 //!  housekeeping: every second, expire aged-out MAC entries
 //! ```
 //!
-//! Each port's receive half belongs to exactly one worker (the one with the
-//! fewest ports when it was added); its send half is shared, so any thread
-//! sends to any port directly, without a channel hop. Workers block in
-//! `epoll_wait` when idle: no busy polling.
+//! A port's receive half is read in lanes. A veth port (`--iface`) has one
+//! lane per worker: the kernel hands a frame to the lane of the CPU it
+//! arrived on (a CPU fanout group), and worker `i` is kept on lane `i`'s
+//! CPUs, so a frame is usually forwarded on the CPU its sender runs on, the
+//! way the kernel bridge forwards inside the sender's own system call. A
+//! TAP port has a single lane, read by the worker with the fewest ports
+//! when it was added. The send half is shared, so any thread sends to any
+//! port directly, without a channel hop. Workers block in `epoll_wait` when
+//! idle: no busy polling.
 //!
 //! The set of ports is published as an immutable [`PortSet`] snapshot; a
 //! worker checks a generation counter once per batch and picks up a new
 //! snapshot when ports were added or removed.
 
+mod affinity;
 mod gateway_thread;
 mod worker;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -40,6 +46,7 @@ use crate::port::PortId;
 use crate::stats::PortCounters;
 use crate::time::Instant;
 
+use self::affinity::Mode;
 use self::gateway_thread::GatewayThread;
 use self::worker::{WorkerCommand, WorkerHandle};
 
@@ -82,6 +89,29 @@ impl std::fmt::Debug for DataplaneConfig {
     }
 }
 
+/// How the workers read veth ports (see `affinity.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// One worker reads everything.
+    OneLane,
+    /// Light traffic: each frame in the lane of the CPU it arrived on, read
+    /// by the worker kept on that CPU.
+    ByCpu,
+    /// Heavy traffic: each port in one lane, workers anywhere.
+    ByPort,
+}
+
+impl Reading {
+    /// The words `tapswitch stats` uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reading::OneLane => "by one worker",
+            Reading::ByCpu => "per CPU (traffic is light)",
+            Reading::ByPort => "per port (traffic is heavy)",
+        }
+    }
+}
+
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortEvent {
@@ -111,10 +141,11 @@ impl Clock {
     }
 }
 
-/// A port's receive half. Its home worker waits for it in epoll and reads
-/// it dry; another worker that has just sent a unicast frame to the port may
-/// take one batch from it too (see `worker.rs`). Whoever reads a batch holds
-/// the lock until the batch is forwarded, so a port's frames keep their order.
+/// One receive lane of a port. Its home worker waits for it in epoll and
+/// reads it dry; another worker that has just sent a unicast frame to the
+/// port may take one batch from it too (see `worker.rs`). Whoever reads a
+/// batch holds the lock until the batch is forwarded, so a lane's frames
+/// keep their order.
 struct RxSlot {
     handle: Arc<PortHandle>,
     home: usize,
@@ -128,8 +159,33 @@ struct RxState {
     error: Option<std::io::Error>,
 }
 
-/// The receive slots by port, published with the ports.
-type RxSlots = HashMap<PortId, Arc<RxSlot>>;
+/// A port's receive lanes: one, or one per worker (lane `i` read by worker
+/// `i`). `solo` is the lane that gets every frame while the switch is busy
+/// (see `affinity.rs`); ports are spread over the workers that way.
+#[derive(Clone)]
+struct PortLanes {
+    solo: usize,
+    lanes: Vec<Arc<RxSlot>>,
+}
+
+impl PortLanes {
+    /// Tells the port's fanout group where frames go in this mode.
+    fn steer(&self, by_cpu: bool) {
+        let Some(first) = self.lanes.first() else {
+            return;
+        };
+        if self.lanes.len() < 2 {
+            return;
+        }
+        let lane = if by_cpu { None } else { Some(self.solo) };
+        if let Err(err) = first.handle.tx.steer(lane) {
+            log::warn!("port {}: cannot steer its frames: {err}", first.handle.name);
+        }
+    }
+}
+
+/// The receive lanes by port, published with the ports.
+type RxSlots = HashMap<PortId, PortLanes>;
 
 /// State the threads share.
 struct Shared {
@@ -142,6 +198,13 @@ struct Shared {
     events: Sender<PortEvent>,
     capture: Option<Arc<CaptureDir>>,
     busy_poll: std::time::Duration,
+    /// Whether frames are read by CPU or by port (see `affinity.rs`); the
+    /// lock also serializes steering the ports' fanout groups.
+    mode: Mutex<Mode>,
+    /// `mode.by_cpu()`, for workers to read once per wake-up.
+    by_cpu: AtomicBool,
+    /// How often the mode changed, for `tapswitch stats`.
+    mode_changes: AtomicU64,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
@@ -162,6 +225,29 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// A worker became busy or calm: switch every port between reading by
+    /// CPU and by port when that changes the mode.
+    fn worker_load_changed(&self, busy: bool) {
+        let mut mode = self.mode.lock().unwrap_or_else(PoisonError::into_inner);
+        if !mode.worker_changed(busy) {
+            return;
+        }
+        let by_cpu = mode.by_cpu();
+        log::debug!(
+            "{}",
+            if by_cpu {
+                "traffic is light: reading frames on the CPU they arrive on"
+            } else {
+                "traffic is heavy: reading each port in one lane"
+            }
+        );
+        for port in self.rx_slots().values() {
+            port.steer(by_cpu);
+        }
+        self.by_cpu.store(by_cpu, Ordering::Relaxed);
+        self.mode_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> Arc<PortSet> {
@@ -247,12 +333,27 @@ impl Dataplane {
             events: events_tx,
             capture: config.capture.clone(),
             busy_poll: config.busy_poll,
+            mode: Mutex::new(Mode::default()),
+            by_cpu: AtomicBool::new(true),
+            mode_changes: AtomicU64::new(0),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
+        let count = config.workers.max(1);
+        let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();
-        for index in 0..config.workers.max(1) {
-            workers.push(worker::spawn(index, shared.clone())?);
+        for index in 0..count {
+            // One worker reads every lane: no point in keeping it anywhere.
+            let lane = if count > 1 {
+                ports::cpu::lane_cpus(index, count, &allowed)
+            } else {
+                Vec::new()
+            };
+            let cpus = worker::Cpus {
+                lane,
+                all: allowed.clone(),
+            };
+            workers.push(worker::spawn(index, cpus, shared.clone())?);
         }
         let gateway = match config.gateway {
             Some((address, prefix_len)) => {
@@ -300,13 +401,34 @@ impl Dataplane {
         self.workers.len()
     }
 
-    /// Attaches a port; returns its number (the lowest free one from 1, as
-    /// the Linux bridge numbers its ports).
+    /// How veth ports are read right now (see `affinity.rs`), and how many
+    /// times that changed.
+    pub fn reading(&self) -> (Reading, u64) {
+        let reading = if self.workers.len() < 2 {
+            Reading::OneLane
+        } else if self.shared.by_cpu.load(Ordering::Relaxed) {
+            Reading::ByCpu
+        } else {
+            Reading::ByPort
+        };
+        (reading, self.shared.mode_changes.load(Ordering::Relaxed))
+    }
+
+    /// How many receive lanes a port should come with when it can be read
+    /// per CPU (see [`ports::packet::open_lanes`]): one per worker.
+    pub fn lanes(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Attaches a port read through `lanes` (one per worker, lane `i` read
+    /// by worker `i`; or a single one, given to the least busy worker);
+    /// returns its number (the lowest free one from 1, as the Linux bridge
+    /// numbers its ports).
     pub fn add_port(
         &self,
         name: &str,
         kind: PortKind,
-        rx: Box<dyn PortRx>,
+        lanes: Vec<Box<dyn PortRx>>,
         tx: Arc<dyn PortTx>,
     ) -> PortId {
         let guard = self
@@ -327,20 +449,46 @@ impl Dataplane {
             counters: Arc::new(PortCounters::default()),
             capture: self.shared.capture_port(name),
         });
-        let (home, worker) = self.least_loaded_worker();
-        let slot = Arc::new(RxSlot {
-            handle: handle.clone(),
-            home,
-            rx: Mutex::new(RxState {
-                rx: Some(rx),
-                error: None,
-            }),
-        });
+        let solo = self.least_loaded_worker();
+        let homes: Vec<usize> = if lanes.len() == self.workers.len() {
+            (0..lanes.len()).collect()
+        } else {
+            assert_eq!(lanes.len(), 1, "a port has one lane or one per worker");
+            vec![solo]
+        };
+        let slots_of_port: Vec<Arc<RxSlot>> = lanes
+            .into_iter()
+            .zip(&homes)
+            .map(|(rx, &home)| {
+                Arc::new(RxSlot {
+                    handle: handle.clone(),
+                    home,
+                    rx: Mutex::new(RxState {
+                        rx: Some(rx),
+                        error: None,
+                    }),
+                })
+            })
+            .collect();
+        let port_lanes = PortLanes {
+            solo,
+            lanes: slots_of_port,
+        };
         let mut slots = (*self.shared.rx_slots()).clone();
-        slots.insert(id, slot.clone());
+        slots.insert(id, port_lanes.clone());
         self.shared.publish(current.with(handle), Some(slots));
         drop(guard);
-        worker.send(WorkerCommand::Add { slot });
+        {
+            let mode = self
+                .shared
+                .mode
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            port_lanes.steer(mode.by_cpu());
+        }
+        for slot in port_lanes.lanes {
+            self.workers[slot.home].send(WorkerCommand::Add { slot });
+        }
         id
     }
 
@@ -357,14 +505,14 @@ impl Dataplane {
         true
     }
 
-    /// The worker with the fewest ports (ties rotate), and its index.
-    fn least_loaded_worker(&self) -> (usize, &WorkerHandle) {
+    /// The index of the worker with the fewest lanes (ties rotate): where a
+    /// single-lane port goes, and a port's solo lane.
+    fn least_loaded_worker(&self) -> usize {
         let hint = self.shared.next_hint.fetch_add(1, Ordering::Relaxed) as usize;
         let n = self.workers.len();
         (0..n)
             .map(|i| (hint + i) % n)
             .min_by_key(|&i| self.workers[i].port_count())
-            .map(|i| (i, &self.workers[i]))
             .expect("at least one worker")
     }
 
@@ -424,7 +572,7 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<(Sender<()>, JoinH
 /// slow) to its counters, so `tapswitch ports` shows every drop. A port that
 /// a worker is reading right now is counted next time.
 fn count_kernel_drops(shared: &Shared) {
-    for slot in shared.rx_slots().values() {
+    for slot in shared.rx_slots().values().flat_map(|port| &port.lanes) {
         let Ok(mut state) = slot.rx.try_lock() else {
             continue;
         };

@@ -31,6 +31,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::RxBatch;
 
+use super::affinity::{LoadMeter, WINDOW};
 use super::{PortEvent, RxSlot, RxSlots, RxState, Shared};
 use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
@@ -97,7 +98,15 @@ impl WorkerHandle {
     }
 }
 
-pub(super) fn spawn(index: usize, shared: Arc<Shared>) -> io::Result<WorkerHandle> {
+/// Where a worker may run: its lane's CPUs (empty: no preference) and all
+/// the switch's CPUs (see `affinity.rs`).
+pub(super) struct Cpus {
+    pub(super) lane: Vec<usize>,
+    pub(super) all: Vec<usize>,
+}
+
+/// Starts worker `index`.
+pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result<WorkerHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (commands, inbox) = crossbeam_channel::unbounded();
@@ -107,6 +116,9 @@ pub(super) fn spawn(index: usize, shared: Arc<Shared>) -> io::Result<WorkerHandl
         .name(format!("tapswitch-w{index}"))
         .spawn(move || {
             let worker = Worker {
+                load: LoadMeter::default(),
+                pinned: false,
+                cpus,
                 index,
                 fabric: Fabric::new(shared.trace.clone()),
                 shared,
@@ -146,6 +158,10 @@ struct Worker {
     suspects: Vec<(Arc<PortHandle>, Instant)>,
     /// Ports the last batch sent unicast frames to (see the module docs).
     sent_to: Vec<PortId>,
+    cpus: Cpus,
+    load: LoadMeter,
+    /// Whether this thread is kept on its lane's CPUs right now.
+    pinned: bool,
 }
 
 /// What a wake-up works with: the ports and receive slots at that moment.
@@ -164,7 +180,9 @@ impl Worker {
         let mut last_frame = Instant::now()
             .checked_sub(spin)
             .unwrap_or_else(Instant::now);
+        let mut accounted = Instant::now();
         loop {
+            self.follow_mode();
             // Busy polling (`--busy-poll`, off by default): for a while after
             // the last frame, look for the next one without sleeping, giving
             // the CPU to whatever else wants it in between. Waking a sleeping
@@ -175,6 +193,9 @@ impl Worker {
             let spinning = last_frame.elapsed() < spin;
             let timeout = if spinning {
                 Some(Duration::ZERO)
+            } else if self.load.busy() {
+                // Look at the load again even if no frame comes.
+                Some(self.next_suspect_check().map_or(WINDOW, |t| t.min(WINDOW)))
             } else {
                 self.next_suspect_check()
             };
@@ -195,6 +216,7 @@ impl Worker {
                     last_frame = Instant::now();
                 }
             }
+            let woke = Instant::now();
             if !self.handle_commands() {
                 return;
             }
@@ -202,7 +224,30 @@ impl Worker {
             if !self.drain_ready_ports() {
                 return;
             }
+            let done = Instant::now();
+            if let Some(busy) = self.load.account(done - accounted, done - woke) {
+                self.shared.worker_load_changed(busy);
+            }
+            accounted = done;
         }
+    }
+
+    /// Keeps this thread on its lane's CPUs while the switch reads frames by
+    /// CPU, and lets it run anywhere while it reads them by port.
+    fn follow_mode(&mut self) {
+        let by_cpu = self.shared.by_cpu.load(Ordering::Relaxed) && !self.cpus.lane.is_empty();
+        if by_cpu == self.pinned {
+            return;
+        }
+        let cpus = if by_cpu {
+            &self.cpus.lane
+        } else {
+            &self.cpus.all
+        };
+        if let Err(err) = ports::cpu::pin_current_thread(cpus) {
+            log::debug!("worker {}: cannot keep to CPUs {cpus:?}: {err}", self.index);
+        }
+        self.pinned = by_cpu;
     }
 
     fn mark_ready(&mut self, id: PortId) {
@@ -343,9 +388,23 @@ impl Worker {
     fn take_answers(&mut self, view: &View) {
         let targets = std::mem::take(&mut self.sent_to);
         for id in &targets {
-            let Some(slot) = view.slots.get(id) else {
+            let Some(port) = view.slots.get(id) else {
                 continue;
             };
+            // An answer lands in the lane of the CPU that produced it (the
+            // one this thread sent from: the receiver's stack ran inside the
+            // send) while the switch reads by CPU, else in the port's solo
+            // lane. It may be ours (read it next) or another worker's.
+            let lanes = &port.lanes;
+            let lane = match lanes.len() {
+                0 => continue,
+                1 => 0,
+                n if self.shared.by_cpu.load(Ordering::Relaxed) => {
+                    ports::cpu::current_cpu().unwrap_or(0) % n
+                }
+                _ => port.solo,
+            };
+            let slot = &lanes[lane];
             if slot.home == self.index {
                 self.mark_ready(*id);
                 continue;

@@ -1,0 +1,71 @@
+//! Which CPU a worker runs on, for ports read in per-CPU lanes.
+//!
+//! A packet socket in a CPU fanout group gets the frames that arrived on
+//! CPUs `c` with `c % lanes == lane` (see [`crate::packet::open_lanes`]).
+//! The frames a container sends arrive on the CPU the container's process
+//! runs on, so the worker reading lane `lane` is kept on exactly those CPUs:
+//! waking it is then a switch between two threads of one CPU instead of a
+//! wake-up sent to another CPU, which on a virtual machine costs tens of
+//! microseconds per hop.
+
+use std::io;
+
+use crate::sys;
+
+/// The CPUs this thread may run on, in ascending order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    sys::cpu::allowed_cpus()
+}
+
+/// The CPUs among `allowed` whose frames land in lane `lane` of `lanes`.
+/// Empty when none does (the worker is then best left unpinned).
+pub fn lane_cpus(lane: usize, lanes: usize, allowed: &[usize]) -> Vec<usize> {
+    if lanes == 0 {
+        return Vec::new();
+    }
+    allowed
+        .iter()
+        .copied()
+        .filter(|cpu| cpu % lanes == lane)
+        .collect()
+}
+
+/// The CPU the calling thread runs on at this moment (it may move right
+/// after; good enough to guess which lane a frame just sent produced).
+pub fn current_cpu() -> Option<usize> {
+    sys::cpu::current_cpu()
+}
+
+/// Keeps the calling thread on `cpus` (an empty list changes nothing).
+pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    sys::cpu::pin_current_thread(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_partition_the_allowed_cpus_by_the_kernels_modulo() {
+        let allowed = [0, 1, 2, 3, 5];
+        assert_eq!(lane_cpus(0, 2, &allowed), vec![0, 2]);
+        assert_eq!(lane_cpus(1, 2, &allowed), vec![1, 3, 5]);
+        assert_eq!(lane_cpus(0, 1, &allowed), allowed.to_vec());
+        // A cpuset of {0, 2} never runs lane 1's CPUs: leave it unpinned.
+        assert!(lane_cpus(1, 2, &[0, 2]).is_empty());
+        assert!(lane_cpus(0, 0, &allowed).is_empty());
+    }
+
+    #[test]
+    fn this_thread_runs_somewhere_and_can_be_kept_there() {
+        let allowed = allowed_cpus().unwrap();
+        assert!(!allowed.is_empty());
+        // Pinning to what is already allowed succeeds and changes nothing.
+        pin_current_thread(&allowed).unwrap();
+        assert_eq!(allowed_cpus().unwrap(), allowed);
+        let here = current_cpu().expect("sched_getcpu works on Linux");
+        pin_current_thread(&[here]).unwrap();
+        assert_eq!(current_cpu(), Some(here));
+        pin_current_thread(&allowed).unwrap();
+    }
+}

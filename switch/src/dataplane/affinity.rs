@@ -1,0 +1,157 @@
+//! Where a veth port's frames are read, and where workers run: next to the
+//! senders while traffic is light, spread over the CPUs once it is heavy.
+//!
+//! A veth port is read in lanes, one per worker (see the dataplane's docs),
+//! and its fanout group can hand a frame to the lane of the CPU it arrived
+//! on. That CPU is the one its sender runs on, and worker `i` can be kept on
+//! lane `i`'s CPUs. Then the worker is woken by a switch between two threads
+//! of one CPU, which on a virtual machine is several times cheaper than a
+//! wake-up sent to another, sleeping CPU: a ping through the switch takes a
+//! quarter of the time. The answer to a frame lands in the same lane, as the
+//! receiver's stack runs inside the worker's write.
+//!
+//! Under load that is the wrong way round: a worker kept next to a busy
+//! sender gets half of that CPU while another may sit idle, and a TCP
+//! stream whose ACKs make data leave from both CPUs wakes both workers for
+//! every few frames. So once any worker has been busy for more than
+//! [`BUSY`] of a [`WINDOW`], every port sends all its frames to one lane (as
+//! if it had a single socket; ports are spread over the workers) and the
+//! workers may run anywhere. After every busy worker has stayed below
+//! [`CALM`] for [`CALM_WINDOWS`] windows in a row, the switch goes back.
+//! Frames already queued in a lane when the mode changes may be overtaken
+//! by one or two from another lane; TCP copes with such rare reordering.
+
+use std::time::Duration;
+
+/// How often a worker looks at how busy it was (a busy worker wakes up at
+/// least this often to look).
+pub(super) const WINDOW: Duration = Duration::from_millis(20);
+/// Busier than this (a fraction of the window) and the worker counts as busy.
+const BUSY: f64 = 0.25;
+/// Below this for [`CALM_WINDOWS`] windows in a row and it is calm again.
+const CALM: f64 = 0.05;
+const CALM_WINDOWS: u32 = 10;
+
+/// Measures one worker's load in windows and says when it changes.
+#[derive(Debug, Default)]
+pub(super) struct LoadMeter {
+    busy: bool,
+    window: Duration,
+    working: Duration,
+    calm_windows: u32,
+}
+
+impl LoadMeter {
+    pub(super) fn busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Accounts `elapsed` wall time, `working` of it spent forwarding.
+    /// Returns `Some(busy)` when the worker became busy or calm.
+    pub(super) fn account(&mut self, elapsed: Duration, working: Duration) -> Option<bool> {
+        self.window += elapsed;
+        self.working += working.min(elapsed);
+        if self.window < WINDOW {
+            return None;
+        }
+        let load = self.working.as_secs_f64() / self.window.as_secs_f64();
+        // A long sleep counts as that many calm windows.
+        let windows = (self.window.as_nanos() / WINDOW.as_nanos()).max(1) as u32;
+        self.window = Duration::ZERO;
+        self.working = Duration::ZERO;
+        if !self.busy {
+            if load > BUSY {
+                self.busy = true;
+                self.calm_windows = 0;
+                return Some(true);
+            }
+        } else if load < CALM {
+            self.calm_windows = self.calm_windows.saturating_add(windows);
+            if self.calm_windows >= CALM_WINDOWS {
+                self.busy = false;
+                return Some(false);
+            }
+        } else {
+            self.calm_windows = 0;
+        }
+        None
+    }
+}
+
+/// The switch-wide mode: spread by CPU while no worker is busy.
+#[derive(Debug, Default)]
+pub(super) struct Mode {
+    busy_workers: usize,
+}
+
+impl Mode {
+    /// Whether frames go to the lane of their CPU (and workers stay there).
+    pub(super) fn by_cpu(&self) -> bool {
+        self.busy_workers == 0
+    }
+
+    /// Notes that a worker became busy or calm; true if the mode changed.
+    pub(super) fn worker_changed(&mut self, busy: bool) -> bool {
+        let before = self.by_cpu();
+        if busy {
+            self.busy_workers += 1;
+        } else {
+            self.busy_workers = self.busy_workers.saturating_sub(1);
+        }
+        before != self.by_cpu()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_quiet_worker_stays_calm() {
+        let mut meter = LoadMeter::default();
+        for _ in 0..100 {
+            // A ping every 5 ms: a few microseconds of work.
+            assert_eq!(meter.account(5 * MS, Duration::from_micros(10)), None);
+        }
+    }
+
+    #[test]
+    fn a_busy_worker_is_calm_again_only_after_a_calm_spell() {
+        let mut meter = LoadMeter::default();
+        assert_eq!(meter.account(10 * MS, 5 * MS), None, "window not complete");
+        assert_eq!(meter.account(10 * MS, 5 * MS), Some(true));
+        assert_eq!(meter.account(20 * MS, 10 * MS), None);
+        for _ in 0..CALM_WINDOWS - 1 {
+            assert_eq!(meter.account(20 * MS, Duration::ZERO), None);
+        }
+        assert_eq!(meter.account(20 * MS, 2 * MS), None, "10% is not calm");
+        for _ in 0..CALM_WINDOWS - 1 {
+            assert_eq!(meter.account(20 * MS, Duration::ZERO), None);
+        }
+        assert_eq!(meter.account(20 * MS, Duration::ZERO), Some(false));
+    }
+
+    #[test]
+    fn a_long_sleep_makes_a_busy_worker_calm_at_once() {
+        let mut meter = LoadMeter::default();
+        assert_eq!(meter.account(20 * MS, 20 * MS), Some(true));
+        assert_eq!(meter.account(Duration::from_secs(1), MS), Some(false));
+    }
+
+    #[test]
+    fn the_switch_spreads_by_cpu_only_while_no_worker_is_busy() {
+        let mut mode = Mode::default();
+        assert!(mode.by_cpu());
+        assert!(mode.worker_changed(true));
+        assert!(
+            !mode.worker_changed(true),
+            "a second busy worker changes nothing"
+        );
+        assert!(!mode.worker_changed(false));
+        assert!(!mode.by_cpu());
+        assert!(mode.worker_changed(false));
+        assert!(mode.by_cpu());
+    }
+}
