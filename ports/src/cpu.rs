@@ -36,6 +36,17 @@ pub fn current_cpu() -> Option<usize> {
     sys::cpu::current_cpu()
 }
 
+/// Gives the calling thread the lowest real-time priority (SCHED_FIFO 1)
+/// or takes it back (`false`: SCHED_OTHER). Needs CAP_SYS_NICE to raise.
+///
+/// A real-time thread runs as soon as it is woken, ahead of every ordinary
+/// thread on its CPU, as the kernel's own softirq work does; an ordinary
+/// one in another scheduling group (a service, a different session) may
+/// first wait for the thread that woke it.
+pub fn set_realtime(on: bool) -> io::Result<()> {
+    sys::cpu::set_realtime(on.then_some(1))
+}
+
 /// Keeps the calling thread on `cpus` (an empty list changes nothing).
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     sys::cpu::pin_current_thread(cpus)
@@ -67,5 +78,18 @@ mod tests {
         pin_current_thread(&[here]).unwrap();
         assert_eq!(current_cpu(), Some(here));
         pin_current_thread(&allowed).unwrap();
+    }
+
+    #[test]
+    fn a_thread_can_always_go_back_to_ordinary_scheduling() {
+        std::thread::spawn(|| {
+            // Raising needs CAP_SYS_NICE (CI runs as root); lowering never fails.
+            let raised = set_realtime(true);
+            set_realtime(false).unwrap();
+            raised
+        })
+        .join()
+        .unwrap()
+        .ok();
     }
 }

@@ -50,11 +50,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
         rcvbuf: RECEIVE_BUFFER_BYTES,
         promisc: true,
     };
-    let lanes = if fanout_keeps_output_out() {
-        lanes.max(1)
-    } else {
-        1
-    };
+    let lanes = if lanes_supported() { lanes.max(1) } else { 1 };
     let mut fds = Vec::with_capacity(lanes);
     let mut group = None;
     for lane in 0..lanes {
@@ -95,9 +91,10 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
     Ok((rx, tx))
 }
 
-/// Whether this kernel has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.5):
-/// an older one would hand a fanout group the frames the switch sends.
-fn fanout_keeps_output_out() -> bool {
+/// Whether `--iface` ports can be read in several lanes here: the kernel
+/// has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.5); an older one would
+/// hand a fanout group frames that other local programs send.
+pub fn lanes_supported() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     kernel_at_least(&release, (6, 5))
 }

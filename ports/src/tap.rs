@@ -6,6 +6,13 @@
 //! brought up. A TAP the switch created is not persistent: it disappears
 //! when the switch closes it (on exit or `port rm`). A persistent TAP that
 //! existed before (`ip tuntap add`) is left in place.
+//!
+//! Read in several lanes, the device is multi-queue (IFF_MULTI_QUEUE, one
+//! queue per lane) with a two-instruction eBPF steering program that picks
+//! the queue of each frame the container sends: the CPU it is sent on, or
+//! one fixed queue ([`PortTx::steer`]), as packet sockets do with a fanout
+//! group. Without CAP_BPF, or for an existing single-queue TAP, the port
+//! has one queue.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -16,16 +23,24 @@ use crate::sys;
 use crate::vnet::VnetHdr;
 use crate::{PortError, PortRx, PortTx, check_interface_name};
 
-/// An opened TAP port and whether this call created the device.
+/// An opened TAP port (one receive half per queue) and whether this call
+/// created the device.
 #[derive(Debug)]
 pub struct OpenedTap {
-    pub rx: TapRx,
+    pub lanes: Vec<TapRx>,
     pub tx: TapTx,
     pub created: bool,
 }
 
-/// Opens (or creates) TAP device `name` as a switch port.
+/// Opens (or creates) TAP device `name` as a switch port with one queue.
 pub fn open(name: &str) -> Result<OpenedTap, PortError> {
+    open_lanes(name, 1)
+}
+
+/// Opens (or creates) TAP device `name` as a switch port read in up to
+/// `lanes` queues (see the module docs); frames all go to the first queue
+/// until [`PortTx::steer`] says otherwise.
+pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     check_interface_name(name)?;
     let existed = sys::if_nametoindex(name).is_ok();
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -33,26 +48,58 @@ pub fn open(name: &str) -> Result<OpenedTap, PortError> {
             name: name.to_string(),
         });
     }
-    let fd = sys::tun::open_tap(name, true).map_err(|err| match err.raw_os_error() {
+    let not_a_tap = |err: io::Error| match err.raw_os_error() {
         // TUNSETIFF on an existing non-TAP interface.
         Some(libc::EINVAL) | Some(libc::EBUSY) if existed => PortError::NotATap {
             name: name.to_string(),
         },
         _ => PortError::from_io(name, "opening the TAP device", err),
-    })?;
+    };
+    // Steering needs a BPF program, hence CAP_BPF: check that first.
+    let steering = if lanes > 1 {
+        sys::bpf::load_steering(sys::bpf::Queue::Fixed(0)).ok()
+    } else {
+        None
+    };
+    let mut queues = Vec::new();
+    if let Some(program) = &steering {
+        match sys::tun::open_tap(name, true, true) {
+            Ok(first) => {
+                queues.push(first);
+                for _ in 1..lanes {
+                    queues.push(sys::tun::open_tap(name, true, true).map_err(not_a_tap)?);
+                }
+                sys::bpf::attach_steering(queues[0].as_fd(), program.as_fd()).map_err(|err| {
+                    PortError::from_io(name, "attaching a queue-steering program", err)
+                })?;
+            }
+            // An existing TAP made with one queue: use it as it is.
+            Err(err) if existed && err.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(err) => return Err(not_a_tap(err)),
+        }
+    }
+    if queues.is_empty() {
+        queues.push(sys::tun::open_tap(name, true, false).map_err(not_a_tap)?);
+    }
     let control = sys::control_socket()
         .map_err(|err| PortError::from_io(name, "opening a control socket", err))?;
     sys::set_interface_up(control.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "bringing the TAP device up", err))?;
     let mtu = sys::interface_mtu(control.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let fd = Arc::new(fd);
+    let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
+    let tx = TapTx {
+        fd: queues[0].clone(),
+        mtu,
+        lanes: queues.len(),
+    };
+    let lanes = queues
+        .into_iter()
+        .map(|fd| TapRx { fd, head: [0; 10] })
+        .collect();
     Ok(OpenedTap {
-        rx: TapRx {
-            fd: fd.clone(),
-            head: [0; 10],
-        },
-        tx: TapTx { fd, mtu },
+        lanes,
+        tx,
         created: !existed,
     })
 }
@@ -98,6 +145,8 @@ impl PortRx for TapRx {
 pub struct TapTx {
     fd: Arc<OwnedFd>,
     mtu: usize,
+    /// Queues of the device that the switch reads (1: not multi-queue).
+    lanes: usize,
 }
 
 impl PortTx for TapTx {
@@ -112,5 +161,17 @@ impl PortTx for TapTx {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
+        if self.lanes < 2 {
+            return Ok(());
+        }
+        let queue = match lane {
+            None => sys::bpf::Queue::OfCurrentCpu,
+            Some(lane) => sys::bpf::Queue::Fixed(u32::try_from(lane).unwrap_or(0)),
+        };
+        let program = sys::bpf::load_steering(queue)?;
+        sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())
     }
 }

@@ -148,6 +148,10 @@ pub struct PortInfo {
     pub mtu: usize,
     /// Takes virtio-net headers (GSO and checksum offload pass through).
     pub offloads: bool,
+    /// Receive lanes: one per worker where the port can be read per CPU
+    /// (a fanout group of packet sockets, a multi-queue TAP), else 1.
+    #[serde(default)]
+    pub lanes: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     pub capturing: bool,

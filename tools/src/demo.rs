@@ -281,6 +281,7 @@ fn start_switch(
             trace,
             capture: None,
             busy_poll: std::time::Duration::ZERO,
+            realtime: true,
         };
         let dataplane = Dataplane::start(config)?;
         let info = serve::switch_info(

@@ -224,6 +224,9 @@ pub fn render_ports(ports: &[PortInfo]) -> String {
             "{}: {} ({}, mtu {}, offloads {})",
             p.port_no.0, p.name, p.kind, p.mtu, offloads
         );
+        if p.lanes > 1 {
+            out += &format!(" {} lanes", p.lanes);
+        }
         if let Some(owner) = &p.owner {
             out += &format!(" container {owner}");
         }

@@ -85,7 +85,7 @@ impl RunningSwitch {
         f(dataplane)
     }
 
-    /// Opens and attaches a port.
+    /// Opens and attaches a port (in one lane per worker where it can).
     pub fn attach(&self, spec: &PortSpec, owner: Option<String>) -> Result<PortInfo> {
         let name = spec.name();
         let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,23 +98,14 @@ impl RunningSwitch {
             let id = match spec {
                 PortSpec::Iface(name) => {
                     let (lanes, tx) = ports::packet::open_lanes(name, dataplane.lanes())?;
-                    let lanes = lanes
-                        .into_iter()
-                        .map(|rx| Box::new(rx) as Box<dyn ports::PortRx>)
-                        .collect();
-                    dataplane.add_port(name, PortKind::Packet, lanes, Arc::new(tx))
+                    dataplane.add_port(name, PortKind::Packet, boxed(lanes), Arc::new(tx))
                 }
                 PortSpec::Tap(name) => {
-                    let tap = ports::tap::open(name)?;
+                    let tap = ports::tap::open_lanes(name, dataplane.lanes())?;
                     if tap.created {
                         log::info!("created TAP device {name}; it is removed when the port is");
                     }
-                    dataplane.add_port(
-                        name,
-                        PortKind::Tap,
-                        vec![Box::new(tap.rx)],
-                        Arc::new(tap.tx),
-                    )
+                    dataplane.add_port(name, PortKind::Tap, boxed(tap.lanes), Arc::new(tap.tx))
                 }
             };
             Ok(id)
@@ -197,6 +188,7 @@ impl RunningSwitch {
                 kind,
                 mtu: port.tx.mtu(),
                 offloads: port.tx.offloads(),
+                lanes: d.lanes_of(id),
                 owner,
                 capturing: port.capture.as_ref().is_some_and(|c| c.is_enabled()),
                 stats: port.counters.snapshot(),
@@ -274,4 +266,12 @@ impl RunningSwitch {
             dataplane.shutdown();
         }
     }
+}
+
+/// A port's receive lanes as the dataplane takes them.
+fn boxed<R: ports::PortRx + 'static>(lanes: Vec<R>) -> Vec<Box<dyn ports::PortRx>> {
+    lanes
+        .into_iter()
+        .map(|rx| Box::new(rx) as Box<dyn ports::PortRx>)
+        .collect()
 }

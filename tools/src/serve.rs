@@ -38,9 +38,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub state: crate::statedir::StateArgs,
     /// Microseconds a worker keeps polling for frames after the last one
-    /// before it sleeps; 0 sleeps at once (lowest CPU, highest latency).
+    /// before it sleeps; 0 sleeps at once (lowest CPU). Busy polling turns
+    /// the real-time priority off (a polling thread must not starve others).
     #[arg(long, value_name = "USECS", default_value_t = 0)]
     pub busy_poll: u64,
+    /// Keep workers at ordinary priority. By default, while traffic is light,
+    /// workers run at the lowest real-time priority (SCHED_FIFO 1, needs
+    /// CAP_SYS_NICE) so a frame is forwarded as soon as it arrives, as the
+    /// kernel bridge does; under load they are ordinary threads.
+    #[arg(long)]
+    pub no_realtime: bool,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -108,6 +115,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         trace,
         capture,
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
+        realtime: !args.no_realtime && args.busy_poll == 0,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(

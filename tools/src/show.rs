@@ -165,6 +165,7 @@ mod tests {
             kind: kind.into(),
             mtu: 1500,
             offloads: false,
+            lanes: 1,
             owner: owner.map(String::from),
             capturing: false,
             stats: PortStats::default(),

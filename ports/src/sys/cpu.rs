@@ -48,3 +48,19 @@ pub(crate) fn current_cpu() -> Option<usize> {
     let cpu = unsafe { libc::sched_getcpu() };
     usize::try_from(cpu).ok()
 }
+
+/// Runs the calling thread under SCHED_FIFO at `priority` (1..=99), or back
+/// under SCHED_OTHER with `None`.
+pub(crate) fn set_realtime(priority: Option<i32>) -> io::Result<()> {
+    let (policy, sched_priority) = match priority {
+        Some(p) => (libc::SCHED_FIFO, p),
+        None => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param { sched_priority };
+    // SAFETY: `param` lives across the call; pid 0 is the calling thread.
+    let ret = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

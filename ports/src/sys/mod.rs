@@ -5,6 +5,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod bpf;
 pub(crate) mod cpu;
 pub(crate) mod packet;
 pub(crate) mod tun;

@@ -14,7 +14,9 @@ const OFFLOADS: libc::c_uint =
 
 /// Opens (creating if needed) TAP device `name`, non-blocking, without the
 /// packet-information prefix, and with virtio-net headers if `vnet_hdr`.
-pub(crate) fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
+/// With `multi_queue` each call opens (or creates) one more queue of the
+/// device; a device made without IFF_MULTI_QUEUE refuses it (EINVAL).
+pub(crate) fn open_tap(name: &str, vnet_hdr: bool, multi_queue: bool) -> io::Result<OwnedFd> {
     let path: &CStr = c"/dev/net/tun";
     // SAFETY: `path` is a valid NUL-terminated string; the result is checked.
     let raw = retry(|| unsafe {
@@ -30,6 +32,9 @@ pub(crate) fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
     let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
     if vnet_hdr {
         flags |= libc::IFF_VNET_HDR;
+    }
+    if multi_queue {
+        flags |= libc::IFF_MULTI_QUEUE;
     }
     req.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: TUNSETIFF reads (and writes back the name into) a valid ifreq.

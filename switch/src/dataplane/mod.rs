@@ -10,12 +10,13 @@
 //! ```
 //!
 //! A port's receive half is read in lanes. A veth port (`--iface`) has one
-//! lane per worker: the kernel hands a frame to the lane of the CPU it
-//! arrived on (a CPU fanout group), and worker `i` is kept on lane `i`'s
-//! CPUs, so a frame is usually forwarded on the CPU its sender runs on, the
-//! way the kernel bridge forwards inside the sender's own system call. A
-//! TAP port has a single lane, read by the worker with the fewest ports
-//! when it was added. The send half is shared, so any thread sends to any
+//! lane per worker, in a fanout group: while traffic is light the kernel
+//! hands a frame to the lane of the CPU it arrived on and worker `i` is kept
+//! on lane `i`'s CPUs, so a frame is forwarded on the CPU its sender runs
+//! on, the way the kernel bridge forwards inside the sender's own system
+//! call; once a worker is busy, each port's frames all go to one lane and
+//! workers run anywhere (`affinity.rs`). A TAP port has a single lane, read
+//! by the worker with the fewest lanes when it was added. The send half is shared, so any thread sends to any
 //! port directly, without a channel hop. Workers block in `epoll_wait` when
 //! idle: no busy polling.
 //!
@@ -71,6 +72,9 @@ pub struct DataplaneConfig {
     /// How long a worker keeps polling without sleeping after its last frame
     /// (zero: it sleeps as soon as its ports are empty).
     pub busy_poll: std::time::Duration,
+    /// Whether workers take the lowest real-time priority while traffic is
+    /// light (see `affinity.rs`); never combine with `busy_poll`.
+    pub realtime: bool,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -81,6 +85,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("gateway", &self.gateway)
             .field("trace", &self.trace.is_some())
             .field("busy_poll", &self.busy_poll)
+            .field("realtime", &self.realtime)
             .field(
                 "capture",
                 &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
@@ -198,6 +203,7 @@ struct Shared {
     events: Sender<PortEvent>,
     capture: Option<Arc<CaptureDir>>,
     busy_poll: std::time::Duration,
+    realtime: bool,
     /// Whether frames are read by CPU or by port (see `affinity.rs`); the
     /// lock also serializes steering the ports' fanout groups.
     mode: Mutex<Mode>,
@@ -333,6 +339,7 @@ impl Dataplane {
             events: events_tx,
             capture: config.capture.clone(),
             busy_poll: config.busy_poll,
+            realtime: config.realtime && config.busy_poll.is_zero(),
             mode: Mutex::new(Mode::default()),
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),
@@ -412,6 +419,15 @@ impl Dataplane {
             Reading::ByPort
         };
         (reading, self.shared.mode_changes.load(Ordering::Relaxed))
+    }
+
+    /// How many receive lanes port `id` is read in (0: no such port; the
+    /// gateway has none).
+    pub fn lanes_of(&self, id: PortId) -> usize {
+        self.shared
+            .rx_slots()
+            .get(&id)
+            .map_or(0, |port| port.lanes.len())
     }
 
     /// How many receive lanes a port should come with when it can be read

@@ -1,22 +1,27 @@
-//! A worker thread: waits for its ports to become readable, reads a batch,
+//! A worker thread: waits for its lanes to become readable, reads a batch,
 //! and forwards every frame of it on the spot.
 //!
-//! Each port has a home worker that waits for it in epoll and reads it dry.
-//! On top of that, a worker that has just sent unicast frames to a port of
-//! another worker reads one batch from that port right away, if nobody else
-//! is reading it at that moment. The reason is latency on small machines:
-//! when the switch writes a frame to a veth or TAP, the kernel runs the
-//! receiving host's stack inside that very write, so its answer (a ping
-//! reply, a TCP ACK) is often already queued on the port when the write
-//! returns. Taking it at once saves waking the other worker's thread, which
-//! on a virtual machine costs tens of microseconds per hop.
+//! Each lane (a port's receive socket or TAP fd; see the dataplane's docs)
+//! has a home worker that waits for it in epoll and reads it dry. On top of
+//! that, a worker that has just sent unicast frames to a port reads one
+//! batch right away from the lane where the answer lands, if nobody else is
+//! reading it at that moment. The reason is latency on small machines: when
+//! the switch writes a frame to a veth or TAP, the kernel runs the receiving
+//! host's stack inside that very write, so its answer (a ping reply, a TCP
+//! ACK) is often already queued when the write returns. Taking it at once
+//! saves waking another thread, which on a virtual machine costs tens of
+//! microseconds per hop.
 //!
 //! Correctness does not depend on that shortcut: the home worker always
-//! takes the port's lock (waiting if another worker holds it) and reads
-//! until the port is empty, and every frame that arrives after a read
+//! takes the lane's lock (waiting if another worker holds it) and reads
+//! until the lane is empty, and every frame that arrives after a read
 //! raises a new epoll event for the home worker. A reader keeps the lock
-//! until its batch is forwarded, so frames from one port never overtake
+//! until its batch is forwarded, so frames from one lane never overtake
 //! each other (TCP would take reordering for loss).
+//!
+//! Each worker also measures how busy it is, which decides whether veth
+//! ports are read per CPU or per port, and keeps itself on its lane's CPUs
+//! while they are read per CPU (`affinity.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -117,7 +122,11 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
         .spawn(move || {
             let worker = Worker {
                 load: LoadMeter::default(),
+                accounted: Instant::now(),
+                working_since: Instant::now(),
                 pinned: false,
+                realtime: false,
+                realtime_refused: false,
                 cpus,
                 index,
                 fabric: Fabric::new(shared.trace.clone()),
@@ -160,8 +169,15 @@ struct Worker {
     sent_to: Vec<PortId>,
     cpus: Cpus,
     load: LoadMeter,
+    /// When the load meter was last told, and since when this worker has
+    /// been forwarding without a sleep.
+    accounted: Instant,
+    working_since: Instant,
     /// Whether this thread is kept on its lane's CPUs right now.
     pinned: bool,
+    /// Whether it asked for real-time priority, and whether that was refused.
+    realtime: bool,
+    realtime_refused: bool,
 }
 
 /// What a wake-up works with: the ports and receive slots at that moment.
@@ -180,7 +196,6 @@ impl Worker {
         let mut last_frame = Instant::now()
             .checked_sub(spin)
             .unwrap_or_else(Instant::now);
-        let mut accounted = Instant::now();
         loop {
             self.follow_mode();
             // Busy polling (`--busy-poll`, off by default): for a while after
@@ -216,7 +231,7 @@ impl Worker {
                     last_frame = Instant::now();
                 }
             }
-            let woke = Instant::now();
+            self.working_since = Instant::now();
             if !self.handle_commands() {
                 return;
             }
@@ -224,30 +239,52 @@ impl Worker {
             if !self.drain_ready_ports() {
                 return;
             }
-            let done = Instant::now();
-            if let Some(busy) = self.load.account(done - accounted, done - woke) {
-                self.shared.worker_load_changed(busy);
-            }
-            accounted = done;
+            self.account_load(true);
         }
     }
 
-    /// Keeps this thread on its lane's CPUs while the switch reads frames by
-    /// CPU, and lets it run anywhere while it reads them by port.
-    fn follow_mode(&mut self) {
-        let by_cpu = self.shared.by_cpu.load(Ordering::Relaxed) && !self.cpus.lane.is_empty();
-        if by_cpu == self.pinned {
+    /// Tells the load meter how long this worker has been forwarding since
+    /// it last looked (at most once a window unless `now_or_never`, which a
+    /// worker about to sleep sets). Called between batches too, so that a
+    /// worker that never runs out of frames still changes the mode.
+    fn account_load(&mut self, now_or_never: bool) {
+        let now = Instant::now();
+        if !now_or_never && now - self.accounted < WINDOW {
             return;
         }
-        let cpus = if by_cpu {
-            &self.cpus.lane
-        } else {
-            &self.cpus.all
-        };
-        if let Err(err) = ports::cpu::pin_current_thread(cpus) {
-            log::debug!("worker {}: cannot keep to CPUs {cpus:?}: {err}", self.index);
+        let elapsed = now - self.accounted;
+        let working = now - self.working_since.max(self.accounted);
+        self.accounted = now;
+        self.working_since = now;
+        if let Some(busy) = self.load.account(elapsed, working) {
+            self.shared.worker_load_changed(busy);
         }
-        self.pinned = by_cpu;
+    }
+
+    /// While traffic is light (frames read by CPU), keeps this thread on its
+    /// lane's CPUs and at the lowest real-time priority (when allowed);
+    /// under load, lets it run anywhere as an ordinary thread.
+    fn follow_mode(&mut self) {
+        let light = self.shared.by_cpu.load(Ordering::Relaxed);
+        let pin = light && !self.cpus.lane.is_empty();
+        if pin != self.pinned {
+            let cpus = if pin { &self.cpus.lane } else { &self.cpus.all };
+            if let Err(err) = ports::cpu::pin_current_thread(cpus) {
+                log::debug!("worker {}: cannot keep to CPUs {cpus:?}: {err}", self.index);
+            }
+            self.pinned = pin;
+        }
+        let realtime = light && self.shared.realtime;
+        if realtime != self.realtime {
+            if let Err(err) = ports::cpu::set_realtime(realtime) {
+                // Without CAP_SYS_NICE: stay an ordinary thread, say so once.
+                if !self.realtime_refused && self.index == 0 {
+                    log::info!("workers run at ordinary priority ({err}); latency may be higher");
+                    self.realtime_refused = true;
+                }
+            }
+            self.realtime = realtime;
+        }
     }
 
     fn mark_ready(&mut self, id: PortId) {
@@ -340,6 +377,7 @@ impl Worker {
                         self.ready.push_back(id);
                     }
                     self.take_answers(&view);
+                    self.account_load(false);
                 }
                 Err(err) => {
                     drop(state);
