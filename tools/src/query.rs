@@ -147,7 +147,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     println!("workers      {}", info.workers);
     if !info.reading.is_empty() {
         println!(
-            "veth ports   read {}; changed {} time(s)",
+            "lanes        read {}; changed {} time(s)",
             info.reading, info.reading_changes
         );
     }
