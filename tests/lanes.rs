@@ -237,3 +237,64 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
         Some(h1_port)
     );
 }
+
+#[test]
+fn existing_persistent_taps_keep_their_queues_and_outlive_the_switch() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    // Made beforehand, as `ip tuntap add` users do: one single-queue, one
+    // multi-queue. The switch must use each as it is and leave both behind.
+    switch_ns.ip(&["tuntap", "add", "mode", "tap", "name", "sq1"]);
+    switch_ns.ip(&["tuntap", "add", "mode", "tap", "name", "mq1", "multi_queue"]);
+    let switch = SwitchProcess::start(
+        &switch_ns.name,
+        &[
+            "--tap",
+            "sq1",
+            "--tap",
+            "mq1",
+            "--no-gateway",
+            "--workers",
+            "2",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(
+        lanes_of(&switch, "sq1"),
+        1,
+        "a single-queue TAP stays one lane"
+    );
+    assert_eq!(
+        lanes_of(&switch, "mq1"),
+        2,
+        "a multi-queue TAP gets a queue per worker"
+    );
+    let hosts: Vec<Netns> = (0..2).map(|_| Netns::new("tl")).collect();
+    for (host, tap) in hosts.iter().zip(["sq1", "mq1"]) {
+        switch_ns.ip(&["link", "set", tap, "netns", &host.name]);
+        host.ip(&["link", "set", tap, "name", "eth0"]);
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("172.17.0.{}/16", i + 2),
+            "dev",
+            "eth0",
+        ]);
+        host.ip(&["link", "set", "eth0", "up"]);
+    }
+    let h2 = std::net::Ipv4Addr::new(172, 17, 0, 3);
+    assert_eq!(
+        tapswitch_tests::traffic::ping(&hosts[0], h2, 3, Duration::from_secs(2)),
+        3
+    );
+    assert!(switch.stop().success());
+    for host in &hosts {
+        let links = tapswitch_tests::netns::ip_output(&["-n", &host.name, "link", "show", "eth0"]);
+        assert!(
+            links.is_ok(),
+            "a persistent TAP outlives the switch: {links:?}"
+        );
+    }
+}

@@ -114,12 +114,17 @@ impl RunningSwitch {
         drop(ports);
         let info = self.port_info(id)?;
         log::info!(
-            "port {} {} attached ({}, mtu {}, offloads {})",
+            "port {} {} attached ({}, mtu {}, offloads {}{})",
             info.port_no,
             info.name,
             info.kind,
             info.mtu,
-            if info.offloads { "on" } else { "off" }
+            if info.offloads { "on" } else { "off" },
+            if info.lanes > 1 {
+                format!(", {} lanes", info.lanes)
+            } else {
+                String::new()
+            }
         );
         Ok(info)
     }
