@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::traffic::Station;
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts};
 
 const WINDOW: Duration = Duration::from_millis(150);
 const PER_SENDER: u32 = 200;
@@ -135,13 +135,7 @@ fn tap_ports_read_per_cpu_deliver_every_frame_once_in_order_and_step_aside_under
         ]
         .map(String::from),
     );
-    let hosts: Vec<Netns> = (0..2).map(|_| Netns::new("tl")).collect();
-    for (i, host) in hosts.iter().enumerate() {
-        let tap = format!("t{}", i + 1);
-        switch_ns.ip(&["link", "set", &tap, "netns", &host.name]);
-        host.ip(&["link", "set", &tap, "name", "eth0"]);
-        host.ip(&["link", "set", "eth0", "up"]);
-    }
+    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
     // Root may load the steering program, so the TAP is multi-queue.
     assert_eq!(lanes_of(&switch, "t1"), 2);
     exercise_lanes(&switch, &hosts[0], &hosts[1], "t1");
@@ -269,21 +263,7 @@ fn existing_persistent_taps_keep_their_queues_and_outlive_the_switch() {
         2,
         "a multi-queue TAP gets a queue per worker"
     );
-    let hosts: Vec<Netns> = (0..2).map(|_| Netns::new("tl")).collect();
-    for (host, tap) in hosts.iter().zip(["sq1", "mq1"]) {
-        switch_ns.ip(&["link", "set", tap, "netns", &host.name]);
-        host.ip(&["link", "set", tap, "name", "eth0"]);
-    }
-    for (i, host) in hosts.iter().enumerate() {
-        host.ip(&[
-            "addr",
-            "add",
-            &format!("172.17.0.{}/16", i + 2),
-            "dev",
-            "eth0",
-        ]);
-        host.ip(&["link", "set", "eth0", "up"]);
-    }
+    let hosts = tap_hosts(&switch_ns, &["sq1", "mq1"]);
     let h2 = std::net::Ipv4Addr::new(172, 17, 0, 3);
     assert_eq!(
         tapswitch_tests::traffic::ping(&hosts[0], h2, 3, Duration::from_secs(2)),

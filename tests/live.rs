@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tapswitch_tests::frames::{mac, probe, probe_vlan};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 const WINDOW: Duration = Duration::from_millis(150);
@@ -67,22 +67,9 @@ fn ping_and_tcp_through_tap_ports_moved_into_namespaces() {
         &switch_ns.name,
         &["--tap".into(), "t1".into(), "--tap".into(), "t2".into()],
     );
-    let hosts: Vec<Netns> = (0..2).map(|_| Netns::new("th")).collect();
-    for (i, host) in hosts.iter().enumerate() {
-        // The switch made the TAP in its namespace; the "container" end of
-        // it moves into the host namespace and keeps working through the fd.
-        let tap = format!("t{}", i + 1);
-        switch_ns.ip(&["link", "set", &tap, "netns", &host.name]);
-        host.ip(&["link", "set", &tap, "name", "eth0"]);
-        host.ip(&[
-            "addr",
-            "add",
-            &format!("172.17.0.{}/16", i + 2),
-            "dev",
-            "eth0",
-        ]);
-        host.ip(&["link", "set", "eth0", "up"]);
-    }
+    // The switch made the TAPs in its namespace; the "container" end of
+    // each moves into a host namespace and keeps working through the fd.
+    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
     let h2_ip = Ipv4Addr::new(172, 17, 0, 3);
     assert_eq!(ping(&hosts[0], h2_ip, 3, Duration::from_secs(2)), 3);
     assert_eq!(ping(&hosts[1], GATEWAY, 2, Duration::from_secs(2)), 2);

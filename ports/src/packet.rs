@@ -203,11 +203,7 @@ impl PortTx for PacketTx {
         if self.lanes < 2 {
             return Ok(());
         }
-        let steer = match lane {
-            None => sys::packet::Steer::ByCpu,
-            Some(lane) => sys::packet::Steer::To(u32::try_from(lane).unwrap_or(0)),
-        };
-        sys::packet::steer_fanout(self.fd.as_fd(), steer)
+        sys::packet::steer_fanout(self.fd.as_fd(), sys::Steer::for_lane(lane))
     }
 }
 

@@ -57,7 +57,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     };
     // Steering needs a BPF program, hence CAP_BPF: check that first.
     let steering = if lanes > 1 {
-        sys::bpf::load_steering(sys::bpf::Queue::Fixed(0)).ok()
+        sys::bpf::load_steering(sys::Steer::To(0)).ok()
     } else {
         None
     };
@@ -167,11 +167,7 @@ impl PortTx for TapTx {
         if self.lanes < 2 {
             return Ok(());
         }
-        let queue = match lane {
-            None => sys::bpf::Queue::OfCurrentCpu,
-            Some(lane) => sys::bpf::Queue::Fixed(u32::try_from(lane).unwrap_or(0)),
-        };
-        let program = sys::bpf::load_steering(queue)?;
+        let program = sys::bpf::load_steering(sys::Steer::for_lane(lane))?;
         sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())
     }
 }

@@ -69,3 +69,21 @@ impl Topology {
             .collect()
     }
 }
+
+/// Moves each TAP device `taps[i]` (made by a switch, or beforehand, in
+/// `switch_ns`) into a new host namespace as its `eth0`, at 172.17.0.(i+2)/16
+/// and up; the switch keeps reading it through its file descriptor.
+pub fn tap_hosts(switch_ns: &Netns, taps: &[&str]) -> Vec<Netns> {
+    taps.iter()
+        .enumerate()
+        .map(|(i, tap)| {
+            let host = Netns::new("th");
+            switch_ns.ip(&["link", "set", tap, "netns", &host.name]);
+            host.ip(&["link", "set", tap, "name", "eth0"]);
+            let ip = format!("172.17.0.{}/16", i + 2);
+            host.ip(&["addr", "add", &ip, "dev", "eth0"]);
+            host.ip(&["link", "set", "eth0", "up"]);
+            host
+        })
+        .collect()
+}

@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::retry;
+use super::{Steer, retry};
 
 /// BPF_PROG_LOAD (the bpf(2) command).
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -51,25 +51,16 @@ struct ProgLoadAttr {
     prog_flags: u32,
 }
 
-/// Which queue a steering program picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queue {
-    /// The CPU the frame is being sent on.
-    OfCurrentCpu,
-    /// Always this one.
-    Fixed(u32),
-}
-
 /// Loads a steering program; the returned fd keeps it alive until attached.
-pub(crate) fn load_steering(queue: Queue) -> io::Result<OwnedFd> {
-    let first = match queue {
-        Queue::OfCurrentCpu => Insn {
+pub(crate) fn load_steering(steer: Steer) -> io::Result<OwnedFd> {
+    let first = match steer {
+        Steer::ByCpu => Insn {
             code: CALL,
             regs: 0,
             off: 0,
             imm: HELPER_CURRENT_CPU,
         },
-        Queue::Fixed(n) => Insn {
+        Steer::To(n) => Insn {
             code: MOV64_IMM,
             regs: 0, // r0
             off: 0,

@@ -17,6 +17,26 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// `IFNAMSIZ` minus the terminating NUL.
 pub(crate) const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
+/// Which lane (fanout member, TAP queue) gets a frame the container sends;
+/// the kernel takes the result modulo the number of lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steer {
+    /// The lane of the CPU the frame is sent on.
+    ByCpu,
+    /// Always this lane.
+    To(u32),
+}
+
+impl Steer {
+    /// `None`: by CPU; `Some(lane)`: that lane (see `PortTx::steer`).
+    pub(crate) fn for_lane(lane: Option<usize>) -> Steer {
+        match lane {
+            None => Steer::ByCpu,
+            Some(lane) => Steer::To(u32::try_from(lane).unwrap_or(0)),
+        }
+    }
+}
+
 /// Retries a syscall interrupted by a signal.
 fn retry<T: PartialEq + From<i8>>(mut call: impl FnMut() -> T) -> io::Result<T> {
     loop {

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{retry, setsockopt_int};
+use super::{Steer, retry, setsockopt_int};
 
 /// The most frames one `recv_batch` call takes.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -263,15 +263,6 @@ pub(crate) fn join_fanout(fd: BorrowedFd<'_>, group: Option<u16>) -> io::Result<
         )
     })?;
     Ok((value & 0xffff) as u16)
-}
-
-/// Which member of a fanout group gets a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Steer {
-    /// Member `cpu % members`, `cpu` being the CPU the frame arrived on.
-    ByCpu,
-    /// Always member `n % members`.
-    To(u32),
 }
 
 /// Classic BPF opcodes (linux/filter.h).
