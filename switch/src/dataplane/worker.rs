@@ -200,11 +200,11 @@ impl Worker {
             self.follow_mode();
             // Busy polling (`--busy-poll`, off by default): for a while after
             // the last frame, look for the next one without sleeping, giving
-            // the CPU to whatever else wants it in between. Waking a sleeping
-            // thread costs tens of microseconds on a virtual machine, so this
-            // buys latency with CPU; an idle switch still sleeps. It also
-            // shrinks batches (frames are taken as they come), which costs
-            // small-frame throughput on a machine with few CPUs.
+            // the CPU to whatever else wants it in between; an idle switch
+            // still sleeps. It was the way to low latency before ports were
+            // read per CPU by real-time workers (`affinity.rs`), which wake
+            // as fast; it also shrinks batches (frames are taken as they
+            // come), which costs small-frame throughput on few CPUs.
             let spinning = last_frame.elapsed() < spin;
             let timeout = if spinning {
                 Some(Duration::ZERO)
