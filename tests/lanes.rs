@@ -278,3 +278,52 @@ fn existing_persistent_taps_keep_their_queues_and_outlive_the_switch() {
         );
     }
 }
+
+/// The scheduling policy of each worker thread of `pid` (0 ordinary, 1 FIFO).
+fn worker_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the switch's threads");
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("tapswitch-w") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).expect("a thread's stat");
+        // Field 41 is the policy; the name (field 2) may hold spaces, so
+        // count from the closing parenthesis (field 3 is the first after it).
+        let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).expect("a policy field");
+        policies.push(policy.parse().expect("a number"));
+    }
+    policies
+}
+
+#[test]
+fn workers_are_real_time_while_light_unless_told_not_to() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &{
+        let mut args = topo.iface_args();
+        args.extend(["--workers", "2"].map(String::from));
+        args
+    });
+    // Workers take the priority when they first look at the mode.
+    while worker_policies(switch.pid()) != [1, 1] {
+        assert!(
+            Instant::now() < deadline,
+            "workers at SCHED_FIFO: {:?}",
+            worker_policies(switch.pid())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(switch);
+
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &{
+        let mut args = topo.iface_args();
+        args.extend(["--workers", "2", "--no-realtime"].map(String::from));
+        args
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(worker_policies(switch.pid()), [0, 0], "--no-realtime");
+}

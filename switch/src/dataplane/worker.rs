@@ -279,7 +279,10 @@ impl Worker {
             if let Err(err) = ports::cpu::set_realtime(realtime) {
                 // Without CAP_SYS_NICE: stay an ordinary thread, say so once.
                 if !self.realtime_refused && self.index == 0 {
-                    log::info!("workers run at ordinary priority ({err}); latency may be higher");
+                    log::info!(
+                        "workers run at ordinary priority: real-time was refused ({err}); \
+                         grant CAP_SYS_NICE for lower latency, or pass --no-realtime"
+                    );
                     self.realtime_refused = true;
                 }
             }
