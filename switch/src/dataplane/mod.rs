@@ -49,7 +49,7 @@ use crate::time::Instant;
 
 use self::affinity::Mode;
 use self::gateway_thread::GatewayThread;
-use self::worker::{WorkerCommand, WorkerHandle};
+use self::worker::{Peer, WorkerCommand, WorkerHandle};
 
 /// The name of the gateway's internal port in tables and trace lines.
 pub const GATEWAY_PORT_NAME: &str = "gw";
@@ -211,6 +211,9 @@ struct Shared {
     by_cpu: AtomicBool,
     /// How often the mode changed, for `tapswitch stats`.
     mode_changes: AtomicU64,
+    /// Every worker, by index, for a worker that must tell the others
+    /// something (set once they all run).
+    peers: std::sync::OnceLock<Vec<Peer>>,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
@@ -254,6 +257,10 @@ impl Shared {
         }
         self.by_cpu.store(by_cpu, Ordering::Relaxed);
         self.mode_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn peers(&self) -> &[Peer] {
+        self.peers.get().map_or(&[], Vec::as_slice)
     }
 
     fn snapshot(&self) -> Arc<PortSet> {
@@ -343,6 +350,7 @@ impl Dataplane {
             mode: Mutex::new(Mode::default()),
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),
+            peers: std::sync::OnceLock::new(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
@@ -362,6 +370,9 @@ impl Dataplane {
             };
             workers.push(worker::spawn(index, cpus, shared.clone())?);
         }
+        let _ = shared
+            .peers
+            .set(workers.iter().map(WorkerHandle::peer).collect());
         let gateway = match config.gateway {
             Some((address, prefix_len)) => {
                 let gw = Gateway::new(address, prefix_len, clock.now());

@@ -72,19 +72,37 @@ pub(super) enum WorkerCommand {
 
 /// The dataplane's handle on one worker thread.
 pub(super) struct WorkerHandle {
-    commands: Sender<WorkerCommand>,
-    waker: Arc<Waker>,
+    peer: Peer,
     ports: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
 }
 
-impl WorkerHandle {
+/// Another thread's way to hand a worker a command (see [`Peer::send`]).
+#[derive(Clone)]
+pub(super) struct Peer {
+    commands: Sender<WorkerCommand>,
+    waker: Arc<Waker>,
+}
+
+impl Peer {
+    /// Queues `command` and wakes the worker. The worker only goes away
+    /// after Stop, so a failed send means it already stopped and needs
+    /// nothing any more.
     pub(super) fn send(&self, command: WorkerCommand) {
-        // The worker only goes away after Stop, so a failed send means it
-        // already stopped; nothing is left to do then.
         if self.commands.send(command).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+}
+
+impl WorkerHandle {
+    /// A handle other workers may keep.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer.clone()
+    }
+
+    pub(super) fn send(&self, command: WorkerCommand) {
+        self.peer.send(command);
     }
 
     /// Asks the worker to drop port `id`'s receive half and waits until it has.
@@ -143,8 +161,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
             worker.run();
         })?;
     Ok(WorkerHandle {
-        commands,
-        waker,
+        peer: Peer { commands, waker },
         ports,
         thread,
     })
@@ -528,6 +545,16 @@ impl Worker {
     fn retire(&mut self, handle: &PortHandle, reason: String) {
         self.remove(handle.id);
         if self.shared.unpublish(handle.id).is_some() {
+            // Its other lanes belong to other workers: have them closed too.
+            for (index, peer) in self.shared.peers().iter().enumerate() {
+                if index != self.index {
+                    let (done, _) = crossbeam_channel::bounded(1);
+                    peer.send(WorkerCommand::Remove {
+                        id: handle.id,
+                        done,
+                    });
+                }
+            }
             let _ = self.shared.events.send(PortEvent::Removed {
                 id: handle.id,
                 name: handle.name.clone(),
