@@ -1,22 +1,29 @@
-//! Where a veth port's frames are read, and where workers run: next to the
-//! senders while traffic is light, spread over the CPUs once it is heavy.
+//! Where a port's frames are read, and how workers run: next to the
+//! senders and at real-time priority while traffic is light, as ordinary
+//! threads spread over the CPUs once it is heavy.
 //!
-//! A veth port is read in lanes, one per worker (see the dataplane's docs),
-//! and its fanout group can hand a frame to the lane of the CPU it arrived
-//! on. That CPU is the one its sender runs on, and worker `i` can be kept on
-//! lane `i`'s CPUs. Then the worker is woken by a switch between two threads
-//! of one CPU, which on a virtual machine is several times cheaper than a
-//! wake-up sent to another, sleeping CPU: a ping through the switch takes a
-//! quarter of the time. The answer to a frame lands in the same lane, as the
-//! receiver's stack runs inside the worker's write.
+//! A port is read in lanes, one per worker (see the dataplane's docs): the
+//! sockets of a veth end's fanout group, the queues of a multi-queue TAP.
+//! A small program in the kernel picks the lane of each frame, and it can
+//! pick the lane of the CPU the frame arrived on. That CPU is the one its
+//! sender runs on, and worker `i` can be kept on lane `i`'s CPUs. Then the
+//! worker is woken by a switch between two threads of one CPU, which on a
+//! virtual machine is several times cheaper than a wake-up sent to another,
+//! sleeping CPU; at real-time priority (SCHED_FIFO 1) it also runs at once
+//! instead of waiting behind the thread that woke it when the two belong to
+//! different scheduling groups (a service and a container always do). A
+//! ping through the switch takes a quarter of the time. The answer to a
+//! frame lands in the same lane, as the receiver's stack runs inside the
+//! worker's write.
 //!
 //! Under load that is the wrong way round: a worker kept next to a busy
-//! sender gets half of that CPU while another may sit idle, and a TCP
-//! stream whose ACKs make data leave from both CPUs wakes both workers for
-//! every few frames. So once any worker has been busy for more than
-//! [`BUSY`] of a [`WINDOW`], every port sends all its frames to one lane (as
-//! if it had a single socket; ports are spread over the workers) and the
-//! workers may run anywhere. After every busy worker has stayed below
+//! sender gets half of that CPU while another may sit idle, a TCP stream
+//! whose ACKs make data leave from both CPUs wakes both workers for every
+//! few frames, and a real-time worker takes CPU from the receiver. So once
+//! any worker has been busy for more than [`BUSY`] of a [`WINDOW`], every
+//! port sends all its frames to one lane (as if it had a single socket;
+//! ports are spread over the workers) and the workers become ordinary
+//! threads that may run anywhere. After every busy worker has stayed below
 //! [`CALM`] for [`CALM_WINDOWS`] windows in a row, the switch goes back.
 //! Frames already queued in a lane when the mode changes may be overtaken
 //! by one or two from another lane; TCP copes with such rare reordering.

@@ -151,7 +151,7 @@ impl Clock {
 /// port may take one batch from it too (see `worker.rs`). Whoever reads a
 /// batch holds the lock until the batch is forwarded, so a lane's frames
 /// keep their order.
-struct RxSlot {
+struct Lane {
     handle: Arc<PortHandle>,
     home: usize,
     rx: Mutex<RxState>,
@@ -170,7 +170,7 @@ struct RxState {
 #[derive(Clone)]
 struct PortLanes {
     solo: usize,
-    lanes: Vec<Arc<RxSlot>>,
+    lanes: Vec<Arc<Lane>>,
 }
 
 impl PortLanes {
@@ -190,13 +190,13 @@ impl PortLanes {
 }
 
 /// The receive lanes by port, published with the ports.
-type RxSlots = HashMap<PortId, PortLanes>;
+type LanesByPort = HashMap<PortId, PortLanes>;
 
 /// State the threads share.
 struct Shared {
     engine: Engine,
     ports: RwLock<Arc<PortSet>>,
-    rx_slots: RwLock<Arc<RxSlots>>,
+    lanes_by_port: RwLock<Arc<LanesByPort>>,
     generation: AtomicU64,
     clock: Clock,
     trace: Option<Arc<TraceSink>>,
@@ -252,7 +252,7 @@ impl Shared {
                 "traffic is heavy: reading each port in one lane"
             }
         );
-        for port in self.rx_slots().values() {
+        for port in self.lanes_by_port().values() {
             port.steer(by_cpu);
         }
         self.by_cpu.store(by_cpu, Ordering::Relaxed);
@@ -270,22 +270,22 @@ impl Shared {
             .clone()
     }
 
-    fn rx_slots(&self) -> Arc<RxSlots> {
-        self.rx_slots
+    fn lanes_by_port(&self) -> Arc<LanesByPort> {
+        self.lanes_by_port
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Publishes a new set of ports (and receive slots, when given). The
+    /// Publishes a new set of ports (and receive lanes, when given). The
     /// caller holds `membership`.
-    fn publish(&self, ports: PortSet, slots: Option<RxSlots>) {
+    fn publish(&self, ports: PortSet, lanes: Option<LanesByPort>) {
         *self.ports.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ports);
-        if let Some(slots) = slots {
+        if let Some(lanes) = lanes {
             *self
-                .rx_slots
+                .lanes_by_port
                 .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(slots);
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(lanes);
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -299,9 +299,9 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.snapshot();
         let handle = current.get(id).cloned()?;
-        let mut slots = (*self.rx_slots()).clone();
-        slots.remove(&id);
-        self.publish(current.without(id), Some(slots));
+        let mut lanes = (*self.lanes_by_port()).clone();
+        lanes.remove(&id);
+        self.publish(current.without(id), Some(lanes));
         self.engine.table().flush_port(id);
         if let Some(capture) = &self.capture {
             capture.remove_port(&handle.name);
@@ -339,7 +339,7 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             engine: Engine::new(config.table),
             ports: RwLock::new(Arc::new(PortSet::default())),
-            rx_slots: RwLock::new(Arc::default()),
+            lanes_by_port: RwLock::new(Arc::default()),
             generation: AtomicU64::new(0),
             clock,
             trace: config.trace.clone(),
@@ -436,7 +436,7 @@ impl Dataplane {
     /// gateway has none).
     pub fn lanes_of(&self, id: PortId) -> usize {
         self.shared
-            .rx_slots()
+            .lanes_by_port()
             .get(&id)
             .map_or(0, |port| port.lanes.len())
     }
@@ -483,11 +483,11 @@ impl Dataplane {
             assert_eq!(lanes.len(), 1, "a port has one lane or one per worker");
             vec![solo]
         };
-        let slots_of_port: Vec<Arc<RxSlot>> = lanes
+        let lanes_of_port: Vec<Arc<Lane>> = lanes
             .into_iter()
             .zip(&homes)
             .map(|(rx, &home)| {
-                Arc::new(RxSlot {
+                Arc::new(Lane {
                     handle: handle.clone(),
                     home,
                     rx: Mutex::new(RxState {
@@ -499,11 +499,11 @@ impl Dataplane {
             .collect();
         let port_lanes = PortLanes {
             solo,
-            lanes: slots_of_port,
+            lanes: lanes_of_port,
         };
-        let mut slots = (*self.shared.rx_slots()).clone();
-        slots.insert(id, port_lanes.clone());
-        self.shared.publish(current.with(handle), Some(slots));
+        let mut lanes = (*self.shared.lanes_by_port()).clone();
+        lanes.insert(id, port_lanes.clone());
+        self.shared.publish(current.with(handle), Some(lanes));
         drop(guard);
         {
             let mode = self
@@ -513,8 +513,8 @@ impl Dataplane {
                 .unwrap_or_else(PoisonError::into_inner);
             port_lanes.steer(mode.by_cpu());
         }
-        for slot in port_lanes.lanes {
-            self.workers[slot.home].send(WorkerCommand::Add { slot });
+        for lane in port_lanes.lanes {
+            self.workers[lane.home].send(WorkerCommand::Add { lane });
         }
         id
     }
@@ -566,7 +566,7 @@ impl Dataplane {
             capture.flush();
         }
         self.shared
-            .publish(PortSet::default(), Some(RxSlots::new()));
+            .publish(PortSet::default(), Some(LanesByPort::new()));
     }
 }
 
@@ -599,14 +599,14 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<(Sender<()>, JoinH
 /// slow) to its counters, so `tapswitch ports` shows every drop. A port that
 /// a worker is reading right now is counted next time.
 fn count_kernel_drops(shared: &Shared) {
-    for slot in shared.rx_slots().values().flat_map(|port| &port.lanes) {
-        let Ok(mut state) = slot.rx.try_lock() else {
+    for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
+        let Ok(mut state) = lane.rx.try_lock() else {
             continue;
         };
         if let Some(rx) = state.rx.as_mut() {
             let drops = rx.take_kernel_drops();
             if drops > 0 {
-                slot.handle
+                lane.handle
                     .counters
                     .count_drops(crate::stats::DropReason::RxOverflow, drops);
             }

@@ -37,7 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use ports::RxBatch;
 
 use super::affinity::{LoadMeter, WINDOW};
-use super::{PortEvent, RxSlot, RxSlots, RxState, Shared};
+use super::{Lane, LanesByPort, PortEvent, RxState, Shared};
 use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
 use crate::port::PortId;
@@ -60,7 +60,7 @@ const WAKER: Token = Token(usize::MAX);
 pub(super) enum WorkerCommand {
     /// Wait for and read this port (this worker is its home).
     Add {
-        slot: Arc<RxSlot>,
+        lane: Arc<Lane>,
     },
     /// Stop reading port `id` and close its receive half.
     Remove {
@@ -173,9 +173,11 @@ struct Worker {
     poll: Poll,
     inbox: Receiver<WorkerCommand>,
     count: Arc<AtomicUsize>,
-    /// The ports this worker is home to (the port id is the mio token).
-    home: HashMap<PortId, (Arc<RxSlot>, Option<RawFd>)>,
-    /// Home ports that may have frames waiting (epoll is edge-triggered).
+    /// The lanes this worker is home to, by port (a worker has at most one
+    /// lane of a port; the port id is the mio token).
+    home: HashMap<PortId, (Arc<Lane>, Option<RawFd>)>,
+    /// Ports whose lane of ours may have frames waiting (epoll is
+    /// edge-triggered).
     ready: VecDeque<PortId>,
     batch: RxBatch,
     fabric: Fabric,
@@ -197,13 +199,13 @@ struct Worker {
     realtime_refused: bool,
 }
 
-/// What a wake-up works with: the ports and receive slots at that moment.
+/// What a wake-up works with: the ports and receive lanes at that moment.
 /// Dropped before sleeping, so a removed port's device is not kept open by
 /// an idle worker.
 struct View {
     generation: u64,
     ports: Arc<PortSet>,
-    slots: Arc<RxSlots>,
+    lanes: Arc<LanesByPort>,
 }
 
 impl Worker {
@@ -317,7 +319,7 @@ impl Worker {
     fn handle_commands(&mut self) -> bool {
         while let Ok(command) = self.inbox.try_recv() {
             match command {
-                WorkerCommand::Add { slot } => self.add(slot),
+                WorkerCommand::Add { lane } => self.add(lane),
                 WorkerCommand::Remove { id, done } => {
                     self.remove(id);
                     let _ = done.send(());
@@ -328,9 +330,9 @@ impl Worker {
         true
     }
 
-    fn add(&mut self, slot: Arc<RxSlot>) {
-        let id = slot.handle.id;
-        let fd = lock(&slot).rx.as_ref().and_then(|rx| rx.raw_fd());
+    fn add(&mut self, lane: Arc<Lane>) {
+        let id = lane.handle.id;
+        let fd = lock(&lane).rx.as_ref().and_then(|rx| rx.raw_fd());
         if let Some(fd) = fd
             && let Err(err) = self.poll.registry().register(
                 &mut SourceFd(&fd),
@@ -340,11 +342,11 @@ impl Worker {
         {
             log::error!(
                 "port {}: cannot wait for its frames: {err}",
-                slot.handle.name
+                lane.handle.name
             );
             return;
         }
-        self.home.insert(id, (slot, fd));
+        self.home.insert(id, (lane, fd));
         self.count.store(self.home.len(), Ordering::Relaxed);
         // Frames may have queued up before registration.
         self.mark_ready(id);
@@ -352,11 +354,11 @@ impl Worker {
 
     /// Stops reading port `id` and closes its receive half.
     fn remove(&mut self, id: PortId) {
-        if let Some((slot, fd)) = self.home.remove(&id) {
+        if let Some((lane, fd)) = self.home.remove(&id) {
             if let Some(fd) = fd {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
-            drop(lock(&slot).rx.take());
+            drop(lock(&lane).rx.take());
         }
         self.ready.retain(|r| *r != id);
         self.count.store(self.home.len(), Ordering::Relaxed);
@@ -371,15 +373,15 @@ impl Worker {
             if self.shared.generation.load(Ordering::Acquire) != view.generation {
                 view = self.view();
             }
-            let Some((slot, _)) = self.home.get(&id) else {
+            let Some((lane, _)) = self.home.get(&id) else {
                 continue;
             };
-            let slot = slot.clone();
+            let lane = lane.clone();
             // The home worker waits for the lock: a reader that beat it to
             // the port may have missed frames that arrived just after. The
             // lock is held until the batch is forwarded, so a port's frames
             // leave in the order they came, whoever reads them.
-            let mut state = lock(&slot);
+            let mut state = lock(&lane);
             let RxState { rx, error } = &mut *state;
             let Some(rx) = rx.as_mut() else { continue };
             let received = match rx.recv_batch(&mut self.batch) {
@@ -389,7 +391,7 @@ impl Worker {
             match received {
                 Ok(0) => drop(state),
                 Ok(n) => {
-                    self.forward_batch(&view, &slot.handle, n);
+                    self.forward_batch(&view, &lane.handle, n);
                     drop(state);
                     // A full batch means more may be waiting (edge-triggered
                     // epoll will not tell us again): come back to it.
@@ -401,7 +403,7 @@ impl Worker {
                 }
                 Err(err) => {
                     drop(state);
-                    self.port_failed(&slot.handle, err);
+                    self.port_failed(&lane.handle, err);
                 }
             }
             if !self.inbox.is_empty() && !self.handle_commands() {
@@ -416,7 +418,7 @@ impl Worker {
         View {
             generation,
             ports: self.shared.snapshot(),
-            slots: self.shared.rx_slots(),
+            lanes: self.shared.lanes_by_port(),
         }
     }
 
@@ -440,13 +442,13 @@ impl Worker {
     }
 
     /// Reads, once, the ports the last batch sent unicast frames to, where
-    /// answers are likely waiting already (see the module docs). Home ports
-    /// just go back on the ready list; other workers' ports are read only
-    /// if nobody is reading them right now.
+    /// answers are likely waiting already (see the module docs): the lane
+    /// the answer lands in goes back on the ready list if it is ours, and is
+    /// read now if it is another worker's and nobody is reading it.
     fn take_answers(&mut self, view: &View) {
         let targets = std::mem::take(&mut self.sent_to);
         for id in &targets {
-            let Some(port) = view.slots.get(id) else {
+            let Some(port) = view.lanes.get(id) else {
                 continue;
             };
             // An answer lands in the lane of the CPU that produced it (the
@@ -454,7 +456,7 @@ impl Worker {
             // send) while the switch reads by CPU, else in the port's solo
             // lane. It may be ours (read it next) or another worker's.
             let lanes = &port.lanes;
-            let lane = match lanes.len() {
+            let at = match lanes.len() {
                 0 => continue,
                 1 => 0,
                 n if self.shared.by_cpu.load(Ordering::Relaxed) => {
@@ -462,13 +464,13 @@ impl Worker {
                 }
                 _ => port.solo,
             };
-            let slot = &lanes[lane];
-            if slot.home == self.index {
+            let lane = &lanes[at];
+            if lane.home == self.index {
                 self.mark_ready(*id);
                 continue;
             }
             // Only if nobody is reading it now; held while forwarding, as above.
-            let mut state = match slot.rx.try_lock() {
+            let mut state = match lane.rx.try_lock() {
                 Ok(state) => state,
                 Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => continue,
             };
@@ -476,7 +478,7 @@ impl Worker {
             let Some(rx) = rx.as_mut() else { continue };
             match rx.recv_batch(&mut self.batch) {
                 Ok(0) => {}
-                Ok(n) => self.forward_batch(view, &slot.handle, n),
+                Ok(n) => self.forward_batch(view, &lane.handle, n),
                 // Errors are the home worker's to act on; epoll wakes it
                 // for them too.
                 Err(err) => *error = Some(err),
@@ -564,8 +566,8 @@ impl Worker {
     }
 }
 
-/// Locks a receive slot; a worker that panicked mid-read left nothing half
+/// Locks a lane; a worker that panicked mid-read left nothing half
 /// done in it.
-fn lock(slot: &RxSlot) -> std::sync::MutexGuard<'_, RxState> {
-    slot.rx.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(lane: &Lane) -> std::sync::MutexGuard<'_, RxState> {
+    lane.rx.lock().unwrap_or_else(PoisonError::into_inner)
 }
