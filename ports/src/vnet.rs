@@ -948,6 +948,15 @@ mod tests {
 
     /// Checks `segments` against the super-frame they were cut from,
     /// parsing each with etherparse and checking every checksum with it.
+    /// Segments `b`, checks that it makes `count` correct segments, and
+    /// returns them.
+    fn assert_cut(b: &Built, count: usize, what: &str) -> Vec<Vec<u8>> {
+        let (result, segments) = run(&b.vnet, &b.frame);
+        assert_eq!(result, Ok(count), "{what}");
+        check_segments(b, &segments);
+        segments
+    }
+
     fn check_segments(b: &Built, segments: &[Vec<u8>]) {
         let shape = b.shape;
         let payload = &b.frame[b.payload_at..];
@@ -1157,9 +1166,7 @@ mod tests {
             ..Default::default()
         };
         let b = build(shape, &pattern(64_000), 1448);
-        let (result, segments) = run(&b.vnet, &b.frame);
-        assert_eq!(result, Ok(45));
-        check_segments(&b, &segments);
+        let segments = assert_cut(&b, 45, "");
         assert!(segments.iter().all(|s| s.len() <= 1514));
     }
 
@@ -1173,9 +1180,7 @@ mod tests {
             ..Default::default()
         };
         let b = build(shape, &pattern(60_001), 1428);
-        let (result, segments) = run(&b.vnet, &b.frame);
-        assert_eq!(result, Ok(43));
-        check_segments(&b, &segments);
+        assert_cut(&b, 43, "");
     }
 
     #[test]
@@ -1186,9 +1191,7 @@ mod tests {
             ..Default::default()
         };
         let b = build(shape, &pattern(5000), 1000);
-        let (result, segments) = run(&b.vnet, &b.frame);
-        assert_eq!(result, Ok(5));
-        check_segments(&b, &segments);
+        assert_cut(&b, 5, "");
     }
 
     #[test]
@@ -1200,9 +1203,7 @@ mod tests {
                 ..Default::default()
             };
             let b = build(shape, &pattern(12_345), 1200);
-            let (result, segments) = run(&b.vnet, &b.frame);
-            assert_eq!(result, Ok(11), "ipv6 {ipv6}");
-            check_segments(&b, &segments);
+            assert_cut(&b, 11, &format!("ipv6 {ipv6}"));
         }
     }
 
@@ -1218,9 +1219,7 @@ mod tests {
                     ..Default::default()
                 };
                 let b = build(shape, &pattern(9000), 1448);
-                let (result, segments) = run(&b.vnet, &b.frame);
-                assert_eq!(result, Ok(7), "{shape:?}");
-                check_segments(&b, &segments);
+                assert_cut(&b, 7, &format!("{shape:?}"));
             }
         }
     }
@@ -1251,9 +1250,7 @@ mod tests {
                 ..Default::default()
             };
             let b = build(shape, &pattern(payload), gso_size);
-            let (result, segments) = run(&b.vnet, &b.frame);
-            assert_eq!(result, Ok(1), "gso_size {gso_size} payload {payload}");
-            check_segments(&b, &segments);
+            let segments = assert_cut(&b, 1, &format!("gso_size {gso_size} payload {payload}"));
             // Nothing but the checksum changed: flags, id and lengths stay.
             let sum_at = b.l4 + 16;
             assert_eq!(segments[0][..sum_at], b.frame[..sum_at]);

@@ -16,6 +16,8 @@
 //! between the test's namespaces and its switch. Guards remove containers
 //! and stop the switch (by PID) on every exit path.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -46,24 +48,38 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-            .args(args)
-            .env("TAPSWITCH_STATE_DIR", self.state_dir())
-            .stdin(Stdio::null())
-            .output()
-            .expect("running tapswitch")
+        support::tapswitch(&self.state_dir(), args)
     }
 
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "tapswitch {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        support::ok(&self.state_dir(), args)
+    }
+
+    /// `tapswitch container create NAME --network NETWORK EXTRA... --control
+    /// <that network's socket>`, the arguments as a list.
+    fn create_args(&self, name: &str, network: &str, extra: &[&str]) -> Vec<String> {
+        let socket = self.socket(network);
+        let socket = socket.to_str().expect("a UTF-8 path");
+        ["container", "create", name, "--network", network]
+            .iter()
+            .chain(extra)
+            .chain(&["--control", socket])
+            .map(|arg| arg.to_string())
+            .collect()
+    }
+
+    /// Creates a container on `network`'s switch; returns stdout.
+    fn create(&self, name: &str, network: &str, extra: &[&str]) -> String {
+        let args = self.create_args(name, network, extra);
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Expects creating a container on `network`'s switch to fail; returns
+    /// the last line of stderr.
+    fn create_fails(&self, name: &str, network: &str, extra: &[&str]) -> String {
+        let args = self.create_args(name, network, extra);
+        self.fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Runs and expects failure; returns the last line of stderr.
@@ -364,31 +380,11 @@ fn a_created_network_with_a_range_and_a_requested_address() {
         "--aux-address",
         "printer=10.213.0.128",
     ]);
-    let socket = env.socket(&network);
-    let socket = socket.to_str().unwrap();
     let _switch = Switch::start(&env, &network, "10.213.0.1/24");
     let mut names = Names::new(&env);
     let (a, b) = (names.fresh("r"), names.fresh("r"));
-    env.ok(&[
-        "container",
-        "create",
-        &a,
-        "--network",
-        &network,
-        "--control",
-        socket,
-    ]);
-    env.ok(&[
-        "container",
-        "create",
-        &b,
-        "--network",
-        &network,
-        "--ip",
-        "10.213.0.9",
-        "--control",
-        socket,
-    ]);
+    env.create(&a, &network, &[]);
+    env.create(&b, &network, &["--ip", "10.213.0.9"]);
     let ls = env.ok(&["container", "ls"]);
     assert!(
         ls.lines()
@@ -402,17 +398,7 @@ fn a_created_network_with_a_range_and_a_requested_address() {
     );
     assert_pings(&a, "10.213.0.9");
 
-    let err = env.fails(&[
-        "container",
-        "create",
-        &names.fresh("r"),
-        "--network",
-        &network,
-        "--ip",
-        "10.213.0.9",
-        "--control",
-        socket,
-    ]);
+    let err = env.create_fails(&names.fresh("r"), &network, &["--ip", "10.213.0.9"]);
     assert_eq!(
         err,
         format!(
@@ -430,20 +416,10 @@ fn leases_of_containers_that_vanished_are_released_at_start_up() {
     let env = Env::new();
     let network = format!("v{}", std::process::id());
     env.ok(&["network", "create", &network, "--subnet", "10.214.0.0/24"]);
-    let socket = env.socket(&network);
-    let socket = socket.to_str().unwrap();
     let _switch = Switch::start(&env, &network, "10.214.0.1/24");
     let mut names = Names::new(&env);
     let (gone, next) = (names.fresh("g"), names.fresh("g"));
-    env.ok(&[
-        "container",
-        "create",
-        &gone,
-        "--network",
-        &network,
-        "--control",
-        socket,
-    ]);
+    env.create(&gone, &network, &[]);
 
     // The namespace disappears behind tapswitch's back (as after a reboot).
     let status = Command::new("ip")
@@ -453,15 +429,7 @@ fn leases_of_containers_that_vanished_are_released_at_start_up() {
     assert!(status.success());
 
     // The next command releases the lease first, so the address is free again.
-    env.ok(&[
-        "container",
-        "create",
-        &next,
-        "--network",
-        &network,
-        "--control",
-        socket,
-    ]);
+    env.create(&next, &network, &[]);
     let ls = env.ok(&["container", "ls"]);
     assert!(!ls.contains(&gone), "{ls}");
     assert!(
@@ -570,15 +538,7 @@ fn concurrent_creates_get_distinct_addresses_until_the_subnet_is_exhausted() {
     );
 
     let late = names.fresh("x");
-    let err = env.fails(&[
-        "container",
-        "create",
-        &late,
-        "--network",
-        &network,
-        "--control",
-        socket,
-    ]);
+    let err = env.create_fails(&late, &network, &[]);
     assert_eq!(
         err,
         format!(
@@ -604,24 +564,8 @@ fn a_restarted_switch_reattaches_its_containers() {
     let (a, b) = (names.fresh("ra"), names.fresh("rb"));
     {
         let _switch = Switch::start_from_ipam(&env, &network);
-        env.ok(&[
-            "container",
-            "create",
-            &a,
-            "--network",
-            &network,
-            "--control",
-            socket,
-        ]);
-        env.ok(&[
-            "container",
-            "create",
-            &b,
-            "--network",
-            &network,
-            "--control",
-            socket,
-        ]);
+        env.create(&a, &network, &[]);
+        env.create(&b, &network, &[]);
         assert_pings(&a, "10.214.0.3");
     }
     let _switch = Switch::start_from_ipam(&env, &network);

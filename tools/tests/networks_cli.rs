@@ -2,27 +2,11 @@
 //! mistake answered in one line that says what to do. No root needed: these
 //! only touch a private state directory.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn tapswitch(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-        .args(args)
-        .env("TAPSWITCH_STATE_DIR", state)
-        .output()
-        .expect("running tapswitch")
-}
-
-fn ok(state: &Path, args: &[&str]) -> String {
-    let out = tapswitch(state, args);
-    assert!(
-        out.status.success(),
-        "tapswitch {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{ok, tapswitch};
 
 /// The one line of a failure.
 fn error(state: &Path, args: &[&str]) -> String {
