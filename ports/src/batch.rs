@@ -114,8 +114,9 @@ impl RxBatch {
         slot.buf.copy_within(start..start + 12, start - 4);
         slot.start -= 4;
         slot.len += 4;
-        let tag = [tpid.to_be_bytes(), tci.to_be_bytes()].concat();
-        slot.buf[slot.start + 12..slot.start + 16].copy_from_slice(&tag);
+        let at = slot.start + 12;
+        slot.buf[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+        slot.buf[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
         slot.vnet.shift_offsets(4);
     }
 }

@@ -93,6 +93,8 @@ pub enum PortKind {
     Tap,
     /// In-memory (tests, replay).
     Memory,
+    /// The switch's own gateway (smoltcp), port 0.
+    Gateway,
     /// A pcap file (replay).
     Pcap,
 }
@@ -103,6 +105,7 @@ impl fmt::Display for PortKind {
             PortKind::Packet => "iface",
             PortKind::Tap => "tap",
             PortKind::Memory => "memory",
+            PortKind::Gateway => "gateway",
             PortKind::Pcap => "pcap",
         })
     }

@@ -230,11 +230,8 @@ pub fn ones_complement_sum(data: &[u8], initial: u32) -> u32 {
 }
 
 /// Folds a 32-bit ones' complement sum to 16 bits.
-pub fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+pub fn fold(sum: u32) -> u16 {
+    fold64(u64::from(sum))
 }
 
 fn fold64(mut sum: u64) -> u16 {
@@ -246,6 +243,12 @@ fn fold64(mut sum: u64) -> u16 {
 
 /// The Internet checksum of `data` (whose checksum field is zero or holds
 /// the pseudo-header sum) on top of `initial`, ready to store.
+/// The Internet checksum (RFC 1071) of `data`, ready to store: what an
+/// IPv4 header or an ICMP message carries.
+pub fn rfc1071_checksum(data: &[u8]) -> u16 {
+    !fold(ones_complement_sum(data, 0))
+}
+
 fn internet_checksum(data: &[u8], initial: u32) -> u16 {
     // RFC 768: a computed UDP checksum of zero is sent as all ones, because
     // zero means "no checksum". For TCP the two are the same value in ones'
@@ -745,7 +748,7 @@ fn finish_ipv4(segment: &mut [u8], l3: usize, l4: usize, id: u16, frag_off: Opti
         put16(segment, l3 + 6, frag_off);
     }
     put16(segment, l3 + 10, 0);
-    let sum = !fold(ones_complement_sum(&segment[l3..l4], 0));
+    let sum = rfc1071_checksum(&segment[l3..l4]);
     put16(segment, l3 + 10, sum);
 }
 

@@ -164,7 +164,6 @@ impl Fabric {
         ingress.counters.count_rx(1, frame.len() as u64);
         ingress.capture(Direction::Inbound, frame);
         let verdict = session.handle_frame(now, ingress.id, frame);
-        self.flooded_to.clear();
         match verdict.action {
             Action::Drop(reason) => ingress.counters.count_drop(reason),
             Action::Forward(id) => match ports.get(id) {
@@ -175,11 +174,16 @@ impl Fabric {
             Action::Flood(_) => {
                 for egress in ports.iter().filter(|p| p.id != ingress.id) {
                     self.send(egress, vnet, frame);
-                    self.flooded_to.push(egress.id);
                 }
             }
         }
         if let Some(trace) = &self.trace {
+            // A flood went to every port but the ingress port.
+            self.flooded_to.clear();
+            if matches!(verdict.action, Action::Flood(_)) {
+                let others = ports.iter().filter(|p| p.id != ingress.id);
+                self.flooded_to.extend(others.map(|p| p.id));
+            }
             let name = |id: PortId| ports.name_of(id);
             let line = TraceLine {
                 now,
@@ -196,49 +200,41 @@ impl Fabric {
 
     /// Sends one frame out of one port, converting it to what the port takes.
     fn send(&mut self, egress: &PortHandle, vnet: &mut VnetHdr, frame: &mut [u8]) {
-        let tx = &egress.tx;
-        let limit = tx.mtu() + L2_OVERHEAD;
-        if tx.offloads() || vnet.is_plain() {
-            if frame.len() > limit && !vnet.is_gso() {
-                egress.counters.count_drop(DropReason::TooBig);
-                return;
-            }
-            let plain = VnetHdr::default();
-            let header = if tx.offloads() { &*vnet } else { &plain };
-            match tx.send(header, frame) {
-                Ok(()) => {
-                    egress.counters.count_tx(1, frame.len() as u64);
-                    egress.capture(Direction::Outbound, frame);
-                }
-                Err(_) => egress.counters.count_drop(DropReason::TxError),
+        let limit = egress.tx.mtu() + L2_OVERHEAD;
+        if egress.tx.offloads() {
+            return transmit(egress, vnet, frame, limit);
+        }
+        if vnet.is_gso() {
+            let mut emit = |segment: &[u8]| transmit(egress, &VnetHdr::default(), segment, limit);
+            if vnet::segment(vnet, frame, &mut self.segment_scratch, &mut emit).is_err() {
+                egress.counters.count_drop(DropReason::Malformed);
             }
             return;
         }
-        if !vnet.is_gso() {
-            // Only a partial checksum to finish. Done in place and once: the
-            // completed frame is just as good for the ports still to come.
-            if vnet::complete_checksum(vnet, frame).is_err() {
-                egress.counters.count_drop(DropReason::Malformed);
-                return;
-            }
-            return self.send(egress, vnet, frame);
-        }
-        let mut emit = |segment: &[u8]| {
-            if segment.len() > limit {
-                egress.counters.count_drop(DropReason::TooBig);
-                return;
-            }
-            match tx.send(&VnetHdr::default(), segment) {
-                Ok(()) => {
-                    egress.counters.count_tx(1, segment.len() as u64);
-                    egress.capture(Direction::Outbound, segment);
-                }
-                Err(_) => egress.counters.count_drop(DropReason::TxError),
-            }
-        };
-        if vnet::segment(vnet, frame, &mut self.segment_scratch, &mut emit).is_err() {
+        // At most a partial checksum to finish. Done in place and once: the
+        // completed frame is just as good for the ports still to come.
+        if !vnet.is_plain() && vnet::complete_checksum(vnet, frame).is_err() {
             egress.counters.count_drop(DropReason::Malformed);
+            return;
         }
+        transmit(egress, &VnetHdr::default(), frame, limit);
+    }
+}
+
+/// Writes one frame (with `header` if the port takes offloads) and counts
+/// it; a frame longer than `limit` that is not a GSO super-frame is
+/// dropped as too big.
+fn transmit(egress: &PortHandle, header: &VnetHdr, frame: &[u8], limit: usize) {
+    if frame.len() > limit && !header.is_gso() {
+        egress.counters.count_drop(DropReason::TooBig);
+        return;
+    }
+    match egress.tx.send(header, frame) {
+        Ok(()) => {
+            egress.counters.count_tx(1, frame.len() as u64);
+            egress.capture(Direction::Outbound, frame);
+        }
+        Err(_) => egress.counters.count_drop(DropReason::TxError),
     }
 }
 

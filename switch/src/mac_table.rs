@@ -503,9 +503,9 @@ impl Inner {
                 slot.queue.push_back((key, seen));
                 continue;
             }
-            self.entries.remove(&key);
-            slot.count -= 1;
-            self.dynamic -= 1;
+            if let Some(entry) = self.entries.remove(&key) {
+                self.forget_dynamic(&entry);
+            }
             return true;
         }
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use switch::{EntryKind, MacAddr, PortId, PortStats, TableStats};
 
 /// The network a switch serves when `--network` is not given.
-pub const DEFAULT_NETWORK: &str = "bridge";
+pub const DEFAULT_NETWORK: &str = ipam::state::DEFAULT_BRIDGE;
 
 /// One request on the control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,12 +103,12 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, &letter)| -> Result<Container> {
-            let last = 2 + i as u8;
+            let ip = Ipv4Addr::new(172, 17, 0, 2 + i as u8);
             Ok(Container {
                 letter,
                 ns: make_namespace(made, &format!("tsdemo-{letter}-{tag}"))?,
-                ip: Ipv4Addr::new(172, 17, 0, last),
-                mac: [0x02, 0x42, 0xac, 0x11, 0x00, last],
+                ip,
+                mac: ipam::Mac::from_ip(ip).0,
                 port: if letter == 'c' {
                     "tap-c".into()
                 } else {

@@ -203,7 +203,7 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().fold(String::new(), |mut s, x| {
         let _ = write!(s, "{x:02x}");
         s
@@ -345,7 +345,7 @@ fn ipv4(t: &mut Tokens<'_>, f: &mut Vec<u8>) -> Result<()> {
             icmp.extend_from_slice(&id.to_be_bytes());
             icmp.extend_from_slice(&seq.to_be_bytes());
             icmp.extend(data);
-            let sum = checksum(&icmp);
+            let sum = ports::vnet::rfc1071_checksum(&icmp);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             (1u8, icmp)
         }
@@ -365,15 +365,10 @@ fn ipv4(t: &mut Tokens<'_>, f: &mut Vec<u8>) -> Result<()> {
     f.extend_from_slice(&[ttl, proto, 0, 0]);
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
-    let sum = checksum(&f[start..]);
+    let sum = ports::vnet::rfc1071_checksum(&f[start..]);
     f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
     f.extend(payload);
     Ok(())
-}
-
-/// The Internet checksum (RFC 1071), as the offload code computes it.
-fn checksum(bytes: &[u8]) -> u16 {
-    !ports::vnet::fold(ports::vnet::ones_complement_sum(bytes, 0))
 }
 
 /// `SRC > DST [tags]` and the offset of the EtherType, or `None` for a runt.
@@ -540,8 +535,12 @@ mod tests {
             "t=1 p1 02:00:00:00:00:01 > 02:42:ac:11:00:01 ipv4 172.17.0.2 > 172.17.0.1 \
              icmp echo-request id 7 seq 1 data 74617073",
         );
-        assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
-        assert_eq!(checksum(&f[34..]), 0, "ICMP checksum");
+        assert_eq!(
+            ports::vnet::rfc1071_checksum(&f[14..34]),
+            0,
+            "IPv4 header checksum"
+        );
+        assert_eq!(ports::vnet::rfc1071_checksum(&f[34..]), 0, "ICMP checksum");
         assert_eq!(f[14 + 8], 64);
         assert_eq!(&f[14 + 6..14 + 8], &[0x40, 0], "don't fragment");
     }

@@ -182,15 +182,10 @@ impl RunningSwitch {
         self.with_dataplane(|d| {
             let set = d.ports();
             let port = set.get(id).ok_or_else(|| anyhow!("port {id} is gone"))?;
-            let kind = if id == PortId::GATEWAY {
-                "gateway".to_string()
-            } else {
-                port.kind.to_string()
-            };
             Ok(PortInfo {
                 port_no: id,
                 name: port.name.clone(),
-                kind,
+                kind: port.kind.to_string(),
                 mtu: port.tx.mtu(),
                 offloads: port.tx.offloads(),
                 lanes: d.lanes_of(id),

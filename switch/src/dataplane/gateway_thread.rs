@@ -72,7 +72,7 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
     let handle = Arc::new(PortHandle {
         id: PortId::GATEWAY,
         name: GATEWAY_PORT_NAME.to_string(),
-        kind: PortKind::Memory,
+        kind: PortKind::Gateway,
         tx: Arc::new(GatewayTx {
             queue: queue.clone(),
         }),

@@ -247,7 +247,9 @@ impl Worker {
             for event in events.iter() {
                 if event.token() != WAKER {
                     self.mark_ready(PortId(event.token().0 as u32));
-                    last_frame = Instant::now();
+                    if !spin.is_zero() {
+                        last_frame = Instant::now();
+                    }
                 }
             }
             self.working_since = Instant::now();
@@ -391,7 +393,7 @@ impl Worker {
             match received {
                 Ok(0) => drop(state),
                 Ok(n) => {
-                    self.forward_batch(&view, &lane.handle, n);
+                    self.forward_batch(&view, &lane.handle, n, true);
                     drop(state);
                     // A full batch means more may be waiting (edge-triggered
                     // epoll will not tell us again): come back to it.
@@ -422,18 +424,21 @@ impl Worker {
         }
     }
 
-    /// Forwards the batch just received on `ingress`, noting the ports it
-    /// sent unicast frames to.
-    fn forward_batch(&mut self, view: &View, ingress: &PortHandle, n: usize) {
+    /// Forwards the batch just received on `ingress`; with `note_targets`,
+    /// notes the ports it sent unicast frames to (see `take_answers`).
+    fn forward_batch(&mut self, view: &View, ingress: &PortHandle, n: usize, note_targets: bool) {
         let now = self.shared.clock.now();
         let mut session = self.shared.engine.session();
-        self.sent_to.clear();
+        if note_targets {
+            self.sent_to.clear();
+        }
         for i in 0..n {
             let (vnet, frame) = self.batch.get_mut(i);
             let verdict = self
                 .fabric
                 .forward(&mut session, &view.ports, now, ingress, vnet, frame);
-            if let Action::Forward(egress) = verdict.action
+            if note_targets
+                && let Action::Forward(egress) = verdict.action
                 && !self.sent_to.contains(&egress)
             {
                 self.sent_to.push(egress);
@@ -478,7 +483,8 @@ impl Worker {
             let Some(rx) = rx.as_mut() else { continue };
             match rx.recv_batch(&mut self.batch) {
                 Ok(0) => {}
-                Ok(n) => self.forward_batch(view, &lane.handle, n),
+                // Answers to answers are not looked for.
+                Ok(n) => self.forward_batch(view, &lane.handle, n, false),
                 // Errors are the home worker's to act on; epoll wakes it
                 // for them too.
                 Err(err) => *error = Some(err),
@@ -510,6 +516,9 @@ impl Worker {
 
     /// How long epoll may sleep before a suspect port is due for a look.
     fn next_suspect_check(&self) -> Option<Duration> {
+        if self.suspects.is_empty() {
+            return None;
+        }
         let now = Instant::now();
         self.suspects
             .iter()
@@ -520,6 +529,9 @@ impl Worker {
     /// Looks again at ports whose link went down: gone ones are removed,
     /// ones that are merely down stay (and are logged once).
     fn check_suspects(&mut self) {
+        if self.suspects.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<Arc<PortHandle>> = self
             .suspects

@@ -195,26 +195,6 @@ impl Netlink {
         .map(drop)
     }
 
-    /// The names of all interfaces, for tests and diagnostics.
-    pub fn link_names(&mut self) -> io::Result<Vec<String>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            netlink_packet_core::NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => {
-                    link.attributes.into_iter().find_map(|a| match a {
-                        LinkAttribute::IfName(name) => Some(name),
-                        _ => None,
-                    })
-                }
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Sends one request and collects the replies until the kernel's ACK
     /// (or the end of a dump). A NACK becomes the `io::Error` of its errno.
     fn request(

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ports::pcap::PcapReader;
 
-use crate::pcap_text;
+use crate::pcap_text::{self, hex};
+use crate::replay::lab::seconds_ns;
 
 /// The first difference between an output and its expected file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl fmt::Display for Difference {
             write!(f, " frame {n}")?;
         }
         if let Some(t) = self.time_ns {
-            write!(f, " (t={}.{:09})", t / 1_000_000_000, t % 1_000_000_000)?;
+            write!(f, " (t={})", seconds_ns(t))?;
         }
         write!(f, ": {}", self.what)?;
         if let Some((expected, actual)) = &self.frames {
@@ -131,8 +132,8 @@ pub fn compare_files(port: &str, expected: &Path, actual: &Path) -> Result<Optio
                     w.timestamp_ns,
                     format!(
                         "time differs: expected {}, got {}",
-                        seconds(w.timestamp_ns),
-                        seconds(g.timestamp_ns)
+                        seconds_ns(w.timestamp_ns),
+                        seconds_ns(g.timestamp_ns)
                     ),
                 ),
                 None => None,
@@ -142,10 +143,6 @@ pub fn compare_files(port: &str, expected: &Path, actual: &Path) -> Result<Optio
             return Ok(found);
         }
     }
-}
-
-fn seconds(ns: u64) -> String {
-    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
 /// Where two frames first differ, named by header field when there is one.
@@ -226,10 +223,6 @@ impl Kind {
             Kind::Bytes => hex(b),
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[derive(Debug)]

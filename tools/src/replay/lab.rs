@@ -176,7 +176,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         let handle = Arc::new(PortHandle {
             id: PortId::GATEWAY,
             name: GATEWAY_PORT_NAME.to_string(),
-            kind: PortKind::Memory,
+            kind: PortKind::Gateway,
             tx: gw.tx.clone(),
             counters: Arc::default(),
             capture: None,
@@ -304,7 +304,11 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
 
 /// Seconds with nanoseconds, as capture tools print times.
 pub fn seconds(t: Instant) -> String {
-    let ns = t.as_nanos();
+    seconds_ns(t.as_nanos())
+}
+
+/// Nanoseconds as seconds with nine decimals.
+pub fn seconds_ns(ns: u64) -> String {
     format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
