@@ -74,7 +74,6 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = PacketTx {
         fd: fds[0].clone(),
-        vnet_hdr: true,
         mtu,
         ifindex,
         lanes: fds.len(),
@@ -83,7 +82,6 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
         .into_iter()
         .map(|fd| PacketRx {
             fd,
-            vnet_hdr: true,
             heads: [[0; 10]; MAX_BATCH],
             meta: [RecvMeta::default(); MAX_BATCH],
         })
@@ -115,7 +113,6 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 #[derive(Debug)]
 pub struct PacketRx {
     fd: Arc<OwnedFd>,
-    vnet_hdr: bool,
     heads: [[u8; 10]; MAX_BATCH],
     meta: [RecvMeta; MAX_BATCH],
 }
@@ -130,7 +127,7 @@ impl PortRx for PacketRx {
                 std::array::from_fn(|_| free.next().unwrap_or(&mut []));
             sys::packet::recv_batch(
                 self.fd.as_fd(),
-                self.vnet_hdr,
+                true,
                 &mut self.heads[..count],
                 &mut bufs[..count],
                 &mut self.meta[..count],
@@ -141,12 +138,7 @@ impl PortRx for PacketRx {
             // A frame larger than a slot cannot happen with 64 KiB slots; if
             // it ever does, it becomes a runt the engine drops and counts.
             let len = if meta.truncated { 0 } else { meta.len };
-            let vnet = if self.vnet_hdr {
-                VnetHdr::from_bytes(&self.heads[i])
-            } else {
-                VnetHdr::default()
-            };
-            batch.commit(len, vnet);
+            batch.commit(len, VnetHdr::from_bytes(&self.heads[i]));
             if let Some((tpid, tci)) = meta.vlan
                 && len > 0
             {
@@ -169,7 +161,6 @@ impl PortRx for PacketRx {
 #[derive(Debug)]
 pub struct PacketTx {
     fd: Arc<OwnedFd>,
-    vnet_hdr: bool,
     mtu: usize,
     ifindex: u32,
     /// Receive lanes in the socket's fanout group (1: no group).
@@ -185,14 +176,12 @@ impl PacketTx {
 
 impl PortTx for PacketTx {
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        let head = vnet.to_bytes();
-        let head: &[u8] = if self.vnet_hdr { &head } else { &[] };
-        sys::write_frame(self.fd.as_fd(), head, frame)?;
+        sys::write_frame(self.fd.as_fd(), &vnet.to_bytes(), frame)?;
         Ok(())
     }
 
     fn offloads(&self) -> bool {
-        self.vnet_hdr
+        true
     }
 
     fn mtu(&self) -> usize {

@@ -23,7 +23,7 @@ use switch::fabric::TraceSink;
 
 pub use lab::{InputSpec, LabConfig, Outcome, PortSpec};
 
-use crate::serve::{DEFAULT_GATEWAY, parse_gateway};
+use crate::serve::DEFAULT_GATEWAY;
 
 /// Options of `tapswitch replay`.
 #[derive(Debug, Clone, Args)]
@@ -127,14 +127,7 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
         }
         ports.push(port);
     }
-    let gateway = if args.switch.no_gateway {
-        None
-    } else {
-        match &args.switch.gateway {
-            Some(cidr) => Some(parse_gateway(cidr)?),
-            None => Some(DEFAULT_GATEWAY),
-        }
-    };
+    let gateway = args.switch.gateway_or(|| Ok(DEFAULT_GATEWAY))?;
     if gateway.is_some() && ports.iter().any(|p| p.name == lab::GATEWAY_PORT_NAME) {
         bail!(
             "Port name {} is the gateway's: choose another name, or add --no-gateway",

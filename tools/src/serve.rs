@@ -82,6 +82,21 @@ impl SwitchOptions {
         }
         .with_ageing_secs(self.ageing_time)
     }
+
+    /// The gateway these options ask for: none with `--no-gateway`,
+    /// `--gateway CIDR`, else `default()`.
+    pub fn gateway_or(
+        &self,
+        default: impl FnOnce() -> Result<(Ipv4Addr, u8)>,
+    ) -> Result<Option<(Ipv4Addr, u8)>> {
+        if self.no_gateway {
+            return Ok(None);
+        }
+        match &self.gateway {
+            Some(cidr) => parse_gateway(cidr).map(Some),
+            None => default().map(Some),
+        }
+    }
 }
 
 /// The default network's gateway, as on Docker's docker0.
@@ -212,17 +227,14 @@ fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::p
 
 /// `--gateway CIDR`, `--no-gateway`, or the network's default.
 fn resolve_gateway(args: &ServeArgs) -> Result<Option<(Ipv4Addr, u8)>> {
-    if args.switch.no_gateway {
-        return Ok(None);
-    }
-    if let Some(cidr) = &args.switch.gateway {
-        return parse_gateway(cidr).map(Some);
-    }
-    // The default network needs no state: 172.17.0.1/16, as on docker0.
-    if args.network == control::DEFAULT_NETWORK {
-        return Ok(Some(DEFAULT_GATEWAY));
-    }
-    args.state.served_gateway(&args.network).map(Some)
+    args.switch.gateway_or(|| {
+        // The default network needs no state: 172.17.0.1/16, as on docker0.
+        if args.network == control::DEFAULT_NETWORK {
+            Ok(DEFAULT_GATEWAY)
+        } else {
+            args.state.served_gateway(&args.network)
+        }
+    })
 }
 
 /// Parses `172.17.0.1/16` into the gateway's address and prefix length.
