@@ -43,7 +43,7 @@ pub struct State {
 
 /// A container: a name, the network it is on, and (on bridge networks) its
 /// address, which is its lease on that network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub name: String,
     /// 64 hex digits, like a Docker container id.
@@ -335,13 +335,8 @@ mod tests {
             name: name.into(),
             id: format!("{name:0>64}"),
             network: network.into(),
-            created: String::new(),
-            ipv4: None,
-            mac: None,
             boot_id: "boot".into(),
-            sandbox: None,
-            host_iface: None,
-            control: None,
+            ..Default::default()
         }
     }
 

@@ -279,12 +279,8 @@ mod tests {
             id: random_id().unwrap(),
             network: "bridge".into(),
             created: now(),
-            ipv4: None,
-            mac: None,
             boot_id: "boot".into(),
-            sandbox: None,
-            host_iface: None,
-            control: None,
+            ..Default::default()
         }
     }
 

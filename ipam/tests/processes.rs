@@ -152,12 +152,8 @@ fn container(name: &str, network: &str) -> Container {
         id: random_id().unwrap(),
         network: network.into(),
         created: now(),
-        ipv4: None,
-        mac: None,
         boot_id: "test".into(),
-        sandbox: None,
-        host_iface: None,
-        control: None,
+        ..Default::default()
     }
 }
 

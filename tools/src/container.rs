@@ -501,13 +501,9 @@ mod tests {
                 name: name.to_string(),
                 id: format!("{name:0<64}"),
                 network: network.to_string(),
-                created: String::new(),
-                ipv4: None,
-                mac: None,
-                boot_id: String::new(),
                 sandbox: (*network != "host").then(|| sandbox_path(name)),
                 host_iface: (*network == "bridge").then(|| format!("ts-{:0>12}", name)),
-                control: None,
+                ..Default::default()
             };
             state.add_container(record, None).unwrap();
         }

@@ -363,13 +363,7 @@ mod tests {
                 name: name.into(),
                 id: format!("{name:a>64}"),
                 network: "bridge".into(),
-                created: String::new(),
-                ipv4: None,
-                mac: None,
-                boot_id: String::new(),
-                sandbox: None,
-                host_iface: None,
-                control: None,
+                ..Default::default()
             };
             state.add_container(record, None).unwrap();
         }

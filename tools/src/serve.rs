@@ -293,9 +293,7 @@ fn switch_id(gateway_mac: Option<switch::MacAddr>, network: &str) -> String {
     match gateway_mac {
         Some(mac) => format!("8000.{}", mac.to_string().replace(':', "")),
         None => {
-            let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
+            let hash = crate::traffic::fnv(crate::traffic::FNV_OFFSET, network.as_bytes());
             format!("8000.{:012x}", hash & 0xffff_ffff_ffff)
         }
     }

@@ -137,13 +137,9 @@ mod tests {
             name: "c".into(),
             id: "0".repeat(64),
             network: "bridge".into(),
-            created: String::new(),
-            ipv4: None,
-            mac: None,
             boot_id: boot_id.into(),
             sandbox: sandbox.map(PathBuf::from),
-            host_iface: None,
-            control: None,
+            ..Default::default()
         }
     }
 

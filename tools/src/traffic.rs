@@ -174,9 +174,11 @@ fn accept_within(listener: &TcpListener, limit: Duration) -> io::Result<TcpStrea
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a's starting value.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn fnv(mut hash: u64, data: &[u8]) -> u64 {
+/// FNV-1a over `data`, continuing from `hash`.
+pub(crate) fn fnv(mut hash: u64, data: &[u8]) -> u64 {
     for &b in data {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
