@@ -27,6 +27,19 @@
 //! [`CALM`] for [`CALM_WINDOWS`] windows in a row, the switch goes back.
 //! Frames already queued in a lane when the mode changes may be overtaken
 //! by one or two from another lane; TCP copes with such rare reordering.
+//!
+//! Under load a worker also offers its CPU to whoever waits for it
+//! (`sched_yield`) after every [`SHARE_AFTER_FRAMES`] frames it forwarded
+//! ([`CpuShare`]). On a machine with few CPUs the receiver of those frames
+//! often waits on the worker's own CPU: the kernel moves a thread next to
+//! the one that wakes it, and the worker's send runs the receiver's stack,
+//! wake-up included. Left alone, a worker with an endless queue keeps the
+//! CPU until the scheduler takes it away, milliseconds later; by then the
+//! receiver's socket buffer (about 280 small datagrams by default) has
+//! overflowed and the worker's work on the rest was for nothing. Offering
+//! the CPU every batch lets the receiver read them in bulk; with nobody
+//! waiting the call returns at once. It is what a kernel bridge gets for
+//! free, as it forwards inside the sender's own system call.
 
 use std::time::Duration;
 
@@ -82,6 +95,38 @@ impl LoadMeter {
             self.calm_windows = 0;
         }
         None
+    }
+}
+
+/// Under load, how many frames a worker forwards before it offers its CPU
+/// (about one full batch). Measured with a 64-byte UDP flood between two
+/// containers on two CPUs: every 16 frames delivered 0.75x the kernel
+/// bridge's rate, 32 and 64 about 0.83x, 128-256 0.8x, 512 0.7x, never 0.6x.
+pub(super) const SHARE_AFTER_FRAMES: usize = 32;
+
+/// Counts the frames a worker forwards under load and says when it should
+/// offer its CPU to other threads.
+#[derive(Debug, Default)]
+pub(super) struct CpuShare {
+    forwarded: usize,
+}
+
+impl CpuShare {
+    /// Notes `frames` forwarded; true when the worker should yield now.
+    /// While traffic is light (`heavy` false) it never should: a worker then
+    /// runs at real-time priority next to the sender, and each wake-up is
+    /// short anyway.
+    pub(super) fn forwarded(&mut self, frames: usize, heavy: bool) -> bool {
+        if !heavy {
+            self.forwarded = 0;
+            return false;
+        }
+        self.forwarded += frames;
+        if self.forwarded < SHARE_AFTER_FRAMES {
+            return false;
+        }
+        self.forwarded = 0;
+        true
     }
 }
 
@@ -145,6 +190,27 @@ mod tests {
         let mut meter = LoadMeter::default();
         assert_eq!(meter.account(20 * MS, 20 * MS), Some(true));
         assert_eq!(meter.account(Duration::from_secs(1), MS), Some(false));
+    }
+
+    #[test]
+    fn a_worker_under_load_offers_its_cpu_once_per_batch_of_frames() {
+        let mut share = CpuShare::default();
+        assert!(!share.forwarded(SHARE_AFTER_FRAMES - 1, true));
+        assert!(share.forwarded(1, true), "the batch is complete");
+        assert!(!share.forwarded(1, true), "the count starts again");
+        assert!(share.forwarded(SHARE_AFTER_FRAMES * 3, true));
+        assert!(!share.forwarded(1, true), "one yield per call, not three");
+    }
+
+    #[test]
+    fn a_worker_never_offers_its_cpu_while_traffic_is_light() {
+        let mut share = CpuShare::default();
+        assert!(!share.forwarded(SHARE_AFTER_FRAMES - 1, true));
+        assert!(!share.forwarded(SHARE_AFTER_FRAMES * 10, false));
+        assert!(
+            !share.forwarded(1, true),
+            "frames forwarded while light do not count"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::RxBatch;
 
-use super::affinity::{LoadMeter, WINDOW};
+use super::affinity::{CpuShare, LoadMeter, WINDOW};
 use super::{Lane, LanesByPort, PortEvent, RxState, Shared};
 use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
@@ -140,6 +140,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
         .spawn(move || {
             let worker = Worker {
                 load: LoadMeter::default(),
+                share: CpuShare::default(),
                 accounted: Instant::now(),
                 working_since: Instant::now(),
                 pinned: false,
@@ -188,6 +189,7 @@ struct Worker {
     sent_to: Vec<PortId>,
     cpus: Cpus,
     load: LoadMeter,
+    share: CpuShare,
     /// When the load meter was last told, and since when this worker has
     /// been forwarding without a sleep.
     accounted: Instant,
@@ -402,6 +404,10 @@ impl Worker {
                     }
                     self.take_answers(&view);
                     self.account_load(false);
+                    let heavy = !self.shared.by_cpu.load(Ordering::Relaxed);
+                    if self.share.forwarded(n, heavy) {
+                        std::thread::yield_now();
+                    }
                 }
                 Err(err) => {
                     drop(state);
