@@ -33,6 +33,12 @@ fn reading(switch: &SwitchProcess) -> (String, u64) {
     )
 }
 
+/// How often the workers offered their CPU under load (`affinity.rs`).
+fn cpu_yields(switch: &SwitchProcess) -> u64 {
+    let info = switch.call(r#"{"cmd":"info"}"#).expect("info request");
+    info["cpu_yields"].as_u64().expect("cpu_yields in info")
+}
+
 fn lanes_of(switch: &SwitchProcess, port: &str) -> u64 {
     let ports = switch.ports();
     let port = ports
@@ -175,7 +181,9 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
 
     // Flat out from one thread: a worker gets busy and the switch reads
     // each port in one lane, then goes back once traffic is light again.
+    // Until then no worker was under load, so none offered its CPU.
     let (_, changes_before) = reading(switch);
+    assert_eq!(cpu_yields(switch), 0, "light traffic never yields");
     let blast: Vec<Vec<u8>> = (0..50_000u32)
         .map(|i| probe(b, a, 0xff00_0000 | i, 64))
         .collect();
@@ -204,6 +212,10 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        cpu_yields(switch) > 0,
+        "a worker forwarding a burst under load never offered its CPU"
+    );
     s2.collect(WINDOW);
     s1.drain();
 

@@ -47,6 +47,28 @@ pub fn set_realtime(on: bool) -> io::Result<()> {
     sys::cpu::set_realtime(on.then_some(1))
 }
 
+/// Whether the machine has more runnable threads than online CPUs right
+/// now, so some thread is waiting for a CPU (the caller counts as one).
+/// False when that cannot be read.
+pub fn oversubscribed() -> bool {
+    let Ok(loadavg) = std::fs::read_to_string("/proc/loadavg") else {
+        return false;
+    };
+    runnable_threads(&loadavg).is_some_and(|runnable| runnable > sys::cpu::online_cpus())
+}
+
+/// The runnable threads in /proc/loadavg ("0.52 0.58 0.59 3/93 12345":
+/// the fourth field is runnable/total).
+fn runnable_threads(loadavg: &str) -> Option<usize> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Keeps the calling thread on `cpus` (an empty list changes nothing).
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     sys::cpu::pin_current_thread(cpus)
@@ -55,6 +77,20 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runnable_threads_are_the_fourth_field_of_loadavg() {
+        assert_eq!(runnable_threads("0.52 0.58 0.59 3/93 12345\n"), Some(3));
+        assert_eq!(runnable_threads("1.00 0.50 0.25 17/1024 1"), Some(17));
+        assert_eq!(runnable_threads("0.52 0.58 0.59"), None);
+        assert_eq!(runnable_threads("0.52 0.58 0.59 x/93 1"), None);
+        assert_eq!(runnable_threads(""), None);
+    }
+
+    #[test]
+    fn this_machine_has_an_online_cpu() {
+        assert!(crate::sys::cpu::online_cpus() >= 1);
+    }
 
     #[test]
     fn lanes_partition_the_allowed_cpus_by_the_kernels_modulo() {

@@ -103,6 +103,12 @@ pub struct SwitchInfo {
     pub reading: String,
     #[serde(default)]
     pub reading_changes: u64,
+    /// Under load: how often workers offered their CPU to other threads,
+    /// and how often they stepped aside for an oversubscribed machine.
+    #[serde(default)]
+    pub cpu_yields: u64,
+    #[serde(default)]
+    pub cpu_steps_aside: u64,
 }
 
 /// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).

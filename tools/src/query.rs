@@ -150,6 +150,10 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
             "lanes        read {}; changed {} time(s)",
             info.reading, info.reading_changes
         );
+        println!(
+            "under load   workers yielded the CPU {} time(s), stepped aside {} time(s)",
+            info.cpu_yields, info.cpu_steps_aside
+        );
     }
     println!("{}", render_table_stats(&fdb));
     Ok(ExitCode::SUCCESS)

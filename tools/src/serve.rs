@@ -284,6 +284,8 @@ pub fn switch_info(
         capture_dir,
         reading: dataplane.reading().0.describe().to_string(),
         reading_changes: 0,
+        cpu_yields: 0,
+        cpu_steps_aside: 0,
     }
 }
 

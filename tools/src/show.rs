@@ -155,6 +155,8 @@ mod tests {
             capture_dir: None,
             reading: String::new(),
             reading_changes: 0,
+            cpu_yields: 0,
+            cpu_steps_aside: 0,
         }
     }
 

@@ -41,6 +41,13 @@ pub(crate) fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// How many CPUs the machine has online (at least 1).
+pub(crate) fn online_cpus() -> usize {
+    // SAFETY: sysconf only reads a system setting; -1 means unknown.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).unwrap_or(1).max(1)
+}
+
 /// The CPU the calling thread is running on right now.
 pub(crate) fn current_cpu() -> Option<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads where the

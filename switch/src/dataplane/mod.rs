@@ -211,6 +211,10 @@ struct Shared {
     by_cpu: AtomicBool,
     /// How often the mode changed, for `tapswitch stats`.
     mode_changes: AtomicU64,
+    /// Under load: how often workers offered their CPU, and how often they
+    /// stepped aside (see `affinity.rs`).
+    yields: AtomicU64,
+    steps_aside: AtomicU64,
     /// Every worker, by index, for a worker that must tell the others
     /// something (set once they all run).
     peers: std::sync::OnceLock<Vec<Peer>>,
@@ -350,6 +354,8 @@ impl Dataplane {
             mode: Mutex::new(Mode::default()),
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),
+            yields: AtomicU64::new(0),
+            steps_aside: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
@@ -430,6 +436,15 @@ impl Dataplane {
             Reading::ByPort
         };
         (reading, self.shared.mode_changes.load(Ordering::Relaxed))
+    }
+
+    /// How often workers under load offered their CPU to other threads,
+    /// and how often they stepped aside for an oversubscribed machine.
+    pub fn cpu_sharing(&self) -> (u64, u64) {
+        (
+            self.shared.yields.load(Ordering::Relaxed),
+            self.shared.steps_aside.load(Ordering::Relaxed),
+        )
     }
 
     /// How many receive lanes port `id` is read in (0: no such port; the

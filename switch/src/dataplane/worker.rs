@@ -36,7 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::RxBatch;
 
-use super::affinity::{CpuShare, LoadMeter, WINDOW};
+use super::affinity::{CpuShare, LoadMeter, STEP_ASIDE, WINDOW};
 use super::{Lane, LanesByPort, PortEvent, RxState, Shared};
 use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
@@ -313,6 +313,20 @@ impl Worker {
         }
     }
 
+    /// Under load: lets whoever waits for this CPU run (usually the
+    /// receiver of the frames just sent), and steps aside for a while when
+    /// nobody has for long but the machine is oversubscribed (see
+    /// `affinity.rs`).
+    fn offer_cpu(&mut self) {
+        let start = Instant::now();
+        std::thread::yield_now();
+        self.shared.yields.fetch_add(1, Ordering::Relaxed);
+        if self.share.yielded(start.elapsed()) && ports::cpu::oversubscribed() {
+            self.shared.steps_aside.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(STEP_ASIDE);
+        }
+    }
+
     fn mark_ready(&mut self, id: PortId) {
         if !self.ready.contains(&id) {
             self.ready.push_back(id);
@@ -406,7 +420,7 @@ impl Worker {
                     self.account_load(false);
                     let heavy = !self.shared.by_cpu.load(Ordering::Relaxed);
                     if self.share.forwarded(n, heavy) {
-                        std::thread::yield_now();
+                        self.offer_cpu();
                     }
                 }
                 Err(err) => {
