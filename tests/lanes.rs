@@ -107,7 +107,7 @@ fn assert_once_and_in_order(sent: &[u32], got: &[u32], what: &str) {
 }
 
 #[test]
-fn veth_ports_read_per_cpu_deliver_every_frame_once_in_order_and_step_aside_under_load() {
+fn veth_ports_read_per_cpu_deliver_every_frame_once_in_order_and_per_port_under_load() {
     require_root();
     let topo = Topology::veth_star(2);
     let switch = SwitchProcess::start(&topo.switch_ns.name, &{
@@ -125,7 +125,7 @@ fn veth_ports_read_per_cpu_deliver_every_frame_once_in_order_and_step_aside_unde
 }
 
 #[test]
-fn tap_ports_read_per_cpu_deliver_every_frame_once_in_order_and_step_aside_under_load() {
+fn tap_ports_read_per_cpu_deliver_every_frame_once_in_order_and_per_port_under_load() {
     require_root();
     let switch_ns = Netns::new("tsw");
     let switch = SwitchProcess::start(
