@@ -67,6 +67,19 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// ([`VnetHdr::is_plain`]) otherwise.
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()>;
 
+    /// Sends several frames in order; returns how many went. Fewer than
+    /// `frames.len()` means the next one failed and was not sent; an error
+    /// means the first one failed. The default sends them one by one;
+    /// `--iface` ports send them in one `sendmmsg`.
+    fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
+        for (sent, (vnet, frame)) in frames.iter().enumerate() {
+            if let Err(err) = self.send(vnet, frame) {
+                return if sent == 0 { Err(err) } else { Ok(sent) };
+            }
+        }
+        Ok(frames.len())
+    }
+
     /// Whether the port takes virtio-net headers: GSO super-frames and
     /// partial checksums pass through it untouched.
     fn offloads(&self) -> bool;

@@ -180,6 +180,15 @@ impl PortTx for PacketTx {
         Ok(())
     }
 
+    fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
+        let count = frames.len().min(MAX_BATCH);
+        let heads: [[u8; VnetHdr::LEN]; MAX_BATCH] =
+            std::array::from_fn(|i| frames.get(i).map_or([0; VnetHdr::LEN], |f| f.0.to_bytes()));
+        let frame_refs: [&[u8]; MAX_BATCH] =
+            std::array::from_fn(|i| frames.get(i).map_or(&[][..], |f| f.1));
+        sys::packet::send_batch(self.fd.as_fd(), &heads[..count], &frame_refs[..count])
+    }
+
     fn offloads(&self) -> bool {
         true
     }

@@ -328,3 +328,43 @@ pub(crate) fn discard_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
         discarded += 1;
     }
 }
+
+/// Sends up to [`MAX_BATCH`] frames in one `sendmmsg`: frame i is
+/// `heads[i]` (its virtio-net header) then `frames[i]`. Returns how many
+/// were sent, in order; fewer than asked means the next one failed (and was
+/// not sent). An error only if the first one failed.
+pub(crate) fn send_batch(
+    fd: BorrowedFd<'_>,
+    heads: &[[u8; 10]],
+    frames: &[&[u8]],
+) -> io::Result<usize> {
+    let count = heads.len().min(frames.len()).min(MAX_BATCH);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [[empty; 2]; MAX_BATCH];
+    // SAFETY: mmsghdr is plain old data (pointers and integers); all-zero is
+    // valid and means "no address, no buffers" until filled in below.
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        iov[i] = [
+            libc::iovec {
+                iov_base: heads[i].as_ptr() as *mut libc::c_void,
+                iov_len: heads[i].len(),
+            },
+            libc::iovec {
+                iov_base: frames[i].as_ptr() as *mut libc::c_void,
+                iov_len: frames[i].len(),
+            },
+        ];
+        msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        msgs[i].msg_hdr.msg_iovlen = 2;
+    }
+    // SAFETY: every msghdr points at two iovecs on this stack frame, each
+    // within a slice borrowed for the whole call; the kernel only reads them.
+    let sent = retry(|| unsafe {
+        libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count as libc::c_uint, 0)
+    })?;
+    Ok(sent as usize)
+}

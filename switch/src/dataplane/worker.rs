@@ -148,7 +148,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 realtime_refused: false,
                 cpus,
                 index,
-                fabric: Fabric::new(shared.trace.clone()),
+                fabric: Fabric::new(shared.trace.clone()).hold_unicast(),
                 shared,
                 poll,
                 inbox,
@@ -464,6 +464,9 @@ impl Worker {
                 self.sent_to.push(egress);
             }
         }
+        // Held unicast frames go now, each port's in one call, while the
+        // caller still holds the ingress lane's lock (frames stay in order).
+        self.fabric.flush(&view.ports);
     }
 
     /// Reads, once, the ports the last batch sent unicast frames to, where
