@@ -409,8 +409,24 @@ mod tests {
 
     const H1: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const H2: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const H3: [u8; 6] = [2, 0, 0, 0, 0, 3];
+
+    /// A TCP super-frame's header (64 KiB cut into 1448-byte segments).
+    const TCP_GSO: VnetHdr = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 1448,
+        hdr_len: 66,
+        csum_start: 34,
+        csum_offset: 16,
+    };
 
     impl Rig {
+        fn tx_frames(&self, port: u32) -> u64 {
+            let port = self.ports.get(PortId(port)).unwrap();
+            port.counters.snapshot().tx_frames
+        }
+
         fn push(
             &self,
             fabric: &mut Fabric,
@@ -470,22 +486,13 @@ mod tests {
     fn offload_headers_pass_through_to_ports_that_take_them() {
         let r = rig(&[(1500, true), (1500, true)]);
         let mut fabric = Fabric::new(None);
-        let vnet = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
-            gso_size: 1448,
-            hdr_len: 66,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = TCP_GSO;
         r.push(&mut fabric, 1, vnet, frame(H2, H1, 65_000));
         let sent = r.taps[1].take_sent();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, vnet);
         assert_eq!(sent[0].1.len(), 65_000);
     }
-
-    const H3: [u8; 6] = [2, 0, 0, 0, 0, 3];
 
     /// A small frame from `src` to `dst` whose last byte says which it is.
     fn tagged(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
@@ -525,23 +532,11 @@ mod tests {
         r.push(&mut fabric, 1, VnetHdr::default(), tagged(H3, H1, 2));
         r.push(&mut fabric, 1, VnetHdr::default(), tagged(H2, H1, 3));
         assert!(r.taps[1].take_sent().is_empty(), "held until the flush");
-        let before = r
-            .ports
-            .get(PortId(2))
-            .unwrap()
-            .counters
-            .snapshot()
-            .tx_frames;
+        let before = r.tx_frames(2);
         fabric.flush(&r.ports);
         assert_eq!(tags(&r.taps[1].take_sent()), [1, 3]);
         assert_eq!(tags(&r.taps[2].take_sent()), [2]);
-        let after = r
-            .ports
-            .get(PortId(2))
-            .unwrap()
-            .counters
-            .snapshot()
-            .tx_frames;
+        let after = r.tx_frames(2);
         assert_eq!(after - before, 2);
         fabric.flush(&r.ports);
         assert!(r.taps[1].take_sent().is_empty(), "nothing is sent twice");
@@ -551,14 +546,7 @@ mod tests {
     fn a_frame_that_cannot_be_held_sends_the_held_ones_first() {
         let (r, mut fabric) = holding_rig();
         r.push(&mut fabric, 1, VnetHdr::default(), tagged(H2, H1, 1));
-        let gso = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
-            gso_size: 1448,
-            hdr_len: 66,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let gso = TCP_GSO;
         let mut big = frame(H2, H1, 20_000);
         big[19_999] = 2;
         r.push(&mut fabric, 1, gso, big);
