@@ -209,7 +209,8 @@ impl Fabric {
                     sent[i] = true;
                 }
             }
-            // A port removed since: its frames go nowhere, as at decision time.
+            // `ports` is the set the decisions were made with (the caller
+            // flushes before it takes a newer one), so the port is in it.
             if let Some(port) = ports.get(egress) {
                 transmit_all(port, &frames[..count]);
             }
