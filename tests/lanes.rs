@@ -147,6 +147,29 @@ fn tap_ports_read_per_cpu_deliver_every_frame_once_in_order_and_per_port_under_l
     exercise_lanes(&switch, &hosts[0], &hosts[1], "t1");
 }
 
+/// One round of light traffic from `a` (behind s1) to `b` (behind s2)
+/// from every CPU: each probe arrives at s2 once and in order per sender,
+/// and nothing comes back to s1.
+fn light_round(
+    stations: &[(usize, Station)],
+    round: u32,
+    (a, b): ([u8; 6], [u8; 6]),
+    (s1, s2): (&mut Station, &mut Station),
+    what: &str,
+) {
+    let sent = send_from_every_cpu(stations, round, b, a);
+    let got: Vec<u32> = s2
+        .collect_probes(WINDOW)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_once_and_in_order(&sent, &got, what);
+    assert!(
+        s1.collect_probes(WINDOW).is_empty(),
+        "nothing comes back to the sender"
+    );
+}
+
 /// Light traffic from every CPU, a flat-out burst, light traffic again:
 /// every light frame arrives once and in order per sender, nothing comes
 /// back, and the burst makes the switch read per port and then go back.
@@ -161,22 +184,15 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
     let a = mac("02:00:00:00:bb:01");
     let b = mac("02:00:00:00:bb:02");
     // Teach the switch where b lives, so a's frames are unicast to p2.
-    s2.send(&probe([0xff; 6], b, 0, 60));
-    std::thread::sleep(WINDOW);
-    s1.drain();
-    s2.drain();
+    s2.teach(b, &mut s1, WINDOW);
     assert_eq!(reading(switch).0, "per CPU (traffic is light)");
 
-    let sent = send_from_every_cpu(&stations, 1, b, a);
-    let got: Vec<u32> = s2
-        .collect_probes(WINDOW)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_once_and_in_order(&sent, &got, "light traffic from every CPU");
-    assert!(
-        s1.collect_probes(WINDOW).is_empty(),
-        "nothing comes back to the sender"
+    light_round(
+        &stations,
+        1,
+        (a, b),
+        (&mut s1, &mut s2),
+        "light traffic from every CPU",
     );
 
     // Flat out from one thread: a worker gets busy and the switch reads
@@ -219,16 +235,12 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
     s2.collect(WINDOW);
     s1.drain();
 
-    let sent = send_from_every_cpu(&stations, 2, b, a);
-    let got: Vec<u32> = s2
-        .collect_probes(WINDOW)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_once_and_in_order(&sent, &got, "light traffic after the load");
-    assert!(
-        s1.collect_probes(WINDOW).is_empty(),
-        "nothing comes back to the sender"
+    light_round(
+        &stations,
+        2,
+        (a, b),
+        (&mut s1, &mut s2),
+        "light traffic after the load",
     );
     // Had a lane read back what the switch sent out of p2, a's frames would
     // have taught the table that a lives on p2.

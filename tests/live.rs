@@ -197,10 +197,7 @@ fn frames_of_every_size_and_vlan_tags_arrive_byte_for_byte() {
     let a = mac("02:00:00:00:aa:01");
     let b = mac("02:00:00:00:aa:02");
     // Teach the switch where b lives, so a's frames are unicast to p2.
-    s2.send(&probe([0xff; 6], b, 0, 60));
-    std::thread::sleep(WINDOW);
-    s1.drain();
-    s2.drain();
+    s2.teach(b, &mut s1, WINDOW);
 
     let mut sent = Vec::new();
     for (id, len) in (60..=1514).step_by(97).chain([1514]).enumerate() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ports::packet::{PacketRx, PacketTx};
 use ports::{PortRx, PortTx, RxBatch, VnetHdr};
 
-use crate::frames::probe_id;
+use crate::frames::{probe, probe_id};
 use crate::netns::Netns;
 
 /// A raw view of one host interface: inject frames as if the host sent them,
@@ -86,6 +86,16 @@ impl Station {
             .into_iter()
             .filter_map(|f| probe_id(&f).map(|id| (id, f)))
             .collect()
+    }
+
+    /// Makes the switch learn `mac` on this station's port (a broadcast
+    /// from it), waits `window`, and throws away what that left queued here
+    /// and at `other`.
+    pub fn teach(&mut self, mac: [u8; 6], other: &mut Station, window: Duration) {
+        self.send(&probe([0xff; 6], mac, 0, 60));
+        std::thread::sleep(window);
+        self.drain();
+        other.drain();
     }
 
     /// Throws away whatever is queued.
