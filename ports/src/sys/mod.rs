@@ -119,15 +119,26 @@ fn setsockopt_int(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: the option value is a c_int that lives across the call, and the
-    // length passed is its size.
+    setsockopt(fd, level, name, &value)
+}
+
+/// Sets a socket option whose value is a `T` (a struct the option takes).
+/// Anything the value points at must live across the call.
+fn setsockopt<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is borrowed across the call and the length passed is
+    // its size; the kernel only copies that many bytes from it.
     retry(|| unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     })?;
     Ok(())

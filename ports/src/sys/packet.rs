@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{Steer, retry, setsockopt_int};
+use super::{Steer, retry, setsockopt, setsockopt_int};
 
 /// The most frames one `recv_batch` call takes.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -70,16 +70,7 @@ pub(crate) fn open(config: PacketConfig) -> io::Result<OwnedFd> {
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = config.ifindex as libc::c_int;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        // SAFETY: `mreq` lives across the call and the length is its size.
-        retry(|| unsafe {
-            libc::setsockopt(
-                b.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&mreq as *const libc::packet_mreq).cast(),
-                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        })?;
+        setsockopt(b, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
     }
     Ok(fd)
 }
@@ -288,18 +279,9 @@ pub(crate) fn steer_fanout(fd: BorrowedFd<'_>, steer: Steer) -> io::Result<()> {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: `fprog` points at `program`, both live across the call, and
-    // the length passed is sock_fprog's size; the kernel copies the program.
-    retry(|| unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_FANOUT_DATA,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    // `fprog` points at `program`, which lives across the call; the kernel
+    // copies the program.
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
 }
 
 /// Throws away every frame queued on a socket (without copying them out).
