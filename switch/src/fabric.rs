@@ -138,8 +138,9 @@ pub struct Fabric {
     segment_scratch: Vec<u8>,
     flooded_to: Vec<PortId>,
     trace: Option<Arc<TraceSink>>,
-    /// Small unicast frames waiting for [`Fabric::flush`], if holding is on.
-    outbox: Option<Outbox>,
+    /// Whether small unicast frames wait in `outbox` for [`Fabric::flush`].
+    holding: bool,
+    outbox: Outbox,
 }
 
 /// The most frames held at once (a received batch is at most 32).
@@ -172,7 +173,8 @@ impl Fabric {
             segment_scratch: Vec::new(),
             flooded_to: Vec::new(),
             trace,
-            outbox: None,
+            holding: false,
+            outbox: Outbox::default(),
         }
     }
 
@@ -184,16 +186,14 @@ impl Fabric {
     /// woken receiver takes the CPU only when the call returns. Whoever
     /// turns this on must call `flush` after every forwarding pass.
     pub fn hold_unicast(mut self) -> Self {
-        self.outbox = Some(Outbox::default());
+        self.holding = true;
         self
     }
 
     /// Sends every held frame: each port's in one `send_batch`, ports in
     /// the order their first frame came.
     pub fn flush(&mut self, ports: &PortSet) {
-        let Some(outbox) = &mut self.outbox else {
-            return;
-        };
+        let outbox = &mut self.outbox;
         let mut sent = [false; MAX_HELD];
         for first in 0..outbox.held.len() {
             if sent[first] {
@@ -223,26 +223,19 @@ impl Fabric {
     /// goes out as it is (the port takes offload headers, no GSO, not too
     /// big); false if it must be sent now.
     fn hold(&mut self, ports: &PortSet, egress: &PortHandle, vnet: &VnetHdr, frame: &[u8]) -> bool {
-        let fits = self.outbox.is_some()
-            && egress.tx.offloads()
-            && !vnet.is_gso()
-            && frame.len() <= egress.tx.mtu() + L2_OVERHEAD;
-        if !fits {
+        if !self.holding
+            || !egress.tx.offloads()
+            || vnet.is_gso()
+            || frame.len() > egress.tx.mtu() + L2_OVERHEAD
+        {
             return false;
         }
-        if self
-            .outbox
-            .as_ref()
-            .is_some_and(|o| o.held.len() == MAX_HELD)
-        {
+        if self.outbox.held.len() == MAX_HELD {
             self.flush(ports);
         }
-        let Some(outbox) = &mut self.outbox else {
-            return false;
-        };
-        let start = outbox.bytes.len();
-        outbox.bytes.extend_from_slice(frame);
-        outbox.held.push(Held {
+        let start = self.outbox.bytes.len();
+        self.outbox.bytes.extend_from_slice(frame);
+        self.outbox.held.push(Held {
             egress: egress.id,
             vnet: *vnet,
             start,
@@ -337,13 +330,7 @@ fn transmit(egress: &PortHandle, header: &VnetHdr, frame: &[u8], limit: usize) {
         egress.counters.count_drop(DropReason::TooBig);
         return;
     }
-    match egress.tx.send(header, frame) {
-        Ok(()) => {
-            egress.counters.count_tx(1, frame.len() as u64);
-            egress.capture(Direction::Outbound, frame);
-        }
-        Err(_) => egress.counters.count_drop(DropReason::TxError),
-    }
+    transmit_all(egress, &[(*header, frame)]);
 }
 
 /// Writes frames that need no conversion out of one port with as few calls
