@@ -9,16 +9,18 @@
 //!  housekeeping: every second, expire aged-out MAC entries
 //! ```
 //!
-//! A port's receive half is read in lanes. A veth port (`--iface`) has one
-//! lane per worker, in a fanout group: while traffic is light the kernel
-//! hands a frame to the lane of the CPU it arrived on and worker `i` is kept
-//! on lane `i`'s CPUs, so a frame is forwarded on the CPU its sender runs
-//! on, the way the kernel bridge forwards inside the sender's own system
-//! call; once a worker is busy, each port's frames all go to one lane and
-//! workers run anywhere (`affinity.rs`). A TAP port has a single lane, read
-//! by the worker with the fewest lanes when it was added. The send half is shared, so any thread sends to any
-//! port directly, without a channel hop. Workers block in `epoll_wait` when
-//! idle: no busy polling.
+//! A port's receive half is read in lanes: one per worker, for a veth end
+//! (`--iface`) the sockets of a fanout group, for a TAP the queues of a
+//! multi-queue device. While traffic is light the kernel hands a frame to
+//! the lane of the CPU it arrived on and worker `i` is kept on lane `i`'s
+//! CPUs, so a frame is forwarded on the CPU its sender runs on, the way the
+//! kernel bridge forwards inside the sender's own system call; once a
+//! worker is busy, each port's frames all go to one lane and workers run
+//! anywhere (`affinity.rs`). A port that cannot be read in lanes (an older
+//! kernel, a single-queue TAP made by someone else) has one, read by the
+//! worker with the fewest lanes when it was added. The send half is
+//! shared, so any thread sends to any port directly, without a channel hop.
+//! Workers block in `epoll_wait` when idle: no busy polling.
 //!
 //! The set of ports is published as an immutable [`PortSet`] snapshot; a
 //! worker checks a generation counter once per batch and picks up a new
@@ -176,15 +178,13 @@ struct PortLanes {
 impl PortLanes {
     /// Tells the port's fanout group where frames go in this mode.
     fn steer(&self, by_cpu: bool) {
-        let Some(first) = self.lanes.first() else {
-            return;
-        };
         if self.lanes.len() < 2 {
             return;
         }
+        let port = &self.lanes[0].handle;
         let lane = if by_cpu { None } else { Some(self.solo) };
-        if let Err(err) = first.handle.tx.steer(lane) {
-            log::warn!("port {}: cannot steer its frames: {err}", first.handle.name);
+        if let Err(err) = port.tx.steer(lane) {
+            log::warn!("port {}: cannot steer its frames: {err}", port.name);
         }
     }
 }
@@ -425,8 +425,8 @@ impl Dataplane {
         self.workers.len()
     }
 
-    /// How veth ports are read right now (see `affinity.rs`), and how many
-    /// times that changed.
+    /// How ports are read right now (see `affinity.rs`), and how many times
+    /// that changed.
     pub fn reading(&self) -> (Reading, u64) {
         let reading = if self.workers.len() < 2 {
             Reading::OneLane
