@@ -46,7 +46,6 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
     })?;
     let config = sys::packet::PacketConfig {
         ifindex,
-        vnet_hdr: true,
         rcvbuf: RECEIVE_BUFFER_BYTES,
         promisc: true,
     };
@@ -82,7 +81,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
         .into_iter()
         .map(|fd| PacketRx {
             fd,
-            heads: [[0; 10]; MAX_BATCH],
+            heads: [[0; VnetHdr::LEN]; MAX_BATCH],
             meta: [RecvMeta::default(); MAX_BATCH],
         })
         .collect();
@@ -113,7 +112,7 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 #[derive(Debug)]
 pub struct PacketRx {
     fd: Arc<OwnedFd>,
-    heads: [[u8; 10]; MAX_BATCH],
+    heads: [[u8; VnetHdr::LEN]; MAX_BATCH],
     meta: [RecvMeta; MAX_BATCH],
 }
 
@@ -127,7 +126,6 @@ impl PortRx for PacketRx {
                 std::array::from_fn(|_| free.next().unwrap_or(&mut []));
             sys::packet::recv_batch(
                 self.fd.as_fd(),
-                true,
                 &mut self.heads[..count],
                 &mut bufs[..count],
                 &mut self.meta[..count],

@@ -4,6 +4,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::{Steer, retry, setsockopt, setsockopt_int};
+use crate::vnet::VnetHdr;
 
 /// The most frames one `recv_batch` call takes.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -15,8 +16,6 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PacketConfig {
     pub(crate) ifindex: u32,
-    /// Prefix frames with a virtio-net header (PACKET_VNET_HDR).
-    pub(crate) vnet_hdr: bool,
     /// Receive buffer in bytes (SO_RCVBUFFORCE, or SO_RCVBUF without CAP_NET_ADMIN).
     pub(crate) rcvbuf: usize,
     /// Join the interface's promiscuous mode (PACKET_MR_PROMISC).
@@ -43,9 +42,8 @@ pub(crate) fn open(config: PacketConfig) -> io::Result<OwnedFd> {
     setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
     // A veth strips the 802.1Q tag into metadata; auxdata gives it back.
     setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
-    if config.vnet_hdr {
-        setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-    }
+    // Every frame comes and goes with a virtio-net header (offloads).
+    setsockopt_int(b, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
     let rcvbuf = libc::c_int::try_from(config.rcvbuf).unwrap_or(libc::c_int::MAX);
     if setsockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf).is_err() {
         setsockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf)?;
@@ -101,12 +99,11 @@ pub(crate) struct RecvMeta {
 const CMSG_WORDS: usize = 8;
 
 /// Receives up to `bufs.len()` (at most [`MAX_BATCH`]) frames in one
-/// `recvmmsg`. With `vnet_hdr`, `heads[i]` gets frame i's virtio-net header.
+/// `recvmmsg`; `heads[i]` gets frame i's virtio-net header.
 /// Returns how many frames arrived; 0 when none were queued.
 pub(crate) fn recv_batch(
     fd: BorrowedFd<'_>,
-    vnet_hdr: bool,
-    heads: &mut [[u8; 10]],
+    heads: &mut [[u8; VnetHdr::LEN]],
     bufs: &mut [&mut [u8]],
     meta: &mut [RecvMeta],
 ) -> io::Result<usize> {
@@ -120,11 +117,10 @@ pub(crate) fn recv_batch(
     // SAFETY: mmsghdr is plain old data (pointers and integers); all-zero is
     // valid and means "no name, no buffers" until filled in below.
     let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    let head_len = if vnet_hdr { 10 } else { 0 };
     for i in 0..count {
         iov[i][0] = libc::iovec {
             iov_base: heads[i].as_mut_ptr().cast(),
-            iov_len: head_len,
+            iov_len: VnetHdr::LEN,
         };
         iov[i][1] = libc::iovec {
             iov_base: bufs[i].as_mut_ptr().cast(),
@@ -158,7 +154,7 @@ pub(crate) fn recv_batch(
     for i in 0..received {
         let total = msgs[i].msg_len as usize;
         meta[i] = RecvMeta {
-            len: total.saturating_sub(head_len),
+            len: total.saturating_sub(VnetHdr::LEN),
             truncated: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             vlan: vlan_from_auxdata(&msgs[i].msg_hdr),
         };
@@ -317,7 +313,7 @@ pub(crate) fn discard_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// not sent). An error only if the first one failed.
 pub(crate) fn send_batch(
     fd: BorrowedFd<'_>,
-    heads: &[[u8; 10]],
+    heads: &[[u8; VnetHdr::LEN]],
     frames: &[&[u8]],
 ) -> io::Result<usize> {
     let count = heads.len().min(frames.len()).min(MAX_BATCH);
