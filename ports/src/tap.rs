@@ -63,11 +63,11 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     };
     let mut queues = Vec::new();
     if let Some(program) = &steering {
-        match sys::tun::open_tap(name, true, true) {
+        match sys::tun::open_tap(name, true) {
             Ok(first) => {
                 queues.push(first);
                 for _ in 1..lanes {
-                    queues.push(sys::tun::open_tap(name, true, true).map_err(not_a_tap)?);
+                    queues.push(sys::tun::open_tap(name, true).map_err(not_a_tap)?);
                 }
                 sys::bpf::attach_steering(queues[0].as_fd(), program.as_fd()).map_err(|err| {
                     PortError::from_io(name, "attaching a queue-steering program", err)
@@ -79,7 +79,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
         }
     }
     if queues.is_empty() {
-        queues.push(sys::tun::open_tap(name, true, false).map_err(not_a_tap)?);
+        queues.push(sys::tun::open_tap(name, false).map_err(not_a_tap)?);
     }
     let control = sys::control_socket()
         .map_err(|err| PortError::from_io(name, "opening a control socket", err))?;
@@ -95,7 +95,10 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     };
     let lanes = queues
         .into_iter()
-        .map(|fd| TapRx { fd, head: [0; 10] })
+        .map(|fd| TapRx {
+            fd,
+            head: [0; VnetHdr::LEN],
+        })
         .collect();
     Ok(OpenedTap {
         lanes,
@@ -108,7 +111,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
 #[derive(Debug)]
 pub struct TapRx {
     fd: Arc<OwnedFd>,
-    head: [u8; 10],
+    head: [u8; VnetHdr::LEN],
 }
 
 impl PortRx for TapRx {

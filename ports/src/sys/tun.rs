@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{ifreq, retry};
+use crate::vnet::VnetHdr;
 
 /// `TUN_F_*` offloads we can take: partial checksums and TCP GSO (v4, v6,
 /// with ECN). With these, the kernel lets the TAP's stack hand us 64 KiB
@@ -13,10 +14,10 @@ const OFFLOADS: libc::c_uint =
     libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
 
 /// Opens (creating if needed) TAP device `name`, non-blocking, without the
-/// packet-information prefix, and with virtio-net headers if `vnet_hdr`.
+/// packet-information prefix, and with virtio-net headers and offloads.
 /// With `multi_queue` each call opens (or creates) one more queue of the
 /// device; a device made without IFF_MULTI_QUEUE refuses it (EINVAL).
-pub(crate) fn open_tap(name: &str, vnet_hdr: bool, multi_queue: bool) -> io::Result<OwnedFd> {
+pub(crate) fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     let path: &CStr = c"/dev/net/tun";
     // SAFETY: `path` is a valid NUL-terminated string; the result is checked.
     let raw = retry(|| unsafe {
@@ -29,10 +30,7 @@ pub(crate) fn open_tap(name: &str, vnet_hdr: bool, multi_queue: bool) -> io::Res
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
     let mut req = ifreq(name)?;
-    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
-    if vnet_hdr {
-        flags |= libc::IFF_VNET_HDR;
-    }
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
     if multi_queue {
         flags |= libc::IFF_MULTI_QUEUE;
     }
@@ -45,24 +43,22 @@ pub(crate) fn open_tap(name: &str, vnet_hdr: bool, multi_queue: bool) -> io::Res
             &mut req as *mut libc::ifreq,
         )
     })?;
-    if vnet_hdr {
-        let size: libc::c_int = 10;
-        // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer.
-        retry(|| unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                libc::TUNSETVNETHDRSZ,
-                &size as *const libc::c_int,
-            )
-        })?;
-        // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        retry(|| unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                libc::TUNSETOFFLOAD,
-                OFFLOADS as libc::c_ulong,
-            )
-        })?;
-    }
+    let size = VnetHdr::LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer.
+    retry(|| unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETVNETHDRSZ,
+            &size as *const libc::c_int,
+        )
+    })?;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    retry(|| unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            OFFLOADS as libc::c_ulong,
+        )
+    })?;
     Ok(fd)
 }
