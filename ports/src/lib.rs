@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod capture;
+pub mod coalesce;
 pub mod cpu;
 pub mod memory;
 pub mod packet;

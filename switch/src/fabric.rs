@@ -24,6 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ports::capture::{Direction, PortCapture, wall_clock_ns};
+use ports::coalesce;
 use ports::vnet::{self, VnetHdr};
 use ports::{PortKind, PortTx};
 
@@ -140,7 +141,11 @@ pub struct Fabric {
     trace: Option<Arc<TraceSink>>,
     /// Whether small unicast frames wait in `outbox` for [`Fabric::flush`].
     holding: bool,
+    /// Whether `flush` sends runs of one UDP flow as super-frames.
+    coalescing: bool,
     outbox: Outbox,
+    /// Super-frames made from held datagrams, rebuilt at every flush.
+    merged: Vec<u8>,
 }
 
 /// The most frames held at once (a received batch is at most 32).
@@ -174,7 +179,9 @@ impl Fabric {
             flooded_to: Vec::new(),
             trace,
             holding: false,
+            coalescing: false,
             outbox: Outbox::default(),
+            merged: Vec::new(),
         }
     }
 
@@ -190,8 +197,19 @@ impl Fabric {
         self
     }
 
+    /// Lets [`Fabric::flush`] send each run of held datagrams of one UDP
+    /// flow as one UDP GSO super-frame ([`ports::coalesce`]): the
+    /// receiver's stack then looks up route and socket once per run, and
+    /// cuts the run back into the datagrams that were sent. Only with
+    /// [`Fabric::hold_unicast`].
+    pub fn coalesce_udp(mut self, on: bool) -> Self {
+        self.coalescing = on;
+        self
+    }
+
     /// Sends every held frame: each port's in one `send_batch`, ports in
-    /// the order their first frame came.
+    /// the order their first frame came, runs of one UDP flow's datagrams
+    /// coalesced into super-frames (see [`ports::coalesce`]).
     pub fn flush(&mut self, ports: &PortSet) {
         let outbox = &mut self.outbox;
         let mut sent = [false; MAX_HELD];
@@ -212,7 +230,13 @@ impl Fabric {
             // `ports` is the set the decisions were made with (the caller
             // flushes before it takes a newer one), so the port is in it.
             if let Some(port) = ports.get(egress) {
-                transmit_all(port, &frames[..count]);
+                if self.coalescing {
+                    transmit_coalesced(port, &frames[..count], &mut self.merged);
+                } else {
+                    let each: [&[(VnetHdr, &[u8])]; MAX_HELD] =
+                        std::array::from_fn(|i| frames.get(i..i + 1).unwrap_or(&[]));
+                    transmit_all(port, &frames[..count], &each[..count]);
+                }
             }
         }
         outbox.held.clear();
@@ -330,23 +354,88 @@ fn transmit(egress: &PortHandle, header: &VnetHdr, frame: &[u8], limit: usize) {
         egress.counters.count_drop(DropReason::TooBig);
         return;
     }
-    transmit_all(egress, &[(*header, frame)]);
+    let frame = (*header, frame);
+    let one = std::slice::from_ref(&frame);
+    transmit_all(egress, one, &[one]);
+}
+
+/// A run of held frames for one port: `len` frames from `first`, sent as
+/// one super-frame (`merged[start..end]` with `vnet`) when `len > 1`.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    first: usize,
+    len: usize,
+    vnet: VnetHdr,
+    start: usize,
+    end: usize,
+}
+
+/// Writes held frames out of one port, each run of one UDP flow's
+/// datagrams as one super-frame (built in `merged`).
+fn transmit_coalesced(egress: &PortHandle, frames: &[(VnetHdr, &[u8])], merged: &mut Vec<u8>) {
+    // Build every super-frame first, so `merged` no longer moves when the
+    // frames to send point into it.
+    merged.clear();
+    let mut runs = [Run::default(); MAX_HELD];
+    let (mut count, mut first) = (0, 0);
+    while first < frames.len() {
+        let len = coalesce::run_length(&frames[first..]);
+        let start = merged.len();
+        let vnet = if len > 1 {
+            coalesce::merge(&frames[first..first + len], merged)
+        } else {
+            VnetHdr::default()
+        };
+        runs[count] = Run {
+            first,
+            len,
+            vnet,
+            start,
+            end: merged.len(),
+        };
+        count += 1;
+        first += len;
+    }
+    let mut wire = [(VnetHdr::default(), &[][..]); MAX_HELD];
+    let mut stands_for = [&[][..]; MAX_HELD];
+    for (i, run) in runs[..count].iter().enumerate() {
+        wire[i] = if run.len == 1 {
+            frames[run.first]
+        } else {
+            (run.vnet, &merged[run.start..run.end])
+        };
+        stands_for[i] = &frames[run.first..run.first + run.len];
+    }
+    transmit_all(egress, &wire[..count], &stands_for[..count]);
 }
 
 /// Writes frames that need no conversion out of one port with as few calls
-/// as it takes, counting each; a frame that fails is counted as a drop and
-/// the rest still go.
-fn transmit_all(egress: &PortHandle, frames: &[(VnetHdr, &[u8])]) {
+/// as it takes. `stands_for[i]` are the frames `wire[i]` carries (itself,
+/// or the datagrams of a super-frame): they are counted and captured one
+/// by one, as they were decided. A frame that fails is counted as dropped
+/// (each datagram it carries) and the rest still go.
+fn transmit_all(
+    egress: &PortHandle,
+    wire: &[(VnetHdr, &[u8])],
+    stands_for: &[&[(VnetHdr, &[u8])]],
+) {
     let mut next = 0;
-    while next < frames.len() {
-        let sent = egress.tx.send_batch(&frames[next..]).unwrap_or(0);
-        for (_, frame) in &frames[next..next + sent] {
-            egress.counters.count_tx(1, frame.len() as u64);
-            egress.capture(Direction::Outbound, frame);
+    while next < wire.len() {
+        let sent = egress.tx.send_batch(&wire[next..]).unwrap_or(0);
+        for carried in &stands_for[next..next + sent] {
+            if carried.len() > 1 {
+                egress.counters.count_coalesced(carried.len() as u64);
+            }
+            for (_, frame) in carried.iter() {
+                egress.counters.count_tx(1, frame.len() as u64);
+                egress.capture(Direction::Outbound, frame);
+            }
         }
         next += sent;
-        if next < frames.len() {
-            egress.counters.count_drop(DropReason::TxError);
+        if next < wire.len() {
+            for _ in stands_for[next] {
+                egress.counters.count_drop(DropReason::TxError);
+            }
             next += 1;
         }
     }
@@ -552,6 +641,83 @@ mod tests {
         r.push(&mut fabric, 1, VnetHdr::default(), tagged([0xff; 6], H1, 2));
         assert_eq!(tags(&r.taps[1].take_sent()), [1, 2]);
         assert_eq!(tags(&r.taps[2].take_sent()), [2]);
+    }
+
+    /// A UDP datagram from H1 to H2 as a sender's stack hands it over:
+    /// IPv4 id `id`, checksum left to complete (`NEEDS_CSUM`).
+    fn datagram(id: u16, payload_len: usize) -> (VnetHdr, Vec<u8>) {
+        let udp_len = 8 + payload_len as u16;
+        let mut f = frame(H2, H1, 14);
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&(20 + udp_len).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
+        let ip_check = vnet::rfc1071_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&ip_check.to_be_bytes());
+        f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]); // ports 40000 -> 5201
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        let pseudo = vnet::ones_complement_sum(&f[26..34], 17 + u32::from(udp_len));
+        f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
+        f.extend((0..payload_len).map(|i| (i as u16 + id) as u8));
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        (vnet, f)
+    }
+
+    #[test]
+    fn a_run_of_one_udp_flow_leaves_as_one_super_frame_counted_per_datagram() {
+        let (r, fabric) = holding_rig();
+        let mut fabric = fabric.coalesce_udp(true);
+        let before = r.tx_frames(2);
+        let datagrams: Vec<_> = (0..4).map(|i| datagram(700 + i, 64)).collect();
+        for (vnet, f) in &datagrams {
+            r.push(&mut fabric, 1, *vnet, f.clone());
+        }
+        r.push(&mut fabric, 1, VnetHdr::default(), tagged(H2, H1, 9));
+        fabric.flush(&r.ports);
+
+        let sent = r.taps[1].take_sent();
+        assert_eq!(sent.len(), 2, "one super-frame, then the other frame");
+        let (vnet, super_frame) = &sent[0];
+        assert_eq!(vnet.gso_type, VnetHdr::GSO_UDP_L4);
+        let mut cut = Vec::new();
+        vnet::segment(vnet, super_frame, &mut Vec::new(), &mut |s| {
+            cut.push(s.to_vec())
+        })
+        .unwrap();
+        let wire: Vec<Vec<u8>> = datagrams
+            .iter()
+            .map(|(v, f)| {
+                let (mut v, mut f) = (*v, f.clone());
+                vnet::complete_checksum(&mut v, &mut f).unwrap();
+                f
+            })
+            .collect();
+        assert_eq!(cut, wire, "cut again, the run is the datagrams that came");
+        assert_eq!(tags(&sent[1..]), [9]);
+
+        let stats = r.ports.get(PortId(2)).unwrap().counters.snapshot();
+        assert_eq!(stats.tx_frames - before, 5, "each datagram counts");
+        assert_eq!((stats.tx_coalesced, stats.tx_superframes), (4, 1));
+    }
+
+    #[test]
+    fn without_coalescing_every_datagram_leaves_as_it_came() {
+        let (r, mut fabric) = holding_rig();
+        let before = r.tx_frames(2);
+        let datagrams: Vec<_> = (0..4).map(|i| datagram(700 + i, 64)).collect();
+        for (vnet, f) in &datagrams {
+            r.push(&mut fabric, 1, *vnet, f.clone());
+        }
+        fabric.flush(&r.ports);
+        let sent = r.taps[1].take_sent();
+        assert_eq!(sent, datagrams);
+        let stats = r.ports.get(PortId(2)).unwrap().counters.snapshot();
+        assert_eq!((stats.tx_frames - before, stats.tx_coalesced), (4, 0));
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct PortCounters {
     rx_bytes: AtomicU64,
     tx_frames: AtomicU64,
     tx_bytes: AtomicU64,
+    tx_coalesced: AtomicU64,
+    tx_superframes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -83,6 +85,13 @@ impl PortCounters {
     pub fn count_tx(&self, frames: u64, bytes: u64) {
         self.tx_frames.fetch_add(frames, Relaxed);
         self.tx_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// One UDP super-frame made of `datagrams` sent datagrams (which
+    /// `count_tx` counts as frames, one by one).
+    pub fn count_coalesced(&self, datagrams: u64) {
+        self.tx_coalesced.fetch_add(datagrams, Relaxed);
+        self.tx_superframes.fetch_add(1, Relaxed);
     }
 
     pub fn count_drop(&self, reason: DropReason) {
@@ -123,6 +132,8 @@ impl PortCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_frames: self.tx_frames.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_coalesced: self.tx_coalesced.load(Relaxed),
+            tx_superframes: self.tx_superframes.load(Relaxed),
             rx_dropped,
             tx_dropped,
             drops,
@@ -136,9 +147,16 @@ pub struct PortStats {
     /// Frames received from the port (dropped ones included).
     pub rx_frames: u64,
     pub rx_bytes: u64,
-    /// Frames sent out of the port. A GSO super-frame counts once.
+    /// Frames sent out of the port. A GSO super-frame that came in counts
+    /// once; the datagrams the switch coalesced count one by one.
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// Of `tx_frames`, UDP datagrams that went out coalesced, in
+    /// `tx_superframes` super-frames (see `ports::coalesce`).
+    #[serde(default)]
+    pub tx_coalesced: u64,
+    #[serde(default)]
+    pub tx_superframes: u64,
     /// Frames from this port that went nowhere (runt, link-local, hairpin, ...).
     pub rx_dropped: u64,
     /// Frames meant for this port that could not go out (too big, tx error).

@@ -255,6 +255,12 @@ pub fn render_ports(ports: &[PortInfo]) -> String {
             "        {:>14} {:>12} {:>10}\n",
             s.tx_bytes, s.tx_frames, s.tx_dropped
         );
+        if s.tx_superframes > 0 {
+            out += &format!(
+                "    coalesced: {} UDP datagrams sent in {} super-frames\n",
+                s.tx_coalesced, s.tx_superframes
+            );
+        }
         if !s.drops.is_empty() {
             let reasons: Vec<String> = s
                 .drops

@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// kernel bridge does; under load they are ordinary threads.
     #[arg(long)]
     pub no_realtime: bool,
+    /// Send every UDP datagram as its own frame. By default a worker sends
+    /// a run of one flow's datagrams to a port as one UDP GSO super-frame,
+    /// which the receiver's kernel cuts back into the same datagrams (as
+    /// after a NIC's GRO); a capture inside the receiver then shows the
+    /// super-frame. Like `ethtool -K IFACE gro off` for the switch.
+    #[arg(long)]
+    pub no_coalesce: bool,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -131,6 +138,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         capture,
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
         realtime: !args.no_realtime && args.busy_poll == 0,
+        coalesce_udp: !args.no_coalesce,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(

@@ -77,6 +77,10 @@ pub struct DataplaneConfig {
     /// Whether workers take the lowest real-time priority while traffic is
     /// light (see `affinity.rs`); never combine with `busy_poll`.
     pub realtime: bool,
+    /// Whether workers send runs of one UDP flow's datagrams as UDP GSO
+    /// super-frames (see `ports::coalesce`); `serve --no-coalesce` turns
+    /// it off.
+    pub coalesce_udp: bool,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -88,6 +92,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("trace", &self.trace.is_some())
             .field("busy_poll", &self.busy_poll)
             .field("realtime", &self.realtime)
+            .field("coalesce_udp", &self.coalesce_udp)
             .field(
                 "capture",
                 &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
@@ -204,6 +209,7 @@ struct Shared {
     capture: Option<Arc<CaptureDir>>,
     busy_poll: std::time::Duration,
     realtime: bool,
+    coalesce_udp: bool,
     /// Whether frames are read by CPU or by port (see `affinity.rs`); the
     /// lock also serializes steering the ports' fanout groups.
     mode: Mutex<Mode>,
@@ -351,6 +357,7 @@ impl Dataplane {
             capture: config.capture.clone(),
             busy_poll: config.busy_poll,
             realtime: config.realtime && config.busy_poll.is_zero(),
+            coalesce_udp: config.coalesce_udp,
             mode: Mutex::new(Mode::default()),
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),

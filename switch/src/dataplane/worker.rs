@@ -148,7 +148,9 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 realtime_refused: false,
                 cpus,
                 index,
-                fabric: Fabric::new(shared.trace.clone()).hold_unicast(),
+                fabric: Fabric::new(shared.trace.clone())
+                    .hold_unicast()
+                    .coalesce_udp(shared.coalesce_udp),
                 shared,
                 poll,
                 inbox,

@@ -1,0 +1,343 @@
+//! Coalescing: runs of small UDP datagrams of one flow made into one UDP
+//! GSO super-frame (`GSO_UDP_L4`), the inverse of [`vnet::segment`].
+//!
+//! A userspace switch pays per frame twice on the way out: once for its
+//! own send, and once for the receiver's stack, which veth and TAP run
+//! inside that send (IP input, route and socket lookup, per datagram). The
+//! kernel's GRO does the same merging on a NIC's receive path
+//! (`udp_gro_receive`); when a merged frame reaches a UDP socket that did
+//! not ask for GRO, `udp_queue_rcv_skb` cuts it back into the datagrams
+//! that were sent (`udp_rcv_segment`), and a forwarding host cuts it on its
+//! way out (GSO). Either way the receiver gets, byte for byte, the
+//! datagrams the sender sent.
+//!
+//! That holds only for runs that segmentation rebuilds exactly, so a
+//! datagram joins a run only when (the checks of `inet_gro_receive` and
+//! `udp_gro_receive`, made strict):
+//!
+//! - its checksum is still to be completed (`NEEDS_CSUM`, what a local
+//!   sender's stack hands over): a finished checksum, right or wrong, is
+//!   never recomputed, so a frame with a deliberately bad checksum crosses
+//!   the switch as it came;
+//! - it is IPv4 without options or fragmentation, and its Ethernet header,
+//!   TOS, TTL, flags, addresses and ports equal the run's first datagram's;
+//! - its IPv4 id is the first one's plus its place in the run (what
+//!   segmentation writes: a connected socket numbers its datagrams so);
+//! - its payload is as long as the first one's, or shorter and then last;
+//! - it adds no Ethernet padding, and the run stays within one IP packet
+//!   (64 KiB) and [`MAX_RUN`] datagrams.
+//!
+//! Anything else goes out as it came.
+
+use crate::vnet::{self, VnetHdr};
+
+/// The most datagrams in one super-frame: Linux accepts up to 64
+/// (`UDP_MAX_SEGMENTS` before 6.12 raised it to 128).
+pub const MAX_RUN: usize = 64;
+
+const ETH_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const UDP_LEN: usize = 8;
+/// Where the UDP header starts: right after a 20-byte IPv4 header.
+const L4: usize = ETH_LEN + IPV4_LEN;
+/// All the headers of a datagram that can join a run.
+const HEADERS: usize = L4 + UDP_LEN;
+/// The UDP checksum field, counted from the UDP header.
+const UDP_CHECK: u16 = 6;
+
+/// A datagram that may join a run: checked once, compared field by field.
+struct Datagram<'a> {
+    frame: &'a [u8],
+    payload: usize,
+}
+
+impl<'a> Datagram<'a> {
+    /// The frame if it is a plain IPv4/UDP datagram with a checksum to complete.
+    fn parse(vnet: &VnetHdr, frame: &'a [u8]) -> Option<Self> {
+        let partial_udp = vnet.flags & VnetHdr::NEEDS_CSUM != 0
+            && !vnet.is_gso()
+            && usize::from(vnet.csum_start) == L4
+            && vnet.csum_offset == UDP_CHECK;
+        if !partial_udp || frame.len() < HEADERS {
+            return None;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let ip = &frame[ETH_LEN..];
+        // Version 4, no options; UDP; neither MF nor a fragment offset.
+        if ethertype != 0x0800 || ip[0] != 0x45 || ip[9] != 17 || be16(ip, 6) & 0x3fff != 0 {
+            return None;
+        }
+        let total = usize::from(be16(ip, 2));
+        let udp_len = usize::from(be16(ip, IPV4_LEN + 4));
+        // Exact lengths: no padding, which concatenation would carry along.
+        if ETH_LEN + total != frame.len() || udp_len != total - IPV4_LEN || udp_len <= UDP_LEN {
+            return None;
+        }
+        Some(Datagram {
+            frame,
+            payload: udp_len - UDP_LEN,
+        })
+    }
+
+    fn ip_id(&self) -> u16 {
+        be16(self.frame, ETH_LEN + 4)
+    }
+
+    /// Whether `self` can be datagram number `place` of the run that
+    /// `first` begins.
+    fn follows(&self, first: &Datagram<'_>, place: usize) -> bool {
+        let (a, b) = (first.frame, self.frame);
+        a[..ETH_LEN] == b[..ETH_LEN]
+            // TOS; (id checked below); flags; TTL, protocol.
+            && a[ETH_LEN + 1] == b[ETH_LEN + 1]
+            && a[ETH_LEN + 6..ETH_LEN + 10] == b[ETH_LEN + 6..ETH_LEN + 10]
+            // Addresses and ports.
+            && a[ETH_LEN + 12..L4 + 4] == b[ETH_LEN + 12..L4 + 4]
+            && self.ip_id() == first.ip_id().wrapping_add(place as u16)
+            && self.payload <= first.payload
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// How many of the leading `frames` make one run: 1 when the first cannot
+/// be coalesced with the second (or there is no second).
+pub fn run_length(frames: &[(VnetHdr, &[u8])]) -> usize {
+    let Some(first) = frames
+        .first()
+        .and_then(|(vnet, frame)| Datagram::parse(vnet, frame))
+    else {
+        return 1;
+    };
+    let mut total = first.payload;
+    let mut run = 1;
+    for (vnet, frame) in frames.iter().skip(1).take(MAX_RUN - 1) {
+        let Some(next) = Datagram::parse(vnet, frame) else {
+            break;
+        };
+        total += next.payload;
+        if !next.follows(&first, run) || IPV4_LEN + UDP_LEN + total > usize::from(u16::MAX) {
+            break;
+        }
+        run += 1;
+        if next.payload < first.payload {
+            break; // a shorter datagram ends the run
+        }
+    }
+    run
+}
+
+/// Writes the super-frame for a run (as measured by [`run_length`], at
+/// least two datagrams) at the end of `out`, and returns its header.
+pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
+    let first = run[0].1;
+    let start = out.len();
+    out.extend_from_slice(&first[..HEADERS]);
+    let mut payload = 0;
+    for (_, frame) in run {
+        out.extend_from_slice(&frame[HEADERS..]);
+        payload += frame.len() - HEADERS;
+    }
+    let merged = &mut out[start..];
+    let udp_len = (UDP_LEN + payload) as u16;
+    let ip_len = IPV4_LEN as u16 + udp_len;
+    merged[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len.to_be_bytes());
+    merged[ETH_LEN + 10..ETH_LEN + 12].fill(0);
+    let ip_check = vnet::rfc1071_checksum(&merged[ETH_LEN..L4]);
+    merged[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
+    merged[L4 + 4..L4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+    // NEEDS_CSUM: the field holds the pseudo-header sum (addresses,
+    // protocol, UDP length), as the sender's stack left it for one datagram.
+    let pseudo = vnet::ones_complement_sum(&merged[ETH_LEN + 12..L4], 17 + u32::from(udp_len));
+    merged[L4 + 6..L4 + 8].copy_from_slice(&vnet::fold(pseudo).to_be_bytes());
+    VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_UDP_L4,
+        hdr_len: HEADERS as u16,
+        gso_size: (first.len() - HEADERS) as u16,
+        csum_start: L4 as u16,
+        csum_offset: UDP_CHECK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DST_MAC: [u8; 6] = [2, 0x42, 0xac, 0x11, 0, 3];
+    const SRC_MAC: [u8; 6] = [2, 0x42, 0xac, 0x11, 0, 2];
+
+    /// A datagram as a Linux sender's stack hands it to a veth: IPv4 with
+    /// DF and a finished header checksum, UDP with only the pseudo-header
+    /// sum in its checksum field (`NEEDS_CSUM`).
+    fn datagram(id: u16, payload: &[u8]) -> (VnetHdr, Vec<u8>) {
+        let udp_len = (UDP_LEN + payload.len()) as u16;
+        let mut f = DST_MAC.to_vec();
+        f.extend_from_slice(&SRC_MAC);
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0x00]);
+        f.extend_from_slice(&(IPV4_LEN as u16 + udp_len).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0x40, 0x00, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
+        let ip_check = vnet::rfc1071_checksum(&f[ETH_LEN..L4]);
+        f[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&5201u16.to_be_bytes());
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        let pseudo = vnet::ones_complement_sum(&f[ETH_LEN + 12..L4], 17 + u32::from(udp_len));
+        f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
+        f.extend_from_slice(payload);
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: L4 as u16,
+            csum_offset: UDP_CHECK,
+            ..VnetHdr::default()
+        };
+        (vnet, f)
+    }
+
+    /// `count` datagrams of one flow with consecutive ids from 0xfffe (so
+    /// the ids wrap), each payload `len` bytes of its own pattern.
+    fn flow(count: usize, len: usize) -> Vec<(VnetHdr, Vec<u8>)> {
+        (0..count)
+            .map(|i| {
+                let payload: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+                datagram(0xfffe_u16.wrapping_add(i as u16), &payload)
+            })
+            .collect()
+    }
+
+    fn refs(frames: &[(VnetHdr, Vec<u8>)]) -> Vec<(VnetHdr, &[u8])> {
+        frames.iter().map(|(v, f)| (*v, &f[..])).collect()
+    }
+
+    /// What the receiver gets for `frames`: each with its checksum completed.
+    fn on_the_wire(frames: &[(VnetHdr, Vec<u8>)]) -> Vec<Vec<u8>> {
+        frames
+            .iter()
+            .map(|(v, f)| {
+                let (mut v, mut f) = (*v, f.clone());
+                vnet::complete_checksum(&mut v, &mut f).unwrap();
+                f
+            })
+            .collect()
+    }
+
+    /// Merges the run and cuts it again as the kernel's GSO would.
+    fn merge_and_cut(frames: &[(VnetHdr, &[u8])]) -> (VnetHdr, Vec<Vec<u8>>) {
+        let mut out = vec![0xee; 3]; // merge appends after what is there
+        let vnet = merge(frames, &mut out);
+        assert_eq!(out[..3], [0xee; 3]);
+        let mut segments = Vec::new();
+        let mut scratch = Vec::new();
+        vnet::segment(&vnet, &out[3..], &mut scratch, &mut |s| {
+            segments.push(s.to_vec())
+        })
+        .unwrap();
+        (vnet, segments)
+    }
+
+    #[test]
+    fn a_run_cut_again_gives_back_every_datagram_byte_for_byte() {
+        for (count, len) in [(2, 18), (32, 18), (MAX_RUN, 64), (5, 1)] {
+            let frames = flow(count, len);
+            let frames_ref = refs(&frames);
+            assert_eq!(run_length(&frames_ref), count, "{count} x {len}");
+            let (vnet, segments) = merge_and_cut(&frames_ref);
+            assert_eq!(vnet.gso_type, VnetHdr::GSO_UDP_L4);
+            assert_eq!(vnet.flags, VnetHdr::NEEDS_CSUM);
+            assert_eq!(usize::from(vnet.gso_size), len);
+            assert_eq!(usize::from(vnet.hdr_len), HEADERS);
+            assert_eq!(segments, on_the_wire(&frames), "{count} x {len}");
+        }
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_its_run_and_is_part_of_it() {
+        let mut frames = flow(3, 100);
+        frames.push(datagram(0xfffe_u16.wrapping_add(3), &[9; 40]));
+        frames.push(datagram(0xfffe_u16.wrapping_add(4), &[8; 100]));
+        let frames_ref = refs(&frames);
+        assert_eq!(run_length(&frames_ref), 4);
+        let (_, segments) = merge_and_cut(&frames_ref[..4]);
+        assert_eq!(segments, on_the_wire(&frames[..4]));
+        // The one after it starts a run of its own.
+        assert_eq!(run_length(&frames_ref[4..]), 1);
+    }
+
+    #[test]
+    fn a_longer_datagram_does_not_join() {
+        let mut frames = flow(2, 50);
+        frames.push(datagram(0xfffe_u16.wrapping_add(2), &[1; 51]));
+        assert_eq!(run_length(&refs(&frames)), 2);
+    }
+
+    #[test]
+    fn runs_stop_at_the_segment_limit_and_at_64_kib() {
+        let frames = flow(MAX_RUN + 3, 10);
+        assert_eq!(run_length(&refs(&frames)), MAX_RUN);
+        // 1400-byte payloads: 46 fit in one IP packet (28 + 46 * 1400 < 65536).
+        let frames = flow(50, 1400);
+        assert_eq!(run_length(&refs(&frames)), 46);
+        let (vnet, segments) = merge_and_cut(&refs(&frames)[..46]);
+        assert_eq!(vnet.gso_size, 1400);
+        assert_eq!(segments, on_the_wire(&frames[..46]));
+    }
+
+    /// Each edit makes the second datagram unfit to follow the first.
+    #[test]
+    fn a_datagram_that_segmentation_would_not_rebuild_starts_a_new_run() {
+        type Edit = fn(&mut VnetHdr, &mut Vec<u8>);
+        let edits: [(&str, Edit); 14] = [
+            ("checksum already finished", |v, f| {
+                vnet::complete_checksum(v, f).unwrap();
+            }),
+            ("checksum finished and wrong", |v, _| v.flags = 0),
+            ("another destination MAC", |_, f| f[0] ^= 1),
+            ("another TOS", |_, f| f[ETH_LEN + 1] = 4),
+            ("id not next", |_, f| f[ETH_LEN + 5] ^= 0x10),
+            ("DF cleared", |_, f| f[ETH_LEN + 6] = 0),
+            ("another TTL", |_, f| f[ETH_LEN + 8] = 63),
+            ("another source address", |_, f| f[ETH_LEN + 15] = 9),
+            ("another destination port", |_, f| f[L4 + 3] ^= 1),
+            ("a fragment", |_, f| f[ETH_LEN + 6] |= 0x20),
+            ("IP options", |_, f| f[ETH_LEN] = 0x46),
+            ("Ethernet padding", |_, f| f.extend_from_slice(&[0; 4])),
+            ("a VLAN tag", |_, f| f[12] = 0x81),
+            ("already a super-frame", |v, _| {
+                v.gso_type = VnetHdr::GSO_UDP_L4
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut frames = flow(3, 30);
+            let (v, f) = &mut frames[1];
+            edit(v, f);
+            assert_eq!(run_length(&refs(&frames)), 1, "{what}");
+            // Edited first, it cannot start a run either.
+            let mut frames = flow(3, 30);
+            let (v, f) = &mut frames[0];
+            edit(v, f);
+            assert_eq!(run_length(&refs(&frames)), 1, "{what}, first");
+        }
+    }
+
+    #[test]
+    fn frames_that_are_not_ipv4_udp_stay_alone() {
+        let (vnet, mut tcp) = datagram(1, &[0; 20]);
+        tcp[ETH_LEN + 9] = 6;
+        let short = &tcp[..HEADERS - 1];
+        let frames = [
+            (vnet, &tcp[..]),
+            (vnet, &tcp[..]),
+            (vnet, short),
+            (vnet, short),
+        ];
+        assert_eq!(run_length(&frames), 1);
+        assert_eq!(run_length(&frames[2..]), 1);
+        assert_eq!(run_length(&[]), 1);
+        // An empty UDP payload cannot be a segment.
+        let empty = flow(3, 0);
+        assert_eq!(run_length(&refs(&empty)), 1);
+    }
+}
