@@ -76,7 +76,8 @@ class Tapswitch(Switch):
 
     def serve(self, topo, workdir, cleanup, port_args, extra=()):
         self.control = os.path.join(workdir, f"{self.key}.sock")
-        argv = [self.binary, "serve", *port_args, "--control", self.control, *extra, *self.serve_args]
+        argv = [self.binary, "serve", *port_args, "--control", self.control]
+        argv += [*extra, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
         self._keep(proc, cleanup)
         deadline = time.monotonic() + 20
@@ -243,7 +244,51 @@ class OvsNetdev(Switch):
         run(["ip", "-n", ns, "link", "set", "br0", "up"])
 
 
-ALL = [KernelBridge, TapswitchVeth, TapswitchTap, TapswitchVethBusyPoll, VdeSwitch, OvsNetdev]
+class NoSwitch(Switch):
+    """The ceiling: no switch at all. Host 1's and host 2's eth0 are the two
+    ends of one veth pair, so the figures are what the two endpoints alone
+    reach on this machine, which no switch, kernel or userspace, can beat
+    (a frame still crosses a veth, with nothing in between)."""
+
+    key = "veth-pair"
+    title = "no switch: one veth pair (ceiling)"
+
+    def start(self, topo, workdir, cleanup):
+        h1, h2 = topo.hosts
+        run(
+            [
+                "ip",
+                "-n",
+                h1.ns,
+                "link",
+                "add",
+                h1.ifname,
+                "address",
+                h1.mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                h2.ifname,
+                "address",
+                h2.mac,
+                "netns",
+                h2.ns,
+            ]
+        )
+        for i in range(len(topo.hosts)):
+            topo.configure_host(i)
+
+
+ALL = [
+    KernelBridge,
+    TapswitchVeth,
+    TapswitchTap,
+    TapswitchVethBusyPoll,
+    VdeSwitch,
+    OvsNetdev,
+    NoSwitch,
+]
 
 
 def control_call(path, request, timeout=10):
@@ -273,7 +318,7 @@ def describe(switch):
             return run(["vde_switch", "-v"], check=False).strip().splitlines()[0]
         if isinstance(switch, OvsNetdev):
             return run(["ovs-vswitchd", "--version"]).strip().splitlines()[0]
-        if isinstance(switch, KernelBridge):
+        if isinstance(switch, (KernelBridge, NoSwitch)):
             return f"Linux {os.uname().release}"
     except (BenchError, IndexError) as err:
         log(f"cannot tell the version of {switch.title}: {err}")
