@@ -31,6 +31,13 @@
 
 use crate::vnet::{self, VnetHdr};
 
+/// Whether this kernel takes UDP GSO frames from a packet socket or a TAP:
+/// the virtio-net header's `GSO_UDP_L4` came with Linux 6.2; before, the
+/// send is refused (EINVAL).
+pub fn kernel_supports() -> bool {
+    crate::packet::running_kernel_at_least((6, 2))
+}
+
 /// The most datagrams in one super-frame: Linux accepts up to 64
 /// (`UDP_MAX_SEGMENTS` before 6.12 raised it to 128).
 pub const MAX_RUN: usize = 64;

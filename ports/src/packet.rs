@@ -92,8 +92,13 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
 /// has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.5); an older one would
 /// hand a fanout group frames that other local programs send.
 pub fn lanes_supported() -> bool {
+    running_kernel_at_least((6, 5))
+}
+
+/// Whether the running kernel is at least `wanted` (major, minor).
+pub(crate) fn running_kernel_at_least(wanted: (u32, u32)) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    kernel_at_least(&release, (6, 5))
+    kernel_at_least(&release, wanted)
 }
 
 /// Compares a kernel release string ("6.18.44-fc-v657") with (major, minor).

@@ -433,7 +433,14 @@ fn transmit_all(
         }
         next += sent;
         if next < wire.len() {
-            for _ in stands_for[next] {
+            let carried = stands_for[next];
+            if carried.len() > 1 {
+                // A super-frame refused (a kernel without UDP GSO, say):
+                // its datagrams go as they came, and count as those do.
+                let each: [&[(VnetHdr, &[u8])]; MAX_HELD] =
+                    std::array::from_fn(|i| carried.get(i..i + 1).unwrap_or(&[]));
+                transmit_all(egress, carried, &each[..carried.len()]);
+            } else {
                 egress.counters.count_drop(DropReason::TxError);
             }
             next += 1;
@@ -703,6 +710,61 @@ mod tests {
         let stats = r.ports.get(PortId(2)).unwrap().counters.snapshot();
         assert_eq!(stats.tx_frames - before, 5, "each datagram counts");
         assert_eq!((stats.tx_coalesced, stats.tx_superframes), (4, 1));
+    }
+
+    /// A port on a kernel without UDP GSO (before Linux 6.2): it refuses
+    /// super-frames and takes everything else.
+    #[derive(Debug, Default)]
+    struct NoUdpGso {
+        sent: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl PortTx for NoUdpGso {
+        fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> std::io::Result<()> {
+            if vnet.gso_type == VnetHdr::GSO_UDP_L4 {
+                return Err(std::io::Error::from_raw_os_error(22)); // EINVAL
+            }
+            self.sent.lock().unwrap().push(frame.to_vec());
+            Ok(())
+        }
+
+        fn offloads(&self) -> bool {
+            true
+        }
+
+        fn mtu(&self) -> usize {
+            1500
+        }
+    }
+
+    #[test]
+    fn a_refused_super_frame_is_sent_as_the_datagrams_it_carries() {
+        let (mut r, fabric) = holding_rig();
+        let mut fabric = fabric.coalesce_udp(true);
+        let old_kernel = Arc::new(NoUdpGso::default());
+        let port = r.ports.get(PortId(2)).unwrap();
+        let handle = Arc::new(PortHandle {
+            id: port.id,
+            name: port.name.clone(),
+            kind: port.kind,
+            tx: old_kernel.clone(),
+            counters: Arc::default(),
+            capture: None,
+        });
+        r.ports = r.ports.with(handle);
+        let datagrams: Vec<_> = (0..3).map(|i| datagram(9 + i, 20)).collect();
+        for (vnet, f) in &datagrams {
+            r.push(&mut fabric, 1, *vnet, f.clone());
+        }
+        fabric.flush(&r.ports);
+        let sent = old_kernel.sent.lock().unwrap().clone();
+        let expected: Vec<Vec<u8>> = datagrams.into_iter().map(|(_, f)| f).collect();
+        assert_eq!(sent, expected, "one by one, as they came");
+        let stats = r.ports.get(PortId(2)).unwrap().counters.snapshot();
+        assert_eq!(
+            (stats.tx_frames, stats.tx_coalesced, stats.tx_dropped),
+            (3, 0, 0)
+        );
     }
 
     #[test]
