@@ -25,8 +25,9 @@
 //! ports are spread over the workers) and the workers become ordinary
 //! threads that may run anywhere. After every busy worker has stayed below
 //! [`CALM`] for [`CALM_WINDOWS`] windows in a row, the switch goes back.
-//! Frames already queued in a lane when the mode changes may be overtaken
-//! by one or two from another lane; TCP copes with such rare reordering.
+//! Frames already queued in a lane when the mode changes are forwarded
+//! before the frames of the lanes that get them from then on (the hand-over
+//! in `worker.rs`), so a sender's frames keep their order across a change.
 //!
 //! Under load a worker also offers its CPU to whoever waits for it
 //! (`sched_yield`) after every [`SHARE_AFTER_FRAMES`] frames it forwarded

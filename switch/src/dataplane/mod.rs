@@ -262,11 +262,14 @@ impl Shared {
                 "traffic is heavy: reading each port in one lane"
             }
         );
+        // Counted before the ports are steered: a worker that reads a lane
+        // the change sends frames to has seen it, and hands the port over
+        // first (see `Worker::hand_over`).
+        self.by_cpu.store(by_cpu, Ordering::Relaxed);
+        self.mode_changes.fetch_add(1, Ordering::AcqRel);
         for port in self.lanes_by_port().values() {
             port.steer(by_cpu);
         }
-        self.by_cpu.store(by_cpu, Ordering::Relaxed);
-        self.mode_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     fn peers(&self) -> &[Peer] {

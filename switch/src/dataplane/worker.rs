@@ -160,6 +160,8 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
                 suspects: Vec::new(),
                 sent_to: Vec::new(),
+                seen_mode_changes: 0,
+                handed_over: Vec::new(),
             };
             worker.run();
         })?;
@@ -189,6 +191,10 @@ struct Worker {
     suspects: Vec<(Arc<PortHandle>, Instant)>,
     /// Ports the last batch sent unicast frames to (see the module docs).
     sent_to: Vec<PortId>,
+    /// The mode change this worker has seen last, and the ports it has
+    /// handed over since (see `hand_over`).
+    seen_mode_changes: u64,
+    handed_over: Vec<PortId>,
     cpus: Cpus,
     load: LoadMeter,
     share: CpuShare,
@@ -397,6 +403,7 @@ impl Worker {
                 continue;
             };
             let lane = lane.clone();
+            self.hand_over(&view, id);
             // The home worker waits for the lock: a reader that beat it to
             // the port may have missed frames that arrived just after. The
             // lock is held until the batch is forwarded, so a port's frames
@@ -471,6 +478,64 @@ impl Worker {
         self.fabric.flush(&view.ports);
     }
 
+    /// After a mode change, frames that came before it may still wait in
+    /// lanes that no longer get frames, and they are older than anything
+    /// in the lanes that do: forward them first, once per port and change,
+    /// before reading our lane of the port, so a sender's frames keep their
+    /// order across the change. Reading per port, that is the solo lane's
+    /// worker draining the other lanes; reading per CPU, every other lane's
+    /// worker draining the solo lane. Another worker busy with one of those
+    /// lanes is waited for (it forwards under the lock).
+    fn hand_over(&mut self, view: &View, id: PortId) {
+        if !self.needs_hand_over(id) {
+            return;
+        }
+        self.handed_over.push(id);
+        let Some(port) = view.lanes.get(&id) else {
+            return;
+        };
+        let Some(ours) = port.lanes.iter().position(|l| l.home == self.index) else {
+            return;
+        };
+        let by_cpu = self.shared.by_cpu.load(Ordering::Relaxed);
+        let older = |at: usize| {
+            if by_cpu {
+                at == port.solo && ours != port.solo
+            } else {
+                at != port.solo && ours == port.solo
+            }
+        };
+        for (at, lane) in port.lanes.iter().enumerate() {
+            if !older(at) {
+                continue;
+            }
+            let mut state = lock(lane);
+            let RxState { rx, error } = &mut *state;
+            let Some(rx) = rx.as_mut() else { continue };
+            loop {
+                match rx.recv_batch(&mut self.batch) {
+                    Ok(0) => break,
+                    Ok(n) => self.forward_batch(view, &lane.handle, n, false),
+                    // The home worker acts on errors (see `take_answers`).
+                    Err(err) => {
+                        *error = Some(err);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the mode changed since this worker last handed port `id` over.
+    fn needs_hand_over(&mut self, id: PortId) -> bool {
+        let changes = self.shared.mode_changes.load(Ordering::Acquire);
+        if changes != self.seen_mode_changes {
+            self.seen_mode_changes = changes;
+            self.handed_over.clear();
+        }
+        changes != 0 && !self.handed_over.contains(&id)
+    }
+
     /// Reads, once, the ports the last batch sent unicast frames to, where
     /// answers are likely waiting already (see the module docs): the lane
     /// the answer lands in goes back on the ready list if it is ours, and is
@@ -497,6 +562,11 @@ impl Worker {
             let lane = &lanes[at];
             if lane.home == self.index {
                 self.mark_ready(*id);
+                continue;
+            }
+            if self.needs_hand_over(*id) {
+                // Right after a mode change: leave it to its home worker,
+                // which hands the port over first.
                 continue;
             }
             // Only if nobody is reading it now; held while forwarding, as above.
