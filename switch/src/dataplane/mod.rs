@@ -181,6 +181,11 @@ struct PortLanes {
 }
 
 impl PortLanes {
+    /// Which of the port's lanes `lane` is.
+    fn position_of(&self, lane: &Arc<Lane>) -> Option<usize> {
+        self.lanes.iter().position(|l| Arc::ptr_eq(l, lane))
+    }
+
     /// Tells the port's fanout group where frames go in this mode.
     fn steer(&self, by_cpu: bool) {
         if self.lanes.len() < 2 {

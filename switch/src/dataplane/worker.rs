@@ -403,7 +403,9 @@ impl Worker {
                 continue;
             };
             let lane = lane.clone();
-            self.hand_over(&view, id);
+            if let Some(at) = view.lanes.get(&id).and_then(|p| p.position_of(&lane)) {
+                self.hand_over(&view, id, at);
+            }
             // The home worker waits for the lock: a reader that beat it to
             // the port may have missed frames that arrived just after. The
             // lock is held until the batch is forwarded, so a port's frames
@@ -481,28 +483,30 @@ impl Worker {
     /// After a mode change, frames that came before it may still wait in
     /// lanes that no longer get frames, and they are older than anything
     /// in the lanes that do: forward them first, once per port and change,
-    /// before reading our lane of the port, so a sender's frames keep their
-    /// order across the change. Reading per port, that is the solo lane's
-    /// worker draining the other lanes; reading per CPU, every other lane's
-    /// worker draining the solo lane. Another worker busy with one of those
+    /// before reading lane `reading` of the port, so a sender's frames keep
+    /// their order across the change. Reading per port, that is draining
+    /// the other lanes before the solo lane; reading per CPU, draining the
+    /// solo lane before any other. Another worker busy with one of those
     /// lanes is waited for (it forwards under the lock).
-    fn hand_over(&mut self, view: &View, id: PortId) {
+    fn hand_over(&mut self, view: &View, id: PortId, reading: usize) {
         if !self.needs_hand_over(id) {
             return;
         }
-        self.handed_over.push(id);
         let Some(port) = view.lanes.get(&id) else {
             return;
         };
-        let Some(ours) = port.lanes.iter().position(|l| l.home == self.index) else {
-            return;
-        };
         let by_cpu = self.shared.by_cpu.load(Ordering::Relaxed);
+        let gets_frames_now = by_cpu || reading == port.solo;
+        if !gets_frames_now {
+            // A lane that no longer gets frames holds only older ones.
+            return;
+        }
+        self.handed_over.push(id);
         let older = |at: usize| {
             if by_cpu {
-                at == port.solo && ours != port.solo
+                at == port.solo && reading != port.solo
             } else {
-                at != port.solo && ours == port.solo
+                at != port.solo
             }
         };
         for (at, lane) in port.lanes.iter().enumerate() {
@@ -564,11 +568,7 @@ impl Worker {
                 self.mark_ready(*id);
                 continue;
             }
-            if self.needs_hand_over(*id) {
-                // Right after a mode change: leave it to its home worker,
-                // which hands the port over first.
-                continue;
-            }
+            self.hand_over(view, *id, at);
             // Only if nobody is reading it now; held while forwarding, as above.
             let mut state = match lane.rx.try_lock() {
                 Ok(state) => state,
