@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_pair};
 
 const H1: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
 const H2: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 3);
@@ -151,12 +151,7 @@ fn a_udp_flood_through_veth_ports_is_coalesced_and_arrives_datagram_by_datagram(
 #[test]
 fn a_udp_flood_through_tap_ports_is_coalesced_and_arrives_datagram_by_datagram() {
     require_root();
-    let switch_ns = Netns::new("tsw");
-    let switch = SwitchProcess::start(
-        &switch_ns.name,
-        &["--tap".into(), "t1".into(), "--tap".into(), "t2".into()],
-    );
-    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
+    let (_switch_ns, switch, hosts) = tap_pair(&[]);
     let arrived = flood(&hosts[0], &hosts[1]);
     check_coalesced(&switch, "t2", &hosts[1], arrived);
 }

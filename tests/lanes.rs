@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::traffic::Station;
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts, tap_pair};
 
 const WINDOW: Duration = Duration::from_millis(150);
 const PER_SENDER: u32 = 200;
@@ -127,21 +127,7 @@ fn veth_ports_read_per_cpu_deliver_every_frame_once_in_order_and_per_port_under_
 #[test]
 fn tap_ports_read_per_cpu_deliver_every_frame_once_in_order_and_per_port_under_load() {
     require_root();
-    let switch_ns = Netns::new("tsw");
-    let switch = SwitchProcess::start(
-        &switch_ns.name,
-        &[
-            "--tap",
-            "t1",
-            "--tap",
-            "t2",
-            "--no-gateway",
-            "--workers",
-            "2",
-        ]
-        .map(String::from),
-    );
-    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
+    let (_switch_ns, switch, hosts) = tap_pair(&["--no-gateway", "--workers", "2"]);
     // Root may load the steering program, so the TAP is multi-queue.
     assert_eq!(lanes_of(&switch, "t1"), 2);
     exercise_lanes(&switch, &hosts[0], &hosts[1], "t1");

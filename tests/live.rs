@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tapswitch_tests::frames::{mac, probe, probe_vlan};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts};
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_pair};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 const WINDOW: Duration = Duration::from_millis(150);
@@ -62,14 +62,7 @@ fn ping_and_tcp_with_default_offloads_through_veth_ports() {
 #[test]
 fn ping_and_tcp_through_tap_ports_moved_into_namespaces() {
     require_root();
-    let switch_ns = Netns::new("tsw");
-    let switch = SwitchProcess::start(
-        &switch_ns.name,
-        &["--tap".into(), "t1".into(), "--tap".into(), "t2".into()],
-    );
-    // The switch made the TAPs in its namespace; the "container" end of
-    // each moves into a host namespace and keeps working through the fd.
-    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
+    let (_switch_ns, switch, hosts) = tap_pair(&[]);
     let h2_ip = Ipv4Addr::new(172, 17, 0, 3);
     assert_eq!(ping(&hosts[0], h2_ip, 3, Duration::from_secs(2)), 3);
     assert_eq!(ping(&hosts[1], GATEWAY, 2, Duration::from_secs(2)), 2);

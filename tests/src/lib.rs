@@ -24,7 +24,7 @@ pub mod traffic;
 
 pub use netns::{Netns, in_netns, unique_name};
 pub use switch_process::SwitchProcess;
-pub use topology::{Host, Topology, tap_hosts};
+pub use topology::{Host, Topology, tap_hosts, tap_pair};
 
 /// Fails the test unless it runs with the privileges the kernel tests need.
 /// CI runs as root, so this never skips there: it fails loudly instead.

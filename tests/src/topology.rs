@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use crate::netns::Netns;
+use crate::switch_process::SwitchProcess;
 
 /// One "container": a namespace with `eth0`, whose peer is a switch port.
 #[derive(Debug)]
@@ -86,4 +87,20 @@ pub fn tap_hosts(switch_ns: &Netns, taps: &[&str]) -> Vec<Netns> {
             host
         })
         .collect()
+}
+
+/// A switch that makes two TAP ports, `t1` and `t2` (`serve --tap t1 --tap
+/// t2` and `extra`), whose container ends are moved into two host
+/// namespaces at 172.17.0.2 and .3. Returns the switch's namespace, the
+/// switch and the hosts; bind them in that order, so they are dropped the
+/// other way round.
+pub fn tap_pair(extra: &[&str]) -> (Netns, SwitchProcess, Vec<Netns>) {
+    let switch_ns = Netns::new("tsw");
+    let mut args: Vec<String> = ["--tap", "t1", "--tap", "t2"].map(String::from).to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let switch = SwitchProcess::start(&switch_ns.name, &args);
+    // The switch made the TAPs in its namespace; the "container" end of
+    // each moves into a host namespace and keeps working through the fd.
+    let hosts = tap_hosts(&switch_ns, &["t1", "t2"]);
+    (switch_ns, switch, hosts)
 }
