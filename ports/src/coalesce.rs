@@ -38,8 +38,8 @@ pub fn kernel_supports() -> bool {
     crate::packet::running_kernel_at_least((6, 2))
 }
 
-/// The most datagrams in one super-frame: Linux accepts up to 64
-/// (`UDP_MAX_SEGMENTS` before 6.12 raised it to 128).
+/// The most datagrams in one super-frame: Linux accepts at least 64
+/// (`UDP_MAX_SEGMENTS`; newer kernels 128).
 pub const MAX_RUN: usize = 64;
 
 const ETH_LEN: usize = 14;
