@@ -355,3 +355,53 @@ fn serve_capture_writes_pcapng_per_port_with_directions_and_stops_at_runtime() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One container flooding another must not starve a third on the same
+/// worker: while h1 sends UDP to h2 faster than the one worker forwards
+/// (its socket overflows), h3's pings to h2 still get answers. The flood is
+/// bounded in time; it goes to a port nobody listens on.
+#[test]
+fn a_flooded_port_does_not_starve_the_other_ports_of_its_worker() {
+    require_root();
+    let topo = Topology::veth_star(3);
+    let switch = serve(&topo, &["--workers", "1"]);
+    let (h1, h2, h3) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
+    // The switch learns all three before the flood.
+    assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(2)), 1);
+    assert_eq!(ping(&h3.ns, h2.ip, 1, Duration::from_secs(2)), 1);
+    let sender = h1.ns.run(|| {
+        let s = std::net::UdpSocket::bind((h1.ip, 0)).expect("binding in h1");
+        s.connect((h2.ip, 9)).expect("connecting in h1");
+        s
+    });
+    let flood_ends = std::time::Instant::now() + Duration::from_secs(2);
+    let answered = std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while std::time::Instant::now() < flood_ends {
+                    let _ = sender.send(&[0u8; 64]);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        ping(&h3.ns, h2.ip, 10, Duration::from_millis(100))
+    });
+    // The switch reads its sockets' drop counters once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let ports = switch.ports();
+    let p1 = &ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p1")
+        .unwrap()["stats"];
+    let overflowed = p1["drops"]["rx-overflow"].as_u64().unwrap_or(0);
+    assert!(
+        overflowed > 0,
+        "the flood was more than the worker could take: {p1}"
+    );
+    assert!(
+        answered >= 8,
+        "{answered} of 10 pings answered during the flood"
+    );
+}

@@ -157,6 +157,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 count,
                 home: HashMap::new(),
                 ready: VecDeque::new(),
+                pending: Events::with_capacity(64),
                 batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
                 suspects: Vec::new(),
                 sent_to: Vec::new(),
@@ -184,6 +185,8 @@ struct Worker {
     /// Ports whose lane of ours may have frames waiting (epoll is
     /// edge-triggered).
     ready: VecDeque<PortId>,
+    /// For asking epoll between batches (see `collect_ready_now`).
+    pending: Events,
     batch: RxBatch,
     fabric: Fabric,
     /// Ports whose link went down, to look at again shortly: an interface
@@ -335,6 +338,28 @@ impl Worker {
         }
     }
 
+    /// Asks epoll, without waiting, which of our ports have frames now. A
+    /// port whose batches keep coming full keeps this worker in
+    /// `drain_ready_ports`, where epoll is otherwise not asked: one
+    /// container's flood would starve every other port of the worker.
+    fn collect_ready_now(&mut self) {
+        if self
+            .poll
+            .poll(&mut self.pending, Some(Duration::ZERO))
+            .is_err()
+        {
+            return;
+        }
+        // The waker's event needs nothing: commands are looked at between
+        // batches anyway.
+        for event in self.pending.iter().filter(|e| e.token() != WAKER) {
+            let id = PortId(event.token().0 as u32);
+            if !self.ready.contains(&id) {
+                self.ready.push_back(id);
+            }
+        }
+    }
+
     fn mark_ready(&mut self, id: PortId) {
         if !self.ready.contains(&id) {
             self.ready.push_back(id);
@@ -391,7 +416,8 @@ impl Worker {
     }
 
     /// Reads every ready home port until it has nothing left, one batch per
-    /// port in turn so a busy port cannot starve the others. Commands (a
+    /// port in turn, asking epoll again after every full batch, so a busy
+    /// port cannot starve the others. Commands (a
     /// port removed, Stop) are applied between batches; false on Stop.
     fn drain_ready_ports(&mut self) -> bool {
         let mut view = self.view();
@@ -423,9 +449,11 @@ impl Worker {
                     self.forward_batch(&view, &lane.handle, n, true);
                     drop(state);
                     // A full batch means more may be waiting (edge-triggered
-                    // epoll will not tell us again): come back to it.
+                    // epoll will not tell us again): come back to it, after
+                    // the other ports that have frames now.
                     if n == self.batch.capacity() {
-                        self.ready.push_back(id);
+                        self.collect_ready_now();
+                        self.mark_ready(id);
                     }
                     self.take_answers(&view);
                     self.account_load(false);
