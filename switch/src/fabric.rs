@@ -233,9 +233,8 @@ impl Fabric {
                 if self.coalescing {
                     transmit_coalesced(port, &frames[..count], &mut self.merged);
                 } else {
-                    let each: [&[(VnetHdr, &[u8])]; MAX_HELD] =
-                        std::array::from_fn(|i| frames.get(i..i + 1).unwrap_or(&[]));
-                    transmit_all(port, &frames[..count], &each[..count]);
+                    let frames = &frames[..count];
+                    transmit_all(port, frames, &each_alone(frames)[..count]);
                 }
             }
         }
@@ -409,11 +408,18 @@ fn transmit_coalesced(egress: &PortHandle, frames: &[(VnetHdr, &[u8])], merged: 
     transmit_all(egress, &wire[..count], &stands_for[..count]);
 }
 
+/// Each of `frames` (at most [`MAX_HELD`]) standing for itself, as
+/// `transmit_all` takes them.
+fn each_alone<'a>(frames: &'a [(VnetHdr, &'a [u8])]) -> [&'a [(VnetHdr, &'a [u8])]; MAX_HELD] {
+    std::array::from_fn(|i| frames.get(i..i + 1).unwrap_or(&[]))
+}
+
 /// Writes frames that need no conversion out of one port with as few calls
 /// as it takes. `stands_for[i]` are the frames `wire[i]` carries (itself,
 /// or the datagrams of a super-frame): they are counted and captured one
 /// by one, as they were decided. A frame that fails is counted as dropped
-/// (each datagram it carries) and the rest still go.
+/// and the rest still go; a super-frame that fails goes out as the
+/// datagrams it carries.
 fn transmit_all(
     egress: &PortHandle,
     wire: &[(VnetHdr, &[u8])],
@@ -437,9 +443,7 @@ fn transmit_all(
             if carried.len() > 1 {
                 // A super-frame refused (a kernel without UDP GSO, say):
                 // its datagrams go as they came, and count as those do.
-                let each: [&[(VnetHdr, &[u8])]; MAX_HELD] =
-                    std::array::from_fn(|i| carried.get(i..i + 1).unwrap_or(&[]));
-                transmit_all(egress, carried, &each[..carried.len()]);
+                transmit_all(egress, carried, &each_alone(carried)[..carried.len()]);
             } else {
                 egress.counters.count_drop(DropReason::TxError);
             }
