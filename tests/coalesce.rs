@@ -10,13 +10,15 @@
 //!   h2 eth0 ═══ p2 (veth) or t2 (TAP) ┘
 //! ```
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::time::Duration;
 
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_pair};
 
-const H1: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-const H2: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 3);
+const H1: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 17, 0, 2));
+const H2: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 17, 0, 3));
+const H1_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
+const H2_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3));
 const PORT: u16 = 5301;
 /// Datagrams in the flood: enough for the switch to read them in batches.
 const FLOOD: u32 = 20_000;
@@ -32,17 +34,17 @@ fn payload(seq: u32) -> [u8; PAYLOAD] {
     p
 }
 
-/// Sends `FLOOD` datagrams from h1 to h2 as fast as a connected socket
-/// can, and checks what h2 receives: each datagram whole and from h1,
-/// none twice. Returns how many arrived.
-fn flood(h1: &Netns, h2: &Netns) -> u32 {
-    let receiver = h2.run(|| UdpSocket::bind((H2, PORT)).expect("binding in h2"));
+/// Sends `FLOOD` datagrams from h1 (at `from`) to h2 (at `to`) as fast as
+/// a connected socket can, and checks what h2 receives: each datagram
+/// whole and from h1, none twice. Returns how many arrived.
+fn flood(h1: &Netns, h2: &Netns, from: IpAddr, to: IpAddr) -> u32 {
+    let receiver = h2.run(|| UdpSocket::bind((to, PORT)).expect("binding in h2"));
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let sender = h1.run(|| {
-        let s = UdpSocket::bind((H1, 0)).expect("binding in h1");
-        s.connect((H2, PORT)).expect("connecting in h1");
+        let s = UdpSocket::bind((from, 0)).expect("binding in h1");
+        s.connect((to, PORT)).expect("connecting in h1");
         s
     });
     let from = sender.local_addr().unwrap();
@@ -95,19 +97,32 @@ fn coalesced(switch: &SwitchProcess, name: &str) -> (u64, u64, u64) {
 
 /// h2's UDP counters (`/proc/net/snmp`): datagrams its UDP layer took in
 /// (queued to a socket, or dropped at a full one), and checksum errors.
-fn udp_in(h2: &Netns) -> (u64, u64) {
-    let out = h2.exec("cat", &["/proc/net/snmp"]);
+fn udp_in(h2: &Netns, ipv6: bool) -> (u64, u64) {
+    let file = if ipv6 {
+        "/proc/net/snmp6"
+    } else {
+        "/proc/net/snmp"
+    };
+    let out = h2.exec("cat", &[file]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-    let field = |name: &str| {
-        let at = names.split_whitespace().position(|n| n == name).unwrap();
-        values
-            .split_whitespace()
-            .nth(at)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
+    let field = |name: &str| -> u64 {
+        if ipv6 {
+            // One "Udp6InDatagrams   123" line per counter.
+            let wanted = format!("Udp6{name}");
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(&wanted));
+            line.and_then(|l| l.split_whitespace().nth(1))
+                .unwrap()
+                .parse()
+                .unwrap()
+        } else {
+            // A "Udp: names" line, then a "Udp: values" line.
+            let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+            let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+            let at = names.split_whitespace().position(|n| n == name).unwrap();
+            values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        }
     };
     (
         field("InDatagrams") + field("InErrors"),
@@ -117,8 +132,8 @@ fn udp_in(h2: &Netns) -> (u64, u64) {
 
 /// The flood was coalesced on its way to h2, and every datagram the switch
 /// sent in a super-frame reached h2's UDP layer as a datagram of its own.
-fn check_coalesced(switch: &SwitchProcess, egress: &str, h2: &Netns, arrived: u32) {
-    let (udp_in, csum_errors) = udp_in(h2);
+fn check_coalesced(switch: &SwitchProcess, egress: &str, h2: &Netns, arrived: u32, ipv6: bool) {
+    let (udp_in, csum_errors) = udp_in(h2, ipv6);
     assert_eq!(csum_errors, 0, "no checksum errors in h2");
     let (frames, datagrams, super_frames) = coalesced(switch, egress);
     assert!(
@@ -149,16 +164,32 @@ fn a_udp_flood_through_veth_ports_is_coalesced_and_arrives_datagram_by_datagram(
     require_root();
     let topo = Topology::veth_star(2);
     let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
-    let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns);
-    check_coalesced(&switch, "p2", &topo.hosts[1].ns, arrived);
+    let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns, H1, H2);
+    check_coalesced(&switch, "p2", &topo.hosts[1].ns, arrived, false);
 }
 
 #[test]
 fn a_udp_flood_through_tap_ports_is_coalesced_and_arrives_datagram_by_datagram() {
     require_root();
     let (_switch_ns, switch, hosts) = tap_pair(&[]);
-    let arrived = flood(&hosts[0], &hosts[1]);
-    check_coalesced(&switch, "t2", &hosts[1], arrived);
+    let arrived = flood(&hosts[0], &hosts[1], H1, H2);
+    check_coalesced(&switch, "t2", &hosts[1], arrived, false);
+}
+
+#[test]
+fn an_ipv6_udp_flood_through_veth_ports_is_coalesced_and_arrives_datagram_by_datagram() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    for (host, address) in topo.hosts.iter().zip(["fd00::2/64", "fd00::3/64"]) {
+        // Test namespaces start with IPv6 off (see `Netns::new`).
+        host.ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+        host.ns.sysctl("net.ipv6.conf.eth0.disable_ipv6", "0");
+        host.ns
+            .ip(&["-6", "addr", "add", address, "dev", "eth0", "nodad"]);
+    }
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns, H1_V6, H2_V6);
+    check_coalesced(&switch, "p2", &topo.hosts[1].ns, arrived, true);
 }
 
 #[test]
@@ -168,7 +199,7 @@ fn with_no_coalesce_every_datagram_goes_alone() {
     let mut args = topo.iface_args();
     args.push("--no-coalesce".into());
     let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
-    let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns);
+    let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns, H1, H2);
     assert!(arrived > 0, "some of the flood arrived");
     let (frames, datagrams, super_frames) = coalesced(&switch, "p2");
     assert!(frames >= u64::from(arrived));

@@ -1,5 +1,6 @@
-//! Coalescing: runs of small UDP datagrams of one flow made into one UDP
-//! GSO super-frame (`GSO_UDP_L4`), the inverse of [`vnet::segment`].
+//! Coalescing: runs of small UDP datagrams of one flow (IPv4 or IPv6) made
+//! into one UDP GSO super-frame (`GSO_UDP_L4`), the inverse of
+//! [`vnet::segment`].
 //!
 //! A userspace switch pays per frame twice on the way out: once for its
 //! own send, and once for the receiver's stack, which veth and TAP run
@@ -21,8 +22,10 @@
 //!   recomputed, nor a partial one that would finish differently, so a
 //!   frame with a deliberately bad checksum crosses the switch as it came;
 //! - it is IPv4 without options or fragmentation, with a right header
-//!   checksum (segmentation writes a fresh one), and its Ethernet header,
-//!   TOS, TTL, flags, addresses and ports equal the run's first datagram's;
+//!   checksum (segmentation writes a fresh one), or IPv6 with UDP right
+//!   after the fixed header; its Ethernet header, TOS, TTL, flags (IPv6:
+//!   traffic class, flow label, hop limit), addresses and ports equal the
+//!   run's first datagram's;
 //! - its IPv4 id is the first one's plus its place in the run (what
 //!   segmentation writes: a connected socket numbers its datagrams so);
 //! - its payload is as long as the first one's, or shorter and then last;
@@ -46,11 +49,14 @@ pub const MAX_RUN: usize = 64;
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
 const UDP_LEN: usize = 8;
-/// Where the UDP header starts: right after a 20-byte IPv4 header.
+/// Where the UDP header starts: right after a 20-byte IPv4 header, or
+/// right after the 40-byte IPv6 header (no extension headers).
 const L4: usize = ETH_LEN + IPV4_LEN;
-/// All the headers of a datagram that can join a run.
-const HEADERS: usize = L4 + UDP_LEN;
+const L4_V6: usize = ETH_LEN + IPV6_LEN;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// The UDP checksum field, counted from the UDP header.
 const UDP_CHECK: u16 = 6;
 
@@ -58,62 +64,99 @@ const UDP_CHECK: u16 = 6;
 struct Datagram<'a> {
     frame: &'a [u8],
     payload: usize,
+    /// Where its UDP header starts: [`L4`] for IPv4, [`L4_V6`] for IPv6.
+    l4: usize,
 }
 
 impl<'a> Datagram<'a> {
-    /// The frame if it is a plain IPv4/UDP datagram with a checksum to complete.
+    /// The frame if it is a plain IPv4/UDP or IPv6/UDP datagram with a
+    /// checksum to complete.
     fn parse(vnet: &VnetHdr, frame: &'a [u8]) -> Option<Self> {
-        let partial_udp = vnet.flags & VnetHdr::NEEDS_CSUM != 0
+        let partial = vnet.flags & VnetHdr::NEEDS_CSUM != 0
             && !vnet.is_gso()
-            && usize::from(vnet.csum_start) == L4
             && vnet.csum_offset == UDP_CHECK;
-        if !partial_udp || frame.len() < HEADERS {
+        if !partial || frame.len() < ETH_LEN {
             return None;
         }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let ip = &frame[ETH_LEN..];
-        // Version 4, no options; UDP; neither MF nor a fragment offset.
-        if ethertype != 0x0800 || ip[0] != 0x45 || ip[9] != 17 || be16(ip, 6) & 0x3fff != 0 {
+        let l4 = match be16(frame, 12) {
+            ETHERTYPE_IPV4 => L4,
+            ETHERTYPE_IPV6 => L4_V6,
+            _ => return None,
+        };
+        if usize::from(vnet.csum_start) != l4 || frame.len() < l4 + UDP_LEN {
             return None;
         }
-        let total = usize::from(be16(ip, 2));
-        let udp_len = usize::from(be16(ip, IPV4_LEN + 4));
-        // Exact lengths: no padding, which concatenation would carry along.
-        if ETH_LEN + total != frame.len() || udp_len != total - IPV4_LEN || udp_len <= UDP_LEN {
-            return None;
-        }
-        // Segmentation writes a fresh IPv4 header checksum: a wrong one
-        // must not come out right.
-        if vnet::rfc1071_checksum(&frame[ETH_LEN..L4]) != 0 {
-            return None;
-        }
+        let ip = &frame[ETH_LEN..l4];
+        let udp_len = usize::from(be16(frame, l4 + 4));
+        let addresses = if l4 == L4 {
+            // Version 4, no options; UDP; neither MF nor a fragment offset.
+            if ip[0] != 0x45 || ip[9] != 17 || be16(ip, 6) & 0x3fff != 0 {
+                return None;
+            }
+            // Segmentation writes a fresh header checksum: a wrong one must
+            // not come out right.
+            if vnet::rfc1071_checksum(ip) != 0 {
+                return None;
+            }
+            // Exact lengths: no padding, which concatenation would carry along.
+            let total = usize::from(be16(ip, 2));
+            if ETH_LEN + total != frame.len() || udp_len != total - IPV4_LEN {
+                return None;
+            }
+            &ip[12..20]
+        } else {
+            // Version 6, UDP right after the fixed header.
+            if ip[0] >> 4 != 6 || ip[6] != 17 {
+                return None;
+            }
+            let payload_len = usize::from(be16(ip, 4));
+            if l4 + payload_len != frame.len() || udp_len != payload_len {
+                return None;
+            }
+            &ip[8..40]
+        };
         // The field holds exactly the pseudo-header sum, or the sender's
         // stack would finish it into something else than the switch does.
-        if be16(frame, L4 + 6) != pseudo_header_sum(&frame[ETH_LEN + 12..L4], udp_len) {
+        if udp_len <= UDP_LEN || be16(frame, l4 + 6) != pseudo_header_sum(addresses, udp_len) {
             return None;
         }
         Some(Datagram {
             frame,
             payload: udp_len - UDP_LEN,
+            l4,
         })
     }
 
-    fn ip_id(&self) -> u16 {
-        be16(self.frame, ETH_LEN + 4)
+    /// The most payload bytes a run of these may carry: what the IP
+    /// length field can say.
+    fn max_run_payload(&self) -> usize {
+        let headers = if self.l4 == L4 {
+            IPV4_LEN + UDP_LEN
+        } else {
+            UDP_LEN
+        };
+        usize::from(u16::MAX) - headers
     }
 
     /// Whether `self` can be datagram number `place` of the run that
     /// `first` begins.
     fn follows(&self, first: &Datagram<'_>, place: usize) -> bool {
-        let (a, b) = (first.frame, self.frame);
-        a[..ETH_LEN] == b[..ETH_LEN]
-            // TOS; (id checked below); flags; TTL, protocol.
-            && a[ETH_LEN + 1] == b[ETH_LEN + 1]
-            && a[ETH_LEN + 6..ETH_LEN + 10] == b[ETH_LEN + 6..ETH_LEN + 10]
-            // Addresses and ports.
-            && a[ETH_LEN + 12..L4 + 4] == b[ETH_LEN + 12..L4 + 4]
-            && self.ip_id() == first.ip_id().wrapping_add(place as u16)
-            && self.payload <= first.payload
+        let (a, b, l4) = (first.frame, self.frame, self.l4);
+        if l4 != first.l4 || a[..ETH_LEN] != b[..ETH_LEN] || self.payload > first.payload {
+            return false;
+        }
+        if l4 == L4 {
+            // TOS; (id below); flags, TTL, protocol; addresses and ports.
+            a[ETH_LEN + 1] == b[ETH_LEN + 1]
+                && a[ETH_LEN + 6..ETH_LEN + 10] == b[ETH_LEN + 6..ETH_LEN + 10]
+                && a[ETH_LEN + 12..l4 + 4] == b[ETH_LEN + 12..l4 + 4]
+                && be16(b, ETH_LEN + 4) == be16(a, ETH_LEN + 4).wrapping_add(place as u16)
+        } else {
+            // Version, traffic class, flow label; next header, hop limit,
+            // addresses and ports. (IPv6 has no id to follow.)
+            a[ETH_LEN..ETH_LEN + 4] == b[ETH_LEN..ETH_LEN + 4]
+                && a[ETH_LEN + 6..l4 + 4] == b[ETH_LEN + 6..l4 + 4]
+        }
     }
 }
 
@@ -144,7 +187,7 @@ pub fn run_length(frames: &[(VnetHdr, &[u8])]) -> usize {
             break;
         };
         total += next.payload;
-        if !next.follows(&first, run) || IPV4_LEN + UDP_LEN + total > usize::from(u16::MAX) {
+        if !next.follows(&first, run) || total > first.max_run_payload() {
             break;
         }
         run += 1;
@@ -159,31 +202,44 @@ pub fn run_length(frames: &[(VnetHdr, &[u8])]) -> usize {
 /// least two datagrams) at the end of `out`, and returns its header.
 pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
     let first = run[0].1;
+    let l4 = if be16(first, 12) == ETHERTYPE_IPV6 {
+        L4_V6
+    } else {
+        L4
+    };
+    let headers = l4 + UDP_LEN;
     let start = out.len();
-    out.extend_from_slice(&first[..HEADERS]);
+    out.extend_from_slice(&first[..headers]);
     let mut payload = 0;
     for (_, frame) in run {
-        out.extend_from_slice(&frame[HEADERS..]);
-        payload += frame.len() - HEADERS;
+        out.extend_from_slice(&frame[headers..]);
+        payload += frame.len() - headers;
     }
     let merged = &mut out[start..];
     let udp_len = (UDP_LEN + payload) as u16;
-    let ip_len = IPV4_LEN as u16 + udp_len;
-    merged[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len.to_be_bytes());
-    merged[ETH_LEN + 10..ETH_LEN + 12].fill(0);
-    let ip_check = vnet::rfc1071_checksum(&merged[ETH_LEN..L4]);
-    merged[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
-    merged[L4 + 4..L4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+    let addresses = if l4 == L4 {
+        let ip_len = IPV4_LEN as u16 + udp_len;
+        merged[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len.to_be_bytes());
+        merged[ETH_LEN + 10..ETH_LEN + 12].fill(0);
+        let ip_check = vnet::rfc1071_checksum(&merged[ETH_LEN..l4]);
+        merged[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
+        ETH_LEN + 12..l4
+    } else {
+        // The IPv6 payload length is the UDP length: no extension headers.
+        merged[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&udp_len.to_be_bytes());
+        ETH_LEN + 8..l4
+    };
+    merged[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
     // NEEDS_CSUM: the field holds the pseudo-header sum, as the sender's
     // stack left it for each datagram, now with the run's UDP length.
-    let pseudo = pseudo_header_sum(&merged[ETH_LEN + 12..L4], usize::from(udp_len));
-    merged[L4 + 6..L4 + 8].copy_from_slice(&pseudo.to_be_bytes());
+    let pseudo = pseudo_header_sum(&merged[addresses], usize::from(udp_len));
+    merged[l4 + 6..l4 + 8].copy_from_slice(&pseudo.to_be_bytes());
     VnetHdr {
         flags: VnetHdr::NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
-        hdr_len: HEADERS as u16,
-        gso_size: (first.len() - HEADERS) as u16,
-        csum_start: L4 as u16,
+        hdr_len: headers as u16,
+        gso_size: (first.len() - headers) as u16,
+        csum_start: l4 as u16,
         csum_offset: UDP_CHECK,
     }
 }
@@ -192,6 +248,8 @@ pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
 mod tests {
     use super::*;
 
+    /// All the headers of an IPv4 datagram that can join a run.
+    const HEADERS: usize = L4 + UDP_LEN;
     const DST_MAC: [u8; 6] = [2, 0x42, 0xac, 0x11, 0, 3];
     const SRC_MAC: [u8; 6] = [2, 0x42, 0xac, 0x11, 0, 2];
 
@@ -364,7 +422,12 @@ mod tests {
             (seed % below as u64) as usize
         };
         for _ in 0..2000 {
-            let mut frames = flow(1 + next(6), 1 + next(40));
+            let (count, len) = (1 + next(6), 1 + next(40));
+            let mut frames = if next(2) == 0 {
+                flow(count, len)
+            } else {
+                flow6(count, len)
+            };
             for _ in 0..next(4) {
                 let which = next(frames.len());
                 let (vnet, f) = &mut frames[which];
@@ -385,6 +448,86 @@ mod tests {
                 assert_eq!(segments, on_the_wire(&frames[..run]));
             }
         }
+    }
+
+    /// An IPv6 datagram from fd00::2 to fd00::3 with flow label 0x12345,
+    /// as a sender's stack hands it over.
+    fn datagram6(payload: &[u8]) -> (VnetHdr, Vec<u8>) {
+        let udp_len = (UDP_LEN + payload.len()) as u16;
+        let mut f = DST_MAC.to_vec();
+        f.extend_from_slice(&SRC_MAC);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0x01, 0x23, 0x45]);
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        f.extend_from_slice(&[17, 64]);
+        for host in [2u8, 3] {
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, host]);
+        }
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&5201u16.to_be_bytes());
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        let pseudo = pseudo_header_sum(&f[ETH_LEN + 8..L4_V6], usize::from(udp_len));
+        f.extend_from_slice(&pseudo.to_be_bytes());
+        f.extend_from_slice(payload);
+        let vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: L4_V6 as u16,
+            csum_offset: UDP_CHECK,
+            ..VnetHdr::default()
+        };
+        (vnet, f)
+    }
+
+    fn flow6(count: usize, len: usize) -> Vec<(VnetHdr, Vec<u8>)> {
+        (0..count)
+            .map(|i| datagram6(&(0..len).map(|j| (i * 11 + j) as u8).collect::<Vec<_>>()))
+            .collect()
+    }
+
+    #[test]
+    fn an_ipv6_run_cut_again_gives_back_every_datagram_byte_for_byte() {
+        for (count, len) in [(2, 18), (MAX_RUN, 64), (7, 1)] {
+            let frames = flow6(count, len);
+            let frames_ref = refs(&frames);
+            assert_eq!(run_length(&frames_ref), count, "{count} x {len}");
+            let (vnet, segments) = merge_and_cut(&frames_ref);
+            assert_eq!((vnet.csum_start, vnet.hdr_len), (54, 62));
+            assert_eq!(segments, on_the_wire(&frames), "{count} x {len}");
+        }
+        // A run within one IPv6 payload: 1400-byte datagrams, 46 of them.
+        let frames = flow6(50, 1400);
+        assert_eq!(run_length(&refs(&frames)), 46);
+        let mut frames = flow6(3, 30);
+        frames.push(datagram6(&[5; 12]));
+        assert_eq!(run_length(&refs(&frames)), 4, "a shorter one ends the run");
+        let (_, segments) = merge_and_cut(&refs(&frames));
+        assert_eq!(segments, on_the_wire(&frames));
+    }
+
+    #[test]
+    fn an_ipv6_datagram_that_segmentation_would_not_rebuild_starts_a_new_run() {
+        type Edit = fn(&mut VnetHdr, &mut Vec<u8>);
+        let edits: [(&str, Edit); 7] = [
+            ("another flow label", |_, f| f[ETH_LEN + 3] ^= 1),
+            ("another traffic class", |_, f| f[ETH_LEN + 1] ^= 0x10),
+            ("another hop limit", |_, f| f[ETH_LEN + 7] = 63),
+            ("another source address", |_, f| f[ETH_LEN + 23] = 9),
+            ("an extension header", |_, f| f[ETH_LEN + 6] = 0),
+            ("partial checksum not the pseudo-header sum", |_, f| {
+                f[L4_V6 + 7] ^= 1
+            }),
+            ("Ethernet padding", |_, f| f.extend_from_slice(&[0; 4])),
+        ];
+        for (what, edit) in edits {
+            let mut frames = flow6(3, 30);
+            let (v, f) = &mut frames[1];
+            edit(v, f);
+            assert_eq!(run_length(&refs(&frames)), 1, "{what}");
+        }
+        // IPv4 and IPv6 never share a run.
+        let mixed = [flow(1, 30).remove(0), datagram6(&[0; 30])];
+        assert_eq!(run_length(&refs(&mixed)), 1);
+        let mixed = [datagram6(&[0; 30]), flow(1, 30).remove(0)];
+        assert_eq!(run_length(&refs(&mixed)), 1);
     }
 
     #[test]
