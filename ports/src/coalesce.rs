@@ -266,15 +266,28 @@ mod tests {
         f.extend_from_slice(&[0x40, 0x00, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
         let ip_check = vnet::rfc1071_checksum(&f[ETH_LEN..L4]);
         f[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
+        with_udp(f, ETH_LEN + 12..L4, payload)
+    }
+
+    /// Appends to `f` (Ethernet and IP headers, the addresses at
+    /// `addresses`) a UDP header, port 40000 to 5201, with the pseudo-header
+    /// sum in its checksum field, and `payload`.
+    fn with_udp(
+        mut f: Vec<u8>,
+        addresses: std::ops::Range<usize>,
+        payload: &[u8],
+    ) -> (VnetHdr, Vec<u8>) {
+        let l4 = f.len();
+        let udp_len = UDP_LEN + payload.len();
         f.extend_from_slice(&40000u16.to_be_bytes());
         f.extend_from_slice(&5201u16.to_be_bytes());
-        f.extend_from_slice(&udp_len.to_be_bytes());
-        let pseudo = vnet::ones_complement_sum(&f[ETH_LEN + 12..L4], 17 + u32::from(udp_len));
-        f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        let pseudo = pseudo_header_sum(&f[addresses], udp_len);
+        f.extend_from_slice(&pseudo.to_be_bytes());
         f.extend_from_slice(payload);
         let vnet = VnetHdr {
             flags: VnetHdr::NEEDS_CSUM,
-            csum_start: L4 as u16,
+            csum_start: l4 as u16,
             csum_offset: UDP_CHECK,
             ..VnetHdr::default()
         };
@@ -462,19 +475,7 @@ mod tests {
         for host in [2u8, 3] {
             f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, host]);
         }
-        f.extend_from_slice(&40000u16.to_be_bytes());
-        f.extend_from_slice(&5201u16.to_be_bytes());
-        f.extend_from_slice(&udp_len.to_be_bytes());
-        let pseudo = pseudo_header_sum(&f[ETH_LEN + 8..L4_V6], usize::from(udp_len));
-        f.extend_from_slice(&pseudo.to_be_bytes());
-        f.extend_from_slice(payload);
-        let vnet = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
-            csum_start: L4_V6 as u16,
-            csum_offset: UDP_CHECK,
-            ..VnetHdr::default()
-        };
-        (vnet, f)
+        with_udp(f, ETH_LEN + 8..L4_V6, payload)
     }
 
     fn flow6(count: usize, len: usize) -> Vec<(VnetHdr, Vec<u8>)> {
