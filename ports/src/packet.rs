@@ -188,12 +188,7 @@ impl PortTx for PacketTx {
         if let [(vnet, frame)] = frames {
             return self.send(vnet, frame).map(|()| 1);
         }
-        let count = frames.len().min(MAX_BATCH);
-        let heads: [[u8; VnetHdr::LEN]; MAX_BATCH] =
-            std::array::from_fn(|i| frames.get(i).map_or([0; VnetHdr::LEN], |f| f.0.to_bytes()));
-        let frame_refs: [&[u8]; MAX_BATCH] =
-            std::array::from_fn(|i| frames.get(i).map_or(&[][..], |f| f.1));
-        sys::packet::send_batch(self.fd.as_fd(), &heads[..count], &frame_refs[..count])
+        sys::packet::send_batch(self.fd.as_fd(), frames)
     }
 
     fn offloads(&self) -> bool {

@@ -307,16 +307,14 @@ pub(crate) fn discard_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     }
 }
 
-/// Sends up to [`MAX_BATCH`] frames in one `sendmmsg`: frame i is
-/// `heads[i]` (its virtio-net header) then `frames[i]`. Returns how many
-/// were sent, in order; fewer than asked means the next one failed (and was
-/// not sent). An error only if the first one failed.
-pub(crate) fn send_batch(
-    fd: BorrowedFd<'_>,
-    heads: &[[u8; VnetHdr::LEN]],
-    frames: &[&[u8]],
-) -> io::Result<usize> {
-    let count = heads.len().min(frames.len()).min(MAX_BATCH);
+/// Sends up to [`MAX_BATCH`] frames in one `sendmmsg`, each after its
+/// virtio-net header. Returns how many were sent, in order; fewer than
+/// asked means the next one failed (and was not sent). An error only if
+/// the first one failed.
+pub(crate) fn send_batch(fd: BorrowedFd<'_>, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
+    let count = frames.len().min(MAX_BATCH);
+    let heads: [[u8; VnetHdr::LEN]; MAX_BATCH] =
+        std::array::from_fn(|i| frames.get(i).map_or([0; VnetHdr::LEN], |f| f.0.to_bytes()));
     let empty = libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -332,15 +330,16 @@ pub(crate) fn send_batch(
                 iov_len: heads[i].len(),
             },
             libc::iovec {
-                iov_base: frames[i].as_ptr() as *mut libc::c_void,
-                iov_len: frames[i].len(),
+                iov_base: frames[i].1.as_ptr() as *mut libc::c_void,
+                iov_len: frames[i].1.len(),
             },
         ];
         msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
         msgs[i].msg_hdr.msg_iovlen = 2;
     }
-    // SAFETY: every msghdr points at two iovecs on this stack frame, each
-    // within a slice borrowed for the whole call; the kernel only reads them.
+    // SAFETY: every msghdr points at two iovecs on this stack frame, one
+    // within `heads` (on this stack frame too), one within a frame borrowed
+    // for the whole call; the kernel only reads them.
     let sent = retry(|| unsafe {
         libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count as libc::c_uint, 0)
     })?;

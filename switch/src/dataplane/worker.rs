@@ -353,17 +353,12 @@ impl Worker {
         // The waker's event needs nothing: commands are looked at between
         // batches anyway.
         for event in self.pending.iter().filter(|e| e.token() != WAKER) {
-            let id = PortId(event.token().0 as u32);
-            if !self.ready.contains(&id) {
-                self.ready.push_back(id);
-            }
+            push_once(&mut self.ready, PortId(event.token().0 as u32));
         }
     }
 
     fn mark_ready(&mut self, id: PortId) {
-        if !self.ready.contains(&id) {
-            self.ready.push_back(id);
-        }
+        push_once(&mut self.ready, id);
     }
 
     /// Applies queued commands; false on Stop.
@@ -429,7 +424,10 @@ impl Worker {
                 continue;
             };
             let lane = lane.clone();
-            if let Some(at) = view.lanes.get(&id).and_then(|p| p.position_of(&lane)) {
+            // Cheap unless the mode just changed: look the lane up only then.
+            if self.needs_hand_over(id)
+                && let Some(at) = view.lanes.get(&id).and_then(|p| p.position_of(&lane))
+            {
                 self.hand_over(&view, id, at);
             }
             // The home worker waits for the lock: a reader that beat it to
@@ -705,4 +703,11 @@ impl Worker {
 /// done in it.
 fn lock(lane: &Lane) -> std::sync::MutexGuard<'_, RxState> {
     lane.rx.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Puts `id` at the back of the ready list unless it is on it already.
+fn push_once(ready: &mut VecDeque<PortId>, id: PortId) {
+    if !ready.contains(&id) {
+        ready.push_back(id);
+    }
 }
