@@ -47,14 +47,35 @@ pub fn set_realtime(on: bool) -> io::Result<()> {
     sys::cpu::set_realtime(on.then_some(1))
 }
 
-/// Whether the machine has more runnable threads than online CPUs right
-/// now, so some thread is waiting for a CPU (the caller counts as one).
+/// Whether the machine has at least as many runnable threads as online
+/// CPUs right now (the caller counts as one), so every CPU is likely busy.
 /// False when that cannot be read.
-pub fn oversubscribed() -> bool {
+pub fn fully_busy() -> bool {
     let Ok(loadavg) = std::fs::read_to_string("/proc/loadavg") else {
         return false;
     };
-    runnable_threads(&loadavg).is_some_and(|runnable| runnable > sys::cpu::online_cpus())
+    runnable_threads(&loadavg).is_some_and(|runnable| runnable >= sys::cpu::online_cpus())
+}
+
+/// Moves the calling thread off the CPU it runs on to another of
+/// `allowed`, and leaves it free to run on all of `allowed` again. The
+/// kernel migrates a thread at once when its CPU leaves its affinity, and
+/// widening the affinity afterwards moves nothing, so the thread stays
+/// where the kernel put it until the scheduler decides otherwise. Returns
+/// whether it moved (not when `allowed` has no other CPU).
+pub fn move_to_another_cpu(allowed: &[usize]) -> io::Result<bool> {
+    let here = current_cpu();
+    let others: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|&cpu| Some(cpu) != here)
+        .collect();
+    if others.is_empty() || others.len() == allowed.len() {
+        return Ok(false);
+    }
+    sys::cpu::pin_current_thread(&others)?;
+    sys::cpu::pin_current_thread(allowed)?;
+    Ok(true)
 }
 
 /// The runnable threads in /proc/loadavg ("0.52 0.58 0.59 3/93 12345":
@@ -113,6 +134,27 @@ mod tests {
         let here = current_cpu().expect("sched_getcpu works on Linux");
         pin_current_thread(&[here]).unwrap();
         assert_eq!(current_cpu(), Some(here));
+        pin_current_thread(&allowed).unwrap();
+    }
+
+    #[test]
+    fn a_thread_moved_to_another_cpu_runs_elsewhere_and_may_run_anywhere_again() {
+        let allowed = allowed_cpus().unwrap();
+        let here = current_cpu().expect("sched_getcpu works on Linux");
+        let moved = move_to_another_cpu(&allowed).unwrap();
+        assert_eq!(moved, allowed.len() > 1);
+        if moved {
+            // The migration happens inside the call, before it returns.
+            let now = current_cpu().unwrap();
+            assert_ne!(now, here, "still on CPU {here}");
+            assert!(allowed.contains(&now));
+        }
+        assert_eq!(allowed_cpus().unwrap(), allowed, "affinity not restored");
+        // Only this CPU allowed: nowhere to go, nothing changes.
+        let here = current_cpu().unwrap();
+        pin_current_thread(&[here]).unwrap();
+        assert!(!move_to_another_cpu(&[here]).unwrap());
+        assert_eq!(allowed_cpus().unwrap(), vec![here]);
         pin_current_thread(&allowed).unwrap();
     }
 

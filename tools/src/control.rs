@@ -104,11 +104,11 @@ pub struct SwitchInfo {
     #[serde(default)]
     pub reading_changes: u64,
     /// Under load: how often workers offered their CPU to other threads,
-    /// and how often they stepped aside for an oversubscribed machine.
+    /// and how often they moved to another CPU to get next to a receiver.
     #[serde(default)]
     pub cpu_yields: u64,
     #[serde(default)]
-    pub cpu_steps_aside: u64,
+    pub cpu_moves: u64,
 }
 
 /// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).

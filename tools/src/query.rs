@@ -151,8 +151,8 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
             info.reading, info.reading_changes
         );
         println!(
-            "under load   workers yielded the CPU {} time(s), stepped aside {} time(s)",
-            info.cpu_yields, info.cpu_steps_aside
+            "under load   workers yielded the CPU {} time(s), moved to another CPU {} time(s)",
+            info.cpu_yields, info.cpu_moves
         );
     }
     println!("{}", render_table_stats(&fdb));

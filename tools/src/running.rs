@@ -203,7 +203,7 @@ impl RunningSwitch {
             let mut info = self.info.clone();
             info.reading = reading.describe().to_string();
             info.reading_changes = changes;
-            (info.cpu_yields, info.cpu_steps_aside) = dataplane.cpu_sharing();
+            (info.cpu_yields, info.cpu_moves) = dataplane.cpu_sharing();
             Ok(info)
         })
     }

@@ -293,7 +293,7 @@ pub fn switch_info(
         reading: dataplane.reading().0.describe().to_string(),
         reading_changes: 0,
         cpu_yields: 0,
-        cpu_steps_aside: 0,
+        cpu_moves: 0,
     }
 }
 

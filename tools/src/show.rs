@@ -156,7 +156,7 @@ mod tests {
             reading: String::new(),
             reading_changes: 0,
             cpu_yields: 0,
-            cpu_steps_aside: 0,
+            cpu_moves: 0,
         }
     }
 

@@ -223,9 +223,9 @@ struct Shared {
     /// How often the mode changed, for `tapswitch stats`.
     mode_changes: AtomicU64,
     /// Under load: how often workers offered their CPU, and how often they
-    /// stepped aside (see `affinity.rs`).
+    /// moved to another CPU (see `affinity.rs`).
     yields: AtomicU64,
-    steps_aside: AtomicU64,
+    cpu_moves: AtomicU64,
     /// Every worker, by index, for a worker that must tell the others
     /// something (set once they all run).
     peers: std::sync::OnceLock<Vec<Peer>>,
@@ -370,7 +370,7 @@ impl Dataplane {
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),
             yields: AtomicU64::new(0),
-            steps_aside: AtomicU64::new(0),
+            cpu_moves: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
@@ -454,11 +454,11 @@ impl Dataplane {
     }
 
     /// How often workers under load offered their CPU to other threads,
-    /// and how often they stepped aside for an oversubscribed machine.
+    /// and how often they moved to another CPU to get next to a receiver.
     pub fn cpu_sharing(&self) -> (u64, u64) {
         (
             self.shared.yields.load(Ordering::Relaxed),
-            self.shared.steps_aside.load(Ordering::Relaxed),
+            self.shared.cpu_moves.load(Ordering::Relaxed),
         )
     }
 

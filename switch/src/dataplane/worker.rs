@@ -36,7 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::RxBatch;
 
-use super::affinity::{CpuShare, LoadMeter, STEP_ASIDE, WINDOW};
+use super::affinity::{CpuShare, LoadMeter, WINDOW};
 use super::{Lane, LanesByPort, PortEvent, RxState, Shared};
 use crate::engine::Action;
 use crate::fabric::{Fabric, PortHandle, PortSet};
@@ -325,16 +325,20 @@ impl Worker {
     }
 
     /// Under load: lets whoever waits for this CPU run (usually the
-    /// receiver of the frames just sent), and steps aside for a while when
-    /// nobody has for long but the machine is oversubscribed (see
-    /// `affinity.rs`).
+    /// receiver of the frames just sent), and moves to another CPU when
+    /// nobody has for a while but every CPU is busy (see `affinity.rs`).
     fn offer_cpu(&mut self) {
         let start = Instant::now();
         std::thread::yield_now();
         self.shared.yields.fetch_add(1, Ordering::Relaxed);
-        if self.share.yielded(start.elapsed()) && ports::cpu::oversubscribed() {
-            self.shared.steps_aside.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(STEP_ASIDE);
+        if self.share.yielded(start.elapsed()) && ports::cpu::fully_busy() {
+            match ports::cpu::move_to_another_cpu(&self.cpus.all) {
+                Ok(true) => {
+                    self.shared.cpu_moves.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(err) => log::debug!("worker {}: cannot move to another CPU: {err}", self.index),
+            }
         }
     }
 
