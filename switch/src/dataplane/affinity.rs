@@ -55,7 +55,7 @@
 //! and widens it again). Next to the sender, that takes it to the
 //! receiver; next to nobody, it joins the sender and receiver, and the
 //! kernel soon pulls one of them to the CPU left idle. Over a 64-byte UDP
-//! flood between two containers on two CPUs, 185-258 kpps became 254-269
+//! flood between two containers on two CPUs, 185-258 kpps became 253-277
 //! (veth) and 182-222 became 259-274 (TAP): the rate with the three
 //! threads pinned where they belong is 278-286. No frame is dropped for
 //! it, and the worker does not stop forwarding while it moves.
@@ -129,10 +129,11 @@ pub(super) const SHARE_AFTER_FRAMES: usize = 32;
 const ANSWERED_YIELD: Duration = Duration::from_micros(20);
 
 /// A worker under load that made this many yields (2048 frames) without
-/// one being answered moves to another CPU, if every CPU is busy. Measured
-/// with the UDP flood: next to the receiver about 11% of yields are
-/// answered, so a window of 64 with none is chance for 1 in 2,700; windows
-/// of 32 moved too often, 256 too late (241-248 kpps against 254-269).
+/// one being answered moves to another CPU, if every CPU is busy. Next to
+/// the receiver about 11% of yields are answered in a UDP flood, so a
+/// window of 64 with none happens there by chance about once in 2,000
+/// windows (32: once in 50). Measured: a window of 256 reacts too late
+/// (233-248 kpps against 253-277).
 const MOVE_WINDOW: u32 = 64;
 
 /// Counts the frames a worker forwards under load and says when it should
