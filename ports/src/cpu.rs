@@ -140,7 +140,11 @@ mod tests {
     #[test]
     fn a_thread_moved_to_another_cpu_runs_elsewhere_and_may_run_anywhere_again() {
         let allowed = allowed_cpus().unwrap();
+        // Keep the thread on one CPU first, so the scheduler cannot move it
+        // between our look at where it runs and the call.
         let here = current_cpu().expect("sched_getcpu works on Linux");
+        pin_current_thread(&[here]).unwrap();
+        assert_eq!(current_cpu(), Some(here));
         let moved = move_to_another_cpu(&allowed).unwrap();
         assert_eq!(moved, allowed.len() > 1);
         if moved {
