@@ -40,7 +40,7 @@ use crate::vnet::{self, VnetHdr};
 /// the virtio-net header's `GSO_UDP_L4` came with Linux 6.2; before, the
 /// send is refused (EINVAL).
 pub fn kernel_supports() -> bool {
-    crate::packet::running_kernel_at_least((6, 2))
+    crate::kernel::running_at_least((6, 2))
 }
 
 /// The most datagrams in one super-frame: Linux accepts at least 64

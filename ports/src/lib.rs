@@ -24,6 +24,7 @@ pub mod batch;
 pub mod capture;
 pub mod coalesce;
 pub mod cpu;
+mod kernel;
 pub mod memory;
 pub mod packet;
 pub mod pcap;

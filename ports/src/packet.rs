@@ -92,25 +92,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
 /// has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.5); an older one would
 /// hand a fanout group frames that other local programs send.
 pub fn lanes_supported() -> bool {
-    running_kernel_at_least((6, 5))
-}
-
-/// Whether the running kernel is at least `wanted` (major, minor).
-pub(crate) fn running_kernel_at_least(wanted: (u32, u32)) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    kernel_at_least(&release, wanted)
-}
-
-/// Compares a kernel release string ("6.18.44-fc-v657") with (major, minor).
-fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
-    let mut numbers = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|part| part.parse::<u32>().ok());
-    match (numbers.next().flatten(), numbers.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= wanted,
-        _ => false,
-    }
+    crate::kernel::running_at_least((6, 5))
 }
 
 /// The receiving half of an `--iface` port.
@@ -204,21 +186,5 @@ impl PortTx for PacketTx {
             return Ok(());
         }
         sys::packet::steer_fanout(self.fd.as_fd(), sys::Steer::for_lane(lane))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::kernel_at_least;
-
-    #[test]
-    fn kernel_releases_compare_by_major_then_minor() {
-        assert!(kernel_at_least("6.18.44-fc-v657\n", (6, 5)));
-        assert!(kernel_at_least("6.5.0", (6, 5)));
-        assert!(kernel_at_least("7.0-rc1", (6, 5)));
-        assert!(!kernel_at_least("6.1.0-27-amd64", (6, 5)));
-        assert!(!kernel_at_least("5.19.3", (6, 5)));
-        assert!(!kernel_at_least("", (6, 5)));
-        assert!(!kernel_at_least("garbage", (6, 5)));
     }
 }

@@ -230,12 +230,7 @@ impl Fabric {
             // `ports` is the set the decisions were made with (the caller
             // flushes before it takes a newer one), so the port is in it.
             if let Some(port) = ports.get(egress) {
-                if self.coalescing {
-                    transmit_coalesced(port, &frames[..count], &mut self.merged);
-                } else {
-                    let frames = &frames[..count];
-                    transmit_all(port, frames, &each_alone(frames)[..count]);
-                }
+                transmit_runs(port, &frames[..count], self.coalescing, &mut self.merged);
             }
         }
         outbox.held.clear();
@@ -369,16 +364,25 @@ struct Run {
     end: usize,
 }
 
-/// Writes held frames out of one port, each run of one UDP flow's
-/// datagrams as one super-frame (built in `merged`).
-fn transmit_coalesced(egress: &PortHandle, frames: &[(VnetHdr, &[u8])], merged: &mut Vec<u8>) {
+/// Writes held frames out of one port; with `coalescing`, each run of one
+/// UDP flow's datagrams as one super-frame (built in `merged`).
+fn transmit_runs(
+    egress: &PortHandle,
+    frames: &[(VnetHdr, &[u8])],
+    coalescing: bool,
+    merged: &mut Vec<u8>,
+) {
     // Build every super-frame first, so `merged` no longer moves when the
     // frames to send point into it.
     merged.clear();
     let mut runs = [Run::default(); MAX_HELD];
     let (mut count, mut first) = (0, 0);
     while first < frames.len() {
-        let len = coalesce::run_length(&frames[first..]);
+        let len = if coalescing {
+            coalesce::run_length(&frames[first..])
+        } else {
+            1
+        };
         let start = merged.len();
         let vnet = if len > 1 {
             coalesce::merge(&frames[first..first + len], merged)

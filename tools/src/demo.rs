@@ -282,7 +282,7 @@ fn start_switch(
             capture: None,
             busy_poll: std::time::Duration::ZERO,
             realtime: true,
-            coalesce_udp: ports::coalesce::kernel_supports(),
+            coalesce_udp: true,
         };
         let dataplane = Dataplane::start(config)?;
         let info = serve::switch_info(

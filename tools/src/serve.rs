@@ -138,7 +138,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         capture,
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
         realtime: !args.no_realtime && args.busy_poll == 0,
-        coalesce_udp: !args.no_coalesce && ports::coalesce::kernel_supports(),
+        coalesce_udp: !args.no_coalesce,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(

@@ -78,8 +78,8 @@ pub struct DataplaneConfig {
     /// light (see `affinity.rs`); never combine with `busy_poll`.
     pub realtime: bool,
     /// Whether workers send runs of one UDP flow's datagrams as UDP GSO
-    /// super-frames (see `ports::coalesce`); `serve --no-coalesce` turns
-    /// it off.
+    /// super-frames (see `ports::coalesce`) where the kernel takes them;
+    /// `serve --no-coalesce` turns it off.
     pub coalesce_udp: bool,
 }
 
@@ -365,7 +365,7 @@ impl Dataplane {
             capture: config.capture.clone(),
             busy_poll: config.busy_poll,
             realtime: config.realtime && config.busy_poll.is_zero(),
-            coalesce_udp: config.coalesce_udp,
+            coalesce_udp: config.coalesce_udp && ports::coalesce::kernel_supports(),
             mode: Mutex::new(Mode::default()),
             by_cpu: AtomicBool::new(true),
             mode_changes: AtomicU64::new(0),
