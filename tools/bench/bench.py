@@ -89,6 +89,17 @@ def parse_args():
         help="the tapswitch binary (default: %(default)s)",
     )
     p.add_argument(
+        "--baseline",
+        metavar="BINARY",
+        help="another tapswitch binary (the build before a change) measured in the same run "
+        "beside every tapswitch column, e.g. --baseline /tmp/before/tapswitch",
+    )
+    p.add_argument(
+        "--baseline-label",
+        default="baseline",
+        help="what the baseline columns are called (e.g. its commit; default: %(default)s)",
+    )
+    p.add_argument(
         "--results", help="directory for raw outputs (default: /tmp/tapswitch-bench-<time>)"
     )
     p.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
@@ -186,6 +197,17 @@ def set_up(args, workdir, cleanup):
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
     switches.Tapswitch.binary = args.tapswitch
     switches.Tapswitch.serve_args = tuple(args.serve_arg)
+    if args.baseline:
+        if not os.access(args.baseline, os.X_OK):
+            raise BenchError(f"--baseline {args.baseline}: no such executable")
+        with_baselines = []
+        for key in wanted:
+            with_baselines.append(key)
+            if issubclass(known[key], switches.Tapswitch):
+                base = switches.baseline_of(known[key], args.baseline, args.baseline_label)
+                known[base.key] = base
+                with_baselines.append(base.key)
+        wanted = with_baselines
     for key in wanted:
         switch = known[key]()
         entry = run_info["switches"][key] = {"title": switch.title}

@@ -291,6 +291,21 @@ ALL = [
 ]
 
 
+def baseline_of(cls, binary, label):
+    """A copy of tapswitch switch `cls` that runs another binary (`bench.py
+    --baseline`): the build before a change, measured in the same run as
+    the build after it, so a refactor's before/after ratios share one
+    kernel-bridge reference."""
+
+    class Baseline(cls):
+        key = f"{cls.key}-base"
+        title = f"{cls.title} ({label})"
+
+    Baseline.binary = binary
+    Baseline.__name__ = f"{cls.__name__}Baseline"
+    return Baseline
+
+
 def control_call(path, request, timeout=10):
     """One request on tapswitch's control socket (a JSON line each way)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
