@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 use ports::capture::{CaptureDir, Direction};
-use ports::pcap::{InterfaceChoice, OutputFormat, OwnedFrame, PcapReader, PcapWriter};
+use ports::capture::{InterfaceChoice, OutputFormat, OwnedFrame, PcapReader, PcapWriter};
 use tapswitch_tests::lab::{TempDir, have_program};
 
 /// Frames that exercise the edges: a runt, a minimum frame, a 64 KiB GSO-sized

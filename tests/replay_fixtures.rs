@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ports::pcap::OutputFormat;
+use ports::capture::OutputFormat;
 use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args, updating_fixtures};
 use tools::replay::expect;
 use tools::{pcap_cmd, pcap_text};

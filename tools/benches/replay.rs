@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as WallClock};
 
 use clap::Parser;
-use ports::pcap::PcapReader;
+use ports::capture::PcapReader;
 use switch::{Engine, Instant, PortId, TableConfig};
 use tools::pcap_cmd;
 use tools::replay::{self, ReplayArgs};

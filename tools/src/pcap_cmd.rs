@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ports::pcap::{Encoder, OutputFormat, PcapReader};
+use ports::capture::{Encoder, OutputFormat, PcapReader};
 
 use crate::pcap_text;
 use crate::replay::{OutFormat, OutputDir};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ports::pcap::{InterfaceChoice, OutputFormat};
+use ports::capture::{InterfaceChoice, OutputFormat};
 use switch::fabric::TraceSink;
 
 pub use lab::{InputSpec, LabConfig, Outcome, PortSpec};

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ports::pcap::PcapReader;
+use ports::capture::PcapReader;
 
 use crate::pcap_text::{self, hex};
 use crate::replay::lab::seconds_ns;

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
-use ports::pcap::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
+use ports::capture::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
 use ports::{PortKind, PortTx, VnetHdr};
 use switch::fabric::TraceSink;
 use switch::gateway::GATEWAY_QUEUE_FRAMES;

@@ -36,8 +36,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::pcapng::Direction;
-use crate::pcapng::{write_interface, write_packet, write_section_header};
+use super::frame::Direction;
+use super::pcapng::{write_interface, write_packet, write_section_header};
 
 /// A port's buffer is handed to the writer once it holds this much.
 pub const WAKE_BYTES: usize = 256 * 1024;
@@ -401,7 +401,7 @@ fn write_out(capture: &PortCapture) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pcap::PcapReader;
+    use crate::capture::reader::PcapReader;
 
     struct TempDir(PathBuf);
 
