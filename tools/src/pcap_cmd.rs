@@ -1,6 +1,6 @@
 //! `tapswitch pcap`: make and read capture files for the lab.
 //!
-//! - `build FILE.txt --out DIR`: the text format of [`crate::pcap_text`]
+//! - `build FILE.txt --out DIR`: the text format of [`crate::lab::text`]
 //!   into one pcap per port named in it;
 //! - `show FILE...`: capture files back into that text (for diffs and for
 //!   reviewing expected outputs);
@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ports::capture::{Encoder, OutputFormat, PcapReader};
 
-use crate::pcap_text;
-use crate::replay::{OutFormat, OutputDir};
+use crate::lab::outputs::{OutFormat, OutputDir};
+use crate::lab::text;
 
 #[derive(Debug, Subcommand)]
 pub enum PcapCommand {
@@ -65,7 +65,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
         PcapCommand::Build { file, out, format } => {
             let text = fs::read_to_string(&file)
                 .with_context(|| format!("Cannot read {}", file.display()))?;
-            let frames = pcap_text::parse(&text).with_context(|| file.display().to_string())?;
+            let frames = text::parse(&text).with_context(|| file.display().to_string())?;
             for (path, count) in build(&frames, &out, format.into())? {
                 println!("wrote {} ({count} frames)", path.display());
             }
@@ -107,7 +107,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
 /// Writes one file per port of `frames` into `dir`, in the order the ports
 /// first appear; frames keep their line order. Returns the paths and counts.
 pub fn build(
-    frames: &[pcap_text::TextFrame],
+    frames: &[text::TextFrame],
     dir: &Path,
     format: OutputFormat,
 ) -> Result<Vec<(PathBuf, usize)>> {
@@ -149,7 +149,7 @@ pub fn show(file: &Path, port: &str) -> Result<String> {
         .next_frame()
         .with_context(|| file.display().to_string())?
     {
-        out += &pcap_text::show(frame.timestamp_ns, port, frame.data);
+        out += &text::show(frame.timestamp_ns, port, frame.data);
         out.push('\n');
     }
     Ok(out)

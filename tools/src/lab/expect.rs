@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ports::capture::PcapReader;
 
-use crate::pcap_text::{self, hex};
-use crate::replay::lab::seconds_ns;
+use super::notation::{hex, seconds_ns};
+use super::text;
 
 /// The first difference between an output and its expected file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +95,8 @@ pub fn compare_files(port: &str, expected: &Path, actual: &Path) -> Result<Optio
             .with_context(|| actual.display().to_string())?;
         let lines = match (&w, &g) {
             (Some(w), Some(g)) => Some((
-                pcap_text::show(w.timestamp_ns, port, w.data),
-                pcap_text::show(g.timestamp_ns, port, g.data),
+                text::show(w.timestamp_ns, port, w.data),
+                text::show(g.timestamp_ns, port, g.data),
             )),
             _ => None,
         };
