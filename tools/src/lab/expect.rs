@@ -327,12 +327,8 @@ fn fields(frame: &[u8]) -> Vec<Field> {
         add(&[("eth.type", 2, Kind::Hex)], &mut at);
         break t;
     };
-    match ethertype {
-        0x0806 => {
-            if !add(ARP_FIELDS, &mut at) {
-                return out;
-            }
-        }
+    let complete = match ethertype {
+        0x0806 => add(ARP_FIELDS, &mut at),
         0x0800 => {
             let start = at;
             if !add(IPV4_FIELDS, &mut at) {
@@ -348,11 +344,12 @@ fn fields(frame: &[u8]) -> Vec<Field> {
                 17 => UDP_FIELDS,
                 _ => &[],
             };
-            if !add(l4, &mut at) {
-                return out;
-            }
+            add(l4, &mut at)
         }
-        _ => {}
+        _ => true,
+    };
+    if !complete {
+        return out;
     }
     let rest = frame.len() - at;
     add(&[("payload", rest, Kind::Bytes)], &mut at);
