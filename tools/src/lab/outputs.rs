@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use ports::capture::OutputFormat;
 
-/// `--out-format`.
+/// `replay --out-format` and `pcap build --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutFormat {
     /// Classic pcap, nanosecond timestamps (times up to 2106).
@@ -28,7 +28,7 @@ impl From<OutFormat> for OutputFormat {
 }
 
 /// The output directory: files are written under hidden temporary names
-/// and renamed into place only when the whole replay succeeded. Dropped
+/// and renamed into place only when the whole run succeeded. Dropped
 /// before that, it removes them (and the directory, if it made it).
 #[derive(Debug)]
 pub struct OutputDir {
@@ -99,5 +99,65 @@ impl Drop for OutputDir {
             // Only if empty: never remove what someone else put there.
             let _ = fs::remove_dir(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tapswitch-outputs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn files_appear_on_commit_with_their_final_names() {
+        let dir = temp_dir("commit");
+        let (out, mut writers) = OutputDir::prepare(&dir, &["p1", "p2"], "pcap").unwrap();
+        writers[0].write_all(b"one").unwrap();
+        drop(writers);
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            2,
+            "two temporary files"
+        );
+        assert!(!dir.join("p1.pcap").exists(), "not before the commit");
+        let paths = out.commit().unwrap();
+        assert_eq!(paths, vec![dir.join("p1.pcap"), dir.join("p2.pcap")]);
+        assert_eq!(fs::read(&paths[0]).unwrap(), b"one");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_that_fails_leaves_nothing_behind() {
+        let dir = temp_dir("abandon");
+        let (out, writers) = OutputDir::prepare(&dir.join("new"), &["p1"], "pcap").unwrap();
+        drop(writers);
+        drop(out);
+        assert!(!dir.join("new").exists(), "the directory it made is gone");
+
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("keep"), b"x").unwrap();
+        let (out, writers) = OutputDir::prepare(&dir, &["p1"], "pcap").unwrap();
+        drop(writers);
+        drop(out);
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["keep"],
+            "someone else's file stays, the temporary one goes"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

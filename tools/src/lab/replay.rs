@@ -1,6 +1,5 @@
 //! `tapswitch replay`: pcap files in, pcap files out, through the live
-//! switch's engine on virtual time (see [`playback`](super::playback) for
-//! how).
+//! switch's engine on virtual time (see [`playback`] for how).
 //!
 //! This module is the command around the lab: it reads the options, makes
 //! the output files appear all at once or not at all (each is written under
