@@ -17,8 +17,8 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests). Capture files: [`pcap`] reads pcap and pcapng and writes both;
-//! [`capture`] writes a pcapng file per port of a live switch.
+//! tests). Capture files: [`capture`] reads pcap and pcapng, writes both,
+//! and writes a pcapng file per port of a live switch.
 
 pub mod batch;
 pub mod capture;
@@ -27,8 +27,6 @@ pub mod cpu;
 mod kernel;
 pub mod memory;
 pub mod packet;
-pub mod pcap;
-pub mod pcapng;
 mod sys;
 pub mod tap;
 pub mod vnet;

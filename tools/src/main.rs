@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
+use tools::lab::replay;
+use tools::{container, demo, network, pcap_cmd, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,4 +1,4 @@
-//! The lab: the live switch's engine and fabric, driven by capture files on
+//! The lab's run: the live switch's engine and fabric, driven by capture files on
 //! virtual time.
 //!
 //! Nothing here decides where a frame goes: [`Fabric::forward`] does, as in
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
-use ports::pcap::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
+use ports::capture::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
 use ports::{PortKind, PortTx, VnetHdr};
 use switch::fabric::TraceSink;
 use switch::gateway::GATEWAY_QUEUE_FRAMES;
@@ -39,6 +39,8 @@ use switch::{
     DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, PortCounters, PortHandle, PortId,
     PortSet, PortStats, TableConfig, TableStats,
 };
+
+use super::notation::seconds_ns;
 
 /// The gateway port's name in trace lines and summaries, as in `serve`.
 pub use switch::dataplane::GATEWAY_PORT_NAME;
@@ -224,7 +226,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
                  pcap cannot hold: add --out-format pcapng",
                 input.path.display(),
                 input.offset,
-                seconds(now)
+                seconds_ns(now.as_nanos())
             );
         }
         // Aging runs on capture time: sweep when the clock passes a second.
@@ -300,16 +302,6 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         first: first.unwrap_or(Instant::ZERO),
         last: now,
     })
-}
-
-/// Seconds with nanoseconds, as capture tools print times.
-pub fn seconds(t: Instant) -> String {
-    seconds_ns(t.as_nanos())
-}
-
-/// Nanoseconds as seconds with nine decimals.
-pub fn seconds_ns(ns: u64) -> String {
-    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
 /// An input file with its next frame read ahead (the merge compares heads).
