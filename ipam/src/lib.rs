@@ -19,8 +19,10 @@
 //!   moment leaves a valid file), or etcd (the same document, changed by
 //!   compare-and-swap transactions, shared by several hosts).
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway.
+//! - [`registry`]: the membership records in etcd: list, watch, register
+//!   under a lease and keep it alive.
 //!
-//! The only I/O is in [`store`] and [`etcd`] (and [`store::random_id`]);
+//! The only I/O is in [`store`], [`etcd`] and [`registry`] (and [`store::random_id`]);
 //! everything else is plain data and rules.
 //!
 //! How `tapswitch serve --network NAME` finds its gateway:
@@ -41,6 +43,7 @@ pub mod mac;
 pub mod membership;
 pub mod network;
 pub mod overlay;
+pub mod registry;
 pub mod state;
 pub mod store;
 pub mod subnet;
