@@ -86,13 +86,19 @@ pub enum Error {
     VniInUse { vni: u32, other: String },
     #[error("every VNI from 4096 up is in use: give --vni N below 4096")]
     NoFreeVni,
-    #[error("--mtu {mtu} is out of range: give an MTU from 68 to 9166 (1450 fits a 1500-byte underlay)")]
+    #[error(
+        "--mtu {mtu} is out of range: give an MTU from 68 to 9166 (1450 fits a 1500-byte underlay)"
+    )]
     BadMtu { mtu: u16 },
     #[error("--vxlan-port 0 is not a port: give one like 4789 (IANA) or 8472 (Linux's default)")]
     BadVxlanPort,
-    #[error("network {network} uses driver {driver}, not overlay: peers belong to overlay networks (see `tapswitch network ls`)")]
+    #[error(
+        "network {network} uses driver {driver}, not overlay: peers belong to overlay networks (see `tapswitch network ls`)"
+    )]
     NotOverlay { network: String, driver: String },
-    #[error("{peer} cannot be a VXLAN peer: give the unicast underlay address of the host (and a port other than 0)")]
+    #[error(
+        "{peer} cannot be a VXLAN peer: give the unicast underlay address of the host (and a port other than 0)"
+    )]
     BadPeer { peer: std::net::SocketAddrV4 },
     #[error("{peer} is already a peer of network {network}")]
     PeerExists {
@@ -143,15 +149,21 @@ pub enum Error {
     // --- the shared store ---
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
-    #[error("the state in etcd at {endpoints} (key {key}) is corrupt ({detail}); tapswitch will not overwrite it: repair it with etcdctl, or delete the key to start afresh (all networks and leases in it are then forgotten)")]
+    #[error(
+        "the state in etcd at {endpoints} (key {key}) is corrupt ({detail}); tapswitch will not overwrite it: repair it with etcdctl, or delete the key to start afresh (all networks and leases in it are then forgotten)"
+    )]
     CorruptKey {
         endpoints: String,
         key: String,
         detail: String,
     },
-    #[error("the state in etcd at {endpoints} changed while this command ran and nothing was saved: run the command again")]
+    #[error(
+        "the state in etcd at {endpoints} changed while this command ran and nothing was saved: run the command again"
+    )]
     Conflict { endpoints: String },
-    #[error("{given:?} is not a store: write etcd://HOST:PORT[,HOST:PORT...] (or leave --store out for the local state directory)")]
+    #[error(
+        "{given:?} is not a store: write etcd://HOST:PORT[,HOST:PORT...] (or leave --store out for the local state directory)"
+    )]
     BadStoreUrl { given: String },
 
     // --- the state directory ---

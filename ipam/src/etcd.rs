@@ -102,7 +102,10 @@ pub enum Op {
 pub enum WatchEvent {
     Put(KeyValue),
     /// The key was deleted, or the lease it was attached to expired.
-    Delete { key: Vec<u8>, revision: Revision },
+    Delete {
+        key: Vec<u8>,
+        revision: Revision,
+    },
 }
 
 /// What a watch saw within its waiting time.
@@ -154,10 +157,7 @@ impl Client {
     pub fn get_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, Revision), EtcdError> {
         let body = json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)) });
         let (reply, endpoint) = self.call("/v3/kv/range", "range", &body)?;
-        Ok((
-            kvs_of(&reply, &endpoint, "range")?,
-            header_revision(&reply),
-        ))
+        Ok((kvs_of(&reply, &endpoint, "range")?, header_revision(&reply)))
     }
 
     /// Sets a key, attached to `lease` if given. Returns the new revision.
@@ -193,7 +193,9 @@ impl Client {
         let success: Vec<Value> = ops
             .iter()
             .map(|op| match op {
-                Op::Put { key, value, lease } => json!({ "request_put": put_body(key, value, *lease) }),
+                Op::Put { key, value, lease } => {
+                    json!({ "request_put": put_body(key, value, *lease) })
+                }
                 Op::Delete { key } => json!({ "request_delete_range": { "key": b64(key) } }),
             })
             .collect();
@@ -353,7 +355,10 @@ fn read_watch(
         // going away: either way the caller resumes from next_revision.
         let Ok(message) = message else { break };
         let result = message.result.unwrap_or_default();
-        if let Some(error) = message.error.or(result.cancel_reason.filter(|r| !r.is_empty())) {
+        if let Some(error) = message
+            .error
+            .or(result.cancel_reason.filter(|r| !r.is_empty()))
+        {
             return Err(EtcdError::Refused {
                 endpoint: endpoint.to_string(),
                 call: "watch",
@@ -434,12 +439,11 @@ fn kvs_of(reply: &Value, endpoint: &str, call: &'static str) -> Result<Vec<KeyVa
     let Some(kvs) = reply.get("kvs") else {
         return Ok(Vec::new()); // the gateway leaves out empty lists
     };
-    let raw: Vec<RawKv> =
-        serde_json::from_value(kvs.clone()).map_err(|e| EtcdError::BadReply {
-            endpoint: endpoint.to_string(),
-            call,
-            detail: e.to_string(),
-        })?;
+    let raw: Vec<RawKv> = serde_json::from_value(kvs.clone()).map_err(|e| EtcdError::BadReply {
+        endpoint: endpoint.to_string(),
+        call,
+        detail: e.to_string(),
+    })?;
     Ok(raw.into_iter().map(RawKv::into_key_value).collect())
 }
 

@@ -51,7 +51,7 @@ pub mod subnet;
 pub use error::{Error, Result};
 pub use mac::Mac;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
-pub use state::{Container, State};
 pub use overlay::{OverlayConfig, OverlaySpec};
+pub use state::{Container, State};
 pub use store::{EtcdUrl, Store, Transaction, state_dir};
 pub use subnet::Subnet;

@@ -136,7 +136,12 @@ impl State {
     /// Registers a host without tapswitch as a member of overlay network
     /// `name`. `port` defaults to the network's VXLAN port. Returns the
     /// endpoint as stored.
-    pub fn add_peer(&mut self, name: &str, ip: Ipv4Addr, port: Option<u16>) -> Result<SocketAddrV4> {
+    pub fn add_peer(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        port: Option<u16>,
+    ) -> Result<SocketAddrV4> {
         let overlay = self.overlay_mut(name)?;
         let peer = SocketAddrV4::new(ip, port.unwrap_or(overlay.vxlan_port));
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || peer.port() == 0 {
@@ -195,7 +200,10 @@ pub(crate) fn check(networks: &[Network]) -> std::result::Result<(), String> {
     for net in networks {
         match (&net.driver, &net.overlay) {
             (Driver::Overlay, None) => {
-                return Err(format!("overlay network {} has no VXLAN settings", net.name));
+                return Err(format!(
+                    "overlay network {} has no VXLAN settings",
+                    net.name
+                ));
             }
             (Driver::Overlay, Some(o)) => {
                 if let Some(other) = seen.insert(o.vni, net.name.as_str()) {

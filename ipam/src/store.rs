@@ -277,7 +277,9 @@ impl Transaction<'_> {
                     ..
                 },
             ) => (shared, *read_at, Some(*lock_revision)),
-            (Backend::Etcd(_), Guard::Flock { .. }) => unreachable!("etcd transactions hold no flock"),
+            (Backend::Etcd(_), Guard::Flock { .. }) => {
+                unreachable!("etcd transactions hold no flock")
+            }
         };
         let written = shared.write_if(&self.state, read_at, lock)?;
         self.release();
@@ -307,7 +309,10 @@ impl Transaction<'_> {
                 && let Err(err) = shared.unlock(lease)
             {
                 // The lease runs out by itself; others wait at most that long.
-                log::warn!("cannot give back the store lock now ({err}); it frees itself within {}s", etcd::LOCK_TTL.as_secs());
+                log::warn!(
+                    "cannot give back the store lock now ({err}); it frees itself within {}s",
+                    etcd::LOCK_TTL.as_secs()
+                );
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod logging;
 pub mod netlink;
 pub mod network;
+pub mod overlay;
 pub mod pcap_cmd;
 pub mod pcap_text;
 pub mod query;

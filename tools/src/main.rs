@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tools::statedir::{self, StoreChoice};
 use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
 
 #[derive(Debug, Parser)]
@@ -15,6 +16,15 @@ use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
     about = "A userspace Ethernet learning switch (Docker's docker0, without a kernel bridge)"
 )]
 struct Cli {
+    /// Keep networks and leases in etcd, shared by several hosts (default: the local state directory).
+    #[arg(
+        long,
+        global = true,
+        env = ipam::store::STORE_ENV,
+        value_name = "etcd://HOST:PORT[,...]",
+        value_parser = statedir::parse_store
+    )]
+    store: Option<StoreChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +65,7 @@ enum Command {
 fn main() -> ExitCode {
     tools::logging::init();
     let cli = Cli::parse();
+    statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),

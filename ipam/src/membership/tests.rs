@@ -47,8 +47,7 @@ fn registration_json_round_trips_with_optional_fields_left_out() {
     assert!(parsed.macs.is_empty());
     let mut full = reg(B, 4096);
     full.macs = vec!["02:42:0a:0a:00:02".parse().unwrap()];
-    let again: Registration =
-        serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+    let again: Registration = serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
     assert_eq!(again, full);
 }
 
@@ -65,7 +64,10 @@ fn a_snapshot_adds_every_member_but_itself() {
     );
     assert!(m.accepts(*ep(B).ip()));
     assert!(m.accepts(*ep(PEER).ip()));
-    assert!(!m.accepts(*ep(OWN).ip()), "own VXLAN looped back is not a member's");
+    assert!(
+        !m.accepts(*ep(OWN).ip()),
+        "own VXLAN looped back is not a member's"
+    );
     assert!(!m.accepts("203.0.113.5".parse().unwrap()));
 }
 

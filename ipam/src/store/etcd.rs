@@ -90,7 +90,11 @@ impl EtcdState {
 
     /// `etcd://a:1,b:2/prefix/`, for messages.
     pub(super) fn describe(&self) -> String {
-        format!("etcd://{}{}", self.client.endpoints().join(","), self.prefix)
+        format!(
+            "etcd://{}{}",
+            self.client.endpoints().join(","),
+            self.prefix
+        )
     }
 
     fn endpoints(&self) -> String {
@@ -177,7 +181,10 @@ impl EtcdState {
                 }
             }
         }
-        let read = self.client.get(self.lock_key().as_bytes()).map_err(Error::from);
+        let read = self
+            .client
+            .get(self.lock_key().as_bytes())
+            .map_err(Error::from);
         let locked = read.and_then(|(kv, _)| {
             let kv = kv.filter(|kv| kv.lease == lease).ok_or(Error::Conflict {
                 endpoints: self.endpoints(),

@@ -1,8 +1,8 @@
-use std::fs;
 use super::local::TMP_FILE;
 use super::*;
 use crate::network::NetworkSpec;
 use crate::state::Container;
+use std::fs;
 
 fn container(name: &str) -> Container {
     Container {
