@@ -120,14 +120,11 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             "driver {other:?} cannot be used to create networks: only `bridge` and `overlay` can (the `host` and `none` networks exist already)"
         ),
     }
-    let store = args.state.open()?;
     let overlay = args.driver == "overlay";
-    if overlay && !store.is_shared() {
-        bail!(
-            "overlay networks span several hosts and live in a shared store, not in {}: give --store etcd://HOST:PORT[,...] (or set TAPSWITCH_STORE)",
-            store.describe()
-        );
+    if overlay {
+        args.state.require_shared("overlay networks")?;
     }
+    let store = args.state.open()?;
     let id = random_id()?;
     let network = store.update(|state| {
         let subnet = match &args.subnet {
@@ -524,6 +521,40 @@ mod tests {
         assert_eq!(db["MacAddress"], "02:42:ac:11:00:03");
         assert!(json.starts_with("[\n    {\n        \"Name\""), "{json}");
         assert!(value[0]["IPAM"]["Config"][0].get("IPRange").is_none());
+    }
+
+    #[test]
+    fn overlay_networks_add_vni_port_and_members_columns() {
+        let mut state = state();
+        let spec = NetworkSpec {
+            subnet: "10.99.0.0/24".into(),
+            ..NetworkSpec::default()
+        };
+        let id = format!("5526ab43a7a5{}", "3".repeat(52));
+        state
+            .create_overlay_network("ov", id, String::new(), &spec, OverlaySpec::default())
+            .unwrap();
+        let member = |ip: &str, kind| MemberView {
+            name: String::new(),
+            ip: ip.into(),
+            port: 4789,
+            kind,
+        };
+        let members = BTreeMap::from([(
+            "ov".to_string(),
+            vec![member("192.0.2.1", "switch"), member("192.0.2.9", "peer")],
+        )]);
+        assert_eq!(
+            render_ls(&state, &members, false),
+            "NETWORK ID     NAME      DRIVER    SCOPE     VNI       PORT      MEMBERS\n\
+             7fca4eb8c647   bridge    bridge    local\n\
+             cf03ee007fb4   host      host      local\n\
+             9f904ee27bf5   none      null      local\n\
+             5526ab43a7a5   ov        overlay   global    4096      4789      192.0.2.1:4789,192.0.2.9:4789\n"
+        );
+        let view = inspect_view(&state, state.network("ov").unwrap());
+        assert_eq!(view.scope, "global");
+        assert_eq!(view.options["com.docker.network.driver.mtu"], "1450");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 use ipam::registry::Registry;
 use ipam::{Driver, State, Store};
@@ -46,7 +46,7 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
             network,
             peer: (ip, port),
         } => {
-            let store = open_shared(&state, &network)?;
+            let store = open_shared(&state)?;
             let added = store.update(|s| s.add_peer(&network, ip, port))?;
             println!("{added}");
         }
@@ -55,7 +55,7 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
             network,
             peer: (ip, port),
         } => {
-            let store = open_shared(&state, &network)?;
+            let store = open_shared(&state)?;
             for removed in store.update(|s| s.remove_peer(&network, ip, port))? {
                 println!("{removed}");
             }
@@ -66,15 +66,9 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
 
 /// Overlay networks only exist in a shared store; say so rather than
 /// "no such network" when the store is the local directory.
-fn open_shared(state: &StateArgs, network: &str) -> Result<Store> {
-    let store = state.open()?;
-    if !store.is_shared() {
-        bail!(
-            "{} holds no overlay networks, so network {network} has no peers there: give --store etcd://HOST:PORT[,...] (or set TAPSWITCH_STORE)",
-            store.describe()
-        );
-    }
-    Ok(store)
+fn open_shared(state: &StateArgs) -> Result<Store> {
+    state.require_shared("overlay networks and their peers")?;
+    Ok(state.open()?)
 }
 
 /// `IP` or `IP:PORT`.

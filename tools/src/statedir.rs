@@ -103,6 +103,18 @@ impl StateArgs {
         }
     }
 
+    /// Fails, without creating anything, unless the commands use a shared
+    /// store: overlay networks exist only there.
+    pub fn require_shared(&self, what: &str) -> Result<()> {
+        if let StoreChoice::Local = chosen_store() {
+            bail!(
+                "{what} span several hosts and live in a shared store, not in the state directory {}: give --store etcd://HOST:PORT[,...] (or set TAPSWITCH_STORE)",
+                ipam::state_dir(self.state_dir.as_deref()).display()
+            );
+        }
+        Ok(())
+    }
+
     /// The gateway (address and prefix length) that `tapswitch serve
     /// --network NAME` gives its gateway host, from IPAM. Only bridge
     /// networks have one.
