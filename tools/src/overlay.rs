@@ -68,7 +68,7 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
 /// "no such network" when the store is the local directory.
 fn open_shared(state: &StateArgs) -> Result<Store> {
     state.require_shared("overlay networks and their peers")?;
-    Ok(state.open()?)
+    state.open()
 }
 
 /// `IP` or `IP:PORT`.
