@@ -2,8 +2,8 @@
 //! `tapswitch_tests::etcd_server`; without `/usr/bin/etcd` each test prints
 //! a SKIPPED line and returns): overlay networks made through the
 //! `tapswitch` command, concurrent allocation from two "hosts" (threads with
-//! their own connections), etcd stopped and restarted, and a switch's
-//! registration under its lease.
+//! their own connections), etcd stopped and restarted, a switch's
+//! registration under its lease, and the membership events a switch reads.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use ipam::membership::{Action, Event, Membership, Registration};
-use ipam::registry::{Registrar, Registry};
+use ipam::registry::{MembershipFeed, Registrar, Registry};
 use ipam::store::{now, random_id};
 use ipam::{Container, EtcdUrl, NetworkSpec, OverlaySpec, Store};
 use tapswitch_tests::etcd_server::EtcdServer;
@@ -432,4 +432,105 @@ fn a_switch_registration_lives_under_its_lease_and_returns_after_an_outage() {
     // A clean stop removes the registration at once.
     registrar.unregister(at).unwrap();
     assert!(registry.list().unwrap().0.is_empty());
+}
+
+/// Waits (up to a few polls) for the feed's next non-empty batch.
+fn next_events(feed: &mut MembershipFeed) -> Vec<Event> {
+    for _ in 0..20 {
+        let events = feed.poll(Duration::from_millis(500)).unwrap();
+        if !events.is_empty() {
+            return events;
+        }
+    }
+    panic!("no membership events arrived");
+}
+
+#[test]
+fn a_membership_feed_follows_switches_and_peers_and_resyncs_after_an_outage() {
+    let Some(mut etcd) = EtcdServer::start(
+        "a_membership_feed_follows_switches_and_peers_and_resyncs_after_an_outage",
+    ) else {
+        return;
+    };
+    let store = open(&etcd);
+    create_overlay(&store, "ov", "10.240.0.0/24");
+    create_overlay(&store, "other", "10.241.0.0/24");
+    let own: SocketAddrV4 = "192.0.2.1:4789".parse().unwrap();
+    let switch_b: SocketAddrV4 = "192.0.2.2:4789".parse().unwrap();
+    let peer: SocketAddrV4 = "198.51.100.9:4789".parse().unwrap();
+    let registry = |network: &str| Registry::new(&store, network).unwrap();
+    let mut feed = MembershipFeed::new(registry("ov"));
+    let mut membership = Membership::new(4096, Some(own));
+
+    assert_eq!(
+        feed.poll(Duration::from_millis(100)).unwrap(),
+        vec![Event::Snapshot {
+            registrations: vec![],
+            peers: vec![]
+        }]
+    );
+
+    // A peer added with `network peer add` arrives through the state document.
+    store
+        .update(|s| s.add_peer("ov", *peer.ip(), None).map(|_| ()))
+        .unwrap();
+    let events = next_events(&mut feed);
+    assert_eq!(events, vec![Event::PeersChanged(vec![peer])]);
+    assert_eq!(
+        membership.handle(events[0].clone()),
+        vec![Action::AddVtep(peer)]
+    );
+
+    // Switch B registers on ov; a switch on another network does not show.
+    let record = |network: &str, vni, endpoint| Registration {
+        network: network.into(),
+        vni,
+        endpoint,
+        hostname: "b".into(),
+        macs: vec![],
+        lease: 0,
+        registered: now(),
+    };
+    registry("other")
+        .register(&record("other", 4097, switch_b), Duration::from_secs(30))
+        .unwrap();
+    let lease_b = registry("ov")
+        .register(&record("ov", 4096, switch_b), Duration::from_secs(30))
+        .unwrap();
+    let events = next_events(&mut feed);
+    assert!(
+        matches!(&events[..], [Event::Registered(r)] if r.endpoint == switch_b && r.lease == lease_b),
+        "{events:?}"
+    );
+    assert_eq!(
+        membership.handle(events[0].clone()),
+        vec![Action::AddVtep(switch_b)]
+    );
+
+    // etcd goes away; meanwhile (as far as the feed can tell) B leaves.
+    etcd.stop();
+    let err = feed
+        .poll(Duration::from_millis(100))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("cannot reach etcd at"), "{err}");
+    etcd.restart();
+    etcd.client().revoke_lease(lease_b).unwrap();
+    // Back: a snapshot, whose difference says B is gone.
+    let events = feed.poll(Duration::from_millis(100)).unwrap();
+    assert_eq!(
+        events,
+        vec![Event::Snapshot {
+            registrations: vec![],
+            peers: vec![peer]
+        }]
+    );
+    assert_eq!(
+        membership.handle(events[0].clone()),
+        vec![
+            Action::RemoveVtep(switch_b),
+            Action::FlushMacsBehind(switch_b)
+        ]
+    );
+    assert_eq!(membership.flood_list(), [peer].into());
 }

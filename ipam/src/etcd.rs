@@ -245,8 +245,9 @@ impl Client {
     }
 
     /// The changes under `prefix` from `start` on, waiting up to `wait` for
-    /// the first; returns early once a change has arrived and the stream
-    /// pauses. An empty batch means nothing changed within `wait`.
+    /// them; returns as soon as etcd has sent a batch of changes (one
+    /// revision's worth or more). An empty batch means nothing changed
+    /// within `wait`.
     pub fn watch_prefix(
         &self,
         prefix: &[u8],
@@ -338,8 +339,8 @@ impl Client {
     }
 }
 
-/// Reads watch messages until the stream pauses (the per-call timeout) or
-/// ends. Events already read are kept when the timeout cuts the stream.
+/// Reads watch messages until one carries changes, or the stream ends or
+/// is cut by the per-call timeout (then with whatever was read).
 fn read_watch(
     reader: &mut impl Read,
     endpoint: &str,
@@ -387,6 +388,9 @@ fn read_watch(
                 } else {
                     WatchEvent::Put(kv)
                 });
+        }
+        if !batch.events.is_empty() {
+            break;
         }
     }
     Ok(batch)
@@ -503,31 +507,35 @@ mod tests {
 
     #[test]
     fn watch_messages_become_events_and_a_resume_point() {
-        let stream = concat!(
-            r#"{"result":{"header":{"revision":"7"},"created":true}}"#,
-            "\n",
-            r#"{"result":{"header":{"revision":"8"},"events":[{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"8","lease":"99"}}]}}"#,
-            "\n",
-            r#"{"result":{"header":{"revision":"9"},"events":[{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"9"}}]}}"#,
-        );
-        let batch = read_watch(&mut stream.as_bytes(), "e:1", 5).unwrap();
-        assert_eq!(batch.next_revision, 10);
-        assert_eq!(
-            batch.events,
-            vec![
-                WatchEvent::Put(KeyValue {
-                    key: b"a".to_vec(),
-                    value: b"1".to_vec(),
-                    mod_revision: 8,
-                    lease: 99,
-                }),
-                WatchEvent::Delete {
-                    key: b"a".to_vec(),
-                    revision: 9
-                },
-            ]
-        );
-        let quiet = read_watch(&mut &b""[..], "e:1", 5).unwrap();
+        let put = r#"{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"8","lease":"99"}}"#;
+        let delete = r#"{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"9"}}"#;
+        let created = r#"{"result":{"header":{"revision":"7"},"created":true}}"#;
+        let message =
+            |events: &[&str]| format!(r#"{{"result":{{"events":[{}]}}}}"#, events.join(","));
+        let expected_put = WatchEvent::Put(KeyValue {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            mod_revision: 8,
+            lease: 99,
+        });
+        let expected_delete = WatchEvent::Delete {
+            key: b"a".to_vec(),
+            revision: 9,
+        };
+
+        // The first message with changes ends the wait; later ones are the
+        // next watch's (it starts from next_revision).
+        let stream = format!("{created}\n{}\n{}", message(&[put]), message(&[delete]));
+        let first = read_watch(&mut stream.as_bytes(), "e:1", 5).unwrap();
+        assert_eq!(first.events, vec![expected_put.clone()]);
+        assert_eq!(first.next_revision, 9);
+
+        let stream = format!("{created}\n{}", message(&[put, delete]));
+        let both = read_watch(&mut stream.as_bytes(), "e:1", 5).unwrap();
+        assert_eq!(both.events, vec![expected_put, expected_delete]);
+        assert_eq!(both.next_revision, 10);
+
+        let quiet = read_watch(&mut created.as_bytes(), "e:1", 5).unwrap();
         assert_eq!((quiet.events.len(), quiet.next_revision), (0, 5));
     }
 

@@ -1,12 +1,15 @@
 //! The etcd side of an overlay network's membership: reading, watching and
-//! writing the registrations laid out in [`crate::membership`], and
-//! [`Registrar`], which carries out a [`LeaseKeeper`]'s schedule.
+//! writing the registrations laid out in [`crate::membership`];
+//! [`Registrar`], which carries out a [`LeaseKeeper`]'s schedule; and
+//! [`MembershipFeed`], which turns the store into the
+//! [`Event`]s a [`Membership`](crate::membership::Membership) consumes.
 //!
 //! Each call is one blocking request with the client's timeout; nothing here
 //! starts a thread. A switch's run loop calls [`Registrar::tick`] and
-//! [`Registry::watch`] when their time comes and feeds the results to a
-//! [`Membership`](crate::membership::Membership).
+//! [`MembershipFeed::poll`] when their time comes and feeds the events to
+//! its `Membership`.
 
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -14,6 +17,7 @@ use crate::etcd::{Client, EtcdError, LeaseId, Revision, WatchEvent};
 use crate::membership::{
     Event, KeeperStep, LeaseKeeper, Registration, endpoint_of_key, member_key, members_prefix,
 };
+use crate::state::State;
 use crate::store::Store;
 
 /// One overlay network's registrations in a shared store.
@@ -66,6 +70,19 @@ impl Registry {
     /// Renews `lease`: `Some(ttl)` while etcd knows it.
     pub fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>, EtcdError> {
         self.client.keep_alive(lease)
+    }
+
+    /// Rewrites `record` under the `lease` it already lives under (when
+    /// its MACs change).
+    pub fn update(&self, record: &Registration, lease: LeaseId) -> Result<()> {
+        let key = member_key(&self.prefix, &self.network, record.endpoint);
+        let value = serde_json::to_vec(record).map_err(|e| Error::CorruptKey {
+            endpoints: self.client.endpoints().join(", "),
+            key: key.clone(),
+            detail: format!("cannot encode the registration: {e}"),
+        })?;
+        self.client.put(key.as_bytes(), &value, Some(lease))?;
+        Ok(())
     }
 
     /// Removes a registration now (revoking its lease deletes the key).
@@ -161,6 +178,16 @@ impl Registrar {
         }
     }
 
+    /// Replaces the record (e.g. new MACs); stored at once if the
+    /// registration stands, else with the next registration.
+    pub fn set_record(&mut self, record: Registration, now: Instant) -> Result<()> {
+        self.record = record;
+        match self.keeper.lease(now) {
+            Some(lease) => self.registry.update(&self.record, lease),
+            None => Ok(()),
+        }
+    }
+
     /// When [`tick`](Registrar::tick) next has work.
     pub fn next_wakeup(&self) -> Instant {
         self.keeper.next_wakeup()
@@ -178,5 +205,118 @@ impl Registrar {
             Some(lease) => Ok(self.registry.unregister(lease)?),
             None => Ok(()),
         }
+    }
+}
+
+/// One network's membership as a stream of [`Event`]s: the whole list
+/// first ([`Event::Snapshot`]), then the changes to the switches'
+/// registrations and to the network's peers (which live in the state
+/// document). After an error the next [`poll`](MembershipFeed::poll)
+/// starts over with a snapshot, so nothing missed while etcd was away goes
+/// unnoticed.
+#[derive(Debug, Clone)]
+pub struct MembershipFeed {
+    registry: Registry,
+    /// Where the watch goes on; `None`: take a snapshot first.
+    next: Option<Revision>,
+    peers: Vec<SocketAddrV4>,
+}
+
+impl MembershipFeed {
+    pub fn new(registry: Registry) -> MembershipFeed {
+        MembershipFeed {
+            registry,
+            next: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// The next events: a snapshot at once when one is due, else the
+    /// changes that arrive within `wait` (none if nothing changed).
+    pub fn poll(&mut self, wait: Duration) -> Result<Vec<Event>> {
+        let result = match self.next {
+            None => self.snapshot().map(|event| vec![event]),
+            Some(from) => self.changes(from, wait),
+        };
+        if result.is_err() {
+            self.next = None;
+        }
+        result
+    }
+
+    /// The state and every key of the store in one read, so the peers and
+    /// the registrations are seen at the same revision.
+    fn snapshot(&mut self) -> Result<Event> {
+        let registry = &self.registry;
+        let (kvs, revision) = registry.client.get_prefix(registry.prefix.as_bytes())?;
+        let members = members_prefix(&registry.prefix, &registry.network);
+        let mut registrations = Vec::new();
+        for kv in &kvs {
+            if kv.key == self.state_key().as_bytes() {
+                self.peers = self.peers_in(&kv.value).unwrap_or_default();
+            } else if kv.key.starts_with(members.as_bytes())
+                && let Some(record) = registry.decode(&kv.key, &kv.value, kv.lease)
+            {
+                registrations.push(record);
+            }
+        }
+        self.next = Some(revision + 1);
+        Ok(Event::Snapshot {
+            registrations,
+            peers: self.peers.clone(),
+        })
+    }
+
+    fn changes(&mut self, from: Revision, wait: Duration) -> Result<Vec<Event>> {
+        let registry = &self.registry;
+        let batch = registry
+            .client
+            .watch_prefix(registry.prefix.as_bytes(), from, wait)?;
+        let members = members_prefix(&registry.prefix, &registry.network);
+        let mut events = Vec::new();
+        for event in batch.events {
+            match event {
+                WatchEvent::Put(kv) if kv.key == self.state_key().as_bytes() => {
+                    let Some(peers) = self.peers_in(&kv.value) else {
+                        continue;
+                    };
+                    if peers != self.peers {
+                        self.peers = peers.clone();
+                        events.push(Event::PeersChanged(peers));
+                    }
+                }
+                WatchEvent::Put(kv) if kv.key.starts_with(members.as_bytes()) => {
+                    events.extend(
+                        self.registry
+                            .decode(&kv.key, &kv.value, kv.lease)
+                            .map(Event::Registered),
+                    );
+                }
+                WatchEvent::Delete { key, .. } if key.starts_with(members.as_bytes()) => {
+                    events.extend(endpoint_of_key(&key).map(Event::Unregistered));
+                }
+                // The lock, other networks' members: not this feed's business.
+                WatchEvent::Put(_) | WatchEvent::Delete { .. } => {}
+            }
+        }
+        self.next = Some(batch.next_revision);
+        Ok(events)
+    }
+
+    fn state_key(&self) -> String {
+        format!("{}state", self.registry.prefix)
+    }
+
+    /// The network's peers in a state document; `None` if it does not
+    /// parse (a newer format, say), so the last known peers stay. A network
+    /// that is gone has none.
+    fn peers_in(&self, document: &[u8]) -> Option<Vec<SocketAddrV4>> {
+        let state: State = serde_json::from_slice(document).ok()?;
+        let peers = state
+            .network(&self.registry.network)
+            .ok()
+            .and_then(|n| n.overlay().map(|o| o.peers.clone()))
+            .unwrap_or_default();
+        Some(peers)
     }
 }

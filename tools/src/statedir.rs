@@ -141,10 +141,7 @@ impl StateArgs {
 pub fn prune(store: &Store) -> Result<Vec<Container>> {
     let boot_id = current_boot_id();
     let shared = store.is_shared();
-    // On a shared store, only this boot's containers are ours to judge.
-    let keep = |c: &Container| {
-        (shared && (boot_id.is_empty() || c.boot_id != boot_id)) || is_alive(c, &boot_id)
-    };
+    let keep = |c: &Container| !may_release(c, &boot_id, shared);
     // Cheap check first, so the common case takes no lock.
     if store.load()?.containers.iter().all(keep) {
         return Ok(Vec::new());
@@ -158,6 +155,15 @@ pub fn prune(store: &Store) -> Result<Vec<Container>> {
     }
     tx.commit()?;
     Ok(dead)
+}
+
+/// Whether the sweep may release `container`'s lease: it is gone, and on
+/// a `shared` store also known to be this host's (made in this boot).
+pub fn may_release(container: &Container, boot_id: &str, shared: bool) -> bool {
+    if shared && (boot_id.is_empty() || container.boot_id != boot_id) {
+        return false;
+    }
+    !is_alive(container, boot_id)
 }
 
 /// Whether a recorded container still exists on this machine.
@@ -220,6 +226,20 @@ mod tests {
         assert!(!is_alive(&record("b0", None), "b1"));
         // Unknown boot id: only the namespace decides.
         assert!(is_alive(&record("b0", None), ""));
+    }
+
+    #[test]
+    fn on_a_shared_store_only_this_boots_containers_are_released() {
+        let gone = "/run/netns/tapswitch-test-missing-namespace";
+        // Another host's (or an earlier boot's) container: not ours to judge.
+        assert!(!may_release(&record("b0", None), "b1", true));
+        assert!(!may_release(&record("b0", Some(gone)), "b1", true));
+        assert!(!may_release(&record("b1", Some(gone)), "", true));
+        // This boot's container whose namespace went: released.
+        assert!(may_release(&record("b1", Some(gone)), "b1", true));
+        assert!(!may_release(&record("b1", None), "b1", true));
+        // The local store keeps its rule: another boot means gone.
+        assert!(may_release(&record("b0", None), "b1", false));
     }
 
     #[test]

@@ -107,7 +107,17 @@ impl EtcdState {
         let Some(kv) = kv else {
             return Err(self.corrupt("the key is missing".to_string()));
         };
-        let state = super::parse(&kv.value, |detail| self.corrupt(detail))?;
+        let state =
+            super::parse(&kv.value, |detail| self.corrupt(detail)).map_err(|err| match err {
+                Error::NewerVersion {
+                    found, supported, ..
+                } => Error::NewerVersion {
+                    path: self.describe().into(),
+                    found,
+                    supported,
+                },
+                other => other,
+            })?;
         Ok((state, kv.mod_revision))
     }
 
