@@ -534,3 +534,46 @@ fn a_membership_feed_follows_switches_and_peers_and_resyncs_after_an_outage() {
     );
     assert_eq!(membership.flood_list(), [peer].into());
 }
+
+#[test]
+fn a_held_lock_keeps_compare_and_swap_writers_out_until_it_is_released() {
+    let Some(etcd) =
+        EtcdServer::start("a_held_lock_keeps_compare_and_swap_writers_out_until_it_is_released")
+    else {
+        return;
+    };
+    let (host_a, url) = (open(&etcd), etcd.store_url().parse::<EtcdUrl>().unwrap());
+    create_overlay(&host_a, "ov", "10.250.0.0/24");
+
+    // Host A builds a container under the lock (as `container create` does).
+    let mut tx = host_a.lock().unwrap();
+    let got_a = tx
+        .state
+        .add_container(container("a", "ov"), None)
+        .unwrap()
+        .ipv4;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let host_b = std::thread::spawn(move || {
+        let store = Store::open_etcd(&url).unwrap();
+        let got = store
+            .update(|s| Ok(s.add_container(container("b", "ov"), None)?.ipv4))
+            .unwrap();
+        done_tx.send(()).unwrap();
+        got
+    });
+    // However long B tries, it cannot save while A holds the lock.
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "host B saved while host A held the lock"
+    );
+    tx.commit().unwrap();
+    let got_b = host_b.join().unwrap();
+    assert_eq!(got_a, Some(Ipv4Addr::new(10, 250, 0, 2)));
+    assert_eq!(
+        got_b,
+        Some(Ipv4Addr::new(10, 250, 0, 3)),
+        "B must see A's lease"
+    );
+    // Committing released the lock: a second lock is taken at once.
+    drop(host_a.lock().unwrap());
+}

@@ -162,6 +162,14 @@ pub enum Error {
     )]
     Conflict { endpoints: String },
     #[error(
+        "the state in etcd at {endpoints} stayed locked by another command for {waited} s: run the command again (the lock of a command that died frees itself within {ttl} s)"
+    )]
+    Locked {
+        endpoints: String,
+        waited: u64,
+        ttl: u64,
+    },
+    #[error(
         "{given:?} is not a store: write etcd://HOST:PORT[,HOST:PORT...] (or leave --store out for the local state directory)"
     )]
     BadStoreUrl { given: String },

@@ -174,15 +174,21 @@ impl EtcdState {
                 }],
             );
             match taken {
-                Ok(true) => break,
+                Ok(true) => {
+                    // The wait used up part of the lease: start it afresh.
+                    let _ = self.client.keep_alive(lease);
+                    break;
+                }
                 Ok(false) if started.elapsed() < LOCK_WAIT => {
                     attempt += 1;
                     super::back_off(attempt);
                 }
                 Ok(false) => {
                     let _ = self.client.revoke_lease(lease);
-                    return Err(Error::Conflict {
+                    return Err(Error::Locked {
                         endpoints: self.endpoints(),
+                        waited: LOCK_WAIT.as_secs(),
+                        ttl: LOCK_TTL.as_secs(),
                     });
                 }
                 Err(err) => {
