@@ -235,7 +235,9 @@ impl Store {
             return Ok(out);
         };
         let started = Instant::now();
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let (state, read_at) = shared.load()?;
             let mut tx = Transaction {
                 store: self,
@@ -250,7 +252,6 @@ impl Store {
                 result => return result.map(|()| out),
             }
         }
-        unreachable!("the retry loop only ends by returning")
     }
 }
 
