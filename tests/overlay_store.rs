@@ -219,6 +219,57 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// How a "host" saves its allocations.
+#[derive(Debug, Clone, Copy)]
+enum Writes {
+    /// Compare-and-swap, retried on conflict (`Store::update`).
+    CompareAndSwap,
+    /// Under the store lock (`Store::lock` + `commit`, as `container create`).
+    Locked,
+}
+
+/// Two hosts, each with its own store and connections, allocate eight
+/// addresses each on `network`, starting at the same moment.
+fn two_hosts_allocate_eight_each(
+    url: &EtcdUrl,
+    network: &str,
+    modes: [Writes; 2],
+) -> Vec<Ipv4Addr> {
+    let start = Arc::new(Barrier::new(2));
+    let hosts: Vec<_> = modes
+        .into_iter()
+        .enumerate()
+        .map(|(host, mode)| {
+            let (url, start, network) = (url.clone(), Arc::clone(&start), network.to_string());
+            std::thread::spawn(move || {
+                let store = Store::open_etcd(&url).unwrap();
+                start.wait();
+                (0..8)
+                    .map(|i| {
+                        let record = container(&format!("{network}-h{host}-c{i}"), &network);
+                        let ip = match mode {
+                            Writes::CompareAndSwap => store
+                                .update(|s| Ok(s.add_container(record.clone(), None)?.ipv4))
+                                .unwrap(),
+                            Writes::Locked => {
+                                let mut tx = store.lock().unwrap();
+                                let ip = tx.state.add_container(record, None).unwrap().ipv4;
+                                tx.commit().unwrap();
+                                ip
+                            }
+                        };
+                        ip.expect("an overlay network gives addresses")
+                    })
+                    .collect::<Vec<Ipv4Addr>>()
+            })
+        })
+        .collect();
+    hosts
+        .into_iter()
+        .flat_map(|h| h.join().expect("a host thread panicked"))
+        .collect()
+}
+
 #[test]
 fn two_hosts_allocating_eight_addresses_each_at_once_get_sixteen_distinct_ones() {
     let Some(etcd) = EtcdServer::start(
@@ -226,60 +277,33 @@ fn two_hosts_allocating_eight_addresses_each_at_once_get_sixteen_distinct_ones()
     ) else {
         return;
     };
-    create_overlay(&open(&etcd), "ov", "10.210.0.0/24");
     let url: EtcdUrl = etcd.store_url().parse().unwrap();
-
-    // Each "host" has its own store and connections; half of them allocate
-    // by compare-and-swap (`update`), half under the lock (`lock` +
-    // `commit`, the path `container create` takes).
-    let start = Arc::new(Barrier::new(4));
-    let hosts: Vec<_> = (0..4)
-        .map(|host| {
-            let (url, start) = (url.clone(), Arc::clone(&start));
-            std::thread::spawn(move || {
-                let store = Store::open_etcd(&url).unwrap();
-                start.wait();
-                (0..4)
-                    .map(|i| {
-                        let record = container(&format!("h{host}-c{i}"), "ov");
-                        if host % 2 == 0 {
-                            store
-                                .update(|s| Ok(s.add_container(record.clone(), None)?.ipv4))
-                                .unwrap()
-                        } else {
-                            let mut tx = store.lock().unwrap();
-                            let ip = tx.state.add_container(record, None).unwrap().ipv4;
-                            tx.commit().unwrap();
-                            ip
-                        }
-                        .unwrap()
-                    })
-                    .collect::<Vec<Ipv4Addr>>()
-            })
-        })
-        .collect();
-    let got: Vec<Ipv4Addr> = hosts
-        .into_iter()
-        .flat_map(|h| h.join().expect("a host thread panicked"))
-        .collect();
-
-    let distinct: BTreeSet<Ipv4Addr> = got.iter().copied().collect();
-    assert_eq!(got.len(), 16);
-    assert_eq!(
-        distinct.len(),
-        16,
-        "an address was handed out twice: {got:?}"
-    );
-    // Lowest free first: exactly .2 to .17.
-    let expected: BTreeSet<Ipv4Addr> = (2..18).map(|n| Ipv4Addr::new(10, 210, 0, n)).collect();
-    assert_eq!(distinct, expected);
-    let saved: BTreeSet<Ipv4Addr> = open(&etcd)
-        .load()
-        .unwrap()
-        .leases("ov")
-        .into_keys()
-        .collect();
-    assert_eq!(saved, distinct);
+    let store = open(&etcd);
+    let runs = [
+        ("cas", [Writes::CompareAndSwap, Writes::CompareAndSwap]),
+        ("locked", [Writes::Locked, Writes::Locked]),
+        ("mixed", [Writes::CompareAndSwap, Writes::Locked]),
+    ];
+    for (n, (network, modes)) in (0u8..).zip(runs) {
+        create_overlay(&store, network, &format!("10.21{n}.0.0/24"));
+        let got = two_hosts_allocate_eight_each(&url, network, modes);
+        let distinct: BTreeSet<Ipv4Addr> = got.iter().copied().collect();
+        assert_eq!(got.len(), 16, "{network}");
+        assert_eq!(
+            distinct.len(),
+            16,
+            "{network}: an address was handed out twice: {got:?}"
+        );
+        // Lowest free first: exactly .2 to .17.
+        let expected: BTreeSet<Ipv4Addr> =
+            (2..18).map(|i| Ipv4Addr::new(10, 210 + n, 0, i)).collect();
+        assert_eq!(distinct, expected, "{network}");
+        let saved: BTreeSet<Ipv4Addr> = store.load().unwrap().leases(network).into_keys().collect();
+        assert_eq!(
+            saved, distinct,
+            "{network}: what was promised is what is stored"
+        );
+    }
 }
 
 #[test]
