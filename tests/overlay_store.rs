@@ -138,6 +138,18 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
         )),
         "192.0.2.50:4789\n"
     );
+    // A switch registered under its lease is a member too.
+    let switch = Registration {
+        network: "ov".into(),
+        vni: 4096,
+        endpoint: "192.0.2.1:4789".parse().unwrap(),
+        hostname: "host-one".into(),
+        macs: vec![],
+        lease: 0,
+        registered: now(),
+    };
+    let registry = Registry::new(&open(&etcd), "ov").unwrap();
+    let lease = registry.register(&switch, Duration::from_secs(60)).unwrap();
 
     // A second endpoint that is down first: the client moves on to the live one.
     let both = format!("etcd://127.0.0.1:1,{}", etcd.endpoint());
@@ -160,7 +172,14 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
     );
     assert_eq!(
         row("ov"),
-        ["ov", "overlay", "global", "4096", "4789", "192.0.2.50:4789"]
+        [
+            "ov",
+            "overlay",
+            "global",
+            "4096",
+            "4789",
+            "192.0.2.1:4789,192.0.2.50:4789"
+        ]
     );
     assert_eq!(row("ov2"), ["ov2", "overlay", "global", "77", "8472"]);
     assert_eq!(row("bridge"), ["bridge", "bridge", "local"]);
@@ -179,7 +198,10 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
     assert_eq!(ov["Options"]["tapswitch.vxlan_port"], "4789");
     assert_eq!(
         ov["Peers"],
-        serde_json::json!([{"Name": "peer", "IP": "192.0.2.50", "Port": 4789, "Kind": "peer"}])
+        serde_json::json!([
+            {"Name": "host-one", "IP": "192.0.2.1", "Port": 4789, "Kind": "switch"},
+            {"Name": "peer", "IP": "192.0.2.50", "Port": 4789, "Kind": "peer"},
+        ])
     );
     assert_eq!(
         inspect[1]["Options"]["com.docker.network.driver.mtu"],
@@ -193,6 +215,7 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
         )),
         "192.0.2.50:4789\n"
     );
+    registry.unregister(lease).unwrap();
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(tapswitch(&url, &["network", "inspect", "ov"]))).unwrap();
     assert_eq!(inspect[0]["Peers"], serde_json::json!([]));
