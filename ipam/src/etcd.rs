@@ -5,8 +5,8 @@
 //!
 //! `etcd-client` speaks gRPC through tonic on tokio, and its build script
 //! compiles etcd's `.proto` files with `tonic-prost-build`, which needs a
-//! `protoc` binary on the build machine (none is installed here, and CI
-//! would have to install one). tapswitch's commands are short and blocking;
+//! `protoc` binary on the build machine: `etcd-client` 0.17 does not build
+//! here ("Could not find `protoc`"), and CI would have to install one. tapswitch's commands are short and blocking;
 //! an async runtime for a handful of requests would be the biggest thing in
 //! the binary. etcd serves the same API as JSON over HTTP/1.1 (the
 //! grpc-gateway: `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/txn`,
