@@ -77,6 +77,37 @@ pub enum Error {
     )]
     BadName(String, usize),
 
+    // --- overlay networks ---
+    #[error("VNI {vni} is out of range: give a VNI from 1 to 16777215 (24 bits)")]
+    BadVni { vni: u32 },
+    #[error(
+        "VNI {vni} is already used by network {other}: pick another --vni, or leave it out to get a free one"
+    )]
+    VniInUse { vni: u32, other: String },
+    #[error("every VNI from 4096 up is in use: give --vni N below 4096")]
+    NoFreeVni,
+    #[error(
+        "--mtu {mtu} is out of range: give an MTU from 68 to 9166 (1450 fits a 1500-byte underlay)"
+    )]
+    BadMtu { mtu: u16 },
+    #[error("--vxlan-port 0 is not a port: give one like 4789 (IANA) or 8472 (Linux's default)")]
+    BadVxlanPort,
+    #[error(
+        "network {network} uses driver {driver}, not overlay: peers belong to overlay networks (see `tapswitch network ls`)"
+    )]
+    NotOverlay { network: String, driver: String },
+    #[error(
+        "{peer} cannot be a VXLAN peer: give the unicast underlay address of the host (and a port other than 0)"
+    )]
+    BadPeer { peer: std::net::SocketAddrV4 },
+    #[error("{peer} is already a peer of network {network}")]
+    PeerExists {
+        network: String,
+        peer: std::net::SocketAddrV4,
+    },
+    #[error("network {network} has no peer {peer}: see `tapswitch network inspect {network}`")]
+    NoSuchPeer { network: String, peer: String },
+
     // --- addresses ---
     #[error(
         "no free address left in {pool} on network {network}: remove a container (`tapswitch container rm NAME`) or use a network with a larger subnet"
@@ -114,6 +145,34 @@ pub enum Error {
     ContainerExists(String),
     #[error("container {0} does not exist: list containers with `tapswitch container ls`")]
     NoSuchContainer(String),
+
+    // --- the shared store ---
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    #[error(
+        "the state in etcd at {endpoints} (key {key}) is corrupt ({detail}); tapswitch will not overwrite it: repair it with etcdctl, or delete the key to start afresh (all networks and leases in it are then forgotten)"
+    )]
+    CorruptKey {
+        endpoints: String,
+        key: String,
+        detail: String,
+    },
+    #[error(
+        "the state in etcd at {endpoints} changed while this command ran and nothing was saved: run the command again"
+    )]
+    Conflict { endpoints: String },
+    #[error(
+        "the state in etcd at {endpoints} stayed locked by another command for {waited} s: run the command again (the lock of a command that died frees itself within {ttl} s)"
+    )]
+    Locked {
+        endpoints: String,
+        waited: u64,
+        ttl: u64,
+    },
+    #[error(
+        "{given:?} is not a store: write etcd://HOST:PORT[,HOST:PORT...] (or leave --store out for the local state directory)"
+    )]
+    BadStoreUrl { given: String },
 
     // --- the state directory ---
     #[error("{action} {}", path.display())]

@@ -40,6 +40,8 @@ pub enum Driver {
     Host,
     /// A namespace with only loopback (Docker calls the `none` network's driver `null`).
     Null,
+    /// One segment across hosts in VXLAN, kept in a shared store (see [`crate::overlay`]).
+    Overlay,
 }
 
 impl fmt::Display for Driver {
@@ -48,6 +50,7 @@ impl fmt::Display for Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Overlay => "overlay",
         })
     }
 }
@@ -61,9 +64,12 @@ pub struct Network {
     pub driver: Driver,
     /// RFC 3339, UTC.
     pub created: String,
-    /// Subnet, gateway and pool; only `bridge`-driver networks have one.
+    /// Subnet, gateway and pool; only `bridge` and `overlay` networks have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<IpamConfig>,
+    /// VNI, port, MTU and peers; only `overlay` networks have them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::OverlayConfig>,
 }
 
 /// The addressing of a bridge network.
@@ -298,6 +304,7 @@ mod tests {
             driver: Driver::Bridge,
             created: String::new(),
             ipam: Some(IpamConfig::from_spec(&spec).unwrap()),
+            overlay: None,
         }
     }
 

@@ -97,6 +97,7 @@ impl State {
             driver,
             created: predefined.created.clone(),
             ipam,
+            overlay: None,
         };
         State {
             version: FORMAT_VERSION,
@@ -161,6 +162,7 @@ impl State {
             driver: Driver::Bridge,
             created,
             ipam: Some(ipam),
+            overlay: None,
         });
         self.networks.sort_by(|a, b| a.name.cmp(&b.name));
         self.network(name)
@@ -178,7 +180,7 @@ impl State {
             .find(|candidate| self.check_overlap(*candidate).is_ok())
     }
 
-    fn check_overlap(&self, subnet: Subnet) -> Result<()> {
+    pub(crate) fn check_overlap(&self, subnet: Subnet) -> Result<()> {
         for other in &self.networks {
             if let Some(other_subnet) = other.subnet().filter(|s| s.overlaps(subnet)) {
                 return Err(Error::Overlap {
@@ -222,7 +224,7 @@ impl State {
         }
         let network = self.network(&container.network)?;
         let (ipv4, mac) = match network.driver {
-            Driver::Bridge => {
+            Driver::Bridge | Driver::Overlay => {
                 let ip = network.allocate(requested, &self.leases(&network.name))?;
                 (Some(ip), Some(Mac::from_ip(ip)))
             }
@@ -268,10 +270,11 @@ impl State {
             if networks.insert(net.name.as_str(), net).is_some() {
                 return Err(format!("network {} is listed twice", net.name));
             }
-            if net.driver == Driver::Bridge && net.ipam.is_none() {
-                return Err(format!("bridge network {} has no ipam", net.name));
+            if matches!(net.driver, Driver::Bridge | Driver::Overlay) && net.ipam.is_none() {
+                return Err(format!("{} network {} has no ipam", net.driver, net.name));
             }
         }
+        crate::overlay::check(&self.networks)?;
         for name in [DEFAULT_BRIDGE, HOST, NONE] {
             if !networks.contains_key(name) {
                 return Err(format!("the predefined network {name} is missing"));

@@ -9,6 +9,7 @@ pub mod lab;
 pub mod logging;
 pub mod netlink;
 pub mod network;
+pub mod overlay;
 pub mod pcap_cmd;
 pub mod query;
 pub mod running;
