@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
+use switch::dataplane::DataplaneMetrics;
 use switch::{EntryKind, MacAddr, PortId, PortStats, TableStats};
 
 /// The network a switch serves when `--network` is not given.
@@ -97,18 +98,10 @@ pub struct SwitchInfo {
     pub max_macs: usize,
     pub workers: usize,
     pub capture_dir: Option<PathBuf>,
-    /// How the workers read veth ports right now ("per CPU (traffic is
-    /// light)", ...), and how often that changed since the start.
-    #[serde(default)]
-    pub reading: String,
-    #[serde(default)]
-    pub reading_changes: u64,
-    /// Under load: how often workers offered their CPU to other threads,
-    /// and how often they moved to another CPU to get next to a receiver.
-    #[serde(default)]
-    pub cpu_yields: u64,
-    #[serde(default)]
-    pub cpu_moves: u64,
+    /// How the workers read ports and shared the CPUs (flattened: the
+    /// fields `reading`, `reading_changes`, `cpu_yields`, `cpu_moves`).
+    #[serde(flatten)]
+    pub dataplane: DataplaneMetrics,
 }
 
 /// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).
