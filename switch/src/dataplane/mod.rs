@@ -11,7 +11,9 @@
 //!
 //! Where each job lives:
 //!
-//! - `worker.rs`: one worker's loop: wait, read, decide, deliver, account.
+//! - `worker.rs`: one worker's loop: wait, read, decide, deliver, account;
+//!   `peer.rs`: the other threads' handle on it (commands, waker).
+//! - `delivery.rs`: a worker's use of the fabric (decide and send a batch).
 //! - `lanes.rs`: reading a port's receive lanes: locking, order, the
 //!   hand-over on a mode change, taking answers from other workers' lanes.
 //! - `affinity.rs`: the read mode and each worker's place on the CPUs.
@@ -39,9 +41,11 @@
 //! snapshot when ports were added or removed.
 
 mod affinity;
+mod delivery;
 mod gateway_thread;
 mod lanes;
 mod metrics;
+mod peer;
 mod port_health;
 #[cfg(test)]
 mod tests;
@@ -73,7 +77,7 @@ pub use ports::ReadMode;
 use self::affinity::{LoadBoard, ModeSwitch};
 use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
-use self::worker::{Peer, WorkerCommand, WorkerHandle};
+use self::peer::{Peer, WorkerCommand, WorkerHandle};
 
 /// How often the housekeeping thread sweeps expired MAC entries. Lookups
 /// ignore expired entries anyway; the sweep only frees memory and counts.

@@ -9,87 +9,24 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::{RxBatch, RxError};
 
 use super::affinity::{Cpus, KernelCpu, Placement};
+use super::delivery::Delivery;
 use super::lanes::{HomeRead, Lane, LaneReader, LanesByPort};
+use super::peer::{Peer, WorkerCommand, WorkerHandle};
 use super::port_health::{Failure, PortHealth};
 use super::{PortEvent, Shared};
-use crate::engine::Action;
-use crate::fabric::{Fabric, PortHandle, PortSet};
+use crate::fabric::{PortHandle, PortSet};
 use crate::port::PortId;
 
+/// The token of the waker other threads use to hand commands over.
 const WAKER: Token = Token(usize::MAX);
-
-pub(super) enum WorkerCommand {
-    /// Wait for and read this lane (this worker is its home).
-    Add {
-        lane: Arc<Lane>,
-    },
-    /// Stop reading port `id` and close its receive half.
-    Remove {
-        id: PortId,
-        done: Sender<()>,
-    },
-    Stop,
-}
-
-/// The dataplane's handle on one worker thread.
-pub(super) struct WorkerHandle {
-    peer: Peer,
-    ports: Arc<AtomicUsize>,
-    thread: JoinHandle<()>,
-}
-
-/// Another thread's way to hand a worker a command (see [`Peer::send`]).
-#[derive(Clone)]
-pub(super) struct Peer {
-    commands: Sender<WorkerCommand>,
-    waker: Arc<Waker>,
-}
-
-impl Peer {
-    /// Queues `command` and wakes the worker. The worker only goes away
-    /// after Stop, so a failed send means it already stopped and needs
-    /// nothing any more.
-    pub(super) fn send(&self, command: WorkerCommand) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-impl WorkerHandle {
-    /// A handle other workers may keep.
-    pub(super) fn peer(&self) -> Peer {
-        self.peer.clone()
-    }
-
-    pub(super) fn send(&self, command: WorkerCommand) {
-        self.peer.send(command);
-    }
-
-    /// Asks the worker to drop port `id`'s receive half and waits until it has.
-    pub(super) fn remove_and_wait(&self, id: PortId) {
-        let (done, wait) = crossbeam_channel::bounded(1);
-        self.send(WorkerCommand::Remove { id, done });
-        let _ = wait.recv();
-    }
-
-    pub(super) fn port_count(&self) -> usize {
-        self.ports.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn join(self) {
-        let _ = self.thread.join();
-    }
-}
 
 /// Starts worker `index`.
 pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result<WorkerHandle> {
@@ -111,12 +48,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                     KernelCpu,
                     Instant::now(),
                 ),
-                delivery: Delivery {
-                    fabric: Fabric::new(shared.trace.clone())
-                        .hold_unicast()
-                        .coalesce_udp(tuning.coalesce_udp()),
-                    sent_to: Vec::new(),
-                },
+                delivery: Delivery::new(shared.trace.clone(), tuning.coalesce_udp()),
                 shared,
                 poll,
                 inbox,
@@ -129,11 +61,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
             };
             worker.run();
         })?;
-    Ok(WorkerHandle {
-        peer: Peer { commands, waker },
-        ports,
-        thread,
-    })
+    Ok(WorkerHandle::new(Peer::new(commands, waker), ports, thread))
 }
 
 struct Worker {
@@ -163,50 +91,6 @@ struct View {
     generation: u64,
     ports: Arc<PortSet>,
     lanes: Arc<LanesByPort>,
-}
-
-/// Decides and delivers received frames: the worker's one use of the
-/// [`Fabric`].
-struct Delivery {
-    fabric: Fabric,
-    /// Ports the last home batch sent unicast frames to, where answers are
-    /// likely waiting (see `lanes.rs`).
-    sent_to: Vec<PortId>,
-}
-
-impl Delivery {
-    /// Forwards the `n` frames of `batch` received on `ingress`; with
-    /// `note_targets`, notes the ports it sent unicast frames to.
-    fn forward(
-        &mut self,
-        shared: &Shared,
-        ports: &PortSet,
-        ingress: &PortHandle,
-        batch: &mut RxBatch,
-        n: usize,
-        note_targets: bool,
-    ) {
-        let now = shared.clock.now();
-        let mut session = shared.engine.session();
-        if note_targets {
-            self.sent_to.clear();
-        }
-        for i in 0..n {
-            let (vnet, frame) = batch.get_mut(i);
-            let verdict = self
-                .fabric
-                .forward(&mut session, ports, now, ingress, vnet, frame);
-            if note_targets
-                && let Action::Forward(egress) = verdict.action
-                && !self.sent_to.contains(&egress)
-            {
-                self.sent_to.push(egress);
-            }
-        }
-        // Held unicast frames go now, each port's in one call, while the
-        // caller still holds the ingress lane's lock (frames stay in order).
-        self.fabric.flush(ports);
-    }
 }
 
 impl Worker {
@@ -310,7 +194,7 @@ impl Worker {
     /// Reads the lanes where answers to the last batch are likely waiting
     /// (see `lanes.rs`); ours go on the ready list.
     fn take_answers(&mut self, view: &View) {
-        let targets = std::mem::take(&mut self.delivery.sent_to);
+        let targets = self.delivery.take_targets();
         let (shared, delivery, ports) = (&self.shared, &mut self.delivery, &view.ports);
         let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
             delivery.forward(shared, ports, ingress, batch, n, note);
@@ -321,8 +205,7 @@ impl Worker {
         for id in ours {
             self.mark_ready(id);
         }
-        self.delivery.sent_to = targets;
-        self.delivery.sent_to.clear();
+        self.delivery.give_back(targets);
     }
 
     fn view(&self) -> View {
