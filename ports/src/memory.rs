@@ -100,14 +100,20 @@ impl PortRx for MemoryRx {
                 break;
             }
         }
-        if queue.frames.is_empty() {
-            if batch.is_empty()
-                && let Some(err) = queue.error.take()
-            {
+        if queue.frames.is_empty() && batch.is_empty() {
+            if let Some(err) = queue.error.take() {
                 return Err(err);
             }
-            // Under the lock: a frame injected after this signals anew.
-            let _ = sys::eventfd::clear(self.inbox.ready.as_fd());
+        }
+        if queue.frames.is_empty() {
+            if queue.error.is_some() {
+                // A new edge, as a socket raises for its error: the reader
+                // comes back for it.
+                self.signal();
+            } else {
+                // Under the lock: a frame injected after this signals anew.
+                let _ = sys::eventfd::clear(self.inbox.ready.as_fd());
+            }
         }
         Ok(batch.len())
     }
@@ -157,5 +163,45 @@ impl PortTx for MemoryTx {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(rx: &MemoryRx) -> bool {
+        sys::eventfd::readable(rx.inbox.ready.as_fd()).unwrap()
+    }
+
+    #[test]
+    fn the_receive_fd_is_readable_while_frames_wait() {
+        let (mut rx, _tx) = memory_port(1500, false);
+        assert!(rx.raw_fd().is_some());
+        assert!(!readable(&rx));
+        let frame = [0u8; 60];
+        for _ in 0..3 {
+            rx.inject(VnetHdr::default(), &frame);
+        }
+        assert!(readable(&rx));
+        let mut batch = RxBatch::new(2, 64);
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 2);
+        assert!(readable(&rx), "one frame still waits");
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 1);
+        assert!(!readable(&rx));
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_error_comes_after_the_frames_queued_before_it() {
+        let (mut rx, _tx) = memory_port(1500, false);
+        rx.inject(VnetHdr::default(), &[0u8; 60]);
+        rx.fail(RxError::LinkDown, true);
+        let mut batch = RxBatch::new(4, 64);
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 1);
+        assert!(readable(&rx), "the error is still to be read");
+        assert!(matches!(rx.recv_batch(&mut batch), Err(RxError::LinkDown)));
+        assert!(rx.interface_gone());
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 0, "reported once");
     }
 }
