@@ -100,10 +100,11 @@ impl PortRx for MemoryRx {
                 break;
             }
         }
-        if queue.frames.is_empty() && batch.is_empty() {
-            if let Some(err) = queue.error.take() {
-                return Err(err);
-            }
+        if queue.frames.is_empty()
+            && batch.is_empty()
+            && let Some(err) = queue.error.take()
+        {
+            return Err(err);
         }
         if queue.frames.is_empty() {
             if queue.error.is_some() {
