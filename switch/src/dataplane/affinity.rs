@@ -33,7 +33,7 @@
 //! next to the receiver or leaves a CPU the kernel soon fills.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -160,8 +160,10 @@ impl CpuShare {
 pub(super) struct ModeSwitch {
     workers: usize,
     busy_workers: Mutex<usize>,
-    /// `busy_workers == 0`, for workers to read without the lock.
-    by_cpu: AtomicBool,
+    /// The [`ReadMode`] of ports read in lanes (`ByCpu` while
+    /// `busy_workers == 0`, else `ByPort`), for workers to read without
+    /// the lock.
+    lane_mode: AtomicU8,
     changes: AtomicU64,
 }
 
@@ -170,14 +172,23 @@ impl ModeSwitch {
         ModeSwitch {
             workers,
             busy_workers: Mutex::new(0),
-            by_cpu: AtomicBool::new(true),
+            lane_mode: AtomicU8::new(ReadMode::ByCpu as u8),
             changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Where a port read in lanes sends its frames now: `ByCpu` or `ByPort`.
+    pub(super) fn lane_mode(&self) -> ReadMode {
+        if self.lane_mode.load(Ordering::Relaxed) == ReadMode::ByCpu as u8 {
+            ReadMode::ByCpu
+        } else {
+            ReadMode::ByPort
         }
     }
 
     /// Whether frames go to the lane of their CPU (and workers stay there).
     pub(super) fn by_cpu(&self) -> bool {
-        self.by_cpu.load(Ordering::Relaxed)
+        self.lane_mode() == ReadMode::ByCpu
     }
 
     /// How often the mode changed; a worker that sees a new count hands
@@ -192,15 +203,6 @@ impl ModeSwitch {
             ReadMode::OneLane
         } else {
             self.lane_mode()
-        }
-    }
-
-    /// Where a port read in lanes sends its frames now.
-    fn lane_mode(&self) -> ReadMode {
-        if self.by_cpu() {
-            ReadMode::ByCpu
-        } else {
-            ReadMode::ByPort
         }
     }
 
@@ -242,9 +244,14 @@ impl ModeSwitch {
         // Published before the ports are steered: a worker that reads a
         // lane the change sends frames to has seen it, and hands the port
         // over first.
-        self.by_cpu.store(by_cpu, Ordering::Relaxed);
+        let mode = if by_cpu {
+            ReadMode::ByCpu
+        } else {
+            ReadMode::ByPort
+        };
+        self.lane_mode.store(mode as u8, Ordering::Relaxed);
         self.changes.fetch_add(1, Ordering::AcqRel);
-        steer(self.lane_mode());
+        steer(mode);
     }
 }
 
@@ -302,8 +309,8 @@ impl CpuControl for KernelCpu {
 pub(super) trait LoadBoard {
     /// This worker became busy (true) or calm.
     fn worker_load_changed(&self, busy: bool);
-    /// Whether ports are read by CPU right now.
-    fn by_cpu(&self) -> bool;
+    /// How ports read in lanes are read right now (`ByCpu` or `ByPort`).
+    fn lane_mode(&self) -> ReadMode;
     fn count_yield(&self);
     fn count_move(&self);
 }
@@ -356,10 +363,11 @@ impl<C: CpuControl> Placement<C> {
         }
     }
 
-    /// While traffic is light (`by_cpu`), keeps this thread on its lane's
+    /// While traffic is light (`ByCpu`), keeps this thread on its lane's
     /// CPUs and at the lowest real-time priority (when allowed); under
-    /// load, lets it run anywhere as an ordinary thread.
-    pub(super) fn follow_mode(&mut self, by_cpu: bool) {
+    /// load (`ByPort`), lets it run anywhere as an ordinary thread.
+    pub(super) fn follow_mode(&mut self, mode: ReadMode) {
+        let by_cpu = mode == ReadMode::ByCpu;
         let pin = by_cpu && !self.cpus.lane.is_empty();
         if pin != self.pinned {
             let cpus = if pin { &self.cpus.lane } else { &self.cpus.all };
@@ -400,7 +408,8 @@ impl<C: CpuControl> Placement<C> {
     /// mode), and under load offers the CPU or moves.
     pub(super) fn batch_forwarded(&mut self, frames: usize, now: Instant, board: &impl LoadBoard) {
         self.account(now, false, board);
-        if self.share.forwarded(frames, !board.by_cpu()) {
+        let heavy = board.lane_mode() == ReadMode::ByPort;
+        if self.share.forwarded(frames, heavy) {
             self.offer_cpu(board);
         }
     }
@@ -638,8 +647,12 @@ mod tests {
             self.changes.borrow_mut().push(busy);
             self.by_cpu.set(!busy);
         }
-        fn by_cpu(&self) -> bool {
-            self.by_cpu.get()
+        fn lane_mode(&self) -> ReadMode {
+            if self.by_cpu.get() {
+                ReadMode::ByCpu
+            } else {
+                ReadMode::ByPort
+            }
         }
         fn count_yield(&self) {
             self.yields.set(self.yields.get() + 1);
@@ -660,9 +673,9 @@ mod tests {
     #[test]
     fn a_placement_keeps_to_its_lane_and_real_time_only_while_light() {
         let mut place = placement(FakeCpu::default(), Instant::now());
-        place.follow_mode(true);
-        place.follow_mode(true);
-        place.follow_mode(false);
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByPort);
         assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "once per change");
         assert_eq!(place.cpu.realtime, [true, false]);
     }
@@ -674,8 +687,8 @@ mod tests {
             ..FakeCpu::default()
         };
         let mut place = placement(cpu, Instant::now());
-        place.follow_mode(true);
-        place.follow_mode(true);
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByCpu);
         assert_eq!(place.cpu.realtime, [true]);
         assert!(place.realtime_refused);
     }

@@ -216,8 +216,8 @@ impl LoadBoard for Shared {
         });
     }
 
-    fn by_cpu(&self) -> bool {
-        self.mode.by_cpu()
+    fn lane_mode(&self) -> ReadMode {
+        self.mode.lane_mode()
     }
 
     fn count_yield(&self) {

@@ -101,7 +101,7 @@ impl Worker {
             .checked_sub(spin)
             .unwrap_or_else(Instant::now);
         loop {
-            self.placement.follow_mode(self.shared.mode.by_cpu());
+            self.placement.follow_mode(self.shared.mode.lane_mode());
             // Wait. Busy polling (`--busy-poll`, off by default): for a
             // while after the last frame, look for the next one without
             // sleeping, giving the CPU to whatever else wants it in
