@@ -255,6 +255,36 @@ mod tests {
     }
 
     #[test]
+    fn switch_info_keeps_the_dataplane_fields_at_the_top_level() {
+        let info = SwitchInfo {
+            network: "bridge".into(),
+            switch_id: "8000.0242ac110001".into(),
+            pid: 7,
+            control: PathBuf::from("/run/tapswitch/bridge.sock"),
+            gateway: None,
+            gateway_mac: None,
+            ageing_time: 300,
+            max_macs: 8192,
+            workers: 2,
+            capture_dir: None,
+            dataplane: DataplaneMetrics {
+                reading: switch::dataplane::ReadMode::ByPort,
+                reading_changes: 3,
+                cpu_yields: 5,
+                cpu_moves: 1,
+            },
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["reading"], "per port (traffic is heavy)");
+        assert_eq!(json["reading_changes"], 3);
+        assert_eq!(json["cpu_yields"], 5);
+        assert_eq!(json["cpu_moves"], 1);
+        assert!(json.get("dataplane").is_none());
+        let back: SwitchInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back.dataplane, info.dataplane);
+    }
+
+    #[test]
     fn default_path_is_named_after_the_network() {
         assert!(default_socket_path("bridge").ends_with("tapswitch/bridge.sock"));
     }
