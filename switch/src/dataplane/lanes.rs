@@ -188,17 +188,16 @@ impl LaneReader {
 
     /// Reads, once, the ports in `targets` (where the last batch sent
     /// unicast frames), where answers are likely waiting already: the lane
-    /// the answer lands in is returned if it is this worker's (to read
-    /// next), and read now if it is another worker's and nobody is reading
-    /// it. Returns the ports of this worker to read next.
+    /// the answer lands in goes to `read_next` if it is this worker's, and
+    /// is read now if it is another worker's and nobody is reading it.
     pub(super) fn take_answers(
         &mut self,
         mode: &ModeSwitch,
         ports: &LanesByPort,
         targets: &[PortId],
         forward: &mut Forward<'_>,
-    ) -> Vec<PortId> {
-        let mut ours = Vec::new();
+        read_next: &mut dyn FnMut(PortId),
+    ) {
         for id in targets {
             let Some(port) = ports.get(id) else {
                 continue;
@@ -216,7 +215,7 @@ impl LaneReader {
             };
             let lane = &lanes[at];
             if lane.home == self.index {
-                ours.push(*id);
+                read_next(*id);
                 continue;
             }
             self.hand_over(mode, ports, *id, at, forward);
@@ -236,7 +235,6 @@ impl LaneReader {
                 Err(err) => *error = Some(err),
             }
         }
-        ours
     }
 
     /// After a mode change, frames that came before it may still wait in

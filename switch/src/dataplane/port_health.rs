@@ -52,6 +52,11 @@ impl PortHealth {
         }
     }
 
+    /// Whether no port is waiting for a second look.
+    pub(super) fn is_empty(&self) -> bool {
+        self.suspects.is_empty()
+    }
+
     /// How long the worker may sleep before a suspect is due for a look.
     pub(super) fn next_check(&self, now: Instant) -> Option<Duration> {
         self.suspects
@@ -134,6 +139,7 @@ mod tests {
         let retire = health.check_due(later + SUSPECT_RECHECK, |_| Some(false));
         assert!(retire.is_empty(), "merely down: stays");
         assert_eq!(health.next_check(later), None, "looked at once");
+        assert!(health.is_empty());
     }
 
     #[test]

@@ -362,7 +362,6 @@ struct TwoLanes {
     mode: ModeSwitch,
     lanes: LanesByPort,
     rx: Vec<MemoryRx>,
-    handle: Arc<PortHandle>,
 }
 
 impl TwoLanes {
@@ -393,7 +392,6 @@ impl TwoLanes {
             mode: ModeSwitch::new(2),
             lanes: [(PortId(1), port)].into_iter().collect(),
             rx: vec![rx0, rx1],
-            handle,
         }
     }
 
@@ -481,34 +479,45 @@ fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
             .extend((0..n).map(|i| seq_of(batch.get(i).1)));
     };
     port.inject(0, 0..2);
+    let mut ours = Vec::new();
     {
         let lane = port.lane(0);
         let _reading = lane.lock();
-        let ours = reader.take_answers(&port.mode, &port.lanes, &[PortId(1)], &mut forward);
-        assert!(ours.is_empty());
+        let mut read_next = |id| ours.push(id);
+        let targets = [PortId(1)];
+        reader.take_answers(
+            &port.mode,
+            &port.lanes,
+            &targets,
+            &mut forward,
+            &mut read_next,
+        );
     }
-    assert!(
-        port.rx[0]
-            .clone()
-            .recv_batch(&mut RxBatch::new(4, 64))
-            .unwrap()
-            == 2,
-        "a lane someone is reading is left alone"
-    );
+    assert!(ours.is_empty());
+    let left = port.rx[0].clone().recv_batch(&mut RxBatch::new(4, 64));
+    assert_eq!(left.unwrap(), 2, "a lane someone is reading is left alone");
     port.inject(0, 2..4);
-    let ours = reader.take_answers(&port.mode, &port.lanes, &[PortId(1)], &mut forward);
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1)];
+    reader.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
+    );
     assert!(ours.is_empty());
     assert_eq!(*seen.borrow(), [2, 3]);
     // Worker 0 is the lane's home: told to read it next instead.
     let mut home = LaneReader::new(0);
-    assert_eq!(
-        home.take_answers(
-            &port.mode,
-            &port.lanes,
-            &[PortId(1), PortId(7)],
-            &mut forward
-        ),
-        [PortId(1)]
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1), PortId(7)];
+    home.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
     );
-    let _ = &port.handle;
+    assert_eq!(ours, [PortId(1)]);
 }

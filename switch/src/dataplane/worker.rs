@@ -112,10 +112,8 @@ impl Worker {
             let timeout = if spinning {
                 Some(Duration::ZERO)
             } else {
-                earliest(
-                    self.placement.next_look(),
-                    self.health.next_check(Instant::now()),
-                )
+                let looks = [self.placement.next_look(), self.next_suspect_check()];
+                looks.into_iter().flatten().min()
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -199,12 +197,10 @@ impl Worker {
         let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
             delivery.forward(shared, ports, ingress, batch, n, note);
         };
-        let ours = self
-            .reader
-            .take_answers(&shared.mode, &view.lanes, &targets, &mut forward);
-        for id in ours {
-            self.mark_ready(id);
-        }
+        let (ready, lanes) = (&mut self.ready, &view.lanes);
+        let mut next = |id| push_once(ready, id);
+        let reader = &mut self.reader;
+        reader.take_answers(&shared.mode, lanes, &targets, &mut forward, &mut next);
         self.delivery.give_back(targets);
     }
 
@@ -297,8 +293,19 @@ impl Worker {
         }
     }
 
+    /// How long epoll may sleep before a suspect port is due for a look.
+    fn next_suspect_check(&self) -> Option<Duration> {
+        if self.health.is_empty() {
+            return None;
+        }
+        self.health.next_check(Instant::now())
+    }
+
     /// Looks again at ports whose link went down: gone ones are removed.
     fn check_suspects(&mut self) {
+        if self.health.is_empty() {
+            return;
+        }
         let home = &self.home;
         let retire = self.health.check_due(Instant::now(), |id| {
             let (lane, _) = home.get(&id)?;
@@ -329,14 +336,6 @@ impl Worker {
                 reason,
             });
         }
-    }
-}
-
-/// The sooner of two optional timeouts (`None`: no limit).
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
