@@ -91,7 +91,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
     let tx = FdTx::new(queues[0].clone(), mtu, false);
-    let steering = (queues.len() > 1).then(|| {
+    let queue_steering = (queues.len() > 1).then(|| {
         Box::new(QueueSteering {
             fd: queues[0].clone(),
         }) as Box<dyn Steering>
@@ -112,7 +112,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
             kind: PortKind::Tap,
             lanes,
             tx: Arc::new(tx),
-            steering,
+            steering: queue_steering,
         },
         created: !existed,
     })
