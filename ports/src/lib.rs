@@ -32,6 +32,7 @@ pub mod pcapng;
 mod sys;
 pub mod tap;
 pub mod vnet;
+pub mod wire;
 
 use std::fmt;
 use std::io;
