@@ -1,6 +1,6 @@
 //! Coalescing: runs of small UDP datagrams of one flow (IPv4 or IPv6) made
 //! into one UDP GSO super-frame (`GSO_UDP_L4`), the inverse of
-//! [`vnet::segment`].
+//! [`crate::vnet::segment`].
 //!
 //! A userspace switch pays per frame twice on the way out: once for its
 //! own send, and once for the receiver's stack, which veth and TAP run
@@ -89,7 +89,9 @@ impl<'a> Datagram<'a> {
         let udp_len = if l4 == L4 {
             let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
             // No options; UDP; neither MF nor a fragment offset.
-            if ip.header_len() != ipv4::MIN_HEADER_LEN || ip.protocol() != ip::UDP || ip.is_fragment()
+            if ip.header_len() != ipv4::MIN_HEADER_LEN
+                || ip.protocol() != ip::UDP
+                || ip.is_fragment()
             {
                 return None;
             }
@@ -242,11 +244,8 @@ pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
     };
     // NEEDS_CSUM: the field holds the pseudo-header sum, as the sender's
     // stack left it for each datagram, now with the run's UDP length.
-    let pseudo = checksum::pseudo_header_sum(
-        &merged[ETH_LEN..][addresses],
-        ip::UDP,
-        usize::from(udp_len),
-    );
+    let pseudo =
+        checksum::pseudo_header_sum(&merged[ETH_LEN..][addresses], ip::UDP, usize::from(udp_len));
     let mut udp = udp::Packet::new_unchecked(&mut merged[l4..]);
     udp.set_len(udp_len);
     udp.set_checksum(pseudo);

@@ -43,11 +43,15 @@ pub fn segment(
     match gso {
         Gso::Tcp(_) | Gso::Udp => {
             let finisher = TransportSegments::new(&plan, frame);
-            cut(&plan, frame, scratch, emit, |s, piece| finisher.finish(s, piece));
+            cut(&plan, frame, scratch, emit, |s, piece| {
+                finisher.finish(s, piece)
+            });
         }
         Gso::UdpFragments => {
             let finisher = UdpFragments::new(&plan, frame);
-            cut(&plan, frame, scratch, emit, |s, piece| finisher.finish(s, piece));
+            cut(&plan, frame, scratch, emit, |s, piece| {
+                finisher.finish(s, piece)
+            });
         }
     }
     Ok(plan.count)
@@ -334,11 +338,7 @@ impl UdpFragments {
         // A datagram that fits keeps its flags (DF included); fragments get
         // offset and MF, and lose DF as in inet_gso_segment.
         let frag_off = (self.count > 1).then(|| {
-            let more = if piece.last {
-                0
-            } else {
-                ipv4::MORE_FRAGMENTS
-            };
+            let more = if piece.last { 0 } else { ipv4::MORE_FRAGMENTS };
             (piece.offset / 8) as u16 | more
         });
         finish_ipv4(&mut segment[self.l3..], self.ip_id, frag_off);

@@ -281,9 +281,7 @@ fn check_segments(b: &Built, segments: &[Vec<u8>]) {
                 assert_eq!(usize::from(udp.length()), seg.len() - b.l4);
                 let header: UdpHeader = udp.to_header();
                 let expected = match sliced.net.as_ref().unwrap() {
-                    NetSlice::Ipv4(_) => {
-                        header.calc_checksum_ipv4_raw(SRC4, DST4, udp.payload())
-                    }
+                    NetSlice::Ipv4(_) => header.calc_checksum_ipv4_raw(SRC4, DST4, udp.payload()),
                     _ => header.calc_checksum_ipv6_raw(SRC6, DST6, udp.payload()),
                 };
                 assert_eq!(udp.checksum(), expected.unwrap());

@@ -98,6 +98,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Frame<&'a T> {
+    /// [`Frame::payload`] for as long as the buffer lives, so a parse can
+    /// walk down the layers without keeping each view.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = field::PAYLOAD;
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[range]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

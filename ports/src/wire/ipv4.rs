@@ -198,6 +198,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
+    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
+    /// walk down the layers without keeping each view.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = self.header_len()..usize::from(self.total_len());
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[range]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
+    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
+    /// walk down the layers without keeping each view.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = HEADER_LEN..HEADER_LEN + usize::from(self.payload_len());
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[range]
+    }
+}
+
 pub mod ext_field {
     pub const NEXT_HEADER: usize = 0;
     /// The length in 8-byte units, not counting the first 8 bytes.
@@ -176,6 +186,16 @@ impl<T: AsRef<[u8]>> ExtHeader<T> {
     /// What follows the header.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> ExtHeader<&'a T> {
+    /// [`ExtHeader::payload`] for as long as the buffer lives, so a parse can
+    /// walk down the layers without keeping each view.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = self.header_len()..;
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[range]
     }
 }
 

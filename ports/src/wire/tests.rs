@@ -204,3 +204,22 @@ fn checksum_helpers_agree_with_a_filled_header() {
     );
     assert_eq!(checksum::transport_checksum(&[0xff, 0xff], 0), 0xffff);
 }
+
+/// The payload of a tagged UDP frame, found by walking down the layers
+/// without keeping a view per layer.
+fn udp_payload(frame: &[u8]) -> Result<&[u8]> {
+    let eth = ethernet::Frame::new_checked(frame)?;
+    let tag = vlan::Tag::new_checked(eth.into_payload())?;
+    let ip = ipv4::Packet::new_checked(tag.into_payload())?;
+    Ok(udp::Packet::new_checked(ip.into_payload())?.into_payload())
+}
+
+#[test]
+fn into_payload_walks_down_the_layers() {
+    let bytes = tagged_udp_frame();
+    assert_eq!(udp_payload(&bytes), Ok(&[1u8, 2, 3, 4][..]));
+    assert_eq!(
+        udp_payload(&bytes[..bytes.len() - 1]),
+        Err(Error::Truncated)
+    );
+}
