@@ -33,6 +33,7 @@ pub mod packet;
 mod sys;
 pub mod tap;
 pub mod vnet;
+pub mod wire;
 
 use std::fmt;
 use std::io;

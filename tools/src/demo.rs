@@ -108,7 +108,7 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
                 letter,
                 ns: make_namespace(made, &format!("tsdemo-{letter}-{tag}"))?,
                 ip,
-                mac: ipam::Mac::from_ip(ip).0,
+                mac: ipam::MacAddr::docker_from_ipv4(ip).0,
                 port: if letter == 'c' {
                     "tap-c".into()
                 } else {
