@@ -86,6 +86,13 @@ impl Engine {
         }
     }
 
+    /// An engine whose table publishes its events to `events`.
+    pub fn with_events(config: TableConfig, events: crate::events::EventBus) -> Self {
+        Engine {
+            table: MacTable::with_events(config, events),
+        }
+    }
+
     pub fn table(&self) -> &MacTable {
         &self.table
     }

@@ -11,6 +11,8 @@
 //!   counters, capture, trace), shared by the live switch and `replay`.
 //! - [`gateway`]: the gateway host (smoltcp) on the internal port.
 //! - [`trace`]: the one-line explanation of each decision.
+//! - [`events`]: what the switch learns and forgets, as data, for whoever
+//!   subscribes (`tapswitch monitor`, the web page); free while nobody does.
 //! - [`stats`]: per-port counters and drop reasons.
 //! - [`port`]: port numbers, and the gateway's internal port (its name, MTU
 //!   and send half) as the live switch and `replay` both attach it.
@@ -29,6 +31,7 @@
 
 pub mod dataplane;
 pub mod engine;
+pub mod events;
 pub mod fabric;
 pub mod gateway;
 pub mod mac;
@@ -39,6 +42,7 @@ pub mod time;
 pub mod trace;
 
 pub use engine::{Action, Engine, FloodReason, Session, Verdict};
+pub use events::{EventBus, Stamped, Subscription, SwitchEvent};
 pub use fabric::{Fabric, PortHandle, PortSet};
 pub use gateway::Gateway;
 pub use mac::MacAddr;
