@@ -1,6 +1,7 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+pub mod client_loop;
 pub mod container;
 pub mod control;
 pub mod control_server;

@@ -278,15 +278,16 @@ pub struct SwitchSetup {
 /// Starts the dataplane `setup` describes, as the switch the control
 /// socket serves (no ports yet).
 pub fn start_switch(setup: SwitchSetup) -> Result<Arc<RunningSwitch>> {
-    let trace: Option<Arc<TraceSink>> = setup
-        .trace
-        .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+    let stderr: Arc<TraceSink> = Arc::new(|line: &str| eprintln!("{line}"));
+    let trace = setup.trace.then(|| stderr.clone());
     let capture_dir = setup.capture.as_ref().map(|c| c.dir().to_path_buf());
     let config = DataplaneConfig {
         tuning: setup.tuning,
         table: setup.table,
         gateway: setup.gateway,
         trace,
+        // `tapswitch trace on` prints to stderr too.
+        trace_output: Some(stderr),
         capture: setup.capture.clone(),
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
