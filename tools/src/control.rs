@@ -4,6 +4,9 @@
 //!
 //! A Unix stream socket; each request is one line of JSON and gets one line
 //! of JSON back: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! `monitor` is the exception: after its reply line the connection carries
+//! one event per line until the client closes it. Limits (clients, request
+//! size) are in `client_loop`.
 //! The socket is created mode 0600 (only its owner may drive the switch).
 //!
 //! Default path: `/run/tapswitch/<network>.sock` for root,
@@ -49,6 +52,16 @@ pub enum Request {
     CaptureStart { port: String },
     /// Stop capturing a port.
     CaptureStop { port: String },
+    /// Turn the per-decision trace on or off (for one port's frames only
+    /// with `port`); its lines go to the switch's stderr and to `monitor`.
+    Trace {
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    /// Stream the switch's events: one reply line `{"ok":true,...}`, then
+    /// one JSON object per event until the client goes (see `event_feed`).
+    Monitor,
 }
 
 /// The answer to a request.

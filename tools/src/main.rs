@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{container, demo, network, pcap_cmd, query, serve, show};
+use tools::{container, demo, monitor, network, pcap_cmd, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +42,10 @@ enum Command {
     Ports(query::QueryArgs),
     /// Show a running switch's settings and MAC table counters.
     Stats(query::QueryArgs),
+    /// Print a running switch's events as they happen (like `bridge monitor fdb`).
+    Monitor(monitor::MonitorArgs),
+    /// Turn a running switch's per-decision trace on or off.
+    Trace(monitor::TraceArgs),
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
@@ -73,6 +77,8 @@ fn main() -> ExitCode {
         Command::Fdb(args) => query::fdb(args),
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
+        Command::Monitor(args) => monitor::monitor(args),
+        Command::Trace(args) => monitor::trace(args),
         Command::Port(cmd) => query::port(cmd),
         Command::Capture(cmd) => query::capture(cmd),
         Command::Network(cmd) => network::run(cmd),

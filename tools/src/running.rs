@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use anyhow::{Result, anyhow, bail};
 use crossbeam_channel::Receiver;
 use switch::PortId;
-use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent};
+use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent, TraceSettings};
 
 use crate::control::{FdbReply, FdbRow, PortInfo, Reply, Request, SwitchInfo};
 
@@ -227,6 +227,13 @@ impl RunningSwitch {
             Request::CaptureStop { port } => self
                 .set_capture(&port, false)
                 .map(|()| Reply::data(&serde_json::Value::Null)),
+            Request::Trace { on, port } => self
+                .set_trace(TraceSettings { on, port })
+                .map(|settings| Reply::data(&settings)),
+            // A stream: the control server answers it (see control_server.rs).
+            Request::Monitor => Err(anyhow!(
+                "monitor is a stream; send it on its own connection"
+            )),
         };
         result.unwrap_or_else(|err| Reply::error(format!("{err:#}")))
     }
@@ -248,6 +255,40 @@ impl RunningSwitch {
             }
             log::info!("capture of port {name} {} ({})", if on { "started" } else { "stopped" }, capture.path().display());
             Ok(())
+        })
+    }
+
+    /// A subscription to the switch's events, with the ports it has now
+    /// (to name the ports the events mention).
+    pub fn subscribe(&self) -> Result<(switch::Subscription, Vec<(PortId, String)>)> {
+        self.with_dataplane(|d| {
+            let subscription = d.event_bus().subscribe();
+            let ports = d.ports().iter().map(|p| (p.id, p.name.clone())).collect();
+            Ok((subscription, ports))
+        })
+    }
+
+    /// Seconds on the switch's clock (the time events carry).
+    pub fn now_secs(&self) -> f64 {
+        self.with_dataplane(|d| Ok(d.clock().now().as_nanos() as f64 / 1e9))
+            .unwrap_or(0.0)
+    }
+
+    /// Turns the per-decision trace on or off (`tapswitch trace`).
+    pub fn set_trace(&self, settings: TraceSettings) -> Result<TraceSettings> {
+        self.with_dataplane(|d| {
+            if let Some(port) = &settings.port
+                && d.ports().by_name(port).is_none()
+            {
+                bail!("no port named {port} on this switch; `tapswitch ports` lists them");
+            }
+            d.set_trace(settings.clone());
+            let state = if settings.on { "on" } else { "off" };
+            match &settings.port {
+                Some(port) => log::info!("trace {state} for port {port}"),
+                None => log::info!("trace {state}"),
+            }
+            Ok(d.trace_settings())
         })
     }
 

@@ -154,7 +154,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     reattach_containers(&switch, &args, &socket);
-    control_server::spawn(listener, switch.clone())?;
+    // Serves until the process exits.
+    let _control = control_server::spawn(listener, switch.clone())?;
     log::info!(
         "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
         args.network,
