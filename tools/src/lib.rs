@@ -21,3 +21,4 @@ pub mod show;
 pub mod signals;
 pub mod statedir;
 pub mod traffic;
+pub mod web;

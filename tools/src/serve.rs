@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Serve a live, read-only page of the switch (ports, MAC table with
+    /// ageing, events, topology) on 127.0.0.1:PORT. Off by default.
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    pub web: Option<String>,
+    /// Let --web listen on a non-loopback address: the page has no login
+    /// and shows every host on the network to whoever reaches it.
+    #[arg(long, requires = "web")]
+    pub web_allow_remote: bool,
 }
 
 /// What `serve` and `replay` both take: the MAC table, the gateway, tracing.
@@ -111,6 +119,11 @@ pub const DEFAULT_GATEWAY: (Ipv4Addr, u8) = (Ipv4Addr::new(172, 17, 0, 1), 16);
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let gateway = resolve_gateway(&args)?;
+    let web = args
+        .web
+        .as_deref()
+        .map(|addr| crate::web::parse_addr(addr, args.web_allow_remote))
+        .transpose()?;
     let socket = args
         .control
         .clone()
@@ -156,6 +169,20 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     reattach_containers(&switch, &args, &socket);
     // Serves until the process exits.
     let _control = control_server::spawn(listener, switch.clone())?;
+    let _web = match web {
+        Some(addr) => match crate::web::spawn(addr, switch.clone()) {
+            Ok((bound, handle)) => {
+                log::info!("web page on http://{bound}/");
+                Some(handle)
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&socket);
+                switch.shutdown();
+                return Err(err);
+            }
+        },
+        None => None,
+    };
     log::info!(
         "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
         args.network,
