@@ -517,15 +517,12 @@ impl Inner {
     /// entries (ties go to the lowest port number, so replay is deterministic).
     /// Returns the evicted entry's key and port.
     fn evict_fairly(&mut self) -> Option<(u64, PortId)> {
-        let Some(victim) = self
+        let victim = self
             .ports
             .iter()
             .filter(|(_, slot)| slot.count > 0)
             .max_by_key(|(port, slot)| (slot.count, std::cmp::Reverse(**port)))
-            .map(|(port, _)| *port)
-        else {
-            return None;
-        };
+            .map(|(port, _)| *port)?;
         // Each element is looked at most twice (second chance), plus stale ones.
         loop {
             let slot = self
