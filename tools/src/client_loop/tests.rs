@@ -153,7 +153,9 @@ fn a_request_over_the_limit_is_refused_and_closed() {
 
 #[test]
 fn thousands_of_idle_and_slow_clients_do_not_keep_a_request_out() {
-    let _turn = CROWDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = CROWDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let fx = Fixture::start();
     let crowd = spare_descriptors().min(3000);
     assert!(
@@ -197,7 +199,9 @@ fn thousands_of_idle_and_slow_clients_do_not_keep_a_request_out() {
 
 #[test]
 fn when_every_place_streams_a_newcomer_is_refused_clearly() {
-    let _turn = CROWDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = CROWDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let fx = Fixture::start();
     let mut streams = Vec::new();
     for _ in 0..MAX_CLIENTS {
