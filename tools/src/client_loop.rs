@@ -348,12 +348,18 @@ impl<L: Listener, S: Service> Server<L, S> {
             client.since = Instant::now();
             match self.service.answer(&request) {
                 Answer::Reply { bytes, close } => {
-                    let client = self.clients.get_mut(&token).expect("only close() removes a client, and answering does not close");
+                    let client = self
+                        .clients
+                        .get_mut(&token)
+                        .expect("only close() removes a client, and answering does not close");
                     client.output.extend_from_slice(&bytes);
                     client.closing |= close;
                 }
                 Answer::Stream { head, mut feed } => {
-                    let client = self.clients.get_mut(&token).expect("only close() removes a client, and answering does not close");
+                    let client = self
+                        .clients
+                        .get_mut(&token)
+                        .expect("only close() removes a client, and answering does not close");
                     client.output.extend_from_slice(&head);
                     if !feed.pull(&mut client.output) {
                         client.closing = true;

@@ -60,7 +60,8 @@ pub enum Request {
         port: Option<String>,
     },
     /// Stream the switch's events: one reply line `{"ok":true,...}`, then
-    /// one JSON object per event until the client goes (see `event_feed`).
+    /// one JSON object per event until the client goes, and an empty line
+    /// every 10 s while nothing happens (see `event_feed`).
     Monitor,
 }
 

@@ -18,6 +18,12 @@ use crate::running::RunningSwitch;
 /// hold the loop.
 const EVENTS_PER_PULL: usize = 1024;
 
+/// A quiet `monitor` stream gets an empty line this often: writing is how
+/// the server notices a reader that went away (a reader that only closed
+/// its sending half, as `nc -U` does, must keep its stream), and readers
+/// skip empty lines.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One event as a stream line carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -161,6 +167,8 @@ pub struct EventFeed {
     /// How each line is framed: `monitor` sends bare lines, the web page
     /// server-sent events.
     frame: fn(&str, &mut Vec<u8>),
+    /// When the stream last carried something (see [`HEARTBEAT`]).
+    last_write: std::time::Instant,
 }
 
 impl std::fmt::Debug for EventFeed {
@@ -180,6 +188,7 @@ impl EventFeed {
             names: PortNames::new(ports),
             switch,
             frame,
+            last_write: std::time::Instant::now(),
         })
     }
 
@@ -202,7 +211,14 @@ impl EventFeed {
 
 impl Feed for EventFeed {
     fn pull(&mut self, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
         self.write_events(out);
+        if out.len() > before {
+            self.last_write = std::time::Instant::now();
+        } else if self.last_write.elapsed() >= HEARTBEAT {
+            self.last_write = std::time::Instant::now();
+            out.push(b'\n');
+        }
         true
     }
 }

@@ -90,6 +90,10 @@ pub fn monitor(args: MonitorArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         let text = line.trim_end();
+        // The switch's heartbeat on a quiet stream.
+        if text.is_empty() {
+            continue;
+        }
         let out = if args.json {
             text.to_string()
         } else {
