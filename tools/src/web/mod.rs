@@ -327,6 +327,65 @@ mod tests {
         assert_eq!(Head::parse("GARBAGE\r\n\r\n"), None);
     }
 
+    fn get(service: &mut WebService, request: &str) -> (String, Answer) {
+        let answer = service.answer(request.as_bytes());
+        let head = match &answer {
+            Answer::Reply { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+            Answer::Stream { head, .. } => String::from_utf8_lossy(head).into_owned(),
+        };
+        (head, answer)
+    }
+
+    #[test]
+    fn the_server_serves_the_page_its_state_and_its_stream_read_only() {
+        let switch = crate::control_server::tests::portless_switch();
+        let mut service = WebService::new(switch.clone(), true);
+        let host = "Host: 127.0.0.1:8080\r\n\r\n";
+        let (page, _) = get(&mut service, &format!("GET / HTTP/1.1\r\n{host}"));
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("text/html") && page.ends_with(PAGE_HTML));
+        let (script, _) = get(&mut service, &format!("GET /page.js HTTP/1.1\r\n{host}"));
+        assert!(script.ends_with(PAGE_JS));
+        let (state, _) = get(&mut service, &format!("GET /state HTTP/1.1\r\n{host}"));
+        let body = state.split("\r\n\r\n").nth(1).unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (&json["event"], &json["network"]),
+            (&"state".into(), &"test".into())
+        );
+        assert!(json["fdb"].is_array() && json["ports"].is_array());
+        let (stream, answer) = get(&mut service, &format!("GET /events HTTP/1.1\r\n{host}"));
+        assert!(
+            stream.contains("Content-Type: text/event-stream"),
+            "{stream}"
+        );
+        assert!(stream.ends_with("retry: 1000\n\n"));
+        let Answer::Stream { mut feed, .. } = answer else {
+            panic!("/events is a stream")
+        };
+        let mut out = Vec::new();
+        assert!(feed.pull(&mut out));
+        let first = String::from_utf8(out).unwrap();
+        assert!(first.starts_with("data: {\"event\":\"state\""), "{first}");
+        assert!(first.ends_with("\n\n"));
+        for (request, status) in [
+            (format!("GET /nope HTTP/1.1\r\n{host}"), "404"),
+            (format!("POST / HTTP/1.1\r\n{host}"), "405"),
+            (
+                "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_string(),
+                "403",
+            ),
+            ("nonsense\r\n\r\n".to_string(), "400"),
+        ] {
+            let (head, _) = get(&mut service, &request);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{request}: {head}"
+            );
+        }
+        switch.shutdown();
+    }
+
     #[test]
     fn the_page_is_self_contained() {
         for file in [PAGE_HTML, PAGE_JS, PAGE_CSS] {
