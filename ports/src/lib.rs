@@ -31,6 +31,7 @@ pub mod pcap;
 pub mod pcapng;
 mod sys;
 pub mod tap;
+pub mod transmit;
 pub mod vnet;
 
 use std::fmt;
