@@ -29,9 +29,9 @@
 
 use std::fmt;
 
+use crate::PortTx;
 use crate::coalesce;
 use crate::vnet::VnetHdr;
-use crate::PortTx;
 
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,9 @@ struct FakeTx {
 impl PortTx for FakeTx {
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         let refused = (self.no_udp_gso && vnet.gso_type == VnetHdr::GSO_UDP_L4)
-            || self.refuse_tag.is_some_and(|tag| frame.last() == Some(&tag));
+            || self
+                .refuse_tag
+                .is_some_and(|tag| frame.last() == Some(&tag));
         if refused {
             return Err(io::Error::from_raw_os_error(22)); // EINVAL
         }
@@ -321,7 +323,11 @@ fn a_refused_super_frame_is_sent_as_the_datagrams_it_carries() {
         pass.push(&old_kernel, vnet, f);
     }
     drop(pass);
-    assert_eq!(old_kernel.take_sent(), datagrams, "one by one, as they came");
+    assert_eq!(
+        old_kernel.take_sent(),
+        datagrams,
+        "one by one, as they came"
+    );
     let tally = old_kernel.tally();
     assert_eq!(
         (tally.sent, tally.coalesced, tally.refused),

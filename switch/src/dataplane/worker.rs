@@ -39,7 +39,7 @@ use ports::RxBatch;
 use super::affinity::{CpuShare, LoadMeter, WINDOW};
 use super::{Lane, LanesByPort, PortEvent, RxState, Shared};
 use crate::engine::Action;
-use crate::fabric::{Fabric, PortHandle, PortSet};
+use crate::fabric::{Batching, Fabric, PortHandle, PortSet};
 use crate::port::PortId;
 
 /// Frames per receive batch. 32 amortizes the read lock and syscall well;
@@ -148,9 +148,12 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 realtime_refused: false,
                 cpus,
                 index,
-                fabric: Fabric::new(shared.trace.clone())
-                    .hold_unicast()
-                    .coalesce_udp(shared.coalesce_udp),
+                fabric: Fabric::with_batching(
+                    shared.trace.clone(),
+                    Batching::HoldUnicast {
+                        coalesce_udp: shared.coalesce_udp,
+                    },
+                ),
                 shared,
                 poll,
                 inbox,
@@ -493,11 +496,13 @@ impl Worker {
         if note_targets {
             self.sent_to.clear();
         }
+        // Held unicast frames go when the pass ends, each port's in one
+        // call, while the caller still holds the ingress lane's lock
+        // (frames stay in order).
+        let mut pass = self.fabric.pass(&view.ports);
         for i in 0..n {
             let (vnet, frame) = self.batch.get_mut(i);
-            let verdict = self
-                .fabric
-                .forward(&mut session, &view.ports, now, ingress, vnet, frame);
+            let verdict = pass.forward(&mut session, now, ingress, vnet, frame);
             if note_targets
                 && let Action::Forward(egress) = verdict.action
                 && !self.sent_to.contains(&egress)
@@ -505,9 +510,6 @@ impl Worker {
                 self.sent_to.push(egress);
             }
         }
-        // Held unicast frames go now, each port's in one call, while the
-        // caller still holds the ingress lane's lock (frames stay in order).
-        self.fabric.flush(&view.ports);
     }
 
     /// After a mode change, frames that came before it may still wait in
