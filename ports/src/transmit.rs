@@ -174,6 +174,9 @@ impl<'a, E: Egress> TxPass<'a, E> {
     /// Sends every held frame: each port's in one `send_batch`, ports in
     /// the order their first frame came.
     fn flush(&mut self) {
+        if self.batcher.held.is_empty() {
+            return;
+        }
         let Batcher {
             batching,
             held,
