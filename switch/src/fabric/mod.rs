@@ -187,7 +187,8 @@ impl<'a> Pass<'a> {
         verdict
     }
 
-    /// Sends one frame out of one port, converted to what the port takes.
+    /// Puts a copy of the frame, converted to what the port takes, into
+    /// the transmit queue.
     fn deliver(
         &mut self,
         egress: &'a PortHandle,
