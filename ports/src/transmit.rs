@@ -114,7 +114,7 @@ impl Batcher {
     pub fn pass<'a, E: Egress>(&'a mut self) -> TxPass<'a, E> {
         TxPass {
             batcher: self,
-            egress_of: [None; MAX_HELD],
+            egress_of: Vec::new(),
         }
     }
 }
@@ -124,8 +124,9 @@ impl Batcher {
 /// came.
 pub struct TxPass<'a, E: Egress> {
     batcher: &'a mut Batcher,
-    /// The egress of `batcher.held[i]`.
-    egress_of: [Option<&'a E>; MAX_HELD],
+    /// The egress of `batcher.held[i]`. Allocated by the first frame held
+    /// (a pass that holds nothing costs nothing).
+    egress_of: Vec<&'a E>,
 }
 
 impl<E: Egress> fmt::Debug for TxPass<'_, E> {
@@ -144,6 +145,7 @@ impl<'a, E: Egress> TxPass<'a, E> {
     /// if batching allows and the frame goes out as it is (the port takes
     /// offload headers, no GSO); otherwise it leaves now, after everything
     /// held.
+    #[inline]
     pub fn push(&mut self, egress: &'a E, vnet: &VnetHdr, frame: &[u8]) {
         if self.batcher.batching == Batching::Off || !egress.tx().offloads() || vnet.is_gso() {
             return self.send_now(egress, vnet, frame);
@@ -151,8 +153,11 @@ impl<'a, E: Egress> TxPass<'a, E> {
         if self.batcher.held.len() == MAX_HELD {
             self.flush();
         }
+        if self.egress_of.capacity() == 0 {
+            self.egress_of.reserve_exact(MAX_HELD);
+        }
+        self.egress_of.push(egress);
         let batcher = &mut *self.batcher;
-        self.egress_of[batcher.held.len()] = Some(egress);
         let start = batcher.bytes.len();
         batcher.bytes.extend_from_slice(frame);
         batcher.held.push(Held {
@@ -164,6 +169,7 @@ impl<'a, E: Egress> TxPass<'a, E> {
 
     /// Sends a frame now, after everything held (a flood's copies, which
     /// are never held).
+    #[inline]
     pub fn send_now(&mut self, egress: &'a E, vnet: &VnetHdr, frame: &[u8]) {
         self.flush();
         let frame = (*vnet, frame);
@@ -173,10 +179,14 @@ impl<'a, E: Egress> TxPass<'a, E> {
 
     /// Sends every held frame: each port's in one `send_batch`, ports in
     /// the order their first frame came.
+    #[inline]
     fn flush(&mut self) {
-        if self.batcher.held.is_empty() {
-            return;
+        if !self.batcher.held.is_empty() {
+            self.flush_held();
         }
+    }
+
+    fn flush_held(&mut self) {
         let Batcher {
             batching,
             held,
@@ -189,13 +199,11 @@ impl<'a, E: Egress> TxPass<'a, E> {
             if sent[first] {
                 continue;
             }
-            let Some(egress) = self.egress_of[first] else {
-                continue;
-            };
+            let egress = self.egress_of[first];
             let mut frames = [(VnetHdr::default(), &[][..]); MAX_HELD];
             let mut count = 0;
             for (i, frame) in held.iter().enumerate().skip(first) {
-                if self.egress_of[i].is_some_and(|e| std::ptr::eq(e, egress)) {
+                if std::ptr::eq(self.egress_of[i], egress) {
                     frames[count] = (frame.vnet, &bytes[frame.start..frame.start + frame.len]);
                     count += 1;
                     sent[i] = true;
@@ -205,6 +213,7 @@ impl<'a, E: Egress> TxPass<'a, E> {
         }
         held.clear();
         bytes.clear();
+        self.egress_of.clear();
     }
 }
 

@@ -189,6 +189,7 @@ impl<'a> Pass<'a> {
 
     /// Puts a copy of the frame, converted to what the port takes, into
     /// the transmit queue.
+    #[inline]
     fn deliver(
         &mut self,
         egress: &'a PortHandle,
@@ -234,6 +235,7 @@ struct Destination<'a> {
 /// Pushes a frame in its final form (with `header` if the port takes
 /// offloads) into the transmit queue; a frame longer than the port carries
 /// (`to.limit`) that is not a GSO super-frame is dropped as too big.
+#[inline]
 fn push<'a>(
     transmit: &mut TxPass<'a, PortHandle>,
     to: Destination<'a>,
