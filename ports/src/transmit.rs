@@ -112,6 +112,10 @@ impl Batcher {
 
     /// Starts a forwarding pass; what it holds leaves when it is dropped.
     pub fn pass<'a, E: Egress>(&'a mut self) -> TxPass<'a, E> {
+        // Only a pass leaked with `mem::forget` leaves frames behind, and
+        // their egress went with it: they cannot be sent.
+        self.held.clear();
+        self.bytes.clear();
         TxPass {
             batcher: self,
             egress_of: Vec::new(),

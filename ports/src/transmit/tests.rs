@@ -350,3 +350,17 @@ fn without_coalescing_every_datagram_leaves_as_it_came() {
     let tally = p2.tally();
     assert_eq!((tally.sent, tally.coalesced), (4, 0));
 }
+
+#[test]
+fn a_leaked_pass_leaves_nothing_for_the_next_one() {
+    let (p2, p3) = (FakePort::offloading(), FakePort::offloading());
+    let mut batcher = Batcher::new(HOLD);
+    let mut pass = batcher.pass();
+    pass.push(&p2, &VnetHdr::default(), &tagged(1));
+    std::mem::forget(pass);
+    let mut pass = batcher.pass();
+    pass.push(&p3, &VnetHdr::default(), &tagged(2));
+    drop(pass);
+    assert!(p2.take_sent().is_empty(), "its port is not known any more");
+    assert_eq!(tags(&p3.take_sent()), [2]);
+}
