@@ -101,6 +101,7 @@ impl Fabric {
 
     /// Decides and delivers one frame in a pass of its own (nothing is
     /// held past the call). See [`Pass::forward`].
+    #[inline]
     pub fn forward(
         &mut self,
         session: &mut Session<'_>,
@@ -197,29 +198,35 @@ impl<'a> Pass<'a> {
         frame: &mut [u8],
         delivery: Delivery,
     ) {
-        let transmit = &mut self.transmit;
         let to = Destination {
             egress,
             limit: egress.tx.mtu() + L2_OVERHEAD,
             delivery,
         };
-        if egress.tx.offloads() {
-            return push(transmit, to, vnet, frame);
-        }
-        if vnet.is_gso() {
-            let mut emit = |segment: &[u8]| push(transmit, to, &VnetHdr::default(), segment);
-            if vnet::segment(vnet, frame, self.segment_scratch, &mut emit).is_err() {
+        let header = if egress.tx.offloads() {
+            *vnet
+        } else if vnet.is_gso() {
+            return self.deliver_segments(to, vnet, frame);
+        } else {
+            // At most a partial checksum to finish. Done in place and once:
+            // the completed frame is just as good for the ports still to come.
+            if !vnet.is_plain() && vnet::complete_checksum(vnet, frame).is_err() {
                 egress.counters.count_drop(DropReason::Malformed);
+                return;
             }
-            return;
+            VnetHdr::default()
+        };
+        push(&mut self.transmit, to, &header, frame);
+    }
+
+    /// Cuts a GSO super-frame into wire frames for a port that does not
+    /// take offload headers, and pushes them one by one.
+    fn deliver_segments(&mut self, to: Destination<'a>, vnet: &VnetHdr, frame: &[u8]) {
+        let transmit = &mut self.transmit;
+        let mut emit = |segment: &[u8]| push(transmit, to, &VnetHdr::default(), segment);
+        if vnet::segment(vnet, frame, self.segment_scratch, &mut emit).is_err() {
+            to.egress.counters.count_drop(DropReason::Malformed);
         }
-        // At most a partial checksum to finish. Done in place and once: the
-        // completed frame is just as good for the ports still to come.
-        if !vnet.is_plain() && vnet::complete_checksum(vnet, frame).is_err() {
-            egress.counters.count_drop(DropReason::Malformed);
-            return;
-        }
-        push(transmit, to, &VnetHdr::default(), frame);
     }
 }
 
