@@ -222,6 +222,7 @@ impl<'a, E: Egress> TxPass<'a, E> {
 }
 
 impl<E: Egress> Drop for TxPass<'_, E> {
+    #[inline]
     fn drop(&mut self) {
         self.flush();
     }

@@ -242,7 +242,7 @@ struct Destination<'a> {
 /// Pushes a frame in its final form (with `header` if the port takes
 /// offloads) into the transmit queue; a frame longer than the port carries
 /// (`to.limit`) that is not a GSO super-frame is dropped as too big.
-#[inline]
+#[inline(always)]
 fn push<'a>(
     transmit: &mut TxPass<'a, PortHandle>,
     to: Destination<'a>,
