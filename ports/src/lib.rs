@@ -32,6 +32,7 @@ pub mod memory;
 pub mod packet;
 mod sys;
 pub mod tap;
+pub mod transmit;
 pub mod vnet;
 pub mod wire;
 
