@@ -36,8 +36,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
     Demo(demo::DemoArgs),
-    /// Show a running switch's MAC table (like `brctl showmacs`).
-    Fdb(query::QueryArgs),
+    /// Show or edit a running switch's MAC table (like `brctl showmacs`, `bridge fdb add|del|flush`).
+    Fdb(query::FdbArgs),
     /// Show a running switch's ports and their counters (like `ip -s link`).
     Ports(query::QueryArgs),
     /// Show a running switch's settings and MAC table counters.

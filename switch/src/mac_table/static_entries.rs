@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(t.expire(later), 0);
         let rows = t.entries(later);
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].kind, rows[0].age), (EntryKind::Static, Duration::ZERO));
+        assert_eq!(
+            (rows[0].kind, rows[0].age),
+            (EntryKind::Static, Duration::ZERO)
+        );
     }
 
     #[test]
