@@ -62,6 +62,7 @@ pub struct FdbArgs {
 #[derive(Debug, Subcommand)]
 pub enum FdbCommand {
     /// Show the MAC table (what `tapswitch fdb` alone does).
+    #[command(visible_aliases = ["ls", "list"])]
     Show(QueryArgs),
     /// Pin a MAC address to a port: a static entry, never aged and never moved by traffic.
     Add {
@@ -106,7 +107,11 @@ pub enum PortCommand {
         #[arg(long, value_name = "NAME")]
         tap: Option<String>,
     },
+    /// List the ports and their counters (what `tapswitch ports` does).
+    #[command(visible_alias = "list")]
+    Ls(QueryArgs),
     /// Detach a port by name.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         target: Target,
@@ -277,6 +282,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
 
 pub fn port(cmd: PortCommand) -> Result<ExitCode> {
     match cmd {
+        PortCommand::Ls(args) => return ports(args),
         PortCommand::Add { target, iface, tap } => {
             let request = Request::PortAdd {
                 iface,
