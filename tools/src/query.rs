@@ -40,13 +40,19 @@ impl Target {
         if let Some(path) = &self.control {
             return path.clone();
         }
-        let own = control::default_socket_path(&self.network);
-        let roots = control::root_socket_path(&self.network);
-        if !own.exists() && roots.exists() {
-            return roots;
-        }
-        own
+        pick_socket(
+            control::default_socket_path(&self.network),
+            control::root_socket_path(&self.network),
+        )
     }
+}
+
+/// This user's socket, unless only root's exists.
+fn pick_socket(own: PathBuf, roots: PathBuf) -> PathBuf {
+    if !own.exists() && roots.exists() {
+        return roots;
+    }
+    own
 }
 
 /// `tapswitch fdb [show] | add MAC PORT | del MAC | flush [--port P]`.
@@ -398,4 +404,47 @@ pub fn render_ports(ports: &[PortInfo]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ordinary_user_finds_roots_switch_when_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, roots) = (dir.path().join("own.sock"), dir.path().join("root.sock"));
+        assert_eq!(
+            pick_socket(own.clone(), roots.clone()),
+            own,
+            "neither exists"
+        );
+        std::fs::write(&roots, b"").unwrap();
+        assert_eq!(pick_socket(own.clone(), roots.clone()), roots);
+        std::fs::write(&own, b"").unwrap();
+        assert_eq!(pick_socket(own.clone(), roots), own, "its own comes first");
+    }
+
+    #[test]
+    fn static_entries_show_as_static_in_the_table() {
+        let mut reply = FdbReply {
+            entries: Vec::new(),
+            stats: switch::TableStats::default(),
+        };
+        for kind in [EntryKind::Static, EntryKind::Dynamic] {
+            let entry = switch::FdbEntry {
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                port: switch::PortId(1),
+                kind,
+                age: std::time::Duration::from_millis(1500),
+            };
+            reply
+                .entries
+                .push(control::FdbRow::new(&entry, "p1".into()));
+        }
+        let text = render_fdb(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].ends_with("  no               static"), "{text}");
+        assert!(lines[2].ends_with("  no                 1.50"), "{text}");
+    }
 }
