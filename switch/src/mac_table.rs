@@ -19,7 +19,8 @@
 //! age. A local entry is the switch's own address (the gateway's); a frame
 //! from a port that claims it as its source is a spoof, and the engine drops
 //! it. Static entries are an operator's (`tapswitch fdb add`); adding,
-//! removing and flushing them is in [`static_entries`], with the reasons.
+//! removing and flushing them is in `mac_table/static_entries.rs`, with the
+//! reasons.
 //!
 //! **Capacity and the full-table policy.** At most `capacity` dynamic entries
 //! (8192 by default; static and local entries do not count, as with Linux's
