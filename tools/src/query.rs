@@ -80,6 +80,7 @@ pub enum FdbCommand {
         port: String,
     },
     /// Remove a MAC address's entry, learned or static.
+    #[command(alias = "delete")]
     Del {
         #[command(flatten)]
         target: Target,
