@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ports::capture::InterfaceChoice;
 use switch::fabric::TraceSink;
+use switch::{MacAddr, PortId};
 
 use super::expect;
 use super::notation::check_port_name;
@@ -45,6 +46,10 @@ pub struct ReplayArgs {
     /// The format of the output files.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutFormat::Pcap)]
     pub out_format: OutFormat,
+    /// A static MAC table entry before the first frame, like `tapswitch fdb add MAC PORT`
+    /// (repeatable; PORT is a --port name).
+    #[arg(long = "static", value_name = "MAC=PORT")]
+    pub static_entries: Vec<String>,
 }
 
 /// Runs `tapswitch replay`, printing to stdout.
@@ -128,7 +133,13 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
         });
         sink
     });
+    let static_entries = args
+        .static_entries
+        .iter()
+        .map(|spec| parse_static(spec, &ports))
+        .collect::<Result<Vec<_>>>()?;
     let config = LabConfig {
+        static_entries,
         ports,
         table: args.switch.table(),
         gateway,
@@ -171,6 +182,20 @@ pub fn parse_port(spec: &str) -> Result<PortSpec> {
     })
 }
 
+/// `MAC=PORT`, PORT one of the `--port` names.
+fn parse_static(spec: &str, ports: &[PortSpec]) -> Result<(MacAddr, PortId)> {
+    let Some((mac, port)) = spec.split_once('=') else {
+        bail!("--static {spec}: expected MAC=PORT, such as 02:42:ac:11:00:02=p1");
+    };
+    let mac: MacAddr = mac
+        .parse()
+        .map_err(|err| anyhow!("--static {spec}: {err}"))?;
+    let Some(index) = ports.iter().position(|p| p.name == port) else {
+        bail!("--static {spec}: no port named {port}; name one given with --port");
+    };
+    Ok((mac, PortId(index as u32 + 1)))
+}
+
 /// Comparing a directory with itself would compare the outputs with
 /// themselves after overwriting the expected files.
 fn refuse_same_dir(out: &Path, expect: &Path) -> Result<()> {
@@ -207,5 +232,21 @@ mod tests {
         for bad in ["", "../x=a.pcap", ".hidden", "a/b", "p1="] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn static_specs_name_a_port_by_its_name() {
+        let ports = [parse_port("a").unwrap(), parse_port("b").unwrap()];
+        assert_eq!(
+            parse_static("02:00:00:00:00:01=b", &ports).unwrap(),
+            ("02:00:00:00:00:01".parse().unwrap(), PortId(2))
+        );
+        let err = parse_static("02:00:00:00:00:01=c", &ports).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--static 02:00:00:00:00:01=c: no port named c; name one given with --port"
+        );
+        assert!(parse_static("02:00:00:00:00:01", &ports).is_err());
+        assert!(parse_static("zz=a", &ports).is_err());
     }
 }
