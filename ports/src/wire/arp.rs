@@ -48,24 +48,13 @@ pub const HTYPE_ETHERNET: u16 = 1;
 pub const OPERATION_REQUEST: u16 = 1;
 pub const OPERATION_REPLY: u16 = 2;
 
-/// A view of an ARP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an ARP packet.
+    pub struct Packet;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The packet, if `buffer` holds the fixed part and all four addresses.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+    /// Whether the buffer holds the fixed part and all four addresses.
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < FIXED_LEN || len < field::tpa(self.hardware_len(), self.protocol_len()).end {
