@@ -1,6 +1,6 @@
 //! Ethernet II frames (IEEE 802.3 with an EtherType).
 
-use super::{Error, Field, MacAddr, Rest, Result, get_u16, set_u16};
+use super::{Field, MacAddr, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -41,10 +41,7 @@ header_view! {
 impl<T: AsRef<[u8]>> Frame<T> {
     /// Whether the buffer holds at least a whole Ethernet header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn dst_addr(&self) -> MacAddr {

@@ -1,7 +1,7 @@
 //! ICMP for IPv4 (RFC 792).
 
 use super::checksum;
-use super::{Error, Field, Rest, Result, get_u16, set_u16};
+use super::{Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -33,10 +33,7 @@ header_view! {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the buffer holds the whole header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn msg_type(&self) -> u8 {

@@ -1,6 +1,6 @@
 //! ICMPv6 (RFC 4443): type and code, enough to name a message.
 
-use super::{Error, Field, Rest, Result, get_u16};
+use super::{Field, Rest, Result, get_u16, require_len};
 
 pub mod field {
     use super::{Field, Rest};
@@ -30,10 +30,7 @@ header_view! {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the buffer holds the whole header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn msg_type(&self) -> u8 {

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{Error, Field, Result, get_u16, set_u16};
+use super::{Error, Field, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -42,10 +42,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// length of at least 20, a total length at least that, and all of the
     /// total length (bytes after it, such as Ethernet padding, are allowed).
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), MIN_HEADER_LEN)?;
         if self.version() != 4 {
             return Err(Error::Version);
         }
@@ -56,10 +53,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if total < self.header_len() {
             return Err(Error::TotalLength);
         }
-        if total > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), total)
     }
 
     pub fn version(&self) -> u8 {

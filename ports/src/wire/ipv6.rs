@@ -2,7 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Error, Field, Rest, Result, get_u16, set_u16};
+use super::{Error, Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -30,17 +30,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the buffer holds a version 6 header and all of the
     /// payload length (bytes after it, such as Ethernet padding, are allowed).
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), HEADER_LEN)?;
         if self.version() != 6 {
             return Err(Error::Version);
         }
-        if HEADER_LEN + usize::from(self.payload_len()) > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), self.payload_range().end)
     }
 
     pub fn version(&self) -> u8 {
@@ -134,11 +128,9 @@ header_view! {
 impl<T: AsRef<[u8]>> ExtHeader<T> {
     /// Whether the buffer holds all of the length it states.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < EXT_MIN_LEN || len < self.header_len() {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        let data = self.buffer.as_ref();
+        require_len(data, EXT_MIN_LEN)?;
+        require_len(data, self.header_len())
     }
 
     pub fn next_header(&self) -> u8 {

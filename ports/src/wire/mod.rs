@@ -124,6 +124,16 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `Err(Truncated)` unless `data` holds at least `len` bytes: the check every
+/// view's `check_len` makes before reading a field, and again for the length
+/// its header states.
+fn require_len(data: &[u8], len: usize) -> Result<()> {
+    if data.len() < len {
+        return Err(Error::Truncated);
+    }
+    Ok(())
+}
+
 /// The big-endian `u16` at `field` (two bytes; in bounds after `new_checked`).
 fn get_u16(data: &[u8], field: Field) -> u16 {
     let b = &data[field];

@@ -1,6 +1,6 @@
 //! TCP headers (RFC 9293).
 
-use super::{Error, Field, Rest, Result, get_u16, get_u32, set_u16, set_u32};
+use super::{Error, Field, Rest, Result, get_u16, get_u32, require_len, set_u16, set_u32};
 
 pub mod field {
     use super::Field;
@@ -41,17 +41,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the buffer holds a header of at least 20 bytes and
     /// all of the header length its data offset states.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), MIN_HEADER_LEN)?;
         if self.header_len() < MIN_HEADER_LEN {
             return Err(Error::HeaderLength);
         }
-        if self.header_len() > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), self.header_len())
     }
 
     pub fn src_port(&self) -> u16 {

@@ -1,6 +1,6 @@
 //! UDP headers (RFC 768).
 
-use super::{Error, Field, Result, get_u16, set_u16};
+use super::{Error, Field, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -23,18 +23,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the buffer holds the header and all of the length it
     /// states, which is at least the header's.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), HEADER_LEN)?;
         let stated = usize::from(self.len());
         if stated < HEADER_LEN {
             return Err(Error::TotalLength);
         }
-        if stated > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), stated)
     }
 
     pub fn src_port(&self) -> u16 {

@@ -5,7 +5,7 @@
 //! control information and the EtherType of what the tag carries.
 
 use super::ethernet::ethertype;
-use super::{Error, Field, Rest, Result, get_u16, set_u16};
+use super::{Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -36,10 +36,7 @@ header_view! {
 impl<T: AsRef<[u8]>> Tag<T> {
     /// Whether the buffer holds the whole tag (TCI and EtherType).
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn tci(&self) -> u16 {
