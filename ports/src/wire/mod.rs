@@ -11,6 +11,10 @@
 //! - setters exist on `T: AsMut<[u8]>` for the fields the switch rewrites
 //!   (lengths, ids, checksums).
 //!
+//! The part that is the same in every view (the struct, the constructors,
+//! `into_inner`, `into_payload`) is declared once, by `header_view!` below;
+//! each module writes only what its protocol decides.
+//!
 //! Frames come from containers, so every byte is hostile: parse with
 //! `new_checked` and treat its error as "not this protocol".
 //!
