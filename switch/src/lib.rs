@@ -25,8 +25,10 @@
 #![forbid(unsafe_code)]
 
 pub mod dataplane;
+pub mod dns;
 pub mod engine;
 pub mod fabric;
+pub mod flows;
 pub mod gateway;
 pub mod mac;
 pub mod mac_table;

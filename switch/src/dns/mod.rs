@@ -1,0 +1,1 @@
+//! DNS at the gateway (being written).
