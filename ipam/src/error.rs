@@ -115,6 +115,37 @@ pub enum Error {
     #[error("container {0} does not exist: list containers with `tapswitch container ls`")]
     NoSuchContainer(String),
 
+    #[error(
+        "--mtu {mtu} is out of range: give {min} (the smallest MTU IPv4 allows) to {max} (the largest Linux allows on veth and TAP devices)"
+    )]
+    BadMtu { mtu: u32, min: u32, max: u32 },
+
+    // --- published ports ---
+    #[error(
+        "network {network} has driver {driver}, which cannot publish ports: leave -p out, or use a bridge network"
+    )]
+    PortsNeedBridge { network: String, driver: String },
+    #[error(
+        "network {network} is internal (no traffic to or from outside), so it publishes no ports: leave -p out, or use another network"
+    )]
+    PortsOnInternal { network: String },
+    #[error(
+        "host port {port} is already published by container {owner} (-p {flag}): pick another host port, or remove {owner} first"
+    )]
+    PortTaken {
+        port: String,
+        owner: String,
+        flag: String,
+    },
+    #[error(
+        "host port {port} is published twice (-p {first} and -p {second}): give each host port once"
+    )]
+    PortTwice {
+        port: String,
+        first: String,
+        second: String,
+    },
+
     // --- the state directory ---
     #[error("{action} {}", path.display())]
     Io {

@@ -6,6 +6,8 @@
 //! - [`network`]: a network's driver and addressing, and the allocation rule
 //!   (lowest free address of the pool; network, broadcast, gateway and aux
 //!   addresses reserved).
+//! - [`ports`]: published ports (`-p`), Docker's syntax, conflicts, and
+//!   Docker's `NetworkSettings.Ports` shape.
 //! - [`mac`]: Docker's MAC-from-IP (172.17.0.2 → 02:42:ac:11:00:02).
 //! - [`state`]: all networks and containers; a container's address is its
 //!   lease. Pure: ids, times and the boot id are arguments.
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod error;
 pub mod mac;
 pub mod network;
+pub mod ports;
 pub mod state;
 pub mod store;
 pub mod subnet;
@@ -38,6 +41,7 @@ pub mod subnet;
 pub use error::{Error, Result};
 pub use mac::Mac;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
+pub use ports::{PortProtocol, PublishedPort};
 pub use state::{Container, State};
 pub use store::{Store, Transaction, state_dir};
 pub use subnet::Subnet;

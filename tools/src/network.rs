@@ -64,6 +64,12 @@ pub struct CreateArgs {
     /// Keep an address back for a host tapswitch does not manage (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_addresses: Vec<String>,
+    /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; stored, not yet enforced by the switch).
+    #[arg(long)]
+    pub internal: bool,
+    /// The MTU of the network's interfaces, 68 to 65535 (stored; not yet applied to the interfaces).
+    #[arg(long, value_name = "M")]
+    pub mtu: Option<u32>,
 }
 
 /// Options of `tapswitch network ls`.
@@ -111,6 +117,8 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             gateway: args.gateway,
             ip_range: args.ip_range.clone(),
             aux_addresses: args.aux_addresses.clone(),
+            internal: args.internal,
+            mtu: args.mtu,
         };
         state
             .create_network(&args.name, id.clone(), now(), &spec)
@@ -245,7 +253,14 @@ pub struct EndpointView {
     pub ipv4_address: String,
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
+    /// tapswitch's own: the container's published ports, as `docker ps`
+    /// shows them (absent when it has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
+
+/// Docker's driver option for the MTU, as `docker network inspect` shows it.
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 /// One network as `docker network inspect` shows it.
 pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
@@ -262,6 +277,7 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 mac_address: c.mac.map(|m| m.to_string()).unwrap_or_default(),
                 ipv4_address: ipv4,
                 ipv6_address: String::new(),
+                ports: c.ports.iter().map(ToString::to_string).collect(),
             };
             (c.id.clone(), endpoint)
         })
@@ -292,10 +308,14 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
             options: None,
             config,
         },
-        internal: false,
+        internal: network.internal,
         attachable: false,
         containers,
-        options: BTreeMap::new(),
+        options: network
+            .mtu
+            .map(|mtu| (MTU_OPTION.to_string(), mtu.to_string()))
+            .into_iter()
+            .collect(),
         labels: BTreeMap::new(),
     }
 }
@@ -412,6 +432,46 @@ mod tests {
         assert_eq!(db["MacAddress"], "02:42:ac:11:00:03");
         assert!(json.starts_with("[\n    {\n        \"Name\""), "{json}");
         assert!(value[0]["IPAM"]["Config"][0].get("IPRange").is_none());
+    }
+
+    #[test]
+    fn inspect_shows_internal_mtu_and_published_ports() {
+        let mut state = state();
+        let spec = NetworkSpec {
+            subnet: "10.40.0.0/24".into(),
+            internal: true,
+            mtu: Some(9000),
+            ..NetworkSpec::default()
+        };
+        state
+            .create_network("jumbo", "j".repeat(64), String::new(), &spec)
+            .unwrap();
+        let view = inspect_view(&state, state.network("jumbo").unwrap());
+        let value = serde_json::to_value(&view).unwrap();
+        assert_eq!(value["Internal"], true);
+        assert_eq!(
+            value["Options"],
+            serde_json::json!({"com.docker.network.driver.mtu": "9000"})
+        );
+        // The default bridge: not internal, no options, as before.
+        let bridge =
+            serde_json::to_value(inspect_view(&state, state.network("bridge").unwrap())).unwrap();
+        assert_eq!(bridge["Internal"], false);
+        assert_eq!(bridge["Options"], serde_json::json!({}));
+        let web = format!("{:a>64}", "web");
+        assert!(bridge["Containers"][&web].get("Ports").is_none());
+        state
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "web")
+            .unwrap()
+            .ports = vec!["8080:80".parse().unwrap()];
+        let bridge =
+            serde_json::to_value(inspect_view(&state, state.network("bridge").unwrap())).unwrap();
+        assert_eq!(
+            bridge["Containers"][&web]["Ports"],
+            serde_json::json!(["0.0.0.0:8080->80/tcp"])
+        );
     }
 
     #[test]
