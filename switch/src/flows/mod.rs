@@ -32,6 +32,11 @@
 //! Admission checks the per-container bounds first, so a flooding
 //! container's refusals are charged to it, not to the table.
 //!
+//! **Packets the gateway answers with** on a flow's behalf: the RST that
+//! refuses a held SYN ([`reset_for_syn`]) and the ICMP destination
+//! unreachable ([`unreachable_packet`]), both built with smoltcp's wire
+//! types and tested by parsing them back.
+//!
 //! **Counters and rows.** [`FlowStats`] (opened, refused, timed out,
 //! closed, reset, dropped for limits by reason, invalid input) for `stats`;
 //! [`FlowInfo`] (a `conntrack -L` line) for `tapswitch flows [--json]`.
@@ -47,20 +52,26 @@
 //! non-blocking `socket2` sockets registered with the gateway thread's
 //! `mio::Poll`; the token maps back to the [`FlowKey`].
 //!
+//! 0. **Features.** smoltcp is built without `socket-tcp` today; the
+//!    integration needs it. With it, a TCP segment to the gateway's own
+//!    address that no socket takes is answered with a RST (as a kernel
+//!    host does) instead of today's ICMP protocol unreachable: a visible
+//!    change to check against the differential tests.
 //! 1. **Classify before smoltcp.** smoltcp 0.14's any-IP mode
 //!    (`Interface::set_any_ip(true)`) makes `has_ip_addr` true for *every*
-//!    address: the interface would then answer ARP for every address of
-//!    the subnet, answer pings to any address itself (forged replies), and
-//!    RST any TCP segment no socket claims. So the gateway thread must look
-//!    at each frame first and hand smoltcp only: ARP whose target is the
-//!    gateway's address; IPv4 to the gateway's address (ping, DNS); and
-//!    TCP segments of flows past [`tcp::TcpState::Connecting`]. Frames to
-//!    other containers' addresses (floods of unknown unicast reach the
-//!    gateway port too) are dropped silently, as now. The any-IP route is
-//!    `routes.add_default_ipv4_route(gateway_ip)`: smoltcp accepts a
-//!    foreign destination only when the route's gateway is its own address.
-//!    The header views of the new `ports::wire` module are the natural
-//!    parser for this step.
+//!    address, with or without a route (the doc comment's "a route whose
+//!    gateway is one of ours" is not checked in 0.14; `flows/tests/any_ip.rs`
+//!    pins this down). The interface then answers ARP for every address of
+//!    the subnet (stealing other containers' traffic), answers pings to any
+//!    address itself (forged replies), and RSTs any TCP segment no socket
+//!    claims. So the gateway thread must look at each frame first and hand
+//!    smoltcp only: ARP whose target is the gateway's address; IPv4 to the
+//!    gateway's address (ping, DNS); and TCP segments of flows past
+//!    [`tcp::TcpState::Connecting`]. Outbound pings and UDP never reach
+//!    smoltcp (steps 7 and 8); frames to other containers' addresses (floods
+//!    of unknown unicast reach the gateway port too) are dropped silently,
+//!    as now. The header views of the new `ports::wire` module are the
+//!    natural parser for this step.
 //! 2. **TCP, connect first.** A SYN (no ACK) from a container to an address
 //!    outside the subnet: [`FlowTable::open`]. On `Opened`, keep a copy of
 //!    the SYN frame (one frame per pending flow, bounded by the pending
@@ -79,10 +90,9 @@
 //!    creation order. Size the socket's buffers from the network's MTU
 //!    (window scaling on) so a 65520-byte MTU is not throttled by a 64 KiB
 //!    window.
-//! 4. [`Action::ResetContainer`] before the handshake: build the RST from
-//!    the held SYN (smoltcp `TcpRepr`, ACK = SYN's seq + 1, from the remote
-//!    endpoint) and send it to the container's MAC; after the handshake:
-//!    `socket.abort()`. [`Action::SendUnreachable`]: [`icmp::unreachable_packet`]
+//! 4. [`Action::ResetContainer`] before the handshake: [`reset_for_syn`]
+//!    with the held SYN's IP packet, sent to the container's MAC; after the
+//!    handshake: `socket.abort()`. [`Action::SendUnreachable`]: [`icmp::unreachable_packet`]
 //!    with the held SYN's IP packet, from the gateway's address.
 //! 5. **Relay.** Register the host socket for [`TcpFlow::interest`]. Read
 //!    the smoltcp socket with `recv(|buf| ...)` returning the
@@ -123,6 +133,7 @@ pub mod action;
 pub mod buffer;
 pub mod icmp;
 pub mod limits;
+pub mod reset;
 pub mod table;
 pub mod tcp;
 pub mod udp;
@@ -132,6 +143,7 @@ pub use action::{
 };
 pub use icmp::{EchoEvent, EchoFlow, unreachable_packet};
 pub use limits::{FlowLimits, FlowStats, LimitReason};
+pub use reset::reset_for_syn;
 pub use table::{Admission, Flow, FlowInfo, FlowKey, FlowTable, PacketWay, Protocol};
 pub use tcp::{Interest, TcpEvent, TcpFlow, TcpState, TcpStep};
 pub use udp::{UdpEvent, UdpFlow, UdpState, UdpStep};

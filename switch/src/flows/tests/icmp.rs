@@ -15,8 +15,8 @@ use crate::flows::{
     unreachable_packet,
 };
 
-const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub(super) const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+pub(super) const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 
 #[test]
@@ -68,7 +68,7 @@ fn a_host_that_forbids_ping_sockets_answers_administratively_prohibited() {
 }
 
 /// An IPv4 TCP SYN from the container to the remote.
-fn syn() -> Vec<u8> {
+pub(super) fn syn() -> Vec<u8> {
     let tcp = TcpRepr {
         src_port: 40000,
         dst_port: 443,

@@ -1,6 +1,8 @@
 //! The flow state machines and the table, on a fake clock.
 
+mod any_ip;
 mod icmp;
+mod reset;
 mod table;
 mod tcp;
 mod udp;
