@@ -17,6 +17,17 @@ pub enum Side {
     Remote,
 }
 
+/// Which side opened the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The container connected out; the host socket connects to the remote.
+    Outbound,
+    /// A client connected to a published port; the gateway connects into
+    /// the container with the client's address as the source.
+    Inbound,
+}
+
 /// The ICMP destination-unreachable codes the gateway sends to a container
 /// (RFC 792, RFC 1812 for code 13), as a kernel router would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +144,10 @@ pub enum Action {
     /// Open the host socket for the flow and connect it to the remote
     /// endpoint (non-blocking for TCP), then report how it went.
     ConnectHost,
+    /// Open the gateway's connection into the container for a client
+    /// accepted on a published port, from the client's address and port,
+    /// then report how it went (inbound flows).
+    ConnectContainer,
     /// The host connect succeeded: complete the container's handshake (for
     /// TCP, let the gateway's stack answer the held SYN).
     AcceptContainer,

@@ -14,6 +14,14 @@
 //! ([`FlowKey`]). Ping flows use the echo identifier as the container's
 //! port and 0 as the remote's.
 //!
+//! **Both ways.** Outbound flows ([`Origin::Outbound`], [`FlowTable::open`])
+//! are the container's connections out. Inbound flows
+//! ([`Origin::Inbound`], [`FlowTable::open_inbound`]) are clients of
+//! published ports: the remote endpoint is the client's, and the gateway
+//! connects into the container *from the client's own address and port*,
+//! so the container sees who really called (no proxy address). They share
+//! the table, the limits (charged to the container) and the counters.
+//!
 //! **State machines.** [`tcp::TcpFlow`] (connect first; bounded relay
 //! buffers with back-pressure; half-close each way; resets across; connect
 //! and idle timers), [`udp::UdpFlow`] (a connected host socket per flow,
@@ -122,9 +130,21 @@
 //!    (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`), or a raw one when the
 //!    switch has `CAP_NET_RAW`; `stats` says which. Replies get the
 //!    container's identifier back.
-//! 9. **Timers.** Wake at `min(next_deadline, smoltcp poll_at, readiness)`
-//!    and run [`FlowTable::expire`]; carry out its actions.
-//! 10. **Visibility.** `tapswitch flows` sends a control request answered
+//! 9. **Published ports.** The switch listens on each published host port
+//!    of its network (IPAM's `State::published_ports`; a socket per port,
+//!    opened at start and closed at stop). TCP: on `accept`,
+//!    [`FlowTable::open_inbound`] with (container ip:port, client
+//!    endpoint), then [`Action::ConnectContainer`]: a smoltcp socket
+//!    `connect`ing from the client's endpoint (any-IP lets smoltcp send
+//!    from it) to the container; `Established` is `ContainerConnected`, a
+//!    RST or smoltcp's timeout `ContainerConnectFailed`. The relay is the
+//!    outbound one with the host socket being the client. UDP: each
+//!    client endpoint is an inbound UDP flow; datagrams go to the
+//!    container from the client's endpoint (wire level), and the
+//!    container's answers go back with `send_to` on the published socket.
+//! 10. **Timers.** Wake at `min(next_deadline, smoltcp poll_at, readiness)`
+//!     and run [`FlowTable::expire`]; carry out its actions.
+//! 11. **Visibility.** `tapswitch flows` sends a control request answered
 //!     with [`FlowTable::infos`]; `stats` adds [`FlowStats`]; `--trace`
 //!     prints one line per admission and per [`Action::Release`] with its
 //!     [`EndReason`].
@@ -139,7 +159,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use action::{
-    Action, Actions, ConnectFailure, EndReason, FlowCounters, Side, Timer, Unreachable,
+    Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Side, Timer, Unreachable,
 };
 pub use icmp::{EchoEvent, EchoFlow, unreachable_packet};
 pub use limits::{FlowLimits, FlowStats, LimitReason};

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
-use crate::flows::action::{Action, Actions, EndReason, FlowCounters};
+use crate::flows::action::{Action, Actions, EndReason, FlowCounters, Origin};
 use crate::flows::icmp::{EchoEvent, EchoFlow};
 use crate::flows::limits::{FlowLimits, FlowStats, LimitReason};
 use crate::flows::tcp::{Interest, TcpEvent, TcpFlow, TcpStep};
@@ -148,6 +148,9 @@ impl Flow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FlowInfo {
     pub protocol: Protocol,
+    /// Who opened it: the container (outbound) or a client of a published
+    /// port (inbound).
+    pub origin: Origin,
     pub container: SocketAddrV4,
     pub remote: SocketAddrV4,
     pub state: &'static str,
@@ -159,23 +162,42 @@ pub struct FlowInfo {
     pub idle_secs: u64,
 }
 
+/// As `conntrack -L` prints a flow: `src`/`dst` and the first counters
+/// are the opening side's, `reply_` the other's; inbound flows (published
+/// ports) end with `[published]`.
 impl fmt::Display for FlowInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counters;
+        let (src, dst, sent, received) = match self.origin {
+            Origin::Outbound => (
+                self.container,
+                self.remote,
+                (c.packets_from_container, c.bytes_from_container),
+                (c.packets_to_container, c.bytes_to_container),
+            ),
+            Origin::Inbound => (
+                self.remote,
+                self.container,
+                (c.packets_to_container, c.bytes_to_container),
+                (c.packets_from_container, c.bytes_from_container),
+            ),
+        };
         write!(
             f,
-            "{} {} src={} dst={} packets={} bytes={} reply_packets={} reply_bytes={} age={}s idle={}s",
+            "{} {} src={src} dst={dst} packets={} bytes={} reply_packets={} reply_bytes={} age={}s idle={}s",
             self.protocol.as_str(),
             self.state,
-            self.container,
-            self.remote,
-            c.packets_from_container,
-            c.bytes_from_container,
-            c.packets_to_container,
-            c.bytes_to_container,
+            sent.0,
+            sent.1,
+            received.0,
+            received.1,
             self.age_secs,
             self.idle_secs
-        )
+        )?;
+        if self.origin == Origin::Inbound {
+            f.write_str(" [published]")?;
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +211,7 @@ pub enum PacketWay {
 #[derive(Debug, Clone)]
 struct Slot {
     flow: Flow,
+    origin: Origin,
     created: Instant,
 }
 
@@ -207,6 +230,9 @@ pub enum Admission {
     /// The flow exists already (a retransmitted SYN, the next datagram):
     /// hand the packet to it.
     Existing,
+    /// No such flow can exist (an inbound ping: nothing publishes ping);
+    /// counted as invalid, drop the packet.
+    Invalid,
 }
 
 /// All translated flows of one gateway. Owned by the gateway thread; no
@@ -259,15 +285,58 @@ impl FlowTable {
             }
             Protocol::Icmp => Flow::Icmp(EchoFlow::new(now, self.limits.icmp_idle)),
         };
+        self.insert(now, key, flow, Origin::Outbound);
+        Ok(Admission::Opened(Actions::one(Action::ConnectHost)))
+    }
+
+    /// Admits a flow for a client of a published port: `key.container` is
+    /// the container's address and port, `key.remote` the client's. TCP
+    /// flows start connecting into the container ([`Action::ConnectContainer`]);
+    /// UDP flows are open at once (the published port's socket is the host
+    /// side). The same limits apply, charged to the container, so a flood
+    /// of clients at one container's port cannot take the others' share.
+    pub fn open_inbound(&mut self, now: Instant, key: FlowKey) -> Result<Admission, LimitReason> {
+        if self.flows.contains_key(&key) {
+            return Ok(Admission::Existing);
+        }
+        if key.protocol == Protocol::Icmp {
+            self.stats.dropped_invalid += 1;
+            return Ok(Admission::Invalid);
+        }
+        if let Err(reason) = self.admit(key) {
+            self.stats.count_limit(reason);
+            return Err(reason);
+        }
+        let (flow, actions) = match key.protocol {
+            Protocol::Udp => {
+                let flow = UdpFlow::inbound(now, self.limits.udp_idle);
+                (Flow::Udp(flow), Actions::none())
+            }
+            _ => (
+                Flow::Tcp(TcpFlow::inbound(now, &self.limits)),
+                Actions::one(Action::ConnectContainer),
+            ),
+        };
+        self.insert(now, key, flow, Origin::Inbound);
+        Ok(Admission::Opened(actions))
+    }
+
+    fn insert(&mut self, now: Instant, key: FlowKey, flow: Flow, origin: Origin) {
         let usage = self.usage.entry(*key.container.ip()).or_default();
         usage.flows += 1;
         if flow.is_connecting() {
             usage.pending_connects += 1;
             self.pending_connects += 1;
         }
-        self.flows.insert(key, Slot { flow, created: now });
+        self.flows.insert(
+            key,
+            Slot {
+                flow,
+                origin,
+                created: now,
+            },
+        );
         self.stats.opened += 1;
-        Ok(Admission::Opened(Actions::one(Action::ConnectHost)))
     }
 
     /// The limits, checked cheapest and most specific first.
@@ -506,6 +575,7 @@ impl FlowTable {
             .iter()
             .map(|(key, slot)| FlowInfo {
                 protocol: key.protocol,
+                origin: slot.origin,
                 container: key.container,
                 remote: key.remote,
                 state: slot.flow.state_name(),

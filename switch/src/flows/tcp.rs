@@ -9,6 +9,13 @@
 //! one gets nothing (as through a kernel router), so the container's
 //! `connect()` fails the way it would without the gateway in between.
 //!
+//! **Published ports** run the same machine the other way round
+//! ([`Origin::Inbound`]): the host socket is a client the switch accepted on
+//! a published port, and the connection to open is the one into the
+//! container, from the client's own address and port
+//! ([`Action::ConnectContainer`]). The container's RST resets the client;
+//! a container that never answers times the flow out and resets the client.
+//!
 //! **Relay and back-pressure.** Each direction has a bounded
 //! [`RelayBuffer`]. Data offered to a full buffer is only partly accepted
 //! (the caller leaves the rest where it was, in smoltcp's receive buffer or
@@ -30,7 +37,9 @@
 
 use serde::Serialize;
 
-use crate::flows::action::{Action, Actions, ConnectFailure, EndReason, FlowCounters, Side, Timer};
+use crate::flows::action::{
+    Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Side, Timer,
+};
 use crate::flows::buffer::RelayBuffer;
 use crate::flows::limits::FlowLimits;
 use crate::time::Instant;
@@ -69,10 +78,15 @@ impl TcpState {
 /// What happened to a TCP flow, as the caller observed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpEvent<'a> {
-    /// The host socket's non-blocking connect completed.
+    /// The host socket's non-blocking connect completed (outbound flows).
     HostConnected,
-    /// The host socket's connect failed.
+    /// The host socket's connect failed (outbound flows).
     HostConnectFailed(ConnectFailure),
+    /// The container accepted the gateway's connection (inbound flows).
+    ContainerConnected,
+    /// The container refused (RST: `Refused`) or never answered
+    /// (`TimedOut`) the gateway's connection (inbound flows).
+    ContainerConnectFailed(ConnectFailure),
     /// Bytes the container sent (read from the gateway's socket). The flow
     /// accepts what fits ([`TcpStep::accepted`]); the caller leaves the rest
     /// unread.
@@ -156,6 +170,7 @@ enum Phase {
 /// One TCP flow's state machine. Performs no I/O; time is an argument.
 #[derive(Debug, Clone)]
 pub struct TcpFlow {
+    origin: Origin,
     phase: Phase,
     /// Container → remote.
     upstream: Direction,
@@ -171,10 +186,21 @@ pub struct TcpFlow {
 }
 
 impl TcpFlow {
-    /// A flow for a SYN just seen; the caller must carry out
+    /// An outbound flow for a SYN just seen; the caller must carry out
     /// [`Action::ConnectHost`] (the table returns it).
     pub fn new(now: Instant, limits: &FlowLimits) -> TcpFlow {
+        TcpFlow::with_origin(Origin::Outbound, now, limits)
+    }
+
+    /// An inbound flow for a client just accepted on a published port; the
+    /// caller must carry out [`Action::ConnectContainer`].
+    pub fn inbound(now: Instant, limits: &FlowLimits) -> TcpFlow {
+        TcpFlow::with_origin(Origin::Inbound, now, limits)
+    }
+
+    fn with_origin(origin: Origin, now: Instant, limits: &FlowLimits) -> TcpFlow {
         TcpFlow {
+            origin,
             phase: Phase::Connecting,
             upstream: Direction::new(limits.buffer_bytes),
             downstream: Direction::new(limits.buffer_bytes),
@@ -198,19 +224,47 @@ impl TcpFlow {
     }
 
     /// Connect first: only the connect's result moves the flow on. A reset
-    /// from the container (it gave up) abandons the connect.
+    /// from the side that is waiting (it gave up) abandons the connect.
     fn while_connecting(&mut self, now: Instant, event: TcpEvent<'_>) -> TcpStep {
-        let actions = match event {
-            TcpEvent::HostConnected => {
+        let actions = match (self.origin, event) {
+            (Origin::Outbound, TcpEvent::HostConnected) => {
                 self.phase = Phase::Open;
                 self.last_activity = now;
                 Actions::one(Action::AcceptContainer)
             }
-            TcpEvent::HostConnectFailed(failure) => self.connect_failed(failure),
-            TcpEvent::ContainerReset => self.reset(Side::Container),
+            (Origin::Outbound, TcpEvent::HostConnectFailed(failure)) => {
+                self.connect_failed(failure)
+            }
+            (Origin::Outbound, TcpEvent::ContainerReset) => self.reset(Side::Container),
+            (Origin::Inbound, TcpEvent::ContainerConnected) => {
+                self.phase = Phase::Open;
+                self.last_activity = now;
+                Actions::none()
+            }
+            (Origin::Inbound, TcpEvent::ContainerConnectFailed(failure)) => {
+                self.container_refused(failure)
+            }
+            (Origin::Inbound, TcpEvent::HostReset) => self.reset(Side::Remote),
             _ => return invalid(),
         };
         step(actions)
+    }
+
+    /// The container would not take a published port's connection: the
+    /// client, whose handshake the host kernel already completed, is reset
+    /// (the nearest a userspace forwarder gets to "connection refused").
+    fn container_refused(&mut self, failure: ConnectFailure) -> Actions {
+        let mut actions = Actions::one(Action::ResetHost);
+        let reason = match failure {
+            ConnectFailure::Refused => EndReason::Refused,
+            ConnectFailure::Unreachable(code) => EndReason::Unreachable { code },
+            ConnectFailure::TimedOut => EndReason::TimedOut {
+                timer: Timer::Connect,
+            },
+            ConnectFailure::Other => EndReason::HostError,
+        };
+        self.end(&mut actions, reason);
+        actions
     }
 
     fn connect_failed(&mut self, failure: ConnectFailure) -> Actions {
@@ -285,7 +339,10 @@ impl TcpFlow {
                 result.actions = self.reset(Side::Remote);
                 return result;
             }
-            TcpEvent::HostConnected | TcpEvent::HostConnectFailed(_) => return invalid(),
+            TcpEvent::HostConnected
+            | TcpEvent::HostConnectFailed(_)
+            | TcpEvent::ContainerConnected
+            | TcpEvent::ContainerConnectFailed(_) => return invalid(),
         }
         self.last_activity = now;
         result.actions = self.pass_on_closes();
@@ -338,12 +395,18 @@ impl TcpFlow {
         }
         let mut actions = Actions::none();
         match self.phase {
-            Phase::Connecting => self.end(
-                &mut actions,
-                EndReason::TimedOut {
-                    timer: Timer::Connect,
-                },
-            ),
+            Phase::Connecting => {
+                // An inbound client is connected already: tell it.
+                if self.origin == Origin::Inbound {
+                    actions.push(Action::ResetHost);
+                }
+                self.end(
+                    &mut actions,
+                    EndReason::TimedOut {
+                        timer: Timer::Connect,
+                    },
+                );
+            }
             Phase::Open => {
                 // Forgotten without a word, both ends would hold a dead
                 // connection until their own keepalive; tell them.
@@ -410,7 +473,11 @@ impl TcpFlow {
         }
     }
 
-    /// Still waiting for the host connect (counts against the pending limits).
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Still waiting for the connect (counts against the pending limits).
     pub fn is_connecting(&self) -> bool {
         self.phase == Phase::Connecting
     }

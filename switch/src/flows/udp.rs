@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::flows::action::{Action, Actions, ConnectFailure, EndReason, FlowCounters, Timer};
+use crate::flows::action::{
+    Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Timer,
+};
 use crate::time::Instant;
 
 /// The largest UDP payload IPv4 can carry (65535 − 20 − 8).
@@ -78,6 +80,7 @@ pub struct UdpStep {
 /// One UDP flow's state machine. Performs no I/O; time is an argument.
 #[derive(Debug, Clone)]
 pub struct UdpFlow {
+    origin: Origin,
     state: UdpState,
     last_activity: Instant,
     idle: Duration,
@@ -90,10 +93,22 @@ impl UdpFlow {
     /// is connected.
     pub fn new(now: Instant, idle: Duration) -> UdpFlow {
         UdpFlow {
+            origin: Origin::Outbound,
             state: UdpState::Connecting,
             last_activity: now,
             idle,
             counters: FlowCounters::default(),
+        }
+    }
+
+    /// A flow for a client's datagram to a published port: open at once
+    /// (the published port's socket is the host side), `UNREPLIED` until
+    /// the container answers.
+    pub fn inbound(now: Instant, idle: Duration) -> UdpFlow {
+        UdpFlow {
+            origin: Origin::Inbound,
+            state: UdpState::Unreplied,
+            ..UdpFlow::new(now, idle)
         }
     }
 
@@ -120,9 +135,14 @@ impl UdpFlow {
                 self.counters.packets_from_container += 1;
                 self.counters.bytes_from_container += len as u64;
                 step.relay = self.state != UdpState::Connecting;
+                if self.origin == Origin::Inbound {
+                    self.state = UdpState::Replied;
+                }
             }
             (UdpState::Unreplied | UdpState::Replied, UdpEvent::FromHost(len)) => {
-                self.state = UdpState::Replied;
+                if self.origin == Origin::Outbound {
+                    self.state = UdpState::Replied;
+                }
                 self.counters.packets_to_container += 1;
                 self.counters.bytes_to_container += len as u64;
                 step.relay = true;

@@ -258,3 +258,61 @@ fn events_of_the_wrong_protocol_are_invalid() {
     assert_eq!(table.interest(udp), Default::default());
     assert!(table.tcp_flow(&udp).is_none());
 }
+
+#[test]
+fn published_port_clients_are_flows_charged_to_their_container() {
+    let mut table = FlowTable::new(limits());
+    let client = |port: u16| key("172.17.0.2:80", &format!("203.0.113.9:{port}"));
+    assert_eq!(
+        table.open_inbound(at(0), client(1)),
+        Ok(Admission::Opened(crate::flows::Actions::one(
+            Action::ConnectContainer
+        )))
+    );
+    assert_eq!(
+        table.open_inbound(at(0), client(1)),
+        Ok(Admission::Existing)
+    );
+    assert_eq!(table.pending_connects(), 1);
+    table.open_inbound(at(0), client(2)).unwrap();
+    // A flood of clients at one container's port fills its share only.
+    assert_eq!(
+        table.open_inbound(at(0), client(3)),
+        Err(LimitReason::ContainerPendingConnects)
+    );
+    table
+        .open(at(0), key("172.17.0.3:5000", "198.51.100.7:80"))
+        .unwrap();
+    let step = table.tcp(at(1), client(1), TcpEvent::ContainerConnected);
+    assert!(step.actions.is_empty() && !step.invalid);
+    assert_eq!(table.pending_connects(), 2);
+    table.tcp(at(2), client(1), TcpEvent::HostData(b"GET /"));
+    let rows = table.infos(at(3));
+    assert_eq!(
+        rows[0].to_string(),
+        "tcp ESTABLISHED src=203.0.113.9:1 dst=172.17.0.2:80 packets=0 bytes=5 reply_packets=0 reply_bytes=0 age=3s idle=1s [published]"
+    );
+    assert_eq!(serde_json::to_value(&rows[0]).unwrap()["origin"], "inbound");
+    assert_eq!(
+        serde_json::to_value(&rows[2]).unwrap()["origin"],
+        "outbound"
+    );
+
+    // UDP: open at once, no connect to wait for.
+    let udp = FlowKey::udp(ep("172.17.0.2:53"), ep("203.0.113.9:4000"));
+    assert_eq!(
+        table.open_inbound(at(3), udp),
+        Ok(Admission::Opened(crate::flows::Actions::none()))
+    );
+    assert!(table.udp(at(3), udp, UdpEvent::FromHost(30)).relay);
+    assert_eq!(table.get(&udp).unwrap().state_name(), "UNREPLIED");
+    assert!(table.udp(at(3), udp, UdpEvent::FromContainer(60)).relay);
+    assert_eq!(table.get(&udp).unwrap().state_name(), "REPLIED");
+    // Nothing publishes ping.
+    let ping = FlowKey::echo(
+        Ipv4Addr::new(172, 17, 0, 2),
+        1,
+        Ipv4Addr::new(203, 0, 113, 9),
+    );
+    assert_eq!(table.open_inbound(at(3), ping), Ok(Admission::Invalid));
+}

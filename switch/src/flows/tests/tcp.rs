@@ -346,3 +346,87 @@ fn a_half_closed_flow_has_the_shorter_idle_timer() {
         Some(EndReason::TimedOut { timer: Timer::Idle })
     );
 }
+
+// --- inbound flows: a client of a published port, connected into the container ---
+
+fn inbound() -> TcpFlow {
+    TcpFlow::inbound(at(0), &limits())
+}
+
+#[test]
+fn an_inbound_flow_opens_when_the_container_accepts() {
+    let mut flow = inbound();
+    assert_eq!(flow.origin(), crate::flows::Origin::Inbound);
+    assert_eq!(flow.state(), TcpState::Connecting);
+    // The outbound machine's events do not apply, nor data yet.
+    assert!(flow.handle(at(0), TcpEvent::HostConnected).invalid);
+    assert!(flow.handle(at(0), TcpEvent::HostData(b"GET /")).invalid);
+    assert!(actions(&mut flow, 1, TcpEvent::ContainerConnected).is_empty());
+    assert_eq!(flow.state(), TcpState::Established);
+    // The client's request goes to the container, the answer back.
+    assert_eq!(flow.handle(at(2), TcpEvent::HostData(b"GET /")).accepted, 5);
+    assert_eq!(flow.to_container(), b"GET /");
+    assert_eq!(
+        flow.handle(at(2), TcpEvent::ContainerData(b"200")).accepted,
+        3
+    );
+    assert_eq!(flow.to_host(), b"200");
+    assert!(flow.handle(at(2), TcpEvent::ContainerConnected).invalid);
+}
+
+#[test]
+fn a_container_that_refuses_or_stays_silent_resets_the_client() {
+    let mut flow = inbound();
+    assert_eq!(
+        actions(
+            &mut flow,
+            1,
+            TcpEvent::ContainerConnectFailed(ConnectFailure::Refused)
+        ),
+        vec![Action::ResetHost, Action::Release(EndReason::Refused)]
+    );
+    let mut flow = inbound();
+    assert_eq!(
+        actions(
+            &mut flow,
+            1,
+            TcpEvent::ContainerConnectFailed(ConnectFailure::TimedOut)
+        ),
+        vec![
+            Action::ResetHost,
+            Action::Release(EndReason::TimedOut {
+                timer: Timer::Connect
+            })
+        ]
+    );
+    // The backstop timer resets the waiting client too.
+    let mut flow = inbound();
+    assert_eq!(
+        flow.tick(at(10)).to_vec(),
+        vec![
+            Action::ResetHost,
+            Action::Release(EndReason::TimedOut {
+                timer: Timer::Connect
+            })
+        ]
+    );
+    // An outbound flow's backstop has no client to tell.
+    let mut outbound = connecting();
+    assert_eq!(outbound.tick(at(10)).len(), 1);
+}
+
+#[test]
+fn a_client_that_gives_up_while_the_container_connects_abandons_it() {
+    let mut flow = inbound();
+    assert_eq!(
+        actions(&mut flow, 1, TcpEvent::HostReset),
+        vec![
+            Action::ResetContainer,
+            Action::Release(EndReason::Reset { by: Side::Remote })
+        ]
+    );
+    // An outbound flow ignores the container-side connect events.
+    let mut outbound = connecting();
+    assert!(outbound.handle(at(0), TcpEvent::ContainerConnected).invalid);
+    assert!(outbound.handle(at(0), TcpEvent::HostReset).invalid);
+}
