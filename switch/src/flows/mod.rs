@@ -40,6 +40,10 @@
 //! Admission checks the per-container bounds first, so a flooding
 //! container's refusals are charged to it, not to the table.
 //!
+//! **The gateway port's classifier** ([`classify()`]): which frames are the
+//! gateway stack's, the DNS server's, a translated flow's (with its key), or
+//! nobody's, so that smoltcp in any-IP mode only sees what it took before.
+//!
 //! **Packets the gateway answers with** on a flow's behalf: the RST that
 //! refuses a held SYN ([`reset_for_syn`]) and the ICMP destination
 //! unreachable ([`unreachable_packet`]), both built with smoltcp's wire
@@ -78,8 +82,8 @@
 //!    [`tcp::TcpState::Connecting`]. Outbound pings and UDP never reach
 //!    smoltcp (steps 7 and 8); frames to other containers' addresses (floods
 //!    of unknown unicast reach the gateway port too) are dropped silently,
-//!    as now. The header views of the new `ports::wire` module are the
-//!    natural parser for this step.
+//!    as now. [`classify()`] is this step, pure and tested (smoltcp's wire
+//!    views parse; the new `ports::wire` header views could replace them).
 //! 2. **TCP, connect first.** A SYN (no ACK) from a container to an address
 //!    outside the subnet: [`FlowTable::open`]. On `Opened`, keep a copy of
 //!    the SYN frame (one frame per pending flow, bounded by the pending
@@ -151,6 +155,7 @@
 
 pub mod action;
 pub mod buffer;
+pub mod classify;
 pub mod icmp;
 pub mod limits;
 pub mod reset;
@@ -161,6 +166,7 @@ pub mod udp;
 pub use action::{
     Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Side, Timer, Unreachable,
 };
+pub use classify::{GatewayAddresses, IgnoreReason, Ingress, classify};
 pub use icmp::{EchoEvent, EchoFlow, unreachable_packet};
 pub use limits::{FlowLimits, FlowStats, LimitReason};
 pub use reset::reset_for_syn;

@@ -1,6 +1,7 @@
 //! The flow state machines and the table, on a fake clock.
 
 mod any_ip;
+mod classify;
 mod icmp;
 mod reset;
 mod table;
