@@ -101,7 +101,16 @@
 //!    each socket handle to its flow by `socket.remote_endpoint()`, not by
 //!    creation order. Size the socket's buffers from the network's MTU
 //!    (window scaling on) so a 65520-byte MTU is not throttled by a 64 KiB
-//!    window.
+//!    window. **Memory is the open question here**: a smoltcp TCP socket
+//!    takes its receive and send buffers up front and cannot resize them,
+//!    and a page stays resident once data has passed through it. The
+//!    issue's budget (10,000 idle flows under 100 MiB) leaves about 10 KiB
+//!    per flow, against 2 × 64 KiB or more for a fast one. The relay
+//!    buffers here already hold nothing when drained (tested with 10,000
+//!    flows); the smoltcp buffers need a policy (small buffers first and a
+//!    fresh, larger socket is not possible mid-connection, so probably a
+//!    shared pool of large buffers lent to busy flows, or a per-flow size
+//!    chosen from the network's MTU and measured against the budget).
 //! 4. [`Action::ResetContainer`] before the handshake: [`reset_for_syn`]
 //!    with the held SYN's IP packet, sent to the container's MAC; after the
 //!    handshake: `socket.abort()`. [`Action::SendUnreachable`]: [`icmp::unreachable_packet`]
