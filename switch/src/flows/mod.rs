@@ -107,10 +107,10 @@
 //!    issue's budget (10,000 idle flows under 100 MiB) leaves about 10 KiB
 //!    per flow, against 2 × 64 KiB or more for a fast one. The relay
 //!    buffers here already hold nothing when drained (tested with 10,000
-//!    flows); the smoltcp buffers need a policy (small buffers first and a
-//!    fresh, larger socket is not possible mid-connection, so probably a
-//!    shared pool of large buffers lent to busy flows, or a per-flow size
-//!    chosen from the network's MTU and measured against the budget).
+//!    flows); the smoltcp buffers need a policy, measured against the
+//!    budget: a per-flow size chosen from the network's MTU, or small
+//!    buffers for every flow and the relay buffers here (which grow only
+//!    while bytes wait) absorbing bursts.
 //! 4. [`Action::ResetContainer`] before the handshake: [`reset_for_syn`]
 //!    with the held SYN's IP packet, sent to the container's MAC; after the
 //!    handshake: `socket.abort()`. [`Action::SendUnreachable`]: [`icmp::unreachable_packet`]
