@@ -215,11 +215,24 @@ struct Slot {
     created: Instant,
 }
 
-/// What one container holds in the table.
+/// What one container holds in the table. Pending connects are counted
+/// apart for each origin: a flood of clients at a container's published
+/// port (whose connects may hang while its backlog is full) must not stop
+/// that container's own connections out, nor the other way round.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
     flows: usize,
-    pending_connects: usize,
+    pending_outbound: usize,
+    pending_inbound: usize,
+}
+
+impl Usage {
+    fn pending(&mut self, origin: Origin) -> &mut usize {
+        match origin {
+            Origin::Outbound => &mut self.pending_outbound,
+            Origin::Inbound => &mut self.pending_inbound,
+        }
+    }
 }
 
 /// What [`FlowTable::open`] did.
@@ -269,7 +282,7 @@ impl FlowTable {
         if self.flows.contains_key(&key) {
             return Ok(Admission::Existing);
         }
-        if let Err(reason) = self.admit(key) {
+        if let Err(reason) = self.admit(key, Origin::Outbound) {
             self.stats.count_limit(reason);
             return Err(reason);
         }
@@ -303,7 +316,7 @@ impl FlowTable {
             self.stats.dropped_invalid += 1;
             return Ok(Admission::Invalid);
         }
-        if let Err(reason) = self.admit(key) {
+        if let Err(reason) = self.admit(key, Origin::Inbound) {
             self.stats.count_limit(reason);
             return Err(reason);
         }
@@ -325,7 +338,7 @@ impl FlowTable {
         let usage = self.usage.entry(*key.container.ip()).or_default();
         usage.flows += 1;
         if flow.is_connecting() {
-            usage.pending_connects += 1;
+            *usage.pending(origin) += 1;
             self.pending_connects += 1;
         }
         self.flows.insert(
@@ -340,8 +353,8 @@ impl FlowTable {
     }
 
     /// The limits, checked cheapest and most specific first.
-    fn admit(&self, key: FlowKey) -> Result<(), LimitReason> {
-        let usage = self
+    fn admit(&self, key: FlowKey, origin: Origin) -> Result<(), LimitReason> {
+        let mut usage = self
             .usage
             .get(key.container.ip())
             .copied()
@@ -353,7 +366,7 @@ impl FlowTable {
             return Err(LimitReason::TableFull);
         }
         if key.protocol == Protocol::Tcp {
-            if usage.pending_connects >= self.limits.max_pending_connects_per_container {
+            if *usage.pending(origin) >= self.limits.max_pending_connects_per_container {
                 return Err(LimitReason::ContainerPendingConnects);
             }
             if self.pending_connects >= self.limits.max_pending_connects {
@@ -368,6 +381,7 @@ impl FlowTable {
     pub fn tcp(&mut self, now: Instant, key: FlowKey, event: TcpEvent<'_>) -> TcpStep {
         let Some(Slot {
             flow: Flow::Tcp(flow),
+            origin,
             ..
         }) = self.flows.get_mut(&key)
         else {
@@ -377,15 +391,13 @@ impl FlowTable {
                 ..TcpStep::default()
             };
         };
+        let origin = *origin;
         let was_connecting = flow.is_connecting();
         let step = flow.handle(now, event);
-        let still_connecting = flow.is_connecting();
-        self.after(
-            key,
-            was_connecting && !still_connecting,
-            step.invalid,
-            &step.actions,
-        );
+        if was_connecting && !flow.is_connecting() {
+            self.release_pending(key, origin);
+        }
+        self.after(key, step.invalid, &step.actions);
         step
     }
 
@@ -403,7 +415,7 @@ impl FlowTable {
             };
         };
         let step = flow.handle(now, event);
-        self.after(key, false, step.invalid, &step.actions);
+        self.after(key, step.invalid, &step.actions);
         step
     }
 
@@ -421,16 +433,13 @@ impl FlowTable {
             };
         };
         let step = flow.handle(now, event);
-        self.after(key, false, step.invalid, &step.actions);
+        self.after(key, step.invalid, &step.actions);
         step
     }
 
-    /// The books after an event: a connect that resolved frees its pending
-    /// slot, an invalid event is counted, a released flow is removed.
-    fn after(&mut self, key: FlowKey, connect_resolved: bool, invalid: bool, actions: &Actions) {
-        if connect_resolved {
-            self.release_pending(key);
-        }
+    /// The books after an event: an invalid event is counted, a released
+    /// flow is removed.
+    fn after(&mut self, key: FlowKey, invalid: bool, actions: &Actions) {
         if invalid {
             self.stats.dropped_invalid += 1;
         }
@@ -439,10 +448,12 @@ impl FlowTable {
         }
     }
 
-    fn release_pending(&mut self, key: FlowKey) {
+    /// A connect resolved (either way): its pending slot is free again.
+    fn release_pending(&mut self, key: FlowKey, origin: Origin) {
         self.pending_connects = self.pending_connects.saturating_sub(1);
         if let Some(usage) = self.usage.get_mut(key.container.ip()) {
-            usage.pending_connects = usage.pending_connects.saturating_sub(1);
+            let pending = usage.pending(origin);
+            *pending = pending.saturating_sub(1);
         }
     }
 
@@ -488,20 +499,21 @@ impl FlowTable {
     /// Runs every flow's timers; returns the flows that had something to
     /// do, with the actions, sorted by key so the output is deterministic.
     pub fn expire(&mut self, now: Instant) -> Vec<(FlowKey, Actions)> {
-        let mut due: Vec<(FlowKey, bool, Actions)> = self
+        let mut due: Vec<(FlowKey, Option<Origin>, Actions)> = self
             .flows
             .iter_mut()
             .filter(|(_, slot)| slot.flow.deadline().is_some_and(|d| now >= d))
             .map(|(key, slot)| {
-                let was_connecting = slot.flow.is_connecting();
-                (*key, was_connecting, slot.flow.tick(now))
+                // A connect timer ends a pending connect: its slot frees.
+                let pending = slot.flow.is_connecting().then_some(slot.origin);
+                (*key, pending, slot.flow.tick(now))
             })
             .filter(|(_, _, actions)| !actions.is_empty())
             .collect();
         due.sort_by_key(|(key, _, _)| *key);
-        for (key, was_connecting, actions) in &due {
-            if *was_connecting {
-                self.release_pending(*key);
+        for (key, pending, actions) in &due {
+            if let Some(origin) = pending {
+                self.release_pending(*key, *origin);
             }
             if let Some(reason) = actions.release() {
                 self.remove(*key, reason);

@@ -275,28 +275,49 @@ fn published_port_clients_are_flows_charged_to_their_container() {
     );
     assert_eq!(table.pending_connects(), 1);
     table.open_inbound(at(0), client(2)).unwrap();
-    // A flood of clients at one container's port fills its share only.
+    // A flood of clients at one container's port fills its share only...
     assert_eq!(
         table.open_inbound(at(0), client(3)),
         Err(LimitReason::ContainerPendingConnects)
     );
-    table
-        .open(at(0), key("172.17.0.3:5000", "198.51.100.7:80"))
-        .unwrap();
+    // ...and not the share of that container's own connections out.
+    opened(&mut table, 0, key("172.17.0.2:5000", "198.51.100.7:80"));
+    opened(&mut table, 0, key("172.17.0.3:5000", "198.51.100.7:80"));
+    assert_eq!(table.pending_connects(), 4);
     let step = table.tcp(at(1), client(1), TcpEvent::ContainerConnected);
     assert!(step.actions.is_empty() && !step.invalid);
-    assert_eq!(table.pending_connects(), 2);
+    assert_eq!(table.pending_connects(), 3);
+    // The freed inbound slot takes the next client.
+    table.open_inbound(at(1), client(3)).unwrap();
     table.tcp(at(2), client(1), TcpEvent::HostData(b"GET /"));
     let rows = table.infos(at(3));
+    let published = rows
+        .iter()
+        .find(|r| r.remote == ep("203.0.113.9:1"))
+        .unwrap();
     assert_eq!(
-        rows[0].to_string(),
+        published.to_string(),
         "tcp ESTABLISHED src=203.0.113.9:1 dst=172.17.0.2:80 packets=0 bytes=5 reply_packets=0 reply_bytes=0 age=3s idle=1s [published]"
     );
-    assert_eq!(serde_json::to_value(&rows[0]).unwrap()["origin"], "inbound");
     assert_eq!(
-        serde_json::to_value(&rows[2]).unwrap()["origin"],
-        "outbound"
+        serde_json::to_value(published).unwrap()["origin"],
+        "inbound"
     );
+    let out = rows
+        .iter()
+        .find(|r| r.container == ep("172.17.0.3:5000"))
+        .unwrap();
+    assert_eq!(serde_json::to_value(out).unwrap()["origin"], "outbound");
+    // A client whose container never answers is reset at the connect
+    // timer, and its pending slot freed.
+    let due = table.expire(at(10));
+    assert!(
+        due.iter()
+            .any(|(k, actions)| *k == client(2) && actions.contains(Action::ResetHost)),
+        "{due:?}"
+    );
+    // Only client 3 (opened at 1 s, its timer at 11 s) still waits.
+    assert_eq!(table.pending_connects(), 1);
 
     // UDP: open at once, no connect to wait for.
     let udp = FlowKey::udp(ep("172.17.0.2:53"), ep("203.0.113.9:4000"));
