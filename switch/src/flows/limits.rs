@@ -18,12 +18,13 @@ pub struct FlowLimits {
     /// Flows of one container address: one busy container cannot take the
     /// whole table.
     pub max_flows_per_container: usize,
-    /// TCP flows still waiting for their host connect, all containers
-    /// together.
+    /// TCP flows still waiting for their connect, all containers and both
+    /// directions together.
     pub max_pending_connects: usize,
-    /// TCP flows of one container still waiting for their host connect. A
-    /// SYN flood from one container fills its own share, so the others'
-    /// connects still go out.
+    /// TCP flows of one container still waiting for their connect, counted
+    /// apart for its connections out and for clients of its published
+    /// ports. A SYN flood from one container fills its own share, so the
+    /// others' connects still go out.
     pub max_pending_connects_per_container: usize,
     /// Bytes a TCP flow buffers in each direction before it stops reading
     /// that direction's source (back-pressure).
