@@ -14,7 +14,9 @@
 //!   never a panic.
 //! - [`forwarder`]: the [`Forwarder`]: the id bookkeeping of queries in
 //!   flight upstream, with per-attempt timeouts on an injected clock.
-//! - [`upstream`]: `/etc/resolv.conf` and `--dns-upstream IP[:PORT]`.
+//! - [`upstream`]: `/etc/resolv.conf`, `--dns-upstream IP[:PORT]`, and the
+//!   resolv.conf a container gets.
+//! - [`tcp`]: DNS over TCP's two-byte length framing.
 //!
 //! **Why `hickory-proto`.** DNS messages are easy to get subtly wrong
 //! (name compression, EDNS, case-insensitive names, truncated input), and
@@ -42,25 +44,28 @@
 //!    kernel). That socket's datagrams go to [`Forwarder::reply`] with their
 //!    source address. [`Forwarder::expire`] runs with the flow timers.
 //! 3. TCP to gateway:53: a smoltcp listening socket on the gateway's own
-//!    address; each message is a 2-byte length and the message
-//!    (RFC 1035 4.2.2). Local answers as above; forwarded ones over a TCP
+//!    address; [`TcpFramer`] cuts the stream into messages, [`tcp::frame`]
+//!    frames the answers (RFC 1035 4.2.2). Local answers as above; forwarded ones over a TCP
 //!    connection to the upstream (a truncated UDP answer from upstream is
 //!    passed to the container as is, TC bit set, and its resolver retries
 //!    over TCP).
-//! 4. `container create` writes `/etc/netns/NAME/resolv.conf` with
-//!    `nameserver <gateway>` (and `search tapswitch.internal`), and
+//! 4. `container create` writes `/etc/netns/tapswitch-NAME/resolv.conf`
+//!    ([`container_resolv_conf`]: `nameserver <gateway>`, `search
+//!    tapswitch.internal`), and
 //!    `container exec` bind-mounts it in a private mount namespace, as
 //!    `ip netns exec` does.
 
 pub mod forwarder;
 pub mod names;
 pub mod responder;
+pub mod tcp;
 pub mod upstream;
 
 pub use forwarder::{Expired, Forwarder, ForwarderStats, NotForwarded, Outgoing, Reply};
 pub use names::{DEFAULT_DOMAIN, Lookup, NameTable};
 pub use responder::{DnsDrop, DnsResponder, DnsStats, DnsVerdict, Question};
-pub use upstream::{ResolvConf, choose_upstreams, parse_upstream};
+pub use tcp::{Framed, TcpFramer};
+pub use upstream::{ResolvConf, choose_upstreams, container_resolv_conf, parse_upstream};
 
 #[cfg(test)]
 mod tests;

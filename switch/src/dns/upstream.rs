@@ -77,6 +77,18 @@ pub fn choose_upstreams(flags: &[SocketAddr], resolv_conf: &ResolvConf) -> Vec<S
     vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), DNS_PORT)]
 }
 
+/// The `resolv.conf` a container of the network gets (written to
+/// `/etc/netns/<namespace>/resolv.conf`, where `ip netns exec` looks too):
+/// the gateway as the only nameserver, and the own domain to search, so
+/// `web` and `web.tapswitch.internal` both resolve.
+pub fn container_resolv_conf(gateway: Ipv4Addr, domain: &str) -> String {
+    format!(
+        "# Written by tapswitch: the network's gateway answers DNS.\n\
+         nameserver {gateway}\n\
+         search {domain}\n"
+    )
+}
+
 /// Parses a `--dns-upstream` value: `IP`, `IP:PORT`, `IPV6` or
 /// `[IPV6]:PORT`; the port defaults to 53. The error is one line that
 /// says what to write instead.
@@ -157,6 +169,16 @@ mod tests {
         assert_eq!(
             choose_upstreams(&[], &ResolvConf::default()),
             vec![addr("127.0.0.1:53")]
+        );
+    }
+
+    #[test]
+    fn a_containers_resolv_conf_names_the_gateway_and_reads_back() {
+        let text = container_resolv_conf(Ipv4Addr::new(172, 17, 0, 1), "tapswitch.internal");
+        assert!(text.contains("search tapswitch.internal\n"), "{text}");
+        assert_eq!(
+            ResolvConf::parse(&text).nameservers,
+            vec![addr("172.17.0.1:53")]
         );
     }
 

@@ -159,8 +159,9 @@
 //!     and run [`FlowTable::expire`]; carry out its actions.
 //! 11. **Visibility.** `tapswitch flows` sends a control request answered
 //!     with [`FlowTable::infos`]; `stats` adds [`FlowStats`]; `--trace`
-//!     prints one line per admission and per [`Action::Release`] with its
-//!     [`EndReason`].
+//!     turns on [`FlowTable::set_trace`] and prints [`FlowTable::take_events`]
+//!     as [`FlowTraceLine`]s (opened, refused by a limit, ended: how, by
+//!     whom, after how long, how many bytes).
 
 pub mod action;
 pub mod buffer;
@@ -170,6 +171,7 @@ pub mod limits;
 pub mod reset;
 pub mod table;
 pub mod tcp;
+pub mod trace;
 pub mod udp;
 
 pub use action::{
@@ -181,6 +183,7 @@ pub use limits::{FlowLimits, FlowStats, LimitReason};
 pub use reset::reset_for_syn;
 pub use table::{Admission, Flow, FlowInfo, FlowKey, FlowTable, PacketWay, Protocol};
 pub use tcp::{Interest, TcpEvent, TcpFlow, TcpState, TcpStep};
+pub use trace::{FlowEvent, FlowTraceLine};
 pub use udp::{UdpEvent, UdpFlow, UdpState, UdpStep};
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::flows::action::{Action, Actions, EndReason, FlowCounters, Origin};
 use crate::flows::icmp::{EchoEvent, EchoFlow};
 use crate::flows::limits::{FlowLimits, FlowStats, LimitReason};
 use crate::flows::tcp::{Interest, TcpEvent, TcpFlow, TcpStep};
+use crate::flows::trace::FlowEvent;
 use crate::flows::udp::{UdpEvent, UdpFlow, UdpStep};
 use crate::time::Instant;
 
@@ -257,7 +258,13 @@ pub struct FlowTable {
     usage: HashMap<Ipv4Addr, Usage>,
     pending_connects: usize,
     stats: FlowStats,
+    /// Flow events for `--trace`, kept only while tracing is on.
+    trace: Option<Vec<(Instant, FlowKey, FlowEvent)>>,
 }
+
+/// Events kept for `--trace` between two [`FlowTable::take_events`]; more
+/// are not kept (a caller that never drains must not grow memory).
+pub const MAX_TRACE_EVENTS: usize = 4096;
 
 impl FlowTable {
     pub fn new(limits: FlowLimits) -> FlowTable {
@@ -267,6 +274,7 @@ impl FlowTable {
             usage: HashMap::new(),
             pending_connects: 0,
             stats: FlowStats::default(),
+            trace: None,
         }
     }
 
@@ -284,6 +292,7 @@ impl FlowTable {
         }
         if let Err(reason) = self.admit(key, Origin::Outbound) {
             self.stats.count_limit(reason);
+            self.record(now, key, FlowEvent::Refused(reason));
             return Err(reason);
         }
         let flow = match key.protocol {
@@ -318,6 +327,7 @@ impl FlowTable {
         }
         if let Err(reason) = self.admit(key, Origin::Inbound) {
             self.stats.count_limit(reason);
+            self.record(now, key, FlowEvent::Refused(reason));
             return Err(reason);
         }
         let (flow, actions) = match key.protocol {
@@ -350,6 +360,23 @@ impl FlowTable {
             },
         );
         self.stats.opened += 1;
+        self.record(now, key, FlowEvent::Opened(origin));
+    }
+
+    /// Turns the keeping of flow events for `--trace` on or off.
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on.then(Vec::new);
+    }
+
+    /// The flow events since the last call (none while tracing is off).
+    pub fn take_events(&mut self) -> Vec<(Instant, FlowKey, FlowEvent)> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn record(&mut self, now: Instant, key: FlowKey, event: FlowEvent) {
+        if let Some(events) = self.trace.as_mut().filter(|e| e.len() < MAX_TRACE_EVENTS) {
+            events.push((now, key, event));
+        }
     }
 
     /// The limits, checked cheapest and most specific first.
@@ -397,7 +424,7 @@ impl FlowTable {
         if was_connecting && !flow.is_connecting() {
             self.release_pending(key, origin);
         }
-        self.after(key, step.invalid, &step.actions);
+        self.after(now, key, step.invalid, &step.actions);
         step
     }
 
@@ -415,7 +442,7 @@ impl FlowTable {
             };
         };
         let step = flow.handle(now, event);
-        self.after(key, step.invalid, &step.actions);
+        self.after(now, key, step.invalid, &step.actions);
         step
     }
 
@@ -433,18 +460,18 @@ impl FlowTable {
             };
         };
         let step = flow.handle(now, event);
-        self.after(key, step.invalid, &step.actions);
+        self.after(now, key, step.invalid, &step.actions);
         step
     }
 
     /// The books after an event: an invalid event is counted, a released
     /// flow is removed.
-    fn after(&mut self, key: FlowKey, invalid: bool, actions: &Actions) {
+    fn after(&mut self, now: Instant, key: FlowKey, invalid: bool, actions: &Actions) {
         if invalid {
             self.stats.dropped_invalid += 1;
         }
         if let Some(reason) = actions.release() {
-            self.remove(key, reason);
+            self.remove(now, key, reason);
         }
     }
 
@@ -457,10 +484,16 @@ impl FlowTable {
         }
     }
 
-    fn remove(&mut self, key: FlowKey, reason: EndReason) {
-        if self.flows.remove(&key).is_none() {
+    fn remove(&mut self, now: Instant, key: FlowKey, reason: EndReason) {
+        let Some(slot) = self.flows.remove(&key) else {
             return;
-        }
+        };
+        let ended = FlowEvent::Ended {
+            reason,
+            counters: *slot.flow.counters(),
+            age: now.saturating_since(slot.created),
+        };
+        self.record(now, key, ended);
         if let Entry::Occupied(mut usage) = self.usage.entry(*key.container.ip()) {
             usage.get_mut().flows = usage.get().flows.saturating_sub(1);
             if usage.get().flows == 0 {
@@ -516,7 +549,7 @@ impl FlowTable {
                 self.release_pending(*key, *origin);
             }
             if let Some(reason) = actions.release() {
-                self.remove(*key, reason);
+                self.remove(now, *key, reason);
             }
         }
         due.into_iter()

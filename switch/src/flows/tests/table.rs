@@ -373,3 +373,59 @@ fn ten_thousand_idle_flows_hold_no_relay_memory() {
         std::mem::size_of::<crate::flows::Flow>()
     );
 }
+
+#[test]
+fn trace_events_are_kept_only_while_tracing_and_bounded() {
+    use crate::flows::{FlowEvent, FlowTraceLine, Origin};
+    let mut table = FlowTable::new(limits());
+    let k = key("172.17.0.2:1", "198.51.100.7:80");
+    opened(&mut table, 0, k);
+    assert!(table.take_events().is_empty(), "tracing is off");
+
+    table.set_trace(true);
+    let traced = key("172.17.0.2:2", "198.51.100.7:80");
+    opened(&mut table, 1, traced);
+    // The container's pending share (2) is used: the next is refused.
+    let refused = key("172.17.0.2:3", "198.51.100.7:80");
+    assert!(table.open(at(1), refused).is_err());
+    table.tcp(at(2), traced, TcpEvent::HostConnected);
+    table.tcp(at(3), traced, TcpEvent::ContainerData(b"abc"));
+    table.tcp(at(4), traced, TcpEvent::HostReset);
+    let events = table.take_events();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|(now, key, event)| {
+            FlowTraceLine {
+                now: *now,
+                key,
+                event,
+            }
+            .to_string()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "t=1.000000 flow tcp 172.17.0.2:2 -> 198.51.100.7:80: opened by the container",
+            "t=1.000000 flow tcp 172.17.0.2:3 -> 198.51.100.7:80: refused: the container has its most pending connects",
+            "t=4.000000 flow tcp 172.17.0.2:2 -> 198.51.100.7:80: reset by the remote after 3.000 s (3 bytes from the container, 0 bytes to it)",
+        ]
+    );
+    assert!(matches!(events[0].2, FlowEvent::Opened(Origin::Outbound)));
+    assert!(table.take_events().is_empty(), "taken");
+
+    // A caller that never takes them cannot grow memory without bound.
+    opened(&mut table, 5, key("172.17.0.2:4", "198.51.100.7:80"));
+    table.take_events();
+    for port in 0..crate::flows::table::MAX_TRACE_EVENTS + 10 {
+        let flood = key(&format!("172.17.0.2:{}", 100 + port), "198.51.100.7:80");
+        assert!(table.open(at(5), flood).is_err());
+    }
+    assert_eq!(
+        table.take_events().len(),
+        crate::flows::table::MAX_TRACE_EVENTS
+    );
+    table.set_trace(false);
+    let _ = table.open(at(6), refused);
+    assert!(table.take_events().is_empty());
+}
