@@ -36,6 +36,7 @@ pub mod gateway;
 pub mod mac;
 pub mod mac_table;
 pub mod port;
+pub mod services;
 pub mod stats;
 pub mod time;
 pub mod trace;

@@ -109,16 +109,27 @@ const DSCP_INTERNETWORK_CONTROL: u8 = 0x30;
 /// packet, is itself an ICMP error, is a later fragment, or came from or
 /// went to an address that is not a single host.
 pub fn unreachable_packet(code: Unreachable, from: Ipv4Addr, offending: &[u8]) -> Option<Vec<u8>> {
-    let original = Ipv4Packet::new_checked(offending).ok()?;
+    // Checked by hand rather than with `new_checked`, which refuses a
+    // packet cut shorter than its total length: a flow keeps only the
+    // first bytes of its first packet, and what is there is quoted.
+    let version_ihl = *offending.first()?;
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || header_len < IPV4_HEADER || offending.len() < header_len {
+        return None;
+    }
+    let original = Ipv4Packet::new_unchecked(offending);
     let (src, dst) = (original.src_addr(), original.dst_addr());
     let not_a_host = |ip: Ipv4Addr| ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast();
     if not_a_host(src) || not_a_host(dst) || original.frag_offset() != 0 {
         return None;
     }
-    if original.next_header() == IpProtocol::Icmp && !is_icmp_query(&original) {
+    let original_len = usize::from(original.total_len())
+        .min(offending.len())
+        .max(header_len);
+    let transport = &offending[header_len..original_len];
+    if original.next_header() == IpProtocol::Icmp && !is_icmp_query(transport) {
         return None;
     }
-    let original_len = usize::from(original.total_len()).min(offending.len());
     let quoted = original_len.min(MAX_ERROR_PACKET - IPV4_HEADER - ICMP_HEADER);
     let total = IPV4_HEADER + ICMP_HEADER + quoted;
 
@@ -143,12 +154,13 @@ pub fn unreachable_packet(code: Unreachable, from: Ipv4Addr, offending: &[u8]) -
 
 /// Echo and the other queries may draw an error; errors may not (RFC 1122
 /// 3.2.2: no error about an error, so two routers cannot loop).
-fn is_icmp_query(packet: &Ipv4Packet<&[u8]>) -> bool {
-    let Ok(icmp) = Icmpv4Packet::new_checked(packet.payload()) else {
+fn is_icmp_query(transport: &[u8]) -> bool {
+    // The type is the first byte; a quote may be too short for the rest.
+    let Some(&kind) = transport.first() else {
         return false;
     };
     matches!(
-        icmp.msg_type(),
+        Icmpv4Message::from(kind),
         Icmpv4Message::EchoRequest
             | Icmpv4Message::EchoReply
             | Icmpv4Message::Timestamp

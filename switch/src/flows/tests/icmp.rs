@@ -185,3 +185,18 @@ fn no_error_about_errors_fragments_or_non_hosts() {
     );
     assert!(unreachable_packet(Unreachable::Host, GATEWAY, &ping).is_some());
 }
+
+#[test]
+fn a_quote_cut_to_header_and_eight_bytes_is_enough() {
+    // What a UDP or ping flow keeps of its first packet (RFC 792's minimum).
+    let cut = &syn()[..28];
+    let packet = unreachable_packet(Unreachable::Port, GATEWAY, cut).unwrap();
+    assert_eq!(packet.len(), 20 + 8 + 28);
+    let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+    assert_eq!(ip.dst_addr(), CONTAINER);
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.data(), cut);
+    // Shorter than a header is nothing to quote.
+    assert!(unreachable_packet(Unreachable::Port, GATEWAY, &syn()[..19]).is_none());
+}

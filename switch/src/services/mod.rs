@@ -1,0 +1,666 @@
+//! The gateway's services, sans I/O: frames from the gateway port and
+//! host socket events in; frames for the containers, host socket commands
+//! and container-side TCP commands out.
+//!
+//! This joins the pure pieces — [`crate::flows::classify`], the
+//! [`FlowTable`], the [`DnsResponder`] and the [`Forwarder`] — into the
+//! one object the gateway thread will drive, so that what is left to wire
+//! is I/O: host sockets (`ports`), and smoltcp's TCP sockets for the
+//! container side of TCP flows. **Not wired yet.**
+//!
+//! What it does entirely by itself, at the wire level:
+//!
+//! - **DNS over UDP** at the gateway's address: answers built by the
+//!   responder go straight back as frames; forwarded queries become
+//!   [`HostCommand::SendDns`], and upstream answers ([`Services::dns_reply`])
+//!   frames again; SERVFAIL when every upstream stayed silent.
+//! - **UDP and ping flows**: the first datagram opens the flow
+//!   ([`HostCommand::Connect`]) and is sent once the socket is up; host
+//!   datagrams become frames from the remote's address; path errors become
+//!   ICMP unreachables quoting the flow's first packet.
+//! - **TCP, up to the handshake**: a SYN opens the flow and is held; a
+//!   refused or unreachable connect answers the container from the held
+//!   SYN (RST or ICMP); a successful one hands the SYN to the container
+//!   side ([`StackCommand::Accept`]). Segments of open flows go to the
+//!   stack ([`Verdict::ToStack`]); the relay itself runs on the flow table
+//!   ([`Services::flows_mut`]) next to smoltcp's sockets.
+//! - **Isolation**: with outbound access off (`--internal`, `--no-outbound`)
+//!   every flow is answered "administratively prohibited" and none opened.
+//!
+//! Frames to a container go to the MAC it last sent from (learned from
+//! its own frames, bounded by the subnet's size). Packets larger than the
+//! network's MTU are not fragmented: they are dropped and counted.
+
+mod frames;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use serde::Serialize;
+use smoltcp::wire::{EthernetFrame, Ipv4Packet};
+
+use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
+use crate::flows::{
+    Action, Actions, Admission, ConnectFailure, EchoEvent, FlowKey, FlowLimits, FlowTable,
+    GatewayAddresses, IgnoreReason, Ingress, Protocol, TcpEvent, UdpEvent, Unreachable, classify,
+    reset_for_syn, unreachable_packet,
+};
+use crate::mac::MacAddr;
+use crate::time::Instant;
+
+pub use frames::{echo_reply_packet, ethernet, udp_packet};
+
+/// The DNS port the gateway serves.
+const DNS_PORT: u16 = 53;
+/// IPv4 header and the first 8 bytes of the transport header: what an
+/// ICMP error must quote (RFC 792) so the container can match its socket.
+const QUOTE_LEN: usize = 20 + 8;
+
+/// How the services are set up for one network.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    pub gateway: GatewayAddresses,
+    /// The network's MTU: the largest IP packet sent to a container.
+    pub mtu: usize,
+    /// Outbound flows allowed (off for `--internal` and `--no-outbound`).
+    pub outbound: bool,
+    pub limits: FlowLimits,
+    pub names: NameTable,
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// What to do with the frame given to [`Services::frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the gateway's own stack (smoltcp).
+    ToStack,
+    /// The services took it (outputs may have been produced).
+    Consumed,
+    /// Nobody's; counted.
+    Dropped,
+}
+
+/// Work produced by the services, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An Ethernet frame for the switch, sent from the gateway port.
+    Frame(Vec<u8>),
+    /// Host socket work.
+    Host(HostCommand),
+    /// Work for the container side of a TCP flow (smoltcp).
+    Stack(StackCommand),
+}
+
+/// Host socket work, for the I/O side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCommand {
+    /// Open the flow's host socket (by its protocol) toward the remote and
+    /// report with [`HostEvent::Connected`] or [`HostEvent::ConnectFailed`].
+    Connect(FlowKey),
+    /// Send a datagram on a UDP flow's socket.
+    Send { key: FlowKey, payload: Vec<u8> },
+    /// Send an echo request on a ping flow's socket.
+    SendEcho {
+        key: FlowKey,
+        seq_no: u16,
+        payload: Vec<u8>,
+    },
+    /// Send a forwarded DNS query to an upstream resolver.
+    SendDns {
+        upstream: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// `shutdown(SHUT_WR)` on a TCP flow's socket.
+    ShutdownWrite(FlowKey),
+    /// Close with `SO_LINGER` 0 (the remote gets a RST).
+    Reset(FlowKey),
+    /// Close the flow's socket; the flow is gone.
+    Close(FlowKey),
+}
+
+/// Container-side TCP work, for the smoltcp side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackCommand {
+    /// Listen on the remote endpoint and take this held SYN (an Ethernet
+    /// frame): the host connect succeeded.
+    Accept { key: FlowKey, syn: Vec<u8> },
+    /// Connect from the client's endpoint into the container (a published
+    /// port's client, an inbound flow).
+    Connect(FlowKey),
+    /// Abort the flow's socket (a RST to the container).
+    Abort(FlowKey),
+    /// Close the socket's sending half (a FIN to the container).
+    CloseWrite(FlowKey),
+    /// The flow is gone: drop its socket once it is closed.
+    Forget(FlowKey),
+}
+
+/// What a host socket reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEvent<'a> {
+    Connected,
+    ConnectFailed(ConnectFailure),
+    /// A datagram (UDP payload, or an echo reply's sequence number and data).
+    Datagram(&'a [u8]),
+    EchoReply {
+        seq_no: u16,
+        data: &'a [u8],
+    },
+    /// An error queued on the socket (an ICMP error from the path).
+    Error(ConnectFailure),
+}
+
+/// The services' own counters (the flow table, responder and forwarder
+/// keep theirs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ServicesStats {
+    /// Frames for nobody (ARP for others, floods, other EtherTypes).
+    pub not_for_us: u64,
+    /// Frames cut short or with bad checksums.
+    pub malformed: u64,
+    /// Frames from outside the subnet.
+    pub foreign_source: u64,
+    /// Fragments (not translated).
+    pub fragments: u64,
+    /// Protocols or ICMP messages not translated.
+    pub unsupported: u64,
+    /// Flows refused because outbound access is off.
+    pub outbound_denied: u64,
+    /// TCP segments for no flow (not a SYN), dropped as conntrack drops
+    /// INVALID.
+    pub stray_segments: u64,
+    /// Frames for a container whose MAC is not known.
+    pub no_neighbor: u64,
+    /// Packets larger than the MTU (not fragmented).
+    pub too_big: u64,
+}
+
+/// What a flow keeps from its first packet until it needs it.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// TCP: the whole SYN frame (for the stack, or the RST); others: the
+    /// first packet's header and 8 bytes (the quote of an ICMP error).
+    packet: Vec<u8>,
+    /// UDP and ping: the first datagram, sent once the socket is up.
+    first: Option<(u16, Vec<u8>)>,
+}
+
+/// The gateway's services for one network. See the module documentation.
+#[derive(Debug)]
+pub struct Services {
+    config: ServicesConfig,
+    flows: FlowTable,
+    dns: DnsResponder,
+    forwarder: Forwarder,
+    neighbors: HashMap<Ipv4Addr, MacAddr>,
+    held: HashMap<FlowKey, Held>,
+    stats: ServicesStats,
+}
+
+impl Services {
+    pub fn new(config: ServicesConfig) -> Services {
+        Services {
+            flows: FlowTable::new(config.limits),
+            dns: DnsResponder::new(config.names.clone()),
+            forwarder: Forwarder::new(config.upstreams.clone()),
+            neighbors: HashMap::new(),
+            held: HashMap::new(),
+            stats: ServicesStats::default(),
+            config,
+        }
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// For the TCP relay, which runs next to smoltcp's sockets.
+    pub fn flows_mut(&mut self) -> &mut FlowTable {
+        &mut self.flows
+    }
+
+    pub fn dns(&self) -> &DnsResponder {
+        &self.dns
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    pub fn stats(&self) -> &ServicesStats {
+        &self.stats
+    }
+
+    /// The names changed (a container came or went).
+    pub fn set_names(&mut self, names: NameTable) {
+        self.dns.set_names(names);
+    }
+
+    /// One frame from the gateway port. `random_id` is a fresh random
+    /// number, used only if the frame is a DNS query to forward.
+    pub fn frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) -> Verdict {
+        let ingress = classify(frame, &self.config.gateway);
+        if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
+            self.learn_neighbor(frame);
+        }
+        match ingress {
+            Ingress::Local => Verdict::ToStack,
+            Ingress::Ignore(reason) => {
+                self.count_ignored(reason);
+                Verdict::Dropped
+            }
+            Ingress::Dns { client, payload } => {
+                self.dns_query(now, client, payload, random_id, out);
+                Verdict::Consumed
+            }
+            Ingress::Tcp { .. } | Ingress::Udp { .. } | Ingress::Echo { .. }
+                if !self.config.outbound =>
+            {
+                self.stats.outbound_denied += 1;
+                self.answer_from(
+                    frame,
+                    |gw, ip| unreachable_packet(Unreachable::Prohibited, gw, ip),
+                    out,
+                );
+                Verdict::Consumed
+            }
+            Ingress::Tcp { key, syn, .. } => self.tcp_segment(now, key, syn, frame, out),
+            Ingress::Udp { key, payload } => {
+                self.datagram(now, key, None, payload, frame, out);
+                Verdict::Consumed
+            }
+            Ingress::Echo {
+                key,
+                seq_no,
+                payload,
+            } => {
+                self.datagram(now, key, Some(seq_no), payload, frame, out);
+                Verdict::Consumed
+            }
+        }
+    }
+
+    fn count_ignored(&mut self, reason: IgnoreReason) {
+        let counter = match reason {
+            IgnoreReason::NotForUs => &mut self.stats.not_for_us,
+            IgnoreReason::Malformed => &mut self.stats.malformed,
+            IgnoreReason::ForeignSource => &mut self.stats.foreign_source,
+            IgnoreReason::Fragment => &mut self.stats.fragments,
+            IgnoreReason::Unsupported => &mut self.stats.unsupported,
+        };
+        *counter += 1;
+    }
+
+    /// Remembers which MAC a container's address sent from.
+    fn learn_neighbor(&mut self, frame: &[u8]) {
+        let Some((mac, ip)) = source_of(frame) else {
+            return;
+        };
+        self.neighbors.insert(ip, mac);
+    }
+
+    fn dns_query(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) {
+        match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => self.dns_to_client(client, &bytes, out),
+            DnsVerdict::Forward(question) => {
+                let sent = self
+                    .forwarder
+                    .forward(now, client.into(), payload, question, random_id);
+                match sent {
+                    Ok(query) => out.push(Output::Host(HostCommand::SendDns {
+                        upstream: query.upstream,
+                        bytes: query.bytes,
+                    })),
+                    Err(NotForwarded::Unavailable(reply)) => {
+                        self.dns_to_client(client, &reply.bytes, out)
+                    }
+                    Err(NotForwarded::Malformed) => {}
+                }
+            }
+            DnsVerdict::Drop(_) => {}
+        }
+    }
+
+    /// An upstream resolver's datagram, from `from`.
+    pub fn dns_reply(&mut self, from: SocketAddr, bytes: &[u8], out: &mut Vec<Output>) {
+        let Some(reply) = self.forwarder.reply(from, bytes) else {
+            return;
+        };
+        if let SocketAddr::V4(client) = reply.client {
+            self.dns_to_client(client, &reply.bytes, out);
+        }
+    }
+
+    fn dns_to_client(&mut self, client: SocketAddrV4, bytes: &[u8], out: &mut Vec<Output>) {
+        let from = SocketAddrV4::new(self.config.gateway.ip, DNS_PORT);
+        let packet = udp_packet(from, client, bytes);
+        self.send_packet(*client.ip(), packet, out);
+    }
+
+    fn tcp_segment(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        syn: bool,
+        frame: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Verdict {
+        if let Some(flow) = self.flows.tcp_flow(&key) {
+            // A retransmitted SYN while connecting must not reach smoltcp
+            // (it would answer RST); an open flow's segments are its.
+            return if flow.is_connecting() {
+                Verdict::Consumed
+            } else {
+                self.flows
+                    .count_packet(key, crate::flows::PacketWay::FromContainer);
+                Verdict::ToStack
+            };
+        }
+        if !syn {
+            self.stats.stray_segments += 1;
+            return Verdict::Dropped;
+        }
+        match self.flows.open(now, key) {
+            Ok(Admission::Opened(actions)) => {
+                self.held.insert(
+                    key,
+                    Held {
+                        packet: frame.to_vec(),
+                        first: None,
+                    },
+                );
+                self.carry_out(key, actions, out);
+                Verdict::Consumed
+            }
+            Ok(Admission::Existing | Admission::Invalid) | Err(_) => Verdict::Dropped,
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        seq_no: Option<u16>,
+        payload: &[u8],
+        frame: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let opened = match self.flows.open(now, key) {
+            Ok(Admission::Opened(actions)) => Some(actions),
+            Ok(Admission::Existing) => None,
+            Ok(Admission::Invalid) | Err(_) => return,
+        };
+        let step = match seq_no {
+            None => self
+                .flows
+                .udp(now, key, UdpEvent::FromContainer(payload.len())),
+            Some(_) => self.flows.echo(now, key, EchoEvent::Request(payload.len())),
+        };
+        if let Some(actions) = opened {
+            let quote = ip_packet(frame)
+                .map(|ip| ip[..ip.len().min(QUOTE_LEN)].to_vec())
+                .unwrap_or_default();
+            self.held.insert(
+                key,
+                Held {
+                    packet: quote,
+                    first: Some((seq_no.unwrap_or(0), payload.to_vec())),
+                },
+            );
+            self.carry_out(key, actions, out);
+        } else if step.relay {
+            out.push(Output::Host(send_command(key, seq_no, payload)));
+        }
+    }
+
+    /// A host socket's report about a flow.
+    pub fn host(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: HostEvent<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let actions = match (key.protocol, event) {
+            (Protocol::Tcp, HostEvent::Connected) => {
+                self.flows.tcp(now, key, TcpEvent::HostConnected).actions
+            }
+            (Protocol::Tcp, HostEvent::ConnectFailed(failure)) => {
+                self.flows
+                    .tcp(now, key, TcpEvent::HostConnectFailed(failure))
+                    .actions
+            }
+            (Protocol::Tcp, _) => return,
+            (_, HostEvent::Connected) => {
+                let step = self.datagram_event(now, key, UdpEvent::HostConnected);
+                if !step.invalid {
+                    self.send_first(key, out);
+                }
+                step.actions
+            }
+            (_, HostEvent::ConnectFailed(failure)) => {
+                self.datagram_event(now, key, UdpEvent::HostConnectFailed(failure))
+                    .actions
+            }
+            (_, HostEvent::Error(failure)) => {
+                self.datagram_event(now, key, UdpEvent::HostError(failure))
+                    .actions
+            }
+            (Protocol::Udp, HostEvent::Datagram(data)) => {
+                let step = self.flows.udp(now, key, UdpEvent::FromHost(data.len()));
+                if step.relay {
+                    let packet = udp_packet(key.remote, key.container, data);
+                    self.send_packet(*key.container.ip(), packet, out);
+                }
+                step.actions
+            }
+            (Protocol::Icmp, HostEvent::EchoReply { seq_no, data }) => {
+                let step = self.flows.echo(now, key, EchoEvent::Reply(data.len()));
+                if step.relay {
+                    let packet = echo_reply_packet(
+                        *key.remote.ip(),
+                        *key.container.ip(),
+                        key.container.port(),
+                        seq_no,
+                        data,
+                    );
+                    self.send_packet(*key.container.ip(), packet, out);
+                }
+                step.actions
+            }
+            _ => return,
+        };
+        self.carry_out(key, actions, out);
+    }
+
+    /// The UDP machine's event for a UDP or ping flow.
+    fn datagram_event(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: UdpEvent,
+    ) -> crate::flows::UdpStep {
+        match (key.protocol, event) {
+            (Protocol::Icmp, UdpEvent::HostConnected) => {
+                self.flows.echo(now, key, EchoEvent::HostConnected)
+            }
+            (Protocol::Icmp, UdpEvent::HostConnectFailed(f)) => {
+                self.flows.echo(now, key, EchoEvent::HostConnectFailed(f))
+            }
+            (Protocol::Icmp, UdpEvent::HostError(f)) => {
+                self.flows.echo(now, key, EchoEvent::HostError(f))
+            }
+            _ => self.flows.udp(now, key, event),
+        }
+    }
+
+    /// Sends the datagram that opened a UDP or ping flow, now that its
+    /// socket is up.
+    fn send_first(&mut self, key: FlowKey, out: &mut Vec<Output>) {
+        let Some((seq_no, payload)) = self.held.get_mut(&key).and_then(|h| h.first.take()) else {
+            return;
+        };
+        let seq_no = (key.protocol == Protocol::Icmp).then_some(seq_no);
+        out.push(Output::Host(send_command(key, seq_no, &payload)));
+    }
+
+    /// Runs the flow and DNS timers.
+    pub fn timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        for (key, actions) in self.flows.expire(now) {
+            self.carry_out(key, actions, out);
+        }
+        for expired in self.forwarder.expire(now) {
+            match expired {
+                Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns {
+                    upstream: query.upstream,
+                    bytes: query.bytes,
+                })),
+                Expired::GiveUp(reply) => {
+                    if let SocketAddr::V4(client) = reply.client {
+                        self.dns_to_client(client, &reply.bytes, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// When [`Services::timers`] next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.flows.next_deadline(), self.forwarder.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Turns a flow machine's actions into outputs.
+    fn carry_out(&mut self, key: FlowKey, actions: Actions, out: &mut Vec<Output>) {
+        for action in actions.iter() {
+            match action {
+                Action::ConnectHost => out.push(Output::Host(HostCommand::Connect(key))),
+                Action::ConnectContainer => out.push(Output::Stack(StackCommand::Connect(key))),
+                Action::AcceptContainer => {
+                    let syn = self.held.remove(&key).map(|h| h.packet).unwrap_or_default();
+                    out.push(Output::Stack(StackCommand::Accept { key, syn }));
+                }
+                Action::ResetContainer => match self.held.get(&key) {
+                    // Before the handshake no socket exists: answer the
+                    // held SYN as the remote would have.
+                    Some(held) if key.protocol == Protocol::Tcp => {
+                        let frame = held.packet.clone();
+                        self.answer_from(&frame, |_, ip| reset_for_syn(ip), out);
+                    }
+                    _ => out.push(Output::Stack(StackCommand::Abort(key))),
+                },
+                Action::SendUnreachable(code) => {
+                    let quoted = self.held.get(&key).map(|h| h.packet.clone());
+                    if let Some(quoted) = quoted {
+                        let gateway = self.config.gateway.ip;
+                        let packet = if key.protocol == Protocol::Tcp {
+                            ip_packet(&quoted).and_then(|ip| unreachable_packet(code, gateway, ip))
+                        } else {
+                            unreachable_packet(code, gateway, &quoted)
+                        };
+                        self.send_packet(*key.container.ip(), packet, out);
+                    }
+                }
+                Action::ShutdownHostWrite => {
+                    out.push(Output::Host(HostCommand::ShutdownWrite(key)))
+                }
+                Action::CloseContainerWrite => {
+                    out.push(Output::Stack(StackCommand::CloseWrite(key)))
+                }
+                Action::ResetHost => out.push(Output::Host(HostCommand::Reset(key))),
+                Action::Release(_) => {
+                    self.held.remove(&key);
+                    out.push(Output::Host(HostCommand::Close(key)));
+                    if key.protocol == Protocol::Tcp {
+                        out.push(Output::Stack(StackCommand::Forget(key)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds a reply from the IPv4 packet inside `frame` and sends it to
+    /// the frame's sender.
+    fn answer_from(
+        &mut self,
+        frame: &[u8],
+        build: impl FnOnce(Ipv4Addr, &[u8]) -> Option<Vec<u8>>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some((mac, _)) = source_of(frame) else {
+            return;
+        };
+        let Some(ip) = ip_packet(frame) else { return };
+        if let Some(packet) = build(self.config.gateway.ip, ip) {
+            self.emit(mac, &packet, out);
+        }
+    }
+
+    /// Sends an IPv4 packet to a container by its address.
+    fn send_packet(&mut self, to: Ipv4Addr, packet: Option<Vec<u8>>, out: &mut Vec<Output>) {
+        let Some(packet) = packet else {
+            self.stats.too_big += 1;
+            return;
+        };
+        let Some(&mac) = self.neighbors.get(&to) else {
+            self.stats.no_neighbor += 1;
+            return;
+        };
+        self.emit(mac, &packet, out);
+    }
+
+    fn emit(&mut self, to: MacAddr, packet: &[u8], out: &mut Vec<Output>) {
+        if packet.len() > self.config.mtu {
+            self.stats.too_big += 1;
+            return;
+        }
+        out.push(Output::Frame(ethernet(self.config.gateway.mac, to, packet)));
+    }
+}
+
+fn send_command(key: FlowKey, seq_no: Option<u16>, payload: &[u8]) -> HostCommand {
+    match seq_no {
+        Some(seq_no) => HostCommand::SendEcho {
+            key,
+            seq_no,
+            payload: payload.to_vec(),
+        },
+        None => HostCommand::Send {
+            key,
+            payload: payload.to_vec(),
+        },
+    }
+}
+
+/// The IPv4 packet of an Ethernet frame (its payload, cut to the packet's
+/// total length).
+fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
+    let payload = frame.get(14..)?;
+    let ip = Ipv4Packet::new_checked(payload).ok()?;
+    payload.get(..usize::from(ip.total_len()))
+}
+
+/// A frame's source MAC and source IPv4 address.
+fn source_of(frame: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    Some((MacAddr(eth.src_addr().0), ip.src_addr()))
+}
+
+#[cfg(test)]
+mod tests;
