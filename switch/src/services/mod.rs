@@ -2,7 +2,7 @@
 //! host socket events in; frames for the containers, host socket commands
 //! and container-side TCP commands out.
 //!
-//! This joins the pure pieces — [`crate::flows::classify`], the
+//! This joins the pure pieces — [`crate::flows::classify()`], the
 //! [`FlowTable`], the [`DnsResponder`] and the [`Forwarder`] — into the
 //! one object the gateway thread will drive, so that what is left to wire
 //! is I/O: host sockets (`ports`), and smoltcp's TCP sockets for the
