@@ -14,9 +14,9 @@
 //! - [`stats`]: per-port counters and drop reasons.
 //! - [`dataplane`]: the live switch's threads (workers reading ports, the
 //!   gateway thread, aging), which drive the fabric.
-//! - [`flows`] and [`dns`]: the gateway's services (issue 14: outbound
-//!   flows, published ports, DNS), pure state machines not wired into the
-//!   gateway thread yet.
+//! - [`flows`], [`dns`] and [`services`]: the gateway's services (issue 14:
+//!   outbound flows, published ports, DNS), pure state machines joined in
+//!   [`services::Services`], not wired into the gateway thread yet.
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port
