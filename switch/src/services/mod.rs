@@ -22,8 +22,8 @@
 //!   refused or unreachable connect answers the container from the held
 //!   SYN (RST or ICMP); a successful one hands the SYN to the container
 //!   side ([`StackCommand::Accept`]). Segments of open flows go to the
-//!   stack ([`Verdict::ToStack`]); the relay itself runs on the flow table
-//!   ([`Services::flows_mut`]) next to smoltcp's sockets.
+//!   stack ([`Verdict::ToStack`]); the relay's events come back through
+//!   [`Services::tcp`] from the code that drives smoltcp's sockets.
 //! - **Isolation**: with outbound access off (`--internal`, `--no-outbound`)
 //!   every flow is answered "administratively prohibited" and none opened.
 //!
@@ -33,7 +33,7 @@
 
 mod frames;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::Serialize;
@@ -122,7 +122,8 @@ pub enum HostCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StackCommand {
     /// Listen on the remote endpoint and take this held SYN (an Ethernet
-    /// frame): the host connect succeeded.
+    /// frame): the host connect succeeded. A socket still left for the same
+    /// key (a port reused quickly) is dropped first.
     Accept { key: FlowKey, syn: Vec<u8> },
     /// Connect from the client's endpoint into the container (a published
     /// port's client, an inbound flow).
@@ -194,6 +195,9 @@ pub struct Services {
     forwarder: Forwarder,
     neighbors: HashMap<Ipv4Addr, MacAddr>,
     held: HashMap<FlowKey, Held>,
+    /// Released TCP flows whose smoltcp socket still finishes its close
+    /// (the last ACKs must reach it), until [`Services::stack_released`].
+    lingering: HashSet<FlowKey>,
     stats: ServicesStats,
 }
 
@@ -205,6 +209,7 @@ impl Services {
             forwarder: Forwarder::new(config.upstreams.clone()),
             neighbors: HashMap::new(),
             held: HashMap::new(),
+            lingering: HashSet::new(),
             stats: ServicesStats::default(),
             config,
         }
@@ -214,9 +219,20 @@ impl Services {
         &self.flows
     }
 
-    /// For the TCP relay, which runs next to smoltcp's sockets.
-    pub fn flows_mut(&mut self) -> &mut FlowTable {
-        &mut self.flows
+    /// A TCP relay event, from the stack's socket or the host socket
+    /// (data, FIN, EOF, resets, writes done): runs it on the flow and
+    /// carries out what follows. What waits to be written is read with
+    /// [`Services::flows`] ([`FlowTable::tcp_flow`]).
+    pub fn tcp(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: TcpEvent<'_>,
+        out: &mut Vec<Output>,
+    ) -> crate::flows::TcpStep {
+        let step = self.flows.tcp(now, key, event);
+        self.carry_out(key, step.actions, out);
+        step
     }
 
     pub fn dns(&self) -> &DnsResponder {
@@ -270,7 +286,7 @@ impl Services {
                 );
                 Verdict::Consumed
             }
-            Ingress::Tcp { key, syn, .. } => self.tcp_segment(now, key, syn, frame, out),
+            Ingress::Tcp { key, syn, rst } => self.tcp_segment(now, key, syn, rst, frame, out),
             Ingress::Udp { key, payload } => {
                 self.datagram(now, key, None, payload, frame, out);
                 Verdict::Consumed
@@ -355,19 +371,27 @@ impl Services {
         now: Instant,
         key: FlowKey,
         syn: bool,
+        rst: bool,
         frame: &[u8],
         out: &mut Vec<Output>,
     ) -> Verdict {
         if let Some(flow) = self.flows.tcp_flow(&key) {
-            // A retransmitted SYN while connecting must not reach smoltcp
-            // (it would answer RST); an open flow's segments are its.
-            return if flow.is_connecting() {
-                Verdict::Consumed
-            } else {
+            if !flow.is_connecting() {
                 self.flows
                     .count_packet(key, crate::flows::PacketWay::FromContainer);
-                Verdict::ToStack
-            };
+                return Verdict::ToStack;
+            }
+            // While connecting smoltcp must not see the flow's segments (it
+            // would answer RST): a retransmitted SYN is absorbed, a RST
+            // (the container gave up) abandons the connect.
+            if rst {
+                let actions = self.flows.tcp(now, key, TcpEvent::ContainerReset).actions;
+                self.carry_out(key, actions, out);
+            }
+            return Verdict::Consumed;
+        }
+        if self.lingering.contains(&key) && !syn {
+            return Verdict::ToStack;
         }
         if !syn {
             self.stats.stray_segments += 1;
@@ -375,6 +399,7 @@ impl Services {
         }
         match self.flows.open(now, key) {
             Ok(Admission::Opened(actions)) => {
+                self.lingering.remove(&key);
                 self.held.insert(
                     key,
                     Held {
@@ -517,6 +542,12 @@ impl Services {
         out.push(Output::Host(send_command(key, seq_no, &payload)));
     }
 
+    /// The stack removed a forgotten flow's socket (it reached `Closed` or
+    /// `TimeWait`): its segments are nobody's from now on.
+    pub fn stack_released(&mut self, key: FlowKey) {
+        self.lingering.remove(&key);
+    }
+
     /// Runs the flow and DNS timers.
     pub fn timers(&mut self, now: Instant, out: &mut Vec<Output>) {
         for (key, actions) in self.flows.expire(now) {
@@ -584,9 +615,12 @@ impl Services {
                 }
                 Action::ResetHost => out.push(Output::Host(HostCommand::Reset(key))),
                 Action::Release(_) => {
-                    self.held.remove(&key);
+                    // No held SYN left: the stack has a socket for the flow,
+                    // which lingers until it has closed.
+                    let handed_to_stack = self.held.remove(&key).is_none();
                     out.push(Output::Host(HostCommand::Close(key)));
-                    if key.protocol == Protocol::Tcp {
+                    if key.protocol == Protocol::Tcp && handed_to_stack {
+                        self.lingering.insert(key);
                         out.push(Output::Stack(StackCommand::Forget(key)));
                     }
                 }

@@ -375,7 +375,7 @@ fn a_refused_connect_resets_the_container_from_the_held_syn() {
         HostEvent::ConnectFailed(ConnectFailure::Refused),
         &mut out,
     );
-    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out.len(), 2, "the stack never had the flow: {out:?}");
     let packet = to_container(&out[0]);
     let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
     assert_eq!(ip.src_addr(), OUTSIDE);
@@ -383,8 +383,61 @@ fn a_refused_connect_resets_the_container_from_the_held_syn() {
     assert!(tcp.rst() && tcp.ack());
     assert_eq!(tcp.ack_number(), TcpSeqNumber(501));
     assert_eq!(out[1], Output::Host(HostCommand::Close(key)));
-    assert_eq!(out[2], Output::Stack(StackCommand::Forget(key)));
     assert_eq!(s.flows().stats().refused, 1);
+}
+
+#[test]
+fn a_container_that_gives_up_while_connecting_abandons_the_host_connect() {
+    let mut s = services(true);
+    let key = FlowKey::tcp(
+        SocketAddrV4::new(HOST, 41003),
+        SocketAddrV4::new(OUTSIDE, 443),
+    );
+    let mut out = Vec::new();
+    s.frame(at(0), &syn_frame(41003), 0, &mut out);
+    out.clear();
+    let rst = tcp_frame(41003, TcpControl::Rst, None);
+    assert_eq!(s.frame(at(1), &rst, 0, &mut out), Verdict::Consumed);
+    assert_eq!(
+        out,
+        vec![
+            Output::Host(HostCommand::Reset(key)),
+            Output::Host(HostCommand::Close(key))
+        ]
+    );
+    assert!(s.flows().is_empty());
+}
+
+#[test]
+fn a_closed_flows_last_segments_reach_the_stack_until_it_lets_go() {
+    let mut s = services(true);
+    let key = FlowKey::tcp(
+        SocketAddrV4::new(HOST, 41004),
+        SocketAddrV4::new(OUTSIDE, 443),
+    );
+    let mut out = Vec::new();
+    s.frame(at(0), &syn_frame(41004), 0, &mut out);
+    s.host(at(1), key, HostEvent::Connected, &mut out);
+    out.clear();
+    s.tcp(at(2), key, TcpEvent::HostEof, &mut out);
+    assert_eq!(out, vec![Output::Stack(StackCommand::CloseWrite(key))]);
+    out.clear();
+    let step = s.tcp(at(2), key, TcpEvent::ContainerFin, &mut out);
+    assert!(step.actions.release().is_some());
+    assert_eq!(
+        out,
+        vec![
+            Output::Host(HostCommand::ShutdownWrite(key)),
+            Output::Host(HostCommand::Close(key)),
+            Output::Stack(StackCommand::Forget(key))
+        ]
+    );
+    // The container's last ACK still reaches the closing socket...
+    let ack = tcp_frame(41004, TcpControl::None, Some(1));
+    assert_eq!(s.frame(at(3), &ack, 0, &mut Vec::new()), Verdict::ToStack);
+    // ...until the stack has dropped it.
+    s.stack_released(key);
+    assert_eq!(s.frame(at(4), &ack, 0, &mut Vec::new()), Verdict::Dropped);
 }
 
 #[test]
@@ -434,11 +487,10 @@ fn a_connected_flow_hands_the_held_syn_to_the_stack_and_its_segments_follow() {
     let stray = tcp_frame(41999, TcpControl::None, Some(1));
     assert_eq!(s.frame(at(1), &stray, 0, &mut Vec::new()), Verdict::Dropped);
     assert_eq!(s.stats().stray_segments, 1);
-    // The relay runs on the table, beside the stack.
-    let step = s
-        .flows_mut()
-        .tcp(at(2), key, TcpEvent::ContainerData(b"hello"));
+    // The relay's events come back from the code driving the stack.
+    let step = s.tcp(at(2), key, TcpEvent::ContainerData(b"hello"), &mut out);
     assert_eq!(step.accepted, 5);
+    assert_eq!(s.flows().tcp_flow(&key).unwrap().to_host(), b"hello");
 }
 
 #[test]
