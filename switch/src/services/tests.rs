@@ -16,6 +16,7 @@ use smoltcp::wire::{
 
 use super::*;
 use crate::dns::DEFAULT_DOMAIN;
+use crate::flows::ConnectFailure;
 use crate::time::Instant;
 
 const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
