@@ -24,6 +24,12 @@
 //!   side ([`StackCommand::Accept`]). Segments of open flows go to the
 //!   stack ([`Verdict::ToStack`]); the relay's events come back through
 //!   [`Services::tcp`] from the code that drives smoltcp's sockets.
+//! - **Published ports**: a client accepted on a published TCP port
+//!   ([`Services::published_connection`]) becomes an inbound flow and a
+//!   [`StackCommand::Connect`] from the client's own address; a client's
+//!   datagram to a published UDP port ([`Services::published_datagram`])
+//!   reaches the container from the client's address, and the container's
+//!   answers go back through the published socket.
 //! - **Isolation**: with outbound access off (`--internal`, `--no-outbound`)
 //!   every flow is answered "administratively prohibited" and none opened.
 //!
@@ -43,8 +49,8 @@ use smoltcp::wire::{EthernetFrame, Ipv4Packet};
 use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
 use crate::flows::{
     Action, Actions, Admission, EchoEvent, FlowKey, FlowLimits, FlowTable, GatewayAddresses,
-    IgnoreReason, Ingress, Protocol, TcpEvent, UdpEvent, Unreachable, classify, reset_for_syn,
-    unreachable_packet,
+    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify,
+    reset_for_syn, unreachable_packet,
 };
 use crate::mac::MacAddr;
 use crate::time::Instant;
@@ -307,7 +313,10 @@ impl Services {
         out: &mut Vec<Output>,
     ) -> Verdict {
         if let Some(flow) = self.flows.tcp_flow(&key) {
-            if !flow.is_connecting() {
+            // An open flow's segments are the stack's; so are those of a
+            // published port's connection the stack is opening (the
+            // container's SYN-ACK).
+            if !flow.is_connecting() || flow.origin() == Origin::Inbound {
                 self.flows
                     .count_packet(key, crate::flows::PacketWay::FromContainer);
                 return Verdict::ToStack;
@@ -380,6 +389,60 @@ impl Services {
         } else if step.relay {
             out.push(Output::Host(send_command(key, seq_no, payload)));
         }
+    }
+
+    /// A client connected to a published TCP port: `container` is the
+    /// container's address and published port, `client` the client's
+    /// endpoint. On `false` the caller closes the client's socket (a limit
+    /// refused it, counted).
+    pub fn published_connection(
+        &mut self,
+        now: Instant,
+        container: SocketAddrV4,
+        client: SocketAddrV4,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let key = FlowKey::tcp(container, client);
+        match self.flows.open_inbound(now, key) {
+            Ok(Admission::Opened(actions)) => {
+                self.lingering.remove(&key);
+                self.carry_out(key, actions, out);
+                true
+            }
+            Ok(Admission::Existing | Admission::Invalid) | Err(_) => false,
+        }
+    }
+
+    /// A client's datagram to a published UDP port: sent to the container
+    /// from the client's own address. The container's answers come back
+    /// through [`Services::frame`] as [`HostCommand::Send`] for the flow,
+    /// which the I/O side sends from the published socket to the client.
+    pub fn published_datagram(
+        &mut self,
+        now: Instant,
+        container: SocketAddrV4,
+        client: SocketAddrV4,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let key = FlowKey::udp(container, client);
+        if !matches!(
+            self.flows.open_inbound(now, key),
+            Ok(Admission::Opened(_) | Admission::Existing)
+        ) {
+            return;
+        }
+        let step = self.flows.udp(now, key, UdpEvent::FromHost(payload.len()));
+        if step.relay {
+            let packet = udp_packet(client, container, payload);
+            self.send_packet(*container.ip(), packet, out);
+        }
+    }
+
+    /// Records a container's MAC (from IPAM), for frames to a container
+    /// that has not sent anything yet (a published port's first client).
+    pub fn set_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.neighbors.insert(ip, mac);
     }
 
     /// A host socket's report about a flow.

@@ -543,3 +543,75 @@ fn what_does_not_fit_the_mtu_is_dropped_and_counted() {
     s.host(at(1), key, HostEvent::Datagram(&[0u8; 1472]), &mut out);
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn a_published_tcp_port_connects_into_the_container_from_the_clients_address() {
+    let mut s = services(true);
+    let container = SocketAddrV4::new(HOST, 80);
+    let client = SocketAddrV4::new(OUTSIDE, 443);
+    let key = FlowKey::tcp(container, client);
+    let mut out = Vec::new();
+    assert!(s.published_connection(at(0), container, client, &mut out));
+    assert_eq!(out, vec![Output::Stack(StackCommand::Connect(key))]);
+    // The container's SYN-ACK (to the client's address) goes to the stack
+    // that is connecting, not absorbed as an outbound SYN's would be.
+    let syn_ack = tcp_frame(80, TcpControl::Syn, Some(1));
+    assert_eq!(
+        s.frame(at(0), &syn_ack, 0, &mut Vec::new()),
+        Verdict::ToStack
+    );
+    out.clear();
+    s.tcp(at(0), key, TcpEvent::ContainerConnected, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.flows().get(&key).unwrap().state_name(), "ESTABLISHED");
+    // A container that refuses: the client is reset.
+    let refused_client = SocketAddrV4::new(OUTSIDE, 444);
+    let refused = FlowKey::tcp(container, refused_client);
+    assert!(s.published_connection(at(1), container, refused_client, &mut out));
+    out.clear();
+    s.tcp(
+        at(1),
+        refused,
+        TcpEvent::ContainerConnectFailed(ConnectFailure::Refused),
+        &mut out,
+    );
+    assert_eq!(
+        out,
+        vec![
+            Output::Host(HostCommand::Reset(refused)),
+            Output::Host(HostCommand::Close(refused)),
+            Output::Stack(StackCommand::Forget(refused))
+        ]
+    );
+}
+
+#[test]
+fn a_published_udp_port_delivers_from_the_client_and_relays_answers() {
+    let mut s = services(true);
+    let container = SocketAddrV4::new(HOST, 53);
+    let client = SocketAddrV4::new(OUTSIDE, 4000);
+    let key = FlowKey::udp(container, client);
+    let mut out = Vec::new();
+    // The container has sent nothing yet: its MAC comes from IPAM.
+    s.published_datagram(at(0), container, client, b"query", &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.stats().no_neighbor, 1);
+    s.set_neighbor(HOST, HOST_MAC);
+    s.published_datagram(at(0), container, client, b"query", &mut out);
+    let (src, dst, payload) = udp_of(&to_container(&out[0]));
+    assert_eq!((src, dst), (client, container), "the client's own address");
+    assert_eq!(payload, b"query");
+    assert_eq!(s.flows().get(&key).unwrap().state_name(), "UNREPLIED");
+    // The container's answer goes back out through the published socket.
+    out.clear();
+    let answer = udp_frame(53, client, b"answer");
+    assert_eq!(s.frame(at(1), &answer, 0, &mut out), Verdict::Consumed);
+    assert_eq!(
+        out,
+        vec![Output::Host(HostCommand::Send {
+            key,
+            payload: b"answer".to_vec()
+        })]
+    );
+    assert_eq!(s.flows().get(&key).unwrap().state_name(), "REPLIED");
+}
