@@ -88,3 +88,18 @@ pub fn echo_reply_packet(
     icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
     Some(packet)
 }
+
+/// The IPv4 packet of an Ethernet frame (its payload, cut to the packet's
+/// total length).
+pub(crate) fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
+    let payload = frame.get(14..)?;
+    let ip = Ipv4Packet::new_checked(payload).ok()?;
+    payload.get(..usize::from(ip.total_len()))
+}
+
+/// A frame's source MAC and source IPv4 address.
+pub(crate) fn source_of(frame: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    Some((MacAddr(eth.src_addr().0), ip.src_addr()))
+}

@@ -44,7 +44,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::Serialize;
-use smoltcp::wire::{EthernetFrame, Ipv4Packet};
 
 use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
 use crate::flows::{
@@ -56,6 +55,7 @@ use crate::mac::MacAddr;
 use crate::time::Instant;
 
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
+use frames::{ip_packet, source_of};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
 
 /// The DNS port the gateway serves.
@@ -673,21 +673,6 @@ fn send_command(key: FlowKey, seq_no: Option<u16>, payload: &[u8]) -> HostComman
             payload: payload.to_vec(),
         },
     }
-}
-
-/// The IPv4 packet of an Ethernet frame (its payload, cut to the packet's
-/// total length).
-fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
-    let payload = frame.get(14..)?;
-    let ip = Ipv4Packet::new_checked(payload).ok()?;
-    payload.get(..usize::from(ip.total_len()))
-}
-
-/// A frame's source MAC and source IPv4 address.
-fn source_of(frame: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    Some((MacAddr(eth.src_addr().0), ip.src_addr()))
 }
 
 #[cfg(test)]
