@@ -60,12 +60,13 @@
 //! # Integration plan (for the session that wires it)
 //!
 //! [`crate::services::Services`] already joins the classifier, this table
-//! and DNS and does steps 1, 2, 4, 7 and 8 below at the wire level (its
-//! outputs are frames, host-socket commands and smoltcp commands); what is
-//! left is the I/O and smoltcp's TCP side. The gateway thread owns it next
-//! to its smoltcp `Interface`. Host sockets are made in `ports` (the syscall crate), as
-//! non-blocking `socket2` sockets registered with the gateway thread's
-//! `mio::Poll`; the token maps back to the [`FlowKey`].
+//! and DNS, and does steps 1, 2, 4, 7, 8 and the flow side of 9 below at
+//! the wire level (its outputs are frames, host-socket commands and smoltcp
+//! commands); what is left is the I/O and smoltcp's TCP side. The gateway
+//! thread owns it next to its smoltcp `Interface`. Host sockets are made in
+//! `ports` (the syscall crate), as non-blocking `socket2` sockets
+//! registered with the gateway thread's `mio::Poll`; the token maps back to
+//! the [`FlowKey`].
 //!
 //! 0. **Features.** smoltcp is built without `socket-tcp` today; the
 //!    integration needs it. With it, a TCP segment to the gateway's own
