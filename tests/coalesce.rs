@@ -145,7 +145,7 @@ fn check_coalesced(switch: &SwitchProcess, egress: &str, h2: &Netns, arrived: u3
     );
     assert!(arrived > 0, "some of the flood arrived");
     if !ports::coalesce::kernel_supports() {
-        // Before Linux 6.2 the switch does not coalesce (README).
+        // Before Linux 6.2 the switch does not coalesce (docs/offloads.md).
         assert_eq!((datagrams, super_frames), (0, 0));
         return;
     }

@@ -274,7 +274,7 @@ fn icmp_echo_type(frame: &[u8]) -> Option<u8> {
 fn read_capture(path: &std::path::Path) -> Vec<(Option<ports::capture::Direction>, Vec<u8>)> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader =
-        ports::pcap::PcapReader::new(std::io::BufReader::new(file)).expect("a pcapng file");
+        ports::capture::PcapReader::new(std::io::BufReader::new(file)).expect("a pcapng file");
     let mut frames = Vec::new();
     while let Some(frame) = reader.next_frame().expect("a readable record") {
         frames.push((frame.direction, frame.data.to_vec()));

@@ -17,8 +17,9 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
-use ports::capture::{CaptureDir, Direction};
-use ports::pcap::{InterfaceChoice, OutputFormat, OwnedFrame, PcapReader, PcapWriter};
+use ports::capture::{
+    CaptureDir, Direction, InterfaceChoice, OutputFormat, OwnedFrame, PcapReader, PcapWriter,
+};
 use tapswitch_tests::lab::{TempDir, have_program};
 
 /// Frames that exercise the edges: a runt, a minimum frame, a 64 KiB GSO-sized
@@ -217,19 +218,7 @@ fn tcpdump_and_tshark_open_our_files() {
 /// outbound, "" unknown), if tshark ran.
 fn check_with_tools(path: &Path, count: usize) -> Option<Vec<String>> {
     if have_program("tcpdump") {
-        let out = Command::new("tcpdump")
-            .arg("-nn")
-            .arg("-r")
-            .arg(path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "tcpdump -r {}: {stderr}",
-            path.display()
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = run_tool("tcpdump", &["-nn", "-r"], path);
         let frames = stdout
             .lines()
             .filter(|l| !l.starts_with(char::is_whitespace))
@@ -248,26 +237,9 @@ fn check_with_tools(path: &Path, count: usize) -> Option<Vec<String>> {
         );
         return None;
     }
-    let out = Command::new("tshark")
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "frame.len",
-            "-e",
-            "frame.packet_flags_direction",
-            "-r",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tshark -r {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fields = "-T fields -e frame.len -e frame.packet_flags_direction -r";
+    let fields: Vec<&str> = fields.split(' ').collect();
+    let stdout = run_tool("tshark", &fields, path);
     let directions: Vec<String> = stdout
         .lines()
         .map(|l| l.split('\t').nth(1).unwrap_or("").to_string())
@@ -279,6 +251,19 @@ fn check_with_tools(path: &Path, count: usize) -> Option<Vec<String>> {
         path.display()
     );
     Some(directions)
+}
+
+/// Runs `program ARGS PATH` and returns what it printed, after checking
+/// that it succeeded.
+fn run_tool(program: &str, args: &[&str], path: &Path) -> String {
+    let out = Command::new(program).args(args).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} -r {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What serve's workers will do: several threads record into the same

@@ -17,7 +17,7 @@ use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
-use ports::pcap::{OutputFormat, PcapReader, PcapWriter};
+use ports::capture::{OutputFormat, PcapReader, PcapWriter};
 use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args};
 
 /// A classic header (little-endian, nanoseconds) with this snap length and link type.

@@ -15,10 +15,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ports::pcap::OutputFormat;
+use ports::capture::OutputFormat;
 use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args, updating_fixtures};
-use tools::replay::expect;
-use tools::{pcap_cmd, pcap_text};
+use tools::lab::{expect, text};
+use tools::pcap_cmd;
 
 macro_rules! fixtures {
     ($($test:ident => $dir:literal,)*) => {
@@ -125,7 +125,7 @@ fn check(name: &str) {
 
     // 1. The text builds into the checked-in input pcaps.
     let text = fs::read_to_string(dir.join("input.txt")).unwrap();
-    let frames = pcap_text::parse(&text).unwrap_or_else(|e| panic!("{name}/input.txt: {e:#}"));
+    let frames = text::parse(&text).unwrap_or_else(|e| panic!("{name}/input.txt: {e:#}"));
     let built = pcap_cmd::build(&frames, &tmp.join("in"), OutputFormat::Pcap).unwrap();
     for (path, _) in &built {
         let file = path.file_name().unwrap().to_str().unwrap();

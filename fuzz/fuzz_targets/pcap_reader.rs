@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ports::pcap::{InterfaceChoice, PcapReader};
+use ports::capture::{InterfaceChoice, PcapReader};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks how the file is opened, so the interface-choice
@@ -29,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     while let Ok(Some(frame)) = reader.next_frame() {
-        assert!(frame.data.len() <= ports::pcap::MAX_SNAPLEN as usize);
+        assert!(frame.data.len() <= ports::capture::MAX_SNAPLEN as usize);
     }
 });

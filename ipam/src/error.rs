@@ -76,6 +76,37 @@ pub enum Error {
         "{0:?} is not a valid name: use letters, digits, '_', '.' and '-' (starting with a letter or digit), at most {1} characters"
     )]
     BadName(String, usize),
+    #[error(
+        "--mtu {mtu} is out of range: give {min} (the smallest MTU IPv4 allows) to {max} (the largest Linux allows on veth and TAP devices)"
+    )]
+    BadMtu { mtu: u32, min: u32, max: u32 },
+
+    // --- overlay networks ---
+    #[error("VNI {vni} is out of range: give a VNI from 1 to 16777215 (24 bits)")]
+    BadVni { vni: u32 },
+    #[error(
+        "VNI {vni} is already used by network {other}: pick another --vni, or leave it out to get a free one"
+    )]
+    VniInUse { vni: u32, other: String },
+    #[error("every VNI from 4096 up is in use: give --vni N below 4096")]
+    NoFreeVni,
+    #[error("--vxlan-port 0 is not a port: give one like 4789 (IANA) or 8472 (Linux's default)")]
+    BadVxlanPort,
+    #[error(
+        "network {network} uses driver {driver}, not overlay: peers belong to overlay networks (see `tapswitch network ls`)"
+    )]
+    NotOverlay { network: String, driver: String },
+    #[error(
+        "{peer} cannot be a VXLAN peer: give the unicast underlay address of the host (and a port other than 0)"
+    )]
+    BadPeer { peer: std::net::SocketAddrV4 },
+    #[error("{peer} is already a peer of network {network}")]
+    PeerExists {
+        network: String,
+        peer: std::net::SocketAddrV4,
+    },
+    #[error("network {network} has no peer {peer}: see `tapswitch network inspect {network}`")]
+    NoSuchPeer { network: String, peer: String },
 
     // --- addresses ---
     #[error(
@@ -115,11 +146,6 @@ pub enum Error {
     #[error("container {0} does not exist: list containers with `tapswitch container ls`")]
     NoSuchContainer(String),
 
-    #[error(
-        "--mtu {mtu} is out of range: give {min} (the smallest MTU IPv4 allows) to {max} (the largest Linux allows on veth and TAP devices)"
-    )]
-    BadMtu { mtu: u32, min: u32, max: u32 },
-
     // --- published ports ---
     #[error(
         "network {network} has driver {driver}, which cannot publish ports: leave -p out, or use a bridge network"
@@ -145,6 +171,34 @@ pub enum Error {
         first: String,
         second: String,
     },
+
+    // --- the shared store ---
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    #[error(
+        "the state in etcd at {endpoints} (key {key}) is corrupt ({detail}); tapswitch will not overwrite it: repair it with etcdctl, or delete the key to start afresh (all networks and leases in it are then forgotten)"
+    )]
+    CorruptKey {
+        endpoints: String,
+        key: String,
+        detail: String,
+    },
+    #[error(
+        "the state in etcd at {endpoints} changed while this command ran and nothing was saved: run the command again"
+    )]
+    Conflict { endpoints: String },
+    #[error(
+        "the state in etcd at {endpoints} stayed locked by another command for {waited} s: run the command again (the lock of a command that died frees itself within {ttl} s)"
+    )]
+    Locked {
+        endpoints: String,
+        waited: u64,
+        ttl: u64,
+    },
+    #[error(
+        "{given:?} is not a store: write etcd://HOST:PORT[,HOST:PORT...] (or leave --store out for the local state directory)"
+    )]
+    BadStoreUrl { given: String },
 
     // --- the state directory ---
     #[error("{action} {}", path.display())]

@@ -40,6 +40,8 @@ pub enum Driver {
     Host,
     /// A namespace with only loopback (Docker calls the `none` network's driver `null`).
     Null,
+    /// One segment across hosts in VXLAN, kept in a shared store (see [`crate::overlay`]).
+    Overlay,
 }
 
 impl fmt::Display for Driver {
@@ -48,6 +50,7 @@ impl fmt::Display for Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Overlay => "overlay",
         })
     }
 }
@@ -61,16 +64,21 @@ pub struct Network {
     pub driver: Driver,
     /// RFC 3339, UTC.
     pub created: String,
-    /// Subnet, gateway and pool; only `bridge`-driver networks have one.
+    /// Subnet, gateway and pool; only `bridge` and `overlay` networks have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<IpamConfig>,
     /// `--internal` (Docker's flag): no outbound access, no published ports.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
-    /// `--mtu`: the MTU of the containers' interfaces and the gateway's;
-    /// the kernel's default (1500) when absent.
+    /// `--mtu`: the MTU of the containers' interfaces and the gateway's, for
+    /// every driver. Overlay networks always have one (1450 unless given);
+    /// on others, absent means the kernel's default (1500). Read it through
+    /// [`Network::link_mtu`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// VNI, VXLAN port and peers; only `overlay` networks have them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::OverlayConfig>,
 }
 
 /// The smallest MTU `--mtu` takes: RFC 791's 68 bytes, the least every
@@ -93,6 +101,21 @@ pub fn check_mtu(mtu: u32) -> Result<u32> {
         })
     }
 }
+
+impl Network {
+    /// The MTU of the containers' interfaces and the gateway's: the
+    /// network's `--mtu`, else its driver's default (an overlay's
+    /// [`crate::overlay::DEFAULT_MTU`], Ethernet's 1500 for the others).
+    pub fn link_mtu(&self) -> u32 {
+        self.mtu.unwrap_or(match self.driver {
+            Driver::Overlay => crate::overlay::DEFAULT_MTU,
+            Driver::Bridge | Driver::Host | Driver::Null => ETHERNET_MTU,
+        })
+    }
+}
+
+/// The kernel's default MTU for veth and TAP devices.
+pub const ETHERNET_MTU: u32 = 1500;
 
 /// The addressing of a bridge network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +355,7 @@ mod tests {
             ipam: Some(IpamConfig::from_spec(&spec).unwrap()),
             internal: false,
             mtu: None,
+            overlay: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mac::Mac;
+use crate::mac::MacAddr;
 use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_mtu, check_name};
 use crate::ports::PublishedPort;
 use crate::subnet::Subnet;
@@ -57,7 +57,7 @@ pub struct Container {
     pub ipv4: Option<Ipv4Addr>,
     /// Derived from `ipv4` as Docker does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<Mac>,
+    pub mac: Option<MacAddr>,
     /// `/proc/sys/kernel/random/boot_id` when the container was made: after a
     /// reboot its namespace and veth are gone whatever this file says, so
     /// its lease is released (the leak CNI's host-local suffers from).
@@ -103,6 +103,7 @@ impl State {
             ipam,
             internal: false,
             mtu: None,
+            overlay: None,
         };
         State {
             version: FORMAT_VERSION,
@@ -170,6 +171,7 @@ impl State {
             ipam: Some(ipam),
             internal: spec.internal,
             mtu,
+            overlay: None,
         });
         self.networks.sort_by(|a, b| a.name.cmp(&b.name));
         self.network(name)
@@ -187,7 +189,7 @@ impl State {
             .find(|candidate| self.check_overlap(*candidate).is_ok())
     }
 
-    fn check_overlap(&self, subnet: Subnet) -> Result<()> {
+    pub(crate) fn check_overlap(&self, subnet: Subnet) -> Result<()> {
         for other in &self.networks {
             if let Some(other_subnet) = other.subnet().filter(|s| s.overlaps(subnet)) {
                 return Err(Error::Overlap {
@@ -232,9 +234,9 @@ impl State {
         let network = self.network(&container.network)?;
         self.check_ports(network, &container.ports)?;
         let (ipv4, mac) = match network.driver {
-            Driver::Bridge => {
+            Driver::Bridge | Driver::Overlay => {
                 let ip = network.allocate(requested, &self.leases(&network.name))?;
-                (Some(ip), Some(Mac::from_ip(ip)))
+                (Some(ip), Some(MacAddr::docker_from_ipv4(ip)))
             }
             Driver::Host | Driver::Null => {
                 if requested.is_some() {
@@ -331,10 +333,14 @@ impl State {
             if networks.insert(net.name.as_str(), net).is_some() {
                 return Err(format!("network {} is listed twice", net.name));
             }
-            if net.driver == Driver::Bridge && net.ipam.is_none() {
-                return Err(format!("bridge network {} has no ipam", net.name));
+            if matches!(net.driver, Driver::Bridge | Driver::Overlay) && net.ipam.is_none() {
+                return Err(format!("{} network {} has no ipam", net.driver, net.name));
+            }
+            if let Some(mtu) = net.mtu {
+                check_mtu(mtu).map_err(|e| format!("network {}: {e}", net.name))?;
             }
         }
+        crate::overlay::check(&self.networks)?;
         for name in [DEFAULT_BRIDGE, HOST, NONE] {
             if !networks.contains_key(name) {
                 return Err(format!("the predefined network {name} is missing"));

@@ -1,43 +1,46 @@
-//! The state directory: one human-readable JSON file, changed only under a
-//! lock and only by atomic rename.
+//! Where the state lives, behind one type with two backends:
 //!
-//! ```text
-//! <state dir>/
-//!   state.json       networks and containers (see crate::state), pretty JSON
-//!   state.lock       empty; flock()ed exclusively by every writer
-//!   state.json.tmp   the next state.json while it is being written
-//! ```
+//! - **the local state directory** (the default; [`local`]): one JSON file,
+//!   changed under `flock` by atomic rename. One host.
+//! - **etcd** ([`etcd`], `--store etcd://HOST:PORT[,...]` or
+//!   `$TAPSWITCH_STORE`): the same JSON document in one etcd key, changed by
+//!   compare-and-swap transactions, so several hosts share the networks and
+//!   one address pool and never hand out an address twice.
 //!
-//! Crash safety: a change is written to `state.json.tmp`, fsynced, renamed
-//! over `state.json`, and the directory fsynced. rename(2) is atomic, so a
-//! process killed at any moment leaves either the old or the new file, never
-//! a torn one; a stale `.tmp` is simply overwritten by the next writer.
+//! Every command goes through [`Store`]: [`load`](Store::load) to read,
+//! [`update`](Store::update) for a quick change (retried on a conflicting
+//! write), [`lock`](Store::lock) for a change with slow work in the middle
+//! (building a container), which excludes every other writer until
+//! [`commit`](Transaction::commit) or drop. The rules themselves live in
+//! [`crate::state`]; the backends only keep the document.
 //!
-//! Concurrency: writers hold an exclusive `flock` on `state.lock` from
-//! reading the state to renaming the new one, so two commands never hand out
-//! the same address. The kernel drops the lock when its holder dies, so a
-//! killed writer never wedges the others. Readers need no lock: thanks to
-//! the rename they always see a whole file.
-//!
-//! Where: `--state-dir` or `$TAPSWITCH_STATE_DIR`, else `/var/lib/tapswitch`
-//! for root and `$XDG_STATE_HOME/tapswitch` (default `~/.local/state`) for
-//! other users.
+//! Local directory: `--state-dir` or `$TAPSWITCH_STATE_DIR`, else
+//! `/var/lib/tapswitch` for root and `$XDG_STATE_HOME/tapswitch` (default
+//! `~/.local/state`) for other users.
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
+pub mod etcd;
+pub mod local;
+
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
+use crate::etcd::{Client, LeaseId, Revision};
 use crate::network::Network;
 use crate::state::{FORMAT_VERSION, Predefined, State};
 
+use self::etcd::EtcdState;
+use self::local::LocalDir;
+pub use self::local::STATE_FILE;
+
 /// Overrides the state directory (like `--state-dir`).
 pub const STATE_DIR_ENV: &str = "TAPSWITCH_STATE_DIR";
-pub const STATE_FILE: &str = "state.json";
-const LOCK_FILE: &str = "state.lock";
-const TMP_FILE: &str = "state.json.tmp";
+/// Chooses the store (like `--store`): `etcd://HOST:PORT[,HOST:PORT...]`.
+pub const STORE_ENV: &str = "TAPSWITCH_STORE";
 
 /// The state directory to use: `flag` (from `--state-dir`), else
 /// `$TAPSWITCH_STATE_DIR`, else the default for this user.
@@ -48,26 +51,58 @@ pub fn state_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    if is_root() {
-        return PathBuf::from("/var/lib/tapswitch");
+    local::default_dir()
+}
+
+/// A shared store's address, as `--store` gives it:
+/// `etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdUrl {
+    /// `HOST:PORT` of each etcd member, tried in order.
+    pub endpoints: Vec<String>,
+    /// Every key of this store starts with it (default `/tapswitch/`).
+    pub prefix: String,
+}
+
+impl FromStr for EtcdUrl {
+    type Err = Error;
+
+    fn from_str(given: &str) -> Result<EtcdUrl> {
+        let bad = || Error::BadStoreUrl {
+            given: given.to_string(),
+        };
+        let rest = given.strip_prefix("etcd://").ok_or_else(bad)?;
+        let (hosts, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        let endpoints: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        let valid = |e: &String| {
+            e.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            })
+        };
+        if !endpoints.iter().all(valid) {
+            return Err(bad());
+        }
+        let prefix = match path.trim_matches('/') {
+            "" => etcd::DEFAULT_PREFIX.to_string(),
+            inner => format!("/{inner}/"),
+        };
+        Ok(EtcdUrl { endpoints, prefix })
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("tapswitch")
 }
 
-fn is_root() -> bool {
-    // /proc/self belongs to the effective uid; this keeps libc out of ipam.
-    fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
-/// A state directory, ready to use.
+/// Where the state is kept, ready to use.
 #[derive(Debug, Clone)]
 pub struct Store {
-    dir: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(LocalDir),
+    Etcd(EtcdState),
 }
 
 /// The state, read under the writers' lock. Change `state`, then
@@ -75,9 +110,23 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Transaction<'a> {
     store: &'a Store,
-    /// Holds the flock until the transaction ends.
-    _lock: File,
+    guard: Guard,
     pub state: State,
+}
+
+/// What keeps other writers out until a transaction ends.
+#[derive(Debug)]
+enum Guard {
+    /// The state directory's flock, dropped with the file.
+    Flock { _lock: File },
+    /// etcd: the revision read (for compare-and-swap) and, for
+    /// [`Store::lock`], the lock key's revision and lease.
+    EtcdRead { read_at: Revision },
+    EtcdLock {
+        read_at: Revision,
+        lock_revision: Revision,
+        lease: LeaseId,
+    },
 }
 
 impl Store {
@@ -85,51 +134,71 @@ impl Store {
     /// gets a state with the predefined networks, so their ids are stable
     /// from the first command on.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
-        let store = Store { dir: dir.into() };
-        fs::create_dir_all(&store.dir).map_err(|source| Error::Io {
-            action: "cannot create the state directory",
-            path: store.dir.clone(),
-            source,
-        })?;
-        if !store.state_path().exists() {
-            let lock = store.take_lock()?;
-            // Another command may have created it while we waited.
-            if !store.state_path().exists() {
-                let now = rfc3339(SystemTime::now());
-                let fresh = State::new(Predefined {
-                    bridge_id: random_id()?,
-                    host_id: random_id()?,
-                    none_id: random_id()?,
-                    created: now,
-                });
-                store.write(&fresh)?;
-            }
-            drop(lock);
+        let local = LocalDir::open(dir.into(), fresh_state)?;
+        Ok(Store {
+            backend: Backend::Local(local),
+        })
+    }
+
+    /// Connects to the shared store at `url` with `client`'s timeouts; a
+    /// store with no state yet gets the predefined networks, as a new
+    /// directory does. Fails with one line if no endpoint answers.
+    pub fn open_etcd_with(url: &EtcdUrl, client: Client) -> Result<Store> {
+        let shared = EtcdState::open(client, url.prefix.clone(), fresh_state)?;
+        Ok(Store {
+            backend: Backend::Etcd(shared),
+        })
+    }
+
+    /// [`open_etcd_with`](Store::open_etcd_with) with the default timeouts.
+    pub fn open_etcd(url: &EtcdUrl) -> Result<Store> {
+        Store::open_etcd_with(url, Client::new(url.endpoints.clone()))
+    }
+
+    /// Whether several hosts share this store (overlay networks need one).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Etcd(_))
+    }
+
+    /// The etcd client and key prefix of a shared store.
+    pub fn etcd(&self) -> Option<(&Client, &str)> {
+        match &self.backend {
+            Backend::Etcd(shared) => Some((&shared.client, &shared.prefix)),
+            Backend::Local(_) => None,
         }
-        Ok(store)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The state directory, for a local store.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Local(local) => Some(&local.dir),
+            Backend::Etcd(_) => None,
+        }
     }
 
-    pub fn state_path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+    /// The state file, for a local store.
+    pub fn state_path(&self) -> Option<PathBuf> {
+        match &self.backend {
+            Backend::Local(local) => Some(local.state_path()),
+            Backend::Etcd(_) => None,
+        }
+    }
+
+    /// `the state directory /var/lib/tapswitch` or `etcd://a:2379/tapswitch/`.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(local) => format!("the state directory {}", local.dir.display()),
+            Backend::Etcd(shared) => shared.describe(),
+        }
     }
 
     /// The current state, without taking the lock (it may be outdated the
     /// moment it returns; use [`lock`](Store::lock) to change it).
     pub fn load(&self) -> Result<State> {
-        let path = self.state_path();
-        let mut text = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut text))
-            .map_err(|source| Error::Io {
-                action: "cannot read the state file",
-                path: path.clone(),
-                source,
-            })?;
-        parse(&path, &text)
+        match &self.backend {
+            Backend::Local(local) => local.load(),
+            Backend::Etcd(shared) => Ok(shared.load()?.0),
+        }
     }
 
     /// One network, e.g. for `tapswitch serve --network NAME` to learn its
@@ -140,96 +209,145 @@ impl Store {
 
     /// Takes the writers' lock (waiting for it) and reads the state.
     pub fn lock(&self) -> Result<Transaction<'_>> {
-        let lock = self.take_lock()?;
-        let state = self.load()?;
+        let (state, guard) = match &self.backend {
+            Backend::Local(local) => {
+                let lock = local.take_lock()?;
+                (local.load()?, Guard::Flock { _lock: lock })
+            }
+            Backend::Etcd(shared) => shared.lock()?,
+        };
         Ok(Transaction {
             store: self,
-            _lock: lock,
+            guard,
             state,
         })
     }
 
-    /// Runs `change` on the state under the lock and saves the result if it
-    /// succeeds.
-    pub fn update<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut tx = self.lock()?;
-        let out = change(&mut tx.state)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn take_lock(&self) -> Result<File> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Io {
-                action: "cannot open the lock file",
-                path: path.clone(),
-                source,
-            })?;
-        file.lock().map_err(|source| Error::Io {
-            action: "cannot lock",
-            path,
-            source,
-        })?;
-        Ok(file)
-    }
-
-    /// tmp file, fsync, rename, fsync the directory: see the module docs.
-    fn write(&self, state: &State) -> Result<()> {
-        let tmp = self.dir.join(TMP_FILE);
-        let io = |action| {
-            let path = tmp.clone();
-            move |source| Error::Io {
-                action,
-                path,
-                source,
-            }
+    /// Runs `change` on the state and saves the result if it succeeds.
+    /// Locally under the lock; on etcd by compare-and-swap, running
+    /// `change` again on the newer state when another writer got there
+    /// first (so `change` must not have side effects).
+    pub fn update<T>(&self, mut change: impl FnMut(&mut State) -> Result<T>) -> Result<T> {
+        let Backend::Etcd(shared) = &self.backend else {
+            let mut tx = self.lock()?;
+            let out = change(&mut tx.state)?;
+            tx.commit()?;
+            return Ok(out);
         };
-        let mut text = serde_json::to_vec_pretty(state).map_err(|e| Error::Corrupt {
-            path: self.state_path(),
-            detail: format!("cannot encode the new state: {e}"),
-        })?;
-        text.push(b'\n');
-        let mut file = File::create(&tmp).map_err(io("cannot create"))?;
-        file.write_all(&text).map_err(io("cannot write"))?;
-        file.sync_all().map_err(io("cannot sync"))?;
-        drop(file);
-        fs::rename(&tmp, self.state_path()).map_err(io("cannot rename into place"))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| Error::Io {
-                action: "cannot sync the state directory",
-                path: self.dir.clone(),
-                source,
-            })
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (state, read_at) = shared.load()?;
+            let mut tx = Transaction {
+                store: self,
+                guard: Guard::EtcdRead { read_at },
+                state,
+            };
+            let out = change(&mut tx.state)?;
+            match tx.commit() {
+                Err(Error::Conflict { .. }) if started.elapsed() < etcd::LOCK_WAIT => {
+                    back_off(attempt);
+                }
+                result => return result.map(|()| out),
+            }
+        }
     }
 }
 
 impl Transaction<'_> {
     /// Saves the state and releases the lock. A state that fails its own
-    /// consistency check is refused rather than written.
-    pub fn commit(self) -> Result<()> {
+    /// consistency check is refused rather than written. On etcd, a state
+    /// that changed since it was read is not overwritten: that is
+    /// [`Error::Conflict`].
+    pub fn commit(mut self) -> Result<()> {
         if let Err(detail) = self.state.check() {
             return Err(Error::Corrupt {
-                path: self.store.state_path(),
+                path: self.where_saved(),
                 detail: format!("refusing to save an inconsistent state: {detail}"),
             });
         }
-        self.store.write(&self.state)
+        let (shared, read_at, lock) = match (&self.store.backend, &self.guard) {
+            (Backend::Local(local), _) => return local.write(&self.state),
+            (Backend::Etcd(shared), Guard::EtcdRead { read_at }) => (shared, *read_at, None),
+            (
+                Backend::Etcd(shared),
+                Guard::EtcdLock {
+                    read_at,
+                    lock_revision,
+                    ..
+                },
+            ) => (shared, *read_at, Some(*lock_revision)),
+            (Backend::Etcd(_), Guard::Flock { .. }) => {
+                unreachable!("etcd transactions hold no flock")
+            }
+        };
+        let written = shared.write_if(&self.state, read_at, lock)?;
+        self.release();
+        if written {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                endpoints: shared.client.endpoints().join(", "),
+            })
+        }
+    }
+
+    fn where_saved(&self) -> PathBuf {
+        match &self.store.backend {
+            Backend::Local(local) => local.state_path(),
+            Backend::Etcd(shared) => PathBuf::from(shared.describe()),
+        }
+    }
+
+    /// Gives back an etcd lock now rather than when its lease runs out.
+    fn release(&mut self) {
+        if let (Backend::Etcd(shared), Guard::EtcdLock { lease, .. }) =
+            (&self.store.backend, &mut self.guard)
+        {
+            let lease = std::mem::take(lease);
+            if lease != 0
+                && let Err(err) = shared.unlock(lease)
+            {
+                // The lease runs out by itself; others wait at most that long.
+                log::warn!(
+                    "cannot give back the store lock now ({err}); it frees itself within {}s",
+                    etcd::LOCK_TTL.as_secs()
+                );
+            }
+        }
     }
 }
 
-/// Reads a state file's text; anything unexpected is [`Error::Corrupt`]
-/// naming the file, never silently replaced.
-fn parse(path: &Path, text: &[u8]) -> Result<State> {
-    let corrupt = |detail: String| Error::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A new store's state: the predefined networks with fresh ids.
+fn fresh_state() -> Result<State> {
+    Ok(State::new(Predefined {
+        bridge_id: random_id()?,
+        host_id: random_id()?,
+        none_id: random_id()?,
+        created: now(),
+    }))
+}
+
+/// Waits a little before retrying a conflicting write, longer each time,
+/// with jitter so that two hosts that collided do not collide again.
+fn back_off(attempt: u32) {
+    let jitter = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 5_000_000);
+    let base = Duration::from_millis(2 * u64::from(attempt.min(50)));
+    std::thread::sleep(base + Duration::from_nanos(u64::from(jitter)));
+}
+
+/// Reads a state document; anything unexpected is an error made by
+/// `corrupt` (naming the file or key), never silently replaced.
+fn parse(text: &[u8], corrupt: impl Fn(String) -> Error) -> Result<State> {
     let value: serde_json::Value =
         serde_json::from_slice(text).map_err(|e| corrupt(e.to_string()))?;
     let version = value
@@ -238,10 +356,19 @@ fn parse(path: &Path, text: &[u8]) -> Result<State> {
         .ok_or_else(|| corrupt("no \"version\" number".to_string()))?;
     if version > u64::from(FORMAT_VERSION) {
         return Err(Error::NewerVersion {
-            path: path.to_path_buf(),
+            path: PathBuf::new(),
             found: u32::try_from(version).unwrap_or(u32::MAX),
             supported: FORMAT_VERSION,
         });
+    }
+    let mut value = value;
+    if let Some(networks) = value
+        .get_mut("networks")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        networks
+            .iter_mut()
+            .for_each(crate::overlay::upgrade_legacy_mtu);
     }
     let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     state.check().map_err(corrupt)?;
@@ -268,120 +395,4 @@ pub fn now() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::network::NetworkSpec;
-    use crate::state::Container;
-
-    fn container(name: &str) -> Container {
-        Container {
-            name: name.into(),
-            id: random_id().unwrap(),
-            network: "bridge".into(),
-            created: now(),
-            boot_id: "boot".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_new_directory_has_the_predefined_networks_with_stable_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("sub/dir")).unwrap();
-        let first = store.load().unwrap();
-        let again = Store::open(store.dir()).unwrap().load().unwrap();
-        assert_eq!(first, again);
-        let bridge = store.network("bridge").unwrap();
-        assert_eq!(bridge.gateway_cidr().as_deref(), Some("172.17.0.1/16"));
-        assert_eq!(bridge.id.len(), 64);
-        assert_ne!(bridge.id, first.network("host").unwrap().id);
-    }
-
-    #[test]
-    fn changes_persist_and_failed_changes_do_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let ip = store
-            .update(|s| Ok(s.add_container(container("a"), None)?.ipv4))
-            .unwrap();
-        assert_eq!(ip, Some("172.17.0.2".parse().unwrap()));
-        let err = store.update(|s| {
-            s.add_container(container("b"), None)?;
-            s.create_network(
-                "bad",
-                random_id()?,
-                now(),
-                &NetworkSpec {
-                    subnet: "172.17.5.0/24".into(),
-                    ..NetworkSpec::default()
-                },
-            )
-            .map(|_| ())
-        });
-        assert!(matches!(err, Err(Error::Overlap { .. })));
-        let state = Store::open(dir.path()).unwrap().load().unwrap();
-        assert_eq!(state.containers.len(), 1, "b must not have been saved");
-        assert!(!dir.path().join(TMP_FILE).exists());
-    }
-
-    #[test]
-    fn the_file_is_readable_json() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .update(|s| s.add_container(container("web"), None).map(|_| ()))
-            .unwrap();
-        let text = fs::read_to_string(store.state_path()).unwrap();
-        assert!(text.contains("\"subnet\": \"172.17.0.0/16\""), "{text}");
-        assert!(text.contains("\"ipv4\": \"172.17.0.2\""), "{text}");
-        assert!(text.contains("\"mac\": \"02:42:ac:11:00:02\""), "{text}");
-    }
-
-    #[test]
-    fn a_corrupt_file_is_named_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let path = store.state_path();
-        fs::write(&path, "{\"version\": 1, \"networks\": [").unwrap();
-        let err = store.lock().unwrap_err().to_string();
-        assert!(
-            err.starts_with(&format!("the state file {} is corrupt", path.display())),
-            "{err}"
-        );
-        assert!(err.contains("will not overwrite it"), "{err}");
-        assert!(Store::open(dir.path()).unwrap().load().is_err());
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            "{\"version\": 1, \"networks\": ["
-        );
-
-        // Valid JSON that breaks the rules is corrupt too.
-        let mut state = Store::open(tempfile::tempdir().unwrap().path())
-            .unwrap()
-            .load()
-            .unwrap();
-        state.networks.retain(|n| n.name != "bridge");
-        fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
-        let err = store.load().unwrap_err().to_string();
-        assert!(
-            err.contains("the predefined network bridge is missing"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_newer_format_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        fs::write(store.state_path(), r#"{"version": 99}"#).unwrap();
-        assert!(matches!(
-            store.load(),
-            Err(Error::NewerVersion { found: 99, .. })
-        ));
-    }
-
-    #[test]
-    fn explicit_dir_wins() {
-        assert_eq!(state_dir(Some(Path::new("/x/y"))), PathBuf::from("/x/y"));
-    }
-}
+mod tests;

@@ -12,8 +12,11 @@
 //! - [`gateway`]: the gateway host (smoltcp) on the internal port.
 //! - [`trace`]: the one-line explanation of each decision.
 //! - [`stats`]: per-port counters and drop reasons.
-//! - [`dataplane`]: the live switch's threads (workers reading ports, the
-//!   gateway thread, aging), which drive the fabric.
+//! - [`port`]: port numbers, and the gateway's internal port (its name, MTU
+//!   and send half) as the live switch and `replay` both attach it.
+//! - [`dataplane`]: the live switch's threads (workers reading ports in
+//!   lanes, the gateway thread, aging), which drive the fabric; its module
+//!   docs say which file holds which job.
 //! - [`flows`], [`dns`] and [`services`]: the gateway's services (issue 14:
 //!   outbound flows, published ports, DNS), pure state machines joined in
 //!   [`services::Services`], not wired into the gateway thread yet.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Parser;
-use tools::replay::{self, ReplayArgs};
+use tools::lab::replay::{self, ReplayArgs};
 
 /// A directory under the system's temp dir, removed on drop (on every exit
 /// path, panics included). Unique per process and per call.

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as WallClock};
 
 use clap::Parser;
-use ports::pcap::PcapReader;
+use ports::capture::PcapReader;
 use switch::{Engine, Instant, PortId, TableConfig};
+use tools::lab::replay::{self, ReplayArgs};
 use tools::pcap_cmd;
-use tools::replay::{self, ReplayArgs};
 
 const PORTS: usize = 8;
 const RUNS: usize = 5;

@@ -140,7 +140,9 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     probe_host_ports(&ports)?;
     // Find the switch before touching anything, so a missing one costs nothing.
     let control = match network.driver {
-        Driver::Bridge => Some(find_switch(&network.name, args.control.as_deref())?),
+        Driver::Bridge | Driver::Overlay => {
+            Some(find_switch(&network.name, args.control.as_deref())?)
+        }
         Driver::Host | Driver::Null => None,
     };
     let id = random_id()?;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
+use tools::lab::replay;
+use tools::statedir::{self, StoreChoice};
+use tools::{container, demo, network, pcap_cmd, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,6 +17,15 @@ use tools::{container, demo, network, pcap_cmd, query, replay, serve, show};
     about = "A userspace Ethernet learning switch (Docker's docker0, without a kernel bridge)"
 )]
 struct Cli {
+    /// Keep networks and leases in etcd, shared by several hosts (default: the local state directory).
+    #[arg(
+        long,
+        global = true,
+        env = ipam::store::STORE_ENV,
+        value_name = "etcd://HOST:PORT[,...]",
+        value_parser = statedir::parse_store
+    )]
+    store: Option<StoreChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +66,7 @@ enum Command {
 fn main() -> ExitCode {
     tools::logging::init();
     let cli = Cli::parse();
+    statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),

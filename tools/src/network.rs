@@ -1,6 +1,8 @@
-//! `tapswitch network create|ls|inspect|rm|prune`: Docker's `docker network`
-//! commands, with the same columns and JSON shape so the views people know
-//! from the Docker documentation read the same here.
+//! `tapswitch network create|ls|inspect|rm|prune|peer`: Docker's `docker
+//! network` commands, with the same columns and JSON shape so the views
+//! people know from the Docker documentation read the same here. Overlay
+//! networks (several hosts, a shared store) add their VNI, VXLAN port and
+//! members to both views.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -9,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ipam::store::{now, random_id};
-use ipam::{Network, NetworkSpec, State};
+use ipam::{Driver, Network, NetworkSpec, OverlaySpec, State};
 use serde::Serialize;
 
+use crate::overlay::{self, MemberView, PeerCommand};
 use crate::statedir::{self, StateArgs};
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +43,9 @@ pub enum NetworkCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Add or remove a host without tapswitch (a kernel vxlan device) as a member of an overlay network.
+    #[command(subcommand)]
+    Peer(PeerCommand),
 }
 
 /// Options of `tapswitch network create`.
@@ -49,7 +55,7 @@ pub struct CreateArgs {
     pub state: StateArgs,
     /// The network's name.
     pub name: String,
-    /// The driver; only `bridge` networks can be created (`host` and `none` exist already).
+    /// `bridge` (one host) or `overlay` (several hosts in VXLAN; needs --store etcd://...).
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
     /// The subnet in CIDR notation (default: the first free of 172.18.0.0/16 ... 172.31.0.0/16, 192.168.0.0/20 ...).
@@ -67,9 +73,15 @@ pub struct CreateArgs {
     /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; stored, not yet enforced by the switch).
     #[arg(long)]
     pub internal: bool,
-    /// The MTU of the network's interfaces, 68 to 65535 (stored; not yet applied to the interfaces).
+    /// The MTU of the network's interfaces, 68 to 65535 (default: 1500 for bridge, 1450 for overlay, a 1500-byte underlay minus VXLAN's 50 bytes; stored, not yet applied to the interfaces).
     #[arg(long, value_name = "M")]
     pub mtu: Option<u32>,
+    /// Overlay: the VXLAN network identifier (default: the lowest free from 4096).
+    #[arg(long, value_name = "N")]
+    pub vni: Option<u32>,
+    /// Overlay: the VXLAN UDP port (default 4789, IANA's; Linux's own default is 8472).
+    #[arg(long, value_name = "PORT")]
+    pub vxlan_port: Option<u16>,
 }
 
 /// Options of `tapswitch network ls`.
@@ -92,15 +104,27 @@ pub fn run(command: NetworkCommand) -> Result<ExitCode> {
         NetworkCommand::Inspect { state, names } => inspect(&state, &names),
         NetworkCommand::Rm { state, names } => rm(&state, &names),
         NetworkCommand::Prune { state } => prune(&state),
+        NetworkCommand::Peer(command) => overlay::run_peer(command),
     }
 }
 
 fn create(args: CreateArgs) -> Result<ExitCode> {
-    if args.driver != "bridge" {
-        bail!(
-            "driver {:?} cannot be used to create networks: only `bridge` can (the `host` and `none` networks exist already)",
-            args.driver
-        );
+    let overlay_spec = OverlaySpec {
+        vni: args.vni,
+        vxlan_port: args.vxlan_port,
+    };
+    match args.driver.as_str() {
+        "bridge" if overlay_spec != OverlaySpec::default() => bail!(
+            "--vni and --vxlan-port are settings of overlay networks: add --driver overlay, or leave them out"
+        ),
+        "bridge" | "overlay" => {}
+        other => bail!(
+            "driver {other:?} cannot be used to create networks: only `bridge` and `overlay` can (the `host` and `none` networks exist already)"
+        ),
+    }
+    let overlay = args.driver == "overlay";
+    if overlay {
+        args.state.require_shared("overlay networks")?;
     }
     let store = args.state.open()?;
     let id = random_id()?;
@@ -120,41 +144,94 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             internal: args.internal,
             mtu: args.mtu,
         };
-        state
-            .create_network(&args.name, id.clone(), now(), &spec)
-            .cloned()
+        if overlay {
+            state
+                .create_overlay_network(&args.name, id.clone(), now(), &spec, overlay_spec)
+                .cloned()
+        } else {
+            state
+                .create_network(&args.name, id.clone(), now(), &spec)
+                .cloned()
+        }
     })?;
     println!("{}", network.id);
     Ok(ExitCode::SUCCESS)
 }
 
 fn ls(args: LsArgs) -> Result<ExitCode> {
-    let state = args.state.open()?.load()?;
+    let store = args.state.open()?;
+    let state = store.load()?;
     if args.quiet {
         for network in &state.networks {
             println!("{}", id_column(network, args.no_trunc));
         }
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render_ls(&state, args.no_trunc));
+    let members = overlay::members(&store, &state)?;
+    print!("{}", render_ls(&state, &members, args.no_trunc));
     Ok(ExitCode::SUCCESS)
 }
 
-/// The table of `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE.
-pub fn render_ls(state: &State, no_trunc: bool) -> String {
+/// The table of `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE; when
+/// there are overlay networks, also their VNI, VXLAN port and members
+/// (`IP:PORT`, comma-separated).
+pub fn render_ls(
+    state: &State,
+    members: &BTreeMap<String, Vec<MemberView>>,
+    no_trunc: bool,
+) -> String {
+    let any_overlay = state.networks.iter().any(|n| n.overlay().is_some());
     let rows: Vec<Vec<String>> = state
         .networks
         .iter()
         .map(|n| {
-            vec![
+            let mut row = vec![
                 id_column(n, no_trunc).to_string(),
                 n.name.clone(),
                 n.driver.to_string(),
-                "local".to_string(),
-            ]
+                scope(n).to_string(),
+            ];
+            if any_overlay {
+                let (vni, port) = n.overlay().map_or((String::new(), String::new()), |o| {
+                    (o.vni.to_string(), o.vxlan_port.to_string())
+                });
+                let list: Vec<String> = members
+                    .get(&n.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|m| format!("{}:{}", m.ip, m.port))
+                    .collect();
+                row.extend([vni, port, list.join(",")]);
+            }
+            row
         })
         .collect();
-    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+    if any_overlay {
+        table(
+            &[
+                "NETWORK ID",
+                "NAME",
+                "DRIVER",
+                "SCOPE",
+                "VNI",
+                "PORT",
+                "MEMBERS",
+            ],
+            &rows,
+        )
+    } else {
+        table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+    }
+}
+
+/// Docker's scope: `local` for one host; `global` for a network every host
+/// of the store shares (the scope libnetwork gave overlay networks kept in
+/// an external key-value store).
+fn scope(network: &Network) -> &'static str {
+    match network.driver {
+        Driver::Overlay => "global",
+        Driver::Bridge | Driver::Host | Driver::Null => "local",
+    }
 }
 
 fn id_column(network: &Network, no_trunc: bool) -> &str {
@@ -166,10 +243,17 @@ fn id_column(network: &Network, no_trunc: bool) -> &str {
 }
 
 fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
-    let state = args.open()?.load()?;
+    let store = args.open()?;
+    let state = store.load()?;
+    let members = overlay::members(&store, &state)?;
     let views = names
         .iter()
-        .map(|name| Ok(inspect_view(&state, state.network(name)?)))
+        .map(|name| {
+            let network = state.network(name)?;
+            let mut view = inspect_view(&state, network);
+            view.peers = members.get(name).cloned();
+            Ok(view)
+        })
         .collect::<Result<Vec<_>>>()?;
     println!("{}", to_docker_json(&views)?);
     Ok(ExitCode::SUCCESS)
@@ -223,6 +307,9 @@ pub struct NetworkView {
     pub containers: BTreeMap<String, EndpointView>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Overlay networks: every member (Docker lists a swarm overlay's peers here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<MemberView>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -296,11 +383,25 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 .collect(),
         })
         .collect();
+    // Docker's option names where Docker has one. The MTU shows when the
+    // record has one (always for overlays), like Docker's `--opt` it stands for.
+    let mut options: BTreeMap<String, String> = network
+        .mtu
+        .map(|mtu| (MTU_OPTION.to_string(), mtu.to_string()))
+        .into_iter()
+        .collect();
+    if let Some(o) = network.overlay() {
+        options.insert(
+            "com.docker.network.driver.overlay.vxlanid_list".to_string(),
+            o.vni.to_string(),
+        );
+        options.insert("tapswitch.vxlan_port".to_string(), o.vxlan_port.to_string());
+    }
     NetworkView {
         name: network.name.clone(),
         id: network.id.clone(),
         created: network.created.clone(),
-        scope: "local",
+        scope: scope(network),
         driver: network.driver.to_string(),
         enable_ipv6: false,
         ipam: IpamView {
@@ -311,12 +412,9 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
         internal: network.internal,
         attachable: false,
         containers,
-        options: network
-            .mtu
-            .map(|mtu| (MTU_OPTION.to_string(), mtu.to_string()))
-            .into_iter()
-            .collect(),
+        options,
         labels: BTreeMap::new(),
+        peers: None,
     }
 }
 
@@ -393,7 +491,7 @@ mod tests {
     #[test]
     fn ls_looks_like_docker_network_ls() {
         assert_eq!(
-            render_ls(&state(), false),
+            render_ls(&state(), &BTreeMap::new(), false),
             "NETWORK ID     NAME      DRIVER    SCOPE\n\
              7fca4eb8c647   bridge    bridge    local\n\
              cf03ee007fb4   host      host      local\n\
@@ -472,6 +570,40 @@ mod tests {
             bridge["Containers"][&web]["Ports"],
             serde_json::json!(["0.0.0.0:8080->80/tcp"])
         );
+    }
+
+    #[test]
+    fn overlay_networks_add_vni_port_and_members_columns() {
+        let mut state = state();
+        let spec = NetworkSpec {
+            subnet: "10.99.0.0/24".into(),
+            ..NetworkSpec::default()
+        };
+        let id = format!("5526ab43a7a5{}", "3".repeat(52));
+        state
+            .create_overlay_network("ov", id, String::new(), &spec, OverlaySpec::default())
+            .unwrap();
+        let member = |ip: &str, kind| MemberView {
+            name: String::new(),
+            ip: ip.into(),
+            port: 4789,
+            kind,
+        };
+        let members = BTreeMap::from([(
+            "ov".to_string(),
+            vec![member("192.0.2.1", "switch"), member("192.0.2.9", "peer")],
+        )]);
+        assert_eq!(
+            render_ls(&state, &members, false),
+            "NETWORK ID     NAME      DRIVER    SCOPE     VNI       PORT      MEMBERS\n\
+             7fca4eb8c647   bridge    bridge    local\n\
+             cf03ee007fb4   host      host      local\n\
+             9f904ee27bf5   none      null      local\n\
+             5526ab43a7a5   ov        overlay   global    4096      4789      192.0.2.1:4789,192.0.2.9:4789\n"
+        );
+        let view = inspect_view(&state, state.network("ov").unwrap());
+        assert_eq!(view.scope, "global");
+        assert_eq!(view.options["com.docker.network.driver.mtu"], "1450");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `tapswitch pcap`: make and read capture files for the lab.
 //!
-//! - `build FILE.txt --out DIR`: the text format of [`crate::pcap_text`]
+//! - `build FILE.txt --out DIR`: the text format of [`crate::lab::text`]
 //!   into one pcap per port named in it;
 //! - `show FILE...`: capture files back into that text (for diffs and for
 //!   reviewing expected outputs);
@@ -15,10 +15,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ports::pcap::{Encoder, OutputFormat, PcapReader};
+use ports::capture::{Encoder, OutputFormat, PcapReader};
 
-use crate::pcap_text;
-use crate::replay::{OutFormat, OutputDir};
+use crate::lab::outputs::{OutFormat, OutputDir};
+use crate::lab::text;
 
 #[derive(Debug, Subcommand)]
 pub enum PcapCommand {
@@ -65,7 +65,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
         PcapCommand::Build { file, out, format } => {
             let text = fs::read_to_string(&file)
                 .with_context(|| format!("Cannot read {}", file.display()))?;
-            let frames = pcap_text::parse(&text).with_context(|| file.display().to_string())?;
+            let frames = text::parse(&text).with_context(|| file.display().to_string())?;
             for (path, count) in build(&frames, &out, format.into())? {
                 println!("wrote {} ({count} frames)", path.display());
             }
@@ -107,7 +107,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
 /// Writes one file per port of `frames` into `dir`, in the order the ports
 /// first appear; frames keep their line order. Returns the paths and counts.
 pub fn build(
-    frames: &[pcap_text::TextFrame],
+    frames: &[text::TextFrame],
     dir: &Path,
     format: OutputFormat,
 ) -> Result<Vec<(PathBuf, usize)>> {
@@ -149,7 +149,7 @@ pub fn show(file: &Path, port: &str) -> Result<String> {
         .next_frame()
         .with_context(|| file.display().to_string())?
     {
-        out += &pcap_text::show(frame.timestamp_ns, port, frame.data);
+        out += &text::show(frame.timestamp_ns, port, frame.data);
         out.push('\n');
     }
     Ok(out)
@@ -162,6 +162,11 @@ fn port_name_of(file: &Path) -> String {
 
 /// Hosts behind each port in a generated capture.
 const HOSTS_PER_PORT: u64 = 32;
+
+/// The kinds of address in a generated capture, in their second byte.
+const KNOWN_HOST: u8 = 0x00;
+const NEW_HOST: u8 = 0x01;
+const UNKNOWN_HOST: u8 = 0x02;
 
 /// The first frame's time: 2023-11-14 22:13:20 UTC, a round number.
 const GENERATED_START_NS: u64 = 1_700_000_000 * 1_000_000_000;
@@ -190,8 +195,7 @@ pub fn generate(frames: usize, ports: usize, seed: u64) -> Result<Vec<Vec<u8>>> 
         rng ^= rng << 17;
         rng
     };
-    let host =
-        |port: u64, n: u64| -> [u8; 6] { [0x02, 0x00, 0x00, port as u8, (n >> 8) as u8, n as u8] };
+    let host = |port: u64, n: u64| generated_mac(KNOWN_HOST, port << 16 | n);
     let ports = ports as u64;
     let mut fresh = 0u64;
     let mut frame = [0u8; 64];
@@ -203,28 +207,11 @@ pub fn generate(frames: usize, ports: usize, seed: u64) -> Result<Vec<Vec<u8>>> 
         let dst = match roll {
             0 => {
                 fresh += 1;
-                src = [
-                    0x02,
-                    0x01,
-                    (fresh >> 24) as u8,
-                    (fresh >> 16) as u8,
-                    (fresh >> 8) as u8,
-                    fresh as u8,
-                ];
+                src = generated_mac(NEW_HOST, fresh);
                 host((port + 1) % ports + 1, next() % HOSTS_PER_PORT)
             }
             1..=10 => [0xff; 6],
-            11..=14 => {
-                let r = next();
-                [
-                    0x02,
-                    0x02,
-                    (r >> 24) as u8,
-                    (r >> 16) as u8,
-                    (r >> 8) as u8,
-                    r as u8,
-                ]
-            }
+            11..=14 => generated_mac(UNKNOWN_HOST, next()),
             _ => {
                 let other = (port + 1 + next() % (ports - 1)) % ports;
                 host(other + 1, next() % HOSTS_PER_PORT)
@@ -243,4 +230,10 @@ pub fn generate(frames: usize, ports: usize, seed: u64) -> Result<Vec<Vec<u8>>> 
             .expect("2023 fits a classic pcap");
     }
     Ok(files)
+}
+
+/// A locally administered address: 02, the kind, then the low 32 bits of `n`.
+fn generated_mac(kind: u8, n: u64) -> [u8; 6] {
+    let [a, b, c, d] = (n as u32).to_be_bytes();
+    [0x02, kind, a, b, c, d]
 }

@@ -1,6 +1,7 @@
-//! The state directory as the commands use it: where it is (`--state-dir`,
-//! `$TAPSWITCH_STATE_DIR`), and the start-up sweep that releases the leases
-//! of containers that no longer exist.
+//! The store as the commands use it: which one (the global `--store
+//! etcd://...` / `$TAPSWITCH_STORE`, else the state directory of
+//! `--state-dir` / `$TAPSWITCH_STATE_DIR`), and the start-up sweep that
+//! releases the leases of containers that no longer exist.
 //!
 //! A container no longer exists when the machine rebooted since it was made
 //! (its boot id differs; `/run/netns` is gone with the reboot) or when its
@@ -8,16 +9,56 @@
 //! Every command that opens the state sweeps first, so a reboot can never
 //! leave addresses leased to nobody: CNI host-local's "no IP addresses
 //! available" after a reboot cannot happen here.
+//!
+//! On a shared store the sweep only judges this host's containers of this
+//! boot (the container record names no host, and another host's
+//! containers are not visible from here): a container made in an earlier
+//! boot of this host keeps its lease until `tapswitch container rm`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use ipam::{Container, Store};
+use ipam::{Container, Driver, EtcdUrl, Store};
 
 use crate::control::{self, Request};
 use crate::netlink::{Netlink, netns};
+
+/// Which store the commands use: the global `--store` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The state directory (`--state-dir`).
+    Local,
+    /// etcd, shared by several hosts.
+    Etcd(EtcdUrl),
+}
+
+/// Parses `--store`: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]`; empty or
+/// `local` for the state directory.
+pub fn parse_store(given: &str) -> Result<StoreChoice, String> {
+    match given {
+        "" | "local" => Ok(StoreChoice::Local),
+        url => url
+            .parse()
+            .map(StoreChoice::Etcd)
+            .map_err(|e: ipam::Error| e.to_string()),
+    }
+}
+
+/// The store chosen by `main` from the global flag, before any command
+/// runs; process-wide because every command that opens the state obeys it.
+static STORE_CHOICE: OnceLock<StoreChoice> = OnceLock::new();
+
+/// Sets the store for this process (once; `main` does it).
+pub fn choose_store(choice: StoreChoice) {
+    let _ = STORE_CHOICE.set(choice);
+}
+
+fn chosen_store() -> &'static StoreChoice {
+    STORE_CHOICE.get().unwrap_or(&StoreChoice::Local)
+}
 
 /// Where the networks and leases are kept.
 #[derive(Debug, Clone, Args)]
@@ -45,9 +86,33 @@ impl StateArgs {
         Ok(store)
     }
 
-    /// Opens the state directory as it is.
+    /// Opens the store as it is: etcd if `--store` says so, else the
+    /// state directory.
     pub fn open_unpruned(&self) -> Result<Store> {
-        Ok(Store::open(ipam::state_dir(self.state_dir.as_deref()))?)
+        match chosen_store() {
+            StoreChoice::Local => Ok(Store::open(ipam::state_dir(self.state_dir.as_deref()))?),
+            StoreChoice::Etcd(url) => {
+                if self.state_dir.is_some() {
+                    bail!(
+                        "--state-dir and --store {} both choose where the state is: give one of them",
+                        url.endpoints.join(",")
+                    );
+                }
+                Ok(Store::open_etcd(url)?)
+            }
+        }
+    }
+
+    /// Fails, without creating anything, unless the commands use a shared
+    /// store: overlay networks exist only there.
+    pub fn require_shared(&self, what: &str) -> Result<()> {
+        if let StoreChoice::Local = chosen_store() {
+            bail!(
+                "{what} span several hosts and live in a shared store, not in the state directory {}: give --store etcd://HOST:PORT[,...] (or set TAPSWITCH_STORE)",
+                ipam::state_dir(self.state_dir.as_deref()).display()
+            );
+        }
+        Ok(())
     }
 
     /// The gateway (address and prefix length) that `tapswitch serve
@@ -55,6 +120,12 @@ impl StateArgs {
     /// networks have one.
     pub fn served_gateway(&self, network: &str) -> Result<(Ipv4Addr, u8)> {
         let network = self.open_unpruned()?.network(network)?;
+        if network.driver == Driver::Overlay {
+            bail!(
+                "network {} is an overlay network, and serving one (VXLAN between hosts) is not built yet: see docs/overlay.md",
+                network.name
+            );
+        }
         network.gateway_prefix().ok_or_else(|| {
             anyhow!(
                 "network {} uses driver {} and has no subnet for a switch to serve: serve a bridge network (see `tapswitch network ls`)",
@@ -69,17 +140,14 @@ impl StateArgs {
 /// detaches what may be left of it. Returns the containers removed.
 pub fn prune(store: &Store) -> Result<Vec<Container>> {
     let boot_id = current_boot_id();
+    let shared = store.is_shared();
+    let keep = |c: &Container| !may_release(c, &boot_id, shared);
     // Cheap check first, so the common case takes no lock.
-    if store
-        .load()?
-        .containers
-        .iter()
-        .all(|c| is_alive(c, &boot_id))
-    {
+    if store.load()?.containers.iter().all(keep) {
         return Ok(Vec::new());
     }
     let mut tx = store.lock()?;
-    let dead = tx.state.prune(|c| is_alive(c, &boot_id));
+    let dead = tx.state.prune(keep);
     // Under the lock: once it is released, a new container may take the
     // same name (and namespace path).
     for container in &dead {
@@ -87,6 +155,15 @@ pub fn prune(store: &Store) -> Result<Vec<Container>> {
     }
     tx.commit()?;
     Ok(dead)
+}
+
+/// Whether the sweep may release `container`'s lease: it is gone, and on
+/// a `shared` store also known to be this host's (made in this boot).
+pub fn may_release(container: &Container, boot_id: &str, shared: bool) -> bool {
+    if shared && (boot_id.is_empty() || container.boot_id != boot_id) {
+        return false;
+    }
+    !is_alive(container, boot_id)
 }
 
 /// Whether a recorded container still exists on this machine.
@@ -149,6 +226,20 @@ mod tests {
         assert!(!is_alive(&record("b0", None), "b1"));
         // Unknown boot id: only the namespace decides.
         assert!(is_alive(&record("b0", None), ""));
+    }
+
+    #[test]
+    fn on_a_shared_store_only_this_boots_containers_are_released() {
+        let gone = "/run/netns/tapswitch-test-missing-namespace";
+        // Another host's (or an earlier boot's) container: not ours to judge.
+        assert!(!may_release(&record("b0", None), "b1", true));
+        assert!(!may_release(&record("b0", Some(gone)), "b1", true));
+        assert!(!may_release(&record("b1", Some(gone)), "", true));
+        // This boot's container whose namespace went: released.
+        assert!(may_release(&record("b1", Some(gone)), "b1", true));
+        assert!(!may_release(&record("b1", None), "b1", true));
+        // The local store keeps its rule: another boot means gone.
+        assert!(may_release(&record("b0", None), "b1", false));
     }
 
     #[test]

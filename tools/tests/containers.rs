@@ -1,6 +1,6 @@
 //! Networks and containers end to end, as root: real namespaces, veth pairs
 //! and a real `tapswitch serve`, driven through the `tapswitch` command the
-//! way the README's walkthrough does.
+//! way the walkthrough in docs/networks-and-containers.md does.
 //!
 //! ```text
 //!   tapswitch-<c1>          tapswitch-<c2>         (namespaces the tests create)
@@ -217,7 +217,7 @@ fn netns_exists(container: &str) -> bool {
         .exists()
 }
 
-/// The README's walkthrough on the default `bridge` network.
+/// The walkthrough of docs/networks-and-containers.md on the default `bridge` network.
 #[test]
 fn walkthrough_two_bridge_containers_talk_to_each_other_and_the_gateway() {
     let env = Env::new();

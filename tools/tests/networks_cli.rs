@@ -143,7 +143,16 @@ fn mistakes_get_one_line_that_says_what_to_do() {
             .starts_with("tapswitch: network nope does not exist")
     );
     assert!(
-        error(state, &["network", "create", "x", "--driver", "overlay"]).contains("only `bridge`")
+        error(state, &["network", "create", "x", "--driver", "macvlan"])
+            .contains("only `bridge` and `overlay` can")
+    );
+    // Overlay networks need a shared store; the state directory is refused
+    // in one line that says what to give.
+    let overlay = error(state, &["network", "create", "x", "--driver", "overlay"]);
+    assert!(
+        overlay.starts_with("tapswitch: overlay networks span several hosts")
+            && overlay.contains("give --store etcd://HOST:PORT[,...]"),
+        "{overlay}"
     );
 }
 

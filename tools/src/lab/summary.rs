@@ -3,7 +3,7 @@
 //! it comes from the frames (virtual time), never from the machine, so it
 //! can be checked in as a golden file.
 
-use super::lab::{LabConfig, Outcome};
+use super::playback::{LabConfig, Outcome};
 use crate::control::{FdbReply, FdbRow};
 use crate::query::render_fdb;
 

@@ -10,10 +10,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ports::pcap::PcapReader;
+use ports::capture::PcapReader;
 
-use crate::pcap_text::{self, hex};
-use crate::replay::lab::seconds_ns;
+use super::notation::{hex, seconds_ns};
+use super::text;
 
 /// The first difference between an output and its expected file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +95,8 @@ pub fn compare_files(port: &str, expected: &Path, actual: &Path) -> Result<Optio
             .with_context(|| actual.display().to_string())?;
         let lines = match (&w, &g) {
             (Some(w), Some(g)) => Some((
-                pcap_text::show(w.timestamp_ns, port, w.data),
-                pcap_text::show(g.timestamp_ns, port, g.data),
+                text::show(w.timestamp_ns, port, w.data),
+                text::show(g.timestamp_ns, port, g.data),
             )),
             _ => None,
         };
@@ -232,24 +232,84 @@ struct Field {
     kind: Kind,
 }
 
+/// A header field by name, length in bytes and how to show its value.
+type FieldSpec = (&'static str, usize, Kind);
+
+const ARP_FIELDS: &[FieldSpec] = &[
+    ("arp.htype", 2, Kind::Dec),
+    ("arp.ptype", 2, Kind::Hex),
+    ("arp.hlen", 1, Kind::Dec),
+    ("arp.plen", 1, Kind::Dec),
+    ("arp.op", 2, Kind::Dec),
+    ("arp.sha", 6, Kind::Mac),
+    ("arp.spa", 4, Kind::Ipv4),
+    ("arp.tha", 6, Kind::Mac),
+    ("arp.tpa", 4, Kind::Ipv4),
+];
+
+const IPV4_FIELDS: &[FieldSpec] = &[
+    ("ipv4.version_ihl", 1, Kind::Hex),
+    ("ipv4.tos", 1, Kind::Hex),
+    ("ipv4.total_len", 2, Kind::Dec),
+    ("ipv4.id", 2, Kind::Dec),
+    ("ipv4.flags_frag", 2, Kind::Hex),
+    ("ipv4.ttl", 1, Kind::Dec),
+    ("ipv4.proto", 1, Kind::Dec),
+    ("ipv4.checksum", 2, Kind::Hex),
+    ("ipv4.src", 4, Kind::Ipv4),
+    ("ipv4.dst", 4, Kind::Ipv4),
+];
+
+const ICMP_FIELDS: &[FieldSpec] = &[
+    ("icmp.type", 1, Kind::Dec),
+    ("icmp.code", 1, Kind::Dec),
+    ("icmp.checksum", 2, Kind::Hex),
+    ("icmp.id", 2, Kind::Dec),
+    ("icmp.seq", 2, Kind::Dec),
+];
+
+const TCP_FIELDS: &[FieldSpec] = &[
+    ("tcp.sport", 2, Kind::Dec),
+    ("tcp.dport", 2, Kind::Dec),
+    ("tcp.seq", 4, Kind::Dec),
+    ("tcp.ack", 4, Kind::Dec),
+    ("tcp.offset_flags", 2, Kind::Hex),
+    ("tcp.window", 2, Kind::Dec),
+    ("tcp.checksum", 2, Kind::Hex),
+];
+
+const UDP_FIELDS: &[FieldSpec] = &[
+    ("udp.sport", 2, Kind::Dec),
+    ("udp.dport", 2, Kind::Dec),
+    ("udp.len", 2, Kind::Dec),
+    ("udp.checksum", 2, Kind::Hex),
+];
+
 /// The header fields of an Ethernet frame, as far as they are understood:
 /// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP.
 fn fields(frame: &[u8]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut at = 0;
-    let mut add = |name, len: usize, kind, at: &mut usize| -> bool {
-        if *at + len > frame.len() {
-            return false;
+    // Adds the fields in order from `at`; false at the first that the
+    // frame is too short to hold.
+    let mut add = |specs: &[FieldSpec], at: &mut usize| -> bool {
+        for &(name, len, kind) in specs {
+            if *at + len > frame.len() {
+                return false;
+            }
+            out.push(Field {
+                name,
+                range: *at..*at + len,
+                kind,
+            });
+            *at += len;
         }
-        out.push(Field {
-            name,
-            range: *at..*at + len,
-            kind,
-        });
-        *at += len;
         true
     };
-    if !add("eth.dst", 6, Kind::Mac, &mut at) || !add("eth.src", 6, Kind::Mac, &mut at) {
+    if !add(
+        &[("eth.dst", 6, Kind::Mac), ("eth.src", 6, Kind::Mac)],
+        &mut at,
+    ) {
         return out;
     }
     let ethertype = loop {
@@ -258,90 +318,41 @@ fn fields(frame: &[u8]) -> Vec<Field> {
         };
         let t = u16::from_be_bytes([t[0], t[1]]);
         if t == 0x8100 || t == 0x88a8 {
-            add("vlan.tpid", 2, Kind::Hex, &mut at);
-            if !add("vlan.tci", 2, Kind::Hex, &mut at) {
+            add(&[("vlan.tpid", 2, Kind::Hex)], &mut at);
+            if !add(&[("vlan.tci", 2, Kind::Hex)], &mut at) {
                 return out;
             }
             continue;
         }
-        add("eth.type", 2, Kind::Hex, &mut at);
+        add(&[("eth.type", 2, Kind::Hex)], &mut at);
         break t;
     };
-    match ethertype {
-        0x0806 => {
-            for (name, len, kind) in [
-                ("arp.htype", 2, Kind::Dec),
-                ("arp.ptype", 2, Kind::Hex),
-                ("arp.hlen", 1, Kind::Dec),
-                ("arp.plen", 1, Kind::Dec),
-                ("arp.op", 2, Kind::Dec),
-                ("arp.sha", 6, Kind::Mac),
-                ("arp.spa", 4, Kind::Ipv4),
-                ("arp.tha", 6, Kind::Mac),
-                ("arp.tpa", 4, Kind::Ipv4),
-            ] {
-                if !add(name, len, kind, &mut at) {
-                    return out;
-                }
-            }
-        }
+    let complete = match ethertype {
+        0x0806 => add(ARP_FIELDS, &mut at),
         0x0800 => {
             let start = at;
-            for (name, len, kind) in [
-                ("ipv4.version_ihl", 1, Kind::Hex),
-                ("ipv4.tos", 1, Kind::Hex),
-                ("ipv4.total_len", 2, Kind::Dec),
-                ("ipv4.id", 2, Kind::Dec),
-                ("ipv4.flags_frag", 2, Kind::Hex),
-                ("ipv4.ttl", 1, Kind::Dec),
-                ("ipv4.proto", 1, Kind::Dec),
-                ("ipv4.checksum", 2, Kind::Hex),
-                ("ipv4.src", 4, Kind::Ipv4),
-                ("ipv4.dst", 4, Kind::Ipv4),
-            ] {
-                if !add(name, len, kind, &mut at) {
-                    return out;
-                }
-            }
-            let ihl = usize::from(frame[start] & 0x0f) * 4;
-            if ihl > 20 && !add("ipv4.options", ihl - 20, Kind::Bytes, &mut at) {
+            if !add(IPV4_FIELDS, &mut at) {
                 return out;
             }
-            let l4: &[(&'static str, usize, Kind)] = match frame[start + 9] {
-                1 => &[
-                    ("icmp.type", 1, Kind::Dec),
-                    ("icmp.code", 1, Kind::Dec),
-                    ("icmp.checksum", 2, Kind::Hex),
-                    ("icmp.id", 2, Kind::Dec),
-                    ("icmp.seq", 2, Kind::Dec),
-                ],
-                6 => &[
-                    ("tcp.sport", 2, Kind::Dec),
-                    ("tcp.dport", 2, Kind::Dec),
-                    ("tcp.seq", 4, Kind::Dec),
-                    ("tcp.ack", 4, Kind::Dec),
-                    ("tcp.offset_flags", 2, Kind::Hex),
-                    ("tcp.window", 2, Kind::Dec),
-                    ("tcp.checksum", 2, Kind::Hex),
-                ],
-                17 => &[
-                    ("udp.sport", 2, Kind::Dec),
-                    ("udp.dport", 2, Kind::Dec),
-                    ("udp.len", 2, Kind::Dec),
-                    ("udp.checksum", 2, Kind::Hex),
-                ],
+            let ihl = usize::from(frame[start] & 0x0f) * 4;
+            if ihl > 20 && !add(&[("ipv4.options", ihl - 20, Kind::Bytes)], &mut at) {
+                return out;
+            }
+            let l4 = match frame[start + 9] {
+                1 => ICMP_FIELDS,
+                6 => TCP_FIELDS,
+                17 => UDP_FIELDS,
                 _ => &[],
             };
-            for &(name, len, kind) in l4 {
-                if !add(name, len, kind, &mut at) {
-                    return out;
-                }
-            }
+            add(l4, &mut at)
         }
-        _ => {}
+        _ => true,
+    };
+    if !complete {
+        return out;
     }
     let rest = frame.len() - at;
-    add("payload", rest, Kind::Bytes, &mut at);
+    add(&[("payload", rest, Kind::Bytes)], &mut at);
     out
 }
 
@@ -403,6 +414,49 @@ mod tests {
         assert_eq!(
             frame_difference(&want, &got).unwrap(),
             "length differs: expected 46 bytes, got 48 (the first 46 are the same)"
+        );
+    }
+
+    #[test]
+    fn names_fields_of_vlan_arp_udp_and_tcp() {
+        let eth = |ethertype: [u8; 2]| {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x81, 0x00, 0x00, 5];
+            f.extend_from_slice(&ethertype);
+            f
+        };
+        let differ_at = |want: &[u8], i: usize| {
+            let mut got = want.to_vec();
+            got[i] ^= 1;
+            frame_difference(want, &got).unwrap()
+        };
+
+        let mut arp = eth([0x08, 0x06]);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[
+            2, 0, 0, 0, 0, 1, 172, 17, 0, 2, 0, 0, 0, 0, 0, 0, 172, 17, 0, 1,
+        ]);
+        assert!(differ_at(&arp, 15).starts_with("vlan.tci (bytes 14-15)"));
+        assert!(differ_at(&arp, 45).starts_with("arp.tpa (bytes 42-45)"));
+
+        let ip = |proto: u8, l4: &[u8]| {
+            let mut f = eth([0x08, 0x00]);
+            f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0]);
+            f.extend_from_slice(&[172, 17, 0, 2, 172, 17, 0, 1]);
+            f.extend_from_slice(l4);
+            f
+        };
+        let udp = ip(17, &[0, 53, 0, 68, 0, 8, 0, 0]);
+        assert_eq!(
+            differ_at(&udp, 18 + 20 + 1),
+            "udp.sport (bytes 38-39) differs: expected 53, got 52"
+        );
+        let tcp = ip(6, &[0; 20]);
+        assert!(differ_at(&tcp, 18 + 20 + 14).starts_with("tcp.window (bytes 52-53)"));
+        // Cut inside the TCP header: no field holds the byte, so it is shown bare.
+        let cut = &tcp[..18 + 20 + 10];
+        assert_eq!(
+            differ_at(cut, 18 + 20 + 9),
+            "bytes 47-47 differ: expected 00, got 01"
         );
     }
 

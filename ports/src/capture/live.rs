@@ -36,8 +36,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::pcapng::Direction;
-use crate::pcapng::{write_interface, write_packet, write_section_header};
+use super::frame::Direction;
+use super::pcapng::{write_interface, write_packet, write_section_header};
 
 /// A port's buffer is handed to the writer once it holds this much.
 pub const WAKE_BYTES: usize = 256 * 1024;
@@ -401,7 +401,7 @@ fn write_out(capture: &PortCapture) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pcap::PcapReader;
+    use crate::capture::reader::PcapReader;
 
     struct TempDir(PathBuf);
 
@@ -420,6 +420,14 @@ mod tests {
         }
     }
 
+    /// A capture directory in a fresh temp dir. Bind both, the directory
+    /// last, so it is dropped (and written out) before the temp dir goes.
+    fn capture_dir(tag: &str) -> (TempDir, CaptureDir) {
+        let tmp = TempDir::new(tag);
+        let dir = CaptureDir::open(&tmp.0).unwrap();
+        (tmp, dir)
+    }
+
     fn frames_of(path: &Path) -> Vec<(u64, Option<Direction>, Vec<u8>)> {
         let file = File::open(path).unwrap();
         let mut reader = PcapReader::new(io::BufReader::new(file)).unwrap();
@@ -432,8 +440,7 @@ mod tests {
 
     #[test]
     fn records_both_directions_and_reads_back() {
-        let tmp = TempDir::new("dirs");
-        let dir = CaptureDir::open(&tmp.0).unwrap();
+        let (_tmp, dir) = capture_dir("dirs");
         let p1 = dir.add_port("p1", true).unwrap();
         p1.record(Direction::Inbound, 1_000, &[1; 60]);
         p1.record_batch(
@@ -461,8 +468,7 @@ mod tests {
 
     #[test]
     fn stopped_ports_record_nothing_until_started() {
-        let tmp = TempDir::new("startstop");
-        let dir = CaptureDir::open(&tmp.0).unwrap();
+        let (_tmp, dir) = capture_dir("startstop");
         let p1 = dir.add_port("p1", false).unwrap();
         p1.record(Direction::Inbound, 1, &[1; 60]);
         p1.start();
@@ -476,8 +482,7 @@ mod tests {
 
     #[test]
     fn a_port_added_again_continues_its_file() {
-        let tmp = TempDir::new("readd");
-        let dir = CaptureDir::open(&tmp.0).unwrap();
+        let (_tmp, dir) = capture_dir("readd");
         let p1 = dir.add_port("p1", true).unwrap();
         p1.record(Direction::Inbound, 1, &[1; 60]);
         assert!(dir.add_port("p1", true).is_err(), "already captured");
@@ -495,8 +500,7 @@ mod tests {
 
     #[test]
     fn a_writer_far_behind_drops_from_the_capture_not_the_switch() {
-        let tmp = TempDir::new("full");
-        let dir = CaptureDir::open(&tmp.0).unwrap();
+        let (_tmp, dir) = capture_dir("full");
         let p1 = dir.add_port("p1", true).unwrap();
         // Hold the writer off by holding the file lock while recording: it
         // can take at most one buffer before it waits for the lock.

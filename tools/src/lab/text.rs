@@ -40,6 +40,8 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, bail};
 use switch::MacAddr;
 
+use super::notation::{check_port_name, hex};
+
 /// One frame of a text file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextFrame {
@@ -103,7 +105,7 @@ fn parse_tokens(tokens: &[&str]) -> Result<(u64, String, Vec<u8>)> {
     };
     let time_ns = parse_time(seconds)?;
     let port = t.next("a port name")?.to_string();
-    crate::replay::check_port_name(&port)?;
+    check_port_name(&port)?;
     let data = parse_frame(&mut t)?;
     if let Some(extra) = t.peek() {
         bail!("unexpected {extra:?} after the frame");
@@ -201,13 +203,6 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
             u8::from_str_radix(&s[i..i + 2], 16).with_context(|| format!("{s:?} is not hex bytes"))
         })
         .collect()
-}
-
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
 
 fn parse_frame(t: &mut Tokens<'_>) -> Result<Vec<u8>> {

@@ -1,28 +1,26 @@
 //! `tapswitch replay`: pcap files in, pcap files out, through the live
-//! switch's engine on virtual time (see [`lab`] for how).
+//! switch's engine on virtual time (see [`playback`] for how).
 //!
 //! This module is the command around the lab: it reads the options, makes
 //! the output files appear all at once or not at all (each is written under
 //! a hidden temporary name and renamed when the whole run succeeded), prints
 //! the summary, and compares with `--expect`.
 
-pub mod expect;
-pub mod lab;
-pub mod summary;
-
-use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use ports::pcap::{InterfaceChoice, OutputFormat};
+use anyhow::{Result, bail};
+use clap::Args;
+use ports::capture::InterfaceChoice;
 use switch::fabric::TraceSink;
 
-pub use lab::{InputSpec, LabConfig, Outcome, PortSpec};
-
+use super::expect;
+use super::notation::check_port_name;
+use super::outputs::{OutFormat, OutputDir};
+use super::playback::{self, GATEWAY_PORT_NAME, InputSpec, LabConfig, PortSpec};
+use super::summary;
 use crate::serve::DEFAULT_GATEWAY;
 
 /// Options of `tapswitch replay`.
@@ -49,24 +47,6 @@ pub struct ReplayArgs {
     pub out_format: OutFormat,
 }
 
-/// `--out-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutFormat {
-    /// Classic pcap, nanosecond timestamps (times up to 2106).
-    Pcap,
-    /// pcapng, nanosecond timestamps (any time).
-    Pcapng,
-}
-
-impl From<OutFormat> for OutputFormat {
-    fn from(f: OutFormat) -> Self {
-        match f {
-            OutFormat::Pcap => OutputFormat::Pcap,
-            OutFormat::Pcapng => OutputFormat::PcapNg,
-        }
-    }
-}
-
 /// Runs `tapswitch replay`, printing to stdout.
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     run_to(args, Box::new(io::stdout()))
@@ -82,7 +62,7 @@ pub fn run_to(args: ReplayArgs, out: Box<dyn Write + Send>) -> Result<ExitCode> 
         refuse_same_dir(&args.out, expect)?;
     }
     let (dir, writers) = OutputDir::prepare(&args.out, &names, format.extension())?;
-    let outcome = lab::run(&config, writers)?;
+    let outcome = playback::run(&config, writers)?;
     let written = dir.commit()?;
 
     let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
@@ -128,10 +108,10 @@ fn config(args: &ReplayArgs, out: Box<dyn Write + Send>) -> Result<(LabConfig, S
         ports.push(port);
     }
     let gateway = args.switch.gateway_or(|| Ok(DEFAULT_GATEWAY))?;
-    if gateway.is_some() && ports.iter().any(|p| p.name == lab::GATEWAY_PORT_NAME) {
+    if gateway.is_some() && ports.iter().any(|p| p.name == GATEWAY_PORT_NAME) {
         bail!(
             "Port name {} is the gateway's: choose another name, or add --no-gateway",
-            lab::GATEWAY_PORT_NAME
+            GATEWAY_PORT_NAME
         );
     }
     if args.mtu < 68 {
@@ -191,23 +171,6 @@ pub fn parse_port(spec: &str) -> Result<PortSpec> {
     })
 }
 
-/// A port name becomes a file name: keep it to one plain path component.
-pub(crate) fn check_port_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'));
-    if !ok {
-        bail!(
-            "Port name {name:?} cannot be a file name: use up to 64 letters, digits and - _ . @ +, \
-             not starting with a dot"
-        );
-    }
-    Ok(())
-}
-
 /// Comparing a directory with itself would compare the outputs with
 /// themselves after overwriting the expected files.
 fn refuse_same_dir(out: &Path, expect: &Path) -> Result<()> {
@@ -220,81 +183,6 @@ fn refuse_same_dir(out: &Path, expect: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The output directory: files are written under hidden temporary names
-/// and renamed into place only when the whole replay succeeded. Dropped
-/// before that, it removes them (and the directory, if it made it).
-#[derive(Debug)]
-pub struct OutputDir {
-    dir: PathBuf,
-    created: bool,
-    files: Vec<(PathBuf, PathBuf)>,
-    committed: bool,
-}
-
-impl OutputDir {
-    /// Creates `dir` if needed and a temporary file for each name; returns
-    /// the writers in the same order.
-    pub fn prepare(
-        dir: &Path,
-        names: &[&str],
-        extension: &str,
-    ) -> Result<(OutputDir, Vec<Box<dyn Write>>)> {
-        let created = !dir.exists();
-        if created {
-            fs::create_dir_all(dir)
-                .with_context(|| format!("Cannot create the output directory {}", dir.display()))?;
-        } else if !dir.is_dir() {
-            bail!("{} is not a directory", dir.display());
-        }
-        let mut guard = OutputDir {
-            dir: dir.to_path_buf(),
-            created,
-            files: Vec::new(),
-            committed: false,
-        };
-        let mut writers: Vec<Box<dyn Write>> = Vec::new();
-        for name in names {
-            let target = dir.join(format!("{name}.{extension}"));
-            let temp = dir.join(format!(".{name}.{extension}.tmp{}", std::process::id()));
-            let file =
-                File::create(&temp).with_context(|| format!("Cannot create {}", temp.display()))?;
-            guard.files.push((temp, target));
-            writers.push(Box::new(file));
-        }
-        Ok((guard, writers))
-    }
-
-    /// Renames every file into place; returns the final paths.
-    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
-        for (temp, target) in &self.files {
-            fs::rename(temp, target).with_context(|| {
-                format!("Cannot rename {} to {}", temp.display(), target.display())
-            })?;
-        }
-        self.committed = true;
-        Ok(self
-            .files
-            .iter()
-            .map(|(_, target)| target.clone())
-            .collect())
-    }
-}
-
-impl Drop for OutputDir {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        for (temp, _) in &self.files {
-            let _ = fs::remove_file(temp);
-        }
-        if self.created {
-            // Only if empty: never remove what someone else put there.
-            let _ = fs::remove_dir(&self.dir);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! The one entry point that reads a capture: [`PcapReader`] takes any `Read`
+//! and tells the format from the first four bytes, classic pcap
+//! ([`super::pcap`]) or pcapng ([`super::pcapng`]), then hands out frames.
+//! Only Ethernet (link type 1) is accepted, because the switch forwards
+//! Ethernet frames.
+//!
+//! Capture files come from anywhere, so the reader treats them as hostile:
+//! it never panics, never allocates more than a record may hold
+//! ([`MAX_SNAPLEN`](super::frame::MAX_SNAPLEN), the most libpcap itself
+//! accepts for Ethernet), and every problem is a [`ReadError`] that names the
+//! byte offset of the header or record at fault. A file that ends in the
+//! middle of a record is an error, not a silent end: replaying half a capture
+//! would give answers that look right and are not.
+
+use std::io::Read;
+
+use super::error::{ReadError, ReadErrorKind};
+use super::frame::{Frame, InterfaceChoice, OwnedFrame};
+use super::pcap::ClassicReader;
+use super::pcapng::{NgReader, SHB_TYPE};
+use super::source::{Source, truncated};
+
+/// The format of a capture file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Classic pcap (libpcap's savefile).
+    Pcap { nanos: bool, big_endian: bool },
+    /// pcapng.
+    PcapNg,
+}
+
+/// Reads a classic pcap or pcapng file frame by frame.
+#[derive(Debug)]
+pub struct PcapReader<R> {
+    source: Source<R>,
+    kind: ReaderKind,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum ReaderKind {
+    Classic(ClassicReader),
+    Ng(NgReader),
+}
+
+impl<R: Read> PcapReader<R> {
+    /// Opens a capture of any supported format with one Ethernet interface.
+    pub fn new(reader: R) -> Result<Self, ReadError> {
+        Self::with_interface(reader, None)
+    }
+
+    /// Opens a capture and reads only the chosen interface (pcapng); `None`
+    /// refuses a file with several interfaces.
+    pub fn with_interface(reader: R, choice: Option<InterfaceChoice>) -> Result<Self, ReadError> {
+        let mut source = Source::new(reader);
+        let mut magic = [0u8; 4];
+        match source.fill(&mut magic)? {
+            0 => return Err(ReadError::new(0, ReadErrorKind::Empty)),
+            4 => {}
+            got => return Err(truncated(0, "file header", 4, got as u64)),
+        }
+        let kind = if magic == SHB_TYPE.to_le_bytes() {
+            ReaderKind::Ng(NgReader::new(choice))
+        } else {
+            let classic = ClassicReader::read_header(&mut source, magic)?;
+            if let Some(choice) = choice
+                && choice != InterfaceChoice::Index(0)
+            {
+                return Err(ReadError::new(
+                    0,
+                    ReadErrorKind::NoSuchInterface { choice, count: 1 },
+                ));
+            }
+            ReaderKind::Classic(classic)
+        };
+        let mut reader = PcapReader {
+            source,
+            kind,
+            buf: Vec::new(),
+        };
+        if let ReaderKind::Ng(ng) = &mut reader.kind {
+            // The rest of the section header block whose type we just read.
+            let mut raw_len = [0u8; 4];
+            reader
+                .source
+                .fill_exact(&mut raw_len, 0, "section header block", 4)?;
+            ng.read_section_header(&mut reader.source, 0, raw_len)?;
+        }
+        Ok(reader)
+    }
+
+    pub fn format(&self) -> Format {
+        match &self.kind {
+            ReaderKind::Classic(c) => Format::Pcap {
+                nanos: c.nanos,
+                big_endian: c.big_endian,
+            },
+            ReaderKind::Ng(_) => Format::PcapNg,
+        }
+    }
+
+    /// The next frame, or `None` at the end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ReadError> {
+        match &mut self.kind {
+            ReaderKind::Classic(classic) => classic.next_frame(&mut self.source, &mut self.buf),
+            ReaderKind::Ng(ng) => ng.next_frame(&mut self.source, &mut self.buf),
+        }
+    }
+
+    /// Every remaining frame, owned.
+    pub fn read_all(&mut self) -> Result<Vec<OwnedFrame>, ReadError> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next_frame()? {
+            frames.push(OwnedFrame {
+                timestamp_ns: frame.timestamp_ns,
+                data: frame.data.to_vec(),
+            });
+        }
+        Ok(frames)
+    }
+}
