@@ -11,7 +11,8 @@
 //! - [`mac`]: Docker's MAC-from-IP (172.17.0.2 → 02:42:ac:11:00:02).
 //! - [`state`]: all networks and containers; a container's address is its
 //!   lease. Pure: ids, times and the boot id are arguments.
-//! - [`overlay`]: overlay networks (VXLAN settings: VNI, port, MTU, peers).
+//! - [`overlay`]: overlay networks (VXLAN settings: VNI, port, peers; the
+//!   MTU is the network's own, as on every driver).
 //! - [`membership`]: which hosts serve an overlay network, as a pure state
 //!   machine fed by the store's watch events and time, and the registration
 //!   records and key layout it reads.

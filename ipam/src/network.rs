@@ -559,6 +559,16 @@ mod tests {
     }
 
     #[test]
+    fn the_link_mtu_is_the_record_s_or_the_driver_s_default() {
+        let mut net = network(spec("10.0.0.0/24"));
+        assert_eq!(net.link_mtu(), 1500);
+        net.driver = Driver::Overlay;
+        assert_eq!(net.link_mtu(), 1450);
+        net.mtu = Some(9000);
+        assert_eq!(net.link_mtu(), 9000);
+    }
+
+    #[test]
     fn networks_written_before_internal_and_mtu_still_load() {
         let old = r#"{"name":"web","id":"ab","driver":"bridge","created":"x",
             "ipam":{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"}}"#;
