@@ -78,7 +78,7 @@ pub struct Network {
     pub mtu: Option<u32>,
     /// VNI, VXLAN port and peers; only `overlay` networks have them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<crate::overlay::OverlayConfig>,
+    pub overlay: Option<crate::overlay::config::OverlayConfig>,
 }
 
 /// The smallest MTU `--mtu` takes: RFC 791's 68 bytes, the least every
@@ -105,10 +105,10 @@ pub fn check_mtu(mtu: u32) -> Result<u32> {
 impl Network {
     /// The MTU of the containers' interfaces and the gateway's: the
     /// network's `--mtu`, else its driver's default (an overlay's
-    /// [`crate::overlay::DEFAULT_MTU`], Ethernet's 1500 for the others).
+    /// [`crate::overlay::config::DEFAULT_MTU`], Ethernet's 1500 for the others).
     pub fn link_mtu(&self) -> u32 {
         self.mtu.unwrap_or(match self.driver {
-            Driver::Overlay => crate::overlay::DEFAULT_MTU,
+            Driver::Overlay => crate::overlay::config::DEFAULT_MTU,
             Driver::Bridge | Driver::Host | Driver::Null => ETHERNET_MTU,
         })
     }

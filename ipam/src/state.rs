@@ -340,7 +340,7 @@ impl State {
                 check_mtu(mtu).map_err(|e| format!("network {}: {e}", net.name))?;
             }
         }
-        crate::overlay::check(&self.networks)?;
+        crate::overlay::rules::check(&self.networks)?;
         for name in [DEFAULT_BRIDGE, HOST, NONE] {
             if !networks.contains_key(name) {
                 return Err(format!("the predefined network {name} is missing"));

@@ -368,7 +368,7 @@ fn parse(text: &[u8], corrupt: impl Fn(String) -> Error) -> Result<State> {
     {
         networks
             .iter_mut()
-            .for_each(crate::overlay::upgrade_legacy_mtu);
+            .for_each(crate::overlay::config::upgrade_legacy_mtu);
     }
     let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     state.check().map_err(corrupt)?;

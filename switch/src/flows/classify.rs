@@ -30,7 +30,7 @@ use smoltcp::wire::{
     Ipv4Packet, TcpPacket, UdpPacket,
 };
 
-use crate::flows::table::FlowKey;
+use crate::flows::key::FlowKey;
 use crate::mac::MacAddr;
 
 /// What the classifier needs to know about the gateway.

@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::flows::action::{EndReason, FlowCounters, Origin};
+use crate::flows::key::FlowKey;
 use crate::flows::limits::LimitReason;
-use crate::flows::table::FlowKey;
 use crate::time::Instant;
 
 /// What happened to a flow.
