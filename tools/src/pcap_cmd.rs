@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ports::capture::{Encoder, OutputFormat, PcapReader};
 
-use crate::lab::outputs::{OutFormat, OutputDir};
+use crate::lab::outputs::{OutFormat, OutputDir, Policy};
 use crate::lab::text;
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +91,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
             let files = generate(frames, ports, seed)?;
             let names: Vec<String> = (1..=ports).map(|p| format!("p{p}")).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (dir, mut writers) = OutputDir::prepare(&out, &names, "pcap")?;
+            let (dir, mut writers) = OutputDir::prepare(&out, &names, "pcap", Policy::Add)?;
             for (writer, bytes) in writers.iter_mut().zip(&files) {
                 writer.write_all(bytes)?;
             }
@@ -126,7 +126,7 @@ pub fn build(
             .with_context(|| format!("line {}", frame.line))?;
         *count += 1;
     }
-    let (out, mut writers) = OutputDir::prepare(dir, &order, format.extension())?;
+    let (out, mut writers) = OutputDir::prepare(dir, &order, format.extension(), Policy::Add)?;
     for (writer, port) in writers.iter_mut().zip(&order) {
         writer.write_all(&files[port].0)?;
     }

@@ -54,10 +54,10 @@ pub enum ReadErrorKind {
         id: u32,
         known: u32,
     },
-    /// A pcapng file with more than one interface, and none chosen.
+    /// A pcapng file with more than one interface, and none chosen: the
+    /// interfaces declared so far (`#0 eth0`, `#1`, ...).
     SeveralInterfaces {
-        first: String,
-        second: String,
+        interfaces: Vec<String>,
     },
     /// The chosen interface is not in the file.
     NoSuchInterface {
@@ -114,9 +114,10 @@ impl fmt::Display for ReadError {
                 f,
                 "a packet names interface {id}, but its section declares {known}: the file is damaged"
             ),
-            ReadErrorKind::SeveralInterfaces { first, second } => write!(
+            ReadErrorKind::SeveralInterfaces { interfaces } => write!(
                 f,
-                "the file has several interfaces ({first}, {second}, ...); choose one with FILE#N (by number) or FILE#NAME"
+                "the file has several interfaces ({}); choose one with FILE#N (by number) or FILE#NAME",
+                interfaces.join(", ")
             ),
             ReadErrorKind::NoSuchInterface { choice, count } => write!(
                 f,

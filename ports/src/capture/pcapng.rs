@@ -264,6 +264,7 @@ impl NgReader {
                 },
             ));
         }
+        self.refuse_several(start)?;
         let index = self.section_base + id as usize;
         if self.chosen != Some(index) {
             return Ok(None);
@@ -333,16 +334,9 @@ impl NgReader {
         }
         let index = self.interfaces.len();
         let chosen = match &self.choice {
-            None if index == 0 => true,
-            None => {
-                return Err(ReadError::new(
-                    start,
-                    ReadErrorKind::SeveralInterfaces {
-                        first: self.interfaces[0].label(0),
-                        second: interface.label(index),
-                    },
-                ));
-            }
+            // A second interface is refused at the next packet or the end,
+            // so the message can list every interface declared before it.
+            None => index == 0,
             Some(InterfaceChoice::Index(i)) => *i as usize == index,
             Some(InterfaceChoice::Name(name)) => {
                 self.chosen.is_none() && interface.name.as_deref() == Some(name.as_str())
@@ -364,8 +358,27 @@ impl NgReader {
         Ok(())
     }
 
+    /// Without a choice, a file may have one interface only.
+    fn refuse_several(&self, at: u64) -> Result<(), ReadError> {
+        if self.choice.is_none() && self.interfaces.len() > 1 {
+            return Err(ReadError::new(
+                at,
+                ReadErrorKind::SeveralInterfaces {
+                    interfaces: self
+                        .interfaces
+                        .iter()
+                        .enumerate()
+                        .map(|(i, interface)| interface.label(i))
+                        .collect(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
     /// At the end of the file: a chosen interface must have been there.
     fn finish(&self, end: u64) -> Result<(), ReadError> {
+        self.refuse_several(end)?;
         match (&self.choice, self.chosen) {
             (Some(choice), None) => Err(ReadError::new(
                 end,

@@ -89,6 +89,17 @@ impl<R: Read> PcapReader<R> {
         Ok(reader)
     }
 
+    /// Frames of a non-Ethernet capture given an Ethernet header so far.
+    pub fn headers_added(&self) -> u64 {
+        0
+    }
+
+    /// Frames of a non-Ethernet capture left out so far: they could not be
+    /// given an Ethernet header (not IP, or too short for their link header).
+    pub fn frames_skipped(&self) -> u64 {
+        0
+    }
+
     pub fn format(&self) -> Format {
         match &self.kind {
             ReaderKind::Classic(c) => Format::Pcap {

@@ -1,22 +1,29 @@
-//! `replay --expect DIR`: compare each output with `DIR/NAME.pcap` frame by
-//! frame and say where the first difference is in words a person can act
-//! on: the port, the frame number, its time, and which header field (or
-//! which bytes) differ, with both values.
+//! `replay --expect DIR`: compare the outputs with the files in `DIR` both
+//! ways, as `diff -r` would: each port's output with `DIR/NAME.pcap` (or
+//! `.pcapng`) frame by frame, and every capture file in `DIR` with a port of
+//! this run, so that an output missing from `DIR` and a file in `DIR` that
+//! this run did not produce are both differences. Each difference says where
+//! in words a person can act on: the port, the frame number, its time, and
+//! which header field (or which bytes) differ, with both values.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::BufReader;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ports::capture::PcapReader;
+use serde::Serialize;
 
 use super::notation::{hex, seconds_ns};
 use super::text;
 
+/// The extensions of capture files in an expected directory.
+const CAPTURE_EXTENSIONS: [&str; 2] = ["pcap", "pcapng"];
+
 /// The first difference between an output and its expected file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     pub port: String,
     /// 1-based frame number, if the difference is in a frame.
@@ -28,6 +35,7 @@ pub struct Difference {
     pub frames: Option<(String, String)>,
 }
 
+/// One line: the port, where, and what differs.
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port {}", self.port)?;
@@ -37,46 +45,87 @@ impl fmt::Display for Difference {
         if let Some(t) = self.time_ns {
             write!(f, " (t={})", seconds_ns(t))?;
         }
-        write!(f, ": {}", self.what)?;
-        if let Some((expected, actual)) = &self.frames {
-            write!(f, "\n  expected: {expected}\n  got:      {actual}")?;
-        }
-        Ok(())
+        write!(f, ": {}", self.what)
     }
 }
 
-/// Compares every port's output with its expected file; the first
-/// difference in port order, or `None` if all match.
-pub fn compare_all(ports: &[(&str, &Path)], expect_dir: &Path) -> Result<Option<Difference>> {
-    for (name, output) in ports {
-        let Some(expected) = expected_file(expect_dir, name) else {
-            return Ok(Some(Difference {
-                port: name.to_string(),
-                frame: None,
-                time_ns: None,
-                what: format!(
-                    "no expected file {} (or .pcapng)",
-                    expect_dir.join(format!("{name}.pcap")).display()
-                ),
-                frames: None,
-            }));
-        };
-        if let Some(difference) = compare_files(name, &expected, output)? {
-            return Ok(Some(difference));
+impl Difference {
+    /// The two frames as indented text lines, when there are two.
+    pub fn frame_lines(&self) -> Option<String> {
+        let (expected, actual) = self.frames.as_ref()?;
+        Some(format!("  expected: {expected}\n  got:      {actual}"))
+    }
+
+    fn whole_file(port: &str, what: String) -> Difference {
+        Difference {
+            port: port.to_string(),
+            frame: None,
+            time_ns: None,
+            what,
+            frames: None,
         }
     }
-    Ok(None)
+}
+
+/// Compares every port's output with its expected file, then looks for
+/// capture files in `expect_dir` that no port of this run wrote. Returns
+/// every difference (at most one per port, the first), ports in their order
+/// and then the unexpected files by name; empty if all match.
+pub fn compare_all(ports: &[(&str, &Path)], expect_dir: &Path) -> Result<Vec<Difference>> {
+    let listing = fs::read_dir(expect_dir)
+        .with_context(|| format!("cannot read --expect {}", expect_dir.display()))?;
+    let mut differences = Vec::new();
+    for (name, output) in ports {
+        let Some(expected) = expected_file(expect_dir, name) else {
+            differences.push(Difference::whole_file(
+                name,
+                format!(
+                    "this run wrote {}, but there is no {} (or .pcapng)",
+                    output.display(),
+                    expect_dir.join(format!("{name}.pcap")).display()
+                ),
+            ));
+            continue;
+        };
+        if let Some(difference) = compare_files(name, &expected, output)? {
+            differences.push(difference);
+        }
+    }
+    let mut extra = Vec::new();
+    for entry in listing {
+        let entry =
+            entry.with_context(|| format!("cannot read --expect {}", expect_dir.display()))?;
+        let path = entry.path();
+        let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+            continue;
+        };
+        let is_capture = CAPTURE_EXTENSIONS.iter().any(|e| ext == *e);
+        if is_capture && !ports.iter().any(|(name, _)| stem == *name) {
+            extra.push((stem.to_string_lossy().into_owned(), path));
+        }
+    }
+    extra.sort();
+    for (stem, path) in extra {
+        differences.push(Difference::whole_file(
+            &stem,
+            format!(
+                "{} is expected, but this run has no port {stem}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(differences)
 }
 
 fn expected_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    ["pcap", "pcapng"]
+    CAPTURE_EXTENSIONS
         .iter()
         .map(|ext| dir.join(format!("{name}.{ext}")))
         .find(|path| path.is_file())
 }
 
 fn open(path: &Path) -> Result<PcapReader<BufReader<File>>> {
-    let file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     PcapReader::new(BufReader::new(file)).with_context(|| path.display().to_string())
 }
 
@@ -470,5 +519,12 @@ mod tests {
             frames: None,
         };
         assert_eq!(d.to_string(), "port p2 frame 3 (t=1.500000000): x");
+        assert_eq!(d.frame_lines(), None);
+        let d = Difference {
+            frames: Some(("a".into(), "b".into())),
+            ..d
+        };
+        assert_eq!(d.to_string(), "port p2 frame 3 (t=1.500000000): x");
+        assert_eq!(d.frame_lines().unwrap(), "  expected: a\n  got:      b");
     }
 }
