@@ -157,7 +157,9 @@ pub fn run_to(args: ReplayArgs, streams: Streams) -> Result<ExitCode> {
         streams.out,
     ))));
     let err: Shared = Arc::new(Mutex::new(streams.err));
-    let progress = streams.progress.then(|| progress_line(err.clone()));
+    let progress = streams
+        .progress
+        .then(|| progress_line(err.clone(), WallClock::now()));
     let result = replay(&args, &out, &err, progress);
     // What was printed before an error stays printed.
     flush(&out)?;
@@ -241,9 +243,8 @@ fn replay(
 }
 
 /// A progress line on `err`, redrawn at most four times a second once the
-/// run has taken [`PROGRESS_AFTER`].
-fn progress_line(err: Shared) -> Arc<ProgressSink> {
-    let started = WallClock::now();
+/// run (which began at `started`) has taken [`PROGRESS_AFTER`].
+fn progress_line(err: Shared, started: WallClock) -> Arc<ProgressSink> {
     let last = Mutex::new(None::<WallClock>);
     Arc::new(move |frames: u64, now: Instant| {
         let elapsed = started.elapsed();
@@ -411,6 +412,44 @@ mod tests {
         for bad in ["", "../x=a.pcap", ".hidden", "a/b", "p1="] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn progress_shows_only_after_a_second() {
+        let buf = Buf::default();
+        let err: Shared = Arc::new(Mutex::new(Box::new(buf.clone())));
+        let quick = progress_line(err.clone(), WallClock::now());
+        quick(65_536, Instant::from_secs(1));
+        assert!(
+            buf.0.lock().unwrap().is_empty(),
+            "a run under a second shows none"
+        );
+        let slow = progress_line(err, WallClock::now() - Duration::from_secs(2));
+        slow(131_072, Instant::from_secs(2));
+        slow(196_608, Instant::from_secs(3));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.starts_with("\rreplay: 131072 frames, t=2.000000, "),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.matches('\r').count(),
+            1,
+            "redrawn at most 4 times a second"
+        );
     }
 
     #[test]
