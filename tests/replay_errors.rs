@@ -124,13 +124,13 @@ fn every_kind_of_bad_input_fails_with_its_offset_and_leaves_dir_untouched() {
         ),
         (
             "linktype",
-            [header(65_535, 113), record(1, 60, &frame())].concat(),
-            "byte 20: link type 113 (Linux cooked capture), not Ethernet (1)",
+            [header(65_535, 105), record(1, 60, &frame())].concat(),
+            "byte 20: link type 105 (802.11), which replay cannot read",
         ),
         (
             "ng-linktype",
-            pcapng(DataLink::LINUX_SLL, &["any"]),
-            "interface #0 has link type 113",
+            pcapng(DataLink::IEEE802_11_RADIOTAP, &["wlan0"]),
+            "interface #0 has link type 127 (802.11 radiotap), which replay cannot read",
         ),
         (
             "ng-two",

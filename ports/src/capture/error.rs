@@ -95,7 +95,8 @@ impl fmt::Display for ReadError {
                 }
                 write!(
                     f,
-                    "link type {linktype} ({}), not Ethernet (1): only Ethernet frames can be replayed",
+                    "link type {linktype} ({}), which replay cannot read: it reads Ethernet, and \
+                     Linux cooked, raw IP and BSD loopback captures (given an Ethernet header)",
                     linktype_name(*linktype)
                 )
             }
@@ -143,7 +144,8 @@ impl ReadError {
 /// A few link types by name, for error messages.
 fn linktype_name(linktype: u32) -> &'static str {
     match linktype {
-        0 => "BSD loopback",
+        0 | 108 => "BSD loopback",
+        12 | 14 => "raw IP",
         1 => "Ethernet",
         101 => "raw IP",
         105 => "802.11",

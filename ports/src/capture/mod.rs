@@ -11,6 +11,7 @@
 //!   ([`ReadError`], [`TimestampTooLate`]);
 //! - `source`: the counted input behind every error's byte offset;
 //! - `pcap` and `pcapng`: each format's reading state and encoders;
+//! - [`link`]: an Ethernet header for captures of other link types;
 //! - [`PcapReader`]: the one entry point that reads either format;
 //! - [`Encoder`] and [`PcapWriter`]: writing either format;
 //! - [`CaptureDir`] and [`PortCapture`]: a pcapng file per port of a live
@@ -24,6 +25,7 @@
 
 mod error;
 mod frame;
+pub mod link;
 mod live;
 mod pcap;
 mod pcapng;

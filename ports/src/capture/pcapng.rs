@@ -26,7 +26,8 @@
 use std::io::Read;
 
 use super::error::{ReadError, ReadErrorKind};
-use super::frame::{Direction, Frame, InterfaceChoice, LINKTYPE_ETHERNET, MAX_SNAPLEN};
+use super::frame::{Direction, InterfaceChoice, LINKTYPE_ETHERNET, MAX_SNAPLEN, RawFrame};
+use super::link;
 use super::source::{Source, check_record_len, effective_snaplen, read_u16, read_u32, truncated};
 
 /// Section header block; the same bytes in either byte order.
@@ -137,11 +138,11 @@ impl NgReader {
     }
 
     /// Reads blocks until a frame of the chosen interface, or the end.
-    pub(crate) fn next_frame<'b, R: Read>(
+    pub(crate) fn next_frame<R: Read>(
         &mut self,
         source: &mut Source<R>,
-        buf: &'b mut Vec<u8>,
-    ) -> Result<Option<Frame<'b>>, ReadError> {
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RawFrame>, ReadError> {
         loop {
             let start = source.offset;
             let mut head = [0u8; 8];
@@ -201,12 +202,13 @@ impl NgReader {
                 }
                 _ => None,
             };
-            return Ok(Some(Frame {
+            return Ok(Some(RawFrame {
                 timestamp_ns: timestamp,
-                data: &buf[data_at..data_at + len],
+                range: data_at..data_at + len,
                 original_len,
                 offset: start,
                 direction,
+                linktype: self.interfaces[interface].linktype,
             }));
         }
     }
@@ -343,7 +345,7 @@ impl NgReader {
             }
         };
         if chosen {
-            if interface.linktype != LINKTYPE_ETHERNET {
+            if !link::is_supported(interface.linktype) {
                 return Err(ReadError::new(
                     start,
                     ReadErrorKind::NotEthernet {

@@ -161,12 +161,12 @@ fn a_second_section_starts_its_own_interface_numbers() {
 #[test]
 fn bad_blocks_are_errors_at_their_offset() {
     let mut b = Builder::new(false);
-    b.interface(113, None, None);
+    b.interface(105, None, None);
     let err = read(&b.out, None).unwrap_err();
     assert!(matches!(
         err.kind,
         ReadErrorKind::NotEthernet {
-            linktype: 113,
+            linktype: 105,
             interface: Some(0)
         }
     ));
