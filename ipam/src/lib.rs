@@ -49,7 +49,7 @@ pub mod store;
 pub mod subnet;
 
 pub use error::{Error, Result};
-pub use mac::Mac;
+pub use mac::MacAddr;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
 pub use overlay::{OverlayConfig, OverlaySpec};
 pub use state::{Container, State};

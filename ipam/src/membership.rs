@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::etcd::LeaseId;
-use crate::mac::Mac;
+use crate::mac::MacAddr;
 
 /// A switch's lease unless `--lease-ttl` says otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -74,7 +74,7 @@ pub struct Registration {
     pub hostname: String,
     /// The MACs of the containers behind this switch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub macs: Vec<Mac>,
+    pub macs: Vec<MacAddr>,
     /// The lease the key is attached to (taken from etcd when read).
     #[serde(default)]
     pub lease: LeaseId,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mac::Mac;
+use crate::mac::MacAddr;
 use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_name};
 use crate::subnet::Subnet;
 
@@ -56,7 +56,7 @@ pub struct Container {
     pub ipv4: Option<Ipv4Addr>,
     /// Derived from `ipv4` as Docker does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<Mac>,
+    pub mac: Option<MacAddr>,
     /// `/proc/sys/kernel/random/boot_id` when the container was made: after a
     /// reboot its namespace and veth are gone whatever this file says, so
     /// its lease is released (the leak CNI's host-local suffers from).
@@ -226,7 +226,7 @@ impl State {
         let (ipv4, mac) = match network.driver {
             Driver::Bridge | Driver::Overlay => {
                 let ip = network.allocate(requested, &self.leases(&network.name))?;
-                (Some(ip), Some(Mac::from_ip(ip)))
+                (Some(ip), Some(MacAddr::docker_from_ipv4(ip)))
             }
             Driver::Host | Driver::Null => {
                 if requested.is_some() {

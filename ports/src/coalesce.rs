@@ -1,6 +1,6 @@
 //! Coalescing: runs of small UDP datagrams of one flow (IPv4 or IPv6) made
 //! into one UDP GSO super-frame (`GSO_UDP_L4`), the inverse of
-//! [`vnet::segment`].
+//! [`crate::vnet::segment`].
 //!
 //! A userspace switch pays per frame twice on the way out: once for its
 //! own send, and once for the receiver's stack, which veth and TAP run
@@ -34,7 +34,9 @@
 //!
 //! Anything else goes out as it came.
 
-use crate::vnet::{self, VnetHdr};
+use crate::vnet::VnetHdr;
+use crate::wire::checksum;
+use crate::wire::{ethernet, ip, ipv4, ipv6, udp};
 
 /// Whether this kernel takes UDP GSO frames from a packet socket or a TAP:
 /// the virtio-net header's `GSO_UDP_L4` came with Linux 6.2; before, the
@@ -47,18 +49,13 @@ pub fn kernel_supports() -> bool {
 /// (`UDP_MAX_SEGMENTS`; newer kernels 128).
 pub const MAX_RUN: usize = 64;
 
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const UDP_LEN: usize = 8;
+const ETH_LEN: usize = ethernet::HEADER_LEN;
 /// Where the UDP header starts: right after a 20-byte IPv4 header, or
 /// right after the 40-byte IPv6 header (no extension headers).
-const L4: usize = ETH_LEN + IPV4_LEN;
-const L4_V6: usize = ETH_LEN + IPV6_LEN;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
+const L4: usize = ETH_LEN + ipv4::MIN_HEADER_LEN;
+const L4_V6: usize = ETH_LEN + ipv6::HEADER_LEN;
 /// The UDP checksum field, counted from the UDP header.
-const UDP_CHECK: u16 = 6;
+const UDP_CHECK: u16 = udp::field::CHECKSUM.start as u16;
 
 /// A datagram that may join a run: checked once, compared field by field.
 struct Datagram<'a> {
@@ -75,54 +72,46 @@ impl<'a> Datagram<'a> {
         let partial = vnet.flags & VnetHdr::NEEDS_CSUM != 0
             && !vnet.is_gso()
             && vnet.csum_offset == UDP_CHECK;
-        if !partial || frame.len() < ETH_LEN {
+        if !partial {
             return None;
         }
-        let l4 = match be16(frame, 12) {
-            ETHERTYPE_IPV4 => L4,
-            ETHERTYPE_IPV6 => L4_V6,
+        let eth = ethernet::Frame::new_checked(frame).ok()?;
+        let l4 = match eth.ethertype() {
+            ethernet::ethertype::IPV4 => L4,
+            ethernet::ethertype::IPV6 => L4_V6,
             _ => return None,
         };
-        if usize::from(vnet.csum_start) != l4 || frame.len() < l4 + UDP_LEN {
+        if usize::from(vnet.csum_start) != l4 {
             return None;
         }
-        let ip = &frame[ETH_LEN..l4];
-        let udp_len = usize::from(be16(frame, l4 + 4));
-        let addresses = if l4 == L4 {
-            // Version 4, no options; UDP; neither MF nor a fragment offset.
-            if ip[0] != 0x45 || ip[9] != 17 || be16(ip, 6) & 0x3fff != 0 {
+        // Exact lengths everywhere: no padding, which concatenation would
+        // carry along.
+        let udp_len = if l4 == L4 {
+            let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
+            // No options; UDP; neither MF nor a fragment offset.
+            if ip.header_len() != ipv4::MIN_HEADER_LEN
+                || ip.protocol() != ip::UDP
+                || ip.is_fragment()
+            {
                 return None;
             }
             // Segmentation writes a fresh header checksum: a wrong one must
             // not come out right.
-            if vnet::rfc1071_checksum(ip) != 0 {
+            if !ip.verify_checksum() || ETH_LEN + usize::from(ip.total_len()) != frame.len() {
                 return None;
             }
-            // Exact lengths: no padding, which concatenation would carry along.
-            let total = usize::from(be16(ip, 2));
-            if ETH_LEN + total != frame.len() || udp_len != total - IPV4_LEN {
-                return None;
-            }
-            &ip[12..20]
+            exact_partial_udp(ip.addresses(), ip.payload())?
         } else {
-            // Version 6, UDP right after the fixed header.
-            if ip[0] >> 4 != 6 || ip[6] != 17 {
+            // UDP right after the fixed header.
+            let ip = ipv6::Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != ip::UDP || l4 + usize::from(ip.payload_len()) != frame.len() {
                 return None;
             }
-            let payload_len = usize::from(be16(ip, 4));
-            if l4 + payload_len != frame.len() || udp_len != payload_len {
-                return None;
-            }
-            &ip[8..40]
+            exact_partial_udp(ip.addresses(), ip.payload())?
         };
-        // The field holds exactly the pseudo-header sum, or the sender's
-        // stack would finish it into something else than the switch does.
-        if udp_len <= UDP_LEN || be16(frame, l4 + 6) != pseudo_header_sum(addresses, udp_len) {
-            return None;
-        }
         Some(Datagram {
             frame,
-            payload: udp_len - UDP_LEN,
+            payload: udp_len - udp::HEADER_LEN,
             l4,
         })
     }
@@ -131,44 +120,73 @@ impl<'a> Datagram<'a> {
     /// length field can say.
     fn max_run_payload(&self) -> usize {
         let headers = if self.l4 == L4 {
-            IPV4_LEN + UDP_LEN
+            ipv4::MIN_HEADER_LEN + udp::HEADER_LEN
         } else {
-            UDP_LEN
+            udp::HEADER_LEN
         };
         usize::from(u16::MAX) - headers
+    }
+
+    fn ip(&self) -> &'a [u8] {
+        &self.frame[ETH_LEN..self.l4]
+    }
+
+    fn udp(&self) -> udp::Packet<&'a [u8]> {
+        udp::Packet::new_unchecked(&self.frame[self.l4..])
     }
 
     /// Whether `self` can be datagram number `place` of the run that
     /// `first` begins.
     fn follows(&self, first: &Datagram<'_>, place: usize) -> bool {
-        let (a, b, l4) = (first.frame, self.frame, self.l4);
-        if l4 != first.l4 || a[..ETH_LEN] != b[..ETH_LEN] || self.payload > first.payload {
+        if self.l4 != first.l4
+            || self.frame[..ETH_LEN] != first.frame[..ETH_LEN]
+            || self.payload > first.payload
+            || self.udp().src_port() != first.udp().src_port()
+            || self.udp().dst_port() != first.udp().dst_port()
+        {
             return false;
         }
-        if l4 == L4 {
-            // TOS; (id below); flags, TTL, protocol; addresses and ports.
-            a[ETH_LEN + 1] == b[ETH_LEN + 1]
-                && a[ETH_LEN + 6..ETH_LEN + 10] == b[ETH_LEN + 6..ETH_LEN + 10]
-                && a[ETH_LEN + 12..l4 + 4] == b[ETH_LEN + 12..l4 + 4]
-                && be16(b, ETH_LEN + 4) == be16(a, ETH_LEN + 4).wrapping_add(place as u16)
+        if self.l4 == L4 {
+            let (a, b) = (
+                ipv4::Packet::new_unchecked(first.ip()),
+                ipv4::Packet::new_unchecked(self.ip()),
+            );
+            // TOS; flags, TTL, protocol; addresses; the id (what
+            // segmentation writes: the first one's plus the place).
+            a.dscp_ecn() == b.dscp_ecn()
+                && a.flags_and_offset() == b.flags_and_offset()
+                && a.ttl() == b.ttl()
+                && a.protocol() == b.protocol()
+                && a.addresses() == b.addresses()
+                && b.ident() == a.ident().wrapping_add(place as u16)
         } else {
+            let (a, b) = (
+                ipv6::Packet::new_unchecked(first.ip()),
+                ipv6::Packet::new_unchecked(self.ip()),
+            );
             // Version, traffic class, flow label; next header, hop limit,
-            // addresses and ports. (IPv6 has no id to follow.)
-            a[ETH_LEN..ETH_LEN + 4] == b[ETH_LEN..ETH_LEN + 4]
-                && a[ETH_LEN + 6..l4 + 4] == b[ETH_LEN + 6..l4 + 4]
+            // addresses. (IPv6 has no id to follow.)
+            a.version() == b.version()
+                && a.traffic_class() == b.traffic_class()
+                && a.flow_label() == b.flow_label()
+                && a.next_header() == b.next_header()
+                && a.hop_limit() == b.hop_limit()
+                && a.addresses() == b.addresses()
         }
     }
 }
 
-/// What a sender's stack leaves in the checksum field of a UDP datagram
-/// whose checksum is to be completed: the folded sum of the pseudo-header
-/// (both addresses, the protocol, the UDP length).
-fn pseudo_header_sum(addresses: &[u8], udp_len: usize) -> u16 {
-    vnet::fold(vnet::ones_complement_sum(addresses, 17 + udp_len as u32))
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+/// The UDP length of the datagram that fills `ip_payload` exactly, has a
+/// payload, and holds exactly the pseudo-header sum in its checksum field:
+/// anything else the sender's stack would finish into something other
+/// than what the switch does.
+fn exact_partial_udp(addresses: &[u8], ip_payload: &[u8]) -> Option<usize> {
+    let udp = udp::Packet::new_checked(ip_payload).ok()?;
+    let udp_len = usize::from(udp.len());
+    let exact = udp_len == ip_payload.len()
+        && udp_len > udp::HEADER_LEN
+        && udp.checksum() == checksum::pseudo_header_sum(addresses, ip::UDP, udp_len);
+    exact.then_some(udp_len)
 }
 
 /// How many of the leading `frames` make one run: 1 when the first cannot
@@ -202,12 +220,9 @@ pub fn run_length(frames: &[(VnetHdr, &[u8])]) -> usize {
 /// least two datagrams) at the end of `out`, and returns its header.
 pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
     let first = run[0].1;
-    let l4 = if be16(first, 12) == ETHERTYPE_IPV6 {
-        L4_V6
-    } else {
-        L4
-    };
-    let headers = l4 + UDP_LEN;
+    let ipv6 = ethernet::Frame::new_unchecked(first).ethertype() == ethernet::ethertype::IPV6;
+    let l4 = if ipv6 { L4_V6 } else { L4 };
+    let headers = l4 + udp::HEADER_LEN;
     let start = out.len();
     out.extend_from_slice(&first[..headers]);
     let mut payload = 0;
@@ -216,24 +231,24 @@ pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
         payload += frame.len() - headers;
     }
     let merged = &mut out[start..];
-    let udp_len = (UDP_LEN + payload) as u16;
-    let addresses = if l4 == L4 {
-        let ip_len = IPV4_LEN as u16 + udp_len;
-        merged[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len.to_be_bytes());
-        merged[ETH_LEN + 10..ETH_LEN + 12].fill(0);
-        let ip_check = vnet::rfc1071_checksum(&merged[ETH_LEN..l4]);
-        merged[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_check.to_be_bytes());
-        ETH_LEN + 12..l4
-    } else {
+    let udp_len = (udp::HEADER_LEN + payload) as u16;
+    let addresses = if ipv6 {
         // The IPv6 payload length is the UDP length: no extension headers.
-        merged[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&udp_len.to_be_bytes());
-        ETH_LEN + 8..l4
+        ipv6::Packet::new_unchecked(&mut merged[ETH_LEN..]).set_payload_len(udp_len);
+        ipv6::field::ADDRESSES
+    } else {
+        let mut ip = ipv4::Packet::new_unchecked(&mut merged[ETH_LEN..]);
+        ip.set_total_len(ipv4::MIN_HEADER_LEN as u16 + udp_len);
+        ip.fill_checksum();
+        ipv4::field::ADDRESSES
     };
-    merged[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
     // NEEDS_CSUM: the field holds the pseudo-header sum, as the sender's
     // stack left it for each datagram, now with the run's UDP length.
-    let pseudo = pseudo_header_sum(&merged[addresses], usize::from(udp_len));
-    merged[l4 + 6..l4 + 8].copy_from_slice(&pseudo.to_be_bytes());
+    let pseudo =
+        checksum::pseudo_header_sum(&merged[ETH_LEN..][addresses], ip::UDP, usize::from(udp_len));
+    let mut udp = udp::Packet::new_unchecked(&mut merged[l4..]);
+    udp.set_len(udp_len);
+    udp.set_checksum(pseudo);
     VnetHdr {
         flags: VnetHdr::NEEDS_CSUM,
         gso_type: VnetHdr::GSO_UDP_L4,
@@ -247,6 +262,14 @@ pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vnet;
+
+    const IPV4_LEN: usize = ipv4::MIN_HEADER_LEN;
+    const UDP_LEN: usize = udp::HEADER_LEN;
+
+    fn pseudo_header_sum(addresses: &[u8], udp_len: usize) -> u16 {
+        checksum::pseudo_header_sum(addresses, ip::UDP, udp_len)
+    }
 
     /// All the headers of an IPv4 datagram that can join a run.
     const HEADERS: usize = L4 + UDP_LEN;

@@ -3,9 +3,11 @@
 //!
 //! A port has two halves, because the frame path uses them differently:
 //!
-//! - [`PortRx`] is owned by the one worker thread that reads the port. It
-//!   reads frames in batches into a reusable [`RxBatch`] (no allocation per
-//!   frame).
+//! - [`PortRx`] reads one receive lane of the port: frames in batches into
+//!   a reusable [`RxBatch`] (no allocation per frame), with typed errors
+//!   ([`RxError`]). A port has one lane, or several (one per worker) that
+//!   the kernel fills by CPU or all into one, as its [`Steering`] says.
+//!   Whichever worker reads a lane holds it until the batch is forwarded.
 //! - [`PortTx`] is shared (`Arc`) by every thread that may send out of the
 //!   port: any worker can forward a frame to any port, and the gateway thread
 //!   sends too. The kernel serializes writes on one fd for us.
@@ -24,39 +26,79 @@ pub mod batch;
 pub mod capture;
 pub mod coalesce;
 pub mod cpu;
+mod fd_tx;
 mod kernel;
 pub mod memory;
 pub mod packet;
 mod sys;
 pub mod tap;
+pub mod transmit;
 pub mod vnet;
+pub mod wire;
 
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 pub use batch::{RxBatch, SLOT_HEADROOM};
+pub use fd_tx::FdTx;
 pub use vnet::VnetHdr;
 
 /// Largest frame a port delivers: a 64 KiB GSO super-frame plus an Ethernet
 /// header and a VLAN tag.
 pub const MAX_FRAME_LEN: usize = 65_535 + 14 + 4;
 
-/// The receiving half of a port.
+/// The receiving half of a port. Each lane of a port has one; the
+/// switch's workers share them, one reader at a time (see the switch's
+/// `dataplane::lanes`).
 pub trait PortRx: Send + fmt::Debug {
     /// Reads ready frames into `batch` (after clearing it) without blocking.
     /// Returns how many; 0 means nothing was ready. An error means the port
-    /// is broken (its interface is gone, for example), not "try again".
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize>;
+    /// is down or broken, not "try again".
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError>;
 
-    /// The fd to wait on for readiness (`None` for ports that are never ready
-    /// on their own, such as in-memory ports).
+    /// The fd to wait on for readiness (readable when frames may be ready).
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// Whether the port's interface no longer exists (asked again a while
+    /// after [`RxError::LinkDown`]: a deleted interface goes down first).
+    fn interface_gone(&self) -> bool {
+        false
+    }
 
     /// Frames the kernel dropped since the last call because the port's
     /// receive queue was full (the switch did not read fast enough).
     fn take_kernel_drops(&mut self) -> u64 {
         0
+    }
+}
+
+/// Why a port could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RxError {
+    /// The link is down: set down by someone (frames resume when it comes
+    /// back up), or the interface is being deleted.
+    #[error("the link is down")]
+    LinkDown,
+    /// The port's interface no longer exists.
+    #[error("its interface is gone")]
+    Gone,
+    /// Any other failure; the port is broken.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl RxError {
+    /// Types an error from reading the port of interface `name`.
+    pub(crate) fn classify(err: io::Error, name: &str) -> RxError {
+        if err.raw_os_error() == Some(libc::ENETDOWN) {
+            RxError::LinkDown
+        } else if interface_index(name).is_none() {
+            RxError::Gone
+        } else {
+            RxError::Io(err)
+        }
     }
 }
 
@@ -72,12 +114,7 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// means the first one failed. The default sends them one by one;
     /// `--iface` ports send them in one `sendmmsg`.
     fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
-        for (sent, (vnet, frame)) in frames.iter().enumerate() {
-            if let Err(err) = self.send(vnet, frame) {
-                return if sent == 0 { Err(err) } else { Ok(sent) };
-            }
-        }
-        Ok(frames.len())
+        send_one_by_one(self, frames)
     }
 
     /// Whether the port takes virtio-net headers: GSO super-frames and
@@ -87,13 +124,61 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// The largest IP packet the port carries (the interface MTU); plain
     /// frames longer than this plus the Ethernet (and VLAN) header are dropped.
     fn mtu(&self) -> usize;
+}
 
-    /// For a port read in several lanes: which lane gets the frames that
-    /// arrive from now on, `None` meaning the lane of the CPU each frame
-    /// arrived on. Ports with one lane ignore it.
-    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
-        let _ = lane;
-        Ok(())
+/// [`PortTx::send_batch`] as a loop of [`PortTx::send`].
+fn send_one_by_one<T: PortTx + ?Sized>(tx: &T, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
+    for (sent, (vnet, frame)) in frames.iter().enumerate() {
+        if let Err(err) = tx.send(vnet, frame) {
+            return if sent == 0 { Err(err) } else { Ok(sent) };
+        }
+    }
+    Ok(frames.len())
+}
+
+/// Where a port read in several lanes has the kernel put the frames that
+/// arrive from now on; returned by the lane openers
+/// ([`packet::open_lanes`], [`tap::open_lanes`]), separate from the send
+/// half.
+pub trait Steering: Send + Sync + fmt::Debug {
+    /// [`ReadMode::ByCpu`]: each frame to the lane of the CPU it arrives
+    /// on; otherwise every frame to lane `solo`.
+    fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()>;
+}
+
+/// A port opened for the switch: its receive lanes (one, or as many as
+/// asked for where the port can be read per CPU), its send half, and the
+/// steering of its lanes (`None` with one lane).
+#[derive(Debug)]
+pub struct OpenedPort {
+    pub kind: PortKind,
+    pub lanes: Vec<Box<dyn PortRx>>,
+    pub tx: Arc<dyn PortTx>,
+    pub steering: Option<Box<dyn Steering>>,
+}
+
+/// How the switch reads the ports it reads in several receive lanes (one
+/// per worker). The switch picks the mode from its load; a port's
+/// [`Steering`] makes the kernel follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadMode {
+    /// One worker reads everything (every port has one lane).
+    OneLane,
+    /// Light traffic: each frame goes to the lane of the CPU it arrived on,
+    /// read by the worker kept on that CPU.
+    ByCpu,
+    /// Heavy traffic: each port's frames all go to one lane, its solo lane.
+    ByPort,
+}
+
+impl ReadMode {
+    /// The words `tapswitch stats` uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReadMode::OneLane => "by one worker",
+            ReadMode::ByCpu => "per CPU (traffic is light)",
+            ReadMode::ByPort => "per port (traffic is heavy)",
+        }
     }
 }
 

@@ -1,23 +1,34 @@
 //! In-memory ports for tests: frames pushed in come out of `recv_batch`,
-//! frames sent are kept for inspection.
+//! frames sent are kept for inspection. The receive half has an eventfd
+//! that is readable while frames wait, so the live dataplane's workers wait
+//! for a memory port in epoll like for any other port.
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch::RxBatch;
 use crate::vnet::VnetHdr;
-use crate::{PortRx, PortTx};
+use crate::{PortRx, PortTx, RxError, sys};
 
 /// A frame with its offload header.
 pub type Frame = (VnetHdr, Vec<u8>);
 
 /// Creates an in-memory port: the injector feeds its receive side, the
 /// `MemoryTx` records what is sent.
+///
+/// # Panics
+/// If the kernel refuses an eventfd (out of file descriptors).
 pub fn memory_port(mtu: usize, offloads: bool) -> (MemoryRx, MemoryTx) {
+    let ready = sys::eventfd::open().expect("an eventfd for an in-memory port");
     let rx = MemoryRx {
-        queue: Arc::default(),
+        inbox: Arc::new(Inbox {
+            queue: Mutex::default(),
+            ready,
+            gone: AtomicBool::new(false),
+        }),
     };
     let tx = MemoryTx {
         sent: Arc::default(),
@@ -27,39 +38,93 @@ pub fn memory_port(mtu: usize, offloads: bool) -> (MemoryRx, MemoryTx) {
     (rx, tx)
 }
 
-/// The receiving half of an in-memory port.
+/// The receiving half of an in-memory port. Clones share the queue.
 #[derive(Debug, Clone)]
 pub struct MemoryRx {
-    queue: Arc<Mutex<VecDeque<Frame>>>,
+    inbox: Arc<Inbox>,
+}
+
+#[derive(Debug)]
+struct Inbox {
+    queue: Mutex<Queue>,
+    /// Readable while `queue` may hold something.
+    ready: OwnedFd,
+    gone: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// Reported by the next read, once the frames before it are read.
+    error: Option<RxError>,
 }
 
 impl MemoryRx {
     /// Queues a frame for the switch to receive.
     pub fn inject(&self, vnet: VnetHdr, frame: &[u8]) {
-        self.queue
+        self.lock().frames.push_back((vnet, frame.to_vec()));
+        self.signal();
+    }
+
+    /// Makes the next read (after the frames queued now) fail with `err`,
+    /// as a broken or downed interface would; with [`RxError::LinkDown`]
+    /// and `gone`, the interface is reported deleted from then on.
+    pub fn fail(&self, err: RxError, gone: bool) {
+        self.inbox.gone.store(gone, Ordering::Relaxed);
+        self.lock().error = Some(err);
+        self.signal();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.inbox
+            .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back((vnet, frame.to_vec()));
+    }
+
+    fn signal(&self) {
+        // Cannot fail short of a counter at 2^64 - 1.
+        let _ = sys::eventfd::signal(self.inbox.ready.as_fd());
     }
 }
 
 impl PortRx for MemoryRx {
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self.lock();
         while batch.len() < batch.capacity() {
-            let Some((vnet, frame)) = queue.pop_front() else {
+            let Some((vnet, frame)) = queue.frames.pop_front() else {
                 break;
             };
             if !batch.push(vnet, &frame) {
                 break;
             }
         }
+        if queue.frames.is_empty()
+            && batch.is_empty()
+            && let Some(err) = queue.error.take()
+        {
+            return Err(err);
+        }
+        if queue.frames.is_empty() {
+            if queue.error.is_some() {
+                // A new edge, as a socket raises for its error: the reader
+                // comes back for it.
+                self.signal();
+            } else {
+                // Under the lock: a frame injected after this signals anew.
+                let _ = sys::eventfd::clear(self.inbox.ready.as_fd());
+            }
+        }
         Ok(batch.len())
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
-        None
+        Some(self.inbox.ready.as_raw_fd())
+    }
+
+    fn interface_gone(&self) -> bool {
+        self.inbox.gone.load(Ordering::Relaxed)
     }
 }
 
@@ -99,5 +164,45 @@ impl PortTx for MemoryTx {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(rx: &MemoryRx) -> bool {
+        sys::eventfd::readable(rx.inbox.ready.as_fd()).unwrap()
+    }
+
+    #[test]
+    fn the_receive_fd_is_readable_while_frames_wait() {
+        let (mut rx, _tx) = memory_port(1500, false);
+        assert!(rx.raw_fd().is_some());
+        assert!(!readable(&rx));
+        let frame = [0u8; 60];
+        for _ in 0..3 {
+            rx.inject(VnetHdr::default(), &frame);
+        }
+        assert!(readable(&rx));
+        let mut batch = RxBatch::new(2, 64);
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 2);
+        assert!(readable(&rx), "one frame still waits");
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 1);
+        assert!(!readable(&rx));
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_error_comes_after_the_frames_queued_before_it() {
+        let (mut rx, _tx) = memory_port(1500, false);
+        rx.inject(VnetHdr::default(), &[0u8; 60]);
+        rx.fail(RxError::LinkDown, true);
+        let mut batch = RxBatch::new(4, 64);
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 1);
+        assert!(readable(&rx), "the error is still to be read");
+        assert!(matches!(rx.recv_batch(&mut batch), Err(RxError::LinkDown)));
+        assert!(rx.interface_gone());
+        assert_eq!(rx.recv_batch(&mut batch).unwrap(), 0, "reported once");
     }
 }

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use crate::batch::RxBatch;
 use crate::sys::{self, packet::MAX_BATCH, packet::RecvMeta};
 use crate::vnet::VnetHdr;
-use crate::{PortError, PortRx, PortTx, check_interface_name};
+use crate::{
+    FdTx, OpenedPort, PortError, PortKind, PortRx, ReadMode, RxError, Steering,
+    check_interface_name,
+};
 
 /// Receive buffer per packet socket. The kernel default (212 KiB) holds only
 /// a few GSO frames or ~270 small ones; a burst from a fast sender would be
@@ -26,20 +29,36 @@ pub const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
 /// Opens interface `name` as a switch port read through one socket.
 pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
-    let (mut lanes, tx) = open_lanes(name, 1)?;
+    let (mut lanes, tx, _) = open_sockets(name, 1)?;
     Ok((lanes.remove(0), tx))
 }
 
 /// Opens interface `name` as a switch port read in up to `lanes` receive
-/// lanes: one packet socket each, joined in a fanout group. The send half
-/// decides which lane gets a frame ([`PortTx::steer`]): by CPU, lane `i`
-/// gets the frames that arrived on CPUs `c` with `c % lanes == i` (the CPU a
+/// lanes: one packet socket each, joined in a fanout group. The returned
+/// [`Steering`] decides which lane gets a frame: by CPU, lane `i` gets the
+/// frames that arrived on CPUs `c` with `c % lanes == i` (the CPU a
 /// container's sender runs on; see [`crate::cpu`]), so the frames of one
 /// sender thread stay in one lane, in order; or all of them go to one lane.
 /// It starts with all frames to lane 0. Returns one lane where the kernel
 /// cannot keep the switch's own output out of a fanout group (before Linux
 /// 6.5). The send half uses lane 0's socket.
-pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx), PortError> {
+pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedPort, PortError> {
+    let (rx, tx, steering) = open_sockets(name, lanes)?;
+    Ok(OpenedPort {
+        kind: PortKind::Packet,
+        lanes: rx
+            .into_iter()
+            .map(|rx| Box::new(rx) as Box<dyn PortRx>)
+            .collect(),
+        tx: Arc::new(tx),
+        steering: steering.map(|s| Box::new(s) as Box<dyn Steering>),
+    })
+}
+
+fn open_sockets(
+    name: &str,
+    lanes: usize,
+) -> Result<(Vec<PacketRx>, PacketTx, Option<FanoutSteering>), PortError> {
     check_interface_name(name)?;
     let ifindex = sys::if_nametoindex(name).map_err(|_| PortError::NoSuchInterface {
         name: name.to_string(),
@@ -71,21 +90,19 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<(Vec<PacketRx>, PacketTx),
     }
     let mtu = sys::interface_mtu(fds[0].as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let tx = PacketTx {
-        fd: fds[0].clone(),
-        mtu,
-        ifindex,
-        lanes: fds.len(),
-    };
+    let tx = FdTx::new(fds[0].clone(), mtu, true);
+    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: fds[0].clone() });
+    let name: Arc<str> = name.into();
     let rx = fds
         .into_iter()
         .map(|fd| PacketRx {
             fd,
+            name: name.clone(),
             heads: [[0; VnetHdr::LEN]; MAX_BATCH],
             meta: [RecvMeta::default(); MAX_BATCH],
         })
         .collect();
-    Ok((rx, tx))
+    Ok((rx, tx, steering))
 }
 
 /// Whether `--iface` ports can be read in several lanes here: the kernel
@@ -99,12 +116,13 @@ pub fn lanes_supported() -> bool {
 #[derive(Debug)]
 pub struct PacketRx {
     fd: Arc<OwnedFd>,
+    name: Arc<str>,
     heads: [[u8; VnetHdr::LEN]; MAX_BATCH],
     meta: [RecvMeta; MAX_BATCH],
 }
 
 impl PortRx for PacketRx {
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
         let count = batch.capacity().min(MAX_BATCH);
         let received = {
@@ -116,7 +134,8 @@ impl PortRx for PacketRx {
                 &mut self.heads[..count],
                 &mut bufs[..count],
                 &mut self.meta[..count],
-            )?
+            )
+            .map_err(|err| RxError::classify(err, &self.name))?
         };
         for i in 0..received {
             let meta = self.meta[i];
@@ -137,54 +156,27 @@ impl PortRx for PacketRx {
         Some(self.fd.as_raw_fd())
     }
 
+    fn interface_gone(&self) -> bool {
+        crate::interface_index(&self.name).is_none()
+    }
+
     fn take_kernel_drops(&mut self) -> u64 {
         sys::packet::take_drops(self.fd.as_fd()).unwrap_or(0)
     }
 }
 
-/// The sending half of an `--iface` port.
+/// The sending half of an `--iface` port (sends in batches with `sendmmsg`).
+pub type PacketTx = FdTx;
+
+/// Steers the frames of an `--iface` port read in several lanes: the
+/// program of its fanout group.
 #[derive(Debug)]
-pub struct PacketTx {
+struct FanoutSteering {
     fd: Arc<OwnedFd>,
-    mtu: usize,
-    ifindex: u32,
-    /// Receive lanes in the socket's fanout group (1: no group).
-    lanes: usize,
 }
 
-impl PacketTx {
-    /// The interface index the port is bound to.
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-}
-
-impl PortTx for PacketTx {
-    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        sys::write_frame(self.fd.as_fd(), &vnet.to_bytes(), frame)?;
-        Ok(())
-    }
-
-    fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
-        // One frame (a ping, a lone ACK) is cheaper with a plain write.
-        if let [(vnet, frame)] = frames {
-            return self.send(vnet, frame).map(|()| 1);
-        }
-        sys::packet::send_batch(self.fd.as_fd(), frames)
-    }
-
-    fn offloads(&self) -> bool {
-        true
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
-
-    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
-        if self.lanes < 2 {
-            return Ok(());
-        }
-        sys::packet::steer_fanout(self.fd.as_fd(), sys::Steer::for_lane(lane))
+impl Steering for FanoutSteering {
+    fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
+        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))
     }
 }

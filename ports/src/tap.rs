@@ -10,7 +10,7 @@
 //! Read in several lanes, the device is multi-queue (IFF_MULTI_QUEUE, one
 //! queue per lane) with a two-instruction eBPF steering program that picks
 //! the queue of each frame the container sends: the CPU it is sent on, or
-//! one fixed queue ([`PortTx::steer`]), as packet sockets do with a fanout
+//! one fixed queue ([`Steering`]), as packet sockets do with a fanout
 //! group. Without CAP_BPF, or for an existing single-queue TAP, the port
 //! has one queue.
 
@@ -21,14 +21,16 @@ use std::sync::Arc;
 use crate::batch::RxBatch;
 use crate::sys;
 use crate::vnet::VnetHdr;
-use crate::{PortError, PortRx, PortTx, check_interface_name};
+use crate::{
+    FdTx, OpenedPort, PortError, PortKind, PortRx, ReadMode, RxError, Steering,
+    check_interface_name,
+};
 
-/// An opened TAP port (one receive half per queue) and whether this call
+/// An opened TAP port (one receive lane per queue) and whether this call
 /// created the device.
 #[derive(Debug)]
 pub struct OpenedTap {
-    pub lanes: Vec<TapRx>,
-    pub tx: TapTx,
+    pub port: OpenedPort,
     pub created: bool,
 }
 
@@ -39,7 +41,7 @@ pub fn open(name: &str) -> Result<OpenedTap, PortError> {
 
 /// Opens (or creates) TAP device `name` as a switch port read in up to
 /// `lanes` queues (see the module docs); frames all go to the first queue
-/// until [`PortTx::steer`] says otherwise.
+/// until the port's [`Steering`] says otherwise.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     check_interface_name(name)?;
     let existed = sys::if_nametoindex(name).is_ok();
@@ -57,7 +59,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     };
     // Steering needs a BPF program, hence CAP_BPF: check that first.
     let steering = if lanes > 1 {
-        sys::bpf::load_steering(sys::Steer::To(0)).ok()
+        sys::bpf::load_steering(Some(0)).ok()
     } else {
         None
     };
@@ -88,21 +90,30 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     let mtu = sys::interface_mtu(control.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
-    let tx = TapTx {
-        fd: queues[0].clone(),
-        mtu,
-        lanes: queues.len(),
-    };
+    let tx = FdTx::new(queues[0].clone(), mtu, false);
+    let queue_steering = (queues.len() > 1).then(|| {
+        Box::new(QueueSteering {
+            fd: queues[0].clone(),
+        }) as Box<dyn Steering>
+    });
+    let name: Arc<str> = name.into();
     let lanes = queues
         .into_iter()
-        .map(|fd| TapRx {
-            fd,
-            head: [0; VnetHdr::LEN],
+        .map(|fd| {
+            Box::new(TapRx {
+                fd,
+                name: name.clone(),
+                head: [0; VnetHdr::LEN],
+            }) as Box<dyn PortRx>
         })
         .collect();
     Ok(OpenedTap {
-        lanes,
-        tx,
+        port: OpenedPort {
+            kind: PortKind::Tap,
+            lanes,
+            tx: Arc::new(tx),
+            steering: queue_steering,
+        },
         created: !existed,
     })
 }
@@ -111,11 +122,12 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
 #[derive(Debug)]
 pub struct TapRx {
     fd: Arc<OwnedFd>,
+    name: Arc<str>,
     head: [u8; VnetHdr::LEN],
 }
 
 impl PortRx for TapRx {
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
         while batch.len() < batch.capacity() {
             let read = {
@@ -130,7 +142,7 @@ impl PortRx for TapRx {
                     VnetHdr::from_bytes(&self.head),
                 ),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if batch.is_empty() => return Err(err),
+                Err(err) if batch.is_empty() => return Err(RxError::classify(err, &self.name)),
                 // Report the error on the next call, after these frames.
                 Err(_) => break,
             }
@@ -141,36 +153,24 @@ impl PortRx for TapRx {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
+
+    fn interface_gone(&self) -> bool {
+        crate::interface_index(&self.name).is_none()
+    }
 }
 
-/// The sending half of a `--tap` port.
+/// The sending half of a `--tap` port (its first queue).
+pub type TapTx = FdTx;
+
+/// Steers the frames of a multi-queue TAP: its eBPF steering program.
 #[derive(Debug)]
-pub struct TapTx {
+struct QueueSteering {
     fd: Arc<OwnedFd>,
-    mtu: usize,
-    /// Queues of the device that the switch reads (1: not multi-queue).
-    lanes: usize,
 }
 
-impl PortTx for TapTx {
-    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        sys::write_frame(self.fd.as_fd(), &vnet.to_bytes(), frame)?;
-        Ok(())
-    }
-
-    fn offloads(&self) -> bool {
-        true
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
-
-    fn steer(&self, lane: Option<usize>) -> io::Result<()> {
-        if self.lanes < 2 {
-            return Ok(());
-        }
-        let program = sys::bpf::load_steering(sys::Steer::for_lane(lane))?;
+impl Steering for QueueSteering {
+    fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
+        let program = sys::bpf::load_steering(sys::steering_target(mode, solo))?;
         sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())
     }
 }

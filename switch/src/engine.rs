@@ -26,6 +26,8 @@
 //! `Engine`; each takes a [`Session`] per batch of frames so the MAC table's
 //! read lock is taken once per batch, not once per frame.
 
+use ports::wire::ethernet;
+
 use crate::mac::MacAddr;
 use crate::mac_table::{EntryKind, Learn, MacTable, TableConfig, TableView};
 use crate::port::PortId;
@@ -33,7 +35,7 @@ use crate::stats::DropReason;
 use crate::time::Instant;
 
 /// Destination and source addresses plus the EtherType.
-pub const ETHERNET_HEADER_LEN: usize = 14;
+pub const ETHERNET_HEADER_LEN: usize = ethernet::HEADER_LEN;
 
 /// IEEE 802.3x pause frames: never learned from, never forwarded.
 const PAUSE: MacAddr = MacAddr([0x01, 0x80, 0xc2, 0x00, 0x00, 0x01]);
@@ -115,11 +117,10 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     pub fn handle_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) -> Verdict {
-        if frame.len() < ETHERNET_HEADER_LEN {
+        let Ok(header) = ethernet::Frame::new_checked(frame) else {
             return dropped(MacAddr::ZERO, MacAddr::ZERO, None, DropReason::Runt);
-        }
-        let dst = MacAddr::from_slice(&frame[0..6]);
-        let src = MacAddr::from_slice(&frame[6..12]);
+        };
+        let (dst, src) = (header.dst_addr(), header.src_addr());
 
         // No host owns a group or zero address; learning one would send
         // unicast replies into a black hole (br_handle_frame: is_valid_ether_addr).

@@ -54,9 +54,10 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// A gateway at `address/prefix_len` with the Docker-style MAC derived
-    /// from its address (see [`Gateway::mac_for`]).
+    /// from its address ([`MacAddr::docker_from_ipv4`]: 172.17.0.1 gets
+    /// 02:42:ac:11:00:01).
     pub fn new(address: Ipv4Addr, prefix_len: u8, now: Instant) -> Self {
-        Self::with_mac(address, prefix_len, Self::mac_for(address), now)
+        Self::with_mac(address, prefix_len, MacAddr::docker_from_ipv4(address), now)
     }
 
     pub fn with_mac(address: Ipv4Addr, prefix_len: u8, mac: MacAddr, now: Instant) -> Self {
@@ -78,13 +79,6 @@ impl Gateway {
             address,
             prefix_len,
         }
-    }
-
-    /// Docker derives a container's MAC from its IPv4 address:
-    /// 02:42 followed by the four address bytes (172.17.0.1 → 02:42:ac:11:00:01).
-    pub fn mac_for(address: Ipv4Addr) -> MacAddr {
-        let [a, b, c, d] = address.octets();
-        MacAddr([0x02, 0x42, a, b, c, d])
     }
 
     pub fn mac(&self) -> MacAddr {

@@ -12,8 +12,11 @@
 //! - [`gateway`]: the gateway host (smoltcp) on the internal port.
 //! - [`trace`]: the one-line explanation of each decision.
 //! - [`stats`]: per-port counters and drop reasons.
-//! - [`dataplane`]: the live switch's threads (workers reading ports, the
-//!   gateway thread, aging), which drive the fabric.
+//! - [`port`]: port numbers, and the gateway's internal port (its name, MTU
+//!   and send half) as the live switch and `replay` both attach it.
+//! - [`dataplane`]: the live switch's threads (workers reading ports in
+//!   lanes, the gateway thread, aging), which drive the fabric; its module
+//!   docs say which file holds which job.
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port

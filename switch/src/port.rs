@@ -1,6 +1,10 @@
-//! Port identities as the engine sees them.
+//! Port identities as the engine sees them, and the gateway's internal
+//! port as both the live switch and replay attach it.
 
 use std::fmt;
+use std::io;
+
+use ports::{PortTx, VnetHdr};
 
 /// A switch port number. 0 is the gateway's internal port; the ports a user
 /// attaches are numbered from 1 in the order they are added, as `brctl`
@@ -25,5 +29,37 @@ impl fmt::Display for PortId {
 impl fmt::Debug for PortId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port{}", self.0)
+    }
+}
+
+/// The name of the gateway's internal port in tables and trace lines.
+pub const GATEWAY_PORT_NAME: &str = "gw";
+
+/// The gateway port carries a 1500-byte IP MTU, like docker0.
+pub const GATEWAY_MTU: usize = 1500;
+
+/// Where frames sent to the gateway port wait for the gateway: the live
+/// switch's channel to the gateway thread, replay's in-line queue.
+pub trait GatewayQueue: Send + Sync + fmt::Debug {
+    /// Queues a copy of `frame`; `WouldBlock` when the queue is full.
+    fn push(&self, frame: &[u8]) -> io::Result<()>;
+}
+
+/// The gateway port's send half: plain frames of at most [`GATEWAY_MTU`]
+/// into a [`GatewayQueue`].
+#[derive(Debug)]
+pub struct GatewayTx<Q>(pub Q);
+
+impl<Q: GatewayQueue> PortTx for GatewayTx<Q> {
+    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        self.0.push(frame)
+    }
+
+    fn offloads(&self) -> bool {
+        false
+    }
+
+    fn mtu(&self) -> usize {
+        GATEWAY_MTU
     }
 }

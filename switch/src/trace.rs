@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+use ports::wire::ethernet::{self, ethertype};
+use ports::wire::vlan;
+
 use crate::engine::{Action, FloodReason, Verdict};
 use crate::mac_table::Learn;
 use crate::port::PortId;
@@ -106,34 +109,42 @@ struct Protocol<'a>(&'a [u8]);
 
 impl fmt::Display for Protocol<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0.get(12..).unwrap_or(&[]);
+        let Ok(frame) = ethernet::Frame::new_checked(self.0) else {
+            return write!(f, "?");
+        };
+        let mut ethertype = frame.ethertype();
+        let mut rest = frame.payload();
         loop {
-            let Some(&[hi, lo]) = rest
-                .get(..2)
-                .map(|s| <&[u8; 2]>::try_from(s).expect("two bytes"))
-            else {
-                return write!(f, "?");
-            };
-            let ethertype = u16::from_be_bytes([hi, lo]);
             match ethertype {
-                0x8100 | 0x88a8 => {
-                    let tci = rest
-                        .get(2..4)
-                        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                ethertype::VLAN | ethertype::QINQ => {
                     // 802.1ad (QinQ) outer tags are "svlan", 802.1Q ones "vlan".
-                    let kind = if ethertype == 0x88a8 { "svlan" } else { "vlan" };
-                    write!(f, "{kind} {} ", tci & 0x0fff)?;
-                    rest = rest.get(4..).unwrap_or(&[]);
+                    let kind = if ethertype == ethertype::QINQ {
+                        "svlan"
+                    } else {
+                        "vlan"
+                    };
+                    let Ok(tag) = vlan::Tag::new_checked(rest) else {
+                        // Cut short: the id if it is there, then "?".
+                        let id = if rest.len() >= vlan::field::TCI.end {
+                            vlan::Tag::new_unchecked(rest).vlan_id()
+                        } else {
+                            0
+                        };
+                        return write!(f, "{kind} {id} ?");
+                    };
+                    write!(f, "{kind} {} ", tag.vlan_id())?;
+                    ethertype = tag.ethertype();
+                    rest = tag.into_payload();
                 }
-                0x0800 => return write!(f, "ipv4"),
-                0x0806 => return write!(f, "arp"),
-                0x86dd => return write!(f, "ipv6"),
-                0x88cc => return write!(f, "lldp"),
-                0x888e => return write!(f, "eapol"),
-                0x8809 => return write!(f, "slow-protocols"),
-                0x8808 => return write!(f, "pause"),
+                ethertype::IPV4 => return write!(f, "ipv4"),
+                ethertype::ARP => return write!(f, "arp"),
+                ethertype::IPV6 => return write!(f, "ipv6"),
+                ethertype::LLDP => return write!(f, "lldp"),
+                ethertype::EAPOL => return write!(f, "eapol"),
+                ethertype::SLOW_PROTOCOLS => return write!(f, "slow-protocols"),
+                ethertype::PAUSE => return write!(f, "pause"),
                 // Below 0x0600 the field is an 802.3 length: an LLC frame (STP, ...).
-                n if n < 0x0600 => return write!(f, "802.3/llc"),
+                n if n < ethertype::MIN => return write!(f, "802.3/llc"),
                 n => return write!(f, "ethertype 0x{n:04x}"),
             }
         }
@@ -204,5 +215,25 @@ mod tests {
              moved 02:00:00:00:00:01 from p2 to p1; \
              dropped (hairpin: 02:00:00:00:00:02 is on p1, where the frame came from)"
         );
+    }
+
+    #[test]
+    fn protocol_words_for_tags_and_short_frames() {
+        let frame = |tail: &[u8]| {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+            f.extend_from_slice(tail);
+            Protocol(&f).to_string()
+        };
+        assert_eq!(
+            frame(&[0x88, 0xa8, 0, 5, 0x81, 0, 0, 100, 0x86, 0xdd]),
+            "svlan 5 vlan 100 ipv6"
+        );
+        assert_eq!(frame(&[0x08, 0x06]), "arp");
+        assert_eq!(frame(&[0x00, 0x26]), "802.3/llc");
+        assert_eq!(frame(&[0x91, 0x00]), "ethertype 0x9100");
+        assert_eq!(frame(&[0x81, 0x00]), "vlan 0 ?");
+        assert_eq!(frame(&[0x81, 0x00, 0x00]), "vlan 0 ?");
+        assert_eq!(frame(&[0x81, 0x00, 0x00, 0x07, 0x08]), "vlan 7 ?");
+        assert_eq!(frame(&[0x08]), "?");
     }
 }

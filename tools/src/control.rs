@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
+use switch::dataplane::DataplaneMetrics;
 use switch::{EntryKind, MacAddr, PortId, PortStats, TableStats};
 
 /// The network a switch serves when `--network` is not given.
@@ -97,18 +98,10 @@ pub struct SwitchInfo {
     pub max_macs: usize,
     pub workers: usize,
     pub capture_dir: Option<PathBuf>,
-    /// How the workers read veth ports right now ("per CPU (traffic is
-    /// light)", ...), and how often that changed since the start.
-    #[serde(default)]
-    pub reading: String,
-    #[serde(default)]
-    pub reading_changes: u64,
-    /// Under load: how often workers offered their CPU to other threads,
-    /// and how often they moved to another CPU to get next to a receiver.
-    #[serde(default)]
-    pub cpu_yields: u64,
-    #[serde(default)]
-    pub cpu_moves: u64,
+    /// How the workers read ports and shared the CPUs (flattened: the
+    /// fields `reading`, `reading_changes`, `cpu_yields`, `cpu_moves`).
+    #[serde(flatten)]
+    pub dataplane: DataplaneMetrics,
 }
 
 /// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).
@@ -259,6 +252,36 @@ mod tests {
                 name: "veth1".into()
             }
         );
+    }
+
+    #[test]
+    fn switch_info_keeps_the_dataplane_fields_at_the_top_level() {
+        let info = SwitchInfo {
+            network: "bridge".into(),
+            switch_id: "8000.0242ac110001".into(),
+            pid: 7,
+            control: PathBuf::from("/run/tapswitch/bridge.sock"),
+            gateway: None,
+            gateway_mac: None,
+            ageing_time: 300,
+            max_macs: 8192,
+            workers: 2,
+            capture_dir: None,
+            dataplane: DataplaneMetrics {
+                reading: switch::dataplane::ReadMode::ByPort,
+                reading_changes: 3,
+                cpu_yields: 5,
+                cpu_moves: 1,
+            },
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["reading"], "per port (traffic is heavy)");
+        assert_eq!(json["reading_changes"], 3);
+        assert_eq!(json["cpu_yields"], 5);
+        assert_eq!(json["cpu_moves"], 1);
+        assert!(json.get("dataplane").is_none());
+        let back: SwitchInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back.dataplane, info.dataplane);
     }
 
     #[test]

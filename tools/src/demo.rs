@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use switch::dataplane::{Dataplane, DataplaneConfig};
+use switch::dataplane::Tuning;
 use switch::mac_table::TableConfig;
 
 use crate::netlink::{Netlink, VethPeer, netns};
@@ -108,7 +108,7 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
                 letter,
                 ns: make_namespace(made, &format!("tsdemo-{letter}-{tag}"))?,
                 ip,
-                mac: ipam::Mac::from_ip(ip).0,
+                mac: ipam::MacAddr::docker_from_ipv4(ip).0,
                 port: if letter == 'c' {
                     "tap-c".into()
                 } else {
@@ -272,28 +272,16 @@ fn start_switch(
     trace: bool,
 ) -> Result<Arc<RunningSwitch>> {
     netns::run_in(switch_ns, || {
-        let trace: Option<Arc<switch::fabric::TraceSink>> =
-            trace.then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
-        let config = DataplaneConfig {
-            workers: serve::default_workers(),
+        let setup = serve::SwitchSetup {
+            network: crate::control::DEFAULT_NETWORK.to_string(),
+            control: PathBuf::new(),
+            tuning: Tuning::with_workers(serve::default_workers()),
             table: TableConfig::default(),
             gateway: Some(serve::DEFAULT_GATEWAY),
             trace,
             capture: None,
-            busy_poll: std::time::Duration::ZERO,
-            realtime: true,
-            coalesce_udp: true,
         };
-        let dataplane = Dataplane::start(config)?;
-        let info = serve::switch_info(
-            &dataplane,
-            crate::control::DEFAULT_NETWORK,
-            Path::new(""),
-            switch::mac_table::DEFAULT_MAX_AGE.as_secs(),
-            TableConfig::default().capacity,
-            None,
-        );
-        let switch = Arc::new(RunningSwitch::new(dataplane, info));
+        let switch = serve::start_switch(setup).map_err(std::io::Error::other)?;
         for c in containers {
             let spec = if c.by_tap {
                 PortSpec::Tap(c.port.clone())

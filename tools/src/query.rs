@@ -145,16 +145,16 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         }
     );
     println!("workers      {}", info.workers);
-    if !info.reading.is_empty() {
-        println!(
-            "lanes        read {}; changed {} time(s)",
-            info.reading, info.reading_changes
-        );
-        println!(
-            "under load   workers yielded the CPU {} time(s), moved to another CPU {} time(s)",
-            info.cpu_yields, info.cpu_moves
-        );
-    }
+    let dataplane = &info.dataplane;
+    println!(
+        "lanes        read {}; changed {} time(s)",
+        dataplane.reading.describe(),
+        dataplane.reading_changes
+    );
+    println!(
+        "under load   workers yielded the CPU {} time(s), moved to another CPU {} time(s)",
+        dataplane.cpu_yields, dataplane.cpu_moves
+    );
     println!("{}", render_table_stats(&fdb));
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,10 @@
 //! container it belongs to).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use anyhow::{Result, anyhow, bail};
 use crossbeam_channel::Receiver;
-use ports::PortKind;
 use switch::PortId;
 use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent};
 
@@ -85,7 +84,7 @@ impl RunningSwitch {
         f(dataplane)
     }
 
-    /// Opens and attaches a port (in one lane per worker where it can).
+    /// Opens and attaches a port (the dataplane decides its lanes).
     pub fn attach(&self, spec: &PortSpec, owner: Option<String>) -> Result<PortInfo> {
         let name = spec.name();
         let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
@@ -97,16 +96,15 @@ impl RunningSwitch {
         let id = self.with_dataplane(|dataplane| {
             let id = match spec {
                 PortSpec::Iface(name) => {
-                    let (lanes, tx) = ports::packet::open_lanes(name, dataplane.lanes())?;
-                    dataplane.add_port(name, PortKind::Packet, boxed(lanes), Arc::new(tx))
+                    dataplane.add_port(name, |lanes| ports::packet::open_lanes(name, lanes))?
                 }
-                PortSpec::Tap(name) => {
-                    let tap = ports::tap::open_lanes(name, dataplane.lanes())?;
+                PortSpec::Tap(name) => dataplane.add_port(name, |lanes| {
+                    let tap = ports::tap::open_lanes(name, lanes)?;
                     if tap.created {
                         log::info!("created TAP device {name}; it is removed when the port is");
                     }
-                    dataplane.add_port(name, PortKind::Tap, boxed(tap.lanes), Arc::new(tap.tx))
-                }
+                    Ok(tap.port)
+                })?,
             };
             Ok(id)
         })?;
@@ -199,11 +197,8 @@ impl RunningSwitch {
     /// The switch's settings with what changes while it runs.
     fn live_info(&self) -> Result<SwitchInfo> {
         self.with_dataplane(|dataplane| {
-            let (reading, changes) = dataplane.reading();
             let mut info = self.info.clone();
-            info.reading = reading.describe().to_string();
-            info.reading_changes = changes;
-            (info.cpu_yields, info.cpu_moves) = dataplane.cpu_sharing();
+            info.dataplane = dataplane.metrics();
             Ok(info)
         })
     }
@@ -267,12 +262,4 @@ impl RunningSwitch {
             dataplane.shutdown();
         }
     }
-}
-
-/// A port's receive lanes as the dataplane takes them.
-fn boxed<R: ports::PortRx + 'static>(lanes: Vec<R>) -> Vec<Box<dyn ports::PortRx>> {
-    lanes
-        .into_iter()
-        .map(|rx| Box::new(rx) as Box<dyn ports::PortRx>)
-        .collect()
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use switch::dataplane::{Dataplane, DataplaneConfig, PortEvent};
+use switch::dataplane::{Dataplane, DataplaneConfig, PortEvent, Tuning};
 use switch::fabric::TraceSink;
 use switch::mac_table::TableConfig;
 
@@ -126,30 +126,21 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let listener = control_server::bind(&socket, &args.network)?;
     let signals = signals::termination()?;
 
-    let trace: Option<Arc<TraceSink>> = args
-        .switch
-        .trace
-        .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
-    let config = DataplaneConfig {
-        workers: args.workers.unwrap_or_else(default_workers),
+    let setup = SwitchSetup {
+        network: args.network.clone(),
+        control: socket.clone(),
+        tuning: Tuning::new(
+            args.workers.unwrap_or_else(default_workers),
+            std::time::Duration::from_micros(args.busy_poll),
+            !args.no_realtime,
+            !args.no_coalesce,
+        ),
         table: args.switch.table(),
         gateway,
-        trace,
+        trace: args.switch.trace,
         capture,
-        busy_poll: std::time::Duration::from_micros(args.busy_poll),
-        realtime: !args.no_realtime && args.busy_poll == 0,
-        coalesce_udp: !args.no_coalesce,
     };
-    let dataplane = Dataplane::start(config).context("starting the worker threads")?;
-    let info = switch_info(
-        &dataplane,
-        &args.network,
-        &socket,
-        args.switch.ageing_time,
-        args.switch.max_macs,
-        args.capture.clone(),
-    );
-    let switch = Arc::new(RunningSwitch::new(dataplane, info));
+    let switch = start_switch(setup)?;
 
     let specs = args
         .ifaces
@@ -269,31 +260,59 @@ pub fn parse_gateway(cidr: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
+/// How to start a switch: what `serve` reads from its options and the
+/// demo fixes.
+#[derive(Debug)]
+pub struct SwitchSetup {
+    pub network: String,
+    /// The control socket's path, for `tapswitch show`.
+    pub control: PathBuf,
+    pub tuning: Tuning,
+    pub table: TableConfig,
+    pub gateway: Option<(Ipv4Addr, u8)>,
+    /// Print one line per forwarding decision.
+    pub trace: bool,
+    pub capture: Option<Arc<ports::capture::CaptureDir>>,
+}
+
+/// Starts the dataplane `setup` describes, as the switch the control
+/// socket serves (no ports yet).
+pub fn start_switch(setup: SwitchSetup) -> Result<Arc<RunningSwitch>> {
+    let trace: Option<Arc<TraceSink>> = setup
+        .trace
+        .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+    let capture_dir = setup.capture.as_ref().map(|c| c.dir().to_path_buf());
+    let config = DataplaneConfig {
+        tuning: setup.tuning,
+        table: setup.table,
+        gateway: setup.gateway,
+        trace,
+        capture: setup.capture.clone(),
+    };
+    let dataplane = Dataplane::start(config).context("starting the worker threads")?;
+    let info = switch_info(&dataplane, &setup, capture_dir);
+    Ok(Arc::new(RunningSwitch::new(dataplane, info)))
+}
+
 /// What `tapswitch stats` and `show` report about a switch.
-pub fn switch_info(
+fn switch_info(
     dataplane: &Dataplane,
-    network: &str,
-    control: &std::path::Path,
-    ageing_time: u64,
-    max_macs: usize,
+    setup: &SwitchSetup,
     capture_dir: Option<PathBuf>,
 ) -> SwitchInfo {
     let gateway = dataplane.gateway();
     SwitchInfo {
-        network: network.to_string(),
-        switch_id: switch_id(gateway.map(|(_, _, mac)| mac), network),
+        network: setup.network.clone(),
+        switch_id: switch_id(gateway.map(|(_, _, mac)| mac), &setup.network),
         pid: std::process::id(),
-        control: control.to_path_buf(),
+        control: setup.control.clone(),
         gateway: gateway.map(|(ip, len, _)| format!("{ip}/{len}")),
         gateway_mac: gateway.map(|(_, _, mac)| mac),
-        ageing_time,
-        max_macs,
+        ageing_time: setup.table.max_age.map_or(0, |age| age.as_secs()),
+        max_macs: setup.table.capacity,
         workers: dataplane.worker_count(),
         capture_dir,
-        reading: dataplane.reading().0.describe().to_string(),
-        reading_changes: 0,
-        cpu_yields: 0,
-        cpu_moves: 0,
+        dataplane: dataplane.metrics(),
     }
 }
 

@@ -139,6 +139,7 @@ pub fn render(state: &State, served: &[Served]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switch::dataplane::{DataplaneMetrics, ReadMode};
     use switch::{PortId, PortStats};
 
     fn info(network: &str, id: &str) -> SwitchInfo {
@@ -153,10 +154,12 @@ mod tests {
             max_macs: 1,
             workers: 1,
             capture_dir: None,
-            reading: String::new(),
-            reading_changes: 0,
-            cpu_yields: 0,
-            cpu_moves: 0,
+            dataplane: DataplaneMetrics {
+                reading: ReadMode::OneLane,
+                reading_changes: 0,
+                cpu_yields: 0,
+                cpu_moves: 0,
+            },
         }
     }
 

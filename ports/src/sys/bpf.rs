@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{Steer, retry};
+use super::retry;
 
 /// BPF_PROG_LOAD (the bpf(2) command).
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -51,16 +51,17 @@ struct ProgLoadAttr {
     prog_flags: u32,
 }
 
-/// Loads a steering program; the returned fd keeps it alive until attached.
-pub(crate) fn load_steering(steer: Steer) -> io::Result<OwnedFd> {
-    let first = match steer {
-        Steer::ByCpu => Insn {
+/// Loads a steering program (frames to queue `to`, or with `None` to the
+/// queue of their CPU); the returned fd keeps it alive until attached.
+pub(crate) fn load_steering(to: Option<u32>) -> io::Result<OwnedFd> {
+    let first = match to {
+        None => Insn {
             code: CALL,
             regs: 0,
             off: 0,
             imm: HELPER_CURRENT_CPU,
         },
-        Steer::To(n) => Insn {
+        Some(n) => Insn {
             code: MOV64_IMM,
             regs: 0, // r0
             off: 0,

@@ -7,6 +7,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod cpu;
+pub(crate) mod eventfd;
 pub(crate) mod packet;
 pub(crate) mod tun;
 
@@ -17,22 +18,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// `IFNAMSIZ` minus the terminating NUL.
 pub(crate) const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
-/// Which lane (fanout member, TAP queue) gets a frame the container sends;
-/// the kernel takes the result modulo the number of lanes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Steer {
-    /// The lane of the CPU the frame is sent on.
-    ByCpu,
-    /// Always this lane.
-    To(u32),
-}
-
-impl Steer {
-    /// `None`: by CPU; `Some(lane)`: that lane (see `PortTx::steer`).
-    pub(crate) fn for_lane(lane: Option<usize>) -> Steer {
-        match lane {
-            None => Steer::ByCpu,
-            Some(lane) => Steer::To(u32::try_from(lane).unwrap_or(0)),
+/// Which lane (fanout member, TAP queue) gets a frame the container sends
+/// in `mode`: the lane of the CPU it is sent on (`None`), or always lane
+/// `solo`. The kernel takes the result modulo the number of lanes.
+pub(crate) fn steering_target(mode: crate::ReadMode, solo: usize) -> Option<u32> {
+    match mode {
+        crate::ReadMode::ByCpu => None,
+        crate::ReadMode::OneLane | crate::ReadMode::ByPort => {
+            Some(u32::try_from(solo).unwrap_or(0))
         }
     }
 }

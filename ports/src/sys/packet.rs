@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{Steer, retry, setsockopt, setsockopt_int};
+use super::{retry, setsockopt, setsockopt_int};
 use crate::vnet::VnetHdr;
 
 /// The most frames one `recv_batch` call takes.
@@ -259,17 +259,18 @@ const BPF_RET_K: u16 = 0x06;
 /// "Load the current CPU" (SKF_AD_OFF + SKF_AD_CPU) as a load offset.
 const LOAD_CPU: u32 = (-0x1000i32 + 36) as u32;
 
-/// Sets the program of the fanout group `fd` is a member of.
-pub(crate) fn steer_fanout(fd: BorrowedFd<'_>, steer: Steer) -> io::Result<()> {
+/// Sets the program of the fanout group `fd` is a member of: frames to
+/// member `to`, or (`None`) to the member of the CPU they arrive on.
+pub(crate) fn steer_fanout(fd: BorrowedFd<'_>, to: Option<u32>) -> io::Result<()> {
     let op = |code, k| libc::sock_filter {
         code,
         jt: 0,
         jf: 0,
         k,
     };
-    let mut program = match steer {
-        Steer::ByCpu => vec![op(BPF_LD_W_ABS, LOAD_CPU), op(BPF_RET_A, 0)],
-        Steer::To(member) => vec![op(BPF_RET_K, member)],
+    let mut program = match to {
+        None => vec![op(BPF_LD_W_ABS, LOAD_CPU), op(BPF_RET_A, 0)],
+        Some(member) => vec![op(BPF_RET_K, member)],
     };
     let fprog = libc::sock_fprog {
         len: program.len() as u16,

@@ -1,66 +1,43 @@
-//! Where a port's frames are read, and how workers run: next to the
-//! senders and at real-time priority while traffic is light, as ordinary
-//! threads spread over the CPUs once it is heavy.
+//! Where a port's frames are read, and where and how workers run: next to
+//! the senders at real-time priority while traffic is light, as ordinary
+//! threads spread over the CPUs once it is heavy. The measurements behind
+//! each rule are in docs/PERFORMANCE.md ("Per-CPU lanes and real-time
+//! priority", "A worker that offers its CPU under load", "Moving to another
+//! CPU instead of stepping aside").
 //!
-//! A port is read in lanes, one per worker (see the dataplane's docs): the
-//! sockets of a veth end's fanout group, the queues of a multi-queue TAP.
-//! A small program in the kernel picks the lane of each frame, and it can
-//! pick the lane of the CPU the frame arrived on. That CPU is the one its
-//! sender runs on, and worker `i` can be kept on lane `i`'s CPUs. Then the
-//! worker is woken by a switch between two threads of one CPU, which on a
-//! virtual machine is several times cheaper than a wake-up sent to another,
-//! sleeping CPU; at real-time priority (SCHED_FIFO 1) it also runs at once
-//! instead of waiting behind the thread that woke it when the two belong to
-//! different scheduling groups (a service and a container always do). A
-//! ping through the switch takes a quarter of the time. The answer to a
-//! frame lands in the same lane, as the receiver's stack runs inside the
-//! worker's write.
+//! Light traffic, [`ReadMode::ByCpu`]: the kernel puts each frame in the
+//! lane of the CPU it arrived on, which is its sender's CPU, and worker `i`
+//! is kept on lane `i`'s CPUs. Waking it is then a switch between two
+//! threads of one CPU, far cheaper on a virtual machine than waking another
+//! CPU; real-time priority (SCHED_FIFO 1) lets it run at once even when the
+//! sender is in another scheduling group (a container always is). The
+//! answer to a frame lands in the same lane, as the receiver's stack runs
+//! inside the worker's write.
 //!
-//! Under load that is the wrong way round: a worker kept next to a busy
-//! sender gets half of that CPU while another may sit idle, a TCP stream
-//! whose ACKs make data leave from both CPUs wakes both workers for every
-//! few frames, and a real-time worker takes CPU from the receiver. So once
-//! any worker has been busy for more than [`BUSY`] of a [`WINDOW`], every
-//! port sends all its frames to one lane (as if it had a single socket;
-//! ports are spread over the workers) and the workers become ordinary
-//! threads that may run anywhere. After every busy worker has stayed below
-//! [`CALM`] for [`CALM_WINDOWS`] windows in a row, the switch goes back.
-//! Frames already queued in a lane when the mode changes are forwarded
-//! before the frames of the lanes that get them from then on (the hand-over
-//! in `worker.rs`), so a sender's frames keep their order across a change.
+//! Heavy traffic, [`ReadMode::ByPort`]: a worker kept next to a busy sender
+//! gets half a CPU while another may idle, and a real-time worker takes CPU
+//! from the receiver. So once any worker is busier than [`BUSY`] of a
+//! [`WINDOW`], every port sends all its frames to one lane (ports spread
+//! over the workers) and workers run anywhere at ordinary priority; after
+//! every busy worker stayed below [`CALM`] for [`CALM_WINDOWS`] windows,
+//! the switch goes back. Frames queued before a change are forwarded before
+//! newer ones (the hand-over in `lanes.rs`), so order is kept.
 //!
-//! Under load a worker also offers its CPU to whoever waits for it
-//! (`sched_yield`) after every [`SHARE_AFTER_FRAMES`] frames it forwarded
-//! ([`CpuShare`]). On a machine with few CPUs the receiver of those frames
-//! often waits on the worker's own CPU: the kernel moves a thread next to
-//! the one that wakes it, and the worker's send runs the receiver's stack,
-//! wake-up included. Left alone, a worker with an endless queue keeps the
-//! CPU until the scheduler takes it away, milliseconds later; by then the
-//! receiver's socket buffer (about 280 small datagrams by default) has
-//! overflowed and the worker's work on the rest was for nothing. Offering
-//! the CPU every batch lets the receiver read them in bulk; with nobody
-//! waiting the call returns at once. It is what a kernel bridge gets for
-//! free, as it forwards inside the sender's own system call.
-//!
-//! That works only while the receiver shares the worker's CPU. On a
-//! machine with as many busy threads as CPUs the scheduler often puts it
-//! elsewhere: behind its own sender, where it is never short of frames,
-//! never sleeps and so is never woken next to the worker; or the worker
-//! itself ends up next to the sender (woken by the sender's frames while
-//! the receiver ran on the worker's old CPU). Either way the worker's
-//! yields come back at once, while next to the receiver about one in nine
-//! lets it read a burst. So when none of [`MOVE_WINDOW`] yields in a row
-//! let another thread run for [`ANSWERED_YIELD`] and every CPU is busy,
-//! the worker moves to another CPU (it narrows its affinity to the others
-//! and widens it again). Next to the sender, that takes it to the
-//! receiver; next to nobody, it joins the sender and receiver, and the
-//! kernel soon pulls one of them to the CPU left idle. Over a 64-byte UDP
-//! flood between two containers on two CPUs, 185-258 kpps became 253-277
-//! (veth) and 182-222 became 259-274 (TAP): the rate with the three
-//! threads pinned where they belong is 278-286. No frame is dropped for
-//! it, and the worker does not stop forwarding while it moves.
+//! Under load a worker offers its CPU (`sched_yield`) every
+//! [`SHARE_AFTER_FRAMES`] frames: on few CPUs the receiver of its frames
+//! often waits on the worker's own CPU, and without the offer its socket
+//! buffer overflows before the scheduler steps in. A kernel bridge gets
+//! this for free by forwarding inside the sender's system call. When none
+//! of [`MOVE_WINDOW`] offers in a row was taken and every CPU is busy, the
+//! receiver is elsewhere: the worker moves to another CPU, which brings it
+//! next to the receiver or leaves a CPU the kernel soon fills.
 
-use std::time::Duration;
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ports::ReadMode;
 
 /// How often a worker looks at how busy it was (a busy worker wakes up at
 /// least this often to look).
@@ -118,22 +95,17 @@ impl LoadMeter {
 }
 
 /// Under load, how many frames a worker forwards before it offers its CPU
-/// (about one full batch). Measured with a 64-byte UDP flood between two
-/// containers on two CPUs: every 16 frames delivered 0.75x the kernel
-/// bridge's rate, 32 and 64 about 0.83x, 128-256 0.8x, 512 0.7x, never 0.6x.
+/// (about one full batch; shorter and longer both measured slower).
 pub(super) const SHARE_AFTER_FRAMES: usize = 32;
 
-/// A yield that gave the CPU away for at least this long let another
-/// thread do real work: next to the receiver, reading a burst of frames
-/// (typically 100-1000 µs); a kernel thread's errand is shorter.
+/// An offer that kept the worker off the CPU this long let another thread
+/// do real work (a receiver reading a burst); a kernel thread's errand is
+/// shorter.
 const ANSWERED_YIELD: Duration = Duration::from_micros(20);
 
-/// A worker under load that made this many yields (2048 frames) without
-/// one being answered moves to another CPU, if every CPU is busy. Next to
-/// the receiver about 11% of yields are answered in a UDP flood, so a
-/// window of 64 with none happens there by chance about once in 2,000
-/// windows (32: once in 50). Measured: a window of 256 reacts too late
-/// (233-248 kpps against 253-277).
+/// Offers in a row, none answered, after which a worker under load moves
+/// to another CPU (if every CPU is busy). Long enough that a worker next to
+/// the receiver rarely moves by chance, short enough to react.
 const MOVE_WINDOW: u32 = 64;
 
 /// Counts the frames a worker forwards under load and says when it should
@@ -148,9 +120,8 @@ pub(super) struct CpuShare {
 
 impl CpuShare {
     /// Notes `frames` forwarded; true when the worker should yield now.
-    /// While traffic is light (`heavy` false) it never should: a worker then
-    /// runs at real-time priority next to the sender, and each wake-up is
-    /// short anyway.
+    /// While traffic is light (`heavy` false) it never should: the worker
+    /// then runs at real-time priority next to the sender.
     pub(super) fn forwarded(&mut self, frames: usize, heavy: bool) -> bool {
         if !heavy {
             *self = Self::default();
@@ -182,27 +153,298 @@ impl CpuShare {
     }
 }
 
-/// The switch-wide mode: spread by CPU while no worker is busy.
-#[derive(Debug, Default)]
-pub(super) struct Mode {
-    busy_workers: usize,
+/// The switch-wide read mode: by CPU while no worker is busy. Shared by the
+/// workers; changes are counted, and a change and the steering of the
+/// ports that follows it happen under one lock.
+#[derive(Debug)]
+pub(super) struct ModeSwitch {
+    workers: usize,
+    busy_workers: Mutex<usize>,
+    /// The [`ReadMode`] of ports read in lanes (`ByCpu` while
+    /// `busy_workers == 0`, else `ByPort`), for workers to read without
+    /// the lock.
+    lane_mode: AtomicU8,
+    changes: AtomicU64,
 }
 
-impl Mode {
-    /// Whether frames go to the lane of their CPU (and workers stay there).
-    pub(super) fn by_cpu(&self) -> bool {
-        self.busy_workers == 0
+impl ModeSwitch {
+    pub(super) fn new(workers: usize) -> Self {
+        ModeSwitch {
+            workers,
+            busy_workers: Mutex::new(0),
+            lane_mode: AtomicU8::new(ReadMode::ByCpu as u8),
+            changes: AtomicU64::new(0),
+        }
     }
 
-    /// Notes that a worker became busy or calm; true if the mode changed.
-    pub(super) fn worker_changed(&mut self, busy: bool) -> bool {
-        let before = self.by_cpu();
-        if busy {
-            self.busy_workers += 1;
+    /// Where a port read in lanes sends its frames now: `ByCpu` or `ByPort`.
+    pub(super) fn lane_mode(&self) -> ReadMode {
+        if self.lane_mode.load(Ordering::Relaxed) == ReadMode::ByCpu as u8 {
+            ReadMode::ByCpu
         } else {
-            self.busy_workers = self.busy_workers.saturating_sub(1);
+            ReadMode::ByPort
         }
-        before != self.by_cpu()
+    }
+
+    /// Whether frames go to the lane of their CPU (and workers stay there).
+    pub(super) fn by_cpu(&self) -> bool {
+        self.lane_mode() == ReadMode::ByCpu
+    }
+
+    /// How often the mode changed; a worker that sees a new count hands
+    /// its ports over (see `lanes.rs`).
+    pub(super) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// How ports are read now, as `tapswitch stats` tells it.
+    pub(super) fn current(&self) -> ReadMode {
+        if self.workers < 2 {
+            ReadMode::OneLane
+        } else {
+            self.lane_mode()
+        }
+    }
+
+    /// Runs `steer` with the current mode, serialized with mode changes
+    /// (for a port just added).
+    pub(super) fn steer_with(&self, steer: impl FnOnce(ReadMode)) {
+        let _busy = self
+            .busy_workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        steer(self.lane_mode());
+    }
+
+    /// A worker became busy or calm; when that changes the mode, the new
+    /// mode is published and `steer` runs with it, under the lock.
+    pub(super) fn worker_changed(&self, busy: bool, steer: impl FnOnce(ReadMode)) {
+        let mut busy_workers = self
+            .busy_workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = *busy_workers == 0;
+        if busy {
+            *busy_workers += 1;
+        } else {
+            *busy_workers = busy_workers.saturating_sub(1);
+        }
+        let by_cpu = *busy_workers == 0;
+        if before == by_cpu {
+            return;
+        }
+        log::debug!(
+            "{}",
+            if by_cpu {
+                "traffic is light: reading frames on the CPU they arrive on"
+            } else {
+                "traffic is heavy: reading each port in one lane"
+            }
+        );
+        // Published before the ports are steered: a worker that reads a
+        // lane the change sends frames to has seen it, and hands the port
+        // over first.
+        let mode = if by_cpu {
+            ReadMode::ByCpu
+        } else {
+            ReadMode::ByPort
+        };
+        self.lane_mode.store(mode as u8, Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        steer(mode);
+    }
+}
+
+/// Where a worker may run: its lane's CPUs (empty: no preference) and all
+/// the switch's CPUs.
+#[derive(Debug, Clone)]
+pub(super) struct Cpus {
+    pub(super) lane: Vec<usize>,
+    pub(super) all: Vec<usize>,
+}
+
+/// The scheduler calls a [`Placement`] makes; [`KernelCpu`] makes them,
+/// tests record them.
+pub(super) trait CpuControl {
+    /// Keeps the calling thread on `cpus`.
+    fn keep_to(&mut self, cpus: &[usize]) -> io::Result<()>;
+    fn set_realtime(&mut self, on: bool) -> io::Result<()>;
+    /// Offers the CPU to whoever waits for it; returns how long that took.
+    fn offer(&mut self) -> Duration;
+    /// Whether every CPU is likely busy.
+    fn fully_busy(&mut self) -> bool;
+    /// Moves to another of `allowed`; whether it moved.
+    fn move_to_another(&mut self, allowed: &[usize]) -> io::Result<bool>;
+}
+
+/// [`CpuControl`] through the kernel (`ports::cpu`).
+#[derive(Debug, Default)]
+pub(super) struct KernelCpu;
+
+impl CpuControl for KernelCpu {
+    fn keep_to(&mut self, cpus: &[usize]) -> io::Result<()> {
+        ports::cpu::pin_current_thread(cpus)
+    }
+
+    fn set_realtime(&mut self, on: bool) -> io::Result<()> {
+        ports::cpu::set_realtime(on)
+    }
+
+    fn offer(&mut self) -> Duration {
+        let start = Instant::now();
+        std::thread::yield_now();
+        start.elapsed()
+    }
+
+    fn fully_busy(&mut self) -> bool {
+        ports::cpu::fully_busy()
+    }
+
+    fn move_to_another(&mut self, allowed: &[usize]) -> io::Result<bool> {
+        ports::cpu::move_to_another_cpu(allowed)
+    }
+}
+
+/// What a [`Placement`] reports to and reads from the rest of the switch.
+pub(super) trait LoadBoard {
+    /// This worker became busy (true) or calm.
+    fn worker_load_changed(&self, busy: bool);
+    /// How ports read in lanes are read right now (`ByCpu` or `ByPort`).
+    fn lane_mode(&self) -> ReadMode;
+    fn count_yield(&self);
+    fn count_move(&self);
+}
+
+/// One worker's place on the CPUs: fed "a batch of n frames was forwarded"
+/// and "about to sleep", it measures the worker's load, follows the read
+/// mode (kept on the lane's CPUs and real-time while light, anywhere and
+/// ordinary while heavy), offers the CPU under load and moves when nobody
+/// takes it.
+#[derive(Debug)]
+pub(super) struct Placement<C: CpuControl = KernelCpu> {
+    index: usize,
+    cpus: Cpus,
+    /// Whether the worker may take real-time priority at all.
+    realtime_allowed: bool,
+    cpu: C,
+    load: LoadMeter,
+    share: CpuShare,
+    /// When the load meter was last told, and since when this worker has
+    /// been forwarding without a sleep.
+    accounted: Instant,
+    working_since: Instant,
+    /// Whether this thread is kept on its lane's CPUs right now.
+    pinned: bool,
+    /// Whether it asked for real-time priority, and whether that was refused.
+    realtime: bool,
+    realtime_refused: bool,
+}
+
+impl<C: CpuControl> Placement<C> {
+    pub(super) fn new(
+        index: usize,
+        cpus: Cpus,
+        realtime_allowed: bool,
+        cpu: C,
+        now: Instant,
+    ) -> Self {
+        Placement {
+            index,
+            cpus,
+            realtime_allowed,
+            cpu,
+            load: LoadMeter::default(),
+            share: CpuShare::default(),
+            accounted: now,
+            working_since: now,
+            pinned: false,
+            realtime: false,
+            realtime_refused: false,
+        }
+    }
+
+    /// While traffic is light (`ByCpu`), keeps this thread on its lane's
+    /// CPUs and at the lowest real-time priority (when allowed); under
+    /// load (`ByPort`), lets it run anywhere as an ordinary thread.
+    pub(super) fn follow_mode(&mut self, mode: ReadMode) {
+        let by_cpu = mode == ReadMode::ByCpu;
+        let pin = by_cpu && !self.cpus.lane.is_empty();
+        if pin != self.pinned {
+            let cpus = if pin { &self.cpus.lane } else { &self.cpus.all };
+            if let Err(err) = self.cpu.keep_to(cpus) {
+                log::debug!("worker {}: cannot keep to CPUs {cpus:?}: {err}", self.index);
+            }
+            self.pinned = pin;
+        }
+        let realtime = by_cpu && self.realtime_allowed;
+        if realtime != self.realtime {
+            if let Err(err) = self.cpu.set_realtime(realtime) {
+                // Without CAP_SYS_NICE: stay an ordinary thread, say so once.
+                if !self.realtime_refused && self.index == 0 {
+                    log::info!(
+                        "workers run at ordinary priority: real-time was refused ({err}); \
+                         grant CAP_SYS_NICE for lower latency, or pass --no-realtime"
+                    );
+                    self.realtime_refused = true;
+                }
+            }
+            self.realtime = realtime;
+        }
+    }
+
+    /// How long the worker may sleep before it must look at its load
+    /// (`None`: as long as it likes).
+    pub(super) fn next_look(&self) -> Option<Duration> {
+        self.load.busy().then_some(WINDOW)
+    }
+
+    /// The worker woke up with work to do.
+    pub(super) fn woke(&mut self, now: Instant) {
+        self.working_since = now;
+    }
+
+    /// A batch of `frames` was forwarded: accounts the load (at most once a
+    /// window, so a worker that never runs out of frames still changes the
+    /// mode), and under load offers the CPU or moves.
+    pub(super) fn batch_forwarded(&mut self, frames: usize, now: Instant, board: &impl LoadBoard) {
+        self.account(now, false, board);
+        let heavy = board.lane_mode() == ReadMode::ByPort;
+        if self.share.forwarded(frames, heavy) {
+            self.offer_cpu(board);
+        }
+    }
+
+    /// The worker is about to sleep: accounts the load now.
+    pub(super) fn about_to_sleep(&mut self, now: Instant, board: &impl LoadBoard) {
+        self.account(now, true, board);
+    }
+
+    fn account(&mut self, now: Instant, now_or_never: bool, board: &impl LoadBoard) {
+        if !now_or_never && now - self.accounted < WINDOW {
+            return;
+        }
+        let elapsed = now - self.accounted;
+        let working = now - self.working_since.max(self.accounted);
+        self.accounted = now;
+        self.working_since = now;
+        if let Some(busy) = self.load.account(elapsed, working) {
+            board.worker_load_changed(busy);
+        }
+    }
+
+    /// Lets whoever waits for this CPU run (usually the receiver of the
+    /// frames just sent), and moves to another CPU when nobody has for a
+    /// while but every CPU is busy.
+    fn offer_cpu(&mut self, board: &impl LoadBoard) {
+        let took = self.cpu.offer();
+        board.count_yield();
+        if self.share.yielded(took) && self.cpu.fully_busy() {
+            match self.cpu.move_to_another(&self.cpus.all) {
+                Ok(true) => board.count_move(),
+                Ok(false) => {}
+                Err(err) => log::debug!("worker {}: cannot move to another CPU: {err}", self.index),
+            }
+        }
     }
 }
 
@@ -314,16 +556,187 @@ mod tests {
 
     #[test]
     fn the_switch_spreads_by_cpu_only_while_no_worker_is_busy() {
-        let mut mode = Mode::default();
+        let mode = ModeSwitch::new(2);
+        let steered = std::cell::RefCell::new(Vec::new());
+        let steer = |m| steered.borrow_mut().push(m);
         assert!(mode.by_cpu());
-        assert!(mode.worker_changed(true));
-        assert!(
-            !mode.worker_changed(true),
-            "a second busy worker changes nothing"
-        );
-        assert!(!mode.worker_changed(false));
+        assert_eq!(mode.current(), ReadMode::ByCpu);
+        mode.worker_changed(true, steer);
+        assert_eq!(mode.current(), ReadMode::ByPort);
+        mode.worker_changed(true, steer);
+        assert_eq!(mode.changes(), 1, "a second busy worker changes nothing");
+        mode.worker_changed(false, steer);
         assert!(!mode.by_cpu());
-        assert!(mode.worker_changed(false));
+        mode.worker_changed(false, steer);
         assert!(mode.by_cpu());
+        assert_eq!(mode.changes(), 2);
+        assert_eq!(*steered.borrow(), [ReadMode::ByPort, ReadMode::ByCpu]);
+    }
+
+    #[test]
+    fn one_worker_reads_in_one_lane_whatever_the_load() {
+        let mode = ModeSwitch::new(1);
+        assert_eq!(mode.current(), ReadMode::OneLane);
+        mode.worker_changed(true, |_| {});
+        assert_eq!(mode.current(), ReadMode::OneLane);
+        assert!(
+            !mode.by_cpu(),
+            "the worker still becomes an ordinary thread"
+        );
+    }
+
+    /// Records what a placement asks of the scheduler.
+    #[derive(Debug, Default)]
+    struct FakeCpu {
+        kept_to: Vec<Vec<usize>>,
+        realtime: Vec<bool>,
+        refuse_realtime: bool,
+        offers: u32,
+        offer_takes: Duration,
+        fully_busy: bool,
+        moves: u32,
+    }
+
+    impl CpuControl for FakeCpu {
+        fn keep_to(&mut self, cpus: &[usize]) -> io::Result<()> {
+            self.kept_to.push(cpus.to_vec());
+            Ok(())
+        }
+        fn set_realtime(&mut self, on: bool) -> io::Result<()> {
+            self.realtime.push(on);
+            if self.refuse_realtime && on {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            Ok(())
+        }
+        fn offer(&mut self) -> Duration {
+            self.offers += 1;
+            self.offer_takes
+        }
+        fn fully_busy(&mut self) -> bool {
+            self.fully_busy
+        }
+        fn move_to_another(&mut self, _allowed: &[usize]) -> io::Result<bool> {
+            self.moves += 1;
+            Ok(true)
+        }
+    }
+
+    /// A switch of one worker, as the placement sees it.
+    #[derive(Debug)]
+    struct FakeBoard {
+        by_cpu: std::cell::Cell<bool>,
+        changes: std::cell::RefCell<Vec<bool>>,
+        yields: std::cell::Cell<u64>,
+        moves: std::cell::Cell<u64>,
+    }
+
+    impl FakeBoard {
+        fn new() -> Self {
+            FakeBoard {
+                by_cpu: true.into(),
+                changes: Default::default(),
+                yields: 0.into(),
+                moves: 0.into(),
+            }
+        }
+    }
+
+    impl LoadBoard for FakeBoard {
+        fn worker_load_changed(&self, busy: bool) {
+            self.changes.borrow_mut().push(busy);
+            self.by_cpu.set(!busy);
+        }
+        fn lane_mode(&self) -> ReadMode {
+            if self.by_cpu.get() {
+                ReadMode::ByCpu
+            } else {
+                ReadMode::ByPort
+            }
+        }
+        fn count_yield(&self) {
+            self.yields.set(self.yields.get() + 1);
+        }
+        fn count_move(&self) {
+            self.moves.set(self.moves.get() + 1);
+        }
+    }
+
+    fn placement(cpu: FakeCpu, start: Instant) -> Placement<FakeCpu> {
+        let cpus = Cpus {
+            lane: vec![1],
+            all: vec![0, 1],
+        };
+        Placement::new(0, cpus, true, cpu, start)
+    }
+
+    #[test]
+    fn a_placement_keeps_to_its_lane_and_real_time_only_while_light() {
+        let mut place = placement(FakeCpu::default(), Instant::now());
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByPort);
+        assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "once per change");
+        assert_eq!(place.cpu.realtime, [true, false]);
+    }
+
+    #[test]
+    fn a_refused_real_time_priority_is_asked_for_once_per_change() {
+        let cpu = FakeCpu {
+            refuse_realtime: true,
+            ..FakeCpu::default()
+        };
+        let mut place = placement(cpu, Instant::now());
+        place.follow_mode(ReadMode::ByCpu);
+        place.follow_mode(ReadMode::ByCpu);
+        assert_eq!(place.cpu.realtime, [true]);
+        assert!(place.realtime_refused);
+    }
+
+    #[test]
+    fn a_busy_worker_changes_the_mode_then_offers_its_cpu_every_batch() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        let mut place = placement(FakeCpu::default(), start);
+        // Forwarding without a sleep for a whole window: busy.
+        place.woke(start);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, start + 5 * MS, &board);
+        assert!(board.changes.borrow().is_empty(), "window not complete");
+        assert_eq!(place.cpu.offers, 0, "light traffic never offers");
+        place.batch_forwarded(SHARE_AFTER_FRAMES, start + WINDOW, &board);
+        assert_eq!(*board.changes.borrow(), [true]);
+        assert_eq!(place.cpu.offers, 1, "offered right after the change");
+        assert_eq!(place.next_look(), Some(WINDOW), "a busy worker looks again");
+        place.batch_forwarded(SHARE_AFTER_FRAMES - 1, start + WINDOW + MS, &board);
+        assert_eq!(place.cpu.offers, 1, "not a full batch yet");
+        place.batch_forwarded(1, start + WINDOW + MS, &board);
+        assert_eq!((place.cpu.offers, board.yields.get()), (2, 2));
+        // A long sleep: calm again.
+        place.about_to_sleep(start + WINDOW + MS, &board);
+        place.woke(start + Duration::from_secs(2));
+        place.about_to_sleep(start + Duration::from_secs(2), &board);
+        assert_eq!(*board.changes.borrow(), [true, false]);
+        assert_eq!(place.next_look(), None);
+    }
+
+    #[test]
+    fn a_worker_whose_offers_nobody_takes_moves_when_every_cpu_is_busy() {
+        let start = Instant::now();
+        for fully_busy in [false, true] {
+            let board = FakeBoard::new();
+            board.by_cpu.set(false);
+            let cpu = FakeCpu {
+                fully_busy,
+                offer_takes: Duration::from_micros(1),
+                ..FakeCpu::default()
+            };
+            let mut place = placement(cpu, start);
+            for _ in 0..MOVE_WINDOW {
+                place.batch_forwarded(SHARE_AFTER_FRAMES, start, &board);
+            }
+            assert_eq!(place.cpu.offers, MOVE_WINDOW);
+            let moved = u32::from(fully_busy);
+            assert_eq!((place.cpu.moves, board.moves.get()), (moved, moved.into()));
+        }
     }
 }

@@ -8,17 +8,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use ports::{PortKind, PortTx, VnetHdr};
+use ports::{PortKind, VnetHdr};
 
-use super::{GATEWAY_PORT_NAME, Shared};
+use super::Shared;
 use crate::fabric::{Fabric, PortHandle};
 use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::mac::MacAddr;
-use crate::port::PortId;
-use crate::stats::PortCounters;
-
-/// The gateway carries a standard 1500-byte MTU.
-const GATEWAY_MTU: usize = 1500;
+use crate::port::{GATEWAY_PORT_NAME, GatewayQueue, GatewayTx, PortId};
+use crate::stats::{DropReason, PortCounters};
 
 /// The longest the gateway sleeps without checking its timers.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -43,27 +40,17 @@ impl GatewayThread {
     }
 }
 
-/// The gateway port's send half: a bounded queue to the gateway thread.
+/// The gateway port's queue: a bounded channel to the gateway thread.
 #[derive(Debug)]
-struct GatewayTx {
-    queue: Sender<Message>,
-}
+struct Channel(Sender<Message>);
 
-impl PortTx for GatewayTx {
-    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        match self.queue.try_send(Message::Frame(frame.to_vec())) {
+impl GatewayQueue for Channel {
+    fn push(&self, frame: &[u8]) -> io::Result<()> {
+        match self.0.try_send(Message::Frame(frame.to_vec())) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
-    }
-
-    fn offloads(&self) -> bool {
-        false
-    }
-
-    fn mtu(&self) -> usize {
-        GATEWAY_MTU
     }
 }
 
@@ -73,9 +60,7 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
         id: PortId::GATEWAY,
         name: GATEWAY_PORT_NAME.to_string(),
         kind: PortKind::Gateway,
-        tx: Arc::new(GatewayTx {
-            queue: queue.clone(),
-        }),
+        tx: Arc::new(GatewayTx(Channel(queue.clone()))),
         counters: Arc::new(PortCounters::default()),
         capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
@@ -113,12 +98,10 @@ fn run(
         let wait = gateway.poll_delay(now).unwrap_or(MAX_IDLE).min(MAX_IDLE);
         match inbox.recv_timeout(wait) {
             Ok(Message::Frame(frame)) => {
-                gateway.deliver(&frame);
+                deliver(&mut gateway, &handle, &frame);
                 for message in inbox.try_iter().take(GATEWAY_QUEUE_FRAMES) {
                     match message {
-                        Message::Frame(frame) => {
-                            gateway.deliver(&frame);
-                        }
+                        Message::Frame(frame) => deliver(&mut gateway, &handle, &frame),
                         Message::Stop => return,
                     }
                 }
@@ -145,5 +128,15 @@ fn run(
                 &mut frame,
             );
         }
+    }
+}
+
+/// Hands a frame the switch sent to the gateway port to the gateway. One it
+/// refuses (longer than its 1514-byte limit, such as a full-size VLAN-tagged
+/// frame the fabric lets through, or its queue full) is counted on the
+/// gateway port as a refused send, as replay counts it.
+fn deliver(gateway: &mut Gateway, handle: &PortHandle, frame: &[u8]) {
+    if !gateway.deliver(frame) {
+        handle.counters.count_drop(DropReason::TxError);
     }
 }

@@ -9,120 +9,79 @@
 //!  housekeeping: every second, expire aged-out MAC entries
 //! ```
 //!
+//! Where each job lives:
+//!
+//! - `worker.rs`: one worker's loop: wait, read, decide, deliver, account;
+//!   `peer.rs`: the other threads' handle on it (commands, waker).
+//! - `delivery.rs`: a worker's use of the fabric (decide and send a batch).
+//! - `lanes.rs`: reading a port's receive lanes: locking, order, the
+//!   hand-over on a mode change, taking answers from other workers' lanes.
+//! - `affinity.rs`: the read mode and each worker's place on the CPUs.
+//! - `port_health.rs`: ports whose link went down or that broke.
+//! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
+//! - `tuning.rs`, `metrics.rs`: the knobs in, the snapshot out.
+//!
 //! A port's receive half is read in lanes: one per worker, for a veth end
 //! (`--iface`) the sockets of a fanout group, for a TAP the queues of a
-//! multi-queue device. While traffic is light the kernel hands a frame to
-//! the lane of the CPU it arrived on and worker `i` is kept on lane `i`'s
-//! CPUs, so a frame is forwarded on the CPU its sender runs on, the way the
-//! kernel bridge forwards inside the sender's own system call; once a
-//! worker is busy, each port's frames all go to one lane and workers run
-//! anywhere (`affinity.rs`). A port that cannot be read in lanes (an older
-//! kernel, a single-queue TAP made by someone else) has one, read by the
-//! worker with the fewest lanes when it was added. The send half is
-//! shared, so any thread sends to any port directly, without a channel hop.
-//! Workers block in `epoll_wait` when idle: no busy polling.
+//! multi-queue device. The dataplane decides how many: a port is opened
+//! with the number of workers ([`Dataplane::add_port`]). While traffic is
+//! light the kernel hands a frame to the lane of the CPU it arrived on and
+//! worker `i` is kept on lane `i`'s CPUs, so a frame is forwarded on the CPU
+//! its sender runs on, the way the kernel bridge forwards inside the
+//! sender's own system call; once a worker is busy, each port's frames all
+//! go to one lane and workers run anywhere (`affinity.rs`). A port that
+//! cannot be read in lanes (an older kernel, a single-queue TAP made by
+//! someone else) has one, read by the worker with the fewest lanes when it
+//! was added. The send half is shared, so any thread sends to any port
+//! directly, without a channel hop. Workers block in `epoll_wait` when
+//! idle: no busy polling unless asked for.
 //!
 //! The set of ports is published as an immutable [`PortSet`] snapshot; a
 //! worker checks a generation counter once per batch and picks up a new
 //! snapshot when ports were added or removed.
 
 mod affinity;
+mod delivery;
 mod gateway_thread;
+mod lanes;
+mod metrics;
+mod peer;
+mod port_health;
+#[cfg(test)]
+mod tests;
+mod tuning;
 mod worker;
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use ports::capture::{CaptureDir, PortCapture};
-use ports::{PortKind, PortRx, PortTx};
+use ports::{OpenedPort, PortError};
 
 use crate::engine::Engine;
 use crate::fabric::{PortHandle, PortSet, TraceSink};
 use crate::gateway::Gateway;
-use crate::mac_table::TableConfig;
 use crate::port::PortId;
 use crate::stats::PortCounters;
 use crate::time::Instant;
 
-use self::affinity::Mode;
-use self::gateway_thread::GatewayThread;
-use self::worker::{Peer, WorkerCommand, WorkerHandle};
+pub use self::metrics::DataplaneMetrics;
+pub use self::tuning::{DataplaneConfig, Tuning};
+pub use crate::port::GATEWAY_PORT_NAME;
+pub use ports::ReadMode;
 
-/// The name of the gateway's internal port in tables and trace lines.
-pub const GATEWAY_PORT_NAME: &str = "gw";
+use self::affinity::{LoadBoard, ModeSwitch};
+use self::gateway_thread::GatewayThread;
+use self::lanes::{Lane, LanesByPort, PortLanes};
+use self::peer::{Peer, WorkerCommand, WorkerHandle};
 
 /// How often the housekeeping thread sweeps expired MAC entries. Lookups
 /// ignore expired entries anyway; the sweep only frees memory and counts.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How the dataplane runs.
-#[derive(Clone)]
-pub struct DataplaneConfig {
-    pub workers: usize,
-    pub table: TableConfig,
-    /// The gateway's address and prefix length; `None` runs without one.
-    pub gateway: Option<(Ipv4Addr, u8)>,
-    /// Where `--trace` lines go; `None` traces nothing.
-    pub trace: Option<Arc<TraceSink>>,
-    /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
-    pub capture: Option<Arc<CaptureDir>>,
-    /// How long a worker keeps polling without sleeping after its last frame
-    /// (zero: it sleeps as soon as its ports are empty).
-    pub busy_poll: std::time::Duration,
-    /// Whether workers take the lowest real-time priority while traffic is
-    /// light (see `affinity.rs`); never combine with `busy_poll`.
-    pub realtime: bool,
-    /// Whether workers send runs of one UDP flow's datagrams as UDP GSO
-    /// super-frames (see `ports::coalesce`) where the kernel takes them;
-    /// `serve --no-coalesce` turns it off.
-    pub coalesce_udp: bool,
-}
-
-impl std::fmt::Debug for DataplaneConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataplaneConfig")
-            .field("workers", &self.workers)
-            .field("table", &self.table)
-            .field("gateway", &self.gateway)
-            .field("trace", &self.trace.is_some())
-            .field("busy_poll", &self.busy_poll)
-            .field("realtime", &self.realtime)
-            .field("coalesce_udp", &self.coalesce_udp)
-            .field(
-                "capture",
-                &self.capture.as_ref().map(|c| c.dir().to_path_buf()),
-            )
-            .finish()
-    }
-}
-
-/// How the workers read veth ports (see `affinity.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reading {
-    /// One worker reads everything.
-    OneLane,
-    /// Light traffic: each frame in the lane of the CPU it arrived on, read
-    /// by the worker kept on that CPU.
-    ByCpu,
-    /// Heavy traffic: each port in one lane, workers anywhere.
-    ByPort,
-}
-
-impl Reading {
-    /// The words `tapswitch stats` uses.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Reading::OneLane => "by one worker",
-            Reading::ByCpu => "per CPU (traffic is light)",
-            Reading::ByPort => "per port (traffic is heavy)",
-        }
-    }
-}
 
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,55 +112,6 @@ impl Clock {
     }
 }
 
-/// One receive lane of a port. Its home worker waits for it in epoll and
-/// reads it dry; another worker that has just sent a unicast frame to the
-/// port may take one batch from it too (see `worker.rs`). Whoever reads a
-/// batch holds the lock until the batch is forwarded, so a lane's frames
-/// keep their order.
-struct Lane {
-    handle: Arc<PortHandle>,
-    home: usize,
-    rx: Mutex<RxState>,
-}
-
-/// The receive half and an error another worker read from it (a socket
-/// reports an error once, to whoever reads first; the home worker acts on it).
-struct RxState {
-    rx: Option<Box<dyn PortRx>>,
-    error: Option<std::io::Error>,
-}
-
-/// A port's receive lanes: one, or one per worker (lane `i` read by worker
-/// `i`). `solo` is the lane that gets every frame while the switch is busy
-/// (see `affinity.rs`); ports are spread over the workers that way.
-#[derive(Clone)]
-struct PortLanes {
-    solo: usize,
-    lanes: Vec<Arc<Lane>>,
-}
-
-impl PortLanes {
-    /// Which of the port's lanes `lane` is.
-    fn position_of(&self, lane: &Arc<Lane>) -> Option<usize> {
-        self.lanes.iter().position(|l| Arc::ptr_eq(l, lane))
-    }
-
-    /// Tells the port's fanout group where frames go in this mode.
-    fn steer(&self, by_cpu: bool) {
-        if self.lanes.len() < 2 {
-            return;
-        }
-        let port = &self.lanes[0].handle;
-        let lane = if by_cpu { None } else { Some(self.solo) };
-        if let Err(err) = port.tx.steer(lane) {
-            log::warn!("port {}: cannot steer its frames: {err}", port.name);
-        }
-    }
-}
-
-/// The receive lanes by port, published with the ports.
-type LanesByPort = HashMap<PortId, PortLanes>;
-
 /// State the threads share.
 struct Shared {
     engine: Engine,
@@ -212,19 +122,12 @@ struct Shared {
     trace: Option<Arc<TraceSink>>,
     events: Sender<PortEvent>,
     capture: Option<Arc<CaptureDir>>,
-    busy_poll: std::time::Duration,
-    realtime: bool,
-    coalesce_udp: bool,
-    /// Whether frames are read by CPU or by port (see `affinity.rs`); the
-    /// lock also serializes steering the ports' fanout groups.
-    mode: Mutex<Mode>,
-    /// `mode.by_cpu()`, for workers to read once per wake-up.
-    by_cpu: AtomicBool,
-    /// How often the mode changed, for `tapswitch stats`.
-    mode_changes: AtomicU64,
+    tuning: Tuning,
+    /// Whether frames are read by CPU or by port (see `affinity.rs`).
+    mode: ModeSwitch,
     /// Under load: how often workers offered their CPU, and how often they
     /// moved to another CPU (see `affinity.rs`).
-    yields: AtomicU64,
+    cpu_yields: AtomicU64,
     cpu_moves: AtomicU64,
     /// Every worker, by index, for a worker that must tell the others
     /// something (set once they all run).
@@ -248,32 +151,6 @@ impl Shared {
                 );
                 None
             }
-        }
-    }
-
-    /// A worker became busy or calm: switch every port between reading by
-    /// CPU and by port when that changes the mode.
-    fn worker_load_changed(&self, busy: bool) {
-        let mut mode = self.mode.lock().unwrap_or_else(PoisonError::into_inner);
-        if !mode.worker_changed(busy) {
-            return;
-        }
-        let by_cpu = mode.by_cpu();
-        log::debug!(
-            "{}",
-            if by_cpu {
-                "traffic is light: reading frames on the CPU they arrive on"
-            } else {
-                "traffic is heavy: reading each port in one lane"
-            }
-        );
-        // Counted before the ports are steered: a worker that reads a lane
-        // the change sends frames to has seen it, and hands the port over
-        // first (see `Worker::hand_over`).
-        self.by_cpu.store(by_cpu, Ordering::Relaxed);
-        self.mode_changes.fetch_add(1, Ordering::AcqRel);
-        for port in self.lanes_by_port().values() {
-            port.steer(by_cpu);
         }
     }
 
@@ -328,6 +205,30 @@ impl Shared {
     }
 }
 
+impl LoadBoard for Shared {
+    /// A worker became busy or calm: switch every port between reading by
+    /// CPU and by port when that changes the mode.
+    fn worker_load_changed(&self, busy: bool) {
+        self.mode.worker_changed(busy, |mode| {
+            for port in self.lanes_by_port().values() {
+                port.steer(mode);
+            }
+        });
+    }
+
+    fn lane_mode(&self) -> ReadMode {
+        self.mode.lane_mode()
+    }
+
+    fn count_yield(&self) {
+        self.cpu_yields.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_move(&self) {
+        self.cpu_moves.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The running dataplane. Dropping it stops every thread.
 pub struct Dataplane {
     shared: Arc<Shared>,
@@ -354,6 +255,7 @@ impl Dataplane {
     pub fn start(config: DataplaneConfig) -> std::io::Result<Dataplane> {
         let (events_tx, events) = crossbeam_channel::unbounded();
         let clock = Clock::start();
+        let count = config.tuning.workers();
         let shared = Arc::new(Shared {
             engine: Engine::new(config.table),
             ports: RwLock::new(Arc::new(PortSet::default())),
@@ -363,19 +265,14 @@ impl Dataplane {
             trace: config.trace.clone(),
             events: events_tx,
             capture: config.capture.clone(),
-            busy_poll: config.busy_poll,
-            realtime: config.realtime && config.busy_poll.is_zero(),
-            coalesce_udp: config.coalesce_udp && ports::coalesce::kernel_supports(),
-            mode: Mutex::new(Mode::default()),
-            by_cpu: AtomicBool::new(true),
-            mode_changes: AtomicU64::new(0),
-            yields: AtomicU64::new(0),
+            tuning: config.tuning,
+            mode: ModeSwitch::new(count),
+            cpu_yields: AtomicU64::new(0),
             cpu_moves: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
-        let count = config.workers.max(1);
         let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();
         for index in 0..count {
@@ -385,7 +282,7 @@ impl Dataplane {
             } else {
                 Vec::new()
             };
-            let cpus = worker::Cpus {
+            let cpus = affinity::Cpus {
                 lane,
                 all: allowed.clone(),
             };
@@ -436,30 +333,24 @@ impl Dataplane {
             .map(|g| (g.address, g.prefix_len, g.mac))
     }
 
+    /// The knobs the dataplane runs with.
+    pub fn tuning(&self) -> Tuning {
+        self.shared.tuning
+    }
+
     pub fn worker_count(&self) -> usize {
         self.workers.len()
     }
 
-    /// How ports are read right now (see `affinity.rs`), and how many times
-    /// that changed.
-    pub fn reading(&self) -> (Reading, u64) {
-        let reading = if self.workers.len() < 2 {
-            Reading::OneLane
-        } else if self.shared.by_cpu.load(Ordering::Relaxed) {
-            Reading::ByCpu
-        } else {
-            Reading::ByPort
-        };
-        (reading, self.shared.mode_changes.load(Ordering::Relaxed))
-    }
-
-    /// How often workers under load offered their CPU to other threads,
-    /// and how often they moved to another CPU to get next to a receiver.
-    pub fn cpu_sharing(&self) -> (u64, u64) {
-        (
-            self.shared.yields.load(Ordering::Relaxed),
-            self.shared.cpu_moves.load(Ordering::Relaxed),
-        )
+    /// How the dataplane reads ports right now and how it shared the CPUs.
+    pub fn metrics(&self) -> DataplaneMetrics {
+        let shared = &self.shared;
+        DataplaneMetrics {
+            reading: shared.mode.current(),
+            reading_changes: shared.mode.changes(),
+            cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
+            cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
+        }
     }
 
     /// How many receive lanes port `id` is read in (0: no such port; the
@@ -471,23 +362,33 @@ impl Dataplane {
             .map_or(0, |port| port.lanes.len())
     }
 
-    /// How many receive lanes a port should come with when it can be read
-    /// per CPU (see [`ports::packet::open_lanes`]): one per worker.
-    pub fn lanes(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Attaches a port read through `lanes` (one per worker, lane `i` read
-    /// by worker `i`; or a single one, given to the least busy worker);
-    /// returns its number (the lowest free one from 1, as the Linux bridge
-    /// numbers its ports).
+    /// Opens a port with `open`, asking it for one receive lane per worker
+    /// (it may give one), and attaches it as `name`; returns its number
+    /// (the lowest free one from 1, as the Linux bridge numbers its ports).
+    /// With one lane per worker, lane `i` is read by worker `i`; a single
+    /// lane goes to the least busy worker.
     pub fn add_port(
         &self,
         name: &str,
-        kind: PortKind,
-        lanes: Vec<Box<dyn PortRx>>,
-        tx: Arc<dyn PortTx>,
-    ) -> PortId {
+        open: impl FnOnce(usize) -> Result<OpenedPort, PortError>,
+    ) -> Result<PortId, PortError> {
+        let OpenedPort {
+            kind,
+            lanes,
+            tx,
+            steering,
+        } = open(self.workers.len())?;
+        if lanes.len() != 1 && lanes.len() != self.workers.len() {
+            return Err(PortError::Io {
+                name: name.to_string(),
+                doing: "opening its receive lanes",
+                source: std::io::Error::other(format!(
+                    "{} lanes for {} workers: a port has one lane or one per worker",
+                    lanes.len(),
+                    self.workers.len()
+                )),
+            });
+        }
         let guard = self
             .shared
             .membership
@@ -510,43 +411,26 @@ impl Dataplane {
         let homes: Vec<usize> = if lanes.len() == self.workers.len() {
             (0..lanes.len()).collect()
         } else {
-            assert_eq!(lanes.len(), 1, "a port has one lane or one per worker");
             vec![solo]
         };
-        let lanes_of_port: Vec<Arc<Lane>> = lanes
-            .into_iter()
-            .zip(&homes)
-            .map(|(rx, &home)| {
-                Arc::new(Lane {
-                    handle: handle.clone(),
-                    home,
-                    rx: Mutex::new(RxState {
-                        rx: Some(rx),
-                        error: None,
-                    }),
-                })
-            })
-            .collect();
         let port_lanes = PortLanes {
             solo,
-            lanes: lanes_of_port,
+            lanes: lanes
+                .into_iter()
+                .zip(&homes)
+                .map(|(rx, &home)| Arc::new(Lane::new(handle.clone(), home, rx)))
+                .collect(),
+            steering: steering.map(Arc::from),
         };
         let mut lanes = (*self.shared.lanes_by_port()).clone();
         lanes.insert(id, port_lanes.clone());
         self.shared.publish(current.with(handle), Some(lanes));
         drop(guard);
-        {
-            let mode = self
-                .shared
-                .mode
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            port_lanes.steer(mode.by_cpu());
-        }
+        self.shared.mode.steer_with(|mode| port_lanes.steer(mode));
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
         }
-        id
+        Ok(id)
     }
 
     /// Detaches port `id`: no frame goes to it once this returns, its MAC

@@ -35,6 +35,7 @@ use ports::capture::{Encoder, InterfaceChoice, OutputFormat, PcapReader};
 use ports::{PortKind, PortTx, VnetHdr};
 use switch::fabric::TraceSink;
 use switch::gateway::GATEWAY_QUEUE_FRAMES;
+use switch::port::{GatewayQueue, GatewayTx};
 use switch::{
     DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, PortCounters, PortHandle, PortId,
     PortSet, PortStats, TableConfig, TableStats,
@@ -44,9 +45,6 @@ use super::notation::{count, seconds_ns};
 
 /// The gateway port's name in trace lines and summaries, as in `serve`.
 pub use switch::dataplane::GATEWAY_PORT_NAME;
-
-/// The gateway port carries a 1500-byte IP MTU, like docker0.
-const GATEWAY_MTU: usize = 1500;
 
 /// Output is written to the files in pieces of about this size.
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -190,7 +188,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         engine.add_local(gateway.mac(), PortId::GATEWAY);
         GatewayPort {
             gateway,
-            tx: Arc::new(GatewayTx::default()),
+            tx: Arc::new(GatewayTx(InlineQueue::default())),
             handle: None,
             out: Vec::new(),
         }
@@ -475,17 +473,17 @@ impl Recorder {
     }
 }
 
-/// The gateway's transmit side: frames wait here for [`Gateway::deliver`].
+/// The gateway's transmit queue: frames wait here for [`Gateway::deliver`].
 #[derive(Debug, Default)]
-struct GatewayTx {
+struct InlineQueue {
     queue: Mutex<Vec<Vec<u8>>>,
     /// Set when the queue has frames: most input frames give the gateway
     /// nothing, and this saves them the lock.
     pending: AtomicBool,
 }
 
-impl PortTx for GatewayTx {
-    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+impl GatewayQueue for InlineQueue {
+    fn push(&self, frame: &[u8]) -> io::Result<()> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() >= GATEWAY_QUEUE_FRAMES {
             return Err(io::Error::new(
@@ -497,20 +495,12 @@ impl PortTx for GatewayTx {
         self.pending.store(true, Relaxed);
         Ok(())
     }
-
-    fn offloads(&self) -> bool {
-        false
-    }
-
-    fn mtu(&self) -> usize {
-        GATEWAY_MTU
-    }
 }
 
 /// The gateway and its port, run inline after each input frame.
 struct GatewayPort {
     gateway: Gateway,
-    tx: Arc<GatewayTx>,
+    tx: Arc<GatewayTx<InlineQueue>>,
     handle: Option<Arc<PortHandle>>,
     out: Vec<Vec<u8>>,
 }
@@ -527,9 +517,15 @@ impl GatewayPort {
         ports: &PortSet,
     ) {
         let handle = self.handle.as_ref().expect("set at construction");
-        while self.tx.pending.swap(false, Relaxed) {
-            let delivered =
-                std::mem::take(&mut *self.tx.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        while self.tx.0.pending.swap(false, Relaxed) {
+            let delivered = std::mem::take(
+                &mut *self
+                    .tx
+                    .0
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
             for frame in &delivered {
                 if !self.gateway.deliver(frame) {
                     count_refused(&handle.counters);

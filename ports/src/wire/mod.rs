@@ -1,0 +1,83 @@
+//! Checked, zero-copy views of the headers the switch reads and writes.
+//!
+//! Each protocol has a module with a `Packet` (or `Frame`) view over any
+//! `T: AsRef<[u8]>`, in the manner of smoltcp's `wire` module:
+//!
+//! - `field` names the byte ranges of the header, so no caller counts offsets;
+//! - `new_checked` refuses a buffer shorter than the header or than its own
+//!   length fields say, and header lengths below the minimum; after it every
+//!   getter is in bounds (`new_unchecked` skips the check and then getters
+//!   panic on a short buffer, as slices do);
+//! - setters exist on `T: AsMut<[u8]>` for the fields the switch rewrites
+//!   (lengths, ids, checksums).
+//!
+//! Frames come from containers, so every byte is hostile: parse with
+//! `new_checked` and treat its error as "not this protocol".
+//!
+//! Layers: [`ethernet`] (and [`vlan`] tags), [`arp`], [`ipv4`], [`ipv6`]
+//! (with its extension headers), [`udp`], [`tcp`], [`icmpv4`], [`icmpv6`];
+//! [`ip`] holds the protocol numbers, [`checksum`] the Internet checksum,
+//! [`mac`] the Ethernet address.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod icmpv6;
+pub mod ip;
+pub mod ipv4;
+pub mod ipv6;
+pub mod mac;
+pub mod tcp;
+pub mod udp;
+pub mod vlan;
+
+#[cfg(test)]
+mod tests;
+
+pub use mac::{MacAddr, ParseMacError};
+
+/// A header field: the byte range it occupies.
+pub type Field = std::ops::Range<usize>;
+/// What follows a fixed header.
+pub type Rest = std::ops::RangeFrom<usize>;
+
+/// Why a buffer is not a well-formed header of the protocol asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The buffer is shorter than the header, or than its length fields say.
+    #[error("buffer shorter than the header or its length fields")]
+    Truncated,
+    /// The IP version field names another version.
+    #[error("wrong IP version")]
+    Version,
+    /// A header-length field below the protocol's minimum header (IPv4
+    /// IHL below 5, TCP data offset below 5).
+    #[error("header length below the minimum")]
+    HeaderLength,
+    /// A total-length field shorter than its own header (IPv4 total length,
+    /// UDP length).
+    #[error("length field shorter than the header")]
+    TotalLength,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The big-endian `u16` at `field` (two bytes; in bounds after `new_checked`).
+fn get_u16(data: &[u8], field: Field) -> u16 {
+    let b = &data[field];
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn set_u16(data: &mut [u8], field: Field, value: u16) {
+    data[field].copy_from_slice(&value.to_be_bytes());
+}
+
+fn get_u32(data: &[u8], field: Field) -> u32 {
+    let b = &data[field];
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn set_u32(data: &mut [u8], field: Field, value: u32) {
+    data[field].copy_from_slice(&value.to_be_bytes());
+}

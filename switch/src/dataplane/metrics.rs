@@ -1,0 +1,64 @@
+//! What the live dataplane reports about itself, as one typed snapshot
+//! that travels to `tapswitch stats` unchanged.
+
+use ports::ReadMode;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A snapshot of the dataplane's own state (per-port counters live with the
+/// ports). Its JSON field names are part of `tapswitch stats --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneMetrics {
+    /// How the workers read ports right now, in the words of
+    /// [`ReadMode::describe`].
+    #[serde(serialize_with = "describe", deserialize_with = "read_mode")]
+    pub reading: ReadMode,
+    /// How often the read mode changed since the start.
+    pub reading_changes: u64,
+    /// Under load: how often workers offered their CPU to other threads,
+    /// and how often they moved to another CPU to get next to a receiver.
+    pub cpu_yields: u64,
+    pub cpu_moves: u64,
+}
+
+fn describe<S: Serializer>(mode: &ReadMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.describe())
+}
+
+fn read_mode<'de, D: Deserializer<'de>>(d: D) -> Result<ReadMode, D::Error> {
+    let text = String::deserialize(d)?;
+    [ReadMode::OneLane, ReadMode::ByCpu, ReadMode::ByPort]
+        .into_iter()
+        .find(|mode| mode.describe() == text)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown read mode {text:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_keep_the_json_names_of_tapswitch_stats() {
+        let metrics = DataplaneMetrics {
+            reading: ReadMode::ByCpu,
+            reading_changes: 2,
+            cpu_yields: 3,
+            cpu_moves: 4,
+        };
+        let json = serde_json::to_value(metrics).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "reading": "per CPU (traffic is light)",
+                "reading_changes": 2,
+                "cpu_yields": 3,
+                "cpu_moves": 4,
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<DataplaneMetrics>(json).unwrap(),
+            metrics
+        );
+        let bad = serde_json::json!({"reading": "sideways", "reading_changes": 0, "cpu_yields": 0, "cpu_moves": 0});
+        assert!(serde_json::from_value::<DataplaneMetrics>(bad).is_err());
+    }
+}

@@ -1,0 +1,523 @@
+//! The threaded dataplane on in-memory ports (no root, no kernel devices):
+//! lanes and the hand-over, forwarding order, ports added and removed under
+//! traffic, broken ports, the gateway's drops, shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ports::memory::{MemoryRx, MemoryTx, memory_port};
+use ports::{
+    OpenedPort, PortError, PortKind, PortRx, ReadMode, RxBatch, RxError, Steering, VnetHdr,
+};
+
+use super::affinity::{LoadBoard, ModeSwitch};
+use super::lanes::{HomeRead, Lane, LaneReader, LanesByPort, PortLanes};
+use super::*;
+use crate::MacAddr;
+use crate::fabric::PortHandle;
+use crate::mac_table::TableConfig;
+use crate::stats::DropReason;
+
+/// Long enough for any machine to forward a few thousand frames; a test
+/// that passes never waits this long.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const HOST_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// A 64-byte frame from `src` to `dst` carrying `seq`.
+fn frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.resize(64, 0);
+    f
+}
+
+fn seq_of(frame: &[u8]) -> u32 {
+    u32::from_be_bytes(frame[14..18].try_into().unwrap())
+}
+
+/// Checks that `got` is `0..n`, naming the first frame out of place.
+fn assert_in_order(got: &[u32], n: u32, what: &str) {
+    let first_wrong = got.iter().zip(0..).position(|(&seq, i)| seq != i);
+    assert!(
+        first_wrong.is_none() && got.len() == n as usize,
+        "{what}: {} frames, first out of place at {first_wrong:?}: {:?}",
+        got.len(),
+        first_wrong.map(|i| &got[i..(i + 5).min(got.len())])
+    );
+}
+
+/// Waits until `done` holds, or panics saying `what`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Records where the kernel would put a port's frames.
+#[derive(Debug, Default)]
+struct RecordedSteering {
+    now: Mutex<Option<(ReadMode, usize)>>,
+    calls: Mutex<Vec<(ReadMode, usize)>>,
+}
+
+/// The steering handle the dataplane gets.
+#[derive(Debug)]
+struct Recorder(Arc<RecordedSteering>);
+
+impl Steering for Recorder {
+    fn steer(&self, mode: ReadMode, solo: usize) -> std::io::Result<()> {
+        *self.0.now.lock().unwrap() = Some((mode, solo));
+        self.0.calls.lock().unwrap().push((mode, solo));
+        Ok(())
+    }
+}
+
+/// A memory port read in `lanes` lanes, as the switch opens it.
+struct MemoryLanes {
+    rx: Vec<MemoryRx>,
+    tx: MemoryTx,
+    steering: Arc<RecordedSteering>,
+}
+
+impl MemoryLanes {
+    fn new(lanes: usize) -> Self {
+        let (first, tx) = memory_port(1500, false);
+        let mut rx = vec![first];
+        rx.extend((1..lanes).map(|_| memory_port(1500, false).0));
+        MemoryLanes {
+            rx,
+            tx,
+            steering: Arc::default(),
+        }
+    }
+
+    /// The opener `Dataplane::add_port` takes; one lane unless the
+    /// dataplane asks for exactly as many as this port has.
+    fn opener(&self) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<> {
+        let rx = self.rx.clone();
+        let tx = self.tx.clone();
+        let steering = self.steering.clone();
+        move |asked| {
+            assert!(asked >= 1, "the dataplane asks for one lane per worker");
+            let steering =
+                (rx.len() > 1).then(|| Box::new(Recorder(steering)) as Box<dyn Steering>);
+            Ok(OpenedPort {
+                kind: PortKind::Memory,
+                lanes: rx
+                    .into_iter()
+                    .map(|rx| Box::new(rx) as Box<dyn PortRx>)
+                    .collect(),
+                tx: Arc::new(tx),
+                steering,
+            })
+        }
+    }
+
+    /// Injects a frame into the lane the steering picks for a sender on
+    /// CPU `cpu`.
+    fn inject_from_cpu(&self, cpu: usize, frame: &[u8]) {
+        let lane = match *self.steering.now.lock().unwrap() {
+            Some((ReadMode::ByCpu, _)) => cpu % self.rx.len(),
+            Some((_, solo)) => solo,
+            None => 0,
+        };
+        self.rx[lane].inject(VnetHdr::default(), frame);
+    }
+
+    fn inject(&self, frame: &[u8]) {
+        self.inject_from_cpu(0, frame);
+    }
+}
+
+fn start(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplane {
+    Dataplane::start(DataplaneConfig {
+        tuning: Tuning::new(workers, Duration::ZERO, false, false),
+        table: TableConfig::default(),
+        gateway,
+        trace: None,
+        capture: None,
+    })
+    .unwrap()
+}
+
+/// Sequence numbers of the frames `tx` sent so far, collected into `got`.
+fn collect(tx: &MemoryTx, got: &mut Vec<u32>) -> usize {
+    got.extend(tx.take_sent().iter().map(|(_, f)| seq_of(f)));
+    got.len()
+}
+
+/// Has the switch learn `HOST_B` on port `b` (the broadcast floods to `a`).
+fn learn_b(dp: &Dataplane, a: &MemoryLanes, b: &MemoryLanes) {
+    b.inject(&frame(BROADCAST, HOST_B, u32::MAX));
+    wait_for("HOST_B learned", || {
+        dp.engine()
+            .table()
+            .entries(dp.clock().now())
+            .iter()
+            .any(|e| e.mac == MacAddr(HOST_B))
+    });
+    wait_for("the flood", || !a.tx.take_sent().is_empty());
+}
+
+#[test]
+fn frames_are_forwarded_in_order_by_the_workers() {
+    for workers in [1, 2] {
+        let dp = start(workers, None);
+        let (a, b) = (MemoryLanes::new(1), MemoryLanes::new(1));
+        let pa = dp.add_port("a", a.opener()).unwrap();
+        let pb = dp.add_port("b", b.opener()).unwrap();
+        assert_eq!((pa, pb), (PortId(1), PortId(2)));
+        assert_eq!((dp.lanes_of(pa), dp.lanes_of(PortId(9))), (1, 0));
+        learn_b(&dp, &a, &b);
+        const N: u32 = 3000;
+        for seq in 0..N {
+            a.inject(&frame(HOST_B, HOST_A, seq));
+        }
+        let mut got = Vec::new();
+        wait_for("every frame at b", || {
+            collect(&b.tx, &mut got) >= N as usize
+        });
+        assert_in_order(&got, N, &format!("{workers} worker(s)"));
+        let stats = dp.ports().get(pa).unwrap().counters.snapshot();
+        assert_eq!(stats.rx_frames, u64::from(N), "counted on the way in");
+        dp.shutdown();
+    }
+}
+
+#[test]
+fn a_port_read_in_lanes_keeps_its_order_across_mode_changes() {
+    let dp = start(2, None);
+    let (a, b) = (MemoryLanes::new(2), MemoryLanes::new(1));
+    let pa = dp.add_port("a", a.opener()).unwrap();
+    dp.add_port("b", b.opener()).unwrap();
+    assert_eq!(dp.lanes_of(pa), 2);
+    assert_eq!(dp.metrics().reading, ReadMode::ByCpu);
+    let (mode, solo) = a.steering.now.lock().unwrap().expect("steered when added");
+    assert_eq!(mode, ReadMode::ByCpu);
+    learn_b(&dp, &a, &b);
+    // The sender runs on the CPU whose lane is not the solo lane, so every
+    // change moves its frames to the other lane. Each change comes while
+    // the frames sent before it may still wait in the old lane (the
+    // hand-over's case); the ones before the change before are through
+    // (a once-per-change hand-over orders one change at a time, and the
+    // mode changes at most every few windows).
+    let cpu = 1 - solo;
+    const EPOCH: u32 = 500;
+    const N: u32 = 8 * EPOCH;
+    let mut got = Vec::new();
+    for epoch in 0..N / EPOCH {
+        if epoch > 0 {
+            wait_for("the epoch before last", || {
+                collect(&b.tx, &mut got) >= ((epoch - 1) * EPOCH) as usize
+            });
+            // Busy, then calm again: by port, then by CPU.
+            dp.shared.worker_load_changed(epoch % 2 == 1);
+        }
+        for seq in epoch * EPOCH..(epoch + 1) * EPOCH {
+            a.inject_from_cpu(cpu, &frame(HOST_B, HOST_A, seq));
+        }
+    }
+    wait_for("every frame at b", || {
+        collect(&b.tx, &mut got) >= N as usize
+    });
+    let calls = a.steering.calls.lock().unwrap().clone();
+    assert_in_order(&got, N, &format!("steered {calls:?}"));
+    assert!(dp.metrics().reading_changes >= 7, "{:?}", dp.metrics());
+    assert!(calls.contains(&(ReadMode::ByPort, solo)), "{calls:?}");
+    dp.shutdown();
+}
+
+#[test]
+fn ports_come_and_go_under_traffic() {
+    let dp = start(2, None);
+    let (a, b) = (MemoryLanes::new(1), MemoryLanes::new(1));
+    let pa = dp.add_port("a", a.opener()).unwrap();
+    let pb = dp.add_port("b", b.opener()).unwrap();
+    learn_b(&dp, &a, &b);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let rx = a.rx[0].clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                rx.inject(VnetHdr::default(), &frame(HOST_B, HOST_A, seq));
+                seq += 1;
+                if seq % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    wait_for("traffic at b", || !b.tx.take_sent().is_empty());
+    // Others come and go while a floods b.
+    for round in 0..20 {
+        let c = MemoryLanes::new(1);
+        let pc = dp.add_port(&format!("c{round}"), c.opener()).unwrap();
+        assert_eq!(pc, PortId(3), "the lowest free number");
+        assert!(dp.remove_port(pc));
+        assert!(!dp.remove_port(pc), "gone already");
+    }
+    assert!(dp.remove_port(pb));
+    b.tx.take_sent();
+    // Nothing goes to a removed port once remove_port returned.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(b.tx.take_sent().is_empty(), "frames sent to a removed port");
+    assert!(
+        dp.engine()
+            .table()
+            .entries(dp.clock().now())
+            .iter()
+            .all(|e| e.port != pb)
+    );
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    assert_eq!(dp.ports().len(), 1);
+    assert!(dp.ports().get(pa).is_some());
+    dp.shutdown();
+}
+
+#[test]
+fn a_broken_port_is_removed_and_reported() {
+    let dp = start(2, None);
+    let (a, b) = (MemoryLanes::new(1), MemoryLanes::new(1));
+    let pa = dp.add_port("a", a.opener()).unwrap();
+    let pb = dp.add_port("b", b.opener()).unwrap();
+    a.rx[0].fail(RxError::Io(std::io::Error::other("device fell off")), false);
+    let event = dp.events().recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        event,
+        PortEvent::Removed {
+            id: pa,
+            name: "a".into(),
+            reason: "device fell off".into()
+        }
+    );
+    // A link that goes down stays, unless its interface is gone by the
+    // time it is looked at again.
+    b.rx[0].fail(RxError::LinkDown, false);
+    let c = MemoryLanes::new(1);
+    let pc = dp.add_port("c", c.opener()).unwrap();
+    c.rx[0].fail(RxError::LinkDown, true);
+    let event = dp.events().recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        event,
+        PortEvent::Removed {
+            id: pc,
+            name: "c".into(),
+            reason: "its interface is gone".into()
+        }
+    );
+    assert!(dp.ports().get(pb).is_some(), "a port merely down stays");
+    dp.shutdown();
+}
+
+#[test]
+fn a_frame_the_gateway_refuses_is_counted() {
+    let dp = start(1, Some((std::net::Ipv4Addr::new(10, 0, 0, 1), 24)));
+    let gw_mac = dp.gateway().unwrap().2;
+    let a = MemoryLanes::new(1);
+    dp.add_port("a", a.opener()).unwrap();
+    // A full-size VLAN-tagged frame: 1500 bytes of IP plus 18 of header
+    // pass the fabric's MTU check, but are more than the gateway takes.
+    let mut big = Vec::new();
+    big.extend_from_slice(&gw_mac.0);
+    big.extend_from_slice(&HOST_A);
+    big.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+    big.resize(1518, 0);
+    a.inject(&big);
+    let gw = || dp.ports().get(PortId::GATEWAY).unwrap().counters.snapshot();
+    wait_for("the gateway's drop", || gw().tx_dropped == 1);
+    assert_eq!(gw().drops.get(DropReason::TxError.name()), Some(&1));
+    dp.shutdown();
+}
+
+#[test]
+fn shutdown_stops_the_threads_and_closes_the_ports() {
+    let dp = start(2, Some((std::net::Ipv4Addr::new(10, 0, 0, 1), 24)));
+    let a = MemoryLanes::new(2);
+    dp.add_port("a", a.opener()).unwrap();
+    let ports = dp.ports();
+    for seq in 0..100 {
+        a.inject_from_cpu(seq as usize, &frame(BROADCAST, HOST_A, seq));
+    }
+    dp.shutdown();
+    // Every thread has been joined: only this test holds the port now.
+    let handle = ports.get(PortId(1)).unwrap();
+    assert_eq!(Arc::strong_count(handle), 1, "held by this snapshot only");
+}
+
+/// A port of two lanes read by one `LaneReader`, no threads: the
+/// hand-over, step by step.
+struct TwoLanes {
+    mode: ModeSwitch,
+    lanes: LanesByPort,
+    rx: Vec<MemoryRx>,
+}
+
+impl TwoLanes {
+    /// Port 1 with lanes 0 (home: worker 0) and 1 (worker 1); `solo` is
+    /// the lane that gets every frame while reading by port.
+    fn new(solo: usize) -> Self {
+        let (rx0, tx) = memory_port(1500, false);
+        let rx1 = memory_port(1500, false).0;
+        let handle = Arc::new(PortHandle {
+            id: PortId(1),
+            name: "p".into(),
+            kind: PortKind::Memory,
+            tx: Arc::new(tx),
+            counters: Arc::default(),
+            capture: None,
+        });
+        let lanes = [rx0.clone(), rx1.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(home, rx)| Arc::new(Lane::new(handle.clone(), home, Box::new(rx))))
+            .collect();
+        let port = PortLanes {
+            solo,
+            lanes,
+            steering: None,
+        };
+        TwoLanes {
+            mode: ModeSwitch::new(2),
+            lanes: [(PortId(1), port)].into_iter().collect(),
+            rx: vec![rx0, rx1],
+        }
+    }
+
+    fn lane(&self, at: usize) -> Arc<Lane> {
+        self.lanes[&PortId(1)].lanes[at].clone()
+    }
+
+    fn inject(&self, lane: usize, seqs: std::ops::Range<u32>) {
+        for seq in seqs {
+            self.rx[lane].inject(VnetHdr::default(), &frame(HOST_B, HOST_A, seq));
+        }
+    }
+
+    /// Reads home lane `at` as worker `at`; the sequence numbers forwarded.
+    fn read_home(&self, reader: &mut LaneReader, at: usize) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, _note: bool| {
+            seen.extend((0..n).map(|i| seq_of(batch.get(i).1)));
+        };
+        match reader.read_home(&self.mode, &self.lanes, &self.lane(at), &mut forward) {
+            HomeRead::Empty | HomeRead::Forwarded { .. } => seen,
+            HomeRead::Failed(err) => panic!("{err}"),
+        }
+    }
+}
+
+#[test]
+fn older_frames_of_the_lane_left_behind_go_first_when_reading_by_port() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(0);
+    // By CPU, the sender's frames went to lane 1; then the switch got busy
+    // and lane 0 (solo) gets them.
+    port.inject(1, 0..3);
+    port.mode.worker_changed(true, |_| {});
+    port.inject(0, 3..5);
+    assert_eq!(port.read_home(&mut reader, 0), [0, 1, 2, 3, 4]);
+    assert!(
+        port.rx[1]
+            .clone()
+            .recv_batch(&mut RxBatch::new(4, 64))
+            .unwrap()
+            == 0
+    );
+    // Once per change: later frames of lane 1 are not looked for again.
+    port.inject(1, 5..6);
+    port.inject(0, 6..7);
+    assert_eq!(port.read_home(&mut reader, 0), [6]);
+}
+
+#[test]
+fn older_frames_of_the_solo_lane_go_first_when_reading_by_cpu_again() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(1);
+    port.mode.worker_changed(true, |_| {});
+    port.inject(0, 0..3);
+    port.mode.worker_changed(false, |_| {});
+    port.inject(1, 3..5);
+    assert_eq!(port.read_home(&mut reader, 1), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_lane_that_gets_no_frames_now_hands_nothing_over() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(1);
+    port.inject(0, 0..2);
+    port.mode.worker_changed(true, |_| {});
+    port.inject(1, 2..3);
+    // Reading by port, lane 1 is not the solo lane: it holds only older
+    // frames, read without waiting for lane 0.
+    assert_eq!(port.read_home(&mut reader, 1), [2]);
+}
+
+#[test]
+fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
+    let port = TwoLanes::new(0);
+    // Reading by port: the answer lands in solo lane 0, worker 0's.
+    port.mode.worker_changed(true, |_| {});
+    let mut reader = LaneReader::new(1);
+    // The first look after the change hands lane 1 over (empty here).
+    assert!(port.read_home(&mut reader, 1).is_empty());
+    let seen = std::cell::RefCell::new(Vec::new());
+    let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, note: bool| {
+        assert!(!note, "answers to answers are not looked for");
+        seen.borrow_mut()
+            .extend((0..n).map(|i| seq_of(batch.get(i).1)));
+    };
+    port.inject(0, 0..2);
+    let mut ours = Vec::new();
+    {
+        let lane = port.lane(0);
+        let _reading = lane.lock();
+        let mut read_next = |id| ours.push(id);
+        let targets = [PortId(1)];
+        reader.take_answers(
+            &port.mode,
+            &port.lanes,
+            &targets,
+            &mut forward,
+            &mut read_next,
+        );
+    }
+    assert!(ours.is_empty());
+    let left = port.rx[0].clone().recv_batch(&mut RxBatch::new(4, 64));
+    assert_eq!(left.unwrap(), 2, "a lane someone is reading is left alone");
+    port.inject(0, 2..4);
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1)];
+    reader.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
+    );
+    assert!(ours.is_empty());
+    assert_eq!(*seen.borrow(), [2, 3]);
+    // Worker 0 is the lane's home: told to read it next instead.
+    let mut home = LaneReader::new(0);
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1), PortId(7)];
+    home.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
+    );
+    assert_eq!(ours, [PortId(1)]);
+}
