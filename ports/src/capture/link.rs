@@ -23,6 +23,8 @@
 //! is still good.
 
 use super::frame::LINKTYPE_ETHERNET;
+use crate::wire::ethernet::ethertype::{IPV4 as ETHERTYPE_IPV4, IPV6 as ETHERTYPE_IPV6};
+use crate::wire::{ipv4, ipv6};
 
 /// BSD loopback: a 4-byte address family in the capturing host's byte order.
 pub const LINKTYPE_NULL: u32 = 0;
@@ -46,10 +48,8 @@ pub const SYNTHETIC_SOURCE: [u8; 6] = [0x02, 0x54, 0x53, 0x00, 0x00, 0x01];
 pub const SYNTHETIC_DESTINATION: [u8; 6] = [0x02, 0x54, 0x53, 0x00, 0x00, 0x02];
 
 const BROADCAST: [u8; 6] = [0xff; 6];
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Below this, a "type" field is an 802.3 length.
-const MIN_ETHERTYPE: u16 = 0x0600;
+const MIN_ETHERTYPE: u16 = crate::wire::ethernet::ethertype::MIN;
 /// The longest 802.3 payload a length field can give.
 const MAX_8023_LEN: usize = 1500;
 
@@ -222,25 +222,35 @@ fn family(p: &[u8], network_order: bool) -> Option<u16> {
     }
 }
 
-/// The destination MAC an IP packet's destination address implies.
+/// The destination MAC an IP packet's destination address implies. A
+/// capture may cut the packet short (its snap length), so only the fixed
+/// header needs to be there.
 fn destination(ethertype: u16, payload: &[u8]) -> [u8; 6] {
     match ethertype {
-        ETHERTYPE_IPV4 if payload.len() >= 20 && payload[0] >> 4 == 4 => {
-            let dst = &payload[16..20];
-            if dst == [255, 255, 255, 255] {
+        ETHERTYPE_IPV4
+            if payload.len() >= ipv4::MIN_HEADER_LEN
+                && ipv4::Packet::new_unchecked(payload).version() == 4 =>
+        {
+            let dst = ipv4::Packet::new_unchecked(payload).dst_addr();
+            if dst.is_broadcast() {
                 BROADCAST
-            } else if dst[0] & 0xf0 == 0xe0 {
+            } else if dst.is_multicast() {
                 // RFC 1112: 01:00:5e and the group's low 23 bits.
-                [0x01, 0x00, 0x5e, dst[1] & 0x7f, dst[2], dst[3]]
+                let o = dst.octets();
+                [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
             } else {
                 SYNTHETIC_DESTINATION
             }
         }
-        ETHERTYPE_IPV6 if payload.len() >= 40 && payload[0] >> 4 == 6 => {
-            let dst = &payload[24..40];
-            if dst[0] == 0xff {
+        ETHERTYPE_IPV6
+            if payload.len() >= ipv6::HEADER_LEN
+                && ipv6::Packet::new_unchecked(payload).version() == 6 =>
+        {
+            let dst = ipv6::Packet::new_unchecked(payload).dst_addr();
+            if dst.is_multicast() {
                 // RFC 2464: 33:33 and the group's low 32 bits.
-                [0x33, 0x33, dst[12], dst[13], dst[14], dst[15]]
+                let o = dst.octets();
+                [0x33, 0x33, o[12], o[13], o[14], o[15]]
             } else {
                 SYNTHETIC_DESTINATION
             }

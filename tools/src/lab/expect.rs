@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ports::capture::PcapReader;
+use ports::wire::{self, ethernet, ipv4, ipv6, vlan};
 use serde::Serialize;
 
 use super::notation::{hex, seconds_ns};
@@ -246,6 +247,7 @@ pub fn frame_difference(expected: &[u8], actual: &[u8]) -> Option<String> {
 enum Kind {
     Mac,
     Ipv4,
+    Ipv6,
     Dec,
     Hex,
     Bytes,
@@ -264,6 +266,9 @@ impl Kind {
                 .map(|x| x.to_string())
                 .collect::<Vec<_>>()
                 .join("."),
+            Kind::Ipv6 => <[u8; 16]>::try_from(b)
+                .map(|a| std::net::Ipv6Addr::from(a).to_string())
+                .unwrap_or_else(|_| hex(b)),
             Kind::Dec => b
                 .iter()
                 .fold(0u64, |acc, x| acc << 8 | u64::from(*x))
@@ -334,8 +339,24 @@ const UDP_FIELDS: &[FieldSpec] = &[
     ("udp.checksum", 2, Kind::Hex),
 ];
 
+const IPV6_FIELDS: &[FieldSpec] = &[
+    ("ipv6.version_class_flow", 4, Kind::Hex),
+    ("ipv6.payload_len", 2, Kind::Dec),
+    ("ipv6.next_header", 1, Kind::Dec),
+    ("ipv6.hop_limit", 1, Kind::Dec),
+    ("ipv6.src", 16, Kind::Ipv6),
+    ("ipv6.dst", 16, Kind::Ipv6),
+];
+
+const ICMPV6_FIELDS: &[FieldSpec] = &[
+    ("icmpv6.type", 1, Kind::Dec),
+    ("icmpv6.code", 1, Kind::Dec),
+    ("icmpv6.checksum", 2, Kind::Hex),
+];
+
 /// The header fields of an Ethernet frame, as far as they are understood:
-/// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP.
+/// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP, or IPv6
+/// with ICMPv6, UDP or TCP. A frame cut short gets the fields it holds.
 fn fields(frame: &[u8]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -361,39 +382,43 @@ fn fields(frame: &[u8]) -> Vec<Field> {
     ) {
         return out;
     }
-    let ethertype = loop {
-        let Some(t) = frame.get(at..at + 2) else {
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return out;
+    };
+    let mut ethertype = eth.ethertype();
+    while vlan::is_tpid(ethertype) {
+        add(&[("vlan.tpid", 2, Kind::Hex)], &mut at);
+        let Ok(tag) = vlan::Tag::new_checked(&frame[at..]) else {
+            add(&[("vlan.tci", 2, Kind::Hex)], &mut at);
             return out;
         };
-        let t = u16::from_be_bytes([t[0], t[1]]);
-        if t == 0x8100 || t == 0x88a8 {
-            add(&[("vlan.tpid", 2, Kind::Hex)], &mut at);
-            if !add(&[("vlan.tci", 2, Kind::Hex)], &mut at) {
-                return out;
-            }
-            continue;
-        }
-        add(&[("eth.type", 2, Kind::Hex)], &mut at);
-        break t;
-    };
+        add(&[("vlan.tci", 2, Kind::Hex)], &mut at);
+        ethertype = tag.ethertype();
+    }
+    if !add(&[("eth.type", 2, Kind::Hex)], &mut at) {
+        return out;
+    }
+    let l3 = at;
     let complete = match ethertype {
-        0x0806 => add(ARP_FIELDS, &mut at),
-        0x0800 => {
-            let start = at;
+        ethernet::ethertype::ARP => add(ARP_FIELDS, &mut at),
+        ethernet::ethertype::IPV4 => {
             if !add(IPV4_FIELDS, &mut at) {
                 return out;
             }
-            let ihl = usize::from(frame[start] & 0x0f) * 4;
-            if ihl > 20 && !add(&[("ipv4.options", ihl - 20, Kind::Bytes)], &mut at) {
+            // The fixed header is there (added above): its getters are in bounds.
+            let ip = ipv4::Packet::new_unchecked(&frame[l3..]);
+            let options = ip.header_len().saturating_sub(ipv4::MIN_HEADER_LEN);
+            if options > 0 && !add(&[("ipv4.options", options, Kind::Bytes)], &mut at) {
                 return out;
             }
-            let l4 = match frame[start + 9] {
-                1 => ICMP_FIELDS,
-                6 => TCP_FIELDS,
-                17 => UDP_FIELDS,
-                _ => &[],
-            };
-            add(l4, &mut at)
+            add(transport_fields(ip.protocol()), &mut at)
+        }
+        ethernet::ethertype::IPV6 => {
+            if !add(IPV6_FIELDS, &mut at) {
+                return out;
+            }
+            let ip = ipv6::Packet::new_unchecked(&frame[l3..]);
+            add(transport_fields(ip.next_header()), &mut at)
         }
         _ => true,
     };
@@ -403,6 +428,17 @@ fn fields(frame: &[u8]) -> Vec<Field> {
     let rest = frame.len() - at;
     add(&[("payload", rest, Kind::Bytes)], &mut at);
     out
+}
+
+/// The fields of the header after IP, by protocol number.
+fn transport_fields(protocol: u8) -> &'static [FieldSpec] {
+    match protocol {
+        wire::ip::ICMP => ICMP_FIELDS,
+        wire::ip::TCP => TCP_FIELDS,
+        wire::ip::UDP => UDP_FIELDS,
+        wire::ip::ICMPV6 => ICMPV6_FIELDS,
+        _ => &[],
+    }
 }
 
 #[cfg(test)]
@@ -506,6 +542,28 @@ mod tests {
         assert_eq!(
             differ_at(cut, 18 + 20 + 9),
             "bytes 47-47 differ: expected 00, got 01"
+        );
+    }
+
+    #[test]
+    fn names_fields_of_ipv6() {
+        let mut want = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        want.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+        want.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        let mut got = want.clone();
+        got[14 + 39] = 3;
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "ipv6.dst (bytes 38-53) differs: expected fe80::2, got fe80::3"
+        );
+        let mut got = want.clone();
+        got[14 + 40 + 1] = 54;
+        assert!(
+            frame_difference(&want, &got)
+                .unwrap()
+                .starts_with("udp.sport (bytes 54-55)")
         );
     }
 

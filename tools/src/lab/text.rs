@@ -38,6 +38,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail};
+use ports::wire::{self, ethernet, vlan};
 use switch::MacAddr;
 
 use super::notation::{check_port_name, hex};
@@ -383,55 +384,39 @@ fn arp(t: &mut Tokens<'_>, f: &mut Vec<u8>, src: MacAddr, dst: MacAddr) -> Resul
     Ok(())
 }
 
-/// `SRC > DST [tags]` and the offset of the EtherType, or `None` for a runt.
-fn addresses(frame: &[u8]) -> Option<(String, usize)> {
-    if frame.len() < 14 {
-        return None;
-    }
-    let mut out = format!(
-        "{} > {}",
-        MacAddr::from_slice(&frame[6..12]),
-        MacAddr::from_slice(&frame[0..6])
-    );
-    let mut at = 12;
+/// What follows the addresses and tags: `SRC > DST [tags]`, the EtherType
+/// and the payload after it; `None` for a runt.
+fn addresses(frame: &[u8]) -> Option<(String, u16, &[u8])> {
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    let mut out = format!("{} > {}", eth.src_addr(), eth.dst_addr());
+    let mut ethertype = eth.ethertype();
+    let mut payload = eth.into_payload();
     loop {
-        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
         let word = match ethertype {
-            0x8100 => "vlan",
-            0x88a8 => "svlan",
-            _ => return Some((out, at)),
+            ethernet::ethertype::VLAN => "vlan",
+            ethernet::ethertype::QINQ => "svlan",
+            _ => return Some((out, ethertype, payload)),
         };
-        let tci = u16::from_be_bytes([*frame.get(at + 2)?, *frame.get(at + 3)?]);
-        let _ = write!(out, " {word} {}", tci & 0x0fff);
-        if tci >> 13 != 0 {
-            let _ = write!(out, " pcp {}", tci >> 13);
+        let tag = vlan::Tag::new_checked(payload).ok()?;
+        let _ = write!(out, " {word} {}", tag.vlan_id());
+        if tag.priority() != 0 {
+            let _ = write!(out, " pcp {}", tag.priority());
         }
-        at += 4;
+        ethertype = tag.ethertype();
+        payload = tag.into_payload();
     }
 }
 
 /// The ARP and IP forms a frame may be shown in, most telling first.
 fn structured(frame: &[u8]) -> Vec<String> {
-    let Some((head, at)) = addresses(frame) else {
+    let Some((head, ethertype, p)) = addresses(frame) else {
         return Vec::new();
     };
-    let ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
-    let p = &frame[at + 2..];
-    let src = MacAddr::from_slice(&frame[6..12]);
+    let src = ethernet::Frame::new_unchecked(frame).src_addr();
     let forms: Vec<(String, usize)> = match ethertype {
-        0x0806 if p.len() >= 28 => {
-            let ip = |i: usize| Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]);
-            let mac = |i: usize| MacAddr::from_slice(&p[i..]);
-            let form = match u16::from_be_bytes([p[6], p[7]]) {
-                1 if ip(14).is_unspecified() => format!(" arp who-has {}", ip(24)),
-                1 => format!(" arp who-has {} tell {}", ip(24), ip(14)),
-                2 => format!(" arp {} is-at {} to {}", ip(14), mac(8), ip(24)),
-                _ => return Vec::new(),
-            };
-            vec![(form, 28)]
-        }
-        ip::ETHERTYPE_IPV4 if p.len() >= 20 => ip::show_ipv4(p, src),
-        ip::ETHERTYPE_IPV6 if p.len() >= 40 => ip::show_ipv6(p, src),
+        ethernet::ethertype::ARP => arp_form(p).into_iter().collect(),
+        ethernet::ethertype::IPV4 => ip::show_ipv4(p, src),
+        ethernet::ethertype::IPV6 => ip::show_ipv6(p, src),
         _ => Vec::new(),
     };
     forms
@@ -450,11 +435,25 @@ fn structured(frame: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The `arp` form of an Ethernet/IPv4 ARP packet, and the bytes it covers.
+fn arp_form(p: &[u8]) -> Option<(String, usize)> {
+    let arp = wire::arp::Packet::new_checked(p).ok()?;
+    if !arp.is_ethernet_ipv4() {
+        return None;
+    }
+    let (spa, tpa) = (arp.sender_ipv4()?, arp.target_ipv4()?);
+    let form = match arp.operation() {
+        1 if spa.is_unspecified() => format!(" arp who-has {tpa}"),
+        1 => format!(" arp who-has {tpa} tell {spa}"),
+        2 => format!(" arp {spa} is-at {} to {tpa}", arp.sender_mac()?),
+        _ => return None,
+    };
+    Some((form, wire::arp::FIXED_LEN + 2 * 6 + 2 * 4))
+}
+
 /// The `ethertype ... data` form: any frame of 14 bytes or more.
 fn generic(frame: &[u8]) -> Option<String> {
-    let (mut out, at) = addresses(frame)?;
-    let ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
-    let payload = &frame[at + 2..];
+    let (mut out, ethertype, payload) = addresses(frame)?;
     let _ = write!(out, " ethertype 0x{ethertype:04x}");
     let kept = payload.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if kept == 0 {

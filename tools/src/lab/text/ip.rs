@@ -23,36 +23,36 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail};
+use ports::wire::{checksum, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 use switch::MacAddr;
 
 use super::{Tokens, body, dhcp, show_body, show_text_body};
 
-pub(super) const ETHERTYPE_IPV4: u16 = 0x0800;
-pub(super) const ETHERTYPE_IPV6: u16 = 0x86dd;
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
+const ETHERTYPE_IPV4: u16 = ports::wire::ethernet::ethertype::IPV4;
+const ETHERTYPE_IPV6: u16 = ports::wire::ethernet::ethertype::IPV6;
+use ports::wire::ip::{
+    ICMP as PROTO_ICMP, ICMPV6 as PROTO_ICMPV6, TCP as PROTO_TCP, UDP as PROTO_UDP,
+};
 const DEFAULT_TTL: u8 = 64;
 /// Neighbour discovery messages must carry hop limit 255 (RFC 4861 §7.1).
 const ND_HOP_LIMIT: u8 = 255;
 const DEFAULT_WINDOW: u16 = 65_535;
-/// TCP flags in the order `flags` spells them.
+/// The letters of TCP flags, in the order `show` spells them (tcpdump's).
 const TCP_FLAGS: [(char, u8); 8] = [
-    ('F', 0x01),
-    ('S', 0x02),
-    ('R', 0x04),
-    ('P', 0x08),
-    ('A', 0x10),
-    ('U', 0x20),
-    ('E', 0x40),
-    ('C', 0x80),
+    ('S', tcp::flags::SYN),
+    ('F', tcp::flags::FIN),
+    ('R', tcp::flags::RST),
+    ('P', tcp::flags::PSH),
+    ('A', tcp::flags::ACK),
+    ('U', tcp::flags::URG),
+    ('E', tcp::flags::ECE),
+    ('C', tcp::flags::CWR),
 ];
 
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
-const ND_NEIGHBOR_SOLICIT: u8 = 135;
-const ND_NEIGHBOR_ADVERT: u8 = 136;
+use icmpv6::message::{
+    ECHO_REPLY as ICMPV6_ECHO_REPLY, ECHO_REQUEST as ICMPV6_ECHO_REQUEST,
+    NEIGHBOR_ADVERT as ND_NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT as ND_NEIGHBOR_SOLICIT,
+};
 const ND_OPT_SOURCE_LLADDR: u8 = 1;
 const ND_OPT_TARGET_LLADDR: u8 = 2;
 
@@ -141,7 +141,7 @@ pub(super) fn ipv4(t: &mut Tokens<'_>, f: &mut Vec<u8>) -> Result<()> {
     };
     let mut payload = payload;
     if proto == PROTO_ICMP {
-        let sum = ports::vnet::rfc1071_checksum(&payload);
+        let sum = checksum::rfc1071_checksum(&payload);
         payload[2..4].copy_from_slice(&sum.to_be_bytes());
     }
     f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
@@ -379,7 +379,7 @@ fn ipv4_packet(
     f.extend_from_slice(&[o.ttl.unwrap_or(DEFAULT_TTL), proto, 0, 0]);
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
-    let sum = ports::vnet::rfc1071_checksum(&f[start..]);
+    let sum = checksum::rfc1071_checksum(&f[start..]);
     f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
     f.extend_from_slice(payload);
     Ok(())
@@ -412,84 +412,72 @@ fn ipv6_packet(
 /// The UDP, TCP or ICMPv6 checksum over the pseudo-header and `segment`
 /// (whose checksum field is zero).
 fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
-    let mut pseudo = Vec::with_capacity(40 + segment.len());
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&[0, proto]);
-            pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-        }
-        (s, d) => {
-            for a in [s, d] {
-                if let IpAddr::V6(a) = a {
-                    pseudo.extend_from_slice(&a.octets());
-                }
-            }
-            pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, proto]);
-        }
-    }
-    pseudo.extend_from_slice(segment);
-    match ports::vnet::rfc1071_checksum(&pseudo) {
-        // RFC 768: a computed zero is sent as all ones (zero means none).
-        0 if proto == PROTO_UDP => 0xffff,
-        sum => sum,
-    }
+    let addresses: Vec<u8> = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => [s.octets(), d.octets()].concat(),
+        (IpAddr::V6(s), IpAddr::V6(d)) => [s.octets(), d.octets()].concat(),
+        _ => unreachable!("the callers give two addresses of one version"),
+    };
+    let pseudo = checksum::pseudo_header_sum(&addresses, proto, segment.len());
+    checksum::transport_checksum(segment, u32::from(pseudo))
 }
 
-/// The forms an IPv4 packet `p` (at least 20 bytes) may be shown in, most
-/// telling first, each with the bytes it covers.
+/// The forms an IPv4 packet `p` may be shown in, most telling first, each
+/// with the bytes it covers.
 pub(super) fn show_ipv4(p: &[u8], src_mac: MacAddr) -> Vec<(String, usize)> {
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if p[0] != 0x45 || total < 20 || total > p.len() {
+    let Ok(ip) = ipv4::Packet::new_checked(p) else {
+        return Vec::new();
+    };
+    if ip.header_len() != ipv4::MIN_HEADER_LEN {
         return Vec::new();
     }
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let options = IpOptions {
-        ttl: Some(p[8]),
-        ident: u16::from_be_bytes([p[4], p[5]]),
-        tos: p[1],
-        df: p[6] & 0x40 != 0,
+        ttl: Some(ip.ttl()),
+        ident: ip.ident(),
+        tos: ip.dscp_ecn(),
+        df: ip.dont_fragment(),
     };
     let opts = options.show(DEFAULT_TTL);
-    let l4 = &p[20..total];
-    let mut forms: Vec<String> =
-        transport_forms(p[9], &src.to_string(), &dst.to_string(), &opts, l4, src_mac);
-    let ip = format!(" ipv4 {src} > {dst}{opts}");
-    match (p[9], l4.first()) {
-        (PROTO_ICMP, Some(&kind @ (0 | 8))) if l4.len() >= 8 => {
-            let word = if kind == 8 {
-                "echo-request"
-            } else {
-                "echo-reply"
-            };
-            forms.push(format!(
-                "{ip} icmp {word} id {} seq {}{}",
-                be16(l4, 4),
-                be16(l4, 6),
-                show_body(&l4[8..])
-            ));
-        }
-        _ => {}
+    let l4 = ip.payload();
+    let mut forms = transport_forms(
+        ip.protocol(),
+        &src.to_string(),
+        &dst.to_string(),
+        &opts,
+        l4,
+        src_mac,
+    );
+    let head = format!(" ipv4 {src} > {dst}{opts}");
+    if ip.protocol() == PROTO_ICMP
+        && let Ok(icmp) = icmpv4::Packet::new_checked(l4)
+        && matches!(icmp.msg_type(), 0 | 8)
+    {
+        let word = if icmp.msg_type() == 8 {
+            "echo-request"
+        } else {
+            "echo-reply"
+        };
+        forms.push(format!(
+            "{head} icmp {word} id {} seq {}{}",
+            icmp.echo_ident(),
+            icmp.echo_seq_no(),
+            show_body(icmp.payload())
+        ));
     }
-    forms.push(format!("{ip} proto {}{}", p[9], show_body(l4)));
+    forms.push(format!("{head} proto {}{}", ip.protocol(), show_body(l4)));
+    let total = usize::from(ip.total_len());
     forms.into_iter().map(|f| (f, total)).collect()
 }
 
-/// The forms an IPv6 packet `p` (at least 40 bytes) may be shown in.
+/// The forms an IPv6 packet `p` may be shown in.
 pub(super) fn show_ipv6(p: &[u8], src_mac: MacAddr) -> Vec<(String, usize)> {
-    let total = 40 + usize::from(be16(p, 4));
-    if p[0] >> 4 != 6 || total > p.len() {
+    let Ok(ip) = ipv6::Packet::new_checked(p) else {
         return Vec::new();
-    }
-    let octets = |at: usize| -> [u8; 16] { p[at..at + 16].try_into().expect("16 bytes") };
-    let (src, dst) = (Ipv6Addr::from(octets(8)), Ipv6Addr::from(octets(24)));
-    let (next, hop_limit) = (p[6], p[7]);
-    let first = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-    let (class, flow) = ((first >> 20) as u8, first & 0xf_ffff);
-    let l4 = &p[40..total];
+    };
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let (next, hop_limit) = (ip.next_header(), ip.hop_limit());
+    let (class, flow) = (ip.traffic_class(), ip.flow_label());
+    let l4 = ip.payload();
     let mut forms = Vec::new();
     if class == 0 && flow == 0 {
         let opts = IpOptions {
@@ -505,17 +493,18 @@ pub(super) fn show_ipv6(p: &[u8], src_mac: MacAddr) -> Vec<(String, usize)> {
             forms.push(form);
         }
     }
-    let mut ip = format!(" ipv6 {src} > {dst}");
+    let mut head = format!(" ipv6 {src} > {dst}");
     if hop_limit != DEFAULT_TTL {
-        let _ = write!(ip, " ttl {hop_limit}");
+        let _ = write!(head, " ttl {hop_limit}");
     }
     if class != 0 {
-        let _ = write!(ip, " tc {class}");
+        let _ = write!(head, " tc {class}");
     }
     if flow != 0 {
-        let _ = write!(ip, " flow {flow}");
+        let _ = write!(head, " flow {flow}");
     }
-    forms.push(format!("{ip} proto {next}{}", show_body(l4)));
+    forms.push(format!("{head} proto {next}{}", show_body(l4)));
+    let total = ipv6::HEADER_LEN + l4.len();
     forms.into_iter().map(|f| (f, total)).collect()
 }
 
@@ -530,17 +519,36 @@ fn transport_forms(
 ) -> Vec<String> {
     let mut forms = Vec::new();
     match proto {
-        PROTO_UDP if l4.len() >= 8 && usize::from(be16(l4, 4)) == l4.len() => {
-            let (sport, dport) = (be16(l4, 0), be16(l4, 2));
-            let head = format!(" udp {src}:{sport} > {dst}:{dport}{opts}");
-            if let Some(dhcp) = dhcp::show(&l4[8..], src_mac) {
+        PROTO_UDP => {
+            let Ok(udp) = udp::Packet::new_checked(l4) else {
+                return forms;
+            };
+            if usize::from(udp.len()) != l4.len() {
+                return forms;
+            }
+            let head = format!(
+                " udp {src}:{} > {dst}:{}{opts}",
+                udp.src_port(),
+                udp.dst_port()
+            );
+            if let Some(dhcp) = dhcp::show(udp.payload(), src_mac) {
                 forms.push(format!("{head} dhcp{dhcp}"));
             }
-            forms.push(format!("{head}{}", show_text_body(&l4[8..])));
+            forms.push(format!("{head}{}", show_text_body(udp.payload())));
         }
-        PROTO_TCP if l4.len() >= 20 && l4[12] == 5 << 4 && be16(l4, 18) == 0 => {
-            let head = format!(" tcp {src}:{} > {dst}:{}{opts}", be16(l4, 0), be16(l4, 2));
-            forms.push(show_tcp(head, l4));
+        PROTO_TCP => {
+            let Ok(tcp) = tcp::Packet::new_checked(l4) else {
+                return forms;
+            };
+            if tcp.header_len() != tcp::MIN_HEADER_LEN || tcp.urgent() != 0 {
+                return forms;
+            }
+            let head = format!(
+                " tcp {src}:{} > {dst}:{}{opts}",
+                tcp.src_port(),
+                tcp.dst_port()
+            );
+            forms.push(show_tcp(head, &tcp));
         }
         _ => {}
     }
@@ -548,51 +556,54 @@ fn transport_forms(
 }
 
 /// `head` and the TCP header's fields that differ from the defaults.
-fn show_tcp(mut out: String, l4: &[u8]) -> String {
-    let flags = l4[13];
+fn show_tcp(mut out: String, tcp: &tcp::Packet<&[u8]>) -> String {
+    let flags = tcp.flags();
     if flags != 0 {
-        let letters: String = ['S', 'F', 'R', 'P', 'A', 'U', 'E', 'C']
+        let letters: String = TCP_FLAGS
             .iter()
-            .filter(|&&c| TCP_FLAGS.iter().any(|&(l, bit)| l == c && flags & bit != 0))
+            .filter(|&&(_, bit)| flags & bit != 0)
+            .map(|&(letter, _)| letter)
             .collect();
         let _ = write!(out, " flags {letters}");
     }
-    let (seq, ack) = (be32(l4, 4), be32(l4, 8));
-    if seq != 0 {
-        let _ = write!(out, " seq {seq}");
+    if tcp.seq_number() != 0 {
+        let _ = write!(out, " seq {}", tcp.seq_number());
     }
-    if ack != 0 {
-        let _ = write!(out, " ack {ack}");
+    if tcp.ack_number() != 0 {
+        let _ = write!(out, " ack {}", tcp.ack_number());
     }
-    let window = be16(l4, 14);
-    if window != DEFAULT_WINDOW {
-        let _ = write!(out, " win {window}");
+    if tcp.window() != DEFAULT_WINDOW {
+        let _ = write!(out, " win {}", tcp.window());
     }
-    out + &show_text_body(&l4[20..])
+    out + &show_text_body(tcp.payload())
 }
 
 fn show_icmpv6(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, m: &[u8]) -> Option<String> {
+    let icmp = icmpv6::Packet::new_checked(m).ok()?;
     let mut out = format!(" icmpv6 {src} > {dst}");
     let ttl = |out: &mut String, default: u8| {
         if hop_limit != default {
             let _ = write!(out, " ttl {hop_limit}");
         }
     };
-    match *m.first()? {
-        kind @ (ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT) if m.len() >= 24 => {
+    // After type, code and checksum: 4 bytes (flags or id and sequence),
+    // then the target address or the echo data.
+    let body = icmp.payload();
+    match icmp.msg_type() {
+        kind @ (ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT) if body.len() >= 20 => {
             ttl(&mut out, ND_HOP_LIMIT);
-            let target = Ipv6Addr::from(<[u8; 16]>::try_from(&m[8..24]).ok()?);
+            let target = Ipv6Addr::from(<[u8; 16]>::try_from(&body[4..20]).ok()?);
             if kind == ND_NEIGHBOR_SOLICIT {
                 let _ = write!(out, " neighbor-solicit {target}");
             } else {
                 let _ = write!(out, " neighbor-advert {target}");
                 for (word, bit) in [("router", 0x80), ("solicited", 0x40), ("override", 0x20)] {
-                    if m[4] & bit != 0 {
+                    if body[0] & bit != 0 {
                         let _ = write!(out, " {word}");
                     }
                 }
             }
-            match &m[24..] {
+            match &body[20..] {
                 [] => {}
                 [_, 1, mac @ ..] if mac.len() == 6 => {
                     let _ = write!(out, " lladdr {}", MacAddr::from_slice(mac));
@@ -600,7 +611,7 @@ fn show_icmpv6(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, m: &[u8]) -> Option<
                 _ => return None,
             }
         }
-        kind @ (ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY) if m.len() >= 8 => {
+        kind @ (ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY) if body.len() >= 4 => {
             ttl(&mut out, DEFAULT_TTL);
             let word = if kind == ICMPV6_ECHO_REQUEST {
                 "echo-request"
@@ -610,20 +621,12 @@ fn show_icmpv6(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, m: &[u8]) -> Option<
             let _ = write!(
                 out,
                 " {word} id {} seq {}{}",
-                be16(m, 4),
-                be16(m, 6),
-                show_body(&m[8..])
+                u16::from_be_bytes([body[0], body[1]]),
+                u16::from_be_bytes([body[2], body[3]]),
+                show_body(&body[4..])
             );
         }
         _ => return None,
     }
     Some(out)
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
