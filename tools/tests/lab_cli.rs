@@ -198,6 +198,16 @@ fn replay_options_say_what_they_want() {
         text(&mtu.stderr)
     );
 
+    let twice = run(&["replay", "--port", "p1", "--port", "p1", "--out", &out]);
+    assert_eq!(
+        text(&twice.stderr),
+        "tapswitch: port p1 is given twice: port names must be unique\n",
+        "messages start in lower case"
+    );
+    assert_eq!(twice.status.code(), Some(2));
+    let serve_help = text(&run(&["serve", "--help"]).stdout);
+    assert!(!serve_help.contains("replay"), "serve's help speaks of serve only");
+
     let help = text(&run(&["replay", "--help"]).stdout);
     assert!(
         !help.contains("for replay"),
