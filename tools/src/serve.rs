@@ -64,7 +64,12 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SwitchOptions {
     /// Seconds a silent host stays in the MAC table; 0 = forever.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        allow_hyphen_values = true
+    )]
     pub ageing_time: u64,
     /// The most MAC addresses the table learns.
     #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]

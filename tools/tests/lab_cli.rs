@@ -190,6 +190,13 @@ fn replay_options_say_what_they_want() {
         stderr.contains("\"-1\" is not a number of seconds"),
         "not an unknown argument: {stderr}"
     );
+    let serve = run(&["serve", "--ageing-time", "-1"]);
+    assert_eq!(serve.status.code(), Some(2));
+    let stderr = text(&serve.stderr);
+    assert!(
+        stderr.contains("invalid value '-1' for '--ageing-time <SECS>'"),
+        "serve too: {stderr}"
+    );
     let mtu = run(&["replay", "--port", "p1", "--out", &out, "--mtu", "70000"]);
     assert_eq!(mtu.status.code(), Some(2));
     assert!(
@@ -206,7 +213,10 @@ fn replay_options_say_what_they_want() {
     );
     assert_eq!(twice.status.code(), Some(2));
     let serve_help = text(&run(&["serve", "--help"]).stdout);
-    assert!(!serve_help.contains("replay"), "serve's help speaks of serve only");
+    assert!(
+        !serve_help.contains("replay"),
+        "serve's help speaks of serve only"
+    );
 
     let help = text(&run(&["replay", "--help"]).stdout);
     assert!(
