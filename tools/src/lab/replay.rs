@@ -183,7 +183,7 @@ fn replay(
     let outcome = playback::run(&config, writers)?;
     let written = dir.commit()?;
     if progress.is_some() {
-        // Clear the progress line, if one was drawn.
+        // Clear the progress line (nothing to clear if none was drawn).
         print(err, "\r\x1b[K")?;
     }
     for warning in &outcome.warnings {
