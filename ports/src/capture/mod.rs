@@ -10,8 +10,8 @@
 //!   [`InterfaceChoice`], the link type and limits), and what goes wrong
 //!   ([`ReadError`], [`TimestampTooLate`]);
 //! - `source`: the counted input behind every error's byte offset;
-//! - `pcap` and `pcapng`: each format's reading state and encoders;
 //! - [`link`]: an Ethernet header for captures of other link types;
+//! - `pcap` and `pcapng`: each format's reading state and encoders;
 //! - [`PcapReader`]: the one entry point that reads either format;
 //! - [`Encoder`] and [`PcapWriter`]: writing either format;
 //! - [`CaptureDir`] and [`PortCapture`]: a pcapng file per port of a live
