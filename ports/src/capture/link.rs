@@ -394,6 +394,33 @@ mod tests {
     }
 
     #[test]
+    fn hostile_packets_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Often a plausible start, so the deeper branches run too.
+            if let Some(first) = packet.first_mut()
+                && next() % 2 == 0
+            {
+                *first = if next() % 2 == 0 { 0x45 } else { 0x60 };
+            }
+            for linktype in [0, 12, 14, 101, 108, 113, 228, 229, 276] {
+                if let Some(replaced) = to_ethernet(linktype, &packet, &mut out) {
+                    assert_eq!(out.len(), 14 + packet.len() - replaced);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn supported_types() {
         for t in [0, 1, 12, 14, 101, 108, 113, 228, 229, 276] {
             assert!(is_supported(t), "{t}");
