@@ -42,7 +42,10 @@ pub use engine::{Action, Engine, FloodReason, Session, Verdict};
 pub use fabric::{Fabric, PortHandle, PortSet};
 pub use gateway::Gateway;
 pub use mac::MacAddr;
-pub use mac_table::{EntryKind, FdbEntry, Learn, MacTable, TableConfig, TableStats};
+pub use mac_table::{
+    EntryKind, FdbEditError, FdbEntry, FlushScope, Learn, MacTable, PreviousEntry, TableConfig,
+    TableStats,
+};
 pub use port::PortId;
 pub use stats::{DropReason, PortCounters, PortStats};
 pub use time::Instant;

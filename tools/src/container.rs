@@ -51,9 +51,13 @@ pub enum ContainerCommand {
     /// Create a container's network: a namespace, and on bridge networks a veth port on the switch.
     Create(CreateArgs),
     /// List containers.
+    #[command(visible_aliases = ["list", "ps"])]
     Ls {
         #[command(flatten)]
         state: StateArgs,
+        /// Print a JSON array, one object per container, instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Show containers' network settings as JSON (like `docker inspect`).
     Inspect {
@@ -66,15 +70,18 @@ pub enum ContainerCommand {
     Exec {
         #[command(flatten)]
         state: StateArgs,
+        /// The container's name.
         name: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Remove containers: detach the port, delete the veth and namespace, release the address.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         state: StateArgs,
+        /// The containers to remove.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -85,6 +92,7 @@ pub enum ContainerCommand {
 pub struct CreateArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    /// The container's name (its namespace is /run/netns/tapswitch-NAME).
     pub name: String,
     /// `bridge` (default), `host`, `none`, or a network made with `network create`.
     #[arg(long, default_value = ipam::state::DEFAULT_BRIDGE)]
@@ -100,7 +108,7 @@ pub struct CreateArgs {
 pub fn run(command: ContainerCommand) -> Result<ExitCode> {
     match command {
         ContainerCommand::Create(args) => create(args),
-        ContainerCommand::Ls { state } => ls(&state),
+        ContainerCommand::Ls { state, json } => ls(&state, json),
         ContainerCommand::Inspect { state, names } => inspect(&state, &names),
         ContainerCommand::Exec {
             state,
@@ -349,10 +357,37 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn ls(args: &StateArgs) -> Result<ExitCode> {
+fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     let state = args.open()?.load()?;
+    if json {
+        println!("{}", to_docker_json(&ls_json(&state))?);
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", render_ls(&state));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `container ls --json`: the table's columns, whole ids, null for "-".
+pub fn ls_json(state: &State) -> Vec<serde_json::Value> {
+    state
+        .containers
+        .iter()
+        .map(|c| {
+            let prefix = state
+                .network(&c.network)
+                .ok()
+                .and_then(Network::subnet)
+                .map(|s| s.prefix_len());
+            serde_json::json!({
+                "ID": c.id,
+                "Name": c.name,
+                "Network": c.network,
+                "IPv4Address": c.ipv4.zip(prefix).map(|(ip, p)| format!("{ip}/{p}")),
+                "MacAddress": c.mac.map(|m| m.to_string()),
+                "Port": c.host_iface,
+            })
+        })
+        .collect()
 }
 
 /// One line per container: id, name, network, address, MAC, port.

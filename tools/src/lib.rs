@@ -7,6 +7,7 @@ pub mod control_server;
 pub mod demo;
 pub mod lab;
 pub mod logging;
+pub mod manuals;
 pub mod netlink;
 pub mod network;
 pub mod overlay;

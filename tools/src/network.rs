@@ -22,6 +22,7 @@ pub enum NetworkCommand {
     /// Create a network (a subnet and a gateway for a switch to serve).
     Create(CreateArgs),
     /// List networks (like `docker network ls`).
+    #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Show networks and their containers as JSON (like `docker network inspect`).
     Inspect {
@@ -32,9 +33,11 @@ pub enum NetworkCommand {
         names: Vec<String>,
     },
     /// Remove networks that no container uses.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         state: StateArgs,
+        /// The networks to remove.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -92,6 +95,9 @@ pub struct LsArgs {
     /// Print whole ids.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Print a JSON array, one object per network, instead of the table.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
 }
 
 pub fn run(command: NetworkCommand) -> Result<ExitCode> {
@@ -164,8 +170,44 @@ fn ls(args: LsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let members = overlay::members(&store, &state)?;
+    if args.json {
+        println!("{}", to_docker_json(&ls_json(&state, &members))?);
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", render_ls(&state, &members, args.no_trunc));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `network ls --json`: the table's columns under `docker network ls
+/// --format json`'s keys (whole ids), plus the overlay columns.
+pub fn ls_json(
+    state: &State,
+    members: &BTreeMap<String, Vec<MemberView>>,
+) -> Vec<serde_json::Value> {
+    state
+        .networks
+        .iter()
+        .map(|n| {
+            let mut row = serde_json::json!({
+                "ID": n.id,
+                "Name": n.name,
+                "Driver": n.driver.to_string(),
+                "Scope": scope(n),
+            });
+            if let Some(overlay) = n.overlay() {
+                let list: Vec<String> = members
+                    .get(&n.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|m| format!("{}:{}", m.ip, m.port))
+                    .collect();
+                row["VNI"] = overlay.vni.into();
+                row["VXLANPort"] = overlay.vxlan_port.into();
+                row["Members"] = list.into();
+            }
+            row
+        })
+        .collect()
 }
 
 /// The table of `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE; when

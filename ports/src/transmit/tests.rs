@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Mutex;
 
 use super::*;
+use crate::memory::udp_datagram;
 use crate::vnet;
 
 /// A port's sending half that records every frame and every `send_batch`,
@@ -247,36 +248,11 @@ fn refused_frames_are_counted_and_the_rest_still_go() {
     assert_eq!(p2.tally().refused, 3, "a frame sent now counts the same");
 }
 
-/// A UDP datagram from 172.17.0.2:40000 to 172.17.0.3:5201 as a sender's
-/// stack hands it over: IPv4 id `id`, checksum left to complete.
-fn datagram(id: u16, payload_len: usize) -> (VnetHdr, Vec<u8>) {
-    let udp_len = 8 + payload_len as u16;
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
-    f.extend_from_slice(&id.to_be_bytes());
-    f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
-    let ip_check = vnet::rfc1071_checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
-    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    let pseudo = vnet::ones_complement_sum(&f[26..34], 17 + u32::from(udp_len));
-    f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
-    f.extend((0..payload_len).map(|i| (i as u16 + id) as u8));
-    let vnet = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
-        csum_start: 34,
-        csum_offset: 6,
-        ..VnetHdr::default()
-    };
-    (vnet, f)
-}
-
 #[test]
 fn a_run_of_one_udp_flow_leaves_as_one_super_frame_counted_per_datagram() {
     let p2 = FakePort::offloading();
     let mut batcher = Batcher::new(COALESCE);
-    let datagrams: Vec<_> = (0..4).map(|i| datagram(700 + i, 64)).collect();
+    let datagrams: Vec<_> = (0..4).map(|i| udp_datagram(700 + i, 64)).collect();
     let mut pass = batcher.pass();
     for (vnet, f) in &datagrams {
         pass.push(&p2, vnet, f);
@@ -317,7 +293,7 @@ fn a_refused_super_frame_is_sent_as_the_datagrams_it_carries() {
     let mut old_kernel = FakePort::offloading();
     old_kernel.tx.no_udp_gso = true;
     let mut batcher = Batcher::new(COALESCE);
-    let datagrams: Vec<_> = (0..3).map(|i| datagram(9 + i, 20)).collect();
+    let datagrams: Vec<_> = (0..3).map(|i| udp_datagram(9 + i, 20)).collect();
     let mut pass = batcher.pass();
     for (vnet, f) in &datagrams {
         pass.push(&old_kernel, vnet, f);
@@ -340,7 +316,7 @@ fn a_refused_super_frame_is_sent_as_the_datagrams_it_carries() {
 fn without_coalescing_every_datagram_leaves_as_it_came() {
     let p2 = FakePort::offloading();
     let mut batcher = Batcher::new(HOLD);
-    let datagrams: Vec<_> = (0..4).map(|i| datagram(700 + i, 64)).collect();
+    let datagrams: Vec<_> = (0..4).map(|i| udp_datagram(700 + i, 64)).collect();
     let mut pass = batcher.pass();
     for (vnet, f) in &datagrams {
         pass.push(&p2, vnet, f);

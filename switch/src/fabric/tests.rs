@@ -2,7 +2,7 @@ use super::*;
 use crate::engine::{Engine, FloodReason};
 use crate::mac_table::TableConfig;
 use ports::PortKind;
-use ports::memory::{MemoryTx, memory_port};
+use ports::memory::{MemoryTx, memory_port, udp_datagram};
 use ports::transmit::Egress;
 
 struct Rig {
@@ -205,31 +205,6 @@ fn a_flood_sends_the_held_frames_first() {
     assert_eq!(tags(&r.taps[2].take_sent()), [2]);
 }
 
-/// A UDP datagram from H1 to H2 as a sender's stack hands it over:
-/// IPv4 id `id`, checksum left to complete (`NEEDS_CSUM`).
-fn datagram(id: u16, payload_len: usize) -> (VnetHdr, Vec<u8>) {
-    let udp_len = 8 + payload_len as u16;
-    let mut f = frame(H2, H1, 14);
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
-    f.extend_from_slice(&id.to_be_bytes());
-    f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
-    let ip_check = vnet::rfc1071_checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
-    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]); // ports 40000 -> 5201
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    let pseudo = vnet::ones_complement_sum(&f[26..34], 17 + u32::from(udp_len));
-    f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
-    f.extend((0..payload_len).map(|i| (i as u16 + id) as u8));
-    let vnet = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
-        csum_start: 34,
-        csum_offset: 6,
-        ..VnetHdr::default()
-    };
-    (vnet, f)
-}
-
 /// The batcher's own tests (`ports::transmit`) cover coalescing, refused
 /// super-frames and errors; this one checks that the fabric's ports count
 /// coalesced datagrams in their `PortCounters`, one by one.
@@ -237,7 +212,7 @@ fn datagram(id: u16, payload_len: usize) -> (VnetHdr, Vec<u8>) {
 fn a_run_of_one_udp_flow_leaves_as_one_super_frame_counted_per_datagram() {
     let (r, mut fabric) = holding_rig(true);
     let before = r.tx_frames(2);
-    let datagrams: Vec<_> = (0..4).map(|i| datagram(700 + i, 64)).collect();
+    let datagrams: Vec<_> = (0..4).map(|i| udp_datagram(700 + i, 64)).collect();
     let mut pass = fabric.pass(&r.ports);
     for (vnet, f) in &datagrams {
         r.push_in(&mut pass, 1, *vnet, f.clone());

@@ -37,8 +37,8 @@ use switch::fabric::TraceSink;
 use switch::gateway::GATEWAY_QUEUE_FRAMES;
 use switch::port::{GatewayQueue, GatewayTx};
 use switch::{
-    DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, PortCounters, PortHandle, PortId,
-    PortSet, PortStats, TableConfig, TableStats,
+    DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, MacAddr, PortCounters, PortHandle,
+    PortId, PortSet, PortStats, TableConfig, TableStats,
 };
 
 use super::notation::{count, seconds_ns};
@@ -64,6 +64,8 @@ pub struct LabConfig {
     /// Called every [`PROGRESS_FRAMES`] input frames with the count so far
     /// and the virtual time (for a progress line).
     pub progress: Option<Arc<ProgressSink>>,
+    /// Static MAC table entries in place before the first frame (`--static`).
+    pub static_entries: Vec<(MacAddr, PortId)>,
 }
 
 /// Receives the frame count and the virtual time as a run goes on.
@@ -85,6 +87,7 @@ impl std::fmt::Debug for LabConfig {
             .field("format", &self.format)
             .field("trace", &self.trace.is_some())
             .field("progress", &self.progress.is_some())
+            .field("static_entries", &self.static_entries)
             .finish()
     }
 }
@@ -206,6 +209,13 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         gw.handle = Some(handle);
     }
     let ports = PortSet::new(handles);
+    // After the gateway's own address, so that pinning that is refused.
+    for (mac, port) in &config.static_entries {
+        engine
+            .table()
+            .add_static(*mac, *port)
+            .with_context(|| format!("--static {mac}"))?;
+    }
 
     let mut inputs = Vec::new();
     for (i, spec) in config.ports.iter().enumerate() {

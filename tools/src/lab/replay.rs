@@ -18,11 +18,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as WallClock};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ports::capture::InterfaceChoice;
 use switch::fabric::TraceSink;
-use switch::{Instant, TableConfig};
+use switch::{Instant, MacAddr, PortId, TableConfig};
 
 use super::expect;
 use super::notation::{check_port_name, count};
@@ -86,6 +86,10 @@ pub struct ReplayArgs {
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// A static MAC table entry before the first frame, like `tapswitch fdb add MAC PORT`
+    /// (repeatable; PORT is a --port name).
+    #[arg(long = "static", value_name = "MAC=PORT")]
+    pub static_entries: Vec<String>,
 }
 
 /// `--ageing-time`: whole seconds, with a message that says so for `-1`.
@@ -316,7 +320,13 @@ fn config(
         });
         sink
     });
+    let static_entries = args
+        .static_entries
+        .iter()
+        .map(|spec| parse_static(spec, &ports))
+        .collect::<Result<Vec<_>>>()?;
     Ok(LabConfig {
+        static_entries,
         ports,
         table: TableConfig {
             capacity: args.max_macs,
@@ -372,6 +382,20 @@ pub fn parse_input(file: &str) -> InputSpec {
             interface: None,
         },
     }
+}
+
+/// `MAC=PORT`, PORT one of the `--port` names.
+fn parse_static(spec: &str, ports: &[PortSpec]) -> Result<(MacAddr, PortId)> {
+    let Some((mac, port)) = spec.split_once('=') else {
+        bail!("--static {spec}: expected MAC=PORT, such as 02:42:ac:11:00:02=p1");
+    };
+    let mac: MacAddr = mac
+        .parse()
+        .map_err(|err| anyhow!("--static {spec}: {err}"))?;
+    let Some(index) = ports.iter().position(|p| p.name == port) else {
+        bail!("--static {spec}: no port named {port}; name one given with --port");
+    };
+    Ok((mac, PortId(index as u32 + 1)))
 }
 
 /// Comparing a directory with itself would compare the outputs with
@@ -460,5 +484,21 @@ mod tests {
             err.starts_with("\"-1\" is not a number of seconds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn static_specs_name_a_port_by_its_name() {
+        let ports = [parse_port("a").unwrap(), parse_port("b").unwrap()];
+        assert_eq!(
+            parse_static("02:00:00:00:00:01=b", &ports).unwrap(),
+            ("02:00:00:00:00:01".parse().unwrap(), PortId(2))
+        );
+        let err = parse_static("02:00:00:00:00:01=c", &ports).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--static 02:00:00:00:00:01=c: no port named c; name one given with --port"
+        );
+        assert!(parse_static("02:00:00:00:00:01", &ports).is_err());
+        assert!(parse_static("zz=a", &ports).is_err());
     }
 }
