@@ -7,7 +7,7 @@
 //! |--------------|----------------------|--------------------------------------------------------|
 //! | `vni`        | lowest free ≥ 4096   | VXLAN's 24-bit segment id; unique per store, so two networks never share a segment. 4096 is where Docker's and Calico's automatic VNIs start |
 //! | `vxlan_port` | 4789                 | the IANA port (Docker, Calico); Linux's own default is 8472, so give `--vxlan-port 8472` to meet a kernel device made without `dstport` |
-//! | `mtu`        | 1450                 | the containers' MTU: a 1500-byte underlay minus VXLAN's 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8), because VXLAN must never be fragmented |
+//! | `mtu`        | 1450                 | the containers' MTU: a 1500-byte underlay minus VXLAN's 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8), because VXLAN must never be fragmented. Kept in [`Network::mtu`] like every network's `--mtu`, not in [`OverlayConfig`] |
 //! | `peers`      | none                 | hosts that run no tapswitch (a kernel `vxlan` device) registered with `network peer add`; they are members for good, unlike switches, whose registrations live under a lease (see [`crate::membership`]) |
 //!
 //! The rules here are pure; they run inside a store transaction like every
@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_name};
+use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_mtu, check_name};
 use crate::state::State;
 
 /// The IANA port for VXLAN (RFC 7348 §5).
@@ -28,33 +28,32 @@ pub const FIRST_AUTO_VNI: u32 = 4096;
 /// The largest 24-bit VNI.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// Bytes VXLAN adds on an IPv4 underlay: outer Ethernet, IPv4, UDP, VXLAN.
-pub const VXLAN_OVERHEAD: u16 = 14 + 20 + 8 + 8;
+pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
 /// The usual underlay MTU.
-pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
-/// The containers' MTU on a 1500-byte underlay.
-pub const DEFAULT_MTU: u16 = DEFAULT_UNDERLAY_MTU - VXLAN_OVERHEAD;
-/// The smallest MTU IPv4 allows (RFC 791).
-pub const MIN_MTU: u16 = 68;
-/// The largest MTU accepted: a 9216-byte jumbo underlay minus VXLAN.
-pub const MAX_MTU: u16 = 9216 - VXLAN_OVERHEAD;
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+/// The containers' MTU on a 1500-byte underlay: an overlay network's
+/// [`Network::mtu`] when `--mtu` is not given.
+pub const DEFAULT_MTU: u32 = DEFAULT_UNDERLAY_MTU - VXLAN_OVERHEAD;
 
-/// An overlay network's VXLAN settings and static members.
+/// An overlay network's VXLAN settings and static members. The MTU is not
+/// here: it is the network's own ([`Network::mtu`]), one field for every
+/// driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayConfig {
     pub vni: u32,
     pub vxlan_port: u16,
-    pub mtu: u16,
     /// Hosts without tapswitch, each a VXLAN endpoint (underlay address and port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<SocketAddrV4>,
 }
 
-/// What `network create --driver overlay` asks for beyond the addressing.
+/// What `network create --driver overlay` asks for beyond the addressing
+/// (and beyond `--internal` and `--mtu`, which every network takes: see
+/// [`NetworkSpec`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OverlaySpec {
     pub vni: Option<u32>,
     pub vxlan_port: Option<u16>,
-    pub mtu: Option<u16>,
 }
 
 impl Network {
@@ -95,10 +94,7 @@ impl State {
             }
             None => self.free_vni().ok_or(Error::NoFreeVni)?,
         };
-        let mtu = overlay.mtu.unwrap_or(DEFAULT_MTU);
-        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            return Err(Error::BadMtu { mtu });
-        }
+        let mtu = spec.mtu.map(check_mtu).transpose()?.unwrap_or(DEFAULT_MTU);
         let vxlan_port = overlay.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
         if vxlan_port == 0 {
             return Err(Error::BadVxlanPort);
@@ -111,10 +107,11 @@ impl State {
             driver: Driver::Overlay,
             created,
             ipam: Some(ipam),
+            internal: spec.internal,
+            mtu: Some(mtu),
             overlay: Some(OverlayConfig {
                 vni,
                 vxlan_port,
-                mtu,
                 peers: Vec::new(),
             }),
         });
@@ -225,6 +222,23 @@ pub(crate) fn check(networks: &[Network]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Reads an overlay record the way builds before the MTU became every
+/// network's own wrote it (`"overlay": {"mtu": M, ...}`): moves `M` to the
+/// network's `mtu`, so a shared store written by such a build keeps the
+/// MTU it was given instead of falling back to the default.
+pub(crate) fn upgrade_legacy_mtu(network: &mut serde_json::Value) {
+    let Some(record) = network.as_object_mut() else {
+        return;
+    };
+    let legacy = record
+        .get_mut("overlay")
+        .and_then(serde_json::Value::as_object_mut)
+        .and_then(|overlay| overlay.remove("mtu"));
+    if let Some(mtu) = legacy {
+        record.entry("mtu").or_insert(mtu);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,10 +276,13 @@ mod tests {
             Some(&OverlayConfig {
                 vni: 4096,
                 vxlan_port: 4789,
-                mtu: 1450,
                 peers: vec![]
             })
         );
+        // The MTU is the network's own, written down so inspect shows it.
+        assert_eq!(net.mtu, Some(1450));
+        assert_eq!(net.link_mtu(), 1450);
+        assert!(!net.internal);
         assert_eq!(net.gateway_cidr().as_deref(), Some("10.10.0.1/24"));
         let next = create(&mut state, "ov2", "10.11.0.0/24", OverlaySpec::default()).unwrap();
         assert_eq!(next.overlay().unwrap().vni, 4097);
@@ -278,7 +295,6 @@ mod tests {
         let given = OverlaySpec {
             vni: Some(42),
             vxlan_port: Some(8472),
-            mtu: Some(8950),
         };
         let net = create(&mut state, "a", "10.1.0.0/24", given).unwrap();
         assert_eq!(net.overlay().unwrap().vni, 42);
@@ -297,19 +313,73 @@ mod tests {
                 Err(Error::BadVni { .. })
             ));
         }
-        let tiny = OverlaySpec {
-            mtu: Some(60),
-            ..OverlaySpec::default()
-        };
-        assert!(matches!(
-            create(&mut state, "c", "10.3.0.0/24", tiny),
-            Err(Error::BadMtu { mtu: 60 })
-        ));
         // The bridge rules hold too: no overlap with the default bridge.
         assert!(matches!(
             create(&mut state, "c", "172.17.3.0/24", OverlaySpec::default()),
             Err(Error::Overlap { .. })
         ));
+    }
+
+    #[test]
+    fn mtu_and_internal_are_the_flags_every_network_takes() {
+        let mut state = fresh();
+        let create_with = |state: &mut State, name: &str, subnet: &str, mtu| {
+            let spec = NetworkSpec {
+                internal: true,
+                mtu,
+                ..spec(subnet)
+            };
+            state
+                .create_overlay_network(
+                    name,
+                    "1".repeat(64),
+                    String::new(),
+                    &spec,
+                    OverlaySpec::default(),
+                )
+                .cloned()
+        };
+        let jumbo = create_with(&mut state, "jumbo", "10.1.0.0/24", Some(8950)).unwrap();
+        assert_eq!(jumbo.mtu, Some(8950));
+        assert_eq!(jumbo.link_mtu(), 8950);
+        assert!(jumbo.internal);
+        // One range for every driver: check_mtu's.
+        assert!(create_with(&mut state, "big", "10.2.0.0/24", Some(65_535)).is_ok());
+        assert!(matches!(
+            create_with(&mut state, "tiny", "10.3.0.0/24", Some(60)),
+            Err(Error::BadMtu { mtu: 60, .. })
+        ));
+        assert!(state.network("tiny").is_err());
+    }
+
+    #[test]
+    fn records_with_the_mtu_in_the_overlay_settings_still_load() {
+        // As issue 17's first builds wrote overlay networks to etcd.
+        let mut old = serde_json::json!({
+            "name": "ov", "id": "ab", "driver": "overlay", "created": "x",
+            "ipam": {"subnet": "10.10.0.0/24", "gateway": "10.10.0.1"},
+            "overlay": {"vni": 4096, "vxlan_port": 4789, "mtu": 8950,
+                        "peers": ["192.0.2.7:4789"]}
+        });
+        upgrade_legacy_mtu(&mut old);
+        let net: Network = serde_json::from_value(old).unwrap();
+        assert_eq!(net.mtu, Some(8950));
+        assert_eq!(
+            net.overlay(),
+            Some(&OverlayConfig {
+                vni: 4096,
+                vxlan_port: 4789,
+                peers: vec!["192.0.2.7:4789".parse().unwrap()],
+            })
+        );
+        // Written back, the MTU is in one place only.
+        let json = serde_json::to_value(&net).unwrap();
+        assert_eq!(json["mtu"], 8950);
+        assert!(json["overlay"].get("mtu").is_none(), "{json}");
+        // A record in the new shape is left as it is.
+        let mut new = json.clone();
+        upgrade_legacy_mtu(&mut new);
+        assert_eq!(new, json);
     }
 
     #[test]
@@ -359,7 +429,6 @@ mod tests {
         state.networks[0].overlay = Some(OverlayConfig {
             vni: 1,
             vxlan_port: 4789,
-            mtu: 1450,
             peers: vec![],
         });
         assert!(state.check().unwrap_err().contains("but driver bridge"));
