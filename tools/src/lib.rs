@@ -12,6 +12,7 @@ pub mod netlink;
 pub mod network;
 pub mod overlay;
 pub mod pcap_cmd;
+pub mod pipe;
 pub mod query;
 pub mod running;
 pub mod serve;

@@ -69,8 +69,14 @@ enum Command {
 
 fn main() -> ExitCode {
     tools::logging::init();
+    tools::pipe::end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
+    // replay exits like diff and cmp: 1 is "different", so trouble is 2.
+    let trouble = match cli.command {
+        Command::Replay(_) => ExitCode::from(replay::EXIT_TROUBLE),
+        _ => ExitCode::FAILURE,
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
@@ -89,9 +95,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if tools::pipe::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tapswitch: {err:#}");
-            ExitCode::FAILURE
+            trouble
         }
     }
 }
