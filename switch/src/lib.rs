@@ -19,6 +19,9 @@
 //! - [`dataplane`]: the live switch's threads (workers reading ports in
 //!   lanes, the gateway thread, aging), which drive the fabric; its module
 //!   docs say which file holds which job.
+//! - [`flows`], [`dns`] and [`services`]: the gateway's services (issue 14:
+//!   outbound flows, published ports, DNS), pure state machines joined in
+//!   [`services::Services`], not wired into the gateway thread yet.
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port
@@ -30,13 +33,16 @@
 #![forbid(unsafe_code)]
 
 pub mod dataplane;
+pub mod dns;
 pub mod engine;
 pub mod events;
 pub mod fabric;
+pub mod flows;
 pub mod gateway;
 pub mod mac;
 pub mod mac_table;
 pub mod port;
+pub mod services;
 pub mod stats;
 pub mod time;
 pub mod trace;
@@ -46,7 +52,10 @@ pub use events::{EventBus, Stamped, Subscription, SwitchEvent};
 pub use fabric::{Fabric, PortHandle, PortSet};
 pub use gateway::Gateway;
 pub use mac::MacAddr;
-pub use mac_table::{EntryKind, FdbEntry, Learn, MacTable, TableConfig, TableStats};
+pub use mac_table::{
+    EntryKind, FdbEditError, FdbEntry, FlushScope, Learn, MacTable, PreviousEntry, TableConfig,
+    TableStats,
+};
 pub use port::PortId;
 pub use stats::{DropReason, PortCounters, PortStats};
 pub use time::Instant;

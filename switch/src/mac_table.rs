@@ -18,7 +18,9 @@
 //! migrated, a cable replugged). Static and local entries never move and never
 //! age. A local entry is the switch's own address (the gateway's); a frame
 //! from a port that claims it as its source is a spoof, and the engine drops
-//! it.
+//! it. Static entries are an operator's (`tapswitch fdb add`); adding,
+//! removing and flushing them is in `mac_table/static_entries.rs`, with the
+//! reasons.
 //!
 //! **Capacity and the full-table policy.** At most `capacity` dynamic entries
 //! (8192 by default; static and local entries do not count, as with Linux's
@@ -57,6 +59,9 @@ use crate::events::{EventBus, SwitchEvent};
 use crate::mac::MacAddr;
 use crate::port::PortId;
 use crate::time::Instant;
+
+mod static_entries;
+pub use static_entries::{FdbEditError, FlushScope, PreviousEntry};
 
 /// Linux (`BR_DEFAULT_AGEING_TIME`) and Open vSwitch both default to 300 s.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);

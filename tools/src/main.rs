@@ -4,11 +4,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{container, demo, monitor, network, pcap_cmd, query, serve, show};
+use tools::{container, demo, manuals, monitor, network, pcap_cmd, query, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,8 +36,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
     Demo(demo::DemoArgs),
-    /// Show a running switch's MAC table (like `brctl showmacs`).
-    Fdb(query::QueryArgs),
+    /// Show or edit a running switch's MAC table (like `brctl showmacs`, `bridge fdb add|del|flush`).
+    Fdb(query::FdbArgs),
     /// Show a running switch's ports and their counters (like `ip -s link`).
     Ports(query::QueryArgs),
     /// Show a running switch's settings and MAC table counters.
@@ -65,12 +65,22 @@ enum Command {
     /// Build capture files from text lines, show them as text, or generate a benchmark capture.
     #[command(subcommand)]
     Pcap(pcap_cmd::PcapCommand),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(manuals::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --out DIR.
+    Man(manuals::ManArgs),
 }
 
 fn main() -> ExitCode {
     tools::logging::init();
+    tools::pipe::end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
+    // replay exits like diff and cmp: 1 is "different", so trouble is 2.
+    let trouble = match cli.command {
+        Command::Replay(_) => ExitCode::from(replay::EXIT_TROUBLE),
+        _ => ExitCode::FAILURE,
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
@@ -86,12 +96,15 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Pcap(cmd) => pcap_cmd::run(cmd),
+        Command::Completions(args) => manuals::completions(&args, Cli::command()),
+        Command::Man(args) => manuals::man(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,
+        Err(err) if tools::pipe::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tapswitch: {err:#}");
-            ExitCode::FAILURE
+            trouble
         }
     }
 }

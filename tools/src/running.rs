@@ -10,7 +10,10 @@ use crossbeam_channel::Receiver;
 use switch::PortId;
 use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent, TraceSettings};
 
-use crate::control::{FdbReply, FdbRow, PortInfo, Reply, Request, SwitchInfo};
+use crate::control::{
+    FdbEditReply, FdbFlushReply, FdbReply, FdbRow, PortInfo, PreviousRow, Reply, Request,
+    SwitchInfo,
+};
 
 /// How to open a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,8 +237,60 @@ impl RunningSwitch {
             Request::Monitor => Err(anyhow!(
                 "monitor is a stream; send it on its own connection"
             )),
+            Request::FdbAdd { mac, port } => self.fdb_add(mac, &port).map(|r| Reply::data(&r)),
+            Request::FdbDel { mac } => self.fdb_del(mac).map(|r| Reply::data(&r)),
+            Request::FdbFlush {
+                port,
+                include_static,
+            } => self
+                .fdb_flush(port.as_deref(), include_static)
+                .map(|r| Reply::data(&r)),
         };
         result.unwrap_or_else(|err| Reply::error(format!("{err:#}")))
+    }
+
+    /// `fdb add MAC PORT`: pins `mac` to the port named `port`.
+    fn fdb_add(&self, mac: switch::MacAddr, port: &str) -> Result<FdbEditReply> {
+        self.with_dataplane(|d| {
+            let ports = d.ports();
+            let id = user_port(&ports, port)?;
+            let previous = d.engine().table().add_static(mac, id)?;
+            log::info!("static entry {mac} on port {port} added");
+            Ok(FdbEditReply {
+                previous: previous.map(|p| PreviousRow {
+                    kind: p.kind,
+                    port: ports.name_of(p.port),
+                }),
+            })
+        })
+    }
+
+    /// `fdb del MAC`.
+    fn fdb_del(&self, mac: switch::MacAddr) -> Result<FdbEditReply> {
+        self.with_dataplane(|d| {
+            let removed = d.engine().table().remove(mac)?;
+            let port = d.ports().name_of(removed.port);
+            log::info!("entry {mac} on port {port} removed");
+            Ok(FdbEditReply {
+                previous: Some(PreviousRow {
+                    kind: removed.kind,
+                    port,
+                }),
+            })
+        })
+    }
+
+    /// `fdb flush [--port P] [--include-static]`.
+    fn fdb_flush(&self, port: Option<&str>, include_static: bool) -> Result<FdbFlushReply> {
+        self.with_dataplane(|d| {
+            let port = port.map(|name| user_port(&d.ports(), name)).transpose()?;
+            let flushed = d.engine().table().flush(switch::FlushScope {
+                port,
+                include_static,
+            });
+            log::info!("flushed {flushed} MAC table entries");
+            Ok(FdbFlushReply { flushed })
+        })
     }
 
     /// Starts or stops recording a port into its capture file.
@@ -303,4 +358,18 @@ impl RunningSwitch {
             dataplane.shutdown();
         }
     }
+}
+
+/// The number of a user port by name: the gateway's port takes no static
+/// entries (its own address is already a local entry there).
+fn user_port(ports: &switch::PortSet, name: &str) -> Result<PortId> {
+    if name == GATEWAY_PORT_NAME {
+        bail!(
+            "port {name} is the gateway's: it holds only the switch's own address; name a port from `tapswitch ports`"
+        );
+    }
+    ports
+        .by_name(name)
+        .map(|port| port.id)
+        .ok_or_else(|| anyhow!("no port named {name} on this switch; `tapswitch ports` lists them"))
 }

@@ -68,11 +68,16 @@ pub struct ServeArgs {
     pub web_allow_remote: bool,
 }
 
-/// What `serve` and `replay` both take: the MAC table, the gateway, tracing.
+/// What `serve` takes about the MAC table, the gateway and tracing (replay has its own options).
 #[derive(Debug, Clone, Args)]
 pub struct SwitchOptions {
-    /// Seconds a silent host stays in the MAC table (for replay: capture time); 0 = forever.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// Seconds a silent host stays in the MAC table; 0 = forever.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        allow_hyphen_values = true
+    )]
     pub ageing_time: u64,
     /// The most MAC addresses the table learns.
     #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
