@@ -46,7 +46,8 @@
 //! refreshed, moved, expired, evicted, refused.
 //!
 //! **Events.** Where a count changes on the write path (learned, moved,
-//! expired, evicted, flushed) the table also publishes a
+//! expired, evicted, flushed) and where an operator adds or removes a static
+//! entry, the table also publishes a
 //! [`SwitchEvent`](crate::events::SwitchEvent) to its [`EventBus`], if
 //! anyone listens (`tapswitch monitor`); a refresh publishes nothing.
 

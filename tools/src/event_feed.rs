@@ -314,6 +314,14 @@ mod tests {
             "02:42:ac:11:00:02 dev port9 evicted (table full)"
         );
         assert_eq!(
+            text(&mut names, SwitchEvent::StaticAdded { mac: MAC, port: a }),
+            "02:42:ac:11:00:02 dev veth-a static added"
+        );
+        assert_eq!(
+            text(&mut names, SwitchEvent::StaticRemoved { mac: MAC, port: a }),
+            "02:42:ac:11:00:02 dev veth-a static removed"
+        );
+        assert_eq!(
             StreamLine::Lost(12).to_text(),
             "lost 12 events (this reader was too slow)"
         );

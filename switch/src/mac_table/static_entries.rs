@@ -30,11 +30,22 @@
 //! `bridge fdb flush dev DEV` of iproute2 6.x removes every entry of the
 //! port, static and permanent ones included, unless given `dynamic`.
 //! Removing a port (`flush_port`) still forgets all its entries.
+//!
+//! **Events.** Each edit is published on the table's bus, like learning is:
+//! [`SwitchEvent::StaticAdded`] for `add_static`, [`SwitchEvent::StaticRemoved`]
+//! for a static entry `remove` took, and one [`SwitchEvent::Flushed`] per
+//! port a flush took entries from, so `tapswitch monitor` shows an
+//! operator's edits between the traffic's (`bridge monitor fdb` does too).
+//! The gateway's local entry ([`MacTable::insert_static`]) is set up with
+//! the switch, not edited, and publishes nothing. Events are published
+//! after the write lock is released; they carry no time (none is at hand).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 
 use super::{Entry, EntryKind, MacTable};
+use crate::events::SwitchEvent;
 use crate::mac::MacAddr;
 use crate::port::PortId;
 
@@ -118,6 +129,9 @@ impl MacTable {
             last_seen: AtomicU64::new(0),
         };
         inner.entries.insert(key, entry);
+        drop(inner);
+        self.events
+            .publish_with(None, || SwitchEvent::StaticAdded { mac, port });
         Ok(previous)
     }
 
@@ -138,6 +152,12 @@ impl MacTable {
             .remove(&key)
             .expect("entry was just found under this lock");
         inner.forget_dynamic(&old);
+        drop(inner);
+        if old.kind == EntryKind::Static {
+            let port = old.port;
+            self.events
+                .publish_with(None, || SwitchEvent::StaticRemoved { mac, port });
+        }
         Ok(PreviousEntry {
             kind: old.kind,
             port: old.port,
@@ -148,6 +168,8 @@ impl MacTable {
     pub fn flush(&self, scope: FlushScope) -> usize {
         let mut inner = self.write();
         let mut gone_dynamic: Vec<PortId> = Vec::new();
+        // Per port, in port order, for the events.
+        let mut gone_per_port: BTreeMap<PortId, usize> = BTreeMap::new();
         let before = inner.entries.len();
         inner.entries.retain(|_, e| {
             let flushed = scope.port.is_none_or(|port| e.port == port)
@@ -156,8 +178,11 @@ impl MacTable {
                     EntryKind::Static => scope.include_static,
                     EntryKind::Local => false,
                 };
-            if flushed && e.kind == EntryKind::Dynamic {
-                gone_dynamic.push(e.port);
+            if flushed {
+                *gone_per_port.entry(e.port).or_default() += 1;
+                if e.kind == EntryKind::Dynamic {
+                    gone_dynamic.push(e.port);
+                }
             }
             !flushed
         });
@@ -171,6 +196,11 @@ impl MacTable {
         let ports: Vec<PortId> = inner.ports.keys().copied().collect();
         for port in ports {
             inner.compact_queue(port);
+        }
+        drop(inner);
+        for (port, entries) in gone_per_port {
+            self.events
+                .publish_with(None, || SwitchEvent::Flushed { port, entries });
         }
         removed
     }
@@ -191,6 +221,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::events::EventBus;
     use crate::mac_table::{Learn, TableConfig};
     use crate::time::Instant;
 
@@ -325,5 +356,71 @@ mod tests {
         // Learning still works and counts right after flushes.
         assert_eq!(t.learn(mac(2), P1, Instant::ZERO), Learn::New);
         assert_eq!(t.stats().entries, 1);
+    }
+
+    #[test]
+    fn operator_edits_are_published_but_the_gateway_entry_is_not() {
+        let bus = EventBus::default();
+        let t = MacTable::with_events(
+            TableConfig {
+                max_age: Some(Duration::from_secs(2)),
+                capacity: 16,
+            },
+            bus.clone(),
+        );
+        let events = bus.subscribe();
+        let next = || events.try_next().map(|stamped| stamped.event);
+
+        t.insert_static(mac(9), PortId::GATEWAY, EntryKind::Local);
+        t.add_static(mac(1), P1).unwrap();
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::StaticAdded {
+                mac: mac(1),
+                port: P1
+            }),
+            "the local entry publishes nothing; the static one does"
+        );
+        t.remove(mac(1)).unwrap();
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::StaticRemoved {
+                mac: mac(1),
+                port: P1
+            })
+        );
+
+        // A refused edit publishes nothing.
+        assert!(t.add_static(mac(9), P1).is_err());
+        assert!(t.remove(mac(9)).is_err());
+        assert_eq!(next(), None);
+
+        t.add_static(mac(1), P1).unwrap();
+        t.learn(mac(2), P1, Instant::ZERO);
+        t.learn(mac(3), P2, Instant::ZERO);
+        t.learn(mac(4), P2, Instant::ZERO);
+        while next().is_some() {}
+        let everything = FlushScope {
+            port: None,
+            include_static: true,
+        };
+        assert_eq!(t.flush(everything), 4);
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::Flushed {
+                port: P1,
+                entries: 2
+            })
+        );
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::Flushed {
+                port: P2,
+                entries: 2
+            })
+        );
+        assert_eq!(next(), None, "the gateway's entry stays, unannounced");
+        assert_eq!(t.flush(FlushScope::default()), 0);
+        assert_eq!(next(), None, "an empty flush publishes nothing");
     }
 }
