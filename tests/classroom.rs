@@ -1,7 +1,8 @@
 //! The classroom commands against a live switch: `tapswitch monitor` shows
-//! the switch learn, move and forget, `tapswitch trace on|off` adds and
-//! removes trace lines, and the control socket keeps answering amid
-//! thousands of idle clients without a thread each.
+//! the switch learn, move and forget and an operator pin, unpin and flush
+//! entries, `tapswitch trace on|off` adds and removes trace lines, and the
+//! control socket keeps answering amid thousands of idle clients without a
+//! thread each.
 //!
 //! ```text
 //!   th..(h1) eth0 ═══ p1 ┐
@@ -129,14 +130,14 @@ fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes()
         (&roamer.into(), &"p2".into(), &"p1".into())
     );
 
-    let trace = |args: &[&str]| {
+    let run = |command: &str, args: &[&str]| {
         let out = Command::new(binary())
-            .arg("trace")
+            .arg(command)
             .args(args)
             .arg("--control")
             .arg(&switch.control)
             .output()
-            .expect("running tapswitch trace");
+            .expect("running tapswitch");
         assert!(
             out.status.success(),
             "{}",
@@ -144,6 +145,7 @@ fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let trace = |args: &[&str]| run("trace", args);
     assert!(trace(&["on", "--port", "p2"]).starts_with("trace on for port p2"));
     h1.send(&probe(broadcast, mac(roamer), 3, 64));
     monitor.expect("a trace line about p2", |l| {
@@ -161,6 +163,21 @@ fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes()
         !before_marker.iter().any(|l| l.starts_with("trace ")),
         "a trace line after trace off: {before_marker:?}"
     );
+    // An operator's table edits show among the traffic's, as with
+    // `bridge monitor fdb`.
+    let pinned = "02:00:5e:10:00:09";
+    run("fdb", &["add", pinned, "p1"]);
+    monitor.expect("the static entry added", |l| {
+        l == format!("{pinned} dev p1 static added")
+    });
+    run("fdb", &["del", pinned]);
+    monitor.expect("the static entry removed", |l| {
+        l == format!("{pinned} dev p1 static removed")
+    });
+    run("fdb", &["add", pinned, "p2"]);
+    run("fdb", &["flush", "--port", "p2", "--include-static"]);
+    monitor.expect("the flush of p2", |l| l.starts_with("dev p2 flushed ("));
+
     let bad = Command::new(binary())
         .args(["trace", "on", "--port", "nosuch", "--control"])
         .arg(&switch.control)
