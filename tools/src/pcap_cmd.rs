@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ports::capture::{Encoder, OutputFormat, PcapReader};
 
-use crate::lab::notation::{count, seconds_ns};
+use crate::lab::notation::{count, hex, seconds_ns};
 use crate::lab::outputs::{OutFormat, OutputDir, Policy};
 use crate::lab::playback::{InputSpec, STDIN_PATH, display_input};
 use crate::lab::replay::parse_input;
@@ -46,6 +46,11 @@ pub enum PcapCommand {
         /// The port name to print (default: each file's name without extension).
         #[arg(long, value_name = "NAME")]
         port: Option<String>,
+        /// One JSON object per frame and line (JSON Lines, so `| head` still
+        /// stops the reading): file, port, time, length, the text line's
+        /// body and the bytes in hex.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a synthetic capture for benchmarks: learning, unicast and flooding over
     /// several ports, 64-byte frames one microsecond apart (DIR/p1.pcap ...).
@@ -85,7 +90,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
                 )?;
             }
         }
-        PcapCommand::Show { files, port } => {
+        PcapCommand::Show { files, port, json } => {
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
             for file in &files {
@@ -94,7 +99,12 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
                     Some(name) => name.clone(),
                     None => port_name_of(&input.path),
                 };
-                show_to(&input, &name, &mut out)?;
+                let style = if json {
+                    ShowStyle::Json
+                } else {
+                    ShowStyle::Text
+                };
+                show_to(&input, &name, style, &mut out)?;
             }
             out.flush()?;
         }
@@ -170,13 +180,22 @@ pub fn show(file: &Path, port: &str) -> Result<String> {
         interface: None,
     };
     let mut out = Vec::new();
-    show_to(&input, port, &mut out)?;
+    show_to(&input, port, ShowStyle::Text, &mut out)?;
     Ok(String::from_utf8(out).expect("text lines are UTF-8"))
 }
 
-/// Writes every frame of a capture as a text line to `out` as it is read,
-/// so a reader that stops early (`| head`) stops the reading too.
-pub fn show_to(input: &InputSpec, port: &str, out: &mut dyn Write) -> Result<()> {
+/// How `pcap show` prints a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowStyle {
+    /// The text line `pcap build` reads back.
+    Text,
+    /// One JSON object per line (`--json`).
+    Json,
+}
+
+/// Writes every frame of a capture as a line to `out` as it is read, so a
+/// reader that stops early (`| head`) stops the reading too.
+pub fn show_to(input: &InputSpec, port: &str, style: ShowStyle, out: &mut dyn Write) -> Result<()> {
     let name = display_input(&input.path);
     let source: Box<dyn Read> = if input.path.as_os_str() == STDIN_PATH {
         Box::new(io::stdin().lock())
@@ -187,10 +206,30 @@ pub fn show_to(input: &InputSpec, port: &str, out: &mut dyn Write) -> Result<()>
         .with_context(|| name.clone())?;
     while let Some(frame) = reader.next_frame().with_context(|| name.clone())? {
         let mut line = text::show(frame.timestamp_ns, port, frame.data);
+        if style == ShowStyle::Json {
+            line = json_line(&name, port, &frame, &line);
+        }
         line.push('\n');
         out.write_all(line.as_bytes())?;
     }
     Ok(())
+}
+
+/// One frame of `pcap show --json`. `text` is the frame as the text line
+/// `pcap build` reads, without its `t=` time and port.
+fn json_line(file: &str, port: &str, frame: &ports::capture::Frame<'_>, line: &str) -> String {
+    let body = line.splitn(3, ' ').nth(2).unwrap_or_default();
+    serde_json::json!({
+        "file": file,
+        "port": port,
+        "time": text::time(frame.timestamp_ns),
+        "time_ns": frame.timestamp_ns,
+        "len": frame.data.len(),
+        "original_len": frame.original_len,
+        "text": body,
+        "hex": hex(frame.data),
+    })
+    .to_string()
 }
 
 /// A text file, or stdin for `-`.

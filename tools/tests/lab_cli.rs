@@ -463,3 +463,37 @@ fn pcap_show_takes_the_interface_syntax_it_suggests() {
         "t=1.000 x 02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff ethertype 0x88b5 data 0a\n"
     );
 }
+
+#[test]
+fn pcap_show_json_is_one_object_per_frame_with_the_text_line_in_it() {
+    let dir = Dir::new("showjson");
+    inputs(&dir);
+    let p2 = dir.join("in/p2.pcap");
+    let json = run(&["pcap", "show", "--json", &p2]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let lines: Vec<String> = text(&json.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "one frame, one line: {lines:?}");
+    let frame: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(frame["file"], p2.as_str());
+    assert_eq!(frame["port"], "p2");
+    assert_eq!(frame["time"], "0.001");
+    assert_eq!(frame["time_ns"], 1_000_000);
+    assert_eq!(frame["len"], 60);
+    assert_eq!(frame["original_len"], 60);
+    assert_eq!(
+        frame["text"],
+        "02:00:00:00:00:02 > 02:00:00:00:00:01 ethertype 0x88b5 data 02 len 60"
+    );
+    let hex = frame["hex"].as_str().unwrap();
+    assert!(
+        hex.starts_with("020000000001020000000002" /* dst, src */),
+        "{hex}"
+    );
+    assert_eq!(hex.len(), 120, "60 bytes in hex");
+    // The text form says the same thing.
+    let plain = run(&["pcap", "show", &p2]);
+    assert_eq!(
+        text(&plain.stdout),
+        format!("t=0.001 p2 {}\n", frame["text"].as_str().unwrap())
+    );
+}
