@@ -11,6 +11,12 @@ datapath) when they are installed. Run as root:
 
     tools/bench/bench.py            # full: 3 repetitions, 5 s per iperf3 test
     tools/bench/bench.py --quick    # short: 3 repetitions, 1 s per test
+    tools/bench/bench.py --runs 5   # 5 whole runs: the spread of every ratio
+    tools/bench/bench.py --idle-ports 64,256   # + tapswitch with idle ports
+
+During every test it samples where the threads of the switch and of the
+endpoints ran (tsbench/placement.py); with --runs N the report shows each
+run's ratio next to its placement and flags a run that differs.
 
 Everything it creates lives in namespaces named tsb-<pid>-*, which it
 deletes on the way out (also on Ctrl-C or SIGTERM); all traffic stays in

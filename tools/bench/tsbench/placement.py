@@ -15,7 +15,7 @@ the receiving iperf3):
 
 `summary()` keeps, per thread, the CPU of every sample and the counters'
 growth over the test; `arrangement()` turns that into one word per sample,
-e.g. "S W | R" (sender and the busiest switch thread on one CPU, receiver on
+e.g. "[S W] [R]" (sender and the busiest switch thread on one CPU, receiver on
 the other), and `dominant()` says which arrangement a test mostly had, so
 runs that differ can be flagged. The parsing and the aggregation are pure
 functions of text and numbers, tested without a kernel.
@@ -222,8 +222,9 @@ def busiest(threads, role):
 
 def arrangement(cpus_by_letter):
     """One sample's arrangement: letters grouped by CPU, e.g. {"S": 0, "W":
-    0, "R": 1} -> "S W | R". Groups are ordered by their letters (S, W, R),
-    not by CPU number, so the same sharing on swapped CPUs reads the same."""
+    0, "R": 1} -> "[S W] [R]". Groups are ordered by their letters (S, W,
+    R), not by CPU number, so the same sharing on swapped CPUs reads the
+    same. (No `|`: the word goes into Markdown tables.)"""
     order = "SWR"
     groups = {}
     for letter, cpu in cpus_by_letter.items():
@@ -232,7 +233,7 @@ def arrangement(cpus_by_letter):
         (" ".join(sorted(g, key=order.index)) for g in groups.values()),
         key=lambda w: order.index(w[0]),
     )
-    return " | ".join(words)
+    return " ".join(f"[{w}]" for w in words)
 
 
 def arrangement_counts(threads):

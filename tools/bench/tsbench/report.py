@@ -324,7 +324,8 @@ def render(run, markdown=False):
         )
         parts.append(
             "Runs one by one: the ratio, and where sender S, receiver R and the switch's "
-            "busiest thread W mostly ran (`S W | R`: S and W shared a CPU; % of the samples); "
+            "busiest thread W mostly ran (`[S W] [R]`: S and W on one CPU, R on the other; "
+            "% of the samples); "
             f"{FLAG} marks a run whose placement differs from most runs'\n\n"
             + render_table(*runs_table(run), markdown)
         )
