@@ -50,6 +50,7 @@ from tsbench.system import (  # noqa: E402
     log,
     rss_kib,
     run,
+    run_ns,
     stale_namespaces,
 )
 from tsbench.topology import Topology  # noqa: E402
@@ -219,7 +220,7 @@ class Candidate:
         os.makedirs(self.outdir, exist_ok=True)
         self.tests = None
         self.samples = {t: [] for t in tests}
-        self.idle_cpu_pct = None
+        self.idle_cpu_pct = self.idle_run_pct = self.idle_rss_kib = None
 
 
 def chosen_switches(args):
@@ -278,12 +279,22 @@ def set_up(classes, tests, workdir, cleanup, entries):
 
 
 def measure_idle(candidates, seconds):
-    """The switches' CPU use with no traffic at all (all of them at once)."""
+    """The switches' CPU use with no traffic at all (all of them at once),
+    in clock ticks as the tests count it and in nanoseconds run (schedstat,
+    fine enough to divide by a port count), and their RSS before any test."""
     busy = [c for c in candidates if c.switch.pids]
-    before = {c.switch.key: cpu_ticks(c.switch.pids) for c in busy}
+    before = {c.switch.key: (cpu_ticks(c.switch.pids), run_ns(c.switch.pids)) for c in busy}
+    t0 = time.monotonic()
     time.sleep(seconds)
+    wall = time.monotonic() - t0
     for c in busy:
-        c.idle_cpu_pct = (cpu_ticks(c.switch.pids) - before[c.switch.key]) / CLK_TCK / seconds * 100
+        ticks, ns = before[c.switch.key]
+        c.idle_cpu_pct = (cpu_ticks(c.switch.pids) - ticks) / CLK_TCK / seconds * 100
+        now = run_ns(c.switch.pids)
+        c.idle_run_pct = (
+            (now - ns) / 1e9 / wall * 100 if now is not None and ns is not None else None
+        )
+        c.idle_rss_kib = rss_kib(c.switch.pids[0])
 
 
 def profiled(args, cand, test, rep, fn):
@@ -571,6 +582,8 @@ def one_run(args, index, classes, tests, workdir, cleanup, entries):
             "idle_cpu_pct": cand.idle_cpu_pct,
             "idle_resolution_pct": 100 / CLK_TCK / args.idle_seconds,
             "rss_kib": rss_kib(cand.switch.pids[0]) if cand.switch.pids else None,
+            "idle_run_pct": cand.idle_run_pct,
+            "idle_rss_kib": cand.idle_rss_kib,
         }
         if isinstance(cand.switch, switches.TapswitchVethIdlePorts):
             results[cand.switch.key].update(

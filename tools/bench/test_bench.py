@@ -425,9 +425,9 @@ class Spread(unittest.TestCase):
 def idle_ports_run():
     run = sample_run()
     mine = run["switches"]["mine"]
-    two = dict(mine, title="2 ports", ports=2, idle_cpu_pct=0.2, rss_kib=4096, setup_s=0.2)
+    two = dict(mine, title="2 ports", ports=2, idle_run_pct=0.2, idle_rss_kib=4096, setup_s=0.2)
     many = dict(
-        mine, title="66 ports", ports=66, idle_cpu_pct=1.8, rss_kib=4096 + 64 * 32, setup_s=0.9
+        mine, title="66 ports", ports=66, idle_run_pct=1.8, idle_rss_kib=4096 + 64 * 32, setup_s=0.9
     )
     many["samples"] = dict(
         mine["samples"], tcp1=[dict(s, gbps=s["gbps"] * 0.9) for s in mine["samples"]["tcp1"] if s]
@@ -445,8 +445,8 @@ class IdlePorts(unittest.TestCase):
             by_name["TCP, 1 stream, × 2 ports (per run: min / median / max)"],
             ["1.00 / 1.00 / 1.00×", "0.90 / 0.90 / 0.90×"],
         )
-        self.assertEqual(by_name["idle CPU per idle port (% of a CPU)"], ["—", "0.025"])
-        self.assertEqual(by_name["RSS per idle port (KiB)"], ["—", "32.0"])
+        self.assertEqual(by_name["idle CPU per idle port (% of a CPU)"], ["—", "0.0250"])
+        self.assertEqual(by_name["RSS per idle port, when idle (KiB)"], ["—", "32.0"])
         self.assertEqual(by_name["setup: first `ip` command to the switch's answer (s)"][1], "0.90")
         self.assertIn("Idle ports", report.render(idle_ports_run()))
 

@@ -212,17 +212,25 @@ def idle_ports_table(run):
         for sw in entries:
             row.append(fmt_spread(spread.min_median_max(spread.per_run_ratios(m, sw, reference))))
         rows.append(row)
-    rows.append(["switch CPU when idle (% of a CPU)"] + [idle(sw) for sw in entries])
+    rows.append(
+        ["switch CPU when idle (% of a CPU, schedstat)"]
+        + [fmt(sw.get("idle_run_pct"), 3) for sw in entries]
+    )
     rows.append(
         ["idle CPU per idle port (% of a CPU)"]
-        + [per_port(sw, reference, "idle_cpu_pct", 1, 3) for sw in entries]
+        + [per_port(sw, reference, "idle_run_pct", 1, 4) for sw in entries]
+    )
+    rows.append(
+        ["switch RSS when idle, before the tests (MiB)"]
+        + [fmt(sw["idle_rss_kib"] / 1024 if sw.get("idle_rss_kib") else None, 1) for sw in entries]
+    )
+    rows.append(
+        ["RSS per idle port, when idle (KiB)"]
+        + [per_port(sw, reference, "idle_rss_kib", 1, 1) for sw in entries]
     )
     rows.append(
         ["switch RSS after the tests (MiB)"]
         + [fmt(sw["rss_kib"] / 1024 if sw.get("rss_kib") else None, 1) for sw in entries]
-    )
-    rows.append(
-        ["RSS per idle port (KiB)"] + [per_port(sw, reference, "rss_kib", 1, 1) for sw in entries]
     )
     rows.append(
         ["setup: first `ip` command to the switch's answer (s)"]

@@ -38,6 +38,9 @@ def pool(entries, per_run, runs, keep_runs):
         entry["idle_resolution_pct"] = present[0].get("idle_resolution_pct")
         rss = [r["rss_kib"] for r in present if r.get("rss_kib")]
         entry["rss_kib"] = rss[-1] if rss else None
+        for key in ("idle_run_pct", "idle_rss_kib"):  # medians over the runs
+            values = [r[key] for r in present if r.get(key) is not None]
+            entry[key] = statistics.median(values) if values else None
         if "ports" in present[0]:
             entry["ports"] = present[0]["ports"]
             entry["setup_s"] = statistics.median(r["setup_s"] for r in present)
