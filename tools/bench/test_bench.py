@@ -365,7 +365,12 @@ def multi_run():
                     )
                     for x in xs
                 ]
-            results[key] = {"samples": scaled, "idle_cpu_pct": 0.1 * (index + 1), "rss_kib": 4096}
+            results[key] = {
+                "samples": scaled,
+                "idle_cpu_pct": 0.1 * (index + 1),
+                "idle_run_pct": [0.3, None, 0.1][index],
+                "rss_kib": 4096,
+            }
         spread.add_run(per_run, results, index)
     run = dict(base, settings=dict(base["settings"], runs=3))
     spread.pool(run["switches"], per_run, 3, keep_runs=True)
@@ -379,6 +384,7 @@ class Spread(unittest.TestCase):
         self.assertEqual(len(mine["runs"]), 3)
         self.assertEqual(len(mine["samples"]["tcp1"]), 9)
         self.assertAlmostEqual(mine["idle_cpu_pct"], 0.2)
+        self.assertAlmostEqual(mine["idle_run_pct"], 0.2)  # the median of the runs that have it
         self.assertEqual(run["switches"]["absent"].get("samples"), None)
 
     def test_ratios_per_run_and_their_spread(self):
