@@ -232,12 +232,12 @@ def chosen_switches(args):
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
     switches.Tapswitch.binary = args.tapswitch
     switches.Tapswitch.serve_args = tuple(args.serve_arg)
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        raise BenchError(f"--baseline {args.baseline}: no such executable")
     chosen = []
     for key in wanted:
         chosen.append(known[key])
         if args.baseline and issubclass(known[key], switches.Tapswitch):
-            if not os.access(args.baseline, os.X_OK):
-                raise BenchError(f"--baseline {args.baseline}: no such executable")
             chosen.append(switches.baseline_of(known[key], args.baseline, args.baseline_label))
     return chosen
 

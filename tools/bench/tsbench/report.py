@@ -362,14 +362,13 @@ def render(run, markdown=False):
         for sw in run["switches"].values()
         if sw.get("skipped")
     ]
-    noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in measured(run)]
+    every = measured(run) + [
+        sw for sw in run.get("idle_ports", {}).get("switches", {}).values() if sw.get("samples")
+    ]
+    noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in every]
     notes.append("most CPU other processes used during one test (% of a CPU): " + ", ".join(noisy))
     repeated = sum(
-        x.get("attempts", 1) - 1
-        for sw in measured(run)
-        for xs in sw["samples"].values()
-        for x in xs
-        if x
+        x.get("attempts", 1) - 1 for sw in every for xs in sw["samples"].values() for x in xs if x
     )
     if repeated:
         notes.append(f"{repeated} test(s) were repeated because other processes disturbed them")
