@@ -11,6 +11,12 @@ datapath) when they are installed. Run as root:
 
     tools/bench/bench.py            # full: 3 repetitions, 5 s per iperf3 test
     tools/bench/bench.py --quick    # short: 3 repetitions, 1 s per test
+    tools/bench/bench.py --runs 5   # 5 whole runs: the spread of every ratio
+    tools/bench/bench.py --idle-ports 64,256   # + tapswitch with idle ports
+
+During every test it samples where the threads of the switch and of the
+endpoints ran (tsbench/placement.py); with --runs N the report shows each
+run's ratio next to its placement and flags a run that differs.
 
 Everything it creates lives in namespaces named tsb-<pid>-*, which it
 deletes on the way out (also on Ctrl-C or SIGTERM); all traffic stays in
@@ -30,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from tsbench import report, switches  # noqa: E402
+from tsbench import placement, report, spread, switches  # noqa: E402
 from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
 from tsbench.system import (  # noqa: E402
     CLK_TCK,
@@ -44,6 +50,7 @@ from tsbench.system import (  # noqa: E402
     log,
     rss_kib,
     run,
+    run_ns,
     stale_namespaces,
 )
 from tsbench.topology import Topology  # noqa: E402
@@ -51,6 +58,8 @@ from tsbench.topology import Topology  # noqa: E402
 PREFIX = "tsb"
 REPO = os.path.dirname(os.path.dirname(HERE))
 TESTS = ("tcp1", "tcp2", "udp", "ping")
+IDLE_PORT_TESTS = ("tcp1", "udp")  # between the two busy ports, the others idle
+MAX_IDLE_PORTS = 1024
 REQUIRED = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping"}
 
 
@@ -120,12 +129,30 @@ def parse_args():
         "(default 20; quick 3)",
     )
     p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="whole runs (each: every switch, every test, its repetitions, on switches set up "
+        "afresh); the report gives the spread of every ratio over them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--idle-ports",
+        type=port_counts,
+        default=[],
+        metavar="K[,K...]",
+        help="also measure tapswitch with K veth ports of which K-2 are idle, TCP 1 stream and "
+        "UDP 64 B between the two busy ones, against the same switch with only the two "
+        "ports, plus idle CPU and memory per port, e.g. --idle-ports 64,256 (default: off)",
+    )
+    p.add_argument(
         "--cleanup",
         action="store_true",
         help="only delete namespaces left by a benchmark run that was killed",
     )
     args = p.parse_args()
     args.reps = args.reps or 3
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
     if args.reps < 3:
         print(
             f"note: with {args.reps} repetition(s) the figures are not medians of 3",
@@ -136,6 +163,17 @@ def parse_args():
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
     args.idle_seconds = 3 if args.quick else 5
     return args
+
+
+def port_counts(text):
+    """--idle-ports: ascending port counts, each from 3 to MAX_IDLE_PORTS."""
+    try:
+        counts = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not counts or counts[0] < 3 or counts[-1] > MAX_IDLE_PORTS:
+        raise argparse.ArgumentTypeError(f"port counts go from 3 to {MAX_IDLE_PORTS}: {text!r}")
+    return counts
 
 
 def check_environment(args):
@@ -176,20 +214,17 @@ def machine():
 class Candidate:
     """One switch in the run: its topology, tests, samples."""
 
-    def __init__(self, switch, topo, workdir):
+    def __init__(self, switch, topo, workdir, tests):
         self.switch, self.topo = switch, topo
         self.outdir = os.path.join(workdir, switch.key)
         os.makedirs(self.outdir, exist_ok=True)
         self.tests = None
-        self.samples = {t: [] for t in TESTS}
-        self.idle_cpu_pct = None
+        self.samples = {t: [] for t in tests}
+        self.idle_cpu_pct = self.idle_run_pct = self.idle_rss_kib = None
 
 
-def set_up(args, workdir, cleanup):
-    """Builds every requested switch on its own topology. A switch that is
-    not installed or does not come up is reported and left out."""
-    run_info = {"switches": {}}
-    candidates = []
+def chosen_switches(args):
+    """The switch classes to measure, in order (with their --baseline twins)."""
     wanted = [k.strip() for k in args.switches.split(",") if k.strip()]
     known = {cls.key: cls for cls in switches.ALL}
     for key in wanted:
@@ -197,28 +232,35 @@ def set_up(args, workdir, cleanup):
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
     switches.Tapswitch.binary = args.tapswitch
     switches.Tapswitch.serve_args = tuple(args.serve_arg)
-    if args.baseline:
-        if not os.access(args.baseline, os.X_OK):
-            raise BenchError(f"--baseline {args.baseline}: no such executable")
-        with_baselines = []
-        for key in wanted:
-            with_baselines.append(key)
-            if issubclass(known[key], switches.Tapswitch):
-                base = switches.baseline_of(known[key], args.baseline, args.baseline_label)
-                known[base.key] = base
-                with_baselines.append(base.key)
-        wanted = with_baselines
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        raise BenchError(f"--baseline {args.baseline}: no such executable")
+    chosen = []
     for key in wanted:
-        switch = known[key]()
-        entry = run_info["switches"][key] = {"title": switch.title}
+        chosen.append(known[key])
+        if args.baseline and issubclass(known[key], switches.Tapswitch):
+            chosen.append(switches.baseline_of(known[key], args.baseline, args.baseline_label))
+    return chosen
+
+
+def set_up(classes, tests, workdir, cleanup, entries):
+    """Builds every switch on its own topology; `entries` (run.json's
+    per-switch entries) get their title, version or why they were skipped.
+    A switch that is not installed or does not come up is reported and
+    left out."""
+    candidates = []
+    for cls in classes:
+        switch = cls()
+        key = switch.key
+        entry = entries.setdefault(key, {})
+        entry["title"] = switch.title
         why = switch.missing()
         if why:
             log(f"{switch.title}: skipped, {why}")
             entry["skipped"] = why
             continue
-        entry["version"] = switches.describe(switch)
+        entry.setdefault("version", switches.describe(switch))
         topo = Topology(f"{PREFIX}-{os.getpid()}-{key}", 2, cleanup)
-        cand = Candidate(switch, topo, workdir)
+        cand = Candidate(switch, topo, workdir, tests)
         try:
             log(f"{switch.title}: setting up in {topo.switch_ns}")
             topo.create_namespaces()
@@ -231,17 +273,28 @@ def set_up(args, workdir, cleanup):
             log(f"{switch.title}: could not be set up, left out: {err}")
             entry["skipped"] = f"setup failed: {err}"
             continue
+        entry.pop("skipped", None)
         candidates.append(cand)
-    return run_info, candidates
+    return candidates
 
 
 def measure_idle(candidates, seconds):
-    """The switches' CPU use with no traffic at all (all of them at once)."""
+    """The switches' CPU use with no traffic at all (all of them at once),
+    in clock ticks as the tests count it and in nanoseconds run (schedstat,
+    fine enough to divide by a port count), and their RSS before any test."""
     busy = [c for c in candidates if c.switch.pids]
-    before = {c.switch.key: cpu_ticks(c.switch.pids) for c in busy}
+    before = {c.switch.key: (cpu_ticks(c.switch.pids), run_ns(c.switch.pids)) for c in busy}
+    t0 = time.monotonic()
     time.sleep(seconds)
+    wall = time.monotonic() - t0
     for c in busy:
-        c.idle_cpu_pct = (cpu_ticks(c.switch.pids) - before[c.switch.key]) / CLK_TCK / seconds * 100
+        ticks, ns = before[c.switch.key]
+        c.idle_cpu_pct = (cpu_ticks(c.switch.pids) - ticks) / CLK_TCK / seconds * 100
+        now = run_ns(c.switch.pids)
+        c.idle_run_pct = (
+            (now - ns) / 1e9 / wall * 100 if now is not None and ns is not None else None
+        )
+        c.idle_rss_kib = rss_kib(c.switch.pids[0])
 
 
 def profiled(args, cand, test, rep, fn):
@@ -304,16 +357,18 @@ def profiled(args, cand, test, rep, fn):
     return with_perf
 
 
-def measure_all(args, candidates, meter):
+def measure_all(args, candidates, meter, tests, first_run):
     """Every repetition runs every test on every switch before the next
     repetition starts, so slow drifts in the machine's load hit all
     switches alike."""
     for rep in range(args.reps):
         for cand in candidates:
-            for test in TESTS:
+            for test in tests:
                 label = f"{cand.switch.title}, {test}, repetition {rep + 1}/{args.reps}"
                 test_fn = functools.partial(run_test, cand.tests, test, rep, args)
-                test_fn = profiled(args, cand, test, rep, test_fn)
+                if first_run:
+                    test_fn = profiled(args, cand, test, rep, test_fn)
+                test_fn = with_placement(cand, test, test_fn)
                 try:
                     sample = meter.measure(cand.switch.pids, test_fn, label)
                 except BenchError as err:
@@ -321,6 +376,28 @@ def measure_all(args, candidates, meter):
                     sample = None
                 cand.samples[test].append(sample)
                 log(f"{label}: {brief(test, sample)}")
+
+
+def with_placement(cand, test, fn):
+    """Wraps a test so that the placement of the switch's threads and the
+    endpoints' is sampled while it runs (see tsbench/placement.py); the
+    sample gets it under "placement"."""
+
+    def sampled():
+        sampler = placement.Sampler()
+        sampler.watch(cand.switch.pids, "switch")
+        if test != "ping" and cand.tests.server.proc:  # ping's receiver is the kernel
+            sampler.watch([cand.tests.server.proc.pid], "receiver")
+        cand.tests.on_start = lambda pid: sampler.watch([pid], "sender")
+        try:
+            with sampler:
+                result = fn()
+        finally:
+            cand.tests.on_start = None
+        result["placement"] = sampler.summary()
+        return result
+
+    return sampled
 
 
 def run_test(tests, test, rep, args):
@@ -432,34 +509,47 @@ def main():
 
 def benchmark(args, workdir, cleanup):
     """The whole run: set up, measure, write the results; returns run.json's content."""
-    run_info, candidates = set_up(args, workdir, cleanup)
-    if not candidates:
-        raise BenchError("no switch could be set up; nothing to measure")
-    run_info.update(
-        started=time.strftime("%Y-%m-%d %H:%M"),
-        machine=machine(),
-        commit=source_commit(),
-        settings={
+    classes = chosen_switches(args)
+    run_info = {
+        "started": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "commit": source_commit(),
+        "settings": {
             "reps": args.reps,
             "duration": args.duration,
             "pings": args.pings,
             "quick": args.quick,
+            "runs": args.runs,
+            "idle_ports": args.idle_ports,
         },
-    )
-    namespaces = [ns for c in candidates for ns in c.topo.namespaces]
-    meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
-    log(f"idle CPU of the switches over {args.idle_seconds} s")
-    measure_idle(candidates, args.idle_seconds)
-    measure_all(args, candidates, meter)
-    for cand in candidates:
-        entry = run_info["switches"][cand.switch.key]
-        entry.update(
-            samples=cand.samples,
-            idle_cpu_pct=cand.idle_cpu_pct,
-            idle_resolution_pct=100 / CLK_TCK / args.idle_seconds,
-            rss_kib=rss_kib(cand.switch.pids[0]) if cand.switch.pids else None,
-        )
-    if not args.no_mac_fill and "tapswitch-veth" in [c.switch.key for c in candidates]:
+        "switches": {},
+    }
+    per_run = {}
+    idle_classes = [switches.with_ports(n) for n in [2, *args.idle_ports]]
+    idle_entries, idle_per_run = {}, {}
+    for index in range(args.runs):
+        rundir = workdir if args.runs == 1 else os.path.join(workdir, f"run-{index + 1}")
+        if args.runs > 1:
+            log(f"run {index + 1} of {args.runs}")
+        results = one_run(args, index, classes, TESTS, rundir, cleanup, run_info["switches"])
+        if not results and index == 0:
+            raise BenchError("no switch could be set up; nothing to measure")
+        spread.add_run(per_run, results, index)
+        if args.idle_ports:
+            idle_dir = os.path.join(rundir, "idle-ports")
+            results = one_run(
+                args, index, idle_classes, IDLE_PORT_TESTS, idle_dir, cleanup, idle_entries
+            )
+            spread.add_run(idle_per_run, results, index)
+    spread.pool(run_info["switches"], per_run, args.runs, keep_runs=args.runs > 1)
+    if args.idle_ports:
+        spread.pool(idle_entries, idle_per_run, args.runs, keep_runs=args.runs > 1)
+        run_info["idle_ports"] = {
+            "reference": idle_classes[0].key,
+            "tests": list(IDLE_PORT_TESTS),
+            "switches": idle_entries,
+        }
+    if not args.no_mac_fill and "tapswitch-veth" in per_run:
         try:
             run_info["mac_fill"] = mac_fill(workdir, cleanup)
         except BenchError as err:
@@ -470,6 +560,37 @@ def benchmark(args, workdir, cleanup):
         with open(os.path.join(workdir, name), "w") as f:
             f.write(report.render(run_info, markdown=markdown))
     return run_info
+
+
+def one_run(args, index, classes, tests, workdir, cleanup, entries):
+    """One whole run of some switches: set them up, measure their idle CPU,
+    every test and its repetitions, then take them down again. Returns
+    {switch key: its figures in this run}."""
+    mark = cleanup.mark()
+    candidates = set_up(classes, tests, workdir, cleanup, entries)
+    if not candidates:
+        return {}
+    namespaces = [ns for c in candidates for ns in c.topo.namespaces]
+    meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
+    log(f"idle CPU of the switches over {args.idle_seconds} s")
+    measure_idle(candidates, args.idle_seconds)
+    measure_all(args, candidates, meter, tests, first_run=index == 0)
+    results = {}
+    for cand in candidates:
+        results[cand.switch.key] = {
+            "samples": cand.samples,
+            "idle_cpu_pct": cand.idle_cpu_pct,
+            "idle_resolution_pct": 100 / CLK_TCK / args.idle_seconds,
+            "rss_kib": rss_kib(cand.switch.pids[0]) if cand.switch.pids else None,
+            "idle_run_pct": cand.idle_run_pct,
+            "idle_rss_kib": cand.idle_rss_kib,
+        }
+        if isinstance(cand.switch, switches.TapswitchVethIdlePorts):
+            results[cand.switch.key].update(
+                ports=cand.switch.ports, setup_s=round(cand.switch.setup_s, 3)
+            )
+    cleanup.run_back_to(mark)
+    return results
 
 
 if __name__ == "__main__":

@@ -3,17 +3,21 @@
 python3 -m unittest discover -s tools/bench
 """
 
+import argparse
 import json
 import os
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tsbench import report  # noqa: E402
+import bench  # noqa: E402
+from tsbench import placement, report, spread  # noqa: E402
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad  # noqa: E402
+from tsbench.topology import Topology  # noqa: E402
 
 _TMP = tempfile.TemporaryDirectory()  # removed when the tests end
 
@@ -199,6 +203,270 @@ class Report(unittest.TestCase):
         del run["switches"]["kernel"]
         self.assertIsNone(report.ratio_table(run))
         self.assertNotIn("Ratio to the Linux bridge", report.render(run))
+
+
+STAT = (
+    "4242 (tokio-rt (w) 1) S 1 4242 4242 0 -1 4194368 100 0 0 0 7 3 0 0 20 0 3 0 "
+    "500 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
+)
+STATUS = "Name:\tworker\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n"
+SCHED = (
+    "worker (4242, #threads: 3)\n"
+    "-------------------------------------------------------------------\n"
+    "se.exec_start                                :       4158348.480359\n"
+    "se.nr_migrations                             :                   10\n"
+    "nr_switches                                  :                  111\n"
+    "policy                                       :                    1\n"
+)
+
+
+class PlacementParsing(unittest.TestCase):
+    def test_processor_is_field_39_even_with_parentheses_in_the_name(self):
+        self.assertEqual(placement.parse_stat_processor(STAT), 1)
+        self.assertEqual(placement.parse_stat_processor(STAT.replace(" 17 1 0", " 17 0 0")), 0)
+
+    def test_context_switches_from_status(self):
+        self.assertEqual(placement.parse_status_switches(STATUS), (120, 7))
+        self.assertEqual(placement.parse_status_switches("Name:\tx\n"), (None, None))
+
+    def test_migrations_and_policy_from_sched(self):
+        self.assertEqual(placement.parse_sched(SCHED), {"migrations": 10, "policy": 1})
+        self.assertEqual(placement.parse_sched("no such keys\n"), {})
+
+    def test_run_and_wait_from_schedstat(self):
+        self.assertEqual(placement.parse_schedstat("2500000 1500000 42\n"), (2500000, 1500000))
+
+
+def reading(cpu, run_ns=0, wait_ns=0, migrations=0, voluntary=0):
+    return {
+        "comm": "t",
+        "cpu": cpu,
+        "voluntary": voluntary,
+        "nonvoluntary": 0,
+        "run_ns": run_ns,
+        "wait_ns": wait_ns,
+        "migrations": migrations,
+    }
+
+
+def thread(role, cpus, run_ms=10.0, **extra):
+    return dict({"role": role, "cpus": cpus, "run_ms": run_ms, "wait_ms": 0.0}, **extra)
+
+
+class PlacementAggregation(unittest.TestCase):
+    def test_a_thread_keeps_its_cpus_and_the_counters_growth(self):
+        t = placement.Thread("switch", 1, 2, reading(0, 1_000_000, 0, 3, 5), tick=2)
+        t.record(reading(1, 5_000_000, 2_000_000, 4, 9), tick=3)
+        t.record(reading(1, 6_000_000, 2_500_000, 6, 10), tick=5)
+        got = t.summary()
+        self.assertEqual(got["cpus"], [None, None, 0, 1, None, 1])
+        self.assertEqual(got["migrations"], 3)
+        self.assertEqual(got["voluntary"], 5)
+        self.assertAlmostEqual(got["run_ms"], 5.0)
+        self.assertAlmostEqual(got["wait_ms"], 2.5)
+
+    def test_arrangement_groups_by_cpu_and_ignores_which_cpu(self):
+        self.assertEqual(placement.arrangement({"S": 0, "W": 0, "R": 1}), "[S W] [R]")
+        self.assertEqual(placement.arrangement({"R": 0, "W": 0, "S": 1}), "[S] [W R]")
+        self.assertEqual(placement.arrangement({"W": 1, "S": 1, "R": 1}), "[S W R]")
+
+    def test_counts_use_the_busiest_thread_of_each_role(self):
+        threads = [
+            thread("sender", [0, 0, 0, None]),
+            thread("receiver", [1, 1, 0, 1]),
+            thread("switch", [0, 1, 1, 1], run_ms=50.0),
+            thread("switch", [1, 1, 1, 1], run_ms=0.1),  # an idle worker: not W
+        ]
+        counts = placement.arrangement_counts(threads)
+        # the last sample has no sender reading and is left out
+        self.assertEqual(counts, {"[S W] [R]": 1, "[S] [W R]": 1, "[S R] [W]": 1})
+        self.assertIsNone(placement.dominant({}))
+        self.assertEqual(placement.dominant({"[S W] [R]": 1, "[S] [W R]": 3}), ("[S] [W R]", 0.75))
+
+    def test_merged_adds_up_repetitions(self):
+        merged = placement.merged([{"arrangements": {"a": 2}}, None, {"arrangements": {"a": 1}}])
+        self.assertEqual(merged, {"a": 3})
+
+    def test_role_totals_are_per_second_of_the_test(self):
+        p = {
+            "wall_s": 2.0,
+            "threads": [
+                thread(
+                    "switch",
+                    [0],
+                    run_ms=1000.0,
+                    wait_ms=200.0,
+                    migrations=4,
+                    voluntary=100,
+                    nonvoluntary=20,
+                ),
+                thread(
+                    "switch",
+                    [1],
+                    run_ms=0.0,
+                    wait_ms=0.0,
+                    migrations=None,
+                    voluntary=0,
+                    nonvoluntary=0,
+                ),
+                thread("sender", [0], run_ms=2000.0, wait_ms=0.0),
+            ],
+        }
+        got = placement.role_totals(p, "switch")
+        self.assertEqual(got["migrations_per_s"], 2)
+        self.assertEqual(got["switches_per_s"], 60)
+        self.assertAlmostEqual(got["wait_pct"], 10.0)
+        self.assertAlmostEqual(got["run_pct"], 50.0)
+        self.assertIsNone(placement.role_totals(p, "receiver"))
+
+    def test_the_run_that_differs_from_most_is_odd(self):
+        self.assertEqual(placement.odd_ones_out(["a", "a", "b", None, "a"]), {2})
+        self.assertEqual(placement.odd_ones_out(["a", "b", "c"]), set())  # no majority
+        self.assertEqual(placement.odd_ones_out(["a", "b"]), set())  # too few to tell
+
+    def test_sampler_reads_its_own_threads(self):
+        with placement.Sampler(interval=0.01, max_samples=5) as sampler:
+            sampler.watch([os.getpid()], "switch")
+            for _ in range(500):  # at most 5 s on a very busy machine
+                if sampler.ticks >= 3:
+                    break
+                time.sleep(0.01)
+        got = sampler.summary()
+        self.assertLessEqual(got["samples"], 6)  # bounded: 5 in the loop, 1 at the end
+        roles = {t["role"] for t in got["threads"]}
+        self.assertEqual(roles, {"switch"})
+        main = [t for t in got["threads"] if t["tid"] == os.getpid()][0]
+        self.assertTrue(all(c is None or c >= 0 for c in main["cpus"]))
+        self.assertGreaterEqual(main["run_ms"], 0)
+
+
+def multi_run():
+    """Three runs of sample_run's switches; in run 3 mine is slower and
+    its worker sat with the receiver instead of the sender."""
+
+    def placed(sample, word):
+        return dict(sample, placement={"wall_s": 1.0, "threads": [], "arrangements": {word: 9}})
+
+    base = sample_run()
+    per_run = {}
+    for index, factor in enumerate((1.0, 1.0, 0.5)):
+        results = {}
+        for key in ("kernel", "mine"):
+            samples = base["switches"][key]["samples"]
+            word = "[S W] [R]" if index < 2 or key == "kernel" else "[S] [W R]"
+            scaled = {}
+            for test, xs in samples.items():
+                scaled[test] = [
+                    None
+                    if x is None
+                    else placed(
+                        dict(x, gbps=x["gbps"] * factor) if "gbps" in x and key == "mine" else x,
+                        word,
+                    )
+                    for x in xs
+                ]
+            results[key] = {
+                "samples": scaled,
+                "idle_cpu_pct": 0.1 * (index + 1),
+                "idle_run_pct": [0.3, None, 0.1][index],
+                "rss_kib": 4096,
+            }
+        spread.add_run(per_run, results, index)
+    run = dict(base, settings=dict(base["settings"], runs=3))
+    spread.pool(run["switches"], per_run, 3, keep_runs=True)
+    return run
+
+
+class Spread(unittest.TestCase):
+    def test_pool_keeps_every_run_and_all_samples(self):
+        run = multi_run()
+        mine = run["switches"]["mine"]
+        self.assertEqual(len(mine["runs"]), 3)
+        self.assertEqual(len(mine["samples"]["tcp1"]), 9)
+        self.assertAlmostEqual(mine["idle_cpu_pct"], 0.2)
+        self.assertAlmostEqual(mine["idle_run_pct"], 0.2)  # the median of the runs that have it
+        self.assertEqual(run["switches"]["absent"].get("samples"), None)
+
+    def test_ratios_per_run_and_their_spread(self):
+        run = multi_run()
+        metric = report.METRICS[0]  # TCP 1 stream
+        ratios = spread.per_run_ratios(metric, run["switches"]["mine"], run["switches"]["kernel"])
+        self.assertEqual([round(r, 3) for r in ratios], [0.5, 0.5, 0.25])
+        self.assertEqual(spread.min_median_max(ratios), (0.25, 0.5, 0.5))
+        self.assertIsNone(spread.min_median_max([None]))
+
+    def test_a_single_run_is_its_own_only_run(self):
+        run = sample_run()
+        metric = report.METRICS[0]
+        ratios = spread.per_run_ratios(metric, run["switches"]["mine"], run["switches"]["kernel"])
+        self.assertEqual([round(r, 2) for r in ratios], [0.5])
+
+    def test_the_run_with_another_placement_is_flagged(self):
+        run = multi_run()
+        words, odd = spread.placements_by_run(run["switches"]["mine"], "tcp1")
+        self.assertEqual([w[0] for w in words], ["[S W] [R]", "[S W] [R]", "[S] [W R]"])
+        self.assertEqual(odd, {2})
+
+    def test_report_shows_spread_and_flags_with_several_runs(self):
+        run = multi_run()
+        header, rows = report.spread_table(run)
+        by_name = {r[0]: r[1:] for r in rows}
+        self.assertEqual(by_name["TCP, 1 stream"], ["1.00 / 1.00 / 1.00×", "0.25 / 0.50 / 0.50×"])
+        _, rows = report.runs_table(run)
+        by_name = {r[0]: r[1:] for r in rows}
+        self.assertEqual(
+            by_name["mine: TCP, 1 stream"],
+            ["0.50× [S W] [R] 100%", "0.50× [S W] [R] 100%", "0.25× [S] [W R] 100% ⚑"],
+        )
+        text = report.render(run, markdown=True)
+        self.assertIn("Ratio spread over 3 runs", text)
+        self.assertIn("3 runs × 3 repetitions", text)
+
+    def test_a_single_run_report_has_no_spread(self):
+        text = report.render(sample_run(), markdown=True)
+        self.assertNotIn("spread", text)
+        self.assertNotIn("run 1", text)
+
+
+def idle_ports_run():
+    run = sample_run()
+    mine = run["switches"]["mine"]
+    two = dict(mine, title="2 ports", ports=2, idle_run_pct=0.2, idle_rss_kib=4096, setup_s=0.2)
+    many = dict(
+        mine, title="66 ports", ports=66, idle_run_pct=1.8, idle_rss_kib=4096 + 64 * 32, setup_s=0.9
+    )
+    many["samples"] = dict(
+        mine["samples"], tcp1=[dict(s, gbps=s["gbps"] * 0.9) for s in mine["samples"]["tcp1"] if s]
+    )
+    run["idle_ports"] = {"reference": "two", "switches": {"two": two, "many": many}}
+    return run
+
+
+class IdlePorts(unittest.TestCase):
+    def test_ratios_to_two_ports_and_costs_per_idle_port(self):
+        header, rows = report.idle_ports_table(idle_ports_run())
+        self.assertEqual(header, ["idle ports", "2 ports", "66 ports"])
+        by_name = {r[0]: r[1:] for r in rows}
+        self.assertEqual(
+            by_name["TCP, 1 stream, × 2 ports (per run: min / median / max)"],
+            ["1.00 / 1.00 / 1.00×", "0.90 / 0.90 / 0.90×"],
+        )
+        self.assertEqual(by_name["idle CPU per idle port (% of a CPU)"], ["—", "0.0250"])
+        self.assertEqual(by_name["RSS per idle port, when idle (KiB)"], ["—", "32.0"])
+        self.assertEqual(by_name["setup: first `ip` command to the switch's answer (s)"][1], "0.90")
+        self.assertIn("Idle ports", report.render(idle_ports_run()))
+
+    def test_port_counts_option(self):
+        self.assertEqual(bench.port_counts("256,64"), [64, 256])
+        for bad in ("2", "x", "64,5000", ""):
+            with self.assertRaises(argparse.ArgumentTypeError):
+                bench.port_counts(bad)
+
+    def test_idle_port_names_fit_interface_names(self):
+        names = Topology.idle_port_names(254)
+        self.assertEqual(names[0], ("i1", "j1"))
+        self.assertEqual(len({n for pair in names for n in pair}), 508)
+        self.assertTrue(all(len(n) < 16 for pair in names for n in pair))
 
 
 if __name__ == "__main__":

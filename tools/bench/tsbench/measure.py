@@ -29,20 +29,24 @@ UDP_PAYLOAD = 64
 PING_INTERVAL = 0.005  # root may ping faster than 0.2 s
 
 
-def run_bounded(argv, ns, seconds, out_path):
-    """Runs a test command with a hard time limit; output to `out_path`."""
+def run_bounded(argv, ns, seconds, out_path, on_start=None):
+    """Runs a test command with a hard time limit; output to `out_path`.
+    `on_start(pid)` is told the command's PID (its own: `ip netns exec`
+    execs it) as soon as it runs, for the placement sampler."""
     with open(out_path, "w") as out:
+        proc = subprocess.Popen(
+            in_ns(ns, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
-            done = subprocess.run(
-                in_ns(ns, argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=seconds + 30,
-            )
+            if on_start:
+                on_start(proc.pid)
+            return proc.wait(timeout=seconds + 30)
         except subprocess.TimeoutExpired:
             return None
-    return done.returncode
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 class IperfServer:
@@ -125,6 +129,7 @@ class Tests:
     def __init__(self, topo, server, outdir):
         self.topo, self.server, self.outdir = topo, server, outdir
         self.src, self.dst = topo.hosts[0], topo.hosts[1]
+        self.on_start = None  # told the PID of each sending iperf3 or ping
 
     def warm_up(self):
         """Fills ARP caches and the switch's MAC table, and checks the path."""
@@ -141,7 +146,7 @@ class Tests:
         out = os.path.join(self.outdir, f"{name}.json")
         argv = ["iperf3", "-c", self.dst.ip, "-t", str(duration), "-J", *args]
         for attempt in range(2):
-            rc = run_bounded(argv, self.src.ns, duration, out)
+            rc = run_bounded(argv, self.src.ns, duration, out, self.on_start)
             try:
                 if rc is None:
                     raise BenchError(f"iperf3 did not finish within {duration + 30} s")
@@ -162,7 +167,7 @@ class Tests:
     def ping(self, name, count):
         out = os.path.join(self.outdir, f"{name}.txt")
         argv = ["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-w", "60", self.dst.ip]
-        run_bounded(argv, self.src.ns, 60, out)
+        run_bounded(argv, self.src.ns, 60, out, self.on_start)
         return parse_ping(out)
 
 

@@ -7,10 +7,18 @@ run (throughput: higher is better; latency: lower is better).
 
 The tables are transposed (one column per switch) so they fit a terminal
 and a README. `render(run, markdown=True)` gives the same tables in Markdown.
+
+With several runs (`bench.py --runs N`, see spread.py) two more tables
+follow: the spread of every ratio over the runs, and the runs one by one,
+each figure next to the arrangement its test mostly had on the CPUs, a run
+whose arrangement differs from most runs' flagged. With `--idle-ports`, one
+more: tapswitch with idle ports against the same switch with two.
 """
 
 import statistics
 from dataclasses import dataclass
+
+from . import spread
 
 
 @dataclass
@@ -93,6 +101,153 @@ def ratio_table(run):
     return header, rows
 
 
+FLAG = "⚑"
+
+
+def spread_table(run):
+    """min / median / max over the runs of every ratio to the kernel bridge."""
+    reference = run["switches"].get(REFERENCE)
+    if not reference or not reference.get("samples"):
+        return None
+    header = ["× Linux bridge, per run: min / median / max"]
+    header += [sw["title"] for sw in measured(run)]
+    rows = []
+    for m in METRICS:
+        if not m.ratio:
+            continue
+        row = [m.label.split(" (")[0]]
+        for sw in measured(run):
+            row.append(fmt_spread(spread.min_median_max(spread.per_run_ratios(m, sw, reference))))
+        rows.append(row)
+    return header, rows
+
+
+def fmt_spread(s):
+    return "—" if s is None else f"{s[0]:.2f} / {s[1]:.2f} / {s[2]:.2f}×"
+
+
+def runs_table(run):
+    """Every run's ratio with the arrangement of its test beside it."""
+    reference = run["switches"].get(REFERENCE)
+    if not reference or not reference.get("samples"):
+        return None
+    count = run["settings"].get("runs", 1)
+    header = ["ratio and placement"] + [f"run {i + 1}" for i in range(count)]
+    rows = []
+    for sw in measured(run):
+        for m in METRICS:
+            if not m.ratio or m.key == "ping_p99":
+                continue
+            ratios = spread.per_run_ratios(m, sw, reference)
+            words, odd = spread.placements_by_run(sw, m.test)
+            row = [f"{sw['title']}: {m.label.split(' (')[0]}"]
+            for i in range(count):
+                ratio = ratios[i] if i < len(ratios) else None
+                word = words[i] if i < len(words) else None
+                cell = "—" if ratio is None else f"{ratio:.2f}×"
+                if word:
+                    cell += f" {word[0]} {word[1] * 100:.0f}%"
+                if i in odd:
+                    cell += f" {FLAG}"
+                row.append(cell)
+            rows.append(row)
+    return header, rows
+
+
+def load_table(run):
+    """Per run, what the switch's own threads went through during each test."""
+    count = run["settings"].get("runs", 1)
+    header = ["switch threads, per s: migrations, context switches, run-queue wait"]
+    header += [f"run {i + 1}" for i in range(count)]
+    rows = []
+    for sw in measured(run):
+        for test in sorted({m.test for m in METRICS}, key=TEST_ORDER.index):
+            loads = [spread.run_switch_load(r, test) for r in spread.runs_of(sw)]
+            if not any(loads):
+                continue
+            row = [f"{sw['title']}: {test}"]
+            for load in loads:
+                row.append(fmt_load(load))
+            rows.append(row)
+    return (header, rows) if rows else None
+
+
+TEST_ORDER = ["tcp1", "tcp2", "udp", "ping"]
+
+
+def fmt_load(load):
+    if not load:
+        return "—"
+    migrations = load["migrations_per_s"]
+    moved = "?" if migrations is None else f"{migrations:.0f}"
+    return f"{moved} migr, {load['switches_per_s']:,.0f} cs, wait {load['wait_pct']:.0f}%"
+
+
+IDLE_PORT_METRICS = [m for m in METRICS if m.key in ("tcp1", "udp_kpps")]
+
+
+def idle_ports_table(run):
+    """tapswitch with idle ports against the same switch with two, in the same runs."""
+    part = run.get("idle_ports")
+    if not part:
+        return None
+    entries = [sw for sw in part["switches"].values() if sw.get("samples")]
+    reference = part["switches"].get(part["reference"])
+    if not reference or not reference.get("samples"):
+        return None
+    header = ["idle ports"] + [sw["title"] for sw in entries]
+    rows = []
+    for m in IDLE_PORT_METRICS:
+        row = [m.label]
+        for sw in entries:
+            s = summary(m.values(sw["samples"].get(m.test, [])))
+            row.append(
+                "—"
+                if s is None
+                else f"{fmt(s[0], m.decimals)} ({fmt(s[1], m.decimals)}–{fmt(s[2], m.decimals)})"
+            )
+        rows.append(row)
+    for m in IDLE_PORT_METRICS:
+        row = [f"{m.label.split(' (')[0]}, × 2 ports (per run: min / median / max)"]
+        for sw in entries:
+            row.append(fmt_spread(spread.min_median_max(spread.per_run_ratios(m, sw, reference))))
+        rows.append(row)
+    rows.append(
+        ["switch CPU when idle (% of a CPU, schedstat)"]
+        + [fmt(sw.get("idle_run_pct"), 3) for sw in entries]
+    )
+    rows.append(
+        ["idle CPU per idle port (% of a CPU)"]
+        + [per_port(sw, reference, "idle_run_pct", 1, 4) for sw in entries]
+    )
+    rows.append(
+        ["switch RSS when idle, before the tests (MiB)"]
+        + [fmt(sw["idle_rss_kib"] / 1024 if sw.get("idle_rss_kib") else None, 1) for sw in entries]
+    )
+    rows.append(
+        ["RSS per idle port, when idle (KiB)"]
+        + [per_port(sw, reference, "idle_rss_kib", 1, 1) for sw in entries]
+    )
+    rows.append(
+        ["switch RSS after the tests (MiB)"]
+        + [fmt(sw["rss_kib"] / 1024 if sw.get("rss_kib") else None, 1) for sw in entries]
+    )
+    rows.append(
+        ["setup: first `ip` command to the switch's answer (s)"]
+        + [fmt(sw.get("setup_s"), 2) for sw in entries]
+    )
+    return header, rows
+
+
+def per_port(sw, reference, key, scale, decimals):
+    """(figure with idle ports - figure with two) / idle ports."""
+    extra = (sw.get("ports") or 2) - (reference.get("ports") or 2)
+    a, b = sw.get(key), reference.get(key)
+    if extra <= 0 or a is None or b is None:
+        return "—"
+    return fmt((a - b) / extra / scale, decimals)
+
+
 def absolute_table(run):
     header = ["median (min–max)"] + [sw["title"] for sw in measured(run)]
     rows = []
@@ -149,11 +304,17 @@ def render_table(header, rows, markdown):
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
+def runs_phrase(settings):
+    runs = settings.get("runs", 1)
+    return f"{runs} runs × " if runs > 1 else ""
+
+
 def render(run, markdown=False):
     s = run["settings"]
     parts = [
         f"tapswitch bench, {run['started']}, commit {run.get('commit', '?')}: "
-        f"{s['reps']} repetitions, {s['duration']} s per iperf3 test, {s['pings']} pings; "
+        f"{runs_phrase(s)}{s['reps']} repetitions, {s['duration']} s per iperf3 test, "
+        f"{s['pings']} pings; "
         f"{run['machine']}"
     ]
     ratios = ratio_table(run)
@@ -162,7 +323,31 @@ def render(run, markdown=False):
             "Ratio to the Linux bridge in the same run (medians; throughput: higher is "
             "better, latency: lower is better)\n\n" + render_table(*ratios, markdown)
         )
+    runs = s.get("runs", 1)
+    if runs > 1 and ratios:
+        parts.append(
+            f"Ratio spread over {runs} runs (each run: every switch set up afresh, its "
+            "repetitions' median over the Linux bridge's in the same run)\n\n"
+            + render_table(*spread_table(run), markdown)
+        )
+        parts.append(
+            "Runs one by one: the ratio, and where sender S, receiver R and the switch's "
+            "busiest thread W mostly ran (`[S W] [R]`: S and W on one CPU, R on the other; "
+            "% of the samples); "
+            f"{FLAG} marks a run whose placement differs from most runs'\n\n"
+            + render_table(*runs_table(run), markdown)
+        )
+        load = load_table(run)
+        if load:
+            parts.append(render_table(*load, markdown))
     parts.append("Absolute figures\n\n" + render_table(*absolute_table(run), markdown))
+    idle_ports = idle_ports_table(run)
+    if idle_ports:
+        parts.append(
+            "Idle ports: tapswitch (veth) with idle ports attached against the same switch with "
+            "only the two busy ones, measured in the same run(s)\n\n"
+            + render_table(*idle_ports, markdown)
+        )
     if run.get("mac_fill"):
         f = run["mac_fill"]
         parts.append(
@@ -177,14 +362,13 @@ def render(run, markdown=False):
         for sw in run["switches"].values()
         if sw.get("skipped")
     ]
-    noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in measured(run)]
+    every = measured(run) + [
+        sw for sw in run.get("idle_ports", {}).get("switches", {}).values() if sw.get("samples")
+    ]
+    noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in every]
     notes.append("most CPU other processes used during one test (% of a CPU): " + ", ".join(noisy))
     repeated = sum(
-        x.get("attempts", 1) - 1
-        for sw in measured(run)
-        for xs in sw["samples"].values()
-        for x in xs
-        if x
+        x.get("attempts", 1) - 1 for sw in every for xs in sw["samples"].values() for x in xs if x
     )
     if repeated:
         notes.append(f"{repeated} test(s) were repeated because other processes disturbed them")

@@ -102,9 +102,45 @@ class TapswitchVeth(Tapswitch):
         for i in range(len(topo.hosts)):
             topo.add_veth(i)
             ports += ["--iface", topo.port_name(i)]
+        for name in self.idle_ports(topo):
+            ports += ["--iface", name]
         self.serve(topo, workdir, cleanup, ports)
         for i in range(len(topo.hosts)):
             topo.configure_host(i)
+
+    def idle_ports(self, topo):
+        """Interfaces attached besides the hosts' ports (none here)."""
+        return []
+
+
+class TapswitchVethIdlePorts(TapswitchVeth):
+    """tapswitch with veth ports, `ports` of them in all: the two hosts'
+    and ports - 2 idle ones (veth pairs inside the switch namespace that
+    carry nothing but the floods), all given to one `tapswitch serve`.
+    `setup_s` is how long the switch took from the first `ip` command to
+    the control socket's first answer."""
+
+    ports = 2
+
+    def start(self, topo, workdir, cleanup):
+        t0 = time.monotonic()
+        super().start(topo, workdir, cleanup)
+        self.setup_s = time.monotonic() - t0
+
+    def idle_ports(self, topo):
+        return topo.add_idle_veths(self.ports - len(topo.hosts)) if self.ports > 2 else []
+
+
+def with_ports(ports):
+    """The idle-ports test's switch with `ports` ports (2: the reference)."""
+
+    class WithPorts(TapswitchVethIdlePorts):
+        key = f"tapswitch-veth-{ports}p"
+        title = f"tapswitch, veth, {ports} ports" + (f" ({ports - 2} idle)" if ports > 2 else "")
+
+    WithPorts.ports = ports
+    WithPorts.__name__ = f"TapswitchVeth{ports}Ports"
+    return WithPorts
 
 
 class TapswitchVethBusyPoll(TapswitchVeth):

@@ -46,6 +46,25 @@ def run(argv, ns=None, timeout=60, check=True):
     return done.stdout
 
 
+def run_batch(ns, lines, timeout=120):
+    """Runs `ip` commands (one per line, without the leading `ip`) in one
+    `ip -n NS -batch -`, which stops at the first that fails."""
+    argv = ["ip", "-n", ns, "-batch", "-"]
+    try:
+        done = subprocess.run(
+            argv,
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"`{' '.join(argv)}` did not finish within {timeout} s") from err
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise BenchError(f"`{' '.join(argv)}` failed: {detail[-1] if detail else done.returncode}")
+
+
 class Cleanup:
     """A stack of undo actions, run newest first. An action that fails is
     reported and the others still run."""
@@ -56,13 +75,24 @@ class Cleanup:
     def push(self, what, action):
         self._actions.append((what, action))
 
+    def mark(self):
+        """A point to undo back to with `run_back_to` (one run of several)."""
+        return len(self._actions)
+
+    def run_back_to(self, mark):
+        """Undoes the actions pushed since `mark`, newest first."""
+        while len(self._actions) > mark:
+            self._run_one()
+
+    def _run_one(self):
+        what, action = self._actions.pop()
+        try:
+            action()
+        except Exception as err:  # keep undoing the rest
+            log(f"cleanup: {what}: {err}")
+
     def run_all(self):
-        while self._actions:
-            what, action = self._actions.pop()
-            try:
-                action()
-            except Exception as err:  # keep undoing the rest
-                log(f"cleanup: {what}: {err}")
+        self.run_back_to(0)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -266,6 +296,26 @@ def cpu_ticks(pids):
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+def run_ns(pids):
+    """Nanoseconds the processes' threads have run (schedstat), or None
+    when the kernel does not keep it. Threads that ended are not counted."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue
+            except (OSError, IndexError, ValueError):
+                return None
     return total
 
 

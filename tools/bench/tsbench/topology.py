@@ -17,7 +17,7 @@ these namespaces, and all traffic stays between them.
 import time
 from dataclasses import dataclass
 
-from .system import BenchError, create_namespace, run
+from .system import BenchError, create_namespace, run, run_batch
 
 GATEWAY_IP = "172.17.0.1"
 GATEWAY_MAC = "02:42:ac:11:00:01"
@@ -79,6 +79,23 @@ class Topology:
             ]
         )
         run(["ip", "-n", self.switch_ns, "link", "set", port, "up"])
+
+    @staticmethod
+    def idle_port_names(count):
+        """The switch-side names of `count` idle ports and of their peers:
+        (i1, j1), (i2, j2), ... (both ends stay in the switch namespace)."""
+        return [(f"i{n + 1}", f"j{n + 1}") for n in range(count)]
+
+    def add_idle_veths(self, count):
+        """`count` veth pairs inside the switch namespace, both ends up and
+        without addresses, so one end can be a switch port that no host
+        uses. One `ip -batch` for all of them: hundreds of separate `ip`
+        runs would take seconds. Deleted with the namespace."""
+        pairs = self.idle_port_names(count)
+        lines = [f"link add {a} type veth peer name {b}" for a, b in pairs]
+        lines += [f"link set {name} up" for pair in pairs for name in pair]
+        run_batch(self.switch_ns, lines)
+        return [a for a, _ in pairs]
 
     def adopt_tap(self, index, tap_name=None):
         """Moves the switch's TAP device into host `index` as its eth0 (the
