@@ -71,6 +71,15 @@ pub enum ContainerCommand {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Plug a namespace tapswitch did not make (a Podman or Docker container, `ip netns add`) into a switch.
+    Attach(crate::attach::AttachArgs),
+    /// Unplug attached containers: delete the veth, release the address; the namespace stays.
+    Detach {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Remove containers: detach the port, delete the veth and namespace, release the address.
     Rm {
         #[command(flatten)]
@@ -108,6 +117,8 @@ pub fn run(command: ContainerCommand) -> Result<ExitCode> {
             command,
         } => exec(&state, &name, &command),
         ContainerCommand::Rm { state, names } => rm(&state, &names),
+        ContainerCommand::Attach(args) => crate::attach::attach(args),
+        ContainerCommand::Detach { state, names } => crate::attach::detach(&state, &names),
     }
 }
 
@@ -141,6 +152,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         mac: None,
         boot_id: current_boot_id(),
         control,
+        attached: None,
     };
 
     let mut tx = store.lock()?;
@@ -159,7 +171,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
 
 /// Asks the switch of `network` who it is, so that a container is only
 /// built when there is a switch to plug it into.
-fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
     let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
     if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
         let why = match err.kind() {
@@ -274,7 +286,8 @@ fn make_namespace(sandbox: &Path) -> Result<()> {
 /// delete the veth pair, delete the namespace. Detaching is best effort (the
 /// switch may be gone); failing to delete the veth or namespace is an error,
 /// since releasing the address while they live would let it be used twice.
-fn tear_down(record: &Container) -> Result<()> {
+/// An attached container's namespace is its owner's and stays.
+pub(crate) fn tear_down(record: &Container) -> Result<()> {
     if let (Some(control), Some(iface)) = (&record.control, &record.host_iface) {
         let request = Request::PortRm {
             name: iface.clone(),
@@ -290,7 +303,9 @@ fn tear_down(record: &Container) -> Result<()> {
                 .with_context(|| format!("deleting the veth pair {iface}"))?;
         }
     }
-    if let Some(sandbox) = &record.sandbox {
+    if let Some(sandbox) = &record.sandbox
+        && record.attached.is_none()
+    {
         netns::delete(sandbox).with_context(|| format!("deleting {}", sandbox.display()))?;
     }
     Ok(())

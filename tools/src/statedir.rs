@@ -171,7 +171,10 @@ pub fn is_alive(container: &Container, boot_id: &str) -> bool {
     if !boot_id.is_empty() && container.boot_id != boot_id {
         return false;
     }
-    container.sandbox.as_deref().is_none_or(netns::exists)
+    match (&container.sandbox, &container.attached) {
+        (Some(sandbox), Some(attached)) => crate::attach::is_still_there(sandbox, attached),
+        (sandbox, _) => sandbox.as_deref().is_none_or(netns::exists),
+    }
 }
 
 /// This boot's id; a container made in another boot is gone. Empty if the
@@ -200,7 +203,11 @@ fn clean_up_leftovers(container: &Container) {
     {
         let _ = nl.delete_link(index);
     }
-    if let Some(sandbox) = &container.sandbox {
+    // An attached namespace is not ours to unmount, even when the path now
+    // leads elsewhere.
+    if let Some(sandbox) = &container.sandbox
+        && container.attached.is_none()
+    {
         let _ = netns::delete(sandbox);
     }
 }
