@@ -52,6 +52,6 @@ pub use error::{Error, Result};
 pub use mac::MacAddr;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
 pub use overlay::{OverlayConfig, OverlaySpec};
-pub use state::{AttachedNamespace, Container, State};
+pub use state::{AttachedNamespace, Container, NamespaceKeeper, State};
 pub use store::{EtcdUrl, Store, Transaction, state_dir};
 pub use subnet::Subnet;

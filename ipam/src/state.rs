@@ -74,6 +74,22 @@ pub struct Container {
     /// (`container attach`): tapswitch then never deletes the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<AttachedNamespace>,
+    /// Rootless containers: the process tapswitch started to hold the
+    /// namespace (there is no `/run/netns` for an ordinary user).
+    /// Removing the container ends it, which deletes the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<NamespaceKeeper>,
+}
+
+/// The process holding a rootless container's namespace, and the identity
+/// of that namespace (so that a reused PID is never taken for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceKeeper {
+    pub pid: u32,
+    /// `st_dev` of `/proc/<pid>/ns/net`.
+    pub dev: u64,
+    /// `st_ino` of `/proc/<pid>/ns/net`.
+    pub ino: u64,
 }
 
 /// A namespace tapswitch was given (`container attach --pid | --netns`).

@@ -153,6 +153,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         boot_id: current_boot_id(),
         control,
         attached: None,
+        keeper: None,
     };
 
     let mut tx = store.lock()?;

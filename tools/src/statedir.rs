@@ -64,7 +64,7 @@ fn chosen_store() -> &'static StoreChoice {
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// The state directory (default: /var/lib/tapswitch for root, else
-    /// $XDG_STATE_HOME/tapswitch).
+    /// $XDG_DATA_HOME/tapswitch).
     #[arg(long, value_name = "DIR", env = ipam::store::STATE_DIR_ENV)]
     pub state_dir: Option<PathBuf>,
 }
