@@ -32,6 +32,7 @@ use ipam::{AttachedNamespace, Container, Driver, Network};
 use crate::container::{HOST_IFACE_PREFIX, find_switch, tear_down};
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
+use crate::rootless::{self, Mode};
 use crate::statedir::{StateArgs, current_boot_id};
 
 /// Options of `tapswitch container attach`.
@@ -118,7 +119,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
             sandbox.display()
         );
     }
-    crate::rootless::check_attachable(&sandbox)?;
+    rootless::check_attachable(&sandbox)?;
 
     let store = args.state.open()?;
     let network = store.load()?.network(&args.network)?.clone();
@@ -143,8 +144,14 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
             other.name
         );
     }
-    let iface = netns::run_in(&sandbox, || Netlink::open()?.next_free_eth())
-        .with_context(|| format!("listing the interfaces in {}", sandbox.display()))?;
+    let rootless = Mode::current() == Mode::Rootless;
+    // Rootless, the helper that builds the pair picks the name in there.
+    let iface = if rootless {
+        String::new()
+    } else {
+        netns::run_in(&sandbox, || Netlink::open()?.next_free_eth())
+            .with_context(|| format!("listing the interfaces in {}", sandbox.display()))?
+    };
     let container_id = random_id()?;
     let record = Container {
         name: args.name.clone(),
@@ -163,10 +170,18 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         }),
         ..Default::default()
     };
-    let record = tx.state.add_container(record, args.ip)?.clone();
-    if let Err(err) = plug(&record, &network) {
+    let mut record = tx.state.add_container(record, args.ip)?.clone();
+    let plugged = if rootless {
+        plug_rootless(&mut record, &network)
+    } else {
+        plug(&record, &network)
+    };
+    if let Err(err) = plugged {
         let _ = tear_down(&record);
         return Err(err.context(format!("cannot attach container {}", record.name)));
+    }
+    if let Some(entry) = tx.state.containers.iter_mut().find(|c| c.name == record.name) {
+        entry.attached = record.attached.clone();
     }
     if let Err(err) = tx.commit() {
         let _ = tear_down(&record);
@@ -236,6 +251,23 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// Rootless: both ends of the pair inside the namespace, built by a helper
+/// in its user namespace; the switch opens its end through another helper.
+fn plug_rootless(record: &mut Container, network: &Network) -> Result<()> {
+    let (Some(sandbox), Some(host_iface), Some(control)) = (
+        record.sandbox.clone(),
+        record.host_iface.clone(),
+        record.control.clone(),
+    ) else {
+        bail!("container {} is not an attached bridge container", record.name);
+    };
+    let iface = rootless::containers::plug(record, network, &sandbox, &host_iface, "")?;
+    if let Some(attached) = &mut record.attached {
+        attached.iface = iface;
+    }
+    rootless::containers::add_port(record, &sandbox, &host_iface, &control)
 }
 
 /// Address, link up, and a default route unless the namespace has one.

@@ -37,6 +37,7 @@ use serde::Serialize;
 use crate::control::{self, PortInfo, Request, SwitchInfo};
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
 use crate::network::{table, to_docker_json};
+use crate::rootless::Mode;
 use crate::statedir::{StateArgs, current_boot_id};
 
 /// The prefix of container namespaces in `/run/netns`.
@@ -156,6 +157,9 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         keeper: None,
     };
 
+    if Mode::current() == Mode::Rootless {
+        return crate::rootless::containers::create(&store, record, &network, args.ip);
+    }
     let mut tx = store.lock()?;
     let record = tx.state.add_container(record, args.ip)?.clone();
     if let Err(err) = build(&record, &network) {
@@ -289,6 +293,9 @@ fn make_namespace(sandbox: &Path) -> Result<()> {
 /// since releasing the address while they live would let it be used twice.
 /// An attached container's namespace is its owner's and stays.
 pub(crate) fn tear_down(record: &Container) -> Result<()> {
+    if record.keeper.is_some() || Mode::current() == Mode::Rootless {
+        return crate::rootless::containers::tear_down(record);
+    }
     if let (Some(control), Some(iface)) = (&record.control, &record.host_iface) {
         let request = Request::PortRm {
             name: iface.clone(),
@@ -341,6 +348,11 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 
 fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
     let record = args.open()?.load()?.container(name)?.clone();
+    if let Some(sandbox) = &record.sandbox
+        && Mode::current() == Mode::Rootless
+    {
+        return crate::rootless::containers::exec(name, sandbox, command);
+    }
     if let Some(sandbox) = &record.sandbox {
         if !netns::exists(sandbox) {
             bail!(

@@ -43,6 +43,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
     },
+    /// Attach interface `iface` of the network namespace at `netns`, through
+    /// packet sockets a helper opens in there (rootless containers: the
+    /// switch's end of their veth pair lives in their own namespace).
+    PortAddIn {
+        iface: String,
+        netns: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
     /// Detach a port by name.
     PortRm { name: String },
     /// Start writing a port's traffic to a pcapng file in the capture directory.
@@ -98,6 +107,9 @@ pub struct SwitchInfo {
     pub max_macs: usize,
     pub workers: usize,
     pub capture_dir: Option<PathBuf>,
+    /// `root` or `rootless`: who runs the switch (empty from older switches).
+    #[serde(default)]
+    pub mode: String,
     /// How the workers read ports and shared the CPUs (flattened: the
     /// fields `reading`, `reading_changes`, `cpu_yields`, `cpu_moves`).
     #[serde(flatten)]
@@ -267,6 +279,7 @@ mod tests {
             max_macs: 8192,
             workers: 2,
             capture_dir: None,
+            mode: "root".into(),
             dataplane: DataplaneMetrics {
                 reading: switch::dataplane::ReadMode::ByPort,
                 reading_changes: 3,

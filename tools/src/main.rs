@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{container, demo, network, pcap_cmd, query, serve, show};
+use tools::{container, demo, network, pcap_cmd, query, rootless, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +61,9 @@ enum Command {
     /// Build capture files from text lines, show them as text, or generate a benchmark capture.
     #[command(subcommand)]
     Pcap(pcap_cmd::PcapCommand),
+    /// Rootless mode's helpers inside the user's namespaces (not for direct use).
+    #[command(name = "__rootless", hide = true, subcommand)]
+    Rootless(rootless::helper::Internal),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Pcap(cmd) => pcap_cmd::run(cmd),
+        Command::Rootless(cmd) => rootless::helper::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -171,6 +171,9 @@ pub fn is_alive(container: &Container, boot_id: &str) -> bool {
     if !boot_id.is_empty() && container.boot_id != boot_id {
         return false;
     }
+    if let Some(keeper) = &container.keeper {
+        return crate::rootless::containers::keeper_alive(keeper);
+    }
     match (&container.sandbox, &container.attached) {
         (Some(sandbox), Some(attached)) => crate::attach::is_still_there(sandbox, attached),
         (sandbox, _) => sandbox.as_deref().is_none_or(netns::exists),
@@ -207,6 +210,7 @@ fn clean_up_leftovers(container: &Container) {
     // leads elsewhere.
     if let Some(sandbox) = &container.sandbox
         && container.attached.is_none()
+        && container.keeper.is_none()
     {
         let _ = netns::delete(sandbox);
     }
