@@ -180,7 +180,12 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         let _ = tear_down(&record);
         return Err(err.context(format!("cannot attach container {}", record.name)));
     }
-    if let Some(entry) = tx.state.containers.iter_mut().find(|c| c.name == record.name) {
+    if let Some(entry) = tx
+        .state
+        .containers
+        .iter_mut()
+        .find(|c| c.name == record.name)
+    {
         entry.attached = record.attached.clone();
     }
     if let Err(err) = tx.commit() {
@@ -261,7 +266,10 @@ fn plug_rootless(record: &mut Container, network: &Network) -> Result<()> {
         record.host_iface.clone(),
         record.control.clone(),
     ) else {
-        bail!("container {} is not an attached bridge container", record.name);
+        bail!(
+            "container {} is not an attached bridge container",
+            record.name
+        );
     };
     let iface = rootless::containers::plug(record, network, &sandbox, &host_iface, "")?;
     if let Some(attached) = &mut record.attached {

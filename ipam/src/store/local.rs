@@ -19,9 +19,9 @@
 //! killed writer never wedges the others. Readers need no lock: thanks to
 //! the rename they always see a whole file.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -49,10 +49,10 @@ impl LocalDir {
             .mode(0o700)
             .create(&local.dir)
             .map_err(|source| Error::Io {
-            action: "cannot create the state directory",
-            path: local.dir.clone(),
-            source,
-        })?;
+                action: "cannot create the state directory",
+                path: local.dir.clone(),
+                source,
+            })?;
         if !local.state_path().exists() {
             let lock = local.take_lock()?;
             // Another command may have created it while we waited.

@@ -68,7 +68,8 @@ pub fn keeper_netns(pid: u32) -> PathBuf {
 
 /// Whether the keeper still holds the namespace it was started for.
 pub fn keeper_alive(keeper: &NamespaceKeeper) -> bool {
-    NamespaceId::of(&keeper_netns(keeper.pid)).is_ok_and(|id| id.dev == keeper.dev && id.ino == keeper.ino)
+    NamespaceId::of(&keeper_netns(keeper.pid))
+        .is_ok_and(|id| id.dev == keeper.dev && id.ino == keeper.ino)
 }
 
 fn build(record: &Container, network: &Network) -> Result<()> {
@@ -114,7 +115,12 @@ pub fn plug(
 
 /// Asks the switch to take the veth's switch end as a port, opened inside
 /// the container's namespace.
-pub fn add_port(record: &Container, sandbox: &Path, host_iface: &str, control: &Path) -> Result<()> {
+pub fn add_port(
+    record: &Container,
+    sandbox: &Path,
+    host_iface: &str,
+    control: &Path,
+) -> Result<()> {
     let request = Request::PortAddIn {
         iface: host_iface.to_string(),
         netns: sandbox.to_path_buf(),

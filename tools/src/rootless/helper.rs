@@ -220,7 +220,11 @@ pub fn plug_into(netns: &Path, args: &PlugArgs) -> Result<String> {
 
 /// Deletes the veth pair whose switch end is `host_iface` in `netns`.
 pub fn unplug_from(netns: &Path, host_iface: &str) -> Result<()> {
-    let args = ["unplug".into(), "--host-iface".into(), host_iface.to_string()];
+    let args = [
+        "unplug".into(),
+        "--host-iface".into(),
+        host_iface.to_string(),
+    ];
     run_inside(super::enter_netns(netns)?, &args).map(drop)
 }
 

@@ -83,7 +83,11 @@ const RECORD: &str = "holder.json";
 /// closed to others: the runtime directory may be a fallback under /tmp,
 /// where anyone could have made it first.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(err) => {
             return Err(err).with_context(|| format!("creating {}", dir.display()));
@@ -250,15 +254,27 @@ mod tests {
             dev: 0,
             ino: 0,
         };
-        fs::write(dir.path().join(RECORD), serde_json::to_string(&record).unwrap()).unwrap();
-        assert_eq!(Holder::find(dir.path()), None, "another namespace at that pid");
+        fs::write(
+            dir.path().join(RECORD),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            Holder::find(dir.path()),
+            None,
+            "another namespace at that pid"
+        );
         let meta = fs::metadata("/proc/self/ns/user").unwrap();
         let alive = Holder {
             dev: meta.dev(),
             ino: meta.ino(),
             ..record
         };
-        fs::write(dir.path().join(RECORD), serde_json::to_string(&alive).unwrap()).unwrap();
+        fs::write(
+            dir.path().join(RECORD),
+            serde_json::to_string(&alive).unwrap(),
+        )
+        .unwrap();
         assert_eq!(Holder::find(dir.path()), Some(alive));
     }
 

@@ -1,0 +1,193 @@
+//! Rootless mode end to end: the real `tapswitch` run by an unprivileged
+//! uid (see `RootlessUser`), on namespaces that user makes.
+//!
+//! ```text
+//!   user namespace of the holder (the user is root in it)
+//!   ┌──────────────────────────────────────────────────────────────┐
+//!   │ keeper c1: eth0 172.17.0.2 ═ ts-<id1>    keeper c2: eth0 ... │
+//!   └──────────────────────────── ║ ──────────────────── ║ ────────┘
+//!        packet sockets opened in there, passed over SCM_RIGHTS
+//!   tapswitch serve (the user's own network namespace) + gateway 172.17.0.1
+//! ```
+//!
+//! CI runs as root; each test switches to its own uid with `setpriv`, with
+//! its own HOME and XDG directories, and its guard removes what the user
+//! made (containers, switch, holder: by PID).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use tapswitch_tests::rootless_user::RootlessUser;
+use tapswitch_tests::{require_root, unique_name};
+
+/// Pings `target` once from inside container `name`; true if answered.
+fn pings(user: &RootlessUser, name: &str, target: &str) -> bool {
+    user.tapswitch(&[
+        "container",
+        "exec",
+        name,
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        target,
+    ])
+    .status
+    .success()
+}
+
+#[test]
+fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch_restart() {
+    require_root();
+    let mut user = RootlessUser::new(0);
+    let serve = user.serve(&[]);
+    let log = user.serve_log(serve);
+    assert!(
+        log.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("in rootless mode"),
+        "serve's first line says the mode:\n{log}"
+    );
+    assert!(user.ok(&["stats"]).contains("mode         rootless"));
+
+    user.ok(&["container", "create", "c1"]);
+    user.ok(&["container", "create", "c2"]);
+    let ls = user.ok(&["container", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("c1") && l.contains("172.17.0.2/16")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("c2") && l.contains("172.17.0.3/16")),
+        "{ls}"
+    );
+    assert!(pings(&user, "c1", "172.17.0.3"), "c1 -> c2");
+    assert!(pings(&user, "c2", "172.17.0.1"), "c2 -> gateway");
+    let ports = user.ok(&["ports"]);
+    assert!(
+        ports.contains("container c1") && ports.contains("container c2"),
+        "{ports}"
+    );
+
+    // exec runs as root of the user namespace and passes the exit status.
+    let out = user.tapswitch(&["container", "exec", "c1", "--", "sh", "-c", "id -u; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+
+    // State and runtime files are the user's alone.
+    for dir in [
+        user.data_dir().join("tapswitch"),
+        user.runtime_dir().join("tapswitch"),
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    let socket = user.runtime_dir().join("tapswitch/bridge.sock");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The switch restarts; the holder and the containers stay, and the
+    // new switch takes their ports back.
+    let holder = user.holder_pid().expect("a holder record");
+    user.stop(serve);
+    assert!(user.owns_process(holder), "the holder outlives the switch");
+    assert!(user.ok(&["container", "ls"]).contains("c2"));
+    let again = user.serve(&[]);
+    assert!(
+        user.serve_log(again).contains("re-attached container c1"),
+        "{}",
+        user.serve_log(again)
+    );
+    assert_eq!(user.holder_pid(), Some(holder), "the same holder");
+    assert!(
+        pings(&user, "c2", "172.17.0.2"),
+        "c2 -> c1 after the restart"
+    );
+
+    // rm ends the namespace: the address is free for the next container.
+    assert_eq!(user.ok(&["container", "rm", "c1"]).trim(), "c1");
+    user.ok(&["container", "create", "c3"]);
+    assert!(
+        user.ok(&["container", "ls"])
+            .lines()
+            .any(|l| l.contains("c3") && l.contains("172.17.0.2/16"))
+    );
+}
+
+#[test]
+fn another_uid_is_refused_by_the_control_socket() {
+    require_root();
+    let mut owner = RootlessUser::new(1);
+    owner.serve(&[]);
+    let intruder = RootlessUser::new(2);
+    let socket = owner.runtime_dir().join("tapswitch/bridge.sock");
+    let err = intruder.fails(&["stats", "--control", socket.to_str().unwrap()]);
+    assert!(err.contains("Permission denied"), "{err}");
+    let err = intruder.fails(&["port", "rm", "gw", "--control", socket.to_str().unwrap()]);
+    assert!(err.contains("Permission denied"), "{err}");
+    // The owner still gets its answers.
+    assert!(owner.ok(&["stats"]).contains("rootless"));
+}
+
+#[test]
+fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
+    require_root();
+    let mut user = RootlessUser::new(3);
+    user.serve(&[]);
+    user.ok(&["container", "create", "made"]);
+    // What a user does by hand (or Podman with --network none): a network
+    // namespace inside a user namespace of their own.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns == own) {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not enter a namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = user.tapswitch(&["container", "attach", "byhand", "--pid", &pid.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use 172.17.0.1 as its DNS server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        pings(&user, "made", "172.17.0.3"),
+        "made -> the attached namespace"
+    );
+    assert!(pings(&user, "byhand", "172.17.0.1"), "attached -> gateway");
+    assert_eq!(user.ok(&["container", "detach", "byhand"]).trim(), "byhand");
+    assert!(!user.ok(&["container", "ls"]).contains("byhand"));
+
+    // A namespace root made is not the user's to attach.
+    let name = unique_name("tsrl");
+    tapswitch_tests::netns::ip(&["netns", "add", &name]);
+    let err = user.fails(&[
+        "container",
+        "attach",
+        "theirs",
+        "--netns",
+        &format!("/run/netns/{name}"),
+    ]);
+    tapswitch_tests::netns::ip(&["netns", "delete", &name]);
+    assert!(err.contains("belongs to root"), "{err}");
+    assert!(err.contains("not to you"), "{err}");
+    assert!(!user.ok(&["container", "ls"]).contains("theirs"));
+}
