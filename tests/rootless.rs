@@ -191,3 +191,40 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
     assert!(err.contains("not to you"), "{err}");
     assert!(!user.ok(&["container", "ls"]).contains("theirs"));
 }
+
+#[test]
+fn the_demo_runs_rootless_with_a_tap_port_when_dev_net_tun_allows() {
+    require_root();
+    let user = RootlessUser::new(4);
+    // The user is neither owner nor group of /dev/net/tun: "others" decides.
+    let tun_open =
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    let out = user.tapswitch(&["demo", "--tcp-mb", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("runs inside a user namespace of yours"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a -> b (veth)   172.17.0.3   3/3 replies"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing is left behind"), "{stdout}");
+    if tun_open {
+        assert!(
+            stdout.contains("b -> c (TAP)    172.17.0.4   3/3 replies"),
+            "{stdout}"
+        );
+    } else {
+        assert!(stdout.contains("sudo chmod 0666 /dev/net/tun"), "{stdout}");
+        assert!(stdout.contains("b -> c (veth)"), "{stdout}");
+        println!(
+            "SKIPPED: the rootless TAP port (/dev/net/tun is not open to other users here; `chmod 0666 /dev/net/tun` enables it); the demo ran with veth ports only"
+        );
+    }
+}

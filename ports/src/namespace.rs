@@ -48,6 +48,12 @@ impl Enter {
         self
     }
 
+    /// Make a new mount namespace (after the user namespace, which then owns it).
+    pub fn new_mount(mut self) -> Enter {
+        self.plan.new_mountns = true;
+        self
+    }
+
     /// Join the network namespace `netns` refers to.
     pub fn join_net(mut self, netns: OwnedFd) -> Enter {
         self.plan.netns = Some(netns);

@@ -29,7 +29,7 @@ impl RootlessUser {
     /// A user for test number `slot` of this process (distinct uids, so
     /// tests running in parallel never share a holder).
     pub fn new(slot: u32) -> RootlessUser {
-        let uid = 61000 + (std::process::id() % 1000) * 4 + slot % 4;
+        let uid = 61000 + (std::process::id() % 500) * 8 + slot % 8;
         let dir =
             std::env::temp_dir().join(format!("tapswitch-rootless-{uid}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -51,19 +51,21 @@ pub(crate) struct Plan {
     pub(crate) new_session: bool,
     pub(crate) userns: Option<OwnedFd>,
     pub(crate) new_userns: bool,
+    pub(crate) new_mountns: bool,
     pub(crate) netns: Option<OwnedFd>,
     pub(crate) new_netns: bool,
 }
 
 /// Makes `command`'s child carry out `plan` right after `fork`: start a
-/// session, join (or create) a user namespace, then join (or create) a
-/// network namespace. In that order: joining a network namespace needs
+/// session, join (or create) a user namespace, optionally make a mount
+/// namespace, then join (or create) a network namespace. In that order: joining a network namespace needs
 /// CAP_SYS_ADMIN in the user namespace the child is in by then.
 pub(crate) fn spawn_plan(command: &mut Command, plan: Plan) {
     let Plan {
         new_session,
         userns,
         new_userns,
+        new_mountns,
         netns,
         new_netns,
     } = plan;
@@ -83,6 +85,10 @@ pub(crate) fn spawn_plan(command: &mut Command, plan: Plan) {
         } else if new_userns {
             // SAFETY: unshare(2) is async-signal-safe and touches no memory.
             retry(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
+        }
+        if new_mountns {
+            // SAFETY: unshare(2) is async-signal-safe and touches no memory.
+            retry(|| unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
         }
         if let Some(fd) = netns_raw {
             // SAFETY: as above, on a descriptor the closure keeps open.

@@ -153,7 +153,7 @@ pub fn self_exe() -> Result<PathBuf> {
 
 /// Root inside = the user outside: through newuidmap/newgidmap with the
 /// user's subordinate ranges when possible, else the single-id map.
-fn write_id_maps(pid: u32) -> Result<()> {
+pub fn write_id_maps(pid: u32) -> Result<()> {
     let (uid, gid) = effective_ids();
     if let (Some(subuid), Some(subgid)) = (
         subordinate_range("/etc/subuid", uid),

@@ -25,6 +25,7 @@
 //! See docs/rootless.md for the recipes.
 
 pub mod containers;
+pub mod demo;
 pub mod helper;
 pub mod holder;
 pub mod prereq;
