@@ -247,6 +247,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_port_in_another_namespace_names_it() {
+        let req = Request::PortAddIn {
+            iface: "ts-0123456789ab".into(),
+            netns: PathBuf::from("/proc/42/ns/net"),
+            owner: Some("c1".into()),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"cmd":"port_add_in","iface":"ts-0123456789ab","netns":"/proc/42/ns/net","owner":"c1"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
     fn requests_are_one_line_of_tagged_json() {
         let req = Request::PortAdd {
             iface: Some("veth1".into()),
