@@ -68,6 +68,11 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
     );
     assert!(pings(&user, "c1", "172.17.0.3"), "c1 -> c2");
     assert!(pings(&user, "c2", "172.17.0.1"), "c2 -> gateway");
+    let fdb = user.ok(&["fdb"]);
+    assert!(
+        fdb.contains("02:42:ac:11:00:02") && fdb.contains("02:42:ac:11:00:03"),
+        "{fdb}"
+    );
     let ports = user.ok(&["ports"]);
     assert!(
         ports.contains("container c1") && ports.contains("container c2"),

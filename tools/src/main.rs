@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run a switch in the foreground (ports: --iface for veth ends, --tap for TAP devices).
     Serve(serve::ServeArgs),
-    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
+    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (rootless: in a user namespace of yours).
     Demo(demo::DemoArgs),
     /// Show a running switch's MAC table (like `brctl showmacs`).
     Fdb(query::QueryArgs),
