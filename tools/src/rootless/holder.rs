@@ -155,20 +155,24 @@ pub fn self_exe() -> Result<PathBuf> {
 /// user's subordinate ranges when possible, else the single-id map.
 pub fn write_id_maps(pid: u32) -> Result<()> {
     let (uid, gid) = effective_ids();
-    if let (Some(subuid), Some(subgid)) = (
-        subordinate_range("/etc/subuid", uid),
-        subordinate_range("/etc/subgid", gid),
-    ) && map_with("newuidmap", pid, uid, subuid).is_ok()
-        && map_with("newgidmap", pid, gid, subgid).is_ok()
-    {
-        return Ok(());
-    }
     let proc = PathBuf::from(format!("/proc/{pid}"));
-    // Without CAP_SETGID outside, the gid map needs setgroups denied first.
-    fs::write(proc.join("setgroups"), "deny")
-        .and_then(|()| fs::write(proc.join("uid_map"), format!("0 {uid} 1\n")))
-        .and_then(|()| fs::write(proc.join("gid_map"), format!("0 {gid} 1\n")))
-        .with_context(|| format!("writing the uid and gid maps of the holder (pid {pid})"))
+    // Each map can be written once: a tool that failed wrote nothing, and
+    // then the single-id map is written directly.
+    let uid_mapped = subordinate_range("/etc/subuid", uid)
+        .is_some_and(|range| map_with("newuidmap", pid, uid, range).is_ok());
+    if !uid_mapped {
+        fs::write(proc.join("uid_map"), format!("0 {uid} 1\n"))
+            .with_context(|| format!("writing the uid map of pid {pid}"))?;
+    }
+    let gid_mapped = subordinate_range("/etc/subgid", gid)
+        .is_some_and(|range| map_with("newgidmap", pid, gid, range).is_ok());
+    if !gid_mapped {
+        // Without CAP_SETGID outside, a gid map needs setgroups denied first.
+        fs::write(proc.join("setgroups"), "deny")
+            .and_then(|()| fs::write(proc.join("gid_map"), format!("0 {gid} 1\n")))
+            .with_context(|| format!("writing the gid map of pid {pid}"))?;
+    }
+    Ok(())
 }
 
 fn map_with(tool: &str, pid: u32, id: u32, (start, count): (u32, u32)) -> io::Result<()> {
