@@ -285,8 +285,36 @@ impl Drop for PodmanLeftovers {
                 );
             }
         }
+        // Podman's own clean-up process (started by conmon when the
+        // container exits) may still be writing there: let it finish.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while podman_runs_as(self.uid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = std::fs::remove_dir_all(&self.tmp_dir);
     }
+}
+
+/// Whether a live (not zombie) Podman process (podman, conmon, runc) runs as `uid`.
+fn podman_runs_as(uid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:"));
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        // The first line is `Name:\t<comm>`.
+        let name = status.lines().next().unwrap_or_default();
+        let podman = ["podman", "conmon", "runc"]
+            .iter()
+            .any(|p| name.split_whitespace().nth(1) == Some(*p));
+        podman
+            && !zombie
+            && uid_line.is_some_and(|l| l.split_whitespace().nth(1) == Some(&uid.to_string()))
+    })
 }
 
 #[test]
