@@ -118,6 +118,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     );
     if mode == crate::rootless::Mode::Rootless {
         crate::rootless::prereq::report();
+        if !args.ifaces.is_empty() || !args.taps.is_empty() {
+            log::warn!(
+                "rootless: --iface and --tap ports are opened in your own network namespace, where an ordinary user may not; containers (`tapswitch container create`, `container attach`) bring their ports through their own namespaces (docs/rootless.md)"
+            );
+        }
     }
     let gateway = resolve_gateway(&args)?;
     let socket = args
