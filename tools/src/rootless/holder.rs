@@ -288,5 +288,27 @@ mod tests {
         let runtime = dir.path().join("rt/tapswitch");
         private_dir(&runtime).unwrap();
         assert_eq!(fs::metadata(&runtime).unwrap().mode() & 0o777, 0o700);
+        // One we made earlier, opened up since: closed again.
+        fs::set_permissions(
+            &runtime,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        private_dir(&runtime).unwrap();
+        assert_eq!(fs::metadata(&runtime).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn someone_elses_runtime_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, _) = effective_ids();
+        let other = if uid == 12345 { 12346 } else { 12345 };
+        nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(other)), None)
+            .expect("giving a directory to another uid needs root (CI runs the tests as root)");
+        let err = private_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("belongs to uid {other}, not to you")),
+            "{err}"
+        );
     }
 }
