@@ -89,7 +89,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Detach whatever is still attached before the switch goes.
-        for line in self.ok(&["container", "ls"]).lines().skip(1) {
+        let ls = self.run(&["container", "ls"]);
+        for line in String::from_utf8_lossy(&ls.stdout).lines().skip(1) {
             if let Some(name) = line.split_whitespace().nth(1) {
                 let _ = self.run(&["container", "rm", name]);
             }
