@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use tapswitch_tests::frames::{probe, probe_vlan};
+use tapswitch_tests::frames::{mac_text, probe, probe_vlan};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
@@ -146,6 +146,65 @@ impl Rig {
     fn is_alive(&mut self) -> bool {
         self.switch.as_mut().is_none_or(SwitchProcess::is_running)
     }
+
+    /// Pins `mac` to host `host`'s port: `bridge fdb replace ... static sticky`
+    /// on the kernel bridge (a plain Linux `static` entry moves with
+    /// traffic, see `linux_plain_static_entries_move`), `fdb add` on ours.
+    fn add_static(&self, mac: [u8; 6], host: usize) {
+        let (mac, port) = (mac_text(&mac), &self.topo.hosts[host].port);
+        match &self.switch {
+            None => self.bridge(&[
+                "fdb", "replace", &mac, "dev", port, "master", "static", "sticky",
+            ]),
+            Some(switch) => {
+                let request = format!(r#"{{"cmd":"fdb_add","mac":"{mac}","port":"{port}"}}"#);
+                switch.call(&request).expect("fdb add");
+            }
+        }
+    }
+
+    /// `bridge fdb del` / `fdb del`.
+    fn del(&self, mac: [u8; 6], host: usize) {
+        let (mac, port) = (mac_text(&mac), &self.topo.hosts[host].port);
+        match &self.switch {
+            None => self.bridge(&["fdb", "del", &mac, "dev", port, "master"]),
+            Some(switch) => {
+                let request = format!(r#"{{"cmd":"fdb_del","mac":"{mac}"}}"#);
+                switch.call(&request).expect("fdb del");
+            }
+        }
+    }
+
+    /// Forgets the learned entries of host `host`'s port: the kernel's
+    /// port flush (`ip link set PORT type bridge_slave fdb_flush`), `fdb
+    /// flush --port` on ours.
+    fn flush_port(&self, host: usize) {
+        let port = &self.topo.hosts[host].port;
+        match &self.switch {
+            None => self.topo.switch_ns.ip(&[
+                "link",
+                "set",
+                "dev",
+                port,
+                "type",
+                "bridge_slave",
+                "fdb_flush",
+            ]),
+            Some(switch) => {
+                let request = format!(r#"{{"cmd":"fdb_flush","port":"{port}"}}"#);
+                switch.call(&request).expect("fdb flush");
+            }
+        }
+    }
+
+    fn bridge(&self, args: &[&str]) {
+        let out = self.topo.switch_ns.exec("bridge", args);
+        assert!(
+            out.status.success(),
+            "bridge {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Runs `scenario` against the kernel bridge and tapswitch and requires the
@@ -268,6 +327,71 @@ fn link_local_group_sources_and_hairpin() {
     assert_eq!(seen[6], Vec::<usize>::new(), "group source dropped");
     assert_eq!(seen[7], vec![1, 3, 4], "group destination floods");
     assert_eq!(seen[8], Vec::<usize>::new(), "no hairpin");
+}
+
+#[test]
+fn static_entries_stay_put_and_survive_a_port_flush() {
+    let seen = compare(|rig| {
+        let [a1, a2, a3] = [station_mac(0), station_mac(1), station_mac(2)];
+        let mut out = Vec::new();
+        // a1 is pinned to p1 before it ever speaks: no flood to reach it.
+        rig.add_static(a1, 0);
+        rig.send(2, &probe(a1, a3, 1, 60));
+        out.push(rig.receivers(1));
+        // a1's address arrives on p2: the frame floods, the entry stays.
+        rig.send(1, &probe([0xff; 6], a1, 2, 60));
+        out.push(rig.receivers(2));
+        rig.send(2, &probe(a1, a3, 3, 60));
+        out.push(rig.receivers(3));
+        // Deleted, a1 is unknown again and frames to it flood.
+        rig.del(a1, 0);
+        rig.send(2, &probe(a1, a3, 4, 60));
+        out.push(rig.receivers(4));
+        // A port flush forgets what p2 learned, not what is pinned there.
+        rig.send(1, &probe([0xff; 6], a2, 5, 60));
+        rig.observe();
+        rig.add_static(a1, 1);
+        rig.flush_port(1);
+        rig.send(0, &probe(a2, station_mac(3), 6, 60));
+        out.push(rig.receivers(6));
+        rig.send(0, &probe(a1, station_mac(3), 7, 60));
+        out.push(rig.receivers(7));
+        out
+    });
+    assert_eq!(
+        seen,
+        vec![
+            vec![1],
+            vec![1, 3, 4],
+            vec![1],
+            vec![1, 2, 4],
+            vec![2, 3, 4],
+            vec![2]
+        ]
+    );
+}
+
+/// The kernel side alone: why ours are compared with `static sticky`. A
+/// plain Linux `static` entry follows its address to another port.
+#[test]
+fn linux_plain_static_entries_move() {
+    require_root();
+    let mut rig = Rig::new(Kind::KernelBridge);
+    let [a1, a3] = [station_mac(0), station_mac(2)];
+    let port = rig.topo.hosts[0].port.clone();
+    rig.bridge(&[
+        "fdb",
+        "replace",
+        &mac_text(&a1),
+        "dev",
+        &port,
+        "master",
+        "static",
+    ]);
+    rig.send(1, &probe([0xff; 6], a1, 1, 60));
+    rig.observe();
+    rig.send(2, &probe(a1, a3, 2, 60));
+    assert_eq!(rig.receivers(2), vec![2], "the static entry moved to p2");
 }
 
 #[test]

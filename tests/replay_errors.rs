@@ -18,7 +18,8 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use ports::capture::{OutputFormat, PcapReader, PcapWriter};
-use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args};
+use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args, replay_both};
+use tools::lab::outputs::MANIFEST;
 
 /// A classic header (little-endian, nanoseconds) with this snap length and link type.
 fn header(snaplen: u32, linktype: u32) -> Vec<u8> {
@@ -123,18 +124,18 @@ fn every_kind_of_bad_input_fails_with_its_offset_and_leaves_dir_untouched() {
         ),
         (
             "linktype",
-            [header(65_535, 113), record(1, 60, &frame())].concat(),
-            "byte 20: link type 113 (Linux cooked capture), not Ethernet (1)",
+            [header(65_535, 105), record(1, 60, &frame())].concat(),
+            "byte 20: link type 105 (802.11), which replay cannot read",
         ),
         (
             "ng-linktype",
-            pcapng(DataLink::LINUX_SLL, &["any"]),
-            "interface #0 has link type 113",
+            pcapng(DataLink::IEEE802_11_RADIOTAP, &["wlan0"]),
+            "interface #0 has link type 127 (802.11 radiotap), which replay cannot read",
         ),
         (
             "ng-two",
             pcapng(DataLink::ETHERNET, &["eth0", "eth1"]),
-            "several interfaces (#0 eth0, #1 eth1, ...)",
+            "several interfaces (#0 eth0, #1 eth1);",
         ),
     ];
     for (name, bytes, message) in cases {
@@ -144,11 +145,12 @@ fn every_kind_of_bad_input_fails_with_its_offset_and_leaves_dir_untouched() {
         let good_input = tmp.join("good.pcap");
         fs::write(&good_input, good()).unwrap();
 
-        // An output directory with old outputs and a file of someone else's.
+        // An output directory with the outputs of an earlier, larger run.
         let out = tmp.join("out");
         fs::create_dir(&out).unwrap();
         fs::write(out.join("p1.pcap"), b"old output").unwrap();
-        fs::write(out.join("notes.txt"), b"keep me").unwrap();
+        fs::write(out.join("p9.pcap"), b"old output of a port gone since").unwrap();
+        fs::write(out.join(MANIFEST), "p1.pcap\np9.pcap\n").unwrap();
         let before = snapshot(&out);
         for port_order in [["p1", "p2"], ["p2", "p1"]] {
             let ports: Vec<String> = port_order
@@ -252,7 +254,7 @@ fn times_after_2106_need_pcapng_output() {
 }
 
 #[test]
-fn expect_names_the_first_difference_and_fails() {
+fn expect_reports_every_differing_port_on_stderr_and_exits_1() {
     let scenario = fixtures_dir().join("flood-learn");
     let tmp = TempDir::new("expect");
     let expected = tmp.join("expected");
@@ -270,6 +272,11 @@ fn expect_names_the_first_difference_and_fails() {
     let second = 24 + (16 + 60) + 16;
     bytes[second + 14] = 0x99;
     fs::write(&p2, bytes).unwrap();
+    // And the first frame of p1, in its destination address.
+    let p1 = expected.join("p1.pcap");
+    let mut bytes = fs::read(&p1).unwrap();
+    bytes[24 + 16 + 5] ^= 0x40;
+    fs::write(&p1, bytes).unwrap();
 
     let args = |out: &str| {
         let mut args: Vec<String> = ["p1", "p2", "p3"]
@@ -285,18 +292,85 @@ fn expect_names_the_first_difference_and_fails() {
         args.push(expected.display().to_string());
         replay_args(&args)
     };
-    let (result, stdout) = replay(args(&tmp.join("out").display().to_string()));
-    assert_eq!(result.unwrap(), ExitCode::FAILURE);
+    let run = replay_both(args(&tmp.join("out").display().to_string()));
+    assert_eq!(run.result.unwrap(), ExitCode::FAILURE);
     assert!(
-        stdout.contains("expect: port p2 frame 2 (t=0.002000000): bytes 14-14 of payload differ: expected 99, got 03"),
-        "{stdout}"
+        !run.stdout.contains("expect:"),
+        "differences are not on stdout: {}",
+        run.stdout
     );
-    assert!(stdout.contains("  expected: t=0.002 p2 02:00:00:00:00:01 > 02:00:00:00:00:02 ethertype 0x88b5 data 99 len 60"), "{stdout}");
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("expect:"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per differing port: {}",
+        run.stderr
+    );
+    assert!(
+        lines[0]
+            .starts_with("expect: port p1 frame 1 (t=0.001000000): eth.dst (bytes 0-5) differs"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lines[1],
+        "expect: port p2 frame 2 (t=0.002000000): bytes 14-14 of payload differ: expected 99, got 03"
+    );
+    assert!(run.stderr.contains("  expected: t=0.002 p2 02:00:00:00:00:01 > 02:00:00:00:00:02 ethertype 0x88b5 data 99 len 60"), "{}", run.stderr);
 
+    // Both ways: an output with no expected file, and an expected file no
+    // port of this run wrote, are differences too.
     fs::remove_file(&p2).unwrap();
-    let (result, stdout) = replay(args(&tmp.join("out2").display().to_string()));
-    assert_eq!(result.unwrap(), ExitCode::FAILURE);
-    assert!(stdout.contains("port p2: no expected file"), "{stdout}");
+    fs::copy(
+        scenario.join("expected/p3.pcap"),
+        expected.join("p4.pcapng"),
+    )
+    .unwrap();
+    let run = replay_both(args(&tmp.join("out2").display().to_string()));
+    assert_eq!(run.result.unwrap(), ExitCode::FAILURE);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("expect:"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    assert!(
+        lines[1].starts_with("expect: port p2: this run wrote "),
+        "{}",
+        run.stderr
+    );
+    assert!(lines[1].contains("but there is no "), "{}", run.stderr);
+    assert!(lines[2].starts_with("expect: port p4: "), "{}", run.stderr);
+    assert!(
+        lines[2].ends_with("p4.pcapng is expected, but this run has no port p4"),
+        "{}",
+        run.stderr
+    );
+
+    // The same outputs as expected: exit 0, and the stdout line says so.
+    for port in ["p1", "p2", "p3"] {
+        fs::copy(
+            scenario.join(format!("expected/{port}.pcap")),
+            expected.join(format!("{port}.pcap")),
+        )
+        .unwrap();
+    }
+    fs::remove_file(expected.join("p4.pcapng")).unwrap();
+    let run = replay_both(args(&tmp.join("out3").display().to_string()));
+    assert_eq!(run.result.unwrap(), ExitCode::SUCCESS, "{}", run.stderr);
+    assert!(
+        run.stdout.ends_with(&format!(
+            "expect: all 3 outputs match {}\n",
+            expected.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stderr, "");
 
     // --out and --expect the same directory would overwrite what is compared.
     let (result, _) = replay(args(&expected.display().to_string()));

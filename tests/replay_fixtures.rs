@@ -44,6 +44,7 @@ fixtures! {
     group_sources_are_not_learned => "group-source",
     inputs_merge_by_time_then_port_order => "merge-order",
     frames_over_the_mtu_are_dropped => "too-big",
+    a_static_entry_neither_moves_nor_ages => "static-entry",
 }
 
 #[test]

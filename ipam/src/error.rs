@@ -76,6 +76,10 @@ pub enum Error {
         "{0:?} is not a valid name: use letters, digits, '_', '.' and '-' (starting with a letter or digit), at most {1} characters"
     )]
     BadName(String, usize),
+    #[error(
+        "--mtu {mtu} is out of range: give {min} (the smallest MTU IPv4 allows) to {max} (the largest Linux allows on veth and TAP devices)"
+    )]
+    BadMtu { mtu: u32, min: u32, max: u32 },
 
     // --- overlay networks ---
     #[error("VNI {vni} is out of range: give a VNI from 1 to 16777215 (24 bits)")]
@@ -86,10 +90,6 @@ pub enum Error {
     VniInUse { vni: u32, other: String },
     #[error("every VNI from 4096 up is in use: give --vni N below 4096")]
     NoFreeVni,
-    #[error(
-        "--mtu {mtu} is out of range: give an MTU from 68 to 9166 (1450 fits a 1500-byte underlay)"
-    )]
-    BadMtu { mtu: u16 },
     #[error("--vxlan-port 0 is not a port: give one like 4789 (IANA) or 8472 (Linux's default)")]
     BadVxlanPort,
     #[error(
@@ -145,6 +145,32 @@ pub enum Error {
     ContainerExists(String),
     #[error("container {0} does not exist: list containers with `tapswitch container ls`")]
     NoSuchContainer(String),
+
+    // --- published ports ---
+    #[error(
+        "network {network} has driver {driver}, which cannot publish ports: leave -p out, or use a bridge network"
+    )]
+    PortsNeedBridge { network: String, driver: String },
+    #[error(
+        "network {network} is internal (no traffic to or from outside), so it publishes no ports: leave -p out, or use another network"
+    )]
+    PortsOnInternal { network: String },
+    #[error(
+        "host port {port} is already published by container {owner} (-p {flag}): pick another host port, or remove {owner} first"
+    )]
+    PortTaken {
+        port: String,
+        owner: String,
+        flag: String,
+    },
+    #[error(
+        "host port {port} is published twice (-p {first} and -p {second}): give each host port once"
+    )]
+    PortTwice {
+        port: String,
+        first: String,
+        second: String,
+    },
 
     // --- the shared store ---
     #[error(transparent)]

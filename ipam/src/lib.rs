@@ -6,10 +6,13 @@
 //! - [`network`]: a network's driver and addressing, and the allocation rule
 //!   (lowest free address of the pool; network, broadcast, gateway and aux
 //!   addresses reserved).
+//! - [`ports`]: published ports (`-p`), Docker's syntax, conflicts, and
+//!   Docker's `NetworkSettings.Ports` shape.
 //! - [`mac`]: Docker's MAC-from-IP (172.17.0.2 → 02:42:ac:11:00:02).
 //! - [`state`]: all networks and containers; a container's address is its
 //!   lease. Pure: ids, times and the boot id are arguments.
-//! - [`overlay`]: overlay networks (VXLAN settings: VNI, port, MTU, peers).
+//! - [`overlay`]: overlay networks (VXLAN settings: VNI, port, peers; the
+//!   MTU is the network's own, as on every driver).
 //! - [`membership`]: which hosts serve an overlay network, as a pure state
 //!   machine fed by the store's watch events and time, and the registration
 //!   records and key layout it reads.
@@ -43,6 +46,7 @@ pub mod mac;
 pub mod membership;
 pub mod network;
 pub mod overlay;
+pub mod ports;
 pub mod registry;
 pub mod state;
 pub mod store;
@@ -52,6 +56,7 @@ pub use error::{Error, Result};
 pub use mac::MacAddr;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
 pub use overlay::{OverlayConfig, OverlaySpec};
+pub use ports::{PortProtocol, PublishedPort};
 pub use state::{AttachedNamespace, Container, NamespaceKeeper, State};
 pub use store::{EtcdUrl, Store, Transaction, state_dir};
 pub use subnet::Subnet;

@@ -67,10 +67,55 @@ pub struct Network {
     /// Subnet, gateway and pool; only `bridge` and `overlay` networks have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<IpamConfig>,
-    /// VNI, port, MTU and peers; only `overlay` networks have them.
+    /// `--internal` (Docker's flag): no outbound access, no published ports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// `--mtu`: the MTU of the containers' interfaces and the gateway's, for
+    /// every driver. Overlay networks always have one (1450 unless given);
+    /// on others, absent means the kernel's default (1500). Read it through
+    /// [`Network::link_mtu`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<crate::overlay::OverlayConfig>,
+    pub mtu: Option<u32>,
+    /// VNI, VXLAN port and peers; only `overlay` networks have them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::config::OverlayConfig>,
 }
+
+/// The smallest MTU `--mtu` takes: RFC 791's 68 bytes, the least every
+/// IPv4 link must carry (a 60-byte header and an 8-byte fragment). The
+/// networks are IPv4 only; IPv6 would need 1280.
+pub const MIN_MTU: u32 = 68;
+/// The largest: Linux's `ETH_MAX_MTU` (65535), the most a veth or TAP
+/// device accepts (slirp4netns's and pasta's 65520 fits).
+pub const MAX_MTU: u32 = 65_535;
+
+/// Checks an `--mtu` value against [`MIN_MTU`] and [`MAX_MTU`].
+pub fn check_mtu(mtu: u32) -> Result<u32> {
+    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(Error::BadMtu {
+            mtu,
+            min: MIN_MTU,
+            max: MAX_MTU,
+        })
+    }
+}
+
+impl Network {
+    /// The MTU of the containers' interfaces and the gateway's: the
+    /// network's `--mtu`, else its driver's default (an overlay's
+    /// [`crate::overlay::config::DEFAULT_MTU`], Ethernet's 1500 for the others).
+    pub fn link_mtu(&self) -> u32 {
+        self.mtu.unwrap_or(match self.driver {
+            Driver::Overlay => crate::overlay::config::DEFAULT_MTU,
+            Driver::Bridge | Driver::Host | Driver::Null => ETHERNET_MTU,
+        })
+    }
+}
+
+/// The kernel's default MTU for veth and TAP devices.
+pub const ETHERNET_MTU: u32 = 1500;
 
 /// The addressing of a bridge network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +138,10 @@ pub struct NetworkSpec {
     pub ip_range: Option<String>,
     /// `name=IP` pairs.
     pub aux_addresses: Vec<String>,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--mtu`.
+    pub mtu: Option<u32>,
 }
 
 impl IpamConfig {
@@ -304,6 +353,8 @@ mod tests {
             driver: Driver::Bridge,
             created: String::new(),
             ipam: Some(IpamConfig::from_spec(&spec).unwrap()),
+            internal: false,
+            mtu: None,
             overlay: None,
         }
     }
@@ -491,6 +542,45 @@ mod tests {
             .contains("NAME=IPV4")
         );
         assert!(err(spec("10.0.0.1/24")).starts_with("--subnet: 10.0.0.1/24 has host bits set"));
+    }
+
+    #[test]
+    fn mtus_are_bounded_by_ipv4_and_linux() {
+        assert_eq!(check_mtu(68).unwrap(), 68);
+        assert_eq!(check_mtu(1500).unwrap(), 1500);
+        assert_eq!(check_mtu(65_520).unwrap(), 65_520);
+        assert_eq!(check_mtu(65_535).unwrap(), 65_535);
+        assert!(matches!(check_mtu(67), Err(Error::BadMtu { mtu: 67, .. })));
+        assert_eq!(
+            check_mtu(65_536).unwrap_err().to_string(),
+            "--mtu 65536 is out of range: give 68 (the smallest MTU IPv4 allows) to 65535 (the largest Linux allows on veth and TAP devices)"
+        );
+        assert!(check_mtu(0).is_err());
+    }
+
+    #[test]
+    fn the_link_mtu_is_the_record_s_or_the_driver_s_default() {
+        let mut net = network(spec("10.0.0.0/24"));
+        assert_eq!(net.link_mtu(), 1500);
+        net.driver = Driver::Overlay;
+        assert_eq!(net.link_mtu(), 1450);
+        net.mtu = Some(9000);
+        assert_eq!(net.link_mtu(), 9000);
+    }
+
+    #[test]
+    fn networks_written_before_internal_and_mtu_still_load() {
+        let old = r#"{"name":"web","id":"ab","driver":"bridge","created":"x",
+            "ipam":{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"}}"#;
+        let net: Network = serde_json::from_str(old).unwrap();
+        assert!(!net.internal);
+        assert_eq!(net.mtu, None);
+        // And a plain network is written as before (no new keys).
+        let json = serde_json::to_string(&net).unwrap();
+        assert!(
+            !json.contains("internal") && !json.contains("mtu"),
+            "{json}"
+        );
     }
 
     #[test]

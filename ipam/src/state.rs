@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::mac::MacAddr;
-use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_name};
+use crate::network::{Driver, IpamConfig, Network, NetworkSpec, check_mtu, check_name};
+use crate::ports::PublishedPort;
 use crate::subnet::Subnet;
 
 /// The state file's format version; bumped on incompatible changes.
@@ -79,6 +80,9 @@ pub struct Container {
     /// Removing the container ends it, which deletes the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keeper: Option<NamespaceKeeper>,
+    /// Published ports (`-p`), in the order given (bridge networks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
 }
 
 /// The process holding a rootless container's namespace, and the identity
@@ -137,6 +141,8 @@ impl State {
             driver,
             created: predefined.created.clone(),
             ipam,
+            internal: false,
+            mtu: None,
             overlay: None,
         };
         State {
@@ -195,6 +201,7 @@ impl State {
             return Err(Error::NetworkExists(name.to_string()));
         }
         let ipam = IpamConfig::from_spec(spec)?;
+        let mtu = spec.mtu.map(check_mtu).transpose()?;
         self.check_overlap(ipam.subnet)?;
         self.networks.push(Network {
             name: name.to_string(),
@@ -202,6 +209,8 @@ impl State {
             driver: Driver::Bridge,
             created,
             ipam: Some(ipam),
+            internal: spec.internal,
+            mtu,
             overlay: None,
         });
         self.networks.sort_by(|a, b| a.name.cmp(&b.name));
@@ -263,6 +272,7 @@ impl State {
             return Err(Error::ContainerExists(container.name));
         }
         let network = self.network(&container.network)?;
+        self.check_ports(network, &container.ports)?;
         let (ipv4, mac) = match network.driver {
             Driver::Bridge | Driver::Overlay => {
                 let ip = network.allocate(requested, &self.leases(&network.name))?;
@@ -281,6 +291,59 @@ impl State {
         self.containers.push(container);
         self.containers.sort_by(|a, b| a.name.cmp(&b.name));
         self.container(&name)
+    }
+
+    /// Whether `network` may publish `ports`: a bridge network that is not
+    /// internal, each host port once, none already published by another
+    /// container on any network (host ports belong to the whole host).
+    /// [`State::add_container`] checks it too; `container create` asks
+    /// first, before it builds anything.
+    pub fn check_ports(&self, network: &Network, ports: &[PublishedPort]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        if network.driver != Driver::Bridge {
+            return Err(Error::PortsNeedBridge {
+                network: network.name.clone(),
+                driver: network.driver.to_string(),
+            });
+        }
+        if network.internal {
+            return Err(Error::PortsOnInternal {
+                network: network.name.clone(),
+            });
+        }
+        for (index, port) in ports.iter().enumerate() {
+            if let Some(earlier) = ports[..index].iter().find(|p| p.conflicts_with(port)) {
+                return Err(Error::PortTwice {
+                    port: host_side(port),
+                    first: earlier.flag(),
+                    second: port.flag(),
+                });
+            }
+            let taken = self
+                .containers
+                .iter()
+                .find_map(|c| Some((c, c.ports.iter().find(|p| p.conflicts_with(port))?)));
+            if let Some((owner, theirs)) = taken {
+                return Err(Error::PortTaken {
+                    port: host_side(port),
+                    owner: owner.name.clone(),
+                    flag: theirs.flag(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every published port with its container, for the switches to listen
+    /// on and for `network inspect`.
+    pub fn published_ports<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a Container, &'a PublishedPort)> {
+        self.containers_on(network)
+            .flat_map(|c| c.ports.iter().map(move |p| (c, p)))
     }
 
     /// Forgets a container and releases its address.
@@ -313,8 +376,11 @@ impl State {
             if matches!(net.driver, Driver::Bridge | Driver::Overlay) && net.ipam.is_none() {
                 return Err(format!("{} network {} has no ipam", net.driver, net.name));
             }
+            if let Some(mtu) = net.mtu {
+                check_mtu(mtu).map_err(|e| format!("network {}: {e}", net.name))?;
+            }
         }
-        crate::overlay::check(&self.networks)?;
+        crate::overlay::rules::check(&self.networks)?;
         for name in [DEFAULT_BRIDGE, HOST, NONE] {
             if !networks.contains_key(name) {
                 return Err(format!("the predefined network {name} is missing"));
@@ -352,8 +418,29 @@ impl State {
                 ));
             }
         }
+        let published: Vec<(&str, &PublishedPort)> = self
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().map(move |p| (c.name.as_str(), p)))
+            .collect();
+        for (index, (name, port)) in published.iter().enumerate() {
+            if let Some((other, _)) = published[..index]
+                .iter()
+                .find(|(_, earlier)| earlier.conflicts_with(port))
+            {
+                return Err(format!(
+                    "host port {} is published by both {other} and {name}",
+                    host_side(port)
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// The host side of a publication, as errors name it: `0.0.0.0:8080/tcp`.
+fn host_side(port: &PublishedPort) -> String {
+    format!("{}:{}/{}", port.host_ip, port.host_port, port.protocol)
 }
 
 #[cfg(test)]
@@ -519,6 +606,150 @@ mod tests {
         assert_eq!(dead[0].ipv4, Some(ip("172.17.0.3")));
         let d = state.add_container(container("d", "bridge"), None).unwrap();
         assert_eq!(d.ipv4, Some(ip("172.17.0.3")));
+    }
+
+    fn published(name: &str, network: &str, ports: &[&str]) -> Container {
+        Container {
+            ports: ports.iter().map(|p| p.parse().unwrap()).collect(),
+            ..container(name, network)
+        }
+    }
+
+    #[test]
+    fn published_ports_are_stored_and_listed_per_network() {
+        let mut state = fresh();
+        let web = state
+            .add_container(
+                published("web", "bridge", &["8080:80", "5353:53/udp"]),
+                None,
+            )
+            .unwrap();
+        assert_eq!(web.ports.len(), 2);
+        assert_eq!(web.ports[0].to_string(), "0.0.0.0:8080->80/tcp");
+        let listed: Vec<String> = state
+            .published_ports("bridge")
+            .map(|(c, p)| format!("{} {p}", c.name))
+            .collect();
+        assert_eq!(
+            listed,
+            vec!["web 0.0.0.0:8080->80/tcp", "web 0.0.0.0:5353->53/udp"]
+        );
+        assert!(state.check().is_ok());
+    }
+
+    #[test]
+    fn a_host_port_is_published_once_on_the_whole_host() {
+        let mut state = fresh();
+        state
+            .create_network("other", "1".repeat(64), String::new(), &spec("10.7.0.0/24"))
+            .unwrap();
+        state
+            .add_container(published("web", "bridge", &["127.0.0.1:8080:80"]), None)
+            .unwrap();
+        // Every address covers loopback, on another network too.
+        let err = state
+            .add_container(published("api", "other", &["8080:9000"]), None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "host port 0.0.0.0:8080/tcp is already published by container web (-p 127.0.0.1:8080:80/tcp): pick another host port, or remove web first"
+        );
+        // Another address, protocol or port is free.
+        state
+            .add_container(
+                published(
+                    "api",
+                    "other",
+                    &["192.0.2.1:8080:80", "8080:80/udp", "8081:80"],
+                ),
+                None,
+            )
+            .unwrap();
+        // Twice in one create.
+        let err = state
+            .add_container(published("dup", "bridge", &["9000:80", "9000:81"]), None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "host port 0.0.0.0:9000/tcp is published twice (-p 0.0.0.0:9000:80/tcp and -p 0.0.0.0:9000:81/tcp): give each host port once"
+        );
+        assert!(state.container("dup").is_err(), "nothing recorded");
+        // Removing the owner frees the port.
+        state.remove_container("web").unwrap();
+        state
+            .add_container(published("again", "bridge", &["127.0.0.1:8080:80"]), None)
+            .unwrap();
+        assert!(state.check().is_ok());
+    }
+
+    #[test]
+    fn only_bridge_networks_that_reach_outside_publish_ports() {
+        let mut state = fresh();
+        for network in ["host", "none"] {
+            assert!(matches!(
+                state.add_container(published("x", network, &["8080:80"]), None),
+                Err(Error::PortsNeedBridge { .. })
+            ));
+        }
+        let internal = NetworkSpec {
+            internal: true,
+            ..spec("10.8.0.0/24")
+        };
+        state
+            .create_network("sealed", "1".repeat(64), String::new(), &internal)
+            .unwrap();
+        assert!(state.network("sealed").unwrap().internal);
+        let err = state
+            .add_container(published("x", "sealed", &["8080:80"]), None)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("network sealed is internal"));
+        // Without -p an internal network takes containers as any other.
+        state.add_container(container("x", "sealed"), None).unwrap();
+    }
+
+    #[test]
+    fn network_mtu_is_checked_and_stored() {
+        let mut state = fresh();
+        let jumbo = NetworkSpec {
+            mtu: Some(65_520),
+            ..spec("10.9.0.0/24")
+        };
+        state
+            .create_network("jumbo", "1".repeat(64), String::new(), &jumbo)
+            .unwrap();
+        assert_eq!(state.network("jumbo").unwrap().mtu, Some(65_520));
+        let tiny = NetworkSpec {
+            mtu: Some(40),
+            ..spec("10.10.0.0/24")
+        };
+        assert!(matches!(
+            state.create_network("tiny", "2".repeat(64), String::new(), &tiny),
+            Err(Error::BadMtu { mtu: 40, .. })
+        ));
+        assert!(state.network("tiny").is_err());
+    }
+
+    #[test]
+    fn containers_written_before_ports_still_load() {
+        let old = r#"{"name":"a","id":"0","network":"bridge","created":"x","boot_id":"b"}"#;
+        let c: Container = serde_json::from_str(old).unwrap();
+        assert!(c.ports.is_empty());
+        let again = serde_json::to_string(&c).unwrap();
+        assert!(!again.contains("ports"), "{again}");
+    }
+
+    #[test]
+    fn check_finds_a_host_port_published_twice() {
+        let mut state = fresh();
+        state
+            .add_container(published("a", "bridge", &["8080:80"]), None)
+            .unwrap();
+        state.add_container(container("b", "bridge"), None).unwrap();
+        state.containers[1].ports = vec!["127.0.0.1:8080:81".parse().unwrap()];
+        assert_eq!(
+            state.check().unwrap_err(),
+            "host port 127.0.0.1:8080/tcp is published by both a and b"
+        );
     }
 
     #[test]

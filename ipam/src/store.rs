@@ -361,6 +361,15 @@ fn parse(text: &[u8], corrupt: impl Fn(String) -> Error) -> Result<State> {
             supported: FORMAT_VERSION,
         });
     }
+    let mut value = value;
+    if let Some(networks) = value
+        .get_mut("networks")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        networks
+            .iter_mut()
+            .for_each(crate::overlay::config::upgrade_legacy_mtu);
+    }
     let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     state.check().map_err(corrupt)?;
     Ok(state)

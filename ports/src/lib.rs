@@ -17,6 +17,11 @@
 //! (`PortTx::offloads`). Ports that do not accept it get plain frames: see
 //! [`vnet`] for checksum completion and software segmentation.
 //!
+//! Sending a forwarding pass's frames (holding, coalescing into UDP GSO
+//! super-frames with [`coalesce`], one batch send per port, counting) is
+//! [`transmit`]'s job. Headers are read through the checked views of
+//! [`wire`].
+//!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
 //! tests). Capture files: [`capture`] reads pcap and pcapng, writes both,
@@ -33,6 +38,7 @@ pub mod namespace;
 pub mod packet;
 mod sys;
 pub mod tap;
+pub mod transmit;
 pub mod vnet;
 pub mod wire;
 

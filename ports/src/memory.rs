@@ -1,7 +1,9 @@
 //! In-memory ports for tests: frames pushed in come out of `recv_batch`,
 //! frames sent are kept for inspection. The receive half has an eventfd
 //! that is readable while frames wait, so the live dataplane's workers wait
-//! for a memory port in epoll like for any other port.
+//! for a memory port in epoll like for any other port. [`udp_datagram`]
+//! builds the offloaded frame that tests of batching and coalescing feed
+//! them, so the batcher's tests and the switch's fabric tests send the same.
 
 use std::collections::VecDeque;
 use std::io;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch::RxBatch;
-use crate::vnet::VnetHdr;
+use crate::vnet::{self, VnetHdr};
 use crate::{PortRx, PortTx, RxError, sys};
 
 /// A frame with its offload header.
@@ -167,6 +169,34 @@ impl PortTx for MemoryTx {
     }
 }
 
+/// A UDP datagram from 02:00:00:00:00:01 (172.17.0.2:40000) to
+/// 02:00:00:00:00:02 (172.17.0.3:5201) as a sender's stack hands it over:
+/// IPv4 id `id`, `payload_len` bytes counting up from `id`, the UDP checksum
+/// left to complete (`NEEDS_CSUM`, the pseudo-header sum in place). Datagrams
+/// with consecutive ids form a run the batcher coalesces.
+pub fn udp_datagram(id: u16, payload_len: usize) -> Frame {
+    let udp_len = 8 + payload_len as u16;
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 172, 17, 0, 2, 172, 17, 0, 3]);
+    let ip_check = vnet::rfc1071_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]); // ports 40000 -> 5201
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    let pseudo = vnet::ones_complement_sum(&f[26..34], 17 + u32::from(udp_len));
+    f.extend_from_slice(&vnet::fold(pseudo).to_be_bytes());
+    f.extend((0..payload_len).map(|i| (i as u16 + id) as u8));
+    let vnet = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 6,
+        ..VnetHdr::default()
+    };
+    (vnet, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +234,27 @@ mod tests {
         assert!(matches!(rx.recv_batch(&mut batch), Err(RxError::LinkDown)));
         assert!(rx.interface_gone());
         assert_eq!(rx.recv_batch(&mut batch).unwrap(), 0, "reported once");
+    }
+
+    #[test]
+    fn a_udp_datagram_is_whole_once_its_checksum_is_completed() {
+        use crate::wire::{checksum, ip, ipv4, udp};
+        let (mut vnet, mut frame) = udp_datagram(7, 5);
+        let packet = ipv4::Packet::new_checked(&frame[14..]).unwrap();
+        assert!(packet.verify_checksum());
+        assert_eq!((packet.ident(), packet.protocol()), (7, ip::UDP));
+        let pseudo = checksum::pseudo_header_sum(packet.addresses(), ip::UDP, 13);
+        let datagram = udp::Packet::new_checked(packet.payload()).unwrap();
+        assert_eq!(
+            datagram.checksum(),
+            pseudo,
+            "the pseudo-header sum in place"
+        );
+        assert_eq!(datagram.payload(), [7, 8, 9, 10, 11]);
+
+        vnet::complete_checksum(&mut vnet, &mut frame).unwrap();
+        let segment = &frame[34..];
+        let sum = checksum::ones_complement_sum(segment, u32::from(pseudo));
+        assert_eq!(checksum::fold(sum), 0xffff, "the UDP checksum now holds");
     }
 }

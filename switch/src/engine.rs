@@ -9,6 +9,11 @@
 //! 3. Pause frames (01:80:C2:00:00:01) are dropped before anything else.
 //! 4. The source is learned on the ingress port (moved, if it was elsewhere).
 //!    A frame claiming the switch's own address as its source is a spoof.
+//!    A source an operator pinned to another port (a static entry, `fdb
+//!    add`) is not moved, and the frame goes on as any other: the entry is
+//!    the operator's word, and a spoofed frame must not take it over (as
+//!    Linux's `static sticky`; its plain `static` would move, see
+//!    `mac_table::static_entries`).
 //! 5. Other IEEE link-local destinations, 01:80:C2:00:00:02–0F (LACP,
 //!    802.1X, LLDP, ...), are never forwarded. 01:80:C2:00:00:00 (STP BPDUs)
 //!    floods like any multicast, as on a Linux bridge with STP off: this
@@ -83,6 +88,13 @@ impl Engine {
     pub fn new(config: TableConfig) -> Self {
         Engine {
             table: MacTable::new(config),
+        }
+    }
+
+    /// An engine whose table publishes its events to `events`.
+    pub fn with_events(config: TableConfig, events: crate::events::EventBus) -> Self {
+        Engine {
+            table: MacTable::with_events(config, events),
         }
     }
 
@@ -315,6 +327,21 @@ mod tests {
         let v = e.handle_frame(at(0), P1, &frame(H2, gw));
         assert_eq!(v.action, Action::Drop(DropReason::SpoofedLocal));
         let v = e.handle_frame(at(0), PortId::GATEWAY, &frame(H1, gw));
+        assert_eq!(v.action, Action::Forward(P1));
+    }
+
+    #[test]
+    fn a_static_entry_is_not_moved_by_traffic_and_never_ages() {
+        let e = engine();
+        let h1: MacAddr = H1.parse().unwrap();
+        e.table().add_static(h1, P1).unwrap();
+        // H1's address arrives on P2 (spoofed, or a misplaced host): the
+        // frame is still forwarded, the entry stays on P1.
+        let v = e.handle_frame(at(0), P2, &frame("ff:ff:ff:ff:ff:ff", H1));
+        assert_eq!(v.learn, Some(Learn::StaticElsewhere { port: P1 }));
+        assert_eq!(v.action, Action::Flood(FloodReason::Broadcast));
+        // Long past the ageing time, frames to H1 still go to P1 only.
+        let v = e.handle_frame(at(1_000), PortId(3), &frame(H1, H2));
         assert_eq!(v.action, Action::Forward(P1));
     }
 

@@ -11,12 +11,17 @@
 //!   counters, capture, trace), shared by the live switch and `replay`.
 //! - [`gateway`]: the gateway host (smoltcp) on the internal port.
 //! - [`trace`]: the one-line explanation of each decision.
+//! - [`events`]: what the switch learns and forgets, as data, for whoever
+//!   subscribes (`tapswitch monitor`, the web page); free while nobody does.
 //! - [`stats`]: per-port counters and drop reasons.
 //! - [`port`]: port numbers, and the gateway's internal port (its name, MTU
 //!   and send half) as the live switch and `replay` both attach it.
 //! - [`dataplane`]: the live switch's threads (workers reading ports in
 //!   lanes, the gateway thread, aging), which drive the fabric; its module
 //!   docs say which file holds which job.
+//! - [`flows`], [`dns`] and [`services`]: the gateway's services (issue 14:
+//!   outbound flows, published ports, DNS), pure state machines joined in
+//!   [`services::Services`], not wired into the gateway thread yet.
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port
@@ -28,21 +33,29 @@
 #![forbid(unsafe_code)]
 
 pub mod dataplane;
+pub mod dns;
 pub mod engine;
+pub mod events;
 pub mod fabric;
+pub mod flows;
 pub mod gateway;
 pub mod mac;
 pub mod mac_table;
 pub mod port;
+pub mod services;
 pub mod stats;
 pub mod time;
 pub mod trace;
 
 pub use engine::{Action, Engine, FloodReason, Session, Verdict};
+pub use events::{EventBus, Stamped, Subscription, SwitchEvent};
 pub use fabric::{Fabric, PortHandle, PortSet};
 pub use gateway::Gateway;
 pub use mac::MacAddr;
-pub use mac_table::{EntryKind, FdbEntry, Learn, MacTable, TableConfig, TableStats};
+pub use mac_table::{
+    EntryKind, FdbEditError, FdbEntry, FlushScope, Learn, MacTable, PreviousEntry, TableConfig,
+    TableStats,
+};
 pub use port::PortId;
 pub use stats::{DropReason, PortCounters, PortStats};
 pub use time::Instant;

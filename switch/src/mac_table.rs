@@ -18,7 +18,9 @@
 //! migrated, a cable replugged). Static and local entries never move and never
 //! age. A local entry is the switch's own address (the gateway's); a frame
 //! from a port that claims it as its source is a spoof, and the engine drops
-//! it.
+//! it. Static entries are an operator's (`tapswitch fdb add`); adding,
+//! removing and flushing them is in `mac_table/static_entries.rs`, with the
+//! reasons.
 //!
 //! **Capacity and the full-table policy.** At most `capacity` dynamic entries
 //! (8192 by default; static and local entries do not count, as with Linux's
@@ -42,15 +44,25 @@
 //!
 //! **Counters**, named after Open vSwitch's `fdb/stats-show`: learned,
 //! refreshed, moved, expired, evicted, refused.
+//!
+//! **Events.** Where a count changes on the write path (learned, moved,
+//! expired, evicted, flushed) and where an operator adds or removes a static
+//! entry, the table also publishes a
+//! [`SwitchEvent`](crate::events::SwitchEvent) to its [`EventBus`], if
+//! anyone listens (`tapswitch monitor`); a refresh publishes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::events::{EventBus, SwitchEvent};
 use crate::mac::MacAddr;
 use crate::port::PortId;
 use crate::time::Instant;
+
+mod static_entries;
+pub use static_entries::{FdbEditError, FlushScope, PreviousEntry};
 
 /// Linux (`BR_DEFAULT_AGEING_TIME`) and Open vSwitch both default to 300 s.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
@@ -160,6 +172,7 @@ pub struct MacTable {
     config: TableConfig,
     inner: RwLock<Inner>,
     counters: Counters,
+    events: EventBus,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +212,11 @@ struct Inner {
 
 impl MacTable {
     pub fn new(config: TableConfig) -> Self {
+        Self::with_events(config, EventBus::default())
+    }
+
+    /// A table that publishes what it learns and forgets to `events`.
+    pub fn with_events(config: TableConfig, events: EventBus) -> Self {
         MacTable {
             config,
             inner: RwLock::new(Inner {
@@ -211,7 +229,13 @@ impl MacTable {
                 last_full_sweep: None,
             }),
             counters: Counters::default(),
+            events,
         }
+    }
+
+    /// Where the table publishes its events.
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// A read view for a batch of frames: learning known addresses and
@@ -250,9 +274,9 @@ impl MacTable {
     /// Removes every expired dynamic entry; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
         let mut inner = self.write();
-        let removed = inner.sweep(self.config.max_age, now);
-        self.counters.expired.fetch_add(removed as u64, Relaxed);
-        removed
+        let gone = inner.sweep(self.config.max_age, now);
+        self.count_expired(&gone, now);
+        gone.len()
     }
 
     /// Forgets every entry on `port` (the port was removed). Returns how many.
@@ -263,7 +287,12 @@ impl MacTable {
         if let Some(gone) = inner.ports.remove(&port) {
             inner.dynamic -= gone.count;
         }
-        before - inner.entries.len()
+        let entries = before - inner.entries.len();
+        if entries > 0 {
+            self.events
+                .publish_with(None, || SwitchEvent::Flushed { port, entries });
+        }
+        entries
     }
 
     /// The live entries at `now`, sorted by port and then address.
@@ -329,11 +358,16 @@ impl MacTable {
                     .remove(&key)
                     .expect("entry was just found under this lock");
                 inner.forget_dynamic(&old);
-                self.counters.expired.fetch_add(1, Relaxed);
+                self.count_expired(&[(key, old.port)], now);
             } else {
                 let from = entry.port;
                 inner.move_entry(key, from, port, now);
                 self.counters.moved.fetch_add(1, Relaxed);
+                self.events.publish_with(Some(now), || SwitchEvent::Moved {
+                    mac,
+                    from,
+                    to: port,
+                });
                 return Learn::Moved { from };
             }
         }
@@ -343,6 +377,8 @@ impl MacTable {
         }
         inner.insert_dynamic(key, port, now);
         self.counters.learned.fetch_add(1, Relaxed);
+        self.events
+            .publish_with(Some(now), || SwitchEvent::Learned { mac, port });
         Learn::New
     }
 
@@ -379,17 +415,34 @@ impl MacTable {
             .is_some_and(|at| now.saturating_since(at) < FULL_TABLE_SWEEP_INTERVAL);
         if !swept_recently {
             inner.last_full_sweep = Some(now);
-            let removed = inner.sweep(self.config.max_age, now);
-            self.counters.expired.fetch_add(removed as u64, Relaxed);
+            let gone = inner.sweep(self.config.max_age, now);
+            self.count_expired(&gone, now);
             if inner.dynamic < self.config.capacity {
                 return true;
             }
         }
-        if inner.evict_fairly() {
+        if let Some((key, port)) = inner.evict_fairly() {
             self.counters.evicted.fetch_add(1, Relaxed);
+            self.events
+                .publish_with(Some(now), || SwitchEvent::Evicted {
+                    mac: MacAddr::from_u64(key),
+                    port,
+                });
             return true;
         }
         false
+    }
+
+    /// Counts entries that aged out (`(key, port)` each) and tells listeners.
+    fn count_expired(&self, gone: &[(u64, PortId)], now: Instant) {
+        self.counters.expired.fetch_add(gone.len() as u64, Relaxed);
+        if self.events.is_listening() {
+            for &(key, port) in gone {
+                let mac = MacAddr::from_u64(key);
+                self.events
+                    .publish(Some(now), SwitchEvent::Expired { mac, port });
+            }
+        }
     }
 }
 
@@ -440,19 +493,20 @@ impl Inner {
         }
     }
 
-    fn sweep(&mut self, max_age: Option<Duration>, now: Instant) -> usize {
+    /// Removes the expired dynamic entries; returns each one's key and port.
+    fn sweep(&mut self, max_age: Option<Duration>, now: Instant) -> Vec<(u64, PortId)> {
         if max_age.is_none() {
-            return 0;
+            return Vec::new();
         }
-        let mut gone: Vec<PortId> = Vec::new();
-        self.entries.retain(|_, e| {
+        let mut gone: Vec<(u64, PortId)> = Vec::new();
+        self.entries.retain(|key, e| {
             let expired = is_expired(max_age, e, now);
             if expired {
-                gone.push(e.port);
+                gone.push((*key, e.port));
             }
             !expired
         });
-        for port in &gone {
+        for (_, port) in &gone {
             self.dynamic -= 1;
             if let Some(slot) = self.ports.get_mut(port) {
                 slot.count -= 1;
@@ -462,21 +516,19 @@ impl Inner {
         for port in ports {
             self.compact_queue(port);
         }
-        gone.len()
+        gone
     }
 
     /// Evicts the least-recently-seen entry of the port holding the most
     /// entries (ties go to the lowest port number, so replay is deterministic).
-    fn evict_fairly(&mut self) -> bool {
-        let Some(victim) = self
+    /// Returns the evicted entry's key and port.
+    fn evict_fairly(&mut self) -> Option<(u64, PortId)> {
+        let victim = self
             .ports
             .iter()
             .filter(|(_, slot)| slot.count > 0)
             .max_by_key(|(port, slot)| (slot.count, std::cmp::Reverse(**port)))
-            .map(|(port, _)| *port)
-        else {
-            return false;
-        };
+            .map(|(port, _)| *port)?;
         // Each element is looked at most twice (second chance), plus stale ones.
         loop {
             let slot = self
@@ -488,7 +540,7 @@ impl Inner {
                 // it once, and give up if there is still nothing to take.
                 self.rebuild_queue(victim);
                 if self.ports[&victim].queue.is_empty() {
-                    return false;
+                    return None;
                 }
                 continue;
             };
@@ -506,7 +558,7 @@ impl Inner {
             if let Some(entry) = self.entries.remove(&key) {
                 self.forget_dynamic(&entry);
             }
-            return true;
+            return Some((key, victim));
         }
     }
 

@@ -59,6 +59,21 @@ impl DropReason {
         }
     }
 
+    /// Whether the frame is counted on the port it could not go out of
+    /// (`tx_dropped`) rather than the one it came in on (`rx_dropped`).
+    pub fn is_egress(self) -> bool {
+        // Every reason by name, so a new one has to pick a side.
+        match self {
+            DropReason::TooBig | DropReason::Malformed | DropReason::TxError => true,
+            DropReason::Runt
+            | DropReason::InvalidSource
+            | DropReason::LinkLocal
+            | DropReason::Hairpin
+            | DropReason::SpoofedLocal
+            | DropReason::RxOverflow => false,
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -103,30 +118,19 @@ impl PortCounters {
     }
 
     pub fn snapshot(&self) -> PortStats {
-        let drops: BTreeMap<String, u64> = DropReason::ALL
-            .iter()
-            .map(|r| (r.name().to_string(), self.drops[r.index()].load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        let rx_dropped = [
-            DropReason::Runt,
-            DropReason::InvalidSource,
-            DropReason::LinkLocal,
-            DropReason::Hairpin,
-            DropReason::SpoofedLocal,
-            DropReason::RxOverflow,
-        ]
-        .iter()
-        .map(|r| self.drops[r.index()].load(Relaxed))
-        .sum();
-        let tx_dropped = [
-            DropReason::TooBig,
-            DropReason::Malformed,
-            DropReason::TxError,
-        ]
-        .iter()
-        .map(|r| self.drops[r.index()].load(Relaxed))
-        .sum();
+        let mut drops = BTreeMap::new();
+        let (mut rx_dropped, mut tx_dropped) = (0, 0);
+        for reason in DropReason::ALL {
+            let n = self.drops[reason.index()].load(Relaxed);
+            if reason.is_egress() {
+                tx_dropped += n;
+            } else {
+                rx_dropped += n;
+            }
+            if n > 0 {
+                drops.insert(reason.name().to_string(), n);
+            }
+        }
         PortStats {
             rx_frames: self.rx_frames.load(Relaxed),
             rx_bytes: self.rx_bytes.load(Relaxed),
@@ -163,4 +167,33 @@ pub struct PortStats {
     pub tx_dropped: u64,
     /// Every non-zero drop counter by reason name.
     pub drops: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        for (i, reason) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn drops_count_on_the_side_they_happened() {
+        let counters = PortCounters::default();
+        for (n, reason) in DropReason::ALL.into_iter().enumerate() {
+            counters.count_drops(reason, n as u64 + 1);
+        }
+        let stats = counters.snapshot();
+        // Runt .. RxOverflow are 1 + 2 + ... + 6; TooBig, Malformed, TxError 7 + 8 + 9.
+        assert_eq!((stats.rx_dropped, stats.tx_dropped), (21, 24));
+        assert_eq!(stats.drops.len(), DropReason::ALL.len());
+        assert_eq!(stats.drops["rx-overflow"], 6);
+        assert_eq!(stats.drops["tx-error"], 9);
+
+        let quiet = PortCounters::default().snapshot();
+        assert!(quiet.drops.is_empty(), "only non-zero counters are listed");
+    }
 }

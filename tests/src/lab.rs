@@ -84,11 +84,36 @@ pub fn replay_args<S: AsRef<str>>(args: &[S]) -> ReplayArgs {
 }
 
 /// Runs `tapswitch replay` with `args`; returns its exit code (or error)
-/// and what it printed.
+/// and what it printed on stdout.
 pub fn replay(args: ReplayArgs) -> (anyhow::Result<ExitCode>, String) {
-    let out = SharedBuf::default();
-    let result = replay::run_to(args, Box::new(out.clone()));
-    (result, out.text())
+    let run = replay_both(args);
+    (run.result, run.stdout)
+}
+
+/// What a replay returned and printed on each stream.
+#[derive(Debug)]
+pub struct ReplayRun {
+    pub result: anyhow::Result<ExitCode>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tapswitch replay` with `args`, keeping stdout and stderr apart.
+pub fn replay_both(args: ReplayArgs) -> ReplayRun {
+    let (out, err) = (SharedBuf::default(), SharedBuf::default());
+    let result = replay::run_to(
+        args,
+        replay::Streams {
+            out: Box::new(out.clone()),
+            err: Box::new(err.clone()),
+            progress: false,
+        },
+    );
+    ReplayRun {
+        result,
+        stdout: out.text(),
+        stderr: err.text(),
+    }
 }
 
 /// The workspace's `tests/fixtures` directory.

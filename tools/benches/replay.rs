@@ -96,7 +96,15 @@ fn replay_once(paths: &[PathBuf], out: &Path, gateway: bool) {
         args.push("--no-gateway".into());
     }
     let cli = Cli::try_parse_from(args).unwrap();
-    replay::run_to(cli.args, Box::new(io::sink())).unwrap();
+    replay::run_to(
+        cli.args,
+        replay::Streams {
+            out: Box::new(io::sink()),
+            err: Box::new(io::sink()),
+            progress: false,
+        },
+    )
+    .unwrap();
 }
 
 /// Every frame with its port and time, in the order replay takes them.

@@ -21,8 +21,9 @@
 //! start-up sweep of another command never mistakes a half-built container
 //! for a dead one; a failed create undoes what it built.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,9 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use ipam::ports::{PortBinding, docker_ports};
 use ipam::store::{now, random_id};
-use ipam::{Container, Driver, Network, State};
+use ipam::{Container, Driver, Network, PortProtocol, PublishedPort, State};
 use serde::Serialize;
 
 use crate::control::{self, PortInfo, Request, SwitchInfo};
@@ -52,9 +54,13 @@ pub enum ContainerCommand {
     /// Create a container's network: a namespace, and on bridge networks a veth port on the switch.
     Create(CreateArgs),
     /// List containers.
+    #[command(visible_aliases = ["list", "ps"])]
     Ls {
         #[command(flatten)]
         state: StateArgs,
+        /// Print a JSON array, one object per container, instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Show containers' network settings as JSON (like `docker inspect`).
     Inspect {
@@ -67,6 +73,7 @@ pub enum ContainerCommand {
     Exec {
         #[command(flatten)]
         state: StateArgs,
+        /// The container's name.
         name: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -82,9 +89,11 @@ pub enum ContainerCommand {
         names: Vec<String>,
     },
     /// Remove containers: detach the port, delete the veth and namespace, release the address.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         state: StateArgs,
+        /// The containers to remove.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -95,6 +104,7 @@ pub enum ContainerCommand {
 pub struct CreateArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    /// The container's name (its namespace is /run/netns/tapswitch-NAME).
     pub name: String,
     /// `bridge` (default), `host`, `none`, or a network made with `network create`.
     #[arg(long, default_value = ipam::state::DEFAULT_BRIDGE)]
@@ -105,12 +115,19 @@ pub struct CreateArgs {
     /// The control socket of the network's switch (default: found by the network's name).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Publish a container port on the host (repeatable; Docker's syntax: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). Recorded and shown; the switch does not forward them yet.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<String>,
 }
 
 pub fn run(command: ContainerCommand) -> Result<ExitCode> {
     match command {
         ContainerCommand::Create(args) => create(args),
-        ContainerCommand::Ls { state } => ls(&state),
+        ContainerCommand::Ls { state, json } => ls(&state, json),
         ContainerCommand::Inspect { state, names } => inspect(&state, &names),
         ContainerCommand::Exec {
             state,
@@ -130,8 +147,17 @@ pub fn sandbox_path(name: &str) -> PathBuf {
 
 fn create(args: CreateArgs) -> Result<ExitCode> {
     ipam::network::check_name(&args.name)?;
+    let ports = args
+        .publish
+        .iter()
+        .map(|given| given.parse::<PublishedPort>())
+        .collect::<Result<Vec<_>, _>>()?;
     let store = args.state.open()?;
-    let network = store.load()?.network(&args.network)?.clone();
+    let state = store.load()?;
+    let network = state.network(&args.network)?.clone();
+    // Port mistakes first: they cost nothing to find and need no switch.
+    state.check_ports(&network, &ports)?;
+    probe_host_ports(&ports)?;
     // Find the switch before touching anything, so a missing one costs nothing.
     let control = match network.driver {
         Driver::Bridge | Driver::Overlay => {
@@ -153,6 +179,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         mac: None,
         boot_id: current_boot_id(),
         control,
+        ports,
         attached: None,
         keeper: None,
     };
@@ -172,6 +199,35 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     }
     println!("{}", record.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds each published host port for a moment, so that a port another
+/// program holds is refused at create time with one clear line instead of
+/// failing later in the switch.
+fn probe_host_ports(ports: &[PublishedPort]) -> Result<()> {
+    for port in ports {
+        let address = SocketAddrV4::new(port.host_ip, port.host_port);
+        let bound = match port.protocol {
+            PortProtocol::Tcp => TcpListener::bind(address).map(drop),
+            PortProtocol::Udp => UdpSocket::bind(address).map(drop),
+        };
+        let Err(err) = bound else { continue };
+        let host = format!("{}:{}/{}", port.host_ip, port.host_port, port.protocol);
+        match err.kind() {
+            std::io::ErrorKind::AddrInUse => bail!(
+                "host port {host} is in use on this host (another program has it): pick another host port, or stop that program"
+            ),
+            std::io::ErrorKind::PermissionDenied => bail!(
+                "host port {host} needs privileges: ports below net.ipv4.ip_unprivileged_port_start need root or CAP_NET_BIND_SERVICE; pick a higher host port"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => bail!(
+                "host address {} is not an address of this host: give one of its addresses, or leave it out for every address",
+                port.host_ip
+            ),
+            _ => bail!("cannot use host port {host}: {err}"),
+        }
+    }
+    Ok(())
 }
 
 /// Asks the switch of `network` who it is, so that a container is only
@@ -377,15 +433,46 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn ls(args: &StateArgs) -> Result<ExitCode> {
+fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     let state = args.open()?.load()?;
+    if json {
+        println!("{}", to_docker_json(&ls_json(&state))?);
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", render_ls(&state));
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per container: id, name, network, address, MAC, port.
+/// `container ls --json`: the table's columns, whole ids, null for "-".
+pub fn ls_json(state: &State) -> Vec<serde_json::Value> {
+    state
+        .containers
+        .iter()
+        .map(|c| {
+            let prefix = state
+                .network(&c.network)
+                .ok()
+                .and_then(Network::subnet)
+                .map(|s| s.prefix_len());
+            serde_json::json!({
+                "ID": c.id,
+                "Name": c.name,
+                "Network": c.network,
+                "IPv4Address": c.ipv4.zip(prefix).map(|(ip, p)| format!("{ip}/{p}")),
+                "MacAddress": c.mac.map(|m| m.to_string()),
+                "Port": c.host_iface,
+                "Ports": ipam::ports::docker_ports(&c.ports),
+            })
+        })
+        .collect()
+}
+
+/// One line per container: id, name, network, address, MAC, port, and
+/// `docker ps`'s PORTS column when some container publishes ports (the
+/// table stays as it was when none does).
 pub fn render_ls(state: &State) -> String {
     let dash = || "-".to_string();
+    let any_ports = state.containers.iter().any(|c| !c.ports.is_empty());
     let rows: Vec<Vec<String>> = state
         .containers
         .iter()
@@ -395,7 +482,7 @@ pub fn render_ls(state: &State) -> String {
                 .ok()
                 .and_then(Network::subnet)
                 .map(|s| s.prefix_len());
-            vec![
+            let mut row = vec![
                 c.id[..12.min(c.id.len())].to_string(),
                 c.name.clone(),
                 c.network.clone(),
@@ -404,20 +491,30 @@ pub fn render_ls(state: &State) -> String {
                     .map_or_else(dash, |(ip, p)| format!("{ip}/{p}")),
                 c.mac.map_or_else(dash, |m| m.to_string()),
                 c.host_iface.clone().unwrap_or_else(dash),
-            ]
+            ];
+            if any_ports {
+                let published: Vec<String> = c.ports.iter().map(ToString::to_string).collect();
+                row.push(if published.is_empty() {
+                    dash()
+                } else {
+                    published.join(", ")
+                });
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "CONTAINER ID",
-            "NAME",
-            "NETWORK",
-            "IPV4 ADDRESS",
-            "MAC ADDRESS",
-            "PORT",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "CONTAINER ID",
+        "NAME",
+        "NETWORK",
+        "IPV4 ADDRESS",
+        "MAC ADDRESS",
+        "PORT",
+    ];
+    if any_ports {
+        headers.push("PORTS");
+    }
+    table(&headers, &rows)
 }
 
 fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
@@ -446,13 +543,20 @@ pub struct ContainerView {
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfigView {
     pub network_mode: String,
+    /// Docker's `HostConfig.PortBindings` (absent without published ports).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkSettingsView {
     pub sandbox_key: String,
-    pub networks: std::collections::BTreeMap<String, EndpointSettingsView>,
+    /// Docker's `NetworkSettings.Ports` (absent without published ports,
+    /// so the view of such a container is as before).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
+    pub networks: BTreeMap<String, EndpointSettingsView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -498,6 +602,7 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
         name: c.name.clone(),
         host_config: HostConfigView {
             network_mode: c.network.clone(),
+            port_bindings: docker_ports(&c.ports),
         },
         network_settings: NetworkSettingsView {
             sandbox_key: c
@@ -505,6 +610,7 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            ports: docker_ports(&c.ports),
             networks: [(c.network.clone(), endpoint)].into_iter().collect(),
         },
         tapswitch: TapswitchView {
@@ -568,6 +674,50 @@ mod tests {
         assert_eq!(bridge["Gateway"], "172.17.0.1");
         assert_eq!(bridge["MacAddress"], "02:42:ac:11:00:02");
         assert_eq!(json["Tapswitch"]["Port"], "ts-000000000web");
+    }
+
+    #[test]
+    fn ls_adds_a_ports_column_only_when_some_container_publishes() {
+        let mut state = state_with(&[("web", "bridge"), ("solo", "none")]);
+        let without = render_ls(&state);
+        assert!(!without.contains("PORTS"), "{without}");
+        state.containers[1].ports = vec![
+            "8080:80".parse().unwrap(),
+            "127.0.0.1:5353:53/udp".parse().unwrap(),
+        ];
+        assert_eq!(
+            render_ls(&state),
+            "CONTAINER ID   NAME      NETWORK   IPV4 ADDRESS    MAC ADDRESS         PORT              PORTS\n\
+             solo00000000   solo      none      -               -                   -                 -\n\
+             web000000000   web       bridge    172.17.0.2/16   02:42:ac:11:00:02   ts-000000000web   0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp\n"
+        );
+    }
+
+    #[test]
+    fn inspect_shows_published_ports_in_dockers_shape() {
+        let mut state = state_with(&[("web", "bridge"), ("plain", "bridge")]);
+        let web = state
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "web")
+            .unwrap();
+        web.ports = vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
+        let view = inspect_view(&state, state.container("web").unwrap());
+        let json: serde_json::Value =
+            serde_json::from_str(&to_docker_json(&view).unwrap()).unwrap();
+        let expected = serde_json::json!({
+            "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+        });
+        assert_eq!(json["NetworkSettings"]["Ports"], expected);
+        assert_eq!(json["HostConfig"]["PortBindings"], expected);
+        // Without ports the view is what it was: no Ports keys at all.
+        let plain = inspect_view(&state, state.container("plain").unwrap());
+        let text = to_docker_json(&plain).unwrap();
+        assert!(
+            !text.contains("Ports") && !text.contains("PortBindings"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //!
 //! A Unix stream socket; each request is one line of JSON and gets one line
 //! of JSON back: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! `monitor` is the exception: after its reply line the connection carries
+//! one event per line until the client closes it. Limits (clients, request
+//! size) are in `client_loop`.
 //! The socket is created mode 0600 (only its owner may drive the switch).
 //!
 //! Default path: `/run/tapswitch/<network>.sock` for root,
@@ -58,6 +61,29 @@ pub enum Request {
     CaptureStart { port: String },
     /// Stop capturing a port.
     CaptureStop { port: String },
+    /// Turn the per-decision trace on or off (for one port's frames only
+    /// with `port`); its lines go to the switch's stderr and to `monitor`.
+    Trace {
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    /// Stream the switch's events: one reply line `{"ok":true,...}`, then
+    /// one JSON object per event until the client goes, and an empty line
+    /// every 10 s while nothing happens (see `event_feed`).
+    Monitor,
+    /// Pin `mac` to port `port` (by name) as a static entry (`fdb add`).
+    FdbAdd { mac: MacAddr, port: String },
+    /// Remove the entry of `mac`, learned or static (`fdb del`).
+    FdbDel { mac: MacAddr },
+    /// Remove learned entries, of one port or all; static ones too with
+    /// `include_static` (`fdb flush`).
+    FdbFlush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include_static: bool,
+    },
 }
 
 /// The answer to a request.
@@ -116,7 +142,9 @@ pub struct SwitchInfo {
     pub dataplane: DataplaneMetrics,
 }
 
-/// One row of `Fdb`'s reply (brctl showmacs: port, MAC, local?, ageing timer).
+/// One row of `Fdb`'s reply: brctl showmacs' fields (port, MAC, local?,
+/// ageing timer), and those of `bridge -j fdb show` (`mac`, `ifname`,
+/// `flags`, `state`, `vlan`), so scripts written for either read it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdbRow {
     pub port_no: PortId,
@@ -126,20 +154,62 @@ pub struct FdbRow {
     pub is_local: bool,
     /// Seconds since the host was last heard.
     pub ageing_timer: f64,
+    /// The port's name again, under `bridge -j`'s key.
+    #[serde(default)]
+    pub ifname: String,
+    /// `["static"]` for a static entry, `["local"]` for the switch's own
+    /// address, `[]` for a learned one.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// As `bridge -j` says it: "static", "permanent" (local) or "" (learned).
+    #[serde(default)]
+    pub state: String,
+    /// Always null: the table is not VLAN-aware (one table for all tags).
+    #[serde(default)]
+    pub vlan: Option<u16>,
 }
 
 impl FdbRow {
     /// A table row, with its port's name.
     pub fn new(entry: &switch::FdbEntry, port: String) -> FdbRow {
+        let (flags, state): (&[&str], &str) = match entry.kind {
+            EntryKind::Dynamic => (&[], ""),
+            EntryKind::Static => (&["static"], "static"),
+            EntryKind::Local => (&["local"], "permanent"),
+        };
         FdbRow {
             port_no: entry.port,
+            ifname: port.clone(),
             port,
             mac: entry.mac,
             kind: entry.kind,
             is_local: entry.kind == EntryKind::Local,
             ageing_timer: entry.age.as_secs_f64(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            state: state.to_string(),
+            vlan: None,
         }
     }
+}
+
+/// `FdbAdd`'s and `FdbDel`'s reply: the entry replaced or removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FdbEditReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousRow>,
+}
+
+/// An entry an edit replaced or removed, with its port's name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviousRow {
+    pub kind: EntryKind,
+    pub port: String,
+}
+
+/// `FdbFlush`'s reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FdbFlushReply {
+    pub flushed: usize,
 }
 
 /// `Fdb`'s reply.
@@ -174,11 +244,19 @@ pub fn default_socket_path(network: &str) -> PathBuf {
     runtime_dir().join(format!("{network}.sock"))
 }
 
+/// Where root's switch for `network` listens: ordinary users look there
+/// when they have no switch of their own.
+pub fn root_socket_path(network: &str) -> PathBuf {
+    Path::new(ROOT_RUNTIME_DIR).join(format!("{network}.sock"))
+}
+
+const ROOT_RUNTIME_DIR: &str = "/run/tapswitch";
+
 /// `/run/tapswitch` for root, `$XDG_RUNTIME_DIR/tapswitch` otherwise
 /// (falling back to `/tmp/tapswitch-<uid>`).
 pub fn runtime_dir() -> PathBuf {
     if is_root() {
-        return PathBuf::from("/run/tapswitch");
+        return PathBuf::from(ROOT_RUNTIME_DIR);
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("tapswitch"),
@@ -200,12 +278,7 @@ fn current_uid() -> u32 {
 
 /// Sends one request to the switch at `path` and returns its data.
 pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value> {
-    let stream = UnixStream::connect(path).map_err(|err| {
-        anyhow!(
-            "no switch is listening on {} ({err}); start one with `tapswitch serve` or pass --control PATH",
-            path.display()
-        )
-    })?;
+    let stream = UnixStream::connect(path).map_err(|err| connect_error(path, &err))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
@@ -233,6 +306,34 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value> {
         );
     }
     Ok(reply.data.unwrap_or(serde_json::Value::Null))
+}
+
+/// Why the switch at `path` could not be reached, and what to do: a
+/// permission problem is not a missing switch, and the advice to start one
+/// names the network the socket belongs to.
+fn connect_error(path: &Path, err: &std::io::Error) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        return anyhow!(
+            "permission denied on the control socket {}: run as root or as the switch's user",
+            path.display()
+        );
+    }
+    let serve = match network_of_socket(path) {
+        Some(network) if network == DEFAULT_NETWORK => "tapswitch serve".to_string(),
+        Some(network) => format!("tapswitch serve --network {network}"),
+        None => format!("tapswitch serve --control {}", path.display()),
+    };
+    anyhow!(
+        "no switch is listening on {} ({err}); start one with `{serve}` or pass --control PATH",
+        path.display()
+    )
+}
+
+/// The network whose default socket `path` is, if it is one.
+fn network_of_socket(path: &Path) -> Option<String> {
+    let network = path.file_stem()?.to_str()?;
+    let is_default = path == default_socket_path(network) || path == root_socket_path(network);
+    is_default.then(|| network.to_string())
 }
 
 /// [`call`], decoding the data as `T`.
@@ -282,6 +383,54 @@ mod tests {
     }
 
     #[test]
+    fn fdb_edit_requests_are_tagged_json() {
+        let add = Request::FdbAdd {
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            port: "p1".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&add).unwrap(),
+            r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:01","port":"p1"}"#
+        );
+        let flush: Request = serde_json::from_str(r#"{"cmd":"fdb_flush"}"#).unwrap();
+        assert_eq!(
+            flush,
+            Request::FdbFlush {
+                port: None,
+                include_static: false
+            }
+        );
+        let bad = serde_json::from_str::<Request>(r#"{"cmd":"fdb_del","mac":"nonsense"}"#);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn fdb_rows_carry_bridge_json_fields() {
+        let entry = switch::FdbEntry {
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            port: PortId(3),
+            kind: EntryKind::Static,
+            age: Duration::ZERO,
+        };
+        let json = serde_json::to_value(FdbRow::new(&entry, "p3".into())).unwrap();
+        assert_eq!(json["mac"], "02:00:00:00:00:01");
+        assert_eq!(json["ifname"], "p3");
+        assert_eq!(json["flags"], serde_json::json!(["static"]));
+        assert_eq!(json["state"], "static");
+        assert!(json["vlan"].is_null());
+        // The fields of before stay.
+        assert_eq!(json["port"], "p3");
+        assert_eq!(json["port_no"], 3);
+        assert_eq!(json["is_local"], false);
+        let learned = switch::FdbEntry {
+            kind: EntryKind::Dynamic,
+            ..entry
+        };
+        let json = serde_json::to_value(FdbRow::new(&learned, "p3".into())).unwrap();
+        assert_eq!(json["flags"], serde_json::json!([]));
+    }
+
+    #[test]
     fn switch_info_keeps_the_dataplane_fields_at_the_top_level() {
         let info = SwitchInfo {
             network: "bridge".into(),
@@ -310,6 +459,30 @@ mod tests {
         assert!(json.get("dataplane").is_none());
         let back: SwitchInfo = serde_json::from_value(json).unwrap();
         assert_eq!(back.dataplane, info.dataplane);
+    }
+
+    #[test]
+    fn advice_names_the_network_or_the_socket_it_was_given() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = connect_error(&default_socket_path("nosuch"), &refused).to_string();
+        assert!(
+            text.contains("`tapswitch serve --network nosuch`"),
+            "{text}"
+        );
+        let text = connect_error(&default_socket_path("bridge"), &refused).to_string();
+        assert!(text.contains("`tapswitch serve`"), "{text}");
+        let text = connect_error(Path::new("/tmp/x/my.sock"), &refused).to_string();
+        assert!(
+            text.contains("`tapswitch serve --control /tmp/x/my.sock`"),
+            "{text}"
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let text = connect_error(&root_socket_path("bridge"), &denied).to_string();
+        assert!(
+            text.starts_with("permission denied on the control socket /run/tapswitch/bridge.sock: run as root or as the switch's user"),
+            "{text}"
+        );
+        assert!(!text.contains("start one"), "{text}");
     }
 
     #[test]

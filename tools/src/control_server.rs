@@ -1,19 +1,18 @@
-//! The server side of the control socket (protocol in `control`).
+//! The server side of the control socket (protocol in `control`), served
+//! by the client loop (`client_loop`: one thread, limits on clients and
+//! request size).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::client_loop::{self, Answer, LoopHandle, Service};
 use crate::control::{Reply, Request};
+use crate::event_feed::{self, EventFeed};
 use crate::running::RunningSwitch;
-
-/// A request line longer than this is refused (the protocol's are tiny).
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 /// Binds the control socket at `path`, mode 0600. A socket left by a switch
 /// that died is replaced; a live switch on the same path is not.
@@ -58,49 +57,155 @@ fn prepare_socket_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating the control socket's directory {}", dir.display()))
 }
 
-/// Serves connections on their own threads until the process exits.
-pub fn spawn(listener: UnixListener, switch: Arc<RunningSwitch>) -> Result<()> {
-    std::thread::Builder::new()
-        .name("tapswitch-control".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        let switch = switch.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("tapswitch-client".into())
-                            .spawn(move || serve_client(stream, &switch));
-                    }
-                    Err(err) => log::warn!("control socket: accepting a client failed: {err}"),
-                }
-            }
-        })?;
-    Ok(())
+/// Serves the control socket from one thread (see `client_loop` for the
+/// limits) until the process exits.
+pub fn spawn(listener: UnixListener, switch: Arc<RunningSwitch>) -> Result<LoopHandle> {
+    listener
+        .set_nonblocking(true)
+        .context("making the control socket non-blocking")?;
+    let listener = mio::net::UnixListener::from_std(listener);
+    let handle = client_loop::spawn("tapswitch-control", listener, ControlService { switch })
+        .context("starting the control socket's thread")?;
+    Ok(handle)
 }
 
-fn serve_client(stream: UnixStream, switch: &RunningSwitch) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+/// The control protocol: one JSON request per line, one JSON reply per line.
+#[derive(Debug)]
+pub struct ControlService {
+    switch: Arc<RunningSwitch>,
+}
+
+impl ControlService {
+    pub fn new(switch: Arc<RunningSwitch>) -> Self {
+        ControlService { switch }
+    }
+}
+
+impl Service for ControlService {
+    fn request_len(&self, input: &[u8]) -> Option<usize> {
+        input.iter().position(|&b| b == b'\n').map(|i| i + 1)
+    }
+
+    fn answer(&mut self, request: &[u8]) -> Answer {
+        let text = String::from_utf8_lossy(request);
+        if text.trim().is_empty() {
+            return Answer::Reply {
+                bytes: Vec::new(),
+                close: false,
+            };
         }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => switch.handle(request),
+        let reply = match serde_json::from_str::<Request>(&text) {
+            Ok(Request::Monitor) => {
+                match EventFeed::new(self.switch.clone(), event_feed::line_frame) {
+                    Ok(feed) => {
+                        let head =
+                            reply_line(&Reply::data(&serde_json::json!({"streaming": true})));
+                        return Answer::Stream {
+                            head,
+                            feed: Box::new(feed),
+                        };
+                    }
+                    Err(err) => Reply::error(format!("{err:#}")),
+                }
+            }
+            Ok(request) => self.switch.handle(request),
             Err(err) => Reply::error(format!("malformed request: {err}")),
         };
-        let Ok(mut text) = serde_json::to_string(&reply) else {
-            return;
-        };
-        text.push('\n');
-        if (&stream).write_all(text.as_bytes()).is_err() {
-            return;
+        Answer::Reply {
+            bytes: reply_line(&reply),
+            close: false,
         }
+    }
+
+    fn refusal(&self, why: &str) -> Vec<u8> {
+        reply_line(&Reply::error(why))
+    }
+}
+
+fn reply_line(reply: &Reply) -> Vec<u8> {
+    let mut text = serde_json::to_string(reply)
+        .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode the reply"}"#.to_string());
+    text.push('\n');
+    text.into_bytes()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::serve::{SwitchSetup, start_switch};
+    use switch::dataplane::Tuning;
+
+    /// A switch without ports or gateway: no kernel devices, no root.
+    pub(crate) fn portless_switch() -> Arc<RunningSwitch> {
+        start_switch(SwitchSetup {
+            network: "test".into(),
+            control: "/nonexistent/test.sock".into(),
+            tuning: Tuning::new(1, std::time::Duration::ZERO, false, false),
+            table: switch::mac_table::TableConfig::default(),
+            gateway: None,
+            trace: false,
+            capture: None,
+        })
+        .unwrap()
+    }
+
+    fn reply(answer: Answer) -> serde_json::Value {
+        match answer {
+            Answer::Reply { bytes, close } => {
+                assert!(!close, "the control socket keeps its clients");
+                let text = String::from_utf8(bytes).unwrap();
+                assert!(
+                    text.ends_with('\n') && text.matches('\n').count() == 1,
+                    "{text}"
+                );
+                serde_json::from_str(&text).unwrap()
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trace_requests_switch_the_trace_and_check_the_port() {
+        let switch = portless_switch();
+        let mut service = ControlService::new(switch.clone());
+        let on = reply(service.answer(b"{\"cmd\":\"trace\",\"on\":true}\n"));
+        assert_eq!(on["data"]["on"], true, "{on}");
+        let bad = reply(service.answer(b"{\"cmd\":\"trace\",\"on\":true,\"port\":\"nosuch\"}\n"));
+        assert_eq!(bad["ok"], false);
+        assert!(
+            bad["error"]
+                .as_str()
+                .unwrap()
+                .contains("no port named nosuch")
+        );
+        let off = reply(service.answer(b"{\"cmd\":\"trace\",\"on\":false}\n"));
+        assert_eq!(off["data"]["on"], false);
+        let garbage = reply(service.answer(b"{\"cmd\":\"dance\"}\n"));
+        assert!(
+            garbage["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed request")
+        );
+        switch.shutdown();
+    }
+
+    #[test]
+    fn monitor_answers_one_reply_line_then_streams() {
+        let switch = portless_switch();
+        let mut service = ControlService::new(switch.clone());
+        let Answer::Stream { head, mut feed } = service.answer(b"{\"cmd\":\"monitor\"}\n") else {
+            panic!("monitor is a stream");
+        };
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "{\"ok\":true,\"data\":{\"streaming\":true}}\n"
+        );
+        let mut out = Vec::new();
+        assert!(feed.pull(&mut out), "a stream goes on");
+        assert!(out.is_empty(), "nothing happened yet");
+        // Turning the trace on makes no event; a frame would. The stream
+        // itself is tested against a live switch (tests/classroom.rs).
+        switch.shutdown();
     }
 }

@@ -2,16 +2,21 @@
 //! `main.rs` stays a table of contents.
 
 pub mod attach;
+pub mod client_loop;
 pub mod container;
 pub mod control;
 pub mod control_server;
 pub mod demo;
+pub mod event_feed;
 pub mod lab;
 pub mod logging;
+pub mod manuals;
+pub mod monitor;
 pub mod netlink;
 pub mod network;
 pub mod overlay;
 pub mod pcap_cmd;
+pub mod pipe;
 pub mod query;
 pub mod rootless;
 pub mod running;
@@ -20,3 +25,4 @@ pub mod show;
 pub mod signals;
 pub mod statedir;
 pub mod traffic;
+pub mod web;

@@ -4,11 +4,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{container, demo, network, pcap_cmd, query, rootless, serve, show};
+use tools::{
+    container, demo, manuals, monitor, network, pcap_cmd, query, rootless, serve, show,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,12 +38,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (rootless: in a user namespace of yours).
     Demo(demo::DemoArgs),
-    /// Show a running switch's MAC table (like `brctl showmacs`).
-    Fdb(query::QueryArgs),
+    /// Show or edit a running switch's MAC table (like `brctl showmacs`, `bridge fdb add|del|flush`).
+    Fdb(query::FdbArgs),
     /// Show a running switch's ports and their counters (like `ip -s link`).
     Ports(query::QueryArgs),
     /// Show a running switch's settings and MAC table counters.
     Stats(query::QueryArgs),
+    /// Print a running switch's events as they happen (like `bridge monitor fdb`).
+    Monitor(monitor::MonitorArgs),
+    /// Turn a running switch's per-decision trace on or off.
+    Trace(monitor::TraceArgs),
     /// Add or remove a port of a running switch.
     #[command(subcommand)]
     Port(query::PortCommand),
@@ -61,6 +67,10 @@ enum Command {
     /// Build capture files from text lines, show them as text, or generate a benchmark capture.
     #[command(subcommand)]
     Pcap(pcap_cmd::PcapCommand),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(manuals::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --out DIR.
+    Man(manuals::ManArgs),
     /// Rootless mode's helpers inside the user's namespaces (not for direct use).
     #[command(name = "__rootless", hide = true, subcommand)]
     Rootless(rootless::helper::Internal),
@@ -68,14 +78,22 @@ enum Command {
 
 fn main() -> ExitCode {
     tools::logging::init();
+    tools::pipe::end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
+    // replay exits like diff and cmp: 1 is "different", so trouble is 2.
+    let trouble = match cli.command {
+        Command::Replay(_) => ExitCode::from(replay::EXIT_TROUBLE),
+        _ => ExitCode::FAILURE,
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Fdb(args) => query::fdb(args),
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
+        Command::Monitor(args) => monitor::monitor(args),
+        Command::Trace(args) => monitor::trace(args),
         Command::Port(cmd) => query::port(cmd),
         Command::Capture(cmd) => query::capture(cmd),
         Command::Network(cmd) => network::run(cmd),
@@ -83,13 +101,16 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Pcap(cmd) => pcap_cmd::run(cmd),
+        Command::Completions(args) => manuals::completions(&args, Cli::command()),
+        Command::Man(args) => manuals::man(&args, Cli::command()),
         Command::Rootless(cmd) => rootless::helper::run(cmd),
     };
     match result {
         Ok(code) => code,
+        Err(err) if tools::pipe::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tapswitch: {err:#}");
-            ExitCode::FAILURE
+            trouble
         }
     }
 }

@@ -22,6 +22,7 @@ pub enum NetworkCommand {
     /// Create a network (a subnet and a gateway for a switch to serve).
     Create(CreateArgs),
     /// List networks (like `docker network ls`).
+    #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Show networks and their containers as JSON (like `docker network inspect`).
     Inspect {
@@ -32,9 +33,11 @@ pub enum NetworkCommand {
         names: Vec<String>,
     },
     /// Remove networks that no container uses.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         state: StateArgs,
+        /// The networks to remove.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -70,15 +73,18 @@ pub struct CreateArgs {
     /// Keep an address back for a host tapswitch does not manage (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_addresses: Vec<String>,
+    /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; stored, not yet enforced by the switch).
+    #[arg(long)]
+    pub internal: bool,
+    /// The MTU of the network's interfaces, 68 to 65535 (default: 1500 for bridge, 1450 for overlay, a 1500-byte underlay minus VXLAN's 50 bytes; stored, not yet applied to the interfaces).
+    #[arg(long, value_name = "M")]
+    pub mtu: Option<u32>,
     /// Overlay: the VXLAN network identifier (default: the lowest free from 4096).
     #[arg(long, value_name = "N")]
     pub vni: Option<u32>,
     /// Overlay: the VXLAN UDP port (default 4789, IANA's; Linux's own default is 8472).
     #[arg(long, value_name = "PORT")]
     pub vxlan_port: Option<u16>,
-    /// Overlay: the containers' MTU (default 1450: a 1500-byte underlay minus VXLAN's 50 bytes).
-    #[arg(long, value_name = "M")]
-    pub mtu: Option<u16>,
 }
 
 /// Options of `tapswitch network ls`.
@@ -92,6 +98,9 @@ pub struct LsArgs {
     /// Print whole ids.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Print a JSON array, one object per network, instead of the table.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
 }
 
 pub fn run(command: NetworkCommand) -> Result<ExitCode> {
@@ -109,11 +118,10 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     let overlay_spec = OverlaySpec {
         vni: args.vni,
         vxlan_port: args.vxlan_port,
-        mtu: args.mtu,
     };
     match args.driver.as_str() {
         "bridge" if overlay_spec != OverlaySpec::default() => bail!(
-            "--vni, --vxlan-port and --mtu are settings of overlay networks: add --driver overlay, or leave them out"
+            "--vni and --vxlan-port are settings of overlay networks: add --driver overlay, or leave them out"
         ),
         "bridge" | "overlay" => {}
         other => bail!(
@@ -139,6 +147,8 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             gateway: args.gateway,
             ip_range: args.ip_range.clone(),
             aux_addresses: args.aux_addresses.clone(),
+            internal: args.internal,
+            mtu: args.mtu,
         };
         if overlay {
             state
@@ -164,8 +174,44 @@ fn ls(args: LsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let members = overlay::members(&store, &state)?;
+    if args.json {
+        println!("{}", to_docker_json(&ls_json(&state, &members))?);
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", render_ls(&state, &members, args.no_trunc));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `network ls --json`: the table's columns under `docker network ls
+/// --format json`'s keys (whole ids), plus the overlay columns.
+pub fn ls_json(
+    state: &State,
+    members: &BTreeMap<String, Vec<MemberView>>,
+) -> Vec<serde_json::Value> {
+    state
+        .networks
+        .iter()
+        .map(|n| {
+            let mut row = serde_json::json!({
+                "ID": n.id,
+                "Name": n.name,
+                "Driver": n.driver.to_string(),
+                "Scope": scope(n),
+            });
+            if let Some(overlay) = n.overlay() {
+                let list: Vec<String> = members
+                    .get(&n.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|m| format!("{}:{}", m.ip, m.port))
+                    .collect();
+                row["VNI"] = overlay.vni.into();
+                row["VXLANPort"] = overlay.vxlan_port.into();
+                row["Members"] = list.into();
+            }
+            row
+        })
+        .collect()
 }
 
 /// The table of `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE; when
@@ -336,7 +382,14 @@ pub struct EndpointView {
     pub ipv4_address: String,
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
+    /// tapswitch's own: the container's published ports, as `docker ps`
+    /// shows them (absent when it has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
+
+/// Docker's driver option for the MTU, as `docker network inspect` shows it.
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 /// One network as `docker network inspect` shows it.
 pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
@@ -353,6 +406,7 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 mac_address: c.mac.map(|m| m.to_string()).unwrap_or_default(),
                 ipv4_address: ipv4,
                 ipv6_address: String::new(),
+                ports: c.ports.iter().map(ToString::to_string).collect(),
             };
             (c.id.clone(), endpoint)
         })
@@ -371,23 +425,20 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 .collect(),
         })
         .collect();
-    // Docker's option names where Docker has one.
-    let options = network
-        .overlay()
-        .map(|o| {
-            BTreeMap::from([
-                (
-                    "com.docker.network.driver.overlay.vxlanid_list".to_string(),
-                    o.vni.to_string(),
-                ),
-                (
-                    "com.docker.network.driver.mtu".to_string(),
-                    o.mtu.to_string(),
-                ),
-                ("tapswitch.vxlan_port".to_string(), o.vxlan_port.to_string()),
-            ])
-        })
-        .unwrap_or_default();
+    // Docker's option names where Docker has one. The MTU shows when the
+    // record has one (always for overlays), like Docker's `--opt` it stands for.
+    let mut options: BTreeMap<String, String> = network
+        .mtu
+        .map(|mtu| (MTU_OPTION.to_string(), mtu.to_string()))
+        .into_iter()
+        .collect();
+    if let Some(o) = network.overlay() {
+        options.insert(
+            "com.docker.network.driver.overlay.vxlanid_list".to_string(),
+            o.vni.to_string(),
+        );
+        options.insert("tapswitch.vxlan_port".to_string(), o.vxlan_port.to_string());
+    }
     NetworkView {
         name: network.name.clone(),
         id: network.id.clone(),
@@ -400,7 +451,7 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
             options: None,
             config,
         },
-        internal: false,
+        internal: network.internal,
         attachable: false,
         containers,
         options,
@@ -521,6 +572,46 @@ mod tests {
         assert_eq!(db["MacAddress"], "02:42:ac:11:00:03");
         assert!(json.starts_with("[\n    {\n        \"Name\""), "{json}");
         assert!(value[0]["IPAM"]["Config"][0].get("IPRange").is_none());
+    }
+
+    #[test]
+    fn inspect_shows_internal_mtu_and_published_ports() {
+        let mut state = state();
+        let spec = NetworkSpec {
+            subnet: "10.40.0.0/24".into(),
+            internal: true,
+            mtu: Some(9000),
+            ..NetworkSpec::default()
+        };
+        state
+            .create_network("jumbo", "j".repeat(64), String::new(), &spec)
+            .unwrap();
+        let view = inspect_view(&state, state.network("jumbo").unwrap());
+        let value = serde_json::to_value(&view).unwrap();
+        assert_eq!(value["Internal"], true);
+        assert_eq!(
+            value["Options"],
+            serde_json::json!({"com.docker.network.driver.mtu": "9000"})
+        );
+        // The default bridge: not internal, no options, as before.
+        let bridge =
+            serde_json::to_value(inspect_view(&state, state.network("bridge").unwrap())).unwrap();
+        assert_eq!(bridge["Internal"], false);
+        assert_eq!(bridge["Options"], serde_json::json!({}));
+        let web = format!("{:a>64}", "web");
+        assert!(bridge["Containers"][&web].get("Ports").is_none());
+        state
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "web")
+            .unwrap()
+            .ports = vec!["8080:80".parse().unwrap()];
+        let bridge =
+            serde_json::to_value(inspect_view(&state, state.network("bridge").unwrap())).unwrap();
+        assert_eq!(
+            bridge["Containers"][&web]["Ports"],
+            serde_json::json!(["0.0.0.0:8080->80/tcp"])
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! `tapswitch pcap`: make and read capture files for the lab.
 //!
 //! - `build FILE.txt --out DIR`: the text format of [`crate::lab::text`]
-//!   into one pcap per port named in it;
+//!   into one pcap per port named in it (`-` reads stdin);
 //! - `show FILE...`: capture files back into that text (for diffs and for
-//!   reviewing expected outputs);
+//!   reviewing expected outputs), frame by frame as they are read (`-` reads
+//!   stdin; `FILE#N` or `FILE#IFNAME` picks an interface of a pcapng file);
 //! - `generate --frames N --ports P --out DIR`: a synthetic capture for
 //!   benchmarks (see [`generate`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,14 +18,17 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ports::capture::{Encoder, OutputFormat, PcapReader};
 
-use crate::lab::outputs::{OutFormat, OutputDir};
+use crate::lab::notation::{count, seconds_ns};
+use crate::lab::outputs::{OutFormat, OutputDir, Policy};
+use crate::lab::playback::{InputSpec, STDIN_PATH, display_input};
+use crate::lab::replay::parse_input;
 use crate::lab::text;
 
 #[derive(Debug, Subcommand)]
 pub enum PcapCommand {
     /// Turn a text file of frames into one capture file per port (DIR/PORT.pcap).
     Build {
-        /// The text file (one frame per line: t=SECONDS PORT SRC > DST ...).
+        /// The text file (one frame per line: t=SECONDS PORT SRC > DST ...); - reads stdin.
         file: PathBuf,
         /// Where to write the capture files (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -35,9 +39,10 @@ pub enum PcapCommand {
     },
     /// Print the frames of capture files as text lines (the format `build` reads).
     Show {
-        /// pcap or pcapng files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
+        /// pcap or pcapng files; - reads stdin; FILE#N or FILE#IFNAME picks one interface of a
+        /// pcapng file with several.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
         /// The port name to print (default: each file's name without extension).
         #[arg(long, value_name = "NAME")]
         port: Option<String>,
@@ -63,22 +68,33 @@ pub enum PcapCommand {
 pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
     match cmd {
         PcapCommand::Build { file, out, format } => {
-            let text = fs::read_to_string(&file)
-                .with_context(|| format!("Cannot read {}", file.display()))?;
-            let frames = text::parse(&text).with_context(|| file.display().to_string())?;
-            for (path, count) in build(&frames, &out, format.into())? {
-                println!("wrote {} ({count} frames)", path.display());
+            let name = display_input(&file);
+            let text = read_text(&file).with_context(|| format!("cannot read {name}"))?;
+            let frames = text::parse(&text).with_context(|| name.clone())?;
+            if frames.is_empty() {
+                bail!("{name} has no frames (only comments and blank lines): nothing to build");
+            }
+            let built = build(&frames, &out, format.into()).with_context(|| name.clone())?;
+            let mut stdout = io::stdout().lock();
+            for (path, n) in built {
+                writeln!(
+                    stdout,
+                    "wrote {} ({})",
+                    path.display(),
+                    count(n as u64, "frame", "frames")
+                )?;
             }
         }
         PcapCommand::Show { files, port } => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
             for file in &files {
+                let input = parse_input(file);
                 let name = match &port {
                     Some(name) => name.clone(),
-                    None => port_name_of(file),
+                    None => port_name_of(&input.path),
                 };
-                out.write_all(show(file, &name)?.as_bytes())?;
+                show_to(&input, &name, &mut out)?;
             }
             out.flush()?;
         }
@@ -91,7 +107,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
             let files = generate(frames, ports, seed)?;
             let names: Vec<String> = (1..=ports).map(|p| format!("p{p}")).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (dir, mut writers) = OutputDir::prepare(&out, &names, "pcap")?;
+            let (dir, mut writers) = OutputDir::prepare(&out, &names, "pcap", Policy::Add)?;
             for (writer, bytes) in writers.iter_mut().zip(&files) {
                 writer.write_all(bytes)?;
             }
@@ -121,12 +137,20 @@ pub fn build(
             encoder.header(&mut header, &frame.port);
             (header, 0)
         });
+        if !encoder.fits(frame.time_ns) {
+            bail!(
+                "line {}: time {} is after 2106-02-07 06:28:15 UTC, which a classic pcap cannot \
+                 hold: add --format pcapng",
+                frame.line,
+                seconds_ns(frame.time_ns)
+            );
+        }
         encoder
             .frame(bytes, frame.time_ns, &frame.data, None)
             .with_context(|| format!("line {}", frame.line))?;
         *count += 1;
     }
-    let (out, mut writers) = OutputDir::prepare(dir, &order, format.extension())?;
+    let (out, mut writers) = OutputDir::prepare(dir, &order, format.extension(), Policy::Add)?;
     for (writer, port) in writers.iter_mut().zip(&order) {
         writer.write_all(&files[port].0)?;
     }
@@ -141,21 +165,48 @@ pub fn build(
 
 /// Every frame of a capture file as text lines, with `port` as the port.
 pub fn show(file: &Path, port: &str) -> Result<String> {
-    let f = File::open(file).with_context(|| format!("Cannot open {}", file.display()))?;
-    let mut reader =
-        PcapReader::new(BufReader::new(f)).with_context(|| file.display().to_string())?;
-    let mut out = String::new();
-    while let Some(frame) = reader
-        .next_frame()
-        .with_context(|| file.display().to_string())?
-    {
-        out += &text::show(frame.timestamp_ns, port, frame.data);
-        out.push('\n');
+    let input = InputSpec {
+        path: file.to_path_buf(),
+        interface: None,
+    };
+    let mut out = Vec::new();
+    show_to(&input, port, &mut out)?;
+    Ok(String::from_utf8(out).expect("text lines are UTF-8"))
+}
+
+/// Writes every frame of a capture as a text line to `out` as it is read,
+/// so a reader that stops early (`| head`) stops the reading too.
+pub fn show_to(input: &InputSpec, port: &str, out: &mut dyn Write) -> Result<()> {
+    let name = display_input(&input.path);
+    let source: Box<dyn Read> = if input.path.as_os_str() == STDIN_PATH {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&input.path).with_context(|| format!("cannot open {name}"))?)
+    };
+    let mut reader = PcapReader::with_interface(BufReader::new(source), input.interface.clone())
+        .with_context(|| name.clone())?;
+    while let Some(frame) = reader.next_frame().with_context(|| name.clone())? {
+        let mut line = text::show(frame.timestamp_ns, port, frame.data);
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A text file, or stdin for `-`.
+fn read_text(file: &Path) -> io::Result<String> {
+    if file.as_os_str() == STDIN_PATH {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    fs::read_to_string(file)
 }
 
 fn port_name_of(file: &Path) -> String {
+    if file.as_os_str() == STDIN_PATH {
+        return "stdin".to_string();
+    }
     file.file_stem()
         .map_or_else(|| "p".to_string(), |s| s.to_string_lossy().into_owned())
 }

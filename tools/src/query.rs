@@ -1,12 +1,16 @@
-//! Commands that ask a running switch: `fdb`, `ports`, `stats`, `port add|rm`.
+//! Commands that ask a running switch: `fdb [show|add|del|flush]`, `ports`,
+//! `stats`, `port add|rm`, `capture start|stop`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
+use switch::{EntryKind, MacAddr};
 
-use crate::control::{self, FdbReply, PortInfo, Request, SwitchInfo};
+use crate::control::{
+    self, FdbEditReply, FdbFlushReply, FdbReply, PortInfo, PreviousRow, Request, SwitchInfo,
+};
 
 /// Which switch to ask, and how to print.
 #[derive(Debug, Clone, Args)]
@@ -30,32 +34,91 @@ pub struct Target {
 }
 
 impl Target {
+    /// `--control`, else the network's socket: this user's, or root's when
+    /// only root's exists (an ordinary user asking a switch root started).
     pub fn socket(&self) -> PathBuf {
-        self.control
-            .clone()
-            .unwrap_or_else(|| control::default_socket_path(&self.network))
+        if let Some(path) = &self.control {
+            return path.clone();
+        }
+        pick_socket(
+            control::default_socket_path(&self.network),
+            control::root_socket_path(&self.network),
+        )
     }
+}
+
+/// This user's socket, unless only root's exists.
+fn pick_socket(own: PathBuf, roots: PathBuf) -> PathBuf {
+    if !own.exists() && roots.exists() {
+        return roots;
+    }
+    own
+}
+
+/// `tapswitch fdb [show] | add MAC PORT | del MAC | flush [--port P]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FdbArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    #[command(subcommand)]
+    pub command: Option<FdbCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCommand {
+    /// Show the MAC table (what `tapswitch fdb` alone does).
+    #[command(visible_aliases = ["ls", "list"])]
+    Show(QueryArgs),
+    /// Pin a MAC address to a port: a static entry, never aged and never moved by traffic.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        /// The host's MAC address, such as 02:42:ac:11:00:02 (not a group or zero address).
+        mac: MacAddr,
+        /// The port's name, as `tapswitch ports` shows it.
+        port: String,
+    },
+    /// Remove a MAC address's entry, learned or static.
+    #[command(alias = "delete")]
+    Del {
+        #[command(flatten)]
+        target: Target,
+        /// The MAC address whose entry goes.
+        mac: MacAddr,
+    },
+    /// Forget learned entries (of one port with --port); static entries stay unless --include-static.
+    Flush {
+        #[command(flatten)]
+        target: Target,
+        /// Only this port's entries.
+        #[arg(long, value_name = "PORT")]
+        port: Option<String>,
+        /// Remove static entries too (the switch's own address always stays).
+        #[arg(long)]
+        include_static: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PortCommand {
     /// Attach an existing interface (--iface) or a TAP device (--tap, created if missing).
+    #[command(group(ArgGroup::new("port").required(true).args(["iface", "tap"])))]
     Add {
         #[command(flatten)]
         target: Target,
         /// An existing interface, such as the host end of a veth pair.
-        #[arg(
-            long,
-            value_name = "IFNAME",
-            conflicts_with = "tap",
-            required_unless_present = "tap"
-        )]
+        #[arg(long, value_name = "IFNAME")]
         iface: Option<String>,
         /// A TAP device, created if it does not exist.
         #[arg(long, value_name = "NAME")]
         tap: Option<String>,
     },
+    /// List the ports and their counters (what `tapswitch ports` does).
+    #[command(visible_alias = "list")]
+    Ls(QueryArgs),
     /// Detach a port by name.
+    #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
         target: Target,
@@ -78,6 +141,7 @@ pub enum CaptureCommand {
     Stop {
         #[command(flatten)]
         target: Target,
+        /// The port's name.
         port: String,
     },
 }
@@ -102,7 +166,71 @@ pub fn capture(cmd: CaptureCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn fdb(args: QueryArgs) -> Result<ExitCode> {
+pub fn fdb(args: FdbArgs) -> Result<ExitCode> {
+    match args.command {
+        None => fdb_show(args.query),
+        Some(FdbCommand::Show(query)) => fdb_show(query),
+        Some(FdbCommand::Add { target, mac, port }) => {
+            let request = Request::FdbAdd {
+                mac,
+                port: port.clone(),
+            };
+            let reply: FdbEditReply = control::call_as(&target.socket(), &request)?;
+            let replaced = match &reply.previous {
+                Some(previous) => format!(" (replacing {})", describe_entry(previous)),
+                None => String::new(),
+            };
+            println!("added static entry {mac} on port {port}{replaced}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(FdbCommand::Del { target, mac }) => {
+            let reply: FdbEditReply = control::call_as(&target.socket(), &Request::FdbDel { mac })?;
+            match &reply.previous {
+                Some(previous) => println!("removed {mac} ({})", describe_entry(previous)),
+                None => println!("removed {mac}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(FdbCommand::Flush {
+            target,
+            port,
+            include_static,
+        }) => {
+            let request = Request::FdbFlush {
+                port: port.clone(),
+                include_static,
+            };
+            let reply: FdbFlushReply = control::call_as(&target.socket(), &request)?;
+            let what = if include_static {
+                "learned and static"
+            } else {
+                "learned"
+            };
+            let scope = port.map(|p| format!(" of port {p}")).unwrap_or_default();
+            println!(
+                "flushed {} {what} {}{scope}",
+                reply.flushed,
+                if reply.flushed == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe_entry(entry: &PreviousRow) -> String {
+    let kind = match entry.kind {
+        EntryKind::Dynamic => "a learned entry",
+        EntryKind::Static => "a static entry",
+        EntryKind::Local => "a local entry",
+    };
+    format!("{kind} on port {}", entry.port)
+}
+
+fn fdb_show(args: QueryArgs) -> Result<ExitCode> {
     let socket = args.target.socket();
     if args.json {
         return print_json(control::call(&socket, &Request::Fdb)?);
@@ -162,6 +290,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
 
 pub fn port(cmd: PortCommand) -> Result<ExitCode> {
     match cmd {
+        PortCommand::Ls(args) => return ports(args),
         PortCommand::Add { target, iface, tap } => {
             let request = Request::PortAdd {
                 iface,
@@ -202,9 +331,14 @@ pub fn render_fdb(reply: &FdbReply) -> String {
     );
     for row in &reply.entries {
         let local = if row.is_local { "yes" } else { "no" };
+        // A static entry has no timer: say what it is instead of 0.00.
+        let timer = match row.kind {
+            EntryKind::Static => "static".to_string(),
+            _ => format!("{:.2}", row.ageing_timer),
+        };
         out += &format!(
-            "{:>7}  {:<width$}  {}  {:<9}  {:>12.2}\n",
-            row.port_no.0, row.port, row.mac, local, row.ageing_timer
+            "{:>7}  {:<width$}  {}  {:<9}  {:>12}\n",
+            row.port_no.0, row.port, row.mac, local, timer
         );
     }
     out += &render_table_stats(reply);
@@ -272,4 +406,47 @@ pub fn render_ports(ports: &[PortInfo]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ordinary_user_finds_roots_switch_when_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, roots) = (dir.path().join("own.sock"), dir.path().join("root.sock"));
+        assert_eq!(
+            pick_socket(own.clone(), roots.clone()),
+            own,
+            "neither exists"
+        );
+        std::fs::write(&roots, b"").unwrap();
+        assert_eq!(pick_socket(own.clone(), roots.clone()), roots);
+        std::fs::write(&own, b"").unwrap();
+        assert_eq!(pick_socket(own.clone(), roots), own, "its own comes first");
+    }
+
+    #[test]
+    fn static_entries_show_as_static_in_the_table() {
+        let mut reply = FdbReply {
+            entries: Vec::new(),
+            stats: switch::TableStats::default(),
+        };
+        for kind in [EntryKind::Static, EntryKind::Dynamic] {
+            let entry = switch::FdbEntry {
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                port: switch::PortId(1),
+                kind,
+                age: std::time::Duration::from_millis(1500),
+            };
+            reply
+                .entries
+                .push(control::FdbRow::new(&entry, "p1".into()));
+        }
+        let text = render_fdb(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].ends_with("  no               static"), "{text}");
+        assert!(lines[2].ends_with("  no                 1.50"), "{text}");
+    }
 }

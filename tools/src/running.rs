@@ -8,9 +8,12 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use anyhow::{Result, anyhow, bail};
 use crossbeam_channel::Receiver;
 use switch::PortId;
-use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent};
+use switch::dataplane::{Dataplane, GATEWAY_PORT_NAME, PortEvent, TraceSettings};
 
-use crate::control::{FdbReply, FdbRow, PortInfo, Reply, Request, SwitchInfo};
+use crate::control::{
+    FdbEditReply, FdbFlushReply, FdbReply, FdbRow, PortInfo, PreviousRow, Reply, Request,
+    SwitchInfo,
+};
 
 /// How to open a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,8 +247,67 @@ impl RunningSwitch {
             Request::CaptureStop { port } => self
                 .set_capture(&port, false)
                 .map(|()| Reply::data(&serde_json::Value::Null)),
+            Request::Trace { on, port } => self
+                .set_trace(TraceSettings { on, port })
+                .map(|settings| Reply::data(&settings)),
+            // A stream: the control server answers it (see control_server.rs).
+            Request::Monitor => Err(anyhow!(
+                "monitor is a stream; send it on its own connection"
+            )),
+            Request::FdbAdd { mac, port } => self.fdb_add(mac, &port).map(|r| Reply::data(&r)),
+            Request::FdbDel { mac } => self.fdb_del(mac).map(|r| Reply::data(&r)),
+            Request::FdbFlush {
+                port,
+                include_static,
+            } => self
+                .fdb_flush(port.as_deref(), include_static)
+                .map(|r| Reply::data(&r)),
         };
         result.unwrap_or_else(|err| Reply::error(format!("{err:#}")))
+    }
+
+    /// `fdb add MAC PORT`: pins `mac` to the port named `port`.
+    fn fdb_add(&self, mac: switch::MacAddr, port: &str) -> Result<FdbEditReply> {
+        self.with_dataplane(|d| {
+            let ports = d.ports();
+            let id = user_port(&ports, port)?;
+            let previous = d.engine().table().add_static(mac, id)?;
+            log::info!("static entry {mac} on port {port} added");
+            Ok(FdbEditReply {
+                previous: previous.map(|p| PreviousRow {
+                    kind: p.kind,
+                    port: ports.name_of(p.port),
+                }),
+            })
+        })
+    }
+
+    /// `fdb del MAC`.
+    fn fdb_del(&self, mac: switch::MacAddr) -> Result<FdbEditReply> {
+        self.with_dataplane(|d| {
+            let removed = d.engine().table().remove(mac)?;
+            let port = d.ports().name_of(removed.port);
+            log::info!("entry {mac} on port {port} removed");
+            Ok(FdbEditReply {
+                previous: Some(PreviousRow {
+                    kind: removed.kind,
+                    port,
+                }),
+            })
+        })
+    }
+
+    /// `fdb flush [--port P] [--include-static]`.
+    fn fdb_flush(&self, port: Option<&str>, include_static: bool) -> Result<FdbFlushReply> {
+        self.with_dataplane(|d| {
+            let port = port.map(|name| user_port(&d.ports(), name)).transpose()?;
+            let flushed = d.engine().table().flush(switch::FlushScope {
+                port,
+                include_static,
+            });
+            log::info!("flushed {flushed} MAC table entries");
+            Ok(FdbFlushReply { flushed })
+        })
     }
 
     /// Starts or stops recording a port into its capture file.
@@ -268,6 +330,40 @@ impl RunningSwitch {
         })
     }
 
+    /// A subscription to the switch's events, with the ports it has now
+    /// (to name the ports the events mention).
+    pub fn subscribe(&self) -> Result<(switch::Subscription, Vec<(PortId, String)>)> {
+        self.with_dataplane(|d| {
+            let subscription = d.event_bus().subscribe();
+            let ports = d.ports().iter().map(|p| (p.id, p.name.clone())).collect();
+            Ok((subscription, ports))
+        })
+    }
+
+    /// Seconds on the switch's clock (the time events carry).
+    pub fn now_secs(&self) -> f64 {
+        self.with_dataplane(|d| Ok(d.clock().now().as_nanos() as f64 / 1e9))
+            .unwrap_or(0.0)
+    }
+
+    /// Turns the per-decision trace on or off (`tapswitch trace`).
+    pub fn set_trace(&self, settings: TraceSettings) -> Result<TraceSettings> {
+        self.with_dataplane(|d| {
+            if let Some(port) = &settings.port
+                && d.ports().by_name(port).is_none()
+            {
+                bail!("no port named {port} on this switch; `tapswitch ports` lists them");
+            }
+            d.set_trace(settings.clone());
+            let state = if settings.on { "on" } else { "off" };
+            match &settings.port {
+                Some(port) => log::info!("trace {state} for port {port}"),
+                None => log::info!("trace {state}"),
+            }
+            Ok(d.trace_settings())
+        })
+    }
+
     /// Stops the dataplane and closes every port.
     pub fn shutdown(&self) {
         let dataplane = self
@@ -279,4 +375,18 @@ impl RunningSwitch {
             dataplane.shutdown();
         }
     }
+}
+
+/// The number of a user port by name: the gateway's port takes no static
+/// entries (its own address is already a local entry there).
+fn user_port(ports: &switch::PortSet, name: &str) -> Result<PortId> {
+    if name == GATEWAY_PORT_NAME {
+        bail!(
+            "port {name} is the gateway's: it holds only the switch's own address; name a port from `tapswitch ports`"
+        );
+    }
+    ports
+        .by_name(name)
+        .map(|port| port.id)
+        .ok_or_else(|| anyhow!("no port named {name} on this switch; `tapswitch ports` lists them"))
 }

@@ -58,13 +58,26 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Serve a live, read-only page of the switch (ports, MAC table with
+    /// ageing, events, topology) on 127.0.0.1:PORT. Off by default.
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    pub web: Option<String>,
+    /// Let --web listen on a non-loopback address: the page has no login
+    /// and shows every host on the network to whoever reaches it.
+    #[arg(long, requires = "web")]
+    pub web_allow_remote: bool,
 }
 
-/// What `serve` and `replay` both take: the MAC table, the gateway, tracing.
+/// What `serve` takes about the MAC table, the gateway and tracing (replay has its own options).
 #[derive(Debug, Clone, Args)]
 pub struct SwitchOptions {
-    /// Seconds a silent host stays in the MAC table (for replay: capture time); 0 = forever.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// Seconds a silent host stays in the MAC table; 0 = forever.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        allow_hyphen_values = true
+    )]
     pub ageing_time: u64,
     /// The most MAC addresses the table learns.
     #[arg(long, value_name = "N", default_value_t = switch::mac_table::DEFAULT_CAPACITY)]
@@ -125,6 +138,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     let gateway = resolve_gateway(&args)?;
+    let web = args
+        .web
+        .as_deref()
+        .map(|addr| crate::web::parse_addr(addr, args.web_allow_remote))
+        .transpose()?;
     let socket = args
         .control
         .clone()
@@ -168,7 +186,22 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     reattach_containers(&switch, &args, &socket);
-    control_server::spawn(listener, switch.clone())?;
+    // Serves until the process exits.
+    let _control = control_server::spawn(listener, switch.clone())?;
+    let _web = match web {
+        Some(addr) => match crate::web::spawn(addr, switch.clone()) {
+            Ok((bound, handle)) => {
+                log::info!("web page on http://{bound}/");
+                Some(handle)
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&socket);
+                switch.shutdown();
+                return Err(err);
+            }
+        },
+        None => None,
+    };
     log::info!(
         "serving network {} ({}) on {} port(s); gateway {}; control socket {}",
         args.network,
@@ -305,15 +338,16 @@ pub struct SwitchSetup {
 /// Starts the dataplane `setup` describes, as the switch the control
 /// socket serves (no ports yet).
 pub fn start_switch(setup: SwitchSetup) -> Result<Arc<RunningSwitch>> {
-    let trace: Option<Arc<TraceSink>> = setup
-        .trace
-        .then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+    let stderr: Arc<TraceSink> = Arc::new(|line: &str| eprintln!("{line}"));
+    let trace = setup.trace.then(|| stderr.clone());
     let capture_dir = setup.capture.as_ref().map(|c| c.dir().to_path_buf());
     let config = DataplaneConfig {
         tuning: setup.tuning,
         table: setup.table,
         gateway: setup.gateway,
         trace,
+        // `tapswitch trace on` prints to stderr too.
+        trace_output: Some(stderr),
         capture: setup.capture.clone(),
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;

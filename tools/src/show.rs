@@ -33,6 +33,9 @@ pub struct ShowArgs {
     /// Also ask the switch at this control socket (repeatable).
     #[arg(long, value_name = "PATH")]
     pub control: Vec<PathBuf>,
+    /// Print a JSON array, one object per switch with its interfaces, instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A running switch and its ports, as asked.
@@ -45,6 +48,13 @@ pub struct Served {
 pub fn run(args: ShowArgs) -> Result<ExitCode> {
     let state = args.state.open()?.load()?;
     let served = ask_switches(&candidate_sockets(&state, &args.control));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render_json(&state, &served))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", render(&state, &served));
     Ok(ExitCode::SUCCESS)
 }
@@ -104,17 +114,7 @@ pub fn render(state: &State, served: &[Served]) -> String {
             ]);
         }
         for (index, port) in ports.iter().enumerate() {
-            let container = port
-                .owner
-                .clone()
-                .or_else(|| {
-                    state
-                        .containers
-                        .iter()
-                        .find(|c| c.host_iface.as_deref() == Some(port.name.as_str()))
-                        .map(|c| c.name.clone())
-                })
-                .unwrap_or_default();
+            let container = container_of(state, port).unwrap_or_default();
             rows.push(vec![
                 first(switch.info.network.clone(), index),
                 first(switch.info.switch_id.clone(), index),
@@ -134,6 +134,46 @@ pub fn render(state: &State, served: &[Served]) -> String {
         ],
         &rows,
     )
+}
+
+/// `show --json`: the table's facts, one object per switch.
+pub fn render_json(state: &State, served: &[Served]) -> serde_json::Value {
+    served
+        .iter()
+        .map(|switch| {
+            let interfaces: Vec<serde_json::Value> = switch
+                .ports
+                .iter()
+                .filter(|p| p.kind != "gateway")
+                .map(|port| {
+                    serde_json::json!({
+                        "name": port.name,
+                        "port_no": port.port_no,
+                        "kind": port.kind,
+                        "container": container_of(state, port),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "network": switch.info.network,
+                "switch_id": switch.info.switch_id,
+                "stp_enabled": false,
+                "control": switch.info.control,
+                "interfaces": interfaces,
+            })
+        })
+        .collect()
+}
+
+/// The owner the switch knows, or else the container whose veth it is.
+fn container_of(state: &State, port: &PortInfo) -> Option<String> {
+    port.owner.clone().or_else(|| {
+        state
+            .containers
+            .iter()
+            .find(|c| c.host_iface.as_deref() == Some(port.name.as_str()))
+            .map(|c| c.name.clone())
+    })
 }
 
 #[cfg(test)]
@@ -207,5 +247,13 @@ mod tests {
              \x20                                           ts-9a8b7c6d5e4f   db\n\
              empty     8000.0242ac120001   no\n"
         );
+        let json = render_json(&state, &served);
+        assert_eq!(json[0]["network"], "bridge");
+        assert_eq!(json[0]["stp_enabled"], false);
+        let interfaces = json[0]["interfaces"].as_array().unwrap();
+        assert_eq!(interfaces.len(), 2, "the gateway is not an interface");
+        assert_eq!(interfaces[0]["name"], "ts-3f2a1b4c5d6e");
+        assert_eq!(interfaces[0]["container"], "web");
+        assert_eq!(json[1]["interfaces"], serde_json::json!([]));
     }
 }

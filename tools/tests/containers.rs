@@ -575,3 +575,55 @@ fn a_restarted_switch_reattaches_its_containers() {
     assert_pings(&a, "10.214.0.3");
     assert_pings(&b, "10.214.0.1");
 }
+
+/// A host port nobody holds right now (the kernel's pick for port 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn published_ports_are_recorded_shown_and_held_once() {
+    let env = Env::new();
+    let network = format!("p{}", std::process::id());
+    env.ok(&["network", "create", &network, "--subnet", "10.216.0.0/24"]);
+    let _switch = Switch::start(&env, &network, "10.216.0.1/24");
+    let mut names = Names::new(&env);
+    let (web, clash) = (names.fresh("p"), names.fresh("p"));
+    let port = free_port();
+    let tcp = format!("127.0.0.1:{port}:80");
+    let udp = format!("127.0.0.1:{port}:53/udp");
+    env.create(&web, &network, &["-p", &tcp, "--publish", &udp]);
+
+    let ls = env.ok(&["container", "ls"]);
+    let line = ls.lines().find(|l| l.contains(&web)).unwrap();
+    assert!(
+        line.ends_with(&format!(
+            "127.0.0.1:{port}->80/tcp, 127.0.0.1:{port}->53/udp"
+        )),
+        "{ls}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["container", "inspect", &web])).unwrap();
+    assert_eq!(
+        inspect[0]["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+
+    // The same host port again: refused before anything is built.
+    let err = env.create_fails(&clash, &network, &["-p", &format!("{port}:8080")]);
+    assert_eq!(
+        err,
+        format!(
+            "tapswitch: host port 0.0.0.0:{port}/tcp is already published by container {web} (-p {tcp}/tcp): pick another host port, or remove {web} first"
+        )
+    );
+    assert!(!netns_exists(&clash));
+    // Removing the container frees the port.
+    env.ok(&["container", "rm", &web]);
+    env.create(&clash, &network, &["-p", &format!("{port}:8080")]);
+    env.ok(&["container", "rm", &clash]);
+    env.ok(&["network", "rm", &network]);
+}

@@ -101,6 +101,42 @@ fn a_corrupt_file_is_named_and_left_alone() {
 }
 
 #[test]
+fn an_overlay_mtu_written_by_earlier_builds_moves_to_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut doc = serde_json::to_value(store.load().unwrap()).unwrap();
+    // As issue 17's first builds wrote an overlay network: the MTU among
+    // the VXLAN settings.
+    doc["networks"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "ov", "id": "o".repeat(64), "driver": "overlay", "created": "x",
+            "ipam": {"subnet": "10.10.0.0/24", "gateway": "10.10.0.1"},
+            "overlay": {"vni": 4096, "vxlan_port": 4789, "mtu": 8950}
+        }));
+    fs::write(store.state_path().unwrap(), doc.to_string()).unwrap();
+    let ov = store.network("ov").unwrap();
+    assert_eq!(ov.mtu, Some(8950));
+    assert_eq!(ov.overlay().unwrap().vni, 4096);
+
+    // An MTU out of range makes the document corrupt, whoever wrote it.
+    let bad = doc["networks"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|n| n["name"] == "bridge")
+        .unwrap();
+    bad["mtu"] = 40.into();
+    fs::write(store.state_path().unwrap(), doc.to_string()).unwrap();
+    let err = store.load().unwrap_err().to_string();
+    assert!(
+        err.contains("network bridge: --mtu 40 is out of range"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

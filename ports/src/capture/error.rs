@@ -54,10 +54,10 @@ pub enum ReadErrorKind {
         id: u32,
         known: u32,
     },
-    /// A pcapng file with more than one interface, and none chosen.
+    /// A pcapng file with more than one interface, and none chosen: the
+    /// interfaces declared so far (`#0 eth0`, `#1`, ...).
     SeveralInterfaces {
-        first: String,
-        second: String,
+        interfaces: Vec<String>,
     },
     /// The chosen interface is not in the file.
     NoSuchInterface {
@@ -95,7 +95,8 @@ impl fmt::Display for ReadError {
                 }
                 write!(
                     f,
-                    "link type {linktype} ({}), not Ethernet (1): only Ethernet frames can be replayed",
+                    "link type {linktype} ({}), which replay cannot read: it reads Ethernet, and \
+                     Linux cooked, raw IP and BSD loopback captures (given an Ethernet header)",
                     linktype_name(*linktype)
                 )
             }
@@ -114,9 +115,10 @@ impl fmt::Display for ReadError {
                 f,
                 "a packet names interface {id}, but its section declares {known}: the file is damaged"
             ),
-            ReadErrorKind::SeveralInterfaces { first, second } => write!(
+            ReadErrorKind::SeveralInterfaces { interfaces } => write!(
                 f,
-                "the file has several interfaces ({first}, {second}, ...); choose one with FILE#N (by number) or FILE#NAME"
+                "the file has several interfaces ({}); choose one with FILE#N (by number) or FILE#NAME",
+                interfaces.join(", ")
             ),
             ReadErrorKind::NoSuchInterface { choice, count } => write!(
                 f,
@@ -142,7 +144,8 @@ impl ReadError {
 /// A few link types by name, for error messages.
 fn linktype_name(linktype: u32) -> &'static str {
     match linktype {
-        0 => "BSD loopback",
+        0 | 108 => "BSD loopback",
+        12 | 14 => "raw IP",
         1 => "Ethernet",
         101 => "raw IP",
         105 => "802.11",

@@ -3,6 +3,7 @@
 //! link type the switch accepts.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Ethernet, the one link type the switch takes.
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -26,6 +27,18 @@ pub struct Frame<'a> {
     pub offset: u64,
     /// The direction pcapng's `epb_flags` gives, if any.
     pub direction: Option<Direction>,
+}
+
+/// A record as a format's reader found it: where its bytes are in the
+/// reader's buffer, and its link type (the caller makes it Ethernet).
+#[derive(Debug, Clone)]
+pub(crate) struct RawFrame {
+    pub(crate) timestamp_ns: u64,
+    pub(crate) range: Range<usize>,
+    pub(crate) original_len: u32,
+    pub(crate) offset: u64,
+    pub(crate) direction: Option<Direction>,
+    pub(crate) linktype: u32,
 }
 
 /// A frame that owns its bytes (for tests and comparisons).

@@ -10,6 +10,7 @@
 //!   [`InterfaceChoice`], the link type and limits), and what goes wrong
 //!   ([`ReadError`], [`TimestampTooLate`]);
 //! - `source`: the counted input behind every error's byte offset;
+//! - [`link`]: an Ethernet header for captures of other link types;
 //! - `pcap` and `pcapng`: each format's reading state and encoders;
 //! - [`PcapReader`]: the one entry point that reads either format;
 //! - [`Encoder`] and [`PcapWriter`]: writing either format;
@@ -24,6 +25,7 @@
 
 mod error;
 mod frame;
+pub mod link;
 mod live;
 mod pcap;
 mod pcapng;

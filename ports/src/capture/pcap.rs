@@ -15,7 +15,8 @@
 use std::io::Read;
 
 use super::error::{ReadError, ReadErrorKind, TimestampTooLate};
-use super::frame::{Frame, LINKTYPE_ETHERNET, MAX_SNAPLEN};
+use super::frame::{LINKTYPE_ETHERNET, MAX_SNAPLEN, RawFrame};
+use super::link;
 use super::source::{Source, check_record_len, effective_snaplen, read_u16, read_u32, truncated};
 
 /// Classic pcap, timestamps in microseconds.
@@ -35,6 +36,7 @@ pub(crate) struct ClassicReader {
     limit: u32,
     /// Bytes of frame check sequence at the end of each frame, cut off.
     fcs_len: u32,
+    linktype: u32,
 }
 
 impl ClassicReader {
@@ -73,7 +75,7 @@ impl ClassicReader {
         // The link type is the low 26 bits; the top bits may say the frames end
         // in a frame check sequence of so many 16-bit words (pcap-linktype(7)).
         let linktype = network & 0x03ff_ffff;
-        if linktype != LINKTYPE_ETHERNET {
+        if !link::is_supported(linktype) {
             return Err(ReadError::new(
                 20,
                 ReadErrorKind::NotEthernet {
@@ -92,15 +94,16 @@ impl ClassicReader {
             nanos,
             limit: effective_snaplen(snaplen),
             fcs_len,
+            linktype,
         })
     }
 
     /// Reads the next record into `buf`, or `None` at a clean end of file.
-    pub(crate) fn next_frame<'b, R: Read>(
+    pub(crate) fn next_frame<R: Read>(
         &self,
         source: &mut Source<R>,
-        buf: &'b mut Vec<u8>,
-    ) -> Result<Option<Frame<'b>>, ReadError> {
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RawFrame>, ReadError> {
         let offset = source.offset;
         let mut header = [0u8; RECORD_HEADER_LEN];
         match source.fill(&mut header)? {
@@ -128,12 +131,13 @@ impl ClassicReader {
         } else {
             (len, original_len)
         };
-        Ok(Some(Frame {
+        Ok(Some(RawFrame {
             timestamp_ns,
-            data: &buf[..len],
+            range: 0..len,
             original_len,
             offset,
             direction: None,
+            linktype: self.linktype,
         }))
     }
 }

@@ -26,7 +26,8 @@
 use std::io::Read;
 
 use super::error::{ReadError, ReadErrorKind};
-use super::frame::{Direction, Frame, InterfaceChoice, LINKTYPE_ETHERNET, MAX_SNAPLEN};
+use super::frame::{Direction, InterfaceChoice, LINKTYPE_ETHERNET, MAX_SNAPLEN, RawFrame};
+use super::link;
 use super::source::{Source, check_record_len, effective_snaplen, read_u16, read_u32, truncated};
 
 /// Section header block; the same bytes in either byte order.
@@ -137,11 +138,11 @@ impl NgReader {
     }
 
     /// Reads blocks until a frame of the chosen interface, or the end.
-    pub(crate) fn next_frame<'b, R: Read>(
+    pub(crate) fn next_frame<R: Read>(
         &mut self,
         source: &mut Source<R>,
-        buf: &'b mut Vec<u8>,
-    ) -> Result<Option<Frame<'b>>, ReadError> {
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RawFrame>, ReadError> {
         loop {
             let start = source.offset;
             let mut head = [0u8; 8];
@@ -201,12 +202,13 @@ impl NgReader {
                 }
                 _ => None,
             };
-            return Ok(Some(Frame {
+            return Ok(Some(RawFrame {
                 timestamp_ns: timestamp,
-                data: &buf[data_at..data_at + len],
+                range: data_at..data_at + len,
                 original_len,
                 offset: start,
                 direction,
+                linktype: self.interfaces[interface].linktype,
             }));
         }
     }
@@ -264,6 +266,7 @@ impl NgReader {
                 },
             ));
         }
+        self.refuse_several(start)?;
         let index = self.section_base + id as usize;
         if self.chosen != Some(index) {
             return Ok(None);
@@ -333,23 +336,16 @@ impl NgReader {
         }
         let index = self.interfaces.len();
         let chosen = match &self.choice {
-            None if index == 0 => true,
-            None => {
-                return Err(ReadError::new(
-                    start,
-                    ReadErrorKind::SeveralInterfaces {
-                        first: self.interfaces[0].label(0),
-                        second: interface.label(index),
-                    },
-                ));
-            }
+            // A second interface is refused at the next packet or the end,
+            // so the message can list every interface declared before it.
+            None => index == 0,
             Some(InterfaceChoice::Index(i)) => *i as usize == index,
             Some(InterfaceChoice::Name(name)) => {
                 self.chosen.is_none() && interface.name.as_deref() == Some(name.as_str())
             }
         };
         if chosen {
-            if interface.linktype != LINKTYPE_ETHERNET {
+            if !link::is_supported(interface.linktype) {
                 return Err(ReadError::new(
                     start,
                     ReadErrorKind::NotEthernet {
@@ -364,8 +360,27 @@ impl NgReader {
         Ok(())
     }
 
+    /// Without a choice, a file may have one interface only.
+    fn refuse_several(&self, at: u64) -> Result<(), ReadError> {
+        if self.choice.is_none() && self.interfaces.len() > 1 {
+            return Err(ReadError::new(
+                at,
+                ReadErrorKind::SeveralInterfaces {
+                    interfaces: self
+                        .interfaces
+                        .iter()
+                        .enumerate()
+                        .map(|(i, interface)| interface.label(i))
+                        .collect(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
     /// At the end of the file: a chosen interface must have been there.
     fn finish(&self, end: u64) -> Result<(), ReadError> {
+        self.refuse_several(end)?;
         match (&self.choice, self.chosen) {
             (Some(choice), None) => Err(ReadError::new(
                 end,

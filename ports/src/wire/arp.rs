@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Error, Field, MacAddr, Result, get_u16, set_u16};
+use super::{Field, MacAddr, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -48,30 +48,21 @@ pub const HTYPE_ETHERNET: u16 = 1;
 pub const OPERATION_REQUEST: u16 = 1;
 pub const OPERATION_REPLY: u16 = 2;
 
-/// A view of an ARP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an ARP packet.
+    pub struct Packet;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The packet, if `buffer` holds the fixed part and all four addresses.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+    /// Whether the buffer holds the fixed part and all four addresses.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < FIXED_LEN || len < field::tpa(self.hardware_len(), self.protocol_len()).end {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        let data = self.buffer.as_ref();
+        // The address lengths are in the fixed part: check it first.
+        require_len(data, FIXED_LEN)?;
+        require_len(
+            data,
+            field::tpa(self.hardware_len(), self.protocol_len()).end,
+        )
     }
 
     pub fn hardware_type(&self) -> u16 {
@@ -160,6 +151,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Error;
 
     /// 172.17.0.2 (02:42:ac:11:00:02) asks who has 172.17.0.1.
     const REQUEST: [u8; 28] = [

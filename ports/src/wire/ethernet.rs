@@ -1,6 +1,6 @@
 //! Ethernet II frames (IEEE 802.3 with an EtherType).
 
-use super::{Error, Field, MacAddr, Rest, Result, get_u16, set_u16};
+use super::{Field, MacAddr, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -32,33 +32,16 @@ pub mod ethertype {
     pub const MIN: u16 = 0x0600;
 }
 
-/// A view of an Ethernet frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an Ethernet frame.
+    pub struct Frame;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Frame { buffer }
-    }
-
-    /// The frame, if `buffer` holds at least a whole Ethernet header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
+    /// Whether the buffer holds at least a whole Ethernet header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn dst_addr(&self) -> MacAddr {
@@ -76,7 +59,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Everything after the 14-byte header (VLAN tags included).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: everything after the header.
+    fn payload_range(&self) -> Rest {
+        field::PAYLOAD
     }
 }
 
@@ -94,17 +82,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Frame<&'a T> {
-    /// [`Frame::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = field::PAYLOAD;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+        let range = self.payload_range();
+        &mut self.buffer.as_mut()[range]
     }
 }
 

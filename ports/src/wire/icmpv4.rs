@@ -1,7 +1,7 @@
 //! ICMP for IPv4 (RFC 792).
 
 use super::checksum;
-use super::{Error, Field, Rest, Result, get_u16, set_u16};
+use super::{Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -24,28 +24,16 @@ pub mod message {
     pub const TIME_EXCEEDED: u8 = 11;
 }
 
-/// A view of an ICMPv4 message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an ICMPv4 message.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+    /// Whether the buffer holds the whole header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn msg_type(&self) -> u8 {
@@ -74,7 +62,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: everything after the header.
+    fn payload_range(&self) -> Rest {
+        field::PAYLOAD
     }
 }
 
@@ -88,16 +81,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let sum = checksum::rfc1071_checksum(self.buffer.as_ref());
         self.set_checksum(sum);
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = field::PAYLOAD;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
     }
 }
 

@@ -1,6 +1,6 @@
 //! ICMPv6 (RFC 4443): type and code, enough to name a message.
 
-use super::{Error, Field, Rest, Result, get_u16};
+use super::{Field, Rest, Result, get_u16, require_len};
 
 pub mod field {
     use super::{Field, Rest};
@@ -21,28 +21,16 @@ pub mod message {
     pub const NEIGHBOR_ADVERT: u8 = 136;
 }
 
-/// A view of an ICMPv6 message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an ICMPv6 message.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+    /// Whether the buffer holds the whole header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn msg_type(&self) -> u8 {
@@ -59,17 +47,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The message body after type, code and checksum.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD]
+        &self.buffer.as_ref()[self.payload_range()]
     }
-}
 
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = field::PAYLOAD;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+    /// Where the payload lies in the buffer: everything after type, code and
+    /// checksum.
+    fn payload_range(&self) -> Rest {
+        field::PAYLOAD
     }
 }
 

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{Error, Field, Result, get_u16, set_u16};
+use super::{Error, Field, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -31,31 +31,18 @@ pub const DONT_FRAGMENT: u16 = 0x4000;
 pub const MORE_FRAGMENTS: u16 = 0x2000;
 pub const FRAGMENT_OFFSET: u16 = 0x1fff;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an IPv4 packet.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The packet, if `buffer` holds a version 4 header with a header
+    /// Whether the buffer holds a version 4 header with a header
     /// length of at least 20, a total length at least that, and all of the
     /// total length (bytes after it, such as Ethernet padding, are allowed).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), MIN_HEADER_LEN)?;
         if self.version() != 4 {
             return Err(Error::Version);
         }
@@ -66,14 +53,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if total < self.header_len() {
             return Err(Error::TotalLength);
         }
-        if total > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
+        require_len(self.buffer.as_ref(), total)
     }
 
     pub fn version(&self) -> u8 {
@@ -164,7 +144,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The bytes after the header, up to the total length.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: from the end of the header
+    /// (options included) to the total length.
+    fn payload_range(&self) -> Field {
+        self.header_len()..usize::from(self.total_len())
     }
 }
 
@@ -193,18 +179,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.header_len()..usize::from(self.total_len());
+        let range = self.payload_range();
         &mut self.buffer.as_mut()[range]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = self.header_len()..usize::from(self.total_len());
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Error, Field, Result, get_u16, set_u16};
+use super::{Error, Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -20,41 +20,21 @@ pub mod field {
 /// The fixed header.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
-/// A view of an IPv6 packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an IPv6 packet.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The packet, if `buffer` holds a version 6 header and all of the
+    /// Whether the buffer holds a version 6 header and all of the
     /// payload length (bytes after it, such as Ethernet padding, are allowed).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), HEADER_LEN)?;
         if self.version() != 6 {
             return Err(Error::Version);
         }
-        if HEADER_LEN + usize::from(self.payload_len()) > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
+        require_len(self.buffer.as_ref(), self.payload_range().end)
     }
 
     pub fn version(&self) -> u8 {
@@ -105,7 +85,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The bytes after the fixed header, up to the payload length.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: from the end of the fixed header
+    /// to the payload length.
+    fn payload_range(&self) -> Field {
+        HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())
     }
 }
 
@@ -115,18 +101,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let end = HEADER_LEN + usize::from(self.payload_len());
-        &mut self.buffer.as_mut()[HEADER_LEN..end]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = HEADER_LEN..HEADER_LEN + usize::from(self.payload_len());
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+        let range = self.payload_range();
+        &mut self.buffer.as_mut()[range]
     }
 }
 
@@ -141,32 +117,20 @@ pub mod ext_field {
 /// The shortest extension header.
 pub const EXT_MIN_LEN: usize = 8;
 
-/// A view of an extension header that has the common shape (next header,
-/// length in 8-byte units): hop-by-hop options, routing, destination
-/// options (RFC 8200 section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExtHeader<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of an extension header that has the common shape (next header,
+    /// length in 8-byte units): hop-by-hop options, routing, destination
+    /// options (RFC 8200 section 4).
+    pub struct ExtHeader;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> ExtHeader<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        ExtHeader { buffer }
-    }
-
-    /// The header, if `buffer` holds all of the length it states.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let header = Self::new_unchecked(buffer);
-        header.check_len()?;
-        Ok(header)
-    }
-
+    /// Whether the buffer holds all of the length it states.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < EXT_MIN_LEN || len < self.header_len() {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        let data = self.buffer.as_ref();
+        require_len(data, EXT_MIN_LEN)?;
+        require_len(data, self.header_len())
     }
 
     pub fn next_header(&self) -> u8 {
@@ -185,17 +149,13 @@ impl<T: AsRef<[u8]>> ExtHeader<T> {
 
     /// What follows the header.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..]
+        &self.buffer.as_ref()[self.payload_range()]
     }
-}
 
-impl<'a, T: AsRef<[u8]> + ?Sized> ExtHeader<&'a T> {
-    /// [`ExtHeader::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = self.header_len()..;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+    /// Where the payload lies in the buffer: everything after the header's
+    /// stated length.
+    fn payload_range(&self) -> Rest {
+        self.header_len()..
     }
 }
 

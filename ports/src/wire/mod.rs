@@ -11,6 +11,10 @@
 //! - setters exist on `T: AsMut<[u8]>` for the fields the switch rewrites
 //!   (lengths, ids, checksums).
 //!
+//! The part that is the same in every view (the struct, the constructors,
+//! `into_inner`, `into_payload`) is declared once, by `header_view!` below;
+//! each module writes only what its protocol decides.
+//!
 //! Frames come from containers, so every byte is hostile: parse with
 //! `new_checked` and treat its error as "not this protocol".
 //!
@@ -18,6 +22,67 @@
 //! (with its extension headers), [`udp`], [`tcp`], [`icmpv4`], [`icmpv6`];
 //! [`ip`] holds the protocol numbers, [`checksum`] the Internet checksum,
 //! [`mac`] the Ethernet address.
+
+/// Declares a header view `$view<T: AsRef<[u8]>>` and the part of it that is
+/// the same for every protocol: the struct over a `buffer`, `new_unchecked`,
+/// `new_checked` (which calls the view's own `check_len`), `into_inner` and,
+/// for a view with a payload, `into_payload` over the view's own
+/// `payload_range()`.
+///
+/// A macro rather than a trait or a generic struct: the views differ only in
+/// `check_len` and where the payload starts, and their callers want inherent
+/// methods on named types (`ipv4::Packet::new_checked`, no trait to import),
+/// each documented by `cargo doc` like a hand-written struct. Each view module
+/// keeps `check_len`, its getters and setters, and a private
+/// `payload_range()` that `payload`, `payload_mut` and `into_payload` share,
+/// so the three cannot disagree about where the payload is.
+macro_rules! header_view {
+    (
+        $(#[$attr:meta])*
+        pub struct $view:ident;
+        $(into_payload = $payload_range:ident;)?
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $view<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $view<T> {
+            /// A view of `buffer` without [`Self::check_len`]: getters then
+            /// panic on a buffer that is too short, as slices do.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $view { buffer }
+            }
+
+            /// The view, if [`Self::check_len`] accepts `buffer`; every getter
+            /// is then in bounds.
+            pub fn new_checked(buffer: T) -> $crate::wire::Result<Self> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// The buffer the view was made over.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+
+        $(
+            impl<'a, T: AsRef<[u8]> + ?Sized> $view<&'a T> {
+                #[doc = concat!("[`", stringify!($view), "::payload`] for as long as the buffer")]
+                /// lives, so a parse can walk down the layers without keeping
+                /// each view.
+                pub fn into_payload(self) -> &'a [u8] {
+                    let range = self.$payload_range();
+                    let data: &'a [u8] = self.buffer.as_ref();
+                    &data[range]
+                }
+            }
+        )?
+    };
+}
 
 pub mod arp;
 pub mod checksum;
@@ -62,6 +127,16 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `Err(Truncated)` unless `data` holds at least `len` bytes: the check every
+/// view's `check_len` makes before reading a field, and again for the length
+/// its header states.
+fn require_len(data: &[u8], len: usize) -> Result<()> {
+    if data.len() < len {
+        return Err(Error::Truncated);
+    }
+    Ok(())
+}
 
 /// The big-endian `u16` at `field` (two bytes; in bounds after `new_checked`).
 fn get_u16(data: &[u8], field: Field) -> u16 {

@@ -1,6 +1,6 @@
 //! TCP headers (RFC 9293).
 
-use super::{Error, Field, Result, get_u16, get_u32, set_u16, set_u32};
+use super::{Error, Field, Rest, Result, get_u16, get_u32, require_len, set_u16, set_u32};
 
 pub mod field {
     use super::Field;
@@ -31,37 +31,21 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of a TCP segment.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The segment, if `buffer` holds a header of at least 20 bytes and
+    /// Whether the buffer holds a header of at least 20 bytes and
     /// all of the header length its data offset states.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), MIN_HEADER_LEN)?;
         if self.header_len() < MIN_HEADER_LEN {
             return Err(Error::HeaderLength);
         }
-        if self.header_len() > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), self.header_len())
     }
 
     pub fn src_port(&self) -> u16 {
@@ -109,7 +93,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The bytes after the header (TCP has no length of its own: the IP
     /// layer's length bounds the buffer).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: everything after the header
+    /// (options included).
+    fn payload_range(&self) -> Rest {
+        self.header_len()..
     }
 }
 
@@ -127,18 +117,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let start = self.header_len();
-        &mut self.buffer.as_mut()[start..]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = self.header_len()..;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+        let range = self.payload_range();
+        &mut self.buffer.as_mut()[range]
     }
 }
 

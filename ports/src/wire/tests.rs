@@ -223,3 +223,44 @@ fn into_payload_walks_down_the_layers() {
         Err(Error::Truncated)
     );
 }
+
+/// `bytes` with two bytes of padding after it, as Ethernet adds to short
+/// frames: a length field, not the buffer, must end each payload.
+fn padded(bytes: &[u8]) -> Vec<u8> {
+    [bytes, &[0xee, 0xee]].concat()
+}
+
+/// What `header_view!` generates agrees with each view's own code:
+/// `into_payload` is `payload` (bounded by the view's length fields),
+/// `into_inner` hands back the very buffer, and `new_checked` refuses what
+/// `check_len` refuses.
+#[test]
+fn the_generated_skeleton_agrees_with_each_view() {
+    macro_rules! agrees {
+        ($view:ty, $bytes:expr, payload_len: $len:expr) => {{
+            let bytes = padded($bytes);
+            let view = <$view>::new_checked(&bytes[..]).unwrap();
+            assert_eq!(view.payload().len(), $len, stringify!($view));
+            assert_eq!(view.into_payload(), view.payload(), stringify!($view));
+            assert!(std::ptr::eq(view.into_inner(), &bytes[..]));
+            let short = <$view>::new_unchecked(&bytes[..1]);
+            assert_eq!(short.check_len(), Err(Error::Truncated));
+            assert_eq!(<$view>::new_checked(&bytes[..1]), Err(Error::Truncated));
+        }};
+    }
+    let udp_frame = tagged_udp_frame();
+    let tcp_frame = ipv6_tcp_frame();
+    agrees!(ethernet::Frame<&[u8]>, &udp_frame, payload_len: 38);
+    agrees!(vlan::Tag<&[u8]>, &udp_frame[14..], payload_len: 34);
+    agrees!(ipv4::Packet<&[u8]>, &udp_frame[18..], payload_len: 12);
+    agrees!(udp::Packet<&[u8]>, &udp_frame[38..], payload_len: 4);
+    agrees!(ipv6::Packet<&[u8]>, &tcp_frame[14..], payload_len: 32);
+    agrees!(ipv6::ExtHeader<&[u8]>, &tcp_frame[54..], payload_len: 26);
+    agrees!(tcp::Packet<&[u8]>, &tcp_frame[62..], payload_len: 2);
+    agrees!(icmpv4::Packet<&[u8]>, &hex("0800 f7f7 0007 0001"), payload_len: 2);
+    agrees!(icmpv6::Packet<&[u8]>, &hex("8700 0000"), payload_len: 2);
+
+    let arp = hex("0001 0800 06 04 0001 0242ac110002 ac110002 000000000000 ac110001");
+    let packet = arp::Packet::new_checked(&arp[..]).unwrap();
+    assert!(std::ptr::eq(packet.into_inner(), &arp[..]));
+}

@@ -1,6 +1,6 @@
 //! UDP headers (RFC 768).
 
-use super::{Error, Field, Result, get_u16, set_u16};
+use super::{Error, Field, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::Field;
@@ -13,38 +13,22 @@ pub mod field {
 
 pub const HEADER_LEN: usize = field::CHECKSUM.end;
 
-/// A view of a UDP datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of a UDP datagram.
+    pub struct Packet;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// The datagram, if `buffer` holds the header and all of the length it
+    /// Whether the buffer holds the header and all of the length it
     /// states, which is at least the header's.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        require_len(self.buffer.as_ref(), HEADER_LEN)?;
         let stated = usize::from(self.len());
         if stated < HEADER_LEN {
             return Err(Error::TotalLength);
         }
-        if stated > len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), stated)
     }
 
     pub fn src_port(&self) -> u16 {
@@ -67,7 +51,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The bytes after the header, up to the length field.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: from the end of the header to the
+    /// length field.
+    fn payload_range(&self) -> Field {
+        HEADER_LEN..usize::from(self.len())
     }
 }
 
@@ -89,18 +79,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let end = usize::from(self.len());
-        &mut self.buffer.as_mut()[HEADER_LEN..end]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
-    /// [`Packet::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = HEADER_LEN..usize::from(self.len());
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+        let range = self.payload_range();
+        &mut self.buffer.as_mut()[range]
     }
 }
 

@@ -5,7 +5,7 @@
 //! control information and the EtherType of what the tag carries.
 
 use super::ethernet::ethertype;
-use super::{Error, Field, Rest, Result, get_u16, set_u16};
+use super::{Field, Rest, Result, get_u16, require_len, set_u16};
 
 pub mod field {
     use super::{Field, Rest};
@@ -27,28 +27,16 @@ pub fn is_tpid(value: u16) -> bool {
     )
 }
 
-/// A view of one VLAN tag, starting right after its TPID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tag<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A view of one VLAN tag, starting right after its TPID.
+    pub struct Tag;
+    into_payload = payload_range;
 }
 
 impl<T: AsRef<[u8]>> Tag<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Tag { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let tag = Self::new_unchecked(buffer);
-        tag.check_len()?;
-        Ok(tag)
-    }
-
+    /// Whether the buffer holds the whole tag (TCI and EtherType).
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
+        require_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     pub fn tci(&self) -> u16 {
@@ -74,7 +62,12 @@ impl<T: AsRef<[u8]>> Tag<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD]
+        &self.buffer.as_ref()[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer: everything after the tag.
+    fn payload_range(&self) -> Rest {
+        field::PAYLOAD
     }
 }
 
@@ -88,17 +81,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Tag<T> {
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<'a, T: AsRef<[u8]> + ?Sized> Tag<&'a T> {
-    /// [`Tag::payload`] for as long as the buffer lives, so a parse can
-    /// walk down the layers without keeping each view.
-    pub fn into_payload(self) -> &'a [u8] {
-        let range = field::PAYLOAD;
-        let data: &'a [u8] = self.buffer.as_ref();
-        &data[range]
+        let range = self.payload_range();
+        &mut self.buffer.as_mut()[range]
     }
 }
 

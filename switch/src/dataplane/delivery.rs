@@ -7,7 +7,7 @@ use ports::RxBatch;
 
 use super::Shared;
 use crate::engine::Action;
-use crate::fabric::{Fabric, PortHandle, PortSet, TraceSink};
+use crate::fabric::{Batching, Fabric, PortHandle, PortSet, TraceSink};
 use crate::port::PortId;
 
 /// Decides and delivers received frames: the worker's one use of the
@@ -24,7 +24,7 @@ impl Delivery {
     /// UDP runs if `coalesce_udp`.
     pub(super) fn new(trace: Option<Arc<TraceSink>>, coalesce_udp: bool) -> Self {
         Delivery {
-            fabric: Fabric::new(trace).hold_unicast().coalesce_udp(coalesce_udp),
+            fabric: Fabric::with_batching(trace, Batching::HoldUnicast { coalesce_udp }),
             sent_to: Vec::new(),
         }
     }
@@ -56,11 +56,13 @@ impl Delivery {
         if note_targets {
             self.sent_to.clear();
         }
+        // Held unicast frames leave when the pass ends, each port's in one
+        // call, while the caller still holds the ingress lane's lock (frames
+        // stay in order). Declared after `session`, so it is dropped first.
+        let mut pass = self.fabric.pass(ports);
         for i in 0..n {
             let (vnet, frame) = batch.get_mut(i);
-            let verdict = self
-                .fabric
-                .forward(&mut session, ports, now, ingress, vnet, frame);
+            let verdict = pass.forward(&mut session, now, ingress, vnet, frame);
             if note_targets
                 && let Action::Forward(egress) = verdict.action
                 && !self.sent_to.contains(&egress)
@@ -68,8 +70,5 @@ impl Delivery {
                 self.sent_to.push(egress);
             }
         }
-        // Held unicast frames go now, each port's in one call, while the
-        // caller still holds the ingress lane's lock (frames stay in order).
-        self.fabric.flush(ports);
     }
 }

@@ -19,6 +19,7 @@
 //! - `affinity.rs`: the read mode and each worker's place on the CPUs.
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
+//! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
 //! - `tuning.rs`, `metrics.rs`: the knobs in, the snapshot out.
 //!
 //! A port's receive half is read in lanes: one per worker, for a veth end
@@ -44,6 +45,7 @@ mod affinity;
 mod delivery;
 mod gateway_thread;
 mod lanes;
+mod live_trace;
 mod metrics;
 mod peer;
 mod port_health;
@@ -63,12 +65,14 @@ use ports::capture::{CaptureDir, PortCapture};
 use ports::{OpenedPort, PortError};
 
 use crate::engine::Engine;
+use crate::events::{EventBus, SwitchEvent};
 use crate::fabric::{PortHandle, PortSet, TraceSink};
 use crate::gateway::Gateway;
 use crate::port::PortId;
 use crate::stats::PortCounters;
 use crate::time::Instant;
 
+pub use self::live_trace::{TraceSettings, concerns_port};
 pub use self::metrics::DataplaneMetrics;
 pub use self::tuning::{DataplaneConfig, Tuning};
 pub use crate::port::GATEWAY_PORT_NAME;
@@ -119,7 +123,12 @@ struct Shared {
     lanes_by_port: RwLock<Arc<LanesByPort>>,
     generation: AtomicU64,
     clock: Clock,
+    /// The gateway thread's trace sink (see `live_trace.rs`).
     trace: Option<Arc<TraceSink>>,
+    /// What workers trace, switched while running.
+    live_trace: Arc<live_trace::LiveTrace>,
+    /// The switch's events for subscribers (`tapswitch monitor`).
+    bus: EventBus,
     events: Sender<PortEvent>,
     capture: Option<Arc<CaptureDir>>,
     tuning: Tuning,
@@ -205,6 +214,30 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Tells subscribers that a port is gone, and why if it broke.
+    fn port_removed(&self, handle: &PortHandle, reason: Option<String>) {
+        self.bus
+            .publish_with(Some(self.clock.now()), || SwitchEvent::PortRemoved {
+                port: handle.id,
+                name: handle.name.clone(),
+                reason,
+            });
+    }
+
+    /// Tells subscribers that a port's link went down or came back up.
+    fn link_changed(&self, handle: &PortHandle, up: bool) {
+        self.bus.publish_with(Some(self.clock.now()), || {
+            let (port, name) = (handle.id, handle.name.clone());
+            if up {
+                SwitchEvent::LinkUp { port, name }
+            } else {
+                SwitchEvent::LinkDown { port, name }
+            }
+        });
+    }
+}
+
 impl LoadBoard for Shared {
     /// A worker became busy or calm: switch every port between reading by
     /// CPU and by port when that changes the mode.
@@ -256,13 +289,24 @@ impl Dataplane {
         let (events_tx, events) = crossbeam_channel::unbounded();
         let clock = Clock::start();
         let count = config.tuning.workers();
+        let bus = EventBus::default();
+        let live_trace = Arc::new(live_trace::LiveTrace::new(
+            TraceSettings {
+                on: config.trace.is_some(),
+                port: None,
+            },
+            config.trace.clone().or(config.trace_output.clone()),
+            bus.clone(),
+        ));
         let shared = Arc::new(Shared {
-            engine: Engine::new(config.table),
+            engine: Engine::with_events(config.table, bus.clone()),
             ports: RwLock::new(Arc::new(PortSet::default())),
             lanes_by_port: RwLock::new(Arc::default()),
             generation: AtomicU64::new(0),
             clock,
-            trace: config.trace.clone(),
+            trace: config.trace.is_some().then(|| live_trace.checking_sink()),
+            live_trace,
+            bus,
             events: events_tx,
             capture: config.capture.clone(),
             tuning: config.tuning,
@@ -319,6 +363,24 @@ impl Dataplane {
     /// The current ports.
     pub fn ports(&self) -> Arc<PortSet> {
         self.shared.snapshot()
+    }
+
+    /// The switch's events (MAC table, ports, trace lines): subscribe to
+    /// see them as they happen.
+    pub fn event_bus(&self) -> &EventBus {
+        &self.shared.bus
+    }
+
+    /// What is traced now.
+    pub fn trace_settings(&self) -> TraceSettings {
+        self.shared.live_trace.settings()
+    }
+
+    /// Turns the per-decision trace on or off; workers follow at their next
+    /// wake-up. Lines go to the trace output the switch was started with
+    /// and to the event stream.
+    pub fn set_trace(&self, settings: TraceSettings) {
+        self.shared.live_trace.set(settings);
     }
 
     /// Events from ports that broke on their own (see [`PortEvent`]).
@@ -426,6 +488,12 @@ impl Dataplane {
         lanes.insert(id, port_lanes.clone());
         self.shared.publish(current.with(handle), Some(lanes));
         drop(guard);
+        self.shared
+            .bus
+            .publish_with(Some(self.shared.clock.now()), || SwitchEvent::PortAdded {
+                port: id,
+                name: name.to_string(),
+            });
         self.shared.mode.steer_with(|mode| port_lanes.steer(mode));
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
@@ -437,9 +505,13 @@ impl Dataplane {
     /// entries are gone, and its receive half is closed (a TAP the switch
     /// created disappears). False if there was no such port.
     pub fn remove_port(&self, id: PortId) -> bool {
-        if id == PortId::GATEWAY || self.shared.unpublish(id).is_none() {
+        if id == PortId::GATEWAY {
             return false;
         }
+        let Some(handle) = self.shared.unpublish(id) else {
+            return false;
+        };
+        self.shared.port_removed(&handle, None);
         for worker in &self.workers {
             worker.remove_and_wait(id);
         }

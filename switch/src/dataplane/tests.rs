@@ -15,6 +15,7 @@ use super::affinity::{LoadBoard, ModeSwitch};
 use super::lanes::{HomeRead, Lane, LaneReader, LanesByPort, PortLanes};
 use super::*;
 use crate::MacAddr;
+use crate::events::SwitchEvent;
 use crate::fabric::PortHandle;
 use crate::mac_table::TableConfig;
 use crate::stats::DropReason;
@@ -144,6 +145,7 @@ fn start(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplane
         table: TableConfig::default(),
         gateway,
         trace: None,
+        trace_output: None,
         capture: None,
     })
     .unwrap()
@@ -520,4 +522,103 @@ fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
         &mut read_next,
     );
     assert_eq!(ours, [PortId(1)]);
+}
+
+/// The next event that is not a trace line, or panics.
+fn next_event(sub: &crate::events::Subscription) -> SwitchEvent {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stamped = sub.next_timeout(left).expect("an event in time");
+        if !matches!(stamped.event, SwitchEvent::Trace { .. }) {
+            return stamped.event;
+        }
+    }
+}
+
+#[test]
+fn subscribers_see_ports_come_and_go_and_the_table_learn_and_flush() {
+    let dp = start(1, None);
+    let sub = dp.event_bus().subscribe();
+    let (a, b) = (MemoryLanes::new(1), MemoryLanes::new(1));
+    let pa = dp.add_port("a", a.opener()).unwrap();
+    let pb = dp.add_port("b", b.opener()).unwrap();
+    assert_eq!(
+        next_event(&sub),
+        SwitchEvent::PortAdded {
+            port: pa,
+            name: "a".into()
+        }
+    );
+    assert_eq!(
+        next_event(&sub),
+        SwitchEvent::PortAdded {
+            port: pb,
+            name: "b".into()
+        }
+    );
+    learn_b(&dp, &a, &b);
+    assert_eq!(
+        next_event(&sub),
+        SwitchEvent::Learned {
+            mac: MacAddr(HOST_B),
+            port: pb
+        }
+    );
+    assert!(dp.remove_port(pb));
+    assert_eq!(
+        next_event(&sub),
+        SwitchEvent::Flushed {
+            port: pb,
+            entries: 1
+        }
+    );
+    assert_eq!(
+        next_event(&sub),
+        SwitchEvent::PortRemoved {
+            port: pb,
+            name: "b".into(),
+            reason: None
+        }
+    );
+    dp.shutdown();
+}
+
+#[test]
+fn the_trace_is_turned_on_and_off_while_running() {
+    let dp = start(1, None);
+    let sub = dp.event_bus().subscribe();
+    let (a, b) = (MemoryLanes::new(1), MemoryLanes::new(1));
+    dp.add_port("a", a.opener()).unwrap();
+    dp.add_port("b", b.opener()).unwrap();
+    let trace_lines = |sub: &crate::events::Subscription| -> Vec<String> {
+        std::iter::from_fn(|| sub.try_next())
+            .filter_map(|s| match s.event {
+                SwitchEvent::Trace { line } => Some(line),
+                _ => None,
+            })
+            .collect()
+    };
+    a.inject(&frame(BROADCAST, HOST_A, 1));
+    wait_for("the flood", || !b.tx.take_sent().is_empty());
+    assert!(trace_lines(&sub).is_empty(), "off by default");
+    dp.set_trace(TraceSettings {
+        on: true,
+        port: None,
+    });
+    assert!(dp.trace_settings().on);
+    a.inject(&frame(BROADCAST, HOST_A, 2));
+    wait_for("the second flood", || !b.tx.take_sent().is_empty());
+    let lines = trace_lines(&sub);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("a: 02:00:00:00:00:0a > ff:ff:ff:ff:ff:ff"),
+        "{}",
+        lines[0]
+    );
+    dp.set_trace(TraceSettings::default());
+    a.inject(&frame(BROADCAST, HOST_A, 3));
+    wait_for("the third flood", || !b.tx.take_sent().is_empty());
+    assert!(trace_lines(&sub).is_empty(), "off again");
+    dp.shutdown();
 }

@@ -68,8 +68,12 @@ pub struct DataplaneConfig {
     pub table: TableConfig,
     /// The gateway's address and prefix length; `None` runs without one.
     pub gateway: Option<(Ipv4Addr, u8)>,
-    /// Where `--trace` lines go; `None` traces nothing.
+    /// Where `--trace` lines go; `None` traces nothing at start.
     pub trace: Option<Arc<TraceSink>>,
+    /// Where trace lines go when tracing is turned on while the switch runs
+    /// (`Dataplane::set_trace`) and `trace` is `None`; they always go to the
+    /// event stream as well.
+    pub trace_output: Option<Arc<TraceSink>>,
     /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
     pub capture: Option<Arc<CaptureDir>>,
 }

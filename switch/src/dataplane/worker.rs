@@ -48,7 +48,9 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                     KernelCpu,
                     Instant::now(),
                 ),
-                delivery: Delivery::new(shared.trace.clone(), tuning.coalesce_udp()),
+                trace_generation: shared.live_trace.generation(),
+                delivery: Delivery::new(shared.live_trace.sink(), tuning.coalesce_udp()),
+                link_down: Vec::new(),
                 shared,
                 poll,
                 inbox,
@@ -80,7 +82,11 @@ struct Worker {
     pending: Events,
     reader: LaneReader,
     delivery: Delivery,
+    /// The trace settings `delivery` was made for (see `live_trace.rs`).
+    trace_generation: u64,
     health: PortHealth,
+    /// Ports whose link went down and that have not delivered a frame since.
+    link_down: Vec<PortId>,
     placement: Placement,
 }
 
@@ -151,6 +157,7 @@ impl Worker {
     /// port cannot starve the others. Commands (a port removed, Stop) are
     /// applied between batches; false on Stop.
     fn drain_ready_ports(&mut self) -> bool {
+        self.follow_trace();
         let mut view = self.view();
         while let Some(id) = self.ready.pop_front() {
             if self.shared.generation.load(Ordering::Acquire) != view.generation {
@@ -170,6 +177,9 @@ impl Worker {
             {
                 HomeRead::Empty => {}
                 HomeRead::Forwarded { frames, full } => {
+                    if !self.link_down.is_empty() {
+                        self.link_came_up(&lane.handle);
+                    }
                     // More may be waiting: come back to it, after the other
                     // ports that have frames now.
                     if full {
@@ -288,8 +298,35 @@ impl Worker {
     /// A receive error: the port is removed, or looked at again shortly if
     /// only its link went down (see `port_health.rs`).
     fn port_failed(&mut self, handle: &Arc<PortHandle>, err: RxError) {
-        if let Failure::Retire(reason) = self.health.failed(handle, err, Instant::now()) {
-            self.retire(handle, reason);
+        match self.health.failed(handle, err, Instant::now()) {
+            Failure::Retire(reason) => self.retire(handle, reason),
+            Failure::Suspect => {
+                if !self.link_down.contains(&handle.id) {
+                    self.link_down.push(handle.id);
+                    self.shared.link_changed(handle, false);
+                }
+            }
+        }
+    }
+
+    /// A port whose link was down delivered frames: it is up again.
+    fn link_came_up(&mut self, handle: &PortHandle) {
+        let before = self.link_down.len();
+        self.link_down.retain(|id| *id != handle.id);
+        if self.link_down.len() != before {
+            self.shared.link_changed(handle, true);
+        }
+    }
+
+    /// Makes the fabric again when the trace was turned on or off (a fabric
+    /// keeps the trace sink it was made with). Between batches: nothing is
+    /// held then.
+    fn follow_trace(&mut self) {
+        let generation = self.shared.live_trace.generation();
+        if generation != self.trace_generation {
+            self.trace_generation = generation;
+            let coalesce = self.shared.tuning.coalesce_udp();
+            self.delivery = Delivery::new(self.shared.live_trace.sink(), coalesce);
         }
     }
 
@@ -319,7 +356,9 @@ impl Worker {
     /// Removes a broken port and tells the supervisor why.
     fn retire(&mut self, handle: &PortHandle, reason: String) {
         self.remove(handle.id);
+        self.link_down.retain(|id| *id != handle.id);
         if self.shared.unpublish(handle.id).is_some() {
+            self.shared.port_removed(handle, Some(reason.clone()));
             // Its other lanes belong to other workers: have them closed too.
             for (index, peer) in self.shared.peers().iter().enumerate() {
                 if index != self.index {

@@ -1,22 +1,30 @@
-//! `replay --expect DIR`: compare each output with `DIR/NAME.pcap` frame by
-//! frame and say where the first difference is in words a person can act
-//! on: the port, the frame number, its time, and which header field (or
-//! which bytes) differ, with both values.
+//! `replay --expect DIR`: compare the outputs with the files in `DIR` both
+//! ways, as `diff -r` would: each port's output with `DIR/NAME.pcap` (or
+//! `.pcapng`) frame by frame, and every capture file in `DIR` with a port of
+//! this run, so that an output missing from `DIR` and a file in `DIR` that
+//! this run did not produce are both differences. Each difference says where
+//! in words a person can act on: the port, the frame number, its time, and
+//! which header field (or which bytes) differ, with both values.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::BufReader;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ports::capture::PcapReader;
+use ports::wire::{self, ethernet, ipv4, ipv6, vlan};
+use serde::Serialize;
 
 use super::notation::{hex, seconds_ns};
 use super::text;
 
+/// The extensions of capture files in an expected directory.
+const CAPTURE_EXTENSIONS: [&str; 2] = ["pcap", "pcapng"];
+
 /// The first difference between an output and its expected file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     pub port: String,
     /// 1-based frame number, if the difference is in a frame.
@@ -28,6 +36,7 @@ pub struct Difference {
     pub frames: Option<(String, String)>,
 }
 
+/// One line: the port, where, and what differs.
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port {}", self.port)?;
@@ -37,46 +46,87 @@ impl fmt::Display for Difference {
         if let Some(t) = self.time_ns {
             write!(f, " (t={})", seconds_ns(t))?;
         }
-        write!(f, ": {}", self.what)?;
-        if let Some((expected, actual)) = &self.frames {
-            write!(f, "\n  expected: {expected}\n  got:      {actual}")?;
-        }
-        Ok(())
+        write!(f, ": {}", self.what)
     }
 }
 
-/// Compares every port's output with its expected file; the first
-/// difference in port order, or `None` if all match.
-pub fn compare_all(ports: &[(&str, &Path)], expect_dir: &Path) -> Result<Option<Difference>> {
-    for (name, output) in ports {
-        let Some(expected) = expected_file(expect_dir, name) else {
-            return Ok(Some(Difference {
-                port: name.to_string(),
-                frame: None,
-                time_ns: None,
-                what: format!(
-                    "no expected file {} (or .pcapng)",
-                    expect_dir.join(format!("{name}.pcap")).display()
-                ),
-                frames: None,
-            }));
-        };
-        if let Some(difference) = compare_files(name, &expected, output)? {
-            return Ok(Some(difference));
+impl Difference {
+    /// The two frames as indented text lines, when there are two.
+    pub fn frame_lines(&self) -> Option<String> {
+        let (expected, actual) = self.frames.as_ref()?;
+        Some(format!("  expected: {expected}\n  got:      {actual}"))
+    }
+
+    fn whole_file(port: &str, what: String) -> Difference {
+        Difference {
+            port: port.to_string(),
+            frame: None,
+            time_ns: None,
+            what,
+            frames: None,
         }
     }
-    Ok(None)
+}
+
+/// Compares every port's output with its expected file, then looks for
+/// capture files in `expect_dir` that no port of this run wrote. Returns
+/// every difference (at most one per port, the first), ports in their order
+/// and then the unexpected files by name; empty if all match.
+pub fn compare_all(ports: &[(&str, &Path)], expect_dir: &Path) -> Result<Vec<Difference>> {
+    let listing = fs::read_dir(expect_dir)
+        .with_context(|| format!("cannot read --expect {}", expect_dir.display()))?;
+    let mut differences = Vec::new();
+    for (name, output) in ports {
+        let Some(expected) = expected_file(expect_dir, name) else {
+            differences.push(Difference::whole_file(
+                name,
+                format!(
+                    "this run wrote {}, but there is no {} (or .pcapng)",
+                    output.display(),
+                    expect_dir.join(format!("{name}.pcap")).display()
+                ),
+            ));
+            continue;
+        };
+        if let Some(difference) = compare_files(name, &expected, output)? {
+            differences.push(difference);
+        }
+    }
+    let mut extra = Vec::new();
+    for entry in listing {
+        let entry =
+            entry.with_context(|| format!("cannot read --expect {}", expect_dir.display()))?;
+        let path = entry.path();
+        let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+            continue;
+        };
+        let is_capture = CAPTURE_EXTENSIONS.iter().any(|e| ext == *e);
+        if is_capture && !ports.iter().any(|(name, _)| stem == *name) {
+            extra.push((stem.to_string_lossy().into_owned(), path));
+        }
+    }
+    extra.sort();
+    for (stem, path) in extra {
+        differences.push(Difference::whole_file(
+            &stem,
+            format!(
+                "{} is expected, but this run has no port {stem}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(differences)
 }
 
 fn expected_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    ["pcap", "pcapng"]
+    CAPTURE_EXTENSIONS
         .iter()
         .map(|ext| dir.join(format!("{name}.{ext}")))
         .find(|path| path.is_file())
 }
 
 fn open(path: &Path) -> Result<PcapReader<BufReader<File>>> {
-    let file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     PcapReader::new(BufReader::new(file)).with_context(|| path.display().to_string())
 }
 
@@ -197,6 +247,7 @@ pub fn frame_difference(expected: &[u8], actual: &[u8]) -> Option<String> {
 enum Kind {
     Mac,
     Ipv4,
+    Ipv6,
     Dec,
     Hex,
     Bytes,
@@ -215,6 +266,9 @@ impl Kind {
                 .map(|x| x.to_string())
                 .collect::<Vec<_>>()
                 .join("."),
+            Kind::Ipv6 => <[u8; 16]>::try_from(b)
+                .map(|a| std::net::Ipv6Addr::from(a).to_string())
+                .unwrap_or_else(|_| hex(b)),
             Kind::Dec => b
                 .iter()
                 .fold(0u64, |acc, x| acc << 8 | u64::from(*x))
@@ -285,8 +339,24 @@ const UDP_FIELDS: &[FieldSpec] = &[
     ("udp.checksum", 2, Kind::Hex),
 ];
 
+const IPV6_FIELDS: &[FieldSpec] = &[
+    ("ipv6.version_class_flow", 4, Kind::Hex),
+    ("ipv6.payload_len", 2, Kind::Dec),
+    ("ipv6.next_header", 1, Kind::Dec),
+    ("ipv6.hop_limit", 1, Kind::Dec),
+    ("ipv6.src", 16, Kind::Ipv6),
+    ("ipv6.dst", 16, Kind::Ipv6),
+];
+
+const ICMPV6_FIELDS: &[FieldSpec] = &[
+    ("icmpv6.type", 1, Kind::Dec),
+    ("icmpv6.code", 1, Kind::Dec),
+    ("icmpv6.checksum", 2, Kind::Hex),
+];
+
 /// The header fields of an Ethernet frame, as far as they are understood:
-/// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP.
+/// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP, or IPv6
+/// with ICMPv6, UDP or TCP. A frame cut short gets the fields it holds.
 fn fields(frame: &[u8]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -312,39 +382,43 @@ fn fields(frame: &[u8]) -> Vec<Field> {
     ) {
         return out;
     }
-    let ethertype = loop {
-        let Some(t) = frame.get(at..at + 2) else {
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return out;
+    };
+    let mut ethertype = eth.ethertype();
+    while vlan::is_tpid(ethertype) {
+        add(&[("vlan.tpid", 2, Kind::Hex)], &mut at);
+        let Ok(tag) = vlan::Tag::new_checked(&frame[at..]) else {
+            add(&[("vlan.tci", 2, Kind::Hex)], &mut at);
             return out;
         };
-        let t = u16::from_be_bytes([t[0], t[1]]);
-        if t == 0x8100 || t == 0x88a8 {
-            add(&[("vlan.tpid", 2, Kind::Hex)], &mut at);
-            if !add(&[("vlan.tci", 2, Kind::Hex)], &mut at) {
-                return out;
-            }
-            continue;
-        }
-        add(&[("eth.type", 2, Kind::Hex)], &mut at);
-        break t;
-    };
+        add(&[("vlan.tci", 2, Kind::Hex)], &mut at);
+        ethertype = tag.ethertype();
+    }
+    if !add(&[("eth.type", 2, Kind::Hex)], &mut at) {
+        return out;
+    }
+    let l3 = at;
     let complete = match ethertype {
-        0x0806 => add(ARP_FIELDS, &mut at),
-        0x0800 => {
-            let start = at;
+        ethernet::ethertype::ARP => add(ARP_FIELDS, &mut at),
+        ethernet::ethertype::IPV4 => {
             if !add(IPV4_FIELDS, &mut at) {
                 return out;
             }
-            let ihl = usize::from(frame[start] & 0x0f) * 4;
-            if ihl > 20 && !add(&[("ipv4.options", ihl - 20, Kind::Bytes)], &mut at) {
+            // The fixed header is there (added above): its getters are in bounds.
+            let ip = ipv4::Packet::new_unchecked(&frame[l3..]);
+            let options = ip.header_len().saturating_sub(ipv4::MIN_HEADER_LEN);
+            if options > 0 && !add(&[("ipv4.options", options, Kind::Bytes)], &mut at) {
                 return out;
             }
-            let l4 = match frame[start + 9] {
-                1 => ICMP_FIELDS,
-                6 => TCP_FIELDS,
-                17 => UDP_FIELDS,
-                _ => &[],
-            };
-            add(l4, &mut at)
+            add(transport_fields(ip.protocol()), &mut at)
+        }
+        ethernet::ethertype::IPV6 => {
+            if !add(IPV6_FIELDS, &mut at) {
+                return out;
+            }
+            let ip = ipv6::Packet::new_unchecked(&frame[l3..]);
+            add(transport_fields(ip.next_header()), &mut at)
         }
         _ => true,
     };
@@ -354,6 +428,17 @@ fn fields(frame: &[u8]) -> Vec<Field> {
     let rest = frame.len() - at;
     add(&[("payload", rest, Kind::Bytes)], &mut at);
     out
+}
+
+/// The fields of the header after IP, by protocol number.
+fn transport_fields(protocol: u8) -> &'static [FieldSpec] {
+    match protocol {
+        wire::ip::ICMP => ICMP_FIELDS,
+        wire::ip::TCP => TCP_FIELDS,
+        wire::ip::UDP => UDP_FIELDS,
+        wire::ip::ICMPV6 => ICMPV6_FIELDS,
+        _ => &[],
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +546,28 @@ mod tests {
     }
 
     #[test]
+    fn names_fields_of_ipv6() {
+        let mut want = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        want.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+        want.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        let mut got = want.clone();
+        got[14 + 39] = 3;
+        assert_eq!(
+            frame_difference(&want, &got).unwrap(),
+            "ipv6.dst (bytes 38-53) differs: expected fe80::2, got fe80::3"
+        );
+        let mut got = want.clone();
+        got[14 + 40 + 1] = 54;
+        assert!(
+            frame_difference(&want, &got)
+                .unwrap()
+                .starts_with("udp.sport (bytes 54-55)")
+        );
+    }
+
+    #[test]
     fn a_difference_reads_as_one_line() {
         let d = Difference {
             port: "p2".into(),
@@ -470,5 +577,12 @@ mod tests {
             frames: None,
         };
         assert_eq!(d.to_string(), "port p2 frame 3 (t=1.500000000): x");
+        assert_eq!(d.frame_lines(), None);
+        let d = Difference {
+            frames: Some(("a".into(), "b".into())),
+            ..d
+        };
+        assert_eq!(d.to_string(), "port p2 frame 3 (t=1.500000000): x");
+        assert_eq!(d.frame_lines().unwrap(), "  expected: a\n  got:      b");
     }
 }

@@ -15,7 +15,7 @@ pub fn check_port_name(name: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'));
     if !ok {
         bail!(
-            "Port name {name:?} cannot be a file name: use up to 64 letters, digits and - _ . @ +, \
+            "port name {name:?} cannot be a file name: use up to 64 letters, digits and - _ . @ +, \
              not starting with a dot"
         );
     }
@@ -28,6 +28,15 @@ pub fn hex(b: &[u8]) -> String {
         let _ = write!(s, "{x:02x}");
         s
     })
+}
+
+/// A count with its noun: `count(1, "frame", "frames")` is "1 frame".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 /// Nanoseconds as seconds with nine decimals, as capture tools print times.
@@ -55,5 +64,8 @@ mod tests {
         assert_eq!(hex(&[]), "");
         assert_eq!(seconds_ns(1_500_000_000), "1.500000000");
         assert_eq!(seconds_ns(7), "0.000000007");
+        assert_eq!(count(1, "frame", "frames"), "1 frame");
+        assert_eq!(count(0, "frame", "frames"), "0 frames");
+        assert_eq!(count(2, "frame was", "frames were"), "2 frames were");
     }
 }

@@ -24,7 +24,7 @@
 //! bytes on every run, at any speed.
 
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -37,11 +37,11 @@ use switch::fabric::TraceSink;
 use switch::gateway::GATEWAY_QUEUE_FRAMES;
 use switch::port::{GatewayQueue, GatewayTx};
 use switch::{
-    DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, PortCounters, PortHandle, PortId,
-    PortSet, PortStats, TableConfig, TableStats,
+    DropReason, Engine, Fabric, FdbEntry, Gateway, Instant, MacAddr, PortCounters, PortHandle,
+    PortId, PortSet, PortStats, TableConfig, TableStats,
 };
 
-use super::notation::seconds_ns;
+use super::notation::{count, seconds_ns};
 
 /// The gateway port's name in trace lines and summaries, as in `serve`.
 pub use switch::dataplane::GATEWAY_PORT_NAME;
@@ -61,7 +61,21 @@ pub struct LabConfig {
     pub format: OutputFormat,
     /// Where trace lines go, if anywhere.
     pub trace: Option<Arc<TraceSink>>,
+    /// Called every [`PROGRESS_FRAMES`] input frames with the count so far
+    /// and the virtual time (for a progress line).
+    pub progress: Option<Arc<ProgressSink>>,
+    /// Static MAC table entries in place before the first frame (`--static`).
+    pub static_entries: Vec<(MacAddr, PortId)>,
 }
+
+/// Receives the frame count and the virtual time as a run goes on.
+pub type ProgressSink = dyn Fn(u64, Instant) + Send + Sync;
+
+/// How often [`LabConfig::progress`] is called, in input frames (a power of two).
+pub const PROGRESS_FRAMES: u64 = 1 << 16;
+
+/// The path that means standard input, as in most Unix tools.
+pub const STDIN_PATH: &str = "-";
 
 impl std::fmt::Debug for LabConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +86,8 @@ impl std::fmt::Debug for LabConfig {
             .field("mtu", &self.mtu)
             .field("format", &self.format)
             .field("trace", &self.trace.is_some())
+            .field("progress", &self.progress.is_some())
+            .field("static_entries", &self.static_entries)
             .finish()
     }
 }
@@ -103,6 +119,14 @@ pub struct Outcome {
     /// The virtual time of the first and last frame (zero if none).
     pub first: Instant,
     pub last: Instant,
+    /// Frames of non-Ethernet captures that were given an Ethernet header.
+    pub headers_added: u64,
+    /// Frames of non-Ethernet captures that could not be given one (not
+    /// IP, or too short), and were left out.
+    pub frames_skipped: u64,
+    /// What a user should know about the inputs (frames cut short,
+    /// timestamps out of order), one sentence each, naming the file.
+    pub warnings: Vec<String>,
 }
 
 /// One port's name and counters.
@@ -185,6 +209,13 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         gw.handle = Some(handle);
     }
     let ports = PortSet::new(handles);
+    // After the gateway's own address, so that pinning that is refused.
+    for (mac, port) in &config.static_entries {
+        engine
+            .table()
+            .add_static(*mac, *port)
+            .with_context(|| format!("--static {mac}"))?;
+    }
 
     let mut inputs = Vec::new();
     for (i, spec) in config.ports.iter().enumerate() {
@@ -222,7 +253,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
             bail!(
                 "{}: byte {}: frame time {} is after 2106-02-07 06:28:15 UTC, which a classic \
                  pcap cannot hold: add --out-format pcapng",
-                input.path.display(),
+                display_input(&input.path),
                 input.offset,
                 seconds_ns(now.as_nanos())
             );
@@ -252,7 +283,12 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
             &mut input.data,
         );
         vnet = VnetHdr::default();
-        input.advance()?;
+        input.advance(now)?;
+        if frames_in & (PROGRESS_FRAMES - 1) == 0
+            && let Some(progress) = &config.progress
+        {
+            progress(frames_in, now);
+        }
 
         if let Some(gw) = &mut gateway {
             gw.run(now, &mut fabric, &mut session, &ports);
@@ -266,21 +302,13 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
     }
     drop(session);
     engine.table().expire(now);
-    for input in inputs.iter().filter(|i| i.cut > 0) {
-        // Not an error (tcpdump -s 96 is common), but the outputs hold
-        // these frames as cut, not as they were on the wire.
-        log::warn!(
-            "{}: {} frames were cut short by the capture's snap length; they were replayed as captured",
-            input.path.display(),
-            input.cut
-        );
-    }
+    let warnings = inputs.iter().flat_map(Input::warnings).collect();
     for recorder in &mut recorders {
         recorder.flush_if_over(0)?;
         recorder
             .output
             .flush()
-            .with_context(|| format!("Cannot write the output of port {}", recorder.name))?;
+            .with_context(|| format!("cannot write the output of port {}", recorder.name))?;
     }
 
     let mut port_outcomes: Vec<PortOutcome> = ports
@@ -299,13 +327,16 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         frames_in,
         first: first.unwrap_or(Instant::ZERO),
         last: now,
+        headers_added: inputs.iter().map(|i| i.reader.headers_added()).sum(),
+        frames_skipped: inputs.iter().map(|i| i.reader.frames_skipped()).sum(),
+        warnings,
     })
 }
 
 /// An input file with its next frame read ahead (the merge compares heads).
 struct Input {
     path: PathBuf,
-    reader: PcapReader<BufReader<File>>,
+    reader: PcapReader<BufReader<Box<dyn Read + Send>>>,
     port: Arc<PortHandle>,
     /// The next frame's timestamp; `None` at the end of the file.
     head: Option<u64>,
@@ -313,17 +344,24 @@ struct Input {
     offset: u64,
     /// Frames the capture cut short (its snap length was below the frame).
     cut: u64,
+    /// Frames stamped earlier than the clock when they came up, handled at
+    /// the clock's time instead.
+    restamped: u64,
 }
 
 impl Input {
     fn open(spec: &InputSpec, port: Arc<PortHandle>) -> Result<Input> {
         let path = &spec.path;
-        let file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
+        let source: Box<dyn Read + Send> = if path.as_os_str() == STDIN_PATH {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+        };
         let reader = PcapReader::with_interface(
-            BufReader::with_capacity(256 * 1024, file),
+            BufReader::with_capacity(256 * 1024, source),
             spec.interface.clone(),
         )
-        .with_context(|| path.display().to_string())?;
+        .with_context(|| display_input(path))?;
         let mut input = Input {
             path: path.clone(),
             reader,
@@ -332,14 +370,19 @@ impl Input {
             data: Vec::new(),
             offset: 0,
             cut: 0,
+            restamped: 0,
         };
-        input.advance()?;
+        input.advance(Instant::ZERO)?;
         Ok(input)
     }
 
-    fn advance(&mut self) -> Result<()> {
+    /// Reads the next frame; `now` is the clock after the frame just handled.
+    fn advance(&mut self, now: Instant) -> Result<()> {
         match self.reader.next_frame() {
             Ok(Some(frame)) => {
+                if frame.timestamp_ns < now.as_nanos() {
+                    self.restamped += 1;
+                }
                 self.head = Some(frame.timestamp_ns);
                 self.offset = frame.offset;
                 self.data.clear();
@@ -350,10 +393,40 @@ impl Input {
             }
             Ok(None) => self.head = None,
             Err(err) => {
-                return Err(anyhow::Error::new(err).context(self.path.display().to_string()));
+                return Err(anyhow::Error::new(err).context(display_input(&self.path)));
             }
         }
         Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let path = display_input(&self.path);
+        let mut out = Vec::new();
+        if self.cut > 0 {
+            // Not an error (tcpdump -s 96 is common), but the outputs hold
+            // these frames as cut, not as they were on the wire.
+            out.push(format!(
+                "{path}: {} cut short by the capture's snap length; replayed as captured",
+                count(self.cut, "frame was", "frames were")
+            ));
+        }
+        if self.restamped > 0 {
+            out.push(format!(
+                "{path}: {} stamped earlier than the clock had reached (out of order); \
+                 handled at the current time, since the clock never goes back",
+                count(self.restamped, "frame was", "frames were")
+            ));
+        }
+        out
+    }
+}
+
+/// An input's name in messages: its path, or "stdin" for `-`.
+pub fn display_input(path: &std::path::Path) -> String {
+    if path.as_os_str() == STDIN_PATH {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
     }
 }
 
@@ -406,7 +479,7 @@ impl Recorder {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.output
             .write_all(bytes)
-            .with_context(|| format!("Cannot write the output of port {}", self.name))
+            .with_context(|| format!("cannot write the output of port {}", self.name))
     }
 }
 

@@ -1,21 +1,42 @@
-//! The summary `replay` prints: per-port counters with drop reasons, then
-//! the final MAC table in the same layout as `tapswitch fdb`. Everything in
-//! it comes from the frames (virtual time), never from the machine, so it
-//! can be checked in as a golden file.
+//! The summary `replay` prints: per-port counters with drop reasons and the
+//! MAC table's counters, then (with `--fdb`) the final MAC table in the same
+//! layout as `tapswitch fdb`; or all of it as one JSON document (`--json`).
+//! Everything in it comes from the frames (virtual time), never from the
+//! machine, so it can be checked in as a golden file.
 
-use super::playback::{LabConfig, Outcome};
+use serde::Serialize;
+use switch::{PortStats, TableStats};
+
+use super::expect::Difference;
+use super::notation::{count, seconds_ns};
+use super::playback::{LabConfig, Outcome, PortOutcome};
 use crate::control::{FdbReply, FdbRow};
 use crate::query::render_fdb;
 
-/// The whole summary, ending in a newline.
-pub fn render(outcome: &Outcome, config: &LabConfig) -> String {
+/// The whole summary as text, ending in a newline; the MAC table's rows
+/// only if `with_fdb`.
+pub fn render(outcome: &Outcome, config: &LabConfig, with_fdb: bool) -> String {
     let mut out = String::new();
     if outcome.frames_in == 0 {
         out += "replay: no frames in the inputs\n";
     } else {
         out += &format!(
-            "replay: {} frames from t={} to t={}\n",
-            outcome.frames_in, outcome.first, outcome.last
+            "replay: {} from t={} to t={}\n",
+            count(outcome.frames_in, "frame", "frames"),
+            outcome.first,
+            outcome.last
+        );
+    }
+    if outcome.headers_added > 0 {
+        out += &format!(
+            "replay: {} of non-Ethernet captures given an Ethernet header\n",
+            count(outcome.headers_added, "frame", "frames")
+        );
+    }
+    if outcome.frames_skipped > 0 {
+        out += &format!(
+            "replay: {} of non-Ethernet captures left out (not IP, or too short)\n",
+            count(outcome.frames_skipped, "frame", "frames")
         );
     }
     let width = outcome
@@ -29,13 +50,7 @@ pub fn render(outcome: &Outcome, config: &LabConfig) -> String {
         "{:<width$}  {:>8}  {:>8}  {:>8}  drops\n",
         "port", "rx", "tx", "dropped"
     );
-    // User ports in their order, the gateway last (it is port 0).
-    let ordered = outcome
-        .ports
-        .iter()
-        .filter(|p| p.id.0 != 0)
-        .chain(outcome.ports.iter().filter(|p| p.id.0 == 0));
-    for port in ordered {
+    for port in ordered(outcome) {
         let s = &port.stats;
         let reasons: Vec<String> = s.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let line = format!(
@@ -49,19 +64,111 @@ pub fn render(outcome: &Outcome, config: &LabConfig) -> String {
         out += line.trim_end();
         out.push('\n');
     }
-    let ageing = match config.table.max_age {
+    let reply = fdb_reply(outcome);
+    if with_fdb {
+        out += &format!("mac table at t={} ({}):\n", outcome.last, ageing(config));
+        out += &render_fdb(&reply);
+    } else {
+        // The table's counters are the last line of `render_fdb`.
+        let table = render_fdb(&FdbReply {
+            entries: Vec::new(),
+            stats: reply.stats,
+        });
+        out += table.lines().last().unwrap_or_default();
+        out.push('\n');
+    }
+    out
+}
+
+/// User ports in their order, the gateway (port 0) last.
+fn ordered(outcome: &Outcome) -> impl Iterator<Item = &PortOutcome> {
+    outcome
+        .ports
+        .iter()
+        .filter(|p| p.id.0 != 0)
+        .chain(outcome.ports.iter().filter(|p| p.id.0 == 0))
+}
+
+fn ageing(config: &LabConfig) -> String {
+    match config.table.max_age {
         Some(age) => format!("ageing time {} s", age.as_secs()),
         None => "no ageing".to_string(),
-    };
-    out += &format!("mac table at t={} ({ageing}):\n", outcome.last);
-    let reply = FdbReply {
+    }
+}
+
+fn fdb_reply(outcome: &Outcome) -> FdbReply {
+    FdbReply {
         entries: outcome
             .fdb
             .iter()
             .map(|e| FdbRow::new(e, outcome.port_name(e.port)))
             .collect(),
         stats: outcome.table,
+    }
+}
+
+/// What `--expect` found, for the JSON summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpectReport {
+    pub dir: String,
+    /// Whether every output matches and nothing is missing on either side.
+    pub same: bool,
+    pub differences: Vec<Difference>,
+}
+
+/// `replay --json`: the summary as one JSON document.
+#[derive(Debug, Serialize)]
+struct JsonSummary<'a> {
+    frames: u64,
+    /// Seconds since the epoch, nine decimals, as in the text summary.
+    first: String,
+    last: String,
+    headers_added: u64,
+    frames_skipped: u64,
+    ports: Vec<JsonPort<'a>>,
+    table: TableStats,
+    /// The MAC table's rows, with `--fdb` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fdb: Option<Vec<FdbRow>>,
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect: Option<&'a ExpectReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonPort<'a> {
+    port_no: u32,
+    name: &'a str,
+    #[serde(flatten)]
+    stats: &'a PortStats,
+}
+
+/// The summary as one JSON document, ending in a newline.
+pub fn render_json(
+    outcome: &Outcome,
+    with_fdb: bool,
+    expect: Option<&ExpectReport>,
+) -> serde_json::Result<String> {
+    let reply = fdb_reply(outcome);
+    let summary = JsonSummary {
+        frames: outcome.frames_in,
+        first: seconds_ns(outcome.first.as_nanos()),
+        last: seconds_ns(outcome.last.as_nanos()),
+        headers_added: outcome.headers_added,
+        frames_skipped: outcome.frames_skipped,
+        ports: ordered(outcome)
+            .map(|p| JsonPort {
+                port_no: p.id.0,
+                name: &p.name,
+                stats: &p.stats,
+            })
+            .collect(),
+        table: outcome.table,
+        fdb: with_fdb.then_some(reply.entries),
+        warnings: &outcome.warnings,
+        expect,
     };
-    out += &render_fdb(&reply);
-    out
+    let mut text = serde_json::to_string_pretty(&summary)?;
+    text.push('\n');
+    Ok(text)
 }

@@ -118,6 +118,19 @@ fn several_interfaces_are_refused_unless_one_is_chosen() {
     let err = read(&b.out, None).unwrap_err();
     assert!(matches!(err.kind, ReadErrorKind::SeveralInterfaces { .. }));
     assert!(err.to_string().contains("#1 eth1"), "{err}");
+    // Exactly the interfaces the file has: no "..." for ones it has not.
+    assert!(
+        err.to_string()
+            .contains("the file has several interfaces (#0 eth0, #1 eth1); choose one"),
+        "{err}"
+    );
+    let mut three = Builder::new(false);
+    for name in ["a", "b", "c"] {
+        three.interface(1, Some(name), Some(9));
+    }
+    three.packet(2, 10, &[0; 60]);
+    let err = read(&three.out, None).unwrap_err();
+    assert!(err.to_string().contains("(#0 a, #1 b, #2 c)"), "{err}");
 
     let by_index = read(&b.out, Some(InterfaceChoice::Index(1))).unwrap();
     assert_eq!(by_index.len(), 2);
@@ -148,12 +161,12 @@ fn a_second_section_starts_its_own_interface_numbers() {
 #[test]
 fn bad_blocks_are_errors_at_their_offset() {
     let mut b = Builder::new(false);
-    b.interface(113, None, None);
+    b.interface(105, None, None);
     let err = read(&b.out, None).unwrap_err();
     assert!(matches!(
         err.kind,
         ReadErrorKind::NotEthernet {
-            linktype: 113,
+            linktype: 105,
             interface: Some(0)
         }
     ));

@@ -1,0 +1,105 @@
+//! The frames the gateway's services send to containers, built with
+//! smoltcp's wire types: UDP datagrams and echo replies from remote
+//! addresses (or from the gateway's DNS port), and any IPv4 packet wrapped
+//! for the wire.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+
+use crate::mac::MacAddr;
+
+/// Linux's `ip_default_ttl`.
+const TTL: u8 = 64;
+
+/// Wraps an IPv4 packet in an Ethernet header.
+pub fn ethernet(src: MacAddr, dst: MacAddr, ip_packet: &[u8]) -> Vec<u8> {
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(src.0),
+        dst_addr: EthernetAddress(dst.0),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut frame = vec![0u8; eth.buffer_len() + ip_packet.len()];
+    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut view);
+    view.payload_mut().copy_from_slice(ip_packet);
+    frame
+}
+
+/// An IPv4 UDP datagram from `src` to `dst`; `None` if it cannot fit one
+/// IPv4 packet.
+pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Option<Vec<u8>> {
+    let udp = UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+    };
+    let ip = Ipv4Repr {
+        src_addr: *src.ip(),
+        dst_addr: *dst.ip(),
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: TTL,
+    };
+    u16::try_from(ip.buffer_len() + ip.payload_len).ok()?;
+    let caps = ChecksumCapabilities::default();
+    let mut packet = vec![0u8; ip.buffer_len() + ip.payload_len];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.emit(&mut view, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(view.payload_mut()),
+        &ip.src_addr.into(),
+        &ip.dst_addr.into(),
+        payload.len(),
+        |buf| buf.copy_from_slice(payload),
+        &caps,
+    );
+    Some(packet)
+}
+
+/// An IPv4 echo reply from `src` to `dst`.
+pub fn echo_reply_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    seq_no: u16,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    let icmp = Icmpv4Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: TTL,
+    };
+    u16::try_from(ip.buffer_len() + ip.payload_len).ok()?;
+    let caps = ChecksumCapabilities::default();
+    let mut packet = vec![0u8; ip.buffer_len() + ip.payload_len];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.emit(&mut view, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
+    Some(packet)
+}
+
+/// The IPv4 packet of an Ethernet frame (its payload, cut to the packet's
+/// total length).
+pub(crate) fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
+    let payload = frame.get(14..)?;
+    let ip = Ipv4Packet::new_checked(payload).ok()?;
+    payload.get(..usize::from(ip.total_len()))
+}
+
+/// A frame's source MAC and source IPv4 address.
+pub(crate) fn source_of(frame: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    Some((MacAddr(eth.src_addr().0), ip.src_addr()))
+}

@@ -1,0 +1,679 @@
+//! The gateway's services, sans I/O: frames from the gateway port and
+//! host socket events in; frames for the containers, host socket commands
+//! and container-side TCP commands out.
+//!
+//! This joins the pure pieces — [`crate::flows::classify()`], the
+//! [`FlowTable`], the [`DnsResponder`] and the [`Forwarder`] — into the
+//! one object the gateway thread will drive, so that what is left to wire
+//! is I/O: host sockets (`ports`), and smoltcp's TCP sockets for the
+//! container side of TCP flows. **Not wired yet.**
+//!
+//! What it does entirely by itself, at the wire level:
+//!
+//! - **DNS over UDP** at the gateway's address: answers built by the
+//!   responder go straight back as frames; forwarded queries become
+//!   [`HostCommand::SendDns`], and upstream answers ([`Services::dns_reply`])
+//!   frames again; SERVFAIL when every upstream stayed silent.
+//! - **UDP and ping flows**: the first datagram opens the flow
+//!   ([`HostCommand::Connect`]) and is sent once the socket is up; host
+//!   datagrams become frames from the remote's address; path errors become
+//!   ICMP unreachables quoting the flow's first packet.
+//! - **TCP, up to the handshake**: a SYN opens the flow and is held; a
+//!   refused or unreachable connect answers the container from the held
+//!   SYN (RST or ICMP); a successful one hands the SYN to the container
+//!   side ([`StackCommand::Accept`]). Segments of open flows go to the
+//!   stack ([`Verdict::ToStack`]); the relay's events come back through
+//!   [`Services::tcp`] from the code that drives smoltcp's sockets.
+//! - **Published ports**: a client accepted on a published TCP port
+//!   ([`Services::published_connection`]) becomes an inbound flow and a
+//!   [`StackCommand::Connect`] from the client's own address; a client's
+//!   datagram to a published UDP port ([`Services::published_datagram`])
+//!   reaches the container from the client's address, and the container's
+//!   answers go back through the published socket.
+//! - **Isolation**: with outbound access off (`--internal`, `--no-outbound`)
+//!   every flow is answered "administratively prohibited" and none opened.
+//!
+//! Frames to a container go to the MAC it last sent from (learned from
+//! its own frames, bounded by the subnet's size). Packets larger than the
+//! network's MTU are not fragmented: they are dropped and counted.
+
+mod frames;
+mod io;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use serde::Serialize;
+
+use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
+use crate::flows::{
+    Action, Actions, Admission, EchoEvent, FlowKey, FlowLimits, FlowTable, GatewayAddresses,
+    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify,
+    reset_for_syn, unreachable_packet,
+};
+use crate::mac::MacAddr;
+use crate::time::Instant;
+
+pub use frames::{echo_reply_packet, ethernet, udp_packet};
+use frames::{ip_packet, source_of};
+pub use io::{HostCommand, HostEvent, Output, StackCommand};
+
+/// The DNS port the gateway serves.
+const DNS_PORT: u16 = 53;
+/// IPv4 header and the first 8 bytes of the transport header: what an
+/// ICMP error must quote (RFC 792) so the container can match its socket.
+const QUOTE_LEN: usize = 20 + 8;
+
+/// How the services are set up for one network.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    pub gateway: GatewayAddresses,
+    /// The network's MTU: the largest IP packet sent to a container.
+    pub mtu: usize,
+    /// Outbound flows allowed (off for `--internal` and `--no-outbound`).
+    pub outbound: bool,
+    pub limits: FlowLimits,
+    pub names: NameTable,
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// What to do with the frame given to [`Services::frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the gateway's own stack (smoltcp).
+    ToStack,
+    /// The services took it (outputs may have been produced).
+    Consumed,
+    /// Nobody's; counted.
+    Dropped,
+}
+
+/// The services' own counters (the flow table, responder and forwarder
+/// keep theirs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ServicesStats {
+    /// Frames for nobody (ARP for others, floods, other EtherTypes).
+    pub not_for_us: u64,
+    /// Frames cut short or with bad checksums.
+    pub malformed: u64,
+    /// Frames from outside the subnet.
+    pub foreign_source: u64,
+    /// Fragments (not translated).
+    pub fragments: u64,
+    /// Protocols or ICMP messages not translated.
+    pub unsupported: u64,
+    /// Flows refused because outbound access is off.
+    pub outbound_denied: u64,
+    /// TCP segments for no flow (not a SYN), dropped as conntrack drops
+    /// INVALID.
+    pub stray_segments: u64,
+    /// Frames for a container whose MAC is not known.
+    pub no_neighbor: u64,
+    /// Packets larger than the MTU (not fragmented).
+    pub too_big: u64,
+}
+
+/// What a flow keeps from its first packet until it needs it.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// TCP: the whole SYN frame (for the stack, or the RST); others: the
+    /// first packet's header and 8 bytes (the quote of an ICMP error).
+    packet: Vec<u8>,
+    /// UDP and ping: the first datagram, sent once the socket is up.
+    first: Option<(u16, Vec<u8>)>,
+}
+
+/// The gateway's services for one network. See the module documentation.
+#[derive(Debug)]
+pub struct Services {
+    config: ServicesConfig,
+    flows: FlowTable,
+    dns: DnsResponder,
+    forwarder: Forwarder,
+    neighbors: HashMap<Ipv4Addr, MacAddr>,
+    held: HashMap<FlowKey, Held>,
+    /// Released TCP flows whose smoltcp socket still finishes its close
+    /// (the last ACKs must reach it), until [`Services::stack_released`].
+    lingering: HashSet<FlowKey>,
+    stats: ServicesStats,
+}
+
+impl Services {
+    pub fn new(config: ServicesConfig) -> Services {
+        Services {
+            flows: FlowTable::new(config.limits),
+            dns: DnsResponder::new(config.names.clone()),
+            forwarder: Forwarder::new(config.upstreams.clone()),
+            neighbors: HashMap::new(),
+            held: HashMap::new(),
+            lingering: HashSet::new(),
+            stats: ServicesStats::default(),
+            config,
+        }
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// A TCP relay event, from the stack's socket or the host socket
+    /// (data, FIN, EOF, resets, writes done): runs it on the flow and
+    /// carries out what follows. What waits to be written is read with
+    /// [`Services::flows`] ([`FlowTable::tcp_flow`]).
+    pub fn tcp(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: TcpEvent<'_>,
+        out: &mut Vec<Output>,
+    ) -> crate::flows::TcpStep {
+        let step = self.flows.tcp(now, key, event);
+        self.carry_out(key, step.actions, out);
+        step
+    }
+
+    pub fn dns(&self) -> &DnsResponder {
+        &self.dns
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    pub fn stats(&self) -> &ServicesStats {
+        &self.stats
+    }
+
+    /// The names changed (a container came or went).
+    pub fn set_names(&mut self, names: NameTable) {
+        self.dns.set_names(names);
+    }
+
+    /// One frame from the gateway port. `random_id` is a fresh random
+    /// number, used only if the frame is a DNS query to forward.
+    pub fn frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) -> Verdict {
+        let ingress = classify(frame, &self.config.gateway);
+        if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
+            self.learn_neighbor(frame);
+        }
+        match ingress {
+            Ingress::Local => Verdict::ToStack,
+            Ingress::Ignore(reason) => {
+                self.count_ignored(reason);
+                Verdict::Dropped
+            }
+            Ingress::Dns { client, payload } => {
+                self.dns_query(now, client, payload, random_id, out);
+                Verdict::Consumed
+            }
+            Ingress::Tcp { .. } | Ingress::Udp { .. } | Ingress::Echo { .. }
+                if !self.config.outbound =>
+            {
+                self.stats.outbound_denied += 1;
+                self.answer_from(
+                    frame,
+                    |gw, ip| unreachable_packet(Unreachable::Prohibited, gw, ip),
+                    out,
+                );
+                Verdict::Consumed
+            }
+            Ingress::Tcp { key, syn, rst } => self.tcp_segment(now, key, syn, rst, frame, out),
+            Ingress::Udp { key, payload } => {
+                self.datagram(now, key, None, payload, frame, out);
+                Verdict::Consumed
+            }
+            Ingress::Echo {
+                key,
+                seq_no,
+                payload,
+            } => {
+                self.datagram(now, key, Some(seq_no), payload, frame, out);
+                Verdict::Consumed
+            }
+        }
+    }
+
+    fn count_ignored(&mut self, reason: IgnoreReason) {
+        let counter = match reason {
+            IgnoreReason::NotForUs => &mut self.stats.not_for_us,
+            IgnoreReason::Malformed => &mut self.stats.malformed,
+            IgnoreReason::ForeignSource => &mut self.stats.foreign_source,
+            IgnoreReason::Fragment => &mut self.stats.fragments,
+            IgnoreReason::Unsupported => &mut self.stats.unsupported,
+        };
+        *counter += 1;
+    }
+
+    /// Remembers which MAC a container's address sent from.
+    fn learn_neighbor(&mut self, frame: &[u8]) {
+        let Some((mac, ip)) = source_of(frame) else {
+            return;
+        };
+        self.neighbors.insert(ip, mac);
+    }
+
+    fn dns_query(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) {
+        match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => self.dns_to_client(client, &bytes, out),
+            DnsVerdict::Forward(question) => {
+                let sent = self
+                    .forwarder
+                    .forward(now, client.into(), payload, question, random_id);
+                match sent {
+                    Ok(query) => out.push(Output::Host(HostCommand::SendDns {
+                        upstream: query.upstream,
+                        bytes: query.bytes,
+                    })),
+                    Err(NotForwarded::Unavailable(reply)) => {
+                        self.dns_to_client(client, &reply.bytes, out)
+                    }
+                    Err(NotForwarded::Malformed) => {}
+                }
+            }
+            DnsVerdict::Drop(_) => {}
+        }
+    }
+
+    /// An upstream resolver's datagram, from `from`.
+    pub fn dns_reply(&mut self, from: SocketAddr, bytes: &[u8], out: &mut Vec<Output>) {
+        let Some(reply) = self.forwarder.reply(from, bytes) else {
+            return;
+        };
+        if let SocketAddr::V4(client) = reply.client {
+            self.dns_to_client(client, &reply.bytes, out);
+        }
+    }
+
+    fn dns_to_client(&mut self, client: SocketAddrV4, bytes: &[u8], out: &mut Vec<Output>) {
+        let from = SocketAddrV4::new(self.config.gateway.ip, DNS_PORT);
+        let packet = udp_packet(from, client, bytes);
+        self.send_packet(*client.ip(), packet, out);
+    }
+
+    fn tcp_segment(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        syn: bool,
+        rst: bool,
+        frame: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Verdict {
+        if let Some(flow) = self.flows.tcp_flow(&key) {
+            // An open flow's segments are the stack's; so are those of a
+            // published port's connection the stack is opening (the
+            // container's SYN-ACK).
+            if !flow.is_connecting() || flow.origin() == Origin::Inbound {
+                self.flows
+                    .count_packet(key, crate::flows::PacketWay::FromContainer);
+                return Verdict::ToStack;
+            }
+            // While connecting smoltcp must not see the flow's segments (it
+            // would answer RST): a retransmitted SYN is absorbed, a RST
+            // (the container gave up) abandons the connect.
+            if rst {
+                let actions = self.flows.tcp(now, key, TcpEvent::ContainerReset).actions;
+                self.carry_out(key, actions, out);
+            }
+            return Verdict::Consumed;
+        }
+        if self.lingering.contains(&key) && !syn {
+            return Verdict::ToStack;
+        }
+        if !syn {
+            self.stats.stray_segments += 1;
+            return Verdict::Dropped;
+        }
+        match self.flows.open(now, key) {
+            Ok(Admission::Opened(actions)) => {
+                self.lingering.remove(&key);
+                self.held.insert(
+                    key,
+                    Held {
+                        packet: frame.to_vec(),
+                        first: None,
+                    },
+                );
+                self.carry_out(key, actions, out);
+                Verdict::Consumed
+            }
+            Ok(Admission::Existing | Admission::Invalid) | Err(_) => Verdict::Dropped,
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        seq_no: Option<u16>,
+        payload: &[u8],
+        frame: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let opened = match self.flows.open(now, key) {
+            Ok(Admission::Opened(actions)) => Some(actions),
+            Ok(Admission::Existing) => None,
+            Ok(Admission::Invalid) | Err(_) => return,
+        };
+        let step = match seq_no {
+            None => self
+                .flows
+                .udp(now, key, UdpEvent::FromContainer(payload.len())),
+            Some(_) => self.flows.echo(now, key, EchoEvent::Request(payload.len())),
+        };
+        if let Some(actions) = opened {
+            let quote = ip_packet(frame)
+                .map(|ip| ip[..ip.len().min(QUOTE_LEN)].to_vec())
+                .unwrap_or_default();
+            self.held.insert(
+                key,
+                Held {
+                    packet: quote,
+                    first: Some((seq_no.unwrap_or(0), payload.to_vec())),
+                },
+            );
+            self.carry_out(key, actions, out);
+        } else if step.relay {
+            out.push(Output::Host(send_command(key, seq_no, payload)));
+        }
+    }
+
+    /// A client connected to a published TCP port: `container` is the
+    /// container's address and published port, `client` the client's
+    /// endpoint. On `false` the caller closes the client's socket (a limit
+    /// refused it, counted).
+    pub fn published_connection(
+        &mut self,
+        now: Instant,
+        container: SocketAddrV4,
+        client: SocketAddrV4,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let key = FlowKey::tcp(container, client);
+        match self.flows.open_inbound(now, key) {
+            Ok(Admission::Opened(actions)) => {
+                self.lingering.remove(&key);
+                self.carry_out(key, actions, out);
+                true
+            }
+            Ok(Admission::Existing | Admission::Invalid) | Err(_) => false,
+        }
+    }
+
+    /// A client's datagram to a published UDP port: sent to the container
+    /// from the client's own address. The container's answers come back
+    /// through [`Services::frame`] as [`HostCommand::Send`] for the flow,
+    /// which the I/O side sends from the published socket to the client.
+    pub fn published_datagram(
+        &mut self,
+        now: Instant,
+        container: SocketAddrV4,
+        client: SocketAddrV4,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let key = FlowKey::udp(container, client);
+        if !matches!(
+            self.flows.open_inbound(now, key),
+            Ok(Admission::Opened(_) | Admission::Existing)
+        ) {
+            return;
+        }
+        let step = self.flows.udp(now, key, UdpEvent::FromHost(payload.len()));
+        if step.relay {
+            let packet = udp_packet(client, container, payload);
+            self.send_packet(*container.ip(), packet, out);
+        }
+    }
+
+    /// Records a container's MAC (from IPAM), for frames to a container
+    /// that has not sent anything yet (a published port's first client).
+    pub fn set_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.neighbors.insert(ip, mac);
+    }
+
+    /// A host socket's report about a flow.
+    pub fn host(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: HostEvent<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let actions = match (key.protocol, event) {
+            (Protocol::Tcp, HostEvent::Connected) => {
+                self.flows.tcp(now, key, TcpEvent::HostConnected).actions
+            }
+            (Protocol::Tcp, HostEvent::ConnectFailed(failure)) => {
+                self.flows
+                    .tcp(now, key, TcpEvent::HostConnectFailed(failure))
+                    .actions
+            }
+            (Protocol::Tcp, _) => return,
+            (_, HostEvent::Connected) => {
+                let step = self.datagram_event(now, key, UdpEvent::HostConnected);
+                if !step.invalid {
+                    self.send_first(key, out);
+                }
+                step.actions
+            }
+            (_, HostEvent::ConnectFailed(failure)) => {
+                self.datagram_event(now, key, UdpEvent::HostConnectFailed(failure))
+                    .actions
+            }
+            (_, HostEvent::Error(failure)) => {
+                self.datagram_event(now, key, UdpEvent::HostError(failure))
+                    .actions
+            }
+            (Protocol::Udp, HostEvent::Datagram(data)) => {
+                let step = self.flows.udp(now, key, UdpEvent::FromHost(data.len()));
+                if step.relay {
+                    let packet = udp_packet(key.remote, key.container, data);
+                    self.send_packet(*key.container.ip(), packet, out);
+                }
+                step.actions
+            }
+            (Protocol::Icmp, HostEvent::EchoReply { seq_no, data }) => {
+                let step = self.flows.echo(now, key, EchoEvent::Reply(data.len()));
+                if step.relay {
+                    let packet = echo_reply_packet(
+                        *key.remote.ip(),
+                        *key.container.ip(),
+                        key.container.port(),
+                        seq_no,
+                        data,
+                    );
+                    self.send_packet(*key.container.ip(), packet, out);
+                }
+                step.actions
+            }
+            _ => return,
+        };
+        self.carry_out(key, actions, out);
+    }
+
+    /// The UDP machine's event for a UDP or ping flow.
+    fn datagram_event(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        event: UdpEvent,
+    ) -> crate::flows::UdpStep {
+        match (key.protocol, event) {
+            (Protocol::Icmp, UdpEvent::HostConnected) => {
+                self.flows.echo(now, key, EchoEvent::HostConnected)
+            }
+            (Protocol::Icmp, UdpEvent::HostConnectFailed(f)) => {
+                self.flows.echo(now, key, EchoEvent::HostConnectFailed(f))
+            }
+            (Protocol::Icmp, UdpEvent::HostError(f)) => {
+                self.flows.echo(now, key, EchoEvent::HostError(f))
+            }
+            _ => self.flows.udp(now, key, event),
+        }
+    }
+
+    /// Sends the datagram that opened a UDP or ping flow, now that its
+    /// socket is up.
+    fn send_first(&mut self, key: FlowKey, out: &mut Vec<Output>) {
+        let Some((seq_no, payload)) = self.held.get_mut(&key).and_then(|h| h.first.take()) else {
+            return;
+        };
+        let seq_no = (key.protocol == Protocol::Icmp).then_some(seq_no);
+        out.push(Output::Host(send_command(key, seq_no, &payload)));
+    }
+
+    /// The stack removed a forgotten flow's socket (it reached `Closed` or
+    /// `TimeWait`): its segments are nobody's from now on.
+    pub fn stack_released(&mut self, key: FlowKey) {
+        self.lingering.remove(&key);
+    }
+
+    /// Runs the flow and DNS timers.
+    pub fn timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        for (key, actions) in self.flows.expire(now) {
+            self.carry_out(key, actions, out);
+        }
+        for expired in self.forwarder.expire(now) {
+            match expired {
+                Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns {
+                    upstream: query.upstream,
+                    bytes: query.bytes,
+                })),
+                Expired::GiveUp(reply) => {
+                    if let SocketAddr::V4(client) = reply.client {
+                        self.dns_to_client(client, &reply.bytes, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// When [`Services::timers`] next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.flows.next_deadline(), self.forwarder.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Turns a flow machine's actions into outputs.
+    fn carry_out(&mut self, key: FlowKey, actions: Actions, out: &mut Vec<Output>) {
+        for action in actions.iter() {
+            match action {
+                Action::ConnectHost => out.push(Output::Host(HostCommand::Connect(key))),
+                Action::ConnectContainer => out.push(Output::Stack(StackCommand::Connect(key))),
+                Action::AcceptContainer => {
+                    let syn = self.held.remove(&key).map(|h| h.packet).unwrap_or_default();
+                    out.push(Output::Stack(StackCommand::Accept { key, syn }));
+                }
+                Action::ResetContainer => match self.held.get(&key) {
+                    // Before the handshake no socket exists: answer the
+                    // held SYN as the remote would have.
+                    Some(held) if key.protocol == Protocol::Tcp => {
+                        let frame = held.packet.clone();
+                        self.answer_from(&frame, |_, ip| reset_for_syn(ip), out);
+                    }
+                    _ => out.push(Output::Stack(StackCommand::Abort(key))),
+                },
+                Action::SendUnreachable(code) => {
+                    let quoted = self.held.get(&key).map(|h| h.packet.clone());
+                    if let Some(quoted) = quoted {
+                        let gateway = self.config.gateway.ip;
+                        let packet = if key.protocol == Protocol::Tcp {
+                            ip_packet(&quoted).and_then(|ip| unreachable_packet(code, gateway, ip))
+                        } else {
+                            unreachable_packet(code, gateway, &quoted)
+                        };
+                        self.send_packet(*key.container.ip(), packet, out);
+                    }
+                }
+                Action::ShutdownHostWrite => {
+                    out.push(Output::Host(HostCommand::ShutdownWrite(key)))
+                }
+                Action::CloseContainerWrite => {
+                    out.push(Output::Stack(StackCommand::CloseWrite(key)))
+                }
+                Action::ResetHost => out.push(Output::Host(HostCommand::Reset(key))),
+                Action::Release(_) => {
+                    // No held SYN left: the stack has a socket for the flow,
+                    // which lingers until it has closed.
+                    let handed_to_stack = self.held.remove(&key).is_none();
+                    out.push(Output::Host(HostCommand::Close(key)));
+                    if key.protocol == Protocol::Tcp && handed_to_stack {
+                        self.lingering.insert(key);
+                        out.push(Output::Stack(StackCommand::Forget(key)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds a reply from the IPv4 packet inside `frame` and sends it to
+    /// the frame's sender.
+    fn answer_from(
+        &mut self,
+        frame: &[u8],
+        build: impl FnOnce(Ipv4Addr, &[u8]) -> Option<Vec<u8>>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some((mac, _)) = source_of(frame) else {
+            return;
+        };
+        let Some(ip) = ip_packet(frame) else { return };
+        if let Some(packet) = build(self.config.gateway.ip, ip) {
+            self.emit(mac, &packet, out);
+        }
+    }
+
+    /// Sends an IPv4 packet to a container by its address.
+    fn send_packet(&mut self, to: Ipv4Addr, packet: Option<Vec<u8>>, out: &mut Vec<Output>) {
+        let Some(packet) = packet else {
+            self.stats.too_big += 1;
+            return;
+        };
+        let Some(&mac) = self.neighbors.get(&to) else {
+            self.stats.no_neighbor += 1;
+            return;
+        };
+        self.emit(mac, &packet, out);
+    }
+
+    fn emit(&mut self, to: MacAddr, packet: &[u8], out: &mut Vec<Output>) {
+        if packet.len() > self.config.mtu {
+            self.stats.too_big += 1;
+            return;
+        }
+        out.push(Output::Frame(ethernet(self.config.gateway.mac, to, packet)));
+    }
+}
+
+fn send_command(key: FlowKey, seq_no: Option<u16>, payload: &[u8]) -> HostCommand {
+    match seq_no {
+        Some(seq_no) => HostCommand::SendEcho {
+            key,
+            seq_no,
+            payload: payload.to_vec(),
+        },
+        None => HostCommand::Send {
+            key,
+            payload: payload.to_vec(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! `tapswitch fdb add|del|flush` against a running switch, as a user types
+//! them: what each prints, what `fdb --json` then shows, and each mistake
+//! refused in one line. Needs root (the switch's ports are veths in
+//! namespaces this test makes); CI runs it as root.
+//!
+//! ```text
+//!   h1 eth0 ═ p1 ┐
+//!                ├─ switch ns: tapswitch serve --iface p1 --iface p2
+//!   h2 eth0 ═ p2 ┘
+//! ```
+
+use std::process::{Command, Output};
+
+use tapswitch_tests::switch_process::binary;
+use tapswitch_tests::{SwitchProcess, Topology, require_root};
+
+const PINNED: &str = "02:00:00:00:aa:01";
+
+fn fdb(switch: &SwitchProcess, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("fdb")
+        .args(args)
+        .arg("--control")
+        .arg(&switch.control)
+        .output()
+        .expect("running tapswitch fdb")
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The one line a refusal prints.
+fn refusal(out: &Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+fn row(table: &serde_json::Value, mac: &str) -> Option<serde_json::Value> {
+    table["entries"]
+        .as_array()?
+        .iter()
+        .find(|e| e["mac"] == mac)
+        .cloned()
+}
+
+#[test]
+fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(
+        &topo.switch_ns.name,
+        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
+    );
+
+    let said = stdout_of(&fdb(&switch, &["add", PINNED, "p1"]));
+    assert_eq!(said, format!("added static entry {PINNED} on port p1\n"));
+
+    let table: serde_json::Value =
+        serde_json::from_str(&stdout_of(&fdb(&switch, &["--json"]))).unwrap();
+    let entry = row(&table, PINNED).expect("the static entry is listed");
+    assert_eq!(entry["ifname"], "p1");
+    assert_eq!(entry["flags"], serde_json::json!(["static"]));
+    assert_eq!(entry["state"], "static");
+    assert!(entry["vlan"].is_null());
+    assert_eq!(entry["port"], "p1", "the fields of before stay");
+    assert_eq!(entry["kind"], "static");
+    assert_eq!(
+        table["stats"]["entries"], 0,
+        "static entries are not counted"
+    );
+
+    let shown = stdout_of(&fdb(&switch, &["show"]));
+    let line = shown.lines().find(|l| l.contains(PINNED)).unwrap();
+    assert!(line.trim_end().ends_with("static"), "{line}");
+
+    // Mistakes, each in one line.
+    assert_eq!(
+        refusal(&fdb(&switch, &["add", PINNED, "nosuch"])),
+        "tapswitch: no port named nosuch on this switch; `tapswitch ports` lists them"
+    );
+    let group = refusal(&fdb(&switch, &["add", "01:00:5e:00:00:01", "p1"]));
+    assert!(
+        group.starts_with(
+            "tapswitch: 01:00:5e:00:00:01 is a group (multicast or broadcast) address"
+        ),
+        "{group}"
+    );
+    let gateway_mac = switch.call(r#"{"cmd":"info"}"#).unwrap()["gateway_mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = refusal(&fdb(&switch, &["del", &gateway_mac]));
+    assert!(own.contains("is the switch's own address"), "{own}");
+    let gateway_port = switch.port_of(&gateway_mac).unwrap();
+    let onto_gateway = refusal(&fdb(&switch, &["add", PINNED, &gateway_port]));
+    assert!(onto_gateway.contains("is the gateway's"), "{onto_gateway}");
+
+    // A flush keeps static entries unless asked.
+    let said = stdout_of(&fdb(&switch, &["flush"]));
+    assert!(said.starts_with("flushed "), "{said}");
+    assert_eq!(switch.port_of(PINNED).as_deref(), Some("p1"));
+    let said = stdout_of(&fdb(
+        &switch,
+        &["flush", "--port", "p1", "--include-static"],
+    ));
+    assert_eq!(said, "flushed 1 learned and static entry of port p1\n");
+    assert_eq!(switch.port_of(PINNED), None);
+    assert!(
+        switch.port_of(&gateway_mac).is_some(),
+        "the switch's own address always stays"
+    );
+
+    stdout_of(&fdb(&switch, &["add", PINNED, "p2"]));
+    let said = stdout_of(&fdb(&switch, &["del", PINNED]));
+    assert_eq!(
+        said,
+        format!("removed {PINNED} (a static entry on port p2)\n")
+    );
+    assert_eq!(
+        refusal(&fdb(&switch, &["del", PINNED])),
+        format!("tapswitch: {PINNED} is not in the MAC table")
+    );
+}

@@ -1,0 +1,128 @@
+//! `tapswitch monitor [--json]` (the switch's events as they happen, like
+//! `bridge monitor fdb`) and `tapswitch trace on|off [--port P]`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use switch::dataplane::TraceSettings;
+
+use crate::control::{self, Reply, Request};
+use crate::event_feed::StreamLine;
+use crate::query::Target;
+
+/// Options of `tapswitch monitor`.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print one JSON object per event instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `tapswitch trace`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Turn the per-decision trace on or off.
+    #[arg(value_enum)]
+    pub state: OnOff,
+    /// Only frames that arrive on or leave by this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Prints the switch's events until Ctrl-C, or until the switch goes away
+/// (then says so and exits 1).
+pub fn monitor(args: MonitorArgs) -> Result<ExitCode> {
+    let path = args.target.socket();
+    let stream = UnixStream::connect(&path).map_err(|err| {
+        anyhow!(
+            "no switch is listening on {} ({err}); start one with `tapswitch serve` or pass --control PATH",
+            path.display()
+        )
+    })?;
+    let mut request = serde_json::to_string(&Request::Monitor)?;
+    request.push('\n');
+    (&stream)
+        .write_all(request.as_bytes())
+        .with_context(|| format!("writing to {}", path.display()))?;
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .with_context(|| format!("reading the answer from {}", path.display()))?;
+    if line.is_empty() {
+        bail!(
+            "the switch at {} closed the connection without answering",
+            path.display()
+        );
+    }
+    let reply: Reply = serde_json::from_str(&line)
+        .with_context(|| format!("the switch at {} sent a malformed answer", path.display()))?;
+    if !reply.ok {
+        bail!(
+            "{}",
+            reply
+                .error
+                .unwrap_or_else(|| "the switch refused without saying why".into())
+        );
+    }
+    let stdout = std::io::stdout();
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line);
+        if matches!(read, Ok(0) | Err(_)) {
+            eprintln!(
+                "tapswitch: the switch at {} went away; monitor stops",
+                path.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        let text = line.trim_end();
+        // The switch's heartbeat on a quiet stream.
+        if text.is_empty() {
+            continue;
+        }
+        let out = if args.json {
+            text.to_string()
+        } else {
+            match StreamLine::from_json(text) {
+                Ok(event) => event.to_text(),
+                Err(_) => format!("(unreadable event) {text}"),
+            }
+        };
+        // `monitor | head` ends quietly, as Unix tools do.
+        if writeln!(stdout.lock(), "{out}").is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// `tapswitch trace on|off [--port P]`.
+pub fn trace(args: TraceArgs) -> Result<ExitCode> {
+    let request = Request::Trace {
+        on: args.state == OnOff::On,
+        port: args.port.clone(),
+    };
+    let settings: TraceSettings = control::call_as(&args.target.socket(), &request)?;
+    let state = if settings.on { "on" } else { "off" };
+    match (&settings.port, settings.on) {
+        (Some(port), true) => println!(
+            "trace on for port {port}: lines on the switch's stderr and in `tapswitch monitor`"
+        ),
+        (_, true) => println!("trace on: lines on the switch's stderr and in `tapswitch monitor`"),
+        _ => println!("trace {state}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
