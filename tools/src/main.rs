@@ -8,9 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{
-    container, demo, manuals, monitor, network, pcap_cmd, query, rootless, serve, show,
-};
+use tools::{container, demo, manuals, monitor, network, pcap_cmd, query, rootless, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
