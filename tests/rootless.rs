@@ -134,9 +134,15 @@ fn another_uid_is_refused_by_the_control_socket() {
     let intruder = RootlessUser::new(2);
     let socket = owner.runtime_dir().join("tapswitch/bridge.sock");
     let err = intruder.fails(&["stats", "--control", socket.to_str().unwrap()]);
-    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("permission denied on the control socket"),
+        "{err}"
+    );
     let err = intruder.fails(&["port", "rm", "gw", "--control", socket.to_str().unwrap()]);
-    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("permission denied on the control socket"),
+        "{err}"
+    );
     // The owner still gets its answers.
     assert!(owner.ok(&["stats"]).contains("rootless"));
 }
