@@ -57,6 +57,6 @@ pub use mac::MacAddr;
 pub use network::{Driver, IpamConfig, Network, NetworkSpec};
 pub use overlay::{OverlayConfig, OverlaySpec};
 pub use ports::{PortProtocol, PublishedPort};
-pub use state::{Container, State};
+pub use state::{AttachedNamespace, Container, NamespaceKeeper, State};
 pub use store::{EtcdUrl, Store, Transaction, state_dir};
 pub use subnet::Subnet;

@@ -71,9 +71,49 @@ pub struct Container {
     /// The control socket of the switch the veth is attached to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<PathBuf>,
+    /// Set when the namespace was not made by tapswitch but attached
+    /// (`container attach`): tapswitch then never deletes the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<AttachedNamespace>,
+    /// Rootless containers: the process tapswitch started to hold the
+    /// namespace (there is no `/run/netns` for an ordinary user).
+    /// Removing the container ends it, which deletes the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<NamespaceKeeper>,
     /// Published ports (`-p`), in the order given (bridge networks only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+}
+
+/// The process holding a rootless container's namespace, and the identity
+/// of that namespace (so that a reused PID is never taken for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceKeeper {
+    pub pid: u32,
+    /// `st_dev` of `/proc/<pid>/ns/net`.
+    pub dev: u64,
+    /// `st_ino` of `/proc/<pid>/ns/net`.
+    pub ino: u64,
+}
+
+/// A namespace tapswitch was given (`container attach --pid | --netns`).
+///
+/// `sandbox` names it by a path (`/proc/PID/ns/net` or a bind mount), and
+/// a path can come to name another namespace: the PID reused by a new
+/// process, the bind mount replaced. The namespace's own identity, the
+/// inode of its nsfs file, tells them apart: the container is alive while
+/// the path still leads to the same inode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedNamespace {
+    /// The process holding it, when attached by `--pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `st_dev` of the namespace's nsfs file.
+    pub dev: u64,
+    /// `st_ino` of the namespace's nsfs file (its namespace id).
+    pub ino: u64,
+    /// The interface tapswitch added inside (`eth0`, or the next free `ethN`).
+    pub iface: String,
 }
 
 /// Ids and a time for the predefined networks of a new state.

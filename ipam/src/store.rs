@@ -15,8 +15,8 @@
 //! [`crate::state`]; the backends only keep the document.
 //!
 //! Local directory: `--state-dir` or `$TAPSWITCH_STATE_DIR`, else
-//! `/var/lib/tapswitch` for root and `$XDG_STATE_HOME/tapswitch` (default
-//! `~/.local/state`) for other users.
+//! `/var/lib/tapswitch` for root and `$XDG_DATA_HOME/tapswitch` (default
+//! `~/.local/share`) for other users.
 
 pub mod etcd;
 pub mod local;

@@ -34,6 +34,7 @@ pub mod cpu;
 mod fd_tx;
 mod kernel;
 pub mod memory;
+pub mod namespace;
 pub mod packet;
 mod sys;
 pub mod tap;

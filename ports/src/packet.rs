@@ -59,6 +59,14 @@ fn open_sockets(
     name: &str,
     lanes: usize,
 ) -> Result<(Vec<PacketRx>, PacketTx, Option<FanoutSteering>), PortError> {
+    adopt_sockets(name, open_fds(name, lanes)?)
+}
+
+/// Opens interface `name`'s packet sockets (one per lane, joined in a
+/// fanout group) in the calling thread's network namespace, without making
+/// a port of them: rootless mode opens them inside a container's namespace
+/// and passes them to the switch, which [`adopt_lanes`] them.
+pub fn open_fds(name: &str, lanes: usize) -> Result<Vec<OwnedFd>, PortError> {
     check_interface_name(name)?;
     let ifindex = sys::if_nametoindex(name).map_err(|_| PortError::NoSuchInterface {
         name: name.to_string(),
@@ -86,12 +94,43 @@ fn open_sockets(
             sys::packet::discard_queued(fd.as_fd())
                 .map_err(|err| PortError::from_io(name, "emptying a new packet socket", err))?;
         }
-        fds.push(Arc::new(fd));
+        fds.push(fd);
     }
-    let mtu = sys::interface_mtu(fds[0].as_fd(), name)
+    Ok(fds)
+}
+
+/// Makes a port of packet sockets [`open_fds`] opened for interface `name`,
+/// possibly in another process and another network namespace (a socket
+/// keeps the namespace it was made in; the MTU is asked through it).
+pub fn adopt_lanes(name: &str, fds: Vec<OwnedFd>) -> Result<OpenedPort, PortError> {
+    let (rx, tx, steering) = adopt_sockets(name, fds)?;
+    Ok(OpenedPort {
+        kind: PortKind::Packet,
+        lanes: rx
+            .into_iter()
+            .map(|rx| Box::new(rx) as Box<dyn PortRx>)
+            .collect(),
+        tx: Arc::new(tx),
+        steering: steering.map(|s| Box::new(s) as Box<dyn Steering>),
+    })
+}
+
+fn adopt_sockets(
+    name: &str,
+    fds: Vec<OwnedFd>,
+) -> Result<(Vec<PacketRx>, PacketTx, Option<FanoutSteering>), PortError> {
+    let fds: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
+    let Some(first) = fds.first() else {
+        return Err(PortError::from_io(
+            name,
+            "adopting packet sockets",
+            io::Error::new(io::ErrorKind::InvalidInput, "no socket given"),
+        ));
+    };
+    let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let tx = FdTx::new(fds[0].clone(), mtu, true);
-    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: fds[0].clone() });
+    let tx = FdTx::new(first.clone(), mtu, true);
+    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: first.clone() });
     let name: Arc<str> = name.into();
     let rx = fds
         .into_iter()

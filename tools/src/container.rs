@@ -39,6 +39,7 @@ use serde::Serialize;
 use crate::control::{self, PortInfo, Request, SwitchInfo};
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
 use crate::network::{table, to_docker_json};
+use crate::rootless::Mode;
 use crate::statedir::{StateArgs, current_boot_id};
 
 /// The prefix of container namespaces in `/run/netns`.
@@ -77,6 +78,15 @@ pub enum ContainerCommand {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Plug a namespace tapswitch did not make (a Podman or Docker container, `ip netns add`) into a switch.
+    Attach(crate::attach::AttachArgs),
+    /// Unplug attached containers: delete the veth, release the address; the namespace stays.
+    Detach {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// Remove containers: detach the port, delete the veth and namespace, release the address.
     #[command(visible_alias = "remove")]
@@ -125,6 +135,8 @@ pub fn run(command: ContainerCommand) -> Result<ExitCode> {
             command,
         } => exec(&state, &name, &command),
         ContainerCommand::Rm { state, names } => rm(&state, &names),
+        ContainerCommand::Attach(args) => crate::attach::attach(args),
+        ContainerCommand::Detach { state, names } => crate::attach::detach(&state, &names),
     }
 }
 
@@ -168,8 +180,13 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         boot_id: current_boot_id(),
         control,
         ports,
+        attached: None,
+        keeper: None,
     };
 
+    if Mode::current() == Mode::Rootless {
+        return crate::rootless::containers::create(&store, record, &network, args.ip);
+    }
     let mut tx = store.lock()?;
     let record = tx.state.add_container(record, args.ip)?.clone();
     if let Err(err) = build(&record, &network) {
@@ -215,7 +232,7 @@ fn probe_host_ports(ports: &[PublishedPort]) -> Result<()> {
 
 /// Asks the switch of `network` who it is, so that a container is only
 /// built when there is a switch to plug it into.
-fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
     let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
     if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
         let why = match err.kind() {
@@ -330,7 +347,11 @@ fn make_namespace(sandbox: &Path) -> Result<()> {
 /// delete the veth pair, delete the namespace. Detaching is best effort (the
 /// switch may be gone); failing to delete the veth or namespace is an error,
 /// since releasing the address while they live would let it be used twice.
-fn tear_down(record: &Container) -> Result<()> {
+/// An attached container's namespace is its owner's and stays.
+pub(crate) fn tear_down(record: &Container) -> Result<()> {
+    if record.keeper.is_some() || Mode::current() == Mode::Rootless {
+        return crate::rootless::containers::tear_down(record);
+    }
     if let (Some(control), Some(iface)) = (&record.control, &record.host_iface) {
         let request = Request::PortRm {
             name: iface.clone(),
@@ -346,7 +367,9 @@ fn tear_down(record: &Container) -> Result<()> {
                 .with_context(|| format!("deleting the veth pair {iface}"))?;
         }
     }
-    if let Some(sandbox) = &record.sandbox {
+    if let Some(sandbox) = &record.sandbox
+        && record.attached.is_none()
+    {
         netns::delete(sandbox).with_context(|| format!("deleting {}", sandbox.display()))?;
     }
     Ok(())
@@ -381,6 +404,11 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 
 fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
     let record = args.open()?.load()?.container(name)?.clone();
+    if let Some(sandbox) = &record.sandbox
+        && Mode::current() == Mode::Rootless
+    {
+        return crate::rootless::containers::exec(name, sandbox, command);
+    }
     if let Some(sandbox) = &record.sandbox {
         if !netns::exists(sandbox) {
             bail!(

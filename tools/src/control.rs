@@ -46,6 +46,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
     },
+    /// Attach interface `iface` of the network namespace at `netns`, through
+    /// packet sockets a helper opens in there (rootless containers: the
+    /// switch's end of their veth pair lives in their own namespace).
+    PortAddIn {
+        iface: String,
+        netns: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
     /// Detach a port by name.
     PortRm { name: String },
     /// Start writing a port's traffic to a pcapng file in the capture directory.
@@ -124,6 +133,9 @@ pub struct SwitchInfo {
     pub max_macs: usize,
     pub workers: usize,
     pub capture_dir: Option<PathBuf>,
+    /// `root` or `rootless`: who runs the switch (empty from older switches).
+    #[serde(default)]
+    pub mode: String,
     /// How the workers read ports and shared the CPUs (flattened: the
     /// fields `reading`, `reading_changes`, `cpu_yields`, `cpu_moves`).
     #[serde(flatten)]
@@ -336,6 +348,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_port_in_another_namespace_names_it() {
+        let req = Request::PortAddIn {
+            iface: "ts-0123456789ab".into(),
+            netns: PathBuf::from("/proc/42/ns/net"),
+            owner: Some("c1".into()),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"cmd":"port_add_in","iface":"ts-0123456789ab","netns":"/proc/42/ns/net","owner":"c1"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
     fn requests_are_one_line_of_tagged_json() {
         let req = Request::PortAdd {
             iface: Some("veth1".into()),
@@ -416,6 +443,7 @@ mod tests {
             max_macs: 8192,
             workers: 2,
             capture_dir: None,
+            mode: "root".into(),
             dataplane: DataplaneMetrics {
                 reading: switch::dataplane::ReadMode::ByPort,
                 reading_changes: 3,

@@ -18,9 +18,7 @@ use crate::running::RunningSwitch;
 /// that died is replaced; a live switch on the same path is not.
 pub fn bind(path: &Path, network: &str) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!("creating the control socket's directory {}", dir.display())
-        })?;
+        prepare_socket_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -44,6 +42,19 @@ pub fn bind(path: &Path, network: &str) -> Result<UnixListener> {
     std::fs::rename(&staging, path)
         .with_context(|| format!("moving the control socket to {}", path.display()))?;
     Ok(listener)
+}
+
+/// Makes the control socket's directory. An ordinary user's default one
+/// (under `$XDG_RUNTIME_DIR` or its /tmp fallback) must be theirs and 0700, so
+/// another user can neither reach the socket nor plant one there.
+fn prepare_socket_dir(dir: &Path) -> Result<()> {
+    if crate::rootless::Mode::current() == crate::rootless::Mode::Rootless
+        && dir == crate::control::runtime_dir()
+    {
+        return crate::rootless::holder::private_dir(dir);
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the control socket's directory {}", dir.display()))
 }
 
 /// Serves the control socket from one thread (see `client_loop` for the

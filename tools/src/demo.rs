@@ -57,10 +57,9 @@ struct Made {
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
-    if !crate::control::is_root() {
-        bail!(
-            "the demo creates network namespaces, veth pairs and a TAP device, which needs root; run it as root (sudo)"
-        );
+    // An ordinary user's demo runs in a user namespace of their own.
+    if let Some(code) = crate::rootless::demo::prepare()? {
+        return Ok(code);
     }
     // The walkthrough prints its own story; keep the switch's info lines out of it.
     log::set_max_level(log::LevelFilter::Warn);
@@ -97,6 +96,17 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     let tag = std::process::id();
     println!("tapswitch demo: three containers on one userspace switch, like Docker's docker0.\n");
 
+    // Without /dev/net/tun (an ordinary user, mostly) c joins by veth too.
+    let tap_usable = nix::unistd::access(
+        "/dev/net/tun",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok();
+    if !tap_usable {
+        println!(
+            "(/dev/net/tun is not open to you, so container c joins by veth instead of TAP; to fix: sudo chmod 0666 /dev/net/tun)\n"
+        );
+    }
     println!("[1/5] Namespaces and links");
     let switch_ns = make_namespace(made, &format!("tsdemo-sw-{tag}"))?;
     let containers: Vec<Container> = ['a', 'b', 'c']
@@ -104,17 +114,18 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         .enumerate()
         .map(|(i, &letter)| -> Result<Container> {
             let ip = Ipv4Addr::new(172, 17, 0, 2 + i as u8);
+            let by_tap = letter == 'c' && tap_usable;
             Ok(Container {
                 letter,
                 ns: make_namespace(made, &format!("tsdemo-{letter}-{tag}"))?,
                 ip,
                 mac: ipam::MacAddr::docker_from_ipv4(ip).0,
-                port: if letter == 'c' {
+                port: if by_tap {
                     "tap-c".into()
                 } else {
                     format!("veth-{letter}")
                 },
-                by_tap: letter == 'c',
+                by_tap,
             })
         })
         .collect::<Result<_>>()?;
@@ -123,14 +134,16 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         print_container(c);
     }
 
-    println!("[2/5] Starting the switch; its TAP port tap-c moves into the third container");
+    if tap_usable {
+        println!("[2/5] Starting the switch; its TAP port tap-c moves into the third container");
+    } else {
+        println!("[2/5] Starting the switch");
+    }
     let switch = start_switch(&switch_ns, &containers, args.trace)?;
-    let tap = containers
-        .iter()
-        .find(|c| c.by_tap)
-        .expect("container c is on the TAP");
-    join_by_tap(&switch_ns, tap)?;
-    print_container(tap);
+    if let Some(tap) = containers.iter().find(|c| c.by_tap) {
+        join_by_tap(&switch_ns, tap)?;
+        print_container(tap);
+    }
     let info = switch.info();
     println!(
         "      switch {} in {}: {} ports, gateway {} ({}), {} worker threads",
@@ -148,7 +161,7 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     for (from, to, label) in [
         (a, gateway, "gateway"),
         (a, b.ip, "b (veth)"),
-        (b, c.ip, "c (TAP)"),
+        (b, c.ip, if c.by_tap { "c (TAP)" } else { "c (veth)" }),
         (c, gateway, "gateway"),
     ] {
         let result = traffic::ping(&from.ns, to, 3, Duration::from_secs(2))

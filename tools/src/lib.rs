@@ -1,6 +1,7 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+pub mod attach;
 pub mod client_loop;
 pub mod container;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod overlay;
 pub mod pcap_cmd;
 pub mod pipe;
 pub mod query;
+pub mod rootless;
 pub mod running;
 pub mod serve;
 pub mod show;

@@ -8,7 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use tools::lab::replay;
 use tools::statedir::{self, StoreChoice};
-use tools::{container, demo, manuals, monitor, network, pcap_cmd, query, serve, show};
+use tools::{container, demo, manuals, monitor, network, pcap_cmd, query, rootless, serve, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run a switch in the foreground (ports: --iface for veth ends, --tap for TAP devices).
     Serve(serve::ServeArgs),
-    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (needs root).
+    /// The tour: three containers on a switch, ping, TCP, the MAC table, then cleanup (rootless: in a user namespace of yours).
     Demo(demo::DemoArgs),
     /// Show or edit a running switch's MAC table (like `brctl showmacs`, `bridge fdb add|del|flush`).
     Fdb(query::FdbArgs),
@@ -69,6 +69,9 @@ enum Command {
     Completions(manuals::CompletionsArgs),
     /// Print the manual page, or write one per subcommand with --out DIR.
     Man(manuals::ManArgs),
+    /// Rootless mode's helpers inside the user's namespaces (not for direct use).
+    #[command(name = "__rootless", hide = true, subcommand)]
+    Rootless(rootless::helper::Internal),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Pcap(cmd) => pcap_cmd::run(cmd),
         Command::Completions(args) => manuals::completions(&args, Cli::command()),
         Command::Man(args) => manuals::man(&args, Cli::command()),
+        Command::Rootless(cmd) => rootless::helper::run(cmd),
     };
     match result {
         Ok(code) => code,

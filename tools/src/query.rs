@@ -262,6 +262,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     println!("network      {}", info.network);
     println!("switch id    {}", info.switch_id);
     println!("pid          {}", info.pid);
+    println!("mode         {}", info.mode);
     println!("gateway      {}", info.gateway.as_deref().unwrap_or("none"));
     println!(
         "ageing time  {} s{}",

@@ -22,12 +22,19 @@ pub enum PortSpec {
     Iface(String),
     /// A TAP device, created if missing.
     Tap(String),
+    /// An interface of another network namespace, opened there by a helper
+    /// (rootless mode; see `crate::rootless`).
+    InNamespace {
+        iface: String,
+        netns: std::path::PathBuf,
+    },
 }
 
 impl PortSpec {
     pub fn name(&self) -> &str {
         match self {
             PortSpec::Iface(name) | PortSpec::Tap(name) => name,
+            PortSpec::InNamespace { iface, .. } => iface,
         }
     }
 }
@@ -107,6 +114,9 @@ impl RunningSwitch {
                         log::info!("created TAP device {name}; it is removed when the port is");
                     }
                     Ok(tap.port)
+                })?,
+                PortSpec::InNamespace { iface, netns } => dataplane.add_port(iface, |lanes| {
+                    crate::rootless::helper::open_packet_port(netns, iface, lanes)
                 })?,
             };
             Ok(id)
@@ -221,6 +231,13 @@ impl RunningSwitch {
                 spec.and_then(|spec| self.attach(&spec, owner))
                     .map(|info| Reply::data(&info))
             }
+            Request::PortAddIn {
+                iface,
+                netns,
+                owner,
+            } => self
+                .attach(&PortSpec::InNamespace { iface, netns }, owner)
+                .map(|info| Reply::data(&info)),
             Request::PortRm { name } => self
                 .detach(&name)
                 .map(|()| Reply::data(&serde_json::Value::Null)),

@@ -123,6 +123,20 @@ impl SwitchOptions {
 pub const DEFAULT_GATEWAY: (Ipv4Addr, u8) = (Ipv4Addr::new(172, 17, 0, 1), 16);
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let mode = crate::rootless::Mode::current();
+    log::info!(
+        "tapswitch {} in {mode} mode (uid {})",
+        env!("CARGO_PKG_VERSION"),
+        ports::namespace::effective_ids().0
+    );
+    if mode == crate::rootless::Mode::Rootless {
+        crate::rootless::prereq::report();
+        if !args.ifaces.is_empty() || !args.taps.is_empty() {
+            log::warn!(
+                "rootless: --iface and --tap ports are opened in your own network namespace, where an ordinary user may not; containers (`tapswitch container create`, `container attach`) bring their ports through their own namespaces (docs/rootless.md)"
+            );
+        }
+    }
     let gateway = resolve_gateway(&args)?;
     let web = args
         .web
@@ -244,13 +258,26 @@ fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::p
         let (Some(iface), Some(control)) = (&container.host_iface, &container.control) else {
             continue;
         };
-        if control != socket || ports::interface_index(iface).is_none() {
+        if control != socket {
             continue;
         }
-        match switch.attach(
-            &PortSpec::Iface(iface.clone()),
-            Some(container.name.clone()),
-        ) {
+        // Rootless containers keep the switch's end in their own namespace.
+        let spec = match (&container.keeper, &container.attached, &container.sandbox) {
+            (Some(_), _, Some(netns)) | (_, Some(_), Some(netns))
+                if crate::rootless::Mode::current() == crate::rootless::Mode::Rootless =>
+            {
+                if !crate::statedir::is_alive(container, &crate::statedir::current_boot_id()) {
+                    continue;
+                }
+                PortSpec::InNamespace {
+                    iface: iface.clone(),
+                    netns: netns.clone(),
+                }
+            }
+            _ if ports::interface_index(iface).is_none() => continue,
+            _ => PortSpec::Iface(iface.clone()),
+        };
+        match switch.attach(&spec, Some(container.name.clone())) {
             Ok(_) => log::info!("re-attached container {} (port {iface})", container.name),
             Err(err) => log::warn!("could not re-attach container {}: {err:#}", container.name),
         }
@@ -346,6 +373,7 @@ fn switch_info(
         max_macs: setup.table.capacity,
         workers: dataplane.worker_count(),
         capture_dir,
+        mode: crate::rootless::Mode::current().as_str().to_string(),
         dataplane: dataplane.metrics(),
     }
 }

@@ -194,6 +194,7 @@ mod tests {
             max_macs: 1,
             workers: 1,
             capture_dir: None,
+            mode: "root".into(),
             dataplane: DataplaneMetrics {
                 reading: ReadMode::OneLane,
                 reading_changes: 0,

@@ -64,7 +64,7 @@ fn chosen_store() -> &'static StoreChoice {
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// The state directory (default: /var/lib/tapswitch for root, else
-    /// $XDG_STATE_HOME/tapswitch).
+    /// $XDG_DATA_HOME/tapswitch).
     #[arg(long, value_name = "DIR", env = ipam::store::STATE_DIR_ENV)]
     pub state_dir: Option<PathBuf>,
 }
@@ -171,7 +171,13 @@ pub fn is_alive(container: &Container, boot_id: &str) -> bool {
     if !boot_id.is_empty() && container.boot_id != boot_id {
         return false;
     }
-    container.sandbox.as_deref().is_none_or(netns::exists)
+    if let Some(keeper) = &container.keeper {
+        return crate::rootless::containers::keeper_alive(keeper);
+    }
+    match (&container.sandbox, &container.attached) {
+        (Some(sandbox), Some(attached)) => crate::attach::is_still_there(sandbox, attached),
+        (sandbox, _) => sandbox.as_deref().is_none_or(netns::exists),
+    }
 }
 
 /// This boot's id; a container made in another boot is gone. Empty if the
@@ -200,7 +206,12 @@ fn clean_up_leftovers(container: &Container) {
     {
         let _ = nl.delete_link(index);
     }
-    if let Some(sandbox) = &container.sandbox {
+    // An attached namespace is not ours to unmount, even when the path now
+    // leads elsewhere.
+    if let Some(sandbox) = &container.sandbox
+        && container.attached.is_none()
+        && container.keeper.is_none()
+    {
         let _ = netns::delete(sandbox);
     }
 }

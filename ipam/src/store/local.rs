@@ -21,6 +21,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -41,11 +42,17 @@ impl LocalDir {
     /// there is none yet.
     pub(super) fn open(dir: PathBuf, fresh: impl FnOnce() -> Result<State>) -> Result<LocalDir> {
         let local = LocalDir { dir };
-        fs::create_dir_all(&local.dir).map_err(|source| Error::Io {
-            action: "cannot create the state directory",
-            path: local.dir.clone(),
-            source,
-        })?;
+        // 0700 for the directories it makes: another user has no business
+        // reading who has which address (umask may narrow it further).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&local.dir)
+            .map_err(|source| Error::Io {
+                action: "cannot create the state directory",
+                path: local.dir.clone(),
+                source,
+            })?;
         if !local.state_path().exists() {
             let lock = local.take_lock()?;
             // Another command may have created it while we waited.
@@ -150,10 +157,10 @@ pub(super) fn default_dir() -> PathBuf {
     if is_root() {
         return PathBuf::from("/var/lib/tapswitch");
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = std::env::var_os("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("tapswitch")
 }

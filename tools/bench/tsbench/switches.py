@@ -15,6 +15,9 @@ import time
 from .system import BenchError, adopt, log, run, start, stop
 from .topology import GATEWAY_IP, GATEWAY_MAC, PREFIX_LEN
 
+# The unprivileged user the rootless column runs as (nobody).
+ROOTLESS_UID = 65534
+
 
 class Switch:
     key = ""  # the name used on the command line (--switches)
@@ -166,6 +169,93 @@ class TapswitchTap(Tapswitch):
         self.serve(topo, workdir, cleanup, ports)
         for i in range(len(topo.hosts)):
             topo.adopt_tap(i)
+            topo.configure_host(i)
+
+
+class TapswitchRootless(Tapswitch):
+    """tapswitch with veth ports, run by an unprivileged user (rootless
+    mode): the same hosts, but the switch's ends of the veth pairs live in a
+    network namespace of the user's own user namespace (held by `unshare
+    --user --map-root-user --net sleep`), and `serve`, running as that user,
+    reads them through packet sockets a helper opens in there and passes to
+    it (the `port_add_in` control request). Its workers run at ordinary
+    priority: an unprivileged user gets no real-time priority."""
+
+    key = "tapswitch-rootless"
+    title = f"tapswitch, veth, rootless (uid {ROOTLESS_UID})"
+    needs = ("setpriv", "unshare")
+    install_hint = "apt install util-linux"
+
+    def missing(self):
+        return super().missing() or Switch.missing(self)
+
+    def start(self, topo, workdir, cleanup):
+        home = os.path.join("/tmp", f"tsbench-rootless-{os.getpid()}")
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        os.chown(home, ROOTLESS_UID, ROOTLESS_UID)
+        cleanup.push(f"remove {home}", lambda: shutil.rmtree(home, ignore_errors=True))
+        as_user = [
+            "setpriv",
+            f"--reuid={ROOTLESS_UID}",
+            f"--regid={ROOTLESS_UID}",
+            "--clear-groups",
+            "--",
+            "env",
+            f"HOME={home}",
+            f"XDG_RUNTIME_DIR={home}/run",
+            f"XDG_DATA_HOME={home}/data",
+        ]
+        holder = start(
+            [*as_user, "unshare", "--user", "--map-root-user", "--net", "sleep", "infinity"],
+            None,
+            os.path.join(workdir, f"{self.key}-netns.log"),
+            "sleep",
+        )
+        cleanup.push(f"sleep pid {holder.pid}", lambda: stop(holder))
+        netns = f"/proc/{holder.pid}/ns/net"
+        for i, host in enumerate(topo.hosts):
+            # Root makes the pair (as a container runtime would): eth0 in the
+            # host, the switch's end in the user's namespace.
+            run(
+                [
+                    "ip",
+                    "-n",
+                    host.ns,
+                    "link",
+                    "add",
+                    host.ifname,
+                    "address",
+                    host.mac,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    topo.port_name(i),
+                    "netns",
+                    str(holder.pid),
+                ]
+            )
+            run(["nsenter", f"--net={netns}", "ip", "link", "set", topo.port_name(i), "up"])
+        self.control = os.path.join(home, f"{self.key}.sock")
+        argv = [*as_user, self.binary, "serve", "--control", self.control, *self.serve_args]
+        proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
+        self._keep(proc, cleanup)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                control_call(self.control, {"cmd": "info"})
+                break
+            except (OSError, ValueError, BenchError):
+                if not proc.alive() or time.monotonic() > deadline:
+                    raise BenchError(
+                        f"rootless tapswitch serve did not answer; see {workdir}/{self.key}.log"
+                    ) from None
+                time.sleep(0.05)
+        for i in range(len(topo.hosts)):
+            control_call(
+                self.control,
+                {"cmd": "port_add_in", "iface": topo.port_name(i), "netns": netns},
+            )
             topo.configure_host(i)
 
 
@@ -321,6 +411,7 @@ ALL = [
     TapswitchVeth,
     TapswitchTap,
     TapswitchVethBusyPoll,
+    TapswitchRootless,
     VdeSwitch,
     OvsNetdev,
     NoSwitch,

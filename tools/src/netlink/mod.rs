@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
@@ -193,6 +193,32 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// Whether the main table has an IPv4 default route (`ip route show
+    /// default`), so an attached namespace's own route is left alone.
+    pub fn has_default_route(&mut self) -> io::Result<bool> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        let routes = self.request(RouteNetlinkMessage::GetRoute(message), NLM_F_DUMP)?;
+        Ok(routes.iter().any(|reply| {
+            matches!(reply, RouteNetlinkMessage::NewRoute(route)
+                if route.header.destination_prefix_length == 0
+                    && route.header.table == RouteHeader::RT_TABLE_MAIN
+                    && route.header.address_family == AddressFamily::Inet)
+        }))
+    }
+
+    /// The first of `eth0`, `eth1`, ... that no interface here is called.
+    pub fn next_free_eth(&mut self) -> io::Result<String> {
+        let mut n = 0u32;
+        loop {
+            let name = format!("eth{n}");
+            if self.link_index(&name)?.is_none() {
+                return Ok(name);
+            }
+            n += 1;
+        }
     }
 
     /// Sends one request and collects the replies until the kernel's ACK

@@ -1,0 +1,430 @@
+//! Rootless mode end to end: the real `tapswitch` run by an unprivileged
+//! uid (see `RootlessUser`), on namespaces that user makes.
+//!
+//! ```text
+//!   user namespace of the holder (the user is root in it)
+//!   ┌──────────────────────────────────────────────────────────────┐
+//!   │ keeper c1: eth0 172.17.0.2 ═ ts-<id1>    keeper c2: eth0 ... │
+//!   └──────────────────────────── ║ ──────────────────── ║ ────────┘
+//!        packet sockets opened in there, passed over SCM_RIGHTS
+//!   tapswitch serve (the user's own network namespace) + gateway 172.17.0.1
+//! ```
+//!
+//! CI runs as root; each test switches to its own uid with `setpriv`, with
+//! its own HOME and XDG directories, and its guard removes what the user
+//! made (containers, switch, holder: by PID).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use tapswitch_tests::rootless_user::RootlessUser;
+use tapswitch_tests::{require_root, unique_name};
+
+/// Pings `target` once from inside container `name`; true if answered.
+fn pings(user: &RootlessUser, name: &str, target: &str) -> bool {
+    user.tapswitch(&[
+        "container",
+        "exec",
+        name,
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        target,
+    ])
+    .status
+    .success()
+}
+
+#[test]
+fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch_restart() {
+    require_root();
+    let mut user = RootlessUser::new(0);
+    let serve = user.serve(&[]);
+    let log = user.serve_log(serve);
+    assert!(
+        log.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("in rootless mode"),
+        "serve's first line says the mode:\n{log}"
+    );
+    assert!(user.ok(&["stats"]).contains("mode         rootless"));
+
+    user.ok(&["container", "create", "c1"]);
+    user.ok(&["container", "create", "c2"]);
+    let ls = user.ok(&["container", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("c1") && l.contains("172.17.0.2/16")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("c2") && l.contains("172.17.0.3/16")),
+        "{ls}"
+    );
+    assert!(pings(&user, "c1", "172.17.0.3"), "c1 -> c2");
+    assert!(pings(&user, "c2", "172.17.0.1"), "c2 -> gateway");
+    let fdb = user.ok(&["fdb"]);
+    assert!(
+        fdb.contains("02:42:ac:11:00:02") && fdb.contains("02:42:ac:11:00:03"),
+        "{fdb}"
+    );
+    let ports = user.ok(&["ports"]);
+    assert!(
+        ports.contains("container c1") && ports.contains("container c2"),
+        "{ports}"
+    );
+
+    // exec runs as root of the user namespace and passes the exit status.
+    let out = user.tapswitch(&["container", "exec", "c1", "--", "sh", "-c", "id -u; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+
+    // State and runtime files are the user's alone.
+    for dir in [
+        user.data_dir().join("tapswitch"),
+        user.runtime_dir().join("tapswitch"),
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    let socket = user.runtime_dir().join("tapswitch/bridge.sock");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The switch restarts; the holder and the containers stay, and the
+    // new switch takes their ports back.
+    let holder = user.holder_pid().expect("a holder record");
+    user.stop(serve);
+    assert!(user.owns_process(holder), "the holder outlives the switch");
+    assert!(user.ok(&["container", "ls"]).contains("c2"));
+    let again = user.serve(&[]);
+    assert!(
+        user.serve_log(again).contains("re-attached container c1"),
+        "{}",
+        user.serve_log(again)
+    );
+    assert_eq!(user.holder_pid(), Some(holder), "the same holder");
+    assert!(
+        pings(&user, "c2", "172.17.0.2"),
+        "c2 -> c1 after the restart"
+    );
+
+    // rm ends the namespace: the address is free for the next container.
+    assert_eq!(user.ok(&["container", "rm", "c1"]).trim(), "c1");
+    user.ok(&["container", "create", "c3"]);
+    assert!(
+        user.ok(&["container", "ls"])
+            .lines()
+            .any(|l| l.contains("c3") && l.contains("172.17.0.2/16"))
+    );
+}
+
+#[test]
+fn another_uid_is_refused_by_the_control_socket() {
+    require_root();
+    let mut owner = RootlessUser::new(1);
+    owner.serve(&[]);
+    let intruder = RootlessUser::new(2);
+    let socket = owner.runtime_dir().join("tapswitch/bridge.sock");
+    let err = intruder.fails(&["stats", "--control", socket.to_str().unwrap()]);
+    assert!(
+        err.contains("permission denied on the control socket"),
+        "{err}"
+    );
+    let err = intruder.fails(&["port", "rm", "gw", "--control", socket.to_str().unwrap()]);
+    assert!(
+        err.contains("permission denied on the control socket"),
+        "{err}"
+    );
+    // The owner still gets its answers.
+    assert!(owner.ok(&["stats"]).contains("rootless"));
+}
+
+#[test]
+fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
+    require_root();
+    let mut user = RootlessUser::new(3);
+    user.serve(&[]);
+    user.ok(&["container", "create", "made"]);
+    // What a user does by hand (or Podman with --network none): a network
+    // namespace inside a user namespace of their own.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns == own) {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not enter a namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = user.tapswitch(&["container", "attach", "byhand", "--pid", &pid.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use 172.17.0.1 as its DNS server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        pings(&user, "made", "172.17.0.3"),
+        "made -> the attached namespace"
+    );
+    assert!(pings(&user, "byhand", "172.17.0.1"), "attached -> gateway");
+    assert_eq!(user.ok(&["container", "detach", "byhand"]).trim(), "byhand");
+    assert!(!user.ok(&["container", "ls"]).contains("byhand"));
+
+    // A namespace root made is not the user's to attach.
+    let name = unique_name("tsrl");
+    tapswitch_tests::netns::ip(&["netns", "add", &name]);
+    let err = user.fails(&[
+        "container",
+        "attach",
+        "theirs",
+        "--netns",
+        &format!("/run/netns/{name}"),
+    ]);
+    tapswitch_tests::netns::ip(&["netns", "delete", &name]);
+    assert!(err.contains("belongs to root"), "{err}");
+    assert!(err.contains("not to you"), "{err}");
+    assert!(!user.ok(&["container", "ls"]).contains("theirs"));
+}
+
+#[test]
+fn the_demo_runs_rootless_with_a_tap_port_when_dev_net_tun_allows() {
+    require_root();
+    let user = RootlessUser::new(4);
+    // The user is neither owner nor group of /dev/net/tun: "others" decides.
+    let tun_open =
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    let out = user.tapswitch(&["demo", "--tcp-mb", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("runs inside a user namespace of yours"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a -> b (veth)   172.17.0.3   3/3 replies"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing is left behind"), "{stdout}");
+    if tun_open {
+        assert!(
+            stdout.contains("b -> c (TAP)    172.17.0.4   3/3 replies"),
+            "{stdout}"
+        );
+    } else {
+        assert!(stdout.contains("sudo chmod 0666 /dev/net/tun"), "{stdout}");
+        assert!(stdout.contains("b -> c (veth)"), "{stdout}");
+        println!(
+            "SKIPPED: the rootless TAP port (/dev/net/tun is not open to other users here; `chmod 0666 /dev/net/tun` enables it); the demo ran with veth ports only"
+        );
+    }
+}
+
+/// Rootless Podman's options that work on a machine without a registry,
+/// systemd or a cgroup v2 delegation: runc, cgroupfs, vfs, file events.
+fn podman(user: &RootlessUser, args: &[&str]) -> std::process::Output {
+    let runtime = if tapswitch_tests::lab::have_program("runc") {
+        "runc"
+    } else {
+        "crun"
+    };
+    user.command("podman")
+        .args([
+            "--runtime",
+            runtime,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .output()
+        .expect("running podman")
+}
+
+/// Ends what rootless Podman left running: the container's process and
+/// Podman's pause process (its user namespace's holder), by PID.
+struct PodmanLeftovers {
+    uid: u32,
+    /// Podman's runtime directory when it finds XDG_RUNTIME_DIR unusable.
+    tmp_dir: std::path::PathBuf,
+    pause_files: [std::path::PathBuf; 2],
+    container: Option<u32>,
+}
+
+impl Drop for PodmanLeftovers {
+    fn drop(&mut self) {
+        let pauses = self.pause_files.iter().filter_map(|file| {
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+        });
+        for pid in self.container.into_iter().chain(pauses) {
+            let owned = std::fs::metadata(format!("/proc/{pid}"))
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == self.uid);
+            if owned {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Podman's own clean-up process (started by conmon when the
+        // container exits) may still be writing there: let it finish.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while podman_runs_as(self.uid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp_dir);
+    }
+}
+
+/// Whether a live (not zombie) Podman process (podman, conmon, runc) runs as `uid`.
+fn podman_runs_as(uid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:"));
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        // The first line is `Name:\t<comm>`.
+        let name = status.lines().next().unwrap_or_default();
+        let podman = ["podman", "conmon", "runc"]
+            .iter()
+            .any(|p| name.split_whitespace().nth(1) == Some(*p));
+        podman
+            && !zombie
+            && uid_line.is_some_and(|l| l.split_whitespace().nth(1) == Some(&uid.to_string()))
+    })
+}
+
+#[test]
+fn a_rootless_podman_container_is_attached_by_pid() {
+    require_root();
+    let skip = |why: &str| println!("SKIPPED: attaching a rootless Podman container: {why}");
+    if !tapswitch_tests::lab::have_program("podman") {
+        return skip("podman is not installed");
+    }
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        return skip("no busybox (busybox-static) to make an image from");
+    };
+    let mut user = RootlessUser::new(5);
+    let tmp_dir = std::path::PathBuf::from(format!("/tmp/podman-run-{}", user.uid));
+    let mut leftovers = PodmanLeftovers {
+        uid: user.uid,
+        pause_files: [
+            user.runtime_dir().join("libpod/tmp/pause.pid"),
+            tmp_dir.join("libpod/tmp/pause.pid"),
+        ],
+        tmp_dir,
+        container: None,
+    };
+    // An image without a registry: a busybox root filesystem, imported.
+    let rootfs = user.dir().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "ping", "ip"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let tarball = user.dir().join("rootfs.tar");
+    let tar = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    nix::unistd::chown(&tarball, Some(nix::unistd::Uid::from_raw(user.uid)), None).unwrap();
+    let imported = podman(
+        &user,
+        &["import", tarball.to_str().unwrap(), "localhost/tsbusybox"],
+    );
+    if !imported.status.success() {
+        return skip(&format!(
+            "podman import failed: {}",
+            String::from_utf8_lossy(&imported.stderr).trim()
+        ));
+    }
+    let run = podman(
+        &user,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "tsp",
+            "--network",
+            "none",
+            "--cap-add",
+            "NET_RAW",
+            "localhost/tsbusybox",
+            "/bin/sleep",
+            "300",
+        ],
+    );
+    if !run.status.success() {
+        return skip(&format!(
+            "podman run failed here: {}",
+            String::from_utf8_lossy(&run.stderr).trim()
+        ));
+    }
+    let pid = podman(&user, &["inspect", "-f", "{{.State.Pid}}", "tsp"]);
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    leftovers.container = pid.parse().ok();
+
+    user.serve(&[]);
+    user.ok(&["container", "create", "made"]);
+    let out = user.tapswitch(&["container", "attach", "tsp", "--pid", &pid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ping = podman(
+        &user,
+        &["exec", "tsp", "ping", "-c", "1", "-W", "3", "172.17.0.2"],
+    );
+    assert!(
+        ping.status.success(),
+        "the Podman container reaches a created one: {}{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    assert!(pings(&user, "made", "172.17.0.3"), "and back");
+    assert!(
+        pings(&user, "tsp", "172.17.0.1"),
+        "exec enters Podman's namespaces too"
+    );
+    assert_eq!(user.ok(&["container", "detach", "tsp"]).trim(), "tsp");
+    let removed = podman(&user, &["rm", "-f", "-t", "0", "tsp"]);
+    assert!(removed.status.success());
+}
