@@ -30,6 +30,7 @@
 pub mod batch;
 pub mod capture;
 pub mod coalesce;
+pub mod host_socket;
 pub mod cpu;
 mod fd_tx;
 mod kernel;
