@@ -39,6 +39,7 @@ pub mod events;
 pub mod fabric;
 pub mod flows;
 pub mod gateway;
+pub mod host_side;
 pub mod mac;
 pub mod mac_table;
 pub mod port;
