@@ -205,7 +205,11 @@ impl HostTcp {
     /// writable when the connect resolved; [`HostTcp::connect_result`] then
     /// says how.
     pub fn connect(remote: SocketAddrV4) -> io::Result<HostTcp> {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )?;
         socket.set_keepalive(true)?;
         socket.set_tcp_nodelay(true)?;
         match socket.connect(&SockAddr::from(remote)) {

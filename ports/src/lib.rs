@@ -30,9 +30,9 @@
 pub mod batch;
 pub mod capture;
 pub mod coalesce;
-pub mod host_socket;
 pub mod cpu;
 mod fd_tx;
+pub mod host_socket;
 mod kernel;
 pub mod memory;
 pub mod packet;

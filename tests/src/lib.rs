@@ -19,6 +19,7 @@ pub mod etcd_server;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod remote;
 pub mod switch_process;
 pub mod topology;
 pub mod traffic;

@@ -212,6 +212,12 @@ impl RunningSwitch {
             Request::Info => self.live_info().map(|info| Reply::data(&info)),
             Request::Fdb => self.fdb().map(|r| Reply::data(&r)),
             Request::Ports => self.ports().map(|r| Reply::data(&r)),
+            Request::Services => self
+                .with_dataplane(|d| Ok(d.services_report()))
+                .map(|r| Reply::data(&r)),
+            Request::Flows => self
+                .with_dataplane(|d| Ok(d.flows().unwrap_or_default()))
+                .map(|r| Reply::data(&r)),
             Request::PortAdd { iface, tap, owner } => {
                 let spec = match (iface, tap) {
                     (Some(name), None) => Ok(PortSpec::Iface(name)),

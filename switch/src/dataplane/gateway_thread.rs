@@ -97,10 +97,7 @@ impl GatewayThread {
     }
 
     /// Asks the thread something; `None` if it does not answer in time.
-    pub(super) fn query<T>(
-        &self,
-        make: impl FnOnce(Sender<T>) -> GatewayQuery,
-    ) -> Option<T> {
+    pub(super) fn query<T>(&self, make: impl FnOnce(Sender<T>) -> GatewayQuery) -> Option<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut message = Message::Query(make(tx));
         for _ in 0..100 {
@@ -144,7 +141,11 @@ pub(super) fn spawn(
         sleeping: AtomicBool::new(false),
     });
     let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
-    let host = HostSide::new(config, poll.registry().try_clone()?, setup.allow_host_loopback)?;
+    let host = HostSide::new(
+        config,
+        poll.registry().try_clone()?,
+        setup.allow_host_loopback,
+    )?;
     let handle = Arc::new(PortHandle {
         id: PortId::GATEWAY,
         name: GATEWAY_PORT_NAME.to_string(),

@@ -28,8 +28,7 @@ use serde::Serialize;
 
 use crate::flows::{ConnectFailure, FlowInfo, FlowKey, FlowStats, Protocol};
 use crate::services::{
-    HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, StackCommand,
-    Verdict,
+    HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, StackCommand, Verdict,
 };
 use crate::time::Instant;
 
@@ -101,7 +100,11 @@ impl HostSide {
     /// (a clone of the gateway thread's poll's).
     pub fn new(config: ServicesConfig, registry: Registry, loopback: bool) -> io::Result<HostSide> {
         let dns = HostDatagram::bind_any()?;
-        registry.register(&mut SourceFd(&dns.as_raw_fd()), DNS_TOKEN, Interest::READABLE)?;
+        registry.register(
+            &mut SourceFd(&dns.as_raw_fd()),
+            DNS_TOKEN,
+            Interest::READABLE,
+        )?;
         let gateway_ip = config.gateway.ip;
         Ok(HostSide {
             services: Services::new(config),

@@ -1,0 +1,130 @@
+//! The gateway's services in a running switch (issue 14), as root in
+//! namespaces this test makes: a container on the switch, a "remote"
+//! namespace reached from the switch's namespace by a route. UDP out and
+//! back, ping out, DNS (the gateway's own names and forwarded ones), and
+//! `--no-outbound`.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use tapswitch_tests::remote::{
+    DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, UDP_ECHO_PORT, dns_addresses, dns_query,
+};
+use tapswitch_tests::traffic::ping;
+use tapswitch_tests::{Netns, SwitchProcess, Topology, lab::TempDir, require_root};
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+
+/// A switch serving one container (172.17.0.2) with `extra` options, its
+/// DNS forwarded to the remote's server, and the remote namespace.
+fn setup(extra: &[&str]) -> (Topology, Remote, TempDir, SwitchProcess) {
+    let topo = Topology::veth_star(1);
+    let remote = Remote::new(&topo.switch_ns);
+    let state = TempDir::new("gwsvc");
+    let mut args = topo.iface_args();
+    args.extend(
+        [
+            "--dns-upstream",
+            &format!("{REMOTE_IP}:{DNS_PORT}"),
+            "--state-dir",
+            &state.path().display().to_string(),
+        ]
+        .map(String::from),
+    );
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    (topo, remote, state, switch)
+}
+
+/// Sends `payload` from a UDP socket in `ns` to `to` and returns the answer.
+fn udp_exchange(ns: &Netns, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    ns.run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect(to)?;
+        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = vec![0u8; 65_535];
+        // The first datagram may wait for ARP: try a few times.
+        let mut last = io::Error::from(io::ErrorKind::TimedOut);
+        for _ in 0..6 {
+            socket.send(&payload)?;
+            match socket.recv(&mut buf) {
+                Ok(n) => return Ok(buf[..n].to_vec()),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    last = err
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last)
+    })
+}
+
+fn resolve(ns: &Netns, name: &str) -> Vec<Ipv4Addr> {
+    let reply = udp_exchange(ns, SocketAddrV4::new(GATEWAY, 53), &dns_query(0x1234, name))
+        .unwrap_or_else(|e| panic!("no DNS answer for {name}: {e}"));
+    assert_eq!(
+        &reply[..2],
+        &[0x12, 0x34],
+        "the answer carries the query's id"
+    );
+    dns_addresses(&reply)
+}
+
+#[test]
+fn udp_ping_and_dns_reach_the_remote_namespace() {
+    require_root();
+    let (topo, remote, _state, switch) = setup(&[]);
+    let container = &topo.hosts[0].ns;
+
+    let echo = SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT);
+    let big: Vec<u8> = (0..1400u32).map(|i| (i % 251) as u8).collect();
+    for payload in [&b"hello remote"[..], &big] {
+        let answer = udp_exchange(container, echo, payload)
+            .unwrap_or_else(|e| panic!("UDP echo: {e}\n{}", switch.log()));
+        assert_eq!(answer, payload, "the echo comes back intact");
+    }
+
+    assert_eq!(
+        ping(container, REMOTE_IP, 3, Duration::from_secs(3)),
+        3,
+        "pings to the remote are answered\n{}",
+        switch.log()
+    );
+
+    assert_eq!(resolve(container, "www.example.test"), vec![DNS_ANSWER]);
+    assert_eq!(resolve(container, "host.tapswitch.internal"), vec![GATEWAY]);
+
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    let services = &services;
+    assert!(
+        services["flows"]["opened"].as_u64().unwrap() >= 2,
+        "{services}"
+    );
+    assert_eq!(services["outbound"], true);
+    drop(remote);
+}
+
+#[test]
+fn no_outbound_refuses_flows_with_prohibited() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&["--no-outbound"]);
+    let container = &topo.hosts[0].ns;
+    let echo = SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT);
+    // Linux reports ICMP "communication administratively prohibited" on a
+    // connected UDP socket as EHOSTUNREACH.
+    let err = udp_exchange(container, echo, b"out?").expect_err("refused");
+    assert_eq!(err.kind(), io::ErrorKind::HostUnreachable, "{err}");
+    assert_eq!(ping(container, REMOTE_IP, 2, Duration::from_secs(2)), 0);
+    // The gateway's own DNS still answers.
+    assert_eq!(resolve(container, "host.tapswitch.internal"), vec![GATEWAY]);
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert_eq!(services["outbound"], false, "{services}");
+    assert!(services["frames"]["outbound_denied"].as_u64().unwrap() >= 1);
+}
