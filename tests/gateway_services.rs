@@ -4,12 +4,13 @@
 //! back, ping out, DNS (the gateway's own names and forwarded ones), and
 //! `--no-outbound`.
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use tapswitch_tests::remote::{
-    DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, UDP_ECHO_PORT, dns_addresses, dns_query,
+    CLOSED_PORT, DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT,
+    dns_addresses, dns_query,
 };
 use tapswitch_tests::traffic::ping;
 use tapswitch_tests::{Netns, SwitchProcess, Topology, lab::TempDir, require_root};
@@ -127,4 +128,49 @@ fn no_outbound_refuses_flows_with_prohibited() {
     let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
     assert_eq!(services["outbound"], false, "{services}");
     assert!(services["frames"]["outbound_denied"].as_u64().unwrap() >= 1);
+}
+
+/// Connects from `ns` to `to`, sends `bytes` bytes (then closes its
+/// sending half) while reading the echo until the remote closes; returns
+/// what came back.
+fn tcp_echo(ns: &Netns, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    ns.run(move || {
+        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let sent: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
+        let mut writer = stream.try_clone()?;
+        let data = sent.clone();
+        let writing = std::thread::spawn(move || -> io::Result<()> {
+            writer.write_all(&data)?;
+            writer.shutdown(Shutdown::Write)
+        });
+        let mut back = Vec::new();
+        (&stream).read_to_end(&mut back)?;
+        writing.join().expect("writer thread")?;
+        Ok((sent, back))
+    })
+}
+
+#[test]
+fn tcp_out_relays_both_ways_and_refused_gets_a_reset() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let container = &topo.hosts[0].ns;
+    let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    let (sent, back) = tcp_echo(container, echo, 4 << 20)
+        .unwrap_or_else(|e| panic!("TCP echo: {e}\n{}", switch.log()));
+    assert_eq!(back.len(), sent.len(), "every byte came back");
+    assert!(back == sent, "the bytes came back intact and in order");
+
+    let closed = SocketAddrV4::new(REMOTE_IP, CLOSED_PORT);
+    let err = container
+        .run(move || TcpStream::connect_timeout(&closed.into(), Duration::from_secs(5)))
+        .expect_err("nobody listens there");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert!(
+        services["flows"]["refused"].as_u64().unwrap() >= 1,
+        "{services}"
+    );
 }

@@ -129,10 +129,11 @@ impl GatewayQueue for Channel {
 }
 
 pub(super) fn spawn(
-    gateway: Gateway,
+    mut gateway: Gateway,
     setup: ServicesSetup,
     shared: Arc<Shared>,
 ) -> io::Result<GatewayThread> {
+    gateway.enable_flows();
     let (queue, messages) = crossbeam_channel::bounded(GATEWAY_QUEUE_FRAMES);
     let poll = Poll::new()?;
     let inbox = Arc::new(Inbox {
@@ -219,7 +220,8 @@ impl Thread {
             let now = self.shared.clock.now();
             for event in events.iter() {
                 if event.token() != WAKER {
-                    self.host.ready(now, event.token(), &mut self.frames);
+                    self.host
+                        .ready(now, event, &mut self.gateway, &mut self.frames);
                 }
             }
             for _ in 0..GATEWAY_QUEUE_FRAMES {
@@ -230,7 +232,11 @@ impl Thread {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            self.host.timers(now, &mut self.frames);
+            self.host.timers(now, &mut self.gateway, &mut self.frames);
+            self.gateway.poll(now, &mut self.frames);
+            self.host
+                .after_stack(now, &mut self.gateway, &mut self.frames);
+            // What the relay queued for the stack goes out in this round.
             self.gateway.poll(now, &mut self.frames);
             self.send(&mut fabric, now);
         }
@@ -248,7 +254,11 @@ impl Thread {
     }
 
     fn take_frame(&mut self, now: Instant, frame: &[u8]) {
-        if self.host.frame(now, frame, &mut self.frames) == Verdict::ToStack {
+        if self
+            .host
+            .frame(now, frame, &mut self.gateway, &mut self.frames)
+            == Verdict::ToStack
+        {
             deliver(&mut self.gateway, &self.handle, frame);
         }
     }

@@ -14,6 +14,7 @@
 //! readiness is edge-triggered.
 
 mod setup;
+mod tcp;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -27,8 +28,9 @@ use ports::host_socket::{EchoKind, HostDatagram, HostEcho, HostUdp};
 use serde::Serialize;
 
 use crate::flows::{ConnectFailure, FlowInfo, FlowKey, FlowStats, Protocol};
+use crate::gateway::Gateway;
 use crate::services::{
-    HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, StackCommand, Verdict,
+    HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, Verdict,
 };
 use crate::time::Instant;
 
@@ -78,6 +80,11 @@ pub struct HostSide {
     services: Services,
     registry: Registry,
     sockets: HashMap<FlowKey, (Token, HostSocket)>,
+    tcp: HashMap<FlowKey, tcp::TcpConn>,
+    /// smoltcp sockets of ended flows, removed once they have closed.
+    lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
+    /// Frames for the containers, handed out at the end of each call.
+    frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,
     next_token: usize,
     dns: Option<HostDatagram>,
@@ -110,6 +117,9 @@ impl HostSide {
             services: Services::new(config),
             registry,
             sockets: HashMap::new(),
+            tcp: HashMap::new(),
+            lingering: Vec::new(),
+            frames: Vec::new(),
             by_token: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,
             dns: Some(dns),
@@ -154,17 +164,32 @@ impl HostSide {
     }
 
     /// A frame from the gateway port. `ToStack` means smoltcp takes it.
-    pub fn frame(&mut self, now: Instant, frame: &[u8], frames: &mut Vec<Vec<u8>>) -> Verdict {
+    pub fn frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        gateway: &mut Gateway,
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
         let id = self.random_id();
         let verdict = self.services.frame(now, frame, id, &mut self.pending);
-        self.run(now, frames);
+        self.run(now, gateway);
+        frames.append(&mut self.frames);
         verdict
     }
 
+    /// After the gateway's stack ran: relays TCP flows' bytes.
+    pub fn after_stack(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
+        self.pump_all(now, gateway);
+        self.run(now, gateway);
+        frames.append(&mut self.frames);
+    }
+
     /// Runs the flow and DNS timers.
-    pub fn timers(&mut self, now: Instant, frames: &mut Vec<Vec<u8>>) {
+    pub fn timers(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
         self.services.timers(now, &mut self.pending);
-        self.run(now, frames);
+        self.run(now, gateway);
+        frames.append(&mut self.frames);
     }
 
     /// When [`HostSide::timers`] next has work.
@@ -173,13 +198,27 @@ impl HostSide {
     }
 
     /// A registered socket is ready.
-    pub fn ready(&mut self, now: Instant, token: Token, frames: &mut Vec<Vec<u8>>) {
+    pub fn ready(
+        &mut self,
+        now: Instant,
+        event: &mio::event::Event,
+        gateway: &mut Gateway,
+        frames: &mut Vec<Vec<u8>>,
+    ) {
+        let token = event.token();
         if token == DNS_TOKEN {
             self.read_dns();
         } else if let Some(&key) = self.by_token.get(&token) {
-            self.read_flow(now, key);
+            if key.protocol == Protocol::Tcp {
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_error();
+                self.tcp_ready(now, key, readable, writable, gateway);
+            } else {
+                self.read_flow(now, key);
+            }
         }
-        self.run(now, frames);
+        self.run(now, gateway);
+        frames.append(&mut self.frames);
     }
 
     fn read_dns(&mut self) {
@@ -236,13 +275,13 @@ impl HostSide {
     }
 
     /// Carries out the services' outputs, and those that follow from them.
-    fn run(&mut self, now: Instant, frames: &mut Vec<Vec<u8>>) {
+    fn run(&mut self, now: Instant, gateway: &mut Gateway) {
         while !self.pending.is_empty() {
             for output in std::mem::take(&mut self.pending) {
                 match output {
-                    Output::Frame(frame) => frames.push(frame),
+                    Output::Frame(frame) => self.frames.push(frame),
                     Output::Host(command) => self.host_command(now, command),
-                    Output::Stack(command) => self.stack_command(command),
+                    Output::Stack(command) => self.stack_command(command, gateway),
                 }
             }
         }
@@ -251,7 +290,16 @@ impl HostSide {
     fn host_command(&mut self, now: Instant, command: HostCommand) {
         match command {
             HostCommand::Connect(key) => {
-                let event = match self.open(key) {
+                let opened = if key.protocol == Protocol::Tcp {
+                    // Connect first: the answer comes with writability.
+                    match self.open_tcp(key) {
+                        Ok(()) => return,
+                        Err(err) => Err(err),
+                    }
+                } else {
+                    self.open(key)
+                };
+                let event = match opened {
                     Ok(()) => HostEvent::Connected,
                     Err(err) => {
                         self.socket_errors += 1;
@@ -287,8 +335,10 @@ impl HostSide {
                     self.socket_errors += 1;
                 }
             }
+            HostCommand::Close(key) if key.protocol == Protocol::Tcp => self.tcp_close(key, false),
+            HostCommand::Reset(key) if key.protocol == Protocol::Tcp => self.tcp_close(key, true),
             HostCommand::Close(key) | HostCommand::Reset(key) => self.close(key),
-            HostCommand::ShutdownWrite(_) => {}
+            HostCommand::ShutdownWrite(key) => self.tcp_shutdown_write(key),
         }
     }
 
@@ -303,12 +353,6 @@ impl HostSide {
                     .host(now, key, HostEvent::Error(failure), &mut self.pending);
             }
         }
-    }
-
-    fn stack_command(&mut self, command: StackCommand) {
-        // TCP's container side is not carried out yet: without a socket the
-        // flow's own timers end it.
-        log::debug!("gateway: TCP not relayed yet: {command:?}");
     }
 
     /// Opens and registers the flow's host socket.
@@ -326,8 +370,7 @@ impl HostSide {
             }
             Protocol::Tcp => return Err(io::Error::from(io::ErrorKind::Unsupported)),
         };
-        let token = Token(self.next_token);
-        self.next_token += 1;
+        let token = self.new_token();
         self.registry
             .register(&mut SourceFd(&socket.fd()), token, Interest::READABLE)?;
         self.by_token.insert(token, key);
@@ -348,6 +391,12 @@ impl HostSide {
         }
     }
 
+    fn new_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
     fn close(&mut self, key: FlowKey) {
         if let Some((token, socket)) = self.sockets.remove(&key) {
             self.forget_socket(token, &socket);
@@ -361,7 +410,7 @@ impl HostSide {
 
     /// Host sockets open now (for the descriptor-count tests).
     pub fn open_sockets(&self) -> usize {
-        self.sockets.len()
+        self.sockets.len() + self.tcp.len()
     }
 
     /// A fresh unpredictable DNS id (std's randomly keyed SipHash over a
