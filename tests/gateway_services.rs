@@ -81,7 +81,7 @@ fn resolve(ns: &Netns, name: &str) -> Vec<Ipv4Addr> {
 #[test]
 fn udp_ping_and_dns_reach_the_remote_namespace() {
     require_root();
-    let (topo, remote, _state, switch) = setup(&[]);
+    let (topo, remote, _state, switch) = setup(&["--trace"]);
     let container = &topo.hosts[0].ns;
 
     let echo = SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT);
@@ -109,6 +109,27 @@ fn udp_ping_and_dns_reach_the_remote_namespace() {
         "{services}"
     );
     assert_eq!(services["outbound"], true);
+
+    // `tapswitch flows`: the UDP flow is still open (2 min idle timeout).
+    let flows = switch.call(r#"{"cmd":"flows"}"#).expect("flows");
+    let udp = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["protocol"] == "udp" && f["remote"] == format!("{echo}"))
+        .unwrap_or_else(|| panic!("no UDP flow to {echo} in {flows}"));
+    assert!(udp["line"].as_str().unwrap().contains(&echo.to_string()));
+    // Each exchange used its own socket: one datagram each way per flow.
+    assert_eq!(udp["packets_from_container"], 1, "{udp}");
+    assert_eq!(udp["packets_to_container"], 1, "{udp}");
+    assert_eq!(udp["state"], "REPLIED", "{udp}");
+    // `--trace`: one line per new flow.
+    let log = switch.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("flow") && l.contains("opened by the container")),
+        "no flow line in the trace:\n{log}"
+    );
     drop(remote);
 }
 

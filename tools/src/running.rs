@@ -216,7 +216,7 @@ impl RunningSwitch {
                 .with_dataplane(|d| Ok(d.services_report()))
                 .map(|r| Reply::data(&r)),
             Request::Flows => self
-                .with_dataplane(|d| Ok(d.flows().unwrap_or_default()))
+                .with_dataplane(|d| Ok(flow_rows(d.flows().unwrap_or_default())))
                 .map(|r| Reply::data(&r)),
             Request::PortAdd { iface, tap, owner } => {
                 let spec = match (iface, tap) {
@@ -378,4 +378,18 @@ fn user_port(ports: &switch::PortSet, name: &str) -> Result<PortId> {
         .by_name(name)
         .map(|port| port.id)
         .ok_or_else(|| anyhow!("no port named {name} on this switch; `tapswitch ports` lists them"))
+}
+
+/// `flows`' reply: each flow's fields and its `conntrack -L`-like line.
+fn flow_rows(flows: Vec<switch::flows::FlowInfo>) -> Vec<serde_json::Value> {
+    flows
+        .into_iter()
+        .map(|flow| {
+            let mut row = serde_json::to_value(&flow).unwrap_or_default();
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("line".into(), flow.to_string().into());
+            }
+            row
+        })
+        .collect()
 }

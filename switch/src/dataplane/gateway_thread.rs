@@ -164,6 +164,8 @@ pub(super) fn spawn(
         shared.publish(shared.snapshot().with(handle.clone()), None);
     }
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
+    let mut host = host;
+    host.set_trace(shared.trace.is_some());
     let thread_inbox = inbox.clone();
     let outbound = setup.outbound;
     let thread = std::thread::Builder::new()
@@ -239,6 +241,11 @@ impl Thread {
             // What the relay queued for the stack goes out in this round.
             self.gateway.poll(now, &mut self.frames);
             self.send(&mut fabric, now);
+            if let Some(trace) = &self.shared.trace {
+                for line in self.host.trace_lines() {
+                    trace(&line);
+                }
+            }
         }
     }
 

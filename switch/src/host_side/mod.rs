@@ -158,6 +158,27 @@ impl HostSide {
         }
     }
 
+    /// `--trace`: one line per flow opened, refused or ended.
+    pub fn set_trace(&mut self, on: bool) {
+        self.services.set_flow_trace(on);
+    }
+
+    /// The trace lines since the last call.
+    pub fn trace_lines(&mut self) -> Vec<String> {
+        self.services
+            .take_flow_events()
+            .iter()
+            .map(|(now, key, event)| {
+                crate::flows::FlowTraceLine {
+                    now: *now,
+                    key,
+                    event,
+                }
+                .to_string()
+            })
+            .collect()
+    }
+
     /// The flows now, like `conntrack -L`.
     pub fn infos(&self, now: Instant) -> Vec<FlowInfo> {
         self.services.flows().infos(now)

@@ -172,6 +172,16 @@ impl Services {
         step
     }
 
+    /// Turns the flow table's trace events on or off (`--trace`).
+    pub fn set_flow_trace(&mut self, on: bool) {
+        self.flows.set_trace(on);
+    }
+
+    /// The flow events since the last call (with the trace on).
+    pub fn take_flow_events(&mut self) -> Vec<(Instant, FlowKey, crate::flows::FlowEvent)> {
+        self.flows.take_events()
+    }
+
     pub fn dns(&self) -> &DnsResponder {
         &self.dns
     }
