@@ -40,8 +40,12 @@ fn setup(extra: &[&str]) -> (Topology, Remote, TempDir, SwitchProcess) {
 
 /// Sends `payload` from a UDP socket in `ns` to `to` and returns the answer.
 fn udp_exchange(ns: &Netns, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
+    udp_exchange_in(&ns.name, to, payload)
+}
+
+fn udp_exchange_in(ns: &str, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
     let payload = payload.to_vec();
-    ns.run(move || {
+    tapswitch_tests::in_netns(ns, move || {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         socket.connect(to)?;
         socket.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -68,7 +72,11 @@ fn udp_exchange(ns: &Netns, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<
 }
 
 fn resolve(ns: &Netns, name: &str) -> Vec<Ipv4Addr> {
-    let reply = udp_exchange(ns, SocketAddrV4::new(GATEWAY, 53), &dns_query(0x1234, name))
+    resolve_in(&ns.name, name)
+}
+
+fn resolve_in(ns: &str, name: &str) -> Vec<Ipv4Addr> {
+    let reply = udp_exchange_in(ns, SocketAddrV4::new(GATEWAY, 53), &dns_query(0x1234, name))
         .unwrap_or_else(|e| panic!("no DNS answer for {name}: {e}"));
     assert_eq!(
         &reply[..2],
@@ -194,4 +202,154 @@ fn tcp_out_relays_both_ways_and_refused_gets_a_reset() {
         services["flows"]["refused"].as_u64().unwrap() >= 1,
         "{services}"
     );
+}
+
+/// A container made with `tapswitch container create` in a test's state
+/// directory; removed (namespace, veth, record) when dropped.
+struct Container<'a> {
+    name: String,
+    switch_ns: &'a Netns,
+    state: &'a TempDir,
+}
+
+impl Container<'_> {
+    /// Runs `tapswitch ARGS` in the switch's network namespace but this
+    /// process's mount namespace (`ip netns exec` would make one of its
+    /// own, and the container's namespace mount would stay in it).
+    fn tapswitch(switch_ns: &Netns, args: &[&str]) -> std::process::Output {
+        let binary = tapswitch_tests::switch_process::binary();
+        switch_ns.run(|| {
+            std::process::Command::new(&binary)
+                .args(args)
+                .output()
+                .expect("running tapswitch")
+        })
+    }
+
+    fn netns(&self) -> String {
+        format!("tapswitch-{}", self.name)
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let state = self.state.path().display().to_string();
+        let _ = Container::tapswitch(
+            self.switch_ns,
+            &["container", "rm", &self.name, "--state-dir", &state],
+        );
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns()])
+            .status();
+    }
+}
+
+#[test]
+fn published_tcp_port_shows_the_client_its_own_address() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwpub");
+    let state_arg = state.path().display().to_string();
+    let base = [
+        "--dns-upstream",
+        &format!("{REMOTE_IP}:{DNS_PORT}"),
+        "--state-dir",
+        &state_arg,
+    ]
+    .map(String::from)
+    .to_vec();
+    let first = SwitchProcess::start(&switch_ns.name, &base);
+    let control = first.control.display().to_string();
+    let name = tapswitch_tests::unique_name("pw");
+    let container = Container {
+        name: name.clone(),
+        switch_ns: &switch_ns,
+        state: &state,
+    };
+    let created = Container::tapswitch(
+        &switch_ns,
+        &[
+            "container",
+            "create",
+            &name,
+            "--control",
+            &control,
+            "--state-dir",
+            &state_arg,
+            "-p",
+            "10.201.0.1:8080:80",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "container create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    // The switch learned of the container when its port was attached, and
+    // listens on the published port since.
+    let switch = first;
+    // The container's server tells each client the address it sees.
+    let listener = tapswitch_tests::in_netns(&container.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:80").expect("listening in the container")
+    });
+    let server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().expect("a client");
+        stream.write_all(peer.to_string().as_bytes()).unwrap();
+    });
+    let (seen, local) = remote.ns.run(|| {
+        let to: std::net::SocketAddr = "10.201.0.1:8080".parse().unwrap();
+        // The switch opens the port once `container create` has recorded
+        // the container: retry refusals for a while.
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => panic!("connecting to the published port: {err}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut seen = String::new();
+        stream
+            .read_to_string(&mut seen)
+            .expect("the container's answer");
+        (seen, stream.local_addr().unwrap().to_string())
+    });
+    server.join().expect("the container's server");
+    assert_eq!(
+        seen,
+        local,
+        "the container sees the client's own address\n{}",
+        switch.log()
+    );
+
+    // DNS at the gateway knows the container by name, and forwards the rest.
+    let address = record_address(&state, &name);
+    assert_eq!(resolve_in(&container.netns(), &name), vec![address]);
+    assert_eq!(
+        resolve_in(&container.netns(), &format!("{name}.tapswitch.internal")),
+        vec![address]
+    );
+    assert_eq!(
+        resolve_in(&container.netns(), "www.example.test"),
+        vec![DNS_ANSWER]
+    );
+    drop(container);
+}
+
+/// The address IPAM leased to container `name`.
+fn record_address(state: &TempDir, name: &str) -> Ipv4Addr {
+    let record = ipam::Store::open(state.path()).unwrap().load().unwrap();
+    record
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.ipv4)
+        .expect("the container's address")
 }

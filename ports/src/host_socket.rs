@@ -15,11 +15,12 @@
 //!   where the process may open one (`CAP_NET_RAW`). [`EchoKind`] says
 //!   which, for `tapswitch stats`.
 //! - [`HostTcp`]: a non-blocking TCP connect, then a stream.
+//! - [`HostListener`]: a published TCP port.
 //! - [`HostDatagram`]: an unconnected UDP socket on an ephemeral port (the
 //!   DNS forwarder's queries to the upstream resolvers).
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use serde::Serialize;
@@ -256,6 +257,44 @@ impl HostTcp {
 }
 
 impl AsRawFd for HostTcp {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl From<TcpStream> for HostTcp {
+    /// An accepted connection (a published port's client), made
+    /// non-blocking.
+    fn from(stream: TcpStream) -> HostTcp {
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.set_nodelay(true);
+        HostTcp(stream)
+    }
+}
+
+/// A listening TCP socket (a published port).
+#[derive(Debug)]
+pub struct HostListener(TcpListener);
+
+impl HostListener {
+    /// Listens on `address`, non-blocking.
+    pub fn bind(address: SocketAddrV4) -> io::Result<HostListener> {
+        let listener = TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        Ok(HostListener(listener))
+    }
+
+    /// The next client; `WouldBlock` when none waits.
+    pub fn accept(&self) -> io::Result<(HostTcp, SocketAddrV4)> {
+        let (stream, from) = self.0.accept()?;
+        match from {
+            SocketAddr::V4(from) => Ok((HostTcp::from(stream), from)),
+            SocketAddr::V6(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        }
+    }
+}
+
+impl AsRawFd for HostListener {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }

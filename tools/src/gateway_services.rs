@@ -2,12 +2,12 @@
 //! `--no-outbound`, `--allow-host-loopback`) and what IPAM knows about the
 //! network (`--internal`, `--mtu`, the containers' names).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use anyhow::{Result, anyhow};
 use clap::Args;
 use switch::dns::{ResolvConf, choose_upstreams, parse_upstream};
-use switch::host_side::ServicesSetup;
+use switch::host_side::{Published, ServicesSetup};
 
 /// Where the host's resolvers are listed.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -51,6 +51,17 @@ pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> 
         setup.outbound &= !network.internal;
         setup.mtu = usize::try_from(network.link_mtu()).unwrap_or(setup.mtu);
     }
+    setup.published_tcp = state
+        .published_ports(name)
+        .filter(|(_, port)| port.protocol == ipam::ports::PortProtocol::Tcp)
+        .filter_map(|(container, port)| {
+            Some(Published {
+                host: SocketAddrV4::new(port.host_ip, port.host_port),
+                container: SocketAddrV4::new(container.ipv4?, port.container_port),
+                container_mac: container.mac.map(|mac| switch::MacAddr(mac.0)),
+            })
+        })
+        .collect();
     setup.names = state
         .containers
         .iter()
@@ -70,4 +81,24 @@ pub fn load_state(state_dir: Option<&std::path::Path>) -> Result<Option<ipam::St
         .and_then(|store| store.load())
         .map(Some)
         .map_err(|err| anyhow!("reading IPAM's state in {}: {err}", dir.display()))
+}
+
+/// What a running switch reads again when a container is attached.
+#[derive(Debug, Clone)]
+pub struct ServicesSource {
+    pub args: ServicesArgs,
+    pub state_dir: Option<std::path::PathBuf>,
+    pub network: String,
+}
+
+impl ServicesSource {
+    /// The services' setup from IPAM as it is now, once `container` is
+    /// recorded in it (`None` until then).
+    pub fn setup_with(&self, container: &str) -> Result<Option<ServicesSetup>> {
+        let state = load_state(self.state_dir.as_deref())?;
+        let recorded = state
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
+        Ok(recorded.then(|| setup(&self.args, state.as_ref(), &self.network)))
+    }
 }

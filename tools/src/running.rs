@@ -44,7 +44,15 @@ pub struct RunningSwitch {
     ports: Mutex<BTreeMap<String, PortMeta>>,
     info: SwitchInfo,
     events: Receiver<PortEvent>,
+    /// Where the gateway's services learn about the network's containers
+    /// (set by `serve`).
+    services: Mutex<Option<crate::gateway_services::ServicesSource>>,
+    this: std::sync::OnceLock<std::sync::Weak<RunningSwitch>>,
 }
+
+/// How long a switch waits for `container create` to record a container
+/// whose port it attached.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for RunningSwitch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,6 +68,70 @@ impl RunningSwitch {
             ports: Mutex::default(),
             info,
             events,
+            services: Mutex::default(),
+            this: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lets the switch hand itself to its own helper threads.
+    pub fn set_self(self: &std::sync::Arc<Self>) {
+        let _ = self.this.set(std::sync::Arc::downgrade(self));
+    }
+
+    /// Lets a container attached while the switch runs update the
+    /// gateway's names and published ports from IPAM.
+    pub fn set_services_source(&self, source: crate::gateway_services::ServicesSource) {
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// A container's port was attached: once `container create` has
+    /// recorded the container (it commits after attaching), reads IPAM
+    /// again and tells the gateway. Waits on its own thread, at most
+    /// [`RECORD_WAIT`].
+    fn refresh_services_for(&self, container: String) {
+        let source = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return };
+        let Some(switch) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tapswitch-ipam".into())
+            .spawn(move || {
+                let deadline = std::time::Instant::now() + RECORD_WAIT;
+                while std::time::Instant::now() < deadline {
+                    match source.setup_with(&container) {
+                        Ok(Some(setup)) => return switch.update_services(setup),
+                        Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                        Err(err) => {
+                            log::warn!("not updating the gateway's services: {err:#}");
+                            return;
+                        }
+                    }
+                }
+                log::warn!("container {container} was not recorded in time: its names and published ports wait for the switch's restart");
+            });
+        if let Err(err) = spawned {
+            log::warn!("not updating the gateway's services: {err}");
+        }
+    }
+
+    fn update_services(&self, setup: switch::host_side::ServicesSetup) {
+        let published = if setup.outbound {
+            setup.published_tcp
+        } else {
+            Vec::new()
+        };
+        let failed = self
+            .with_dataplane(|d| Ok(d.update_services(setup.names, published)))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for failure in failed {
+            log::warn!("cannot listen on published port {failure}");
         }
     }
 
@@ -111,8 +183,12 @@ impl RunningSwitch {
             };
             Ok(id)
         })?;
+        let container = owner.clone();
         ports.insert(name.to_string(), PortMeta { id, owner });
         drop(ports);
+        if let Some(container) = container {
+            self.refresh_services_for(container);
+        }
         let info = self.port_info(id)?;
         log::info!(
             "port {} {} attached ({}, mtu {}, offloads {}{})",

@@ -167,6 +167,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         });
     let services = crate::gateway_services::setup(&args.services, state.as_ref(), &args.network);
     let switch = start_switch_with(setup, services)?;
+    switch.set_self();
+    switch.set_services_source(crate::gateway_services::ServicesSource {
+        args: args.services.clone(),
+        state_dir: args.state.state_dir.clone(),
+        network: args.network.clone(),
+    });
 
     let specs = args
         .ifaces

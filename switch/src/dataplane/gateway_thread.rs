@@ -23,7 +23,7 @@ use super::Shared;
 use crate::fabric::{Fabric, PortHandle};
 use crate::flows::FlowInfo;
 use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
-use crate::host_side::{HostSide, ServicesReport, ServicesSetup};
+use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
 use crate::mac::MacAddr;
 use crate::port::{GATEWAY_PORT_NAME, GatewayQueue, GatewayTx, PortId};
 use crate::services::Verdict;
@@ -39,6 +39,14 @@ const WAKER: Token = Token(0);
 pub(super) enum GatewayQuery {
     Report(Sender<ServicesReport>),
     Flows(Sender<Vec<FlowInfo>>),
+    /// The network's containers changed: names for DNS, published ports
+    /// to listen on (those already open stay); answered with the ports
+    /// that could not be opened.
+    Update {
+        names: Vec<(String, Ipv4Addr)>,
+        published: Vec<Published>,
+        reply: Sender<Vec<String>>,
+    },
 }
 
 enum Message {
@@ -166,6 +174,15 @@ pub(super) fn spawn(
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
     let mut host = host;
     host.set_trace(shared.trace.is_some());
+    if setup.outbound {
+        for (port, err) in host.publish(&setup.published_tcp) {
+            log::warn!(
+                "cannot listen on published port {} (container {}): {err}",
+                port.host,
+                port.container
+            );
+        }
+    }
     let thread_inbox = inbox.clone();
     let outbound = setup.outbound;
     let thread = std::thread::Builder::new()
@@ -270,13 +287,27 @@ impl Thread {
         }
     }
 
-    fn answer(&self, now: Instant, query: GatewayQuery) {
+    fn answer(&mut self, now: Instant, query: GatewayQuery) {
         match query {
             GatewayQuery::Report(reply) => {
                 let _ = reply.send(self.host.report(self.outbound));
             }
             GatewayQuery::Flows(reply) => {
                 let _ = reply.send(self.host.infos(now));
+            }
+            GatewayQuery::Update {
+                names,
+                published,
+                reply,
+            } => {
+                self.host.set_names(&names);
+                let failed = self
+                    .host
+                    .publish(&published)
+                    .into_iter()
+                    .map(|(port, err)| format!("{} -> {}: {err}", port.host, port.container))
+                    .collect();
+                let _ = reply.send(failed);
             }
         }
     }

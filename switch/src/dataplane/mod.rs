@@ -414,6 +414,23 @@ impl Dataplane {
             .query(gateway_thread::GatewayQuery::Flows)
     }
 
+    /// The network's containers changed: the gateway's DNS names and the
+    /// published TCP ports to listen on (open ones stay). Returns the ports
+    /// that could not be opened; `None` without a gateway.
+    pub fn update_services(
+        &self,
+        names: Vec<(String, Ipv4Addr)>,
+        published: Vec<crate::host_side::Published>,
+    ) -> Option<Vec<String>> {
+        self.gateway
+            .as_ref()?
+            .query(|reply| gateway_thread::GatewayQuery::Update {
+                names,
+                published,
+                reply,
+            })
+    }
+
     /// The knobs the dataplane runs with.
     pub fn tuning(&self) -> Tuning {
         self.shared.tuning

@@ -13,6 +13,7 @@
 //! services close the flow. Reads go on until `WouldBlock`, as `mio`'s
 //! readiness is edge-triggered.
 
+mod published;
 mod setup;
 mod tcp;
 
@@ -34,7 +35,7 @@ use crate::services::{
 };
 use crate::time::Instant;
 
-pub use setup::ServicesSetup;
+pub use setup::{Published, ServicesSetup};
 
 /// The first token handed to a flow's socket; those below are the
 /// thread's own (its waker, the DNS socket).
@@ -83,6 +84,8 @@ pub struct HostSide {
     tcp: HashMap<FlowKey, tcp::TcpConn>,
     /// smoltcp sockets of ended flows, removed once they have closed.
     lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
+    /// Published TCP ports, by token: the listener and where it leads.
+    listeners: HashMap<Token, (ports::host_socket::HostListener, SocketAddrV4, SocketAddrV4)>,
     /// Frames for the containers, handed out at the end of each call.
     frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,
@@ -119,6 +122,7 @@ impl HostSide {
             sockets: HashMap::new(),
             tcp: HashMap::new(),
             lingering: Vec::new(),
+            listeners: HashMap::new(),
             frames: Vec::new(),
             by_token: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,
@@ -229,6 +233,8 @@ impl HostSide {
         let token = event.token();
         if token == DNS_TOKEN {
             self.read_dns();
+        } else if self.listeners.contains_key(&token) {
+            self.accept_clients(now, token);
         } else if let Some(&key) = self.by_token.get(&token) {
             if key.protocol == Protocol::Tcp {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();

@@ -24,6 +24,18 @@ pub struct ServicesSetup {
     /// The network's MTU (the largest IP packet sent to a container).
     pub mtu: usize,
     pub limits: FlowLimits,
+    /// Published TCP ports: where the switch listens, and the container
+    /// address and port each one leads to.
+    pub published_tcp: Vec<Published>,
+}
+
+/// One published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub host: std::net::SocketAddrV4,
+    pub container: std::net::SocketAddrV4,
+    /// The container's MAC, for the first frame sent to it.
+    pub container_mac: Option<MacAddr>,
 }
 
 impl Default for ServicesSetup {
@@ -35,6 +47,7 @@ impl Default for ServicesSetup {
             names: Vec::new(),
             mtu: 1500,
             limits: FlowLimits::default(),
+            published_tcp: Vec::new(),
         }
     }
 }

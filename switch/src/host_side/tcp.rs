@@ -78,6 +78,33 @@ impl HostSide {
         Ok(())
     }
 
+    /// Takes a published port's accepted client as a flow's host socket.
+    pub(super) fn adopt_tcp(&mut self, key: FlowKey, host: HostTcp) -> io::Result<()> {
+        let token = self.new_token();
+        self.registry.register(
+            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.by_token.insert(token, key);
+        let conn = TcpConn {
+            host: Some(host),
+            token,
+            connecting: false,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            stack: None,
+            established: false,
+            container_done: false,
+            closed_write: false,
+        };
+        if let Some(old) = self.tcp.insert(key, conn) {
+            self.drop_conn(old);
+        }
+        Ok(())
+    }
+
     /// A TCP flow's host socket is ready.
     pub(super) fn tcp_ready(
         &mut self,
