@@ -353,3 +353,49 @@ fn record_address(state: &TempDir, name: &str) -> Ipv4Addr {
         .and_then(|c| c.ipv4)
         .expect("the container's address")
 }
+
+/// A UDP echo server on the switch namespace's loopback, for as long as
+/// the returned socket's thread runs (it stops after `count` datagrams).
+fn loopback_echo(switch_ns: &Netns, count: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let socket = switch_ns.run(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..count {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    (port, thread)
+}
+
+#[test]
+fn host_loopback_is_reached_only_when_allowed() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let (port, server) = loopback_echo(&topo.switch_ns, 1);
+    let to = SocketAddrV4::new(GATEWAY, port);
+    let err = udp_exchange(&topo.hosts[0].ns, to, b"loopback?").expect_err("not allowed");
+    // The gateway's own stack answers with an ICMP unreachable (protocol
+    // unreachable, as before: it has no UDP sockets), which Linux reports
+    // as ENOPROTOOPT; nothing reaches the host's loopback.
+    assert!(
+        matches!(err.raw_os_error(), Some(92 | 111)),
+        "an unreachable, not silence: {err}"
+    );
+    drop(switch);
+    drop(server);
+
+    let (topo, _remote, _state, switch) = setup(&["--allow-host-loopback"]);
+    let (port, server) = loopback_echo(&topo.switch_ns, 1);
+    let to = SocketAddrV4::new(GATEWAY, port);
+    let answer = udp_exchange(&topo.hosts[0].ns, to, b"loopback!")
+        .unwrap_or_else(|e| panic!("host loopback: {e}\n{}", switch.log()));
+    assert_eq!(answer, b"loopback!");
+    server.join().unwrap();
+}

@@ -31,7 +31,7 @@ use crate::time::Instant;
 pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 
 /// The largest frame the gateway sends or takes: a 1500-byte IP MTU.
-const GATEWAY_FRAME_MAX: usize = 1514;
+pub const GATEWAY_FRAME_MAX: usize = 1514;
 
 /// The gateway host. See the module documentation.
 pub struct Gateway {

@@ -22,7 +22,7 @@ use ports::{PortKind, VnetHdr};
 use super::Shared;
 use crate::fabric::{Fabric, PortHandle};
 use crate::flows::FlowInfo;
-use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
+use crate::gateway::{GATEWAY_FRAME_MAX, GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
 use crate::mac::MacAddr;
 use crate::port::{GATEWAY_PORT_NAME, GatewayQueue, GatewayTx, PortId};
@@ -278,6 +278,13 @@ impl Thread {
     }
 
     fn take_frame(&mut self, now: Instant, frame: &[u8]) {
+        // Too long for the gateway whoever it is for (a full-size
+        // VLAN-tagged frame the fabric lets through): refused and counted
+        // before any service looks at it, as replay counts it.
+        if frame.len() > GATEWAY_FRAME_MAX {
+            self.handle.counters.count_drop(DropReason::TxError);
+            return;
+        }
         if self
             .host
             .frame(now, frame, &mut self.gateway, &mut self.frames)

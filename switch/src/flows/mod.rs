@@ -182,7 +182,7 @@ pub mod udp;
 pub use action::{
     Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Side, Timer, Unreachable,
 };
-pub use classify::{GatewayAddresses, IgnoreReason, Ingress, classify};
+pub use classify::{GatewayAddresses, IgnoreReason, Ingress, classify, classify_with};
 pub use icmp::{EchoEvent, EchoFlow, unreachable_packet};
 pub use key::{FlowKey, Protocol};
 pub use limits::{FlowLimits, FlowStats, LimitReason};

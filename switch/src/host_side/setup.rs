@@ -71,6 +71,7 @@ impl ServicesSetup {
             limits: self.limits,
             names,
             upstreams: self.upstreams.clone(),
+            host_loopback: self.allow_host_loopback,
         }
     }
 }

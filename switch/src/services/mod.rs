@@ -48,7 +48,7 @@ use serde::Serialize;
 use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
 use crate::flows::{
     Action, Actions, Admission, EchoEvent, FlowKey, FlowLimits, FlowTable, GatewayAddresses,
-    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify,
+    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify_with,
     reset_for_syn, unreachable_packet,
 };
 use crate::mac::MacAddr;
@@ -75,6 +75,9 @@ pub struct ServicesConfig {
     pub limits: FlowLimits,
     pub names: NameTable,
     pub upstreams: Vec<SocketAddr>,
+    /// `--allow-host-loopback`: TCP and UDP (but DNS) to the gateway's own
+    /// address are flows, which the I/O side carries to the host's loopback.
+    pub host_loopback: bool,
 }
 
 /// What to do with the frame given to [`Services::frame`].
@@ -208,7 +211,7 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) -> Verdict {
-        let ingress = classify(frame, &self.config.gateway);
+        let ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
         if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
             self.learn_neighbor(frame);
         }
