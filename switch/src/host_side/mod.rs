@@ -449,3 +449,6 @@ impl HostSide {
         (hasher.finish() & 0xffff) as u16
     }
 }
+
+#[cfg(test)]
+mod tests;
