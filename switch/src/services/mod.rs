@@ -6,7 +6,7 @@
 //! [`FlowTable`], the [`DnsResponder`] and the [`Forwarder`] — into the
 //! one object the gateway thread will drive, so that what is left to wire
 //! is I/O: host sockets (`ports`), and smoltcp's TCP sockets for the
-//! container side of TCP flows. **Not wired yet.**
+//! container side of TCP flows; [`crate::host_side`] does that I/O.
 //!
 //! What it does entirely by itself, at the wire level:
 //!
