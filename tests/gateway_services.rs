@@ -399,3 +399,48 @@ fn host_loopback_is_reached_only_when_allowed() {
     assert_eq!(answer, b"loopback!");
     server.join().unwrap();
 }
+
+#[test]
+fn unreachable_destination_fails_at_once_and_descriptors_come_back() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let container = &topo.hosts[0].ns;
+
+    // The switch's namespace has no route to 192.0.2.0/24: its connect
+    // fails at once, and the container gets an ICMP unreachable.
+    let nowhere = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+    let err = container
+        .run(move || TcpStream::connect_timeout(&nowhere.into(), Duration::from_secs(5)))
+        .expect_err("no route");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable
+        ),
+        "{err}"
+    );
+
+    // Short connections give their descriptors back.
+    let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", switch.pid()))
+            .unwrap()
+            .count()
+    };
+    tcp_echo(container, echo, 100).expect("a first connection");
+    let baseline = fds();
+    for _ in 0..200 {
+        let (sent, back) = tcp_echo(container, echo, 100).expect("a short connection");
+        assert_eq!(back, sent);
+    }
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert!(
+        services["flows"]["closed"].as_u64().unwrap() >= 200,
+        "{services}"
+    );
+    assert!(
+        fds() <= baseline + 1,
+        "descriptors grew from {baseline} to {} after 200 connections",
+        fds()
+    );
+}

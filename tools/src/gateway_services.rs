@@ -101,4 +101,14 @@ impl ServicesSource {
             .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
         Ok(recorded.then(|| setup(&self.args, state.as_ref(), &self.network)))
     }
+
+    /// The services' setup from IPAM without `container` (being removed,
+    /// whether or not its record is gone yet).
+    pub fn setup_without(&self, container: &str) -> Result<ServicesSetup> {
+        let mut state = load_state(self.state_dir.as_deref())?;
+        if let Some(state) = &mut state {
+            state.containers.retain(|c| c.name != container);
+        }
+        Ok(setup(&self.args, state.as_ref(), &self.network))
+    }
 }

@@ -214,8 +214,29 @@ impl RunningSwitch {
         };
         self.with_dataplane(|d| Ok(d.remove_port(meta.id)))?;
         ports.remove(name);
+        drop(ports);
         log::info!("port {} {name} removed", meta.id);
+        if let Some(container) = &meta.owner {
+            // Before `container rm` goes on: its published ports are free
+            // again once this returns.
+            self.forget_container(container);
+        }
         Ok(())
+    }
+
+    /// A container's port was removed: the gateway forgets its name and
+    /// stops listening on its published ports.
+    fn forget_container(&self, container: &str) {
+        let source = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return };
+        match source.setup_without(container) {
+            Ok(setup) => self.update_services(setup),
+            Err(err) => log::warn!("not updating the gateway's services: {err:#}"),
+        }
     }
 
     /// Forgets a port the dataplane already removed on its own.

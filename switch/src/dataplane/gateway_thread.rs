@@ -39,9 +39,9 @@ const WAKER: Token = Token(0);
 pub(super) enum GatewayQuery {
     Report(Sender<ServicesReport>),
     Flows(Sender<Vec<FlowInfo>>),
-    /// The network's containers changed: names for DNS, published ports
-    /// to listen on (those already open stay); answered with the ports
-    /// that could not be opened.
+    /// The network's containers changed: names for DNS, the published
+    /// ports to listen on (those already open stay, the others close);
+    /// answered with the ports that could not be opened.
     Update {
         names: Vec<(String, Ipv4Addr)>,
         published: Vec<Published>,

@@ -415,8 +415,9 @@ impl Dataplane {
     }
 
     /// The network's containers changed: the gateway's DNS names and the
-    /// published TCP ports to listen on (open ones stay). Returns the ports
-    /// that could not be opened; `None` without a gateway.
+    /// published TCP ports to listen on (open ones stay, the others are
+    /// closed). Returns the ports that could not be opened; `None` without
+    /// a gateway.
     pub fn update_services(
         &self,
         names: Vec<(String, Ipv4Addr)>,

@@ -16,9 +16,28 @@ use crate::flows::FlowKey;
 use crate::time::Instant;
 
 impl HostSide {
-    /// Listens on each published port; returns those that could not be
-    /// opened, with why (the switch goes on without them).
+    /// Listens on each published port (those already open stay) and stops
+    /// listening on the others; returns those that could not be opened,
+    /// with why (the switch goes on without them).
     pub fn publish(&mut self, published: &[Published]) -> Vec<(Published, io::Error)> {
+        let gone: Vec<Token> = self
+            .listeners
+            .iter()
+            .filter(|(_, (_, container, host))| {
+                !published
+                    .iter()
+                    .any(|p| p.host == *host && p.container == *container)
+            })
+            .map(|(token, _)| *token)
+            .collect();
+        for token in gone {
+            if let Some((listener, container, host)) = self.listeners.remove(&token) {
+                let _ = self
+                    .registry
+                    .deregister(&mut SourceFd(&listener.as_raw_fd()));
+                log::info!("unpublished {host} -> container {container} (tcp)");
+            }
+        }
         let mut failed = Vec::new();
         for port in published {
             if self
