@@ -2,6 +2,7 @@
 //! `--no-outbound`, `--allow-host-loopback`) and what IPAM knows about the
 //! network (`--internal`, `--mtu`, the containers' names).
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, SocketAddrV4};
 
 use anyhow::{Result, anyhow};
@@ -92,22 +93,29 @@ pub struct ServicesSource {
 }
 
 impl ServicesSource {
-    /// The services' setup from IPAM as it is now, once `container` is
-    /// recorded in it (`None` until then).
-    pub fn setup_with(&self, container: &str) -> Result<Option<ServicesSetup>> {
+    /// The services' setup from IPAM as it is now, without the `removed`
+    /// containers, once `container` is recorded in it (`None` until then).
+    pub fn setup_with(
+        &self,
+        container: &str,
+        removed: &HashSet<String>,
+    ) -> Result<Option<ServicesSetup>> {
         let state = load_state(self.state_dir.as_deref())?;
         let recorded = state
             .as_ref()
             .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
-        Ok(recorded.then(|| setup(&self.args, state.as_ref(), &self.network)))
+        if !recorded {
+            return Ok(None);
+        }
+        self.setup_without(removed).map(Some)
     }
 
-    /// The services' setup from IPAM without `container` (being removed,
-    /// whether or not its record is gone yet).
-    pub fn setup_without(&self, container: &str) -> Result<ServicesSetup> {
+    /// The services' setup from IPAM without the `removed` containers
+    /// (being removed, whether or not their records are gone yet).
+    pub fn setup_without(&self, removed: &HashSet<String>) -> Result<ServicesSetup> {
         let mut state = load_state(self.state_dir.as_deref())?;
         if let Some(state) = &mut state {
-            state.containers.retain(|c| c.name != container);
+            state.containers.retain(|c| !removed.contains(&c.name));
         }
         Ok(setup(&self.args, state.as_ref(), &self.network))
     }

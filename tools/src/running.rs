@@ -48,6 +48,9 @@ pub struct RunningSwitch {
     /// (set by `serve`).
     services: Mutex<Option<crate::gateway_services::ServicesSource>>,
     this: std::sync::OnceLock<std::sync::Weak<RunningSwitch>>,
+    /// Containers whose port was removed (their record may outlive it for
+    /// a moment); also the lock that makes the gateway's updates take turns.
+    removed: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a switch waits for `container create` to record a container
@@ -70,6 +73,7 @@ impl RunningSwitch {
             events,
             services: Mutex::default(),
             this: std::sync::OnceLock::new(),
+            removed: Mutex::default(),
         }
     }
 
@@ -98,14 +102,27 @@ impl RunningSwitch {
         let Some(switch) = self.this.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
+        self.removed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&container);
         let spawned = std::thread::Builder::new()
             .name("tapswitch-ipam".into())
             .spawn(move || {
                 let deadline = std::time::Instant::now() + RECORD_WAIT;
                 while std::time::Instant::now() < deadline {
-                    match source.setup_with(&container) {
+                    // Updates take turns, and one for a container removed
+                    // meanwhile is dropped: its ports must stay closed.
+                    let removed = switch.removed.lock().unwrap_or_else(PoisonError::into_inner);
+                    if removed.contains(&container) {
+                        return;
+                    }
+                    match source.setup_with(&container, &removed) {
                         Ok(Some(setup)) => return switch.update_services(setup),
-                        Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                        Ok(None) => {
+                            drop(removed);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
                         Err(err) => {
                             log::warn!("not updating the gateway's services: {err:#}");
                             return;
@@ -233,7 +250,9 @@ impl RunningSwitch {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let Some(source) = source else { return };
-        match source.setup_without(container) {
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        removed.insert(container.to_string());
+        match source.setup_without(&removed) {
             Ok(setup) => self.update_services(setup),
             Err(err) => log::warn!("not updating the gateway's services: {err:#}"),
         }
