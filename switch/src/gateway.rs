@@ -15,12 +15,13 @@
 //! does not take offload headers.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use crate::mac::MacAddr;
 use crate::time::Instant;
@@ -30,7 +31,7 @@ use crate::time::Instant;
 pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 
 /// The largest frame the gateway sends or takes: a 1500-byte IP MTU.
-const GATEWAY_FRAME_MAX: usize = 1514;
+pub const GATEWAY_FRAME_MAX: usize = 1514;
 
 /// The gateway host. See the module documentation.
 pub struct Gateway {
@@ -93,6 +94,51 @@ impl Gateway {
         self.prefix_len
     }
 
+    /// Turns on what translated TCP flows need: smoltcp's any-IP mode, so
+    /// its TCP sockets take segments for remote addresses and send from
+    /// them. Any-IP claims every address (ARP, ping, TCP), so the caller
+    /// must hand the gateway only the frames the services' classifier
+    /// gives it; `replay` never turns this on.
+    pub fn enable_flows(&mut self) {
+        self.iface.set_any_ip(true);
+    }
+
+    /// A TCP socket listening on exactly `local` (a remote's endpoint),
+    /// with `buffer` bytes each way.
+    pub fn tcp_listen(&mut self, local: SocketAddrV4, buffer: usize) -> Option<SocketHandle> {
+        let mut socket = tcp_socket(buffer);
+        let endpoint = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(*local.ip())),
+            port: local.port(),
+        };
+        socket.listen(endpoint).ok()?;
+        Some(self.sockets.add(socket))
+    }
+
+    /// A TCP socket connecting from `local` (any address) to `remote`.
+    pub fn tcp_connect(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        buffer: usize,
+    ) -> Option<SocketHandle> {
+        let mut socket = tcp_socket(buffer);
+        let remote = (IpAddress::Ipv4(*remote.ip()), remote.port());
+        let local = (IpAddress::Ipv4(*local.ip()), local.port());
+        socket.connect(self.iface.context(), remote, local).ok()?;
+        Some(self.sockets.add(socket))
+    }
+
+    /// The TCP socket `handle`.
+    pub fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket<'static>>(handle)
+    }
+
+    /// Removes a socket.
+    pub fn remove(&mut self, handle: SocketHandle) {
+        self.sockets.remove(handle);
+    }
+
     /// Queues a frame the switch delivered to the gateway port. False when
     /// the queue is full and the frame was dropped.
     pub fn deliver(&mut self, frame: &[u8]) -> bool {
@@ -116,6 +162,15 @@ impl Gateway {
             .poll_delay(smol_now(now), &self.sockets)
             .map(Duration::from)
     }
+}
+
+fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; buffer]),
+        tcp::SocketBuffer::new(vec![0; buffer]),
+    );
+    socket.set_nagle_enabled(false);
+    socket
 }
 
 fn smol_now(now: Instant) -> smoltcp::time::Instant {

@@ -21,7 +21,8 @@
 //!   docs say which file holds which job.
 //! - [`flows`], [`dns`] and [`services`]: the gateway's services (issue 14:
 //!   outbound flows, published ports, DNS), pure state machines joined in
-//!   [`services::Services`], not wired into the gateway thread yet.
+//!   [`services::Services`]; [`host_side`] carries out their I/O on the
+//!   gateway thread (host sockets, smoltcp's TCP sockets, published ports).
 //!
 //! Determinism contract: the engine, table, fabric, gateway and trace read
 //! no clock and do no I/O of their own (the fabric sends through the port
@@ -39,6 +40,7 @@ pub mod events;
 pub mod fabric;
 pub mod flows;
 pub mod gateway;
+pub mod host_side;
 pub mod mac;
 pub mod mac_table;
 pub mod port;

@@ -19,6 +19,7 @@ pub mod etcd_server;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod remote;
 pub mod rootless_user;
 pub mod switch_process;
 pub mod topology;

@@ -36,6 +36,11 @@ pub enum Request {
     Fdb,
     /// The ports and their counters.
     Ports,
+    /// The gateway's services: flow counters, upstreams, ping sockets
+    /// (`null` without a gateway).
+    Services,
+    /// The gateway's translated flows, like `conntrack -L`.
+    Flows,
     /// Attach an interface (`iface`) or a TAP device (`tap`). `owner` names
     /// the container the port belongs to, for `tapswitch show`.
     PortAdd {

@@ -8,6 +8,7 @@ pub mod control;
 pub mod control_server;
 pub mod demo;
 pub mod event_feed;
+pub mod gateway_services;
 pub mod lab;
 pub mod logging;
 pub mod manuals;

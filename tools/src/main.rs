@@ -42,6 +42,8 @@ enum Command {
     Ports(query::QueryArgs),
     /// Show a running switch's settings and MAC table counters.
     Stats(query::QueryArgs),
+    /// List the gateway's translated flows (like `conntrack -L`).
+    Flows(query::QueryArgs),
     /// Print a running switch's events as they happen (like `bridge monitor fdb`).
     Monitor(monitor::MonitorArgs),
     /// Turn a running switch's per-decision trace on or off.
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Fdb(args) => query::fdb(args),
         Command::Ports(args) => query::ports(args),
         Command::Stats(args) => query::stats(args),
+        Command::Flows(args) => query::flows(args),
         Command::Monitor(args) => monitor::monitor(args),
         Command::Trace(args) => monitor::trace(args),
         Command::Port(cmd) => query::port(cmd),

@@ -255,7 +255,10 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     let info = control::call(&socket, &Request::Info)?;
     let fdb = control::call(&socket, &Request::Fdb)?;
     if args.json {
-        return print_json(serde_json::json!({ "switch": info, "table": fdb["stats"] }));
+        let services = control::call(&socket, &Request::Services).unwrap_or_default();
+        return print_json(
+            serde_json::json!({ "switch": info, "table": fdb["stats"], "services": services }),
+        );
     }
     let info: SwitchInfo = serde_json::from_value(info)?;
     let fdb: FdbReply = serde_json::from_value(fdb)?;
@@ -285,6 +288,68 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         dataplane.cpu_yields, dataplane.cpu_moves
     );
     println!("{}", render_table_stats(&fdb));
+    if let Ok(services) = control::call(&socket, &Request::Services)
+        && !services.is_null()
+    {
+        print!("{}", render_services(&services));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway's services in `tapswitch stats`.
+fn render_services(s: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let flows = &s["flows"];
+    let upstreams: Vec<&str> = s["upstreams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|u| u.as_str()).collect())
+        .unwrap_or_default();
+    let mut out = String::new();
+    out += &format!(
+        "outbound     {}; ping through {} sockets\n",
+        if s["outbound"] == true {
+            "on"
+        } else {
+            "off (--no-outbound or --internal)"
+        },
+        s["ping_sockets"].as_str().unwrap_or("no (none allowed)"),
+    );
+    out += &format!(
+        "dns          upstreams {}\n",
+        if upstreams.is_empty() {
+            "none".to_string()
+        } else {
+            upstreams.join(", ")
+        }
+    );
+    out += &format!(
+        "flows        {} now; opened {}, refused {}, timed out {}, closed {} ({} reset), dropped for limits {}, invalid {}\n",
+        n(&s["flows_now"]),
+        n(&flows["opened"]),
+        n(&flows["refused"]),
+        n(&flows["timed_out"]),
+        n(&flows["closed"]),
+        n(&flows["reset"]),
+        n(&flows["dropped_for_limits"]),
+        n(&flows["dropped_invalid"]),
+    );
+    out += &format!(
+        "             refused outbound {}, host socket errors {}\n",
+        n(&s["frames"]["outbound_denied"]),
+        n(&s["socket_errors"]),
+    );
+    out
+}
+
+/// `tapswitch flows [--json]`: the gateway's translated flows.
+pub fn flows(args: QueryArgs) -> Result<ExitCode> {
+    let rows = control::call(&args.target.socket(), &Request::Flows)?;
+    if args.json {
+        return print_json(rows);
+    }
+    for row in rows.as_array().into_iter().flatten() {
+        println!("{}", row["line"].as_str().unwrap_or_default());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

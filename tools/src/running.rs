@@ -51,7 +51,18 @@ pub struct RunningSwitch {
     ports: Mutex<BTreeMap<String, PortMeta>>,
     info: SwitchInfo,
     events: Receiver<PortEvent>,
+    /// Where the gateway's services learn about the network's containers
+    /// (set by `serve`).
+    services: Mutex<Option<crate::gateway_services::ServicesSource>>,
+    this: std::sync::OnceLock<std::sync::Weak<RunningSwitch>>,
+    /// Containers whose port was removed (their record may outlive it for
+    /// a moment); also the lock that makes the gateway's updates take turns.
+    removed: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How long a switch waits for `container create` to record a container
+/// whose port it attached.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for RunningSwitch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,6 +78,84 @@ impl RunningSwitch {
             ports: Mutex::default(),
             info,
             events,
+            services: Mutex::default(),
+            this: std::sync::OnceLock::new(),
+            removed: Mutex::default(),
+        }
+    }
+
+    /// Lets the switch hand itself to its own helper threads.
+    pub fn set_self(self: &std::sync::Arc<Self>) {
+        let _ = self.this.set(std::sync::Arc::downgrade(self));
+    }
+
+    /// Lets a container attached while the switch runs update the
+    /// gateway's names and published ports from IPAM.
+    pub fn set_services_source(&self, source: crate::gateway_services::ServicesSource) {
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// A container's port was attached: once `container create` has
+    /// recorded the container (it commits after attaching), reads IPAM
+    /// again and tells the gateway. Waits on its own thread, at most
+    /// [`RECORD_WAIT`].
+    fn refresh_services_for(&self, container: String) {
+        let source = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return };
+        let Some(switch) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        self.removed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&container);
+        let spawned = std::thread::Builder::new()
+            .name("tapswitch-ipam".into())
+            .spawn(move || {
+                let deadline = std::time::Instant::now() + RECORD_WAIT;
+                while std::time::Instant::now() < deadline {
+                    // Updates take turns, and one for a container removed
+                    // meanwhile is dropped: its ports must stay closed.
+                    let removed = switch.removed.lock().unwrap_or_else(PoisonError::into_inner);
+                    if removed.contains(&container) {
+                        return;
+                    }
+                    match source.setup_with(&container, &removed) {
+                        Ok(Some(setup)) => return switch.update_services(setup),
+                        Ok(None) => {
+                            drop(removed);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        Err(err) => {
+                            log::warn!("not updating the gateway's services: {err:#}");
+                            return;
+                        }
+                    }
+                }
+                log::warn!("container {container} was not recorded in time: its names and published ports wait for the switch's restart");
+            });
+        if let Err(err) = spawned {
+            log::warn!("not updating the gateway's services: {err}");
+        }
+    }
+
+    fn update_services(&self, setup: switch::host_side::ServicesSetup) {
+        let published = if setup.outbound {
+            setup.published_tcp
+        } else {
+            Vec::new()
+        };
+        let failed = self
+            .with_dataplane(|d| Ok(d.update_services(setup.names, published)))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for failure in failed {
+            log::warn!("cannot listen on published port {failure}");
         }
     }
 
@@ -121,8 +210,12 @@ impl RunningSwitch {
             };
             Ok(id)
         })?;
+        let container = owner.clone();
         ports.insert(name.to_string(), PortMeta { id, owner });
         drop(ports);
+        if let Some(container) = container {
+            self.refresh_services_for(container);
+        }
         let info = self.port_info(id)?;
         log::info!(
             "port {} {} attached ({}, mtu {}, offloads {}{})",
@@ -148,8 +241,31 @@ impl RunningSwitch {
         };
         self.with_dataplane(|d| Ok(d.remove_port(meta.id)))?;
         ports.remove(name);
+        drop(ports);
         log::info!("port {} {name} removed", meta.id);
+        if let Some(container) = &meta.owner {
+            // Before `container rm` goes on: its published ports are free
+            // again once this returns.
+            self.forget_container(container);
+        }
         Ok(())
+    }
+
+    /// A container's port was removed: the gateway forgets its name and
+    /// stops listening on its published ports.
+    fn forget_container(&self, container: &str) {
+        let source = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return };
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        removed.insert(container.to_string());
+        match source.setup_without(&removed) {
+            Ok(setup) => self.update_services(setup),
+            Err(err) => log::warn!("not updating the gateway's services: {err:#}"),
+        }
     }
 
     /// Forgets a port the dataplane already removed on its own.
@@ -222,6 +338,12 @@ impl RunningSwitch {
             Request::Info => self.live_info().map(|info| Reply::data(&info)),
             Request::Fdb => self.fdb().map(|r| Reply::data(&r)),
             Request::Ports => self.ports().map(|r| Reply::data(&r)),
+            Request::Services => self
+                .with_dataplane(|d| Ok(d.services_report()))
+                .map(|r| Reply::data(&r)),
+            Request::Flows => self
+                .with_dataplane(|d| Ok(flow_rows(d.flows().unwrap_or_default())))
+                .map(|r| Reply::data(&r)),
             Request::PortAdd { iface, tap, owner } => {
                 let spec = match (iface, tap) {
                     (Some(name), None) => Ok(PortSpec::Iface(name)),
@@ -389,4 +511,18 @@ fn user_port(ports: &switch::PortSet, name: &str) -> Result<PortId> {
         .by_name(name)
         .map(|port| port.id)
         .ok_or_else(|| anyhow!("no port named {name} on this switch; `tapswitch ports` lists them"))
+}
+
+/// `flows`' reply: each flow's fields and its `conntrack -L`-like line.
+fn flow_rows(flows: Vec<switch::flows::FlowInfo>) -> Vec<serde_json::Value> {
+    flows
+        .into_iter()
+        .map(|flow| {
+            let mut row = serde_json::to_value(&flow).unwrap_or_default();
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("line".into(), flow.to_string().into());
+            }
+            row
+        })
+        .collect()
 }

@@ -37,6 +37,8 @@ pub struct ServeArgs {
     pub control: Option<PathBuf>,
     #[command(flatten)]
     pub state: crate::statedir::StateArgs,
+    #[command(flatten)]
+    pub services: crate::gateway_services::ServicesArgs,
     /// Microseconds a worker keeps polling for frames after the last one
     /// before it sleeps; 0 sleeps at once (lowest CPU). Busy polling turns
     /// the real-time priority off (a polling thread must not starve others).
@@ -172,7 +174,19 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         trace: args.switch.trace,
         capture,
     };
-    let switch = start_switch(setup)?;
+    let state = crate::gateway_services::load_state(args.state.state_dir.as_deref())
+        .unwrap_or_else(|err| {
+            log::warn!("{err:#}; the gateway knows no container names");
+            None
+        });
+    let services = crate::gateway_services::setup(&args.services, state.as_ref(), &args.network);
+    let switch = start_switch_with(setup, services)?;
+    switch.set_self();
+    switch.set_services_source(crate::gateway_services::ServicesSource {
+        args: args.services.clone(),
+        state_dir: args.state.state_dir.clone(),
+        network: args.network.clone(),
+    });
 
     let specs = args
         .ifaces
@@ -338,6 +352,14 @@ pub struct SwitchSetup {
 /// Starts the dataplane `setup` describes, as the switch the control
 /// socket serves (no ports yet).
 pub fn start_switch(setup: SwitchSetup) -> Result<Arc<RunningSwitch>> {
+    start_switch_with(setup, switch::host_side::ServicesSetup::default())
+}
+
+/// [`start_switch`] with the gateway's services set up as `services` says.
+pub fn start_switch_with(
+    setup: SwitchSetup,
+    services: switch::host_side::ServicesSetup,
+) -> Result<Arc<RunningSwitch>> {
     let stderr: Arc<TraceSink> = Arc::new(|line: &str| eprintln!("{line}"));
     let trace = setup.trace.then(|| stderr.clone());
     let capture_dir = setup.capture.as_ref().map(|c| c.dir().to_path_buf());
@@ -349,6 +371,7 @@ pub fn start_switch(setup: SwitchSetup) -> Result<Arc<RunningSwitch>> {
         // `tapswitch trace on` prints to stderr too.
         trace_output: Some(stderr),
         capture: setup.capture.clone(),
+        services,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(&dataplane, &setup, capture_dir);

@@ -1,52 +1,134 @@
-//! The gateway's thread: feeds frames the switch sent to the gateway port to
-//! smoltcp, and forwards smoltcp's answers like any port's frames.
+//! The gateway's thread: frames the switch sent to the gateway port go
+//! through the gateway's services first ([`HostSide`]: DNS, outbound flows
+//! through host sockets), the rest to smoltcp; what either sends is
+//! forwarded like any port's frames.
+//!
+//! The thread waits in one `mio` poll on its host sockets and a waker.
+//! Workers queue frames on a bounded channel and wake the thread only when
+//! it is about to sleep (a flag it sets before sleeping and they clear), so
+//! a burst of frames costs one wake-up, not one per frame.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use mio::{Events, Poll, Token, Waker};
 use ports::{PortKind, VnetHdr};
 
 use super::Shared;
 use crate::fabric::{Fabric, PortHandle};
-use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
+use crate::flows::FlowInfo;
+use crate::gateway::{GATEWAY_FRAME_MAX, GATEWAY_QUEUE_FRAMES, Gateway};
+use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
 use crate::mac::MacAddr;
 use crate::port::{GATEWAY_PORT_NAME, GatewayQueue, GatewayTx, PortId};
+use crate::services::Verdict;
 use crate::stats::{DropReason, PortCounters};
+use crate::time::Instant;
 
 /// The longest the gateway sleeps without checking its timers.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+const WAKER: Token = Token(0);
+
+/// What the control side asks the gateway thread.
+#[derive(Debug)]
+pub(super) enum GatewayQuery {
+    Report(Sender<ServicesReport>),
+    Flows(Sender<Vec<FlowInfo>>),
+    /// The network's containers changed: names for DNS, the published
+    /// ports to listen on (those already open stay, the others close);
+    /// answered with the ports that could not be opened.
+    Update {
+        names: Vec<(String, Ipv4Addr)>,
+        published: Vec<Published>,
+        reply: Sender<Vec<String>>,
+    },
+}
 
 enum Message {
     Frame(Vec<u8>),
+    Query(GatewayQuery),
     Stop,
+}
+
+/// The channel into the gateway thread and its wake-up.
+#[derive(Debug)]
+struct Inbox {
+    queue: Sender<Message>,
+    waker: Waker,
+    /// Set by the thread just before it sleeps; whoever queues something
+    /// and finds it set wakes the thread.
+    sleeping: AtomicBool,
+}
+
+impl Inbox {
+    fn wake_if_sleeping(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn send(&self, message: Message) -> Result<(), TrySendError<Message>> {
+        self.queue.try_send(message)?;
+        self.wake_if_sleeping();
+        Ok(())
+    }
 }
 
 pub(super) struct GatewayThread {
     pub(super) address: Ipv4Addr,
     pub(super) prefix_len: u8,
     pub(super) mac: MacAddr,
-    stop: Sender<Message>,
+    inbox: Arc<Inbox>,
     thread: JoinHandle<()>,
 }
 
 impl GatewayThread {
     pub(super) fn stop(self) {
-        let _ = self.stop.send(Message::Stop);
+        // The queue may be full: keep trying until the thread takes it.
+        let mut stop = Message::Stop;
+        loop {
+            match self.inbox.queue.try_send(stop) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(back)) => {
+                    stop = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let _ = self.inbox.waker.wake();
         let _ = self.thread.join();
+    }
+
+    /// Asks the thread something; `None` if it does not answer in time.
+    pub(super) fn query<T>(&self, make: impl FnOnce(Sender<T>) -> GatewayQuery) -> Option<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut message = Message::Query(make(tx));
+        for _ in 0..100 {
+            match self.inbox.send(message) {
+                Ok(()) => return rx.recv_timeout(Duration::from_secs(2)).ok(),
+                Err(TrySendError::Full(back)) => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(TrySendError::Disconnected(_)) => return None,
+            }
+        }
+        None
     }
 }
 
 /// The gateway port's queue: a bounded channel to the gateway thread.
 #[derive(Debug)]
-struct Channel(Sender<Message>);
+struct Channel(Arc<Inbox>);
 
 impl GatewayQueue for Channel {
     fn push(&self, frame: &[u8]) -> io::Result<()> {
-        match self.0.try_send(Message::Frame(frame.to_vec())) {
+        match self.0.send(Message::Frame(frame.to_vec())) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
@@ -54,13 +136,30 @@ impl GatewayQueue for Channel {
     }
 }
 
-pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<GatewayThread> {
-    let (queue, inbox) = crossbeam_channel::bounded(GATEWAY_QUEUE_FRAMES);
+pub(super) fn spawn(
+    mut gateway: Gateway,
+    setup: ServicesSetup,
+    shared: Arc<Shared>,
+) -> io::Result<GatewayThread> {
+    gateway.enable_flows();
+    let (queue, messages) = crossbeam_channel::bounded(GATEWAY_QUEUE_FRAMES);
+    let poll = Poll::new()?;
+    let inbox = Arc::new(Inbox {
+        queue,
+        waker: Waker::new(poll.registry(), WAKER)?,
+        sleeping: AtomicBool::new(false),
+    });
+    let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
+    let host = HostSide::new(
+        config,
+        poll.registry().try_clone()?,
+        setup.allow_host_loopback,
+    )?;
     let handle = Arc::new(PortHandle {
         id: PortId::GATEWAY,
         name: GATEWAY_PORT_NAME.to_string(),
         kind: PortKind::Gateway,
-        tx: Arc::new(GatewayTx(Channel(queue.clone()))),
+        tx: Arc::new(GatewayTx(Channel(inbox.clone()))),
         counters: Arc::new(PortCounters::default()),
         capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
@@ -73,57 +172,167 @@ pub(super) fn spawn(gateway: Gateway, shared: Arc<Shared>) -> io::Result<Gateway
         shared.publish(shared.snapshot().with(handle.clone()), None);
     }
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
+    let mut host = host;
+    host.set_trace(shared.trace.is_some());
+    if setup.outbound {
+        for (port, err) in host.publish(&setup.published_tcp) {
+            log::warn!(
+                "cannot listen on published port {} (container {}): {err}",
+                port.host,
+                port.container
+            );
+        }
+    }
+    let thread_inbox = inbox.clone();
+    let outbound = setup.outbound;
     let thread = std::thread::Builder::new()
         .name("tapswitch-gw".into())
-        .spawn(move || run(gateway, shared, handle, inbox))?;
+        .spawn(move || {
+            let mut thread = Thread {
+                gateway,
+                host,
+                outbound,
+                shared,
+                handle,
+                frames: Vec::new(),
+            };
+            thread.run(poll, &thread_inbox, &messages);
+        })?;
     Ok(GatewayThread {
         address,
         prefix_len,
         mac,
-        stop: queue,
+        inbox,
         thread,
     })
 }
 
-fn run(
-    mut gateway: Gateway,
+struct Thread {
+    gateway: Gateway,
+    host: HostSide,
+    outbound: bool,
     shared: Arc<Shared>,
     handle: Arc<PortHandle>,
-    inbox: Receiver<Message>,
-) {
-    let mut fabric = Fabric::new(shared.trace.clone());
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    loop {
-        let now = shared.clock.now();
-        let wait = gateway.poll_delay(now).unwrap_or(MAX_IDLE).min(MAX_IDLE);
-        match inbox.recv_timeout(wait) {
-            Ok(Message::Frame(frame)) => {
-                deliver(&mut gateway, &handle, &frame);
-                for message in inbox.try_iter().take(GATEWAY_QUEUE_FRAMES) {
-                    match message {
-                        Message::Frame(frame) => deliver(&mut gateway, &handle, &frame),
-                        Message::Stop => return,
-                    }
+    /// Frames for the switch, sent at the end of each round.
+    frames: Vec<Vec<u8>>,
+}
+
+impl Thread {
+    fn run(&mut self, mut poll: Poll, inbox: &Inbox, messages: &Receiver<Message>) {
+        let mut fabric = Fabric::new(self.shared.trace.clone());
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = self.shared.clock.now();
+            let mut wait = self.wait(now);
+            inbox.sleeping.store(true, Ordering::SeqCst);
+            if !messages.is_empty() {
+                wait = Duration::ZERO;
+            }
+            let polled = poll.poll(&mut events, Some(wait));
+            inbox.sleeping.store(false, Ordering::SeqCst);
+            if let Err(err) = polled
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("gateway: poll failed: {err}; the gateway stops");
+                return;
+            }
+            let now = self.shared.clock.now();
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.host
+                        .ready(now, event, &mut self.gateway, &mut self.frames);
                 }
             }
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
+            for _ in 0..GATEWAY_QUEUE_FRAMES {
+                match messages.try_recv() {
+                    Ok(Message::Frame(frame)) => self.take_frame(now, &frame),
+                    Ok(Message::Query(query)) => self.answer(now, query),
+                    Ok(Message::Stop) | Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.host.timers(now, &mut self.gateway, &mut self.frames);
+            self.gateway.poll(now, &mut self.frames);
+            self.host
+                .after_stack(now, &mut self.gateway, &mut self.frames);
+            // What the relay queued for the stack goes out in this round.
+            self.gateway.poll(now, &mut self.frames);
+            self.send(&mut fabric, now);
+            if let Some(trace) = &self.shared.trace {
+                for line in self.host.trace_lines() {
+                    trace(&line);
+                }
+            }
         }
-        let now = shared.clock.now();
-        gateway.poll(now, &mut out);
-        if out.is_empty() {
-            continue;
+    }
+
+    /// How long to sleep: until smoltcp's or the services' next timer, at
+    /// most [`MAX_IDLE`].
+    fn wait(&mut self, now: Instant) -> Duration {
+        let stack = self.gateway.poll_delay(now).unwrap_or(MAX_IDLE);
+        let services = self
+            .host
+            .next_deadline()
+            .map_or(MAX_IDLE, |at| at.saturating_since(now));
+        stack.min(services).min(MAX_IDLE)
+    }
+
+    fn take_frame(&mut self, now: Instant, frame: &[u8]) {
+        // Too long for the gateway whoever it is for (a full-size
+        // VLAN-tagged frame the fabric lets through): refused and counted
+        // before any service looks at it, as replay counts it.
+        if frame.len() > GATEWAY_FRAME_MAX {
+            self.handle.counters.count_drop(DropReason::TxError);
+            return;
+        }
+        if self
+            .host
+            .frame(now, frame, &mut self.gateway, &mut self.frames)
+            == Verdict::ToStack
+        {
+            deliver(&mut self.gateway, &self.handle, frame);
+        }
+    }
+
+    fn answer(&mut self, now: Instant, query: GatewayQuery) {
+        match query {
+            GatewayQuery::Report(reply) => {
+                let _ = reply.send(self.host.report(self.outbound));
+            }
+            GatewayQuery::Flows(reply) => {
+                let _ = reply.send(self.host.infos(now));
+            }
+            GatewayQuery::Update {
+                names,
+                published,
+                reply,
+            } => {
+                self.host.set_names(&names);
+                let failed = self
+                    .host
+                    .publish(&published)
+                    .into_iter()
+                    .map(|(port, err)| format!("{} -> {}: {err}", port.host, port.container))
+                    .collect();
+                let _ = reply.send(failed);
+            }
+        }
+    }
+
+    fn send(&mut self, fabric: &mut Fabric, now: Instant) {
+        if self.frames.is_empty() {
+            return;
         }
         // A fresh snapshot each time, dropped before sleeping: a stale one
         // would keep a removed port's device open.
-        let ports = shared.snapshot();
-        let mut session = shared.engine.session();
-        for mut frame in out.drain(..) {
+        let ports = self.shared.snapshot();
+        let mut session = self.shared.engine.session();
+        for mut frame in self.frames.drain(..) {
             fabric.forward(
                 &mut session,
                 &ports,
                 now,
-                &handle,
+                &self.handle,
                 &mut VnetHdr::default(),
                 &mut frame,
             );

@@ -338,7 +338,11 @@ impl Dataplane {
         let gateway = match config.gateway {
             Some((address, prefix_len)) => {
                 let gw = Gateway::new(address, prefix_len, clock.now());
-                Some(gateway_thread::spawn(gw, shared.clone())?)
+                Some(gateway_thread::spawn(
+                    gw,
+                    config.services.clone(),
+                    shared.clone(),
+                )?)
             }
             None => None,
         };
@@ -393,6 +397,39 @@ impl Dataplane {
         self.gateway
             .as_ref()
             .map(|g| (g.address, g.prefix_len, g.mac))
+    }
+
+    /// The gateway's services: counters, upstreams, how pings go out
+    /// (`None` without a gateway, or if its thread does not answer).
+    pub fn services_report(&self) -> Option<crate::host_side::ServicesReport> {
+        self.gateway
+            .as_ref()?
+            .query(gateway_thread::GatewayQuery::Report)
+    }
+
+    /// The gateway's translated flows now (`tapswitch flows`).
+    pub fn flows(&self) -> Option<Vec<crate::flows::FlowInfo>> {
+        self.gateway
+            .as_ref()?
+            .query(gateway_thread::GatewayQuery::Flows)
+    }
+
+    /// The network's containers changed: the gateway's DNS names and the
+    /// published TCP ports to listen on (open ones stay, the others are
+    /// closed). Returns the ports that could not be opened; `None` without
+    /// a gateway.
+    pub fn update_services(
+        &self,
+        names: Vec<(String, Ipv4Addr)>,
+        published: Vec<crate::host_side::Published>,
+    ) -> Option<Vec<String>> {
+        self.gateway
+            .as_ref()?
+            .query(|reply| gateway_thread::GatewayQuery::Update {
+                names,
+                published,
+                reply,
+            })
     }
 
     /// The knobs the dataplane runs with.

@@ -147,6 +147,7 @@ fn start(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplane
         trace: None,
         trace_output: None,
         capture: None,
+        services: Default::default(),
     })
     .unwrap()
 }

@@ -76,6 +76,8 @@ pub struct DataplaneConfig {
     pub trace_output: Option<Arc<TraceSink>>,
     /// `--capture DIR`: every port records into `DIR/<port>.pcapng`.
     pub capture: Option<Arc<CaptureDir>>,
+    /// The gateway's services (DNS, outbound flows); used with a gateway.
+    pub services: crate::host_side::ServicesSetup,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("tuning", &self.tuning)
             .field("table", &self.table)
             .field("gateway", &self.gateway)
+            .field("services", &self.services)
             .field("trace", &self.trace.is_some())
             .field(
                 "capture",

@@ -3,9 +3,9 @@
 //!
 //! Docker's embedded DNS does this on user-defined networks (not on the
 //! default `bridge`); tapswitch does it on every bridge network, as
-//! aardvark-dns does for Podman. **Not wired yet**: the gateway does not
-//! listen on port 53 so far; this module is the pure part the gateway
-//! thread will call (see "Integration" below).
+//! aardvark-dns does for Podman. The gateway thread answers UDP at
+//! gateway:53 with it (through [`crate::host_side`]); DNS over TCP is not
+//! served yet (see "Integration" below).
 //!
 //! - [`names`]: the [`NameTable`] (container names, bare and in
 //!   `tapswitch.internal`; `host.tapswitch.internal` is the gateway).

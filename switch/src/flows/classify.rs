@@ -103,6 +103,17 @@ pub enum IgnoreReason {
 
 /// Classifies one Ethernet frame that reached the gateway port.
 pub fn classify<'a>(frame: &'a [u8], gateway: &GatewayAddresses) -> Ingress<'a> {
+    classify_with(frame, gateway, false)
+}
+
+/// [`classify()`], and with `host_loopback` (`serve --allow-host-loopback`)
+/// TCP, and UDP but DNS, to the gateway's own address are flows too (to
+/// the host's loopback) instead of the stack's.
+pub fn classify_with<'a>(
+    frame: &'a [u8],
+    gateway: &GatewayAddresses,
+    host_loopback: bool,
+) -> Ingress<'a> {
     use Ingress::Ignore;
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Ignore(IgnoreReason::Malformed);
@@ -120,7 +131,19 @@ pub fn classify<'a>(frame: &'a [u8], gateway: &GatewayAddresses) -> Ingress<'a> 
     }
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     if dst == gateway.ip {
-        return classify_local(&ip, src);
+        let local = classify_local(&ip, src);
+        let to_host = host_loopback
+            && matches!(local, Ingress::Local)
+            && matches!(ip.next_header(), IpProtocol::Tcp | IpProtocol::Udp)
+            && gateway.in_subnet(src)
+            && src != gateway.ip
+            && !ip.more_frags()
+            && ip.frag_offset() == 0;
+        return if to_host {
+            classify_routed(&ip, src, dst)
+        } else {
+            local
+        };
     }
     if dst.is_broadcast() || dst.is_multicast() || dst == subnet_broadcast(gateway) {
         return Ingress::Local;

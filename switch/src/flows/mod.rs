@@ -7,8 +7,8 @@
 //! gvisor-tap-vsock do it. This module is the pure half of that: which
 //! flows exist, what state each is in, and what must happen next. It reads
 //! no clock and does no I/O; the gateway thread feeds it events and carries
-//! out the [`Action`]s it returns. **Not wired yet**: nothing in the live
-//! switch calls it so far (see "Integration plan" below).
+//! out the [`Action`]s it returns, through [`crate::host_side`] (the
+//! "Integration plan" below is how it was wired).
 //!
 //! **Keys.** A flow is (protocol, container endpoint, remote endpoint)
 //! ([`FlowKey`]). Ping flows use the echo identifier as the container's
@@ -182,7 +182,7 @@ pub mod udp;
 pub use action::{
     Action, Actions, ConnectFailure, EndReason, FlowCounters, Origin, Side, Timer, Unreachable,
 };
-pub use classify::{GatewayAddresses, IgnoreReason, Ingress, classify};
+pub use classify::{GatewayAddresses, IgnoreReason, Ingress, classify, classify_with};
 pub use icmp::{EchoEvent, EchoFlow, unreachable_packet};
 pub use key::{FlowKey, Protocol};
 pub use limits::{FlowLimits, FlowStats, LimitReason};

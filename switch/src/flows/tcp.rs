@@ -460,6 +460,12 @@ impl TcpFlow {
         self.downstream.buffer.pending()
     }
 
+    /// How many bytes from the host the flow takes now (read no more than
+    /// this: what is read and not taken would be lost).
+    pub fn room_to_container(&self) -> usize {
+        self.downstream.buffer.free()
+    }
+
     pub fn state(&self) -> TcpState {
         match self.phase {
             Phase::Connecting => TcpState::Connecting,

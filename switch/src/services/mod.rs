@@ -6,7 +6,7 @@
 //! [`FlowTable`], the [`DnsResponder`] and the [`Forwarder`] — into the
 //! one object the gateway thread will drive, so that what is left to wire
 //! is I/O: host sockets (`ports`), and smoltcp's TCP sockets for the
-//! container side of TCP flows. **Not wired yet.**
+//! container side of TCP flows; [`crate::host_side`] does that I/O.
 //!
 //! What it does entirely by itself, at the wire level:
 //!
@@ -48,7 +48,7 @@ use serde::Serialize;
 use crate::dns::{DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded};
 use crate::flows::{
     Action, Actions, Admission, EchoEvent, FlowKey, FlowLimits, FlowTable, GatewayAddresses,
-    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify,
+    IgnoreReason, Ingress, Origin, Protocol, TcpEvent, UdpEvent, Unreachable, classify_with,
     reset_for_syn, unreachable_packet,
 };
 use crate::mac::MacAddr;
@@ -75,6 +75,9 @@ pub struct ServicesConfig {
     pub limits: FlowLimits,
     pub names: NameTable,
     pub upstreams: Vec<SocketAddr>,
+    /// `--allow-host-loopback`: TCP and UDP (but DNS) to the gateway's own
+    /// address are flows, which the I/O side carries to the host's loopback.
+    pub host_loopback: bool,
 }
 
 /// What to do with the frame given to [`Services::frame`].
@@ -172,6 +175,16 @@ impl Services {
         step
     }
 
+    /// Turns the flow table's trace events on or off (`--trace`).
+    pub fn set_flow_trace(&mut self, on: bool) {
+        self.flows.set_trace(on);
+    }
+
+    /// The flow events since the last call (with the trace on).
+    pub fn take_flow_events(&mut self) -> Vec<(Instant, FlowKey, crate::flows::FlowEvent)> {
+        self.flows.take_events()
+    }
+
     pub fn dns(&self) -> &DnsResponder {
         &self.dns
     }
@@ -198,7 +211,7 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) -> Verdict {
-        let ingress = classify(frame, &self.config.gateway);
+        let ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
         if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
             self.learn_neighbor(frame);
         }

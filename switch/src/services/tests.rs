@@ -43,6 +43,7 @@ fn services(outbound: bool) -> Services {
             ..FlowLimits::default()
         },
         names,
+        host_loopback: false,
         upstreams: vec![UPSTREAM.parse().unwrap()],
     })
 }

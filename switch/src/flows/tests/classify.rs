@@ -9,7 +9,7 @@ use smoltcp::wire::{
     TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
-use crate::flows::{FlowKey, GatewayAddresses, IgnoreReason, Ingress, classify};
+use crate::flows::{FlowKey, GatewayAddresses, IgnoreReason, Ingress, classify, classify_with};
 use crate::mac::MacAddr;
 
 const GW_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x01];
@@ -302,4 +302,28 @@ fn fragments_and_broken_headers_are_refused() {
         let verdict = run(&syn[..len]);
         assert!(matches!(verdict, Ingress::Ignore(_)), "{len}: {verdict:?}");
     }
+}
+
+#[test]
+fn host_loopback_makes_tcp_and_udp_to_the_gateway_flows_but_not_dns_or_ping() {
+    let gw = gateway();
+    let tcp_to_gw = to_gateway(&tcp(HOST, GW, TcpControl::Syn, false));
+    let udp_to_gw = to_gateway(&udp(HOST, GW, 8080, b"x"));
+    let dns = to_gateway(&udp(HOST, GW, 53, b"query"));
+    let ping = to_gateway(&echo_request(GW));
+    assert_eq!(classify(&tcp_to_gw, &gw), Ingress::Local);
+    assert_eq!(classify(&udp_to_gw, &gw), Ingress::Local);
+    assert!(matches!(
+        classify_with(&tcp_to_gw, &gw, true),
+        Ingress::Tcp { key, syn: true, .. } if *key.remote.ip() == GW
+    ));
+    assert!(matches!(
+        classify_with(&udp_to_gw, &gw, true),
+        Ingress::Udp { key, .. } if key.remote == SocketAddrV4::new(GW, 8080)
+    ));
+    assert!(matches!(
+        classify_with(&dns, &gw, true),
+        Ingress::Dns { .. }
+    ));
+    assert_eq!(classify_with(&ping, &gw, true), Ingress::Local);
 }

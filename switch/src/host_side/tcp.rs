@@ -1,0 +1,360 @@
+//! TCP flows' I/O: the host connect (connect first: the container's SYN is
+//! answered only once it succeeded), the container side as a smoltcp
+//! socket on the remote's exact endpoint, and the relay between them
+//! through the flow's bounded buffers (`flows::tcp`).
+//!
+//! Readiness is edge-triggered, so each connection remembers whether its
+//! host socket may still be read or written; the pump tries again after
+//! the other side drained a buffer (back-pressure: a full buffer leaves the
+//! host socket unread, so the kernel closes the remote's window).
+
+use std::io;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use ports::host_socket::HostTcp;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::State;
+
+use super::HostSide;
+use crate::flows::{ConnectFailure, FlowKey, Origin, TcpEvent};
+use crate::gateway::Gateway;
+use crate::services::{HostEvent, StackCommand};
+use crate::time::Instant;
+
+/// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
+/// scaling is on; the memory per idle flow is the open question of
+/// `flows/mod.rs` (step 3).
+pub(super) const STACK_BUFFER: usize = 256 * 1024;
+/// Rounds of the relay per flow per call, so one busy flow cannot keep the
+/// thread from the others.
+const PUMP_ROUNDS: usize = 16;
+
+/// One TCP flow's sockets.
+#[derive(Debug)]
+pub(super) struct TcpConn {
+    host: Option<HostTcp>,
+    token: Token,
+    connecting: bool,
+    readable: bool,
+    writable: bool,
+    host_eof: bool,
+    stack: Option<SocketHandle>,
+    /// The stack socket reached `Established` once.
+    established: bool,
+    /// The container's FIN (or reset) was reported.
+    container_done: bool,
+    /// The gateway closed the socket's sending half.
+    closed_write: bool,
+}
+
+impl HostSide {
+    /// Starts the host connect of a TCP flow.
+    pub(super) fn open_tcp(&mut self, key: FlowKey) -> io::Result<()> {
+        let remote = self.host_endpoint(key.remote);
+        let host = HostTcp::connect(remote)?;
+        let token = self.new_token();
+        self.registry.register(
+            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.by_token.insert(token, key);
+        let conn = TcpConn {
+            host: Some(host),
+            token,
+            connecting: true,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            stack: None,
+            established: false,
+            container_done: false,
+            closed_write: false,
+        };
+        if let Some(old) = self.tcp.insert(key, conn) {
+            self.drop_conn(old);
+        }
+        Ok(())
+    }
+
+    /// Takes a published port's accepted client as a flow's host socket.
+    pub(super) fn adopt_tcp(&mut self, key: FlowKey, host: HostTcp) -> io::Result<()> {
+        let token = self.new_token();
+        self.registry.register(
+            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.by_token.insert(token, key);
+        let conn = TcpConn {
+            host: Some(host),
+            token,
+            connecting: false,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            stack: None,
+            established: false,
+            container_done: false,
+            closed_write: false,
+        };
+        if let Some(old) = self.tcp.insert(key, conn) {
+            self.drop_conn(old);
+        }
+        Ok(())
+    }
+
+    /// A TCP flow's host socket is ready.
+    pub(super) fn tcp_ready(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        readable: bool,
+        writable: bool,
+        gateway: &mut Gateway,
+    ) {
+        let Some(conn) = self.tcp.get_mut(&key) else {
+            return;
+        };
+        conn.readable |= readable;
+        conn.writable |= writable;
+        if conn.connecting {
+            let Some(host) = &conn.host else { return };
+            let event = match host.connect_result() {
+                Ok(()) => HostEvent::Connected,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => HostEvent::ConnectFailed(ConnectFailure::from_io(&err)),
+            };
+            conn.connecting = false;
+            self.services.host(now, key, event, &mut self.pending);
+            self.run(now, gateway);
+        }
+        self.pump(now, key, gateway);
+    }
+
+    /// Host commands for TCP flows.
+    pub(super) fn tcp_shutdown_write(&mut self, key: FlowKey) {
+        if let Some(host) = self.tcp.get(&key).and_then(|c| c.host.as_ref()) {
+            let _ = host.shutdown_write();
+        }
+    }
+
+    pub(super) fn tcp_close(&mut self, key: FlowKey, reset: bool) {
+        let Some(mut conn) = self.tcp.remove(&key) else {
+            return;
+        };
+        if let Some(host) = conn.host.take() {
+            let _ = self
+                .registry
+                .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)));
+            if reset {
+                host.reset();
+            }
+        }
+        self.by_token.remove(&conn.token);
+        if let Some(handle) = conn.stack.take() {
+            self.lingering.push((key, handle));
+        }
+    }
+
+    fn drop_conn(&mut self, mut conn: TcpConn) {
+        if let Some(host) = conn.host.take() {
+            let _ = self
+                .registry
+                .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)));
+        }
+        self.by_token.remove(&conn.token);
+    }
+
+    /// Carries out a command for the container side.
+    pub(super) fn stack_command(&mut self, command: StackCommand, gateway: &mut Gateway) {
+        match command {
+            StackCommand::Accept { key, syn } => {
+                let Some(conn) = self.tcp.get_mut(&key) else {
+                    return;
+                };
+                if let Some(handle) = gateway.tcp_listen(key.remote, STACK_BUFFER) {
+                    conn.stack = Some(handle);
+                    if !gateway.deliver(&syn) {
+                        log::debug!("gateway: the held SYN of {key:?} found the queue full");
+                    }
+                }
+            }
+            StackCommand::Connect(key) => {
+                let handle = gateway.tcp_connect(key.remote, key.container, STACK_BUFFER);
+                if let (Some(handle), Some(conn)) = (handle, self.tcp.get_mut(&key)) {
+                    conn.stack = Some(handle);
+                }
+            }
+            StackCommand::Abort(key) => {
+                if let Some(handle) = self.tcp.get(&key).and_then(|c| c.stack) {
+                    gateway.tcp(handle).abort();
+                }
+            }
+            StackCommand::CloseWrite(key) => {
+                if let Some(conn) = self.tcp.get_mut(&key)
+                    && let Some(handle) = conn.stack
+                {
+                    conn.closed_write = true;
+                    gateway.tcp(handle).close();
+                }
+            }
+            StackCommand::Forget(key) => {
+                if let Some(conn) = self.tcp.get_mut(&key)
+                    && let Some(handle) = conn.stack.take()
+                {
+                    self.lingering.push((key, handle));
+                }
+            }
+        }
+    }
+
+    /// Relays every TCP flow's bytes as far as the buffers allow, and drops
+    /// the smoltcp sockets of finished flows once they have closed.
+    pub(super) fn pump_all(&mut self, now: Instant, gateway: &mut Gateway) {
+        let keys: Vec<FlowKey> = self.tcp.keys().copied().collect();
+        for key in keys {
+            self.pump(now, key, gateway);
+        }
+        let services = &mut self.services;
+        self.lingering.retain(|&(key, handle)| {
+            let state = gateway.tcp(handle).state();
+            let done = matches!(state, State::Closed | State::TimeWait | State::Listen);
+            if done {
+                gateway.remove(handle);
+                services.stack_released(key);
+            }
+            !done
+        });
+    }
+
+    fn pump(&mut self, now: Instant, key: FlowKey, gateway: &mut Gateway) {
+        for _ in 0..PUMP_ROUNDS {
+            let progress = self.pump_once(now, key, gateway);
+            self.run(now, gateway);
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// One round of the relay; true if anything moved.
+    fn pump_once(&mut self, now: Instant, key: FlowKey, gateway: &mut Gateway) -> bool {
+        let Some(conn) = self.tcp.get_mut(&key) else {
+            return false;
+        };
+        let Some(handle) = conn.stack else {
+            return false;
+        };
+        let Some(flow) = self.services.flows().tcp_flow(&key) else {
+            return false;
+        };
+        let inbound = flow.origin() == Origin::Inbound;
+        let pending = &mut self.pending;
+        let services = &mut self.services;
+        let socket = gateway.tcp(handle);
+        let mut progress = false;
+
+        if !conn.established && socket.may_send() {
+            conn.established = true;
+            if inbound {
+                services.tcp(now, key, TcpEvent::ContainerConnected, pending);
+                progress = true;
+            }
+        }
+        if inbound && !conn.established && socket.state() == State::Closed {
+            services.tcp(
+                now,
+                key,
+                TcpEvent::ContainerConnectFailed(ConnectFailure::Refused),
+                pending,
+            );
+            return false;
+        }
+        // Container to flow.
+        while socket.can_recv() {
+            let taken = socket
+                .recv(|buf| {
+                    let step = services.tcp(now, key, TcpEvent::ContainerData(buf), pending);
+                    (step.accepted, step.accepted)
+                })
+                .unwrap_or(0);
+            if taken == 0 {
+                break;
+            }
+            progress = true;
+        }
+        if conn.established && !conn.container_done && socket.recv_queue() == 0 {
+            let state = socket.state();
+            if state == State::Closed && !conn.closed_write {
+                conn.container_done = true;
+                services.tcp(now, key, TcpEvent::ContainerReset, pending);
+                return true;
+            }
+            if !socket.may_recv() && state != State::Listen && state != State::SynReceived {
+                conn.container_done = true;
+                services.tcp(now, key, TcpEvent::ContainerFin, pending);
+                progress = true;
+            }
+        }
+        // Flow to container.
+        if let Some(flow) = services.flows().tcp_flow(&key) {
+            let data = flow.to_container();
+            if !data.is_empty() && socket.can_send() {
+                let sent = socket.send_slice(data).unwrap_or(0);
+                if sent > 0 {
+                    services.tcp(now, key, TcpEvent::ContainerTook(sent), pending);
+                    progress = true;
+                }
+            }
+        }
+        let Some(host) = &conn.host else {
+            return progress;
+        };
+        // Flow to host.
+        if conn.writable
+            && let Some(flow) = services.flows().tcp_flow(&key)
+            && !flow.to_host().is_empty()
+        {
+            match host.write(flow.to_host()) {
+                Ok(n) => {
+                    services.tcp(now, key, TcpEvent::HostWrote(n), pending);
+                    progress = true;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    services.tcp(now, key, TcpEvent::HostReset, pending);
+                    return true;
+                }
+            }
+        }
+        // Host to flow.
+        let room = services
+            .flows()
+            .tcp_flow(&key)
+            .map_or(0, |f| f.room_to_container());
+        if conn.readable && !conn.host_eof && room > 0 {
+            let limit = room.min(self.scratch.len());
+            match host.read(&mut self.scratch[..limit]) {
+                Ok(0) => {
+                    conn.host_eof = true;
+                    services.tcp(now, key, TcpEvent::HostEof, pending);
+                    progress = true;
+                }
+                Ok(n) => {
+                    services.tcp(now, key, TcpEvent::HostData(&self.scratch[..n]), pending);
+                    progress = true;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    services.tcp(now, key, TcpEvent::HostReset, pending);
+                    return true;
+                }
+            }
+        }
+        progress
+    }
+}

@@ -1,0 +1,446 @@
+//! The gateway's services in a running switch (issue 14), as root in
+//! namespaces this test makes: a container on the switch, a "remote"
+//! namespace reached from the switch's namespace by a route. UDP out and
+//! back, ping out, DNS (the gateway's own names and forwarded ones), and
+//! `--no-outbound`.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use tapswitch_tests::remote::{
+    CLOSED_PORT, DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT,
+    dns_addresses, dns_query,
+};
+use tapswitch_tests::traffic::ping;
+use tapswitch_tests::{Netns, SwitchProcess, Topology, lab::TempDir, require_root};
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+
+/// A switch serving one container (172.17.0.2) with `extra` options, its
+/// DNS forwarded to the remote's server, and the remote namespace.
+fn setup(extra: &[&str]) -> (Topology, Remote, TempDir, SwitchProcess) {
+    let topo = Topology::veth_star(1);
+    let remote = Remote::new(&topo.switch_ns);
+    let state = TempDir::new("gwsvc");
+    let mut args = topo.iface_args();
+    args.extend(
+        [
+            "--dns-upstream",
+            &format!("{REMOTE_IP}:{DNS_PORT}"),
+            "--state-dir",
+            &state.path().display().to_string(),
+        ]
+        .map(String::from),
+    );
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    (topo, remote, state, switch)
+}
+
+/// Sends `payload` from a UDP socket in `ns` to `to` and returns the answer.
+fn udp_exchange(ns: &Netns, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
+    udp_exchange_in(&ns.name, to, payload)
+}
+
+fn udp_exchange_in(ns: &str, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    tapswitch_tests::in_netns(ns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect(to)?;
+        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = vec![0u8; 65_535];
+        // The first datagram may wait for ARP: try a few times.
+        let mut last = io::Error::from(io::ErrorKind::TimedOut);
+        for _ in 0..6 {
+            socket.send(&payload)?;
+            match socket.recv(&mut buf) {
+                Ok(n) => return Ok(buf[..n].to_vec()),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    last = err
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last)
+    })
+}
+
+fn resolve(ns: &Netns, name: &str) -> Vec<Ipv4Addr> {
+    resolve_in(&ns.name, name)
+}
+
+fn resolve_in(ns: &str, name: &str) -> Vec<Ipv4Addr> {
+    let reply = udp_exchange_in(ns, SocketAddrV4::new(GATEWAY, 53), &dns_query(0x1234, name))
+        .unwrap_or_else(|e| panic!("no DNS answer for {name}: {e}"));
+    assert_eq!(
+        &reply[..2],
+        &[0x12, 0x34],
+        "the answer carries the query's id"
+    );
+    dns_addresses(&reply)
+}
+
+#[test]
+fn udp_ping_and_dns_reach_the_remote_namespace() {
+    require_root();
+    let (topo, remote, _state, switch) = setup(&["--trace"]);
+    let container = &topo.hosts[0].ns;
+
+    let echo = SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT);
+    let big: Vec<u8> = (0..1400u32).map(|i| (i % 251) as u8).collect();
+    for payload in [&b"hello remote"[..], &big] {
+        let answer = udp_exchange(container, echo, payload)
+            .unwrap_or_else(|e| panic!("UDP echo: {e}\n{}", switch.log()));
+        assert_eq!(answer, payload, "the echo comes back intact");
+    }
+
+    assert_eq!(
+        ping(container, REMOTE_IP, 3, Duration::from_secs(3)),
+        3,
+        "pings to the remote are answered\n{}",
+        switch.log()
+    );
+
+    assert_eq!(resolve(container, "www.example.test"), vec![DNS_ANSWER]);
+    assert_eq!(resolve(container, "host.tapswitch.internal"), vec![GATEWAY]);
+
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    let services = &services;
+    assert!(
+        services["flows"]["opened"].as_u64().unwrap() >= 2,
+        "{services}"
+    );
+    assert_eq!(services["outbound"], true);
+
+    // `tapswitch flows`: the UDP flow is still open (2 min idle timeout).
+    let flows = switch.call(r#"{"cmd":"flows"}"#).expect("flows");
+    let udp = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["protocol"] == "udp" && f["remote"] == format!("{echo}"))
+        .unwrap_or_else(|| panic!("no UDP flow to {echo} in {flows}"));
+    assert!(udp["line"].as_str().unwrap().contains(&echo.to_string()));
+    // Each exchange used its own socket: one datagram each way per flow.
+    assert_eq!(udp["packets_from_container"], 1, "{udp}");
+    assert_eq!(udp["packets_to_container"], 1, "{udp}");
+    assert_eq!(udp["state"], "REPLIED", "{udp}");
+    // `--trace`: one line per new flow.
+    let log = switch.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("flow") && l.contains("opened by the container")),
+        "no flow line in the trace:\n{log}"
+    );
+    drop(remote);
+}
+
+#[test]
+fn no_outbound_refuses_flows_with_prohibited() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&["--no-outbound"]);
+    let container = &topo.hosts[0].ns;
+    let echo = SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT);
+    // Linux reports ICMP "communication administratively prohibited" on a
+    // connected UDP socket as EHOSTUNREACH.
+    let err = udp_exchange(container, echo, b"out?").expect_err("refused");
+    assert_eq!(err.kind(), io::ErrorKind::HostUnreachable, "{err}");
+    assert_eq!(ping(container, REMOTE_IP, 2, Duration::from_secs(2)), 0);
+    // The gateway's own DNS still answers.
+    assert_eq!(resolve(container, "host.tapswitch.internal"), vec![GATEWAY]);
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert_eq!(services["outbound"], false, "{services}");
+    assert!(services["frames"]["outbound_denied"].as_u64().unwrap() >= 1);
+}
+
+/// Connects from `ns` to `to`, sends `bytes` bytes (then closes its
+/// sending half) while reading the echo until the remote closes; returns
+/// what came back.
+fn tcp_echo(ns: &Netns, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    ns.run(move || {
+        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let sent: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
+        let mut writer = stream.try_clone()?;
+        let data = sent.clone();
+        let writing = std::thread::spawn(move || -> io::Result<()> {
+            writer.write_all(&data)?;
+            writer.shutdown(Shutdown::Write)
+        });
+        let mut back = Vec::new();
+        (&stream).read_to_end(&mut back)?;
+        writing.join().expect("writer thread")?;
+        Ok((sent, back))
+    })
+}
+
+#[test]
+fn tcp_out_relays_both_ways_and_refused_gets_a_reset() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let container = &topo.hosts[0].ns;
+    let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    let (sent, back) = tcp_echo(container, echo, 4 << 20)
+        .unwrap_or_else(|e| panic!("TCP echo: {e}\n{}", switch.log()));
+    assert_eq!(back.len(), sent.len(), "every byte came back");
+    assert!(back == sent, "the bytes came back intact and in order");
+
+    let closed = SocketAddrV4::new(REMOTE_IP, CLOSED_PORT);
+    let err = container
+        .run(move || TcpStream::connect_timeout(&closed.into(), Duration::from_secs(5)))
+        .expect_err("nobody listens there");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert!(
+        services["flows"]["refused"].as_u64().unwrap() >= 1,
+        "{services}"
+    );
+}
+
+/// A container made with `tapswitch container create` in a test's state
+/// directory; removed (namespace, veth, record) when dropped.
+struct Container<'a> {
+    name: String,
+    switch_ns: &'a Netns,
+    state: &'a TempDir,
+}
+
+impl Container<'_> {
+    /// Runs `tapswitch ARGS` in the switch's network namespace but this
+    /// process's mount namespace (`ip netns exec` would make one of its
+    /// own, and the container's namespace mount would stay in it).
+    fn tapswitch(switch_ns: &Netns, args: &[&str]) -> std::process::Output {
+        let binary = tapswitch_tests::switch_process::binary();
+        switch_ns.run(|| {
+            std::process::Command::new(&binary)
+                .args(args)
+                .output()
+                .expect("running tapswitch")
+        })
+    }
+
+    fn netns(&self) -> String {
+        format!("tapswitch-{}", self.name)
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let state = self.state.path().display().to_string();
+        let _ = Container::tapswitch(
+            self.switch_ns,
+            &["container", "rm", &self.name, "--state-dir", &state],
+        );
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns()])
+            .status();
+    }
+}
+
+#[test]
+fn published_tcp_port_shows_the_client_its_own_address() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwpub");
+    let state_arg = state.path().display().to_string();
+    let base = [
+        "--dns-upstream",
+        &format!("{REMOTE_IP}:{DNS_PORT}"),
+        "--state-dir",
+        &state_arg,
+    ]
+    .map(String::from)
+    .to_vec();
+    let first = SwitchProcess::start(&switch_ns.name, &base);
+    let control = first.control.display().to_string();
+    let name = tapswitch_tests::unique_name("pw");
+    let container = Container {
+        name: name.clone(),
+        switch_ns: &switch_ns,
+        state: &state,
+    };
+    let created = Container::tapswitch(
+        &switch_ns,
+        &[
+            "container",
+            "create",
+            &name,
+            "--control",
+            &control,
+            "--state-dir",
+            &state_arg,
+            "-p",
+            "10.201.0.1:8080:80",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "container create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    // The switch learned of the container when its port was attached, and
+    // listens on the published port since.
+    let switch = first;
+    // The container's server tells each client the address it sees.
+    let listener = tapswitch_tests::in_netns(&container.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:80").expect("listening in the container")
+    });
+    let server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().expect("a client");
+        stream.write_all(peer.to_string().as_bytes()).unwrap();
+    });
+    let (seen, local) = remote.ns.run(|| {
+        let to: std::net::SocketAddr = "10.201.0.1:8080".parse().unwrap();
+        // The switch opens the port once `container create` has recorded
+        // the container: retry refusals for a while.
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => panic!("connecting to the published port: {err}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut seen = String::new();
+        stream
+            .read_to_string(&mut seen)
+            .expect("the container's answer");
+        (seen, stream.local_addr().unwrap().to_string())
+    });
+    server.join().expect("the container's server");
+    assert_eq!(
+        seen,
+        local,
+        "the container sees the client's own address\n{}",
+        switch.log()
+    );
+
+    // DNS at the gateway knows the container by name, and forwards the rest.
+    let address = record_address(&state, &name);
+    assert_eq!(resolve_in(&container.netns(), &name), vec![address]);
+    assert_eq!(
+        resolve_in(&container.netns(), &format!("{name}.tapswitch.internal")),
+        vec![address]
+    );
+    assert_eq!(
+        resolve_in(&container.netns(), "www.example.test"),
+        vec![DNS_ANSWER]
+    );
+    drop(container);
+}
+
+/// The address IPAM leased to container `name`.
+fn record_address(state: &TempDir, name: &str) -> Ipv4Addr {
+    let record = ipam::Store::open(state.path()).unwrap().load().unwrap();
+    record
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.ipv4)
+        .expect("the container's address")
+}
+
+/// A UDP echo server on the switch namespace's loopback, for as long as
+/// the returned socket's thread runs (it stops after `count` datagrams).
+fn loopback_echo(switch_ns: &Netns, count: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let socket = switch_ns.run(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..count {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    (port, thread)
+}
+
+#[test]
+fn host_loopback_is_reached_only_when_allowed() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let (port, server) = loopback_echo(&topo.switch_ns, 1);
+    let to = SocketAddrV4::new(GATEWAY, port);
+    let err = udp_exchange(&topo.hosts[0].ns, to, b"loopback?").expect_err("not allowed");
+    // The gateway's own stack answers with an ICMP unreachable (protocol
+    // unreachable, as before: it has no UDP sockets), which Linux reports
+    // as ENOPROTOOPT; nothing reaches the host's loopback.
+    assert!(
+        matches!(err.raw_os_error(), Some(92 | 111)),
+        "an unreachable, not silence: {err}"
+    );
+    drop(switch);
+    drop(server);
+
+    let (topo, _remote, _state, switch) = setup(&["--allow-host-loopback"]);
+    let (port, server) = loopback_echo(&topo.switch_ns, 1);
+    let to = SocketAddrV4::new(GATEWAY, port);
+    let answer = udp_exchange(&topo.hosts[0].ns, to, b"loopback!")
+        .unwrap_or_else(|e| panic!("host loopback: {e}\n{}", switch.log()));
+    assert_eq!(answer, b"loopback!");
+    server.join().unwrap();
+}
+
+#[test]
+fn unreachable_destination_fails_at_once_and_descriptors_come_back() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let container = &topo.hosts[0].ns;
+
+    // The switch's namespace has no route to 192.0.2.0/24: its connect
+    // fails at once, and the container gets an ICMP unreachable.
+    let nowhere = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+    let err = container
+        .run(move || TcpStream::connect_timeout(&nowhere.into(), Duration::from_secs(5)))
+        .expect_err("no route");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable
+        ),
+        "{err}"
+    );
+
+    // Short connections give their descriptors back.
+    let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", switch.pid()))
+            .unwrap()
+            .count()
+    };
+    tcp_echo(container, echo, 100).expect("a first connection");
+    let baseline = fds();
+    for _ in 0..200 {
+        let (sent, back) = tcp_echo(container, echo, 100).expect("a short connection");
+        assert_eq!(back, sent);
+    }
+    let services = switch.call(r#"{"cmd":"services"}"#).expect("services");
+    assert!(
+        services["flows"]["closed"].as_u64().unwrap() >= 200,
+        "{services}"
+    );
+    assert!(
+        fds() <= baseline + 1,
+        "descriptors grew from {baseline} to {} after 200 connections",
+        fds()
+    );
+}

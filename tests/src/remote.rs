@@ -1,0 +1,194 @@
+//! A "remote" namespace for the gateway's services: reached from the
+//! switch's namespace through a veth pair and a route, like a host's
+//! uplink, with a UDP echo server, a tiny DNS server and a TCP server on
+//! [`REMOTE_IP`]. Nothing leaves the namespaces the test made.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::netns::Netns;
+
+/// The servers' address: on the remote namespace's loopback, reached by a
+/// route through the veth (documentation range, RFC 5737).
+pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub const UDP_ECHO_PORT: u16 = 7007;
+pub const DNS_PORT: u16 = 5353;
+pub const TCP_ECHO_PORT: u16 = 7008;
+/// A TCP port nobody listens on (connects are refused).
+pub const CLOSED_PORT: u16 = 7009;
+/// What the DNS server answers for every A question.
+pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+
+/// The remote namespace and its servers; dropping it stops them and
+/// removes the namespace.
+#[derive(Debug)]
+pub struct Remote {
+    pub ns: Netns,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Remote {
+    /// Joins a new namespace to `switch_ns` (10.201.0.1 there, 10.201.0.2
+    /// here; `REMOTE_IP/32` on loopback; routes both ways) and starts the
+    /// servers.
+    pub fn new(switch_ns: &Netns) -> Remote {
+        let ns = Netns::new("trm");
+        ns.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink",
+            "netns",
+            &switch_ns.name,
+        ]);
+        ns.ip(&["addr", "add", "10.201.0.2/24", "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["addr", "add", &format!("{REMOTE_IP}/32"), "dev", "lo"]);
+        ns.ip(&["route", "add", "default", "via", "10.201.0.1"]);
+        switch_ns.ip(&["addr", "add", "10.201.0.1/24", "dev", "uplink"]);
+        switch_ns.ip(&["link", "set", "uplink", "up"]);
+        switch_ns.ip(&["route", "add", "198.51.100.0/24", "via", "10.201.0.2"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (udp, dns, tcp) = ns.run(|| {
+            (
+                UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT)).unwrap(),
+                UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
+                TcpListener::bind(SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT)).unwrap(),
+            )
+        });
+        let threads = vec![
+            spawn_udp(udp, stop.clone(), |query| Some(query.to_vec())),
+            spawn_udp(dns, stop.clone(), dns_answer),
+            spawn_tcp_echo(tcp, stop.clone()),
+        ];
+        Remote { ns, stop, threads }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn_udp(
+    socket: UdpSocket,
+    stop: Arc<AtomicBool>,
+    answer: fn(&[u8]) -> Option<Vec<u8>>,
+) -> std::thread::JoinHandle<()> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_535];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf)
+                && let Some(reply) = answer(&buf[..n])
+            {
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    })
+}
+
+/// Echoes each connection's bytes back until its client closes, then
+/// closes too.
+fn spawn_tcp_echo(listener: TcpListener, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65_536];
+                        while let Ok(n) = stream.read(&mut buf) {
+                            if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+/// The tiny DNS server: every A question gets [`DNS_ANSWER`] (raw bytes:
+/// the question copied, one answer pointing back at its name).
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += usize::from(query[end]) + 1;
+    }
+    let question_end = end + 5;
+    let mut reply = query.get(..question_end)?.to_vec();
+    reply[2] = 0x81; // QR, RD
+    reply[3] = 0x80; // RA, NOERROR
+    reply[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    reply.extend_from_slice(&DNS_ANSWER.octets());
+    Some(reply)
+}
+
+/// A DNS query for `name`'s A record with id `id`.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        query.push(u8::try_from(label.len()).unwrap());
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+/// The A records of a DNS answer (answers right after the one question).
+pub fn dns_addresses(reply: &[u8]) -> Vec<Ipv4Addr> {
+    let count = usize::from(u16::from_be_bytes([reply[6], reply[7]]));
+    let mut at = 12;
+    while reply[at] != 0 {
+        at += usize::from(reply[at]) + 1;
+    }
+    at += 5;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        // A name: a pointer (2 bytes) or labels.
+        if reply[at] & 0xc0 == 0xc0 {
+            at += 2;
+        } else {
+            while reply[at] != 0 {
+                at += usize::from(reply[at]) + 1;
+            }
+            at += 1;
+        }
+        let ty = u16::from_be_bytes([reply[at], reply[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([reply[at + 8], reply[at + 9]]));
+        at += 10;
+        if ty == 1 && len == 4 {
+            out.push(Ipv4Addr::new(
+                reply[at],
+                reply[at + 1],
+                reply[at + 2],
+                reply[at + 3],
+            ));
+        }
+        at += len;
+    }
+    out
+}
