@@ -12,78 +12,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::monitor::{Monitor, PATIENCE};
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
-
-/// Long enough for any step here; a passing test never waits this long.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// `tapswitch monitor` as a child process, its lines on a channel.
-struct Monitor {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Monitor {
-    fn start(switch: &SwitchProcess, extra: &[&str]) -> Monitor {
-        let mut child = Command::new(binary())
-            .arg("monitor")
-            .args(extra)
-            .arg("--control")
-            .arg(&switch.control)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting tapswitch monitor");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Monitor { child, lines }
-    }
-
-    /// Reads lines until one satisfies `want`; returns it.
-    fn expect(&self, what: &str, mut want: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "monitor never printed {what}; it printed:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        // Our own child, by its id.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes() {
@@ -105,9 +41,8 @@ fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes()
     for n in 0u8.. {
         h1.send(&probe(broadcast, [0x02, 0, 0x5e, 0x10, 0x01, n], 1, 64));
         let seen = |m: &Monitor| {
-            m.lines
-                .recv_timeout(Duration::from_millis(200))
-                .is_ok_and(|l| l.contains("learned"))
+            m.next_line(Duration::from_millis(200))
+                .is_some_and(|l| l.contains("learned"))
         };
         if seen(&monitor) && seen(&json) {
             break;

@@ -444,3 +444,42 @@ fn unreachable_destination_fails_at_once_and_descriptors_come_back() {
         fds()
     );
 }
+
+/// `tapswitch monitor` shows each translated flow as it opens and closes
+/// (issue 16's classroom, fed by the gateway's flow table).
+#[test]
+fn monitor_shows_flows_open_and_close() {
+    require_root();
+    let (topo, _remote, _state, switch) = setup(&[]);
+    let monitor = tapswitch_tests::monitor::Monitor::start(&switch, &["--json"]);
+    let container = &topo.hosts[0].ns;
+    let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    // The monitor subscribes in its own time: connect until it has seen a
+    // flow open (each connection is a new flow).
+    let deadline = std::time::Instant::now() + tapswitch_tests::monitor::PATIENCE;
+    let opened = loop {
+        let (sent, back) = tcp_echo(container, echo, 1000)
+            .unwrap_or_else(|e| panic!("TCP echo: {e}\n{}", switch.log()));
+        assert!(back == sent, "the bytes came back intact");
+        if let Some(line) = monitor.next_line(Duration::from_millis(500))
+            && line.contains(r#""event":"flow_opened""#)
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitor showed no flow opening"
+        );
+    };
+    let record: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    let flow = record["flow"].as_str().unwrap().to_string();
+    assert!(
+        flow.starts_with("tcp 172.17.0.2:") && flow.ends_with(&format!(" -> {echo}")),
+        "{record}"
+    );
+    // Closed by both sides: the flow ends and says so.
+    let closed = monitor.expect("the flow closing", |l| {
+        l.contains(r#""event":"flow_closed""#) && l.contains(&flow)
+    });
+    assert!(closed.contains(&flow), "{closed}");
+}

@@ -18,6 +18,7 @@
 pub mod etcd_server;
 pub mod frames;
 pub mod lab;
+pub mod monitor;
 pub mod netns;
 pub mod remote;
 pub mod rootless_user;

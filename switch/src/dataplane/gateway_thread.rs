@@ -258,12 +258,28 @@ impl Thread {
             // What the relay queued for the stack goes out in this round.
             self.gateway.poll(now, &mut self.frames);
             self.send(&mut fabric, now);
+            self.report_flow_events(now);
+        }
+    }
+
+    /// Flow events go to `--trace` and, opened and closed flows, to the
+    /// event stream (`tapswitch monitor`); the flow table records them only
+    /// while one of the two wants them (asked each round: one atomic load).
+    fn report_flow_events(&mut self, now: Instant) {
+        let bus = &self.shared.bus;
+        let listening = bus.is_listening();
+        for (line, event) in self.host.take_flow_events() {
             if let Some(trace) = &self.shared.trace {
-                for line in self.host.trace_lines() {
-                    trace(&line);
-                }
+                trace(&line);
+            }
+            if let Some(event) = event
+                && listening
+            {
+                bus.publish(Some(now), event);
             }
         }
+        self.host
+            .set_trace(self.shared.trace.is_some() || bus.is_listening());
     }
 
     /// How long to sleep: until smoltcp's or the services' next timer, at

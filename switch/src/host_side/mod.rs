@@ -28,7 +28,8 @@ use mio::{Interest, Registry, Token};
 use ports::host_socket::{EchoKind, HostDatagram, HostEcho, HostUdp};
 use serde::Serialize;
 
-use crate::flows::{ConnectFailure, FlowInfo, FlowKey, FlowStats, Protocol};
+use crate::events::SwitchEvent;
+use crate::flows::{ConnectFailure, FlowEvent, FlowInfo, FlowKey, FlowStats, Protocol};
 use crate::gateway::Gateway;
 use crate::services::{
     HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, Verdict,
@@ -162,23 +163,32 @@ impl HostSide {
         }
     }
 
-    /// `--trace`: one line per flow opened, refused or ended.
+    /// Records flow events (opened, refused, ended) for `--trace` and the
+    /// event stream; off, the flow table records none.
     pub fn set_trace(&mut self, on: bool) {
         self.services.set_flow_trace(on);
     }
 
-    /// The trace lines since the last call.
-    pub fn trace_lines(&mut self) -> Vec<String> {
+    /// The flow events since the last call, each as its `--trace` line and,
+    /// for an opened or ended flow, the event `monitor` shows.
+    pub fn take_flow_events(&mut self) -> Vec<(String, Option<SwitchEvent>)> {
         self.services
             .take_flow_events()
             .iter()
             .map(|(now, key, event)| {
-                crate::flows::FlowTraceLine {
+                let line = crate::flows::FlowTraceLine {
                     now: *now,
                     key,
                     event,
                 }
-                .to_string()
+                .to_string();
+                let flow = || key.to_string();
+                let published = match event {
+                    FlowEvent::Opened(_) => Some(SwitchEvent::FlowOpened { flow: flow() }),
+                    FlowEvent::Ended { .. } => Some(SwitchEvent::FlowClosed { flow: flow() }),
+                    FlowEvent::Refused(_) => None,
+                };
+                (line, published)
             })
             .collect()
     }

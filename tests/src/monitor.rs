@@ -1,0 +1,80 @@
+//! `tapswitch monitor` run as a child process against a test's switch,
+//! its lines read with a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::SwitchProcess;
+use crate::switch_process::binary;
+
+/// Long enough for any step here; a passing test never waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `tapswitch monitor` as a child process, its lines on a channel.
+#[derive(Debug)]
+pub struct Monitor {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    pub fn start(switch: &SwitchProcess, extra: &[&str]) -> Monitor {
+        let mut child = Command::new(binary())
+            .arg("monitor")
+            .args(extra)
+            .arg("--control")
+            .arg(&switch.control)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tapswitch monitor");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Monitor { child, lines }
+    }
+
+    /// The next line, if one comes within `wait`.
+    pub fn next_line(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
+    /// Reads lines until one satisfies `want`; returns it.
+    pub fn expect(&self, what: &str, mut want: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "monitor never printed {what}; it printed:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        // Our own child, by its id.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
