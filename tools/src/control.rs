@@ -283,15 +283,32 @@ fn current_uid() -> u32 {
 
 /// Sends one request to the switch at `path` and returns its data.
 pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value> {
-    let stream = UnixStream::connect(path).map_err(|err| connect_error(path, &err))?;
+    let stream = connect(path)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(send(path, &stream, request)?.0)
+}
+
+/// Connects to the switch at `path`; the error says how to start one, or
+/// who may talk to it.
+pub fn connect(path: &Path) -> Result<UnixStream> {
+    UnixStream::connect(path).map_err(|err| connect_error(path, &err))
+}
+
+/// Sends `request` on `stream` and reads the reply line. The reader is
+/// handed back for what the switch streams after the reply (`monitor`).
+pub fn send<'a>(
+    path: &Path,
+    stream: &'a UnixStream,
+    request: &Request,
+) -> Result<(serde_json::Value, BufReader<&'a UnixStream>)> {
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    (&stream)
+    (&*stream)
         .write_all(line.as_bytes())
         .with_context(|| format!("writing to {}", path.display()))?;
+    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    BufReader::new(&stream)
+    reader
         .read_line(&mut answer)
         .with_context(|| format!("reading the answer from {}", path.display()))?;
     if answer.is_empty() {
@@ -310,12 +327,9 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value> {
                 .unwrap_or_else(|| "the switch refused without saying why".into())
         );
     }
-    Ok(reply.data.unwrap_or(serde_json::Value::Null))
+    Ok((reply.data.unwrap_or(serde_json::Value::Null), reader))
 }
 
-/// Why the switch at `path` could not be reached, and what to do: a
-/// permission problem is not a missing switch, and the advice to start one
-/// names the network the socket belongs to.
 fn connect_error(path: &Path, err: &std::io::Error) -> anyhow::Error {
     if err.kind() == std::io::ErrorKind::PermissionDenied {
         return anyhow!(

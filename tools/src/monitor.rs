@@ -1,15 +1,14 @@
 //! `tapswitch monitor [--json]` (the switch's events as they happen, like
 //! `bridge monitor fdb`) and `tapswitch trace on|off [--port P]`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use switch::dataplane::TraceSettings;
 
-use crate::control::{self, Reply, Request};
+use crate::control::{self, Request};
 use crate::event_feed::StreamLine;
 use crate::query::Target;
 
@@ -46,38 +45,9 @@ pub enum OnOff {
 /// (then says so and exits 1).
 pub fn monitor(args: MonitorArgs) -> Result<ExitCode> {
     let path = args.target.socket();
-    let stream = UnixStream::connect(&path).map_err(|err| {
-        anyhow!(
-            "no switch is listening on {} ({err}); start one with `tapswitch serve` or pass --control PATH",
-            path.display()
-        )
-    })?;
-    let mut request = serde_json::to_string(&Request::Monitor)?;
-    request.push('\n');
-    (&stream)
-        .write_all(request.as_bytes())
-        .with_context(|| format!("writing to {}", path.display()))?;
-    let mut reader = BufReader::new(&stream);
+    let stream = control::connect(&path)?;
+    let (_, mut reader) = control::send(&path, &stream, &Request::Monitor)?;
     let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .with_context(|| format!("reading the answer from {}", path.display()))?;
-    if line.is_empty() {
-        bail!(
-            "the switch at {} closed the connection without answering",
-            path.display()
-        );
-    }
-    let reply: Reply = serde_json::from_str(&line)
-        .with_context(|| format!("the switch at {} sent a malformed answer", path.display()))?;
-    if !reply.ok {
-        bail!(
-            "{}",
-            reply
-                .error
-                .unwrap_or_else(|| "the switch refused without saying why".into())
-        );
-    }
     let stdout = std::io::stdout();
     loop {
         line.clear();
