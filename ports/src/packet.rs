@@ -43,16 +43,7 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 /// cannot keep the switch's own output out of a fanout group (before Linux
 /// 6.5). The send half uses lane 0's socket.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedPort, PortError> {
-    let (rx, tx, steering) = open_sockets(name, lanes)?;
-    Ok(OpenedPort {
-        kind: PortKind::Packet,
-        lanes: rx
-            .into_iter()
-            .map(|rx| Box::new(rx) as Box<dyn PortRx>)
-            .collect(),
-        tx: Arc::new(tx),
-        steering: steering.map(|s| Box::new(s) as Box<dyn Steering>),
-    })
+    adopt_lanes(name, open_fds(name, lanes)?)
 }
 
 fn open_sockets(
