@@ -1,0 +1,220 @@
+//! Where the kernel puts one port's frames, as the dataplane last told it.
+//!
+//! Telling the kernel is dear: a packet socket's new fanout program takes
+//! effect only after an RCU grace period (`synchronize_net`, inside the
+//! `setsockopt`), and a TAP's steering program is loaded and verified anew.
+//! So a change of the read mode (see `affinity.rs`) re-steers only the
+//! ports that were read since the last change; an idle port keeps the
+//! steering it had, and follows the mode when it next delivers frames (the
+//! worker asks the housekeeping thread, so it never waits for the kernel
+//! itself). A switch's cost at a mode change then follows its traffic, not
+//! its port count.
+//!
+//! Because a port may lag behind the switch-wide mode, the hand-over in
+//! `lanes.rs` goes by the port's own steering: the mode its lanes are fed
+//! in ([`PortSteering::mode`]) and the mode change at which that last
+//! changed ([`PortSteering::changed_at`]). A port without a steering handle
+//! (one lane, or lanes the kernel does not steer) follows the switch-wide
+//! mode at once: there is nothing to tell.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ports::{ReadMode, Steering};
+
+use super::affinity::ModeSwitch;
+
+/// `mode` before the port was first steered.
+const NOT_STEERED: u8 = u8::MAX;
+
+/// One port's steering: the handle that tells the kernel, and what it was
+/// last told.
+#[derive(Debug)]
+pub(super) struct PortSteering {
+    handle: Option<Arc<dyn Steering>>,
+    /// The lane that gets every frame while reading by port.
+    solo: usize,
+    /// Serializes telling the kernel (a mode change and a late follower).
+    telling: Mutex<()>,
+    /// The [`ReadMode`] the kernel feeds the lanes in (as `u8`), or
+    /// [`NOT_STEERED`].
+    mode: AtomicU8,
+    /// [`ModeSwitch::changes`] when the kernel was last told a new mode.
+    changed_at: AtomicU64,
+    /// Frames were read from the port since the last mode change.
+    read_lately: AtomicBool,
+    /// A late follow was asked of the housekeeping thread and not done yet.
+    follow_asked: AtomicBool,
+}
+
+impl PortSteering {
+    /// The steering of a port whose solo lane is `solo`; `handle` is `None`
+    /// for a port of one lane, or when nothing tells the kernel.
+    pub(super) fn new(handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
+        PortSteering {
+            handle,
+            solo,
+            telling: Mutex::new(()),
+            mode: AtomicU8::new(NOT_STEERED),
+            changed_at: AtomicU64::new(0),
+            read_lately: AtomicBool::new(false),
+            follow_asked: AtomicBool::new(false),
+        }
+    }
+
+    /// The mode the port's lanes are fed in: its own for a steered port,
+    /// the switch's otherwise.
+    pub(super) fn mode(&self, switch: &ModeSwitch) -> ReadMode {
+        if self.handle.is_none() {
+            return switch.lane_mode();
+        }
+        match self.mode.load(Ordering::Acquire) {
+            m if m == ReadMode::ByPort as u8 => ReadMode::ByPort,
+            _ => ReadMode::ByCpu,
+        }
+    }
+
+    /// Whether frames go to the lane of the CPU they arrive on.
+    pub(super) fn by_cpu(&self, switch: &ModeSwitch) -> bool {
+        if self.handle.is_none() {
+            return switch.by_cpu();
+        }
+        self.mode(switch) == ReadMode::ByCpu
+    }
+
+    /// The mode change at which the port's lanes were last fed differently
+    /// (0: never); a reader that has not handed the port over since hands
+    /// it over (see `lanes.rs`).
+    pub(super) fn changed_at(&self, switch: &ModeSwitch) -> u64 {
+        if self.handle.is_none() {
+            return switch.changes();
+        }
+        self.changed_at.load(Ordering::Acquire)
+    }
+
+    /// Frames were read from the port: the next mode change steers it.
+    pub(super) fn note_read(&self) {
+        if !self.read_lately.load(Ordering::Relaxed) {
+            // SeqCst, paired with the mode change's: either that change
+            // sees the port as read, or the reader sees the new mode (and
+            // asks for a late follow).
+            self.read_lately.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the port was read since the last call; forgets it.
+    pub(super) fn take_read_lately(&self) -> bool {
+        // The switch's new mode was stored before (see `note_read`).
+        fence(Ordering::SeqCst);
+        self.read_lately.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether the kernel feeds the port in another mode than the switch's.
+    pub(super) fn lags(&self, switch: &ModeSwitch) -> bool {
+        // After `note_read`'s store (see there).
+        fence(Ordering::SeqCst);
+        self.handle.is_some() && self.mode.load(Ordering::SeqCst) != switch.lane_mode() as u8
+    }
+
+    /// Whether to ask the housekeeping thread to make the port follow:
+    /// true once until [`PortSteering::follow`] ran.
+    pub(super) fn ask_follow(&self, switch: &ModeSwitch) -> bool {
+        self.lags(switch) && !self.follow_asked.swap(true, Ordering::AcqRel)
+    }
+
+    /// Tells the kernel the switch's current mode unless it was told
+    /// already; returns whether it told it. The port's mode and change are
+    /// published first: a reader of a lane that gets frames now has seen
+    /// them and hands the port over.
+    pub(super) fn follow(&self, switch: &ModeSwitch) -> bool {
+        let _telling = self.telling.lock().unwrap_or_else(PoisonError::into_inner);
+        self.follow_asked.store(false, Ordering::Release);
+        let Some(handle) = &self.handle else {
+            return false;
+        };
+        let mode = switch.lane_mode();
+        if self.mode.load(Ordering::Acquire) == mode as u8 {
+            return false;
+        }
+        // The mode first: a reader that sees the new change sees the new
+        // mode with it.
+        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.changed_at.store(switch.changes(), Ordering::SeqCst);
+        if let Err(err) = handle.steer(mode, self.solo) {
+            log::warn!("cannot steer a port's frames: {err}");
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts what the kernel is told.
+    #[derive(Debug, Default)]
+    struct Told(Mutex<Vec<(ReadMode, usize)>>);
+
+    impl Steering for Told {
+        fn steer(&self, mode: ReadMode, solo: usize) -> std::io::Result<()> {
+            self.0.lock().unwrap().push((mode, solo));
+            Ok(())
+        }
+    }
+
+    fn steered(solo: usize) -> (PortSteering, Arc<Told>) {
+        let told = Arc::new(Told::default());
+        let handle: Arc<dyn Steering> = told.clone();
+        (PortSteering::new(Some(handle), solo), told)
+    }
+
+    #[test]
+    fn a_port_is_told_a_mode_once() {
+        let switch = ModeSwitch::new(2);
+        let (port, told) = steered(1);
+        assert!(port.follow(&switch), "first steered when added");
+        assert!(!port.follow(&switch), "told already");
+        switch.worker_changed(true, |_| {});
+        assert!(port.lags(&switch));
+        assert!(port.follow(&switch));
+        assert_eq!(*told.0.lock().unwrap(), [(ReadMode::ByCpu, 1), (ReadMode::ByPort, 1)]);
+        assert_eq!((port.mode(&switch), port.changed_at(&switch)), (ReadMode::ByPort, 1));
+    }
+
+    #[test]
+    fn a_lagging_port_keeps_its_own_mode_until_it_follows() {
+        let switch = ModeSwitch::new(2);
+        let (port, _told) = steered(0);
+        port.follow(&switch);
+        switch.worker_changed(true, |_| {});
+        switch.worker_changed(false, |_| {});
+        switch.worker_changed(true, |_| {});
+        assert_eq!(port.mode(&switch), ReadMode::ByCpu, "what the kernel does");
+        assert_eq!(port.changed_at(&switch), 0, "never changed since added");
+        assert!(port.ask_follow(&switch));
+        assert!(!port.ask_follow(&switch), "asked once");
+        assert!(port.follow(&switch));
+        assert_eq!(port.changed_at(&switch), 3);
+        assert!(!port.ask_follow(&switch), "follows now");
+    }
+
+    #[test]
+    fn a_port_nothing_steers_follows_the_switch_at_once() {
+        let switch = ModeSwitch::new(2);
+        let port = PortSteering::new(None, 0);
+        switch.worker_changed(true, |_| {});
+        assert_eq!((port.mode(&switch), port.changed_at(&switch)), (ReadMode::ByPort, 1));
+        assert!(!port.lags(&switch) && !port.ask_follow(&switch));
+        assert!(!port.follow(&switch));
+    }
+
+    #[test]
+    fn being_read_is_remembered_until_taken() {
+        let (port, _) = steered(0);
+        assert!(!port.take_read_lately());
+        port.note_read();
+        port.note_read();
+        assert!(port.take_read_lately());
+        assert!(!port.take_read_lately());
+    }
+}
