@@ -181,9 +181,9 @@ impl LaneReader {
 
     /// Reads one batch from `lane`, a lane this worker is home to, and
     /// forwards it under the lane's lock; after a change of the port's
-    /// steering, older frames of its other lanes go first. The home worker waits for the
-    /// lock: a reader that beat it to the lane may have missed frames that
-    /// arrived just after.
+    /// steering, older frames of its other lanes go first. The home worker
+    /// waits for the lock: a reader that beat it to the lane may have
+    /// missed frames that arrived just after.
     pub(super) fn read_home(
         &mut self,
         mode: &ModeSwitch,
@@ -281,10 +281,11 @@ impl LaneReader {
     /// After a change of the port's steering, frames that came before it
     /// may still wait in lanes that no longer get frames, and they are
     /// older than anything in the lanes that do: forward them first, once
-    /// per port and change, before reading lane `reading` of the port. Reading per port, that is
-    /// draining the other lanes before the solo lane; reading per CPU,
-    /// draining the solo lane before any other. Another worker busy with
-    /// one of those lanes is waited for (it forwards under the lock).
+    /// per port and change, before reading lane `reading` of the port.
+    /// Reading per port, that is draining the other lanes before the solo
+    /// lane; reading per CPU, draining the solo lane before any other.
+    /// Another worker busy with one of those lanes is waited for (it
+    /// forwards under the lock).
     fn hand_over(
         &mut self,
         mode: &ModeSwitch,

@@ -247,13 +247,13 @@ impl Shared {
 
 impl LoadBoard for Shared {
     /// A worker became busy or calm: when that changes the mode, switch
-    /// the ports read since the last change between reading by CPU and by
-    /// port. The others (idle ones) follow when they are next read: telling
-    /// the kernel costs a system call and a wait per port.
+    /// the ports read lately between reading by CPU and by port. The others
+    /// (idle ones) follow when they are next read: telling the kernel costs
+    /// a system call and a wait per port.
     fn worker_load_changed(&self, busy: bool) {
         self.mode.worker_changed(busy, |_| {
             for port in self.lanes_by_port().values() {
-                if port.steering.take_read_lately() {
+                if port.steering.read_lately() {
                     port.steering.follow(&self.mode);
                 }
             }
@@ -607,6 +607,9 @@ fn spawn_housekeeping(
                             log::debug!("aged out {removed} MAC entries");
                         }
                         count_kernel_drops(&shared);
+                        for port in shared.lanes_by_port().values() {
+                            port.steering.age();
+                        }
                     }
                 }
             }

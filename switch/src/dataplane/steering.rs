@@ -4,11 +4,11 @@
 //! effect only after an RCU grace period (`synchronize_net`, inside the
 //! `setsockopt`), and a TAP's steering program is loaded and verified anew.
 //! So a change of the read mode (see `affinity.rs`) re-steers only the
-//! ports that were read since the last change; an idle port keeps the
-//! steering it had, and follows the mode when it next delivers frames (the
-//! worker asks the housekeeping thread, so it never waits for the kernel
-//! itself). A switch's cost at a mode change then follows its traffic, not
-//! its port count.
+//! ports read lately (in this or the last housekeeping second); an idle
+//! port keeps the steering it had, and follows the mode when it next
+//! delivers frames (the worker asks the housekeeping thread, so it never
+//! waits for the kernel itself). A switch's cost at a mode change then
+//! follows its traffic, not its port count.
 //!
 //! Because a port may lag behind the switch-wide mode, the hand-over in
 //! `lanes.rs` goes by the port's own steering: the mode its lanes are fed
@@ -41,8 +41,10 @@ pub(super) struct PortSteering {
     mode: AtomicU8,
     /// [`ModeSwitch::changes`] when the kernel was last told a new mode.
     changed_at: AtomicU64,
-    /// Frames were read from the port since the last mode change.
+    /// Frames were read from the port in this housekeeping second, and in
+    /// the one before (see [`PortSteering::age`]).
     read_lately: AtomicBool,
+    read_before: AtomicBool,
     /// A late follow was asked of the housekeeping thread and not done yet.
     follow_asked: AtomicBool,
 }
@@ -58,6 +60,7 @@ impl PortSteering {
             mode: AtomicU8::new(NOT_STEERED),
             changed_at: AtomicU64::new(0),
             read_lately: AtomicBool::new(false),
+            read_before: AtomicBool::new(false),
             follow_asked: AtomicBool::new(false),
         }
     }
@@ -92,7 +95,8 @@ impl PortSteering {
         self.changed_at.load(Ordering::Acquire)
     }
 
-    /// Frames were read from the port: the next mode change steers it.
+    /// Frames were read from the port: a mode change in the next second or
+    /// two steers it.
     pub(super) fn note_read(&self) {
         if !self.read_lately.load(Ordering::Relaxed) {
             // SeqCst, paired with the mode change's: either that change
@@ -102,11 +106,18 @@ impl PortSteering {
         }
     }
 
-    /// Whether the port was read since the last call; forgets it.
-    pub(super) fn take_read_lately(&self) -> bool {
+    /// Whether the port was read lately: a mode change steers it.
+    pub(super) fn read_lately(&self) -> bool {
         // The switch's new mode was stored before (see `note_read`).
         fence(Ordering::SeqCst);
-        self.read_lately.swap(false, Ordering::SeqCst)
+        self.read_lately.load(Ordering::SeqCst) || self.read_before.load(Ordering::SeqCst)
+    }
+
+    /// A housekeeping second is over: reads older than the last one are
+    /// forgotten.
+    pub(super) fn age(&self) {
+        let read = self.read_lately.swap(false, Ordering::SeqCst);
+        self.read_before.store(read, Ordering::SeqCst);
     }
 
     /// Whether the kernel feeds the port in another mode than the switch's.
@@ -177,8 +188,14 @@ mod tests {
         switch.worker_changed(true, |_| {});
         assert!(port.lags(&switch));
         assert!(port.follow(&switch));
-        assert_eq!(*told.0.lock().unwrap(), [(ReadMode::ByCpu, 1), (ReadMode::ByPort, 1)]);
-        assert_eq!((port.mode(&switch), port.changed_at(&switch)), (ReadMode::ByPort, 1));
+        assert_eq!(
+            *told.0.lock().unwrap(),
+            [(ReadMode::ByCpu, 1), (ReadMode::ByPort, 1)]
+        );
+        assert_eq!(
+            (port.mode(&switch), port.changed_at(&switch)),
+            (ReadMode::ByPort, 1)
+        );
     }
 
     #[test]
@@ -203,18 +220,24 @@ mod tests {
         let switch = ModeSwitch::new(2);
         let port = PortSteering::new(None, 0);
         switch.worker_changed(true, |_| {});
-        assert_eq!((port.mode(&switch), port.changed_at(&switch)), (ReadMode::ByPort, 1));
+        assert_eq!(
+            (port.mode(&switch), port.changed_at(&switch)),
+            (ReadMode::ByPort, 1)
+        );
         assert!(!port.lags(&switch) && !port.ask_follow(&switch));
         assert!(!port.follow(&switch));
     }
 
     #[test]
-    fn being_read_is_remembered_until_taken() {
+    fn being_read_is_remembered_for_a_second_or_two() {
         let (port, _) = steered(0);
-        assert!(!port.take_read_lately());
+        assert!(!port.read_lately());
         port.note_read();
         port.note_read();
-        assert!(port.take_read_lately());
-        assert!(!port.take_read_lately());
+        assert!(port.read_lately());
+        port.age();
+        assert!(port.read_lately(), "read in the second before");
+        port.age();
+        assert!(!port.read_lately());
     }
 }

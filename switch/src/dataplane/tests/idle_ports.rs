@@ -61,7 +61,9 @@ impl CountedPort {
                 lanes: rx
                     .into_iter()
                     .zip(counts)
-                    .map(|(inner, counts)| Box::new(CountingRx { inner, counts }) as Box<dyn PortRx>)
+                    .map(|(inner, counts)| {
+                        Box::new(CountingRx { inner, counts }) as Box<dyn PortRx>
+                    })
                     .collect(),
                 tx: Arc::new(tx),
                 steering: Some(Box::new(Recorder(steering))),
@@ -74,7 +76,10 @@ impl CountedPort {
     }
 
     fn reads(&self) -> usize {
-        self.counts.iter().map(|c| c.reads.load(Ordering::Relaxed)).sum()
+        self.counts
+            .iter()
+            .map(|c| c.reads.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn drop_polls(&self) -> usize {
@@ -122,14 +127,30 @@ fn a_mode_change_steers_and_reads_only_the_ports_read_since_the_last_one() {
     for (change, busy) in [true, false, true, false].into_iter().enumerate() {
         a_to_b(&a, &b, change, 200);
         dp.shared.worker_load_changed(busy);
-        let mode = if busy { ReadMode::ByPort } else { ReadMode::ByCpu };
-        assert_eq!(a.steered().last().map(|s| s.0), Some(mode), "change {change}");
-        assert_eq!(a.steered().len(), change + 2, "once when added, once per change");
+        let mode = if busy {
+            ReadMode::ByPort
+        } else {
+            ReadMode::ByCpu
+        };
+        assert_eq!(
+            a.steered().last().map(|s| s.0),
+            Some(mode),
+            "change {change}"
+        );
+        assert_eq!(
+            a.steered().len(),
+            change + 2,
+            "once when added, once per change"
+        );
     }
     a_to_b(&a, &b, 0, 200);
     assert_eq!(dp.metrics().reading_changes, 4);
     for (i, port) in idle.iter().enumerate() {
-        assert_eq!(port.steered(), [(ReadMode::ByCpu, port.steered()[0].1)], "idle{i}: only when added");
+        assert_eq!(
+            port.steered(),
+            [(ReadMode::ByCpu, port.steered()[0].1)],
+            "idle{i}: only when added"
+        );
         assert_eq!(port.reads(), 2, "idle{i}: no lane read but at registration");
         assert_eq!(port.drop_polls(), 0, "idle{i}: no drop count asked");
     }
@@ -150,11 +171,17 @@ fn an_idle_port_that_wakes_up_follows_the_mode_and_keeps_its_order() {
         waking.lanes.inject_from_cpu(1, &frame(HOST_B, HOST_A, seq));
     }
     let mut got = Vec::new();
-    wait_for("every frame at b", || collect(&b.tx, &mut got) >= N as usize);
+    wait_for("every frame at b", || {
+        collect(&b.tx, &mut got) >= N as usize
+    });
     assert_in_order(&got, N, "a port that woke up");
     wait_for("the port follows", || waking.steered().len() == 2);
     assert_eq!(waking.steered()[1].0, ReadMode::ByPort);
-    assert_eq!(dp.metrics().reading_changes, 1, "following is not a mode change");
+    assert_eq!(
+        dp.metrics().reading_changes,
+        1,
+        "following is not a mode change"
+    );
     for (i, port) in idle.iter().enumerate().filter(|(i, _)| *i != 7) {
         assert_eq!(port.steered().len(), 1, "idle{i}");
     }
@@ -175,6 +202,9 @@ fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
     a_to_b(&a, &b, 0, 100);
     count_kernel_drops(&dp.shared);
     assert!(a.drop_polls() > asked, "read again: asked again");
-    assert!(idle.iter().all(|p| p.drop_polls() == 0), "idle lanes are never asked");
+    assert!(
+        idle.iter().all(|p| p.drop_polls() == 0),
+        "idle lanes are never asked"
+    );
     dp.shutdown();
 }
