@@ -111,10 +111,11 @@ impl PortLanes {
         steering: Option<Arc<dyn Steering>>,
     ) -> Self {
         let steering = steering.filter(|_| lanes.len() > 1);
+        let name = lanes.first().map_or("", |lane| lane.handle.name.as_str());
         PortLanes {
+            steering: Arc::new(PortSteering::new(name, steering, solo)),
             solo,
             lanes,
-            steering: Arc::new(PortSteering::new(steering, solo)),
         }
     }
 

@@ -36,6 +36,8 @@ static STEERINGS: AtomicU64 = AtomicU64::new(0);
 /// last told.
 #[derive(Debug)]
 pub(super) struct PortSteering {
+    /// The port's name, for the log.
+    name: String,
     handle: Option<Arc<dyn Steering>>,
     /// The lane that gets every frame while reading by port.
     solo: usize,
@@ -55,10 +57,11 @@ pub(super) struct PortSteering {
 }
 
 impl PortSteering {
-    /// The steering of a port whose solo lane is `solo`; `handle` is `None`
-    /// for a port of one lane, or when nothing tells the kernel.
-    pub(super) fn new(handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
+    /// The steering of port `name`, whose solo lane is `solo`; `handle` is
+    /// `None` for a port of one lane, or when nothing tells the kernel.
+    pub(super) fn new(name: &str, handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
         PortSteering {
+            name: name.to_string(),
             handle,
             solo,
             telling: Mutex::new(()),
@@ -159,7 +162,7 @@ impl PortSteering {
         let number = STEERINGS.fetch_add(1, Ordering::Relaxed) + 1;
         self.changed_at.store(number, Ordering::SeqCst);
         if let Err(err) = handle.steer(mode, self.solo) {
-            log::warn!("cannot steer a port's frames: {err}");
+            log::warn!("port {}: cannot steer its frames: {err}", self.name);
         }
         true
     }
@@ -183,7 +186,7 @@ mod tests {
     fn steered(solo: usize) -> (PortSteering, Arc<Told>) {
         let told = Arc::new(Told::default());
         let handle: Arc<dyn Steering> = told.clone();
-        (PortSteering::new(Some(handle), solo), told)
+        (PortSteering::new("p", Some(handle), solo), told)
     }
 
     #[test]
@@ -227,7 +230,7 @@ mod tests {
     #[test]
     fn a_port_nothing_steers_follows_the_switch_at_once() {
         let switch = ModeSwitch::new(2);
-        let port = PortSteering::new(None, 0);
+        let port = PortSteering::new("p", None, 0);
         switch.worker_changed(true, |_| {});
         assert_eq!(
             (port.mode(&switch), port.changed_at(&switch)),
