@@ -155,7 +155,8 @@ impl CpuShare {
 
 /// The switch-wide read mode: by CPU while no worker is busy. Shared by the
 /// workers; changes are counted, and a change and the steering of the
-/// ports that follows it happen under one lock.
+/// ports that follows it (the ports read since the last change; see
+/// `steering.rs`) happen under one lock.
 #[derive(Debug)]
 pub(super) struct ModeSwitch {
     workers: usize,
@@ -191,8 +192,9 @@ impl ModeSwitch {
         self.lane_mode() == ReadMode::ByCpu
     }
 
-    /// How often the mode changed; a worker that sees a new count hands
-    /// its ports over (see `lanes.rs`).
+    /// How often the mode changed; a port steered anew records the count,
+    /// and a worker that sees a new one hands the port over (see
+    /// `steering.rs`, `lanes.rs`).
     pub(super) fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)
     }

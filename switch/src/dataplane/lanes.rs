@@ -18,17 +18,20 @@
 //! until its batch is forwarded, so frames from one lane never overtake
 //! each other (TCP would take reordering for loss).
 //!
-//! When the read mode changes, frames that came before it may still wait
-//! in lanes that no longer get frames; they are forwarded before the lanes
-//! that do get frames are read (the hand-over), so a sender's frames keep
-//! their order across the change.
+//! When a port's steering changes (see `steering.rs`), frames that came
+//! before it may still wait in lanes that no longer get frames; they are
+//! forwarded before the lanes that do get frames are read (the hand-over),
+//! so a sender's frames keep their order across the change. A port that
+//! was not steered anew (an idle one) is not handed over.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use ports::{PortRx, ReadMode, RxBatch, RxError, Steering};
+use ports::{PortRx, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
+use super::steering::PortSteering;
 use crate::fabric::PortHandle;
 use crate::port::PortId;
 
@@ -45,6 +48,9 @@ pub(super) struct Lane {
     pub(super) handle: Arc<PortHandle>,
     pub(super) home: usize,
     pub(super) rx: Mutex<RxState>,
+    /// Frames were read from the lane since the housekeeping thread last
+    /// asked the kernel how many it dropped (an idle lane drops none).
+    read_since_sweep: AtomicBool,
 }
 
 impl Lane {
@@ -56,6 +62,18 @@ impl Lane {
                 rx: Some(rx),
                 error: None,
             }),
+            read_since_sweep: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether frames were read since the last call; forgets it.
+    pub(super) fn take_read_since_sweep(&self) -> bool {
+        self.read_since_sweep.swap(false, Ordering::Relaxed)
+    }
+
+    pub(super) fn note_read(&self) {
+        if !self.read_since_sweep.load(Ordering::Relaxed) {
+            self.read_since_sweep.store(true, Ordering::Relaxed);
         }
     }
 
@@ -80,29 +98,37 @@ pub(super) struct RxState {
 pub(super) struct PortLanes {
     pub(super) solo: usize,
     pub(super) lanes: Vec<Arc<Lane>>,
-    /// Where the kernel puts the port's frames (`None`: one lane).
-    pub(super) steering: Option<Arc<dyn Steering>>,
+    /// Where the kernel puts the port's frames, shared by the clones.
+    pub(super) steering: Arc<PortSteering>,
 }
 
 impl PortLanes {
+    /// `steering` tells the kernel where frames go (`None`, or one lane:
+    /// nothing to tell).
+    pub(super) fn new(
+        solo: usize,
+        lanes: Vec<Arc<Lane>>,
+        steering: Option<Arc<dyn Steering>>,
+    ) -> Self {
+        let steering = steering.filter(|_| lanes.len() > 1);
+        let name = lanes.first().map_or("", |lane| lane.handle.name.as_str());
+        PortLanes {
+            steering: Arc::new(PortSteering::new(name, steering, solo)),
+            solo,
+            lanes,
+        }
+    }
+
     /// Which of the port's lanes `lane` is.
     fn position_of(&self, lane: &Arc<Lane>) -> Option<usize> {
         self.lanes.iter().position(|l| Arc::ptr_eq(l, lane))
     }
 
-    /// Tells the port's fanout group (or TAP queues) where frames go in
-    /// `mode`.
-    pub(super) fn steer(&self, mode: ReadMode) {
-        let Some(steering) = &self.steering else {
-            return;
-        };
-        if self.lanes.len() < 2 {
-            return;
-        }
-        if let Err(err) = steering.steer(mode, self.solo) {
-            let port = &self.lanes[0].handle;
-            log::warn!("port {}: cannot steer its frames: {err}", port.name);
-        }
+    /// Notes that frames were read from `lane` of this port (before they
+    /// are forwarded: whoever sees them delivered sees the note).
+    fn note_read(&self, lane: &Lane) {
+        lane.note_read();
+        self.steering.note_read();
     }
 }
 
@@ -120,19 +146,24 @@ pub(super) enum HomeRead {
     /// The lane was empty (or closed).
     Empty,
     /// A batch of this many frames was forwarded; `full` when more may be
-    /// waiting (edge-triggered epoll will not say so again).
-    Forwarded { frames: usize, full: bool },
+    /// waiting (edge-triggered epoll will not say so again); `lags` when
+    /// the port is steered in another mode than the switch's and should
+    /// follow (asked once; see `steering.rs`).
+    Forwarded {
+        frames: usize,
+        full: bool,
+        lags: bool,
+    },
     /// The port is broken or down: the home worker acts on it.
     Failed(RxError),
 }
 
-/// One worker's reading of lanes: its batch, and which ports it has handed
-/// over since the read mode last changed.
+/// One worker's reading of lanes: its batch, and at which steering change
+/// it last handed each port over.
 pub(super) struct LaneReader {
     index: usize,
     batch: RxBatch,
-    seen_mode_changes: u64,
-    handed_over: Vec<PortId>,
+    handed_over: HashMap<PortId, u64>,
 }
 
 impl LaneReader {
@@ -140,16 +171,20 @@ impl LaneReader {
         LaneReader {
             index,
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
-            seen_mode_changes: 0,
-            handed_over: Vec::new(),
+            handed_over: HashMap::new(),
         }
     }
 
+    /// Port `id` is gone (its number may come back as another port).
+    pub(super) fn forget(&mut self, id: PortId) {
+        self.handed_over.remove(&id);
+    }
+
     /// Reads one batch from `lane`, a lane this worker is home to, and
-    /// forwards it under the lane's lock; after a mode change, older frames
-    /// of the port's other lanes go first. The home worker waits for the
-    /// lock: a reader that beat it to the lane may have missed frames that
-    /// arrived just after.
+    /// forwards it under the lane's lock; after a change of the port's
+    /// steering, older frames of its other lanes go first. The home worker
+    /// waits for the lock: a reader that beat it to the lane may have
+    /// missed frames that arrived just after.
     pub(super) fn read_home(
         &mut self,
         mode: &ModeSwitch,
@@ -158,11 +193,11 @@ impl LaneReader {
         forward: &mut Forward<'_>,
     ) -> HomeRead {
         let id = lane.handle.id;
-        // Cheap unless the mode just changed: look the lane up only then.
-        if self.needs_hand_over(mode, id)
-            && let Some(at) = ports.get(&id).and_then(|p| p.position_of(lane))
+        let port = ports.get(&id);
+        if let Some(port) = port
+            && let Some(at) = port.position_of(lane)
         {
-            self.hand_over(mode, ports, id, at, forward);
+            self.hand_over(mode, port, id, at, forward);
         }
         let mut state = lane.lock();
         let RxState { rx, error } = &mut *state;
@@ -176,10 +211,14 @@ impl LaneReader {
         match received {
             Ok(0) => HomeRead::Empty,
             Ok(n) => {
+                if let Some(port) = port {
+                    port.note_read(lane);
+                }
                 forward(&lane.handle, &mut self.batch, n, true);
                 HomeRead::Forwarded {
                     frames: n,
                     full: n == self.batch.capacity(),
+                    lags: port.is_some_and(|p| p.steering.ask_follow(mode)),
                 }
             }
             Err(err) => HomeRead::Failed(err),
@@ -210,7 +249,7 @@ impl LaneReader {
             let at = match lanes.len() {
                 0 => continue,
                 1 => 0,
-                n if mode.by_cpu() => ports::cpu::current_cpu().unwrap_or(0) % n,
+                n if port.steering.by_cpu(mode) => ports::cpu::current_cpu().unwrap_or(0) % n,
                 _ => port.solo,
             };
             let lane = &lanes[at];
@@ -218,7 +257,7 @@ impl LaneReader {
                 read_next(*id);
                 continue;
             }
-            self.hand_over(mode, ports, *id, at, forward);
+            self.hand_over(mode, port, *id, at, forward);
             // Only if nobody is reading it now; held while forwarding.
             let mut state = match lane.rx.try_lock() {
                 Ok(state) => state,
@@ -229,7 +268,10 @@ impl LaneReader {
             match rx.recv_batch(&mut self.batch) {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
-                Ok(n) => forward(&lane.handle, &mut self.batch, n, false),
+                Ok(n) => {
+                    port.note_read(lane);
+                    forward(&lane.handle, &mut self.batch, n, false);
+                }
                 // Errors are the home worker's to act on; epoll wakes it
                 // for them too.
                 Err(err) => *error = Some(err),
@@ -237,34 +279,35 @@ impl LaneReader {
         }
     }
 
-    /// After a mode change, frames that came before it may still wait in
-    /// lanes that no longer get frames, and they are older than anything
-    /// in the lanes that do: forward them first, once per port and change,
-    /// before reading lane `reading` of the port. Reading per port, that is
-    /// draining the other lanes before the solo lane; reading per CPU,
-    /// draining the solo lane before any other. Another worker busy with
-    /// one of those lanes is waited for (it forwards under the lock).
+    /// After a change of the port's steering, frames that came before it
+    /// may still wait in lanes that no longer get frames, and they are
+    /// older than anything in the lanes that do: forward them first, once
+    /// per port and change, before reading lane `reading` of the port.
+    /// Reading per port, that is draining the other lanes before the solo
+    /// lane; reading per CPU, draining the solo lane before any other.
+    /// Another worker busy with one of those lanes is waited for (it
+    /// forwards under the lock).
     fn hand_over(
         &mut self,
         mode: &ModeSwitch,
-        ports: &LanesByPort,
+        port: &PortLanes,
         id: PortId,
         reading: usize,
         forward: &mut Forward<'_>,
     ) {
-        if !self.needs_hand_over(mode, id) {
+        // The change before the mode: a reader that sees a change sees
+        // the mode it brought (see `steering.rs`).
+        let changed_at = port.steering.changed_at(mode);
+        if changed_at == 0 || self.handed_over.get(&id) == Some(&changed_at) {
             return;
         }
-        let Some(port) = ports.get(&id) else {
-            return;
-        };
-        let by_cpu = mode.by_cpu();
+        let by_cpu = port.steering.by_cpu(mode);
         let gets_frames_now = by_cpu || reading == port.solo;
         if !gets_frames_now {
             // A lane that no longer gets frames holds only older ones.
             return;
         }
-        self.handed_over.push(id);
+        self.handed_over.insert(id, changed_at);
         let older = |at: usize| {
             if by_cpu {
                 at == port.solo && reading != port.solo
@@ -282,7 +325,10 @@ impl LaneReader {
             loop {
                 match rx.recv_batch(&mut self.batch) {
                     Ok(0) => break,
-                    Ok(n) => forward(&lane.handle, &mut self.batch, n, false),
+                    Ok(n) => {
+                        port.note_read(lane);
+                        forward(&lane.handle, &mut self.batch, n, false);
+                    }
                     // The home worker acts on errors (see `take_answers`).
                     Err(err) => {
                         *error = Some(err);
@@ -291,15 +337,5 @@ impl LaneReader {
                 }
             }
         }
-    }
-
-    /// Whether the mode changed since this worker last handed port `id` over.
-    fn needs_hand_over(&mut self, mode: &ModeSwitch, id: PortId) -> bool {
-        let changes = mode.changes();
-        if changes != self.seen_mode_changes {
-            self.seen_mode_changes = changes;
-            self.handed_over.clear();
-        }
-        changes != 0 && !self.handed_over.contains(&id)
     }
 }

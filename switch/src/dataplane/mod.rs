@@ -6,7 +6,8 @@
 //!  worker 0: epoll ─► recvmmsg batch ─► Session (MAC table read lock)
 //!  worker 1:   ...                      └► Fabric::forward ─► send on the egress port's fd
 //!  gateway:  channel ◄─ frames for gw;  smoltcp replies ─► Fabric::forward
-//!  housekeeping: every second, expire aged-out MAC entries
+//!  housekeeping: every second, expire aged-out MAC entries; steer ports
+//!                that lag behind the read mode when asked
 //! ```
 //!
 //! Where each job lives:
@@ -16,7 +17,9 @@
 //! - `delivery.rs`: a worker's use of the fabric (decide and send a batch).
 //! - `lanes.rs`: reading a port's receive lanes: locking, order, the
 //!   hand-over on a mode change, taking answers from other workers' lanes.
-//! - `affinity.rs`: the read mode and each worker's place on the CPUs.
+//! - `affinity.rs`: the read mode and each worker's place on the CPUs;
+//!   `steering.rs`: where the kernel puts each port's frames (a mode
+//!   change re-steers only the ports read since the last one).
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
 //! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
@@ -49,6 +52,7 @@ mod live_trace;
 mod metrics;
 mod peer;
 mod port_health;
+mod steering;
 #[cfg(test)]
 mod tests;
 mod tuning;
@@ -141,6 +145,9 @@ struct Shared {
     /// Every worker, by index, for a worker that must tell the others
     /// something (set once they all run).
     peers: std::sync::OnceLock<Vec<Peer>>,
+    /// Ports whose steering lags behind the read mode, for the
+    /// housekeeping thread to steer (see `steering.rs`).
+    lagging: Sender<PortId>,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
     next_hint: AtomicU32,
@@ -239,12 +246,16 @@ impl Shared {
 }
 
 impl LoadBoard for Shared {
-    /// A worker became busy or calm: switch every port between reading by
-    /// CPU and by port when that changes the mode.
+    /// A worker became busy or calm: when that changes the mode, switch
+    /// the ports read lately between reading by CPU and by port. The others
+    /// (idle ones) follow when they are next read: telling the kernel costs
+    /// a system call and a wait per port.
     fn worker_load_changed(&self, busy: bool) {
-        self.mode.worker_changed(busy, |mode| {
+        self.mode.worker_changed(busy, |_| {
             for port in self.lanes_by_port().values() {
-                port.steer(mode);
+                if port.steering.read_lately() {
+                    port.steering.follow(&self.mode);
+                }
             }
         });
     }
@@ -287,6 +298,7 @@ impl Dataplane {
     /// attached and its MAC made a local entry.
     pub fn start(config: DataplaneConfig) -> std::io::Result<Dataplane> {
         let (events_tx, events) = crossbeam_channel::unbounded();
+        let (lagging, lagging_ports) = crossbeam_channel::unbounded();
         let clock = Clock::start();
         let count = config.tuning.workers();
         let bus = EventBus::default();
@@ -314,6 +326,7 @@ impl Dataplane {
             cpu_yields: AtomicU64::new(0),
             cpu_moves: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),
+            lagging,
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
         });
@@ -346,7 +359,7 @@ impl Dataplane {
             }
             None => None,
         };
-        let housekeeping = Some(spawn_housekeeping(shared.clone())?);
+        let housekeeping = Some(spawn_housekeeping(shared.clone(), lagging_ports)?);
         Ok(Dataplane {
             shared,
             workers,
@@ -512,15 +525,15 @@ impl Dataplane {
         } else {
             vec![solo]
         };
-        let port_lanes = PortLanes {
+        let port_lanes = PortLanes::new(
             solo,
-            lanes: lanes
+            lanes
                 .into_iter()
                 .zip(&homes)
                 .map(|(rx, &home)| Arc::new(Lane::new(handle.clone(), home, rx)))
                 .collect(),
-            steering: steering.map(Arc::from),
-        };
+            steering.map(Arc::from),
+        );
         let mut lanes = (*self.shared.lanes_by_port()).clone();
         lanes.insert(id, port_lanes.clone());
         self.shared.publish(current.with(handle), Some(lanes));
@@ -531,7 +544,9 @@ impl Dataplane {
                 port: id,
                 name: name.to_string(),
             });
-        self.shared.mode.steer_with(|mode| port_lanes.steer(mode));
+        self.shared.mode.steer_with(|_| {
+            port_lanes.steering.follow(&self.shared.mode);
+        });
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
         }
@@ -599,31 +614,65 @@ impl Drop for Dataplane {
     }
 }
 
-fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
+/// Starts the housekeeping thread: every second it sweeps the MAC table
+/// and counts kernel drops; in between it steers the ports workers found
+/// lagging behind the read mode (`lagging`), so that no worker waits for
+/// the kernel to take a port's new steering.
+fn spawn_housekeeping(
+    shared: Arc<Shared>,
+    lagging: Receiver<PortId>,
+) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let handle = std::thread::Builder::new()
         .name("tapswitch-aging".into())
         .spawn(move || {
-            // Returns when the sender is dropped (Disconnected).
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(SWEEP_INTERVAL)
-            {
-                let removed = shared.engine.table().expire(shared.clock.now());
-                if removed > 0 {
-                    log::debug!("aged out {removed} MAC entries");
+            let mut next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
+            loop {
+                let wait = next_sweep.saturating_duration_since(std::time::Instant::now());
+                crossbeam_channel::select! {
+                    // Returns when the sender is dropped (Disconnected).
+                    recv(stopped) -> _ => return,
+                    recv(lagging) -> id => {
+                        if let Ok(id) = id {
+                            steer_lagging(&shared, id);
+                        }
+                    }
+                    default(wait) => {
+                        next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
+                        let removed = shared.engine.table().expire(shared.clock.now());
+                        if removed > 0 {
+                            log::debug!("aged out {removed} MAC entries");
+                        }
+                        count_kernel_drops(&shared);
+                        for port in shared.lanes_by_port().values() {
+                            port.steering.age();
+                        }
+                    }
                 }
-                count_kernel_drops(&shared);
             }
         })?;
     Ok((stop, handle))
 }
 
+/// Steers port `id`, which a worker found lagging behind the read mode.
+fn steer_lagging(shared: &Shared, id: PortId) {
+    if let Some(port) = shared.lanes_by_port().get(&id) {
+        port.steering.follow(&shared.mode);
+    }
+}
+
 /// Adds the frames each port's kernel queue dropped (the switch was too
-/// slow) to its counters, so `tapswitch ports` shows every drop. A port that
-/// a worker is reading right now is counted next time.
+/// slow) to its counters, so `tapswitch ports` shows every drop. Only lanes
+/// read since the last sweep are asked: a lane the kernel dropped frames
+/// of holds frames, which its worker reads. A lane that a worker is reading
+/// right now is counted next time.
 fn count_kernel_drops(shared: &Shared) {
     for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
+        if !lane.take_read_since_sweep() {
+            continue;
+        }
         let Ok(mut state) = lane.rx.try_lock() else {
+            lane.note_read();
             continue;
         };
         if let Some(rx) = state.rx.as_mut() {

@@ -386,11 +386,7 @@ impl TwoLanes {
             .enumerate()
             .map(|(home, rx)| Arc::new(Lane::new(handle.clone(), home, Box::new(rx))))
             .collect();
-        let port = PortLanes {
-            solo,
-            lanes,
-            steering: None,
-        };
+        let port = PortLanes::new(solo, lanes, None);
         TwoLanes {
             mode: ModeSwitch::new(2),
             lanes: [(PortId(1), port)].into_iter().collect(),
@@ -623,3 +619,5 @@ fn the_trace_is_turned_on_and_off_while_running() {
     assert!(trace_lines(&sub).is_empty(), "off again");
     dp.shutdown();
 }
+
+mod idle_ports;

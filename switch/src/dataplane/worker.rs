@@ -176,9 +176,14 @@ impl Worker {
                 .read_home(&shared.mode, &view.lanes, &lane, &mut forward)
             {
                 HomeRead::Empty => {}
-                HomeRead::Forwarded { frames, full } => {
+                HomeRead::Forwarded { frames, full, lags } => {
                     if !self.link_down.is_empty() {
                         self.link_came_up(&lane.handle);
+                    }
+                    if lags {
+                        // Steered by the housekeeping thread: telling the
+                        // kernel waits for a grace period.
+                        let _ = self.shared.lagging.send(id);
                     }
                     // More may be waiting: come back to it, after the other
                     // ports that have frames now.
@@ -292,6 +297,7 @@ impl Worker {
             drop(lane.lock().rx.take());
         }
         self.ready.retain(|r| *r != id);
+        self.reader.forget(id);
         self.count.store(self.home.len(), Ordering::Relaxed);
     }
 

@@ -1,0 +1,220 @@
+//! Idle ports cost nothing per batch and nothing at a mode change: the
+//! work is counted through test doubles (what the kernel is told, reads
+//! and drop counts asked of each lane), never timed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+/// A lane that counts what is asked of it.
+#[derive(Debug)]
+struct CountingRx {
+    inner: MemoryRx,
+    counts: Arc<LaneCounts>,
+}
+
+#[derive(Debug, Default)]
+struct LaneCounts {
+    reads: AtomicUsize,
+    drop_polls: AtomicUsize,
+}
+
+impl PortRx for CountingRx {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        self.counts.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.recv_batch(batch)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.raw_fd()
+    }
+
+    fn take_kernel_drops(&mut self) -> u64 {
+        self.counts.drop_polls.fetch_add(1, Ordering::Relaxed);
+        0
+    }
+}
+
+/// A port of two lanes whose reads, drop counts and steering are counted.
+struct CountedPort {
+    lanes: MemoryLanes,
+    counts: Vec<Arc<LaneCounts>>,
+}
+
+impl CountedPort {
+    fn new() -> Self {
+        CountedPort {
+            lanes: MemoryLanes::new(2),
+            counts: vec![Arc::default(), Arc::default()],
+        }
+    }
+
+    fn opener(&self) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<> {
+        let rx = self.lanes.rx.clone();
+        let tx = self.lanes.tx.clone();
+        let counts = self.counts.clone();
+        let steering = self.lanes.steering.clone();
+        move |asked| {
+            assert_eq!(asked, 2, "one lane per worker");
+            Ok(OpenedPort {
+                kind: PortKind::Memory,
+                lanes: rx
+                    .into_iter()
+                    .zip(counts)
+                    .map(|(inner, counts)| {
+                        Box::new(CountingRx { inner, counts }) as Box<dyn PortRx>
+                    })
+                    .collect(),
+                tx: Arc::new(tx),
+                steering: Some(Box::new(Recorder(steering))),
+            })
+        }
+    }
+
+    fn steered(&self) -> Vec<(ReadMode, usize)> {
+        self.lanes.steering.calls.lock().unwrap().clone()
+    }
+
+    fn reads(&self) -> usize {
+        self.counts
+            .iter()
+            .map(|c| c.reads.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn drop_polls(&self) -> usize {
+        self.counts
+            .iter()
+            .map(|c| c.drop_polls.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+const IDLE: usize = 62;
+
+/// Reads of an idle port of two lanes at registration: each worker reads
+/// its lane, and the worker whose lane is not the solo lane first hands
+/// the port over (it reads the solo lane: frames queued before the port's
+/// first steering are older).
+const REGISTRATION_READS: usize = 3;
+
+/// A switch of two workers with busy port `a` (2 lanes), `b` (one lane,
+/// where HOST_B lives) and [`IDLE`] idle ports of two lanes, each read
+/// at registration.
+fn switch_with_idle_ports() -> (Dataplane, CountedPort, MemoryLanes, Vec<CountedPort>) {
+    let dp = start(2, None);
+    let (a, b) = (CountedPort::new(), MemoryLanes::new(1));
+    dp.add_port("a", a.opener()).unwrap();
+    dp.add_port("b", b.opener()).unwrap();
+    let idle: Vec<CountedPort> = (0..IDLE).map(|_| CountedPort::new()).collect();
+    for (i, port) in idle.iter().enumerate() {
+        dp.add_port(&format!("idle{i}"), port.opener()).unwrap();
+    }
+    wait_for("every idle lane looked at at registration", || {
+        idle.iter().all(|p| p.reads() == REGISTRATION_READS)
+    });
+    learn_b(&dp, &a.lanes, &b);
+    (dp, a, b, idle)
+}
+
+/// Sends `n` frames from HOST_A (on `a`, from CPU `cpu`) to HOST_B and
+/// waits until `b` got them all.
+fn a_to_b(a: &CountedPort, b: &MemoryLanes, cpu: usize, n: u32) {
+    for seq in 0..n {
+        a.lanes.inject_from_cpu(cpu, &frame(HOST_B, HOST_A, seq));
+    }
+    let mut got = Vec::new();
+    wait_for("the frames at b", || collect(&b.tx, &mut got) >= n as usize);
+}
+
+#[test]
+fn a_mode_change_steers_and_reads_only_the_ports_read_since_the_last_one() {
+    let (dp, a, b, idle) = switch_with_idle_ports();
+    for (change, busy) in [true, false, true, false].into_iter().enumerate() {
+        a_to_b(&a, &b, change, 200);
+        dp.shared.worker_load_changed(busy);
+        let mode = if busy {
+            ReadMode::ByPort
+        } else {
+            ReadMode::ByCpu
+        };
+        assert_eq!(
+            a.steered().last().map(|s| s.0),
+            Some(mode),
+            "change {change}"
+        );
+        assert_eq!(
+            a.steered().len(),
+            change + 2,
+            "once when added, once per change"
+        );
+    }
+    a_to_b(&a, &b, 0, 200);
+    assert_eq!(dp.metrics().reading_changes, 4);
+    for (i, port) in idle.iter().enumerate() {
+        assert_eq!(
+            port.steered(),
+            [(ReadMode::ByCpu, port.steered()[0].1)],
+            "idle{i}: only when added"
+        );
+        assert_eq!(
+            port.reads(),
+            REGISTRATION_READS,
+            "idle{i}: no lane read but at registration"
+        );
+        assert_eq!(port.drop_polls(), 0, "idle{i}: no drop count asked");
+    }
+    dp.shutdown();
+}
+
+#[test]
+fn an_idle_port_that_wakes_up_follows_the_mode_and_keeps_its_order() {
+    let (dp, a, b, idle) = switch_with_idle_ports();
+    a_to_b(&a, &b, 0, 10);
+    dp.shared.worker_load_changed(true);
+    let waking = &idle[7];
+    assert_eq!(waking.steered().len(), 1, "not steered while idle");
+    // Its frames still go by CPU until it follows; from a sender on one
+    // CPU they arrive once and in order, before and after it follows.
+    const N: u32 = 2000;
+    for seq in 0..N {
+        waking.lanes.inject_from_cpu(1, &frame(HOST_B, HOST_A, seq));
+    }
+    let mut got = Vec::new();
+    wait_for("every frame at b", || {
+        collect(&b.tx, &mut got) >= N as usize
+    });
+    assert_in_order(&got, N, "a port that woke up");
+    wait_for("the port follows", || waking.steered().len() == 2);
+    assert_eq!(waking.steered()[1].0, ReadMode::ByPort);
+    assert_eq!(
+        dp.metrics().reading_changes,
+        1,
+        "following is not a mode change"
+    );
+    for (i, port) in idle.iter().enumerate().filter(|(i, _)| *i != 7) {
+        assert_eq!(port.steered().len(), 1, "idle{i}");
+    }
+    dp.shutdown();
+}
+
+#[test]
+fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
+    let (dp, a, b, idle) = switch_with_idle_ports();
+    a_to_b(&a, &b, 0, 100);
+    // The housekeeping thread sweeps every second too: whoever comes first.
+    count_kernel_drops(&dp.shared);
+    let asked = a.drop_polls();
+    assert!(asked >= 1, "a's lane was read: its drops are counted");
+    count_kernel_drops(&dp.shared);
+    count_kernel_drops(&dp.shared);
+    assert_eq!(a.drop_polls(), asked, "not read since: not asked again");
+    a_to_b(&a, &b, 0, 100);
+    count_kernel_drops(&dp.shared);
+    assert!(a.drop_polls() > asked, "read again: asked again");
+    assert!(
+        idle.iter().all(|p| p.drop_polls() == 0),
+        "idle lanes are never asked"
+    );
+    dp.shutdown();
+}
