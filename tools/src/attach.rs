@@ -353,6 +353,37 @@ pub fn detach(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        attach: AttachArgs,
+    }
+
+    #[test]
+    fn publish_is_repeatable_in_dockers_syntax() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "attach",
+            "web",
+            "--pid",
+            "42",
+            "-p",
+            "8080:80",
+            "--publish",
+            "127.0.0.1:5353:53/udp",
+        ])
+        .unwrap();
+        assert_eq!(cli.attach.publish, ["8080:80", "127.0.0.1:5353:53/udp"]);
+        let ports: Vec<PublishedPort> = cli
+            .attach
+            .publish
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ports[1].to_string(), "127.0.0.1:5353->53/udp");
+        assert!("8080".parse::<PublishedPort>().is_err());
+    }
+
     #[test]
     fn pid_names_the_process_namespace_file() {
         assert_eq!(
