@@ -10,6 +10,11 @@
 //!   tapswitch serve (the user's own network namespace) + gateway 172.17.0.1
 //! ```
 //!
+//! The gateway-services test starts the user's commands in a network
+//! namespace of its own, routed to a "remote" one (`RootlessUser::in_netns`,
+//! `remote::Remote`): the switch's host sockets live there, never on the
+//! machine's real network.
+//!
 //! CI runs as root; each test switches to its own uid with `setpriv`, with
 //! its own HOME and XDG directories, and its guard removes what the user
 //! made (containers, switch, holder: by PID).
@@ -450,7 +455,7 @@ fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
 fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT};
+    use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT};
 
     require_root();
     // The user's "host" network: a namespace routed to a remote one, so
@@ -470,7 +475,7 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         "{log}"
     );
 
-    // Outbound TCP from a rootless container, through the switch's socket
+    // Outbound TCP from a rootless container (bash's /dev/tcp), through the switch's socket
     // in the user's namespace, to the remote's echo server.
     user.ok(&["container", "create", "c1"]);
     let script = format!(
@@ -493,6 +498,28 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         "the echo through the gateway: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
         user.serve_log(serve)
+    );
+
+    // And UDP: the remote's echo answers through the same namespace.
+    let script = format!(
+        "exec 3<>/dev/udp/{REMOTE_IP}/{UDP_ECHO_PORT} && printf datagram >&3 && head -c 8 <&3"
+    );
+    let out = user.tapswitch(&[
+        "container",
+        "exec",
+        "c1",
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "datagram",
+        "the UDP echo through the gateway: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A published port of an attached namespace, reached from the remote
