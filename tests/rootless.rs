@@ -475,9 +475,44 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         "{log}"
     );
 
+    user.ok(&["container", "create", "c1"]);
+    let ping = user.tapswitch(&[
+        "container",
+        "exec",
+        "c1",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        &REMOTE_IP.to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        !ping.status.success() && said.contains("From 172.17.0.1"),
+        "the gateway refuses ping out without ping sockets: {said}"
+    );
+    // The fix the line gives, in the namespace serve runs in, opens them
+    // for a switch started after it (serve looks once, at its start).
+    user_ns.sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    user.stop(serve);
+    let serve = user.serve(&[]);
+    assert!(
+        !user
+            .serve_log(serve)
+            .contains("rootless: ping sockets are closed"),
+        "{}",
+        user.serve_log(serve)
+    );
+    assert!(
+        pings(&user, "c1", &REMOTE_IP.to_string()),
+        "ping out once ping_group_range lets the user's group in\n{}",
+        user.serve_log(serve)
+    );
+
     // Outbound TCP from a rootless container (bash's /dev/tcp), through the switch's socket
     // in the user's namespace, to the remote's echo server.
-    user.ok(&["container", "create", "c1"]);
     let script = format!(
         "exec 3<>/dev/tcp/{REMOTE_IP}/{TCP_ECHO_PORT} && printf rootless >&3 && head -c 8 <&3"
     );
