@@ -10,6 +10,11 @@
 //!   tapswitch serve (the user's own network namespace) + gateway 172.17.0.1
 //! ```
 //!
+//! The gateway-services test starts the user's commands in a network
+//! namespace of its own, routed to a "remote" one (`RootlessUser::in_netns`,
+//! `remote::Remote`): the switch's host sockets live there, never on the
+//! machine's real network.
+//!
 //! CI runs as root; each test switches to its own uid with `setpriv`, with
 //! its own HOME and XDG directories, and its guard removes what the user
 //! made (containers, switch, holder: by PID).
@@ -427,4 +432,196 @@ fn a_rootless_podman_container_is_attached_by_pid() {
     assert_eq!(user.ok(&["container", "detach", "tsp"]).trim(), "tsp");
     let removed = podman(&user, &["rm", "-f", "-t", "0", "tsp"]);
     assert!(removed.status.success());
+}
+
+/// Waits until process `pid` (an `unshare --net` the user started) has
+/// entered a network namespace other than `from`.
+fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
+    let before = inode(from).expect("the namespace the user started in");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    while inode(&ns).is_none_or(|ino| ino == before) {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not enter a namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT};
+
+    require_root();
+    // The user's "host" network: a namespace routed to a remote one, so
+    // the switch's host sockets never touch the machine's real network.
+    let user_ns = tapswitch_tests::Netns::new("trl");
+    let remote = Remote::new(&user_ns);
+    let mut user = RootlessUser::new(6).in_netns(&user_ns.name);
+    let serve = user.serve(&[]);
+    // A new namespace's ping_group_range is "1 0": ping sockets are closed
+    // there, and serve says so in one line with the fix.
+    let log = user.serve_log(serve);
+    assert!(
+        log.lines().any(
+            |l| l.contains("rootless: ping sockets are closed to your group")
+                && l.contains("sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'")
+        ),
+        "{log}"
+    );
+
+    user.ok(&["container", "create", "c1"]);
+    let ping = user.tapswitch(&[
+        "container",
+        "exec",
+        "c1",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        &REMOTE_IP.to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        !ping.status.success() && said.contains("From 172.17.0.1"),
+        "the gateway refuses ping out without ping sockets: {said}"
+    );
+    // The fix the line gives, in the namespace serve runs in, opens them
+    // for a switch started after it (serve looks once, at its start).
+    user_ns.sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    user.stop(serve);
+    let serve = user.serve(&[]);
+    assert!(
+        !user
+            .serve_log(serve)
+            .contains("rootless: ping sockets are closed"),
+        "{}",
+        user.serve_log(serve)
+    );
+    assert!(
+        pings(&user, "c1", &REMOTE_IP.to_string()),
+        "ping out once ping_group_range lets the user's group in\n{}",
+        user.serve_log(serve)
+    );
+
+    // Outbound TCP from a rootless container (bash's /dev/tcp), through the switch's socket
+    // in the user's namespace, to the remote's echo server.
+    let script = format!(
+        "exec 3<>/dev/tcp/{REMOTE_IP}/{TCP_ECHO_PORT} && printf rootless >&3 && head -c 8 <&3"
+    );
+    let out = user.tapswitch(&[
+        "container",
+        "exec",
+        "c1",
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "rootless",
+        "the echo through the gateway: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        user.serve_log(serve)
+    );
+
+    // And UDP: the remote's echo answers through the same namespace.
+    let script = format!(
+        "exec 3<>/dev/udp/{REMOTE_IP}/{UDP_ECHO_PORT} && printf datagram >&3 && head -c 8 <&3"
+    );
+    let out = user.tapswitch(&[
+        "container",
+        "exec",
+        "c1",
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "datagram",
+        "the UDP echo through the gateway: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A published port of an attached namespace, reached from the remote
+    // namespace: the container sees the client's own address.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, &std::path::Path::new("/run/netns").join(&user_ns.name));
+    let pid = pid.to_string();
+    // Ports below 1024 need a sysctl: one clear line, and nothing recorded.
+    let err = user.fails(&["container", "attach", "web", "--pid", &pid, "-p", "80:80"]);
+    assert!(
+        err.contains("host port 0.0.0.0:80/tcp needs privileges")
+            && err.contains("net.ipv4.ip_unprivileged_port_start"),
+        "{err}"
+    );
+    assert!(!user.ok(&["container", "ls"]).contains("web"));
+    user.ok(&["container", "attach", "web", "--pid", &pid, "-p", "8082:80"]);
+    assert!(
+        user.ok(&["container", "ls"])
+            .lines()
+            .any(|l| l.contains("web") && l.contains("0.0.0.0:8082->80/tcp"))
+    );
+    // Root may enter the user's namespace to listen in there for the test.
+    let web_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let listener = tools::netlink::netns::run_in(&web_ns, || {
+        Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the attached namespace"))
+    })
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().expect("a client");
+        stream.write_all(peer.to_string().as_bytes()).unwrap();
+    });
+    let (seen, local) = remote.ns.run(|| {
+        let to: SocketAddr = "10.201.0.1:8082".parse().unwrap();
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => panic!("connecting to the published port: {err}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen).expect("the answer");
+        (seen, stream.local_addr().unwrap().to_string())
+    });
+    server.join().expect("the attached namespace's server");
+    assert_eq!(seen, local, "{}", user.serve_log(serve));
+
+    // Detach closes the host port.
+    assert_eq!(user.ok(&["container", "detach", "web"]).trim(), "web");
+    let refused = remote.ns.run(|| {
+        TcpStream::connect_timeout(&"10.201.0.1:8082".parse().unwrap(), Duration::from_secs(5))
+    });
+    assert_eq!(
+        refused.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{}",
+        user.serve_log(serve)
+    );
+    drop(user);
 }

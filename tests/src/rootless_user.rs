@@ -3,6 +3,11 @@
 //! `XDG_RUNTIME_DIR` and `XDG_DATA_HOME` in a temporary directory it owns.
 //! CI runs as root, and root starts every command as that user.
 //!
+//! With [`RootlessUser::in_netns`] every command starts in a network
+//! namespace the test made (`nsenter --net`), which the user keeps as its
+//! "host" network: the switch's host sockets (outbound flows, published
+//! ports) live there, never on the machine's real network.
+//!
 //! On drop it removes what the user left: its containers (`container rm`
 //! ends their keeper processes), its switch and its holder, each by PID;
 //! then the directory.
@@ -23,6 +28,8 @@ pub struct RootlessUser {
     pub uid: u32,
     dir: PathBuf,
     children: Vec<Child>,
+    /// The named namespace (`/run/netns/NAME`) the user's commands start in.
+    netns: Option<String>,
 }
 
 impl RootlessUser {
@@ -48,7 +55,15 @@ impl RootlessUser {
             uid,
             dir,
             children: Vec::new(),
+            netns: None,
         }
+    }
+
+    /// The same user, its commands started in namespace `name` (see the
+    /// module docs); drop the user before the namespace.
+    pub fn in_netns(mut self, name: &str) -> RootlessUser {
+        self.netns = Some(name.to_string());
+        self
     }
 
     pub fn home(&self) -> PathBuf {
@@ -65,7 +80,19 @@ impl RootlessUser {
 
     /// `PROGRAM ARGS` as this user, with its HOME and XDG directories.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("setpriv");
+        // nsenter execs setpriv (no fork without a PID namespace), so a
+        // spawned child's PID is still the program's.
+        let mut command = match &self.netns {
+            Some(name) => {
+                let mut nsenter = Command::new("nsenter");
+                nsenter
+                    .arg(format!("--net=/run/netns/{name}"))
+                    .arg("--")
+                    .arg("setpriv");
+                nsenter
+            }
+            None => Command::new("setpriv"),
+        };
         command
             .arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.uid))

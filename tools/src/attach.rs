@@ -27,9 +27,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ipam::store::{now, random_id};
-use ipam::{AttachedNamespace, Container, Driver, Network};
+use ipam::{AttachedNamespace, Container, Driver, Network, PublishedPort};
 
-use crate::container::{HOST_IFACE_PREFIX, find_switch, tear_down};
+use crate::container::{HOST_IFACE_PREFIX, find_switch, probe_host_ports, tear_down};
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
 use crate::rootless::{self, Mode};
@@ -61,6 +61,13 @@ pub struct AttachArgs {
     /// The control socket of the network's switch (default: found by the network's name).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Publish a container port on the host (repeatable; Docker's syntax, as for `container create`: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). The switch listens on it from the attach on; detach closes it.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<String>,
 }
 
 /// A namespace's identity: `st_dev` and `st_ino` of its nsfs file.
@@ -105,6 +112,11 @@ pub fn namespace_path(pid: Option<u32>, netns: Option<&Path>) -> Result<PathBuf>
 
 pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     ipam::network::check_name(&args.name)?;
+    let ports = args
+        .publish
+        .iter()
+        .map(|given| given.parse::<PublishedPort>())
+        .collect::<Result<Vec<_>, _>>()?;
     let sandbox = namespace_path(args.pid, args.netns.as_deref())?;
     let id = NamespaceId::of(&sandbox).map_err(|err| match args.pid {
         Some(pid) if err.kind() == io::ErrorKind::NotFound => {
@@ -122,7 +134,8 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     rootless::check_attachable(&sandbox)?;
 
     let store = args.state.open()?;
-    let network = store.load()?.network(&args.network)?.clone();
+    let state = store.load()?;
+    let network = state.network(&args.network)?.clone();
     if !matches!(network.driver, Driver::Bridge | Driver::Overlay) {
         bail!(
             "network {} uses driver {}, which has no switch to attach to: attach to a bridge network",
@@ -130,6 +143,10 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
             network.driver
         );
     }
+    // Port mistakes before anything is built, as `container create` does;
+    // `add_container` checks the conflicts again under the lock.
+    state.check_ports(&network, &ports)?;
+    probe_host_ports(&ports)?;
     let control = find_switch(&network.name, args.control.as_deref())?;
 
     let mut tx = store.lock()?;
@@ -162,6 +179,10 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         created: now(),
         boot_id: current_boot_id(),
         control: Some(control),
+        // The switch reads them from IPAM once this record is committed
+        // (its port's owner names the container), and closes them when
+        // detach removes the port.
+        ports,
         attached: Some(AttachedNamespace {
             pid: args.pid,
             dev: id.dev,
@@ -331,6 +352,37 @@ pub fn detach(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        attach: AttachArgs,
+    }
+
+    #[test]
+    fn publish_is_repeatable_in_dockers_syntax() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "attach",
+            "web",
+            "--pid",
+            "42",
+            "-p",
+            "8080:80",
+            "--publish",
+            "127.0.0.1:5353:53/udp",
+        ])
+        .unwrap();
+        assert_eq!(cli.attach.publish, ["8080:80", "127.0.0.1:5353:53/udp"]);
+        let ports: Vec<PublishedPort> = cli
+            .attach
+            .publish
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ports[1].to_string(), "127.0.0.1:5353->53/udp");
+        assert!("8080".parse::<PublishedPort>().is_err());
+    }
 
     #[test]
     fn pid_names_the_process_namespace_file() {

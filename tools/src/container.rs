@@ -204,7 +204,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
 /// Binds each published host port for a moment, so that a port another
 /// program holds is refused at create time with one clear line instead of
 /// failing later in the switch.
-fn probe_host_ports(ports: &[PublishedPort]) -> Result<()> {
+pub(crate) fn probe_host_ports(ports: &[PublishedPort]) -> Result<()> {
     for port in ports {
         let address = SocketAddrV4::new(port.host_ip, port.host_port);
         let bound = match port.protocol {

@@ -104,7 +104,7 @@ pub fn missing(facts: &Facts) -> Vec<Missing> {
     {
         missing.push(Missing {
             what: format!(
-                "ping sockets are closed to your group {} (net.ipv4.ping_group_range = {low} {high}): ping from the host to the outside is refused",
+                "ping sockets are closed to your group {} (net.ipv4.ping_group_range = {low} {high}): containers cannot ping the outside through the gateway (TCP, UDP and DNS work)",
                 facts.gid
             ),
             fix: "sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'".into(),
