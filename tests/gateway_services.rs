@@ -483,3 +483,142 @@ fn monitor_shows_flows_open_and_close() {
     });
     assert!(closed.contains(&flow), "{closed}");
 }
+
+/// Creates container `name` on the switch at `control`, with `extra`
+/// arguments (`-p ...`); panics with tapswitch's words if it fails.
+fn create_container<'a>(
+    switch_ns: &'a Netns,
+    state: &'a TempDir,
+    control: &str,
+    name: &str,
+    extra: &[&str],
+) -> Container<'a> {
+    let state_arg = state.path().display().to_string();
+    let mut args = vec![
+        "container",
+        "create",
+        name,
+        "--control",
+        control,
+        "--state-dir",
+        &state_arg,
+    ];
+    args.extend_from_slice(extra);
+    let created = Container::tapswitch(switch_ns, &args);
+    assert!(
+        created.status.success(),
+        "container create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    Container {
+        name: name.to_string(),
+        switch_ns,
+        state,
+    }
+}
+
+/// A switch for `tapswitch container create` tests: its DNS forwarded to
+/// the remote's server, IPAM in `state`.
+fn start_switch(switch_ns: &Netns, state: &TempDir) -> SwitchProcess {
+    let state_arg = state.path().display().to_string();
+    let base = [
+        "--dns-upstream",
+        &format!("{REMOTE_IP}:{DNS_PORT}"),
+        "--state-dir",
+        &state_arg,
+    ]
+    .map(String::from)
+    .to_vec();
+    SwitchProcess::start(&switch_ns.name, &base)
+}
+
+/// A UDP server in `netns` on `port` answering each datagram with the
+/// address it came from, until a datagram says "stop" (or 20 s pass).
+fn udp_who_am_i(netns: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let socket = tapswitch_tests::in_netns(netns, || {
+        UdpSocket::bind(("0.0.0.0", port)).expect("binding in the container")
+    });
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if &buf[..n] == b"stop" {
+                return;
+            }
+            let _ = socket.send_to(from.to_string().as_bytes(), from);
+        }
+    })
+}
+
+/// From the remote namespace, asks the published UDP port `to` until it
+/// answers (the switch opens it once the container is recorded): the
+/// answer, where it came from, and the client's own address.
+fn ask_published_udp(
+    remote: &Remote,
+    to: SocketAddrV4,
+) -> io::Result<(String, std::net::SocketAddr, std::net::SocketAddr)> {
+    remote.ns.run(move || {
+        let socket = UdpSocket::bind("10.201.0.2:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut buf = [0u8; 2048];
+        let mut last = io::Error::from(io::ErrorKind::TimedOut);
+        for _ in 0..100 {
+            socket.send_to(b"who am i?", to)?;
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = socket.send_to(b"stop", to);
+                    let seen = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    return Ok((seen, from, socket.local_addr()?));
+                }
+                // Refused: nobody listens yet (an ICMP port unreachable).
+                Err(err) => last = err,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(last)
+    })
+}
+
+#[test]
+fn published_udp_port_shows_the_client_its_own_address() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwpu");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("pu");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "10.201.0.1:5300:53/udp"],
+    );
+    let server = udp_who_am_i(&container.netns(), 53);
+    let published = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 5300);
+    let (seen, from, local) = ask_published_udp(&remote, published)
+        .unwrap_or_else(|e| panic!("the published UDP port: {e}\n{}", switch.log()));
+    server.join().expect("the container's server");
+    assert_eq!(
+        seen,
+        local.to_string(),
+        "the container sees the client's own address\n{}",
+        switch.log()
+    );
+    assert_eq!(
+        from,
+        published.into(),
+        "the answer comes from the published port"
+    );
+    let flows = switch.call(r#"{"cmd":"flows"}"#).expect("flows");
+    assert!(
+        flows
+            .to_string()
+            .contains(&format!("\"remote\":\"{local}\"")),
+        "the client's flow is in the flow table: {flows}"
+    );
+    drop(container);
+}

@@ -85,8 +85,10 @@ pub struct HostSide {
     tcp: HashMap<FlowKey, tcp::TcpConn>,
     /// smoltcp sockets of ended flows, removed once they have closed.
     lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
-    /// Published TCP ports, by token: the listener and where it leads.
-    listeners: HashMap<Token, (ports::host_socket::HostListener, SocketAddrV4, SocketAddrV4)>,
+    /// Published ports, by token: the host socket and where it leads.
+    listeners: HashMap<Token, (published::PublishedSocket, Published)>,
+    /// Flows of published UDP ports' clients: the published port's token.
+    udp_clients: HashMap<FlowKey, Token>,
     /// Frames for the containers, handed out at the end of each call.
     frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,
@@ -124,6 +126,7 @@ impl HostSide {
             tcp: HashMap::new(),
             lingering: Vec::new(),
             listeners: HashMap::new(),
+            udp_clients: HashMap::new(),
             frames: Vec::new(),
             by_token: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,
@@ -244,7 +247,7 @@ impl HostSide {
         if token == DNS_TOKEN {
             self.read_dns();
         } else if self.listeners.contains_key(&token) {
-            self.accept_clients(now, token);
+            self.published_ready(now, token);
         } else if let Some(&key) = self.by_token.get(&token) {
             if key.protocol == Protocol::Tcp {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -349,7 +352,10 @@ impl HostSide {
             HostCommand::Send { key, payload } => {
                 let sent = match self.sockets.get(&key) {
                     Some((_, HostSocket::Udp(udp))) => udp.send(&payload),
-                    _ => return,
+                    _ => match self.send_to_client(key, &payload) {
+                        Some(sent) => sent,
+                        None => return,
+                    },
                 };
                 self.after_send(now, key, sent);
             }
@@ -435,6 +441,7 @@ impl HostSide {
     }
 
     fn close(&mut self, key: FlowKey) {
+        self.udp_clients.remove(&key);
         if let Some((token, socket)) = self.sockets.remove(&key) {
             self.forget_socket(token, &socket);
         }
