@@ -134,3 +134,55 @@ fn dns_is_forwarded_to_the_upstream_and_answered_from_the_gateway() {
     assert_eq!(dst, client);
     assert_eq!(&payload[..2], &[0x42, 0x42], "the container's own id back");
 }
+
+#[test]
+fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back() {
+    // A free port on loopback for the published port.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let published = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let container = SocketAddrV4::new(HOST, 53);
+    let (mut host, mut gateway, mut poll) = host_side(ServicesSetup::default());
+    let failed = host.publish(&[super::Published {
+        host: published,
+        container,
+        protocol: crate::flows::Protocol::Udp,
+        container_mac: Some(HOST_MAC),
+    }]);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(host.published_count(), 1);
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let SocketAddr::V4(client_addr) = client.local_addr().unwrap() else {
+        unreachable!()
+    };
+    client.send_to(b"query", published).unwrap();
+    let frames = next_frames(&mut host, &mut gateway, &mut poll);
+    assert_eq!(
+        udp_of(&frames[0]),
+        (client_addr, container, b"query".to_vec()),
+        "from the client's own endpoint to the container's port"
+    );
+    assert_eq!(host.report(true).flows_now, 1, "the client is a flow");
+
+    let answer = datagram(&gateway, container, client_addr, b"answer");
+    let mut frames = Vec::new();
+    let verdict = host.frame(Instant::from_millis(2), &answer, &mut gateway, &mut frames);
+    assert_eq!(verdict, Verdict::Consumed);
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"answer");
+    assert_eq!(from, SocketAddr::V4(published), "from the published port");
+    assert_eq!(host.open_sockets(), 0, "no socket of its own per client");
+
+    // Unpublished: the port is free again.
+    assert!(host.publish(&[]).is_empty());
+    assert_eq!(host.published_count(), 0);
+    UdpSocket::bind(published).expect("the host port is free again");
+}
