@@ -622,3 +622,66 @@ fn published_udp_port_shows_the_client_its_own_address() {
     );
     drop(container);
 }
+
+/// Asks the gateway's DNS over TCP, from namespace `ns`, for each of
+/// `names` on one connection (two-byte lengths, RFC 7766); their
+/// addresses, in order.
+fn resolve_tcp_in(ns: &str, names: &[&str]) -> io::Result<Vec<Vec<Ipv4Addr>>> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    tapswitch_tests::in_netns(ns, move || {
+        let to = std::net::SocketAddr::from(SocketAddrV4::new(GATEWAY, 53));
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut answers = Vec::new();
+        for (n, name) in names.iter().enumerate() {
+            let id = 0x4000 + n as u16;
+            let query = dns_query(id, name);
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            stream.write_all(&framed)?;
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len)?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut reply)?;
+            assert_eq!(reply[..2], id.to_be_bytes(), "the query's own id back");
+            answers.push(dns_addresses(&reply));
+        }
+        Ok(answers)
+    })
+}
+
+#[test]
+fn dns_over_tcp_answers_container_names_and_forwards_the_rest() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let _remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwdt");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("dt");
+    let container = create_container(&switch_ns, &state, &control, &name, &[]);
+    let address = record_address(&state, &name);
+    // The switch learns the container's name once create has recorded it.
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers =
+            resolve_tcp_in(&container.netns(), &[&name, "www.example.test"]).unwrap_or_else(|e| {
+                panic!(
+                    "DNS over TCP: {e}\n{}\n{:?}",
+                    switch.log(),
+                    switch.call(r#"{"cmd":"services"}"#)
+                )
+            });
+        if answers[0] == vec![address] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        answers,
+        vec![vec![address], vec![DNS_ANSWER]],
+        "the container's name locally, the rest from the upstream\n{}",
+        switch.log()
+    );
+    drop(container);
+}

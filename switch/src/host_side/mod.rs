@@ -13,6 +13,7 @@
 //! services close the flow. Reads go on until `WouldBlock`, as `mio`'s
 //! readiness is edge-triggered.
 
+mod dns_tcp;
 mod published;
 mod setup;
 mod tcp;
@@ -94,6 +95,8 @@ pub struct HostSide {
     by_token: HashMap<Token, FlowKey>,
     next_token: usize,
     dns: Option<HostDatagram>,
+    /// DNS over TCP at the gateway's port 53.
+    dns_tcp: dns_tcp::DnsTcp,
     echo_kind: Option<EchoKind>,
     /// The next identifier for a raw ping socket.
     next_ident: u16,
@@ -131,6 +134,7 @@ impl HostSide {
             by_token: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,
             dns: Some(dns),
+            dns_tcp: dns_tcp::DnsTcp::default(),
             echo_kind: EchoKind::probe(),
             next_ident: 1,
             gateway_ip,
@@ -209,6 +213,7 @@ impl HostSide {
         gateway: &mut Gateway,
         frames: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.dns_tcp_listen(gateway);
         let id = self.random_id();
         let verdict = self.services.frame(now, frame, id, &mut self.pending);
         self.run(now, gateway);
@@ -216,10 +221,14 @@ impl HostSide {
         verdict
     }
 
-    /// After the gateway's stack ran: relays TCP flows' bytes.
+    /// After the gateway's stack ran: relays TCP flows' bytes, answers DNS
+    /// over TCP.
     pub fn after_stack(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
         self.pump_all(now, gateway);
+        self.dns_tcp_pump(now, gateway);
         self.run(now, gateway);
+        // The answers just queued go into their sockets in this round.
+        self.dns_tcp_pump(now, gateway);
         frames.append(&mut self.frames);
     }
 
@@ -322,6 +331,7 @@ impl HostSide {
                     Output::Frame(frame) => self.frames.push(frame),
                     Output::Host(command) => self.host_command(now, command),
                     Output::Stack(command) => self.stack_command(command, gateway),
+                    Output::DnsTcp { client, bytes } => self.dns_tcp_answer(client, &bytes),
                 }
             }
         }
@@ -455,6 +465,11 @@ impl HostSide {
     /// Host sockets open now (for the descriptor-count tests).
     pub fn open_sockets(&self) -> usize {
         self.sockets.len() + self.tcp.len()
+    }
+
+    /// Containers' DNS over TCP connections open now.
+    pub fn dns_tcp_connections(&self) -> usize {
+        self.dns_tcp.connections()
     }
 
     /// A fresh unpredictable DNS id (std's randomly keyed SipHash over a
