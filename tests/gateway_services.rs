@@ -685,3 +685,55 @@ fn dns_over_tcp_answers_container_names_and_forwards_the_rest() {
     );
     drop(container);
 }
+
+#[test]
+fn container_exec_sees_the_gateway_in_resolv_conf() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let state = TempDir::new("gwrc");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("rc");
+    let container = create_container(&switch_ns, &state, &control, &name, &[]);
+    let etc = format!("/etc/netns/{}/resolv.conf", container.netns());
+    let written = std::fs::read_to_string(&etc).expect("create writes the namespace's resolv.conf");
+    assert!(
+        written.contains(&format!("nameserver {GATEWAY}\n")),
+        "{written}"
+    );
+
+    let state_arg = state.path().display().to_string();
+    let shown = Container::tapswitch(
+        &switch_ns,
+        &[
+            "container",
+            "exec",
+            &name,
+            "--state-dir",
+            &state_arg,
+            "--",
+            "cat",
+            "/etc/resolv.conf",
+        ],
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "container exec: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains(&format!("nameserver {GATEWAY}\n"))
+            && text.contains("search tapswitch.internal"),
+        "the container's /etc/resolv.conf names its gateway: {text}"
+    );
+    // Only inside: this process's own /etc/resolv.conf is untouched.
+    let own = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert!(!own.contains("Written by tapswitch"), "{own}");
+
+    drop(container);
+    assert!(
+        !std::path::Path::new(&etc).exists(),
+        "container rm removes {etc}"
+    );
+}
