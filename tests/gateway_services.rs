@@ -737,3 +737,120 @@ fn container_exec_sees_the_gateway_in_resolv_conf() {
         "container rm removes {etc}"
     );
 }
+
+/// Asks the published TCP port `to` from the remote namespace, retrying
+/// refusals for a while: what the container's server said.
+fn ask_published_tcp(remote: &Remote, to: SocketAddrV4) -> io::Result<String> {
+    remote.ns.run(move || {
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen)?;
+        Ok(seen)
+    })
+}
+
+/// A TCP server in `netns` on `port` telling each of `clients` clients
+/// the address it sees.
+fn tcp_who_am_i(netns: &str, port: u16, clients: usize) -> std::thread::JoinHandle<()> {
+    let listener = tapswitch_tests::in_netns(netns, || {
+        std::net::TcpListener::bind(("0.0.0.0", port)).expect("listening in the container")
+    });
+    std::thread::spawn(move || {
+        for _ in 0..clients {
+            let Ok((mut stream, peer)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.write_all(peer.to_string().as_bytes());
+        }
+    })
+}
+
+#[test]
+fn published_ports_come_back_after_a_switch_restart() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwrs");
+    let mut switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("rs");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "10.201.0.1:8081:80", "-p", "10.201.0.1:5301:53/udp"],
+    );
+    let tcp_port = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 8081);
+    let udp_port = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 5301);
+    let tcp_server = tcp_who_am_i(&container.netns(), 80, 2);
+    let seen = ask_published_tcp(&remote, tcp_port)
+        .unwrap_or_else(|e| panic!("published TCP port: {e}\n{}", switch.log()));
+    assert!(seen.starts_with("10.201.0.2:"), "{seen}");
+
+    // Stopped: the host ports are closed (a refusal, not a hang).
+    switch.restart(|| {
+        let refused = remote
+            .ns
+            .run(move || TcpStream::connect_timeout(&tcp_port.into(), Duration::from_secs(5)));
+        assert_eq!(
+            refused
+                .expect_err("no listener while the switch is down")
+                .kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        // The container's veth end outlives the switch.
+        let iface = ipam::Store::open(state.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .container(&name)
+            .unwrap()
+            .host_iface
+            .clone()
+            .unwrap();
+        let shown = std::process::Command::new("ip")
+            .args(["-n", &switch_ns.name, "link", "show", &iface])
+            .output()
+            .expect("running ip");
+        assert!(shown.status.success(), "{iface} is still there");
+    });
+    assert!(
+        switch
+            .log()
+            .contains(&format!("re-attached container {name}")),
+        "{}",
+        switch.log()
+    );
+    // Started again: both ports lead to the container again, with the
+    // client's own address.
+    let seen = ask_published_tcp(&remote, tcp_port).unwrap_or_else(|e| {
+        panic!(
+            "published TCP port after the restart: {e}\n{}",
+            switch.log()
+        )
+    });
+    assert!(seen.starts_with("10.201.0.2:"), "{seen}");
+    tcp_server.join().expect("the container's TCP server");
+    let udp_server = udp_who_am_i(&container.netns(), 53);
+    let (seen, _, local) = ask_published_udp(&remote, udp_port).unwrap_or_else(|e| {
+        panic!(
+            "published UDP port after the restart: {e}\n{}",
+            switch.log()
+        )
+    });
+    udp_server.join().expect("the container's UDP server");
+    assert_eq!(seen, local.to_string());
+    drop(container);
+}
