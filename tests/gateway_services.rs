@@ -483,3 +483,374 @@ fn monitor_shows_flows_open_and_close() {
     });
     assert!(closed.contains(&flow), "{closed}");
 }
+
+/// Creates container `name` on the switch at `control`, with `extra`
+/// arguments (`-p ...`); panics with tapswitch's words if it fails.
+fn create_container<'a>(
+    switch_ns: &'a Netns,
+    state: &'a TempDir,
+    control: &str,
+    name: &str,
+    extra: &[&str],
+) -> Container<'a> {
+    let state_arg = state.path().display().to_string();
+    let mut args = vec![
+        "container",
+        "create",
+        name,
+        "--control",
+        control,
+        "--state-dir",
+        &state_arg,
+    ];
+    args.extend_from_slice(extra);
+    let created = Container::tapswitch(switch_ns, &args);
+    assert!(
+        created.status.success(),
+        "container create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    Container {
+        name: name.to_string(),
+        switch_ns,
+        state,
+    }
+}
+
+/// A switch for `tapswitch container create` tests: its DNS forwarded to
+/// the remote's server, IPAM in `state`.
+fn start_switch(switch_ns: &Netns, state: &TempDir) -> SwitchProcess {
+    let state_arg = state.path().display().to_string();
+    let base = [
+        "--dns-upstream",
+        &format!("{REMOTE_IP}:{DNS_PORT}"),
+        "--state-dir",
+        &state_arg,
+    ]
+    .map(String::from)
+    .to_vec();
+    SwitchProcess::start(&switch_ns.name, &base)
+}
+
+/// A UDP server in `netns` on `port` answering each datagram with the
+/// address it came from, until a datagram says "stop" (or 20 s pass).
+fn udp_who_am_i(netns: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let socket = tapswitch_tests::in_netns(netns, || {
+        UdpSocket::bind(("0.0.0.0", port)).expect("binding in the container")
+    });
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if &buf[..n] == b"stop" {
+                return;
+            }
+            let _ = socket.send_to(from.to_string().as_bytes(), from);
+        }
+    })
+}
+
+/// From the remote namespace, asks the published UDP port `to` until it
+/// answers (the switch opens it once the container is recorded): the
+/// answer, where it came from, and the client's own address.
+fn ask_published_udp(
+    remote: &Remote,
+    to: SocketAddrV4,
+) -> io::Result<(String, std::net::SocketAddr, std::net::SocketAddr)> {
+    remote.ns.run(move || {
+        let socket = UdpSocket::bind("10.201.0.2:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut buf = [0u8; 2048];
+        let mut last = io::Error::from(io::ErrorKind::TimedOut);
+        for _ in 0..100 {
+            socket.send_to(b"who am i?", to)?;
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = socket.send_to(b"stop", to);
+                    let seen = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    return Ok((seen, from, socket.local_addr()?));
+                }
+                // Refused: nobody listens yet (an ICMP port unreachable).
+                Err(err) => last = err,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(last)
+    })
+}
+
+#[test]
+fn published_udp_port_shows_the_client_its_own_address() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwpu");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("pu");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "10.201.0.1:5300:53/udp"],
+    );
+    let server = udp_who_am_i(&container.netns(), 53);
+    let published = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 5300);
+    let (seen, from, local) = ask_published_udp(&remote, published)
+        .unwrap_or_else(|e| panic!("the published UDP port: {e}\n{}", switch.log()));
+    server.join().expect("the container's server");
+    assert_eq!(
+        seen,
+        local.to_string(),
+        "the container sees the client's own address\n{}",
+        switch.log()
+    );
+    assert_eq!(
+        from,
+        published.into(),
+        "the answer comes from the published port"
+    );
+    let flows = switch.call(r#"{"cmd":"flows"}"#).expect("flows");
+    assert!(
+        flows
+            .to_string()
+            .contains(&format!("\"remote\":\"{local}\"")),
+        "the client's flow is in the flow table: {flows}"
+    );
+    drop(container);
+}
+
+/// Asks the gateway's DNS over TCP, from namespace `ns`, for each of
+/// `names` on one connection (two-byte lengths, RFC 7766); their
+/// addresses, in order.
+fn resolve_tcp_in(ns: &str, names: &[&str]) -> io::Result<Vec<Vec<Ipv4Addr>>> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    tapswitch_tests::in_netns(ns, move || {
+        let to = std::net::SocketAddr::from(SocketAddrV4::new(GATEWAY, 53));
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut answers = Vec::new();
+        for (n, name) in names.iter().enumerate() {
+            let id = 0x4000 + n as u16;
+            let query = dns_query(id, name);
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            stream.write_all(&framed)?;
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len)?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut reply)?;
+            assert_eq!(reply[..2], id.to_be_bytes(), "the query's own id back");
+            answers.push(dns_addresses(&reply));
+        }
+        Ok(answers)
+    })
+}
+
+#[test]
+fn dns_over_tcp_answers_container_names_and_forwards_the_rest() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let _remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwdt");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("dt");
+    let container = create_container(&switch_ns, &state, &control, &name, &[]);
+    let address = record_address(&state, &name);
+    // The switch learns the container's name once create has recorded it.
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers =
+            resolve_tcp_in(&container.netns(), &[&name, "www.example.test"]).unwrap_or_else(|e| {
+                panic!(
+                    "DNS over TCP: {e}\n{}\n{:?}",
+                    switch.log(),
+                    switch.call(r#"{"cmd":"services"}"#)
+                )
+            });
+        if answers[0] == vec![address] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        answers,
+        vec![vec![address], vec![DNS_ANSWER]],
+        "the container's name locally, the rest from the upstream\n{}",
+        switch.log()
+    );
+    drop(container);
+}
+
+#[test]
+fn container_exec_sees_the_gateway_in_resolv_conf() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let state = TempDir::new("gwrc");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("rc");
+    let container = create_container(&switch_ns, &state, &control, &name, &[]);
+    let etc = format!("/etc/netns/{}/resolv.conf", container.netns());
+    let written = std::fs::read_to_string(&etc).expect("create writes the namespace's resolv.conf");
+    assert!(
+        written.contains(&format!("nameserver {GATEWAY}\n")),
+        "{written}"
+    );
+
+    let state_arg = state.path().display().to_string();
+    let shown = Container::tapswitch(
+        &switch_ns,
+        &[
+            "container",
+            "exec",
+            &name,
+            "--state-dir",
+            &state_arg,
+            "--",
+            "cat",
+            "/etc/resolv.conf",
+        ],
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "container exec: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains(&format!("nameserver {GATEWAY}\n"))
+            && text.contains("search tapswitch.internal"),
+        "the container's /etc/resolv.conf names its gateway: {text}"
+    );
+    // Only inside: this process's own /etc/resolv.conf is untouched.
+    let own = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert!(!own.contains("Written by tapswitch"), "{own}");
+
+    drop(container);
+    assert!(
+        !std::path::Path::new(&etc).exists(),
+        "container rm removes {etc}"
+    );
+}
+
+/// Asks the published TCP port `to` from the remote namespace, retrying
+/// refusals for a while: what the container's server said.
+fn ask_published_tcp(remote: &Remote, to: SocketAddrV4) -> io::Result<String> {
+    remote.ns.run(move || {
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen)?;
+        Ok(seen)
+    })
+}
+
+/// A TCP server in `netns` on `port` telling each of `clients` clients
+/// the address it sees.
+fn tcp_who_am_i(netns: &str, port: u16, clients: usize) -> std::thread::JoinHandle<()> {
+    let listener = tapswitch_tests::in_netns(netns, || {
+        std::net::TcpListener::bind(("0.0.0.0", port)).expect("listening in the container")
+    });
+    std::thread::spawn(move || {
+        for _ in 0..clients {
+            let Ok((mut stream, peer)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.write_all(peer.to_string().as_bytes());
+        }
+    })
+}
+
+#[test]
+fn published_ports_come_back_after_a_switch_restart() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwrs");
+    let mut switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("rs");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "10.201.0.1:8081:80", "-p", "10.201.0.1:5301:53/udp"],
+    );
+    let tcp_port = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 8081);
+    let udp_port = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 5301);
+    let tcp_server = tcp_who_am_i(&container.netns(), 80, 2);
+    let seen = ask_published_tcp(&remote, tcp_port)
+        .unwrap_or_else(|e| panic!("published TCP port: {e}\n{}", switch.log()));
+    assert!(seen.starts_with("10.201.0.2:"), "{seen}");
+
+    // Stopped: the host ports are closed (a refusal, not a hang).
+    switch.restart(|| {
+        let refused = remote
+            .ns
+            .run(move || TcpStream::connect_timeout(&tcp_port.into(), Duration::from_secs(5)));
+        assert_eq!(
+            refused
+                .expect_err("no listener while the switch is down")
+                .kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        // The container's veth end outlives the switch.
+        let iface = ipam::Store::open(state.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .container(&name)
+            .unwrap()
+            .host_iface
+            .clone()
+            .unwrap();
+        let shown = std::process::Command::new("ip")
+            .args(["-n", &switch_ns.name, "link", "show", &iface])
+            .output()
+            .expect("running ip");
+        assert!(shown.status.success(), "{iface} is still there");
+    });
+    assert!(
+        switch
+            .log()
+            .contains(&format!("re-attached container {name}")),
+        "{}",
+        switch.log()
+    );
+    // Started again: both ports lead to the container again, with the
+    // client's own address.
+    let seen = ask_published_tcp(&remote, tcp_port).unwrap_or_else(|e| {
+        panic!(
+            "published TCP port after the restart: {e}\n{}",
+            switch.log()
+        )
+    });
+    assert!(seen.starts_with("10.201.0.2:"), "{seen}");
+    tcp_server.join().expect("the container's TCP server");
+    let udp_server = udp_who_am_i(&container.netns(), 53);
+    let (seen, _, local) = ask_published_udp(&remote, udp_port).unwrap_or_else(|e| {
+        panic!(
+            "published UDP port after the restart: {e}\n{}",
+            switch.log()
+        )
+    });
+    udp_server.join().expect("the container's UDP server");
+    assert_eq!(seen, local.to_string());
+    drop(container);
+}

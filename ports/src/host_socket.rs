@@ -312,6 +312,13 @@ impl HostDatagram {
         Ok(HostDatagram(socket))
     }
 
+    /// Bound to `address` (a published UDP port), non-blocking.
+    pub fn bind(address: SocketAddrV4) -> io::Result<HostDatagram> {
+        let socket = UdpSocket::bind(address)?;
+        socket.set_nonblocking(true)?;
+        Ok(HostDatagram(socket))
+    }
+
     pub fn send_to(&self, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.0.send_to(payload, to)
     }

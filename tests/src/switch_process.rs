@@ -37,6 +37,9 @@ pub struct SwitchProcess {
     pub control: PathBuf,
     log: PathBuf,
     dir: PathBuf,
+    /// How it was started, for [`SwitchProcess::restart`].
+    ns: String,
+    args: Vec<String>,
 }
 
 impl SwitchProcess {
@@ -47,27 +50,49 @@ impl SwitchProcess {
         std::fs::create_dir_all(&dir).expect("creating the test's temporary directory");
         let control = dir.join("switch.sock");
         let log = dir.join("serve.log");
-        let log_file = std::fs::File::create(&log).expect("creating the switch log");
+        let mut switch = SwitchProcess {
+            child: None,
+            control,
+            log,
+            dir,
+            ns: ns.to_string(),
+            args: args.to_vec(),
+        };
+        switch.spawn();
+        switch
+    }
+
+    fn spawn(&mut self) {
+        let log_file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("creating the switch log");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns])
+            .args(["netns", "exec", &self.ns])
             .arg(binary())
             .arg("serve")
-            .args(args)
+            .args(&self.args)
             .arg("--control")
-            .arg(&control)
+            .arg(&self.control)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
             .spawn()
             .expect("starting tapswitch serve");
-        let mut switch = SwitchProcess {
-            child: Some(child),
-            control,
-            log,
-            dir,
-        };
-        switch.wait_ready();
-        switch
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Stops the switch (SIGTERM), runs `between` while it is down, and
+    /// starts it again with the same arguments and control socket, as an
+    /// operator restarting `serve` would; the log goes on in the same file.
+    /// The stopped switch's exit status.
+    pub fn restart(&mut self, between: impl FnOnce()) -> Option<ExitStatus> {
+        let status = self.terminate();
+        between();
+        self.spawn();
+        status
     }
 
     fn wait_ready(&mut self) {

@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from tsbench import placement, report, spread, switches  # noqa: E402
+from tsbench import outbound, placement, report, spread, switches  # noqa: E402
 from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
 from tsbench.system import (  # noqa: E402
     CLK_TCK,
@@ -143,6 +143,13 @@ def parse_args():
         help="also measure tapswitch with K veth ports of which K-2 are idle, TCP 1 stream and "
         "UDP 64 B between the two busy ones, against the same switch with only the two "
         "ports, plus idle CPU and memory per port, e.g. --idle-ports 64,256 (default: off)",
+    )
+    p.add_argument(
+        "--outbound",
+        action="store_true",
+        help="only the outbound test (issue 14): iperf3 from a container to a routed remote "
+        "namespace through tapswitch's gateway, through slirp4netns, and from the host itself, "
+        "at MTU 1500 and 65520",
     )
     p.add_argument(
         "--cleanup",
@@ -484,6 +491,21 @@ def main():
     cleanup = Cleanup()
     install_signal_handlers()
     try:
+        if args.outbound:
+            results = outbound.measure(
+                f"{PREFIX}-{os.getpid()}",
+                args.tapswitch,
+                os.path.join(workdir, "outbound"),
+                cleanup,
+                args.duration,
+                args.reps,
+            )
+            with open(os.path.join(workdir, "outbound.json"), "w") as f:
+                json.dump(results, f, indent=1)
+            print()
+            print(outbound.render(results, markdown=args.markdown))
+            print(f"raw results: {workdir}")
+            return 0
         run_info = benchmark(args, workdir, cleanup)
         print()
         print(report.render(run_info, markdown=args.markdown))

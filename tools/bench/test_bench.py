@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
-from tsbench import placement, report, spread  # noqa: E402
+from tsbench import outbound, placement, report, spread  # noqa: E402
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad  # noqa: E402
 from tsbench.topology import Topology  # noqa: E402
@@ -76,6 +76,23 @@ class ParseIperf(unittest.TestCase):
     def test_output_that_is_not_json_is_reported(self):
         with self.assertRaisesRegex(BenchError, "no JSON"):
             parse_iperf(write("iperf3: error - unable to connect"), udp=False)
+
+
+class Outbound(unittest.TestCase):
+    def test_ratios_to_slirp4netns_and_the_host_and_a_dash_where_not_measured(self):
+        text = outbound.render(
+            {
+                1500: {"host": 18.0, "slirp4netns": 0.9, "tapswitch": 4.5},
+                65520: {"host": 26.0, "slirp4netns": 4.0, "tapswitch": None},
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[2].split(), ["1500", "18.00", "0.90", "4.50", "5.00x", "0.25x"])
+        self.assertEqual(lines[3].split(), ["65520", "26.00", "4.00", "-", "-", "-"])
+
+    def test_markdown_has_one_row_per_mtu(self):
+        text = outbound.render({1500: {"host": 1.0, "slirp4netns": 1.0, "tapswitch": 2.0}}, True)
+        self.assertIn("| 1500 | 1.00 | 1.00 | 2.00 | 2.00x | 2.00x |", text)
 
 
 class ParsePing(unittest.TestCase):

@@ -12,6 +12,12 @@
 //! `ts-` and the first 12 hex digits of the container id (15 bytes, the
 //! kernel's limit).
 //!
+//! DNS: a container on a bridge or overlay network gets
+//! `/etc/netns/tapswitch-<name>/resolv.conf` naming its gateway (which
+//! answers DNS); `container exec` bind-mounts it over `/etc/resolv.conf` in
+//! a private mount namespace, as `ip netns exec` does; `container rm`
+//! removes it. (Root mode; rootless containers keep the host's file.)
+//!
 //! IPv6 is turned off on both veth ends: on the host end so the kernel does
 //! not inject its own router solicitations and MLD reports into the switch,
 //! and on `eth0` because tapswitch networks are IPv4 only (Docker does the
@@ -310,6 +316,16 @@ fn build(record: &Container, network: &Network) -> Result<()> {
             sandbox.display()
         )
     })?;
+    // The gateway answers DNS: `container exec` (and `ip netns exec`)
+    // show this file as the container's /etc/resolv.conf.
+    let resolv = switch::dns::container_resolv_conf(gateway, switch::dns::DEFAULT_DOMAIN);
+    netns::write_etc(&netns_name(sandbox), "resolv.conf", &resolv).with_context(|| {
+        format!(
+            "writing {}/{}/resolv.conf",
+            netns::NETNS_ETC_DIR,
+            netns_name(sandbox)
+        )
+    })?;
 
     let request = Request::PortAdd {
         iface: Some(host_iface.clone()),
@@ -325,13 +341,19 @@ fn build(record: &Container, network: &Network) -> Result<()> {
     Ok(())
 }
 
+/// The name of the namespace at `sandbox` (`tapswitch-<name>`).
+fn netns_name(sandbox: &Path) -> String {
+    sandbox
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Creates the namespace; one left by an interrupted `create` of the same
 /// name (we hold the lock and no record claims it) is replaced.
 fn make_namespace(sandbox: &Path) -> Result<()> {
-    let name = sandbox
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = &netns_name(sandbox);
     if sandbox.exists() {
         log::warn!(
             "removing {}, left behind by an interrupted `container create`",
@@ -371,6 +393,9 @@ pub(crate) fn tear_down(record: &Container) -> Result<()> {
         && record.attached.is_none()
     {
         netns::delete(sandbox).with_context(|| format!("deleting {}", sandbox.display()))?;
+        netns::remove_etc(&netns_name(sandbox)).with_context(|| {
+            format!("removing {}/{}", netns::NETNS_ETC_DIR, netns_name(sandbox))
+        })?;
     }
     Ok(())
 }
@@ -387,6 +412,7 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
             if leftover.exists() {
                 netns::delete(&leftover)
                     .with_context(|| format!("deleting {}", leftover.display()))?;
+                let _ = netns::remove_etc(&netns_name(&leftover));
             }
             drop(tx);
             eprintln!("tapswitch: container {name} does not exist; nothing to remove");
@@ -416,7 +442,8 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
                 sandbox.display()
             );
         }
-        netns::enter(sandbox).with_context(|| format!("entering {}", sandbox.display()))?;
+        netns::enter_with_etc(sandbox, &netns_name(sandbox))
+            .with_context(|| format!("entering {}", sandbox.display()))?;
     }
     let (program, rest) = command
         .split_first()

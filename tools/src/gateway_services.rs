@@ -8,6 +8,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use anyhow::{Result, anyhow};
 use clap::Args;
 use switch::dns::{ResolvConf, choose_upstreams, parse_upstream};
+use switch::flows::Protocol;
 use switch::host_side::{Published, ServicesSetup};
 
 /// Where the host's resolvers are listed.
@@ -52,13 +53,16 @@ pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> 
         setup.outbound &= !network.internal;
         setup.mtu = usize::try_from(network.link_mtu()).unwrap_or(setup.mtu);
     }
-    setup.published_tcp = state
+    setup.published = state
         .published_ports(name)
-        .filter(|(_, port)| port.protocol == ipam::ports::PortProtocol::Tcp)
         .filter_map(|(container, port)| {
             Some(Published {
                 host: SocketAddrV4::new(port.host_ip, port.host_port),
                 container: SocketAddrV4::new(container.ipv4?, port.container_port),
+                protocol: match port.protocol {
+                    ipam::ports::PortProtocol::Tcp => Protocol::Tcp,
+                    ipam::ports::PortProtocol::Udp => Protocol::Udp,
+                },
                 container_mac: container.mac.map(|mac| switch::MacAddr(mac.0)),
             })
         })

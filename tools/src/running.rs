@@ -145,7 +145,7 @@ impl RunningSwitch {
 
     fn update_services(&self, setup: switch::host_side::ServicesSetup) {
         let published = if setup.outbound {
-            setup.published_tcp
+            setup.published
         } else {
             Vec::new()
         };

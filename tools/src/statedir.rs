@@ -213,6 +213,10 @@ fn clean_up_leftovers(container: &Container) {
         && container.keeper.is_none()
     {
         let _ = netns::delete(sandbox);
+        // And its /etc/netns/<name>/resolv.conf, written by create.
+        if let Some(name) = sandbox.file_name().and_then(|n| n.to_str()) {
+            let _ = netns::remove_etc(name);
+        }
     }
 }
 

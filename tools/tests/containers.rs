@@ -451,6 +451,13 @@ fn leases_of_containers_that_vanished_are_released_at_start_up() {
         "{pruned}"
     );
     assert!(!netns_exists(&next), "prune cleans up what was left");
+    for name in [&gone, &next] {
+        let etc = format!("/etc/netns/tapswitch-{name}");
+        assert!(
+            !std::path::Path::new(&etc).exists(),
+            "{etc} (its resolv.conf) goes with the container"
+        );
+    }
     assert!(env.ok(&["network", "prune"]).contains("nothing to release"));
 }
 

@@ -175,7 +175,7 @@ pub(super) fn spawn(
     let mut host = host;
     host.set_trace(shared.trace.is_some());
     if setup.outbound {
-        for (port, err) in host.publish(&setup.published_tcp) {
+        for (port, err) in host.publish(&setup.published) {
             log::warn!(
                 "cannot listen on published port {} (container {}): {err}",
                 port.host,

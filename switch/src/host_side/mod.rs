@@ -13,6 +13,7 @@
 //! services close the flow. Reads go on until `WouldBlock`, as `mio`'s
 //! readiness is edge-triggered.
 
+mod dns_tcp;
 mod published;
 mod setup;
 mod tcp;
@@ -85,13 +86,17 @@ pub struct HostSide {
     tcp: HashMap<FlowKey, tcp::TcpConn>,
     /// smoltcp sockets of ended flows, removed once they have closed.
     lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
-    /// Published TCP ports, by token: the listener and where it leads.
-    listeners: HashMap<Token, (ports::host_socket::HostListener, SocketAddrV4, SocketAddrV4)>,
+    /// Published ports, by token: the host socket and where it leads.
+    listeners: HashMap<Token, (published::PublishedSocket, Published)>,
+    /// Flows of published UDP ports' clients: the published port's token.
+    udp_clients: HashMap<FlowKey, Token>,
     /// Frames for the containers, handed out at the end of each call.
     frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,
     next_token: usize,
     dns: Option<HostDatagram>,
+    /// DNS over TCP at the gateway's port 53.
+    dns_tcp: dns_tcp::DnsTcp,
     echo_kind: Option<EchoKind>,
     /// The next identifier for a raw ping socket.
     next_ident: u16,
@@ -124,10 +129,12 @@ impl HostSide {
             tcp: HashMap::new(),
             lingering: Vec::new(),
             listeners: HashMap::new(),
+            udp_clients: HashMap::new(),
             frames: Vec::new(),
             by_token: HashMap::new(),
             next_token: FIRST_FLOW_TOKEN,
             dns: Some(dns),
+            dns_tcp: dns_tcp::DnsTcp::default(),
             echo_kind: EchoKind::probe(),
             next_ident: 1,
             gateway_ip,
@@ -206,6 +213,7 @@ impl HostSide {
         gateway: &mut Gateway,
         frames: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.dns_tcp_listen(gateway);
         let id = self.random_id();
         let verdict = self.services.frame(now, frame, id, &mut self.pending);
         self.run(now, gateway);
@@ -213,10 +221,14 @@ impl HostSide {
         verdict
     }
 
-    /// After the gateway's stack ran: relays TCP flows' bytes.
+    /// After the gateway's stack ran: relays TCP flows' bytes, answers DNS
+    /// over TCP.
     pub fn after_stack(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
         self.pump_all(now, gateway);
+        self.dns_tcp_pump(now, gateway);
         self.run(now, gateway);
+        // The answers just queued go into their sockets in this round.
+        self.dns_tcp_pump(now, gateway);
         frames.append(&mut self.frames);
     }
 
@@ -244,7 +256,7 @@ impl HostSide {
         if token == DNS_TOKEN {
             self.read_dns();
         } else if self.listeners.contains_key(&token) {
-            self.accept_clients(now, token);
+            self.published_ready(now, token);
         } else if let Some(&key) = self.by_token.get(&token) {
             if key.protocol == Protocol::Tcp {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -319,6 +331,7 @@ impl HostSide {
                     Output::Frame(frame) => self.frames.push(frame),
                     Output::Host(command) => self.host_command(now, command),
                     Output::Stack(command) => self.stack_command(command, gateway),
+                    Output::DnsTcp { client, bytes } => self.dns_tcp_answer(client, &bytes),
                 }
             }
         }
@@ -349,7 +362,10 @@ impl HostSide {
             HostCommand::Send { key, payload } => {
                 let sent = match self.sockets.get(&key) {
                     Some((_, HostSocket::Udp(udp))) => udp.send(&payload),
-                    _ => return,
+                    _ => match self.send_to_client(key, &payload) {
+                        Some(sent) => sent,
+                        None => return,
+                    },
                 };
                 self.after_send(now, key, sent);
             }
@@ -435,6 +451,7 @@ impl HostSide {
     }
 
     fn close(&mut self, key: FlowKey) {
+        self.udp_clients.remove(&key);
         if let Some((token, socket)) = self.sockets.remove(&key) {
             self.forget_socket(token, &socket);
         }
@@ -448,6 +465,11 @@ impl HostSide {
     /// Host sockets open now (for the descriptor-count tests).
     pub fn open_sockets(&self) -> usize {
         self.sockets.len() + self.tcp.len()
+    }
+
+    /// Containers' DNS over TCP connections open now.
+    pub fn dns_tcp_connections(&self) -> usize {
+        self.dns_tcp.connections()
     }
 
     /// A fresh unpredictable DNS id (std's randomly keyed SipHash over a

@@ -1,7 +1,14 @@
-//! Published TCP ports: the switch listens on the host port, and each
-//! client becomes an inbound flow that the gateway opens into the
-//! container *from the client's own address and port* (smoltcp's any-IP
-//! lets it send from any address), so the container sees who called.
+//! Published ports: the switch listens on the host port, and each client
+//! becomes an inbound flow that the gateway opens into the container
+//! *from the client's own address and port* (smoltcp's any-IP lets it send
+//! from any address), so the container sees who called.
+//!
+//! UDP works the same way without smoltcp: each client endpoint is a flow
+//! of the flow table (idle timeout as any UDP flow); its datagrams reach
+//! the container from the client's address, and the container's answers,
+//! which the classifier sees as datagrams of that flow, go back to the
+//! client with `send_to` on the published socket (so they come from the
+//! published port, as the client expects).
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -9,11 +16,27 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
-use ports::host_socket::HostListener;
+use ports::host_socket::{HostDatagram, HostListener};
 
 use super::{HostSide, Published};
-use crate::flows::FlowKey;
+use crate::flows::{FlowKey, Protocol};
 use crate::time::Instant;
+
+/// The host socket of a published port.
+#[derive(Debug)]
+pub(super) enum PublishedSocket {
+    Tcp(HostListener),
+    Udp(HostDatagram),
+}
+
+impl PublishedSocket {
+    fn fd(&self) -> i32 {
+        match self {
+            PublishedSocket::Tcp(s) => s.as_raw_fd(),
+            PublishedSocket::Udp(s) => s.as_raw_fd(),
+        }
+    }
+}
 
 impl HostSide {
     /// Listens on each published port (those already open stay) and stops
@@ -23,19 +46,19 @@ impl HostSide {
         let gone: Vec<Token> = self
             .listeners
             .iter()
-            .filter(|(_, (_, container, host))| {
-                !published
-                    .iter()
-                    .any(|p| p.host == *host && p.container == *container)
-            })
+            .filter(|(_, (_, open))| !published.iter().any(|p| same_port(p, open)))
             .map(|(token, _)| *token)
             .collect();
         for token in gone {
-            if let Some((listener, container, host)) = self.listeners.remove(&token) {
-                let _ = self
-                    .registry
-                    .deregister(&mut SourceFd(&listener.as_raw_fd()));
-                log::info!("unpublished {host} -> container {container} (tcp)");
+            if let Some((socket, port)) = self.listeners.remove(&token) {
+                let _ = self.registry.deregister(&mut SourceFd(&socket.fd()));
+                self.udp_clients.retain(|_, t| *t != token);
+                log::info!(
+                    "unpublished {} -> container {} ({})",
+                    port.host,
+                    port.container,
+                    port.protocol.as_str()
+                );
             }
         }
         let mut failed = Vec::new();
@@ -43,7 +66,7 @@ impl HostSide {
             if self
                 .listeners
                 .values()
-                .any(|(_, container, host)| *host == port.host && *container == port.container)
+                .any(|(_, open)| same_port(port, open))
             {
                 continue;
             }
@@ -52,9 +75,10 @@ impl HostSide {
             }
             match self.listen(port) {
                 Ok(()) => log::info!(
-                    "published {} -> container {} (tcp)",
+                    "published {} -> container {} ({})",
                     port.host,
-                    port.container
+                    port.container,
+                    port.protocol.as_str()
                 ),
                 Err(err) => failed.push((*port, err)),
             }
@@ -63,15 +87,15 @@ impl HostSide {
     }
 
     fn listen(&mut self, port: &Published) -> io::Result<()> {
-        let listener = HostListener::bind(port.host)?;
+        let socket = match port.protocol {
+            Protocol::Tcp => PublishedSocket::Tcp(HostListener::bind(port.host)?),
+            Protocol::Udp => PublishedSocket::Udp(HostDatagram::bind(port.host)?),
+            Protocol::Icmp => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+        };
         let token = self.new_token();
-        self.registry.register(
-            &mut SourceFd(&listener.as_raw_fd()),
-            token,
-            Interest::READABLE,
-        )?;
-        self.listeners
-            .insert(token, (listener, port.container, port.host));
+        self.registry
+            .register(&mut SourceFd(&socket.fd()), token, Interest::READABLE)?;
+        self.listeners.insert(token, (socket, *port));
         Ok(())
     }
 
@@ -89,13 +113,22 @@ impl HostSide {
         self.listeners.len()
     }
 
+    /// A published port's socket is readable.
+    pub(super) fn published_ready(&mut self, now: Instant, token: Token) {
+        match self.listeners.get(&token) {
+            Some((PublishedSocket::Tcp(_), _)) => self.accept_clients(now, token),
+            Some((PublishedSocket::Udp(_), _)) => self.read_published(now, token),
+            None => {}
+        }
+    }
+
     /// Takes every waiting client of the listener `token`.
-    pub(super) fn accept_clients(&mut self, now: Instant, token: Token) {
+    fn accept_clients(&mut self, now: Instant, token: Token) {
         loop {
-            let Some((listener, container, _)) = self.listeners.get(&token) else {
+            let Some((PublishedSocket::Tcp(listener), port)) = self.listeners.get(&token) else {
                 return;
             };
-            let container: SocketAddrV4 = *container;
+            let container: SocketAddrV4 = port.container;
             let (stream, client) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -121,4 +154,52 @@ impl HostSide {
             }
         }
     }
+}
+
+impl HostSide {
+    /// Reads every datagram waiting on the published UDP port `token`;
+    /// each reaches the container from its client's address.
+    fn read_published(&mut self, now: Instant, token: Token) {
+        loop {
+            let Some((PublishedSocket::Udp(socket), port)) = self.listeners.get(&token) else {
+                return;
+            };
+            let container = port.container;
+            let (n, client) = match socket.recv_from(&mut self.scratch) {
+                Ok((n, std::net::SocketAddr::V4(client))) => (n, client),
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock, or an ICMP error for an earlier answer.
+                Err(_) => return,
+            };
+            self.services.published_datagram(
+                now,
+                container,
+                client,
+                &self.scratch[..n],
+                &mut self.pending,
+            );
+            let key = FlowKey::udp(container, client);
+            if self.services.flows().get(&key).is_some() {
+                self.udp_clients.insert(key, token);
+            }
+        }
+    }
+
+    /// Sends a container's answer to a published UDP port's client, from
+    /// the published socket; `None` if `key` is no such flow.
+    pub(super) fn send_to_client(&self, key: FlowKey, payload: &[u8]) -> Option<io::Result<usize>> {
+        let token = self.udp_clients.get(&key)?;
+        match self.listeners.get(token) {
+            Some((PublishedSocket::Udp(socket), _)) => {
+                Some(socket.send_to(payload, key.remote.into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The same publication: host endpoint, container endpoint and protocol.
+fn same_port(a: &Published, b: &Published) -> bool {
+    a.host == b.host && a.container == b.container && a.protocol == b.protocol
 }

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::dns::{DEFAULT_DOMAIN, NameTable};
-use crate::flows::{FlowLimits, GatewayAddresses};
+use crate::flows::{FlowLimits, GatewayAddresses, Protocol};
 use crate::mac::MacAddr;
 use crate::services::ServicesConfig;
 
@@ -24,9 +24,9 @@ pub struct ServicesSetup {
     /// The network's MTU (the largest IP packet sent to a container).
     pub mtu: usize,
     pub limits: FlowLimits,
-    /// Published TCP ports: where the switch listens, and the container
-    /// address and port each one leads to.
-    pub published_tcp: Vec<Published>,
+    /// Published ports (TCP and UDP): where the switch listens, and the
+    /// container address and port each one leads to.
+    pub published: Vec<Published>,
 }
 
 /// One published port.
@@ -34,6 +34,8 @@ pub struct ServicesSetup {
 pub struct Published {
     pub host: std::net::SocketAddrV4,
     pub container: std::net::SocketAddrV4,
+    /// TCP or UDP (never ICMP).
+    pub protocol: Protocol,
     /// The container's MAC, for the first frame sent to it.
     pub container_mac: Option<MacAddr>,
 }
@@ -47,7 +49,7 @@ impl Default for ServicesSetup {
             names: Vec::new(),
             mtu: 1500,
             limits: FlowLimits::default(),
-            published_tcp: Vec::new(),
+            published: Vec::new(),
         }
     }
 }

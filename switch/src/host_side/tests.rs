@@ -134,3 +134,203 @@ fn dns_is_forwarded_to_the_upstream_and_answered_from_the_gateway() {
     assert_eq!(dst, client);
     assert_eq!(&payload[..2], &[0x42, 0x42], "the container's own id back");
 }
+
+#[test]
+fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back() {
+    // A free port on loopback for the published port.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let published = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let container = SocketAddrV4::new(HOST, 53);
+    let (mut host, mut gateway, mut poll) = host_side(ServicesSetup::default());
+    let failed = host.publish(&[super::Published {
+        host: published,
+        container,
+        protocol: crate::flows::Protocol::Udp,
+        container_mac: Some(HOST_MAC),
+    }]);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(host.published_count(), 1);
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let SocketAddr::V4(client_addr) = client.local_addr().unwrap() else {
+        unreachable!()
+    };
+    client.send_to(b"query", published).unwrap();
+    let frames = next_frames(&mut host, &mut gateway, &mut poll);
+    assert_eq!(
+        udp_of(&frames[0]),
+        (client_addr, container, b"query".to_vec()),
+        "from the client's own endpoint to the container's port"
+    );
+    assert_eq!(host.report(true).flows_now, 1, "the client is a flow");
+
+    let answer = datagram(&gateway, container, client_addr, b"answer");
+    let mut frames = Vec::new();
+    let verdict = host.frame(Instant::from_millis(2), &answer, &mut gateway, &mut frames);
+    assert_eq!(verdict, Verdict::Consumed);
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"answer");
+    assert_eq!(from, SocketAddr::V4(published), "from the published port");
+    assert_eq!(host.open_sockets(), 0, "no socket of its own per client");
+
+    // Unpublished: the port is free again.
+    assert!(host.publish(&[]).is_empty());
+    assert_eq!(host.published_count(), 0);
+    UdpSocket::bind(published).expect("the host port is free again");
+}
+
+/// A TCP segment from the container's `src_port` to the gateway's port 53.
+fn tcp_to_dns(
+    gateway: &Gateway,
+    src_port: u16,
+    control: smoltcp::wire::TcpControl,
+    seq: i32,
+    ack: Option<i32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber};
+    let tcp = TcpRepr {
+        src_port,
+        dst_port: 53,
+        control,
+        seq_number: TcpSeqNumber(seq),
+        ack_number: ack.map(TcpSeqNumber),
+        window_len: 60000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: HOST,
+        dst_addr: GW,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut packet = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.emit(&mut view, &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(view.payload_mut()),
+        &HOST.into(),
+        &GW.into(),
+        &caps,
+    );
+    ethernet(HOST_MAC, gateway.mac(), &packet)
+}
+
+/// The TCP segment inside a frame from the gateway: (flags, seq, ack,
+/// payload).
+fn tcp_of(frame: &[u8]) -> (smoltcp::wire::TcpControl, i32, i32, Vec<u8>) {
+    use smoltcp::wire::{TcpPacket, TcpRepr};
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.next_header(), IpProtocol::Tcp, "{frame:x?}");
+    let packet = TcpPacket::new_checked(ip.payload()).unwrap();
+    let repr = TcpRepr::parse(
+        &packet,
+        &ip.src_addr().into(),
+        &ip.dst_addr().into(),
+        &smoltcp::phy::ChecksumCapabilities::default(),
+    )
+    .unwrap();
+    (
+        repr.control,
+        repr.seq_number.0,
+        repr.ack_number.map_or(0, |a| a.0),
+        repr.payload.to_vec(),
+    )
+}
+
+/// One round of the gateway thread for `frame`: the services, the stack,
+/// the relay; the frames that come out.
+fn round(host: &mut HostSide, gateway: &mut Gateway, now: Instant, frame: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    if host.frame(now, frame, gateway, &mut frames) == Verdict::ToStack {
+        assert!(gateway.deliver(frame));
+    }
+    gateway.poll(now, &mut frames);
+    host.after_stack(now, gateway, &mut frames);
+    gateway.poll(now, &mut frames);
+    frames
+}
+
+#[test]
+fn dns_over_tcp_is_answered_on_the_gateways_port_53() {
+    use smoltcp::wire::TcpControl;
+    let setup = ServicesSetup {
+        names: vec![("web".into(), HOST)],
+        ..ServicesSetup::default()
+    };
+    let (mut host, mut gateway, _poll) = host_side(setup);
+    gateway.enable_flows();
+    let now = Instant::from_millis(1);
+    // The container asks for the gateway's MAC first, as a real one does
+    // (and the gateway learns the container's).
+    let arp = smoltcp::wire::ArpRepr::EthernetIpv4 {
+        operation: smoltcp::wire::ArpOperation::Request,
+        source_hardware_addr: smoltcp::wire::EthernetAddress(HOST_MAC.0),
+        source_protocol_addr: HOST,
+        target_hardware_addr: smoltcp::wire::EthernetAddress([0; 6]),
+        target_protocol_addr: GW,
+    };
+    let mut arp_bytes = vec![0u8; arp.buffer_len()];
+    arp.emit(&mut smoltcp::wire::ArpPacket::new_unchecked(
+        &mut arp_bytes[..],
+    ));
+    let mut arp_frame = ethernet(HOST_MAC, MacAddr([0xff; 6]), &[]);
+    arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
+    arp_frame.extend_from_slice(&arp_bytes);
+    round(&mut host, &mut gateway, now, &arp_frame);
+    let syn = tcp_to_dns(&gateway, 40000, TcpControl::Syn, 100, None, b"");
+    let out = round(&mut host, &mut gateway, now, &syn);
+    let (control, server_seq, ack, _) = tcp_of(&out[0]);
+    assert_eq!((control, ack), (TcpControl::Syn, 101), "a SYN-ACK");
+    let ack_frame = tcp_to_dns(
+        &gateway,
+        40000,
+        TcpControl::None,
+        101,
+        Some(server_seq + 1),
+        b"",
+    );
+    round(&mut host, &mut gateway, now, &ack_frame);
+    assert_eq!(host.dns_tcp_connections(), 1);
+
+    // A query for web.tapswitch.internal, A, IN, id 0x4242, behind its length.
+    let mut query = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x03web\x09tapswitch\x08internal\x00\x00\x01\x00\x01");
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    let data = tcp_to_dns(
+        &gateway,
+        40000,
+        TcpControl::Psh,
+        101,
+        Some(server_seq + 1),
+        &framed,
+    );
+    let out = round(&mut host, &mut gateway, now, &data);
+    let answer = out
+        .iter()
+        .map(|f| tcp_of(f).3)
+        .find(|p| !p.is_empty())
+        .expect("an answer on the connection");
+    let len = usize::from(u16::from_be_bytes([answer[0], answer[1]]));
+    assert_eq!(len, answer.len() - 2, "one whole message behind its length");
+    assert_eq!(&answer[2..4], &[0x42, 0x42], "the query's id");
+    assert_eq!(&answer[answer.len() - 4..], &HOST.octets(), "web's address");
+}

@@ -15,6 +15,12 @@ pub enum Output {
     Host(HostCommand),
     /// Work for the container side of a TCP flow (smoltcp).
     Stack(StackCommand),
+    /// A DNS answer for the container's TCP connection to the gateway's
+    /// port 53 from `client` (the message without its length).
+    DnsTcp {
+        client: std::net::SocketAddrV4,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Host socket work, for the I/O side.

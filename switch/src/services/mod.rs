@@ -14,6 +14,10 @@
 //!   responder go straight back as frames; forwarded queries become
 //!   [`HostCommand::SendDns`], and upstream answers ([`Services::dns_reply`])
 //!   frames again; SERVFAIL when every upstream stayed silent.
+//! - **DNS over TCP**: the I/O side cuts the connection's stream into
+//!   messages and hands each to [`Services::dns_tcp_query`]; answers, local
+//!   or forwarded (over UDP, as the UDP queries), come out as
+//!   [`Output::DnsTcp`] for that connection.
 //! - **UDP and ping flows**: the first datagram opens the flow
 //!   ([`HostCommand::Connect`]) and is sent once the socket is up; host
 //!   datagrams become frames from the remote's address; path errors become
@@ -138,6 +142,10 @@ pub struct Services {
     /// Released TCP flows whose smoltcp socket still finishes its close
     /// (the last ACKs must reach it), until [`Services::stack_released`].
     lingering: HashSet<FlowKey>,
+    /// TCP DNS clients with forwarded queries outstanding (how many): their
+    /// answers go back over their connection. Bounded by the forwarder's
+    /// limit on pending queries.
+    tcp_dns_waiting: HashMap<SocketAddrV4, usize>,
     stats: ServicesStats,
 }
 
@@ -150,6 +158,7 @@ impl Services {
             neighbors: HashMap::new(),
             held: HashMap::new(),
             lingering: HashSet::new(),
+            tcp_dns_waiting: HashMap::new(),
             stats: ServicesStats::default(),
             config,
         }
@@ -300,13 +309,61 @@ impl Services {
         }
     }
 
+    /// A DNS query (one message, its length taken off) from the container's
+    /// TCP connection from `client` to the gateway's port 53. `random_id`
+    /// as for [`Services::frame`].
+    pub fn dns_tcp_query(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) {
+        let answer = |bytes: Vec<u8>| Output::DnsTcp { client, bytes };
+        match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => out.push(answer(bytes)),
+            DnsVerdict::Forward(question) => {
+                let sent = self
+                    .forwarder
+                    .forward(now, client.into(), payload, question, random_id);
+                match sent {
+                    Ok(query) => {
+                        *self.tcp_dns_waiting.entry(client).or_default() += 1;
+                        out.push(Output::Host(HostCommand::SendDns {
+                            upstream: query.upstream,
+                            bytes: query.bytes,
+                        }));
+                    }
+                    Err(NotForwarded::Unavailable(reply)) => out.push(answer(reply.bytes)),
+                    Err(NotForwarded::Malformed) => {}
+                }
+            }
+            DnsVerdict::Drop(_) => {}
+        }
+    }
+
     /// An upstream resolver's datagram, from `from`.
     pub fn dns_reply(&mut self, from: SocketAddr, bytes: &[u8], out: &mut Vec<Output>) {
         let Some(reply) = self.forwarder.reply(from, bytes) else {
             return;
         };
         if let SocketAddr::V4(client) = reply.client {
-            self.dns_to_client(client, &reply.bytes, out);
+            self.forwarded_to_client(client, reply.bytes, out);
+        }
+    }
+
+    /// A forwarded query's answer (or SERVFAIL): over TCP if the client
+    /// asked over TCP, else as a datagram.
+    fn forwarded_to_client(&mut self, client: SocketAddrV4, bytes: Vec<u8>, out: &mut Vec<Output>) {
+        if let Some(waiting) = self.tcp_dns_waiting.get_mut(&client) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                self.tcp_dns_waiting.remove(&client);
+            }
+            out.push(Output::DnsTcp { client, bytes });
+        } else {
+            self.dns_to_client(client, &bytes, out);
         }
     }
 
@@ -568,7 +625,7 @@ impl Services {
                 })),
                 Expired::GiveUp(reply) => {
                     if let SocketAddr::V4(client) = reply.client {
-                        self.dns_to_client(client, &reply.bytes, out);
+                        self.forwarded_to_client(client, reply.bytes, out);
                     }
                 }
             }

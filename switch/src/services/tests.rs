@@ -616,3 +616,59 @@ fn a_published_udp_port_delivers_from_the_client_and_relays_answers() {
     );
     assert_eq!(s.flows().get(&key).unwrap().state_name(), "REPLIED");
 }
+
+#[test]
+fn dns_over_tcp_answers_on_the_connection_locally_forwarded_or_after_the_timeout() {
+    let mut s = services(true);
+    let client = SocketAddrV4::new(HOST, 40000);
+    let tcp_answer = |out: &[Output]| -> Message {
+        let [Output::DnsTcp { client: to, bytes }] = out else {
+            panic!("expected an answer on the connection: {out:?}");
+        };
+        assert_eq!(*to, client);
+        Message::from_vec(bytes).unwrap()
+    };
+    // A container's name: answered at once, on the connection.
+    let mut out = Vec::new();
+    s.dns_tcp_query(at(0), client, &query(1, "web."), 0x1111, &mut out);
+    let answer = tcp_answer(&out);
+    assert_eq!(answer.metadata.id, 1);
+    assert!(matches!(answer.answers[0].data, RData::A(A(ip)) if ip == HOST));
+
+    // Another name: forwarded over UDP, its answer back on the connection
+    // (not as a datagram to the same endpoint).
+    let mut out = Vec::new();
+    s.dns_tcp_query(at(0), client, &query(2, "example.com."), 0x2222, &mut out);
+    let [Output::Host(HostCommand::SendDns { upstream, bytes })] = out.as_slice() else {
+        panic!("expected a forwarded query: {out:?}");
+    };
+    let sent = Message::from_vec(bytes).unwrap();
+    let mut reply = Message::response(sent.metadata.id, OpCode::Query);
+    reply.add_queries(sent.queries.clone());
+    let mut back = Vec::new();
+    s.dns_reply(*upstream, &reply.to_vec().unwrap(), &mut back);
+    assert_eq!(tcp_answer(&back).metadata.id, 2);
+
+    // Nobody answers: SERVFAIL on the connection after the timeout.
+    let mut out = Vec::new();
+    s.dns_tcp_query(at(10), client, &query(3, "slow.example."), 0x3333, &mut out);
+    let mut late = Vec::new();
+    s.timers(at(13), &mut late);
+    let failed = tcp_answer(&late);
+    assert_eq!(failed.metadata.id, 3);
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+
+    // The same endpoint asking over UDP later is answered as a datagram.
+    let mut out = Vec::new();
+    let frame = udp_frame(40000, SocketAddrV4::new(GW, 53), &query(4, "example.org."));
+    s.frame(at(20), &frame, 0x4444, &mut out);
+    let [Output::Host(HostCommand::SendDns { upstream, bytes })] = out.as_slice() else {
+        panic!("expected a forwarded query: {out:?}");
+    };
+    let sent = Message::from_vec(bytes).unwrap();
+    let mut reply = Message::response(sent.metadata.id, OpCode::Query);
+    reply.add_queries(sent.queries.clone());
+    let mut back = Vec::new();
+    s.dns_reply(*upstream, &reply.to_vec().unwrap(), &mut back);
+    assert!(matches!(back.as_slice(), [Output::Frame(_)]), "{back:?}");
+}

@@ -239,6 +239,7 @@ OUR_PROGRAMS = {
     "tapswitch",
     "iperf3",
     "ping",
+    "slirp4netns",
     "vde_switch",
     "ovs-vswitchd",
     "ovsdb-server",

@@ -21,6 +21,10 @@ use nix::sys::statfs::{NSFS_MAGIC, statfs};
 
 /// Where named namespaces live (iproute2's `NETNS_RUN_DIR`).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
+/// Where a named namespace's own versions of `/etc` files live
+/// (iproute2's `NETNS_ETC_DIR`): `ip netns exec` and [`enter_with_etc`]
+/// bind-mount each over its `/etc` namesake.
+pub const NETNS_ETC_DIR: &str = "/etc/netns";
 
 /// The path of the named namespace `name`.
 pub fn path(name: &str) -> PathBuf {
@@ -99,6 +103,64 @@ pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> io::Result<T> + Send)
 pub fn enter(path: &Path) -> io::Result<()> {
     let ns = File::open(path)?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
+/// Writes the namespace `name`'s own `/etc/<file>` (in
+/// `/etc/netns/<name>/`).
+pub fn write_etc(name: &str, file: &str, contents: &str) -> io::Result<()> {
+    let dir = Path::new(NETNS_ETC_DIR).join(name);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(file), contents)
+}
+
+/// Removes the namespace `name`'s `/etc/netns/<name>/` and what is in it;
+/// nothing there is not an error.
+pub fn remove_etc(name: &str) -> io::Result<()> {
+    match fs::remove_dir_all(Path::new(NETNS_ETC_DIR).join(name)) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// [`enter`], and, when `/etc/netns/<name>/` exists, a private mount
+/// namespace in which each file there is bind-mounted over its `/etc`
+/// namesake, as `ip netns exec` does (so the container's
+/// `/etc/resolv.conf` names its gateway). A file that cannot be mounted
+/// is skipped with a warning, as `ip netns exec` does. Must run before the
+/// process has other threads (`unshare(CLONE_NEWNS)` refuses otherwise).
+pub fn enter_with_etc(path: &Path, name: &str) -> io::Result<()> {
+    enter(path)?;
+    let dir = Path::new(NETNS_ETC_DIR).join(name);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    // Our mounts must not reach the host's mount namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    for entry in entries.flatten() {
+        let target = Path::new("/etc").join(entry.file_name());
+        let bound = mount(
+            Some(&entry.path()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
+        if let Err(err) = bound {
+            log::warn!(
+                "cannot bind {} over {}: {err}",
+                entry.path().display(),
+                target.display()
+            );
+        }
+    }
     Ok(())
 }
 
