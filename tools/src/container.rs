@@ -121,7 +121,7 @@ pub struct CreateArgs {
     /// The control socket of the network's switch (default: found by the network's name).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Publish a container port on the host (repeatable; Docker's syntax: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). Recorded and shown; the switch does not forward them yet.
+    /// Publish a container port on the host (repeatable; Docker's syntax: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). The running switch of the network listens on the host port and connects into the container from the client's own address (TCP and UDP).
     #[arg(
         short = 'p',
         long = "publish",

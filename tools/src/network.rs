@@ -73,7 +73,7 @@ pub struct CreateArgs {
     /// Keep an address back for a host tapswitch does not manage (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_addresses: Vec<String>,
-    /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; stored, not yet enforced by the switch).
+    /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; its switch refuses outbound traffic).
     #[arg(long)]
     pub internal: bool,
     /// The MTU of the network's interfaces, 68 to 65535 (default: 1500 for bridge, 1450 for overlay, a 1500-byte underlay minus VXLAN's 50 bytes; stored, not yet applied to the interfaces).
