@@ -16,10 +16,8 @@
 //! the record keeps the namespace's inode, so a reused PID or a replaced
 //! bind mount is not mistaken for the namespace that was attached.
 
-use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +29,7 @@ use ipam::{AttachedNamespace, Container, Driver, Network, PublishedPort};
 
 use crate::container::{HOST_IFACE_PREFIX, find_switch, probe_host_ports, tear_down};
 use crate::control::{self, PortInfo, Request};
-use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
+use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::rootless::{self, Mode};
 use crate::statedir::{StateArgs, current_boot_id};
 
@@ -244,19 +242,7 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
     let ipam = network.ipam()?;
     let iface = attached.iface.as_str();
 
-    let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
-    let mut nl = Netlink::open().context("opening a netlink socket")?;
-    let peer = VethPeer {
-        name: iface,
-        netns: ns.as_fd(),
-        mac: mac.0,
-    };
-    nl.create_veth(host_iface, peer)
-        .with_context(|| format!("creating the veth pair {host_iface} / {iface}"))?;
-    disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
-    let index = nl.require_index(host_iface)?;
-    nl.set_up(index)
-        .with_context(|| format!("bringing up {host_iface}"))?;
+    crate::container::make_veth_into(sandbox, host_iface, iface, mac)?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),

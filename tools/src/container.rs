@@ -280,20 +280,7 @@ fn build(record: &Container, network: &Network) -> Result<()> {
     };
     let ipam = network.ipam()?;
 
-    let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
-    let mut nl = Netlink::open().context("opening a netlink socket")?;
-    let peer = VethPeer {
-        name: CONTAINER_IFACE,
-        netns: ns.as_fd(),
-        mac: mac.0,
-    };
-    nl.create_veth(host_iface, peer)
-        .with_context(|| format!("creating the veth pair {host_iface} / {CONTAINER_IFACE}"))?;
-    // Before the link goes up, so the kernel never sends IPv6 chatter into the switch.
-    disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
-    let index = nl.require_index(host_iface)?;
-    nl.set_up(index)
-        .with_context(|| format!("bringing up {host_iface}"))?;
+    make_veth_into(sandbox, host_iface, CONTAINER_IFACE, mac)?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),
@@ -645,6 +632,31 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
             control: c.control.clone(),
         },
     }
+}
+
+/// A veth pair whose end `inside` is in the namespace at `sandbox` (with
+/// the container's MAC) and whose end `host_iface` is up here, with IPv6
+/// off before it goes up so the kernel never sends IPv6 chatter into the
+/// switch.
+pub(crate) fn make_veth_into(
+    sandbox: &Path,
+    host_iface: &str,
+    inside: &str,
+    mac: ipam::MacAddr,
+) -> Result<()> {
+    let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
+    let mut nl = Netlink::open().context("opening a netlink socket")?;
+    let peer = VethPeer {
+        name: inside,
+        netns: ns.as_fd(),
+        mac: mac.0,
+    };
+    nl.create_veth(host_iface, peer)
+        .with_context(|| format!("creating the veth pair {host_iface} / {inside}"))?;
+    disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
+    let index = nl.require_index(host_iface)?;
+    nl.set_up(index)
+        .with_context(|| format!("bringing up {host_iface}"))
 }
 
 #[cfg(test)]
