@@ -361,36 +361,40 @@ impl FlowTable {
 
     /// Runs a UDP event; as [`FlowTable::tcp`].
     pub fn udp(&mut self, now: Instant, key: FlowKey, event: UdpEvent) -> UdpStep {
-        let Some(Slot {
-            flow: Flow::Udp(flow),
-            ..
-        }) = self.flows.get_mut(&key)
-        else {
-            self.stats.dropped_invalid += 1;
-            return UdpStep {
-                invalid: true,
-                ..UdpStep::default()
-            };
-        };
-        let step = flow.handle(now, event);
-        self.after(now, key, step.invalid, &step.actions);
-        step
+        self.datagram_event(now, key, |flow| match flow {
+            Flow::Udp(flow) => Some(flow.handle(now, event)),
+            _ => None,
+        })
     }
 
     /// Runs a ping event; as [`FlowTable::tcp`].
     pub fn echo(&mut self, now: Instant, key: FlowKey, event: EchoEvent) -> UdpStep {
-        let Some(Slot {
-            flow: Flow::Icmp(flow),
-            ..
-        }) = self.flows.get_mut(&key)
-        else {
+        self.datagram_event(now, key, |flow| match flow {
+            Flow::Icmp(flow) => Some(flow.handle(now, event)),
+            _ => None,
+        })
+    }
+
+    /// An event for flow `key` of a datagram kind (UDP, ping): `handle`
+    /// runs it, or says the flow is not of that kind. An event for no such
+    /// flow is invalid and counted.
+    fn datagram_event(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        handle: impl FnOnce(&mut Flow) -> Option<UdpStep>,
+    ) -> UdpStep {
+        let step = self
+            .flows
+            .get_mut(&key)
+            .and_then(|slot| handle(&mut slot.flow));
+        let Some(step) = step else {
             self.stats.dropped_invalid += 1;
             return UdpStep {
                 invalid: true,
                 ..UdpStep::default()
             };
         };
-        let step = flow.handle(now, event);
         self.after(now, key, step.invalid, &step.actions);
         step
     }

@@ -53,33 +53,17 @@ impl HostSide {
     pub(super) fn open_tcp(&mut self, key: FlowKey) -> io::Result<()> {
         let remote = self.host_endpoint(key.remote);
         let host = HostTcp::connect(remote)?;
-        let token = self.new_token();
-        self.registry.register(
-            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.by_token.insert(token, key);
-        let conn = TcpConn {
-            host: Some(host),
-            token,
-            connecting: true,
-            readable: false,
-            writable: false,
-            host_eof: false,
-            stack: None,
-            established: false,
-            container_done: false,
-            closed_write: false,
-        };
-        if let Some(old) = self.tcp.insert(key, conn) {
-            self.drop_conn(old);
-        }
-        Ok(())
+        self.track_tcp(key, host, true)
     }
 
     /// Takes a published port's accepted client as a flow's host socket.
     pub(super) fn adopt_tcp(&mut self, key: FlowKey, host: HostTcp) -> io::Result<()> {
+        self.track_tcp(key, host, false)
+    }
+
+    /// Waits for `host`'s readiness under a new token and keeps it as flow
+    /// `key`'s host socket (`connecting` until its connect resolves).
+    fn track_tcp(&mut self, key: FlowKey, host: HostTcp, connecting: bool) -> io::Result<()> {
         let token = self.new_token();
         self.registry.register(
             &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)),
@@ -90,7 +74,7 @@ impl HostSide {
         let conn = TcpConn {
             host: Some(host),
             token,
-            connecting: false,
+            connecting,
             readable: false,
             writable: false,
             host_eof: false,
