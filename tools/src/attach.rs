@@ -18,7 +18,6 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,10 +26,11 @@ use clap::Args;
 use ipam::store::{now, random_id};
 use ipam::{AttachedNamespace, Container, Driver, Network, PublishedPort};
 
-use crate::container::{HOST_IFACE_PREFIX, find_switch, probe_host_ports, tear_down};
 use crate::control::{self, PortInfo, Request};
+use crate::netlink::netns::NamespaceId;
 use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::rootless::{self, Mode};
+use crate::sandbox::{HOST_IFACE_PREFIX, find_switch, probe_host_ports, tear_down};
 use crate::statedir::{StateArgs, current_boot_id};
 
 /// Options of `tapswitch container attach`.
@@ -66,37 +66,6 @@ pub struct AttachArgs {
         value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
     )]
     pub publish: Vec<String>,
-}
-
-/// A namespace's identity: `st_dev` and `st_ino` of its nsfs file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NamespaceId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl NamespaceId {
-    /// The identity of the namespace at `path`, which must be a namespace
-    /// (nsfs) file, not a file left where one was.
-    pub fn of(path: &Path) -> io::Result<NamespaceId> {
-        if !netns::exists(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not a network namespace", path.display()),
-            ));
-        }
-        let meta = std::fs::metadata(path)?;
-        Ok(NamespaceId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-}
-
-/// Whether the attached namespace recorded as `attached` is still what
-/// `sandbox` leads to (see the module docs).
-pub fn is_still_there(sandbox: &Path, attached: &AttachedNamespace) -> bool {
-    NamespaceId::of(sandbox).is_ok_and(|id| id.dev == attached.dev && id.ino == attached.ino)
 }
 
 /// The file naming the namespace `--pid` or `--netns` chose.
@@ -242,7 +211,7 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
     let ipam = network.ipam()?;
     let iface = attached.iface.as_str();
 
-    crate::container::make_veth_into(sandbox, host_iface, iface, mac)?;
+    crate::sandbox::make_veth_into(sandbox, host_iface, iface, mac)?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),
@@ -338,6 +307,7 @@ pub fn detach(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::netns::is_still_there;
 
     #[derive(Debug, clap::Parser)]
     struct Cli {

@@ -28,9 +28,7 @@
 //! for a dead one; a failed create undoes what it built.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::os::fd::AsFd;
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -39,19 +37,19 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use ipam::ports::{PortBinding, docker_ports};
 use ipam::store::{now, random_id};
-use ipam::{Container, Driver, Network, PortProtocol, PublishedPort, State};
+use ipam::{Container, Driver, Network, PublishedPort, State};
 use serde::Serialize;
 
-use crate::control::{self, PortInfo, Request, SwitchInfo};
-use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
+use crate::control::{self, PortInfo, Request};
+use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::network::{table, to_docker_json};
 use crate::rootless::Mode;
 use crate::statedir::{StateArgs, current_boot_id};
 
 /// The prefix of container namespaces in `/run/netns`.
 pub const NETNS_PREFIX: &str = "tapswitch-";
-/// The prefix of the host ends of container veth pairs.
-pub const HOST_IFACE_PREFIX: &str = "ts-";
+pub use crate::sandbox::HOST_IFACE_PREFIX;
+use crate::sandbox::{find_switch, make_veth_into, netns_name, probe_host_ports, tear_down};
 /// The container end's name, as in Docker.
 pub const CONTAINER_IFACE: &str = "eth0";
 
@@ -207,60 +205,6 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Binds each published host port for a moment, so that a port another
-/// program holds is refused at create time with one clear line instead of
-/// failing later in the switch.
-pub(crate) fn probe_host_ports(ports: &[PublishedPort]) -> Result<()> {
-    for port in ports {
-        let address = SocketAddrV4::new(port.host_ip, port.host_port);
-        let bound = match port.protocol {
-            PortProtocol::Tcp => TcpListener::bind(address).map(drop),
-            PortProtocol::Udp => UdpSocket::bind(address).map(drop),
-        };
-        let Err(err) = bound else { continue };
-        let host = format!("{}:{}/{}", port.host_ip, port.host_port, port.protocol);
-        match err.kind() {
-            std::io::ErrorKind::AddrInUse => bail!(
-                "host port {host} is in use on this host (another program has it): pick another host port, or stop that program"
-            ),
-            std::io::ErrorKind::PermissionDenied => bail!(
-                "host port {host} needs privileges: ports below net.ipv4.ip_unprivileged_port_start need root or CAP_NET_BIND_SERVICE; pick a higher host port"
-            ),
-            std::io::ErrorKind::AddrNotAvailable => bail!(
-                "host address {} is not an address of this host: give one of its addresses, or leave it out for every address",
-                port.host_ip
-            ),
-            _ => bail!("cannot use host port {host}: {err}"),
-        }
-    }
-    Ok(())
-}
-
-/// Asks the switch of `network` who it is, so that a container is only
-/// built when there is a switch to plug it into.
-pub(crate) fn find_switch(network: &str, control: Option<&Path>) -> Result<PathBuf> {
-    let path = control.map_or_else(|| control::default_socket_path(network), Path::to_path_buf);
-    if let Err(err) = std::os::unix::net::UnixStream::connect(&path) {
-        let why = match err.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => String::new(),
-            _ => format!(": {err}"),
-        };
-        bail!(
-            "no switch serves network {network} (nothing listens on {}{why}): start one with `tapswitch serve --network {network}`, or pass --control PATH if it listens elsewhere",
-            path.display()
-        );
-    }
-    let info: SwitchInfo = control::call_as(&path, &Request::Info)?;
-    if info.network != network {
-        bail!(
-            "the switch at {} serves network {}, not {network}: pass the control socket of {network}'s switch",
-            path.display(),
-            info.network
-        );
-    }
-    Ok(path)
-}
-
 /// Builds what the record describes (see the module docs).
 fn build(record: &Container, network: &Network) -> Result<()> {
     let Some(sandbox) = &record.sandbox else {
@@ -328,15 +272,6 @@ fn build(record: &Container, network: &Network) -> Result<()> {
     Ok(())
 }
 
-/// The name of the namespace at `sandbox` (`tapswitch-<name>`).
-fn netns_name(sandbox: &Path) -> String {
-    sandbox
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Creates the namespace; one left by an interrupted `create` of the same
 /// name (we hold the lock and no record claims it) is replaced.
 fn make_namespace(sandbox: &Path) -> Result<()> {
@@ -349,41 +284,6 @@ fn make_namespace(sandbox: &Path) -> Result<()> {
         netns::delete(sandbox).with_context(|| format!("removing {}", sandbox.display()))?;
     }
     netns::create(name).with_context(|| format!("creating network namespace {name}"))?;
-    Ok(())
-}
-
-/// Undoes [`build`], as far as anything of it exists: detach the port,
-/// delete the veth pair, delete the namespace. Detaching is best effort (the
-/// switch may be gone); failing to delete the veth or namespace is an error,
-/// since releasing the address while they live would let it be used twice.
-/// An attached container's namespace is its owner's and stays.
-pub(crate) fn tear_down(record: &Container) -> Result<()> {
-    if record.keeper.is_some() || Mode::current() == Mode::Rootless {
-        return crate::rootless::containers::tear_down(record);
-    }
-    if let (Some(control), Some(iface)) = (&record.control, &record.host_iface) {
-        let request = Request::PortRm {
-            name: iface.clone(),
-        };
-        if let Err(err) = control::call(control, &request) {
-            log::debug!("detaching {iface}: {err:#}");
-        }
-    }
-    if let Some(iface) = &record.host_iface {
-        let mut nl = Netlink::open().context("opening a netlink socket")?;
-        if let Some(index) = nl.link_index(iface)? {
-            nl.delete_link(index)
-                .with_context(|| format!("deleting the veth pair {iface}"))?;
-        }
-    }
-    if let Some(sandbox) = &record.sandbox
-        && record.attached.is_none()
-    {
-        netns::delete(sandbox).with_context(|| format!("deleting {}", sandbox.display()))?;
-        netns::remove_etc(&netns_name(sandbox)).with_context(|| {
-            format!("removing {}/{}", netns::NETNS_ETC_DIR, netns_name(sandbox))
-        })?;
-    }
     Ok(())
 }
 
@@ -632,31 +532,6 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
             control: c.control.clone(),
         },
     }
-}
-
-/// A veth pair whose end `inside` is in the namespace at `sandbox` (with
-/// the container's MAC) and whose end `host_iface` is up here, with IPv6
-/// off before it goes up so the kernel never sends IPv6 chatter into the
-/// switch.
-pub(crate) fn make_veth_into(
-    sandbox: &Path,
-    host_iface: &str,
-    inside: &str,
-    mac: ipam::MacAddr,
-) -> Result<()> {
-    let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
-    let mut nl = Netlink::open().context("opening a netlink socket")?;
-    let peer = VethPeer {
-        name: inside,
-        netns: ns.as_fd(),
-        mac: mac.0,
-    };
-    nl.create_veth(host_iface, peer)
-        .with_context(|| format!("creating the veth pair {host_iface} / {inside}"))?;
-    disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
-    let index = nl.require_index(host_iface)?;
-    nl.set_up(index)
-        .with_context(|| format!("bringing up {host_iface}"))
 }
 
 #[cfg(test)]

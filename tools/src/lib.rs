@@ -21,6 +21,7 @@ pub mod pipe;
 pub mod query;
 pub mod rootless;
 pub mod running;
+pub mod sandbox;
 pub mod serve;
 pub mod show;
 pub mod signals;

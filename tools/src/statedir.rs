@@ -175,7 +175,7 @@ pub fn is_alive(container: &Container, boot_id: &str) -> bool {
         return crate::rootless::containers::keeper_alive(keeper);
     }
     match (&container.sandbox, &container.attached) {
-        (Some(sandbox), Some(attached)) => crate::attach::is_still_there(sandbox, attached),
+        (Some(sandbox), Some(attached)) => crate::netlink::netns::is_still_there(sandbox, attached),
         (sandbox, _) => sandbox.as_deref().is_none_or(netns::exists),
     }
 }

@@ -13,7 +13,10 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use ipam::AttachedNamespace;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
@@ -194,4 +197,35 @@ fn prepare_run_dir() -> io::Result<()> {
         }
         Err(err) => Err(err.into()),
     }
+}
+/// A namespace's identity: `st_dev` and `st_ino` of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NamespaceId {
+    /// The identity of the namespace at `path`, which must be a namespace
+    /// (nsfs) file, not a file left where one was.
+    pub fn of(path: &Path) -> io::Result<NamespaceId> {
+        if !exists(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a network namespace", path.display()),
+            ));
+        }
+        let meta = std::fs::metadata(path)?;
+        Ok(NamespaceId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Whether the attached namespace recorded as `attached` is still what
+/// `sandbox` leads to: a PID reused or a bind mount replaced is another
+/// namespace.
+pub fn is_still_there(sandbox: &Path, attached: &AttachedNamespace) -> bool {
+    NamespaceId::of(sandbox).is_ok_and(|id| id.dev == attached.dev && id.ino == attached.ino)
 }

@@ -11,8 +11,8 @@ use ipam::{Container, Driver, NamespaceKeeper, Network, Store};
 
 use super::helper::{self, PlugArgs};
 use super::holder::Holder;
-use crate::attach::NamespaceId;
 use crate::control::{self, PortInfo, Request};
+use crate::netlink::netns::NamespaceId;
 
 /// `container create` as an ordinary user: `record` as the root path
 /// built it (name, id, network, switch); the namespace is a keeper's
@@ -153,7 +153,7 @@ pub fn tear_down(record: &Container) -> Result<()> {
     }
     if let (Some(sandbox), Some(attached), Some(iface)) =
         (&record.sandbox, &record.attached, &record.host_iface)
-        && crate::attach::is_still_there(sandbox, attached)
+        && crate::netlink::netns::is_still_there(sandbox, attached)
     {
         helper::unplug_from(sandbox, iface)?;
     }

@@ -29,7 +29,7 @@ use ports::namespace::{Enter, recv_fds, send_fds};
 use ports::{OpenedPort, PortError};
 
 use super::holder::{self, Holder, self_exe};
-use crate::attach::NamespaceId;
+use crate::netlink::netns::NamespaceId;
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, write_net_sysctl};
 
 /// The hidden `__rootless` subcommands.
