@@ -166,6 +166,10 @@ pub(super) struct ModeSwitch {
     /// the lock.
     lane_mode: AtomicU8,
     changes: AtomicU64,
+    /// Tests that count steering calls make the mode changes themselves:
+    /// the workers' own load reports are ignored while this is set.
+    #[cfg(test)]
+    reports_held: std::sync::atomic::AtomicBool,
 }
 
 impl ModeSwitch {
@@ -175,7 +179,16 @@ impl ModeSwitch {
             busy_workers: Mutex::new(0),
             lane_mode: AtomicU8::new(ReadMode::ByCpu as u8),
             changes: AtomicU64::new(0),
+            #[cfg(test)]
+            reports_held: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on only [`ModeSwitch::change`] changes the mode: the
+    /// workers' own load reports are ignored (tests that count).
+    #[cfg(test)]
+    pub(super) fn hold_worker_reports(&self) {
+        self.reports_held.store(true, Ordering::Relaxed);
     }
 
     /// Where a port read in lanes sends its frames now: `ByCpu` or `ByPort`.
@@ -221,6 +234,15 @@ impl ModeSwitch {
     /// A worker became busy or calm; when that changes the mode, the new
     /// mode is published and `steer` runs with it, under the lock.
     pub(super) fn worker_changed(&self, busy: bool, steer: impl FnOnce(ReadMode)) {
+        #[cfg(test)]
+        if self.reports_held.load(Ordering::Relaxed) {
+            return;
+        }
+        self.change(busy, steer);
+    }
+
+    /// [`ModeSwitch::worker_changed`], whatever [`ModeSwitch::hold_worker_reports`] said.
+    pub(super) fn change(&self, busy: bool, steer: impl FnOnce(ReadMode)) {
         let mut busy_workers = self
             .busy_workers
             .lock()

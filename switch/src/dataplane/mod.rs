@@ -245,19 +245,32 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// After a mode change: the ports read lately follow it now.
+    fn steer_ports_read_lately(&self) {
+        for port in self.lanes_by_port().values() {
+            if port.steering.read_lately() {
+                port.steering.follow(&self.mode);
+            }
+        }
+    }
+
+    /// A load change as a worker reports it, made by a test that holds the
+    /// workers' own reports ([`ModeSwitch::hold_worker_reports`]).
+    #[cfg(test)]
+    fn test_load_changed(&self, busy: bool) {
+        self.mode.change(busy, |_| self.steer_ports_read_lately());
+    }
+}
+
 impl LoadBoard for Shared {
     /// A worker became busy or calm: when that changes the mode, switch
     /// the ports read lately between reading by CPU and by port. The others
     /// (idle ones) follow when they are next read: telling the kernel costs
     /// a system call and a wait per port.
     fn worker_load_changed(&self, busy: bool) {
-        self.mode.worker_changed(busy, |_| {
-            for port in self.lanes_by_port().values() {
-                if port.steering.read_lately() {
-                    port.steering.follow(&self.mode);
-                }
-            }
-        });
+        self.mode
+            .worker_changed(busy, |_| self.steer_ports_read_lately());
     }
 
     fn lane_mode(&self) -> ReadMode {

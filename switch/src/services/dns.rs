@@ -1,0 +1,114 @@
+//! DNS at the gateway's address: queries answered by the responder or
+//! forwarded to the upstreams, and the upstreams' answers back to the
+//! client, over UDP or over the client's TCP connection.
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use super::{DNS_PORT, HostCommand, Output, Services, udp_packet};
+use crate::dns::{DnsVerdict, NotForwarded};
+use crate::time::Instant;
+
+impl Services {
+    pub(super) fn dns_query(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) {
+        match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => self.dns_to_client(client, &bytes, out),
+            DnsVerdict::Forward(question) => {
+                let sent = self
+                    .forwarder
+                    .forward(now, client.into(), payload, question, random_id);
+                match sent {
+                    Ok(query) => out.push(Output::Host(HostCommand::SendDns {
+                        upstream: query.upstream,
+                        bytes: query.bytes,
+                    })),
+                    Err(NotForwarded::Unavailable(reply)) => {
+                        self.dns_to_client(client, &reply.bytes, out)
+                    }
+                    Err(NotForwarded::Malformed) => {}
+                }
+            }
+            DnsVerdict::Drop(_) => {}
+        }
+    }
+
+    /// A DNS query (one message, its length taken off) from the container's
+    /// TCP connection from `client` to the gateway's port 53. `random_id`
+    /// as for [`Services::frame`].
+    pub fn dns_tcp_query(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) {
+        let answer = |bytes: Vec<u8>| Output::DnsTcp { client, bytes };
+        match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => out.push(answer(bytes)),
+            DnsVerdict::Forward(question) => {
+                let sent = self
+                    .forwarder
+                    .forward(now, client.into(), payload, question, random_id);
+                match sent {
+                    Ok(query) => {
+                        *self.tcp_dns_waiting.entry(client).or_default() += 1;
+                        out.push(Output::Host(HostCommand::SendDns {
+                            upstream: query.upstream,
+                            bytes: query.bytes,
+                        }));
+                    }
+                    Err(NotForwarded::Unavailable(reply)) => out.push(answer(reply.bytes)),
+                    Err(NotForwarded::Malformed) => {}
+                }
+            }
+            DnsVerdict::Drop(_) => {}
+        }
+    }
+
+    /// An upstream resolver's datagram, from `from`.
+    pub fn dns_reply(&mut self, from: SocketAddr, bytes: &[u8], out: &mut Vec<Output>) {
+        let Some(reply) = self.forwarder.reply(from, bytes) else {
+            return;
+        };
+        if let SocketAddr::V4(client) = reply.client {
+            self.forwarded_to_client(client, reply.bytes, out);
+        }
+    }
+
+    /// A forwarded query's answer (or SERVFAIL): over TCP if the client
+    /// asked over TCP, else as a datagram.
+    pub(super) fn forwarded_to_client(
+        &mut self,
+        client: SocketAddrV4,
+        bytes: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(waiting) = self.tcp_dns_waiting.get_mut(&client) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                self.tcp_dns_waiting.remove(&client);
+            }
+            out.push(Output::DnsTcp { client, bytes });
+        } else {
+            self.dns_to_client(client, &bytes, out);
+        }
+    }
+
+    pub(super) fn dns_to_client(
+        &mut self,
+        client: SocketAddrV4,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let from = SocketAddrV4::new(self.config.gateway.ip, DNS_PORT);
+        let packet = udp_packet(from, client, bytes);
+        self.send_packet(*client.ip(), packet, out);
+    }
+}
