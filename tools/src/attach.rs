@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ipam::store::{now, random_id};
-use ipam::{AttachedNamespace, Container, Driver, Network, PublishedPort};
+use ipam::{AttachedNamespace, Container, Driver, Network};
 
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::netns::NamespaceId;
@@ -53,19 +53,8 @@ pub struct AttachArgs {
     /// `bridge` (default) or a network made with `network create`.
     #[arg(long, default_value = ipam::state::DEFAULT_BRIDGE)]
     pub network: String,
-    /// The address to lease (default: the lowest free one).
-    #[arg(long, value_name = "IP")]
-    pub ip: Option<Ipv4Addr>,
-    /// The control socket of the network's switch (default: found by the network's name).
-    #[arg(long, value_name = "PATH")]
-    pub control: Option<PathBuf>,
-    /// Publish a container port on the host (repeatable; Docker's syntax, as for `container create`: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). The switch listens on it from the attach on; detach closes it.
-    #[arg(
-        short = 'p',
-        long = "publish",
-        value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
-    )]
-    pub publish: Vec<String>,
+    #[command(flatten)]
+    pub plumbing: crate::sandbox::PlumbingArgs,
 }
 
 /// The file naming the namespace `--pid` or `--netns` chose.
@@ -79,11 +68,7 @@ pub fn namespace_path(pid: Option<u32>, netns: Option<&Path>) -> Result<PathBuf>
 
 pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     ipam::network::check_name(&args.name)?;
-    let ports = args
-        .publish
-        .iter()
-        .map(|given| given.parse::<PublishedPort>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let ports = args.plumbing.published()?;
     let sandbox = namespace_path(args.pid, args.netns.as_deref())?;
     let id = NamespaceId::of(&sandbox).map_err(|err| match args.pid {
         Some(pid) if err.kind() == io::ErrorKind::NotFound => {
@@ -114,7 +99,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     // `add_container` checks the conflicts again under the lock.
     state.check_ports(&network, &ports)?;
     probe_host_ports(&ports)?;
-    let control = find_switch(&network.name, args.control.as_deref())?;
+    let control = find_switch(&network.name, args.plumbing.control.as_deref())?;
 
     let mut tx = store.lock()?;
     if let Some(other) = tx.state.containers.iter().find(|c| {
@@ -158,7 +143,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         }),
         ..Default::default()
     };
-    let mut record = tx.state.add_container(record, args.ip)?.clone();
+    let mut record = tx.state.add_container(record, args.plumbing.ip)?.clone();
     let plugged = if rootless {
         plug_rootless(&mut record, &network)
     } else {
@@ -329,15 +314,13 @@ mod tests {
             "127.0.0.1:5353:53/udp",
         ])
         .unwrap();
-        assert_eq!(cli.attach.publish, ["8080:80", "127.0.0.1:5353:53/udp"]);
-        let ports: Vec<PublishedPort> = cli
-            .attach
-            .publish
-            .iter()
-            .map(|p| p.parse().unwrap())
-            .collect();
+        assert_eq!(
+            cli.attach.plumbing.publish,
+            ["8080:80", "127.0.0.1:5353:53/udp"]
+        );
+        let ports: Vec<ipam::PublishedPort> = cli.attach.plumbing.published().unwrap();
         assert_eq!(ports[1].to_string(), "127.0.0.1:5353->53/udp");
-        assert!("8080".parse::<PublishedPort>().is_err());
+        assert!("8080".parse::<ipam::PublishedPort>().is_err());
     }
 
     #[test]

@@ -28,7 +28,6 @@
 //! for a dead one; a failed create undoes what it built.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -37,7 +36,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use ipam::ports::{PortBinding, docker_ports};
 use ipam::store::{now, random_id};
-use ipam::{Container, Driver, Network, PublishedPort, State};
+use ipam::{Container, Driver, Network, State};
 use serde::Serialize;
 
 use crate::control::{self, PortInfo, Request};
@@ -113,19 +112,8 @@ pub struct CreateArgs {
     /// `bridge` (default), `host`, `none`, or a network made with `network create`.
     #[arg(long, default_value = ipam::state::DEFAULT_BRIDGE)]
     pub network: String,
-    /// The address to lease (default: the lowest free one).
-    #[arg(long, value_name = "IP")]
-    pub ip: Option<Ipv4Addr>,
-    /// The control socket of the network's switch (default: found by the network's name).
-    #[arg(long, value_name = "PATH")]
-    pub control: Option<PathBuf>,
-    /// Publish a container port on the host (repeatable; Docker's syntax: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). The running switch of the network listens on the host port and connects into the container from the client's own address (TCP and UDP).
-    #[arg(
-        short = 'p',
-        long = "publish",
-        value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
-    )]
-    pub publish: Vec<String>,
+    #[command(flatten)]
+    pub plumbing: crate::sandbox::PlumbingArgs,
 }
 
 pub fn run(command: ContainerCommand) -> Result<ExitCode> {
@@ -151,11 +139,7 @@ pub fn sandbox_path(name: &str) -> PathBuf {
 
 fn create(args: CreateArgs) -> Result<ExitCode> {
     ipam::network::check_name(&args.name)?;
-    let ports = args
-        .publish
-        .iter()
-        .map(|given| given.parse::<PublishedPort>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let ports = args.plumbing.published()?;
     let store = args.state.open()?;
     let state = store.load()?;
     let network = state.network(&args.network)?.clone();
@@ -164,9 +148,10 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     probe_host_ports(&ports)?;
     // Find the switch before touching anything, so a missing one costs nothing.
     let control = match network.driver {
-        Driver::Bridge | Driver::Overlay => {
-            Some(find_switch(&network.name, args.control.as_deref())?)
-        }
+        Driver::Bridge | Driver::Overlay => Some(find_switch(
+            &network.name,
+            args.plumbing.control.as_deref(),
+        )?),
         Driver::Host | Driver::Null => None,
     };
     let id = random_id()?;
@@ -189,10 +174,10 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     };
 
     if Mode::current() == Mode::Rootless {
-        return crate::rootless::containers::create(&store, record, &network, args.ip);
+        return crate::rootless::containers::create(&store, record, &network, args.plumbing.ip);
     }
     let mut tx = store.lock()?;
-    let record = tx.state.add_container(record, args.ip)?.clone();
+    let record = tx.state.add_container(record, args.plumbing.ip)?.clone();
     if let Err(err) = build(&record, &network) {
         let _ = tear_down(&record);
         return Err(err.context(format!("cannot create container {}", record.name)));

@@ -4,16 +4,48 @@
 //! taking it all down again.
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::net::{SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use ipam::{Container, PortProtocol, PublishedPort};
 
 use crate::control::{self, Request, SwitchInfo};
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, netns};
 use crate::rootless::Mode;
+
+/// The options `container create` and `container attach` share: the
+/// address, the switch, the published ports.
+#[derive(Debug, Args)]
+pub struct PlumbingArgs {
+    /// The address to lease (default: the lowest free one).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<Ipv4Addr>,
+    /// The control socket of the network's switch (default: found by the network's name).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Publish a container port on the host (repeatable; Docker's syntax: the host address defaults to 0.0.0.0, every address, and the protocol to tcp). The running switch of the network listens on the host port and connects into the container from the client's own address (TCP and UDP); `rm` and `detach` close it.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:CPORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<String>,
+}
+
+impl PlumbingArgs {
+    /// The `-p` values, parsed; the first bad one is the error.
+    pub fn published(&self) -> Result<Vec<PublishedPort>> {
+        Ok(self
+            .publish
+            .iter()
+            .map(|given| given.parse::<PublishedPort>())
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
 
 /// The prefix of the host ends of container veth pairs.
 pub const HOST_IFACE_PREFIX: &str = "ts-";
