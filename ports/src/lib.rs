@@ -149,7 +149,9 @@ fn send_one_by_one<T: PortTx + ?Sized>(tx: &T, frames: &[(VnetHdr, &[u8])]) -> i
 /// half.
 pub trait Steering: Send + Sync + fmt::Debug {
     /// [`ReadMode::ByCpu`]: each frame to the lane of the CPU it arrives
-    /// on; otherwise every frame to lane `solo`.
+    /// on; otherwise every frame to lane `solo`. Returns once no frame
+    /// lands by the steering before (the switch then drains the lanes
+    /// that steering fed).
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()>;
 }
 

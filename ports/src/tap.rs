@@ -169,8 +169,18 @@ struct QueueSteering {
 }
 
 impl Steering for QueueSteering {
+    /// Returns once no frame lands by the program before: the kernel swaps
+    /// a TAP's program without waiting for the CPUs that may be choosing a
+    /// queue with the old one (a fanout group's `setsockopt` waits), so
+    /// this waits for them. The switch hands a port over after this (see
+    /// its `lanes.rs`), and a frame that landed later in a lane it drained
+    /// would come out of order.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
         let program = sys::bpf::load_steering(sys::steering_target(mode, solo))?;
-        sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())
+        sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())?;
+        if let Err(err) = sys::wait_for_rcu_readers() {
+            log::debug!("cannot wait for a TAP's old steering program to retire: {err}");
+        }
+        Ok(())
     }
 }

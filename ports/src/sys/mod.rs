@@ -31,6 +31,22 @@ pub(crate) fn steering_target(mode: crate::ReadMode, solo: usize) -> Option<u32>
     }
 }
 
+/// Waits for an RCU grace period: every CPU has left the kernel sections
+/// it was in, so none still acts on a pointer the kernel swapped before
+/// (`membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu`; refused on
+/// `nohz_full` kernels).
+pub(crate) fn wait_for_rcu_readers() -> io::Result<()> {
+    /// From `<linux/membarrier.h>`.
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integers and a CPU number and touches
+    // no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Retries a syscall interrupted by a signal.
 fn retry<T: PartialEq + From<i8>>(mut call: impl FnMut() -> T) -> io::Result<T> {
     loop {

@@ -18,11 +18,42 @@
 //! until its batch is forwarded, so frames from one lane never overtake
 //! each other (TCP would take reordering for loss).
 //!
+//! # The hand-over
+//!
 //! When a port's steering changes (see `steering.rs`), frames that came
-//! before it may still wait in lanes that no longer get frames; they are
-//! forwarded before the lanes that do get frames are read (the hand-over),
-//! so a sender's frames keep their order across the change. A port that
-//! was not steered anew (an idle one) is not handed over.
+//! before it may still wait in lanes that no longer get frames (or in the
+//! one lane that got them all); they are forwarded before any lane that
+//! gets frames now is read, so a sender's frames keep their order across
+//! the change. Reading by port after reading by CPU, the reader of the solo
+//! lane drains the other lanes first; reading by CPU after reading by port,
+//! the reader of any other lane drains the solo lane first, and the solo
+//! lane's own reader needs nothing (its older frames come first anyway). A
+//! port that was not steered anew (an idle one) is not handed over. Three
+//! rules keep this exact however the threads interleave:
+//!
+//! 1. A reader looks at the port's steering with its lane locked, and a
+//!    steering is published with every lane of the port locked
+//!    ([`PortLanes::follow`]). So no steering is published between a
+//!    reader's look and its read: frames steered by a steering the reader
+//!    has not seen cannot be in its batch. A reader that must hand over
+//!    first lets its lane go, hands over, and locks it again.
+//! 2. The hand-over drains the older lanes only once the kernel has taken
+//!    the steering (the `setsockopt` returned): until then frames may
+//!    still land by the steering before, after a drain that came too
+//!    early.
+//! 3. A port is steered anew only after its last steering was handed over
+//!    (the port lags meanwhile and follows later). Otherwise the frames of
+//!    three steerings could wait at once, and draining the newest's older
+//!    lanes would put the middle one's frames before the oldest's.
+//!
+//! Why this cannot deadlock: a reader holds one lane at a time, and waits
+//! for nothing while it holds it (forwarding sends without waiting for any
+//! lane); it waits for the kernel (the port's `telling` lock) and for the
+//! lanes it drains only with its own lane let go. The only thread that
+//! holds several lanes is a steering's teller, which locks them all in
+//! order while it holds `telling`, and it is never called with a lane held
+//! (mode changes and late follows run between batches, or on the
+//! housekeeping thread).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +62,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use ports::{PortRx, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
-use super::steering::PortSteering;
+use super::steering::{Before, PortSteering};
 use crate::fabric::PortHandle;
 use crate::port::PortId;
 
@@ -51,6 +82,9 @@ pub(super) struct Lane {
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).
     read_since_sweep: AtomicBool,
+    /// Threads waiting in [`Lane::lock`] (tests pause a reader and look).
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Lane {
@@ -63,6 +97,8 @@ impl Lane {
                 error: None,
             }),
             read_since_sweep: AtomicBool::new(false),
+            #[cfg(test)]
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -80,7 +116,18 @@ impl Lane {
     /// Locks the lane; a worker that panicked mid-read left nothing half
     /// done in it.
     pub(super) fn lock(&self) -> MutexGuard<'_, RxState> {
-        self.rx.lock().unwrap_or_else(PoisonError::into_inner)
+        #[cfg(test)]
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let state = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(test)]
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        state
+    }
+
+    /// How many threads wait for the lane's lock now.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 }
 
@@ -119,6 +166,18 @@ impl PortLanes {
         }
     }
 
+    /// Steers the port in the switch's mode unless it is already, or its
+    /// last steering was not handed over yet; whether it did. The new
+    /// steering is published with every lane locked (rule 1 in the module
+    /// docs). Never call it with a lane held.
+    pub(super) fn follow(&self, mode: &ModeSwitch) -> bool {
+        self.steering.follow(mode, |publish| {
+            let _reading: Vec<MutexGuard<'_, RxState>> =
+                self.lanes.iter().map(|lane| lane.lock()).collect();
+            publish();
+        })
+    }
+
     /// Which of the port's lanes `lane` is.
     fn position_of(&self, lane: &Arc<Lane>) -> Option<usize> {
         self.lanes.iter().position(|l| Arc::ptr_eq(l, lane))
@@ -129,6 +188,73 @@ impl PortLanes {
     fn note_read(&self, lane: &Lane) {
         lane.note_read();
         self.steering.note_read();
+    }
+
+    /// What a reader of lane `reading` must do first about the port's last
+    /// steering. Called with that lane locked.
+    fn due(&self, reading: usize) -> Due {
+        let Some(pending) = self.steering.pending() else {
+            return Due::Nothing;
+        };
+        let change = pending.change;
+        match (pending.by_cpu, pending.before) {
+            // Every lane gets frames now; the older ones wait in the lane
+            // that got them all, its own reader reads them first anyway.
+            (true, Before::Lane(older)) if older == reading => Due::ReadOwn {
+                change,
+                taken: pending.taken,
+            },
+            (true, Before::Lane(older)) => Due::Drain {
+                change,
+                older: Older::One(older),
+            },
+            // Steerings alternate between the two modes.
+            (true, Before::EveryLane) => Due::Nothing,
+            // A lane that no longer gets frames holds only older ones.
+            (false, _) if reading != self.solo => Due::Nothing,
+            (false, Before::Lane(older)) if older == reading => {
+                self.steering.handed_over(change);
+                Due::Nothing
+            }
+            (false, Before::Lane(older)) => Due::Drain {
+                change,
+                older: Older::One(older),
+            },
+            (false, Before::EveryLane) => Due::Drain {
+                change,
+                older: Older::AllBut(reading),
+            },
+        }
+    }
+}
+
+/// What a reader does first about a port's steering (see
+/// [`PortLanes::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Nothing: read.
+    Nothing,
+    /// Read: this lane holds the older frames, ahead of the newer ones. A
+    /// batch that leaves it empty, once the kernel has `taken` the
+    /// steering, hands the steering over.
+    ReadOwn { change: u64, taken: bool },
+    /// Let the lane go, forward the `older` lanes' frames, read after.
+    Drain { change: u64, older: Older },
+}
+
+/// The lanes a hand-over drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Older {
+    One(usize),
+    AllBut(usize),
+}
+
+impl Older {
+    fn contains(self, at: usize) -> bool {
+        match self {
+            Older::One(lane) => at == lane,
+            Older::AllBut(lane) => at != lane,
+        }
     }
 }
 
@@ -158,12 +284,10 @@ pub(super) enum HomeRead {
     Failed(RxError),
 }
 
-/// One worker's reading of lanes: its batch, and at which steering change
-/// it last handed each port over.
+/// One worker's reading of lanes: its batch.
 pub(super) struct LaneReader {
     index: usize,
     batch: RxBatch,
-    handed_over: HashMap<PortId, u64>,
 }
 
 impl LaneReader {
@@ -171,13 +295,7 @@ impl LaneReader {
         LaneReader {
             index,
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
-            handed_over: HashMap::new(),
         }
-    }
-
-    /// Port `id` is gone (its number may come back as another port).
-    pub(super) fn forget(&mut self, id: PortId) {
-        self.handed_over.remove(&id);
     }
 
     /// Reads one batch from `lane`, a lane this worker is home to, and
@@ -192,14 +310,15 @@ impl LaneReader {
         lane: &Arc<Lane>,
         forward: &mut Forward<'_>,
     ) -> HomeRead {
-        let id = lane.handle.id;
-        let port = ports.get(&id);
-        if let Some(port) = port
-            && let Some(at) = port.position_of(lane)
-        {
-            self.hand_over(mode, port, id, at, forward);
-        }
-        let mut state = lane.lock();
+        let port = ports.get(&lane.handle.id);
+        let place = port.and_then(|port| Some((port, port.position_of(lane)?)));
+        let (mut state, completes) = match place {
+            Some((port, at)) => match self.lock_for_reading(port, at, true, forward) {
+                Some(locked) => locked,
+                None => return HomeRead::Empty,
+            },
+            None => (lane.lock(), None),
+        };
         let RxState { rx, error } = &mut *state;
         let Some(rx) = rx.as_mut() else {
             return HomeRead::Empty;
@@ -215,9 +334,13 @@ impl LaneReader {
                     port.note_read(lane);
                 }
                 forward(&lane.handle, &mut self.batch, n, true);
+                let full = n == self.batch.capacity();
+                if let (Some(port), Some(change), false) = (port, completes, full) {
+                    port.steering.handed_over(change);
+                }
                 HomeRead::Forwarded {
                     frames: n,
-                    full: n == self.batch.capacity(),
+                    full,
                     lags: port.is_some_and(|p| p.steering.ask_follow(mode)),
                 }
             }
@@ -257,11 +380,10 @@ impl LaneReader {
                 read_next(*id);
                 continue;
             }
-            self.hand_over(mode, port, *id, at, forward);
             // Only if nobody is reading it now; held while forwarding.
-            let mut state = match lane.rx.try_lock() {
-                Ok(state) => state,
-                Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => continue,
+            let Some((mut state, completes)) = self.lock_for_reading(port, at, false, forward)
+            else {
+                continue;
             };
             let RxState { rx, error } = &mut *state;
             let Some(rx) = rx.as_mut() else { continue };
@@ -271,6 +393,11 @@ impl LaneReader {
                 Ok(n) => {
                     port.note_read(lane);
                     forward(&lane.handle, &mut self.batch, n, false);
+                    if let Some(change) = completes
+                        && n < self.batch.capacity()
+                    {
+                        port.steering.handed_over(change);
+                    }
                 }
                 // Errors are the home worker's to act on; epoll wakes it
                 // for them too.
@@ -279,44 +406,60 @@ impl LaneReader {
         }
     }
 
-    /// After a change of the port's steering, frames that came before it
-    /// may still wait in lanes that no longer get frames, and they are
-    /// older than anything in the lanes that do: forward them first, once
-    /// per port and change, before reading lane `reading` of the port.
-    /// Reading per port, that is draining the other lanes before the solo
-    /// lane; reading per CPU, draining the solo lane before any other.
-    /// Another worker busy with one of those lanes is waited for (it
-    /// forwards under the lock).
+    /// Locks lane `at` of `port` for a read (waiting for it, or only if
+    /// nobody holds it), handing the port over first where its steering
+    /// asks for it (rule 1 in the module docs). Returns the lock, and the
+    /// steering a short batch read under it hands over; `None` if the lane
+    /// was busy.
+    fn lock_for_reading<'p>(
+        &mut self,
+        port: &'p PortLanes,
+        at: usize,
+        wait: bool,
+        forward: &mut Forward<'_>,
+    ) -> Option<(MutexGuard<'p, RxState>, Option<u64>)> {
+        let lane = &port.lanes[at];
+        loop {
+            let state = if wait {
+                lane.lock()
+            } else {
+                match lane.rx.try_lock() {
+                    Ok(state) => state,
+                    Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => return None,
+                }
+            };
+            match port.due(at) {
+                Due::Nothing => return Some((state, None)),
+                Due::ReadOwn { change, taken } => return Some((state, taken.then_some(change))),
+                Due::Drain { change, older } => {
+                    drop(state);
+                    self.hand_over(port, change, older, forward);
+                }
+            }
+        }
+    }
+
+    /// Forwards the frames waiting in the `older` lanes of `port`, which
+    /// came before its steering `change` and before anything in the lanes
+    /// that get frames now, once the kernel has taken that steering; then
+    /// the steering is handed over. Called with no lane held. Another
+    /// worker busy with one of those lanes is waited for (it forwards under
+    /// the lock).
     fn hand_over(
         &mut self,
-        mode: &ModeSwitch,
         port: &PortLanes,
-        id: PortId,
-        reading: usize,
+        change: u64,
+        older: Older,
         forward: &mut Forward<'_>,
     ) {
-        // The change before the mode: a reader that sees a change sees
-        // the mode it brought (see `steering.rs`).
-        let changed_at = port.steering.changed_at(mode);
-        if changed_at == 0 || self.handed_over.get(&id) == Some(&changed_at) {
+        if port.steering.is_handed_over(change) {
             return;
         }
-        let by_cpu = port.steering.by_cpu(mode);
-        let gets_frames_now = by_cpu || reading == port.solo;
-        if !gets_frames_now {
-            // A lane that no longer gets frames holds only older ones.
-            return;
-        }
-        self.handed_over.insert(id, changed_at);
-        let older = |at: usize| {
-            if by_cpu {
-                at == port.solo && reading != port.solo
-            } else {
-                at != port.solo
-            }
-        };
+        // Rule 2: until the kernel's call returns, frames may still land in
+        // the older lanes.
+        port.steering.wait_until_taken(change);
         for (at, lane) in port.lanes.iter().enumerate() {
-            if !older(at) {
+            if !older.contains(at) {
                 continue;
             }
             let mut state = lane.lock();
@@ -324,10 +467,16 @@ impl LaneReader {
             let Some(rx) = rx.as_mut() else { continue };
             loop {
                 match rx.recv_batch(&mut self.batch) {
-                    Ok(0) => break,
                     Ok(n) => {
-                        port.note_read(lane);
-                        forward(&lane.handle, &mut self.batch, n, false);
+                        if n > 0 {
+                            port.note_read(lane);
+                            forward(&lane.handle, &mut self.batch, n, false);
+                        }
+                        // A short batch: the lane was empty a moment ago,
+                        // and what lands now is newer.
+                        if n < self.batch.capacity() {
+                            break;
+                        }
                     }
                     // The home worker acts on errors (see `take_answers`).
                     Err(err) => {
@@ -337,5 +486,6 @@ impl LaneReader {
                 }
             }
         }
+        port.steering.handed_over(change);
     }
 }

@@ -250,7 +250,7 @@ impl Shared {
     fn steer_ports_read_lately(&self) {
         for port in self.lanes_by_port().values() {
             if port.steering.read_lately() {
-                port.steering.follow(&self.mode);
+                port.follow(&self.mode);
             }
         }
     }
@@ -558,7 +558,7 @@ impl Dataplane {
                 name: name.to_string(),
             });
         self.shared.mode.steer_with(|_| {
-            port_lanes.steering.follow(&self.shared.mode);
+            port_lanes.follow(&self.shared.mode);
         });
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
@@ -670,7 +670,7 @@ fn spawn_housekeeping(
 /// Steers port `id`, which a worker found lagging behind the read mode.
 fn steer_lagging(shared: &Shared, id: PortId) {
     if let Some(port) = shared.lanes_by_port().get(&id) {
-        port.steering.follow(&shared.mode);
+        port.follow(&shared.mode);
     }
 }
 

@@ -11,26 +11,88 @@
 //! follows its traffic, not its port count.
 //!
 //! Because a port may lag behind the switch-wide mode, the hand-over in
-//! `lanes.rs` goes by the port's own steering: the mode its lanes are fed
-//! in ([`PortSteering::mode`]) and which steering that was
-//! ([`PortSteering::changed_at`]). A port without a steering handle (one
-//! lane, or lanes the kernel does not steer) follows the switch-wide mode
-//! at once: there is nothing to tell.
+//! `lanes.rs` goes by the port's own steering ([`PortSteering::pending`]):
+//! which steering feeds its lanes now, in which mode, where the frames went
+//! before it, whether the kernel has taken it, and whether a reader has
+//! handed it over yet. A port is not steered anew before its last steering
+//! was handed over (it lags meanwhile, as an idle port does): frames of
+//! three steerings at once could not be put back in order. A port without
+//! a steering handle (one lane, or lanes the kernel does not steer) follows
+//! the switch-wide mode at once: there is nothing to tell, and nothing to
+//! hand over.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ports::{ReadMode, Steering};
 
 use super::affinity::ModeSwitch;
 
-/// `mode` before the port was first steered.
-const NOT_STEERED: u8 = u8::MAX;
-
 /// Numbers every steering of every port, from 1: a port's number changes
 /// with each steering even when two happen between the same two mode
 /// changes (a late follower racing a change).
 static STEERINGS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a port's frames went before its current steering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Before {
+    /// All to this lane: read by port, or not steered yet (a port starts
+    /// with every frame in lane 0).
+    Lane(usize),
+    /// Each to the lane of the CPU it arrived on.
+    EveryLane,
+}
+
+/// A steering of a port that no reader has handed over yet (see
+/// `lanes.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pending {
+    /// The steering's number.
+    pub(super) change: u64,
+    /// Whether frames go to the lane of their CPU since then.
+    pub(super) by_cpu: bool,
+    pub(super) before: Before,
+    /// Whether the kernel has taken it: no frame lands by the one before.
+    pub(super) taken: bool,
+}
+
+/// The port's steering in one word, so that a reader sees its number, its
+/// mode and the mode before together: the number in the low 48 bits, then
+/// the mode, then the one before ([`NOT_STEERED`], [`BY_CPU`], [`BY_PORT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+const NOT_STEERED: u64 = 0;
+const BY_CPU: u64 = 1;
+const BY_PORT: u64 = 2;
+const NUMBER_BITS: u32 = 48;
+
+/// A lane mode as [`Word`] keeps it.
+fn mode_bits(mode: ReadMode) -> u64 {
+    if mode == ReadMode::ByCpu {
+        BY_CPU
+    } else {
+        BY_PORT
+    }
+}
+
+impl Word {
+    fn new(change: u64, mode: u64, before: u64) -> Self {
+        Word(change & ((1 << NUMBER_BITS) - 1) | mode << NUMBER_BITS | before << (NUMBER_BITS + 8))
+    }
+
+    fn change(self) -> u64 {
+        self.0 & ((1 << NUMBER_BITS) - 1)
+    }
+
+    fn mode(self) -> u64 {
+        (self.0 >> NUMBER_BITS) & 0xff
+    }
+
+    fn before(self) -> u64 {
+        self.0 >> (NUMBER_BITS + 8)
+    }
+}
 
 /// One port's steering: the handle that tells the kernel, and what it was
 /// last told.
@@ -41,19 +103,27 @@ pub(super) struct PortSteering {
     handle: Option<Arc<dyn Steering>>,
     /// The lane that gets every frame while reading by port.
     solo: usize,
-    /// Serializes telling the kernel (a mode change and a late follower).
+    /// Serializes telling the kernel (a mode change and a late follower);
+    /// held until the kernel has taken the steering, so a hand-over that
+    /// must wait for that waits for this lock.
     telling: Mutex<()>,
-    /// The [`ReadMode`] the kernel feeds the lanes in (as `u8`), or
-    /// [`NOT_STEERED`].
-    mode: AtomicU8,
-    /// The number of the port's last steering ([`STEERINGS`]; 0: none).
-    changed_at: AtomicU64,
+    /// What the kernel was told last ([`Word`]).
+    steered: AtomicU64,
+    /// The number of the last steering the kernel has taken (its call
+    /// returned).
+    taken: AtomicU64,
+    /// The number of the last steering a reader handed over.
+    handed_over: AtomicU64,
     /// Frames were read from the port in this housekeeping second, and in
     /// the one before (see [`PortSteering::age`]).
     read_lately: AtomicBool,
     read_before: AtomicBool,
     /// A late follow was asked of the housekeeping thread and not done yet.
     follow_asked: AtomicBool,
+    /// Readers that waited for the kernel to take a steering (tests pause
+    /// the kernel and look).
+    #[cfg(test)]
+    kernel_waits: AtomicU64,
 }
 
 impl PortSteering {
@@ -65,12 +135,19 @@ impl PortSteering {
             handle,
             solo,
             telling: Mutex::new(()),
-            mode: AtomicU8::new(NOT_STEERED),
-            changed_at: AtomicU64::new(0),
+            steered: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            handed_over: AtomicU64::new(0),
             read_lately: AtomicBool::new(false),
             read_before: AtomicBool::new(false),
             follow_asked: AtomicBool::new(false),
+            #[cfg(test)]
+            kernel_waits: AtomicU64::new(0),
         }
+    }
+
+    fn word(&self) -> Word {
+        Word(self.steered.load(Ordering::Acquire))
     }
 
     /// The mode the port's lanes are fed in: its own for a steered port,
@@ -79,8 +156,8 @@ impl PortSteering {
         if self.handle.is_none() {
             return switch.lane_mode();
         }
-        match self.mode.load(Ordering::Acquire) {
-            m if m == ReadMode::ByPort as u8 => ReadMode::ByPort,
+        match self.word().mode() {
+            BY_PORT => ReadMode::ByPort,
             _ => ReadMode::ByCpu,
         }
     }
@@ -93,15 +170,69 @@ impl PortSteering {
         self.mode(switch) == ReadMode::ByCpu
     }
 
-    /// Which steering the port's lanes are fed by (0: none yet); a reader
-    /// that has not handed the port over since it changed hands it over
-    /// (see `lanes.rs`). For a port nothing steers: the switch's mode
-    /// changes.
+    /// Which steering the port's lanes are fed by (0: none yet). For a
+    /// port nothing steers: the switch's mode changes.
+    #[cfg(test)]
     pub(super) fn changed_at(&self, switch: &ModeSwitch) -> u64 {
         if self.handle.is_none() {
             return switch.changes();
         }
-        self.changed_at.load(Ordering::Acquire)
+        self.word().change()
+    }
+
+    /// The port's last steering, unless it was handed over (or there is
+    /// none). Stable while the caller holds any lane of the port: a
+    /// steering is published with every lane locked (see
+    /// [`PortSteering::follow`]).
+    pub(super) fn pending(&self) -> Option<Pending> {
+        self.handle.as_ref()?;
+        let word = self.word();
+        let change = word.change();
+        if change == 0 || self.handed_over.load(Ordering::Acquire) >= change {
+            return None;
+        }
+        Some(Pending {
+            change,
+            by_cpu: word.mode() == BY_CPU,
+            before: match word.before() {
+                NOT_STEERED => Before::Lane(0),
+                BY_CPU => Before::EveryLane,
+                _ => Before::Lane(self.solo),
+            },
+            taken: self.taken.load(Ordering::Acquire) >= change,
+        })
+    }
+
+    /// Whether steering `change` was handed over.
+    pub(super) fn is_handed_over(&self, change: u64) -> bool {
+        self.handed_over.load(Ordering::Acquire) >= change
+    }
+
+    /// A reader handed steering `change` over: no frame from before it
+    /// waits where a later one could overtake it. The port may be steered
+    /// anew.
+    pub(super) fn handed_over(&self, change: u64) {
+        self.handed_over.fetch_max(change, Ordering::AcqRel);
+    }
+
+    /// Returns once the kernel has taken steering `change` (frames land by
+    /// it alone). Waits for the steering's call to return: the caller
+    /// holds no lane (see `lanes.rs`).
+    pub(super) fn wait_until_taken(&self, change: u64) {
+        if self.taken.load(Ordering::Acquire) >= change {
+            return;
+        }
+        #[cfg(test)]
+        self.kernel_waits.fetch_add(1, Ordering::SeqCst);
+        // The steering was published under this lock, which its teller
+        // holds until the kernel's call returned.
+        drop(self.telling.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// How many times a reader waited for the kernel to take a steering.
+    #[cfg(test)]
+    pub(super) fn kernel_waits(&self) -> u64 {
+        self.kernel_waits.load(Ordering::SeqCst)
     }
 
     /// Frames were read from the port: a mode change in the next second or
@@ -133,37 +264,53 @@ impl PortSteering {
     pub(super) fn lags(&self, switch: &ModeSwitch) -> bool {
         // After `note_read`'s store (see there).
         fence(Ordering::SeqCst);
-        self.handle.is_some() && self.mode.load(Ordering::SeqCst) != switch.lane_mode() as u8
+        self.handle.is_some() && self.mode(switch) != switch.lane_mode()
+    }
+
+    /// Whether the port's last steering was handed over, so it may be
+    /// steered anew.
+    fn may_steer_anew(&self) -> bool {
+        self.is_handed_over(self.word().change())
     }
 
     /// Whether to ask the housekeeping thread to make the port follow:
-    /// true once until [`PortSteering::follow`] ran.
+    /// true once until [`PortSteering::follow`] ran, and only when it may
+    /// (a reader that hands the last steering over asks then).
     pub(super) fn ask_follow(&self, switch: &ModeSwitch) -> bool {
-        self.lags(switch) && !self.follow_asked.swap(true, Ordering::AcqRel)
+        self.lags(switch)
+            && self.may_steer_anew()
+            && !self.follow_asked.swap(true, Ordering::AcqRel)
     }
 
     /// Tells the kernel the switch's current mode unless it was told
-    /// already; returns whether it told it. The port's mode and change are
-    /// published first: a reader of a lane that gets frames now has seen
-    /// them and hands the port over.
-    pub(super) fn follow(&self, switch: &ModeSwitch) -> bool {
+    /// already, or its last steering was not handed over yet (the port
+    /// lags meanwhile); returns whether it told it. The new steering is
+    /// published inside `hold_readers`, which runs it while no lane of the
+    /// port is being read (so a reader sees a steering before it reads
+    /// frames steered by it, and never one while it reads). Called with no
+    /// lane of any port held.
+    pub(super) fn follow(
+        &self,
+        switch: &ModeSwitch,
+        hold_readers: impl FnOnce(&mut dyn FnMut()),
+    ) -> bool {
         let _telling = self.telling.lock().unwrap_or_else(PoisonError::into_inner);
         self.follow_asked.store(false, Ordering::Release);
         let Some(handle) = &self.handle else {
             return false;
         };
         let mode = switch.lane_mode();
-        if self.mode.load(Ordering::Acquire) == mode as u8 {
+        let now = self.word();
+        if now.mode() == mode_bits(mode) || !self.may_steer_anew() {
             return false;
         }
-        // The mode first: a reader that sees the new change sees the new
-        // mode with it.
-        self.mode.store(mode as u8, Ordering::SeqCst);
         let number = STEERINGS.fetch_add(1, Ordering::Relaxed) + 1;
-        self.changed_at.store(number, Ordering::SeqCst);
+        let word = Word::new(number, mode_bits(mode), now.mode());
+        hold_readers(&mut || self.steered.store(word.0, Ordering::Release));
         if let Err(err) = handle.steer(mode, self.solo) {
             log::warn!("port {}: cannot steer its frames: {err}", self.name);
         }
+        self.taken.store(number, Ordering::Release);
         true
     }
 }
@@ -189,18 +336,31 @@ mod tests {
         (PortSteering::new("p", Some(handle), solo), told)
     }
 
+    /// Follows with nothing to hold (no lanes here).
+    fn follow(port: &PortSteering, switch: &ModeSwitch) -> bool {
+        port.follow(switch, |publish| publish())
+    }
+
+    /// A reader hands the port's last steering over.
+    fn hand_over(port: &PortSteering) {
+        let pending = port.pending().expect("a steering to hand over");
+        port.handed_over(pending.change);
+        assert_eq!(port.pending(), None);
+    }
+
     #[test]
     fn a_port_is_told_a_mode_once() {
         let switch = ModeSwitch::new(2);
         let (port, told) = steered(1);
-        assert!(port.follow(&switch), "first steered when added");
+        assert!(follow(&port, &switch), "first steered when added");
         let first = port.changed_at(&switch);
         assert_ne!(first, 0);
-        assert!(!port.follow(&switch), "told already");
+        hand_over(&port);
+        assert!(!follow(&port, &switch), "told already");
         assert_eq!(port.changed_at(&switch), first);
         switch.worker_changed(true, |_| {});
         assert!(port.lags(&switch));
-        assert!(port.follow(&switch));
+        assert!(follow(&port, &switch));
         assert!(port.changed_at(&switch) > first, "a new steering");
         assert_eq!(
             *told.0.lock().unwrap(),
@@ -213,8 +373,9 @@ mod tests {
     fn a_lagging_port_keeps_its_own_mode_until_it_follows() {
         let switch = ModeSwitch::new(2);
         let (port, _told) = steered(0);
-        port.follow(&switch);
+        follow(&port, &switch);
         let added = port.changed_at(&switch);
+        hand_over(&port);
         switch.worker_changed(true, |_| {});
         switch.worker_changed(false, |_| {});
         switch.worker_changed(true, |_| {});
@@ -222,9 +383,71 @@ mod tests {
         assert_eq!(port.changed_at(&switch), added, "not steered since added");
         assert!(port.ask_follow(&switch));
         assert!(!port.ask_follow(&switch), "asked once");
-        assert!(port.follow(&switch));
+        assert!(follow(&port, &switch));
         assert!(port.changed_at(&switch) > added);
         assert!(!port.ask_follow(&switch), "follows now");
+    }
+
+    #[test]
+    fn a_port_is_not_steered_anew_before_its_last_steering_was_handed_over() {
+        let switch = ModeSwitch::new(2);
+        let (port, told) = steered(1);
+        assert!(follow(&port, &switch));
+        let first = port
+            .pending()
+            .expect("pending until a reader hands it over");
+        assert_eq!(
+            first,
+            Pending {
+                change: first.change,
+                by_cpu: true,
+                before: Before::Lane(0),
+                taken: true,
+            },
+            "a port starts with every frame in lane 0"
+        );
+        switch.worker_changed(true, |_| {});
+        assert!(port.lags(&switch));
+        assert!(!port.ask_follow(&switch), "no use asking yet");
+        assert!(!follow(&port, &switch), "the port lags instead");
+        assert_eq!(port.pending(), Some(first));
+        assert_eq!(told.0.lock().unwrap().len(), 1);
+        port.handed_over(first.change);
+        assert!(port.ask_follow(&switch), "now it may follow");
+        assert!(follow(&port, &switch));
+        let second = port.pending().unwrap();
+        assert!(second.change > first.change);
+        assert_eq!((second.by_cpu, second.before), (false, Before::EveryLane));
+        port.handed_over(second.change);
+        switch.worker_changed(false, |_| {});
+        assert!(follow(&port, &switch));
+        assert_eq!(
+            port.pending().unwrap().before,
+            Before::Lane(1),
+            "the solo lane"
+        );
+    }
+
+    #[test]
+    fn a_reader_waits_only_for_a_steering_the_kernel_has_not_taken() {
+        let switch = ModeSwitch::new(2);
+        let (port, _told) = steered(0);
+        follow(&port, &switch);
+        let change = port.changed_at(&switch);
+        port.wait_until_taken(change);
+        assert_eq!(port.kernel_waits(), 0, "taken when `follow` returned");
+        // Published, the kernel's call not returned: the reader waits.
+        let telling = port.telling.lock().unwrap();
+        let waiter = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| port.wait_until_taken(change + 1));
+            while port.kernel_waits() == 0 {
+                std::thread::yield_now();
+            }
+            assert!(!waiting.is_finished());
+            drop(telling);
+            waiting.join()
+        });
+        assert!(waiter.is_ok());
     }
 
     #[test]
@@ -237,7 +460,8 @@ mod tests {
             (ReadMode::ByPort, 1)
         );
         assert!(!port.lags(&switch) && !port.ask_follow(&switch));
-        assert!(!port.follow(&switch));
+        assert!(!follow(&port, &switch));
+        assert_eq!(port.pending(), None, "nothing to hand over");
     }
 
     #[test]

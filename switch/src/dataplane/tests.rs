@@ -68,6 +68,44 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 struct RecordedSteering {
     now: Mutex<Option<(ReadMode, usize)>>,
     calls: Mutex<Vec<(ReadMode, usize)>>,
+    /// Holds the next steering half done (see [`RecordedSteering::hold_next`]).
+    hold: Mutex<
+        Option<(
+            crossbeam_channel::Sender<()>,
+            crossbeam_channel::Receiver<()>,
+        )>,
+    >,
+}
+
+impl RecordedSteering {
+    /// Makes the next steering call wait, with frames still landing by
+    /// the steering before, until the test releases it: returns the
+    /// receiver that says the call has begun and the sender that releases
+    /// it.
+    fn hold_next(
+        &self,
+    ) -> (
+        crossbeam_channel::Receiver<()>,
+        crossbeam_channel::Sender<()>,
+    ) {
+        let (entered, began) = crossbeam_channel::bounded(1);
+        let (release, released) = crossbeam_channel::bounded(1);
+        *self.hold.lock().unwrap() = Some((entered, released));
+        (began, release)
+    }
+
+    /// Lands `frame`, sent on CPU `cpu`, in the lane of `lanes` the port
+    /// is steered to. A steering waits for that (the kernel's waits for
+    /// the CPUs that may be steering a frame by the steering before).
+    fn land(&self, cpu: usize, lanes: &[MemoryRx], frame: &[u8]) {
+        let now = self.now.lock().unwrap();
+        let lane = match *now {
+            Some((ReadMode::ByCpu, _)) => cpu % lanes.len(),
+            Some((_, solo)) => solo,
+            None => 0,
+        };
+        lanes[lane].inject(VnetHdr::default(), frame);
+    }
 }
 
 /// The steering handle the dataplane gets.
@@ -76,6 +114,11 @@ struct Recorder(Arc<RecordedSteering>);
 
 impl Steering for Recorder {
     fn steer(&self, mode: ReadMode, solo: usize) -> std::io::Result<()> {
+        let hold = self.0.hold.lock().unwrap().take();
+        if let Some((entered, released)) = hold {
+            entered.send(()).unwrap();
+            released.recv().unwrap();
+        }
         *self.0.now.lock().unwrap() = Some((mode, solo));
         self.0.calls.lock().unwrap().push((mode, solo));
         Ok(())
@@ -126,12 +169,7 @@ impl MemoryLanes {
     /// Injects a frame into the lane the steering picks for a sender on
     /// CPU `cpu`.
     fn inject_from_cpu(&self, cpu: usize, frame: &[u8]) {
-        let lane = match *self.steering.now.lock().unwrap() {
-            Some((ReadMode::ByCpu, _)) => cpu % self.rx.len(),
-            Some((_, solo)) => solo,
-            None => 0,
-        };
-        self.rx[lane].inject(VnetHdr::default(), frame);
+        self.steering.land(cpu, &self.rx, frame);
     }
 
     fn inject(&self, frame: &[u8]) {
@@ -362,168 +400,6 @@ fn shutdown_stops_the_threads_and_closes_the_ports() {
     assert_eq!(Arc::strong_count(handle), 1, "held by this snapshot only");
 }
 
-/// A port of two lanes read by one `LaneReader`, no threads: the
-/// hand-over, step by step.
-struct TwoLanes {
-    mode: ModeSwitch,
-    lanes: LanesByPort,
-    rx: Vec<MemoryRx>,
-}
-
-impl TwoLanes {
-    /// Port 1 with lanes 0 (home: worker 0) and 1 (worker 1); `solo` is
-    /// the lane that gets every frame while reading by port.
-    fn new(solo: usize) -> Self {
-        let (rx0, tx) = memory_port(1500, false);
-        let rx1 = memory_port(1500, false).0;
-        let handle = Arc::new(PortHandle {
-            id: PortId(1),
-            name: "p".into(),
-            kind: PortKind::Memory,
-            tx: Arc::new(tx),
-            counters: Arc::default(),
-            capture: None,
-        });
-        let lanes = [rx0.clone(), rx1.clone()]
-            .into_iter()
-            .enumerate()
-            .map(|(home, rx)| Arc::new(Lane::new(handle.clone(), home, Box::new(rx))))
-            .collect();
-        let port = PortLanes::new(solo, lanes, None);
-        TwoLanes {
-            mode: ModeSwitch::new(2),
-            lanes: [(PortId(1), port)].into_iter().collect(),
-            rx: vec![rx0, rx1],
-        }
-    }
-
-    fn lane(&self, at: usize) -> Arc<Lane> {
-        self.lanes[&PortId(1)].lanes[at].clone()
-    }
-
-    fn inject(&self, lane: usize, seqs: std::ops::Range<u32>) {
-        for seq in seqs {
-            self.rx[lane].inject(VnetHdr::default(), &frame(HOST_B, HOST_A, seq));
-        }
-    }
-
-    /// Reads home lane `at` as worker `at`; the sequence numbers forwarded.
-    fn read_home(&self, reader: &mut LaneReader, at: usize) -> Vec<u32> {
-        let mut seen = Vec::new();
-        let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, _note: bool| {
-            seen.extend((0..n).map(|i| seq_of(batch.get(i).1)));
-        };
-        match reader.read_home(&self.mode, &self.lanes, &self.lane(at), &mut forward) {
-            HomeRead::Empty | HomeRead::Forwarded { .. } => seen,
-            HomeRead::Failed(err) => panic!("{err}"),
-        }
-    }
-}
-
-#[test]
-fn older_frames_of_the_lane_left_behind_go_first_when_reading_by_port() {
-    let port = TwoLanes::new(0);
-    let mut reader = LaneReader::new(0);
-    // By CPU, the sender's frames went to lane 1; then the switch got busy
-    // and lane 0 (solo) gets them.
-    port.inject(1, 0..3);
-    port.mode.worker_changed(true, |_| {});
-    port.inject(0, 3..5);
-    assert_eq!(port.read_home(&mut reader, 0), [0, 1, 2, 3, 4]);
-    assert!(
-        port.rx[1]
-            .clone()
-            .recv_batch(&mut RxBatch::new(4, 64))
-            .unwrap()
-            == 0
-    );
-    // Once per change: later frames of lane 1 are not looked for again.
-    port.inject(1, 5..6);
-    port.inject(0, 6..7);
-    assert_eq!(port.read_home(&mut reader, 0), [6]);
-}
-
-#[test]
-fn older_frames_of_the_solo_lane_go_first_when_reading_by_cpu_again() {
-    let port = TwoLanes::new(0);
-    let mut reader = LaneReader::new(1);
-    port.mode.worker_changed(true, |_| {});
-    port.inject(0, 0..3);
-    port.mode.worker_changed(false, |_| {});
-    port.inject(1, 3..5);
-    assert_eq!(port.read_home(&mut reader, 1), [0, 1, 2, 3, 4]);
-}
-
-#[test]
-fn a_lane_that_gets_no_frames_now_hands_nothing_over() {
-    let port = TwoLanes::new(0);
-    let mut reader = LaneReader::new(1);
-    port.inject(0, 0..2);
-    port.mode.worker_changed(true, |_| {});
-    port.inject(1, 2..3);
-    // Reading by port, lane 1 is not the solo lane: it holds only older
-    // frames, read without waiting for lane 0.
-    assert_eq!(port.read_home(&mut reader, 1), [2]);
-}
-
-#[test]
-fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
-    let port = TwoLanes::new(0);
-    // Reading by port: the answer lands in solo lane 0, worker 0's.
-    port.mode.worker_changed(true, |_| {});
-    let mut reader = LaneReader::new(1);
-    // The first look after the change hands lane 1 over (empty here).
-    assert!(port.read_home(&mut reader, 1).is_empty());
-    let seen = std::cell::RefCell::new(Vec::new());
-    let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, note: bool| {
-        assert!(!note, "answers to answers are not looked for");
-        seen.borrow_mut()
-            .extend((0..n).map(|i| seq_of(batch.get(i).1)));
-    };
-    port.inject(0, 0..2);
-    let mut ours = Vec::new();
-    {
-        let lane = port.lane(0);
-        let _reading = lane.lock();
-        let mut read_next = |id| ours.push(id);
-        let targets = [PortId(1)];
-        reader.take_answers(
-            &port.mode,
-            &port.lanes,
-            &targets,
-            &mut forward,
-            &mut read_next,
-        );
-    }
-    assert!(ours.is_empty());
-    let left = port.rx[0].clone().recv_batch(&mut RxBatch::new(4, 64));
-    assert_eq!(left.unwrap(), 2, "a lane someone is reading is left alone");
-    port.inject(0, 2..4);
-    let mut read_next = |id| ours.push(id);
-    let targets = [PortId(1)];
-    reader.take_answers(
-        &port.mode,
-        &port.lanes,
-        &targets,
-        &mut forward,
-        &mut read_next,
-    );
-    assert!(ours.is_empty());
-    assert_eq!(*seen.borrow(), [2, 3]);
-    // Worker 0 is the lane's home: told to read it next instead.
-    let mut home = LaneReader::new(0);
-    let mut read_next = |id| ours.push(id);
-    let targets = [PortId(1), PortId(7)];
-    home.take_answers(
-        &port.mode,
-        &port.lanes,
-        &targets,
-        &mut forward,
-        &mut read_next,
-    );
-    assert_eq!(ours, [PortId(1)]);
-}
-
 /// The next event that is not a trace line, or panics.
 fn next_event(sub: &crate::events::Subscription) -> SwitchEvent {
     let deadline = Instant::now() + PATIENCE;
@@ -623,4 +499,5 @@ fn the_trace_is_turned_on_and_off_while_running() {
     dp.shutdown();
 }
 
+mod hand_over;
 mod idle_ports;

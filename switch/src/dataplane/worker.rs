@@ -297,7 +297,6 @@ impl Worker {
             drop(lane.lock().rx.take());
         }
         self.ready.retain(|r| *r != id);
-        self.reader.forget(id);
         self.count.store(self.home.len(), Ordering::Relaxed);
     }
 

@@ -1,0 +1,387 @@
+//! The hand-over, step by step: a port of two lanes read by `LaneReader`s
+//! the test drives itself, its kernel played by [`RecordedSteering`]. Where
+//! the order of two threads matters, the test pauses one at the exact
+//! point (a reader about to read, a steering half done) and looks at what
+//! the other does then; nothing is timed.
+
+use super::*;
+
+/// A closure a test has a lane run when a reader is about to read it.
+type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+/// A memory lane that runs its [`Hook`] (once) at the start of a read:
+/// after the reader looked at the port's steering, before it takes frames.
+struct HookedRx {
+    inner: MemoryRx,
+    hook: Hook,
+}
+
+impl std::fmt::Debug for HookedRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedRx").finish_non_exhaustive()
+    }
+}
+
+impl PortRx for HookedRx {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.recv_batch(batch)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.raw_fd()
+    }
+}
+
+/// Where a sender's frames land: the kernel's side of the port.
+#[derive(Clone)]
+struct Kernel {
+    steering: Arc<RecordedSteering>,
+    rx: Vec<MemoryRx>,
+}
+
+impl Kernel {
+    /// Frames `seqs`, sent on CPU `cpu`, land where the port is steered.
+    fn send(&self, cpu: usize, seqs: std::ops::Range<u32>) {
+        for seq in seqs {
+            self.steering
+                .land(cpu, &self.rx, &frame(HOST_B, HOST_A, seq));
+        }
+    }
+}
+
+/// Port 1 with lanes 0 (home: worker 0) and 1 (worker 1), steered.
+struct TwoLanes {
+    mode: ModeSwitch,
+    lanes: LanesByPort,
+    rx: Vec<MemoryRx>,
+    kernel: Kernel,
+    hooks: Vec<Hook>,
+}
+
+impl TwoLanes {
+    /// `solo` is the lane that gets every frame while reading by port. The
+    /// port is steered by CPU, as when added, and handed over (both lanes
+    /// read once, as at registration).
+    fn new(solo: usize) -> Self {
+        let (rx0, tx) = memory_port(1500, false);
+        let rx1 = memory_port(1500, false).0;
+        let handle = Arc::new(PortHandle {
+            id: PortId(1),
+            name: "p".into(),
+            kind: PortKind::Memory,
+            tx: Arc::new(tx),
+            counters: Arc::default(),
+            capture: None,
+        });
+        let hooks: Vec<Hook> = vec![Arc::default(), Arc::default()];
+        let lanes = [rx0.clone(), rx1.clone()]
+            .into_iter()
+            .zip(&hooks)
+            .enumerate()
+            .map(|(home, (inner, hook))| {
+                let rx = HookedRx {
+                    inner,
+                    hook: hook.clone(),
+                };
+                Arc::new(Lane::new(handle.clone(), home, Box::new(rx)))
+            })
+            .collect();
+        let steering = Arc::new(RecordedSteering::default());
+        let handle: Arc<dyn Steering> = Arc::new(Recorder(steering.clone()));
+        let port = PortLanes::new(solo, lanes, Some(handle));
+        let two = TwoLanes {
+            mode: ModeSwitch::new(2),
+            lanes: [(PortId(1), port)].into_iter().collect(),
+            kernel: Kernel {
+                steering,
+                rx: vec![rx0.clone(), rx1.clone()],
+            },
+            rx: vec![rx0, rx1],
+            hooks,
+        };
+        assert!(two.port().follow(&two.mode), "steered when added");
+        assert!(two.read_home(&mut LaneReader::new(1), 1).is_empty());
+        assert!(two.read_home(&mut LaneReader::new(0), 0).is_empty());
+        assert_eq!(two.port().steering.pending(), None, "handed over");
+        two
+    }
+
+    fn port(&self) -> &PortLanes {
+        &self.lanes[&PortId(1)]
+    }
+
+    fn lane(&self, at: usize) -> Arc<Lane> {
+        self.port().lanes[at].clone()
+    }
+
+    /// A worker became busy (by port) or calm (by CPU); whether the port
+    /// was steered anew.
+    fn change(&self, busy: bool) -> bool {
+        let mut followed = false;
+        self.mode
+            .worker_changed(busy, |_| followed = self.port().follow(&self.mode));
+        followed
+    }
+
+    fn inject(&self, lane: usize, seqs: std::ops::Range<u32>) {
+        for seq in seqs {
+            self.rx[lane].inject(VnetHdr::default(), &frame(HOST_B, HOST_A, seq));
+        }
+    }
+
+    /// Reads home lane `at` as worker `at`; the sequence numbers forwarded.
+    fn read_home(&self, reader: &mut LaneReader, at: usize) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, _note: bool| {
+            seen.extend((0..n).map(|i| seq_of(batch.get(i).1)));
+        };
+        match reader.read_home(&self.mode, &self.lanes, &self.lane(at), &mut forward) {
+            HomeRead::Empty | HomeRead::Forwarded { .. } => seen,
+            HomeRead::Failed(err) => panic!("{err}"),
+        }
+    }
+
+    /// Reads both lanes, the solo lane first, until nothing is left.
+    fn read_all(&self) -> Vec<u32> {
+        let mut got = Vec::new();
+        loop {
+            let before = got.len();
+            for at in [self.port().solo, 1 - self.port().solo] {
+                got.extend(self.read_home(&mut LaneReader::new(at), at));
+            }
+            if got.len() == before {
+                return got;
+            }
+        }
+    }
+}
+
+/// Waits (without sleeping) until `done` holds, or panics saying `what`.
+fn spin_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn older_frames_of_the_lane_left_behind_go_first_when_reading_by_port() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(0);
+    // By CPU, the sender's frames went to lane 1; then the switch got busy
+    // and lane 0 (solo) gets them.
+    port.inject(1, 0..3);
+    assert!(port.change(true));
+    port.inject(0, 3..5);
+    assert_eq!(port.read_home(&mut reader, 0), [0, 1, 2, 3, 4]);
+    assert!(
+        port.rx[1]
+            .clone()
+            .recv_batch(&mut RxBatch::new(4, 64))
+            .unwrap()
+            == 0
+    );
+    // Once per change: later frames of lane 1 are not looked for again.
+    port.inject(1, 5..6);
+    port.inject(0, 6..7);
+    assert_eq!(port.read_home(&mut reader, 0), [6]);
+}
+
+#[test]
+fn older_frames_of_the_solo_lane_go_first_when_reading_by_cpu_again() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(1);
+    assert!(port.change(true));
+    // The solo lane's first read hands that change over.
+    assert!(port.read_home(&mut LaneReader::new(0), 0).is_empty());
+    port.inject(0, 0..3);
+    assert!(port.change(false));
+    port.inject(1, 3..5);
+    assert_eq!(port.read_home(&mut reader, 1), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_lane_that_gets_no_frames_now_hands_nothing_over() {
+    let port = TwoLanes::new(0);
+    let mut reader = LaneReader::new(1);
+    port.inject(0, 0..2);
+    assert!(port.change(true));
+    port.inject(1, 2..3);
+    // Reading by port, lane 1 is not the solo lane: it holds only older
+    // frames, read without waiting for lane 0.
+    assert_eq!(port.read_home(&mut reader, 1), [2]);
+}
+
+#[test]
+fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
+    let port = TwoLanes::new(0);
+    // Reading by port: the answer lands in solo lane 0, worker 0's.
+    assert!(port.change(true));
+    let mut reader = LaneReader::new(1);
+    // Lane 1 gets no frames now: nothing to hand over.
+    assert!(port.read_home(&mut reader, 1).is_empty());
+    let seen = std::cell::RefCell::new(Vec::new());
+    let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, note: bool| {
+        assert!(!note, "answers to answers are not looked for");
+        seen.borrow_mut()
+            .extend((0..n).map(|i| seq_of(batch.get(i).1)));
+    };
+    port.inject(0, 0..2);
+    let mut ours = Vec::new();
+    {
+        let lane = port.lane(0);
+        let _reading = lane.lock();
+        let mut read_next = |id| ours.push(id);
+        let targets = [PortId(1)];
+        reader.take_answers(
+            &port.mode,
+            &port.lanes,
+            &targets,
+            &mut forward,
+            &mut read_next,
+        );
+    }
+    assert!(ours.is_empty());
+    let left = port.rx[0].clone().recv_batch(&mut RxBatch::new(4, 64));
+    assert_eq!(left.unwrap(), 2, "a lane someone is reading is left alone");
+    // The change is handed over before the answer is read (lane 1 drained).
+    port.inject(1, 2..3);
+    port.inject(0, 3..5);
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1)];
+    reader.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
+    );
+    assert!(ours.is_empty());
+    assert_eq!(*seen.borrow(), [2, 3, 4]);
+    // Worker 0 is the lane's home: told to read it next instead.
+    let mut home = LaneReader::new(0);
+    let mut read_next = |id| ours.push(id);
+    let targets = [PortId(1), PortId(7)];
+    home.take_answers(
+        &port.mode,
+        &port.lanes,
+        &targets,
+        &mut forward,
+        &mut read_next,
+    );
+    assert_eq!(ours, [PortId(1)]);
+}
+
+/// Rule 1 (`lanes.rs`): a steering cannot be published between a reader's
+/// look at the steering and its read, or the reader would forward frames
+/// steered by it (`B`, in its lane now) before older ones waiting in
+/// another lane (`A`).
+#[test]
+fn a_change_cannot_come_between_a_readers_look_and_its_read() {
+    let port = TwoLanes::new(0);
+    assert!(port.change(true));
+    assert!(port.read_home(&mut LaneReader::new(0), 0).is_empty());
+    // A: sent on CPU 1 while reading by port, in lane 0.
+    port.kernel.send(1, 0..3);
+    let (lane, steering, kernel) = (
+        port.lane(1),
+        port.port().steering.clone(),
+        port.kernel.clone(),
+    );
+    let (go, told_to_go) = crossbeam_channel::bounded(1);
+    // Reader 1 has looked (lane 1 gets no frames: nothing to hand over)
+    // and is about to read when the switch goes back to reading by CPU.
+    *port.hooks[1].lock().unwrap() = Some(Box::new(move || {
+        go.send(()).unwrap();
+        spin_until("the steering published, or waiting for this read", || {
+            lane.waiting() > 0 || steering.pending().is_some_and(|p| p.taken)
+        });
+        // B: the sender's next frames, wherever the kernel puts them now.
+        kernel.send(1, 3..6);
+    }));
+    let (first, followed) = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| {
+            told_to_go.recv().unwrap();
+            port.change(false)
+        });
+        let first = port.read_home(&mut LaneReader::new(1), 1);
+        (first, follower.join().unwrap())
+    });
+    assert!(followed);
+    let mut got = first;
+    got.extend(port.read_all());
+    assert_in_order(&got, 6, "frames around a change during a read");
+}
+
+/// Rule 2: a hand-over drains the older lanes only once the kernel has
+/// taken the steering; a frame that lands by the old steering meanwhile
+/// (`3`) still goes before the newer ones (`4`, `5`).
+#[test]
+fn a_hand_over_waits_until_the_kernel_has_taken_the_steering() {
+    let port = TwoLanes::new(0);
+    // Reading by CPU, the sender on CPU 1: lane 1.
+    port.kernel.send(1, 0..3);
+    let (began, release) = port.kernel.steering.hold_next();
+    let steering = port.port().steering.clone();
+    let (first, followed) = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| port.change(true));
+        began.recv().unwrap();
+        // Steered by port, not taken yet: the solo lane's reader must hand
+        // lane 1 over first.
+        let reader = scope.spawn(|| port.read_home(&mut LaneReader::new(0), 0));
+        spin_until("the reader waiting for the kernel, or done", || {
+            steering.kernel_waits() > 0 || reader.is_finished()
+        });
+        port.kernel.send(1, 3..4);
+        release.send(()).unwrap();
+        let followed = follower.join().unwrap();
+        port.kernel.send(1, 4..6);
+        (reader.join().unwrap(), followed)
+    });
+    assert!(followed);
+    let mut got = first;
+    got.extend(port.read_all());
+    assert_in_order(&got, 6, "frames around a steering half done");
+}
+
+/// Rule 3: back to reading by port before the change to reading by CPU was
+/// handed over. Steered anew, the solo lane's reader would drain lane 1
+/// (`3..6`) before its own older frames (`0..3`).
+#[test]
+fn a_port_is_steered_anew_only_after_its_last_steering_was_handed_over() {
+    let port = TwoLanes::new(0);
+    assert!(port.change(true));
+    assert!(port.read_home(&mut LaneReader::new(0), 0).is_empty());
+    port.kernel.send(1, 0..3);
+    assert!(port.change(false));
+    port.kernel.send(1, 3..6);
+    assert!(!port.change(true), "not steered anew");
+    let steering = &port.port().steering;
+    assert!(steering.lags(&port.mode));
+    assert!(!steering.ask_follow(&port.mode), "no use asking yet");
+    port.kernel.send(1, 6..9);
+    let got = port.read_all();
+    assert_in_order(&got, 9, "frames of three changes");
+    assert_eq!(
+        steering.pending(),
+        None,
+        "handed over by reading lane 0 dry"
+    );
+    assert!(
+        port.port().follow(&port.mode),
+        "a late follow steers it now"
+    );
+    assert_eq!(
+        port.kernel.steering.calls.lock().unwrap().last(),
+        Some(&(ReadMode::ByPort, 0))
+    );
+    assert_eq!(
+        steering.changed_at(&port.mode),
+        steering.pending().unwrap().change
+    );
+}
