@@ -58,8 +58,17 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
     );
     assert!(user.ok(&["stats"]).contains("mode         rootless"));
 
-    user.ok(&["container", "create", "c1"]);
+    let c1_id = user.ok(&["container", "create", "c1"]).trim().to_string();
     user.ok(&["container", "create", "c2"]);
+    // c1's own resolv.conf (exec shows it as /etc/resolv.conf), in the
+    // user's runtime directory.
+    let c1_etc = user
+        .runtime_dir()
+        .join("tapswitch/containers")
+        .join(&c1_id)
+        .join("etc");
+    let resolv = std::fs::read_to_string(c1_etc.join("resolv.conf")).unwrap_or_default();
+    assert!(resolv.contains("nameserver 172.17.0.1"), "{resolv:?}");
     let ls = user.ok(&["container", "ls"]);
     assert!(
         ls.lines()
@@ -123,6 +132,10 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
 
     // rm ends the namespace: the address is free for the next container.
     assert_eq!(user.ok(&["container", "rm", "c1"]).trim(), "c1");
+    assert!(
+        !c1_etc.exists(),
+        "rm takes the container's resolv.conf with it"
+    );
     user.ok(&["container", "create", "c3"]);
     assert!(
         user.ok(&["container", "ls"])
@@ -164,15 +177,7 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
         "unshare",
         &["--user", "--map-root-user", "--net", "sleep", "300"],
     );
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns == own) {
-        assert!(
-            Instant::now() < deadline,
-            "unshare did not enter a namespace"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_new_netns(pid, std::path::Path::new("/proc/self/ns/net"));
     let out = user.tapswitch(&["container", "attach", "byhand", "--pid", &pid.to_string()]);
     assert!(
         out.status.success(),
@@ -434,15 +439,22 @@ fn a_rootless_podman_container_is_attached_by_pid() {
     assert!(removed.status.success());
 }
 
-/// Waits until process `pid` (an `unshare --net` the user started) has
-/// entered a network namespace other than `from`.
+/// Waits until process `pid` (an `unshare ... --net sleep` the user
+/// started, through `nsenter` and `setpriv` when the user has a namespace
+/// of its own) has entered a network namespace other than `from`, with
+/// its id maps written: its program is `sleep` only once `unshare` has
+/// done all that (earlier, the PID may still be nsenter's, in another
+/// namespace than the user's, or unshare's between its steps).
 fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
     let before = inode(from).expect("the namespace the user started in");
     let deadline = Instant::now() + Duration::from_secs(10);
     let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    while inode(&ns).is_none_or(|ino| ino == before) {
+    let comm = format!("/proc/{pid}/comm");
+    while inode(&ns).is_none_or(|ino| ino == before)
+        || std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
+    {
         assert!(
             Instant::now() < deadline,
             "unshare did not enter a namespace"
@@ -455,7 +467,9 @@ fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
 fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT};
+    use tapswitch_tests::remote::{
+        DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT,
+    };
 
     require_root();
     // The user's "host" network: a namespace routed to a remote one, so
@@ -497,7 +511,8 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     // for a switch started after it (serve looks once, at its start).
     user_ns.sysctl("net.ipv4.ping_group_range", "0 2147483647");
     user.stop(serve);
-    let serve = user.serve(&[]);
+    let upstream = format!("{REMOTE_IP}:{DNS_PORT}");
+    let serve = user.serve(&["--dns-upstream", &upstream]);
     assert!(
         !user
             .serve_log(serve)
@@ -555,6 +570,36 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         "datagram",
         "the UDP echo through the gateway: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // DNS: exec shows the container its own resolv.conf (the gateway), in
+    // a mount namespace of its own; the gateway answers the network's
+    // names and forwards the rest to the remote's server.
+    let resolv = user.ok(&["container", "exec", "c1", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 172.17.0.1"), "{resolv}");
+    let outside = user
+        .command("cat")
+        .arg("/etc/resolv.conf")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&outside.stdout).contains("172.17.0.1"),
+        "the bind mount stays inside exec"
+    );
+    let lookup = |name: &str| {
+        let out = user.tapswitch(&["container", "exec", "c1", "--", "getent", "ahostsv4", name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = lookup("www.example.test");
+    assert!(
+        answer.contains(&DNS_ANSWER.to_string()),
+        "a name forwarded to the remote's DNS server: {answer:?}\n{}",
+        user.serve_log(serve)
+    );
+    let answer = lookup("c1");
+    assert!(
+        answer.contains("172.17.0.2"),
+        "the container's own name: {answer:?}"
     );
 
     // A published port of an attached namespace, reached from the remote

@@ -9,6 +9,7 @@
 //! | `plug`        | a container's user + network namespace | makes the veth pair (both ends inside), the address, the route |
 //! | `unplug`      | the same                               | deletes the veth pair |
 //! | `open-packet` | the same                               | opens packet sockets on the switch's end and passes them back on stdout (SCM_RIGHTS) |
+//! | `exec`        | the same                               | binds the container's own `/etc` files (its resolv.conf) in a private mount namespace, then runs the command |
 //!
 //! A helper is a fresh `exec` of this binary (not a fork of a threaded
 //! switch) that enters the namespaces between fork and exec
@@ -20,7 +21,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -52,6 +53,13 @@ pub enum Internal {
         iface: String,
         #[arg(long, default_value_t = 1)]
         lanes: usize,
+    },
+    /// Run a command with the files of `--etc` over their `/etc` namesakes.
+    Exec {
+        #[arg(long)]
+        etc: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -105,6 +113,7 @@ pub fn run(command: Internal) -> Result<ExitCode> {
         Internal::Plug(args) => plug(&args).map(|()| ExitCode::SUCCESS),
         Internal::Unplug { host_iface } => unplug(&host_iface).map(|()| ExitCode::SUCCESS),
         Internal::OpenPacket { iface, lanes } => open_packet(&iface, lanes),
+        Internal::Exec { etc, command } => exec(&etc, &command),
     }
 }
 
@@ -162,6 +171,26 @@ fn plug(args: &PlugArgs) -> Result<()> {
     }
     println!("{iface}");
     Ok(())
+}
+
+/// As `ip netns exec` does with `/etc/netns/NAME`: the mounts live in a
+/// mount namespace of this process alone (owned by the user namespace we
+/// joined), so nothing outside sees them.
+fn exec(etc: &Path, command: &[String]) -> Result<ExitCode> {
+    crate::netlink::netns::private_etc(etc)
+        .with_context(|| format!("showing the files of {} in /etc", etc.display()))?;
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
+    // exec only returns if it failed.
+    let err = std::os::unix::process::CommandExt::exec(Command::new(program).args(rest));
+    eprintln!("tapswitch: cannot run {program}: {err}");
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn unplug(host_iface: &str) -> Result<()> {
