@@ -670,3 +670,110 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     );
     drop(user);
 }
+
+#[test]
+fn port_add_and_rm_as_an_ordinary_user_in_namespaces_of_theirs() {
+    require_root();
+    let user_ns = tapswitch_tests::Netns::new("trp");
+    let mut user = RootlessUser::new(7).in_netns(&user_ns.name);
+    let serve = user.serve(&[]);
+    user.ok(&["container", "create", "c1"]);
+    // A namespace of the user's, and a veth pair the user makes in it.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, &std::path::Path::new("/run/netns").join(&user_ns.name));
+    let pid = pid.to_string();
+    let inside = |args: &[&str]| {
+        user.command("nsenter")
+            .args(["--preserve-credentials", "--user", "--net", "-t", &pid])
+            .args(args)
+            .output()
+            .expect("running nsenter as the user")
+    };
+    for step in [
+        "ip link add va type veth peer name vb",
+        "ip addr add 172.17.0.200/16 dev vb",
+        "ip link set vb up",
+        "ip link set va up",
+    ] {
+        let out = inside(&step.split(' ').collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let added = user.ok(&["port", "add", "--iface", "va", "--pid", &pid]);
+    assert!(
+        added.starts_with("added port") && added.contains(" va "),
+        "{added}"
+    );
+    assert!(
+        pings(&user, "c1", "172.17.0.200"),
+        "c1 -> the user's namespace through port va\n{}",
+        user.serve_log(serve)
+    );
+    // In the user's own namespace: one line saying what to do instead.
+    let err = user.fails(&["port", "add", "--iface", "lo"]);
+    assert!(
+        err.contains("cannot open lo in your own network namespace") && err.contains("--pid PID"),
+        "{err}"
+    );
+
+    // TAP ports, when /dev/net/tun is open to the user ("others" decide).
+    let tun_open =
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    if tun_open {
+        // Made by a helper in the user's namespace, as root of its user
+        // namespace; gone with the port.
+        let added = user.ok(&["port", "add", "--tap", "tsr0", "--pid", &pid]);
+        assert!(added.contains(" tsr0 "), "{added}");
+        let out = inside(&["ip", "addr", "add", "172.17.0.201/16", "dev", "tsr0"]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            pings(&user, "c1", "172.17.0.201"),
+            "c1 -> the TAP in the user's namespace\n{}",
+            user.serve_log(serve)
+        );
+        assert_eq!(user.ok(&["port", "rm", "tsr0"]).trim(), "removed port tsr0");
+        assert!(
+            !inside(&["ip", "link", "show", "tsr0"]).status.success(),
+            "the TAP the switch made goes with its port"
+        );
+        // The user's own namespace: no new TAP there, one line with both ways out...
+        let err = user.fails(&["port", "add", "--tap", "tsr1"]);
+        assert!(
+            err.contains("cannot create TAP tsr1 in your own network namespace")
+                && err.contains("sudo ip tuntap add tsr1 mode tap user"),
+            "{err}"
+        );
+        // ...and a persistent TAP root made for the user opens there.
+        let uid = user.uid.to_string();
+        user_ns.ip(&["tuntap", "add", "tsu0", "mode", "tap", "user", &uid]);
+        user_ns.ip(&["addr", "add", "172.17.0.202/16", "dev", "tsu0"]);
+        user_ns.ip(&["link", "set", "tsu0", "up"]);
+        let added = user.ok(&["port", "add", "--tap", "tsu0"]);
+        assert!(added.contains(" tsu0 "), "{added}");
+        assert!(
+            pings(&user, "c1", "172.17.0.202"),
+            "c1 -> the user's persistent TAP\n{}",
+            user.serve_log(serve)
+        );
+    } else {
+        let err = user.fails(&["port", "add", "--tap", "tsr0", "--pid", &pid]);
+        assert!(err.contains("sudo chmod 0666 /dev/net/tun"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        println!(
+            "SKIPPED: rootless TAP ports (/dev/net/tun is not open to other users here; `chmod 0666 /dev/net/tun` enables them); the refusal is one line"
+        );
+    }
+
+    // port rm: the port leaves the switch, and c1 no longer reaches vb.
+    assert_eq!(user.ok(&["port", "rm", "va"]).trim(), "removed port va");
+    assert!(!user.ok(&["ports"]).contains(" va "));
+    assert!(!pings(&user, "c1", "172.17.0.200"), "va is gone");
+    drop(user);
+}

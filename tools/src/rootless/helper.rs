@@ -9,6 +9,7 @@
 //! | `plug`        | a container's user + network namespace | makes the veth pair (both ends inside), the address, the route |
 //! | `unplug`      | the same                               | deletes the veth pair |
 //! | `open-packet` | the same                               | opens packet sockets on the switch's end and passes them back on stdout (SCM_RIGHTS) |
+//! | `open-tap`    | a user's user + network namespace      | opens (or creates) a TAP device there and passes its queues back the same way |
 //! | `exec`        | the same                               | binds the container's own `/etc` files (its resolv.conf) in a private mount namespace, then runs the command |
 //!
 //! A helper is a fresh `exec` of this binary (not a fork of a threaded
@@ -27,6 +28,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use ports::namespace::{Enter, recv_fds, send_fds};
+use ports::tap::{OpenedTap, TapQueues};
 use ports::{OpenedPort, PortError};
 
 use super::holder::{self, Holder, self_exe};
@@ -51,6 +53,13 @@ pub enum Internal {
     OpenPacket {
         #[arg(long)]
         iface: String,
+        #[arg(long, default_value_t = 1)]
+        lanes: usize,
+    },
+    /// Open (or create) a TAP device and pass its queues on stdout.
+    OpenTap {
+        #[arg(long)]
+        name: String,
         #[arg(long, default_value_t = 1)]
         lanes: usize,
     },
@@ -113,6 +122,7 @@ pub fn run(command: Internal) -> Result<ExitCode> {
         Internal::Plug(args) => plug(&args).map(|()| ExitCode::SUCCESS),
         Internal::Unplug { host_iface } => unplug(&host_iface).map(|()| ExitCode::SUCCESS),
         Internal::OpenPacket { iface, lanes } => open_packet(&iface, lanes),
+        Internal::OpenTap { name, lanes } => open_tap(&name, lanes),
         Internal::Exec { etc, command } => exec(&etc, &command),
     }
 }
@@ -203,11 +213,26 @@ fn unplug(host_iface: &str) -> Result<()> {
 }
 
 fn open_packet(iface: &str, lanes: usize) -> Result<ExitCode> {
+    pass_fds(ports::packet::open_fds(iface, lanes).map(|fds| ("ok".to_string(), fds)))
+}
+
+/// The TAP's queues, with `ok <mtu> <created>` (read by [`open_tap_port`]).
+fn open_tap(name: &str, lanes: usize) -> Result<ExitCode> {
+    pass_fds(ports::tap::open_queues(name, lanes).map(|tap| {
+        (
+            format!("ok {} {}", tap.mtu, u8::from(tap.created)),
+            tap.queues,
+        )
+    }))
+}
+
+/// Passes `opened`'s descriptors (or its error's text) on stdout.
+fn pass_fds(opened: Result<(String, Vec<OwnedFd>), PortError>) -> Result<ExitCode> {
     let stdout = std::io::stdout();
-    match ports::packet::open_fds(iface, lanes) {
-        Ok(fds) => {
+    match opened {
+        Ok((text, fds)) => {
             let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-            send_fds(stdout.as_fd(), b"ok", &borrowed).context("passing the sockets")?;
+            send_fds(stdout.as_fd(), text.as_bytes(), &borrowed).context("passing the sockets")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -260,22 +285,53 @@ pub fn unplug_from(netns: &Path, host_iface: &str) -> Result<()> {
 /// Opens interface `iface` of the namespace at `netns` as a port, through
 /// sockets a helper opens in there and passes back.
 pub fn open_packet_port(netns: &Path, iface: &str, lanes: usize) -> Result<OpenedPort, PortError> {
-    let failed = |err: anyhow::Error| PortError::Io {
-        name: iface.to_string(),
-        doing: "opening it inside its namespace",
-        source: std::io::Error::other(format!("{err:#}")),
-    };
-    let fds = fetch_packet_fds(netns, iface, lanes).map_err(failed)?;
+    let args = [
+        "open-packet",
+        "--iface",
+        iface,
+        "--lanes",
+        &lanes.to_string(),
+    ];
+    let (_, fds) = fetch_fds(netns, &args).map_err(|err| failed(iface, err))?;
     ports::packet::adopt_lanes(iface, fds)
 }
 
-fn fetch_packet_fds(netns: &Path, iface: &str, lanes: usize) -> Result<Vec<OwnedFd>> {
+/// Opens (or creates) TAP device `tap` in the namespace at `netns` as a
+/// port: a helper that joined the namespace (as root of its user
+/// namespace, so it may create the device) opens its queues and passes
+/// them back. A TAP it created lives as long as the switch holds it.
+pub fn open_tap_port(netns: &Path, tap: &str, lanes: usize) -> Result<OpenedTap, PortError> {
+    let args = ["open-tap", "--name", tap, "--lanes", &lanes.to_string()];
+    let (text, queues) = fetch_fds(netns, &args).map_err(|err| failed(tap, err))?;
+    let mut fields = text.split_whitespace().skip(1);
+    let (Some(Ok(mtu)), Some(created)) = (fields.next().map(str::parse), fields.next()) else {
+        return Err(failed(tap, anyhow!("the helper answered {text:?}")));
+    };
+    let queues = TapQueues {
+        queues,
+        mtu,
+        created: created == "1",
+    };
+    ports::tap::adopt(tap, queues)
+}
+
+fn failed(name: &str, err: anyhow::Error) -> PortError {
+    PortError::Io {
+        name: name.to_string(),
+        doing: "opening it inside its namespace",
+        source: std::io::Error::other(format!("{err:#}")),
+    }
+}
+
+/// Runs helper `__rootless ARGS` in the namespace at `netns` and receives
+/// what it passes: the text after `ok` and the descriptors.
+fn fetch_fds(netns: &Path, args: &[&str]) -> Result<(String, Vec<OwnedFd>)> {
     let enter = super::enter_netns(netns)?;
     let (ours, theirs) = UnixStream::pair().context("making a socket pair")?;
     let mut command = Command::new(self_exe()?);
     command
-        .args(["__rootless", "open-packet", "--iface", iface, "--lanes"])
-        .arg(lanes.to_string())
+        .arg("__rootless")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::piped());
@@ -292,13 +348,14 @@ fn fetch_packet_fds(netns: &Path, iface: &str, lanes: usize) -> Result<Vec<Owned
     }
     let _ = child.wait();
     let (n, fds) = received.context("receiving the sockets")?;
-    match &buf[..n] {
-        b"ok" if !fds.is_empty() => Ok(fds),
-        b"" => bail!(
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    match text.as_str() {
+        "" => bail!(
             "the helper ended without an answer: {}",
             stderr.lines().last().unwrap_or("no message")
         ),
-        text => bail!("{}", String::from_utf8_lossy(text)),
+        ok if (ok == "ok" || ok.starts_with("ok ")) && !fds.is_empty() => Ok((text, fds)),
+        _ => bail!("{text}"),
     }
 }
 
