@@ -93,6 +93,27 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
         "{ports}"
     );
 
+    // The other commands, as for root: show, flows, and a network of the
+    // user's own with its own switch.
+    let show = user.ok(&["show"]);
+    assert!(show.contains("c1") && show.contains("c2"), "{show}");
+    user.ok(&["flows"]);
+    user.ok(&["network", "create", "lab", "--subnet", "10.77.0.0/24"]);
+    assert!(user.ok(&["network", "ls"]).contains("lab"));
+    let lab = user.serve(&["--network", "lab"]);
+    user.ok(&["container", "create", "l1", "--network", "lab"]);
+    assert!(pings(&user, "l1", "10.77.0.1"), "l1 -> lab's gateway");
+    assert!(!pings(&user, "l1", "172.17.0.2"), "networks stay apart");
+    let inspect = user.ok(&["network", "inspect", "lab"]);
+    assert!(
+        inspect.contains("l1") && inspect.contains("10.77.0.2"),
+        "{inspect}"
+    );
+    assert_eq!(user.ok(&["container", "rm", "l1"]).trim(), "l1");
+    user.stop(lab);
+    user.ok(&["network", "rm", "lab"]);
+    assert!(!user.ok(&["network", "ls"]).contains("lab"));
+
     // exec runs as root of the user namespace and passes the exit status.
     let out = user.tapswitch(&["container", "exec", "c1", "--", "sh", "-c", "id -u; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
@@ -196,6 +217,29 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
     assert!(pings(&user, "byhand", "172.17.0.1"), "attached -> gateway");
     assert_eq!(user.ok(&["container", "detach", "byhand"]).trim(), "byhand");
     assert!(!user.ok(&["container", "ls"]).contains("byhand"));
+
+    // A namespace that goes by itself (its last process ends) takes its
+    // record with it at the next command.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, std::path::Path::new("/proc/self/ns/net"));
+    user.ok(&["container", "attach", "gone", "--pid", &pid.to_string()]);
+    assert!(user.ok(&["container", "ls"]).contains("gone"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("ending the namespace's process (ours)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while user.ok(&["container", "ls"]).contains("gone") {
+        assert!(
+            Instant::now() < deadline,
+            "the lease outlived its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A namespace root made is not the user's to attach.
     let name = unique_name("tsrl");

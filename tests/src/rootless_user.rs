@@ -144,8 +144,9 @@ impl RootlessUser {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// Starts `tapswitch serve ARGS` as this user and waits for its default
-    /// control socket; returns the index of its child (for [`Self::stop`]).
+    /// Starts `tapswitch serve ARGS` as this user and waits for its control
+    /// socket (its `--network`'s); returns the index of its child (for
+    /// [`Self::stop`]).
     pub fn serve(&mut self, args: &[&str]) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("serve{}.log", self.children.len())))
             .expect("creating the switch log");
@@ -158,8 +159,17 @@ impl RootlessUser {
             .spawn()
             .expect("starting tapswitch serve as the user");
         self.children.push(child);
+        let network = args
+            .windows(2)
+            .find(|pair| pair[0] == "--network")
+            .map_or("bridge", |pair| pair[1]);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.tapswitch(&["stats"]).status.code() != Some(0) {
+        while self
+            .tapswitch(&["stats", "--network", network])
+            .status
+            .code()
+            != Some(0)
+        {
             assert!(
                 Instant::now() < deadline,
                 "the user's switch did not come up:\n{}",
