@@ -675,10 +675,12 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     })
     .unwrap();
     let server = std::thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().expect("a client");
-        stream.write_all(peer.to_string().as_bytes()).unwrap();
+        for _ in 0..2 {
+            let (mut stream, peer) = listener.accept().expect("a client");
+            stream.write_all(peer.to_string().as_bytes()).unwrap();
+        }
     });
-    let (seen, local) = remote.ns.run(|| {
+    let connect = || {
         let to: SocketAddr = "10.201.0.1:8082".parse().unwrap();
         let mut tries = 0;
         let mut stream = loop {
@@ -697,9 +699,13 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         let mut seen = String::new();
         stream.read_to_string(&mut seen).expect("the answer");
         (seen, stream.local_addr().unwrap().to_string())
-    });
-    server.join().expect("the attached namespace's server");
+    };
+    let (seen, local) = remote.ns.run(connect);
     assert_eq!(seen, local, "{}", user.serve_log(serve));
+    // And from the user's own namespace, the host side, to its address.
+    let (seen, local) = user_ns.run(connect);
+    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    server.join().expect("the attached namespace's server");
 
     // Detach closes the host port.
     assert_eq!(user.ok(&["container", "detach", "web"]).trim(), "web");
