@@ -668,20 +668,32 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
             .lines()
             .any(|l| l.contains("web") && l.contains("0.0.0.0:8082->80/tcp"))
     );
-    // Root may enter the user's namespace to listen in there for the test.
-    let web_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let listener = tools::netlink::netns::run_in(&web_ns, || {
-        Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the attached namespace"))
-    })
-    .unwrap();
-    let server = std::thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut stream, peer) = listener.accept().expect("a client");
-            stream.write_all(peer.to_string().as_bytes()).unwrap();
-        }
-    });
-    let connect = || {
-        let to: SocketAddr = "10.201.0.1:8082".parse().unwrap();
+    // And a container `create -p` made.
+    user.ok(&["container", "create", "pub", "-p", "8084:80"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&user.ok(&["container", "inspect", "pub"])).unwrap();
+    let pub_ns = inspect[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .expect("the container's namespace")
+        .to_string();
+    // Root may enter the user's namespaces to listen in there for the
+    // test: each server answers `clients` clients with their address.
+    let serve_in = |ns: std::path::PathBuf, clients: usize| {
+        let listener = tools::netlink::netns::run_in(&ns, || {
+            Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the container"))
+        })
+        .unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..clients {
+                let (mut stream, peer) = listener.accept().expect("a client");
+                stream.write_all(peer.to_string().as_bytes()).unwrap();
+            }
+        })
+    };
+    let server = serve_in(format!("/proc/{pid}/ns/net").into(), 2);
+    let created_server = serve_in(pub_ns.into(), 1);
+    let connect_to = |port: u16| {
+        let to = SocketAddr::from(([10, 201, 0, 1], port));
         let mut tries = 0;
         let mut stream = loop {
             match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
@@ -700,12 +712,17 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         stream.read_to_string(&mut seen).expect("the answer");
         (seen, stream.local_addr().unwrap().to_string())
     };
-    let (seen, local) = remote.ns.run(connect);
+    let (seen, local) = remote.ns.run(|| connect_to(8082));
     assert_eq!(seen, local, "{}", user.serve_log(serve));
     // And from the user's own namespace, the host side, to its address.
-    let (seen, local) = user_ns.run(connect);
+    let (seen, local) = user_ns.run(|| connect_to(8082));
     assert_eq!(seen, local, "{}", user.serve_log(serve));
     server.join().expect("the attached namespace's server");
+    let (seen, local) = remote.ns.run(|| connect_to(8084));
+    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    created_server
+        .join()
+        .expect("the created container's server");
 
     // Detach closes the host port.
     assert_eq!(user.ok(&["container", "detach", "web"]).trim(), "web");
