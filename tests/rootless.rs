@@ -844,3 +844,75 @@ fn port_add_and_rm_as_an_ordinary_user_in_namespaces_of_theirs() {
     assert!(!pings(&user, "c1", "172.17.0.200"), "va is gone");
     drop(user);
 }
+
+#[test]
+fn default_directories_without_xdg_and_the_state_dir_override() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let mut user = RootlessUser::new(8);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .mode()
+            & 0o777
+    };
+    // No XDG_DATA_HOME: state under ~/.local/share/tapswitch, 0700.
+    let out = user
+        .command(tapswitch_tests::switch_process::binary())
+        .env_remove("XDG_DATA_HOME")
+        .args(["network", "create", "homed", "--subnet", "10.78.0.0/24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state = user.home().join(".local/share/tapswitch");
+    assert!(state.join("state.json").exists(), "{}", state.display());
+    assert_eq!(mode(&state), 0o700);
+    // TAPSWITCH_STATE_DIR still chooses another one.
+    let elsewhere = user.dir().join("elsewhere");
+    let out = user
+        .command(tapswitch_tests::switch_process::binary())
+        .env("TAPSWITCH_STATE_DIR", &elsewhere)
+        .args(["network", "create", "other", "--subnet", "10.79.0.0/24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::fs::read_to_string(elsewhere.join("state.json"))
+            .unwrap()
+            .contains("other")
+    );
+    assert!(!user.ok(&["network", "ls"]).contains("other"));
+
+    // No XDG_RUNTIME_DIR (su, cron): the control socket goes to
+    // /tmp/tapswitch-<uid>, 0700, the socket 0600.
+    let runtime = user.fallback_runtime_dir();
+    let _ = std::fs::remove_dir_all(&runtime);
+    let no_runtime = |user: &RootlessUser| {
+        let mut command = user.command(tapswitch_tests::switch_process::binary());
+        command.env_remove("XDG_RUNTIME_DIR");
+        command
+    };
+    let serve = no_runtime(&user)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = user.keep(serve);
+    let socket = runtime.join("bridge.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !no_runtime(&user)
+        .arg("stats")
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mode(&runtime), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(std::fs::metadata(&runtime).unwrap().uid(), user.uid);
+    user.stop(serve);
+}

@@ -36,7 +36,8 @@ impl RootlessUser {
     /// A user for test number `slot` of this process (distinct uids, so
     /// tests running in parallel never share a holder).
     pub fn new(slot: u32) -> RootlessUser {
-        let uid = 61000 + (std::process::id() % 500) * 8 + slot % 8;
+        // Below 65534 (nobody, which the benchmark uses).
+        let uid = 61000 + (std::process::id() % 250) * 16 + slot % 16;
         let dir =
             std::env::temp_dir().join(format!("tapswitch-rootless-{uid}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -199,6 +200,19 @@ impl RootlessUser {
         pid
     }
 
+    /// Keeps `child` (a process started as this user) to stop on drop;
+    /// returns its index (for [`Self::stop`]).
+    pub fn keep(&mut self, child: Child) -> usize {
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// The runtime directory tapswitch falls back to without
+    /// `XDG_RUNTIME_DIR` (removed on drop).
+    pub fn fallback_runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/tmp/tapswitch-{}", self.uid))
+    }
+
     /// Stops (SIGTERM, then SIGKILL) and reaps child number `index`.
     pub fn stop(&mut self, index: usize) {
         if let Some(child) = self.children.get_mut(index) {
@@ -253,5 +267,9 @@ impl Drop for RootlessUser {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let fallback = self.fallback_runtime_dir();
+        if std::fs::metadata(&fallback).is_ok_and(|m| m.uid() == self.uid) {
+            let _ = std::fs::remove_dir_all(&fallback);
+        }
     }
 }
