@@ -303,16 +303,28 @@ pub fn open_packet_port(netns: &Path, iface: &str, lanes: usize) -> Result<Opene
 pub fn open_tap_port(netns: &Path, tap: &str, lanes: usize) -> Result<OpenedTap, PortError> {
     let args = ["open-tap", "--name", tap, "--lanes", &lanes.to_string()];
     let (text, queues) = fetch_fds(netns, &args).map_err(|err| failed(tap, err))?;
-    let mut fields = text.split_whitespace().skip(1);
-    let (Some(Ok(mtu)), Some(created)) = (fields.next().map(str::parse), fields.next()) else {
+    let Some((mtu, created)) = tap_answer(&text) else {
         return Err(failed(tap, anyhow!("the helper answered {text:?}")));
     };
     let queues = TapQueues {
         queues,
         mtu,
-        created: created == "1",
+        created,
     };
     ports::tap::adopt(tap, queues)
+}
+
+/// `ok <mtu> <created: 0|1>`, as [`open_tap`] answers.
+fn tap_answer(text: &str) -> Option<(usize, bool)> {
+    let mut fields = text.split_whitespace();
+    (fields.next()? == "ok").then_some(())?;
+    let mtu = fields.next()?.parse().ok()?;
+    let created = match fields.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    Some((mtu, created))
 }
 
 fn failed(name: &str, err: anyhow::Error) -> PortError {
@@ -324,7 +336,8 @@ fn failed(name: &str, err: anyhow::Error) -> PortError {
 }
 
 /// Runs helper `__rootless ARGS` in the namespace at `netns` and receives
-/// what it passes: the text after `ok` and the descriptors.
+/// what it passes: its answer (`ok`, then what the role adds) and the
+/// descriptors.
 fn fetch_fds(netns: &Path, args: &[&str]) -> Result<(String, Vec<OwnedFd>)> {
     let enter = super::enter_netns(netns)?;
     let (ours, theirs) = UnixStream::pair().context("making a socket pair")?;
@@ -393,4 +406,18 @@ pub fn start_keeper(holder: &Holder) -> Result<(u32, NamespaceId)> {
     // Not waited for: it lives on after this command.
     drop(child);
     Ok((pid, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tap_answer_carries_the_mtu_and_whether_it_was_created() {
+        assert_eq!(tap_answer("ok 1500 1"), Some((1500, true)));
+        assert_eq!(tap_answer("ok 65520 0"), Some((65520, false)));
+        for bad in ["ok", "ok 1500", "ok x 1", "ok 1500 2", "no 1500 1", ""] {
+            assert_eq!(tap_answer(bad), None, "{bad:?}");
+        }
+    }
 }
