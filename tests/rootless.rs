@@ -58,8 +58,17 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
     );
     assert!(user.ok(&["stats"]).contains("mode         rootless"));
 
-    user.ok(&["container", "create", "c1"]);
+    let c1_id = user.ok(&["container", "create", "c1"]).trim().to_string();
     user.ok(&["container", "create", "c2"]);
+    // c1's own resolv.conf (exec shows it as /etc/resolv.conf), in the
+    // user's runtime directory.
+    let c1_etc = user
+        .runtime_dir()
+        .join("tapswitch/containers")
+        .join(&c1_id)
+        .join("etc");
+    let resolv = std::fs::read_to_string(c1_etc.join("resolv.conf")).unwrap_or_default();
+    assert!(resolv.contains("nameserver 172.17.0.1"), "{resolv:?}");
     let ls = user.ok(&["container", "ls"]);
     assert!(
         ls.lines()
@@ -83,6 +92,27 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
         ports.contains("container c1") && ports.contains("container c2"),
         "{ports}"
     );
+
+    // The other commands, as for root: show, flows, and a network of the
+    // user's own with its own switch.
+    let show = user.ok(&["show"]);
+    assert!(show.contains("c1") && show.contains("c2"), "{show}");
+    user.ok(&["flows"]);
+    user.ok(&["network", "create", "lab", "--subnet", "10.77.0.0/24"]);
+    assert!(user.ok(&["network", "ls"]).contains("lab"));
+    let lab = user.serve(&["--network", "lab"]);
+    user.ok(&["container", "create", "l1", "--network", "lab"]);
+    assert!(pings(&user, "l1", "10.77.0.1"), "l1 -> lab's gateway");
+    assert!(!pings(&user, "l1", "172.17.0.2"), "networks stay apart");
+    let inspect = user.ok(&["network", "inspect", "lab"]);
+    assert!(
+        inspect.contains("l1") && inspect.contains("10.77.0.2"),
+        "{inspect}"
+    );
+    assert_eq!(user.ok(&["container", "rm", "l1"]).trim(), "l1");
+    user.stop(lab);
+    user.ok(&["network", "rm", "lab"]);
+    assert!(!user.ok(&["network", "ls"]).contains("lab"));
 
     // exec runs as root of the user namespace and passes the exit status.
     let out = user.tapswitch(&["container", "exec", "c1", "--", "sh", "-c", "id -u; exit 7"]);
@@ -123,6 +153,10 @@ fn serve_and_two_containers_ping_each_other_and_the_gateway_and_survive_a_switch
 
     // rm ends the namespace: the address is free for the next container.
     assert_eq!(user.ok(&["container", "rm", "c1"]).trim(), "c1");
+    assert!(
+        !c1_etc.exists(),
+        "rm takes the container's resolv.conf with it"
+    );
     user.ok(&["container", "create", "c3"]);
     assert!(
         user.ok(&["container", "ls"])
@@ -164,15 +198,7 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
         "unshare",
         &["--user", "--map-root-user", "--net", "sleep", "300"],
     );
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns == own) {
-        assert!(
-            Instant::now() < deadline,
-            "unshare did not enter a namespace"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_new_netns(pid, std::path::Path::new("/proc/self/ns/net"));
     let out = user.tapswitch(&["container", "attach", "byhand", "--pid", &pid.to_string()]);
     assert!(
         out.status.success(),
@@ -191,6 +217,29 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
     assert!(pings(&user, "byhand", "172.17.0.1"), "attached -> gateway");
     assert_eq!(user.ok(&["container", "detach", "byhand"]).trim(), "byhand");
     assert!(!user.ok(&["container", "ls"]).contains("byhand"));
+
+    // A namespace that goes by itself (its last process ends) takes its
+    // record with it at the next command.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, std::path::Path::new("/proc/self/ns/net"));
+    user.ok(&["container", "attach", "gone", "--pid", &pid.to_string()]);
+    assert!(user.ok(&["container", "ls"]).contains("gone"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("ending the namespace's process (ours)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while user.ok(&["container", "ls"]).contains("gone") {
+        assert!(
+            Instant::now() < deadline,
+            "the lease outlived its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A namespace root made is not the user's to attach.
     let name = unique_name("tsrl");
@@ -434,15 +483,22 @@ fn a_rootless_podman_container_is_attached_by_pid() {
     assert!(removed.status.success());
 }
 
-/// Waits until process `pid` (an `unshare --net` the user started) has
-/// entered a network namespace other than `from`.
+/// Waits until process `pid` (an `unshare ... --net sleep` the user
+/// started, through `nsenter` and `setpriv` when the user has a namespace
+/// of its own) has entered a network namespace other than `from`, with
+/// its id maps written: its program is `sleep` only once `unshare` has
+/// done all that (earlier, the PID may still be nsenter's, in another
+/// namespace than the user's, or unshare's between its steps).
 fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
     let before = inode(from).expect("the namespace the user started in");
     let deadline = Instant::now() + Duration::from_secs(10);
     let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    while inode(&ns).is_none_or(|ino| ino == before) {
+    let comm = format!("/proc/{pid}/comm");
+    while inode(&ns).is_none_or(|ino| ino == before)
+        || std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
+    {
         assert!(
             Instant::now() < deadline,
             "unshare did not enter a namespace"
@@ -455,7 +511,9 @@ fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
 fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT};
+    use tapswitch_tests::remote::{
+        DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT,
+    };
 
     require_root();
     // The user's "host" network: a namespace routed to a remote one, so
@@ -497,7 +555,8 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     // for a switch started after it (serve looks once, at its start).
     user_ns.sysctl("net.ipv4.ping_group_range", "0 2147483647");
     user.stop(serve);
-    let serve = user.serve(&[]);
+    let upstream = format!("{REMOTE_IP}:{DNS_PORT}");
+    let serve = user.serve(&["--dns-upstream", &upstream]);
     assert!(
         !user
             .serve_log(serve)
@@ -557,6 +616,36 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // DNS: exec shows the container its own resolv.conf (the gateway), in
+    // a mount namespace of its own; the gateway answers the network's
+    // names and forwards the rest to the remote's server.
+    let resolv = user.ok(&["container", "exec", "c1", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 172.17.0.1"), "{resolv}");
+    let outside = user
+        .command("cat")
+        .arg("/etc/resolv.conf")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&outside.stdout).contains("172.17.0.1"),
+        "the bind mount stays inside exec"
+    );
+    let lookup = |name: &str| {
+        let out = user.tapswitch(&["container", "exec", "c1", "--", "getent", "ahostsv4", name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = lookup("www.example.test");
+    assert!(
+        answer.contains(&DNS_ANSWER.to_string()),
+        "a name forwarded to the remote's DNS server: {answer:?}\n{}",
+        user.serve_log(serve)
+    );
+    let answer = lookup("c1");
+    assert!(
+        answer.contains("172.17.0.2"),
+        "the container's own name: {answer:?}"
+    );
+
     // A published port of an attached namespace, reached from the remote
     // namespace: the container sees the client's own address.
     let pid = user.spawn(
@@ -579,18 +668,32 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
             .lines()
             .any(|l| l.contains("web") && l.contains("0.0.0.0:8082->80/tcp"))
     );
-    // Root may enter the user's namespace to listen in there for the test.
-    let web_ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let listener = tools::netlink::netns::run_in(&web_ns, || {
-        Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the attached namespace"))
-    })
-    .unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().expect("a client");
-        stream.write_all(peer.to_string().as_bytes()).unwrap();
-    });
-    let (seen, local) = remote.ns.run(|| {
-        let to: SocketAddr = "10.201.0.1:8082".parse().unwrap();
+    // And a container `create -p` made.
+    user.ok(&["container", "create", "pub", "-p", "8084:80"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&user.ok(&["container", "inspect", "pub"])).unwrap();
+    let pub_ns = inspect[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .expect("the container's namespace")
+        .to_string();
+    // Root may enter the user's namespaces to listen in there for the
+    // test: each server answers `clients` clients with their address.
+    let serve_in = |ns: std::path::PathBuf, clients: usize| {
+        let listener = tools::netlink::netns::run_in(&ns, || {
+            Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the container"))
+        })
+        .unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..clients {
+                let (mut stream, peer) = listener.accept().expect("a client");
+                stream.write_all(peer.to_string().as_bytes()).unwrap();
+            }
+        })
+    };
+    let server = serve_in(format!("/proc/{pid}/ns/net").into(), 2);
+    let created_server = serve_in(pub_ns.into(), 1);
+    let connect_to = |port: u16| {
+        let to = SocketAddr::from(([10, 201, 0, 1], port));
         let mut tries = 0;
         let mut stream = loop {
             match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
@@ -608,9 +711,18 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         let mut seen = String::new();
         stream.read_to_string(&mut seen).expect("the answer");
         (seen, stream.local_addr().unwrap().to_string())
-    });
-    server.join().expect("the attached namespace's server");
+    };
+    let (seen, local) = remote.ns.run(|| connect_to(8082));
     assert_eq!(seen, local, "{}", user.serve_log(serve));
+    // And from the user's own namespace, the host side, to its address.
+    let (seen, local) = user_ns.run(|| connect_to(8082));
+    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    server.join().expect("the attached namespace's server");
+    let (seen, local) = remote.ns.run(|| connect_to(8084));
+    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    created_server
+        .join()
+        .expect("the created container's server");
 
     // Detach closes the host port.
     assert_eq!(user.ok(&["container", "detach", "web"]).trim(), "web");
@@ -624,4 +736,183 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         user.serve_log(serve)
     );
     drop(user);
+}
+
+#[test]
+fn port_add_and_rm_as_an_ordinary_user_in_namespaces_of_theirs() {
+    require_root();
+    let user_ns = tapswitch_tests::Netns::new("trp");
+    let mut user = RootlessUser::new(7).in_netns(&user_ns.name);
+    let serve = user.serve(&[]);
+    user.ok(&["container", "create", "c1"]);
+    // A namespace of the user's, and a veth pair the user makes in it.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, &std::path::Path::new("/run/netns").join(&user_ns.name));
+    let pid = pid.to_string();
+    let inside = |args: &[&str]| {
+        user.command("nsenter")
+            .args(["--preserve-credentials", "--user", "--net", "-t", &pid])
+            .args(args)
+            .output()
+            .expect("running nsenter as the user")
+    };
+    for step in [
+        "ip link add va type veth peer name vb",
+        "ip addr add 172.17.0.200/16 dev vb",
+        "ip link set vb up",
+        "ip link set va up",
+    ] {
+        let out = inside(&step.split(' ').collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let added = user.ok(&["port", "add", "--iface", "va", "--pid", &pid]);
+    assert!(
+        added.starts_with("added port") && added.contains(" va "),
+        "{added}"
+    );
+    assert!(
+        pings(&user, "c1", "172.17.0.200"),
+        "c1 -> the user's namespace through port va\n{}",
+        user.serve_log(serve)
+    );
+    // In the user's own namespace: one line saying what to do instead.
+    let err = user.fails(&["port", "add", "--iface", "lo"]);
+    assert!(
+        err.contains("cannot open lo in your own network namespace") && err.contains("--pid PID"),
+        "{err}"
+    );
+
+    // TAP ports, when /dev/net/tun is open to the user ("others" decide).
+    let tun_open =
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    if tun_open {
+        // Made by a helper in the user's namespace, as root of its user
+        // namespace; gone with the port.
+        let added = user.ok(&["port", "add", "--tap", "tsr0", "--pid", &pid]);
+        assert!(added.contains(" tsr0 "), "{added}");
+        let out = inside(&["ip", "addr", "add", "172.17.0.201/16", "dev", "tsr0"]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            pings(&user, "c1", "172.17.0.201"),
+            "c1 -> the TAP in the user's namespace\n{}",
+            user.serve_log(serve)
+        );
+        assert_eq!(user.ok(&["port", "rm", "tsr0"]).trim(), "removed port tsr0");
+        assert!(
+            !inside(&["ip", "link", "show", "tsr0"]).status.success(),
+            "the TAP the switch made goes with its port"
+        );
+        // The user's own namespace: no new TAP there, one line with both ways out...
+        let err = user.fails(&["port", "add", "--tap", "tsr1"]);
+        assert!(
+            err.contains("cannot create TAP tsr1 in your own network namespace")
+                && err.contains("sudo ip tuntap add tsr1 mode tap user"),
+            "{err}"
+        );
+        // ...and a persistent TAP root made for the user opens there.
+        let uid = user.uid.to_string();
+        user_ns.ip(&["tuntap", "add", "tsu0", "mode", "tap", "user", &uid]);
+        user_ns.ip(&["addr", "add", "172.17.0.202/16", "dev", "tsu0"]);
+        user_ns.ip(&["link", "set", "tsu0", "up"]);
+        let added = user.ok(&["port", "add", "--tap", "tsu0"]);
+        assert!(added.contains(" tsu0 "), "{added}");
+        assert!(
+            pings(&user, "c1", "172.17.0.202"),
+            "c1 -> the user's persistent TAP\n{}",
+            user.serve_log(serve)
+        );
+    } else {
+        let err = user.fails(&["port", "add", "--tap", "tsr0", "--pid", &pid]);
+        assert!(err.contains("sudo chmod 0666 /dev/net/tun"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        println!(
+            "SKIPPED: rootless TAP ports (/dev/net/tun is not open to other users here; `chmod 0666 /dev/net/tun` enables them); the refusal is one line"
+        );
+    }
+
+    // port rm: the port leaves the switch, and c1 no longer reaches vb.
+    assert_eq!(user.ok(&["port", "rm", "va"]).trim(), "removed port va");
+    assert!(!user.ok(&["ports"]).contains(" va "));
+    assert!(!pings(&user, "c1", "172.17.0.200"), "va is gone");
+    drop(user);
+}
+
+#[test]
+fn default_directories_without_xdg_and_the_state_dir_override() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let mut user = RootlessUser::new(8);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .mode()
+            & 0o777
+    };
+    // No XDG_DATA_HOME: state under ~/.local/share/tapswitch, 0700.
+    let out = user
+        .command(tapswitch_tests::switch_process::binary())
+        .env_remove("XDG_DATA_HOME")
+        .args(["network", "create", "homed", "--subnet", "10.78.0.0/24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state = user.home().join(".local/share/tapswitch");
+    assert!(state.join("state.json").exists(), "{}", state.display());
+    assert_eq!(mode(&state), 0o700);
+    // TAPSWITCH_STATE_DIR still chooses another one.
+    let elsewhere = user.dir().join("elsewhere");
+    let out = user
+        .command(tapswitch_tests::switch_process::binary())
+        .env("TAPSWITCH_STATE_DIR", &elsewhere)
+        .args(["network", "create", "other", "--subnet", "10.79.0.0/24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::fs::read_to_string(elsewhere.join("state.json"))
+            .unwrap()
+            .contains("other")
+    );
+    assert!(!user.ok(&["network", "ls"]).contains("other"));
+
+    // No XDG_RUNTIME_DIR (su, cron): the control socket goes to
+    // /tmp/tapswitch-<uid>, 0700, the socket 0600.
+    let runtime = user.fallback_runtime_dir();
+    let _ = std::fs::remove_dir_all(&runtime);
+    let no_runtime = |user: &RootlessUser| {
+        let mut command = user.command(tapswitch_tests::switch_process::binary());
+        command.env_remove("XDG_RUNTIME_DIR");
+        command
+    };
+    let serve = no_runtime(&user)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = user.keep(serve);
+    let socket = runtime.join("bridge.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !no_runtime(&user)
+        .arg("stats")
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mode(&runtime), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(std::fs::metadata(&runtime).unwrap().uid(), user.uid);
+    user.stop(serve);
 }

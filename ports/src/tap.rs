@@ -43,6 +43,23 @@ pub fn open(name: &str) -> Result<OpenedTap, PortError> {
 /// `lanes` queues (see the module docs); frames all go to the first queue
 /// until the port's [`Steering`] says otherwise.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
+    adopt(name, open_queues(name, lanes)?)
+}
+
+/// A TAP device's queues, opened (the device created if missing) and
+/// brought up in the calling thread's network namespace, not yet a port:
+/// rootless mode opens them inside a user's namespace and passes them to
+/// the switch, which [`adopt`]s them.
+#[derive(Debug)]
+pub struct TapQueues {
+    pub queues: Vec<OwnedFd>,
+    pub mtu: usize,
+    pub created: bool,
+}
+
+/// The first half of [`open_lanes`]: everything that happens in the
+/// device's own namespace.
+pub fn open_queues(name: &str, lanes: usize) -> Result<TapQueues, PortError> {
     check_interface_name(name)?;
     let existed = sys::if_nametoindex(name).is_ok();
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -89,6 +106,28 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
         .map_err(|err| PortError::from_io(name, "bringing the TAP device up", err))?;
     let mtu = sys::interface_mtu(control.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
+    Ok(TapQueues {
+        queues,
+        mtu,
+        created: !existed,
+    })
+}
+
+/// The second half of [`open_lanes`]: a port of queues opened by
+/// [`open_queues`], here or in another namespace.
+pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
+    let TapQueues {
+        queues,
+        mtu,
+        created,
+    } = opened;
+    if queues.is_empty() {
+        return Err(PortError::from_io(
+            name,
+            "adopting TAP queues",
+            io::Error::new(io::ErrorKind::InvalidInput, "no queue given"),
+        ));
+    }
     let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
     let tx = FdTx::new(queues[0].clone(), mtu, false);
     let queue_steering = (queues.len() > 1).then(|| {
@@ -114,7 +153,7 @@ pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
             tx: Arc::new(tx),
             steering: queue_steering,
         },
-        created: !existed,
+        created,
     })
 }
 

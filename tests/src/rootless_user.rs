@@ -36,7 +36,8 @@ impl RootlessUser {
     /// A user for test number `slot` of this process (distinct uids, so
     /// tests running in parallel never share a holder).
     pub fn new(slot: u32) -> RootlessUser {
-        let uid = 61000 + (std::process::id() % 500) * 8 + slot % 8;
+        // Below 65534 (nobody, which the benchmark uses).
+        let uid = 61000 + (std::process::id() % 250) * 16 + slot % 16;
         let dir =
             std::env::temp_dir().join(format!("tapswitch-rootless-{uid}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -144,8 +145,9 @@ impl RootlessUser {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// Starts `tapswitch serve ARGS` as this user and waits for its default
-    /// control socket; returns the index of its child (for [`Self::stop`]).
+    /// Starts `tapswitch serve ARGS` as this user and waits for its control
+    /// socket (its `--network`'s); returns the index of its child (for
+    /// [`Self::stop`]).
     pub fn serve(&mut self, args: &[&str]) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("serve{}.log", self.children.len())))
             .expect("creating the switch log");
@@ -158,8 +160,17 @@ impl RootlessUser {
             .spawn()
             .expect("starting tapswitch serve as the user");
         self.children.push(child);
+        let network = args
+            .windows(2)
+            .find(|pair| pair[0] == "--network")
+            .map_or("bridge", |pair| pair[1]);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.tapswitch(&["stats"]).status.code() != Some(0) {
+        while self
+            .tapswitch(&["stats", "--network", network])
+            .status
+            .code()
+            != Some(0)
+        {
             assert!(
                 Instant::now() < deadline,
                 "the user's switch did not come up:\n{}",
@@ -187,6 +198,19 @@ impl RootlessUser {
         let pid = child.id();
         self.children.push(child);
         pid
+    }
+
+    /// Keeps `child` (a process started as this user) to stop on drop;
+    /// returns its index (for [`Self::stop`]).
+    pub fn keep(&mut self, child: Child) -> usize {
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// The runtime directory tapswitch falls back to without
+    /// `XDG_RUNTIME_DIR` (removed on drop).
+    pub fn fallback_runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/tmp/tapswitch-{}", self.uid))
     }
 
     /// Stops (SIGTERM, then SIGKILL) and reaps child number `index`.
@@ -243,5 +267,9 @@ impl Drop for RootlessUser {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let fallback = self.fallback_runtime_dir();
+        if std::fs::metadata(&fallback).is_ok_and(|m| m.uid() == self.uid) {
+            let _ = std::fs::remove_dir_all(&fallback);
+        }
     }
 }

@@ -88,6 +88,13 @@ def parse_args():
     p.add_argument("--duration", type=float, help="seconds per iperf3 test (default 5; quick 1)")
     p.add_argument("--pings", type=int, help="pings per repetition (default 500; quick 200)")
     p.add_argument(
+        "--tests",
+        type=test_list,
+        default=TESTS,
+        help="which tests, comma-separated, e.g. --tests ping for a short latency run "
+        f"(default: all of {','.join(TESTS)})",
+    )
+    p.add_argument(
         "--switches",
         default=",".join(s.key for s in switches.ALL),
         help="which switches, comma-separated (default: all of %(default)s)",
@@ -181,6 +188,15 @@ def port_counts(text):
     if not counts or counts[0] < 3 or counts[-1] > MAX_IDLE_PORTS:
         raise argparse.ArgumentTypeError(f"port counts go from 3 to {MAX_IDLE_PORTS}: {text!r}")
     return counts
+
+
+def test_list(text):
+    """--tests: some of TESTS, in the order given."""
+    tests = tuple(t for t in text.split(",") if t.strip())
+    unknown = [t for t in tests if t not in TESTS]
+    if unknown or not tests:
+        raise argparse.ArgumentTypeError(f"not a list of {', '.join(TESTS)}: {text!r}")
+    return tests
 
 
 def check_environment(args):
@@ -540,6 +556,7 @@ def benchmark(args, workdir, cleanup):
             "reps": args.reps,
             "duration": args.duration,
             "pings": args.pings,
+            "tests": list(args.tests),
             "quick": args.quick,
             "runs": args.runs,
             "idle_ports": args.idle_ports,
@@ -553,7 +570,7 @@ def benchmark(args, workdir, cleanup):
         rundir = workdir if args.runs == 1 else os.path.join(workdir, f"run-{index + 1}")
         if args.runs > 1:
             log(f"run {index + 1} of {args.runs}")
-        results = one_run(args, index, classes, TESTS, rundir, cleanup, run_info["switches"])
+        results = one_run(args, index, classes, args.tests, rundir, cleanup, run_info["switches"])
         if not results and index == 0:
             raise BenchError("no switch could be set up; nothing to measure")
         spread.add_run(per_run, results, index)

@@ -479,6 +479,13 @@ class IdlePorts(unittest.TestCase):
             with self.assertRaises(argparse.ArgumentTypeError):
                 bench.port_counts(bad)
 
+    def test_tests_option(self):
+        self.assertEqual(bench.test_list("ping"), ("ping",))
+        self.assertEqual(bench.test_list("udp,tcp1"), ("udp", "tcp1"))
+        for bad in ("", "ping,dns", ","):
+            with self.assertRaises(argparse.ArgumentTypeError):
+                bench.test_list(bad)
+
     def test_idle_port_names_fit_interface_names(self):
         names = Topology.idle_port_names(254)
         self.assertEqual(names[0], ("i1", "j1"))

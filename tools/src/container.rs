@@ -16,7 +16,8 @@
 //! `/etc/netns/tapswitch-<name>/resolv.conf` naming its gateway (which
 //! answers DNS); `container exec` bind-mounts it over `/etc/resolv.conf` in
 //! a private mount namespace, as `ip netns exec` does; `container rm`
-//! removes it. (Root mode; rootless containers keep the host's file.)
+//! removes it. (Rootless: the same file in the user's runtime directory,
+//! see `rootless::containers::etc_dir`.)
 //!
 //! IPv6 is turned off on both veth ends: on the host end so the kernel does
 //! not inject its own router solicitations and MLD reports into the switch,
@@ -305,7 +306,7 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
     if let Some(sandbox) = &record.sandbox
         && Mode::current() == Mode::Rootless
     {
-        return crate::rootless::containers::exec(name, sandbox, command);
+        return crate::rootless::containers::exec(&record, sandbox, command);
     }
     if let Some(sandbox) = &record.sandbox {
         if !netns::exists(sandbox) {

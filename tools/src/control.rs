@@ -60,6 +60,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
     },
+    /// Attach TAP device `tap` of the network namespace at `netns` (created
+    /// there if missing), through queues a helper opens in there.
+    PortAddTapIn { tap: String, netns: PathBuf },
     /// Detach a port by name.
     PortRm { name: String },
     /// Start writing a port's traffic to a pcapng file in the capture directory.
@@ -377,6 +380,16 @@ mod tests {
         assert_eq!(
             text,
             r#"{"cmd":"port_add_in","iface":"ts-0123456789ab","netns":"/proc/42/ns/net","owner":"c1"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        let req = Request::PortAddTapIn {
+            tap: "tap0".into(),
+            netns: PathBuf::from("/proc/42/ns/net"),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"cmd":"port_add_tap_in","tap":"tap0","netns":"/proc/42/ns/net"}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
     }

@@ -102,7 +102,7 @@ pub enum FdbCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PortCommand {
-    /// Attach an existing interface (--iface) or a TAP device (--tap, created if missing).
+    /// Attach an existing interface (--iface) or a TAP device (--tap, created if missing), here or in another namespace (--pid, --netns).
     #[command(group(ArgGroup::new("port").required(true).args(["iface", "tap"])))]
     Add {
         #[command(flatten)]
@@ -113,6 +113,8 @@ pub enum PortCommand {
         /// A TAP device, created if it does not exist.
         #[arg(long, value_name = "NAME")]
         tap: Option<String>,
+        #[command(flatten)]
+        namespace: crate::rootless::port_add::NamespaceArgs,
     },
     /// List the ports and their counters (what `tapswitch ports` does).
     #[command(visible_alias = "list")]
@@ -356,13 +358,13 @@ pub fn flows(args: QueryArgs) -> Result<ExitCode> {
 pub fn port(cmd: PortCommand) -> Result<ExitCode> {
     match cmd {
         PortCommand::Ls(args) => return ports(args),
-        PortCommand::Add { target, iface, tap } => {
-            let request = Request::PortAdd {
-                iface,
-                tap,
-                owner: None,
-            };
-            let added: PortInfo = control::call_as(&target.socket(), &request)?;
+        PortCommand::Add {
+            target,
+            iface,
+            tap,
+            namespace,
+        } => {
+            let added = crate::rootless::port_add::add(&target.socket(), iface, tap, &namespace)?;
             println!(
                 "added port {} {} ({})",
                 added.port_no, added.name, added.kind

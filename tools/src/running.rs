@@ -28,6 +28,12 @@ pub enum PortSpec {
         iface: String,
         netns: std::path::PathBuf,
     },
+    /// A TAP device of another network namespace, opened (or created)
+    /// there by a helper.
+    TapInNamespace {
+        tap: String,
+        netns: std::path::PathBuf,
+    },
 }
 
 impl PortSpec {
@@ -35,6 +41,7 @@ impl PortSpec {
         match self {
             PortSpec::Iface(name) | PortSpec::Tap(name) => name,
             PortSpec::InNamespace { iface, .. } => iface,
+            PortSpec::TapInNamespace { tap, .. } => tap,
         }
     }
 }
@@ -207,6 +214,16 @@ impl RunningSwitch {
                 PortSpec::InNamespace { iface, netns } => dataplane.add_port(iface, |lanes| {
                     crate::rootless::helper::open_packet_port(netns, iface, lanes)
                 })?,
+                PortSpec::TapInNamespace { tap, netns } => dataplane.add_port(tap, |lanes| {
+                    let opened = crate::rootless::helper::open_tap_port(netns, tap, lanes)?;
+                    if opened.created {
+                        log::info!(
+                            "created TAP device {tap} in {}; it is removed when the port is",
+                            netns.display()
+                        );
+                    }
+                    Ok(opened.port)
+                })?,
             };
             Ok(id)
         })?;
@@ -359,6 +376,9 @@ impl RunningSwitch {
                 owner,
             } => self
                 .attach(&PortSpec::InNamespace { iface, netns }, owner)
+                .map(|info| Reply::data(&info)),
+            Request::PortAddTapIn { tap, netns } => self
+                .attach(&PortSpec::TapInNamespace { tap, netns }, None)
                 .map(|info| Reply::data(&info)),
             Request::PortRm { name } => self
                 .detach(&name)

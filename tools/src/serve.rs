@@ -135,7 +135,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         crate::rootless::prereq::report();
         if !args.ifaces.is_empty() || !args.taps.is_empty() {
             log::warn!(
-                "rootless: --iface and --tap ports are opened in your own network namespace, where an ordinary user may not; containers (`tapswitch container create`, `container attach`) bring their ports through their own namespaces (docs/rootless.md)"
+                "rootless: --iface and --tap ports are opened in your own network namespace, where an ordinary user may not (a persistent TAP of yours aside); add them from a namespace of yours with `tapswitch port add --iface|--tap NAME --pid PID`, and containers (`container create`, `container attach`) bring theirs (docs/rootless.md)"
             );
         }
     }

@@ -206,6 +206,9 @@ fn clean_up_leftovers(container: &Container) {
     {
         let _ = nl.delete_link(index);
     }
+    if container.keeper.is_some() {
+        let _ = crate::rootless::containers::remove_etc(container);
+    }
     // An attached namespace is not ours to unmount, even when the path now
     // leads elsewhere.
     if let Some(sandbox) = &container.sandbox

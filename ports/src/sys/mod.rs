@@ -109,6 +109,11 @@ pub(crate) fn set_interface_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<()>
     ifreq_ioctl(fd, libc::SIOCGIFFLAGS, &mut req)?;
     // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
+    // Already up: nothing to ask, which lets an ordinary user open a
+    // persistent TAP of theirs (setting flags needs CAP_NET_ADMIN).
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     ifreq_ioctl(fd, libc::SIOCSIFFLAGS, &mut req)
 }

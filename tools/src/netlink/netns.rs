@@ -134,8 +134,15 @@ pub fn remove_etc(name: &str) -> io::Result<()> {
 /// process has other threads (`unshare(CLONE_NEWNS)` refuses otherwise).
 pub fn enter_with_etc(path: &Path, name: &str) -> io::Result<()> {
     enter(path)?;
-    let dir = Path::new(NETNS_ETC_DIR).join(name);
-    let Ok(entries) = fs::read_dir(&dir) else {
+    private_etc(&Path::new(NETNS_ETC_DIR).join(name))
+}
+
+/// When `dir` exists, moves the calling process into a private mount
+/// namespace in which each file of `dir` is bind-mounted over its `/etc`
+/// namesake (see [`enter_with_etc`]; rootless containers keep theirs in
+/// the user's runtime directory). Same single-thread rule.
+pub fn private_etc(dir: &Path) -> io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
     unshare(CloneFlags::CLONE_NEWNS)?;

@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use ipam::{Container, Driver, NamespaceKeeper, Network, Store};
 
 use super::helper::{self, PlugArgs};
@@ -79,6 +79,7 @@ fn build(record: &Container, network: &Network) -> Result<()> {
         return Ok(()); // none: the keeper brought lo up; host: nothing
     };
     plug(record, network, sandbox, host_iface, "eth0")?;
+    write_resolv_conf(record, network.ipam()?.gateway)?;
     add_port(record, sandbox, host_iface, control)
 }
 
@@ -149,7 +150,7 @@ pub fn tear_down(record: &Container) -> Result<()> {
     }
     if record.keeper.is_some() {
         end_keeper(record.keeper.as_ref());
-        return Ok(());
+        return remove_etc(record);
     }
     if let (Some(sandbox), Some(attached), Some(iface)) =
         (&record.sandbox, &record.attached, &record.host_iface)
@@ -170,31 +171,61 @@ fn end_keeper(keeper: Option<&NamespaceKeeper>) {
 }
 
 /// `container exec` as an ordinary user: the command runs as root of the
-/// container's user namespace, inside its network namespace.
-pub fn exec(name: &str, sandbox: &Path, command: &[String]) -> Result<ExitCode> {
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
+/// container's user namespace, inside its network namespace, and sees the
+/// container's own resolv.conf (written by `create`) as `/etc/resolv.conf`.
+pub fn exec(record: &Container, sandbox: &Path, command: &[String]) -> Result<ExitCode> {
+    if command.is_empty() {
+        bail!("no command given: write it after `--`");
+    }
+    let name = &record.name;
     let enter = super::enter_netns(sandbox)
         .with_context(|| format!("entering the namespaces of container {name}"))?;
-    let mut child = Command::new(program);
-    child.args(rest);
+    let mut child = Command::new(super::holder::self_exe()?);
+    child
+        .args(["__rootless", "exec", "--etc"])
+        .arg(etc_dir(record))
+        .arg("--")
+        .args(command);
     enter.apply(&mut child);
-    let status = match child.status() {
-        Ok(status) => status,
-        Err(err) => {
-            eprintln!("tapswitch: cannot run {program}: {err}");
-            let code = if err.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            return Ok(ExitCode::from(code));
-        }
-    };
+    let status = child
+        .status()
+        .with_context(|| format!("starting a helper inside container {name}"))?;
     let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// A rootless container's own `/etc` files (its resolv.conf), which
+/// `container exec` shows over the host's: root keeps them in
+/// `/etc/netns/<namespace>/`, an ordinary user in the runtime directory,
+/// by container id (a name may be reused).
+pub fn etc_dir(record: &Container) -> PathBuf {
+    control::runtime_dir()
+        .join("containers")
+        .join(&record.id)
+        .join("etc")
+}
+
+/// Writes the container's resolv.conf, naming its gateway (which answers DNS).
+fn write_resolv_conf(record: &Container, gateway: Ipv4Addr) -> Result<()> {
+    let dir = etc_dir(record);
+    let resolv = switch::dns::container_resolv_conf(gateway, switch::dns::DEFAULT_DOMAIN);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("resolv.conf"), resolv))
+        .with_context(|| format!("writing {}/resolv.conf", dir.display()))
+}
+
+/// Removes what [`write_resolv_conf`] wrote; nothing there is not an error.
+pub fn remove_etc(record: &Container) -> Result<()> {
+    let Some(dir) = etc_dir(record).parent().map(Path::to_path_buf) else {
+        return Ok(());
+    };
+    match std::fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }

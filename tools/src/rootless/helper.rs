@@ -9,6 +9,8 @@
 //! | `plug`        | a container's user + network namespace | makes the veth pair (both ends inside), the address, the route |
 //! | `unplug`      | the same                               | deletes the veth pair |
 //! | `open-packet` | the same                               | opens packet sockets on the switch's end and passes them back on stdout (SCM_RIGHTS) |
+//! | `open-tap`    | a user's user + network namespace      | opens (or creates) a TAP device there and passes its queues back the same way |
+//! | `exec`        | the same                               | binds the container's own `/etc` files (its resolv.conf) in a private mount namespace, then runs the command |
 //!
 //! A helper is a fresh `exec` of this binary (not a fork of a threaded
 //! switch) that enters the namespaces between fork and exec
@@ -20,12 +22,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use ports::namespace::{Enter, recv_fds, send_fds};
+use ports::tap::{OpenedTap, TapQueues};
 use ports::{OpenedPort, PortError};
 
 use super::holder::{self, Holder, self_exe};
@@ -52,6 +55,20 @@ pub enum Internal {
         iface: String,
         #[arg(long, default_value_t = 1)]
         lanes: usize,
+    },
+    /// Open (or create) a TAP device and pass its queues on stdout.
+    OpenTap {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        lanes: usize,
+    },
+    /// Run a command with the files of `--etc` over their `/etc` namesakes.
+    Exec {
+        #[arg(long)]
+        etc: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -105,6 +122,8 @@ pub fn run(command: Internal) -> Result<ExitCode> {
         Internal::Plug(args) => plug(&args).map(|()| ExitCode::SUCCESS),
         Internal::Unplug { host_iface } => unplug(&host_iface).map(|()| ExitCode::SUCCESS),
         Internal::OpenPacket { iface, lanes } => open_packet(&iface, lanes),
+        Internal::OpenTap { name, lanes } => open_tap(&name, lanes),
+        Internal::Exec { etc, command } => exec(&etc, &command),
     }
 }
 
@@ -164,6 +183,26 @@ fn plug(args: &PlugArgs) -> Result<()> {
     Ok(())
 }
 
+/// As `ip netns exec` does with `/etc/netns/NAME`: the mounts live in a
+/// mount namespace of this process alone (owned by the user namespace we
+/// joined), so nothing outside sees them.
+fn exec(etc: &Path, command: &[String]) -> Result<ExitCode> {
+    crate::netlink::netns::private_etc(etc)
+        .with_context(|| format!("showing the files of {} in /etc", etc.display()))?;
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
+    // exec only returns if it failed.
+    let err = std::os::unix::process::CommandExt::exec(Command::new(program).args(rest));
+    eprintln!("tapswitch: cannot run {program}: {err}");
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    Ok(ExitCode::from(code))
+}
+
 fn unplug(host_iface: &str) -> Result<()> {
     let mut nl = Netlink::open().context("opening a netlink socket")?;
     if let Some(index) = nl.link_index(host_iface)? {
@@ -174,11 +213,26 @@ fn unplug(host_iface: &str) -> Result<()> {
 }
 
 fn open_packet(iface: &str, lanes: usize) -> Result<ExitCode> {
+    pass_fds(ports::packet::open_fds(iface, lanes).map(|fds| ("ok".to_string(), fds)))
+}
+
+/// The TAP's queues, with `ok <mtu> <created>` (read by [`open_tap_port`]).
+fn open_tap(name: &str, lanes: usize) -> Result<ExitCode> {
+    pass_fds(ports::tap::open_queues(name, lanes).map(|tap| {
+        (
+            format!("ok {} {}", tap.mtu, u8::from(tap.created)),
+            tap.queues,
+        )
+    }))
+}
+
+/// Passes `opened`'s descriptors (or its error's text) on stdout.
+fn pass_fds(opened: Result<(String, Vec<OwnedFd>), PortError>) -> Result<ExitCode> {
     let stdout = std::io::stdout();
-    match ports::packet::open_fds(iface, lanes) {
-        Ok(fds) => {
+    match opened {
+        Ok((text, fds)) => {
             let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-            send_fds(stdout.as_fd(), b"ok", &borrowed).context("passing the sockets")?;
+            send_fds(stdout.as_fd(), text.as_bytes(), &borrowed).context("passing the sockets")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -231,22 +285,66 @@ pub fn unplug_from(netns: &Path, host_iface: &str) -> Result<()> {
 /// Opens interface `iface` of the namespace at `netns` as a port, through
 /// sockets a helper opens in there and passes back.
 pub fn open_packet_port(netns: &Path, iface: &str, lanes: usize) -> Result<OpenedPort, PortError> {
-    let failed = |err: anyhow::Error| PortError::Io {
-        name: iface.to_string(),
-        doing: "opening it inside its namespace",
-        source: std::io::Error::other(format!("{err:#}")),
-    };
-    let fds = fetch_packet_fds(netns, iface, lanes).map_err(failed)?;
+    let args = [
+        "open-packet",
+        "--iface",
+        iface,
+        "--lanes",
+        &lanes.to_string(),
+    ];
+    let (_, fds) = fetch_fds(netns, &args).map_err(|err| failed(iface, err))?;
     ports::packet::adopt_lanes(iface, fds)
 }
 
-fn fetch_packet_fds(netns: &Path, iface: &str, lanes: usize) -> Result<Vec<OwnedFd>> {
+/// Opens (or creates) TAP device `tap` in the namespace at `netns` as a
+/// port: a helper that joined the namespace (as root of its user
+/// namespace, so it may create the device) opens its queues and passes
+/// them back. A TAP it created lives as long as the switch holds it.
+pub fn open_tap_port(netns: &Path, tap: &str, lanes: usize) -> Result<OpenedTap, PortError> {
+    let args = ["open-tap", "--name", tap, "--lanes", &lanes.to_string()];
+    let (text, queues) = fetch_fds(netns, &args).map_err(|err| failed(tap, err))?;
+    let Some((mtu, created)) = tap_answer(&text) else {
+        return Err(failed(tap, anyhow!("the helper answered {text:?}")));
+    };
+    let queues = TapQueues {
+        queues,
+        mtu,
+        created,
+    };
+    ports::tap::adopt(tap, queues)
+}
+
+/// `ok <mtu> <created: 0|1>`, as [`open_tap`] answers.
+fn tap_answer(text: &str) -> Option<(usize, bool)> {
+    let mut fields = text.split_whitespace();
+    (fields.next()? == "ok").then_some(())?;
+    let mtu = fields.next()?.parse().ok()?;
+    let created = match fields.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    Some((mtu, created))
+}
+
+fn failed(name: &str, err: anyhow::Error) -> PortError {
+    PortError::Io {
+        name: name.to_string(),
+        doing: "opening it inside its namespace",
+        source: std::io::Error::other(format!("{err:#}")),
+    }
+}
+
+/// Runs helper `__rootless ARGS` in the namespace at `netns` and receives
+/// what it passes: its answer (`ok`, then what the role adds) and the
+/// descriptors.
+fn fetch_fds(netns: &Path, args: &[&str]) -> Result<(String, Vec<OwnedFd>)> {
     let enter = super::enter_netns(netns)?;
     let (ours, theirs) = UnixStream::pair().context("making a socket pair")?;
     let mut command = Command::new(self_exe()?);
     command
-        .args(["__rootless", "open-packet", "--iface", iface, "--lanes"])
-        .arg(lanes.to_string())
+        .arg("__rootless")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::piped());
@@ -263,13 +361,14 @@ fn fetch_packet_fds(netns: &Path, iface: &str, lanes: usize) -> Result<Vec<Owned
     }
     let _ = child.wait();
     let (n, fds) = received.context("receiving the sockets")?;
-    match &buf[..n] {
-        b"ok" if !fds.is_empty() => Ok(fds),
-        b"" => bail!(
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    match text.as_str() {
+        "" => bail!(
             "the helper ended without an answer: {}",
             stderr.lines().last().unwrap_or("no message")
         ),
-        text => bail!("{}", String::from_utf8_lossy(text)),
+        ok if (ok == "ok" || ok.starts_with("ok ")) && !fds.is_empty() => Ok((text, fds)),
+        _ => bail!("{text}"),
     }
 }
 
@@ -307,4 +406,18 @@ pub fn start_keeper(holder: &Holder) -> Result<(u32, NamespaceId)> {
     // Not waited for: it lives on after this command.
     drop(child);
     Ok((pid, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tap_answer_carries_the_mtu_and_whether_it_was_created() {
+        assert_eq!(tap_answer("ok 1500 1"), Some((1500, true)));
+        assert_eq!(tap_answer("ok 65520 0"), Some((65520, false)));
+        for bad in ["ok", "ok 1500", "ok x 1", "ok 1500 2", "no 1500 1", ""] {
+            assert_eq!(tap_answer(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub mod containers;
 pub mod demo;
 pub mod helper;
 pub mod holder;
+pub mod port_add;
 pub mod prereq;
 
 use std::fs::File;

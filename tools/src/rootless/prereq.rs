@@ -90,15 +90,18 @@ pub fn userns_missing(facts: &Facts) -> Vec<Missing> {
     missing
 }
 
+/// Whether TAP ports are out of reach (`/dev/net/tun` closed to the user).
+pub fn missing_tun(facts: &Facts) -> Option<Missing> {
+    (!facts.tun_usable).then(|| Missing {
+        what: "/dev/net/tun is not open to you: --tap ports are unavailable (veth ports and containers work)".into(),
+        fix: "sudo chmod 0666 /dev/net/tun".into(),
+    })
+}
+
 /// Everything rootless mode would like and the machine lacks.
 pub fn missing(facts: &Facts) -> Vec<Missing> {
     let mut missing = userns_missing(facts);
-    if !facts.tun_usable {
-        missing.push(Missing {
-            what: "/dev/net/tun is not open to you: --tap ports are unavailable (veth ports and containers work)".into(),
-            fix: "sudo chmod 0666 /dev/net/tun".into(),
-        });
-    }
+    missing.extend(missing_tun(facts));
     if let Some((low, high)) = facts.ping_group_range
         && !(low..=high).contains(&facts.gid)
     {
