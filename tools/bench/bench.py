@@ -145,6 +145,14 @@ def parse_args():
         "ports, plus idle CPU and memory per port, e.g. --idle-ports 64,256 (default: off)",
     )
     p.add_argument(
+        "--tests",
+        type=test_list,
+        default=list(TESTS),
+        metavar="T[,T...]",
+        help=f"which tests, of {','.join(TESTS)} (default: all), e.g. --tests tcp1 for the "
+        "spread of one figure over many --runs in little time",
+    )
+    p.add_argument(
         "--outbound",
         action="store_true",
         help="only the outbound test (issue 14): iperf3 from a container to a routed remote "
@@ -170,6 +178,18 @@ def parse_args():
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
     args.idle_seconds = 3 if args.quick else 5
     return args
+
+
+def test_list(text):
+    """--tests: names from TESTS, in TESTS' order."""
+    asked = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = asked - set(TESTS)
+    if not asked or unknown:
+        raise argparse.ArgumentTypeError(
+            f"tests are {', '.join(TESTS)}: {text!r}"
+            + (f" ({', '.join(sorted(unknown))}?)" if unknown else "")
+        )
+    return [t for t in TESTS if t in asked]
 
 
 def port_counts(text):
@@ -543,6 +563,7 @@ def benchmark(args, workdir, cleanup):
             "quick": args.quick,
             "runs": args.runs,
             "idle_ports": args.idle_ports,
+            "tests": args.tests,
         },
         "switches": {},
     }
@@ -553,7 +574,7 @@ def benchmark(args, workdir, cleanup):
         rundir = workdir if args.runs == 1 else os.path.join(workdir, f"run-{index + 1}")
         if args.runs > 1:
             log(f"run {index + 1} of {args.runs}")
-        results = one_run(args, index, classes, TESTS, rundir, cleanup, run_info["switches"])
+        results = one_run(args, index, classes, args.tests, rundir, cleanup, run_info["switches"])
         if not results and index == 0:
             raise BenchError("no switch could be set up; nothing to measure")
         spread.add_run(per_run, results, index)
