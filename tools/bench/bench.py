@@ -152,6 +152,14 @@ def parse_args():
         "ports, plus idle CPU and memory per port, e.g. --idle-ports 64,256 (default: off)",
     )
     p.add_argument(
+        "--tests",
+        type=test_list,
+        default=list(TESTS),
+        metavar="T[,T...]",
+        help=f"which tests, of {','.join(TESTS)} (default: all), e.g. --tests tcp1 for the "
+        "spread of one figure over many --runs in little time",
+    )
+    p.add_argument(
         "--outbound",
         action="store_true",
         help="only the outbound test (issue 14): iperf3 from a container to a routed remote "
@@ -177,6 +185,18 @@ def parse_args():
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
     args.idle_seconds = 3 if args.quick else 5
     return args
+
+
+def test_list(text):
+    """--tests: names from TESTS, in TESTS' order."""
+    asked = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = asked - set(TESTS)
+    if not asked or unknown:
+        raise argparse.ArgumentTypeError(
+            f"tests are {', '.join(TESTS)}: {text!r}"
+            + (f" ({', '.join(sorted(unknown))}?)" if unknown else "")
+        )
+    return [t for t in TESTS if t in asked]
 
 
 def port_counts(text):
@@ -560,6 +580,7 @@ def benchmark(args, workdir, cleanup):
             "quick": args.quick,
             "runs": args.runs,
             "idle_ports": args.idle_ports,
+            "tests": args.tests,
         },
         "switches": {},
     }

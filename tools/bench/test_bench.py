@@ -473,6 +473,12 @@ class IdlePorts(unittest.TestCase):
         self.assertEqual(by_name["setup: first `ip` command to the switch's answer (s)"][1], "0.90")
         self.assertIn("Idle ports", report.render(idle_ports_run()))
 
+    def test_tests_option(self):
+        self.assertEqual(bench.test_list("ping, tcp1"), ["tcp1", "ping"])
+        for bad in ["", "tcp3", "tcp1,udp6"]:
+            with self.assertRaises(argparse.ArgumentTypeError):
+                bench.test_list(bad)
+
     def test_port_counts_option(self):
         self.assertEqual(bench.port_counts("256,64"), [64, 256])
         for bad in ("2", "x", "64,5000", ""):

@@ -208,8 +208,12 @@ impl PortLanes {
                 change,
                 older: Older::One(older),
             },
-            // Steerings alternate between the two modes.
-            (true, Before::EveryLane) => Due::Nothing,
+            // Steerings alternate between the two modes; were one ever
+            // steered by CPU twice, nothing would have moved.
+            (true, Before::EveryLane) => {
+                self.steering.handed_over(change);
+                Due::Nothing
+            }
             // A lane that no longer gets frames holds only older ones.
             (false, _) if reading != self.solo => Due::Nothing,
             (false, Before::Lane(older)) if older == reading => {

@@ -301,12 +301,25 @@ impl PortSteering {
         };
         let mode = switch.lane_mode();
         let now = self.word();
-        if now.mode() == mode_bits(mode) || !self.may_steer_anew() {
+        if now.mode() == mode_bits(mode) {
+            return false;
+        }
+        if !self.may_steer_anew() {
+            log::debug!(
+                "port {}: not steered {} yet: its last steering is not handed over",
+                self.name,
+                mode.describe()
+            );
             return false;
         }
         let number = STEERINGS.fetch_add(1, Ordering::Relaxed) + 1;
         let word = Word::new(number, mode_bits(mode), now.mode());
         hold_readers(&mut || self.steered.store(word.0, Ordering::Release));
+        log::debug!(
+            "port {}: steering {} ({number})",
+            self.name,
+            mode.describe()
+        );
         if let Err(err) = handle.steer(mode, self.solo) {
             log::warn!("port {}: cannot steer its frames: {err}", self.name);
         }
