@@ -28,6 +28,9 @@ pub enum PortSpec {
         iface: String,
         netns: std::path::PathBuf,
     },
+    /// The host's own leg on the network (`serve --host-iface`): a TAP
+    /// created with an address and the network's MTU.
+    HostIface(crate::host_iface::HostIfaceSpec),
 }
 
 impl PortSpec {
@@ -35,6 +38,7 @@ impl PortSpec {
         match self {
             PortSpec::Iface(name) | PortSpec::Tap(name) => name,
             PortSpec::InNamespace { iface, .. } => iface,
+            PortSpec::HostIface(spec) => &spec.name,
         }
     }
 }
@@ -206,6 +210,9 @@ impl RunningSwitch {
                 })?,
                 PortSpec::InNamespace { iface, netns } => dataplane.add_port(iface, |lanes| {
                     crate::rootless::helper::open_packet_port(netns, iface, lanes)
+                })?,
+                PortSpec::HostIface(spec) => dataplane.add_port(&spec.name, |lanes| {
+                    crate::host_iface::open_port(spec, lanes)
                 })?,
             };
             Ok(id)
