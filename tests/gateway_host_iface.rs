@@ -49,6 +49,7 @@ impl Drop for Container<'_> {
         );
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &self.netns()])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
