@@ -854,3 +854,62 @@ fn published_ports_come_back_after_a_switch_restart() {
     assert_eq!(seen, local.to_string());
     drop(container);
 }
+
+#[test]
+fn a_published_tcp_client_that_speaks_first_is_heard() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let remote = Remote::new(&switch_ns);
+    let state = TempDir::new("gwsf");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("sf");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "10.201.0.1:8082:82"],
+    );
+    // The container's server waits for the client's words (as iperf3's
+    // and SMTP clients' servers do) and answers them.
+    let listener = tapswitch_tests::in_netns(&container.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:82").expect("listening in the container")
+    });
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("a client");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut words = [0u8; 5];
+        stream.read_exact(&mut words).expect("the client's words");
+        stream.write_all(b"heard ").unwrap();
+        stream.write_all(&words).unwrap();
+    });
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 8082);
+    let answer = remote.ns.run(move || -> io::Result<String> {
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        // At once: before the gateway's connection into the container is up.
+        stream.write_all(b"hello")?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    });
+    server.join().expect("the container's server");
+    assert_eq!(
+        answer.unwrap_or_else(|e| panic!("published TCP port: {e}\n{}", switch.log())),
+        "heard hello"
+    );
+    drop(container);
+}

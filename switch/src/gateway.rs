@@ -10,16 +10,33 @@
 //! in-memory frame lists, so the live switch (on its own thread) and `replay`
 //! (inline, on virtual time) drive the very same code.
 //!
-//! Frames handed to the gateway must be plain frames: the caller completes
-//! partial checksums and segments GSO frames first, as for any port that
-//! does not take offload headers.
+//! # The link
+//!
+//! A [`GatewayLink`] says what crosses the gateway port. Replay's gateway
+//! (`GatewayLink::PLAIN`) takes and sends plain 1514-byte frames. The live
+//! switch's gateway has the network's MTU (`network create --mtu`) and
+//! offloads, as a virtio-net device has them:
+//!
+//! - **In**, a TCP super-frame from a container's TSO may be handed over
+//!   whole ([`Gateway::deliver_segment`]), its checksum completed by the
+//!   caller: smoltcp takes a segment of any size that fits its receive
+//!   window, so 64 KiB cross as one segment, one copy and one ACK instead
+//!   of 45. Other frames must be plain and at most the MTU long.
+//! - **Out**, smoltcp's TCP leaves checksums to the device and sends up to
+//!   64 KiB per segment with a segment size for the device to cut by
+//!   (smoltcp's `segmentation-offload`); [`Gateway::poll_offloaded`] gives
+//!   each frame its virtio-net header (partial checksum, GSO), so the
+//!   switch passes it whole to a container's port that takes offloads and
+//!   cuts it in software only for one that does not.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::{NonZeroU16, NonZeroUsize};
 use std::time::Duration;
 
+use ports::VnetHdr;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
@@ -30,8 +47,44 @@ use crate::time::Instant;
 /// is dropped rather than queued without bound.
 pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 
-/// The largest frame the gateway sends or takes: a 1500-byte IP MTU.
+/// The largest frame a plain gateway sends or takes: a 1500-byte IP MTU.
 pub const GATEWAY_FRAME_MAX: usize = 1514;
+
+/// The Ethernet header, which smoltcp counts in a device's MTU.
+const ETHERNET_HEADER: usize = 14;
+/// The largest IPv4 packet (its 16-bit total length): the most a TCP
+/// super-frame carries, in and out.
+const IPV4_MAX: usize = 65_535;
+
+/// What crosses the gateway's port. See the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLink {
+    /// The largest IP packet of a plain frame: the network's MTU.
+    pub mtu: usize,
+    /// TCP super-frames whole and checksums partial, in and out.
+    pub offloads: bool,
+}
+
+impl GatewayLink {
+    /// Plain 1514-byte frames, as replay's gateway has them.
+    pub const PLAIN: GatewayLink = GatewayLink {
+        mtu: GATEWAY_FRAME_MAX - ETHERNET_HEADER,
+        offloads: false,
+    };
+
+    /// The live switch's link: the network's MTU, with offloads.
+    pub fn offloaded(mtu: usize) -> GatewayLink {
+        GatewayLink {
+            mtu,
+            offloads: true,
+        }
+    }
+
+    /// The longest plain frame the link carries.
+    pub fn frame_max(&self) -> usize {
+        self.mtu + ETHERNET_HEADER
+    }
+}
 
 /// The gateway host. See the module documentation.
 pub struct Gateway {
@@ -62,7 +115,23 @@ impl Gateway {
     }
 
     pub fn with_mac(address: Ipv4Addr, prefix_len: u8, mac: MacAddr, now: Instant) -> Self {
-        let mut device = FrameQueues::default();
+        Self::with_link(address, prefix_len, mac, GatewayLink::PLAIN, now)
+    }
+
+    /// A gateway on a `link` of its own (the live switch's: the network's
+    /// MTU, offloads on).
+    pub fn with_link(
+        address: Ipv4Addr,
+        prefix_len: u8,
+        mac: MacAddr,
+        link: GatewayLink,
+        now: Instant,
+    ) -> Self {
+        let mut device = FrameQueues {
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+            link,
+        };
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
         // A fixed seed: replay must produce the same bytes on every run.
         config.random_seed = 0x7461_7073_7769_7463;
@@ -92,6 +161,10 @@ impl Gateway {
 
     pub fn prefix_len(&self) -> u8 {
         self.prefix_len
+    }
+
+    pub fn link(&self) -> GatewayLink {
+        self.device.link
     }
 
     /// Turns on what translated TCP flows need: smoltcp's any-IP mode, so
@@ -139,21 +212,65 @@ impl Gateway {
         self.sockets.remove(handle);
     }
 
-    /// Queues a frame the switch delivered to the gateway port. False when
-    /// the queue is full and the frame was dropped.
+    /// Queues a plain frame the switch delivered to the gateway port.
+    /// False when the queue is full or the frame longer than the link
+    /// carries, and the frame was dropped.
     pub fn deliver(&mut self, frame: &[u8]) -> bool {
-        if self.device.rx.len() >= GATEWAY_QUEUE_FRAMES || frame.len() > GATEWAY_FRAME_MAX {
+        self.queue(frame, self.device.link.frame_max())
+    }
+
+    /// Queues one TCP segment of any size up to the largest IPv4 packet: a
+    /// container's super-frame, its checksum complete. False as for
+    /// [`Gateway::deliver`], and on a link without offloads.
+    pub fn deliver_segment(&mut self, frame: &[u8]) -> bool {
+        self.device.link.offloads && self.queue(frame, ETHERNET_HEADER + IPV4_MAX)
+    }
+
+    fn queue(&mut self, frame: &[u8], limit: usize) -> bool {
+        if self.device.rx.len() >= GATEWAY_QUEUE_FRAMES || frame.len() > limit {
             return false;
         }
         self.device.rx.push_back(frame.to_vec());
         true
     }
 
-    /// Lets the gateway answer what it was given; appends its frames to `out`.
+    /// Lets the gateway answer what it was given; appends its frames to
+    /// `out`, plain (on a link with offloads, checksums are completed and
+    /// super-frames cut here, in software).
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
         self.iface
             .poll(smol_now(now), &mut self.device, &mut self.sockets);
-        out.append(&mut self.device.tx);
+        let offloads = self.device.link.offloads;
+        let mut scratch = Vec::new();
+        for frame in self.device.tx.drain(..) {
+            let TxFrame { mut bytes, segment } = frame;
+            if !offloads {
+                out.push(bytes);
+                continue;
+            }
+            let vnet = offload_header(&mut bytes, segment);
+            let mut emit = |plain: &[u8]| out.push(plain.to_vec());
+            // The gateway built the frame: it parses.
+            let _ = ports::vnet::segment(&vnet, &bytes, &mut scratch, &mut emit);
+        }
+    }
+
+    /// Lets the gateway answer what it was given; appends its frames to
+    /// `out` each with its virtio-net header (partial TCP checksums, TCP
+    /// super-frames), for a switch that resolves them per egress port.
+    pub fn poll_offloaded(&mut self, now: Instant, out: &mut Vec<(VnetHdr, Vec<u8>)>) {
+        if !self.device.link.offloads {
+            let mut plain = Vec::new();
+            self.poll(now, &mut plain);
+            out.extend(plain.into_iter().map(|f| (VnetHdr::default(), f)));
+            return;
+        }
+        self.iface
+            .poll(smol_now(now), &mut self.device, &mut self.sockets);
+        for TxFrame { mut bytes, segment } in self.device.tx.drain(..) {
+            let vnet = offload_header(&mut bytes, segment);
+            out.push((vnet, bytes));
+        }
     }
 
     /// How long the gateway can sleep if nothing arrives (`None`: forever).
@@ -177,11 +294,56 @@ fn smol_now(now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(i64::try_from(now.as_nanos() / 1_000).unwrap_or(i64::MAX))
 }
 
+/// The virtio-net header of a frame smoltcp sent on a link with offloads:
+/// for IPv4 TCP, the pseudo-header sum in the checksum field (smoltcp left
+/// it to the device) and, for a super-frame, the segment size to cut by;
+/// other frames carry their own checksums and need none.
+fn offload_header(frame: &mut [u8], segment: Option<NonZeroU16>) -> VnetHdr {
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    const TCP_CHECKSUM: usize = 16;
+    let ip = ETHERNET_HEADER;
+    if frame.len() < ip + 20 || frame[12..14] != IPV4 || frame[ip + 9] != TCP {
+        return VnetHdr::default();
+    }
+    let ihl = usize::from(frame[ip] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+    let tcp = ip + ihl;
+    if frame.len() < tcp + 20 || total < ihl + 20 {
+        return VnetHdr::default();
+    }
+    let tcp_len = total - ihl;
+    let sum = ports::wire::checksum::pseudo_header_sum(&frame[ip + 12..ip + 20], TCP, tcp_len);
+    frame[tcp + TCP_CHECKSUM..tcp + TCP_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
+    let mut vnet = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        csum_start: u16::try_from(tcp).unwrap_or(u16::MAX),
+        csum_offset: TCP_CHECKSUM as u16,
+        ..VnetHdr::default()
+    };
+    if let Some(size) = segment {
+        let tcp_header = usize::from(frame[tcp + 12] >> 4) * 4;
+        vnet.gso_type = VnetHdr::GSO_TCPV4;
+        vnet.gso_size = size.get();
+        vnet.hdr_len = u16::try_from(tcp + tcp_header).unwrap_or(u16::MAX);
+    }
+    vnet
+}
+
+/// A frame smoltcp sent, with the segment size it asked the device to cut
+/// it by (a super-frame).
+#[derive(Debug)]
+struct TxFrame {
+    bytes: Vec<u8>,
+    segment: Option<NonZeroU16>,
+}
+
 /// smoltcp's view of the gateway port: frames in, frames out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FrameQueues {
     rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    tx: Vec<TxFrame>,
+    link: GatewayLink,
 }
 
 impl phy::Device for FrameQueues {
@@ -190,17 +352,22 @@ impl phy::Device for FrameQueues {
 
     fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(RxFrame, TxSlot<'_>)> {
         let frame = self.rx.pop_front()?;
-        Some((RxFrame(frame), TxSlot(&mut self.tx)))
+        Some((RxFrame(frame), TxSlot::new(&mut self.tx)))
     }
 
     fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<TxSlot<'_>> {
-        Some(TxSlot(&mut self.tx))
+        Some(TxSlot::new(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = GATEWAY_FRAME_MAX;
+        caps.max_transmission_unit = self.link.frame_max();
+        if self.link.offloads {
+            // Checked coming in; left to the switch going out.
+            caps.checksum.tcp = Checksum::Rx;
+            caps.segmentation.tcpv4 = NonZeroUsize::new(ETHERNET_HEADER + IPV4_MAX);
+        }
         caps
     }
 }
@@ -213,14 +380,30 @@ impl phy::RxToken for RxFrame {
     }
 }
 
-struct TxSlot<'a>(&'a mut Vec<Vec<u8>>);
+struct TxSlot<'a> {
+    out: &'a mut Vec<TxFrame>,
+    segment: Option<NonZeroU16>,
+}
+
+impl<'a> TxSlot<'a> {
+    fn new(out: &'a mut Vec<TxFrame>) -> Self {
+        TxSlot { out, segment: None }
+    }
+}
 
 impl phy::TxToken for TxSlot<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let result = f(&mut frame);
-        self.0.push(frame);
+        let mut bytes = vec![0; len];
+        let result = f(&mut bytes);
+        self.out.push(TxFrame {
+            bytes,
+            segment: self.segment,
+        });
         result
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.segment = meta.segmentation_offload_size;
     }
 }
 
@@ -229,7 +412,8 @@ mod tests {
     use super::*;
     use smoltcp::wire::{
         ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
-        Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+        Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+        TcpSeqNumber,
     };
 
     const HOST_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
@@ -347,6 +531,118 @@ mod tests {
         gw.deliver(&ping(gw.mac(), Ipv4Addr::new(172, 17, 0, 3)));
         gw.poll(Instant::ZERO, &mut out);
         assert_eq!(out.len(), 1, "only the ARP reply");
+    }
+
+    /// A TCP frame from the container to `remote`, checksums complete.
+    fn tcp_frame(gw: &Gateway, remote: (Ipv4Addr, u16), repr: &TcpRepr) -> Vec<u8> {
+        let ip = Ipv4Repr {
+            src_addr: HOST_IP,
+            dst_addr: remote.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: repr.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(HOST_MAC),
+            dst_addr: EthernetAddress(gw.mac().0),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + repr.buffer_len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf);
+        eth.emit(&mut frame);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet, &Default::default());
+        repr.emit(
+            &mut TcpPacket::new_unchecked(packet.payload_mut()),
+            &IpAddress::Ipv4(HOST_IP),
+            &IpAddress::Ipv4(remote.0),
+            &Default::default(),
+        );
+        buf
+    }
+
+    fn tcp_of(frame: &[u8]) -> (u32, usize, bool) {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        let valid = tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into());
+        (tcp.seq_number().0 as u32, tcp.payload().len(), valid)
+    }
+
+    #[test]
+    fn super_frames_cross_whole_both_ways_on_a_link_with_offloads() {
+        let remote = (Ipv4Addr::new(198, 51, 100, 7), 80);
+        let link = GatewayLink::offloaded(1500);
+        let mac = MacAddr::docker_from_ipv4(GW_IP);
+        let mut gw = Gateway::with_link(GW_IP, 16, mac, link, Instant::ZERO);
+        gw.enable_flows();
+        let listen = SocketAddrV4::new(remote.0, remote.1);
+        let handle = gw.tcp_listen(listen, 256 * 1024).unwrap();
+        let mut out = Vec::new();
+        gw.deliver(&arp_request(GW_IP));
+        let syn = TcpRepr {
+            src_port: 40000,
+            dst_port: remote.1,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 65535,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &syn)));
+        gw.poll_offloaded(Instant::from_millis(1), &mut out);
+        let (vnet, syn_ack) = out.pop().expect("a SYN-ACK");
+        // The checksum is left to the switch: partial, completed there.
+        assert_eq!(vnet.flags, VnetHdr::NEEDS_CSUM);
+        let mut completed = syn_ack.clone();
+        ports::vnet::complete_checksum(&mut vnet.clone(), &mut completed).unwrap();
+        let (their_seq, _, valid) = tcp_of(&completed);
+        assert!(valid);
+
+        // 60,000 bytes in one segment, as a container's TSO hands them over.
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        let segment = TcpRepr {
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(1001),
+            ack_number: Some(TcpSeqNumber(their_seq as i32) + 1),
+            max_seg_size: None,
+            payload: &data,
+            ..syn
+        };
+        let frame = tcp_frame(&gw, remote, &segment);
+        assert!(!gw.deliver(&frame), "a plain frame longer than the MTU");
+        assert!(gw.deliver_segment(&frame));
+        gw.poll_offloaded(Instant::from_millis(2), &mut out);
+        assert_eq!(gw.tcp(handle).recv_queue(), data.len(), "taken whole");
+
+        // Going out: one super-frame, cut by the container's MSS.
+        out.clear();
+        gw.tcp(handle).send_slice(&data).unwrap();
+        gw.poll_offloaded(Instant::from_millis(3), &mut out);
+        let (vnet, frame) = out
+            .iter()
+            .find(|(vnet, _)| vnet.is_gso())
+            .expect("a super-frame");
+        assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
+        assert_eq!(vnet.gso_size, 1460);
+        let mut segments = Vec::new();
+        let mut scratch = Vec::new();
+        ports::vnet::segment(vnet, frame, &mut scratch, &mut |s| segments.push(tcp_of(s))).unwrap();
+        assert!(segments.len() > 1);
+        assert!(
+            segments
+                .iter()
+                .all(|(_, len, valid)| *valid && *len <= 1460)
+        );
+
+        // A plain link never takes a segment longer than its MTU.
+        let mut plain = Gateway::new(GW_IP, 16, Instant::ZERO);
+        assert!(!plain.deliver_segment(frame));
     }
 
     #[test]

@@ -35,7 +35,8 @@ impl fmt::Debug for PortId {
 /// The name of the gateway's internal port in tables and trace lines.
 pub const GATEWAY_PORT_NAME: &str = "gw";
 
-/// The gateway port carries a 1500-byte IP MTU, like docker0.
+/// The gateway port carries a 1500-byte IP MTU by default, like docker0
+/// (the live switch's gateway follows the network's `--mtu`).
 pub const GATEWAY_MTU: usize = 1500;
 
 /// Where frames sent to the gateway port wait for the gateway: the live
@@ -43,23 +44,45 @@ pub const GATEWAY_MTU: usize = 1500;
 pub trait GatewayQueue: Send + Sync + fmt::Debug {
     /// Queues a copy of `frame`; `WouldBlock` when the queue is full.
     fn push(&self, frame: &[u8]) -> io::Result<()>;
-}
 
-/// The gateway port's send half: plain frames of at most [`GATEWAY_MTU`]
-/// into a [`GatewayQueue`].
-#[derive(Debug)]
-pub struct GatewayTx<Q>(pub Q);
-
-impl<Q: GatewayQueue> PortTx for GatewayTx<Q> {
-    fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        self.0.push(frame)
+    /// Queues a copy of `frame` with its virtio-net header, for a queue
+    /// whose gateway takes offloads ([`GatewayQueue::offloads`]).
+    fn push_offloaded(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        let _ = vnet;
+        self.push(frame)
     }
 
+    /// Whether the gateway takes frames as they came (GSO super-frames,
+    /// partial checksums) and resolves them itself.
     fn offloads(&self) -> bool {
         false
     }
 
+    /// The gateway's IP MTU.
     fn mtu(&self) -> usize {
         GATEWAY_MTU
+    }
+}
+
+/// The gateway port's send half: frames into a [`GatewayQueue`], plain
+/// and of at most its MTU unless it takes offloads.
+#[derive(Debug)]
+pub struct GatewayTx<Q>(pub Q);
+
+impl<Q: GatewayQueue> PortTx for GatewayTx<Q> {
+    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        if self.0.offloads() {
+            self.0.push_offloaded(vnet, frame)
+        } else {
+            self.0.push(frame)
+        }
+    }
+
+    fn offloads(&self) -> bool {
+        self.0.offloads()
+    }
+
+    fn mtu(&self) -> usize {
+        self.0.mtu()
     }
 }

@@ -162,9 +162,10 @@ def parse_args():
     p.add_argument(
         "--outbound",
         action="store_true",
-        help="only the outbound test (issue 14): iperf3 from a container to a routed remote "
+        help="only the outbound tests (issue 14): iperf3 from a container to a routed remote "
         "namespace through tapswitch's gateway, through slirp4netns, and from the host itself, "
-        "at MTU 1500 and 65520",
+        "and from the remote into the container through a published port (slirp4netns: "
+        "add_hostfwd), at MTU 1500 and 65520; --baseline runs beside at 1500",
     )
     p.add_argument(
         "--cleanup",
@@ -535,11 +536,12 @@ def main():
                 cleanup,
                 args.duration,
                 args.reps,
+                baseline=args.baseline,
             )
             with open(os.path.join(workdir, "outbound.json"), "w") as f:
                 json.dump(results, f, indent=1)
             print()
-            print(outbound.render(results, markdown=args.markdown))
+            print(outbound.render_all(results, markdown=args.markdown))
             print(f"raw results: {workdir}")
             return 0
         run_info = benchmark(args, workdir, cleanup)

@@ -94,6 +94,29 @@ class Outbound(unittest.TestCase):
         text = outbound.render({1500: {"host": 1.0, "slirp4netns": 1.0, "tapswitch": 2.0}}, True)
         self.assertIn("| 1500 | 1.00 | 1.00 | 2.00 | 2.00x | 2.00x |", text)
 
+    def test_a_baseline_adds_its_column_and_ratio(self):
+        text = outbound.render(
+            {
+                1500: {"host": 10.0, "slirp4netns": 1.0, "tapswitch": 4.0, "baseline": 2.0},
+                65520: {"host": 20.0, "slirp4netns": 4.0, "tapswitch": 10.0},
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[1].split()[-1], "tapswitch/baseline")
+        self.assertEqual(
+            lines[2].split(), ["1500", "10.00", "1.00", "4.00", "2.00", "4.00x", "0.40x", "2.00x"]
+        )
+        self.assertEqual(
+            lines[3].split(), ["65520", "20.00", "4.00", "10.00", "-", "2.50x", "0.50x", "-"]
+        )
+
+    def test_both_tables_under_their_titles(self):
+        row = {1500: {"host": 2.0, "slirp4netns": 1.0, "tapswitch": 3.0}}
+        text = outbound.render_all({"outbound": row, "published": row})
+        self.assertIn(outbound.OUTBOUND_TITLE, text)
+        self.assertIn(outbound.PUBLISHED_TITLE, text)
+        self.assertEqual(text.count("3.00x"), 2)
+
 
 class ParsePing(unittest.TestCase):
     def test_median_and_p99_in_microseconds(self):

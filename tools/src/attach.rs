@@ -196,7 +196,7 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
     let ipam = network.ipam()?;
     let iface = attached.iface.as_str();
 
-    crate::sandbox::make_veth_into(sandbox, host_iface, iface, mac)?;
+    crate::sandbox::make_veth_into(sandbox, host_iface, iface, mac, network.link_mtu())?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),

@@ -210,7 +210,13 @@ fn build(record: &Container, network: &Network) -> Result<()> {
     };
     let ipam = network.ipam()?;
 
-    make_veth_into(sandbox, host_iface, CONTAINER_IFACE, mac)?;
+    make_veth_into(
+        sandbox,
+        host_iface,
+        CONTAINER_IFACE,
+        mac,
+        network.link_mtu(),
+    )?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),

@@ -9,6 +9,7 @@ pub mod control_server;
 pub mod demo;
 pub mod event_feed;
 pub mod gateway_services;
+pub mod host_iface;
 pub mod lab;
 pub mod logging;
 pub mod manuals;

@@ -76,7 +76,7 @@ pub struct CreateArgs {
     /// No access to or from outside: no outbound traffic, no published ports (Docker's flag; its switch refuses outbound traffic).
     #[arg(long)]
     pub internal: bool,
-    /// The MTU of the network's interfaces, 68 to 65535 (default: 1500 for bridge, 1450 for overlay, a 1500-byte underlay minus VXLAN's 50 bytes; stored, not yet applied to the interfaces).
+    /// The MTU of the network's interfaces, 68 to 65535 (default: 1500 for bridge, 1450 for overlay, a 1500-byte underlay minus VXLAN's 50 bytes; applied to the containers' interfaces, the gateway and `serve --host-iface`).
     #[arg(long, value_name = "M")]
     pub mtu: Option<u32>,
     /// Overlay: the VXLAN network identifier (default: the lowest free from 4096).

@@ -34,6 +34,9 @@ pub enum PortSpec {
         tap: String,
         netns: std::path::PathBuf,
     },
+    /// The host's own leg on the network (`serve --host-iface`): a TAP
+    /// created with an address and the network's MTU.
+    HostIface(crate::host_iface::HostIfaceSpec),
 }
 
 impl PortSpec {
@@ -42,6 +45,7 @@ impl PortSpec {
             PortSpec::Iface(name) | PortSpec::Tap(name) => name,
             PortSpec::InNamespace { iface, .. } => iface,
             PortSpec::TapInNamespace { tap, .. } => tap,
+            PortSpec::HostIface(spec) => &spec.name,
         }
     }
 }
@@ -223,6 +227,9 @@ impl RunningSwitch {
                         );
                     }
                     Ok(opened.port)
+                })?,
+                PortSpec::HostIface(spec) => dataplane.add_port(&spec.name, |lanes| {
+                    crate::host_iface::open_port(spec, lanes)
                 })?,
             };
             Ok(id)

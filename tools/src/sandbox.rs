@@ -151,12 +151,13 @@ pub(crate) fn tear_down(record: &Container) -> Result<()> {
 /// A veth pair whose end `inside` is in the namespace at `sandbox` (with
 /// the container's MAC) and whose end `host_iface` is up here, with IPv6
 /// off before it goes up so the kernel never sends IPv6 chatter into the
-/// switch.
+/// switch. Both ends get the network's `mtu` (`network create --mtu`).
 pub(crate) fn make_veth_into(
     sandbox: &Path,
     host_iface: &str,
     inside: &str,
     mac: ipam::MacAddr,
+    mtu: u32,
 ) -> Result<()> {
     let ns = File::open(sandbox).with_context(|| format!("opening {}", sandbox.display()))?;
     let mut nl = Netlink::open().context("opening a netlink socket")?;
@@ -169,6 +170,21 @@ pub(crate) fn make_veth_into(
         .with_context(|| format!("creating the veth pair {host_iface} / {inside}"))?;
     disable_ipv6(host_iface).with_context(|| format!("turning IPv6 off on {host_iface}"))?;
     let index = nl.require_index(host_iface)?;
+    if mtu != ipam::network::ETHERNET_MTU {
+        nl.set_mtu(index, mtu)
+            .with_context(|| format!("setting the MTU of {host_iface} to {mtu}"))?;
+        netns::run_in(sandbox, || {
+            let mut nl = Netlink::open()?;
+            let inside = nl.require_index(inside)?;
+            nl.set_mtu(inside, mtu)
+        })
+        .with_context(|| {
+            format!(
+                "setting the MTU of {inside} to {mtu} in {}",
+                sandbox.display()
+            )
+        })?;
+    }
     nl.set_up(index)
         .with_context(|| format!("bringing up {host_iface}"))
 }

@@ -39,6 +39,12 @@ pub struct ServeArgs {
     pub state: crate::statedir::StateArgs,
     #[command(flatten)]
     pub services: crate::gateway_services::ServicesArgs,
+    /// The host's own leg on the network, as docker0 is on a Docker host
+    /// (root mode): a TAP device NAME with the network's last usable
+    /// address (kept from leases in IPAM) and MTU, so the host reaches the
+    /// containers by their addresses. Removed when the switch stops.
+    #[arg(long, value_name = "NAME")]
+    pub host_iface: Option<String>,
     /// Microseconds a worker keeps polling for frames after the last one
     /// before it sleeps; 0 sleeps at once (lowest CPU). Busy polling turns
     /// the real-time priority off (a polling thread must not starve others).
@@ -140,6 +146,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     let gateway = resolve_gateway(&args)?;
+    if let Some(name) = &args.host_iface {
+        crate::host_iface::check_can_create(name)?;
+    }
     let web = args
         .web
         .as_deref()
@@ -155,6 +164,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 format!("--capture {}: cannot use the directory", dir.display())
             })?,
         )),
+        None => None,
+    };
+    let state = crate::gateway_services::load_state(args.state.state_dir.as_deref())
+        .unwrap_or_else(|err| {
+            log::warn!("{err:#}; the gateway knows no container names");
+            None
+        });
+    let services = crate::gateway_services::setup(&args.services, state.as_ref(), &args.network);
+    let host_iface = match &args.host_iface {
+        Some(name) => Some(host_iface_spec(&args, name, gateway, services.mtu)?),
         None => None,
     };
     let listener = control_server::bind(&socket, &args.network)?;
@@ -174,12 +193,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         trace: args.switch.trace,
         capture,
     };
-    let state = crate::gateway_services::load_state(args.state.state_dir.as_deref())
-        .unwrap_or_else(|err| {
-            log::warn!("{err:#}; the gateway knows no container names");
-            None
-        });
-    let services = crate::gateway_services::setup(&args.services, state.as_ref(), &args.network);
     let switch = start_switch_with(setup, services)?;
     switch.set_self();
     switch.set_services_source(crate::gateway_services::ServicesSource {
@@ -192,7 +205,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .ifaces
         .iter()
         .map(|n| PortSpec::Iface(n.clone()))
-        .chain(args.taps.iter().map(|n| PortSpec::Tap(n.clone())));
+        .chain(args.taps.iter().map(|n| PortSpec::Tap(n.clone())))
+        .chain(host_iface.map(PortSpec::HostIface));
     for spec in specs {
         if let Err(err) = switch.attach(&spec, None) {
             let _ = std::fs::remove_file(&socket);
@@ -296,6 +310,34 @@ fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::p
             Err(err) => log::warn!("could not re-attach container {}: {err:#}", container.name),
         }
     }
+}
+
+/// The host interface `--host-iface NAME` asks for, its address recorded
+/// in IPAM (when IPAM knows the network).
+fn host_iface_spec(
+    args: &ServeArgs,
+    name: &str,
+    gateway: Option<(Ipv4Addr, u8)>,
+    mtu: usize,
+) -> Result<crate::host_iface::HostIfaceSpec> {
+    let Some((address, prefix_len)) = gateway else {
+        bail!("--host-iface needs the network's subnet, which --no-gateway leaves unknown");
+    };
+    let mtu = u32::try_from(mtu).unwrap_or(ipam::network::ETHERNET_MTU);
+    let spec = crate::host_iface::HostIfaceSpec::new(name, address, prefix_len, mtu)?;
+    let store = args.state.open_unpruned()?;
+    if !crate::host_iface::reserve(&store, &args.network, &spec)? {
+        log::warn!(
+            "network {} is not in IPAM: {} is not kept from leases",
+            args.network,
+            spec.address
+        );
+    }
+    log::info!(
+        "host interface {name}: {}/{prefix_len}, mtu {mtu}",
+        spec.address
+    );
+    Ok(spec)
 }
 
 /// `--gateway CIDR`, `--no-gateway`, or the network's default.

@@ -7,6 +7,13 @@
 //! Workers queue frames on a bounded channel and wake the thread only when
 //! it is about to sleep (a flag it sets before sleeping and they clear), so
 //! a burst of frames costs one wake-up, not one per frame.
+//!
+//! The gateway port takes offloads: frames come as the containers sent
+//! them. A TCP super-frame (the container's TSO) has its checksum completed
+//! and goes to smoltcp whole; other GSO frames (UDP runs the switch
+//! coalesced) are cut here, as the fabric would have; partial checksums
+//! are completed. smoltcp's own TCP frames leave with partial checksums and
+//! as super-frames, which the fabric resolves per egress port.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -22,7 +29,7 @@ use ports::{PortKind, VnetHdr};
 use super::Shared;
 use crate::fabric::{Fabric, PortHandle};
 use crate::flows::FlowInfo;
-use crate::gateway::{GATEWAY_FRAME_MAX, GATEWAY_QUEUE_FRAMES, Gateway};
+use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
 use crate::mac::MacAddr;
 use crate::port::{GATEWAY_PORT_NAME, GatewayQueue, GatewayTx, PortId};
@@ -50,7 +57,7 @@ pub(super) enum GatewayQuery {
 }
 
 enum Message {
-    Frame(Vec<u8>),
+    Frame(VnetHdr, Vec<u8>),
     Query(GatewayQuery),
     Stop,
 }
@@ -122,17 +129,33 @@ impl GatewayThread {
     }
 }
 
-/// The gateway port's queue: a bounded channel to the gateway thread.
+/// The gateway port's queue: a bounded channel to the gateway thread, for
+/// frames as they came (offloads) up to the network's MTU.
 #[derive(Debug)]
-struct Channel(Arc<Inbox>);
+struct Channel {
+    inbox: Arc<Inbox>,
+    mtu: usize,
+}
 
 impl GatewayQueue for Channel {
     fn push(&self, frame: &[u8]) -> io::Result<()> {
-        match self.0.send(Message::Frame(frame.to_vec())) {
+        self.push_offloaded(&VnetHdr::default(), frame)
+    }
+
+    fn push_offloaded(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        match self.inbox.send(Message::Frame(*vnet, frame.to_vec())) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
+    }
+
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
     }
 }
 
@@ -159,7 +182,10 @@ pub(super) fn spawn(
         id: PortId::GATEWAY,
         name: GATEWAY_PORT_NAME.to_string(),
         kind: PortKind::Gateway,
-        tx: Arc::new(GatewayTx(Channel(inbox.clone()))),
+        tx: Arc::new(GatewayTx(Channel {
+            inbox: inbox.clone(),
+            mtu: gateway.link().mtu,
+        })),
         counters: Arc::new(PortCounters::default()),
         capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
@@ -195,6 +221,8 @@ pub(super) fn spawn(
                 shared,
                 handle,
                 frames: Vec::new(),
+                out: Vec::new(),
+                scratch: Vec::new(),
             };
             thread.run(poll, &thread_inbox, &messages);
         })?;
@@ -213,8 +241,12 @@ struct Thread {
     outbound: bool,
     shared: Arc<Shared>,
     handle: Arc<PortHandle>,
-    /// Frames for the switch, sent at the end of each round.
+    /// Plain frames the services made, moved to `out` after each call.
     frames: Vec<Vec<u8>>,
+    /// Frames for the switch, in order, sent at the end of each round.
+    out: Vec<(VnetHdr, Vec<u8>)>,
+    /// Reused when a GSO frame is cut in software.
+    scratch: Vec<u8>,
 }
 
 impl Thread {
@@ -241,22 +273,25 @@ impl Thread {
                 if event.token() != WAKER {
                     self.host
                         .ready(now, event, &mut self.gateway, &mut self.frames);
+                    self.take_services_frames();
                 }
             }
             for _ in 0..GATEWAY_QUEUE_FRAMES {
                 match messages.try_recv() {
-                    Ok(Message::Frame(frame)) => self.take_frame(now, &frame),
+                    Ok(Message::Frame(vnet, frame)) => self.take_frame(now, vnet, frame),
                     Ok(Message::Query(query)) => self.answer(now, query),
                     Ok(Message::Stop) | Err(TryRecvError::Disconnected) => return,
                     Err(TryRecvError::Empty) => break,
                 }
             }
             self.host.timers(now, &mut self.gateway, &mut self.frames);
-            self.gateway.poll(now, &mut self.frames);
+            self.take_services_frames();
+            self.gateway.poll_offloaded(now, &mut self.out);
             self.host
                 .after_stack(now, &mut self.gateway, &mut self.frames);
+            self.take_services_frames();
             // What the relay queued for the stack goes out in this round.
-            self.gateway.poll(now, &mut self.frames);
+            self.gateway.poll_offloaded(now, &mut self.out);
             self.send(&mut fabric, now);
             self.report_flow_events(now);
         }
@@ -293,21 +328,71 @@ impl Thread {
         stack.min(services).min(MAX_IDLE)
     }
 
-    fn take_frame(&mut self, now: Instant, frame: &[u8]) {
+    /// The services' plain frames join the round's output, in order.
+    fn take_services_frames(&mut self) {
+        let plain = self.frames.drain(..).map(|f| (VnetHdr::default(), f));
+        self.out.extend(plain);
+    }
+
+    /// A frame as the switch delivered it: resolved into what smoltcp and
+    /// the services take (see the module documentation).
+    fn take_frame(&mut self, now: Instant, vnet: VnetHdr, mut frame: Vec<u8>) {
+        if vnet.is_plain() {
+            return self.take_plain(now, &frame);
+        }
+        let tcp_segment = vnet.gso_type & !VnetHdr::GSO_ECN == VnetHdr::GSO_TCPV4;
+        if vnet.is_gso() && !tcp_segment {
+            let mut pieces = Vec::new();
+            let mut emit = |piece: &[u8]| pieces.push(piece.to_vec());
+            if ports::vnet::segment(&vnet, &frame, &mut self.scratch, &mut emit).is_err() {
+                self.handle.counters.count_drop(DropReason::Malformed);
+            }
+            for piece in pieces {
+                self.take_plain(now, &piece);
+            }
+            return;
+        }
+        let mut completed = vnet;
+        if ports::vnet::complete_checksum(&mut completed, &mut frame).is_err() {
+            self.handle.counters.count_drop(DropReason::Malformed);
+            return;
+        }
+        if tcp_segment {
+            self.take_segment(now, &frame);
+        } else {
+            self.take_plain(now, &frame);
+        }
+    }
+
+    fn take_plain(&mut self, now: Instant, frame: &[u8]) {
         // Too long for the gateway whoever it is for (a full-size
         // VLAN-tagged frame the fabric lets through): refused and counted
         // before any service looks at it, as replay counts it.
-        if frame.len() > GATEWAY_FRAME_MAX {
+        if frame.len() > self.gateway.link().frame_max() {
             self.handle.counters.count_drop(DropReason::TxError);
             return;
         }
-        if self
-            .host
-            .frame(now, frame, &mut self.gateway, &mut self.frames)
-            == Verdict::ToStack
-        {
-            deliver(&mut self.gateway, &self.handle, frame);
+        if self.offer_to_services(now, frame) == Verdict::ToStack && !self.gateway.deliver(frame) {
+            self.handle.counters.count_drop(DropReason::TxError);
         }
+    }
+
+    /// A container's TCP super-frame, its checksum complete: one segment
+    /// for smoltcp.
+    fn take_segment(&mut self, now: Instant, frame: &[u8]) {
+        if self.offer_to_services(now, frame) == Verdict::ToStack
+            && !self.gateway.deliver_segment(frame)
+        {
+            self.handle.counters.count_drop(DropReason::TxError);
+        }
+    }
+
+    fn offer_to_services(&mut self, now: Instant, frame: &[u8]) -> Verdict {
+        let verdict = self
+            .host
+            .frame(now, frame, &mut self.gateway, &mut self.frames);
+        self.take_services_frames();
+        verdict
     }
 
     fn answer(&mut self, now: Instant, query: GatewayQuery) {
@@ -336,32 +421,22 @@ impl Thread {
     }
 
     fn send(&mut self, fabric: &mut Fabric, now: Instant) {
-        if self.frames.is_empty() {
+        if self.out.is_empty() {
             return;
         }
         // A fresh snapshot each time, dropped before sleeping: a stale one
         // would keep a removed port's device open.
         let ports = self.shared.snapshot();
         let mut session = self.shared.engine.session();
-        for mut frame in self.frames.drain(..) {
+        for (mut vnet, mut frame) in self.out.drain(..) {
             fabric.forward(
                 &mut session,
                 &ports,
                 now,
                 &self.handle,
-                &mut VnetHdr::default(),
+                &mut vnet,
                 &mut frame,
             );
         }
-    }
-}
-
-/// Hands a frame the switch sent to the gateway port to the gateway. One it
-/// refuses (longer than its 1514-byte limit, such as a full-size VLAN-tagged
-/// frame the fabric lets through, or its queue full) is counted on the
-/// gateway port as a refused send, as replay counts it.
-fn deliver(gateway: &mut Gateway, handle: &PortHandle, frame: &[u8]) {
-    if !gateway.deliver(frame) {
-        handle.counters.count_drop(DropReason::TxError);
     }
 }

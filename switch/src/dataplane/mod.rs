@@ -363,7 +363,13 @@ impl Dataplane {
             .set(workers.iter().map(WorkerHandle::peer).collect());
         let gateway = match config.gateway {
             Some((address, prefix_len)) => {
-                let gw = Gateway::new(address, prefix_len, clock.now());
+                let gw = Gateway::with_link(
+                    address,
+                    prefix_len,
+                    crate::MacAddr::docker_from_ipv4(address),
+                    crate::gateway::GatewayLink::offloaded(config.services.mtu),
+                    clock.now(),
+                );
                 Some(gateway_thread::spawn(
                     gw,
                     config.services.clone(),

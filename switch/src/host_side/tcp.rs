@@ -17,7 +17,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 
 use super::HostSide;
-use crate::flows::{ConnectFailure, FlowKey, Origin, TcpEvent};
+use crate::flows::{ConnectFailure, FlowKey, Origin, TcpEvent, TcpState};
 use crate::gateway::Gateway;
 use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
@@ -314,10 +314,13 @@ impl HostSide {
                 }
             }
         }
-        // Host to flow.
+        // Host to flow. Not while the flow still connects (a published
+        // port's client may speak before the container accepted): the flow
+        // refuses data then, and what was read would be lost.
         let room = services
             .flows()
             .tcp_flow(&key)
+            .filter(|f| f.state() != TcpState::Connecting)
             .map_or(0, |f| f.room_to_container());
         if conn.readable && !conn.host_eof && room > 0 {
             let limit = room.min(self.scratch.len());

@@ -1,18 +1,25 @@
-"""The outbound test (issue 14): iperf3 from a container to a "remote"
-namespace reached by routing, through tapswitch's gateway (user space, no
-kernel NAT), through slirp4netns on the same path, and from the switch's
-namespace itself (the ceiling: the kernel's own TCP over the uplink).
+"""The outbound and published-port tests (issue 14): iperf3 between a
+container and a "remote" namespace reached by routing, through tapswitch's
+gateway (user space, no kernel NAT), through slirp4netns on the same path,
+and the switch's namespace itself (the ceiling: the kernel's own TCP over
+the uplink).
 
     sw (the "host")  --veth uplink 10.203.0.1/24--  remote 10.203.0.2 (iperf3 -s)
-    |- tapswitch serve: container tsb<pid>out (172.17.0.x) -> gateway -> host sockets
-    |- slirp4netns: namespace <prefix>-sl (10.0.2.100) -> tap0 -> host sockets
+    |- tapswitch serve per MTU: container (network create --mtu M, -p) -> gateway -> host sockets
+    |- slirp4netns: namespace <prefix>-osl (10.0.2.100) -> tap0 -> host sockets
 
-Rows per MTU (the uplink and slirp4netns's tap0 at that MTU). tapswitch
-runs only at 1500: the containers' interfaces and the gateway's frames do
-not follow `network create --mtu` yet (docs/gateway-services.md).
+Outbound: `iperf3 -c remote` from the container (its data leaves through
+the gateway). Published: `iperf3 -c 10.203.0.1:PORT` from the remote, into
+an iperf3 server in the container through `-p 10.203.0.1:PORT:5201` (for
+slirp4netns: `add_hostfwd` through its API socket; for the host: a server
+in the switch's namespace). Rows per MTU: the uplink, slirp4netns's tap0
+and tapswitch's network at that MTU. With a baseline binary (the build
+before a change) its switch runs beside at MTU 1500.
 """
 
+import json
 import os
+import socket
 import time
 
 from tsbench.measure import parse_iperf
@@ -21,12 +28,23 @@ from tsbench.system import BenchError, create_namespace, log, run, start, stop
 REMOTE_IP = "10.203.0.2"
 UPLINK_IP = "10.203.0.1"
 SLIRP_IP = "10.0.2.100"
-TAPSWITCH_MTUS = (1500,)
+IPERF_PORT = 5201
+# Published host ports on the uplink address, one per path (tapswitch's
+# switches take the ones from FIRST_SWITCH_PORT, one per build and MTU).
+HOST_PORT = 5210
+SLIRP_PORT = 5211
+FIRST_SWITCH_PORT = 5212
+# The baseline build takes no --mtu beyond 1500 (its gateway caps frames).
+BASELINE_MTUS = (1500,)
+
+OUTBOUND_TITLE = "outbound TCP, Gbit/s (iperf3 -c remote, 1 stream)"
+PUBLISHED_TITLE = "published-port TCP into the container, Gbit/s (iperf3 -c from the remote)"
 
 
-def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 65520)):
-    """Returns {mtu: {path: median Gbit/s or None}} for the paths host,
-    slirp4netns and tapswitch; raw iperf3 JSON stays in `workdir`."""
+def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 65520), baseline=None):
+    """Returns {"outbound": {mtu: row}, "published": {mtu: row}}, each row
+    {path: median Gbit/s or None} for host, slirp4netns, tapswitch (and
+    baseline); raw iperf3 JSON stays in `workdir`."""
     os.makedirs(workdir, exist_ok=True)
     sw, remote, slirp_ns = f"{prefix}-osw", f"{prefix}-orm", f"{prefix}-osl"
     for ns in (sw, remote, slirp_ns):
@@ -37,64 +55,131 @@ def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 655
     run(["ip", "-n", sw, "addr", "add", f"{UPLINK_IP}/24", "dev", "uplink"])
     for ns, dev in ((remote, "eth0"), (sw, "uplink")):
         run(["ip", "-n", ns, "link", "set", dev, "up"])
-    server = start(
-        ["iperf3", "-s", "-B", REMOTE_IP],
-        remote,
-        os.path.join(workdir, "iperf3-server.log"),
-        "iperf3",
-    )
-    cleanup.push("iperf3 server (outbound)", lambda: stop(server))
+    servers = [
+        (remote, ["iperf3", "-s", "-B", REMOTE_IP], "remote"),
+        (sw, ["iperf3", "-s", "-B", UPLINK_IP, "-p", str(HOST_PORT)], "host"),
+        (slirp_ns, ["iperf3", "-s", "-p", str(IPERF_PORT)], "slirp"),
+    ]
+    for ns, argv, label in servers:
+        iperf_server(ns, argv, label, workdir, cleanup)
+
+    builds = {"tapswitch": tapswitch}
+    if baseline:
+        builds["baseline"] = baseline
+    containers = {}
+    for label, binary in builds.items():
+        setup = Setup(prefix, label, binary, sw, workdir, cleanup)
+        for mtu in mtus:
+            if label == "baseline" and mtu not in BASELINE_MTUS:
+                continue
+            port = FIRST_SWITCH_PORT + len(containers)
+            container = setup.container(mtu, port)
+            if container:
+                iperf_server(container, ["iperf3", "-s"], container, workdir, cleanup)
+                containers[(label, mtu)] = (container, port)
     time.sleep(0.3)
 
-    container = tapswitch_container(prefix, tapswitch, sw, workdir, cleanup)
-    results = {}
+    results = {"outbound": {}, "published": {}}
     for mtu in mtus:
         for ns, dev in ((remote, "eth0"), (sw, "uplink")):
             run(["ip", "-n", ns, "link", "set", dev, "mtu", str(mtu)])
-        slirp = start_slirp(sw, slirp_ns, mtu, workdir)
+        api = os.path.join(workdir, f"slirp4netns-{mtu}.sock")
+        slirp = start_slirp(sw, slirp_ns, mtu, workdir, api)
         try:
-            paths = {"host": ["ip", "netns", "exec", sw], "slirp4netns": in_slirp(slirp_ns)}
-            if container and mtu in TAPSWITCH_MTUS:
-                paths["tapswitch"] = ["ip", "netns", "exec", container]
-            row = {}
-            for path, prefix_argv in paths.items():
-                samples = []
-                for rep in range(reps):
-                    out = os.path.join(workdir, f"{path}-mtu{mtu}-{rep}.json")
-                    iperf(prefix_argv, duration, out)
-                    samples.append(parse_iperf(out, udp=False)["gbps"])
-                samples.sort()
-                row[path] = samples[len(samples) // 2]
-                log(f"outbound mtu {mtu} {path}: {row[path]:.2f} Gbit/s")
-            row.setdefault("tapswitch", None)
-            results[mtu] = row
+            add_hostfwd(api, SLIRP_PORT)
+            outbound = {"host": in_ns(sw), "slirp4netns": in_ns(slirp_ns)}
+            published = {
+                "host": (UPLINK_IP, HOST_PORT),
+                "slirp4netns": (UPLINK_IP, SLIRP_PORT),
+            }
+            for label in builds:
+                if (label, mtu) in containers:
+                    container, port = containers[(label, mtu)]
+                    outbound[label] = in_ns(container)
+                    published[label] = (UPLINK_IP, port)
+            results["outbound"][mtu] = medians(
+                outbound,
+                lambda argv: [*argv, "iperf3", "-c", REMOTE_IP],
+                duration,
+                reps,
+                workdir,
+                f"out-mtu{mtu}",
+            )
+            results["published"][mtu] = medians(
+                {path: in_ns(remote) for path in published},
+                None,
+                duration,
+                reps,
+                workdir,
+                f"pub-mtu{mtu}",
+                published,
+            )
         finally:
             stop(slirp)
     return results
 
 
-def iperf(prefix_argv, duration, out):
-    argv = [*prefix_argv, "iperf3", "-c", REMOTE_IP, "-t", str(duration), "-J"]
-    text = run(argv, timeout=duration + 30, check=False)
+def in_ns(ns):
+    return ["ip", "netns", "exec", ns]
+
+
+def medians(paths, client, duration, reps, workdir, tag, targets=None):
+    """The median Gbit/s of each path: `client(prefix_argv)` makes the
+    iperf3 client's command; with `targets`, the client connects to each
+    path's (address, port) from the path's namespace instead."""
+    row = {}
+    for path, prefix_argv in paths.items():
+        if targets:
+            address, port = targets[path]
+            argv = [*prefix_argv, "iperf3", "-c", address, "-p", str(port)]
+        else:
+            argv = client(prefix_argv)
+        samples = []
+        for rep in range(reps):
+            out = os.path.join(workdir, f"{path}-{tag}-{rep}.json")
+            try:
+                iperf(argv, duration, out)
+                samples.append(parse_iperf(out, udp=False)["gbps"])
+            except BenchError as err:
+                # One path failing (a build with a bug) leaves a dash, not
+                # the whole run.
+                log(f"{tag} {path}: failed: {err}")
+        if not samples:
+            row[path] = None
+            continue
+        samples.sort()
+        row[path] = samples[len(samples) // 2]
+        log(f"{tag} {path}: {row[path]:.2f} Gbit/s")
+    row.setdefault("tapswitch", None)
+    return row
+
+
+def iperf(argv, duration, out):
+    text = run([*argv, "-t", str(duration), "-J"], timeout=duration + 15, check=False)
     with open(out, "w") as f:
         f.write(text)
 
 
-def in_slirp(ns):
-    return ["ip", "netns", "exec", ns]
+def iperf_server(ns, argv, label, workdir, cleanup):
+    server = start(argv, ns, os.path.join(workdir, f"iperf3-server-{label}.log"), "iperf3")
+    cleanup.push(f"iperf3 server ({label})", lambda: stop(server))
 
 
-def start_slirp(sw, slirp_ns, mtu, workdir):
+def start_slirp(sw, slirp_ns, mtu, workdir, api):
     """slirp4netns for `slirp_ns`, running in the switch's namespace (so its
-    sockets are the host's), its tap0 configured at `mtu`."""
+    sockets are the host's), its tap0 configured at `mtu`, its API socket
+    at `api`."""
     # A tap0 left by the previous MTU goes with its slirp4netns.
     run(["ip", "-n", slirp_ns, "link", "del", "tap0"], check=False)
+    if os.path.exists(api):
+        os.unlink(api)
     proc = start(
         [
             "slirp4netns",
             "--configure",
             f"--mtu={min(mtu, 65520)}",
             "--disable-host-loopback",
+            f"--api-socket={api}",
             "--netns-type=path",
             f"/run/netns/{slirp_ns}",
             "tap0",
@@ -105,61 +190,141 @@ def start_slirp(sw, slirp_ns, mtu, workdir):
     )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if SLIRP_IP in run(["ip", "-n", slirp_ns, "addr", "show"], check=False):
+        if SLIRP_IP in run(["ip", "-n", slirp_ns, "addr", "show"], check=False) and os.path.exists(
+            api
+        ):
             return proc
         time.sleep(0.05)
     stop(proc)
     raise BenchError("slirp4netns did not configure tap0 within 5 s")
 
 
-def tapswitch_container(prefix, tapswitch, sw, workdir, cleanup):
-    """A tapswitch switch in `sw` and a container on its default network;
-    the container's namespace name, or None if tapswitch could not set up."""
-    state = os.path.join(workdir, "state")
-    control = os.path.join(workdir, "switch.sock")
-    name = prefix.replace("-", "") + "out"
-    serve = start(
-        [tapswitch, "serve", "--network", "bridge", "--state-dir", state, "--control", control],
-        sw,
-        os.path.join(workdir, "tapswitch.log"),
-        "tapswitch",
-    )
-    cleanup.push("tapswitch serve (outbound)", lambda: stop(serve))
-    deadline = time.monotonic() + 10
-    while not os.path.exists(control) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # nsenter enters only the network namespace: `ip netns exec` would make a
-    # mount namespace of its own, and the container's namespace mount would
-    # stay in it.
-    nsenter = ["nsenter", f"--net=/run/netns/{sw}"]
-    common = ["--state-dir", state]
-    try:
-        run([*nsenter, tapswitch, "container", "create", name, "--control", control, *common])
-    except BenchError as err:
-        log(f"tapswitch: no container for the outbound test: {err}")
-        return None
-    cleanup.push(
-        f"container {name}",
-        lambda: run([*nsenter, tapswitch, "container", "rm", name, *common], check=False),
-    )
-    return f"tapswitch-{name}"
+def add_hostfwd(api, host_port):
+    """slirp4netns's port forwarding: UPLINK_IP:host_port to the guest's
+    iperf3 port, through its API socket."""
+    request = {
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": "tcp",
+            "host_addr": UPLINK_IP,
+            "host_port": host_port,
+            "guest_port": IPERF_PORT,
+        },
+    }
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(api)
+        s.sendall(json.dumps(request).encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = s.recv(4096).decode()
+    if "error" in answer:
+        raise BenchError(f"slirp4netns add_hostfwd: {answer.strip()}")
 
 
-def render(results, markdown=False):
-    """The outbound table: Gbit/s per path and MTU, and each path's ratio
-    to slirp4netns and to the host."""
-    head = ["MTU", "host", "slirp4netns", "tapswitch", "tapswitch/slirp", "tapswitch/host"]
+class Setup:
+    """One tapswitch build's switch and container on a network of its own
+    per MTU, in the switch's namespace."""
+
+    def __init__(self, prefix, label, binary, sw, workdir, cleanup):
+        self.binary, self.sw, self.cleanup = binary, sw, cleanup
+        self.label = label
+        self.dir = os.path.join(workdir, label)
+        os.makedirs(self.dir, exist_ok=True)
+        self.name = prefix.replace("-", "") + label[0]
+        # nsenter enters only the network namespace: `ip netns exec` would
+        # make a mount namespace of its own, and the container's namespace
+        # mount would stay in it.
+        self.nsenter = ["nsenter", f"--net=/run/netns/{sw}"]
+
+    def tapswitch(self, *args, state):
+        return run([*self.nsenter, self.binary, *args, "--state-dir", state])
+
+    def container(self, mtu, host_port):
+        """A network at `mtu`, its switch and a container publishing
+        `host_port` to its iperf3 port; the container's namespace name, or
+        None if this build could not set up."""
+        state = os.path.join(self.dir, f"state-{mtu}")
+        control = os.path.join(self.dir, f"switch-{mtu}.sock")
+        network = f"{self.name}m{mtu}"
+        container = f"{self.name}c{mtu}"
+        try:
+            self.tapswitch(
+                "network",
+                "create",
+                network,
+                "--subnet",
+                "172.30.0.0/24",
+                "--mtu",
+                str(mtu),
+                state=state,
+            )
+            serve = start(
+                [
+                    self.binary,
+                    "serve",
+                    "--network",
+                    network,
+                    "--state-dir",
+                    state,
+                    "--control",
+                    control,
+                ],
+                self.sw,
+                os.path.join(self.dir, f"tapswitch-{mtu}.log"),
+                "tapswitch",
+            )
+            self.cleanup.push(f"tapswitch serve ({self.label} {mtu})", lambda: stop(serve))
+            deadline = time.monotonic() + 10
+            while not os.path.exists(control) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.tapswitch(
+                "container",
+                "create",
+                container,
+                "--network",
+                network,
+                "--control",
+                control,
+                "-p",
+                f"{UPLINK_IP}:{host_port}:{IPERF_PORT}",
+                state=state,
+            )
+        except BenchError as err:
+            log(f"{self.label}: no container at MTU {mtu}: {err}")
+            return None
+        self.cleanup.push(
+            f"container {container}",
+            lambda: run(
+                [*self.nsenter, self.binary, "container", "rm", container, "--state-dir", state],
+                check=False,
+            ),
+        )
+        return f"tapswitch-{container}"
+
+
+def render(results, markdown=False, title=OUTBOUND_TITLE):
+    """A table: Gbit/s per path and MTU, and tapswitch's ratio to
+    slirp4netns and to the host (and to the baseline, when measured)."""
+    with_baseline = any(row.get("baseline") is not None for row in results.values())
+    head = ["MTU", "host", "slirp4netns", "tapswitch"]
+    head += ["baseline"] if with_baseline else []
+    head += ["tapswitch/slirp", "tapswitch/host"]
+    head += ["tapswitch/baseline"] if with_baseline else []
     rows = []
+
+    def gb(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    def ratio(a, b):
+        return "-" if a is None or not b else f"{a / b:.2f}x"
+
     for mtu, row in sorted(results.items()):
-        ts, sl, host = row.get("tapswitch"), row.get("slirp4netns"), row.get("host")
-
-        def gb(v):
-            return "-" if v is None else f"{v:.2f}"
-
-        def ratio(a, b):
-            return "-" if a is None or not b else f"{a / b:.2f}x"
-
-        rows.append([str(mtu), gb(host), gb(sl), gb(ts), ratio(ts, sl), ratio(ts, host)])
+        ts, sl, host, base = (row.get(k) for k in ("tapswitch", "slirp4netns", "host", "baseline"))
+        cells = [str(mtu), gb(host), gb(sl), gb(ts)]
+        cells += [gb(base)] if with_baseline else []
+        cells += [ratio(ts, sl), ratio(ts, host)]
+        cells += [ratio(ts, base)] if with_baseline else []
+        rows.append(cells)
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -168,4 +333,13 @@ def render(results, markdown=False):
         lines = [
             "  ".join(x.rjust(w) for x, w in zip(r, widths, strict=True)) for r in [head, *rows]
         ]
-    return "outbound TCP, Gbit/s (iperf3 -c remote, 1 stream)\n" + "\n".join(lines)
+    return title + "\n" + "\n".join(lines)
+
+
+def render_all(results, markdown=False):
+    """Both tables of a `measure` run."""
+    return (
+        render(results["outbound"], markdown, OUTBOUND_TITLE)
+        + "\n\n"
+        + render(results["published"], markdown, PUBLISHED_TITLE)
+    )
