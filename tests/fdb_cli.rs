@@ -9,7 +9,8 @@
 //!   h2 eth0 ═ p2 ┘
 //! ```
 
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
@@ -128,4 +129,73 @@ fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
         refusal(&fdb(&switch, &["del", PINNED])),
         format!("tapswitch: {PINNED} is not in the MAC table")
     );
+}
+
+/// Waits (a bounded while, by polling) for a child to end on its own.
+fn exit_of(child: &mut std::process::Child, nudge: impl Fn()) -> Option<ExitStatus> {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("waiting for tapswitch") {
+            return Some(status);
+        }
+        nudge();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_fdb_and_monitor_quietly() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(
+        &topo.switch_ns.name,
+        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
+    );
+
+    // `tapswitch fdb --json | true`: the reader is gone before the answer.
+    for args in [&["--json"][..], &[][..]] {
+        let mut child = Command::new(binary())
+            .arg("fdb")
+            .args(args)
+            .arg("--control")
+            .arg(&switch.control)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running tapswitch fdb");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "fdb {args:?}");
+        assert_eq!(out.status.code(), Some(0), "fdb {args:?}");
+    }
+
+    // `tapswitch monitor --json | head -0`: it ends at its next event.
+    let mut child = Command::new(binary())
+        .args(["monitor", "--json", "--control"])
+        .arg(&switch.control)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tapswitch monitor");
+    drop(child.stdout.take());
+    let edit = || {
+        stdout_of(&fdb(&switch, &["add", PINNED, "p1"]));
+        stdout_of(&fdb(&switch, &["del", PINNED]));
+    };
+    let status = exit_of(&mut child, edit);
+    if status.is_none() {
+        // Our own child, by its id.
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.is_some(),
+        "monitor kept running with its reader gone"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no panic, no message"
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -315,6 +315,22 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stderr), "", "no panic, no message");
 
+    // `pcap show --json big.pcap | head -1`
+    let mut child = tapswitch()
+        .args(["pcap", "show", "--json", &dir.join("big/p1.pcap")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "", "no panic, no message");
+
     // `replay --trace ... | head -1`: the outputs are still written.
     let mut child = tapswitch()
         .args([
@@ -339,8 +355,8 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert_eq!(text(&out.stderr), "");
     assert!(Path::new(&dir.join("out/p2.pcap")).is_file());
 
-    // A command that prints with println! (network ls), its reader gone
-    // before it writes: std panics there, and the binary ends quietly.
+    // A command that prints a line at a time (network ls), its reader gone
+    // before it writes: the write fails, and the binary ends quietly.
     let mut child = tapswitch()
         .args(["network", "ls"])
         .env("TAPSWITCH_STATE_DIR", dir.join("state"))
