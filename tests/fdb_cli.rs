@@ -1,7 +1,9 @@
 //! `tapswitch fdb add|del|flush` against a running switch, as a user types
 //! them: what each prints, what `fdb --json` then shows, and each mistake
-//! refused in one line. Needs root (the switch's ports are veths in
-//! namespaces this test makes); CI runs it as root.
+//! refused in one line; a learned entry deleted shows in `monitor`; a
+//! reader that stops early ends `fdb` and `monitor` quietly. Needs root (the
+//! switch's ports are veths in namespaces this test makes); CI runs it as
+//! root.
 //!
 //! ```text
 //!   h1 eth0 ═ p1 ┐
@@ -10,9 +12,12 @@
 //! ```
 
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::monitor::{Monitor, PATIENCE};
 use tapswitch_tests::switch_process::binary;
+use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
 const PINNED: &str = "02:00:00:00:aa:01";
@@ -198,4 +203,53 @@ fn a_reader_that_stops_early_ends_fdb_and_monitor_quietly() {
         "no panic, no message"
     );
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn deleting_a_learned_entry_shows_in_monitor() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(
+        &topo.switch_ns.name,
+        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
+    );
+    let monitor = Monitor::start(&switch, &[]);
+    let json = Monitor::start(&switch, &["--json"]);
+    let h1 = Station::open(&topo.hosts[0].ns, "eth0");
+    let broadcast = mac("ff:ff:ff:ff:ff:ff");
+    // The monitors subscribe in their own time: new hosts speak until both
+    // have printed one (a host already learned makes no event).
+    let deadline = Instant::now() + PATIENCE;
+    for n in 0u8.. {
+        h1.send(&probe(broadcast, [0x02, 0, 0x5e, 0x20, 0x01, n], 1, 64));
+        let seen = |m: &Monitor| {
+            m.next_line(Duration::from_millis(200))
+                .is_some_and(|l| l.contains("learned"))
+        };
+        if seen(&monitor) && seen(&json) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the monitors printed nothing");
+    }
+
+    let host = "02:00:5e:20:00:07";
+    h1.send(&probe(broadcast, mac(host), 2, 64));
+    monitor.expect("the host learned", |l| {
+        l == format!("{host} dev p1 learned")
+    });
+    let said = stdout_of(&fdb(&switch, &["del", host]));
+    assert_eq!(
+        said,
+        format!("removed {host} (a learned entry on port p1)\n")
+    );
+    monitor.expect("the learned entry deleted", |l| {
+        l == format!("{host} dev p1 deleted")
+    });
+    let record = json.expect("the JSON deletion", |l| l.contains(r#""event":"deleted""#));
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        (&record["mac"], &record["dev"]),
+        (&host.into(), &"p1".into())
+    );
+    assert_eq!(switch.port_of(host), None);
 }
