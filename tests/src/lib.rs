@@ -23,6 +23,7 @@ pub mod netns;
 pub mod remote;
 pub mod rootless_user;
 pub mod switch_process;
+pub mod tapswitch_binary;
 pub mod topology;
 pub mod traffic;
 
