@@ -12,10 +12,10 @@
 //! ```
 
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::frames::{mac, probe};
-use tapswitch_tests::monitor::{Monitor, PATIENCE};
+use tapswitch_tests::monitor::Monitor;
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
@@ -217,20 +217,7 @@ fn deleting_a_learned_entry_shows_in_monitor() {
     let json = Monitor::start(&switch, &["--json"]);
     let h1 = Station::open(&topo.hosts[0].ns, "eth0");
     let broadcast = mac("ff:ff:ff:ff:ff:ff");
-    // The monitors subscribe in their own time: new hosts speak until both
-    // have printed one (a host already learned makes no event).
-    let deadline = Instant::now() + PATIENCE;
-    for n in 0u8.. {
-        h1.send(&probe(broadcast, [0x02, 0, 0x5e, 0x20, 0x01, n], 1, 64));
-        let seen = |m: &Monitor| {
-            m.next_line(Duration::from_millis(200))
-                .is_some_and(|l| l.contains("learned"))
-        };
-        if seen(&monitor) && seen(&json) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the monitors printed nothing");
-    }
+    Monitor::wait_listening(&[&monitor, &json], &h1, [0x02, 0, 0x5e, 0x20, 0x01]);
 
     let host = "02:00:5e:20:00:07";
     h1.send(&probe(broadcast, mac(host), 2, 64));

@@ -15,6 +15,7 @@
 //! a guard's `Drop`, also when a test fails. Everything that runs "in" a
 //! namespace runs on a fresh thread that entered it with `setns`.
 
+pub mod child;
 pub mod etcd_server;
 pub mod frames;
 pub mod lab;
