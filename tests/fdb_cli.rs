@@ -61,10 +61,7 @@ fn row(table: &serde_json::Value, mac: &str) -> Option<serde_json::Value> {
 fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
     require_root();
     let topo = Topology::veth_star(2);
-    let switch = SwitchProcess::start(
-        &topo.switch_ns.name,
-        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
-    );
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
 
     let said = stdout_of(&fdb(&switch, &["add", PINNED, "p1"]));
     assert_eq!(said, format!("added static entry {PINNED} on port p1\n"));
@@ -152,10 +149,7 @@ fn exit_of(child: &mut std::process::Child, nudge: impl Fn()) -> Option<ExitStat
 fn a_reader_that_stops_early_ends_fdb_and_monitor_quietly() {
     require_root();
     let topo = Topology::veth_star(2);
-    let switch = SwitchProcess::start(
-        &topo.switch_ns.name,
-        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
-    );
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
 
     // `tapswitch fdb --json | true`: the reader is gone before the answer.
     for args in [&["--json"][..], &[][..]] {
@@ -209,10 +203,7 @@ fn a_reader_that_stops_early_ends_fdb_and_monitor_quietly() {
 fn deleting_a_learned_entry_shows_in_monitor() {
     require_root();
     let topo = Topology::veth_star(2);
-    let switch = SwitchProcess::start(
-        &topo.switch_ns.name,
-        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
-    );
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
     let monitor = Monitor::start(&switch, &[]);
     let json = Monitor::start(&switch, &["--json"]);
     let h1 = Station::open(&topo.hosts[0].ns, "eth0");
