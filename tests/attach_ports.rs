@@ -12,62 +12,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use tapswitch_tests::child::NetnsHolder;
 use tapswitch_tests::remote::Remote;
 use tapswitch_tests::{Netns, SwitchProcess, lab::TempDir, require_root};
 
 /// The published address, on the switch namespace's uplink.
 const PUBLISHED: &str = "10.201.0.1:8081";
-
-/// A process in a network namespace of its own (`unshare --net sleep`),
-/// killed by PID on drop.
-struct Holder {
-    child: Child,
-}
-
-impl Holder {
-    fn start() -> Holder {
-        let inode = |path: &str| std::fs::metadata(path).ok().map(|m| m.ino());
-        let own = inode("/proc/self/ns/net");
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "300"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("running unshare --net sleep");
-        let ns = format!("/proc/{}/ns/net", child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // unshare enters the namespace, then execs sleep: wait until it has.
-        while inode(&ns) == own {
-            assert!(
-                Instant::now() < deadline,
-                "unshare did not enter a namespace"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Holder { child }
-    }
-
-    fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.child.id()))
-    }
-
-    /// Runs `f` on a thread inside the held namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        tools::netlink::netns::run_in(&self.netns(), || Ok(f()))
-            .unwrap_or_else(|e| panic!("in the held namespace: {e}"))
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `tapswitch ARGS --state-dir DIR` in the switch's network namespace
 /// (this process's mount namespace).
@@ -110,7 +63,7 @@ fn attach_publishes_a_port_that_shows_the_client_and_detach_closes_it() {
     let state_arg = state.path().display().to_string();
     let switch = SwitchProcess::start(&switch_ns.name, &["--state-dir".into(), state_arg]);
     let control = switch.control.display().to_string();
-    let holder = Holder::start();
+    let holder = NetnsHolder::start();
     let netns = holder.netns().display().to_string();
     let name = tapswitch_tests::unique_name("ap");
 
@@ -165,7 +118,7 @@ fn attach_publishes_a_port_that_shows_the_client_and_detach_closes_it() {
     );
 
     // A second namespace may not publish the same host port.
-    let other = Holder::start();
+    let other = NetnsHolder::start();
     let taken = tapswitch(
         &switch_ns,
         &state,
@@ -174,7 +127,7 @@ fn attach_publishes_a_port_that_shows_the_client_and_detach_closes_it() {
             "attach",
             "other",
             "--pid",
-            &other.child.id().to_string(),
+            &other.pid(),
             "--control",
             &control,
             "-p",

@@ -13,10 +13,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::frames::{mac, probe};
-use tapswitch_tests::monitor::{Monitor, PATIENCE};
+use tapswitch_tests::monitor::Monitor;
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
@@ -35,20 +35,7 @@ fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes()
         Station::open(&topo.hosts[1].ns, "eth0"),
     );
     let broadcast = mac("ff:ff:ff:ff:ff:ff");
-    // The monitors subscribe in their own time: new hosts speak until both
-    // have printed one (a host already learned makes no event).
-    let deadline = Instant::now() + PATIENCE;
-    for n in 0u8.. {
-        h1.send(&probe(broadcast, [0x02, 0, 0x5e, 0x10, 0x01, n], 1, 64));
-        let seen = |m: &Monitor| {
-            m.next_line(Duration::from_millis(200))
-                .is_some_and(|l| l.contains("learned"))
-        };
-        if seen(&monitor) && seen(&json) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the monitors printed nothing");
-    }
+    Monitor::wait_listening(&[&monitor, &json], &h1, [0x02, 0, 0x5e, 0x10, 0x01]);
     let roamer = "02:00:5e:10:00:07";
     h1.send(&probe(broadcast, mac(roamer), 1, 64));
     let learned = monitor.expect("the roamer learned", |l| l.starts_with(roamer));

@@ -1,7 +1,9 @@
 //! `tapswitch fdb add|del|flush` against a running switch, as a user types
 //! them: what each prints, what `fdb --json` then shows, and each mistake
-//! refused in one line. Needs root (the switch's ports are veths in
-//! namespaces this test makes); CI runs it as root.
+//! refused in one line; a learned entry deleted shows in `monitor`; a
+//! reader that stops early ends `fdb` and `monitor` quietly. Needs root (the
+//! switch's ports are veths in namespaces this test makes); CI runs it as
+//! root.
 //!
 //! ```text
 //!   h1 eth0 ═ p1 ┐
@@ -9,9 +11,13 @@
 //!   h2 eth0 ═ p2 ┘
 //! ```
 
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
+use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::monitor::Monitor;
 use tapswitch_tests::switch_process::binary;
+use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
 const PINNED: &str = "02:00:00:00:aa:01";
@@ -55,10 +61,7 @@ fn row(table: &serde_json::Value, mac: &str) -> Option<serde_json::Value> {
 fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
     require_root();
     let topo = Topology::veth_star(2);
-    let switch = SwitchProcess::start(
-        &topo.switch_ns.name,
-        &["--iface".into(), "p1".into(), "--iface".into(), "p2".into()],
-    );
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
 
     let said = stdout_of(&fdb(&switch, &["add", PINNED, "p1"]));
     assert_eq!(said, format!("added static entry {PINNED} on port p1\n"));
@@ -128,4 +131,103 @@ fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
         refusal(&fdb(&switch, &["del", PINNED])),
         format!("tapswitch: {PINNED} is not in the MAC table")
     );
+}
+
+/// Waits (a bounded while, by polling) for a child to end on its own.
+fn exit_of(child: &mut std::process::Child, nudge: impl Fn()) -> Option<ExitStatus> {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("waiting for tapswitch") {
+            return Some(status);
+        }
+        nudge();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_fdb_and_monitor_quietly() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+
+    // `tapswitch fdb --json | true`: the reader is gone before the answer.
+    for args in [&["--json"][..], &[][..]] {
+        let mut child = Command::new(binary())
+            .arg("fdb")
+            .args(args)
+            .arg("--control")
+            .arg(&switch.control)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running tapswitch fdb");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "fdb {args:?}");
+        assert_eq!(out.status.code(), Some(0), "fdb {args:?}");
+    }
+
+    // `tapswitch monitor --json | head -0`: it ends at its next event.
+    let mut child = Command::new(binary())
+        .args(["monitor", "--json", "--control"])
+        .arg(&switch.control)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tapswitch monitor");
+    drop(child.stdout.take());
+    let edit = || {
+        stdout_of(&fdb(&switch, &["add", PINNED, "p1"]));
+        stdout_of(&fdb(&switch, &["del", PINNED]));
+    };
+    let status = exit_of(&mut child, edit);
+    if status.is_none() {
+        // Our own child, by its id.
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.is_some(),
+        "monitor kept running with its reader gone"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no panic, no message"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn deleting_a_learned_entry_shows_in_monitor() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let monitor = Monitor::start(&switch, &[]);
+    let json = Monitor::start(&switch, &["--json"]);
+    let h1 = Station::open(&topo.hosts[0].ns, "eth0");
+    let broadcast = mac("ff:ff:ff:ff:ff:ff");
+    Monitor::wait_listening(&[&monitor, &json], &h1, [0x02, 0, 0x5e, 0x20, 0x01]);
+
+    let host = "02:00:5e:20:00:07";
+    h1.send(&probe(broadcast, mac(host), 2, 64));
+    monitor.expect("the host learned", |l| {
+        l == format!("{host} dev p1 learned")
+    });
+    let said = stdout_of(&fdb(&switch, &["del", host]));
+    assert_eq!(
+        said,
+        format!("removed {host} (a learned entry on port p1)\n")
+    );
+    monitor.expect("the learned entry deleted", |l| {
+        l == format!("{host} dev p1 deleted")
+    });
+    let record = json.expect("the JSON deletion", |l| l.contains(r#""event":"deleted""#));
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        (&record["mac"], &record["dev"]),
+        (&host.into(), &"p1".into())
+    );
+    assert_eq!(switch.port_of(host), None);
 }

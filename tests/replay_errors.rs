@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use ports::capture::{OutputFormat, PcapReader, PcapWriter};
-use tapswitch_tests::lab::{TempDir, fixtures_dir, replay, replay_args, replay_both};
+use tapswitch_tests::lab::{TempDir, fixtures_dir, port_args, replay, replay_args, replay_both};
 use tools::lab::outputs::MANIFEST;
 
 /// A classic header (little-endian, nanoseconds) with this snap length and link type.
@@ -279,15 +279,7 @@ fn expect_reports_every_differing_port_on_stderr_and_exits_1() {
     fs::write(&p1, bytes).unwrap();
 
     let args = |out: &str| {
-        let mut args: Vec<String> = ["p1", "p2", "p3"]
-            .iter()
-            .flat_map(|p| {
-                [
-                    "--port".to_string(),
-                    format!("{p}={}", scenario.join(format!("{p}.pcap")).display()),
-                ]
-            })
-            .collect();
+        let mut args = port_args(&scenario, &["p1", "p2", "p3"]);
         args.extend(["--no-gateway", "--out", out, "--expect"].map(String::from));
         args.push(expected.display().to_string());
         replay_args(&args)

@@ -6,22 +6,14 @@ use std::fs;
 use std::process::ExitCode;
 
 use ports::capture::OutputFormat;
-use tapswitch_tests::lab::{TempDir, fixtures_dir, replay_args, replay_both};
+use tapswitch_tests::lab::{TempDir, fixtures_dir, port_args, replay_args, replay_both};
 use tools::lab::outputs::MANIFEST;
 use tools::lab::text;
 use tools::pcap_cmd;
 
 fn flood_learn_args(out: &str, extra: &[&str]) -> Vec<String> {
     let scenario = fixtures_dir().join("flood-learn");
-    let mut args: Vec<String> = ["p1", "p2", "p3"]
-        .iter()
-        .flat_map(|p| {
-            [
-                "--port".to_string(),
-                format!("{p}={}", scenario.join(format!("{p}.pcap")).display()),
-            ]
-        })
-        .collect();
+    let mut args = port_args(&scenario, &["p1", "p2", "p3"]);
     args.extend(["--no-gateway", "--out", out].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
     args

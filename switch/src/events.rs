@@ -1,5 +1,5 @@
 //! The switch's events as data: what `tapswitch monitor` and the web page
-//! show as it happens (learned, moved, expired, evicted, flushed; ports
+//! show as it happens (learned, moved, expired, evicted, deleted, flushed; ports
 //! added, removed, down and up; trace lines).
 //!
 //! **Off the frame path.** Whoever has something to say calls
@@ -54,6 +54,8 @@ pub enum SwitchEvent {
     StaticAdded { mac: MacAddr, port: PortId },
     /// A static entry was removed (`fdb del`).
     StaticRemoved { mac: MacAddr, port: PortId },
+    /// A learned entry was removed by an operator (`fdb del`).
+    Deleted { mac: MacAddr, port: PortId },
     /// A port was attached.
     PortAdded { port: PortId, name: String },
     /// A port was detached; `reason` when it broke on its own.

@@ -83,6 +83,20 @@ pub fn replay_args<S: AsRef<str>>(args: &[S]) -> ReplayArgs {
     }
 }
 
+/// `--port NAME=DIR/NAME.pcap` for each of `ports`: a scenario's captures
+/// as `replay` options.
+pub fn port_args(scenario: &Path, ports: &[&str]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| {
+            [
+                "--port".to_string(),
+                format!("{p}={}", scenario.join(format!("{p}.pcap")).display()),
+            ]
+        })
+        .collect()
+}
+
 /// Runs `tapswitch replay` with `args`; returns its exit code (or error)
 /// and what it printed on stdout.
 pub fn replay(args: ReplayArgs) -> (anyhow::Result<ExitCode>, String) {

@@ -15,6 +15,7 @@
 //! a guard's `Drop`, also when a test fails. Everything that runs "in" a
 //! namespace runs on a fresh thread that entered it with `setns`.
 
+pub mod child;
 pub mod etcd_server;
 pub mod frames;
 pub mod lab;
@@ -23,6 +24,7 @@ pub mod netns;
 pub mod remote;
 pub mod rootless_user;
 pub mod switch_process;
+pub mod tapswitch_binary;
 pub mod topology;
 pub mod traffic;
 

@@ -7,7 +7,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::SwitchProcess;
+use crate::frames::probe;
 use crate::switch_process::binary;
+use crate::traffic::Station;
 
 /// Long enough for any step here; a passing test never waits this long.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -51,6 +53,27 @@ impl Monitor {
     /// The next line, if one comes within `wait`.
     pub fn next_line(&self, wait: Duration) -> Option<String> {
         self.lines.recv_timeout(wait).ok()
+    }
+
+    /// Waits until every one of `monitors` is subscribed (they subscribe
+    /// in their own time): `station` speaks from new addresses
+    /// `prefix:NN` until each has printed a learned line (a host already
+    /// learned makes no event).
+    pub fn wait_listening(monitors: &[&Monitor], station: &Station, prefix: [u8; 5]) {
+        let broadcast = [0xff; 6];
+        let deadline = Instant::now() + PATIENCE;
+        for n in 0u8.. {
+            let [a, b, c, d, e] = prefix;
+            station.send(&probe(broadcast, [a, b, c, d, e, n], 1, 64));
+            let seen = |m: &&Monitor| {
+                m.next_line(Duration::from_millis(200))
+                    .is_some_and(|l| l.contains("learned"))
+            };
+            if monitors.iter().all(seen) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the monitors printed nothing");
+        }
     }
 
     /// Reads lines until one satisfies `want`; returns it.

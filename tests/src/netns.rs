@@ -14,8 +14,9 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
-/// Runs `ip ARGS...`; panics with its error output if it fails.
-pub fn ip(args: &[&str]) {
+/// Runs `ip ARGS...` and returns its output; panics with its error output
+/// if it fails.
+pub fn ip(args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -26,6 +27,7 @@ pub fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `ip ARGS...` and returns its output, or its error text.

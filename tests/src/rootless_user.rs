@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::child::terminate;
 use crate::switch_process::binary;
 
 /// An unprivileged uid and its private directories.
@@ -216,7 +217,7 @@ impl RootlessUser {
     /// Stops (SIGTERM, then SIGKILL) and reaps child number `index`.
     pub fn stop(&mut self, index: usize) {
         if let Some(child) = self.children.get_mut(index) {
-            stop(child);
+            terminate(child);
         }
     }
 
@@ -238,20 +239,6 @@ impl RootlessUser {
     }
 }
 
-fn stop(child: &mut Child) {
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 impl Drop for RootlessUser {
     fn drop(&mut self) {
         let ls = self.tapswitch(&["container", "ls"]);
@@ -261,7 +248,7 @@ impl Drop for RootlessUser {
             }
         }
         for child in &mut self.children {
-            stop(child);
+            terminate(child);
         }
         if let Some(pid) = self.holder_pid().filter(|&pid| self.owns_process(pid)) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

@@ -2,33 +2,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The `tapswitch` binary of this build. `cargo test --workspace` builds it
-/// before any test runs (the tools package has integration tests).
-pub fn binary() -> PathBuf {
-    if let Some(path) = option_env!("TAPSWITCH_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> -> target/<profile>/tapswitch
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("tapswitch");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
+pub use crate::tapswitch_binary::binary;
 
 /// A running `tapswitch serve`.
 #[derive(Debug)]

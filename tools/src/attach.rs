@@ -29,6 +29,7 @@ use ipam::{AttachedNamespace, Container, Driver, Network};
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::netns::NamespaceId;
 use crate::netlink::{Netlink, disable_ipv6, netns};
+use crate::outln;
 use crate::rootless::{self, Mode};
 use crate::sandbox::{HOST_IFACE_PREFIX, find_switch, probe_host_ports, tear_down};
 use crate::statedir::{StateArgs, current_boot_id};
@@ -165,7 +166,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         let _ = tear_down(&record);
         return Err(err.into());
     }
-    println!("{}", record.id);
+    outln!("{}", record.id)?;
     if let (Some(gateway), Some(attached), Some(ip)) =
         (network.gateway(), &record.attached, record.ipv4)
     {
@@ -284,7 +285,7 @@ pub fn detach(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         })?;
         tx.state.remove_container(name)?;
         tx.commit()?;
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

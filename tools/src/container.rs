@@ -45,6 +45,7 @@ use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::network::{table, to_docker_json};
 use crate::rootless::Mode;
 use crate::statedir::{StateArgs, current_boot_id};
+use crate::{out, outln};
 
 /// The prefix of container namespaces in `/run/netns`.
 pub const NETNS_PREFIX: &str = "tapswitch-";
@@ -187,7 +188,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         let _ = tear_down(&record);
         return Err(err.into());
     }
-    println!("{}", record.id);
+    outln!("{}", record.id)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -302,7 +303,7 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         })?;
         tx.state.remove_container(name)?;
         tx.commit()?;
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -342,10 +343,10 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
 fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     let state = args.open()?.load()?;
     if json {
-        println!("{}", to_docker_json(&ls_json(&state))?);
+        outln!("{}", to_docker_json(&ls_json(&state))?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render_ls(&state));
+    out!("{}", render_ls(&state))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -429,7 +430,7 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         .iter()
         .map(|name| Ok(inspect_view(&state, state.container(name)?)))
         .collect::<Result<Vec<_>>>()?;
-    println!("{}", to_docker_json(&views)?);
+    outln!("{}", to_docker_json(&views)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

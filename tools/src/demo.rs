@@ -12,6 +12,7 @@
 //!   tsdemo-c  eth0 172.17.0.4 ─── tap-c  ┘   (the TAP moved into tsdemo-c)
 //! ```
 
+use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use switch::mac_table::TableConfig;
 
 use crate::netlink::{Netlink, VethPeer, netns};
 use crate::running::{PortSpec, RunningSwitch};
+use crate::{out, outln};
 use crate::{query, serve, signals, traffic};
 
 /// Options of `tapswitch demo`.
@@ -75,7 +77,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let outcome = crossbeam_channel::select! {
         recv(done_rx) -> result => result.unwrap_or_else(|_| Err(anyhow::anyhow!("the demo thread stopped"))),
         recv(signals) -> _ => {
-            println!("\ninterrupted: cleaning up");
+            outln!("\ninterrupted: cleaning up")?;
             cleanup(&made);
             return Ok(ExitCode::from(130));
         }
@@ -83,9 +85,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let removed = cleanup(&made);
     match outcome {
         Ok(()) => {
-            println!(
+            outln!(
                 "Cleaned up: {removed} namespaces and their links removed; nothing is left behind."
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => Err(err.context(format!("the demo failed (cleaned up {removed} namespaces)"))),
@@ -94,7 +96,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
 
 fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     let tag = std::process::id();
-    println!("tapswitch demo: three containers on one userspace switch, like Docker's docker0.\n");
+    outln!("tapswitch demo: three containers on one userspace switch, like Docker's docker0.\n")?;
 
     // Without /dev/net/tun (an ordinary user, mostly) c joins by veth too.
     let tap_usable = nix::unistd::access(
@@ -103,11 +105,11 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     )
     .is_ok();
     if !tap_usable {
-        println!(
+        outln!(
             "(/dev/net/tun is not open to you, so container c joins by veth instead of TAP; to fix: sudo chmod 0666 /dev/net/tun)\n"
-        );
+        )?;
     }
-    println!("[1/5] Namespaces and links");
+    outln!("[1/5] Namespaces and links")?;
     let switch_ns = make_namespace(made, &format!("tsdemo-sw-{tag}"))?;
     let containers: Vec<Container> = ['a', 'b', 'c']
         .iter()
@@ -131,21 +133,21 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         .collect::<Result<_>>()?;
     for c in containers.iter().filter(|c| !c.by_tap) {
         join_by_veth(&switch_ns, c)?;
-        print_container(c);
+        print_container(c)?;
     }
 
     if tap_usable {
-        println!("[2/5] Starting the switch; its TAP port tap-c moves into the third container");
+        outln!("[2/5] Starting the switch; its TAP port tap-c moves into the third container")?;
     } else {
-        println!("[2/5] Starting the switch");
+        outln!("[2/5] Starting the switch")?;
     }
     let switch = start_switch(&switch_ns, &containers, args.trace)?;
     if let Some(tap) = containers.iter().find(|c| c.by_tap) {
         join_by_tap(&switch_ns, tap)?;
-        print_container(tap);
+        print_container(tap)?;
     }
     let info = switch.info();
-    println!(
+    outln!(
         "      switch {} in {}: {} ports, gateway {} ({}), {} worker threads",
         info.switch_id,
         ns_name(&switch_ns),
@@ -153,9 +155,9 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         info.gateway.as_deref().unwrap_or("none"),
         info.gateway_mac.map(|m| m.to_string()).unwrap_or_default(),
         info.workers
-    );
+    )?;
 
-    println!("[3/5] Ping");
+    outln!("[3/5] Ping")?;
     let gateway = serve::DEFAULT_GATEWAY.0;
     let (a, b, c) = (&containers[0], &containers[1], &containers[2]);
     for (from, to, label) in [
@@ -170,40 +172,40 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
             .median()
             .map(|d| format!("{:.3} ms", d.as_secs_f64() * 1e3))
             .unwrap_or("-".into());
-        println!(
+        outln!(
             "      {} -> {:<10} {:<12} {}/{} replies, median {median}",
             from.letter,
             label,
             to,
             result.received(),
             result.sent
-        );
+        )?;
         if result.received() == 0 {
             bail!("no reply from {to} to container {}", from.letter);
         }
     }
 
-    println!("[4/5] TCP, offloads left on: 64 KiB super-frames cross the switch whole");
+    outln!("[4/5] TCP, offloads left on: 64 KiB super-frames cross the switch whole")?;
     let bytes = args.tcp_mb << 20;
     for (from, to) in [(a, b), (c, a)] {
         let took = traffic::tcp_transfer(&to.ns, to.ip, &from.ns, bytes)
             .with_context(|| format!("TCP from {} to {}", from.letter, to.letter))?;
         let gbits = bytes as f64 * 8.0 / took.as_secs_f64() / 1e9;
-        println!(
+        outln!(
             "      {} -> {}  {} MiB intact in {:.3} s = {gbits:.2} Gbit/s",
             from.letter,
             to.letter,
             args.tcp_mb,
             took.as_secs_f64()
-        );
+        )?;
     }
 
-    println!("[5/5] What the switch learned\n");
-    println!("$ tapswitch fdb");
-    print!("{}", query::render_fdb(&switch.fdb()?));
-    println!("\n$ tapswitch ports");
-    print!("{}", query::render_ports(&switch.ports()?));
-    println!();
+    outln!("[5/5] What the switch learned\n")?;
+    outln!("$ tapswitch fdb")?;
+    out!("{}", query::render_fdb(&switch.fdb()?))?;
+    outln!("\n$ tapswitch ports")?;
+    out!("{}", query::render_ports(&switch.ports()?))?;
+    outln!()?;
     switch.shutdown();
     Ok(())
 }
@@ -331,15 +333,15 @@ fn cleanup(made: &Arc<Mutex<Made>>) -> usize {
     removed
 }
 
-fn print_container(c: &Container) {
+fn print_container(c: &Container) -> io::Result<()> {
     let how = if c.by_tap { "TAP " } else { "veth" };
-    println!(
+    outln!(
         "      {:<20} eth0 {}/16  {}  --{how}--  switch port {}",
         ns_name(&c.ns),
         c.ip,
         mac_text(&c.mac),
         c.port
-    );
+    )
 }
 
 fn ns_name(path: &Path) -> String {

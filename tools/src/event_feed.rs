@@ -90,6 +90,7 @@ impl StreamLine {
             }
             SwitchEvent::StaticAdded { mac, .. } => format!("{mac} dev {dev} static added"),
             SwitchEvent::StaticRemoved { mac, .. } => format!("{mac} dev {dev} static removed"),
+            SwitchEvent::Deleted { mac, .. } => format!("{mac} dev {dev} deleted"),
             SwitchEvent::PortAdded { name, .. } => format!("port {name} added"),
             SwitchEvent::PortRemoved { name, reason, .. } => match reason {
                 Some(reason) => format!("port {name} removed: {reason}"),
@@ -133,6 +134,7 @@ impl PortNames {
             | SwitchEvent::Flushed { port, .. }
             | SwitchEvent::StaticAdded { port, .. }
             | SwitchEvent::StaticRemoved { port, .. }
+            | SwitchEvent::Deleted { port, .. }
             | SwitchEvent::PortAdded { port, .. }
             | SwitchEvent::PortRemoved { port, .. }
             | SwitchEvent::LinkDown { port, .. }
@@ -320,6 +322,10 @@ mod tests {
         assert_eq!(
             text(&mut names, SwitchEvent::StaticRemoved { mac: MAC, port: a }),
             "02:42:ac:11:00:02 dev veth-a static removed"
+        );
+        assert_eq!(
+            text(&mut names, SwitchEvent::Deleted { mac: MAC, port: a }),
+            "02:42:ac:11:00:02 dev veth-a deleted"
         );
         assert_eq!(
             StreamLine::Lost(12).to_text(),

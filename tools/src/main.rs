@@ -78,6 +78,8 @@ enum Command {
 
 fn main() -> ExitCode {
     tools::logging::init();
+    // Commands print through tools::pipe::stdout(); this hook is only the
+    // fallback for a println! left (see tools::pipe).
     tools::pipe::end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
@@ -108,7 +110,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) if tools::pipe::is_closed_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if tools::pipe::is_closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tapswitch: {err:#}");
             trouble

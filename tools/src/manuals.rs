@@ -3,13 +3,15 @@
 //! own definition so they never fall behind it. Install lines are in
 //! docs/switch-and-ports.md ("Shell completions and manual pages").
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use clap_complete::Shell;
+
+use crate::outln;
 
 /// Options of `tapswitch completions`.
 #[derive(Debug, Clone, Args)]
@@ -57,13 +59,12 @@ pub fn completion_script(args: &CompletionsArgs, mut cmd: clap::Command) -> Vec<
 /// Prints the completion script; a closed pipe (`| head`) ends it quietly.
 pub fn completions(args: &CompletionsArgs, cmd: clap::Command) -> Result<ExitCode> {
     let script = completion_script(args, cmd);
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
-            Err(err).context("writing the completion script")
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    let mut stdout = crate::pipe::stdout();
+    stdout
+        .write_all(&script)
+        .and_then(|()| stdout.flush())
+        .context("writing the completion script")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints tapswitch.1, or writes every page into `--out DIR`.
@@ -74,16 +75,15 @@ pub fn man(args: &ManArgs, cmd: clap::Command) -> Result<ExitCode> {
             clap_mangen::Man::new(cmd)
                 .render(&mut page)
                 .context("rendering the manual page")?;
-            let mut stdout = io::stdout().lock();
-            if let Err(err) = stdout.write_all(&page).and_then(|()| stdout.flush())
-                && err.kind() != io::ErrorKind::BrokenPipe
-            {
-                return Err(err).context("writing the manual page");
-            }
+            let mut stdout = crate::pipe::stdout();
+            stdout
+                .write_all(&page)
+                .and_then(|()| stdout.flush())
+                .context("writing the manual page")?;
         }
         Some(dir) => {
             let written = write_pages(cmd, dir)?;
-            println!("wrote {written} manual pages to {}", dir.display());
+            outln!("wrote {written} manual pages to {}", dir.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use switch::dataplane::TraceSettings;
 
 use crate::control::{self, Request};
 use crate::event_feed::StreamLine;
+use crate::outln;
 use crate::query::Target;
 
 /// Options of `tapswitch monitor`.
@@ -48,7 +49,7 @@ pub fn monitor(args: MonitorArgs) -> Result<ExitCode> {
     let stream = control::connect(&path)?;
     let (_, mut reader) = control::send(&path, &stream, &Request::Monitor)?;
     let mut line = String::new();
-    let stdout = std::io::stdout();
+    let mut stdout = crate::pipe::stdout();
     loop {
         line.clear();
         let read = reader.read_line(&mut line);
@@ -72,10 +73,8 @@ pub fn monitor(args: MonitorArgs) -> Result<ExitCode> {
                 Err(_) => format!("(unreadable event) {text}"),
             }
         };
-        // `monitor | head` ends quietly, as Unix tools do.
-        if writeln!(stdout.lock(), "{out}").is_err() {
-            return Ok(ExitCode::SUCCESS);
-        }
+        // `monitor | head` ends quietly, as Unix tools do (see `main`).
+        writeln!(stdout, "{out}")?;
     }
 }
 
@@ -88,11 +87,11 @@ pub fn trace(args: TraceArgs) -> Result<ExitCode> {
     let settings: TraceSettings = control::call_as(&args.target.socket(), &request)?;
     let state = if settings.on { "on" } else { "off" };
     match (&settings.port, settings.on) {
-        (Some(port), true) => println!(
+        (Some(port), true) => outln!(
             "trace on for port {port}: lines on the switch's stderr and in `tapswitch monitor`"
-        ),
-        (_, true) => println!("trace on: lines on the switch's stderr and in `tapswitch monitor`"),
-        _ => println!("trace {state}"),
+        )?,
+        (_, true) => outln!("trace on: lines on the switch's stderr and in `tapswitch monitor`")?,
+        _ => outln!("trace {state}")?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::overlay::{self, MemberView, PeerCommand};
 use crate::statedir::{self, StateArgs};
+use crate::{out, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -160,7 +161,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
                 .cloned()
         }
     })?;
-    println!("{}", network.id);
+    outln!("{}", network.id)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,16 +170,16 @@ fn ls(args: LsArgs) -> Result<ExitCode> {
     let state = store.load()?;
     if args.quiet {
         for network in &state.networks {
-            println!("{}", id_column(network, args.no_trunc));
+            outln!("{}", id_column(network, args.no_trunc))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     let members = overlay::members(&store, &state)?;
     if args.json {
-        println!("{}", to_docker_json(&ls_json(&state, &members))?);
+        outln!("{}", to_docker_json(&ls_json(&state, &members))?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render_ls(&state, &members, args.no_trunc));
+    out!("{}", render_ls(&state, &members, args.no_trunc))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -297,7 +298,7 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
             Ok(view)
         })
         .collect::<Result<Vec<_>>>()?;
-    println!("{}", to_docker_json(&views)?);
+    outln!("{}", to_docker_json(&views)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -305,7 +306,7 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
     let store = args.open()?;
     for name in names {
         store.update(|state| state.remove_network(name))?;
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -313,18 +314,20 @@ fn rm(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
 fn prune(args: &StateArgs) -> Result<ExitCode> {
     let released = statedir::prune(&args.open_unpruned()?)?;
     if released.is_empty() {
-        println!("every lease belongs to a container that exists; nothing to release");
+        outln!("every lease belongs to a container that exists; nothing to release")?;
     }
     for container in released {
         match container.ipv4 {
-            Some(ip) => println!(
+            Some(ip) => outln!(
                 "released {ip} on network {} (container {} no longer exists)",
-                container.network, container.name
-            ),
-            None => println!(
+                container.network,
+                container.name
+            )?,
+            None => outln!(
                 "forgot container {} on network {} (it no longer exists)",
-                container.name, container.network
-            ),
+                container.name,
+                container.network
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@ use crate::lab::outputs::{OutFormat, OutputDir, Policy};
 use crate::lab::playback::{InputSpec, STDIN_PATH, display_input};
 use crate::lab::replay::parse_input;
 use crate::lab::text;
+use crate::outln;
 
 #[derive(Debug, Subcommand)]
 pub enum PcapCommand {
@@ -80,7 +81,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
                 bail!("{name} has no frames (only comments and blank lines): nothing to build");
             }
             let built = build(&frames, &out, format.into()).with_context(|| name.clone())?;
-            let mut stdout = io::stdout().lock();
+            let mut stdout = crate::pipe::stdout();
             for (path, n) in built {
                 writeln!(
                     stdout,
@@ -91,8 +92,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
             }
         }
         PcapCommand::Show { files, port, json } => {
-            let stdout = io::stdout();
-            let mut out = io::BufWriter::new(stdout.lock());
+            let mut out = io::BufWriter::new(crate::pipe::stdout());
             for file in &files {
                 let input = parse_input(file);
                 let name = match &port {
@@ -123,7 +123,7 @@ pub fn run(cmd: PcapCommand) -> Result<ExitCode> {
             }
             drop(writers);
             for path in dir.commit()? {
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display())?;
             }
         }
     }

@@ -11,6 +11,7 @@ use switch::{EntryKind, MacAddr};
 use crate::control::{
     self, FdbEditReply, FdbFlushReply, FdbReply, PortInfo, PreviousRow, Request, SwitchInfo,
 };
+use crate::{out, outln};
 
 /// Which switch to ask, and how to print.
 #[derive(Debug, Clone, Args)]
@@ -164,7 +165,7 @@ pub fn capture(cmd: CaptureCommand) -> Result<ExitCode> {
         ),
     };
     control::call(&target.socket(), &request)?;
-    println!("capture of port {port} {verb}");
+    outln!("capture of port {port} {verb}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -182,14 +183,14 @@ pub fn fdb(args: FdbArgs) -> Result<ExitCode> {
                 Some(previous) => format!(" (replacing {})", describe_entry(previous)),
                 None => String::new(),
             };
-            println!("added static entry {mac} on port {port}{replaced}");
+            outln!("added static entry {mac} on port {port}{replaced}")?;
             Ok(ExitCode::SUCCESS)
         }
         Some(FdbCommand::Del { target, mac }) => {
             let reply: FdbEditReply = control::call_as(&target.socket(), &Request::FdbDel { mac })?;
             match &reply.previous {
-                Some(previous) => println!("removed {mac} ({})", describe_entry(previous)),
-                None => println!("removed {mac}"),
+                Some(previous) => outln!("removed {mac} ({})", describe_entry(previous))?,
+                None => outln!("removed {mac}")?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -209,7 +210,7 @@ pub fn fdb(args: FdbArgs) -> Result<ExitCode> {
                 "learned"
             };
             let scope = port.map(|p| format!(" of port {p}")).unwrap_or_default();
-            println!(
+            outln!(
                 "flushed {} {what} {}{scope}",
                 reply.flushed,
                 if reply.flushed == 1 {
@@ -217,7 +218,7 @@ pub fn fdb(args: FdbArgs) -> Result<ExitCode> {
                 } else {
                     "entries"
                 }
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -238,7 +239,7 @@ fn fdb_show(args: QueryArgs) -> Result<ExitCode> {
         return print_json(control::call(&socket, &Request::Fdb)?);
     }
     let reply: FdbReply = control::call_as(&socket, &Request::Fdb)?;
-    print!("{}", render_fdb(&reply));
+    out!("{}", render_fdb(&reply))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -248,7 +249,7 @@ pub fn ports(args: QueryArgs) -> Result<ExitCode> {
         return print_json(control::call(&socket, &Request::Ports)?);
     }
     let ports: Vec<PortInfo> = control::call_as(&socket, &Request::Ports)?;
-    print!("{}", render_ports(&ports));
+    out!("{}", render_ports(&ports))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -264,12 +265,12 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     }
     let info: SwitchInfo = serde_json::from_value(info)?;
     let fdb: FdbReply = serde_json::from_value(fdb)?;
-    println!("network      {}", info.network);
-    println!("switch id    {}", info.switch_id);
-    println!("pid          {}", info.pid);
-    println!("mode         {}", info.mode);
-    println!("gateway      {}", info.gateway.as_deref().unwrap_or("none"));
-    println!(
+    outln!("network      {}", info.network)?;
+    outln!("switch id    {}", info.switch_id)?;
+    outln!("pid          {}", info.pid)?;
+    outln!("mode         {}", info.mode)?;
+    outln!("gateway      {}", info.gateway.as_deref().unwrap_or("none"))?;
+    outln!(
         "ageing time  {} s{}",
         info.ageing_time,
         if info.ageing_time == 0 {
@@ -277,23 +278,24 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         } else {
             ""
         }
-    );
-    println!("workers      {}", info.workers);
+    )?;
+    outln!("workers      {}", info.workers)?;
     let dataplane = &info.dataplane;
-    println!(
+    outln!(
         "lanes        read {}; changed {} time(s)",
         dataplane.reading.describe(),
         dataplane.reading_changes
-    );
-    println!(
+    )?;
+    outln!(
         "under load   workers yielded the CPU {} time(s), moved to another CPU {} time(s)",
-        dataplane.cpu_yields, dataplane.cpu_moves
-    );
-    println!("{}", render_table_stats(&fdb));
+        dataplane.cpu_yields,
+        dataplane.cpu_moves
+    )?;
+    outln!("{}", render_table_stats(&fdb))?;
     if let Ok(services) = control::call(&socket, &Request::Services)
         && !services.is_null()
     {
-        print!("{}", render_services(&services));
+        out!("{}", render_services(&services))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -350,7 +352,7 @@ pub fn flows(args: QueryArgs) -> Result<ExitCode> {
         return print_json(rows);
     }
     for row in rows.as_array().into_iter().flatten() {
-        println!("{}", row["line"].as_str().unwrap_or_default());
+        outln!("{}", row["line"].as_str().unwrap_or_default())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -365,21 +367,23 @@ pub fn port(cmd: PortCommand) -> Result<ExitCode> {
             namespace,
         } => {
             let added = crate::rootless::port_add::add(&target.socket(), iface, tap, &namespace)?;
-            println!(
+            outln!(
                 "added port {} {} ({})",
-                added.port_no, added.name, added.kind
-            );
+                added.port_no,
+                added.name,
+                added.kind
+            )?;
         }
         PortCommand::Rm { target, name } => {
             control::call(&target.socket(), &Request::PortRm { name: name.clone() })?;
-            println!("removed port {name}");
+            outln!("removed port {name}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_json(value: serde_json::Value) -> Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    outln!("{}", serde_json::to_string_pretty(&value)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

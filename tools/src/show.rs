@@ -24,6 +24,7 @@ use ipam::{Driver, State};
 use crate::control::{self, PortInfo, Request, SwitchInfo};
 use crate::network::table;
 use crate::statedir::StateArgs;
+use crate::{out, outln};
 
 /// Options of `tapswitch show`.
 #[derive(Debug, Args)]
@@ -49,13 +50,13 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
     let state = args.state.open()?.load()?;
     let served = ask_switches(&candidate_sockets(&state, &args.control));
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&render_json(&state, &served))?
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&state, &served));
+    out!("{}", render(&state, &served))?;
     Ok(ExitCode::SUCCESS)
 }
 

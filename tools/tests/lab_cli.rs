@@ -284,6 +284,21 @@ fn dash_reads_stdin() {
     assert!(text(&two.stderr).contains("ports p1, p2 all read stdin (-): only one port can"));
 }
 
+/// Runs `command` with its stdout read up to the first line and then
+/// closed (`| head -1`); that line and how the command ended.
+fn first_line_then_exit(command: &mut Command) -> (String, Output) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (first, child.wait_with_output().unwrap())
+}
+
 #[test]
 fn a_reader_that_stops_early_ends_the_command_quietly() {
     let dir = Dir::new("pipe");
@@ -300,47 +315,42 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert!(generated.status.success(), "{}", text(&generated.stderr));
 
     // `pcap show big.pcap | head -1`
-    let mut child = tapswitch()
-        .args(["pcap", "show", &dir.join("big/p1.pcap")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (first, out) =
+        first_line_then_exit(tapswitch().args(["pcap", "show", &dir.join("big/p1.pcap")]));
     assert!(first.starts_with("t="), "{first}");
-    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "", "no panic, no message");
+
+    // `pcap show --json big.pcap | head -1`
+    let (first, out) = first_line_then_exit(tapswitch().args([
+        "pcap",
+        "show",
+        "--json",
+        &dir.join("big/p1.pcap"),
+    ]));
+    assert!(first.starts_with('{'), "{first}");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stderr), "", "no panic, no message");
 
     // `replay --trace ... | head -1`: the outputs are still written.
-    let mut child = tapswitch()
-        .args([
-            "replay",
-            "--trace",
-            "--no-gateway",
-            "--out",
-            &dir.join("out"),
-        ])
-        .args(["--port", &format!("p1={}", dir.join("big/p1.pcap"))])
-        .args(["--port", &format!("p2={}", dir.join("big/p2.pcap"))])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (_, out) = first_line_then_exit(
+        tapswitch()
+            .args([
+                "replay",
+                "--trace",
+                "--no-gateway",
+                "--out",
+                &dir.join("out"),
+            ])
+            .args(["--port", &format!("p1={}", dir.join("big/p1.pcap"))])
+            .args(["--port", &format!("p2={}", dir.join("big/p2.pcap"))]),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     assert!(Path::new(&dir.join("out/p2.pcap")).is_file());
 
-    // A command that prints with println! (network ls), its reader gone
-    // before it writes: std panics there, and the binary ends quietly.
+    // A command that prints a line at a time (network ls), its reader gone
+    // before it writes: the write fails, and the binary ends quietly.
     let mut child = tapswitch()
         .args(["network", "ls"])
         .env("TAPSWITCH_STATE_DIR", dir.join("state"))

@@ -4,23 +4,7 @@
 
 mod support;
 
-use std::path::Path;
-
-use support::{ok, tapswitch};
-
-/// The one line of a failure.
-fn error(state: &Path, args: &[&str]) -> String {
-    let out = tapswitch(state, args);
-    assert!(
-        !out.status.success(),
-        "tapswitch {} should fail",
-        args.join(" ")
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    lines[0].to_string()
-}
+use support::{error_line, ok};
 
 #[test]
 fn ls_and_inspect_show_the_predefined_networks_like_docker() {
@@ -87,14 +71,14 @@ fn mistakes_get_one_line_that_says_what_to_do() {
         &["network", "create", "one", "--subnet", "10.60.0.0/16"],
     );
     assert_eq!(
-        error(
+        error_line(
             state,
             &["network", "create", "two", "--subnet", "10.60.4.0/24"]
         ),
         "tapswitch: subnet 10.60.4.0/24 overlaps subnet 10.60.0.0/16 of network one: choose a subnet that does not overlap (see `tapswitch network inspect one`)"
     );
     assert_eq!(
-        error(
+        error_line(
             state,
             &[
                 "network",
@@ -109,7 +93,7 @@ fn mistakes_get_one_line_that_says_what_to_do() {
         "tapswitch: gateway 10.62.0.1 is outside subnet 10.61.0.0/24: pick an address inside it (or leave --gateway out to use the first one)"
     );
     assert_eq!(
-        error(
+        error_line(
             state,
             &[
                 "network",
@@ -124,31 +108,31 @@ fn mistakes_get_one_line_that_says_what_to_do() {
         "tapswitch: --ip-range 10.61.1.0/25 is not inside subnet 10.61.0.0/24: give a range within the subnet"
     );
     assert_eq!(
-        error(
+        error_line(
             state,
             &["network", "create", "two", "--subnet", "10.61.0.1/24"]
         ),
         "tapswitch: --subnet: 10.61.0.1/24 has host bits set: did you mean 10.61.0.0/24?"
     );
     assert!(
-        error(
+        error_line(
             state,
             &["network", "create", "one", "--subnet", "10.70.0.0/16"]
         )
         .contains("network one already exists")
     );
-    assert!(error(state, &["network", "rm", "bridge"]).contains("predefined"));
+    assert!(error_line(state, &["network", "rm", "bridge"]).contains("predefined"));
     assert!(
-        error(state, &["network", "inspect", "nope"])
+        error_line(state, &["network", "inspect", "nope"])
             .starts_with("tapswitch: network nope does not exist")
     );
     assert!(
-        error(state, &["network", "create", "x", "--driver", "macvlan"])
+        error_line(state, &["network", "create", "x", "--driver", "macvlan"])
             .contains("only `bridge` and `overlay` can")
     );
     // Overlay networks need a shared store; the state directory is refused
     // in one line that says what to give.
-    let overlay = error(state, &["network", "create", "x", "--driver", "overlay"]);
+    let overlay = error_line(state, &["network", "create", "x", "--driver", "overlay"]);
     assert!(
         overlay.starts_with("tapswitch: overlay networks span several hosts")
             && overlay.contains("give --store etcd://HOST:PORT[,...]"),
@@ -168,7 +152,7 @@ fn a_corrupt_state_file_is_named_and_never_overwritten() {
         &["network", "create", "x", "--subnet", "10.9.0.0/24"],
         &["container", "ls"],
     ] {
-        let err = error(state, args);
+        let err = error_line(state, args);
         assert!(
             err.starts_with(&format!(
                 "tapswitch: the state file {} is corrupt (",

@@ -10,21 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use ipam::{Container, Store};
-use support::{ok, tapswitch};
-
-/// The one line of a failure.
-fn error(state: &Path, args: &[&str]) -> String {
-    let out = tapswitch(state, args);
-    assert!(
-        !out.status.success(),
-        "tapswitch {} should fail",
-        args.join(" ")
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    lines[0].to_string()
-}
+use support::{error_line, ok};
 
 /// Records a container with published ports, as `container create` would
 /// after building it (no namespace: the views only read the record).
@@ -58,7 +44,7 @@ fn bad_publish_values_are_refused_in_one_line() {
         ("[::1]:8080:80", "IPv6 host addresses are not supported"),
         ("0:80", "is not a port"),
     ] {
-        let line = error(dir.path(), &["container", "create", "web", "-p", given]);
+        let line = error_line(dir.path(), &["container", "create", "web", "-p", given]);
         assert!(
             line.starts_with(&format!("tapswitch: -p {given}: ")),
             "{line}"
@@ -72,7 +58,7 @@ fn bad_publish_values_are_refused_in_one_line() {
 #[test]
 fn ports_need_a_bridge_network_that_is_not_internal() {
     let dir = tempfile::tempdir().unwrap();
-    let line = error(
+    let line = error_line(
         dir.path(),
         &[
             "container",
@@ -99,7 +85,7 @@ fn ports_need_a_bridge_network_that_is_not_internal() {
             "--internal",
         ],
     );
-    let line = error(
+    let line = error_line(
         dir.path(),
         &[
             "container",
@@ -119,7 +105,7 @@ fn a_host_port_published_or_in_use_is_refused_at_create_time() {
     let dir = tempfile::tempdir().unwrap();
     record(dir.path(), "web", "bridge", &["127.0.0.1:18080:80"]);
     // Every address includes loopback.
-    let line = error(
+    let line = error_line(
         dir.path(),
         &["container", "create", "api", "-p", "18080:9000"],
     );
@@ -127,7 +113,7 @@ fn a_host_port_published_or_in_use_is_refused_at_create_time() {
         line,
         "tapswitch: host port 0.0.0.0:18080/tcp is already published by container web (-p 127.0.0.1:18080:80/tcp): pick another host port, or remove web first"
     );
-    let line = error(
+    let line = error_line(
         dir.path(),
         &[
             "container",
@@ -144,7 +130,7 @@ fn a_host_port_published_or_in_use_is_refused_at_create_time() {
     // A port another program holds.
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let line = error(
+    let line = error_line(
         dir.path(),
         &[
             "container",
@@ -161,7 +147,7 @@ fn a_host_port_published_or_in_use_is_refused_at_create_time() {
         )
     );
     // An address the host does not have.
-    let line = error(
+    let line = error_line(
         dir.path(),
         &["container", "create", "api", "-p", "192.0.2.123:18081:80"],
     );
@@ -227,7 +213,7 @@ fn network_create_takes_internal_and_a_bounded_mtu() {
         inspect[0]["Options"]["com.docker.network.driver.mtu"],
         "65520"
     );
-    let line = error(
+    let line = error_line(
         dir.path(),
         &[
             "network",

@@ -33,7 +33,8 @@
 //!
 //! **Events.** Each edit is published on the table's bus, like learning is:
 //! [`SwitchEvent::StaticAdded`] for `add_static`, [`SwitchEvent::StaticRemoved`]
-//! for a static entry `remove` took, and one [`SwitchEvent::Flushed`] per
+//! or [`SwitchEvent::Deleted`] for the static or learned entry `remove`
+//! took, and one [`SwitchEvent::Flushed`] per
 //! port a flush took entries from, so `tapswitch monitor` shows an
 //! operator's edits between the traffic's (`bridge monitor fdb` does too).
 //! The gateway's local entry ([`MacTable::insert_static`]) is set up with
@@ -153,11 +154,11 @@ impl MacTable {
             .expect("entry was just found under this lock");
         inner.forget_dynamic(&old);
         drop(inner);
-        if old.kind == EntryKind::Static {
-            let port = old.port;
-            self.events
-                .publish_with(None, || SwitchEvent::StaticRemoved { mac, port });
-        }
+        let port = old.port;
+        self.events.publish_with(None, || match old.kind {
+            EntryKind::Static => SwitchEvent::StaticRemoved { mac, port },
+            _ => SwitchEvent::Deleted { mac, port },
+        });
         Ok(PreviousEntry {
             kind: old.kind,
             port: old.port,
@@ -387,6 +388,24 @@ mod tests {
             Some(SwitchEvent::StaticRemoved {
                 mac: mac(1),
                 port: P1
+            })
+        );
+
+        // A learned entry an operator deletes is published too.
+        t.learn(mac(5), P2, Instant::ZERO);
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::Learned {
+                mac: mac(5),
+                port: P2
+            })
+        );
+        t.remove(mac(5)).unwrap();
+        assert_eq!(
+            next(),
+            Some(SwitchEvent::Deleted {
+                mac: mac(5),
+                port: P2
             })
         );
 

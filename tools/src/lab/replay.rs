@@ -122,7 +122,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     run_to(
         args,
         Streams {
-            out: Box::new(io::stdout()),
+            out: Box::new(crate::pipe::stdout()),
             err: Box::new(io::stderr()),
             progress: io::stderr().is_terminal(),
         },

@@ -13,6 +13,7 @@ use super::helper::{self, PlugArgs};
 use super::holder::Holder;
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::netns::NamespaceId;
+use crate::outln;
 
 /// `container create` as an ordinary user: `record` as the root path
 /// built it (name, id, network, switch); the namespace is a keeper's
@@ -57,7 +58,7 @@ pub fn create(
         let _ = tear_down(&record);
         return Err(err.into());
     }
-    println!("{}", record.id);
+    outln!("{}", record.id)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,6 +22,8 @@ use ports::namespace::Enter;
 use super::holder::{self_exe, write_id_maps};
 use super::prereq;
 
+use crate::outln;
+
 /// Which stage of the rootless demo this process is (unset: the user's command).
 pub const STAGE_ENV: &str = "TAPSWITCH_ROOTLESS_DEMO_STAGE";
 
@@ -47,7 +49,7 @@ fn start() -> Result<ExitCode> {
         }
         bail!("the rootless demo needs a user namespace of its own");
     }
-    println!("(rootless: the demo runs inside a user namespace of yours, where you are root)\n");
+    outln!("(rootless: the demo runs inside a user namespace of yours, where you are root)\n")?;
     let mut command = Command::new(self_exe()?);
     command
         .args(std::env::args_os().skip(1))

@@ -34,6 +34,7 @@ use ports::{OpenedPort, PortError};
 use super::holder::{self, Holder, self_exe};
 use crate::netlink::netns::NamespaceId;
 use crate::netlink::{Netlink, VethPeer, disable_ipv6, write_net_sysctl};
+use crate::outln;
 
 /// The hidden `__rootless` subcommands.
 #[derive(Debug, Subcommand)]
@@ -132,7 +133,7 @@ fn keeper() -> Result<ExitCode> {
     let lo = nl.require_index("lo")?;
     nl.set_up(lo).context("bringing up lo")?;
     // The starter reads this one line, then leaves us to hold the namespace.
-    println!("ready");
+    outln!("ready")?;
     let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, ignored.clone())?;
@@ -179,7 +180,7 @@ fn plug(args: &PlugArgs) -> Result<()> {
         nl.add_default_route(eth, args.gateway)
             .with_context(|| format!("adding the default route via {}", args.gateway))?;
     }
-    println!("{iface}");
+    outln!("{iface}")?;
     Ok(())
 }
 

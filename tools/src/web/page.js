@@ -86,6 +86,7 @@ function applyEvent(e) {
     case "expired":
     case "evicted":
     case "static_removed":
+    case "deleted":
       model.fdb.delete(e.mac);
       break;
     case "flushed":
@@ -111,6 +112,7 @@ function describe(e) {
     case "flushed": return "dev " + dev + " flushed (" + e.entries + (e.entries === 1 ? " entry)" : " entries)");
     case "static_added": return e.mac + " dev " + dev + " static added";
     case "static_removed": return e.mac + " dev " + dev + " static removed";
+    case "deleted": return e.mac + " dev " + dev + " deleted";
     case "port_added": return "port " + e.name + " added";
     case "port_removed": return "port " + e.name + " removed" + (e.reason ? ": " + e.reason : "");
     case "link_down": return "port " + e.name + " link down";

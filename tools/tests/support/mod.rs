@@ -25,3 +25,20 @@ pub(crate) fn ok(state: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `tapswitch ARGS`, expects it to fail with one line on stderr;
+/// returns that line.
+// Not every test file that shares this module checks refusals.
+#[allow(dead_code)]
+pub(crate) fn error_line(state: &Path, args: &[&str]) -> String {
+    let out = tapswitch(state, args);
+    assert!(
+        !out.status.success(),
+        "tapswitch {} should fail",
+        args.join(" ")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    lines[0].to_string()
+}

@@ -2,7 +2,7 @@
 //! not make, plugged into a live `tapswitch serve`.
 //!
 //! ```text
-//!   unshare --net sleep      ip netns add ts-at-<pid>     tapswitch-<c>
+//!   unshare --net sleep      ip netns add tat<pid>x<n>    tapswitch-<c>
 //!   eth0 10.215.0.x          eth1 10.215.0.y (eth0: a     eth0 10.215.0.z
 //!     |  veth                  |  veth, a route)       |  veth
 //!   ts-<id1>                 ts-<id2>                     ts-<id3>
@@ -13,15 +13,14 @@
 //! namespaces are the test's own (an `unshare` child it kills by PID, a
 //! named namespace it deletes), removed by guards on every exit path.
 
-mod support;
-
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use tapswitch_tests::child::{NetnsHolder, terminate};
+use tapswitch_tests::netns::ip;
+use tapswitch_tests::switch_process::binary;
+use tapswitch_tests::{Netns, require_root};
 use tools::control::{self, Request};
 
 /// A private state directory, one network on it, and its switch.
@@ -42,7 +41,7 @@ impl Lab {
         lab.ok(&["network", "create", network, "--subnet", subnet]);
         let socket = lab.socket();
         let log = std::fs::File::create(lab.dir.path().join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        let child = Command::new(binary())
             .args(["serve", "--network", network, "--control"])
             .arg(&socket)
             .env("TAPSWITCH_STATE_DIR", lab.state_dir())
@@ -68,12 +67,19 @@ impl Lab {
         self.dir.path().join("switch.sock")
     }
 
+    /// `tapswitch ARGS` on this lab's state directory.
     fn run(&self, args: &[&str]) -> Output {
-        support::tapswitch(&self.state_dir(), args)
+        Command::new(binary())
+            .args(args)
+            .env("TAPSWITCH_STATE_DIR", self.state_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tapswitch")
     }
 
+    /// [`Lab::run`], expected to succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        support::ok(&self.state_dir(), args)
+        succeeded(&self.run(args), &format!("tapswitch {}", args.join(" ")))
     }
 
     /// `container attach NAME --network N --control S` plus `how`.
@@ -96,105 +102,9 @@ impl Drop for Lab {
             }
         }
         if let Some(mut child) = self.switch.take() {
-            stop(&mut child);
+            terminate(&mut child);
         }
     }
-}
-
-/// SIGTERM, then SIGKILL if it lingers; always reaped.
-fn stop(child: &mut Child) {
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A process in a network namespace of its own (`unshare --net sleep`).
-struct Holder {
-    child: Child,
-}
-
-impl Holder {
-    fn start() -> Holder {
-        let inode = |path: &str| std::fs::metadata(path).ok().map(|m| m.ino());
-        let own = inode("/proc/self/ns/net");
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "300"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("running unshare --net sleep");
-        let ns = format!("/proc/{}/ns/net", child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // unshare enters the namespace, then execs sleep: wait until it has.
-        while inode(&ns) == own {
-            assert!(
-                Instant::now() < deadline,
-                "unshare did not enter a namespace"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Holder { child }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.child.id()))
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A namespace made by `ip netns add`, deleted on drop.
-struct NamedNetns {
-    name: String,
-}
-
-impl NamedNetns {
-    fn add(name: &str) -> NamedNetns {
-        let _ = Command::new("ip").args(["netns", "delete", name]).status();
-        ip(&["netns", "add", name]);
-        NamedNetns {
-            name: name.to_string(),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn assert_pings(ns: &Path, target: &str) {
@@ -226,10 +136,11 @@ fn last_error_line(out: &Output) -> String {
 
 #[test]
 fn namespaces_attached_by_pid_and_by_path_reach_a_created_container_and_detach() {
+    require_root();
     let pid = std::process::id();
     let lab = Lab::start(&format!("at{pid}"), "10.215.0.0/24");
-    let holder = Holder::start();
-    let named = NamedNetns::add(&format!("ts-at-{pid}"));
+    let holder = NetnsHolder::start();
+    let named = Netns::new("tat");
     // The named namespace already has an eth0 (half of a veth pair) and its own default
     // route: attach must take eth1 and leave the route alone.
     ip(&[
@@ -267,7 +178,7 @@ fn namespaces_attached_by_pid_and_by_path_reach_a_created_container_and_detach()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let named_path = named.path();
+    let named_path = Path::new(tools::netlink::netns::NETNS_RUN_DIR).join(&named.name);
     succeeded(
         &lab.attach(&by_path, &["--netns", named_path.to_str().unwrap()]),
         "attach --netns",
@@ -354,6 +265,7 @@ fn namespaces_attached_by_pid_and_by_path_reach_a_created_container_and_detach()
 
 #[test]
 fn attach_refuses_the_hosts_own_namespace_and_a_missing_process() {
+    require_root();
     let pid = std::process::id();
     let lab = Lab::start(&format!("ar{pid}"), "10.216.0.0/24");
     // /proc/self is tapswitch's own: the host's namespace, where the switch runs.

@@ -1,0 +1,80 @@
+//! Child processes a test owns: a network namespace held by `unshare --net
+//! sleep` (a namespace tapswitch did not make, as a container runtime's
+//! would be), and stopping a child politely. Each is ended by its own PID.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A process in a network namespace of its own (`unshare --net sleep`),
+/// killed on drop; the namespace goes with it.
+#[derive(Debug)]
+pub struct NetnsHolder {
+    child: Child,
+}
+
+impl NetnsHolder {
+    /// Starts the holder and waits until it is in its new namespace.
+    pub fn start() -> NetnsHolder {
+        let inode = |path: &str| std::fs::metadata(path).ok().map(|m| m.ino());
+        let own = inode("/proc/self/ns/net");
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "300"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("running unshare --net sleep");
+        let ns = format!("/proc/{}/ns/net", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // unshare enters the namespace, then execs sleep: wait until it has.
+        while inode(&ns) == own {
+            assert!(
+                Instant::now() < deadline,
+                "unshare did not enter a namespace"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        NetnsHolder { child }
+    }
+
+    /// Its process id, as `container attach --pid` takes it.
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// `/proc/PID/ns/net`.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.child.id()))
+    }
+
+    /// Runs `f` on a thread inside the held namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        tools::netlink::netns::run_in(&self.netns(), || Ok(f()))
+            .unwrap_or_else(|e| panic!("in the held namespace: {e}"))
+    }
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM, then SIGKILL if it lingers past 10 s; always reaped.
+pub fn terminate(child: &mut Child) {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
