@@ -646,6 +646,67 @@ mod tests {
     }
 
     #[test]
+    fn the_smallest_mtu_carries_tcp_without_a_panic() {
+        // `network create --mtu 68`: 8 bytes of TCP payload per segment.
+        let remote = (Ipv4Addr::new(198, 51, 100, 7), 80);
+        let mac = MacAddr::docker_from_ipv4(GW_IP);
+        let link = GatewayLink::offloaded(68);
+        let mut gw = Gateway::with_link(GW_IP, 16, mac, link, Instant::ZERO);
+        gw.enable_flows();
+        let handle = gw
+            .tcp_listen(SocketAddrV4::new(remote.0, remote.1), 4096)
+            .unwrap();
+        gw.deliver(&arp_request(GW_IP));
+        let syn = TcpRepr {
+            src_port: 40000,
+            dst_port: remote.1,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 4096,
+            window_scale: None,
+            max_seg_size: Some(28),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &syn)));
+        let mut out = Vec::new();
+        gw.poll_offloaded(Instant::from_millis(1), &mut out);
+        let (vnet, mut syn_ack) = out.pop().expect("a SYN-ACK");
+        ports::vnet::complete_checksum(&mut vnet.clone(), &mut syn_ack).unwrap();
+        let (their_seq, _, _) = tcp_of(&syn_ack);
+        let mut ours = Vec::new();
+        let ack = TcpRepr {
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(2),
+            ack_number: Some(TcpSeqNumber(their_seq as i32) + 1),
+            max_seg_size: None,
+            ..syn
+        };
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &ack)));
+        gw.poll_offloaded(Instant::from_millis(2), &mut out);
+        out.clear();
+        gw.tcp(handle).send_slice(&[7; 100]).unwrap();
+        gw.poll_offloaded(Instant::from_millis(3), &mut out);
+        assert!(!out.is_empty());
+        // Cut as the switch cuts them for a port without offloads: every
+        // piece fits the link.
+        let mut carried = 0;
+        for (vnet, frame) in &out {
+            ports::vnet::segment(vnet, frame, &mut ours, &mut |piece| {
+                let (_, len, valid) = tcp_of(piece);
+                assert!(valid && len <= 28, "{len} bytes in a segment");
+                assert!(piece.len() <= link.frame_max());
+                carried += len;
+            })
+            .unwrap();
+        }
+        assert_eq!(carried, 100);
+    }
+
+    #[test]
     fn a_full_queue_drops_instead_of_growing() {
         let mut gw = Gateway::new(GW_IP, 16, Instant::ZERO);
         for _ in 0..GATEWAY_QUEUE_FRAMES {
