@@ -230,8 +230,34 @@ impl Gateway {
         if self.device.rx.len() >= GATEWAY_QUEUE_FRAMES || frame.len() > limit {
             return false;
         }
+        // Dropped unseen, as smoltcp drops a bad checksum (see `capabilities`).
+        if self.device.link.offloads && !self.local_tcp_intact(frame) {
+            return true;
+        }
         self.device.rx.push_back(frame.to_vec());
         true
+    }
+
+    /// On a link with offloads smoltcp checks no TCP checksum: the
+    /// services' classifier has checked every segment it routes before the
+    /// gateway sees it, and this checks those to the gateway's own address
+    /// (DNS over TCP), so each 64 KiB segment is summed once, not twice.
+    fn local_tcp_intact(&self, frame: &[u8]) -> bool {
+        use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return true; // not TCP: smoltcp judges it
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return true;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return true;
+        };
+        if ip.dst_addr() != self.address || ip.next_header() != IpProtocol::Tcp {
+            return true;
+        }
+        TcpPacket::new_checked(ip.payload())
+            .is_ok_and(|tcp| tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()))
     }
 
     /// Lets the gateway answer what it was given; appends its frames to
@@ -364,8 +390,9 @@ impl phy::Device for FrameQueues {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.link.frame_max();
         if self.link.offloads {
-            // Checked coming in; left to the switch going out.
-            caps.checksum.tcp = Checksum::Rx;
+            // Checked before smoltcp coming in (`local_tcp_intact`); left
+            // to the switch going out.
+            caps.checksum.tcp = Checksum::None;
             caps.segmentation.tcpv4 = NonZeroUsize::new(ETHERNET_HEADER + IPV4_MAX);
         }
         caps
@@ -643,6 +670,44 @@ mod tests {
         // A plain link never takes a segment longer than its MTU.
         let mut plain = Gateway::new(GW_IP, 16, Instant::ZERO);
         assert!(!plain.deliver_segment(frame));
+    }
+
+    #[test]
+    fn tcp_to_the_gateway_itself_with_a_bad_checksum_is_dropped_on_a_link_with_offloads() {
+        let mac = MacAddr::docker_from_ipv4(GW_IP);
+        let link = GatewayLink::offloaded(1500);
+        let mut gw = Gateway::with_link(GW_IP, 16, mac, link, Instant::ZERO);
+        gw.tcp_listen(SocketAddrV4::new(GW_IP, 53), 4096).unwrap();
+        gw.deliver(&arp_request(GW_IP));
+        let syn = TcpRepr {
+            src_port: 40000,
+            dst_port: 53,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 4096,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let good = tcp_frame(&gw, (GW_IP, 53), &syn);
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff; // in the TCP options: the checksum no longer holds
+        let mut out = Vec::new();
+        assert!(gw.deliver(&bad));
+        gw.poll_offloaded(Instant::from_millis(1), &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "only the ARP reply: the bad SYN went unanswered"
+        );
+        assert!(gw.deliver(&good));
+        gw.poll_offloaded(Instant::from_millis(2), &mut out);
+        assert_eq!(out.len(), 2, "the good SYN is answered");
     }
 
     #[test]
