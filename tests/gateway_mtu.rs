@@ -1,8 +1,9 @@
 //! `network create --mtu` applied end to end (issue 14), as root in
 //! namespaces this test makes: on a 65520-byte network the container's
-//! interface, its veth's switch end and the gateway all carry 65520, and a
-//! 1 MB TCP transfer from the container reaches the "remote" namespace and
-//! comes back intact through the gateway (its super-frames taken whole).
+//! interface (made by `container create` or `attach`), its veth's switch
+//! end and the gateway all carry 65520, and a 1 MB TCP transfer from the
+//! container reaches the "remote" namespace and comes back intact through
+//! the gateway (its super-frames taken whole).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream};
@@ -164,6 +165,31 @@ fn a_65520_byte_network_carries_it_from_the_container_to_the_remote() {
     assert!(
         services["flows"]["opened"].as_u64().unwrap() >= 1,
         "{services}"
+    );
+
+    // A namespace made elsewhere and attached gets the network's MTU too.
+    let outside = Netns::new("tma");
+    let attached = tapswitch_tests::unique_name("ja");
+    tapswitch(
+        &switch_ns,
+        &[
+            "container",
+            "attach",
+            &attached,
+            "--netns",
+            &format!("/run/netns/{}", outside.name),
+            "--network",
+            &network,
+            "--control",
+            &control,
+            "--state-dir",
+            &state_arg,
+        ],
+    );
+    assert_eq!(link_mtu(&outside.name, "eth0"), MTU);
+    tapswitch(
+        &switch_ns,
+        &["container", "detach", &attached, "--state-dir", &state_arg],
     );
     drop(container);
     drop(remote);
