@@ -22,6 +22,9 @@ use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
 const AGEING_SECS: u64 = 2;
+/// For scenarios about something else than ageing that take long under
+/// load (a storm): learned hosts must not age out while they run.
+const LONG_AGEING_SECS: u64 = 300;
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 
 /// Source addresses the probes use; none is a host's real `eth0` address.
@@ -45,11 +48,15 @@ struct Rig {
 
 impl Rig {
     fn new(kind: Kind) -> Rig {
+        Rig::with_ageing(kind, AGEING_SECS)
+    }
+
+    fn with_ageing(kind: Kind, ageing_secs: u64) -> Rig {
         let topo = Topology::veth_star(4);
         let switch = match kind {
             Kind::KernelBridge => {
                 let ns = &topo.switch_ns;
-                let centis = (AGEING_SECS * 100).to_string();
+                let centis = (ageing_secs * 100).to_string();
                 ns.ip(&[
                     "link",
                     "add",
@@ -70,7 +77,7 @@ impl Rig {
             }
             Kind::Tapswitch => {
                 let mut args = topo.iface_args();
-                args.extend(["--ageing-time".to_string(), AGEING_SECS.to_string()]);
+                args.extend(["--ageing-time".to_string(), ageing_secs.to_string()]);
                 Some(SwitchProcess::start(&topo.switch_ns.name, &args))
             }
         };
@@ -210,9 +217,16 @@ impl Rig {
 /// Runs `scenario` against the kernel bridge and tapswitch and requires the
 /// same observations. Returns tapswitch's for further checks.
 fn compare<T: PartialEq + std::fmt::Debug>(scenario: impl Fn(&mut Rig) -> T) -> T {
+    compare_with_ageing(AGEING_SECS, scenario)
+}
+
+fn compare_with_ageing<T: PartialEq + std::fmt::Debug>(
+    ageing_secs: u64,
+    scenario: impl Fn(&mut Rig) -> T,
+) -> T {
     require_root();
-    let oracle = scenario(&mut Rig::new(Kind::KernelBridge));
-    let ours = scenario(&mut Rig::new(Kind::Tapswitch));
+    let oracle = scenario(&mut Rig::with_ageing(Kind::KernelBridge, ageing_secs));
+    let ours = scenario(&mut Rig::with_ageing(Kind::Tapswitch, ageing_secs));
     assert_eq!(
         ours, oracle,
         "tapswitch (left) behaved differently from the kernel bridge (right)"
@@ -438,7 +452,9 @@ fn gateway_ping_and_tcp_with_default_offloads() {
 
 #[test]
 fn broadcast_storm_and_mac_flood_do_not_make_it_forget_learned_hosts() {
-    let outcome = compare(|rig| {
+    // Ageing long enough that only the storm and the flood could make the
+    // switch forget (under load, sending 25,000 frames took over 2 s).
+    let outcome = compare_with_ageing(LONG_AGEING_SECS, |rig| {
         let [a1, a2] = [station_mac(0), station_mac(1)];
         rig.send(0, &probe([0xff; 6], a1, 1, 60));
         rig.send(1, &probe([0xff; 6], a2, 2, 60));
