@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::RxBatch;
 use crate::sys::{self, packet::MAX_BATCH, packet::RecvMeta};
@@ -121,7 +122,10 @@ fn adopt_sockets(
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = FdTx::new(first.clone(), mtu, true);
-    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: first.clone() });
+    let steering = (fds.len() > 1).then(|| FanoutSteering {
+        fd: first.clone(),
+        programmed: AtomicBool::new(false),
+    });
     let name: Arc<str> = name.into();
     let rx = fds
         .into_iter()
@@ -203,10 +207,22 @@ pub type PacketTx = FdTx;
 #[derive(Debug)]
 struct FanoutSteering {
     fd: Arc<OwnedFd>,
+    /// Whether the group has a program (it starts without one).
+    programmed: AtomicBool,
 }
 
 impl Steering for FanoutSteering {
+    /// Returns once no frame lands by the program before: the kernel waits
+    /// for the CPUs still running the old program when it replaces one
+    /// (`synchronize_net` in the `setsockopt`), but not when it sets the
+    /// first, so that wait is made here.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
-        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))
+        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))?;
+        if !self.programmed.swap(true, Ordering::AcqRel)
+            && let Err(err) = sys::wait_for_rcu_readers()
+        {
+            log::debug!("cannot wait for a fanout group's first program to take over: {err}");
+        }
+        Ok(())
     }
 }
