@@ -13,7 +13,6 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::RxBatch;
 use crate::sys::{self, packet::MAX_BATCH, packet::RecvMeta};
@@ -122,10 +121,7 @@ fn adopt_sockets(
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = FdTx::new(first.clone(), mtu, true);
-    let steering = (fds.len() > 1).then(|| FanoutSteering {
-        fd: first.clone(),
-        programmed: AtomicBool::new(false),
-    });
+    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: first.clone() });
     let name: Arc<str> = name.into();
     let rx = fds
         .into_iter()
@@ -207,22 +203,18 @@ pub type PacketTx = FdTx;
 #[derive(Debug)]
 struct FanoutSteering {
     fd: Arc<OwnedFd>,
-    /// Whether the group has a program (it starts without one).
-    programmed: AtomicBool,
 }
 
 impl Steering for FanoutSteering {
     /// Returns once no frame lands by the program before: the kernel waits
     /// for the CPUs still running the old program when it replaces one
-    /// (`synchronize_net` in the `setsockopt`), but not when it sets the
-    /// first, so that wait is made here.
+    /// (`synchronize_net` in the `setsockopt`). Setting the first (when the
+    /// port is added) it does not wait, and neither does this: a grace
+    /// period per port would add up at start-up, and a frame the kernel
+    /// was steering by the start-up rule (lane 0) lands within the same
+    /// few microseconds, well before a worker has been told of the port
+    /// and drained that lane.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
-        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))?;
-        if !self.programmed.swap(true, Ordering::AcqRel)
-            && let Err(err) = sys::wait_for_rcu_readers()
-        {
-            log::debug!("cannot wait for a fanout group's first program to take over: {err}");
-        }
-        Ok(())
+        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))
     }
 }
