@@ -206,6 +206,14 @@ struct FanoutSteering {
 }
 
 impl Steering for FanoutSteering {
+    /// Returns once no frame lands by the program before: the kernel waits
+    /// for the CPUs still running the old program when it replaces one
+    /// (`synchronize_net` in the `setsockopt`). Setting the first (when the
+    /// port is added) it does not wait, and neither does this: a grace
+    /// period per port would add up at start-up, and a frame the kernel
+    /// was steering by the start-up rule (lane 0) lands within the same
+    /// few microseconds, well before a worker has been told of the port
+    /// and drained that lane.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
         sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))
     }

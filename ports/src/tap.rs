@@ -17,6 +17,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::RxBatch;
 use crate::sys;
@@ -133,6 +134,7 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
     let queue_steering = (queues.len() > 1).then(|| {
         Box::new(QueueSteering {
             fd: queues[0].clone(),
+            steered: AtomicBool::new(false),
         }) as Box<dyn Steering>
     });
     let name: Arc<str> = name.into();
@@ -205,6 +207,9 @@ pub type TapTx = FdTx;
 #[derive(Debug)]
 struct QueueSteering {
     fd: Arc<OwnedFd>,
+    /// Whether the switch steered the port before (the program it was
+    /// opened with does not count).
+    steered: AtomicBool,
 }
 
 impl Steering for QueueSteering {
@@ -213,11 +218,15 @@ impl Steering for QueueSteering {
     /// queue with the old one (a fanout group's `setsockopt` waits), so
     /// this waits for them. The switch hands a port over after this (see
     /// its `lanes.rs`), and a frame that landed later in a lane it drained
-    /// would come out of order.
+    /// would come out of order. Not at the first steering, when the port is
+    /// added (as a fanout group's first program is not waited for, see
+    /// `packet.rs`): a grace period per port would add up at start-up.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
         let program = sys::bpf::load_steering(sys::steering_target(mode, solo))?;
         sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())?;
-        if let Err(err) = sys::wait_for_rcu_readers() {
+        if self.steered.swap(true, Ordering::AcqRel)
+            && let Err(err) = sys::wait_for_rcu_readers()
+        {
             log::debug!("cannot wait for a TAP's old steering program to retire: {err}");
         }
         Ok(())

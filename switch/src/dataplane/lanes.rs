@@ -51,9 +51,8 @@
 //! lane); it waits for the kernel (the port's `telling` lock) and for the
 //! lanes it drains only with its own lane let go. The only thread that
 //! holds several lanes is a steering's teller, which locks them all in
-//! order while it holds `telling`, and it is never called with a lane held
-//! (mode changes and late follows run between batches, or on the
-//! housekeeping thread).
+//! order while it holds `telling`, and it never holds a lane when it
+//! starts (it is the housekeeping thread, or the thread adding the port).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,8 @@
 //!  worker 1:   ...                      └► Fabric::forward ─► send on the egress port's fd
 //!  gateway:  channel ◄─ frames for gw;  smoltcp replies ─► Fabric::forward
 //!  housekeeping: every second, expire aged-out MAC entries; steer ports
-//!                that lag behind the read mode when asked
+//!                after a mode change and when they wake up (the kernel's
+//!                wait is spent here, never in a worker)
 //! ```
 //!
 //! Where each job lives:
@@ -246,11 +247,16 @@ impl Shared {
 }
 
 impl Shared {
-    /// After a mode change: the ports read lately follow it now.
+    /// After a mode change: the ports read lately are to follow it. The
+    /// housekeeping thread steers them, as it steers a port that wakes up:
+    /// telling the kernel waits for a grace period per port, which the
+    /// worker that saw the load change would otherwise spend with its own
+    /// lanes filling up. Until then a port lags, which the hand-over allows
+    /// for (see `steering.rs`).
     fn steer_ports_read_lately(&self) {
-        for port in self.lanes_by_port().values() {
-            if port.steering.read_lately() {
-                port.follow(&self.mode);
+        for (id, port) in self.lanes_by_port().iter() {
+            if port.steering.read_lately() && port.steering.lags(&self.mode) {
+                let _ = self.lagging.send(*id);
             }
         }
     }
@@ -264,10 +270,11 @@ impl Shared {
 }
 
 impl LoadBoard for Shared {
-    /// A worker became busy or calm: when that changes the mode, switch
-    /// the ports read lately between reading by CPU and by port. The others
-    /// (idle ones) follow when they are next read: telling the kernel costs
-    /// a system call and a wait per port.
+    /// A worker became busy or calm: when that changes the mode, the ports
+    /// read lately are switched between reading by CPU and by port (by the
+    /// housekeeping thread). The others (idle ones) follow when they are
+    /// next read: telling the kernel costs a system call and a wait per
+    /// port.
     fn worker_load_changed(&self, busy: bool) {
         self.mode
             .worker_changed(busy, |_| self.steer_ports_read_lately());

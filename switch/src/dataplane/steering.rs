@@ -6,9 +6,9 @@
 //! So a change of the read mode (see `affinity.rs`) re-steers only the
 //! ports read lately (in this or the last housekeeping second); an idle
 //! port keeps the steering it had, and follows the mode when it next
-//! delivers frames (the worker asks the housekeeping thread, so it never
-//! waits for the kernel itself). A switch's cost at a mode change then
-//! follows its traffic, not its port count.
+//! delivers frames. Both are steered by the housekeeping thread at a
+//! worker's request, so no worker waits for the kernel itself. A switch's
+//! cost at a mode change then follows its traffic, not its port count.
 //!
 //! Because a port may lag behind the switch-wide mode, the hand-over in
 //! `lanes.rs` goes by the port's own steering ([`PortSteering::pending`]):

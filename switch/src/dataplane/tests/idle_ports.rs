@@ -140,6 +140,9 @@ fn a_mode_change_steers_and_reads_only_the_ports_read_since_the_last_one() {
         } else {
             ReadMode::ByCpu
         };
+        // Steered by the housekeeping thread, once when added, once per
+        // change.
+        wait_for("a steered anew", || a.steered().len() >= change + 2);
         assert_eq!(
             a.steered().last().map(|s| s.0),
             Some(mode),
