@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod netlink;
 pub mod network;
 pub mod overlay;
+pub mod overlay_link;
 pub mod pcap_cmd;
 pub mod pipe;
 pub mod query;

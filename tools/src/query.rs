@@ -256,9 +256,10 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     let fdb = control::call(&socket, &Request::Fdb)?;
     if args.json {
         let services = control::call(&socket, &Request::Services).unwrap_or_default();
-        return print_json(
-            serde_json::json!({ "switch": info, "table": fdb["stats"], "services": services }),
-        );
+        let tunnel = control::call(&socket, &Request::Tunnel).unwrap_or_default();
+        return print_json(serde_json::json!({
+            "switch": info, "table": fdb["stats"], "services": services, "tunnel": tunnel
+        }));
     }
     let info: SwitchInfo = serde_json::from_value(info)?;
     let fdb: FdbReply = serde_json::from_value(fdb)?;
@@ -292,6 +293,12 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         && !services.is_null()
     {
         print!("{}", render_services(&services));
+    }
+    if let Ok(tunnel) =
+        control::call_as::<Option<crate::overlay_link::TunnelReport>>(&socket, &Request::Tunnel)
+        && let Some(tunnel) = tunnel
+    {
+        print!("{}", tunnel.render());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -383,10 +390,15 @@ fn print_json(value: serde_json::Value) -> Result<ExitCode> {
 
 /// `brctl showmacs` with port names, then the table's counters.
 pub fn render_fdb(reply: &FdbReply) -> String {
+    // A tunnel port's rows say which host the MAC is behind.
+    let port_of = |row: &control::FdbRow| match &row.via {
+        Some(via) => format!("{} via {via}", row.port),
+        None => row.port.clone(),
+    };
     let width = reply
         .entries
         .iter()
-        .map(|r| r.port.len())
+        .map(|r| port_of(r).len())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -403,7 +415,11 @@ pub fn render_fdb(reply: &FdbReply) -> String {
         };
         out += &format!(
             "{:>7}  {:<width$}  {}  {:<9}  {:>12}\n",
-            row.port_no.0, row.port, row.mac, local, timer
+            row.port_no.0,
+            port_of(row),
+            row.mac,
+            local,
+            timer
         );
     }
     out += &render_table_stats(reply);

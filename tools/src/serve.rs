@@ -68,6 +68,14 @@ pub struct ServeArgs {
     /// and shows every host on the network to whoever reaches it.
     #[arg(long, requires = "web")]
     pub web_allow_remote: bool,
+    /// Overlay networks: this host's underlay address, where the VXLAN
+    /// tunnel listens and the other hosts send.
+    #[arg(long, value_name = "IP")]
+    pub underlay: Option<Ipv4Addr>,
+    /// Overlay networks: seconds this switch's registration outlives it
+    /// if it dies (renewed every third of it).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lease_ttl: u64,
 }
 
 /// What `serve` takes about the MAC table, the gateway and tracing (replay has its own options).
@@ -139,6 +147,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
+    let overlay = crate::overlay_link::setup_for(&args)?;
     let gateway = resolve_gateway(&args)?;
     let web = args
         .web
@@ -200,6 +209,19 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     reattach_containers(&switch, &args, &socket);
+    let overlay = match overlay {
+        Some((store, setup)) => {
+            match crate::overlay_link::OverlayLink::start(&switch, &store, setup) {
+                Ok(link) => Some(link),
+                Err(err) => {
+                    let _ = std::fs::remove_file(&socket);
+                    switch.shutdown();
+                    return Err(err);
+                }
+            }
+        }
+        None => None,
+    };
     // Serves until the process exits.
     let _control = control_server::spawn(listener, switch.clone())?;
     let _web = match web {
@@ -242,6 +264,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 Err(_) => break,
             },
         }
+    }
+    if let Some(link) = overlay {
+        link.stop();
     }
     let _ = std::fs::remove_file(&socket);
     switch.shutdown();
