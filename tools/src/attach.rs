@@ -197,6 +197,7 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
     let iface = attached.iface.as_str();
 
     crate::sandbox::make_veth_into(sandbox, host_iface, iface, mac)?;
+    crate::overlay::apply_link_mtu(network, sandbox, host_iface, iface)?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),

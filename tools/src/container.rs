@@ -210,6 +210,7 @@ fn build(record: &Container, network: &Network) -> Result<()> {
     let ipam = network.ipam()?;
 
     make_veth_into(sandbox, host_iface, CONTAINER_IFACE, mac)?;
+    crate::overlay::apply_link_mtu(network, sandbox, host_iface, CONTAINER_IFACE)?;
 
     let (prefix, broadcast, gateway) = (
         ipam.subnet.prefix_len(),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use ipam::registry::Registry;
 use ipam::{Driver, State, Store};
@@ -82,6 +82,30 @@ pub fn parse_peer(given: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
         .map_err(|_| {
             format!("{given:?} is not IPV4 or IPV4:PORT, e.g. 192.0.2.7 or 192.0.2.7:8472")
         })
+}
+
+/// An overlay network's containers get its MTU (1450 unless `--mtu`
+/// said otherwise: a 1500-byte underlay minus VXLAN's 50 bytes) on both
+/// ends of their veth pair, so no packet is too big for the tunnel. Other
+/// networks keep the kernel's default.
+pub fn apply_link_mtu(
+    network: &ipam::Network,
+    sandbox: &std::path::Path,
+    host_iface: &str,
+    inside: &str,
+) -> Result<()> {
+    if network.driver != Driver::Overlay {
+        return Ok(());
+    }
+    let mtu = network.link_mtu();
+    let set = |iface: &str| -> std::io::Result<()> {
+        let mut nl = crate::netlink::Netlink::open()?;
+        let index = nl.require_index(iface)?;
+        nl.set_mtu(index, mtu)
+    };
+    set(host_iface).with_context(|| format!("setting MTU {mtu} on {host_iface}"))?;
+    crate::netlink::netns::run_in(sandbox, || set(inside))
+        .with_context(|| format!("setting MTU {mtu} on {inside} in {}", sandbox.display()))
 }
 
 /// One member as `network inspect` shows it.

@@ -120,6 +120,15 @@ impl Netlink {
             .map(drop)
     }
 
+    /// `ip link set <index> mtu <mtu>`.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes = vec![LinkAttribute::Mtu(mtu)];
+        self.request(RouteNetlinkMessage::SetLink(message), 0)
+            .map(drop)
+    }
+
     /// `ip link set <index> netns <fd>`: moves an interface (a TAP made by
     /// the switch, say) into another namespace.
     pub fn move_to_netns(&mut self, index: u32, netns: BorrowedFd<'_>) -> io::Result<()> {
