@@ -13,6 +13,7 @@
 //! through unsegmented and with complete checksums (the port takes no
 //! virtio-net headers): the switch segments GSO super-frames for it.
 
+pub mod inner_offloads;
 pub mod remotes;
 pub mod socket;
 
@@ -81,7 +82,7 @@ impl Tunnel {
         )));
         let port = OpenedPort {
             kind: PortKind::Vxlan,
-            lanes: vec![Box::new(VxlanRx::new(receiver, table.clone()))],
+            lanes: vec![Box::new(VxlanRx::new(receiver, table.clone(), config.mtu))],
             tx: Arc::new(VxlanTx::new(socket, table.clone(), config.mtu)),
             steering: None,
         };

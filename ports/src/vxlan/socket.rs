@@ -24,14 +24,17 @@ pub struct VxlanRx {
     socket: UdpSocket,
     table: Arc<Mutex<RemoteTable>>,
     datagram: Vec<u8>,
+    /// The largest inner IP packet (longer TCP frames are super-frames).
+    mtu: usize,
 }
 
 impl VxlanRx {
-    pub(super) fn new(socket: UdpSocket, table: Arc<Mutex<RemoteTable>>) -> VxlanRx {
+    pub(super) fn new(socket: UdpSocket, table: Arc<Mutex<RemoteTable>>, mtu: usize) -> VxlanRx {
         VxlanRx {
             socket,
             table,
             datagram: vec![0; DATAGRAM_LEN],
+            mtu,
         }
     }
 }
@@ -58,10 +61,11 @@ impl PortRx for VxlanRx {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .receive(source, datagram, Instant::now());
-            if let Ok(offset) = verdict
-                && !batch.push(VnetHdr::default(), &datagram[offset..])
-            {
-                break;
+            if let Ok(offset) = verdict {
+                let frame = &datagram[offset..];
+                if !batch.push(super::inner_offloads::vnet_for(frame, self.mtu), frame) {
+                    break;
+                }
             }
         }
         Ok(batch.len())
