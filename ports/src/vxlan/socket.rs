@@ -63,7 +63,8 @@ impl PortRx for VxlanRx {
                 .receive(source, datagram, Instant::now());
             if let Ok(offset) = verdict {
                 let frame = &datagram[offset..];
-                if !batch.push(super::inner_offloads::vnet_for(frame, self.mtu), frame) {
+                let vnet = super::inner_offloads::vnet_for(frame, self.mtu);
+                if !batch.push(vnet, frame) {
                     break;
                 }
             }
