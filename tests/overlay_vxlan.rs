@@ -241,7 +241,7 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
         ],
     );
     lab.ok(0, &["network", "peer", "add", "ov", "10.99.0.3"]);
-    let a = serve(&lab, 0);
+    let mut a = serve(&lab, 0);
     let mut b = serve(&lab, 1);
     let (_kernel_container_ns, kernel) = kernel_host(&lab, 2, &[0, 1]);
     let on_a = create_container(&mut lab, 0, &a);
@@ -335,6 +335,17 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
         Duration::from_secs(20),
         || a.log().contains("etcd answers again") && b.log().contains("etcd answers again"),
     );
+
+    // A switch restarted: registers again, re-attaches its container
+    // (same address), and the others take it back.
+    a.restart(|| {});
+    wait_for("A back in B's members", Duration::from_secs(15), || {
+        members(&b).contains(&"10.99.0.1:4789".to_string())
+    });
+    assert_eq!(inspect_container(&on_a.ns).ip, on_a.ip);
+    assert!(a.log().contains("re-attached container"), "{}", a.log());
+    ping_ok(&on_a, on_b.ip);
+    ping_ok(&kernel, on_a.ip);
 
     // A host killed: within its lease the others stop flooding to it and
     // forget its MACs.

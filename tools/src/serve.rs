@@ -279,13 +279,25 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 /// without a state file there is nothing to re-attach.
 fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
     let dir = ipam::state_dir(args.state.state_dir.as_deref());
-    if !dir.join(ipam::store::STATE_FILE).exists() {
+    // A shared store (overlay networks) holds every host's containers: the
+    // ones whose interface is not on this host are skipped below.
+    let shared = args.state.require_shared("").is_ok();
+    if !shared && !dir.join(ipam::store::STATE_FILE).exists() {
         return;
     }
-    let state = match ipam::Store::open(&dir).and_then(|store| store.load()) {
+    let loaded = if shared {
+        args.state
+            .open_unpruned()
+            .and_then(|store| Ok(store.load()?))
+    } else {
+        ipam::Store::open(&dir)
+            .and_then(|store| store.load())
+            .map_err(Into::into)
+    };
+    let state = match loaded {
         Ok(state) => state,
         Err(err) => {
-            log::warn!("not re-attaching containers: {err}");
+            log::warn!("not re-attaching containers: {err:#}");
             return;
         }
     };
