@@ -319,3 +319,35 @@ impl TunnelReport {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tunnel_report_names_members_and_drops_by_reason() {
+        let report = TunnelReport {
+            port: TUNNEL_PORT.into(),
+            local: "10.0.0.1:4789".into(),
+            members: vec!["10.0.0.2:4789".into(), "10.0.0.3:4789".into()],
+            remotes: vec![("02:42:0a:32:00:03".into(), "10.0.0.2:4789".into())],
+            stats: serde_json::json!({"rx_frames": 7, "rx_dropped_not_member": 2, "tx_floods": 1}),
+        };
+        let text = report.render();
+        assert!(
+            text.contains("vxlan0 on 10.0.0.1:4789; 2 member(s): 10.0.0.2:4789, 10.0.0.3:4789; 1 remote MAC(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("7 frame(s); dropped: not a member 2, wrong VNI 0"),
+            "{text}"
+        );
+        assert!(text.contains("1 flood(s)"), "{text}");
+    }
+
+    #[test]
+    fn a_lease_lasts_at_least_a_second() {
+        assert_eq!(check_ttl(10).unwrap(), Duration::from_secs(10));
+        assert!(check_ttl(0).is_err());
+    }
+}

@@ -530,4 +530,31 @@ mod tests {
         assert!(lines[1].ends_with("  no               static"), "{text}");
         assert!(lines[2].ends_with("  no                 1.50"), "{text}");
     }
+
+    #[test]
+    fn a_mac_behind_a_tunnel_shows_the_host_it_is_behind() {
+        let entry = switch::FdbEntry {
+            mac: "02:42:0a:32:00:03".parse().unwrap(),
+            port: switch::PortId(1),
+            kind: EntryKind::Dynamic,
+            age: std::time::Duration::from_secs(2),
+        };
+        let mut row = control::FdbRow::new(&entry, "vxlan0".into());
+        row.via = Some("10.0.0.2:4789".into());
+        let reply = FdbReply {
+            entries: vec![row.clone()],
+            stats: switch::TableStats::default(),
+        };
+        let text = render_fdb(&reply);
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("vxlan0 via 10.0.0.2:4789  02:42:0a:32:00:03")),
+            "{text}"
+        );
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["via"], "10.0.0.2:4789");
+        row.via = None;
+        assert!(serde_json::to_value(&row).unwrap().get("via").is_none());
+    }
 }
