@@ -55,3 +55,81 @@ pub(crate) fn send_segments(
     let sent = retry(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
     Ok(sent as usize)
 }
+
+/// `UDP_GRO` from `linux/udp.h`: the socket option, and the control
+/// message that gives the segment size of what was received.
+const UDP_GRO: libc::c_int = 104;
+
+/// Lets the kernel hand over runs of one flow's datagrams in one receive
+/// (`UDP_GRO`, Linux 5.0+), with their size in a control message.
+pub(crate) fn enable_gro(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a c_int that outlives the call; the length says so.
+    retry(|| unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// What one receive gave: `len` bytes from `source` (IPv4 only), made of
+/// datagrams of `segment` bytes each (the last may be shorter) when the
+/// kernel joined several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) source: Option<SocketAddrV4>,
+    pub(crate) segment: Option<usize>,
+}
+
+/// Receives into `buf` without blocking (`WouldBlock` when nothing waits).
+pub(crate) fn recv_segments(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut address as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `address`, `iov` (over `buf`) and `control`,
+    // all alive and writable for the call and as long as msghdr says.
+    let len = retry(|| unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) })?;
+    let source = (i32::from(address.sin_family) == libc::AF_INET).then(|| {
+        SocketAddrV4::new(
+            u32::from_be(address.sin_addr.s_addr).into(),
+            u16::from_be(address.sin_port),
+        )
+    });
+    let mut segment = None;
+    // SAFETY: the kernel filled `control` up to msg_controllen; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR stay inside it (or return null), and a UDP_GRO message
+    // carries one c_int, read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                segment = usize::try_from(size).ok().filter(|s| *s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received {
+        len: len as usize,
+        source,
+        segment,
+    })
+}
