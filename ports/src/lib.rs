@@ -24,8 +24,9 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests). Capture files: [`capture`] reads pcap and pcapng, writes both,
-//! and writes a pcapng file per port of a live switch.
+//! tests), [`vxlan`] (a VXLAN tunnel over a UDP socket). Capture files:
+//! [`capture`] reads pcap and pcapng, writes both, and writes a pcapng
+//! file per port of a live switch.
 
 pub mod batch;
 pub mod capture;
@@ -41,6 +42,7 @@ mod sys;
 pub mod tap;
 pub mod transmit;
 pub mod vnet;
+pub mod vxlan;
 pub mod wire;
 
 use std::fmt;
@@ -204,6 +206,8 @@ pub enum PortKind {
     Gateway,
     /// A pcap file (replay).
     Pcap,
+    /// A VXLAN tunnel to the other hosts of an overlay network.
+    Vxlan,
 }
 
 impl fmt::Display for PortKind {
@@ -214,6 +218,7 @@ impl fmt::Display for PortKind {
             PortKind::Memory => "memory",
             PortKind::Gateway => "gateway",
             PortKind::Pcap => "pcap",
+            PortKind::Vxlan => "vxlan",
         })
     }
 }

@@ -30,12 +30,28 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Where it listens: loopback, or an address in `netns`.
+    host: std::net::Ipv4Addr,
+    /// The namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it answers; `None` (after a `SKIPPED`
     /// line naming `test`) when there is no etcd binary on this machine.
     pub fn start(test: &str) -> Option<EtcdServer> {
+        Self::start_at(test, None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`start`](EtcdServer::start) inside namespace `netns`, listening on
+    /// `host` (an address of that namespace), so hosts built as other
+    /// namespaces reach it over their network. Its client answers only on
+    /// threads inside `netns` (or a namespace routed to it).
+    pub fn start_in(test: &str, netns: &str, host: std::net::Ipv4Addr) -> Option<EtcdServer> {
+        Self::start_at(test, Some(netns.to_string()), host)
+    }
+
+    fn start_at(test: &str, netns: Option<String>, host: std::net::Ipv4Addr) -> Option<EtcdServer> {
         let binary = std::env::var_os("TAPSWITCH_TEST_ETCD")
             .map_or_else(|| PathBuf::from(DEFAULT_ETCD), PathBuf::from);
         if !binary.exists() {
@@ -49,16 +65,19 @@ impl EtcdServer {
             binary,
             child: None,
             dir: tempfile::tempdir().expect("a temp dir for etcd"),
-            client_port: free_port(),
-            peer_port: free_port(),
+            // A namespace of its own has every port free.
+            client_port: if netns.is_some() { 2379 } else { free_port() },
+            peer_port: if netns.is_some() { 2380 } else { free_port() },
+            host,
+            netns,
         };
         server.restart();
         Some(server)
     }
 
-    /// `127.0.0.1:PORT`, the client endpoint.
+    /// `HOST:PORT` (`127.0.0.1:PORT` by default), the client endpoint.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     /// `etcd://127.0.0.1:PORT`, for `--store` / `TAPSWITCH_STORE`.
@@ -83,7 +102,7 @@ impl EtcdServer {
     /// Starts etcd again on the same data and ports, and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
         let client = format!("http://{}", self.endpoint());
         let log_path = self.log_path();
         let log = File::options()
@@ -91,7 +110,16 @@ impl EtcdServer {
             .append(true)
             .open(&log_path)
             .expect("etcd's log file");
-        let child = Command::new(&self.binary)
+        let mut command = match &self.netns {
+            // `ip netns exec` execs etcd: the PID stays the one to kill.
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -110,7 +138,11 @@ impl EtcdServer {
         self.child = Some(child);
         let started = Instant::now();
         let probe = self.client();
-        while let Err(err) = probe.get(b"/probe") {
+        let answer = || match &self.netns {
+            Some(netns) => crate::in_netns(netns, || probe.get(b"/probe").map(drop)),
+            None => probe.get(b"/probe").map(drop),
+        };
+        while let Err(err) = answer() {
             if started.elapsed() > START_TIMEOUT {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");

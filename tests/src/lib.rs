@@ -21,6 +21,7 @@ pub mod frames;
 pub mod lab;
 pub mod monitor;
 pub mod netns;
+pub mod overlay_lab;
 pub mod remote;
 pub mod rootless_user;
 pub mod switch_process;

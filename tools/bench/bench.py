@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from tsbench import outbound, placement, report, spread, switches  # noqa: E402
+from tsbench import outbound, placement, report, spread, switches, two_hosts  # noqa: E402
 from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
 from tsbench.system import (  # noqa: E402
     CLK_TCK,
@@ -270,7 +270,8 @@ class Candidate:
 def chosen_switches(args):
     """The switch classes to measure, in order (with their --baseline twins)."""
     wanted = [k.strip() for k in args.switches.split(",") if k.strip()]
-    known = {cls.key: cls for cls in switches.ALL}
+    # The two-host switches are measured only when named (they need etcd).
+    known = {cls.key: cls for cls in switches.ALL + two_hosts.ALL}
     for key in wanted:
         if key not in known:
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")

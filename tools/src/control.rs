@@ -41,6 +41,9 @@ pub enum Request {
     Services,
     /// The gateway's translated flows, like `conntrack -L`.
     Flows,
+    /// An overlay network's VXLAN tunnel: members, remote MACs, counters
+    /// (`null` off an overlay network).
+    Tunnel,
     /// Attach an interface (`iface`) or a TAP device (`tap`). `owner` names
     /// the container the port belongs to, for `tapswitch show`.
     PortAdd {
@@ -175,6 +178,10 @@ pub struct FdbRow {
     /// Always null: the table is not VLAN-aware (one table for all tags).
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// On a VXLAN tunnel port: the host (underlay address and port) the
+    /// MAC is behind, as `bridge fdb` shows `dst` on a vxlan device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl FdbRow {
@@ -196,6 +203,7 @@ impl FdbRow {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             state: state.to_string(),
             vlan: None,
+            via: None,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The `tapswitch` command's library: each command in its own module, so
 //! `main.rs` stays a table of contents.
 
+// Every line goes through `pipe::stdout()` (see `pipe`).
+#![deny(clippy::print_stdout)]
+
 pub mod attach;
 pub mod client_loop;
 pub mod container;
@@ -17,6 +20,7 @@ pub mod monitor;
 pub mod netlink;
 pub mod network;
 pub mod overlay;
+pub mod overlay_link;
 pub mod pcap_cmd;
 pub mod pipe;
 pub mod query;

@@ -2,6 +2,9 @@
 //! Docker's `docker0` without a kernel bridge. This file only parses the
 //! command line and hands over to the module of each command.
 
+// Every line goes through `pipe::stdout()` (see `pipe`).
+#![deny(clippy::print_stdout)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -78,9 +81,6 @@ enum Command {
 
 fn main() -> ExitCode {
     tools::logging::init();
-    // Commands print through tools::pipe::stdout(); this hook is only the
-    // fallback for a println! left (see tools::pipe).
-    tools::pipe::end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     statedir::choose_store(cli.store.unwrap_or(StoreChoice::Local));
     // replay exits like diff and cmp: 1 is "different", so trouble is 2.

@@ -48,7 +48,7 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
         } => {
             let store = open_shared(&state)?;
             let added = store.update(|s| s.add_peer(&network, ip, port))?;
-            println!("{added}");
+            crate::outln!("{added}")?;
         }
         PeerCommand::Rm {
             state,
@@ -57,7 +57,7 @@ pub fn run_peer(command: PeerCommand) -> Result<ExitCode> {
         } => {
             let store = open_shared(&state)?;
             for removed in store.update(|s| s.remove_peer(&network, ip, port))? {
-                println!("{removed}");
+                crate::outln!("{removed}")?;
             }
         }
     }

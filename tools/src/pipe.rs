@@ -10,10 +10,8 @@
 //! hands it up with `?` and `main` asks [`is_closed_stdout`] whether to say
 //! nothing. The mark keeps a closed *socket* (a switch that died mid-answer)
 //! an error that is reported.
-//!
-//! Fallback: [`end_quietly_on_closed_stdout`] still turns a `println!` panic
-//! into a quiet exit, for the few lines not yet printed this way
-//! (`overlay.rs`, owned by the overlay work). Remove it when none is left.
+//! `print!`/`println!` are denied in this crate (clippy's `print_stdout`),
+//! so no line can bypass it.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -98,45 +96,9 @@ macro_rules! outln {
     };
 }
 
-/// Installs a panic hook that ends the process quietly (status 0) when the
-/// panic is `println!`'s "failed printing to stdout" on a closed pipe, and
-/// reports every other panic as before. A fallback only: see the module docs.
-pub fn end_quietly_on_closed_stdout() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if is_closed_stdout_panic(message) {
-            std::process::exit(0);
-        }
-        previous(info);
-    }));
-}
-
-/// std's message for `print!` on a stdout whose reader has gone.
-fn is_closed_stdout_panic(message: &str) -> bool {
-    let epipe = format!("(os error {})", nix::errno::Errno::EPIPE as i32);
-    message.starts_with("failed printing to stdout") && message.ends_with(&epipe)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recognises_only_a_closed_stdout() {
-        assert!(is_closed_stdout_panic(
-            "failed printing to stdout: Broken pipe (os error 32)"
-        ));
-        assert!(!is_closed_stdout_panic(
-            "failed printing to stdout: No space left on device (os error 28)"
-        ));
-        assert!(!is_closed_stdout_panic("index out of bounds"));
-    }
 
     #[test]
     fn finds_a_closed_stdout_under_context() {

@@ -259,9 +259,10 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     let fdb = control::call(&socket, &Request::Fdb)?;
     if args.json {
         let services = control::call(&socket, &Request::Services).unwrap_or_default();
-        return print_json(
-            serde_json::json!({ "switch": info, "table": fdb["stats"], "services": services }),
-        );
+        let tunnel = control::call(&socket, &Request::Tunnel).unwrap_or_default();
+        return print_json(serde_json::json!({
+            "switch": info, "table": fdb["stats"], "services": services, "tunnel": tunnel
+        }));
     }
     let info: SwitchInfo = serde_json::from_value(info)?;
     let fdb: FdbReply = serde_json::from_value(fdb)?;
@@ -296,6 +297,12 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         && !services.is_null()
     {
         out!("{}", render_services(&services))?;
+    }
+    if let Ok(tunnel) =
+        control::call_as::<Option<crate::overlay_link::TunnelReport>>(&socket, &Request::Tunnel)
+        && let Some(tunnel) = tunnel
+    {
+        out!("{}", tunnel.render())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -389,10 +396,15 @@ fn print_json(value: serde_json::Value) -> Result<ExitCode> {
 
 /// `brctl showmacs` with port names, then the table's counters.
 pub fn render_fdb(reply: &FdbReply) -> String {
+    // A tunnel port's rows say which host the MAC is behind.
+    let port_of = |row: &control::FdbRow| match &row.via {
+        Some(via) => format!("{} via {via}", row.port),
+        None => row.port.clone(),
+    };
     let width = reply
         .entries
         .iter()
-        .map(|r| r.port.len())
+        .map(|r| port_of(r).len())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -409,7 +421,11 @@ pub fn render_fdb(reply: &FdbReply) -> String {
         };
         out += &format!(
             "{:>7}  {:<width$}  {}  {:<9}  {:>12}\n",
-            row.port_no.0, row.port, row.mac, local, timer
+            row.port_no.0,
+            port_of(row),
+            row.mac,
+            local,
+            timer
         );
     }
     out += &render_table_stats(reply);
@@ -519,5 +535,32 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].ends_with("  no               static"), "{text}");
         assert!(lines[2].ends_with("  no                 1.50"), "{text}");
+    }
+
+    #[test]
+    fn a_mac_behind_a_tunnel_shows_the_host_it_is_behind() {
+        let entry = switch::FdbEntry {
+            mac: "02:42:0a:32:00:03".parse().unwrap(),
+            port: switch::PortId(1),
+            kind: EntryKind::Dynamic,
+            age: std::time::Duration::from_secs(2),
+        };
+        let mut row = control::FdbRow::new(&entry, "vxlan0".into());
+        row.via = Some("10.0.0.2:4789".into());
+        let reply = FdbReply {
+            entries: vec![row.clone()],
+            stats: switch::TableStats::default(),
+        };
+        let text = render_fdb(&reply);
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("vxlan0 via 10.0.0.2:4789  02:42:0a:32:00:03")),
+            "{text}"
+        );
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["via"], "10.0.0.2:4789");
+        row.via = None;
+        assert!(serde_json::to_value(&row).unwrap().get("via").is_none());
     }
 }

@@ -69,6 +69,9 @@ pub struct RunningSwitch {
     /// Containers whose port was removed (their record may outlive it for
     /// a moment); also the lock that makes the gateway's updates take turns.
     removed: Mutex<std::collections::HashSet<String>>,
+    /// The VXLAN tunnel of an overlay network, by port name (`fdb` says
+    /// which host each MAC on it is behind).
+    tunnel: std::sync::OnceLock<(String, ports::vxlan::Tunnel)>,
 }
 
 /// How long a switch waits for `container create` to record a container
@@ -92,6 +95,7 @@ impl RunningSwitch {
             services: Mutex::default(),
             this: std::sync::OnceLock::new(),
             removed: Mutex::default(),
+            tunnel: std::sync::OnceLock::new(),
         }
     }
 
@@ -257,6 +261,49 @@ impl RunningSwitch {
         Ok(info)
     }
 
+    /// Attaches an overlay network's tunnel port (opened by
+    /// `crate::overlay_link`); only one per switch.
+    pub fn attach_tunnel(
+        &self,
+        name: &str,
+        port: ports::OpenedPort,
+        tunnel: ports::vxlan::Tunnel,
+    ) -> Result<PortInfo> {
+        if self.tunnel.set((name.to_string(), tunnel)).is_err() {
+            bail!("this switch already has its tunnel port");
+        }
+        let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = self.with_dataplane(|d| Ok(d.add_port(name, |_| Ok(port))?))?;
+        ports.insert(name.to_string(), PortMeta { id, owner: None });
+        drop(ports);
+        let info = self.port_info(id)?;
+        log::info!(
+            "port {} {} attached ({}, mtu {})",
+            info.port_no,
+            info.name,
+            info.kind,
+            info.mtu
+        );
+        Ok(info)
+    }
+
+    /// Forgets `macs` in the MAC table (learned behind a tunnel member that
+    /// left): frames to them are flooded again instead of sent to a dead host.
+    pub fn forget_macs(&self, macs: &[switch::MacAddr]) {
+        let _ = self.with_dataplane(|d| {
+            for mac in macs {
+                let _ = d.engine().table().remove(*mac);
+            }
+            Ok(())
+        });
+    }
+
+    /// The tunnel's state, for `tapswitch stats` (`None` off an overlay network).
+    fn tunnel_report(&self) -> Option<crate::overlay_link::TunnelReport> {
+        let (port, tunnel) = self.tunnel.get()?;
+        Some(crate::overlay_link::TunnelReport::new(port, tunnel))
+    }
+
     /// Detaches a port by name.
     pub fn detach(&self, name: &str) -> Result<()> {
         let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
@@ -304,10 +351,19 @@ impl RunningSwitch {
         self.with_dataplane(|d| {
             let ports = d.ports();
             let table = d.engine().table();
+            let tunnel = self.tunnel.get();
             let entries = table
                 .entries(d.clock().now())
                 .into_iter()
-                .map(|e| FdbRow::new(&e, ports.name_of(e.port)))
+                .map(|e| {
+                    let mut row = FdbRow::new(&e, ports.name_of(e.port));
+                    if let Some((name, tunnel)) = tunnel
+                        && *name == row.port
+                    {
+                        row.via = tunnel.endpoint_of(e.mac).map(|vtep| vtep.to_string());
+                    }
+                    row
+                })
                 .collect();
             Ok(FdbReply {
                 entries,
@@ -365,6 +421,7 @@ impl RunningSwitch {
             Request::Services => self
                 .with_dataplane(|d| Ok(d.services_report()))
                 .map(|r| Reply::data(&r)),
+            Request::Tunnel => Ok(Reply::data(&self.tunnel_report())),
             Request::Flows => self
                 .with_dataplane(|d| Ok(flow_rows(d.flows().unwrap_or_default())))
                 .map(|r| Reply::data(&r)),

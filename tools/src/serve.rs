@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// and shows every host on the network to whoever reaches it.
     #[arg(long, requires = "web")]
     pub web_allow_remote: bool,
+    /// Overlay networks: this host's underlay address, where the VXLAN
+    /// tunnel listens and the other hosts send.
+    #[arg(long, value_name = "IP")]
+    pub underlay: Option<Ipv4Addr>,
+    /// Overlay networks: seconds this switch's registration outlives it
+    /// if it dies (renewed every third of it).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lease_ttl: u64,
 }
 
 /// What `serve` takes about the MAC table, the gateway and tracing (replay has its own options).
@@ -145,6 +153,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
+    let overlay = crate::overlay_link::setup_for(&args)?;
     let gateway = resolve_gateway(&args)?;
     if let Some(name) = &args.host_iface {
         crate::host_iface::check_can_create(name)?;
@@ -214,6 +223,19 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
     reattach_containers(&switch, &args, &socket);
+    let overlay = match overlay {
+        Some((store, setup)) => {
+            match crate::overlay_link::OverlayLink::start(&switch, &store, setup) {
+                Ok(link) => Some(link),
+                Err(err) => {
+                    let _ = std::fs::remove_file(&socket);
+                    switch.shutdown();
+                    return Err(err);
+                }
+            }
+        }
+        None => None,
+    };
     // Serves until the process exits.
     let _control = control_server::spawn(listener, switch.clone())?;
     let _web = match web {
@@ -257,6 +279,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             },
         }
     }
+    if let Some(link) = overlay {
+        link.stop();
+    }
     let _ = std::fs::remove_file(&socket);
     switch.shutdown();
     Ok(ExitCode::SUCCESS)
@@ -268,13 +293,25 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 /// without a state file there is nothing to re-attach.
 fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
     let dir = ipam::state_dir(args.state.state_dir.as_deref());
-    if !dir.join(ipam::store::STATE_FILE).exists() {
+    // A shared store (overlay networks) holds every host's containers: the
+    // ones whose interface is not on this host are skipped below.
+    let shared = args.state.require_shared("").is_ok();
+    if !shared && !dir.join(ipam::store::STATE_FILE).exists() {
         return;
     }
-    let state = match ipam::Store::open(&dir).and_then(|store| store.load()) {
+    let loaded = if shared {
+        args.state
+            .open_unpruned()
+            .and_then(|store| Ok(store.load()?))
+    } else {
+        ipam::Store::open(&dir)
+            .and_then(|store| store.load())
+            .map_err(Into::into)
+    };
+    let state = match loaded {
         Ok(state) => state,
         Err(err) => {
-            log::warn!("not re-attaching containers: {err}");
+            log::warn!("not re-attaching containers: {err:#}");
             return;
         }
     };

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use ipam::{Container, Driver, EtcdUrl, Store};
+use ipam::{Container, EtcdUrl, Store};
 
 use crate::control::{self, Request};
 use crate::netlink::{Netlink, netns};
@@ -116,16 +116,10 @@ impl StateArgs {
     }
 
     /// The gateway (address and prefix length) that `tapswitch serve
-    /// --network NAME` gives its gateway host, from IPAM. Only bridge
-    /// networks have one.
+    /// --network NAME` gives its gateway host, from IPAM. Bridge and
+    /// overlay networks have one (an overlay's is the same on every host).
     pub fn served_gateway(&self, network: &str) -> Result<(Ipv4Addr, u8)> {
         let network = self.open_unpruned()?.network(network)?;
-        if network.driver == Driver::Overlay {
-            bail!(
-                "network {} is an overlay network, and serving one (VXLAN between hosts) is not built yet: see docs/overlay.md",
-                network.name
-            );
-        }
         network.gateway_prefix().ok_or_else(|| {
             anyhow!(
                 "network {} uses driver {} and has no subnet for a switch to serve: serve a bridge network (see `tapswitch network ls`)",

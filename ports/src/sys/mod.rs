@@ -11,6 +11,7 @@ pub(crate) mod eventfd;
 pub(crate) mod namespace;
 pub(crate) mod packet;
 pub(crate) mod tun;
+pub(crate) mod udp_gso;
 
 use std::ffi::CString;
 use std::io;

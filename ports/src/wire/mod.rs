@@ -21,7 +21,7 @@
 //! Layers: [`ethernet`] (and [`vlan`] tags), [`arp`], [`ipv4`], [`ipv6`]
 //! (with its extension headers), [`udp`], [`tcp`], [`icmpv4`], [`icmpv6`];
 //! [`ip`] holds the protocol numbers, [`checksum`] the Internet checksum,
-//! [`mac`] the Ethernet address.
+//! [`mac`] the Ethernet address; [`vxlan`] the tunnel header around a frame.
 
 /// Declares a header view `$view<T: AsRef<[u8]>>` and the part of it that is
 /// the same for every protocol: the struct over a `buffer`, `new_unchecked`,
@@ -96,6 +96,7 @@ pub mod mac;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
+pub mod vxlan;
 
 #[cfg(test)]
 mod tests;

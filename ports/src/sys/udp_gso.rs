@@ -1,0 +1,135 @@
+//! UDP segmentation offload (`UDP_SEGMENT`, Linux 4.18+): one `sendmsg`
+//! carries many equal-sized datagrams, cut by the kernel (or the NIC).
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::retry;
+
+/// `UDP_SEGMENT` from `linux/udp.h` (libc has it only on some targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Sends `data` to `to` as datagrams of `segment` bytes each (the last may
+/// be shorter). `data` must hold at most 64 segments and fit one IP packet.
+pub(crate) fn send_segments(
+    socket: BorrowedFd<'_>,
+    to: SocketAddrV4,
+    data: &[u8],
+    segment: u16,
+) -> io::Result<usize> {
+    let mut address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut address as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+    // SAFETY: `control` is aligned for cmsghdr (u64s) and 32 bytes, more than
+    // CMSG_SPACE(2), so the header and its two data bytes fit; CMSG_FIRSTHDR
+    // is non-null because msg_controllen is non-zero.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::copy_nonoverlapping(segment.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cmsg), 2);
+    }
+    // SAFETY: `msg` points at `address`, `iov` (over `data`) and `control`,
+    // all alive for the call; the kernel only reads them.
+    let sent = retry(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
+    Ok(sent as usize)
+}
+
+/// `UDP_GRO` from `linux/udp.h`: the socket option, and the control
+/// message that gives the segment size of what was received.
+const UDP_GRO: libc::c_int = 104;
+
+/// Lets the kernel hand over runs of one flow's datagrams in one receive
+/// (`UDP_GRO`, Linux 5.0+), with their size in a control message.
+pub(crate) fn enable_gro(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a c_int that outlives the call; the length says so.
+    retry(|| unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// What one receive gave: `len` bytes from `source` (IPv4 only), made of
+/// datagrams of `segment` bytes each (the last may be shorter) when the
+/// kernel joined several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) source: Option<SocketAddrV4>,
+    pub(crate) segment: Option<usize>,
+}
+
+/// Receives into `buf` without blocking (`WouldBlock` when nothing waits).
+pub(crate) fn recv_segments(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut address as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `address`, `iov` (over `buf`) and `control`,
+    // all alive and writable for the call and as long as msghdr says.
+    let len = retry(|| unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) })?;
+    let source = (i32::from(address.sin_family) == libc::AF_INET).then(|| {
+        SocketAddrV4::new(
+            u32::from_be(address.sin_addr.s_addr).into(),
+            u16::from_be(address.sin_port),
+        )
+    });
+    let mut segment = None;
+    // SAFETY: the kernel filled `control` up to msg_controllen; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR stay inside it (or return null), and a UDP_GRO message
+    // carries one c_int, read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                segment = usize::try_from(size).ok().filter(|s| *s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received {
+        len: len as usize,
+        source,
+        segment,
+    })
+}

@@ -1,0 +1,346 @@
+//! The tunnel's own table: which remote tunnel endpoint (VTEP) each MAC is
+//! behind, who may send to us, and where floods go. Pure: frames' addresses
+//! and the time in, verdicts out; the socket is in [`super::socket`].
+//!
+//! # The kernel's model
+//!
+//! The switch sees the tunnel as one port: its MAC table learns every
+//! remote MAC on it, as a Linux bridge learns them on a `vxlan` device.
+//! Which host a MAC is behind is the tunnel's business, as in the vxlan
+//! device's own fdb:
+//!
+//! - **learning**: the inner source MAC of a frame that arrives from a
+//!   member is put behind that member's endpoint (its registered address
+//!   and port: the outer source port is a flow hash, RFC 7348 §5, not
+//!   where the member listens);
+//! - **unicast** to a learned MAC goes to its endpoint alone;
+//! - **broadcast, multicast and unknown unicast** go to every member: the
+//!   head-end replication a vxlan device does with one
+//!   `bridge fdb append 00:00:00:00:00:00 dev vx0 dst IP` per remote.
+//!
+//! # Members only
+//!
+//! VXLAN has no authentication: anyone who reaches the port can inject
+//! frames. So a datagram is taken only from an address in the member list
+//! (the switches registered for the network and its peers) and with the
+//! network's VNI; the rest are dropped and counted by reason. A member that
+//! leaves takes its MACs with it ([`RemoteTable::remove_member`]), so
+//! nothing is sent to a dead host once it is gone.
+//!
+//! # Aging and capacity
+//!
+//! Entries age like the switch's own table (300 s by default, as Linux's
+//! vxlan `ageing`); an expired entry is absent at lookup, before any sweep.
+//! The table refuses new MACs once full (Linux's `fdb_max_learned` rule)
+//! and floods to them instead, which is correct, only wasteful.
+//!
+//! # Addresses that stay home
+//!
+//! Every host of an overlay network has a gateway with the same address
+//! and the same MAC, answering its own containers. Frames from that MAC
+//! are never sent into the tunnel and never taken from it, so one host's
+//! gateway never answers another host's containers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::wire::MacAddr;
+
+/// Entries not refreshed for this long are gone (Linux's vxlan default).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// The most remote MACs the tunnel remembers.
+pub const DEFAULT_CAPACITY: usize = 16_384;
+
+/// Where a frame leaves the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destinations {
+    /// A known MAC: its endpoint only.
+    One(SocketAddrV4),
+    /// Broadcast, multicast or unknown unicast: every member.
+    Flood(Vec<SocketAddrV4>),
+    /// Not sent at all, and why.
+    Nowhere(DropReason),
+}
+
+/// Why a datagram or a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The outer source address is not a member of the network.
+    NotMember,
+    /// Another VNI, or the I flag unset.
+    WrongVni,
+    /// Shorter than a VXLAN header and an Ethernet header.
+    Malformed,
+    /// From (or, outbound, to the tunnel from) the gateway's MAC, which
+    /// every host has and answers locally.
+    LocalOnly,
+    /// Outbound with nobody to send to.
+    NoMembers,
+}
+
+/// The tunnel's counters (read by `tapswitch stats` as `tunnel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TunnelStats {
+    /// Frames decapsulated and handed to the switch.
+    pub rx_frames: u64,
+    /// Datagrams sent: one per unicast frame, one per member for a flood.
+    pub tx_datagrams: u64,
+    /// Frames that went to every member (head-end replication).
+    pub tx_floods: u64,
+    /// Datagrams the socket refused.
+    pub tx_errors: u64,
+    /// Datagrams from an address that is not a member.
+    pub rx_dropped_not_member: u64,
+    /// Datagrams with another VNI (or without the VNI flag).
+    pub rx_dropped_wrong_vni: u64,
+    /// Datagrams too short to hold a frame.
+    pub rx_dropped_malformed: u64,
+    /// Frames from the gateway's MAC, either way.
+    pub dropped_local_only: u64,
+    /// Frames not sent because the network has no other member yet.
+    pub tx_dropped_no_members: u64,
+    /// Remote MACs learned, and refused because the table was full.
+    pub learned: u64,
+    pub refused: u64,
+    /// Remote MACs forgotten because their member left.
+    pub flushed: u64,
+}
+
+/// One learned MAC, as `fdb` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEntry {
+    pub mac: MacAddr,
+    pub endpoint: SocketAddrV4,
+    /// Since the MAC was last heard.
+    pub age: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    endpoint: SocketAddrV4,
+    last_seen: Instant,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct RemoteTable {
+    vni: u32,
+    members: BTreeSet<SocketAddrV4>,
+    macs: HashMap<MacAddr, Learned>,
+    local_only: BTreeSet<MacAddr>,
+    max_age: Duration,
+    capacity: usize,
+    stats: TunnelStats,
+}
+
+impl RemoteTable {
+    /// An empty table for the network with `vni`; frames from or to the
+    /// `local_only` MACs never cross the tunnel.
+    pub fn new(vni: u32, local_only: impl IntoIterator<Item = MacAddr>) -> RemoteTable {
+        RemoteTable {
+            vni,
+            members: BTreeSet::new(),
+            macs: HashMap::new(),
+            local_only: local_only.into_iter().collect(),
+            max_age: DEFAULT_MAX_AGE,
+            capacity: DEFAULT_CAPACITY,
+            stats: TunnelStats::default(),
+        }
+    }
+
+    /// The same with another aging time and capacity.
+    pub fn with_limits(mut self, max_age: Duration, capacity: usize) -> RemoteTable {
+        self.max_age = max_age;
+        self.capacity = capacity;
+        self
+    }
+
+    pub fn vni(&self) -> u32 {
+        self.vni
+    }
+
+    // Members
+
+    /// Floods go to `endpoint` from now on, and its VXLAN is accepted.
+    pub fn add_member(&mut self, endpoint: SocketAddrV4) -> bool {
+        self.members.insert(endpoint)
+    }
+
+    /// `endpoint` left: no more floods to it, its VXLAN is refused, and the
+    /// MACs behind it are forgotten. Returns those MACs (the switch's own
+    /// table forgets them too).
+    pub fn remove_member(&mut self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+        self.members.remove(&endpoint);
+        self.flush_behind(endpoint)
+    }
+
+    /// Forgets every MAC learned behind `endpoint`; returns them.
+    pub fn flush_behind(&mut self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+        let gone: Vec<MacAddr> = self
+            .macs
+            .iter()
+            .filter(|(_, learned)| learned.endpoint == endpoint)
+            .map(|(mac, _)| *mac)
+            .collect();
+        for mac in &gone {
+            self.macs.remove(mac);
+        }
+        self.stats.flushed += gone.len() as u64;
+        gone
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = SocketAddrV4> + '_ {
+        self.members.iter().copied()
+    }
+
+    /// The member at underlay address `ip`, whatever port it sends from.
+    fn member_at(&self, ip: Ipv4Addr) -> Option<SocketAddrV4> {
+        self.members.iter().find(|m| *m.ip() == ip).copied()
+    }
+
+    // Receiving
+
+    /// Judges a datagram from `source` whose UDP payload is `datagram`:
+    /// `Ok(offset)` of the inner frame if it is taken (and its source MAC
+    /// learned behind the member), else why it is dropped (counted).
+    pub fn receive(
+        &mut self,
+        source: SocketAddrV4,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<usize, DropReason> {
+        let verdict = self.judge(source, datagram, now);
+        match verdict {
+            Ok(_) => self.stats.rx_frames += 1,
+            Err(DropReason::NotMember) => self.stats.rx_dropped_not_member += 1,
+            Err(DropReason::WrongVni) => self.stats.rx_dropped_wrong_vni += 1,
+            Err(DropReason::Malformed) => self.stats.rx_dropped_malformed += 1,
+            Err(DropReason::LocalOnly) => self.stats.dropped_local_only += 1,
+            Err(DropReason::NoMembers) => {}
+        }
+        verdict
+    }
+
+    fn judge(
+        &mut self,
+        source: SocketAddrV4,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<usize, DropReason> {
+        // Membership first: a stranger's bytes are not even parsed.
+        let member = self.member_at(*source.ip()).ok_or(DropReason::NotMember)?;
+        let header =
+            crate::wire::vxlan::Packet::new_checked(datagram).map_err(|_| DropReason::Malformed)?;
+        if !header.has_vni() || header.vni() != self.vni {
+            return Err(DropReason::WrongVni);
+        }
+        let frame = crate::wire::ethernet::Frame::new_checked(header.payload())
+            .map_err(|_| DropReason::Malformed)?;
+        let src = frame.src_addr();
+        if self.local_only.contains(&src) {
+            return Err(DropReason::LocalOnly);
+        }
+        if !src.is_group() && !src.is_zero() {
+            self.learn(src, member, now);
+        }
+        Ok(crate::wire::vxlan::HEADER_LEN)
+    }
+
+    fn learn(&mut self, mac: MacAddr, endpoint: SocketAddrV4, now: Instant) {
+        let live = self.macs.len();
+        match self.macs.get_mut(&mac) {
+            Some(learned) => {
+                learned.endpoint = endpoint;
+                learned.last_seen = now;
+            }
+            None if live >= self.capacity => {
+                self.expire(now);
+                if self.macs.len() >= self.capacity {
+                    self.stats.refused += 1;
+                    return;
+                }
+                self.insert(mac, endpoint, now);
+            }
+            None => self.insert(mac, endpoint, now),
+        }
+    }
+
+    fn insert(&mut self, mac: MacAddr, endpoint: SocketAddrV4, now: Instant) {
+        self.macs.insert(
+            mac,
+            Learned {
+                endpoint,
+                last_seen: now,
+            },
+        );
+        self.stats.learned += 1;
+    }
+
+    // Sending
+
+    /// Where a frame with these addresses goes.
+    pub fn destinations(&mut self, dst: MacAddr, src: MacAddr, now: Instant) -> Destinations {
+        if self.local_only.contains(&src) {
+            self.stats.dropped_local_only += 1;
+            return Destinations::Nowhere(DropReason::LocalOnly);
+        }
+        if !dst.is_group()
+            && let Some(endpoint) = self.lookup(dst, now)
+        {
+            return Destinations::One(endpoint);
+        }
+        if self.members.is_empty() {
+            self.stats.tx_dropped_no_members += 1;
+            return Destinations::Nowhere(DropReason::NoMembers);
+        }
+        self.stats.tx_floods += 1;
+        Destinations::Flood(self.members.iter().copied().collect())
+    }
+
+    /// The endpoint `mac` is behind, unless it expired (or its member left).
+    pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<SocketAddrV4> {
+        let learned = self.macs.get(&mac)?;
+        let fresh = now.saturating_duration_since(learned.last_seen) < self.max_age;
+        (fresh && self.members.contains(&learned.endpoint)).then_some(learned.endpoint)
+    }
+
+    /// Counts datagrams handed to the socket, and those it refused.
+    pub fn count_sent(&mut self, sent: u64, failed: u64) {
+        self.stats.tx_datagrams += sent;
+        self.stats.tx_errors += failed;
+    }
+
+    // Aging and reading
+
+    /// Forgets expired entries; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.macs.len();
+        let max_age = self.max_age;
+        self.macs
+            .retain(|_, l| now.saturating_duration_since(l.last_seen) < max_age);
+        before - self.macs.len()
+    }
+
+    /// The live entries, by MAC.
+    pub fn entries(&self, now: Instant) -> Vec<RemoteEntry> {
+        let mut entries: Vec<RemoteEntry> = self
+            .macs
+            .iter()
+            .filter(|(mac, _)| self.lookup(**mac, now).is_some())
+            .map(|(mac, l)| RemoteEntry {
+                mac: *mac,
+                endpoint: l.endpoint,
+                age: now.saturating_duration_since(l.last_seen),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.mac);
+        entries
+    }
+
+    pub fn stats(&self) -> TunnelStats {
+        self.stats
+    }
+}

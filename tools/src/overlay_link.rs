@@ -1,0 +1,353 @@
+//! `serve --network NAME --underlay IP` of an overlay network: the switch's
+//! tunnel port and the thread that keeps it in step with the store.
+//!
+//! The tunnel (`ports::vxlan`) is attached as port `vxlan0`. A thread of
+//! its own then loops, about once a second:
+//!
+//! 1. **register**: `ipam::registry::Registrar` keeps this switch's
+//!    registration (its endpoint, under a lease of `--lease-ttl`) alive;
+//! 2. **watch**: `ipam::registry::MembershipFeed` reports the other
+//!    members (switches and peers) and `ipam::membership::Membership`
+//!    turns that into actions;
+//! 3. **act**: a member that arrives is added to the tunnel's flood list;
+//!    one that leaves (stopped, or its lease expired) is removed, and the
+//!    MACs behind it are forgotten by the tunnel and by the switch's table.
+//!
+//! While etcd does not answer nothing changes: the known members stay, so
+//! forwarding between them goes on. One line is logged when the store goes
+//! away and one when it is back; then the registration is renewed or made
+//! afresh and the whole member list read again, so departures missed
+//! meanwhile are acted on.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipam::membership::{Action, Event, Membership, Registration};
+use ipam::registry::{MembershipFeed, Registrar, Registry};
+use ipam::{Network, Store};
+use ports::vxlan::{Tunnel, TunnelConfig};
+
+use crate::running::RunningSwitch;
+
+/// The tunnel port's name on every switch.
+pub const TUNNEL_PORT: &str = "vxlan0";
+/// The longest the loop waits for membership changes before it looks at
+/// its own lease and the stop flag again.
+const WATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// The tunnel and its member thread; stopped (and unregistered) by
+/// [`OverlayLink::stop`].
+#[derive(Debug)]
+pub struct OverlayLink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What `serve` knows about the overlay network it joins.
+#[derive(Debug, Clone)]
+pub struct OverlaySetup {
+    pub network: Network,
+    pub underlay: Ipv4Addr,
+    pub lease_ttl: Duration,
+}
+
+impl OverlayLink {
+    /// Opens the tunnel on `setup.underlay`, attaches it to `switch`, and
+    /// starts registering and watching in `store`.
+    pub fn start(switch: &Arc<RunningSwitch>, store: &Store, setup: OverlaySetup) -> Result<Self> {
+        let network = &setup.network;
+        let overlay = network
+            .overlay()
+            .ok_or_else(|| anyhow!("network {} is not an overlay network", network.name))?;
+        let registry = Registry::new(store, &network.name).ok_or_else(|| {
+            anyhow!(
+                "network {} is an overlay network: serving it needs the shared store it lives in (--store etcd://...)",
+                network.name
+            )
+        })?;
+        let local = SocketAddrV4::new(setup.underlay, overlay.vxlan_port);
+        let config = TunnelConfig {
+            name: TUNNEL_PORT.to_string(),
+            local,
+            vni: overlay.vni,
+            mtu: usize::try_from(network.link_mtu()).unwrap_or(1450),
+            local_only: switch.info().gateway_mac.into_iter().collect(),
+        };
+        let (tunnel, port) = Tunnel::open(&config).with_context(|| {
+            format!(
+                "--underlay {}: cannot open the VXLAN socket on {local}",
+                setup.underlay
+            )
+        })?;
+        switch.attach_tunnel(TUNNEL_PORT, port, tunnel.clone())?;
+        let record = Registration {
+            network: network.name.clone(),
+            vni: overlay.vni,
+            endpoint: local,
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            macs: Vec::new(),
+            lease: Default::default(),
+            registered: ipam::store::now(),
+        };
+        let member_loop = MemberLoop {
+            registrar: Registrar::new(registry.clone(), record, setup.lease_ttl, Instant::now()),
+            feed: MembershipFeed::new(registry),
+            membership: Membership::new(overlay.vni, Some(local)),
+            tunnel,
+            switch: switch.clone(),
+            store_away: false,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("tapswitch-overlay".into())
+            .spawn({
+                let stop = stop.clone();
+                move || member_loop.run(&stop)
+            })
+            .context("starting the overlay thread")?;
+        log::info!(
+            "joined overlay network {} (VNI {}) as {local}; lease {} s",
+            network.name,
+            overlay.vni,
+            setup.lease_ttl.as_secs()
+        );
+        Ok(OverlayLink {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread, which removes the registration so the others drop
+    /// this switch at once.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What `serve` needs to join its network, if that is an overlay network
+/// (then `--underlay` is required); `None` for the others.
+pub fn setup_for(args: &crate::serve::ServeArgs) -> Result<Option<(Store, OverlaySetup)>> {
+    let not_overlay = || -> Result<Option<(Store, OverlaySetup)>> {
+        if args.underlay.is_some() {
+            bail!(
+                "--underlay joins an overlay network, and {} is none: create one with `tapswitch --store etcd://... network create NAME --driver overlay --subnet CIDR`",
+                args.network
+            );
+        }
+        Ok(None)
+    };
+    if args.state.require_shared("overlay networks").is_err() {
+        return not_overlay();
+    }
+    let store = args.state.open_unpruned()?;
+    let network = match store.network(&args.network) {
+        Ok(network) if network.driver == ipam::Driver::Overlay => network,
+        // The gateway's lookup says what is wrong with a missing network.
+        Ok(_) | Err(_) => return not_overlay(),
+    };
+    let underlay = args.underlay.ok_or_else(|| {
+        anyhow!(
+            "network {} is an overlay network: give --underlay IP, this host's address on the network that joins the hosts",
+            network.name
+        )
+    })?;
+    let lease_ttl = check_ttl(args.lease_ttl)?;
+    Ok(Some((
+        store,
+        OverlaySetup {
+            network,
+            underlay,
+            lease_ttl,
+        },
+    )))
+}
+
+/// `--lease-ttl` as `serve` takes it.
+pub fn check_ttl(secs: u64) -> Result<Duration> {
+    if secs == 0 {
+        bail!("--lease-ttl 0: a lease must last at least 1 second (etcd's minimum)");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+struct MemberLoop {
+    registrar: Registrar,
+    feed: MembershipFeed,
+    membership: Membership,
+    tunnel: Tunnel,
+    switch: Arc<RunningSwitch>,
+    /// Whether the last round found etcd away (for one line each way).
+    store_away: bool,
+}
+
+impl MemberLoop {
+    fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let round = self.round();
+            self.report(round);
+            self.tunnel.expire();
+        }
+        if let Err(err) = self.registrar.unregister(Instant::now()) {
+            log::warn!(
+                "could not remove this switch's registration: {err}; it goes when its lease expires"
+            );
+        }
+    }
+
+    /// One turn: renew or register, then wait for membership changes.
+    fn round(&mut self) -> Result<()> {
+        let now = Instant::now();
+        self.registrar.tick(now)?;
+        let until_renewal = self.registrar.next_wakeup().saturating_duration_since(now);
+        let events = self.feed.poll(until_renewal.min(WATCH_WAIT))?;
+        for event in events {
+            self.apply(event);
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, round: Result<()>) {
+        match round {
+            Ok(()) if self.store_away => {
+                self.store_away = false;
+                log::info!(
+                    "etcd answers again: registered and watching the members of the network again"
+                );
+            }
+            Ok(()) => {}
+            Err(err) => {
+                if !self.store_away {
+                    self.store_away = true;
+                    log::warn!(
+                        "etcd does not answer ({err:#}); forwarding to the {} known member(s) goes on, retrying every second",
+                        self.tunnel.members().len()
+                    );
+                }
+                std::thread::sleep(ipam::membership::RETRY_INTERVAL);
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        for action in self.membership.handle(event) {
+            match action {
+                Action::AddVtep(endpoint) => {
+                    if self.tunnel.add_member(endpoint) {
+                        log::info!("member {endpoint} joined: flooding to it");
+                    }
+                }
+                Action::RemoveVtep(endpoint) => {
+                    let macs = self.tunnel.remove_member(endpoint);
+                    self.switch.forget_macs(&macs);
+                    log::info!(
+                        "member {endpoint} left: no more flooding to it; forgot {} MAC(s) behind it",
+                        macs.len()
+                    );
+                }
+                Action::FlushMacsBehind(endpoint) => {
+                    let macs = self.tunnel.flush_behind(endpoint);
+                    self.switch.forget_macs(&macs);
+                }
+            }
+        }
+    }
+}
+
+/// `Request::Tunnel`'s reply: the tunnel as `tapswitch stats` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TunnelReport {
+    pub port: String,
+    /// This host's endpoint.
+    pub local: String,
+    /// Where floods go, and whom VXLAN is accepted from.
+    pub members: Vec<String>,
+    /// Remote MACs learned: `[mac, endpoint]`.
+    pub remotes: Vec<(String, String)>,
+    /// `ports::vxlan::TunnelStats`, by name.
+    pub stats: serde_json::Value,
+}
+
+impl TunnelReport {
+    pub fn new(port: &str, tunnel: &Tunnel) -> TunnelReport {
+        TunnelReport {
+            port: port.to_string(),
+            local: tunnel.local().to_string(),
+            members: tunnel.members().iter().map(|m| m.to_string()).collect(),
+            remotes: tunnel
+                .entries()
+                .iter()
+                .map(|e| (e.mac.to_string(), e.endpoint.to_string()))
+                .collect(),
+            stats: serde_json::to_value(tunnel.stats()).unwrap_or_default(),
+        }
+    }
+
+    /// The lines `tapswitch stats` adds.
+    pub fn render(&self) -> String {
+        let count = |key: &str| self.stats[key].as_u64().unwrap_or(0);
+        format!(
+            "tunnel       {} on {}; {} member(s): {}; {} remote MAC(s)\n\
+             tunnel rx    {} frame(s); dropped: not a member {}, wrong VNI {}, malformed {}, gateway's own {}\n\
+             tunnel tx    {} datagram(s), {} flood(s), {} error(s), {} with no member to go to\n",
+            self.port,
+            self.local,
+            self.members.len(),
+            if self.members.is_empty() {
+                "none".to_string()
+            } else {
+                self.members.join(", ")
+            },
+            self.remotes.len(),
+            count("rx_frames"),
+            count("rx_dropped_not_member"),
+            count("rx_dropped_wrong_vni"),
+            count("rx_dropped_malformed"),
+            count("dropped_local_only"),
+            count("tx_datagrams"),
+            count("tx_floods"),
+            count("tx_errors"),
+            count("tx_dropped_no_members"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tunnel_report_names_members_and_drops_by_reason() {
+        let report = TunnelReport {
+            port: TUNNEL_PORT.into(),
+            local: "10.0.0.1:4789".into(),
+            members: vec!["10.0.0.2:4789".into(), "10.0.0.3:4789".into()],
+            remotes: vec![("02:42:0a:32:00:03".into(), "10.0.0.2:4789".into())],
+            stats: serde_json::json!({"rx_frames": 7, "rx_dropped_not_member": 2, "tx_floods": 1}),
+        };
+        let text = report.render();
+        assert!(
+            text.contains("vxlan0 on 10.0.0.1:4789; 2 member(s): 10.0.0.2:4789, 10.0.0.3:4789; 1 remote MAC(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("7 frame(s); dropped: not a member 2, wrong VNI 0"),
+            "{text}"
+        );
+        assert!(text.contains("1 flood(s)"), "{text}");
+    }
+
+    #[test]
+    fn a_lease_lasts_at_least_a_second() {
+        assert_eq!(check_ttl(10).unwrap(), Duration::from_secs(10));
+        assert!(check_ttl(0).is_err());
+    }
+}
