@@ -916,3 +916,176 @@ fn default_directories_without_xdg_and_the_state_dir_override() {
     assert_eq!(std::fs::metadata(&runtime).unwrap().uid(), user.uid);
     user.stop(serve);
 }
+
+/// `(interface, mtu)` for every link but `lo` of the network namespace at
+/// `netns` (root reads any namespace).
+fn link_mtus(netns: &str) -> Vec<(String, String)> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["--", "ip", "-o", "link", "show"])
+        .output()
+        .expect("ip link show in the namespace");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.nth(1)?.trim_end_matches(':');
+            let name = name.split('@').next()?.to_string();
+            let mtu = words.skip_while(|w| *w != "mtu").nth(1)?.to_string();
+            (name != "lo").then_some((name, mtu))
+        })
+        .collect()
+}
+
+/// Sends `bytes` from the network namespace at `netns` to the remote's TCP
+/// echo server and reads the echo back: (sent, received).
+fn echo_from(netns: &str, bytes: usize) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddrV4, TcpStream};
+    use tapswitch_tests::remote::{REMOTE_IP, TCP_ECHO_PORT};
+    tools::netlink::netns::run_in(std::path::Path::new(netns), move || {
+        let to = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let sent: Vec<u8> = (0..bytes).map(|i| (i * 13 % 251) as u8).collect();
+        let mut writer = stream.try_clone()?;
+        let data = sent.clone();
+        let writing = std::thread::spawn(move || -> std::io::Result<()> {
+            writer.write_all(&data)?;
+            writer.shutdown(Shutdown::Write)
+        });
+        let mut back = Vec::new();
+        (&stream).read_to_end(&mut back)?;
+        writing.join().expect("writer thread")?;
+        Ok((sent, back))
+    })
+}
+
+#[test]
+fn a_rootless_network_with_an_mtu_gives_it_to_created_and_attached_containers() {
+    const MTU: &str = "65520";
+    require_root();
+    // The user's "host" network, routed to a remote namespace (as in the
+    // gateway-services test).
+    let user_ns = tapswitch_tests::Netns::new("trj");
+    let remote = tapswitch_tests::remote::Remote::new(&user_ns);
+    let mut user = RootlessUser::new(9).in_netns(&user_ns.name);
+    user.ok(&[
+        "network",
+        "create",
+        "jumbo",
+        "--subnet",
+        "10.80.0.0/24",
+        "--mtu",
+        MTU,
+    ]);
+    let serve = user.serve(&["--network", "jumbo"]);
+    user.ok(&["container", "create", "j1", "--network", "jumbo"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&user.ok(&["container", "inspect", "j1"])).unwrap();
+    let j1_ns = inspect[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .expect("the container's namespace")
+        .to_string();
+    // Both ends of the veth live in the container's namespace: eth0 and
+    // the switch's end, each with the network's MTU.
+    let links = link_mtus(&j1_ns);
+    assert_eq!(links.len(), 2, "eth0 and the switch's end: {links:?}");
+    assert!(links.iter().any(|(name, _)| name == "eth0"), "{links:?}");
+    assert!(links.iter().all(|(_, mtu)| mtu == MTU), "{links:?}");
+
+    // A namespace the user made by hand, attached: its eth0 too.
+    let pid = user.spawn(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "sleep", "300"],
+    );
+    wait_for_new_netns(pid, &std::path::Path::new("/run/netns").join(&user_ns.name));
+    user.ok(&[
+        "container",
+        "attach",
+        "ja",
+        "--pid",
+        &pid.to_string(),
+        "--network",
+        "jumbo",
+    ]);
+    let ja_ns = format!("/proc/{pid}/ns/net");
+    let links = link_mtus(&ja_ns);
+    assert_eq!(links.len(), 2, "eth0 and the switch's end: {links:?}");
+    assert!(links.iter().all(|(_, mtu)| mtu == MTU), "{links:?}");
+
+    // Every port of the switch, the gateway's included, carries it.
+    let ports: serde_json::Value =
+        serde_json::from_str(&user.ok(&["ports", "--json", "--network", "jumbo"])).unwrap();
+    let ports = ports.as_array().expect("a list of ports");
+    assert_eq!(ports.len(), 3, "the gateway, j1 and ja: {ports:?}");
+    for port in ports {
+        assert_eq!(port["mtu"], 65520, "{port}");
+    }
+
+    // A 60,000-byte ping that may not be fragmented crosses the switch
+    // whole, from one container to the other.
+    let ping = user.tapswitch(&[
+        "container",
+        "exec",
+        "j1",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "-M",
+        "do",
+        "-s",
+        "60000",
+        "10.80.0.3",
+    ]);
+    assert!(
+        ping.status.success(),
+        "j1 -> ja in one 60 kB frame: {}{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr),
+        user.serve_log(serve)
+    );
+
+    // 1 MB from the container through the gateway to the remote and back.
+    let (sent, back) = echo_from(&j1_ns, 1 << 20)
+        .unwrap_or_else(|e| panic!("1 MB through the gateway: {e}\n{}", user.serve_log(serve)));
+    assert_eq!(back.len(), sent.len(), "{}", user.serve_log(serve));
+    assert!(back == sent, "the echo comes back intact");
+
+    assert_eq!(user.ok(&["container", "detach", "ja"]).trim(), "ja");
+    drop(user);
+    drop(remote);
+}
+
+#[test]
+fn serve_host_iface_is_refused_to_an_ordinary_user_in_one_line() {
+    require_root();
+    let user = RootlessUser::new(10);
+    let name = unique_name("tsh");
+    let err = user.fails(&["serve", "--host-iface", &name]);
+    // serve's log lines (the mode, missing prerequisites) may come first;
+    // the error itself is one line, the last.
+    let is_log = |l: &&str| l.starts_with("tapswitch: info:") || l.starts_with("tapswitch: warn:");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_log(l))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert_eq!(err.trim_end().lines().last(), Some(lines[0]), "{err}");
+    assert!(
+        lines[0].contains("--host-iface needs root") && lines[0].contains("published ports (-p)"),
+        "{err}"
+    );
+    // Nothing was made: no interface, and no switch answering.
+    assert!(
+        tools::netlink::Netlink::open()
+            .and_then(|mut nl| nl.link_index(&name))
+            .expect("asking netlink")
+            .is_none(),
+        "no {name} in the user's namespace"
+    );
+    assert!(!user.tapswitch(&["stats"]).status.success(), "no switch");
+}

@@ -104,6 +104,7 @@ pub fn plug(
         prefix: ipam.subnet.prefix_len(),
         broadcast: ipam.subnet.broadcast(),
         gateway: ipam.gateway,
+        mtu: network.link_mtu(),
     };
     helper::plug_into(sandbox, &args).with_context(|| {
         format!(

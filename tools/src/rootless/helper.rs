@@ -6,7 +6,7 @@
 //! |---------------|----------------------------------------|------|
 //! | `holder`      | a new user namespace, its own session  | owns the user namespace (see [`super::holder`]) |
 //! | `keeper`      | the holder's user namespace, a new network namespace | brings `lo` up, says `ready`, then holds the namespace |
-//! | `plug`        | a container's user + network namespace | makes the veth pair (both ends inside), the address, the route |
+//! | `plug`        | a container's user + network namespace | makes the veth pair (both ends inside, the network's MTU), the address, the route |
 //! | `unplug`      | the same                               | deletes the veth pair |
 //! | `open-packet` | the same                               | opens packet sockets on the switch's end and passes them back on stdout (SCM_RIGHTS) |
 //! | `open-tap`    | a user's user + network namespace      | opens (or creates) a TAP device there and passes its queues back the same way |
@@ -92,6 +92,9 @@ pub struct PlugArgs {
     pub broadcast: Ipv4Addr,
     #[arg(long)]
     pub gateway: Ipv4Addr,
+    /// The network's MTU, given to both ends (as root mode does).
+    #[arg(long, default_value_t = ipam::network::ETHERNET_MTU)]
+    pub mtu: u32,
 }
 
 impl PlugArgs {
@@ -112,6 +115,8 @@ impl PlugArgs {
             self.broadcast.to_string(),
             "--gateway".into(),
             self.gateway.to_string(),
+            "--mtu".into(),
+            self.mtu.to_string(),
         ]
     }
 }
@@ -163,16 +168,22 @@ fn plug(args: &PlugArgs) -> Result<()> {
     let host = args.host_iface.as_str();
     nl.create_veth(host, peer)
         .with_context(|| format!("creating the veth pair {host} / {iface}"))?;
+    let index = nl.require_index(host)?;
+    let eth = nl.require_index(&iface)?;
+    if args.mtu != ipam::network::ETHERNET_MTU {
+        for (name, index) in [(host, index), (iface.as_str(), eth)] {
+            nl.set_mtu(index, args.mtu)
+                .with_context(|| format!("setting the MTU of {name} to {}", args.mtu))?;
+        }
+    }
     // The switch's end carries no address and no IPv6, and answers no ARP:
     // the container's stack sees what the container sends come in on it,
     // and must leave it alone.
     disable_ipv6(host)?;
     write_net_sysctl(&format!("ipv4/conf/{host}/arp_ignore"), "8")
         .with_context(|| format!("silencing ARP on {host}"))?;
-    let index = nl.require_index(host)?;
     nl.set_up(index)?;
     disable_ipv6(&iface)?;
-    let eth = nl.require_index(&iface)?;
     nl.add_address(eth, args.ip, args.prefix, args.broadcast)
         .with_context(|| format!("adding {}/{} to {iface}", args.ip, args.prefix))?;
     nl.set_up(eth)?;
@@ -412,6 +423,70 @@ pub fn start_keeper(holder: &Holder) -> Result<(u32, NamespaceId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Helper {
+        #[command(subcommand)]
+        role: Internal,
+    }
+
+    fn plug_args(mtu: u32) -> PlugArgs {
+        PlugArgs {
+            host_iface: "ts-0123456789".into(),
+            iface: String::new(),
+            mac: "02:42:ac:11:00:02".into(),
+            ip: Ipv4Addr::new(172, 17, 0, 2),
+            prefix: 16,
+            broadcast: Ipv4Addr::new(172, 17, 255, 255),
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            mtu,
+        }
+    }
+
+    #[test]
+    fn plug_arguments_reach_the_helper_with_the_networks_mtu() {
+        for mtu in [ipam::network::ETHERNET_MTU, 9000, 65520] {
+            let sent = plug_args(mtu);
+            let argv = std::iter::once("__rootless".to_string()).chain(sent.to_args());
+            let Helper {
+                role: Internal::Plug(got),
+            } = Helper::try_parse_from(argv).unwrap()
+            else {
+                panic!("not a plug");
+            };
+            assert_eq!(got.mtu, mtu);
+            assert_eq!(got.iface, "", "empty: the next free ethN");
+            assert_eq!(got.to_args(), sent.to_args());
+        }
+    }
+
+    #[test]
+    fn a_plug_without_an_mtu_gets_ethernets() {
+        let argv = [
+            "__rootless",
+            "plug",
+            "--host-iface",
+            "ts-x",
+            "--mac",
+            "02:42:ac:11:00:02",
+            "--ip",
+            "172.17.0.2",
+            "--prefix",
+            "16",
+            "--broadcast",
+            "172.17.255.255",
+            "--gateway",
+            "172.17.0.1",
+        ];
+        let Helper {
+            role: Internal::Plug(got),
+        } = Helper::try_parse_from(argv).unwrap()
+        else {
+            panic!("not a plug");
+        };
+        assert_eq!(got.mtu, ipam::network::ETHERNET_MTU);
+    }
 
     #[test]
     fn a_tap_answer_carries_the_mtu_and_whether_it_was_created() {
