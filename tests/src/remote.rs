@@ -19,6 +19,15 @@ pub const DNS_PORT: u16 = 5353;
 pub const TCP_ECHO_PORT: u16 = 7008;
 /// A TCP port nobody listens on (connects are refused).
 pub const CLOSED_PORT: u16 = 7009;
+/// A TCP port whose listener never accepts: connections wait, established,
+/// in its accept queue (sized for thousands), so a test can hold many idle
+/// flows without a descriptor per connection on the remote side.
+pub const HOLD_PORT: u16 = 7010;
+/// An address on the remote's route that nobody has: the remote namespace
+/// does not forward, so SYNs to it vanish and connects hang (a black hole).
+pub const BLACK_HOLE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+/// The accept queue of [`HOLD_PORT`].
+const HOLD_BACKLOG: i32 = 65_535;
 /// What the DNS server answers for every A question.
 pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
@@ -29,6 +38,8 @@ pub struct Remote {
     pub ns: Netns,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The listener of [`HOLD_PORT`].
+    _hold: socket2::Socket,
 }
 
 impl Remote {
@@ -56,12 +67,15 @@ impl Remote {
         switch_ns.ip(&["addr", "add", "10.201.0.1/24", "dev", "uplink"]);
         switch_ns.ip(&["link", "set", "uplink", "up"]);
         switch_ns.ip(&["route", "add", "198.51.100.0/24", "via", "10.201.0.2"]);
+        ns.sysctl("net.core.somaxconn", &HOLD_BACKLOG.to_string());
+        ns.sysctl("net.ipv4.tcp_max_syn_backlog", &HOLD_BACKLOG.to_string());
         let stop = Arc::new(AtomicBool::new(false));
-        let (udp, dns, tcp) = ns.run(|| {
+        let (udp, dns, tcp, hold) = ns.run(|| {
             (
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT)).unwrap(),
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
                 TcpListener::bind(SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT)).unwrap(),
+                hold_listener(),
             )
         });
         let threads = vec![
@@ -69,8 +83,25 @@ impl Remote {
             spawn_udp(dns, stop.clone(), dns_answer),
             spawn_tcp_echo(tcp, stop.clone()),
         ];
-        Remote { ns, stop, threads }
+        Remote {
+            ns,
+            stop,
+            threads,
+            _hold: hold,
+        }
     }
+}
+
+/// The listener of [`HOLD_PORT`] (std's listeners have a fixed backlog).
+fn hold_listener() -> socket2::Socket {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&SockAddr::from(SocketAddrV4::new(REMOTE_IP, HOLD_PORT)))
+        .unwrap();
+    socket.listen(HOLD_BACKLOG).unwrap();
+    socket
 }
 
 impl Drop for Remote {

@@ -8,6 +8,7 @@
 pub(crate) mod bpf;
 pub(crate) mod cpu;
 pub(crate) mod eventfd;
+pub(crate) mod heap;
 pub(crate) mod namespace;
 pub(crate) mod packet;
 pub(crate) mod tun;

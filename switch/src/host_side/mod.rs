@@ -86,6 +86,11 @@ pub struct HostSide {
     tcp: HashMap<FlowKey, tcp::TcpConn>,
     /// smoltcp sockets of ended flows, removed once they have closed.
     lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
+    /// TCP flows the relay must visit in the next [`HostSide::after_stack`]
+    /// (besides those whose segments reached the stack).
+    active: std::collections::HashSet<FlowKey>,
+    /// When the relay next visits every TCP flow.
+    next_sweep: Instant,
     /// Published ports, by token: the host socket and where it leads.
     listeners: HashMap<Token, (published::PublishedSocket, Published)>,
     /// Flows of published UDP ports' clients: the published port's token.
@@ -115,6 +120,11 @@ impl HostSide {
     /// The services for `config`, their sockets registered with `registry`
     /// (a clone of the gateway thread's poll's).
     pub fn new(config: ServicesConfig, registry: Registry, loopback: bool) -> io::Result<HostSide> {
+        // Flows' stack buffers cost only the pages their bytes touched, and
+        // ended flows give them back (see `ports::heap`).
+        if !ports::heap::map_large_blocks() {
+            log::debug!("gateway: the heap's mmap threshold stays the allocator's own");
+        }
         let dns = HostDatagram::bind_any()?;
         registry.register(
             &mut SourceFd(&dns.as_raw_fd()),
@@ -128,6 +138,8 @@ impl HostSide {
             sockets: HashMap::new(),
             tcp: HashMap::new(),
             lingering: Vec::new(),
+            active: std::collections::HashSet::new(),
+            next_sweep: Instant::ZERO,
             listeners: HashMap::new(),
             udp_clients: HashMap::new(),
             frames: Vec::new(),
@@ -224,7 +236,7 @@ impl HostSide {
     /// After the gateway's stack ran: relays TCP flows' bytes, answers DNS
     /// over TCP.
     pub fn after_stack(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
-        self.pump_all(now, gateway);
+        self.pump_active(now, gateway);
         self.dns_tcp_pump(now, gateway);
         self.run(now, gateway);
         // The answers just queued go into their sockets in this round.
@@ -240,8 +252,11 @@ impl HostSide {
     }
 
     /// When [`HostSide::timers`] next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.services.next_deadline()
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        [self.services.next_deadline(), self.next_sweep()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A registered socket is ready.

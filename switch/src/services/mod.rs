@@ -147,6 +147,14 @@ pub struct Services {
     /// answers go back over their connection. Bounded by the forwarder's
     /// limit on pending queries.
     tcp_dns_waiting: HashMap<SocketAddrV4, usize>,
+    /// TCP flows (open or lingering) whose segments went to the stack
+    /// since [`Services::take_stack_flows`]: the relay visits these, not
+    /// every flow. Bounded by the flows and lingering sockets.
+    stack_flows: HashSet<FlowKey>,
+    /// Of `stack_flows`: those that got a RST from the container. A RST
+    /// while smoltcp's socket is still in `SynReceived` sends it back to
+    /// `Listen`, which the relay could not tell from a SYN not yet taken.
+    stack_resets: HashSet<FlowKey>,
     stats: ServicesStats,
 }
 
@@ -160,6 +168,8 @@ impl Services {
             held: HashMap::new(),
             lingering: HashSet::new(),
             tcp_dns_waiting: HashMap::new(),
+            stack_flows: HashSet::new(),
+            stack_resets: HashSet::new(),
             stats: ServicesStats::default(),
             config,
         }
@@ -183,6 +193,17 @@ impl Services {
         let step = self.flows.tcp(now, key, event);
         self.carry_out(key, step.actions, out);
         step
+    }
+
+    /// The TCP flows whose segments went to the stack since the last call
+    /// (the ones whose smoltcp socket may have news for the relay).
+    pub fn take_stack_flows(&mut self) -> HashSet<FlowKey> {
+        std::mem::take(&mut self.stack_flows)
+    }
+
+    /// The open TCP flows whose container sent a RST since the last call.
+    pub fn take_stack_resets(&mut self) -> HashSet<FlowKey> {
+        std::mem::take(&mut self.stack_resets)
     }
 
     /// Turns the flow table's trace events on or off (`--trace`).
@@ -297,6 +318,10 @@ impl Services {
             if !flow.is_connecting() || flow.origin() == Origin::Inbound {
                 self.flows
                     .count_packet(key, crate::flows::PacketWay::FromContainer);
+                self.stack_flows.insert(key);
+                if rst {
+                    self.stack_resets.insert(key);
+                }
                 return Verdict::ToStack;
             }
             // While connecting smoltcp must not see the flow's segments (it
@@ -309,6 +334,7 @@ impl Services {
             return Verdict::Consumed;
         }
         if self.lingering.contains(&key) && !syn {
+            self.stack_flows.insert(key);
             return Verdict::ToStack;
         }
         if !syn {
@@ -541,7 +567,7 @@ impl Services {
     }
 
     /// When [`Services::timers`] next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&mut self) -> Option<Instant> {
         [self.flows.next_deadline(), self.forwarder.next_deadline()]
             .into_iter()
             .flatten()
