@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::netns::Netns;
@@ -26,6 +26,11 @@ pub const HOLD_PORT: u16 = 7010;
 /// An address on the remote's route that nobody has: the remote namespace
 /// does not forward, so SYNs to it vanish and connects hang (a black hole).
 pub const BLACK_HOLE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+/// A TCP server that closes first: it sends [`HALF_CLOSE_GREETING`], shuts
+/// its sending half, then reads until the client closes and records how
+/// many bytes came ([`Remote::half_close_received`]).
+pub const HALF_CLOSE_PORT: u16 = 7011;
+pub const HALF_CLOSE_GREETING: &[u8] = b"closing my half first\n";
 /// The accept queue of [`HOLD_PORT`].
 const HOLD_BACKLOG: i32 = 65_535;
 /// What the DNS server answers for every A question.
@@ -40,6 +45,7 @@ pub struct Remote {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// The listener of [`HOLD_PORT`].
     _hold: socket2::Socket,
+    half_close_received: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Remote {
@@ -70,25 +76,38 @@ impl Remote {
         ns.sysctl("net.core.somaxconn", &HOLD_BACKLOG.to_string());
         ns.sysctl("net.ipv4.tcp_max_syn_backlog", &HOLD_BACKLOG.to_string());
         let stop = Arc::new(AtomicBool::new(false));
-        let (udp, dns, tcp, hold) = ns.run(|| {
+        let (udp, dns, tcp, hold, half) = ns.run(|| {
             (
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT)).unwrap(),
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
                 TcpListener::bind(SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT)).unwrap(),
                 hold_listener(),
+                TcpListener::bind(SocketAddrV4::new(REMOTE_IP, HALF_CLOSE_PORT)).unwrap(),
             )
         });
+        let half_close_received = Arc::new(Mutex::new(Vec::new()));
         let threads = vec![
             spawn_udp(udp, stop.clone(), |query| Some(query.to_vec())),
             spawn_udp(dns, stop.clone(), dns_answer),
             spawn_tcp_echo(tcp, stop.clone()),
+            spawn_half_close(half, stop.clone(), half_close_received.clone()),
         ];
         Remote {
             ns,
             stop,
             threads,
             _hold: hold,
+            half_close_received,
         }
+    }
+
+    /// What each finished connection to [`HALF_CLOSE_PORT`] brought, in
+    /// the order they finished.
+    pub fn half_close_received(&self) -> Vec<usize> {
+        self.half_close_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -148,6 +167,43 @@ fn spawn_tcp_echo(listener: TcpListener, stop: Arc<AtomicBool>) -> std::thread::
                             if n == 0 || stream.write_all(&buf[..n]).is_err() {
                                 break;
                             }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+/// The server of [`HALF_CLOSE_PORT`].
+fn spawn_half_close(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<usize>>>,
+) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let received = received.clone();
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    std::thread::spawn(move || {
+                        if stream.write_all(HALF_CLOSE_GREETING).is_err()
+                            || stream.shutdown(std::net::Shutdown::Write).is_err()
+                        {
+                            return;
+                        }
+                        let mut sink = Vec::new();
+                        if stream.read_to_end(&mut sink).is_ok() {
+                            received
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(sink.len());
                         }
                     });
                 }
