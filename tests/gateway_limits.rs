@@ -14,12 +14,12 @@
 //! packet stays in the namespaces the test made.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::remote::{
-    BLACK_HOLE, HALF_CLOSE_GREETING, HALF_CLOSE_PORT, HOLD_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT,
-    UDP_ECHO_PORT,
+    BIG_ANSWERS, BLACK_HOLE, DNS_ANSWER, DNS_PORT, HALF_CLOSE_GREETING, HALF_CLOSE_PORT, HOLD_PORT,
+    REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT, dns_addresses, dns_query,
 };
 use tapswitch_tests::{Netns, SwitchProcess, Topology, lab::TempDir, require_root};
 
@@ -30,10 +30,15 @@ fn setup(hosts: usize, extra: &[&str]) -> (Topology, Remote, TempDir, SwitchProc
     let remote = Remote::new(&topo.switch_ns);
     let state = TempDir::new("gwlim");
     let mut args = topo.iface_args();
-    args.extend([
-        "--state-dir".to_string(),
-        state.path().display().to_string(),
-    ]);
+    args.extend(
+        [
+            "--state-dir",
+            &state.path().display().to_string(),
+            "--dns-upstream",
+            &format!("{REMOTE_IP}:{DNS_PORT}"),
+        ]
+        .map(String::from),
+    );
     args.extend(extra.iter().map(|a| a.to_string()));
     let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
     (topo, remote, state, switch)
@@ -425,4 +430,76 @@ fn half_close_works_both_ways() {
         "both flows ended: {}",
         services(&switch)
     );
+}
+
+const GATEWAY_DNS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(172, 17, 0, 1), 53);
+
+/// Asks the gateway for `name` over UDP from `ns`; the answer's addresses.
+fn resolve_udp(ns: &Netns, id: u16, name: &str) -> io::Result<Vec<Ipv4Addr>> {
+    let query = dns_query(id, name);
+    ns.run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect(GATEWAY_DNS)?;
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let mut buf = [0u8; 4096];
+        // The first datagram may wait for ARP: a few tries.
+        for _ in 0..5 {
+            socket.send(&query)?;
+            if let Ok(n) = socket.recv(&mut buf) {
+                assert_eq!(buf[..2], id.to_be_bytes(), "the query's own id back");
+                assert_eq!(buf[2] & 0x02, 0, "not truncated");
+                return Ok(dns_addresses(&buf[..n]));
+            }
+        }
+        Err(io::ErrorKind::TimedOut.into())
+    })
+}
+
+/// Asks the gateway for `name` over TCP from `ns`.
+fn resolve_tcp(ns: &Netns, id: u16, name: &str) -> io::Result<Vec<Ipv4Addr>> {
+    let query = dns_query(id, name);
+    ns.run(move || {
+        let mut stream = TcpStream::connect_timeout(&GATEWAY_DNS.into(), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut framed = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply)?;
+        assert_eq!(reply[..2], id.to_be_bytes(), "the query's own id back");
+        Ok(dns_addresses(&reply))
+    })
+}
+
+#[test]
+fn dns_goes_upstream_over_tcp_for_tcp_clients_and_truncated_answers() {
+    require_root();
+    let (topo, remote, _state, switch) = setup(1, &[]);
+    let container = &topo.hosts[0].ns;
+    let log = || format!("{}\n{}", services(&switch), switch.log());
+
+    // A plain name over UDP stays on UDP upstream.
+    let plain = resolve_udp(container, 0x5101, "www.example.test")
+        .unwrap_or_else(|e| panic!("UDP: {e}\n{}", log()));
+    assert_eq!(plain, vec![DNS_ANSWER], "{}", log());
+    assert_eq!(remote.dns_tcp_queries(), 0, "{}", log());
+
+    // The upstream truncates `big.` over UDP: the gateway asks again over
+    // TCP, and the container gets the whole answer in one datagram.
+    let big = resolve_udp(container, 0x5102, "big.example.test")
+        .unwrap_or_else(|e| panic!("truncated: {e}\n{}", log()));
+    assert_eq!(big, BIG_ANSWERS.to_vec());
+    assert_eq!(remote.dns_tcp_queries(), 1, "{}", log());
+
+    // A container's query over TCP goes upstream over TCP.
+    let over_tcp = resolve_tcp(container, 0x5103, "www.example.test")
+        .unwrap_or_else(|e| panic!("TCP: {e}\n{}", log()));
+    assert_eq!(over_tcp, vec![DNS_ANSWER]);
+    assert_eq!(remote.dns_tcp_queries(), 2, "{}", log());
+    let stats = services(&switch);
+    let forwarder = &stats["dns_forwarder"];
+    assert_eq!(forwarder["truncated_retried"], 1, "{stats}");
+    assert_eq!(forwarder["sent_tcp"], 2, "{stats}");
 }

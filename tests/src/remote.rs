@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +35,14 @@ pub const HALF_CLOSE_GREETING: &[u8] = b"closing my half first\n";
 const HOLD_BACKLOG: i32 = 65_535;
 /// What the DNS server answers for every A question.
 pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+/// Names under `big.` are answered with these three addresses over TCP;
+/// over UDP the answer is truncated (TC set, no records), so a resolver
+/// must ask again over TCP. The DNS server listens on TCP [`DNS_PORT`] too.
+pub const BIG_ANSWERS: [Ipv4Addr; 3] = [
+    DNS_ANSWER,
+    Ipv4Addr::new(203, 0, 113, 10),
+    Ipv4Addr::new(203, 0, 113, 11),
+];
 
 /// The remote namespace and its servers; dropping it stops them and
 /// removes the namespace.
@@ -46,6 +54,7 @@ pub struct Remote {
     /// The listener of [`HOLD_PORT`].
     _hold: socket2::Socket,
     half_close_received: Arc<Mutex<Vec<usize>>>,
+    dns_tcp_queries: Arc<AtomicUsize>,
 }
 
 impl Remote {
@@ -76,21 +85,24 @@ impl Remote {
         ns.sysctl("net.core.somaxconn", &HOLD_BACKLOG.to_string());
         ns.sysctl("net.ipv4.tcp_max_syn_backlog", &HOLD_BACKLOG.to_string());
         let stop = Arc::new(AtomicBool::new(false));
-        let (udp, dns, tcp, hold, half) = ns.run(|| {
+        let (udp, dns, tcp, hold, half, dns_tcp) = ns.run(|| {
             (
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT)).unwrap(),
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
                 TcpListener::bind(SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT)).unwrap(),
                 hold_listener(),
                 TcpListener::bind(SocketAddrV4::new(REMOTE_IP, HALF_CLOSE_PORT)).unwrap(),
+                TcpListener::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
             )
         });
+        let dns_tcp_queries = Arc::new(AtomicUsize::new(0));
         let half_close_received = Arc::new(Mutex::new(Vec::new()));
         let threads = vec![
             spawn_udp(udp, stop.clone(), |query| Some(query.to_vec())),
             spawn_udp(dns, stop.clone(), dns_answer),
             spawn_tcp_echo(tcp, stop.clone()),
             spawn_half_close(half, stop.clone(), half_close_received.clone()),
+            spawn_dns_tcp(dns_tcp, stop.clone(), dns_tcp_queries.clone()),
         ];
         Remote {
             ns,
@@ -98,7 +110,13 @@ impl Remote {
             threads,
             _hold: hold,
             half_close_received,
+            dns_tcp_queries,
         }
+    }
+
+    /// Queries the DNS server answered over TCP so far.
+    pub fn dns_tcp_queries(&self) -> usize {
+        self.dns_tcp_queries.load(Ordering::Relaxed)
     }
 
     /// What each finished connection to [`HALF_CLOSE_PORT`] brought, in
@@ -213,9 +231,38 @@ fn spawn_half_close(
     })
 }
 
-/// The tiny DNS server: every A question gets [`DNS_ANSWER`] (raw bytes:
-/// the question copied, one answer pointing back at its name).
+/// The tiny DNS server over UDP: every A question gets [`DNS_ANSWER`];
+/// names under `big.` get a truncated answer ([`BIG_ANSWERS`]).
 fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query_name(query)?.starts_with("big.") {
+        return answer_with(query, &[], true);
+    }
+    answer_with(query, &[DNS_ANSWER], false)
+}
+
+/// The same server over TCP: nothing is truncated.
+fn dns_answer_tcp(query: &[u8]) -> Option<Vec<u8>> {
+    if query_name(query)?.starts_with("big.") {
+        return answer_with(query, &BIG_ANSWERS, false);
+    }
+    answer_with(query, &[DNS_ANSWER], false)
+}
+
+/// The question's name, dotted.
+fn query_name(query: &[u8]) -> Option<String> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while *query.get(at)? != 0 {
+        let len = usize::from(query[at]);
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).into_owned());
+        at += len + 1;
+    }
+    Some(labels.join(".") + ".")
+}
+
+/// An answer in raw bytes: the question copied, one record per address,
+/// each pointing back at the question's name; TC set if `truncated`.
+fn answer_with(query: &[u8], addresses: &[Ipv4Addr], truncated: bool) -> Option<Vec<u8>> {
     if query.len() < 12 {
         return None;
     }
@@ -225,12 +272,58 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
     }
     let question_end = end + 5;
     let mut reply = query.get(..question_end)?.to_vec();
-    reply[2] = 0x81; // QR, RD
+    reply[2] = if truncated { 0x83 } else { 0x81 }; // QR, (TC,) RD
     reply[3] = 0x80; // RA, NOERROR
-    reply[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-    reply.extend_from_slice(&DNS_ANSWER.octets());
+    let count = u16::try_from(addresses.len()).ok()?.to_be_bytes();
+    reply[6..12].copy_from_slice(&[count[0], count[1], 0, 0, 0, 0]);
+    for address in addresses {
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&address.octets());
+    }
     Some(reply)
+}
+
+/// The DNS server over TCP: length-prefixed queries, one thread per
+/// connection, answers until the client closes; counts the queries.
+fn spawn_dns_tcp(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let queries = queries.clone();
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    std::thread::spawn(move || {
+                        let mut len = [0u8; 2];
+                        while stream.read_exact(&mut len).is_ok() {
+                            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if stream.read_exact(&mut query).is_err() {
+                                return;
+                            }
+                            queries.fetch_add(1, Ordering::Relaxed);
+                            let Some(answer) = dns_answer_tcp(&query) else {
+                                return;
+                            };
+                            let mut framed =
+                                u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
+                            framed.extend_from_slice(&answer);
+                            if stream.write_all(&framed).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
 }
 
 /// A DNS query for `name`'s A record with id `id`.

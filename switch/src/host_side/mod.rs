@@ -14,6 +14,7 @@
 //! readiness is edge-triggered.
 
 mod dns_tcp;
+mod dns_upstream;
 mod published;
 mod setup;
 mod tcp;
@@ -73,6 +74,8 @@ pub struct ServicesReport {
     pub flows_now: usize,
     pub flows: FlowStats,
     pub frames: ServicesStats,
+    /// What the DNS forwarder did (UDP and TCP upstream).
+    pub dns_forwarder: crate::dns::ForwarderStats,
     /// Host sockets that could not be opened or used.
     pub socket_errors: u64,
 }
@@ -102,6 +105,8 @@ pub struct HostSide {
     dns: Option<HostDatagram>,
     /// DNS over TCP at the gateway's port 53.
     dns_tcp: dns_tcp::DnsTcp,
+    /// Forwarded DNS queries over TCP to the upstreams.
+    dns_upstreams: dns_upstream::DnsUpstreams,
     echo_kind: Option<EchoKind>,
     /// The next identifier for a raw ping socket.
     next_ident: u16,
@@ -147,6 +152,7 @@ impl HostSide {
             next_token: FIRST_FLOW_TOKEN,
             dns: Some(dns),
             dns_tcp: dns_tcp::DnsTcp::default(),
+            dns_upstreams: dns_upstream::DnsUpstreams::default(),
             echo_kind: EchoKind::probe(),
             next_ident: 1,
             gateway_ip,
@@ -178,6 +184,7 @@ impl HostSide {
             flows_now: self.services.flows().len(),
             flows: *self.services.flows().stats(),
             frames: *self.services.stats(),
+            dns_forwarder: *self.services.forwarder().stats(),
             socket_errors: self.socket_errors,
         }
     }
@@ -247,16 +254,21 @@ impl HostSide {
     /// Runs the flow and DNS timers.
     pub fn timers(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
         self.services.timers(now, &mut self.pending);
+        self.dns_upstream_expire(now);
         self.run(now, gateway);
         frames.append(&mut self.frames);
     }
 
     /// When [`HostSide::timers`] next has work.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        [self.services.next_deadline(), self.next_sweep()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.services.next_deadline(),
+            self.next_sweep(),
+            self.dns_upstreams.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A registered socket is ready.
@@ -269,7 +281,9 @@ impl HostSide {
     ) {
         let token = event.token();
         if token == DNS_TOKEN {
-            self.read_dns();
+            self.read_dns(now);
+        } else if self.dns_upstreams.owns(token) {
+            self.dns_upstream_ready(now, token);
         } else if self.listeners.contains_key(&token) {
             self.published_ready(now, token);
         } else if let Some(&key) = self.by_token.get(&token) {
@@ -285,13 +299,13 @@ impl HostSide {
         frames.append(&mut self.frames);
     }
 
-    fn read_dns(&mut self) {
+    fn read_dns(&mut self, now: Instant) {
         let Some(dns) = &self.dns else { return };
         loop {
             match dns.recv_from(&mut self.scratch) {
                 Ok((n, from)) => {
                     self.services
-                        .dns_reply(from, &self.scratch[..n], &mut self.pending)
+                        .dns_reply(now, from, &self.scratch[..n], &mut self.pending)
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 // WouldBlock, or an ICMP error for an earlier query (the
@@ -395,7 +409,14 @@ impl HostSide {
                 };
                 self.after_send(now, key, sent);
             }
-            HostCommand::SendDns { upstream, bytes } => {
+            HostCommand::SendDns {
+                upstream,
+                bytes,
+                tcp: true,
+            } => self.dns_upstream_send(now, upstream, &bytes),
+            HostCommand::SendDns {
+                upstream, bytes, ..
+            } => {
                 if let Some(dns) = &self.dns
                     && dns.send_to(&bytes, upstream).is_err()
                 {
@@ -479,7 +500,7 @@ impl HostSide {
 
     /// Host sockets open now (for the descriptor-count tests).
     pub fn open_sockets(&self) -> usize {
-        self.sockets.len() + self.tcp.len()
+        self.sockets.len() + self.tcp.len() + self.dns_upstreams.len()
     }
 
     /// Containers' DNS over TCP connections open now.

@@ -16,8 +16,9 @@
 //!   frames again; SERVFAIL when every upstream stayed silent.
 //! - **DNS over TCP**: the I/O side cuts the connection's stream into
 //!   messages and hands each to [`Services::dns_tcp_query`]; answers, local
-//!   or forwarded (over UDP, as the UDP queries), come out as
-//!   [`Output::DnsTcp`] for that connection.
+//!   or forwarded (over TCP to the upstream), come out as
+//!   [`Output::DnsTcp`] for that connection. A truncated UDP answer from
+//!   an upstream is asked again over TCP.
 //! - **UDP and ping flows**: the first datagram opens the flow
 //!   ([`HostCommand::Connect`]) and is sent once the socket is up; host
 //!   datagrams become frames from the remote's address; path errors become
@@ -556,6 +557,7 @@ impl Services {
                 Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns {
                     upstream: query.upstream,
                     bytes: query.bytes,
+                    tcp: query.tcp,
                 })),
                 Expired::GiveUp(reply) => {
                     if let SocketAddr::V4(client) = reply.client {

@@ -214,7 +214,12 @@ fn other_names_go_upstream_and_come_back_or_fail_after_the_timeout() {
     let mut out = Vec::new();
     let frame = udp_frame(5555, SocketAddrV4::new(GW, 53), &query(9, "example.com."));
     s.frame(at(0), &frame, 0x2222, &mut out);
-    let [Output::Host(HostCommand::SendDns { upstream, bytes })] = out.as_slice() else {
+    let [
+        Output::Host(HostCommand::SendDns {
+            upstream, bytes, ..
+        }),
+    ] = out.as_slice()
+    else {
         panic!("expected a forwarded query: {out:?}");
     };
     assert_eq!(*upstream, UPSTREAM.parse::<SocketAddr>().unwrap());
@@ -229,7 +234,12 @@ fn other_names_go_upstream_and_come_back_or_fail_after_the_timeout() {
         RData::A(A(Ipv4Addr::new(192, 0, 2, 80))),
     ));
     let mut back = Vec::new();
-    s.dns_reply(*upstream, &answer.to_vec().unwrap(), &mut back);
+    s.dns_reply(
+        Instant::ZERO,
+        *upstream,
+        &answer.to_vec().unwrap(),
+        &mut back,
+    );
     let (_, dst, payload) = udp_of(&to_container(&back[0]));
     assert_eq!(dst, SocketAddrV4::new(HOST, 5555));
     assert_eq!(Message::from_vec(&payload).unwrap().metadata.id, 9);
@@ -639,14 +649,24 @@ fn dns_over_tcp_answers_on_the_connection_locally_forwarded_or_after_the_timeout
     // (not as a datagram to the same endpoint).
     let mut out = Vec::new();
     s.dns_tcp_query(at(0), client, &query(2, "example.com."), 0x2222, &mut out);
-    let [Output::Host(HostCommand::SendDns { upstream, bytes })] = out.as_slice() else {
+    let [
+        Output::Host(HostCommand::SendDns {
+            upstream, bytes, ..
+        }),
+    ] = out.as_slice()
+    else {
         panic!("expected a forwarded query: {out:?}");
     };
     let sent = Message::from_vec(bytes).unwrap();
     let mut reply = Message::response(sent.metadata.id, OpCode::Query);
     reply.add_queries(sent.queries.clone());
     let mut back = Vec::new();
-    s.dns_reply(*upstream, &reply.to_vec().unwrap(), &mut back);
+    s.dns_reply(
+        Instant::ZERO,
+        *upstream,
+        &reply.to_vec().unwrap(),
+        &mut back,
+    );
     assert_eq!(tcp_answer(&back).metadata.id, 2);
 
     // Nobody answers: SERVFAIL on the connection after the timeout.
@@ -662,13 +682,23 @@ fn dns_over_tcp_answers_on_the_connection_locally_forwarded_or_after_the_timeout
     let mut out = Vec::new();
     let frame = udp_frame(40000, SocketAddrV4::new(GW, 53), &query(4, "example.org."));
     s.frame(at(20), &frame, 0x4444, &mut out);
-    let [Output::Host(HostCommand::SendDns { upstream, bytes })] = out.as_slice() else {
+    let [
+        Output::Host(HostCommand::SendDns {
+            upstream, bytes, ..
+        }),
+    ] = out.as_slice()
+    else {
         panic!("expected a forwarded query: {out:?}");
     };
     let sent = Message::from_vec(bytes).unwrap();
     let mut reply = Message::response(sent.metadata.id, OpCode::Query);
     reply.add_queries(sent.queries.clone());
     let mut back = Vec::new();
-    s.dns_reply(*upstream, &reply.to_vec().unwrap(), &mut back);
+    s.dns_reply(
+        Instant::ZERO,
+        *upstream,
+        &reply.to_vec().unwrap(),
+        &mut back,
+    );
     assert!(matches!(back.as_slice(), [Output::Frame(_)]), "{back:?}");
 }
