@@ -45,6 +45,8 @@
 mod dns;
 mod frames;
 mod io;
+mod published;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -61,8 +63,10 @@ use crate::mac::MacAddr;
 use crate::time::Instant;
 
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
-use frames::{ip_packet, source_of};
+use frames::{ip_packet, source_of, tcp_seq_span};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
+pub use window::MAX_STACK_WINDOW;
+use window::{SeqCheck, SeqWindows};
 
 /// The DNS port the gateway serves.
 const DNS_PORT: u16 = 53;
@@ -105,6 +109,12 @@ pub struct ServicesStats {
     pub not_for_us: u64,
     /// Frames cut short or with bad checksums.
     pub malformed: u64,
+    /// TCP segments with invalid flags (SYN with FIN or RST, ...), options
+    /// or ports (0).
+    pub invalid_tcp: u64,
+    /// TCP segments of open flows certainly outside the gateway's receive
+    /// window (see `services/window.rs`).
+    pub out_of_window: u64,
     /// Frames from outside the subnet.
     pub foreign_source: u64,
     /// Fragments (not translated).
@@ -156,6 +166,8 @@ pub struct Services {
     /// while smoltcp's socket is still in `SynReceived` sends it back to
     /// `Listen`, which the relay could not tell from a SYN not yet taken.
     stack_resets: HashSet<FlowKey>,
+    /// The containers' sequence numbers, per TCP flow.
+    windows: SeqWindows,
     stats: ServicesStats,
 }
 
@@ -171,6 +183,7 @@ impl Services {
             tcp_dns_waiting: HashMap::new(),
             stack_flows: HashSet::new(),
             stack_resets: HashSet::new(),
+            windows: SeqWindows::default(),
             stats: ServicesStats::default(),
             config,
         }
@@ -288,6 +301,7 @@ impl Services {
         let counter = match reason {
             IgnoreReason::NotForUs => &mut self.stats.not_for_us,
             IgnoreReason::Malformed => &mut self.stats.malformed,
+            IgnoreReason::InvalidTcp => &mut self.stats.invalid_tcp,
             IgnoreReason::ForeignSource => &mut self.stats.foreign_source,
             IgnoreReason::Fragment => &mut self.stats.fragments,
             IgnoreReason::Unsupported => &mut self.stats.unsupported,
@@ -317,6 +331,12 @@ impl Services {
             // published port's connection the stack is opening (the
             // container's SYN-ACK).
             if !flow.is_connecting() || flow.origin() == Origin::Inbound {
+                if let Some((seq, len)) = tcp_seq_span(frame)
+                    && self.windows.check(key, seq, len) == SeqCheck::OutOfWindow
+                {
+                    self.stats.out_of_window += 1;
+                    return Verdict::Dropped;
+                }
                 self.flows
                     .count_packet(key, crate::flows::PacketWay::FromContainer);
                 self.stack_flows.insert(key);
@@ -345,6 +365,9 @@ impl Services {
         match self.flows.open(now, key) {
             Ok(Admission::Opened(actions)) => {
                 self.lingering.remove(&key);
+                if let Some((isn, _)) = tcp_seq_span(frame) {
+                    self.windows.start(key, isn);
+                }
                 self.held.insert(
                     key,
                     Held {
@@ -393,54 +416,6 @@ impl Services {
             self.carry_out(key, actions, out);
         } else if step.relay {
             out.push(Output::Host(send_command(key, seq_no, payload)));
-        }
-    }
-
-    /// A client connected to a published TCP port: `container` is the
-    /// container's address and published port, `client` the client's
-    /// endpoint. On `false` the caller closes the client's socket (a limit
-    /// refused it, counted).
-    pub fn published_connection(
-        &mut self,
-        now: Instant,
-        container: SocketAddrV4,
-        client: SocketAddrV4,
-        out: &mut Vec<Output>,
-    ) -> bool {
-        let key = FlowKey::tcp(container, client);
-        match self.flows.open_inbound(now, key) {
-            Ok(Admission::Opened(actions)) => {
-                self.lingering.remove(&key);
-                self.carry_out(key, actions, out);
-                true
-            }
-            Ok(Admission::Existing | Admission::Invalid) | Err(_) => false,
-        }
-    }
-
-    /// A client's datagram to a published UDP port: sent to the container
-    /// from the client's own address. The container's answers come back
-    /// through [`Services::frame`] as [`HostCommand::Send`] for the flow,
-    /// which the I/O side sends from the published socket to the client.
-    pub fn published_datagram(
-        &mut self,
-        now: Instant,
-        container: SocketAddrV4,
-        client: SocketAddrV4,
-        payload: &[u8],
-        out: &mut Vec<Output>,
-    ) {
-        let key = FlowKey::udp(container, client);
-        if !matches!(
-            self.flows.open_inbound(now, key),
-            Ok(Admission::Opened(_) | Admission::Existing)
-        ) {
-            return;
-        }
-        let step = self.flows.udp(now, key, UdpEvent::FromHost(payload.len()));
-        if step.relay {
-            let packet = udp_packet(client, container, payload);
-            self.send_packet(*container.ip(), packet, out);
         }
     }
 
@@ -615,6 +590,7 @@ impl Services {
                 }
                 Action::ResetHost => out.push(Output::Host(HostCommand::Reset(key))),
                 Action::Release(_) => {
+                    self.windows.forget(&key);
                     // No held SYN left: the stack has a socket for the flow,
                     // which lingers until it has closed.
                     let handed_to_stack = self.held.remove(&key).is_none();
