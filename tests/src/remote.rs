@@ -51,8 +51,8 @@ pub struct Remote {
     pub ns: Netns,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// The listener of [`HOLD_PORT`].
-    _hold: socket2::Socket,
+    /// The listener of [`HOLD_PORT`] (until [`Remote::close_hold_port`]).
+    hold: Option<socket2::Socket>,
     half_close_received: Arc<Mutex<Vec<usize>>>,
     dns_tcp_queries: Arc<AtomicUsize>,
 }
@@ -108,10 +108,16 @@ impl Remote {
             ns,
             stop,
             threads,
-            _hold: hold,
+            hold: Some(hold),
             half_close_received,
             dns_tcp_queries,
         }
+    }
+
+    /// Closes the listener of [`HOLD_PORT`]: the kernel resets every
+    /// connection still waiting in its accept queue.
+    pub fn close_hold_port(&mut self) {
+        self.hold = None;
     }
 
     /// Queries the DNS server answered over TCP so far.

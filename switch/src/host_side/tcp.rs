@@ -23,9 +23,11 @@ use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
 
 /// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
-/// scaling is on; the memory per idle flow is the open question of
-/// `flows/mod.rs` (step 3).
+/// scaling is on. An idle flow costs only the pages its bytes touched
+/// (`ports::heap`).
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
+// The services' window check assumes no stack socket offers more.
+const _: () = assert!(STACK_BUFFER <= crate::services::MAX_STACK_WINDOW as usize);
 /// How often every TCP flow is visited even without news (see
 /// [`HostSide::pump_active`]).
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
