@@ -34,7 +34,7 @@ impl Services {
 
     /// A client's datagram to a published UDP port: sent to the container
     /// from the client's own address. The container's answers come back
-    /// through [`Services::frame`] as [`HostCommand::Send`] for the flow,
+    /// through [`Services::frame`] as [`super::HostCommand::Send`] for the flow,
     /// which the I/O side sends from the published socket to the client.
     pub fn published_datagram(
         &mut self,
