@@ -266,7 +266,7 @@ fn a_syn_flood_from_one_container_leaves_the_others_transfer_intact() {
 /// 100,000 short connections, if the machine gets through them within
 /// [`SHORT_TIME`]; see the comment in the test for why both bounds.
 const SHORT_CONNECTIONS: usize = 100_000;
-const SHORT_TIME: Duration = Duration::from_secs(40);
+const SHORT_TIME: Duration = Duration::from_secs(55);
 /// Growth of the switch's resident memory allowed across the run.
 const SHORT_GROWTH_KIB: u64 = 16 * 1024;
 
@@ -306,9 +306,11 @@ fn short_connections_give_back_descriptors_and_memory() {
     assert!(wait_until(Duration::from_secs(10), || flows_now(&switch) == 0));
     let (rss_before, fds_before) = (rss_kib(&switch), fds(&switch));
 
-    // 100,000 go through in about 60-100 s on a loaded 2-CPU machine in a
-    // debug build, more than CI's budget for one test: the run stops at
-    // whichever comes first, the count or the time, and what it asserts
+    // 100,000 take about 50 s here (a debug build on a 2-CPU machine
+    // shared with other work: about 2,000 a second, the same as a release
+    // build, so the switch is not what limits the pace); a busier machine
+    // would take longer than a test should. The run stops at whichever
+    // comes first, the count or the time, and what it asserts
     // (descriptors and memory back to the baseline) holds for any count.
     let started = Instant::now();
     let until = started + SHORT_TIME;
