@@ -11,6 +11,7 @@ pub(crate) mod eventfd;
 pub(crate) mod heap;
 pub(crate) mod namespace;
 pub(crate) mod packet;
+pub(crate) mod rlimit;
 pub(crate) mod tun;
 
 use std::ffi::CString;

@@ -44,8 +44,8 @@ pub struct FlowLimits {
 }
 
 /// 16 Ki flows: the 10,000 concurrent idle flows fit with room to
-/// spare; each holds a descriptor, so `serve` must raise its soft
-/// `RLIMIT_NOFILE` (1024 by default) towards the hard limit first.
+/// spare; each holds a descriptor, so the gateway raises its soft
+/// `RLIMIT_NOFILE` (1024 by default) to the hard limit when it starts.
 pub const DEFAULT_MAX_FLOWS: usize = 16 * 1024;
 /// A quarter of the table: four busy containers can share it.
 pub const DEFAULT_MAX_FLOWS_PER_CONTAINER: usize = 4 * 1024;

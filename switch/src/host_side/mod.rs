@@ -130,6 +130,15 @@ impl HostSide {
         if !ports::heap::map_large_blocks() {
             log::debug!("gateway: the heap's mmap threshold stays the allocator's own");
         }
+        // Each flow holds a host socket: the default soft limit (1,024)
+        // would refuse flows long before the flow table's bounds.
+        match ports::host_socket::raise_descriptor_limit() {
+            Ok(limit) if limit < crate::flows::limits::DEFAULT_MAX_FLOWS as u64 => {
+                log::warn!("gateway: at most {limit} open descriptors: flows past that are refused")
+            }
+            Ok(_) => {}
+            Err(err) => log::warn!("gateway: cannot raise the descriptor limit: {err}"),
+        }
         let dns = HostDatagram::bind_any()?;
         registry.register(
             &mut SourceFd(&dns.as_raw_fd()),
