@@ -270,10 +270,13 @@ impl HostSide {
 
     /// When [`HostSide::timers`] next has work.
     pub fn next_deadline(&mut self) -> Option<Instant> {
+        // Flows left for the relay's next round: no sleep.
+        let relay = (!self.active.is_empty()).then_some(Instant::ZERO);
         [
             self.services.next_deadline(),
             self.next_sweep(),
             self.dns_upstreams.next_deadline(),
+            relay,
         ]
         .into_iter()
         .flatten()

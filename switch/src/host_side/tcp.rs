@@ -159,13 +159,7 @@ impl HostSide {
     /// Carries out a command for the container side.
     pub(super) fn stack_command(&mut self, command: StackCommand, gateway: &mut Gateway) {
         // The socket changes at the next poll: the relay looks after it.
-        match &command {
-            StackCommand::Accept { key, .. } => self.active.insert(*key),
-            StackCommand::Connect(key)
-            | StackCommand::Abort(key)
-            | StackCommand::CloseWrite(key)
-            | StackCommand::Forget(key) => self.active.insert(*key),
-        };
+        self.active.insert(command.key());
         match command {
             StackCommand::Accept { key, syn } => {
                 let Some(conn) = self.tcp.get_mut(&key) else {
@@ -285,9 +279,12 @@ impl HostSide {
             let progress = self.pump_once(now, key, gateway);
             self.run(now, gateway);
             if !progress {
-                break;
+                return;
             }
         }
+        // Still moving when its rounds ran out: its turn comes again in the
+        // next round (an edge-triggered socket may not say so again).
+        self.active.insert(key);
     }
 
     /// One round of the relay; true if anything moved.

@@ -72,6 +72,19 @@ pub enum StackCommand {
     Forget(FlowKey),
 }
 
+impl StackCommand {
+    /// The flow the command is for.
+    pub fn key(&self) -> FlowKey {
+        match self {
+            StackCommand::Accept { key, .. }
+            | StackCommand::Connect(key)
+            | StackCommand::Abort(key)
+            | StackCommand::CloseWrite(key)
+            | StackCommand::Forget(key) => *key,
+        }
+    }
+}
+
 /// What a host socket reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostEvent<'a> {
