@@ -166,6 +166,9 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
         grown * 1024 / opened as u64,
         fds(&switch)
     );
+    // `tapswitch flows` lists them all (a reply of some megabytes).
+    let listed = switch.call(r#"{"cmd":"flows"}"#).expect("flows");
+    assert_eq!(listed.as_array().map(Vec::len), Some(opened));
     assert!(
         grown < IDLE_BUDGET_KIB,
         "{opened} idle flows took {grown} KiB, over the {IDLE_BUDGET_KIB} KiB budget"
