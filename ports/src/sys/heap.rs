@@ -23,3 +23,22 @@ pub(crate) fn set_mmap_threshold(bytes: usize) -> bool {
         false
     }
 }
+
+/// Sets glibc's trim threshold to `bytes`: free memory at the top of the
+/// heap beyond it goes back to the kernel. False where the C library is
+/// not glibc, or if glibc refused.
+pub(crate) fn set_trim_threshold(bytes: usize) -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        let Ok(bytes) = libc::c_int::try_from(bytes) else {
+            return false;
+        };
+        // SAFETY: as for `set_mmap_threshold`.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, bytes) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = bytes;
+        false
+    }
+}

@@ -127,7 +127,9 @@ impl HostSide {
     pub fn new(config: ServicesConfig, registry: Registry, loopback: bool) -> io::Result<HostSide> {
         // Flows' stack buffers cost only the pages their bytes touched, and
         // ended flows give them back (see `ports::heap`).
-        if !ports::heap::map_large_blocks() {
+        // `TAPSWITCH_NO_HEAP_PIN` keeps the allocator's own policy, to
+        // measure what the pin costs (docs/PERFORMANCE.md, "Gateway limits").
+        if std::env::var_os("TAPSWITCH_NO_HEAP_PIN").is_none() && !ports::heap::map_large_blocks() {
             log::debug!("gateway: the heap's mmap threshold stays the allocator's own");
         }
         // Each flow holds a host socket: the default soft limit (1,024)

@@ -23,11 +23,17 @@ use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
 
 /// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
-/// scaling is on. An idle flow costs only the pages its bytes touched
-/// (`ports::heap`).
+/// scaling is on; at least `ports::heap::LARGE_BLOCK`, so each buffer is a
+/// mapping of its own and an idle flow costs only the pages its bytes
+/// touched.
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
 // The services' window check assumes no stack socket offers more.
 const _: () = assert!(STACK_BUFFER <= crate::services::MAX_STACK_WINDOW as usize);
+const _: () = assert!(STACK_BUFFER >= ports::heap::LARGE_BLOCK);
+// Relay buffers stay in the heap's arena (see `ports::heap`), the block's
+// header included.
+const _: () =
+    assert!(crate::flows::limits::DEFAULT_BUFFER_BYTES + 4096 <= ports::heap::LARGE_BLOCK);
 /// How often every TCP flow is visited even without news (see
 /// [`HostSide::pump_active`]).
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
