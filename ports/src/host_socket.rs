@@ -26,6 +26,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// (1,024 soft by default, where every translated flow holds one host
+/// socket); returns the limit now in force.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    crate::sys::rlimit::raise_nofile()
+}
+
 /// ICMP echo request and reply types (RFC 792).
 const ECHO_REQUEST: u8 = 8;
 const ECHO_REPLY: u8 = 0;
@@ -441,5 +448,21 @@ mod tests {
         });
         assert_eq!(reply.seq_no, 7);
         assert_eq!(&buf[reply.data.0..reply.data.1], b"tapswitch");
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+        let hard = std::fs::read_to_string("/proc/self/limits")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .expect("Max open files in /proc/self/limits");
+        let now = raise_descriptor_limit().unwrap();
+        if hard != "unlimited" {
+            assert_eq!(now, hard.parse::<u64>().unwrap());
+        }
+        // Twice is the same.
+        assert_eq!(raise_descriptor_limit().unwrap(), now);
     }
 }

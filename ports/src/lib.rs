@@ -33,6 +33,7 @@ pub mod capture;
 pub mod coalesce;
 pub mod cpu;
 mod fd_tx;
+pub mod heap;
 pub mod host_socket;
 mod kernel;
 pub mod memory;

@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::netns::Netns;
@@ -19,8 +19,34 @@ pub const DNS_PORT: u16 = 5353;
 pub const TCP_ECHO_PORT: u16 = 7008;
 /// A TCP port nobody listens on (connects are refused).
 pub const CLOSED_PORT: u16 = 7009;
+/// A TCP port whose listener never accepts: connections wait, established,
+/// in its accept queue (sized for thousands), so a test can hold many idle
+/// flows without a descriptor per connection on the remote side.
+pub const HOLD_PORT: u16 = 7010;
+/// An address on the remote's route that nobody has: the remote namespace
+/// does not forward, so SYNs to it vanish and connects hang (a black hole).
+pub const BLACK_HOLE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+/// A TCP server that closes first: it sends [`HALF_CLOSE_GREETING`], shuts
+/// its sending half, then reads until the client closes and records how
+/// many bytes came ([`Remote::half_close_received`]).
+pub const HALF_CLOSE_PORT: u16 = 7011;
+pub const HALF_CLOSE_GREETING: &[u8] = b"closing my half first\n";
+/// How long a server's accept loop naps when nobody is waiting (it checks
+/// its stop flag in between): short, so a test of many short connections
+/// measures the switch rather than this nap.
+const ACCEPT_NAP: Duration = Duration::from_millis(1);
+/// The accept queue of [`HOLD_PORT`].
+const HOLD_BACKLOG: i32 = 65_535;
 /// What the DNS server answers for every A question.
 pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+/// Names under `big.` are answered with these three addresses over TCP;
+/// over UDP the answer is truncated (TC set, no records), so a resolver
+/// must ask again over TCP. The DNS server listens on TCP [`DNS_PORT`] too.
+pub const BIG_ANSWERS: [Ipv4Addr; 3] = [
+    DNS_ANSWER,
+    Ipv4Addr::new(203, 0, 113, 10),
+    Ipv4Addr::new(203, 0, 113, 11),
+];
 
 /// The remote namespace and its servers; dropping it stops them and
 /// removes the namespace.
@@ -29,6 +55,10 @@ pub struct Remote {
     pub ns: Netns,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The listener of [`HOLD_PORT`] (until [`Remote::close_hold_port`]).
+    hold: Option<socket2::Socket>,
+    half_close_received: Arc<Mutex<Vec<usize>>>,
+    dns_tcp_queries: Arc<AtomicUsize>,
 }
 
 impl Remote {
@@ -56,21 +86,69 @@ impl Remote {
         switch_ns.ip(&["addr", "add", "10.201.0.1/24", "dev", "uplink"]);
         switch_ns.ip(&["link", "set", "uplink", "up"]);
         switch_ns.ip(&["route", "add", "198.51.100.0/24", "via", "10.201.0.2"]);
+        ns.sysctl("net.core.somaxconn", &HOLD_BACKLOG.to_string());
+        ns.sysctl("net.ipv4.tcp_max_syn_backlog", &HOLD_BACKLOG.to_string());
         let stop = Arc::new(AtomicBool::new(false));
-        let (udp, dns, tcp) = ns.run(|| {
+        let (udp, dns, tcp, hold, half, dns_tcp) = ns.run(|| {
             (
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, UDP_ECHO_PORT)).unwrap(),
                 UdpSocket::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
                 TcpListener::bind(SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT)).unwrap(),
+                hold_listener(),
+                TcpListener::bind(SocketAddrV4::new(REMOTE_IP, HALF_CLOSE_PORT)).unwrap(),
+                TcpListener::bind(SocketAddrV4::new(REMOTE_IP, DNS_PORT)).unwrap(),
             )
         });
+        let dns_tcp_queries = Arc::new(AtomicUsize::new(0));
+        let half_close_received = Arc::new(Mutex::new(Vec::new()));
         let threads = vec![
             spawn_udp(udp, stop.clone(), |query| Some(query.to_vec())),
             spawn_udp(dns, stop.clone(), dns_answer),
             spawn_tcp_echo(tcp, stop.clone()),
+            spawn_half_close(half, stop.clone(), half_close_received.clone()),
+            spawn_dns_tcp(dns_tcp, stop.clone(), dns_tcp_queries.clone()),
         ];
-        Remote { ns, stop, threads }
+        Remote {
+            ns,
+            stop,
+            threads,
+            hold: Some(hold),
+            half_close_received,
+            dns_tcp_queries,
+        }
     }
+
+    /// Closes the listener of [`HOLD_PORT`]: the kernel resets every
+    /// connection still waiting in its accept queue.
+    pub fn close_hold_port(&mut self) {
+        self.hold = None;
+    }
+
+    /// Queries the DNS server answered over TCP so far.
+    pub fn dns_tcp_queries(&self) -> usize {
+        self.dns_tcp_queries.load(Ordering::Relaxed)
+    }
+
+    /// What each finished connection to [`HALF_CLOSE_PORT`] brought, in
+    /// the order they finished.
+    pub fn half_close_received(&self) -> Vec<usize> {
+        self.half_close_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The listener of [`HOLD_PORT`] (std's listeners have a fixed backlog).
+fn hold_listener() -> socket2::Socket {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&SockAddr::from(SocketAddrV4::new(REMOTE_IP, HOLD_PORT)))
+        .unwrap();
+    socket.listen(HOLD_BACKLOG).unwrap();
+    socket
 }
 
 impl Drop for Remote {
@@ -120,15 +198,81 @@ fn spawn_tcp_echo(listener: TcpListener, stop: Arc<AtomicBool>) -> std::thread::
                         }
                     });
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => std::thread::sleep(ACCEPT_NAP),
             }
         }
     })
 }
 
-/// The tiny DNS server: every A question gets [`DNS_ANSWER`] (raw bytes:
-/// the question copied, one answer pointing back at its name).
+/// The server of [`HALF_CLOSE_PORT`].
+fn spawn_half_close(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<usize>>>,
+) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let received = received.clone();
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    std::thread::spawn(move || {
+                        if stream.write_all(HALF_CLOSE_GREETING).is_err()
+                            || stream.shutdown(std::net::Shutdown::Write).is_err()
+                        {
+                            return;
+                        }
+                        let mut sink = Vec::new();
+                        if stream.read_to_end(&mut sink).is_ok() {
+                            received
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(sink.len());
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(ACCEPT_NAP),
+            }
+        }
+    })
+}
+
+/// The tiny DNS server over UDP: every A question gets [`DNS_ANSWER`];
+/// names under `big.` get a truncated answer ([`BIG_ANSWERS`]).
 fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query_name(query)?.starts_with("big.") {
+        return answer_with(query, &[], true);
+    }
+    answer_with(query, &[DNS_ANSWER], false)
+}
+
+/// The same server over TCP: nothing is truncated.
+fn dns_answer_tcp(query: &[u8]) -> Option<Vec<u8>> {
+    if query_name(query)?.starts_with("big.") {
+        return answer_with(query, &BIG_ANSWERS, false);
+    }
+    answer_with(query, &[DNS_ANSWER], false)
+}
+
+/// The question's name, dotted.
+fn query_name(query: &[u8]) -> Option<String> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while *query.get(at)? != 0 {
+        let len = usize::from(query[at]);
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).into_owned());
+        at += len + 1;
+    }
+    Some(labels.join(".") + ".")
+}
+
+/// An answer in raw bytes: the question copied, one record per address,
+/// each pointing back at the question's name; TC set if `truncated`.
+fn answer_with(query: &[u8], addresses: &[Ipv4Addr], truncated: bool) -> Option<Vec<u8>> {
     if query.len() < 12 {
         return None;
     }
@@ -138,12 +282,58 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
     }
     let question_end = end + 5;
     let mut reply = query.get(..question_end)?.to_vec();
-    reply[2] = 0x81; // QR, RD
+    reply[2] = if truncated { 0x83 } else { 0x81 }; // QR, (TC,) RD
     reply[3] = 0x80; // RA, NOERROR
-    reply[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-    reply.extend_from_slice(&DNS_ANSWER.octets());
+    let count = u16::try_from(addresses.len()).ok()?.to_be_bytes();
+    reply[6..12].copy_from_slice(&[count[0], count[1], 0, 0, 0, 0]);
+    for address in addresses {
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&address.octets());
+    }
     Some(reply)
+}
+
+/// The DNS server over TCP: length-prefixed queries, one thread per
+/// connection, answers until the client closes; counts the queries.
+fn spawn_dns_tcp(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let queries = queries.clone();
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    std::thread::spawn(move || {
+                        let mut len = [0u8; 2];
+                        while stream.read_exact(&mut len).is_ok() {
+                            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if stream.read_exact(&mut query).is_err() {
+                                return;
+                            }
+                            queries.fetch_add(1, Ordering::Relaxed);
+                            let Some(answer) = dns_answer_tcp(&query) else {
+                                return;
+                            };
+                            let mut framed =
+                                u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
+                            framed.extend_from_slice(&answer);
+                            if stream.write_all(&framed).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(ACCEPT_NAP),
+            }
+        }
+    })
 }
 
 /// A DNS query for `name`'s A record with id `id`.

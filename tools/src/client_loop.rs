@@ -289,8 +289,11 @@ impl<L: Listener, S: Service> Server<L, S> {
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
             };
+            // Enough unsent: read no more requests until it went, but send
+            // what we can now (the socket is writable already and its
+            // edge-triggered readiness will not say so again).
             if client.output.len() > MAX_UNSENT_BYTES {
-                return;
+                break;
             }
             match client.stream.read(&mut buf) {
                 Ok(0) => {

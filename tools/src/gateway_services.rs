@@ -30,6 +30,11 @@ pub struct ServicesArgs {
     /// expects only the host's own programs.
     #[arg(long)]
     pub allow_host_loopback: bool,
+    /// Seconds a UDP flow may stay idle before its host socket closes
+    /// (default 120, RFC 4787's floor; flows to port 53 keep 30 s unless
+    /// this is shorter), like conntrack's `nf_conntrack_udp_timeout`.
+    #[arg(long = "udp-timeout", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub udp_timeout: Option<u64>,
 }
 
 fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
@@ -48,6 +53,11 @@ pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> 
         upstreams: choose_upstreams(&args.dns_upstreams, &resolv),
         ..ServicesSetup::default()
     };
+    if let Some(secs) = args.udp_timeout {
+        let idle = std::time::Duration::from_secs(secs);
+        setup.limits.udp_idle = idle;
+        setup.limits.udp_dns_idle = setup.limits.udp_dns_idle.min(idle);
+    }
     let Some(state) = network else { return setup };
     if let Ok(network) = state.network(name) {
         setup.outbound &= !network.internal;

@@ -8,8 +8,10 @@
 pub(crate) mod bpf;
 pub(crate) mod cpu;
 pub(crate) mod eventfd;
+pub(crate) mod heap;
 pub(crate) mod namespace;
 pub(crate) mod packet;
+pub(crate) mod rlimit;
 pub(crate) mod tun;
 pub(crate) mod udp_gso;
 

@@ -12,6 +12,14 @@
 //! moves on at once. The table is bounded ([`DEFAULT_MAX_PENDING`]); a
 //! query past the bound is answered SERVFAIL at once.
 //!
+//! **Transports** (RFC 7766). A query that came over UDP goes upstream over
+//! UDP; one that came over TCP goes over TCP ([`Forwarder::forward_tcp`]),
+//! so an answer too large for a datagram still comes whole. An upstream's
+//! UDP answer with the TC bit set is not passed on: the query is asked
+//! again, of the same upstream, over TCP ([`Forwarder::retry_truncated`]).
+//! An answer larger than a UDP client can take (512 bytes, or its EDNS
+//! size) reaches it truncated, TC set, so its resolver asks us over TCP.
+//!
 //! Pure: the random id and the time are arguments.
 
 use std::collections::HashMap;
@@ -44,13 +52,19 @@ struct Pending {
     /// Index into the upstream list.
     upstream: usize,
     deadline: Instant,
+    /// The query goes (or went again) upstream over TCP.
+    upstream_tcp: bool,
+    /// The client asked over TCP (its answer goes back whole).
+    client_tcp: bool,
 }
 
-/// Send `bytes` to `upstream`.
+/// Send `bytes` to `upstream`, over TCP (behind its two-byte length, on a
+/// connection of its own) or as a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub upstream: SocketAddr,
     pub bytes: Vec<u8>,
+    pub tcp: bool,
 }
 
 /// Send `bytes` back to the container at `client`.
@@ -95,6 +109,13 @@ pub struct ForwarderStats {
     /// Upstream messages that matched nothing pending (late, spoofed, from
     /// the wrong server, with another question, undecodable): dropped.
     pub unmatched: u64,
+    /// Queries sent upstream over TCP (first attempts, retries and the
+    /// retries of truncated answers).
+    pub sent_tcp: u64,
+    /// Truncated UDP answers asked again over TCP.
+    pub truncated_retried: u64,
+    /// Answers truncated for a UDP client (larger than it can take).
+    pub truncated_for_client: u64,
 }
 
 /// Forwarded queries in flight.
@@ -147,6 +168,31 @@ impl Forwarder {
         question: Question,
         random_id: u16,
     ) -> Result<Outgoing, NotForwarded> {
+        self.forward_over(now, client, query, question, random_id, false)
+    }
+
+    /// As [`Forwarder::forward`] for a query that came over TCP: it goes
+    /// upstream over TCP, and its answer comes back whole.
+    pub fn forward_tcp(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        query: &[u8],
+        question: Question,
+        random_id: u16,
+    ) -> Result<Outgoing, NotForwarded> {
+        self.forward_over(now, client, query, question, random_id, true)
+    }
+
+    fn forward_over(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        query: &[u8],
+        question: Question,
+        random_id: u16,
+        tcp: bool,
+    ) -> Result<Outgoing, NotForwarded> {
         let Some(client_id) = query.get(..2).map(|id| u16::from_be_bytes([id[0], id[1]])) else {
             return Err(NotForwarded::Malformed);
         };
@@ -177,10 +223,51 @@ impl Forwarder {
                 query: bytes.clone(),
                 upstream: 0,
                 deadline: now + self.attempt_timeout,
+                upstream_tcp: tcp,
+                client_tcp: tcp,
             },
         );
         self.stats.sent += 1;
-        Ok(Outgoing { upstream, bytes })
+        self.stats.sent_tcp += u64::from(tcp);
+        Ok(Outgoing {
+            upstream,
+            bytes,
+            tcp,
+        })
+    }
+
+    /// An upstream's UDP answer with the TC bit set, to a query pending
+    /// over UDP: the same query goes to the same upstream over TCP (the
+    /// answer is not passed on). `None` for any other message, which then
+    /// goes to [`Forwarder::reply`].
+    pub fn retry_truncated(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<Outgoing> {
+        let message = Message::from_vec(bytes).ok()?;
+        if !message.metadata.truncation {
+            return None;
+        }
+        let id = message.metadata.id;
+        let pending = self.pending.get(&id)?;
+        let asked = self.upstreams.get(pending.upstream) == Some(&from);
+        let same_question = matches!(message.queries.as_slice(),
+            [question] if Question::of(question) == pending.question);
+        if pending.upstream_tcp || !asked || !same_question || !is_response(&message) {
+            return None;
+        }
+        let pending = self.pending.get_mut(&id)?;
+        pending.upstream_tcp = true;
+        pending.deadline = now + self.attempt_timeout;
+        self.stats.truncated_retried += 1;
+        self.stats.sent_tcp += 1;
+        Some(Outgoing {
+            upstream: from,
+            bytes: pending.query.clone(),
+            tcp: true,
+        })
     }
 
     /// An upstream's message: the container's reply, if it answers a
@@ -192,6 +279,12 @@ impl Forwarder {
         };
         let mut out = bytes.to_vec();
         out[..2].copy_from_slice(&pending.client_id.to_be_bytes());
+        if !pending.client_tcp
+            && let Some(truncated) = truncate_for_udp(&pending.query, &out)
+        {
+            self.stats.truncated_for_client += 1;
+            out = truncated;
+        }
         self.stats.answered += 1;
         Some(Reply {
             client: pending.client,
@@ -237,10 +330,16 @@ impl Forwarder {
             if let Some(&upstream) = self.upstreams.get(next) {
                 pending.upstream = next;
                 pending.deadline = now + self.attempt_timeout;
+                // A retry after a truncated answer goes over TCP again
+                // only if the client asked over TCP: the next upstream
+                // may answer in one datagram.
+                pending.upstream_tcp = pending.client_tcp;
                 self.stats.retried += 1;
+                self.stats.sent_tcp += u64::from(pending.client_tcp);
                 out.push(Expired::Retry(Outgoing {
                     upstream,
                     bytes: pending.query.clone(),
+                    tcp: pending.client_tcp,
                 }));
             } else if let Some(pending) = self.pending.remove(&id) {
                 self.stats.timed_out += 1;
@@ -258,6 +357,18 @@ impl Forwarder {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.deadline).min()
     }
+}
+
+/// `answer` cut to what the client of `query` takes over UDP (512 bytes,
+/// or the size its EDNS record announces): the header, the question and
+/// the EDNS record, TC set (RFC 1035 4.2.1, RFC 6891 7). `None` when it
+/// fits as it is (or does not decode: passed on as the upstream sent it).
+fn truncate_for_udp(query: &[u8], answer: &[u8]) -> Option<Vec<u8>> {
+    let limit = Message::from_vec(query).map_or(512, |q| q.max_payload());
+    if answer.len() <= usize::from(limit) {
+        return None;
+    }
+    Message::from_vec(answer).ok()?.truncate().to_vec().ok()
 }
 
 /// SERVFAIL for `query`, with the client's id and the question copied when

@@ -3,9 +3,8 @@
 //!
 //! Docker's embedded DNS does this on user-defined networks (not on the
 //! default `bridge`); tapswitch does it on every bridge network, as
-//! aardvark-dns does for Podman. The gateway thread answers UDP at
-//! gateway:53 with it (through [`crate::host_side`]); DNS over TCP is not
-//! served yet (see "Integration" below).
+//! aardvark-dns does for Podman. The gateway thread answers UDP and TCP
+//! at gateway:53 with it (through [`crate::host_side`]).
 //!
 //! - [`names`]: the [`NameTable`] (container names, bare and in
 //!   `tapswitch.internal`; `host.tapswitch.internal` is the gateway).
@@ -45,10 +44,11 @@
 //!    source address. [`Forwarder::expire`] runs with the flow timers.
 //! 3. TCP to gateway:53: a smoltcp listening socket on the gateway's own
 //!    address; [`TcpFramer`] cuts the stream into messages, [`tcp::frame`]
-//!    frames the answers (RFC 1035 4.2.2). Local answers as above; forwarded ones over a TCP
-//!    connection to the upstream (a truncated UDP answer from upstream is
-//!    passed to the container as is, TC bit set, and its resolver retries
-//!    over TCP).
+//!    frames the answers (RFC 1035 4.2.2). Local answers as above; forwarded
+//!    ones over a TCP connection to the upstream ([`Forwarder::forward_tcp`]).
+//!    A truncated UDP answer from an upstream is asked again of it over TCP
+//!    ([`Forwarder::retry_truncated`]); an answer too large for a UDP
+//!    client reaches it truncated, so its resolver retries over TCP.
 //! 4. `container create` writes `/etc/netns/tapswitch-NAME/resolv.conf`
 //!    ([`container_resolv_conf`]: `nameserver <gateway>`, `search
 //!    tapswitch.internal`), and

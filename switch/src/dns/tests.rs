@@ -366,6 +366,7 @@ fn a_silent_upstream_is_given_up_for_the_next_then_servfail() {
     assert_eq!(
         retry,
         vec![Expired::Retry(crate::dns::Outgoing {
+            tcp: false,
             upstream: addr(UPSTREAM_2),
             bytes: out.bytes.clone(),
         })]
@@ -467,4 +468,125 @@ fn every_single_byte_corruption_of_real_messages_is_survived() {
         }
     }
     assert!(responder.stats().queries > 0);
+}
+
+/// The upstream's answer to `sent` with `count` A records.
+fn big_answer(sent: &[u8], count: u8) -> Message {
+    let query = Message::from_vec(sent).unwrap();
+    let mut answer = Message::response(query.metadata.id, OpCode::Query);
+    answer.add_queries(query.queries.clone());
+    let name = query.queries[0].name().clone();
+    for i in 0..count {
+        let ip = Ipv4Addr::new(198, 51, 100, i);
+        answer.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(ip))));
+    }
+    answer
+}
+
+#[test]
+fn a_truncated_udp_answer_is_asked_again_over_tcp_of_the_same_upstream() {
+    let mut fw = forwarder();
+    let original = bytes(&query(0x2222, "big.example.", RecordType::A));
+    let out = fw
+        .forward(
+            Instant::ZERO,
+            addr(CLIENT),
+            &original,
+            question("big.example."),
+            77,
+        )
+        .unwrap();
+    assert!(!out.tcp, "a UDP client's query goes out over UDP first");
+    let mut truncated = Message::from_vec(&upstream_answer(&out.bytes, WEB)).unwrap();
+    truncated.answers.clear();
+    truncated.metadata.truncation = true;
+    let truncated = bytes(&truncated);
+    // From another server, it is nobody's.
+    assert!(
+        fw.retry_truncated(Instant::ZERO, addr(UPSTREAM_2), &truncated)
+            .is_none()
+    );
+    let retry = fw
+        .retry_truncated(Instant::from_secs(1), addr(UPSTREAM_1), &truncated)
+        .expect("asked again over TCP");
+    assert_eq!(retry.upstream, addr(UPSTREAM_1));
+    assert!(retry.tcp);
+    assert_eq!(retry.bytes, out.bytes, "the same query, the same id");
+    // Already over TCP: a second truncated answer is not retried again.
+    assert!(
+        fw.retry_truncated(Instant::from_secs(1), addr(UPSTREAM_1), &truncated)
+            .is_none()
+    );
+    // The attempt timer restarted with the retry.
+    assert_eq!(fw.next_deadline(), Some(Instant::from_secs(3)));
+    // The whole answer over TCP fits the client's 512 bytes: passed whole.
+    let whole = bytes(&big_answer(&out.bytes, 4));
+    let reply = fw.reply(addr(UPSTREAM_1), &whole).unwrap();
+    let decoded = Message::from_vec(&reply.bytes).unwrap();
+    assert_eq!(decoded.metadata.id, 0x2222);
+    assert_eq!(decoded.answers.len(), 4);
+    assert!(!decoded.metadata.truncation);
+    let stats = fw.stats();
+    assert_eq!((stats.truncated_retried, stats.sent_tcp), (1, 1));
+}
+
+#[test]
+fn answers_too_big_for_a_udp_client_are_truncated_and_tcp_clients_get_them_whole() {
+    let mut fw = forwarder();
+    // A UDP client without EDNS takes 512 bytes.
+    let plain = bytes(&query(1, "many.example.", RecordType::A));
+    let out = fw
+        .forward(
+            Instant::ZERO,
+            addr(CLIENT),
+            &plain,
+            question("many.example."),
+            10,
+        )
+        .unwrap();
+    let many = bytes(&big_answer(&out.bytes, 60));
+    assert!(many.len() > 512);
+    let reply = fw.reply(addr(UPSTREAM_1), &many).unwrap();
+    assert!(reply.bytes.len() <= 512);
+    let decoded = Message::from_vec(&reply.bytes).unwrap();
+    assert!(decoded.metadata.truncation, "TC tells it to ask over TCP");
+    assert_eq!(decoded.metadata.id, 1);
+    assert_eq!(decoded.queries.len(), 1);
+    assert!(decoded.answers.is_empty());
+
+    // With EDNS's 4096 bytes the same answer fits.
+    let mut with_edns = query(2, "many.example.", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    with_edns.set_edns(edns);
+    let out = fw
+        .forward(
+            Instant::ZERO,
+            addr(CLIENT),
+            &bytes(&with_edns),
+            question("many.example."),
+            20,
+        )
+        .unwrap();
+    let reply = fw
+        .reply(addr(UPSTREAM_1), &bytes(&big_answer(&out.bytes, 60)))
+        .unwrap();
+    assert_eq!(Message::from_vec(&reply.bytes).unwrap().answers.len(), 60);
+
+    // A TCP client's query goes over TCP and its answer comes whole.
+    let out = fw
+        .forward_tcp(
+            Instant::ZERO,
+            addr(CLIENT),
+            &plain,
+            question("many.example."),
+            30,
+        )
+        .unwrap();
+    assert!(out.tcp);
+    let reply = fw
+        .reply(addr(UPSTREAM_1), &bytes(&big_answer(&out.bytes, 60)))
+        .unwrap();
+    assert_eq!(Message::from_vec(&reply.bytes).unwrap().answers.len(), 60);
+    assert_eq!(fw.stats().truncated_for_client, 1);
 }

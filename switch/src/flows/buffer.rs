@@ -39,6 +39,16 @@ impl RelayBuffer {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
+        // Grow as a Vec does (doubling) but never past the capacity, so a
+        // buffer's block stays under the heap's large-block size (see
+        // `ports::heap`).
+        let needed = self.bytes.len() + take;
+        if needed > self.bytes.capacity() {
+            let target = needed
+                .max(2 * self.bytes.capacity())
+                .min(self.capacity.max(needed));
+            self.bytes.reserve_exact(target - self.bytes.len());
+        }
         self.bytes.extend_from_slice(&data[..take]);
         take
     }
@@ -100,6 +110,11 @@ mod tests {
         assert_eq!(buf.push(b"ld!"), 3);
         assert_eq!(buf.pending(), b"loworld!");
         assert!(buf.allocated() <= 16, "grew to {}", buf.allocated());
+        assert!(
+            buf.allocated() <= 8,
+            "past its capacity: {}",
+            buf.allocated()
+        );
         assert_eq!(buf.consume(100), 8);
         assert!(buf.is_empty());
     }

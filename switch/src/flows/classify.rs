@@ -25,9 +25,10 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol,
-    Ipv4Packet, TcpPacket, UdpPacket,
+    Ipv4Packet, TcpPacket, TcpRepr, UdpPacket,
 };
 
 use crate::flows::key::FlowKey;
@@ -93,6 +94,9 @@ pub enum IgnoreReason {
     NotForUs,
     /// Cut short, or a bad length or checksum.
     Malformed,
+    /// A TCP segment whose flags cannot go together (SYN with FIN or RST),
+    /// with broken options, or from or to port 0.
+    InvalidTcp,
     /// From an address outside the subnet: nobody the gateway serves.
     ForeignSource,
     /// A fragment: only whole datagrams are translated.
@@ -203,6 +207,18 @@ fn classify_routed<'a>(ip: &Ipv4Packet<&'a [u8]>, src: Ipv4Addr, dst: Ipv4Addr) 
             };
             if !tcp.verify_checksum(&src.into(), &dst.into()) {
                 return Ingress::Ignore(IgnoreReason::Malformed);
+            }
+            // What smoltcp would refuse anyway (flags that cannot go
+            // together, broken options, port 0), refused and counted here.
+            if TcpRepr::parse(
+                &tcp,
+                &src.into(),
+                &dst.into(),
+                &ChecksumCapabilities::ignored(),
+            )
+            .is_err()
+            {
+                return Ingress::Ignore(IgnoreReason::InvalidTcp);
             }
             Ingress::Tcp {
                 key: FlowKey::tcp(

@@ -44,8 +44,8 @@ pub struct FlowLimits {
 }
 
 /// 16 Ki flows: the 10,000 concurrent idle flows fit with room to
-/// spare; each holds a descriptor, so `serve` must raise its soft
-/// `RLIMIT_NOFILE` (1024 by default) towards the hard limit first.
+/// spare; each holds a descriptor, so the gateway raises its soft
+/// `RLIMIT_NOFILE` (1024 by default) to the hard limit when it starts.
 pub const DEFAULT_MAX_FLOWS: usize = 16 * 1024;
 /// A quarter of the table: four busy containers can share it.
 pub const DEFAULT_MAX_FLOWS_PER_CONTAINER: usize = 4 * 1024;
@@ -56,8 +56,10 @@ pub const DEFAULT_MAX_PENDING_CONNECTS: usize = 1024;
 /// eighths to the others.
 pub const DEFAULT_MAX_PENDING_CONNECTS_PER_CONTAINER: usize = 128;
 /// Per direction. The container's side (smoltcp) and the host's socket have
-/// buffers of their own; this one only absorbs a partial write.
-pub const DEFAULT_BUFFER_BYTES: usize = 256 * 1024;
+/// buffers of their own; this one only absorbs a partial write. A page
+/// under 256 KiB, so its block stays under the heap's large-block size
+/// (`ports::heap::LARGE_BLOCK`) and is never a mapping of its own.
+pub const DEFAULT_BUFFER_BYTES: usize = 256 * 1024 - 4096;
 /// Longer than Linux's own SYN retries (`tcp_syn_retries` 6: about 127 s),
 /// so the host kernel's `ETIMEDOUT` normally decides; this is a backstop.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(135);

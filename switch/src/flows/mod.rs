@@ -105,16 +105,11 @@
 //!    each socket handle to its flow by `socket.remote_endpoint()`, not by
 //!    creation order. Size the socket's buffers from the network's MTU
 //!    (window scaling on) so a 65520-byte MTU is not throttled by a 64 KiB
-//!    window. **Memory is the open question here**: a smoltcp TCP socket
-//!    takes its receive and send buffers up front and cannot resize them,
-//!    and a page stays resident once data has passed through it. The
-//!    issue's budget (10,000 idle flows under 100 MiB) leaves about 10 KiB
-//!    per flow, against 2 × 64 KiB or more for a fast one. The relay
-//!    buffers here already hold nothing when drained (tested with 10,000
-//!    flows); the smoltcp buffers need a policy, measured against the
-//!    budget: a per-flow size chosen from the network's MTU, or small
-//!    buffers for every flow and the relay buffers here (which grow only
-//!    while bytes wait) absorbing bursts.
+//!    window. **Memory**: smoltcp cannot resize a socket's buffers, so they
+//!    are sized for speed and made cheap by the kernel: with the C heap's
+//!    mmap threshold pinned (`ports::heap`) each buffer is a fresh mapping
+//!    whose pages become resident only when bytes touch them (measured in
+//!    `tests/gateway_limits.rs`: 10,000 idle flows in under 100 MiB).
 //! 4. [`Action::ResetContainer`] before the handshake: [`reset_for_syn`]
 //!    with the held SYN's IP packet, sent to the container's MAC; after the
 //!    handshake: `socket.abort()`. [`Action::SendUnreachable`]: [`icmp::unreachable_packet`]

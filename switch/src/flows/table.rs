@@ -5,9 +5,20 @@
 //! flow's state machine, and keeps the books the machines cannot keep
 //! alone: flows per container, connects pending per container and in
 //! total, the counters, and removal of a flow whose machine released it.
+//!
+//! **Timers** cost nothing for idle flows: a min-heap holds each flow's
+//! next deadline, so [`FlowTable::expire`] and [`FlowTable::next_deadline`]
+//! look only at flows whose time came, never at the whole table. The heap
+//! is lazy: activity that pushes a deadline later leaves the entry alone
+//! (when it comes up, the flow is simply scheduled again at its new
+//! deadline); only a deadline that moves *earlier* adds an entry. Entries
+//! of ended flows are skipped when they come up, and the heap is rebuilt
+//! from the flows when stale entries outnumber live ones, so 100,000 short
+//! connections cannot grow it without bound.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -145,6 +156,9 @@ struct Slot {
     flow: Flow,
     origin: Origin,
     created: Instant,
+    /// The time of this flow's live entry in the timer heap (at or before
+    /// its deadline); other entries for it are stale.
+    scheduled: Option<Instant>,
 }
 
 /// What one container holds in the table. Pending connects are counted
@@ -191,7 +205,13 @@ pub struct FlowTable {
     stats: FlowStats,
     /// Flow events for `--trace`, kept only while tracing is on.
     trace: Option<Vec<(Instant, FlowKey, FlowEvent)>>,
+    /// Flows' deadlines, earliest first (see the module documentation).
+    timers: BinaryHeap<Reverse<(Instant, FlowKey)>>,
 }
+
+/// Stale timer entries tolerated beyond twice the live flows before the
+/// heap is rebuilt.
+const TIMER_SLACK: usize = 1024;
 
 /// Events kept for `--trace` between two [`FlowTable::take_events`]; more
 /// are not kept (a caller that never drains must not grow memory).
@@ -206,6 +226,7 @@ impl FlowTable {
             pending_connects: 0,
             stats: FlowStats::default(),
             trace: None,
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -288,8 +309,10 @@ impl FlowTable {
                 flow,
                 origin,
                 created: now,
+                scheduled: None,
             },
         );
+        self.schedule(key);
         self.stats.opened += 1;
         self.record(now, key, FlowEvent::Opened(origin));
     }
@@ -407,6 +430,31 @@ impl FlowTable {
         }
         if let Some(reason) = actions.release() {
             self.remove(now, key, reason);
+        } else {
+            self.schedule(key);
+        }
+    }
+
+    /// Puts flow `key`'s deadline in the timer heap unless an entry at or
+    /// before it is there already.
+    fn schedule(&mut self, key: FlowKey) {
+        let Some(slot) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let Some(deadline) = slot.flow.deadline() else {
+            return;
+        };
+        if slot.scheduled.is_some_and(|at| at <= deadline) {
+            return;
+        }
+        slot.scheduled = Some(deadline);
+        self.timers.push(Reverse((deadline, key)));
+        if self.timers.len() > 2 * self.flows.len() + TIMER_SLACK {
+            self.timers = self
+                .flows
+                .iter()
+                .filter_map(|(key, slot)| slot.scheduled.map(|at| Reverse((at, *key))))
+                .collect();
         }
     }
 
@@ -464,20 +512,35 @@ impl FlowTable {
         }
     }
 
-    /// Runs every flow's timers; returns the flows that had something to
-    /// do, with the actions, sorted by key so the output is deterministic.
+    /// Runs the timers that are due; returns the flows that had something
+    /// to do, with the actions, sorted by key so the output is
+    /// deterministic. Looks only at flows whose heap entry came up.
     pub fn expire(&mut self, now: Instant) -> Vec<(FlowKey, Actions)> {
-        let mut due: Vec<(FlowKey, Option<Origin>, Actions)> = self
-            .flows
-            .iter_mut()
-            .filter(|(_, slot)| slot.flow.deadline().is_some_and(|d| now >= d))
-            .map(|(key, slot)| {
-                // A connect timer ends a pending connect: its slot frees.
-                let pending = slot.flow.is_connecting().then_some(slot.origin);
-                (*key, pending, slot.flow.tick(now))
-            })
-            .filter(|(_, _, actions)| !actions.is_empty())
-            .collect();
+        let mut due: Vec<(FlowKey, Option<Origin>, Actions)> = Vec::new();
+        let mut popped = Vec::new();
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.flows.get_mut(&key) else {
+                continue;
+            };
+            if slot.scheduled != Some(at) {
+                continue;
+            }
+            slot.scheduled = None;
+            popped.push(key);
+            if slot.flow.deadline().is_none_or(|d| now < d) {
+                continue;
+            }
+            // A connect timer ends a pending connect: its slot frees.
+            let pending = slot.flow.is_connecting().then_some(slot.origin);
+            let actions = slot.flow.tick(now);
+            if !actions.is_empty() {
+                due.push((key, pending, actions));
+            }
+        }
         due.sort_by_key(|(key, _, _)| *key);
         for (key, pending, actions) in &due {
             if let Some(origin) = pending {
@@ -487,17 +550,43 @@ impl FlowTable {
                 self.remove(now, *key, reason);
             }
         }
+        for key in popped {
+            self.schedule(key);
+        }
         due.into_iter()
             .map(|(key, _, actions)| (key, actions))
             .collect()
     }
 
     /// The earliest timer of any flow: when to call [`FlowTable::expire`].
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.flows
-            .values()
-            .filter_map(|slot| slot.flow.deadline())
-            .min()
+    /// Settles the top of the heap first (drops stale entries, moves a
+    /// flow whose deadline went later), so the answer is exact; that work
+    /// is paid once per entry, not per call.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            let deadline = match self.flows.get(&key) {
+                Some(slot) if slot.scheduled == Some(at) => slot.flow.deadline(),
+                _ => {
+                    self.timers.pop();
+                    continue;
+                }
+            };
+            if deadline == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+            if let Some(slot) = self.flows.get_mut(&key) {
+                slot.scheduled = None;
+            }
+            self.schedule(key);
+        }
+        None
+    }
+
+    /// Entries in the timer heap (live and stale), for the tests of its
+    /// bound.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     /// The socket interest of a TCP flow (none for an unknown key).

@@ -14,6 +14,7 @@
 //! readiness is edge-triggered.
 
 mod dns_tcp;
+mod dns_upstream;
 mod published;
 mod setup;
 mod tcp;
@@ -73,6 +74,8 @@ pub struct ServicesReport {
     pub flows_now: usize,
     pub flows: FlowStats,
     pub frames: ServicesStats,
+    /// What the DNS forwarder did (UDP and TCP upstream).
+    pub dns_forwarder: crate::dns::ForwarderStats,
     /// Host sockets that could not be opened or used.
     pub socket_errors: u64,
 }
@@ -86,6 +89,11 @@ pub struct HostSide {
     tcp: HashMap<FlowKey, tcp::TcpConn>,
     /// smoltcp sockets of ended flows, removed once they have closed.
     lingering: Vec<(FlowKey, smoltcp::iface::SocketHandle)>,
+    /// TCP flows the relay must visit in the next [`HostSide::after_stack`]
+    /// (besides those whose segments reached the stack).
+    active: std::collections::HashSet<FlowKey>,
+    /// When the relay next visits every TCP flow.
+    next_sweep: Instant,
     /// Published ports, by token: the host socket and where it leads.
     listeners: HashMap<Token, (published::PublishedSocket, Published)>,
     /// Flows of published UDP ports' clients: the published port's token.
@@ -97,6 +105,8 @@ pub struct HostSide {
     dns: Option<HostDatagram>,
     /// DNS over TCP at the gateway's port 53.
     dns_tcp: dns_tcp::DnsTcp,
+    /// Forwarded DNS queries over TCP to the upstreams.
+    dns_upstreams: dns_upstream::DnsUpstreams,
     echo_kind: Option<EchoKind>,
     /// The next identifier for a raw ping socket.
     next_ident: u16,
@@ -115,6 +125,22 @@ impl HostSide {
     /// The services for `config`, their sockets registered with `registry`
     /// (a clone of the gateway thread's poll's).
     pub fn new(config: ServicesConfig, registry: Registry, loopback: bool) -> io::Result<HostSide> {
+        // Flows' stack buffers cost only the pages their bytes touched, and
+        // ended flows give them back (see `ports::heap`).
+        // `TAPSWITCH_NO_HEAP_PIN` keeps the allocator's own policy, to
+        // measure what the pin costs (docs/PERFORMANCE.md, "Gateway limits").
+        if std::env::var_os("TAPSWITCH_NO_HEAP_PIN").is_none() && !ports::heap::map_large_blocks() {
+            log::debug!("gateway: the heap's mmap threshold stays the allocator's own");
+        }
+        // Each flow holds a host socket: the default soft limit (1,024)
+        // would refuse flows long before the flow table's bounds.
+        match ports::host_socket::raise_descriptor_limit() {
+            Ok(limit) if limit < crate::flows::limits::DEFAULT_MAX_FLOWS as u64 => {
+                log::warn!("gateway: at most {limit} open descriptors: flows past that are refused")
+            }
+            Ok(_) => {}
+            Err(err) => log::warn!("gateway: cannot raise the descriptor limit: {err}"),
+        }
         let dns = HostDatagram::bind_any()?;
         registry.register(
             &mut SourceFd(&dns.as_raw_fd()),
@@ -128,6 +154,8 @@ impl HostSide {
             sockets: HashMap::new(),
             tcp: HashMap::new(),
             lingering: Vec::new(),
+            active: std::collections::HashSet::new(),
+            next_sweep: Instant::ZERO,
             listeners: HashMap::new(),
             udp_clients: HashMap::new(),
             frames: Vec::new(),
@@ -135,6 +163,7 @@ impl HostSide {
             next_token: FIRST_FLOW_TOKEN,
             dns: Some(dns),
             dns_tcp: dns_tcp::DnsTcp::default(),
+            dns_upstreams: dns_upstream::DnsUpstreams::default(),
             echo_kind: EchoKind::probe(),
             next_ident: 1,
             gateway_ip,
@@ -166,6 +195,7 @@ impl HostSide {
             flows_now: self.services.flows().len(),
             flows: *self.services.flows().stats(),
             frames: *self.services.stats(),
+            dns_forwarder: *self.services.forwarder().stats(),
             socket_errors: self.socket_errors,
         }
     }
@@ -224,7 +254,7 @@ impl HostSide {
     /// After the gateway's stack ran: relays TCP flows' bytes, answers DNS
     /// over TCP.
     pub fn after_stack(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
-        self.pump_all(now, gateway);
+        self.pump_active(now, gateway);
         self.dns_tcp_pump(now, gateway);
         self.run(now, gateway);
         // The answers just queued go into their sockets in this round.
@@ -235,13 +265,24 @@ impl HostSide {
     /// Runs the flow and DNS timers.
     pub fn timers(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
         self.services.timers(now, &mut self.pending);
+        self.dns_upstream_expire(now);
         self.run(now, gateway);
         frames.append(&mut self.frames);
     }
 
     /// When [`HostSide::timers`] next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.services.next_deadline()
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        // Flows left for the relay's next round: no sleep.
+        let relay = (!self.active.is_empty()).then_some(Instant::ZERO);
+        [
+            self.services.next_deadline(),
+            self.next_sweep(),
+            self.dns_upstreams.next_deadline(),
+            relay,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A registered socket is ready.
@@ -254,7 +295,9 @@ impl HostSide {
     ) {
         let token = event.token();
         if token == DNS_TOKEN {
-            self.read_dns();
+            self.read_dns(now);
+        } else if self.dns_upstreams.owns(token) {
+            self.dns_upstream_ready(now, token);
         } else if self.listeners.contains_key(&token) {
             self.published_ready(now, token);
         } else if let Some(&key) = self.by_token.get(&token) {
@@ -270,13 +313,13 @@ impl HostSide {
         frames.append(&mut self.frames);
     }
 
-    fn read_dns(&mut self) {
+    fn read_dns(&mut self, now: Instant) {
         let Some(dns) = &self.dns else { return };
         loop {
             match dns.recv_from(&mut self.scratch) {
                 Ok((n, from)) => {
                     self.services
-                        .dns_reply(from, &self.scratch[..n], &mut self.pending)
+                        .dns_reply(now, from, &self.scratch[..n], &mut self.pending)
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 // WouldBlock, or an ICMP error for an earlier query (the
@@ -380,7 +423,14 @@ impl HostSide {
                 };
                 self.after_send(now, key, sent);
             }
-            HostCommand::SendDns { upstream, bytes } => {
+            HostCommand::SendDns {
+                upstream,
+                bytes,
+                tcp: true,
+            } => self.dns_upstream_send(now, upstream, &bytes),
+            HostCommand::SendDns {
+                upstream, bytes, ..
+            } => {
                 if let Some(dns) = &self.dns
                     && dns.send_to(&bytes, upstream).is_err()
                 {
@@ -464,7 +514,7 @@ impl HostSide {
 
     /// Host sockets open now (for the descriptor-count tests).
     pub fn open_sockets(&self) -> usize {
-        self.sockets.len() + self.tcp.len()
+        self.sockets.len() + self.tcp.len() + self.dns_upstreams.len()
     }
 
     /// Containers' DNS over TCP connections open now.

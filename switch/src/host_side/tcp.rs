@@ -23,9 +23,20 @@ use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
 
 /// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
-/// scaling is on; the memory per idle flow is the open question of
-/// `flows/mod.rs` (step 3).
+/// scaling is on; at least `ports::heap::LARGE_BLOCK`, so each buffer is a
+/// mapping of its own and an idle flow costs only the pages its bytes
+/// touched.
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
+// The services' window check assumes no stack socket offers more.
+const _: () = assert!(STACK_BUFFER <= crate::services::MAX_STACK_WINDOW as usize);
+const _: () = assert!(STACK_BUFFER >= ports::heap::LARGE_BLOCK);
+// Relay buffers stay in the heap's arena (see `ports::heap`), the block's
+// header included.
+const _: () =
+    assert!(crate::flows::limits::DEFAULT_BUFFER_BYTES + 4096 <= ports::heap::LARGE_BLOCK);
+/// How often every TCP flow is visited even without news (see
+/// [`HostSide::pump_active`]).
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 /// Rounds of the relay per flow per call, so one busy flow cannot keep the
 /// thread from the others.
 const PUMP_ROUNDS: usize = 16;
@@ -153,6 +164,8 @@ impl HostSide {
 
     /// Carries out a command for the container side.
     pub(super) fn stack_command(&mut self, command: StackCommand, gateway: &mut Gateway) {
+        // The socket changes at the next poll: the relay looks after it.
+        self.active.insert(command.key());
         match command {
             StackCommand::Accept { key, syn } => {
                 let Some(conn) = self.tcp.get_mut(&key) else {
@@ -194,12 +207,33 @@ impl HostSide {
         }
     }
 
-    /// Relays every TCP flow's bytes as far as the buffers allow, and drops
-    /// the smoltcp sockets of finished flows once they have closed.
-    pub(super) fn pump_all(&mut self, now: Instant, gateway: &mut Gateway) {
-        let keys: Vec<FlowKey> = self.tcp.keys().copied().collect();
-        for key in keys {
-            self.pump(now, key, gateway);
+    /// Relays the bytes of the TCP flows that may have news — those whose
+    /// segments went to the stack since the last call, and those the
+    /// gateway commanded — as far as the buffers allow, and drops the
+    /// smoltcp sockets of finished flows once they have closed. Idle flows
+    /// are not visited, except by the sweep every [`SWEEP`], which catches
+    /// what smoltcp's own timers did (a retransmission that gave up).
+    pub(super) fn pump_active(&mut self, now: Instant, gateway: &mut Gateway) {
+        let mut active = self.services.take_stack_flows();
+        active.extend(self.active.drain());
+        for key in self.services.take_stack_resets() {
+            self.reset_before_established(now, key, gateway);
+        }
+        let sweep = now >= self.next_sweep;
+        if sweep {
+            active.extend(self.tcp.keys().copied());
+            self.next_sweep = now + SWEEP;
+        }
+        let mut lingering_touched = false;
+        for key in active {
+            if self.tcp.contains_key(&key) {
+                self.pump(now, key, gateway);
+            } else {
+                lingering_touched = true;
+            }
+        }
+        if !(sweep || lingering_touched) {
+            return;
         }
         let services = &mut self.services;
         self.lingering.retain(|&(key, handle)| {
@@ -213,14 +247,50 @@ impl HostSide {
         });
     }
 
+    /// The container reset flow `key`: if its socket never got to
+    /// `Established` in the relay's sight, smoltcp may have gone back to
+    /// `Listen` (a RST in `SynReceived`) or to `Closed` without the relay
+    /// seeing the connection up; either way the flow is over.
+    fn reset_before_established(&mut self, now: Instant, key: FlowKey, gateway: &mut Gateway) {
+        let Some(conn) = self.tcp.get_mut(&key) else {
+            return;
+        };
+        let Some(handle) = conn.stack else { return };
+        let outbound = self
+            .services
+            .flows()
+            .tcp_flow(&key)
+            .is_some_and(|f| f.origin() == Origin::Outbound);
+        if conn.established || conn.container_done || !outbound {
+            return;
+        }
+        let state = gateway.tcp(handle).state();
+        if !matches!(state, State::Listen | State::Closed) {
+            return;
+        }
+        conn.container_done = true;
+        self.services
+            .tcp(now, key, TcpEvent::ContainerReset, &mut self.pending);
+        self.run(now, gateway);
+    }
+
+    /// When the sweep of [`HostSide::pump_active`] is next due, if there is
+    /// anything to sweep.
+    pub(super) fn next_sweep(&self) -> Option<Instant> {
+        (!self.tcp.is_empty() || !self.lingering.is_empty()).then_some(self.next_sweep)
+    }
+
     fn pump(&mut self, now: Instant, key: FlowKey, gateway: &mut Gateway) {
         for _ in 0..PUMP_ROUNDS {
             let progress = self.pump_once(now, key, gateway);
             self.run(now, gateway);
             if !progress {
-                break;
+                return;
             }
         }
+        // Still moving when its rounds ran out: its turn comes again in the
+        // next round (an edge-triggered socket may not say so again).
+        self.active.insert(key);
     }
 
     /// One round of the relay; true if anything moved.

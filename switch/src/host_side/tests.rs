@@ -196,11 +196,23 @@ fn tcp_to_dns(
     ack: Option<i32>,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_to(gateway, (src_port, 53), control, seq, ack, payload)
+}
+
+/// A TCP segment from the container's port to the gateway's address.
+fn tcp_to(
+    gateway: &Gateway,
+    (src_port, dst_port): (u16, u16),
+    control: smoltcp::wire::TcpControl,
+    seq: i32,
+    ack: Option<i32>,
+    payload: &[u8],
+) -> Vec<u8> {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber};
     let tcp = TcpRepr {
         src_port,
-        dst_port: 53,
+        dst_port,
         control,
         seq_number: TcpSeqNumber(seq),
         ack_number: ack.map(TcpSeqNumber),
@@ -255,6 +267,25 @@ fn tcp_of(frame: &[u8]) -> (smoltcp::wire::TcpControl, i32, i32, Vec<u8>) {
     )
 }
 
+/// The container's ARP request for the gateway's address.
+fn arp_request() -> Vec<u8> {
+    let arp = smoltcp::wire::ArpRepr::EthernetIpv4 {
+        operation: smoltcp::wire::ArpOperation::Request,
+        source_hardware_addr: smoltcp::wire::EthernetAddress(HOST_MAC.0),
+        source_protocol_addr: HOST,
+        target_hardware_addr: smoltcp::wire::EthernetAddress([0; 6]),
+        target_protocol_addr: GW,
+    };
+    let mut arp_bytes = vec![0u8; arp.buffer_len()];
+    arp.emit(&mut smoltcp::wire::ArpPacket::new_unchecked(
+        &mut arp_bytes[..],
+    ));
+    let mut arp_frame = ethernet(HOST_MAC, MacAddr([0xff; 6]), &[]);
+    arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
+    arp_frame.extend_from_slice(&arp_bytes);
+    arp_frame
+}
+
 /// One round of the gateway thread for `frame`: the services, the stack,
 /// the relay; the frames that come out.
 fn round(host: &mut HostSide, gateway: &mut Gateway, now: Instant, frame: &[u8]) -> Vec<Vec<u8>> {
@@ -280,21 +311,7 @@ fn dns_over_tcp_is_answered_on_the_gateways_port_53() {
     let now = Instant::from_millis(1);
     // The container asks for the gateway's MAC first, as a real one does
     // (and the gateway learns the container's).
-    let arp = smoltcp::wire::ArpRepr::EthernetIpv4 {
-        operation: smoltcp::wire::ArpOperation::Request,
-        source_hardware_addr: smoltcp::wire::EthernetAddress(HOST_MAC.0),
-        source_protocol_addr: HOST,
-        target_hardware_addr: smoltcp::wire::EthernetAddress([0; 6]),
-        target_protocol_addr: GW,
-    };
-    let mut arp_bytes = vec![0u8; arp.buffer_len()];
-    arp.emit(&mut smoltcp::wire::ArpPacket::new_unchecked(
-        &mut arp_bytes[..],
-    ));
-    let mut arp_frame = ethernet(HOST_MAC, MacAddr([0xff; 6]), &[]);
-    arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
-    arp_frame.extend_from_slice(&arp_bytes);
-    round(&mut host, &mut gateway, now, &arp_frame);
+    round(&mut host, &mut gateway, now, &arp_request());
     let syn = tcp_to_dns(&gateway, 40000, TcpControl::Syn, 100, None, b"");
     let out = round(&mut host, &mut gateway, now, &syn);
     let (control, server_seq, ack, _) = tcp_of(&out[0]);
@@ -333,4 +350,76 @@ fn dns_over_tcp_is_answered_on_the_gateways_port_53() {
     assert_eq!(len, answer.len() - 2, "one whole message behind its length");
     assert_eq!(&answer[2..4], &[0x42, 0x42], "the query's id");
     assert_eq!(&answer[answer.len() - 4..], &HOST.octets(), "web's address");
+}
+
+#[test]
+fn a_reset_right_after_the_handshake_ends_the_flow_and_closes_its_socket() {
+    use smoltcp::wire::TcpControl;
+    // The remote: a listener on the host's loopback, reached through the
+    // gateway's own address (`--allow-host-loopback`).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let setup = ServicesSetup {
+        allow_host_loopback: true,
+        ..ServicesSetup::default()
+    };
+    let poll = Poll::new().unwrap();
+    let mut gateway = Gateway::new(GW, 16, Instant::ZERO);
+    let config = setup.config(GW, 16, gateway.mac());
+    let mut host = HostSide::new(config, poll.registry().try_clone().unwrap(), true).unwrap();
+    let mut poll = poll;
+    gateway.enable_flows();
+    let now = Instant::from_millis(1);
+    round(&mut host, &mut gateway, now, &arp_request());
+    let syn = tcp_to(&gateway, (40001, port), TcpControl::Syn, 100, None, b"");
+    assert!(round(&mut host, &mut gateway, now, &syn).is_empty(), "held");
+    // The host connect succeeds: the stack answers the held SYN.
+    let mut events = Events::with_capacity(16);
+    let mut syn_ack = None;
+    for _ in 0..40 {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut frames = Vec::new();
+        for event in events.iter() {
+            host.ready(now, event, &mut gateway, &mut frames);
+        }
+        gateway.poll(now, &mut frames);
+        host.after_stack(now, &mut gateway, &mut frames);
+        if let Some(frame) = frames.first() {
+            syn_ack = Some(tcp_of(frame));
+            break;
+        }
+    }
+    let (control, server_seq, ack, _) = syn_ack.expect("a SYN-ACK");
+    assert_eq!((control, ack), (TcpControl::Syn, 101));
+    assert_eq!(host.services().flows().len(), 1);
+    // The ACK, a request and a RST all reach the stack before the relay
+    // runs once: it never sees the connection up.
+    let mut frames = Vec::new();
+    for (control, seq, payload) in [
+        (TcpControl::None, 101, &b""[..]),
+        (TcpControl::Psh, 101, &b"GET /"[..]),
+        (TcpControl::Rst, 106, &b""[..]),
+    ] {
+        let frame = tcp_to(
+            &gateway,
+            (40001, port),
+            control,
+            seq,
+            Some(server_seq + 1),
+            payload,
+        );
+        if host.frame(now, &frame, &mut gateway, &mut frames) == Verdict::ToStack {
+            assert!(gateway.deliver(&frame));
+        }
+    }
+    gateway.poll(now, &mut frames);
+    host.after_stack(now, &mut gateway, &mut frames);
+    assert_eq!(
+        host.services().flows().len(),
+        0,
+        "the flow ended with the container's reset"
+    );
+    assert_eq!(host.open_sockets(), 0, "its host socket is closed");
+    assert_eq!(host.services().flows().stats().reset, 1);
 }

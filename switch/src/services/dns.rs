@@ -27,6 +27,7 @@ impl Services {
                     Ok(query) => out.push(Output::Host(HostCommand::SendDns {
                         upstream: query.upstream,
                         bytes: query.bytes,
+                        tcp: query.tcp,
                     })),
                     Err(NotForwarded::Unavailable(reply)) => {
                         self.dns_to_client(client, &reply.bytes, out)
@@ -53,15 +54,16 @@ impl Services {
         match self.dns.handle(payload) {
             DnsVerdict::Answer(bytes) => out.push(answer(bytes)),
             DnsVerdict::Forward(question) => {
-                let sent = self
-                    .forwarder
-                    .forward(now, client.into(), payload, question, random_id);
+                let sent =
+                    self.forwarder
+                        .forward_tcp(now, client.into(), payload, question, random_id);
                 match sent {
                     Ok(query) => {
                         *self.tcp_dns_waiting.entry(client).or_default() += 1;
                         out.push(Output::Host(HostCommand::SendDns {
                             upstream: query.upstream,
                             bytes: query.bytes,
+                            tcp: query.tcp,
                         }));
                     }
                     Err(NotForwarded::Unavailable(reply)) => out.push(answer(reply.bytes)),
@@ -72,8 +74,24 @@ impl Services {
         }
     }
 
-    /// An upstream resolver's datagram, from `from`.
-    pub fn dns_reply(&mut self, from: SocketAddr, bytes: &[u8], out: &mut Vec<Output>) {
+    /// An upstream resolver's answer, from `from` (a datagram, or a message
+    /// read from a TCP connection to it). A truncated datagram answer is
+    /// asked again over TCP instead of passed on.
+    pub fn dns_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(query) = self.forwarder.retry_truncated(now, from, bytes) {
+            out.push(Output::Host(HostCommand::SendDns {
+                upstream: query.upstream,
+                bytes: query.bytes,
+                tcp: query.tcp,
+            }));
+            return;
+        }
         let Some(reply) = self.forwarder.reply(from, bytes) else {
             return;
         };

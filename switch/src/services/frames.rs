@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
-    IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
 };
 
 use crate::mac::MacAddr;
@@ -95,6 +95,15 @@ pub(crate) fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
     let payload = frame.get(14..)?;
     let ip = Ipv4Packet::new_checked(payload).ok()?;
     payload.get(..usize::from(ip.total_len()))
+}
+
+/// A TCP segment's sequence number and length in sequence space (payload,
+/// plus one each for SYN and FIN).
+pub(crate) fn tcp_seq_span(frame: &[u8]) -> Option<(u32, u32)> {
+    let ip = Ipv4Packet::new_checked(ip_packet(frame)?).ok()?;
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let len = tcp.payload().len() + usize::from(tcp.syn()) + usize::from(tcp.fin());
+    Some((tcp.seq_number().0 as u32, u32::try_from(len).ok()?))
 }
 
 /// A frame's source MAC and source IPv4 address.

@@ -37,10 +37,14 @@ pub enum HostCommand {
         seq_no: u16,
         payload: Vec<u8>,
     },
-    /// Send a forwarded DNS query to an upstream resolver.
+    /// Send a forwarded DNS query to an upstream resolver: as a datagram
+    /// from the forwarder's socket, or over a TCP connection of its own
+    /// (behind its two-byte length), whose answer comes back through
+    /// [`super::Services::dns_reply`] as a datagram's does.
     SendDns {
         upstream: SocketAddr,
         bytes: Vec<u8>,
+        tcp: bool,
     },
     /// `shutdown(SHUT_WR)` on a TCP flow's socket.
     ShutdownWrite(FlowKey),
@@ -66,6 +70,19 @@ pub enum StackCommand {
     CloseWrite(FlowKey),
     /// The flow is gone: drop its socket once it is closed.
     Forget(FlowKey),
+}
+
+impl StackCommand {
+    /// The flow the command is for.
+    pub fn key(&self) -> FlowKey {
+        match self {
+            StackCommand::Accept { key, .. }
+            | StackCommand::Connect(key)
+            | StackCommand::Abort(key)
+            | StackCommand::CloseWrite(key)
+            | StackCommand::Forget(key) => *key,
+        }
+    }
 }
 
 /// What a host socket reported.

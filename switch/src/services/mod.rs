@@ -16,8 +16,9 @@
 //!   frames again; SERVFAIL when every upstream stayed silent.
 //! - **DNS over TCP**: the I/O side cuts the connection's stream into
 //!   messages and hands each to [`Services::dns_tcp_query`]; answers, local
-//!   or forwarded (over UDP, as the UDP queries), come out as
-//!   [`Output::DnsTcp`] for that connection.
+//!   or forwarded (over TCP to the upstream), come out as
+//!   [`Output::DnsTcp`] for that connection. A truncated UDP answer from
+//!   an upstream is asked again over TCP.
 //! - **UDP and ping flows**: the first datagram opens the flow
 //!   ([`HostCommand::Connect`]) and is sent once the socket is up; host
 //!   datagrams become frames from the remote's address; path errors become
@@ -44,6 +45,8 @@
 mod dns;
 mod frames;
 mod io;
+mod published;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -60,8 +63,10 @@ use crate::mac::MacAddr;
 use crate::time::Instant;
 
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
-use frames::{ip_packet, source_of};
+use frames::{ip_packet, source_of, tcp_seq_span};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
+pub use window::MAX_STACK_WINDOW;
+use window::{SeqCheck, SeqWindows};
 
 /// The DNS port the gateway serves.
 const DNS_PORT: u16 = 53;
@@ -104,6 +109,12 @@ pub struct ServicesStats {
     pub not_for_us: u64,
     /// Frames cut short or with bad checksums.
     pub malformed: u64,
+    /// TCP segments with invalid flags (SYN with FIN or RST, ...), options
+    /// or ports (0).
+    pub invalid_tcp: u64,
+    /// TCP segments of open flows certainly outside the gateway's receive
+    /// window (see `services/window.rs`).
+    pub out_of_window: u64,
     /// Frames from outside the subnet.
     pub foreign_source: u64,
     /// Fragments (not translated).
@@ -147,6 +158,16 @@ pub struct Services {
     /// answers go back over their connection. Bounded by the forwarder's
     /// limit on pending queries.
     tcp_dns_waiting: HashMap<SocketAddrV4, usize>,
+    /// TCP flows (open or lingering) whose segments went to the stack
+    /// since [`Services::take_stack_flows`]: the relay visits these, not
+    /// every flow. Bounded by the flows and lingering sockets.
+    stack_flows: HashSet<FlowKey>,
+    /// Of `stack_flows`: those that got a RST from the container. A RST
+    /// while smoltcp's socket is still in `SynReceived` sends it back to
+    /// `Listen`, which the relay could not tell from a SYN not yet taken.
+    stack_resets: HashSet<FlowKey>,
+    /// The containers' sequence numbers, per TCP flow.
+    windows: SeqWindows,
     stats: ServicesStats,
 }
 
@@ -160,6 +181,9 @@ impl Services {
             held: HashMap::new(),
             lingering: HashSet::new(),
             tcp_dns_waiting: HashMap::new(),
+            stack_flows: HashSet::new(),
+            stack_resets: HashSet::new(),
+            windows: SeqWindows::default(),
             stats: ServicesStats::default(),
             config,
         }
@@ -183,6 +207,17 @@ impl Services {
         let step = self.flows.tcp(now, key, event);
         self.carry_out(key, step.actions, out);
         step
+    }
+
+    /// The TCP flows whose segments went to the stack since the last call
+    /// (the ones whose smoltcp socket may have news for the relay).
+    pub fn take_stack_flows(&mut self) -> HashSet<FlowKey> {
+        std::mem::take(&mut self.stack_flows)
+    }
+
+    /// The open TCP flows whose container sent a RST since the last call.
+    pub fn take_stack_resets(&mut self) -> HashSet<FlowKey> {
+        std::mem::take(&mut self.stack_resets)
     }
 
     /// Turns the flow table's trace events on or off (`--trace`).
@@ -266,6 +301,7 @@ impl Services {
         let counter = match reason {
             IgnoreReason::NotForUs => &mut self.stats.not_for_us,
             IgnoreReason::Malformed => &mut self.stats.malformed,
+            IgnoreReason::InvalidTcp => &mut self.stats.invalid_tcp,
             IgnoreReason::ForeignSource => &mut self.stats.foreign_source,
             IgnoreReason::Fragment => &mut self.stats.fragments,
             IgnoreReason::Unsupported => &mut self.stats.unsupported,
@@ -295,8 +331,18 @@ impl Services {
             // published port's connection the stack is opening (the
             // container's SYN-ACK).
             if !flow.is_connecting() || flow.origin() == Origin::Inbound {
+                if let Some((seq, len)) = tcp_seq_span(frame)
+                    && self.windows.check(key, seq, len) == SeqCheck::OutOfWindow
+                {
+                    self.stats.out_of_window += 1;
+                    return Verdict::Dropped;
+                }
                 self.flows
                     .count_packet(key, crate::flows::PacketWay::FromContainer);
+                self.stack_flows.insert(key);
+                if rst {
+                    self.stack_resets.insert(key);
+                }
                 return Verdict::ToStack;
             }
             // While connecting smoltcp must not see the flow's segments (it
@@ -309,6 +355,7 @@ impl Services {
             return Verdict::Consumed;
         }
         if self.lingering.contains(&key) && !syn {
+            self.stack_flows.insert(key);
             return Verdict::ToStack;
         }
         if !syn {
@@ -318,6 +365,9 @@ impl Services {
         match self.flows.open(now, key) {
             Ok(Admission::Opened(actions)) => {
                 self.lingering.remove(&key);
+                if let Some((isn, _)) = tcp_seq_span(frame) {
+                    self.windows.start(key, isn);
+                }
                 self.held.insert(
                     key,
                     Held {
@@ -366,54 +416,6 @@ impl Services {
             self.carry_out(key, actions, out);
         } else if step.relay {
             out.push(Output::Host(send_command(key, seq_no, payload)));
-        }
-    }
-
-    /// A client connected to a published TCP port: `container` is the
-    /// container's address and published port, `client` the client's
-    /// endpoint. On `false` the caller closes the client's socket (a limit
-    /// refused it, counted).
-    pub fn published_connection(
-        &mut self,
-        now: Instant,
-        container: SocketAddrV4,
-        client: SocketAddrV4,
-        out: &mut Vec<Output>,
-    ) -> bool {
-        let key = FlowKey::tcp(container, client);
-        match self.flows.open_inbound(now, key) {
-            Ok(Admission::Opened(actions)) => {
-                self.lingering.remove(&key);
-                self.carry_out(key, actions, out);
-                true
-            }
-            Ok(Admission::Existing | Admission::Invalid) | Err(_) => false,
-        }
-    }
-
-    /// A client's datagram to a published UDP port: sent to the container
-    /// from the client's own address. The container's answers come back
-    /// through [`Services::frame`] as [`HostCommand::Send`] for the flow,
-    /// which the I/O side sends from the published socket to the client.
-    pub fn published_datagram(
-        &mut self,
-        now: Instant,
-        container: SocketAddrV4,
-        client: SocketAddrV4,
-        payload: &[u8],
-        out: &mut Vec<Output>,
-    ) {
-        let key = FlowKey::udp(container, client);
-        if !matches!(
-            self.flows.open_inbound(now, key),
-            Ok(Admission::Opened(_) | Admission::Existing)
-        ) {
-            return;
-        }
-        let step = self.flows.udp(now, key, UdpEvent::FromHost(payload.len()));
-        if step.relay {
-            let packet = udp_packet(client, container, payload);
-            self.send_packet(*container.ip(), packet, out);
         }
     }
 
@@ -530,6 +532,7 @@ impl Services {
                 Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns {
                     upstream: query.upstream,
                     bytes: query.bytes,
+                    tcp: query.tcp,
                 })),
                 Expired::GiveUp(reply) => {
                     if let SocketAddr::V4(client) = reply.client {
@@ -541,7 +544,7 @@ impl Services {
     }
 
     /// When [`Services::timers`] next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&mut self) -> Option<Instant> {
         [self.flows.next_deadline(), self.forwarder.next_deadline()]
             .into_iter()
             .flatten()
@@ -587,6 +590,7 @@ impl Services {
                 }
                 Action::ResetHost => out.push(Output::Host(HostCommand::Reset(key))),
                 Action::Release(_) => {
+                    self.windows.forget(&key);
                     // No held SYN left: the stack has a socket for the flow,
                     // which lingers until it has closed.
                     let handed_to_stack = self.held.remove(&key).is_none();

@@ -38,6 +38,10 @@ impl Service for Lines {
                 bytes: b"bye\n".to_vec(),
                 close: true,
             },
+            b"big\n" => Answer::Reply {
+                bytes: big_answer(),
+                close: false,
+            },
             other => Answer::Reply {
                 bytes: format!("answer to {}", String::from_utf8_lossy(other)).into_bytes(),
                 close: false,
@@ -48,6 +52,13 @@ impl Service for Lines {
     fn refusal(&self, why: &str) -> Vec<u8> {
         format!("refused: {why}\n").into_bytes()
     }
+}
+
+/// An answer well past [`MAX_UNSENT_BYTES`] (4 MiB and a newline).
+fn big_answer() -> Vec<u8> {
+    let mut bytes = vec![b'x'; 4 << 20];
+    bytes.push(b'\n');
+    bytes
 }
 
 struct Fixture {
@@ -249,4 +260,20 @@ fn a_stream_flows_until_its_reader_goes() {
     let mut rest = String::new();
     closing.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "bye\n", "a reply that closes");
+}
+
+#[test]
+fn an_answer_larger_than_the_unsent_bound_arrives_whole() {
+    let fixture = Fixture::start();
+    let mut client = fixture.connect();
+    client.write_all(b"big\n").unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).unwrap();
+    assert_eq!(line, big_answer());
+    // And the connection still answers.
+    client.write_all(b"ask\n").unwrap();
+    let mut next = String::new();
+    reader.read_line(&mut next).unwrap();
+    assert_eq!(next, "answer to ask\n");
 }

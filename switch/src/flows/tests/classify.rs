@@ -327,3 +327,32 @@ fn host_loopback_makes_tcp_and_udp_to_the_gateway_flows_but_not_dns_or_ping() {
     ));
     assert_eq!(classify_with(&ping, &gw, true), Ingress::Local);
 }
+
+#[test]
+fn tcp_segments_smoltcp_would_refuse_are_invalid_not_flows() {
+    let fix = |mut frame: Vec<u8>, edit: &dyn Fn(&mut [u8])| {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[..]);
+        edit(ip.payload_mut());
+        let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+        tcp.fill_checksum(&HOST.into(), &OUTSIDE.into());
+        to_gateway(&frame)
+    };
+    let syn = tcp(HOST, OUTSIDE, TcpControl::Syn, false);
+    // SYN with FIN, SYN with RST, and a source port of 0.
+    for edit in [
+        &(|t: &mut [u8]| t[13] |= 0x01) as &dyn Fn(&mut [u8]),
+        &|t: &mut [u8]| t[13] |= 0x04,
+        &|t: &mut [u8]| t[0..2].copy_from_slice(&[0, 0]),
+    ] {
+        assert_eq!(
+            run(&fix(syn.clone(), edit)),
+            ignored(IgnoreReason::InvalidTcp)
+        );
+    }
+    // The untouched SYN is still a flow (the edits alone made the
+    // difference).
+    assert!(matches!(
+        run(&fix(syn, &|_| {})),
+        Ingress::Tcp { syn: true, .. }
+    ));
+}

@@ -429,3 +429,54 @@ fn trace_events_are_kept_only_while_tracing_and_bounded() {
     let _ = table.open(at(6), refused);
     assert!(table.take_events().is_empty());
 }
+
+#[test]
+fn idle_flows_cost_the_timers_nothing_and_short_ones_leave_no_entries() {
+    let mut table = FlowTable::new(crate::flows::FlowLimits {
+        max_flows: 20_000,
+        max_flows_per_container: 20_000,
+        max_pending_connects: 20_000,
+        max_pending_connects_per_container: 20_000,
+        ..limits()
+    });
+    // 10,000 established flows, busy now and then: activity pushes their
+    // deadlines later without adding heap entries.
+    let idle: Vec<FlowKey> = (0..10_000u16)
+        .map(|i| key(&format!("172.17.0.2:{}", 10_000 + i), "198.51.100.7:443"))
+        .collect();
+    for k in &idle {
+        opened(&mut table, 0, *k);
+        table.tcp(at(1), *k, TcpEvent::HostConnected);
+        table.tcp(at(2), *k, TcpEvent::ContainerData(&[1; 4]));
+        table.tcp(at(3), *k, TcpEvent::HostWrote(4));
+    }
+    assert!(table.timer_entries() <= 10_000, "{}", table.timer_entries());
+    // Their connect timers (10 s) come up once each, find the flows
+    // established and move them to their idle deadline (100 s after 3 s).
+    assert!(table.expire(at(50)).is_empty());
+    assert_eq!(table.next_deadline(), Some(at(103)));
+    assert!(table.expire(at(102)).is_empty());
+
+    // 100,000 short flows that open and reset: the heap is rebuilt
+    // whenever stale entries outnumber the live flows.
+    for i in 0..100_000u32 {
+        let k = key(
+            &format!("172.17.0.3:{}", 1024 + i % 60_000),
+            &format!("198.51.100.8:{}", 1 + i / 60_000),
+        );
+        opened(&mut table, 60, k);
+        table.tcp(
+            at(60),
+            k,
+            TcpEvent::HostConnectFailed(ConnectFailure::Refused),
+        );
+        // Twice the flows (at most 10,001 at once) and the slack.
+        assert!(table.timer_entries() <= 2 * 10_001 + 1024);
+    }
+    assert_eq!(table.len(), 10_000);
+    // Every idle flow still times out, on time.
+    assert_eq!(table.next_deadline(), Some(at(103)));
+    assert_eq!(table.expire(at(103)).len(), 10_000);
+    assert!(table.is_empty());
+    assert_eq!(table.next_deadline(), None);
+}
