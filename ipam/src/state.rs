@@ -293,16 +293,17 @@ impl State {
         self.container(&name)
     }
 
-    /// Whether `network` may publish `ports`: a bridge network that is not
-    /// internal, each host port once, none already published by another
-    /// container on any network (host ports belong to the whole host).
+    /// Whether `network` may publish `ports`: a bridge or overlay network
+    /// that is not internal, each host port once, none already published by
+    /// another container on any network (host ports belong to the whole
+    /// host; on a shared store, where a record names no host, to every host).
     /// [`State::add_container`] checks it too; `container create` asks
     /// first, before it builds anything.
     pub fn check_ports(&self, network: &Network, ports: &[PublishedPort]) -> Result<()> {
         if ports.is_empty() {
             return Ok(());
         }
-        if network.driver != Driver::Bridge {
+        if !matches!(network.driver, Driver::Bridge | Driver::Overlay) {
             return Err(Error::PortsNeedBridge {
                 network: network.name.clone(),
                 driver: network.driver.to_string(),

@@ -168,6 +168,15 @@ impl Store {
         }
     }
 
+    /// The etcd key that holds the whole state, for a shared store (what
+    /// a reader that follows every change watches).
+    pub fn state_key(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Etcd(shared) => Some(shared.state_key()),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// The state directory, for a local store.
     pub fn dir(&self) -> Option<&Path> {
         match &self.backend {

@@ -1,9 +1,19 @@
 //! What `serve` tells the gateway's services: its flags (`--dns-upstream`,
 //! `--no-outbound`, `--allow-host-loopback`) and what IPAM knows about the
-//! network (`--internal`, `--mtu`, the containers' names).
+//! network (`--internal`, `--mtu`, the containers' names and published
+//! ports), read from the store every command uses ([`StateSource`]): the
+//! state directory, or a shared store (etcd) holding every host's containers.
+//!
+//! On a shared store the gateway answers the names of every container of
+//! the network, whichever host runs it (the overlay reaches them all), but
+//! opens only the published ports of this host's containers ([`ThisHost`]):
+//! the other hosts' switches open theirs. Containers made on other hosts
+//! are never attached here, so a follower thread (`store_follower`) watches
+//! the state key and tells the gateway of every change.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -41,9 +51,35 @@ fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
     parse_upstream(text)
 }
 
+/// Which containers of a shared store are this host's: attached to this
+/// switch (its control socket) in this boot. A container record names no
+/// host; the boot id tells hosts apart, the control socket tells apart
+/// switches of one machine (as in the overlay tests, hosts that are
+/// namespaces of one kernel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThisHost {
+    pub control: PathBuf,
+    pub boot_id: String,
+}
+
+impl ThisHost {
+    /// Whether `container` runs behind this switch.
+    pub fn owns(&self, container: &ipam::Container) -> bool {
+        container.control.as_deref() == Some(self.control.as_path())
+            && container.boot_id == self.boot_id
+    }
+}
+
 /// The services' setup for `network`: flags first, then IPAM's record of
 /// the network (absent for the default network without a state file).
-pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> ServicesSetup {
+/// With `this_host` (a shared store) only its containers' ports are
+/// published; every container is named either way.
+pub fn setup(
+    args: &ServicesArgs,
+    network: Option<&ipam::State>,
+    name: &str,
+    this_host: Option<&ThisHost>,
+) -> ServicesSetup {
     let resolv = std::fs::read_to_string(RESOLV_CONF)
         .map(|text| ResolvConf::parse(&text))
         .unwrap_or_default();
@@ -65,6 +101,7 @@ pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> 
     }
     setup.published = state
         .published_ports(name)
+        .filter(|(container, _)| this_host.is_none_or(|host| host.owns(container)))
         .filter_map(|(container, port)| {
             Some(Published {
                 host: SocketAddrV4::new(port.host_ip, port.host_port),
@@ -87,7 +124,7 @@ pub fn setup(args: &ServicesArgs, network: Option<&ipam::State>, name: &str) -> 
 }
 
 /// IPAM's state, if a state file exists (nothing is created).
-pub fn load_state(state_dir: Option<&std::path::Path>) -> Result<Option<ipam::State>> {
+pub fn load_state(state_dir: Option<&Path>) -> Result<Option<ipam::State>> {
     let dir = ipam::state_dir(state_dir);
     if !dir.join(ipam::store::STATE_FILE).exists() {
         return Ok(None);
@@ -98,15 +135,81 @@ pub fn load_state(state_dir: Option<&std::path::Path>) -> Result<Option<ipam::St
         .map_err(|err| anyhow!("reading IPAM's state in {}: {err}", dir.display()))
 }
 
-/// What a running switch reads again when a container is attached.
+/// Where the services read the network's containers: the store the
+/// commands use (`--store`, else `--state-dir`).
+#[derive(Debug, Clone)]
+pub enum StateSource {
+    /// The state directory, read only once its state file exists (the
+    /// default network needs none; nothing is created).
+    Local(Option<PathBuf>),
+    /// A shared store (etcd): the containers of every host.
+    Shared(ipam::Store),
+}
+
+impl StateSource {
+    /// The store `state` and the global `--store` choose; a shared one is
+    /// connected to now (one clear line if it does not answer).
+    pub fn open(state: &crate::statedir::StateArgs) -> Result<StateSource> {
+        if state.require_shared("").is_ok() {
+            Ok(StateSource::Shared(state.open_unpruned()?))
+        } else {
+            Ok(StateSource::Local(state.state_dir.clone()))
+        }
+    }
+
+    /// The state as it is now (`None`: no state file yet).
+    pub fn load(&self) -> Result<Option<ipam::State>> {
+        match self {
+            StateSource::Local(dir) => load_state(dir.as_deref()),
+            StateSource::Shared(store) => store
+                .load()
+                .map(Some)
+                .map_err(|err| anyhow!("reading IPAM's state in {}: {err}", store.describe())),
+        }
+    }
+
+    /// The shared store, if this is one.
+    pub fn shared(&self) -> Option<&ipam::Store> {
+        match self {
+            StateSource::Shared(store) => Some(store),
+            StateSource::Local(_) => None,
+        }
+    }
+}
+
+/// What a running switch reads again when a container is attached or
+/// (on a shared store) the state changes.
 #[derive(Debug, Clone)]
 pub struct ServicesSource {
     pub args: ServicesArgs,
-    pub state_dir: Option<std::path::PathBuf>,
+    pub state: StateSource,
     pub network: String,
+    /// This switch's containers, on a shared store.
+    pub this_host: Option<ThisHost>,
 }
 
 impl ServicesSource {
+    /// The source for a switch serving `network` with control socket
+    /// `control`: on a shared store, this host is the one of that socket
+    /// in this boot.
+    pub fn new(args: ServicesArgs, state: StateSource, network: &str, control: &Path) -> Self {
+        let this_host = state.shared().map(|_| ThisHost {
+            control: control.to_path_buf(),
+            boot_id: crate::statedir::current_boot_id(),
+        });
+        ServicesSource {
+            args,
+            state,
+            network: network.to_string(),
+            this_host,
+        }
+    }
+
+    /// The services' setup from IPAM as it is now (at start).
+    pub fn setup_now(&self) -> Result<ServicesSetup> {
+        self.setup_without(&HashSet::new())
+    }
+
     /// The services' setup from IPAM as it is now, without the `removed`
     /// containers, once `container` is recorded in it (`None` until then).
     pub fn setup_with(
@@ -114,23 +217,39 @@ impl ServicesSource {
         container: &str,
         removed: &HashSet<String>,
     ) -> Result<Option<ServicesSetup>> {
-        let state = load_state(self.state_dir.as_deref())?;
+        let state = self.state.load()?;
         let recorded = state
             .as_ref()
             .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
         if !recorded {
             return Ok(None);
         }
-        self.setup_without(removed).map(Some)
+        Ok(Some(self.setup_from(state, removed)))
     }
 
     /// The services' setup from IPAM without the `removed` containers
     /// (being removed, whether or not their records are gone yet).
     pub fn setup_without(&self, removed: &HashSet<String>) -> Result<ServicesSetup> {
-        let mut state = load_state(self.state_dir.as_deref())?;
+        let state = self.state.load()?;
+        Ok(self.setup_from(state, removed))
+    }
+
+    fn setup_from(
+        &self,
+        mut state: Option<ipam::State>,
+        removed: &HashSet<String>,
+    ) -> ServicesSetup {
         if let Some(state) = &mut state {
             state.containers.retain(|c| !removed.contains(&c.name));
         }
-        Ok(setup(&self.args, state.as_ref(), &self.network))
+        setup(
+            &self.args,
+            state.as_ref(),
+            &self.network,
+            self.this_host.as_ref(),
+        )
     }
 }
+
+#[cfg(test)]
+mod tests;

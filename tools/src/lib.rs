@@ -31,5 +31,6 @@ pub mod serve;
 pub mod show;
 pub mod signals;
 pub mod statedir;
+pub mod store_follower;
 pub mod traffic;
 pub mod web;

@@ -322,6 +322,23 @@ impl RunningSwitch {
         Ok(())
     }
 
+    /// Reads the store again and tells the gateway: the network's
+    /// containers changed, maybe on another host (see `store_follower`).
+    pub fn refresh_services(&self) {
+        let source = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return };
+        // Updates take turns with those of attached and removed ports.
+        let removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        match source.setup_without(&removed) {
+            Ok(setup) => self.update_services(setup),
+            Err(err) => log::warn!("not updating the gateway's services: {err:#}"),
+        }
+    }
+
     /// A container's port was removed: the gateway forgets its name and
     /// stops listening on its published ports.
     fn forget_container(&self, container: &str) {

@@ -175,12 +175,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         )),
         None => None,
     };
-    let state = crate::gateway_services::load_state(args.state.state_dir.as_deref())
-        .unwrap_or_else(|err| {
-            log::warn!("{err:#}; the gateway knows no container names");
-            None
-        });
-    let services = crate::gateway_services::setup(&args.services, state.as_ref(), &args.network);
+    // The store every command uses: on a shared one, every host's containers.
+    let source = crate::gateway_services::ServicesSource::new(
+        args.services.clone(),
+        crate::gateway_services::StateSource::open(&args.state)?,
+        &args.network,
+        &socket,
+    );
+    let services = source.setup_now().unwrap_or_else(|err| {
+        log::warn!("{err:#}; the gateway knows no container names");
+        crate::gateway_services::setup(&args.services, None, &args.network, None)
+    });
     let host_iface = match &args.host_iface {
         Some(name) => Some(host_iface_spec(&args, name, gateway, services.mtu)?),
         None => None,
@@ -204,11 +209,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let switch = start_switch_with(setup, services)?;
     switch.set_self();
-    switch.set_services_source(crate::gateway_services::ServicesSource {
-        args: args.services.clone(),
-        state_dir: args.state.state_dir.clone(),
-        network: args.network.clone(),
-    });
+    let shared = source.state.shared().cloned();
+    switch.set_services_source(source);
+    if let Some(store) = shared
+        && let Err(err) = crate::store_follower::spawn(&switch, store)
+    {
+        log::warn!("{err:#}; the gateway learns only this host's containers");
+    }
 
     let specs = args
         .ifaces
