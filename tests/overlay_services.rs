@@ -229,6 +229,25 @@ fn gateway_dns_names_the_containers_of_every_host_and_ports_open_at_home() {
         Duration::from_secs(10),
         || resolve_in(&on_a.netns(), &on_b.name) == vec![DNS_ANSWER],
     );
+
+    // etcd away and back: A's gateway follows the store again.
+    lab.etcd.stop();
+    wait_for("A noticing etcd away", Duration::from_secs(15), || {
+        a.log().contains("cannot follow the store")
+    });
+    assert_eq!(
+        resolve_in(&on_a.netns(), &on_a.name),
+        vec![on_a.ip],
+        "the names known stay"
+    );
+    lab.etcd.restart();
+    let later = create(&mut lab, 1, &b, &[]);
+    wait_for(
+        "A's gateway naming a container made after etcd came back",
+        Duration::from_secs(15),
+        || resolve_in(&on_a.netns(), &later.name) == vec![later.ip],
+    );
+    assert!(a.log().contains("the store answers again"), "{}", a.log());
     drop(remote);
 }
 

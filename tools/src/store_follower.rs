@@ -82,7 +82,9 @@ fn follow(switch: &Weak<RunningSwitch>, store: &ipam::Store, key: &str) {
             Ok((changed, next)) => {
                 if away {
                     away = false;
-                    log::info!("etcd answers again: the gateway follows the network's containers");
+                    log::info!(
+                        "the store answers again: the gateway follows the network's containers again"
+                    );
                 }
                 if changed {
                     running.refresh_services();
