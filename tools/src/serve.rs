@@ -209,6 +209,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let switch = start_switch_with(setup, services)?;
     switch.set_self();
+    let state_source = source.state.clone();
     let shared = source.state.shared().cloned();
     switch.set_services_source(source);
     if let Some(store) = shared
@@ -229,7 +230,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             return Err(err);
         }
     }
-    reattach_containers(&switch, &args, &socket);
+    reattach_containers(&switch, &args, &socket, &state_source);
     let overlay = match overlay {
         Some((store, setup)) => {
             match crate::overlay_link::OverlayLink::start(&switch, &store, setup) {
@@ -298,25 +299,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 /// (their namespaces and veth pairs outlive it): their host ends are
 /// attached again, as Docker's daemon does on restart. Nothing is created:
 /// without a state file there is nothing to re-attach.
-fn reattach_containers(switch: &RunningSwitch, args: &ServeArgs, socket: &std::path::Path) {
-    let dir = ipam::state_dir(args.state.state_dir.as_deref());
+fn reattach_containers(
+    switch: &RunningSwitch,
+    args: &ServeArgs,
+    socket: &std::path::Path,
+    store: &crate::gateway_services::StateSource,
+) {
     // A shared store (overlay networks) holds every host's containers: the
     // ones whose interface is not on this host are skipped below.
-    let shared = args.state.require_shared("").is_ok();
-    if !shared && !dir.join(ipam::store::STATE_FILE).exists() {
-        return;
-    }
-    let loaded = if shared {
-        args.state
-            .open_unpruned()
-            .and_then(|store| Ok(store.load()?))
-    } else {
-        ipam::Store::open(&dir)
-            .and_then(|store| store.load())
-            .map_err(Into::into)
-    };
-    let state = match loaded {
-        Ok(state) => state,
+    let state = match store.load() {
+        Ok(Some(state)) => state,
+        Ok(None) => return,
         Err(err) => {
             log::warn!("not re-attaching containers: {err:#}");
             return;
