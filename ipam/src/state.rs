@@ -709,6 +709,29 @@ mod tests {
     }
 
     #[test]
+    fn overlay_networks_publish_ports_too() {
+        let mut state = fresh();
+        state
+            .create_overlay_network(
+                "ov",
+                "1".repeat(64),
+                String::new(),
+                &spec("10.10.0.0/24"),
+                crate::overlay::OverlaySpec::default(),
+            )
+            .unwrap();
+        state
+            .add_container(published("w", "ov", &["8080:80"]), None)
+            .unwrap();
+        assert_eq!(state.published_ports("ov").count(), 1);
+        // Host ports stay unique across the store.
+        assert!(matches!(
+            state.add_container(published("x", "bridge", &["8080:81"]), None),
+            Err(Error::PortTaken { .. })
+        ));
+    }
+
+    #[test]
     fn network_mtu_is_checked_and_stored() {
         let mut state = fresh();
         let jumbo = NetworkSpec {
