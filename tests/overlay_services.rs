@@ -169,7 +169,11 @@ fn gateway_dns_names_the_containers_of_every_host_and_ports_open_at_home() {
         Duration::from_secs(10),
         || resolve_in(&on_a.netns(), &on_b.name) == vec![on_b.ip],
     );
-    assert_eq!(resolve_in(&on_b.netns(), &on_a.name), vec![on_a.ip]);
+    wait_for(
+        "B's gateway naming A's container",
+        Duration::from_secs(10),
+        || resolve_in(&on_b.netns(), &on_a.name) == vec![on_a.ip],
+    );
     assert_eq!(
         resolve_in(&on_a.netns(), &format!("{}.tapswitch.internal", on_b.name)),
         vec![on_b.ip]
@@ -278,8 +282,13 @@ fn an_internal_overlay_network_refuses_outbound() {
     // connected UDP socket as EHOSTUNREACH.
     let err = udp_exchange_in(&on_a.netns(), echo, b"out?").expect_err("refused");
     assert_eq!(err.kind(), io::ErrorKind::HostUnreachable, "{err}");
-    // The gateway's own DNS still answers, with the network's names.
-    assert_eq!(resolve_in(&on_a.netns(), &on_a.name), vec![on_a.ip]);
+    // The gateway's own DNS still answers, with the network's names (the
+    // switch reads the record once `container create` has committed it).
+    wait_for(
+        "the gateway naming the container",
+        Duration::from_secs(10),
+        || resolve_in(&on_a.netns(), &on_a.name) == vec![on_a.ip],
+    );
     let services = a.call(r#"{"cmd":"services"}"#).expect("services");
     assert_eq!(services["outbound"], false, "{services}");
     assert!(
