@@ -32,4 +32,5 @@ pub mod show;
 pub mod signals;
 pub mod statedir;
 pub mod traffic;
+pub mod tunnel_report;
 pub mod web;

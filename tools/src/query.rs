@@ -299,7 +299,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         out!("{}", render_services(&services))?;
     }
     if let Ok(tunnel) =
-        control::call_as::<Option<crate::overlay_link::TunnelReport>>(&socket, &Request::Tunnel)
+        control::call_as::<Option<crate::tunnel_report::TunnelReport>>(&socket, &Request::Tunnel)
         && let Some(tunnel) = tunnel
     {
         out!("{}", tunnel.render())?;
