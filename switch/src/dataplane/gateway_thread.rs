@@ -27,7 +27,7 @@ use mio::{Events, Poll, Token, Waker};
 use ports::{PortKind, VnetHdr};
 
 use super::Shared;
-use crate::fabric::{Fabric, PortHandle};
+use crate::fabric::{Fabric, PortHandle, TraceSink};
 use crate::flows::FlowInfo;
 use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
@@ -199,7 +199,10 @@ pub(super) fn spawn(
     }
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
     let mut host = host;
-    host.set_trace(shared.trace.is_some());
+    // The generation first: a change between the two is caught next round.
+    let thread_generation = shared.live_trace.generation();
+    let trace = shared.live_trace.sink();
+    host.set_trace(trace.is_some());
     if setup.outbound {
         for (port, err) in host.publish(&setup.published) {
             log::warn!(
@@ -220,6 +223,8 @@ pub(super) fn spawn(
                 outbound,
                 shared,
                 handle,
+                trace_generation: thread_generation,
+                trace,
                 frames: Vec::new(),
                 out: Vec::new(),
                 scratch: Vec::new(),
@@ -241,6 +246,11 @@ struct Thread {
     outbound: bool,
     shared: Arc<Shared>,
     handle: Arc<PortHandle>,
+    /// The trace settings `trace` was made for (see `live_trace.rs`).
+    trace_generation: u64,
+    /// Where the fabric's decisions and the flows' lines go; `None` while
+    /// tracing is off.
+    trace: Option<Arc<TraceSink>>,
     /// Plain frames the services made, moved to `out` after each call.
     frames: Vec<Vec<u8>>,
     /// Frames for the switch, in order, sent at the end of each round.
@@ -251,7 +261,7 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self, mut poll: Poll, inbox: &Inbox, messages: &Receiver<Message>) {
-        let mut fabric = Fabric::new(self.shared.trace.clone());
+        let mut fabric = Fabric::new(self.trace.clone());
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.shared.clock.now();
@@ -292,9 +302,23 @@ impl Thread {
             self.take_services_frames();
             // What the relay queued for the stack goes out in this round.
             self.gateway.poll_offloaded(now, &mut self.out);
+            self.follow_trace(&mut fabric);
             self.send(&mut fabric, now);
             self.report_flow_events(now);
         }
+    }
+
+    /// `tapswitch trace on|off` while the switch runs: as a worker does, the
+    /// thread makes its fabric again when the settings changed (one atomic
+    /// load a round otherwise).
+    fn follow_trace(&mut self, fabric: &mut Fabric) {
+        let generation = self.shared.live_trace.generation();
+        if generation == self.trace_generation {
+            return;
+        }
+        self.trace_generation = generation;
+        self.trace = self.shared.live_trace.sink();
+        *fabric = Fabric::new(self.trace.clone());
     }
 
     /// Flow events go to `--trace` and, opened and closed flows, to the
@@ -304,7 +328,7 @@ impl Thread {
         let bus = &self.shared.bus;
         let listening = bus.is_listening();
         for (line, event) in self.host.take_flow_events() {
-            if let Some(trace) = &self.shared.trace {
+            if let Some(trace) = &self.trace {
                 trace(&line);
             }
             if let Some(event) = event
@@ -314,7 +338,7 @@ impl Thread {
             }
         }
         self.host
-            .set_trace(self.shared.trace.is_some() || bus.is_listening());
+            .set_trace(self.trace.is_some() || bus.is_listening());
     }
 
     /// How long to sleep: until smoltcp's or the services' next timer, at
