@@ -18,7 +18,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -70,6 +70,11 @@ struct Inbox {
     /// Set by the thread just before it sleeps; whoever queues something
     /// and finds it set wakes the thread.
     sleeping: AtomicBool,
+    /// Frames refused because the queue was full (each also counted as a
+    /// drop on port `gw`): the thread looks once a round and, when it grew,
+    /// asks the containers again about their flows (a lost RST is never
+    /// sent again; see `host_side/recheck.rs`).
+    overflows: AtomicU64,
 }
 
 impl Inbox {
@@ -145,7 +150,13 @@ impl GatewayQueue for Channel {
     fn push_offloaded(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         match self.inbox.send(Message::Frame(*vnet, frame.to_vec())) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(TrySendError::Full(_)) => {
+                self.inbox.overflows.fetch_add(1, Ordering::Relaxed);
+                // Wake it even so: the thread may be about to sleep with
+                // this round's overflow unseen.
+                self.inbox.wake_if_sleeping();
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
     }
@@ -171,6 +182,7 @@ pub(super) fn spawn(
         queue,
         waker: Waker::new(poll.registry(), WAKER)?,
         sleeping: AtomicBool::new(false),
+        overflows: AtomicU64::new(0),
     });
     let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
     let host = HostSide::new(
@@ -223,6 +235,7 @@ pub(super) fn spawn(
                 outbound,
                 shared,
                 handle,
+                overflows_seen: 0,
                 trace_generation: thread_generation,
                 trace,
                 frames: Vec::new(),
@@ -246,6 +259,8 @@ struct Thread {
     outbound: bool,
     shared: Arc<Shared>,
     handle: Arc<PortHandle>,
+    /// The inbox's overflow count the services last heard of.
+    overflows_seen: u64,
     /// The trace settings `trace` was made for (see `live_trace.rs`).
     trace_generation: u64,
     /// Where the fabric's decisions and the flows' lines go; `None` while
@@ -294,6 +309,7 @@ impl Thread {
                     Err(TryRecvError::Empty) => break,
                 }
             }
+            self.notice_overflows(now, inbox);
             self.host.timers(now, &mut self.gateway, &mut self.frames);
             self.take_services_frames();
             self.gateway.poll_offloaded(now, &mut self.out);
@@ -305,6 +321,16 @@ impl Thread {
             self.follow_trace(&mut fabric);
             self.send(&mut fabric, now);
             self.report_flow_events(now);
+        }
+    }
+
+    /// Frames dropped at the full queue since the last round: the services
+    /// ask the containers again about their flows.
+    fn notice_overflows(&mut self, now: Instant, inbox: &Inbox) {
+        let overflows = inbox.overflows.load(Ordering::Relaxed);
+        if overflows != self.overflows_seen {
+            self.overflows_seen = overflows;
+            self.host.queue_overflowed(now);
         }
     }
 
