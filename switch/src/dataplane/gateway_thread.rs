@@ -151,10 +151,10 @@ impl GatewayQueue for Channel {
         match self.inbox.send(Message::Frame(*vnet, frame.to_vec())) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
+                // No wake-up: a thread with a full queue does not sleep,
+                // and a count it just missed it reads next round (within
+                // `MAX_IDLE`).
                 self.inbox.overflows.fetch_add(1, Ordering::Relaxed);
-                // Wake it even so: the thread may be about to sleep with
-                // this round's overflow unseen.
-                self.inbox.wake_if_sleeping();
                 Err(io::Error::from(io::ErrorKind::WouldBlock))
             }
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
@@ -488,5 +488,43 @@ impl Thread {
                 &mut frame,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_refuses_the_frame_and_counts_the_overflow() {
+        let poll = Poll::new().unwrap();
+        let (queue, messages) = crossbeam_channel::bounded(2);
+        let inbox = Arc::new(Inbox {
+            queue,
+            waker: Waker::new(poll.registry(), WAKER).unwrap(),
+            sleeping: AtomicBool::new(false),
+            overflows: AtomicU64::new(0),
+        });
+        let channel = Channel {
+            inbox: inbox.clone(),
+            mtu: 1500,
+        };
+        channel.push(&[1; 60]).unwrap();
+        channel.push(&[2; 60]).unwrap();
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 0);
+        for _ in 0..3 {
+            let refused = channel.push(&[3; 60]).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        }
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 3, "each counted");
+        assert_eq!(messages.len(), 2, "nothing kept past the bound");
+        drop(messages);
+        let gone = channel.push(&[4; 60]).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            inbox.overflows.load(Ordering::Relaxed),
+            3,
+            "a stopped gateway is no overflow"
+        );
     }
 }
