@@ -80,7 +80,8 @@ pub struct ServicesReport {
     /// Host sockets that could not be opened or used.
     pub socket_errors: u64,
     /// Times the gateway's queue overflowed and the containers were asked
-    /// again about every TCP flow, and the probes that asked (see
+    /// again about every TCP flow, and the flows taken up for a probe (those
+    /// ended meanwhile, or not yet connected, are skipped; see
     /// `host_side/recheck.rs`).
     pub overflow_rechecks: u64,
     pub overflow_probes: u64,

@@ -38,7 +38,7 @@ pub(super) struct Recheck {
     due: Vec<FlowKey>,
     /// When the next batch goes out (`None`: no round under way).
     next_at: Option<Instant>,
-    /// Rounds started and probes handed out, for `stats`.
+    /// Rounds started and flows handed out for a probe, for `stats`.
     rounds: u64,
     probes: u64,
 }
@@ -78,7 +78,7 @@ impl Recheck {
         self.rounds
     }
 
-    /// Probes handed out since the switch started.
+    /// Flows handed out for a probe since the switch started.
     pub(super) fn probes(&self) -> u64 {
         self.probes
     }
