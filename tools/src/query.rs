@@ -349,6 +349,11 @@ fn render_services(s: &serde_json::Value) -> String {
         n(&s["frames"]["outbound_denied"]),
         n(&s["socket_errors"]),
     );
+    out += &format!(
+        "             after a full gateway queue: {} recheck(s), {} flow(s) probed\n",
+        n(&s["overflow_rechecks"]),
+        n(&s["overflow_probes"]),
+    );
     out
 }
 
