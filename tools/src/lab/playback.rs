@@ -207,6 +207,8 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
                     tunnel: tunnel.clone(),
                     wire: tx.clone(),
                     clock: clock.clone(),
+                    port: spec.name.clone(),
+                    trace: config.trace.clone(),
                 };
                 (PortKind::Vxlan, Arc::new(underlay))
             }
@@ -316,9 +318,12 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         // takes reaches the switch, without its outer headers.
         let inner = match &tunnel_port {
             Some((id, tunnel)) if *id == input.port.id => tunnel.receive(&input.data, now),
-            _ => Some(0..input.data.len()),
+            _ => Ok(0..input.data.len()),
         };
-        if let Some(inner) = inner {
+        if let (Err(refused), Some(trace)) = (&inner, &config.trace) {
+            trace(&format!("t={now} {}: {refused}", input.port.name));
+        }
+        if let Ok(inner) = inner {
             input.data.truncate(inner.end);
             input.data.drain(..inner.start);
             fabric.forward(

@@ -34,6 +34,7 @@ use std::time::Duration;
 use ports::vxlan::{Destinations, DropReason, RemoteEntry, RemoteTable, TunnelStats};
 use ports::wire::{checksum, ethernet, ipv4, udp, vxlan};
 use ports::{PortTx, VnetHdr};
+use switch::fabric::TraceSink;
 use switch::{Instant, MacAddr};
 
 /// The source MAC of every underlay frame the lab's tunnel sends.
@@ -140,30 +141,45 @@ impl LabTunnel {
         self.epoch + Duration::from_nanos(now.as_nanos())
     }
 
-    /// Takes an underlay frame: where its inner frame lies, or `None` if it
-    /// is dropped (counted by reason).
-    pub fn receive(&self, underlay: &[u8], now: Instant) -> Option<Range<usize>> {
+    /// Takes an underlay frame: where its inner frame lies, or why it is
+    /// dropped (counted).
+    pub fn receive(&self, underlay: &[u8], now: Instant) -> Result<Range<usize>, Refused> {
         let Some((source, datagram)) = datagram_to(self.local, underlay) else {
             self.count(true, NOT_VXLAN);
-            return None;
+            return Err(Refused {
+                source: None,
+                len: underlay.len(),
+                reason: NOT_VXLAN,
+            });
         };
         let verdict = self
             .table()
             .receive(source, &underlay[datagram.clone()], self.clock(now));
         match verdict {
-            Ok(offset) => Some(datagram.start + offset..datagram.end),
+            Ok(offset) => Ok(datagram.start + offset..datagram.end),
             Err(reason) => {
                 self.count(true, reason_name(reason));
-                None
+                Err(Refused {
+                    source: Some(source),
+                    len: underlay.len(),
+                    reason: reason_name(reason),
+                })
             }
         }
     }
 
     /// The underlay frames that carry `frame`: one for a known MAC, one per
-    /// member for a flood, none when the table says nowhere (counted).
-    pub fn encapsulate(&self, frame: &[u8], now: Instant, mut emit: impl FnMut(&[u8])) {
+    /// member for a flood, none when the table says nowhere (counted, and
+    /// the reason returned).
+    pub fn encapsulate(
+        &self,
+        frame: &[u8],
+        now: Instant,
+        mut emit: impl FnMut(&[u8]),
+    ) -> Result<(), &'static str> {
         let Ok(ethernet) = ethernet::Frame::new_checked(frame) else {
-            return;
+            // The fabric sends no runts; the live tunnel skips them too.
+            return Ok(());
         };
         let destinations =
             self.table()
@@ -173,7 +189,7 @@ impl LabTunnel {
             Destinations::Flood(endpoints) => endpoints,
             Destinations::Nowhere(reason) => {
                 self.count(false, reason_name(reason));
-                return;
+                return Err(reason_name(reason));
             }
         };
         let mut underlay = Vec::new();
@@ -182,6 +198,7 @@ impl LabTunnel {
             emit(&underlay);
         }
         self.table().count_sent(endpoints.len() as u64, 0);
+        Ok(())
     }
 
     /// The counters and remote MACs at virtual time `now`.
@@ -197,6 +214,28 @@ impl LabTunnel {
             tx_drops: drops.tx.clone(),
             entries: table.entries(self.clock(now)),
         }
+    }
+}
+
+/// An underlay frame the tunnel did not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The outer source, when it was a datagram to the tunnel's endpoint.
+    pub source: Option<SocketAddrV4>,
+    /// The underlay frame's length.
+    pub len: usize,
+    /// The reason's name, as the summary counts it.
+    pub reason: &'static str,
+}
+
+/// As a trace line says it, after the time and the port.
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source {
+            Some(source) => write!(f, "vxlan from {source} len {}", self.len)?,
+            None => write!(f, "underlay frame len {}", self.len)?,
+        }
+        write!(f, ": dropped by the tunnel ({})", self.reason)
     }
 }
 
@@ -275,23 +314,46 @@ fn underlay_frame(
 
 /// The tunnel port's transmit side: each frame the switch sends becomes the
 /// underlay frames the tunnel would send, written to `wire` (the port's
-/// output file) at the virtual time in `clock`.
-#[derive(Debug)]
+/// output file) at the virtual time in `clock`. A frame the tunnel sends
+/// nowhere gets a line on `trace`, named `port`.
 pub struct UnderlayTx {
     pub tunnel: Arc<LabTunnel>,
     pub wire: Arc<dyn PortTx>,
     pub clock: Arc<AtomicU64>,
+    pub port: String,
+    pub trace: Option<Arc<TraceSink>>,
+}
+
+impl std::fmt::Debug for UnderlayTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnderlayTx")
+            .field("tunnel", &self.tunnel)
+            .field("port", &self.port)
+            .field("trace", &self.trace.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PortTx for UnderlayTx {
     fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         let now = Instant::from_nanos(self.clock.load(Relaxed));
         let mut result = Ok(());
-        self.tunnel.encapsulate(frame, now, |underlay| {
+        let sent = self.tunnel.encapsulate(frame, now, |underlay| {
             if result.is_ok() {
                 result = self.wire.send(&VnetHdr::default(), underlay);
             }
         });
+        if let (Err(reason), Some(trace), Ok(ethernet)) =
+            (sent, &self.trace, ethernet::Frame::new_checked(frame))
+        {
+            trace(&format!(
+                "t={now} {}: {} > {} len {}: not sent into the tunnel ({reason})",
+                self.port,
+                ethernet.src_addr(),
+                ethernet.dst_addr(),
+                frame.len()
+            ));
+        }
         result
     }
 

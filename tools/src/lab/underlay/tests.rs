@@ -38,7 +38,7 @@ fn from_member(from: &str, vni: u32, frame: &[u8]) -> Vec<u8> {
 
 fn sent(tunnel: &LabTunnel, frame: &[u8]) -> Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
     let mut out = Vec::new();
-    tunnel.encapsulate(frame, Instant::from_secs(1), |underlay| {
+    let _ = tunnel.encapsulate(frame, Instant::from_secs(1), |underlay| {
         let (source, range) = datagram_to(
             SocketAddrV4::new(
                 ipv4::Packet::new_checked(&underlay[14..])
@@ -102,18 +102,27 @@ fn strangers_other_vnis_and_other_traffic_are_dropped_by_reason() {
     assert!(
         tunnel
             .receive(&from_member("10.0.0.9:4789", 42, &frame), now)
-            .is_none()
+            .is_err()
     );
-    assert!(tunnel.receive(&from_member(B, 43, &frame), now).is_none());
+    assert!(tunnel.receive(&from_member(B, 43, &frame), now).is_err());
     let mut bad_sum = from_member(B, 42, &frame);
     let last = bad_sum.len() - 1;
     bad_sum[last] ^= 1;
-    assert!(tunnel.receive(&bad_sum, now).is_none());
+    assert!(tunnel.receive(&bad_sum, now).is_err());
     let short = from_member(B, 42, &frame[..10]);
-    assert!(tunnel.receive(&short, now).is_none());
+    assert!(tunnel.receive(&short, now).is_err());
     let gateway = inner([2, 0x42, 0, 0, 0, 1], [0xff; 6]);
-    assert!(tunnel.receive(&from_member(B, 42, &gateway), now).is_none());
-    assert!(tunnel.receive(&frame, now).is_none(), "not even IPv4");
+    assert!(tunnel.receive(&from_member(B, 42, &gateway), now).is_err());
+    let refused = tunnel.receive(&frame, now).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "underlay frame len 17: dropped by the tunnel (not-vxlan)"
+    );
+    let stray = tunnel.receive(&from_member("10.0.0.9:4789", 42, &frame), now);
+    assert_eq!(
+        stray.unwrap_err().to_string(),
+        "vxlan from 10.0.0.9:4789 len 67: dropped by the tunnel (not-member)"
+    );
     let report = tunnel.report(now);
     let rx: Vec<(&str, u64)> = report.rx_drops.into_iter().collect();
     assert_eq!(
@@ -121,7 +130,7 @@ fn strangers_other_vnis_and_other_traffic_are_dropped_by_reason() {
         vec![
             ("local-only", 1),
             ("malformed-vxlan", 1),
-            ("not-member", 1),
+            ("not-member", 2),
             ("not-vxlan", 2),
             ("wrong-vni", 1)
         ]
@@ -133,6 +142,9 @@ fn strangers_other_vnis_and_other_traffic_are_dropped_by_reason() {
 fn the_gateways_frames_and_frames_with_no_members_go_nowhere() {
     let tunnel = tunnel();
     assert!(sent(&tunnel, &inner([2, 0x42, 0, 0, 0, 1], [0xff; 6])).is_empty());
+    let gateway = inner([2, 0x42, 0, 0, 0, 1], [0xff; 6]);
+    let verdict = tunnel.encapsulate(&gateway, Instant::ZERO, |_| panic!("sent"));
+    assert_eq!(verdict, Err("local-only"));
     let lonely = LabTunnel::new(
         &TunnelSpec {
             port: "vx0".into(),
@@ -146,7 +158,7 @@ fn the_gateways_frames_and_frames_with_no_members_go_nowhere() {
     );
     assert!(sent(&lonely, &inner([2, 0, 0, 0, 0, 0xa], [0xff; 6])).is_empty());
     let tx: Vec<_> = tunnel.report(Instant::ZERO).tx_drops.into_iter().collect();
-    assert_eq!(tx, vec![("local-only", 1)]);
+    assert_eq!(tx, vec![("local-only", 2)]);
     let tx: Vec<_> = lonely.report(Instant::ZERO).tx_drops.into_iter().collect();
     assert_eq!(tx, vec![("no-members", 1)]);
 }
