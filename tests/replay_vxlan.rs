@@ -117,3 +117,84 @@ fn expect_catches_a_changed_byte_of_the_underlay() {
     assert_eq!(missing.result.unwrap(), ExitCode::FAILURE);
     assert!(missing.stderr.contains("vx0"), "{}", missing.stderr);
 }
+
+/// `--json` carries the tunnel (counters, remote MACs and where they are)
+/// and its drops on its port, by reason.
+#[test]
+fn the_json_summary_has_the_tunnel_and_its_drops() {
+    let tmp = TempDir::new("vxlan-json");
+    let json = |name: &str| -> serde_json::Value {
+        let dir = scenario(name);
+        let out = tmp.join(name).display().to_string();
+        let run = replay_both(replay_args(&scenario_args(
+            &dir,
+            &["--out".into(), out, "--json".into()],
+        )));
+        assert_eq!(run.result.unwrap(), ExitCode::SUCCESS, "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let flood = json("flood-learn");
+    let tunnel = &flood["tunnel"];
+    assert_eq!(tunnel["port"], "vx0");
+    assert_eq!(tunnel["local"], "10.0.0.1:4789");
+    assert_eq!(tunnel["vni"], 42);
+    assert_eq!(
+        tunnel["members"],
+        serde_json::json!(["10.0.0.2:4789", "10.0.0.3:4789"])
+    );
+    assert_eq!(tunnel["stats"]["tx_datagrams"], 3);
+    assert_eq!(tunnel["stats"]["tx_floods"], 1);
+    assert_eq!(tunnel["stats"]["rx_frames"], 2);
+    assert_eq!(
+        tunnel["remotes"],
+        serde_json::json!([{"mac": "02:42:ac:11:00:09", "via": "10.0.0.2:4789"}])
+    );
+
+    let drops = json("drops");
+    let vx0 = drops["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "vx0")
+        .unwrap();
+    assert_eq!(
+        vx0["drops"],
+        serde_json::json!({"local-only": 1, "malformed-vxlan": 1, "not-member": 1,
+                           "not-vxlan": 2, "wrong-vni": 2})
+    );
+    assert_eq!(vx0["rx_dropped"], 6);
+    assert_eq!(vx0["tx_dropped"], 1);
+    assert_eq!(drops["tunnel"]["stats"]["rx_dropped_not_member"], 1);
+    assert_eq!(drops["tunnel"]["stats"]["rx_dropped_wrong_vni"], 2);
+}
+
+/// The tunnel's own endpoint is not a member, and the tunnel port's name is
+/// one more port name.
+#[test]
+fn a_tunnel_is_refused_with_its_own_endpoint_as_member_or_a_taken_name() {
+    let tmp = TempDir::new("vxlan-refused");
+    let out = tmp.join("out").display().to_string();
+    let base = [
+        "--port",
+        "p1",
+        "--out",
+        &out,
+        "--underlay",
+        "10.0.0.1",
+        "--vni",
+        "42",
+    ];
+    let refused = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let run = replay_both(replay_args(&args));
+        format!("{:#}", run.result.unwrap_err())
+    };
+    assert_eq!(
+        refused(&["--vxlan", "vx0", "--member", "10.0.0.1:4789"]),
+        "--member 10.0.0.1:4789 is the tunnel's own --underlay endpoint"
+    );
+    assert_eq!(
+        refused(&["--vxlan", "p1"]),
+        "port p1 is given twice: port names must be unique"
+    );
+}
