@@ -395,7 +395,8 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
 
 /// Counts the tunnel's drops on its port, as the switch's own are: an
 /// underlay frame the tunnel refused was received and dropped, a frame it
-/// had nowhere to send was meant for the port and not sent.
+/// had nowhere to send was meant for the port and not sent. Bytes stay
+/// those of the frames the switch saw: an underlay frame is another layer.
 fn add_tunnel_drops(stats: &mut PortStats, report: &TunnelReport) {
     for (reason, n) in &report.rx_drops {
         stats.rx_frames += n;
