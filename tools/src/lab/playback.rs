@@ -15,6 +15,10 @@
 //!   at the end, so its counters depend on the frames only;
 //! - **ports** whose transmit side appends to an output file, stamping each
 //!   frame with the current time (the time of the frame that caused it);
+//! - **the tunnel port** (`--vxlan`), whose input and output are the
+//!   underlay: [`LabTunnel`] takes the inner frames out of the captured
+//!   VXLAN before the fabric sees them, and the port's transmit side writes
+//!   the underlay frames the tunnel sends (see [`super::underlay`]);
 //! - **the gateway**, a port like the others whose transmit side queues
 //!   frames for [`Gateway`]; after each input frame the gateway is given its
 //!   frames and polled, and what it sends is forwarded from its port, until

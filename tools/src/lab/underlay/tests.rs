@@ -178,3 +178,40 @@ fn remote_macs_age_on_virtual_time() {
     assert_eq!(tunnel.report(Instant::from_secs(109)).entries.len(), 1);
     assert!(tunnel.report(Instant::from_secs(110)).entries.is_empty());
 }
+
+#[test]
+fn a_datagram_without_a_udp_checksum_is_taken_as_the_kernel_takes_it() {
+    let tunnel = tunnel();
+    let frame = inner([2, 0, 0, 0, 0, 0xb], [0xff; 6]);
+    let mut underlay = from_member(B, 42, &frame);
+    // The UDP checksum: after Ethernet (14) and IPv4 (20), bytes 6-7.
+    underlay[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let range = tunnel.receive(&underlay, Instant::from_secs(1)).unwrap();
+    assert_eq!(&underlay[range], &frame[..]);
+    // A wrong IPv4 header checksum is not.
+    let mut bad_ip = from_member(B, 42, &frame);
+    bad_ip[14 + 10] ^= 1;
+    assert_eq!(
+        tunnel
+            .receive(&bad_ip, Instant::from_secs(1))
+            .unwrap_err()
+            .reason,
+        NOT_VXLAN
+    );
+}
+
+#[test]
+fn a_mac_that_moves_to_another_member_follows_it() {
+    let tunnel = tunnel();
+    let remote = [2, 0, 0, 0, 0, 0xb];
+    let frame = inner(remote, [0xff; 6]);
+    tunnel
+        .receive(&from_member(B, 42, &frame), Instant::from_secs(1))
+        .unwrap();
+    tunnel
+        .receive(&from_member(C, 42, &frame), Instant::from_secs(2))
+        .unwrap();
+    let reply = sent(&tunnel, &inner([2, 0, 0, 0, 0, 0xa], remote));
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].1, endpoint(C));
+}
