@@ -32,6 +32,13 @@ fn what_the_tunnel_refuses_is_dropped_and_counted() {
     check_scenario(&scenario("drops"));
 }
 
+/// A MAC heard from another member follows it there; a silent one is
+/// forgotten by the switch and the tunnel alike, and flooded to again.
+#[test]
+fn remote_macs_follow_their_host_and_age_on_capture_time() {
+    check_scenario(&scenario("move-age"));
+}
+
 #[test]
 fn every_vxlan_fixture_directory_has_a_test() {
     let mut dirs: Vec<String> = fs::read_dir(fixtures_dir().join("vxlan"))
@@ -41,7 +48,7 @@ fn every_vxlan_fixture_directory_has_a_test() {
     dirs.sort();
     assert_eq!(
         dirs,
-        ["drops", "flood-learn"],
+        ["drops", "flood-learn", "move-age"],
         "add a test for the new scenario"
     );
 }

@@ -78,6 +78,9 @@ pub fn render(outcome: &Outcome, config: &LabConfig, with_fdb: bool) -> String {
             for entry in &tunnel.entries {
                 out += &format!("  {}  via {}\n", entry.mac, entry.endpoint);
             }
+            if tunnel.entries.is_empty() {
+                out += "  (none)\n";
+            }
         }
     } else {
         // The table's counters are the last line of `render_fdb`.
