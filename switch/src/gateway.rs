@@ -779,4 +779,77 @@ mod tests {
         }
         assert!(!gw.deliver(&arp_request(GW_IP)));
     }
+
+    /// What `host_side/recheck.rs` relies on after the queue overflowed: a
+    /// keep-alive asks the container again; an ACK answers that it still
+    /// has the connection (and, the keep-alive switched off, no probe
+    /// follows), a RST that it reset it (the socket closes).
+    #[test]
+    fn a_keep_alive_probe_is_answered_by_an_ack_or_ends_with_the_rst() {
+        let remote = (Ipv4Addr::new(198, 51, 100, 7), 80);
+        let mut gw = Gateway::new(GW_IP, 16, Instant::ZERO);
+        gw.enable_flows();
+        let handle = gw
+            .tcp_listen(SocketAddrV4::new(remote.0, remote.1), 4096)
+            .unwrap();
+        gw.deliver(&arp_request(GW_IP));
+        let syn = TcpRepr {
+            src_port: 40000,
+            dst_port: remote.1,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 4096,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut out = Vec::new();
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &syn)));
+        gw.poll(Instant::from_millis(1), &mut out);
+        let (their_seq, _, _) = tcp_of(out.last().expect("a SYN-ACK"));
+        let ack = TcpRepr {
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(1001),
+            ack_number: Some(TcpSeqNumber(their_seq as i32) + 1),
+            max_seg_size: None,
+            ..syn
+        };
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &ack)));
+        gw.poll(Instant::from_millis(2), &mut out);
+        assert_eq!(gw.tcp(handle).state(), tcp::State::Established);
+
+        let probe = |gw: &mut Gateway, at: u64| {
+            let mut out = Vec::new();
+            gw.tcp(handle)
+                .set_keep_alive(Some(smoltcp::time::Duration::from_secs(2)));
+            gw.poll(Instant::from_millis(at), &mut out);
+            gw.tcp(handle).set_keep_alive(None);
+            assert_eq!(out.len(), 1, "one probe");
+            let (seq, len, _) = tcp_of(&out[0]);
+            assert_eq!((seq, len), (their_seq, 1), "one byte below the next");
+        };
+        probe(&mut gw, 3);
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &ack)), "still there");
+        out.clear();
+        gw.poll(Instant::from_millis(4), &mut out);
+        gw.poll(Instant::from_millis(60_000), &mut out);
+        assert!(out.is_empty(), "no probe after the answer: {}", out.len());
+        assert_eq!(gw.tcp(handle).state(), tcp::State::Established);
+
+        probe(&mut gw, 60_001);
+        // The container's kernel no longer has the connection: its RST
+        // carries the sequence number the probe acknowledged.
+        let rst = TcpRepr {
+            control: TcpControl::Rst,
+            ack_number: None,
+            ..ack
+        };
+        assert!(gw.deliver(&tcp_frame(&gw, remote, &rst)));
+        gw.poll(Instant::from_millis(60_002), &mut out);
+        assert_eq!(gw.tcp(handle).state(), tcp::State::Closed);
+    }
 }

@@ -26,7 +26,6 @@ use clap::Args;
 use ipam::store::{now, random_id};
 use ipam::{AttachedNamespace, Container, Driver, Network};
 
-use crate::control::{self, PortInfo, Request};
 use crate::netlink::netns::NamespaceId;
 use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::outln;
@@ -206,18 +205,7 @@ fn plug(record: &Container, network: &Network) -> Result<()> {
     );
     configure_inside(sandbox, iface, ip, prefix, broadcast, gateway)?;
 
-    let request = Request::PortAdd {
-        iface: Some(host_iface.clone()),
-        tap: None,
-        owner: Some(record.name.clone()),
-    };
-    control::call_as::<PortInfo>(control, &request).with_context(|| {
-        format!(
-            "attaching {host_iface} to the switch at {}",
-            control.display()
-        )
-    })?;
-    Ok(())
+    crate::sandbox::plug_into_switch(control, host_iface, &record.name)
 }
 
 /// Rootless: both ends of the pair inside the namespace, built by a helper

@@ -40,7 +40,6 @@ use ipam::store::{now, random_id};
 use ipam::{Container, Driver, Network, State};
 use serde::Serialize;
 
-use crate::control::{self, PortInfo, Request};
 use crate::netlink::{Netlink, disable_ipv6, netns};
 use crate::network::{table, to_docker_json};
 use crate::rootless::Mode;
@@ -251,18 +250,7 @@ fn build(record: &Container, network: &Network) -> Result<()> {
         )
     })?;
 
-    let request = Request::PortAdd {
-        iface: Some(host_iface.clone()),
-        tap: None,
-        owner: Some(record.name.clone()),
-    };
-    control::call_as::<PortInfo>(control, &request).with_context(|| {
-        format!(
-            "attaching {host_iface} to the switch at {}",
-            control.display()
-        )
-    })?;
-    Ok(())
+    crate::sandbox::plug_into_switch(control, host_iface, &record.name)
 }
 
 /// Creates the namespace; one left by an interrupted `create` of the same

@@ -33,4 +33,5 @@ pub mod signals;
 pub mod statedir;
 pub mod store_follower;
 pub mod traffic;
+pub mod tunnel_report;
 pub mod web;

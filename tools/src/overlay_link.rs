@@ -133,9 +133,18 @@ impl OverlayLink {
     }
 }
 
+/// `serve`'s flags that say which network it serves and how it joins it.
+#[derive(Debug)]
+pub struct OverlayArgs<'a> {
+    pub state: &'a crate::statedir::StateArgs,
+    pub network: &'a str,
+    pub underlay: Option<Ipv4Addr>,
+    pub lease_ttl: u64,
+}
+
 /// What `serve` needs to join its network, if that is an overlay network
 /// (then `--underlay` is required); `None` for the others.
-pub fn setup_for(args: &crate::serve::ServeArgs) -> Result<Option<(Store, OverlaySetup)>> {
+pub fn setup_for(args: &OverlayArgs<'_>) -> Result<Option<(Store, OverlaySetup)>> {
     let not_overlay = || -> Result<Option<(Store, OverlaySetup)>> {
         if args.underlay.is_some() {
             bail!(
@@ -149,7 +158,7 @@ pub fn setup_for(args: &crate::serve::ServeArgs) -> Result<Option<(Store, Overla
         return not_overlay();
     }
     let store = args.state.open_unpruned()?;
-    let network = match store.network(&args.network) {
+    let network = match store.network(args.network) {
         Ok(network) if network.driver == ipam::Driver::Overlay => network,
         // The gateway's lookup says what is wrong with a missing network.
         Ok(_) | Err(_) => return not_overlay(),
@@ -262,88 +271,9 @@ impl MemberLoop {
     }
 }
 
-/// `Request::Tunnel`'s reply: the tunnel as `tapswitch stats` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TunnelReport {
-    pub port: String,
-    /// This host's endpoint.
-    pub local: String,
-    /// Where floods go, and whom VXLAN is accepted from.
-    pub members: Vec<String>,
-    /// Remote MACs learned: `[mac, endpoint]`.
-    pub remotes: Vec<(String, String)>,
-    /// `ports::vxlan::TunnelStats`, by name.
-    pub stats: serde_json::Value,
-}
-
-impl TunnelReport {
-    pub fn new(port: &str, tunnel: &Tunnel) -> TunnelReport {
-        TunnelReport {
-            port: port.to_string(),
-            local: tunnel.local().to_string(),
-            members: tunnel.members().iter().map(|m| m.to_string()).collect(),
-            remotes: tunnel
-                .entries()
-                .iter()
-                .map(|e| (e.mac.to_string(), e.endpoint.to_string()))
-                .collect(),
-            stats: serde_json::to_value(tunnel.stats()).unwrap_or_default(),
-        }
-    }
-
-    /// The lines `tapswitch stats` adds.
-    pub fn render(&self) -> String {
-        let count = |key: &str| self.stats[key].as_u64().unwrap_or(0);
-        format!(
-            "tunnel       {} on {}; {} member(s): {}; {} remote MAC(s)\n\
-             tunnel rx    {} frame(s); dropped: not a member {}, wrong VNI {}, malformed {}, gateway's own {}\n\
-             tunnel tx    {} datagram(s), {} flood(s), {} error(s), {} with no member to go to\n",
-            self.port,
-            self.local,
-            self.members.len(),
-            if self.members.is_empty() {
-                "none".to_string()
-            } else {
-                self.members.join(", ")
-            },
-            self.remotes.len(),
-            count("rx_frames"),
-            count("rx_dropped_not_member"),
-            count("rx_dropped_wrong_vni"),
-            count("rx_dropped_malformed"),
-            count("dropped_local_only"),
-            count("tx_datagrams"),
-            count("tx_floods"),
-            count("tx_errors"),
-            count("tx_dropped_no_members"),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_tunnel_report_names_members_and_drops_by_reason() {
-        let report = TunnelReport {
-            port: TUNNEL_PORT.into(),
-            local: "10.0.0.1:4789".into(),
-            members: vec!["10.0.0.2:4789".into(), "10.0.0.3:4789".into()],
-            remotes: vec![("02:42:0a:32:00:03".into(), "10.0.0.2:4789".into())],
-            stats: serde_json::json!({"rx_frames": 7, "rx_dropped_not_member": 2, "tx_floods": 1}),
-        };
-        let text = report.render();
-        assert!(
-            text.contains("vxlan0 on 10.0.0.1:4789; 2 member(s): 10.0.0.2:4789, 10.0.0.3:4789; 1 remote MAC(s)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("7 frame(s); dropped: not a member 2, wrong VNI 0"),
-            "{text}"
-        );
-        assert!(text.contains("1 flood(s)"), "{text}");
-    }
 
     #[test]
     fn a_lease_lasts_at_least_a_second() {

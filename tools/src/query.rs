@@ -299,7 +299,7 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         out!("{}", render_services(&services))?;
     }
     if let Ok(tunnel) =
-        control::call_as::<Option<crate::overlay_link::TunnelReport>>(&socket, &Request::Tunnel)
+        control::call_as::<Option<crate::tunnel_report::TunnelReport>>(&socket, &Request::Tunnel)
         && let Some(tunnel) = tunnel
     {
         out!("{}", tunnel.render())?;
@@ -348,6 +348,11 @@ fn render_services(s: &serde_json::Value) -> String {
         "             refused outbound {}, host socket errors {}\n",
         n(&s["frames"]["outbound_denied"]),
         n(&s["socket_errors"]),
+    );
+    out += &format!(
+        "             after a full gateway queue: {} recheck(s), {} flow(s) probed\n",
+        n(&s["overflow_rechecks"]),
+        n(&s["overflow_probes"]),
     );
     out
 }

@@ -299,9 +299,9 @@ impl RunningSwitch {
     }
 
     /// The tunnel's state, for `tapswitch stats` (`None` off an overlay network).
-    fn tunnel_report(&self) -> Option<crate::overlay_link::TunnelReport> {
+    fn tunnel_report(&self) -> Option<crate::tunnel_report::TunnelReport> {
         let (port, tunnel) = self.tunnel.get()?;
-        Some(crate::overlay_link::TunnelReport::new(port, tunnel))
+        Some(crate::tunnel_report::TunnelReport::new(port, tunnel))
     }
 
     /// Detaches a port by name.

@@ -188,3 +188,20 @@ pub(crate) fn make_veth_into(
     nl.set_up(index)
         .with_context(|| format!("bringing up {host_iface}"))
 }
+
+/// Adds a container's host end `host_iface` to the switch at `control` as
+/// a port owned by container `owner`.
+pub fn plug_into_switch(control: &Path, host_iface: &str, owner: &str) -> Result<()> {
+    let request = Request::PortAdd {
+        iface: Some(host_iface.to_string()),
+        tap: None,
+        owner: Some(owner.to_string()),
+    };
+    control::call_as::<crate::control::PortInfo>(control, &request).with_context(|| {
+        format!(
+            "attaching {host_iface} to the switch at {}",
+            control.display()
+        )
+    })?;
+    Ok(())
+}

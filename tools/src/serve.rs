@@ -153,7 +153,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
-    let overlay = crate::overlay_link::setup_for(&args)?;
+    let overlay = crate::overlay_link::setup_for(&crate::overlay_link::OverlayArgs {
+        state: &args.state,
+        network: &args.network,
+        underlay: args.underlay,
+        lease_ttl: args.lease_ttl,
+    })?;
     let gateway = resolve_gateway(&args)?;
     if let Some(name) = &args.host_iface {
         crate::host_iface::check_can_create(name)?;

@@ -9,9 +9,12 @@
 //! address. [`Tunnel`] is the handle the control plane keeps to change the
 //! members and to read the table.
 //!
-//! Plain UDP, so no privilege is needed for the tunnel itself. Frames go
-//! through unsegmented and with complete checksums (the port takes no
-//! virtio-net headers): the switch segments GSO super-frames for it.
+//! Plain UDP, so no privilege is needed for the tunnel itself. The port
+//! takes virtio-net headers: a GSO super-frame is cut next to the VXLAN
+//! headers and sent with UDP segmentation offload, and a partial checksum
+//! is finished before the frame leaves ([`socket::VxlanTx`]); frames that a
+//! sender on this machine left unfinished are recognised on the way in
+//! ([`inner_offloads`]).
 
 pub mod inner_offloads;
 pub mod remotes;

@@ -3,7 +3,7 @@
 //! send is [`RemoteTable`]'s decision.
 
 use std::io::{self, IoSlice};
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -19,11 +19,6 @@ use crate::{PortRx, PortTx, RxError, VnetHdr};
 const DATAGRAM_LEN: usize = 65_536;
 
 /// The receive lane: decapsulates what members send.
-///
-/// With `UDP_GRO` one receive may hold a run of datagrams of one flow (a
-/// sender's `UDP_SEGMENT` burst, joined again by the kernel): they are
-/// taken apart here. What does not fit the batch waits for the next call;
-/// the batch is then full, so the worker comes back at once.
 #[derive(Debug)]
 pub struct VxlanRx {
     socket: UdpSocket,
@@ -31,51 +26,15 @@ pub struct VxlanRx {
     datagram: Vec<u8>,
     /// The largest inner IP packet (longer TCP frames are super-frames).
     mtu: usize,
-    /// What of `datagram` is still to be taken apart.
-    pending: Pending,
-}
-
-#[derive(Debug, Default)]
-struct Pending {
-    source: Option<SocketAddrV4>,
-    offset: usize,
-    len: usize,
-    segment: usize,
 }
 
 impl VxlanRx {
     pub(super) fn new(socket: UdpSocket, table: Arc<Mutex<RemoteTable>>, mtu: usize) -> VxlanRx {
-        // Best effort: without it (Linux before 5.0) each receive is one datagram.
-        let _ = crate::sys::udp_gso::enable_gro(std::os::fd::AsFd::as_fd(&socket));
         VxlanRx {
             socket,
             table,
             datagram: vec![0; DATAGRAM_LEN],
             mtu,
-            pending: Pending::default(),
-        }
-    }
-
-    /// Takes the waiting datagrams apart into `batch`, as many as fit.
-    fn take_pending(&mut self, batch: &mut RxBatch) {
-        let pending = &mut self.pending;
-        while pending.offset < pending.len && batch.len() < batch.capacity() {
-            let end = (pending.offset + pending.segment).min(pending.len);
-            let datagram = &self.datagram[pending.offset..end];
-            pending.offset = end;
-            let Some(source) = pending.source else {
-                continue;
-            };
-            let verdict = self
-                .table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .receive(source, datagram, Instant::now());
-            if let Ok(offset) = verdict {
-                let frame = &datagram[offset..];
-                // A frame longer than a slot cannot be taken; it is lost.
-                let _ = batch.push(super::inner_offloads::vnet_for(frame, self.mtu), frame);
-            }
         }
     }
 }
@@ -83,27 +42,32 @@ impl VxlanRx {
 impl PortRx for VxlanRx {
     fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
-        loop {
-            self.take_pending(batch);
-            if batch.len() == batch.capacity() {
-                break;
-            }
-            let fd = std::os::fd::AsFd::as_fd(&self.socket);
-            let received = match crate::sys::udp_gso::recv_segments(fd, &mut self.datagram) {
-                Ok(received) => received,
+        while batch.len() < batch.capacity() {
+            let (len, source) = match self.socket.recv_from(&mut self.datagram) {
+                Ok(got) => got,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier send (a member gone away)
                 // surfaces here; it says nothing about this socket.
                 Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(err) => return Err(RxError::Io(err)),
             };
-            let len = received.len.min(self.datagram.len());
-            self.pending = Pending {
-                source: received.source,
-                offset: 0,
-                len,
-                segment: received.segment.unwrap_or(len).max(1),
+            let SocketAddr::V4(source) = source else {
+                continue;
             };
+            let datagram = &self.datagram[..len];
+            let verdict = self
+                .table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .receive(source, datagram, Instant::now());
+            if let Ok(offset) = verdict {
+                let frame = &datagram[offset..];
+                let vnet = super::inner_offloads::vnet_for(frame, self.mtu);
+                if !batch.push(vnet, frame) {
+                    break;
+                }
+            }
         }
         Ok(batch.len())
     }

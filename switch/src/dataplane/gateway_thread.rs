@@ -18,7 +18,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use mio::{Events, Poll, Token, Waker};
 use ports::{PortKind, VnetHdr};
 
 use super::Shared;
-use crate::fabric::{Fabric, PortHandle};
+use crate::fabric::{Fabric, PortHandle, TraceSink};
 use crate::flows::FlowInfo;
 use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::host_side::{HostSide, Published, ServicesReport, ServicesSetup};
@@ -70,6 +70,11 @@ struct Inbox {
     /// Set by the thread just before it sleeps; whoever queues something
     /// and finds it set wakes the thread.
     sleeping: AtomicBool,
+    /// Frames refused because the queue was full (each also counted as a
+    /// drop on port `gw`): the thread looks once a round and, when it grew,
+    /// asks the containers again about their flows (a lost RST is never
+    /// sent again; see `host_side/recheck.rs`).
+    overflows: AtomicU64,
 }
 
 impl Inbox {
@@ -145,7 +150,13 @@ impl GatewayQueue for Channel {
     fn push_offloaded(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         match self.inbox.send(Message::Frame(*vnet, frame.to_vec())) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(TrySendError::Full(_)) => {
+                // No wake-up: a thread with a full queue does not sleep,
+                // and a count it just missed it reads next round (within
+                // `MAX_IDLE`).
+                self.inbox.overflows.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
             Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
     }
@@ -171,6 +182,7 @@ pub(super) fn spawn(
         queue,
         waker: Waker::new(poll.registry(), WAKER)?,
         sleeping: AtomicBool::new(false),
+        overflows: AtomicU64::new(0),
     });
     let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
     let host = HostSide::new(
@@ -199,7 +211,10 @@ pub(super) fn spawn(
     }
     let (address, prefix_len, mac) = (gateway.address(), gateway.prefix_len(), gateway.mac());
     let mut host = host;
-    host.set_trace(shared.trace.is_some());
+    // The generation first: a change between the two is caught next round.
+    let thread_generation = shared.live_trace.generation();
+    let trace = shared.live_trace.sink();
+    host.set_trace(trace.is_some());
     if setup.outbound {
         for (port, err) in host.publish(&setup.published) {
             log::warn!(
@@ -220,6 +235,9 @@ pub(super) fn spawn(
                 outbound,
                 shared,
                 handle,
+                overflows_seen: 0,
+                trace_generation: thread_generation,
+                trace,
                 frames: Vec::new(),
                 out: Vec::new(),
                 scratch: Vec::new(),
@@ -241,6 +259,13 @@ struct Thread {
     outbound: bool,
     shared: Arc<Shared>,
     handle: Arc<PortHandle>,
+    /// The inbox's overflow count the services last heard of.
+    overflows_seen: u64,
+    /// The trace settings `trace` was made for (see `live_trace.rs`).
+    trace_generation: u64,
+    /// Where the fabric's decisions and the flows' lines go; `None` while
+    /// tracing is off.
+    trace: Option<Arc<TraceSink>>,
     /// Plain frames the services made, moved to `out` after each call.
     frames: Vec<Vec<u8>>,
     /// Frames for the switch, in order, sent at the end of each round.
@@ -251,7 +276,7 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self, mut poll: Poll, inbox: &Inbox, messages: &Receiver<Message>) {
-        let mut fabric = Fabric::new(self.shared.trace.clone());
+        let mut fabric = Fabric::new(self.trace.clone());
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.shared.clock.now();
@@ -284,6 +309,7 @@ impl Thread {
                     Err(TryRecvError::Empty) => break,
                 }
             }
+            self.notice_overflows(now, inbox);
             self.host.timers(now, &mut self.gateway, &mut self.frames);
             self.take_services_frames();
             self.gateway.poll_offloaded(now, &mut self.out);
@@ -292,9 +318,33 @@ impl Thread {
             self.take_services_frames();
             // What the relay queued for the stack goes out in this round.
             self.gateway.poll_offloaded(now, &mut self.out);
+            self.follow_trace(&mut fabric);
             self.send(&mut fabric, now);
             self.report_flow_events(now);
         }
+    }
+
+    /// Frames dropped at the full queue since the last round: the services
+    /// ask the containers again about their flows.
+    fn notice_overflows(&mut self, now: Instant, inbox: &Inbox) {
+        let overflows = inbox.overflows.load(Ordering::Relaxed);
+        if overflows != self.overflows_seen {
+            self.overflows_seen = overflows;
+            self.host.queue_overflowed(now);
+        }
+    }
+
+    /// `tapswitch trace on|off` while the switch runs: as a worker does, the
+    /// thread makes its fabric again when the settings changed (one atomic
+    /// load a round otherwise).
+    fn follow_trace(&mut self, fabric: &mut Fabric) {
+        let generation = self.shared.live_trace.generation();
+        if generation == self.trace_generation {
+            return;
+        }
+        self.trace_generation = generation;
+        self.trace = self.shared.live_trace.sink();
+        *fabric = Fabric::new(self.trace.clone());
     }
 
     /// Flow events go to `--trace` and, opened and closed flows, to the
@@ -304,7 +354,7 @@ impl Thread {
         let bus = &self.shared.bus;
         let listening = bus.is_listening();
         for (line, event) in self.host.take_flow_events() {
-            if let Some(trace) = &self.shared.trace {
+            if let Some(trace) = &self.trace {
                 trace(&line);
             }
             if let Some(event) = event
@@ -314,7 +364,7 @@ impl Thread {
             }
         }
         self.host
-            .set_trace(self.shared.trace.is_some() || bus.is_listening());
+            .set_trace(self.trace.is_some() || bus.is_listening());
     }
 
     /// How long to sleep: until smoltcp's or the services' next timer, at
@@ -438,5 +488,43 @@ impl Thread {
                 &mut frame,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_refuses_the_frame_and_counts_the_overflow() {
+        let poll = Poll::new().unwrap();
+        let (queue, messages) = crossbeam_channel::bounded(2);
+        let inbox = Arc::new(Inbox {
+            queue,
+            waker: Waker::new(poll.registry(), WAKER).unwrap(),
+            sleeping: AtomicBool::new(false),
+            overflows: AtomicU64::new(0),
+        });
+        let channel = Channel {
+            inbox: inbox.clone(),
+            mtu: 1500,
+        };
+        channel.push(&[1; 60]).unwrap();
+        channel.push(&[2; 60]).unwrap();
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 0);
+        for _ in 0..3 {
+            let refused = channel.push(&[3; 60]).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        }
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 3, "each counted");
+        assert_eq!(messages.len(), 2, "nothing kept past the bound");
+        drop(messages);
+        let gone = channel.push(&[4; 60]).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            inbox.overflows.load(Ordering::Relaxed),
+            3,
+            "a stopped gateway is no overflow"
+        );
     }
 }

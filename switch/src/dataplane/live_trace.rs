@@ -4,12 +4,9 @@
 //!
 //! The fabric takes its trace sink when it is made and formats a line for
 //! every frame while it has one, so "off" must mean "no sink", not a sink
-//! that ignores lines: a worker compares [`LiveTrace::generation`] once
-//! per wake-up and, when it changed, makes its fabric again with
-//! [`LiveTrace::sink`]. The gateway thread keeps the sink it started with;
-//! that sink checks the settings itself (gateway traffic is light), so a
-//! switch started with `--trace` traces the gateway's replies until `trace
-//! off`, and one started without does not trace them.
+//! that ignores lines: a worker, and the gateway thread, compare
+//! [`LiveTrace::generation`] once per wake-up and, when it changed, make
+//! their fabric again with [`LiveTrace::sink`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -80,23 +77,6 @@ impl LiveTrace {
                 emit(output.as_deref(), &bus, line);
             }
         }))
-    }
-
-    /// A sink that reads the settings on every line, for a thread that
-    /// cannot be given a new one (the gateway's).
-    pub(super) fn checking_sink(self: &Arc<Self>) -> Arc<TraceSink> {
-        let live = self.clone();
-        Arc::new(move |line: &str| {
-            let settings = live.settings();
-            if settings.on
-                && settings
-                    .port
-                    .as_deref()
-                    .is_none_or(|p| concerns_port(line, p))
-            {
-                emit(live.output.as_deref(), &live.bus, line);
-            }
-        })
     }
 }
 
@@ -178,21 +158,5 @@ mod tests {
             events.try_next().map(|s| s.event),
             Some(SwitchEvent::Trace { line: FLOOD.into() })
         );
-    }
-
-    #[test]
-    fn the_checking_sink_follows_the_settings() {
-        let bus = EventBus::default();
-        let events = bus.subscribe();
-        let live = Arc::new(LiveTrace::new(TraceSettings::default(), None, bus));
-        let sink = live.checking_sink();
-        sink(FORWARD);
-        assert_eq!(events.try_next(), None);
-        live.set(TraceSettings {
-            on: true,
-            port: None,
-        });
-        sink(FORWARD);
-        assert!(events.try_next().is_some());
     }
 }

@@ -71,7 +71,7 @@ use ports::{OpenedPort, PortError};
 
 use crate::engine::Engine;
 use crate::events::{EventBus, SwitchEvent};
-use crate::fabric::{PortHandle, PortSet, TraceSink};
+use crate::fabric::{PortHandle, PortSet};
 use crate::gateway::Gateway;
 use crate::port::PortId;
 use crate::stats::PortCounters;
@@ -128,9 +128,7 @@ struct Shared {
     lanes_by_port: RwLock<Arc<LanesByPort>>,
     generation: AtomicU64,
     clock: Clock,
-    /// The gateway thread's trace sink (see `live_trace.rs`).
-    trace: Option<Arc<TraceSink>>,
-    /// What workers trace, switched while running.
+    /// What workers and the gateway thread trace, switched while running.
     live_trace: Arc<live_trace::LiveTrace>,
     /// The switch's events for subscribers (`tapswitch monitor`).
     bus: EventBus,
@@ -336,7 +334,6 @@ impl Dataplane {
             lanes_by_port: RwLock::new(Arc::default()),
             generation: AtomicU64::new(0),
             clock,
-            trace: config.trace.is_some().then(|| live_trace.checking_sink()),
             live_trace,
             bus,
             events: events_tx,
@@ -419,8 +416,8 @@ impl Dataplane {
         self.shared.live_trace.settings()
     }
 
-    /// Turns the per-decision trace on or off; workers follow at their next
-    /// wake-up. Lines go to the trace output the switch was started with
+    /// Turns the per-decision trace on or off; workers and the gateway
+    /// thread follow at their next wake-up. Lines go to the trace output the switch was started with
     /// and to the event stream.
     pub fn set_trace(&self, settings: TraceSettings) {
         self.shared.live_trace.set(settings);

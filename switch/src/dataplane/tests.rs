@@ -499,5 +499,67 @@ fn the_trace_is_turned_on_and_off_while_running() {
     dp.shutdown();
 }
 
+/// An ARP request from `HOST_A` (10.0.0.2) for `target`, broadcast.
+fn arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(HOST_A),
+        source_protocol_addr: std::net::Ipv4Addr::new(10, 0, 0, 2),
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(HOST_A),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    buf
+}
+
+#[test]
+fn the_gateway_thread_follows_trace_on_and_off_while_running() {
+    let gw_ip = std::net::Ipv4Addr::new(10, 0, 0, 1);
+    let dp = start(1, Some((gw_ip, 24)));
+    let sub = dp.event_bus().subscribe();
+    let a = MemoryLanes::new(1);
+    dp.add_port("a", a.opener()).unwrap();
+    // The gateway's own decisions are the lines whose ingress is "gw".
+    let gateway_lines = || -> Vec<String> {
+        std::iter::from_fn(|| sub.try_next())
+            .filter_map(|s| match s.event {
+                SwitchEvent::Trace { line } => Some(line),
+                _ => None,
+            })
+            .filter(|line| line.split(' ').nth(1) == Some("gw:"))
+            .collect()
+    };
+    let answered = |what: &str| wait_for(what, || !a.tx.take_sent().is_empty());
+    a.inject(&arp_request(gw_ip));
+    answered("the gateway's ARP reply");
+    assert!(gateway_lines().is_empty(), "off at start");
+    dp.set_trace(TraceSettings {
+        on: true,
+        port: None,
+    });
+    a.inject(&arp_request(gw_ip));
+    answered("the second ARP reply");
+    let lines = gateway_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].ends_with("forwarded to a"), "{}", lines[0]);
+    dp.set_trace(TraceSettings::default());
+    a.inject(&arp_request(gw_ip));
+    answered("the third ARP reply");
+    assert!(gateway_lines().is_empty(), "off again");
+    dp.shutdown();
+}
+
 mod hand_over;
 mod idle_ports;

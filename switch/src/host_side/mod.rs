@@ -16,6 +16,7 @@
 mod dns_tcp;
 mod dns_upstream;
 mod published;
+mod recheck;
 mod setup;
 mod tcp;
 
@@ -78,6 +79,12 @@ pub struct ServicesReport {
     pub dns_forwarder: crate::dns::ForwarderStats,
     /// Host sockets that could not be opened or used.
     pub socket_errors: u64,
+    /// Times the gateway's queue overflowed and the containers were asked
+    /// again about every TCP flow, and the flows taken up for a probe (those
+    /// ended meanwhile, or not yet connected, are skipped; see
+    /// `host_side/recheck.rs`).
+    pub overflow_rechecks: u64,
+    pub overflow_probes: u64,
 }
 
 /// The gateway's host side. See the module documentation.
@@ -94,6 +101,10 @@ pub struct HostSide {
     active: std::collections::HashSet<FlowKey>,
     /// When the relay next visits every TCP flow.
     next_sweep: Instant,
+    /// TCP flows to probe after the gateway's queue overflowed.
+    recheck: recheck::Recheck,
+    /// The last batch probed: their keep-alive goes off again once sent.
+    probed: Vec<FlowKey>,
     /// Published ports, by token: the host socket and where it leads.
     listeners: HashMap<Token, (published::PublishedSocket, Published)>,
     /// Flows of published UDP ports' clients: the published port's token.
@@ -156,6 +167,8 @@ impl HostSide {
             lingering: Vec::new(),
             active: std::collections::HashSet::new(),
             next_sweep: Instant::ZERO,
+            recheck: recheck::Recheck::default(),
+            probed: Vec::new(),
             listeners: HashMap::new(),
             udp_clients: HashMap::new(),
             frames: Vec::new(),
@@ -197,6 +210,8 @@ impl HostSide {
             frames: *self.services.stats(),
             dns_forwarder: *self.services.forwarder().stats(),
             socket_errors: self.socket_errors,
+            overflow_rechecks: self.recheck.rounds(),
+            overflow_probes: self.recheck.probes(),
         }
     }
 
@@ -262,8 +277,16 @@ impl HostSide {
         frames.append(&mut self.frames);
     }
 
-    /// Runs the flow and DNS timers.
+    /// Frames for the gateway were dropped at its full queue: a RST among
+    /// them would never come again, so every TCP flow's container is asked
+    /// again (see `recheck.rs`).
+    pub fn queue_overflowed(&mut self, now: Instant) {
+        self.recheck.start(now, self.tcp.keys().copied());
+    }
+
+    /// Runs the flow and DNS timers, and the probes after an overflow.
     pub fn timers(&mut self, now: Instant, gateway: &mut Gateway, frames: &mut Vec<Vec<u8>>) {
+        self.probe_due(now, gateway);
         self.services.timers(now, &mut self.pending);
         self.dns_upstream_expire(now);
         self.run(now, gateway);
@@ -278,6 +301,7 @@ impl HostSide {
             self.services.next_deadline(),
             self.next_sweep(),
             self.dns_upstreams.next_deadline(),
+            self.recheck.deadline(),
             relay,
         ]
         .into_iter()

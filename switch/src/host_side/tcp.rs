@@ -37,6 +37,9 @@ const _: () =
 /// How often every TCP flow is visited even without news (see
 /// [`HostSide::pump_active`]).
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+/// After an overflow's probe, when one more goes out if the container did
+/// not answer (see [`HostSide::probe_due`]).
+const PROBE_RETRY: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(2);
 /// Rounds of the relay per flow per call, so one busy flow cannot keep the
 /// thread from the others.
 const PUMP_ROUNDS: usize = 16;
@@ -272,6 +275,29 @@ impl HostSide {
         self.services
             .tcp(now, key, TcpEvent::ContainerReset, &mut self.pending);
         self.run(now, gateway);
+    }
+
+    /// Probes the flows due after an overflow (see `recheck.rs`). The
+    /// previous batch's probes went out in the stack's poll since: their
+    /// keep-alive goes off, so the container's answer stops the timer (one
+    /// more probe follows only if no answer came, a retry).
+    pub(super) fn probe_due(&mut self, now: Instant, gateway: &mut Gateway) {
+        for key in self.probed.drain(..) {
+            if let Some(handle) = self.tcp.get(&key).and_then(|c| c.stack) {
+                gateway.tcp(handle).set_keep_alive(None);
+            }
+        }
+        for key in self.recheck.take_due(now) {
+            let Some(conn) = self.tcp.get(&key) else {
+                continue;
+            };
+            // Only a connection the container has: before that, its SYN is
+            // retransmitted, and a lost RST is of one it never had.
+            if let (Some(handle), true) = (conn.stack, conn.established) {
+                gateway.tcp(handle).set_keep_alive(Some(PROBE_RETRY));
+                self.probed.push(key);
+            }
+        }
     }
 
     /// When the sweep of [`HostSide::pump_active`] is next due, if there is

@@ -8,6 +8,8 @@
 //! - [`text`]: the text fixture language (`tapswitch pcap build` and `show`);
 //! - [`outputs`]: the output format and a directory whose files appear all
 //!   at once or not at all;
+//! - [`underlay`]: the VXLAN tunnel port (`--vxlan`), the live tunnel's
+//!   table between a capture of the underlay and the switch;
 //! - [`playback`]: the run itself, the engine and fabric fed from capture
 //!   files on virtual time;
 //! - [`summary`]: the counters and MAC table a run prints;
@@ -21,3 +23,4 @@ pub mod playback;
 pub mod replay;
 pub mod summary;
 pub mod text;
+pub mod underlay;

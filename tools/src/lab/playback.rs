@@ -15,6 +15,10 @@
 //!   at the end, so its counters depend on the frames only;
 //! - **ports** whose transmit side appends to an output file, stamping each
 //!   frame with the current time (the time of the frame that caused it);
+//! - **the tunnel port** (`--vxlan`), whose input and output are the
+//!   underlay: [`LabTunnel`] takes the inner frames out of the captured
+//!   VXLAN before the fabric sees them, and the port's transmit side writes
+//!   the underlay frames the tunnel sends (see [`super::underlay`]);
 //! - **the gateway**, a port like the others whose transmit side queues
 //!   frames for [`Gateway`]; after each input frame the gateway is given its
 //!   frames and polled, and what it sends is forwarded from its port, until
@@ -42,6 +46,7 @@ use switch::{
 };
 
 use super::notation::{count, seconds_ns};
+use super::underlay::{LabTunnel, TunnelReport, TunnelSpec, UnderlayTx};
 
 /// The gateway port's name in trace lines and summaries, as in `serve`.
 pub use switch::dataplane::GATEWAY_PORT_NAME;
@@ -66,6 +71,9 @@ pub struct LabConfig {
     pub progress: Option<Arc<ProgressSink>>,
     /// Static MAC table entries in place before the first frame (`--static`).
     pub static_entries: Vec<(MacAddr, PortId)>,
+    /// The port that is a VXLAN tunnel (`--vxlan`), if any: its input and
+    /// output are captures of the underlay.
+    pub tunnel: Option<TunnelSpec>,
 }
 
 /// Receives the frame count and the virtual time as a run goes on.
@@ -88,6 +96,7 @@ impl std::fmt::Debug for LabConfig {
             .field("trace", &self.trace.is_some())
             .field("progress", &self.progress.is_some())
             .field("static_entries", &self.static_entries)
+            .field("tunnel", &self.tunnel)
             .finish()
     }
 }
@@ -127,6 +136,9 @@ pub struct Outcome {
     /// What a user should know about the inputs (frames cut short,
     /// timestamps out of order), one sentence each, naming the file.
     pub warnings: Vec<String>,
+    /// The tunnel port's table and counters (its drops are in its port's
+    /// `stats` too).
+    pub tunnel: Option<(PortId, TunnelReport)>,
 }
 
 /// One port's name and counters.
@@ -158,34 +170,6 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
     let clock = Arc::new(AtomicU64::new(0));
     let engine = Engine::new(config.table);
 
-    let mut recorders = Vec::new();
-    let mut handles = Vec::new();
-    for (i, (spec, output)) in config.ports.iter().zip(outputs).enumerate() {
-        let tx = Arc::new(RecordingTx {
-            buf: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
-            clock: clock.clone(),
-            encoder,
-            mtu: config.mtu,
-        });
-        let mut header = Vec::new();
-        encoder.header(&mut header, &spec.name);
-        let mut recorder = Recorder {
-            name: spec.name.clone(),
-            tx: tx.clone(),
-            output,
-        };
-        recorder.write(&header)?;
-        recorders.push(recorder);
-        handles.push(Arc::new(PortHandle {
-            id: PortId(i as u32 + 1),
-            name: spec.name.clone(),
-            kind: PortKind::Pcap,
-            tx,
-            counters: Arc::default(),
-            capture: None,
-        }));
-    }
-
     let mut gateway = config.gateway.map(|(address, prefix_len)| {
         let gateway = Gateway::new(address, prefix_len, Instant::ZERO);
         engine.add_local(gateway.mac(), PortId::GATEWAY);
@@ -196,6 +180,63 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
             out: Vec::new(),
         }
     });
+    // Frames from or to the gateway's MAC never cross the tunnel: every
+    // host has the same gateway (as `serve` sets up the live tunnel).
+    let tunnel = config.tunnel.as_ref().map(|spec| {
+        let local_only = gateway.as_ref().map(|gw| gw.gateway.mac());
+        let tunnel = LabTunnel::new(
+            spec,
+            local_only,
+            config.table.max_age,
+            config.table.capacity,
+        );
+        (spec.port.as_str(), Arc::new(tunnel))
+    });
+    let mut tunnel_port = None;
+
+    let mut recorders = Vec::new();
+    let mut handles = Vec::new();
+    for (i, (spec, output)) in config.ports.iter().zip(outputs).enumerate() {
+        let id = PortId(i as u32 + 1);
+        let tx = Arc::new(RecordingTx {
+            buf: Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2)),
+            clock: clock.clone(),
+            encoder,
+            mtu: config.mtu,
+        });
+        let (kind, port_tx): (PortKind, Arc<dyn PortTx>) = match &tunnel {
+            Some((name, tunnel)) if *name == spec.name => {
+                tunnel_port = Some((id, tunnel.clone()));
+                let underlay = UnderlayTx {
+                    tunnel: tunnel.clone(),
+                    wire: tx.clone(),
+                    clock: clock.clone(),
+                    port: spec.name.clone(),
+                    trace: config.trace.clone(),
+                };
+                (PortKind::Vxlan, Arc::new(underlay))
+            }
+            _ => (PortKind::Pcap, tx.clone()),
+        };
+        let mut header = Vec::new();
+        encoder.header(&mut header, &spec.name);
+        let mut recorder = Recorder {
+            name: spec.name.clone(),
+            tx: tx.clone(),
+            output,
+        };
+        recorder.write(&header)?;
+        recorders.push(recorder);
+        handles.push(Arc::new(PortHandle {
+            id,
+            name: spec.name.clone(),
+            kind,
+            tx: port_tx,
+            counters: Arc::default(),
+            capture: None,
+        }));
+    }
+
     if let Some(gw) = &mut gateway {
         let handle = Arc::new(PortHandle {
             id: PortId::GATEWAY,
@@ -207,6 +248,9 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         });
         handles.push(handle.clone());
         gw.handle = Some(handle);
+    }
+    if let (Some((name, _)), None) = (&tunnel, &tunnel_port) {
+        bail!("--vxlan {name}: no port of that name");
     }
     let ports = PortSet::new(handles);
     // After the gateway's own address, so that pinning that is refused.
@@ -274,14 +318,27 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
 
         frames_in += 1;
         since_flush += input.data.len();
-        fabric.forward(
-            &mut session,
-            &ports,
-            now,
-            &input.port,
-            &mut vnet,
-            &mut input.data,
-        );
+        // The tunnel port's input is the underlay: only what the tunnel
+        // takes reaches the switch, without its outer headers.
+        let inner = match &tunnel_port {
+            Some((id, tunnel)) if *id == input.port.id => tunnel.receive(&input.data, now),
+            _ => Ok(0..input.data.len()),
+        };
+        if let (Err(refused), Some(trace)) = (&inner, &config.trace) {
+            trace(&format!("t={now} {}: {refused}", input.port.name));
+        }
+        if let Ok(inner) = inner {
+            input.data.truncate(inner.end);
+            input.data.drain(..inner.start);
+            fabric.forward(
+                &mut session,
+                &ports,
+                now,
+                &input.port,
+                &mut vnet,
+                &mut input.data,
+            );
+        }
         vnet = VnetHdr::default();
         input.advance(now)?;
         if frames_in & (PROGRESS_FRAMES - 1) == 0
@@ -320,6 +377,12 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         })
         .collect();
     port_outcomes.sort_by_key(|p| p.id);
+    let tunnel = tunnel_port.map(|(id, tunnel)| (id, tunnel.report(now)));
+    if let Some((id, report)) = &tunnel
+        && let Some(port) = port_outcomes.iter_mut().find(|p| p.id == *id)
+    {
+        add_tunnel_drops(&mut port.stats, report);
+    }
     Ok(Outcome {
         ports: port_outcomes,
         fdb: engine.table().entries(now),
@@ -330,7 +393,24 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
         headers_added: inputs.iter().map(|i| i.reader.headers_added()).sum(),
         frames_skipped: inputs.iter().map(|i| i.reader.frames_skipped()).sum(),
         warnings,
+        tunnel,
     })
+}
+
+/// Counts the tunnel's drops on its port, as the switch's own are: an
+/// underlay frame the tunnel refused was received and dropped, a frame it
+/// had nowhere to send was meant for the port and not sent. Bytes stay
+/// those of the frames the switch saw: an underlay frame is another layer.
+fn add_tunnel_drops(stats: &mut PortStats, report: &TunnelReport) {
+    for (reason, n) in &report.rx_drops {
+        stats.rx_frames += n;
+        stats.rx_dropped += n;
+        *stats.drops.entry(reason.to_string()).or_default() += n;
+    }
+    for (reason, n) in &report.tx_drops {
+        stats.tx_dropped += n;
+        *stats.drops.entry(reason.to_string()).or_default() += n;
+    }
 }
 
 /// An input file with its next frame read ahead (the merge compares heads).

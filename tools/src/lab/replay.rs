@@ -13,6 +13,7 @@
 //! not stop the run: the outputs are still written and compared.
 
 use std::io::{self, IsTerminal, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant as WallClock};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ports::capture::InterfaceChoice;
+use ports::wire::vxlan;
 use switch::fabric::TraceSink;
 use switch::{Instant, MacAddr, PortId, TableConfig};
 
@@ -31,6 +33,8 @@ use super::playback::{
     self, GATEWAY_PORT_NAME, InputSpec, LabConfig, PortSpec, ProgressSink, STDIN_PATH,
 };
 use super::summary::{self, ExpectReport};
+use super::underlay::TunnelSpec;
+use crate::overlay::parse_peer;
 use crate::serve::{DEFAULT_GATEWAY, parse_gateway};
 
 /// The exit code for trouble (an unreadable input, bad arguments), as `diff`.
@@ -90,6 +94,22 @@ pub struct ReplayArgs {
     /// (repeatable; PORT is a --port name).
     #[arg(long = "static", value_name = "MAC=PORT")]
     pub static_entries: Vec<String>,
+    /// A VXLAN tunnel port, numbered after the --port ports: NAME=FILE receives a capture of
+    /// the underlay (VXLAN to the --underlay endpoint), NAME alone receives nothing; its output
+    /// holds the underlay frames the switch sends (one per member for a flood).
+    #[arg(long, value_name = "NAME[=FILE]", requires_all = ["underlay", "vni"])]
+    pub vxlan: Option<String>,
+    /// The tunnel's own endpoint on the underlay (port 4789 unless given).
+    #[arg(long, value_name = "IP[:PORT]", requires = "vxlan", value_parser = parse_peer)]
+    pub underlay: Option<(Ipv4Addr, Option<u16>)>,
+    /// The network's VXLAN network identifier (0 to 16777215).
+    #[arg(long, value_name = "N", requires = "vxlan",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(vxlan::MAX_VNI)))]
+    pub vni: Option<u32>,
+    /// Another host of the network (repeatable; port 4789 unless given): floods go to it and
+    /// its VXLAN is accepted.
+    #[arg(long = "member", value_name = "IP[:PORT]", requires = "vxlan", value_parser = parse_peer)]
+    pub members: Vec<(Ipv4Addr, Option<u16>)>,
 }
 
 /// `--ageing-time`: whole seconds, with a message that says so for `-1`.
@@ -275,7 +295,12 @@ fn config(
     progress: Option<Arc<ProgressSink>>,
 ) -> Result<LabConfig> {
     let mut ports: Vec<PortSpec> = Vec::new();
-    for spec in &args.ports {
+    let tunnel = args
+        .vxlan
+        .as_deref()
+        .map(|spec| tunnel_spec(spec, args))
+        .transpose()?;
+    for spec in args.ports.iter().chain(&args.vxlan) {
         let port = parse_port(spec)?;
         if ports.iter().any(|p| p.name == port.name) {
             bail!(
@@ -326,6 +351,7 @@ fn config(
         .map(|spec| parse_static(spec, &ports))
         .collect::<Result<Vec<_>>>()?;
     Ok(LabConfig {
+        tunnel,
         static_entries,
         ports,
         table: TableConfig {
@@ -382,6 +408,32 @@ pub fn parse_input(file: &str) -> InputSpec {
             interface: None,
         },
     }
+}
+
+/// The tunnel of `--vxlan NAME[=FILE]` and its `--underlay`, `--vni` and `--member`s.
+fn tunnel_spec(spec: &str, args: &ReplayArgs) -> Result<TunnelSpec> {
+    let endpoint = |(ip, port): (Ipv4Addr, Option<u16>)| {
+        SocketAddrV4::new(ip, port.unwrap_or(vxlan::IANA_PORT))
+    };
+    let (Some(local), Some(vni)) = (args.underlay, args.vni) else {
+        bail!("--vxlan {spec}: give the tunnel's --underlay IP[:PORT] and --vni N");
+    };
+    let local = endpoint(local);
+    let mut members: Vec<SocketAddrV4> = Vec::new();
+    for member in args.members.iter().copied().map(endpoint) {
+        if member == local {
+            bail!("--member {member} is the tunnel's own --underlay endpoint");
+        }
+        if !members.contains(&member) {
+            members.push(member);
+        }
+    }
+    Ok(TunnelSpec {
+        port: parse_port(spec)?.name,
+        local,
+        vni,
+        members,
+    })
 }
 
 /// `MAC=PORT`, PORT one of the `--port` names.

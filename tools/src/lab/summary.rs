@@ -4,12 +4,14 @@
 //! Everything in it comes from the frames (virtual time), never from the
 //! machine, so it can be checked in as a golden file.
 
+use ports::vxlan::TunnelStats;
 use serde::Serialize;
 use switch::{PortStats, TableStats};
 
 use super::expect::Difference;
 use super::notation::{count, seconds_ns};
 use super::playback::{LabConfig, Outcome, PortOutcome};
+use super::underlay::TunnelReport;
 use crate::control::{FdbReply, FdbRow};
 use crate::query::render_fdb;
 
@@ -64,10 +66,22 @@ pub fn render(outcome: &Outcome, config: &LabConfig, with_fdb: bool) -> String {
         out += line.trim_end();
         out.push('\n');
     }
+    if let Some((id, tunnel)) = &outcome.tunnel {
+        out += &render_tunnel(&outcome.port_name(*id), tunnel);
+    }
     let reply = fdb_reply(outcome);
     if with_fdb {
         out += &format!("mac table at t={} ({}):\n", outcome.last, ageing(config));
         out += &render_fdb(&reply);
+        if let Some((id, tunnel)) = &outcome.tunnel {
+            out += &format!("remote macs behind {}:\n", outcome.port_name(*id));
+            for entry in &tunnel.entries {
+                out += &format!("  {}  via {}\n", entry.mac, entry.endpoint);
+            }
+            if tunnel.entries.is_empty() {
+                out += "  (none)\n";
+            }
+        }
     } else {
         // The table's counters are the last line of `render_fdb`.
         let table = render_fdb(&FdbReply {
@@ -78,6 +92,26 @@ pub fn render(outcome: &Outcome, config: &LabConfig, with_fdb: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The tunnel port's line: its endpoint, members and what crossed it.
+fn render_tunnel(name: &str, tunnel: &TunnelReport) -> String {
+    let members: Vec<String> = tunnel.members.iter().map(|m| m.to_string()).collect();
+    let s = &tunnel.stats;
+    format!(
+        "vxlan {name} at {} vni {}, members {}: {} in, {} out ({} flooded), {} learned\n",
+        tunnel.local,
+        tunnel.vni,
+        if members.is_empty() {
+            "none".to_string()
+        } else {
+            members.join(" ")
+        },
+        count(s.rx_frames, "frame", "frames"),
+        count(s.tx_datagrams, "datagram", "datagrams"),
+        count(s.tx_floods, "frame", "frames"),
+        count(s.learned, "remote MAC", "remote MACs"),
+    )
 }
 
 /// User ports in their order, the gateway (port 0) last.
@@ -133,6 +167,46 @@ struct JsonSummary<'a> {
     warnings: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     expect: Option<&'a ExpectReport>,
+    /// The tunnel port (`--vxlan`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel: Option<JsonTunnel>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonTunnel {
+    port: String,
+    local: String,
+    vni: u32,
+    members: Vec<String>,
+    /// The tunnel's counters, named as in `tapswitch stats --json`.
+    stats: TunnelStats,
+    /// The remote MACs and the member each is behind.
+    remotes: Vec<JsonRemote>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonRemote {
+    mac: String,
+    via: String,
+}
+
+fn json_tunnel(outcome: &Outcome) -> Option<JsonTunnel> {
+    let (id, tunnel) = outcome.tunnel.as_ref()?;
+    Some(JsonTunnel {
+        port: outcome.port_name(*id),
+        local: tunnel.local.to_string(),
+        vni: tunnel.vni,
+        members: tunnel.members.iter().map(|m| m.to_string()).collect(),
+        stats: tunnel.stats,
+        remotes: tunnel
+            .entries
+            .iter()
+            .map(|e| JsonRemote {
+                mac: e.mac.to_string(),
+                via: e.endpoint.to_string(),
+            })
+            .collect(),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +241,7 @@ pub fn render_json(
         fdb: with_fdb.then_some(reply.entries),
         warnings: &outcome.warnings,
         expect,
+        tunnel: json_tunnel(outcome),
     };
     let mut text = serde_json::to_string_pretty(&summary)?;
     text.push('\n');
