@@ -91,7 +91,9 @@ def parse_args():
         "--tests",
         type=test_list,
         default=TESTS,
-        help="which tests, comma-separated, e.g. --tests ping for a short latency run "
+        metavar="T[,T...]",
+        help="which tests, comma-separated, e.g. --tests ping for a short latency run, or "
+        "--tests tcp1 for the spread of one figure over many --runs in little time "
         f"(default: all of {','.join(TESTS)})",
     )
     p.add_argument(
@@ -152,14 +154,6 @@ def parse_args():
         "ports, plus idle CPU and memory per port, e.g. --idle-ports 64,256 (default: off)",
     )
     p.add_argument(
-        "--tests",
-        type=test_list,
-        default=list(TESTS),
-        metavar="T[,T...]",
-        help=f"which tests, of {','.join(TESTS)} (default: all), e.g. --tests tcp1 for the "
-        "spread of one figure over many --runs in little time",
-    )
-    p.add_argument(
         "--outbound",
         action="store_true",
         help="only the outbound tests (issue 14): iperf3 from a container to a routed remote "
@@ -209,15 +203,6 @@ def port_counts(text):
     if not counts or counts[0] < 3 or counts[-1] > MAX_IDLE_PORTS:
         raise argparse.ArgumentTypeError(f"port counts go from 3 to {MAX_IDLE_PORTS}: {text!r}")
     return counts
-
-
-def test_list(text):
-    """--tests: some of TESTS, in the order given."""
-    tests = tuple(t for t in text.split(",") if t.strip())
-    unknown = [t for t in tests if t not in TESTS]
-    if unknown or not tests:
-        raise argparse.ArgumentTypeError(f"not a list of {', '.join(TESTS)}: {text!r}")
-    return tests
 
 
 def check_environment(args):
@@ -583,7 +568,6 @@ def benchmark(args, workdir, cleanup):
             "quick": args.quick,
             "runs": args.runs,
             "idle_ports": args.idle_ports,
-            "tests": args.tests,
         },
         "switches": {},
     }
