@@ -162,6 +162,15 @@ def parse_args():
         "add_hostfwd), at MTU 1500 and 65520; --baseline runs beside at 1500",
     )
     p.add_argument(
+        "--outbound-tests",
+        type=outbound_test_list,
+        default=list(outbound.TESTS),
+        metavar="T[,T...]",
+        help="with --outbound, which of its tests: iperf (throughput out and in), connect "
+        "(new TCP connections per second from the container to the remote, short "
+        "connections from a few clients; MTU 1500 only) (default: both)",
+    )
+    p.add_argument(
         "--cleanup",
         action="store_true",
         help="only delete namespaces left by a benchmark run that was killed",
@@ -192,6 +201,17 @@ def test_list(text):
             + (f" ({', '.join(sorted(unknown))}?)" if unknown else "")
         )
     return [t for t in TESTS if t in asked]
+
+
+def outbound_test_list(text):
+    """--outbound-tests: names from outbound.TESTS, in its order."""
+    asked = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = asked - set(outbound.TESTS)
+    if not asked or unknown:
+        raise argparse.ArgumentTypeError(
+            f"outbound tests are {', '.join(outbound.TESTS)}: {text!r}"
+        )
+    return [t for t in outbound.TESTS if t in asked]
 
 
 def port_counts(text):
@@ -523,6 +543,7 @@ def main():
                 args.duration,
                 args.reps,
                 baseline=args.baseline,
+                tests=args.outbound_tests,
             )
             with open(os.path.join(workdir, "outbound.json"), "w") as f:
                 json.dump(results, f, indent=1)

@@ -6,6 +6,7 @@ python3 -m unittest discover -s tools/bench
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
-from tsbench import outbound, placement, report, spread  # noqa: E402
+from tsbench import connrate, outbound, placement, report, spread  # noqa: E402
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad  # noqa: E402
 from tsbench.topology import Topology  # noqa: E402
@@ -118,6 +119,67 @@ class Outbound(unittest.TestCase):
         self.assertIn(outbound.OUTBOUND_TITLE, text)
         self.assertIn(outbound.PUBLISHED_TITLE, text)
         self.assertEqual(text.count("3.00x"), 2)
+
+
+class ConnectionRate(unittest.TestCase):
+    def test_clients_are_summed_over_the_longest_clients_time(self):
+        outputs = [
+            '{"connections": 6000, "failed": 1, "seconds": 5.0}\n',
+            'noise from ip netns exec\n{"connections": 4000, "failed": 0, "seconds": 5.2}\n',
+        ]
+        summary = connrate.parse_clients(outputs)
+        self.assertEqual(summary["connections"], 10000)
+        self.assertEqual(summary["failed"], 1)
+        self.assertEqual(summary["seconds"], 5.2)
+        self.assertAlmostEqual(summary["rate"], 10000 / 5.2)
+
+    def test_no_client_reporting_is_an_error_not_a_zero(self):
+        with self.assertRaises(ValueError):
+            connrate.parse_clients(["Traceback (most recent call last):", ""])
+
+    def test_the_table_has_whole_connections_per_second_and_ratios(self):
+        results = {
+            "connect": {1500: {"host": 20000.4, "slirp4netns": 2500.0, "tapswitch": 5000.0}},
+            "connect_detail": {
+                "host": {"failed": 0},
+                "slirp4netns": {"failed": 3},
+                "tapswitch": {"failed": 0},
+            },
+        }
+        text = outbound.render_all(results)
+        lines = text.splitlines()
+        self.assertEqual(lines[0], outbound.CONNECT_TITLE)
+        self.assertNotIn(outbound.OUTBOUND_TITLE, text)
+        self.assertEqual(lines[2].split(), ["1500", "20000", "2500", "5000", "2.00x", "0.25x"])
+        self.assertEqual(lines[3], "failed connections: host 0, slirp4netns 3, tapswitch 0")
+
+    def test_a_real_server_and_client_on_loopback(self):
+        # The two programs as the bench runs them (no namespace: loopback).
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(connrate.server_argv("127.0.0.1", port, 5))
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.02)
+            summary = connrate.measure([], "127.0.0.1", port, 0.3, 2, print)
+        finally:
+            server.kill()
+            server.wait()
+        self.assertIsNotNone(summary)
+        self.assertGreater(summary["connections"], 0)
+        self.assertEqual(summary["failed"], 0)
+
+    def test_outbound_tests_option(self):
+        self.assertEqual(bench.outbound_test_list("connect"), ["connect"])
+        self.assertEqual(bench.outbound_test_list("connect,iperf"), ["iperf", "connect"])
+        for bad in ("", "tcp1", "connect,tcp1"):
+            with self.assertRaises(argparse.ArgumentTypeError):
+                bench.outbound_test_list(bad)
 
 
 class ParsePing(unittest.TestCase):

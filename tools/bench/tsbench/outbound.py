@@ -22,6 +22,7 @@ import os
 import socket
 import time
 
+from tsbench import connrate
 from tsbench.measure import parse_iperf
 from tsbench.system import BenchError, create_namespace, log, run, start, stop
 
@@ -29,6 +30,14 @@ REMOTE_IP = "10.203.0.2"
 UPLINK_IP = "10.203.0.1"
 SLIRP_IP = "10.0.2.100"
 IPERF_PORT = 5201
+# The connection-rate server in the remote namespace.
+CONNECT_PORT = 5300
+# Its lifetime: longer than any run's measuring, shorter than forever if
+# the bench is killed without its cleanup.
+CONNECT_SERVER_SECONDS = 900
+CONNECT_CLIENTS = 4
+CONNECT_SECONDS = 5
+TESTS = ("iperf", "connect")
 # Published host ports on the uplink address, one per path (tapswitch's
 # switches take the ones from FIRST_SWITCH_PORT, one per build and MTU).
 HOST_PORT = 5210
@@ -39,12 +48,31 @@ BASELINE_MTUS = (1500,)
 
 OUTBOUND_TITLE = "outbound TCP, Gbit/s (iperf3 -c remote, 1 stream)"
 PUBLISHED_TITLE = "published-port TCP into the container, Gbit/s (iperf3 -c from the remote)"
+CONNECT_TITLE = (
+    f"new outbound TCP connections per second ({CONNECT_CLIENTS} clients, "
+    f"{CONNECT_SECONDS} s: connect, {len(connrate.REQUEST)} B each way, close)"
+)
 
 
-def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 65520), baseline=None):
-    """Returns {"outbound": {mtu: row}, "published": {mtu: row}}, each row
-    {path: median Gbit/s or None} for host, slirp4netns, tapswitch (and
-    baseline); raw iperf3 JSON stays in `workdir`."""
+def measure(
+    prefix,
+    tapswitch,
+    workdir,
+    cleanup,
+    duration,
+    reps,
+    mtus=(1500, 65520),
+    baseline=None,
+    tests=TESTS,
+):
+    """Returns {"outbound": {mtu: row}, "published": {mtu: row}} for the
+    "iperf" test, each row {path: median Gbit/s or None} for host,
+    slirp4netns, tapswitch (and baseline), and for the "connect" test
+    {"connect": {1500: {path: connections/s or None}}, "connect_detail":
+    {path: counts}}; raw iperf3 JSON stays in `workdir`. The connection
+    rate is measured at MTU 1500 only (it does not depend on the MTU)."""
+    if "iperf" not in tests:
+        mtus = (1500,)
     os.makedirs(workdir, exist_ok=True)
     sw, remote, slirp_ns = f"{prefix}-osw", f"{prefix}-orm", f"{prefix}-osl"
     for ns in (sw, remote, slirp_ns):
@@ -62,6 +90,15 @@ def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 655
     ]
     for ns, argv, label in servers:
         iperf_server(ns, argv, label, workdir, cleanup)
+    if "connect" in tests:
+        argv = connrate.server_argv(REMOTE_IP, CONNECT_PORT, CONNECT_SERVER_SECONDS)
+        server = start(
+            argv,
+            remote,
+            os.path.join(workdir, "connrate-server.log"),
+            os.path.basename(argv[0])[:15],
+        )
+        cleanup.push("connection-rate server", lambda: stop(server))
 
     builds = {"tapswitch": tapswitch}
     if baseline:
@@ -80,6 +117,8 @@ def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 655
     time.sleep(0.3)
 
     results = {"outbound": {}, "published": {}}
+    if "connect" in tests:
+        results.update(connect={}, connect_detail={})
     for mtu in mtus:
         for ns, dev in ((remote, "eth0"), (sw, "uplink")):
             run(["ip", "-n", ns, "link", "set", dev, "mtu", str(mtu)])
@@ -97,6 +136,12 @@ def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 655
                     container, port = containers[(label, mtu)]
                     outbound[label] = in_ns(container)
                     published[label] = (UPLINK_IP, port)
+            if "connect" in tests and mtu == 1500:
+                row, detail = connection_rates(outbound)
+                results["connect"][mtu] = row
+                results["connect_detail"] = detail
+            if "iperf" not in tests:
+                continue
             results["outbound"][mtu] = medians(
                 outbound,
                 lambda argv: [*argv, "iperf3", "-c", REMOTE_IP],
@@ -117,6 +162,27 @@ def measure(prefix, tapswitch, workdir, cleanup, duration, reps, mtus=(1500, 655
         finally:
             stop(slirp)
     return results
+
+
+def connection_rates(paths):
+    """Connections per second of each path (prefix argv running a command
+    in the path's client namespace), one after another; the row and each
+    path's counts."""
+    row, detail = {}, {}
+    for path, prefix_argv in paths.items():
+        summary = connrate.measure(
+            prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
+        )
+        row[path] = summary["rate"] if summary else None
+        detail[path] = summary
+        if summary:
+            log(
+                f"connect {path}: {summary['rate']:.0f}/s "
+                f"({summary['connections']} in {summary['seconds']:.1f} s, "
+                f"{summary['failed']} failed)"
+            )
+    row.setdefault("tapswitch", None)
+    return row, detail
 
 
 def in_ns(ns):
@@ -302,9 +368,10 @@ class Setup:
         return f"tapswitch-{container}"
 
 
-def render(results, markdown=False, title=OUTBOUND_TITLE):
-    """A table: Gbit/s per path and MTU, and tapswitch's ratio to
-    slirp4netns and to the host (and to the baseline, when measured)."""
+def render(results, markdown=False, title=OUTBOUND_TITLE, number="{:.2f}"):
+    """A table: Gbit/s (or what `number` formats) per path and MTU, and
+    tapswitch's ratio to slirp4netns and to the host (and to the baseline,
+    when measured)."""
     with_baseline = any(row.get("baseline") is not None for row in results.values())
     head = ["MTU", "host", "slirp4netns", "tapswitch"]
     head += ["baseline"] if with_baseline else []
@@ -313,7 +380,7 @@ def render(results, markdown=False, title=OUTBOUND_TITLE):
     rows = []
 
     def gb(v):
-        return "-" if v is None else f"{v:.2f}"
+        return "-" if v is None else number.format(v)
 
     def ratio(a, b):
         return "-" if a is None or not b else f"{a / b:.2f}x"
@@ -337,9 +404,17 @@ def render(results, markdown=False, title=OUTBOUND_TITLE):
 
 
 def render_all(results, markdown=False):
-    """Both tables of a `measure` run."""
-    return (
-        render(results["outbound"], markdown, OUTBOUND_TITLE)
-        + "\n\n"
-        + render(results["published"], markdown, PUBLISHED_TITLE)
-    )
+    """The tables of a `measure` run: throughput out and in (when the iperf
+    test ran) and connections per second (when the connect test ran)."""
+    tables = []
+    if results.get("outbound"):
+        tables.append(render(results["outbound"], markdown, OUTBOUND_TITLE))
+        tables.append(render(results["published"], markdown, PUBLISHED_TITLE))
+    if results.get("connect"):
+        tables.append(render(results["connect"], markdown, CONNECT_TITLE, "{:.0f}"))
+        failed = {p: d["failed"] for p, d in results.get("connect_detail", {}).items() if d}
+        if any(failed.values()):
+            tables[-1] += "\nfailed connections: " + ", ".join(
+                f"{p} {n}" for p, n in failed.items()
+            )
+    return "\n\n".join(tables)
