@@ -124,12 +124,13 @@ class Outbound(unittest.TestCase):
 class ConnectionRate(unittest.TestCase):
     def test_clients_are_summed_over_the_longest_clients_time(self):
         outputs = [
-            '{"connections": 6000, "failed": 1, "seconds": 5.0}\n',
-            'noise from ip netns exec\n{"connections": 4000, "failed": 0, "seconds": 5.2}\n',
+            '{"connections": 6000, "failed": 1, "slow": 2, "seconds": 5.0}\n',
+            'noise\n{"connections": 4000, "failed": 0, "slow": 3, "seconds": 5.2}\n',
         ]
         summary = connrate.parse_clients(outputs)
         self.assertEqual(summary["connections"], 10000)
         self.assertEqual(summary["failed"], 1)
+        self.assertEqual(summary["slow"], 5)
         self.assertEqual(summary["seconds"], 5.2)
         self.assertAlmostEqual(summary["rate"], 10000 / 5.2)
 

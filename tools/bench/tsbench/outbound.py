@@ -104,8 +104,9 @@ def measure(
     if baseline:
         builds["baseline"] = baseline
     containers = {}
+    setups = {}
     for label, binary in builds.items():
-        setup = Setup(prefix, label, binary, sw, workdir, cleanup)
+        setup = setups[label] = Setup(prefix, label, binary, sw, workdir, cleanup)
         for mtu in mtus:
             if label == "baseline" and mtu not in BASELINE_MTUS:
                 continue
@@ -137,7 +138,7 @@ def measure(
                     outbound[label] = in_ns(container)
                     published[label] = (UPLINK_IP, port)
             if "connect" in tests and mtu == 1500:
-                row, detail = connection_rates(outbound)
+                row, detail = connection_rates(outbound, setups, workdir)
                 results["connect"][mtu] = row
                 results["connect_detail"] = detail
             if "iperf" not in tests:
@@ -164,22 +165,26 @@ def measure(
     return results
 
 
-def connection_rates(paths):
+def connection_rates(paths, setups, workdir):
     """Connections per second of each path (prefix argv running a command
     in the path's client namespace), one after another; the row and each
-    path's counts."""
+    path's counts. Each tapswitch build's `stats` after its test stay in
+    `workdir` (flows opened, refused, dropped)."""
     row, detail = {}, {}
     for path, prefix_argv in paths.items():
         summary = connrate.measure(
             prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
         )
+        if path in setups:
+            setups[path].save_stats(1500, os.path.join(workdir, f"connect-stats-{path}.txt"))
         row[path] = summary["rate"] if summary else None
         detail[path] = summary
         if summary:
             log(
                 f"connect {path}: {summary['rate']:.0f}/s "
                 f"({summary['connections']} in {summary['seconds']:.1f} s, "
-                f"{summary['failed']} failed)"
+                f"{summary['failed']} failed, {summary['slow']} slower than "
+                f"{connrate.SLOW_SECONDS} s)"
             )
     row.setdefault("tapswitch", None)
     return row, detail
@@ -304,6 +309,13 @@ class Setup:
 
     def tapswitch(self, *args, state):
         return run([*self.nsenter, self.binary, *args, "--state-dir", state])
+
+    def save_stats(self, mtu, path):
+        """The switch's `tapswitch stats` at `mtu`, written to `path`."""
+        control = os.path.join(self.dir, f"switch-{mtu}.sock")
+        text = run([self.binary, "stats", "--control", control], check=False)
+        with open(path, "w") as f:
+            f.write(text)
 
     def container(self, mtu, host_port):
         """A network at `mtu`, its switch and a container publishing
