@@ -107,8 +107,10 @@ pub struct HostSide {
     probed: Vec<FlowKey>,
     /// Published ports, by token: the host socket and where it leads.
     listeners: HashMap<Token, (published::PublishedSocket, Published)>,
-    /// Flows of published UDP ports' clients: the published port's token.
-    udp_clients: HashMap<FlowKey, Token>,
+    /// Flows of published UDP ports' clients: the published port's token
+    /// and the client's own address (the key holds the address the
+    /// container sees, which differs for a loopback client).
+    udp_clients: HashMap<FlowKey, (Token, SocketAddrV4)>,
     /// Frames for the containers, handed out at the end of each call.
     frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,

@@ -256,7 +256,13 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) -> Verdict {
-        let ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
+        let mut ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
+        if matches!(ingress, Ingress::Local)
+            && !self.config.host_loopback
+            && let Some(routed) = self.published_via_gateway(frame)
+        {
+            ingress = routed;
+        }
         if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
             self.learn_neighbor(frame);
         }

@@ -65,9 +65,18 @@ fn syn_frame(src_port: u16) -> Vec<u8> {
 }
 
 fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
+    tcp_frame_to(src_port, SocketAddrV4::new(OUTSIDE, 443), control, ack)
+}
+
+fn tcp_frame_to(
+    src_port: u16,
+    dst: SocketAddrV4,
+    control: TcpControl,
+    ack: Option<u32>,
+) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port,
-        dst_port: 443,
+        dst_port: dst.port(),
         control,
         seq_number: TcpSeqNumber(500),
         ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
@@ -81,7 +90,7 @@ fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
     };
     let ip = Ipv4Repr {
         src_addr: HOST,
-        dst_addr: OUTSIDE,
+        dst_addr: *dst.ip(),
         next_header: IpProtocol::Tcp,
         payload_len: tcp.buffer_len(),
         hop_limit: 64,
@@ -93,7 +102,7 @@ fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
     tcp.emit(
         &mut TcpPacket::new_unchecked(view.payload_mut()),
         &HOST.into(),
-        &OUTSIDE.into(),
+        &(*dst.ip()).into(),
         &caps,
     );
     from_host(&packet)
@@ -625,6 +634,63 @@ fn a_published_udp_port_delivers_from_the_client_and_relays_answers() {
         })]
     );
     assert_eq!(s.flows().get(&key).unwrap().state_name(), "REPLIED");
+}
+
+#[test]
+fn a_loopback_client_is_presented_from_the_gateway_and_its_answers_are_the_flows() {
+    let mut s = services(true);
+    s.set_neighbor(HOST, HOST_MAC);
+    let loopback = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 40_000);
+    let seen = s.presented_client(loopback);
+    assert_eq!(
+        seen,
+        SocketAddrV4::new(GW, 40_000),
+        "the gateway, same port"
+    );
+    let outside = SocketAddrV4::new(OUTSIDE, 40_000);
+    assert_eq!(
+        s.presented_client(outside),
+        outside,
+        "everyone else keeps theirs"
+    );
+
+    // UDP: delivered from the gateway's address; the answer to it is the
+    // flow's, not the gateway's own stack's.
+    let container = SocketAddrV4::new(HOST, 53);
+    let key = FlowKey::udp(container, seen);
+    let mut out = Vec::new();
+    s.published_datagram(at(0), container, seen, b"query", &mut out);
+    let (src, dst, _) = udp_of(&to_container(&out[0]));
+    assert_eq!((src, dst), (seen, container));
+    out.clear();
+    let answer = udp_frame(53, seen, b"answer");
+    assert_eq!(s.frame(at(1), &answer, 0, &mut out), Verdict::Consumed);
+    assert_eq!(
+        out,
+        vec![Output::Host(HostCommand::Send {
+            key,
+            payload: b"answer".to_vec()
+        })]
+    );
+    // Another port of the gateway's address is still the gateway's own.
+    let other = udp_frame(53, SocketAddrV4::new(GW, 40_001), b"x");
+    assert_eq!(s.frame(at(1), &other, 0, &mut Vec::new()), Verdict::ToStack);
+
+    // TCP: the container's SYN-ACK to the gateway's address goes to the
+    // stack as the flow's (the relay is told), not as the gateway's own.
+    let web = SocketAddrV4::new(HOST, 80);
+    let tcp_key = FlowKey::tcp(web, seen);
+    assert!(s.published_connection(at(2), web, seen, &mut Vec::new()));
+    s.take_stack_flows();
+    let syn_ack = tcp_frame_to(80, seen, TcpControl::Syn, Some(1));
+    assert_eq!(
+        s.frame(at(2), &syn_ack, 0, &mut Vec::new()),
+        Verdict::ToStack
+    );
+    assert!(s.take_stack_flows().contains(&tcp_key));
+    let stray = tcp_frame_to(80, SocketAddrV4::new(GW, 40_002), TcpControl::Syn, Some(1));
+    assert_eq!(s.frame(at(2), &stray, 0, &mut Vec::new()), Verdict::ToStack);
+    assert!(s.take_stack_flows().is_empty(), "the gateway's own segment");
 }
 
 #[test]
