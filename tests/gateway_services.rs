@@ -141,6 +141,50 @@ fn udp_ping_and_dns_reach_the_remote_namespace() {
     drop(remote);
 }
 
+/// An answer larger than the container's MTU (4,000 bytes at 1,500)
+/// reaches the host socket whole and the container as IPv4 fragments,
+/// which its kernel puts together: the datagram arrives intact.
+#[test]
+fn a_udp_answer_larger_than_the_mtu_reaches_the_container_in_fragments() {
+    require_root();
+    let (topo, remote, _state, switch) = setup(&[]);
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let answer = big.clone();
+    let server = remote
+        .ns
+        .run(|| UdpSocket::bind((REMOTE_IP, 7400)).expect("binding in the remote"));
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        // Answer every question (the first may wait for ARP) until idle.
+        while let Ok((_, from)) = server.recv_from(&mut buf) {
+            server.send_to(&answer, from).unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+        }
+    });
+    let got = udp_exchange(
+        &topo.hosts[0].ns,
+        SocketAddrV4::new(REMOTE_IP, 7400),
+        b"big?",
+    )
+    .unwrap_or_else(|e| panic!("the big answer: {e}\n{}", switch.log()));
+    assert_eq!(got.len(), big.len(), "{}", switch.log());
+    assert!(got == big, "the datagram arrives intact");
+    server.join().expect("the remote's server");
+    let services = switch
+        .call(r#"{"cmd":"services"}"#)
+        .expect("services")
+        .to_string();
+    assert!(
+        services.contains(r#""fragmented":"#) && !services.contains(r#""fragmented":0"#),
+        "counted: {services}"
+    );
+}
+
 #[test]
 fn no_outbound_refuses_flows_with_prohibited() {
     require_root();
