@@ -372,6 +372,26 @@ fn published_tcp_port_shows_the_client_its_own_address() {
         "the container sees the client's own address\n{}",
         switch.log()
     );
+    // `network inspect` shows the port as recorded and as listened on by
+    // the running switch.
+    let inspect = Container::tapswitch(
+        &switch_ns,
+        &["network", "inspect", "bridge", "--state-dir", &state_arg],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect's JSON");
+    let endpoint = view[0]["Containers"]
+        .as_object()
+        .and_then(|all| all.values().find(|c| c["Name"] == name.as_str()))
+        .unwrap_or_else(|| panic!("{name} in {view}"));
+    assert_eq!(
+        endpoint["Ports"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"])
+    );
+    assert_eq!(
+        endpoint["PortsListening"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"]),
+        "{endpoint}"
+    );
 
     // DNS at the gateway knows the container by name, and forwards the rest.
     let address = record_address(&state, &name);

@@ -85,6 +85,10 @@ pub struct ServicesReport {
     /// `host_side/recheck.rs`).
     pub overflow_rechecks: u64,
     pub overflow_probes: u64,
+    /// The published ports listened on now, as `docker ps` writes them
+    /// (`0.0.0.0:8080->80/tcp`), sorted: what is open, not what IPAM
+    /// records (a port another program took is recorded but absent here).
+    pub listening: Vec<String>,
 }
 
 /// The gateway's host side. See the module documentation.
@@ -214,6 +218,7 @@ impl HostSide {
             socket_errors: self.socket_errors,
             overflow_rechecks: self.recheck.rounds(),
             overflow_probes: self.recheck.probes(),
+            listening: self.listening(),
         }
     }
 

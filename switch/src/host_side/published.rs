@@ -117,6 +117,25 @@ impl HostSide {
         self.listeners.len()
     }
 
+    /// The published ports listened on now, as `docker ps` writes them
+    /// (host endpoint, container port, protocol), sorted.
+    pub fn listening(&self) -> Vec<String> {
+        let mut ports: Vec<String> = self
+            .listeners
+            .values()
+            .map(|(_, port)| {
+                format!(
+                    "{}->{}/{}",
+                    port.host,
+                    port.container.port(),
+                    port.protocol.as_str()
+                )
+            })
+            .collect();
+        ports.sort();
+        ports
+    }
+
     /// A published port's socket is readable.
     pub(super) fn published_ready(&mut self, now: Instant, token: Token) {
         match self.listeners.get(&token) {

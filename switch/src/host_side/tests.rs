@@ -154,6 +154,11 @@ fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back()
     }]);
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(host.published_count(), 1);
+    assert_eq!(
+        host.report(true).listening,
+        vec![format!("127.0.0.1:{port}->53/udp")],
+        "listed as docker ps writes it"
+    );
 
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
@@ -189,6 +194,7 @@ fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back()
     // Unpublished: the port is free again.
     assert!(host.publish(&[]).is_empty());
     assert_eq!(host.published_count(), 0);
+    assert!(host.report(true).listening.is_empty());
     UdpSocket::bind(published).expect("the host port is free again");
 }
 
