@@ -392,6 +392,16 @@ fn published_tcp_port_shows_the_client_its_own_address() {
         serde_json::json!(["10.201.0.1:8080->80/tcp"]),
         "{endpoint}"
     );
+    let inspect = Container::tapswitch(
+        &switch_ns,
+        &["container", "inspect", &name, "--state-dir", &state_arg],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect's JSON");
+    assert_eq!(
+        view[0]["Tapswitch"]["PortsListening"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"]),
+        "{view}"
+    );
 
     // DNS at the gateway knows the container by name, and forwards the rest.
     let address = record_address(&state, &name);

@@ -438,7 +438,17 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
     let state = args.open()?.load()?;
     let views = names
         .iter()
-        .map(|name| Ok(inspect_view(&state, state.container(name)?)))
+        .map(|name| {
+            let container = state.container(name)?;
+            let mut view = inspect_view(&state, container);
+            if let (Some(control), false) = (&container.control, container.ports.is_empty()) {
+                let recorded: Vec<String> =
+                    container.ports.iter().map(ToString::to_string).collect();
+                view.tapswitch.ports_listening = crate::network::live_listening(control)
+                    .map(|open| crate::network::listened_on(&recorded, &open));
+            }
+            Ok(view)
+        })
         .collect::<Result<Vec<_>>>()?;
     outln!("{}", to_docker_json(&views)?)?;
     Ok(ExitCode::SUCCESS)
@@ -496,6 +506,10 @@ pub struct TapswitchView {
     pub port: Option<String>,
     /// The switch's control socket.
     pub control: Option<PathBuf>,
+    /// The published ports (as `docker ps` writes them) the running switch
+    /// listens on now; absent without ports or when no switch answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports_listening: Option<Vec<String>>,
 }
 
 pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
@@ -533,6 +547,7 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
         tapswitch: TapswitchView {
             port: c.host_iface.clone(),
             control: c.control.clone(),
+            ports_listening: None,
         },
     }
 }

@@ -353,20 +353,22 @@ pub fn add_listening(
         let open = answers
             .entry(control.clone())
             .or_insert_with(|| listening(control));
-        endpoint.ports_listening = open.as_ref().map(|open| {
-            endpoint
-                .ports
-                .iter()
-                .filter(|port| open.contains(port))
-                .cloned()
-                .collect()
-        });
+        endpoint.ports_listening = open.as_ref().map(|open| listened_on(&endpoint.ports, open));
     }
+}
+
+/// Of the recorded `ports` (as `docker ps` writes them), those in `open`.
+pub(crate) fn listened_on(ports: &[String], open: &[String]) -> Vec<String> {
+    ports
+        .iter()
+        .filter(|port| open.contains(port))
+        .cloned()
+        .collect()
 }
 
 /// The published ports the switch at `path` listens on now (`services`
 /// over its control socket); `None` if it does not answer.
-fn live_listening(path: &std::path::Path) -> Option<Vec<String>> {
+pub(crate) fn live_listening(path: &std::path::Path) -> Option<Vec<String>> {
     let report = crate::control::call(path, &crate::control::Request::Services).ok()?;
     let ports = report.get("listening")?.as_array()?;
     Some(
