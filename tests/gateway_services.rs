@@ -141,6 +141,50 @@ fn udp_ping_and_dns_reach_the_remote_namespace() {
     drop(remote);
 }
 
+/// An answer larger than the container's MTU (4,000 bytes at 1,500)
+/// reaches the host socket whole and the container as IPv4 fragments,
+/// which its kernel puts together: the datagram arrives intact.
+#[test]
+fn a_udp_answer_larger_than_the_mtu_reaches_the_container_in_fragments() {
+    require_root();
+    let (topo, remote, _state, switch) = setup(&[]);
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let answer = big.clone();
+    let server = remote
+        .ns
+        .run(|| UdpSocket::bind((REMOTE_IP, 7400)).expect("binding in the remote"));
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        // Answer every question (the first may wait for ARP) until idle.
+        while let Ok((_, from)) = server.recv_from(&mut buf) {
+            server.send_to(&answer, from).unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+        }
+    });
+    let got = udp_exchange(
+        &topo.hosts[0].ns,
+        SocketAddrV4::new(REMOTE_IP, 7400),
+        b"big?",
+    )
+    .unwrap_or_else(|e| panic!("the big answer: {e}\n{}", switch.log()));
+    assert_eq!(got.len(), big.len(), "{}", switch.log());
+    assert!(got == big, "the datagram arrives intact");
+    server.join().expect("the remote's server");
+    let services = switch
+        .call(r#"{"cmd":"services"}"#)
+        .expect("services")
+        .to_string();
+    assert!(
+        services.contains(r#""fragmented":"#) && !services.contains(r#""fragmented":0"#),
+        "counted: {services}"
+    );
+}
+
 #[test]
 fn no_outbound_refuses_flows_with_prohibited() {
     require_root();
@@ -327,6 +371,36 @@ fn published_tcp_port_shows_the_client_its_own_address() {
         local,
         "the container sees the client's own address\n{}",
         switch.log()
+    );
+    // `network inspect` shows the port as recorded and as listened on by
+    // the running switch.
+    let inspect = Container::tapswitch(
+        &switch_ns,
+        &["network", "inspect", "bridge", "--state-dir", &state_arg],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect's JSON");
+    let endpoint = view[0]["Containers"]
+        .as_object()
+        .and_then(|all| all.values().find(|c| c["Name"] == name.as_str()))
+        .unwrap_or_else(|| panic!("{name} in {view}"));
+    assert_eq!(
+        endpoint["Ports"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"])
+    );
+    assert_eq!(
+        endpoint["PortsListening"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"]),
+        "{endpoint}"
+    );
+    let inspect = Container::tapswitch(
+        &switch_ns,
+        &["container", "inspect", &name, "--state-dir", &state_arg],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect's JSON");
+    assert_eq!(
+        view[0]["Tapswitch"]["PortsListening"],
+        serde_json::json!(["10.201.0.1:8080->80/tcp"]),
+        "{view}"
     );
 
     // DNS at the gateway knows the container by name, and forwards the rest.
@@ -619,6 +693,101 @@ fn published_udp_port_shows_the_client_its_own_address() {
             .to_string()
             .contains(&format!("\"remote\":\"{local}\"")),
         "the client's flow is in the flow table: {flows}"
+    );
+    drop(container);
+}
+
+/// A client on the host's own loopback (the switch's namespace) reaches
+/// published TCP and UDP ports; the container sees it from the gateway's
+/// address with the client's own port (a `127.0.0.1` source is dropped
+/// by the container's kernel on `eth0`), and the UDP answer comes back
+/// from the published port.
+#[test]
+fn published_ports_answer_clients_on_the_hosts_loopback() {
+    require_root();
+    let switch_ns = Netns::new("tsw");
+    let state = TempDir::new("gwlo");
+    let switch = start_switch(&switch_ns, &state);
+    let control = switch.control.display().to_string();
+    let name = tapswitch_tests::unique_name("pl");
+    let container = create_container(
+        &switch_ns,
+        &state,
+        &control,
+        &name,
+        &["-p", "8090:80", "-p", "5390:53/udp"],
+    );
+    let listener = tapswitch_tests::in_netns(&container.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:80").expect("listening in the container")
+    });
+    let tcp_server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().expect("a client");
+        stream.write_all(peer.to_string().as_bytes()).unwrap();
+    });
+    let (seen, local) = switch_ns.run(|| {
+        let to: std::net::SocketAddr = "127.0.0.1:8090".parse().unwrap();
+        let mut tries = 0;
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => panic!("connecting to the published port on loopback: {err}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut seen = String::new();
+        stream
+            .read_to_string(&mut seen)
+            .expect("the container's answer");
+        (seen, stream.local_addr().unwrap())
+    });
+    tcp_server.join().expect("the container's TCP server");
+    assert_eq!(
+        seen,
+        SocketAddrV4::new(GATEWAY, local.port()).to_string(),
+        "a loopback client is seen from the gateway, with its own port\n{}",
+        switch.log()
+    );
+
+    let udp_server = udp_who_am_i(&container.netns(), 53);
+    let published = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5390);
+    let (seen, from, local) = switch_ns
+        .run(move || -> io::Result<_> {
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut buf = [0u8; 2048];
+            let mut last = io::Error::from(io::ErrorKind::TimedOut);
+            for _ in 0..100 {
+                socket.send_to(b"who am i?", published)?;
+                match socket.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let _ = socket.send_to(b"stop", published);
+                        let seen = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        return Ok((seen, from, socket.local_addr()?));
+                    }
+                    Err(err) => last = err,
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(last)
+        })
+        .unwrap_or_else(|e| panic!("the published UDP port on loopback: {e}\n{}", switch.log()));
+    udp_server.join().expect("the container's UDP server");
+    assert_eq!(
+        seen,
+        SocketAddrV4::new(GATEWAY, local.port()).to_string(),
+        "a loopback client is seen from the gateway, with its own port\n{}",
+        switch.log()
+    );
+    assert_eq!(
+        from,
+        published.into(),
+        "the answer comes from the published port"
     );
     drop(container);
 }

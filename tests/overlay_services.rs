@@ -1,7 +1,8 @@
 //! The gateway's services on an overlay network read the shared store:
 //! DNS names every container of the network whichever host runs it (also
 //! those made after the switch started, and forgets removed ones),
-//! published ports are opened by the switch of the container's host only,
+//! published ports are opened by the switch of the container's host only
+//! (each host has its own host ports),
 //! and `--internal` refuses outbound flows as on a bridge network.
 //!
 //! ```text
@@ -225,6 +226,34 @@ fn gateway_dns_names_the_containers_of_every_host_and_ports_open_at_home() {
         !connects(&lab.hosts[1].name, on_host(1)),
         "B's switch publishes a port of A's container"
     );
+    // Host ports are each host's own: B publishes its own 18080 too, while
+    // A's is still taken on A.
+    let twin = create(&mut lab, 1, &b, &["-p", &port]);
+    wait_for("B's switch listening", Duration::from_secs(10), || {
+        connects(&lab.hosts[1].name, on_host(1))
+    });
+    let control = a.control.display().to_string();
+    let again = lab.tapswitch(
+        0,
+        &[
+            "container",
+            "create",
+            &unique_name("cs"),
+            "--network",
+            "ov",
+            "--control",
+            &control,
+            "-p",
+            &port,
+        ],
+    );
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success()
+            && text.contains(&format!("already published by container {}", on_a.name)),
+        "a second {PUBLISHED} on A: {text}"
+    );
+    lab.ok(1, &["container", "rm", &twin.name]);
 
     // Removed on B: A's gateway forgets the name (the question goes upstream).
     lab.ok(1, &["container", "rm", &on_b.name]);

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,65 @@ pub struct Container {
     /// Published ports (`-p`), in the order given (bridge networks only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+}
+
+/// Whose published ports a new container's host ports must not meet.
+///
+/// A container record names no host. On a shared store (etcd) the switch
+/// a container is attached to tells hosts apart: its control socket (two
+/// switches of one machine, each in its own namespace, as in the overlay
+/// tests) and the boot id (two machines; a socket path is the same on
+/// each). A hostname would add nothing a boot id does not already tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortScope {
+    /// Every container of the store: a state directory is one machine's.
+    Store,
+    /// The containers behind one switch in one boot (a shared store).
+    Host { control: PathBuf, boot_id: String },
+    /// None: only the request itself is checked (twice, driver, internal):
+    /// a shared store's record without a switch.
+    RequestOnly,
+}
+
+impl PortScope {
+    /// The scope for adding `container` to a store, shared or not. On a
+    /// shared store a record without a switch publishes nothing (host and
+    /// none networks refuse ports before any conflict is looked for).
+    pub fn of(shared: bool, container: &Container) -> PortScope {
+        match (shared, &container.control) {
+            (false, _) => PortScope::Store,
+            (true, Some(control)) => PortScope::Host {
+                control: control.clone(),
+                boot_id: container.boot_id.clone(),
+            },
+            (true, None) => PortScope::RequestOnly,
+        }
+    }
+
+    /// The scope of a check before the container's record is made, for
+    /// the switch at `control` in boot `boot_id`.
+    pub fn before_record(shared: bool, control: &Path, boot_id: &str) -> PortScope {
+        if shared {
+            PortScope::Host {
+                control: control.to_path_buf(),
+                boot_id: boot_id.to_string(),
+            }
+        } else {
+            PortScope::Store
+        }
+    }
+
+    /// Whether `container`'s ports count in this scope.
+    pub fn includes(&self, container: &Container) -> bool {
+        match self {
+            PortScope::Store => true,
+            PortScope::Host { control, boot_id } => {
+                container.control.as_deref() == Some(Path::new(control))
+                    && container.boot_id == *boot_id
+            }
+            PortScope::RequestOnly => false,
+        }
+    }
 }
 
 /// The process holding a rootless container's namespace, and the identity
@@ -262,17 +321,30 @@ impl State {
     /// Records a container. On a bridge network it gets `requested` or the
     /// lowest free address, and the MAC derived from it; `ipv4` and `mac`
     /// of the given record are overwritten.
+    /// Its host ports must be free on the whole store (a state directory:
+    /// one machine); see [`State::add_container_in`] for a shared store.
     pub fn add_container(
+        &mut self,
+        container: Container,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<&Container> {
+        self.add_container_in(container, requested, PortScope::Store)
+    }
+
+    /// [`State::add_container`] with the containers whose host ports count
+    /// given by `scope` ([`PortScope::of`] for the record being added).
+    pub fn add_container_in(
         &mut self,
         mut container: Container,
         requested: Option<Ipv4Addr>,
+        scope: PortScope,
     ) -> Result<&Container> {
         check_name(&container.name)?;
         if self.container(&container.name).is_ok() {
             return Err(Error::ContainerExists(container.name));
         }
         let network = self.network(&container.network)?;
-        self.check_ports(network, &container.ports)?;
+        self.check_ports(network, &container.ports, &scope)?;
         let (ipv4, mac) = match network.driver {
             Driver::Bridge | Driver::Overlay => {
                 let ip = network.allocate(requested, &self.leases(&network.name))?;
@@ -295,11 +367,16 @@ impl State {
 
     /// Whether `network` may publish `ports`: a bridge or overlay network
     /// that is not internal, each host port once, none already published by
-    /// another container on any network (host ports belong to the whole
-    /// host; on a shared store, where a record names no host, to every host).
-    /// [`State::add_container`] checks it too; `container create` asks
-    /// first, before it builds anything.
-    pub fn check_ports(&self, network: &Network, ports: &[PublishedPort]) -> Result<()> {
+    /// another container of `scope` on any network (host ports belong to
+    /// the whole host, and only to it: on a shared store two hosts each
+    /// publish their own 8080). [`State::add_container`] checks it too;
+    /// `container create` asks first, before it builds anything.
+    pub fn check_ports(
+        &self,
+        network: &Network,
+        ports: &[PublishedPort],
+        scope: &PortScope,
+    ) -> Result<()> {
         if ports.is_empty() {
             return Ok(());
         }
@@ -325,6 +402,7 @@ impl State {
             let taken = self
                 .containers
                 .iter()
+                .filter(|c| scope.includes(c))
                 .find_map(|c| Some((c, c.ports.iter().find(|p| p.conflicts_with(port))?)));
             if let Some((owner, theirs)) = taken {
                 return Err(Error::PortTaken {
@@ -419,19 +497,24 @@ impl State {
                 ));
             }
         }
-        let published: Vec<(&str, &PublishedPort)> = self
+        // Per host: the one rule that holds on a shared store too (a state
+        // directory's stricter whole-store rule is kept by `add_container`).
+        let published: Vec<(&Container, &PublishedPort)> = self
             .containers
             .iter()
-            .flat_map(|c| c.ports.iter().map(move |p| (c.name.as_str(), p)))
+            .flat_map(|c| c.ports.iter().map(move |p| (c, p)))
             .collect();
-        for (index, (name, port)) in published.iter().enumerate() {
-            if let Some((other, _)) = published[..index]
-                .iter()
-                .find(|(_, earlier)| earlier.conflicts_with(port))
-            {
+        for (index, (owner, port)) in published.iter().enumerate() {
+            if let Some((other, _)) = published[..index].iter().find(|(c, earlier)| {
+                c.control == owner.control
+                    && c.boot_id == owner.boot_id
+                    && earlier.conflicts_with(port)
+            }) {
                 return Err(format!(
-                    "host port {} is published by both {other} and {name}",
-                    host_side(port)
+                    "host port {} is published by both {} and {}",
+                    host_side(port),
+                    other.name,
+                    owner.name
                 ));
             }
         }
@@ -729,6 +812,75 @@ mod tests {
             state.add_container(published("x", "bridge", &["8080:81"]), None),
             Err(Error::PortTaken { .. })
         ));
+    }
+
+    fn on_host(name: &str, ports: &[&str], control: &str, boot_id: &str) -> Container {
+        Container {
+            control: Some(PathBuf::from(control)),
+            boot_id: boot_id.to_string(),
+            ..published(name, "bridge", ports)
+        }
+    }
+
+    #[test]
+    fn on_a_shared_store_host_ports_are_unique_per_host() {
+        let mut state = fresh();
+        let add = |state: &mut State, c: Container| {
+            let scope = PortScope::of(true, &c);
+            state
+                .add_container_in(c, None, scope)
+                .map(|c| c.name.clone())
+        };
+        add(
+            &mut state,
+            on_host("a1", &["8080:80"], "/run/s.sock", "boot-a"),
+        )
+        .unwrap();
+        // Another machine (boot id), another switch of this machine (control
+        // socket): each has its own 8080.
+        add(
+            &mut state,
+            on_host("b1", &["8080:80"], "/run/s.sock", "boot-b"),
+        )
+        .unwrap();
+        add(
+            &mut state,
+            on_host("a2", &["8080:80"], "/run/t.sock", "boot-a"),
+        )
+        .unwrap();
+        // The same host twice is refused, naming the owner.
+        let err = add(
+            &mut state,
+            on_host("a3", &["8080:81"], "/run/s.sock", "boot-a"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::PortTaken { owner, .. } if owner == "a1"),
+            "{err}"
+        );
+        // The check before the record: the switch's host only (shared), or
+        // the whole store.
+        let network = state.network("bridge").unwrap();
+        let ports = ["8080:80".parse().unwrap()];
+        let here = |shared| PortScope::before_record(shared, Path::new("/run/u.sock"), "boot-a");
+        assert!(state.check_ports(network, &ports, &here(true)).is_ok());
+        assert!(matches!(
+            state.check_ports(network, &ports, &here(false)),
+            Err(Error::PortTaken { .. })
+        ));
+        let unknown = Container::default();
+        assert_eq!(PortScope::of(true, &unknown), PortScope::RequestOnly);
+        assert!(
+            state
+                .check_ports(network, &ports, &PortScope::RequestOnly)
+                .is_ok()
+        );
+        // A state directory keeps the port unique on the whole store.
+        assert!(matches!(
+            state.add_container(on_host("c", &["8080:80"], "/run/u.sock", "boot-c"), None),
+            Err(Error::PortTaken { .. })
+        ));
+        assert!(state.check().is_ok());
     }
 
     #[test]

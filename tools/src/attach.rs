@@ -97,7 +97,9 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     }
     // Port mistakes before anything is built, as `container create` does;
     // `add_container` checks the conflicts again under the lock.
-    state.check_ports(&network, &ports)?;
+    let early =
+        crate::container::early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
+    state.check_ports(&network, &ports, &early)?;
     probe_host_ports(&ports)?;
     let control = find_switch(&network.name, args.plumbing.control.as_deref())?;
 
@@ -143,7 +145,11 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         }),
         ..Default::default()
     };
-    let mut record = tx.state.add_container(record, args.plumbing.ip)?.clone();
+    let scope = ipam::state::PortScope::of(store.is_shared(), &record);
+    let mut record = tx
+        .state
+        .add_container_in(record, args.plumbing.ip, scope)?
+        .clone();
     let plugged = if rootless {
         plug_rootless(&mut record, &network)
     } else {

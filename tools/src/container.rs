@@ -36,6 +36,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use ipam::ports::{PortBinding, docker_ports};
+use ipam::state::PortScope;
 use ipam::store::{now, random_id};
 use ipam::{Container, Driver, Network, State};
 use serde::Serialize;
@@ -145,7 +146,8 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     let state = store.load()?;
     let network = state.network(&args.network)?.clone();
     // Port mistakes first: they cost nothing to find and need no switch.
-    state.check_ports(&network, &ports)?;
+    let early = early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
+    state.check_ports(&network, &ports, &early)?;
     probe_host_ports(&ports)?;
     // Find the switch before touching anything, so a missing one costs nothing.
     let control = match network.driver {
@@ -178,7 +180,11 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         return crate::rootless::containers::create(&store, record, &network, args.plumbing.ip);
     }
     let mut tx = store.lock()?;
-    let record = tx.state.add_container(record, args.plumbing.ip)?.clone();
+    let scope = PortScope::of(store.is_shared(), &record);
+    let record = tx
+        .state
+        .add_container_in(record, args.plumbing.ip, scope)?
+        .clone();
     if let Err(err) = build(&record, &network) {
         let _ = tear_down(&record);
         return Err(err.context(format!("cannot create container {}", record.name)));
@@ -189,6 +195,22 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     }
     outln!("{}", record.id)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whose host ports a new container's must not meet, before its record
+/// exists: on a shared store, those of the containers behind the switch it
+/// will be attached to (`--control`, or the network's default socket) in
+/// this boot; on a state directory, every container's.
+pub(crate) fn early_port_scope(
+    store: &ipam::Store,
+    network: &str,
+    control: Option<&Path>,
+) -> PortScope {
+    let switch = control.map_or_else(
+        || crate::control::default_socket_path(network),
+        Path::to_path_buf,
+    );
+    PortScope::before_record(store.is_shared(), &switch, &current_boot_id())
 }
 
 /// Builds what the record describes (see the module docs).
@@ -416,7 +438,17 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
     let state = args.open()?.load()?;
     let views = names
         .iter()
-        .map(|name| Ok(inspect_view(&state, state.container(name)?)))
+        .map(|name| {
+            let container = state.container(name)?;
+            let mut view = inspect_view(&state, container);
+            if let (Some(control), false) = (&container.control, container.ports.is_empty()) {
+                let recorded: Vec<String> =
+                    container.ports.iter().map(ToString::to_string).collect();
+                view.tapswitch.ports_listening = crate::network::live_listening(control)
+                    .map(|open| crate::network::listened_on(&recorded, &open));
+            }
+            Ok(view)
+        })
         .collect::<Result<Vec<_>>>()?;
     outln!("{}", to_docker_json(&views)?)?;
     Ok(ExitCode::SUCCESS)
@@ -474,6 +506,10 @@ pub struct TapswitchView {
     pub port: Option<String>,
     /// The switch's control socket.
     pub control: Option<PathBuf>,
+    /// The published ports (as `docker ps` writes them) the running switch
+    /// listens on now; absent without ports or when no switch answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports_listening: Option<Vec<String>>,
 }
 
 pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
@@ -511,6 +547,7 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
         tapswitch: TapswitchView {
             port: c.host_iface.clone(),
             control: c.control.clone(),
+            ports_listening: None,
         },
     }
 }

@@ -295,6 +295,7 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
             let network = state.network(name)?;
             let mut view = inspect_view(&state, network);
             view.peers = members.get(name).cloned();
+            add_listening(&mut view, &state, &mut |path| live_listening(path));
             Ok(view)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -331,6 +332,51 @@ fn prune(args: &StateArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fills each publishing container's `PortsListening` with what its switch
+/// (the record's control socket) says it listens on: `listening` asks a
+/// switch once per socket (`None`: it did not answer).
+pub fn add_listening(
+    view: &mut NetworkView,
+    state: &State,
+    listening: &mut dyn FnMut(&std::path::Path) -> Option<Vec<String>>,
+) {
+    let mut answers: BTreeMap<std::path::PathBuf, Option<Vec<String>>> = BTreeMap::new();
+    for container in state.containers_on(&view.name) {
+        let (Some(control), false) = (&container.control, container.ports.is_empty()) else {
+            continue;
+        };
+        let Some(endpoint) = view.containers.get_mut(&container.id) else {
+            continue;
+        };
+        let open = answers
+            .entry(control.clone())
+            .or_insert_with(|| listening(control));
+        endpoint.ports_listening = open.as_ref().map(|open| listened_on(&endpoint.ports, open));
+    }
+}
+
+/// Of the recorded `ports` (as `docker ps` writes them), those in `open`.
+pub(crate) fn listened_on(ports: &[String], open: &[String]) -> Vec<String> {
+    ports
+        .iter()
+        .filter(|port| open.contains(port))
+        .cloned()
+        .collect()
+}
+
+/// The published ports the switch at `path` listens on now (`services`
+/// over its control socket); `None` if it does not answer.
+pub(crate) fn live_listening(path: &std::path::Path) -> Option<Vec<String>> {
+    let report = crate::control::call(path, &crate::control::Request::Services).ok()?;
+    let ports = report.get("listening")?.as_array()?;
+    Some(
+        ports
+            .iter()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect(),
+    )
 }
 
 /// `docker network inspect`'s shape, field for field in Docker's order
@@ -389,6 +435,12 @@ pub struct EndpointView {
     /// shows them (absent when it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// tapswitch's own: of `Ports`, those the container's running switch
+    /// listens on now (absent when no switch answered: then only the
+    /// record is known; a port another program took is recorded but not
+    /// listened on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports_listening: Option<Vec<String>>,
 }
 
 /// Docker's driver option for the MTU, as `docker network inspect` shows it.
@@ -410,6 +462,7 @@ pub fn inspect_view(state: &State, network: &Network) -> NetworkView {
                 ipv4_address: ipv4,
                 ipv6_address: String::new(),
                 ports: c.ports.iter().map(ToString::to_string).collect(),
+                ports_listening: None,
             };
             (c.id.clone(), endpoint)
         })
@@ -615,6 +668,49 @@ mod tests {
             bridge["Containers"][&web]["Ports"],
             serde_json::json!(["0.0.0.0:8080->80/tcp"])
         );
+    }
+
+    #[test]
+    fn inspect_shows_which_published_ports_the_switch_listens_on() {
+        let mut state = state();
+        for (name, control, ports) in [
+            ("web", "/run/a.sock", vec!["8080:80", "5353:53/udp"]),
+            ("db", "/run/gone.sock", vec!["5432:5432"]),
+        ] {
+            let c = state
+                .containers
+                .iter_mut()
+                .find(|c| c.name == name)
+                .unwrap();
+            c.control = Some(control.into());
+            c.ports = ports.iter().map(|p| p.parse().unwrap()).collect();
+        }
+        let mut view = inspect_view(&state, state.network("bridge").unwrap());
+        let mut asked = Vec::new();
+        add_listening(&mut view, &state, &mut |path| {
+            asked.push(path.to_path_buf());
+            (path == std::path::Path::new("/run/a.sock")).then(|| {
+                vec![
+                    "0.0.0.0:8080->80/tcp".to_string(),
+                    "0.0.0.0:9->9/tcp".into(),
+                ]
+            })
+        });
+        assert_eq!(asked.len(), 2, "each switch asked once");
+        let value = serde_json::to_value(&view).unwrap();
+        let web = &value["Containers"][format!("{:a>64}", "web")];
+        // Recorded both; the switch listens on the TCP one only.
+        assert_eq!(
+            web["Ports"],
+            serde_json::json!(["0.0.0.0:8080->80/tcp", "0.0.0.0:5353->53/udp"])
+        );
+        assert_eq!(
+            web["PortsListening"],
+            serde_json::json!(["0.0.0.0:8080->80/tcp"])
+        );
+        // A switch that does not answer: only the record is known.
+        let db = &value["Containers"][format!("{:a>64}", "db")];
+        assert!(db.get("PortsListening").is_none(), "{db}");
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct ServicesReport {
     /// `host_side/recheck.rs`).
     pub overflow_rechecks: u64,
     pub overflow_probes: u64,
+    /// The published ports listened on now, as `docker ps` writes them
+    /// (`0.0.0.0:8080->80/tcp`), sorted: what is open, not what IPAM
+    /// records (a port another program took is recorded but absent here).
+    pub listening: Vec<String>,
 }
 
 /// The gateway's host side. See the module documentation.
@@ -107,8 +111,10 @@ pub struct HostSide {
     probed: Vec<FlowKey>,
     /// Published ports, by token: the host socket and where it leads.
     listeners: HashMap<Token, (published::PublishedSocket, Published)>,
-    /// Flows of published UDP ports' clients: the published port's token.
-    udp_clients: HashMap<FlowKey, Token>,
+    /// Flows of published UDP ports' clients: the published port's token
+    /// and the client's own address (the key holds the address the
+    /// container sees, which differs for a loopback client).
+    udp_clients: HashMap<FlowKey, (Token, SocketAddrV4)>,
     /// Frames for the containers, handed out at the end of each call.
     frames: Vec<Vec<u8>>,
     by_token: HashMap<Token, FlowKey>,
@@ -212,6 +218,7 @@ impl HostSide {
             socket_errors: self.socket_errors,
             overflow_rechecks: self.recheck.rounds(),
             overflow_probes: self.recheck.probes(),
+            listening: self.listening(),
         }
     }
 

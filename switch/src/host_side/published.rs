@@ -9,6 +9,10 @@
 //! which the classifier sees as datagrams of that flow, go back to the
 //! client with `send_to` on the published socket (so they come from the
 //! published port, as the client expects).
+//!
+//! A client on the host's loopback is presented from the gateway's address
+//! (see `services::published`): its flow's key holds that address, and
+//! `udp_clients` keeps each UDP client's real address for the answers.
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -52,7 +56,7 @@ impl HostSide {
         for token in gone {
             if let Some((socket, port)) = self.listeners.remove(&token) {
                 let _ = self.registry.deregister(&mut SourceFd(&socket.fd()));
-                self.udp_clients.retain(|_, t| *t != token);
+                self.udp_clients.retain(|_, (t, _)| *t != token);
                 log::info!(
                     "unpublished {} -> container {} ({})",
                     port.host,
@@ -113,6 +117,25 @@ impl HostSide {
         self.listeners.len()
     }
 
+    /// The published ports listened on now, as `docker ps` writes them
+    /// (host endpoint, container port, protocol), sorted.
+    pub fn listening(&self) -> Vec<String> {
+        let mut ports: Vec<String> = self
+            .listeners
+            .values()
+            .map(|(_, port)| {
+                format!(
+                    "{}->{}/{}",
+                    port.host,
+                    port.container.port(),
+                    port.protocol.as_str()
+                )
+            })
+            .collect();
+        ports.sort();
+        ports
+    }
+
     /// A published port's socket is readable.
     pub(super) fn published_ready(&mut self, now: Instant, token: Token) {
         match self.listeners.get(&token) {
@@ -140,6 +163,7 @@ impl HostSide {
                     return;
                 }
             };
+            let client = self.services.presented_client(client);
             let key = FlowKey::tcp(container, client);
             if self.adopt_tcp(key, stream).is_err() {
                 self.socket_errors += 1;
@@ -172,16 +196,17 @@ impl HostSide {
                 // WouldBlock, or an ICMP error for an earlier answer.
                 Err(_) => return,
             };
+            let seen = self.services.presented_client(client);
             self.services.published_datagram(
                 now,
                 container,
-                client,
+                seen,
                 &self.scratch[..n],
                 &mut self.pending,
             );
-            let key = FlowKey::udp(container, client);
+            let key = FlowKey::udp(container, seen);
             if self.services.flows().get(&key).is_some() {
-                self.udp_clients.insert(key, token);
+                self.udp_clients.insert(key, (token, client));
             }
         }
     }
@@ -189,10 +214,10 @@ impl HostSide {
     /// Sends a container's answer to a published UDP port's client, from
     /// the published socket; `None` if `key` is no such flow.
     pub(super) fn send_to_client(&self, key: FlowKey, payload: &[u8]) -> Option<io::Result<usize>> {
-        let token = self.udp_clients.get(&key)?;
+        let (token, client) = self.udp_clients.get(&key)?;
         match self.listeners.get(token) {
             Some((PublishedSocket::Udp(socket), _)) => {
-                Some(socket.send_to(payload, key.remote.into()))
+                Some(socket.send_to(payload, (*client).into()))
             }
             _ => None,
         }

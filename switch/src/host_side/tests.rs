@@ -154,6 +154,11 @@ fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back()
     }]);
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(host.published_count(), 1);
+    assert_eq!(
+        host.report(true).listening,
+        vec![format!("127.0.0.1:{port}->53/udp")],
+        "listed as docker ps writes it"
+    );
 
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
@@ -164,14 +169,19 @@ fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back()
     };
     client.send_to(b"query", published).unwrap();
     let frames = next_frames(&mut host, &mut gateway, &mut poll);
+    // A loopback client is presented from the gateway's address with its
+    // own port (the container's kernel drops a 127.0.0.1 source on eth0);
+    // any other client keeps its address (the kernel tests' remote one).
+    let presented = SocketAddrV4::new(GW, client_addr.port());
     assert_eq!(
         udp_of(&frames[0]),
-        (client_addr, container, b"query".to_vec()),
-        "from the client's own endpoint to the container's port"
+        (presented, container, b"query".to_vec()),
+        "from the gateway's address, the client's port, to the container's port"
     );
     assert_eq!(host.report(true).flows_now, 1, "the client is a flow");
 
-    let answer = datagram(&gateway, container, client_addr, b"answer");
+    // The answer to the presented endpoint reaches the real client.
+    let answer = datagram(&gateway, container, presented, b"answer");
     let mut frames = Vec::new();
     let verdict = host.frame(Instant::from_millis(2), &answer, &mut gateway, &mut frames);
     assert_eq!(verdict, Verdict::Consumed);
@@ -184,6 +194,7 @@ fn a_published_udp_port_reaches_the_container_from_the_client_and_answers_back()
     // Unpublished: the port is free again.
     assert!(host.publish(&[]).is_empty());
     assert_eq!(host.published_count(), 0);
+    assert!(host.report(true).listening.is_empty());
     UdpSocket::bind(published).expect("the host port is free again");
 }
 

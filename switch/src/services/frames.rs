@@ -1,7 +1,7 @@
 //! The frames the gateway's services send to containers, built with
 //! smoltcp's wire types: UDP datagrams and echo replies from remote
 //! addresses (or from the gateway's DNS port), and any IPv4 packet wrapped
-//! for the wire.
+//! for the wire, cut into fragments when it is longer than the MTU.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -87,6 +87,41 @@ pub fn echo_reply_packet(
     ip.emit(&mut view, &caps);
     icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
     Some(packet)
+}
+
+/// Cuts an IPv4 packet longer than `mtu` into fragments (RFC 791), as a
+/// kernel router does for a datagram without DF: every fragment carries
+/// the header (with identification `ident`, DF cleared), the payload in
+/// pieces of a multiple of 8 bytes, all but the last with MF. `None` when
+/// the packet is not IPv4, is a fragment already, or `mtu` leaves no room
+/// for 8 bytes of payload.
+pub(crate) fn fragments(packet: &[u8], mtu: usize, ident: u16) -> Option<Vec<Vec<u8>>> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let header_len = usize::from(ip.header_len());
+    let payload = packet.get(header_len..usize::from(ip.total_len()))?;
+    let step = mtu.checked_sub(header_len)? / 8 * 8;
+    if step == 0 {
+        return None;
+    }
+    let count = payload.len().div_ceil(step);
+    let mut pieces = Vec::with_capacity(count);
+    for (index, chunk) in payload.chunks(step).enumerate() {
+        let mut piece = Vec::with_capacity(header_len + chunk.len());
+        piece.extend_from_slice(&packet[..header_len]);
+        piece.extend_from_slice(chunk);
+        let mut view = Ipv4Packet::new_unchecked(&mut piece[..]);
+        view.set_total_len(u16::try_from(header_len + chunk.len()).ok()?);
+        view.set_ident(ident);
+        view.clear_flags();
+        view.set_more_frags(index + 1 < count);
+        view.set_frag_offset(u16::try_from(index * step).ok()?);
+        view.fill_checksum();
+        pieces.push(piece);
+    }
+    Some(pieces)
 }
 
 /// The IPv4 packet of an Ethernet frame (its payload, cut to the packet's

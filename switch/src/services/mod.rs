@@ -63,7 +63,7 @@ use crate::mac::MacAddr;
 use crate::time::Instant;
 
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
-use frames::{ip_packet, source_of, tcp_seq_span};
+use frames::{fragments, ip_packet, source_of, tcp_seq_span};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
 pub use window::MAX_STACK_WINDOW;
 use window::{SeqCheck, SeqWindows};
@@ -128,8 +128,11 @@ pub struct ServicesStats {
     pub stray_segments: u64,
     /// Frames for a container whose MAC is not known.
     pub no_neighbor: u64,
-    /// Packets larger than the MTU (not fragmented).
+    /// Packets that could not be sent: larger than an IPv4 packet, or
+    /// than the MTU and not to be fragmented.
     pub too_big: u64,
+    /// Packets larger than the MTU sent as IPv4 fragments.
+    pub fragmented: u64,
 }
 
 /// What a flow keeps from its first packet until it needs it.
@@ -169,6 +172,10 @@ pub struct Services {
     /// The containers' sequence numbers, per TCP flow.
     windows: SeqWindows,
     stats: ServicesStats,
+    /// The identification of the next fragmented packet (RFC 6864: unique
+    /// per source, destination and protocol while fragments may live; a
+    /// counter wraps after 65,536 fragmented packets).
+    next_ident: u16,
 }
 
 impl Services {
@@ -185,6 +192,7 @@ impl Services {
             stack_resets: HashSet::new(),
             windows: SeqWindows::default(),
             stats: ServicesStats::default(),
+            next_ident: 0,
             config,
         }
     }
@@ -256,7 +264,13 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) -> Verdict {
-        let ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
+        let mut ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
+        if matches!(ingress, Ingress::Local)
+            && !self.config.host_loopback
+            && let Some(routed) = self.published_via_gateway(frame)
+        {
+            ingress = routed;
+        }
         if !matches!(ingress, Ingress::Local | Ingress::Ignore(_)) {
             self.learn_neighbor(frame);
         }
@@ -635,11 +649,22 @@ impl Services {
     }
 
     fn emit(&mut self, to: MacAddr, packet: &[u8], out: &mut Vec<Output>) {
-        if packet.len() > self.config.mtu {
-            self.stats.too_big += 1;
+        if packet.len() <= self.config.mtu {
+            out.push(Output::Frame(ethernet(self.config.gateway.mac, to, packet)));
             return;
         }
-        out.push(Output::Frame(ethernet(self.config.gateway.mac, to, packet)));
+        // A datagram from a host socket may exceed the containers' MTU (the
+        // host's link is larger, or the answer was reassembled there): sent
+        // as fragments, as a router between the two would.
+        self.next_ident = self.next_ident.wrapping_add(1);
+        let Some(pieces) = fragments(packet, self.config.mtu, self.next_ident) else {
+            self.stats.too_big += 1;
+            return;
+        };
+        self.stats.fragmented += 1;
+        for piece in pieces {
+            out.push(Output::Frame(ethernet(self.config.gateway.mac, to, &piece)));
+        }
     }
 }
 

@@ -65,9 +65,18 @@ fn syn_frame(src_port: u16) -> Vec<u8> {
 }
 
 fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
+    tcp_frame_to(src_port, SocketAddrV4::new(OUTSIDE, 443), control, ack)
+}
+
+fn tcp_frame_to(
+    src_port: u16,
+    dst: SocketAddrV4,
+    control: TcpControl,
+    ack: Option<u32>,
+) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port,
-        dst_port: 443,
+        dst_port: dst.port(),
         control,
         seq_number: TcpSeqNumber(500),
         ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
@@ -81,7 +90,7 @@ fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
     };
     let ip = Ipv4Repr {
         src_addr: HOST,
-        dst_addr: OUTSIDE,
+        dst_addr: *dst.ip(),
         next_header: IpProtocol::Tcp,
         payload_len: tcp.buffer_len(),
         hop_limit: 64,
@@ -93,7 +102,7 @@ fn tcp_frame(src_port: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
     tcp.emit(
         &mut TcpPacket::new_unchecked(view.payload_mut()),
         &HOST.into(),
-        &OUTSIDE.into(),
+        &(*dst.ip()).into(),
         &caps,
     );
     from_host(&packet)
@@ -540,19 +549,73 @@ fn without_outbound_access_every_flow_is_prohibited() {
 }
 
 #[test]
-fn what_does_not_fit_the_mtu_is_dropped_and_counted() {
+fn what_does_not_fit_the_mtu_is_fragmented_and_counted() {
     let mut s = services(true);
     let remote = SocketAddrV4::new(OUTSIDE, 123);
-    let key = FlowKey::udp(SocketAddrV4::new(HOST, 40000), remote);
+    let container = SocketAddrV4::new(HOST, 40000);
+    let key = FlowKey::udp(container, remote);
     let mut out = Vec::new();
     s.frame(at(0), &udp_frame(40000, remote, b"q"), 0, &mut out);
     s.host(at(0), key, HostEvent::Connected, &mut out);
     out.clear();
-    s.host(at(1), key, HostEvent::Datagram(&[0u8; 1473]), &mut out);
-    assert!(out.is_empty());
-    assert_eq!(s.stats().too_big, 1);
+    // Fits: one frame, untouched.
     s.host(at(1), key, HostEvent::Datagram(&[0u8; 1472]), &mut out);
     assert_eq!(out.len(), 1);
+    assert_eq!(s.stats().fragmented, 0);
+    // 4,000 bytes at MTU 1500: three fragments that reassemble to it.
+    out.clear();
+    let datagram: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    s.host(at(1), key, HostEvent::Datagram(&datagram), &mut out);
+    assert_eq!(s.stats().fragmented, 1);
+    assert_eq!(s.stats().too_big, 0);
+    let packets: Vec<Vec<u8>> = out.iter().map(to_container).collect();
+    assert_eq!(packets.len(), 3);
+    let whole = reassemble(&packets);
+    assert_eq!(udp_of(&whole), (remote, container, datagram));
+}
+
+/// The IPv4 packet the `pieces` (fragments of one datagram, in order,
+/// each within the MTU) make, checking each fragment's header.
+fn reassemble(pieces: &[Vec<u8>]) -> Vec<u8> {
+    let first = Ipv4Packet::new_checked(&pieces[0][..]).unwrap();
+    let mut payload = Vec::new();
+    for (index, piece) in pieces.iter().enumerate() {
+        assert!(piece.len() <= 1500, "fragment {index} fits the MTU");
+        let ip = Ipv4Packet::new_checked(&piece[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert!(!ip.dont_frag());
+        assert_eq!(ip.ident(), first.ident(), "one datagram");
+        assert_eq!(ip.more_frags(), index + 1 < pieces.len());
+        assert_eq!(usize::from(ip.frag_offset()), payload.len());
+        payload.extend_from_slice(ip.payload());
+    }
+    let mut whole = pieces[0][..20].to_vec();
+    whole.extend_from_slice(&payload);
+    let mut view = Ipv4Packet::new_unchecked(&mut whole[..]);
+    view.set_total_len(u16::try_from(20 + payload.len()).unwrap());
+    view.clear_flags();
+    view.set_frag_offset(0);
+    view.fill_checksum();
+    whole
+}
+
+#[test]
+fn fragments_follow_rfc_791_and_refuse_what_cannot_be_cut() {
+    let packet = udp_packet(
+        SocketAddrV4::new(OUTSIDE, 1),
+        SocketAddrV4::new(HOST, 2),
+        &[7u8; 100],
+    )
+    .unwrap();
+    // 108 bytes of IP payload at MTU 60: 40, 40 (multiples of 8) and 28.
+    let pieces = super::frames::fragments(&packet, 60, 9).unwrap();
+    let sizes: Vec<usize> = pieces.iter().map(|p| p.len() - 20).collect();
+    assert_eq!(sizes, vec![40, 40, 28]);
+    assert_eq!(reassemble(&pieces)[20..], packet[20..]);
+    // No room for 8 bytes, a fragment, not IPv4: not cut.
+    assert!(super::frames::fragments(&packet, 27, 9).is_none());
+    assert!(super::frames::fragments(&pieces[1], 60, 9).is_none());
+    assert!(super::frames::fragments(&[0u8; 10], 60, 9).is_none());
 }
 
 #[test]
@@ -625,6 +688,63 @@ fn a_published_udp_port_delivers_from_the_client_and_relays_answers() {
         })]
     );
     assert_eq!(s.flows().get(&key).unwrap().state_name(), "REPLIED");
+}
+
+#[test]
+fn a_loopback_client_is_presented_from_the_gateway_and_its_answers_are_the_flows() {
+    let mut s = services(true);
+    s.set_neighbor(HOST, HOST_MAC);
+    let loopback = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 40_000);
+    let seen = s.presented_client(loopback);
+    assert_eq!(
+        seen,
+        SocketAddrV4::new(GW, 40_000),
+        "the gateway, same port"
+    );
+    let outside = SocketAddrV4::new(OUTSIDE, 40_000);
+    assert_eq!(
+        s.presented_client(outside),
+        outside,
+        "everyone else keeps theirs"
+    );
+
+    // UDP: delivered from the gateway's address; the answer to it is the
+    // flow's, not the gateway's own stack's.
+    let container = SocketAddrV4::new(HOST, 53);
+    let key = FlowKey::udp(container, seen);
+    let mut out = Vec::new();
+    s.published_datagram(at(0), container, seen, b"query", &mut out);
+    let (src, dst, _) = udp_of(&to_container(&out[0]));
+    assert_eq!((src, dst), (seen, container));
+    out.clear();
+    let answer = udp_frame(53, seen, b"answer");
+    assert_eq!(s.frame(at(1), &answer, 0, &mut out), Verdict::Consumed);
+    assert_eq!(
+        out,
+        vec![Output::Host(HostCommand::Send {
+            key,
+            payload: b"answer".to_vec()
+        })]
+    );
+    // Another port of the gateway's address is still the gateway's own.
+    let other = udp_frame(53, SocketAddrV4::new(GW, 40_001), b"x");
+    assert_eq!(s.frame(at(1), &other, 0, &mut Vec::new()), Verdict::ToStack);
+
+    // TCP: the container's SYN-ACK to the gateway's address goes to the
+    // stack as the flow's (the relay is told), not as the gateway's own.
+    let web = SocketAddrV4::new(HOST, 80);
+    let tcp_key = FlowKey::tcp(web, seen);
+    assert!(s.published_connection(at(2), web, seen, &mut Vec::new()));
+    s.take_stack_flows();
+    let syn_ack = tcp_frame_to(80, seen, TcpControl::Syn, Some(1));
+    assert_eq!(
+        s.frame(at(2), &syn_ack, 0, &mut Vec::new()),
+        Verdict::ToStack
+    );
+    assert!(s.take_stack_flows().contains(&tcp_key));
+    let stray = tcp_frame_to(80, SocketAddrV4::new(GW, 40_002), TcpControl::Syn, Some(1));
+    assert_eq!(s.frame(at(2), &stray, 0, &mut Vec::new()), Verdict::ToStack);
+    assert!(s.take_stack_flows().is_empty(), "the gateway's own segment");
 }
 
 #[test]

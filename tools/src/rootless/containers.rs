@@ -43,7 +43,8 @@ pub fn create(
             return Err(err.into());
         }
     };
-    let record = match tx.state.add_container(record, ip) {
+    let scope = ipam::state::PortScope::of(store.is_shared(), &record);
+    let record = match tx.state.add_container_in(record, ip, scope) {
         Ok(record) => record.clone(),
         Err(err) => {
             end_keeper(keeper.as_ref());
