@@ -19,6 +19,7 @@
 pub mod inner_offloads;
 pub mod remotes;
 pub mod socket;
+pub mod tcp_join;
 
 #[cfg(test)]
 mod tests;
