@@ -72,14 +72,15 @@ impl VxlanRx {
         }
     }
 
-    /// Reads and decapsulates up to `limit` datagrams.
-    fn read(&mut self, limit: usize) -> Result<(), RxError> {
+    /// Reads and decapsulates up to `limit` datagrams; true when the
+    /// socket had no more.
+    fn read(&mut self, limit: usize) -> Result<bool, RxError> {
         let arrived = &mut self.arrived;
         arrived.clear();
         while arrived.frames.len() < limit {
             let (len, source) = match self.socket.recv_from(arrived.free()) {
                 Ok(got) => got,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier send (a member gone away)
                 // surfaces here; it says nothing about this socket.
@@ -102,14 +103,11 @@ impl VxlanRx {
                 arrived.used += len;
             }
         }
-        Ok(())
+        Ok(false)
     }
-}
 
-impl PortRx for VxlanRx {
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
-        batch.clear();
-        self.read(batch.capacity())?;
+    /// Hands the frames read to the batch, runs joined.
+    fn deliver(&mut self, batch: &mut RxBatch) {
         let Arrived {
             bytes,
             frames,
@@ -132,6 +130,22 @@ impl PortRx for VxlanRx {
                 batch.push(vnet, frame);
             }
             at += run;
+        }
+    }
+}
+
+impl PortRx for VxlanRx {
+    /// Reads until the batch is full or the socket empty: a batch that
+    /// joining left short must not look like an empty socket, or the
+    /// worker would wait for the next datagram with these still queued.
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        batch.clear();
+        while batch.len() < batch.capacity() {
+            let drained = self.read(batch.capacity() - batch.len())?;
+            self.deliver(batch);
+            if drained {
+                break;
+            }
         }
         Ok(batch.len())
     }
