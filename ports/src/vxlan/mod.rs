@@ -14,11 +14,13 @@
 //! headers and sent with UDP segmentation offload, and a partial checksum
 //! is finished before the frame leaves ([`socket::VxlanTx`]); frames that a
 //! sender on this machine left unfinished are recognised on the way in
-//! ([`inner_offloads`]).
+//! ([`inner_offloads`]), and a batch's consecutive segments of one TCP
+//! flow are joined back into one super-frame ([`tcp_join`]).
 
 pub mod inner_offloads;
 pub mod remotes;
 pub mod socket;
+pub mod tcp_join;
 
 #[cfg(test)]
 mod tests;

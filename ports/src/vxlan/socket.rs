@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use socket2::{SockAddr, Socket};
 
 use super::remotes::{Destinations, RemoteTable};
+use super::tcp_join;
 use crate::batch::RxBatch;
 use crate::wire::{ethernet, vxlan};
 use crate::{PortRx, PortTx, RxError, VnetHdr};
@@ -19,13 +21,45 @@ use crate::{PortRx, PortTx, RxError, VnetHdr};
 const DATAGRAM_LEN: usize = 65_536;
 
 /// The receive lane: decapsulates what members send.
+///
+/// A batch's datagrams are read first, then handed to the switch, with
+/// each run of one TCP flow's consecutive segments joined into one
+/// super-frame ([`tcp_join`]).
 #[derive(Debug)]
 pub struct VxlanRx {
     socket: UdpSocket,
     table: Arc<Mutex<RemoteTable>>,
-    datagram: Vec<u8>,
+    arrived: Arrived,
     /// The largest inner IP packet (longer TCP frames are super-frames).
     mtu: usize,
+}
+
+/// The inner frames of one batch, read straight into one buffer.
+#[derive(Debug, Default)]
+struct Arrived {
+    /// Kept at its largest size, so no read pays for zeroing it.
+    bytes: Vec<u8>,
+    /// How much of `bytes` the batch's datagrams fill.
+    used: usize,
+    frames: Vec<(VnetHdr, Range<usize>)>,
+    /// A joined super-frame on its way into the batch.
+    joined: Vec<u8>,
+}
+
+impl Arrived {
+    fn clear(&mut self) {
+        self.used = 0;
+        self.frames.clear();
+    }
+
+    /// Room for one more datagram after the others.
+    fn free(&mut self) -> &mut [u8] {
+        let end = self.used + DATAGRAM_LEN;
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        &mut self.bytes[self.used..end]
+    }
 }
 
 impl VxlanRx {
@@ -33,19 +67,20 @@ impl VxlanRx {
         VxlanRx {
             socket,
             table,
-            datagram: vec![0; DATAGRAM_LEN],
+            arrived: Arrived::default(),
             mtu,
         }
     }
-}
 
-impl PortRx for VxlanRx {
-    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
-        batch.clear();
-        while batch.len() < batch.capacity() {
-            let (len, source) = match self.socket.recv_from(&mut self.datagram) {
+    /// Reads and decapsulates up to `limit` datagrams; true when the
+    /// socket had no more.
+    fn read(&mut self, limit: usize) -> Result<bool, RxError> {
+        let arrived = &mut self.arrived;
+        arrived.clear();
+        while arrived.frames.len() < limit {
+            let (len, source) = match self.socket.recv_from(arrived.free()) {
                 Ok(got) => got,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier send (a member gone away)
                 // surfaces here; it says nothing about this socket.
@@ -55,18 +90,61 @@ impl PortRx for VxlanRx {
             let SocketAddr::V4(source) = source else {
                 continue;
             };
-            let datagram = &self.datagram[..len];
+            let start = arrived.used;
+            let datagram = &arrived.bytes[start..start + len];
             let verdict = self
                 .table
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .receive(source, datagram, Instant::now());
             if let Ok(offset) = verdict {
-                let frame = &datagram[offset..];
-                let vnet = super::inner_offloads::vnet_for(frame, self.mtu);
-                if !batch.push(vnet, frame) {
-                    break;
-                }
+                let vnet = super::inner_offloads::vnet_for(&datagram[offset..], self.mtu);
+                arrived.frames.push((vnet, start + offset..start + len));
+                arrived.used += len;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Hands the frames read to the batch, runs joined.
+    fn deliver(&mut self, batch: &mut RxBatch) {
+        let Arrived {
+            bytes,
+            frames,
+            joined,
+            ..
+        } = &mut self.arrived;
+        let frames: Vec<(VnetHdr, &[u8])> = frames
+            .iter()
+            .map(|(vnet, range)| (*vnet, &bytes[range.clone()]))
+            .collect();
+        let mut at = 0;
+        while at < frames.len() {
+            let run = tcp_join::run_length(&frames[at..]);
+            if run > 1 {
+                joined.clear();
+                let vnet = tcp_join::merge(&frames[at..at + run], joined);
+                batch.push(vnet, joined);
+            } else {
+                let (vnet, frame) = frames[at];
+                batch.push(vnet, frame);
+            }
+            at += run;
+        }
+    }
+}
+
+impl PortRx for VxlanRx {
+    /// Reads until the batch is full or the socket empty: a batch that
+    /// joining left short must not look like an empty socket, or the
+    /// worker would wait for the next datagram with these still queued.
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        batch.clear();
+        while batch.len() < batch.capacity() {
+            let drained = self.read(batch.capacity() - batch.len())?;
+            self.deliver(batch);
+            if drained {
+                break;
             }
         }
         Ok(batch.len())

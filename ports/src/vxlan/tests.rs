@@ -316,3 +316,59 @@ fn a_tcp_super_frame_crosses_as_wire_frames_with_right_checksums() {
     assert_eq!(received, payload);
     assert_eq!(left.stats().tx_datagrams, 3);
 }
+
+#[test]
+fn a_tcp_burst_crosses_joined_and_a_batch_short_of_frames_means_an_empty_socket() {
+    let ((left, left_port), (right, mut right_port)) = loopback_pair();
+    left.add_member(right.local());
+    right.add_member(left.local());
+    // A container's 20-segment burst, as its stack hands it over.
+    let builder = etherparse::PacketBuilder::ethernet2(H2.0, H1.0)
+        .ipv4([10, 50, 0, 2], [10, 50, 0, 3], 64)
+        .tcp(40_000, 5_001, 1, 65_000)
+        .ack(9);
+    let payload: Vec<u8> = (0..20 * 1398).map(|i| (i % 251) as u8).collect();
+    let mut burst = Vec::new();
+    builder.write(&mut burst, &payload).unwrap();
+    let vnet = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1398,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let mut sent = Vec::new();
+    crate::vnet::segment(&vnet, &burst, &mut Vec::new(), &mut |s| {
+        sent.push(s.to_vec())
+    })
+    .unwrap();
+    left_port.tx.send(&vnet, &burst).unwrap();
+    assert_eq!(left.stats().tx_datagrams, 20);
+
+    // Loopback delivers within the send: all 20 wait in right's socket.
+    let mut batch = RxBatch::new(4, crate::MAX_FRAME_LEN);
+    let mut received = Vec::new();
+    loop {
+        let n = right_port.lanes[0].recv_batch(&mut batch).unwrap();
+        let segments: usize = (0..n)
+            .map(|i| {
+                let (vnet, frame) = batch.get(i);
+                let before = received.len();
+                crate::vnet::segment(vnet, frame, &mut Vec::new(), &mut |s| {
+                    received.push(s.to_vec())
+                })
+                .unwrap();
+                received.len() - before
+            })
+            .sum();
+        if received.len() == 20 {
+            break;
+        }
+        // Joined frames leave room: a batch returned short with segments
+        // still queued would leave them there until the next datagram.
+        assert_eq!(n, 4, "short batch with {segments} segments, more queued");
+    }
+    assert_eq!(received, sent, "joined and cut again: the segments sent");
+    assert_eq!(right_port.lanes[0].recv_batch(&mut batch).unwrap(), 0);
+}
