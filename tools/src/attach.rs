@@ -98,7 +98,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     // Port mistakes before anything is built, as `container create` does;
     // `add_container` checks the conflicts again under the lock.
     let early =
-        crate::container::early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
+        crate::sandbox::early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
     state.check_ports(&network, &ports, &early)?;
     probe_host_ports(&ports)?;
     let control = find_switch(&network.name, args.plumbing.control.as_deref())?;

@@ -146,7 +146,8 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     let state = store.load()?;
     let network = state.network(&args.network)?.clone();
     // Port mistakes first: they cost nothing to find and need no switch.
-    let early = early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
+    let early =
+        crate::sandbox::early_port_scope(&store, &network.name, args.plumbing.control.as_deref());
     state.check_ports(&network, &ports, &early)?;
     probe_host_ports(&ports)?;
     // Find the switch before touching anything, so a missing one costs nothing.
@@ -195,22 +196,6 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     }
     outln!("{}", record.id)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whose host ports a new container's must not meet, before its record
-/// exists: on a shared store, those of the containers behind the switch it
-/// will be attached to (`--control`, or the network's default socket) in
-/// this boot; on a state directory, every container's.
-pub(crate) fn early_port_scope(
-    store: &ipam::Store,
-    network: &str,
-    control: Option<&Path>,
-) -> PortScope {
-    let switch = control.map_or_else(
-        || crate::control::default_socket_path(network),
-        Path::to_path_buf,
-    );
-    PortScope::before_record(store.is_shared(), &switch, &current_boot_id())
 }
 
 /// Builds what the record describes (see the module docs).

@@ -205,3 +205,23 @@ pub fn plug_into_switch(control: &Path, host_iface: &str, owner: &str) -> Result
     })?;
     Ok(())
 }
+
+/// Whose host ports a new container's must not meet, before its record
+/// exists: on a shared store, those of the containers behind the switch it
+/// will be attached to (`--control`, or the network's default socket) in
+/// this boot; on a state directory, every container's.
+pub(crate) fn early_port_scope(
+    store: &ipam::Store,
+    network: &str,
+    control: Option<&Path>,
+) -> ipam::state::PortScope {
+    let switch = control.map_or_else(
+        || crate::control::default_socket_path(network),
+        Path::to_path_buf,
+    );
+    ipam::state::PortScope::before_record(
+        store.is_shared(),
+        &switch,
+        &crate::statedir::current_boot_id(),
+    )
+}
