@@ -110,7 +110,8 @@ def parse_args():
         "--baseline",
         metavar="BINARY",
         help="another tapswitch binary (the build before a change) measured in the same run "
-        "beside every tapswitch column, e.g. --baseline /tmp/before/tapswitch",
+        "beside every tapswitch column, e.g. --baseline /tmp/before/tapswitch (the file must "
+        "be named tapswitch: the benchmark finds the switch's process by its name)",
     )
     p.add_argument(
         "--baseline-label",
