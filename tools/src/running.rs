@@ -151,7 +151,14 @@ impl RunningSwitch {
                         }
                     }
                 }
-                log::warn!("container {container} was not recorded in time: its names and published ports wait for the switch's restart");
+                let until = if source.state.shared().is_some() {
+                    "the shared store's next change"
+                } else {
+                    "the switch's restart"
+                };
+                log::warn!(
+                    "container {container} was not recorded in time: its names and published ports wait for {until}"
+                );
             });
         if let Err(err) = spawned {
             log::warn!("not updating the gateway's services: {err}");
