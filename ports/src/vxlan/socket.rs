@@ -209,18 +209,12 @@ impl VxlanTx {
             .map(drop)
     }
 
-    /// Where a frame goes, per the table; empty: nowhere (counted there).
-    fn endpoints(&self, frame: &ethernet::Frame<&[u8]>) -> Vec<SocketAddrV4> {
-        let destinations = self
-            .table
+    /// Where a frame goes, per the table (nowhere is counted there).
+    fn destinations(&self, frame: &ethernet::Frame<&[u8]>) -> Destinations {
+        self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .destinations(frame.dst_addr(), frame.src_addr(), Instant::now());
-        match destinations {
-            Destinations::One(endpoint) => vec![endpoint],
-            Destinations::Flood(endpoints) => endpoints,
-            Destinations::Nowhere(_) => Vec::new(),
-        }
+            .destinations(frame.dst_addr(), frame.src_addr(), Instant::now())
     }
 
     /// Sends one plain frame to each endpoint.
@@ -369,16 +363,19 @@ impl PortTx for VxlanTx {
         let Ok(ethernet) = ethernet::Frame::new_checked(frame) else {
             return Ok(());
         };
-        let endpoints = self.endpoints(&ethernet);
-        if endpoints.is_empty() {
-            return Ok(());
-        }
+        // A unicast frame (the common case) needs no list of its own.
+        let destinations = self.destinations(&ethernet);
+        let endpoints: &[SocketAddrV4] = match &destinations {
+            Destinations::One(endpoint) => std::slice::from_ref(endpoint),
+            Destinations::Flood(endpoints) if !endpoints.is_empty() => endpoints,
+            Destinations::Flood(_) | Destinations::Nowhere(_) => return Ok(()),
+        };
         if vnet.is_plain() {
-            return self.send_plain(&endpoints, frame);
+            return self.send_plain(endpoints, frame);
         }
         let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         if vnet.is_gso() {
-            return self.send_cut(&endpoints, vnet, frame, &mut scratch);
+            return self.send_cut(endpoints, vnet, frame, &mut scratch);
         }
         // A partial checksum: the far side may be a kernel that trusts it.
         let mut vnet = *vnet;
@@ -387,7 +384,7 @@ impl PortTx for VxlanTx {
         if crate::vnet::complete_checksum(&mut vnet, &mut scratch.frame).is_err() {
             return Ok(());
         }
-        self.send_plain(&endpoints, &scratch.frame)
+        self.send_plain(endpoints, &scratch.frame)
     }
 
     fn offloads(&self) -> bool {
