@@ -5,10 +5,9 @@
 //! container reaches the "remote" namespace and comes back intact through
 //! the gateway (its super-frames taken whole).
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddrV4;
 
+use tapswitch_tests::gateway_kit::tcp_echo_in;
 use tapswitch_tests::remote::{REMOTE_IP, Remote, TCP_ECHO_PORT};
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::{Netns, SwitchProcess, lab::TempDir, require_root};
@@ -65,27 +64,6 @@ fn link_mtu(netns: &str, iface: &str) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no mtu for {iface} in {netns}: {text}"))
         .to_string()
-}
-
-/// Sends `bytes` to the remote's echo server from `netns` and reads the
-/// echo back.
-fn echo(netns: &str, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    tapswitch_tests::in_netns(netns, move || {
-        let to = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
-        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let sent: Vec<u8> = (0..bytes).map(|i| (i * 13 % 251) as u8).collect();
-        let mut writer = stream.try_clone()?;
-        let data = sent.clone();
-        let writing = std::thread::spawn(move || -> io::Result<()> {
-            writer.write_all(&data)?;
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut back = Vec::new();
-        (&stream).read_to_end(&mut back)?;
-        writing.join().expect("writer thread")?;
-        Ok((sent, back))
-    })
 }
 
 #[test]
@@ -157,7 +135,7 @@ fn a_65520_byte_network_carries_it_from_the_container_to_the_remote() {
         assert_eq!(port["mtu"], 65520, "{ports}");
     }
 
-    let (sent, back) = echo(&netns, 1 << 20)
+    let (sent, back) = tcp_echo_in(&netns, SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT), 1 << 20)
         .unwrap_or_else(|e| panic!("1 MB through the gateway: {e}\n{}", switch.log()));
     assert_eq!(back.len(), sent.len(), "{}", switch.log());
     assert!(back == sent, "the echo comes back intact");

@@ -16,9 +16,10 @@
 //! is removed by a guard, also when an assertion fails.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
+use tapswitch_tests::gateway_kit::udp_exchange_in;
 use tapswitch_tests::overlay_lab::OverlayLab;
 use tapswitch_tests::remote::{
     DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, UDP_ECHO_PORT, dns_addresses, dns_query,
@@ -92,34 +93,6 @@ fn address_in(inspect: &str) -> Ipv4Addr {
         .filter_map(|word| word.parse::<Ipv4Addr>().ok())
         .find(|ip| ip.octets()[..3] == [10, 50, 0] && *ip != GATEWAY)
         .unwrap_or_else(|| panic!("no address in {inspect}"))
-}
-
-fn udp_exchange_in(ns: &str, to: SocketAddrV4, payload: &[u8]) -> io::Result<Vec<u8>> {
-    let payload = payload.to_vec();
-    in_netns(ns, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.connect(to)?;
-        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut buf = vec![0u8; 65_535];
-        // The first datagram may wait for ARP: try a few times.
-        let mut last = io::Error::from(io::ErrorKind::TimedOut);
-        for _ in 0..6 {
-            socket.send(&payload)?;
-            match socket.recv(&mut buf) {
-                Ok(n) => return Ok(buf[..n].to_vec()),
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    last = err
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last)
-    })
 }
 
 /// What the gateway's DNS answers `name` with, asked from namespace `ns`.

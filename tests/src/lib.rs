@@ -18,6 +18,7 @@
 pub mod child;
 pub mod etcd_server;
 pub mod frames;
+pub mod gateway_kit;
 pub mod golden;
 pub mod lab;
 pub mod monitor;
