@@ -260,3 +260,44 @@ impl Drop for RootlessUser {
         }
     }
 }
+
+/// Pings `target` once from inside container `name`; true if answered.
+pub fn pings(user: &RootlessUser, name: &str, target: &str) -> bool {
+    user.tapswitch(&[
+        "container",
+        "exec",
+        name,
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        target,
+    ])
+    .status
+    .success()
+}
+
+/// Waits until process `pid` (an `unshare ... --net sleep` the user
+/// started, through `nsenter` and `setpriv` when the user has a namespace
+/// of its own) has entered a network namespace other than `from`, with
+/// its id maps written: its program is `sleep` only once `unshare` has
+/// done all that (earlier, the PID may still be nsenter's, in another
+/// namespace than the user's, or unshare's between its steps).
+pub fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
+    let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
+    let before = inode(from).expect("the namespace the user started in");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let comm = format!("/proc/{pid}/comm");
+    while inode(&ns).is_none_or(|ino| ino == before)
+        || std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not enter a namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
