@@ -349,6 +349,17 @@ fn render_services(s: &serde_json::Value) -> String {
         n(&s["frames"]["outbound_denied"]),
         n(&s["socket_errors"]),
     );
+    let reassembly = &s["frames"]["reassembly"];
+    if n(&s["frames"]["fragments"]) > 0 {
+        out += &format!(
+            "             fragments from containers {}: {} datagram(s) reassembled; thrown away: {} overlapping, {} over limits, {} timed out\n",
+            n(&s["frames"]["fragments"]),
+            n(&reassembly["reassembled"]),
+            n(&reassembly["overlaps"]),
+            n(&reassembly["over_limits"]),
+            n(&reassembly["timed_out"]),
+        );
+    }
     out += &format!(
         "             after a full gateway queue: {} recheck(s), {} flow(s) probed\n",
         n(&s["overflow_rechecks"]),
