@@ -26,11 +26,38 @@ use std::os::fd::{AsRawFd, RawFd};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// Raises this process's soft limit on open descriptors to its hard limit
-/// (1,024 soft by default, where every translated flow holds one host
-/// socket); returns the limit now in force.
+pub use crate::sys::rlimit::{
+    HARD_LIMIT_CAP, HARD_LIMIT_WANTED, NofileLimits, RaisedNofile, nofile_attempts,
+};
+
+/// Raises this process's limit on open descriptors (1,024 soft by default,
+/// where every translated flow holds one host socket): the soft limit to
+/// the hard one, and a low hard limit too where the process may (see
+/// `sys/rlimit.rs`); returns the soft limit now in force.
 pub fn raise_descriptor_limit() -> io::Result<u64> {
-    crate::sys::rlimit::raise_nofile()
+    Ok(crate::sys::rlimit::raise_nofile()?.limits.soft)
+}
+
+/// The one start-up line when `limit` descriptors cannot hold
+/// `flows_wanted` flows (one host socket each) beside the descriptors the
+/// process holds now; `None` when they fit.
+pub fn descriptor_limit_warning(limit: u64, flows_wanted: u64) -> Option<String> {
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64);
+    descriptor_limit_advice(limit, in_use, flows_wanted)
+}
+
+/// [`descriptor_limit_warning`] with the descriptors in use given. Pure.
+pub fn descriptor_limit_advice(limit: u64, in_use: u64, flows_wanted: u64) -> Option<String> {
+    // Published ports, their clients, DNS and the ports take some too.
+    const RESERVE: u64 = 64;
+    let flows = limit.saturating_sub(in_use + RESERVE);
+    (flows < flows_wanted).then(|| {
+        format!(
+            "at most {limit} open descriptors allow about {flows} flows (of {flows_wanted}); \
+             raise the limit before starting, e.g. `ulimit -n {HARD_LIMIT_WANTED}` as root \
+             (`LimitNOFILE=` in a systemd unit, `nofile` in /etc/security/limits.conf)"
+        )
+    })
 }
 
 /// ICMP echo request and reply types (RFC 792).
@@ -451,6 +478,18 @@ mod tests {
     }
 
     #[test]
+    fn the_warning_says_how_many_flows_fit_and_how_to_raise_the_limit() {
+        let line = descriptor_limit_advice(1024, 36, 16_384).expect("too few");
+        assert!(line.contains("at most 1024 open descriptors"), "{line}");
+        assert!(line.contains("about 924 flows (of 16384)"), "{line}");
+        assert!(line.contains("ulimit -n 65536"), "{line}");
+        assert!(!line.contains('\n'), "one line");
+        assert_eq!(descriptor_limit_advice(1 << 20, 36, 16_384), None);
+        let none_left = descriptor_limit_advice(10, 36, 16_384).unwrap();
+        assert!(none_left.contains("about 0 flows"), "{none_left}");
+    }
+
+    #[test]
     fn the_descriptor_limit_is_raised_to_the_hard_limit() {
         let hard = std::fs::read_to_string("/proc/self/limits")
             .unwrap()
@@ -460,7 +499,10 @@ mod tests {
             .expect("Max open files in /proc/self/limits");
         let now = raise_descriptor_limit().unwrap();
         if hard != "unlimited" {
-            assert_eq!(now, hard.parse::<u64>().unwrap());
+            // Root (these tests' user) raises a low hard limit as well.
+            let hard = hard.parse::<u64>().unwrap();
+            assert!(now >= hard, "{now} < {hard}");
+            assert!(now >= hard.min(HARD_LIMIT_WANTED));
         }
         // Twice is the same.
         assert_eq!(raise_descriptor_limit().unwrap(), now);

@@ -337,16 +337,44 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
 
 fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     let state = args.open()?.load()?;
+    let listening = live_listening(&state, &mut crate::network::live_listening);
     if json {
-        outln!("{}", to_docker_json(&ls_json(&state))?)?;
+        outln!("{}", to_docker_json(&ls_json(&state, &listening))?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    out!("{}", render_ls(&state))?;
+    out!("{}", render_ls(&state, &listening))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `container ls --json`: the table's columns, whole ids, null for "-".
-pub fn ls_json(state: &State) -> Vec<serde_json::Value> {
+/// Per container id (those publishing ports): the published ports its
+/// running switch listens on now, `None` when no switch answered (not
+/// running, or none recorded). `ask` asks a switch by its control socket
+/// (each asked once).
+pub type Listening = BTreeMap<String, Option<Vec<String>>>;
+
+pub fn live_listening(
+    state: &State,
+    ask: &mut dyn FnMut(&Path) -> Option<Vec<String>>,
+) -> Listening {
+    let mut answers: BTreeMap<PathBuf, Option<Vec<String>>> = BTreeMap::new();
+    let mut listening = Listening::new();
+    for container in state.containers.iter().filter(|c| !c.ports.is_empty()) {
+        let open = container.control.as_ref().and_then(|control| {
+            answers
+                .entry(control.clone())
+                .or_insert_with(|| ask(control))
+                .clone()
+        });
+        let recorded: Vec<String> = container.ports.iter().map(ToString::to_string).collect();
+        let open = open.map(|open| crate::network::listened_on(&recorded, &open));
+        listening.insert(container.id.clone(), open);
+    }
+    listening
+}
+
+/// `container ls --json`: the table's columns, whole ids, null for "-";
+/// `PortsListening` as in `container inspect` (null: no switch answered).
+pub fn ls_json(state: &State, listening: &Listening) -> Vec<serde_json::Value> {
     state
         .containers
         .iter()
@@ -356,7 +384,7 @@ pub fn ls_json(state: &State) -> Vec<serde_json::Value> {
                 .ok()
                 .and_then(Network::subnet)
                 .map(|s| s.prefix_len());
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "ID": c.id,
                 "Name": c.name,
                 "Network": c.network,
@@ -364,15 +392,43 @@ pub fn ls_json(state: &State) -> Vec<serde_json::Value> {
                 "MacAddress": c.mac.map(|m| m.to_string()),
                 "Port": c.host_iface,
                 "Ports": ipam::ports::docker_ports(&c.ports),
-            })
+            });
+            if let Some(open) = listening.get(&c.id) {
+                row["PortsListening"] = serde_json::json!(open);
+            }
+            row
         })
         .collect()
+}
+
+/// `docker ps`'s PORTS cell, with what the running switch really listens
+/// on: a published port it does not listen on is marked, and so is a
+/// container whose switch did not answer.
+fn ports_cell(container: &Container, listening: &Listening) -> String {
+    let published: Vec<String> = container.ports.iter().map(ToString::to_string).collect();
+    if published.is_empty() {
+        return "-".to_string();
+    }
+    match listening.get(&container.id) {
+        Some(Some(open)) => published
+            .iter()
+            .map(|port| {
+                if open.contains(port) {
+                    port.clone()
+                } else {
+                    format!("{port} (not listening)")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => format!("{} (switch not running)", published.join(", ")),
+    }
 }
 
 /// One line per container: id, name, network, address, MAC, port, and
 /// `docker ps`'s PORTS column when some container publishes ports (the
 /// table stays as it was when none does).
-pub fn render_ls(state: &State) -> String {
+pub fn render_ls(state: &State, listening: &Listening) -> String {
     let dash = || "-".to_string();
     let any_ports = state.containers.iter().any(|c| !c.ports.is_empty());
     let rows: Vec<Vec<String>> = state
@@ -395,12 +451,7 @@ pub fn render_ls(state: &State) -> String {
                 c.host_iface.clone().unwrap_or_else(dash),
             ];
             if any_ports {
-                let published: Vec<String> = c.ports.iter().map(ToString::to_string).collect();
-                row.push(if published.is_empty() {
-                    dash()
-                } else {
-                    published.join(", ")
-                });
+                row.push(ports_cell(c, listening));
             }
             row
         })
@@ -538,109 +589,4 @@ pub fn inspect_view(state: &State, c: &Container) -> ContainerView {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ipam::state::Predefined;
-
-    fn state_with(containers: &[(&str, &str)]) -> State {
-        let mut state = State::new(Predefined {
-            bridge_id: "b".repeat(64),
-            host_id: "h".repeat(64),
-            none_id: "n".repeat(64),
-            created: String::new(),
-        });
-        for (name, network) in containers {
-            let record = Container {
-                name: name.to_string(),
-                id: format!("{name:0<64}"),
-                network: network.to_string(),
-                sandbox: (*network != "host").then(|| sandbox_path(name)),
-                host_iface: (*network == "bridge").then(|| format!("ts-{:0>12}", name)),
-                ..Default::default()
-            };
-            state.add_container(record, None).unwrap();
-        }
-        state
-    }
-
-    #[test]
-    fn ls_shows_addresses_with_their_prefix() {
-        let state = state_with(&[("web", "bridge"), ("solo", "none"), ("hostly", "host")]);
-        assert_eq!(
-            render_ls(&state),
-            "CONTAINER ID   NAME      NETWORK   IPV4 ADDRESS    MAC ADDRESS         PORT\n\
-             hostly000000   hostly    host      -               -                   -\n\
-             solo00000000   solo      none      -               -                   -\n\
-             web000000000   web       bridge    172.17.0.2/16   02:42:ac:11:00:02   ts-000000000web\n"
-        );
-    }
-
-    #[test]
-    fn inspect_names_the_namespace_and_the_network() {
-        let state = state_with(&[("web", "bridge")]);
-        let view = inspect_view(&state, state.container("web").unwrap());
-        let json: serde_json::Value =
-            serde_json::from_str(&to_docker_json(&view).unwrap()).unwrap();
-        assert_eq!(
-            json["NetworkSettings"]["SandboxKey"],
-            "/run/netns/tapswitch-web"
-        );
-        let bridge = &json["NetworkSettings"]["Networks"]["bridge"];
-        assert_eq!(bridge["IPAddress"], "172.17.0.2");
-        assert_eq!(bridge["IPPrefixLen"], 16);
-        assert_eq!(bridge["Gateway"], "172.17.0.1");
-        assert_eq!(bridge["MacAddress"], "02:42:ac:11:00:02");
-        assert_eq!(json["Tapswitch"]["Port"], "ts-000000000web");
-    }
-
-    #[test]
-    fn ls_adds_a_ports_column_only_when_some_container_publishes() {
-        let mut state = state_with(&[("web", "bridge"), ("solo", "none")]);
-        let without = render_ls(&state);
-        assert!(!without.contains("PORTS"), "{without}");
-        state.containers[1].ports = vec![
-            "8080:80".parse().unwrap(),
-            "127.0.0.1:5353:53/udp".parse().unwrap(),
-        ];
-        assert_eq!(
-            render_ls(&state),
-            "CONTAINER ID   NAME      NETWORK   IPV4 ADDRESS    MAC ADDRESS         PORT              PORTS\n\
-             solo00000000   solo      none      -               -                   -                 -\n\
-             web000000000   web       bridge    172.17.0.2/16   02:42:ac:11:00:02   ts-000000000web   0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp\n"
-        );
-    }
-
-    #[test]
-    fn inspect_shows_published_ports_in_dockers_shape() {
-        let mut state = state_with(&[("web", "bridge"), ("plain", "bridge")]);
-        let web = state
-            .containers
-            .iter_mut()
-            .find(|c| c.name == "web")
-            .unwrap();
-        web.ports = vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
-        let view = inspect_view(&state, state.container("web").unwrap());
-        let json: serde_json::Value =
-            serde_json::from_str(&to_docker_json(&view).unwrap()).unwrap();
-        let expected = serde_json::json!({
-            "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
-            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
-        });
-        assert_eq!(json["NetworkSettings"]["Ports"], expected);
-        assert_eq!(json["HostConfig"]["PortBindings"], expected);
-        // Without ports the view is what it was: no Ports keys at all.
-        let plain = inspect_view(&state, state.container("plain").unwrap());
-        let text = to_docker_json(&plain).unwrap();
-        assert!(
-            !text.contains("Ports") && !text.contains("PortBindings"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn host_iface_names_fit_the_kernel_limit() {
-        let id = random_id().unwrap();
-        let name = format!("{HOST_IFACE_PREFIX}{}", &id[..12]);
-        assert_eq!(name.len(), 15);
-    }
-}
+mod tests;

@@ -204,7 +204,7 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     outln!("$ tapswitch fdb")?;
     out!("{}", query::render_fdb(&switch.fdb()?))?;
     outln!("\n$ tapswitch ports")?;
-    out!("{}", query::render_ports(&switch.ports()?))?;
+    out!("{}", query::render_ports(&switch.ports()?, &[]))?;
     outln!()?;
     switch.shutdown();
     Ok(())

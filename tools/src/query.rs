@@ -249,7 +249,12 @@ pub fn ports(args: QueryArgs) -> Result<ExitCode> {
         return print_json(control::call(&socket, &Request::Ports)?);
     }
     let ports: Vec<PortInfo> = control::call_as(&socket, &Request::Ports)?;
-    out!("{}", render_ports(&ports))?;
+    // The published ports this switch listens on now (the gateway's).
+    let listening: Vec<String> = control::call(&socket, &Request::Services)
+        .ok()
+        .and_then(|services| serde_json::from_value(services["listening"].clone()).ok())
+        .unwrap_or_default();
+    out!("{}", render_ports(&ports, &listening))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -349,6 +354,17 @@ fn render_services(s: &serde_json::Value) -> String {
         n(&s["frames"]["outbound_denied"]),
         n(&s["socket_errors"]),
     );
+    let reassembly = &s["frames"]["reassembly"];
+    if n(&s["frames"]["fragments"]) > 0 {
+        out += &format!(
+            "             fragments from containers {}: {} datagram(s) reassembled; thrown away: {} overlapping, {} over limits, {} timed out\n",
+            n(&s["frames"]["fragments"]),
+            n(&reassembly["reassembled"]),
+            n(&reassembly["overlaps"]),
+            n(&reassembly["over_limits"]),
+            n(&reassembly["timed_out"]),
+        );
+    }
     out += &format!(
         "             after a full gateway queue: {} recheck(s), {} flow(s) probed\n",
         n(&s["overflow_rechecks"]),
@@ -447,7 +463,9 @@ fn render_table_stats(reply: &FdbReply) -> String {
 }
 
 /// `ip -s link` in spirit: one block per port.
-pub fn render_ports(ports: &[PortInfo]) -> String {
+/// `tapswitch ports`: one block per port; the gateway's lists the
+/// published ports the switch listens on (`listening`, from `services`).
+pub fn render_ports(ports: &[PortInfo], listening: &[String]) -> String {
     let mut out = String::new();
     for p in ports {
         let offloads = if p.offloads { "on" } else { "off" };
@@ -496,6 +514,9 @@ pub fn render_ports(ports: &[PortInfo]) -> String {
                 .collect();
             out += &format!("    drops: {}\n", reasons.join(", "));
         }
+        if p.kind == "gateway" && !listening.is_empty() {
+            out += &format!("    published, listening: {}\n", listening.join(", "));
+        }
     }
     out
 }
@@ -517,6 +538,29 @@ mod tests {
         assert_eq!(pick_socket(own.clone(), roots.clone()), roots);
         std::fs::write(&own, b"").unwrap();
         assert_eq!(pick_socket(own.clone(), roots), own, "its own comes first");
+    }
+
+    #[test]
+    fn ports_list_the_published_ports_under_the_gateway() {
+        let port = |no, name: &str, kind: &str| PortInfo {
+            port_no: switch::PortId(no),
+            name: name.into(),
+            kind: kind.into(),
+            mtu: 1500,
+            offloads: false,
+            lanes: 1,
+            owner: None,
+            capturing: false,
+            stats: switch::PortStats::default(),
+        };
+        let ports = [port(0, "gateway", "gateway"), port(1, "ts-web", "iface")];
+        let listening = ["0.0.0.0:8080->80/tcp".to_string()];
+        let text = render_ports(&ports, &listening);
+        let line = "    published, listening: 0.0.0.0:8080->80/tcp\n";
+        assert_eq!(text.matches(line).count(), 1, "{text}");
+        let gateway_block = text.split("1: ts-web").next().unwrap();
+        assert!(gateway_block.contains(line), "under the gateway: {text}");
+        assert!(!render_ports(&ports, &[]).contains("published"));
     }
 
     #[test]

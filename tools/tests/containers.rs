@@ -604,14 +604,20 @@ fn published_ports_are_recorded_shown_and_held_once() {
     let udp = format!("127.0.0.1:{port}:53/udp");
     env.create(&web, &network, &["-p", &tcp, "--publish", &udp]);
 
-    let ls = env.ok(&["container", "ls"]);
+    // `container ls` shows the ports as recorded, unmarked once the
+    // switch listens on them (it opens them when it sees the record).
+    let published = format!("127.0.0.1:{port}->80/tcp, 127.0.0.1:{port}->53/udp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ls = loop {
+        let ls = env.ok(&["container", "ls"]);
+        let line = ls.lines().find(|l| l.contains(&web)).unwrap();
+        if line.ends_with(&published) || std::time::Instant::now() > deadline {
+            break ls;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let line = ls.lines().find(|l| l.contains(&web)).unwrap();
-    assert!(
-        line.ends_with(&format!(
-            "127.0.0.1:{port}->80/tcp, 127.0.0.1:{port}->53/udp"
-        )),
-        "{ls}"
-    );
+    assert!(line.ends_with(&published), "{ls}");
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["container", "inspect", &web])).unwrap();
     assert_eq!(

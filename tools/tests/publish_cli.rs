@@ -170,8 +170,9 @@ fn ls_and_inspect_show_published_ports_like_docker() {
     let header = ls.lines().next().unwrap();
     assert!(header.ends_with("PORTS"), "{ls}");
     let web = ls.lines().find(|l| l.contains(" web ")).unwrap();
+    // Recorded, and no switch runs for them: said so after the ports.
     assert!(
-        web.ends_with("0.0.0.0:18090->80/tcp, 127.0.0.1:15353->53/udp"),
+        web.ends_with("0.0.0.0:18090->80/tcp, 127.0.0.1:15353->53/udp (switch not running)"),
         "{ls}"
     );
     let inspect: serde_json::Value =

@@ -151,11 +151,13 @@ impl HostSide {
         }
         // Each flow holds a host socket: the default soft limit (1,024)
         // would refuse flows long before the flow table's bounds.
+        let max_flows = crate::flows::limits::DEFAULT_MAX_FLOWS as u64;
         match ports::host_socket::raise_descriptor_limit() {
-            Ok(limit) if limit < crate::flows::limits::DEFAULT_MAX_FLOWS as u64 => {
-                log::warn!("gateway: at most {limit} open descriptors: flows past that are refused")
+            Ok(limit) => {
+                if let Some(line) = ports::host_socket::descriptor_limit_warning(limit, max_flows) {
+                    log::warn!("gateway: {line}")
+                }
             }
-            Ok(_) => {}
             Err(err) => log::warn!("gateway: cannot raise the descriptor limit: {err}"),
         }
         let dns = HostDatagram::bind_any()?;

@@ -39,13 +39,15 @@
 //!   every flow is answered "administratively prohibited" and none opened.
 //!
 //! Frames to a container go to the MAC it last sent from (learned from
-//! its own frames, bounded by the subnet's size). Packets larger than the
-//! network's MTU are not fragmented: they are dropped and counted.
+//! its own frames, bounded by the subnet's size); packets larger than the
+//! network's MTU are sent as fragments. Fragments from containers are
+//! reassembled first (`reassembly.rs`).
 
 mod dns;
 mod frames;
 mod io;
 mod published;
+mod reassembly;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +67,7 @@ use crate::time::Instant;
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
 use frames::{fragments, ip_packet, source_of, tcp_seq_span};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
+pub use reassembly::{Reassembler, ReassemblyLimits, ReassemblyStats};
 pub use window::MAX_STACK_WINDOW;
 use window::{SeqCheck, SeqWindows};
 
@@ -117,7 +120,7 @@ pub struct ServicesStats {
     pub out_of_window: u64,
     /// Frames from outside the subnet.
     pub foreign_source: u64,
-    /// Fragments (not translated).
+    /// Fragments taken in for reassembly (what became of them: `reassembly`).
     pub fragments: u64,
     /// Protocols or ICMP messages not translated.
     pub unsupported: u64,
@@ -133,6 +136,7 @@ pub struct ServicesStats {
     pub too_big: u64,
     /// Packets larger than the MTU sent as IPv4 fragments.
     pub fragmented: u64,
+    pub reassembly: ReassemblyStats,
 }
 
 /// What a flow keeps from its first packet until it needs it.
@@ -171,6 +175,7 @@ pub struct Services {
     stack_resets: HashSet<FlowKey>,
     /// The containers' sequence numbers, per TCP flow.
     windows: SeqWindows,
+    reassembler: reassembly::Reassembler,
     stats: ServicesStats,
     /// The identification of the next fragmented packet (RFC 6864: unique
     /// per source, destination and protocol while fragments may live; a
@@ -191,6 +196,7 @@ impl Services {
             stack_flows: HashSet::new(),
             stack_resets: HashSet::new(),
             windows: SeqWindows::default(),
+            reassembler: reassembly::Reassembler::new(ReassemblyLimits::default()),
             stats: ServicesStats::default(),
             next_ident: 0,
             config,
@@ -264,6 +270,9 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) -> Verdict {
+        if let Some(verdict) = self.reassemble(now, frame, random_id, out) {
+            return verdict;
+        }
         let mut ingress = classify_with(frame, &self.config.gateway, self.config.host_loopback);
         if matches!(ingress, Ingress::Local)
             && !self.config.host_loopback

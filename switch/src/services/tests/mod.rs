@@ -24,6 +24,7 @@ mod fragments;
 mod malformed;
 mod outbound;
 mod published;
+mod reassembly;
 
 const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
 const HOST_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);

@@ -1,0 +1,400 @@
+//! IPv4 reassembly of the fragments containers send through the gateway,
+//! as a kernel router's NAT does before it translates (conntrack needs the
+//! ports, a host socket takes whole datagrams): a 4,000-byte UDP datagram
+//! on an MTU of 1,500, or a large DNS query, arrives as fragments.
+//!
+//! # Design
+//!
+//! - A datagram is identified by source, destination, protocol and
+//!   identification (RFC 791). Its fragments are kept as pieces sorted by
+//!   offset; it is complete when the last fragment (no MF) has fixed the
+//!   length and the pieces cover it (RFC 815's idea, with the holes implied
+//!   by the gaps between pieces).
+//! - The header of the reassembled packet is the first fragment's (it
+//!   alone carries every option, RFC 791), with the total length set and
+//!   the fragment fields cleared.
+//! - An exact duplicate of a piece (a retransmission) is ignored. Any other
+//!   overlap throws the whole datagram away, in the spirit of RFC 5722:
+//!   overlapping fragments are how filters are evaded, and no honest
+//!   sender makes them. So does a fragment that contradicts the length,
+//!   or would make the datagram longer than an IPv4 packet can be.
+//! - Bounded: at most [`ReassemblyLimits::max_datagrams`] datagrams and
+//!   [`ReassemblyLimits::max_bytes`] bytes of pieces at once; a fragment
+//!   that would exceed either is refused (Linux refuses above
+//!   `ipfrag_high_thresh` too, rather than evicting). A datagram not
+//!   complete [`ReassemblyLimits::timeout`] after its first fragment is
+//!   forgotten (Linux's `ipfrag_time`, 30 s). Expiry runs whenever a
+//!   fragment arrives: stale datagrams only hold memory the limits bound,
+//!   and need no timer of their own.
+//! - Every refusal is counted in [`ReassemblyStats`]. No ICMP "reassembly
+//!   time exceeded" is sent (the container's socket times out by itself).
+//!
+//! Pure: the time is an argument, as in the engine.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Serialize;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+
+use super::{Output, Services, Verdict, ethernet};
+use crate::flows::{IgnoreReason, Ingress, classify_with};
+use crate::mac::MacAddr;
+use crate::time::Instant;
+
+/// The largest IPv4 packet (the total length is 16 bits).
+const MAX_PACKET: usize = 65_535;
+
+/// How much the reassembly table may hold, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReassemblyLimits {
+    /// Datagrams being reassembled at once.
+    pub max_datagrams: usize,
+    /// Bytes of fragments held at once, over all datagrams.
+    pub max_bytes: usize,
+    /// How long a datagram may wait for its missing fragments.
+    pub timeout: Duration,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        ReassemblyLimits {
+            max_datagrams: 256,
+            // Linux's default ipfrag_high_thresh.
+            max_bytes: 4 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the reassembly table did (shown under `frames.reassembly` in the
+/// `services` reply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReassemblyStats {
+    /// Datagrams put back together and handed on.
+    pub reassembled: u64,
+    /// Fragments ignored as exact duplicates of one already held.
+    pub duplicates: u64,
+    /// Datagrams thrown away for overlapping or contradicting fragments.
+    pub overlaps: u64,
+    /// Datagrams (or fragments) thrown away for exceeding 65,535 bytes.
+    pub too_big: u64,
+    /// Fragments refused because the table was full (datagrams or bytes).
+    pub over_limits: u64,
+    /// Datagrams forgotten incomplete after the timeout.
+    pub timed_out: u64,
+    /// Fragments with a length that cannot be (not a multiple of 8 bytes
+    /// before the last, or an empty one).
+    pub malformed: u64,
+    /// Reassembled datagrams the services could not take: those for the
+    /// gateway's own stack, which takes only unfragmented frames.
+    pub not_delivered: u64,
+}
+
+/// One datagram's identity (RFC 791).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DatagramKey {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    ident: u16,
+}
+
+/// A run of payload bytes, `start..start + data.len()` of the datagram.
+#[derive(Debug)]
+struct Piece {
+    start: usize,
+    data: Vec<u8>,
+}
+
+impl Piece {
+    fn end(&self) -> usize {
+        self.start + self.data.len()
+    }
+}
+
+/// A datagram being put together.
+#[derive(Debug)]
+struct Partial {
+    /// Sorted by `start`, never overlapping.
+    pieces: Vec<Piece>,
+    /// The first fragment's header, once it came.
+    header: Option<Vec<u8>>,
+    /// The payload's length, once the last fragment came.
+    total: Option<usize>,
+    /// Bytes held (headers and pieces), counted against the limit.
+    bytes: usize,
+    deadline: Instant,
+}
+
+/// What one fragment did to its datagram.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Held,
+    Complete,
+    /// An exact copy of a piece already held: ignored.
+    Duplicate,
+    /// The fragment overlaps or contradicts the others: the datagram is
+    /// thrown away.
+    Discard,
+}
+
+/// The reassembly table. See the module documentation.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    limits: ReassemblyLimits,
+    partials: HashMap<DatagramKey, Partial>,
+    /// Bytes held over all partials.
+    bytes: usize,
+    stats: ReassemblyStats,
+}
+
+impl Reassembler {
+    pub fn new(limits: ReassemblyLimits) -> Reassembler {
+        Reassembler {
+            limits,
+            ..Reassembler::default()
+        }
+    }
+
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    /// Datagrams being reassembled.
+    pub fn len(&self) -> usize {
+        self.partials.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partials.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes one IPv4 fragment (the packet, header checked by the caller);
+    /// returns the whole IPv4 packet when this fragment completed it.
+    pub fn fragment(&mut self, now: Instant, packet: &[u8]) -> Option<Vec<u8>> {
+        self.expire(now);
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        let header_len = usize::from(ip.header_len());
+        let payload = packet.get(header_len..usize::from(ip.total_len()))?;
+        let start = usize::from(ip.frag_offset());
+        let last = !ip.more_frags();
+        if payload.is_empty() || (!last && payload.len() % 8 != 0) {
+            self.stats.malformed += 1;
+            return None;
+        }
+        let key = DatagramKey {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            protocol: u8::from(ip.next_header()),
+            ident: ip.ident(),
+        };
+        if start + payload.len() + header_len > MAX_PACKET {
+            self.stats.too_big += 1;
+            self.discard(&key);
+            return None;
+        }
+        let cost = payload.len() + if start == 0 { header_len } else { 0 };
+        let new_datagram = !self.partials.contains_key(&key);
+        if (new_datagram && self.partials.len() >= self.limits.max_datagrams)
+            || self.bytes + cost > self.limits.max_bytes
+        {
+            self.stats.over_limits += 1;
+            return None;
+        }
+        let partial = self.partials.entry(key).or_insert_with(|| Partial {
+            pieces: Vec::new(),
+            header: None,
+            total: None,
+            bytes: 0,
+            deadline: now + self.limits.timeout,
+        });
+        let header = (start == 0).then(|| &packet[..header_len]);
+        match partial.add(start, payload, last, header) {
+            Step::Held => {
+                partial.bytes += cost;
+                self.bytes += cost;
+                None
+            }
+            Step::Duplicate => {
+                self.stats.duplicates += 1;
+                None
+            }
+            Step::Complete => {
+                let partial = self.partials.remove(&key)?;
+                self.bytes -= partial.bytes;
+                self.stats.reassembled += 1;
+                partial.assemble()
+            }
+            Step::Discard => {
+                self.stats.overlaps += 1;
+                self.discard(&key);
+                None
+            }
+        }
+    }
+
+    /// Throws a datagram's fragments away.
+    fn discard(&mut self, key: &DatagramKey) {
+        if let Some(partial) = self.partials.remove(key) {
+            self.bytes -= partial.bytes;
+        }
+    }
+
+    /// Forgets the datagrams whose time is up.
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.partials.len();
+        let mut freed = 0;
+        self.partials.retain(|_, partial| {
+            let keep = partial.deadline > now;
+            if !keep {
+                freed += partial.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        self.stats.timed_out += (before - self.partials.len()) as u64;
+    }
+}
+
+impl Partial {
+    /// Adds one fragment's payload at `start`.
+    fn add(&mut self, start: usize, payload: &[u8], last: bool, header: Option<&[u8]>) -> Step {
+        let end = start + payload.len();
+        let at = self.pieces.partition_point(|p| p.start < start);
+        if self
+            .pieces
+            .get(at)
+            .is_some_and(|p| p.start == start && p.data == payload)
+            && (!last || self.total == Some(end))
+        {
+            return Step::Duplicate;
+        }
+        if last {
+            if self.total.is_some_and(|total| total != end) {
+                return Step::Discard;
+            }
+            self.total = Some(end);
+        }
+        let beyond_total = self.total.is_some_and(|total| {
+            end > total || self.pieces.last().is_some_and(|p| p.end() > total)
+        });
+        let overlaps_before = at > 0 && self.pieces[at - 1].end() > start;
+        let overlaps_after = self.pieces.get(at).is_some_and(|p| p.start < end);
+        if beyond_total || overlaps_before || overlaps_after {
+            return Step::Discard;
+        }
+        self.pieces.insert(
+            at,
+            Piece {
+                start,
+                data: payload.to_vec(),
+            },
+        );
+        if let Some(header) = header {
+            self.header = Some(header.to_vec());
+        }
+        if self.is_complete() {
+            Step::Complete
+        } else {
+            Step::Held
+        }
+    }
+
+    /// The pieces never overlap and all lie before the total: they cover
+    /// it exactly when their lengths add up to it.
+    fn is_complete(&self) -> bool {
+        let held: usize = self.pieces.iter().map(|p| p.data.len()).sum();
+        self.header.is_some() && self.total == Some(held)
+    }
+
+    /// The whole packet: the first fragment's header, fragment fields
+    /// cleared, then the pieces in order.
+    fn assemble(self) -> Option<Vec<u8>> {
+        let header = self.header?;
+        let total = self.total?;
+        let mut packet = Vec::with_capacity(header.len() + total);
+        packet.extend_from_slice(&header);
+        for piece in &self.pieces {
+            packet.extend_from_slice(&piece.data);
+        }
+        let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+        view.set_total_len(u16::try_from(header.len() + total).ok()?);
+        view.set_more_frags(false);
+        view.set_frag_offset(0);
+        view.fill_checksum();
+        Some(packet)
+    }
+}
+
+impl Services {
+    /// Step 0 of [`Services::frame`]: an IPv4 fragment the services would
+    /// take whole (routed out of the subnet, or UDP to the gateway's
+    /// address: DNS, host loopback) is held until its datagram is
+    /// complete, which then goes through [`Services::frame`] as if it had
+    /// come unfragmented. `None`: not such a fragment, the frame goes on.
+    pub(super) fn reassemble(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        random_id: u16,
+        out: &mut Vec<Output>,
+    ) -> Option<Verdict> {
+        if !is_ipv4_fragment(frame) {
+            return None;
+        }
+        let gateway = self.config.gateway;
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        let routed = classify_with(frame, &gateway, self.config.host_loopback)
+            == Ingress::Ignore(IgnoreReason::Fragment);
+        let to_gateway_udp = ip.dst_addr() == gateway.ip
+            && ip.next_header() == IpProtocol::Udp
+            && eth.dst_addr().0 == gateway.mac.0
+            && ip.verify_checksum();
+        if !routed && !to_gateway_udp {
+            return None;
+        }
+        self.stats.fragments += 1;
+        let packet = eth.payload().get(..usize::from(ip.total_len()))?;
+        let whole = self.reassembler.fragment(now, packet);
+        self.stats.reassembly = *self.reassembler.stats();
+        let Some(whole) = whole else {
+            return Some(Verdict::Consumed);
+        };
+        let whole = ethernet(MacAddr(eth.src_addr().0), gateway.mac, &whole);
+        match self.frame(now, &whole, random_id, out) {
+            // The stack is handed the frame the caller has, a fragment.
+            // Only TCP segments of open flows and UDP to the gateway's
+            // other ports get here; containers' TCP sets DF, so a TCP
+            // segment is cut only by a sender ignoring path MTU discovery.
+            Verdict::ToStack => {
+                self.reassembler.stats.not_delivered += 1;
+                self.stats.reassembly = *self.reassembler.stats();
+                Some(Verdict::Dropped)
+            }
+            verdict => Some(verdict),
+        }
+    }
+}
+
+/// An IPv4 packet with MF or a fragment offset, from the bytes alone (the
+/// frame path's common case costs two comparisons).
+fn is_ipv4_fragment(frame: &[u8]) -> bool {
+    const ETHERTYPE: std::ops::Range<usize> = 12..14;
+    const FLAGS_AND_OFFSET: std::ops::Range<usize> = 20..22;
+    let ipv4 = u16::from(EthernetProtocol::Ipv4).to_be_bytes();
+    frame.get(ETHERTYPE) == Some(&ipv4[..])
+        && frame
+            .get(FLAGS_AND_OFFSET)
+            .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Fragments from containers: reassembled, then handled as if they had
+//! come whole (see `services/reassembly.rs` for the table's own tests).
+
+use super::*;
+use crate::services::frames::fragments;
+
+/// The frames of `packet` cut at `mtu`, as the container sends them.
+fn fragment_frames(packet: &[u8], mtu: usize, ident: u16) -> Vec<Vec<u8>> {
+    fragments(packet, mtu, ident)
+        .unwrap()
+        .iter()
+        .map(|piece| from_host(piece))
+        .collect()
+}
+
+#[test]
+fn a_fragmented_udp_datagram_leaves_whole_through_its_flow() {
+    let mut s = services(true);
+    let remote = SocketAddrV4::new(OUTSIDE, 7);
+    let container = SocketAddrV4::new(HOST, 40000);
+    let key = FlowKey::udp(container, remote);
+    let datagram: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let packet = udp_packet(container, remote, &datagram).unwrap();
+    let frames = fragment_frames(&packet, 1500, 77);
+    assert_eq!(frames.len(), 3);
+    let mut out = Vec::new();
+    // Out of order: nothing happens until the last piece is in.
+    for frame in [&frames[2], &frames[0]] {
+        assert_eq!(s.frame(at(0), frame, 0, &mut out), Verdict::Consumed);
+        assert!(out.is_empty(), "{out:?}");
+    }
+    assert_eq!(s.frame(at(0), &frames[1], 0, &mut out), Verdict::Consumed);
+    assert_eq!(out, vec![Output::Host(HostCommand::Connect(key))]);
+    out.clear();
+    s.host(at(0), key, HostEvent::Connected, &mut out);
+    assert_eq!(
+        out,
+        vec![Output::Host(HostCommand::Send {
+            key,
+            payload: datagram,
+        })]
+    );
+    assert_eq!(s.stats().fragments, 3);
+    assert_eq!(s.stats().reassembly.reassembled, 1);
+    assert_eq!(s.flows().stats().opened, 1);
+}
+
+#[test]
+fn a_fragmented_dns_query_to_the_gateway_is_answered() {
+    let mut s = services(true);
+    let client = SocketAddrV4::new(HOST, 5555);
+    let packet = udp_packet(client, SocketAddrV4::new(GW, 53), &query(7, "web.")).unwrap();
+    // 16 bytes of payload a fragment: the query is cut in three.
+    let frames = fragment_frames(&packet, 36, 5);
+    assert!(frames.len() >= 2);
+    let mut out = Vec::new();
+    for frame in &frames[..frames.len() - 1] {
+        assert_eq!(s.frame(at(0), frame, 0, &mut out), Verdict::Consumed);
+    }
+    assert!(out.is_empty());
+    let last = frames.last().unwrap();
+    assert_eq!(s.frame(at(0), last, 0, &mut out), Verdict::Consumed);
+    assert_eq!(out.len(), 1);
+    let (src, dst, payload) = udp_of(&to_container(&out[0]));
+    assert_eq!((src, dst), (SocketAddrV4::new(GW, 53), client));
+    let answer = Message::from_vec(&payload).unwrap();
+    assert!(matches!(answer.answers[0].data, RData::A(A(ip)) if ip == HOST));
+}
+
+#[test]
+fn fragments_the_services_do_not_take_whole_go_on_as_before() {
+    let mut s = services(true);
+    // A fragmented ping to the gateway is its stack's (untouched).
+    let ping = {
+        let frame = echo_frame(1, 1);
+        let mut packet = frame[14..].to_vec();
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.set_dst_addr(GW);
+        ip.set_more_frags(true);
+        ip.fill_checksum();
+        from_host(&packet)
+    };
+    assert_eq!(s.frame(at(0), &ping, 0, &mut Vec::new()), Verdict::ToStack);
+    // A fragment between two containers is nobody's (not for the gateway).
+    let mut packet = udp_packet(
+        SocketAddrV4::new(HOST, 1),
+        SocketAddrV4::new(Ipv4Addr::new(172, 17, 0, 3), 2),
+        &[0u8; 100],
+    )
+    .unwrap();
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.set_more_frags(true);
+        ip.fill_checksum();
+    }
+    assert_eq!(
+        s.frame(at(0), &from_host(&packet), 0, &mut Vec::new()),
+        Verdict::Dropped
+    );
+    assert_eq!(s.stats().not_for_us, 1);
+    assert_eq!(s.stats().fragments, 0);
+}
+
+#[test]
+fn a_reassembled_segment_for_the_stack_is_dropped_and_counted() {
+    let mut s = services(true);
+    let mut out = Vec::new();
+    // A TCP flow handed to the stack (its SYN held, the connect done).
+    s.frame(at(0), &syn_frame(40000), 0, &mut out);
+    let key = FlowKey::tcp(
+        SocketAddrV4::new(HOST, 40000),
+        SocketAddrV4::new(OUTSIDE, 443),
+    );
+    s.host(at(0), key, HostEvent::Connected, &mut out);
+    let ack = tcp_frame(40000, TcpControl::None, Some(1));
+    assert_eq!(s.frame(at(0), &ack, 0, &mut out), Verdict::ToStack);
+    // The same segment in two fragments: whole, it is the stack's, which
+    // would be handed the last fragment instead.
+    let pieces = fragment_frames(&ack[14..], 28, 3);
+    assert_eq!(pieces.len(), 3);
+    for piece in &pieces {
+        assert_ne!(s.frame(at(0), piece, 0, &mut out), Verdict::ToStack);
+    }
+    assert_eq!(s.stats().reassembly.reassembled, 1);
+    assert_eq!(s.stats().reassembly.not_delivered, 1);
+}
