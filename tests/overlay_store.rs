@@ -144,7 +144,7 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
         vni: 4096,
         endpoint: "192.0.2.1:4789".parse().unwrap(),
         hostname: "host-one".into(),
-        macs: vec![],
+        macs: vec!["02:42:0a:c8:00:02".parse().unwrap()],
         lease: 0,
         registered: now(),
     };
@@ -199,8 +199,9 @@ fn overlay_networks_are_created_listed_and_inspected_through_etcd() {
     assert_eq!(
         ov["Peers"],
         serde_json::json!([
-            {"Name": "host-one", "IP": "192.0.2.1", "Port": 4789, "Kind": "switch"},
-            {"Name": "peer", "IP": "192.0.2.50", "Port": 4789, "Kind": "peer"},
+            {"Name": "host-one", "IP": "192.0.2.1", "Port": 4789, "Kind": "switch",
+             "Macs": ["02:42:0a:c8:00:02"]},
+            {"Name": "peer", "IP": "192.0.2.50", "Port": 4789, "Kind": "peer", "Macs": []},
         ])
     );
     assert_eq!(

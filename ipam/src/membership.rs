@@ -32,7 +32,11 @@
 //! MACs learned behind it, so frames stop going to a dead host at once
 //! rather than after the MAC table's aging time. Arrivals only add to the
 //! flood list: MACs behind a new member are learned from its traffic, as
-//! the kernel's vxlan device learns.
+//! the kernel's vxlan device learns, and from the MACs its registration
+//! lists: a switch registers the MACs on its local ports (containers and
+//! gateway), and the others put them behind it before its first frame
+//! ([`Action::RegisteredMacs`]), as flannel writes fdb entries from its
+//! hosts' records; traffic still wins where the two disagree.
 //!
 //! While the store is unreachable nothing changes: known members keep their
 //! place (forwarding between known hosts goes on). When the watch comes back
@@ -124,6 +128,9 @@ pub enum Action {
     RemoveVtep(SocketAddrV4),
     /// Forget every MAC learned behind this endpoint.
     FlushMacsBehind(SocketAddrV4),
+    /// The MACs this member's registration lists now (all of them): put
+    /// them behind it, and forget those registered before and gone now.
+    RegisteredMacs(SocketAddrV4, Vec<MacAddr>),
 }
 
 /// One network's members as seen by one switch.
@@ -153,6 +160,7 @@ impl Membership {
     /// Applies one event; returns what the switch must do, removals first.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let before = self.flood_list();
+        let macs_before = self.registered_macs();
         match event {
             Event::Snapshot {
                 registrations,
@@ -177,7 +185,22 @@ impl Membership {
             actions.push(Action::FlushMacsBehind(*gone));
         }
         actions.extend(after.difference(&before).map(|new| Action::AddVtep(*new)));
+        for (endpoint, macs) in self.registered_macs() {
+            let known = macs_before.get(&endpoint).map_or(&[][..], Vec::as_slice);
+            if macs != known {
+                actions.push(Action::RegisteredMacs(endpoint, macs));
+            }
+        }
         actions
+    }
+
+    /// The MACs each member switch registered (not this switch's own).
+    fn registered_macs(&self) -> BTreeMap<SocketAddrV4, Vec<MacAddr>> {
+        self.switches
+            .values()
+            .filter(|r| Some(r.endpoint) != self.own)
+            .map(|r| (r.endpoint, r.macs.clone()))
+            .collect()
     }
 
     fn accept(&mut self, registration: Registration) {

@@ -729,6 +729,7 @@ mod tests {
             ip: ip.into(),
             port: 4789,
             kind,
+            macs: Vec::new(),
         };
         let members = BTreeMap::from([(
             "ov".to_string(),

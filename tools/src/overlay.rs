@@ -96,6 +96,9 @@ pub struct MemberView {
     pub port: u16,
     /// `switch` (registered under a lease) or `peer` (registered by hand).
     pub kind: &'static str,
+    /// The MACs a switch registered (its containers' and gateway's); none
+    /// for a peer, whose MACs are only learned from its traffic.
+    pub macs: Vec<String>,
 }
 
 /// Every overlay network's members, by network name: the peers in the
@@ -115,6 +118,7 @@ pub fn members(store: &Store, state: &State) -> Result<BTreeMap<String, Vec<Memb
                     ip: switch.endpoint.ip().to_string(),
                     port: switch.endpoint.port(),
                     kind: "switch",
+                    macs: switch.macs.iter().map(ToString::to_string).collect(),
                 });
             }
         }
@@ -128,6 +132,7 @@ pub fn members(store: &Store, state: &State) -> Result<BTreeMap<String, Vec<Memb
                 ip: peer.ip().to_string(),
                 port: peer.port(),
                 kind: "peer",
+                macs: Vec::new(),
             });
         }
         all.insert(network.name.clone(), views);

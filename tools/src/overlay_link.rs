@@ -5,13 +5,18 @@
 //! its own then loops, about once a second:
 //!
 //! 1. **register**: `ipam::registry::Registrar` keeps this switch's
-//!    registration (its endpoint, under a lease of `--lease-ttl`) alive;
+//!    registration (its endpoint, under a lease of `--lease-ttl`) alive,
+//!    and rewrites it when the MACs on the local ports change (looked at
+//!    once a second at most, so a busy network writes etcd at that rate
+//!    at worst);
 //! 2. **watch**: `ipam::registry::MembershipFeed` reports the other
 //!    members (switches and peers) and `ipam::membership::Membership`
 //!    turns that into actions;
 //! 3. **act**: a member that arrives is added to the tunnel's flood list;
 //!    one that leaves (stopped, or its lease expired) is removed, and the
-//!    MACs behind it are forgotten by the tunnel and by the switch's table.
+//!    MACs behind it are forgotten by the tunnel and by the switch's table;
+//!    the MACs a member registered are put behind it before its first
+//!    frame (unless traffic put them elsewhere).
 //!
 //! While etcd does not answer nothing changes: the known members stay, so
 //! forwarding between them goes on. One line is logged when the store goes
@@ -38,6 +43,9 @@ pub const TUNNEL_PORT: &str = "vxlan0";
 /// The longest the loop waits for membership changes before it looks at
 /// its own lease and the stop flag again.
 const WATCH_WAIT: Duration = Duration::from_secs(1);
+/// How often the local MACs are compared with the registered ones: the
+/// bound on how often a switch rewrites its registration.
+const MAC_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The tunnel and its member thread; stopped (and unregistered) by
 /// [`OverlayLink::stop`].
@@ -96,7 +104,14 @@ impl OverlayLink {
             registered: ipam::store::now(),
         };
         let member_loop = MemberLoop {
-            registrar: Registrar::new(registry.clone(), record, setup.lease_ttl, Instant::now()),
+            registrar: Registrar::new(
+                registry.clone(),
+                record.clone(),
+                setup.lease_ttl,
+                Instant::now(),
+            ),
+            record,
+            next_mac_check: Instant::now(),
             feed: MembershipFeed::new(registry),
             membership: Membership::new(overlay.vni, Some(local)),
             tunnel,
@@ -190,6 +205,10 @@ pub fn check_ttl(secs: u64) -> Result<Duration> {
 
 struct MemberLoop {
     registrar: Registrar,
+    /// The registration as last handed to the registrar.
+    record: Registration,
+    /// When to compare the local MACs with the registered ones next.
+    next_mac_check: Instant,
     feed: MembershipFeed,
     membership: Membership,
     tunnel: Tunnel,
@@ -216,11 +235,30 @@ impl MemberLoop {
     fn round(&mut self) -> Result<()> {
         let now = Instant::now();
         self.registrar.tick(now)?;
+        self.publish_local_macs(now)?;
         let until_renewal = self.registrar.next_wakeup().saturating_duration_since(now);
         let events = self.feed.poll(until_renewal.min(WATCH_WAIT))?;
         for event in events {
             self.apply(event);
         }
+        Ok(())
+    }
+
+    /// Rewrites the registration if the MACs on the local ports changed,
+    /// at most once per [`MAC_PUBLISH_INTERVAL`].
+    fn publish_local_macs(&mut self, now: Instant) -> Result<()> {
+        if now < self.next_mac_check {
+            return Ok(());
+        }
+        self.next_mac_check = now + MAC_PUBLISH_INTERVAL;
+        let macs = local_macs(&self.switch.fdb()?.entries);
+        if macs == self.record.macs {
+            return Ok(());
+        }
+        let mut record = self.record.clone();
+        record.macs = macs;
+        self.registrar.set_record(record.clone(), now)?;
+        self.record = record;
         Ok(())
     }
 
@@ -266,14 +304,64 @@ impl MemberLoop {
                     let macs = self.tunnel.flush_behind(endpoint);
                     self.switch.forget_macs(&macs);
                 }
+                Action::RegisteredMacs(endpoint, macs) => {
+                    let change = self.tunnel.set_registered(endpoint, &macs);
+                    self.switch
+                        .set_registered_macs(&change.added, &change.removed);
+                }
             }
         }
     }
 }
 
+/// The MACs this switch registers: those its table has on a port other
+/// than the tunnel (its containers', its gateway's), sorted.
+fn local_macs(rows: &[crate::control::FdbRow]) -> Vec<ipam::mac::MacAddr> {
+    let macs: std::collections::BTreeSet<_> = rows
+        .iter()
+        .filter(|row| row.port != TUNNEL_PORT)
+        .map(|row| row.mac)
+        .collect();
+    macs.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registered_macs_are_those_on_local_ports_sorted_once() {
+        let row = |mac: &str, port: u32, name: &str, kind| {
+            let entry = switch::FdbEntry {
+                mac: mac.parse().unwrap(),
+                port: switch::PortId(port),
+                kind,
+                age: Duration::ZERO,
+            };
+            crate::control::FdbRow::new(&entry, name.to_string())
+        };
+        let rows = [
+            row("02:42:0a:32:00:03", 2, "tap-c2", switch::EntryKind::Dynamic),
+            row(
+                "02:42:0a:32:00:09",
+                1,
+                TUNNEL_PORT,
+                switch::EntryKind::Dynamic,
+            ),
+            row("02:42:0a:32:00:01", 0, "gateway", switch::EntryKind::Local),
+            row("02:42:0a:32:00:02", 3, "tap-c1", switch::EntryKind::Static),
+        ];
+        let macs: Vec<String> = local_macs(&rows).iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            macs,
+            [
+                "02:42:0a:32:00:01",
+                "02:42:0a:32:00:02",
+                "02:42:0a:32:00:03"
+            ],
+            "the remote MAC on the tunnel is not this host's"
+        );
+    }
 
     #[test]
     fn a_lease_lasts_at_least_a_second() {

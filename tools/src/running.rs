@@ -305,6 +305,35 @@ impl RunningSwitch {
         });
     }
 
+    /// Puts `added` on the tunnel port and takes `removed` off it in the
+    /// MAC table: a member registered them, or no longer does (see
+    /// `ipam::membership`). A MAC the table has on another port stays
+    /// there, because traffic wins over registrations.
+    pub fn set_registered_macs(&self, added: &[switch::MacAddr], removed: &[switch::MacAddr]) {
+        let Some((name, _)) = self.tunnel.get() else {
+            return;
+        };
+        let ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tunnel) = ports.get(name).map(|meta| meta.id) else {
+            return;
+        };
+        drop(ports);
+        let _ = self.with_dataplane(|d| {
+            let now = d.clock().now();
+            let table = d.engine().table();
+            let on_tunnel = |mac: &switch::MacAddr| table.lookup(*mac, now) == Some(tunnel);
+            for mac in added {
+                if table.lookup(*mac, now).is_none() {
+                    table.learn(*mac, tunnel, now);
+                }
+            }
+            for mac in removed.iter().filter(|mac| on_tunnel(mac)) {
+                let _ = table.remove(*mac);
+            }
+            Ok(())
+        });
+    }
+
     /// The tunnel's state, for `tapswitch stats` (`None` off an overlay network).
     fn tunnel_report(&self) -> Option<crate::tunnel_report::TunnelReport> {
         let (port, tunnel) = self.tunnel.get()?;

@@ -186,3 +186,79 @@ fn the_keeper_re_registers_when_etcd_forgot_the_lease() {
     assert_eq!(k.poll(t3), KeeperStep::Register);
     assert_eq!(k.lease(t3), None);
 }
+
+fn with_macs(endpoint: &str, macs: &[&str]) -> Registration {
+    let mut record = reg(endpoint, 4096);
+    record.macs = macs.iter().map(|m| m.parse().unwrap()).collect();
+    record
+}
+
+#[test]
+fn a_members_registered_macs_follow_its_registration() {
+    let mut m = own();
+    let h1: MacAddr = "02:42:0a:32:00:02".parse().unwrap();
+    let h2: MacAddr = "02:42:0a:32:00:03".parse().unwrap();
+    assert_eq!(
+        m.handle(Event::Registered(with_macs(B, &["02:42:0a:32:00:02"]))),
+        vec![
+            Action::AddVtep(ep(B)),
+            Action::RegisteredMacs(ep(B), vec![h1])
+        ],
+        "the member first, then the MACs behind it"
+    );
+    // A renewal with the same MACs changes nothing; another list replaces them.
+    assert_eq!(
+        m.handle(Event::Registered(with_macs(B, &["02:42:0a:32:00:02"]))),
+        vec![]
+    );
+    assert_eq!(
+        m.handle(Event::Registered(with_macs(B, &["02:42:0a:32:00:03"]))),
+        vec![Action::RegisteredMacs(ep(B), vec![h2])]
+    );
+    assert_eq!(
+        m.handle(Event::Registered(with_macs(B, &[]))),
+        vec![Action::RegisteredMacs(ep(B), vec![])]
+    );
+    // A departure flushes whatever was behind it; no list to apply.
+    m.handle(Event::Registered(with_macs(B, &["02:42:0a:32:00:02"])));
+    assert_eq!(
+        m.handle(Event::Unregistered(ep(B))),
+        vec![Action::RemoveVtep(ep(B)), Action::FlushMacsBehind(ep(B))]
+    );
+}
+
+#[test]
+fn the_own_registration_and_a_snapshot_that_repeats_itself_set_no_macs() {
+    let mut m = own();
+    let snapshot = || Event::Snapshot {
+        registrations: vec![
+            with_macs(OWN, &["02:42:0a:32:00:09"]),
+            with_macs(C, &["02:42:0a:32:00:04"]),
+        ],
+        peers: vec![],
+    };
+    assert_eq!(
+        m.handle(snapshot()),
+        vec![
+            Action::AddVtep(ep(C)),
+            Action::RegisteredMacs(ep(C), vec!["02:42:0a:32:00:04".parse().unwrap()])
+        ]
+    );
+    assert_eq!(m.handle(snapshot()), vec![], "after an outage: nothing new");
+}
+
+#[test]
+fn a_registration_from_a_build_without_macs_reads_as_none() {
+    // Written by a build before MACs were registered: no `macs` key, and
+    // `lease`, `hostname`, `registered` missing too.
+    let text = r#"{"network":"ov","vni":4096,"endpoint":"192.0.2.3:4789"}"#;
+    let old: Registration = serde_json::from_str(text).unwrap();
+    let mut m = own();
+    assert_eq!(
+        m.handle(Event::Registered(old)),
+        vec![Action::AddVtep(ep(C))]
+    );
+    // And a record with MACs is written with them, as text.
+    let json = serde_json::to_value(with_macs(C, &["02:42:0a:32:00:04"])).unwrap();
+    assert_eq!(json["macs"], serde_json::json!(["02:42:0a:32:00:04"]));
+}

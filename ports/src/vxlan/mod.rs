@@ -31,7 +31,9 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use remotes::{Destinations, DropReason, RemoteEntry, RemoteTable, TunnelStats};
+pub use remotes::{
+    Destinations, DropReason, RegisteredChange, RemoteEntry, RemoteTable, TunnelStats,
+};
 pub use socket::{VxlanRx, VxlanTx};
 
 use crate::wire::MacAddr;
@@ -120,6 +122,12 @@ impl Tunnel {
     /// Forgets the MACs behind `endpoint` (it stays a member); returns them.
     pub fn flush_behind(&self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
         self.table().flush_behind(endpoint)
+    }
+
+    /// Makes `macs` the MACs registered behind member `endpoint` (see
+    /// [`RemoteTable::set_registered`]).
+    pub fn set_registered(&self, endpoint: SocketAddrV4, macs: &[MacAddr]) -> RegisteredChange {
+        self.table().set_registered(endpoint, macs, Instant::now())
     }
 
     pub fn members(&self) -> Vec<SocketAddrV4> {

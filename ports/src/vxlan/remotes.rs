@@ -27,10 +27,21 @@
 //! leaves takes its MACs with it ([`RemoteTable::remove_member`]), so
 //! nothing is sent to a dead host once it is gone.
 //!
+//! # MACs a member registered
+//!
+//! A switch lists its local MACs in its registration, so the others can
+//! put them behind it before its first frame, as flannel writes one
+//! permanent fdb entry per remote MAC ([`RemoteTable::set_registered`]).
+//! Such an entry does not age: it lasts while the registration lists it
+//! and its member stays. Traffic wins over it: a frame from the MAC puts
+//! it behind the member that sent it (a learned entry, which ages), and a
+//! registration never moves or refreshes a learned entry.
+//!
 //! # Aging and capacity
 //!
-//! Entries age like the switch's own table (300 s by default, as Linux's
-//! vxlan `ageing`); an expired entry is absent at lookup, before any sweep.
+//! Learned entries age like the switch's own table (300 s by default, as
+//! Linux's vxlan `ageing`); an expired entry is absent at lookup, before
+//! any sweep.
 //! The table refuses new MACs once full (Linux's `fdb_max_learned` rule)
 //! and floods to them instead, which is correct, only wasteful.
 //!
@@ -107,6 +118,9 @@ pub struct TunnelStats {
     pub refused: u64,
     /// Remote MACs forgotten because their member left.
     pub flushed: u64,
+    /// Remote MACs put behind a member from its registration (before, or
+    /// without, a frame from them).
+    pub registered: u64,
 }
 
 /// One learned MAC, as `fdb` shows it.
@@ -114,14 +128,27 @@ pub struct TunnelStats {
 pub struct RemoteEntry {
     pub mac: MacAddr,
     pub endpoint: SocketAddrV4,
-    /// Since the MAC was last heard.
+    /// Since the MAC was last heard (or registered).
     pub age: Duration,
+    /// Taken from the member's registration, not from its traffic.
+    pub registered: bool,
+}
+
+/// What [`RemoteTable::set_registered`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisteredChange {
+    /// MACs now behind the member that were not known there.
+    pub added: Vec<MacAddr>,
+    /// Registered MACs behind the member that its registration no longer lists.
+    pub removed: Vec<MacAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Learned {
     endpoint: SocketAddrV4,
     last_seen: Instant,
+    /// From a registration: never ages, yields to traffic.
+    registered: bool,
 }
 
 /// See the module docs.
@@ -255,6 +282,7 @@ impl RemoteTable {
             Some(learned) => {
                 learned.endpoint = endpoint;
                 learned.last_seen = now;
+                learned.registered = false;
             }
             None if live >= self.capacity => {
                 self.expire(now);
@@ -274,9 +302,74 @@ impl RemoteTable {
             Learned {
                 endpoint,
                 last_seen: now,
+                registered: false,
             },
         );
         self.stats.learned += 1;
+    }
+
+    // Registered MACs
+
+    /// Makes `macs` (what member `endpoint`'s registration lists) the MACs
+    /// registered behind it: new ones are put behind it unless traffic put
+    /// them elsewhere, is local-only or the table is full; registered
+    /// entries behind it that are no longer listed go. Nothing happens for
+    /// an endpoint that is no member.
+    pub fn set_registered(
+        &mut self,
+        endpoint: SocketAddrV4,
+        macs: &[MacAddr],
+        now: Instant,
+    ) -> RegisteredChange {
+        let mut change = RegisteredChange::default();
+        if !self.members.contains(&endpoint) {
+            return change;
+        }
+        let listed: BTreeSet<MacAddr> = macs
+            .iter()
+            .copied()
+            .filter(|mac| !mac.is_group() && !mac.is_zero() && !self.local_only.contains(mac))
+            .collect();
+        self.macs.retain(|mac, learned| {
+            let stale = learned.registered && learned.endpoint == endpoint && !listed.contains(mac);
+            if stale {
+                change.removed.push(*mac);
+            }
+            !stale
+        });
+        for mac in listed {
+            let heard = self
+                .macs
+                .get(&mac)
+                .is_some_and(|l| !l.registered && self.is_fresh(l, now));
+            let here = self
+                .macs
+                .get(&mac)
+                .is_some_and(|l| l.registered && l.endpoint == endpoint);
+            if heard || here {
+                continue;
+            }
+            if !self.macs.contains_key(&mac) && self.macs.len() >= self.capacity {
+                self.stats.refused += 1;
+                continue;
+            }
+            self.macs.insert(
+                mac,
+                Learned {
+                    endpoint,
+                    last_seen: now,
+                    registered: true,
+                },
+            );
+            self.stats.registered += 1;
+            change.added.push(mac);
+        }
+        change.removed.sort();
+        change
+    }
+
+    fn is_fresh(&self, learned: &Learned, now: Instant) -> bool {
+        learned.registered || now.saturating_duration_since(learned.last_seen) < self.max_age
     }
 
     // Sending
@@ -303,8 +396,8 @@ impl RemoteTable {
     /// The endpoint `mac` is behind, unless it expired (or its member left).
     pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<SocketAddrV4> {
         let learned = self.macs.get(&mac)?;
-        let fresh = now.saturating_duration_since(learned.last_seen) < self.max_age;
-        (fresh && self.members.contains(&learned.endpoint)).then_some(learned.endpoint)
+        (self.is_fresh(learned, now) && self.members.contains(&learned.endpoint))
+            .then_some(learned.endpoint)
     }
 
     /// Counts datagrams handed to the socket, and those it refused.
@@ -320,7 +413,7 @@ impl RemoteTable {
         let before = self.macs.len();
         let max_age = self.max_age;
         self.macs
-            .retain(|_, l| now.saturating_duration_since(l.last_seen) < max_age);
+            .retain(|_, l| l.registered || now.saturating_duration_since(l.last_seen) < max_age);
         before - self.macs.len()
     }
 
@@ -334,6 +427,7 @@ impl RemoteTable {
                 mac: *mac,
                 endpoint: l.endpoint,
                 age: now.saturating_duration_since(l.last_seen),
+                registered: l.registered,
             })
             .collect();
         entries.sort_by_key(|e| e.mac);
@@ -344,3 +438,7 @@ impl RemoteTable {
         self.stats
     }
 }
+
+#[cfg(test)]
+#[path = "registered_tests.rs"]
+mod registered_tests;
