@@ -116,6 +116,14 @@ fn the_host_reaches_containers_by_address_through_its_own_interface() {
         "show lists the host interface:\n{}",
         String::from_utf8_lossy(&shown.stdout)
     );
+    let ports = tapswitch(&ns, &["ports", "--control", &control]);
+    let ports = String::from_utf8_lossy(&ports.stdout);
+    assert!(
+        ports
+            .lines()
+            .any(|l| l.contains(&format!(": {iface} (tap,"))),
+        "ports lists the host interface as a tap:\n{ports}"
+    );
 
     let container = Container {
         name: tapswitch_tests::unique_name("hc"),
