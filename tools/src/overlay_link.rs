@@ -24,7 +24,7 @@
 //! afresh and the whole member list read again, so departures missed
 //! meanwhile are acted on.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -59,7 +59,7 @@ pub struct OverlayLink {
 #[derive(Debug, Clone)]
 pub struct OverlaySetup {
     pub network: Network,
-    pub underlay: Ipv4Addr,
+    pub underlay: IpAddr,
     pub lease_ttl: Duration,
 }
 
@@ -77,7 +77,7 @@ impl OverlayLink {
                 network.name
             )
         })?;
-        let local = SocketAddrV4::new(setup.underlay, overlay.vxlan_port);
+        let local = SocketAddr::new(setup.underlay, overlay.vxlan_port);
         let config = TunnelConfig {
             name: TUNNEL_PORT.to_string(),
             local,
@@ -153,7 +153,7 @@ impl OverlayLink {
 pub struct OverlayArgs<'a> {
     pub state: &'a crate::statedir::StateArgs,
     pub network: &'a str,
-    pub underlay: Option<Ipv4Addr>,
+    pub underlay: Option<IpAddr>,
     pub lease_ttl: u64,
 }
 
@@ -287,6 +287,15 @@ impl MemberLoop {
     fn apply(&mut self, event: Event) {
         for action in self.membership.handle(event) {
             match action {
+                Action::AddVtep(endpoint)
+                    if endpoint.is_ipv4() != self.tunnel.local().is_ipv4() =>
+                {
+                    // One socket, one address family: the tunnel cannot reach it.
+                    log::warn!(
+                        "member {endpoint} is on an underlay of the other IP version than this switch's {}: not flooding to it",
+                        self.tunnel.local()
+                    );
+                }
                 Action::AddVtep(endpoint) => {
                     if self.tunnel.add_member(endpoint) {
                         log::info!("member {endpoint} joined: flooding to it");

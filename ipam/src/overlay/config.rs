@@ -1,7 +1,7 @@
 //! An overlay network's VXLAN settings as stored, and their defaults: the
 //! bottom of the overlay module, which the network record itself holds.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub struct OverlayConfig {
     pub vxlan_port: u16,
     /// Hosts without tapswitch, each a VXLAN endpoint (underlay address and port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<SocketAddrV4>,
+    pub peers: Vec<SocketAddr>,
 }
 
 /// What `network create --driver overlay` asks for beyond the addressing
