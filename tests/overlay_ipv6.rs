@@ -110,3 +110,45 @@ fn two_switches_and_a_kernel_vxlan_host_share_a_segment_over_ipv6() {
     let stats = &tunnel(&a)["stats"];
     assert_eq!(stats["rx_dropped_not_member"].as_u64(), Some(0), "{stats}");
 }
+
+#[test]
+fn a_network_too_big_for_vxlan_over_ipv6_is_refused_with_the_mtu_to_give() {
+    require_root();
+    let Some(lab) = OverlayLab::new("overlay_ipv6_mtu", 1) else {
+        return;
+    };
+    add_ipv6_underlay(&lab);
+    // The default MTU (1450) suits a 1500-byte IPv4 underlay, not IPv6.
+    lab.ok(
+        0,
+        &[
+            "network", "create", "ov", "--driver", "overlay", "--subnet", SUBNET,
+        ],
+    );
+    let mut serve = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.hosts[0].name))
+        .arg(tapswitch_tests::switch_process::binary())
+        .args(["--store", &lab.store(), "serve", "--network", "ov"])
+        .args(["--underlay", &underlay_v6(0), "--no-realtime"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting tapswitch serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while serve.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve did not refuse the network");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = serve.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("VXLAN over IPv6 adds 70 bytes")
+            && stderr.contains("create the network with --mtu 1430"),
+        "{stderr}"
+    );
+}

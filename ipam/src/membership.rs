@@ -19,6 +19,7 @@
 //!
 //! ```text
 //! members/<network>/<ip>:<port>   a Registration as JSON, attached to the switch's lease
+//!                                 (`[<ipv6>]:<port>` on an IPv6 underlay)
 //! ```
 //!
 //! One key per endpoint, so a host that restarts overwrites its own entry,

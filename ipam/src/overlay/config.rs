@@ -13,6 +13,18 @@ pub const FIRST_AUTO_VNI: u32 = 4096;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// Bytes VXLAN adds on an IPv4 underlay: outer Ethernet, IPv4, UDP, VXLAN.
 pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
+/// Bytes VXLAN adds on an IPv6 underlay: the IPv6 header is 20 bytes longer.
+pub const VXLAN_OVERHEAD_IPV6: u32 = 14 + 40 + 8 + 8;
+
+/// What VXLAN adds to each inner frame on an underlay of `underlay`'s IP
+/// version: the containers' MTU must be the underlay's minus this, because
+/// VXLAN must never be fragmented.
+pub fn vxlan_overhead(underlay: std::net::IpAddr) -> u32 {
+    match underlay {
+        std::net::IpAddr::V4(_) => VXLAN_OVERHEAD,
+        std::net::IpAddr::V6(_) => VXLAN_OVERHEAD_IPV6,
+    }
+}
 /// The usual underlay MTU.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 /// The containers' MTU on a 1500-byte underlay: an overlay network's
