@@ -297,7 +297,11 @@ impl MemberLoop {
             return Ok(());
         }
         self.next_mac_check = now + MAC_PUBLISH_INTERVAL;
-        let macs = local_macs(&self.switch.fdb()?.entries);
+        // Only a switch shutting down has no table: nothing to publish.
+        let Ok(table) = self.switch.fdb() else {
+            return Ok(());
+        };
+        let macs = local_macs(&table.entries);
         if macs == self.record.macs {
             return Ok(());
         }
