@@ -84,6 +84,11 @@ fn two_switches_and_a_kernel_vxlan_host_share_a_segment_over_ipv6() {
     }
     let inspect = lab.ok(1, &["network", "inspect", "ov"]);
     assert!(inspect.contains("\"IP\": \"fd99::1\""), "{inspect}");
+    let ls = lab.ok(1, &["network", "ls"]);
+    assert!(
+        ls.contains("[fd99::1]:4789") && ls.contains("[fd99::3]:4789"),
+        "{ls}"
+    );
 
     ping_ok(&on_a, on_b.ip);
     ping_ok(&on_b, on_a.ip);

@@ -119,6 +119,17 @@ pub struct MemberView {
     pub macs: Vec<String>,
 }
 
+impl MemberView {
+    /// `IP:PORT` as `network ls` lists it, with brackets around an IPv6
+    /// address (`[2001:db8::1]:4789`).
+    pub fn endpoint(&self) -> String {
+        match self.ip.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.port).to_string(),
+            Err(_) => format!("{}:{}", self.ip, self.port),
+        }
+    }
+}
+
 /// Every overlay network's members, by network name: the peers in the
 /// state and the switches registered in etcd.
 pub fn members(store: &Store, state: &State) -> Result<BTreeMap<String, Vec<MemberView>>> {
@@ -161,6 +172,19 @@ pub fn members(store: &Store, state: &State) -> Result<BTreeMap<String, Vec<Memb
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_members_endpoint_brackets_an_ipv6_address() {
+        let view = |ip: &str| MemberView {
+            name: "peer".into(),
+            ip: ip.into(),
+            port: 4789,
+            kind: "peer",
+            macs: Vec::new(),
+        };
+        assert_eq!(view("192.0.2.1").endpoint(), "192.0.2.1:4789");
+        assert_eq!(view("2001:db8::1").endpoint(), "[2001:db8::1]:4789");
+    }
 
     #[test]
     fn peers_parse_with_and_without_a_port() {
