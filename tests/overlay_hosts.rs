@@ -60,6 +60,17 @@ pub(crate) fn create_container(
     host: usize,
     switch: &SwitchProcess,
 ) -> Container {
+    create_container_with_mtu(lab, host, switch, 1450)
+}
+
+/// A container made by `tapswitch container create` on `host`, whose
+/// `eth0` must have MTU `mtu`.
+pub(crate) fn create_container_with_mtu(
+    lab: &mut OverlayLab,
+    host: usize,
+    switch: &SwitchProcess,
+    mtu: u32,
+) -> Container {
     let name = unique_name("cv");
     lab.adopt_container(&name);
     let control = switch.control.display().to_string();
@@ -75,7 +86,12 @@ pub(crate) fn create_container(
             &control,
         ],
     );
-    inspect_container(&OverlayLab::container_ns(&name))
+    let container = read_container(&OverlayLab::container_ns(&name));
+    assert_eq!(
+        container.mtu, mtu,
+        "a container on an overlay network gets the network's MTU: {container:?}"
+    );
+    container
 }
 
 /// Address, MAC and MTU of `eth0` in a namespace, which must have the
@@ -127,16 +143,32 @@ pub(crate) fn read_container(ns: &Path) -> Container {
 /// The kernel-vxlan host: `vx0` and a container's veth on a kernel bridge,
 /// flooding to both tapswitch hosts (`bridge fdb append 00:00:00:00:00:00`).
 pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> (Netns, Container) {
-    let ns = &lab.hosts[host];
+    let dsts: Vec<String> = switches
+        .iter()
+        .map(|switch| OverlayLab::underlay_ip(*switch).to_string())
+        .collect();
     let local = OverlayLab::underlay_ip(host).to_string();
+    kernel_host_on(lab, host, &local, &dsts, 1450)
+}
+
+/// The kernel-vxlan host with `vx0` on underlay address `local` (IPv4 or
+/// IPv6), flooding to `dsts`, its container's veth with MTU `mtu`.
+pub(crate) fn kernel_host_on(
+    lab: &OverlayLab,
+    host: usize,
+    local: &str,
+    dsts: &[String],
+    mtu: u32,
+) -> (Netns, Container) {
+    let ns = &lab.hosts[host];
+    let mtu_text = mtu.to_string();
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&[
-        "link", "add", "vx0", "type", "vxlan", "id", VNI, "dstport", "4789", "local", &local,
-        "dev", "u0",
+        "link", "add", "vx0", "type", "vxlan", "id", VNI, "dstport", "4789", "local", local, "dev",
+        "u0",
     ]);
     ns.ip(&["link", "set", "vx0", "master", "br0", "up"]);
-    for switch in switches {
-        let dst = OverlayLab::underlay_ip(*switch).to_string();
+    for dst in dsts {
         let out = std::process::Command::new("bridge")
             .args([
                 "-n",
@@ -147,7 +179,7 @@ pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> 
                 "dev",
                 "vx0",
             ])
-            .args(["dst", &dst])
+            .args(["dst", dst])
             .output()
             .expect("running bridge (iproute2)");
         assert!(
@@ -164,7 +196,7 @@ pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> 
         "address",
         KERNEL_CONTAINER_MAC,
         "mtu",
-        "1450",
+        &mtu_text,
         "type",
         "veth",
         "peer",
@@ -181,13 +213,13 @@ pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> 
         "eth0",
     ]);
     container.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "vk", "mtu", "1450", "master", "br0", "up"]);
+    ns.ip(&["link", "set", "vk", "mtu", &mtu_text, "master", "br0", "up"]);
     ns.ip(&["link", "set", "br0", "up"]);
     let inside = Container {
         ns: PathBuf::from("/run/netns").join(&container.name),
         ip: KERNEL_CONTAINER_IP,
         mac: KERNEL_CONTAINER_MAC.to_string(),
-        mtu: 1450,
+        mtu,
     };
     (container, inside)
 }

@@ -6,7 +6,7 @@
 //! registration under its lease, and the membership events a switch reads.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -412,7 +412,7 @@ fn a_switch_registration_lives_under_its_lease_and_returns_after_an_outage() {
     let (listed, revision) = registry.list().unwrap();
     assert!(listed.is_empty());
 
-    let endpoint: SocketAddrV4 = "192.0.2.1:4789".parse().unwrap();
+    let endpoint: SocketAddr = "192.0.2.1:4789".parse().unwrap();
     let record = Registration {
         network: "ov".into(),
         vni: 4096,
@@ -503,9 +503,9 @@ fn a_membership_feed_follows_switches_and_peers_and_resyncs_after_an_outage() {
     let store = open(&etcd);
     create_overlay(&store, "ov", "10.240.0.0/24");
     create_overlay(&store, "other", "10.241.0.0/24");
-    let own: SocketAddrV4 = "192.0.2.1:4789".parse().unwrap();
-    let switch_b: SocketAddrV4 = "192.0.2.2:4789".parse().unwrap();
-    let peer: SocketAddrV4 = "198.51.100.9:4789".parse().unwrap();
+    let own: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+    let switch_b: SocketAddr = "192.0.2.2:4789".parse().unwrap();
+    let peer: SocketAddr = "198.51.100.9:4789".parse().unwrap();
     let registry = |network: &str| Registry::new(&store, network).unwrap();
     let mut feed = MembershipFeed::new(registry("ov"));
     let mut membership = Membership::new(4096, Some(own));
@@ -520,7 +520,7 @@ fn a_membership_feed_follows_switches_and_peers_and_resyncs_after_an_outage() {
 
     // A peer added with `network peer add` arrives through the state document.
     store
-        .update(|s| s.add_peer("ov", *peer.ip(), None).map(|_| ()))
+        .update(|s| s.add_peer("ov", peer.ip(), None).map(|_| ()))
         .unwrap();
     let events = next_events(&mut feed);
     assert_eq!(events, vec![Event::PeersChanged(vec![peer])]);

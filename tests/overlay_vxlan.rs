@@ -113,6 +113,26 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
         None,
         "nothing learned from a stranger"
     );
+    // From a member, but with another VNI: dropped and counted too.
+    in_netns(&lab.hosts[2].name, || {
+        // Any source port: the kernel's vx0 holds 4789 there.
+        let socket = UdpSocket::bind("10.99.0.3:0").unwrap();
+        let mut datagram = ports::wire::vxlan::header(4243).to_vec();
+        datagram.extend_from_slice(&[0xff; 6]);
+        datagram.extend_from_slice(&tapswitch_tests::frames::mac(stray_mac));
+        datagram.extend_from_slice(&[0x08, 0x06]);
+        datagram.extend_from_slice(&[0; 46]);
+        socket
+            .send_to(
+                &datagram,
+                SocketAddrV4::new(OverlayLab::underlay_ip(0), 4789),
+            )
+            .unwrap();
+    });
+    wait_for("the wrong VNI counted", Duration::from_secs(5), || {
+        tunnel(&a)["stats"]["rx_dropped_wrong_vni"].as_u64() == Some(1)
+    });
+    assert_eq!(a.port_of(stray_mac), None, "nothing learned from it");
 
     // etcd away: forwarding between known hosts goes on; back: re-registers.
     lab.etcd.stop();

@@ -99,11 +99,11 @@ pub enum Error {
     #[error(
         "{peer} cannot be a VXLAN peer: give the unicast underlay address of the host (and a port other than 0)"
     )]
-    BadPeer { peer: std::net::SocketAddrV4 },
+    BadPeer { peer: std::net::SocketAddr },
     #[error("{peer} is already a peer of network {network}")]
     PeerExists {
         network: String,
-        peer: std::net::SocketAddrV4,
+        peer: std::net::SocketAddr,
     },
     #[error("network {network} has no peer {peer}: see `tapswitch network inspect {network}`")]
     NoSuchPeer { network: String, peer: String },

@@ -19,6 +19,7 @@
 //!
 //! ```text
 //! members/<network>/<ip>:<port>   a Registration as JSON, attached to the switch's lease
+//!                                 (`[<ipv6>]:<port>` on an IPv6 underlay)
 //! ```
 //!
 //! One key per endpoint, so a host that restarts overwrites its own entry,
@@ -53,7 +54,7 @@
 //! (it expired, or etcd lost it) also leads to registering afresh.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -71,8 +72,9 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Registration {
     pub network: String,
     pub vni: u32,
-    /// The tunnel endpoint: underlay address and VXLAN UDP port.
-    pub endpoint: SocketAddrV4,
+    /// The tunnel endpoint: underlay address (IPv4 or IPv6) and VXLAN UDP
+    /// port; `"[2001:db8::1]:4789"` for IPv6.
+    pub endpoint: SocketAddr,
     /// The host's name, for `network inspect`.
     #[serde(default)]
     pub hostname: String,
@@ -93,12 +95,12 @@ pub fn members_prefix(prefix: &str, network: &str) -> String {
 }
 
 /// `<prefix>members/<network>/<ip>:<port>`: one switch's registration.
-pub fn member_key(prefix: &str, network: &str, endpoint: SocketAddrV4) -> String {
+pub fn member_key(prefix: &str, network: &str, endpoint: SocketAddr) -> String {
     format!("{}{endpoint}", members_prefix(prefix, network))
 }
 
 /// The endpoint a member key names, if it is one.
-pub fn endpoint_of_key(key: &[u8]) -> Option<SocketAddrV4> {
+pub fn endpoint_of_key(key: &[u8]) -> Option<SocketAddr> {
     let key = std::str::from_utf8(key).ok()?;
     key.rsplit('/').next()?.parse().ok()
 }
@@ -109,28 +111,28 @@ pub enum Event {
     /// The whole list: at start, and whenever the watch had to start over.
     Snapshot {
         registrations: Vec<Registration>,
-        peers: Vec<SocketAddrV4>,
+        peers: Vec<SocketAddr>,
     },
     /// A switch registered, or renewed its record.
     Registered(Registration),
     /// A switch's record went: it stopped, or its lease expired.
-    Unregistered(SocketAddrV4),
+    Unregistered(SocketAddr),
     /// The network's static peers, after `network peer add|rm`.
-    PeersChanged(Vec<SocketAddrV4>),
+    PeersChanged(Vec<SocketAddr>),
 }
 
 /// What the switch must do.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
     /// Flood to this endpoint from now on, and accept its VXLAN.
-    AddVtep(SocketAddrV4),
+    AddVtep(SocketAddr),
     /// Stop flooding to it and refuse its VXLAN.
-    RemoveVtep(SocketAddrV4),
+    RemoveVtep(SocketAddr),
     /// Forget every MAC learned behind this endpoint.
-    FlushMacsBehind(SocketAddrV4),
+    FlushMacsBehind(SocketAddr),
     /// The MACs this member's registration lists now (all of them): put
     /// them behind it, and forget those registered before and gone now.
-    RegisteredMacs(SocketAddrV4, Vec<MacAddr>),
+    RegisteredMacs(SocketAddr, Vec<MacAddr>),
 }
 
 /// One network's members as seen by one switch.
@@ -138,16 +140,16 @@ pub enum Action {
 pub struct Membership {
     vni: u32,
     /// This switch's own endpoint, never in its flood list.
-    own: Option<SocketAddrV4>,
-    switches: BTreeMap<SocketAddrV4, Registration>,
-    peers: BTreeSet<SocketAddrV4>,
+    own: Option<SocketAddr>,
+    switches: BTreeMap<SocketAddr, Registration>,
+    peers: BTreeSet<SocketAddr>,
     /// Registrations refused because they name another VNI.
     pub wrong_vni: u64,
 }
 
 impl Membership {
     /// An empty view of the network with `vni`, for the switch at `own`.
-    pub fn new(vni: u32, own: Option<SocketAddrV4>) -> Membership {
+    pub fn new(vni: u32, own: Option<SocketAddr>) -> Membership {
         Membership {
             vni,
             own,
@@ -195,7 +197,7 @@ impl Membership {
     }
 
     /// The MACs each member switch registered (not this switch's own).
-    fn registered_macs(&self) -> BTreeMap<SocketAddrV4, Vec<MacAddr>> {
+    fn registered_macs(&self) -> BTreeMap<SocketAddr, Vec<MacAddr>> {
         self.switches
             .values()
             .filter(|r| Some(r.endpoint) != self.own)
@@ -214,7 +216,7 @@ impl Membership {
     }
 
     /// Every member but this switch: where floods go.
-    pub fn flood_list(&self) -> BTreeSet<SocketAddrV4> {
+    pub fn flood_list(&self) -> BTreeSet<SocketAddr> {
         self.switches
             .keys()
             .chain(&self.peers)
@@ -226,8 +228,8 @@ impl Membership {
     /// Whether VXLAN from `source` comes from a member. Only the address
     /// counts: senders pick the UDP source port from a hash of the inner
     /// flow (RFC 7348 §5).
-    pub fn accepts(&self, source: Ipv4Addr) -> bool {
-        self.flood_list().iter().any(|e| *e.ip() == source)
+    pub fn accepts(&self, source: IpAddr) -> bool {
+        self.flood_list().iter().any(|e| e.ip() == source)
     }
 
     /// The switches' registrations, by endpoint.

@@ -9,7 +9,7 @@
 //! [`MembershipFeed::poll`] when their time comes and feeds the events to
 //! its `Membership`.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -219,7 +219,7 @@ pub struct MembershipFeed {
     registry: Registry,
     /// Where the watch goes on; `None`: take a snapshot first.
     next: Option<Revision>,
-    peers: Vec<SocketAddrV4>,
+    peers: Vec<SocketAddr>,
 }
 
 impl MembershipFeed {
@@ -310,7 +310,7 @@ impl MembershipFeed {
     /// The network's peers in a state document; `None` if it does not
     /// parse (a newer format, say), so the last known peers stay. A network
     /// that is gone has none.
-    fn peers_in(&self, document: &[u8]) -> Option<Vec<SocketAddrV4>> {
+    fn peers_in(&self, document: &[u8]) -> Option<Vec<SocketAddr>> {
         let state: State = serde_json::from_slice(document).ok()?;
         let peers = state
             .network(&self.registry.network)

@@ -298,6 +298,12 @@ pub fn interface_index(name: &str) -> Option<u32> {
     sys::if_nametoindex(name).ok()
 }
 
+/// The MTU of interface `name` in this network namespace.
+pub fn interface_mtu(name: &str) -> std::io::Result<usize> {
+    let control = sys::control_socket()?;
+    sys::interface_mtu(std::os::fd::AsFd::as_fd(&control), name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,7 +204,7 @@ pub fn ls_json(
                     .get(&n.name)
                     .into_iter()
                     .flatten()
-                    .map(|m| format!("{}:{}", m.ip, m.port))
+                    .map(MemberView::endpoint)
                     .collect();
                 row["VNI"] = overlay.vni.into();
                 row["VXLANPort"] = overlay.vxlan_port.into();
@@ -242,7 +242,7 @@ pub fn render_ls(
                     .get(&n.name)
                     .into_iter()
                     .flatten()
-                    .map(|m| format!("{}:{}", m.ip, m.port))
+                    .map(MemberView::endpoint)
                     .collect();
                 row.extend([vni, port, list.join(",")]);
             }

@@ -6,7 +6,7 @@
 //! tapswitch registered here for good.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -25,9 +25,10 @@ pub enum PeerCommand {
         state: StateArgs,
         /// The overlay network.
         network: String,
-        /// The host's underlay address, and its VXLAN port if not the network's.
+        /// The host's underlay address, and its VXLAN port if not the
+        /// network's: 192.0.2.7, 192.0.2.7:8472, 2001:db8::7 or [2001:db8::7]:8472.
         #[arg(value_name = "IP[:PORT]", value_parser = parse_peer)]
-        peer: (Ipv4Addr, Option<u16>),
+        peer: (IpAddr, Option<u16>),
     },
     /// Unregister a peer (every port of that address, unless a port is given).
     Rm {
@@ -35,7 +36,7 @@ pub enum PeerCommand {
         state: StateArgs,
         network: String,
         #[arg(value_name = "IP[:PORT]", value_parser = parse_peer)]
-        peer: (Ipv4Addr, Option<u16>),
+        peer: (IpAddr, Option<u16>),
     },
 }
 
@@ -71,17 +72,34 @@ fn open_shared(state: &StateArgs) -> Result<Store> {
     state.open()
 }
 
-/// `IP` or `IP:PORT`.
-pub fn parse_peer(given: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
-    if let Ok(ip) = given.parse::<Ipv4Addr>() {
+/// `IP` or `IP:PORT`, IPv4 or IPv6 (`2001:db8::7`, `[2001:db8::7]:8472`).
+pub fn parse_peer(given: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let bare = given
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(given);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok((ip, None));
     }
     given
-        .parse::<SocketAddrV4>()
-        .map(|s| (*s.ip(), Some(s.port())))
+        .parse::<SocketAddr>()
+        .map(|s| (s.ip(), Some(s.port())))
         .map_err(|_| {
-            format!("{given:?} is not IPV4 or IPV4:PORT, e.g. 192.0.2.7 or 192.0.2.7:8472")
+            format!(
+                "{given:?} is not IP or IP:PORT, e.g. 192.0.2.7, 192.0.2.7:8472, 2001:db8::7 or [2001:db8::7]:8472"
+            )
         })
+}
+
+/// [`parse_peer`] for an IPv4 underlay only (the frame lab's, whose
+/// captures hold IPv4).
+pub fn parse_ipv4_peer(given: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    match parse_peer(given)? {
+        (IpAddr::V4(ip), port) => Ok((ip, port)),
+        (IpAddr::V6(_), _) => Err(format!(
+            "{given:?}: the lab's underlay is IPv4 (give IPV4 or IPV4:PORT)"
+        )),
+    }
 }
 
 /// One member as `network inspect` shows it.
@@ -99,6 +117,17 @@ pub struct MemberView {
     /// The MACs a switch registered (its containers' and gateway's); none
     /// for a peer, whose MACs are only learned from its traffic.
     pub macs: Vec<String>,
+}
+
+impl MemberView {
+    /// `IP:PORT` as `network ls` lists it, with brackets around an IPv6
+    /// address (`[2001:db8::1]:4789`).
+    pub fn endpoint(&self) -> String {
+        match self.ip.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.port).to_string(),
+            Err(_) => format!("{}:{}", self.ip, self.port),
+        }
+    }
 }
 
 /// Every overlay network's members, by network name: the peers in the
@@ -145,11 +174,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_members_endpoint_brackets_an_ipv6_address() {
+        let view = |ip: &str| MemberView {
+            name: "peer".into(),
+            ip: ip.into(),
+            port: 4789,
+            kind: "peer",
+            macs: Vec::new(),
+        };
+        assert_eq!(view("192.0.2.1").endpoint(), "192.0.2.1:4789");
+        assert_eq!(view("2001:db8::1").endpoint(), "[2001:db8::1]:4789");
+    }
+
+    #[test]
     fn peers_parse_with_and_without_a_port() {
-        let ip: Ipv4Addr = "192.0.2.7".parse().unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(parse_peer("192.0.2.7"), Ok((ip, None)));
         assert_eq!(parse_peer("192.0.2.7:8472"), Ok((ip, Some(8472))));
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(parse_peer("2001:db8::7"), Ok((v6, None)));
+        assert_eq!(parse_peer("[2001:db8::7]"), Ok((v6, None)));
+        assert_eq!(parse_peer("[2001:db8::7]:8472"), Ok((v6, Some(8472))));
         let err = parse_peer("host.example:1").unwrap_err();
-        assert!(err.contains("is not IPV4 or IPV4:PORT"), "{err}");
+        assert!(err.contains("is not IP or IP:PORT"), "{err}");
+        assert!(parse_peer("2001:db8::7:8472x").is_err());
+        assert_eq!(
+            parse_ipv4_peer("192.0.2.7:8472"),
+            Ok(("192.0.2.7".parse().unwrap(), Some(8472)))
+        );
+        assert!(parse_ipv4_peer("[2001:db8::7]:8472").is_err());
     }
 }

@@ -74,10 +74,10 @@ pub struct ServeArgs {
     /// and shows every host on the network to whoever reaches it.
     #[arg(long, requires = "web")]
     pub web_allow_remote: bool,
-    /// Overlay networks: this host's underlay address, where the VXLAN
-    /// tunnel listens and the other hosts send.
+    /// Overlay networks: this host's underlay address (IPv4 or IPv6), where
+    /// the VXLAN tunnel listens and the other hosts send.
     #[arg(long, value_name = "IP")]
-    pub underlay: Option<Ipv4Addr>,
+    pub underlay: Option<std::net::IpAddr>,
     /// Overlay networks: seconds this switch's registration outlives it
     /// if it dies (renewed every third of it).
     #[arg(long, value_name = "SECS", default_value_t = 10)]

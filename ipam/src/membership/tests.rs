@@ -1,6 +1,6 @@
 use super::*;
 
-fn ep(s: &str) -> SocketAddrV4 {
+fn ep(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
@@ -62,10 +62,10 @@ fn a_snapshot_adds_every_member_but_itself() {
         actions,
         vec![Action::AddVtep(ep(B)), Action::AddVtep(ep(PEER))]
     );
-    assert!(m.accepts(*ep(B).ip()));
-    assert!(m.accepts(*ep(PEER).ip()));
+    assert!(m.accepts(ep(B).ip()));
+    assert!(m.accepts(ep(PEER).ip()));
     assert!(
-        !m.accepts(*ep(OWN).ip()),
+        !m.accepts(ep(OWN).ip()),
         "own VXLAN looped back is not a member's"
     );
     assert!(!m.accepts("203.0.113.5".parse().unwrap()));
@@ -86,7 +86,7 @@ fn a_departure_removes_the_vtep_and_flushes_its_macs() {
         vec![Action::RemoveVtep(ep(B)), Action::FlushMacsBehind(ep(B))]
     );
     assert_eq!(m.flood_list(), [ep(C)].into());
-    assert!(!m.accepts(*ep(B).ip()));
+    assert!(!m.accepts(ep(B).ip()));
     // Deleting what is not there is harmless (a watch may repeat itself).
     assert_eq!(m.handle(Event::Unregistered(ep(B))), vec![]);
 }
@@ -261,4 +261,28 @@ fn a_registration_from_a_build_without_macs_reads_as_none() {
     // And a record with MACs is written with them, as text.
     let json = serde_json::to_value(with_macs(C, &["02:42:0a:32:00:04"])).unwrap();
     assert_eq!(json["macs"], serde_json::json!(["02:42:0a:32:00:04"]));
+}
+
+#[test]
+fn an_ipv6_member_has_a_bracketed_key_and_is_accepted_by_address() {
+    let v6 = "[2001:db8::2]:4789";
+    assert_eq!(
+        member_key("/tapswitch/", "ov", ep(v6)),
+        "/tapswitch/members/ov/[2001:db8::2]:4789"
+    );
+    assert_eq!(
+        endpoint_of_key(b"/tapswitch/members/ov/[2001:db8::2]:4789"),
+        Some(ep(v6))
+    );
+    let record: Registration = serde_json::from_str(
+        r#"{"network":"ov","vni":4096,"endpoint":"[2001:db8::2]:4789","macs":["02:42:0a:32:00:02"]}"#,
+    )
+    .unwrap();
+    let mut m = Membership::new(4096, Some(ep("[2001:db8::1]:4789")));
+    assert_eq!(
+        m.handle(Event::Registered(record))[0],
+        Action::AddVtep(ep(v6))
+    );
+    assert!(m.accepts("2001:db8::2".parse().unwrap()));
+    assert!(!m.accepts("2001:db8::1".parse().unwrap()), "itself");
 }

@@ -1,7 +1,7 @@
 //! An overlay network's VXLAN settings as stored, and their defaults: the
 //! bottom of the overlay module, which the network record itself holds.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,18 @@ pub const FIRST_AUTO_VNI: u32 = 4096;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// Bytes VXLAN adds on an IPv4 underlay: outer Ethernet, IPv4, UDP, VXLAN.
 pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
+/// Bytes VXLAN adds on an IPv6 underlay: the IPv6 header is 20 bytes longer.
+pub const VXLAN_OVERHEAD_IPV6: u32 = 14 + 40 + 8 + 8;
+
+/// What VXLAN adds to each inner frame on an underlay of `underlay`'s IP
+/// version: the containers' MTU must be the underlay's minus this, because
+/// VXLAN must never be fragmented.
+pub fn vxlan_overhead(underlay: std::net::IpAddr) -> u32 {
+    match underlay {
+        std::net::IpAddr::V4(_) => VXLAN_OVERHEAD,
+        std::net::IpAddr::V6(_) => VXLAN_OVERHEAD_IPV6,
+    }
+}
 /// The usual underlay MTU.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 /// The containers' MTU on a 1500-byte underlay: an overlay network's
@@ -28,7 +40,7 @@ pub struct OverlayConfig {
     pub vxlan_port: u16,
     /// Hosts without tapswitch, each a VXLAN endpoint (underlay address and port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<SocketAddrV4>,
+    pub peers: Vec<SocketAddr>,
 }
 
 /// What `network create --driver overlay` asks for beyond the addressing

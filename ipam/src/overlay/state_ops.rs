@@ -2,7 +2,7 @@
 //! state changes behind `network create --driver overlay` and
 //! `network peer add|rm`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::config::{
     DEFAULT_MTU, DEFAULT_VXLAN_PORT, FIRST_AUTO_VNI, MAX_VNI, OverlayConfig, OverlaySpec,
@@ -88,15 +88,18 @@ impl State {
     /// Registers a host without tapswitch as a member of overlay network
     /// `name`. `port` defaults to the network's VXLAN port. Returns the
     /// endpoint as stored.
-    pub fn add_peer(
-        &mut self,
-        name: &str,
-        ip: Ipv4Addr,
-        port: Option<u16>,
-    ) -> Result<SocketAddrV4> {
+    pub fn add_peer(&mut self, name: &str, ip: IpAddr, port: Option<u16>) -> Result<SocketAddr> {
         let overlay = self.overlay_mut(name)?;
-        let peer = SocketAddrV4::new(ip, port.unwrap_or(overlay.vxlan_port));
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || peer.port() == 0 {
+        let ip = ip.to_canonical();
+        let peer = SocketAddr::new(ip, port.unwrap_or(overlay.vxlan_port));
+        let unicast = match ip {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+            // A link-local address names no host without its interface.
+            IpAddr::V6(v6) => {
+                !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local())
+            }
+        };
+        if !unicast || peer.port() == 0 {
             return Err(Error::BadPeer { peer });
         }
         if overlay.peers.contains(&peer) {
@@ -115,16 +118,17 @@ impl State {
     pub fn remove_peer(
         &mut self,
         name: &str,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         port: Option<u16>,
-    ) -> Result<Vec<SocketAddrV4>> {
+    ) -> Result<Vec<SocketAddr>> {
         let overlay = self.overlay_mut(name)?;
-        let matches = |p: &SocketAddrV4| *p.ip() == ip && port.is_none_or(|port| p.port() == port);
-        let removed: Vec<SocketAddrV4> = overlay.peers.iter().copied().filter(matches).collect();
+        let ip = ip.to_canonical();
+        let matches = |p: &SocketAddr| p.ip() == ip && port.is_none_or(|port| p.port() == port);
+        let removed: Vec<SocketAddr> = overlay.peers.iter().copied().filter(matches).collect();
         if removed.is_empty() {
             return Err(Error::NoSuchPeer {
                 network: name.to_string(),
-                peer: port.map_or_else(|| ip.to_string(), |p| SocketAddrV4::new(ip, p).to_string()),
+                peer: port.map_or_else(|| ip.to_string(), |p| SocketAddr::new(ip, p).to_string()),
             });
         }
         overlay.peers.retain(|p| !matches(p));

@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::error::{Error, Result};
@@ -149,7 +149,7 @@ fn records_with_the_mtu_in_the_overlay_settings_still_load() {
 fn peers_are_added_once_and_removed_by_address() {
     let mut state = fresh();
     create(&mut state, "ov", "10.10.0.0/24", OverlaySpec::default()).unwrap();
-    let ip: Ipv4Addr = "192.0.2.7".parse().unwrap();
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
     assert_eq!(
         state.add_peer("ov", ip, None).unwrap(),
         "192.0.2.7:4789".parse().unwrap()
@@ -164,7 +164,7 @@ fn peers_are_added_once_and_removed_by_address() {
         Err(Error::NotOverlay { .. })
     ));
     assert!(matches!(
-        state.add_peer("ov", Ipv4Addr::UNSPECIFIED, None),
+        state.add_peer("ov", Ipv4Addr::UNSPECIFIED.into(), None),
         Err(Error::BadPeer { .. })
     ));
     assert_eq!(state.remove_peer("ov", ip, Some(8472)).unwrap().len(), 1);
@@ -195,4 +195,37 @@ fn check_finds_shared_vnis_and_stray_settings() {
         peers: vec![],
     });
     assert!(state.check().unwrap_err().contains("but driver bridge"));
+}
+
+#[test]
+fn ipv6_peers_are_stored_with_brackets_and_checked_like_ipv4_ones() {
+    let mut state = fresh();
+    create(&mut state, "ov", "10.10.0.0/24", OverlaySpec::default()).unwrap();
+    let ip: IpAddr = "2001:db8::7".parse().unwrap();
+    let added = state.add_peer("ov", ip, Some(8472)).unwrap();
+    assert_eq!(added.to_string(), "[2001:db8::7]:8472");
+    for bad in ["::", "ff02::1", "fe80::1"] {
+        assert!(
+            matches!(
+                state.add_peer("ov", bad.parse().unwrap(), None),
+                Err(Error::BadPeer { .. })
+            ),
+            "{bad}"
+        );
+    }
+    // An IPv4-mapped address is the IPv4 host.
+    let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+    assert_eq!(
+        state.add_peer("ov", mapped, None).unwrap().to_string(),
+        "192.0.2.9:4789"
+    );
+    // Stored as text with brackets; read back the same.
+    let json = serde_json::to_value(state.network("ov").unwrap()).unwrap();
+    assert_eq!(
+        json["overlay"]["peers"],
+        serde_json::json!(["192.0.2.9:4789", "[2001:db8::7]:8472"])
+    );
+    let again: Network = serde_json::from_value(json).unwrap();
+    assert_eq!(again.overlay().unwrap().peers.len(), 2);
+    assert_eq!(state.remove_peer("ov", ip, None).unwrap(), vec![added]);
 }

@@ -2,7 +2,7 @@
 //! carries many equal-sized datagrams, cut by the kernel (or the NIC).
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::retry;
@@ -14,18 +14,12 @@ const UDP_SEGMENT: libc::c_int = 103;
 /// be shorter). `data` must hold at most 64 segments and fit one IP packet.
 pub(crate) fn send_segments(
     socket: BorrowedFd<'_>,
-    to: SocketAddrV4,
+    to: SocketAddr,
     data: &[u8],
     segment: u16,
 ) -> io::Result<usize> {
-    let mut address = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    // IPv4 or IPv6: socket2 lays out the sockaddr for either family.
+    let address = socket2::SockAddr::from(to);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -33,8 +27,9 @@ pub(crate) fn send_segments(
     let mut control = [0u64; 4];
     // SAFETY: msghdr is plain old data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut address as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // The kernel only reads the name (sendmsg's msghdr is not const-correct).
+    msg.msg_name = address.as_ptr().cast_mut().cast();
+    msg.msg_namelen = address.len();
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();

@@ -23,9 +23,11 @@ pub mod socket;
 pub mod tcp_join;
 
 #[cfg(test)]
+mod ipv6_tests;
+#[cfg(test)]
 mod tests;
 
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -47,10 +49,11 @@ const SOCKET_BUFFER: usize = 4 << 20;
 pub struct TunnelConfig {
     /// The port's name (`vxlan0`), for errors.
     pub name: String,
-    /// This host's endpoint: underlay address and VXLAN port.
-    pub local: SocketAddrV4,
+    /// This host's endpoint: underlay address (IPv4 or IPv6) and VXLAN port.
+    pub local: SocketAddr,
     pub vni: u32,
-    /// The largest inner IP packet: the underlay MTU minus 50.
+    /// The largest inner IP packet: the underlay MTU minus 50 (70 on an
+    /// IPv6 underlay).
     pub mtu: usize,
     /// MACs whose frames never cross (the gateway's, the same on every host).
     pub local_only: Vec<MacAddr>,
@@ -59,7 +62,7 @@ pub struct TunnelConfig {
 /// The control plane's handle on a tunnel (shared with its port).
 #[derive(Debug, Clone)]
 pub struct Tunnel {
-    local: SocketAddrV4,
+    local: SocketAddr,
     table: Arc<Mutex<RemoteTable>>,
 }
 
@@ -68,8 +71,12 @@ impl Tunnel {
     /// the switch (`Dataplane::add_port`).
     pub fn open(config: &TunnelConfig) -> Result<(Tunnel, OpenedPort), PortError> {
         let io_error = |doing| move |err| PortError::from_io(&config.name, doing, err);
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(io_error("opening a UDP socket"))?;
+        let socket = Socket::new(
+            Domain::for_address(config.local),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )
+        .map_err(io_error("opening a UDP socket"))?;
         // Best effort: the kernel caps them at net.core.[rw]mem_max.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
@@ -101,7 +108,7 @@ impl Tunnel {
     }
 
     /// This host's endpoint.
-    pub fn local(&self) -> SocketAddrV4 {
+    pub fn local(&self) -> SocketAddr {
         self.local
     }
 
@@ -110,32 +117,32 @@ impl Tunnel {
     }
 
     /// Floods go to `endpoint` too, and its VXLAN is accepted.
-    pub fn add_member(&self, endpoint: SocketAddrV4) -> bool {
+    pub fn add_member(&self, endpoint: SocketAddr) -> bool {
         self.table().add_member(endpoint)
     }
 
     /// `endpoint` left; returns the MACs that were behind it.
-    pub fn remove_member(&self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+    pub fn remove_member(&self, endpoint: SocketAddr) -> Vec<MacAddr> {
         self.table().remove_member(endpoint)
     }
 
     /// Forgets the MACs behind `endpoint` (it stays a member); returns them.
-    pub fn flush_behind(&self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+    pub fn flush_behind(&self, endpoint: SocketAddr) -> Vec<MacAddr> {
         self.table().flush_behind(endpoint)
     }
 
     /// Makes `macs` the MACs registered behind member `endpoint` (see
     /// [`RemoteTable::set_registered`]).
-    pub fn set_registered(&self, endpoint: SocketAddrV4, macs: &[MacAddr]) -> RegisteredChange {
+    pub fn set_registered(&self, endpoint: SocketAddr, macs: &[MacAddr]) -> RegisteredChange {
         self.table().set_registered(endpoint, macs, Instant::now())
     }
 
-    pub fn members(&self) -> Vec<SocketAddrV4> {
+    pub fn members(&self) -> Vec<SocketAddr> {
         self.table().members().collect()
     }
 
     /// The endpoint `mac` is behind, if learned and live.
-    pub fn endpoint_of(&self, mac: MacAddr) -> Option<SocketAddrV4> {
+    pub fn endpoint_of(&self, mac: MacAddr) -> Option<SocketAddr> {
         self.table().lookup(mac, Instant::now())
     }
 

@@ -1,16 +1,16 @@
 //! MACs put behind a member from its registration (see "MACs a member
 //! registered" in the module docs), with a fake clock.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::wire::vxlan;
 
 const VNI: u32 = 4096;
-const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4789);
-const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4789);
-const STRANGER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 66), 4789);
+const A: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4789));
+const B: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4789));
+const STRANGER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 66), 4789));
 const GATEWAY: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x01]);
 const H1: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x02]);
 const H2: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x03]);

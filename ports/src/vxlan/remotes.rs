@@ -53,7 +53,7 @@
 //! gateway never answers another host's containers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -69,9 +69,9 @@ pub const DEFAULT_CAPACITY: usize = 16_384;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destinations {
     /// A known MAC: its endpoint only.
-    One(SocketAddrV4),
+    One(SocketAddr),
     /// Broadcast, multicast or unknown unicast: every member.
-    Flood(Vec<SocketAddrV4>),
+    Flood(Vec<SocketAddr>),
     /// Not sent at all, and why.
     Nowhere(DropReason),
 }
@@ -127,7 +127,7 @@ pub struct TunnelStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteEntry {
     pub mac: MacAddr,
-    pub endpoint: SocketAddrV4,
+    pub endpoint: SocketAddr,
     /// Since the MAC was last heard (or registered).
     pub age: Duration,
     /// Taken from the member's registration, not from its traffic.
@@ -145,7 +145,7 @@ pub struct RegisteredChange {
 
 #[derive(Debug, Clone, Copy)]
 struct Learned {
-    endpoint: SocketAddrV4,
+    endpoint: SocketAddr,
     last_seen: Instant,
     /// From a registration: never ages, yields to traffic.
     registered: bool,
@@ -155,7 +155,7 @@ struct Learned {
 #[derive(Debug, Clone)]
 pub struct RemoteTable {
     vni: u32,
-    members: BTreeSet<SocketAddrV4>,
+    members: BTreeSet<SocketAddr>,
     macs: HashMap<MacAddr, Learned>,
     local_only: BTreeSet<MacAddr>,
     max_age: Duration,
@@ -192,20 +192,20 @@ impl RemoteTable {
     // Members
 
     /// Floods go to `endpoint` from now on, and its VXLAN is accepted.
-    pub fn add_member(&mut self, endpoint: SocketAddrV4) -> bool {
+    pub fn add_member(&mut self, endpoint: SocketAddr) -> bool {
         self.members.insert(endpoint)
     }
 
     /// `endpoint` left: no more floods to it, its VXLAN is refused, and the
     /// MACs behind it are forgotten. Returns those MACs (the switch's own
     /// table forgets them too).
-    pub fn remove_member(&mut self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+    pub fn remove_member(&mut self, endpoint: SocketAddr) -> Vec<MacAddr> {
         self.members.remove(&endpoint);
         self.flush_behind(endpoint)
     }
 
     /// Forgets every MAC learned behind `endpoint`; returns them.
-    pub fn flush_behind(&mut self, endpoint: SocketAddrV4) -> Vec<MacAddr> {
+    pub fn flush_behind(&mut self, endpoint: SocketAddr) -> Vec<MacAddr> {
         let gone: Vec<MacAddr> = self
             .macs
             .iter()
@@ -219,13 +219,16 @@ impl RemoteTable {
         gone
     }
 
-    pub fn members(&self) -> impl Iterator<Item = SocketAddrV4> + '_ {
+    pub fn members(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.members.iter().copied()
     }
 
     /// The member at underlay address `ip`, whatever port it sends from.
-    fn member_at(&self, ip: Ipv4Addr) -> Option<SocketAddrV4> {
-        self.members.iter().find(|m| *m.ip() == ip).copied()
+    fn member_at(&self, ip: IpAddr) -> Option<SocketAddr> {
+        self.members
+            .iter()
+            .find(|m| m.ip() == ip.to_canonical())
+            .copied()
     }
 
     // Receiving
@@ -235,7 +238,7 @@ impl RemoteTable {
     /// learned behind the member), else why it is dropped (counted).
     pub fn receive(
         &mut self,
-        source: SocketAddrV4,
+        source: SocketAddr,
         datagram: &[u8],
         now: Instant,
     ) -> Result<usize, DropReason> {
@@ -253,12 +256,12 @@ impl RemoteTable {
 
     fn judge(
         &mut self,
-        source: SocketAddrV4,
+        source: SocketAddr,
         datagram: &[u8],
         now: Instant,
     ) -> Result<usize, DropReason> {
         // Membership first: a stranger's bytes are not even parsed.
-        let member = self.member_at(*source.ip()).ok_or(DropReason::NotMember)?;
+        let member = self.member_at(source.ip()).ok_or(DropReason::NotMember)?;
         let header =
             crate::wire::vxlan::Packet::new_checked(datagram).map_err(|_| DropReason::Malformed)?;
         if !header.has_vni() || header.vni() != self.vni {
@@ -276,7 +279,7 @@ impl RemoteTable {
         Ok(crate::wire::vxlan::HEADER_LEN)
     }
 
-    fn learn(&mut self, mac: MacAddr, endpoint: SocketAddrV4, now: Instant) {
+    fn learn(&mut self, mac: MacAddr, endpoint: SocketAddr, now: Instant) {
         let live = self.macs.len();
         match self.macs.get_mut(&mac) {
             Some(learned) => {
@@ -296,7 +299,7 @@ impl RemoteTable {
         }
     }
 
-    fn insert(&mut self, mac: MacAddr, endpoint: SocketAddrV4, now: Instant) {
+    fn insert(&mut self, mac: MacAddr, endpoint: SocketAddr, now: Instant) {
         self.macs.insert(
             mac,
             Learned {
@@ -317,7 +320,7 @@ impl RemoteTable {
     /// an endpoint that is no member.
     pub fn set_registered(
         &mut self,
-        endpoint: SocketAddrV4,
+        endpoint: SocketAddr,
         macs: &[MacAddr],
         now: Instant,
     ) -> RegisteredChange {
@@ -394,7 +397,7 @@ impl RemoteTable {
     }
 
     /// The endpoint `mac` is behind, unless it expired (or its member left).
-    pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<SocketAddrV4> {
+    pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<SocketAddr> {
         let learned = self.macs.get(&mac)?;
         (self.is_fresh(learned, now) && self.members.contains(&learned.endpoint))
             .then_some(learned.endpoint)

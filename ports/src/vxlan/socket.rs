@@ -3,7 +3,7 @@
 //! send is [`RemoteTable`]'s decision.
 
 use std::io::{self, IoSlice};
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,9 +86,6 @@ impl VxlanRx {
                 // surfaces here; it says nothing about this socket.
                 Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(err) => return Err(RxError::Io(err)),
-            };
-            let SocketAddr::V4(source) = source else {
-                continue;
             };
             let start = arrived.used;
             let datagram = &arrived.bytes[start..start + len];
@@ -202,7 +199,7 @@ impl VxlanTx {
         }
     }
 
-    fn send_to(&self, endpoint: SocketAddrV4, frame: &[u8]) -> io::Result<()> {
+    fn send_to(&self, endpoint: SocketAddr, frame: &[u8]) -> io::Result<()> {
         let parts = [IoSlice::new(&self.header), IoSlice::new(frame)];
         self.socket
             .send_to_vectored(&parts, &SockAddr::from(endpoint))
@@ -218,7 +215,7 @@ impl VxlanTx {
     }
 
     /// Sends one plain frame to each endpoint.
-    fn send_plain(&self, endpoints: &[SocketAddrV4], frame: &[u8]) -> io::Result<()> {
+    fn send_plain(&self, endpoints: &[SocketAddr], frame: &[u8]) -> io::Result<()> {
         let mut outcome = Outcome::default();
         for endpoint in endpoints {
             outcome.count(self.send_to(*endpoint, frame), 1);
@@ -230,7 +227,7 @@ impl VxlanTx {
     /// each) and sends them in runs of equal size with `UDP_SEGMENT`.
     fn send_cut(
         &self,
-        endpoints: &[SocketAddrV4],
+        endpoints: &[SocketAddr],
         vnet: &VnetHdr,
         frame: &[u8],
         scratch: &mut Scratch,
@@ -365,7 +362,7 @@ impl PortTx for VxlanTx {
         };
         // A unicast frame (the common case) needs no list of its own.
         let destinations = self.destinations(&ethernet);
-        let endpoints: &[SocketAddrV4] = match &destinations {
+        let endpoints: &[SocketAddr] = match &destinations {
             Destinations::One(endpoint) => std::slice::from_ref(endpoint),
             Destinations::Flood(endpoints) if !endpoints.is_empty() => endpoints,
             Destinations::Flood(_) | Destinations::Nowhere(_) => return Ok(()),

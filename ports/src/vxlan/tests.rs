@@ -1,6 +1,6 @@
 //! The tunnel's table with a fake clock, and two tunnels on loopback.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -8,9 +8,9 @@ use crate::wire::vxlan;
 use crate::{RxBatch, VnetHdr};
 
 const VNI: u32 = 4096;
-const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4789);
-const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4789);
-const STRANGER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 66), 4789);
+const A: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4789));
+const B: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4789));
+const STRANGER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 66), 4789));
 const GATEWAY: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x01]);
 const H1: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x02]);
 const H2: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x32, 0x00, 0x03]);
@@ -39,8 +39,8 @@ fn table() -> RemoteTable {
 }
 
 /// A source port the sender picked from a flow hash (RFC 7348 §5).
-fn from(member: SocketAddrV4) -> SocketAddrV4 {
-    SocketAddrV4::new(*member.ip(), 54_321)
+fn from(member: SocketAddr) -> SocketAddr {
+    SocketAddr::new(member.ip(), 54_321)
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn loopback_pair() -> ((Tunnel, OpenedPort), (Tunnel, OpenedPort)) {
     let open = |port| {
         Tunnel::open(&TunnelConfig {
             name: "vxlan0".into(),
-            local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
             vni: VNI,
             mtu: 1450,
             local_only: vec![GATEWAY],

@@ -34,7 +34,7 @@ use super::playback::{
 };
 use super::summary::{self, ExpectReport};
 use super::underlay::TunnelSpec;
-use crate::overlay::parse_peer;
+use crate::overlay::parse_ipv4_peer as parse_peer;
 use crate::serve::{DEFAULT_GATEWAY, parse_gateway};
 
 /// The exit code for trouble (an unreadable input, bad arguments), as `diff`.

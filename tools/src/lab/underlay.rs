@@ -62,7 +62,7 @@ pub struct TunnelSpec {
 pub struct TunnelReport {
     pub local: SocketAddrV4,
     pub vni: u32,
-    pub members: Vec<SocketAddrV4>,
+    pub members: Vec<std::net::SocketAddr>,
     pub stats: TunnelStats,
     /// Underlay frames dropped on the way in, by reason name.
     pub rx_drops: BTreeMap<&'static str, u64>,
@@ -115,7 +115,7 @@ impl LabTunnel {
         let mut table = RemoteTable::new(spec.vni, local_only)
             .with_limits(max_age.unwrap_or(Duration::MAX), capacity);
         for member in &spec.members {
-            table.add_member(*member);
+            table.add_member((*member).into());
         }
         LabTunnel {
             local: spec.local,
@@ -152,9 +152,9 @@ impl LabTunnel {
                 reason: NOT_VXLAN,
             });
         };
-        let verdict = self
-            .table()
-            .receive(source, &underlay[datagram.clone()], self.clock(now));
+        let verdict =
+            self.table()
+                .receive(source.into(), &underlay[datagram.clone()], self.clock(now));
         match verdict {
             Ok(offset) => Ok(datagram.start + offset..datagram.end),
             Err(reason) => {
@@ -193,8 +193,12 @@ impl LabTunnel {
             }
         };
         let mut underlay = Vec::new();
-        for endpoint in &endpoints {
-            underlay_frame(&mut underlay, self.local, *endpoint, &self.header, frame);
+        // The lab's underlay is IPv4 (its members are given as IPv4).
+        for endpoint in endpoints.iter().filter_map(|e| match e {
+            std::net::SocketAddr::V4(v4) => Some(*v4),
+            std::net::SocketAddr::V6(_) => None,
+        }) {
+            underlay_frame(&mut underlay, self.local, endpoint, &self.header, frame);
             emit(&underlay);
         }
         self.table().count_sent(endpoints.len() as u64, 0);

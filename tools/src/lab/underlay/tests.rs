@@ -91,7 +91,7 @@ fn a_mac_heard_from_a_member_is_sent_to_that_member_alone() {
     assert_eq!(reply[0].1, endpoint(B));
     let report = tunnel.report(Instant::from_secs(1));
     assert_eq!(report.entries.len(), 1);
-    assert_eq!(report.entries[0].endpoint, endpoint(B));
+    assert_eq!(report.entries[0].endpoint, endpoint(B).into());
 }
 
 #[test]
