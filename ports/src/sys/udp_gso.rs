@@ -3,7 +3,7 @@
 //! Linux 4.18+); one `recvmmsg` takes many messages, each of which may be
 //! a run of datagrams kept whole (`UDP_GRO`, Linux 5.0+).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -12,12 +12,14 @@ use super::retry;
 /// `UDP_SEGMENT` from `linux/udp.h` (libc has it only on some targets).
 const UDP_SEGMENT: libc::c_int = 103;
 
-/// Sends `data` to `to` as datagrams of `segment` bytes each (the last may
-/// be shorter). `data` must hold at most 64 segments and fit one IP packet.
+/// Sends the bytes of `parts`, gathered, to `to` as datagrams of `segment`
+/// bytes each (the last may be shorter): the kernel cuts at every
+/// `segment` bytes wherever the parts begin. They must hold at most 64
+/// segments and fit one IP packet.
 pub(crate) fn send_segments(
     socket: BorrowedFd<'_>,
     to: SocketAddrV4,
-    data: &[u8],
+    parts: &[IoSlice<'_>],
     segment: u16,
 ) -> io::Result<usize> {
     let mut address = libc::sockaddr_in {
@@ -28,17 +30,15 @@ pub(crate) fn send_segments(
         },
         sin_zero: [0; 8],
     };
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
     let mut control = [0u64; 4];
     // SAFETY: msghdr is plain old data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&mut address as *mut libc::sockaddr_in).cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    // IoSlice is ABI-compatible with iovec on Unix (its documented promise);
+    // the kernel only reads through msg_iov.
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len();
     msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE only computes a size.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
@@ -52,8 +52,9 @@ pub(crate) fn send_segments(
         (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
         std::ptr::copy_nonoverlapping(segment.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cmsg), 2);
     }
-    // SAFETY: `msg` points at `address`, `iov` (over `data`) and `control`,
-    // all alive for the call; the kernel only reads them.
+    // SAFETY: `msg` points at `address`, the iovecs of `parts` (each over a
+    // live slice) and `control`, all alive for the call; the kernel only
+    // reads them.
     let sent = retry(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
     Ok(sent as usize)
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
+use super::cut::Cut;
 use super::remotes::{Destinations, RemoteTable};
 use super::{inner_offloads, tcp_join};
 use crate::batch::RxBatch;
@@ -257,12 +258,8 @@ pub struct VxlanTx {
 struct Scratch {
     /// A frame whose checksum is completed here.
     frame: Vec<u8>,
-    /// The datagrams of a cut super-frame, back to back.
-    datagrams: Vec<u8>,
-    /// Their lengths.
-    lengths: Vec<usize>,
-    /// `vnet::segment`'s own.
-    cut: Vec<u8>,
+    /// A super-frame's datagrams.
+    cut: Cut,
 }
 
 /// The most datagrams one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS`).
@@ -308,29 +305,16 @@ impl VxlanTx {
     }
 
     /// Cuts a super-frame into datagrams (VXLAN header and a wire frame
-    /// each) and sends them in runs of equal size with `UDP_SEGMENT`.
+    /// each, the data referenced in `frame`: [`Cut`]) and sends them in
+    /// runs of equal size with `UDP_SEGMENT`.
     fn send_cut(
         &self,
         endpoints: &[SocketAddrV4],
         vnet: &VnetHdr,
         frame: &[u8],
-        scratch: &mut Scratch,
+        cut: &mut Cut,
     ) -> io::Result<()> {
-        let Scratch {
-            datagrams,
-            lengths,
-            cut,
-            ..
-        } = scratch;
-        datagrams.clear();
-        lengths.clear();
-        let header = self.header;
-        let mut emit = |segment: &[u8]| {
-            datagrams.extend_from_slice(&header);
-            datagrams.extend_from_slice(segment);
-            lengths.push(header.len() + segment.len());
-        };
-        if crate::vnet::segment(vnet, frame, cut, &mut emit).is_err() {
+        if cut.cut(&self.header, vnet, frame).is_err() {
             // Malformed: the switch's own segmentation would drop it too.
             self.table
                 .lock()
@@ -338,21 +322,22 @@ impl VxlanTx {
                 .count_sent(0, 1);
             return Ok(());
         }
+        let runs = gso_runs(cut.lengths());
         let mut outcome = Outcome::default();
         for endpoint in endpoints {
-            let mut start = 0;
-            for run in gso_runs(lengths) {
-                let bytes = &datagrams[start..start + run.bytes];
-                start += run.bytes;
+            let mut first = 0;
+            for run in &runs {
+                let parts = cut.parts(frame, first..first + run.count);
+                first += run.count;
                 let sent = if run.count == 1 {
                     self.socket
-                        .send_to(bytes, &SockAddr::from(*endpoint))
+                        .send_to_vectored(&parts, &SockAddr::from(*endpoint))
                         .map(drop)
                 } else {
                     crate::sys::udp_gso::send_segments(
-                        std::os::fd::AsFd::as_fd(&self.socket),
+                        self.socket.as_fd(),
                         *endpoint,
-                        bytes,
+                        &parts,
                         run.segment,
                     )
                     .map(drop)
@@ -456,7 +441,7 @@ impl PortTx for VxlanTx {
         }
         let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         if vnet.is_gso() {
-            return self.send_cut(endpoints, vnet, frame, &mut scratch);
+            return self.send_cut(endpoints, vnet, frame, &mut scratch.cut);
         }
         // A partial checksum: the far side may be a kernel that trusts it.
         let mut vnet = *vnet;
