@@ -17,6 +17,7 @@
 //! ([`inner_offloads`]), and a batch's consecutive segments of one TCP
 //! flow are joined back into one super-frame ([`tcp_join`]).
 
+mod cut;
 pub mod inner_offloads;
 pub mod remotes;
 pub mod socket;

@@ -16,7 +16,9 @@
 //!
 //! - its checksum verifies, or it is a partial one holding exactly the
 //!   pseudo-header sum (a frame damaged on the way stays alone, and the
-//!   receiver's stack drops it as it would have);
+//!   receiver's stack drops it as it would have); the full sum is taken
+//!   by [`merge`] over the data it has just copied, so each byte is read
+//!   from the datagram once, and a segment that fails ends the run there;
 //! - it is IPv4 without options or fragmentation, with a right header
 //!   checksum, no Ethernet padding; its Ethernet header, TOS, flags, TTL
 //!   and addresses equal the run's first segment's, and its IPv4 id is the
@@ -50,6 +52,8 @@ struct Segment<'a> {
     /// Ethernet, IPv4 and TCP headers.
     headers: usize,
     payload: usize,
+    /// Its checksum is a partial one (checked already).
+    partial: bool,
 }
 
 impl<'a> Segment<'a> {
@@ -84,16 +88,16 @@ impl<'a> Segment<'a> {
         if payload == 0 {
             return None;
         }
-        let pseudo = pseudo_header_sum(ip.addresses(), ip::TCP, segment.len());
-        let checked = if partial {
-            tcp.checksum() == pseudo
-        } else {
-            fold(ones_complement_sum(segment, u32::from(pseudo))) == 0xffff
-        };
-        checked.then_some(Segment {
+        // A partial checksum is checked here (cheap); a full one while
+        // [`merge`] copies the data, so the bytes are read once.
+        if partial && tcp.checksum() != pseudo_header_sum(ip.addresses(), ip::TCP, segment.len()) {
+            return None;
+        }
+        Some(Segment {
             frame,
             headers: L4 + tcp.header_len(),
             payload,
+            partial,
         })
     }
 
@@ -103,6 +107,15 @@ impl<'a> Segment<'a> {
 
     fn tcp(&self) -> tcp::Packet<&'a [u8]> {
         tcp::Packet::new_unchecked(&self.frame[L4..])
+    }
+
+    /// Whether its full checksum verifies, given its data as copied out.
+    fn verifies(&self, data: &[u8]) -> bool {
+        let tcp_len = self.frame.len() - L4;
+        let pseudo = pseudo_header_sum(self.ip().addresses(), ip::TCP, tcp_len);
+        // The TCP header's length is a multiple of 4: the sums add up.
+        let header = ones_complement_sum(&self.frame[L4..self.headers], u32::from(pseudo));
+        fold(ones_complement_sum(data, header)) == 0xffff
     }
 
     fn pushes(&self) -> bool {
@@ -169,18 +182,47 @@ pub fn run_length(frames: &[(VnetHdr, &[u8])]) -> usize {
     run
 }
 
-/// Writes the super-frame for a run (as measured by [`run_length`], at
-/// least two segments) at the end of `out`, and returns its header.
-pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
-    let first = run[0].1;
-    let last = run[run.len() - 1].1;
-    let headers = L4 + tcp::Packet::new_unchecked(&first[L4..]).header_len();
-    let start = out.len();
-    out.extend_from_slice(&first[..headers]);
-    for (_, frame) in run {
-        out.extend_from_slice(&frame[headers..]);
+/// A run written as one super-frame by [`merge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub vnet: VnetHdr,
+    /// How many of the run's segments it holds.
+    pub segments: usize,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
+/// Writes the super-frame of a run (as measured by [`run_length`]) into
+/// `out`, checking each segment's checksum as its data is copied: the run
+/// ends before the first segment that fails, or the first that does not
+/// fit `out`. `None` when fewer than two segments join that way: then the
+/// first goes on alone, as it came.
+pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut [u8]) -> Option<Joined> {
+    let segments: Vec<Segment<'_>> = run
+        .iter()
+        .map_while(|(vnet, frame)| Segment::parse(vnet, frame))
+        .collect();
+    let first = segments.first()?;
+    let headers = first.headers;
+    let mut at = headers;
+    let mut joined = 0;
+    for segment in &segments {
+        let data = &segment.frame[headers..];
+        let Some(into) = out.get_mut(at..at + data.len()) else {
+            break;
+        };
+        into.copy_from_slice(data);
+        if !segment.partial && !segment.verifies(into) {
+            break;
+        }
+        at += data.len();
+        joined += 1;
     }
-    let merged = &mut out[start..];
+    if joined < 2 {
+        return None;
+    }
+    out[..headers].copy_from_slice(&first.frame[..headers]);
+    let merged = &mut out[..at];
     let tcp_len = merged.len() - L4;
     let mut ip = ipv4::Packet::new_unchecked(&mut merged[ETH_LEN..]);
     ip.set_total_len((ipv4::MIN_HEADER_LEN + tcp_len) as u16);
@@ -188,18 +230,22 @@ pub fn merge(run: &[(VnetHdr, &[u8])], out: &mut Vec<u8>) -> VnetHdr {
     // NEEDS_CSUM: the field holds the pseudo-header sum over the whole
     // run, as a sender's stack leaves it for a super-frame.
     let pseudo = pseudo_header_sum(&merged[ETH_LEN..][ipv4::field::ADDRESSES], ip::TCP, tcp_len);
-    let last_flags = tcp::Packet::new_unchecked(&last[L4..]).flags();
+    let last_flags = segments[joined - 1].tcp().flags();
     let mut tcp = tcp::Packet::new_unchecked(&mut merged[L4..]);
     tcp.set_flags(last_flags);
     tcp.set_checksum(pseudo);
-    VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
-        hdr_len: headers as u16,
-        gso_size: (first.len() - headers) as u16,
-        csum_start: L4 as u16,
-        csum_offset: TCP_CHECK,
-    }
+    Some(Joined {
+        vnet: VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: headers as u16,
+            gso_size: first.payload as u16,
+            csum_start: L4 as u16,
+            csum_offset: TCP_CHECK,
+        },
+        segments: joined,
+        len: at,
+    })
 }
 
 #[cfg(test)]

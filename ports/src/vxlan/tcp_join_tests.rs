@@ -55,16 +55,29 @@ fn refs(frames: &[(VnetHdr, Vec<u8>)]) -> Vec<(VnetHdr, &[u8])> {
     frames.iter().map(|(v, f)| (*v, f.as_slice())).collect()
 }
 
-/// Merges a run and cuts it again as a port without offloads would.
+/// Merges a run (all of it, or the test fails) and cuts it again as a
+/// port without offloads would.
 fn merge_and_cut(frames: &[(VnetHdr, &[u8])]) -> (VnetHdr, Vec<Vec<u8>>) {
-    let mut merged = Vec::new();
-    let vnet = merge(frames, &mut merged);
+    let mut out = vec![0; crate::MAX_FRAME_LEN];
+    let joined = merge(frames, &mut out).expect("joined");
+    assert_eq!(joined.segments, frames.len());
     let mut cut = Vec::new();
-    vnet::segment(&vnet, &merged, &mut Vec::new(), &mut |s| {
-        cut.push(s.to_vec())
-    })
+    vnet::segment(
+        &joined.vnet,
+        &out[..joined.len],
+        &mut Vec::new(),
+        &mut |s| cut.push(s.to_vec()),
+    )
     .unwrap();
-    (vnet, cut)
+    (joined.vnet, cut)
+}
+
+/// How many of the leading frames are joined: as the receive lane does,
+/// the run measured, then merged with the checksums checked.
+fn joined(frames: &[(VnetHdr, &[u8])]) -> usize {
+    let run = run_length(frames);
+    let mut out = vec![0; crate::MAX_FRAME_LEN];
+    merge(&frames[..run], &mut out).map_or(1, |joined| joined.segments)
 }
 
 #[test]
@@ -128,9 +141,15 @@ fn runs_stop_at_the_segment_limit_and_at_64_kib() {
     let large = burst(50, 1448);
     let run = run_length(&refs(&large));
     assert_eq!(run, (65_535 - 52) / 1448);
-    let mut merged = Vec::new();
-    merge(&refs(&large)[..run], &mut merged);
-    assert!(merged.len() - ETH_LEN <= 65_535);
+    let mut out = vec![0; crate::MAX_FRAME_LEN];
+    let joined = merge(&refs(&large)[..run], &mut out).unwrap();
+    assert_eq!(joined.segments, run);
+    assert!(joined.len - ETH_LEN <= 65_535);
+    // A slot too short for the run takes the segments that fit, and
+    // none when the first two do not.
+    let shorter = merge(&refs(&large)[..run], &mut out[..joined.len - 1]).unwrap();
+    assert_eq!(shorter.segments, run - 1);
+    assert_eq!(merge(&refs(&large)[..run], &mut out[..66 + 1448]), None);
 }
 
 /// Each change makes the third segment of a burst unjoinable: the run
@@ -194,13 +213,21 @@ fn a_segment_that_segmentation_would_not_rebuild_ends_the_run_before_it() {
         }
         let refs = refs(&frames);
         assert_eq!(run_length(&refs), 2, "{name}");
+        assert_eq!(joined(&refs), 2, "{name}");
         assert_eq!(run_length(&refs[2..]), 1, "{name}: it stays alone");
     }
-    // Damaged checksums, left as they came.
+    // Damaged checksums (the IPv4 header's, the TCP field, the data),
+    // left as they came: the run ends before them, they stay alone, and
+    // so does a damaged first segment.
     for field in [24, L4 + 16, L4 + 40] {
         let mut frames = burst(5, 800);
         frames[2].1[field] ^= 0x40;
-        assert_eq!(run_length(&refs(&frames)), 2, "byte {field}");
+        let refs = refs(&frames);
+        assert_eq!(joined(&refs), 2, "byte {field}");
+        assert_eq!(joined(&refs[2..]), 1, "byte {field}: it stays alone");
+        let mut out = vec![0; crate::MAX_FRAME_LEN];
+        assert_eq!(merge(&refs[2..], &mut out), None, "byte {field}");
+        assert_eq!(joined(&refs[3..]), 2, "byte {field}: the next ones join");
     }
 }
 
@@ -241,7 +268,7 @@ fn random_damage_never_panics_and_accepted_runs_round_trip() {
             frame.truncate(next() as usize % frame.len());
         }
         let refs = refs(&frames);
-        let run = run_length(&refs);
+        let run = joined(&refs);
         assert!((1..=4).contains(&run));
         if run > 1 {
             let (_, cut) = merge_and_cut(&refs[..run]);

@@ -372,3 +372,42 @@ fn a_tcp_burst_crosses_joined_and_a_batch_short_of_frames_means_an_empty_socket(
     assert_eq!(received, sent, "joined and cut again: the segments sent");
     assert_eq!(right_port.lanes[0].recv_batch(&mut batch).unwrap(), 0);
 }
+
+#[test]
+fn a_run_received_whole_is_taken_apart_across_small_batches() {
+    let ((left, left_port), (right, mut right_port)) = loopback_pair();
+    left.add_member(right.local());
+    right.add_member(left.local());
+    let builder = etherparse::PacketBuilder::ethernet2(H2.0, H1.0)
+        .ipv4([10, 50, 0, 2], [10, 50, 0, 3], 64)
+        .udp(40_000, 5_000);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[7u8; 5 * 100]).unwrap();
+    // Five 100-byte datagrams coalesced into one UDP GSO super-frame: sent
+    // with UDP_SEGMENT, received in one message (UDP_GRO).
+    let vnet = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_UDP_L4,
+        hdr_len: 42,
+        gso_size: 100,
+        csum_start: 34,
+        csum_offset: 6,
+    };
+    let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 17, frame.len() - 34);
+    frame[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    left_port.tx.send(&vnet, &frame).unwrap();
+    let mut batch = RxBatch::new(2, 2048);
+    let mut sizes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sizes.len() < 5 && Instant::now() < deadline {
+        let n = right_port.lanes[0].recv_batch(&mut batch).unwrap();
+        assert!(n <= 2);
+        sizes.extend((0..n).map(|i| batch.get(i).1.len()));
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(sizes, vec![142; 5], "none lost when the batch is full");
+    assert_eq!(right.stats().rx_frames, 5);
+    assert_eq!(right_port.lanes[0].recv_batch(&mut batch).unwrap(), 0);
+}
