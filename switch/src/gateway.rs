@@ -50,6 +50,12 @@ pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 /// The largest frame a plain gateway sends or takes: a 1500-byte IP MTU.
 pub const GATEWAY_FRAME_MAX: usize = 1514;
 
+/// Closed TCP sockets kept, buffers and all, for the next flows: a new
+/// flow's socket then costs no fresh buffer mappings (nor their page
+/// faults and unmapping). Bounded, because a kept buffer's touched pages
+/// stay resident.
+const SPARE_TCP_SOCKETS: usize = 16;
+
 /// The Ethernet header, which smoltcp counts in a device's MTU.
 const ETHERNET_HEADER: usize = 14;
 /// The largest IPv4 packet (its 16-bit total length): the most a TCP
@@ -91,6 +97,8 @@ pub struct Gateway {
     iface: Interface,
     device: FrameQueues,
     sockets: SocketSet<'static>,
+    /// Closed TCP sockets for reuse (see [`SPARE_TCP_SOCKETS`]).
+    spare_tcp: Vec<tcp::Socket<'static>>,
     mac: MacAddr,
     address: Ipv4Addr,
     prefix_len: u8,
@@ -145,6 +153,7 @@ impl Gateway {
             iface,
             device,
             sockets: SocketSet::new(vec![]),
+            spare_tcp: Vec::new(),
             mac,
             address,
             prefix_len,
@@ -179,7 +188,7 @@ impl Gateway {
     /// A TCP socket listening on exactly `local` (a remote's endpoint),
     /// with `buffer` bytes each way.
     pub fn tcp_listen(&mut self, local: SocketAddrV4, buffer: usize) -> Option<SocketHandle> {
-        let mut socket = tcp_socket(buffer);
+        let mut socket = self.tcp_socket(buffer);
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*local.ip())),
             port: local.port(),
@@ -195,7 +204,7 @@ impl Gateway {
         remote: SocketAddrV4,
         buffer: usize,
     ) -> Option<SocketHandle> {
-        let mut socket = tcp_socket(buffer);
+        let mut socket = self.tcp_socket(buffer);
         let remote = (IpAddress::Ipv4(*remote.ip()), remote.port());
         let local = (IpAddress::Ipv4(*local.ip()), local.port());
         socket.connect(self.iface.context(), remote, local).ok()?;
@@ -207,9 +216,39 @@ impl Gateway {
         self.sockets.get_mut::<tcp::Socket<'static>>(handle)
     }
 
-    /// Removes a socket.
+    /// Removes a socket; a closed TCP socket is kept for a later flow
+    /// while there is room among the spares.
     pub fn remove(&mut self, handle: SocketHandle) {
-        self.sockets.remove(handle);
+        if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle)
+            && !socket.is_open()
+            && self.spare_tcp.len() < SPARE_TCP_SOCKETS
+        {
+            self.spare_tcp.push(socket);
+        }
+    }
+
+    /// A closed TCP socket with `buffer` bytes each way: a spare one, or a
+    /// new one. `listen` and `connect` reset a spare's connection state
+    /// and clear its buffers; the settings that outlive a connection are
+    /// set again here.
+    fn tcp_socket(&mut self, buffer: usize) -> tcp::Socket<'static> {
+        let fits = |s: &tcp::Socket<'_>| s.recv_capacity() == buffer && s.send_capacity() == buffer;
+        let Some(at) = self.spare_tcp.iter().position(fits) else {
+            return tcp_socket(buffer);
+        };
+        let mut socket = self.spare_tcp.swap_remove(at);
+        let fresh = tcp_socket(0);
+        socket.set_nagle_enabled(fresh.nagle_enabled());
+        socket.set_keep_alive(fresh.keep_alive());
+        socket.set_timeout(fresh.timeout());
+        socket.set_ack_delay(fresh.ack_delay());
+        socket.set_hop_limit(fresh.hop_limit());
+        socket
+    }
+
+    /// Closed TCP sockets kept for reuse (at most [`SPARE_TCP_SOCKETS`]).
+    pub fn spare_tcp_sockets(&self) -> usize {
+        self.spare_tcp.len()
     }
 
     /// Queues a plain frame the switch delivered to the gateway port.
@@ -851,5 +890,41 @@ mod tests {
         assert!(gw.deliver(&tcp_frame(&gw, remote, &rst)));
         gw.poll(Instant::from_millis(60_002), &mut out);
         assert_eq!(gw.tcp(handle).state(), tcp::State::Closed);
+    }
+
+    #[test]
+    fn closed_tcp_sockets_are_kept_for_reuse_up_to_a_bound_and_come_back_fresh() {
+        let mut gw = Gateway::new(GW_IP, 16, Instant::ZERO);
+        let remote = |port| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), port);
+        // An open socket is not kept.
+        let listening = gw.tcp_listen(remote(80), 4096).unwrap();
+        gw.remove(listening);
+        assert_eq!(gw.spare_tcp_sockets(), 0);
+        let handles: Vec<_> = (0..SPARE_TCP_SOCKETS + 3)
+            .map(|i| {
+                let handle = gw.tcp_listen(remote(1000 + i as u16), 4096).unwrap();
+                gw.tcp(handle)
+                    .set_keep_alive(Some(smoltcp::time::Duration::from_secs(2)));
+                gw.tcp(handle).set_nagle_enabled(true);
+                gw.tcp(handle).abort();
+                handle
+            })
+            .collect();
+        for handle in handles {
+            gw.remove(handle);
+        }
+        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS, "bounded");
+        // Another size is a new socket; the same size a spare, with the
+        // settings of a new one.
+        gw.tcp_listen(remote(2000), 8192).unwrap();
+        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS);
+        let reused = gw.tcp_listen(remote(2001), 4096).unwrap();
+        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS - 1);
+        let socket = gw.tcp(reused);
+        assert_eq!(socket.state(), tcp::State::Listen);
+        assert_eq!(socket.keep_alive(), None);
+        assert!(!socket.nagle_enabled());
+        assert_eq!(socket.recv_queue() + socket.send_queue(), 0);
+        assert_eq!(socket.recv_capacity(), 4096);
     }
 }

@@ -335,7 +335,14 @@ impl HostSide {
             if key.protocol == Protocol::Tcp {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_error();
-                self.tcp_ready(now, key, readable, writable, gateway);
+                let troubled =
+                    event.is_error() || event.is_read_closed() || event.is_write_closed();
+                let readiness = tcp::Readiness {
+                    readable,
+                    writable,
+                    cleanly_writable: event.is_writable() && !troubled,
+                };
+                self.tcp_ready(now, key, readiness, gateway);
             } else {
                 self.read_flow(now, key);
             }
