@@ -50,11 +50,11 @@ pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 /// The largest frame a plain gateway sends or takes: a 1500-byte IP MTU.
 pub const GATEWAY_FRAME_MAX: usize = 1514;
 
-/// Closed TCP sockets kept, buffers and all, for the next flows: a new
-/// flow's socket then costs no fresh buffer mappings (nor their page
-/// faults and unmapping). Bounded, because a kept buffer's touched pages
-/// stay resident.
-const SPARE_TCP_SOCKETS: usize = 16;
+/// Buffer bytes of the closed TCP sockets kept, buffers and all, for the
+/// next flows: a new flow's socket then costs no fresh buffer mappings
+/// (nor their page faults and unmapping). Bounded, because a kept
+/// buffer's touched pages stay resident: 16 sockets of 256 KiB each way.
+const SPARE_TCP_BYTES: usize = 8 * 1024 * 1024;
 
 /// The Ethernet header, which smoltcp counts in a device's MTU.
 const ETHERNET_HEADER: usize = 14;
@@ -97,8 +97,10 @@ pub struct Gateway {
     iface: Interface,
     device: FrameQueues,
     sockets: SocketSet<'static>,
-    /// Closed TCP sockets for reuse (see [`SPARE_TCP_SOCKETS`]).
+    /// Closed TCP sockets for reuse, and their buffers' bytes (see
+    /// [`SPARE_TCP_BYTES`]).
     spare_tcp: Vec<tcp::Socket<'static>>,
+    spare_tcp_bytes: usize,
     mac: MacAddr,
     address: Ipv4Addr,
     prefix_len: u8,
@@ -154,6 +156,7 @@ impl Gateway {
             device,
             sockets: SocketSet::new(vec![]),
             spare_tcp: Vec::new(),
+            spare_tcp_bytes: 0,
             mac,
             address,
             prefix_len,
@@ -221,8 +224,9 @@ impl Gateway {
     pub fn remove(&mut self, handle: SocketHandle) {
         if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle)
             && !socket.is_open()
-            && self.spare_tcp.len() < SPARE_TCP_SOCKETS
+            && self.spare_tcp_bytes + buffer_bytes(&socket) <= SPARE_TCP_BYTES
         {
+            self.spare_tcp_bytes += buffer_bytes(&socket);
             self.spare_tcp.push(socket);
         }
     }
@@ -237,6 +241,7 @@ impl Gateway {
             return tcp_socket(buffer);
         };
         let mut socket = self.spare_tcp.swap_remove(at);
+        self.spare_tcp_bytes -= buffer_bytes(&socket);
         let fresh = tcp_socket(0);
         socket.set_nagle_enabled(fresh.nagle_enabled());
         socket.set_keep_alive(fresh.keep_alive());
@@ -246,7 +251,7 @@ impl Gateway {
         socket
     }
 
-    /// Closed TCP sockets kept for reuse (at most [`SPARE_TCP_SOCKETS`]).
+    /// Closed TCP sockets kept for reuse (see [`SPARE_TCP_BYTES`]).
     pub fn spare_tcp_sockets(&self) -> usize {
         self.spare_tcp.len()
     }
@@ -344,6 +349,11 @@ impl Gateway {
             .poll_delay(smol_now(now), &self.sockets)
             .map(Duration::from)
     }
+}
+
+/// The bytes of a TCP socket's two buffers.
+fn buffer_bytes(socket: &tcp::Socket<'_>) -> usize {
+    socket.recv_capacity() + socket.send_capacity()
 }
 
 fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
@@ -900,7 +910,8 @@ mod tests {
         let listening = gw.tcp_listen(remote(80), 4096).unwrap();
         gw.remove(listening);
         assert_eq!(gw.spare_tcp_sockets(), 0);
-        let handles: Vec<_> = (0..SPARE_TCP_SOCKETS + 3)
+        let kept = SPARE_TCP_BYTES / (2 * 4096);
+        let handles: Vec<_> = (0..kept + 3)
             .map(|i| {
                 let handle = gw.tcp_listen(remote(1000 + i as u16), 4096).unwrap();
                 gw.tcp(handle)
@@ -913,13 +924,13 @@ mod tests {
         for handle in handles {
             gw.remove(handle);
         }
-        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS, "bounded");
+        assert_eq!(gw.spare_tcp_sockets(), kept, "bounded by their bytes");
         // Another size is a new socket; the same size a spare, with the
         // settings of a new one.
         gw.tcp_listen(remote(2000), 8192).unwrap();
-        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS);
+        assert_eq!(gw.spare_tcp_sockets(), kept);
         let reused = gw.tcp_listen(remote(2001), 4096).unwrap();
-        assert_eq!(gw.spare_tcp_sockets(), SPARE_TCP_SOCKETS - 1);
+        assert_eq!(gw.spare_tcp_sockets(), kept - 1);
         let socket = gw.tcp(reused);
         assert_eq!(socket.state(), tcp::State::Listen);
         assert_eq!(socket.keep_alive(), None);

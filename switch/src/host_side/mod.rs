@@ -133,6 +133,8 @@ pub struct HostSide {
     allow_host_loopback: bool,
     pending: Vec<Output>,
     scratch: Vec<u8>,
+    /// Bytes each way in a TCP flow's smoltcp socket (by the MTU).
+    stack_buffer: usize,
     random: std::collections::hash_map::RandomState,
     random_counter: u64,
     socket_errors: u64,
@@ -165,6 +167,7 @@ impl HostSide {
             Interest::READABLE,
         )?;
         let gateway_ip = config.gateway.ip;
+        let stack_buffer = tcp::stack_buffer(config.mtu);
         Ok(HostSide {
             services: Services::new(config),
             registry,
@@ -189,6 +192,7 @@ impl HostSide {
             allow_host_loopback: loopback,
             pending: Vec::new(),
             scratch: vec![0; MAX_DATAGRAM],
+            stack_buffer,
             random: std::collections::hash_map::RandomState::new(),
             random_counter: 0,
             socket_errors: 0,

@@ -22,14 +22,35 @@ use crate::gateway::Gateway;
 use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
 
-/// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
-/// scaling is on; at least `ports::heap::LARGE_BLOCK`, so each buffer is a
-/// mapping of its own and an idle flow costs only the pages its bytes
-/// touched.
+/// Bytes each way in a flow's smoltcp socket, at the least. Above 64 KiB
+/// so window scaling is on; at least `ports::heap::LARGE_BLOCK`, so each
+/// buffer is a mapping of its own and an idle flow costs only the pages its
+/// bytes touched.
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
+/// At most: below a huge page, so that no buffer's mapping holds an
+/// aligned 2 MiB range the kernel could back with one huge page at the
+/// first byte written (transparent huge pages set to `always`).
+const STACK_BUFFER_MAX: usize = 1024 * 1024;
+/// Full-size segments a stack buffer holds at the least: what one flow may
+/// have in flight toward the container (the send buffer) and the window it
+/// offers the container (the receive buffer). At MTU 65520 a segment is
+/// 64 KiB, and a few of them in flight would leave the link idle while
+/// the ACKs come back.
+const STACK_BUFFER_SEGMENTS: usize = 32;
 // The services' window check assumes no stack socket offers more.
-const _: () = assert!(STACK_BUFFER <= crate::services::MAX_STACK_WINDOW as usize);
+const _: () = assert!(STACK_BUFFER_MAX <= crate::services::MAX_STACK_WINDOW as usize);
 const _: () = assert!(STACK_BUFFER >= ports::heap::LARGE_BLOCK);
+
+/// The stack buffer for a network of `mtu`: room for
+/// [`STACK_BUFFER_SEGMENTS`] segments, a power of two (smoltcp's window
+/// scale follows the buffer's size), within [`STACK_BUFFER`] and
+/// [`STACK_BUFFER_MAX`].
+pub(super) fn stack_buffer(mtu: usize) -> usize {
+    mtu.saturating_mul(STACK_BUFFER_SEGMENTS)
+        .min(STACK_BUFFER_MAX)
+        .next_power_of_two()
+        .max(STACK_BUFFER)
+}
 // Relay buffers stay in the heap's arena (see `ports::heap`), the block's
 // header included.
 const _: () =
@@ -188,7 +209,7 @@ impl HostSide {
                 let Some(conn) = self.tcp.get_mut(&key) else {
                     return;
                 };
-                if let Some(handle) = gateway.tcp_listen(key.remote, STACK_BUFFER) {
+                if let Some(handle) = gateway.tcp_listen(key.remote, self.stack_buffer) {
                     conn.stack = Some(handle);
                     if !gateway.deliver(&syn) {
                         log::debug!("gateway: the held SYN of {key:?} found the queue full");
@@ -196,7 +217,7 @@ impl HostSide {
                 }
             }
             StackCommand::Connect(key) => {
-                let handle = gateway.tcp_connect(key.remote, key.container, STACK_BUFFER);
+                let handle = gateway.tcp_connect(key.remote, key.container, self.stack_buffer);
                 if let (Some(handle), Some(conn)) = (handle, self.tcp.get_mut(&key)) {
                     conn.stack = Some(handle);
                 }
