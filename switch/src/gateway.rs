@@ -50,6 +50,12 @@ pub const GATEWAY_QUEUE_FRAMES: usize = 256;
 /// The largest frame a plain gateway sends or takes: a 1500-byte IP MTU.
 pub const GATEWAY_FRAME_MAX: usize = 1514;
 
+/// Buffer bytes of the closed TCP sockets kept, buffers and all, for the
+/// next flows: a new flow's socket then costs no fresh buffer mappings
+/// (nor their page faults and unmapping). Bounded, because a kept
+/// buffer's touched pages stay resident: 16 sockets of 256 KiB each way.
+const SPARE_TCP_BYTES: usize = 8 * 1024 * 1024;
+
 /// The Ethernet header, which smoltcp counts in a device's MTU.
 const ETHERNET_HEADER: usize = 14;
 /// The largest IPv4 packet (its 16-bit total length): the most a TCP
@@ -91,6 +97,10 @@ pub struct Gateway {
     iface: Interface,
     device: FrameQueues,
     sockets: SocketSet<'static>,
+    /// Closed TCP sockets for reuse, and their buffers' bytes (see
+    /// [`SPARE_TCP_BYTES`]).
+    spare_tcp: Vec<tcp::Socket<'static>>,
+    spare_tcp_bytes: usize,
     mac: MacAddr,
     address: Ipv4Addr,
     prefix_len: u8,
@@ -145,6 +155,8 @@ impl Gateway {
             iface,
             device,
             sockets: SocketSet::new(vec![]),
+            spare_tcp: Vec::new(),
+            spare_tcp_bytes: 0,
             mac,
             address,
             prefix_len,
@@ -179,7 +191,7 @@ impl Gateway {
     /// A TCP socket listening on exactly `local` (a remote's endpoint),
     /// with `buffer` bytes each way.
     pub fn tcp_listen(&mut self, local: SocketAddrV4, buffer: usize) -> Option<SocketHandle> {
-        let mut socket = tcp_socket(buffer);
+        let mut socket = self.tcp_socket(buffer);
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*local.ip())),
             port: local.port(),
@@ -195,7 +207,7 @@ impl Gateway {
         remote: SocketAddrV4,
         buffer: usize,
     ) -> Option<SocketHandle> {
-        let mut socket = tcp_socket(buffer);
+        let mut socket = self.tcp_socket(buffer);
         let remote = (IpAddress::Ipv4(*remote.ip()), remote.port());
         let local = (IpAddress::Ipv4(*local.ip()), local.port());
         socket.connect(self.iface.context(), remote, local).ok()?;
@@ -207,9 +219,41 @@ impl Gateway {
         self.sockets.get_mut::<tcp::Socket<'static>>(handle)
     }
 
-    /// Removes a socket.
+    /// Removes a socket; a closed TCP socket is kept for a later flow
+    /// while there is room among the spares.
     pub fn remove(&mut self, handle: SocketHandle) {
-        self.sockets.remove(handle);
+        if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle)
+            && !socket.is_open()
+            && self.spare_tcp_bytes + buffer_bytes(&socket) <= SPARE_TCP_BYTES
+        {
+            self.spare_tcp_bytes += buffer_bytes(&socket);
+            self.spare_tcp.push(socket);
+        }
+    }
+
+    /// A closed TCP socket with `buffer` bytes each way: a spare one, or a
+    /// new one. `listen` and `connect` reset a spare's connection state
+    /// and clear its buffers; the settings that outlive a connection are
+    /// set again here.
+    fn tcp_socket(&mut self, buffer: usize) -> tcp::Socket<'static> {
+        let fits = |s: &tcp::Socket<'_>| s.recv_capacity() == buffer && s.send_capacity() == buffer;
+        let Some(at) = self.spare_tcp.iter().position(fits) else {
+            return tcp_socket(buffer);
+        };
+        let mut socket = self.spare_tcp.swap_remove(at);
+        self.spare_tcp_bytes -= buffer_bytes(&socket);
+        let fresh = tcp_socket(0);
+        socket.set_nagle_enabled(fresh.nagle_enabled());
+        socket.set_keep_alive(fresh.keep_alive());
+        socket.set_timeout(fresh.timeout());
+        socket.set_ack_delay(fresh.ack_delay());
+        socket.set_hop_limit(fresh.hop_limit());
+        socket
+    }
+
+    /// Closed TCP sockets kept for reuse (see [`SPARE_TCP_BYTES`]).
+    pub fn spare_tcp_sockets(&self) -> usize {
+        self.spare_tcp.len()
     }
 
     /// Queues a plain frame the switch delivered to the gateway port.
@@ -305,6 +349,11 @@ impl Gateway {
             .poll_delay(smol_now(now), &self.sockets)
             .map(Duration::from)
     }
+}
+
+/// The bytes of a TCP socket's two buffers.
+fn buffer_bytes(socket: &tcp::Socket<'_>) -> usize {
+    socket.recv_capacity() + socket.send_capacity()
 }
 
 fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
@@ -851,5 +900,42 @@ mod tests {
         assert!(gw.deliver(&tcp_frame(&gw, remote, &rst)));
         gw.poll(Instant::from_millis(60_002), &mut out);
         assert_eq!(gw.tcp(handle).state(), tcp::State::Closed);
+    }
+
+    #[test]
+    fn closed_tcp_sockets_are_kept_for_reuse_up_to_a_bound_and_come_back_fresh() {
+        let mut gw = Gateway::new(GW_IP, 16, Instant::ZERO);
+        let remote = |port| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), port);
+        // An open socket is not kept.
+        let listening = gw.tcp_listen(remote(80), 4096).unwrap();
+        gw.remove(listening);
+        assert_eq!(gw.spare_tcp_sockets(), 0);
+        let kept = SPARE_TCP_BYTES / (2 * 4096);
+        let handles: Vec<_> = (0..kept + 3)
+            .map(|i| {
+                let handle = gw.tcp_listen(remote(1000 + i as u16), 4096).unwrap();
+                gw.tcp(handle)
+                    .set_keep_alive(Some(smoltcp::time::Duration::from_secs(2)));
+                gw.tcp(handle).set_nagle_enabled(true);
+                gw.tcp(handle).abort();
+                handle
+            })
+            .collect();
+        for handle in handles {
+            gw.remove(handle);
+        }
+        assert_eq!(gw.spare_tcp_sockets(), kept, "bounded by their bytes");
+        // Another size is a new socket; the same size a spare, with the
+        // settings of a new one.
+        gw.tcp_listen(remote(2000), 8192).unwrap();
+        assert_eq!(gw.spare_tcp_sockets(), kept);
+        let reused = gw.tcp_listen(remote(2001), 4096).unwrap();
+        assert_eq!(gw.spare_tcp_sockets(), kept - 1);
+        let socket = gw.tcp(reused);
+        assert_eq!(socket.state(), tcp::State::Listen);
+        assert_eq!(socket.keep_alive(), None);
+        assert!(!socket.nagle_enabled());
+        assert_eq!(socket.recv_queue() + socket.send_queue(), 0);
+        assert_eq!(socket.recv_capacity(), 4096);
     }
 }

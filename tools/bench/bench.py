@@ -160,16 +160,25 @@ def parse_args():
         help="only the outbound tests (issue 14): iperf3 from a container to a routed remote "
         "namespace through tapswitch's gateway, through slirp4netns, and from the host itself, "
         "and from the remote into the container through a published port (slirp4netns: "
-        "add_hostfwd), at MTU 1500 and 65520; --baseline runs beside at 1500",
+        "add_hostfwd), at MTU 1500 and 65520 (--outbound-mtus); --baseline runs beside",
     )
     p.add_argument(
         "--outbound-tests",
         type=outbound_test_list,
         default=list(outbound.TESTS),
         metavar="T[,T...]",
-        help="with --outbound, which of its tests: iperf (throughput out and in), connect "
+        help="with --outbound, which of its tests: out (iperf3 from the container), published "
+        "(iperf3 into the container through a published port), iperf (both), connect "
         "(new TCP connections per second from the container to the remote, short "
-        "connections from a few clients; MTU 1500 only) (default: both)",
+        "connections from a few clients; at the lowest MTU only) (default: all)",
+    )
+    p.add_argument(
+        "--outbound-mtus",
+        type=mtu_list,
+        default=list(outbound.MTUS),
+        metavar="M[,M...]",
+        help="with --outbound, the MTUs of the iperf3 tests "
+        f"(default: {','.join(str(m) for m in outbound.MTUS)})",
     )
     p.add_argument(
         "--cleanup",
@@ -205,14 +214,28 @@ def test_list(text):
 
 
 def outbound_test_list(text):
-    """--outbound-tests: names from outbound.TESTS, in its order."""
+    """--outbound-tests: names from outbound.TESTS, in its order ("iperf":
+    both of its iperf3 directions)."""
     asked = {t.strip() for t in text.split(",") if t.strip()}
+    if "iperf" in asked:
+        asked = (asked - {"iperf"}) | set(outbound.IPERF_TESTS)
     unknown = asked - set(outbound.TESTS)
     if not asked or unknown:
         raise argparse.ArgumentTypeError(
-            f"outbound tests are {', '.join(outbound.TESTS)}: {text!r}"
+            f"outbound tests are iperf, {', '.join(outbound.TESTS)}: {text!r}"
         )
     return [t for t in outbound.TESTS if t in asked]
+
+
+def mtu_list(text):
+    """--outbound-mtus: ascending MTUs from 1280 to 65520."""
+    try:
+        mtus = sorted({int(m) for m in text.split(",") if m.strip()})
+    except ValueError:
+        mtus = []
+    if not mtus or mtus[0] < 1280 or mtus[-1] > 65520:
+        raise argparse.ArgumentTypeError(f"MTUs from 1280 to 65520: {text!r}")
+    return mtus
 
 
 def port_counts(text):
@@ -543,13 +566,15 @@ def main():
                 cleanup,
                 args.duration,
                 args.reps,
+                mtus=tuple(args.outbound_mtus),
                 baseline=args.baseline,
                 tests=args.outbound_tests,
             )
             with open(os.path.join(workdir, "outbound.json"), "w") as f:
                 json.dump(results, f, indent=1)
             print()
-            print(outbound.render_all(results, markdown=args.markdown))
+            label = args.baseline_label
+            print(outbound.render_all(results, markdown=args.markdown, baseline=label))
             print(f"raw results: {workdir}")
             return 0
         run_info = benchmark(args, workdir, cleanup)

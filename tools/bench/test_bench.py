@@ -113,6 +113,25 @@ class Outbound(unittest.TestCase):
             lines[3].split(), ["65520", "20.00", "4.00", "10.00", "-", "2.50x", "0.50x", "-"]
         )
 
+    def test_the_baseline_columns_carry_its_label(self):
+        row = {65520: {"host": 20.0, "slirp4netns": 4.0, "tapswitch": 10.0, "baseline": 5.0}}
+        text = outbound.render_all({"published": row}, baseline="start")
+        lines = text.splitlines()
+        self.assertEqual(lines[0], outbound.PUBLISHED_TITLE)
+        self.assertNotIn(outbound.OUTBOUND_TITLE, text)
+        self.assertEqual(lines[1].split()[4], "start")
+        self.assertEqual(lines[1].split()[-1], "tapswitch/start")
+        self.assertEqual(lines[2].split()[-1], "2.00x")
+
+    def test_iperf_stands_for_both_directions_and_mtus_are_checked(self):
+        self.assertEqual(bench.outbound_test_list("connect,iperf"), list(outbound.TESTS))
+        self.assertEqual(bench.outbound_test_list("published"), ["published"])
+        with self.assertRaises(argparse.ArgumentTypeError):
+            bench.outbound_test_list("inbound")
+        self.assertEqual(bench.mtu_list("65520,1500"), [1500, 65520])
+        with self.assertRaises(argparse.ArgumentTypeError):
+            bench.mtu_list("70000")
+
     def test_both_tables_under_their_titles(self):
         row = {1500: {"host": 2.0, "slirp4netns": 1.0, "tapswitch": 3.0}}
         text = outbound.render_all({"outbound": row, "published": row})
@@ -177,7 +196,7 @@ class ConnectionRate(unittest.TestCase):
 
     def test_outbound_tests_option(self):
         self.assertEqual(bench.outbound_test_list("connect"), ["connect"])
-        self.assertEqual(bench.outbound_test_list("connect,iperf"), ["iperf", "connect"])
+        self.assertEqual(bench.outbound_test_list("connect,iperf"), ["out", "published", "connect"])
         for bad in ("", "tcp1", "connect,tcp1"):
             with self.assertRaises(argparse.ArgumentTypeError):
                 bench.outbound_test_list(bad)

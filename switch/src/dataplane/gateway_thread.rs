@@ -6,7 +6,11 @@
 //! The thread waits in one `mio` poll on its host sockets and a waker.
 //! Workers queue frames on a bounded channel and wake the thread only when
 //! it is about to sleep (a flag it sets before sleeping and they clear), so
-//! a burst of frames costs one wake-up, not one per frame.
+//! a burst of frames costs one wake-up, not one per frame. The channel
+//! keeps a little room ([`CONTROL_RESERVE`]) that only TCP segments
+//! carrying SYN, FIN or RST may take: a full queue drops data, which the
+//! container sends again, but never the segment that opens or ends a flow
+//! (a lost RST is never sent again).
 //!
 //! The gateway port takes offloads: frames come as the containers sent
 //! them. A TCP super-frame (the container's TSO) has its checksum completed
@@ -40,6 +44,9 @@ use crate::time::Instant;
 /// The longest the gateway sleeps without checking its timers.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 const WAKER: Token = Token(0);
+/// Room in the gateway's queue beyond [`GATEWAY_QUEUE_FRAMES`] that only
+/// TCP segments carrying SYN, FIN or RST take (see the module docs).
+const CONTROL_RESERVE: usize = 64;
 
 /// What the control side asks the gateway thread.
 #[derive(Debug)]
@@ -78,6 +85,39 @@ struct Inbox {
 }
 
 impl Inbox {
+    fn new(capacity: usize, waker: Waker) -> (Inbox, Receiver<Message>) {
+        let (queue, messages) = crossbeam_channel::bounded(capacity + CONTROL_RESERVE);
+        let inbox = Inbox {
+            queue,
+            waker,
+            sleeping: AtomicBool::new(false),
+            overflows: AtomicU64::new(0),
+        };
+        (inbox, messages)
+    }
+
+    /// Queues a frame: a TCP control segment while the channel has room
+    /// at all, any other only while fewer than `capacity` messages wait.
+    /// (Two workers may both see the last free place: the reserve, many
+    /// times the number of workers, absorbs that.)
+    fn send_frame(&self, vnet: VnetHdr, frame: &[u8], capacity: usize) -> io::Result<()> {
+        if self.queue.len() >= capacity && !is_tcp_control(frame) {
+            return Err(self.overflowed());
+        }
+        match self.send(Message::Frame(vnet, frame.to_vec())) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(self.overflowed()),
+            Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    fn overflowed(&self) -> io::Error {
+        // No wake-up: a thread with a full queue does not sleep, and a
+        // count it just missed it reads next round (within `MAX_IDLE`).
+        self.overflows.fetch_add(1, Ordering::Relaxed);
+        io::Error::from(io::ErrorKind::WouldBlock)
+    }
+
     fn wake_if_sleeping(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
@@ -140,6 +180,9 @@ impl GatewayThread {
 struct Channel {
     inbox: Arc<Inbox>,
     mtu: usize,
+    /// Messages the queue holds before only TCP control segments may
+    /// join (see [`Inbox::send_frame`]).
+    capacity: usize,
 }
 
 impl GatewayQueue for Channel {
@@ -148,17 +191,7 @@ impl GatewayQueue for Channel {
     }
 
     fn push_offloaded(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        match self.inbox.send(Message::Frame(*vnet, frame.to_vec())) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                // No wake-up: a thread with a full queue does not sleep,
-                // and a count it just missed it reads next round (within
-                // `MAX_IDLE`).
-                self.inbox.overflows.fetch_add(1, Ordering::Relaxed);
-                Err(io::Error::from(io::ErrorKind::WouldBlock))
-            }
-            Err(TrySendError::Disconnected(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-        }
+        self.inbox.send_frame(*vnet, frame, self.capacity)
     }
 
     fn offloads(&self) -> bool {
@@ -176,14 +209,9 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
 ) -> io::Result<GatewayThread> {
     gateway.enable_flows();
-    let (queue, messages) = crossbeam_channel::bounded(GATEWAY_QUEUE_FRAMES);
     let poll = Poll::new()?;
-    let inbox = Arc::new(Inbox {
-        queue,
-        waker: Waker::new(poll.registry(), WAKER)?,
-        sleeping: AtomicBool::new(false),
-        overflows: AtomicU64::new(0),
-    });
+    let (inbox, messages) = Inbox::new(GATEWAY_QUEUE_FRAMES, Waker::new(poll.registry(), WAKER)?);
+    let inbox = Arc::new(inbox);
     let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
     let host = HostSide::new(
         config,
@@ -197,6 +225,7 @@ pub(super) fn spawn(
         tx: Arc::new(GatewayTx(Channel {
             inbox: inbox.clone(),
             mtu: gateway.link().mtu,
+            capacity: GATEWAY_QUEUE_FRAMES,
         })),
         counters: Arc::new(PortCounters::default()),
         capture: shared.capture_port(GATEWAY_PORT_NAME),
@@ -301,6 +330,8 @@ impl Thread {
                     self.take_services_frames();
                 }
             }
+            // At most as many frames as the stack's own queue holds: the
+            // rest wait in the channel for the next round.
             for _ in 0..GATEWAY_QUEUE_FRAMES {
                 match messages.try_recv() {
                     Ok(Message::Frame(vnet, frame)) => self.take_frame(now, vnet, frame),
@@ -491,24 +522,120 @@ impl Thread {
     }
 }
 
+/// Whether `frame` is an IPv4 TCP segment carrying SYN, FIN or RST (the
+/// first fragment of one included): a segment whose loss a sender would
+/// not notice for a long time, or ever.
+fn is_tcp_control(frame: &[u8]) -> bool {
+    const ETHERNET_HEADER: usize = 14;
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    const FIN_SYN_RST: u8 = 0x07;
+    let ip = ETHERNET_HEADER;
+    if frame.len() < ip + 20 || frame[12..14] != IPV4 || frame[ip] >> 4 != 4 {
+        return false;
+    }
+    let fragment_offset = u16::from_be_bytes([frame[ip + 6], frame[ip + 7]]) & 0x1fff;
+    if frame[ip + 9] != TCP || fragment_offset != 0 {
+        return false;
+    }
+    let flags = ip + usize::from(frame[ip] & 0x0f) * 4 + 13;
+    frame.get(flags).is_some_and(|f| f & FIN_SYN_RST != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_queue_refuses_the_frame_and_counts_the_overflow() {
+    fn channel(capacity: usize) -> (Poll, Arc<Inbox>, Receiver<Message>, Channel) {
         let poll = Poll::new().unwrap();
-        let (queue, messages) = crossbeam_channel::bounded(2);
-        let inbox = Arc::new(Inbox {
-            queue,
-            waker: Waker::new(poll.registry(), WAKER).unwrap(),
-            sleeping: AtomicBool::new(false),
-            overflows: AtomicU64::new(0),
-        });
+        let (inbox, messages) = Inbox::new(capacity, Waker::new(poll.registry(), WAKER).unwrap());
+        let inbox = Arc::new(inbox);
         let channel = Channel {
             inbox: inbox.clone(),
             mtu: 1500,
+            capacity,
         };
+        (poll, inbox, messages, channel)
+    }
+
+    /// An Ethernet frame with an IPv4 TCP segment whose flags are `flags`
+    /// (and `fragment`: the IPv4 flags and fragment offset field).
+    fn tcp_frame(flags: u8, fragment: u16) -> Vec<u8> {
+        let mut frame = vec![0u8; 14 + 20 + 20 + 10];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[14 + 6..14 + 8].copy_from_slice(&fragment.to_be_bytes());
+        frame[14 + 9] = 6;
+        frame[14 + 20 + 12] = 0x50;
+        frame[14 + 20 + 13] = flags;
+        frame
+    }
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+
+    #[test]
+    fn control_segments_are_those_with_syn_fin_or_rst() {
+        for flags in [
+            SYN,
+            SYN | ACK,
+            0x01 | ACK,
+            0x04,
+            0x04 | ACK,
+            0x01 | 0x08 | ACK,
+        ] {
+            assert!(is_tcp_control(&tcp_frame(flags, 0)), "flags {flags:#x}");
+        }
+        // Data and pure ACKs; the first fragment of a SYN is one, later
+        // fragments carry no TCP header.
+        assert!(!is_tcp_control(&tcp_frame(ACK, 0)));
+        assert!(!is_tcp_control(&tcp_frame(0x08 | ACK, 0)));
+        assert!(is_tcp_control(&tcp_frame(SYN, 0x2000)));
+        assert!(!is_tcp_control(&tcp_frame(SYN, 0x2000 | 185)));
+        let mut udp = tcp_frame(SYN, 0);
+        udp[14 + 9] = 17;
+        assert!(!is_tcp_control(&udp));
+        let mut arp = tcp_frame(SYN, 0);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!is_tcp_control(&arp));
+        // Cut before the flags; options pushing the flags past the end.
+        assert!(!is_tcp_control(&tcp_frame(SYN, 0)[..14 + 20 + 13]));
+        let mut long_header = tcp_frame(SYN, 0);
+        long_header[14] = 0x4f;
+        assert!(!is_tcp_control(&long_header));
+    }
+
+    #[test]
+    fn a_full_queue_still_takes_syn_fin_and_rst_into_its_reserve() {
+        let (_poll, inbox, messages, channel) = channel(2);
+        channel.push(&tcp_frame(ACK, 0)).unwrap();
+        channel.push(&tcp_frame(ACK, 0)).unwrap();
+        let refused = channel.push(&tcp_frame(ACK, 0)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 1);
+        // Data is refused, control segments are not, until the reserve too
+        // is full.
+        for flags in [SYN, 0x01 | ACK, 0x04] {
+            channel.push(&tcp_frame(flags, 0)).unwrap();
+        }
+        for _ in 3..CONTROL_RESERVE {
+            channel.push(&tcp_frame(0x04, 0)).unwrap();
+        }
+        assert_eq!(messages.len(), 2 + CONTROL_RESERVE);
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 1, "none refused");
+        let refused = channel.push(&tcp_frame(0x04, 0)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(inbox.overflows.load(Ordering::Relaxed), 2, "counted");
+        // In order: the data first, then the control segments.
+        let first = messages.try_recv().unwrap();
+        assert!(matches!(first, Message::Frame(_, f) if !is_tcp_control(&f)));
+        // The queue still holds `capacity` messages: data still waits.
+        assert!(channel.push(&tcp_frame(ACK, 0)).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_the_frame_and_counts_the_overflow() {
+        let (_poll, inbox, messages, channel) = channel(2);
         channel.push(&[1; 60]).unwrap();
         channel.push(&[2; 60]).unwrap();
         assert_eq!(inbox.overflows.load(Ordering::Relaxed), 0);
@@ -518,6 +645,8 @@ mod tests {
         }
         assert_eq!(inbox.overflows.load(Ordering::Relaxed), 3, "each counted");
         assert_eq!(messages.len(), 2, "nothing kept past the bound");
+        // The thread takes one, then stops.
+        assert!(messages.try_recv().is_ok());
         drop(messages);
         let gone = channel.push(&[4; 60]).unwrap_err();
         assert_eq!(gone.kind(), io::ErrorKind::BrokenPipe);

@@ -46,8 +46,10 @@ pub use setup::{Published, ServicesSetup};
 pub const FIRST_FLOW_TOKEN: usize = 16;
 /// The DNS forwarder's socket.
 pub const DNS_TOKEN: Token = Token(1);
-/// Largest datagram read from a host socket.
-const MAX_DATAGRAM: usize = 65_535;
+/// The buffer host sockets are read into: the largest datagram, and up
+/// to a TCP flow's whole relay buffer in one read.
+const READ_BUFFER: usize = 256 * 1024;
+const _: () = assert!(READ_BUFFER >= 65_535);
 
 /// A flow's host socket.
 #[derive(Debug)]
@@ -133,6 +135,8 @@ pub struct HostSide {
     allow_host_loopback: bool,
     pending: Vec<Output>,
     scratch: Vec<u8>,
+    /// Bytes each way in a TCP flow's smoltcp socket (by the MTU).
+    stack_buffer: usize,
     random: std::collections::hash_map::RandomState,
     random_counter: u64,
     socket_errors: u64,
@@ -167,6 +171,7 @@ impl HostSide {
             Interest::READABLE,
         )?;
         let gateway_ip = config.gateway.ip;
+        let stack_buffer = tcp::stack_buffer(config.mtu);
         Ok(HostSide {
             services: Services::new(config),
             registry,
@@ -190,7 +195,8 @@ impl HostSide {
             gateway_ip,
             allow_host_loopback: loopback,
             pending: Vec::new(),
-            scratch: vec![0; MAX_DATAGRAM],
+            scratch: vec![0; READ_BUFFER],
+            stack_buffer,
             random: std::collections::hash_map::RandomState::new(),
             random_counter: 0,
             socket_errors: 0,
@@ -337,7 +343,14 @@ impl HostSide {
             if key.protocol == Protocol::Tcp {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_error();
-                self.tcp_ready(now, key, readable, writable, gateway);
+                let troubled =
+                    event.is_error() || event.is_read_closed() || event.is_write_closed();
+                let readiness = tcp::Readiness {
+                    readable,
+                    writable,
+                    cleanly_writable: event.is_writable() && !troubled,
+                };
+                self.tcp_ready(now, key, readiness, gateway);
             } else {
                 self.read_flow(now, key);
             }

@@ -22,14 +22,36 @@ use crate::gateway::Gateway;
 use crate::services::{HostEvent, StackCommand};
 use crate::time::Instant;
 
-/// Bytes each way in a flow's smoltcp socket. Above 64 KiB so window
-/// scaling is on; at least `ports::heap::LARGE_BLOCK`, so each buffer is a
-/// mapping of its own and an idle flow costs only the pages its bytes
-/// touched.
+/// Bytes each way in a flow's smoltcp socket, at the least. Above 64 KiB
+/// so window scaling is on; at least `ports::heap::LARGE_BLOCK`, so each
+/// buffer is a mapping of its own and an idle flow costs only the pages its
+/// bytes touched.
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
+/// At most: below a huge page (2 MiB, less a margin for the allocator's
+/// header), so that no buffer's mapping holds an aligned 2 MiB range the
+/// kernel could back with one huge page at the first byte written
+/// (transparent huge pages set to `always`).
+const STACK_BUFFER_MAX: usize = 2 * 1024 * 1024 - 64 * 1024;
+/// Full-size segments a stack buffer holds at the least: what one flow may
+/// have in flight toward the container (the send buffer) and the window it
+/// offers the container (the receive buffer). At MTU 65520 a segment is
+/// 64 KiB, and a few of them in flight would leave the link idle while
+/// the ACKs come back.
+const STACK_BUFFER_SEGMENTS: usize = 32;
 // The services' window check assumes no stack socket offers more.
-const _: () = assert!(STACK_BUFFER <= crate::services::MAX_STACK_WINDOW as usize);
+const _: () = assert!(STACK_BUFFER_MAX <= crate::services::MAX_STACK_WINDOW as usize);
 const _: () = assert!(STACK_BUFFER >= ports::heap::LARGE_BLOCK);
+
+/// The stack buffer for a network of `mtu`: room for
+/// [`STACK_BUFFER_SEGMENTS`] segments rounded up to a power of two, within
+/// [`STACK_BUFFER`] and [`STACK_BUFFER_MAX`].
+pub(super) fn stack_buffer(mtu: usize) -> usize {
+    mtu.saturating_mul(STACK_BUFFER_SEGMENTS)
+        .checked_next_power_of_two()
+        .map_or(STACK_BUFFER_MAX, |size| {
+            size.clamp(STACK_BUFFER, STACK_BUFFER_MAX)
+        })
+}
 // Relay buffers stay in the heap's arena (see `ports::heap`), the block's
 // header included.
 const _: () =
@@ -43,6 +65,17 @@ const PROBE_RETRY: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(
 /// Rounds of the relay per flow per call, so one busy flow cannot keep the
 /// thread from the others.
 const PUMP_ROUNDS: usize = 16;
+
+/// What an event said of a TCP flow's host socket.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Readiness {
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    /// Writable with no error and no hang-up: a connect under way has
+    /// succeeded (a socket still connecting is never writable), so its
+    /// result need not be asked of the kernel.
+    pub(super) cleanly_writable: bool,
+}
 
 /// One TCP flow's sockets.
 #[derive(Debug)]
@@ -108,18 +141,22 @@ impl HostSide {
         &mut self,
         now: Instant,
         key: FlowKey,
-        readable: bool,
-        writable: bool,
+        readiness: Readiness,
         gateway: &mut Gateway,
     ) {
         let Some(conn) = self.tcp.get_mut(&key) else {
             return;
         };
-        conn.readable |= readable;
-        conn.writable |= writable;
+        conn.readable |= readiness.readable;
+        conn.writable |= readiness.writable;
         if conn.connecting {
             let Some(host) = &conn.host else { return };
-            let event = match host.connect_result() {
+            let result = if readiness.cleanly_writable {
+                Ok(())
+            } else {
+                host.connect_result()
+            };
+            let event = match result {
                 Ok(()) => HostEvent::Connected,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => HostEvent::ConnectFailed(ConnectFailure::from_io(&err)),
@@ -142,13 +179,12 @@ impl HostSide {
         let Some(mut conn) = self.tcp.remove(&key) else {
             return;
         };
-        if let Some(host) = conn.host.take() {
-            let _ = self
-                .registry
-                .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&host)));
-            if reset {
-                host.reset();
-            }
+        // Not deregistered: closing the socket's only descriptor takes it
+        // out of the poll (epoll), one system call fewer per flow.
+        if let Some(host) = conn.host.take()
+            && reset
+        {
+            host.reset();
         }
         self.by_token.remove(&conn.token);
         if let Some(handle) = conn.stack.take() {
@@ -174,7 +210,7 @@ impl HostSide {
                 let Some(conn) = self.tcp.get_mut(&key) else {
                     return;
                 };
-                if let Some(handle) = gateway.tcp_listen(key.remote, STACK_BUFFER) {
+                if let Some(handle) = gateway.tcp_listen(key.remote, self.stack_buffer) {
                     conn.stack = Some(handle);
                     if !gateway.deliver(&syn) {
                         log::debug!("gateway: the held SYN of {key:?} found the queue full");
@@ -182,7 +218,7 @@ impl HostSide {
                 }
             }
             StackCommand::Connect(key) => {
-                let handle = gateway.tcp_connect(key.remote, key.container, STACK_BUFFER);
+                let handle = gateway.tcp_connect(key.remote, key.container, self.stack_buffer);
                 if let (Some(handle), Some(conn)) = (handle, self.tcp.get_mut(&key)) {
                     conn.stack = Some(handle);
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mio::{Events, Poll};
 use smoltcp::wire::{EthernetFrame, IpProtocol, Ipv4Packet, UdpPacket};
 
-use super::{HostSide, ServicesSetup};
+use super::{HostSide, ServicesSetup, tcp};
 use crate::gateway::Gateway;
 use crate::mac::MacAddr;
 use crate::services::{Verdict, ethernet, udp_packet};
@@ -433,4 +433,16 @@ fn a_reset_right_after_the_handshake_ends_the_flow_and_closes_its_socket() {
     );
     assert_eq!(host.open_sockets(), 0, "its host socket is closed");
     assert_eq!(host.services().flows().stats().reset, 1);
+}
+
+#[test]
+fn stack_buffers_hold_a_window_of_segments_at_every_mtu_within_their_bounds() {
+    assert_eq!(tcp::stack_buffer(1280), tcp::STACK_BUFFER);
+    assert_eq!(tcp::stack_buffer(1500), tcp::STACK_BUFFER);
+    assert_eq!(tcp::stack_buffer(9000), 512 * 1024);
+    assert_eq!(tcp::stack_buffer(16_000), 512 * 1024);
+    assert_eq!(tcp::stack_buffer(32_000), 1024 * 1024);
+    // Below a huge page, whatever the MTU.
+    assert_eq!(tcp::stack_buffer(65520), 2 * 1024 * 1024 - 64 * 1024);
+    assert_eq!(tcp::stack_buffer(usize::MAX), 2 * 1024 * 1024 - 64 * 1024);
 }

@@ -21,7 +21,7 @@ use crate::flows::FlowKey;
 
 /// The largest receive window a stack socket can offer (its receive
 /// buffer), with room to spare; a bound on what is in window.
-pub const MAX_STACK_WINDOW: u32 = 1 << 20;
+pub const MAX_STACK_WINDOW: u32 = 4 << 20;
 
 /// What [`SeqWindows::check`] says of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

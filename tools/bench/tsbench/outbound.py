@@ -14,7 +14,8 @@ an iperf3 server in the container through `-p 10.203.0.1:PORT:5201` (for
 slirp4netns: `add_hostfwd` through its API socket; for the host: a server
 in the switch's namespace). Rows per MTU: the uplink, slirp4netns's tap0
 and tapswitch's network at that MTU. With a baseline binary (the build
-before a change) its switch runs beside at MTU 1500.
+before a change) its switch runs beside at every MTU (a build that cannot
+set the MTU up leaves a dash).
 """
 
 import json
@@ -37,14 +38,15 @@ CONNECT_PORT = 5300
 CONNECT_SERVER_SECONDS = 900
 CONNECT_CLIENTS = 4
 CONNECT_SECONDS = 5
-TESTS = ("iperf", "connect")
+# "out" and "published" are iperf3's two directions ("iperf": both).
+TESTS = ("out", "published", "connect")
+IPERF_TESTS = ("out", "published")
+MTUS = (1500, 65520)
 # Published host ports on the uplink address, one per path (tapswitch's
 # switches take the ones from FIRST_SWITCH_PORT, one per build and MTU).
 HOST_PORT = 5210
 SLIRP_PORT = 5211
 FIRST_SWITCH_PORT = 5212
-# The baseline build takes no --mtu beyond 1500 (its gateway caps frames).
-BASELINE_MTUS = (1500,)
 
 OUTBOUND_TITLE = "outbound TCP, Gbit/s (iperf3 -c remote, 1 stream)"
 PUBLISHED_TITLE = "published-port TCP into the container, Gbit/s (iperf3 -c from the remote)"
@@ -61,17 +63,19 @@ def measure(
     cleanup,
     duration,
     reps,
-    mtus=(1500, 65520),
+    mtus=MTUS,
     baseline=None,
     tests=TESTS,
 ):
     """Returns {"outbound": {mtu: row}, "published": {mtu: row}} for the
-    "iperf" test, each row {path: median Gbit/s or None} for host,
+    "out" and "published" tests, each row {path: median Gbit/s or None} for host,
     slirp4netns, tapswitch (and baseline), and for the "connect" test
-    {"connect": {1500: {path: connections/s or None}}, "connect_detail":
+    {"connect": {mtu: {path: connections/s or None}}, "connect_detail":
     {path: counts}}; raw iperf3 JSON stays in `workdir`. The connection
-    rate is measured at MTU 1500 only (it does not depend on the MTU)."""
-    if "iperf" not in tests:
+    rate is measured at the lowest MTU only (it does not depend on the
+    MTU)."""
+    iperf_tests = [t for t in tests if t in IPERF_TESTS]
+    if not iperf_tests:
         mtus = (1500,)
     os.makedirs(workdir, exist_ok=True)
     sw, remote, slirp_ns = f"{prefix}-osw", f"{prefix}-orm", f"{prefix}-osl"
@@ -108,8 +112,6 @@ def measure(
     for label, binary in builds.items():
         setup = setups[label] = Setup(prefix, label, binary, sw, workdir, cleanup)
         for mtu in mtus:
-            if label == "baseline" and mtu not in BASELINE_MTUS:
-                continue
             port = FIRST_SWITCH_PORT + len(containers)
             container = setup.container(mtu, port)
             if container:
@@ -137,35 +139,35 @@ def measure(
                     container, port = containers[(label, mtu)]
                     outbound[label] = in_ns(container)
                     published[label] = (UPLINK_IP, port)
-            if "connect" in tests and mtu == 1500:
-                row, detail = connection_rates(outbound, setups, workdir)
+            if "connect" in tests and mtu == min(mtus):
+                row, detail = connection_rates(outbound, setups, workdir, mtu)
                 results["connect"][mtu] = row
                 results["connect_detail"] = detail
-            if "iperf" not in tests:
-                continue
-            results["outbound"][mtu] = medians(
-                outbound,
-                lambda argv: [*argv, "iperf3", "-c", REMOTE_IP],
-                duration,
-                reps,
-                workdir,
-                f"out-mtu{mtu}",
-            )
-            results["published"][mtu] = medians(
-                {path: in_ns(remote) for path in published},
-                None,
-                duration,
-                reps,
-                workdir,
-                f"pub-mtu{mtu}",
-                published,
-            )
+            if "out" in tests:
+                results["outbound"][mtu] = medians(
+                    outbound,
+                    lambda argv: [*argv, "iperf3", "-c", REMOTE_IP],
+                    duration,
+                    reps,
+                    workdir,
+                    f"out-mtu{mtu}",
+                )
+            if "published" in tests:
+                results["published"][mtu] = medians(
+                    {path: in_ns(remote) for path in published},
+                    None,
+                    duration,
+                    reps,
+                    workdir,
+                    f"pub-mtu{mtu}",
+                    published,
+                )
         finally:
             stop(slirp)
     return results
 
 
-def connection_rates(paths, setups, workdir):
+def connection_rates(paths, setups, workdir, mtu):
     """Connections per second of each path (prefix argv running a command
     in the path's client namespace), one after another; the row and each
     path's counts. Each tapswitch build's `stats` after its test stay in
@@ -176,7 +178,7 @@ def connection_rates(paths, setups, workdir):
             prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
         )
         if path in setups:
-            setups[path].save_stats(1500, os.path.join(workdir, f"connect-stats-{path}.txt"))
+            setups[path].save_stats(mtu, os.path.join(workdir, f"connect-stats-{path}.txt"))
         row[path] = summary["rate"] if summary else None
         detail[path] = summary
         if summary:
@@ -380,15 +382,15 @@ class Setup:
         return f"tapswitch-{container}"
 
 
-def render(results, markdown=False, title=OUTBOUND_TITLE, number="{:.2f}"):
+def render(results, markdown=False, title=OUTBOUND_TITLE, number="{:.2f}", baseline="baseline"):
     """A table: Gbit/s (or what `number` formats) per path and MTU, and
     tapswitch's ratio to slirp4netns and to the host (and to the baseline,
-    when measured)."""
+    when measured, its columns called `baseline`)."""
     with_baseline = any(row.get("baseline") is not None for row in results.values())
     head = ["MTU", "host", "slirp4netns", "tapswitch"]
-    head += ["baseline"] if with_baseline else []
+    head += [baseline] if with_baseline else []
     head += ["tapswitch/slirp", "tapswitch/host"]
-    head += ["tapswitch/baseline"] if with_baseline else []
+    head += [f"tapswitch/{baseline}"] if with_baseline else []
     rows = []
 
     def gb(v):
@@ -415,15 +417,18 @@ def render(results, markdown=False, title=OUTBOUND_TITLE, number="{:.2f}"):
     return title + "\n" + "\n".join(lines)
 
 
-def render_all(results, markdown=False):
+def render_all(results, markdown=False, baseline="baseline"):
     """The tables of a `measure` run: throughput out and in (when the iperf
     test ran) and connections per second (when the connect test ran)."""
     tables = []
     if results.get("outbound"):
-        tables.append(render(results["outbound"], markdown, OUTBOUND_TITLE))
-        tables.append(render(results["published"], markdown, PUBLISHED_TITLE))
+        tables.append(render(results["outbound"], markdown, OUTBOUND_TITLE, baseline=baseline))
+    if results.get("published"):
+        tables.append(render(results["published"], markdown, PUBLISHED_TITLE, baseline=baseline))
     if results.get("connect"):
-        tables.append(render(results["connect"], markdown, CONNECT_TITLE, "{:.0f}"))
+        tables.append(
+            render(results["connect"], markdown, CONNECT_TITLE, "{:.0f}", baseline=baseline)
+        )
         failed = {p: d["failed"] for p, d in results.get("connect_detail", {}).items() if d}
         if any(failed.values()):
             tables[-1] += "\nfailed connections: " + ", ".join(
