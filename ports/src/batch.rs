@@ -13,6 +13,22 @@ pub const SLOT_HEADROOM: usize = 4;
 pub struct RxBatch {
     slots: Vec<Slot>,
     len: usize,
+    depth: ReadDepth,
+}
+
+/// How far the next read into a batch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadDepth {
+    /// Until the batch is full or the lane is empty: a batch that comes
+    /// back short says the lane was empty.
+    #[default]
+    UntilEmpty,
+    /// One frame, without learning whether more wait. For a lane whose fd
+    /// a worker watches level-triggered (see [`crate::PortRx::level_triggered`]):
+    /// epoll reports it again if frames are left, so the read that would
+    /// find it empty (a second system call on a TAP, a second message
+    /// header on a packet socket) is saved while traffic is light.
+    OneFrame,
 }
 
 #[derive(Debug)]
@@ -34,11 +50,32 @@ impl RxBatch {
                 vnet: VnetHdr::default(),
             })
             .collect();
-        RxBatch { slots, len: 0 }
+        RxBatch {
+            slots,
+            len: 0,
+            depth: ReadDepth::UntilEmpty,
+        }
     }
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Sets how far the following reads go (until changed).
+    pub fn set_depth(&mut self, depth: ReadDepth) {
+        self.depth = depth;
+    }
+
+    pub fn depth(&self) -> ReadDepth {
+        self.depth
+    }
+
+    /// How many frames the next read may take: the capacity, or one.
+    pub fn wanted(&self) -> usize {
+        match self.depth {
+            ReadDepth::UntilEmpty => self.capacity(),
+            ReadDepth::OneFrame => self.capacity().min(1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -139,6 +176,17 @@ mod tests {
             !batch.push(VnetHdr::default(), &[0; 129]),
             "too long for a slot"
         );
+    }
+
+    #[test]
+    fn one_frame_deep_reads_want_one_frame() {
+        let mut batch = RxBatch::new(4, 16);
+        assert_eq!(batch.wanted(), 4);
+        batch.set_depth(ReadDepth::OneFrame);
+        assert_eq!(batch.wanted(), 1);
+        batch.set_depth(ReadDepth::UntilEmpty);
+        assert_eq!(batch.wanted(), 4);
+        assert_eq!(RxBatch::new(0, 16).wanted(), 0);
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod kernel;
 pub mod memory;
 pub mod namespace;
 pub mod packet;
+pub mod readiness;
 mod sys;
 pub mod tap;
 pub mod transmit;
@@ -51,7 +52,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-pub use batch::{RxBatch, SLOT_HEADROOM};
+pub use batch::{ReadDepth, RxBatch, SLOT_HEADROOM};
 pub use fd_tx::FdTx;
 pub use vnet::VnetHdr;
 
@@ -70,6 +71,14 @@ pub trait PortRx: Send + fmt::Debug {
 
     /// The fd to wait on for readiness (readable when frames may be ready).
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// Whether the fd may be watched level-triggered: it polls readable
+    /// exactly while frames wait (or an error does, until a read takes
+    /// it). Then a read may stop before it finds the lane empty
+    /// ([`batch::ReadDepth::OneFrame`]): epoll reports the rest.
+    fn level_triggered(&self) -> bool {
+        false
+    }
 
     /// Whether the port's interface no longer exists (asked again a while
     /// after [`RxError::LinkDown`]: a deleted interface goes down first).

@@ -170,7 +170,7 @@ pub struct TapRx {
 impl PortRx for TapRx {
     fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
-        while batch.len() < batch.capacity() {
+        while batch.len() < batch.wanted() {
             let read = {
                 let Some(buf) = batch.free_buffers().next() else {
                     break;
@@ -193,6 +193,13 @@ impl PortRx for TapRx {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    /// A TAP queue polls readable while frames wait, and a deleted device
+    /// fails the next read (the port is removed), so level-triggered
+    /// waiting cannot spin.
+    fn level_triggered(&self) -> bool {
+        true
     }
 
     fn interface_gone(&self) -> bool {

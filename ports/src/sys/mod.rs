@@ -7,6 +7,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod cpu;
+pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod heap;
 pub(crate) mod namespace;

@@ -58,7 +58,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use ports::{PortRx, RxBatch, RxError, Steering};
+use ports::{PortRx, ReadDepth, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
 use super::steering::{Before, PortSteering};
@@ -78,6 +78,10 @@ pub(super) struct Lane {
     pub(super) handle: Arc<PortHandle>,
     pub(super) home: usize,
     pub(super) rx: Mutex<RxState>,
+    /// Its home worker watches it level-triggered (the receive half allows
+    /// it): while the port is read by CPU, a read takes one frame and
+    /// leaves the rest to epoll (see [`LaneReader::depth_for`]).
+    pub(super) level_triggered: bool,
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).
     read_since_sweep: AtomicBool,
@@ -91,6 +95,7 @@ impl Lane {
         Lane {
             handle,
             home,
+            level_triggered: rx.level_triggered(),
             rx: Mutex::new(RxState {
                 rx: Some(rx),
                 error: None,
@@ -326,6 +331,8 @@ impl LaneReader {
         let Some(rx) = rx.as_mut() else {
             return HomeRead::Empty;
         };
+        let depth = Self::depth_for(mode, port, lane, completes);
+        self.batch.set_depth(depth);
         let received = match rx.recv_batch(&mut self.batch) {
             Ok(0) => error.take().map_or(Ok(0), Err),
             other => other,
@@ -390,6 +397,8 @@ impl LaneReader {
             };
             let RxState { rx, error } = &mut *state;
             let Some(rx) = rx.as_mut() else { continue };
+            self.batch
+                .set_depth(Self::depth_for(mode, Some(port), lane, completes));
             match rx.recv_batch(&mut self.batch) {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
@@ -406,6 +415,28 @@ impl LaneReader {
                 // for them too.
                 Err(err) => *error = Some(err),
             }
+        }
+    }
+
+    /// How far a read of `lane` goes. One frame while its port is read by
+    /// CPU, if epoll watches the lane level-triggered: traffic is light
+    /// then, a lane rarely holds a second frame, and the read that would
+    /// find it empty is a system call on a TAP (one frame per `readv`) in
+    /// the middle of a round trip. Until it is empty otherwise: under load
+    /// (a batch is worth its last read), and when a short batch is to hand
+    /// the port's steering over (`completes`: only a read that finds the
+    /// lane empty may).
+    fn depth_for(
+        mode: &ModeSwitch,
+        port: Option<&PortLanes>,
+        lane: &Lane,
+        completes: Option<u64>,
+    ) -> ReadDepth {
+        let light = port.is_some_and(|port| port.steering.by_cpu(mode));
+        if lane.level_triggered && light && completes.is_none() {
+            ReadDepth::OneFrame
+        } else {
+            ReadDepth::UntilEmpty
         }
     }
 
@@ -468,6 +499,8 @@ impl LaneReader {
             let mut state = lane.lock();
             let RxState { rx, error } = &mut *state;
             let Some(rx) = rx.as_mut() else { continue };
+            // Only a short batch tells that the lane is drained.
+            self.batch.set_depth(ReadDepth::UntilEmpty);
             loop {
                 match rx.recv_batch(&mut self.batch) {
                     Ok(n) => {

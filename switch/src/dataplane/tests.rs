@@ -563,3 +563,4 @@ fn the_gateway_thread_follows_trace_on_and_off_while_running() {
 
 mod hand_over;
 mod idle_ports;
+mod level_triggered;

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -75,8 +75,8 @@ struct Worker {
     /// The lanes this worker is home to, by port (a worker has at most one
     /// lane of a port; the port id is the mio token).
     home: HashMap<PortId, (Arc<Lane>, Option<RawFd>)>,
-    /// Ports whose lane of ours may have frames waiting (epoll is
-    /// edge-triggered).
+    /// Ports whose lane of ours may have frames waiting (epoll watches
+    /// most lanes level-triggered, but not every one: see `lanes.rs`).
     ready: VecDeque<PortId>,
     /// For asking epoll between batches (see `collect_ready_now`).
     pending: Events,
@@ -270,11 +270,7 @@ impl Worker {
         let id = lane.handle.id;
         let fd = lane.lock().rx.as_ref().and_then(|rx| rx.raw_fd());
         if let Some(fd) = fd
-            && let Err(err) = self.poll.registry().register(
-                &mut SourceFd(&fd),
-                Token(id.0 as usize),
-                Interest::READABLE,
-            )
+            && let Err(err) = self.watch(&lane, fd)
         {
             log::error!(
                 "port {}: cannot wait for its frames: {err}",
@@ -286,6 +282,19 @@ impl Worker {
         self.count.store(self.home.len(), Ordering::Relaxed);
         // Frames may have queued up before registration.
         self.mark_ready(id);
+    }
+
+    /// Has epoll watch `lane`'s fd: level-triggered if the lane allows it
+    /// (see `lanes.rs`), else edge-triggered as `mio` does.
+    fn watch(&self, lane: &Lane, fd: RawFd) -> io::Result<()> {
+        let token = lane.handle.id.0 as usize;
+        if lane.level_triggered {
+            ports::readiness::watch_level_triggered(self.poll.as_raw_fd(), fd, token)
+        } else {
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        }
     }
 
     /// Stops reading port `id` and closes its receive half.
