@@ -25,6 +25,10 @@ const SLOT_LEN: usize = 65_536;
 /// Messages per `recvmmsg`: runs of a TCP flow come whole (`UDP_GRO`), so
 /// a few slots cover a batch; each costs a slot of memory.
 const MESSAGES_PER_READ: usize = 8;
+/// A message this short (one datagram of an MTU-sized frame) is moved out
+/// of its slot; a longer one is left where it arrived (moving it would
+/// cost a copy of a run).
+const SMALL_MESSAGE: usize = 4096;
 
 /// The receive lane: decapsulates what members send.
 ///
@@ -110,11 +114,18 @@ impl VxlanRx {
             let now = Instant::now();
             let base = arrived.used;
             for (i, message) in arrived.messages[..got].iter().enumerate() {
-                let start = base + i * SLOT_LEN;
-                let bytes = &arrived.bytes[start..start + message.len];
                 let Some(source) = message.source else {
                     continue;
                 };
+                let mut start = base + i * SLOT_LEN;
+                if message.len <= SMALL_MESSAGE {
+                    // Moved down behind the frames kept, so small datagrams
+                    // do not each keep a slot's memory in use.
+                    let len = message.len;
+                    arrived.bytes.copy_within(start..start + len, arrived.used);
+                    start = arrived.used;
+                }
+                let bytes = &arrived.bytes[start..start + message.len];
                 for datagram in datagrams(bytes, message.segment) {
                     let Ok(offset) = table.receive(source, &bytes[datagram.clone()], now) else {
                         continue;
