@@ -455,16 +455,45 @@ impl HostSide {
             .map_or(0, |f| f.room_to_container());
         if conn.readable && !conn.host_eof && room > 0 {
             let limit = room.min(self.scratch.len());
-            match host.read(&mut self.scratch[..limit]) {
+            // Nothing waits in the flow before these bytes: read them
+            // straight into the stack's send buffer (one copy fewer), the
+            // flow counting them as taken at once.
+            let direct = socket.can_send()
+                && services
+                    .flows()
+                    .tcp_flow(&key)
+                    .is_some_and(|f| f.to_container().is_empty());
+            let read = if direct {
+                socket
+                    .send(|buf| {
+                        let limit = buf.len().min(limit);
+                        match host.read(&mut buf[..limit]) {
+                            Ok(n) if n > 0 => {
+                                let data = TcpEvent::HostData(&buf[..n]);
+                                let taken = services.tcp(now, key, data, pending).accepted;
+                                services.tcp(now, key, TcpEvent::ContainerTook(taken), pending);
+                                (taken, Ok(n))
+                            }
+                            other => (0, other),
+                        }
+                    })
+                    // The socket cannot take data after all: nothing read.
+                    .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::Interrupted)))
+            } else {
+                host.read(&mut self.scratch[..limit]).inspect(|&n| {
+                    if n > 0 {
+                        let data = TcpEvent::HostData(&self.scratch[..n]);
+                        services.tcp(now, key, data, pending);
+                    }
+                })
+            };
+            match read {
                 Ok(0) => {
                     conn.host_eof = true;
                     services.tcp(now, key, TcpEvent::HostEof, pending);
                     progress = true;
                 }
-                Ok(n) => {
-                    services.tcp(now, key, TcpEvent::HostData(&self.scratch[..n]), pending);
-                    progress = true;
-                }
+                Ok(_) => progress = true,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
