@@ -46,10 +46,8 @@ pub use setup::{Published, ServicesSetup};
 pub const FIRST_FLOW_TOKEN: usize = 16;
 /// The DNS forwarder's socket.
 pub const DNS_TOKEN: Token = Token(1);
-/// The buffer host sockets are read into: the largest datagram, and up
-/// to a TCP flow's whole relay buffer in one read.
-const READ_BUFFER: usize = 256 * 1024;
-const _: () = assert!(READ_BUFFER >= 65_535);
+/// Largest datagram read from a host socket.
+const MAX_DATAGRAM: usize = 65_535;
 
 /// A flow's host socket.
 #[derive(Debug)]
@@ -195,7 +193,7 @@ impl HostSide {
             gateway_ip,
             allow_host_loopback: loopback,
             pending: Vec::new(),
-            scratch: vec![0; READ_BUFFER],
+            scratch: vec![0; MAX_DATAGRAM],
             stack_buffer,
             random: std::collections::hash_map::RandomState::new(),
             random_counter: 0,

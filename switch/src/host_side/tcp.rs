@@ -27,11 +27,10 @@ use crate::time::Instant;
 /// buffer is a mapping of its own and an idle flow costs only the pages its
 /// bytes touched.
 pub(super) const STACK_BUFFER: usize = 256 * 1024;
-/// At most: below a huge page (2 MiB, less a margin for the allocator's
-/// header), so that no buffer's mapping holds an aligned 2 MiB range the
-/// kernel could back with one huge page at the first byte written
-/// (transparent huge pages set to `always`).
-const STACK_BUFFER_MAX: usize = 2 * 1024 * 1024 - 64 * 1024;
+/// At most: below a huge page, so that no buffer's mapping holds an
+/// aligned 2 MiB range the kernel could back with one huge page at the
+/// first byte written (transparent huge pages set to `always`).
+const STACK_BUFFER_MAX: usize = 1024 * 1024;
 /// Full-size segments a stack buffer holds at the least: what one flow may
 /// have in flight toward the container (the send buffer) and the window it
 /// offers the container (the receive buffer). At MTU 65520 a segment is
@@ -43,14 +42,14 @@ const _: () = assert!(STACK_BUFFER_MAX <= crate::services::MAX_STACK_WINDOW as u
 const _: () = assert!(STACK_BUFFER >= ports::heap::LARGE_BLOCK);
 
 /// The stack buffer for a network of `mtu`: room for
-/// [`STACK_BUFFER_SEGMENTS`] segments rounded up to a power of two, within
-/// [`STACK_BUFFER`] and [`STACK_BUFFER_MAX`].
+/// [`STACK_BUFFER_SEGMENTS`] segments, a power of two (smoltcp's window
+/// scale follows the buffer's size), within [`STACK_BUFFER`] and
+/// [`STACK_BUFFER_MAX`].
 pub(super) fn stack_buffer(mtu: usize) -> usize {
     mtu.saturating_mul(STACK_BUFFER_SEGMENTS)
-        .checked_next_power_of_two()
-        .map_or(STACK_BUFFER_MAX, |size| {
-            size.clamp(STACK_BUFFER, STACK_BUFFER_MAX)
-        })
+        .min(STACK_BUFFER_MAX)
+        .next_power_of_two()
+        .max(STACK_BUFFER)
 }
 // Relay buffers stay in the heap's arena (see `ports::heap`), the block's
 // header included.
@@ -456,16 +455,45 @@ impl HostSide {
             .map_or(0, |f| f.room_to_container());
         if conn.readable && !conn.host_eof && room > 0 {
             let limit = room.min(self.scratch.len());
-            match host.read(&mut self.scratch[..limit]) {
+            // Nothing waits in the flow before these bytes: read them
+            // straight into the stack's send buffer (one copy fewer), the
+            // flow counting them as taken at once.
+            let direct = socket.can_send()
+                && services
+                    .flows()
+                    .tcp_flow(&key)
+                    .is_some_and(|f| f.to_container().is_empty());
+            let read = if direct {
+                socket
+                    .send(|buf| {
+                        let limit = buf.len().min(limit);
+                        match host.read(&mut buf[..limit]) {
+                            Ok(n) if n > 0 => {
+                                let data = TcpEvent::HostData(&buf[..n]);
+                                let taken = services.tcp(now, key, data, pending).accepted;
+                                services.tcp(now, key, TcpEvent::ContainerTook(taken), pending);
+                                (taken, Ok(n))
+                            }
+                            other => (0, other),
+                        }
+                    })
+                    // The socket cannot take data after all: nothing read.
+                    .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::Interrupted)))
+            } else {
+                host.read(&mut self.scratch[..limit]).inspect(|&n| {
+                    if n > 0 {
+                        let data = TcpEvent::HostData(&self.scratch[..n]);
+                        services.tcp(now, key, data, pending);
+                    }
+                })
+            };
+            match read {
                 Ok(0) => {
                     conn.host_eof = true;
                     services.tcp(now, key, TcpEvent::HostEof, pending);
                     progress = true;
                 }
-                Ok(n) => {
-                    services.tcp(now, key, TcpEvent::HostData(&self.scratch[..n]), pending);
-                    progress = true;
-                }
+                Ok(_) => progress = true,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -199,30 +199,35 @@ def in_ns(ns):
 def medians(paths, client, duration, reps, workdir, tag, targets=None):
     """The median Gbit/s of each path: `client(prefix_argv)` makes the
     iperf3 client's command; with `targets`, the client connects to each
-    path's (address, port) from the path's namespace instead."""
-    row = {}
+    path's (address, port) from the path's namespace instead. Repetitions
+    take turns (each path once, then again), so a change in the machine's
+    load during the test touches every path alike."""
+    argvs = {}
     for path, prefix_argv in paths.items():
         if targets:
             address, port = targets[path]
-            argv = [*prefix_argv, "iperf3", "-c", address, "-p", str(port)]
+            argvs[path] = [*prefix_argv, "iperf3", "-c", address, "-p", str(port)]
         else:
-            argv = client(prefix_argv)
-        samples = []
-        for rep in range(reps):
+            argvs[path] = client(prefix_argv)
+    samples = {path: [] for path in paths}
+    for rep in range(reps):
+        for path, argv in argvs.items():
             out = os.path.join(workdir, f"{path}-{tag}-{rep}.json")
             try:
                 iperf(argv, duration, out)
-                samples.append(parse_iperf(out, udp=False)["gbps"])
+                samples[path].append(parse_iperf(out, udp=False)["gbps"])
             except BenchError as err:
                 # One path failing (a build with a bug) leaves a dash, not
                 # the whole run.
                 log(f"{tag} {path}: failed: {err}")
-        if not samples:
+    row = {}
+    for path, values in samples.items():
+        if not values:
             row[path] = None
             continue
-        samples.sort()
-        row[path] = samples[len(samples) // 2]
-        log(f"{tag} {path}: {row[path]:.2f} Gbit/s")
+        values.sort()
+        row[path] = values[len(values) // 2]
+        log(f"{tag} {path}: {row[path]:.2f} Gbit/s ({', '.join(f'{v:.2f}' for v in values)})")
     row.setdefault("tapswitch", None)
     return row
 
