@@ -19,8 +19,9 @@
 //!   sender makes them. So does a fragment that contradicts the length,
 //!   or would make the datagram longer than an IPv4 packet can be.
 //! - Bounded: at most [`ReassemblyLimits::max_datagrams`] datagrams and
-//!   [`ReassemblyLimits::max_bytes`] bytes of pieces at once; a fragment
-//!   that would exceed either is refused (Linux refuses above
+//!   [`ReassemblyLimits::max_bytes`] bytes of pieces at once, and a
+//!   quarter of each per source address; a fragment that would exceed
+//!   any of these is refused (Linux refuses above
 //!   `ipfrag_high_thresh` too, rather than evicting). A datagram not
 //!   complete [`ReassemblyLimits::timeout`] after its first fragment is
 //!   forgotten (Linux's `ipfrag_time`, 30 s). Expiry runs whenever a
@@ -53,6 +54,10 @@ pub struct ReassemblyLimits {
     pub max_datagrams: usize,
     /// Bytes of fragments held at once, over all datagrams.
     pub max_bytes: usize,
+    /// One source's share of either: a container sending fragments that
+    /// never complete cannot take the table from the others.
+    pub max_datagrams_per_source: usize,
+    pub max_bytes_per_source: usize,
     /// How long a datagram may wait for its missing fragments.
     pub timeout: Duration,
 }
@@ -63,6 +68,9 @@ impl Default for ReassemblyLimits {
             max_datagrams: 256,
             // Linux's default ipfrag_high_thresh.
             max_bytes: 4 << 20,
+            // A quarter of each, as the flow table's per-container limits.
+            max_datagrams_per_source: 64,
+            max_bytes_per_source: 1 << 20,
             timeout: Duration::from_secs(30),
         }
     }
@@ -80,7 +88,8 @@ pub struct ReassemblyStats {
     pub overlaps: u64,
     /// Datagrams (or fragments) thrown away for exceeding 65,535 bytes.
     pub too_big: u64,
-    /// Fragments refused because the table was full (datagrams or bytes).
+    /// Fragments refused because the table was full (datagrams or bytes),
+    /// or their source's share of it.
     pub over_limits: u64,
     /// Datagrams forgotten incomplete after the timeout.
     pub timed_out: u64,
@@ -147,7 +156,16 @@ pub struct Reassembler {
     partials: HashMap<DatagramKey, Partial>,
     /// Bytes held over all partials.
     bytes: usize,
+    /// Per source address with datagrams held: how many, and their bytes.
+    sources: HashMap<Ipv4Addr, Share>,
     stats: ReassemblyStats,
+}
+
+/// What one source holds in the table.
+#[derive(Debug, Default, Clone, Copy)]
+struct Share {
+    datagrams: usize,
+    bytes: usize,
 }
 
 impl Reassembler {
@@ -202,11 +220,19 @@ impl Reassembler {
         }
         let cost = payload.len() + if start == 0 { header_len } else { 0 };
         let new_datagram = !self.partials.contains_key(&key);
-        if (new_datagram && self.partials.len() >= self.limits.max_datagrams)
-            || self.bytes + cost > self.limits.max_bytes
+        let share = self.sources.get(&key.src).copied().unwrap_or_default();
+        let limits = &self.limits;
+        if (new_datagram
+            && (self.partials.len() >= limits.max_datagrams
+                || share.datagrams >= limits.max_datagrams_per_source))
+            || self.bytes + cost > limits.max_bytes
+            || share.bytes + cost > limits.max_bytes_per_source
         {
             self.stats.over_limits += 1;
             return None;
+        }
+        if new_datagram {
+            self.sources.entry(key.src).or_default().datagrams += 1;
         }
         let partial = self.partials.entry(key).or_insert_with(|| Partial {
             pieces: Vec::new(),
@@ -220,6 +246,7 @@ impl Reassembler {
             Step::Held => {
                 partial.bytes += cost;
                 self.bytes += cost;
+                self.sources.entry(key.src).or_default().bytes += cost;
                 None
             }
             Step::Duplicate => {
@@ -228,7 +255,7 @@ impl Reassembler {
             }
             Step::Complete => {
                 let partial = self.partials.remove(&key)?;
-                self.bytes -= partial.bytes;
+                self.release(key.src, partial.bytes);
                 self.stats.reassembled += 1;
                 partial.assemble()
             }
@@ -243,23 +270,34 @@ impl Reassembler {
     /// Throws a datagram's fragments away.
     fn discard(&mut self, key: &DatagramKey) {
         if let Some(partial) = self.partials.remove(key) {
-            self.bytes -= partial.bytes;
+            self.release(key.src, partial.bytes);
+        }
+    }
+
+    /// A datagram of `src` holding `bytes` left the table.
+    fn release(&mut self, src: Ipv4Addr, bytes: usize) {
+        self.bytes -= bytes;
+        if let Some(share) = self.sources.get_mut(&src) {
+            share.datagrams -= 1;
+            share.bytes -= bytes;
+            if share.datagrams == 0 {
+                self.sources.remove(&src);
+            }
         }
     }
 
     /// Forgets the datagrams whose time is up.
     pub fn expire(&mut self, now: Instant) {
-        let before = self.partials.len();
-        let mut freed = 0;
-        self.partials.retain(|_, partial| {
-            let keep = partial.deadline > now;
-            if !keep {
-                freed += partial.bytes;
-            }
-            keep
-        });
-        self.bytes -= freed;
-        self.stats.timed_out += (before - self.partials.len()) as u64;
+        let expired: Vec<DatagramKey> = self
+            .partials
+            .iter()
+            .filter(|(_, partial)| partial.deadline <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            self.discard(&key);
+            self.stats.timed_out += 1;
+        }
     }
 }
 

@@ -182,6 +182,8 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     let limits = ReassemblyLimits {
         max_datagrams: 2,
         max_bytes: 4400,
+        max_datagrams_per_source: 2,
+        max_bytes_per_source: 4400,
         timeout: Duration::from_secs(30),
     };
     let mut table = Reassembler::new(limits);
@@ -206,6 +208,56 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     assert_eq!(table.stats().timed_out, 2);
     let whole = table.fragment(at(30), &third[2]).expect("complete");
     assert_same_datagram(&whole, &packet);
+}
+
+/// `packet` as if sent by `src`.
+fn from_source(packet: &[u8], src: Ipv4Addr) -> Vec<u8> {
+    let mut packet = packet.to_vec();
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.set_src_addr(src);
+    ip.fill_checksum();
+    packet
+}
+
+#[test]
+fn one_source_cannot_take_the_table_from_the_others() {
+    let limits = ReassemblyLimits {
+        max_datagrams: 8,
+        max_bytes: 1 << 20,
+        max_datagrams_per_source: 2,
+        // A 4,000-byte datagram holds 4,028 bytes as its last piece comes.
+        max_bytes_per_source: 4100,
+        timeout: Duration::from_secs(30),
+    };
+    let mut table = Reassembler::new(limits);
+    let other = Ipv4Addr::new(172, 17, 0, 3);
+    // The first source's first fragments of three datagrams: the third
+    // is past its share of datagrams.
+    let sent: Vec<_> = (20..23).map(|ident| datagram(4000, 1500, ident)).collect();
+    assert_eq!(table.fragment(at(0), &sent[0].1[0]), None);
+    assert_eq!(table.fragment(at(0), &sent[1].1[0]), None);
+    assert_eq!(table.fragment(at(0), &sent[2].1[0]), None);
+    assert_eq!(table.stats().over_limits, 1);
+    // Its bytes: 3,000 held, another 1,480 would pass its 4,100.
+    assert_eq!(table.fragment(at(0), &sent[0].1[1]), None);
+    assert_eq!(table.stats().over_limits, 2);
+    // Another source still gets a datagram through, whole.
+    let (packet, pieces) = datagram(4000, 1500, 20);
+    let mut whole = None;
+    for piece in &pieces {
+        whole = table.fragment(at(0), &from_source(piece, other));
+    }
+    assert_same_datagram(&whole.expect("complete"), &from_source(&packet, other));
+    // The first source's share comes back as its datagrams leave.
+    assert_eq!(table.fragment(at(0), &sent[1].1[1]), None);
+    assert_eq!(table.stats().over_limits, 3, "still full of bytes");
+    table.expire(at(30));
+    assert!(table.is_empty());
+    assert_eq!(table.bytes(), 0);
+    for (index, piece) in sent[2].1.iter().enumerate() {
+        assert_eq!(table.fragment(at(31), piece).is_some(), index == 2);
+    }
+    assert!(table.sources.is_empty(), "no share left behind");
 }
 
 #[test]
