@@ -276,10 +276,12 @@ impl Reassembler {
 
     /// A datagram of `src` holding `bytes` left the table.
     fn release(&mut self, src: Ipv4Addr, bytes: usize) {
-        self.bytes -= bytes;
+        // Saturating: the counts always match, and a mistake must not
+        // become a panic on input a container controls.
+        self.bytes = self.bytes.saturating_sub(bytes);
         if let Some(share) = self.sources.get_mut(&src) {
-            share.datagrams -= 1;
-            share.bytes -= bytes;
+            share.datagrams = share.datagrams.saturating_sub(1);
+            share.bytes = share.bytes.saturating_sub(bytes);
             if share.datagrams == 0 {
                 self.sources.remove(&src);
             }

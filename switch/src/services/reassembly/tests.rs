@@ -293,3 +293,52 @@ fn the_frame_path_checks_fragments_by_their_bytes() {
     assert!(!is_ipv4_fragment(&arp));
     assert!(!is_ipv4_fragment(&[0u8; 14]));
 }
+
+#[test]
+fn any_sequence_of_fragments_keeps_the_counts_and_the_limits() {
+    let limits = ReassemblyLimits {
+        max_datagrams: 6,
+        max_bytes: 12_000,
+        max_datagrams_per_source: 3,
+        max_bytes_per_source: 6_000,
+        timeout: Duration::from_secs(30),
+    };
+    let (_, pieces) = datagram(4000, 1500, 0);
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |bound: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % bound
+    };
+    for round in 0..200 {
+        let mut table = Reassembler::new(limits);
+        for step in 0..60u64 {
+            // A fragment of one of a few datagrams and sources, cut and
+            // placed at random (multiples of 8 mostly, not always).
+            let len = 8 * (1 + next(40) as usize) + if next(10) == 0 { 3 } else { 0 };
+            let start = 8 * next(200) as usize;
+            let mut piece = piece_at(&pieces[0], start, &vec![next(256) as u8; len], next(3) != 0);
+            {
+                let mut ip = Ipv4Packet::new_unchecked(&mut piece[..]);
+                ip.set_ident(next(4) as u16);
+                ip.set_src_addr(Ipv4Addr::new(172, 17, 0, 2 + next(3) as u8));
+                ip.fill_checksum();
+            }
+            let _ = table.fragment(at(step / 4 + round % 3), &piece);
+            let held: usize = table.partials.values().map(|p| p.bytes).sum();
+            assert_eq!(table.bytes(), held, "round {round} step {step}");
+            assert!(table.bytes() <= limits.max_bytes);
+            assert!(table.len() <= limits.max_datagrams);
+            for (src, share) in &table.sources {
+                let mine = table.partials.iter().filter(|(k, _)| k.src == *src);
+                let (count, bytes) = mine.fold((0, 0), |(c, b), (_, p)| (c + 1, b + p.bytes));
+                assert_eq!((share.datagrams, share.bytes), (count, bytes));
+                assert!(share.datagrams <= limits.max_datagrams_per_source);
+                assert!(share.bytes <= limits.max_bytes_per_source);
+            }
+        }
+        table.expire(at(1000));
+        assert!(table.is_empty() && table.sources.is_empty() && table.bytes() == 0);
+    }
+}
