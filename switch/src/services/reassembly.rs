@@ -25,10 +25,11 @@
 //!   `ipfrag_high_thresh` too, rather than evicting). A datagram not
 //!   complete [`ReassemblyLimits::timeout`] after its first fragment is
 //!   forgotten (Linux's `ipfrag_time`, 30 s). Expiry runs whenever a
-//!   fragment arrives: stale datagrams only hold memory the limits bound,
-//!   and need no timer of their own.
-//! - Every refusal is counted in [`ReassemblyStats`]. No ICMP "reassembly
-//!   time exceeded" is sent (the container's socket times out by itself).
+//!   fragment arrives and on the services' timer
+//!   ([`Reassembler::next_deadline`]). The sender of a datagram forgotten
+//!   after its first fragment came is sent ICMP "time exceeded: fragment
+//!   reassembly" quoting that fragment (RFC 792; Linux does the same).
+//! - Every refusal is counted in [`ReassemblyStats`].
 //!
 //! Pure: the time is an argument, as in the engine.
 
@@ -37,10 +38,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
+};
 
 use super::{Output, Services, Verdict, ethernet};
-use crate::flows::{IgnoreReason, Ingress, classify_with};
+use crate::flows::{IgnoreReason, Ingress, Unreachable, classify_with, unreachable_packet};
 use crate::mac::MacAddr;
 use crate::time::Instant;
 
@@ -93,6 +96,8 @@ pub struct ReassemblyStats {
     pub over_limits: u64,
     /// Datagrams forgotten incomplete after the timeout.
     pub timed_out: u64,
+    /// ICMP "time exceeded: fragment reassembly" sent for them.
+    pub time_exceeded_sent: u64,
     /// Fragments with a length that cannot be (not a multiple of 8 bytes
     /// before the last, or an empty one).
     pub malformed: u64,
@@ -158,6 +163,10 @@ pub struct Reassembler {
     bytes: usize,
     /// Per source address with datagrams held: how many, and their bytes.
     sources: HashMap<Ipv4Addr, Share>,
+    /// The quotes (first fragment's header and 8 bytes) of datagrams that
+    /// timed out, for [`Reassembler::take_timed_out`]. Bounded by the
+    /// datagrams the table holds between two takes.
+    timed_out: Vec<Vec<u8>>,
     stats: ReassemblyStats,
 }
 
@@ -297,9 +306,24 @@ impl Reassembler {
             .map(|(key, _)| *key)
             .collect();
         for key in expired {
+            if let Some(quote) = self.partials.get(&key).and_then(Partial::quote) {
+                self.timed_out.push(quote);
+            }
             self.discard(&key);
             self.stats.timed_out += 1;
         }
+    }
+
+    /// When the next datagram times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.partials.values().map(|p| p.deadline).min()
+    }
+
+    /// The quotes of the datagrams timed out since the last call whose
+    /// first fragment had come: each is that fragment's header and first
+    /// 8 bytes, what an ICMP error quotes.
+    pub fn take_timed_out(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.timed_out)
     }
 }
 
@@ -345,6 +369,15 @@ impl Partial {
         } else {
             Step::Held
         }
+    }
+
+    /// The first fragment's header and first 8 bytes of payload, if it
+    /// came.
+    fn quote(&self) -> Option<Vec<u8>> {
+        let mut quote = self.header.clone()?;
+        let first = self.pieces.first().filter(|p| p.start == 0)?;
+        quote.extend_from_slice(&first.data[..first.data.len().min(8)]);
+        Some(quote)
     }
 
     /// The pieces never overlap and all lie before the total: they cover
@@ -402,9 +435,12 @@ impl Services {
             return None;
         }
         self.stats.fragments += 1;
+        // The sender may hear from the gateway before its datagram is whole
+        // (time exceeded): its MAC is needed.
+        self.learn_neighbor(frame);
         let packet = eth.payload().get(..usize::from(ip.total_len()))?;
         let whole = self.reassembler.fragment(now, packet);
-        self.stats.reassembly = *self.reassembler.stats();
+        self.send_time_exceeded(out);
         let Some(whole) = whole else {
             return Some(Verdict::Consumed);
         };
@@ -422,6 +458,45 @@ impl Services {
             verdict => Some(verdict),
         }
     }
+}
+
+impl Services {
+    /// The reassembly table's timer: datagrams whose time is up are
+    /// forgotten, their senders told.
+    pub(super) fn reassembly_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.reassembler.expire(now);
+        self.send_time_exceeded(out);
+    }
+
+    /// ICMP "time exceeded: fragment reassembly" to the sender of each
+    /// datagram just timed out (whose first fragment came), from the
+    /// gateway; refreshes the counters.
+    fn send_time_exceeded(&mut self, out: &mut Vec<Output>) {
+        for quote in self.reassembler.take_timed_out() {
+            let Some(packet) = time_exceeded_packet(self.config.gateway.ip, &quote) else {
+                continue;
+            };
+            let sender = Ipv4Packet::new_unchecked(&quote[..]).src_addr();
+            self.send_packet(sender, Some(packet), out);
+            self.reassembler.stats.time_exceeded_sent += 1;
+        }
+        self.stats.reassembly = *self.reassembler.stats();
+    }
+}
+
+/// ICMP "time exceeded" code 1 (fragment reassembly time exceeded, RFC
+/// 792) from `from` about the datagram `quote` began: the destination
+/// unreachable's rules and layout (RFC 1122), another type and code.
+fn time_exceeded_packet(from: Ipv4Addr, quote: &[u8]) -> Option<Vec<u8>> {
+    const TIME_EXCEEDED: u8 = 11;
+    const FRAGMENT_REASSEMBLY: u8 = 1;
+    let mut packet = unreachable_packet(Unreachable::Prohibited, from, quote)?;
+    let header_len = usize::from(Ipv4Packet::new_checked(&packet[..]).ok()?.header_len());
+    let mut icmp = Icmpv4Packet::new_checked(packet.get_mut(header_len..)?).ok()?;
+    icmp.set_msg_type(Icmpv4Message::from(TIME_EXCEEDED));
+    icmp.set_msg_code(FRAGMENT_REASSEMBLY);
+    icmp.fill_checksum();
+    Some(packet)
 }
 
 /// An IPv4 packet with MF or a fragment offset, from the bytes alone (the

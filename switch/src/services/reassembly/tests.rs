@@ -156,6 +156,24 @@ fn an_incomplete_datagram_is_forgotten_after_the_timeout() {
 }
 
 #[test]
+fn a_timed_out_datagram_leaves_a_quote_only_if_its_first_fragment_came() {
+    let mut table = Reassembler::new(ReassemblyLimits::default());
+    let (_, with_first) = datagram(4000, 1500, 30);
+    let (_, without_first) = datagram(4000, 1500, 31);
+    assert_eq!(table.next_deadline(), None);
+    assert_eq!(table.fragment(at(5), &with_first[0]), None);
+    assert_eq!(table.fragment(at(6), &without_first[1]), None);
+    assert_eq!(table.next_deadline(), Some(at(35)), "the earliest");
+    table.expire(at(35));
+    assert_eq!(table.next_deadline(), Some(at(36)));
+    table.expire(at(36));
+    let quotes = table.take_timed_out();
+    assert_eq!(quotes, vec![with_first[0][..28].to_vec()]);
+    assert!(table.take_timed_out().is_empty(), "taken once");
+    assert_eq!(table.stats().timed_out, 2);
+}
+
+#[test]
 fn a_datagram_longer_than_ipv4_allows_is_refused() {
     let mut table = Reassembler::new(ReassemblyLimits::default());
     let (_, pieces) = datagram(4000, 1500, 6);
