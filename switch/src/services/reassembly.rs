@@ -49,6 +49,10 @@ use crate::time::Instant;
 
 /// The largest IPv4 packet (the total length is 16 bits).
 const MAX_PACKET: usize = 65_535;
+/// What a piece costs besides its bytes (its entry and its allocation's
+/// bookkeeping), counted against the limits: 8-byte fragments must not
+/// hold several times the memory the limits say.
+const PIECE_OVERHEAD: usize = 64;
 
 /// How much the reassembly table may hold, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +139,8 @@ struct Partial {
     pieces: Vec<Piece>,
     /// The first fragment's header, once it came.
     header: Option<Vec<u8>>,
+    /// The pieces' bytes together.
+    held: usize,
     /// The payload's length, once the last fragment came.
     total: Option<usize>,
     /// Bytes held (headers and pieces), counted against the limit.
@@ -227,7 +233,7 @@ impl Reassembler {
             self.discard(&key);
             return None;
         }
-        let cost = payload.len() + if start == 0 { header_len } else { 0 };
+        let cost = PIECE_OVERHEAD + payload.len() + if start == 0 { header_len } else { 0 };
         let new_datagram = !self.partials.contains_key(&key);
         let share = self.sources.get(&key.src).copied().unwrap_or_default();
         let limits = &self.limits;
@@ -246,6 +252,7 @@ impl Reassembler {
         let partial = self.partials.entry(key).or_insert_with(|| Partial {
             pieces: Vec::new(),
             header: None,
+            held: 0,
             total: None,
             bytes: 0,
             deadline: now + self.limits.timeout,
@@ -361,6 +368,7 @@ impl Partial {
                 data: payload.to_vec(),
             },
         );
+        self.held += payload.len();
         if let Some(header) = header {
             self.header = Some(header.to_vec());
         }
@@ -383,8 +391,7 @@ impl Partial {
     /// The pieces never overlap and all lie before the total: they cover
     /// it exactly when their lengths add up to it.
     fn is_complete(&self) -> bool {
-        let held: usize = self.pieces.iter().map(|p| p.data.len()).sum();
-        self.header.is_some() && self.total == Some(held)
+        self.header.is_some() && self.total == Some(self.held)
     }
 
     /// The whole packet: the first fragment's header, fragment fields

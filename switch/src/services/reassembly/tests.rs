@@ -214,8 +214,9 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     assert_eq!(table.fragment(at(0), &third[0]), None);
     assert_eq!(table.stats().over_limits, 1);
     assert_eq!(table.len(), 2);
-    // The bytes: 3,000 held, a 1,480-byte piece would pass 4,400.
-    assert_eq!(table.bytes(), 3000);
+    // The bytes: 3,128 held (two pieces of 1,500 and their overhead), a
+    // 1,480-byte piece would pass 4,400.
+    assert_eq!(table.bytes(), 2 * (PIECE_OVERHEAD + 1500));
     assert_eq!(table.fragment(at(0), &first[1]), None);
     assert_eq!(table.stats().over_limits, 2);
     assert!(table.bytes() <= limits.max_bytes);
@@ -243,8 +244,9 @@ fn one_source_cannot_take_the_table_from_the_others() {
         max_datagrams: 8,
         max_bytes: 1 << 20,
         max_datagrams_per_source: 2,
-        // A 4,000-byte datagram holds 4,028 bytes as its last piece comes.
-        max_bytes_per_source: 4100,
+        // A 4,000-byte datagram holds 4,028 bytes and three pieces' overhead
+        // (4,220) as its last piece comes.
+        max_bytes_per_source: 4300,
         timeout: Duration::from_secs(30),
     };
     let mut table = Reassembler::new(limits);
@@ -256,7 +258,7 @@ fn one_source_cannot_take_the_table_from_the_others() {
     assert_eq!(table.fragment(at(0), &sent[1].1[0]), None);
     assert_eq!(table.fragment(at(0), &sent[2].1[0]), None);
     assert_eq!(table.stats().over_limits, 1);
-    // Its bytes: 3,000 held, another 1,480 would pass its 4,100.
+    // Its bytes: 3,128 held, another 1,544 would pass its 4,300.
     assert_eq!(table.fragment(at(0), &sent[0].1[1]), None);
     assert_eq!(table.stats().over_limits, 2);
     // Another source still gets a datagram through, whole.
