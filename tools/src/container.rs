@@ -337,7 +337,11 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
 
 fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     let state = args.open()?.load()?;
-    let listening = live_listening(&state, &mut crate::network::live_listening);
+    let listening = live_listening(
+        &state,
+        &current_boot_id(),
+        &mut crate::network::live_listening,
+    );
     if json {
         outln!("{}", to_docker_json(&ls_json(&state, &listening))?)?;
         return Ok(ExitCode::SUCCESS);
@@ -346,19 +350,23 @@ fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Per container id (those publishing ports): the published ports its
-/// running switch listens on now, `None` when no switch answered (not
-/// running, or none recorded). `ask` asks a switch by its control socket
-/// (each asked once).
+/// Per container id (those publishing ports, of this machine): the
+/// published ports its running switch listens on now, `None` when no
+/// switch answered (not running, or none recorded).
 pub type Listening = BTreeMap<String, Option<Vec<String>>>;
 
+/// [`Listening`] for `state`'s containers of this boot (`boot_id`; on a
+/// shared store the others are other hosts', whose switches are not
+/// here). `ask` asks a switch by its control socket (each asked once).
 pub fn live_listening(
     state: &State,
+    boot_id: &str,
     ask: &mut dyn FnMut(&Path) -> Option<Vec<String>>,
 ) -> Listening {
     let mut answers: BTreeMap<PathBuf, Option<Vec<String>>> = BTreeMap::new();
     let mut listening = Listening::new();
-    for container in state.containers.iter().filter(|c| !c.ports.is_empty()) {
+    let ours = |c: &&Container| !c.ports.is_empty() && recorded_in_boot(c, boot_id);
+    for container in state.containers.iter().filter(ours) {
         let open = container.control.as_ref().and_then(|control| {
             answers
                 .entry(control.clone())
@@ -401,9 +409,16 @@ pub fn ls_json(state: &State, listening: &Listening) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Made in boot `boot_id` (a record without one counts as this boot's):
+/// on a shared store, a record of another boot is another host's.
+pub(crate) fn recorded_in_boot(container: &Container, boot_id: &str) -> bool {
+    container.boot_id.is_empty() || container.boot_id == boot_id
+}
+
 /// `docker ps`'s PORTS cell, with what the running switch really listens
 /// on: a published port it does not listen on is marked, and so is a
-/// container whose switch did not answer.
+/// container whose switch did not answer; another host's container's
+/// ports are shown as recorded.
 fn ports_cell(container: &Container, listening: &Listening) -> String {
     let published: Vec<String> = container.ports.iter().map(ToString::to_string).collect();
     if published.is_empty() {
@@ -421,7 +436,8 @@ fn ports_cell(container: &Container, listening: &Listening) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
-        _ => format!("{} (switch not running)", published.join(", ")),
+        Some(None) => format!("{} (switch not running)", published.join(", ")),
+        None => published.join(", "),
     }
 }
 
@@ -477,7 +493,9 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
         .map(|name| {
             let container = state.container(name)?;
             let mut view = inspect_view(&state, container);
-            if let (Some(control), false) = (&container.control, container.ports.is_empty()) {
+            if let (Some(control), false) = (&container.control, container.ports.is_empty())
+                && recorded_in_boot(container, &current_boot_id())
+            {
                 let recorded: Vec<String> =
                     container.ports.iter().map(ToString::to_string).collect();
                 view.tapswitch.ports_listening = crate::network::live_listening(control)

@@ -343,7 +343,12 @@ pub fn add_listening(
     listening: &mut dyn FnMut(&std::path::Path) -> Option<Vec<String>>,
 ) {
     let mut answers: BTreeMap<std::path::PathBuf, Option<Vec<String>>> = BTreeMap::new();
+    let boot_id = crate::statedir::current_boot_id();
     for container in state.containers_on(&view.name) {
+        // Another boot's record on a shared store is another host's.
+        if !crate::container::recorded_in_boot(container, &boot_id) {
+            continue;
+        }
         let (Some(control), false) = (&container.control, container.ports.is_empty()) else {
             continue;
         };

@@ -545,8 +545,9 @@ impl Services {
         self.lingering.remove(&key);
     }
 
-    /// Runs the flow and DNS timers.
+    /// Runs the flow, DNS and reassembly timers.
     pub fn timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.reassembly_timers(now, out);
         for (key, actions) in self.flows.expire(now) {
             self.carry_out(key, actions, out);
         }
@@ -568,10 +569,9 @@ impl Services {
 
     /// When [`Services::timers`] next has work.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        [self.flows.next_deadline(), self.forwarder.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        let (flows, dns) = (self.flows.next_deadline(), self.forwarder.next_deadline());
+        let reassembly = self.reassembler.next_deadline();
+        [flows, dns, reassembly].into_iter().flatten().min()
     }
 
     /// Turns a flow machine's actions into outputs.

@@ -19,15 +19,17 @@
 //!   sender makes them. So does a fragment that contradicts the length,
 //!   or would make the datagram longer than an IPv4 packet can be.
 //! - Bounded: at most [`ReassemblyLimits::max_datagrams`] datagrams and
-//!   [`ReassemblyLimits::max_bytes`] bytes of pieces at once; a fragment
-//!   that would exceed either is refused (Linux refuses above
+//!   [`ReassemblyLimits::max_bytes`] bytes of pieces at once, and a
+//!   quarter of each per source address; a fragment that would exceed
+//!   any of these is refused (Linux refuses above
 //!   `ipfrag_high_thresh` too, rather than evicting). A datagram not
 //!   complete [`ReassemblyLimits::timeout`] after its first fragment is
 //!   forgotten (Linux's `ipfrag_time`, 30 s). Expiry runs whenever a
-//!   fragment arrives: stale datagrams only hold memory the limits bound,
-//!   and need no timer of their own.
-//! - Every refusal is counted in [`ReassemblyStats`]. No ICMP "reassembly
-//!   time exceeded" is sent (the container's socket times out by itself).
+//!   fragment arrives and on the services' timer
+//!   ([`Reassembler::next_deadline`]). The sender of a datagram forgotten
+//!   after its first fragment came is sent ICMP "time exceeded: fragment
+//!   reassembly" quoting that fragment (RFC 792; Linux does the same).
+//! - Every refusal is counted in [`ReassemblyStats`].
 //!
 //! Pure: the time is an argument, as in the engine.
 
@@ -36,15 +38,21 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
+};
 
 use super::{Output, Services, Verdict, ethernet};
-use crate::flows::{IgnoreReason, Ingress, classify_with};
+use crate::flows::{IgnoreReason, Ingress, Unreachable, classify_with, unreachable_packet};
 use crate::mac::MacAddr;
 use crate::time::Instant;
 
 /// The largest IPv4 packet (the total length is 16 bits).
 const MAX_PACKET: usize = 65_535;
+/// What a piece costs besides its bytes (its entry and its allocation's
+/// bookkeeping), counted against the limits: 8-byte fragments must not
+/// hold several times the memory the limits say.
+const PIECE_OVERHEAD: usize = 64;
 
 /// How much the reassembly table may hold, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +61,10 @@ pub struct ReassemblyLimits {
     pub max_datagrams: usize,
     /// Bytes of fragments held at once, over all datagrams.
     pub max_bytes: usize,
+    /// One source's share of either: a container sending fragments that
+    /// never complete cannot take the table from the others.
+    pub max_datagrams_per_source: usize,
+    pub max_bytes_per_source: usize,
     /// How long a datagram may wait for its missing fragments.
     pub timeout: Duration,
 }
@@ -63,6 +75,9 @@ impl Default for ReassemblyLimits {
             max_datagrams: 256,
             // Linux's default ipfrag_high_thresh.
             max_bytes: 4 << 20,
+            // A quarter of each, as the flow table's per-container limits.
+            max_datagrams_per_source: 64,
+            max_bytes_per_source: 1 << 20,
             timeout: Duration::from_secs(30),
         }
     }
@@ -80,10 +95,13 @@ pub struct ReassemblyStats {
     pub overlaps: u64,
     /// Datagrams (or fragments) thrown away for exceeding 65,535 bytes.
     pub too_big: u64,
-    /// Fragments refused because the table was full (datagrams or bytes).
+    /// Fragments refused because the table was full (datagrams or bytes),
+    /// or their source's share of it.
     pub over_limits: u64,
     /// Datagrams forgotten incomplete after the timeout.
     pub timed_out: u64,
+    /// ICMP "time exceeded: fragment reassembly" sent for them.
+    pub time_exceeded_sent: u64,
     /// Fragments with a length that cannot be (not a multiple of 8 bytes
     /// before the last, or an empty one).
     pub malformed: u64,
@@ -121,6 +139,8 @@ struct Partial {
     pieces: Vec<Piece>,
     /// The first fragment's header, once it came.
     header: Option<Vec<u8>>,
+    /// The pieces' bytes together.
+    held: usize,
     /// The payload's length, once the last fragment came.
     total: Option<usize>,
     /// Bytes held (headers and pieces), counted against the limit.
@@ -147,7 +167,20 @@ pub struct Reassembler {
     partials: HashMap<DatagramKey, Partial>,
     /// Bytes held over all partials.
     bytes: usize,
+    /// Per source address with datagrams held: how many, and their bytes.
+    sources: HashMap<Ipv4Addr, Share>,
+    /// The quotes (first fragment's header and 8 bytes) of datagrams that
+    /// timed out, for [`Reassembler::take_timed_out`]. Bounded by the
+    /// datagrams the table holds between two takes.
+    timed_out: Vec<Vec<u8>>,
     stats: ReassemblyStats,
+}
+
+/// What one source holds in the table.
+#[derive(Debug, Default, Clone, Copy)]
+struct Share {
+    datagrams: usize,
+    bytes: usize,
 }
 
 impl Reassembler {
@@ -200,17 +233,26 @@ impl Reassembler {
             self.discard(&key);
             return None;
         }
-        let cost = payload.len() + if start == 0 { header_len } else { 0 };
+        let cost = PIECE_OVERHEAD + payload.len() + if start == 0 { header_len } else { 0 };
         let new_datagram = !self.partials.contains_key(&key);
-        if (new_datagram && self.partials.len() >= self.limits.max_datagrams)
-            || self.bytes + cost > self.limits.max_bytes
+        let share = self.sources.get(&key.src).copied().unwrap_or_default();
+        let limits = &self.limits;
+        if (new_datagram
+            && (self.partials.len() >= limits.max_datagrams
+                || share.datagrams >= limits.max_datagrams_per_source))
+            || self.bytes + cost > limits.max_bytes
+            || share.bytes + cost > limits.max_bytes_per_source
         {
             self.stats.over_limits += 1;
             return None;
         }
+        if new_datagram {
+            self.sources.entry(key.src).or_default().datagrams += 1;
+        }
         let partial = self.partials.entry(key).or_insert_with(|| Partial {
             pieces: Vec::new(),
             header: None,
+            held: 0,
             total: None,
             bytes: 0,
             deadline: now + self.limits.timeout,
@@ -220,6 +262,7 @@ impl Reassembler {
             Step::Held => {
                 partial.bytes += cost;
                 self.bytes += cost;
+                self.sources.entry(key.src).or_default().bytes += cost;
                 None
             }
             Step::Duplicate => {
@@ -228,7 +271,7 @@ impl Reassembler {
             }
             Step::Complete => {
                 let partial = self.partials.remove(&key)?;
-                self.bytes -= partial.bytes;
+                self.release(key.src, partial.bytes);
                 self.stats.reassembled += 1;
                 partial.assemble()
             }
@@ -243,23 +286,51 @@ impl Reassembler {
     /// Throws a datagram's fragments away.
     fn discard(&mut self, key: &DatagramKey) {
         if let Some(partial) = self.partials.remove(key) {
-            self.bytes -= partial.bytes;
+            self.release(key.src, partial.bytes);
+        }
+    }
+
+    /// A datagram of `src` holding `bytes` left the table.
+    fn release(&mut self, src: Ipv4Addr, bytes: usize) {
+        // Saturating: the counts always match, and a mistake must not
+        // become a panic on input a container controls.
+        self.bytes = self.bytes.saturating_sub(bytes);
+        if let Some(share) = self.sources.get_mut(&src) {
+            share.datagrams = share.datagrams.saturating_sub(1);
+            share.bytes = share.bytes.saturating_sub(bytes);
+            if share.datagrams == 0 {
+                self.sources.remove(&src);
+            }
         }
     }
 
     /// Forgets the datagrams whose time is up.
     pub fn expire(&mut self, now: Instant) {
-        let before = self.partials.len();
-        let mut freed = 0;
-        self.partials.retain(|_, partial| {
-            let keep = partial.deadline > now;
-            if !keep {
-                freed += partial.bytes;
+        let expired: Vec<DatagramKey> = self
+            .partials
+            .iter()
+            .filter(|(_, partial)| partial.deadline <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            if let Some(quote) = self.partials.get(&key).and_then(Partial::quote) {
+                self.timed_out.push(quote);
             }
-            keep
-        });
-        self.bytes -= freed;
-        self.stats.timed_out += (before - self.partials.len()) as u64;
+            self.discard(&key);
+            self.stats.timed_out += 1;
+        }
+    }
+
+    /// When the next datagram times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.partials.values().map(|p| p.deadline).min()
+    }
+
+    /// The quotes of the datagrams timed out since the last call whose
+    /// first fragment had come: each is that fragment's header and first
+    /// 8 bytes, what an ICMP error quotes.
+    pub fn take_timed_out(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.timed_out)
     }
 }
 
@@ -297,6 +368,7 @@ impl Partial {
                 data: payload.to_vec(),
             },
         );
+        self.held += payload.len();
         if let Some(header) = header {
             self.header = Some(header.to_vec());
         }
@@ -307,11 +379,19 @@ impl Partial {
         }
     }
 
+    /// The first fragment's header and first 8 bytes of payload, if it
+    /// came.
+    fn quote(&self) -> Option<Vec<u8>> {
+        let mut quote = self.header.clone()?;
+        let first = self.pieces.first().filter(|p| p.start == 0)?;
+        quote.extend_from_slice(&first.data[..first.data.len().min(8)]);
+        Some(quote)
+    }
+
     /// The pieces never overlap and all lie before the total: they cover
     /// it exactly when their lengths add up to it.
     fn is_complete(&self) -> bool {
-        let held: usize = self.pieces.iter().map(|p| p.data.len()).sum();
-        self.header.is_some() && self.total == Some(held)
+        self.header.is_some() && self.total == Some(self.held)
     }
 
     /// The whole packet: the first fragment's header, fragment fields
@@ -362,9 +442,12 @@ impl Services {
             return None;
         }
         self.stats.fragments += 1;
+        // The sender may hear from the gateway before its datagram is whole
+        // (time exceeded): its MAC is needed.
+        self.learn_neighbor(frame);
         let packet = eth.payload().get(..usize::from(ip.total_len()))?;
         let whole = self.reassembler.fragment(now, packet);
-        self.stats.reassembly = *self.reassembler.stats();
+        self.send_time_exceeded(out);
         let Some(whole) = whole else {
             return Some(Verdict::Consumed);
         };
@@ -382,6 +465,45 @@ impl Services {
             verdict => Some(verdict),
         }
     }
+}
+
+impl Services {
+    /// The reassembly table's timer: datagrams whose time is up are
+    /// forgotten, their senders told.
+    pub(super) fn reassembly_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.reassembler.expire(now);
+        self.send_time_exceeded(out);
+    }
+
+    /// ICMP "time exceeded: fragment reassembly" to the sender of each
+    /// datagram just timed out (whose first fragment came), from the
+    /// gateway; refreshes the counters.
+    fn send_time_exceeded(&mut self, out: &mut Vec<Output>) {
+        for quote in self.reassembler.take_timed_out() {
+            let Some(packet) = time_exceeded_packet(self.config.gateway.ip, &quote) else {
+                continue;
+            };
+            let sender = Ipv4Packet::new_unchecked(&quote[..]).src_addr();
+            self.send_packet(sender, Some(packet), out);
+            self.reassembler.stats.time_exceeded_sent += 1;
+        }
+        self.stats.reassembly = *self.reassembler.stats();
+    }
+}
+
+/// ICMP "time exceeded" code 1 (fragment reassembly time exceeded, RFC
+/// 792) from `from` about the datagram `quote` began: the destination
+/// unreachable's rules and layout (RFC 1122), another type and code.
+fn time_exceeded_packet(from: Ipv4Addr, quote: &[u8]) -> Option<Vec<u8>> {
+    const TIME_EXCEEDED: u8 = 11;
+    const FRAGMENT_REASSEMBLY: u8 = 1;
+    let mut packet = unreachable_packet(Unreachable::Prohibited, from, quote)?;
+    let header_len = usize::from(Ipv4Packet::new_checked(&packet[..]).ok()?.header_len());
+    let mut icmp = Icmpv4Packet::new_checked(packet.get_mut(header_len..)?).ok()?;
+    icmp.set_msg_type(Icmpv4Message::from(TIME_EXCEEDED));
+    icmp.set_msg_code(FRAGMENT_REASSEMBLY);
+    icmp.fill_checksum();
+    Some(packet)
 }
 
 /// An IPv4 packet with MF or a fragment offset, from the bytes alone (the

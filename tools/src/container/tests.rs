@@ -64,7 +64,7 @@ fn ls_adds_a_ports_column_only_when_some_container_publishes() {
     ];
     state.containers[1].control = Some(PathBuf::from("/run/web.sock"));
     // The running switch listens on both.
-    let listening = live_listening(&state, &mut |_| {
+    let listening = live_listening(&state, "", &mut |_| {
         Some(vec![
             "0.0.0.0:8080->80/tcp".to_string(),
             "127.0.0.1:5353->53/udp".to_string(),
@@ -99,7 +99,7 @@ fn ls_shows_which_published_ports_the_running_switch_listens_on() {
         }));
     }
     let mut asked = Vec::new();
-    let listening = live_listening(&state, &mut |path| {
+    let listening = live_listening(&state, "this-boot", &mut |path| {
         asked.push(path.to_path_buf());
         (path == Path::new("/run/bridge.sock")).then(|| {
             vec![
@@ -130,6 +130,37 @@ fn ls_shows_which_published_ports_the_running_switch_listens_on() {
     );
     assert!(by_name("db")["PortsListening"].is_null());
     assert!(by_name("db")["Ports"].is_object());
+}
+
+#[test]
+fn ls_does_not_ask_about_another_hosts_containers() {
+    // On a shared store, a record of another boot is another host's: its
+    // control socket's path names a switch there, not here.
+    let mut state = state_with(&[("here", "bridge"), ("there", "bridge")]);
+    for container in &mut state.containers {
+        container.ports = vec!["8080:80".parse().unwrap()];
+        container.control = Some(PathBuf::from("/run/tapswitch/ov.sock"));
+        container.boot_id = format!("{}-boot", container.name);
+    }
+    let mut asked = 0;
+    let listening = live_listening(&state, "here-boot", &mut |_| {
+        asked += 1;
+        Some(Vec::new())
+    });
+    assert_eq!(asked, 1);
+    let text = render_ls(&state, &listening);
+    let row = |name: &str| text.lines().find(|l| l.contains(name)).unwrap().to_string();
+    assert!(
+        row("here").ends_with("0.0.0.0:8080->80/tcp (not listening)"),
+        "{text}"
+    );
+    assert!(
+        row("there").ends_with("0.0.0.0:8080->80/tcp"),
+        "as recorded: {text}"
+    );
+    let json = ls_json(&state, &listening);
+    let there = json.iter().find(|r| r["Name"] == "there").unwrap();
+    assert!(there.get("PortsListening").is_none(), "{there}");
 }
 
 #[test]

@@ -156,6 +156,24 @@ fn an_incomplete_datagram_is_forgotten_after_the_timeout() {
 }
 
 #[test]
+fn a_timed_out_datagram_leaves_a_quote_only_if_its_first_fragment_came() {
+    let mut table = Reassembler::new(ReassemblyLimits::default());
+    let (_, with_first) = datagram(4000, 1500, 30);
+    let (_, without_first) = datagram(4000, 1500, 31);
+    assert_eq!(table.next_deadline(), None);
+    assert_eq!(table.fragment(at(5), &with_first[0]), None);
+    assert_eq!(table.fragment(at(6), &without_first[1]), None);
+    assert_eq!(table.next_deadline(), Some(at(35)), "the earliest");
+    table.expire(at(35));
+    assert_eq!(table.next_deadline(), Some(at(36)));
+    table.expire(at(36));
+    let quotes = table.take_timed_out();
+    assert_eq!(quotes, vec![with_first[0][..28].to_vec()]);
+    assert!(table.take_timed_out().is_empty(), "taken once");
+    assert_eq!(table.stats().timed_out, 2);
+}
+
+#[test]
 fn a_datagram_longer_than_ipv4_allows_is_refused() {
     let mut table = Reassembler::new(ReassemblyLimits::default());
     let (_, pieces) = datagram(4000, 1500, 6);
@@ -182,6 +200,8 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     let limits = ReassemblyLimits {
         max_datagrams: 2,
         max_bytes: 4400,
+        max_datagrams_per_source: 2,
+        max_bytes_per_source: 4400,
         timeout: Duration::from_secs(30),
     };
     let mut table = Reassembler::new(limits);
@@ -194,8 +214,9 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     assert_eq!(table.fragment(at(0), &third[0]), None);
     assert_eq!(table.stats().over_limits, 1);
     assert_eq!(table.len(), 2);
-    // The bytes: 3,000 held, a 1,480-byte piece would pass 4,400.
-    assert_eq!(table.bytes(), 3000);
+    // The bytes: 3,128 held (two pieces of 1,500 and their overhead), a
+    // 1,480-byte piece would pass 4,400.
+    assert_eq!(table.bytes(), 2 * (PIECE_OVERHEAD + 1500));
     assert_eq!(table.fragment(at(0), &first[1]), None);
     assert_eq!(table.stats().over_limits, 2);
     assert!(table.bytes() <= limits.max_bytes);
@@ -206,6 +227,57 @@ fn the_table_refuses_fragments_beyond_its_limits() {
     assert_eq!(table.stats().timed_out, 2);
     let whole = table.fragment(at(30), &third[2]).expect("complete");
     assert_same_datagram(&whole, &packet);
+}
+
+/// `packet` as if sent by `src`.
+fn from_source(packet: &[u8], src: Ipv4Addr) -> Vec<u8> {
+    let mut packet = packet.to_vec();
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.set_src_addr(src);
+    ip.fill_checksum();
+    packet
+}
+
+#[test]
+fn one_source_cannot_take_the_table_from_the_others() {
+    let limits = ReassemblyLimits {
+        max_datagrams: 8,
+        max_bytes: 1 << 20,
+        max_datagrams_per_source: 2,
+        // A 4,000-byte datagram holds 4,028 bytes and three pieces' overhead
+        // (4,220) as its last piece comes.
+        max_bytes_per_source: 4300,
+        timeout: Duration::from_secs(30),
+    };
+    let mut table = Reassembler::new(limits);
+    let other = Ipv4Addr::new(172, 17, 0, 3);
+    // The first source's first fragments of three datagrams: the third
+    // is past its share of datagrams.
+    let sent: Vec<_> = (20..23).map(|ident| datagram(4000, 1500, ident)).collect();
+    assert_eq!(table.fragment(at(0), &sent[0].1[0]), None);
+    assert_eq!(table.fragment(at(0), &sent[1].1[0]), None);
+    assert_eq!(table.fragment(at(0), &sent[2].1[0]), None);
+    assert_eq!(table.stats().over_limits, 1);
+    // Its bytes: 3,128 held, another 1,544 would pass its 4,300.
+    assert_eq!(table.fragment(at(0), &sent[0].1[1]), None);
+    assert_eq!(table.stats().over_limits, 2);
+    // Another source still gets a datagram through, whole.
+    let (packet, pieces) = datagram(4000, 1500, 20);
+    let mut whole = None;
+    for piece in &pieces {
+        whole = table.fragment(at(0), &from_source(piece, other));
+    }
+    assert_same_datagram(&whole.expect("complete"), &from_source(&packet, other));
+    // The first source's share comes back as its datagrams leave.
+    assert_eq!(table.fragment(at(0), &sent[1].1[1]), None);
+    assert_eq!(table.stats().over_limits, 3, "still full of bytes");
+    table.expire(at(30));
+    assert!(table.is_empty());
+    assert_eq!(table.bytes(), 0);
+    for (index, piece) in sent[2].1.iter().enumerate() {
+        assert_eq!(table.fragment(at(31), piece).is_some(), index == 2);
+    }
+    assert!(table.sources.is_empty(), "no share left behind");
 }
 
 #[test]
@@ -240,4 +312,53 @@ fn the_frame_path_checks_fragments_by_their_bytes() {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert!(!is_ipv4_fragment(&arp));
     assert!(!is_ipv4_fragment(&[0u8; 14]));
+}
+
+#[test]
+fn any_sequence_of_fragments_keeps_the_counts_and_the_limits() {
+    let limits = ReassemblyLimits {
+        max_datagrams: 6,
+        max_bytes: 12_000,
+        max_datagrams_per_source: 3,
+        max_bytes_per_source: 6_000,
+        timeout: Duration::from_secs(30),
+    };
+    let (_, pieces) = datagram(4000, 1500, 0);
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |bound: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % bound
+    };
+    for round in 0..200 {
+        let mut table = Reassembler::new(limits);
+        for step in 0..60u64 {
+            // A fragment of one of a few datagrams and sources, cut and
+            // placed at random (multiples of 8 mostly, not always).
+            let len = 8 * (1 + next(40) as usize) + if next(10) == 0 { 3 } else { 0 };
+            let start = 8 * next(200) as usize;
+            let mut piece = piece_at(&pieces[0], start, &vec![next(256) as u8; len], next(3) != 0);
+            {
+                let mut ip = Ipv4Packet::new_unchecked(&mut piece[..]);
+                ip.set_ident(next(4) as u16);
+                ip.set_src_addr(Ipv4Addr::new(172, 17, 0, 2 + next(3) as u8));
+                ip.fill_checksum();
+            }
+            let _ = table.fragment(at(step / 4 + round % 3), &piece);
+            let held: usize = table.partials.values().map(|p| p.bytes).sum();
+            assert_eq!(table.bytes(), held, "round {round} step {step}");
+            assert!(table.bytes() <= limits.max_bytes);
+            assert!(table.len() <= limits.max_datagrams);
+            for (src, share) in &table.sources {
+                let mine = table.partials.iter().filter(|(k, _)| k.src == *src);
+                let (count, bytes) = mine.fold((0, 0), |(c, b), (_, p)| (c + 1, b + p.bytes));
+                assert_eq!((share.datagrams, share.bytes), (count, bytes));
+                assert!(share.datagrams <= limits.max_datagrams_per_source);
+                assert!(share.bytes <= limits.max_bytes_per_source);
+            }
+        }
+        table.expire(at(1000));
+        assert!(table.is_empty() && table.sources.is_empty() && table.bytes() == 0);
+    }
 }

@@ -124,3 +124,41 @@ fn a_reassembled_segment_for_the_stack_is_dropped_and_counted() {
     assert_eq!(s.stats().reassembly.reassembled, 1);
     assert_eq!(s.stats().reassembly.not_delivered, 1);
 }
+
+#[test]
+fn a_datagram_that_never_completes_draws_time_exceeded_after_30_s() {
+    let mut s = services(true);
+    let remote = SocketAddrV4::new(OUTSIDE, 7);
+    let packet = udp_packet(SocketAddrV4::new(HOST, 40000), remote, &[9u8; 4000]).unwrap();
+    let frames = fragment_frames(&packet, 1500, 42);
+    let mut out = Vec::new();
+    // The first and the last come, the middle one never does.
+    s.frame(at(0), &frames[0], 0, &mut out);
+    s.frame(at(1), &frames[2], 0, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.next_deadline(), Some(at(30)), "the table's timer");
+    s.timers(at(29), &mut out);
+    assert!(out.is_empty(), "not yet");
+    s.timers(at(30), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let packet = to_container(&out[0]);
+    let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, HOST));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    // Type 11 code 1, quoting the first fragment's header and 8 bytes (its
+    // UDP header: the container's kernel finds the socket by it).
+    assert_eq!((u8::from(icmp.msg_type()), icmp.msg_code()), (11, 1));
+    assert_eq!(icmp.data(), &frames[0][14..14 + 28]);
+    assert_eq!(s.stats().reassembly.timed_out, 1);
+    assert_eq!(s.stats().reassembly.time_exceeded_sent, 1);
+    assert_eq!(s.next_deadline(), None);
+
+    // Without the first fragment, nothing to quote: no error (RFC 792).
+    out.clear();
+    s.frame(at(40), &frames[1], 0, &mut out);
+    s.timers(at(70), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.stats().reassembly.timed_out, 2);
+    assert_eq!(s.stats().reassembly.time_exceeded_sent, 1);
+}
