@@ -247,7 +247,7 @@ def sample_run():
         }
 
     def ping(m):
-        return {"median_us": m, "p99_us": 2 * m, "foreign_pct": 0}
+        return {"median_us": m, "p99_us": 2 * m, "foreign_pct": 0, "replies": 200}
 
     kernel = {
         "title": "kernel",
@@ -266,7 +266,7 @@ def sample_run():
             "tcp1": [tcp(9), tcp(10), None],  # the third repetition failed
             "tcp2": [tcp(g) for g in (10, 11, 12)],
             "udp": [udp(k) for k in (250, 260, 255)],
-            "ping": [ping(m) for m in (14, 12, 13)],
+            "ping": [dict(ping(m), switch_sleeps=s) for m, s in ((14, 204), (12, 212), (13, 200))],
         },
     }
     return {
@@ -304,6 +304,8 @@ class Report(unittest.TestCase):
         self.assertEqual(by_name["switch RSS after the run (MiB)"], ["—", "4.0"])
         self.assertEqual(by_name["UDP 64 B sent (kpps)"][0], "510 (500–520)")
         self.assertEqual(by_name["switch CPU when idle (% of a CPU)"], ["—", "0.2"])
+        # 200-212 sleeps over 200 replies
+        self.assertEqual(by_name["switch wake-ups per ping round trip"], ["—", "1.02 (1.00–1.06)"])
 
     def test_idle_cpu_below_one_tick_shows_the_resolution(self):
         run = sample_run()

@@ -10,9 +10,11 @@ ping -c, and a timeout around each command):
 - ping: `ping -c N -i 0.005`; median and 99th percentile round trip.
 
 Around each test the meter records the switch's CPU time (utime + stime of
-its processes, all threads), the whole machine's busy time, and the CPU
-used by processes outside this benchmark, so a test that another workload
-disturbed can be repeated.
+its processes, all threads) and how often its threads went to sleep (their
+voluntary context switches: one per wake-up), the whole machine's busy
+time, and the CPU used by processes outside this benchmark, so a test that
+another workload disturbed can be repeated. Wake-ups per ping round trip
+are a count, not a time: other load on the machine barely moves them.
 """
 
 import json
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import time
 
+from .placement import parse_status_switches
 from .system import CLK_TCK, BenchError, cpu_ticks, in_ns, log, machine_ticks, start, stop
 
 UDP_PAYLOAD = 64
@@ -100,6 +103,25 @@ def parse_iperf(path, udp):
         "loss_pct": received.get("lost_percent", 0.0),
         "sent_pps": sent.get("packets", 0) / (sent.get("seconds") or 1),
     }
+
+
+def sleeps(pids):
+    """Voluntary context switches of every thread of the processes: each is
+    a sleep, ended by a wake-up. Threads that ended are not counted."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    voluntary, _ = parse_status_switches(f.read())
+            except OSError:
+                continue
+            total += voluntary or 0
+    return total
 
 
 def percentile(values, fraction):
@@ -182,22 +204,25 @@ class Meter:
     def measure(self, switch_pids, test, label):
         for attempt in range(self.retries + 1):
             self.foreign.wait_quiet(self.quiet_pct, self.quiet_wait)
-            other0, sw0, (busy0, total0) = (
+            other0, sw0, sleeps0, (busy0, total0) = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
+                sleeps(switch_pids),
                 machine_ticks(),
             )
             t0 = time.monotonic()
             result = test()
             wall = time.monotonic() - t0
-            other1, sw1, (busy1, total1) = (
+            other1, sw1, sleeps1, (busy1, total1) = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
+                sleeps(switch_pids),
                 machine_ticks(),
             )
             result["wall_s"] = wall
             result["attempts"] = attempt + 1
             result["switch_cpu_s"] = (sw1 - sw0) / CLK_TCK if switch_pids else None
+            result["switch_sleeps"] = sleeps1 - sleeps0 if switch_pids else None
             result["machine_busy_pct"] = (busy1 - busy0) / max(total1 - total0, 1) * 100
             result["foreign_pct"] = (
                 self.foreign.ticks_between(other0, other1) / CLK_TCK / wall * 100

@@ -54,6 +54,9 @@ class Metric:
         if self.key == "cpu_mframe":  # CPU seconds per million frames delivered
             cpu, frames = s.get("switch_cpu_s"), s["frames"]
             return cpu / (frames / 1e6) if cpu is not None and frames > 0 else None
+        if self.key == "ping_wakeups":  # the switch's sleeps per reply
+            sleeps, replies = s.get("switch_sleeps"), s.get("replies")
+            return sleeps / replies if sleeps is not None and replies else None
         raise KeyError(self.key)
 
 
@@ -67,6 +70,7 @@ METRICS = [
     Metric("ping_p99", "ping p99 (µs)", "ping", 0, True),
     Metric("cpu_gbit", "switch CPU per Gbit, TCP 1 (ms)", "tcp1", 1, False),
     Metric("cpu_mframe", "switch CPU per M frames, UDP (s)", "udp", 2, False),
+    Metric("ping_wakeups", "switch wake-ups per ping round trip", "ping", 2, False),
 ]
 REFERENCE = "kernel"
 
