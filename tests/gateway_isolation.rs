@@ -6,34 +6,13 @@
 
 use std::io;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::process::Output;
 use std::time::Duration;
 
+use tapswitch_tests::gateway_kit::{Container, tapswitch_ok};
 use tapswitch_tests::lab::TempDir;
 use tapswitch_tests::remote::{REMOTE_IP, Remote, UDP_ECHO_PORT};
 use tapswitch_tests::traffic::ping;
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, unique_name};
-
-/// Runs `tapswitch ARGS` in `ns` (this process's mount namespace).
-fn tapswitch(ns: &Netns, args: &[&str]) -> Output {
-    let binary = tapswitch_tests::switch_process::binary();
-    ns.run(|| {
-        std::process::Command::new(&binary)
-            .args(args)
-            .output()
-            .expect("running tapswitch")
-    })
-}
-
-fn ok(ns: &Netns, args: &[&str]) -> String {
-    let output = tapswitch(ns, args);
-    assert!(
-        output.status.success(),
-        "tapswitch {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
 
 /// One datagram from `ns` to `to`; the error a connected socket reports.
 fn udp_error(ns: &str, to: SocketAddrV4) -> io::Error {
@@ -60,26 +39,6 @@ fn udp_error(ns: &str, to: SocketAddrV4) -> io::Error {
     })
 }
 
-/// Removes the container (record, namespace, veth) on every exit path.
-struct ContainerGuard<'a> {
-    ns: &'a Netns,
-    name: String,
-    state: String,
-}
-
-impl Drop for ContainerGuard<'_> {
-    fn drop(&mut self) {
-        let _ = tapswitch(
-            self.ns,
-            &["container", "rm", &self.name, "--state-dir", &self.state],
-        );
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &format!("tapswitch-{}", self.name)])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 #[test]
 fn an_internal_bridge_network_refuses_outbound_and_stats_says_so() {
     require_root();
@@ -88,7 +47,7 @@ fn an_internal_bridge_network_refuses_outbound_and_stats_says_so() {
     let state = TempDir::new("gwint");
     let state_arg = state.path().display().to_string();
     let network = unique_name("in");
-    ok(
+    tapswitch_ok(
         &ns,
         &[
             "network",
@@ -107,12 +66,12 @@ fn an_internal_bridge_network_refuses_outbound_and_stats_says_so() {
     );
     let control = switch.control.display().to_string();
     let name = unique_name("ic");
-    let _guard = ContainerGuard {
-        ns: &ns,
+    let _guard = Container {
         name: name.clone(),
-        state: state_arg.clone(),
+        switch_ns: &ns,
+        state: &state,
     };
-    ok(
+    tapswitch_ok(
         &ns,
         &[
             "container",
@@ -138,7 +97,7 @@ fn an_internal_bridge_network_refuses_outbound_and_stats_says_so() {
         "{err}\n{}",
         switch.log()
     );
-    let stats = ok(&ns, &["stats", "--control", &control]);
+    let stats = tapswitch_ok(&ns, &["stats", "--control", &control]);
     assert!(
         stats.contains("outbound     off (--no-outbound or --internal)"),
         "{stats}"
@@ -163,7 +122,7 @@ fn stats_names_the_sockets_that_carry_pings() {
         "{}",
         switch.log()
     );
-    let stats = ok(
+    let stats = tapswitch_ok(
         &topo.switch_ns,
         &["stats", "--control", &switch.control.display().to_string()],
     );
@@ -180,7 +139,7 @@ fn stats_names_the_sockets_that_carry_pings() {
         "{}",
         switch.log()
     );
-    let stats = ok(
+    let stats = tapswitch_ok(
         &topo.switch_ns,
         &["stats", "--control", &switch.control.display().to_string()],
     );

@@ -4,12 +4,13 @@
 //! ports that come back after a switch restart.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use tapswitch_tests::gateway_kit::{
-    Container, GATEWAY, ask_published_tcp, ask_published_udp, create_container, record_address,
-    resolve_in, start_switch, tcp_who_am_i, udp_who_am_i,
+    Container, GATEWAY, ask_published_tcp, ask_published_tcp_in, ask_published_udp,
+    ask_published_udp_in, create_container, record_address, resolve_in, start_switch, tcp_who_am_i,
+    udp_who_am_i,
 };
 use tapswitch_tests::remote::{DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote};
 use tapswitch_tests::{Netns, SwitchProcess, lab::TempDir, require_root};
@@ -60,37 +61,15 @@ fn published_tcp_port_shows_the_client_its_own_address() {
     // listens on the published port since.
     let switch = first;
     // The container's server tells each client the address it sees.
-    let listener = tapswitch_tests::in_netns(&container.netns(), || {
-        std::net::TcpListener::bind("0.0.0.0:80").expect("listening in the container")
-    });
-    let server = std::thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().expect("a client");
-        stream.write_all(peer.to_string().as_bytes()).unwrap();
-    });
-    let (seen, local) = remote.ns.run(|| {
-        let to: std::net::SocketAddr = "10.201.0.1:8080".parse().unwrap();
-        // The switch opens the port once `container create` has recorded
-        // the container: retry refusals for a while.
-        let mut tries = 0;
-        let mut stream = loop {
-            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => panic!("connecting to the published port: {err}"),
-            }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut seen = String::new();
-        stream
-            .read_to_string(&mut seen)
-            .expect("the container's answer");
-        (seen, stream.local_addr().unwrap().to_string())
-    });
+    let server = tcp_who_am_i(&container.netns(), 80, 1);
+    // The switch opens the port once `container create` has recorded the
+    // container: the client retries refusals for a while.
+    let (seen, local) = ask_published_tcp_in(
+        &remote.ns,
+        SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 8080),
+    )
+    .unwrap_or_else(|e| panic!("connecting to the published port: {e}"));
+    let local = local.to_string();
     server.join().expect("the container's server");
     assert_eq!(
         seen,
@@ -205,35 +184,10 @@ fn published_ports_answer_clients_on_the_hosts_loopback() {
         &name,
         &["-p", "8090:80", "-p", "5390:53/udp"],
     );
-    let listener = tapswitch_tests::in_netns(&container.netns(), || {
-        std::net::TcpListener::bind("0.0.0.0:80").expect("listening in the container")
-    });
-    let tcp_server = std::thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().expect("a client");
-        stream.write_all(peer.to_string().as_bytes()).unwrap();
-    });
-    let (seen, local) = switch_ns.run(|| {
-        let to: std::net::SocketAddr = "127.0.0.1:8090".parse().unwrap();
-        let mut tries = 0;
-        let mut stream = loop {
-            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => panic!("connecting to the published port on loopback: {err}"),
-            }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut seen = String::new();
-        stream
-            .read_to_string(&mut seen)
-            .expect("the container's answer");
-        (seen, stream.local_addr().unwrap())
-    });
+    let tcp_server = tcp_who_am_i(&container.netns(), 80, 1);
+    let (seen, local) =
+        ask_published_tcp_in(&switch_ns, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8090))
+            .unwrap_or_else(|e| panic!("connecting to the published port on loopback: {e}"));
     tcp_server.join().expect("the container's TCP server");
     assert_eq!(
         seen,
@@ -244,26 +198,7 @@ fn published_ports_answer_clients_on_the_hosts_loopback() {
 
     let udp_server = udp_who_am_i(&container.netns(), 53);
     let published = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5390);
-    let (seen, from, local) = switch_ns
-        .run(move || -> io::Result<_> {
-            let socket = UdpSocket::bind("127.0.0.1:0")?;
-            socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let mut buf = [0u8; 2048];
-            let mut last = io::Error::from(io::ErrorKind::TimedOut);
-            for _ in 0..100 {
-                socket.send_to(b"who am i?", published)?;
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let _ = socket.send_to(b"stop", published);
-                        let seen = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        return Ok((seen, from, socket.local_addr()?));
-                    }
-                    Err(err) => last = err,
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(last)
-        })
+    let (seen, from, local) = ask_published_udp_in(&switch_ns, "127.0.0.1:0", published)
         .unwrap_or_else(|e| panic!("the published UDP port on loopback: {e}\n{}", switch.log()));
     udp_server.join().expect("the container's UDP server");
     assert_eq!(

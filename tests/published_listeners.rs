@@ -3,53 +3,11 @@
 //! the switch is not running once it stopped. As root, in a namespace this
 //! test makes for the switch.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
+use tapswitch_tests::gateway_kit::{Container, tapswitch_in, tapswitch_ok};
 use tapswitch_tests::lab::TempDir;
 use tapswitch_tests::{Netns, SwitchProcess, require_root, unique_name};
-
-/// Runs `tapswitch ARGS` in `ns` (this process's mount namespace, so the
-/// container's namespace mount is seen by the next command).
-fn tapswitch(ns: &Netns, args: &[&str]) -> Output {
-    let binary = tapswitch_tests::switch_process::binary();
-    ns.run(|| {
-        std::process::Command::new(&binary)
-            .args(args)
-            .output()
-            .expect("running tapswitch")
-    })
-}
-
-fn stdout_of(ns: &Netns, args: &[&str]) -> String {
-    let output = tapswitch(ns, args);
-    assert!(
-        output.status.success(),
-        "tapswitch {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
-/// Removes the container (record, namespace, veth) on every exit path.
-struct ContainerGuard<'a> {
-    ns: &'a Netns,
-    name: String,
-    state: String,
-}
-
-impl Drop for ContainerGuard<'_> {
-    fn drop(&mut self) {
-        let _ = tapswitch(
-            self.ns,
-            &["container", "rm", &self.name, "--state-dir", &self.state],
-        );
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &format!("tapswitch-{}", self.name)])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
 
 #[test]
 fn container_ls_and_ports_show_the_live_listeners() {
@@ -60,12 +18,12 @@ fn container_ls_and_ports_show_the_live_listeners() {
     let switch = SwitchProcess::start(&ns.name, &["--state-dir".into(), state_arg.clone()]);
     let control = switch.control.display().to_string();
     let name = unique_name("pl");
-    let guard = ContainerGuard {
-        ns: &ns,
+    let guard = Container {
         name: name.clone(),
-        state: state_arg.clone(),
+        switch_ns: &ns,
+        state: &state,
     };
-    stdout_of(
+    tapswitch_ok(
         &ns,
         &[
             "container",
@@ -85,7 +43,7 @@ fn container_ls_and_ports_show_the_live_listeners() {
     // The switch opens the ports once it has the container's record.
     let deadline = Instant::now() + Duration::from_secs(10);
     let row = loop {
-        let ls = stdout_of(&ns, &["container", "ls", "--state-dir", &state_arg]);
+        let ls = tapswitch_ok(&ns, &["container", "ls", "--state-dir", &state_arg]);
         let row = ls
             .lines()
             .find(|line| line.contains(&name))
@@ -98,12 +56,12 @@ fn container_ls_and_ports_show_the_live_listeners() {
     };
     assert!(row.ends_with(published), "{row}\n{}", switch.log());
 
-    let ports = stdout_of(&ns, &["ports", "--control", &control]);
+    let ports = tapswitch_ok(&ns, &["ports", "--control", &control]);
     assert!(
         ports.contains("    published, listening: 0.0.0.0:18080->80/tcp, 127.0.0.1:18053->53/udp"),
         "{ports}"
     );
-    let json = stdout_of(
+    let json = tapswitch_ok(
         &ns,
         &["container", "ls", "--json", "--state-dir", &state_arg],
     );
@@ -120,18 +78,18 @@ fn container_ls_and_ports_show_the_live_listeners() {
 
     // Stopped: the ports are closed, and `container ls` says why.
     switch.stop();
-    let ls = stdout_of(&ns, &["container", "ls", "--state-dir", &state_arg]);
+    let ls = tapswitch_ok(&ns, &["container", "ls", "--state-dir", &state_arg]);
     assert!(
         ls.lines().any(|line| line.contains(&name)
             && line.ends_with(&format!("{published} (switch not running)"))),
         "{ls}"
     );
-    let json = stdout_of(
+    let json = tapswitch_ok(
         &ns,
         &["container", "ls", "--json", "--state-dir", &state_arg],
     );
     assert!(json.contains(r#""PortsListening": null"#), "{json}");
-    let refused = tapswitch(&ns, &["ports", "--control", &control]);
+    let refused = tapswitch_in(&ns, &["ports", "--control", &control]);
     assert!(!refused.status.success(), "ports without a switch fails");
     drop(guard);
 }

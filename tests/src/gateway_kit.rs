@@ -123,13 +123,7 @@ impl Container<'_> {
     /// process's mount namespace (`ip netns exec` would make one of its
     /// own, and the container's namespace mount would stay in it).
     pub fn tapswitch(switch_ns: &Netns, args: &[&str]) -> std::process::Output {
-        let binary = crate::switch_process::binary();
-        switch_ns.run(|| {
-            std::process::Command::new(&binary)
-                .args(args)
-                .output()
-                .expect("running tapswitch")
-        })
+        tapswitch_in(switch_ns, args)
     }
 
     pub fn netns(&self) -> String {
@@ -256,8 +250,17 @@ pub fn ask_published_udp(
     remote: &Remote,
     to: SocketAddrV4,
 ) -> io::Result<(String, std::net::SocketAddr, std::net::SocketAddr)> {
-    remote.ns.run(move || {
-        let socket = UdpSocket::bind("10.201.0.2:0")?;
+    ask_published_udp_in(&remote.ns, "10.201.0.2:0", to)
+}
+
+/// [`ask_published_udp`] from a socket bound to `bind` in `ns`.
+pub fn ask_published_udp_in(
+    ns: &Netns,
+    bind: &'static str,
+    to: SocketAddrV4,
+) -> io::Result<(String, std::net::SocketAddr, std::net::SocketAddr)> {
+    ns.run(move || {
+        let socket = UdpSocket::bind(bind)?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let mut buf = [0u8; 2048];
         let mut last = io::Error::from(io::ErrorKind::TimedOut);
@@ -308,7 +311,16 @@ pub fn resolve_tcp_in(ns: &str, names: &[&str]) -> io::Result<Vec<Vec<Ipv4Addr>>
 /// Asks the published TCP port `to` from the remote namespace, retrying
 /// refusals for a while: what the container's server said.
 pub fn ask_published_tcp(remote: &Remote, to: SocketAddrV4) -> io::Result<String> {
-    remote.ns.run(move || {
+    ask_published_tcp_in(&remote.ns, to).map(|(seen, _)| seen)
+}
+
+/// [`ask_published_tcp`] from namespace `ns`: what the container's server
+/// said, and the client's own address.
+pub fn ask_published_tcp_in(
+    ns: &Netns,
+    to: SocketAddrV4,
+) -> io::Result<(String, std::net::SocketAddr)> {
+    ns.run(move || {
         let mut tries = 0;
         let mut stream = loop {
             match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
@@ -323,7 +335,7 @@ pub fn ask_published_tcp(remote: &Remote, to: SocketAddrV4) -> io::Result<String
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut seen = String::new();
         stream.read_to_string(&mut seen)?;
-        Ok(seen)
+        Ok((seen, stream.local_addr()?))
     })
 }
 
@@ -341,4 +353,28 @@ pub fn tcp_who_am_i(netns: &str, port: u16, clients: usize) -> std::thread::Join
             let _ = stream.write_all(peer.to_string().as_bytes());
         }
     })
+}
+
+/// Runs `tapswitch ARGS` in namespace `ns` but this process's mount
+/// namespace (`ip netns exec` would make one of its own, and a container's
+/// namespace mount would stay in it).
+pub fn tapswitch_in(ns: &Netns, args: &[&str]) -> std::process::Output {
+    let binary = crate::switch_process::binary();
+    ns.run(|| {
+        std::process::Command::new(&binary)
+            .args(args)
+            .output()
+            .expect("running tapswitch")
+    })
+}
+
+/// [`tapswitch_in`] that must succeed: its standard output.
+pub fn tapswitch_ok(ns: &Netns, args: &[&str]) -> String {
+    let output = tapswitch_in(ns, args);
+    assert!(
+        output.status.success(),
+        "tapswitch {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
 }
