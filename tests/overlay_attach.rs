@@ -20,8 +20,7 @@ use std::time::Duration;
 use tapswitch_tests::overlay_lab::OverlayLab;
 use tapswitch_tests::{Netns, require_root, unique_name};
 
-mod overlay_hosts;
-use overlay_hosts::*;
+use tapswitch_tests::overlay_hosts::*;
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 1);
 

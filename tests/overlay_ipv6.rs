@@ -21,8 +21,7 @@ use std::time::Duration;
 use tapswitch_tests::overlay_lab::OverlayLab;
 use tapswitch_tests::require_root;
 
-mod overlay_hosts;
-use overlay_hosts::*;
+use tapswitch_tests::overlay_hosts::*;
 
 const MTU: u32 = 1430;
 

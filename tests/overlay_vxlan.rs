@@ -19,8 +19,7 @@ use std::time::Duration;
 use tapswitch_tests::overlay_lab::OverlayLab;
 use tapswitch_tests::{in_netns, require_root, unique_name};
 
-mod overlay_hosts;
-use overlay_hosts::*;
+use tapswitch_tests::overlay_hosts::*;
 
 #[test]
 fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {

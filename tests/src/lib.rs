@@ -23,6 +23,7 @@ pub mod golden;
 pub mod lab;
 pub mod monitor;
 pub mod netns;
+pub mod overlay_hosts;
 pub mod overlay_lab;
 pub mod remote;
 pub mod rootless_user;

@@ -1,30 +1,27 @@
 //! What the overlay tests share: `serve` on a lab host, containers made
 //! by `tapswitch container create` and how they are read, traffic checks,
-//! and the tunnel's state as the control socket reports it. Included by
-//! each `overlay_*` test with `mod overlay_hosts;`.
-
-#![allow(dead_code)] // Each test binary uses a part.
+//! and the tunnel's state as the control socket reports it.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tapswitch_tests::overlay_lab::OverlayLab;
-use tapswitch_tests::{Netns, SwitchProcess, unique_name};
+use crate::overlay_lab::OverlayLab;
+use crate::{Netns, SwitchProcess, unique_name};
 
-pub(crate) const VNI: &str = "4242";
-pub(crate) const SUBNET: &str = "10.50.0.0/24";
+pub const VNI: &str = "4242";
+pub const SUBNET: &str = "10.50.0.0/24";
 /// The kernel host's container: outside the addresses IPAM hands out first.
-pub(crate) const KERNEL_CONTAINER_IP: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 250);
-pub(crate) const KERNEL_CONTAINER_MAC: &str = "02:42:0a:32:00:fa";
-pub(crate) const TEN_MB: usize = 10 << 20;
+pub const KERNEL_CONTAINER_IP: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 250);
+pub const KERNEL_CONTAINER_MAC: &str = "02:42:0a:32:00:fa";
+pub const TEN_MB: usize = 10 << 20;
 
-pub(crate) fn serve(lab: &OverlayLab, host: usize) -> SwitchProcess {
+pub fn serve(lab: &OverlayLab, host: usize) -> SwitchProcess {
     serve_on(lab, host, &OverlayLab::underlay_ip(host).to_string())
 }
 
 /// `serve --network ov --underlay UNDERLAY --lease-ttl 3` on `host`.
-pub(crate) fn serve_on(lab: &OverlayLab, host: usize, underlay: &str) -> SwitchProcess {
+pub fn serve_on(lab: &OverlayLab, host: usize, underlay: &str) -> SwitchProcess {
     let args: Vec<String> = [
         "--store",
         &lab.store(),
@@ -46,26 +43,22 @@ pub(crate) fn serve_on(lab: &OverlayLab, host: usize, underlay: &str) -> SwitchP
 
 /// A container: its namespace and `eth0`'s address, MAC and MTU.
 #[derive(Debug)]
-pub(crate) struct Container {
-    pub(crate) ns: PathBuf,
-    pub(crate) ip: Ipv4Addr,
-    pub(crate) mac: String,
-    pub(crate) mtu: u32,
+pub struct Container {
+    pub ns: PathBuf,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub mtu: u32,
 }
 
 /// A container made by `tapswitch container create` on `host`, with the
 /// MTU of an overlay network on a 1500-byte IPv4 underlay.
-pub(crate) fn create_container(
-    lab: &mut OverlayLab,
-    host: usize,
-    switch: &SwitchProcess,
-) -> Container {
+pub fn create_container(lab: &mut OverlayLab, host: usize, switch: &SwitchProcess) -> Container {
     create_container_with_mtu(lab, host, switch, 1450)
 }
 
 /// A container made by `tapswitch container create` on `host`, whose
 /// `eth0` must have MTU `mtu`.
-pub(crate) fn create_container_with_mtu(
+pub fn create_container_with_mtu(
     lab: &mut OverlayLab,
     host: usize,
     switch: &SwitchProcess,
@@ -96,7 +89,7 @@ pub(crate) fn create_container_with_mtu(
 
 /// Address, MAC and MTU of `eth0` in a namespace, which must have the
 /// default MTU of an overlay network (1450).
-pub(crate) fn inspect_container(ns: &Path) -> Container {
+pub fn inspect_container(ns: &Path) -> Container {
     let container = read_container(ns);
     assert_eq!(
         container.mtu, 1450,
@@ -106,11 +99,10 @@ pub(crate) fn inspect_container(ns: &Path) -> Container {
 }
 
 /// Address, MAC and MTU of `eth0` in a namespace.
-pub(crate) fn read_container(ns: &Path) -> Container {
+pub fn read_container(ns: &Path) -> Container {
     let name = ns.file_name().unwrap().to_str().unwrap().to_string();
-    let addr =
-        tapswitch_tests::netns::ip_output(&["-n", &name, "-o", "-4", "addr", "show", "eth0"])
-            .expect("eth0's address");
+    let addr = crate::netns::ip_output(&["-n", &name, "-o", "-4", "addr", "show", "eth0"])
+        .expect("eth0's address");
     let ip = addr
         .split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -118,8 +110,8 @@ pub(crate) fn read_container(ns: &Path) -> Container {
         .and_then(|cidr| cidr.split('/').next())
         .and_then(|ip| ip.parse().ok())
         .unwrap_or_else(|| panic!("no address in {addr}"));
-    let link = tapswitch_tests::netns::ip_output(&["-n", &name, "-o", "link", "show", "eth0"])
-        .expect("eth0's link");
+    let link =
+        crate::netns::ip_output(&["-n", &name, "-o", "link", "show", "eth0"]).expect("eth0's link");
     let mac = link
         .split_whitespace()
         .skip_while(|w| *w != "link/ether")
@@ -142,7 +134,7 @@ pub(crate) fn read_container(ns: &Path) -> Container {
 
 /// The kernel-vxlan host: `vx0` and a container's veth on a kernel bridge,
 /// flooding to both tapswitch hosts (`bridge fdb append 00:00:00:00:00:00`).
-pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> (Netns, Container) {
+pub fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> (Netns, Container) {
     let dsts: Vec<String> = switches
         .iter()
         .map(|switch| OverlayLab::underlay_ip(*switch).to_string())
@@ -153,7 +145,7 @@ pub(crate) fn kernel_host(lab: &OverlayLab, host: usize, switches: &[usize]) -> 
 
 /// The kernel-vxlan host with `vx0` on underlay address `local` (IPv4 or
 /// IPv6), flooding to `dsts`, its container's veth with MTU `mtu`.
-pub(crate) fn kernel_host_on(
+pub fn kernel_host_on(
     lab: &OverlayLab,
     host: usize,
     local: &str,
@@ -224,7 +216,7 @@ pub(crate) fn kernel_host_on(
     (container, inside)
 }
 
-pub(crate) fn ping_ok(from: &Container, to: Ipv4Addr) {
+pub fn ping_ok(from: &Container, to: Ipv4Addr) {
     let got = tools::traffic::ping(&from.ns, to, 3, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("pinging {to} from {}: {e}", from.ns.display()))
         .received();
@@ -235,7 +227,7 @@ pub(crate) fn ping_ok(from: &Container, to: Ipv4Addr) {
     );
 }
 
-pub(crate) fn transfer_ok(server: &Container, client: &Container) {
+pub fn transfer_ok(server: &Container, client: &Container) {
     tools::traffic::tcp_transfer(&server.ns, server.ip, &client.ns, TEN_MB).unwrap_or_else(|e| {
         panic!(
             "10 MB over TCP {} -> {}: {e}",
@@ -246,12 +238,12 @@ pub(crate) fn transfer_ok(server: &Container, client: &Container) {
 }
 
 /// The tunnel's report (`Request::Tunnel`).
-pub(crate) fn tunnel(switch: &SwitchProcess) -> serde_json::Value {
+pub fn tunnel(switch: &SwitchProcess) -> serde_json::Value {
     switch.call(r#"{"cmd":"tunnel"}"#).expect("tunnel request")
 }
 
 /// Where `mac` is behind, as `fdb --json` says (`via`), if on the tunnel.
-pub(crate) fn via(switch: &SwitchProcess, mac: &str) -> Option<String> {
+pub fn via(switch: &SwitchProcess, mac: &str) -> Option<String> {
     switch.fdb()["entries"]
         .as_array()?
         .iter()
@@ -259,7 +251,7 @@ pub(crate) fn via(switch: &SwitchProcess, mac: &str) -> Option<String> {
         .and_then(|e| e["via"].as_str().map(str::to_string))
 }
 
-pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
@@ -267,7 +259,7 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> 
     }
 }
 
-pub(crate) fn members(switch: &SwitchProcess) -> Vec<String> {
+pub fn members(switch: &SwitchProcess) -> Vec<String> {
     tunnel(switch)["members"]
         .as_array()
         .map(|m| {
