@@ -5,15 +5,21 @@
 //! lengths, checksums) and the next piece of the body, unchanged. So a
 //! datagram is sent as two pieces: a head kept here (the VXLAN header and
 //! the segment's headers) and its payload referenced in the frame itself;
-//! the kernel gathers them (`sendmsg` with an iovec per piece). Only where
-//! the body starts cannot be told from the offload header (no partial
-//! checksum, or UDP fragmentation) is the whole segment kept as the head.
+//! the kernel gathers them (`sendmsg` with an iovec per piece). Where the
+//! body starts cannot be told from the offload header (no partial
+//! checksum, or UDP fragmentation), or the piece is short, the whole
+//! segment is kept as the head.
 
 use std::io::IoSlice;
 use std::ops::Range;
 
 use crate::vnet::{OffloadError, VnetHdr};
 use crate::wire::{tcp, udp};
+
+/// A payload shorter than this is copied with its head: gathering one
+/// more piece costs the kernel about what copying a few hundred bytes
+/// costs here (64-byte UDP datagrams would be two pieces each).
+const MIN_REFERENCED: usize = 512;
 
 /// The datagrams of one cut super-frame.
 #[derive(Debug, Default)]
@@ -63,12 +69,12 @@ impl Cut {
             };
             let piece = segment.len() - headers;
             let payload = next..next + piece;
+            next += piece;
             // `segment` cuts the body unchanged, piece after piece (checked
             // in debug builds only: a comparison would read it all again).
-            let referenced = payload.end <= frame.len() && headers < segment.len();
+            let referenced = piece >= MIN_REFERENCED && payload.end <= frame.len();
             debug_assert!(!referenced || frame[payload.clone()] == segment[headers..]);
             let (headers, payload) = if referenced {
-                next += piece;
                 (headers, payload)
             } else {
                 (segment.len(), 0..0)
@@ -87,14 +93,26 @@ impl Cut {
         &self.lengths
     }
 
-    /// The pieces of the datagrams `which`, in order, for one send.
+    /// The pieces of the datagrams `which`, in order, for one send; heads
+    /// of datagrams kept whole, back to back, go as one piece.
     pub(super) fn parts<'a>(&'a self, frame: &'a [u8], which: Range<usize>) -> Vec<IoSlice<'a>> {
         let mut parts = Vec::with_capacity(2 * which.len());
+        // Heads not handed out yet (they lie back to back in `heads`).
+        let mut heads: Option<Range<usize>> = None;
         for datagram in &self.datagrams[which] {
-            parts.push(IoSlice::new(&self.heads[datagram.head.clone()]));
-            if !datagram.payload.is_empty() {
+            let head = match heads.take() {
+                Some(before) => before.start..datagram.head.end,
+                None => datagram.head.clone(),
+            };
+            if datagram.payload.is_empty() {
+                heads = Some(head);
+            } else {
+                parts.push(IoSlice::new(&self.heads[head]));
                 parts.push(IoSlice::new(&frame[datagram.payload.clone()]));
             }
+        }
+        if let Some(head) = heads {
+            parts.push(IoSlice::new(&self.heads[head]));
         }
         parts
     }
@@ -121,6 +139,7 @@ fn body_start(vnet: &VnetHdr, frame: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ipv4;
 
     const HEADER: [u8; 8] = [8, 0, 0, 0, 0, 0, 0x10, 0];
 
@@ -201,7 +220,7 @@ mod tests {
         builder.write(&mut frame, &[7u8; 5 * 100 + 30]).unwrap();
         let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 17, frame.len() - 34);
         frame[40..42].copy_from_slice(&pseudo.to_be_bytes());
-        let vnet = VnetHdr {
+        let mut vnet = VnetHdr {
             flags: VnetHdr::NEEDS_CSUM,
             gso_type: VnetHdr::GSO_UDP_L4,
             hdr_len: 42,
@@ -211,8 +230,28 @@ mod tests {
         };
         let mut cut = Cut::default();
         cut.cut(&HEADER, &vnet, &frame).unwrap();
-        assert_eq!(gathered(&cut, &frame), copied(&vnet, &frame));
-        assert_eq!(cut.heads.len(), 6 * (8 + 42));
+        let copied = copied(&vnet, &frame);
+        assert_eq!(gathered(&cut, &frame), copied);
+        // 100-byte pieces are short: every datagram kept whole, and the
+        // six go in one piece.
+        let whole: usize = copied.iter().map(Vec::len).sum();
+        assert_eq!(cut.heads.len(), whole);
+        assert_eq!(cut.parts(&frame, 0..6).len(), 1);
+        // 600-byte pieces are referenced, the short last one is not.
+        vnet.gso_size = 600;
+        frame.truncate(42);
+        frame.extend_from_slice(&[3u8; 2 * 600 + 30]);
+        let len = (frame.len() - 14) as u16;
+        frame[16..18].copy_from_slice(&len.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut frame[14..]).fill_checksum();
+        let udp_len = (frame.len() - 34) as u16;
+        frame[38..40].copy_from_slice(&udp_len.to_be_bytes());
+        let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 17, frame.len() - 34);
+        frame[40..42].copy_from_slice(&pseudo.to_be_bytes());
+        cut.cut(&HEADER, &vnet, &frame).unwrap();
+        assert_eq!(gathered(&cut, &frame), self::copied(&vnet, &frame));
+        assert_eq!(cut.heads.len(), 2 * (8 + 42) + 8 + 42 + 30);
+        assert_eq!(cut.parts(&frame, 0..3).len(), 5);
     }
 
     #[test]
