@@ -194,6 +194,15 @@ class ConnectionRate(unittest.TestCase):
         self.assertGreater(summary["connections"], 0)
         self.assertEqual(summary["failed"], 0)
 
+    def test_rounds_add_up_to_one_rate(self):
+        first = {"rate": 100.0, "connections": 500, "seconds": 5.0, "failed": 1, "slow": 0}
+        second = {"rate": 300.0, "connections": 1500, "seconds": 5.0, "failed": 0, "slow": 2}
+        total = outbound.add_counts(outbound.add_counts(None, first), second)
+        self.assertEqual(total["connections"], 2000)
+        self.assertEqual((total["failed"], total["slow"]), (1, 2))
+        self.assertAlmostEqual(total["rate"], 200.0)
+        self.assertEqual(first["connections"], 500, "the first round's counts stay as they were")
+
     def test_outbound_tests_option(self):
         self.assertEqual(bench.outbound_test_list("connect"), ["connect"])
         self.assertEqual(bench.outbound_test_list("connect,iperf"), ["out", "published", "connect"])

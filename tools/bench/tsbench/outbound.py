@@ -140,7 +140,7 @@ def measure(
                     outbound[label] = in_ns(container)
                     published[label] = (UPLINK_IP, port)
             if "connect" in tests and mtu == min(mtus):
-                row, detail = connection_rates(outbound, setups, workdir, mtu)
+                row, detail = connection_rates(outbound, setups, workdir, mtu, reps)
                 results["connect"][mtu] = row
                 results["connect_detail"] = detail
             if "out" in tests:
@@ -167,16 +167,24 @@ def measure(
     return results
 
 
-def connection_rates(paths, setups, workdir, mtu):
+def connection_rates(paths, setups, workdir, mtu, rounds=1):
     """Connections per second of each path (prefix argv running a command
-    in the path's client namespace), one after another; the row and each
-    path's counts. Each tapswitch build's `stats` after its test stay in
-    `workdir` (flows opened, refused, dropped)."""
+    in the path's client namespace), the paths taking turns for `rounds`
+    rounds (a change of load touches all alike); the row and each path's
+    counts summed over the rounds. Each tapswitch build's `stats` after its
+    test stay in `workdir` (flows opened, refused, dropped)."""
+    totals = {path: None for path in paths}
+    for _ in range(rounds):
+        for path, prefix_argv in paths.items():
+            summary = connrate.measure(
+                prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
+            )
+            if not summary:
+                continue
+            log(f"connect {path}: {summary['rate']:.0f}/s this round")
+            totals[path] = add_counts(totals[path], summary)
     row, detail = {}, {}
-    for path, prefix_argv in paths.items():
-        summary = connrate.measure(
-            prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
-        )
+    for path, summary in totals.items():
         if path in setups:
             setups[path].save_stats(mtu, os.path.join(workdir, f"connect-stats-{path}.txt"))
         row[path] = summary["rate"] if summary else None
@@ -190,6 +198,17 @@ def connection_rates(paths, setups, workdir, mtu):
             )
     row.setdefault("tapswitch", None)
     return row, detail
+
+
+def add_counts(total, summary):
+    """Two rounds' connection counts as one: the rate over both."""
+    if total is None:
+        return dict(summary)
+    merged = dict(total)
+    for key in ("connections", "seconds", "failed", "slow"):
+        merged[key] = total[key] + summary[key]
+    merged["rate"] = merged["connections"] / merged["seconds"] if merged["seconds"] else 0.0
+    return merged
 
 
 def in_ns(ns):
