@@ -75,7 +75,10 @@ pub trait PortRx: Send + fmt::Debug {
     /// Whether the fd may be watched level-triggered: it polls readable
     /// exactly while frames wait (or an error does, until a read takes
     /// it). Then a read may stop before it finds the lane empty
-    /// ([`batch::ReadDepth::OneFrame`]): epoll reports the rest.
+    /// ([`batch::ReadDepth::OneFrame`]): epoll reports the rest. Worth it
+    /// where a read takes one frame per system call (a TAP); a backend
+    /// that reads batches learns that the lane is empty from a short
+    /// batch, and a burst read a frame per `epoll_wait` would cost it more.
     fn level_triggered(&self) -> bool {
         false
     }

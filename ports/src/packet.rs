@@ -154,7 +154,9 @@ pub struct PacketRx {
 impl PortRx for PacketRx {
     fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
-        let count = batch.wanted().min(MAX_BATCH);
+        // Edge-triggered (the default of `PortRx::level_triggered`): a
+        // batch, which says for free that the lane is empty when short.
+        let count = batch.capacity().min(MAX_BATCH);
         let received = {
             let mut free = batch.free_buffers();
             let mut bufs: [&mut [u8]; MAX_BATCH] =
@@ -184,12 +186,6 @@ impl PortRx for PacketRx {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
-    }
-
-    /// A packet socket polls readable while frames wait, and its error
-    /// (the link went down) is reported once, by the read that takes it.
-    fn level_triggered(&self) -> bool {
-        true
     }
 
     fn interface_gone(&self) -> bool {

@@ -78,9 +78,9 @@ pub(super) struct Lane {
     pub(super) handle: Arc<PortHandle>,
     pub(super) home: usize,
     pub(super) rx: Mutex<RxState>,
-    /// Its home worker watches it level-triggered (the receive half allows
-    /// it): while the port is read by CPU, a read takes one frame and
-    /// leaves the rest to epoll (see [`LaneReader::depth_for`]).
+    /// Its home worker watches it level-triggered (the receive half asks
+    /// for it: a TAP queue): while the port is read by CPU, a read takes
+    /// one frame and leaves the rest to epoll (see [`LaneReader::depth_for`]).
     pub(super) level_triggered: bool,
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).

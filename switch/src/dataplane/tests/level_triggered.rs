@@ -150,6 +150,18 @@ fn a_level_triggered_lane_is_read_a_frame_at_a_time_while_light_and_dry_under_lo
     assert_eq!(dp.metrics().reading, ReadMode::ByCpu);
     learn_b(&dp, &a.lanes, &b);
 
+    // The port's first steering is handed over by a read of lane 0 that
+    // finds it empty (such a read goes until empty): one frame through it.
+    let lanes = dp.shared.lanes_by_port();
+    let steering = lanes.get(&pa).expect("port a").steering.clone();
+    for _ in 0..100 {
+        if steering.pending().is_none() {
+            break;
+        }
+        burst(&dp, &a, pa, &b, 0, 0, 1);
+    }
+    assert!(steering.pending().is_none(), "first steering handed over");
+
     // Read by CPU: a burst waiting in one lane at once is read a frame
     // per read, and epoll, watching level-triggered, reports the lane
     // again until it is empty (edge-triggered, the burst would stay
