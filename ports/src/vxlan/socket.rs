@@ -316,8 +316,8 @@ impl VxlanTx {
     }
 
     /// Cuts a super-frame into datagrams (VXLAN header and a wire frame
-    /// each, the data referenced in `frame`: [`Cut`]) and sends them in
-    /// runs of equal size with `UDP_SEGMENT`.
+    /// each: [`Cut`]) and sends them in runs of equal size with
+    /// `UDP_SEGMENT`.
     fn send_cut(
         &self,
         endpoints: &[SocketAddr],
@@ -338,7 +338,7 @@ impl VxlanTx {
         for endpoint in endpoints {
             let mut first = 0;
             for run in &runs {
-                let parts = cut.parts(frame, first..first + run.count);
+                let parts = cut.parts(first..first + run.count);
                 first += run.count;
                 let sent = if run.count == 1 {
                     self.socket
