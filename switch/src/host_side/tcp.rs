@@ -467,6 +467,10 @@ impl HostSide {
                 socket
                     .send(|buf| {
                         let limit = buf.len().min(limit);
+                        if limit == 0 {
+                            // A read of nothing would look like the end.
+                            return (0, Err(io::Error::from(io::ErrorKind::Interrupted)));
+                        }
                         match host.read(&mut buf[..limit]) {
                             Ok(n) if n > 0 => {
                                 let data = TcpEvent::HostData(&buf[..n]);
