@@ -456,8 +456,8 @@ impl HostSide {
         if conn.readable && !conn.host_eof && room > 0 {
             let limit = room.min(self.scratch.len());
             // Nothing waits in the flow before these bytes: read them
-            // straight into the stack's send buffer (one copy fewer), the
-            // flow counting them as taken at once.
+            // straight into the stack's send buffer (two copies fewer: no
+            // read buffer, no relay buffer), the flow only counting them.
             let direct = socket.can_send()
                 && services
                     .flows()
@@ -473,10 +473,8 @@ impl HostSide {
                         }
                         match host.read(&mut buf[..limit]) {
                             Ok(n) if n > 0 => {
-                                let data = TcpEvent::HostData(&buf[..n]);
-                                let taken = services.tcp(now, key, data, pending).accepted;
-                                services.tcp(now, key, TcpEvent::ContainerTook(taken), pending);
-                                (taken, Ok(n))
+                                let taken = TcpEvent::HostDataTaken(n);
+                                (services.tcp(now, key, taken, pending).accepted, Ok(n))
                             }
                             other => (0, other),
                         }
