@@ -121,7 +121,9 @@
 //!    [`TcpFlow::to_host`] with `send` and report `HostWrote(n)`. The other
 //!    way: `read` into a scratch buffer sized by the flow's free space,
 //!    `HostData`, then `send_slice` of [`TcpFlow::to_container`] and
-//!    `ContainerTook(n)`. `EAGAIN` is no event; `ECONNRESET`/`EPIPE` are
+//!    `ContainerTook(n)`; or, with nothing waiting in `to_container`, `read`
+//!    straight into smoltcp's send buffer and `HostDataTaken(n)`. `EAGAIN`
+//!    is no event; `ECONNRESET`/`EPIPE` are
 //!    `HostReset`; a 0-byte read is `HostEof`.
 //! 6. **Closes.** smoltcp's `!may_recv()` with an empty receive buffer after
 //!    `Established` is `ContainerFin`; a socket that went to `Closed`

@@ -97,6 +97,11 @@ pub enum TcpEvent<'a> {
     ContainerReset,
     /// Bytes read from the host socket; accepted as with `ContainerData`.
     HostData(&'a [u8]),
+    /// This many bytes were read from the host socket straight into the
+    /// container's side, none of [`TcpFlow::to_container`] waiting before
+    /// them: counted, never buffered (all accepted, or the event is
+    /// invalid).
+    HostDataTaken(usize),
     /// The host socket read end-of-file: the remote's FIN.
     HostEof,
     /// The host socket failed (`ECONNRESET`, `EPIPE`, ...): a reset.
@@ -310,6 +315,13 @@ impl TcpFlow {
                 }
                 result.accepted = self.downstream.buffer.push(data);
                 self.counters.bytes_to_container += result.accepted as u64;
+            }
+            TcpEvent::HostDataTaken(n) => {
+                if self.downstream.source_closed || !self.downstream.buffer.is_empty() {
+                    return invalid();
+                }
+                result.accepted = n;
+                self.counters.bytes_to_container += n as u64;
             }
             TcpEvent::HostWrote(n) => {
                 self.upstream.buffer.consume(n);

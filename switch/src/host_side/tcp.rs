@@ -456,8 +456,8 @@ impl HostSide {
         if conn.readable && !conn.host_eof && room > 0 {
             let limit = room.min(self.scratch.len());
             // Nothing waits in the flow before these bytes: read them
-            // straight into the stack's send buffer (one copy fewer), the
-            // flow counting them as taken at once.
+            // straight into the stack's send buffer (two copies fewer: no
+            // read buffer, no relay buffer), the flow only counting them.
             let direct = socket.can_send()
                 && services
                     .flows()
@@ -467,12 +467,14 @@ impl HostSide {
                 socket
                     .send(|buf| {
                         let limit = buf.len().min(limit);
+                        if limit == 0 {
+                            // A read of nothing would look like the end.
+                            return (0, Err(io::Error::from(io::ErrorKind::Interrupted)));
+                        }
                         match host.read(&mut buf[..limit]) {
                             Ok(n) if n > 0 => {
-                                let data = TcpEvent::HostData(&buf[..n]);
-                                let taken = services.tcp(now, key, data, pending).accepted;
-                                services.tcp(now, key, TcpEvent::ContainerTook(taken), pending);
-                                (taken, Ok(n))
+                                let taken = TcpEvent::HostDataTaken(n);
+                                (services.tcp(now, key, taken, pending).accepted, Ok(n))
                             }
                             other => (0, other),
                         }

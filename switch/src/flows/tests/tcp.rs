@@ -170,6 +170,28 @@ fn bytes_are_relayed_both_ways_and_counted() {
 }
 
 #[test]
+fn bytes_taken_straight_by_the_container_side_are_counted_not_buffered() {
+    let mut flow = established();
+    let step = flow.handle(at(2), TcpEvent::HostDataTaken(1000));
+    assert_eq!((step.accepted, step.invalid), (1000, false));
+    assert!(flow.to_container().is_empty());
+    assert_eq!(flow.counters().bytes_to_container, 1000);
+    // Not while bytes wait before them (they would be overtaken), nor
+    // after the remote's end.
+    flow.handle(at(3), TcpEvent::HostData(b"queued"));
+    let step = flow.handle(at(3), TcpEvent::HostDataTaken(10));
+    assert_eq!((step.accepted, step.invalid), (0, true));
+    flow.handle(at(3), TcpEvent::ContainerTook(6));
+    flow.handle(at(4), TcpEvent::HostEof);
+    let step = flow.handle(at(4), TcpEvent::HostDataTaken(10));
+    assert_eq!((step.accepted, step.invalid), (0, true));
+    assert_eq!(flow.counters().bytes_to_container, 1006);
+    // Before the connect, as any data.
+    let step = connecting().handle(at(1), TcpEvent::HostDataTaken(10));
+    assert!(step.invalid);
+}
+
+#[test]
 fn a_full_buffer_stops_reading_that_side_until_the_other_takes_bytes() {
     let mut flow = established();
     // The buffer holds 8 bytes: the rest stays with the container's stack.
