@@ -251,7 +251,7 @@ impl Gateway {
         socket
     }
 
-    /// Closed TCP sockets kept for reuse (see [`SPARE_TCP_BYTES`]).
+    /// Closed TCP sockets kept for reuse (their buffers bounded in bytes).
     pub fn spare_tcp_sockets(&self) -> usize {
         self.spare_tcp.len()
     }
