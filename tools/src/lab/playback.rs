@@ -46,7 +46,7 @@ use switch::{
 };
 
 use super::notation::{count, seconds_ns};
-use super::underlay::{LabTunnel, TunnelReport, TunnelSpec, UnderlayTx};
+use super::underlay::{LabTunnel, ReplayTunnelReport, TunnelSpec, UnderlayTx};
 
 /// The gateway port's name in trace lines and summaries, as in `serve`.
 pub use switch::dataplane::GATEWAY_PORT_NAME;
@@ -138,7 +138,7 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The tunnel port's table and counters (its drops are in its port's
     /// `stats` too).
-    pub tunnel: Option<(PortId, TunnelReport)>,
+    pub tunnel: Option<(PortId, ReplayTunnelReport)>,
 }
 
 /// One port's name and counters.
@@ -401,7 +401,7 @@ pub fn run(config: &LabConfig, outputs: Vec<Box<dyn Write>>) -> Result<Outcome> 
 /// underlay frame the tunnel refused was received and dropped, a frame it
 /// had nowhere to send was meant for the port and not sent. Bytes stay
 /// those of the frames the switch saw: an underlay frame is another layer.
-fn add_tunnel_drops(stats: &mut PortStats, report: &TunnelReport) {
+fn add_tunnel_drops(stats: &mut PortStats, report: &ReplayTunnelReport) {
     for (reason, n) in &report.rx_drops {
         stats.rx_frames += n;
         stats.rx_dropped += n;

@@ -11,7 +11,7 @@ use switch::{PortStats, TableStats};
 use super::expect::Difference;
 use super::notation::{count, seconds_ns};
 use super::playback::{LabConfig, Outcome, PortOutcome};
-use super::underlay::TunnelReport;
+use super::underlay::ReplayTunnelReport;
 use crate::control::{FdbReply, FdbRow};
 use crate::query::render_fdb;
 
@@ -95,7 +95,7 @@ pub fn render(outcome: &Outcome, config: &LabConfig, with_fdb: bool) -> String {
 }
 
 /// The tunnel port's line: its endpoint, members and what crossed it.
-fn render_tunnel(name: &str, tunnel: &TunnelReport) -> String {
+fn render_tunnel(name: &str, tunnel: &ReplayTunnelReport) -> String {
     let members: Vec<String> = tunnel.members.iter().map(|m| m.to_string()).collect();
     let s = &tunnel.stats;
     format!(

@@ -59,7 +59,7 @@ pub struct TunnelSpec {
 
 /// What a tunnel did in a run, for the summary.
 #[derive(Debug, Clone)]
-pub struct TunnelReport {
+pub struct ReplayTunnelReport {
     pub local: SocketAddrV4,
     pub vni: u32,
     pub members: Vec<std::net::SocketAddr>,
@@ -206,10 +206,10 @@ impl LabTunnel {
     }
 
     /// The counters and remote MACs at virtual time `now`.
-    pub fn report(&self, now: Instant) -> TunnelReport {
+    pub fn report(&self, now: Instant) -> ReplayTunnelReport {
         let table = self.table();
         let drops = self.drops.lock().unwrap_or_else(PoisonError::into_inner);
-        TunnelReport {
+        ReplayTunnelReport {
             local: self.local,
             vni: table.vni(),
             members: table.members().collect(),
