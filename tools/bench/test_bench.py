@@ -194,6 +194,44 @@ class ConnectionRate(unittest.TestCase):
         self.assertGreater(summary["connections"], 0)
         self.assertEqual(summary["failed"], 0)
 
+    def test_every_round_of_every_path_gets_a_port_of_its_own(self):
+        # The paths share a source address: a port reused within TIME_WAIT's
+        # 60 s made every round after the first crawl.
+        ports = [outbound.connect_port(r, p, 4) for r in range(3) for p in range(4)]
+        self.assertEqual(len(set(ports)), 12)
+        self.assertTrue(
+            all(
+                p
+                in connrate.parse_ports(
+                    f"{outbound.CONNECT_PORT}-{outbound.CONNECT_PORT + outbound.CONNECT_PORTS - 1}"
+                )
+                for p in ports
+            )
+        )
+        self.assertEqual(list(connrate.parse_ports("5300")), [5300])
+        self.assertEqual(list(connrate.parse_ports("5300-5302")), [5300, 5301, 5302])
+
+    def test_a_server_on_a_range_answers_on_each_port(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(connrate.server_argv("127.0.0.1", f"{port}-{port + 1}", 5))
+        try:
+            for each in (port, port + 1):
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    with socket.socket() as s:
+                        if s.connect_ex(("127.0.0.1", each)) == 0:
+                            break
+                    time.sleep(0.02)
+                summary = connrate.measure([], "127.0.0.1", each, 0.2, 1, print)
+                self.assertIsNotNone(summary)
+                self.assertGreater(summary["connections"], 0)
+                self.assertEqual(summary["failed"], 0)
+        finally:
+            server.kill()
+            server.wait()
+
     def test_rounds_add_up_to_one_rate(self):
         first = {"rate": 100.0, "connections": 500, "seconds": 5.0, "failed": 1, "slow": 0}
         second = {"rate": 300.0, "connections": 1500, "seconds": 5.0, "failed": 0, "slow": 2}

@@ -9,7 +9,13 @@ program that runs in the namespaces (`python3 connrate.py server|client
 
 The server answers and closes first, so TIME_WAIT stays on the remote's
 side and the client's ephemeral ports are free again at once (a client
-that closed first would run out of them at a few thousand a second).
+that closed first would run out of them at a few thousand a second). The
+server listens on a range of ports and each round of each path gets a port
+of its own: the paths share one source address (the switch's namespace),
+so with one port a round met the TIME_WAIT entries (60 s) of the rounds
+before it on the same four-tuples, and every path, the host's own
+included, fell to a few hundred connections a second after the first
+round.
 """
 
 import json
@@ -103,23 +109,33 @@ def measure(ns_argv, address, port, seconds, clients, log):
         return None
 
 
-def serve(address, port, seconds):
-    """Accepts, reads the request, answers, closes; one thread, non-blocking,
-    so a slow connection never holds up the others. Ends after `seconds`."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((address, port))
-    listener.listen(4096)
-    listener.setblocking(False)
+def parse_ports(text):
+    """"5300" or "5300-5311": the ports a server listens on."""
+    first, _, last = text.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+def serve(address, ports, seconds):
+    """Accepts on every port of `ports`, reads the request, answers,
+    closes; one thread, non-blocking, so a slow connection never holds up
+    the others. Ends after `seconds`."""
     sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
+    listeners = set()
+    for port in ports:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen(4096)
+        listener.setblocking(False)
+        sel.register(listener, selectors.EVENT_READ)
+        listeners.add(listener)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         for key, _ in sel.select(timeout=0.5):
-            if key.fileobj is listener:
+            if key.fileobj in listeners:
                 while True:
                     try:
-                        conn, _ = listener.accept()
+                        conn, _ = key.fileobj.accept()
                     except BlockingIOError:
                         break
                     conn.setblocking(False)
@@ -158,4 +174,7 @@ def client(address, port, seconds):
 
 if __name__ == "__main__":
     role, host, port_text, seconds_text = sys.argv[1:5]
-    {"server": serve, "client": client}[role](host, int(port_text), float(seconds_text))
+    if role == "server":
+        serve(host, parse_ports(port_text), float(seconds_text))
+    else:
+        client(host, int(port_text), float(seconds_text))

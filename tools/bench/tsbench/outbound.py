@@ -33,6 +33,9 @@ SLIRP_IP = "10.0.2.100"
 IPERF_PORT = 5201
 # The connection-rate server in the remote namespace.
 CONNECT_PORT = 5300
+# Ports the connection-rate server listens on: one per round and path
+# (see connrate.py: TIME_WAIT of one round must not meet the next).
+CONNECT_PORTS = 64
 # Its lifetime: longer than any run's measuring, shorter than forever if
 # the bench is killed without its cleanup.
 CONNECT_SERVER_SECONDS = 900
@@ -95,7 +98,9 @@ def measure(
     for ns, argv, label in servers:
         iperf_server(ns, argv, label, workdir, cleanup)
     if "connect" in tests:
-        argv = connrate.server_argv(REMOTE_IP, CONNECT_PORT, CONNECT_SERVER_SECONDS)
+        argv = connrate.server_argv(
+            REMOTE_IP, f"{CONNECT_PORT}-{CONNECT_PORT + CONNECT_PORTS - 1}", CONNECT_SERVER_SECONDS
+        )
         server = start(
             argv,
             remote,
@@ -174,10 +179,11 @@ def connection_rates(paths, setups, workdir, mtu, rounds=1):
     counts summed over the rounds. Each tapswitch build's `stats` after its
     test stay in `workdir` (flows opened, refused, dropped)."""
     totals = {path: None for path in paths}
-    for _ in range(rounds):
-        for path, prefix_argv in paths.items():
+    for round_index in range(rounds):
+        for index, (path, prefix_argv) in enumerate(paths.items()):
+            port = connect_port(round_index, index, len(paths))
             summary = connrate.measure(
-                prefix_argv, REMOTE_IP, CONNECT_PORT, CONNECT_SECONDS, CONNECT_CLIENTS, log
+                prefix_argv, REMOTE_IP, port, CONNECT_SECONDS, CONNECT_CLIENTS, log
             )
             if not summary:
                 continue
@@ -198,6 +204,13 @@ def connection_rates(paths, setups, workdir, mtu, rounds=1):
             )
     row.setdefault("tapswitch", None)
     return row, detail
+
+
+def connect_port(round_index, path_index, paths):
+    """The server port of one round of one path: a fresh one each time,
+    so no round meets another's TIME_WAIT four-tuples (wrapping after
+    CONNECT_PORTS rounds, far more than 60 s later)."""
+    return CONNECT_PORT + (round_index * paths + path_index) % CONNECT_PORTS
 
 
 def add_counts(total, summary):
