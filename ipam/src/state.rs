@@ -85,6 +85,14 @@ pub struct Container {
     pub ports: Vec<PublishedPort>,
 }
 
+impl Container {
+    /// Made in boot `boot_id` (a record without one counts as this boot's):
+    /// on a shared store, a record of another boot is another host's.
+    pub fn recorded_in_boot(&self, boot_id: &str) -> bool {
+        self.boot_id.is_empty() || self.boot_id == boot_id
+    }
+}
+
 /// Whose published ports a new container's host ports must not meet.
 ///
 /// A container record names no host. On a shared store (etcd) the switch
@@ -940,5 +948,17 @@ mod tests {
         );
         state.containers[1].ipv4 = Some(ip("172.17.0.1"));
         assert!(state.check().unwrap_err().contains("cannot give"));
+    }
+
+    #[test]
+    fn a_record_of_another_boot_is_another_hosts() {
+        let mut container = Container {
+            boot_id: "b1".into(),
+            ..Container::default()
+        };
+        assert!(container.recorded_in_boot("b1"));
+        assert!(!container.recorded_in_boot("b2"));
+        container.boot_id.clear();
+        assert!(container.recorded_in_boot("b2"), "no boot id: this boot's");
     }
 }

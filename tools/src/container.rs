@@ -365,7 +365,7 @@ pub fn live_listening(
 ) -> Listening {
     let mut answers: BTreeMap<PathBuf, Option<Vec<String>>> = BTreeMap::new();
     let mut listening = Listening::new();
-    let ours = |c: &&Container| !c.ports.is_empty() && recorded_in_boot(c, boot_id);
+    let ours = |c: &&Container| !c.ports.is_empty() && c.recorded_in_boot(boot_id);
     for container in state.containers.iter().filter(ours) {
         let open = container.control.as_ref().and_then(|control| {
             answers
@@ -407,12 +407,6 @@ pub fn ls_json(state: &State, listening: &Listening) -> Vec<serde_json::Value> {
             row
         })
         .collect()
-}
-
-/// Made in boot `boot_id` (a record without one counts as this boot's):
-/// on a shared store, a record of another boot is another host's.
-pub(crate) fn recorded_in_boot(container: &Container, boot_id: &str) -> bool {
-    container.boot_id.is_empty() || container.boot_id == boot_id
 }
 
 /// `docker ps`'s PORTS cell, with what the running switch really listens
@@ -494,7 +488,7 @@ fn inspect(args: &StateArgs, names: &[String]) -> Result<ExitCode> {
             let container = state.container(name)?;
             let mut view = inspect_view(&state, container);
             if let (Some(control), false) = (&container.control, container.ports.is_empty())
-                && recorded_in_boot(container, &current_boot_id())
+                && container.recorded_in_boot(&current_boot_id())
             {
                 let recorded: Vec<String> =
                     container.ports.iter().map(ToString::to_string).collect();

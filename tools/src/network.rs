@@ -346,7 +346,7 @@ pub fn add_listening(
     let boot_id = crate::statedir::current_boot_id();
     for container in state.containers_on(&view.name) {
         // Another boot's record on a shared store is another host's.
-        if !crate::container::recorded_in_boot(container, &boot_id) {
+        if !container.recorded_in_boot(&boot_id) {
             continue;
         }
         let (Some(control), false) = (&container.control, container.ports.is_empty()) else {
