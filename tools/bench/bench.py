@@ -665,7 +665,10 @@ def one_run(args, index, classes, tests, workdir, cleanup, entries):
     if not candidates:
         return {}
     namespaces = [ns for c in candidates for ns in c.topo.namespaces]
-    meter = Meter(ForeignLoad(namespaces), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1)
+    prefixes = [f"{c.topo.name}-" for c in candidates]
+    meter = Meter(
+        ForeignLoad(namespaces, prefixes), quiet_pct=10, quiet_wait=args.quiet_wait, retries=1
+    )
     log(f"idle CPU of the switches over {args.idle_seconds} s")
     measure_idle(candidates, args.idle_seconds)
     measure_all(args, candidates, meter, tests, first_run=index == 0)

@@ -277,6 +277,22 @@ class Foreign(unittest.TestCase):
         after = {"10": ("100", 80), "12": ("300", 7), "11": ("999", 4)}  # 11 is a new process
         self.assertEqual(ForeignLoad.ticks_between(before, after), 30 + 7 + 4)
 
+    def test_a_namespace_made_later_with_our_prefix_is_ours(self):
+        # The two-host tests' second switch lives in a namespace made when
+        # the switch starts: its CPU is the switch's, not another load's.
+        from tsbench import system
+
+        load = ForeignLoad(["b-1-sw"], ["b-1-"])
+        names = ["b-1-sw", "b-1-sw2", "other-sw2", "b-10-sw"]
+        inodes = {"b-1-sw": 11, "b-1-sw2": 12, "other-sw2": 13, "b-10-sw": 14}
+        listdir, inode = system.os.listdir, system.netns_inode
+        system.os.listdir = lambda path: names
+        system.netns_inode = inodes.get
+        try:
+            self.assertEqual(load._our_inodes(), {11, 12})
+        finally:
+            system.os.listdir, system.netns_inode = listdir, inode
+
 
 def sample_run():
     def tcp(g):

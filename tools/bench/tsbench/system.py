@@ -344,11 +344,25 @@ class ForeignLoad:
     session and outside our namespaces. On a shared machine another workload
     distorts every figure, so runs wait for quiet and record what they saw."""
 
-    def __init__(self, namespaces):
+    def __init__(self, namespaces, prefixes=()):
         self.session = os.getsid(0)
-        self.inodes = {netns_inode(n) for n in namespaces} - {None}
+        self.namespaces = list(namespaces)
+        # Namespaces a switch makes when it starts (the second host of the
+        # two-host tests) are ours too: named with a topology's prefix.
+        self.prefixes = tuple(prefixes)
+        self.inodes = set()
+
+    def _our_inodes(self):
+        names = set(self.namespaces)
+        if self.prefixes:
+            try:
+                names.update(n for n in os.listdir("/run/netns") if n.startswith(self.prefixes))
+            except OSError:
+                pass
+        return {netns_inode(n) for n in names} - {None}
 
     def snapshot(self):
+        self.inodes = self._our_inodes()
         snap = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
