@@ -140,6 +140,20 @@ class Outbound(unittest.TestCase):
         self.assertEqual(text.count("3.00x"), 2)
 
 
+def free_port_pair():
+    """A port p of the loopback such that p and p + 1 are both free now."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two free ports in a row on the loopback")
+
+
 class ConnectionRate(unittest.TestCase):
     def test_clients_are_summed_over_the_longest_clients_time(self):
         outputs = [
@@ -212,9 +226,7 @@ class ConnectionRate(unittest.TestCase):
         self.assertEqual(list(connrate.parse_ports("5300-5302")), [5300, 5301, 5302])
 
     def test_a_server_on_a_range_answers_on_each_port(self):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port_pair()
         server = subprocess.Popen(connrate.server_argv("127.0.0.1", f"{port}-{port + 1}", 5))
         try:
             for each in (port, port + 1):
