@@ -166,6 +166,31 @@ impl MemoryLanes {
         }
     }
 
+    /// An opener whose lanes are each wrapped by `wrap` with that lane's
+    /// share of `per_lane` (counters a test reads); one lane per worker.
+    fn opener_wrapped<C: Send + 'static>(
+        &self,
+        per_lane: Vec<C>,
+        wrap: fn(MemoryRx, C) -> Box<dyn PortRx>,
+    ) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<C> {
+        let rx = self.rx.clone();
+        let tx = self.tx.clone();
+        let steering = self.steering.clone();
+        move |asked| {
+            assert_eq!(asked, rx.len(), "one lane per worker");
+            Ok(OpenedPort {
+                kind: PortKind::Memory,
+                lanes: rx
+                    .into_iter()
+                    .zip(per_lane)
+                    .map(|(inner, lane)| wrap(inner, lane))
+                    .collect(),
+                tx: Arc::new(tx),
+                steering: Some(Box::new(Recorder(steering))),
+            })
+        }
+    }
+
     /// Injects a frame into the lane the steering picks for a sender on
     /// CPU `cpu`.
     fn inject_from_cpu(&self, cpu: usize, frame: &[u8]) {

@@ -50,25 +50,10 @@ impl CountedPort {
     }
 
     fn opener(&self) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<> {
-        let rx = self.lanes.rx.clone();
-        let tx = self.lanes.tx.clone();
-        let counts = self.counts.clone();
-        let steering = self.lanes.steering.clone();
-        move |asked| {
-            assert_eq!(asked, 2, "one lane per worker");
-            Ok(OpenedPort {
-                kind: PortKind::Memory,
-                lanes: rx
-                    .into_iter()
-                    .zip(counts)
-                    .map(|(inner, counts)| {
-                        Box::new(CountingRx { inner, counts }) as Box<dyn PortRx>
-                    })
-                    .collect(),
-                tx: Arc::new(tx),
-                steering: Some(Box::new(Recorder(steering))),
+        self.lanes
+            .opener_wrapped(self.counts.clone(), |inner, counts| {
+                Box::new(CountingRx { inner, counts })
             })
-        }
     }
 
     fn steered(&self) -> Vec<(ReadMode, usize)> {
