@@ -88,23 +88,8 @@ mod tests {
 
     #[test]
     fn a_tcp_super_frame_is_cut_into_datagrams_back_to_back() {
-        let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 50, 0, 2], [10, 50, 0, 3], 64)
-            .tcp(40_000, 5_001, 1, 65_000)
-            .ack(9);
         let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let mut frame = Vec::new();
-        builder.write(&mut frame, &payload).unwrap();
-        let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 6, frame.len() - 34);
-        frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
-        let vnet = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1400,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let (vnet, frame) = crate::vxlan::tests::container_tso(&payload, 1400);
         let mut cut = Cut::default();
         cut.cut(&HEADER, &vnet, &frame).unwrap();
         assert_eq!(sent(&cut), expected(&vnet, &frame));

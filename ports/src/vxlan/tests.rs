@@ -266,23 +266,8 @@ fn a_tcp_super_frame_crosses_as_wire_frames_with_right_checksums() {
     let ((left, left_port), (right, mut right_port)) = loopback_pair();
     left.add_member(right.local());
     right.add_member(left.local());
-    let builder = etherparse::PacketBuilder::ethernet2(H2.0, H1.0)
-        .ipv4([10, 50, 0, 2], [10, 50, 0, 3], 64)
-        .tcp(40_000, 5_000, 1, 65_000);
     let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
-    let mut frame = Vec::new();
-    builder.write(&mut frame, &payload).unwrap();
-    // As a container hands it over: the checksum left to the hardware.
-    let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 6, frame.len() - 34);
-    frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    let vnet = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1400,
-        csum_start: 34,
-        csum_offset: 16,
-    };
+    let (vnet, frame) = container_tso(&payload, 1400);
     left_port.tx.send(&vnet, &frame).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -459,4 +444,27 @@ fn datagrams_read_together_come_out_whole_and_in_order() {
     let n = right_port.lanes[0].recv_batch(&mut batch).unwrap();
     let got: Vec<Vec<u8>> = (0..n).map(|i| batch.get(i).1.to_vec()).collect();
     assert_eq!(got, sent);
+}
+
+/// A TCP super-frame from H2 to H1 as a container's stack hands it over
+/// (TSO): `payload` to be cut at `gso_size`, the checksum left to the
+/// hardware (the pseudo-header sum in its place).
+pub(super) fn container_tso(payload: &[u8], gso_size: u16) -> (VnetHdr, Vec<u8>) {
+    let builder = etherparse::PacketBuilder::ethernet2(H2.0, H1.0)
+        .ipv4([10, 50, 0, 2], [10, 50, 0, 3], 64)
+        .tcp(40_000, 5_000, 1, 65_000)
+        .ack(9);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, payload).unwrap();
+    let pseudo = crate::wire::checksum::pseudo_header_sum(&frame[26..34], 6, frame.len() - 34);
+    frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
+    let vnet = VnetHdr {
+        flags: VnetHdr::NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (vnet, frame)
 }
