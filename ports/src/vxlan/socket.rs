@@ -2,6 +2,7 @@
 //! receive lane and written by its send half. What to accept and where to
 //! send is [`RemoteTable`]'s decision.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
@@ -261,7 +262,13 @@ pub struct VxlanTx {
     table: Arc<Mutex<RemoteTable>>,
     header: [u8; vxlan::HEADER_LEN],
     mtu: usize,
-    scratch: Mutex<Scratch>,
+}
+
+thread_local! {
+    /// Buffers reused between sends, one set per sending thread: every
+    /// worker sends to the tunnel, and a shared set behind a mutex would
+    /// make one worker's super-frame wait for another's `sendmsg`.
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
 /// Buffers reused between sends.
@@ -287,7 +294,6 @@ impl VxlanTx {
             table,
             header,
             mtu,
-            scratch: Mutex::default(),
         }
     }
 
@@ -450,18 +456,19 @@ impl PortTx for VxlanTx {
         if vnet.is_plain() {
             return self.send_plain(endpoints, frame);
         }
-        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
-        if vnet.is_gso() {
-            return self.send_cut(endpoints, vnet, frame, &mut scratch.cut);
-        }
-        // A partial checksum: the far side may be a kernel that trusts it.
-        let mut vnet = *vnet;
-        scratch.frame.clear();
-        scratch.frame.extend_from_slice(frame);
-        if crate::vnet::complete_checksum(&mut vnet, &mut scratch.frame).is_err() {
-            return Ok(());
-        }
-        self.send_plain(endpoints, &scratch.frame)
+        SCRATCH.with_borrow_mut(|scratch| {
+            if vnet.is_gso() {
+                return self.send_cut(endpoints, vnet, frame, &mut scratch.cut);
+            }
+            // A partial checksum: the far side may be a kernel that trusts it.
+            let mut vnet = *vnet;
+            scratch.frame.clear();
+            scratch.frame.extend_from_slice(frame);
+            if crate::vnet::complete_checksum(&mut vnet, &mut scratch.frame).is_err() {
+                return Ok(());
+            }
+            self.send_plain(endpoints, &scratch.frame)
+        })
     }
 
     fn offloads(&self) -> bool {
