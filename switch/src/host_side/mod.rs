@@ -219,7 +219,7 @@ impl HostSide {
                 .collect(),
             flows_now: self.services.flows().len(),
             flows: *self.services.flows().stats(),
-            frames: *self.services.stats(),
+            frames: self.services.stats(),
             dns_forwarder: *self.services.forwarder().stats(),
             socket_errors: self.socket_errors,
             overflow_rechecks: self.recheck.rounds(),

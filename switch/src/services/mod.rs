@@ -176,6 +176,7 @@ pub struct Services {
     /// The containers' sequence numbers, per TCP flow.
     windows: SeqWindows,
     reassembler: reassembly::Reassembler,
+    /// All but `reassembly`, which `stats()` reads from the reassembler.
     stats: ServicesStats,
     /// The identification of the next fragmented packet (RFC 6864: unique
     /// per source, destination and protocol while fragments may live; a
@@ -252,8 +253,12 @@ impl Services {
         &self.forwarder
     }
 
-    pub fn stats(&self) -> &ServicesStats {
-        &self.stats
+    /// The counters, the reassembly table's read from it.
+    pub fn stats(&self) -> ServicesStats {
+        ServicesStats {
+            reassembly: *self.reassembler.stats(),
+            ..self.stats
+        }
     }
 
     /// The names changed (a container came or went).

@@ -459,7 +459,6 @@ impl Services {
             // segment is cut only by a sender ignoring path MTU discovery.
             Verdict::ToStack => {
                 self.reassembler.stats.not_delivered += 1;
-                self.stats.reassembly = *self.reassembler.stats();
                 Some(Verdict::Dropped)
             }
             verdict => Some(verdict),
@@ -477,7 +476,7 @@ impl Services {
 
     /// ICMP "time exceeded: fragment reassembly" to the sender of each
     /// datagram just timed out (whose first fragment came), from the
-    /// gateway; refreshes the counters.
+    /// gateway.
     fn send_time_exceeded(&mut self, out: &mut Vec<Output>) {
         for quote in self.reassembler.take_timed_out() {
             let Some(packet) = time_exceeded_packet(self.config.gateway.ip, &quote) else {
@@ -487,7 +486,6 @@ impl Services {
             self.send_packet(sender, Some(packet), out);
             self.reassembler.stats.time_exceeded_sent += 1;
         }
-        self.stats.reassembly = *self.reassembler.stats();
     }
 }
 
