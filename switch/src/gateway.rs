@@ -28,6 +28,19 @@
 //!   each frame its virtio-net header (partial checksum, GSO), so the
 //!   switch passes it whole to a container's port that takes offloads and
 //!   cuts it in software only for one that does not.
+//!
+//! # Larger than the MTU
+//!
+//! As Linux's bridge address does, the gateway answers a ping larger than
+//! the MTU: the services reassemble the request's fragments and hand it
+//! over whole ([`Gateway::deliver_reassembled`]), and smoltcp cuts the
+//! reply into fragments at the MTU (`proto-ipv4-fragmentation`, its buffer
+//! sized for the largest IPv4 packet). smoltcp cuts one datagram at a time,
+//! one fragment per egress pass, and a second reply larger than the MTU
+//! in the same pass would overwrite the first's unsent fragments; so the
+//! gateway takes received frames one at a time and sends every fragment
+//! of a reply before the next ([`Gateway::poll`]), each step against an
+//! empty socket set so that it costs nothing per socket.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -35,7 +48,9 @@ use std::num::{NonZeroU16, NonZeroUsize};
 use std::time::Duration;
 
 use ports::VnetHdr;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
@@ -61,6 +76,10 @@ const ETHERNET_HEADER: usize = 14;
 /// The largest IPv4 packet (its 16-bit total length): the most a TCP
 /// super-frame carries, in and out.
 const IPV4_MAX: usize = 65_535;
+/// The most fragments one IPv4 packet is cut into (8 payload bytes each),
+/// and one more step for smoltcp to clear its buffer: a bound on the
+/// steps that send one reply's fragments.
+const FRAGMENT_STEPS_MAX: usize = IPV4_MAX / 8 + 2;
 
 /// What crosses the gateway's port. See the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +113,13 @@ impl GatewayLink {
 
 /// The gateway host. See the module documentation.
 pub struct Gateway {
-    iface: Interface,
+    /// Boxed: with its fragmentation buffer it is over 64 KiB.
+    iface: Box<Interface>,
     device: FrameQueues,
     sockets: SocketSet<'static>,
+    /// Always empty: the sockets smoltcp visits while it only sends the
+    /// rest of a fragmented reply (see the module documentation).
+    no_sockets: SocketSet<'static>,
     /// Closed TCP sockets for reuse, and their buffers' bytes (see
     /// [`SPARE_TCP_BYTES`]).
     spare_tcp: Vec<tcp::Socket<'static>>,
@@ -145,7 +168,7 @@ impl Gateway {
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
         // A fixed seed: replay must produce the same bytes on every run.
         config.random_seed = 0x7461_7073_7769_7463;
-        let mut iface = Interface::new(config, &mut device, smol_now(now));
+        let mut iface = Box::new(Interface::new(config, &mut device, smol_now(now)));
         iface.update_ip_addrs(|addrs| {
             addrs
                 .push(IpCidr::new(IpAddress::Ipv4(address), prefix_len))
@@ -155,6 +178,7 @@ impl Gateway {
             iface,
             device,
             sockets: SocketSet::new(vec![]),
+            no_sockets: SocketSet::new(vec![]),
             spare_tcp: Vec::new(),
             spare_tcp_bytes: 0,
             mac,
@@ -270,6 +294,14 @@ impl Gateway {
         self.device.link.offloads && self.queue(frame, ETHERNET_HEADER + IPV4_MAX)
     }
 
+    /// Queues a datagram for the gateway's own address that the services
+    /// reassembled from fragments (a ping larger than the MTU), of any
+    /// size up to the largest IPv4 packet. False as for
+    /// [`Gateway::deliver`].
+    pub fn deliver_reassembled(&mut self, frame: &[u8]) -> bool {
+        self.queue(frame, ETHERNET_HEADER + IPV4_MAX)
+    }
+
     fn queue(&mut self, frame: &[u8], limit: usize) -> bool {
         if self.device.rx.len() >= GATEWAY_QUEUE_FRAMES || frame.len() > limit {
             return false;
@@ -308,8 +340,7 @@ impl Gateway {
     /// `out`, plain (on a link with offloads, checksums are completed and
     /// super-frames cut here, in software).
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
-        self.iface
-            .poll(smol_now(now), &mut self.device, &mut self.sockets);
+        self.run_stack(now);
         let offloads = self.device.link.offloads;
         let mut scratch = Vec::new();
         for frame in self.device.tx.drain(..) {
@@ -335,11 +366,46 @@ impl Gateway {
             out.extend(plain.into_iter().map(|f| (VnetHdr::default(), f)));
             return;
         }
-        self.iface
-            .poll(smol_now(now), &mut self.device, &mut self.sockets);
+        self.run_stack(now);
         for TxFrame { mut bytes, segment } in self.device.tx.drain(..) {
             let vnet = offload_header(&mut bytes, segment);
             out.push((vnet, bytes));
+        }
+    }
+
+    /// smoltcp's `Interface::poll` step by step: after each received frame
+    /// and each egress pass, the fragments of a reply larger than the MTU
+    /// are all sent (see the module documentation).
+    fn run_stack(&mut self, now: Instant) {
+        let now = smol_now(now);
+        self.iface.poll_maintenance(now);
+        while self
+            .iface
+            .poll_ingress_single(now, &mut self.device, &mut self.sockets)
+            != PollIngressSingleResult::None
+        {
+            self.send_fragments(now);
+        }
+        loop {
+            let result = self
+                .iface
+                .poll_egress(now, &mut self.device, &mut self.sockets);
+            self.send_fragments(now);
+            if result == PollResult::None {
+                break;
+            }
+        }
+    }
+
+    /// Sends what is left of the datagram smoltcp is cutting into
+    /// fragments: while it holds one, its next poll is due at once.
+    fn send_fragments(&mut self, now: smoltcp::time::Instant) {
+        for _ in 0..FRAGMENT_STEPS_MAX {
+            if self.iface.poll_at(now, &self.no_sockets).is_none() {
+                return;
+            }
+            self.iface
+                .poll_egress(now, &mut self.device, &mut self.no_sockets);
         }
     }
 
@@ -492,11 +558,11 @@ mod tests {
         TcpSeqNumber,
     };
 
-    const HOST_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
-    const HOST_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-    const GW_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+    pub(super) const HOST_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+    pub(super) const HOST_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+    pub(super) const GW_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 
-    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    pub(super) fn arp_request(target: Ipv4Addr) -> Vec<u8> {
         let arp = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: EthernetAddress(HOST_MAC),
@@ -517,10 +583,14 @@ mod tests {
     }
 
     fn ping(dst_mac: MacAddr, dst: Ipv4Addr) -> Vec<u8> {
-        let data = b"tapswitch";
+        ping_with(dst_mac, dst, 1, b"tapswitch")
+    }
+
+    /// An echo request from the host (identifier 7) to `dst`.
+    pub(super) fn ping_with(dst_mac: MacAddr, dst: Ipv4Addr, seq_no: u16, data: &[u8]) -> Vec<u8> {
         let icmp = Icmpv4Repr::EchoRequest {
             ident: 7,
-            seq_no: 1,
+            seq_no,
             data,
         };
         let ip = Ipv4Repr {
@@ -939,3 +1009,6 @@ mod tests {
         assert_eq!(socket.recv_capacity(), 4096);
     }
 }
+
+#[cfg(test)]
+mod fragment_tests;

@@ -418,6 +418,11 @@ impl HostSide {
                     Output::Frame(frame) => self.frames.push(frame),
                     Output::Host(command) => self.host_command(now, command),
                     Output::Stack(command) => self.stack_command(command, gateway),
+                    Output::StackFrame(frame) => {
+                        if !gateway.deliver_reassembled(&frame) {
+                            log::debug!("gateway: a reassembled datagram found the queue full");
+                        }
+                    }
                     Output::DnsTcp { client, bytes } => self.dns_tcp_answer(client, &bytes),
                 }
             }

@@ -15,6 +15,10 @@ pub enum Output {
     Host(HostCommand),
     /// Work for the container side of a TCP flow (smoltcp).
     Stack(StackCommand),
+    /// An Ethernet frame for the gateway's own stack (smoltcp) in place of
+    /// the one given: a datagram reassembled from fragments, which may be
+    /// longer than the MTU ([`crate::gateway::Gateway::deliver_reassembled`]).
+    StackFrame(Vec<u8>),
     /// A DNS answer for the container's TCP connection to the gateway's
     /// port 53 from `client` (the message without its length).
     DnsTcp {

@@ -38,9 +38,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
-};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Ipv4Packet};
 
 use super::{Output, Services, Verdict, ethernet};
 use crate::flows::{IgnoreReason, Ingress, Unreachable, classify_with, unreachable_packet};
@@ -105,9 +103,10 @@ pub struct ReassemblyStats {
     /// Fragments with a length that cannot be (not a multiple of 8 bytes
     /// before the last, or an empty one).
     pub malformed: u64,
-    /// Reassembled datagrams the services could not take: those for the
-    /// gateway's own stack, which takes only unfragmented frames.
-    pub not_delivered: u64,
+    /// Reassembled datagrams handed whole to the gateway's own stack
+    /// ([`Output::StackFrame`]): a ping larger than the MTU to the
+    /// gateway's address, a TCP segment of an open flow.
+    pub to_stack: u64,
 }
 
 /// One datagram's identity (RFC 791).
@@ -414,11 +413,11 @@ impl Partial {
 }
 
 impl Services {
-    /// Step 0 of [`Services::frame`]: an IPv4 fragment the services would
-    /// take whole (routed out of the subnet, or UDP to the gateway's
-    /// address: DNS, host loopback) is held until its datagram is
-    /// complete, which then goes through [`Services::frame`] as if it had
-    /// come unfragmented. `None`: not such a fragment, the frame goes on.
+    /// Step 0 of [`Services::frame`]: an IPv4 fragment routed out of the
+    /// subnet or sent to the gateway's own address (DNS, host loopback, a
+    /// ping to the gateway) is held until its datagram is complete, which
+    /// then goes through [`Services::frame`] as if it had come
+    /// unfragmented. `None`: not such a fragment, the frame goes on.
     pub(super) fn reassemble(
         &mut self,
         now: Instant,
@@ -434,11 +433,10 @@ impl Services {
         let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
         let routed = classify_with(frame, &gateway, self.config.host_loopback)
             == Ingress::Ignore(IgnoreReason::Fragment);
-        let to_gateway_udp = ip.dst_addr() == gateway.ip
-            && ip.next_header() == IpProtocol::Udp
+        let to_gateway = ip.dst_addr() == gateway.ip
             && eth.dst_addr().0 == gateway.mac.0
             && ip.verify_checksum();
-        if !routed && !to_gateway_udp {
+        if !routed && !to_gateway {
             return None;
         }
         self.stats.fragments += 1;
@@ -453,13 +451,16 @@ impl Services {
         };
         let whole = ethernet(MacAddr(eth.src_addr().0), gateway.mac, &whole);
         match self.frame(now, &whole, random_id, out) {
-            // The stack is handed the frame the caller has, a fragment.
-            // Only TCP segments of open flows and UDP to the gateway's
-            // other ports get here; containers' TCP sets DF, so a TCP
-            // segment is cut only by a sender ignoring path MTU discovery.
+            // The caller has only the last fragment: the stack is handed
+            // the whole datagram, which may be longer than the MTU. A ping
+            // to the gateway gets here (answered in fragments, see
+            // `gateway.rs`), UDP to its other ports, and TCP segments of
+            // open flows (containers' TCP sets DF, so only a sender
+            // ignoring path MTU discovery cuts one).
             Verdict::ToStack => {
-                self.reassembler.stats.not_delivered += 1;
-                Some(Verdict::Dropped)
+                self.reassembler.stats.to_stack += 1;
+                out.push(Output::StackFrame(whole));
+                Some(Verdict::Consumed)
             }
             verdict => Some(verdict),
         }

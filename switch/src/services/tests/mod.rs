@@ -116,14 +116,18 @@ fn tcp_frame_to(
 }
 
 fn echo_frame(ident: u16, seq_no: u16) -> Vec<u8> {
+    echo_frame_to(OUTSIDE, ident, seq_no, b"ping!")
+}
+
+fn echo_frame_to(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
     let icmp = Icmpv4Repr::EchoRequest {
         ident,
         seq_no,
-        data: b"ping!",
+        data,
     };
     let ip = Ipv4Repr {
         src_addr: HOST,
-        dst_addr: OUTSIDE,
+        dst_addr: dst,
         next_header: IpProtocol::Icmp,
         payload_len: icmp.buffer_len(),
         hop_limit: 64,

@@ -13,6 +13,34 @@ fn fragment_frames(packet: &[u8], mtu: usize, ident: u16) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `out` is one frame for the stack carrying `expected`'s datagram (the
+/// identification and flags aside: those are the fragments').
+fn assert_same_datagram(out: &[Output], expected: &[u8]) {
+    let [Output::StackFrame(frame)] = out else {
+        panic!("not one frame for the stack: {} outputs", out.len())
+    };
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    let want = Ipv4Packet::new_checked(&expected[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert!(!ip.more_frags() && ip.frag_offset() == 0);
+    assert_eq!(frame[..14], expected[..14], "the Ethernet header");
+    assert_eq!(
+        (
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.next_header(),
+            ip.total_len()
+        ),
+        (
+            want.src_addr(),
+            want.dst_addr(),
+            want.next_header(),
+            want.total_len()
+        )
+    );
+    assert!(ip.payload() == want.payload(), "the datagram's payload");
+}
+
 #[test]
 fn a_fragmented_udp_datagram_leaves_whole_through_its_flow() {
     let mut s = services(true);
@@ -68,19 +96,29 @@ fn a_fragmented_dns_query_to_the_gateway_is_answered() {
 }
 
 #[test]
-fn fragments_the_services_do_not_take_whole_go_on_as_before() {
+fn a_fragmented_ping_to_the_gateway_reaches_its_stack_whole() {
     let mut s = services(true);
-    // A fragmented ping to the gateway is its stack's (untouched).
-    let ping = {
-        let frame = echo_frame(1, 1);
-        let mut packet = frame[14..].to_vec();
-        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
-        ip.set_dst_addr(GW);
-        ip.set_more_frags(true);
-        ip.fill_checksum();
-        from_host(&packet)
-    };
-    assert_eq!(s.frame(at(0), &ping, 0, &mut Vec::new()), Verdict::ToStack);
+    // 4,000 bytes of echo data to the gateway, cut at MTU 1500.
+    let request = echo_frame_to(GW, 1, 1, &[5u8; 4000])[14..].to_vec();
+    let frames = fragment_frames(&request, 1500, 11);
+    assert_eq!(frames.len(), 3);
+    let mut out = Vec::new();
+    for frame in &frames[..2] {
+        assert_eq!(s.frame(at(0), frame, 0, &mut out), Verdict::Consumed);
+    }
+    assert!(out.is_empty(), "held until the last fragment: {out:?}");
+    // The caller has only the last fragment: the stack gets the whole
+    // request from the services, longer than the MTU.
+    assert_eq!(s.frame(at(0), &frames[2], 0, &mut out), Verdict::Consumed);
+    assert_same_datagram(&out, &from_host(&request));
+    assert_eq!(s.stats().fragments, 3);
+    assert_eq!(s.stats().reassembly.reassembled, 1);
+    assert_eq!(s.stats().reassembly.to_stack, 1);
+}
+
+#[test]
+fn fragments_between_containers_are_not_reassembled() {
+    let mut s = services(true);
     // A fragment between two containers is nobody's (not for the gateway).
     let mut packet = udp_packet(
         SocketAddrV4::new(HOST, 1),
@@ -102,7 +140,7 @@ fn fragments_the_services_do_not_take_whole_go_on_as_before() {
 }
 
 #[test]
-fn a_reassembled_segment_for_the_stack_is_dropped_and_counted() {
+fn a_reassembled_segment_of_an_open_flow_reaches_the_stack_whole() {
     let mut s = services(true);
     let mut out = Vec::new();
     // A TCP flow handed to the stack (its SYN held, the connect done).
@@ -114,15 +152,17 @@ fn a_reassembled_segment_for_the_stack_is_dropped_and_counted() {
     s.host(at(0), key, HostEvent::Connected, &mut out);
     let ack = tcp_frame(40000, TcpControl::None, Some(1));
     assert_eq!(s.frame(at(0), &ack, 0, &mut out), Verdict::ToStack);
-    // The same segment in two fragments: whole, it is the stack's, which
-    // would be handed the last fragment instead.
+    // The same segment in fragments: whole, it is the stack's, which is
+    // handed the whole segment instead of the last fragment.
     let pieces = fragment_frames(&ack[14..], 28, 3);
     assert_eq!(pieces.len(), 3);
+    out.clear();
     for piece in &pieces {
-        assert_ne!(s.frame(at(0), piece, 0, &mut out), Verdict::ToStack);
+        assert_eq!(s.frame(at(0), piece, 0, &mut out), Verdict::Consumed);
     }
+    assert_same_datagram(&out, &ack);
     assert_eq!(s.stats().reassembly.reassembled, 1);
-    assert_eq!(s.stats().reassembly.not_delivered, 1);
+    assert_eq!(s.stats().reassembly.to_stack, 1);
 }
 
 #[test]
