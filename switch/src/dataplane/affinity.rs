@@ -166,10 +166,6 @@ pub(super) struct ModeSwitch {
     /// the lock.
     lane_mode: AtomicU8,
     changes: AtomicU64,
-    /// Tests that count steering calls make the mode changes themselves:
-    /// the workers' own load reports are ignored while this is set.
-    #[cfg(test)]
-    reports_held: std::sync::atomic::AtomicBool,
 }
 
 impl ModeSwitch {
@@ -179,16 +175,7 @@ impl ModeSwitch {
             busy_workers: Mutex::new(0),
             lane_mode: AtomicU8::new(ReadMode::ByCpu as u8),
             changes: AtomicU64::new(0),
-            #[cfg(test)]
-            reports_held: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// From now on only [`ModeSwitch::change`] changes the mode: the
-    /// workers' own load reports are ignored (tests that count).
-    #[cfg(test)]
-    pub(super) fn hold_worker_reports(&self) {
-        self.reports_held.store(true, Ordering::Relaxed);
     }
 
     /// Where a port read in lanes sends its frames now: `ByCpu` or `ByPort`.
@@ -234,15 +221,6 @@ impl ModeSwitch {
     /// A worker became busy or calm; when that changes the mode, the new
     /// mode is published and `steer` runs with it, under the lock.
     pub(super) fn worker_changed(&self, busy: bool, steer: impl FnOnce(ReadMode)) {
-        #[cfg(test)]
-        if self.reports_held.load(Ordering::Relaxed) {
-            return;
-        }
-        self.change(busy, steer);
-    }
-
-    /// [`ModeSwitch::worker_changed`], whatever [`ModeSwitch::hold_worker_reports`] said.
-    pub(super) fn change(&self, busy: bool, steer: impl FnOnce(ReadMode)) {
         let mut busy_workers = self
             .busy_workers
             .lock()
@@ -430,7 +408,7 @@ impl<C: CpuControl> Placement<C> {
     /// A batch of `frames` was forwarded: accounts the load (at most once a
     /// window, so a worker that never runs out of frames still changes the
     /// mode), and under load offers the CPU or moves.
-    pub(super) fn batch_forwarded(&mut self, frames: usize, now: Instant, board: &impl LoadBoard) {
+    pub(super) fn batch_forwarded(&mut self, frames: usize, now: Instant, board: &dyn LoadBoard) {
         self.account(now, false, board);
         let heavy = board.lane_mode() == ReadMode::ByPort;
         if self.share.forwarded(frames, heavy) {
@@ -439,11 +417,11 @@ impl<C: CpuControl> Placement<C> {
     }
 
     /// The worker is about to sleep: accounts the load now.
-    pub(super) fn about_to_sleep(&mut self, now: Instant, board: &impl LoadBoard) {
+    pub(super) fn about_to_sleep(&mut self, now: Instant, board: &dyn LoadBoard) {
         self.account(now, true, board);
     }
 
-    fn account(&mut self, now: Instant, now_or_never: bool, board: &impl LoadBoard) {
+    fn account(&mut self, now: Instant, now_or_never: bool, board: &dyn LoadBoard) {
         if !now_or_never && now - self.accounted < WINDOW {
             return;
         }
@@ -459,7 +437,7 @@ impl<C: CpuControl> Placement<C> {
     /// Lets whoever waits for this CPU run (usually the receiver of the
     /// frames just sent), and moves to another CPU when nobody has for a
     /// while but every CPU is busy.
-    fn offer_cpu(&mut self, board: &impl LoadBoard) {
+    fn offer_cpu(&mut self, board: &dyn LoadBoard) {
         let took = self.cpu.offer();
         board.count_yield();
         if self.share.yielded(took) && self.cpu.fully_busy() {

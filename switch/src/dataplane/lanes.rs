@@ -85,9 +85,6 @@ pub(super) struct Lane {
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).
     read_since_sweep: AtomicBool,
-    /// Threads waiting in [`Lane::lock`] (tests pause a reader and look).
-    #[cfg(test)]
-    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Lane {
@@ -101,8 +98,6 @@ impl Lane {
                 error: None,
             }),
             read_since_sweep: AtomicBool::new(false),
-            #[cfg(test)]
-            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -120,18 +115,7 @@ impl Lane {
     /// Locks the lane; a worker that panicked mid-read left nothing half
     /// done in it.
     pub(super) fn lock(&self) -> MutexGuard<'_, RxState> {
-        #[cfg(test)]
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let state = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
-        #[cfg(test)]
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        state
-    }
-
-    /// How many threads wait for the lane's lock now.
-    #[cfg(test)]
-    pub(super) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.rx.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

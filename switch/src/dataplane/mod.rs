@@ -258,13 +258,6 @@ impl Shared {
             }
         }
     }
-
-    /// A load change as a worker reports it, made by a test that holds the
-    /// workers' own reports ([`ModeSwitch::hold_worker_reports`]).
-    #[cfg(test)]
-    fn test_load_changed(&self, busy: bool) {
-        self.mode.change(busy, |_| self.steer_ports_read_lately());
-    }
 }
 
 impl LoadBoard for Shared {
@@ -315,6 +308,17 @@ impl Dataplane {
     /// Starts the threads. With a gateway configured, its port (0, "gw") is
     /// attached and its MAC made a local entry.
     pub fn start(config: DataplaneConfig) -> std::io::Result<Dataplane> {
+        Dataplane::start_reporting_to(config, |shared| shared)
+    }
+
+    /// [`Dataplane::start`], the workers reporting their load to the board
+    /// `board` makes of the shared state: the shared state itself, which
+    /// changes the read mode; a test that makes every mode change itself
+    /// puts a board in between that keeps the workers' reports out.
+    fn start_reporting_to(
+        config: DataplaneConfig,
+        board: impl Fn(Arc<Shared>) -> worker::Board,
+    ) -> std::io::Result<Dataplane> {
         let (events_tx, events) = crossbeam_channel::unbounded();
         let (lagging, lagging_ports) = crossbeam_channel::unbounded();
         let clock = Clock::start();
@@ -360,7 +364,8 @@ impl Dataplane {
                 lane,
                 all: allowed.clone(),
             };
-            workers.push(worker::spawn(index, cpus, shared.clone())?);
+            let reports = board(shared.clone());
+            workers.push(worker::spawn(index, cpus, shared.clone(), reports)?);
         }
         let _ = shared
             .peers

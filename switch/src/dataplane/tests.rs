@@ -203,7 +203,11 @@ impl MemoryLanes {
 }
 
 fn start(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplane {
-    Dataplane::start(DataplaneConfig {
+    Dataplane::start(config(workers, gateway)).unwrap()
+}
+
+fn config(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> DataplaneConfig {
+    DataplaneConfig {
         tuning: Tuning::new(workers, Duration::ZERO, false, false),
         table: TableConfig::default(),
         gateway,
@@ -211,8 +215,37 @@ fn start(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplane
         trace_output: None,
         capture: None,
         services: Default::default(),
+    }
+}
+
+/// A switch of `workers` whose read mode only the test changes, as a
+/// worker reports a load change (`dp.shared.worker_load_changed(busy)`):
+/// the workers' own reports are kept out.
+fn start_with_mode_changed_by_test(workers: usize) -> Dataplane {
+    Dataplane::start_reporting_to(config(workers, None), |shared| {
+        Arc::new(ReportsKeptOut(shared))
     })
     .unwrap()
+}
+
+/// The workers' board in [`start_with_mode_changed_by_test`]: their load
+/// reports go nowhere, the rest to the switch.
+struct ReportsKeptOut(Arc<Shared>);
+
+impl LoadBoard for ReportsKeptOut {
+    fn worker_load_changed(&self, _busy: bool) {}
+
+    fn lane_mode(&self) -> ReadMode {
+        self.0.lane_mode()
+    }
+
+    fn count_yield(&self) {
+        self.0.count_yield();
+    }
+
+    fn count_move(&self) {
+        self.0.count_move();
+    }
 }
 
 /// Sequence numbers of the frames `tx` sent so far, collected into `got`.
@@ -261,10 +294,9 @@ fn frames_are_forwarded_in_order_by_the_workers() {
 
 #[test]
 fn a_port_read_in_lanes_keeps_its_order_across_mode_changes() {
-    let dp = start(2, None);
+    let dp = start_with_mode_changed_by_test(2);
     // The test makes every mode change itself: a worker busy on a loaded
     // machine would otherwise hold the mode and leave changes out.
-    dp.shared.mode.hold_worker_reports();
     let (a, b) = (MemoryLanes::new(2), MemoryLanes::new(1));
     let pa = dp.add_port("a", a.opener()).unwrap();
     dp.add_port("b", b.opener()).unwrap();
@@ -289,7 +321,7 @@ fn a_port_read_in_lanes_keeps_its_order_across_mode_changes() {
                 collect(&b.tx, &mut got) >= ((epoch - 1) * EPOCH) as usize
             });
             // Busy, then calm again: by port, then by CPU.
-            dp.shared.test_load_changed(epoch % 2 == 1);
+            dp.shared.worker_load_changed(epoch % 2 == 1);
         }
         for seq in epoch * EPOCH..(epoch + 1) * EPOCH {
             a.inject_from_cpu(cpu, &frame(HOST_B, HOST_A, seq));
@@ -576,7 +608,13 @@ fn the_gateway_thread_follows_trace_on_and_off_while_running() {
     });
     a.inject(&arp_request(gw_ip));
     answered("the second ARP reply");
-    let lines = gateway_lines();
+    // The line is written once the reply is delivered: it may follow a
+    // moment later.
+    let mut lines = Vec::new();
+    wait_for("the reply's trace line", || {
+        lines.extend(gateway_lines());
+        !lines.is_empty()
+    });
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].ends_with("forwarded to a"), "{}", lines[0]);
     dp.set_trace(TraceSettings::default());

@@ -16,7 +16,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ports::{RxBatch, RxError};
 
-use super::affinity::{Cpus, KernelCpu, Placement};
+use super::affinity::{Cpus, KernelCpu, LoadBoard, Placement};
 use super::delivery::Delivery;
 use super::lanes::{HomeRead, Lane, LaneReader, LanesByPort};
 use super::peer::{Peer, WorkerCommand, WorkerHandle};
@@ -28,8 +28,17 @@ use crate::port::PortId;
 /// The token of the waker other threads use to hand commands over.
 const WAKER: Token = Token(usize::MAX);
 
-/// Starts worker `index`.
-pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result<WorkerHandle> {
+/// Where a worker reports its load and reads the read mode: the switch's
+/// shared state (see [`super::Dataplane::start`]).
+pub(super) type Board = Arc<dyn LoadBoard + Send + Sync>;
+
+/// Starts worker `index`, reporting its load to `board`.
+pub(super) fn spawn(
+    index: usize,
+    cpus: Cpus,
+    shared: Arc<Shared>,
+    board: Board,
+) -> io::Result<WorkerHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (commands, inbox) = crossbeam_channel::unbounded();
@@ -52,6 +61,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
                 delivery: Delivery::new(shared.live_trace.sink(), tuning.coalesce_udp()),
                 link_down: Vec::new(),
                 shared,
+                board,
                 poll,
                 inbox,
                 count,
@@ -69,6 +79,7 @@ pub(super) fn spawn(index: usize, cpus: Cpus, shared: Arc<Shared>) -> io::Result
 struct Worker {
     index: usize,
     shared: Arc<Shared>,
+    board: Board,
     poll: Poll,
     inbox: Receiver<WorkerCommand>,
     count: Arc<AtomicUsize>,
@@ -148,7 +159,7 @@ impl Worker {
                 return;
             }
             // Account.
-            self.placement.about_to_sleep(Instant::now(), &*self.shared);
+            self.placement.about_to_sleep(Instant::now(), &*self.board);
         }
     }
 
@@ -193,7 +204,7 @@ impl Worker {
                     }
                     self.take_answers(&view);
                     self.placement
-                        .batch_forwarded(frames, Instant::now(), &*self.shared);
+                        .batch_forwarded(frames, Instant::now(), &*self.board);
                 }
                 HomeRead::Failed(err) => self.port_failed(&lane.handle, err),
             }

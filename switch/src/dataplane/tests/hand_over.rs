@@ -169,6 +169,11 @@ fn spin_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Whether some thread holds `lane` locked now.
+fn held(lane: &Lane) -> bool {
+    matches!(lane.rx.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+}
+
 #[test]
 fn older_frames_of_the_lane_left_behind_go_first_when_reading_by_port() {
     let port = TwoLanes::new(0);
@@ -288,8 +293,8 @@ fn a_change_cannot_come_between_a_readers_look_and_its_read() {
     assert!(port.read_home(&mut LaneReader::new(0), 0).is_empty());
     // A: sent on CPU 1 while reading by port, in lane 0.
     port.kernel.send(1, 0..3);
-    let (lane, steering, kernel) = (
-        port.lane(1),
+    let (first_lane, steering, kernel) = (
+        port.lane(0),
         port.port().steering.clone(),
         port.kernel.clone(),
     );
@@ -297,9 +302,12 @@ fn a_change_cannot_come_between_a_readers_look_and_its_read() {
     // Reader 1 has looked (lane 1 gets no frames: nothing to hand over)
     // and is about to read when the switch goes back to reading by CPU.
     *port.hooks[1].lock().unwrap() = Some(Box::new(move || {
+        assert!(!held(&first_lane), "reader 1 holds its own lane only");
         go.send(()).unwrap();
+        // The change locks every lane in order before it publishes: once
+        // it holds lane 0 it waits for this read to end.
         spin_until("the steering published, or waiting for this read", || {
-            lane.waiting() > 0 || steering.pending().is_some_and(|p| p.taken)
+            held(&first_lane) || steering.pending().is_some_and(|p| p.taken)
         });
         // B: the sender's next frames, wherever the kernel puts them now.
         kernel.send(1, 3..6);

@@ -87,9 +87,8 @@ const REGISTRATION_READS: usize = 3;
 /// where HOST_B lives) and [`IDLE`] idle ports of two lanes, each read
 /// at registration.
 fn switch_with_idle_ports() -> (Dataplane, CountedPort, MemoryLanes, Vec<CountedPort>) {
-    let dp = start(2, None);
+    let dp = start_with_mode_changed_by_test(2);
     // The test makes every mode change itself, so it can count them.
-    dp.shared.mode.hold_worker_reports();
     let (a, b) = (CountedPort::new(), MemoryLanes::new(1));
     dp.add_port("a", a.opener()).unwrap();
     dp.add_port("b", b.opener()).unwrap();
@@ -119,7 +118,7 @@ fn a_mode_change_steers_and_reads_only_the_ports_read_since_the_last_one() {
     let (dp, a, b, idle) = switch_with_idle_ports();
     for (change, busy) in [true, false, true, false].into_iter().enumerate() {
         a_to_b(&a, &b, change, 200);
-        dp.shared.test_load_changed(busy);
+        dp.shared.worker_load_changed(busy);
         let mode = if busy {
             ReadMode::ByPort
         } else {
@@ -161,7 +160,7 @@ fn a_mode_change_steers_and_reads_only_the_ports_read_since_the_last_one() {
 fn an_idle_port_that_wakes_up_follows_the_mode_and_keeps_its_order() {
     let (dp, a, b, idle) = switch_with_idle_ports();
     a_to_b(&a, &b, 0, 10);
-    dp.shared.test_load_changed(true);
+    dp.shared.worker_load_changed(true);
     let waking = &idle[7];
     assert_eq!(waking.steered().len(), 1, "not steered while idle");
     // Its frames still go by CPU until it follows; from a sender on one

@@ -126,9 +126,8 @@ fn burst(
 
 #[test]
 fn a_level_triggered_lane_is_read_a_frame_at_a_time_while_light_and_dry_under_load() {
-    let dp = start(2, None);
+    let dp = start_with_mode_changed_by_test(2);
     // The test makes the mode change itself.
-    dp.shared.mode.hold_worker_reports();
     let (a, b) = (LevelPort::new(), MemoryLanes::new(1));
     let pa = dp.add_port("a", a.opener()).unwrap();
     dp.add_port("b", b.opener()).unwrap();
@@ -162,7 +161,7 @@ fn a_level_triggered_lane_is_read_a_frame_at_a_time_while_light_and_dry_under_lo
     );
 
     // Read by port: batches again, until the lane is empty.
-    dp.shared.test_load_changed(true);
+    dp.shared.worker_load_changed(true);
     wait_for("a steered by port", || {
         a.lanes.steering.now.lock().unwrap().map(|s| s.0) == Some(ReadMode::ByPort)
     });
