@@ -31,6 +31,7 @@ use mio::{Interest, Registry, Token};
 use ports::host_socket::{EchoKind, HostDatagram, HostEcho, HostUdp};
 use serde::Serialize;
 
+use crate::dns::Outgoing;
 use crate::events::SwitchEvent;
 use crate::flows::{ConnectFailure, FlowEvent, FlowInfo, FlowKey, FlowStats, Protocol};
 use crate::gateway::Gateway;
@@ -472,14 +473,14 @@ impl HostSide {
                 };
                 self.after_send(now, key, sent);
             }
-            HostCommand::SendDns {
+            HostCommand::SendDns(Outgoing {
                 upstream,
                 bytes,
                 tcp: true,
-            } => self.dns_upstream_send(now, upstream, &bytes),
-            HostCommand::SendDns {
+            }) => self.dns_upstream_send(now, upstream, &bytes),
+            HostCommand::SendDns(Outgoing {
                 upstream, bytes, ..
-            } => {
+            }) => {
                 if let Some(dns) = &self.dns
                     && dns.send_to(&bytes, upstream).is_err()
                 {

@@ -24,11 +24,7 @@ impl Services {
                     .forwarder
                     .forward(now, client.into(), payload, question, random_id);
                 match sent {
-                    Ok(query) => out.push(Output::Host(HostCommand::SendDns {
-                        upstream: query.upstream,
-                        bytes: query.bytes,
-                        tcp: query.tcp,
-                    })),
+                    Ok(query) => out.push(Output::Host(HostCommand::SendDns(query))),
                     Err(NotForwarded::Unavailable(reply)) => {
                         self.dns_to_client(client, &reply.bytes, out)
                     }
@@ -60,11 +56,7 @@ impl Services {
                 match sent {
                     Ok(query) => {
                         *self.tcp_dns_waiting.entry(client).or_default() += 1;
-                        out.push(Output::Host(HostCommand::SendDns {
-                            upstream: query.upstream,
-                            bytes: query.bytes,
-                            tcp: query.tcp,
-                        }));
+                        out.push(Output::Host(HostCommand::SendDns(query)));
                     }
                     Err(NotForwarded::Unavailable(reply)) => out.push(answer(reply.bytes)),
                     Err(NotForwarded::Malformed) => {}
@@ -85,11 +77,7 @@ impl Services {
         out: &mut Vec<Output>,
     ) {
         if let Some(query) = self.forwarder.retry_truncated(now, from, bytes) {
-            out.push(Output::Host(HostCommand::SendDns {
-                upstream: query.upstream,
-                bytes: query.bytes,
-                tcp: query.tcp,
-            }));
+            out.push(Output::Host(HostCommand::SendDns(query)));
             return;
         }
         let Some(reply) = self.forwarder.reply(from, bytes) else {

@@ -2,8 +2,7 @@
 //! what they produce ([`Output`]: frames, host socket commands, stack
 //! commands) and what host sockets report ([`HostEvent`]).
 
-use std::net::SocketAddr;
-
+use crate::dns::Outgoing;
 use crate::flows::{ConnectFailure, FlowKey};
 
 /// Work produced by the services, in order.
@@ -45,11 +44,7 @@ pub enum HostCommand {
     /// from the forwarder's socket, or over a TCP connection of its own
     /// (behind its two-byte length), whose answer comes back through
     /// [`super::Services::dns_reply`] as a datagram's does.
-    SendDns {
-        upstream: SocketAddr,
-        bytes: Vec<u8>,
-        tcp: bool,
-    },
+    SendDns(Outgoing),
     /// `shutdown(SHUT_WR)` on a TCP flow's socket.
     ShutdownWrite(FlowKey),
     /// Close with `SO_LINGER` 0 (the remote gets a RST).

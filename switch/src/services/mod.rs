@@ -431,11 +431,7 @@ impl Services {
         }
         for expired in self.forwarder.expire(now) {
             match expired {
-                Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns {
-                    upstream: query.upstream,
-                    bytes: query.bytes,
-                    tcp: query.tcp,
-                })),
+                Expired::Retry(query) => out.push(Output::Host(HostCommand::SendDns(query))),
                 Expired::GiveUp(reply) => {
                     if let SocketAddr::V4(client) = reply.client {
                         self.forwarded_to_client(client, reply.bytes, out);

@@ -2,6 +2,32 @@
 
 use super::*;
 
+/// The one query in `out` forwarded upstream: where to, and the message.
+fn forwarded(out: &[Output]) -> (SocketAddr, Message) {
+    let [Output::Host(HostCommand::SendDns(query))] = out else {
+        panic!("expected a forwarded query: {out:?}");
+    };
+    (query.upstream, Message::from_vec(&query.bytes).unwrap())
+}
+
+/// The services given `upstream`'s answer to `sent` (its questions, and
+/// `answers`); what they send on.
+fn answer_from_upstream(
+    s: &mut Services,
+    upstream: SocketAddr,
+    sent: &Message,
+    answers: Vec<Record>,
+) -> Vec<Output> {
+    let mut reply = Message::response(sent.metadata.id, OpCode::Query);
+    reply.add_queries(sent.queries.clone());
+    for answer in answers {
+        reply.add_answer(answer);
+    }
+    let mut back = Vec::new();
+    s.dns_reply(Instant::ZERO, upstream, &reply.to_vec().unwrap(), &mut back);
+    back
+}
+
 #[test]
 fn names_of_the_network_are_answered_at_the_gateway() {
     let mut s = services(true);
@@ -23,32 +49,16 @@ fn other_names_go_upstream_and_come_back_or_fail_after_the_timeout() {
     let mut out = Vec::new();
     let frame = udp_frame(5555, SocketAddrV4::new(GW, 53), &query(9, "example.com."));
     s.frame(at(0), &frame, 0x2222, &mut out);
-    let [
-        Output::Host(HostCommand::SendDns {
-            upstream, bytes, ..
-        }),
-    ] = out.as_slice()
-    else {
-        panic!("expected a forwarded query: {out:?}");
-    };
-    assert_eq!(*upstream, UPSTREAM.parse::<SocketAddr>().unwrap());
-    assert_eq!(&bytes[..2], &[0x22, 0x22]);
+    let (upstream, sent) = forwarded(&out);
+    assert_eq!(upstream, UPSTREAM.parse::<SocketAddr>().unwrap());
+    assert_eq!(sent.metadata.id, 0x2222);
     // The upstream's answer goes back to the container under its id.
-    let sent = Message::from_vec(bytes).unwrap();
-    let mut answer = Message::response(sent.metadata.id, OpCode::Query);
-    answer.add_queries(sent.queries.clone());
-    answer.add_answer(Record::from_rdata(
+    let address = Record::from_rdata(
         sent.queries[0].name().clone(),
         60,
         RData::A(A(Ipv4Addr::new(192, 0, 2, 80))),
-    ));
-    let mut back = Vec::new();
-    s.dns_reply(
-        Instant::ZERO,
-        *upstream,
-        &answer.to_vec().unwrap(),
-        &mut back,
     );
+    let back = answer_from_upstream(&mut s, upstream, &sent, vec![address]);
     let (_, dst, payload) = udp_of(&to_container(&back[0]));
     assert_eq!(dst, SocketAddrV4::new(HOST, 5555));
     assert_eq!(Message::from_vec(&payload).unwrap().metadata.id, 9);
@@ -91,24 +101,8 @@ fn dns_over_tcp_answers_on_the_connection_locally_forwarded_or_after_the_timeout
     // (not as a datagram to the same endpoint).
     let mut out = Vec::new();
     s.dns_tcp_query(at(0), client, &query(2, "example.com."), 0x2222, &mut out);
-    let [
-        Output::Host(HostCommand::SendDns {
-            upstream, bytes, ..
-        }),
-    ] = out.as_slice()
-    else {
-        panic!("expected a forwarded query: {out:?}");
-    };
-    let sent = Message::from_vec(bytes).unwrap();
-    let mut reply = Message::response(sent.metadata.id, OpCode::Query);
-    reply.add_queries(sent.queries.clone());
-    let mut back = Vec::new();
-    s.dns_reply(
-        Instant::ZERO,
-        *upstream,
-        &reply.to_vec().unwrap(),
-        &mut back,
-    );
+    let (upstream, sent) = forwarded(&out);
+    let back = answer_from_upstream(&mut s, upstream, &sent, Vec::new());
     assert_eq!(tcp_answer(&back).metadata.id, 2);
 
     // Nobody answers: SERVFAIL on the connection after the timeout.
@@ -124,23 +118,7 @@ fn dns_over_tcp_answers_on_the_connection_locally_forwarded_or_after_the_timeout
     let mut out = Vec::new();
     let frame = udp_frame(40000, SocketAddrV4::new(GW, 53), &query(4, "example.org."));
     s.frame(at(20), &frame, 0x4444, &mut out);
-    let [
-        Output::Host(HostCommand::SendDns {
-            upstream, bytes, ..
-        }),
-    ] = out.as_slice()
-    else {
-        panic!("expected a forwarded query: {out:?}");
-    };
-    let sent = Message::from_vec(bytes).unwrap();
-    let mut reply = Message::response(sent.metadata.id, OpCode::Query);
-    reply.add_queries(sent.queries.clone());
-    let mut back = Vec::new();
-    s.dns_reply(
-        Instant::ZERO,
-        *upstream,
-        &reply.to_vec().unwrap(),
-        &mut back,
-    );
+    let (upstream, sent) = forwarded(&out);
+    let back = answer_from_upstream(&mut s, upstream, &sent, Vec::new());
     assert!(matches!(back.as_slice(), [Output::Frame(_)]), "{back:?}");
 }
