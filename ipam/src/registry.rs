@@ -54,12 +54,7 @@ impl Registry {
     /// Stores `record` under a new lease of `ttl`; returns the lease.
     pub fn register(&self, record: &Registration, ttl: Duration) -> Result<LeaseId> {
         let lease = self.client.grant_lease(ttl)?;
-        let key = member_key(&self.prefix, &self.network, record.endpoint);
-        let value = serde_json::to_vec(record).map_err(|e| Error::CorruptKey {
-            endpoints: self.client.endpoints().join(", "),
-            key: key.clone(),
-            detail: format!("cannot encode the registration: {e}"),
-        })?;
+        let (key, value) = self.encode(record)?;
         if let Err(err) = self.client.put(key.as_bytes(), &value, Some(lease)) {
             let _ = self.client.revoke_lease(lease);
             return Err(err.into());
@@ -75,14 +70,20 @@ impl Registry {
     /// Rewrites `record` under the `lease` it already lives under (when
     /// its MACs change).
     pub fn update(&self, record: &Registration, lease: LeaseId) -> Result<()> {
+        let (key, value) = self.encode(record)?;
+        self.client.put(key.as_bytes(), &value, Some(lease))?;
+        Ok(())
+    }
+
+    /// The key `record` lives under, and its value.
+    fn encode(&self, record: &Registration) -> Result<(String, Vec<u8>)> {
         let key = member_key(&self.prefix, &self.network, record.endpoint);
         let value = serde_json::to_vec(record).map_err(|e| Error::CorruptKey {
             endpoints: self.client.endpoints().join(", "),
             key: key.clone(),
             detail: format!("cannot encode the registration: {e}"),
         })?;
-        self.client.put(key.as_bytes(), &value, Some(lease))?;
-        Ok(())
+        Ok((key, value))
     }
 
     /// Removes a registration now (revoking its lease deletes the key).

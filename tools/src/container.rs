@@ -186,12 +186,24 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         .state
         .add_container_in(record, args.plumbing.ip, scope)?
         .clone();
-    if let Err(err) = build(&record, &network) {
-        let _ = tear_down(&record);
+    build_and_commit(tx, &record, |r| build(r, &network), tear_down)
+}
+
+/// Builds the container `record` (just added in `tx`), then commits `tx`
+/// and prints the container's id. What was built is torn down again if
+/// either fails, so a failed create leaves neither record nor plumbing.
+pub(crate) fn build_and_commit(
+    tx: ipam::store::Transaction<'_>,
+    record: &Container,
+    build: impl FnOnce(&Container) -> Result<()>,
+    tear_down: impl Fn(&Container) -> Result<()>,
+) -> Result<ExitCode> {
+    if let Err(err) = build(record) {
+        let _ = tear_down(record);
         return Err(err.context(format!("cannot create container {}", record.name)));
     }
     if let Err(err) = tx.commit() {
-        let _ = tear_down(&record);
+        let _ = tear_down(record);
         return Err(err.into());
     }
     outln!("{}", record.id)?;
@@ -320,11 +332,17 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
         netns::enter_with_etc(sandbox, &netns_name(sandbox))
             .with_context(|| format!("entering {}", sandbox.display()))?;
     }
+    exec_command(command)
+}
+
+/// Replaces this process with `command` (program and arguments). It
+/// returns only if that failed: the shell's codes, 127 for a program not
+/// found and 126 for one that cannot run (on success the command's own
+/// exit status becomes ours).
+pub(crate) fn exec_command(command: &[String]) -> Result<ExitCode> {
     let (program, rest) = command
         .split_first()
         .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
-    // exec only returns if it failed; on success the command's own exit
-    // status becomes ours.
     let err = Command::new(program).args(rest).exec();
     eprintln!("tapswitch: cannot run {program}: {err}");
     let code = if err.kind() == std::io::ErrorKind::NotFound {
@@ -387,11 +405,7 @@ pub fn ls_json(state: &State, listening: &Listening) -> Vec<serde_json::Value> {
         .containers
         .iter()
         .map(|c| {
-            let prefix = state
-                .network(&c.network)
-                .ok()
-                .and_then(Network::subnet)
-                .map(|s| s.prefix_len());
+            let prefix = prefix_len_of(state, c);
             let mut row = serde_json::json!({
                 "ID": c.id,
                 "Name": c.name,
@@ -407,6 +421,16 @@ pub fn ls_json(state: &State, listening: &Listening) -> Vec<serde_json::Value> {
             row
         })
         .collect()
+}
+
+/// The prefix length of the subnet `container`'s network has (none for
+/// a network without one, or one gone from the state).
+fn prefix_len_of(state: &State, container: &Container) -> Option<u8> {
+    state
+        .network(&container.network)
+        .ok()
+        .and_then(Network::subnet)
+        .map(|s| s.prefix_len())
 }
 
 /// `docker ps`'s PORTS cell, with what the running switch really listens
@@ -445,11 +469,7 @@ pub fn render_ls(state: &State, listening: &Listening) -> String {
         .containers
         .iter()
         .map(|c| {
-            let prefix = state
-                .network(&c.network)
-                .ok()
-                .and_then(Network::subnet)
-                .map(|s| s.prefix_len());
+            let prefix = prefix_len_of(state, c);
             let mut row = vec![
                 c.id[..12.min(c.id.len())].to_string(),
                 c.name.clone(),

@@ -110,17 +110,22 @@ impl RunningSwitch {
         *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
+    /// Where the gateway's services are read from, once set.
+    fn services_source(&self) -> Option<crate::gateway_services::ServicesSource> {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// A container's port was attached: once `container create` has
     /// recorded the container (it commits after attaching), reads IPAM
     /// again and tells the gateway. Waits on its own thread, at most
     /// [`RECORD_WAIT`].
     fn refresh_services_for(&self, container: String) {
-        let source = self
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(source) = source else { return };
+        let Some(source) = self.services_source() else {
+            return;
+        };
         let Some(switch) = self.this.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
@@ -361,12 +366,9 @@ impl RunningSwitch {
     /// Reads the store again and tells the gateway: the network's
     /// containers changed, maybe on another host (see `store_follower`).
     pub fn refresh_services(&self) {
-        let source = self
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(source) = source else { return };
+        let Some(source) = self.services_source() else {
+            return;
+        };
         // Updates take turns with those of attached and removed ports.
         let removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
         match source.setup_without(&removed) {
@@ -378,12 +380,9 @@ impl RunningSwitch {
     /// A container's port was removed: the gateway forgets its name and
     /// stops listening on its published ports.
     fn forget_container(&self, container: &str) {
-        let source = self
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(source) = source else { return };
+        let Some(source) = self.services_source() else {
+            return;
+        };
         let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
         removed.insert(container.to_string());
         match source.setup_without(&removed) {

@@ -37,27 +37,18 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Optio
         src_port: src.port(),
         dst_port: dst.port(),
     };
-    let ip = Ipv4Repr {
-        src_addr: *src.ip(),
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Udp,
-        payload_len: udp.header_len() + payload.len(),
-        hop_limit: TTL,
-    };
-    u16::try_from(ip.buffer_len() + ip.payload_len).ok()?;
-    let caps = ChecksumCapabilities::default();
-    let mut packet = vec![0u8; ip.buffer_len() + ip.payload_len];
-    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
-    ip.emit(&mut view, &caps);
-    udp.emit(
-        &mut UdpPacket::new_unchecked(view.payload_mut()),
-        &ip.src_addr.into(),
-        &ip.dst_addr.into(),
-        payload.len(),
-        |buf| buf.copy_from_slice(payload),
-        &caps,
-    );
-    Some(packet)
+    let (from, to) = (*src.ip(), *dst.ip());
+    let len = udp.header_len() + payload.len();
+    ipv4_packet(from, to, IpProtocol::Udp, len, |buf, caps| {
+        udp.emit(
+            &mut UdpPacket::new_unchecked(buf),
+            &from.into(),
+            &to.into(),
+            payload.len(),
+            |buf| buf.copy_from_slice(payload),
+            caps,
+        );
+    })
 }
 
 /// An IPv4 echo reply from `src` to `dst`.
@@ -73,11 +64,32 @@ pub fn echo_reply_packet(
         seq_no,
         data,
     };
+    ipv4_packet(
+        src,
+        dst,
+        IpProtocol::Icmp,
+        icmp.buffer_len(),
+        |buf, caps| {
+            icmp.emit(&mut Icmpv4Packet::new_unchecked(buf), caps);
+        },
+    )
+}
+
+/// An IPv4 packet from `src` to `dst` of `payload_len` bytes of
+/// `protocol`, which `emit_payload` writes; `None` if it cannot fit one
+/// IPv4 packet.
+fn ipv4_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit_payload: impl FnOnce(&mut [u8], &ChecksumCapabilities),
+) -> Option<Vec<u8>> {
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
+        next_header: protocol,
+        payload_len,
         hop_limit: TTL,
     };
     u16::try_from(ip.buffer_len() + ip.payload_len).ok()?;
@@ -85,7 +97,7 @@ pub fn echo_reply_packet(
     let mut packet = vec![0u8; ip.buffer_len() + ip.payload_len];
     let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
     ip.emit(&mut view, &caps);
-    icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
+    emit_payload(view.payload_mut(), &caps);
     Some(packet)
 }
 

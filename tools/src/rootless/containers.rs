@@ -13,7 +13,6 @@ use super::helper::{self, PlugArgs};
 use super::holder::Holder;
 use crate::control::{self, PortInfo, Request};
 use crate::netlink::netns::NamespaceId;
-use crate::outln;
 
 /// `container create` as an ordinary user: `record` as the root path
 /// built it (name, id, network, switch); the namespace is a keeper's
@@ -51,16 +50,7 @@ pub fn create(
             return Err(err.into());
         }
     };
-    if let Err(err) = build(&record, network) {
-        let _ = tear_down(&record);
-        return Err(err.context(format!("cannot create container {}", record.name)));
-    }
-    if let Err(err) = tx.commit() {
-        let _ = tear_down(&record);
-        return Err(err.into());
-    }
-    outln!("{}", record.id)?;
-    Ok(ExitCode::SUCCESS)
+    crate::container::build_and_commit(tx, &record, |r| build(r, network), tear_down)
 }
 
 /// `/proc/<pid>/ns/net`: a keeper's namespace.

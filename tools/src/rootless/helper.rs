@@ -201,18 +201,7 @@ fn plug(args: &PlugArgs) -> Result<()> {
 fn exec(etc: &Path, command: &[String]) -> Result<ExitCode> {
     crate::netlink::netns::private_etc(etc)
         .with_context(|| format!("showing the files of {} in /etc", etc.display()))?;
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
-    // exec only returns if it failed.
-    let err = std::os::unix::process::CommandExt::exec(Command::new(program).args(rest));
-    eprintln!("tapswitch: cannot run {program}: {err}");
-    let code = if err.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    };
-    Ok(ExitCode::from(code))
+    crate::container::exec_command(command)
 }
 
 fn unplug(host_iface: &str) -> Result<()> {
