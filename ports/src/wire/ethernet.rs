@@ -57,12 +57,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
         get_u16(self.buffer.as_ref(), field::ETHERTYPE)
     }
 
-    /// Everything after the 14-byte header (VLAN tags included).
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
-    /// Where the payload lies in the buffer: everything after the header.
+    /// Where the payload lies in the buffer: everything after the 14-byte
+    /// header (VLAN tags included).
     fn payload_range(&self) -> Rest {
         field::PAYLOAD
     }
@@ -79,11 +75,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 
     pub fn set_ethertype(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::ETHERTYPE, value);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 

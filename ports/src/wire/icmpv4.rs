@@ -61,10 +61,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         get_u16(self.buffer.as_ref(), field::ECHO_SEQ_NO)
     }
 
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: everything after the header.
     fn payload_range(&self) -> Rest {
         field::PAYLOAD

@@ -45,11 +45,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
-    /// The message body after type, code and checksum.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: everything after type, code and
     /// checksum.
     fn payload_range(&self) -> Rest {

@@ -142,11 +142,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
     }
 
-    /// The bytes after the header, up to the total length.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: from the end of the header
     /// (options included) to the total length.
     fn payload_range(&self) -> Field {
@@ -176,11 +171,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let sum = checksum::rfc1071_checksum(self.header());
         self.set_checksum(sum);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 

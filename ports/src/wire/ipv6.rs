@@ -83,11 +83,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[field::ADDRESSES]
     }
 
-    /// The bytes after the fixed header, up to the payload length.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: from the end of the fixed header
     /// to the payload length.
     fn payload_range(&self) -> Field {
@@ -98,11 +93,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_payload_len(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::LENGTH, value);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 
@@ -145,11 +135,6 @@ impl<T: AsRef<[u8]>> ExtHeader<T> {
     /// Segments left, meaningful in a routing header only.
     pub fn segments_left(&self) -> u8 {
         self.buffer.as_ref()[ext_field::SEGMENTS_LEFT]
-    }
-
-    /// What follows the header.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
     }
 
     /// Where the payload lies in the buffer: everything after the header's

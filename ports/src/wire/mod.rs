@@ -12,7 +12,7 @@
 //!   (lengths, ids, checksums).
 //!
 //! The part that is the same in every view (the struct, the constructors,
-//! `into_inner`, `into_payload`) is declared once, by `header_view!` below;
+//! `into_inner`, `payload`, `payload_mut`, `into_payload`) is declared once, by `header_view!` below;
 //! each module writes only what its protocol decides.
 //!
 //! Frames come from containers, so every byte is hostile: parse with
@@ -26,16 +26,17 @@
 /// Declares a header view `$view<T: AsRef<[u8]>>` and the part of it that is
 /// the same for every protocol: the struct over a `buffer`, `new_unchecked`,
 /// `new_checked` (which calls the view's own `check_len`), `into_inner` and,
-/// for a view with a payload, `into_payload` over the view's own
-/// `payload_range()`.
+/// for a view with a payload, `payload`, `payload_mut` and `into_payload`
+/// over the view's own `payload_range()`.
 ///
 /// A macro rather than a trait or a generic struct: the views differ only in
 /// `check_len` and where the payload starts, and their callers want inherent
 /// methods on named types (`ipv4::Packet::new_checked`, no trait to import),
 /// each documented by `cargo doc` like a hand-written struct. Each view module
 /// keeps `check_len`, its getters and setters, and a private
-/// `payload_range()` that `payload`, `payload_mut` and `into_payload` share,
-/// so the three cannot disagree about where the payload is.
+/// `payload_range()` (documented there: where its payload lies) that
+/// `payload`, `payload_mut` and `into_payload` share, so the three cannot
+/// disagree about where the payload is.
 macro_rules! header_view {
     (
         $(#[$attr:meta])*
@@ -70,6 +71,22 @@ macro_rules! header_view {
         }
 
         $(
+            impl<T: AsRef<[u8]>> $view<T> {
+                /// The payload: the bytes after the header (where they end
+                /// is the view's own rule).
+                pub fn payload(&self) -> &[u8] {
+                    &self.buffer.as_ref()[self.$payload_range()]
+                }
+            }
+
+            impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+                /// The payload, to write.
+                pub fn payload_mut(&mut self) -> &mut [u8] {
+                    let range = self.$payload_range();
+                    &mut self.buffer.as_mut()[range]
+                }
+            }
+
             impl<'a, T: AsRef<[u8]> + ?Sized> $view<&'a T> {
                 #[doc = concat!("[`", stringify!($view), "::payload`] for as long as the buffer")]
                 /// lives, so a parse can walk down the layers without keeping

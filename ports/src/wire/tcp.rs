@@ -90,14 +90,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
     }
 
-    /// The bytes after the header (TCP has no length of its own: the IP
-    /// layer's length bounds the buffer).
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: everything after the header
-    /// (options included).
+    /// (options included). TCP has no length of its own: the IP layer's
+    /// length bounds the buffer.
     fn payload_range(&self) -> Rest {
         self.header_len()..
     }
@@ -114,11 +109,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     pub fn set_checksum(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 

@@ -49,11 +49,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
-    /// The bytes after the header, up to the length field.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: from the end of the header to the
     /// length field.
     fn payload_range(&self) -> Field {
@@ -76,11 +71,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     pub fn set_checksum(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 

@@ -61,10 +61,6 @@ impl<T: AsRef<[u8]>> Tag<T> {
         get_u16(self.buffer.as_ref(), field::ETHERTYPE)
     }
 
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
     /// Where the payload lies in the buffer: everything after the tag.
     fn payload_range(&self) -> Rest {
         field::PAYLOAD
@@ -78,11 +74,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Tag<T> {
 
     pub fn set_ethertype(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::ETHERTYPE, value);
-    }
-
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.payload_range();
-        &mut self.buffer.as_mut()[range]
     }
 }
 

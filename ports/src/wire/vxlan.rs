@@ -55,11 +55,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         get_u32(self.buffer.as_ref(), field::VNI) >> 8
     }
 
-    /// The inner Ethernet frame.
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.payload_range()]
-    }
-
+    /// Where the payload, the inner Ethernet frame, lies in the buffer:
+    /// everything after the header.
     fn payload_range(&self) -> Rest {
         field::PAYLOAD
     }
