@@ -4,18 +4,19 @@
 //! sockets never touch the machine's real network; a rootless network with
 //! an MTU gives it to created and attached containers.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tapswitch_tests::gateway_kit::{ask_published_tcp_in, tcp_echo_at, tcp_who_am_i_at};
+use tapswitch_tests::remote::{REMOTE_IP, TCP_ECHO_PORT};
 use tapswitch_tests::require_root;
 use tapswitch_tests::rootless_user::{RootlessUser, pings, wait_for_new_netns};
 
 #[test]
 fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use tapswitch_tests::remote::{
-        DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT,
-    };
+    use std::net::TcpStream;
+    use tapswitch_tests::remote::{DNS_ANSWER, DNS_PORT, Remote, UDP_ECHO_PORT};
 
     require_root();
     // The user's "host" network: a namespace routed to a remote one, so
@@ -74,20 +75,7 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
 
     // Outbound TCP from a rootless container (bash's /dev/tcp), through the switch's socket
     // in the user's namespace, to the remote's echo server.
-    let script = format!(
-        "exec 3<>/dev/tcp/{REMOTE_IP}/{TCP_ECHO_PORT} && printf rootless >&3 && head -c 8 <&3"
-    );
-    let out = user.tapswitch(&[
-        "container",
-        "exec",
-        "c1",
-        "--",
-        "timeout",
-        "10",
-        "bash",
-        "-c",
-        &script,
-    ]);
+    let out = bash_echo(&user, "c1", "tcp", TCP_ECHO_PORT, "rootless");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "rootless",
@@ -97,20 +85,7 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
     );
 
     // And UDP: the remote's echo answers through the same namespace.
-    let script = format!(
-        "exec 3<>/dev/udp/{REMOTE_IP}/{UDP_ECHO_PORT} && printf datagram >&3 && head -c 8 <&3"
-    );
-    let out = user.tapswitch(&[
-        "container",
-        "exec",
-        "c1",
-        "--",
-        "timeout",
-        "10",
-        "bash",
-        "-c",
-        &script,
-    ]);
+    let out = bash_echo(&user, "c1", "udp", UDP_ECHO_PORT, "datagram");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "datagram",
@@ -180,48 +155,20 @@ fn gateway_services_work_rootless_from_the_users_own_network_namespace() {
         .to_string();
     // Root may enter the user's namespaces to listen in there for the
     // test: each server answers `clients` clients with their address.
-    let serve_in = |ns: std::path::PathBuf, clients: usize| {
-        let listener = tools::netlink::netns::run_in(&ns, || {
-            Ok(TcpListener::bind("0.0.0.0:80").expect("listening in the container"))
-        })
-        .unwrap();
-        std::thread::spawn(move || {
-            for _ in 0..clients {
-                let (mut stream, peer) = listener.accept().expect("a client");
-                stream.write_all(peer.to_string().as_bytes()).unwrap();
-            }
-        })
+    let attached_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let server = tcp_who_am_i_at(&attached_ns, 80, 2);
+    let created_server = tcp_who_am_i_at(Path::new(&pub_ns), 80, 1);
+    let ask = |client: &tapswitch_tests::Netns, port: u16| {
+        let to = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), port);
+        let (seen, local) = ask_published_tcp_in(client, to)
+            .unwrap_or_else(|e| panic!("the published port {port}: {e}"));
+        assert_eq!(seen, local.to_string(), "{}", user.serve_log(serve));
     };
-    let server = serve_in(format!("/proc/{pid}/ns/net").into(), 2);
-    let created_server = serve_in(pub_ns.into(), 1);
-    let connect_to = |port: u16| {
-        let to = SocketAddr::from(([10, 201, 0, 1], port));
-        let mut tries = 0;
-        let mut stream = loop {
-            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => panic!("connecting to the published port: {err}"),
-            }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut seen = String::new();
-        stream.read_to_string(&mut seen).expect("the answer");
-        (seen, stream.local_addr().unwrap().to_string())
-    };
-    let (seen, local) = remote.ns.run(|| connect_to(8082));
-    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    ask(&remote.ns, 8082);
     // And from the user's own namespace, the host side, to its address.
-    let (seen, local) = user_ns.run(|| connect_to(8082));
-    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    ask(&user_ns, 8082);
     server.join().expect("the attached namespace's server");
-    let (seen, local) = remote.ns.run(|| connect_to(8084));
-    assert_eq!(seen, local, "{}", user.serve_log(serve));
+    ask(&remote.ns, 8084);
     created_server
         .join()
         .expect("the created container's server");
@@ -263,25 +210,35 @@ fn link_mtus(netns: &str) -> Vec<(String, String)> {
 /// Sends `bytes` from the network namespace at `netns` to the remote's TCP
 /// echo server and reads the echo back: (sent, received).
 fn echo_from(netns: &str, bytes: usize) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, SocketAddrV4, TcpStream};
-    use tapswitch_tests::remote::{REMOTE_IP, TCP_ECHO_PORT};
-    tools::netlink::netns::run_in(std::path::Path::new(netns), move || {
-        let to = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
-        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let sent: Vec<u8> = (0..bytes).map(|i| (i * 13 % 251) as u8).collect();
-        let mut writer = stream.try_clone()?;
-        let data = sent.clone();
-        let writing = std::thread::spawn(move || -> std::io::Result<()> {
-            writer.write_all(&data)?;
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut back = Vec::new();
-        (&stream).read_to_end(&mut back)?;
-        writing.join().expect("writer thread")?;
-        Ok((sent, back))
-    })
+    let to = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
+    tcp_echo_at(Path::new(netns), to, bytes)
+}
+
+/// What container `name`'s bash reads back from the remote's echo server
+/// on `port` after writing `word` to it over `protocol` (`tcp` or `udp`:
+/// bash's `/dev/tcp`, `/dev/udp`).
+fn bash_echo(
+    user: &RootlessUser,
+    name: &str,
+    protocol: &str,
+    port: u16,
+    word: &str,
+) -> std::process::Output {
+    let script = format!(
+        "exec 3<>/dev/{protocol}/{REMOTE_IP}/{port} && printf {word} >&3 && head -c {} <&3",
+        word.len()
+    );
+    user.tapswitch(&[
+        "container",
+        "exec",
+        name,
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ])
 }
 
 #[test]

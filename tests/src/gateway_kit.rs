@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::lab::TempDir;
@@ -92,7 +93,12 @@ pub fn tcp_echo(ns: &Netns, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u
 
 /// [`tcp_echo`] from the namespace named `ns`.
 pub fn tcp_echo_in(ns: &str, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    crate::in_netns(ns, move || {
+    tcp_echo_at(&crate::netns::netns_path(ns), to, bytes)
+}
+
+/// [`tcp_echo`] from the namespace at `netns` (see [`crate::netns::in_netns_at`]).
+pub fn tcp_echo_at(netns: &Path, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    crate::netns::in_netns_at(netns, move || {
         let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         let sent: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
@@ -342,7 +348,13 @@ pub fn ask_published_tcp_in(
 /// A TCP server in `netns` on `port` telling each of `clients` clients
 /// the address it sees.
 pub fn tcp_who_am_i(netns: &str, port: u16, clients: usize) -> std::thread::JoinHandle<()> {
-    let listener = crate::in_netns(netns, || {
+    tcp_who_am_i_at(&crate::netns::netns_path(netns), port, clients)
+}
+
+/// [`tcp_who_am_i`] in the namespace at `netns` (see
+/// [`crate::netns::in_netns_at`]).
+pub fn tcp_who_am_i_at(netns: &Path, port: u16, clients: usize) -> std::thread::JoinHandle<()> {
+    let listener = crate::netns::in_netns_at(netns, || {
         std::net::TcpListener::bind(("0.0.0.0", port)).expect("listening in the container")
     });
     std::thread::spawn(move || {

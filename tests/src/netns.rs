@@ -106,7 +106,17 @@ impl Drop for Netns {
 /// Runs `f` on a new thread that has entered namespace `name`
 /// (`tools::netlink::netns::run_in`, panicking instead of failing).
 pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = std::path::Path::new(tools::netlink::netns::NETNS_RUN_DIR).join(name);
-    tools::netlink::netns::run_in(&path, || Ok(f()))
+    in_netns_at(&netns_path(name), f)
+}
+
+/// [`in_netns`] for the namespace at `path` (a name's file under
+/// `/run/netns`, or a process's `/proc/PID/ns/net`).
+pub fn in_netns_at<T: Send>(path: &std::path::Path, f: impl FnOnce() -> T + Send) -> T {
+    tools::netlink::netns::run_in(path, || Ok(f()))
         .unwrap_or_else(|e| panic!("in namespace {}: {e}", path.display()))
+}
+
+/// Where namespace `name` is mounted.
+pub fn netns_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(tools::netlink::netns::NETNS_RUN_DIR).join(name)
 }
