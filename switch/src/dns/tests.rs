@@ -9,7 +9,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::dns::{
     DEFAULT_DOMAIN, DnsDrop, DnsResponder, DnsVerdict, Expired, Forwarder, NameTable, NotForwarded,
-    Question,
+    Outgoing, Question,
 };
 use crate::time::Instant;
 
@@ -255,29 +255,44 @@ fn question(name: &str) -> Question {
     }
 }
 
-/// The upstream's answer to `sent` (a forwarded query).
-fn upstream_answer(sent: &[u8], ip: Ipv4Addr) -> Vec<u8> {
+/// What `fw` sends upstream for `message` (asking its first question)
+/// from the client at `now`, `random_id` the caller's fresh random number.
+fn forwarded(fw: &mut Forwarder, now: Instant, message: &Message, random_id: u16) -> Outgoing {
+    let name = message.queries[0].name().to_ascii();
+    fw.forward(
+        now,
+        addr(CLIENT),
+        &bytes(message),
+        question(&name),
+        random_id,
+    )
+    .unwrap()
+}
+
+/// The upstream's answer to `sent` (a forwarded query): an A record for
+/// each of `ips`.
+fn answer_to(sent: &[u8], ips: impl IntoIterator<Item = Ipv4Addr>) -> Message {
     let query = Message::from_vec(sent).unwrap();
     let mut answer = Message::response(query.metadata.id, OpCode::Query);
     answer.add_queries(query.queries.clone());
     let name = query.queries[0].name().clone();
-    answer.add_answer(Record::from_rdata(name, 60, RData::A(A(ip))));
-    bytes(&answer)
+    for ip in ips {
+        answer.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(ip))));
+    }
+    answer
+}
+
+/// The upstream's answer to `sent`: `ip`.
+fn upstream_answer(sent: &[u8], ip: Ipv4Addr) -> Vec<u8> {
+    bytes(&answer_to(sent, [ip]))
 }
 
 #[test]
 fn a_forwarded_query_goes_out_under_a_new_id_and_comes_back_under_the_old() {
     let mut fw = forwarder();
-    let original = bytes(&query(0x1111, "example.com.", RecordType::A));
-    let out = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &original,
-            question("example.com."),
-            0x9999,
-        )
-        .unwrap();
+    let message = query(0x1111, "example.com.", RecordType::A);
+    let original = bytes(&message);
+    let out = forwarded(&mut fw, Instant::ZERO, &message, 0x9999);
     assert_eq!(out.upstream, addr(UPSTREAM_1));
     assert_eq!(&out.bytes[..2], &[0x99, 0x99]);
     assert_eq!(&out.bytes[2..], &original[2..]);
@@ -298,16 +313,8 @@ fn a_forwarded_query_goes_out_under_a_new_id_and_comes_back_under_the_old() {
 #[test]
 fn answers_from_the_wrong_server_or_to_another_question_are_dropped() {
     let mut fw = forwarder();
-    let original = bytes(&query(1, "example.com.", RecordType::A));
-    let out = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &original,
-            question("example.com."),
-            42,
-        )
-        .unwrap();
+    let message = query(1, "example.com.", RecordType::A);
+    let out = forwarded(&mut fw, Instant::ZERO, &message, 42);
     let answer = upstream_answer(&out.bytes, Ipv4Addr::new(192, 0, 2, 1));
     assert!(fw.reply(addr("203.0.113.66:53"), &answer).is_none());
     assert!(fw.reply(addr(UPSTREAM_2), &answer).is_none());
@@ -326,46 +333,26 @@ fn answers_from_the_wrong_server_or_to_another_question_are_dropped() {
 #[test]
 fn ids_in_use_are_not_handed_out_twice() {
     let mut fw = forwarder();
-    let q = bytes(&query(1, "a.example.", RecordType::A));
-    let first = fw
-        .forward(Instant::ZERO, addr(CLIENT), &q, question("a.example."), 7)
-        .unwrap();
-    let second = fw
-        .forward(Instant::ZERO, addr(CLIENT), &q, question("a.example."), 7)
-        .unwrap();
+    let q = query(1, "a.example.", RecordType::A);
+    let first = forwarded(&mut fw, Instant::ZERO, &q, 7);
+    let second = forwarded(&mut fw, Instant::ZERO, &q, 7);
     assert_eq!(&first.bytes[..2], &[0, 7]);
     assert_eq!(&second.bytes[..2], &[0, 8]);
-    let wraps = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &q,
-            question("a.example."),
-            u16::MAX,
-        )
-        .unwrap();
+    let wraps = forwarded(&mut fw, Instant::ZERO, &q, u16::MAX);
     assert_eq!(&wraps.bytes[..2], &[0xff, 0xff]);
 }
 
 #[test]
 fn a_silent_upstream_is_given_up_for_the_next_then_servfail() {
     let mut fw = forwarder();
-    let original = bytes(&query(0x0abc, "slow.example.", RecordType::A));
-    let out = fw
-        .forward(
-            Instant::from_secs(10),
-            addr(CLIENT),
-            &original,
-            question("slow.example."),
-            5,
-        )
-        .unwrap();
+    let message = query(0x0abc, "slow.example.", RecordType::A);
+    let out = forwarded(&mut fw, Instant::from_secs(10), &message, 5);
     assert_eq!(fw.next_deadline(), Some(Instant::from_secs(12)));
     assert!(fw.expire(Instant::from_secs(11)).is_empty());
     let retry = fw.expire(Instant::from_secs(12));
     assert_eq!(
         retry,
-        vec![Expired::Retry(crate::dns::Outgoing {
+        vec![Expired::Retry(Outgoing {
             tcp: false,
             upstream: addr(UPSTREAM_2),
             bytes: out.bytes.clone(),
@@ -404,8 +391,12 @@ fn no_upstream_or_a_full_table_answers_servfail_at_once() {
 
     let mut fw = forwarder();
     for id in 0..4 {
-        fw.forward(Instant::ZERO, addr(CLIENT), &q, question("x.example."), id)
-            .unwrap();
+        forwarded(
+            &mut fw,
+            Instant::ZERO,
+            &query(77, "x.example.", RecordType::A),
+            id,
+        );
     }
     assert!(matches!(
         fw.forward(Instant::ZERO, addr(CLIENT), &q, question("x.example."), 9),
@@ -472,30 +463,14 @@ fn every_single_byte_corruption_of_real_messages_is_survived() {
 
 /// The upstream's answer to `sent` with `count` A records.
 fn big_answer(sent: &[u8], count: u8) -> Message {
-    let query = Message::from_vec(sent).unwrap();
-    let mut answer = Message::response(query.metadata.id, OpCode::Query);
-    answer.add_queries(query.queries.clone());
-    let name = query.queries[0].name().clone();
-    for i in 0..count {
-        let ip = Ipv4Addr::new(198, 51, 100, i);
-        answer.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(ip))));
-    }
-    answer
+    answer_to(sent, (0..count).map(|i| Ipv4Addr::new(198, 51, 100, i)))
 }
 
 #[test]
 fn a_truncated_udp_answer_is_asked_again_over_tcp_of_the_same_upstream() {
     let mut fw = forwarder();
-    let original = bytes(&query(0x2222, "big.example.", RecordType::A));
-    let out = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &original,
-            question("big.example."),
-            77,
-        )
-        .unwrap();
+    let message = query(0x2222, "big.example.", RecordType::A);
+    let out = forwarded(&mut fw, Instant::ZERO, &message, 77);
     assert!(!out.tcp, "a UDP client's query goes out over UDP first");
     let mut truncated = Message::from_vec(&upstream_answer(&out.bytes, WEB)).unwrap();
     truncated.answers.clear();
@@ -534,16 +509,8 @@ fn a_truncated_udp_answer_is_asked_again_over_tcp_of_the_same_upstream() {
 fn answers_too_big_for_a_udp_client_are_truncated_and_tcp_clients_get_them_whole() {
     let mut fw = forwarder();
     // A UDP client without EDNS takes 512 bytes.
-    let plain = bytes(&query(1, "many.example.", RecordType::A));
-    let out = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &plain,
-            question("many.example."),
-            10,
-        )
-        .unwrap();
+    let plain = query(1, "many.example.", RecordType::A);
+    let out = forwarded(&mut fw, Instant::ZERO, &plain, 10);
     let many = bytes(&big_answer(&out.bytes, 60));
     assert!(many.len() > 512);
     let reply = fw.reply(addr(UPSTREAM_1), &many).unwrap();
@@ -559,15 +526,7 @@ fn answers_too_big_for_a_udp_client_are_truncated_and_tcp_clients_get_them_whole
     let mut edns = Edns::new();
     edns.set_max_payload(4096);
     with_edns.set_edns(edns);
-    let out = fw
-        .forward(
-            Instant::ZERO,
-            addr(CLIENT),
-            &bytes(&with_edns),
-            question("many.example."),
-            20,
-        )
-        .unwrap();
+    let out = forwarded(&mut fw, Instant::ZERO, &with_edns, 20);
     let reply = fw
         .reply(addr(UPSTREAM_1), &bytes(&big_answer(&out.bytes, 60)))
         .unwrap();
@@ -578,7 +537,7 @@ fn answers_too_big_for_a_udp_client_are_truncated_and_tcp_clients_get_them_whole
         .forward_tcp(
             Instant::ZERO,
             addr(CLIENT),
-            &plain,
+            &bytes(&plain),
             question("many.example."),
             30,
         )

@@ -9,6 +9,8 @@ use crate::dns::{DnsVerdict, NotForwarded};
 use crate::time::Instant;
 
 impl Services {
+    /// A DNS query to the gateway's port 53 in a datagram from `client`.
+    /// `random_id` as for [`Services::frame`].
     pub(super) fn dns_query(
         &mut self,
         now: Instant,
@@ -17,22 +19,7 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) {
-        match self.dns.handle(payload) {
-            DnsVerdict::Answer(bytes) => self.dns_to_client(client, &bytes, out),
-            DnsVerdict::Forward(question) => {
-                let sent = self
-                    .forwarder
-                    .forward(now, client.into(), payload, question, random_id);
-                match sent {
-                    Ok(query) => out.push(Output::Host(HostCommand::SendDns(query))),
-                    Err(NotForwarded::Unavailable(reply)) => {
-                        self.dns_to_client(client, &reply.bytes, out)
-                    }
-                    Err(NotForwarded::Malformed) => {}
-                }
-            }
-            DnsVerdict::Drop(_) => {}
-        }
+        self.dns_query_over(now, client, payload, random_id, false, out);
     }
 
     /// A DNS query (one message, its length taken off) from the container's
@@ -46,23 +33,58 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) {
-        let answer = |bytes: Vec<u8>| Output::DnsTcp { client, bytes };
-        match self.dns.handle(payload) {
-            DnsVerdict::Answer(bytes) => out.push(answer(bytes)),
-            DnsVerdict::Forward(question) => {
-                let sent =
-                    self.forwarder
-                        .forward_tcp(now, client.into(), payload, question, random_id);
-                match sent {
-                    Ok(query) => {
-                        *self.tcp_dns_waiting.entry(client).or_default() += 1;
-                        out.push(Output::Host(HostCommand::SendDns(query)));
-                    }
-                    Err(NotForwarded::Unavailable(reply)) => out.push(answer(reply.bytes)),
-                    Err(NotForwarded::Malformed) => {}
+        self.dns_query_over(now, client, payload, random_id, true, out);
+    }
+
+    /// A query from `client` over TCP or in a datagram: answered by the
+    /// responder, forwarded (over TCP for a TCP client, whose answer then
+    /// goes back on its connection), or SERVFAIL at once when no upstream
+    /// can take it.
+    fn dns_query_over(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        payload: &[u8],
+        random_id: u16,
+        tcp: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let question = match self.dns.handle(payload) {
+            DnsVerdict::Answer(bytes) => return self.dns_answer(client, bytes, tcp, out),
+            DnsVerdict::Forward(question) => question,
+            DnsVerdict::Drop(_) => return,
+        };
+        let forwarder = &mut self.forwarder;
+        let sent = if tcp {
+            forwarder.forward_tcp(now, client.into(), payload, question, random_id)
+        } else {
+            forwarder.forward(now, client.into(), payload, question, random_id)
+        };
+        match sent {
+            Ok(query) => {
+                if tcp {
+                    *self.tcp_dns_waiting.entry(client).or_default() += 1;
                 }
+                out.push(Output::Host(HostCommand::SendDns(query)));
             }
-            DnsVerdict::Drop(_) => {}
+            Err(NotForwarded::Unavailable(reply)) => self.dns_answer(client, reply.bytes, tcp, out),
+            Err(NotForwarded::Malformed) => {}
+        }
+    }
+
+    /// An answer to `client`'s query: on its TCP connection, or as a
+    /// datagram.
+    fn dns_answer(
+        &mut self,
+        client: SocketAddrV4,
+        bytes: Vec<u8>,
+        tcp: bool,
+        out: &mut Vec<Output>,
+    ) {
+        if tcp {
+            out.push(Output::DnsTcp { client, bytes });
+        } else {
+            self.dns_to_client(client, &bytes, out);
         }
     }
 
