@@ -9,19 +9,6 @@ use crate::dns::{DnsVerdict, NotForwarded};
 use crate::time::Instant;
 
 impl Services {
-    /// A DNS query to the gateway's port 53 in a datagram from `client`.
-    /// `random_id` as for [`Services::frame`].
-    pub(super) fn dns_query(
-        &mut self,
-        now: Instant,
-        client: SocketAddrV4,
-        payload: &[u8],
-        random_id: u16,
-        out: &mut Vec<Output>,
-    ) {
-        self.dns_query_over(now, client, payload, random_id, false, out);
-    }
-
     /// A DNS query (one message, its length taken off) from the container's
     /// TCP connection from `client` to the gateway's port 53. `random_id`
     /// as for [`Services::frame`].
@@ -33,14 +20,15 @@ impl Services {
         random_id: u16,
         out: &mut Vec<Output>,
     ) {
-        self.dns_query_over(now, client, payload, random_id, true, out);
+        self.dns_query(now, client, payload, random_id, true, out);
     }
 
-    /// A query from `client` over TCP or in a datagram: answered by the
-    /// responder, forwarded (over TCP for a TCP client, whose answer then
-    /// goes back on its connection), or SERVFAIL at once when no upstream
-    /// can take it.
-    fn dns_query_over(
+    /// A query to the gateway's port 53 from `client`, on its TCP
+    /// connection (`tcp`) or in a datagram: answered by the responder,
+    /// forwarded (over TCP for a TCP client, whose answer then goes back on
+    /// its connection), or SERVFAIL at once when no upstream can take it.
+    /// `random_id` as for [`Services::frame`].
+    pub(super) fn dns_query(
         &mut self,
         now: Instant,
         client: SocketAddrV4,

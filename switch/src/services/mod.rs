@@ -296,7 +296,8 @@ impl Services {
                 Verdict::Dropped
             }
             Ingress::Dns { client, payload } => {
-                self.dns_query(now, client, payload, random_id, out);
+                // A datagram (queries over TCP come through `dns_tcp_query`).
+                self.dns_query(now, client, payload, random_id, false, out);
                 Verdict::Consumed
             }
             Ingress::Tcp { .. } | Ingress::Udp { .. } | Ingress::Echo { .. }
