@@ -129,27 +129,7 @@ fn a_network_too_big_for_vxlan_over_ipv6_is_refused_with_the_mtu_to_give() {
             "network", "create", "ov", "--driver", "overlay", "--subnet", SUBNET,
         ],
     );
-    let mut serve = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.hosts[0].name))
-        .arg(tapswitch_tests::switch_process::binary())
-        .args(["--store", &lab.store(), "serve", "--network", "ov"])
-        .args(["--underlay", &underlay_v6(0), "--no-realtime"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting tapswitch serve");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while serve.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = serve.kill();
-            let _ = serve.wait();
-            panic!("serve did not refuse the network");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = serve.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = serve_refused(&lab, 0, "ov", &underlay_v6(0));
     assert!(
         stderr.contains("VXLAN over IPv6 adds 70 bytes")
             && stderr.contains("create the network with --mtu 1430"),

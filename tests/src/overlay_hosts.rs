@@ -22,11 +22,21 @@ pub fn serve(lab: &OverlayLab, host: usize) -> SwitchProcess {
 
 /// `serve --network ov --underlay UNDERLAY --lease-ttl 3` on `host`.
 pub fn serve_on(lab: &OverlayLab, host: usize, underlay: &str) -> SwitchProcess {
+    serve_network(lab, host, "ov", underlay)
+}
+
+/// `serve --network NETWORK --underlay UNDERLAY --lease-ttl 3` on `host`.
+pub fn serve_network(
+    lab: &OverlayLab,
+    host: usize,
+    network: &str,
+    underlay: &str,
+) -> SwitchProcess {
     let args: Vec<String> = [
         "--store",
         &lab.store(),
         "--network",
-        "ov",
+        network,
         "--underlay",
         underlay,
         "--lease-ttl",
@@ -39,6 +49,33 @@ pub fn serve_on(lab: &OverlayLab, host: usize, underlay: &str) -> SwitchProcess 
     .map(|s| s.to_string())
     .collect();
     SwitchProcess::start(&lab.hosts[host].name, &args)
+}
+
+/// `serve --network NETWORK --underlay UNDERLAY` on `host`, which must
+/// refuse to start (within 15 s): its stderr.
+pub fn serve_refused(lab: &OverlayLab, host: usize, network: &str, underlay: &str) -> String {
+    let mut serve = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.hosts[host].name))
+        .arg(crate::switch_process::binary())
+        .args(["--store", &lab.store(), "serve", "--network", network])
+        .args(["--underlay", underlay, "--no-realtime"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting tapswitch serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while serve.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve did not refuse network {network} on --underlay {underlay}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = serve.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
 }
 
 /// A container: its namespace and `eth0`'s address, MAC and MTU.

@@ -34,4 +34,5 @@ pub mod statedir;
 pub mod store_follower;
 pub mod traffic;
 pub mod tunnel_report;
+pub mod underlay_fit;
 pub mod web;

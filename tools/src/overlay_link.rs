@@ -78,9 +78,7 @@ impl OverlayLink {
             )
         })?;
         let local = SocketAddr::new(setup.underlay, overlay.vxlan_port);
-        if let IpAddr::V6(underlay) = setup.underlay {
-            check_ipv6_fit(network, underlay)?;
-        }
+        crate::underlay_fit::check(network, setup.underlay)?;
         let config = TunnelConfig {
             name: TUNNEL_PORT.to_string(),
             local,
@@ -196,49 +194,6 @@ pub fn setup_for(args: &OverlayArgs<'_>) -> Result<Option<(Store, OverlaySetup)>
             lease_ttl,
         },
     )))
-}
-
-/// Refuses a network whose frames, in VXLAN over IPv6, would not fit the
-/// MTU of the interface that has the underlay address (VXLAN must never
-/// be fragmented, and over IPv6 it adds 70 bytes, 20 more than over IPv4,
-/// so a network made with the default MTU for an IPv4 underlay does not
-/// fit a 1500-byte IPv6 one). Says nothing when the interface is not
-/// found: binding the tunnel's socket then says what is wrong.
-fn check_ipv6_fit(network: &Network, underlay: std::net::Ipv6Addr) -> Result<()> {
-    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
-    let Some(iface) = interface_with_ipv6(&table, underlay) else {
-        return Ok(());
-    };
-    let Ok(underlay_mtu) = ports::interface_mtu(&iface) else {
-        return Ok(());
-    };
-    let underlay_mtu = u32::try_from(underlay_mtu).unwrap_or(u32::MAX);
-    let overhead = ipam::overlay::VXLAN_OVERHEAD_IPV6;
-    let mtu = network.link_mtu();
-    if mtu.saturating_add(overhead) > underlay_mtu {
-        bail!(
-            "network {} has MTU {mtu}, and VXLAN over IPv6 adds {overhead} bytes: more than the MTU {underlay_mtu} of {iface}, which has --underlay {underlay}; create the network with --mtu {}",
-            network.name,
-            underlay_mtu.saturating_sub(overhead)
-        );
-    }
-    Ok(())
-}
-
-/// The interface that has IPv6 address `ip`, from `/proc/net/if_inet6`
-/// (one address a line: 32 hex digits, index, prefix length, scope,
-/// flags, name).
-fn interface_with_ipv6(table: &str, ip: std::net::Ipv6Addr) -> Option<String> {
-    let wanted = format!("{:032x}", u128::from(ip));
-    table.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields[..] {
-            [address, _, _, _, _, name] if address.eq_ignore_ascii_case(&wanted) => {
-                Some(name.to_string())
-            }
-            _ => None,
-        }
-    })
 }
 
 /// `--lease-ttl` as `serve` takes it.
@@ -420,18 +375,6 @@ mod tests {
             ],
             "the remote MAC on the tunnel is not this host's"
         );
-    }
-
-    #[test]
-    fn the_interface_of_an_ipv6_address_is_read_from_if_inet6() {
-        let table = "00000000000000000000000000000001 01 80 10 80       lo\n\
-                     fd990000000000000000000000000002 04 40 00 82       u0\n";
-        assert_eq!(
-            interface_with_ipv6(table, "fd99::2".parse().unwrap()).as_deref(),
-            Some("u0")
-        );
-        assert_eq!(interface_with_ipv6(table, "fd99::3".parse().unwrap()), None);
-        assert_eq!(interface_with_ipv6("junk\n", "::1".parse().unwrap()), None);
     }
 
     #[test]

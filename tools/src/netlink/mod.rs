@@ -13,7 +13,7 @@
 pub mod netns;
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
@@ -35,6 +35,14 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 pub struct Netlink {
     socket: Socket,
     sequence: u32,
+}
+
+/// An interface as `ip link` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
 }
 
 /// The container side of a new veth pair.
@@ -83,6 +91,56 @@ impl Netlink {
                 format!("no interface named {name}"),
             )
         })
+    }
+
+    /// The interface that has address `ip` (`ip addr show to IP`), IPv4 or
+    /// IPv6, if any here has it.
+    pub fn interface_with_address(&mut self, ip: IpAddr) -> io::Result<Option<Interface>> {
+        let mut message = AddressMessage::default();
+        message.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let addresses = self.request(RouteNetlinkMessage::GetAddress(message), NLM_F_DUMP)?;
+        let index = addresses.iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewAddress(address) if local_address(address) == Some(ip) => {
+                Some(address.header.index)
+            }
+            _ => None,
+        });
+        match index {
+            Some(index) => self.interface(index),
+            None => Ok(None),
+        }
+    }
+
+    /// Interface `index`'s name and MTU, if it exists.
+    pub fn interface(&mut self, index: u32) -> io::Result<Option<Interface>> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        let replies = match self.request(RouteNetlinkMessage::GetLink(message), 0) {
+            Err(err) if err.raw_os_error() == Some(nix::libc::ENODEV) => return Ok(None),
+            other => other?,
+        };
+        Ok(replies.into_iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => {
+                let mut name = None;
+                let mut mtu = None;
+                for attribute in link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(n) => name = Some(n),
+                        LinkAttribute::Mtu(m) => mtu = Some(m),
+                        _ => {}
+                    }
+                }
+                Some(Interface {
+                    index: link.header.index,
+                    name: name?,
+                    mtu: mtu?,
+                })
+            }
+            _ => None,
+        }))
     }
 
     /// Creates a veth pair: `host` here, its peer directly inside another
@@ -276,6 +334,21 @@ impl Netlink {
     }
 }
 
+/// The address an `ip addr` entry gives its interface: `IFA_LOCAL` when
+/// there is one, else `IFA_ADDRESS` (as `ip` reads them). On a
+/// point-to-point link `IFA_ADDRESS` is the far end's; IPv6 entries of
+/// other links carry `IFA_ADDRESS` alone.
+fn local_address(address: &AddressMessage) -> Option<IpAddr> {
+    let attribute = |local: bool| {
+        address.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if local => Some(*ip),
+            AddressAttribute::Address(ip) if !local => Some(*ip),
+            _ => None,
+        })
+    };
+    attribute(true).or_else(|| attribute(false))
+}
+
 /// Writes a sysctl under `/proc/sys/net` for the calling thread's network
 /// namespace (that directory follows the namespace of the thread opening it).
 pub fn write_net_sysctl(path: &str, value: &str) -> io::Result<()> {
@@ -289,5 +362,52 @@ pub fn disable_ipv6(name: &str) -> io::Result<()> {
     match write_net_sysctl(&format!("ipv6/conf/{name}/disable_ipv6"), "1") {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(attributes: Vec<AddressAttribute>) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.attributes = attributes;
+        message
+    }
+
+    #[test]
+    fn an_address_is_its_local_one_when_it_has_one() {
+        let here: IpAddr = "10.0.0.1".parse().unwrap();
+        let there: IpAddr = "10.0.0.2".parse().unwrap();
+        let point_to_point = entry(vec![
+            AddressAttribute::Address(there),
+            AddressAttribute::Local(here),
+        ]);
+        assert_eq!(local_address(&point_to_point), Some(here));
+        let ipv6: IpAddr = "fd99::1".parse().unwrap();
+        assert_eq!(
+            local_address(&entry(vec![AddressAttribute::Address(ipv6)])),
+            Some(ipv6)
+        );
+        assert_eq!(local_address(&entry(Vec::new())), None);
+    }
+
+    #[test]
+    fn loopbacks_address_is_found_on_lo() {
+        let mut netlink = Netlink::open().unwrap();
+        let lo = netlink
+            .interface_with_address("127.0.0.1".parse().unwrap())
+            .unwrap()
+            .expect("127.0.0.1 is on lo");
+        assert_eq!(lo.name, "lo");
+        assert!(lo.mtu > 0);
+        assert_eq!(netlink.interface(lo.index).unwrap(), Some(lo));
+        assert_eq!(
+            netlink
+                .interface_with_address("192.0.2.77".parse().unwrap())
+                .unwrap(),
+            None,
+            "TEST-NET-1 is on no interface here"
+        );
     }
 }
