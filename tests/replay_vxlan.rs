@@ -39,6 +39,14 @@ fn remote_macs_follow_their_host_and_age_on_capture_time() {
     check_scenario(&scenario("move-age"));
 }
 
+/// The same on an IPv6 underlay: IPv6 outer headers out (hop limit 64,
+/// flow label 0, UDP checksum), members known by address; VXLAN over IPv4
+/// and IPv6 datagrams without a UDP checksum are not for the socket.
+#[test]
+fn an_ipv6_underlay_floods_learns_and_refuses_the_other_version() {
+    check_scenario(&scenario("ipv6-underlay"));
+}
+
 #[test]
 fn every_vxlan_fixture_directory_has_a_test() {
     let mut dirs: Vec<String> = fs::read_dir(fixtures_dir().join("vxlan"))
@@ -48,7 +56,7 @@ fn every_vxlan_fixture_directory_has_a_test() {
     dirs.sort();
     assert_eq!(
         dirs,
-        ["drops", "flood-learn", "move-age"],
+        ["drops", "flood-learn", "ipv6-underlay", "move-age"],
         "add a test for the new scenario"
     );
 }
@@ -175,10 +183,10 @@ fn the_json_summary_has_the_tunnel_and_its_drops() {
     assert_eq!(drops["tunnel"]["stats"]["rx_dropped_wrong_vni"], 2);
 }
 
-/// The tunnel's own endpoint is not a member, and the tunnel port's name is
-/// one more port name.
+/// The tunnel's own endpoint is not a member, a member is of the
+/// underlay's IP version, and the tunnel port's name is one more port name.
 #[test]
-fn a_tunnel_is_refused_with_its_own_endpoint_as_member_or_a_taken_name() {
+fn a_tunnel_is_refused_with_its_own_endpoint_or_another_ip_version_as_member_or_a_taken_name() {
     let tmp = TempDir::new("vxlan-refused");
     let out = tmp.join("out").display().to_string();
     let base = [
@@ -203,5 +211,9 @@ fn a_tunnel_is_refused_with_its_own_endpoint_as_member_or_a_taken_name() {
     assert_eq!(
         refused(&["--vxlan", "p1"]),
         "port p1 is given twice: port names must be unique"
+    );
+    assert_eq!(
+        refused(&["--vxlan", "vx0", "--member", "[fd99::2]:4789"]),
+        "--member [fd99::2]:4789 is IPv6, and the tunnel's --underlay 10.0.0.1:4789 is IPv4: one tunnel, one IP version"
     );
 }

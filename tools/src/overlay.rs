@@ -6,7 +6,7 @@
 //! tapswitch registered here for good.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -89,17 +89,6 @@ pub fn parse_peer(given: &str) -> Result<(IpAddr, Option<u16>), String> {
                 "{given:?} is not IP or IP:PORT, e.g. 192.0.2.7, 192.0.2.7:8472, 2001:db8::7 or [2001:db8::7]:8472"
             )
         })
-}
-
-/// [`parse_peer`] for an IPv4 underlay only (the frame lab's, whose
-/// captures hold IPv4).
-pub fn parse_ipv4_peer(given: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
-    match parse_peer(given)? {
-        (IpAddr::V4(ip), port) => Ok((ip, port)),
-        (IpAddr::V6(_), _) => Err(format!(
-            "{given:?}: the lab's underlay is IPv4 (give IPV4 or IPV4:PORT)"
-        )),
-    }
 }
 
 /// One member as `network inspect` shows it.
@@ -198,10 +187,5 @@ mod tests {
         let err = parse_peer("host.example:1").unwrap_err();
         assert!(err.contains("is not IP or IP:PORT"), "{err}");
         assert!(parse_peer("2001:db8::7:8472x").is_err());
-        assert_eq!(
-            parse_ipv4_peer("192.0.2.7:8472"),
-            Ok(("192.0.2.7".parse().unwrap(), Some(8472)))
-        );
-        assert!(parse_ipv4_peer("[2001:db8::7]:8472").is_err());
     }
 }

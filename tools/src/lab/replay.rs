@@ -13,7 +13,7 @@
 //! not stop the run: the outputs are still written and compared.
 
 use std::io::{self, IsTerminal, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,7 +34,7 @@ use super::playback::{
 };
 use super::summary::{self, ExpectReport};
 use super::underlay::TunnelSpec;
-use crate::overlay::parse_ipv4_peer as parse_peer;
+use crate::overlay::parse_peer;
 use crate::serve::{DEFAULT_GATEWAY, parse_gateway};
 
 /// The exit code for trouble (an unreadable input, bad arguments), as `diff`.
@@ -99,17 +99,18 @@ pub struct ReplayArgs {
     /// holds the underlay frames the switch sends (one per member for a flood).
     #[arg(long, value_name = "NAME[=FILE]", requires_all = ["underlay", "vni"])]
     pub vxlan: Option<String>,
-    /// The tunnel's own endpoint on the underlay (port 4789 unless given).
+    /// The tunnel's own endpoint on the underlay, IPv4 or IPv6 (port 4789 unless given; an IPv6
+    /// address with a port in brackets, [2001:db8::1]:4789).
     #[arg(long, value_name = "IP[:PORT]", requires = "vxlan", value_parser = parse_peer)]
-    pub underlay: Option<(Ipv4Addr, Option<u16>)>,
+    pub underlay: Option<(IpAddr, Option<u16>)>,
     /// The network's VXLAN network identifier (0 to 16777215).
     #[arg(long, value_name = "N", requires = "vxlan",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(vxlan::MAX_VNI)))]
     pub vni: Option<u32>,
-    /// Another host of the network (repeatable; port 4789 unless given): floods go to it and
-    /// its VXLAN is accepted.
+    /// Another host of the network (repeatable; port 4789 unless given; of --underlay's IP
+    /// version): floods go to it and its VXLAN is accepted.
     #[arg(long = "member", value_name = "IP[:PORT]", requires = "vxlan", value_parser = parse_peer)]
-    pub members: Vec<(Ipv4Addr, Option<u16>)>,
+    pub members: Vec<(IpAddr, Option<u16>)>,
 }
 
 /// `--ageing-time`: whole seconds, with a message that says so for `-1`.
@@ -410,19 +411,26 @@ pub fn parse_input(file: &str) -> InputSpec {
     }
 }
 
-/// The tunnel of `--vxlan NAME[=FILE]` and its `--underlay`, `--vni` and `--member`s.
+/// The tunnel of `--vxlan NAME[=FILE]` and its `--underlay`, `--vni` and
+/// `--member`s (of the underlay's IP version: one socket reaches no other).
 fn tunnel_spec(spec: &str, args: &ReplayArgs) -> Result<TunnelSpec> {
-    let endpoint = |(ip, port): (Ipv4Addr, Option<u16>)| {
-        SocketAddrV4::new(ip, port.unwrap_or(vxlan::IANA_PORT))
-    };
+    let endpoint =
+        |(ip, port): (IpAddr, Option<u16>)| SocketAddr::new(ip, port.unwrap_or(vxlan::IANA_PORT));
     let (Some(local), Some(vni)) = (args.underlay, args.vni) else {
         bail!("--vxlan {spec}: give the tunnel's --underlay IP[:PORT] and --vni N");
     };
     let local = endpoint(local);
-    let mut members: Vec<SocketAddrV4> = Vec::new();
+    let mut members: Vec<SocketAddr> = Vec::new();
     for member in args.members.iter().copied().map(endpoint) {
         if member == local {
             bail!("--member {member} is the tunnel's own --underlay endpoint");
+        }
+        if member.is_ipv4() != local.is_ipv4() {
+            bail!(
+                "--member {member} is {}, and the tunnel's --underlay {local} is {}: one tunnel, one IP version",
+                ip_version(member.ip()),
+                ip_version(local.ip())
+            );
         }
         if !members.contains(&member) {
             members.push(member);
@@ -434,6 +442,10 @@ fn tunnel_spec(spec: &str, args: &ReplayArgs) -> Result<TunnelSpec> {
         vni,
         members,
     })
+}
+
+fn ip_version(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
 /// `MAC=PORT`, PORT one of the `--port` names.

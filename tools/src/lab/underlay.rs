@@ -5,19 +5,21 @@
 //! tunnel's own [`RemoteTable`] (members only, the network's VNI, MAC ->
 //! endpoint learning from the outer source, head-end replication), and the
 //! VXLAN header is the live tunnel's ([`vxlan::header`]). This module only
-//! stands in for what the kernel does around the live tunnel's UDP socket:
+//! stands in for what the kernel does around the live tunnel's UDP socket,
+//! on an IPv4 or an IPv6 underlay (the local endpoint's version; the
+//! members are of the same one, as one socket reaches only those):
 //!
 //! - **receiving**: an underlay frame reaches the tunnel only if it is an
-//!   unfragmented IPv4 UDP datagram to the local endpoint (address and
-//!   port) with good IPv4 and UDP checksums, as the kernel delivers to a
-//!   bound socket; anything else is dropped as `not-vxlan`;
-//! - **sending**: each datagram the tunnel sends becomes one underlay frame:
-//!   IPv4 from the local address (TTL 64, identification 0, Don't
-//!   Fragment, as a Linux UDP socket sends), UDP from the local port (the
-//!   live tunnel sends from its bound socket) with its checksum. The
-//!   underlay's Ethernet addresses are made up and fixed
-//!   ([`UNDERLAY_LOCAL_MAC`] to [`UNDERLAY_NEXT_HOP_MAC`]): the lab has no
-//!   ARP on the underlay.
+//!   unfragmented UDP datagram to the local endpoint (address and port),
+//!   of its IP version, with right checksums, as the kernel delivers to a
+//!   bound socket; anything else is dropped as `not-vxlan` ([`outer`]);
+//! - **sending**: each datagram the tunnel sends becomes one underlay frame
+//!   with the outer headers a Linux UDP socket writes (IPv4: TTL 64,
+//!   identification 0, Don't Fragment; IPv6: hop limit 64, flow label 0),
+//!   UDP from the local port (the live tunnel sends from its bound socket)
+//!   with its checksum. The underlay's Ethernet addresses are made up and
+//!   fixed ([`UNDERLAY_LOCAL_MAC`] to [`UNDERLAY_NEXT_HOP_MAC`]): the lab
+//!   has no ARP or neighbour discovery on the underlay.
 //!
 //! The table's clock is the capture's: virtual nanoseconds added to one
 //! `std::time::Instant` taken at the start, so aging depends on the
@@ -25,14 +27,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ports::vxlan::{Destinations, DropReason, RemoteEntry, RemoteTable, TunnelStats};
-use ports::wire::{checksum, ethernet, ipv4, udp, vxlan};
+use ports::wire::{ethernet, vxlan};
 use ports::{PortTx, VnetHdr};
 use switch::fabric::TraceSink;
 use switch::{Instant, MacAddr};
@@ -41,28 +43,28 @@ use switch::{Instant, MacAddr};
 pub const UNDERLAY_LOCAL_MAC: MacAddr = MacAddr([0x02, 0x54, 0x53, 0x00, 0x00, 0x01]);
 /// Their destination MAC (the next hop towards every member).
 pub const UNDERLAY_NEXT_HOP_MAC: MacAddr = MacAddr([0x02, 0x54, 0x53, 0x00, 0x00, 0x02]);
-/// The TTL a Linux UDP socket sends with.
-const UNDERLAY_TTL: u8 = 64;
-const IPPROTO_UDP: u8 = 17;
+
+mod outer;
+use outer::{datagram_to, underlay_frame};
 
 /// `--vxlan`: the tunnel port's endpoint, network and members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {
     /// The port's name (one of [`super::playback::LabConfig::ports`]).
     pub port: String,
-    /// This host's underlay address and VXLAN port.
-    pub local: SocketAddrV4,
+    /// This host's underlay address (IPv4 or IPv6) and VXLAN port.
+    pub local: SocketAddr,
     pub vni: u32,
-    /// The other hosts of the network.
-    pub members: Vec<SocketAddrV4>,
+    /// The other hosts of the network, of `local`'s IP version.
+    pub members: Vec<SocketAddr>,
 }
 
 /// What a tunnel did in a run, for the summary.
 #[derive(Debug, Clone)]
 pub struct ReplayTunnelReport {
-    pub local: SocketAddrV4,
+    pub local: SocketAddr,
     pub vni: u32,
-    pub members: Vec<std::net::SocketAddr>,
+    pub members: Vec<SocketAddr>,
     pub stats: TunnelStats,
     /// Underlay frames dropped on the way in, by reason name.
     pub rx_drops: BTreeMap<&'static str, u64>,
@@ -75,7 +77,7 @@ pub struct ReplayTunnelReport {
 /// The tunnel: the shared table, and the drops counted by reason.
 #[derive(Debug)]
 pub struct LabTunnel {
-    local: SocketAddrV4,
+    local: SocketAddr,
     header: [u8; vxlan::HEADER_LEN],
     epoch: std::time::Instant,
     table: Mutex<RemoteTable>,
@@ -115,7 +117,7 @@ impl LabTunnel {
         let mut table = RemoteTable::new(spec.vni, local_only)
             .with_limits(max_age.unwrap_or(Duration::MAX), capacity);
         for member in &spec.members {
-            table.add_member((*member).into());
+            table.add_member(*member);
         }
         LabTunnel {
             local: spec.local,
@@ -152,9 +154,9 @@ impl LabTunnel {
                 reason: NOT_VXLAN,
             });
         };
-        let verdict =
-            self.table()
-                .receive(source.into(), &underlay[datagram.clone()], self.clock(now));
+        let verdict = self
+            .table()
+            .receive(source, &underlay[datagram.clone()], self.clock(now));
         match verdict {
             Ok(offset) => Ok(datagram.start + offset..datagram.end),
             Err(reason) => {
@@ -193,15 +195,16 @@ impl LabTunnel {
             }
         };
         let mut underlay = Vec::new();
-        // The lab's underlay is IPv4 (its members are given as IPv4).
-        for endpoint in endpoints.iter().filter_map(|e| match e {
-            std::net::SocketAddr::V4(v4) => Some(*v4),
-            std::net::SocketAddr::V6(_) => None,
-        }) {
-            underlay_frame(&mut underlay, self.local, endpoint, &self.header, frame);
-            emit(&underlay);
+        let mut sent = 0;
+        for endpoint in &endpoints {
+            // Every member is of the local endpoint's version (the spec's
+            // and those heard from are); a socket could reach no other.
+            if underlay_frame(&mut underlay, self.local, *endpoint, &self.header, frame) {
+                emit(&underlay);
+                sent += 1;
+            }
         }
-        self.table().count_sent(endpoints.len() as u64, 0);
+        self.table().count_sent(sent, 0);
         Ok(())
     }
 
@@ -225,7 +228,7 @@ impl LabTunnel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
     /// The outer source, when it was a datagram to the tunnel's endpoint.
-    pub source: Option<SocketAddrV4>,
+    pub source: Option<SocketAddr>,
     /// The underlay frame's length.
     pub len: usize,
     /// The reason's name, as the summary counts it.
@@ -241,79 +244,6 @@ impl std::fmt::Display for Refused {
         }
         write!(f, ": dropped by the tunnel ({})", self.reason)
     }
-}
-
-/// If `frame` is an IPv4 UDP datagram to `local` that a bound socket would
-/// receive: its sender and where its UDP payload lies in `frame`.
-fn datagram_to(local: SocketAddrV4, frame: &[u8]) -> Option<(SocketAddrV4, Range<usize>)> {
-    let ethernet = ethernet::Frame::new_checked(frame).ok()?;
-    if ethernet.ethertype() != ethernet::ethertype::IPV4 {
-        return None;
-    }
-    let ip = ipv4::Packet::new_checked(ethernet.payload()).ok()?;
-    if ip.is_fragment()
-        || ip.protocol() != IPPROTO_UDP
-        || ip.dst_addr() != *local.ip()
-        || !ip.verify_checksum()
-    {
-        return None;
-    }
-    let udp = udp::Packet::new_checked(ip.payload()).ok()?;
-    if udp.dst_port() != local.port() {
-        return None;
-    }
-    let segment = &ip.payload()[..usize::from(udp.len())];
-    // Zero: the sender computed none (allowed over IPv4, as the kernel's
-    // vxlan device sends by default).
-    if udp.checksum() != 0 {
-        let pseudo = checksum::pseudo_header_sum(ip.addresses(), IPPROTO_UDP, segment.len());
-        if checksum::fold(checksum::ones_complement_sum(segment, u32::from(pseudo))) != 0xffff {
-            return None;
-        }
-    }
-    let start = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN;
-    let end = ethernet::HEADER_LEN + ip.header_len() + segment.len();
-    Some((SocketAddrV4::new(ip.src_addr(), udp.src_port()), start..end))
-}
-
-/// Writes into `out` the underlay frame that carries `frame` from `local`
-/// to `endpoint` (see the module docs for the outer headers).
-fn underlay_frame(
-    out: &mut Vec<u8>,
-    local: SocketAddrV4,
-    endpoint: SocketAddrV4,
-    header: &[u8; vxlan::HEADER_LEN],
-    frame: &[u8],
-) {
-    let udp_len = udp::HEADER_LEN + header.len() + frame.len();
-    let ip_len = ipv4::MIN_HEADER_LEN + udp_len;
-    out.clear();
-    out.extend_from_slice(&UNDERLAY_NEXT_HOP_MAC.0);
-    out.extend_from_slice(&UNDERLAY_LOCAL_MAC.0);
-    out.extend_from_slice(&ethernet::ethertype::IPV4.to_be_bytes());
-    let ip_start = out.len();
-    // A frame of up to 65,535 + 18 bytes fits; longer ones the fabric
-    // dropped as too big for the port before they came here.
-    out.extend_from_slice(&[0x45, 0]);
-    out.extend_from_slice(&(ip_len as u16).to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&ipv4::DONT_FRAGMENT.to_be_bytes());
-    out.extend_from_slice(&[UNDERLAY_TTL, IPPROTO_UDP, 0, 0]);
-    out.extend_from_slice(&local.ip().octets());
-    out.extend_from_slice(&endpoint.ip().octets());
-    let sum = checksum::rfc1071_checksum(&out[ip_start..]);
-    out[ip_start + 10..ip_start + 12].copy_from_slice(&sum.to_be_bytes());
-    let udp_start = out.len();
-    out.extend_from_slice(&local.port().to_be_bytes());
-    out.extend_from_slice(&endpoint.port().to_be_bytes());
-    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(header);
-    out.extend_from_slice(frame);
-    let addresses = [local.ip().octets(), endpoint.ip().octets()].concat();
-    let pseudo = checksum::pseudo_header_sum(&addresses, IPPROTO_UDP, udp_len);
-    let sum = checksum::transport_checksum(&out[udp_start..], u32::from(pseudo));
-    out[udp_start + 6..udp_start + 8].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// The tunnel port's transmit side: each frame the switch sends becomes the

@@ -1,6 +1,12 @@
+use std::net::IpAddr;
+
+use ports::wire::{ipv4, ipv6, udp};
+
 use super::*;
 
-fn endpoint(s: &str) -> SocketAddrV4 {
+mod ipv6_underlay;
+
+fn endpoint(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
@@ -9,11 +15,16 @@ const B: &str = "10.0.0.2:4789";
 const C: &str = "10.0.0.3:4789";
 
 fn tunnel() -> LabTunnel {
+    tunnel_at(LOCAL, &[B, C])
+}
+
+/// A tunnel at `local` with `members`, VNI 42, the gateway's MAC local-only.
+fn tunnel_at(local: &str, members: &[&str]) -> LabTunnel {
     let spec = TunnelSpec {
         port: "vx0".into(),
-        local: endpoint(LOCAL),
+        local: endpoint(local),
         vni: 42,
-        members: vec![endpoint(B), endpoint(C)],
+        members: members.iter().map(|m| endpoint(m)).collect(),
     };
     LabTunnel::new(&spec, [MacAddr([2, 0x42, 0, 0, 0, 1])], None, 16)
 }
@@ -25,38 +36,58 @@ fn inner(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
 
 /// What `from` would send to the local endpoint with `vni`.
 fn from_member(from: &str, vni: u32, frame: &[u8]) -> Vec<u8> {
+    from_member_to(from, LOCAL, vni, frame)
+}
+
+/// What `from` would send to `to` with `vni`.
+fn from_member_to(from: &str, to: &str, vni: u32, frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    underlay_frame(
+    assert!(underlay_frame(
         &mut out,
         endpoint(from),
-        endpoint(LOCAL),
+        endpoint(to),
         &vxlan::header(vni),
         frame,
-    );
+    ));
     out
 }
 
-fn sent(tunnel: &LabTunnel, frame: &[u8]) -> Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
+/// The outer destination (address and UDP port) of an underlay frame.
+fn outer_destination(underlay: &[u8]) -> SocketAddr {
+    let (ip, udp_start) = match u16::from_be_bytes([underlay[12], underlay[13]]) {
+        ethernet::ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(&underlay[14..]).unwrap();
+            (IpAddr::V4(ip.dst_addr()), 14 + ip.header_len())
+        }
+        ethernet::ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(&underlay[14..]).unwrap();
+            (IpAddr::V6(ip.dst_addr()), 14 + ipv6::HEADER_LEN)
+        }
+        other => panic!("not IP: {other:#x}"),
+    };
+    let udp = udp::Packet::new_checked(&underlay[udp_start..]).unwrap();
+    SocketAddr::new(ip, udp.dst_port())
+}
+
+/// Each underlay frame `tunnel` sends for `frame`, as its receiver's socket
+/// reads it: (outer source, outer destination, UDP payload).
+fn sent(tunnel: &LabTunnel, frame: &[u8]) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    sent_frames(tunnel, frame)
+        .iter()
+        .map(|underlay| {
+            let to = outer_destination(underlay);
+            let (source, range) =
+                datagram_to(to, underlay).expect("a well-formed datagram with right checksums");
+            (source, to, underlay[range].to_vec())
+        })
+        .collect()
+}
+
+/// The underlay frames `tunnel` sends for `frame`, whole.
+fn sent_frames(tunnel: &LabTunnel, frame: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let _ = tunnel.encapsulate(frame, Instant::from_secs(1), |underlay| {
-        let (source, range) = datagram_to(
-            SocketAddrV4::new(
-                ipv4::Packet::new_checked(&underlay[14..])
-                    .unwrap()
-                    .dst_addr(),
-                4789,
-            ),
-            underlay,
-        )
-        .expect("a well-formed datagram with right checksums");
-        let dst = ipv4::Packet::new_checked(&underlay[14..])
-            .unwrap()
-            .dst_addr();
-        out.push((
-            source,
-            SocketAddrV4::new(dst, 4789),
-            underlay[range].to_vec(),
-        ));
+        out.push(underlay.to_vec());
     });
     out
 }
@@ -91,7 +122,7 @@ fn a_mac_heard_from_a_member_is_sent_to_that_member_alone() {
     assert_eq!(reply[0].1, endpoint(B));
     let report = tunnel.report(Instant::from_secs(1));
     assert_eq!(report.entries.len(), 1);
-    assert_eq!(report.entries[0].endpoint, endpoint(B).into());
+    assert_eq!(report.entries[0].endpoint, endpoint(B));
 }
 
 #[test]
@@ -145,17 +176,7 @@ fn the_gateways_frames_and_frames_with_no_members_go_nowhere() {
     let gateway = inner([2, 0x42, 0, 0, 0, 1], [0xff; 6]);
     let verdict = tunnel.encapsulate(&gateway, Instant::ZERO, |_| panic!("sent"));
     assert_eq!(verdict, Err("local-only"));
-    let lonely = LabTunnel::new(
-        &TunnelSpec {
-            port: "vx0".into(),
-            local: endpoint(LOCAL),
-            vni: 42,
-            members: Vec::new(),
-        },
-        [],
-        None,
-        16,
-    );
+    let lonely = tunnel_at(LOCAL, &[]);
     assert!(sent(&lonely, &inner([2, 0, 0, 0, 0, 0xa], [0xff; 6])).is_empty());
     let tx: Vec<_> = tunnel.report(Instant::ZERO).tx_drops.into_iter().collect();
     assert_eq!(tx, vec![("local-only", 2)]);
