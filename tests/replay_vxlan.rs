@@ -133,8 +133,8 @@ fn expect_catches_a_changed_byte_of_the_underlay() {
     assert!(missing.stderr.contains("vx0"), "{}", missing.stderr);
 }
 
-/// `--json` carries the tunnel (counters, remote MACs and where they are)
-/// and its drops on its port, by reason.
+/// `--json` carries the tunnel (counters, remote MACs and where they are,
+/// IPv6 endpoints in brackets) and its drops on its port, by reason.
 #[test]
 fn the_json_summary_has_the_tunnel_and_its_drops() {
     let tmp = TempDir::new("vxlan-json");
@@ -181,6 +181,18 @@ fn the_json_summary_has_the_tunnel_and_its_drops() {
     assert_eq!(vx0["tx_dropped"], 1);
     assert_eq!(drops["tunnel"]["stats"]["rx_dropped_not_member"], 1);
     assert_eq!(drops["tunnel"]["stats"]["rx_dropped_wrong_vni"], 2);
+
+    let ipv6 = json("ipv6-underlay");
+    let tunnel = &ipv6["tunnel"];
+    assert_eq!(tunnel["local"], "[fd99::1]:4789");
+    assert_eq!(
+        tunnel["members"],
+        serde_json::json!(["[fd99::2]:4789", "[fd99::3]:4789"])
+    );
+    assert_eq!(
+        tunnel["remotes"],
+        serde_json::json!([{"mac": "02:42:ac:11:00:09", "via": "[fd99::2]:4789"}])
+    );
 }
 
 /// The tunnel's own endpoint is not a member, a member is of the
