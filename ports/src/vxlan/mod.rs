@@ -65,6 +65,7 @@ pub struct TunnelConfig {
 pub struct Tunnel {
     local: SocketAddr,
     table: Arc<Mutex<RemoteTable>>,
+    sent: Arc<socket::SentCounts>,
 }
 
 impl Tunnel {
@@ -95,15 +96,22 @@ impl Tunnel {
             config.vni,
             config.local_only.iter().copied(),
         )));
+        let sent = Arc::new(socket::SentCounts::default());
         let port = OpenedPort {
             kind: PortKind::Vxlan,
             lanes: vec![Box::new(VxlanRx::new(receiver, table.clone(), config.mtu))],
-            tx: Arc::new(VxlanTx::new(socket, table.clone(), config.mtu)),
+            tx: Arc::new(VxlanTx::new(
+                socket,
+                table.clone(),
+                sent.clone(),
+                config.mtu,
+            )),
             steering: None,
         };
         let tunnel = Tunnel {
             local: config.local,
             table,
+            sent,
         };
         Ok((tunnel, port))
     }
@@ -158,6 +166,8 @@ impl Tunnel {
     }
 
     pub fn stats(&self) -> TunnelStats {
-        self.table().stats()
+        let mut stats = self.table().stats();
+        self.sent.add_to(&mut stats);
+        stats
     }
 }

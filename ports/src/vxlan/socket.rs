@@ -7,6 +7,7 @@ use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -260,8 +261,36 @@ impl PortRx for VxlanRx {
 pub struct VxlanTx {
     socket: Socket,
     table: Arc<Mutex<RemoteTable>>,
+    sent: Arc<SentCounts>,
     header: [u8; vxlan::HEADER_LEN],
     mtu: usize,
+}
+
+/// The datagrams the send half handed to the socket and those it refused
+/// ([`super::TunnelStats`]'s `tx_datagrams` and `tx_errors`): counted
+/// outside the table, so a send takes the table's lock once (for where
+/// the frame goes), not twice.
+#[derive(Debug, Default)]
+pub(super) struct SentCounts {
+    datagrams: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl SentCounts {
+    fn add(&self, sent: u64, failed: u64) {
+        if sent > 0 {
+            self.datagrams.fetch_add(sent, Ordering::Relaxed);
+        }
+        if failed > 0 {
+            self.errors.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds the counts to `stats`.
+    pub(super) fn add_to(&self, stats: &mut super::TunnelStats) {
+        stats.tx_datagrams += self.datagrams.load(Ordering::Relaxed);
+        stats.tx_errors += self.errors.load(Ordering::Relaxed);
+    }
 }
 
 thread_local! {
@@ -278,6 +307,8 @@ struct Scratch {
     frame: Vec<u8>,
     /// A super-frame's datagrams.
     cut: Cut,
+    /// How they go in `UDP_SEGMENT` sends ([`gso_runs`]).
+    runs: Vec<GsoRun>,
 }
 
 /// The most datagrams one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS`).
@@ -287,11 +318,17 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
 impl VxlanTx {
-    pub(super) fn new(socket: Socket, table: Arc<Mutex<RemoteTable>>, mtu: usize) -> VxlanTx {
+    pub(super) fn new(
+        socket: Socket,
+        table: Arc<Mutex<RemoteTable>>,
+        sent: Arc<SentCounts>,
+        mtu: usize,
+    ) -> VxlanTx {
         let header = vxlan::header(table.lock().unwrap_or_else(PoisonError::into_inner).vni());
         VxlanTx {
             socket,
             table,
+            sent,
             header,
             mtu,
         }
@@ -329,21 +366,19 @@ impl VxlanTx {
         endpoints: &[SocketAddr],
         vnet: &VnetHdr,
         frame: &[u8],
-        cut: &mut Cut,
+        scratch: &mut Scratch,
     ) -> io::Result<()> {
+        let Scratch { cut, runs, .. } = scratch;
         if cut.cut(&self.header, vnet, frame).is_err() {
             // Malformed: the switch's own segmentation would drop it too.
-            self.table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .count_sent(0, 1);
+            self.sent.add(0, 1);
             return Ok(());
         }
-        let runs = gso_runs(cut.lengths());
+        gso_runs(cut.lengths(), runs);
         let mut outcome = Outcome::default();
         for endpoint in endpoints {
             let mut first = 0;
-            for run in &runs {
+            for run in runs.iter() {
                 let parts = cut.parts(first..first + run.count);
                 first += run.count;
                 let sent = if run.count == 1 {
@@ -366,10 +401,7 @@ impl VxlanTx {
     }
 
     fn finish(&self, outcome: Outcome) -> io::Result<()> {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count_sent(outcome.sent, outcome.failed);
+        self.sent.add(outcome.sent, outcome.failed);
         // A flood that reached some members went; one member down (an ICMP
         // error, a full buffer) must not count the frame as lost for all.
         match outcome.first_error {
@@ -408,10 +440,11 @@ struct GsoRun {
     bytes: usize,
 }
 
-/// Groups datagram lengths into sends: equal lengths (a shorter one may end
-/// a run), at most [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`] per send.
-fn gso_runs(lengths: &[usize]) -> Vec<GsoRun> {
-    let mut runs: Vec<GsoRun> = Vec::new();
+/// Groups datagram lengths into sends, written into `runs` (a buffer
+/// reused between super-frames): equal lengths (a shorter one may end a
+/// run), at most [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`] per send.
+fn gso_runs(lengths: &[usize], runs: &mut Vec<GsoRun>) {
+    runs.clear();
     let mut open: Option<GsoRun> = None;
     for &len in lengths {
         match &mut open {
@@ -438,7 +471,6 @@ fn gso_runs(lengths: &[usize]) -> Vec<GsoRun> {
         }
     }
     runs.extend(open);
-    runs
 }
 
 impl PortTx for VxlanTx {
@@ -458,7 +490,7 @@ impl PortTx for VxlanTx {
         }
         SCRATCH.with_borrow_mut(|scratch| {
             if vnet.is_gso() {
-                return self.send_cut(endpoints, vnet, frame, &mut scratch.cut);
+                return self.send_cut(endpoints, vnet, frame, scratch);
             }
             // A partial checksum: the far side may be a kernel that trusts it.
             let mut vnet = *vnet;
@@ -484,9 +516,19 @@ impl PortTx for VxlanTx {
 mod tests {
     use super::*;
 
+    fn runs_of(lengths: &[usize]) -> Vec<GsoRun> {
+        let mut runs = vec![GsoRun {
+            count: 9,
+            segment: 9,
+            bytes: 9,
+        }];
+        gso_runs(lengths, &mut runs);
+        runs
+    }
+
     #[test]
     fn equal_datagrams_go_in_runs_of_at_most_64_and_a_shorter_one_ends_a_run() {
-        let runs = gso_runs(&[1472, 1472, 1472, 900]);
+        let runs = runs_of(&[1472, 1472, 1472, 900]);
         assert_eq!(
             runs,
             vec![GsoRun {
@@ -495,13 +537,13 @@ mod tests {
                 bytes: 3 * 1472 + 900
             }]
         );
-        let runs = gso_runs(&[100; 130]);
+        let runs = runs_of(&[100; 130]);
         assert_eq!(
             runs.iter().map(|r| r.count).collect::<Vec<_>>(),
             vec![64, 64, 2]
         );
         // A longer datagram after a shorter one starts a new run.
-        let runs = gso_runs(&[500, 900, 900]);
+        let runs = runs_of(&[500, 900, 900]);
         assert_eq!(
             runs.iter()
                 .map(|r| (r.count, r.segment))
@@ -583,7 +625,7 @@ mod tests {
     #[test]
     fn a_run_stays_within_one_ip_packet() {
         // 45 datagrams of a 64 KiB TCP burst (1514-byte frames + 8).
-        let runs = gso_runs(&[1522; 45]);
+        let runs = runs_of(&[1522; 45]);
         assert!(runs.iter().all(|r| r.bytes <= MAX_GSO_BYTES));
         assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 45);
         assert_eq!(runs.len(), 2);
