@@ -297,6 +297,25 @@ impl RemoteTable {
         verdict
     }
 
+    /// Judges a datagram that came in one message right after `previous`,
+    /// which [`RemoteTable::receive`] took (so from the same source, at the
+    /// same moment): with the same VXLAN header and inner source MAC its
+    /// verdict is the same, given without the lookups (`None`: judge it
+    /// with `receive`). A run of one flow's segments is 45 such datagrams.
+    pub fn receive_like(&mut self, previous: &[u8], datagram: &[u8]) -> Option<usize> {
+        const HEADER: usize = crate::wire::vxlan::HEADER_LEN;
+        const SOURCE: std::ops::Range<usize> = HEADER + 6..HEADER + 12;
+        let same = datagram.len() >= HEADER + crate::wire::ethernet::HEADER_LEN
+            && previous.len() >= SOURCE.end
+            && datagram[..HEADER] == previous[..HEADER]
+            && datagram[SOURCE] == previous[SOURCE];
+        if !same {
+            return None;
+        }
+        self.stats.rx_frames += 1;
+        Some(HEADER)
+    }
+
     fn judge(
         &mut self,
         source: SocketAddr,

@@ -107,7 +107,6 @@ impl VxlanRx {
                 Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(err) => return Err(RxError::Io(err)),
             };
-            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             let base = arrived.used;
             for (i, message) in arrived.messages[..got].iter().enumerate() {
@@ -123,17 +122,36 @@ impl VxlanRx {
                     start = arrived.used;
                 }
                 let bytes = &arrived.bytes[start..start + message.len];
+                let first = arrived.frames.len();
+                // The table's lock only for its verdicts: the send half
+                // (another worker's acknowledgements) takes it too.
+                let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
                 // A switch's datagrams carry a UDP checksum, which the
                 // kernel verified over every byte before this read.
                 let covered = table.is_switch_at(source.ip());
+                let mut taken: Option<Range<usize>> = None;
                 for datagram in datagrams(bytes, message.segment) {
-                    let Ok(offset) = table.receive(source, &bytes[datagram.clone()], now) else {
-                        continue;
+                    let this = &bytes[datagram.clone()];
+                    let like = taken
+                        .as_ref()
+                        .and_then(|previous| table.receive_like(&bytes[previous.clone()], this));
+                    let offset = match like {
+                        Some(offset) => offset,
+                        None => match table.receive(source, this, now) {
+                            Ok(offset) => {
+                                taken = Some(datagram.clone());
+                                offset
+                            }
+                            Err(_) => continue,
+                        },
                     };
                     let frame = start + datagram.start + offset..start + datagram.end;
-                    let vnet =
+                    arrived.frames.push((VnetHdr::default(), frame));
+                }
+                drop(table);
+                for (vnet, frame) in &mut arrived.frames[first..] {
+                    *vnet =
                         inner_offloads::vnet_for(&arrived.bytes[frame.clone()], self.mtu, covered);
-                    arrived.frames.push((vnet, frame));
                 }
                 arrived.used = start + message.len;
             }

@@ -63,6 +63,24 @@ fn a_members_frame_is_taken_and_its_source_learned_behind_its_endpoint() {
 }
 
 #[test]
+fn a_datagram_like_the_one_before_is_taken_without_lookups_and_counted() {
+    let now = Instant::now();
+    let mut table = table();
+    let first = datagram(VNI, H2, H1);
+    assert_eq!(table.receive(from(A), &first, now), Ok(vxlan::HEADER_LEN));
+    // Same header and source MAC, another destination and payload: taken.
+    let mut next = datagram(VNI, BROADCAST, H1);
+    next[30] ^= 0xff;
+    assert_eq!(table.receive_like(&first, &next), Some(vxlan::HEADER_LEN));
+    assert_eq!(table.stats().rx_frames, 2);
+    // Another VNI, another source MAC, too short: judged afresh.
+    assert_eq!(table.receive_like(&first, &datagram(VNI + 1, H2, H1)), None);
+    assert_eq!(table.receive_like(&first, &datagram(VNI, H1, H2)), None);
+    assert_eq!(table.receive_like(&first, &first[..20]), None);
+    assert_eq!(table.stats().rx_frames, 2);
+}
+
+#[test]
 fn strangers_wrong_vnis_and_short_datagrams_are_dropped_and_counted() {
     let now = Instant::now();
     let mut table = table();
