@@ -223,6 +223,18 @@ pub enum PortKind {
     Vxlan,
 }
 
+impl PortKind {
+    /// Whether an answer to a frame written to the port may be waiting in
+    /// the port's receive lane when the write returns: a veth's or TAP's
+    /// receiver runs its stack inside the write (the dataplane reads that
+    /// lane right away). Not a tunnel's: its far side is another host's
+    /// switch, which answers later, so looking at once would cost a read
+    /// that finds nothing, and the lane's lock.
+    pub fn answers_within_send(self) -> bool {
+        !matches!(self, PortKind::Vxlan)
+    }
+}
+
 impl fmt::Display for PortKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -319,6 +331,14 @@ pub fn interface_mtu(name: &str) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_tunnel_is_answered_after_the_send_returns() {
+        assert!(!PortKind::Vxlan.answers_within_send());
+        for kind in [PortKind::Packet, PortKind::Tap, PortKind::Memory] {
+            assert!(kind.answers_within_send(), "{kind}");
+        }
+    }
 
     #[test]
     fn interface_names_are_checked_before_the_kernel_sees_them() {

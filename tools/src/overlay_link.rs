@@ -325,6 +325,10 @@ impl MemberLoop {
                 }
             }
         }
+        // Switches get partial TCP checksums and are read without a pass
+        // over the data; peers (kernel vxlan devices) are not.
+        self.tunnel
+            .set_switches(self.membership.switches().map(|r| r.endpoint));
     }
 }
 

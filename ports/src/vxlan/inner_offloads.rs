@@ -29,13 +29,19 @@ const UDP_CHECKSUM_OFFSET: usize = 6;
 /// The header to deliver `frame` with, for a tunnel whose inner packets
 /// are at most `mtu` bytes: a GSO super-frame, a partial checksum (see the
 /// module docs), or a plain frame.
-pub fn vnet_for(frame: &[u8], mtu: usize) -> VnetHdr {
+///
+/// `covered`: the frame came in a datagram whose UDP checksum the kernel
+/// verified (from another switch, which may leave inner checksums
+/// partial): a field holding exactly the pseudo-header sum is then taken
+/// as partial without a pass over the data, since nothing can have
+/// changed the bytes on the way.
+pub fn vnet_for(frame: &[u8], mtu: usize, covered: bool) -> VnetHdr {
     if frame.len() > mtu + ethernet::HEADER_LEN
         && let Some(vnet) = tcp_super_frame(frame, mtu)
     {
         return vnet;
     }
-    partial_checksum(frame)
+    partial_checksum(frame, covered)
         .map(|(start, offset)| VnetHdr {
             flags: VnetHdr::NEEDS_CSUM,
             csum_start: start,
@@ -68,7 +74,7 @@ fn tcp_super_frame(frame: &[u8], mtu: usize) -> Option<VnetHdr> {
     })
 }
 
-fn partial_checksum(frame: &[u8]) -> Option<(u16, u16)> {
+fn partial_checksum(frame: &[u8], covered: bool) -> Option<(u16, u16)> {
     let ethernet = ethernet::Frame::new_checked(frame).ok()?;
     if ethernet.ethertype() != ethernet::ethertype::IPV4 {
         return None;
@@ -91,6 +97,12 @@ fn partial_checksum(frame: &[u8]) -> Option<(u16, u16)> {
     // Cheap test first; the full sum only for the candidates.
     if field != pseudo || field == 0 {
         return None;
+    }
+    // Should the whole sum happen to equal the pseudo-header sum, handing
+    // the frame on as partial is still right: completing it gives the
+    // same sum back.
+    if covered {
+        return Some((u16::try_from(start).ok()?, u16::try_from(offset).ok()?));
     }
     let verifies = !fold(ones_complement_sum(segment, u32::from(pseudo))) == 0;
     if verifies {
@@ -117,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_right_checksum_is_left_alone() {
-        assert_eq!(vnet_for(&udp_frame(), 1450), VnetHdr::default());
+        assert_eq!(vnet_for(&udp_frame(), 1450, false), VnetHdr::default());
     }
 
     #[test]
@@ -127,8 +139,37 @@ mod tests {
         let field = 14 + 20 + UDP_CHECKSUM_OFFSET;
         let pseudo = pseudo_header_sum(&right[14 + 12..14 + 20], ip::UDP, right.len() - 34);
         partial[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
-        let mut vnet = vnet_for(&partial, 1450);
+        let mut vnet = vnet_for(&partial, 1450, false);
         assert_eq!(vnet.flags, VnetHdr::NEEDS_CSUM);
+        assert_eq!((vnet.csum_start, vnet.csum_offset), (34, 6));
+        complete_checksum(&mut vnet, &mut partial).unwrap();
+        assert_eq!(partial, right);
+    }
+
+    #[test]
+    fn from_a_switch_a_partial_checksum_is_flagged_without_a_pass_over_the_data() {
+        let right = udp_frame();
+        assert_eq!(vnet_for(&right, 1450, true), VnetHdr::default());
+        let mut partial = right.clone();
+        let field = 14 + 20 + UDP_CHECKSUM_OFFSET;
+        let pseudo = pseudo_header_sum(&right[14 + 12..14 + 20], ip::UDP, right.len() - 34);
+        partial[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+        // The data is not read: a frame whose whole sum happens to equal
+        // its pseudo-header sum is told from a partial one only by a pass
+        // over the data, which a covered frame does not get (and handing
+        // it on as partial is right all the same).
+        let mut coincidence = partial.clone();
+        let now = fold(ones_complement_sum(&coincidence[34..], u32::from(pseudo)));
+        let word = u32::from(u16::from_be_bytes([coincidence[42], coincidence[43]]));
+        let sum = word + u32::from(0xffff - now);
+        let word = ((sum & 0xffff) + (sum >> 16)) as u16;
+        coincidence[42..44].copy_from_slice(&word.to_be_bytes());
+        assert_eq!(vnet_for(&coincidence, 1450, false), VnetHdr::default());
+        assert_eq!(
+            vnet_for(&coincidence, 1450, true).flags,
+            VnetHdr::NEEDS_CSUM
+        );
+        let mut vnet = vnet_for(&partial, 1450, true);
         assert_eq!((vnet.csum_start, vnet.csum_offset), (34, 6));
         complete_checksum(&mut vnet, &mut partial).unwrap();
         assert_eq!(partial, right);
@@ -139,7 +180,7 @@ mod tests {
         let mut damaged = udp_frame();
         let last = damaged.len() - 1;
         damaged[last] ^= 0xff;
-        assert_eq!(vnet_for(&damaged, 1450), VnetHdr::default());
+        assert_eq!(vnet_for(&damaged, 1450, false), VnetHdr::default());
     }
 
     #[test]
@@ -149,7 +190,7 @@ mod tests {
             .tcp(40_000, 5_000, 1, 65_000);
         let mut frame = Vec::new();
         builder.write(&mut frame, &[0x33; 4000]).unwrap();
-        let vnet = vnet_for(&frame, 1450);
+        let vnet = vnet_for(&frame, 1450, false);
         assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
         assert_eq!(vnet.gso_size, 1450 - 40);
         assert_eq!((vnet.csum_start, vnet.csum_offset), (34, 16));
@@ -160,6 +201,9 @@ mod tests {
         let mut sizes = Vec::new();
         crate::vnet::segment(&vnet, &frame, &mut Vec::new(), &mut |s| sizes.push(s.len())).unwrap();
         assert_eq!(sizes, vec![1464, 1464, 4000 - 2 * 1410 + 54]);
-        assert_eq!(vnet_for(&frame[..1464], 1450).gso_type, VnetHdr::GSO_NONE);
+        assert_eq!(
+            vnet_for(&frame[..1464], 1450, false).gso_type,
+            VnetHdr::GSO_NONE
+        );
     }
 }

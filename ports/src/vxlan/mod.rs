@@ -12,7 +12,7 @@
 //! Plain UDP, so no privilege is needed for the tunnel itself. The port
 //! takes virtio-net headers: a GSO super-frame is cut next to the VXLAN
 //! headers and sent with UDP segmentation offload, and a partial checksum
-//! is finished before the frame leaves ([`socket::VxlanTx`]); frames that a
+//! is finished before the frame leaves ([`send::VxlanTx`]); frames that a
 //! sender on this machine left unfinished are recognised on the way in
 //! ([`inner_offloads`]), and a batch's consecutive segments of one TCP
 //! flow are joined back into one super-frame ([`tcp_join`]).
@@ -20,6 +20,7 @@
 mod cut;
 pub mod inner_offloads;
 pub mod remotes;
+pub mod send;
 pub mod socket;
 pub mod tcp_join;
 
@@ -37,7 +38,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use remotes::{
     Destinations, DropReason, RegisteredChange, RemoteEntry, RemoteTable, TunnelStats,
 };
-pub use socket::{VxlanRx, VxlanTx};
+pub use send::VxlanTx;
+pub use socket::VxlanRx;
 
 use crate::wire::MacAddr;
 use crate::{OpenedPort, PortError, PortKind};
@@ -65,6 +67,7 @@ pub struct TunnelConfig {
 pub struct Tunnel {
     local: SocketAddr,
     table: Arc<Mutex<RemoteTable>>,
+    sent: Arc<send::SentCounts>,
 }
 
 impl Tunnel {
@@ -95,15 +98,22 @@ impl Tunnel {
             config.vni,
             config.local_only.iter().copied(),
         )));
+        let sent = Arc::new(send::SentCounts::default());
         let port = OpenedPort {
             kind: PortKind::Vxlan,
             lanes: vec![Box::new(VxlanRx::new(receiver, table.clone(), config.mtu))],
-            tx: Arc::new(VxlanTx::new(socket, table.clone(), config.mtu)),
+            tx: Arc::new(VxlanTx::new(
+                socket,
+                table.clone(),
+                sent.clone(),
+                config.mtu,
+            )),
             steering: None,
         };
         let tunnel = Tunnel {
             local: config.local,
             table,
+            sent,
         };
         Ok((tunnel, port))
     }
@@ -138,6 +148,12 @@ impl Tunnel {
         self.table().set_registered(endpoint, macs, Instant::now())
     }
 
+    /// Which members are tapswitch switches, the others being peers
+    /// ([`RemoteTable::set_switches`]).
+    pub fn set_switches(&self, switches: impl IntoIterator<Item = SocketAddr>) {
+        self.table().set_switches(switches);
+    }
+
     pub fn members(&self) -> Vec<SocketAddr> {
         self.table().members().collect()
     }
@@ -158,6 +174,8 @@ impl Tunnel {
     }
 
     pub fn stats(&self) -> TunnelStats {
-        self.table().stats()
+        let mut stats = self.table().stats();
+        self.sent.add_to(&mut stats);
+        stats
     }
 }

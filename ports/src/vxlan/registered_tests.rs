@@ -119,3 +119,32 @@ fn a_full_table_refuses_registered_macs() {
     assert_eq!(table.set_registered(A, &[H1, H2], now).added, vec![H1]);
     assert_eq!(table.stats().refused, 1);
 }
+
+#[test]
+fn only_members_known_as_switches_are_trusted_with_partial_checksums() {
+    let mut table = table();
+    // Nobody is a switch until the control plane says so.
+    assert!(!table.is_switch_at(A.ip()));
+    assert!(!table.are_switches(&[A]));
+    table.set_switches([A, STRANGER]);
+    assert!(table.is_switch_at(A.ip()));
+    assert!(table.are_switches(&[A]));
+    // B is a peer; a flood to both needs full checksums.
+    assert!(!table.is_switch_at(B.ip()));
+    assert!(!table.are_switches(&[A, B]));
+    assert!(!table.are_switches(&[]));
+    // A stranger is no member, whatever the list says.
+    assert!(!table.is_switch_at(STRANGER.ip()));
+    assert!(!table.are_switches(&[STRANGER]));
+    // A peer at a switch's address (another port) makes the address a
+    // peer's: its datagrams may come without a UDP checksum.
+    let peer_beside = SocketAddr::new(A.ip(), 8472);
+    table.add_member(peer_beside);
+    assert!(!table.is_switch_at(A.ip()));
+    assert!(table.are_switches(&[A]));
+    // A switch that leaves is no longer trusted.
+    table.remove_member(peer_beside);
+    table.remove_member(A);
+    assert!(!table.is_switch_at(A.ip()));
+    assert!(!table.are_switches(&[A]));
+}

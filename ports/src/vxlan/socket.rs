@@ -1,24 +1,20 @@
-//! The tunnel's I/O: one UDP socket on the underlay, read as the port's
-//! receive lane and written by its send half. What to accept and where to
-//! send is [`RemoteTable`]'s decision.
+//! The tunnel's receive lane: the UDP socket on the underlay, read in
+//! batches; the send half is [`super::send`]. What to accept is
+//! [`RemoteTable`]'s decision.
 
-use std::cell::RefCell;
-use std::io::{self, IoSlice};
-use std::net::{SocketAddr, UdpSocket};
+use std::io;
+use std::net::UdpSocket;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use socket2::{SockAddr, Socket};
-
-use super::cut::Cut;
-use super::remotes::{Destinations, RemoteTable};
+use super::remotes::RemoteTable;
 use super::{inner_offloads, tcp_join};
 use crate::batch::RxBatch;
 use crate::sys::udp_gso::{Received, recv_messages};
 use crate::wire::{ethernet, vxlan};
-use crate::{PortRx, PortTx, RxError, VnetHdr};
+use crate::{PortRx, RxError, VnetHdr};
 
 /// A message's slot: the largest UDP payload, so a whole frame of
 /// [`crate::MAX_FRAME_LEN`] or a run of datagrams kept whole fits.
@@ -111,7 +107,6 @@ impl VxlanRx {
                 Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(err) => return Err(RxError::Io(err)),
             };
-            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             let base = arrived.used;
             for (i, message) in arrived.messages[..got].iter().enumerate() {
@@ -127,13 +122,36 @@ impl VxlanRx {
                     start = arrived.used;
                 }
                 let bytes = &arrived.bytes[start..start + message.len];
+                let first = arrived.frames.len();
+                // The table's lock only for its verdicts: the send half
+                // (another worker's acknowledgements) takes it too.
+                let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+                // A switch's datagrams carry a UDP checksum, which the
+                // kernel verified over every byte before this read.
+                let covered = table.is_switch_at(source.ip());
+                let mut taken: Option<Range<usize>> = None;
                 for datagram in datagrams(bytes, message.segment) {
-                    let Ok(offset) = table.receive(source, &bytes[datagram.clone()], now) else {
-                        continue;
+                    let this = &bytes[datagram.clone()];
+                    let like = taken
+                        .as_ref()
+                        .and_then(|previous| table.receive_like(&bytes[previous.clone()], this));
+                    let offset = match like {
+                        Some(offset) => offset,
+                        None => match table.receive(source, this, now) {
+                            Ok(offset) => {
+                                taken = Some(datagram.clone());
+                                offset
+                            }
+                            Err(_) => continue,
+                        },
                     };
                     let frame = start + datagram.start + offset..start + datagram.end;
-                    let vnet = inner_offloads::vnet_for(&arrived.bytes[frame.clone()], self.mtu);
-                    arrived.frames.push((vnet, frame));
+                    arrived.frames.push((VnetHdr::default(), frame));
+                }
+                drop(table);
+                for (vnet, frame) in &mut arrived.frames[first..] {
+                    *vnet =
+                        inner_offloads::vnet_for(&arrived.bytes[frame.clone()], self.mtu, covered);
                 }
                 arrived.used = start + message.len;
             }
@@ -249,266 +267,9 @@ impl PortRx for VxlanRx {
     }
 }
 
-/// The send half: encapsulates, to one member or to all of them.
-///
-/// It takes offload headers: a frame with a partial checksum is finished
-/// here, and a GSO super-frame (a container's 64 KiB TCP burst, a run of
-/// UDP datagrams the switch coalesced) is cut next to the VXLAN headers
-/// and sent with UDP segmentation offload, one `sendmsg` for up to
-/// [`MAX_GSO_SEGMENTS`] datagrams, instead of one `sendto` per frame.
-#[derive(Debug)]
-pub struct VxlanTx {
-    socket: Socket,
-    table: Arc<Mutex<RemoteTable>>,
-    header: [u8; vxlan::HEADER_LEN],
-    mtu: usize,
-}
-
-thread_local! {
-    /// Buffers reused between sends, one set per sending thread: every
-    /// worker sends to the tunnel, and a shared set behind a mutex would
-    /// make one worker's super-frame wait for another's `sendmsg`.
-    static SCRATCH: RefCell<Scratch> = RefCell::default();
-}
-
-/// Buffers reused between sends.
-#[derive(Debug, Default)]
-struct Scratch {
-    /// A frame whose checksum is completed here.
-    frame: Vec<u8>,
-    /// A super-frame's datagrams.
-    cut: Cut,
-}
-
-/// The most datagrams one `UDP_SEGMENT` send may carry (`UDP_MAX_SEGMENTS`).
-pub const MAX_GSO_SEGMENTS: usize = 64;
-/// The most bytes of datagrams in one send: an IPv4 packet's 65535 less
-/// the IP and UDP headers.
-const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
-
-impl VxlanTx {
-    pub(super) fn new(socket: Socket, table: Arc<Mutex<RemoteTable>>, mtu: usize) -> VxlanTx {
-        let header = vxlan::header(table.lock().unwrap_or_else(PoisonError::into_inner).vni());
-        VxlanTx {
-            socket,
-            table,
-            header,
-            mtu,
-        }
-    }
-
-    fn send_to(&self, endpoint: SocketAddr, frame: &[u8]) -> io::Result<()> {
-        let parts = [IoSlice::new(&self.header), IoSlice::new(frame)];
-        self.socket
-            .send_to_vectored(&parts, &SockAddr::from(endpoint))
-            .map(drop)
-    }
-
-    /// Where a frame goes, per the table (nowhere is counted there).
-    fn destinations(&self, frame: &ethernet::Frame<&[u8]>) -> Destinations {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .destinations(frame.dst_addr(), frame.src_addr(), Instant::now())
-    }
-
-    /// Sends one plain frame to each endpoint.
-    fn send_plain(&self, endpoints: &[SocketAddr], frame: &[u8]) -> io::Result<()> {
-        let mut outcome = Outcome::default();
-        for endpoint in endpoints {
-            outcome.count(self.send_to(*endpoint, frame), 1);
-        }
-        self.finish(outcome)
-    }
-
-    /// Cuts a super-frame into datagrams (VXLAN header and a wire frame
-    /// each: [`Cut`]) and sends them in runs of equal size with
-    /// `UDP_SEGMENT`.
-    fn send_cut(
-        &self,
-        endpoints: &[SocketAddr],
-        vnet: &VnetHdr,
-        frame: &[u8],
-        cut: &mut Cut,
-    ) -> io::Result<()> {
-        if cut.cut(&self.header, vnet, frame).is_err() {
-            // Malformed: the switch's own segmentation would drop it too.
-            self.table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .count_sent(0, 1);
-            return Ok(());
-        }
-        let runs = gso_runs(cut.lengths());
-        let mut outcome = Outcome::default();
-        for endpoint in endpoints {
-            let mut first = 0;
-            for run in &runs {
-                let parts = cut.parts(first..first + run.count);
-                first += run.count;
-                let sent = if run.count == 1 {
-                    self.socket
-                        .send_to_vectored(&parts, &SockAddr::from(*endpoint))
-                        .map(drop)
-                } else {
-                    crate::sys::udp_gso::send_segments(
-                        self.socket.as_fd(),
-                        *endpoint,
-                        &parts,
-                        run.segment,
-                    )
-                    .map(drop)
-                };
-                outcome.count(sent, run.count as u64);
-            }
-        }
-        self.finish(outcome)
-    }
-
-    fn finish(&self, outcome: Outcome) -> io::Result<()> {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count_sent(outcome.sent, outcome.failed);
-        // A flood that reached some members went; one member down (an ICMP
-        // error, a full buffer) must not count the frame as lost for all.
-        match outcome.first_error {
-            Some(err) if outcome.sent == 0 => Err(err),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Datagrams sent and refused, and the first refusal.
-#[derive(Debug, Default)]
-struct Outcome {
-    sent: u64,
-    failed: u64,
-    first_error: Option<io::Error>,
-}
-
-impl Outcome {
-    fn count(&mut self, result: io::Result<()>, datagrams: u64) {
-        match result {
-            Ok(()) => self.sent += datagrams,
-            Err(err) => {
-                self.failed += datagrams;
-                self.first_error.get_or_insert(err);
-            }
-        }
-    }
-}
-
-/// One `UDP_SEGMENT` send: `count` datagrams of `segment` bytes (the last
-/// may be shorter), `bytes` in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct GsoRun {
-    count: usize,
-    segment: u16,
-    bytes: usize,
-}
-
-/// Groups datagram lengths into sends: equal lengths (a shorter one may end
-/// a run), at most [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`] per send.
-fn gso_runs(lengths: &[usize]) -> Vec<GsoRun> {
-    let mut runs: Vec<GsoRun> = Vec::new();
-    let mut open: Option<GsoRun> = None;
-    for &len in lengths {
-        match &mut open {
-            Some(run)
-                if usize::from(run.segment) >= len
-                    && run.count < MAX_GSO_SEGMENTS
-                    && run.bytes + len <= MAX_GSO_BYTES =>
-            {
-                run.count += 1;
-                run.bytes += len;
-                if len < usize::from(run.segment) {
-                    // A shorter datagram can only end a run.
-                    runs.extend(open.take());
-                }
-            }
-            _ => {
-                runs.extend(open.take());
-                open = Some(GsoRun {
-                    count: 1,
-                    segment: u16::try_from(len).unwrap_or(u16::MAX),
-                    bytes: len,
-                });
-            }
-        }
-    }
-    runs.extend(open);
-    runs
-}
-
-impl PortTx for VxlanTx {
-    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        let Ok(ethernet) = ethernet::Frame::new_checked(frame) else {
-            return Ok(());
-        };
-        // A unicast frame (the common case) needs no list of its own.
-        let destinations = self.destinations(&ethernet);
-        let endpoints: &[SocketAddr] = match &destinations {
-            Destinations::One(endpoint) => std::slice::from_ref(endpoint),
-            Destinations::Flood(endpoints) if !endpoints.is_empty() => endpoints,
-            Destinations::Flood(_) | Destinations::Nowhere(_) => return Ok(()),
-        };
-        if vnet.is_plain() {
-            return self.send_plain(endpoints, frame);
-        }
-        SCRATCH.with_borrow_mut(|scratch| {
-            if vnet.is_gso() {
-                return self.send_cut(endpoints, vnet, frame, &mut scratch.cut);
-            }
-            // A partial checksum: the far side may be a kernel that trusts it.
-            let mut vnet = *vnet;
-            scratch.frame.clear();
-            scratch.frame.extend_from_slice(frame);
-            if crate::vnet::complete_checksum(&mut vnet, &mut scratch.frame).is_err() {
-                return Ok(());
-            }
-            self.send_plain(endpoints, &scratch.frame)
-        })
-    }
-
-    fn offloads(&self) -> bool {
-        true
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_datagrams_go_in_runs_of_at_most_64_and_a_shorter_one_ends_a_run() {
-        let runs = gso_runs(&[1472, 1472, 1472, 900]);
-        assert_eq!(
-            runs,
-            vec![GsoRun {
-                count: 4,
-                segment: 1472,
-                bytes: 3 * 1472 + 900
-            }]
-        );
-        let runs = gso_runs(&[100; 130]);
-        assert_eq!(
-            runs.iter().map(|r| r.count).collect::<Vec<_>>(),
-            vec![64, 64, 2]
-        );
-        // A longer datagram after a shorter one starts a new run.
-        let runs = gso_runs(&[500, 900, 900]);
-        assert_eq!(
-            runs.iter()
-                .map(|r| (r.count, r.segment))
-                .collect::<Vec<_>>(),
-            vec![(1, 500), (2, 900)]
-        );
-    }
 
     /// A VXLAN datagram around an IPv4 packet of `ip_len` bytes.
     fn vxlan_ipv4(ip_len: usize) -> Vec<u8> {
@@ -578,14 +339,5 @@ mod tests {
         arp[8 + 12..8 + 14].copy_from_slice(&[0x08, 0x06]);
         let two = [arp.clone(), arp].concat();
         assert_eq!(datagrams(&two, Some(50)).count(), 2);
-    }
-
-    #[test]
-    fn a_run_stays_within_one_ip_packet() {
-        // 45 datagrams of a 64 KiB TCP burst (1514-byte frames + 8).
-        let runs = gso_runs(&[1522; 45]);
-        assert!(runs.iter().all(|r| r.bytes <= MAX_GSO_BYTES));
-        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 45);
-        assert_eq!(runs.len(), 2);
     }
 }

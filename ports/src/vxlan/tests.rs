@@ -63,6 +63,24 @@ fn a_members_frame_is_taken_and_its_source_learned_behind_its_endpoint() {
 }
 
 #[test]
+fn a_datagram_like_the_one_before_is_taken_without_lookups_and_counted() {
+    let now = Instant::now();
+    let mut table = table();
+    let first = datagram(VNI, H2, H1);
+    assert_eq!(table.receive(from(A), &first, now), Ok(vxlan::HEADER_LEN));
+    // Same header and source MAC, another destination and payload: taken.
+    let mut next = datagram(VNI, BROADCAST, H1);
+    next[30] ^= 0xff;
+    assert_eq!(table.receive_like(&first, &next), Some(vxlan::HEADER_LEN));
+    assert_eq!(table.stats().rx_frames, 2);
+    // Another VNI, another source MAC, too short: judged afresh.
+    assert_eq!(table.receive_like(&first, &datagram(VNI + 1, H2, H1)), None);
+    assert_eq!(table.receive_like(&first, &datagram(VNI, H1, H2)), None);
+    assert_eq!(table.receive_like(&first, &first[..20]), None);
+    assert_eq!(table.stats().rx_frames, 2);
+}
+
+#[test]
 fn strangers_wrong_vnis_and_short_datagrams_are_dropped_and_counted() {
     let now = Instant::now();
     let mut table = table();
@@ -300,6 +318,98 @@ fn a_tcp_super_frame_crosses_as_wire_frames_with_right_checksums() {
     }
     assert_eq!(received, payload);
     assert_eq!(left.stats().tx_datagrams, 3);
+}
+
+#[test]
+fn between_switches_tcp_crosses_with_partial_checksums_and_arrives_flagged() {
+    let ((left, left_port), (right, mut right_port)) = loopback_pair();
+    left.add_member(right.local());
+    right.add_member(left.local());
+    left.set_switches([right.local()]);
+    right.set_switches([left.local()]);
+    let payload: Vec<u8> = (0..4000u32).map(|i| (i % 249) as u8).collect();
+    let (vnet, frame) = container_tso(&payload, 1400);
+    let (lone_vnet, lone) = container_tso(&payload[..700], 1400);
+    left_port.tx.send(&vnet, &frame).unwrap();
+    left_port.tx.send(&lone_vnet, &lone).unwrap();
+    assert_eq!(left.stats().tx_datagrams, 4);
+
+    let mut batch = RxBatch::new(8, crate::MAX_FRAME_LEN);
+    let mut arrived: Vec<(VnetHdr, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while arrived.len() < 2 && Instant::now() < deadline {
+        let n = right_port.lanes[0].recv_batch(&mut batch).unwrap();
+        arrived.extend((0..n).map(|i| (*batch.get(i).0, batch.get(i).1.to_vec())));
+    }
+    // The three segments joined, the lone one flagged: both NEEDS_CSUM,
+    // and cut or completed they carry right checksums and the data sent.
+    let headers: Vec<_> = arrived
+        .iter()
+        .map(|(vnet, frame)| (vnet.flags, vnet.gso_type, frame.len()))
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            (VnetHdr::NEEDS_CSUM, VnetHdr::GSO_TCPV4, 54 + 4000),
+            (VnetHdr::NEEDS_CSUM, VnetHdr::GSO_NONE, 54 + 700),
+        ]
+    );
+    let mut received = Vec::new();
+    for (vnet, frame) in &arrived {
+        crate::vnet::segment(vnet, frame, &mut Vec::new(), &mut |wire| {
+            let packet = etherparse::SlicedPacket::from_ethernet(wire).unwrap();
+            let (Some(etherparse::TransportSlice::Tcp(tcp)), Some(etherparse::NetSlice::Ipv4(ip))) =
+                (&packet.transport, &packet.net)
+            else {
+                panic!("not TCP over IPv4");
+            };
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected);
+            received.extend_from_slice(tcp.payload());
+        })
+        .unwrap();
+    }
+    assert_eq!(received, [&payload[..], &payload[..700]].concat());
+}
+
+#[test]
+fn a_batch_leaves_in_order_and_counted() {
+    let ((left, left_port), (right, mut right_port)) = loopback_pair();
+    left.add_member(right.local());
+    right.add_member(left.local());
+    left.set_registered(right.local(), &[H1]);
+    let marked = |mark: u8, extra: usize| {
+        let mut frame = frame(H1, H2);
+        frame[20] = mark;
+        frame.extend(std::iter::repeat_n(mark, extra));
+        frame
+    };
+    let (tso_vnet, tso) = container_tso(&[9; 3000], 1400);
+    let plain = VnetHdr::default();
+    let frames = [
+        marked(1, 0),
+        marked(2, 0),
+        frame(BROADCAST, H2),
+        marked(3, 10),
+        marked(4, 0),
+    ];
+    let mut batch: Vec<(VnetHdr, &[u8])> = frames.iter().map(|f| (plain, &f[..])).collect();
+    batch.push((tso_vnet, &tso));
+    assert_eq!(left_port.tx.send_batch(&batch).unwrap(), 6);
+    assert_eq!(left.stats().tx_datagrams, 5 + 3);
+    assert_eq!(left.stats().tx_floods, 1);
+    // The super-frame's segments last (some may arrive joined again).
+    let data = |got: &[Vec<u8>]| got.iter().skip(5).map(|f| f.len() - 54).sum::<usize>();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (got.len() < 5 || data(&got) < 3000) && Instant::now() < deadline {
+        got.extend(receive_all(&mut right_port));
+    }
+    assert_eq!(&got[..5], &frames[..]);
+    assert_eq!(data(&got), 3000);
 }
 
 #[test]

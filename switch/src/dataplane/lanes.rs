@@ -370,6 +370,9 @@ impl LaneReader {
                 _ => port.solo,
             };
             let lane = &lanes[at];
+            if !lane.handle.kind.answers_within_send() {
+                continue;
+            }
             if lane.home == self.index {
                 read_next(*id);
                 continue;
