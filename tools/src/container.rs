@@ -29,11 +29,10 @@
 //! for a dead one; a failed create undoes what it built.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ipam::ports::{PortBinding, docker_ports};
 use ipam::state::PortScope;
@@ -49,6 +48,7 @@ use crate::{out, outln};
 
 /// The prefix of container namespaces in `/run/netns`.
 pub const NETNS_PREFIX: &str = "tapswitch-";
+use crate::container_steps::{build_and_commit, exec_command};
 pub use crate::sandbox::HOST_IFACE_PREFIX;
 use crate::sandbox::{find_switch, make_veth_into, netns_name, probe_host_ports, tear_down};
 /// The container end's name, as in Docker.
@@ -189,27 +189,6 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     build_and_commit(tx, &record, |r| build(r, &network), tear_down)
 }
 
-/// Builds the container `record` (just added in `tx`), then commits `tx`
-/// and prints the container's id. What was built is torn down again if
-/// either fails, so a failed create leaves neither record nor plumbing.
-pub(crate) fn build_and_commit(
-    tx: ipam::store::Transaction<'_>,
-    record: &Container,
-    build: impl FnOnce(&Container) -> Result<()>,
-    tear_down: impl Fn(&Container) -> Result<()>,
-) -> Result<ExitCode> {
-    if let Err(err) = build(record) {
-        let _ = tear_down(record);
-        return Err(err.context(format!("cannot create container {}", record.name)));
-    }
-    if let Err(err) = tx.commit() {
-        let _ = tear_down(record);
-        return Err(err.into());
-    }
-    outln!("{}", record.id)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Builds what the record describes (see the module docs).
 fn build(record: &Container, network: &Network) -> Result<()> {
     let Some(sandbox) = &record.sandbox else {
@@ -333,24 +312,6 @@ fn exec(args: &StateArgs, name: &str, command: &[String]) -> Result<ExitCode> {
             .with_context(|| format!("entering {}", sandbox.display()))?;
     }
     exec_command(command)
-}
-
-/// Replaces this process with `command` (program and arguments). It
-/// returns only if that failed: the shell's codes, 127 for a program not
-/// found and 126 for one that cannot run (on success the command's own
-/// exit status becomes ours).
-pub(crate) fn exec_command(command: &[String]) -> Result<ExitCode> {
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("no command given: write it after `--`"))?;
-    let err = Command::new(program).args(rest).exec();
-    eprintln!("tapswitch: cannot run {program}: {err}");
-    let code = if err.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    };
-    Ok(ExitCode::from(code))
 }
 
 fn ls(args: &StateArgs, json: bool) -> Result<ExitCode> {

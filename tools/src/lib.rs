@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod client_loop;
 pub mod container;
+pub mod container_steps;
 pub mod control;
 pub mod control_server;
 pub mod demo;

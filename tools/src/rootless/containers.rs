@@ -50,7 +50,7 @@ pub fn create(
             return Err(err.into());
         }
     };
-    crate::container::build_and_commit(tx, &record, |r| build(r, network), tear_down)
+    crate::container_steps::build_and_commit(tx, &record, |r| build(r, network), tear_down)
 }
 
 /// `/proc/<pid>/ns/net`: a keeper's namespace.

@@ -201,7 +201,7 @@ fn plug(args: &PlugArgs) -> Result<()> {
 fn exec(etc: &Path, command: &[String]) -> Result<ExitCode> {
     crate::netlink::netns::private_etc(etc)
         .with_context(|| format!("showing the files of {} in /etc", etc.display()))?;
-    crate::container::exec_command(command)
+    crate::container_steps::exec_command(command)
 }
 
 fn unplug(host_iface: &str) -> Result<()> {
