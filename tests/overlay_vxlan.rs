@@ -13,8 +13,13 @@
 //! installs it). Every process is ours and stopped by PID; every namespace
 //! is removed by a guard, also when an assertion fails.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use ports::PortRx;
 
 use tapswitch_tests::overlay_lab::OverlayLab;
 use tapswitch_tests::{in_netns, require_root, unique_name};
@@ -58,9 +63,29 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
     ping_ok(&kernel, on_a.ip);
     ping_ok(&on_b, kernel.ip);
     ping_ok(&kernel, on_b.ip);
+    // What the switches send into the underlay: between them TCP crosses
+    // with partial inner checksums (the outer UDP checksum covers it); the
+    // kernel host gets full ones (its TCP drops others: the transfer to it
+    // would stall).
+    let sent = InnerChecksums::start(&lab, &["h0", "h1"]);
     transfer_ok(&on_b, &on_a);
     transfer_ok(&kernel, &on_a);
     transfer_ok(&on_b, &kernel);
+    let sent = sent.stop();
+    let between_switches: u64 = [OverlayLab::underlay_ip(0), OverlayLab::underlay_ip(1)]
+        .iter()
+        .filter_map(|switch| sent.get(switch))
+        .map(|(_, partial)| partial)
+        .sum();
+    assert!(
+        between_switches > 0,
+        "partial checksums between the switches: {sent:?}"
+    );
+    let to_kernel = sent.get(&OverlayLab::underlay_ip(2)).copied();
+    assert!(
+        to_kernel.is_some_and(|(full, partial)| full > 0 && partial == 0),
+        "to the kernel host, full checksums only: {sent:?}"
+    );
 
     // Learning across: each switch knows which host each remote MAC is behind.
     assert_eq!(via(&a, &on_b.mac).as_deref(), Some("10.99.0.2:4789"));
@@ -185,6 +210,100 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
     );
     // The kernel host is still reached.
     ping_ok(&on_a, kernel.ip);
+}
+
+/// Per underlay destination, how many VXLAN datagrams carrying an inner
+/// IPv4 TCP segment had a complete TCP checksum and how many did not (left
+/// partial for the receiving switch).
+type ChecksumsByDestination = BTreeMap<Ipv4Addr, (u64, u64)>;
+
+/// Reads what hosts send into the underlay (on their bridge ports, in the
+/// underlay namespace) and counts the inner TCP checksums, until stopped.
+struct InnerChecksums {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<ChecksumsByDestination>,
+}
+
+impl InnerChecksums {
+    fn start(lab: &OverlayLab, bridge_ports: &[&str]) -> Self {
+        let mut lanes: Vec<ports::packet::PacketRx> = in_netns(&lab.underlay.name, || {
+            bridge_ports
+                .iter()
+                .map(|port| ports::packet::open(port).expect("a packet socket").0)
+                .collect()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut counts = ChecksumsByDestination::new();
+                let mut batch = ports::RxBatch::new(64, 65_536 + 256);
+                while !stop.load(Ordering::Relaxed) {
+                    let mut read = 0;
+                    for lane in &mut lanes {
+                        let n = lane.recv_batch(&mut batch).unwrap_or(0);
+                        for i in 0..n {
+                            if let Some((to, full)) = inner_tcp_checksum(batch.get(i).1) {
+                                let count = counts.entry(to).or_default();
+                                if full { count.0 += 1 } else { count.1 += 1 }
+                            }
+                        }
+                        read += n;
+                    }
+                    if read == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                counts
+            }
+        });
+        InnerChecksums { stop, thread }
+    }
+
+    fn stop(self) -> ChecksumsByDestination {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the capture thread")
+    }
+}
+
+/// The outer destination of a VXLAN datagram to port 4789 whose inner
+/// frame is IPv4 TCP, and whether that segment's checksum is complete. A
+/// GSO packet holds several datagrams: the first one stands for them.
+fn inner_tcp_checksum(frame: &[u8]) -> Option<(Ipv4Addr, bool)> {
+    let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
+    let address = |at: usize| -> Option<[u8; 4]> { frame.get(at..at + 4)?.try_into().ok() };
+    let ip = 14;
+    if be16(12)? != 0x0800 || *frame.get(ip + 9)? != 17 {
+        return None;
+    }
+    let udp = ip + usize::from(frame[ip] & 0x0f) * 4;
+    if be16(udp + 2)? != 4789 {
+        return None;
+    }
+    let inner = udp + 8 + 8;
+    let inner_ip = inner + 14;
+    if be16(inner + 12)? != 0x0800 || *frame.get(inner_ip + 9)? != 6 {
+        return None;
+    }
+    let header_len = usize::from(frame[inner_ip] & 0x0f) * 4;
+    let total_len = usize::from(be16(inner_ip + 2)?);
+    let segment = frame.get(inner_ip + header_len..inner_ip + total_len)?;
+    // RFC 793: the ones' complement sum over the pseudo-header and the
+    // segment, its checksum included, is all ones when complete.
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&address(inner_ip + 12)?);
+    pseudo.extend_from_slice(&address(inner_ip + 16)?);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&u16::try_from(segment.len()).ok()?.to_be_bytes());
+    let mut sum: u32 = pseudo
+        .chunks(2)
+        .chain(segment.chunks(2))
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    Some((Ipv4Addr::from(address(ip + 16)?), sum == 0xffff))
 }
 
 #[test]

@@ -236,6 +236,11 @@ impl Membership {
     pub fn switches(&self) -> impl Iterator<Item = &Registration> {
         self.switches.values()
     }
+
+    /// The static peers (`network peer add`), by endpoint.
+    pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.peers.iter().copied()
+    }
 }
 
 /// The schedule of a switch's own registration (see the module docs).

@@ -327,9 +327,21 @@ impl MemberLoop {
         }
         // Switches get partial TCP checksums and are read without a pass
         // over the data; peers (kernel vxlan devices) are not.
-        self.tunnel
-            .set_switches(self.membership.switches().map(|r| r.endpoint));
+        self.tunnel.set_switches(tunnel_switches(&self.membership));
     }
+}
+
+/// The members the tunnel may treat as tapswitch switches: those with a
+/// registration, less any endpoint also added as a peer (a kernel vxlan
+/// device may be what answers there, and it may send without UDP
+/// checksums), as `RemoteTable::set_switches` expects.
+fn tunnel_switches(membership: &Membership) -> Vec<SocketAddr> {
+    let peers: std::collections::BTreeSet<SocketAddr> = membership.peers().collect();
+    membership
+        .switches()
+        .map(|r| r.endpoint)
+        .filter(|endpoint| !peers.contains(endpoint))
+        .collect()
 }
 
 /// The MACs this switch registers: those its table has on a port other
@@ -378,6 +390,37 @@ mod tests {
                 "02:42:0a:32:00:03"
             ],
             "the remote MAC on the tunnel is not this host's"
+        );
+    }
+
+    #[test]
+    fn registered_members_are_switches_and_peers_are_not() {
+        let endpoint = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let registration = |at: &str| Registration {
+            network: "ov".into(),
+            vni: 4096,
+            endpoint: endpoint(at),
+            hostname: String::new(),
+            macs: Vec::new(),
+            lease: Default::default(),
+            registered: String::new(),
+        };
+        let (switch, peer, both) = ("192.0.2.2:4789", "192.0.2.3:4789", "192.0.2.4:4789");
+        let mut membership = Membership::new(4096, Some(endpoint("192.0.2.1:4789")));
+        membership.handle(Event::Snapshot {
+            registrations: vec![registration(switch), registration(both)],
+            peers: vec![endpoint(peer), endpoint(both)],
+        });
+        assert_eq!(
+            tunnel_switches(&membership),
+            [endpoint(switch)],
+            "a peer, even at a switch's endpoint, gets full checksums"
+        );
+        // The peer goes: the switch at that endpoint is one again.
+        membership.handle(Event::PeersChanged(vec![endpoint(peer)]));
+        assert_eq!(
+            tunnel_switches(&membership),
+            [endpoint(switch), endpoint(both)]
         );
     }
 

@@ -127,6 +127,18 @@ fn peers_and_switches_at_one_endpoint_count_once() {
 }
 
 #[test]
+fn switches_and_peers_are_listed_apart() {
+    let mut m = own();
+    m.handle(Event::Snapshot {
+        registrations: vec![reg(B, 4096)],
+        peers: vec![ep(PEER), ep(B)],
+    });
+    let switches: Vec<SocketAddr> = m.switches().map(|r| r.endpoint).collect();
+    assert_eq!(switches, [ep(B)]);
+    assert_eq!(m.peers().collect::<Vec<_>>(), [ep(B), ep(PEER)]);
+}
+
+#[test]
 fn a_registration_with_another_vni_is_refused_and_counted() {
     let mut m = own();
     assert_eq!(m.handle(Event::Registered(reg(B, 4096))).len(), 1);

@@ -130,6 +130,9 @@ struct MemoryLanes {
     rx: Vec<MemoryRx>,
     tx: MemoryTx,
     steering: Arc<RecordedSteering>,
+    /// What the port says it is ([`PortKind::Memory`] unless a test
+    /// needs another kind's treatment).
+    kind: PortKind,
 }
 
 impl MemoryLanes {
@@ -141,7 +144,13 @@ impl MemoryLanes {
             rx,
             tx,
             steering: Arc::default(),
+            kind: PortKind::Memory,
         }
+    }
+
+    /// The same port, opened as a port of `kind`.
+    fn of_kind(self, kind: PortKind) -> Self {
+        MemoryLanes { kind, ..self }
     }
 
     /// The opener `Dataplane::add_port` takes; one lane unless the
@@ -149,13 +158,13 @@ impl MemoryLanes {
     fn opener(&self) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<> {
         let rx = self.rx.clone();
         let tx = self.tx.clone();
-        let steering = self.steering.clone();
+        let (steering, kind) = (self.steering.clone(), self.kind);
         move |asked| {
             assert!(asked >= 1, "the dataplane asks for one lane per worker");
             let steering =
                 (rx.len() > 1).then(|| Box::new(Recorder(steering)) as Box<dyn Steering>);
             Ok(OpenedPort {
-                kind: PortKind::Memory,
+                kind,
                 lanes: rx
                     .into_iter()
                     .map(|rx| Box::new(rx) as Box<dyn PortRx>)
@@ -175,11 +184,11 @@ impl MemoryLanes {
     ) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<C> {
         let rx = self.rx.clone();
         let tx = self.tx.clone();
-        let steering = self.steering.clone();
+        let (steering, kind) = (self.steering.clone(), self.kind);
         move |asked| {
             assert_eq!(asked, rx.len(), "one lane per worker");
             Ok(OpenedPort {
-                kind: PortKind::Memory,
+                kind,
                 lanes: rx
                     .into_iter()
                     .zip(per_lane)
@@ -624,6 +633,7 @@ fn the_gateway_thread_follows_trace_on_and_off_while_running() {
     dp.shutdown();
 }
 
+mod answer_reads;
 mod hand_over;
 mod idle_ports;
 mod level_triggered;

@@ -1,0 +1,110 @@
+//! After a batch sent unicast frames, the sending worker reads the ports
+//! it sent to at once, where answers are likely waiting already (a veth's
+//! or TAP's receiver answers inside the send), but never a tunnel's: its
+//! answers come from another host, later (`PortKind::answers_within_send`).
+//! The reads are counted through a test double, never timed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+const HOST_C: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+
+/// A lane that counts its reads.
+#[derive(Debug)]
+struct CountingRx {
+    inner: MemoryRx,
+    reads: Arc<AtomicUsize>,
+}
+
+impl PortRx for CountingRx {
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.recv_batch(batch)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.raw_fd()
+    }
+}
+
+/// A port of one lane whose reads are counted.
+struct CountedPort {
+    lanes: MemoryLanes,
+    reads: Arc<AtomicUsize>,
+}
+
+impl CountedPort {
+    fn new(kind: PortKind) -> Self {
+        CountedPort {
+            lanes: MemoryLanes::new(1).of_kind(kind),
+            reads: Arc::default(),
+        }
+    }
+
+    fn opener(&self) -> impl FnOnce(usize) -> Result<OpenedPort, PortError> + use<> {
+        self.lanes
+            .opener_wrapped(vec![self.reads.clone()], |inner, reads| {
+                Box::new(CountingRx { inner, reads })
+            })
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+/// How often the worker read the lane of port `b`, of `kind`, because it
+/// had just sent a frame to it. One worker, so everything it does comes
+/// in order: a frame to ordinary port `c` afterwards, whose answer read
+/// the test waits for, comes after any answer read of `b`.
+fn answer_reads_after_a_send_to(kind: PortKind) -> usize {
+    let dp = start(1, None);
+    let a = MemoryLanes::new(1);
+    let (b, c) = (CountedPort::new(kind), CountedPort::new(PortKind::Memory));
+    dp.add_port("a", a.opener()).unwrap();
+    dp.add_port("b", b.opener()).unwrap();
+    dp.add_port("c", c.opener()).unwrap();
+    b.lanes.inject(&frame(BROADCAST, HOST_B, 0));
+    c.lanes.inject(&frame(BROADCAST, HOST_C, 0));
+    wait_for("HOST_B and HOST_C learned", || {
+        let entries = dp.engine().table().entries(dp.clock().now());
+        [HOST_B, HOST_C]
+            .iter()
+            .all(|host| entries.iter().any(|e| e.mac == MacAddr(*host)))
+    });
+    // Each step ends with a frame to `c` and waits for its answer read:
+    // the worker is then done with everything before.
+    let settle = || {
+        let before = c.reads();
+        a.inject(&frame(HOST_C, HOST_A, 1));
+        wait_for("c read for answers", || c.reads() > before);
+    };
+    settle();
+    let before = b.reads();
+    a.inject(&frame(HOST_B, HOST_A, 2));
+    // `b` got HOST_C's broadcast before: wait for this very frame.
+    let mut got = Vec::new();
+    wait_for("the frame at b", || {
+        collect(&b.lanes.tx, &mut got);
+        got.contains(&2)
+    });
+    settle();
+    let answer_reads = b.reads() - before;
+    dp.shutdown();
+    answer_reads
+}
+
+#[test]
+fn a_port_is_read_for_answers_right_after_a_send_to_it() {
+    assert_eq!(answer_reads_after_a_send_to(PortKind::Memory), 1);
+}
+
+#[test]
+fn a_tunnel_is_not_read_for_answers_after_a_send_to_it() {
+    assert_eq!(
+        answer_reads_after_a_send_to(PortKind::Vxlan),
+        0,
+        "its answers come from another host, later"
+    );
+}
