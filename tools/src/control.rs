@@ -148,7 +148,8 @@ pub struct SwitchInfo {
     #[serde(default)]
     pub mode: String,
     /// How the workers read ports and shared the CPUs (flattened: the
-    /// fields `reading`, `reading_changes`, `cpu_yields`, `cpu_moves`).
+    /// fields `reading`, `reading_changes`, `steering_waits`, `cpu_yields`,
+    /// `cpu_moves`).
     #[serde(flatten)]
     pub dataplane: DataplaneMetrics,
 }
@@ -487,6 +488,7 @@ mod tests {
             dataplane: DataplaneMetrics {
                 reading: switch::dataplane::ReadMode::ByPort,
                 reading_changes: 3,
+                steering_waits: 2,
                 cpu_yields: 5,
                 cpu_moves: 1,
             },
@@ -494,6 +496,7 @@ mod tests {
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["reading"], "per port (traffic is heavy)");
         assert_eq!(json["reading_changes"], 3);
+        assert_eq!(json["steering_waits"], 2);
         assert_eq!(json["cpu_yields"], 5);
         assert_eq!(json["cpu_moves"], 1);
         assert!(json.get("dataplane").is_none());

@@ -288,9 +288,10 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
     outln!("workers      {}", info.workers)?;
     let dataplane = &info.dataplane;
     outln!(
-        "lanes        read {}; changed {} time(s)",
+        "lanes        read {}; changed {} time(s); hand-overs waited for the kernel {} time(s)",
         dataplane.reading.describe(),
-        dataplane.reading_changes
+        dataplane.reading_changes,
+        dataplane.steering_waits
     )?;
     outln!(
         "under load   workers yielded the CPU {} time(s), moved to another CPU {} time(s)",

@@ -199,6 +199,7 @@ mod tests {
             dataplane: DataplaneMetrics {
                 reading: ReadMode::OneLane,
                 reading_changes: 0,
+                steering_waits: 0,
                 cpu_yields: 0,
                 cpu_moves: 0,
             },

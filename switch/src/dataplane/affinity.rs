@@ -166,6 +166,9 @@ pub(super) struct ModeSwitch {
     /// the lock.
     lane_mode: AtomicU8,
     changes: AtomicU64,
+    /// Readers that had to wait for the kernel to take a port's new
+    /// steering before handing the port over (see `steering.rs`).
+    steering_waits: AtomicU64,
 }
 
 impl ModeSwitch {
@@ -175,6 +178,7 @@ impl ModeSwitch {
             busy_workers: Mutex::new(0),
             lane_mode: AtomicU8::new(ReadMode::ByCpu as u8),
             changes: AtomicU64::new(0),
+            steering_waits: AtomicU64::new(0),
         }
     }
 
@@ -197,6 +201,16 @@ impl ModeSwitch {
     /// `steering.rs`, `lanes.rs`).
     pub(super) fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)
+    }
+
+    /// A reader waits for the kernel to take a port's new steering.
+    pub(super) fn count_steering_wait(&self) {
+        self.steering_waits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How often readers waited for the kernel to take a steering.
+    pub(super) fn steering_waits(&self) -> u64 {
+        self.steering_waits.load(Ordering::SeqCst)
     }
 
     /// How ports are read now, as `tapswitch stats` tells it.

@@ -305,7 +305,7 @@ impl LaneReader {
         let port = ports.get(&lane.handle.id);
         let place = port.and_then(|port| Some((port, port.position_of(lane)?)));
         let (mut state, completes) = match place {
-            Some((port, at)) => match self.lock_for_reading(port, at, true, forward) {
+            Some((port, at)) => match self.lock_for_reading(mode, port, at, true, forward) {
                 Some(locked) => locked,
                 None => return HomeRead::Empty,
             },
@@ -378,7 +378,8 @@ impl LaneReader {
                 continue;
             }
             // Only if nobody is reading it now; held while forwarding.
-            let Some((mut state, completes)) = self.lock_for_reading(port, at, false, forward)
+            let Some((mut state, completes)) =
+                self.lock_for_reading(mode, port, at, false, forward)
             else {
                 continue;
             };
@@ -434,6 +435,7 @@ impl LaneReader {
     /// was busy.
     fn lock_for_reading<'p>(
         &mut self,
+        mode: &ModeSwitch,
         port: &'p PortLanes,
         at: usize,
         wait: bool,
@@ -454,7 +456,7 @@ impl LaneReader {
                 Due::ReadOwn { change, taken } => return Some((state, taken.then_some(change))),
                 Due::Drain { change, older } => {
                     drop(state);
-                    self.hand_over(port, change, older, forward);
+                    self.hand_over(mode, port, change, older, forward);
                 }
             }
         }
@@ -468,6 +470,7 @@ impl LaneReader {
     /// the lock).
     fn hand_over(
         &mut self,
+        mode: &ModeSwitch,
         port: &PortLanes,
         change: u64,
         older: Older,
@@ -478,7 +481,7 @@ impl LaneReader {
         }
         // Rule 2: until the kernel's call returns, frames may still land in
         // the older lanes.
-        port.steering.wait_until_taken(change);
+        port.steering.wait_until_taken(change, mode);
         for (at, lane) in port.lanes.iter().enumerate() {
             if !older.contains(at) {
                 continue;

@@ -14,6 +14,10 @@ pub struct DataplaneMetrics {
     pub reading: ReadMode,
     /// How often the read mode changed since the start.
     pub reading_changes: u64,
+    /// How often a reader, handing a port over after a change, had to wait
+    /// for the kernel to take the port's new steering.
+    #[serde(default)]
+    pub steering_waits: u64,
     /// Under load: how often workers offered their CPU to other threads,
     /// and how often they moved to another CPU to get next to a receiver.
     pub cpu_yields: u64,
@@ -41,6 +45,7 @@ mod tests {
         let metrics = DataplaneMetrics {
             reading: ReadMode::ByCpu,
             reading_changes: 2,
+            steering_waits: 5,
             cpu_yields: 3,
             cpu_moves: 4,
         };
@@ -50,6 +55,7 @@ mod tests {
             serde_json::json!({
                 "reading": "per CPU (traffic is light)",
                 "reading_changes": 2,
+                "steering_waits": 5,
                 "cpu_yields": 3,
                 "cpu_moves": 4,
             })

@@ -488,6 +488,7 @@ impl Dataplane {
         DataplaneMetrics {
             reading: shared.mode.current(),
             reading_changes: shared.mode.changes(),
+            steering_waits: shared.mode.steering_waits(),
             cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
             cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
         }

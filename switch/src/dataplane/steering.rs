@@ -120,10 +120,6 @@ pub(super) struct PortSteering {
     read_before: AtomicBool,
     /// A late follow was asked of the housekeeping thread and not done yet.
     follow_asked: AtomicBool,
-    /// Readers that waited for the kernel to take a steering (tests pause
-    /// the kernel and look).
-    #[cfg(test)]
-    kernel_waits: AtomicU64,
 }
 
 impl PortSteering {
@@ -141,8 +137,6 @@ impl PortSteering {
             read_lately: AtomicBool::new(false),
             read_before: AtomicBool::new(false),
             follow_asked: AtomicBool::new(false),
-            #[cfg(test)]
-            kernel_waits: AtomicU64::new(0),
         }
     }
 
@@ -168,16 +162,6 @@ impl PortSteering {
             return switch.by_cpu();
         }
         self.mode(switch) == ReadMode::ByCpu
-    }
-
-    /// Which steering the port's lanes are fed by (0: none yet). For a
-    /// port nothing steers: the switch's mode changes.
-    #[cfg(test)]
-    pub(super) fn changed_at(&self, switch: &ModeSwitch) -> u64 {
-        if self.handle.is_none() {
-            return switch.changes();
-        }
-        self.word().change()
     }
 
     /// The port's last steering, unless it was handed over (or there is
@@ -216,23 +200,16 @@ impl PortSteering {
     }
 
     /// Returns once the kernel has taken steering `change` (frames land by
-    /// it alone). Waits for the steering's call to return: the caller
-    /// holds no lane (see `lanes.rs`).
-    pub(super) fn wait_until_taken(&self, change: u64) {
+    /// it alone). Waits for the steering's call to return, counted by
+    /// `switch`: the caller holds no lane (see `lanes.rs`).
+    pub(super) fn wait_until_taken(&self, change: u64, switch: &ModeSwitch) {
         if self.taken.load(Ordering::Acquire) >= change {
             return;
         }
-        #[cfg(test)]
-        self.kernel_waits.fetch_add(1, Ordering::SeqCst);
+        switch.count_steering_wait();
         // The steering was published under this lock, which its teller
         // holds until the kernel's call returned.
         drop(self.telling.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    /// How many times a reader waited for the kernel to take a steering.
-    #[cfg(test)]
-    pub(super) fn kernel_waits(&self) -> u64 {
-        self.kernel_waits.load(Ordering::SeqCst)
     }
 
     /// Frames were read from the port: a mode change in the next second or
@@ -329,8 +306,17 @@ impl PortSteering {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Which steering the port's lanes are fed by (0: none yet). For a
+    /// port nothing steers: the switch's mode changes.
+    pub(in crate::dataplane) fn changed_at(port: &PortSteering, switch: &ModeSwitch) -> u64 {
+        if port.handle.is_none() {
+            return switch.changes();
+        }
+        port.word().change()
+    }
 
     /// Counts what the kernel is told.
     #[derive(Debug, Default)]
@@ -366,15 +352,15 @@ mod tests {
         let switch = ModeSwitch::new(2);
         let (port, told) = steered(1);
         assert!(follow(&port, &switch), "first steered when added");
-        let first = port.changed_at(&switch);
+        let first = changed_at(&port, &switch);
         assert_ne!(first, 0);
         hand_over(&port);
         assert!(!follow(&port, &switch), "told already");
-        assert_eq!(port.changed_at(&switch), first);
+        assert_eq!(changed_at(&port, &switch), first);
         switch.worker_changed(true, |_| {});
         assert!(port.lags(&switch));
         assert!(follow(&port, &switch));
-        assert!(port.changed_at(&switch) > first, "a new steering");
+        assert!(changed_at(&port, &switch) > first, "a new steering");
         assert_eq!(
             *told.0.lock().unwrap(),
             [(ReadMode::ByCpu, 1), (ReadMode::ByPort, 1)]
@@ -387,17 +373,17 @@ mod tests {
         let switch = ModeSwitch::new(2);
         let (port, _told) = steered(0);
         follow(&port, &switch);
-        let added = port.changed_at(&switch);
+        let added = changed_at(&port, &switch);
         hand_over(&port);
         switch.worker_changed(true, |_| {});
         switch.worker_changed(false, |_| {});
         switch.worker_changed(true, |_| {});
         assert_eq!(port.mode(&switch), ReadMode::ByCpu, "what the kernel does");
-        assert_eq!(port.changed_at(&switch), added, "not steered since added");
+        assert_eq!(changed_at(&port, &switch), added, "not steered since added");
         assert!(port.ask_follow(&switch));
         assert!(!port.ask_follow(&switch), "asked once");
         assert!(follow(&port, &switch));
-        assert!(port.changed_at(&switch) > added);
+        assert!(changed_at(&port, &switch) > added);
         assert!(!port.ask_follow(&switch), "follows now");
     }
 
@@ -446,14 +432,14 @@ mod tests {
         let switch = ModeSwitch::new(2);
         let (port, _told) = steered(0);
         follow(&port, &switch);
-        let change = port.changed_at(&switch);
-        port.wait_until_taken(change);
-        assert_eq!(port.kernel_waits(), 0, "taken when `follow` returned");
+        let change = changed_at(&port, &switch);
+        port.wait_until_taken(change, &switch);
+        assert_eq!(switch.steering_waits(), 0, "taken when `follow` returned");
         // Published, the kernel's call not returned: the reader waits.
         let telling = port.telling.lock().unwrap();
         let waiter = std::thread::scope(|scope| {
-            let waiting = scope.spawn(|| port.wait_until_taken(change + 1));
-            while port.kernel_waits() == 0 {
+            let waiting = scope.spawn(|| port.wait_until_taken(change + 1, &switch));
+            while switch.steering_waits() == 0 {
                 std::thread::yield_now();
             }
             assert!(!waiting.is_finished());
@@ -469,7 +455,7 @@ mod tests {
         let port = PortSteering::new("p", None, 0);
         switch.worker_changed(true, |_| {});
         assert_eq!(
-            (port.mode(&switch), port.changed_at(&switch)),
+            (port.mode(&switch), changed_at(&port, &switch)),
             (ReadMode::ByPort, 1)
         );
         assert!(!port.lags(&switch) && !port.ask_follow(&switch));

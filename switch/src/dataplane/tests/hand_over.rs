@@ -5,6 +5,7 @@
 //! the other does then; nothing is timed.
 
 use super::*;
+use crate::dataplane::steering::tests::changed_at;
 
 /// A closure a test has a lane run when a reader is about to read it.
 type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
@@ -335,7 +336,6 @@ fn a_hand_over_waits_until_the_kernel_has_taken_the_steering() {
     // Reading by CPU, the sender on CPU 1: lane 1.
     port.kernel.send(1, 0..3);
     let (began, release) = port.kernel.steering.hold_next();
-    let steering = port.port().steering.clone();
     let (first, followed) = std::thread::scope(|scope| {
         let follower = scope.spawn(|| port.change(true));
         began.recv().unwrap();
@@ -343,7 +343,7 @@ fn a_hand_over_waits_until_the_kernel_has_taken_the_steering() {
         // lane 1 over first.
         let reader = scope.spawn(|| port.read_home(&mut LaneReader::new(0), 0));
         spin_until("the reader waiting for the kernel, or done", || {
-            steering.kernel_waits() > 0 || reader.is_finished()
+            port.mode.steering_waits() > 0 || reader.is_finished()
         });
         port.kernel.send(1, 3..4);
         release.send(()).unwrap();
@@ -389,7 +389,7 @@ fn a_port_is_steered_anew_only_after_its_last_steering_was_handed_over() {
         Some(&(ReadMode::ByPort, 0))
     );
     assert_eq!(
-        steering.changed_at(&port.mode),
+        changed_at(steering, &port.mode),
         steering.pending().unwrap().change
     );
 }
