@@ -27,7 +27,8 @@ pub enum DropReason {
     TooBig,
     /// An offload header or GSO frame that cannot be processed.
     Malformed,
-    /// The egress port refused the frame (queue full, device gone).
+    /// The egress port refused the frame (queue full, device gone; the
+    /// gateway's queue also refuses datagrams reassembled for its stack).
     TxError,
 }
 

@@ -213,10 +213,12 @@ pub(super) fn spawn(
     let (inbox, messages) = Inbox::new(GATEWAY_QUEUE_FRAMES, Waker::new(poll.registry(), WAKER)?);
     let inbox = Arc::new(inbox);
     let config = setup.config(gateway.address(), gateway.prefix_len(), gateway.mac());
+    let counters = Arc::new(PortCounters::default());
     let host = HostSide::new(
         config,
         poll.registry().try_clone()?,
         setup.allow_host_loopback,
+        counters.clone(),
     )?;
     let handle = Arc::new(PortHandle {
         id: PortId::GATEWAY,
@@ -227,7 +229,7 @@ pub(super) fn spawn(
             mtu: gateway.link().mtu,
             capacity: GATEWAY_QUEUE_FRAMES,
         })),
-        counters: Arc::new(PortCounters::default()),
+        counters,
         capture: shared.capture_port(GATEWAY_PORT_NAME),
     });
     {

@@ -25,6 +25,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -38,6 +39,7 @@ use crate::gateway::Gateway;
 use crate::services::{
     HostCommand, HostEvent, Output, Services, ServicesConfig, ServicesStats, Verdict,
 };
+use crate::stats::{DropReason, PortCounters};
 use crate::time::Instant;
 
 pub use setup::{Published, ServicesSetup};
@@ -139,12 +141,22 @@ pub struct HostSide {
     random: std::collections::hash_map::RandomState,
     random_counter: u64,
     socket_errors: u64,
+    /// The gateway port's counters: a reassembled datagram the gateway's
+    /// queue refuses is dropped there, as the gateway thread counts the
+    /// frames the queue refuses.
+    gateway_counters: Arc<PortCounters>,
 }
 
 impl HostSide {
     /// The services for `config`, their sockets registered with `registry`
-    /// (a clone of the gateway thread's poll's).
-    pub fn new(config: ServicesConfig, registry: Registry, loopback: bool) -> io::Result<HostSide> {
+    /// (a clone of the gateway thread's poll's); what the gateway refuses
+    /// is counted in `gateway_counters`, the gateway port's.
+    pub fn new(
+        config: ServicesConfig,
+        registry: Registry,
+        loopback: bool,
+        gateway_counters: Arc<PortCounters>,
+    ) -> io::Result<HostSide> {
         // Flows' stack buffers cost only the pages their bytes touched, and
         // ended flows give them back (see `ports::heap`).
         // `TAPSWITCH_NO_HEAP_PIN` keeps the allocator's own policy, to
@@ -199,6 +211,7 @@ impl HostSide {
             random: std::collections::hash_map::RandomState::new(),
             random_counter: 0,
             socket_errors: 0,
+            gateway_counters,
         })
     }
 
@@ -422,6 +435,7 @@ impl HostSide {
                     Output::StackFrame(frame) => {
                         if !gateway.deliver_reassembled(&frame) {
                             log::debug!("gateway: a reassembled datagram found the queue full");
+                            self.gateway_counters.count_drop(DropReason::TxError);
                         }
                     }
                     Output::DnsTcp { client, bytes } => self.dns_tcp_answer(client, &bytes),

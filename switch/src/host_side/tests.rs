@@ -4,15 +4,17 @@
 //! upstream and answered.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::{Events, Poll};
 use smoltcp::wire::{EthernetFrame, IpProtocol, Ipv4Packet, UdpPacket};
 
 use super::{HostSide, ServicesSetup, tcp};
-use crate::gateway::Gateway;
+use crate::gateway::{GATEWAY_QUEUE_FRAMES, Gateway};
 use crate::mac::MacAddr;
-use crate::services::{Verdict, ethernet, udp_packet};
+use crate::services::{Verdict, ethernet, fragments, udp_packet};
+use crate::stats::PortCounters;
 use crate::time::Instant;
 
 const GW: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
@@ -23,7 +25,13 @@ fn host_side(setup: ServicesSetup) -> (HostSide, Gateway, Poll) {
     let poll = Poll::new().unwrap();
     let gateway = Gateway::new(GW, 16, Instant::ZERO);
     let config = setup.config(GW, 16, gateway.mac());
-    let host = HostSide::new(config, poll.registry().try_clone().unwrap(), false).unwrap();
+    let host = HostSide::new(
+        config,
+        poll.registry().try_clone().unwrap(),
+        false,
+        Arc::default(),
+    )
+    .unwrap();
     (host, gateway, poll)
 }
 
@@ -377,7 +385,13 @@ fn a_reset_right_after_the_handshake_ends_the_flow_and_closes_its_socket() {
     let poll = Poll::new().unwrap();
     let mut gateway = Gateway::new(GW, 16, Instant::ZERO);
     let config = setup.config(GW, 16, gateway.mac());
-    let mut host = HostSide::new(config, poll.registry().try_clone().unwrap(), true).unwrap();
+    let mut host = HostSide::new(
+        config,
+        poll.registry().try_clone().unwrap(),
+        true,
+        Arc::default(),
+    )
+    .unwrap();
     let mut poll = poll;
     gateway.enable_flows();
     let now = Instant::from_millis(1);
@@ -442,4 +456,42 @@ fn stack_buffers_hold_a_window_of_segments_at_every_mtu_within_their_bounds() {
     assert_eq!(tcp::stack_buffer(9000), 512 * 1024);
     assert_eq!(tcp::stack_buffer(65520), 1024 * 1024);
     assert_eq!(tcp::stack_buffer(usize::MAX), 1024 * 1024);
+}
+
+/// A datagram the services reassembled for the gateway's stack is dropped
+/// when the gateway's queue is full, and counted on the gateway port as the
+/// frames that queue refuses are (`tx-error`).
+#[test]
+fn a_reassembled_datagram_the_full_gateway_queue_refuses_is_counted() {
+    let poll = Poll::new().unwrap();
+    let mut gateway = Gateway::new(GW, 16, Instant::ZERO);
+    let config = ServicesSetup::default().config(GW, 16, gateway.mac());
+    let counters = Arc::new(PortCounters::default());
+    let registry = poll.registry().try_clone().unwrap();
+    let mut host = HostSide::new(config, registry, false, counters.clone()).unwrap();
+    let (container, port) = (SocketAddrV4::new(HOST, 40000), SocketAddrV4::new(GW, 9));
+    // 3,000 bytes of UDP to a port of the gateway's own, cut at MTU 1500:
+    // whole again, it goes to the gateway's stack.
+    let packet = udp_packet(container, port, &[7; 3000]).unwrap();
+    let send_fragmented = |host: &mut HostSide, gateway: &mut Gateway, ident: u16| {
+        let mut frames = Vec::new();
+        for piece in fragments(&packet, 1500, ident).unwrap() {
+            let frame = ethernet(HOST_MAC, gateway.mac(), &piece);
+            host.frame(Instant::from_millis(1), &frame, gateway, &mut frames);
+        }
+    };
+    let refused = |counters: &PortCounters| counters.snapshot().drops.get("tx-error").copied();
+    send_fragmented(&mut host, &mut gateway, 1);
+    assert_eq!(host.services().stats().reassembly.to_stack, 1);
+    assert_eq!(refused(&counters), None, "the queue had room");
+    let small = datagram(&gateway, container, port, b"x");
+    let mut queued = 1;
+    while gateway.deliver(&small) {
+        queued += 1;
+        assert!(queued <= GATEWAY_QUEUE_FRAMES, "the queue never filled");
+    }
+    send_fragmented(&mut host, &mut gateway, 2);
+    assert_eq!(host.services().stats().reassembly.to_stack, 2);
+    assert_eq!(refused(&counters), Some(1));
+    assert_eq!(counters.snapshot().tx_dropped, 1);
 }

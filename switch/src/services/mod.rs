@@ -65,8 +65,9 @@ use crate::flows::{
 use crate::mac::MacAddr;
 use crate::time::Instant;
 
+pub(crate) use frames::fragments;
 pub use frames::{echo_reply_packet, ethernet, udp_packet};
-use frames::{fragments, ip_packet, source_of, tcp_seq_span};
+use frames::{ip_packet, source_of, tcp_seq_span};
 pub use io::{HostCommand, HostEvent, Output, StackCommand};
 pub use reassembly::{Reassembler, ReassemblyLimits, ReassemblyStats};
 pub use window::MAX_STACK_WINDOW;
