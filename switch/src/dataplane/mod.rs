@@ -599,14 +599,25 @@ impl Dataplane {
         true
     }
 
-    /// The index of the worker with the fewest lanes (ties rotate): where a
-    /// single-lane port goes, and a port's solo lane.
+    /// The worker that reads the fewest ports under load (ties rotate):
+    /// where a single-lane port goes, and a port's solo lane. Counted from
+    /// the published lanes (the caller holds `membership`), not from what
+    /// the workers have taken on so far: those counts lag behind their
+    /// commands, and a port with a lane per worker adds to every one of
+    /// them, so two ports attached in a row could get one solo lane, one
+    /// worker then reading both under load while the other idled.
     fn least_loaded_worker(&self) -> usize {
         let hint = self.shared.next_hint.fetch_add(1, Ordering::Relaxed) as usize;
         let n = self.workers.len();
+        let mut solos = vec![0usize; n];
+        for port in self.shared.lanes_by_port().values() {
+            if let Some(count) = solos.get_mut(port.solo) {
+                *count += 1;
+            }
+        }
         (0..n)
             .map(|i| (hint + i) % n)
-            .min_by_key(|&i| self.workers[i].port_count())
+            .min_by_key(|&i| solos[i])
             .expect("at least one worker")
     }
 

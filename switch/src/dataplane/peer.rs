@@ -1,7 +1,6 @@
 //! Other threads' handles on a worker: commands in, a waker to be heard.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -26,7 +25,6 @@ pub(super) enum WorkerCommand {
 /// The dataplane's handle on one worker thread.
 pub(super) struct WorkerHandle {
     peer: Peer,
-    ports: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
 }
 
@@ -53,12 +51,8 @@ impl Peer {
 }
 
 impl WorkerHandle {
-    pub(super) fn new(peer: Peer, ports: Arc<AtomicUsize>, thread: JoinHandle<()>) -> Self {
-        WorkerHandle {
-            peer,
-            ports,
-            thread,
-        }
+    pub(super) fn new(peer: Peer, thread: JoinHandle<()>) -> Self {
+        WorkerHandle { peer, thread }
     }
 
     /// A handle other workers may keep.
@@ -75,10 +69,6 @@ impl WorkerHandle {
         let (done, wait) = crossbeam_channel::bounded(1);
         self.send(WorkerCommand::Remove { id, done });
         let _ = wait.recv();
-    }
-
-    pub(super) fn port_count(&self) -> usize {
-        self.ports.load(Ordering::Relaxed)
     }
 
     pub(super) fn join(self) {

@@ -466,6 +466,48 @@ fn shutdown_stops_the_threads_and_closes_the_ports() {
     assert_eq!(Arc::strong_count(handle), 1, "held by this snapshot only");
 }
 
+/// Under load each port is read in its solo lane: ports attached in a row
+/// (each with a lane per worker, the gateway and a single-lane port among
+/// them) get their solo lanes spread evenly over the workers, whatever
+/// the workers have taken on so far, and a port removed frees its place.
+#[test]
+fn ports_attached_in_a_row_get_their_solo_lanes_spread_over_the_workers() {
+    for workers in [2, 3] {
+        let dp = start(workers, Some((std::net::Ipv4Addr::new(10, 0, 0, 1), 24)));
+        let solos = |dp: &Dataplane| {
+            let mut count = vec![0; workers];
+            for port in dp.shared.lanes_by_port().values() {
+                count[port.solo] += 1;
+            }
+            count
+        };
+        let opened: Vec<MemoryLanes> = (0..2 * workers)
+            .map(|i| MemoryLanes::new(if i == 1 { 1 } else { workers }))
+            .collect();
+        let mut ids = Vec::new();
+        for (i, port) in opened.iter().enumerate() {
+            ids.push(dp.add_port(&format!("p{i}"), port.opener()).unwrap());
+            let count = solos(&dp);
+            let (least, most) = (count.iter().min(), count.iter().max());
+            assert!(
+                most.unwrap() - least.unwrap() <= 1,
+                "{workers} workers, after port {i}: solo lanes per worker {count:?}"
+            );
+        }
+        assert_eq!(solos(&dp), vec![2; workers], "{workers} workers");
+        assert!(dp.remove_port(ids[0]));
+        let freed = solos(&dp);
+        let port = MemoryLanes::new(workers);
+        dp.add_port("again", port.opener()).unwrap();
+        assert_eq!(
+            solos(&dp),
+            vec![2; workers],
+            "after {freed:?}: the freed place is taken"
+        );
+        dp.shutdown();
+    }
+}
+
 /// The next event that is not a trace line, or panics.
 fn next_event(sub: &crate::events::Subscription) -> SwitchEvent {
     let deadline = Instant::now() + PATIENCE;

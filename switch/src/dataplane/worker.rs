@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -42,8 +42,6 @@ pub(super) fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (commands, inbox) = crossbeam_channel::unbounded();
-    let ports = Arc::new(AtomicUsize::new(0));
-    let count = ports.clone();
     let thread = std::thread::Builder::new()
         .name(format!("tapswitch-w{index}"))
         .spawn(move || {
@@ -64,7 +62,6 @@ pub(super) fn spawn(
                 board,
                 poll,
                 inbox,
-                count,
                 home: HashMap::new(),
                 ready: VecDeque::new(),
                 pending: Events::with_capacity(64),
@@ -73,7 +70,7 @@ pub(super) fn spawn(
             };
             worker.run();
         })?;
-    Ok(WorkerHandle::new(Peer::new(commands, waker), ports, thread))
+    Ok(WorkerHandle::new(Peer::new(commands, waker), thread))
 }
 
 struct Worker {
@@ -82,7 +79,6 @@ struct Worker {
     board: Board,
     poll: Poll,
     inbox: Receiver<WorkerCommand>,
-    count: Arc<AtomicUsize>,
     /// The lanes this worker is home to, by port (a worker has at most one
     /// lane of a port; the port id is the mio token).
     home: HashMap<PortId, (Arc<Lane>, Option<RawFd>)>,
@@ -290,7 +286,6 @@ impl Worker {
             return;
         }
         self.home.insert(id, (lane, fd));
-        self.count.store(self.home.len(), Ordering::Relaxed);
         // Frames may have queued up before registration.
         self.mark_ready(id);
     }
@@ -317,7 +312,6 @@ impl Worker {
             drop(lane.lock().rx.take());
         }
         self.ready.retain(|r| *r != id);
-        self.count.store(self.home.len(), Ordering::Relaxed);
     }
 
     /// A receive error: the port is removed, or looked at again shortly if
