@@ -12,8 +12,8 @@ use tapswitch_tests::gateway_kit::{
     ask_published_udp_in, create_container, record_address, resolve_in, start_switch, tcp_who_am_i,
     udp_who_am_i,
 };
-use tapswitch_tests::remote::{DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote};
-use tapswitch_tests::{Netns, SwitchProcess, lab::TempDir, require_root};
+use tapswitch_tests::remote::{DNS_ANSWER, Remote};
+use tapswitch_tests::{Netns, lab::TempDir, require_root};
 
 #[test]
 fn published_tcp_port_shows_the_client_its_own_address() {
@@ -22,15 +22,7 @@ fn published_tcp_port_shows_the_client_its_own_address() {
     let remote = Remote::new(&switch_ns);
     let state = TempDir::new("gwpub");
     let state_arg = state.path().display().to_string();
-    let base = [
-        "--dns-upstream",
-        &format!("{REMOTE_IP}:{DNS_PORT}"),
-        "--state-dir",
-        &state_arg,
-    ]
-    .map(String::from)
-    .to_vec();
-    let first = SwitchProcess::start(&switch_ns.name, &base);
+    let first = start_switch(&switch_ns, &state);
     let control = first.control.display().to_string();
     let name = tapswitch_tests::unique_name("pw");
     let container = Container {

@@ -115,20 +115,7 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
 
     // A stray VXLAN datagram from an address that is no member: dropped, counted.
     let stray_mac = "02:00:de:ad:be:ef";
-    in_netns(&lab.hosts[3].name, || {
-        let socket = UdpSocket::bind("10.99.0.4:4789").unwrap();
-        let mut datagram = ports::wire::vxlan::header(4242).to_vec();
-        datagram.extend_from_slice(&[0xff; 6]);
-        datagram.extend_from_slice(&tapswitch_tests::frames::mac(stray_mac));
-        datagram.extend_from_slice(&[0x08, 0x06]);
-        datagram.extend_from_slice(&[0; 46]);
-        socket
-            .send_to(
-                &datagram,
-                SocketAddrV4::new(OverlayLab::underlay_ip(0), 4789),
-            )
-            .unwrap();
-    });
+    send_broadcast_arp(&lab.hosts[3].name, "10.99.0.4:4789", 4242, stray_mac);
     wait_for("the stray datagram counted", Duration::from_secs(5), || {
         tunnel(&a)["stats"]["rx_dropped_not_member"].as_u64() == Some(1)
     });
@@ -138,21 +125,8 @@ fn two_switches_and_a_kernel_vxlan_host_share_one_segment() {
         "nothing learned from a stranger"
     );
     // From a member, but with another VNI: dropped and counted too.
-    in_netns(&lab.hosts[2].name, || {
-        // Any source port: the kernel's vx0 holds 4789 there.
-        let socket = UdpSocket::bind("10.99.0.3:0").unwrap();
-        let mut datagram = ports::wire::vxlan::header(4243).to_vec();
-        datagram.extend_from_slice(&[0xff; 6]);
-        datagram.extend_from_slice(&tapswitch_tests::frames::mac(stray_mac));
-        datagram.extend_from_slice(&[0x08, 0x06]);
-        datagram.extend_from_slice(&[0; 46]);
-        socket
-            .send_to(
-                &datagram,
-                SocketAddrV4::new(OverlayLab::underlay_ip(0), 4789),
-            )
-            .unwrap();
-    });
+    // Any source port: the kernel's vx0 holds 4789 there.
+    send_broadcast_arp(&lab.hosts[2].name, "10.99.0.3:0", 4243, stray_mac);
     wait_for("the wrong VNI counted", Duration::from_secs(5), || {
         tunnel(&a)["stats"]["rx_dropped_wrong_vni"].as_u64() == Some(1)
     });
@@ -352,4 +326,24 @@ fn two_hosts_creating_eight_containers_each_at_once_get_sixteen_addresses() {
     assert_eq!(distinct.len(), 16, "{created:?}");
     // And they reach each other across the hosts.
     ping_ok(&created[0], created[1].ip);
+}
+
+/// Sends host A's tunnel, from namespace `ns` and local address `from`,
+/// one VXLAN datagram with `vni` carrying a broadcast ARP frame from
+/// `source_mac` (its body zeros).
+fn send_broadcast_arp(ns: &str, from: &str, vni: u32, source_mac: &str) {
+    in_netns(ns, || {
+        let socket = UdpSocket::bind(from).unwrap();
+        let mut datagram = ports::wire::vxlan::header(vni).to_vec();
+        datagram.extend_from_slice(&[0xff; 6]);
+        datagram.extend_from_slice(&tapswitch_tests::frames::mac(source_mac));
+        datagram.extend_from_slice(&[0x08, 0x06]);
+        datagram.extend_from_slice(&[0; 46]);
+        socket
+            .send_to(
+                &datagram,
+                SocketAddrV4::new(OverlayLab::underlay_ip(0), 4789),
+            )
+            .unwrap();
+    });
 }
