@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tapswitch_tests::gateway_kit::{
     Container, GATEWAY, ask_published_tcp, ask_published_tcp_in, ask_published_udp,
-    ask_published_udp_in, create_container, record_address, resolve_in, start_switch, tcp_who_am_i,
-    udp_who_am_i,
+    ask_published_udp_in, connect_when_listening, create_container, record_address, resolve_in,
+    start_switch, tcp_who_am_i, udp_who_am_i,
 };
 use tapswitch_tests::remote::{DNS_ANSWER, Remote};
 use tapswitch_tests::{Netns, lab::TempDir, require_root};
@@ -319,17 +319,7 @@ fn a_published_tcp_client_that_speaks_first_is_heard() {
     });
     let to = SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 8082);
     let answer = remote.ns.run(move || -> io::Result<String> {
-        let mut tries = 0;
-        let mut stream = loop {
-            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        let mut stream = connect_when_listening(to)?;
         // At once: before the gateway's connection into the container is up.
         stream.write_all(b"hello")?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -320,6 +320,22 @@ pub fn ask_published_tcp(remote: &Remote, to: SocketAddrV4) -> io::Result<String
     ask_published_tcp_in(&remote.ns, to).map(|(seen, _)| seen)
 }
 
+/// Connects to `to`, trying again for up to 5 s while it is refused (a
+/// published port the switch is still opening).
+pub fn connect_when_listening(to: SocketAddrV4) -> io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
+            Ok(stream) => return Ok(stream),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// [`ask_published_tcp`] from namespace `ns`: what the container's server
 /// said, and the client's own address.
 pub fn ask_published_tcp_in(
@@ -327,17 +343,7 @@ pub fn ask_published_tcp_in(
     to: SocketAddrV4,
 ) -> io::Result<(String, std::net::SocketAddr)> {
     ns.run(move || {
-        let mut tries = 0;
-        let mut stream = loop {
-            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)) {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        let mut stream = connect_when_listening(to)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut seen = String::new();
         stream.read_to_string(&mut seen)?;
