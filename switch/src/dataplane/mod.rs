@@ -20,7 +20,9 @@
 //!   hand-over on a mode change, taking answers from other workers' lanes.
 //! - `affinity.rs`: the read mode and each worker's place on the CPUs;
 //!   `steering.rs`: where the kernel puts each port's frames (a mode
-//!   change re-steers only the ports read since the last one).
+//!   change re-steers only the ports read since the last one);
+//!   `pairing.rs`: which worker reads a busy port (next to the port it
+//!   talks to).
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
 //! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
