@@ -41,7 +41,8 @@ impl Delivery {
     }
 
     /// Forwards the `n` frames of `batch` received on `ingress`; with
-    /// `note_targets`, notes the ports it sent unicast frames to.
+    /// `note_targets`, notes the ports it sent unicast frames to. Returns
+    /// the port the first unicast frame went to.
     pub(super) fn forward(
         &mut self,
         shared: &Shared,
@@ -50,7 +51,7 @@ impl Delivery {
         batch: &mut RxBatch,
         n: usize,
         note_targets: bool,
-    ) {
+    ) -> Option<PortId> {
         let now = shared.clock.now();
         let mut session = shared.engine.session();
         if note_targets {
@@ -60,15 +61,17 @@ impl Delivery {
         // call, while the caller still holds the ingress lane's lock (frames
         // stay in order). Declared after `session`, so it is dropped first.
         let mut pass = self.fabric.pass(ports);
+        let mut first = None;
         for i in 0..n {
             let (vnet, frame) = batch.get_mut(i);
             let verdict = pass.forward(&mut session, now, ingress, vnet, frame);
-            if note_targets
-                && let Action::Forward(egress) = verdict.action
-                && !self.sent_to.contains(&egress)
-            {
-                self.sent_to.push(egress);
+            if let Action::Forward(egress) = verdict.action {
+                first.get_or_insert(egress);
+                if note_targets && !self.sent_to.contains(&egress) {
+                    self.sent_to.push(egress);
+                }
             }
         }
+        first
     }
 }

@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use ports::{PortRx, ReadDepth, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
+use super::pairing::SendsTo;
 use super::steering::{Before, PortSteering};
 use crate::fabric::PortHandle;
 use crate::port::PortId;
@@ -127,19 +128,22 @@ pub(super) struct RxState {
 }
 
 /// A port's receive lanes: one, or one per worker (lane `i` read by worker
-/// `i`). `solo` is the lane that gets every frame while the switch reads by
-/// port; ports are spread over the workers that way.
+/// `i`). While the switch reads by port every frame goes to one lane, the
+/// solo lane ([`PortSteering::solo`]), chosen at each steering by port
+/// (see `pairing.rs`).
 #[derive(Clone)]
 pub(super) struct PortLanes {
-    pub(super) solo: usize,
     pub(super) lanes: Vec<Arc<Lane>>,
     /// Where the kernel puts the port's frames, shared by the clones.
     pub(super) steering: Arc<PortSteering>,
+    /// Where the port's frames went lately, shared by the clones.
+    pub(super) sends_to: Arc<SendsTo>,
 }
 
 impl PortLanes {
     /// `steering` tells the kernel where frames go (`None`, or one lane:
-    /// nothing to tell).
+    /// nothing to tell); `solo` is the solo lane until a steering by port
+    /// chooses one.
     pub(super) fn new(
         solo: usize,
         lanes: Vec<Arc<Lane>>,
@@ -149,17 +153,20 @@ impl PortLanes {
         let name = lanes.first().map_or("", |lane| lane.handle.name.as_str());
         PortLanes {
             steering: Arc::new(PortSteering::new(name, steering, solo)),
-            solo,
             lanes,
+            sends_to: Arc::default(),
         }
     }
 
     /// Steers the port in the switch's mode unless it is already, or its
-    /// last steering was not handed over yet; whether it did. The new
+    /// last steering was not handed over yet; whether it did. A steering
+    /// by port sends every frame to the lane `choose_solo` gives. The new
     /// steering is published with every lane locked (rule 1 in the module
     /// docs). Never call it with a lane held.
-    pub(super) fn follow(&self, mode: &ModeSwitch) -> bool {
-        self.steering.follow(mode, |publish| {
+    pub(super) fn follow(&self, mode: &ModeSwitch, choose_solo: impl FnOnce() -> usize) -> bool {
+        let lanes = self.lanes.len().max(1);
+        let choose_solo = || choose_solo() % lanes;
+        self.steering.follow(mode, choose_solo, |publish| {
             let _reading: Vec<MutexGuard<'_, RxState>> =
                 self.lanes.iter().map(|lane| lane.lock()).collect();
             publish();
@@ -176,6 +183,13 @@ impl PortLanes {
     fn note_read(&self, lane: &Lane) {
         lane.note_read();
         self.steering.note_read();
+    }
+
+    /// Notes where a batch of the port's frames went (see `pairing.rs`).
+    fn note_sent(&self, to: Option<PortId>) {
+        if let Some(to) = to {
+            self.sends_to.note(to);
+        }
     }
 
     /// What a reader of lane `reading` must do first about the port's last
@@ -203,7 +217,7 @@ impl PortLanes {
                 Due::Nothing
             }
             // A lane that no longer gets frames holds only older ones.
-            (false, _) if reading != self.solo => Due::Nothing,
+            (false, _) if reading != pending.solo => Due::Nothing,
             (false, Before::Lane(older)) if older == reading => {
                 self.steering.handed_over(change);
                 Due::Nothing
@@ -255,8 +269,10 @@ pub(super) type LanesByPort = HashMap<PortId, PortLanes>;
 
 /// Forwards `frames` frames of `batch` received on `ingress`; with
 /// `note_targets`, notes where unicast frames went (for
-/// [`LaneReader::take_answers`]). Called with the lane's lock held.
-pub(super) type Forward<'a> = dyn FnMut(&Arc<PortHandle>, &mut RxBatch, usize, bool) + 'a;
+/// [`LaneReader::take_answers`]). Returns where the batch's first unicast
+/// frame went (see `pairing.rs`). Called with the lane's lock held.
+pub(super) type Forward<'a> =
+    dyn FnMut(&Arc<PortHandle>, &mut RxBatch, usize, bool) -> Option<PortId> + 'a;
 
 /// What reading a home lane gave.
 #[derive(Debug)]
@@ -327,7 +343,10 @@ impl LaneReader {
                 if let Some(port) = port {
                     port.note_read(lane);
                 }
-                forward(&lane.handle, &mut self.batch, n, true);
+                let sent = forward(&lane.handle, &mut self.batch, n, true);
+                if let Some(port) = port {
+                    port.note_sent(sent);
+                }
                 let full = n == self.batch.capacity();
                 if let (Some(port), Some(change), false) = (port, completes, full) {
                     port.steering.handed_over(change);
@@ -367,7 +386,7 @@ impl LaneReader {
                 0 => continue,
                 1 => 0,
                 n if port.steering.by_cpu(mode) => ports::cpu::current_cpu().unwrap_or(0) % n,
-                _ => port.solo,
+                _ => port.steering.solo(),
             };
             let lane = &lanes[at];
             if !lane.handle.kind.answers_within_send() {
@@ -392,7 +411,8 @@ impl LaneReader {
                 // Answers to answers are not looked for.
                 Ok(n) => {
                     port.note_read(lane);
-                    forward(&lane.handle, &mut self.batch, n, false);
+                    let sent = forward(&lane.handle, &mut self.batch, n, false);
+                    port.note_sent(sent);
                     if let Some(change) = completes
                         && n < self.batch.capacity()
                     {
@@ -496,7 +516,8 @@ impl LaneReader {
                     Ok(n) => {
                         if n > 0 {
                             port.note_read(lane);
-                            forward(&lane.handle, &mut self.batch, n, false);
+                            let sent = forward(&lane.handle, &mut self.batch, n, false);
+                            port.note_sent(sent);
                         }
                         // A short batch: the lane was empty a moment ago,
                         // and what lands now is newer.

@@ -20,7 +20,9 @@
 //!   hand-over on a mode change, taking answers from other workers' lanes.
 //! - `affinity.rs`: the read mode and each worker's place on the CPUs;
 //!   `steering.rs`: where the kernel puts each port's frames (a mode
-//!   change re-steers only the ports read since the last one).
+//!   change re-steers only the ports read since the last one);
+//!   `pairing.rs`: which worker reads a busy port (next to the port it
+//!   talks to).
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
 //! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
@@ -51,6 +53,7 @@ mod gateway_thread;
 mod lanes;
 mod live_trace;
 mod metrics;
+mod pairing;
 mod peer;
 mod port_health;
 mod steering;
@@ -574,7 +577,7 @@ impl Dataplane {
                 name: name.to_string(),
             });
         self.shared.mode.steer_with(|_| {
-            port_lanes.follow(&self.shared.mode);
+            port_lanes.follow(&self.shared.mode, || solo);
         });
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
@@ -611,7 +614,7 @@ impl Dataplane {
         let n = self.workers.len();
         let mut solos = vec![0usize; n];
         for port in self.shared.lanes_by_port().values() {
-            if let Some(count) = solos.get_mut(port.solo) {
+            if let Some(count) = solos.get_mut(port.steering.solo()) {
                 *count += 1;
             }
         }
@@ -694,11 +697,50 @@ fn spawn_housekeeping(
     Ok((stop, handle))
 }
 
-/// Steers port `id`, which a worker found lagging behind the read mode.
+/// Steers port `id`, which a worker found lagging behind the read mode (or
+/// which was read lately when the mode changed); a steering by port reads it
+/// next to the port it talks to (see `pairing.rs`).
 fn steer_lagging(shared: &Shared, id: PortId) {
-    if let Some(port) = shared.lanes_by_port().get(&id) {
-        port.follow(&shared.mode);
+    let lanes = shared.lanes_by_port();
+    if let Some(port) = lanes.get(&id) {
+        port.follow(&shared.mode, || {
+            solo_next_to_partner(shared, &lanes, id, port)
+        });
     }
+}
+
+/// The solo lane for port `id` when it is steered by port: the rules of
+/// `pairing.rs`, over the ports read by port that were read lately.
+fn solo_next_to_partner(
+    shared: &Shared,
+    lanes: &LanesByPort,
+    id: PortId,
+    port: &PortLanes,
+) -> usize {
+    let busy: Vec<pairing::BusyPort> = lanes
+        .iter()
+        .filter(|(_, other)| {
+            other.steering.mode(&shared.mode) == ReadMode::ByPort && other.steering.read_lately()
+        })
+        .map(|(other_id, other)| pairing::BusyPort {
+            id: *other_id,
+            sends_to: other.sends_to.get(),
+            solo: other.steering.solo(),
+        })
+        .collect();
+    let choice = pairing::choose_solo(
+        id,
+        port.sends_to.get(),
+        port.steering.solo(),
+        &busy,
+        port.lanes.len(),
+    );
+    log::debug!(
+        "port {id:?}: read by port in lane {} ({:?})",
+        choice.solo,
+        choice.rule
+    );
+    choice.solo
 }
 
 /// Adds the frames each port's kernel queue dropped (the switch was too

@@ -51,21 +51,32 @@ pub(super) struct Pending {
     pub(super) change: u64,
     /// Whether frames go to the lane of their CPU since then.
     pub(super) by_cpu: bool,
+    /// The lane that gets every frame while reading by port: this
+    /// steering's if it is by port, else the one before's.
+    pub(super) solo: usize,
     pub(super) before: Before,
     /// Whether the kernel has taken it: no frame lands by the one before.
     pub(super) taken: bool,
 }
 
 /// The port's steering in one word, so that a reader sees its number, its
-/// mode and the mode before together: the number in the low 48 bits, then
-/// the mode, then the one before ([`NOT_STEERED`], [`BY_CPU`], [`BY_PORT`]).
+/// mode, the mode before and the solo lane together: the number in the low
+/// 40 bits, then the mode and the one before in 4 bits each
+/// ([`NOT_STEERED`], [`BY_CPU`], [`BY_PORT`]), then the solo lane (16
+/// bits): the lane that gets every frame while the port is read by port,
+/// chosen anew at each steering by port (see `pairing.rs`) and kept by a
+/// steering by CPU, whose frames from before are there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Word(u64);
 
 const NOT_STEERED: u64 = 0;
 const BY_CPU: u64 = 1;
 const BY_PORT: u64 = 2;
-const NUMBER_BITS: u32 = 48;
+const NUMBER_BITS: u32 = 40;
+const MODE_BITS: u32 = 4;
+const SOLO_SHIFT: u32 = NUMBER_BITS + 2 * MODE_BITS;
+/// Solo lanes a word can name: a port has at most one lane per worker.
+pub(super) const MAX_LANES: usize = 1 << (64 - SOLO_SHIFT);
 
 /// A lane mode as [`Word`] keeps it.
 fn mode_bits(mode: ReadMode) -> u64 {
@@ -77,8 +88,14 @@ fn mode_bits(mode: ReadMode) -> u64 {
 }
 
 impl Word {
-    fn new(change: u64, mode: u64, before: u64) -> Self {
-        Word(change & ((1 << NUMBER_BITS) - 1) | mode << NUMBER_BITS | before << (NUMBER_BITS + 8))
+    fn new(change: u64, mode: u64, before: u64, solo: usize) -> Self {
+        let solo = (solo % MAX_LANES) as u64;
+        Word(
+            change & ((1 << NUMBER_BITS) - 1)
+                | mode << NUMBER_BITS
+                | before << (NUMBER_BITS + MODE_BITS)
+                | solo << SOLO_SHIFT,
+        )
     }
 
     fn change(self) -> u64 {
@@ -86,11 +103,15 @@ impl Word {
     }
 
     fn mode(self) -> u64 {
-        (self.0 >> NUMBER_BITS) & 0xff
+        (self.0 >> NUMBER_BITS) & ((1 << MODE_BITS) - 1)
     }
 
     fn before(self) -> u64 {
-        self.0 >> (NUMBER_BITS + 8)
+        (self.0 >> (NUMBER_BITS + MODE_BITS)) & ((1 << MODE_BITS) - 1)
+    }
+
+    fn solo(self) -> usize {
+        (self.0 >> SOLO_SHIFT) as usize
     }
 }
 
@@ -101,8 +122,6 @@ pub(super) struct PortSteering {
     /// The port's name, for the log.
     name: String,
     handle: Option<Arc<dyn Steering>>,
-    /// The lane that gets every frame while reading by port.
-    solo: usize,
     /// Serializes telling the kernel (a mode change and a late follower);
     /// held until the kernel has taken the steering, so a hand-over that
     /// must wait for that waits for this lock.
@@ -123,15 +142,15 @@ pub(super) struct PortSteering {
 }
 
 impl PortSteering {
-    /// The steering of port `name`, whose solo lane is `solo`; `handle` is
-    /// `None` for a port of one lane, or when nothing tells the kernel.
+    /// The steering of port `name`, whose solo lane is `solo` until a
+    /// steering by port chooses another; `handle` is `None` for a port of
+    /// one lane, or when nothing tells the kernel (its solo lane stays).
     pub(super) fn new(name: &str, handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
         PortSteering {
             name: name.to_string(),
             handle,
-            solo,
             telling: Mutex::new(()),
-            steered: AtomicU64::new(0),
+            steered: AtomicU64::new(Word::new(0, NOT_STEERED, NOT_STEERED, solo).0),
             taken: AtomicU64::new(0),
             handed_over: AtomicU64::new(0),
             read_lately: AtomicBool::new(false),
@@ -156,6 +175,13 @@ impl PortSteering {
         }
     }
 
+    /// The lane that gets every frame while the port is read by port (its
+    /// last steering by port's, or the one it was added with). Stable while
+    /// the caller holds any lane of the port.
+    pub(super) fn solo(&self) -> usize {
+        self.word().solo()
+    }
+
     /// Whether frames go to the lane of the CPU they arrive on.
     pub(super) fn by_cpu(&self, switch: &ModeSwitch) -> bool {
         if self.handle.is_none() {
@@ -178,10 +204,12 @@ impl PortSteering {
         Some(Pending {
             change,
             by_cpu: word.mode() == BY_CPU,
+            solo: word.solo(),
             before: match word.before() {
                 NOT_STEERED => Before::Lane(0),
                 BY_CPU => Before::EveryLane,
-                _ => Before::Lane(self.solo),
+                // A steering by CPU keeps the solo lane of the one before.
+                _ => Before::Lane(word.solo()),
             },
             taken: self.taken.load(Ordering::Acquire) >= change,
         })
@@ -261,7 +289,9 @@ impl PortSteering {
 
     /// Tells the kernel the switch's current mode unless it was told
     /// already, or its last steering was not handed over yet (the port
-    /// lags meanwhile); returns whether it told it. The new steering is
+    /// lags meanwhile); returns whether it told it. A steering by port
+    /// sends every frame to the lane `choose_solo` gives (asked only
+    /// then, with the port's telling lock held). The new steering is
     /// published inside `hold_readers`, which runs it while no lane of the
     /// port is being read (so a reader sees a steering before it reads
     /// frames steered by it, and never one while it reads). Called with no
@@ -269,6 +299,7 @@ impl PortSteering {
     pub(super) fn follow(
         &self,
         switch: &ModeSwitch,
+        choose_solo: impl FnOnce() -> usize,
         hold_readers: impl FnOnce(&mut dyn FnMut()),
     ) -> bool {
         let _telling = self.telling.lock().unwrap_or_else(PoisonError::into_inner);
@@ -289,15 +320,20 @@ impl PortSteering {
             );
             return false;
         }
+        let solo = if mode == ReadMode::ByPort {
+            choose_solo() % MAX_LANES
+        } else {
+            now.solo()
+        };
         let number = STEERINGS.fetch_add(1, Ordering::Relaxed) + 1;
-        let word = Word::new(number, mode_bits(mode), now.mode());
+        let word = Word::new(number, mode_bits(mode), now.mode(), solo);
         hold_readers(&mut || self.steered.store(word.0, Ordering::Release));
         log::debug!(
-            "port {}: steering {} ({number})",
+            "port {}: steering {} ({number}, solo lane {solo})",
             self.name,
             mode.describe()
         );
-        if let Err(err) = handle.steer(mode, self.solo) {
+        if let Err(err) = handle.steer(mode, solo) {
             log::warn!("port {}: cannot steer its frames: {err}", self.name);
         }
         self.taken.store(number, Ordering::Release);
@@ -335,9 +371,9 @@ pub(super) mod tests {
         (PortSteering::new("p", Some(handle), solo), told)
     }
 
-    /// Follows with nothing to hold (no lanes here).
+    /// Follows with nothing to hold (no lanes here), keeping the solo lane.
     fn follow(port: &PortSteering, switch: &ModeSwitch) -> bool {
-        port.follow(switch, |publish| publish())
+        port.follow(switch, || port.solo(), |publish| publish())
     }
 
     /// A reader hands the port's last steering over.
@@ -400,6 +436,7 @@ pub(super) mod tests {
             Pending {
                 change: first.change,
                 by_cpu: true,
+                solo: 1,
                 before: Before::Lane(0),
                 taken: true,
             },
@@ -424,6 +461,65 @@ pub(super) mod tests {
             port.pending().unwrap().before,
             Before::Lane(1),
             "the solo lane"
+        );
+    }
+
+    #[test]
+    fn each_steering_by_port_chooses_the_solo_lane_and_the_next_one_drains_it() {
+        let switch = ModeSwitch::new(3);
+        let (port, told) = steered(0);
+        follow(&port, &switch);
+        hand_over(&port);
+        switch.worker_changed(true, |_| {});
+        assert!(port.follow(&switch, || 2, |publish| publish()));
+        assert_eq!(port.solo(), 2);
+        let pending = port.pending().unwrap();
+        assert_eq!((pending.by_cpu, pending.solo), (false, 2));
+        port.handed_over(pending.change);
+        switch.worker_changed(false, |_| {});
+        let asked_by_cpu = std::cell::Cell::new(false);
+        assert!(port.follow(
+            &switch,
+            || {
+                asked_by_cpu.set(true);
+                1
+            },
+            |publish| publish()
+        ));
+        assert!(!asked_by_cpu.get(), "a steering by CPU chooses no lane");
+        let pending = port.pending().unwrap();
+        assert_eq!(
+            (pending.by_cpu, pending.solo, pending.before),
+            (true, 2, Before::Lane(2)),
+            "the older frames wait in the lane chosen before"
+        );
+        port.handed_over(pending.change);
+        switch.worker_changed(true, |_| {});
+        assert!(port.follow(&switch, || 1, |publish| publish()));
+        assert_eq!(port.solo(), 1);
+        assert_eq!(
+            *told.0.lock().unwrap(),
+            [
+                (ReadMode::ByCpu, 0),
+                (ReadMode::ByPort, 2),
+                (ReadMode::ByCpu, 2),
+                (ReadMode::ByPort, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_word_keeps_its_parts_apart() {
+        let last = (1 << NUMBER_BITS) - 1;
+        let word = Word::new(last, BY_PORT, BY_CPU, MAX_LANES - 1);
+        assert_eq!(
+            (word.change(), word.mode(), word.before(), word.solo()),
+            (last, BY_PORT, BY_CPU, MAX_LANES - 1)
+        );
+        let word = Word::new(1, BY_CPU, NOT_STEERED, 0);
+        assert_eq!(
+            (word.change(), word.mode(), word.before(), word.solo()),
+            (1, BY_CPU, NOT_STEERED, 0)
         );
     }
 

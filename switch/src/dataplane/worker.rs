@@ -176,7 +176,7 @@ impl Worker {
             let lane = lane.clone();
             let (shared, delivery, ports) = (&self.shared, &mut self.delivery, &view.ports);
             let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
-                delivery.forward(shared, ports, ingress, batch, n, note);
+                delivery.forward(shared, ports, ingress, batch, n, note)
             };
             match self
                 .reader
@@ -217,7 +217,7 @@ impl Worker {
         let targets = self.delivery.take_targets();
         let (shared, delivery, ports) = (&self.shared, &mut self.delivery, &view.ports);
         let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
-            delivery.forward(shared, ports, ingress, batch, n, note);
+            delivery.forward(shared, ports, ingress, batch, n, note)
         };
         let (ready, lanes) = (&mut self.ready, &view.lanes);
         let mut next = |id| push_once(ready, id);

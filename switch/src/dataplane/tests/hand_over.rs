@@ -104,7 +104,7 @@ impl TwoLanes {
             rx: vec![rx0, rx1],
             hooks,
         };
-        assert!(two.port().follow(&two.mode), "steered when added");
+        assert!(two.follow(), "steered when added");
         assert!(two.read_home(&mut LaneReader::new(1), 1).is_empty());
         assert!(two.read_home(&mut LaneReader::new(0), 0).is_empty());
         assert_eq!(two.port().steering.pending(), None, "handed over");
@@ -119,12 +119,27 @@ impl TwoLanes {
         self.port().lanes[at].clone()
     }
 
+    /// Steers the port in the switch's mode, keeping its solo lane.
+    fn follow(&self) -> bool {
+        let solo = self.port().steering.solo();
+        self.port().follow(&self.mode, || solo)
+    }
+
     /// A worker became busy (by port) or calm (by CPU); whether the port
     /// was steered anew.
     fn change(&self, busy: bool) -> bool {
         let mut followed = false;
-        self.mode
-            .worker_changed(busy, |_| followed = self.port().follow(&self.mode));
+        self.mode.worker_changed(busy, |_| followed = self.follow());
+        followed
+    }
+
+    /// A worker became busy and the port is steered by port into lane
+    /// `solo`, as `pairing.rs` may choose.
+    fn read_by_port_in(&self, solo: usize) -> bool {
+        let mut followed = false;
+        self.mode.worker_changed(true, |_| {
+            followed = self.port().follow(&self.mode, || solo);
+        });
         followed
     }
 
@@ -139,6 +154,7 @@ impl TwoLanes {
         let mut seen = Vec::new();
         let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, _note: bool| {
             seen.extend((0..n).map(|i| seq_of(batch.get(i).1)));
+            None
         };
         match reader.read_home(&self.mode, &self.lanes, &self.lane(at), &mut forward) {
             HomeRead::Empty | HomeRead::Forwarded { .. } => seen,
@@ -151,7 +167,8 @@ impl TwoLanes {
         let mut got = Vec::new();
         loop {
             let before = got.len();
-            for at in [self.port().solo, 1 - self.port().solo] {
+            let solo = self.port().steering.solo();
+            for at in [solo, 1 - solo] {
                 got.extend(self.read_home(&mut LaneReader::new(at), at));
             }
             if got.len() == before {
@@ -211,6 +228,43 @@ fn older_frames_of_the_solo_lane_go_first_when_reading_by_cpu_again() {
     assert_eq!(port.read_home(&mut reader, 1), [0, 1, 2, 3, 4]);
 }
 
+/// Each steering by port may choose another solo lane (`pairing.rs`): the
+/// hand-overs go by the lane chosen, not by the one the port was added with.
+#[test]
+fn frames_keep_their_order_when_the_solo_lane_is_chosen_anew() {
+    let port = TwoLanes::new(0);
+    assert!(port.change(true));
+    assert!(port.read_home(&mut LaneReader::new(0), 0).is_empty());
+    assert!(port.change(false));
+    assert!(port.read_home(&mut LaneReader::new(1), 1).is_empty());
+    // By CPU: frames in lane 0 (their CPU); then read by port in lane 1.
+    port.inject(0, 0..2);
+    assert!(port.read_by_port_in(1));
+    assert_eq!(port.port().steering.solo(), 1);
+    port.inject(1, 2..4);
+    assert_eq!(
+        port.read_home(&mut LaneReader::new(1), 1),
+        [0, 1, 2, 3],
+        "the new solo lane's reader drains lane 0 first"
+    );
+    // By port in lane 1, then by CPU: lane 0's reader drains lane 1 first,
+    // though the port was added with solo lane 0.
+    port.inject(1, 4..6);
+    assert!(port.change(false));
+    port.inject(0, 6..8);
+    assert_eq!(port.read_home(&mut LaneReader::new(0), 0), [4, 5, 6, 7]);
+    assert_eq!(
+        port.kernel.steering.calls.lock().unwrap().as_slice(),
+        [
+            (ReadMode::ByCpu, 0),
+            (ReadMode::ByPort, 0),
+            (ReadMode::ByCpu, 0),
+            (ReadMode::ByPort, 1),
+            (ReadMode::ByCpu, 1)
+        ]
+    );
+}
+
 #[test]
 fn a_lane_that_gets_no_frames_now_hands_nothing_over() {
     let port = TwoLanes::new(0);
@@ -236,6 +290,7 @@ fn answers_are_taken_from_another_workers_lane_unless_it_is_busy() {
         assert!(!note, "answers to answers are not looked for");
         seen.borrow_mut()
             .extend((0..n).map(|i| seq_of(batch.get(i).1)));
+        None
     };
     port.inject(0, 0..2);
     let mut ours = Vec::new();
@@ -380,10 +435,7 @@ fn a_port_is_steered_anew_only_after_its_last_steering_was_handed_over() {
         None,
         "handed over by reading lane 0 dry"
     );
-    assert!(
-        port.port().follow(&port.mode),
-        "a late follow steers it now"
-    );
+    assert!(port.follow(), "a late follow steers it now");
     assert_eq!(
         port.kernel.steering.calls.lock().unwrap().last(),
         Some(&(ReadMode::ByPort, 0))

@@ -1,0 +1,89 @@
+//! Under load, two ports that talk to each other are read by one worker
+//! (`pairing.rs`); two pairs get a worker each. The steerings the kernel
+//! was told are recorded by the memory ports' test double.
+
+use super::*;
+
+const HOST_C: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+const HOST_D: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
+
+/// A port of a lane per worker, attached as `name`, whose host is `mac`.
+struct Talker {
+    lanes: MemoryLanes,
+    mac: [u8; 6],
+}
+
+/// The solo lane port `lanes` was last steered to by port, once the
+/// housekeeping thread steered it so.
+fn solo_by_port(lanes: &MemoryLanes) -> usize {
+    let mut solo = None;
+    wait_for("the port steered by port", || {
+        solo = match *lanes.steering.now.lock().unwrap() {
+            Some((ReadMode::ByPort, solo)) => Some(solo),
+            _ => None,
+        };
+        solo.is_some()
+    });
+    solo.unwrap()
+}
+
+/// Attaches `hosts` as ports of two lanes each, lets each pair (0↔1, 2↔3,
+/// ...) exchange frames both ways, then makes the switch busy: returns the
+/// solo lane each port is read in.
+fn solos_after_talking(hosts: &[[u8; 6]]) -> Vec<usize> {
+    let dp = start_with_mode_changed_by_test(2);
+    let talkers: Vec<Talker> = hosts
+        .iter()
+        .map(|&mac| Talker {
+            lanes: MemoryLanes::new(2),
+            mac,
+        })
+        .collect();
+    for (i, talker) in talkers.iter().enumerate() {
+        dp.add_port(&format!("p{i}"), talker.lanes.opener())
+            .unwrap();
+    }
+    // Every host announces itself (learned by the switch), then each pair
+    // exchanges a unicast frame each way.
+    for talker in &talkers {
+        talker.lanes.inject(&frame(BROADCAST, talker.mac, 0));
+    }
+    wait_for("every host learned", || {
+        dp.engine().table().entries(dp.clock().now()).len() == hosts.len()
+    });
+    for pair in talkers.chunks(2) {
+        let [one, other] = pair else { continue };
+        one.lanes.inject(&frame(other.mac, one.mac, 1));
+        other.lanes.inject(&frame(one.mac, other.mac, 2));
+    }
+    for talker in &talkers {
+        wait_for("the pair's frame", || {
+            talker
+                .lanes
+                .tx
+                .take_sent()
+                .iter()
+                .any(|(_, f)| seq_of(f) > 0)
+        });
+    }
+    dp.shared.worker_load_changed(true);
+    let solos = talkers.iter().map(|t| solo_by_port(&t.lanes)).collect();
+    dp.shutdown();
+    solos
+}
+
+#[test]
+fn a_pair_of_ports_that_talk_is_read_by_one_worker_under_load() {
+    // Attached in a row, the two got their solo lanes on different workers
+    // (see `ports_attached_in_a_row_get_their_solo_lanes_spread_over_the_workers`).
+    let solos = solos_after_talking(&[HOST_A, HOST_B]);
+    assert_eq!(solos[0], solos[1], "{solos:?}");
+}
+
+#[test]
+fn two_pairs_of_ports_get_a_worker_each_under_load() {
+    let solos = solos_after_talking(&[HOST_A, HOST_B, HOST_C, HOST_D]);
+    assert_eq!(solos[0], solos[1], "{solos:?}");
+    assert_eq!(solos[2], solos[3], "{solos:?}");
+    assert_ne!(solos[0], solos[2], "{solos:?}");
+}
