@@ -83,7 +83,8 @@ struct Worker {
     /// lane of a port; the port id is the mio token).
     home: HashMap<PortId, (Arc<Lane>, Option<RawFd>)>,
     /// Ports whose lane of ours may have frames waiting (epoll watches
-    /// TAP lanes level-triggered, the others edge-triggered: see `lanes.rs`).
+    /// TAP and packet-socket lanes level-triggered, the others
+    /// edge-triggered: see `lanes.rs`).
     ready: VecDeque<PortId>,
     /// For asking epoll between batches (see `collect_ready_now`).
     pending: Events,
