@@ -26,8 +26,8 @@ pub enum ReadDepth {
     /// One frame, without learning whether more wait. For a lane whose fd
     /// a worker watches level-triggered (see [`crate::PortRx::level_triggered`]):
     /// epoll reports it again if frames are left, so the read that would
-    /// find it empty (a second system call on a TAP) is saved while
-    /// traffic is light.
+    /// find it empty (a second system call on a TAP, a second message
+    /// header on a packet socket) is saved while traffic is light.
     OneFrame,
 }
 

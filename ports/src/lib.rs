@@ -76,9 +76,10 @@ pub trait PortRx: Send + fmt::Debug {
     /// exactly while frames wait (or an error does, until a read takes
     /// it). Then a read may stop before it finds the lane empty
     /// ([`batch::ReadDepth::OneFrame`]): epoll reports the rest. Worth it
-    /// where a read takes one frame per system call (a TAP); a backend
-    /// that reads batches learns that the lane is empty from a short
-    /// batch, and a burst read a frame per `epoll_wait` would cost it more.
+    /// where learning that a lane is empty costs: a second `readv` on a
+    /// TAP, a second message header tried (and copied in) by `recvmmsg` on
+    /// a packet socket, which a one-frame read leaves out by using
+    /// `recvmsg`. (The switch reads the rest of a burst in batches.)
     fn level_triggered(&self) -> bool {
         false
     }

@@ -7,7 +7,8 @@
 //! (PACKET_AUXDATA), has a large receive buffer so bursts are not dropped,
 //! and speaks virtio-net headers (PACKET_VNET_HDR) so GSO super-frames and
 //! partial checksums pass through untouched. Frames are received in batches
-//! with `recvmmsg`.
+//! with `recvmmsg`, or one at a time with `recvmsg` while traffic is light
+//! (the socket is watched level-triggered).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -154,9 +155,11 @@ pub struct PacketRx {
 impl PortRx for PacketRx {
     fn recv_batch(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
         batch.clear();
-        // Edge-triggered (the default of `PortRx::level_triggered`): a
-        // batch, which says for free that the lane is empty when short.
-        let count = batch.capacity().min(MAX_BATCH);
+        if batch.wanted() == 1 {
+            return self.recv_one(batch);
+        }
+        // A batch, which says for free that the lane is empty when short.
+        let count = batch.wanted().min(MAX_BATCH);
         let received = {
             let mut free = batch.free_buffers();
             let mut bufs: [&mut [u8]; MAX_BATCH] =
@@ -170,16 +173,7 @@ impl PortRx for PacketRx {
             .map_err(|err| RxError::classify(err, &self.name))?
         };
         for i in 0..received {
-            let meta = self.meta[i];
-            // A frame larger than a slot cannot happen with 64 KiB slots; if
-            // it ever does, it becomes a runt the engine drops and counts.
-            let len = if meta.truncated { 0 } else { meta.len };
-            batch.commit(len, VnetHdr::from_bytes(&self.heads[i]));
-            if let Some((tpid, tci)) = meta.vlan
-                && len > 0
-            {
-                batch.insert_vlan_tag(i, tpid, tci);
-            }
+            self.commit(batch, i);
         }
         Ok(received)
     }
@@ -188,12 +182,52 @@ impl PortRx for PacketRx {
         Some(self.fd.as_raw_fd())
     }
 
+    /// A packet socket polls readable while frames wait, and its error
+    /// (the link went down) is reported once, by the read that takes it.
+    fn level_triggered(&self) -> bool {
+        true
+    }
+
     fn interface_gone(&self) -> bool {
         crate::interface_index(&self.name).is_none()
     }
 
     fn take_kernel_drops(&mut self) -> u64 {
         sys::packet::take_drops(self.fd.as_fd()).unwrap_or(0)
+    }
+}
+
+impl PacketRx {
+    /// Reads one frame (a [`crate::ReadDepth::OneFrame`] read: epoll watches
+    /// the socket level-triggered and reports what is left).
+    fn recv_one(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        let received = {
+            let Some(buf) = batch.free_buffers().next() else {
+                return Ok(0);
+            };
+            sys::packet::recv_one(self.fd.as_fd(), &mut self.heads[0], buf)
+                .map_err(|err| RxError::classify(err, &self.name))?
+        };
+        let Some(meta) = received else {
+            return Ok(0);
+        };
+        self.meta[0] = meta;
+        self.commit(batch, 0);
+        Ok(1)
+    }
+
+    /// Takes frame `i` of the last read into `batch`, its VLAN tag put back.
+    fn commit(&self, batch: &mut RxBatch, i: usize) {
+        let meta = self.meta[i];
+        // A frame larger than a slot cannot happen with 64 KiB slots; if
+        // it ever does, it becomes a runt the engine drops and counts.
+        let len = if meta.truncated { 0 } else { meta.len };
+        batch.commit(len, VnetHdr::from_bytes(&self.heads[i]));
+        if let Some((tpid, tci)) = meta.vlan
+            && len > 0
+        {
+            batch.insert_vlan_tag(i, tpid, tci);
+        }
     }
 }
 

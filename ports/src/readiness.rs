@@ -2,9 +2,11 @@
 //! lanes in a `mio::Poll`, which watches every fd edge-triggered: a reader
 //! must then read until the lane is empty, since a frame left behind raises
 //! no new event. A TAP gives one frame per `readv`, so that costs a system
-//! call per read that only returns `EAGAIN`, twice per ping round trip.
-//! Watched level-triggered, a lane is reported again as long as frames
-//! wait, and a read may stop after one frame ([`crate::ReadDepth`]).
+//! call per read that only returns `EAGAIN`, twice per ping round trip; a
+//! packet socket's `recvmmsg` that finds one frame tries a second message
+//! header to learn the same. Watched level-triggered, a lane is reported
+//! again as long as frames wait, and a read may stop after one frame
+//! ([`crate::ReadDepth`]).
 
 use std::io;
 use std::os::fd::RawFd;

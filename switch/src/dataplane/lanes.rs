@@ -57,6 +57,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 
 use ports::{PortRx, ReadDepth, RxBatch, RxError, Steering};
 
@@ -72,6 +73,11 @@ const BATCH_FRAMES: usize = 32;
 
 /// Bytes per batch slot: a 64 KiB GSO frame plus Ethernet and VLAN headers.
 const SLOT_BYTES: usize = ports::MAX_FRAME_LEN;
+
+/// A worker's poll that returned sooner than this did not sleep: being
+/// woken by a frame takes longer (a switch to the sender, its send, a
+/// switch back), so what the poll reports was waiting when it was called.
+const SLEPT_AT_LEAST: Duration = Duration::from_micros(2);
 
 /// One receive lane of a port: its home worker, and the receive half behind
 /// a lock that whoever reads a batch holds until the batch is forwarded.
@@ -292,10 +298,18 @@ pub(super) enum HomeRead {
     Failed(RxError),
 }
 
-/// One worker's reading of lanes: its batch.
+/// One worker's reading of lanes: its batch, and which of its lanes may
+/// hold the rest of a burst.
 pub(super) struct LaneReader {
     index: usize,
     batch: RxBatch,
+    /// Home lanes where a one-frame read found a frame since the worker
+    /// last woke: more may wait there.
+    read_one: Vec<PortId>,
+    /// Home lanes left with frames by a one-frame read before the worker's
+    /// last poll, which reported them without sleeping: the rest of a
+    /// burst, read until empty (see [`LaneReader::woke`]).
+    burst_rest: Vec<PortId>,
 }
 
 impl LaneReader {
@@ -303,7 +317,23 @@ impl LaneReader {
         LaneReader {
             index,
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
+            read_one: Vec::new(),
+            burst_rest: Vec::new(),
         }
+    }
+
+    /// The worker's poll returned after `waited`. If it did not sleep, the
+    /// lanes where a one-frame read found a frame before it still hold
+    /// frames that waited then: a burst, whose rest is read until empty in
+    /// this wake-up (a frame per `epoll_wait` would cost it two system
+    /// calls per frame). After a sleep, lanes are read a frame at a time
+    /// again: a lone frame (a ping, a request) is then the likely case.
+    pub(super) fn woke(&mut self, waited: Duration) {
+        self.burst_rest.clear();
+        if waited < SLEPT_AT_LEAST {
+            std::mem::swap(&mut self.burst_rest, &mut self.read_one);
+        }
+        self.read_one.clear();
     }
 
     /// Reads one batch from `lane`, a lane this worker is home to, and
@@ -331,7 +361,9 @@ impl LaneReader {
         let Some(rx) = rx.as_mut() else {
             return HomeRead::Empty;
         };
-        let depth = Self::depth_for(mode, port, lane, completes);
+        let id = lane.handle.id;
+        let burst_rest = self.burst_rest.contains(&id);
+        let depth = Self::depth_for(mode, port, lane, completes, burst_rest);
         self.batch.set_depth(depth);
         let received = match rx.recv_batch(&mut self.batch) {
             Ok(0) => error.take().map_or(Ok(0), Err),
@@ -340,6 +372,9 @@ impl LaneReader {
         match received {
             Ok(0) => HomeRead::Empty,
             Ok(n) => {
+                if depth == ReadDepth::OneFrame && !self.read_one.contains(&id) {
+                    self.read_one.push(id);
+                }
                 if let Some(port) = port {
                     port.note_read(lane);
                 }
@@ -405,7 +440,7 @@ impl LaneReader {
             let RxState { rx, error } = &mut *state;
             let Some(rx) = rx.as_mut() else { continue };
             self.batch
-                .set_depth(Self::depth_for(mode, Some(port), lane, completes));
+                .set_depth(Self::depth_for(mode, Some(port), lane, completes, false));
             match rx.recv_batch(&mut self.batch) {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
@@ -428,20 +463,23 @@ impl LaneReader {
 
     /// How far a read of `lane` goes. One frame while its port is read by
     /// CPU, if epoll watches the lane level-triggered: traffic is light
-    /// then, a lane rarely holds a second frame, and the read that would
-    /// find it empty is a system call on a TAP (one frame per `readv`) in
-    /// the middle of a round trip. Until it is empty otherwise: under load
-    /// (a batch is worth its last read), and when a short batch is to hand
-    /// the port's steering over (`completes`: only a read that finds the
-    /// lane empty may).
+    /// then, a lane rarely holds a second frame, and learning that it is
+    /// empty costs in the middle of a round trip (a second `readv` on a
+    /// TAP, a second message header tried by `recvmmsg` on a packet
+    /// socket). Until it is empty otherwise: under load (a batch is worth
+    /// its last read), for the rest of a burst (`burst_rest`, see
+    /// [`LaneReader::woke`]), and when a short batch is to hand the port's
+    /// steering over (`completes`: only a read that finds the lane empty
+    /// may).
     fn depth_for(
         mode: &ModeSwitch,
         port: Option<&PortLanes>,
         lane: &Lane,
         completes: Option<u64>,
+        burst_rest: bool,
     ) -> ReadDepth {
         let light = port.is_some_and(|port| port.steering.by_cpu(mode));
-        if lane.level_triggered && light && completes.is_none() {
+        if lane.level_triggered && light && completes.is_none() && !burst_rest {
             ReadDepth::OneFrame
         } else {
             ReadDepth::UntilEmpty

@@ -83,7 +83,8 @@ struct Worker {
     /// lane of a port; the port id is the mio token).
     home: HashMap<PortId, (Arc<Lane>, Option<RawFd>)>,
     /// Ports whose lane of ours may have frames waiting (epoll watches
-    /// TAP lanes level-triggered, the others edge-triggered: see `lanes.rs`).
+    /// TAP and packet-socket lanes level-triggered, the others
+    /// edge-triggered: see `lanes.rs`).
     ready: VecDeque<PortId>,
     /// For asking epoll between batches (see `collect_ready_now`).
     pending: Events,
@@ -121,7 +122,8 @@ impl Worker {
             // between. Real-time workers reading per CPU wake as fast, and
             // busy polling shrinks batches, which costs small-frame
             // throughput on few CPUs.
-            let spinning = last_frame.elapsed() < spin;
+            let polled_at = Instant::now();
+            let spinning = polled_at.saturating_duration_since(last_frame) < spin;
             let timeout = if spinning {
                 Some(Duration::ZERO)
             } else {
@@ -145,7 +147,10 @@ impl Worker {
                     last_frame = Instant::now();
                 }
             }
-            self.placement.woke(Instant::now());
+            let woke_at = Instant::now();
+            self.reader
+                .woke(woke_at.saturating_duration_since(polled_at));
+            self.placement.woke(woke_at);
             if !self.handle_commands() {
                 return;
             }
