@@ -228,6 +228,7 @@ impl OneLevelLane {
         let mut seen = Vec::new();
         let mut forward = |_: &Arc<PortHandle>, batch: &mut RxBatch, n: usize, _note: bool| {
             seen.extend((0..n).map(|i| seq_of(batch.get(i).1)));
+            None
         };
         let lane = self.lanes[&PortId(1)].lanes[0].clone();
         if let HomeRead::Failed(err) =
