@@ -62,7 +62,7 @@ use std::time::Duration;
 use ports::{PortRx, ReadDepth, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
-use super::pairing::SendsTo;
+use super::pairing::{BulkFlows, SendsTo};
 use super::steering::{Before, PortSteering};
 use crate::fabric::PortHandle;
 use crate::port::PortId;
@@ -142,8 +142,10 @@ pub(super) struct PortLanes {
     pub(super) lanes: Vec<Arc<Lane>>,
     /// Where the kernel puts the port's frames, shared by the clones.
     pub(super) steering: Arc<PortSteering>,
-    /// Where the port's frames went lately, shared by the clones.
+    /// Where the port's frames went lately, and which bulk flows they
+    /// belong to, shared by the clones.
     pub(super) sends_to: Arc<SendsTo>,
+    pub(super) bulk_flows: Arc<BulkFlows>,
 }
 
 impl PortLanes {
@@ -161,6 +163,7 @@ impl PortLanes {
             steering: Arc::new(PortSteering::new(name, steering, solo)),
             lanes,
             sends_to: Arc::default(),
+            bulk_flows: Arc::default(),
         }
     }
 
@@ -191,10 +194,14 @@ impl PortLanes {
         self.steering.note_read();
     }
 
-    /// Notes where a batch of the port's frames went (see `pairing.rs`).
-    fn note_sent(&self, to: Option<PortId>) {
+    /// Notes where the `n` frames of `batch`, the port's, went and which
+    /// bulk flows they belong to (see `pairing.rs`).
+    fn note_sent(&self, to: Option<PortId>, batch: &RxBatch, n: usize) {
         if let Some(to) = to {
             self.sends_to.note(to);
+        }
+        for i in 0..n {
+            self.bulk_flows.note(batch.get(i).1);
         }
     }
 
@@ -380,7 +387,7 @@ impl LaneReader {
                 }
                 let sent = forward(&lane.handle, &mut self.batch, n, true);
                 if let Some(port) = port {
-                    port.note_sent(sent);
+                    port.note_sent(sent, &self.batch, n);
                 }
                 let full = n == self.batch.capacity();
                 if let (Some(port), Some(change), false) = (port, completes, full) {
@@ -447,7 +454,7 @@ impl LaneReader {
                 Ok(n) => {
                     port.note_read(lane);
                     let sent = forward(&lane.handle, &mut self.batch, n, false);
-                    port.note_sent(sent);
+                    port.note_sent(sent, &self.batch, n);
                     if let Some(change) = completes
                         && n < self.batch.capacity()
                     {
@@ -555,7 +562,7 @@ impl LaneReader {
                         if n > 0 {
                             port.note_read(lane);
                             let sent = forward(&lane.handle, &mut self.batch, n, false);
-                            port.note_sent(sent);
+                            port.note_sent(sent, &self.batch, n);
                         }
                         // A short batch: the lane was empty a moment ago,
                         // and what lands now is newer.

@@ -689,6 +689,7 @@ fn spawn_housekeeping(
                         count_kernel_drops(&shared);
                         for port in shared.lanes_by_port().values() {
                             port.steering.age();
+                            port.bulk_flows.age();
                         }
                     }
                 }
@@ -725,16 +726,17 @@ fn solo_next_to_partner(
         .map(|(other_id, other)| pairing::BusyPort {
             id: *other_id,
             sends_to: other.sends_to.get(),
+            several_flows: other.bulk_flows.several(),
             solo: other.steering.solo(),
         })
         .collect();
-    let choice = pairing::choose_solo(
+    let steered = pairing::Steered {
         id,
-        port.sends_to.get(),
-        port.steering.solo(),
-        &busy,
-        port.lanes.len(),
-    );
+        sends_to: port.sends_to.get(),
+        several_flows: port.bulk_flows.several(),
+        current: port.steering.solo(),
+    };
+    let choice = pairing::choose_solo(steered, &busy, port.lanes.len());
     log::debug!(
         "port {id:?}: read by port in lane {} ({:?})",
         choice.solo,

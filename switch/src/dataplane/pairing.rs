@@ -12,26 +12,44 @@
 //! wake-up and that CPU are what a stream is short of (measured in
 //! docs/PERFORMANCE.md, "One worker per talking pair").
 //!
+//! With a single bulk flow between the two the measurements say the
+//! opposite: its acknowledgements, forwarded by another worker, run the
+//! sender's stack (which sends the next segments) on the other CPU while
+//! the first worker forwards data, and one stream was 5–7 % faster that way
+//! (docs/PERFORMANCE.md). So the pair shares a worker only when one of
+//! the two ports carries several bulk flows.
+//!
 //! So when a port is steered to read by port, its solo lane is chosen by
 //! two numbered rules ([`choose_solo`]), from the ports already read by
 //! port that were read lately (the busy ones):
 //!
 //! 1. A busy port the port sends to, or one that sends to it (in that
-//!    order): its solo lane, unless its worker already reads more busy
-//!    ports than the least loaded worker plus one. The pair shares a
-//!    worker; a third port talking to the pair goes elsewhere, so one
-//!    worker never takes every conversation.
+//!    order), if the port or that one carries several bulk flows: its
+//!    solo lane, unless its worker already reads more busy ports than the
+//!    least loaded worker plus one. The pair shares a worker; a third port
+//!    talking to the pair goes elsewhere, so one worker never takes every
+//!    conversation.
 //! 2. Otherwise the worker that reads the fewest busy ports; among those,
 //!    the port's own solo lane so far (no move without a reason), else the
 //!    lowest.
 //!
 //! Who talks to whom is noted per batch: the port a batch's first unicast
 //! frame went to ([`SendsTo`]), one relaxed load per batch, a store only
-//! when it changes.
+//! when it changes. Bulk flows are counted from the frames larger than an
+//! Ethernet MTU (GSO super-frames: a bulk TCP sender's), by how often such
+//! a frame belongs to another flow than the one before ([`BulkFlows`]);
+//! a smaller frame costs one comparison.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::port::PortId;
+
+/// Frames larger than this carry bulk data (a GSO super-frame).
+const BULK_FRAME: usize = 1518;
+
+/// Changes from one bulk flow to another, in this housekeeping second and
+/// the one before, from which a port counts as carrying several.
+const SEVERAL_FLOWS: u32 = 4;
 
 /// No port noted yet.
 const NOBODY: u32 = u32::MAX;
@@ -62,11 +80,83 @@ impl SendsTo {
     }
 }
 
+/// Which bulk flows a port's frames belong to, lately.
+#[derive(Debug, Default)]
+pub(super) struct BulkFlows {
+    /// The flow of the last bulk frame (0: none yet).
+    last: AtomicU64,
+    /// Changes to another flow, this housekeeping second and the one before.
+    changes: AtomicU32,
+    changes_before: AtomicU32,
+}
+
+impl BulkFlows {
+    /// Notes the flow of `frame` if it is a bulk TCP frame.
+    pub(super) fn note(&self, frame: &[u8]) {
+        if frame.len() <= BULK_FRAME {
+            return;
+        }
+        let Some(flow) = tcp_flow(frame) else {
+            return;
+        };
+        let last = self.last.swap(flow, Ordering::Relaxed);
+        if last != 0 && last != flow {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the port carried several bulk flows in this housekeeping
+    /// second or the one before.
+    pub(super) fn several(&self) -> bool {
+        self.changes.load(Ordering::Relaxed) + self.changes_before.load(Ordering::Relaxed)
+            >= SEVERAL_FLOWS
+    }
+
+    /// A housekeeping second is over.
+    pub(super) fn age(&self) {
+        let changes = self.changes.swap(0, Ordering::Relaxed);
+        self.changes_before.store(changes, Ordering::Relaxed);
+    }
+}
+
+/// A number for the TCP flow of an untagged IPv4 or IPv6 Ethernet frame
+/// (its addresses and ports; never 0), or `None`.
+fn tcp_flow(frame: &[u8]) -> Option<u64> {
+    const TCP: u8 = 6;
+    let (addresses, ports) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        0x0800 => {
+            let header_len = usize::from(frame.get(14)? & 0x0f) * 4;
+            if *frame.get(23)? != TCP {
+                return None;
+            }
+            (
+                frame.get(26..34)?,
+                frame.get(14 + header_len..14 + header_len + 4)?,
+            )
+        }
+        0x86dd => {
+            if *frame.get(20)? != TCP {
+                return None;
+            }
+            (frame.get(22..54)?, frame.get(54..58)?)
+        }
+        _ => return None,
+    };
+    // FNV-1a: a number, not a secret.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in addresses.iter().chain(ports) {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Some(hash.max(1))
+}
+
 /// A port read by port that was read lately, as [`choose_solo`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct BusyPort {
     pub(super) id: PortId,
     pub(super) sends_to: Option<PortId>,
+    /// It carried several bulk flows lately.
+    pub(super) several_flows: bool,
     /// Its solo lane (the worker that reads it).
     pub(super) solo: usize,
 }
@@ -87,16 +177,26 @@ pub(super) enum SoloRule {
     LeastLoaded,
 }
 
-/// The solo lane for port `port`, which sends to `sends_to` and whose solo
-/// lane so far is `current`, among `workers` workers, given the `busy`
+/// The port being steered by port, as [`choose_solo`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Steered {
+    pub(super) id: PortId,
+    pub(super) sends_to: Option<PortId>,
+    /// It carried several bulk flows lately.
+    pub(super) several_flows: bool,
+    /// Its solo lane so far.
+    pub(super) current: usize,
+}
+
+/// The solo lane for port `port` among `workers` workers, given the `busy`
 /// ports (the port itself may be among them: it is left out).
-pub(super) fn choose_solo(
-    port: PortId,
-    sends_to: Option<PortId>,
-    current: usize,
-    busy: &[BusyPort],
-    workers: usize,
-) -> SoloChoice {
+pub(super) fn choose_solo(port: Steered, busy: &[BusyPort], workers: usize) -> SoloChoice {
+    let Steered {
+        id: port,
+        sends_to,
+        several_flows,
+        current,
+    } = port;
     let workers = workers.max(1);
     let mut load = vec![0usize; workers];
     for other in busy.iter().filter(|other| other.id != port) {
@@ -113,7 +213,9 @@ pub(super) fn choose_solo(
         .iter()
         .find(|other| other.sends_to == Some(port) && other.id != port);
     for partner in [sent_to, sends_here].into_iter().flatten() {
-        if load.get(partner.solo).is_some_and(|&n| n <= least + 1) {
+        if (several_flows || partner.several_flows)
+            && load.get(partner.solo).is_some_and(|&n| n <= least + 1)
+        {
             return SoloChoice {
                 solo: partner.solo,
                 rule: SoloRule::NextTo(partner.id),
@@ -136,17 +238,36 @@ pub(super) fn choose_solo(
 mod tests {
     use super::*;
 
+    /// A busy port that carries several bulk flows.
     fn busy(id: u32, sends_to: Option<u32>, solo: usize) -> BusyPort {
         BusyPort {
             id: PortId(id),
             sends_to: sends_to.map(PortId),
+            several_flows: true,
             solo,
         }
     }
 
+    /// Chooses for port `id`, which carries several bulk flows.
+    fn choose(
+        id: u32,
+        sends_to: Option<u32>,
+        current: usize,
+        busy: &[BusyPort],
+        workers: usize,
+    ) -> SoloChoice {
+        let port = Steered {
+            id: PortId(id),
+            sends_to: sends_to.map(PortId),
+            several_flows: true,
+            current,
+        };
+        choose_solo(port, busy, workers)
+    }
+
     #[test]
     fn a_port_joins_the_busy_port_it_sends_to() {
-        let choice = choose_solo(PortId(2), Some(PortId(1)), 0, &[busy(1, None, 1)], 2);
+        let choice = choose(2, Some(1), 0, &[busy(1, None, 1)], 2);
         assert_eq!(
             choice,
             SoloChoice {
@@ -160,7 +281,7 @@ mod tests {
     fn a_port_joins_the_busy_port_that_sends_to_it() {
         // The receiver of a stream: its own frames (acknowledgements) may
         // be read by the sender's worker and never noted.
-        let choice = choose_solo(PortId(2), None, 0, &[busy(1, Some(2), 1)], 2);
+        let choice = choose(2, None, 0, &[busy(1, Some(2), 1)], 2);
         assert_eq!(choice.solo, 1);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
     }
@@ -168,7 +289,7 @@ mod tests {
     #[test]
     fn the_port_it_sends_to_comes_before_one_that_sends_to_it() {
         let busy = [busy(1, Some(3), 0), busy(2, None, 1)];
-        let choice = choose_solo(PortId(3), Some(PortId(2)), 0, &busy, 2);
+        let choice = choose(3, Some(2), 0, &busy, 2);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(2)));
     }
 
@@ -181,7 +302,7 @@ mod tests {
             let mut steered: Vec<BusyPort> = Vec::new();
             for i in order {
                 let (id, to) = talks[i];
-                let choice = choose_solo(PortId(id), Some(PortId(to)), 0, &steered, 2);
+                let choice = choose(id, Some(to), 0, &steered, 2);
                 steered.push(busy(id, Some(to), choice.solo));
             }
             let worker_of = |id: u32| steered.iter().find(|p| p.id.0 == id).unwrap().solo;
@@ -195,7 +316,7 @@ mod tests {
     fn a_worker_never_takes_more_than_one_port_over_the_least_loaded() {
         // Ports 1 and 2 talk on worker 0; port 3 sends to 2 as well.
         let busy = [busy(1, Some(2), 0), busy(2, Some(1), 0)];
-        let choice = choose_solo(PortId(3), Some(PortId(2)), 0, &busy, 2);
+        let choice = choose(3, Some(2), 0, &busy, 2);
         assert_eq!(
             choice,
             SoloChoice {
@@ -207,15 +328,12 @@ mod tests {
 
     #[test]
     fn a_port_without_a_busy_partner_keeps_its_lane_if_it_is_among_the_least_loaded() {
-        assert_eq!(choose_solo(PortId(1), None, 1, &[], 2).solo, 1);
+        assert_eq!(choose(1, None, 1, &[], 2).solo, 1);
         let busy = [busy(5, None, 1)];
-        assert_eq!(choose_solo(PortId(1), None, 1, &busy, 2).solo, 0);
-        assert_eq!(choose_solo(PortId(1), None, 0, &busy, 3).solo, 0);
-        assert_eq!(choose_solo(PortId(1), None, 1, &busy, 3).solo, 0);
-        assert_eq!(
-            choose_solo(PortId(1), None, 0, &busy, 2).rule,
-            SoloRule::LeastLoaded
-        );
+        assert_eq!(choose(1, None, 1, &busy, 2).solo, 0);
+        assert_eq!(choose(1, None, 0, &busy, 3).solo, 0);
+        assert_eq!(choose(1, None, 1, &busy, 3).solo, 0);
+        assert_eq!(choose(1, None, 0, &busy, 2).rule, SoloRule::LeastLoaded);
     }
 
     #[test]
@@ -224,7 +342,7 @@ mod tests {
         // own lane not counted as load.
         let busy = [busy(1, Some(1), 1)];
         assert_eq!(
-            choose_solo(PortId(1), Some(PortId(1)), 1, &busy, 2),
+            choose(1, Some(1), 1, &busy, 2),
             SoloChoice {
                 solo: 1,
                 rule: SoloRule::LeastLoaded
@@ -234,9 +352,97 @@ mod tests {
 
     #[test]
     fn a_partner_on_a_worker_that_is_gone_is_not_followed() {
-        let choice = choose_solo(PortId(2), Some(PortId(1)), 0, &[busy(1, None, 7)], 2);
+        let choice = choose(2, Some(1), 0, &[busy(1, None, 7)], 2);
         assert_eq!(choice.rule, SoloRule::LeastLoaded);
         assert!(choice.solo < 2);
+    }
+
+    #[test]
+    fn a_pair_with_one_bulk_flow_keeps_a_worker_each() {
+        let one_flow = |id, sends_to: Option<u32>, solo| BusyPort {
+            several_flows: false,
+            ..busy(id, sends_to, solo)
+        };
+        let port = Steered {
+            id: PortId(2),
+            sends_to: Some(PortId(1)),
+            several_flows: false,
+            current: 1,
+        };
+        let choice = choose_solo(port, &[one_flow(1, Some(2), 0)], 2);
+        assert_eq!(
+            choice,
+            SoloChoice {
+                solo: 1,
+                rule: SoloRule::LeastLoaded
+            }
+        );
+        // Either side carrying several flows is enough.
+        let choice = choose_solo(port, &[busy(1, Some(2), 0)], 2);
+        assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
+        let several = Steered {
+            several_flows: true,
+            ..port
+        };
+        let choice = choose_solo(several, &[one_flow(1, Some(2), 0)], 2);
+        assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
+    }
+
+    /// An Ethernet frame of `len` bytes carrying IPv4 TCP from port `from`.
+    fn tcp_frame(from: u16, len: usize) -> Vec<u8> {
+        let mut frame = vec![0u8; len];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[23] = 6;
+        frame[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        frame[34..36].copy_from_slice(&from.to_be_bytes());
+        frame[36..38].copy_from_slice(&5201u16.to_be_bytes());
+        frame
+    }
+
+    #[test]
+    fn one_bulk_flow_is_not_several() {
+        let flows = BulkFlows::default();
+        for _ in 0..100 {
+            flows.note(&tcp_frame(40000, 65000));
+            // Small frames (a control connection's) do not count.
+            flows.note(&tcp_frame(40001, 100));
+        }
+        assert!(!flows.several());
+    }
+
+    #[test]
+    fn bulk_flows_taking_turns_are_several_for_a_second_or_two() {
+        let flows = BulkFlows::default();
+        for i in 0..SEVERAL_FLOWS {
+            flows.note(&tcp_frame(40000 + (i % 2) as u16, 65000));
+        }
+        assert!(!flows.several(), "the first frame changes nothing");
+        flows.note(&tcp_frame(40000, 65000));
+        assert!(flows.several());
+        flows.age();
+        assert!(flows.several(), "seen in the second before");
+        flows.age();
+        assert!(!flows.several());
+    }
+
+    #[test]
+    fn only_tcp_frames_have_a_flow() {
+        let tcp = tcp_frame(40000, 2000);
+        assert!(tcp_flow(&tcp).is_some());
+        assert_ne!(tcp_flow(&tcp), tcp_flow(&tcp_frame(40001, 2000)));
+        let mut udp = tcp.clone();
+        udp[23] = 17;
+        assert_eq!(tcp_flow(&udp), None);
+        let mut tagged = tcp.clone();
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(tcp_flow(&tagged), None);
+        assert_eq!(tcp_flow(&tcp[..30]), None, "cut short");
+        let mut v6 = vec![0u8; 2000];
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        v6[20] = 6;
+        v6[54..56].copy_from_slice(&40000u16.to_be_bytes());
+        assert!(tcp_flow(&v6).is_some());
     }
 
     #[test]

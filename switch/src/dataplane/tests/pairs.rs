@@ -1,4 +1,5 @@
 //! Under load, two ports that talk to each other are read by one worker
+//! when one carries several bulk flows, else by a worker each
 //! (`pairing.rs`); two pairs get a worker each. The steerings the kernel
 //! was told are recorded by the memory ports' test double.
 
@@ -27,10 +28,25 @@ fn solo_by_port(lanes: &MemoryLanes) -> usize {
     solo.unwrap()
 }
 
+/// A bulk TCP frame (larger than an Ethernet MTU) from `src` to `dst`, of
+/// the flow from TCP port `from`.
+fn bulk_frame(dst: [u8; 6], src: [u8; 6], from: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 4000];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[23] = 6;
+    f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&from.to_be_bytes());
+    f
+}
+
 /// Attaches `hosts` as ports of two lanes each, lets each pair (0↔1, 2↔3,
-/// ...) exchange frames both ways, then makes the switch busy: returns the
-/// solo lane each port is read in.
-fn solos_after_talking(hosts: &[[u8; 6]]) -> Vec<usize> {
+/// ...) exchange frames both ways, the first of each pair sending bulk
+/// frames of `flows` flows in turn, then makes the switch busy: returns
+/// the solo lane each port is read in.
+fn solos_after_talking(hosts: &[[u8; 6]], flows: u16) -> Vec<usize> {
     let dp = start_with_mode_changed_by_test(2);
     let talkers: Vec<Talker> = hosts
         .iter()
@@ -66,6 +82,18 @@ fn solos_after_talking(hosts: &[[u8; 6]]) -> Vec<usize> {
                 .any(|(_, f)| seq_of(f) > 0)
         });
     }
+    let lanes = dp.shared.lanes_by_port();
+    for (i, pair) in talkers.chunks(2).enumerate() {
+        let [one, other] = pair else { continue };
+        for n in 0..32 {
+            one.lanes
+                .inject(&bulk_frame(other.mac, one.mac, 40000 + n % flows));
+        }
+        let port = &lanes[&PortId(2 * i as u32 + 1)];
+        wait_for("the bulk frames read", || {
+            port.steering.read_lately() && (flows == 1 || port.bulk_flows.several())
+        });
+    }
     dp.shared.worker_load_changed(true);
     let solos = talkers.iter().map(|t| solo_by_port(&t.lanes)).collect();
     dp.shutdown();
@@ -73,16 +101,22 @@ fn solos_after_talking(hosts: &[[u8; 6]]) -> Vec<usize> {
 }
 
 #[test]
-fn a_pair_of_ports_that_talk_is_read_by_one_worker_under_load() {
+fn a_pair_of_ports_with_several_bulk_flows_is_read_by_one_worker_under_load() {
     // Attached in a row, the two got their solo lanes on different workers
     // (see `ports_attached_in_a_row_get_their_solo_lanes_spread_over_the_workers`).
-    let solos = solos_after_talking(&[HOST_A, HOST_B]);
+    let solos = solos_after_talking(&[HOST_A, HOST_B], 2);
     assert_eq!(solos[0], solos[1], "{solos:?}");
 }
 
 #[test]
+fn a_pair_of_ports_with_one_bulk_flow_is_read_by_a_worker_each_under_load() {
+    let solos = solos_after_talking(&[HOST_A, HOST_B], 1);
+    assert_ne!(solos[0], solos[1], "{solos:?}");
+}
+
+#[test]
 fn two_pairs_of_ports_get_a_worker_each_under_load() {
-    let solos = solos_after_talking(&[HOST_A, HOST_B, HOST_C, HOST_D]);
+    let solos = solos_after_talking(&[HOST_A, HOST_B, HOST_C, HOST_D], 2);
     assert_eq!(solos[0], solos[1], "{solos:?}");
     assert_eq!(solos[2], solos[3], "{solos:?}");
     assert_ne!(solos[0], solos[2], "{solos:?}");
