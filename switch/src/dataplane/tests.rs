@@ -39,6 +39,19 @@ fn frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
     f
 }
 
+/// The handle of memory port 1, "p", sending through `tx` (for tests that
+/// read lanes without a running dataplane).
+fn port_one_handle(tx: MemoryTx) -> Arc<PortHandle> {
+    Arc::new(PortHandle {
+        id: PortId(1),
+        name: "p".into(),
+        kind: PortKind::Memory,
+        tx: Arc::new(tx),
+        counters: Arc::default(),
+        capture: None,
+    })
+}
+
 fn seq_of(frame: &[u8]) -> u32 {
     u32::from_be_bytes(frame[14..18].try_into().unwrap())
 }

@@ -70,14 +70,7 @@ impl TwoLanes {
     fn new(solo: usize) -> Self {
         let (rx0, tx) = memory_port(1500, false);
         let rx1 = memory_port(1500, false).0;
-        let handle = Arc::new(PortHandle {
-            id: PortId(1),
-            name: "p".into(),
-            kind: PortKind::Memory,
-            tx: Arc::new(tx),
-            counters: Arc::default(),
-            capture: None,
-        });
+        let handle = port_one_handle(tx);
         let hooks: Vec<Hook> = vec![Arc::default(), Arc::default()];
         let lanes = [rx0.clone(), rx1.clone()]
             .into_iter()

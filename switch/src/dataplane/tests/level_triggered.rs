@@ -190,14 +190,7 @@ struct OneLevelLane {
 impl OneLevelLane {
     fn new() -> Self {
         let (rx, tx) = memory_port(1500, false);
-        let handle = Arc::new(PortHandle {
-            id: PortId(1),
-            name: "p".into(),
-            kind: PortKind::Memory,
-            tx: Arc::new(tx),
-            counters: Arc::default(),
-            capture: None,
-        });
+        let handle = port_one_handle(tx);
         let counts = Arc::<DepthCounts>::default();
         let level = LevelRx {
             inner: rx.clone(),
