@@ -23,6 +23,8 @@
 //!   change re-steers only the ports read since the last one);
 //!   `pairing.rs`: which worker reads a busy port (next to the port it
 //!   talks to).
+//! - `housekeeping.rs`: the housekeeping thread (the MAC table's sweep,
+//!   kernel drops, steering lagging ports).
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
 //! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
@@ -50,6 +52,7 @@
 mod affinity;
 mod delivery;
 mod gateway_thread;
+mod housekeeping;
 mod lanes;
 mod live_trace;
 mod metrics;
@@ -66,7 +69,6 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use ports::capture::{CaptureDir, PortCapture};
@@ -90,10 +92,6 @@ use self::affinity::{LoadBoard, ModeSwitch};
 use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
 use self::peer::{Peer, WorkerCommand, WorkerHandle};
-
-/// How often the housekeeping thread sweeps expired MAC entries. Lookups
-/// ignore expired entries anyway; the sweep only frees memory and counts.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +388,7 @@ impl Dataplane {
             }
             None => None,
         };
-        let housekeeping = Some(spawn_housekeeping(shared.clone(), lagging_ports)?);
+        let housekeeping = Some(housekeeping::spawn(shared.clone(), lagging_ports)?);
         Ok(Dataplane {
             shared,
             workers,
@@ -654,118 +652,5 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Starts the housekeeping thread: every second it sweeps the MAC table
-/// and counts kernel drops; in between it steers the ports workers found
-/// lagging behind the read mode (`lagging`), so that no worker waits for
-/// the kernel to take a port's new steering.
-fn spawn_housekeeping(
-    shared: Arc<Shared>,
-    lagging: Receiver<PortId>,
-) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
-    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    let handle = std::thread::Builder::new()
-        .name("tapswitch-aging".into())
-        .spawn(move || {
-            let mut next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
-            loop {
-                let wait = next_sweep.saturating_duration_since(std::time::Instant::now());
-                crossbeam_channel::select! {
-                    // Returns when the sender is dropped (Disconnected).
-                    recv(stopped) -> _ => return,
-                    recv(lagging) -> id => {
-                        if let Ok(id) = id {
-                            steer_lagging(&shared, id);
-                        }
-                    }
-                    default(wait) => {
-                        next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
-                        let removed = shared.engine.table().expire(shared.clock.now());
-                        if removed > 0 {
-                            log::debug!("aged out {removed} MAC entries");
-                        }
-                        count_kernel_drops(&shared);
-                        for port in shared.lanes_by_port().values() {
-                            port.steering.age();
-                            port.bulk_flows.age();
-                        }
-                    }
-                }
-            }
-        })?;
-    Ok((stop, handle))
-}
-
-/// Steers port `id`, which a worker found lagging behind the read mode (or
-/// which was read lately when the mode changed); a steering by port reads it
-/// next to the port it talks to (see `pairing.rs`).
-fn steer_lagging(shared: &Shared, id: PortId) {
-    let lanes = shared.lanes_by_port();
-    if let Some(port) = lanes.get(&id) {
-        port.follow(&shared.mode, || {
-            solo_next_to_partner(shared, &lanes, id, port)
-        });
-    }
-}
-
-/// The solo lane for port `id` when it is steered by port: the rules of
-/// `pairing.rs`, over the ports read by port that were read lately.
-fn solo_next_to_partner(
-    shared: &Shared,
-    lanes: &LanesByPort,
-    id: PortId,
-    port: &PortLanes,
-) -> usize {
-    let busy: Vec<pairing::BusyPort> = lanes
-        .iter()
-        .filter(|(_, other)| {
-            other.steering.mode(&shared.mode) == ReadMode::ByPort && other.steering.read_lately()
-        })
-        .map(|(other_id, other)| pairing::BusyPort {
-            id: *other_id,
-            sends_to: other.sends_to.get(),
-            several_flows: other.bulk_flows.several(),
-            solo: other.steering.solo(),
-        })
-        .collect();
-    let steered = pairing::Steered {
-        id,
-        sends_to: port.sends_to.get(),
-        several_flows: port.bulk_flows.several(),
-        current: port.steering.solo(),
-    };
-    let choice = pairing::choose_solo(steered, &busy, port.lanes.len());
-    log::debug!(
-        "port {id:?}: read by port in lane {} ({:?})",
-        choice.solo,
-        choice.rule
-    );
-    choice.solo
-}
-
-/// Adds the frames each port's kernel queue dropped (the switch was too
-/// slow) to its counters, so `tapswitch ports` shows every drop. Only lanes
-/// read since the last sweep are asked: a lane the kernel dropped frames
-/// of holds frames, which its worker reads. A lane that a worker is reading
-/// right now is counted next time.
-fn count_kernel_drops(shared: &Shared) {
-    for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
-        if !lane.take_read_since_sweep() {
-            continue;
-        }
-        let Ok(mut state) = lane.rx.try_lock() else {
-            lane.note_read();
-            continue;
-        };
-        if let Some(rx) = state.rx.as_mut() {
-            let drops = rx.take_kernel_drops();
-            if drops > 0 {
-                lane.handle
-                    .counters
-                    .count_drops(crate::stats::DropReason::RxOverflow, drops);
-            }
-        }
     }
 }
