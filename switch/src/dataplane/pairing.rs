@@ -1,4 +1,5 @@
-//! Which worker reads a busy port: next to the port it talks to.
+//! Which worker reads a busy port: next to the port it talks to, when
+//! they exchange several bulk flows.
 //!
 //! Under load (reading by port, see `affinity.rs`) each port's frames all
 //! go to one lane, its solo lane, read by one worker. Two ports that talk
@@ -9,17 +10,17 @@
 //! lane is the same worker's, it forwards them next, on the same thread and
 //! CPU, where another worker would have to be woken for every few of them
 //! and would take a CPU from the sender or the receiver. On few CPUs that
-//! wake-up and that CPU are what a stream is short of (measured in
-//! docs/PERFORMANCE.md, "One worker per talking pair").
+//! wake-up and that CPU are what streams are short of (measured in
+//! docs/PERFORMANCE.md, "A worker per talking pair under load").
 //!
 //! With a single bulk flow between the two the measurements say the
 //! opposite: its acknowledgements, forwarded by another worker, run the
 //! sender's stack (which sends the next segments) on the other CPU while
-//! the first worker forwards data, and one stream was 5–7 % faster that way
-//! (docs/PERFORMANCE.md). So the pair shares a worker only when one of
-//! the two ports carries several bulk flows.
+//! the first worker forwards data, and one stream was 5–7 % faster that way.
+//! So the pair shares a worker only when one of the two ports carries
+//! several bulk flows.
 //!
-//! So when a port is steered to read by port, its solo lane is chosen by
+//! When a port is steered to read by port, its solo lane is chosen by
 //! two numbered rules ([`choose_solo`]), from the ports already read by
 //! port that were read lately (the busy ones):
 //!
