@@ -46,6 +46,8 @@ pub mod mac_table;
 pub mod port;
 pub mod services;
 pub mod stats;
+#[cfg(test)]
+mod test_frames;
 pub mod time;
 pub mod trace;
 

@@ -623,27 +623,7 @@ fn the_trace_is_turned_on_and_off_while_running() {
 
 /// An ARP request from `HOST_A` (10.0.0.2) for `target`, broadcast.
 fn arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
-    use smoltcp::wire::{
-        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-        EthernetRepr,
-    };
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(HOST_A),
-        source_protocol_addr: std::net::Ipv4Addr::new(10, 0, 0, 2),
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_A),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
+    crate::test_frames::arp_request(HOST_A, std::net::Ipv4Addr::new(10, 0, 0, 2), target)
 }
 
 #[test]

@@ -12,23 +12,7 @@ pub(super) const HOST_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
 pub(super) const GW_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 
 pub(super) fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(HOST_MAC),
-        source_protocol_addr: HOST_IP,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_MAC),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
+    crate::test_frames::arp_request(HOST_MAC, HOST_IP, target)
 }
 
 fn ping(dst_mac: MacAddr, dst: Ipv4Addr) -> Vec<u8> {

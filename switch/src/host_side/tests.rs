@@ -288,21 +288,7 @@ fn tcp_of(frame: &[u8]) -> (smoltcp::wire::TcpControl, i32, i32, Vec<u8>) {
 
 /// The container's ARP request for the gateway's address.
 fn arp_request() -> Vec<u8> {
-    let arp = smoltcp::wire::ArpRepr::EthernetIpv4 {
-        operation: smoltcp::wire::ArpOperation::Request,
-        source_hardware_addr: smoltcp::wire::EthernetAddress(HOST_MAC.0),
-        source_protocol_addr: HOST,
-        target_hardware_addr: smoltcp::wire::EthernetAddress([0; 6]),
-        target_protocol_addr: GW,
-    };
-    let mut arp_bytes = vec![0u8; arp.buffer_len()];
-    arp.emit(&mut smoltcp::wire::ArpPacket::new_unchecked(
-        &mut arp_bytes[..],
-    ));
-    let mut arp_frame = ethernet(HOST_MAC, MacAddr([0xff; 6]), &[]);
-    arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
-    arp_frame.extend_from_slice(&arp_bytes);
-    arp_frame
+    crate::test_frames::arp_request(HOST_MAC.0, HOST, GW)
 }
 
 /// One round of the gateway thread for `frame`: the services, the stack,

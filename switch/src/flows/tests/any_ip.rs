@@ -9,9 +9,8 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpCidr, IpProtocol, Ipv4Packet,
-    Ipv4Repr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress, Icmpv4Packet,
+    Icmpv4Repr, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr,
 };
 
 const GW_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x01];
@@ -79,23 +78,7 @@ fn gateway(any_ip: bool) -> (Interface, Queues, SocketSet<'static>) {
 }
 
 fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(HOST_MAC),
-        source_protocol_addr: HOST_IP,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_MAC),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
+    crate::test_frames::arp_request(HOST_MAC, HOST_IP, target)
 }
 
 /// An echo request from the container to `dst`, sent to the gateway's MAC
