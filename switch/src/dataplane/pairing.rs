@@ -43,6 +43,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use ports::wire::ethernet::{self, ethertype};
+use ports::wire::{ip, ipv4, ipv6};
+
 use crate::port::PortId;
 
 /// Frames larger than this carry bulk data (a GSO super-frame).
@@ -123,32 +126,29 @@ impl BulkFlows {
 /// A number for the TCP flow of an untagged IPv4 or IPv6 Ethernet frame
 /// (its addresses and ports; never 0), or `None`.
 fn tcp_flow(frame: &[u8]) -> Option<u64> {
-    const TCP: u8 = 6;
-    let (addresses, ports) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
-        0x0800 => {
-            let header_len = usize::from(frame.get(14)? & 0x0f) * 4;
-            if *frame.get(23)? != TCP {
-                return None;
-            }
-            (
-                frame.get(26..34)?,
-                frame.get(14 + header_len..14 + header_len + 4)?,
-            )
+    let frame = ethernet::Frame::new_checked(frame).ok()?;
+    match frame.ethertype() {
+        ethertype::IPV4 => {
+            let packet = ipv4::Packet::new_checked(frame.payload()).ok()?;
+            let ports = frame.payload().get(packet.header_len()..)?.get(..4)?;
+            (packet.protocol() == ip::TCP).then(|| flow_number(packet.addresses(), ports))
         }
-        0x86dd => {
-            if *frame.get(20)? != TCP {
-                return None;
-            }
-            (frame.get(22..54)?, frame.get(54..58)?)
+        ethertype::IPV6 => {
+            let packet = ipv6::Packet::new_checked(frame.payload()).ok()?;
+            let ports = frame.payload().get(ipv6::HEADER_LEN..)?.get(..4)?;
+            (packet.next_header() == ip::TCP).then(|| flow_number(packet.addresses(), ports))
         }
-        _ => return None,
-    };
-    // FNV-1a: a number, not a secret.
+        _ => None,
+    }
+}
+
+/// FNV-1a over a flow's addresses and ports (a number, not a secret), never 0.
+fn flow_number(addresses: &[u8], ports: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in addresses.iter().chain(ports) {
         hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    Some(hash.max(1))
+    hash.max(1)
 }
 
 /// A port read by port that was read lately, as [`choose_solo`] sees it.
@@ -394,6 +394,7 @@ mod tests {
         let mut frame = vec![0u8; len];
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
         frame[14] = 0x45;
+        frame[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
         frame[23] = 6;
         frame[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         frame[34..36].copy_from_slice(&from.to_be_bytes());
@@ -441,6 +442,8 @@ mod tests {
         assert_eq!(tcp_flow(&tcp[..30]), None, "cut short");
         let mut v6 = vec![0u8; 2000];
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        v6[14] = 0x60;
+        v6[18..20].copy_from_slice(&(2000u16 - 54).to_be_bytes());
         v6[20] = 6;
         v6[54..56].copy_from_slice(&40000u16.to_be_bytes());
         assert!(tcp_flow(&v6).is_some());

@@ -76,7 +76,7 @@ const NUMBER_BITS: u32 = 40;
 const MODE_BITS: u32 = 4;
 const SOLO_SHIFT: u32 = NUMBER_BITS + 2 * MODE_BITS;
 /// Solo lanes a word can name: a port has at most one lane per worker.
-pub(super) const MAX_LANES: usize = 1 << (64 - SOLO_SHIFT);
+const MAX_LANES: usize = 1 << (64 - SOLO_SHIFT);
 
 /// A lane mode as [`Word`] keeps it.
 fn mode_bits(mode: ReadMode) -> u64 {

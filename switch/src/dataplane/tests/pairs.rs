@@ -36,6 +36,7 @@ fn bulk_frame(dst: [u8; 6], src: [u8; 6], from: u16) -> Vec<u8> {
     f[6..12].copy_from_slice(&src);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     f[14] = 0x45;
+    f[16..18].copy_from_slice(&(4000u16 - 14).to_be_bytes());
     f[23] = 6;
     f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
     f[34..36].copy_from_slice(&from.to_be_bytes());
