@@ -21,33 +21,7 @@ fn ping(dst_mac: MacAddr, dst: Ipv4Addr) -> Vec<u8> {
 
 /// An echo request from the host (identifier 7) to `dst`.
 pub(super) fn ping_with(dst_mac: MacAddr, dst: Ipv4Addr, seq_no: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 7,
-        seq_no,
-        data,
-    };
-    let ip = Ipv4Repr {
-        src_addr: HOST_IP,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_MAC),
-        dst_addr: EthernetAddress(dst_mac.0),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + icmp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut frame);
-    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-    ip.emit(&mut packet, &Default::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &Default::default(),
-    );
-    buf
+    crate::test_frames::echo_request((HOST_MAC, HOST_IP), (dst_mac.0, dst), seq_no, data)
 }
 
 #[test]

@@ -9,8 +9,7 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress, Icmpv4Packet,
-    Icmpv4Repr, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, Ipv4Packet,
 };
 
 const GW_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x01];
@@ -84,33 +83,7 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
 /// An echo request from the container to `dst`, sent to the gateway's MAC
 /// (as the container's default route does for outside addresses).
 fn ping(dst: Ipv4Addr) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 7,
-        seq_no: 1,
-        data: b"tapswitch",
-    };
-    let ip = Ipv4Repr {
-        src_addr: HOST_IP,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_MAC),
-        dst_addr: EthernetAddress(GW_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + icmp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut frame);
-    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-    ip.emit(&mut packet, &Default::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &Default::default(),
-    );
-    buf
+    crate::test_frames::echo_request((HOST_MAC, HOST_IP), (GW_MAC, dst), 1, b"tapswitch")
 }
 
 /// Feeds frames to the interface and returns what it sent.
