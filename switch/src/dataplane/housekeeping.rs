@@ -50,7 +50,7 @@ pub(super) fn spawn(
                         count_kernel_drops(&shared);
                         for port in shared.lanes_by_port().values() {
                             port.steering.age();
-                            port.bulk_flows.age();
+                            port.talk.age();
                         }
                     }
                 }
@@ -84,19 +84,9 @@ fn solo_next_to_partner(
         .filter(|(_, other)| {
             other.steering.mode(&shared.mode) == ReadMode::ByPort && other.steering.read_lately()
         })
-        .map(|(other_id, other)| pairing::BusyPort {
-            id: *other_id,
-            sends_to: other.sends_to.get(),
-            several_flows: other.bulk_flows.several(),
-            solo: other.steering.solo(),
-        })
+        .map(|(other_id, other)| other.talk.seen(*other_id, other.steering.solo()))
         .collect();
-    let steered = pairing::Steered {
-        id,
-        sends_to: port.sends_to.get(),
-        several_flows: port.bulk_flows.several(),
-        current: port.steering.solo(),
-    };
+    let steered = port.talk.seen(id, port.steering.solo());
     let choice = pairing::choose_solo(steered, &busy, port.lanes.len());
     log::debug!(
         "port {id:?}: read by port in lane {} ({:?})",

@@ -62,7 +62,7 @@ use std::time::Duration;
 use ports::{PortRx, ReadDepth, RxBatch, RxError, Steering};
 
 use super::affinity::ModeSwitch;
-use super::pairing::{BulkFlows, SendsTo};
+use super::pairing::Talk;
 use super::steering::{Before, PortSteering};
 use crate::fabric::PortHandle;
 use crate::port::PortId;
@@ -144,8 +144,7 @@ pub(super) struct PortLanes {
     pub(super) steering: Arc<PortSteering>,
     /// Where the port's frames went lately, and which bulk flows they
     /// belong to, shared by the clones.
-    pub(super) sends_to: Arc<SendsTo>,
-    pub(super) bulk_flows: Arc<BulkFlows>,
+    pub(super) talk: Arc<Talk>,
 }
 
 impl PortLanes {
@@ -162,8 +161,7 @@ impl PortLanes {
         PortLanes {
             steering: Arc::new(PortSteering::new(name, steering, solo)),
             lanes,
-            sends_to: Arc::default(),
-            bulk_flows: Arc::default(),
+            talk: Arc::default(),
         }
     }
 
@@ -197,12 +195,7 @@ impl PortLanes {
     /// Notes where the `n` frames of `batch`, the port's, went and which
     /// bulk flows they belong to (see `pairing.rs`).
     fn note_sent(&self, to: Option<PortId>, batch: &RxBatch, n: usize) {
-        if let Some(to) = to {
-            self.sends_to.note(to);
-        }
-        for i in 0..n {
-            self.bulk_flows.note(batch.get(i).1);
-        }
+        self.talk.note_batch(to, (0..n).map(|i| batch.get(i).1));
     }
 
     /// What a reader of lane `reading` must do first about the port's last

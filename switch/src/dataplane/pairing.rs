@@ -60,7 +60,7 @@ const NOBODY: u32 = u32::MAX;
 
 /// The port a port's frames last went to (unicast), as its readers noted.
 #[derive(Debug)]
-pub(super) struct SendsTo(AtomicU32);
+struct SendsTo(AtomicU32);
 
 impl Default for SendsTo {
     fn default() -> Self {
@@ -70,13 +70,13 @@ impl Default for SendsTo {
 
 impl SendsTo {
     /// A batch of the port's frames went (first) to `to`.
-    pub(super) fn note(&self, to: PortId) {
+    fn note(&self, to: PortId) {
         if self.0.load(Ordering::Relaxed) != to.0 {
             self.0.store(to.0, Ordering::Relaxed);
         }
     }
 
-    pub(super) fn get(&self) -> Option<PortId> {
+    fn get(&self) -> Option<PortId> {
         match self.0.load(Ordering::Relaxed) {
             NOBODY => None,
             id => Some(PortId(id)),
@@ -86,7 +86,7 @@ impl SendsTo {
 
 /// Which bulk flows a port's frames belong to, lately.
 #[derive(Debug, Default)]
-pub(super) struct BulkFlows {
+struct BulkFlows {
     /// The flow of the last bulk frame (0: none yet).
     last: AtomicU64,
     /// Changes to another flow, this housekeeping second and the one before.
@@ -96,7 +96,7 @@ pub(super) struct BulkFlows {
 
 impl BulkFlows {
     /// Notes the flow of `frame` if it is a bulk TCP frame.
-    pub(super) fn note(&self, frame: &[u8]) {
+    fn note(&self, frame: &[u8]) {
         if frame.len() <= BULK_FRAME {
             return;
         }
@@ -111,15 +111,62 @@ impl BulkFlows {
 
     /// Whether the port carried several bulk flows in this housekeeping
     /// second or the one before.
-    pub(super) fn several(&self) -> bool {
+    fn several(&self) -> bool {
         self.changes.load(Ordering::Relaxed) + self.changes_before.load(Ordering::Relaxed)
             >= SEVERAL_FLOWS
     }
 
     /// A housekeeping second is over.
-    pub(super) fn age(&self) {
+    fn age(&self) {
         let changes = self.changes.swap(0, Ordering::Relaxed);
         self.changes_before.store(changes, Ordering::Relaxed);
+    }
+}
+
+/// What a port's readers note for the rules: where its frames went and
+/// which bulk flows they belong to. One per port, shared by the readers of
+/// its lanes and the housekeeping thread.
+#[derive(Debug, Default)]
+pub(super) struct Talk {
+    sends_to: SendsTo,
+    bulk_flows: BulkFlows,
+}
+
+impl Talk {
+    /// A batch of the port's `frames` was forwarded, its first unicast
+    /// frame to `to`.
+    pub(super) fn note_batch<'a>(
+        &self,
+        to: Option<PortId>,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        if let Some(to) = to {
+            self.sends_to.note(to);
+        }
+        for frame in frames {
+            self.bulk_flows.note(frame);
+        }
+    }
+
+    /// Port `id`, read by lane `solo`, as [`choose_solo`] sees it.
+    pub(super) fn seen(&self, id: PortId, solo: usize) -> BusyPort {
+        BusyPort {
+            id,
+            sends_to: self.sends_to.get(),
+            several_flows: self.bulk_flows.several(),
+            solo,
+        }
+    }
+
+    /// Whether the port carried several bulk flows lately.
+    #[cfg(test)]
+    pub(super) fn several_flows(&self) -> bool {
+        self.bulk_flows.several()
+    }
+
+    /// A housekeeping second is over.
+    pub(super) fn age(&self) {
+        self.bulk_flows.age();
     }
 }
 
@@ -151,14 +198,16 @@ fn flow_number(addresses: &[u8], ports: &[u8]) -> u64 {
     hash.max(1)
 }
 
-/// A port read by port that was read lately, as [`choose_solo`] sees it.
+/// A port read by port, as [`choose_solo`] sees it: one that was read
+/// lately, or the one being steered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct BusyPort {
     pub(super) id: PortId,
     pub(super) sends_to: Option<PortId>,
     /// It carried several bulk flows lately.
     pub(super) several_flows: bool,
-    /// Its solo lane (the worker that reads it).
+    /// Its solo lane (the worker that reads it), so far for the one being
+    /// steered.
     pub(super) solo: usize,
 }
 
@@ -178,25 +227,14 @@ pub(super) enum SoloRule {
     LeastLoaded,
 }
 
-/// The port being steered by port, as [`choose_solo`] sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Steered {
-    pub(super) id: PortId,
-    pub(super) sends_to: Option<PortId>,
-    /// It carried several bulk flows lately.
-    pub(super) several_flows: bool,
-    /// Its solo lane so far.
-    pub(super) current: usize,
-}
-
 /// The solo lane for port `port` among `workers` workers, given the `busy`
 /// ports (the port itself may be among them: it is left out).
-pub(super) fn choose_solo(port: Steered, busy: &[BusyPort], workers: usize) -> SoloChoice {
-    let Steered {
+pub(super) fn choose_solo(port: BusyPort, busy: &[BusyPort], workers: usize) -> SoloChoice {
+    let BusyPort {
         id: port,
         sends_to,
         several_flows,
-        current,
+        solo: current,
     } = port;
     let workers = workers.max(1);
     let mut load = vec![0usize; workers];
@@ -257,13 +295,7 @@ mod tests {
         busy: &[BusyPort],
         workers: usize,
     ) -> SoloChoice {
-        let port = Steered {
-            id: PortId(id),
-            sends_to: sends_to.map(PortId),
-            several_flows: true,
-            current,
-        };
-        choose_solo(port, busy, workers)
+        choose_solo(self::busy(id, sends_to, current), busy, workers)
     }
 
     #[test]
@@ -364,12 +396,7 @@ mod tests {
             several_flows: false,
             ..busy(id, sends_to, solo)
         };
-        let port = Steered {
-            id: PortId(2),
-            sends_to: Some(PortId(1)),
-            several_flows: false,
-            current: 1,
-        };
+        let port = one_flow(2, Some(1), 1);
         let choice = choose_solo(port, &[one_flow(1, Some(2), 0)], 2);
         assert_eq!(
             choice,
@@ -381,10 +408,7 @@ mod tests {
         // Either side carrying several flows is enough.
         let choice = choose_solo(port, &[busy(1, Some(2), 0)], 2);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
-        let several = Steered {
-            several_flows: true,
-            ..port
-        };
+        let several = busy(2, Some(1), 1);
         let choice = choose_solo(several, &[one_flow(1, Some(2), 0)], 2);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
     }

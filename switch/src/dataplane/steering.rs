@@ -321,12 +321,14 @@ impl PortSteering {
             return false;
         }
         let solo = if mode == ReadMode::ByPort {
-            choose_solo() % MAX_LANES
+            choose_solo()
         } else {
             now.solo()
         };
         let number = STEERINGS.fetch_add(1, Ordering::Relaxed) + 1;
         let word = Word::new(number, mode_bits(mode), now.mode(), solo);
+        // The kernel is told the lane the word keeps.
+        let solo = word.solo();
         hold_readers(&mut || self.steered.store(word.0, Ordering::Release));
         log::debug!(
             "port {}: steering {} ({number}, solo lane {solo})",

@@ -92,7 +92,7 @@ fn solos_after_talking(hosts: &[[u8; 6]], flows: u16) -> Vec<usize> {
         }
         let port = &lanes[&PortId(2 * i as u32 + 1)];
         wait_for("the bulk frames read", || {
-            port.steering.read_lately() && (flows == 1 || port.bulk_flows.several())
+            port.steering.read_lately() && (flows == 1 || port.talk.several_flows())
         });
     }
     dp.shared.worker_load_changed(true);
