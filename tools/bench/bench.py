@@ -38,6 +38,15 @@ sys.path.insert(0, HERE)
 
 from tsbench import outbound, placement, report, spread, switches, two_hosts  # noqa: E402
 from tsbench.measure import IperfServer, Meter, Tests  # noqa: E402
+from tsbench.neighbour import LIMIT_S, Neighbour  # noqa: E402
+from tsbench.options import (  # noqa: E402
+    TESTS,
+    mtu_list,
+    outbound_test_list,
+    percent,
+    port_counts,
+    test_list,
+)
 from tsbench.system import (  # noqa: E402
     CLK_TCK,
     BenchError,
@@ -57,9 +66,7 @@ from tsbench.topology import Topology  # noqa: E402
 
 PREFIX = "tsb"
 REPO = os.path.dirname(os.path.dirname(HERE))
-TESTS = ("tcp1", "tcp2", "udp", "ping")
 IDLE_PORT_TESTS = ("tcp1", "udp")  # between the two busy ports, the others idle
-MAX_IDLE_PORTS = 1024
 REQUIRED = {"ip": "iproute2", "iperf3": "iperf3", "ping": "iputils-ping"}
 
 
@@ -181,6 +188,13 @@ def parse_args():
         f"(default: {','.join(str(m) for m in outbound.MTUS)})",
     )
     p.add_argument(
+        "--neighbour",
+        type=percent,
+        metavar="PCT",
+        help="a busy neighbour: a process that keeps PCT %% of one CPU busy at random moments "
+        "through every test, the same for every switch (a shared machine, made on purpose)",
+    )
+    p.add_argument(
         "--cleanup",
         action="store_true",
         help="only delete namespaces left by a benchmark run that was killed",
@@ -199,54 +213,6 @@ def parse_args():
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (3 if args.quick else 20)
     args.idle_seconds = 3 if args.quick else 5
     return args
-
-
-def test_list(text):
-    """--tests: names from TESTS, in TESTS' order."""
-    asked = {t.strip() for t in text.split(",") if t.strip()}
-    unknown = asked - set(TESTS)
-    if not asked or unknown:
-        raise argparse.ArgumentTypeError(
-            f"tests are {', '.join(TESTS)}: {text!r}"
-            + (f" ({', '.join(sorted(unknown))}?)" if unknown else "")
-        )
-    return [t for t in TESTS if t in asked]
-
-
-def outbound_test_list(text):
-    """--outbound-tests: names from outbound.TESTS, in its order ("iperf":
-    both of its iperf3 directions)."""
-    asked = {t.strip() for t in text.split(",") if t.strip()}
-    if "iperf" in asked:
-        asked = (asked - {"iperf"}) | set(outbound.IPERF_TESTS)
-    unknown = asked - set(outbound.TESTS)
-    if not asked or unknown:
-        raise argparse.ArgumentTypeError(
-            f"outbound tests are iperf, {', '.join(outbound.TESTS)}: {text!r}"
-        )
-    return [t for t in outbound.TESTS if t in asked]
-
-
-def mtu_list(text):
-    """--outbound-mtus: ascending MTUs from 1280 to 65520."""
-    try:
-        mtus = sorted({int(m) for m in text.split(",") if m.strip()})
-    except ValueError:
-        mtus = []
-    if not mtus or mtus[0] < 1280 or mtus[-1] > 65520:
-        raise argparse.ArgumentTypeError(f"MTUs from 1280 to 65520: {text!r}")
-    return mtus
-
-
-def port_counts(text):
-    """--idle-ports: ascending port counts, each from 3 to MAX_IDLE_PORTS."""
-    try:
-        counts = sorted({int(k) for k in text.split(",") if k.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not counts or counts[0] < 3 or counts[-1] > MAX_IDLE_PORTS:
-        raise argparse.ArgumentTypeError(f"port counts go from 3 to {MAX_IDLE_PORTS}: {text!r}")
-    return counts
 
 
 def check_environment(args):
@@ -615,10 +581,12 @@ def benchmark(args, workdir, cleanup):
             "quick": args.quick,
             "runs": args.runs,
             "idle_ports": args.idle_ports,
+            "neighbour": args.neighbour,
         },
         "switches": {},
     }
     per_run = {}
+    args.neighbour_used = []  # % of a CPU the neighbour took, per run
     idle_classes = [switches.with_ports(n) for n in [2, *args.idle_ports]]
     idle_entries, idle_per_run = {}, {}
     for index in range(args.runs):
@@ -648,6 +616,8 @@ def benchmark(args, workdir, cleanup):
             run_info["mac_fill"] = mac_fill(workdir, cleanup)
         except BenchError as err:
             log(f"memory test failed: {err}")
+    if args.neighbour:
+        run_info["settings"]["neighbour_used"] = args.neighbour_used
     with open(os.path.join(workdir, "run.json"), "w") as f:
         json.dump(run_info, f, indent=1)
     for markdown, name in ((False, "report.txt"), (True, "report.md")):
@@ -671,7 +641,17 @@ def one_run(args, index, classes, tests, workdir, cleanup, entries):
     )
     log(f"idle CPU of the switches over {args.idle_seconds} s")
     measure_idle(candidates, args.idle_seconds)
+    neighbour = None
+    if args.neighbour:
+        neighbour = Neighbour(args.neighbour, LIMIT_S)
+        neighbour.start()
+        cleanup.push("the busy neighbour", neighbour.stop)
+        log(f"a neighbour keeps {args.neighbour:g} % of a CPU busy (pid {neighbour.proc.pid})")
     measure_all(args, candidates, meter, tests, first_run=index == 0)
+    if neighbour:
+        neighbour.stop()
+        args.neighbour_used.append(round(neighbour.used_pct(), 1))
+        log(f"the neighbour used {neighbour.used_pct():.0f} % of a CPU")
     results = {}
     for cand in candidates:
         results[cand.switch.key] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
-from tsbench import connrate, outbound, placement, report, spread  # noqa: E402
+from tsbench import connrate, neighbour, options, outbound, placement, report, spread  # noqa: E402
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad  # noqa: E402
 from tsbench.topology import Topology  # noqa: E402
@@ -383,6 +383,8 @@ class Report(unittest.TestCase):
         self.assertEqual(by_name["switch wake-ups per ping round trip"], ["—", "1.02 (1.00–1.06)"])
 
     def test_idle_cpu_below_one_tick_shows_the_resolution(self):
+        phrase = report.neighbour_phrase({"neighbour": 30.0, "neighbour_used": [30.8]})
+        self.assertTrue(phrase.endswith("; it used 31 %"), phrase)
         run = sample_run()
         run["switches"]["mine"].update(idle_cpu_pct=0.0, idle_resolution_pct=0.2)
         _, rows = report.absolute_table(run)
@@ -675,6 +677,46 @@ class IdlePorts(unittest.TestCase):
         self.assertEqual(names[0], ("i1", "j1"))
         self.assertEqual(len({n for pair in names for n in pair}), 508)
         self.assertTrue(all(len(n) < 16 for pair in names for n in pair))
+
+
+class BusyNeighbour(unittest.TestCase):
+    def test_the_share_is_above_0_and_at_most_a_cpu(self):
+        self.assertEqual(options.percent("30"), 30.0)
+        self.assertEqual(options.percent("100"), 100.0)
+        for bad in ("0", "-5", "101", "half", ""):
+            with self.assertRaises(argparse.ArgumentTypeError):
+                options.percent(bad)
+
+    def test_pauses_average_to_the_share_and_vary(self):
+        burst = neighbour.BURST_S
+        # The middle of the random range is the mean: busy 25 % means a
+        # pause of three bursts.
+        self.assertAlmostEqual(neighbour.pause_after_burst(25, rng=lambda: 0.5), 3 * burst)
+        self.assertAlmostEqual(neighbour.pause_after_burst(25, rng=lambda: 0.0), 1.5 * burst)
+        self.assertAlmostEqual(neighbour.pause_after_burst(25, rng=lambda: 1.0), 4.5 * burst)
+        self.assertEqual(neighbour.pause_after_burst(100, rng=lambda: 0.5), 0)
+
+    def test_the_neighbour_stops_when_told_and_by_itself(self):
+        told = neighbour.Neighbour(50, limit_s=60)
+        told.start()
+        time.sleep(0.3)
+        told.stop()
+        self.assertIsNotNone(told.proc.poll(), "still running after stop()")
+        self.assertGreaterEqual(told.used_pct(), 0)
+        alone = neighbour.Neighbour(50, limit_s=0.2)
+        alone.start()
+        self.assertEqual(alone.proc.wait(timeout=10), 0, "did not end at its time limit")
+
+    def test_the_report_says_what_the_neighbour_did(self):
+        self.assertEqual(report.neighbour_phrase({"neighbour": None}), "")
+        phrase = report.neighbour_phrase({"neighbour": 30.0, "neighbour_used": [28.4, 31.2]})
+        self.assertEqual(
+            phrase,
+            "; a neighbour process kept 30 % of a CPU busy at random moments; it used 28–31 %",
+        )
+        run = sample_run()
+        run["settings"]["neighbour"] = 30.0
+        self.assertIn("kept 30 % of a CPU busy", report.render(run))
 
 
 class CommandLine(unittest.TestCase):

@@ -313,13 +313,24 @@ def runs_phrase(settings):
     return f"{runs} runs × " if runs > 1 else ""
 
 
+def neighbour_phrase(settings):
+    """What the busy neighbour (--neighbour) did, if there was one."""
+    pct = settings.get("neighbour")
+    if not pct:
+        return ""
+    used = settings.get("neighbour_used") or []
+    low, high = (f"{min(used):.0f}", f"{max(used):.0f}") if used else ("", "")
+    took = "" if not used else f"; it used {low} %" if low == high else f"; it used {low}–{high} %"
+    return f"; a neighbour process kept {pct:g} % of a CPU busy at random moments{took}"
+
+
 def render(run, markdown=False):
     s = run["settings"]
     parts = [
         f"tapswitch bench, {run['started']}, commit {run.get('commit', '?')}: "
         f"{runs_phrase(s)}{s['reps']} repetitions, {s['duration']} s per iperf3 test, "
         f"{s['pings']} pings; "
-        f"{run['machine']}"
+        f"{run['machine']}{neighbour_phrase(s)}"
     ]
     ratios = ratio_table(run)
     if ratios:
