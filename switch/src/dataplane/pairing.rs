@@ -39,7 +39,8 @@
 //! when it changes. Bulk flows are counted from the frames larger than an
 //! Ethernet MTU (GSO super-frames: a bulk TCP sender's), by how often such
 //! a frame belongs to another flow than the one before ([`BulkFlows`]);
-//! a smaller frame costs one comparison.
+//! a smaller frame costs one comparison. Both live in the port's [`Talk`],
+//! which the rules read.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
