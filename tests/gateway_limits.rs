@@ -18,6 +18,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use tapswitch_tests::gateway_kit::tcp_echo_waiting;
 use tapswitch_tests::remote::{
     BIG_ANSWERS, BLACK_HOLE, DNS_ANSWER, DNS_PORT, HALF_CLOSE_GREETING, HALF_CLOSE_PORT, HOLD_PORT,
     REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT, dns_addresses, dns_query,
@@ -206,27 +207,6 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
     );
 }
 
-/// Connects from `ns` to `to`, sends `bytes` bytes (then closes its
-/// sending half) while reading the echo until the remote closes; true if
-/// every byte came back intact and in order.
-fn echo_intact(ns: &Netns, to: SocketAddrV4, bytes: usize) -> io::Result<bool> {
-    ns.run(move || {
-        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(10))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let sent: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
-        let mut writer = stream.try_clone()?;
-        let data = sent.clone();
-        let writing = std::thread::spawn(move || -> io::Result<()> {
-            writer.write_all(&data)?;
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut back = Vec::with_capacity(bytes);
-        (&stream).read_to_end(&mut back)?;
-        writing.join().expect("writer thread")?;
-        Ok(back == sent)
-    })
-}
-
 /// A container's SYN flood (bounded: [`FLOOD_SYNS`] connects to a black
 /// hole, each retransmitted by its kernel) fills only that container's
 /// share of pending connects; another container's 10 MB transfer comes
@@ -263,9 +243,9 @@ fn a_syn_flood_from_one_container_leaves_the_others_transfer_intact() {
             .collect()
     });
     let echo = SocketAddrV4::new(REMOTE_IP, TCP_ECHO_PORT);
-    let intact = echo_intact(victim, echo, 10 << 20)
+    let (sent, back) = tcp_echo_waiting(victim, echo, 10 << 20, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("the victim's transfer: {e}\n{}", services(&switch)));
-    assert!(intact, "the victim's 10 MB came back intact");
+    assert!(back == sent, "the victim's 10 MB came back intact");
 
     let stats = services(&switch);
     let flows = &stats["flows"];

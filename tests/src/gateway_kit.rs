@@ -98,8 +98,33 @@ pub fn tcp_echo_in(ns: &str, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<
 
 /// [`tcp_echo`] from the namespace at `netns` (see [`crate::netns::in_netns_at`]).
 pub fn tcp_echo_at(netns: &Path, to: SocketAddrV4, bytes: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    echo_at(netns, to, bytes, Duration::from_secs(5))
+}
+
+/// [`tcp_echo`] that waits up to `connect_timeout` for the connection (a
+/// gateway busy with a flood may answer late).
+pub fn tcp_echo_waiting(
+    ns: &Netns,
+    to: SocketAddrV4,
+    bytes: usize,
+    connect_timeout: Duration,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    echo_at(
+        &crate::netns::netns_path(&ns.name),
+        to,
+        bytes,
+        connect_timeout,
+    )
+}
+
+fn echo_at(
+    netns: &Path,
+    to: SocketAddrV4,
+    bytes: usize,
+    connect_timeout: Duration,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
     crate::netns::in_netns_at(netns, move || {
-        let stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+        let stream = TcpStream::connect_timeout(&to.into(), connect_timeout)?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         let sent: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
         let mut writer = stream.try_clone()?;
