@@ -348,6 +348,24 @@ const IPV6_FIELDS: &[FieldSpec] = &[
     ("ipv6.dst", 16, Kind::Ipv6),
 ];
 
+/// Hop-by-hop options, routing and destination options headers: their
+/// first two bytes (the data, of the length they state, follows).
+const EXTENSION_FIELDS: &[FieldSpec] = &[
+    ("ipv6.ext.next_header", 1, Kind::Dec),
+    ("ipv6.ext.len", 1, Kind::Dec),
+];
+
+const FRAGMENT_FIELDS: &[FieldSpec] = &[
+    ("ipv6.frag.next_header", 1, Kind::Dec),
+    ("ipv6.frag.reserved", 1, Kind::Hex),
+    ("ipv6.frag.offset_flags", 2, Kind::Hex),
+    ("ipv6.frag.id", 4, Kind::Hex),
+];
+
+/// Extension headers named before the rest is left as payload (a packet
+/// may chain them, RFC 8200 recommends each at most once or twice).
+const MAX_EXTENSION_HEADERS: usize = 8;
+
 const ICMPV6_FIELDS: &[FieldSpec] = &[
     ("icmpv6.type", 1, Kind::Dec),
     ("icmpv6.code", 1, Kind::Dec),
@@ -356,7 +374,8 @@ const ICMPV6_FIELDS: &[FieldSpec] = &[
 
 /// The header fields of an Ethernet frame, as far as they are understood:
 /// Ethernet and VLAN tags, then ARP, or IPv4 with ICMP, UDP or TCP, or IPv6
-/// with ICMPv6, UDP or TCP. A frame cut short gets the fields it holds.
+/// and its extension headers with ICMPv6, UDP or TCP (no transport header
+/// in a later fragment). A frame cut short gets the fields it holds.
 fn fields(frame: &[u8]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -411,14 +430,47 @@ fn fields(frame: &[u8]) -> Vec<Field> {
             if options > 0 && !add(&[("ipv4.options", options, Kind::Bytes)], &mut at) {
                 return out;
             }
-            add(transport_fields(ip.protocol()), &mut at)
+            // A later fragment carries no transport header: its first
+            // bytes are the middle of a segment.
+            if ip.fragment_offset() != 0 {
+                true
+            } else {
+                add(transport_fields(ip.protocol()), &mut at)
+            }
         }
         ethernet::ethertype::IPV6 => {
             if !add(IPV6_FIELDS, &mut at) {
                 return out;
             }
-            let ip = ipv6::Packet::new_unchecked(&frame[l3..]);
-            add(transport_fields(ip.next_header()), &mut at)
+            let mut next = ipv6::Packet::new_unchecked(&frame[l3..]).next_header();
+            // Extension headers (RFC 8200 section 4) come before the
+            // transport header, a fragment header's offset says whether
+            // there is one.
+            let mut later_fragment = false;
+            for _ in 0..MAX_EXTENSION_HEADERS {
+                match next {
+                    wire::ip::HOPOPTS | wire::ip::ROUTING | wire::ip::DSTOPTS => {
+                        let Ok(ext) = ipv6::ExtHeader::new_checked(&frame[at..]) else {
+                            break;
+                        };
+                        next = ext.next_header();
+                        let data = ext.header_len() - 2;
+                        add(EXTENSION_FIELDS, &mut at);
+                        add(&[("ipv6.ext.data", data, Kind::Bytes)], &mut at);
+                    }
+                    wire::ip::FRAGMENT => {
+                        let start = at;
+                        if !add(FRAGMENT_FIELDS, &mut at) {
+                            return out;
+                        }
+                        next = frame[start];
+                        let offset_flags = u16::from_be_bytes([frame[start + 2], frame[start + 3]]);
+                        later_fragment = offset_flags >> 3 != 0;
+                    }
+                    _ => break,
+                }
+            }
+            later_fragment || add(transport_fields(next), &mut at)
         }
         _ => true,
     };
@@ -564,6 +616,86 @@ mod tests {
             frame_difference(&want, &got)
                 .unwrap()
                 .starts_with("udp.sport (bytes 54-55)")
+        );
+    }
+
+    /// An IPv6 frame from fe80::1 to ff02::16 whose next header is `next`,
+    /// followed by `rest` (extension headers, then the transport header).
+    fn ipv6_frame(next: u8, rest: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x33, 0x33, 0, 0, 0, 0x16, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let len = rest.len() as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, next, 1]);
+        f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16]);
+        f.extend_from_slice(rest);
+        f
+    }
+
+    fn differ_at(want: &[u8], i: usize) -> String {
+        let mut got = want.to_vec();
+        got[i] ^= 1;
+        frame_difference(want, &got).unwrap()
+    }
+
+    #[test]
+    fn names_fields_behind_ipv6_extension_headers() {
+        // An MLDv2 report: hop-by-hop options (router alert), then ICMPv6.
+        let hop_by_hop = [58, 0, 5, 2, 0, 0, 1, 0];
+        let report = [143, 0, 0x12, 0x34, 0, 0, 0, 1];
+        let mld = ipv6_frame(0, &[&hop_by_hop[..], &report[..]].concat());
+        assert_eq!(
+            differ_at(&mld, 54),
+            "ipv6.ext.next_header (bytes 54-54) differs: expected 58, got 59"
+        );
+        assert_eq!(
+            differ_at(&mld, 58),
+            "bytes 58-58 of ipv6.ext.data differ: expected 00, got 01"
+        );
+        assert_eq!(
+            differ_at(&mld, 62),
+            "icmpv6.type (bytes 62-62) differs: expected 143, got 142"
+        );
+        // Routing, then destination options, then UDP.
+        let routing = [60, 0, 0, 0, 0, 0, 0, 0];
+        let options = [17, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let udp = [0, 53, 0, 53, 0, 8, 0, 0];
+        let chained = ipv6_frame(43, &[&routing[..], &options[..], &udp[..]].concat());
+        assert!(differ_at(&chained, 54 + 8 + 16 + 1).starts_with("udp.sport (bytes 78-79)"));
+        // An extension header cut short: the rest is payload, not misnamed.
+        let cut = ipv6_frame(0, &[58, 1, 0, 0, 0, 0, 0, 0, 143, 0, 0, 0]);
+        assert_eq!(
+            differ_at(&cut, 62),
+            "bytes 62-62 of payload differ: expected 8f, got 8e"
+        );
+    }
+
+    #[test]
+    fn a_later_fragment_has_no_transport_fields() {
+        let udp = [0, 53, 0, 53, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let fragment = |offset_flags: u16| {
+            let [high, low] = offset_flags.to_be_bytes();
+            let header = [17, 0, high, low, 0, 0, 0, 7];
+            ipv6_frame(44, &[&header[..], &udp[..]].concat())
+        };
+        let first = fragment(1); // offset 0, more fragments
+        assert_eq!(
+            differ_at(&first, 57),
+            "ipv6.frag.offset_flags (bytes 56-57) differs: expected 0x0001, got 0x0000"
+        );
+        assert!(differ_at(&first, 63).starts_with("udp.sport (bytes 62-63)"));
+        let later = fragment(185 << 3); // offset 1480 bytes: the middle of the datagram
+        assert_eq!(
+            differ_at(&later, 63),
+            "bytes 63-63 of payload differ: expected 35, got 34"
+        );
+
+        let mut v4 = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        v4.extend_from_slice(&[0x45, 0, 0, 36, 0, 7, 0, 185, 64, 17, 0, 0]);
+        v4.extend_from_slice(&[172, 17, 0, 2, 172, 17, 0, 1]);
+        v4.extend_from_slice(&udp);
+        assert_eq!(
+            differ_at(&v4, 35),
+            "bytes 35-35 of payload differ: expected 35, got 34"
         );
     }
 
