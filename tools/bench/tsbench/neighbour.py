@@ -8,7 +8,8 @@ process keeps PCT % of a CPU busy, in bursts of BURST_S at random moments,
 through every test of a run and for every switch alike. It is an ordinary
 program left to the scheduler (not pinned, ordinary priority), does nothing
 but spin and sleep (no network, no files), and ends by itself after its
-time limit, so a benchmark that dies leaves it behind for minutes at most.
+time limit, so a benchmark killed with SIGKILL leaves it behind for an
+hour at most (every other ending stops it at once).
 
 It is started in the benchmark's session, so the foreign-load check
 (`system.ForeignLoad`) does not count it; `used_pct()` says how much CPU it

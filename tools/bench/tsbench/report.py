@@ -319,8 +319,10 @@ def neighbour_phrase(settings):
     if not pct:
         return ""
     used = settings.get("neighbour_used") or []
-    low, high = (f"{min(used):.0f}", f"{max(used):.0f}") if used else ("", "")
-    took = "" if not used else f"; it used {low} %" if low == high else f"; it used {low}–{high} %"
+    took = ""
+    if used:
+        low, high = f"{min(used):.0f}", f"{max(used):.0f}"
+        took = f"; it used {low} %" if low == high else f"; it used {low}–{high} %"
     return f"; a neighbour process kept {pct:g} % of a CPU busy at random moments{took}"
 
 
