@@ -4,7 +4,7 @@
 //! [`REMOTE_IP`]. Nothing leaves the namespaces the test made.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -180,25 +180,38 @@ fn spawn_udp(
     })
 }
 
-/// Echoes each connection's bytes back until its client closes, then
-/// closes too.
-fn spawn_tcp_echo(listener: TcpListener, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// Accepts connections on `listener` until `stop`, serving each in a
+/// thread of its own (blocking, reads timing out after `read_timeout`).
+fn serve_connections(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    read_timeout: Option<Duration>,
+    serve: impl Fn(TcpStream) + Clone + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 65_536];
-                        while let Ok(n) = stream.read(&mut buf) {
-                            if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    });
+                    stream.set_read_timeout(read_timeout).unwrap();
+                    let serve = serve.clone();
+                    std::thread::spawn(move || serve(stream));
                 }
                 Err(_) => std::thread::sleep(ACCEPT_NAP),
+            }
+        }
+    })
+}
+
+/// Echoes each connection's bytes back until its client closes, then
+/// closes too.
+fn spawn_tcp_echo(listener: TcpListener, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    serve_connections(listener, stop, None, |mut stream| {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                break;
             }
         }
     })
@@ -210,33 +223,19 @@ fn spawn_half_close(
     stop: Arc<AtomicBool>,
     received: Arc<Mutex<Vec<usize>>>,
 ) -> std::thread::JoinHandle<()> {
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let received = received.clone();
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(30)))
-                        .unwrap();
-                    std::thread::spawn(move || {
-                        if stream.write_all(HALF_CLOSE_GREETING).is_err()
-                            || stream.shutdown(std::net::Shutdown::Write).is_err()
-                        {
-                            return;
-                        }
-                        let mut sink = Vec::new();
-                        if stream.read_to_end(&mut sink).is_ok() {
-                            received
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(sink.len());
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(ACCEPT_NAP),
-            }
+    let timeout = Some(Duration::from_secs(30));
+    serve_connections(listener, stop, timeout, move |mut stream| {
+        if stream.write_all(HALF_CLOSE_GREETING).is_err()
+            || stream.shutdown(std::net::Shutdown::Write).is_err()
+        {
+            return;
+        }
+        let mut sink = Vec::new();
+        if stream.read_to_end(&mut sink).is_ok() {
+            received
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(sink.len());
         }
     })
 }
@@ -300,37 +299,22 @@ fn spawn_dns_tcp(
     stop: Arc<AtomicBool>,
     queries: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let queries = queries.clone();
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(10)))
-                        .unwrap();
-                    std::thread::spawn(move || {
-                        let mut len = [0u8; 2];
-                        while stream.read_exact(&mut len).is_ok() {
-                            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                            if stream.read_exact(&mut query).is_err() {
-                                return;
-                            }
-                            queries.fetch_add(1, Ordering::Relaxed);
-                            let Some(answer) = dns_answer_tcp(&query) else {
-                                return;
-                            };
-                            let mut framed =
-                                u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
-                            framed.extend_from_slice(&answer);
-                            if stream.write_all(&framed).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(ACCEPT_NAP),
+    let timeout = Some(Duration::from_secs(10));
+    serve_connections(listener, stop, timeout, move |mut stream| {
+        let mut len = [0u8; 2];
+        while stream.read_exact(&mut len).is_ok() {
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if stream.read_exact(&mut query).is_err() {
+                return;
+            }
+            queries.fetch_add(1, Ordering::Relaxed);
+            let Some(answer) = dns_answer_tcp(&query) else {
+                return;
+            };
+            let mut framed = u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
+            framed.extend_from_slice(&answer);
+            if stream.write_all(&framed).is_err() {
+                return;
             }
         }
     })
