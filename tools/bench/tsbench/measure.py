@@ -26,7 +26,17 @@ import subprocess
 import time
 
 from .placement import parse_status_switches
-from .system import CLK_TCK, BenchError, cpu_ticks, in_ns, log, machine_ticks, start, stop
+from .system import (
+    CLK_TCK,
+    BenchError,
+    cpu_ticks,
+    in_ns,
+    log,
+    machine_ticks,
+    start,
+    stop,
+    threads,
+)
 
 UDP_PAYLOAD = 64
 PING_INTERVAL = 0.005  # root may ping faster than 0.2 s
@@ -109,18 +119,13 @@ def sleeps(pids):
     """Voluntary context switches of every thread of the processes: each is
     a sleep, ended by a wake-up. Threads that ended are not counted."""
     total = 0
-    for pid in pids:
+    for pid, tid in threads(pids):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                voluntary, _ = parse_status_switches(f.read())
         except OSError:
             continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/status") as f:
-                    voluntary, _ = parse_status_switches(f.read())
-            except OSError:
-                continue
-            total += voluntary or 0
+        total += voluntary or 0
     return total
 
 

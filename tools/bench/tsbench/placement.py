@@ -24,10 +24,11 @@ Sampling is bounded: at most MAX_SAMPLES samples per test, and a thread
 stops being read once it is gone.
 """
 
-import os
 import threading
 import time
 from collections import Counter
+
+from .system import threads
 
 INTERVAL_S = 0.1
 MAX_SAMPLES = 1200  # two minutes at 100 ms; tests are far shorter
@@ -184,20 +185,15 @@ class Sampler:
         with self._lock:
             pids = dict(self._pids)
         tick = self.ticks
-        for pid, role in pids.items():
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
+        for pid, tid in threads(pids):
+            reading = read_thread(pid, tid)
+            if reading is None:
                 continue
-            for tid in map(int, tids):
-                reading = read_thread(pid, tid)
-                if reading is None:
-                    continue
-                known = self._threads.get((pid, tid))
-                if known is None:
-                    self._threads[(pid, tid)] = Thread(role, pid, tid, reading, tick)
-                else:
-                    known.record(reading, tick)
+            known = self._threads.get((pid, tid))
+            if known is None:
+                self._threads[(pid, tid)] = Thread(pids[pid], pid, tid, reading, tick)
+            else:
+                known.record(reading, tick)
         self.ticks += 1
 
     def summary(self):

@@ -300,23 +300,30 @@ def cpu_ticks(pids):
     return total
 
 
-def run_ns(pids):
-    """Nanoseconds the processes' threads have run (schedstat), or None
-    when the kernel does not keep it. Threads that ended are not counted."""
-    total = 0
+def threads(pids):
+    """(pid, tid) of every thread of the processes, as /proc lists them
+    now (a process that is gone has none)."""
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except FileNotFoundError:
-                continue
-            except (OSError, IndexError, ValueError):
-                return None
+            yield pid, int(tid)
+
+
+def run_ns(pids):
+    """Nanoseconds the processes' threads have run (schedstat), or None
+    when the kernel does not keep it. Threads that ended are not counted."""
+    total = 0
+    for pid, tid in threads(pids):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            continue
+        except (OSError, IndexError, ValueError):
+            return None
     return total
 
 
