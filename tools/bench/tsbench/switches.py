@@ -213,29 +213,10 @@ class TapswitchRootless(Tapswitch):
         )
         cleanup.push(f"sleep pid {holder.pid}", lambda: stop(holder))
         netns = f"/proc/{holder.pid}/ns/net"
-        for i, host in enumerate(topo.hosts):
+        for i in range(len(topo.hosts)):
             # Root makes the pair (as a container runtime would): eth0 in the
             # host, the switch's end in the user's namespace.
-            run(
-                [
-                    "ip",
-                    "-n",
-                    host.ns,
-                    "link",
-                    "add",
-                    host.ifname,
-                    "address",
-                    host.mac,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    topo.port_name(i),
-                    "netns",
-                    str(holder.pid),
-                ]
-            )
-            run(["nsenter", f"--net={netns}", "ip", "link", "set", topo.port_name(i), "up"])
+            topo.add_veth(i, holder_pid=holder.pid)
         self.control = os.path.join(home, f"{self.key}.sock")
         argv = [*as_user, self.binary, "serve", "--control", self.control, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")

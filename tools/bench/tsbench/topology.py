@@ -55,10 +55,12 @@ class Topology:
         for ns in self.namespaces:
             create_namespace(ns, self.cleanup)
 
-    def add_veth(self, index):
+    def add_veth(self, index, holder_pid=None):
         """A veth pair: eth0 in host `index`, port p<index+1> in the switch
-        namespace (up, no address)."""
+        namespace, or in the network namespace of process `holder_pid`
+        (up, no address)."""
         host, port = self.hosts[index], self.port_name(index)
+        peer_ns = str(holder_pid) if holder_pid else self.switch_ns
         run(
             [
                 "ip",
@@ -75,10 +77,13 @@ class Topology:
                 "name",
                 port,
                 "netns",
-                self.switch_ns,
+                peer_ns,
             ]
         )
-        run(["ip", "-n", self.switch_ns, "link", "set", port, "up"])
+        if holder_pid:
+            run(["nsenter", f"--net=/proc/{holder_pid}/ns/net", "ip", "link", "set", port, "up"])
+        else:
+            run(["ip", "-n", self.switch_ns, "link", "set", port, "up"])
 
     @staticmethod
     def idle_port_names(count):
