@@ -2,9 +2,10 @@
 
 use std::net::Ipv4Addr;
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
 };
 
 /// A broadcast ARP request from `src_mac`/`src_ip` asking for `target`.
@@ -41,26 +42,54 @@ pub(crate) fn echo_request(
         seq_no,
         data,
     };
-    let ip = Ipv4Repr {
-        src_addr: src_ip,
-        dst_addr: dst_ip,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
+    let packet = ipv4_icmp(src_ip, dst_ip, &icmp);
     let eth = EthernetRepr {
         src_addr: EthernetAddress(src_mac),
         dst_addr: EthernetAddress(dst_mac),
         ethertype: EthernetProtocol::Ipv4,
     };
-    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + icmp.buffer_len()];
+    let mut buf = vec![0; eth.buffer_len() + packet.len()];
     let mut frame = EthernetFrame::new_unchecked(&mut buf);
     eth.emit(&mut frame);
-    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-    ip.emit(&mut packet, &Default::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &Default::default(),
-    );
+    frame.payload_mut().copy_from_slice(&packet);
     buf
+}
+
+/// The IPv4 packet (TTL 64, checksums filled) carrying TCP segment `tcp`
+/// from `src` to `dst`.
+pub(crate) fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr<'_>) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
+    let ip = ipv4_header(src, dst, IpProtocol::Tcp, tcp.buffer_len());
+    let mut packet = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.emit(&mut view, &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(view.payload_mut()),
+        &src.into(),
+        &dst.into(),
+        &caps,
+    );
+    packet
+}
+
+/// The IPv4 packet (TTL 64, checksums filled) carrying ICMP message `icmp`
+/// from `src` to `dst`.
+pub(crate) fn ipv4_icmp(src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Repr<'_>) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
+    let ip = ipv4_header(src, dst, IpProtocol::Icmp, icmp.buffer_len());
+    let mut packet = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.emit(&mut view, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
+    packet
+}
+
+fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, payload_len: usize) -> Ipv4Repr {
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: protocol,
+        payload_len,
+        hop_limit: 64,
+    }
 }

@@ -227,8 +227,7 @@ fn tcp_to(
     ack: Option<i32>,
     payload: &[u8],
 ) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber};
+    use smoltcp::wire::{TcpRepr, TcpSeqNumber};
     let tcp = TcpRepr {
         src_port,
         dst_port,
@@ -243,23 +242,7 @@ fn tcp_to(
         timestamp: None,
         payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: HOST,
-        dst_addr: GW,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut packet = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
-    ip.emit(&mut view, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(view.payload_mut()),
-        &HOST.into(),
-        &GW.into(),
-        &caps,
-    );
+    let packet = crate::test_frames::ipv4_tcp(HOST, GW, &tcp);
     ethernet(HOST_MAC, gateway.mac(), &packet)
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber,
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, TcpControl, TcpRepr,
+    TcpSeqNumber,
 };
 
 use super::at;
@@ -83,23 +83,7 @@ pub(super) fn syn() -> Vec<u8> {
         timestamp: None,
         payload: &[],
     };
-    let ip = Ipv4Repr {
-        src_addr: CONTAINER,
-        dst_addr: REMOTE,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut bytes = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut bytes[..]), &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut bytes[ip.buffer_len()..]),
-        &CONTAINER.into(),
-        &REMOTE.into(),
-        &caps,
-    );
-    bytes
+    crate::test_frames::ipv4_tcp(CONTAINER, REMOTE, &tcp)
 }
 
 #[test]
@@ -169,20 +153,7 @@ fn no_error_about_errors_fragments_or_non_hosts() {
         seq_no: 1,
         data: b"hi",
     };
-    let ip = Ipv4Repr {
-        src_addr: CONTAINER,
-        dst_addr: REMOTE,
-        next_header: IpProtocol::Icmp,
-        payload_len: echo.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut ping = vec![0u8; ip.buffer_len() + echo.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut ping[..]), &caps);
-    echo.emit(
-        &mut Icmpv4Packet::new_unchecked(&mut ping[ip.buffer_len()..]),
-        &caps,
-    );
+    let ping = crate::test_frames::ipv4_icmp(CONTAINER, REMOTE, &echo);
     assert!(unreachable_packet(Unreachable::Host, GATEWAY, &ping).is_some());
 }
 

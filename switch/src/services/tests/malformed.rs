@@ -19,23 +19,7 @@ fn segment(src_port: u16, seq: u32, control: TcpControl, payload: &[u8], mss: bo
         timestamp: None,
         payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: HOST,
-        dst_addr: OUTSIDE,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut packet = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
-    ip.emit(&mut view, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(view.payload_mut()),
-        &HOST.into(),
-        &OUTSIDE.into(),
-        &caps,
-    );
+    let packet = crate::test_frames::ipv4_tcp(HOST, OUTSIDE, &tcp);
     from_host(&packet)
 }
 

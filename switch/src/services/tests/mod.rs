@@ -10,8 +10,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    EthernetRepr, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Ipv4Packet, TcpControl,
+    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 
 use super::*;
@@ -95,23 +95,7 @@ fn tcp_frame_to(
         timestamp: None,
         payload: b"",
     };
-    let ip = Ipv4Repr {
-        src_addr: HOST,
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut packet = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
-    ip.emit(&mut view, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(view.payload_mut()),
-        &HOST.into(),
-        &(*dst.ip()).into(),
-        &caps,
-    );
+    let packet = crate::test_frames::ipv4_tcp(HOST, *dst.ip(), &tcp);
     from_host(&packet)
 }
 
@@ -125,18 +109,7 @@ fn echo_frame_to(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8>
         seq_no,
         data,
     };
-    let ip = Ipv4Repr {
-        src_addr: HOST,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut packet = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
-    let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
-    ip.emit(&mut view, &caps);
-    icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
+    let packet = crate::test_frames::ipv4_icmp(HOST, dst, &icmp);
     from_host(&packet)
 }
 
