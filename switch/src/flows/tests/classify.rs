@@ -4,9 +4,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    UdpRepr,
 };
 
 use crate::flows::{FlowKey, GatewayAddresses, IgnoreReason, Ingress, classify, classify_with};
@@ -42,16 +42,7 @@ fn ethernet(dst: [u8; 6], ethertype: EthernetProtocol, payload: &[u8]) -> Vec<u8
 }
 
 fn arp(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(HOST_MAC),
-        source_protocol_addr: HOST,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let mut payload = vec![0u8; arp.buffer_len()];
-    arp.emit(&mut ArpPacket::new_unchecked(&mut payload[..]));
-    ethernet([0xff; 6], EthernetProtocol::Arp, &payload)
+    crate::test_frames::arp_request(HOST_MAC, HOST, target)
 }
 
 /// An IPv4 packet from `src` to `dst` around `payload` (already a

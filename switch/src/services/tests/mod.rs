@@ -9,8 +9,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Ipv4Packet, TcpControl,
+    EthernetFrame, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Ipv4Packet, TcpControl,
     TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 
@@ -114,23 +113,7 @@ fn echo_frame_to(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8>
 }
 
 fn arp(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(HOST_MAC.0),
-        source_protocol_addr: HOST,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(HOST_MAC.0),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
-    eth.emit(&mut view);
-    arp.emit(&mut ArpPacket::new_unchecked(view.payload_mut()));
-    frame
+    crate::test_frames::arp_request(HOST_MAC.0, HOST, target)
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {
