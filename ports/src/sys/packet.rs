@@ -118,19 +118,8 @@ pub(crate) fn recv_batch(
     // valid and means "no name, no buffers" until filled in below.
     let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..count {
-        iov[i][0] = libc::iovec {
-            iov_base: heads[i].as_mut_ptr().cast(),
-            iov_len: VnetHdr::LEN,
-        };
-        iov[i][1] = libc::iovec {
-            iov_base: bufs[i].as_mut_ptr().cast(),
-            iov_len: bufs[i].len(),
-        };
-        let hdr = &mut msgs[i].msg_hdr;
-        hdr.msg_iov = iov[i].as_mut_ptr();
-        hdr.msg_iovlen = 2;
-        hdr.msg_control = cmsg[i].as_mut_ptr().cast();
-        hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>();
+        iov[i] = frame_iov(&mut heads[i], bufs[i]);
+        point_at(&mut msgs[i].msg_hdr, &mut iov[i], &mut cmsg[i]);
     }
     // SAFETY: every msghdr points at iovecs and control buffers that live on
     // this stack frame for the whole call, each iovec within its slice.
@@ -152,14 +141,45 @@ pub(crate) fn recv_batch(
     }
     let received = ret as usize;
     for i in 0..received {
-        let total = msgs[i].msg_len as usize;
-        meta[i] = RecvMeta {
-            len: total.saturating_sub(VnetHdr::LEN),
-            truncated: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            vlan: vlan_from_auxdata(&msgs[i].msg_hdr),
-        };
+        meta[i] = RecvMeta::of(msgs[i].msg_len as usize, &msgs[i].msg_hdr);
     }
     Ok(received)
+}
+
+/// The two iovecs of one received frame: its virtio-net header into
+/// `head`, the frame into `buf`.
+fn frame_iov(head: &mut [u8; VnetHdr::LEN], buf: &mut [u8]) -> [libc::iovec; 2] {
+    [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: VnetHdr::LEN,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ]
+}
+
+/// Points `hdr` at a frame's iovecs and control buffer (the caller keeps
+/// them alive across the receive).
+fn point_at(hdr: &mut libc::msghdr, iov: &mut [libc::iovec; 2], cmsg: &mut [u64; CMSG_WORDS]) {
+    hdr.msg_iov = iov.as_mut_ptr();
+    hdr.msg_iovlen = iov.len();
+    hdr.msg_control = cmsg.as_mut_ptr().cast();
+    hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>();
+}
+
+impl RecvMeta {
+    /// What a received message of `total` bytes (virtio-net header
+    /// included) says about its frame.
+    fn of(total: usize, hdr: &libc::msghdr) -> Self {
+        RecvMeta {
+            len: total.saturating_sub(VnetHdr::LEN),
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+            vlan: vlan_from_auxdata(hdr),
+        }
+    }
 }
 
 /// Receives one frame with `recvmsg`: its virtio-net header into `head`,
@@ -171,24 +191,12 @@ pub(crate) fn recv_one(
     head: &mut [u8; VnetHdr::LEN],
     buf: &mut [u8],
 ) -> io::Result<Option<RecvMeta>> {
-    let mut iov = [
-        libc::iovec {
-            iov_base: head.as_mut_ptr().cast(),
-            iov_len: VnetHdr::LEN,
-        },
-        libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        },
-    ];
+    let mut iov = frame_iov(head, buf);
     let mut cmsg = [0u64; CMSG_WORDS];
     // SAFETY: msghdr is plain old data (pointers and integers); all-zero is
     // valid and means "no name, no buffers" until filled in below.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = iov.as_mut_ptr();
-    hdr.msg_iovlen = iov.len();
-    hdr.msg_control = cmsg.as_mut_ptr().cast();
-    hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>();
+    point_at(&mut hdr, &mut iov, &mut cmsg);
     // SAFETY: the msghdr points at two iovecs, each within its buffer, and
     // a control buffer, all on this stack frame or borrowed for the call.
     let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, libc::MSG_DONTWAIT) };
@@ -199,11 +207,7 @@ pub(crate) fn recv_one(
             _ => Err(err),
         };
     }
-    Ok(Some(RecvMeta {
-        len: (ret as usize).saturating_sub(VnetHdr::LEN),
-        truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-        vlan: vlan_from_auxdata(&hdr),
-    }))
+    Ok(Some(RecvMeta::of(ret as usize, &hdr)))
 }
 
 /// Finds PACKET_AUXDATA among a received message's control messages and
