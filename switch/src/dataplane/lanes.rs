@@ -192,10 +192,21 @@ impl PortLanes {
         self.steering.note_read();
     }
 
-    /// Notes where the `n` frames of `batch`, the port's, went and which
-    /// bulk flows they belong to (see `pairing.rs`).
-    fn note_sent(&self, to: Option<PortId>, batch: &RxBatch, n: usize) {
-        self.talk.note_batch(to, (0..n).map(|i| batch.get(i).1));
+    /// Forwards the `n` frames of `batch`, read from this port's `lane`:
+    /// notes the read first (whoever sees them delivered sees the note),
+    /// then where they went and which bulk flows they belong to (see
+    /// `pairing.rs`).
+    fn forward_read(
+        &self,
+        lane: &Lane,
+        batch: &mut RxBatch,
+        n: usize,
+        note_targets: bool,
+        forward: &mut Forward<'_>,
+    ) {
+        self.note_read(lane);
+        let sent = forward(&lane.handle, batch, n, note_targets);
+        self.talk.note_batch(sent, (0..n).map(|i| batch.get(i).1));
     }
 
     /// What a reader of lane `reading` must do first about the port's last
@@ -375,12 +386,9 @@ impl LaneReader {
                 if depth == ReadDepth::OneFrame && !self.read_one.contains(&id) {
                     self.read_one.push(id);
                 }
-                if let Some(port) = port {
-                    port.note_read(lane);
-                }
-                let sent = forward(&lane.handle, &mut self.batch, n, true);
-                if let Some(port) = port {
-                    port.note_sent(sent, &self.batch, n);
+                match port {
+                    Some(port) => port.forward_read(lane, &mut self.batch, n, true, forward),
+                    None => _ = forward(&lane.handle, &mut self.batch, n, true),
                 }
                 let full = n == self.batch.capacity();
                 if let (Some(port), Some(change), false) = (port, completes, full) {
@@ -445,9 +453,7 @@ impl LaneReader {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
                 Ok(n) => {
-                    port.note_read(lane);
-                    let sent = forward(&lane.handle, &mut self.batch, n, false);
-                    port.note_sent(sent, &self.batch, n);
+                    port.forward_read(lane, &mut self.batch, n, false, forward);
                     if let Some(change) = completes
                         && n < self.batch.capacity()
                     {
@@ -553,9 +559,7 @@ impl LaneReader {
                 match rx.recv_batch(&mut self.batch) {
                     Ok(n) => {
                         if n > 0 {
-                            port.note_read(lane);
-                            let sent = forward(&lane.handle, &mut self.batch, n, false);
-                            port.note_sent(sent, &self.batch, n);
+                            port.forward_read(lane, &mut self.batch, n, false, forward);
                         }
                         // A short batch: the lane was empty a moment ago,
                         // and what lands now is newer.
