@@ -24,7 +24,9 @@
 //!
 //! Backends: [`packet`] (AF_PACKET on an existing interface, such as the host
 //! end of a veth pair), [`tap`] (a TAP device), [`memory`] (in-memory, for
-//! tests), [`vxlan`] (a VXLAN tunnel over a UDP socket). Capture files:
+//! tests), [`vxlan`] (a VXLAN tunnel over a UDP socket). Between two
+//! `--iface` ports, [`shortcut`] has the kernel forward known unicast
+//! itself (eBPF). Capture files:
 //! [`capture`] reads pcap and pcapng, writes both, and writes a pcapng
 //! file per port of a live switch.
 
@@ -40,6 +42,7 @@ pub mod memory;
 pub mod namespace;
 pub mod packet;
 pub mod readiness;
+pub mod shortcut;
 mod sys;
 pub mod tap;
 pub mod transmit;
@@ -180,6 +183,10 @@ pub struct OpenedPort {
     pub lanes: Vec<Box<dyn PortRx>>,
     pub tx: Arc<dyn PortTx>,
     pub steering: Option<Box<dyn Steering>>,
+    /// What the kernel shortcut needs to forward this port's known unicast
+    /// itself ([`shortcut`]): only for an `--iface` port whose sockets were
+    /// opened in the switch's own network namespace.
+    pub kernel_path: Option<shortcut::KernelPath>,
 }
 
 /// How the switch reads the ports it reads in several receive lanes (one

@@ -16,10 +16,11 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::batch::RxBatch;
+use crate::shortcut::KernelPath;
 use crate::sys::{self, packet::MAX_BATCH, packet::RecvMeta};
 use crate::vnet::VnetHdr;
 use crate::{
-    FdTx, OpenedPort, PortError, PortKind, PortRx, ReadMode, RxError, Steering,
+    FdTx, OpenedPort, PortError, PortKind, PortRx, PortTx, ReadMode, RxError, Steering,
     check_interface_name,
 };
 
@@ -43,8 +44,21 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 /// It starts with all frames to lane 0. Returns one lane where the kernel
 /// cannot keep the switch's own output out of a fanout group (before Linux
 /// 6.5). The send half uses lane 0's socket.
+///
+/// The sockets and the interface are in this thread's network namespace,
+/// the switch's, so the port comes with a [`KernelPath`]: the kernel
+/// shortcut can attach to it.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedPort, PortError> {
-    adopt_lanes(name, open_fds(name, lanes)?)
+    let (ifindex, fds) = open_bound(name, lanes)?;
+    let sockets = fds
+        .iter()
+        .map(|fd| fd.try_clone())
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|err| PortError::from_io(name, "duplicating its sockets", err))?;
+    let (rx, tx, steering) = adopt_sockets(name, fds)?;
+    let mtu = u32::try_from(PortTx::mtu(&tx)).unwrap_or(u32::MAX);
+    let path = KernelPath::new(name, ifindex, mtu, sockets);
+    Ok(port(rx, tx, steering, Some(path)))
 }
 
 fn open_sockets(
@@ -59,6 +73,11 @@ fn open_sockets(
 /// a port of them: rootless mode opens them inside a container's namespace
 /// and passes them to the switch, which [`adopt_lanes`] them.
 pub fn open_fds(name: &str, lanes: usize) -> Result<Vec<OwnedFd>, PortError> {
+    open_bound(name, lanes).map(|(_, fds)| fds)
+}
+
+/// [`open_fds`], and the interface's index (in this namespace).
+fn open_bound(name: &str, lanes: usize) -> Result<(u32, Vec<OwnedFd>), PortError> {
     check_interface_name(name)?;
     let ifindex = sys::if_nametoindex(name).map_err(|_| PortError::NoSuchInterface {
         name: name.to_string(),
@@ -88,15 +107,26 @@ pub fn open_fds(name: &str, lanes: usize) -> Result<Vec<OwnedFd>, PortError> {
         }
         fds.push(fd);
     }
-    Ok(fds)
+    Ok((ifindex, fds))
 }
 
 /// Makes a port of packet sockets [`open_fds`] opened for interface `name`,
 /// possibly in another process and another network namespace (a socket
 /// keeps the namespace it was made in; the MTU is asked through it).
+/// Without a [`KernelPath`]: in another namespace, the interface's index
+/// would name some other interface here.
 pub fn adopt_lanes(name: &str, fds: Vec<OwnedFd>) -> Result<OpenedPort, PortError> {
     let (rx, tx, steering) = adopt_sockets(name, fds)?;
-    Ok(OpenedPort {
+    Ok(port(rx, tx, steering, None))
+}
+
+fn port(
+    rx: Vec<PacketRx>,
+    tx: PacketTx,
+    steering: Option<FanoutSteering>,
+    kernel_path: Option<KernelPath>,
+) -> OpenedPort {
+    OpenedPort {
         kind: PortKind::Packet,
         lanes: rx
             .into_iter()
@@ -104,7 +134,8 @@ pub fn adopt_lanes(name: &str, fds: Vec<OwnedFd>) -> Result<OpenedPort, PortErro
             .collect(),
         tx: Arc::new(tx),
         steering: steering.map(|s| Box::new(s) as Box<dyn Steering>),
-    })
+        kernel_path,
+    }
 }
 
 fn adopt_sockets(

@@ -154,6 +154,7 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
             lanes,
             tx: Arc::new(tx),
             steering: queue_steering,
+            kernel_path: None,
         },
         created,
     })

@@ -173,6 +173,10 @@ pub struct MacTable {
     inner: RwLock<Inner>,
     counters: Counters,
     events: EventBus,
+    /// Bumped whenever the write lock is taken: a reader that keeps a copy
+    /// of the table (the kernel shortcut's plan) rebuilds it only when this
+    /// moved. It may move without a change; it never stays put across one.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +234,7 @@ impl MacTable {
             }),
             counters: Counters::default(),
             events,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -295,6 +300,28 @@ impl MacTable {
         entries
     }
 
+    /// Moves whenever an entry may have been added, moved or removed (see
+    /// the field); refreshes leave it alone.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// Refreshes `mac`'s dynamic entry at `now` if it is on `port` and has
+    /// not expired, as a frame from it would; anything else is left alone
+    /// (never learned, never moved). For hosts whose frames the kernel
+    /// forwarded itself (`dataplane/shortcut`): by the time the switch
+    /// hears of them the host may have moved, and a late report must not
+    /// move it back. True if the entry was there to refresh.
+    pub fn refresh_on(&self, mac: MacAddr, port: PortId, now: Instant) -> bool {
+        let inner = self.read();
+        let Some(entry) = inner.entries.get(&mac.to_u64()) else {
+            return false;
+        };
+        entry.kind == EntryKind::Dynamic
+            && entry.port == port
+            && self.learn_known(entry, port, now) == Some(Learn::Refreshed)
+    }
+
     /// The live entries at `now`, sorted by port and then address.
     pub fn entries(&self, now: Instant) -> Vec<FdbEntry> {
         let inner = self.read();
@@ -339,7 +366,9 @@ impl MacTable {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+        let guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Relaxed);
+        guard
     }
 
     /// Learning that needs the write lock: a new address, a move, or an
@@ -704,6 +733,51 @@ mod tests {
         assert_eq!(t.lookup(mac(1), Instant::from_millis(2_500)), Some(P1));
         assert_eq!(t.lookup(mac(1), Instant::from_secs(3)), None);
         assert_eq!(t.stats().refreshed, 1);
+    }
+
+    #[test]
+    fn a_refresh_from_elsewhere_never_learns_or_moves() {
+        let t = table(2, 16);
+        assert!(
+            !t.refresh_on(mac(1), P1, Instant::ZERO),
+            "unknown: not learned"
+        );
+        assert_eq!(t.lookup(mac(1), Instant::ZERO), None);
+        t.learn(mac(1), P1, Instant::ZERO);
+        assert!(t.refresh_on(mac(1), P1, Instant::from_secs(1)));
+        assert_eq!(t.lookup(mac(1), Instant::from_millis(2_500)), Some(P1));
+        assert!(
+            !t.refresh_on(mac(1), P2, Instant::from_secs(2)),
+            "not moved"
+        );
+        assert_eq!(t.lookup(mac(1), Instant::from_secs(2)), Some(P1));
+        assert_eq!(
+            t.lookup(mac(1), Instant::from_secs(3)),
+            None,
+            "P2's report did not refresh"
+        );
+        t.insert_static(mac(2), P1, EntryKind::Static);
+        assert!(
+            !t.refresh_on(mac(2), P1, Instant::from_secs(3)),
+            "static entries do not age"
+        );
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_and_not_with_refreshes() {
+        let t = table(2, 16);
+        let start = t.generation();
+        t.learn(mac(1), P1, Instant::ZERO);
+        let learned = t.generation();
+        assert_ne!(learned, start);
+        t.learn(mac(1), P1, Instant::from_secs(1));
+        assert!(t.refresh_on(mac(1), P1, Instant::from_millis(1_500)));
+        assert_eq!(t.generation(), learned, "refreshes take no write lock");
+        t.learn(mac(1), P2, Instant::from_secs(2));
+        let moved = t.generation();
+        assert_ne!(moved, learned);
+        t.expire(Instant::from_secs(10));
+        assert_ne!(t.generation(), moved);
     }
 
     #[test]

@@ -142,6 +142,8 @@ impl PortCounters {
             rx_dropped,
             tx_dropped,
             drops,
+            rx_kernel_frames: 0,
+            tx_kernel_frames: 0,
         }
     }
 }
@@ -168,6 +170,24 @@ pub struct PortStats {
     pub tx_dropped: u64,
     /// Every non-zero drop counter by reason name.
     pub drops: BTreeMap<String, u64>,
+    /// Of `rx_frames` and `tx_frames`, the frames the kernel forwarded
+    /// itself, known unicast between veth ends (see the kernel shortcut).
+    #[serde(default)]
+    pub rx_kernel_frames: u64,
+    #[serde(default)]
+    pub tx_kernel_frames: u64,
+}
+
+impl PortStats {
+    /// Adds what the kernel forwarded for this port to its counts.
+    pub fn add_kernel(&mut self, rx_frames: u64, rx_bytes: u64, tx_frames: u64, tx_bytes: u64) {
+        self.rx_frames += rx_frames;
+        self.rx_bytes += rx_bytes;
+        self.tx_frames += tx_frames;
+        self.tx_bytes += tx_bytes;
+        self.rx_kernel_frames += rx_frames;
+        self.tx_kernel_frames += tx_frames;
+    }
 }
 
 #[cfg(test)]

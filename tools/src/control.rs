@@ -491,6 +491,7 @@ mod tests {
                 steering_waits: 2,
                 cpu_yields: 5,
                 cpu_moves: 1,
+                kernel_shortcut: Default::default(),
             },
         };
         let json = serde_json::to_value(&info).unwrap();

@@ -145,6 +145,7 @@ pub(crate) mod tests {
             gateway: None,
             trace: false,
             capture: None,
+            kernel_shortcut: false,
         })
         .unwrap()
     }

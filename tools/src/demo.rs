@@ -295,6 +295,7 @@ fn start_switch(
             gateway: Some(serve::DEFAULT_GATEWAY),
             trace,
             capture: None,
+            kernel_shortcut: true,
         };
         let switch = serve::start_switch(setup).map_err(std::io::Error::other)?;
         for c in containers {

@@ -298,6 +298,13 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         dataplane.cpu_yields,
         dataplane.cpu_moves
     )?;
+    let shortcut = &dataplane.kernel_shortcut;
+    outln!(
+        "kernel       shortcut {}: {} port(s), {} address(es)",
+        shortcut.state.describe(),
+        shortcut.ports,
+        shortcut.addresses
+    )?;
     outln!("{}", render_table_stats(&fdb))?;
     if let Ok(services) = control::call(&socket, &Request::Services)
         && !services.is_null()
@@ -501,6 +508,12 @@ pub fn render_ports(ports: &[PortInfo], listening: &[String]) -> String {
             "        {:>14} {:>12} {:>10}\n",
             s.tx_bytes, s.tx_frames, s.tx_dropped
         );
+        if s.rx_kernel_frames > 0 || s.tx_kernel_frames > 0 {
+            out += &format!(
+                "    by the kernel: RX {} packets, TX {} packets\n",
+                s.rx_kernel_frames, s.tx_kernel_frames
+            );
+        }
         if s.tx_superframes > 0 {
             out += &format!(
                 "    coalesced: {} UDP datagrams sent in {} super-frames\n",

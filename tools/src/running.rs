@@ -450,7 +450,7 @@ impl RunningSwitch {
                 lanes: d.lanes_of(id),
                 owner,
                 capturing: port.capture.as_ref().is_some_and(|c| c.is_enabled()),
-                stats: port.counters.snapshot(),
+                stats: d.port_stats(id).unwrap_or_else(|| port.counters.snapshot()),
             })
         })
     }
@@ -583,6 +583,8 @@ impl RunningSwitch {
             } else {
                 capture.stop();
             }
+            // A capture sees every frame: the kernel forwards none while one runs.
+            d.sync_kernel_shortcut();
             log::info!("capture of port {name} {} ({})", if on { "started" } else { "stopped" }, capture.path().display());
             Ok(())
         })

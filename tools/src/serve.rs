@@ -63,6 +63,13 @@ pub struct ServeArgs {
     /// super-frame. Like `ethtool -K IFACE gro off` for the switch.
     #[arg(long)]
     pub no_coalesce: bool,
+    /// Forward every frame through the workers. By default, known unicast
+    /// between two --iface ports (veth ends) is forwarded by the kernel
+    /// once the switch has learned both hosts (a tc program the switch
+    /// keeps in step with its MAC table; needs CAP_BPF, so never in
+    /// rootless mode). A trace or a capture sees every frame either way.
+    #[arg(long)]
+    pub no_kernel_shortcut: bool,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -211,6 +218,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         gateway,
         trace: args.switch.trace,
         capture,
+        kernel_shortcut: !args.no_kernel_shortcut,
     };
     let switch = start_switch_with(setup, services)?;
     switch.set_self();
@@ -431,6 +439,8 @@ pub struct SwitchSetup {
     /// Print one line per forwarding decision.
     pub trace: bool,
     pub capture: Option<Arc<ports::capture::CaptureDir>>,
+    /// Whether the kernel may forward known unicast between veth ends.
+    pub kernel_shortcut: bool,
 }
 
 /// Starts the dataplane `setup` describes, as the switch the control
@@ -456,6 +466,7 @@ pub fn start_switch_with(
         trace_output: Some(stderr),
         capture: setup.capture.clone(),
         services,
+        kernel_shortcut: setup.kernel_shortcut,
     };
     let dataplane = Dataplane::start(config).context("starting the worker threads")?;
     let info = switch_info(&dataplane, &setup, capture_dir);

@@ -202,6 +202,7 @@ mod tests {
                 steering_waits: 0,
                 cpu_yields: 0,
                 cpu_moves: 0,
+                kernel_shortcut: Default::default(),
             },
         }
     }

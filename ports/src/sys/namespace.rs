@@ -45,6 +45,32 @@ pub(crate) fn effective_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
+/// Moves the calling thread, and only it, into a new network namespace
+/// with only `lo` (tests make their interfaces there); the namespace goes
+/// away with the thread and whatever else still holds it (its sockets).
+#[cfg(test)]
+pub(crate) fn unshare_thread_net() -> io::Result<()> {
+    // SAFETY: unshare(2) takes flags only and touches no memory; a new
+    // network namespace concerns the calling thread alone.
+    retry(|| unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+    Ok(())
+}
+
+/// Makes the calling thread, and only it, `nobody` (uid and gid 65534),
+/// which drops all its capabilities: the raw system calls, not libc's,
+/// which would change every thread of the process.
+#[cfg(test)]
+pub(crate) fn become_nobody_in_this_thread() -> io::Result<()> {
+    const NOBODY: libc::c_long = 65534;
+    // SAFETY: setresgid(2) and setresuid(2) take integers and touch no
+    // memory; made directly, they change the calling thread's credentials
+    // only. The group first, while the thread may still change it.
+    retry(|| unsafe { libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, NOBODY) })?;
+    // SAFETY: as above.
+    retry(|| unsafe { libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY) })?;
+    Ok(())
+}
+
 /// Where a child goes between `fork` and `exec` (see [`spawn_plan`]).
 #[derive(Debug, Default)]
 pub(crate) struct Plan {

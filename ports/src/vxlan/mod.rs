@@ -109,6 +109,7 @@ impl Tunnel {
                 config.mtu,
             )),
             steering: None,
+            kernel_path: None,
         };
         let tunnel = Tunnel {
             local: config.local,

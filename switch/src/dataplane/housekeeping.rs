@@ -2,11 +2,12 @@
 //! the frames the kernel dropped and ages what ports were read; in between
 //! it steers the ports that lag behind the read mode (the kernel's wait is
 //! spent here, never in a worker), choosing each busy port's solo lane
-//! (`pairing.rs`).
+//! (`pairing.rs`), and keeps the kernel shortcut in step with the MAC
+//! table (`shortcut/`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -18,10 +19,17 @@ use crate::port::PortId;
 /// ignore expired entries anyway; the sweep only frees memory and counts.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the housekeeping thread brings the kernel shortcut in step
+/// with the MAC table, while it has ports: a new conversation's frames go
+/// through the workers for up to this long. Nothing is done unless the
+/// table changed (`MacTable::generation`).
+const SHORTCUT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Starts the housekeeping thread: every second it sweeps the MAC table
 /// and counts kernel drops; in between it steers the ports workers found
 /// lagging behind the read mode (`lagging`), so that no worker waits for
-/// the kernel to take a port's new steering.
+/// the kernel to take a port's new steering, and keeps the kernel shortcut
+/// in step with the table.
 pub(super) fn spawn(
     shared: Arc<Shared>,
     lagging: Receiver<PortId>,
@@ -30,9 +38,14 @@ pub(super) fn spawn(
     let handle = std::thread::Builder::new()
         .name("tapswitch-aging".into())
         .spawn(move || {
-            let mut next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
+            let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
             loop {
-                let wait = next_sweep.saturating_duration_since(std::time::Instant::now());
+                let due = if shared.shortcut_has_ports() {
+                    next_sweep.min(Instant::now() + SHORTCUT_SYNC_INTERVAL)
+                } else {
+                    next_sweep
+                };
+                let wait = due.saturating_duration_since(Instant::now());
                 crossbeam_channel::select! {
                     // Returns when the sender is dropped (Disconnected).
                     recv(stopped) -> _ => return,
@@ -42,21 +55,32 @@ pub(super) fn spawn(
                         }
                     }
                     default(wait) => {
-                        next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
-                        let removed = shared.engine.table().expire(shared.clock.now());
-                        if removed > 0 {
-                            log::debug!("aged out {removed} MAC entries");
+                        if Instant::now() >= next_sweep {
+                            next_sweep = Instant::now() + SWEEP_INTERVAL;
+                            sweep(&shared);
                         }
-                        count_kernel_drops(&shared);
-                        for port in shared.lanes_by_port().values() {
-                            port.steering.age();
-                            port.talk.age();
-                        }
+                        shared.sync_shortcut();
                     }
                 }
             }
         })?;
     Ok((stop, handle))
+}
+
+/// The once-a-second work: the table hears of the hosts only the kernel
+/// heard, then forgets the silent ones; kernel drops are counted; what
+/// ports were read ages.
+fn sweep(shared: &Shared) {
+    shared.refresh_from_shortcut();
+    let removed = shared.engine.table().expire(shared.clock.now());
+    if removed > 0 {
+        log::debug!("aged out {removed} MAC entries");
+    }
+    count_kernel_drops(shared);
+    for port in shared.lanes_by_port().values() {
+        port.steering.age();
+        port.talk.age();
+    }
 }
 
 /// Steers port `id`, which a worker found lagging behind the read mode (or

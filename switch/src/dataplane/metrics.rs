@@ -22,6 +22,43 @@ pub struct DataplaneMetrics {
     /// and how often they moved to another CPU to get next to a receiver.
     pub cpu_yields: u64,
     pub cpu_moves: u64,
+    /// The kernel's part of forwarding (see `dataplane/shortcut`).
+    #[serde(default)]
+    pub kernel_shortcut: ShortcutMetrics,
+}
+
+/// Whether known unicast between veth ends is forwarded by the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortcutMetrics {
+    pub state: ShortcutState,
+    /// Ports it is attached to (veth ends opened in the switch's namespace).
+    pub ports: usize,
+    /// Addresses in its map now.
+    pub addresses: usize,
+}
+
+/// The kernel shortcut's state, as `tapswitch stats` names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShortcutState {
+    /// `--no-kernel-shortcut`, or the kernel refused it at start (the log
+    /// says why: rootless mode, no CAP_BPF, a kernel before 6.6).
+    #[default]
+    Off,
+    /// Emptied while a trace runs or a port captures.
+    Paused,
+    On,
+}
+
+impl ShortcutState {
+    /// The words `tapswitch stats` uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ShortcutState::Off => "off",
+            ShortcutState::Paused => "paused (a trace or a capture sees every frame)",
+            ShortcutState::On => "on",
+        }
+    }
 }
 
 fn describe<S: Serializer>(mode: &ReadMode, s: S) -> Result<S::Ok, S::Error> {
@@ -48,6 +85,11 @@ mod tests {
             steering_waits: 5,
             cpu_yields: 3,
             cpu_moves: 4,
+            kernel_shortcut: ShortcutMetrics {
+                state: ShortcutState::Paused,
+                ports: 2,
+                addresses: 7,
+            },
         };
         let json = serde_json::to_value(metrics).unwrap();
         assert_eq!(
@@ -58,6 +100,7 @@ mod tests {
                 "steering_waits": 5,
                 "cpu_yields": 3,
                 "cpu_moves": 4,
+                "kernel_shortcut": {"state": "paused", "ports": 2, "addresses": 7},
             })
         );
         assert_eq!(

@@ -28,6 +28,8 @@
 //! - `port_health.rs`: ports whose link went down or that broke.
 //! - `gateway_thread.rs`: the gateway (smoltcp) on its own thread.
 //! - `live_trace.rs`: `--trace` turned on and off while the switch runs.
+//! - `shortcut/`: the kernel's part of forwarding (known unicast between
+//!   veth ends), kept in step with the MAC table.
 //! - `tuning.rs`, `metrics.rs`: the knobs in, the snapshot out.
 //!
 //! A port's receive half is read in lanes: one per worker, for a veth end
@@ -59,6 +61,7 @@ mod metrics;
 mod pairing;
 mod peer;
 mod port_health;
+mod shortcut;
 mod steering;
 #[cfg(test)]
 mod tests;
@@ -83,7 +86,7 @@ use crate::stats::PortCounters;
 use crate::time::Instant;
 
 pub use self::live_trace::{TraceSettings, concerns_port};
-pub use self::metrics::DataplaneMetrics;
+pub use self::metrics::{DataplaneMetrics, ShortcutMetrics, ShortcutState};
 pub use self::tuning::{DataplaneConfig, Tuning};
 pub use crate::port::GATEWAY_PORT_NAME;
 pub use ports::ReadMode;
@@ -92,6 +95,10 @@ use self::affinity::{LoadBoard, ModeSwitch};
 use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
 use self::peer::{Peer, WorkerCommand, WorkerHandle};
+
+/// Room in the kernel shortcut's map beyond the MAC table's capacity, for
+/// static entries (which the capacity does not count).
+const SHORTCUT_STATIC_ROOM: usize = 1024;
 
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +157,9 @@ struct Shared {
     lagging: Sender<PortId>,
     /// Serializes port additions and removals (id allocation and publishing).
     membership: Mutex<()>,
+    /// Known unicast between veth ends forwarded by the kernel; `None`
+    /// with `--no-kernel-shortcut` or where the kernel refused it.
+    shortcut: Option<shortcut::Shortcut>,
     next_hint: AtomicU32,
 }
 
@@ -212,6 +222,9 @@ impl Shared {
         let handle = current.get(id).cloned()?;
         let mut lanes = (*self.lanes_by_port()).clone();
         lanes.remove(&id);
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.detach(id);
+        }
         self.publish(current.without(id), Some(lanes));
         self.engine.table().flush_port(id);
         if let Some(capture) = &self.capture {
@@ -325,6 +338,14 @@ impl Dataplane {
         let clock = Clock::start();
         let count = config.tuning.workers();
         let bus = EventBus::default();
+        let shortcut = config
+            .kernel_shortcut
+            .then(|| shortcut::Shortcut::start(config.table.capacity + SHORTCUT_STATIC_ROOM))
+            .and_then(|started| {
+                started
+                    .map_err(|err| log::info!("kernel shortcut off: {err}"))
+                    .ok()
+            });
         let live_trace = Arc::new(live_trace::LiveTrace::new(
             TraceSettings {
                 on: config.trace.is_some(),
@@ -351,6 +372,7 @@ impl Dataplane {
             lagging,
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
+            shortcut,
         });
         let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();
@@ -427,6 +449,7 @@ impl Dataplane {
     /// and to the event stream.
     pub fn set_trace(&self, settings: TraceSettings) {
         self.shared.live_trace.set(settings);
+        self.shared.sync_shortcut();
     }
 
     /// Events from ports that broke on their own (see [`PortEvent`]).
@@ -492,6 +515,7 @@ impl Dataplane {
             steering_waits: shared.mode.steering_waits(),
             cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
             cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
+            kernel_shortcut: shared.shortcut_metrics(),
         }
     }
 
@@ -519,6 +543,7 @@ impl Dataplane {
             lanes,
             tx,
             steering,
+            kernel_path,
         } = open(self.workers.len())?;
         if lanes.len() != 1 && lanes.len() != self.workers.len() {
             return Err(PortError::Io {
@@ -579,6 +604,9 @@ impl Dataplane {
         });
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
+        }
+        if let (Some(shortcut), Some(path)) = (&self.shared.shortcut, kernel_path) {
+            shortcut.attach(id, name, &path);
         }
         Ok(id)
     }

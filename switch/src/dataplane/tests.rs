@@ -184,6 +184,7 @@ impl MemoryLanes {
                     .collect(),
                 tx: Arc::new(tx),
                 steering,
+                kernel_path: None,
             })
         }
     }
@@ -209,6 +210,7 @@ impl MemoryLanes {
                     .collect(),
                 tx: Arc::new(tx),
                 steering: Some(Box::new(Recorder(steering))),
+                kernel_path: None,
             })
         }
     }
@@ -237,6 +239,8 @@ fn config(workers: usize, gateway: Option<(std::net::Ipv4Addr, u8)>) -> Dataplan
         trace_output: None,
         capture: None,
         services: Default::default(),
+        // Memory ports: nothing for the kernel to forward.
+        kernel_shortcut: false,
     }
 }
 

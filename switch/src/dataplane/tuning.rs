@@ -78,6 +78,9 @@ pub struct DataplaneConfig {
     pub capture: Option<Arc<CaptureDir>>,
     /// The gateway's services (DNS, outbound flows); used with a gateway.
     pub services: crate::host_side::ServicesSetup,
+    /// Whether known unicast between veth ends may be forwarded by the
+    /// kernel (see `dataplane/shortcut`); `--no-kernel-shortcut` says no.
+    pub kernel_shortcut: bool,
 }
 
 impl std::fmt::Debug for DataplaneConfig {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("table", &self.table)
             .field("gateway", &self.gateway)
             .field("services", &self.services)
+            .field("kernel_shortcut", &self.kernel_shortcut)
             .field("trace", &self.trace.is_some())
             .field(
                 "capture",

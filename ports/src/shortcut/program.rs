@@ -1,0 +1,458 @@
+//! The shortcut's two eBPF programs, as instruction lists.
+//!
+//! Both make the same decision on a frame (see the module docs of
+//! [`super`]); the code that makes it is emitted once, by [`decide`], into
+//! both. Then the TCX program forwards (notes the time, counts, redirects)
+//! and the socket filter drops; where the decision is "not ours", the TCX
+//! program hands the frame on (TCX_NEXT) and the socket filter keeps it
+//! whole, after deleting a moved source's entry.
+//!
+//! The programs are written out instruction by instruction (the encoding
+//! is in the kernel's Documentation/bpf/standardization/
+//! instruction-set.rst), with labels in place of jump offsets, which
+//! [`Asm::finish`] fills in. The map descriptors go into the instructions
+//! that load them (`BPF_PSEUDO_MAP_FD`), so a list is built for the maps
+//! it will use, just before it is loaded.
+//!
+//! Registers: r1 to r5 are a helper's arguments and do not survive a call;
+//! r0 is its result and the program's; r6 to r9 survive calls; r10 is the
+//! frame pointer (read only). The stack, below r10:
+//!
+//! ```text
+//!   r10-8  .. r10-1    key of the source:      its MAC, then 2 zero bytes
+//!   r10-16 .. r10-9    key of the destination: its MAC, then 2 zero bytes
+//!   r10-20 .. r10-17   counters key (u32): the ingress ifindex
+//!   r10-24 .. r10-21   counters key (u32): the egress ifindex
+//!   r10-32 .. r10-31   the EtherType, then the IP protocol (a byte)
+//! ```
+
+use std::os::fd::RawFd;
+
+use crate::sys::bpf::Insn;
+
+/// What the TCX program returns for "not ours": the next program, or the
+/// stack (TCX_NEXT in linux/bpf.h; TCX_PASS would skip later programs).
+pub(crate) const TCX_NEXT: i32 = -1;
+/// What `bpf_redirect` returns, and the TCX program with it
+/// (TC_ACT_REDIRECT = TCX_REDIRECT).
+#[cfg(test)]
+pub(crate) const TC_ACT_REDIRECT: i32 = 7;
+
+/// Where on the stack (offsets from r10) the keys are kept.
+const SRC_KEY: i16 = -8;
+const DST_KEY: i16 = -16;
+const RX_KEY: i16 = -20;
+const TX_KEY: i16 = -24;
+const HEADER_BYTES: i16 = -32;
+
+/// The EtherTypes of IPv4 and IPv6, as a 16-bit load from the frame reads
+/// them on this machine (the frame holds them big-endian).
+const ETHERTYPE_IPV4: i32 = u16::from_ne_bytes([0x08, 0x00]) as i32;
+const ETHERTYPE_IPV6: i32 = u16::from_ne_bytes([0x86, 0xdd]) as i32;
+/// Where the protocol byte is: IPv4's `protocol` (14 + 9), IPv6's `next
+/// header` (14 + 6; a datagram behind extension headers is not looked for).
+const IPV4_PROTOCOL_AT: i32 = 23;
+const IPV6_NEXT_HEADER_AT: i32 = 20;
+/// IP protocol number of UDP.
+const UDP: i32 = 17;
+
+/// Offsets in `struct __sk_buff` (linux/bpf.h): the frame's length, and
+/// the index of the interface it arrived on (both u32).
+const SKB_LEN: i16 = 0;
+const SKB_IFINDEX: i16 = 40;
+
+/// Offsets in a `macs` value: `{ ifindex: u32, flags: u32, last_seen_ns: u64 }`.
+const MAC_IFINDEX: i16 = 0;
+const MAC_LAST_SEEN: i16 = 8;
+
+/// Offsets in a `counters` value (this CPU's slot).
+const RX_FRAMES: i16 = 0;
+const RX_BYTES: i16 = 8;
+const TX_FRAMES: i16 = 16;
+const TX_BYTES: i16 = 24;
+
+/// The helpers called (`enum bpf_func_id`, linux/bpf.h).
+const MAP_LOOKUP_ELEM: i32 = 1;
+const MAP_DELETE_ELEM: i32 = 3;
+const KTIME_GET_NS: i32 = 5;
+const REDIRECT: i32 = 23;
+const SKB_LOAD_BYTES: i32 = 26;
+
+/// Registers.
+const R0: u8 = 0;
+const R1: u8 = 1;
+const R2: u8 = 2;
+const R3: u8 = 3;
+const R4: u8 = 4;
+const R6: u8 = 6;
+const R7: u8 = 7;
+const R8: u8 = 8;
+const R9: u8 = 9;
+const R10: u8 = 10;
+
+/// Opcodes: class | size or operation | mode or source.
+/// BPF_ALU64 | BPF_MOV | BPF_X / BPF_K: dst = src / dst = imm.
+const MOV64_REG: u8 = 0xbf;
+const MOV64_IMM: u8 = 0xb7;
+/// BPF_ALU64 | BPF_ADD | BPF_X / BPF_K: dst += src / dst += imm.
+const ADD64_REG: u8 = 0x0f;
+const ADD64_IMM: u8 = 0x07;
+/// BPF_LDX | BPF_MEM | BPF_B / BPF_H / BPF_W / BPF_DW:
+/// dst = *(u8 / u16 / u32 / u64 *)(src + off).
+const LDX_B: u8 = 0x71;
+const LDX_H: u8 = 0x69;
+const LDX_W: u8 = 0x61;
+const LDX_DW: u8 = 0x79;
+/// BPF_STX | BPF_MEM | BPF_W / BPF_DW: *(u32 / u64 *)(dst + off) = src.
+const STX_W: u8 = 0x63;
+const STX_DW: u8 = 0x7b;
+/// BPF_ST | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = imm.
+const ST_DW: u8 = 0x7a;
+/// BPF_LD | BPF_DW | BPF_IMM: dst = a 64-bit immediate, in two slots.
+const LD_IMM64: u8 = 0x18;
+/// The source field of LD_IMM64 that makes the immediate a map descriptor.
+const PSEUDO_MAP_FD: u8 = 1;
+/// BPF_JMP | BPF_JEQ / BPF_JNE | BPF_K / BPF_X: jump if dst ==, != imm / src.
+const JEQ_IMM: u8 = 0x15;
+const JNE_IMM: u8 = 0x55;
+const JEQ_REG: u8 = 0x1d;
+const JNE_REG: u8 = 0x5d;
+/// BPF_JMP | BPF_JA: jump always.
+const JA: u8 = 0x05;
+/// BPF_JMP | BPF_CALL: call helper imm. BPF_JMP | BPF_EXIT: return r0.
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+
+/// Where a jump goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    /// "Not ours": the stack (TCX) or the switch (socket filter) has it.
+    Pass,
+    /// The source is known on another port than this one.
+    Moved,
+    /// The egress port's count.
+    CountTx,
+    /// The redirect, counted.
+    Redirect,
+    /// The frame is IPv4 or IPv6: read its protocol byte.
+    ReadProtocol,
+    /// The decision is "forward" (the end of [`decide`]).
+    Ours,
+}
+
+/// An instruction list under construction, jumps to labels.
+#[derive(Debug, Default)]
+struct Asm {
+    insns: Vec<Insn>,
+    labels: Vec<(Label, usize)>,
+    jumps: Vec<(usize, Label)>,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+impl Asm {
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(insn(code, dst, src, off, imm));
+    }
+
+    /// A conditional jump (`code` with `dst` and `src` or `imm`) to `to`.
+    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.jumps.push((self.insns.len(), to));
+        self.op(code, dst, src, 0, imm);
+    }
+
+    fn label(&mut self, label: Label) {
+        self.labels.push((label, self.insns.len()));
+    }
+
+    fn call(&mut self, helper: i32) {
+        self.op(CALL, 0, 0, 0, helper);
+    }
+
+    /// `dst` = the map of descriptor `fd` (the verifier turns it into the
+    /// map's address).
+    fn load_map(&mut self, dst: u8, fd: RawFd) {
+        self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd);
+        self.op(0, 0, 0, 0, 0);
+    }
+
+    /// The list, every jump's offset (in instructions, from the next one)
+    /// filled in. Panics on a jump to a label never placed: a bug here,
+    /// which the tests would show.
+    fn finish(mut self) -> Vec<Insn> {
+        for &(at, to) in &self.jumps {
+            let target = self
+                .labels
+                .iter()
+                .find(|(label, _)| *label == to)
+                .map(|&(_, target)| target)
+                .unwrap_or_else(|| panic!("eBPF jump to {to:?}, which is nowhere"));
+            let off = target as isize - (at as isize + 1);
+            self.insns[at].off = i16::try_from(off).expect("a jump within 32k instructions");
+        }
+        self.insns
+    }
+}
+
+/// The decision both programs make, up to "forward": falls through with
+/// the frame's destination known on another port and its source on this
+/// one (r6 = the context, r7 = the destination's ifindex, r8 = the
+/// source's entry, r9 = this port's ifindex); jumps to [`Label::Pass`]
+/// when the frame is not ours, to [`Label::Moved`] when its source is
+/// known on another port.
+fn decide(asm: &mut Asm, macs: RawFd) {
+    // Keep the context (r1 on entry) where calls leave it alone.
+    asm.op(MOV64_REG, R6, R1, 0, 0);
+    // Zero both keys: the loads below fill their first 6 bytes, and the
+    // last 2 must be zero, as in every key the switch writes.
+    asm.op(ST_DW, R10, 0, DST_KEY, 0);
+    asm.op(ST_DW, R10, 0, SRC_KEY, 0);
+    // Bytes 0..6 of the frame (destination MAC) into the destination key:
+    // bpf_skb_load_bytes(skb, 0, r10 + DST_KEY, 6). It works wherever the
+    // bytes are (linear or not); it fails on a frame too short, not ours.
+    asm.op(MOV64_REG, R1, R6, 0, 0);
+    asm.op(MOV64_IMM, R2, 0, 0, 0);
+    asm.op(MOV64_REG, R3, R10, 0, 0);
+    asm.op(ADD64_IMM, R3, 0, 0, i32::from(DST_KEY));
+    asm.op(MOV64_IMM, R4, 0, 0, 6);
+    asm.call(SKB_LOAD_BYTES);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    // Bytes 6..12 (source MAC) into the source key, likewise.
+    asm.op(MOV64_REG, R1, R6, 0, 0);
+    asm.op(MOV64_IMM, R2, 0, 0, 6);
+    asm.op(MOV64_REG, R3, R10, 0, 0);
+    asm.op(ADD64_IMM, R3, 0, 0, i32::from(SRC_KEY));
+    asm.op(MOV64_IMM, R4, 0, 0, 6);
+    asm.call(SKB_LOAD_BYTES);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    // r7 = macs[destination], or not ours. A group address never has an
+    // entry (the switch inserts none), so broadcast and multicast pass.
+    asm.load_map(R1, macs);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(DST_KEY));
+    asm.call(MAP_LOOKUP_ELEM);
+    asm.jump(JEQ_IMM, R0, 0, 0, Label::Pass);
+    asm.op(MOV64_REG, R7, R0, 0, 0);
+    // r8 = macs[source], or not ours: the switch has not learned (or has
+    // forgotten) the sender, and must hear it.
+    asm.load_map(R1, macs);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(SRC_KEY));
+    asm.call(MAP_LOOKUP_ELEM);
+    asm.jump(JEQ_IMM, R0, 0, 0, Label::Pass);
+    asm.op(MOV64_REG, R8, R0, 0, 0);
+    // r9 = skb->ifindex, the port the frame came in by. The source known
+    // on another port has moved: the switch learns that, not us.
+    asm.op(LDX_W, R9, R6, SKB_IFINDEX, 0);
+    asm.op(LDX_W, R1, R8, MAC_IFINDEX, 0);
+    asm.jump(JNE_REG, R1, R9, 0, Label::Moved);
+    // r7 = the destination's ifindex (read once: the entry may be replaced
+    // meanwhile). Back out of the port it came in by (hairpin): not ours,
+    // the switch drops and counts it.
+    asm.op(LDX_W, R7, R7, MAC_IFINDEX, 0);
+    asm.jump(JEQ_REG, R7, R9, 0, Label::Pass);
+    // UDP stays with the switch: a worker sends a run of one flow's
+    // datagrams as one UDP GSO super-frame (`crate::coalesce`), which the
+    // receiver takes in one go; for small datagrams that beats the
+    // kernel's one at a time (docs/PERFORMANCE.md). The EtherType
+    // (bpf_skb_load_bytes(skb, 12, r10 + HEADER_BYTES, 2)); a frame
+    // without one is a runt, which the switch drops and counts.
+    load_header_bytes(asm, 12, 2);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    asm.op(LDX_H, R3, R10, HEADER_BYTES, 0);
+    asm.op(MOV64_IMM, R2, 0, 0, IPV4_PROTOCOL_AT);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::ReadProtocol);
+    asm.op(MOV64_IMM, R2, 0, 0, IPV6_NEXT_HEADER_AT);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV6, Label::ReadProtocol);
+    asm.jump(JA, 0, 0, 0, Label::Ours);
+    // The protocol byte, at the offset r2 holds; UDP is not ours, nor is
+    // an IP header cut short (the switch forwards it as it is).
+    asm.label(Label::ReadProtocol);
+    load_header_bytes_at_r2(asm, 1);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    asm.op(LDX_B, R1, R10, HEADER_BYTES, 0);
+    asm.jump(JEQ_IMM, R1, 0, UDP, Label::Pass);
+    asm.label(Label::Ours);
+}
+
+/// bpf_skb_load_bytes(skb, `offset`, r10 + HEADER_BYTES, `len`); r0 = 0
+/// when the frame has them.
+fn load_header_bytes(asm: &mut Asm, offset: i32, len: i32) {
+    asm.op(MOV64_IMM, R2, 0, 0, offset);
+    load_header_bytes_at_r2(asm, len);
+}
+
+/// [`load_header_bytes`] from the offset already in r2.
+fn load_header_bytes_at_r2(asm: &mut Asm, len: i32) {
+    asm.op(MOV64_REG, R1, R6, 0, 0);
+    asm.op(MOV64_REG, R3, R10, 0, 0);
+    asm.op(ADD64_IMM, R3, 0, 0, i32::from(HEADER_BYTES));
+    asm.op(MOV64_IMM, R4, 0, 0, len);
+    asm.call(SKB_LOAD_BYTES);
+}
+
+/// The TCX ingress program: forwards the frames [`decide`] takes to the
+/// egress of their destination's port, noting when their source was heard
+/// and counting them; everything else goes on to the stack (and the
+/// switch's socket, which has already seen it: packet taps run first).
+pub(crate) fn tc_ingress(macs: RawFd, counters: RawFd) -> Vec<Insn> {
+    let mut asm = Asm::default();
+    decide(&mut asm, macs);
+    // The source's last_seen_ns = bpf_ktime_get_ns(), stored through the
+    // entry found: the switch refreshes its table from it, or a host heard
+    // only here would age out of it. (A racing store by another CPU is as
+    // good as ours.)
+    asm.call(KTIME_GET_NS);
+    asm.op(STX_DW, R8, R0, MAC_LAST_SEEN, 0);
+    // counters[this port] on this CPU: rx_frames += 1, rx_bytes +=
+    // skb->len. No entry (the port is being detached): not counted.
+    asm.op(STX_W, R10, R9, RX_KEY, 0);
+    asm.load_map(R1, counters);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(RX_KEY));
+    asm.call(MAP_LOOKUP_ELEM);
+    asm.jump(JEQ_IMM, R0, 0, 0, Label::CountTx);
+    asm.op(LDX_W, R1, R6, SKB_LEN, 0);
+    asm.op(LDX_DW, R2, R0, RX_FRAMES, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, 1);
+    asm.op(STX_DW, R0, R2, RX_FRAMES, 0);
+    asm.op(LDX_DW, R2, R0, RX_BYTES, 0);
+    asm.op(ADD64_REG, R2, R1, 0, 0);
+    asm.op(STX_DW, R0, R2, RX_BYTES, 0);
+    // counters[the destination's port]: tx_frames += 1, tx_bytes += len.
+    asm.label(Label::CountTx);
+    asm.op(STX_W, R10, R7, TX_KEY, 0);
+    asm.load_map(R1, counters);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(TX_KEY));
+    asm.call(MAP_LOOKUP_ELEM);
+    asm.jump(JEQ_IMM, R0, 0, 0, Label::Redirect);
+    asm.op(LDX_W, R1, R6, SKB_LEN, 0);
+    asm.op(LDX_DW, R2, R0, TX_FRAMES, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, 1);
+    asm.op(STX_DW, R0, R2, TX_FRAMES, 0);
+    asm.op(LDX_DW, R2, R0, TX_BYTES, 0);
+    asm.op(ADD64_REG, R2, R1, 0, 0);
+    asm.op(STX_DW, R0, R2, TX_BYTES, 0);
+    // return bpf_redirect(destination's ifindex, 0): out of that
+    // interface (its egress; a veth hands the frame to its peer, the
+    // container's end). It returns TC_ACT_REDIRECT, which TCX acts on.
+    asm.label(Label::Redirect);
+    asm.op(MOV64_REG, R1, R7, 0, 0);
+    asm.op(MOV64_IMM, R2, 0, 0, 0);
+    asm.call(REDIRECT);
+    asm.op(EXIT, 0, 0, 0, 0);
+    // Not ours, or a moved source (the socket filter, which ran first,
+    // has already deleted its entry): on to the next program or the stack.
+    asm.label(Label::Moved);
+    asm.label(Label::Pass);
+    asm.op(MOV64_IMM, R0, 0, 0, TCX_NEXT);
+    asm.op(EXIT, 0, 0, 0, 0);
+    asm.finish()
+}
+
+/// The socket filter on the port's packet sockets: drops the frames the
+/// TCX program forwards (taps run before TCX ingress, so without it the
+/// switch would forward them too), keeps everything else whole.
+pub(crate) fn socket_filter(macs: RawFd) -> Vec<Insn> {
+    let mut asm = Asm::default();
+    decide(&mut asm, macs);
+    // Forwarded by the kernel: return 0, the socket does not get it.
+    asm.op(MOV64_IMM, R0, 0, 0, 0);
+    asm.op(EXIT, 0, 0, 0, 0);
+    // A moved source: delete its entry (bpf_map_delete_elem(macs, source
+    // key)), so that neither the TCX program, which runs next on this
+    // frame, nor the frames after it are forwarded by the kernel until
+    // the switch, which gets this one, has learned the move and says
+    // where the host is now.
+    asm.label(Label::Moved);
+    asm.load_map(R1, macs);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(SRC_KEY));
+    asm.call(MAP_DELETE_ELEM);
+    // Not ours: keep the whole frame (a filter returns how many bytes to
+    // keep; skb->len is all of them).
+    asm.label(Label::Pass);
+    asm.op(LDX_W, R0, R6, SKB_LEN, 0);
+    asm.op(EXIT, 0, 0, 0, 0);
+    asm.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both programs, with made-up map descriptors.
+    fn both() -> [(&'static str, Vec<Insn>); 2] {
+        [
+            ("tc", tc_ingress(1000, 1001)),
+            ("filter", socket_filter(1000)),
+        ]
+    }
+
+    #[test]
+    fn every_jump_lands_on_an_instruction_of_its_program() {
+        for (name, program) in both() {
+            let mut second_halves = Vec::new();
+            for (at, insn) in program.iter().enumerate() {
+                if insn.code == LD_IMM64 {
+                    second_halves.push(at + 1);
+                }
+            }
+            for (at, insn) in program.iter().enumerate() {
+                let is_jump = insn.code & 0x07 == 0x05 && ![CALL, EXIT].contains(&insn.code);
+                if !is_jump {
+                    continue;
+                }
+                let target = at as isize + 1 + insn.off as isize;
+                assert!(
+                    (0..program.len() as isize).contains(&target),
+                    "{name}: jump at {at} to {target}"
+                );
+                assert!(
+                    !second_halves.contains(&(target as usize)),
+                    "{name}: jump at {at} into a 64-bit load"
+                );
+                assert!(insn.off > 0, "{name}: jump at {at} goes backwards");
+            }
+            assert_eq!(program.last().unwrap().code, EXIT, "{name} ends in exit");
+        }
+    }
+
+    #[test]
+    fn both_programs_make_the_decision_with_the_same_instructions() {
+        let [(_, tc), (_, filter)] = both();
+        let mut asm = Asm::default();
+        decide(&mut asm, 1000);
+        let decided = asm.insns.len();
+        // The jumps' offsets differ (the endings do), not what they test.
+        let same = |a: &Insn, b: &Insn| (a.code, a.regs, a.imm) == (b.code, b.regs, b.imm);
+        assert!(
+            tc[..decided]
+                .iter()
+                .zip(&filter[..decided])
+                .all(|(a, b)| same(a, b))
+        );
+    }
+
+    #[test]
+    fn the_maps_are_the_ones_given() {
+        let tc = tc_ingress(1000, 1001);
+        let maps: Vec<i32> = tc
+            .iter()
+            .filter(|insn| insn.code == LD_IMM64)
+            .map(|insn| {
+                assert_eq!(insn.regs >> 4, PSEUDO_MAP_FD);
+                insn.imm
+            })
+            .collect();
+        assert_eq!(maps, [1000, 1000, 1001, 1001]);
+    }
+}

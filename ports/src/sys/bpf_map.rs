@@ -1,0 +1,257 @@
+//! eBPF maps (man 2 bpf, BPF_MAP_*): made, read and written from user
+//! space, shared with the programs that use them by descriptor.
+//!
+//! Every lookup has the kernel copy a whole value into a buffer of ours,
+//! so a [`Map`] knows its key and value sizes and checks every buffer
+//! against them; that is what makes these calls safe. A per-CPU map's
+//! value, seen from here, is one slot per possible CPU.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use super::bpf::{
+    BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_LOOKUP_ELEM,
+    BPF_MAP_UPDATE_ELEM, bpf, owned,
+};
+
+/// Where the kernel lists the CPUs that may ever exist ("0-63", "0,2-5").
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// BPF_ANY: an update creates the entry or replaces it.
+const BPF_ANY: u64 = 0;
+
+/// A map type (`enum bpf_map_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapType {
+    /// BPF_MAP_TYPE_HASH.
+    Hash = 1,
+    /// BPF_MAP_TYPE_PERCPU_HASH: one value per possible CPU; a program
+    /// sees its own CPU's.
+    PercpuHash = 5,
+}
+
+/// A map, with the sizes every buffer passed for it must have.
+#[derive(Debug)]
+pub(crate) struct Map {
+    fd: OwnedFd,
+    key_size: usize,
+    /// Bytes a lookup copies out: the value, or for a per-CPU map one
+    /// value rounded up to 8 bytes per possible CPU.
+    value_size: usize,
+}
+
+/// The BPF_MAP_CREATE prefix of `union bpf_attr`.
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+/// The BPF_MAP_*_ELEM and BPF_MAP_GET_NEXT_KEY prefix of `union bpf_attr`
+/// (`value` is `next_key` for the latter).
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl Map {
+    /// Makes a map of `map_type` named `name` (at most 15 bytes are kept;
+    /// `bpftool map` shows it) for `max_entries` entries.
+    pub(crate) fn create(
+        map_type: MapType,
+        name: &str,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> io::Result<Map> {
+        let mut map_name = [0u8; 16];
+        for (dst, src) in map_name[..15].iter_mut().zip(name.bytes()) {
+            *dst = src;
+        }
+        let mut attr = MapCreateAttr {
+            map_type: map_type as u32,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags: 0,
+            inner_map_fd: 0,
+            numa_node: 0,
+            map_name,
+        };
+        let per_lookup = match map_type {
+            MapType::Hash => value_size as usize,
+            MapType::PercpuHash => (value_size as usize).div_ceil(8) * 8 * possible_cpus()?,
+        };
+        // SAFETY: MapCreateAttr is the BPF_MAP_CREATE prefix of bpf_attr and
+        // holds no addresses.
+        let raw = unsafe { bpf(BPF_MAP_CREATE, &mut attr) }?;
+        Ok(Map {
+            fd: owned(raw)?,
+            key_size: key_size as usize,
+            value_size: per_lookup,
+        })
+    }
+
+    /// The bytes a lookup fills and an update takes.
+    pub(crate) fn value_size(&self) -> usize {
+        self.value_size
+    }
+
+    /// The map's descriptor, for a program that uses it.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn check(&self, key: &[u8], value: Option<usize>) -> io::Result<()> {
+        let value_ok = value.is_none_or(|len| len == self.value_size);
+        if key.len() != self.key_size || !value_ok {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "key or value of the wrong size for this map",
+            ));
+        }
+        Ok(())
+    }
+
+    fn attr(&self, key: *const u8, value: *const u8, flags: u64) -> ElemAttr {
+        ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: key as u64,
+            value: value as u64,
+            flags,
+        }
+    }
+
+    /// Copies the value of `key` into `value`; false if there is none.
+    pub(crate) fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        self.check(key, Some(value.len()))?;
+        let mut attr = self.attr(key.as_ptr(), value.as_mut_ptr(), 0);
+        // SAFETY: `key` holds key_size bytes and `value` value_size writable
+        // bytes (checked above), the sizes the kernel reads and writes for
+        // this map; both outlive the call.
+        absent_is_false(unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) })
+    }
+
+    /// Creates or replaces the entry of `key`. E2BIG when the map is full.
+    pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.check(key, Some(value.len()))?;
+        let mut attr = self.attr(key.as_ptr(), value.as_ptr(), BPF_ANY);
+        // SAFETY: `key` and `value` hold the sizes the kernel reads for this
+        // map (checked above) and outlive the call; neither is written.
+        unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }?;
+        Ok(())
+    }
+
+    /// Deletes the entry of `key`; false if there was none.
+    pub(crate) fn delete(&self, key: &[u8]) -> io::Result<bool> {
+        self.check(key, None)?;
+        let mut attr = self.attr(key.as_ptr(), std::ptr::null(), 0);
+        // SAFETY: `key` holds key_size bytes (checked above) and outlives
+        // the call; no value is passed.
+        absent_is_false(unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) })
+    }
+
+    /// Writes into `next` the key after `key` (the first key with `None`);
+    /// false when there is none. After a key that is gone, a hash map
+    /// starts again from its first.
+    pub(crate) fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+        if let Some(key) = key {
+            self.check(key, None)?;
+        }
+        self.check(next, None)?;
+        let key = key.map_or(std::ptr::null(), <[u8]>::as_ptr);
+        let mut attr = self.attr(key, next.as_mut_ptr(), 0);
+        // SAFETY: `key` is null or key_size bytes, `next` key_size writable
+        // bytes (checked above); both outlive the call.
+        absent_is_false(unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) })
+    }
+}
+
+/// Ok(false) for ENOENT, Ok(true) for success.
+fn absent_is_false(result: io::Result<libc::c_long>) -> io::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// How many CPUs may ever exist (`num_possible_cpus()`): a per-CPU map's
+/// value holds one slot for each, and the kernel copies them all.
+pub(crate) fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string(POSSIBLE_CPUS)?;
+    count_cpu_list(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot read {POSSIBLE_CPUS}: {text:?}"),
+        )
+    })
+}
+
+/// Counts the CPUs of a kernel CPU list ("0-3,8,10-11\n" is 7).
+fn count_cpu_list(text: &str) -> Option<usize> {
+    let mut count = 0;
+    for part in text.trim().split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((first, last)) => (first.parse::<usize>().ok()?, last.parse::<usize>().ok()?),
+            None => {
+                let cpu = part.parse::<usize>().ok()?;
+                (cpu, cpu)
+            }
+        };
+        count += last.checked_sub(first)? + 1;
+    }
+    (count > 0).then_some(count)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which
+    // points at a live local; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted_as_the_kernel_writes_them() {
+        assert_eq!(count_cpu_list("0\n"), Some(1));
+        assert_eq!(count_cpu_list("0-63\n"), Some(64));
+        assert_eq!(count_cpu_list("0-3,8,10-11\n"), Some(7));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn this_machine_has_possible_cpus() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

@@ -1,0 +1,271 @@
+//! The kernel shortcut, kept in step with the MAC table.
+//!
+//! Between two veth ends the switch opened itself, a known unicast frame
+//! is the same decision every time: out of the port its destination was
+//! learned on. The kernel can make that decision as the frame arrives,
+//! inside the sender's own system call as the Linux bridge does, instead
+//! of copying it to a worker and back (`ports::shortcut` has the programs
+//! and why they take the shape they do). What that saves is in
+//! docs/PERFORMANCE.md.
+//!
+//! The workers still see every frame the kernel does not know what to do
+//! with: the first frames of a conversation (so learning is theirs),
+//! broadcast and multicast, anything to or from a TAP, the gateway, a
+//! tunnel, and a host that moved. The housekeeping thread copies the
+//! table's entries for the shortcut's ports into the kernel's map
+//! ([`Shortcut::sync`], a tenth of a second after a change at most; the
+//! rules in `plan.rs`), refreshes the table for hosts only the kernel heard
+//! ([`Shortcut::refresh`], before each sweep), and `tapswitch ports` adds
+//! the kernel's counts to each port's ([`Shortcut::counters`]).
+//!
+//! While a trace runs or a port captures, the map is emptied first
+//! ([`Shortcut::sync`] with `on` false, called before the trace's first
+//! line is due): every frame then reaches a worker, and every decision is
+//! traced. A frame already on its way in the kernel while the map changes
+//! may go by the old entry; the Linux bridge, changing its table under
+//! traffic, has the same window.
+
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use ports::shortcut::{KernelPath, KernelShortcut, ShortcutCounters, ShortcutError, ShortcutLink};
+
+use self::plan::{Change, PathPort, ShortcutPlan};
+use crate::mac_table::MacTable;
+use crate::port::PortId;
+use crate::time::Instant;
+
+/// The kernel's part of the forwarding, and what the switch knows of it.
+pub(super) struct Shortcut {
+    kernel: KernelShortcut,
+    keeper: Mutex<Keeper>,
+}
+
+struct Keeper {
+    plan: ShortcutPlan,
+    links: HashMap<PortId, ShortcutLink>,
+    /// Whether the shortcut was on, and the table's generation, at the last
+    /// sync that the kernel took whole: nothing to do while both hold.
+    synced: Option<(bool, u64)>,
+}
+
+impl Shortcut {
+    /// Loads the programs and makes the map, sized for `capacity`
+    /// addresses. Fails without CAP_BPF and CAP_NET_ADMIN (rootless mode),
+    /// or on a kernel without TCX (before Linux 6.6).
+    pub(super) fn start(capacity: usize) -> Result<Shortcut, ShortcutError> {
+        let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+        Ok(Shortcut {
+            kernel: KernelShortcut::new(capacity)?,
+            keeper: Mutex::new(Keeper {
+                plan: ShortcutPlan::default(),
+                links: HashMap::new(),
+                synced: None,
+            }),
+        })
+    }
+
+    fn keeper(&self) -> std::sync::MutexGuard<'_, Keeper> {
+        self.keeper.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches the shortcut to port `id` (`name` for the log). A port the
+    /// kernel refuses stays the workers' alone, which is how every port
+    /// worked before: worth a line, not an error.
+    pub(super) fn attach(&self, id: PortId, name: &str, path: &KernelPath) {
+        match self.kernel.attach(path) {
+            Ok(link) => {
+                let mut keeper = self.keeper();
+                keeper.plan.attach(
+                    id,
+                    PathPort {
+                        ifindex: path.ifindex(),
+                        mtu: path.mtu(),
+                    },
+                );
+                keeper.links.insert(id, link);
+                keeper.synced = None;
+            }
+            Err(err) => log::warn!("port {name}: frames go through the workers only: {err}"),
+        }
+    }
+
+    /// Detaches port `id`: its addresses leave the map before the program
+    /// leaves its interface, so no frame is sent to it once this returns.
+    pub(super) fn detach(&self, id: PortId) {
+        let mut keeper = self.keeper();
+        let removals = keeper.plan.detach(id);
+        self.apply(&mut keeper, removals);
+        keeper.links.remove(&id);
+        keeper.synced = None;
+    }
+
+    /// Makes the kernel's map what the table says (empty while `on` is
+    /// false). Cheap when neither the table nor `on` changed since the last
+    /// sync.
+    pub(super) fn sync(&self, table: &MacTable, now: Instant, on: bool) {
+        let mut keeper = self.keeper();
+        if !keeper.plan.has_ports() {
+            return;
+        }
+        let generation = table.generation();
+        if keeper.synced == Some((on, generation)) {
+            return;
+        }
+        let entries = if on { table.entries(now) } else { Vec::new() };
+        let changes = keeper
+            .plan
+            .sync(on, entries.iter().map(|entry| (entry.mac, entry.port)));
+        let whole = self.apply(&mut keeper, changes);
+        keeper.synced = whole.then_some((on, generation));
+    }
+
+    /// Refreshes the table's entries for the hosts the kernel heard since
+    /// the last call, at the time it last heard each: their frames never
+    /// reached a worker, so without this a busy host would age out. (The
+    /// kernel's clock and the switch's are both CLOCK_MONOTONIC; `now` and
+    /// the kernel's now are read together, so an age carries across.)
+    pub(super) fn refresh(&self, table: &MacTable, now: Instant) {
+        let mut keeper = self.keeper();
+        if keeper.plan.installed() == 0 {
+            return;
+        }
+        let kernel = match self.kernel.entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                log::warn!("kernel shortcut: cannot read its map: {err}");
+                return;
+            }
+        };
+        let kernel: Vec<_> = kernel
+            .into_iter()
+            .map(|(mac, entry)| (mac, entry.ifindex, entry.last_seen_ns))
+            .collect();
+        let kernel_now = KernelShortcut::now_ns();
+        for (mac, port, last_seen) in keeper.plan.heard(&kernel) {
+            let age = kernel_now.saturating_sub(last_seen);
+            let at = Instant::from_nanos(now.as_nanos().saturating_sub(age));
+            table.refresh_on(mac, port, at);
+        }
+    }
+
+    /// What the kernel forwarded for port `id` (`None`: not attached).
+    pub(super) fn counters(&self, id: PortId) -> Option<ShortcutCounters> {
+        let ifindex = self.keeper().plan.ifindex(id)?;
+        match self.kernel.counters(ifindex) {
+            Ok(counters) => Some(counters),
+            Err(err) => {
+                log::debug!("kernel shortcut: port {id}: cannot read its counters: {err}");
+                None
+            }
+        }
+    }
+
+    /// How many ports the shortcut is attached to, and how many addresses
+    /// its map holds.
+    pub(super) fn size(&self) -> (usize, usize) {
+        let keeper = self.keeper();
+        (keeper.links.len(), keeper.plan.installed())
+    }
+
+    /// Hands `changes` to the kernel, recording those it took; false if
+    /// any failed (they are tried again at the next sync).
+    fn apply(&self, keeper: &mut Keeper, changes: Vec<Change>) -> bool {
+        let mut whole = true;
+        for change in changes {
+            let result = match change {
+                Change::Set(mac, ifindex) => self.kernel.set(mac, ifindex),
+                Change::Remove(mac) => self.kernel.remove(mac),
+            };
+            match result {
+                Ok(()) => keeper.plan.record(change),
+                Err(err) => {
+                    whole = false;
+                    log::debug!("kernel shortcut: {change:?} not taken: {err}");
+                }
+            }
+        }
+        whole
+    }
+}
+
+impl super::Shared {
+    /// Whether the kernel may forward now: not while a trace runs or a
+    /// port captures, which must see every frame.
+    fn shortcut_wanted(&self) -> bool {
+        !self.live_trace.settings().on
+            && !self
+                .snapshot()
+                .iter()
+                .any(|port| port.capture.as_ref().is_some_and(|c| c.is_enabled()))
+    }
+
+    /// Brings the kernel's map in step with the table and with whether it
+    /// is wanted now (see [`Shortcut::sync`]).
+    pub(super) fn sync_shortcut(&self) {
+        if let Some(shortcut) = &self.shortcut {
+            let wanted = self.shortcut_wanted();
+            shortcut.sync(self.engine.table(), self.clock.now(), wanted);
+        }
+    }
+
+    /// Before a sweep: the table hears of the hosts the kernel heard.
+    pub(super) fn refresh_from_shortcut(&self) {
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.refresh(self.engine.table(), self.clock.now());
+        }
+    }
+
+    /// Whether the shortcut has ports to keep in step (the housekeeping
+    /// thread then syncs it often).
+    pub(super) fn shortcut_has_ports(&self) -> bool {
+        self.shortcut
+            .as_ref()
+            .is_some_and(|shortcut| shortcut.size().0 > 0)
+    }
+
+    pub(super) fn shortcut_metrics(&self) -> super::ShortcutMetrics {
+        let Some(shortcut) = &self.shortcut else {
+            return super::ShortcutMetrics::default();
+        };
+        let (ports, addresses) = shortcut.size();
+        let state = if self.shortcut_wanted() {
+            super::ShortcutState::On
+        } else {
+            super::ShortcutState::Paused
+        };
+        super::ShortcutMetrics {
+            state,
+            ports,
+            addresses,
+        }
+    }
+}
+
+impl super::Dataplane {
+    /// Port `id`'s counters, the frames the kernel forwarded for it
+    /// included (counted again apart in `rx_kernel_frames` and
+    /// `tx_kernel_frames`); `None` if there is no such port.
+    pub fn port_stats(&self, id: PortId) -> Option<crate::stats::PortStats> {
+        let ports = self.shared.snapshot();
+        let mut stats = ports.get(id)?.counters.snapshot();
+        if let Some(kernel) = self.shared.shortcut.as_ref().and_then(|s| s.counters(id)) {
+            stats.add_kernel(
+                kernel.rx_frames,
+                kernel.rx_bytes,
+                kernel.tx_frames,
+                kernel.tx_bytes,
+            );
+        }
+        Some(stats)
+    }
+
+    /// Brings the kernel shortcut in step now rather than at the
+    /// housekeeping thread's next look: after a port's capture was turned
+    /// on, so that it sees every frame from then on.
+    pub fn sync_kernel_shortcut(&self) {
+        self.shared.sync_shortcut();
+    }
+}

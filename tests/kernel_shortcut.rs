@@ -1,0 +1,247 @@
+//! The kernel shortcut: known unicast between two veth ports is forwarded
+//! by the kernel once the switch has learned both hosts, and everything
+//! the switch promises still holds: a trace sees every frame, a host that
+//! moves is followed, hosts heard only by the kernel do not age out (and
+//! silent ones still do), a removed port gets nothing, and
+//! `--no-kernel-shortcut` leaves every frame to the workers.
+//!
+//! ```text
+//!   th..(h1) eth0 ═══ p1 ──┐
+//!   th..(h2) eth0 ═══ p2 ──┼── tapswitch serve (in tsw..)
+//!   th..(h3) eth0 ═══ p3 ──┘    tc program on p1..p3, map of MAC -> port
+//! ```
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
+use tapswitch_tests::{SwitchProcess, Topology, require_root};
+
+/// `kernel_shortcut` of `tapswitch stats --json`.
+fn shortcut(switch: &SwitchProcess) -> Value {
+    switch.call(r#"{"cmd":"info"}"#).expect("info request")["kernel_shortcut"].clone()
+}
+
+fn addresses(switch: &SwitchProcess) -> u64 {
+    shortcut(switch)["addresses"].as_u64().unwrap_or(0)
+}
+
+/// Port `name`'s frames forwarded by the kernel: (received, sent).
+fn kernel_frames(switch: &SwitchProcess, name: &str) -> (u64, u64) {
+    let ports = switch.ports();
+    let port = ports
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let stats = &port["stats"];
+    (
+        stats["rx_kernel_frames"].as_u64().unwrap_or(0),
+        stats["tx_kernel_frames"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Waits up to five seconds for `done`.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 5 s for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The trace lines (on the switch's stderr) of IPv4 frames forwarded.
+fn trace_lines(switch: &SwitchProcess) -> usize {
+    switch
+        .log()
+        .lines()
+        .filter(|line| {
+            line.starts_with("t=") && line.contains("ipv4") && line.contains("forwarded to")
+        })
+        .count()
+}
+
+fn ping_both_ways(topo: &Topology) {
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    let wait = Duration::from_secs(2);
+    assert_eq!(ping(&h1.ns, h2.ip, 3, wait), 3, "h1 -> h2");
+    assert_eq!(ping(&h2.ns, h1.ip, 3, wait), 3, "h2 -> h1");
+}
+
+#[test]
+fn known_unicast_goes_by_the_kernel_until_a_trace_asks_for_every_frame() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let state = shortcut(&switch);
+    assert_eq!(state["state"], "on", "as root on Linux 6.6+: {state}");
+    assert_eq!(state["ports"], 2);
+
+    ping_both_ways(&topo);
+    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    tcp_transfer(&h2.ns, h2.ip, &h1.ns, 8 << 20).expect("8 MiB from h1 to h2, in order");
+    let (p1_rx, _) = kernel_frames(&switch, "p1");
+    let (_, p2_tx) = kernel_frames(&switch, "p2");
+    assert!(
+        p1_rx >= 20,
+        "the data came in by p1 through the kernel: {p1_rx} frames"
+    );
+    assert!(p2_tx >= 20, "and left by p2: {p2_tx} frames");
+    let ports = switch.ports();
+    for port in ports.as_array().expect("ports") {
+        let stats = &port["stats"];
+        assert!(
+            stats["rx_frames"].as_u64() >= stats["rx_kernel_frames"].as_u64(),
+            "a port's totals include the kernel's frames: {port}"
+        );
+    }
+
+    // A trace sees every frame: the map is empty before `trace on` returns.
+    switch
+        .call(r#"{"cmd":"trace","on":true}"#)
+        .expect("trace on");
+    let paused = shortcut(&switch);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(paused["addresses"], 0, "{paused}");
+    let before = (kernel_frames(&switch, "p1"), trace_lines(&switch));
+    assert_eq!(ping(&h1.ns, h2.ip, 3, Duration::from_secs(2)), 3);
+    assert_eq!(
+        kernel_frames(&switch, "p1"),
+        before.0,
+        "nothing went by the kernel while tracing"
+    );
+    wait_until("a trace line for each echo and reply", || {
+        trace_lines(&switch) >= before.1 + 6
+    });
+
+    switch
+        .call(r#"{"cmd":"trace","on":false}"#)
+        .expect("trace off");
+    wait_until("the map filled again", || addresses(&switch) >= 2);
+    assert_eq!(shortcut(&switch)["state"], "on");
+}
+
+#[test]
+fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
+    require_root();
+    let topo = Topology::veth_star(3);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let mut s1 = Station::open(&topo.hosts[0].ns, "eth0");
+    let mut s2 = Station::open(&topo.hosts[1].ns, "eth0");
+    let mut s3 = Station::open(&topo.hosts[2].ns, "eth0");
+    let a = mac("02:00:00:00:0a:01");
+    let b = mac("02:00:00:00:0b:01");
+    let window = Duration::from_millis(200);
+    s1.teach(a, &mut s2, window);
+    s2.teach(b, &mut s1, window);
+    s3.drain();
+    let mut id = 0;
+    let mut b_to_a = || {
+        id += 1;
+        s2.send(&probe(a, b, id, 60));
+        id
+    };
+    wait_until_the_kernel_sends(&switch, "p1", &mut b_to_a);
+    let last = b_to_a();
+    assert_eq!(
+        ids(s1.collect_probes(window)).last(),
+        Some(&last),
+        "b -> a reaches h1"
+    );
+    assert!(s3.collect_probes(window).is_empty(), "and only h1");
+
+    // a moves to h3: its first frame from there is the workers' to learn.
+    s3.send(&probe(b, a, 2, 60));
+    assert_eq!(ids(s2.collect_probes(window)), [2], "a -> b from h3");
+    s2.send(&probe(a, b, 3, 60));
+    assert_eq!(ids(s3.collect_probes(window)), [3], "b -> a now reaches h3");
+    assert!(s1.collect_probes(window).is_empty(), "and no longer h1");
+    assert_eq!(switch.port_of("02:00:00:00:0a:01").as_deref(), Some("p3"));
+    wait_until_the_kernel_sends(&switch, "p3", &mut || {
+        s2.send(&probe(a, b, 10, 60));
+    });
+    assert!(s1.collect_probes(window).is_empty(), "h1 got none of them");
+    s3.drain();
+
+    // p3 leaves the switch: nothing reaches h3 any more, by either path.
+    switch
+        .call(r#"{"cmd":"port_rm","name":"p3"}"#)
+        .expect("port rm p3");
+    assert_eq!(shortcut(&switch)["ports"], 2);
+    s2.send(&probe(a, b, 100, 60));
+    assert!(
+        s3.collect_probes(window).is_empty(),
+        "a removed port gets nothing"
+    );
+    assert_eq!(
+        ids(s1.collect_probes(window)),
+        [100],
+        "a is unknown again: flooded"
+    );
+}
+
+#[test]
+fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let mut args = topo.iface_args();
+    args.extend(["--ageing-time", "2"].map(String::from));
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    ping_both_ways(&topo);
+    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
+    let before = kernel_frames(&switch, "p1").0;
+    // Four seconds of pings, twice the ageing time, all by the kernel.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(1)), 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        kernel_frames(&switch, "p1").0 >= before + 20,
+        "the pings went by the kernel"
+    );
+    assert_eq!(
+        switch.port_of(&h1_mac).as_deref(),
+        Some("p1"),
+        "h1 was heard only by the kernel, and is still known"
+    );
+    // Silence: both age out, and leave the kernel's map with the table.
+    wait_until("h1 to age out", || switch.port_of(&h1_mac).is_none());
+    wait_until("the kernel's map to empty", || addresses(&switch) == 0);
+}
+
+#[test]
+fn without_the_shortcut_every_frame_goes_through_the_workers() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let mut args = topo.iface_args();
+    args.push("--no-kernel-shortcut".into());
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    assert_eq!(shortcut(&switch)["state"], "off");
+    ping_both_ways(&topo);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    tcp_transfer(&h2.ns, h2.ip, &h1.ns, 1 << 20).expect("1 MiB from h1 to h2");
+    assert_eq!(kernel_frames(&switch, "p1"), (0, 0));
+    assert_eq!(kernel_frames(&switch, "p2"), (0, 0));
+}
+
+/// Calls `send` until the kernel counts a frame sent out of port `name`.
+fn wait_until_the_kernel_sends<T>(
+    switch: &SwitchProcess,
+    name: &str,
+    send: &mut impl FnMut() -> T,
+) {
+    wait_until(&format!("the kernel to send out of {name}"), || {
+        let before = kernel_frames(switch, name).1;
+        send();
+        std::thread::sleep(Duration::from_millis(20));
+        kernel_frames(switch, name).1 > before
+    });
+}
+
+fn ids(probes: Vec<(u32, Vec<u8>)>) -> Vec<u32> {
+    probes.into_iter().map(|(id, _)| id).collect()
+}
