@@ -182,6 +182,43 @@ fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
 }
 
 #[test]
+fn a_static_entry_goes_to_the_kernel_and_comes_back_after_a_spoof() {
+    require_root();
+    let topo = Topology::veth_star(3);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let mut s1 = Station::open(&topo.hosts[0].ns, "eth0");
+    let mut s2 = Station::open(&topo.hosts[1].ns, "eth0");
+    let mut s3 = Station::open(&topo.hosts[2].ns, "eth0");
+    let a = mac("02:00:00:00:0a:02");
+    let b = mac("02:00:00:00:0b:02");
+    let window = Duration::from_millis(200);
+    switch
+        .call(r#"{"cmd":"fdb_add","mac":"02:00:00:00:0a:02","port":"p1"}"#)
+        .expect("fdb add a p1");
+    s2.teach(b, &mut s1, window);
+    s3.drain();
+    wait_until_the_kernel_sends(&switch, "p1", &mut || s2.send(&probe(a, b, 1, 60)));
+
+    // h3 claims a's address: the workers do not move a static entry, and
+    // the frame goes on to b.
+    s3.send(&probe(b, a, 2, 60));
+    assert_eq!(ids(s2.collect_probes(window)), [2]);
+    assert_eq!(switch.port_of("02:00:00:00:0a:02").as_deref(), Some("p1"));
+    s1.drain();
+    s2.send(&probe(a, b, 3, 60));
+    assert_eq!(
+        ids(s1.collect_probes(window)),
+        [3],
+        "b -> a still reaches h1"
+    );
+    assert!(s3.collect_probes(window).is_empty(), "and not the spoofer");
+    // The filter took a out of the kernel's map on the spoofed frame; the
+    // switch puts it back.
+    wait_until_the_kernel_sends(&switch, "p1", &mut || s2.send(&probe(a, b, 4, 60)));
+    assert!(s3.collect_probes(window).is_empty(), "h3 got none of them");
+}
+
+#[test]
 fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
     require_root();
     let topo = Topology::veth_star(2);

@@ -530,6 +530,8 @@ impl RunningSwitch {
             let ports = d.ports();
             let id = user_port(&ports, port)?;
             let previous = d.engine().table().add_static(mac, id)?;
+            // The kernel forwards by the new entry once this returns.
+            d.sync_kernel_shortcut();
             log::info!("static entry {mac} on port {port} added");
             Ok(FdbEditReply {
                 previous: previous.map(|p| PreviousRow {
@@ -544,6 +546,8 @@ impl RunningSwitch {
     fn fdb_del(&self, mac: switch::MacAddr) -> Result<FdbEditReply> {
         self.with_dataplane(|d| {
             let removed = d.engine().table().remove(mac)?;
+            // The kernel forwards by it no more once this returns.
+            d.sync_kernel_shortcut();
             let port = d.ports().name_of(removed.port);
             log::info!("entry {mac} on port {port} removed");
             Ok(FdbEditReply {
@@ -563,6 +567,7 @@ impl RunningSwitch {
                 port,
                 include_static,
             });
+            d.sync_kernel_shortcut();
             log::info!("flushed {flushed} MAC table entries");
             Ok(FdbFlushReply { flushed })
         })

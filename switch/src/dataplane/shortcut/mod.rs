@@ -143,6 +143,12 @@ impl Shortcut {
             .into_iter()
             .map(|(mac, entry)| (mac, entry.ifindex, entry.last_seen_ns))
             .collect();
+        if keeper.plan.forget_missing(&kernel) {
+            // The filter deleted a source that seemed to move, and the
+            // table did not move it (a static entry, a full table): put
+            // it back at the next sync.
+            keeper.synced = None;
+        }
         let kernel_now = KernelShortcut::now_ns();
         for (mac, port, last_seen) in keeper.plan.heard(&kernel) {
             let age = kernel_now.saturating_sub(last_seen);
@@ -264,7 +270,9 @@ impl super::Dataplane {
 
     /// Brings the kernel shortcut in step now rather than at the
     /// housekeeping thread's next look: after a port's capture was turned
-    /// on, so that it sees every frame from then on.
+    /// on, so that it sees every frame from then on, and after an
+    /// operator's edit of the MAC table (`fdb add|del|flush`), so that the
+    /// kernel forwards by the new table once the command returns.
     pub fn sync_kernel_shortcut(&self) {
         self.shared.sync_shortcut();
     }

@@ -139,6 +139,21 @@ impl ShortcutPlan {
         }
     }
 
+    /// Forgets the addresses the plan has in the kernel's map that are not
+    /// in `kernel` (the map as read): the socket filter deletes a source
+    /// that arrives on another port than its entry's, for the table to
+    /// learn the move. When the table did not move it (a static entry, or
+    /// a full table), nothing else would bring the entry back. True if
+    /// any was missing.
+    pub(crate) fn forget_missing(&mut self, kernel: &[(MacAddr, u32, u64)]) -> bool {
+        let present: std::collections::HashSet<MacAddr> =
+            kernel.iter().map(|(mac, _, _)| *mac).collect();
+        let before = self.installed.len();
+        self.installed.retain(|mac, _| present.contains(mac));
+        self.heard.retain(|mac, _| present.contains(mac));
+        self.installed.len() != before
+    }
+
     /// The addresses the kernel heard since the last call, with the port
     /// they were heard on and when: `kernel` is the map as read, address,
     /// interface and the kernel's last-seen time (0: never). The table
@@ -304,6 +319,19 @@ mod tests {
         assert_eq!(changes, [Change::Set(mac(1), 11)]);
         // Not recorded: the map was full, say.
         assert_eq!(plan.sync(true, [(mac(1), P1)]), changes);
+    }
+
+    #[test]
+    fn an_entry_the_kernel_deleted_is_put_back_at_the_next_sync() {
+        let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
+        let table = [(mac(1), P1), (mac(2), P2)];
+        let changes = plan.sync(true, table);
+        apply(&mut plan, &changes);
+        assert!(!plan.forget_missing(&[(mac(1), 11, 0), (mac(2), 12, 0)]));
+        // A frame from mac(2) arrived on P1: the filter deleted its entry,
+        // and the table (mac(2) static on P2, say) did not move it.
+        assert!(plan.forget_missing(&[(mac(1), 11, 0)]));
+        assert_eq!(plan.sync(true, table), [Change::Set(mac(2), 12)]);
     }
 
     #[test]
