@@ -136,8 +136,8 @@ enum Label {
     Redirect,
     /// The frame is IPv4 or IPv6: read its protocol byte.
     ReadProtocol,
-    /// The decision is "forward" (the end of [`decide`]).
-    Ours,
+    /// The frame is not a UDP datagram: on to the addresses.
+    NotUdp,
 }
 
 /// An instruction list under construction, jumps to labels.
@@ -201,7 +201,8 @@ impl Asm {
     }
 }
 
-/// The decision both programs make, up to "forward": falls through with
+/// The decision both programs make, up to "forward" (the rules in the
+/// module docs of [`super`], UDP and runts first): falls through with
 /// the frame's destination known on another port and its source on this
 /// one (r6 = the context, r7 = the destination's ifindex, r8 = the
 /// source's entry, r9 = this port's ifindex); jumps to [`Label::Pass`]
@@ -210,13 +211,36 @@ impl Asm {
 fn decide(asm: &mut Asm, macs: RawFd) {
     // Keep the context (r1 on entry) where calls leave it alone.
     asm.op(MOV64_REG, R6, R1, 0, 0);
+    // UDP stays with the switch: a worker sends a run of one flow's
+    // datagrams as one UDP GSO super-frame (`crate::coalesce`), which the
+    // receiver takes in one go; for small datagrams that beats the
+    // kernel's one at a time (docs/PERFORMANCE.md). Looked at first, so a
+    // datagram costs no map lookup. The EtherType
+    // (bpf_skb_load_bytes(skb, 12, r10 + HEADER_BYTES, 2)); a frame
+    // without one is a runt, which the switch drops and counts.
+    load_header_bytes(asm, 12, 2);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    asm.op(LDX_H, R3, R10, HEADER_BYTES, 0);
+    asm.op(MOV64_IMM, R2, 0, 0, IPV4_PROTOCOL_AT);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::ReadProtocol);
+    asm.op(MOV64_IMM, R2, 0, 0, IPV6_NEXT_HEADER_AT);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV6, Label::ReadProtocol);
+    asm.jump(JA, 0, 0, 0, Label::NotUdp);
+    // The protocol byte, at the offset r2 holds; UDP is not ours, nor is
+    // an IP header cut short (the switch forwards it as it is).
+    asm.label(Label::ReadProtocol);
+    load_header_bytes_at_r2(asm, 1);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    asm.op(LDX_B, R1, R10, HEADER_BYTES, 0);
+    asm.jump(JEQ_IMM, R1, 0, UDP, Label::Pass);
+    asm.label(Label::NotUdp);
     // Zero both keys: the loads below fill their first 6 bytes, and the
     // last 2 must be zero, as in every key the switch writes.
     asm.op(ST_DW, R10, 0, DST_KEY, 0);
     asm.op(ST_DW, R10, 0, SRC_KEY, 0);
     // Bytes 0..6 of the frame (destination MAC) into the destination key:
     // bpf_skb_load_bytes(skb, 0, r10 + DST_KEY, 6). It works wherever the
-    // bytes are (linear or not); it fails on a frame too short, not ours.
+    // bytes are (linear or not); a frame with an EtherType has them.
     asm.op(MOV64_REG, R1, R6, 0, 0);
     asm.op(MOV64_IMM, R2, 0, 0, 0);
     asm.op(MOV64_REG, R3, R10, 0, 0);
@@ -258,28 +282,6 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     // the switch drops and counts it.
     asm.op(LDX_W, R7, R7, MAC_IFINDEX, 0);
     asm.jump(JEQ_REG, R7, R9, 0, Label::Pass);
-    // UDP stays with the switch: a worker sends a run of one flow's
-    // datagrams as one UDP GSO super-frame (`crate::coalesce`), which the
-    // receiver takes in one go; for small datagrams that beats the
-    // kernel's one at a time (docs/PERFORMANCE.md). The EtherType
-    // (bpf_skb_load_bytes(skb, 12, r10 + HEADER_BYTES, 2)); a frame
-    // without one is a runt, which the switch drops and counts.
-    load_header_bytes(asm, 12, 2);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    asm.op(LDX_H, R3, R10, HEADER_BYTES, 0);
-    asm.op(MOV64_IMM, R2, 0, 0, IPV4_PROTOCOL_AT);
-    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::ReadProtocol);
-    asm.op(MOV64_IMM, R2, 0, 0, IPV6_NEXT_HEADER_AT);
-    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV6, Label::ReadProtocol);
-    asm.jump(JA, 0, 0, 0, Label::Ours);
-    // The protocol byte, at the offset r2 holds; UDP is not ours, nor is
-    // an IP header cut short (the switch forwards it as it is).
-    asm.label(Label::ReadProtocol);
-    load_header_bytes_at_r2(asm, 1);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    asm.op(LDX_B, R1, R10, HEADER_BYTES, 0);
-    asm.jump(JEQ_IMM, R1, 0, UDP, Label::Pass);
-    asm.label(Label::Ours);
 }
 
 /// bpf_skb_load_bytes(skb, `offset`, r10 + HEADER_BYTES, `len`); r0 = 0
