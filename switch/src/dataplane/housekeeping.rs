@@ -20,9 +20,9 @@ use crate::port::PortId;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the housekeeping thread brings the kernel shortcut in step
-/// with the MAC table, while it has ports: a new conversation's frames go
-/// through the workers for up to this long. Nothing is done unless the
-/// table changed (`MacTable::generation`).
+/// with the MAC table: a new conversation's frames go through the workers
+/// for up to this long. Nothing is done unless the shortcut has ports and
+/// the table changed (`MacTable::generation`).
 const SHORTCUT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Starts the housekeeping thread: every second it sweeps the MAC table
@@ -40,7 +40,7 @@ pub(super) fn spawn(
         .spawn(move || {
             let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
             loop {
-                let due = if shared.shortcut_has_ports() {
+                let due = if shared.has_shortcut() {
                     next_sweep.min(Instant::now() + SHORTCUT_SYNC_INTERVAL)
                 } else {
                     next_sweep

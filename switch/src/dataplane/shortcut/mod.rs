@@ -224,12 +224,12 @@ impl super::Shared {
         }
     }
 
-    /// Whether the shortcut has ports to keep in step (the housekeeping
-    /// thread then syncs it often).
-    pub(super) fn shortcut_has_ports(&self) -> bool {
-        self.shortcut
-            .as_ref()
-            .is_some_and(|shortcut| shortcut.size().0 > 0)
+    /// Whether there is a shortcut to keep in step: the housekeeping
+    /// thread then looks every tenth of a second (a look without ports, or
+    /// without a change to the table, does nothing). Not "whether it has
+    /// ports": a port attached while the thread waits would wait a second.
+    pub(super) fn has_shortcut(&self) -> bool {
+        self.shortcut.is_some()
     }
 
     pub(super) fn shortcut_metrics(&self) -> super::ShortcutMetrics {
