@@ -125,11 +125,7 @@ fn known_unicast_goes_by_the_kernel_until_a_trace_asks_for_every_frame() {
 #[test]
 fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
     require_root();
-    let topo = Topology::veth_star(3);
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
-    let mut s1 = Station::open(&topo.hosts[0].ns, "eth0");
-    let mut s2 = Station::open(&topo.hosts[1].ns, "eth0");
-    let mut s3 = Station::open(&topo.hosts[2].ns, "eth0");
+    let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
     let a = mac("02:00:00:00:0a:01");
     let b = mac("02:00:00:00:0b:01");
     let window = Duration::from_millis(200);
@@ -184,11 +180,7 @@ fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
 #[test]
 fn a_static_entry_goes_to_the_kernel_and_comes_back_after_a_spoof() {
     require_root();
-    let topo = Topology::veth_star(3);
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
-    let mut s1 = Station::open(&topo.hosts[0].ns, "eth0");
-    let mut s2 = Station::open(&topo.hosts[1].ns, "eth0");
-    let mut s3 = Station::open(&topo.hosts[2].ns, "eth0");
+    let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
     let a = mac("02:00:00:00:0a:02");
     let b = mac("02:00:00:00:0b:02");
     let window = Duration::from_millis(200);
@@ -263,6 +255,15 @@ fn without_the_shortcut_every_frame_goes_through_the_workers() {
     tcp_transfer(&h2.ns, h2.ip, &h1.ns, 1 << 20).expect("1 MiB from h1 to h2");
     assert_eq!(kernel_frames(&switch, "p1"), (0, 0));
     assert_eq!(kernel_frames(&switch, "p2"), (0, 0));
+}
+
+/// Three hosts on a switch, each with a station on its `eth0` for
+/// frames of the test's own making. Keep the topology: it holds them.
+fn three_stations() -> (Topology, SwitchProcess, [Station; 3]) {
+    let topo = Topology::veth_star(3);
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    let stations = [0, 1, 2].map(|i| Station::open(&topo.hosts[i].ns, "eth0"));
+    (topo, switch, stations)
 }
 
 /// Calls `send` until the kernel counts a frame sent out of port `name`.

@@ -67,9 +67,8 @@ const MAC_LAST_SEEN: i16 = 8;
 
 /// Offsets in a `counters` value (this CPU's slot).
 const RX_FRAMES: i16 = 0;
-const RX_BYTES: i16 = 8;
 const TX_FRAMES: i16 = 16;
-const TX_BYTES: i16 = 24;
+// rx_bytes and tx_bytes follow their frames (+ 8): see `count`.
 
 /// The helpers called (`enum bpf_func_id`, linux/bpf.h).
 const MAP_LOOKUP_ELEM: i32 = 1;
@@ -300,6 +299,26 @@ fn load_header_bytes_at_r2(asm: &mut Asm, len: i32) {
     asm.call(SKB_LOAD_BYTES);
 }
 
+/// Adds one frame of skb->len bytes to the counters of the port whose
+/// ifindex is in `port` (this CPU's slot, kept at `key` on the stack):
+/// `frames` += 1 and the u64 after it += the length; on to `next` either
+/// way, also when the port has no counters.
+fn count(asm: &mut Asm, counters: RawFd, port: u8, key: i16, frames: i16, next: Label) {
+    asm.op(STX_W, R10, port, key, 0);
+    asm.load_map(R1, counters);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(key));
+    asm.call(MAP_LOOKUP_ELEM);
+    asm.jump(JEQ_IMM, R0, 0, 0, next);
+    asm.op(LDX_W, R1, R6, SKB_LEN, 0);
+    asm.op(LDX_DW, R2, R0, frames, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, 1);
+    asm.op(STX_DW, R0, R2, frames, 0);
+    asm.op(LDX_DW, R2, R0, frames + 8, 0);
+    asm.op(ADD64_REG, R2, R1, 0, 0);
+    asm.op(STX_DW, R0, R2, frames + 8, 0);
+}
+
 /// The TCX ingress program: forwards the frames [`decide`] takes to the
 /// egress of their destination's port, noting when their source was heard
 /// and counting them; everything else goes on to the stack (and the
@@ -314,35 +333,12 @@ pub(crate) fn tc_ingress(macs: RawFd, counters: RawFd) -> Vec<Insn> {
     asm.call(KTIME_GET_NS);
     asm.op(STX_DW, R8, R0, MAC_LAST_SEEN, 0);
     // counters[this port] on this CPU: rx_frames += 1, rx_bytes +=
-    // skb->len. No entry (the port is being detached): not counted.
-    asm.op(STX_W, R10, R9, RX_KEY, 0);
-    asm.load_map(R1, counters);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(RX_KEY));
-    asm.call(MAP_LOOKUP_ELEM);
-    asm.jump(JEQ_IMM, R0, 0, 0, Label::CountTx);
-    asm.op(LDX_W, R1, R6, SKB_LEN, 0);
-    asm.op(LDX_DW, R2, R0, RX_FRAMES, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, 1);
-    asm.op(STX_DW, R0, R2, RX_FRAMES, 0);
-    asm.op(LDX_DW, R2, R0, RX_BYTES, 0);
-    asm.op(ADD64_REG, R2, R1, 0, 0);
-    asm.op(STX_DW, R0, R2, RX_BYTES, 0);
-    // counters[the destination's port]: tx_frames += 1, tx_bytes += len.
+    // skb->len; then counters[the destination's port]: tx_frames += 1,
+    // tx_bytes += skb->len. A port without an entry (being detached) is
+    // not counted.
+    count(&mut asm, counters, R9, RX_KEY, RX_FRAMES, Label::CountTx);
     asm.label(Label::CountTx);
-    asm.op(STX_W, R10, R7, TX_KEY, 0);
-    asm.load_map(R1, counters);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(TX_KEY));
-    asm.call(MAP_LOOKUP_ELEM);
-    asm.jump(JEQ_IMM, R0, 0, 0, Label::Redirect);
-    asm.op(LDX_W, R1, R6, SKB_LEN, 0);
-    asm.op(LDX_DW, R2, R0, TX_FRAMES, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, 1);
-    asm.op(STX_DW, R0, R2, TX_FRAMES, 0);
-    asm.op(LDX_DW, R2, R0, TX_BYTES, 0);
-    asm.op(ADD64_REG, R2, R1, 0, 0);
-    asm.op(STX_DW, R0, R2, TX_BYTES, 0);
+    count(&mut asm, counters, R7, TX_KEY, TX_FRAMES, Label::Redirect);
     // return bpf_redirect(destination's ifindex, 0): out of that
     // interface (its egress; a veth hands the frame to its peer, the
     // container's end). It returns TC_ACT_REDIRECT, which TCX acts on.

@@ -14,9 +14,6 @@ use super::bpf::{
     BPF_MAP_UPDATE_ELEM, bpf, owned,
 };
 
-/// Where the kernel lists the CPUs that may ever exist ("0-63", "0,2-5").
-const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
-
 /// BPF_ANY: an update creates the entry or replaces it.
 const BPF_ANY: u64 = 0;
 
@@ -90,7 +87,9 @@ impl Map {
         };
         let per_lookup = match map_type {
             MapType::Hash => value_size as usize,
-            MapType::PercpuHash => (value_size as usize).div_ceil(8) * 8 * possible_cpus()?,
+            MapType::PercpuHash => {
+                (value_size as usize).div_ceil(8) * 8 * super::cpu::possible_cpus()?
+            }
         };
         // SAFETY: MapCreateAttr is the BPF_MAP_CREATE prefix of bpf_attr and
         // holds no addresses.
@@ -187,34 +186,6 @@ fn absent_is_false(result: io::Result<libc::c_long>) -> io::Result<bool> {
     }
 }
 
-/// How many CPUs may ever exist (`num_possible_cpus()`): a per-CPU map's
-/// value holds one slot for each, and the kernel copies them all.
-pub(crate) fn possible_cpus() -> io::Result<usize> {
-    let text = std::fs::read_to_string(POSSIBLE_CPUS)?;
-    count_cpu_list(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("cannot read {POSSIBLE_CPUS}: {text:?}"),
-        )
-    })
-}
-
-/// Counts the CPUs of a kernel CPU list ("0-3,8,10-11\n" is 7).
-fn count_cpu_list(text: &str) -> Option<usize> {
-    let mut count = 0;
-    for part in text.trim().split(',') {
-        let (first, last) = match part.split_once('-') {
-            Some((first, last)) => (first.parse::<usize>().ok()?, last.parse::<usize>().ok()?),
-            None => {
-                let cpu = part.parse::<usize>().ok()?;
-                (cpu, cpu)
-            }
-        };
-        count += last.checked_sub(first)? + 1;
-    }
-    (count > 0).then_some(count)
-}
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub(crate) fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
@@ -232,21 +203,6 @@ pub(crate) fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists_are_counted_as_the_kernel_writes_them() {
-        assert_eq!(count_cpu_list("0\n"), Some(1));
-        assert_eq!(count_cpu_list("0-63\n"), Some(64));
-        assert_eq!(count_cpu_list("0-3,8,10-11\n"), Some(7));
-        assert_eq!(count_cpu_list(""), None);
-        assert_eq!(count_cpu_list("3-1"), None);
-        assert_eq!(count_cpu_list("x"), None);
-    }
-
-    #[test]
-    fn this_machine_has_possible_cpus() {
-        assert!(possible_cpus().unwrap() >= 1);
-    }
 
     #[test]
     fn the_monotonic_clock_moves_forward() {

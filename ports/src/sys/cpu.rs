@@ -48,6 +48,37 @@ pub(crate) fn online_cpus() -> usize {
     usize::try_from(online).unwrap_or(1).max(1)
 }
 
+/// Where the kernel lists the CPUs that may ever exist ("0-63", "0,2-5").
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// How many CPUs may ever exist (`num_possible_cpus()`): a per-CPU map's
+/// value holds one slot for each, and the kernel copies them all.
+pub(crate) fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string(POSSIBLE_CPUS)?;
+    count_cpu_list(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot read {POSSIBLE_CPUS}: {text:?}"),
+        )
+    })
+}
+
+/// Counts the CPUs of a kernel CPU list ("0-3,8,10-11\n" is 7).
+fn count_cpu_list(text: &str) -> Option<usize> {
+    let mut count = 0;
+    for part in text.trim().split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((first, last)) => (first.parse::<usize>().ok()?, last.parse::<usize>().ok()?),
+            None => {
+                let cpu = part.parse::<usize>().ok()?;
+                (cpu, cpu)
+            }
+        };
+        count += last.checked_sub(first)? + 1;
+    }
+    (count > 0).then_some(count)
+}
+
 /// The CPU the calling thread is running on right now.
 pub(crate) fn current_cpu() -> Option<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads where the
@@ -70,4 +101,24 @@ pub(crate) fn set_realtime(priority: Option<i32>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted_as_the_kernel_writes_them() {
+        assert_eq!(count_cpu_list("0\n"), Some(1));
+        assert_eq!(count_cpu_list("0-63\n"), Some(64));
+        assert_eq!(count_cpu_list("0-3,8,10-11\n"), Some(7));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn this_machine_has_possible_cpus() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
 }
