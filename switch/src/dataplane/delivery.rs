@@ -8,6 +8,7 @@ use ports::RxBatch;
 use super::Shared;
 use crate::engine::Action;
 use crate::fabric::{Batching, Fabric, PortHandle, PortSet, TraceSink};
+use crate::mac_table::Learn;
 use crate::port::PortId;
 
 /// Decides and delivers received frames: the worker's one use of the
@@ -62,15 +63,21 @@ impl Delivery {
         // stay in order). Declared after `session`, so it is dropped first.
         let mut pass = self.fabric.pass(ports);
         let mut first = None;
+        let mut learned = false;
         for i in 0..n {
             let (vnet, frame) = batch.get_mut(i);
             let verdict = pass.forward(&mut session, now, ingress, vnet, frame);
+            learned |= matches!(verdict.learn, Some(Learn::New | Learn::Moved { .. }));
             if let Action::Forward(egress) = verdict.action {
                 first.get_or_insert(egress);
                 if note_targets && !self.sent_to.contains(&egress) {
                     self.sent_to.push(egress);
                 }
             }
+        }
+        if learned {
+            // After the batch, so the table has every address it taught.
+            shared.nudge_shortcut();
         }
         first
     }

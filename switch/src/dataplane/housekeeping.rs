@@ -3,7 +3,8 @@
 //! it steers the ports that lag behind the read mode (the kernel's wait is
 //! spent here, never in a worker), choosing each busy port's solo lane
 //! (`pairing.rs`), and keeps the kernel shortcut in step with the MAC
-//! table (`shortcut/`).
+//! table (`shortcut/`) when a worker learned something and after each
+//! sweep.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,32 +20,32 @@ use crate::port::PortId;
 /// ignore expired entries anyway; the sweep only frees memory and counts.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often the housekeeping thread brings the kernel shortcut in step
-/// with the MAC table: a new conversation's frames go through the workers
-/// for up to this long. Nothing is done unless the shortcut has ports and
-/// the table changed (`MacTable::generation`).
-const SHORTCUT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// The least time between two syncs of the kernel shortcut. A worker that
+/// learned an address nudges the housekeeping thread, which syncs at once
+/// (a new conversation's frames go through the workers until then), but a
+/// flood of new addresses gets a sync per gap, not one per address: each
+/// sync reads the whole table.
+const SHORTCUT_SYNC_GAP: Duration = Duration::from_millis(50);
 
 /// Starts the housekeeping thread: every second it sweeps the MAC table
 /// and counts kernel drops; in between it steers the ports workers found
 /// lagging behind the read mode (`lagging`), so that no worker waits for
-/// the kernel to take a port's new steering, and keeps the kernel shortcut
-/// in step with the table.
+/// the kernel to take a port's new steering, and brings the kernel
+/// shortcut in step with the table when a worker learned something
+/// (`learned`, see [`Shared::nudge_shortcut`]).
 pub(super) fn spawn(
     shared: Arc<Shared>,
     lagging: Receiver<PortId>,
+    learned: Receiver<()>,
 ) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let handle = std::thread::Builder::new()
         .name("tapswitch-aging".into())
         .spawn(move || {
             let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+            let mut pacer = SyncPacer::default();
             loop {
-                let due = if shared.has_shortcut() {
-                    next_sweep.min(Instant::now() + SHORTCUT_SYNC_INTERVAL)
-                } else {
-                    next_sweep
-                };
+                let due = pacer.due().map_or(next_sweep, |at| at.min(next_sweep));
                 let wait = due.saturating_duration_since(Instant::now());
                 crossbeam_channel::select! {
                     // Returns when the sender is dropped (Disconnected).
@@ -54,17 +55,55 @@ pub(super) fn spawn(
                             steer_lagging(&shared, id);
                         }
                     }
-                    default(wait) => {
-                        if Instant::now() >= next_sweep {
-                            next_sweep = Instant::now() + SWEEP_INTERVAL;
-                            sweep(&shared);
-                        }
-                        shared.sync_shortcut();
-                    }
+                    recv(learned) -> _ => pacer.nudged(Instant::now()),
+                    default(wait) => {}
+                }
+                let now = Instant::now();
+                if now >= next_sweep {
+                    next_sweep = now + SWEEP_INTERVAL;
+                    sweep(&shared);
+                    // Expired entries leave the kernel's map too.
+                    pacer.nudged(now);
+                }
+                if pacer.take_due(now) {
+                    shared.sync_shortcut();
                 }
             }
         })?;
     Ok((stop, handle))
+}
+
+/// When the kernel shortcut is synced next: at once after a nudge, but
+/// never twice within [`SHORTCUT_SYNC_GAP`]. Pure, for the tests.
+#[derive(Debug, Default)]
+struct SyncPacer {
+    last: Option<Instant>,
+    due: Option<Instant>,
+}
+
+impl SyncPacer {
+    /// Something changed at `now`: a sync is due, as soon as the gap allows.
+    fn nudged(&mut self, now: Instant) {
+        let earliest = self
+            .last
+            .map_or(now, |last| (last + SHORTCUT_SYNC_GAP).max(now));
+        self.due = Some(self.due.map_or(earliest, |due| due.min(earliest)));
+    }
+
+    /// When the next sync is due, if one is.
+    fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Whether a sync is due at `now`; if so, it counts as done.
+    fn take_due(&mut self, now: Instant) -> bool {
+        if self.due.is_some_and(|due| now >= due) {
+            self.due = None;
+            self.last = Some(now);
+            return true;
+        }
+        false
+    }
 }
 
 /// The once-a-second work: the table hears of the hosts only the kernel
@@ -142,5 +181,35 @@ pub(super) fn count_kernel_drops(shared: &Shared) {
                     .count_drops(crate::stats::DropReason::RxOverflow, drops);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nudge_syncs_at_once_and_a_flood_of_nudges_once_per_gap() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut pacer = SyncPacer::default();
+        assert_eq!(pacer.due(), None, "nothing to do until nudged");
+        assert!(!pacer.take_due(at(0)));
+
+        pacer.nudged(at(0));
+        assert_eq!(pacer.due(), Some(at(0)));
+        assert!(pacer.take_due(at(0)), "the first nudge syncs at once");
+        assert!(!pacer.take_due(at(1)), "once");
+
+        // More nudges within the gap: one sync, when the gap has passed.
+        pacer.nudged(at(10));
+        pacer.nudged(at(20));
+        assert_eq!(pacer.due(), Some(at(50)));
+        assert!(!pacer.take_due(at(49)));
+        assert!(pacer.take_due(at(50)));
+
+        // A nudge long after: at once again.
+        pacer.nudged(at(500));
+        assert!(pacer.take_due(at(500)));
     }
 }

@@ -160,6 +160,10 @@ struct Shared {
     /// Known unicast between veth ends forwarded by the kernel; `None`
     /// with `--no-kernel-shortcut` or where the kernel refused it.
     shortcut: Option<shortcut::Shortcut>,
+    /// Where a worker that learned an address nudges the housekeeping
+    /// thread to bring the shortcut in step (see [`Shared::nudge_shortcut`]);
+    /// one nudge waits at most.
+    learned: Option<Sender<()>>,
     next_hint: AtomicU32,
 }
 
@@ -346,6 +350,13 @@ impl Dataplane {
                     .map_err(|err| log::info!("kernel shortcut off: {err}"))
                     .ok()
             });
+        let (learned, learned_nudges) = match shortcut {
+            Some(_) => {
+                let (nudge, nudges) = crossbeam_channel::bounded(1);
+                (Some(nudge), nudges)
+            }
+            None => (None, crossbeam_channel::never()),
+        };
         let live_trace = Arc::new(live_trace::LiveTrace::new(
             TraceSettings {
                 on: config.trace.is_some(),
@@ -373,6 +384,7 @@ impl Dataplane {
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
             shortcut,
+            learned,
         });
         let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();
@@ -410,7 +422,11 @@ impl Dataplane {
             }
             None => None,
         };
-        let housekeeping = Some(housekeeping::spawn(shared.clone(), lagging_ports)?);
+        let housekeeping = Some(housekeeping::spawn(
+            shared.clone(),
+            lagging_ports,
+            learned_nudges,
+        )?);
         Ok(Dataplane {
             shared,
             workers,
@@ -607,6 +623,8 @@ impl Dataplane {
         }
         if let (Some(shortcut), Some(path)) = (&self.shared.shortcut, kernel_path) {
             shortcut.attach(id, name, &path);
+            // Hosts the table already knows on this port go to the kernel.
+            self.shared.nudge_shortcut();
         }
         Ok(id)
     }

@@ -13,8 +13,9 @@
 //! broadcast and multicast, anything to or from a TAP, the gateway, a
 //! tunnel, and a host that moved. The housekeeping thread copies the
 //! table's entries for the shortcut's ports into the kernel's map
-//! ([`Shortcut::sync`], a tenth of a second after a change at most; the
-//! rules in `plan.rs`), refreshes the table for hosts only the kernel heard
+//! ([`Shortcut::sync`], as soon as a worker that learned an address
+//! nudges it, at most every 50 ms under a flood of new ones, and after
+//! each sweep; the rules in `plan.rs`), refreshes the table for hosts only the kernel heard
 //! ([`Shortcut::refresh`], before each sweep), and `tapswitch ports` adds
 //! the kernel's counts to each port's ([`Shortcut::counters`]).
 //!
@@ -224,12 +225,14 @@ impl super::Shared {
         }
     }
 
-    /// Whether there is a shortcut to keep in step: the housekeeping
-    /// thread then looks every tenth of a second (a look without ports, or
-    /// without a change to the table, does nothing). Not "whether it has
-    /// ports": a port attached while the thread waits would wait a second.
-    pub(super) fn has_shortcut(&self) -> bool {
-        self.shortcut.is_some()
+    /// The table learned or moved an address (a worker calls this), or the
+    /// shortcut got a port: the housekeeping thread brings the shortcut in
+    /// step now, so the conversation's next frames can go by the kernel. A
+    /// nudge already waiting is enough.
+    pub(super) fn nudge_shortcut(&self) {
+        if let Some(learned) = &self.learned {
+            let _ = learned.try_send(());
+        }
     }
 
     pub(super) fn shortcut_metrics(&self) -> super::ShortcutMetrics {
