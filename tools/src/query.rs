@@ -578,6 +578,42 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_frames_are_in_the_totals_and_on_their_own_line() {
+        let mut stats = switch::PortStats {
+            rx_frames: 5,
+            rx_bytes: 500,
+            ..Default::default()
+        };
+        let port = |stats: switch::PortStats| PortInfo {
+            port_no: switch::PortId(1),
+            name: "p1".into(),
+            kind: "iface".into(),
+            mtu: 1500,
+            offloads: true,
+            lanes: 2,
+            owner: None,
+            capturing: false,
+            stats,
+        };
+        let quiet = render_ports(&[port(stats.clone())], &[]);
+        assert!(!quiet.contains("by the kernel"), "{quiet}");
+        stats.add_kernel(7, 700, 3, 300);
+        let text = render_ports(&[port(stats)], &[]);
+        assert!(
+            text.contains("    by the kernel: RX 7 packets, TX 3 packets\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("            1200           12"),
+            "RX totals: {text}"
+        );
+        assert!(
+            text.contains("             300            3"),
+            "TX totals: {text}"
+        );
+    }
+
+    #[test]
     fn static_entries_show_as_static_in_the_table() {
         let mut reply = FdbReply {
             entries: Vec::new(),
