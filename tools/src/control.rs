@@ -147,9 +147,10 @@ pub struct SwitchInfo {
     /// `root` or `rootless`: who runs the switch (empty from older switches).
     #[serde(default)]
     pub mode: String,
-    /// How the workers read ports and shared the CPUs (flattened: the
-    /// fields `reading`, `reading_changes`, `steering_waits`, `cpu_yields`,
-    /// `cpu_moves`).
+    /// How the workers read ports and shared the CPUs, and the kernel
+    /// shortcut (flattened: the fields `reading`, `reading_changes`,
+    /// `steering_waits`, `cpu_yields`, `cpu_moves`, `kernel_shortcut`:
+    /// `{"state": "on"|"paused"|"off", "ports": N, "addresses": N}`).
     #[serde(flatten)]
     pub dataplane: DataplaneMetrics,
 }
