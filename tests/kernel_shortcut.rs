@@ -280,6 +280,26 @@ fn wait_until_the_kernel_sends<T>(
     });
 }
 
+#[test]
+fn a_killed_switch_leaves_nothing_forwarding_in_the_kernel() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let mut switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
+    ping_both_ways(&topo);
+    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(switch.pid()).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL to the switch");
+    wait_until("the switch to be gone", || !switch.is_running());
+    // The hosts still know each other's MACs (ARP): only a program left on
+    // p1 could carry the echo across now.
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    assert_eq!(
+        ping(&h1.ns, h2.ip, 2, Duration::from_millis(500)),
+        0,
+        "no program outlives the switch"
+    );
+}
+
 fn ids(probes: Vec<(u32, Vec<u8>)>) -> Vec<u32> {
     probes.into_iter().map(|(id, _)| id).collect()
 }
