@@ -217,7 +217,7 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     // datagram costs no map lookup. The EtherType
     // (bpf_skb_load_bytes(skb, 12, r10 + HEADER_BYTES, 2)); a frame
     // without one is a runt, which the switch drops and counts.
-    load_header_bytes(asm, 12, 2);
+    load_bytes(asm, 12, HEADER_BYTES, 2);
     asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
     asm.op(LDX_H, R3, R10, HEADER_BYTES, 0);
     asm.op(MOV64_IMM, R2, 0, 0, IPV4_PROTOCOL_AT);
@@ -228,7 +228,7 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     // The protocol byte, at the offset r2 holds; UDP is not ours, nor is
     // an IP header cut short (the switch forwards it as it is).
     asm.label(Label::ReadProtocol);
-    load_header_bytes_at_r2(asm, 1);
+    load_bytes_at_r2(asm, HEADER_BYTES, 1);
     asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
     asm.op(LDX_B, R1, R10, HEADER_BYTES, 0);
     asm.jump(JEQ_IMM, R1, 0, UDP, Label::Pass);
@@ -237,23 +237,12 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     // last 2 must be zero, as in every key the switch writes.
     asm.op(ST_DW, R10, 0, DST_KEY, 0);
     asm.op(ST_DW, R10, 0, SRC_KEY, 0);
-    // Bytes 0..6 of the frame (destination MAC) into the destination key:
-    // bpf_skb_load_bytes(skb, 0, r10 + DST_KEY, 6). It works wherever the
-    // bytes are (linear or not); a frame with an EtherType has them.
-    asm.op(MOV64_REG, R1, R6, 0, 0);
-    asm.op(MOV64_IMM, R2, 0, 0, 0);
-    asm.op(MOV64_REG, R3, R10, 0, 0);
-    asm.op(ADD64_IMM, R3, 0, 0, i32::from(DST_KEY));
-    asm.op(MOV64_IMM, R4, 0, 0, 6);
-    asm.call(SKB_LOAD_BYTES);
+    // Bytes 0..6 of the frame (destination MAC) into the destination key,
+    // bytes 6..12 (source MAC) into the source key. A frame with an
+    // EtherType has them.
+    load_bytes(asm, 0, DST_KEY, 6);
     asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    // Bytes 6..12 (source MAC) into the source key, likewise.
-    asm.op(MOV64_REG, R1, R6, 0, 0);
-    asm.op(MOV64_IMM, R2, 0, 0, 6);
-    asm.op(MOV64_REG, R3, R10, 0, 0);
-    asm.op(ADD64_IMM, R3, 0, 0, i32::from(SRC_KEY));
-    asm.op(MOV64_IMM, R4, 0, 0, 6);
-    asm.call(SKB_LOAD_BYTES);
+    load_bytes(asm, 6, SRC_KEY, 6);
     asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
     // r7 = macs[destination], or not ours. A group address never has an
     // entry (the switch inserts none), so broadcast and multicast pass.
@@ -283,18 +272,19 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     asm.jump(JEQ_REG, R7, R9, 0, Label::Pass);
 }
 
-/// bpf_skb_load_bytes(skb, `offset`, r10 + HEADER_BYTES, `len`); r0 = 0
-/// when the frame has them.
-fn load_header_bytes(asm: &mut Asm, offset: i32, len: i32) {
+/// bpf_skb_load_bytes(skb, `offset`, r10 + `to`, `len`): `len` bytes of
+/// the frame from `offset` on to the stack, wherever they are in the skb
+/// (linear or not); r0 = 0 when the frame has them.
+fn load_bytes(asm: &mut Asm, offset: i32, to: i16, len: i32) {
     asm.op(MOV64_IMM, R2, 0, 0, offset);
-    load_header_bytes_at_r2(asm, len);
+    load_bytes_at_r2(asm, to, len);
 }
 
-/// [`load_header_bytes`] from the offset already in r2.
-fn load_header_bytes_at_r2(asm: &mut Asm, len: i32) {
+/// [`load_bytes`] from the offset already in r2.
+fn load_bytes_at_r2(asm: &mut Asm, to: i16, len: i32) {
     asm.op(MOV64_REG, R1, R6, 0, 0);
     asm.op(MOV64_REG, R3, R10, 0, 0);
-    asm.op(ADD64_IMM, R3, 0, 0, i32::from(HEADER_BYTES));
+    asm.op(ADD64_IMM, R3, 0, 0, i32::from(to));
     asm.op(MOV64_IMM, R4, 0, 0, len);
     asm.call(SKB_LOAD_BYTES);
 }
