@@ -17,6 +17,10 @@ use super::bpf::{
 /// BPF_ANY: an update creates the entry or replaces it.
 const BPF_ANY: u64 = 0;
 
+/// BPF_F_NO_PREALLOC: entries are allocated as they are added, not all at
+/// creation.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// A map type (`enum bpf_map_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MapType {
@@ -80,7 +84,15 @@ impl Map {
             key_size,
             value_size,
             max_entries,
-            map_flags: 0,
+            // The MAC map is sized for the whole MAC table (`--max-macs`),
+            // which may be large and is mostly empty: its entries are
+            // allocated as the switch adds them (it alone adds; programs
+            // only read, update in place and delete). The per-CPU counters,
+            // one entry per port, are allocated up front, as by default.
+            map_flags: match map_type {
+                MapType::Hash => BPF_F_NO_PREALLOC,
+                MapType::PercpuHash => 0,
+            },
             inner_map_fd: 0,
             numa_node: 0,
             map_name,

@@ -188,6 +188,12 @@ impl Shortcut {
             };
             match result {
                 Ok(()) => keeper.plan.record(change),
+                Err(err @ ShortcutError::Full { .. }) => {
+                    // The additions come last, and none will fit: those
+                    // hosts stay with the workers until room is made.
+                    log::debug!("kernel shortcut: {err}");
+                    return false;
+                }
                 Err(err) => {
                     whole = false;
                     log::debug!("kernel shortcut: {change:?} not taken: {err}");
