@@ -204,7 +204,18 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     outln!("$ tapswitch fdb")?;
     out!("{}", query::render_fdb(&switch.fdb()?))?;
     outln!("\n$ tapswitch ports")?;
-    out!("{}", query::render_ports(&switch.ports()?, &[]))?;
+    let ports = switch.ports()?;
+    out!("{}", query::render_ports(&ports, &[]))?;
+    if ports
+        .iter()
+        .any(|p| p.stats.rx_kernel_frames + p.stats.tx_kernel_frames > 0)
+    {
+        outln!(
+            "\n\"by the kernel\": once the switch knew a and b, the kernel carried their frames\n\
+             between the two veth ports itself, by the switch's MAC table (the kernel shortcut;\n\
+             `tapswitch trace on` hands every frame back to the switch)."
+        )?;
+    }
     outln!()?;
     switch.shutdown();
     Ok(())
