@@ -158,6 +158,18 @@ class TapswitchVethBusyPoll(TapswitchVeth):
         return super().serve(topo, workdir, cleanup, port_args, ("--busy-poll", "20000", *extra))
 
 
+class TapswitchVethWorkers(TapswitchVeth):
+    """tapswitch with veth ports and `--no-kernel-shortcut`: every frame
+    goes through the workers, as before the kernel shortcut (and as in
+    rootless mode, which cannot load it)."""
+
+    key = "tapswitch-veth-workers"
+    title = "tapswitch, veth, --no-kernel-shortcut"
+
+    def serve(self, topo, workdir, cleanup, port_args, extra=()):
+        return super().serve(topo, workdir, cleanup, port_args, ("--no-kernel-shortcut", *extra))
+
+
 class TapswitchTap(Tapswitch):
     key = "tapswitch-tap"
     title = "tapswitch, TAP ports"
@@ -391,6 +403,7 @@ ALL = [
     KernelBridge,
     TapswitchVeth,
     TapswitchTap,
+    TapswitchVethWorkers,
     TapswitchVethBusyPoll,
     TapswitchRootless,
     VdeSwitch,
