@@ -246,18 +246,12 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
     // r7 = macs[destination], or not ours. A group address never has an
     // entry (the switch inserts none), so broadcast and multicast pass.
-    asm.load_map(R1, macs);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(DST_KEY));
-    asm.call(MAP_LOOKUP_ELEM);
+    map_call(asm, macs, DST_KEY, MAP_LOOKUP_ELEM);
     asm.jump(JEQ_IMM, R0, 0, 0, Label::Pass);
     asm.op(MOV64_REG, R7, R0, 0, 0);
     // r8 = macs[source], or not ours: the switch has not learned (or has
     // forgotten) the sender, and must hear it.
-    asm.load_map(R1, macs);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(SRC_KEY));
-    asm.call(MAP_LOOKUP_ELEM);
+    map_call(asm, macs, SRC_KEY, MAP_LOOKUP_ELEM);
     asm.jump(JEQ_IMM, R0, 0, 0, Label::Pass);
     asm.op(MOV64_REG, R8, R0, 0, 0);
     // r9 = skb->ifindex, the port the frame came in by. The source known
@@ -270,6 +264,15 @@ fn decide(asm: &mut Asm, macs: RawFd) {
     // the switch drops and counts it.
     asm.op(LDX_W, R7, R7, MAC_IFINDEX, 0);
     asm.jump(JEQ_REG, R7, R9, 0, Label::Pass);
+}
+
+/// Calls map helper `helper` (lookup or delete) on the map of descriptor
+/// `map` with the key at r10 + `key`; the result lands in r0.
+fn map_call(asm: &mut Asm, map: RawFd, key: i16, helper: i32) {
+    asm.load_map(R1, map);
+    asm.op(MOV64_REG, R2, R10, 0, 0);
+    asm.op(ADD64_IMM, R2, 0, 0, i32::from(key));
+    asm.call(helper);
 }
 
 /// bpf_skb_load_bytes(skb, `offset`, r10 + `to`, `len`): `len` bytes of
@@ -295,10 +298,7 @@ fn load_bytes_at_r2(asm: &mut Asm, to: i16, len: i32) {
 /// way, also when the port has no counters.
 fn count(asm: &mut Asm, counters: RawFd, port: u8, key: i16, frames: i16, next: Label) {
     asm.op(STX_W, R10, port, key, 0);
-    asm.load_map(R1, counters);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(key));
-    asm.call(MAP_LOOKUP_ELEM);
+    map_call(asm, counters, key, MAP_LOOKUP_ELEM);
     asm.jump(JEQ_IMM, R0, 0, 0, next);
     asm.op(LDX_W, R1, R6, SKB_LEN, 0);
     asm.op(LDX_DW, R2, R0, frames, 0);
@@ -361,10 +361,7 @@ pub(crate) fn socket_filter(macs: RawFd) -> Vec<Insn> {
     // the switch, which gets this one, has learned the move and says
     // where the host is now.
     asm.label(Label::Moved);
-    asm.load_map(R1, macs);
-    asm.op(MOV64_REG, R2, R10, 0, 0);
-    asm.op(ADD64_IMM, R2, 0, 0, i32::from(SRC_KEY));
-    asm.call(MAP_DELETE_ELEM);
+    map_call(&mut asm, macs, SRC_KEY, MAP_DELETE_ELEM);
     // Not ours: keep the whole frame (a filter returns how many bytes to
     // keep; skb->len is all of them).
     asm.label(Label::Pass);
