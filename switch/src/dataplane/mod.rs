@@ -96,10 +96,6 @@ use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
 use self::peer::{Peer, WorkerCommand, WorkerHandle};
 
-/// Room in the kernel shortcut's map beyond the MAC table's capacity, for
-/// static entries (which the capacity does not count).
-const SHORTCUT_STATIC_ROOM: usize = 1024;
-
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortEvent {
@@ -342,21 +338,7 @@ impl Dataplane {
         let clock = Clock::start();
         let count = config.tuning.workers();
         let bus = EventBus::default();
-        let shortcut = config
-            .kernel_shortcut
-            .then(|| shortcut::Shortcut::start(config.table.capacity + SHORTCUT_STATIC_ROOM))
-            .and_then(|started| {
-                started
-                    .map_err(|err| log::info!("kernel shortcut off: {err}"))
-                    .ok()
-            });
-        let (learned, learned_nudges) = match shortcut {
-            Some(_) => {
-                let (nudge, nudges) = crossbeam_channel::bounded(1);
-                (Some(nudge), nudges)
-            }
-            None => (None, crossbeam_channel::never()),
-        };
+        let (shortcut, learned, learned_nudges) = shortcut::Shortcut::start_for(&config);
         let live_trace = Arc::new(live_trace::LiveTrace::new(
             TraceSettings {
                 on: config.trace.is_some(),

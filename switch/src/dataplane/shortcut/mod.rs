@@ -31,6 +31,7 @@ mod plan;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use crossbeam_channel::{Receiver, Sender};
 use ports::shortcut::{KernelPath, KernelShortcut, ShortcutCounters, ShortcutError, ShortcutLink};
 
 use self::plan::{Change, PathPort, ShortcutPlan};
@@ -52,7 +53,34 @@ struct Keeper {
     synced: Option<(bool, u64)>,
 }
 
+/// Room in the map beyond the MAC table's capacity, for static entries
+/// (which the capacity does not count).
+const STATIC_ROOM: usize = 1024;
+
 impl Shortcut {
+    /// The shortcut a dataplane of `config` starts with (`None` when asked
+    /// not to, or when the kernel refused it, which the log says), and the
+    /// channel a worker that learned an address nudges the housekeeping
+    /// thread on (see `Shared::nudge_shortcut`); without a shortcut, nobody
+    /// nudges and nothing arrives.
+    pub(super) fn start_for(
+        config: &super::DataplaneConfig,
+    ) -> (Option<Shortcut>, Option<Sender<()>>, Receiver<()>) {
+        if !config.kernel_shortcut {
+            return (None, None, crossbeam_channel::never());
+        }
+        match Shortcut::start(config.table.capacity + STATIC_ROOM) {
+            Ok(shortcut) => {
+                let (nudge, nudges) = crossbeam_channel::bounded(1);
+                (Some(shortcut), Some(nudge), nudges)
+            }
+            Err(err) => {
+                log::info!("kernel shortcut off: {err}");
+                (None, None, crossbeam_channel::never())
+            }
+        }
+    }
+
     /// Loads the programs and makes the map, sized for `capacity`
     /// addresses. Fails without CAP_BPF and CAP_NET_ADMIN (rootless mode),
     /// or on a kernel without TCX (before Linux 6.6).
