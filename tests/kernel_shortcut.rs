@@ -281,6 +281,46 @@ fn wait_until_the_kernel_sends<T>(
 }
 
 #[test]
+fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
+    require_root();
+    let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
+    let a = mac("02:00:00:00:0a:03");
+    let b = mac("02:00:00:00:0b:03");
+    let window = Duration::from_millis(200);
+    s2.teach(b, &mut s1, window);
+    s3.drain();
+    // a is new: its first frame teaches the switch, and the rest follow in
+    // bursts for half a second. a's address goes to the kernel only once a
+    // pauses, so no frame of a's still queued for a worker is overtaken.
+    let by_kernel = kernel_frames(&switch, "p2").1;
+    let mut sent = Vec::new();
+    let mut id = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        let burst: Vec<Vec<u8>> = (0..40)
+            .map(|_| {
+                id += 1;
+                probe(b, a, id, 60)
+            })
+            .collect();
+        s1.send_all(burst.iter().map(Vec::as_slice));
+        sent.extend((id - 39)..=id);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let got = ids(s2.collect_probes(window));
+    assert_eq!(got.len(), sent.len(), "every frame arrives once");
+    let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
+    assert_eq!(overtaken, 0, "in the order sent");
+    assert_eq!(
+        kernel_frames(&switch, "p2").1,
+        by_kernel,
+        "a's stream, begun as the switch learned a, stayed with the workers"
+    );
+    // a paused: from now on the kernel carries its frames.
+    wait_until_the_kernel_sends(&switch, "p2", &mut || s1.send(&probe(b, a, 0, 60)));
+}
+
+#[test]
 fn a_killed_switch_leaves_nothing_forwarding_in_the_kernel() {
     require_root();
     let topo = Topology::veth_star(2);

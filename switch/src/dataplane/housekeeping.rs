@@ -27,6 +27,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// sync reads the whole table.
 const SHORTCUT_SYNC_GAP: Duration = Duration::from_millis(50);
 
+/// While a host waits to be quiet before its address goes to the kernel
+/// (`shortcut/plan.rs`, rule 5), the shortcut is synced again this often:
+/// each sync reads the whole table, and a host that never pauses would
+/// otherwise keep the thread busy.
+const WAITING_RECHECK: Duration = Duration::from_millis(200);
+
 /// Starts the housekeeping thread: every second it sweeps the MAC table
 /// and counts kernel drops; in between it steers the ports workers found
 /// lagging behind the read mode (`lagging`), so that no worker waits for
@@ -65,8 +71,10 @@ pub(super) fn spawn(
                     // Expired entries leave the kernel's map too.
                     pacer.nudged(now);
                 }
-                if pacer.take_due(now) {
-                    shared.sync_shortcut();
+                if pacer.take_due(now) && shared.sync_shortcut() {
+                    // A host waits to be quiet before the kernel takes its
+                    // frames: look again a little later.
+                    pacer.nudged(now + WAITING_RECHECK);
                 }
             }
         })?;

@@ -15,7 +15,8 @@
 //! table's entries for the shortcut's ports into the kernel's map
 //! ([`Shortcut::sync`], as soon as a worker that learned an address
 //! nudges it, at most every 50 ms under a flood of new ones, and after
-//! each sweep; the rules in `plan.rs`), refreshes the table for hosts only the kernel heard
+//! each sweep; a host goes in once quiet for [`QUIET`]; the rules in
+//! `plan.rs`), refreshes the table for hosts only the kernel heard
 //! ([`Shortcut::refresh`], before each sweep), and `tapswitch ports` adds
 //! the kernel's counts to each port's ([`Shortcut::counters`]).
 //!
@@ -35,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ports::shortcut::{KernelPath, KernelShortcut, ShortcutCounters, ShortcutError, ShortcutLink};
 
 use self::plan::{Change, PathPort, ShortcutPlan};
-use crate::mac_table::MacTable;
+use crate::mac_table::{EntryKind, MacTable};
 use crate::port::PortId;
 use crate::time::Instant;
 
@@ -56,6 +57,14 @@ struct Keeper {
 /// Room in the map beyond the MAC table's capacity, for static entries
 /// (which the capacity does not count).
 const STATIC_ROOM: usize = 1024;
+
+/// How long a host must have sent nothing through the workers before its
+/// address goes into the kernel's map (`plan.rs`, rule 5): long enough
+/// that none of its frames still waits for a worker (which forwards a
+/// frame within microseconds while it runs), or the kernel's would
+/// overtake it. The table notes a host's last frame to within
+/// `REFRESH_GRANULARITY` (10 ms), so this is at least 10 ms of quiet.
+pub(super) const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Shortcut {
     /// The shortcut a dataplane of `config` starts with (`None` when asked
@@ -133,22 +142,29 @@ impl Shortcut {
 
     /// Makes the kernel's map what the table says (empty while `on` is
     /// false). Cheap when neither the table nor `on` changed since the last
-    /// sync.
-    pub(super) fn sync(&self, table: &MacTable, now: Instant, on: bool) {
+    /// sync that left nothing waiting. A host goes in only while quiet
+    /// (see [`QUIET`]); true if some host waits for that (sync again
+    /// shortly).
+    pub(super) fn sync(&self, table: &MacTable, now: Instant, on: bool) -> bool {
         let mut keeper = self.keeper();
         if !keeper.plan.has_ports() {
-            return;
+            return false;
         }
         let generation = table.generation();
         if keeper.synced == Some((on, generation)) {
-            return;
+            return false;
         }
         let entries = if on { table.entries(now) } else { Vec::new() };
-        let changes = keeper
-            .plan
-            .sync(on, entries.iter().map(|entry| (entry.mac, entry.port)));
-        let whole = self.apply(&mut keeper, changes);
-        keeper.synced = whole.then_some((on, generation));
+        let synced = keeper.plan.sync(
+            on,
+            entries.iter().map(|entry| {
+                let quiet = entry.kind == EntryKind::Static || entry.age >= QUIET;
+                (entry.mac, entry.port, quiet)
+            }),
+        );
+        let whole = self.apply(&mut keeper, synced.changes);
+        keeper.synced = (whole && !synced.waiting).then_some((on, generation));
+        synced.waiting
     }
 
     /// Refreshes the table's entries for the hosts the kernel heard since
@@ -244,11 +260,15 @@ impl super::Shared {
     }
 
     /// Brings the kernel's map in step with the table and with whether it
-    /// is wanted now (see [`Shortcut::sync`]).
-    pub(super) fn sync_shortcut(&self) {
-        if let Some(shortcut) = &self.shortcut {
-            let wanted = self.shortcut_wanted();
-            shortcut.sync(self.engine.table(), self.clock.now(), wanted);
+    /// is wanted now (see [`Shortcut::sync`]); true if a host waits to be
+    /// quiet before it goes in.
+    pub(super) fn sync_shortcut(&self) -> bool {
+        match &self.shortcut {
+            Some(shortcut) => {
+                let wanted = self.shortcut_wanted();
+                shortcut.sync(self.engine.table(), self.clock.now(), wanted)
+            }
+            None => false,
         }
     }
 

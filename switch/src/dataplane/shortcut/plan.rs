@@ -17,6 +17,15 @@
 //!    it without a word. With one MTU for all, which is the usual case,
 //!    nothing is left out.
 //! 4. Dynamic and static entries alike: both forward.
+//! 5. An address enters the map only while its host is quiet on the
+//!    workers' path: no frame from it for a while (the caller's judgement,
+//!    see `shortcut/mod.rs`), or a static entry. Otherwise frames of a
+//!    conversation still queued for a worker would be overtaken by the
+//!    kernel's, and the switch, like the Linux bridge, keeps a sender's
+//!    frames in order. An address in the map stays there while it talks;
+//!    one the table moved leaves the map at once, and comes back once
+//!    quiet. A conversation that begins the moment both hosts are learned
+//!    and never pauses stays with the workers.
 //!
 //! What the engine's rules would do with a frame the map covers is always
 //! "forward to that one port" (rule 6), once the frame has passed rules 1
@@ -39,6 +48,14 @@ use crate::port::PortId;
 pub(crate) struct PathPort {
     pub ifindex: u32,
     pub mtu: u32,
+}
+
+/// What a sync asks of the kernel, and whether addresses wait for their
+/// hosts to be quiet (ask again shortly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Synced {
+    pub changes: Vec<Change>,
+    pub waiting: bool,
 }
 
 /// One change to the kernel's map.
@@ -90,40 +107,51 @@ impl ShortcutPlan {
         self.installed.len()
     }
 
-    /// The changes that make the map what the table says (`table`: its
-    /// live entries, address and port), or empty when `on` is false.
-    /// Removals come first, so a map near its capacity has room for the
-    /// additions. Nothing is recorded: [`ShortcutPlan::record`] each change
-    /// the kernel took.
+    /// The changes that bring the map toward what the table says
+    /// (`table`: its live entries, address, port and whether its host is
+    /// quiet, rule 5), or that empty it when `on` is false. Removals come
+    /// first, so a map near its capacity has room for the additions.
+    /// Nothing is recorded: [`ShortcutPlan::record`] each change the kernel
+    /// took.
     pub(crate) fn sync(
         &self,
         on: bool,
-        table: impl IntoIterator<Item = (MacAddr, PortId)>,
-    ) -> Vec<Change> {
-        let wanted: HashMap<MacAddr, u32> = if on {
+        table: impl IntoIterator<Item = (MacAddr, PortId, bool)>,
+    ) -> Synced {
+        let wanted: HashMap<MacAddr, (u32, bool)> = if on {
             let eligible = self.eligible();
             table
                 .into_iter()
-                .filter_map(|(mac, port)| eligible.get(&port).map(|ifindex| (mac, *ifindex)))
+                .filter_map(|(mac, port, quiet)| {
+                    eligible.get(&port).map(|ifindex| (mac, (*ifindex, quiet)))
+                })
                 .collect()
         } else {
             HashMap::new()
         };
+        // Gone from the table, not eligible any more, or moved: out now.
         let mut changes: Vec<Change> = self
             .installed
-            .keys()
-            .filter(|mac| !wanted.contains_key(mac))
-            .map(|mac| Change::Remove(*mac))
+            .iter()
+            .filter(|(mac, ifindex)| wanted.get(mac).map(|(at, _)| at) != Some(ifindex))
+            .map(|(mac, _)| Change::Remove(*mac))
             .collect();
         changes.sort_by_key(|change| change_mac(*change));
-        let mut additions: Vec<Change> = wanted
-            .into_iter()
-            .filter(|(mac, ifindex)| self.installed.get(mac) != Some(ifindex))
-            .map(|(mac, ifindex)| Change::Set(mac, ifindex))
-            .collect();
+        let mut waiting = false;
+        let mut additions = Vec::new();
+        for (mac, (ifindex, quiet)) in wanted {
+            if self.installed.get(&mac) == Some(&ifindex) {
+                continue;
+            }
+            if quiet {
+                additions.push(Change::Set(mac, ifindex));
+            } else {
+                waiting = true;
+            }
+        }
         additions.sort_by_key(|change| change_mac(*change));
         changes.extend(additions);
-        changes
+        Synced { changes, waiting }
     }
 
     /// Notes that the kernel took `change`.
@@ -222,6 +250,17 @@ mod tests {
         plan
     }
 
+    /// A sync of `table`, every host quiet: the changes.
+    fn sync(
+        plan: &ShortcutPlan,
+        on: bool,
+        table: impl IntoIterator<Item = (MacAddr, PortId)>,
+    ) -> Vec<Change> {
+        let synced = plan.sync(on, table.into_iter().map(|(mac, port)| (mac, port, true)));
+        assert!(!synced.waiting, "every host is quiet");
+        synced.changes
+    }
+
     fn apply(plan: &mut ShortcutPlan, changes: &[Change]) {
         for change in changes {
             plan.record(*change);
@@ -237,7 +276,7 @@ mod tests {
             (mac(3), P3),
             (mac(9), PortId::GATEWAY),
         ];
-        let changes = plan.sync(true, table);
+        let changes = sync(&plan, true, table);
         assert_eq!(
             changes,
             [Change::Set(mac(1), 11), Change::Set(mac(2), 12)],
@@ -245,7 +284,7 @@ mod tests {
         );
         apply(&mut plan, &changes);
         assert!(
-            plan.sync(true, table).is_empty(),
+            sync(&plan, true, table).is_empty(),
             "nothing changed, nothing to do"
         );
         assert_eq!(plan.installed(), 2);
@@ -254,17 +293,18 @@ mod tests {
     #[test]
     fn a_move_an_expiry_and_a_new_host_are_each_one_change() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
-        let first = plan.sync(true, [(mac(1), P1), (mac(2), P2)]);
+        let first = sync(&plan, true, [(mac(1), P1), (mac(2), P2)]);
         apply(&mut plan, &first);
-        let changes = plan.sync(true, [(mac(1), P2), (mac(3), P1)]);
+        let changes = sync(&plan, true, [(mac(1), P2), (mac(3), P1)]);
         assert_eq!(
             changes,
             [
+                Change::Remove(mac(1)),
                 Change::Remove(mac(2)),
                 Change::Set(mac(1), 12),
                 Change::Set(mac(3), 11)
             ],
-            "removals first, so a full map has room"
+            "removals first, so a full map has room; a moved host leaves, then comes back"
         );
     }
 
@@ -272,19 +312,19 @@ mod tests {
     fn off_empties_the_map_and_on_fills_it_again() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
         let table = [(mac(1), P1), (mac(2), P2)];
-        let on = plan.sync(true, table);
+        let on = sync(&plan, true, table);
         apply(&mut plan, &on);
-        let off = plan.sync(false, table);
+        let off = sync(&plan, false, table);
         assert_eq!(off, [Change::Remove(mac(1)), Change::Remove(mac(2))]);
         apply(&mut plan, &off);
         assert_eq!(plan.installed(), 0);
-        assert_eq!(plan.sync(true, table), on);
+        assert_eq!(sync(&plan, true, table), on);
     }
 
     #[test]
     fn only_ports_with_the_largest_mtu_take_part() {
         let mut plan = plan_with(&[(P1, 11, 9000), (P2, 12, 1500), (P3, 13, 9000)]);
-        let changes = plan.sync(true, [(mac(1), P1), (mac(2), P2), (mac(3), P3)]);
+        let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2), (mac(3), P3)]);
         assert_eq!(changes, [Change::Set(mac(1), 11), Change::Set(mac(3), 13)]);
         apply(&mut plan, &changes);
         let removals = plan.detach(P1);
@@ -292,7 +332,7 @@ mod tests {
         apply(&mut plan, &removals);
         plan.detach(P3);
         assert_eq!(
-            plan.sync(true, [(mac(2), P2)]),
+            sync(&plan, true, [(mac(2), P2)]),
             [Change::Remove(mac(3)), Change::Set(mac(2), 12)],
             "with the big ports gone, P2 has the largest MTU"
         );
@@ -301,7 +341,7 @@ mod tests {
     #[test]
     fn detaching_removes_only_that_ports_entries() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
-        let changes = plan.sync(true, [(mac(1), P1), (mac(2), P2), (mac(3), P2)]);
+        let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2), (mac(3), P2)]);
         apply(&mut plan, &changes);
         let mut removals = plan.detach(P2);
         removals.sort_by_key(|c| change_mac(*c));
@@ -315,29 +355,52 @@ mod tests {
     #[test]
     fn a_change_the_kernel_refused_is_tried_again() {
         let plan = plan_with(&[(P1, 11, 1500)]);
-        let changes = plan.sync(true, [(mac(1), P1)]);
+        let changes = sync(&plan, true, [(mac(1), P1)]);
         assert_eq!(changes, [Change::Set(mac(1), 11)]);
         // Not recorded: the map was full, say.
-        assert_eq!(plan.sync(true, [(mac(1), P1)]), changes);
+        assert_eq!(sync(&plan, true, [(mac(1), P1)]), changes);
+    }
+
+    #[test]
+    fn a_host_enters_the_map_only_while_quiet_and_leaves_at_once_when_it_moves() {
+        let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
+        // mac(1) talks (its frames may still be queued for a worker),
+        // mac(2) is quiet: only mac(2) goes in, and the caller asks again.
+        let synced = plan.sync(true, [(mac(1), P1, false), (mac(2), P2, true)]);
+        assert_eq!(synced.changes, [Change::Set(mac(2), 12)]);
+        assert!(synced.waiting);
+        apply(&mut plan, &synced.changes);
+        // mac(2) talks now: it stays. mac(1) went quiet: in.
+        let synced = plan.sync(true, [(mac(1), P1, true), (mac(2), P2, false)]);
+        assert_eq!(synced.changes, [Change::Set(mac(1), 11)]);
+        assert!(!synced.waiting);
+        apply(&mut plan, &synced.changes);
+        // mac(1) moved to P2 and talks: out now, back once quiet.
+        let synced = plan.sync(true, [(mac(1), P2, false), (mac(2), P2, false)]);
+        assert_eq!(synced.changes, [Change::Remove(mac(1))]);
+        assert!(synced.waiting);
+        apply(&mut plan, &synced.changes);
+        let synced = plan.sync(true, [(mac(1), P2, true), (mac(2), P2, false)]);
+        assert_eq!(synced.changes, [Change::Set(mac(1), 12)]);
     }
 
     #[test]
     fn an_entry_the_kernel_deleted_is_put_back_at_the_next_sync() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
         let table = [(mac(1), P1), (mac(2), P2)];
-        let changes = plan.sync(true, table);
+        let changes = sync(&plan, true, table);
         apply(&mut plan, &changes);
         assert!(!plan.forget_missing(&[(mac(1), 11, 0), (mac(2), 12, 0)]));
         // A frame from mac(2) arrived on P1: the filter deleted its entry,
         // and the table (mac(2) static on P2, say) did not move it.
         assert!(plan.forget_missing(&[(mac(1), 11, 0)]));
-        assert_eq!(plan.sync(true, table), [Change::Set(mac(2), 12)]);
+        assert_eq!(sync(&plan, true, table), [Change::Set(mac(2), 12)]);
     }
 
     #[test]
     fn heard_reports_each_new_kernel_time_once_with_its_port() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
-        let changes = plan.sync(true, [(mac(1), P1), (mac(2), P2)]);
+        let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2)]);
         apply(&mut plan, &changes);
         assert!(
             plan.heard(&[(mac(1), 11, 0), (mac(2), 12, 0)]).is_empty(),
