@@ -18,6 +18,9 @@ use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
+/// How long a station listens for the frames a step sent.
+const WINDOW: Duration = Duration::from_millis(200);
+
 /// `kernel_shortcut` of `tapswitch stats --json`.
 fn shortcut(switch: &SwitchProcess) -> Value {
     switch.call(r#"{"cmd":"info"}"#).expect("info request")["kernel_shortcut"].clone()
@@ -128,9 +131,8 @@ fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
     let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
     let a = mac("02:00:00:00:0a:01");
     let b = mac("02:00:00:00:0b:01");
-    let window = Duration::from_millis(200);
-    s1.teach(a, &mut s2, window);
-    s2.teach(b, &mut s1, window);
+    s1.teach(a, &mut s2, WINDOW);
+    s2.teach(b, &mut s1, WINDOW);
     s3.drain();
     let mut id = 0;
     let mut b_to_a = || {
@@ -141,23 +143,23 @@ fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
     wait_until_the_kernel_sends(&switch, "p1", &mut b_to_a);
     let last = b_to_a();
     assert_eq!(
-        ids(s1.collect_probes(window)).last(),
+        ids(s1.collect_probes(WINDOW)).last(),
         Some(&last),
         "b -> a reaches h1"
     );
-    assert!(s3.collect_probes(window).is_empty(), "and only h1");
+    assert!(s3.collect_probes(WINDOW).is_empty(), "and only h1");
 
     // a moves to h3: its first frame from there is the workers' to learn.
     s3.send(&probe(b, a, 2, 60));
-    assert_eq!(ids(s2.collect_probes(window)), [2], "a -> b from h3");
+    assert_eq!(ids(s2.collect_probes(WINDOW)), [2], "a -> b from h3");
     s2.send(&probe(a, b, 3, 60));
-    assert_eq!(ids(s3.collect_probes(window)), [3], "b -> a now reaches h3");
-    assert!(s1.collect_probes(window).is_empty(), "and no longer h1");
+    assert_eq!(ids(s3.collect_probes(WINDOW)), [3], "b -> a now reaches h3");
+    assert!(s1.collect_probes(WINDOW).is_empty(), "and no longer h1");
     assert_eq!(switch.port_of("02:00:00:00:0a:01").as_deref(), Some("p3"));
     wait_until_the_kernel_sends(&switch, "p3", &mut || {
         s2.send(&probe(a, b, 10, 60));
     });
-    assert!(s1.collect_probes(window).is_empty(), "h1 got none of them");
+    assert!(s1.collect_probes(WINDOW).is_empty(), "h1 got none of them");
     s3.drain();
 
     // p3 leaves the switch: nothing reaches h3 any more, by either path.
@@ -167,11 +169,11 @@ fn a_host_that_moves_is_followed_and_a_removed_port_gets_nothing() {
     assert_eq!(shortcut(&switch)["ports"], 2);
     s2.send(&probe(a, b, 100, 60));
     assert!(
-        s3.collect_probes(window).is_empty(),
+        s3.collect_probes(WINDOW).is_empty(),
         "a removed port gets nothing"
     );
     assert_eq!(
-        ids(s1.collect_probes(window)),
+        ids(s1.collect_probes(WINDOW)),
         [100],
         "a is unknown again: flooded"
     );
@@ -183,31 +185,30 @@ fn a_static_entry_goes_to_the_kernel_and_comes_back_after_a_spoof() {
     let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
     let a = mac("02:00:00:00:0a:02");
     let b = mac("02:00:00:00:0b:02");
-    let window = Duration::from_millis(200);
     switch
         .call(r#"{"cmd":"fdb_add","mac":"02:00:00:00:0a:02","port":"p1"}"#)
         .expect("fdb add a p1");
-    s2.teach(b, &mut s1, window);
+    s2.teach(b, &mut s1, WINDOW);
     s3.drain();
     wait_until_the_kernel_sends(&switch, "p1", &mut || s2.send(&probe(a, b, 1, 60)));
 
     // h3 claims a's address: the workers do not move a static entry, and
     // the frame goes on to b.
     s3.send(&probe(b, a, 2, 60));
-    assert_eq!(ids(s2.collect_probes(window)), [2]);
+    assert_eq!(ids(s2.collect_probes(WINDOW)), [2]);
     assert_eq!(switch.port_of("02:00:00:00:0a:02").as_deref(), Some("p1"));
     s1.drain();
     s2.send(&probe(a, b, 3, 60));
     assert_eq!(
-        ids(s1.collect_probes(window)),
+        ids(s1.collect_probes(WINDOW)),
         [3],
         "b -> a still reaches h1"
     );
-    assert!(s3.collect_probes(window).is_empty(), "and not the spoofer");
+    assert!(s3.collect_probes(WINDOW).is_empty(), "and not the spoofer");
     // The filter took a out of the kernel's map on the spoofed frame; the
     // switch puts it back.
     wait_until_the_kernel_sends(&switch, "p1", &mut || s2.send(&probe(a, b, 4, 60)));
-    assert!(s3.collect_probes(window).is_empty(), "h3 got none of them");
+    assert!(s3.collect_probes(WINDOW).is_empty(), "h3 got none of them");
 }
 
 #[test]
@@ -286,8 +287,7 @@ fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
     let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
     let a = mac("02:00:00:00:0a:03");
     let b = mac("02:00:00:00:0b:03");
-    let window = Duration::from_millis(200);
-    s2.teach(b, &mut s1, window);
+    s2.teach(b, &mut s1, WINDOW);
     s3.drain();
     // a is new: its first frame teaches the switch, and the rest follow in
     // bursts for half a second. a's address goes to the kernel only once a
@@ -307,7 +307,7 @@ fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
         sent.extend((id - 39)..=id);
         std::thread::sleep(Duration::from_millis(1));
     }
-    let got = ids(s2.collect_probes(window));
+    let got = ids(s2.collect_probes(WINDOW));
     assert_eq!(got.len(), sent.len(), "every frame arrives once");
     let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
     assert_eq!(overtaken, 0, "in the order sent");

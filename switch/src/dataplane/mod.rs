@@ -156,10 +156,6 @@ struct Shared {
     /// Known unicast between veth ends forwarded by the kernel; `None`
     /// with `--no-kernel-shortcut` or where the kernel refused it.
     shortcut: Option<shortcut::Shortcut>,
-    /// Where a worker that learned an address nudges the housekeeping
-    /// thread to bring the shortcut in step (see [`Shared::nudge_shortcut`]);
-    /// one nudge waits at most.
-    learned: Option<Sender<()>>,
     next_hint: AtomicU32,
 }
 
@@ -338,7 +334,7 @@ impl Dataplane {
         let clock = Clock::start();
         let count = config.tuning.workers();
         let bus = EventBus::default();
-        let (shortcut, learned, learned_nudges) = shortcut::Shortcut::start_for(&config);
+        let (shortcut, learned_nudges) = shortcut::Shortcut::start_for(&config);
         let live_trace = Arc::new(live_trace::LiveTrace::new(
             TraceSettings {
                 on: config.trace.is_some(),
@@ -366,7 +362,6 @@ impl Dataplane {
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
             shortcut,
-            learned,
         });
         let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();

@@ -44,6 +44,10 @@ use crate::time::Instant;
 pub(super) struct Shortcut {
     kernel: KernelShortcut,
     keeper: Mutex<Keeper>,
+    /// Where a worker that learned an address nudges the housekeeping
+    /// thread to bring the map in step (see `Shared::nudge_shortcut`); one
+    /// nudge waits at most.
+    nudge: Sender<()>,
 }
 
 struct Keeper {
@@ -69,31 +73,27 @@ pub(super) const QUIET: std::time::Duration = std::time::Duration::from_millis(2
 impl Shortcut {
     /// The shortcut a dataplane of `config` starts with (`None` when asked
     /// not to, or when the kernel refused it, which the log says), and the
-    /// channel a worker that learned an address nudges the housekeeping
-    /// thread on (see `Shared::nudge_shortcut`); without a shortcut, nobody
-    /// nudges and nothing arrives.
-    pub(super) fn start_for(
-        config: &super::DataplaneConfig,
-    ) -> (Option<Shortcut>, Option<Sender<()>>, Receiver<()>) {
+    /// channel its nudges arrive on for the housekeeping thread; without a
+    /// shortcut nothing arrives.
+    pub(super) fn start_for(config: &super::DataplaneConfig) -> (Option<Shortcut>, Receiver<()>) {
         if !config.kernel_shortcut {
-            return (None, None, crossbeam_channel::never());
+            return (None, crossbeam_channel::never());
         }
-        match Shortcut::start(config.table.capacity + STATIC_ROOM) {
-            Ok(shortcut) => {
-                let (nudge, nudges) = crossbeam_channel::bounded(1);
-                (Some(shortcut), Some(nudge), nudges)
-            }
+        let (nudge, nudges) = crossbeam_channel::bounded(1);
+        match Shortcut::start(config.table.capacity + STATIC_ROOM, nudge) {
+            Ok(shortcut) => (Some(shortcut), nudges),
             Err(err) => {
                 log::info!("kernel shortcut off: {err}");
-                (None, None, crossbeam_channel::never())
+                (None, crossbeam_channel::never())
             }
         }
     }
 
     /// Loads the programs and makes the map, sized for `capacity`
-    /// addresses. Fails without CAP_BPF and CAP_NET_ADMIN (rootless mode),
-    /// or on a kernel without TCX (before Linux 6.6).
-    pub(super) fn start(capacity: usize) -> Result<Shortcut, ShortcutError> {
+    /// addresses; nudges go to `nudge`. Fails without CAP_BPF and
+    /// CAP_NET_ADMIN (rootless mode), or on a kernel without TCX (before
+    /// Linux 6.6).
+    fn start(capacity: usize, nudge: Sender<()>) -> Result<Shortcut, ShortcutError> {
         let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
         Ok(Shortcut {
             kernel: KernelShortcut::new(capacity)?,
@@ -102,6 +102,7 @@ impl Shortcut {
                 links: HashMap::new(),
                 synced: None,
             }),
+            nudge,
         })
     }
 
@@ -284,8 +285,8 @@ impl super::Shared {
     /// step now, so the conversation's next frames can go by the kernel. A
     /// nudge already waiting is enough.
     pub(super) fn nudge_shortcut(&self) {
-        if let Some(learned) = &self.learned {
-            let _ = learned.try_send(());
+        if let Some(shortcut) = &self.shortcut {
+            let _ = shortcut.nudge.try_send(());
         }
     }
 
