@@ -23,8 +23,12 @@
 //!   r10-16 .. r10-9    key of the destination: its MAC, then 2 zero bytes
 //!   r10-20 .. r10-17   counters key (u32): the ingress ifindex
 //!   r10-24 .. r10-21   counters key (u32): the egress ifindex
-//!   r10-32 .. r10-31   the EtherType, then the IP protocol (a byte)
+//!   r10-56 .. r10-33   the frame's first 24 bytes: the Ethernet header,
+//!                      then as far as IPv4's protocol byte (23)
 //! ```
+//!
+//! The verifier wants every stack access aligned to its size, so the MACs
+//! (at 0 and 6 in the frame) are copied into the keys 2 bytes at a time.
 
 use std::os::fd::RawFd;
 
@@ -43,7 +47,15 @@ const SRC_KEY: i16 = -8;
 const DST_KEY: i16 = -16;
 const RX_KEY: i16 = -20;
 const TX_KEY: i16 = -24;
-const HEADER_BYTES: i16 = -32;
+const HEADER: i16 = -56;
+/// How much of the frame is loaded at once: up to and with IPv4's
+/// protocol byte. An Ethernet header alone is 14 bytes.
+const HEADER_LEN: i32 = 24;
+const ETHERNET_HEADER_LEN: i32 = 14;
+/// Where in the frame the EtherType is, and the two MACs.
+const ETHERTYPE_AT: i16 = 12;
+const DST_MAC_AT: i16 = 0;
+const SRC_MAC_AT: i16 = 6;
 
 /// The EtherTypes of IPv4 and IPv6, as a 16-bit load from the frame reads
 /// them on this machine (the frame holds them big-endian).
@@ -51,8 +63,8 @@ const ETHERTYPE_IPV4: i32 = u16::from_ne_bytes([0x08, 0x00]) as i32;
 const ETHERTYPE_IPV6: i32 = u16::from_ne_bytes([0x86, 0xdd]) as i32;
 /// Where the protocol byte is: IPv4's `protocol` (14 + 9), IPv6's `next
 /// header` (14 + 6; a datagram behind extension headers is not looked for).
-const IPV4_PROTOCOL_AT: i32 = 23;
-const IPV6_NEXT_HEADER_AT: i32 = 20;
+const IPV4_PROTOCOL_AT: i16 = 23;
+const IPV6_NEXT_HEADER_AT: i16 = 20;
 /// IP protocol number of UDP.
 const UDP: i32 = 17;
 
@@ -102,7 +114,9 @@ const LDX_B: u8 = 0x71;
 const LDX_H: u8 = 0x69;
 const LDX_W: u8 = 0x61;
 const LDX_DW: u8 = 0x79;
-/// BPF_STX | BPF_MEM | BPF_W / BPF_DW: *(u32 / u64 *)(dst + off) = src.
+/// BPF_STX | BPF_MEM | BPF_H / BPF_W / BPF_DW: *(u16 / u32 / u64 *)(dst +
+/// off) = src.
+const STX_H: u8 = 0x6b;
 const STX_W: u8 = 0x63;
 const STX_DW: u8 = 0x7b;
 /// BPF_ST | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = imm.
@@ -133,8 +147,10 @@ enum Label {
     CountTx,
     /// The redirect, counted.
     Redirect,
-    /// The frame is IPv4 or IPv6: read its protocol byte.
-    ReadProtocol,
+    /// The frame's first [`HEADER_LEN`] bytes are on the stack.
+    Loaded,
+    /// r1 holds the IP protocol of an IPv4 or IPv6 frame.
+    CheckProtocol,
     /// The frame is not a UDP datagram: on to the addresses.
     NotUdp,
 }
@@ -210,40 +226,43 @@ impl Asm {
 fn decide(asm: &mut Asm, macs: RawFd) {
     // Keep the context (r1 on entry) where calls leave it alone.
     asm.op(MOV64_REG, R6, R1, 0, 0);
+    // The frame's first 24 bytes, in one helper call
+    // (bpf_skb_load_bytes(skb, 0, r10 + HEADER, 24)): both MACs, the
+    // EtherType and the IP protocol byte, wherever they are in the skb.
+    load_bytes(asm, 0, HEADER, HEADER_LEN);
+    asm.jump(JEQ_IMM, R0, 0, 0, Label::Loaded);
+    // A shorter frame: its Ethernet header alone, or it is a runt, which
+    // the switch drops and counts. An IP frame this short is cut short
+    // (the switch forwards it as it is); anything else goes on to the
+    // addresses.
+    load_bytes(asm, 0, HEADER, ETHERNET_HEADER_LEN);
+    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    asm.op(LDX_H, R3, R10, HEADER + ETHERTYPE_AT, 0);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::Pass);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV6, Label::Pass);
+    asm.jump(JA, 0, 0, 0, Label::NotUdp);
     // UDP stays with the switch: a worker sends a run of one flow's
     // datagrams as one UDP GSO super-frame (`crate::coalesce`), which the
     // receiver takes in one go; for small datagrams that beats the
     // kernel's one at a time (docs/PERFORMANCE.md). Looked at first, so a
-    // datagram costs no map lookup. The EtherType
-    // (bpf_skb_load_bytes(skb, 12, r10 + HEADER_BYTES, 2)); a frame
-    // without one is a runt, which the switch drops and counts.
-    load_bytes(asm, 12, HEADER_BYTES, 2);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    asm.op(LDX_H, R3, R10, HEADER_BYTES, 0);
-    asm.op(MOV64_IMM, R2, 0, 0, IPV4_PROTOCOL_AT);
-    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::ReadProtocol);
-    asm.op(MOV64_IMM, R2, 0, 0, IPV6_NEXT_HEADER_AT);
-    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV6, Label::ReadProtocol);
-    asm.jump(JA, 0, 0, 0, Label::NotUdp);
-    // The protocol byte, at the offset r2 holds; UDP is not ours, nor is
-    // an IP header cut short (the switch forwards it as it is).
-    asm.label(Label::ReadProtocol);
-    load_bytes_at_r2(asm, HEADER_BYTES, 1);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    asm.op(LDX_B, R1, R10, HEADER_BYTES, 0);
+    // datagram costs no map lookup. r1 = the protocol byte of IPv4 (or,
+    // below, IPv6), r3 = the EtherType.
+    asm.label(Label::Loaded);
+    asm.op(LDX_H, R3, R10, HEADER + ETHERTYPE_AT, 0);
+    asm.op(LDX_B, R1, R10, HEADER + IPV4_PROTOCOL_AT, 0);
+    asm.jump(JEQ_IMM, R3, 0, ETHERTYPE_IPV4, Label::CheckProtocol);
+    asm.op(LDX_B, R1, R10, HEADER + IPV6_NEXT_HEADER_AT, 0);
+    asm.jump(JNE_IMM, R3, 0, ETHERTYPE_IPV6, Label::NotUdp);
+    asm.label(Label::CheckProtocol);
     asm.jump(JEQ_IMM, R1, 0, UDP, Label::Pass);
     asm.label(Label::NotUdp);
-    // Zero both keys: the loads below fill their first 6 bytes, and the
-    // last 2 must be zero, as in every key the switch writes.
+    // The keys: the destination MAC (bytes 0..6) and the source MAC
+    // (6..12), each followed by 2 zero bytes, as in every key the switch
+    // writes.
     asm.op(ST_DW, R10, 0, DST_KEY, 0);
     asm.op(ST_DW, R10, 0, SRC_KEY, 0);
-    // Bytes 0..6 of the frame (destination MAC) into the destination key,
-    // bytes 6..12 (source MAC) into the source key. A frame with an
-    // EtherType has them.
-    load_bytes(asm, 0, DST_KEY, 6);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
-    load_bytes(asm, 6, SRC_KEY, 6);
-    asm.jump(JNE_IMM, R0, 0, 0, Label::Pass);
+    copy_mac(asm, HEADER + DST_MAC_AT, DST_KEY);
+    copy_mac(asm, HEADER + SRC_MAC_AT, SRC_KEY);
     // r7 = macs[destination], or not ours. A group address never has an
     // entry (the switch inserts none), so broadcast and multicast pass.
     map_call(asm, macs, DST_KEY, MAP_LOOKUP_ELEM);
@@ -280,16 +299,20 @@ fn map_call(asm: &mut Asm, map: RawFd, key: i16, helper: i32) {
 /// (linear or not); r0 = 0 when the frame has them.
 fn load_bytes(asm: &mut Asm, offset: i32, to: i16, len: i32) {
     asm.op(MOV64_IMM, R2, 0, 0, offset);
-    load_bytes_at_r2(asm, to, len);
-}
-
-/// [`load_bytes`] from the offset already in r2.
-fn load_bytes_at_r2(asm: &mut Asm, to: i16, len: i32) {
     asm.op(MOV64_REG, R1, R6, 0, 0);
     asm.op(MOV64_REG, R3, R10, 0, 0);
     asm.op(ADD64_IMM, R3, 0, 0, i32::from(to));
     asm.op(MOV64_IMM, R4, 0, 0, len);
     asm.call(SKB_LOAD_BYTES);
+}
+
+/// Copies a MAC from r10 + `from` to r10 + `to` on the stack, 2 bytes at
+/// a time (both offsets even: see the module docs on alignment).
+fn copy_mac(asm: &mut Asm, from: i16, to: i16) {
+    for at in [0, 2, 4] {
+        asm.op(LDX_H, R1, R10, from + at, 0);
+        asm.op(STX_H, R10, R1, to + at, 0);
+    }
 }
 
 /// Adds one frame of skb->len bytes to the counters of the port whose
