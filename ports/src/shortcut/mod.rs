@@ -82,7 +82,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::sys::bpf::{self, ProgType};
-use crate::sys::bpf_map::{self, Map, MapType};
+use crate::sys::bpf_map::{self, BatchCursor, Map, MapType};
 use crate::wire::MacAddr;
 
 /// The most ports the `counters` map holds.
@@ -93,6 +93,11 @@ const MAC_KEY_LEN: usize = 8;
 const MAC_VALUE_LEN: usize = 16;
 /// Bytes of one CPU's `counters` value.
 const COUNTERS_LEN: usize = 32;
+
+/// Addresses [`KernelShortcut::entries`] reads per system call (6 KiB of
+/// buffers), and the most it grows to when one hash bucket holds more.
+const ENTRIES_PER_BATCH: usize = 256;
+const MAX_BATCH: usize = 1 << 16;
 
 /// The kernel shortcut of one switch: its two maps and two loaded
 /// programs. Dropping it unloads them (once every [`ShortcutLink`] made
@@ -401,36 +406,44 @@ impl KernelShortcut {
             .map_err(|err| ShortcutError::from_io(format!("removing {mac}"), err))
     }
 
-    /// Every address in the map, in address order. Read one by one while
-    /// the kernel may delete some (a moved host): an address deleted
-    /// meanwhile may be missing, none is listed twice.
+    /// Every address in the map, in address order. Read in batches of
+    /// whole hash buckets (BPF_MAP_LOOKUP_BATCH: a system call per
+    /// [`ENTRIES_PER_BATCH`] addresses, not two per address) while the
+    /// kernel may delete some (a moved host): an address deleted meanwhile
+    /// may be missing, none is listed twice.
     pub fn entries(&self) -> Result<Vec<(MacAddr, ShortcutEntry)>, ShortcutError> {
         let failed = |err| ShortcutError::from_io("reading the MAC map", err);
         let mut found = BTreeMap::new();
-        let mut key: Option<[u8; MAC_KEY_LEN]> = None;
-        let mut next = [0u8; MAC_KEY_LEN];
-        let mut value = [0u8; MAC_VALUE_LEN];
-        // A key deleted under the walk restarts it from the first key:
-        // bounded, so that a map changing all along cannot keep it going.
-        let mut steps = u64::from(self.capacity) * 4 + 64;
-        while steps > 0
-            && self
-                .macs
-                .next_key(key.as_ref().map(|k| &k[..]), &mut next)
-                .map_err(failed)?
-        {
-            steps -= 1;
-            key = Some(next);
-            if self.macs.lookup(&next, &mut value).map_err(failed)? {
-                let mac = MacAddr::from_slice(&next[..6]);
+        let mut room = ENTRIES_PER_BATCH;
+        let mut keys = vec![0u8; room * MAC_KEY_LEN];
+        let mut values = vec![0u8; room * MAC_VALUE_LEN];
+        let mut cursor = BatchCursor::default();
+        loop {
+            let batch = match self.macs.lookup_batch(&mut cursor, &mut keys, &mut values) {
+                Ok(batch) => batch,
+                // One bucket holds more than the buffers: larger ones.
+                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && room < MAX_BATCH => {
+                    room *= 4;
+                    keys.resize(room * MAC_KEY_LEN, 0);
+                    values.resize(room * MAC_VALUE_LEN, 0);
+                    continue;
+                }
+                Err(err) => return Err(failed(err)),
+            };
+            let entries = keys
+                .chunks_exact(MAC_KEY_LEN)
+                .zip(values.chunks_exact(MAC_VALUE_LEN));
+            for (key, value) in entries.take(batch.count) {
                 let entry = ShortcutEntry {
-                    ifindex: u32_at(&value, 0),
-                    last_seen_ns: u64_at(&value, 8),
+                    ifindex: u32_at(value, 0),
+                    last_seen_ns: u64_at(value, 8),
                 };
-                found.insert(mac, entry);
+                found.insert(MacAddr::from_slice(&key[..6]), entry);
+            }
+            if batch.last {
+                return Ok(found.into_iter().collect());
             }
         }
-        Ok(found.into_iter().collect())
     }
 
     /// What the kernel forwarded for interface `ifindex` since it was

@@ -510,3 +510,26 @@ fn forward_between_veths() {
             .is_none()
     );
 }
+
+#[test]
+fn a_map_of_more_addresses_than_one_batch_is_read_whole() {
+    if !as_root("a_map_of_more_addresses_than_one_batch_is_read_whole") {
+        return;
+    }
+    // More than two batches' worth, each address on its own port.
+    let count = ENTRIES_PER_BATCH as u32 * 2 + 37;
+    let shortcut = KernelShortcut::new(count).unwrap();
+    let mac = |i: u32| {
+        let b = i.to_be_bytes();
+        MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
+    };
+    for i in 0..count {
+        shortcut.set(mac(i), 1000 + i).unwrap();
+    }
+    let entries = shortcut.entries().unwrap();
+    assert_eq!(entries.len(), count as usize);
+    for (i, (found, entry)) in (0..count).zip(&entries) {
+        assert_eq!(*found, mac(i), "in address order");
+        assert_eq!(entry.ifindex, 1000 + i);
+    }
+}

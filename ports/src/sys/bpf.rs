@@ -24,7 +24,7 @@ pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
 pub(super) const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 pub(super) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 pub(super) const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-pub(super) const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+pub(super) const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_PROG_LOAD: libc::c_long = 5;
 #[cfg(test)]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;

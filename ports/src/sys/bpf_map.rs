@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::bpf::{
-    BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_LOOKUP_ELEM,
+    BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_ELEM,
     BPF_MAP_UPDATE_ELEM, bpf, owned,
 };
 
@@ -54,8 +54,7 @@ struct MapCreateAttr {
     map_name: [u8; 16],
 }
 
-/// The BPF_MAP_*_ELEM and BPF_MAP_GET_NEXT_KEY prefix of `union bpf_attr`
-/// (`value` is `next_key` for the latter).
+/// The BPF_MAP_*_ELEM prefix of `union bpf_attr`.
 #[repr(C)]
 struct ElemAttr {
     map_fd: u32,
@@ -172,20 +171,90 @@ impl Map {
         // the call; no value is passed.
         absent_is_false(unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) })
     }
+}
 
-    /// Writes into `next` the key after `key` (the first key with `None`);
-    /// false when there is none. After a key that is gone, a hash map
-    /// starts again from its first.
-    pub(crate) fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
-        if let Some(key) = key {
-            self.check(key, None)?;
+/// The BPF_MAP_LOOKUP_BATCH member of `union bpf_attr`.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Where a batched read of a map goes on from: an opaque token the kernel
+/// hands out (a hash map's bucket index, 4 bytes; kept in 8).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BatchCursor {
+    token: u64,
+    started: bool,
+}
+
+/// What one batch of a batched read brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Entries copied: keys and values, each packed in its buffer.
+    pub(crate) count: usize,
+    /// Whether the map has nothing after them.
+    pub(crate) last: bool,
+}
+
+impl Map {
+    /// Copies the next entries after `cursor` (from the first, for a new
+    /// cursor) into `keys` and `values`, packed: as many as both hold,
+    /// whole buckets of a hash map at a time. ENOSPC when one bucket holds
+    /// more than the buffers do.
+    pub(crate) fn lookup_batch(
+        &self,
+        cursor: &mut BatchCursor,
+        keys: &mut [u8],
+        values: &mut [u8],
+    ) -> io::Result<Batch> {
+        let room = keys.len() / self.key_size;
+        if room == 0 || keys.len() != room * self.key_size || values.len() != room * self.value_size
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "batch buffers of the wrong size for this map",
+            ));
         }
-        self.check(next, None)?;
-        let key = key.map_or(std::ptr::null(), <[u8]>::as_ptr);
-        let mut attr = self.attr(key, next.as_mut_ptr(), 0);
-        // SAFETY: `key` is null or key_size bytes, `next` key_size writable
-        // bytes (checked above); both outlive the call.
-        absent_is_false(unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) })
+        let mut out = 0u64;
+        let mut attr = BatchAttr {
+            in_batch: if cursor.started {
+                &cursor.token as *const u64 as u64
+            } else {
+                0
+            },
+            out_batch: &mut out as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(room).unwrap_or(u32::MAX),
+            map_fd: self.fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: BatchAttr is the BPF_MAP_*_BATCH member of bpf_attr.
+        // `keys` and `values` hold `count` keys and values of this map's
+        // sizes (checked above) and are writable; the tokens are 8 bytes,
+        // more than the kernel reads or writes for one (4 for a hash map).
+        // All outlive the call.
+        let result = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        // The end of the map is ENOENT, with the last entries copied.
+        let last = match result {
+            Ok(_) => false,
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(err) => return Err(err),
+        };
+        cursor.token = out;
+        cursor.started = true;
+        Ok(Batch {
+            count: (attr.count as usize).min(room),
+            last,
+        })
     }
 }
 
