@@ -18,11 +18,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use switch::dataplane::Tuning;
+use switch::dataplane::{ShortcutState, Tuning};
 use switch::mac_table::TableConfig;
 
 use crate::netlink::{Netlink, VethPeer, netns};
@@ -185,6 +185,21 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
         }
     }
 
+    let by_veth: Vec<String> = containers
+        .iter()
+        .filter(|c| !c.by_tap)
+        .map(|c| c.letter.to_string())
+        .collect();
+    if let Some(took) = wait_for_the_kernel(&switch, by_veth.len())? {
+        let (last, rest) = by_veth.split_last().expect("a and b join by veth");
+        outln!(
+            "      {} and {last} sent nothing for 20 ms, so after {:.2} s the switch gave their\n\
+             \x20     addresses to the kernel, which forwards their unicast between the veth ports",
+            rest.join(", "),
+            took.as_secs_f64()
+        )?;
+    }
+
     outln!("[4/5] TCP, offloads left on: 64 KiB super-frames cross the switch whole")?;
     let bytes = args.tcp_mb << 20;
     for (from, to) in [(a, b), (c, a)] {
@@ -322,6 +337,28 @@ fn start_switch(
         Ok(switch)
     })
     .context("starting the switch")
+}
+
+/// Waits (up to a second) until the kernel shortcut holds `addresses`
+/// addresses, the veth containers'; how long that took, or `None` when the
+/// shortcut is not on (a trace, no CAP_BPF, a kernel before 6.6) or they
+/// did not all go in. A host goes in once it has sent nothing through the
+/// workers for 20 ms (docs/switch-and-ports.md, "The kernel shortcut"), and
+/// the pings were back to back: without the wait the TCP step would start
+/// before, and a conversation that never pauses stays with the workers.
+fn wait_for_the_kernel(switch: &RunningSwitch, addresses: usize) -> Result<Option<Duration>> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let shortcut = switch.live_info()?.dataplane.kernel_shortcut;
+        if shortcut.state != ShortcutState::On {
+            return Ok(None);
+        }
+        if shortcut.addresses >= addresses {
+            return Ok(Some(started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
 }
 
 /// Deletes every namespace the demo made; returns how many.

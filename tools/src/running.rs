@@ -456,7 +456,7 @@ impl RunningSwitch {
     }
 
     /// The switch's settings with what changes while it runs.
-    fn live_info(&self) -> Result<SwitchInfo> {
+    pub fn live_info(&self) -> Result<SwitchInfo> {
         self.with_dataplane(|dataplane| {
             let mut info = self.info.clone();
             info.dataplane = dataplane.metrics();
