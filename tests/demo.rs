@@ -27,7 +27,7 @@ fn the_demo_shows_every_step_hands_veth_containers_to_the_kernel_and_cleans_up()
         assert!(stdout.contains(step), "no step {step}:\n{stdout}");
     }
     assert!(
-        stdout.contains("a and b sent nothing for 20 ms"),
+        stdout.contains("nothing went to or from a and b for 20 ms"),
         "the veth containers never went to the kernel:\n{stdout}"
     );
     // Their TCP went by the kernel: veth-a's row has a kernel line with

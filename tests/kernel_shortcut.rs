@@ -293,24 +293,8 @@ fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
     // bursts for half a second. a's address goes to the kernel only once a
     // pauses, so no frame of a's still queued for a worker is overtaken.
     let by_kernel = kernel_frames(&switch, "p2").1;
-    let mut sent = Vec::new();
-    let mut id = 0;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(500) {
-        let burst: Vec<Vec<u8>> = (0..40)
-            .map(|_| {
-                id += 1;
-                probe(b, a, id, 60)
-            })
-            .collect();
-        s1.send_all(burst.iter().map(Vec::as_slice));
-        sent.extend((id - 39)..=id);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let got = ids(s2.collect_probes(WINDOW));
-    assert_eq!(got.len(), sent.len(), "every frame arrives once");
-    let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
-    assert_eq!(overtaken, 0, "in the order sent");
+    let sent = stream(&mut s1, b, a);
+    assert_in_order(&mut s2, &sent);
     assert_eq!(
         kernel_frames(&switch, "p2").1,
         by_kernel,
@@ -318,6 +302,62 @@ fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
     );
     // a paused: from now on the kernel carries its frames.
     wait_until_the_kernel_sends(&switch, "p2", &mut || s1.send(&probe(b, a, 0, 60)));
+}
+
+#[test]
+fn a_silent_receiver_goes_to_the_kernel_only_once_a_stream_to_it_pauses() {
+    require_root();
+    let (_topo, switch, [mut s1, mut s2, mut s3]) = three_stations();
+    let a = mac("02:00:00:00:0a:04");
+    let b = mac("02:00:00:00:0b:04");
+    // a is in the kernel's map before its stream begins.
+    s1.teach(a, &mut s2, WINDOW);
+    wait_until("a in the kernel's map", || addresses(&switch) >= 1);
+    s3.drain();
+    // b says one word and then nothing, as the receiver of a one-way
+    // stream (not UDP) does. b goes to the kernel only once nothing has
+    // been sent to it through the workers for a while: otherwise a's
+    // frames still queued for a worker would be overtaken by the next
+    // ones, which the kernel would then forward.
+    s2.send(&probe([0xff; 6], b, 0, 60));
+    let by_kernel = kernel_frames(&switch, "p2").1;
+    let sent = stream(&mut s1, b, a);
+    assert_in_order(&mut s2, &sent);
+    assert_eq!(
+        kernel_frames(&switch, "p2").1,
+        by_kernel,
+        "a's stream to b, begun as the switch learned b, stayed with the workers"
+    );
+    // The stream paused: from now on the kernel carries it.
+    wait_until_the_kernel_sends(&switch, "p2", &mut || s1.send(&probe(b, a, 0, 60)));
+}
+
+/// Sends frames from `src` to `dst` through `station` in bursts of 40 for
+/// half a second, numbered from 1; returns the numbers sent.
+fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> Vec<u32> {
+    let mut sent = Vec::new();
+    let mut id = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        let burst: Vec<Vec<u8>> = (0..40)
+            .map(|_| {
+                id += 1;
+                probe(dst, src, id, 60)
+            })
+            .collect();
+        station.send_all(burst.iter().map(Vec::as_slice));
+        sent.extend((id - 39)..=id);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sent
+}
+
+/// Every frame of `sent` reached `station` once, in the order sent.
+fn assert_in_order(station: &mut Station, sent: &[u32]) {
+    let got = ids(station.collect_probes(WINDOW));
+    assert_eq!(got.len(), sent.len(), "every frame arrives once");
+    let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
+    assert_eq!(overtaken, 0, "in the order sent");
 }
 
 #[test]

@@ -42,6 +42,14 @@
 //! new address, a move, a sweep or a flush takes the write lock. So the
 //! common frame costs two hash lookups and no shared write.
 //!
+//! **Idle hosts.** A lookup also notes when a frame was last sent to the
+//! host, the same way (atomically, when it moved by
+//! [`REFRESH_GRANULARITY`]). [`MacTable::idle_entries`] tells how long each
+//! host has been idle on the switch's path, neither heard nor sent to: the
+//! kernel shortcut (`dataplane/shortcut`) hands a host to the kernel only
+//! once that is long enough that no frame from it or to it still waits for
+//! a worker.
+//!
 //! **Counters**, named after Open vSwitch's `fdb/stats-show`: learned,
 //! refreshed, moved, expired, evicted, refused.
 //!
@@ -195,6 +203,42 @@ struct Entry {
     kind: EntryKind,
     /// Nanoseconds; advanced under the read lock (see REFRESH_GRANULARITY).
     last_seen: AtomicU64,
+    /// When a lookup last found this entry for a frame to the host, in
+    /// nanoseconds (0: never); advanced like `last_seen`.
+    last_sent_to: AtomicU64,
+}
+
+impl Entry {
+    fn new(port: PortId, kind: EntryKind, last_seen_nanos: u64) -> Self {
+        Entry {
+            port,
+            kind,
+            last_seen: AtomicU64::new(last_seen_nanos),
+            last_sent_to: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that a frame goes to this host at `now` (see the module docs).
+    fn note_sent_to(&self, now: Instant) {
+        let now = now.as_nanos();
+        if now.saturating_sub(self.last_sent_to.load(Relaxed))
+            >= REFRESH_GRANULARITY.as_nanos() as u64
+        {
+            self.last_sent_to.fetch_max(now, Relaxed);
+        }
+    }
+}
+
+/// A live entry of [`MacTable::idle_entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleEntry {
+    pub mac: MacAddr,
+    pub port: PortId,
+    /// Since the host was last heard or a frame was last sent to it,
+    /// whichever came later (to within [`REFRESH_GRANULARITY`]). A static
+    /// or local entry is never heard: since a frame was sent to it.
+    /// `Duration::MAX` for neither.
+    pub idle: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -257,7 +301,9 @@ impl MacTable {
         self.view().learn(mac, port, now)
     }
 
-    /// The port `mac` lives on, unless unknown or expired at `now`.
+    /// The port `mac` lives on, unless unknown or expired at `now`; for a
+    /// frame to it, which the entry notes (see "Idle hosts" in the module
+    /// docs).
     pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<PortId> {
         self.view().lookup(mac, now)
     }
@@ -268,12 +314,9 @@ impl MacTable {
         if let Some(old) = inner.entries.remove(&mac.to_u64()) {
             inner.forget_dynamic(&old);
         }
-        let entry = Entry {
-            port,
-            kind,
-            last_seen: AtomicU64::new(0),
-        };
-        inner.entries.insert(mac.to_u64(), entry);
+        inner
+            .entries
+            .insert(mac.to_u64(), Entry::new(port, kind, 0));
     }
 
     /// Removes every expired dynamic entry; returns how many.
@@ -343,6 +386,33 @@ impl MacTable {
             .collect();
         rows.sort_by_key(|row| (row.port, row.mac));
         rows
+    }
+
+    /// The live entries at `now`, each with how long its host has been
+    /// idle on the switch's path (see [`IdleEntry`]), in no order.
+    pub fn idle_entries(&self, now: Instant) -> Vec<IdleEntry> {
+        let since = |nanos: u64| match nanos {
+            0 => Duration::MAX,
+            at => now.saturating_since(Instant::from_nanos(at)),
+        };
+        let inner = self.read();
+        inner
+            .entries
+            .iter()
+            .filter(|(_, e)| !is_expired(self.config.max_age, e, now))
+            .map(|(key, e)| {
+                let sent_to = since(e.last_sent_to.load(Relaxed));
+                let idle = match e.kind {
+                    EntryKind::Dynamic => sent_to.min(since(e.last_seen.load(Relaxed))),
+                    EntryKind::Static | EntryKind::Local => sent_to,
+                };
+                IdleEntry {
+                    mac: MacAddr::from_u64(*key),
+                    port: e.port,
+                    idle,
+                }
+            })
+            .collect()
     }
 
     pub fn stats(&self) -> TableStats {
@@ -483,11 +553,7 @@ fn is_expired(max_age: Option<Duration>, entry: &Entry, now: Instant) -> bool {
 
 impl Inner {
     fn insert_dynamic(&mut self, key: u64, port: PortId, now: Instant) {
-        let entry = Entry {
-            port,
-            kind: EntryKind::Dynamic,
-            last_seen: AtomicU64::new(now.as_nanos()),
-        };
+        let entry = Entry::new(port, EntryKind::Dynamic, now.as_nanos());
         self.entries.insert(key, entry);
         self.dynamic += 1;
         let slot = self.ports.entry(port).or_default();
@@ -658,13 +724,18 @@ impl TableView<'_> {
         outcome
     }
 
+    /// As [`MacTable::lookup`].
     pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<PortId> {
         let inner = self
             .guard
             .as_ref()
             .expect("a view always holds its read lock between calls");
         let entry = inner.entries.get(&mac.to_u64())?;
-        (!is_expired(self.table.config.max_age, entry, now)).then_some(entry.port)
+        if is_expired(self.table.config.max_age, entry, now) {
+            return None;
+        }
+        entry.note_sent_to(now);
+        Some(entry.port)
     }
 }
 
@@ -704,6 +775,48 @@ mod tests {
         assert_eq!(t.lookup(mac(1), Instant::from_secs(1)), Some(P1));
         assert_eq!(t.stats().learned, 1);
         assert_eq!(t.stats().entries, 1);
+    }
+
+    /// `mac`'s idle time in `t` at `now` (see `idle_entries`).
+    fn idle(t: &MacTable, mac: MacAddr, now: Instant) -> Duration {
+        let entries = t.idle_entries(now);
+        let entry = entries.iter().find(|e| e.mac == mac).expect("a live entry");
+        entry.idle
+    }
+
+    #[test]
+    fn a_host_is_idle_since_it_was_last_heard_or_sent_to() {
+        let t = table(300, 16);
+        let ms = Instant::from_millis;
+        t.learn(mac(1), P1, ms(1_000));
+        assert_eq!(idle(&t, mac(1), ms(1_030)), Duration::from_millis(30));
+        // A frame to it (a lookup) makes it busy again, as one from it does.
+        assert_eq!(t.lookup(mac(1), ms(1_040)), Some(P1));
+        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
+        // Noted at most every REFRESH_GRANULARITY, as last-seen times are.
+        t.lookup(mac(1), ms(1_045));
+        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
+        t.lookup(mac(1), ms(1_050));
+        assert_eq!(idle(&t, mac(1), ms(1_060)), Duration::from_millis(10));
+        t.learn(mac(1), P1, ms(1_070));
+        assert_eq!(idle(&t, mac(1), ms(1_075)), Duration::from_millis(5));
+        // Expired entries are not listed.
+        assert!(t.idle_entries(Instant::from_secs(400)).is_empty());
+    }
+
+    #[test]
+    fn a_static_entry_is_idle_since_a_frame_was_sent_to_it() {
+        let t = table(300, 16);
+        t.insert_static(mac(2), P2, EntryKind::Static);
+        assert_eq!(idle(&t, mac(2), Instant::from_secs(5)), Duration::MAX);
+        // A frame from it does not count: a static entry is never heard.
+        t.learn(mac(2), P2, Instant::from_secs(5));
+        assert_eq!(idle(&t, mac(2), Instant::from_secs(6)), Duration::MAX);
+        t.lookup(mac(2), Instant::from_secs(6));
+        assert_eq!(
+            idle(&t, mac(2), Instant::from_secs(7)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

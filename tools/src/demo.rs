@@ -193,8 +193,8 @@ fn steps(args: &DemoArgs, made: &Arc<Mutex<Made>>) -> Result<()> {
     if let Some(took) = wait_for_the_kernel(&switch, by_veth.len())? {
         let (last, rest) = by_veth.split_last().expect("a and b join by veth");
         outln!(
-            "      {} and {last} sent nothing for 20 ms, so after {:.2} s the switch gave their\n\
-             \x20     addresses to the kernel, which forwards their unicast between the veth ports",
+            "      nothing went to or from {} and {last} for 20 ms, so after {:.2} s the switch gave\n\
+             \x20     their addresses to the kernel, which forwards their unicast between the veth ports",
             rest.join(", "),
             took.as_secs_f64()
         )?;
@@ -342,10 +342,11 @@ fn start_switch(
 /// Waits (up to a second) until the kernel shortcut holds `addresses`
 /// addresses, the veth containers'; how long that took, or `None` when the
 /// shortcut is not on (a trace, no CAP_BPF, a kernel before 6.6) or they
-/// did not all go in. A host goes in once it has sent nothing through the
-/// workers for 20 ms (docs/switch-and-ports.md, "The kernel shortcut"), and
-/// the pings were back to back: without the wait the TCP step would start
-/// before, and a conversation that never pauses stays with the workers.
+/// did not all go in. A host goes in once nothing went from it or to it
+/// through the workers for 20 ms (docs/switch-and-ports.md, "The kernel
+/// shortcut"), and the pings were back to back: without the wait the TCP
+/// step would start before, and a conversation that never pauses stays
+/// with the workers.
 fn wait_for_the_kernel(switch: &RunningSwitch, addresses: usize) -> Result<Option<Duration>> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(1) {

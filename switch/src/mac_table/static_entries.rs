@@ -43,7 +43,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
 
 use super::{Entry, EntryKind, MacTable};
 use crate::events::SwitchEvent;
@@ -124,12 +123,9 @@ impl MacTable {
         if let Some(old) = inner.entries.remove(&key) {
             inner.forget_dynamic(&old);
         }
-        let entry = Entry {
-            port,
-            kind: EntryKind::Static,
-            last_seen: AtomicU64::new(0),
-        };
-        inner.entries.insert(key, entry);
+        inner
+            .entries
+            .insert(key, Entry::new(port, EntryKind::Static, 0));
         drop(inner);
         self.events
             .publish_with(None, || SwitchEvent::StaticAdded { mac, port });

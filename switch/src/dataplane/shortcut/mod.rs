@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ports::shortcut::{KernelPath, KernelShortcut, ShortcutCounters, ShortcutError, ShortcutLink};
 
 use self::plan::{Change, PathPort, ShortcutPlan};
-use crate::mac_table::{EntryKind, MacTable};
+use crate::mac_table::MacTable;
 use crate::port::PortId;
 use crate::time::Instant;
 
@@ -62,11 +62,11 @@ struct Keeper {
 /// (which the capacity does not count).
 const STATIC_ROOM: usize = 1024;
 
-/// How long a host must have sent nothing through the workers before its
-/// address goes into the kernel's map (`plan.rs`, rule 5): long enough
-/// that none of its frames still waits for a worker (which forwards a
-/// frame within microseconds while it runs), or the kernel's would
-/// overtake it. The table notes a host's last frame to within
+/// How long nothing may have gone through the workers from a host or to
+/// it before its address goes into the kernel's map (`plan.rs`, rule 5):
+/// long enough that no such frame still waits for a worker (which
+/// forwards a frame within microseconds while it runs), or the kernel's
+/// would overtake it. The table notes both to within
 /// `REFRESH_GRANULARITY` (10 ms), so this is at least 10 ms of quiet.
 pub(super) const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -155,13 +155,16 @@ impl Shortcut {
         if keeper.synced == Some((on, generation)) {
             return false;
         }
-        let entries = if on { table.entries(now) } else { Vec::new() };
+        let entries = if on {
+            table.idle_entries(now)
+        } else {
+            Vec::new()
+        };
         let synced = keeper.plan.sync(
             on,
-            entries.iter().map(|entry| {
-                let quiet = entry.kind == EntryKind::Static || entry.age >= QUIET;
-                (entry.mac, entry.port, quiet)
-            }),
+            entries
+                .iter()
+                .map(|entry| (entry.mac, entry.port, entry.idle >= QUIET)),
         );
         let whole = self.apply(&mut keeper, synced.changes);
         keeper.synced = (whole && !synced.waiting).then_some((on, generation));

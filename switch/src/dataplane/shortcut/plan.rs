@@ -18,14 +18,15 @@
 //!    nothing is left out.
 //! 4. Dynamic and static entries alike: both forward.
 //! 5. An address enters the map only while its host is quiet on the
-//!    workers' path: no frame from it for a while (the caller's judgement,
-//!    see `shortcut/mod.rs`), or a static entry. Otherwise frames of a
+//!    workers' path: no frame from it and none to it for a while (the
+//!    caller's judgement, see `shortcut/mod.rs`). Otherwise frames of a
 //!    conversation still queued for a worker would be overtaken by the
 //!    kernel's, and the switch, like the Linux bridge, keeps a sender's
-//!    frames in order. An address in the map stays there while it talks;
-//!    one the table moved leaves the map at once, and comes back once
-//!    quiet. A conversation that begins the moment both hosts are learned
-//!    and never pauses stays with the workers.
+//!    frames in order: the frames to a silent receiver as well, once its
+//!    sender is in the map. An address in the map stays there while it
+//!    talks; one the table moved leaves the map at once, and comes back
+//!    once quiet. A conversation that begins the moment both hosts are
+//!    learned and never pauses stays with the workers.
 //!
 //! What the engine's rules would do with a frame the map covers is always
 //! "forward to that one port" (rule 6), once the frame has passed rules 1
