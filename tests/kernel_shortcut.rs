@@ -292,16 +292,7 @@ fn a_sender_learned_in_the_middle_of_a_stream_keeps_its_order() {
     // a is new: its first frame teaches the switch, and the rest follow in
     // bursts for half a second. a's address goes to the kernel only once a
     // pauses, so no frame of a's still queued for a worker is overtaken.
-    let by_kernel = kernel_frames(&switch, "p2").1;
-    let sent = stream(&mut s1, b, a);
-    assert_in_order(&mut s2, &sent);
-    assert_eq!(
-        kernel_frames(&switch, "p2").1,
-        by_kernel,
-        "a's stream, begun as the switch learned a, stayed with the workers"
-    );
-    // a paused: from now on the kernel carries its frames.
-    wait_until_the_kernel_sends(&switch, "p2", &mut || s1.send(&probe(b, a, 0, 60)));
+    stream_in_order_then_by_the_kernel(&switch, [&mut s1, &mut s2], b, a);
 }
 
 #[test]
@@ -320,16 +311,31 @@ fn a_silent_receiver_goes_to_the_kernel_only_once_a_stream_to_it_pauses() {
     // frames still queued for a worker would be overtaken by the next
     // ones, which the kernel would then forward.
     s2.send(&probe([0xff; 6], b, 0, 60));
-    let by_kernel = kernel_frames(&switch, "p2").1;
-    let sent = stream(&mut s1, b, a);
-    assert_in_order(&mut s2, &sent);
+    stream_in_order_then_by_the_kernel(&switch, [&mut s1, &mut s2], b, a);
+}
+
+/// Streams from `src` (at `from`, on p1) to `dst` (at `to`, on p2) for half
+/// a second, begun as the switch learned one of them: every frame arrives
+/// in order, and none went by the kernel. Once the stream paused, the
+/// kernel carries the next frame.
+fn stream_in_order_then_by_the_kernel(
+    switch: &SwitchProcess,
+    [from, to]: [&mut Station; 2],
+    dst: [u8; 6],
+    src: [u8; 6],
+) {
+    let by_kernel = kernel_frames(switch, "p2").1;
+    let sent = stream(from, dst, src);
+    let got = ids(to.collect_probes(WINDOW));
+    assert_eq!(got.len(), sent.len(), "every frame arrives once");
+    let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
+    assert_eq!(overtaken, 0, "in the order sent");
     assert_eq!(
-        kernel_frames(&switch, "p2").1,
+        kernel_frames(switch, "p2").1,
         by_kernel,
-        "a's stream to b, begun as the switch learned b, stayed with the workers"
+        "the stream, begun as the switch learned one end, stayed with the workers"
     );
-    // The stream paused: from now on the kernel carries it.
-    wait_until_the_kernel_sends(&switch, "p2", &mut || s1.send(&probe(b, a, 0, 60)));
+    wait_until_the_kernel_sends(switch, "p2", &mut || from.send(&probe(dst, src, 0, 60)));
 }
 
 /// Sends frames from `src` to `dst` through `station` in bursts of 40 for
@@ -350,14 +356,6 @@ fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> Vec<u32> {
         std::thread::sleep(Duration::from_millis(1));
     }
     sent
-}
-
-/// Every frame of `sent` reached `station` once, in the order sent.
-fn assert_in_order(station: &mut Station, sent: &[u32]) {
-    let got = ids(station.collect_probes(WINDOW));
-    assert_eq!(got.len(), sent.len(), "every frame arrives once");
-    let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
-    assert_eq!(overtaken, 0, "in the order sent");
 }
 
 #[test]
