@@ -69,7 +69,9 @@ use crate::mac::MacAddr;
 use crate::port::PortId;
 use crate::time::Instant;
 
+mod idle;
 mod static_entries;
+pub use idle::IdleEntry;
 pub use static_entries::{FdbEditError, FlushScope, PreviousEntry};
 
 /// Linux (`BR_DEFAULT_AGEING_TIME`) and Open vSwitch both default to 300 s.
@@ -217,28 +219,6 @@ impl Entry {
             last_sent_to: AtomicU64::new(0),
         }
     }
-
-    /// Notes that a frame goes to this host at `now` (see the module docs).
-    fn note_sent_to(&self, now: Instant) {
-        let now = now.as_nanos();
-        if now.saturating_sub(self.last_sent_to.load(Relaxed))
-            >= REFRESH_GRANULARITY.as_nanos() as u64
-        {
-            self.last_sent_to.fetch_max(now, Relaxed);
-        }
-    }
-}
-
-/// A live entry of [`MacTable::idle_entries`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdleEntry {
-    pub mac: MacAddr,
-    pub port: PortId,
-    /// Since the host was last heard or a frame was last sent to it,
-    /// whichever came later (to within [`REFRESH_GRANULARITY`]). A static
-    /// or local entry is never heard: since a frame was sent to it.
-    /// `Duration::MAX` for neither.
-    pub idle: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -386,33 +366,6 @@ impl MacTable {
             .collect();
         rows.sort_by_key(|row| (row.port, row.mac));
         rows
-    }
-
-    /// The live entries at `now`, each with how long its host has been
-    /// idle on the switch's path (see [`IdleEntry`]), in no order.
-    pub fn idle_entries(&self, now: Instant) -> Vec<IdleEntry> {
-        let since = |nanos: u64| match nanos {
-            0 => Duration::MAX,
-            at => now.saturating_since(Instant::from_nanos(at)),
-        };
-        let inner = self.read();
-        inner
-            .entries
-            .iter()
-            .filter(|(_, e)| !is_expired(self.config.max_age, e, now))
-            .map(|(key, e)| {
-                let sent_to = since(e.last_sent_to.load(Relaxed));
-                let idle = match e.kind {
-                    EntryKind::Dynamic => sent_to.min(since(e.last_seen.load(Relaxed))),
-                    EntryKind::Static | EntryKind::Local => sent_to,
-                };
-                IdleEntry {
-                    mac: MacAddr::from_u64(*key),
-                    port: e.port,
-                    idle,
-                }
-            })
-            .collect()
     }
 
     pub fn stats(&self) -> TableStats {
@@ -775,48 +728,6 @@ mod tests {
         assert_eq!(t.lookup(mac(1), Instant::from_secs(1)), Some(P1));
         assert_eq!(t.stats().learned, 1);
         assert_eq!(t.stats().entries, 1);
-    }
-
-    /// `mac`'s idle time in `t` at `now` (see `idle_entries`).
-    fn idle(t: &MacTable, mac: MacAddr, now: Instant) -> Duration {
-        let entries = t.idle_entries(now);
-        let entry = entries.iter().find(|e| e.mac == mac).expect("a live entry");
-        entry.idle
-    }
-
-    #[test]
-    fn a_host_is_idle_since_it_was_last_heard_or_sent_to() {
-        let t = table(300, 16);
-        let ms = Instant::from_millis;
-        t.learn(mac(1), P1, ms(1_000));
-        assert_eq!(idle(&t, mac(1), ms(1_030)), Duration::from_millis(30));
-        // A frame to it (a lookup) makes it busy again, as one from it does.
-        assert_eq!(t.lookup(mac(1), ms(1_040)), Some(P1));
-        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
-        // Noted at most every REFRESH_GRANULARITY, as last-seen times are.
-        t.lookup(mac(1), ms(1_045));
-        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
-        t.lookup(mac(1), ms(1_050));
-        assert_eq!(idle(&t, mac(1), ms(1_060)), Duration::from_millis(10));
-        t.learn(mac(1), P1, ms(1_070));
-        assert_eq!(idle(&t, mac(1), ms(1_075)), Duration::from_millis(5));
-        // Expired entries are not listed.
-        assert!(t.idle_entries(Instant::from_secs(400)).is_empty());
-    }
-
-    #[test]
-    fn a_static_entry_is_idle_since_a_frame_was_sent_to_it() {
-        let t = table(300, 16);
-        t.insert_static(mac(2), P2, EntryKind::Static);
-        assert_eq!(idle(&t, mac(2), Instant::from_secs(5)), Duration::MAX);
-        // A frame from it does not count: a static entry is never heard.
-        t.learn(mac(2), P2, Instant::from_secs(5));
-        assert_eq!(idle(&t, mac(2), Instant::from_secs(6)), Duration::MAX);
-        t.lookup(mac(2), Instant::from_secs(6));
-        assert_eq!(
-            idle(&t, mac(2), Instant::from_secs(7)),
-            Duration::from_secs(1)
-        );
     }
 
     #[test]
