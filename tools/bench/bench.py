@@ -459,6 +459,8 @@ def brief(test, s):
     if s["switch_cpu_s"] is not None:
         cpu = f", switch CPU {s['switch_cpu_s'] / s['wall_s'] * 100:.0f}%"
     other = f", others {s['foreign_pct']:.0f}%"
+    if s.get("steal_pct", 0) >= 1:
+        other += f", steal {s['steal_pct']:.0f}%"
     if test.startswith("tcp"):
         return f"{s['gbps']:.2f} Gbit/s{cpu}{other}"
     if test == "udp":

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 from tsbench import connrate, neighbour, options, outbound, placement, report, spread  # noqa: E402
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
-from tsbench.system import BenchError, ForeignLoad  # noqa: E402
+from tsbench.system import BenchError, ForeignLoad, steal_of  # noqa: E402
 from tsbench.topology import Topology  # noqa: E402
 
 _TMP = tempfile.TemporaryDirectory()  # removed when the tests end
@@ -400,6 +400,17 @@ class Report(unittest.TestCase):
         self.assertIn(
             "| TCP, 1 stream | 1.00× | 0.50× |", report.render(sample_run(), markdown=True)
         )
+
+    def test_steal_is_noted_only_when_the_hypervisor_took_time(self):
+        self.assertNotIn("steal", report.render(sample_run()))
+        run = sample_run()
+        run["switches"]["mine"]["samples"]["ping"][1]["steal_pct"] = 12.4
+        text = report.render(run)
+        self.assertIn("(steal, % of a CPU", text)
+        self.assertIn("kernel 0%, mine 12%", text)
+        cpu = "cpu  4261535 108043 2420231 4657143 26988 0 577082 5998 0 0"
+        self.assertEqual(steal_of(cpu), 5998)
+        self.assertEqual(steal_of("cpu  1 2 3 4"), 0)
 
     def test_no_ratio_table_without_the_kernel_bridge(self):
         run = sample_run()

@@ -110,7 +110,7 @@ def measure(ns_argv, address, port, seconds, clients, log):
 
 
 def parse_ports(text):
-    """"5300" or "5300-5311": the ports a server listens on."""
+    """The ports a server listens on, from "5300" or "5300-5311"."""
     first, _, last = text.partition("-")
     return range(int(first), int(last or first) + 1)
 

@@ -34,6 +34,7 @@ from .system import (
     log,
     machine_ticks,
     start,
+    steal_ticks,
     stop,
     threads,
 )
@@ -209,20 +210,22 @@ class Meter:
     def measure(self, switch_pids, test, label):
         for attempt in range(self.retries + 1):
             self.foreign.wait_quiet(self.quiet_pct, self.quiet_wait)
-            other0, sw0, sleeps0, (busy0, total0) = (
+            other0, sw0, sleeps0, (busy0, total0), steal0 = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
                 sleeps(switch_pids),
                 machine_ticks(),
+                steal_ticks(),
             )
             t0 = time.monotonic()
             result = test()
             wall = time.monotonic() - t0
-            other1, sw1, sleeps1, (busy1, total1) = (
+            other1, sw1, sleeps1, (busy1, total1), steal1 = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
                 sleeps(switch_pids),
                 machine_ticks(),
+                steal_ticks(),
             )
             result["wall_s"] = wall
             result["attempts"] = attempt + 1
@@ -232,6 +235,9 @@ class Meter:
             result["foreign_pct"] = (
                 self.foreign.ticks_between(other0, other1) / CLK_TCK / wall * 100
             )
+            # Time the hypervisor ran other guests instead of this machine:
+            # invisible to `foreign_pct`, and it disturbs a test as much.
+            result["steal_pct"] = (steal1 - steal0) / CLK_TCK / wall * 100
             if result["foreign_pct"] <= self.quiet_pct * 2 or attempt == self.retries:
                 return result
             log(

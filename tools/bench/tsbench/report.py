@@ -288,6 +288,10 @@ def most_foreign_load(sw):
     return max(x["foreign_pct"] for xs in sw["samples"].values() for x in xs if x)
 
 
+def most_steal(sw):
+    return max(x.get("steal_pct", 0) for xs in sw["samples"].values() for x in xs if x)
+
+
 def measured(run):
     return [sw for sw in run["switches"].values() if sw.get("samples")]
 
@@ -384,6 +388,12 @@ def render(run, markdown=False):
     ]
     noisy = [f"{sw['title']} {most_foreign_load(sw):.0f}%" for sw in every]
     notes.append("most CPU other processes used during one test (% of a CPU): " + ", ".join(noisy))
+    if any(most_steal(sw) >= 1 for sw in every):
+        stolen = [f"{sw['title']} {most_steal(sw):.0f}%" for sw in every]
+        notes.append(
+            "most CPU the hypervisor gave other guests during one test (steal, % of a CPU; "
+            "a disturbance the line above cannot see): " + ", ".join(stolen)
+        )
     repeated = sum(
         x.get("attempts", 1) - 1 for sw in every for xs in sw["samples"].values() for x in xs if x
     )

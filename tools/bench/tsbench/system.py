@@ -346,6 +346,20 @@ def machine_ticks():
     return sum(values) - idle, sum(values)
 
 
+def steal_ticks():
+    """Clock ticks of all CPUs the hypervisor gave to other guests while
+    this machine's CPUs wanted to run (/proc/stat, "steal")."""
+    with open("/proc/stat") as f:
+        return steal_of(f.readline())
+
+
+def steal_of(cpu_line):
+    """The steal ticks of /proc/stat's "cpu" line (its 8th value; 0 on a
+    kernel or machine without it)."""
+    values = cpu_line.split()[1:]
+    return int(values[7]) if len(values) > 7 else 0
+
+
 class ForeignLoad:
     """CPU used by processes that are not part of this benchmark: outside our
     session and outside our namespaces. On a shared machine another workload
