@@ -2,7 +2,8 @@
 //! clear line, a non-zero exit, and leaves nothing behind.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn tapswitch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tapswitch"))
@@ -93,39 +94,70 @@ fn a_second_switch_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
     // A stale socket file (nobody listening) is replaced...
     let stale = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     drop(stale);
+    // The first switch's log, for the failure messages below.
+    let log = socket.with_extension("log");
     let mut first = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-        .args([
-            "serve",
-            "--no-gateway",
-            "--control",
-            socket.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::null())
+        .args(["serve", "--no-gateway", "--control"])
+        .arg(&socket)
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(
-            std::time::Instant::now() < deadline,
-            "the first switch did not start"
+            Instant::now() < deadline,
+            "the first switch did not start:\n{}",
+            first_log()
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    // ...but a live one is not.
-    let out = tapswitch(&[
-        "serve",
-        "--no-gateway",
-        "--control",
-        socket.to_str().unwrap(),
-    ]);
+    // ...but a live one is not. Bounded: a second switch that did start
+    // (because the first had gone) would serve until stopped.
+    let second = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .args(["serve", "--no-gateway", "--control"])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_at_most(second, Duration::from_secs(10));
+    let first_state = first.try_wait().unwrap();
     let _ = Command::new("kill").arg(first.id().to_string()).status();
     let status = first.wait().unwrap();
+    let out = out.unwrap_or_else(|| {
+        panic!(
+            "the second switch did not refuse within 10 s; the first had {}; its log:\n{}",
+            first_state.map_or("not exited".to_string(), |s| format!("exited ({s})")),
+            first_log()
+        )
+    });
     assert!(!out.status.success());
     let last = stderr_lines(&out).pop().unwrap();
     assert!(
         last.contains("a switch already serves network bridge"),
         "{last}"
     );
-    assert!(status.success(), "SIGTERM ends serve cleanly");
+    assert!(
+        status.success(),
+        "SIGTERM ends serve cleanly; its log:\n{}",
+        first_log()
+    );
     assert!(!socket.exists(), "the socket is removed on shutdown");
+    let _ = std::fs::remove_file(&log);
+}
+
+/// The output of `child` once it exits, or `None` (and the child killed)
+/// if it runs longer than `limit`.
+fn wait_at_most(mut child: Child, limit: Duration) -> Option<Output> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
 }
