@@ -71,12 +71,9 @@ mod tests {
     use super::*;
     use crate::mac_table::TableConfig;
 
-    fn mac(n: u8) -> MacAddr {
-        MacAddr([0x02, 0, 0, 0, 0, n])
-    }
-
-    const P1: PortId = PortId(1);
-    const P2: PortId = PortId(2);
+    /// A host on port 1, and one pinned to port 2.
+    const HOST: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
+    const PINNED: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
 
     /// `mac`'s idle time in `t` at `now` (see `idle_entries`).
     fn idle(t: &MacTable, mac: MacAddr, now: Instant) -> Duration {
@@ -89,18 +86,18 @@ mod tests {
     fn a_host_is_idle_since_it_was_last_heard_or_sent_to() {
         let t = MacTable::new(TableConfig::default());
         let ms = Instant::from_millis;
-        t.learn(mac(1), P1, ms(1_000));
-        assert_eq!(idle(&t, mac(1), ms(1_030)), Duration::from_millis(30));
+        t.learn(HOST, PortId(1), ms(1_000));
+        assert_eq!(idle(&t, HOST, ms(1_030)), Duration::from_millis(30));
         // A frame to it (a lookup) makes it busy again, as one from it does.
-        assert_eq!(t.lookup(mac(1), ms(1_040)), Some(P1));
-        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
+        assert_eq!(t.lookup(HOST, ms(1_040)), Some(PortId(1)));
+        assert_eq!(idle(&t, HOST, ms(1_050)), Duration::from_millis(10));
         // Noted at most every REFRESH_GRANULARITY, as last-seen times are.
-        t.lookup(mac(1), ms(1_045));
-        assert_eq!(idle(&t, mac(1), ms(1_050)), Duration::from_millis(10));
-        t.lookup(mac(1), ms(1_050));
-        assert_eq!(idle(&t, mac(1), ms(1_060)), Duration::from_millis(10));
-        t.learn(mac(1), P1, ms(1_070));
-        assert_eq!(idle(&t, mac(1), ms(1_075)), Duration::from_millis(5));
+        t.lookup(HOST, ms(1_045));
+        assert_eq!(idle(&t, HOST, ms(1_050)), Duration::from_millis(10));
+        t.lookup(HOST, ms(1_050));
+        assert_eq!(idle(&t, HOST, ms(1_060)), Duration::from_millis(10));
+        t.learn(HOST, PortId(1), ms(1_070));
+        assert_eq!(idle(&t, HOST, ms(1_075)), Duration::from_millis(5));
         // Expired entries are not listed.
         assert!(t.idle_entries(Instant::from_secs(400)).is_empty());
     }
@@ -108,14 +105,14 @@ mod tests {
     #[test]
     fn a_static_entry_is_idle_since_a_frame_was_sent_to_it() {
         let t = MacTable::new(TableConfig::default());
-        t.insert_static(mac(2), P2, EntryKind::Static);
-        assert_eq!(idle(&t, mac(2), Instant::from_secs(5)), Duration::MAX);
+        t.insert_static(PINNED, PortId(2), EntryKind::Static);
+        assert_eq!(idle(&t, PINNED, Instant::from_secs(5)), Duration::MAX);
         // A frame from it does not count: a static entry is never heard.
-        t.learn(mac(2), P2, Instant::from_secs(5));
-        assert_eq!(idle(&t, mac(2), Instant::from_secs(6)), Duration::MAX);
-        t.lookup(mac(2), Instant::from_secs(6));
+        t.learn(PINNED, PortId(2), Instant::from_secs(5));
+        assert_eq!(idle(&t, PINNED, Instant::from_secs(6)), Duration::MAX);
+        t.lookup(PINNED, Instant::from_secs(6));
         assert_eq!(
-            idle(&t, mac(2), Instant::from_secs(7)),
+            idle(&t, PINNED, Instant::from_secs(7)),
             Duration::from_secs(1)
         );
     }
