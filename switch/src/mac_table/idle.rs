@@ -26,12 +26,13 @@ pub struct IdleEntry {
 }
 
 impl Entry {
-    /// Notes that a frame goes to this host at `now`.
+    /// Notes that a frame goes to this host at `now`. The first one is
+    /// noted whenever it comes: the live clock counts from the switch's
+    /// start, so "never" (0) is not 10 ms before every early frame.
     pub(super) fn note_sent_to(&self, now: Instant) {
         let now = now.as_nanos();
-        if now.saturating_sub(self.last_sent_to.load(Relaxed))
-            >= REFRESH_GRANULARITY.as_nanos() as u64
-        {
+        let last = self.last_sent_to.load(Relaxed);
+        if last == 0 || now.saturating_sub(last) >= REFRESH_GRANULARITY.as_nanos() as u64 {
             self.last_sent_to.fetch_max(now, Relaxed);
         }
     }
@@ -100,6 +101,16 @@ mod tests {
         assert_eq!(idle(&t, HOST, ms(1_075)), Duration::from_millis(5));
         // Expired entries are not listed.
         assert!(t.idle_entries(Instant::from_secs(400)).is_empty());
+    }
+
+    #[test]
+    fn a_frame_sent_in_the_switchs_first_milliseconds_counts() {
+        // The live clock starts at 0 with the switch.
+        let t = MacTable::new(TableConfig::default());
+        let ms = Instant::from_millis;
+        t.insert_static(PINNED, PortId(2), EntryKind::Static);
+        t.lookup(PINNED, ms(3));
+        assert_eq!(idle(&t, PINNED, ms(8)), Duration::from_millis(5));
     }
 
     #[test]
