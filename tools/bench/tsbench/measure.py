@@ -34,7 +34,6 @@ from .system import (
     log,
     machine_ticks,
     start,
-    steal_ticks,
     stop,
     threads,
 )
@@ -210,22 +209,20 @@ class Meter:
     def measure(self, switch_pids, test, label):
         for attempt in range(self.retries + 1):
             self.foreign.wait_quiet(self.quiet_pct, self.quiet_wait)
-            other0, sw0, sleeps0, (busy0, total0), steal0 = (
+            other0, sw0, sleeps0, (busy0, total0, steal0) = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
                 sleeps(switch_pids),
                 machine_ticks(),
-                steal_ticks(),
             )
             t0 = time.monotonic()
             result = test()
             wall = time.monotonic() - t0
-            other1, sw1, sleeps1, (busy1, total1), steal1 = (
+            other1, sw1, sleeps1, (busy1, total1, steal1) = (
                 self.foreign.snapshot(),
                 cpu_ticks(switch_pids),
                 sleeps(switch_pids),
                 machine_ticks(),
-                steal_ticks(),
             )
             result["wall_s"] = wall
             result["attempts"] = attempt + 1

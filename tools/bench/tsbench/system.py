@@ -339,18 +339,14 @@ def rss_kib(pid):
 
 
 def machine_ticks():
-    """(busy, total) clock ticks of all CPUs from /proc/stat."""
+    """(busy, total, steal) clock ticks of all CPUs from /proc/stat: steal
+    is the time the hypervisor gave other guests while this machine's CPUs
+    wanted to run."""
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
+        line = f.readline()
+    values = [int(v) for v in line.split()[1:]]
     idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def steal_ticks():
-    """Clock ticks of all CPUs the hypervisor gave to other guests while
-    this machine's CPUs wanted to run (/proc/stat, "steal")."""
-    with open("/proc/stat") as f:
-        return steal_of(f.readline())
+    return sum(values) - idle, sum(values), steal_of(line)
 
 
 def steal_of(cpu_line):
