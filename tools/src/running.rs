@@ -449,7 +449,7 @@ impl RunningSwitch {
                 offloads: port.tx.offloads(),
                 lanes: d.lanes_of(id),
                 owner,
-                capturing: port.capture.as_ref().is_some_and(|c| c.is_enabled()),
+                capturing: port.is_capturing(),
                 stats: d.port_stats(id).unwrap_or_else(|| port.counters.snapshot()),
             })
         })

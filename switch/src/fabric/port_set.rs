@@ -23,6 +23,11 @@ pub struct PortHandle {
 }
 
 impl PortHandle {
+    /// Whether the port records its frames in a capture file now.
+    pub fn is_capturing(&self) -> bool {
+        self.capture.as_ref().is_some_and(|c| c.is_enabled())
+    }
+
     /// Records a frame in the port's capture file, if it is capturing. A
     /// port that is not pays one atomic load; the clock is read only for
     /// frames that are recorded.

@@ -256,11 +256,7 @@ impl super::Shared {
     /// Whether the kernel may forward now: not while a trace runs or a
     /// port captures, which must see every frame.
     fn shortcut_wanted(&self) -> bool {
-        !self.live_trace.settings().on
-            && !self
-                .snapshot()
-                .iter()
-                .any(|port| port.capture.as_ref().is_some_and(|c| c.is_enabled()))
+        !self.live_trace.settings().on && !self.snapshot().iter().any(|port| port.is_capturing())
     }
 
     /// Brings the kernel's map in step with the table and with whether it
