@@ -197,6 +197,18 @@ impl<'a, E: Egress> TxPass<'a, E> {
             bytes,
             merged,
         } = &mut *self.batcher;
+        if let ([frame], [egress]) = (held.as_slice(), self.egress_of.as_slice()) {
+            // One frame held (a request, an answer): sent as it is, without
+            // the per-port tables below, which a round trip would fill and
+            // clear twice for one frame each.
+            let frame = (frame.vnet, &bytes[frame.start..frame.start + frame.len]);
+            let one = std::slice::from_ref(&frame);
+            transmit_all(*egress, one, &[one]);
+            held.clear();
+            bytes.clear();
+            self.egress_of.clear();
+            return;
+        }
         let coalescing = matches!(batching, Batching::HoldUnicast { coalesce_udp: true });
         let mut sent = [false; MAX_HELD];
         for first in 0..held.len() {

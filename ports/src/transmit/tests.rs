@@ -214,6 +214,34 @@ fn frames_for_plain_ports_and_without_batching_leave_at_once() {
 }
 
 #[test]
+fn a_lone_held_frame_leaves_as_it_came_and_is_counted_once() {
+    let mut p2 = FakePort::offloading();
+    p2.tx.refuse_tag = Some(2);
+    let mut batcher = Batcher::new(COALESCE);
+    let mut sent = Vec::new();
+    for tag in [1, 2] {
+        let mut pass = batcher.pass();
+        pass.push(&p2, &VnetHdr::default(), &tagged(tag));
+        assert!(p2.take_sent().is_empty(), "held until the pass ends");
+        drop(pass);
+        sent.extend(p2.take_sent());
+    }
+    assert_eq!(tags(&sent), [1]);
+    assert_eq!(p2.take_batches(), [1, 1], "one call per pass");
+    let tally = p2.tally();
+    assert_eq!((tally.sent, tally.bytes, tally.refused), (1, 60, 1));
+
+    let datagram = udp_datagram(1, 100);
+    let mut pass = batcher.pass();
+    pass.push(&p2, &datagram.0, &datagram.1);
+    drop(pass);
+    assert_eq!(p2.take_sent(), [datagram], "a run of one is not merged");
+    assert_eq!(p2.tally().superframes, 0);
+    drop(batcher.pass::<FakePort>());
+    assert!(p2.take_sent().is_empty(), "nothing is sent twice");
+}
+
+#[test]
 fn a_full_pass_sends_what_it_holds_and_goes_on_in_order() {
     let p2 = FakePort::offloading();
     let mut batcher = Batcher::new(HOLD);
