@@ -64,6 +64,7 @@ pub(super) fn spawn(
                 inbox,
                 home: HashMap::new(),
                 ready: VecDeque::new(),
+                answer_reads: Vec::new(),
                 pending: Events::with_capacity(64),
                 reader: LaneReader::new(index),
                 health: PortHealth::default(),
@@ -86,6 +87,13 @@ struct Worker {
     /// TAP and packet-socket lanes level-triggered, the others
     /// edge-triggered: see `lanes.rs`).
     ready: VecDeque<PortId>,
+    /// Those of `ready` put there to take the answer to a batch just sent
+    /// (see `take_answers`). What they hold is forwarded without looking
+    /// for an answer to it in turn, as in other workers' lanes: a ping's
+    /// requester has nothing more to say, and a TCP sender's next segments
+    /// are reported by epoll at once, where a read that finds the lane
+    /// empty would cost a system call in the middle of every round trip.
+    answer_reads: Vec<PortId>,
     /// For asking epoll between batches (see `collect_ready_now`).
     pending: Events,
     reader: LaneReader,
@@ -179,8 +187,10 @@ impl Worker {
                 continue;
             };
             let lane = lane.clone();
+            let look_for_answers = !remove_from(&mut self.answer_reads, id);
             let (shared, delivery, ports) = (&self.shared, &mut self.delivery, &view.ports);
-            let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
+            let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note: bool| {
+                let note = note && look_for_answers;
                 delivery.forward(shared, ports, ingress, batch, n, note)
             };
             match self
@@ -224,8 +234,13 @@ impl Worker {
         let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
             delivery.forward(shared, ports, ingress, batch, n, note)
         };
-        let (ready, lanes) = (&mut self.ready, &view.lanes);
-        let mut next = |id| push_once(ready, id);
+        let (ready, answer_reads) = (&mut self.ready, &mut self.answer_reads);
+        let mut next = |id| {
+            if push_once(ready, id) {
+                answer_reads.push(id);
+            }
+        };
+        let lanes = &view.lanes;
         let reader = &mut self.reader;
         reader.take_answers(&shared.mode, lanes, &targets, &mut forward, &mut next);
         self.delivery.give_back(targets);
@@ -317,6 +332,7 @@ impl Worker {
             drop(lane.lock().rx.take());
         }
         self.ready.retain(|r| *r != id);
+        self.answer_reads.retain(|r| *r != id);
     }
 
     /// A receive error: the port is removed, or looked at again shortly if
@@ -402,9 +418,18 @@ impl Worker {
     }
 }
 
-/// Puts `id` at the back of the ready list unless it is on it already.
-fn push_once(ready: &mut VecDeque<PortId>, id: PortId) {
-    if !ready.contains(&id) {
+/// Puts `id` at the back of the ready list unless it is on it already;
+/// whether it put it there.
+fn push_once(ready: &mut VecDeque<PortId>, id: PortId) -> bool {
+    let absent = !ready.contains(&id);
+    if absent {
         ready.push_back(id);
     }
+    absent
+}
+
+/// Removes `id` from `list`; whether it was there.
+fn remove_from(list: &mut Vec<PortId>, id: PortId) -> bool {
+    let at = list.iter().position(|x| *x == id);
+    at.map(|at| list.swap_remove(at)).is_some()
 }
