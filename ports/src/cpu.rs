@@ -47,6 +47,21 @@ pub fn set_realtime(on: bool) -> io::Result<()> {
     sys::cpu::set_realtime(on.then_some(1))
 }
 
+/// The shortest time slice the kernel grants an ordinary thread (it makes
+/// shorter requests this long).
+const SHORTEST_SLICE_NS: u64 = 100_000;
+
+/// Gives the calling thread, while it is an ordinary thread, the shortest
+/// time slice (0.1 ms), or the default one again with `false`. The kernel's
+/// scheduler (EEVDF, Linux 6.12 and later) puts a thread's deadline one
+/// slice after it may run, so a woken thread with a shorter slice than the
+/// running one's takes the CPU at once, as a real-time thread would, but
+/// only for its slice. Needs no privilege; older kernels ignore it, and a
+/// real-time thread is left as it is.
+pub fn set_short_slices(on: bool) -> io::Result<()> {
+    sys::cpu::set_slice(on.then_some(SHORTEST_SLICE_NS))
+}
+
 /// Whether the machine has at least as many runnable threads as online
 /// CPUs right now (the caller counts as one), so every CPU is likely busy.
 /// False when that cannot be read.

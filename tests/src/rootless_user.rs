@@ -182,6 +182,11 @@ impl RootlessUser {
         self.children.len() - 1
     }
 
+    /// The PID of the switch started as number `index`.
+    pub fn serve_pid(&self, index: usize) -> u32 {
+        self.children[index].id()
+    }
+
     /// What the switch started as number `index` logged.
     pub fn serve_log(&self, index: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("serve{index}.log"))).unwrap_or_default()

@@ -50,10 +50,12 @@ pub struct ServeArgs {
     /// the real-time priority off (a polling thread must not starve others).
     #[arg(long, value_name = "USECS", default_value_t = 0)]
     pub busy_poll: u64,
-    /// Keep workers at ordinary priority. By default, while traffic is light,
-    /// workers run at the lowest real-time priority (SCHED_FIFO 1, needs
-    /// CAP_SYS_NICE) so a frame is forwarded as soon as it arrives, as the
-    /// kernel bridge does; under load they are ordinary threads.
+    /// Keep workers at ordinary priority (with the shortest time slice while
+    /// traffic is light). By default, while traffic is light, workers run at
+    /// the lowest real-time priority (SCHED_FIFO 1, needs CAP_SYS_NICE;
+    /// refused, they take the short slices) so a frame is forwarded as soon
+    /// as it arrives, as the kernel bridge does; under load they are
+    /// ordinary threads.
     #[arg(long)]
     pub no_realtime: bool,
     /// Send every UDP datagram as its own frame. By default a worker sends

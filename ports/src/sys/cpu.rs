@@ -103,6 +103,43 @@ pub(crate) fn set_realtime(priority: Option<i32>) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks the scheduler for time slices of `slice_ns` nanoseconds for the
+/// calling thread if it runs under SCHED_OTHER (`sched_attr.sched_runtime`,
+/// Linux 6.12 and later), or for the default slice with `None`. Keeps its
+/// policy and nice value; a thread under another policy is left as it is.
+pub(crate) fn set_slice(slice_ns: Option<u64>) -> io::Result<()> {
+    let size = std::mem::size_of::<libc::sched_attr>();
+    let mut attr = libc::sched_attr {
+        size: size as u32,
+        sched_policy: 0,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: 0,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: `attr` is a live sched_attr of `size` bytes the kernel fills
+    // in; pid 0 is the calling thread.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr, size as u32, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if attr.sched_policy != libc::SCHED_OTHER as u32 {
+        return Ok(());
+    }
+    attr.size = size as u32;
+    attr.sched_flags = 0;
+    attr.sched_runtime = slice_ns.unwrap_or(0);
+    // SAFETY: `attr` is a live, complete sched_attr; pid 0 is the calling
+    // thread.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +157,42 @@ mod tests {
     #[test]
     fn this_machine_has_possible_cpus() {
         assert!(possible_cpus().unwrap() >= 1);
+    }
+
+    /// The slice the scheduler gives the calling thread, as
+    /// `/proc/thread-self/sched` shows it (`None` where it does not).
+    fn own_slice() -> Option<u64> {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+        line.split(':').nth(1)?.trim().parse().ok()
+    }
+
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let number = |part: Option<&str>| part.and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+        (number(parts.next()), number(parts.next())) >= (major, minor)
+    }
+
+    #[test]
+    fn a_thread_gets_the_slice_it_asks_for_and_the_default_back() {
+        // A thread of its own: the test harness's may be shared.
+        std::thread::spawn(|| {
+            let before = own_slice();
+            set_slice(Some(100_000)).expect("sched_setattr");
+            let Some(short) = own_slice() else {
+                eprintln!("skipped: this kernel shows no se.slice in /proc/thread-self/sched");
+                return;
+            };
+            if !kernel_at_least(6, 12) {
+                eprintln!("skipped: this kernel (before 6.12) has one slice for every thread");
+                return;
+            }
+            assert_eq!(short, 100_000);
+            set_slice(None).expect("sched_setattr");
+            assert_eq!(own_slice(), before, "the default again");
+        })
+        .join()
+        .unwrap();
     }
 }

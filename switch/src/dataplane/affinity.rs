@@ -12,7 +12,13 @@
 //! CPU; real-time priority (SCHED_FIFO 1) lets it run at once even when the
 //! sender is in another scheduling group (a container always is). The
 //! answer to a frame lands in the same lane, as the receiver's stack runs
-//! inside the worker's write.
+//! inside the worker's write. Where real-time priority is refused (no
+//! CAP_SYS_NICE: rootless mode) or not wanted (`--no-realtime`), the
+//! worker asks for the shortest time slice (0.1 ms) instead: the kernel's
+//! scheduler (EEVDF, Linux 6.12 and later) gives a woken thread with a
+//! shorter slice than the running one's the CPU at once, and takes it back
+//! after that slice, so nobody starves. No privilege is needed; older
+//! kernels ignore the request.
 //!
 //! Heavy traffic, [`ReadMode::ByPort`]: a worker kept next to a busy sender
 //! gets half a CPU while another may idle, and a real-time worker takes CPU
@@ -38,6 +44,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ports::ReadMode;
+
+use super::tuning::LightPriority;
 
 /// How often a worker looks at how busy it was (a busy worker wakes up at
 /// least this often to look).
@@ -285,6 +293,9 @@ pub(super) trait CpuControl {
     /// Keeps the calling thread on `cpus`.
     fn keep_to(&mut self, cpus: &[usize]) -> io::Result<()>;
     fn set_realtime(&mut self, on: bool) -> io::Result<()>;
+    /// Asks for the shortest time slices (an ordinary thread), or the
+    /// default ones again.
+    fn set_short_slices(&mut self, on: bool) -> io::Result<()>;
     /// Offers the CPU to whoever waits for it; returns how long that took.
     fn offer(&mut self) -> Duration;
     /// Whether every CPU is likely busy.
@@ -304,6 +315,10 @@ impl CpuControl for KernelCpu {
 
     fn set_realtime(&mut self, on: bool) -> io::Result<()> {
         ports::cpu::set_realtime(on)
+    }
+
+    fn set_short_slices(&mut self, on: bool) -> io::Result<()> {
+        ports::cpu::set_short_slices(on)
     }
 
     fn offer(&mut self) -> Duration {
@@ -333,15 +348,15 @@ pub(super) trait LoadBoard {
 
 /// One worker's place on the CPUs: fed "a batch of n frames was forwarded"
 /// and "about to sleep", it measures the worker's load, follows the read
-/// mode (kept on the lane's CPUs and real-time while light, anywhere and
-/// ordinary while heavy), offers the CPU under load and moves when nobody
-/// takes it.
+/// mode (kept on the lane's CPUs and real-time, or with short slices,
+/// while light; anywhere and ordinary while heavy), offers the CPU under
+/// load and moves when nobody takes it.
 #[derive(Debug)]
 pub(super) struct Placement<C: CpuControl = KernelCpu> {
     index: usize,
     cpus: Cpus,
-    /// Whether the worker may take real-time priority at all.
-    realtime_allowed: bool,
+    /// How it runs while traffic is light.
+    light: LightPriority,
     cpu: C,
     load: LoadMeter,
     share: CpuShare,
@@ -351,23 +366,26 @@ pub(super) struct Placement<C: CpuControl = KernelCpu> {
     working_since: Instant,
     /// Whether this thread is kept on its lane's CPUs right now.
     pinned: bool,
-    /// Whether it asked for real-time priority, and whether that was refused.
+    /// Whether it asked for real-time priority, and whether that was
+    /// refused (then it asks for short slices instead).
     realtime: bool,
     realtime_refused: bool,
+    /// Whether it asked for the shortest time slices.
+    short_slices: bool,
 }
 
 impl<C: CpuControl> Placement<C> {
     pub(super) fn new(
         index: usize,
         cpus: Cpus,
-        realtime_allowed: bool,
+        light: LightPriority,
         cpu: C,
         now: Instant,
     ) -> Self {
         Placement {
             index,
             cpus,
-            realtime_allowed,
+            light,
             cpu,
             load: LoadMeter::default(),
             share: CpuShare::default(),
@@ -376,12 +394,14 @@ impl<C: CpuControl> Placement<C> {
             pinned: false,
             realtime: false,
             realtime_refused: false,
+            short_slices: false,
         }
     }
 
     /// While traffic is light (`ByCpu`), keeps this thread on its lane's
-    /// CPUs and at the lowest real-time priority (when allowed); under
-    /// load (`ByPort`), lets it run anywhere as an ordinary thread.
+    /// CPUs and at the lowest real-time priority, or else with the shortest
+    /// time slices (see [`LightPriority`]); under load (`ByPort`), lets it
+    /// run anywhere as an ordinary thread with the default slices.
     pub(super) fn follow_mode(&mut self, mode: ReadMode) {
         let by_cpu = mode == ReadMode::ByCpu;
         let pin = by_cpu && !self.cpus.lane.is_empty();
@@ -392,19 +412,35 @@ impl<C: CpuControl> Placement<C> {
             }
             self.pinned = pin;
         }
-        let realtime = by_cpu && self.realtime_allowed;
+        let realtime = by_cpu && self.light == LightPriority::RealTime;
         if realtime != self.realtime {
             if let Err(err) = self.cpu.set_realtime(realtime) {
-                // Without CAP_SYS_NICE: stay an ordinary thread, say so once.
+                // Without CAP_SYS_NICE: an ordinary thread, said once.
                 if !self.realtime_refused && self.index == 0 {
                     log::info!(
-                        "workers run at ordinary priority: real-time was refused ({err}); \
-                         grant CAP_SYS_NICE for lower latency, or pass --no-realtime"
+                        "workers run at ordinary priority with short time slices: real-time \
+                         was refused ({err}); grant CAP_SYS_NICE (or `ulimit -r 1`) for the \
+                         lowest latency, or pass --no-realtime"
                     );
-                    self.realtime_refused = true;
                 }
+                self.realtime_refused = true;
             }
             self.realtime = realtime;
+        }
+        let short_slices = by_cpu
+            && match self.light {
+                LightPriority::RealTime => self.realtime_refused,
+                LightPriority::ShortSlices => true,
+                LightPriority::Ordinary => false,
+            };
+        if short_slices != self.short_slices {
+            if let Err(err) = self.cpu.set_short_slices(short_slices) {
+                log::debug!(
+                    "worker {}: cannot ask for short time slices: {err}",
+                    self.index
+                );
+            }
+            self.short_slices = short_slices;
         }
     }
 
@@ -607,6 +643,7 @@ mod tests {
         kept_to: Vec<Vec<usize>>,
         realtime: Vec<bool>,
         refuse_realtime: bool,
+        short_slices: Vec<bool>,
         offers: u32,
         offer_takes: Duration,
         fully_busy: bool,
@@ -623,6 +660,10 @@ mod tests {
             if self.refuse_realtime && on {
                 return Err(io::Error::from(io::ErrorKind::PermissionDenied));
             }
+            Ok(())
+        }
+        fn set_short_slices(&mut self, on: bool) -> io::Result<()> {
+            self.short_slices.push(on);
             Ok(())
         }
         fn offer(&mut self) -> Duration {
@@ -679,11 +720,33 @@ mod tests {
     }
 
     fn placement(cpu: FakeCpu, start: Instant) -> Placement<FakeCpu> {
+        worker(0, LightPriority::RealTime, cpu, start)
+    }
+
+    fn worker(
+        index: usize,
+        light: LightPriority,
+        cpu: FakeCpu,
+        start: Instant,
+    ) -> Placement<FakeCpu> {
         let cpus = Cpus {
             lane: vec![1],
             all: vec![0, 1],
         };
-        Placement::new(0, cpus, true, cpu, start)
+        Placement::new(index, cpus, light, cpu, start)
+    }
+
+    /// Light, light, heavy, light: what the placement asked for.
+    fn through_the_modes(mut place: Placement<FakeCpu>) -> FakeCpu {
+        for mode in [
+            ReadMode::ByCpu,
+            ReadMode::ByCpu,
+            ReadMode::ByPort,
+            ReadMode::ByCpu,
+        ] {
+            place.follow_mode(mode);
+        }
+        place.cpu
     }
 
     #[test]
@@ -694,6 +757,44 @@ mod tests {
         place.follow_mode(ReadMode::ByPort);
         assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "once per change");
         assert_eq!(place.cpu.realtime, [true, false]);
+        assert!(
+            place.cpu.short_slices.is_empty(),
+            "real-time needs no short slices"
+        );
+    }
+
+    #[test]
+    fn every_worker_refused_real_time_takes_short_slices_while_light() {
+        for index in [0, 1] {
+            let cpu = FakeCpu {
+                refuse_realtime: true,
+                ..FakeCpu::default()
+            };
+            let cpu =
+                through_the_modes(worker(index, LightPriority::RealTime, cpu, Instant::now()));
+            assert_eq!(cpu.realtime, [true, false, true], "worker {index}");
+            assert_eq!(cpu.short_slices, [true, false, true], "worker {index}");
+        }
+    }
+
+    #[test]
+    fn without_real_time_short_slices_while_light_but_never_while_polling() {
+        let start = Instant::now();
+        let cpu = through_the_modes(worker(
+            1,
+            LightPriority::ShortSlices,
+            FakeCpu::default(),
+            start,
+        ));
+        assert!(cpu.realtime.is_empty(), "real-time is not asked for");
+        assert_eq!(cpu.short_slices, [true, false, true]);
+        let cpu = through_the_modes(worker(
+            1,
+            LightPriority::Ordinary,
+            FakeCpu::default(),
+            start,
+        ));
+        assert!(cpu.realtime.is_empty() && cpu.short_slices.is_empty());
     }
 
     #[test]

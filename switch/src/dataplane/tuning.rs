@@ -26,7 +26,8 @@ impl Tuning {
     /// as soon as its ports are empty). `realtime`: whether workers take the
     /// lowest real-time priority while traffic is light (see `affinity.rs`);
     /// never while busy polling, as a polling real-time thread would starve
-    /// the others on its CPU. `coalesce_udp`: whether runs of one UDP
+    /// the others on its CPU. Without it they ask for the shortest time
+    /// slices instead, unless they busy poll ([`Tuning::light_priority`]). `coalesce_udp`: whether runs of one UDP
     /// flow's datagrams go out as UDP GSO super-frames (see
     /// `ports::coalesce`); only where the kernel takes them.
     pub fn new(workers: usize, busy_poll: Duration, realtime: bool, coalesce_udp: bool) -> Self {
@@ -56,9 +57,34 @@ impl Tuning {
         self.realtime
     }
 
+    /// How workers run while traffic is light.
+    pub(super) fn light_priority(&self) -> LightPriority {
+        if self.realtime {
+            LightPriority::RealTime
+        } else if self.busy_poll.is_zero() {
+            LightPriority::ShortSlices
+        } else {
+            LightPriority::Ordinary
+        }
+    }
+
     pub fn coalesce_udp(&self) -> bool {
         self.coalesce_udp
     }
+}
+
+/// How a worker runs while traffic is light (see `affinity.rs`; under load
+/// every worker is an ordinary thread with the kernel's default slices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LightPriority {
+    /// At the lowest real-time priority; if that is refused (no
+    /// CAP_SYS_NICE, rootless mode), as with `ShortSlices`.
+    RealTime,
+    /// An ordinary thread with the shortest time slices (`--no-realtime`).
+    ShortSlices,
+    /// An ordinary thread with the default slices: a busy-polling worker,
+    /// which would otherwise take its CPU from the others every 0.1 ms.
+    Ordinary,
 }
 
 /// How the dataplane runs.
@@ -111,6 +137,17 @@ mod tests {
         assert_eq!(polling.busy_poll(), Duration::from_micros(50));
         assert!(Tuning::new(2, Duration::ZERO, true, false).realtime());
         assert!(!Tuning::new(2, Duration::ZERO, false, false).realtime());
+    }
+
+    #[test]
+    fn light_traffic_gets_real_time_or_else_short_slices_but_never_while_polling() {
+        let light = |poll_us, realtime| {
+            Tuning::new(2, Duration::from_micros(poll_us), realtime, false).light_priority()
+        };
+        assert_eq!(light(0, true), LightPriority::RealTime);
+        assert_eq!(light(0, false), LightPriority::ShortSlices);
+        assert_eq!(light(50, true), LightPriority::Ordinary);
+        assert_eq!(light(50, false), LightPriority::Ordinary);
     }
 
     #[test]

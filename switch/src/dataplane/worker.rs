@@ -51,7 +51,7 @@ pub(super) fn spawn(
                 placement: Placement::new(
                     index,
                     cpus,
-                    tuning.realtime(),
+                    tuning.light_priority(),
                     KernelCpu,
                     Instant::now(),
                 ),
