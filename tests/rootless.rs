@@ -510,7 +510,7 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
     let serve = user.serve(&[]);
     let log = user.serve_log(serve);
     assert!(
-        log.contains("workers run at ordinary priority with short time slices"),
+        log.contains("workers run at ordinary priority, with the shortest time slices"),
         "serve says why and what instead:\n{log}"
     );
     // Workers ask as they start; no frame is needed (traffic is light).

@@ -128,8 +128,10 @@ pub(crate) fn set_slice(slice_ns: Option<u64>) -> io::Result<()> {
     if attr.sched_policy != libc::SCHED_OTHER as u32 {
         return Ok(());
     }
+    /// From `<linux/sched.h>`: the one flag an ordinary thread may carry.
+    const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
     attr.size = size as u32;
-    attr.sched_flags = 0;
+    attr.sched_flags &= SCHED_FLAG_RESET_ON_FORK;
     attr.sched_runtime = slice_ns.unwrap_or(0);
     // SAFETY: `attr` is a live, complete sched_attr; pid 0 is the calling
     // thread.

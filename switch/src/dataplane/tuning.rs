@@ -27,9 +27,10 @@ impl Tuning {
     /// lowest real-time priority while traffic is light (see `affinity.rs`);
     /// never while busy polling, as a polling real-time thread would starve
     /// the others on its CPU. Without it they ask for the shortest time
-    /// slices instead, unless they busy poll ([`Tuning::light_priority`]). `coalesce_udp`: whether runs of one UDP
-    /// flow's datagrams go out as UDP GSO super-frames (see
-    /// `ports::coalesce`); only where the kernel takes them.
+    /// slices instead, unless they busy poll ([`Tuning::light_priority`]).
+    /// `coalesce_udp`: whether runs of one UDP flow's datagrams go out as
+    /// UDP GSO super-frames (see `ports::coalesce`); only where the kernel
+    /// takes them.
     pub fn new(workers: usize, busy_poll: Duration, realtime: bool, coalesce_udp: bool) -> Self {
         Tuning {
             workers: workers.max(1),
