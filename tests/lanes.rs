@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::traffic::Station;
+use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts, tap_pair};
 
 const WINDOW: Duration = Duration::from_millis(150);
@@ -294,21 +295,7 @@ fn existing_persistent_taps_keep_their_queues_and_outlive_the_switch() {
 
 /// The scheduling policy of each worker thread of `pid` (0 ordinary, 1 FIFO).
 fn worker_policies(pid: u32) -> Vec<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the switch's threads");
-    let mut policies = Vec::new();
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("tapswitch-w") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).expect("a thread's stat");
-        // Field 41 is the policy; the name (field 2) may hold spaces, so
-        // count from the closing parenthesis (field 3 is the first after it).
-        let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
-        let policy = after_name.split(' ').nth(41 - 3).expect("a policy field");
-        policies.push(policy.parse().expect("a number"));
-    }
-    policies
+    worker_threads(pid).iter().map(|w| w.policy).collect()
 }
 
 #[test]
@@ -338,5 +325,15 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
         args
     });
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(worker_policies(switch.pid()), [0, 0], "--no-realtime");
+    let workers = worker_threads(switch.pid());
+    let policies: Vec<u32> = workers.iter().map(|w| w.policy).collect();
+    assert_eq!(policies, [0, 0], "--no-realtime");
+    // Ordinary threads with the shortest time slice while traffic is light.
+    if slices_granted_and_shown(&workers) {
+        for worker in &workers {
+            assert_eq!(worker.slice_ns, Some(100_000), "{}", worker.name);
+        }
+    } else {
+        eprintln!("not checked: this kernel shows no time slices it grants (Linux 6.12+)");
+    }
 }

@@ -20,6 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::rootless_user::{RootlessUser, pings, wait_for_new_netns};
+use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
 use tapswitch_tests::{require_root, unique_name};
 
 #[test]
@@ -482,27 +483,6 @@ fn serve_host_iface_is_refused_to_an_ordinary_user_in_one_line() {
     assert!(!user.tapswitch(&["stats"]).status.success(), "no switch");
 }
 
-/// Each worker thread of process `pid` and the time slice the kernel gives
-/// it (`None` where `/proc/PID/task/TID/sched` shows none).
-fn worker_slices(pid: u32) -> Vec<(String, Option<u64>)> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the switch's threads");
-    let mut workers = Vec::new();
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("tapswitch-w") {
-            continue;
-        }
-        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
-        let slice = sched
-            .lines()
-            .find(|l| l.starts_with("se.slice"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok());
-        workers.push((comm.trim().to_string(), slice));
-    }
-    workers
-}
-
 #[test]
 fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_light() {
     require_root();
@@ -516,19 +496,24 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
     // Workers ask as they start; no frame is needed (traffic is light).
     let deadline = Instant::now() + Duration::from_secs(10);
     let workers = loop {
-        let workers = worker_slices(user.serve_pid(serve));
-        let settled = !workers.is_empty() && workers.iter().all(|(_, s)| *s == Some(100_000));
+        let workers = worker_threads(user.serve_pid(serve));
+        let settled = !workers.is_empty() && workers.iter().all(|w| w.slice_ns == Some(100_000));
         if settled || Instant::now() > deadline {
             break workers;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!workers.is_empty(), "the switch has worker threads");
-    if workers.iter().all(|(_, slice)| slice.is_none()) {
-        eprintln!("skipped: this kernel shows no se.slice in /proc/PID/task/TID/sched");
+    if !slices_granted_and_shown(&workers) {
+        eprintln!("skipped: this kernel shows no time slices it grants (Linux 6.12+)");
         return;
     }
-    for (name, slice) in &workers {
-        assert_eq!(*slice, Some(100_000), "{name}: 0.1 ms slices while light");
+    for worker in &workers {
+        assert_eq!(
+            worker.slice_ns,
+            Some(100_000),
+            "{}: 0.1 ms slices while light",
+            worker.name
+        );
     }
 }

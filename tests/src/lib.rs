@@ -31,6 +31,7 @@ pub mod switch_process;
 pub mod tapswitch_binary;
 pub mod topology;
 pub mod traffic;
+pub mod worker_threads;
 
 pub use netns::{Netns, in_netns, unique_name};
 pub use switch_process::SwitchProcess;
