@@ -317,6 +317,8 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let info = switch.call(r#"{"cmd":"info"}"#).expect("info");
+    assert_eq!(info["light_scheduling"], "real-time", "{info}");
     drop(switch);
 
     let switch = SwitchProcess::start(&topo.switch_ns.name, &{
@@ -328,6 +330,8 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
     let workers = worker_threads(switch.pid());
     let policies: Vec<u32> = workers.iter().map(|w| w.policy).collect();
     assert_eq!(policies, [0, 0], "--no-realtime");
+    let info = switch.call(r#"{"cmd":"info"}"#).expect("info");
+    assert_eq!(info["light_scheduling"], "short-slices", "{info}");
     // Ordinary threads with the shortest time slice while traffic is light.
     if slices_granted_and_shown(&workers) {
         for worker in &workers {

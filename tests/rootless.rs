@@ -504,6 +504,13 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!workers.is_empty(), "the switch has worker threads");
+    let stats = user.ok(&["stats"]);
+    assert!(
+        stats.contains(
+            "while traffic is light: ordinary with 0.1 ms time slices (real-time was refused)"
+        ),
+        "{stats}"
+    );
     if !slices_granted_and_shown(&workers) {
         eprintln!("skipped: this kernel shows no time slices it grants (Linux 6.12+)");
         return;

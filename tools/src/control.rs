@@ -150,7 +150,9 @@ pub struct SwitchInfo {
     /// How the workers read ports and shared the CPUs, and the kernel
     /// shortcut (flattened: the fields `reading`, `reading_changes`,
     /// `steering_waits`, `cpu_yields`, `cpu_moves`, `kernel_shortcut`:
-    /// `{"state": "on"|"paused"|"off", "ports": N, "addresses": N}`).
+    /// `{"state": "on"|"paused"|"off", "ports": N, "addresses": N}`,
+    /// `light_scheduling`: `"real-time"`, `"short-slices"`,
+    /// `"short-slices-real-time-refused"` or `"ordinary"`).
     #[serde(flatten)]
     pub dataplane: DataplaneMetrics,
 }
@@ -493,6 +495,7 @@ mod tests {
                 cpu_yields: 5,
                 cpu_moves: 1,
                 kernel_shortcut: Default::default(),
+                light_scheduling: switch::dataplane::LightScheduling::ShortSlicesRealTimeRefused,
             },
         };
         let json = serde_json::to_value(&info).unwrap();
@@ -501,6 +504,7 @@ mod tests {
         assert_eq!(json["steering_waits"], 2);
         assert_eq!(json["cpu_yields"], 5);
         assert_eq!(json["cpu_moves"], 1);
+        assert_eq!(json["light_scheduling"], "short-slices-real-time-refused");
         assert!(json.get("dataplane").is_none());
         let back: SwitchInfo = serde_json::from_value(json).unwrap();
         assert_eq!(back.dataplane, info.dataplane);

@@ -285,8 +285,12 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
             ""
         }
     )?;
-    outln!("workers      {}", info.workers)?;
     let dataplane = &info.dataplane;
+    outln!(
+        "workers      {}; while traffic is light: {}",
+        info.workers,
+        dataplane.light_scheduling.describe()
+    )?;
     outln!(
         "lanes        read {}; changed {} time(s); hand-overs waited for the kernel {} time(s)",
         dataplane.reading.describe(),

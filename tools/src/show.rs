@@ -203,6 +203,7 @@ mod tests {
                 cpu_yields: 0,
                 cpu_moves: 0,
                 kernel_shortcut: Default::default(),
+                light_scheduling: Default::default(),
             },
         }
     }

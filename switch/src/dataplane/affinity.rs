@@ -344,6 +344,8 @@ pub(super) trait LoadBoard {
     fn lane_mode(&self) -> ReadMode;
     fn count_yield(&self);
     fn count_move(&self);
+    /// This worker was refused real-time priority (said once per worker).
+    fn realtime_refused(&self);
 }
 
 /// One worker's place on the CPUs: fed "a batch of n frames was forwarded"
@@ -402,7 +404,7 @@ impl<C: CpuControl> Placement<C> {
     /// CPUs and at the lowest real-time priority, or else with the shortest
     /// time slices (see [`LightPriority`]); under load (`ByPort`), lets it
     /// run anywhere as an ordinary thread with the default slices.
-    pub(super) fn follow_mode(&mut self, mode: ReadMode) {
+    pub(super) fn follow_mode(&mut self, mode: ReadMode, board: &dyn LoadBoard) {
         let by_cpu = mode == ReadMode::ByCpu;
         let pin = by_cpu && !self.cpus.lane.is_empty();
         if pin != self.pinned {
@@ -416,6 +418,9 @@ impl<C: CpuControl> Placement<C> {
         if realtime != self.realtime {
             if let Err(err) = self.cpu.set_realtime(realtime) {
                 // Without CAP_SYS_NICE: an ordinary thread, said once.
+                if !self.realtime_refused {
+                    board.realtime_refused();
+                }
                 if !self.realtime_refused && self.index == 0 {
                     log::info!(
                         "workers run at ordinary priority, with the shortest time slices where \
@@ -687,6 +692,7 @@ mod tests {
         changes: std::cell::RefCell<Vec<bool>>,
         yields: std::cell::Cell<u64>,
         moves: std::cell::Cell<u64>,
+        refusals: std::cell::Cell<u64>,
     }
 
     impl FakeBoard {
@@ -696,6 +702,7 @@ mod tests {
                 changes: Default::default(),
                 yields: 0.into(),
                 moves: 0.into(),
+                refusals: 0.into(),
             }
         }
     }
@@ -717,6 +724,9 @@ mod tests {
         }
         fn count_move(&self) {
             self.moves.set(self.moves.get() + 1);
+        }
+        fn realtime_refused(&self) {
+            self.refusals.set(self.refusals.get() + 1);
         }
     }
 
@@ -745,7 +755,7 @@ mod tests {
             ReadMode::ByPort,
             ReadMode::ByCpu,
         ] {
-            place.follow_mode(mode);
+            place.follow_mode(mode, &FakeBoard::new());
         }
         place.cpu
     }
@@ -753,9 +763,9 @@ mod tests {
     #[test]
     fn a_placement_keeps_to_its_lane_and_real_time_only_while_light() {
         let mut place = placement(FakeCpu::default(), Instant::now());
-        place.follow_mode(ReadMode::ByCpu);
-        place.follow_mode(ReadMode::ByCpu);
-        place.follow_mode(ReadMode::ByPort);
+        place.follow_mode(ReadMode::ByCpu, &FakeBoard::new());
+        place.follow_mode(ReadMode::ByCpu, &FakeBoard::new());
+        place.follow_mode(ReadMode::ByPort, &FakeBoard::new());
         assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "once per change");
         assert_eq!(place.cpu.realtime, [true, false]);
         assert!(
@@ -805,10 +815,14 @@ mod tests {
             ..FakeCpu::default()
         };
         let mut place = placement(cpu, Instant::now());
-        place.follow_mode(ReadMode::ByCpu);
-        place.follow_mode(ReadMode::ByCpu);
-        assert_eq!(place.cpu.realtime, [true]);
+        let board = FakeBoard::new();
+        place.follow_mode(ReadMode::ByCpu, &board);
+        place.follow_mode(ReadMode::ByCpu, &board);
+        place.follow_mode(ReadMode::ByPort, &board);
+        place.follow_mode(ReadMode::ByCpu, &board);
+        assert_eq!(place.cpu.realtime, [true, false, true]);
         assert!(place.realtime_refused);
+        assert_eq!(board.refusals.get(), 1, "the switch is told once");
     }
 
     #[test]

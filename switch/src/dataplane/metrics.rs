@@ -25,6 +25,41 @@ pub struct DataplaneMetrics {
     /// The kernel's part of forwarding (see `dataplane/shortcut`).
     #[serde(default)]
     pub kernel_shortcut: ShortcutMetrics,
+    /// How the workers run while traffic is light (see `affinity.rs`).
+    #[serde(default)]
+    pub light_scheduling: LightScheduling,
+}
+
+/// How the workers run while traffic is light, as `tapswitch stats` names
+/// it (under load they are ordinary threads with the default slices).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LightScheduling {
+    /// At the lowest real-time priority (SCHED_FIFO 1).
+    #[default]
+    RealTime,
+    /// Ordinary threads with the shortest time slices, as asked
+    /// (`--no-realtime`).
+    ShortSlices,
+    /// Ordinary threads with the shortest time slices, real-time priority
+    /// having been refused (no CAP_SYS_NICE: rootless mode).
+    ShortSlicesRealTimeRefused,
+    /// Ordinary threads with the default slices (busy polling).
+    Ordinary,
+}
+
+impl LightScheduling {
+    /// The words `tapswitch stats` uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LightScheduling::RealTime => "real-time (SCHED_FIFO 1)",
+            LightScheduling::ShortSlices => "ordinary with 0.1 ms time slices (--no-realtime)",
+            LightScheduling::ShortSlicesRealTimeRefused => {
+                "ordinary with 0.1 ms time slices (real-time was refused)"
+            }
+            LightScheduling::Ordinary => "ordinary (busy polling)",
+        }
+    }
 }
 
 /// Whether known unicast between veth ends is forwarded by the kernel.
@@ -90,6 +125,7 @@ mod tests {
                 ports: 2,
                 addresses: 7,
             },
+            light_scheduling: LightScheduling::ShortSlicesRealTimeRefused,
         };
         let json = serde_json::to_value(metrics).unwrap();
         assert_eq!(
@@ -101,6 +137,7 @@ mod tests {
                 "cpu_yields": 3,
                 "cpu_moves": 4,
                 "kernel_shortcut": {"state": "paused", "ports": 2, "addresses": 7},
+                "light_scheduling": "short-slices-real-time-refused",
             })
         );
         assert_eq!(

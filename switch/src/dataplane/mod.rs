@@ -69,7 +69,7 @@ mod tuning;
 mod worker;
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -86,7 +86,7 @@ use crate::stats::PortCounters;
 use crate::time::Instant;
 
 pub use self::live_trace::{TraceSettings, concerns_port};
-pub use self::metrics::{DataplaneMetrics, ShortcutMetrics, ShortcutState};
+pub use self::metrics::{DataplaneMetrics, LightScheduling, ShortcutMetrics, ShortcutState};
 pub use self::tuning::{DataplaneConfig, Tuning};
 pub use crate::port::GATEWAY_PORT_NAME;
 pub use ports::ReadMode;
@@ -95,6 +95,7 @@ use self::affinity::{LoadBoard, ModeSwitch};
 use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
 use self::peer::{Peer, WorkerCommand, WorkerHandle};
+use self::tuning::LightPriority;
 
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,9 @@ struct Shared {
     /// moved to another CPU (see `affinity.rs`).
     cpu_yields: AtomicU64,
     cpu_moves: AtomicU64,
+    /// Whether a worker was refused real-time priority (it takes short
+    /// time slices instead, see `affinity.rs`).
+    realtime_refused: AtomicBool,
     /// Every worker, by index, for a worker that must tell the others
     /// something (set once they all run).
     peers: std::sync::OnceLock<Vec<Peer>>,
@@ -292,6 +296,24 @@ impl LoadBoard for Shared {
     fn count_move(&self) {
         self.cpu_moves.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn realtime_refused(&self) {
+        self.realtime_refused.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// How the workers run while traffic is light: as the tuning asks,
+    /// unless real-time priority was refused.
+    fn light_scheduling(&self) -> LightScheduling {
+        let refused = self.realtime_refused.load(Ordering::Relaxed);
+        match self.tuning.light_priority() {
+            LightPriority::RealTime if refused => LightScheduling::ShortSlicesRealTimeRefused,
+            LightPriority::RealTime => LightScheduling::RealTime,
+            LightPriority::ShortSlices => LightScheduling::ShortSlices,
+            LightPriority::Ordinary => LightScheduling::Ordinary,
+        }
+    }
 }
 
 /// The running dataplane. Dropping it stops every thread.
@@ -357,6 +379,7 @@ impl Dataplane {
             mode: ModeSwitch::new(count),
             cpu_yields: AtomicU64::new(0),
             cpu_moves: AtomicU64::new(0),
+            realtime_refused: AtomicBool::new(false),
             peers: std::sync::OnceLock::new(),
             lagging,
             membership: Mutex::new(()),
@@ -509,6 +532,7 @@ impl Dataplane {
             cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
             cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
             kernel_shortcut: shared.shortcut_metrics(),
+            light_scheduling: shared.light_scheduling(),
         }
     }
 

@@ -272,6 +272,10 @@ impl LoadBoard for ReportsKeptOut {
     fn count_move(&self) {
         self.0.count_move();
     }
+
+    fn realtime_refused(&self) {
+        self.0.realtime_refused();
+    }
 }
 
 /// Sequence numbers of the frames `tx` sent so far, collected into `got`.

@@ -123,7 +123,8 @@ impl Worker {
             .checked_sub(spin)
             .unwrap_or_else(Instant::now);
         loop {
-            self.placement.follow_mode(self.shared.mode.lane_mode());
+            self.placement
+                .follow_mode(self.shared.mode.lane_mode(), &*self.board);
             // Wait. Busy polling (`--busy-poll`, off by default): for a
             // while after the last frame, look for the next one without
             // sleeping, giving the CPU to whatever else wants it in
