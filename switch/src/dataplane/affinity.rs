@@ -420,14 +420,14 @@ impl<C: CpuControl> Placement<C> {
                 // Without CAP_SYS_NICE: an ordinary thread, said once.
                 if !self.realtime_refused {
                     board.realtime_refused();
-                }
-                if !self.realtime_refused && self.index == 0 {
-                    log::info!(
-                        "workers run at ordinary priority, with the shortest time slices where \
-                         the kernel grants them (Linux 6.12+): real-time was refused ({err}); \
-                         grant CAP_SYS_NICE (or `ulimit -r 1`) for the lowest latency, or pass \
-                         --no-realtime"
-                    );
+                    if self.index == 0 {
+                        log::info!(
+                            "workers run at ordinary priority, with the shortest time slices \
+                             where the kernel grants them (Linux 6.12+): real-time was refused \
+                             ({err}); grant CAP_SYS_NICE (or `ulimit -r 1`) for the lowest \
+                             latency, or pass --no-realtime"
+                        );
+                    }
                 }
                 self.realtime_refused = true;
             }
