@@ -253,6 +253,10 @@ pub struct PortInfo {
     /// (a fanout group of packet sockets, a multi-queue TAP), else 1.
     #[serde(default)]
     pub lanes: usize,
+    /// How a port of several lanes is read now (per CPU, or by one
+    /// worker), and whether it still follows the switch's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<switch::dataplane::PortReading>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     pub capturing: bool,

@@ -487,6 +487,9 @@ pub fn render_ports(ports: &[PortInfo], listening: &[String]) -> String {
         );
         if p.lanes > 1 {
             out += &format!(" {} lanes", p.lanes);
+            if let Some(reading) = &p.reading {
+                out += &format!(", {}", reading.describe());
+            }
         }
         if let Some(owner) = &p.owner {
             out += &format!(" container {owner}");
@@ -567,6 +570,7 @@ mod tests {
             mtu: 1500,
             offloads: false,
             lanes: 1,
+            reading: None,
             owner: None,
             capturing: false,
             stats: switch::PortStats::default(),
@@ -595,6 +599,7 @@ mod tests {
             mtu: 1500,
             offloads: true,
             lanes: 2,
+            reading: None,
             owner: None,
             capturing: false,
             stats,
@@ -614,6 +619,55 @@ mod tests {
         assert!(
             text.contains("             300            3"),
             "TX totals: {text}"
+        );
+    }
+
+    #[test]
+    fn a_port_of_lanes_says_how_it_is_read_now() {
+        use switch::dataplane::{PortReading, ReadMode};
+        let port = |reading| PortInfo {
+            port_no: switch::PortId(1),
+            name: "p1".into(),
+            kind: "tap".into(),
+            mtu: 1500,
+            offloads: true,
+            lanes: 2,
+            reading: Some(reading),
+            owner: None,
+            capturing: false,
+            stats: switch::PortStats::default(),
+        };
+        let first_line = |reading| {
+            render_ports(&[port(reading)], &[])
+                .lines()
+                .next()
+                .map(String::from)
+        };
+        let per_cpu = PortReading {
+            mode: ReadMode::ByCpu,
+            worker: None,
+            lags: false,
+        };
+        assert_eq!(
+            first_line(per_cpu).as_deref(),
+            Some("1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU")
+        );
+        let by_worker = PortReading {
+            mode: ReadMode::ByPort,
+            worker: Some(1),
+            lags: true,
+        };
+        assert_eq!(
+            first_line(by_worker).as_deref(),
+            Some(
+                "1: p1 (tap, mtu 1500, offloads on) 2 lanes, read by worker 1 \
+                 (as when it last delivered frames)"
+            )
+        );
+        let json = serde_json::to_value(port(by_worker)).unwrap();
+        assert_eq!(
+            json["reading"],
+            serde_json::json!({"mode": "per port (traffic is heavy)", "worker": 1, "lags": true})
         );
     }
 

@@ -448,6 +448,7 @@ impl RunningSwitch {
                 mtu: port.tx.mtu(),
                 offloads: port.tx.offloads(),
                 lanes: d.lanes_of(id),
+                reading: d.reading_of(id),
                 owner,
                 capturing: port.is_capturing(),
                 stats: d.port_stats(id).unwrap_or_else(|| port.counters.snapshot()),

@@ -216,6 +216,7 @@ mod tests {
             mtu: 1500,
             offloads: false,
             lanes: 1,
+            reading: None,
             owner: owner.map(String::from),
             capturing: false,
             stats: PortStats::default(),

@@ -62,6 +62,38 @@ impl LightScheduling {
     }
 }
 
+/// How one port read in lanes is read now (`tapswitch ports`). A port
+/// follows the switch-wide mode when it is read (see `steering.rs`), so an
+/// idle one may still be read the way it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReading {
+    /// How the kernel feeds its lanes: per CPU, or all to one lane.
+    #[serde(serialize_with = "describe", deserialize_with = "read_mode")]
+    pub mode: ReadMode,
+    /// While read by port: the worker that reads its solo lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
+    /// Its mode is not the switch's yet: it follows when it next delivers
+    /// frames.
+    pub lags: bool,
+}
+
+impl PortReading {
+    /// The words `tapswitch ports` uses.
+    pub fn describe(&self) -> String {
+        let how = match (self.mode, self.worker) {
+            (ReadMode::ByCpu, _) => "read per CPU".to_string(),
+            (_, Some(worker)) => format!("read by worker {worker}"),
+            (_, None) => "read by one worker".to_string(),
+        };
+        if self.lags {
+            format!("{how} (as when it last delivered frames)")
+        } else {
+            how
+        }
+    }
+}
+
 /// Whether known unicast between veth ends is forwarded by the kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShortcutMetrics {

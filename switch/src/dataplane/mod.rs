@@ -86,7 +86,9 @@ use crate::stats::PortCounters;
 use crate::time::Instant;
 
 pub use self::live_trace::{TraceSettings, concerns_port};
-pub use self::metrics::{DataplaneMetrics, LightScheduling, ShortcutMetrics, ShortcutState};
+pub use self::metrics::{
+    DataplaneMetrics, LightScheduling, PortReading, ShortcutMetrics, ShortcutState,
+};
 pub use self::tuning::{DataplaneConfig, Tuning};
 pub use crate::port::GATEWAY_PORT_NAME;
 pub use ports::ReadMode;
@@ -543,6 +545,22 @@ impl Dataplane {
             .lanes_by_port()
             .get(&id)
             .map_or(0, |port| port.lanes.len())
+    }
+
+    /// How port `id` is read now, if it is read in several lanes (`None`
+    /// for a port of one lane, the gateway, or no such port).
+    pub fn reading_of(&self, id: PortId) -> Option<PortReading> {
+        let lanes = self.shared.lanes_by_port();
+        let port = lanes.get(&id).filter(|port| port.lanes.len() > 1)?;
+        let mode = port.steering.mode(&self.shared.mode);
+        let solo = port.lanes.get(port.steering.solo());
+        Some(PortReading {
+            mode,
+            worker: (mode == ReadMode::ByPort)
+                .then(|| solo.map(|lane| lane.home))
+                .flatten(),
+            lags: port.steering.lags(&self.shared.mode),
+        })
     }
 
     /// Opens a port with `open`, asking it for one receive lane per worker

@@ -207,3 +207,34 @@ fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
     );
     dp.shutdown();
 }
+
+#[test]
+fn each_port_says_how_it_is_read_and_an_idle_one_that_it_lags() {
+    let (dp, a, b, idle) = switch_with_idle_ports();
+    let (a_id, b_id, idle_id) = (PortId(1), PortId(2), PortId(3));
+    let per_cpu = PortReading {
+        mode: ReadMode::ByCpu,
+        worker: None,
+        lags: false,
+    };
+    assert_eq!(dp.reading_of(a_id), Some(per_cpu));
+    assert_eq!(dp.reading_of(b_id), None, "one lane: nothing to say");
+    a_to_b(&a, &b, 0, 10);
+    dp.shared.worker_load_changed(true);
+    wait_for("a steered by port", || a.steered().len() >= 2);
+    let reading = dp.reading_of(a_id).expect("a has lanes");
+    assert_eq!(reading.mode, ReadMode::ByPort);
+    assert!(!reading.lags);
+    let solo = a.steered().last().unwrap().1;
+    assert_eq!(reading.worker, Some(solo), "lane i is worker i's");
+    assert_eq!(
+        dp.reading_of(idle_id),
+        Some(PortReading {
+            lags: true,
+            ..per_cpu
+        }),
+        "idle: still per CPU until it delivers frames"
+    );
+    assert_eq!(idle[0].steered().len(), 1);
+    dp.shutdown();
+}
