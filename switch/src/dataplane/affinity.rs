@@ -366,6 +366,9 @@ pub(super) struct Placement<C: CpuControl = KernelCpu> {
     /// been forwarding without a sleep.
     accounted: Instant,
     working_since: Instant,
+    /// Time since then the worker spent blocked rather than working
+    /// (waiting for the kernel to take a steering at a mode change).
+    blocked: Duration,
     /// Whether this thread is kept on its lane's CPUs right now.
     pinned: bool,
     /// Whether it asked for real-time priority, and whether that was
@@ -393,6 +396,7 @@ impl<C: CpuControl> Placement<C> {
             share: CpuShare::default(),
             accounted: now,
             working_since: now,
+            blocked: Duration::ZERO,
             pinned: false,
             realtime: false,
             realtime_refused: false,
@@ -472,6 +476,14 @@ impl<C: CpuControl> Placement<C> {
         }
     }
 
+    /// The worker was blocked for `blocked` while it worked: not load. At
+    /// the change back to reading per CPU a reader waits milliseconds for
+    /// the kernel to take a TAP's steering; counted as work, that made the
+    /// window busy and sent the switch straight back to reading by port.
+    pub(super) fn not_working(&mut self, blocked: Duration) {
+        self.blocked += blocked;
+    }
+
     /// The worker is about to sleep: accounts the load now.
     pub(super) fn about_to_sleep(&mut self, now: Instant, board: &dyn LoadBoard) {
         self.account(now, true, board);
@@ -482,7 +494,8 @@ impl<C: CpuControl> Placement<C> {
             return;
         }
         let elapsed = now - self.accounted;
-        let working = now - self.working_since.max(self.accounted);
+        let working = (now - self.working_since.max(self.accounted))
+            .saturating_sub(std::mem::take(&mut self.blocked));
         self.accounted = now;
         self.working_since = now;
         if let Some(busy) = self.load.account(elapsed, working) {
@@ -849,6 +862,22 @@ mod tests {
         place.about_to_sleep(start + Duration::from_secs(2), &board);
         assert_eq!(*board.changes.borrow(), [true, false]);
         assert_eq!(place.next_look(), None);
+    }
+
+    #[test]
+    fn time_blocked_waiting_for_the_kernel_is_not_load() {
+        let start = Instant::now();
+        for (blocked, busy) in [(Duration::ZERO, true), (10 * MS, false)] {
+            let board = FakeBoard::new();
+            let mut place = placement(FakeCpu::default(), start);
+            // 12 ms from wake-up to sleep in a 20 ms window, `blocked` of
+            // them waiting for a steering's grace period.
+            place.woke(start + 8 * MS);
+            place.not_working(blocked);
+            place.about_to_sleep(start + WINDOW, &board);
+            let changes = board.changes.borrow().clone();
+            assert_eq!(changes == [true], busy, "blocked {blocked:?}: {changes:?}");
+        }
     }
 
     #[test]

@@ -325,6 +325,9 @@ pub(super) struct LaneReader {
     /// last poll, which reported them without sleeping: the rest of a
     /// burst, read until empty (see [`LaneReader::woke`]).
     burst_rest: Vec<PortId>,
+    /// How long hand-overs waited for the kernel to take a steering since
+    /// the worker last asked ([`LaneReader::take_waited`]).
+    waited_for_kernel: Duration,
 }
 
 impl LaneReader {
@@ -334,7 +337,15 @@ impl LaneReader {
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
             read_one: Vec::new(),
             burst_rest: Vec::new(),
+            waited_for_kernel: Duration::ZERO,
         }
+    }
+
+    /// How long this reader waited for the kernel to take a port's new
+    /// steering since the last call: blocked, not working (the grace period
+    /// of a TAP's steering lasts milliseconds), so not the worker's load.
+    pub(super) fn take_waited(&mut self) -> Duration {
+        std::mem::take(&mut self.waited_for_kernel)
     }
 
     /// The worker's poll returned after `waited`. If it did not sleep, the
@@ -549,7 +560,7 @@ impl LaneReader {
         }
         // Rule 2: until the kernel's call returns, frames may still land in
         // the older lanes.
-        port.steering.wait_until_taken(change, mode);
+        self.waited_for_kernel += port.steering.wait_until_taken(change, mode);
         for (at, lane) in port.lanes.iter().enumerate() {
             if !older.contains(at) {
                 continue;

@@ -23,6 +23,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ports::{ReadMode, Steering};
 
@@ -228,16 +229,19 @@ impl PortSteering {
     }
 
     /// Returns once the kernel has taken steering `change` (frames land by
-    /// it alone). Waits for the steering's call to return, counted by
-    /// `switch`: the caller holds no lane (see `lanes.rs`).
-    pub(super) fn wait_until_taken(&self, change: u64, switch: &ModeSwitch) {
+    /// it alone), and how long that took. Waits for the steering's call to
+    /// return, counted by `switch`: the caller holds no lane (see
+    /// `lanes.rs`).
+    pub(super) fn wait_until_taken(&self, change: u64, switch: &ModeSwitch) -> Duration {
         if self.taken.load(Ordering::Acquire) >= change {
-            return;
+            return Duration::ZERO;
         }
         switch.count_steering_wait();
+        let start = Instant::now();
         // The steering was published under this lock, which its teller
         // holds until the kernel's call returned.
         drop(self.telling.lock().unwrap_or_else(PoisonError::into_inner));
+        start.elapsed()
     }
 
     /// Frames were read from the port: a mode change in the next second or

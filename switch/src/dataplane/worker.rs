@@ -220,6 +220,7 @@ impl Worker {
                 }
                 HomeRead::Failed(err) => self.port_failed(&lane.handle, err),
             }
+            self.placement.not_working(self.reader.take_waited());
             if !self.inbox.is_empty() && !self.handle_commands() {
                 return false;
             }

@@ -389,7 +389,11 @@ fn a_hand_over_waits_until_the_kernel_has_taken_the_steering() {
         began.recv().unwrap();
         // Steered by port, not taken yet: the solo lane's reader must hand
         // lane 1 over first.
-        let reader = scope.spawn(|| port.read_home(&mut LaneReader::new(0), 0));
+        let reader = scope.spawn(|| {
+            let mut reader = LaneReader::new(0);
+            let got = port.read_home(&mut reader, 0);
+            (got, reader.take_waited())
+        });
         spin_until("the reader waiting for the kernel, or done", || {
             port.mode.steering_waits() > 0 || reader.is_finished()
         });
@@ -397,7 +401,10 @@ fn a_hand_over_waits_until_the_kernel_has_taken_the_steering() {
         release.send(()).unwrap();
         let followed = follower.join().unwrap();
         port.kernel.send(1, 4..6);
-        (reader.join().unwrap(), followed)
+        let (got, waited) = reader.join().unwrap();
+        // The wait is told to the worker, which does not count it as load.
+        assert_eq!(waited > Duration::ZERO, port.mode.steering_waits() > 0);
+        (got, followed)
     });
     assert!(followed);
     let mut got = first;
