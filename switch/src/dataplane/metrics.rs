@@ -1,8 +1,15 @@
 //! What the live dataplane reports about itself, as one typed snapshot
-//! that travels to `tapswitch stats` unchanged.
+//! that travels to `tapswitch stats` unchanged, and how a port of lanes
+//! is read (`tapswitch ports`).
+
+use std::sync::atomic::Ordering;
 
 use ports::ReadMode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::tuning::LightPriority;
+use super::{Dataplane, Shared};
+use crate::port::PortId;
 
 /// A snapshot of the dataplane's own state (per-port counters live with the
 /// ports). Its JSON field names are part of `tapswitch stats --json`.
@@ -124,6 +131,52 @@ impl ShortcutState {
             ShortcutState::Off => "off",
             ShortcutState::Paused => "paused (a trace or a capture sees every frame)",
             ShortcutState::On => "on",
+        }
+    }
+}
+
+impl Dataplane {
+    /// How the dataplane reads ports right now and how it shared the CPUs.
+    pub fn metrics(&self) -> DataplaneMetrics {
+        let shared = &self.shared;
+        DataplaneMetrics {
+            reading: shared.mode.current(),
+            reading_changes: shared.mode.changes(),
+            steering_waits: shared.mode.steering_waits(),
+            cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
+            cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
+            kernel_shortcut: shared.shortcut_metrics(),
+            light_scheduling: shared.light_scheduling(),
+        }
+    }
+
+    /// How port `id` is read now, if it is read in several lanes (`None`
+    /// for a port of one lane, the gateway, or no such port).
+    pub fn reading_of(&self, id: PortId) -> Option<PortReading> {
+        let lanes = self.shared.lanes_by_port();
+        let port = lanes.get(&id).filter(|port| port.lanes.len() > 1)?;
+        let mode = port.steering.mode(&self.shared.mode);
+        let solo = port.lanes.get(port.steering.solo());
+        Some(PortReading {
+            mode,
+            worker: (mode == ReadMode::ByPort)
+                .then(|| solo.map(|lane| lane.home))
+                .flatten(),
+            lags: port.steering.lags(&self.shared.mode),
+        })
+    }
+}
+
+impl Shared {
+    /// How the workers run while traffic is light: as the tuning asks,
+    /// unless real-time priority was refused.
+    fn light_scheduling(&self) -> LightScheduling {
+        let refused = self.realtime_refused.load(Ordering::Relaxed);
+        match self.tuning.light_priority() {
+            LightPriority::RealTime if refused => LightScheduling::ShortSlicesRealTimeRefused,
+            LightPriority::RealTime => LightScheduling::RealTime,
+            LightPriority::ShortSlices => LightScheduling::ShortSlices,
+            LightPriority::Ordinary => LightScheduling::Ordinary,
         }
     }
 }

@@ -97,7 +97,6 @@ use self::affinity::{LoadBoard, ModeSwitch};
 use self::gateway_thread::GatewayThread;
 use self::lanes::{Lane, LanesByPort, PortLanes};
 use self::peer::{Peer, WorkerCommand, WorkerHandle};
-use self::tuning::LightPriority;
 
 /// Something that happened to a port on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,20 +300,6 @@ impl LoadBoard for Shared {
 
     fn realtime_refused(&self) {
         self.realtime_refused.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Shared {
-    /// How the workers run while traffic is light: as the tuning asks,
-    /// unless real-time priority was refused.
-    fn light_scheduling(&self) -> LightScheduling {
-        let refused = self.realtime_refused.load(Ordering::Relaxed);
-        match self.tuning.light_priority() {
-            LightPriority::RealTime if refused => LightScheduling::ShortSlicesRealTimeRefused,
-            LightPriority::RealTime => LightScheduling::RealTime,
-            LightPriority::ShortSlices => LightScheduling::ShortSlices,
-            LightPriority::Ordinary => LightScheduling::Ordinary,
-        }
     }
 }
 
@@ -524,20 +509,6 @@ impl Dataplane {
         self.workers.len()
     }
 
-    /// How the dataplane reads ports right now and how it shared the CPUs.
-    pub fn metrics(&self) -> DataplaneMetrics {
-        let shared = &self.shared;
-        DataplaneMetrics {
-            reading: shared.mode.current(),
-            reading_changes: shared.mode.changes(),
-            steering_waits: shared.mode.steering_waits(),
-            cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
-            cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
-            kernel_shortcut: shared.shortcut_metrics(),
-            light_scheduling: shared.light_scheduling(),
-        }
-    }
-
     /// How many receive lanes port `id` is read in (0: no such port; the
     /// gateway has none).
     pub fn lanes_of(&self, id: PortId) -> usize {
@@ -545,22 +516,6 @@ impl Dataplane {
             .lanes_by_port()
             .get(&id)
             .map_or(0, |port| port.lanes.len())
-    }
-
-    /// How port `id` is read now, if it is read in several lanes (`None`
-    /// for a port of one lane, the gateway, or no such port).
-    pub fn reading_of(&self, id: PortId) -> Option<PortReading> {
-        let lanes = self.shared.lanes_by_port();
-        let port = lanes.get(&id).filter(|port| port.lanes.len() > 1)?;
-        let mode = port.steering.mode(&self.shared.mode);
-        let solo = port.lanes.get(port.steering.solo());
-        Some(PortReading {
-            mode,
-            worker: (mode == ReadMode::ByPort)
-                .then(|| solo.map(|lane| lane.home))
-                .flatten(),
-            lags: port.steering.lags(&self.shared.mode),
-        })
     }
 
     /// Opens a port with `open`, asking it for one receive lane per worker
