@@ -176,9 +176,7 @@ impl<'a, E: Egress> TxPass<'a, E> {
     #[inline]
     pub fn send_now(&mut self, egress: &'a E, vnet: &VnetHdr, frame: &[u8]) {
         self.flush();
-        let frame = (*vnet, frame);
-        let one = std::slice::from_ref(&frame);
-        transmit_all(egress, one, &[one]);
+        transmit_one(egress, *vnet, frame);
     }
 
     /// Sends every held frame: each port's in one `send_batch`, ports in
@@ -199,33 +197,12 @@ impl<'a, E: Egress> TxPass<'a, E> {
         } = &mut *self.batcher;
         if let ([frame], [egress]) = (held.as_slice(), self.egress_of.as_slice()) {
             // One frame held (a request, an answer): sent as it is, without
-            // the per-port tables below, which a round trip would fill and
-            // clear twice for one frame each.
-            let frame = (frame.vnet, &bytes[frame.start..frame.start + frame.len]);
-            let one = std::slice::from_ref(&frame);
-            transmit_all(*egress, one, &[one]);
-            held.clear();
-            bytes.clear();
-            self.egress_of.clear();
-            return;
-        }
-        let coalescing = matches!(batching, Batching::HoldUnicast { coalesce_udp: true });
-        let mut sent = [false; MAX_HELD];
-        for first in 0..held.len() {
-            if sent[first] {
-                continue;
-            }
-            let egress = self.egress_of[first];
-            let mut frames = [(VnetHdr::default(), &[][..]); MAX_HELD];
-            let mut count = 0;
-            for (i, frame) in held.iter().enumerate().skip(first) {
-                if std::ptr::eq(self.egress_of[i], egress) {
-                    frames[count] = (frame.vnet, &bytes[frame.start..frame.start + frame.len]);
-                    count += 1;
-                    sent[i] = true;
-                }
-            }
-            transmit_runs(egress, &frames[..count], coalescing, merged);
+            // the per-port tables of `send_by_port`, which a round trip
+            // would fill and clear twice for one frame each.
+            transmit_one(*egress, frame.vnet, frame.bytes(bytes));
+        } else {
+            let coalescing = matches!(batching, Batching::HoldUnicast { coalesce_udp: true });
+            send_by_port(held, bytes, &self.egress_of, coalescing, merged);
         }
         held.clear();
         bytes.clear();
@@ -238,6 +215,48 @@ impl<E: Egress> Drop for TxPass<'_, E> {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+impl Held {
+    /// The frame's bytes in `bytes` (the batcher's).
+    fn bytes<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        &bytes[self.start..self.start + self.len]
+    }
+}
+
+/// Sends `held` (their bytes in `bytes`, their ports in `egress_of`): each
+/// port's frames in one call, ports in the order their first frame came.
+fn send_by_port<E: Egress>(
+    held: &[Held],
+    bytes: &[u8],
+    egress_of: &[&E],
+    coalescing: bool,
+    merged: &mut Vec<u8>,
+) {
+    let mut sent = [false; MAX_HELD];
+    for first in 0..held.len() {
+        if sent[first] {
+            continue;
+        }
+        let egress = egress_of[first];
+        let mut frames = [(VnetHdr::default(), &[][..]); MAX_HELD];
+        let mut count = 0;
+        for (i, frame) in held.iter().enumerate().skip(first) {
+            if std::ptr::eq(egress_of[i], egress) {
+                frames[count] = (frame.vnet, frame.bytes(bytes));
+                count += 1;
+                sent[i] = true;
+            }
+        }
+        transmit_runs(egress, &frames[..count], coalescing, merged);
+    }
+}
+
+/// Sends one frame out of `egress`, counted as `transmit_all` counts.
+fn transmit_one<E: Egress>(egress: &E, vnet: VnetHdr, frame: &[u8]) {
+    let frame = (vnet, frame);
+    let one = std::slice::from_ref(&frame);
+    transmit_all(egress, one, &[one]);
 }
 
 /// A run of held frames for one port: `len` frames from `first`, sent as
