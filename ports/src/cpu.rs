@@ -105,6 +105,13 @@ fn runnable_threads(loadavg: &str) -> Option<usize> {
         .ok()
 }
 
+/// The CPU time the calling thread has used so far: the time it ran, not
+/// the time it was ready but another thread or the hypervisor had its CPU.
+/// `None` where the clock cannot be read.
+pub fn thread_cpu_time() -> Option<std::time::Duration> {
+    sys::cpu::thread_cpu_time().ok()
+}
+
 /// Keeps the calling thread on `cpus` (an empty list changes nothing).
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     sys::cpu::pin_current_thread(cpus)

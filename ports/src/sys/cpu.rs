@@ -1,6 +1,7 @@
 //! CPU affinity (sched_getaffinity/sched_setaffinity, man 2 sched_setaffinity).
 
 use std::io;
+use std::time::Duration;
 
 /// The CPUs the calling thread may run on, in ascending order.
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
@@ -142,9 +143,43 @@ pub(crate) fn set_slice(slice_ns: Option<u64>) -> io::Result<()> {
     Ok(())
 }
 
+/// The CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`):
+/// time it ran, not time it waited for a CPU, slept, or lost to the
+/// hypervisor (steal, where the kernel accounts it).
+pub(crate) fn thread_cpu_time() -> io::Result<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec the kernel fills in.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_threads_cpu_time_grows_while_it_works_and_not_while_it_sleeps() {
+        let start = thread_cpu_time().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time().unwrap() - start;
+        let spin_until = Instant::now() + Duration::from_millis(30);
+        let mut spins = 0u64;
+        while Instant::now() < spin_until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let worked = thread_cpu_time().unwrap() - start - slept;
+        assert!(slept < Duration::from_millis(5), "slept {slept:?}");
+        // Another thread may take the CPU for part of the spin; not for
+        // nearly all of it.
+        assert!(worked > Duration::from_millis(3), "worked {worked:?}");
+    }
 
     #[test]
     fn cpu_lists_are_counted_as_the_kernel_writes_them() {

@@ -70,15 +70,30 @@ impl LoadMeter {
         self.busy
     }
 
-    /// Accounts `elapsed` wall time, `working` of it spent forwarding.
-    /// Returns `Some(busy)` when the worker became busy or calm.
-    pub(super) fn account(&mut self, elapsed: Duration, working: Duration) -> Option<bool> {
+    /// Accounts `elapsed` wall time, `working` of it spent forwarding (from
+    /// a wake-up to the next sleep). When that completes a window, `ran`
+    /// gives the CPU time the thread used since the window began, if the
+    /// clock is known, and the load is the lesser of the two: the wall time
+    /// also holds any time the worker was stalled in the middle of its work
+    /// (preempted by a higher-priority thread, or its virtual CPU taken by
+    /// the host: steal), and the CPU time also holds polls that found
+    /// nothing. One stall of 5 ms inside a 12-µs ping forward would
+    /// otherwise make a busy window and send the switch to reading by port
+    /// for at least [`CALM_WINDOWS`] windows. Returns `Some(busy)` when the
+    /// worker became busy or calm.
+    pub(super) fn account(
+        &mut self,
+        elapsed: Duration,
+        working: Duration,
+        ran: impl FnOnce() -> Option<Duration>,
+    ) -> Option<bool> {
         self.window += elapsed;
         self.working += working.min(elapsed);
         if self.window < WINDOW {
             return None;
         }
-        let load = self.working.as_secs_f64() / self.window.as_secs_f64();
+        let working = ran().map_or(self.working, |ran| ran.min(self.working));
+        let load = working.as_secs_f64() / self.window.as_secs_f64();
         // A long sleep counts as that many calm windows.
         let windows = (self.window.as_nanos() / WINDOW.as_nanos()).max(1) as u32;
         self.window = Duration::ZERO;
@@ -302,6 +317,8 @@ pub(super) trait CpuControl {
     fn fully_busy(&mut self) -> bool;
     /// Moves to another of `allowed`; whether it moved.
     fn move_to_another(&mut self, allowed: &[usize]) -> io::Result<bool>;
+    /// The CPU time the calling thread has used so far, if known.
+    fn cpu_time(&mut self) -> Option<Duration>;
 }
 
 /// [`CpuControl`] through the kernel (`ports::cpu`).
@@ -333,6 +350,10 @@ impl CpuControl for KernelCpu {
 
     fn move_to_another(&mut self, allowed: &[usize]) -> io::Result<bool> {
         ports::cpu::move_to_another_cpu(allowed)
+    }
+
+    fn cpu_time(&mut self) -> Option<Duration> {
+        ports::cpu::thread_cpu_time()
     }
 }
 
@@ -369,6 +390,8 @@ pub(super) struct Placement<C: CpuControl = KernelCpu> {
     /// Time since then the worker spent blocked rather than working
     /// (waiting for the kernel to take a steering at a mode change).
     blocked: Duration,
+    /// The thread's CPU time when the load meter's window last completed.
+    cpu_time_at_window: Option<Duration>,
     /// Whether this thread is kept on its lane's CPUs right now.
     pinned: bool,
     /// Whether it asked for real-time priority, and whether that was
@@ -397,6 +420,7 @@ impl<C: CpuControl> Placement<C> {
             accounted: now,
             working_since: now,
             blocked: Duration::ZERO,
+            cpu_time_at_window: None,
             pinned: false,
             realtime: false,
             realtime_refused: false,
@@ -498,7 +522,13 @@ impl<C: CpuControl> Placement<C> {
             .saturating_sub(std::mem::take(&mut self.blocked));
         self.accounted = now;
         self.working_since = now;
-        if let Some(busy) = self.load.account(elapsed, working) {
+        let (cpu, at_window) = (&mut self.cpu, &mut self.cpu_time_at_window);
+        let ran = || {
+            let now = cpu.cpu_time()?;
+            let before = at_window.replace(now)?;
+            Some(now.saturating_sub(before))
+        };
+        if let Some(busy) = self.load.account(elapsed, working, ran) {
             board.worker_load_changed(busy);
         }
     }
@@ -525,36 +555,70 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A thread CPU clock that cannot be read: the load is the wall time at
+    /// work alone.
+    fn no_clock() -> Option<Duration> {
+        None
+    }
+
     #[test]
     fn a_quiet_worker_stays_calm() {
         let mut meter = LoadMeter::default();
         for _ in 0..100 {
             // A ping every 5 ms: a few microseconds of work.
-            assert_eq!(meter.account(5 * MS, Duration::from_micros(10)), None);
+            assert_eq!(
+                meter.account(5 * MS, Duration::from_micros(10), no_clock),
+                None
+            );
         }
     }
 
     #[test]
     fn a_busy_worker_is_calm_again_only_after_a_calm_spell() {
         let mut meter = LoadMeter::default();
-        assert_eq!(meter.account(10 * MS, 5 * MS), None, "window not complete");
-        assert_eq!(meter.account(10 * MS, 5 * MS), Some(true));
-        assert_eq!(meter.account(20 * MS, 10 * MS), None);
+        assert_eq!(
+            meter.account(10 * MS, 5 * MS, no_clock),
+            None,
+            "window not complete"
+        );
+        assert_eq!(meter.account(10 * MS, 5 * MS, no_clock), Some(true));
+        assert_eq!(meter.account(20 * MS, 10 * MS, no_clock), None);
         for _ in 0..CALM_WINDOWS - 1 {
-            assert_eq!(meter.account(20 * MS, Duration::ZERO), None);
+            assert_eq!(meter.account(20 * MS, Duration::ZERO, no_clock), None);
         }
-        assert_eq!(meter.account(20 * MS, 2 * MS), None, "10% is not calm");
+        assert_eq!(
+            meter.account(20 * MS, 2 * MS, no_clock),
+            None,
+            "10% is not calm"
+        );
         for _ in 0..CALM_WINDOWS - 1 {
-            assert_eq!(meter.account(20 * MS, Duration::ZERO), None);
+            assert_eq!(meter.account(20 * MS, Duration::ZERO, no_clock), None);
         }
-        assert_eq!(meter.account(20 * MS, Duration::ZERO), Some(false));
+        assert_eq!(
+            meter.account(20 * MS, Duration::ZERO, no_clock),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn the_load_is_the_lesser_of_the_wall_time_at_work_and_the_cpu_time() {
+        let mut meter = LoadMeter::default();
+        // 10 ms from a wake-up to the sleep, of which the thread ran 0.1 ms:
+        // stalled, not busy.
+        assert_eq!(meter.account(WINDOW, 10 * MS, || Some(MS / 10)), None);
+        // Polls that found nothing are CPU time, not work.
+        assert_eq!(meter.account(WINDOW, MS, || Some(WINDOW)), None);
+        assert_eq!(meter.account(WINDOW, 10 * MS, || Some(9 * MS)), Some(true));
     }
 
     #[test]
     fn a_long_sleep_makes_a_busy_worker_calm_at_once() {
         let mut meter = LoadMeter::default();
-        assert_eq!(meter.account(20 * MS, 20 * MS), Some(true));
-        assert_eq!(meter.account(Duration::from_secs(1), MS), Some(false));
+        assert_eq!(meter.account(20 * MS, 20 * MS, no_clock), Some(true));
+        assert_eq!(
+            meter.account(Duration::from_secs(1), MS, no_clock),
+            Some(false)
+        );
     }
 
     #[test]
@@ -667,6 +731,8 @@ mod tests {
         offer_takes: Duration,
         fully_busy: bool,
         moves: u32,
+        /// The thread's CPU time, as the placement reads it (`None`: unknown).
+        cpu_time: Option<Duration>,
     }
 
     impl CpuControl for FakeCpu {
@@ -695,6 +761,9 @@ mod tests {
         fn move_to_another(&mut self, _allowed: &[usize]) -> io::Result<bool> {
             self.moves += 1;
             Ok(true)
+        }
+        fn cpu_time(&mut self) -> Option<Duration> {
+            self.cpu_time
         }
     }
 
@@ -877,6 +946,30 @@ mod tests {
             place.about_to_sleep(start + WINDOW, &board);
             let changes = board.changes.borrow().clone();
             assert_eq!(changes == [true], busy, "blocked {blocked:?}: {changes:?}");
+        }
+    }
+
+    #[test]
+    fn a_worker_stalled_in_the_middle_of_its_work_stays_calm() {
+        let start = Instant::now();
+        for (ran, busy) in [(12 * MS, true), (MS / 20, false)] {
+            let board = FakeBoard::new();
+            let cpu = FakeCpu {
+                cpu_time: Some(Duration::ZERO),
+                ..FakeCpu::default()
+            };
+            let mut place = placement(cpu, start);
+            // A calm first window marks where the thread's CPU time stands.
+            place.woke(start + WINDOW);
+            place.about_to_sleep(start + WINDOW, &board);
+            // Then 12 ms from a wake-up to the sleep, of which the thread ran
+            // `ran`: the rest of the time a higher-priority thread or the
+            // host had its CPU.
+            place.woke(start + 2 * WINDOW - 12 * MS);
+            place.cpu.cpu_time = Some(ran);
+            place.about_to_sleep(start + 2 * WINDOW, &board);
+            let changes = board.changes.borrow().clone();
+            assert_eq!(changes == [true], busy, "ran {ran:?}: {changes:?}");
         }
     }
 
