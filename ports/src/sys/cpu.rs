@@ -1,4 +1,6 @@
-//! CPU affinity (sched_getaffinity/sched_setaffinity, man 2 sched_setaffinity).
+//! CPU affinity (sched_getaffinity/sched_setaffinity, man 2
+//! sched_setaffinity), scheduling policy and slice (sched_setscheduler,
+//! sched_setattr), and the thread's CPU clock (clock_gettime).
 
 use std::io;
 use std::time::Duration;
