@@ -408,7 +408,7 @@ def measure_all(args, candidates, meter, tests, first_run):
                 test_fn = functools.partial(run_test, cand.tests, test, rep, args)
                 if first_run:
                     test_fn = profiled(args, cand, test, rep, test_fn)
-                test_fn = with_placement(cand, test, test_fn)
+                test_fn = with_read_mode(cand, with_placement(cand, test, test_fn))
                 try:
                     sample = meter.measure(cand.switch.pids, test_fn, label)
                 except BenchError as err:
@@ -416,6 +416,36 @@ def measure_all(args, candidates, meter, tests, first_run):
                     sample = None
                 cand.samples[test].append(sample)
                 log(f"{label}: {brief(test, sample)}")
+
+
+def with_read_mode(cand, fn):
+    """Wraps a test so that its sample says how often a tapswitch changed
+    how it reads its ports while the test ran (`reading_changes`): once
+    into reading by port and once back is a bulk test's due, but in a ping
+    test it is a switch gone heavy with only pings flowing."""
+
+    def counted():
+        before = read_mode_changes(cand.switch)
+        result = fn()
+        after = read_mode_changes(cand.switch)
+        if before is not None and after is not None:
+            result["reading_changes"] = after - before
+        return result
+
+    return counted
+
+
+def read_mode_changes(switch):
+    """How often a tapswitch has changed how it reads its ports since it
+    started (`reading_changes` in its `info`); None for other switches, or
+    when its control socket does not answer."""
+    control = getattr(switch, "control", None)
+    if not control:
+        return None
+    try:
+        return switches.control_call(control, {"cmd": "info"}).get("reading_changes")
+    except (OSError, ValueError, BenchError):
+        return None
 
 
 def with_placement(cand, test, fn):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from pathlib import Path
@@ -635,6 +636,58 @@ class Spread(unittest.TestCase):
         text = report.render(run, markdown=True)
         self.assertIn("Ratio spread over 3 runs", text)
         self.assertIn("3 runs × 3 repetitions", text)
+
+    def test_read_mode_changes_are_summed_over_a_runs_repetitions_and_shown(self):
+        switch_threads = {
+            "wall_s": 1.0,
+            "threads": [thread("switch", [0], voluntary=200, nonvoluntary=0, migrations=1)],
+        }
+        one_run = {
+            "samples": {
+                "ping": [
+                    {"placement": switch_threads, "reading_changes": 2},
+                    None,
+                    {"placement": switch_threads, "reading_changes": 0},
+                ],
+                "tcp1": [{"placement": switch_threads}],
+            }
+        }
+        ping = spread.run_switch_load(one_run, "ping")
+        self.assertEqual(ping["mode_changes"], 2)
+        self.assertEqual(report.fmt_load(ping), "1 migr, 200 cs, wait 0%, read mode changed 2×")
+        tcp1 = spread.run_switch_load(one_run, "tcp1")
+        self.assertIsNone(tcp1["mode_changes"], "a switch that does not say")
+        self.assertEqual(report.fmt_load(tcp1), "1 migr, 200 cs, wait 0%")
+
+    def test_a_test_records_the_read_mode_changes_a_tapswitch_reports(self):
+        class Kernel:
+            pass
+
+        class Tapswitch:
+            control = None
+
+        class Cand:
+            switch = Tapswitch()
+
+        def serve(server, answers):
+            for changes in answers:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1 << 16)
+                    reply = {"ok": True, "data": {"reading_changes": changes}}
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            Tapswitch.control = os.path.join(tmp, "control.sock")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+                server.bind(Tapswitch.control)
+                server.listen(2)
+                answering = threading.Thread(target=serve, args=(server, [3, 5]))
+                answering.start()
+                got = bench.with_read_mode(Cand, dict)()
+                answering.join()
+        self.assertEqual(got, {"reading_changes": 2})
+        self.assertIsNone(bench.read_mode_changes(Kernel()))
 
     def test_a_single_run_report_has_no_spread(self):
         text = report.render(sample_run(), markdown=True)

@@ -161,7 +161,10 @@ def runs_table(run):
 def load_table(run):
     """Per run, what the switch's own threads went through during each test."""
     count = run["settings"].get("runs", 1)
-    header = ["switch threads, per s: migrations, context switches, run-queue wait"]
+    header = [
+        "switch threads, per s: migrations, context switches, run-queue wait; "
+        "changes of read mode in the run's repetitions"
+    ]
     header += [f"run {i + 1}" for i in range(count)]
     rows = []
     for sw in measured(run):
@@ -184,7 +187,11 @@ def fmt_load(load):
         return "—"
     migrations = load["migrations_per_s"]
     moved = "?" if migrations is None else f"{migrations:.0f}"
-    return f"{moved} migr, {load['switches_per_s']:,.0f} cs, wait {load['wait_pct']:.0f}%"
+    text = f"{moved} migr, {load['switches_per_s']:,.0f} cs, wait {load['wait_pct']:.0f}%"
+    changes = load.get("mode_changes")
+    if changes:
+        text += f", read mode changed {changes}×"
+    return text
 
 
 IDLE_PORT_METRICS = [m for m in METRICS if m.key in ("tcp1", "udp_kpps")]

@@ -89,13 +89,14 @@ def run_placement(one_run, test):
 
 def run_switch_load(one_run, test):
     """The switch threads' migrations and context switches per second and
-    run-queue wait (% of a CPU) in one run: medians over its repetitions."""
+    run-queue wait (% of a CPU) in one run: medians over its repetitions;
+    and how often it changed its read mode in all of them (None where the
+    switch does not say)."""
     if not one_run:
         return None
+    samples = [s for s in one_run["samples"].get(test, []) if s]
     totals = [
-        placement.role_totals(s["placement"], "switch")
-        for s in one_run["samples"].get(test, [])
-        if s and s.get("placement")
+        placement.role_totals(s["placement"], "switch") for s in samples if s.get("placement")
     ]
     totals = [t for t in totals if t]
     if not totals:
@@ -105,6 +106,8 @@ def run_switch_load(one_run, test):
     for k in keys:
         values = [t[k] for t in totals if t[k] is not None]
         out[k] = statistics.median(values) if values else None
+    changes = [s["reading_changes"] for s in samples if s.get("reading_changes") is not None]
+    out["mode_changes"] = sum(changes) if changes else None
     return out
 
 
