@@ -674,7 +674,8 @@ class Spread(unittest.TestCase):
                 conn, _ = server.accept()
                 with conn:
                     conn.recv(1 << 16)
-                    reply = {"ok": True, "data": {"reading_changes": changes}}
+                    data = {"reading_changes": changes, "kernel_shortcut": {"ports": 2}}
+                    reply = {"ok": True, "data": data}
                     conn.sendall(json.dumps(reply).encode() + b"\n")
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -686,8 +687,21 @@ class Spread(unittest.TestCase):
                 answering.start()
                 got = bench.with_read_mode(Cand, dict)()
                 answering.join()
-        self.assertEqual(got, {"reading_changes": 2})
-        self.assertIsNone(bench.read_mode_changes(Kernel()))
+        self.assertEqual(got, {"reading_changes": 2, "shortcut_ports": 2})
+        self.assertIsNone(bench.switch_info(Kernel()))
+
+    def test_the_cpu_per_gbit_of_a_switch_the_kernel_forwarded_for_says_so(self):
+        run = sample_run()
+        for sample in run["switches"]["mine"]["samples"]["tcp1"]:
+            if sample:
+                sample["shortcut_ports"] = 2
+        _, rows = report.absolute_table(run)
+        cells = {r[0]: r[1:] for r in rows}["switch CPU per Gbit, TCP 1 (ms)"]
+        self.assertTrue(cells[-1].endswith(", the kernel forwards"), cells)
+        run["switches"]["mine"]["samples"]["tcp1"][0]["shortcut_ports"] = 0
+        _, rows = report.absolute_table(run)
+        cells = {r[0]: r[1:] for r in rows}["switch CPU per Gbit, TCP 1 (ms)"]
+        self.assertNotIn("kernel", cells[-1])
 
     def test_a_single_run_report_has_no_spread(self):
         text = report.render(sample_run(), markdown=True)
