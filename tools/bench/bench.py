@@ -408,7 +408,7 @@ def measure_all(args, candidates, meter, tests, first_run):
                 test_fn = functools.partial(run_test, cand.tests, test, rep, args)
                 if first_run:
                     test_fn = profiled(args, cand, test, rep, test_fn)
-                test_fn = with_read_mode(cand, with_placement(cand, test, test_fn))
+                test_fn = with_switch_info(cand, with_placement(cand, test, test_fn))
                 try:
                     sample = meter.measure(cand.switch.pids, test_fn, label)
                 except BenchError as err:
@@ -418,14 +418,16 @@ def measure_all(args, candidates, meter, tests, first_run):
                 log(f"{label}: {brief(test, sample)}")
 
 
-def with_read_mode(cand, fn):
-    """Wraps a test so that its sample says how often a tapswitch changed
-    how it reads its ports while the test ran (`reading_changes`): once
-    into reading by port and once back is a bulk test's due, but in a ping
-    test it is a switch gone heavy with only pings flowing. It also says
-    how many ports the kernel shortcut served at the end
-    (`shortcut_ports`): the frames between them never reach the switch's
-    threads, so its CPU figures leave that work out."""
+def with_switch_info(cand, fn):
+    """Wraps a test so that its sample keeps what a tapswitch's `info` says
+    before and after it:
+    - `reading_changes`: how often the switch changed how it reads its
+      ports while the test ran. Into reading by port and back is a bulk
+      test's due; in a ping test it is a switch gone heavy with only pings
+      flowing.
+    - `shortcut_ports`: how many ports the kernel shortcut served at the
+      end. Frames between them never reach the switch's threads, so its CPU
+      figures leave that work out."""
 
     def counted():
         before = switch_info(cand.switch)

@@ -685,7 +685,7 @@ class Spread(unittest.TestCase):
                 server.listen(2)
                 answering = threading.Thread(target=serve, args=(server, [3, 5]))
                 answering.start()
-                got = bench.with_read_mode(Cand, dict)()
+                got = bench.with_switch_info(Cand, dict)()
                 answering.join()
         self.assertEqual(got, {"reading_changes": 2, "shortcut_ports": 2})
         self.assertIsNone(bench.switch_info(Kernel()))
