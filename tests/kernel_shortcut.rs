@@ -317,7 +317,9 @@ fn a_silent_receiver_goes_to_the_kernel_only_once_a_stream_to_it_pauses() {
 /// Streams from `src` (at `from`, on p1) to `dst` (at `to`, on p2) for half
 /// a second, begun as the switch learned one of them: every frame arrives
 /// in order, and none went by the kernel. Once the stream paused, the
-/// kernel carries the next frame.
+/// kernel carries the next frame. The messages say how long the sender
+/// itself paused at most: a pause of 20 ms (the switch's `QUIET`) would
+/// rightly hand the host to the kernel, a shorter one would not.
 fn stream_in_order_then_by_the_kernel(
     switch: &SwitchProcess,
     [from, to]: [&mut Station; 2],
@@ -325,26 +327,35 @@ fn stream_in_order_then_by_the_kernel(
     src: [u8; 6],
 ) {
     let by_kernel = kernel_frames(switch, "p2").1;
-    let sent = stream(from, dst, src);
+    let (sent, longest_gap) = stream(from, dst, src);
     let got = ids(to.collect_probes(WINDOW));
     assert_eq!(got.len(), sent.len(), "every frame arrives once");
     let overtaken = got.windows(2).filter(|pair| pair[0] > pair[1]).count();
-    assert_eq!(overtaken, 0, "in the order sent");
+    assert_eq!(
+        overtaken, 0,
+        "in the order sent (the sender's longest gap between bursts: {longest_gap:?})"
+    );
     assert_eq!(
         kernel_frames(switch, "p2").1,
         by_kernel,
-        "the stream, begun as the switch learned one end, stayed with the workers"
+        "the stream, begun as the switch learned one end, stayed with the workers \
+         (the sender's longest gap between bursts: {longest_gap:?})"
     );
     wait_until_the_kernel_sends(switch, "p2", &mut || from.send(&probe(dst, src, 0, 60)));
 }
 
 /// Sends frames from `src` to `dst` through `station` in bursts of 40 for
-/// half a second, numbered from 1; returns the numbers sent.
-fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> Vec<u32> {
+/// half a second, numbered from 1; returns the numbers sent, and the
+/// longest time between the starts of two bursts.
+fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> (Vec<u32>, Duration) {
     let mut sent = Vec::new();
     let mut id = 0;
     let start = Instant::now();
+    let (mut last_burst, mut longest_gap) = (start, Duration::ZERO);
     while start.elapsed() < Duration::from_millis(500) {
+        let now = Instant::now();
+        longest_gap = longest_gap.max(now - last_burst);
+        last_burst = now;
         let burst: Vec<Vec<u8>> = (0..40)
             .map(|_| {
                 id += 1;
@@ -355,7 +366,7 @@ fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> Vec<u32> {
         sent.extend((id - 39)..=id);
         std::thread::sleep(Duration::from_millis(1));
     }
-    sent
+    (sent, longest_gap)
 }
 
 #[test]
