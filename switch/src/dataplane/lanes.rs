@@ -20,7 +20,10 @@
 //! until the lane is empty, and every frame that arrives after a read
 //! raises a new epoll event for the home worker. A reader keeps the lock
 //! until its batch is forwarded, so frames from one lane never overtake
-//! each other (TCP would take reordering for loss).
+//! each other (TCP would take reordering for loss). Frames of one sender in
+//! two lanes can, reading by CPU: a sender that moves to the other CPU while
+//! its last burst still waits in the old lane (a known gap; the fix, steering
+//! to a new lane only once the old one is drained, is not done yet).
 //!
 //! # The hand-over
 //!
