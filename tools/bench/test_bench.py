@@ -18,7 +18,16 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
-from tsbench import connrate, neighbour, options, outbound, placement, report, spread  # noqa: E402
+from tsbench import (  # noqa: E402
+    connrate,
+    neighbour,
+    options,
+    outbound,
+    placement,
+    report,
+    spread,
+    switches,
+)
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad, steal_of  # noqa: E402
 from tsbench.topology import Topology  # noqa: E402
@@ -636,6 +645,28 @@ class Spread(unittest.TestCase):
         text = report.render(run, markdown=True)
         self.assertIn("Ratio spread over 3 runs", text)
         self.assertIn("3 runs × 3 repetitions", text)
+
+    def test_the_bridge_measured_again_shows_the_machines_own_spread(self):
+        run = multi_run()
+        self.assertNotIn("the machine's own", report.render(run, markdown=True))
+        kernel = run["switches"]["kernel"]
+        run["switches"][report.AGAIN] = dict(
+            kernel, title=switches.KernelBridgeAgain.title, runs=kernel["runs"]
+        )
+        header, rows = report.spread_table(run)
+        self.assertIn(switches.KernelBridgeAgain.title, header)
+        by_name = {r[0]: r[1:] for r in rows}
+        column = header.index(switches.KernelBridgeAgain.title) - 1
+        self.assertEqual(by_name["TCP, 1 stream"][column], "1.00 / 1.00 / 1.00×")
+        text = report.render(run, markdown=True)
+        self.assertIn("is the same bridge measured as another switch", text)
+
+    def test_the_bridge_again_is_set_up_as_the_bridge_and_measured_by_default(self):
+        self.assertTrue(issubclass(switches.KernelBridgeAgain, switches.KernelBridge))
+        self.assertEqual(switches.KernelBridgeAgain.key, report.AGAIN)
+        keys = [cls.key for cls in switches.ALL]
+        self.assertEqual(keys[:2], [report.REFERENCE, report.AGAIN])
+        self.assertEqual(len(keys), len(set(keys)), "every key once")
 
     def test_read_mode_changes_are_summed_over_a_runs_repetitions_and_shown(self):
         switch_threads = {

@@ -73,6 +73,8 @@ METRICS = [
     Metric("ping_wakeups", "switch wake-ups per ping round trip", "ping", 2, False),
 ]
 REFERENCE = "kernel"
+# The reference measured a second time as another switch (switches.KernelBridgeAgain).
+AGAIN = "kernel-again"
 
 
 def summary(values):
@@ -124,6 +126,17 @@ def spread_table(run):
             row.append(fmt_spread(spread.min_median_max(spread.per_run_ratios(m, sw, reference))))
         rows.append(row)
     return header, rows
+
+
+def again_phrase(run):
+    """What the Linux bridge measured again tells, when it was."""
+    again = run["switches"].get(AGAIN)
+    if not again or not again.get("samples"):
+        return ""
+    return (
+        f"; {again['title'].split(' (')[0]} is the same bridge measured as another switch: "
+        "its spread is the machine's own, and another switch's ratio inside it is noise"
+    )
 
 
 def fmt_spread(s):
@@ -364,7 +377,9 @@ def render(run, markdown=False):
     if runs > 1 and ratios:
         parts.append(
             f"Ratio spread over {runs} runs (each run: every switch set up afresh, its "
-            "repetitions' median over the Linux bridge's in the same run)\n\n"
+            "repetitions' median over the Linux bridge's in the same run)"
+            + again_phrase(run)
+            + "\n\n"
             + render_table(*spread_table(run), markdown)
         )
         parts.append(
