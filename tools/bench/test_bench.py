@@ -14,6 +14,7 @@ import threading
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,6 +28,7 @@ from tsbench import (  # noqa: E402
     report,
     spread,
     switches,
+    system,
 )
 from tsbench.measure import parse_iperf, parse_ping, percentile  # noqa: E402
 from tsbench.system import BenchError, ForeignLoad, steal_of  # noqa: E402
@@ -442,6 +444,36 @@ SCHED = (
     "nr_switches                                  :                  111\n"
     "policy                                       :                    1\n"
 )
+
+
+class Starting(unittest.TestCase):
+    def test_a_program_interrupted_while_it_starts_is_stopped(self):
+        log_path = os.path.join(_TMP.name, "start.log")
+        started = []
+        real_popen = subprocess.Popen
+
+        def popen(*args, **kwargs):
+            started.append(real_popen(*args, **kwargs))
+            return started[-1]
+
+        real_sleep = time.sleep
+        signals = ["SIGTERM"]
+
+        def interrupted(seconds):
+            # The signal lands in the first wait; the cleanup's waits are real.
+            if signals:
+                raise KeyboardInterrupt(signals.pop())
+            real_sleep(seconds)
+
+        with (
+            mock.patch.object(system.subprocess, "Popen", popen),
+            mock.patch.object(system.time, "sleep", interrupted),
+            self.assertRaises(KeyboardInterrupt),
+        ):
+            # Never the expected name: the wait is where the signal lands.
+            system.start(["sleep", "30"], None, log_path, "not-sleep")
+        self.assertEqual(len(started), 1)
+        self.assertIsNotNone(started[0].poll(), "the program was ended")
 
 
 class PlacementParsing(unittest.TestCase):

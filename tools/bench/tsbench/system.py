@@ -154,12 +154,18 @@ def start(argv, ns, log_path, expect_comm):
         )
     # `ip netns exec` needs a moment before it execs the program.
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise BenchError(f"{argv[0]} exited at once: {tail(log_path)}")
-        if read_comm(popen.pid) == expect_comm:
-            return Process(popen.pid, expect_comm, popen)
-        time.sleep(0.01)
+    try:
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise BenchError(f"{argv[0]} exited at once: {tail(log_path)}")
+            if read_comm(popen.pid) == expect_comm:
+                return Process(popen.pid, expect_comm, popen)
+            time.sleep(0.01)
+    except BaseException:
+        # Stopped here (Ctrl-C, SIGTERM) before the caller could register
+        # the process for cleanup: it would outlive the benchmark.
+        stop(Process(popen.pid, read_comm(popen.pid) or "?", popen))
+        raise
     stop(Process(popen.pid, read_comm(popen.pid) or "?", popen))
     raise BenchError(f"{argv[0]} did not start within 5 s: {tail(log_path)}")
 
