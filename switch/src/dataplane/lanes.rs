@@ -22,8 +22,9 @@
 //! until its batch is forwarded, so frames from one lane never overtake
 //! each other (TCP would take reordering for loss). Frames of one sender in
 //! two lanes can, reading by CPU: a sender that moves to the other CPU while
-//! its last burst still waits in the old lane (a known gap; the fix, steering
-//! to a new lane only once the old one is drained, is not done yet).
+//! its earlier frames are still with the old lane's worker (a known gap; the
+//! fix, steering to a new lane only once the old one is drained, is not done
+//! yet).
 //!
 //! # The hand-over
 //!
