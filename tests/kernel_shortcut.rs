@@ -350,8 +350,8 @@ fn stream_in_order_then_by_the_kernel(
 /// half a second, numbered from 1; returns the numbers sent, and the
 /// longest time between the starts of two bursts. The sending thread stays
 /// on one CPU meanwhile: reading per CPU, the switch can reorder the frames
-/// of a sender that moves to the other CPU while its last burst still waits
-/// in the old lane (a known gap of the workers' lanes, in
+/// of a sender that moves to the other CPU while its earlier frames are
+/// still with the old lane's worker (a known gap of the workers' lanes, in
 /// docs/switch-and-ports.md), which would hide what these tests look at:
 /// whether the kernel overtakes a frame queued for a worker.
 fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> (Vec<u32>, Duration) {
