@@ -13,8 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
-use nix::unistd::Pid;
 use serde_json::Value;
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
@@ -384,7 +382,7 @@ fn a_killed_switch_leaves_nothing_forwarding_in_the_kernel() {
     let mut switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
     ping_both_ways(&topo);
     wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
-    let pid = Pid::from_raw(i32::try_from(switch.pid()).expect("a pid"));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(switch.pid()).expect("a pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL to the switch");
     wait_until("the switch to be gone", || !switch.is_running());
     // The hosts still know each other's MACs (ARP): only a program left on
@@ -404,17 +402,14 @@ fn ids(probes: Vec<(u32, Vec<u8>)>) -> Vec<u32> {
 /// Keeps the calling thread on the CPU it runs on until dropped, then lets
 /// it run anywhere it could before.
 struct OnOneCpu {
-    before: Option<CpuSet>,
+    before: Option<Vec<usize>>,
 }
 
 impl OnOneCpu {
     fn here() -> Self {
-        let this_thread = Pid::from_raw(0);
-        let before = sched_getaffinity(this_thread).ok();
-        let cpu = sched_getcpu().expect("the CPU this thread runs on");
-        let mut one = CpuSet::new();
-        one.set(cpu).expect("a CPU number within the set");
-        sched_setaffinity(this_thread, &one).expect("keeping the sender on one CPU");
+        let before = ports::cpu::allowed_cpus().ok();
+        let cpu = ports::cpu::current_cpu().expect("the CPU this thread runs on");
+        ports::cpu::pin_current_thread(&[cpu]).expect("keeping the sender on one CPU");
         OnOneCpu { before }
     }
 }
@@ -422,7 +417,7 @@ impl OnOneCpu {
 impl Drop for OnOneCpu {
     fn drop(&mut self) {
         if let Some(before) = &self.before {
-            let _ = sched_setaffinity(Pid::from_raw(0), before);
+            let _ = ports::cpu::pin_current_thread(before);
         }
     }
 }
