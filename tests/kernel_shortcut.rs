@@ -23,7 +23,7 @@ const WINDOW: Duration = Duration::from_millis(200);
 
 /// `kernel_shortcut` of `tapswitch stats --json`.
 fn shortcut(switch: &SwitchProcess) -> Value {
-    switch.call(r#"{"cmd":"info"}"#).expect("info request")["kernel_shortcut"].clone()
+    switch.info()["kernel_shortcut"].clone()
 }
 
 fn addresses(switch: &SwitchProcess) -> u64 {

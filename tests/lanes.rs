@@ -27,7 +27,7 @@ fn probe_number(round: u32, cpu: usize, seq: u32) -> u32 {
 }
 
 fn reading(switch: &SwitchProcess) -> (String, u64) {
-    let info = switch.call(r#"{"cmd":"info"}"#).expect("info request");
+    let info = switch.info();
     (
         info["reading"].as_str().unwrap_or_default().to_string(),
         info["reading_changes"].as_u64().unwrap_or_default(),
@@ -36,7 +36,7 @@ fn reading(switch: &SwitchProcess) -> (String, u64) {
 
 /// How often the workers offered their CPU under load (`affinity.rs`).
 fn cpu_yields(switch: &SwitchProcess) -> u64 {
-    let info = switch.call(r#"{"cmd":"info"}"#).expect("info request");
+    let info = switch.info();
     info["cpu_yields"].as_u64().expect("cpu_yields in info")
 }
 
@@ -317,7 +317,7 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let info = switch.call(r#"{"cmd":"info"}"#).expect("info");
+    let info = switch.info();
     assert_eq!(info["light_scheduling"], "real-time", "{info}");
     drop(switch);
 
@@ -330,7 +330,7 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
     let workers = worker_threads(switch.pid());
     let policies: Vec<u32> = workers.iter().map(|w| w.policy).collect();
     assert_eq!(policies, [0, 0], "--no-realtime");
-    let info = switch.call(r#"{"cmd":"info"}"#).expect("info");
+    let info = switch.info();
     assert_eq!(info["light_scheduling"], "short-slices", "{info}");
     // Ordinary threads with the shortest time slice while traffic is light.
     if slices_granted_and_shown(&workers) {

@@ -52,7 +52,7 @@ impl Drop for Staller {
 }
 
 fn reading_changes(switch: &SwitchProcess) -> u64 {
-    let info = switch.call(r#"{"cmd":"info"}"#).expect("info request");
+    let info = switch.info();
     info["reading_changes"]
         .as_u64()
         .expect("reading_changes in info")

@@ -136,6 +136,11 @@ impl SwitchProcess {
         self.try_call(request)
     }
 
+    /// The switch's `info` (mode, counts, the kernel shortcut's state).
+    pub fn info(&self) -> serde_json::Value {
+        self.call(r#"{"cmd":"info"}"#).expect("info request")
+    }
+
     /// The MAC table as JSON (`tapswitch fdb --json`).
     pub fn fdb(&self) -> serde_json::Value {
         self.call(r#"{"cmd":"fdb"}"#).expect("fdb request")
