@@ -96,10 +96,7 @@ fn static_entries_are_added_shown_deleted_and_survive_a_flush() {
         ),
         "{group}"
     );
-    let gateway_mac = switch.call(r#"{"cmd":"info"}"#).unwrap()["gateway_mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gateway_mac = switch.info()["gateway_mac"].as_str().unwrap().to_string();
     let own = refusal(&fdb(&switch, &["del", &gateway_mac]));
     assert!(own.contains("is the switch's own address"), "{own}");
     let gateway_port = switch.port_of(&gateway_mac).unwrap();
