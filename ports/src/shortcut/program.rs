@@ -32,6 +32,7 @@
 
 use std::os::fd::RawFd;
 
+use crate::ebpf_asm::*;
 use crate::sys::bpf::Insn;
 
 /// What the TCX program returns for "not ours": the next program, or the
@@ -82,60 +83,6 @@ const RX_FRAMES: i16 = 0;
 const TX_FRAMES: i16 = 16;
 // rx_bytes and tx_bytes follow their frames (+ 8): see `count`.
 
-/// The helpers called (`enum bpf_func_id`, linux/bpf.h).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const MAP_DELETE_ELEM: i32 = 3;
-const KTIME_GET_NS: i32 = 5;
-const REDIRECT: i32 = 23;
-const SKB_LOAD_BYTES: i32 = 26;
-
-/// Registers.
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R2: u8 = 2;
-const R3: u8 = 3;
-const R4: u8 = 4;
-const R6: u8 = 6;
-const R7: u8 = 7;
-const R8: u8 = 8;
-const R9: u8 = 9;
-const R10: u8 = 10;
-
-/// Opcodes: class | size or operation | mode or source.
-/// BPF_ALU64 | BPF_MOV | BPF_X / BPF_K: dst = src / dst = imm.
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-/// BPF_ALU64 | BPF_ADD | BPF_X / BPF_K: dst += src / dst += imm.
-const ADD64_REG: u8 = 0x0f;
-const ADD64_IMM: u8 = 0x07;
-/// BPF_LDX | BPF_MEM | BPF_B / BPF_H / BPF_W / BPF_DW:
-/// dst = *(u8 / u16 / u32 / u64 *)(src + off).
-const LDX_B: u8 = 0x71;
-const LDX_H: u8 = 0x69;
-const LDX_W: u8 = 0x61;
-const LDX_DW: u8 = 0x79;
-/// BPF_STX | BPF_MEM | BPF_H / BPF_W / BPF_DW: *(u16 / u32 / u64 *)(dst +
-/// off) = src.
-const STX_H: u8 = 0x6b;
-const STX_W: u8 = 0x63;
-const STX_DW: u8 = 0x7b;
-/// BPF_ST | BPF_MEM | BPF_DW: *(u64 *)(dst + off) = imm.
-const ST_DW: u8 = 0x7a;
-/// BPF_LD | BPF_DW | BPF_IMM: dst = a 64-bit immediate, in two slots.
-const LD_IMM64: u8 = 0x18;
-/// The source field of LD_IMM64 that makes the immediate a map descriptor.
-const PSEUDO_MAP_FD: u8 = 1;
-/// BPF_JMP | BPF_JEQ / BPF_JNE | BPF_K / BPF_X: jump if dst ==, != imm / src.
-const JEQ_IMM: u8 = 0x15;
-const JNE_IMM: u8 = 0x55;
-const JEQ_REG: u8 = 0x1d;
-const JNE_REG: u8 = 0x5d;
-/// BPF_JMP | BPF_JA: jump always.
-const JA: u8 = 0x05;
-/// BPF_JMP | BPF_CALL: call helper imm. BPF_JMP | BPF_EXIT: return r0.
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-
 /// Where a jump goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
@@ -155,67 +102,6 @@ enum Label {
     NotUdp,
 }
 
-/// An instruction list under construction, jumps to labels.
-#[derive(Debug, Default)]
-struct Asm {
-    insns: Vec<Insn>,
-    labels: Vec<(Label, usize)>,
-    jumps: Vec<(usize, Label)>,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
-
-impl Asm {
-    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.insns.push(insn(code, dst, src, off, imm));
-    }
-
-    /// A conditional jump (`code` with `dst` and `src` or `imm`) to `to`.
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
-        self.jumps.push((self.insns.len(), to));
-        self.op(code, dst, src, 0, imm);
-    }
-
-    fn label(&mut self, label: Label) {
-        self.labels.push((label, self.insns.len()));
-    }
-
-    fn call(&mut self, helper: i32) {
-        self.op(CALL, 0, 0, 0, helper);
-    }
-
-    /// `dst` = the map of descriptor `fd` (the verifier turns it into the
-    /// map's address).
-    fn load_map(&mut self, dst: u8, fd: RawFd) {
-        self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd);
-        self.op(0, 0, 0, 0, 0);
-    }
-
-    /// The list, every jump's offset (in instructions, from the next one)
-    /// filled in. Panics on a jump to a label never placed: a bug here,
-    /// which the tests would show.
-    fn finish(mut self) -> Vec<Insn> {
-        for &(at, to) in &self.jumps {
-            let target = self
-                .labels
-                .iter()
-                .find(|(label, _)| *label == to)
-                .map(|&(_, target)| target)
-                .unwrap_or_else(|| panic!("eBPF jump to {to:?}, which is nowhere"));
-            let off = target as isize - (at as isize + 1);
-            self.insns[at].off = i16::try_from(off).expect("a jump within 32k instructions");
-        }
-        self.insns
-    }
-}
-
 /// The decision both programs make, up to "forward" (the rules in the
 /// module docs of [`super`], UDP and runts first): falls through with
 /// the frame's destination known on another port and its source on this
@@ -223,7 +109,7 @@ impl Asm {
 /// source's entry, r9 = this port's ifindex); jumps to [`Label::Pass`]
 /// when the frame is not ours, to [`Label::Moved`] when its source is
 /// known on another port.
-fn decide(asm: &mut Asm, macs: RawFd) {
+fn decide(asm: &mut Asm<Label>, macs: RawFd) {
     // Keep the context (r1 on entry) where calls leave it alone.
     asm.op(MOV64_REG, R6, R1, 0, 0);
     // The frame's first 24 bytes, in one helper call
@@ -287,7 +173,7 @@ fn decide(asm: &mut Asm, macs: RawFd) {
 
 /// Calls map helper `helper` (lookup or delete) on the map of descriptor
 /// `map` with the key at r10 + `key`; the result lands in r0.
-fn map_call(asm: &mut Asm, map: RawFd, key: i16, helper: i32) {
+fn map_call(asm: &mut Asm<Label>, map: RawFd, key: i16, helper: i32) {
     asm.load_map(R1, map);
     asm.op(MOV64_REG, R2, R10, 0, 0);
     asm.op(ADD64_IMM, R2, 0, 0, i32::from(key));
@@ -297,7 +183,7 @@ fn map_call(asm: &mut Asm, map: RawFd, key: i16, helper: i32) {
 /// bpf_skb_load_bytes(skb, `offset`, r10 + `to`, `len`): `len` bytes of
 /// the frame from `offset` on to the stack, wherever they are in the skb
 /// (linear or not); r0 = 0 when the frame has them.
-fn load_bytes(asm: &mut Asm, offset: i32, to: i16, len: i32) {
+fn load_bytes(asm: &mut Asm<Label>, offset: i32, to: i16, len: i32) {
     asm.op(MOV64_IMM, R2, 0, 0, offset);
     asm.op(MOV64_REG, R1, R6, 0, 0);
     asm.op(MOV64_REG, R3, R10, 0, 0);
@@ -308,7 +194,7 @@ fn load_bytes(asm: &mut Asm, offset: i32, to: i16, len: i32) {
 
 /// Copies a MAC from r10 + `from` to r10 + `to` on the stack, 2 bytes at
 /// a time (both offsets even: see the module docs on alignment).
-fn copy_mac(asm: &mut Asm, from: i16, to: i16) {
+fn copy_mac(asm: &mut Asm<Label>, from: i16, to: i16) {
     for at in [0, 2, 4] {
         asm.op(LDX_H, R1, R10, from + at, 0);
         asm.op(STX_H, R10, R1, to + at, 0);
@@ -319,7 +205,7 @@ fn copy_mac(asm: &mut Asm, from: i16, to: i16) {
 /// ifindex is in `port` (this CPU's slot, kept at `key` on the stack):
 /// `frames` += 1 and the u64 after it += the length; on to `next` either
 /// way, also when the port has no counters.
-fn count(asm: &mut Asm, counters: RawFd, port: u8, key: i16, frames: i16, next: Label) {
+fn count(asm: &mut Asm<Label>, counters: RawFd, port: u8, key: i16, frames: i16, next: Label) {
     asm.op(STX_W, R10, port, key, 0);
     map_call(asm, counters, key, MAP_LOOKUP_ELEM);
     asm.jump(JEQ_IMM, R0, 0, 0, next);
@@ -337,7 +223,7 @@ fn count(asm: &mut Asm, counters: RawFd, port: u8, key: i16, frames: i16, next: 
 /// and counting them; everything else goes on to the stack (and the
 /// switch's socket, which has already seen it: packet taps run first).
 pub(crate) fn tc_ingress(macs: RawFd, counters: RawFd) -> Vec<Insn> {
-    let mut asm = Asm::default();
+    let mut asm = Asm::<Label>::default();
     decide(&mut asm, macs);
     // The source's last_seen_ns = bpf_ktime_get_ns(), stored through the
     // entry found: the switch refreshes its table from it, or a host heard
@@ -373,7 +259,7 @@ pub(crate) fn tc_ingress(macs: RawFd, counters: RawFd) -> Vec<Insn> {
 /// TCX program forwards (taps run before TCX ingress, so without it the
 /// switch would forward them too), keeps everything else whole.
 pub(crate) fn socket_filter(macs: RawFd) -> Vec<Insn> {
-    let mut asm = Asm::default();
+    let mut asm = Asm::<Label>::default();
     decide(&mut asm, macs);
     // Forwarded by the kernel: return 0, the socket does not get it.
     asm.op(MOV64_IMM, R0, 0, 0, 0);
@@ -408,36 +294,14 @@ mod tests {
     #[test]
     fn every_jump_lands_on_an_instruction_of_its_program() {
         for (name, program) in both() {
-            let mut second_halves = Vec::new();
-            for (at, insn) in program.iter().enumerate() {
-                if insn.code == LD_IMM64 {
-                    second_halves.push(at + 1);
-                }
-            }
-            for (at, insn) in program.iter().enumerate() {
-                let is_jump = insn.code & 0x07 == 0x05 && ![CALL, EXIT].contains(&insn.code);
-                if !is_jump {
-                    continue;
-                }
-                let target = at as isize + 1 + insn.off as isize;
-                assert!(
-                    (0..program.len() as isize).contains(&target),
-                    "{name}: jump at {at} to {target}"
-                );
-                assert!(
-                    !second_halves.contains(&(target as usize)),
-                    "{name}: jump at {at} into a 64-bit load"
-                );
-                assert!(insn.off > 0, "{name}: jump at {at} goes backwards");
-            }
-            assert_eq!(program.last().unwrap().code, EXIT, "{name} ends in exit");
+            assert_well_formed(name, &program);
         }
     }
 
     #[test]
     fn both_programs_make_the_decision_with_the_same_instructions() {
         let [(_, tc), (_, filter)] = both();
-        let mut asm = Asm::default();
+        let mut asm = Asm::<Label>::default();
         decide(&mut asm, 1000);
         let decided = asm.insns.len();
         // The jumps' offsets differ (the endings do), not what they test.

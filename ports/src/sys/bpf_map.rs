@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
 
 use super::bpf::{
     BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_ELEM,
@@ -21,11 +22,16 @@ const BPF_ANY: u64 = 0;
 /// creation.
 const BPF_F_NO_PREALLOC: u32 = 1;
 
+/// BPF_F_MMAPABLE: an array map's values can be mapped into user space.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// A map type (`enum bpf_map_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MapType {
     /// BPF_MAP_TYPE_HASH.
     Hash = 1,
+    /// BPF_MAP_TYPE_ARRAY, made mmap-able ([`Map::create_shared_words`]).
+    Array = 2,
     /// BPF_MAP_TYPE_PERCPU_HASH: one value per possible CPU; a program
     /// sees its own CPU's.
     PercpuHash = 5,
@@ -91,13 +97,14 @@ impl Map {
             map_flags: match map_type {
                 MapType::Hash => BPF_F_NO_PREALLOC,
                 MapType::PercpuHash => 0,
+                MapType::Array => BPF_F_MMAPABLE,
             },
             inner_map_fd: 0,
             numa_node: 0,
             map_name,
         };
         let per_lookup = match map_type {
-            MapType::Hash => value_size as usize,
+            MapType::Hash | MapType::Array => value_size as usize,
             MapType::PercpuHash => {
                 (value_size as usize).div_ceil(8) * 8 * super::cpu::possible_cpus()?
             }
@@ -256,6 +263,89 @@ impl Map {
             last,
         })
     }
+}
+
+/// The one value of a one-entry array map of u64 words, mapped into this
+/// process: programs and threads read and update the same memory, with
+/// no system call. The words are atomics: a program updates them with
+/// BPF_ATOMIC instructions or plain stores, which on every architecture
+/// Linux runs eBPF on are single-copy atomic for aligned u64s.
+#[derive(Debug)]
+pub(crate) struct SharedWords {
+    map: Map,
+    words: *const AtomicU64,
+    len: usize,
+    mapped_bytes: usize,
+}
+
+// SAFETY: the mapping is only ever accessed through `AtomicU64`s, which
+// are Sync; the pointer is not tied to a thread.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// Makes an array map named `name` of one value of `len` u64 words,
+    /// zeroed, and maps it.
+    pub(crate) fn create(name: &str, len: usize) -> io::Result<SharedWords> {
+        let value_size = u32::try_from(len * 8)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many words"))?;
+        let map = Map::create(MapType::Array, name, 4, value_size.max(8), 1)?;
+        let page = page_size();
+        let mapped_bytes = (len * 8).max(8).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's value area, which the
+        // kernel sized (BPF_F_MMAPABLE rounds an array's values up to whole
+        // pages); nothing else in this process refers to that range.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedWords {
+            map,
+            words: addr.cast::<AtomicU64>(),
+            len,
+            mapped_bytes,
+        })
+    }
+
+    /// The words (page-aligned, so every one is aligned).
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `words` points at `mapped_bytes` >= `len` * 8 bytes mapped
+        // readable and writable for as long as `self` lives; AtomicU64 has
+        // u64's size and the mapping is page-aligned; the kernel's side
+        // only ever changes them atomically.
+        unsafe { std::slice::from_raw_parts(self.words, self.len) }
+    }
+
+    /// The map, for the programs that use it.
+    pub(crate) fn map_fd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: the range mmap returned in `create`, unmapped once; no
+        // reference into it outlives `self` (`words` borrows it).
+        unsafe {
+            libc::munmap(self.words as *mut libc::c_void, self.mapped_bytes);
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
 }
 
 /// Ok(false) for ENOENT, Ok(true) for success.

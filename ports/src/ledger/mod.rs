@@ -1,0 +1,202 @@
+//! The lane ledger: how many frames the kernel put in each of a port's
+//! receive lanes, and how many the switch is done with, shared between the
+//! port's steering program and the workers. It is what lets the steering
+//! keep a sender's frames in order while the switch reads by CPU.
+//!
+//! # Why
+//!
+//! Read by CPU, a frame goes to the lane of the CPU it is sent on, and
+//! each lane has its own worker. A sender that moves to the other CPU while
+//! its last frames still wait in the old lane (or are being forwarded by
+//! that lane's worker) sends its next frames to the other lane, whose
+//! worker may forward them first: the receiver sees them out of order, and
+//! TCP takes that for loss. On a two-CPU machine a sender moves often: the
+//! worker woken for its frames takes its CPU, and the other CPU takes the
+//! sender.
+//!
+//! # The rule
+//!
+//! The kernel's receive flow steering (RFS) has the same problem and the
+//! same answer, which this follows: *a port's frames move to a new lane
+//! only once every frame put in its last lane is done with.* Until then
+//! they go on to the last lane, behind the frames they follow.
+//!
+//! The steering program ([`program`]; a packet fanout group's
+//! PACKET_FANOUT_EBPF program for a veth port, a TAP's TUNSETSTEERINGEBPF
+//! program) picks the lane it wants (the CPU's, or the solo lane), and
+//!
+//! 1. if that is the port's last lane, or the last lane's `queued` equals
+//!    its `taken`, it makes the wanted lane the last one;
+//! 2. otherwise it keeps the last lane;
+//! 3. and adds one to the chosen lane's `queued`.
+//!
+//! A worker adds what it read from a lane to the lane's `taken` once it has
+//! forwarded it, still holding the lane ([`LedgerLane::forwarded`]). So
+//! when the program sees `queued == taken`, no frame of the port is left in
+//! the old lane or in a worker's hands, and whatever it sends to the new
+//! lane comes after them. Two CPUs running the program at once for one port
+//! are two senders, whose frames need no common order.
+//!
+//! The counts must stay exact: a frame counted `queued` and never `taken`
+//! keeps the port in its lane (safe, but the port loses its reading per
+//! CPU); a frame `taken` that was never `queued` would let the port move
+//! too early. Frames that never reach the switch are therefore `taken`
+//! where they are dropped: by the kernel shortcut's socket filter (a
+//! filter per lane, see [`crate::shortcut`]), by a full socket queue (the
+//! drops the kernel counts, added at the next sweep). Any other loss (a
+//! TAP's full ring, frames thrown away when a port is opened) is settled
+//! once the lane has been empty and got nothing for a whole sweep
+//! ([`LedgerLane::settle`]).
+//!
+//! The steering by port goes through the same program (the wanted lane is
+//! the solo lane), so the counts hold across changes of mode, and the
+//! dataplane's hand-over (`lanes.rs` in the switch) finds nothing left to
+//! reorder.
+//!
+//! # Layout
+//!
+//! One array map of one value (BPF_F_MMAPABLE), `1 + 2n` u64 words for `n`
+//! lanes, mapped into the switch:
+//!
+//! ```text
+//!   word 0            the last lane
+//!   words 1 ..= n     queued, per lane (the program adds)
+//!   words n+1 ..= 2n  taken, per lane (the workers and the filters add)
+//! ```
+//!
+//! Making the map and loading the program need CAP_BPF; without it
+//! (rootless mode) a port is steered by classic BPF as before, with the gap
+//! this closes.
+
+pub(crate) mod program;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::sys;
+use crate::sys::bpf::ProgType;
+use crate::sys::bpf_map::SharedWords;
+
+/// A port's lane ledger (see the module docs).
+#[derive(Debug)]
+pub struct LaneLedger {
+    words: SharedWords,
+    lanes: usize,
+}
+
+impl LaneLedger {
+    /// A ledger for `lanes` lanes, all counts zero, lane 0 the last one.
+    pub fn new(lanes: usize) -> io::Result<LaneLedger> {
+        let lanes = lanes.max(1);
+        Ok(LaneLedger {
+            words: SharedWords::create("tapsw_lanes", 1 + 2 * lanes)?,
+            lanes,
+        })
+    }
+
+    /// How many lanes it counts.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Loads the steering program that follows the rule for `target`: the
+    /// lane of the CPU (`None`) or lane `Some(solo)`.
+    pub(crate) fn load_steering(&self, target: Option<u32>) -> io::Result<OwnedFd> {
+        let insns = program::steering(self.map_fd(), self.lanes, target);
+        sys::bpf::load_program(ProgType::SocketFilter, "tapsw_lanes", &insns)
+            .map_err(|err| err.error)
+    }
+
+    /// The map's descriptor, for the programs that count in it.
+    pub(crate) fn map_fd(&self) -> std::os::fd::RawFd {
+        self.words.map_fd().as_raw_fd()
+    }
+
+    /// The lane the port's frames went to last.
+    pub fn last_lane(&self) -> usize {
+        self.words.words()[0].load(Ordering::Acquire) as usize
+    }
+
+    /// Frames the steering put in `lane`, ever.
+    pub fn queued(&self, lane: usize) -> u64 {
+        self.words.words()[1 + lane].load(Ordering::Acquire)
+    }
+
+    /// Frames of `lane` the switch is done with (forwarded or dropped), ever.
+    pub fn taken(&self, lane: usize) -> u64 {
+        self.words.words()[1 + self.lanes + lane].load(Ordering::Acquire)
+    }
+
+    /// Where `lane`'s `taken` is in the map's value, for a program.
+    pub(crate) fn taken_offset(&self, lane: usize) -> i16 {
+        i16::try_from(8 * (1 + self.lanes + lane)).expect("a ledger within 32 KiB")
+    }
+
+    fn add_taken(&self, lane: usize, frames: u64) {
+        // Release: the frames were forwarded before the program, which
+        // reads this, may send the port's next ones elsewhere.
+        self.words.words()[1 + self.lanes + lane].fetch_add(frames, Ordering::Release);
+    }
+}
+
+/// One lane's side of a ledger, kept by the lane's receive half.
+#[derive(Debug)]
+pub struct LedgerLane {
+    ledger: Arc<LaneLedger>,
+    lane: usize,
+    /// `queued` when [`LedgerLane::settle`] last found the lane behind.
+    behind_at: Option<u64>,
+}
+
+impl LedgerLane {
+    pub fn new(ledger: Arc<LaneLedger>, lane: usize) -> Self {
+        LedgerLane {
+            ledger,
+            lane,
+            behind_at: None,
+        }
+    }
+
+    /// `frames` read from the lane were forwarded (or dropped by the
+    /// switch): called with the lane still held, after the last send.
+    pub fn forwarded(&self, frames: usize) {
+        if frames > 0 {
+            self.ledger.add_taken(self.lane, frames as u64);
+        }
+    }
+
+    /// The kernel dropped `frames` counted for this lane (a full queue).
+    pub fn dropped(&self, frames: u64) {
+        if frames > 0 {
+            self.ledger.add_taken(self.lane, frames);
+        }
+    }
+
+    /// Called now and then (every sweep) with the lane held: a lane whose
+    /// `queued` is ahead of `taken`, that got nothing since the last call
+    /// and is `empty` now, lost the difference somewhere no count saw;
+    /// those frames are taken, so the port may move again. A frame the
+    /// program counted is in the lane within microseconds (the rest of
+    /// its receive path), never a whole sweep later, so nothing still on
+    /// its way is written off. Returns how many were.
+    pub fn settle(&mut self, empty: impl FnOnce() -> bool) -> u64 {
+        let queued = self.ledger.queued(self.lane);
+        let taken = self.ledger.taken(self.lane);
+        if taken >= queued {
+            self.behind_at = None;
+            return 0;
+        }
+        if self.behind_at == Some(queued) && empty() {
+            self.behind_at = None;
+            self.ledger.add_taken(self.lane, queued - taken);
+            return queued - taken;
+        }
+        self.behind_at = Some(queued);
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests;
