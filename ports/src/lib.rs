@@ -100,6 +100,19 @@ pub trait PortRx: Send + fmt::Debug {
     fn take_kernel_drops(&mut self) -> u64 {
         0
     }
+
+    /// `frames` read from this lane were forwarded (sent on, or dropped by
+    /// the switch): called once the last of them is, before the lane is
+    /// let go. A lane steered with a [`ledger`] counts them there; until it
+    /// has, its port's next frames stay in this lane, behind them.
+    fn forwarded(&mut self, _frames: usize) {}
+
+    /// Called every sweep with the lane held: settles its [`ledger`]
+    /// count of frames lost where no count saw them
+    /// ([`ledger::LedgerLane::settle`]); returns how many.
+    fn settle(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Why a port could not be read.

@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     fn readable(rx: &MemoryRx) -> bool {
-        sys::eventfd::readable(rx.inbox.ready.as_fd()).unwrap()
+        sys::readable(rx.inbox.ready.as_fd()).unwrap()
     }
 
     #[test]

@@ -16,8 +16,10 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::batch::RxBatch;
+use crate::ledger::{LaneLedger, LedgerLane};
 use crate::shortcut::KernelPath;
-use crate::sys::{self, packet::MAX_BATCH, packet::RecvMeta};
+use crate::sys::packet::{FanoutProgram, MAX_BATCH, RecvMeta};
+use crate::sys::{self};
 use crate::vnet::VnetHdr;
 use crate::{
     FdTx, OpenedPort, PortError, PortKind, PortRx, PortTx, ReadMode, RxError, Steering,
@@ -45,19 +47,23 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 /// cannot keep the switch's own output out of a fanout group (before Linux
 /// 6.5). The send half uses lane 0's socket.
 ///
+/// Where eBPF can be loaded the group is steered with a [`LaneLedger`], so
+/// a sender's frames keep their order when it moves to another CPU (see
+/// [`crate::ledger`]); otherwise by classic BPF, without that guarantee.
+///
 /// The sockets and the interface are in this thread's network namespace,
 /// the switch's, so the port comes with a [`KernelPath`]: the kernel
 /// shortcut can attach to it.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedPort, PortError> {
-    let (ifindex, fds) = open_bound(name, lanes)?;
+    let (ifindex, fds, ledger) = open_bound(name, lanes, true)?;
     let sockets = fds
         .iter()
         .map(|fd| fd.try_clone())
         .collect::<io::Result<Vec<_>>>()
         .map_err(|err| PortError::from_io(name, "duplicating its sockets", err))?;
-    let (rx, tx, steering) = adopt_sockets(name, fds)?;
+    let (rx, tx, steering) = adopt_sockets(name, fds, ledger.clone())?;
     let mtu = u32::try_from(PortTx::mtu(&tx)).unwrap_or(u32::MAX);
-    let path = KernelPath::new(name, ifindex, mtu, sockets);
+    let path = KernelPath::new(name, ifindex, mtu, sockets, ledger);
     Ok(port(rx, tx, steering, Some(path)))
 }
 
@@ -65,19 +71,41 @@ fn open_sockets(
     name: &str,
     lanes: usize,
 ) -> Result<(Vec<PacketRx>, PacketTx, Option<FanoutSteering>), PortError> {
-    adopt_sockets(name, open_fds(name, lanes)?)
+    adopt_sockets(name, open_fds(name, lanes)?, None)
 }
 
 /// Opens interface `name`'s packet sockets (one per lane, joined in a
 /// fanout group) in the calling thread's network namespace, without making
 /// a port of them: rootless mode opens them inside a container's namespace
-/// and passes them to the switch, which [`adopt_lanes`] them.
+/// and passes them to the switch, which [`adopt_lanes`] them. Steered by
+/// classic BPF: a ledger would stay behind in the process that opened them.
 pub fn open_fds(name: &str, lanes: usize) -> Result<Vec<OwnedFd>, PortError> {
-    open_bound(name, lanes).map(|(_, fds)| fds)
+    open_bound(name, lanes, false).map(|(_, fds, _)| fds)
 }
 
-/// [`open_fds`], and the interface's index (in this namespace).
-fn open_bound(name: &str, lanes: usize) -> Result<(u32, Vec<OwnedFd>), PortError> {
+/// The steering of a fanout group: a ledger and its program, or (where
+/// none can be made, or `ledger` is false) classic BPF.
+fn fanout_steering(lanes: usize, ledger: bool) -> Option<(Arc<LaneLedger>, OwnedFd)> {
+    if !ledger || lanes < 2 {
+        return None;
+    }
+    let made = LaneLedger::new(lanes).and_then(|ledger| {
+        let program = ledger.load_steering(Some(0))?;
+        Ok((Arc::new(ledger), program))
+    });
+    match made {
+        Ok(made) => Some(made),
+        Err(err) => {
+            log::debug!("lanes steered by classic BPF, without a ledger: {err}");
+            None
+        }
+    }
+}
+
+/// [`open_fds`], the interface's index (in this namespace), and the
+/// ledger its group is steered with, if `ledger` and one can be made.
+type Bound = (u32, Vec<OwnedFd>, Option<Arc<LaneLedger>>);
+fn open_bound(name: &str, lanes: usize, ledger: bool) -> Result<Bound, PortError> {
     check_interface_name(name)?;
     let ifindex = sys::if_nametoindex(name).map_err(|_| PortError::NoSuchInterface {
         name: name.to_string(),
@@ -88,17 +116,32 @@ fn open_bound(name: &str, lanes: usize) -> Result<(u32, Vec<OwnedFd>), PortError
         promisc: true,
     };
     let lanes = if lanes_supported() { lanes.max(1) } else { 1 };
+    let steering = fanout_steering(lanes, ledger);
+    let kind = match steering {
+        Some(_) => FanoutProgram::Extended,
+        None => FanoutProgram::Classic,
+    };
     let mut fds = Vec::with_capacity(lanes);
     let mut group = None;
     for lane in 0..lanes {
         let fd = sys::packet::open(config)
             .map_err(|err| PortError::from_io(name, "opening a packet socket", err))?;
         if lanes > 1 {
-            let id = sys::packet::join_fanout(fd.as_fd(), group)
+            let id = sys::packet::join_fanout(fd.as_fd(), group, kind)
                 .map_err(|err| PortError::from_io(name, "joining a fanout group", err))?;
             group = Some(id);
         }
-        if lane > 0 {
+        if lane == 0
+            && let Some((_, program)) = &steering
+        {
+            // From here on every frame is counted in the ledger; the ones
+            // lane 0 got before are not, and are dropped below with the rest
+            // of what came before the port was opened (a count too high for
+            // a frame that lands meanwhile only waits for a sweep).
+            sys::packet::set_fanout_program(fd.as_fd(), program.as_fd())
+                .map_err(|err| PortError::from_io(name, "steering its lanes", err))?;
+        }
+        if lane > 0 || steering.is_some() {
             // Between its bind and joining the group, this socket received
             // copies of frames the group also got: drop them, or they would
             // be forwarded twice.
@@ -107,7 +150,7 @@ fn open_bound(name: &str, lanes: usize) -> Result<(u32, Vec<OwnedFd>), PortError
         }
         fds.push(fd);
     }
-    Ok((ifindex, fds))
+    Ok((ifindex, fds, steering.map(|(ledger, _)| ledger)))
 }
 
 /// Makes a port of packet sockets [`open_fds`] opened for interface `name`,
@@ -116,7 +159,7 @@ fn open_bound(name: &str, lanes: usize) -> Result<(u32, Vec<OwnedFd>), PortError
 /// Without a [`KernelPath`]: in another namespace, the interface's index
 /// would name some other interface here.
 pub fn adopt_lanes(name: &str, fds: Vec<OwnedFd>) -> Result<OpenedPort, PortError> {
-    let (rx, tx, steering) = adopt_sockets(name, fds)?;
+    let (rx, tx, steering) = adopt_sockets(name, fds, None)?;
     Ok(port(rx, tx, steering, None))
 }
 
@@ -141,6 +184,7 @@ fn port(
 fn adopt_sockets(
     name: &str,
     fds: Vec<OwnedFd>,
+    ledger: Option<Arc<LaneLedger>>,
 ) -> Result<(Vec<PacketRx>, PacketTx, Option<FanoutSteering>), PortError> {
     let fds: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
     let Some(first) = fds.first() else {
@@ -153,15 +197,20 @@ fn adopt_sockets(
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = FdTx::new(first.clone(), mtu, true);
-    let steering = (fds.len() > 1).then(|| FanoutSteering { fd: first.clone() });
+    let steering = (fds.len() > 1).then(|| FanoutSteering {
+        fd: first.clone(),
+        ledger: ledger.clone(),
+    });
     let name: Arc<str> = name.into();
     let rx = fds
         .into_iter()
-        .map(|fd| PacketRx {
+        .enumerate()
+        .map(|(lane, fd)| PacketRx {
             fd,
             name: name.clone(),
             heads: [[0; VnetHdr::LEN]; MAX_BATCH],
             meta: [RecvMeta::default(); MAX_BATCH],
+            ledger: ledger.clone().map(|ledger| LedgerLane::new(ledger, lane)),
         })
         .collect();
     Ok((rx, tx, steering))
@@ -181,6 +230,8 @@ pub struct PacketRx {
     name: Arc<str>,
     heads: [[u8; VnetHdr::LEN]; MAX_BATCH],
     meta: [RecvMeta; MAX_BATCH],
+    /// The lane's side of the port's ledger, if it has one.
+    ledger: Option<LedgerLane>,
 }
 
 impl PortRx for PacketRx {
@@ -224,7 +275,24 @@ impl PortRx for PacketRx {
     }
 
     fn take_kernel_drops(&mut self) -> u64 {
-        sys::packet::take_drops(self.fd.as_fd()).unwrap_or(0)
+        let drops = sys::packet::take_drops(self.fd.as_fd()).unwrap_or(0);
+        if let Some(ledger) = &self.ledger {
+            ledger.dropped(drops);
+        }
+        drops
+    }
+
+    fn forwarded(&mut self, frames: usize) {
+        if let Some(ledger) = &self.ledger {
+            ledger.forwarded(frames);
+        }
+    }
+
+    fn settle(&mut self) -> u64 {
+        let fd = &self.fd;
+        self.ledger.as_mut().map_or(0, |ledger| {
+            ledger.settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
+        })
     }
 }
 
@@ -266,10 +334,11 @@ impl PacketRx {
 pub type PacketTx = FdTx;
 
 /// Steers the frames of an `--iface` port read in several lanes: the
-/// program of its fanout group.
+/// program of its fanout group, with the port's ledger if it has one.
 #[derive(Debug)]
 struct FanoutSteering {
     fd: Arc<OwnedFd>,
+    ledger: Option<Arc<LaneLedger>>,
 }
 
 impl Steering for FanoutSteering {
@@ -282,6 +351,13 @@ impl Steering for FanoutSteering {
     /// few microseconds, well before a worker has been told of the port
     /// and drained that lane.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
-        sys::packet::steer_fanout(self.fd.as_fd(), sys::steering_target(mode, solo))
+        let target = sys::steering_target(mode, solo);
+        match &self.ledger {
+            Some(ledger) => {
+                let program = ledger.load_steering(target)?;
+                sys::packet::set_fanout_program(self.fd.as_fd(), program.as_fd())
+            }
+            None => sys::packet::steer_fanout(self.fd.as_fd(), target),
+        }
     }
 }

@@ -8,11 +8,14 @@
 //! existed before (`ip tuntap add`) is left in place.
 //!
 //! Read in several lanes, the device is multi-queue (IFF_MULTI_QUEUE, one
-//! queue per lane) with a two-instruction eBPF steering program that picks
-//! the queue of each frame the container sends: the CPU it is sent on, or
-//! one fixed queue ([`Steering`]), as packet sockets do with a fanout
-//! group. Without CAP_BPF, or for an existing single-queue TAP, the port
-//! has one queue.
+//! queue per lane) with an eBPF steering program that picks the queue of
+//! each frame the container sends: the CPU it is sent on, or one fixed
+//! queue ([`Steering`]), as packet sockets do with a fanout group, by the
+//! rule of the port's [`LaneLedger`] (a sender's frames keep their order
+//! when it moves to another CPU). Queues opened to be passed to another
+//! process ([`open_queues`]) are steered by a two-instruction program
+//! without a ledger, which would stay behind. Without CAP_BPF, or for an
+//! existing single-queue TAP, the port has one queue.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::RxBatch;
+use crate::ledger::{LaneLedger, LedgerLane};
 use crate::sys;
 use crate::vnet::VnetHdr;
 use crate::{
@@ -44,7 +48,7 @@ pub fn open(name: &str) -> Result<OpenedTap, PortError> {
 /// `lanes` queues (see the module docs); frames all go to the first queue
 /// until the port's [`Steering`] says otherwise.
 pub fn open_lanes(name: &str, lanes: usize) -> Result<OpenedTap, PortError> {
-    adopt(name, open_queues(name, lanes)?)
+    adopt(name, open_queues_with(name, lanes, true)?)
 }
 
 /// A TAP device's queues, opened (the device created if missing) and
@@ -56,11 +60,36 @@ pub struct TapQueues {
     pub queues: Vec<OwnedFd>,
     pub mtu: usize,
     pub created: bool,
+    /// The ledger the queues are steered with (only where they were
+    /// opened by this process).
+    pub ledger: Option<Arc<LaneLedger>>,
 }
 
 /// The first half of [`open_lanes`]: everything that happens in the
-/// device's own namespace.
+/// device's own namespace. Steered without a ledger, for queues passed to
+/// another process.
 pub fn open_queues(name: &str, lanes: usize) -> Result<TapQueues, PortError> {
+    open_queues_with(name, lanes, false)
+}
+
+/// The steering program of a multi-queue TAP of `lanes` queues, frames to
+/// queue 0 for now: with a ledger if `ledger` and one can be made, else
+/// the plain one; `None` without CAP_BPF.
+fn queue_steering(lanes: usize, ledger: bool) -> Option<(Option<Arc<LaneLedger>>, OwnedFd)> {
+    if lanes < 2 {
+        return None;
+    }
+    let counted = ledger
+        .then(|| {
+            let ledger = LaneLedger::new(lanes).ok()?;
+            let program = ledger.load_steering(Some(0)).ok()?;
+            Some((Some(Arc::new(ledger)), program))
+        })
+        .flatten();
+    counted.or_else(|| Some((None, sys::bpf::load_steering(Some(0)).ok()?)))
+}
+
+fn open_queues_with(name: &str, lanes: usize, ledger: bool) -> Result<TapQueues, PortError> {
     check_interface_name(name)?;
     let existed = sys::if_nametoindex(name).is_ok();
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -76,13 +105,10 @@ pub fn open_queues(name: &str, lanes: usize) -> Result<TapQueues, PortError> {
         _ => PortError::from_io(name, "opening the TAP device", err),
     };
     // Steering needs a BPF program, hence CAP_BPF: check that first.
-    let steering = if lanes > 1 {
-        sys::bpf::load_steering(Some(0)).ok()
-    } else {
-        None
-    };
+    let steering = queue_steering(lanes, ledger);
     let mut queues = Vec::new();
-    if let Some(program) = &steering {
+    let mut ledger = None;
+    if let Some((counted, program)) = steering {
         match sys::tun::open_tap(name, true) {
             Ok(first) => {
                 queues.push(first);
@@ -92,6 +118,16 @@ pub fn open_queues(name: &str, lanes: usize) -> Result<TapQueues, PortError> {
                 sys::bpf::attach_steering(queues[0].as_fd(), program.as_fd()).map_err(|err| {
                     PortError::from_io(name, "attaching a queue-steering program", err)
                 })?;
+                if counted.is_some() {
+                    // Frames queued before the program was attached are not
+                    // in the ledger: what came before the port was opened
+                    // is dropped (a count too high for a frame that lands
+                    // meanwhile only waits for a sweep).
+                    for queue in &queues {
+                        discard_queued(queue.as_fd());
+                    }
+                }
+                ledger = counted;
             }
             // An existing TAP made with one queue: use it as it is.
             Err(err) if existed && err.raw_os_error() == Some(libc::EINVAL) => {}
@@ -111,7 +147,15 @@ pub fn open_queues(name: &str, lanes: usize) -> Result<TapQueues, PortError> {
         queues,
         mtu,
         created: !existed,
+        ledger,
     })
+}
+
+/// Reads and throws away what waits in a TAP queue.
+fn discard_queued(queue: std::os::fd::BorrowedFd<'_>) {
+    let mut head = [0u8; VnetHdr::LEN];
+    let mut frame = [0u8; 64];
+    while sys::read_frame(queue, &mut head, &mut frame).is_ok() {}
 }
 
 /// The second half of [`open_lanes`]: a port of queues opened by
@@ -121,6 +165,7 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
         queues,
         mtu,
         created,
+        ledger,
     } = opened;
     if queues.is_empty() {
         return Err(PortError::from_io(
@@ -135,16 +180,19 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
         Box::new(QueueSteering {
             fd: queues[0].clone(),
             steered: AtomicBool::new(false),
+            ledger: ledger.clone(),
         }) as Box<dyn Steering>
     });
     let name: Arc<str> = name.into();
     let lanes = queues
         .into_iter()
-        .map(|fd| {
+        .enumerate()
+        .map(|(lane, fd)| {
             Box::new(TapRx {
                 fd,
                 name: name.clone(),
                 head: [0; VnetHdr::LEN],
+                ledger: ledger.clone().map(|ledger| LedgerLane::new(ledger, lane)),
             }) as Box<dyn PortRx>
         })
         .collect();
@@ -166,6 +214,8 @@ pub struct TapRx {
     fd: Arc<OwnedFd>,
     name: Arc<str>,
     head: [u8; VnetHdr::LEN],
+    /// The queue's side of the port's ledger, if it has one.
+    ledger: Option<LedgerLane>,
 }
 
 impl PortRx for TapRx {
@@ -206,6 +256,22 @@ impl PortRx for TapRx {
     fn interface_gone(&self) -> bool {
         crate::interface_index(&self.name).is_none()
     }
+
+    fn forwarded(&mut self, frames: usize) {
+        if let Some(ledger) = &self.ledger {
+            ledger.forwarded(frames);
+        }
+    }
+
+    /// A full queue drops frames the ledger counted without a count of
+    /// its own (the device's `tx_dropped` does not say which queue), so a
+    /// queue that lost some is settled once quiet.
+    fn settle(&mut self) -> u64 {
+        let fd = &self.fd;
+        self.ledger.as_mut().map_or(0, |ledger| {
+            ledger.settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
+        })
+    }
 }
 
 /// The sending half of a `--tap` port (its first queue).
@@ -218,6 +284,7 @@ struct QueueSteering {
     /// Whether the switch steered the port before (the program it was
     /// opened with does not count).
     steered: AtomicBool,
+    ledger: Option<Arc<LaneLedger>>,
 }
 
 impl Steering for QueueSteering {
@@ -230,7 +297,11 @@ impl Steering for QueueSteering {
     /// added (as a fanout group's first program is not waited for, see
     /// `packet.rs`): a grace period per port would add up at start-up.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
-        let program = sys::bpf::load_steering(sys::steering_target(mode, solo))?;
+        let target = sys::steering_target(mode, solo);
+        let program = match &self.ledger {
+            Some(ledger) => ledger.load_steering(target)?,
+            None => sys::bpf::load_steering(target)?,
+        };
         sys::bpf::attach_steering(self.fd.as_fd(), program.as_fd())?;
         if self.steered.swap(true, Ordering::AcqRel)
             && let Err(err) = sys::wait_for_rcu_readers()

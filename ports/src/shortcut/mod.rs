@@ -81,6 +81,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
+use crate::ledger::LaneLedger;
 use crate::sys::bpf::{self, ProgType};
 use crate::sys::bpf_map::{self, BatchCursor, Map, MapType};
 use crate::wire::MacAddr;
@@ -135,6 +136,9 @@ pub struct KernelPath {
     ifindex: u32,
     mtu: u32,
     sockets: Vec<OwnedFd>,
+    /// The ledger the sockets' fanout group is steered with: the filter
+    /// counts what it drops there (one filter per socket, then).
+    ledger: Option<Arc<LaneLedger>>,
 }
 
 /// What the kernel forwarded for one port, over all CPUs.
@@ -230,12 +234,19 @@ fn why_rejected(error: &io::Error, log: &str) -> String {
 }
 
 impl KernelPath {
-    pub(crate) fn new(name: &str, ifindex: u32, mtu: u32, sockets: Vec<OwnedFd>) -> KernelPath {
+    pub(crate) fn new(
+        name: &str,
+        ifindex: u32,
+        mtu: u32,
+        sockets: Vec<OwnedFd>,
+        ledger: Option<Arc<LaneLedger>>,
+    ) -> KernelPath {
         KernelPath {
             name: name.to_string(),
             ifindex,
             mtu,
             sockets,
+            ledger,
         }
     }
 
@@ -300,7 +311,7 @@ impl KernelShortcut {
         let filter = bpf::load_program(
             ProgType::SocketFilter,
             "tapsw_filter",
-            &program::socket_filter(macs_fd),
+            &program::socket_filter(macs_fd, None),
         )
         .map_err(|err| ShortcutError::from_load("socket filter", err))?;
         let tc = bpf::load_program(
@@ -342,11 +353,16 @@ impl KernelShortcut {
         self.counters
             .update(&path.ifindex.to_ne_bytes(), &zeros)
             .map_err(|err| ShortcutError::from_io(on("making the counters of"), err))?;
-        for socket in &path.sockets {
+        for (lane, socket) in path.sockets.iter().enumerate() {
             let socket = socket
                 .try_clone()
                 .map_err(|err| ShortcutError::from_io(on("duplicating a socket of"), err))?;
-            bpf::attach_socket_filter(socket.as_fd(), self.filter.as_fd()).map_err(|err| {
+            let counting = match &path.ledger {
+                Some(ledger) => Some(self.lane_filter(ledger, lane)?),
+                None => None,
+            };
+            let filter = counting.as_ref().unwrap_or(&self.filter);
+            bpf::attach_socket_filter(socket.as_fd(), filter.as_fd()).map_err(|err| {
                 ShortcutError::from_io(on("attaching the socket filter to a socket of"), err)
             })?;
             link.sockets.push(socket);
@@ -364,6 +380,19 @@ impl KernelShortcut {
         })?;
         link.tcx = Some(tcx);
         Ok(link)
+    }
+
+    /// The socket filter for lane `lane` of a port steered with `ledger`:
+    /// every frame it drops was counted queued in that lane, and is counted
+    /// taken (see [`crate::ledger`]).
+    fn lane_filter(&self, ledger: &LaneLedger, lane: usize) -> Result<OwnedFd, ShortcutError> {
+        let counts = (ledger.map_fd(), ledger.taken_offset(lane));
+        bpf::load_program(
+            ProgType::SocketFilter,
+            "tapsw_filter",
+            &program::socket_filter(self.macs.fd().as_raw_fd(), Some(counts)),
+        )
+        .map_err(|err| ShortcutError::from_load("socket filter", err))
     }
 
     /// Frames to `mac` leave by interface `ifindex` (once their source is

@@ -25,6 +25,8 @@
 //!   r10-24 .. r10-21   counters key (u32): the egress ifindex
 //!   r10-56 .. r10-33   the frame's first 24 bytes: the Ethernet header,
 //!                      then as far as IPv4's protocol byte (23)
+//!   r10-60 .. r10-57   the lane ledger's key (u32 0), for a socket filter
+//!                      that counts its drops there
 //! ```
 //!
 //! The verifier wants every stack access aligned to its size, so the MACs
@@ -49,6 +51,8 @@ const DST_KEY: i16 = -16;
 const RX_KEY: i16 = -20;
 const TX_KEY: i16 = -24;
 const HEADER: i16 = -56;
+/// The ledger's key (u32), for a socket filter that counts its drops.
+const LEDGER_KEY: i16 = -60;
 /// How much of the frame is loaded at once: up to and with IPv4's
 /// protocol byte. An Ethernet header alone is 14 bytes.
 const HEADER_LEN: i32 = 24;
@@ -100,6 +104,8 @@ enum Label {
     CheckProtocol,
     /// The frame is not a UDP datagram: on to the addresses.
     NotUdp,
+    /// The socket filter drops the frame.
+    Drop,
 }
 
 /// The decision both programs make, up to "forward" (the rules in the
@@ -257,11 +263,17 @@ pub(crate) fn tc_ingress(macs: RawFd, counters: RawFd) -> Vec<Insn> {
 
 /// The socket filter on the port's packet sockets: drops the frames the
 /// TCX program forwards (taps run before TCX ingress, so without it the
-/// switch would forward them too), keeps everything else whole.
-pub(crate) fn socket_filter(macs: RawFd) -> Vec<Insn> {
+/// switch would forward them too), keeps everything else whole. With
+/// `ledger` (its map and where this socket's lane keeps `taken`), counts
+/// every frame it drops as taken ([`crate::ledger`]).
+pub(crate) fn socket_filter(macs: RawFd, ledger: Option<(RawFd, i16)>) -> Vec<Insn> {
     let mut asm = Asm::<Label>::default();
     decide(&mut asm, macs);
     // Forwarded by the kernel: return 0, the socket does not get it.
+    if let Some((ledger, taken_at)) = ledger {
+        crate::ledger::program::count_taken(&mut asm, ledger, taken_at, LEDGER_KEY, Label::Drop);
+        asm.label(Label::Drop);
+    }
     asm.op(MOV64_IMM, R0, 0, 0, 0);
     asm.op(EXIT, 0, 0, 0, 0);
     // A moved source: delete its entry (bpf_map_delete_elem(macs, source
@@ -287,7 +299,7 @@ mod tests {
     fn both() -> [(&'static str, Vec<Insn>); 2] {
         [
             ("tc", tc_ingress(1000, 1001)),
-            ("filter", socket_filter(1000)),
+            ("filter", socket_filter(1000, None)),
         ]
     }
 

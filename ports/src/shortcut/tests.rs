@@ -483,7 +483,7 @@ fn forward_between_veths() {
         .iter()
         .map(|s| s.try_clone().unwrap())
         .collect();
-    let gone = KernelPath::new("gone", 999_999, 1500, sockets);
+    let gone = KernelPath::new("gone", 999_999, 1500, sockets, None);
     let err = shortcut.attach(&gone).unwrap_err();
     assert!(err.to_string().contains("gone (ifindex 999999)"), "{err}");
     for socket in &gone.sockets {

@@ -32,16 +32,3 @@ pub(crate) fn clear(fd: BorrowedFd<'_>) -> io::Result<()> {
         _ => Ok(()),
     }
 }
-
-/// Whether `fd` is readable right now (for tests).
-#[cfg(test)]
-pub(crate) fn readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, borrowed across the call; zero timeout.
-    let ready = retry(|| unsafe { libc::poll(&mut pollfd, 1, 0) })?;
-    Ok(ready == 1 && pollfd.revents & libc::POLLIN != 0)
-}

@@ -36,6 +36,18 @@ pub(crate) fn steering_target(mode: crate::ReadMode, solo: usize) -> Option<u32>
     }
 }
 
+/// Whether `fd` is readable right now.
+pub(crate) fn readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, borrowed across the call; zero timeout.
+    let ready = retry(|| unsafe { libc::poll(&mut pollfd, 1, 0) })?;
+    Ok(ready == 1 && pollfd.revents & libc::POLLIN != 0)
+}
+
 /// Waits for an RCU grace period: every CPU has left the kernel sections
 /// it was in, so none still acts on a pointer the kernel swapped before
 /// (`membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu`; refused on

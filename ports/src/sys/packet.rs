@@ -262,9 +262,20 @@ pub(crate) fn take_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from(stats.tp_drops))
 }
 
-/// PACKET_FANOUT_CBPF: the group's classic BPF program picks the member
-/// (its result modulo the number of members); see [`steer_fanout`].
+/// PACKET_FANOUT_CBPF / PACKET_FANOUT_EBPF: the group's classic or eBPF
+/// program picks the member (its result modulo the number of members); see
+/// [`steer_fanout`] and [`set_fanout_program`].
 const FANOUT_CBPF: u32 = 6;
+const FANOUT_EBPF: u32 = 7;
+
+/// Which kind of program steers a fanout group, fixed when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FanoutProgram {
+    /// Classic BPF, set by [`steer_fanout`]: loadable without CAP_BPF.
+    Classic,
+    /// eBPF, set by [`set_fanout_program`].
+    Extended,
+}
 /// The kernel picks a group id that is free in this network namespace
 /// (first member only; the flag is not kept).
 const FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
@@ -277,12 +288,20 @@ const FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 /// ([`steer_fanout`]; until one is set every frame goes to the first
 /// member): `None` starts a new group, `Some(id)` joins it. Returns the
 /// group's id.
-pub(crate) fn join_fanout(fd: BorrowedFd<'_>, group: Option<u16>) -> io::Result<u16> {
+pub(crate) fn join_fanout(
+    fd: BorrowedFd<'_>,
+    group: Option<u16>,
+    program: FanoutProgram,
+) -> io::Result<u16> {
     let (id, flags) = match group {
         None => (0, FANOUT_FLAG_UNIQUEID | FANOUT_FLAG_IGNORE_OUTGOING),
         Some(id) => (u32::from(id), FANOUT_FLAG_IGNORE_OUTGOING),
     };
-    let arg = (id | ((FANOUT_CBPF | flags) << 16)) as libc::c_int;
+    let kind = match program {
+        FanoutProgram::Classic => FANOUT_CBPF,
+        FanoutProgram::Extended => FANOUT_EBPF,
+    };
+    let arg = (id | ((kind | flags) << 16)) as libc::c_int;
     setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)?;
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -327,6 +346,19 @@ pub(crate) fn steer_fanout(fd: BorrowedFd<'_>, to: Option<u32>) -> io::Result<()
     // `fprog` points at `program`, which lives across the call; the kernel
     // copies the program.
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+}
+
+/// Makes the eBPF `program` (a socket filter program returning a member's
+/// index) the steering of the [`FanoutProgram::Extended`] group `fd` is a
+/// member of. Replacing one waits for the CPUs still running the old one,
+/// as [`steer_fanout`] does.
+pub(crate) fn set_fanout_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_FANOUT_DATA,
+        program.as_raw_fd(),
+    )
 }
 
 /// Throws away every frame queued on a socket (without copying them out).

@@ -115,15 +115,15 @@ impl SyncPacer {
 }
 
 /// The once-a-second work: the table hears of the hosts only the kernel
-/// heard, then forgets the silent ones; kernel drops are counted; what
-/// ports were read ages.
+/// heard, then forgets the silent ones; kernel drops are counted and the
+/// lanes' ledgers settled; what ports were read ages.
 fn sweep(shared: &Shared) {
     shared.refresh_from_shortcut();
     let removed = shared.engine.table().expire(shared.clock.now());
     if removed > 0 {
         log::debug!("aged out {removed} MAC entries");
     }
-    count_kernel_drops(shared);
+    sweep_lanes(shared);
     for port in shared.lanes_by_port().values() {
         port.steering.age();
         port.talk.age();
@@ -168,26 +168,37 @@ fn solo_next_to_partner(
 }
 
 /// Adds the frames each port's kernel queue dropped (the switch was too
-/// slow) to its counters, so `tapswitch ports` shows every drop. Only lanes
-/// read since the last sweep are asked: a lane the kernel dropped frames
-/// of holds frames, which its worker reads. A lane that a worker is reading
-/// right now is counted next time.
-pub(super) fn count_kernel_drops(shared: &Shared) {
+/// slow) to its counters, so `tapswitch ports` shows every drop, and
+/// settles the lanes' ledgers (`ports::ledger`). Only lanes read since the
+/// last sweep are asked for drops: a lane the kernel dropped frames of
+/// holds frames, which its worker reads. A lane that a worker is reading
+/// right now is looked at next time. Both happen under one hold of the
+/// lane, drops first: a lane's ledger is settled only after a whole quiet
+/// sweep, by when the kernel's count of its drops has been added.
+pub(super) fn sweep_lanes(shared: &Shared) {
     for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
-        if !lane.take_read_since_sweep() {
-            continue;
-        }
+        let read = lane.take_read_since_sweep();
         let Ok(mut state) = lane.rx.try_lock() else {
-            lane.note_read();
+            if read {
+                lane.note_read();
+            }
             continue;
         };
-        if let Some(rx) = state.rx.as_mut() {
-            let drops = rx.take_kernel_drops();
-            if drops > 0 {
-                lane.handle
-                    .counters
-                    .count_drops(crate::stats::DropReason::RxOverflow, drops);
-            }
+        let Some(rx) = state.rx.as_mut() else {
+            continue;
+        };
+        let drops = if read { rx.take_kernel_drops() } else { 0 };
+        if drops > 0 {
+            lane.handle
+                .counters
+                .count_drops(crate::stats::DropReason::RxOverflow, drops);
+        }
+        let lost = rx.settle();
+        if lost > 0 {
+            log::debug!(
+                "port {}: {lost} frames lost on their way to a lane, settled",
+                lane.handle.name
+            );
         }
     }
 }

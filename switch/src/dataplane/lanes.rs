@@ -200,13 +200,15 @@ impl PortLanes {
         self.steering.note_read();
     }
 
-    /// Forwards the `n` frames of `batch`, read from this port's `lane`:
-    /// notes the read first (whoever sees them delivered sees the note),
-    /// then where they went and which bulk flows they belong to (see
+    /// Forwards the `n` frames of `batch`, read from this port's `lane`
+    /// through `rx`: notes the read first (whoever sees them delivered sees
+    /// the note), then tells `rx` they are forwarded (its ledger lets the
+    /// port's next frames go to another lane only after that), then notes
+    /// where they went and which bulk flows they belong to (see
     /// `pairing.rs`).
     fn forward_read(
         &self,
-        lane: &Lane,
+        (lane, rx): (&Lane, &mut Box<dyn PortRx>),
         batch: &mut RxBatch,
         n: usize,
         note_targets: bool,
@@ -214,6 +216,7 @@ impl PortLanes {
     ) {
         self.note_read(lane);
         let sent = forward(&lane.handle, batch, n, note_targets);
+        rx.forwarded(n);
         self.talk.note_batch(sent, (0..n).map(|i| batch.get(i).1));
     }
 
@@ -406,8 +409,11 @@ impl LaneReader {
                     self.read_one.push(id);
                 }
                 match port {
-                    Some(port) => port.forward_read(lane, &mut self.batch, n, true, forward),
-                    None => _ = forward(&lane.handle, &mut self.batch, n, true),
+                    Some(port) => port.forward_read((lane, rx), &mut self.batch, n, true, forward),
+                    None => {
+                        _ = forward(&lane.handle, &mut self.batch, n, true);
+                        rx.forwarded(n);
+                    }
                 }
                 let full = n == self.batch.capacity();
                 if let (Some(port), Some(change), false) = (port, completes, full) {
@@ -472,7 +478,7 @@ impl LaneReader {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
                 Ok(n) => {
-                    port.forward_read(lane, &mut self.batch, n, false, forward);
+                    port.forward_read((lane, rx), &mut self.batch, n, false, forward);
                     if let Some(change) = completes
                         && n < self.batch.capacity()
                     {
@@ -578,7 +584,7 @@ impl LaneReader {
                 match rx.recv_batch(&mut self.batch) {
                     Ok(n) => {
                         if n > 0 {
-                            port.forward_read(lane, &mut self.batch, n, false, forward);
+                            port.forward_read((lane, rx), &mut self.batch, n, false, forward);
                         }
                         // A short batch: the lane was empty a moment ago,
                         // and what lands now is newer.

@@ -311,6 +311,7 @@ pub fn open_tap_port(netns: &Path, tap: &str, lanes: usize) -> Result<OpenedTap,
         queues,
         mtu,
         created,
+        ledger: None,
     };
     ports::tap::adopt(tap, queues)
 }

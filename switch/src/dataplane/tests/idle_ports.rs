@@ -192,14 +192,14 @@ fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
     let (dp, a, b, idle) = switch_with_idle_ports();
     a_to_b(&a, &b, 0, 100);
     // The housekeeping thread sweeps every second too: whoever comes first.
-    housekeeping::count_kernel_drops(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
     let asked = a.drop_polls();
     assert!(asked >= 1, "a's lane was read: its drops are counted");
-    housekeeping::count_kernel_drops(&dp.shared);
-    housekeeping::count_kernel_drops(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
     assert_eq!(a.drop_polls(), asked, "not read since: not asked again");
     a_to_b(&a, &b, 0, 100);
-    housekeeping::count_kernel_drops(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
     assert!(a.drop_polls() > asked, "read again: asked again");
     assert!(
         idle.iter().all(|p| p.drop_polls() == 0),
