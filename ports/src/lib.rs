@@ -187,6 +187,12 @@ pub trait Steering: Send + Sync + fmt::Debug {
     /// lands by the steering before (the switch then drains the lanes
     /// that steering fed).
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()>;
+
+    /// The lane the port's last frame went to, where its [`ledger`] says
+    /// (a frame that came within a send, such as an answer, is there).
+    fn last_lane(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A port opened for the switch: its receive lanes (one, or as many as

@@ -360,4 +360,8 @@ impl Steering for FanoutSteering {
             None => sys::packet::steer_fanout(self.fd.as_fd(), target),
         }
     }
+
+    fn last_lane(&self) -> Option<usize> {
+        self.ledger.as_ref().map(|ledger| ledger.last_lane())
+    }
 }

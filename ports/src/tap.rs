@@ -310,4 +310,8 @@ impl Steering for QueueSteering {
         }
         Ok(())
     }
+
+    fn last_lane(&self) -> Option<usize> {
+        self.ledger.as_ref().map(|ledger| ledger.last_lane())
+    }
 }

@@ -647,15 +647,28 @@ mod tests {
             mode: ReadMode::ByCpu,
             worker: None,
             lags: false,
+            ledger: true,
         };
         assert_eq!(
             first_line(per_cpu).as_deref(),
             Some("1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU")
         );
+        let without_ledger = PortReading {
+            ledger: false,
+            ..per_cpu
+        };
+        assert_eq!(
+            first_line(without_ledger).as_deref(),
+            Some(
+                "1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU, without a ledger \
+                 (a sender that changes CPU may be reordered)"
+            )
+        );
         let by_worker = PortReading {
             mode: ReadMode::ByPort,
             worker: Some(1),
             lags: true,
+            ledger: true,
         };
         assert_eq!(
             first_line(by_worker).as_deref(),
@@ -667,7 +680,12 @@ mod tests {
         let json = serde_json::to_value(port(by_worker)).unwrap();
         assert_eq!(
             json["reading"],
-            serde_json::json!({"mode": "per port (traffic is heavy)", "worker": 1, "lags": true})
+            serde_json::json!({
+                "mode": "per port (traffic is heavy)",
+                "worker": 1,
+                "lags": true,
+                "ledger": true
+            })
         );
     }
 

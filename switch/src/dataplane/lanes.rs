@@ -20,11 +20,13 @@
 //! until the lane is empty, and every frame that arrives after a read
 //! raises a new epoll event for the home worker. A reader keeps the lock
 //! until its batch is forwarded, so frames from one lane never overtake
-//! each other (TCP would take reordering for loss). Frames of one sender in
-//! two lanes can, reading by CPU: a sender that moves to the other CPU while
-//! its earlier frames are still with the old lane's worker (a known gap; the
-//! fix, steering to a new lane only once the old one is drained, is not done
-//! yet).
+//! each other (TCP would take reordering for loss), and tells the lane's
+//! receive half how many it forwarded ([`PortRx::forwarded`]) before it lets
+//! the lane go: a port steered with a ledger (`ports::ledger`) sends its
+//! frames to a new lane (a sender that moved to another CPU) only once its
+//! last lane is done with, so one sender's frames are never in two lanes'
+//! hands at once. Without a ledger (rootless mode) they can be, and such a
+//! sender's frames can be reordered.
 //!
 //! # The hand-over
 //!
@@ -448,13 +450,18 @@ impl LaneReader {
             // An answer lands in the lane of the CPU that produced it (the
             // one this thread sent from: the receiver's stack ran inside the
             // send) while the switch reads by CPU, else in the port's solo
-            // lane. It may be ours (read it next) or another worker's.
+            // lane; unless the port's ledger kept it behind frames still in
+            // another lane, which the ledger says. It may be ours (read it
+            // next) or another worker's.
             let lanes = &port.lanes;
-            let at = match lanes.len() {
-                0 => continue,
-                1 => 0,
-                n if port.steering.by_cpu(mode) => ports::cpu::current_cpu().unwrap_or(0) % n,
-                _ => port.steering.solo(),
+            let at = match (lanes.len(), port.steering.last_lane()) {
+                (0, _) => continue,
+                (1, _) => 0,
+                (n, Some(last)) => last % n,
+                (n, None) if port.steering.by_cpu(mode) => {
+                    ports::cpu::current_cpu().unwrap_or(0) % n
+                }
+                (_, None) => port.steering.solo(),
             };
             let lane = &lanes[at];
             if !lane.handle.kind.answers_within_send() {

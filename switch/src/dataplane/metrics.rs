@@ -83,12 +83,21 @@ pub struct PortReading {
     /// Its mode is not the switch's yet: it follows when it next delivers
     /// frames.
     pub lags: bool,
+    /// Its lanes keep a ledger (`ports::ledger`): a sender's frames keep
+    /// their order when it moves to another CPU. Not in rootless mode,
+    /// whose lanes are steered by classic BPF.
+    #[serde(default)]
+    pub ledger: bool,
 }
 
 impl PortReading {
     /// The words `tapswitch ports` uses.
     pub fn describe(&self) -> String {
         let how = match (self.mode, self.worker) {
+            (ReadMode::ByCpu, _) if !self.ledger => {
+                "read per CPU, without a ledger (a sender that changes CPU may be reordered)"
+                    .to_string()
+            }
             (ReadMode::ByCpu, _) => "read per CPU".to_string(),
             (_, Some(worker)) => format!("read by worker {worker}"),
             (_, None) => "read by one worker".to_string(),
@@ -163,6 +172,7 @@ impl Dataplane {
                 .then(|| solo.map(|lane| lane.home))
                 .flatten(),
             lags: port.steering.lags(&self.shared.mode),
+            ledger: port.steering.last_lane().is_some(),
         })
     }
 }

@@ -183,6 +183,12 @@ impl PortSteering {
         self.word().solo()
     }
 
+    /// The lane the port's last frame went to, where the kernel keeps it
+    /// (a port steered with a ledger).
+    pub(super) fn last_lane(&self) -> Option<usize> {
+        self.handle.as_ref()?.last_lane()
+    }
+
     /// Whether frames go to the lane of the CPU they arrive on.
     pub(super) fn by_cpu(&self, switch: &ModeSwitch) -> bool {
         if self.handle.is_none() {

@@ -216,6 +216,7 @@ fn each_port_says_how_it_is_read_and_an_idle_one_that_it_lags() {
         mode: ReadMode::ByCpu,
         worker: None,
         lags: false,
+        ledger: false,
     };
     assert_eq!(dp.reading_of(a_id), Some(per_cpu));
     assert_eq!(dp.reading_of(b_id), None, "one lane: nothing to say");
