@@ -268,7 +268,7 @@ const BURST: usize = 4;
 const BURSTS_BETWEEN_RESTS: usize = 3;
 /// The moving sender's rest, which keeps traffic light: no worker may get
 /// busy, or the switch reads per port and the gap under test is not there.
-const REST: Duration = Duration::from_millis(1);
+const REST: Duration = Duration::from_millis(3);
 /// Frames of the moving sender's stream (600 moves).
 const MOVING_FRAMES: usize = 2_400;
 /// The moving sender's switch keeps its workers ordinary threads with short
