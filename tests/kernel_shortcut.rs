@@ -346,14 +346,10 @@ fn stream_in_order_then_by_the_kernel(
 
 /// Sends frames from `src` to `dst` through `station` in bursts of 40 for
 /// half a second, numbered from 1; returns the numbers sent, and the
-/// longest time between the starts of two bursts. The sending thread stays
-/// on one CPU meanwhile: reading per CPU, the switch can reorder the frames
-/// of a sender that moves to the other CPU while its earlier frames are
-/// still with the old lane's worker (a known gap of the workers' lanes, in
-/// docs/switch-and-ports.md), which would hide what these tests look at:
-/// whether the kernel overtakes a frame queued for a worker.
+/// longest time between the starts of two bursts. The sending thread may
+/// move between CPUs meanwhile, as senders do: the lanes' ledger keeps its
+/// frames in order across lanes (`tests/lanes.rs` checks that on its own).
 fn stream(station: &mut Station, dst: [u8; 6], src: [u8; 6]) -> (Vec<u32>, Duration) {
-    let _on_one_cpu = OnOneCpu::here();
     let mut sent = Vec::new();
     let mut id = 0;
     let start = Instant::now();
@@ -397,27 +393,4 @@ fn a_killed_switch_leaves_nothing_forwarding_in_the_kernel() {
 
 fn ids(probes: Vec<(u32, Vec<u8>)>) -> Vec<u32> {
     probes.into_iter().map(|(id, _)| id).collect()
-}
-
-/// Keeps the calling thread on the CPU it runs on until dropped, then lets
-/// it run anywhere it could before.
-struct OnOneCpu {
-    before: Option<Vec<usize>>,
-}
-
-impl OnOneCpu {
-    fn here() -> Self {
-        let before = ports::cpu::allowed_cpus().ok();
-        let cpu = ports::cpu::current_cpu().expect("the CPU this thread runs on");
-        ports::cpu::pin_current_thread(&[cpu]).expect("keeping the sender on one CPU");
-        OnOneCpu { before }
-    }
-}
-
-impl Drop for OnOneCpu {
-    fn drop(&mut self) {
-        if let Some(before) = &self.before {
-            let _ = ports::cpu::pin_current_thread(before);
-        }
-    }
 }
