@@ -288,11 +288,11 @@ impl PortRx for PacketRx {
         }
     }
 
-    fn settle(&mut self) -> u64 {
+    fn settle(&mut self) -> Option<u64> {
         let fd = &self.fd;
-        self.ledger.as_mut().map_or(0, |ledger| {
-            ledger.settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
-        })
+        self.ledger
+            .as_mut()?
+            .settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
     }
 }
 

@@ -266,11 +266,11 @@ impl PortRx for TapRx {
     /// A full queue drops frames the ledger counted without a count of
     /// its own (the device's `tx_dropped` does not say which queue), so a
     /// queue that lost some is settled once quiet.
-    fn settle(&mut self) -> u64 {
+    fn settle(&mut self) -> Option<u64> {
         let fd = &self.fd;
-        self.ledger.as_mut().map_or(0, |ledger| {
-            ledger.settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
-        })
+        self.ledger
+            .as_mut()?
+            .settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
     }
 }
 

@@ -180,21 +180,22 @@ impl LedgerLane {
     /// those frames are taken, so the port may move again. A frame the
     /// program counted is in the lane within microseconds (the rest of
     /// its receive path), never a whole sweep later, so nothing still on
-    /// its way is written off. Returns how many were.
-    pub fn settle(&mut self, empty: impl FnOnce() -> bool) -> u64 {
+    /// its way is written off. Returns `None` if the lane is in step,
+    /// else how many were written off (0: not yet, ask again).
+    pub fn settle(&mut self, empty: impl FnOnce() -> bool) -> Option<u64> {
         let queued = self.ledger.queued(self.lane);
         let taken = self.ledger.taken(self.lane);
         if taken >= queued {
             self.behind_at = None;
-            return 0;
+            return None;
         }
         if self.behind_at == Some(queued) && empty() {
             self.behind_at = None;
             self.ledger.add_taken(self.lane, queued - taken);
-            return queued - taken;
+            return Some(queued - taken);
         }
         self.behind_at = Some(queued);
-        0
+        Some(0)
     }
 }
 

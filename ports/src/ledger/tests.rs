@@ -83,13 +83,30 @@ fn a_lane_that_lost_frames_no_count_saw_is_settled_once_quiet_and_empty() {
     steer(&ledger, Some(0));
     // Two queued, one forwarded, the other lost.
     lane0.forwarded(1);
-    assert_eq!(lane0.settle(|| true), 0, "first seen behind: wait a sweep");
+    assert_eq!(
+        lane0.settle(|| true),
+        Some(0),
+        "first seen behind: wait a sweep"
+    );
     steer(&ledger, Some(0));
-    assert_eq!(lane0.settle(|| true), 0, "got a frame since: wait again");
-    assert_eq!(lane0.settle(|| false), 0, "not empty: the frame is there");
+    assert_eq!(
+        lane0.settle(|| true),
+        Some(0),
+        "got a frame since: wait again"
+    );
+    assert_eq!(
+        lane0.settle(|| false),
+        Some(0),
+        "not empty: the frame is there"
+    );
     lane0.forwarded(1);
-    assert_eq!(lane0.settle(|| true), 1, "quiet and empty: one was lost");
+    assert_eq!(
+        lane0.settle(|| true),
+        Some(1),
+        "quiet and empty: one was lost"
+    );
     assert_eq!(ledger.queued(0), ledger.taken(0));
+    assert_eq!(lane0.settle(|| true), None, "in step");
     assert_eq!(steer(&ledger, Some(1)), 1, "and the port can move");
 }
 

@@ -170,17 +170,26 @@ fn solo_next_to_partner(
 /// Adds the frames each port's kernel queue dropped (the switch was too
 /// slow) to its counters, so `tapswitch ports` shows every drop, and
 /// settles the lanes' ledgers (`ports::ledger`). Only lanes read since the
-/// last sweep are asked for drops: a lane the kernel dropped frames of
-/// holds frames, which its worker reads. A lane that a worker is reading
-/// right now is looked at next time. Both happen under one hold of the
-/// lane, drops first: a lane's ledger is settled only after a whole quiet
-/// sweep, by when the kernel's count of its drops has been added.
+/// last sweep are looked at, and lanes whose ledger was behind at the last
+/// one (or that are new): a lane the kernel dropped frames of holds frames,
+/// which its worker reads, and an idle lane in step costs nothing. A lane
+/// that a worker is reading right now is looked at next time. Both happen
+/// under one hold of the lane, drops first: a lane's ledger is settled only
+/// after a whole quiet sweep, by when the kernel's count of its drops has
+/// been added.
 pub(super) fn sweep_lanes(shared: &Shared) {
     for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
         let read = lane.take_read_since_sweep();
+        let behind = lane.take_ledger_behind();
+        if !read && !behind {
+            continue;
+        }
         let Ok(mut state) = lane.rx.try_lock() else {
             if read {
                 lane.note_read();
+            }
+            if behind {
+                lane.note_ledger_behind();
             }
             continue;
         };
@@ -193,12 +202,13 @@ pub(super) fn sweep_lanes(shared: &Shared) {
                 .counters
                 .count_drops(crate::stats::DropReason::RxOverflow, drops);
         }
-        let lost = rx.settle();
-        if lost > 0 {
-            log::debug!(
+        match rx.settle() {
+            None => {}
+            Some(0) => lane.note_ledger_behind(),
+            Some(lost) => log::debug!(
                 "port {}: {lost} frames lost on their way to a lane, settled",
                 lane.handle.name
-            );
+            ),
         }
     }
 }

@@ -102,6 +102,9 @@ pub(super) struct Lane {
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).
     read_since_sweep: AtomicBool,
+    /// The lane's ledger (if it has one) may be behind: a sweep looks at
+    /// it even if the lane was not read (see `housekeeping.rs`).
+    ledger_behind: AtomicBool,
 }
 
 impl Lane {
@@ -115,12 +118,24 @@ impl Lane {
                 error: None,
             }),
             read_since_sweep: AtomicBool::new(false),
+            // A port's opening may leave its count behind.
+            ledger_behind: AtomicBool::new(true),
         }
     }
 
     /// Whether frames were read since the last call; forgets it.
     pub(super) fn take_read_since_sweep(&self) -> bool {
         self.read_since_sweep.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the lane's ledger may be behind; forgets it.
+    pub(super) fn take_ledger_behind(&self) -> bool {
+        self.ledger_behind.swap(false, Ordering::Relaxed)
+    }
+
+    /// The lane's ledger was behind at the last sweep: look again.
+    pub(super) fn note_ledger_behind(&self) {
+        self.ledger_behind.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn note_read(&self) {

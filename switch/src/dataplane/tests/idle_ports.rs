@@ -17,6 +17,9 @@ struct CountingRx {
 struct LaneCounts {
     reads: AtomicUsize,
     drop_polls: AtomicUsize,
+    settles: AtomicUsize,
+    /// Sweeps for which the lane's ledger stays behind.
+    behind_for: AtomicUsize,
 }
 
 impl PortRx for CountingRx {
@@ -32,6 +35,16 @@ impl PortRx for CountingRx {
     fn take_kernel_drops(&mut self) -> u64 {
         self.counts.drop_polls.fetch_add(1, Ordering::Relaxed);
         0
+    }
+
+    fn settle(&mut self) -> Option<u64> {
+        self.counts.settles.fetch_add(1, Ordering::Relaxed);
+        let behind = self.counts.behind_for.load(Ordering::Relaxed);
+        if behind == 0 {
+            return None;
+        }
+        self.counts.behind_for.store(behind - 1, Ordering::Relaxed);
+        Some(if behind == 1 { 3 } else { 0 })
     }
 }
 
@@ -71,6 +84,13 @@ impl CountedPort {
         self.counts
             .iter()
             .map(|c| c.drop_polls.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn settles(&self) -> usize {
+        self.counts
+            .iter()
+            .map(|c| c.settles.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -205,6 +225,44 @@ fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
         idle.iter().all(|p| p.drop_polls() == 0),
         "idle lanes are never asked"
     );
+    dp.shutdown();
+}
+
+#[test]
+fn idle_lanes_in_step_are_looked_at_once_and_a_lane_behind_until_it_is_settled() {
+    let (dp, a, b, idle) = switch_with_idle_ports();
+    // New lanes may be behind (their opening threw frames away): each is
+    // looked at once. (The housekeeping thread sweeps too: at least once.)
+    housekeeping::sweep_lanes(&dp.shared);
+    let first: Vec<usize> = idle.iter().map(CountedPort::settles).collect();
+    assert!(first.iter().all(|&n| n >= 2), "two lanes each: {first:?}");
+    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
+    let later: Vec<usize> = idle.iter().map(CountedPort::settles).collect();
+    assert_eq!(later, first, "in step and not read: never again");
+    // A lane found behind is asked again at every sweep, read or not,
+    // until its count is settled; then no more.
+    idle[3].counts[0].behind_for.store(3, Ordering::Relaxed);
+    a_to_b(&a, &b, 0, 1);
+    let before = idle[3].settles();
+    housekeeping::sweep_lanes(&dp.shared);
+    assert_eq!(idle[3].settles(), before, "not read, not known behind");
+    // Read once (a frame to it would do; the test marks the lane as read).
+    dp.shared.lanes_by_port()[&PortId(3 + 3)].lanes[0].note_read();
+    let behind = || idle[3].counts[0].behind_for.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        let asked = idle[3].settles();
+        housekeeping::sweep_lanes(&dp.shared);
+        assert!(
+            behind() == 0 || idle[3].settles() > asked,
+            "behind: asked at every sweep"
+        );
+    }
+    assert_eq!(behind(), 0, "settled at the third sweep");
+    let settled = idle[3].settles();
+    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared);
+    assert_eq!(idle[3].settles(), settled, "settled: left alone");
     dp.shutdown();
 }
 
