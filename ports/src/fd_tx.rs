@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
+use crate::ledger::LaneLedger;
 use crate::sys;
 use crate::vnet::VnetHdr;
 use crate::{PortTx, send_one_by_one};
@@ -18,11 +19,25 @@ pub struct FdTx {
     /// Whether several frames go in one `sendmmsg` (packet sockets; a TAP
     /// takes one write per frame).
     sendmmsg: bool,
+    /// The port's ledger, held as long as the descriptor: its programs may
+    /// count in it while the socket or queue is open (see `ledger/book.rs`).
+    _ledger: Option<Arc<LaneLedger>>,
 }
 
 impl FdTx {
     pub(crate) fn new(fd: Arc<OwnedFd>, mtu: usize, sendmmsg: bool) -> Self {
-        FdTx { fd, mtu, sendmmsg }
+        FdTx {
+            fd,
+            mtu,
+            sendmmsg,
+            _ledger: None,
+        }
+    }
+
+    /// Holds `ledger` as long as the descriptor.
+    pub(crate) fn keeping(mut self, ledger: Option<Arc<LaneLedger>>) -> Self {
+        self._ledger = ledger;
+        self
     }
 }
 

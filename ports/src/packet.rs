@@ -196,7 +196,7 @@ fn adopt_sockets(
     };
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let tx = FdTx::new(first.clone(), mtu, true);
+    let tx = FdTx::new(first.clone(), mtu, true).keeping(ledger.clone());
     let steering = (fds.len() > 1).then(|| FanoutSteering {
         fd: first.clone(),
         ledger: ledger.clone(),

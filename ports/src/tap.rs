@@ -175,7 +175,7 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
         ));
     }
     let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
-    let tx = FdTx::new(queues[0].clone(), mtu, false);
+    let tx = FdTx::new(queues[0].clone(), mtu, false).keeping(ledger.clone());
     let queue_steering = (queues.len() > 1).then(|| {
         Box::new(QueueSteering {
             fd: queues[0].clone(),
@@ -271,6 +271,19 @@ impl PortRx for TapRx {
         self.ledger
             .as_mut()?
             .settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
+    }
+}
+
+/// A persistent TAP outlives the switch's queues, and its steering program
+/// would go on counting in a ledger slot another port may get next: it is
+/// detached first.
+impl Drop for QueueSteering {
+    fn drop(&mut self) {
+        if self.ledger.is_some()
+            && let Err(err) = sys::bpf::detach_steering(self.fd.as_fd())
+        {
+            log::debug!("cannot detach a TAP's steering program: {err}");
+        }
     }
 }
 

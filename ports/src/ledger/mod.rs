@@ -55,8 +55,9 @@
 //!
 //! # Layout
 //!
-//! One array map of one value (BPF_F_MMAPABLE), `1 + 2n` u64 words for `n`
-//! lanes, mapped into the switch:
+//! `1 + 2n` u64 words for `n` lanes, in a slot of a page shared with other
+//! ports' ledgers ([`book`]: an array map of one value, BPF_F_MMAPABLE,
+//! mapped into the switch):
 //!
 //! ```text
 //!   word 0            the last lane
@@ -68,21 +69,23 @@
 //! (rootless mode) a port is steered by classic BPF as before, with the gap
 //! this closes.
 
+mod book;
 pub(crate) mod program;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::sys;
 use crate::sys::bpf::ProgType;
-use crate::sys::bpf_map::SharedWords;
+
+use book::Slot;
 
 /// A port's lane ledger (see the module docs).
 #[derive(Debug)]
 pub struct LaneLedger {
-    words: SharedWords,
+    slot: Slot,
     lanes: usize,
 }
 
@@ -91,7 +94,7 @@ impl LaneLedger {
     pub fn new(lanes: usize) -> io::Result<LaneLedger> {
         let lanes = lanes.max(1);
         Ok(LaneLedger {
-            words: SharedWords::create("tapsw_lanes", 1 + 2 * lanes)?,
+            slot: Slot::take(1 + 2 * lanes)?,
             lanes,
         })
     }
@@ -104,40 +107,45 @@ impl LaneLedger {
     /// Loads the steering program that follows the rule for `target`: the
     /// lane of the CPU (`None`) or lane `Some(solo)`.
     pub(crate) fn load_steering(&self, target: Option<u32>) -> io::Result<OwnedFd> {
-        let insns = program::steering(self.map_fd(), self.lanes, target);
+        let insns = program::steering((self.map_fd(), self.offset(0)), self.lanes, target);
         sys::bpf::load_program(ProgType::SocketFilter, "tapsw_lanes", &insns)
             .map_err(|err| err.error)
     }
 
     /// The map's descriptor, for the programs that count in it.
     pub(crate) fn map_fd(&self) -> std::os::fd::RawFd {
-        self.words.map_fd().as_raw_fd()
+        self.slot.map_fd()
+    }
+
+    /// Where word `word` of the ledger is in the map's value, in bytes.
+    fn offset(&self, word: usize) -> i16 {
+        i16::try_from(self.slot.offset() + 8 * word).expect("a book within 32 KiB")
     }
 
     /// The lane the port's frames went to last.
     pub fn last_lane(&self) -> usize {
-        self.words.words()[0].load(Ordering::Acquire) as usize
+        self.slot.words()[0].load(Ordering::Acquire) as usize
     }
 
     /// Frames the steering put in `lane`, ever.
     pub fn queued(&self, lane: usize) -> u64 {
-        self.words.words()[1 + lane].load(Ordering::Acquire)
+        self.slot.words()[1 + lane].load(Ordering::Acquire)
     }
 
     /// Frames of `lane` the switch is done with (forwarded or dropped), ever.
     pub fn taken(&self, lane: usize) -> u64 {
-        self.words.words()[1 + self.lanes + lane].load(Ordering::Acquire)
+        self.slot.words()[1 + self.lanes + lane].load(Ordering::Acquire)
     }
 
     /// Where `lane`'s `taken` is in the map's value, for a program.
     pub(crate) fn taken_offset(&self, lane: usize) -> i16 {
-        i16::try_from(8 * (1 + self.lanes + lane)).expect("a ledger within 32 KiB")
+        self.offset(1 + self.lanes + lane)
     }
 
     fn add_taken(&self, lane: usize, frames: u64) {
         // Release: the frames were forwarded before the program, which
         // reads this, may send the port's next ones elsewhere.
-        self.words.words()[1 + self.lanes + lane].fetch_add(frames, Ordering::Release);
+        self.slot.words()[1 + self.lanes + lane].fetch_add(frames, Ordering::Release);
     }
 }
 

@@ -38,14 +38,16 @@ pub(crate) fn look_up_ledger<L: Copy + PartialEq + std::fmt::Debug>(
     asm.call(MAP_LOOKUP_ELEM);
 }
 
-/// The steering program for a port of `lanes` lanes whose ledger is the
-/// map `ledger`: wants the lane of the CPU (`target` `None`: CPU `c` has
-/// lane `c % lanes`) or lane `target`, and follows the rule. Returns the
-/// lane (the kernel takes it modulo the number of lanes).
-pub(crate) fn steering(ledger: RawFd, lanes: usize, target: Option<u32>) -> Vec<Insn> {
+/// The steering program for a port of `lanes` lanes whose ledger is in
+/// the map `ledger.0` from byte `ledger.1` of its value on: wants the lane
+/// of the CPU (`target` `None`: CPU `c` has lane `c % lanes`) or lane
+/// `target`, and follows the rule. Returns the lane (the kernel takes it
+/// modulo the number of lanes).
+pub(crate) fn steering((ledger, at): (RawFd, i16), lanes: usize, target: Option<u32>) -> Vec<Insn> {
     let lanes = i32::try_from(lanes.max(1)).expect("fewer lanes than 2^31");
-    let queued = |offset: i16| 8 + offset;
-    let taken = |offset: i16| 8 + 8 * lanes as i16 + offset;
+    let last = at;
+    let queued = |offset: i16| at + 8 + offset;
+    let taken = |offset: i16| at + 8 + 8 * lanes as i16 + offset;
     let mut asm = Asm::<Label>::default();
     // r7 = the lane wanted.
     match target {
@@ -63,7 +65,7 @@ pub(crate) fn steering(ledger: RawFd, lanes: usize, target: Option<u32>) -> Vec<
     asm.op(MOV64_REG, R6, R0, 0, 0);
     // The bounds the verifier needs, before a lane indexes the value.
     asm.jump(JGE_IMM, R7, 0, lanes, Label::Out);
-    asm.op(LDX_DW, R8, R6, 0, 0);
+    asm.op(LDX_DW, R8, R6, last, 0);
     // Rule 1: the last lane is the one wanted, or it is drained
     // (queued == taken); a last lane out of range is replaced.
     asm.jump(JEQ_REG, R8, R7, 0, Label::Count);
@@ -76,7 +78,7 @@ pub(crate) fn steering(ledger: RawFd, lanes: usize, target: Option<u32>) -> Vec<
     asm.op(LDX_DW, R5, R3, taken(0), 0);
     asm.jump(JNE_REG, R4, R5, 0, Label::Stay);
     asm.label(Label::Move);
-    asm.op(STX_DW, R6, R7, 0, 0);
+    asm.op(STX_DW, R6, R7, last, 0);
     asm.jump(JA, 0, 0, 0, Label::Count);
     // Rule 2: frames still wait in the last lane, or are being forwarded
     // from it: this one goes behind them.
@@ -118,31 +120,32 @@ mod tests {
 
     #[test]
     fn both_kinds_are_well_formed() {
-        assert_well_formed("by CPU", &steering(1000, 2, None));
-        assert_well_formed("solo", &steering(1000, 4, Some(3)));
+        assert_well_formed("by CPU", &steering((1000, 0), 2, None));
+        assert_well_formed("solo", &steering((1000, 40), 4, Some(3)));
     }
 
     #[test]
     fn the_map_is_the_one_given_and_the_counts_where_the_ledger_keeps_them() {
-        let program = steering(1000, 4, None);
+        let program = steering((1000, 72), 4, None);
         let maps: Vec<i32> = program
             .iter()
             .filter(|insn| insn.code == LD_IMM64)
             .map(|insn| insn.imm)
             .collect();
         assert_eq!(maps, [1000]);
-        // queued[i] at 8 + 8i, taken[i] at 8 + 8 * 4 + 8i.
+        // In the slot from byte 72 on: the last lane at 0, queued[i] at
+        // 8 + 8i, taken[i] at 8 + 8 * 4 + 8i.
         let loads: Vec<i16> = program
             .iter()
             .filter(|insn| insn.code == LDX_DW)
             .map(|insn| insn.off)
             .collect();
-        assert_eq!(loads, [0, 8, 40]);
+        assert_eq!(loads, [72, 80, 112]);
         let added: Vec<i16> = program
             .iter()
             .filter(|insn| insn.code == ATOMIC_DW)
             .map(|insn| insn.off)
             .collect();
-        assert_eq!(added, [8]);
+        assert_eq!(added, [80]);
     }
 }

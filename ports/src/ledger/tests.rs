@@ -123,3 +123,22 @@ fn dropped_frames_count_as_taken() {
     lane(&ledger, 0).dropped(2);
     assert_eq!(steer(&ledger, Some(1)), 1);
 }
+
+#[test]
+fn ledgers_share_a_page_and_count_apart() {
+    if !as_root("ledgers_share_a_page_and_count_apart") {
+        return;
+    }
+    let one = Arc::new(LaneLedger::new(2).expect("a ledger"));
+    let two = Arc::new(LaneLedger::new(2).expect("another"));
+    assert_eq!(one.map_fd(), two.map_fd(), "one book for both");
+    assert_ne!(one.taken_offset(0), two.taken_offset(0), "two slots");
+    steer(&one, Some(1));
+    steer(&one, Some(1));
+    assert_eq!(steer(&two, Some(0)), 0);
+    assert_eq!((one.queued(1), two.queued(1), two.queued(0)), (2, 0, 1));
+    // `one` holds frames in lane 1; `two`, its frame forwarded, may move.
+    lane(&two, 0).forwarded(1);
+    assert_eq!(steer(&two, Some(1)), 1);
+    assert_eq!(steer(&one, Some(0)), 1, "one stays behind its frames");
+}

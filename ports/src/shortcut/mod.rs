@@ -124,6 +124,9 @@ pub struct ShortcutLink {
     counters: Arc<Map>,
     sockets: Vec<OwnedFd>,
     tcx: Option<OwnedFd>,
+    /// The ledger the filters on `sockets` count in, held until they are
+    /// detached (see `ledger/book.rs`).
+    _ledger: Option<Arc<LaneLedger>>,
 }
 
 /// What the shortcut needs of a port to attach to it: its interface (in
@@ -348,6 +351,7 @@ impl KernelShortcut {
             counters: self.counters.clone(),
             sockets: Vec::with_capacity(path.sockets.len()),
             tcx: None,
+            _ledger: path.ledger.clone(),
         };
         let zeros = vec![0u8; self.counters.value_size()];
         self.counters

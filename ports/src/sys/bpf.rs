@@ -232,6 +232,22 @@ pub(crate) fn attach_steering(tap: BorrowedFd<'_>, program: BorrowedFd<'_>) -> i
     Ok(())
 }
 
+/// Takes the TAP device's queue-steering program away (the device falls
+/// back to its own choice of queue).
+pub(crate) fn detach_steering(tap: BorrowedFd<'_>) -> io::Result<()> {
+    let none: libc::c_int = -1;
+    // SAFETY: TUNSETSTEERINGEBPF reads one c_int (-1: detach) through the
+    // pointer, which lives across the call.
+    retry(|| unsafe {
+        libc::ioctl(
+            tap.as_raw_fd(),
+            libc::TUNSETSTEERINGEBPF,
+            &none as *const libc::c_int,
+        )
+    })?;
+    Ok(())
+}
+
 /// Makes `program` (a socket filter) the filter of `socket`, replacing
 /// any earlier one (SO_ATTACH_BPF).
 pub(crate) fn attach_socket_filter(
