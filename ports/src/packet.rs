@@ -14,12 +14,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::batch::RxBatch;
 use crate::ledger::{LaneLedger, LedgerLane};
 use crate::shortcut::KernelPath;
+use crate::sys;
 use crate::sys::packet::{FanoutProgram, MAX_BATCH, RecvMeta};
-use crate::sys::{self};
 use crate::vnet::VnetHdr;
 use crate::{
     FdTx, OpenedPort, PortError, PortKind, PortRx, PortTx, ReadMode, RxError, Steering,
@@ -43,9 +44,10 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 /// frames that arrived on CPUs `c` with `c % lanes == i` (the CPU a
 /// container's sender runs on; see [`crate::cpu`]), so the frames of one
 /// sender thread stay in one lane, in order; or all of them go to one lane.
-/// It starts with all frames to lane 0. Returns one lane where the kernel
-/// cannot keep the switch's own output out of a fanout group (before Linux
-/// 6.5). The send half uses lane 0's socket.
+/// It starts with all frames to lane 0 (classic BPF) or by CPU (a ledger,
+/// below). Returns one lane where the kernel cannot keep the switch's own
+/// output out of a fanout group (before Linux 6.5). The send half uses
+/// lane 0's socket.
 ///
 /// Where eBPF can be loaded the group is steered with a [`LaneLedger`], so
 /// a sender's frames keep their order when it moves to another CPU (see
@@ -89,8 +91,11 @@ fn fanout_steering(lanes: usize, ledger: bool) -> Option<(Arc<LaneLedger>, Owned
     if !ledger || lanes < 2 {
         return None;
     }
+    // By CPU, as the switch steers a port it adds while traffic is light:
+    // the kernel waits for an RCU grace period when it replaces a group's
+    // program, a wait per port that would add up at start-up.
     let made = LaneLedger::new(lanes).and_then(|ledger| {
-        let program = ledger.load_steering(Some(0))?;
+        let program = ledger.load_steering(None)?;
         Ok((Arc::new(ledger), program))
     });
     match made {
@@ -199,6 +204,7 @@ fn adopt_sockets(
     let tx = FdTx::new(first.clone(), mtu, true).keeping(ledger.clone());
     let steering = (fds.len() > 1).then(|| FanoutSteering {
         fd: first.clone(),
+        steering_now: AtomicU64::new(if ledger.is_some() { BY_CPU } else { UNKNOWN }),
         ledger: ledger.clone(),
     });
     let name: Arc<str> = name.into();
@@ -338,27 +344,42 @@ pub type PacketTx = FdTx;
 #[derive(Debug)]
 struct FanoutSteering {
     fd: Arc<OwnedFd>,
+    /// What the group's program does now: [`BY_CPU`], a lane, or
+    /// [`UNKNOWN`]. A steering it already does is not set again.
+    steering_now: AtomicU64,
     ledger: Option<Arc<LaneLedger>>,
 }
+
+/// [`FanoutSteering::steering_now`]'s words for "by CPU" and "not known".
+const BY_CPU: u64 = u64::MAX;
+const UNKNOWN: u64 = u64::MAX - 1;
 
 impl Steering for FanoutSteering {
     /// Returns once no frame lands by the program before: the kernel waits
     /// for the CPUs still running the old program when it replaces one
     /// (`synchronize_net` in the `setsockopt`). Setting the first (when the
-    /// port is added) it does not wait, and neither does this: a grace
-    /// period per port would add up at start-up, and a frame the kernel
-    /// was steering by the start-up rule (lane 0) lands within the same
-    /// few microseconds, well before a worker has been told of the port
-    /// and drained that lane.
+    /// port is added, classic BPF) it does not wait, and neither does this:
+    /// a grace period per port would add up at start-up, and a frame the
+    /// kernel was steering by the start-up rule (lane 0) lands within the
+    /// same few microseconds, well before a worker has been told of the
+    /// port and drained that lane. A group with a ledger starts with its
+    /// program set (by CPU): the steering it already has is not set again,
+    /// so adding a port while traffic is light waits for nothing either.
     fn steer(&self, mode: ReadMode, solo: usize) -> io::Result<()> {
         let target = sys::steering_target(mode, solo);
+        let word = target.map_or(BY_CPU, u64::from);
+        if self.steering_now.load(Ordering::Acquire) == word {
+            return Ok(());
+        }
         match &self.ledger {
             Some(ledger) => {
                 let program = ledger.load_steering(target)?;
-                sys::packet::set_fanout_program(self.fd.as_fd(), program.as_fd())
+                sys::packet::set_fanout_program(self.fd.as_fd(), program.as_fd())?;
             }
-            None => sys::packet::steer_fanout(self.fd.as_fd(), target),
+            None => sys::packet::steer_fanout(self.fd.as_fd(), target)?,
         }
+        self.steering_now.store(word, Ordering::Release);
+        Ok(())
     }
 
     fn last_lane(&self) -> Option<usize> {
