@@ -276,15 +276,14 @@ const MOVING_FRAMES: usize = 2_400;
 /// worker woken by a frame takes the sender's CPU before the sender's next
 /// system call, so a sender that moves itself has no frame left in the old
 /// lane when it moves: with real-time workers this test never failed before
-/// the fix (0 of 46 runs). There the gap opens only when the sender is
-/// moved while it waits for its CPU (the kernel balancing its load, as the
-/// known gap in docs/switch-and-ports.md describes; another thread moving
-/// the sender did it in 8 of 20 runs, 1 to 4 frames overtaken). With short
-/// slices the sender finishes its burst and moves while the old lane still
-/// holds frames: every run failed before the fix (10 of 10 per test, 140
-/// to 520 of 2,400 frames overtaken in a debug build). Short slices are
-/// also what the switch uses wherever real-time is refused (rootless mode,
-/// for one).
+/// the lanes' ledger (0 of 46 runs). There the gap opened only when the
+/// sender was moved while it waited for its CPU (the kernel balancing its
+/// load; another thread moving the sender did it in 8 of 20 runs, 1 to 4
+/// frames overtaken). With short slices the sender finishes its burst and
+/// moves while the old lane still holds frames: every run failed before
+/// the ledger (10 of 10 per test, 140 to 520 of 2,400 frames overtaken in
+/// a debug build). Short slices are also what the switch uses wherever
+/// real-time is refused (rootless mode, for one).
 const SHORT_SLICES: &str = "--no-realtime";
 
 #[test]
@@ -353,6 +352,12 @@ fn moving_sender_keeps_its_order(switch: &SwitchProcess, h1: &Netns, h2: &Netns,
     s2.teach(b, &mut s1, WINDOW);
     let (mode, changes_before) = reading(switch);
     assert_eq!(mode, "per CPU (traffic is light)");
+    for port in switch.ports().as_array().expect("a list of ports") {
+        assert_eq!(
+            port["reading"]["ledger"], true,
+            "as root every port of lanes keeps a ledger: {port}"
+        );
+    }
     let info = switch.info();
     assert_eq!(info["light_scheduling"], "short-slices", "{info}");
 

@@ -314,6 +314,17 @@ fn port_add_and_rm_as_an_ordinary_user_in_namespaces_of_theirs() {
         added.starts_with("added port") && added.contains(" va "),
         "{added}"
     );
+    // Its sockets come from a helper, steered by classic BPF: no ledger
+    // (docs/switch-and-ports.md, the rootless gap), and the list says so.
+    let listed = user.ok(&["ports"]);
+    let va = listed
+        .lines()
+        .find(|line| line.contains(" va "))
+        .unwrap_or("");
+    assert!(
+        !va.contains("read per CPU") || va.contains("without a ledger"),
+        "{listed}"
+    );
     assert!(
         pings(&user, "c1", "172.17.0.200"),
         "c1 -> the user's namespace through port va\n{}",

@@ -533,3 +533,29 @@ fn a_map_of_more_addresses_than_one_batch_is_read_whole() {
         assert_eq!(entry.ifindex, 1000 + i);
     }
 }
+
+#[test]
+fn a_lanes_filter_counts_what_it_drops_as_taken_in_the_ledger() {
+    if !as_root("a_lanes_filter_counts_what_it_drops_as_taken_in_the_ledger") {
+        return;
+    }
+    let shortcut = shortcut();
+    shortcut.set(HOST_A, LO).unwrap();
+    shortcut.set(HOST_B, ELSEWHERE).unwrap();
+    let ledger = crate::ledger::LaneLedger::new(2).expect("a ledger");
+    let filter = shortcut.lane_filter(&ledger, 1).expect("lane 1's filter");
+    let run = |frame: &[u8]| {
+        let mut data = vec![0u8; 12];
+        data.extend_from_slice(&0x88b5u16.to_be_bytes());
+        data.extend_from_slice(frame);
+        bpf::test_run(filter.as_fd(), &data, LO).expect("test run of the lane's filter")
+    };
+    // Forwarded by the kernel: dropped here, and taken in lane 1 (as if
+    // the steering had counted it queued there).
+    assert_eq!(run(&frame(HOST_B, HOST_A, 60, 1)), 0);
+    assert_eq!((ledger.taken(0), ledger.taken(1)), (0, 1));
+    // The switch's (an unknown destination): kept, and the switch counts
+    // it once it has forwarded it.
+    assert_ne!(run(&frame(HOST_C, HOST_A, 60, 2)), 0);
+    assert_eq!(ledger.taken(1), 1);
+}
