@@ -295,10 +295,7 @@ impl PortRx for PacketRx {
     }
 
     fn settle(&mut self) -> Option<u64> {
-        let fd = &self.fd;
-        self.ledger
-            .as_mut()?
-            .settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
+        self.ledger.as_mut()?.settle_read_through(self.fd.as_fd())
     }
 }
 

@@ -267,10 +267,7 @@ impl PortRx for TapRx {
     /// its own (the device's `tx_dropped` does not say which queue), so a
     /// queue that lost some is settled once quiet.
     fn settle(&mut self) -> Option<u64> {
-        let fd = &self.fd;
-        self.ledger
-            .as_mut()?
-            .settle(|| !sys::readable(fd.as_fd()).unwrap_or(true))
+        self.ledger.as_mut()?.settle_read_through(self.fd.as_fd())
     }
 }
 

@@ -73,7 +73,7 @@ mod book;
 pub(crate) mod program;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -173,6 +173,12 @@ impl LedgerLane {
         if frames > 0 {
             self.ledger.add_taken(self.lane, frames as u64);
         }
+    }
+
+    /// [`LedgerLane::settle`] for a lane read through `fd`: empty when it
+    /// does not poll readable (or cannot be asked).
+    pub(crate) fn settle_read_through(&mut self, fd: BorrowedFd<'_>) -> Option<u64> {
+        self.settle(|| !sys::readable(fd).unwrap_or(true))
     }
 
     /// The kernel dropped `frames` counted for this lane (a full queue).

@@ -67,10 +67,16 @@ fn run_tc(shortcut: &KernelShortcut, frame: &[u8]) -> i32 {
 /// Ethernet header pulled, as at L3), so a made-up header goes first; a
 /// packet socket's filter gets the frame from its first byte.
 fn run_filter(shortcut: &KernelShortcut, frame: &[u8]) -> u32 {
+    run_as_filter(shortcut.filter.as_fd(), frame)
+}
+
+/// What socket filter `filter` returns for `frame` arriving on [`LO`] (see
+/// [`run_filter`]).
+fn run_as_filter(filter: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> u32 {
     let mut data = vec![0u8; 12];
     data.extend_from_slice(&0x88b5u16.to_be_bytes());
     data.extend_from_slice(frame);
-    bpf::test_run(shortcut.filter.as_fd(), &data, LO).expect("test run of the socket filter")
+    bpf::test_run(filter, &data, LO).expect("test run of the socket filter")
 }
 
 fn entry(shortcut: &KernelShortcut, mac: MacAddr) -> Option<ShortcutEntry> {
@@ -544,12 +550,7 @@ fn a_lanes_filter_counts_what_it_drops_as_taken_in_the_ledger() {
     shortcut.set(HOST_B, ELSEWHERE).unwrap();
     let ledger = crate::ledger::LaneLedger::new(2).expect("a ledger");
     let filter = shortcut.lane_filter(&ledger, 1).expect("lane 1's filter");
-    let run = |frame: &[u8]| {
-        let mut data = vec![0u8; 12];
-        data.extend_from_slice(&0x88b5u16.to_be_bytes());
-        data.extend_from_slice(frame);
-        bpf::test_run(filter.as_fd(), &data, LO).expect("test run of the lane's filter")
-    };
+    let run = |frame: &[u8]| run_as_filter(filter.as_fd(), frame);
     // Forwarded by the kernel: dropped here, and taken in lane 1 (as if
     // the steering had counted it queued there).
     assert_eq!(run(&frame(HOST_B, HOST_A, 60, 1)), 0);
