@@ -107,11 +107,12 @@ pub trait PortRx: Send + fmt::Debug {
     /// has, its port's next frames stay in this lane, behind them.
     fn forwarded(&mut self, _frames: usize) {}
 
-    /// Called at a sweep with the lane held: settles its [`ledger`] count
-    /// of frames lost where no count saw them
+    /// Called at a sweep (`now`) with the lane held: settles its
+    /// [`ledger`] count of frames lost where no count saw them
     /// ([`ledger::LedgerLane::settle`]). `None` if the lane is in step (or
-    /// has no ledger), else how many it wrote off (0: ask again next sweep).
-    fn settle(&mut self) -> Option<u64> {
+    /// has no ledger), else how many it wrote off (0: ask again, in
+    /// [`ledger::SETTLE_QUIET`]).
+    fn settle(&mut self, _now: std::time::Instant) -> Option<u64> {
         None
     }
 }

@@ -294,8 +294,10 @@ impl PortRx for PacketRx {
         }
     }
 
-    fn settle(&mut self) -> Option<u64> {
-        self.ledger.as_mut()?.settle_read_through(self.fd.as_fd())
+    fn settle(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.ledger
+            .as_mut()?
+            .settle_read_through(self.fd.as_fd(), now)
     }
 }
 

@@ -266,8 +266,10 @@ impl PortRx for TapRx {
     /// A full queue drops frames the ledger counted without a count of
     /// its own (the device's `tx_dropped` does not say which queue), so a
     /// queue that lost some is settled once quiet.
-    fn settle(&mut self) -> Option<u64> {
-        self.ledger.as_mut()?.settle_read_through(self.fd.as_fd())
+    fn settle(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.ledger
+            .as_mut()?
+            .settle_read_through(self.fd.as_fd(), now)
     }
 }
 

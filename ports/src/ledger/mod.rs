@@ -45,8 +45,8 @@
 //! filter per lane, see [`crate::shortcut`]), by a full socket queue (the
 //! drops the kernel counts, added at the next sweep). Any other loss (a
 //! TAP's full ring, frames thrown away when a port is opened) is settled
-//! once the lane has been empty and got nothing for a whole sweep
-//! ([`LedgerLane::settle`]).
+//! once the lane has been found empty, with nothing steered to it, twice
+//! [`SETTLE_QUIET`] apart ([`LedgerLane::settle`]).
 //!
 //! The steering by port goes through the same program (the wanted lane is
 //! the solo lane), so the counts hold across changes of mode, and the
@@ -76,6 +76,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 use crate::sys::bpf::ProgType;
@@ -154,9 +155,18 @@ impl LaneLedger {
 pub struct LedgerLane {
     ledger: Arc<LaneLedger>,
     lane: usize,
-    /// `queued` when [`LedgerLane::settle`] last found the lane behind.
-    behind_at: Option<u64>,
+    /// `queued` when [`LedgerLane::settle`] found the lane behind and
+    /// empty with that count, and since when.
+    behind_at: Option<(u64, Instant)>,
 }
+
+/// How long a lane found behind must stay empty with no frame steered to
+/// it before its difference is written off. A frame the program counted
+/// lands in the lane within microseconds (the rest of its path, all in
+/// one softirq or one send); 2 ms leaves room for a virtual CPU taken away
+/// in between, and is short enough for a lane that gets a frame every few
+/// milliseconds (a ping) to be found quiet.
+pub const SETTLE_QUIET: Duration = Duration::from_millis(2);
 
 impl LedgerLane {
     pub fn new(ledger: Arc<LaneLedger>, lane: usize) -> Self {
@@ -177,8 +187,8 @@ impl LedgerLane {
 
     /// [`LedgerLane::settle`] for a lane read through `fd`: empty when it
     /// does not poll readable (or cannot be asked).
-    pub(crate) fn settle_read_through(&mut self, fd: BorrowedFd<'_>) -> Option<u64> {
-        self.settle(|| !sys::readable(fd).unwrap_or(true))
+    pub(crate) fn settle_read_through(&mut self, fd: BorrowedFd<'_>, now: Instant) -> Option<u64> {
+        self.settle(|| !sys::readable(fd).unwrap_or(true), now)
     }
 
     /// The kernel dropped `frames` counted for this lane (a full queue).
@@ -188,28 +198,38 @@ impl LedgerLane {
         }
     }
 
-    /// Called now and then (every sweep) with the lane held: a lane whose
-    /// `queued` is ahead of `taken`, that got nothing since the last call
-    /// and is `empty` now, lost the difference somewhere no count saw;
-    /// those frames are taken, so the port may move again. A frame the
-    /// program counted is in the lane within microseconds (the rest of
-    /// its receive path), never a whole sweep later, so nothing still on
-    /// its way is written off. Returns `None` if the lane is in step,
-    /// else how many were written off (0: not yet, ask again).
-    pub fn settle(&mut self, empty: impl FnOnce() -> bool) -> Option<u64> {
+    /// Called now and then with the lane held (every sweep, and again
+    /// within milliseconds while a lane is behind): a lane whose `queued`
+    /// is ahead of `taken`, found `empty` with the same `queued` at least
+    /// [`SETTLE_QUIET`] apart (at `now`), lost the difference somewhere no
+    /// count saw (a TAP's full ring); those frames are taken, so the port
+    /// may move again. Returns `None` if the lane is in step, else how many
+    /// were written off (0: not yet, ask again).
+    pub fn settle(&mut self, empty: impl FnOnce() -> bool, now: Instant) -> Option<u64> {
         let queued = self.ledger.queued(self.lane);
         let taken = self.ledger.taken(self.lane);
         if taken >= queued {
             self.behind_at = None;
             return None;
         }
-        if self.behind_at == Some(queued) && empty() {
+        if !empty() {
             self.behind_at = None;
-            self.ledger.add_taken(self.lane, queued - taken);
-            return Some(queued - taken);
+            return Some(0);
         }
-        self.behind_at = Some(queued);
-        Some(0)
+        match self.behind_at {
+            Some((seen, since)) if seen == queued => {
+                if now.saturating_duration_since(since) < SETTLE_QUIET {
+                    return Some(0);
+                }
+                self.behind_at = None;
+                self.ledger.add_taken(self.lane, queued - taken);
+                Some(queued - taken)
+            }
+            _ => {
+                self.behind_at = Some((queued, now));
+                Some(0)
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! ledger. Needs root (CAP_BPF); without it each test says so and passes.
 
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -77,36 +78,50 @@ fn a_lane_that_lost_frames_no_count_saw_is_settled_once_quiet_and_empty() {
     if !as_root("a_lane_that_lost_frames...") {
         return;
     }
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let quiet = SETTLE_QUIET.as_millis() as u64;
     let ledger = Arc::new(LaneLedger::new(2).expect("a ledger"));
     let mut lane0 = lane(&ledger, 0);
     steer(&ledger, Some(0));
     steer(&ledger, Some(0));
     // Two queued, one forwarded, the other lost.
     lane0.forwarded(1);
+    let settle = |lane: &mut LedgerLane, empty: bool, ms: u64| lane.settle(|| empty, at(ms));
     assert_eq!(
-        lane0.settle(|| true),
+        settle(&mut lane0, true, 0),
         Some(0),
-        "first seen behind: wait a sweep"
+        "first seen behind: wait"
+    );
+    assert_eq!(
+        settle(&mut lane0, true, quiet - 1),
+        Some(0),
+        "not quiet long enough"
     );
     steer(&ledger, Some(0));
     assert_eq!(
-        lane0.settle(|| true),
+        settle(&mut lane0, true, quiet),
         Some(0),
-        "got a frame since: wait again"
+        "a frame since: again"
     );
     assert_eq!(
-        lane0.settle(|| false),
+        settle(&mut lane0, false, 2 * quiet),
         Some(0),
-        "not empty: the frame is there"
+        "not empty: it is there"
     );
     lane0.forwarded(1);
     assert_eq!(
-        lane0.settle(|| true),
+        settle(&mut lane0, true, 2 * quiet),
+        Some(0),
+        "empty again: from now"
+    );
+    assert_eq!(
+        settle(&mut lane0, true, 3 * quiet),
         Some(1),
-        "quiet and empty: one was lost"
+        "quiet, empty: one lost"
     );
     assert_eq!(ledger.queued(0), ledger.taken(0));
-    assert_eq!(lane0.settle(|| true), None, "in step");
+    assert_eq!(settle(&mut lane0, true, 4 * quiet), None, "in step");
     assert_eq!(steer(&ledger, Some(1)), 1, "and the port can move");
 }
 

@@ -33,6 +33,12 @@ const SHORTCUT_SYNC_GAP: Duration = Duration::from_millis(50);
 /// otherwise keep the thread busy.
 const WAITING_RECHECK: Duration = Duration::from_millis(200);
 
+/// How many times, a `ports::ledger::SETTLE_QUIET` apart, the lanes whose
+/// ledger is behind are looked at again after a sweep before the next
+/// sweep: a lane that gets a frame every few milliseconds is found quiet
+/// within a few tries; one busier than that waits for a pause.
+const SETTLE_TRIES: u32 = 25;
+
 /// Starts the housekeeping thread: every second it sweeps the MAC table
 /// and counts kernel drops; in between it steers the ports workers found
 /// lagging behind the read mode (`lagging`), so that no worker waits for
@@ -50,8 +56,11 @@ pub(super) fn spawn(
         .spawn(move || {
             let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
             let mut pacer = SyncPacer::default();
+            // Lanes behind: looked at again then, this many more times.
+            let mut settle_again: Option<(Instant, u32)> = None;
             loop {
                 let due = pacer.due().map_or(next_sweep, |at| at.min(next_sweep));
+                let due = settle_again.map_or(due, |(at, _)| at.min(due));
                 let wait = due.saturating_duration_since(Instant::now());
                 crossbeam_channel::select! {
                     // Returns when the sender is dropped (Disconnected).
@@ -67,9 +76,15 @@ pub(super) fn spawn(
                 let now = Instant::now();
                 if now >= next_sweep {
                     next_sweep = now + SWEEP_INTERVAL;
-                    sweep(&shared);
+                    settle_again = sweep(&shared, now)
+                        .then_some((now + ports::ledger::SETTLE_QUIET, SETTLE_TRIES));
                     // Expired entries leave the kernel's map too.
                     pacer.nudged(now);
+                } else if let Some((at, tries)) = settle_again
+                    && now >= at
+                {
+                    settle_again = (sweep_lanes(&shared, now) && tries > 1)
+                        .then_some((now + ports::ledger::SETTLE_QUIET, tries - 1));
                 }
                 if pacer.take_due(now) && shared.sync_shortcut() {
                     // A host waits to be quiet before the kernel takes its
@@ -116,18 +131,20 @@ impl SyncPacer {
 
 /// The once-a-second work: the table hears of the hosts only the kernel
 /// heard, then forgets the silent ones; kernel drops are counted and the
-/// lanes' ledgers settled; what ports were read ages.
-fn sweep(shared: &Shared) {
+/// lanes' ledgers settled; what ports were read ages. Returns whether a
+/// lane's ledger is still behind.
+fn sweep(shared: &Shared, now: Instant) -> bool {
     shared.refresh_from_shortcut();
     let removed = shared.engine.table().expire(shared.clock.now());
     if removed > 0 {
         log::debug!("aged out {removed} MAC entries");
     }
-    sweep_lanes(shared);
+    let behind = sweep_lanes(shared, now);
     for port in shared.lanes_by_port().values() {
         port.steering.age();
         port.talk.age();
     }
+    behind
 }
 
 /// Steers port `id`, which a worker found lagging behind the read mode (or
@@ -174,10 +191,12 @@ fn solo_next_to_partner(
 /// one (or that are new): a lane the kernel dropped frames of holds frames,
 /// which its worker reads, and an idle lane in step costs nothing. A lane
 /// that a worker is reading right now is looked at next time. Both happen
-/// under one hold of the lane, drops first: a lane's ledger is settled only
-/// after a whole quiet sweep, by when the kernel's count of its drops has
-/// been added.
-pub(super) fn sweep_lanes(shared: &Shared) {
+/// under one hold of the lane, drops first: a lane the kernel dropped
+/// frames of held frames, so its drops are added before it is found empty
+/// and settled. Returns whether a lane's ledger is still behind (look
+/// again in `ports::ledger::SETTLE_QUIET`).
+pub(super) fn sweep_lanes(shared: &Shared, now: Instant) -> bool {
+    let mut behind_left = false;
     for lane in shared.lanes_by_port().values().flat_map(|port| &port.lanes) {
         let read = lane.take_read_since_sweep();
         let behind = lane.take_ledger_behind();
@@ -202,15 +221,19 @@ pub(super) fn sweep_lanes(shared: &Shared) {
                 .counters
                 .count_drops(crate::stats::DropReason::RxOverflow, drops);
         }
-        match rx.settle() {
+        match rx.settle(now) {
             None => {}
-            Some(0) => lane.note_ledger_behind(),
+            Some(0) => {
+                lane.note_ledger_behind();
+                behind_left = true;
+            }
             Some(lost) => log::debug!(
                 "port {}: {lost} frames lost on their way to a lane, settled",
                 lane.handle.name
             ),
         }
     }
+    behind_left
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl PortRx for CountingRx {
         0
     }
 
-    fn settle(&mut self) -> Option<u64> {
+    fn settle(&mut self, _now: std::time::Instant) -> Option<u64> {
         self.counts.settles.fetch_add(1, Ordering::Relaxed);
         let behind = self.counts.behind_for.load(Ordering::Relaxed);
         if behind == 0 {
@@ -212,14 +212,14 @@ fn only_lanes_read_since_the_last_sweep_are_asked_for_kernel_drops() {
     let (dp, a, b, idle) = switch_with_idle_ports();
     a_to_b(&a, &b, 0, 100);
     // The housekeeping thread sweeps every second too: whoever comes first.
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     let asked = a.drop_polls();
     assert!(asked >= 1, "a's lane was read: its drops are counted");
-    housekeeping::sweep_lanes(&dp.shared);
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     assert_eq!(a.drop_polls(), asked, "not read since: not asked again");
     a_to_b(&a, &b, 0, 100);
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     assert!(a.drop_polls() > asked, "read again: asked again");
     assert!(
         idle.iter().all(|p| p.drop_polls() == 0),
@@ -233,11 +233,11 @@ fn idle_lanes_in_step_are_looked_at_once_and_a_lane_behind_until_it_is_settled()
     let (dp, a, b, idle) = switch_with_idle_ports();
     // New lanes may be behind (their opening threw frames away): each is
     // looked at once. (The housekeeping thread sweeps too: at least once.)
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     let first: Vec<usize> = idle.iter().map(CountedPort::settles).collect();
     assert!(first.iter().all(|&n| n >= 2), "two lanes each: {first:?}");
-    housekeeping::sweep_lanes(&dp.shared);
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     let later: Vec<usize> = idle.iter().map(CountedPort::settles).collect();
     assert_eq!(later, first, "in step and not read: never again");
     // A lane found behind is asked again at every sweep, read or not,
@@ -245,14 +245,14 @@ fn idle_lanes_in_step_are_looked_at_once_and_a_lane_behind_until_it_is_settled()
     idle[3].counts[0].behind_for.store(3, Ordering::Relaxed);
     a_to_b(&a, &b, 0, 1);
     let before = idle[3].settles();
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     assert_eq!(idle[3].settles(), before, "not read, not known behind");
     // Read once (a frame to it would do; the test marks the lane as read).
     dp.shared.lanes_by_port()[&PortId(3 + 3)].lanes[0].note_read();
     let behind = || idle[3].counts[0].behind_for.load(Ordering::Relaxed);
     for _ in 0..3 {
         let asked = idle[3].settles();
-        housekeeping::sweep_lanes(&dp.shared);
+        housekeeping::sweep_lanes(&dp.shared, Instant::now());
         assert!(
             behind() == 0 || idle[3].settles() > asked,
             "behind: asked at every sweep"
@@ -260,8 +260,8 @@ fn idle_lanes_in_step_are_looked_at_once_and_a_lane_behind_until_it_is_settled()
     }
     assert_eq!(behind(), 0, "settled at the third sweep");
     let settled = idle[3].settles();
-    housekeeping::sweep_lanes(&dp.shared);
-    housekeeping::sweep_lanes(&dp.shared);
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
+    housekeeping::sweep_lanes(&dp.shared, Instant::now());
     assert_eq!(idle[3].settles(), settled, "settled: left alone");
     dp.shutdown();
 }
