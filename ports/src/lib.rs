@@ -54,7 +54,7 @@ pub mod wire;
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 
 pub use batch::{ReadDepth, RxBatch, SLOT_HEADROOM};
@@ -101,19 +101,30 @@ pub trait PortRx: Send + fmt::Debug {
         0
     }
 
+    /// The lane's side of its port's [`ledger`], and the descriptor the
+    /// lane is read through; `None` for a lane without one.
+    fn ledger_lane(&mut self) -> Option<(&mut ledger::LedgerLane, BorrowedFd<'_>)> {
+        None
+    }
+
     /// `frames` read from this lane were forwarded (sent on, or dropped by
     /// the switch): called once the last of them is, before the lane is
     /// let go. A lane steered with a [`ledger`] counts them there; until it
     /// has, its port's next frames stay in this lane, behind them.
-    fn forwarded(&mut self, _frames: usize) {}
+    fn forwarded(&mut self, frames: usize) {
+        if let Some((ledger, _)) = self.ledger_lane() {
+            ledger.forwarded(frames);
+        }
+    }
 
     /// Called at a sweep (`now`) with the lane held: settles its
     /// [`ledger`] count of frames lost where no count saw them
     /// ([`ledger::LedgerLane::settle`]). `None` if the lane is in step (or
     /// has no ledger), else how many it wrote off (0: ask again, in
     /// [`ledger::SETTLE_QUIET`]).
-    fn settle(&mut self, _now: std::time::Instant) -> Option<u64> {
-        None
+    fn settle(&mut self, now: std::time::Instant) -> Option<u64> {
+        let (ledger, fd) = self.ledger_lane()?;
+        ledger.settle_read_through(fd, now)
     }
 }
 

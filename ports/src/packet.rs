@@ -288,16 +288,8 @@ impl PortRx for PacketRx {
         drops
     }
 
-    fn forwarded(&mut self, frames: usize) {
-        if let Some(ledger) = &self.ledger {
-            ledger.forwarded(frames);
-        }
-    }
-
-    fn settle(&mut self, now: std::time::Instant) -> Option<u64> {
-        self.ledger
-            .as_mut()?
-            .settle_read_through(self.fd.as_fd(), now)
+    fn ledger_lane(&mut self) -> Option<(&mut LedgerLane, std::os::fd::BorrowedFd<'_>)> {
+        Some((self.ledger.as_mut()?, self.fd.as_fd()))
     }
 }
 

@@ -257,19 +257,11 @@ impl PortRx for TapRx {
         crate::interface_index(&self.name).is_none()
     }
 
-    fn forwarded(&mut self, frames: usize) {
-        if let Some(ledger) = &self.ledger {
-            ledger.forwarded(frames);
-        }
-    }
-
     /// A full queue drops frames the ledger counted without a count of
-    /// its own (the device's `tx_dropped` does not say which queue), so a
-    /// queue that lost some is settled once quiet.
-    fn settle(&mut self, now: std::time::Instant) -> Option<u64> {
-        self.ledger
-            .as_mut()?
-            .settle_read_through(self.fd.as_fd(), now)
+    /// its own (the device's `tx_dropped` does not say which queue): such
+    /// a loss is settled once the queue is quiet ([`PortRx::settle`]).
+    fn ledger_lane(&mut self) -> Option<(&mut LedgerLane, std::os::fd::BorrowedFd<'_>)> {
+        Some((self.ledger.as_mut()?, self.fd.as_fd()))
     }
 }
 
