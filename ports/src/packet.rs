@@ -94,11 +94,7 @@ fn fanout_steering(lanes: usize, ledger: bool) -> Option<(Arc<LaneLedger>, Owned
     // By CPU, as the switch steers a port it adds while traffic is light:
     // the kernel waits for an RCU grace period when it replaces a group's
     // program, a wait per port that would add up at start-up.
-    let made = LaneLedger::new(lanes).and_then(|ledger| {
-        let program = ledger.load_steering(None)?;
-        Ok((Arc::new(ledger), program))
-    });
-    match made {
+    match LaneLedger::with_steering(lanes, None) {
         Ok(made) => Some(made),
         Err(err) => {
             log::debug!("lanes steered by classic BPF, without a ledger: {err}");

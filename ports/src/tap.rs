@@ -80,12 +80,9 @@ fn queue_steering(lanes: usize, ledger: bool) -> Option<(Option<Arc<LaneLedger>>
         return None;
     }
     let counted = ledger
-        .then(|| {
-            let ledger = LaneLedger::new(lanes).ok()?;
-            let program = ledger.load_steering(Some(0)).ok()?;
-            Some((Some(Arc::new(ledger)), program))
-        })
-        .flatten();
+        .then(|| LaneLedger::with_steering(lanes, Some(0)).ok())
+        .flatten()
+        .map(|(ledger, program)| (Some(ledger), program));
     counted.or_else(|| Some((None, sys::bpf::load_steering(Some(0)).ok()?)))
 }
 

@@ -100,9 +100,16 @@ impl LaneLedger {
         })
     }
 
-    /// How many lanes it counts.
-    pub fn lanes(&self) -> usize {
-        self.lanes
+    /// A ledger for `lanes` lanes and its steering program for `target`
+    /// (see [`LaneLedger::load_steering`]), to attach to the port's group
+    /// or device; an error where eBPF cannot be loaded (no CAP_BPF).
+    pub(crate) fn with_steering(
+        lanes: usize,
+        target: Option<u32>,
+    ) -> io::Result<(Arc<LaneLedger>, OwnedFd)> {
+        let ledger = LaneLedger::new(lanes)?;
+        let program = ledger.load_steering(target)?;
+        Ok((Arc::new(ledger), program))
     }
 
     /// Loads the steering program that follows the rule for `target`: the

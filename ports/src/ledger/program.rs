@@ -70,10 +70,7 @@ pub(crate) fn steering((ledger, at): (RawFd, i16), lanes: usize, target: Option<
     // (queued == taken); a last lane out of range is replaced.
     asm.jump(JEQ_REG, R8, R7, 0, Label::Count);
     asm.jump(JGE_IMM, R8, 0, lanes, Label::Move);
-    asm.op(MOV64_REG, R2, R8, 0, 0);
-    asm.op(LSH64_IMM, R2, 0, 0, 3);
-    asm.op(MOV64_REG, R3, R6, 0, 0);
-    asm.op(ADD64_REG, R3, R2, 0, 0);
+    point_at_lane(&mut asm, R8);
     asm.op(LDX_DW, R4, R3, queued(0), 0);
     asm.op(LDX_DW, R5, R3, taken(0), 0);
     asm.jump(JNE_REG, R4, R5, 0, Label::Stay);
@@ -86,16 +83,22 @@ pub(crate) fn steering((ledger, at): (RawFd, i16), lanes: usize, target: Option<
     asm.op(MOV64_REG, R7, R8, 0, 0);
     // Rule 3: queued[r7] += 1.
     asm.label(Label::Count);
-    asm.op(MOV64_REG, R2, R7, 0, 0);
-    asm.op(LSH64_IMM, R2, 0, 0, 3);
-    asm.op(MOV64_REG, R3, R6, 0, 0);
-    asm.op(ADD64_REG, R3, R2, 0, 0);
+    point_at_lane(&mut asm, R7);
     asm.op(MOV64_IMM, R1, 0, 0, 1);
     asm.op(ATOMIC_DW, R3, R1, queued(0), ATOMIC_ADD);
     asm.label(Label::Out);
     asm.op(MOV64_REG, R0, R7, 0, 0);
     asm.op(EXIT, 0, 0, 0, 0);
     asm.finish()
+}
+
+/// r3 = the ledger's value (r6) + 8 × the lane in `lane`: the lane's
+/// words are then at fixed offsets from r3 (through r2).
+fn point_at_lane(asm: &mut Asm<Label>, lane: u8) {
+    asm.op(MOV64_REG, R2, lane, 0, 0);
+    asm.op(LSH64_IMM, R2, 0, 0, 3);
+    asm.op(MOV64_REG, R3, R6, 0, 0);
+    asm.op(ADD64_REG, R3, R2, 0, 0);
 }
 
 /// Instructions that add one to the `taken` at `taken_offset` in the
@@ -124,28 +127,20 @@ mod tests {
         assert_well_formed("solo", &steering((1000, 40), 4, Some(3)));
     }
 
+    /// What `field` says of each of `program`'s instructions of `code`.
+    fn of(program: &[Insn], code: u8, field: fn(&Insn) -> i32) -> Vec<i32> {
+        let matching = program.iter().filter(|insn| insn.code == code);
+        matching.map(field).collect()
+    }
+
     #[test]
     fn the_map_is_the_one_given_and_the_counts_where_the_ledger_keeps_them() {
         let program = steering((1000, 72), 4, None);
-        let maps: Vec<i32> = program
-            .iter()
-            .filter(|insn| insn.code == LD_IMM64)
-            .map(|insn| insn.imm)
-            .collect();
-        assert_eq!(maps, [1000]);
+        assert_eq!(of(&program, LD_IMM64, |insn| insn.imm), [1000]);
         // In the slot from byte 72 on: the last lane at 0, queued[i] at
         // 8 + 8i, taken[i] at 8 + 8 * 4 + 8i.
-        let loads: Vec<i16> = program
-            .iter()
-            .filter(|insn| insn.code == LDX_DW)
-            .map(|insn| insn.off)
-            .collect();
-        assert_eq!(loads, [72, 80, 112]);
-        let added: Vec<i16> = program
-            .iter()
-            .filter(|insn| insn.code == ATOMIC_DW)
-            .map(|insn| insn.off)
-            .collect();
-        assert_eq!(added, [80]);
+        let offset = |insn: &Insn| i32::from(insn.off);
+        assert_eq!(of(&program, LDX_DW, offset), [72, 80, 112]);
+        assert_eq!(of(&program, ATOMIC_DW, offset), [80]);
     }
 }

@@ -30,7 +30,7 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub(crate) enum MapType {
     /// BPF_MAP_TYPE_HASH.
     Hash = 1,
-    /// BPF_MAP_TYPE_ARRAY, made mmap-able ([`Map::create_shared_words`]).
+    /// BPF_MAP_TYPE_ARRAY, made mmap-able (for [`SharedWords`]).
     Array = 2,
     /// BPF_MAP_TYPE_PERCPU_HASH: one value per possible CPU; a program
     /// sees its own CPU's.
