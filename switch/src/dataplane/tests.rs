@@ -615,7 +615,12 @@ fn the_trace_is_turned_on_and_off_while_running() {
     assert!(dp.trace_settings().on);
     a.inject(&frame(BROADCAST, HOST_A, 2));
     wait_for("the second flood", || !b.tx.take_sent().is_empty());
-    let lines = trace_lines(&sub);
+    // The worker writes a frame's trace line after the frame is sent.
+    let mut lines = Vec::new();
+    wait_for("the second flood's trace line", || {
+        lines.extend(trace_lines(&sub));
+        !lines.is_empty()
+    });
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].contains("a: 02:00:00:00:00:0a > ff:ff:ff:ff:ff:ff"),
