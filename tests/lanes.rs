@@ -10,29 +10,19 @@
 //!   h2 eth0 ═══ p2 (veth) or t2 (TAP) ┘
 //! ```
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::lane_order::{
+    Ledger, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
+    one_cpu_per_lane, probe_number, reading,
+};
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts, tap_pair};
 
 const WINDOW: Duration = Duration::from_millis(150);
 const PER_SENDER: u32 = 200;
-
-/// A probe id that says which sender (round and CPU) sent it, and when.
-fn probe_number(round: u32, cpu: usize, seq: u32) -> u32 {
-    (round << 24) | ((cpu as u32) << 16) | seq
-}
-
-fn reading(switch: &SwitchProcess) -> (String, u64) {
-    let info = switch.info();
-    (
-        info["reading"].as_str().unwrap_or_default().to_string(),
-        info["reading_changes"].as_u64().unwrap_or_default(),
-    )
-}
 
 /// How often the workers offered their CPU under load (`affinity.rs`).
 fn cpu_yields(switch: &SwitchProcess) -> u64 {
@@ -76,48 +66,6 @@ fn send_from_every_cpu(
         sent.extend(ids);
     }
     sent
-}
-
-/// Checks that `got` holds every id of `sent` exactly once and that each
-/// sender's frames kept their order.
-fn assert_once_and_in_order(sent: &[u32], got: &[u32], what: &str) {
-    let mut counts: HashMap<u32, usize> = HashMap::new();
-    for id in got {
-        *counts.entry(*id).or_default() += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{what}: frames delivered twice: {twice:?}"
-    );
-    let missing: Vec<_> = sent.iter().filter(|id| !counts.contains_key(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{what}: {} of {} frames lost, e.g. {:x?}",
-        missing.len(),
-        sent.len(),
-        &missing[..missing.len().min(5)]
-    );
-    // Every frame that arrives after one its sender sent later was
-    // overtaken; all of them are counted, so a failure says how bad it was.
-    let mut latest: HashMap<u32, u32> = HashMap::new();
-    let mut overtaken: Vec<(u32, u32)> = Vec::new();
-    for id in got {
-        let sender = id >> 16;
-        match latest.get(&sender) {
-            Some(&later) if later > *id => overtaken.push((*id, later)),
-            _ => {
-                latest.insert(sender, *id);
-            }
-        }
-    }
-    assert!(
-        overtaken.is_empty(),
-        "{what}: {} of {} frames were overtaken by a frame their sender sent later, e.g. (frame, overtaken by) {:x?}",
-        overtaken.len(),
-        got.len(),
-        &overtaken[..overtaken.len().min(5)]
-    );
 }
 
 #[test]
@@ -259,33 +207,6 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
     );
 }
 
-/// The sender field of the moving sender's probe ids: it sends from every
-/// CPU, so its ids name none, and all of them belong to one sender.
-const MOVING_SENDER: usize = 0xff;
-/// Frames the moving sender sends back to back on one CPU before it moves.
-const BURST: usize = 4;
-/// Bursts (each on the next CPU) between two rests.
-const BURSTS_BETWEEN_RESTS: usize = 3;
-/// The moving sender's rest, which keeps traffic light: no worker may get
-/// busy, or the switch reads per port and the gap under test is not there.
-const REST: Duration = Duration::from_millis(3);
-/// Frames of the moving sender's stream (600 moves).
-const MOVING_FRAMES: usize = 2_400;
-/// The moving sender's switch keeps its workers ordinary threads with short
-/// time slices while traffic is light, not real-time ones. A real-time
-/// worker woken by a frame takes the sender's CPU before the sender's next
-/// system call, so a sender that moves itself has no frame left in the old
-/// lane when it moves: with real-time workers this test never failed before
-/// the lanes' ledger (0 of 46 runs). There the gap opened only when the
-/// sender was moved while it waited for its CPU (the kernel balancing its
-/// load; another thread moving the sender did it in 8 of 20 runs, 1 to 4
-/// frames overtaken). With short slices the sender finishes its burst and
-/// moves while the old lane still holds frames: every run failed before
-/// the ledger (10 of 10 per test, 140 to 520 of 2,400 frames overtaken in
-/// a debug build). Short slices are also what the switch uses wherever
-/// real-time is refused (rootless mode, for one).
-const SHORT_SLICES: &str = "--no-realtime";
-
 #[test]
 fn veth_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() {
     require_root();
@@ -308,7 +229,11 @@ fn veth_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() 
         args
     });
     assert_eq!(lanes_of(&switch, "p1"), 2);
-    moving_sender_keeps_its_order(&switch, &topo.hosts[0].ns, &topo.hosts[1].ns, &cpus);
+    let stations = (
+        Station::open(&topo.hosts[0].ns, "eth0"),
+        Station::open(&topo.hosts[1].ns, "eth0"),
+    );
+    moving_sender_keeps_its_order(&switch, stations, &cpus, Ledger::Kept);
 }
 
 #[test]
@@ -319,99 +244,11 @@ fn tap_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() {
     };
     let (_switch_ns, switch, hosts) = tap_pair(&["--no-gateway", "--workers", "2", SHORT_SLICES]);
     assert_eq!(lanes_of(&switch, "t1"), 2);
-    moving_sender_keeps_its_order(&switch, &hosts[0], &hosts[1], &cpus);
-}
-
-/// An allowed CPU for each of the two lanes (a frame sent on CPU `c` goes
-/// to lane `c % 2`), or `None`, said on stderr, where the allowed CPUs do
-/// not feed both: then a sender cannot put its frames in two lanes.
-fn one_cpu_per_lane() -> Option<[usize; 2]> {
-    let allowed = ports::cpu::allowed_cpus().expect("allowed CPUs");
-    let first = |lane| ports::cpu::lane_cpus(lane, 2, &allowed).first().copied();
-    match (first(0), first(1)) {
-        (Some(even), Some(odd)) => Some([even, odd]),
-        _ => {
-            eprintln!(
-                "skipped: the allowed CPUs {allowed:?} all feed one lane of two; a sender that moves between CPUs needs one of each"
-            );
-            None
-        }
-    }
-}
-
-/// One thread sends a numbered stream from `a` (behind h1) to `b` (behind
-/// h2), moving itself to the other lane's CPU after every short burst, at
-/// a light pace: b must get the whole stream once and in order, and the
-/// switch must have read per CPU all along.
-fn moving_sender_keeps_its_order(switch: &SwitchProcess, h1: &Netns, h2: &Netns, cpus: &[usize]) {
-    let mut s1 = Station::open(h1, "eth0");
-    let mut s2 = Station::open(h2, "eth0");
-    let a = mac("02:00:00:00:bb:01");
-    let b = mac("02:00:00:00:bb:02");
-    // Teach the switch where b lives, so a's frames are unicast to h2's port.
-    s2.teach(b, &mut s1, WINDOW);
-    let (mode, changes_before) = reading(switch);
-    assert_eq!(mode, "per CPU (traffic is light)");
-    for port in switch.ports().as_array().expect("a list of ports") {
-        assert_eq!(
-            port["reading"]["ledger"], true,
-            "as root every port of lanes keeps a ledger: {port}"
-        );
-    }
-    let info = switch.info();
-    assert_eq!(info["light_scheduling"], "short-slices", "{info}");
-
-    let sent: Vec<u32> = (0..MOVING_FRAMES)
-        .map(|seq| {
-            probe_number(
-                1,
-                MOVING_SENDER,
-                u32::try_from(seq).expect("a short stream"),
-            )
-        })
-        .collect();
-    let frames: Vec<Vec<u8>> = sent.iter().map(|id| probe(b, a, *id, 64)).collect();
-    let started = Instant::now();
-    // A thread of its own, so the test's thread keeps its CPUs.
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for (n, burst) in frames.chunks(BURST).enumerate() {
-                // The move is the scenario: the frames just sent may still
-                // wait in the old CPU's lane when the next ones arrive in
-                // the new CPU's.
-                ports::cpu::pin_current_thread(&[cpus[n % cpus.len()]])
-                    .expect("moving the sender to another CPU");
-                for frame in burst {
-                    s1.send(frame);
-                }
-                if (n + 1) % BURSTS_BETWEEN_RESTS == 0 {
-                    std::thread::sleep(REST);
-                }
-            }
-        });
-    });
-    let took = started.elapsed();
-    let got: Vec<u32> = s2
-        .collect_probes(WINDOW)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-
-    // Had a worker got busy, the frames would have been read per port for
-    // a while, and a pass would say nothing about reading per CPU.
-    let (mode, changes_after) = reading(switch);
-    assert!(
-        mode == "per CPU (traffic is light)" && changes_after == changes_before,
-        "the stream ({MOVING_FRAMES} frames in {took:?}) was not light: the switch changed how it reads its ports {} time(s) and now reads {mode}",
-        changes_after - changes_before
+    let stations = (
+        Station::open(&hosts[0], "eth0"),
+        Station::open(&hosts[1], "eth0"),
     );
-    assert_once_and_in_order(
-        &sent,
-        &got,
-        &format!(
-            "one sender moving between CPUs {cpus:?} every {BURST} frames ({MOVING_FRAMES} frames in {took:?})"
-        ),
-    );
+    moving_sender_keeps_its_order(&switch, stations, &cpus, Ledger::Kept);
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod gateway_kit;
 pub mod golden;
 pub mod lab;
+pub mod lane_order;
 pub mod monitor;
 pub mod netns;
 pub mod overlay_hosts;

@@ -22,8 +22,13 @@ pub struct Station {
 impl Station {
     /// Opens `ifname` inside `ns`.
     pub fn open(ns: &Netns, ifname: &str) -> Station {
-        let (rx, tx) = ns
-            .run(|| ports::packet::open(ifname))
+        Station::open_at(&crate::netns::netns_path(&ns.name), ifname)
+    }
+
+    /// Opens `ifname` inside the namespace at `netns` (a process's
+    /// `/proc/PID/ns/net`, or a container's `SandboxKey`).
+    pub fn open_at(netns: &std::path::Path, ifname: &str) -> Station {
+        let (rx, tx) = crate::netns::in_netns_at(netns, || ports::packet::open(ifname))
             .unwrap_or_else(|e| panic!("{e}"));
         Station {
             rx,
