@@ -206,6 +206,13 @@ pub trait Steering: Send + Sync + fmt::Debug {
     fn last_lane(&self) -> Option<usize> {
         None
     }
+
+    /// Whether steered by CPU the port keeps the order of a sender that
+    /// moves to another CPU: only with a [`ledger`]. Without one (classic
+    /// BPF, rootless mode) the switch keeps such a port in one lane.
+    fn keeps_order_by_cpu(&self) -> bool {
+        false
+    }
 }
 
 /// A port opened for the switch: its receive lanes (one, or as many as

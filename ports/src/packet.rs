@@ -51,7 +51,9 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 ///
 /// Where eBPF can be loaded the group is steered with a [`LaneLedger`], so
 /// a sender's frames keep their order when it moves to another CPU (see
-/// [`crate::ledger`]); otherwise by classic BPF, without that guarantee.
+/// [`crate::ledger`]); otherwise by classic BPF, without that guarantee
+/// ([`Steering::keeps_order_by_cpu`] says which: the switch then never
+/// steers the port by CPU).
 ///
 /// The sockets and the interface are in this thread's network namespace,
 /// the switch's, so the port comes with a [`KernelPath`]: the kernel
@@ -371,5 +373,9 @@ impl Steering for FanoutSteering {
 
     fn last_lane(&self) -> Option<usize> {
         self.ledger.as_ref().map(|ledger| ledger.last_lane())
+    }
+
+    fn keeps_order_by_cpu(&self) -> bool {
+        self.ledger.is_some()
     }
 }

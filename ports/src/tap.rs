@@ -14,7 +14,9 @@
 //! rule of the port's [`LaneLedger`] (a sender's frames keep their order
 //! when it moves to another CPU). Queues opened to be passed to another
 //! process ([`open_queues`]) are steered by a two-instruction program
-//! without a ledger, which would stay behind. Without CAP_BPF, or for an
+//! without a ledger, which would stay behind (the switch then steers them
+//! to one queue only, see [`Steering::keeps_order_by_cpu`]). Without
+//! CAP_BPF, or for an
 //! existing single-queue TAP, the port has one queue.
 
 use std::io;
@@ -314,5 +316,9 @@ impl Steering for QueueSteering {
 
     fn last_lane(&self) -> Option<usize> {
         self.ledger.as_ref().map(|ledger| ledger.last_lane())
+    }
+
+    fn keeps_order_by_cpu(&self) -> bool {
+        self.ledger.is_some()
     }
 }

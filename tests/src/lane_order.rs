@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::SwitchProcess;
 use crate::frames::{mac, probe};
 use crate::rootless_user::RootlessUser;
 use crate::traffic::Station;
-use crate::SwitchProcess;
 
 /// How long a receiver waits for quiet before it counts what it got.
 const WINDOW: Duration = Duration::from_millis(150);
@@ -57,7 +57,6 @@ pub fn probe_number(round: u32, cpu: usize, seq: u32) -> u32 {
     (round << 24) | ((cpu as u32) << 16) | seq
 }
 
-
 /// Checks that `got` holds every id of `sent` exactly once and that each
 /// sender's frames kept their order.
 pub fn assert_once_and_in_order(sent: &[u32], got: &[u32], what: &str) {
@@ -100,7 +99,6 @@ pub fn assert_once_and_in_order(sent: &[u32], got: &[u32], what: &str) {
     );
 }
 
-
 /// The sender field of the moving sender's probe ids: it sends from every
 /// CPU, so its ids name none, and all of them belong to one sender.
 const MOVING_SENDER: usize = 0xff;
@@ -128,7 +126,6 @@ const MOVING_FRAMES: usize = 2_400;
 /// real-time is refused (rootless mode, for one).
 pub const SHORT_SLICES: &str = "--no-realtime";
 
-
 /// An allowed CPU for each of the two lanes (a frame sent on CPU `c` goes
 /// to lane `c % 2`), or `None`, said on stderr, where the allowed CPUs do
 /// not feed both: then a sender cannot put its frames in two lanes.
@@ -145,7 +142,6 @@ pub fn one_cpu_per_lane() -> Option<[usize; 2]> {
         }
     }
 }
-
 
 /// Whether the switch's ports keep a lanes' ledger (`ports::ledger`): as
 /// root they do; rootless they cannot, and are read in one lane instead.
@@ -180,6 +176,12 @@ pub fn moving_sender_keeps_its_order(
             ledger == Ledger::Kept,
             "as root every port of lanes keeps a ledger, rootless none: {port}"
         );
+        if ledger == Ledger::None {
+            assert_eq!(
+                port["reading"]["mode"], "per port (traffic is heavy)",
+                "without a ledger a port is read in one lane: {port}"
+            );
+        }
     }
     let info = switch.info();
     let scheduling = info["light_scheduling"].as_str().unwrap_or_default();
@@ -237,4 +239,3 @@ pub fn moving_sender_keeps_its_order(
         ),
     );
 }
-

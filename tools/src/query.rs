@@ -654,14 +654,16 @@ mod tests {
             Some("1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU")
         );
         let without_ledger = PortReading {
+            mode: ReadMode::ByPort,
+            worker: Some(0),
+            lags: false,
             ledger: false,
-            ..per_cpu
         };
         assert_eq!(
             first_line(without_ledger).as_deref(),
             Some(
-                "1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU, without a ledger \
-                 (a sender that changes CPU may be reordered)"
+                "1: p1 (tap, mtu 1500, offloads on) 2 lanes, read by worker 0, never per CPU \
+                 (no ledger)"
             )
         );
         let by_worker = PortReading {

@@ -66,8 +66,9 @@
 //! ```
 //!
 //! Making the map and loading the program need CAP_BPF; without it
-//! (rootless mode) a port is steered by classic BPF as before, with the gap
-//! this closes.
+//! (rootless mode) a port is steered by classic BPF, and the switch never
+//! feeds it by CPU ([`crate::Steering::keeps_order_by_cpu`]): its frames
+//! all go to one lane.
 
 mod book;
 pub(crate) mod program;

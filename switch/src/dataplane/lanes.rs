@@ -25,8 +25,8 @@
 //! the lane go: a port steered with a ledger (`ports::ledger`) sends its
 //! frames to a new lane (a sender that moved to another CPU) only once its
 //! last lane is done with, so one sender's frames are never in two lanes'
-//! hands at once. Without a ledger (rootless mode) they can be, and such a
-//! sender's frames can be reordered.
+//! hands at once. A port without a ledger (rootless mode) is never fed by
+//! CPU (`steering.rs`): its frames all go to one lane in both modes.
 //!
 //! # The hand-over
 //!

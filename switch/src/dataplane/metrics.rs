@@ -84,8 +84,9 @@ pub struct PortReading {
     /// frames.
     pub lags: bool,
     /// Its lanes keep a ledger (`ports::ledger`): a sender's frames keep
-    /// their order when it moves to another CPU. Not in rootless mode,
-    /// whose lanes are steered by classic BPF.
+    /// their order when it moves to another CPU, so it is read per CPU
+    /// while traffic is light. Not in rootless mode, whose lanes are
+    /// steered by classic BPF: such a port is read by port in both modes.
     #[serde(default)]
     pub ledger: bool,
 }
@@ -94,13 +95,15 @@ impl PortReading {
     /// The words `tapswitch ports` uses.
     pub fn describe(&self) -> String {
         let how = match (self.mode, self.worker) {
-            (ReadMode::ByCpu, _) if !self.ledger => {
-                "read per CPU, without a ledger (a sender that changes CPU may be reordered)"
-                    .to_string()
-            }
             (ReadMode::ByCpu, _) => "read per CPU".to_string(),
             (_, Some(worker)) => format!("read by worker {worker}"),
             (_, None) => "read by one worker".to_string(),
+        };
+        // Such a port is never read per CPU (see `steering.rs`): say why.
+        let how = if self.ledger {
+            how
+        } else {
+            format!("{how}, never per CPU (no ledger)")
         };
         if self.lags {
             format!("{how} (as when it last delivered frames)")

@@ -20,6 +20,17 @@
 //! a steering handle (one lane, or lanes the kernel does not steer) follows
 //! the switch-wide mode at once: there is nothing to tell, and nothing to
 //! hand over.
+//!
+//! A port whose steering keeps no ledger (`ports::ledger`; rootless mode,
+//! where eBPF cannot be loaded) is never fed by CPU: a sender that moved
+//! to another CPU would have its next frames in another lane, read by
+//! another worker, while its last ones still wait in the first. While the
+//! switch reads by CPU such a port stays read by port, in the solo lane it
+//! had (at first the one it was added with), as slirp4netns and pasta
+//! read a container's frames with one thread; when the switch reads by
+//! port, it is steered like any other port, to the lane the pairing
+//! chooses. It still follows every mode change, so its steering's number,
+//! and the hand-over, work as for the others.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -123,6 +134,10 @@ pub(super) struct PortSteering {
     /// The port's name, for the log.
     name: String,
     handle: Option<Arc<dyn Steering>>,
+    /// Whether the port is fed by CPU while the switch reads by CPU: only
+    /// if its steering keeps the order of a sender that changes CPU (see
+    /// the module docs).
+    by_cpu_when_light: bool,
     /// Serializes telling the kernel (a mode change and a late follower);
     /// held until the kernel has taken the steering, so a hand-over that
     /// must wait for that waits for this lock.
@@ -149,6 +164,7 @@ impl PortSteering {
     pub(super) fn new(name: &str, handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
         PortSteering {
             name: name.to_string(),
+            by_cpu_when_light: handle.as_ref().is_some_and(|h| h.keeps_order_by_cpu()),
             handle,
             telling: Mutex::new(()),
             steered: AtomicU64::new(Word::new(0, NOT_STEERED, NOT_STEERED, solo).0),
@@ -170,6 +186,23 @@ impl PortSteering {
         if self.handle.is_none() {
             return switch.lane_mode();
         }
+        self.fed_in(self.word().mode())
+    }
+
+    /// The mode the port's lanes are fed in after following `followed`
+    /// ([`Word::mode`]): a port not steered yet is fed as a group starts
+    /// (by CPU with a ledger, otherwise all in lane 0).
+    fn fed_in(&self, followed: u64) -> ReadMode {
+        if followed == BY_PORT || !self.by_cpu_when_light {
+            ReadMode::ByPort
+        } else {
+            ReadMode::ByCpu
+        }
+    }
+
+    /// The switch-wide mode the port followed last (one not steered yet
+    /// counts as by CPU, the mode a switch starts in).
+    fn followed(&self) -> ReadMode {
         match self.word().mode() {
             BY_PORT => ReadMode::ByPort,
             _ => ReadMode::ByCpu,
@@ -210,10 +243,12 @@ impl PortSteering {
         }
         Some(Pending {
             change,
-            by_cpu: word.mode() == BY_CPU,
+            by_cpu: self.fed_in(word.mode()) == ReadMode::ByCpu,
             solo: word.solo(),
             before: match word.before() {
                 NOT_STEERED => Before::Lane(0),
+                // Without a ledger that steering fed the solo lane of the
+                // one before it, which no word keeps: every lane, to be safe.
                 BY_CPU => Before::EveryLane,
                 // A steering by CPU keeps the solo lane of the one before.
                 _ => Before::Lane(word.solo()),
@@ -279,7 +314,7 @@ impl PortSteering {
     pub(super) fn lags(&self, switch: &ModeSwitch) -> bool {
         // After `note_read`'s store (see there).
         fence(Ordering::SeqCst);
-        self.handle.is_some() && self.mode(switch) != switch.lane_mode()
+        self.handle.is_some() && self.followed() != switch.lane_mode()
     }
 
     /// Whether the port's last steering was handed over, so it may be
@@ -340,12 +375,18 @@ impl PortSteering {
         // The kernel is told the lane the word keeps.
         let solo = word.solo();
         hold_readers(&mut || self.steered.store(word.0, Ordering::Release));
+        let fed_in = self.fed_in(mode_bits(mode));
         log::debug!(
-            "port {}: steering {} ({number}, solo lane {solo})",
+            "port {}: steering {} ({number}, solo lane {solo}{})",
             self.name,
-            mode.describe()
+            mode.describe(),
+            if fed_in == mode {
+                ""
+            } else {
+                "; no ledger: read by port"
+            }
         );
-        if let Err(err) = handle.steer(mode, solo) {
+        if let Err(err) = handle.steer(fed_in, solo) {
             log::warn!("port {}: cannot steer its frames: {err}", self.name);
         }
         self.taken.store(number, Ordering::Release);
@@ -366,19 +407,31 @@ pub(super) mod tests {
         port.word().change()
     }
 
-    /// Counts what the kernel is told.
+    /// Counts what the kernel is told; keeps a ledger, or not.
     #[derive(Debug, Default)]
-    struct Told(Mutex<Vec<(ReadMode, usize)>>);
+    struct Told {
+        calls: Mutex<Vec<(ReadMode, usize)>>,
+        no_ledger: bool,
+    }
 
     impl Steering for Told {
         fn steer(&self, mode: ReadMode, solo: usize) -> std::io::Result<()> {
-            self.0.lock().unwrap().push((mode, solo));
+            self.calls.lock().unwrap().push((mode, solo));
             Ok(())
+        }
+
+        fn keeps_order_by_cpu(&self) -> bool {
+            !self.no_ledger
         }
     }
 
+    /// A port with a ledger, its solo lane `solo`.
     fn steered(solo: usize) -> (PortSteering, Arc<Told>) {
-        let told = Arc::new(Told::default());
+        steered_with(solo, Told::default())
+    }
+
+    fn steered_with(solo: usize, told: Told) -> (PortSteering, Arc<Told>) {
+        let told = Arc::new(told);
         let handle: Arc<dyn Steering> = told.clone();
         (PortSteering::new("p", Some(handle), solo), told)
     }
@@ -410,7 +463,7 @@ pub(super) mod tests {
         assert!(follow(&port, &switch));
         assert!(changed_at(&port, &switch) > first, "a new steering");
         assert_eq!(
-            *told.0.lock().unwrap(),
+            *told.calls.lock().unwrap(),
             [(ReadMode::ByCpu, 1), (ReadMode::ByPort, 1)]
         );
         assert_eq!(port.mode(&switch), ReadMode::ByPort);
@@ -459,7 +512,7 @@ pub(super) mod tests {
         assert!(!port.ask_follow(&switch), "no use asking yet");
         assert!(!follow(&port, &switch), "the port lags instead");
         assert_eq!(port.pending(), Some(first));
-        assert_eq!(told.0.lock().unwrap().len(), 1);
+        assert_eq!(told.calls.lock().unwrap().len(), 1);
         port.handed_over(first.change);
         assert!(port.ask_follow(&switch), "now it may follow");
         assert!(follow(&port, &switch));
@@ -510,13 +563,77 @@ pub(super) mod tests {
         assert!(port.follow(&switch, || 1, |publish| publish()));
         assert_eq!(port.solo(), 1);
         assert_eq!(
-            *told.0.lock().unwrap(),
+            *told.calls.lock().unwrap(),
             [
                 (ReadMode::ByCpu, 0),
                 (ReadMode::ByPort, 2),
                 (ReadMode::ByCpu, 2),
                 (ReadMode::ByPort, 1)
             ]
+        );
+    }
+
+    #[test]
+    fn a_port_without_a_ledger_is_read_by_port_also_while_the_switch_reads_by_cpu() {
+        let switch = ModeSwitch::new(3);
+        let no_ledger = Told {
+            no_ledger: true,
+            ..Told::default()
+        };
+        let (port, told) = steered_with(1, no_ledger);
+        assert!(follow(&port, &switch), "first steered when added");
+        assert_eq!(port.mode(&switch), ReadMode::ByPort, "what the kernel does");
+        assert!(!port.by_cpu(&switch));
+        assert!(!port.lags(&switch), "it follows the switch's mode its way");
+        let first = port.pending().unwrap();
+        assert_eq!(
+            (first.by_cpu, first.solo, first.before),
+            (false, 1, Before::Lane(0)),
+            "lane 0 got every frame before: drained first"
+        );
+        hand_over(&port);
+        assert!(!follow(&port, &switch), "told already");
+
+        // Under load it is read where the pairing says, as any port.
+        switch.worker_changed(true, |_| {});
+        assert!(port.lags(&switch));
+        assert!(port.follow(&switch, || 2, |publish| publish()));
+        let heavy = port.pending().unwrap();
+        assert_eq!(
+            (heavy.by_cpu, heavy.solo, heavy.before),
+            (false, 2, Before::EveryLane),
+            "whatever lane fed it before is drained"
+        );
+        hand_over(&port);
+
+        // Light again: it stays in the lane it has.
+        switch.worker_changed(false, |_| {});
+        let asked = std::cell::Cell::new(false);
+        assert!(port.follow(
+            &switch,
+            || {
+                asked.set(true);
+                0
+            },
+            |publish| publish()
+        ));
+        assert!(!asked.get(), "no lane is chosen while light");
+        let light = port.pending().unwrap();
+        assert_eq!(
+            (light.by_cpu, light.solo, light.before),
+            (false, 2, Before::Lane(2)),
+            "the same lane: nothing to drain"
+        );
+        assert_eq!(port.mode(&switch), ReadMode::ByPort);
+        assert!(!port.lags(&switch));
+        assert_eq!(
+            *told.calls.lock().unwrap(),
+            [
+                (ReadMode::ByPort, 1),
+                (ReadMode::ByPort, 2),
+                (ReadMode::ByPort, 2)
+            ],
+            "never by CPU"
         );
     }
 

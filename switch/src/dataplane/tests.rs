@@ -136,6 +136,11 @@ impl Steering for Recorder {
         self.0.calls.lock().unwrap().push((mode, solo));
         Ok(())
     }
+
+    /// As a port with a ledger, which the hand-over tests are about.
+    fn keeps_order_by_cpu(&self) -> bool {
+        true
+    }
 }
 
 /// A memory port read in `lanes` lanes, as the switch opens it.
