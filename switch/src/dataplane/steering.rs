@@ -247,8 +247,9 @@ impl PortSteering {
             solo: word.solo(),
             before: match word.before() {
                 NOT_STEERED => Before::Lane(0),
-                // Without a ledger that steering fed the solo lane of the
-                // one before it, which no word keeps: every lane, to be safe.
+                // Every lane; for a port without a ledger, the solo lane
+                // of the steering before that one, which no word keeps:
+                // draining every lane covers it.
                 BY_CPU => Before::EveryLane,
                 // A steering by CPU keeps the solo lane of the one before.
                 _ => Before::Lane(word.solo()),
