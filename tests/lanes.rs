@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::lane_order::{
-    Ledger, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
+    KeptBy, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
     one_cpu_per_lane, probe_number, reading,
 };
 use tapswitch_tests::traffic::Station;
@@ -233,7 +233,7 @@ fn veth_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() 
         Station::open(&topo.hosts[0].ns, "eth0"),
         Station::open(&topo.hosts[1].ns, "eth0"),
     );
-    moving_sender_keeps_its_order(&switch, stations, &cpus, Ledger::Kept);
+    moving_sender_keeps_its_order(&switch, stations, &cpus, KeptBy::Ledger);
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn tap_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() {
         Station::open(&hosts[0], "eth0"),
         Station::open(&hosts[1], "eth0"),
     );
-    moving_sender_keeps_its_order(&switch, stations, &cpus, Ledger::Kept);
+    moving_sender_keeps_its_order(&switch, stations, &cpus, KeptBy::Ledger);
 }
 
 #[test]

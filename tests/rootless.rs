@@ -19,7 +19,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use tapswitch_tests::lane_order::{Ledger, moving_sender_keeps_its_order, one_cpu_per_lane};
+use tapswitch_tests::lane_order::{KeptBy, moving_sender_keeps_its_order, one_cpu_per_lane};
 use tapswitch_tests::rootless_user::{RootlessUser, pings, wait_for_new_netns};
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
@@ -317,15 +317,16 @@ fn port_add_and_rm_as_an_ordinary_user_in_namespaces_of_theirs() {
         "{added}"
     );
     // Its sockets come from a helper, steered by classic BPF: no ledger,
-    // so it is never read per CPU (docs/switch-and-ports.md), and the list
-    // says so.
+    // so read per CPU its lanes' frames are put back in the order they
+    // arrived (docs/switch-and-ports.md), and the list says so.
     let listed = user.ok(&["ports"]);
     let va = listed
         .lines()
         .find(|line| line.contains(" va "))
         .unwrap_or("");
     assert!(
-        !va.contains("lanes") || va.contains("never per CPU (no ledger)"),
+        !va.contains("lanes")
+            || va.contains("read per CPU, in the order frames arrived (no ledger)"),
         "{listed}"
     );
     assert!(
@@ -540,10 +541,10 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
 }
 
 /// Rootless lanes keep no ledger (a user namespace cannot load eBPF), so
-/// a rootless port is read in one lane also while traffic is light: one
-/// sender that moves between CPUs every few frames, at a light pace, still
-/// gets its frames across once and in order. Reading per CPU without a
-/// ledger overtook frames here.
+/// a rootless port read per CPU has its lanes' frames put back in the
+/// order the kernel received them: one sender that moves between CPUs
+/// every few frames, at a light pace, still gets its frames across once
+/// and in order. Reading per CPU without either overtook frames here.
 #[test]
 fn a_sender_that_moves_between_cpus_keeps_its_order_through_a_rootless_switch() {
     require_root();
@@ -578,5 +579,5 @@ fn a_sender_that_moves_between_cpus_keeps_its_order_through_a_rootless_switch() 
         Station::open_at(&netns[0], "eth0"),
         Station::open_at(&netns[1], "eth0"),
     );
-    moving_sender_keeps_its_order(&user, stations, &cpus, Ledger::None);
+    moving_sender_keeps_its_order(&user, stations, &cpus, KeptBy::ArrivalTimes);
 }

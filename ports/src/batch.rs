@@ -37,6 +37,10 @@ struct Slot {
     start: usize,
     len: usize,
     vnet: VnetHdr,
+    /// When the kernel received the frame (ns since the epoch), where the
+    /// lane keeps arrival times (see [`crate::PortRx::head_arrival`]); 0
+    /// when not known.
+    arrived: u64,
 }
 
 impl RxBatch {
@@ -48,6 +52,7 @@ impl RxBatch {
                 start: SLOT_HEADROOM,
                 len: 0,
                 vnet: VnetHdr::default(),
+                arrived: 0,
             })
             .collect();
         RxBatch {
@@ -105,6 +110,24 @@ impl RxBatch {
         )
     }
 
+    /// When frame `i` arrived (ns since the epoch; 0 if not known).
+    pub fn arrived(&self, i: usize) -> u64 {
+        self.slots[..self.len][i].arrived
+    }
+
+    /// Notes when frame `i` arrived (ns since the epoch).
+    pub fn set_arrived(&mut self, i: usize, arrived: u64) {
+        self.slots[..self.len][i].arrived = arrived;
+    }
+
+    /// Takes the first `n` frames out (they were forwarded); the rest move
+    /// to the front, without copying a byte.
+    pub fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.slots[..self.len].rotate_left(n);
+        self.len -= n;
+    }
+
     /// The buffers of the free slots, in order, for a backend to receive
     /// into: each is the whole slot after the headroom.
     pub fn free_buffers(&mut self) -> impl Iterator<Item = &mut [u8]> {
@@ -120,6 +143,7 @@ impl RxBatch {
         slot.start = SLOT_HEADROOM;
         slot.len = len.min(slot.buf.len() - SLOT_HEADROOM);
         slot.vnet = vnet;
+        slot.arrived = 0;
         self.len += 1;
     }
 
@@ -136,6 +160,7 @@ impl RxBatch {
         slot.buf[SLOT_HEADROOM..SLOT_HEADROOM + frame.len()].copy_from_slice(frame);
         slot.len = frame.len();
         slot.vnet = vnet;
+        slot.arrived = 0;
         self.len += 1;
         true
     }
@@ -176,6 +201,27 @@ mod tests {
             !batch.push(VnetHdr::default(), &[0; 129]),
             "too long for a slot"
         );
+    }
+
+    #[test]
+    fn dropping_forwarded_frames_keeps_the_rest_in_order_with_their_arrival() {
+        let mut batch = RxBatch::new(3, 16);
+        for (i, frame) in [[1u8], [2], [3]].iter().enumerate() {
+            batch.push(VnetHdr::default(), frame);
+            batch.set_arrived(i, 10 + i as u64);
+        }
+        batch.drop_front(2);
+        assert_eq!(
+            (batch.len(), batch.get(0).1, batch.arrived(0)),
+            (1, &[3u8][..], 12)
+        );
+        assert!(
+            batch.push(VnetHdr::default(), &[4]),
+            "the slots are free again"
+        );
+        assert_eq!((batch.get(1).1, batch.arrived(1)), (&[4u8][..], 0));
+        batch.drop_front(5);
+        assert!(batch.is_empty());
     }
 
     #[test]

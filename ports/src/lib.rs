@@ -126,6 +126,22 @@ pub trait PortRx: Send + fmt::Debug {
         let (ledger, fd) = self.ledger_lane()?;
         ledger.settle_read_through(fd, now)
     }
+
+    /// Whether the lane notes when the kernel received each frame it reads
+    /// ([`RxBatch::arrived`]) and can say when the one at its head did
+    /// ([`PortRx::head_arrival`]). A port of such lanes without a
+    /// [`ledger`] is read per CPU with its lanes' frames put back in the
+    /// order they arrived (the switch's `dataplane/lanes.rs`).
+    fn keeps_arrival_times(&self) -> bool {
+        false
+    }
+
+    /// When the frame at the head of the lane arrived (ns since the epoch,
+    /// 0 if the kernel did not say), without taking it; `None` when the
+    /// lane is empty.
+    fn head_arrival(&mut self) -> Result<Option<u64>, RxError> {
+        Ok(None)
+    }
 }
 
 /// Why a port could not be read.

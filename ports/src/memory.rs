@@ -31,6 +31,7 @@ pub fn memory_port(mtu: usize, offloads: bool) -> (MemoryRx, MemoryTx) {
             ready,
             gone: AtomicBool::new(false),
         }),
+        arrival_times: false,
     };
     let tx = MemoryTx {
         sent: Arc::default(),
@@ -44,6 +45,8 @@ pub fn memory_port(mtu: usize, offloads: bool) -> (MemoryRx, MemoryTx) {
 #[derive(Debug, Clone)]
 pub struct MemoryRx {
     inbox: Arc<Inbox>,
+    /// Says when each frame arrived, as given to [`MemoryRx::inject_at`].
+    arrival_times: bool,
 }
 
 #[derive(Debug)]
@@ -56,7 +59,8 @@ struct Inbox {
 
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Frame>,
+    /// Each frame with when it arrived (0: not said).
+    frames: VecDeque<(Frame, u64)>,
     /// Reported by the next read, once the frames before it are read.
     error: Option<RxError>,
 }
@@ -64,8 +68,23 @@ struct Queue {
 impl MemoryRx {
     /// Queues a frame for the switch to receive.
     pub fn inject(&self, vnet: VnetHdr, frame: &[u8]) {
-        self.lock().frames.push_back((vnet, frame.to_vec()));
+        self.inject_at(vnet, frame, 0);
+    }
+
+    /// Queues a frame that arrived at `arrived` (ns; see
+    /// [`MemoryRx::keeping_arrival_times`]).
+    pub fn inject_at(&self, vnet: VnetHdr, frame: &[u8], arrived: u64) {
+        self.lock()
+            .frames
+            .push_back(((vnet, frame.to_vec()), arrived));
         self.signal();
+    }
+
+    /// The same receive half, saying when its frames arrived, as a packet
+    /// socket of a group without a ledger does.
+    pub fn keeping_arrival_times(mut self) -> Self {
+        self.arrival_times = true;
+        self
     }
 
     /// Makes the next read (after the frames queued now) fail with `err`,
@@ -95,12 +114,13 @@ impl PortRx for MemoryRx {
         batch.clear();
         let mut queue = self.lock();
         while batch.len() < batch.capacity() {
-            let Some((vnet, frame)) = queue.frames.pop_front() else {
+            let Some(((vnet, frame), arrived)) = queue.frames.pop_front() else {
                 break;
             };
             if !batch.push(vnet, &frame) {
                 break;
             }
+            batch.set_arrived(batch.len() - 1, arrived);
         }
         if queue.frames.is_empty()
             && batch.is_empty()
@@ -127,6 +147,14 @@ impl PortRx for MemoryRx {
 
     fn interface_gone(&self) -> bool {
         self.inbox.gone.load(Ordering::Relaxed)
+    }
+
+    fn keeps_arrival_times(&self) -> bool {
+        self.arrival_times
+    }
+
+    fn head_arrival(&mut self) -> Result<Option<u64>, RxError> {
+        Ok(self.lock().frames.front().map(|(_, arrived)| *arrived))
     }
 }
 

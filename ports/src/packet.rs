@@ -200,6 +200,15 @@ fn adopt_sockets(
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
     let tx = FdTx::new(first.clone(), mtu, true).keeping(ledger.clone());
+    // Without a ledger, the switch puts the frames of the lanes back in
+    // the order they arrived, by the kernel's receive times.
+    let arrival_times = ledger.is_none()
+        && fds.len() > 1
+        && fds.iter().all(|fd| {
+            sys::packet::keep_arrival_times(fd.as_fd())
+                .inspect_err(|err| log::debug!("{name}: no receive times: {err}"))
+                .is_ok()
+        });
     let steering = (fds.len() > 1).then(|| FanoutSteering {
         fd: first.clone(),
         steering_now: AtomicU64::new(if ledger.is_some() { BY_CPU } else { UNKNOWN }),
@@ -215,6 +224,7 @@ fn adopt_sockets(
             heads: [[0; VnetHdr::LEN]; MAX_BATCH],
             meta: [RecvMeta::default(); MAX_BATCH],
             ledger: ledger.clone().map(|ledger| LedgerLane::new(ledger, lane)),
+            arrival_times,
         })
         .collect();
     Ok((rx, tx, steering))
@@ -236,6 +246,9 @@ pub struct PacketRx {
     meta: [RecvMeta; MAX_BATCH],
     /// The lane's side of the port's ledger, if it has one.
     ledger: Option<LedgerLane>,
+    /// The socket reports when each frame arrived (a group without a
+    /// ledger, see [`PortRx::keeps_arrival_times`]).
+    arrival_times: bool,
 }
 
 impl PortRx for PacketRx {
@@ -289,6 +302,16 @@ impl PortRx for PacketRx {
     fn ledger_lane(&mut self) -> Option<(&mut LedgerLane, std::os::fd::BorrowedFd<'_>)> {
         Some((self.ledger.as_mut()?, self.fd.as_fd()))
     }
+
+    fn keeps_arrival_times(&self) -> bool {
+        self.arrival_times
+    }
+
+    fn head_arrival(&mut self) -> Result<Option<u64>, RxError> {
+        let peeked = sys::packet::peek_arrival(self.fd.as_fd())
+            .map_err(|err| RxError::classify(err, &self.name))?;
+        Ok(peeked.map(|arrived| arrived.unwrap_or(0)))
+    }
 }
 
 impl PacketRx {
@@ -317,6 +340,9 @@ impl PacketRx {
         // it ever does, it becomes a runt the engine drops and counts.
         let len = if meta.truncated { 0 } else { meta.len };
         batch.commit(len, VnetHdr::from_bytes(&self.heads[i]));
+        if let Some(arrived) = meta.arrived {
+            batch.set_arrived(i, arrived);
+        }
         if let Some((tpid, tci)) = meta.vlan
             && len > 0
         {

@@ -143,12 +143,13 @@ pub fn one_cpu_per_lane() -> Option<[usize; 2]> {
     }
 }
 
-/// Whether the switch's ports keep a lanes' ledger (`ports::ledger`): as
-/// root they do; rootless they cannot, and are read in one lane instead.
+/// How the switch's ports read per CPU keep a moving sender's order: as
+/// root with a lanes' ledger (`ports::ledger`); rootless, which cannot load
+/// one, by the kernel's receive times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ledger {
-    Kept,
-    None,
+pub enum KeptBy {
+    Ledger,
+    ArrivalTimes,
 }
 
 /// One thread sends a numbered stream from `a` (out of `s1`) to `b`
@@ -159,7 +160,7 @@ pub fn moving_sender_keeps_its_order(
     switch: &dyn SwitchView,
     (mut s1, mut s2): (Station, Station),
     cpus: &[usize],
-    ledger: Ledger,
+    kept_by: KeptBy,
 ) {
     let a = mac("02:00:00:00:bb:01");
     let b = mac("02:00:00:00:bb:02");
@@ -171,17 +172,16 @@ pub fn moving_sender_keeps_its_order(
         if port["lanes"].as_u64().unwrap_or(1) < 2 {
             continue;
         }
+        let reading = &port["reading"];
         assert_eq!(
-            port["reading"]["ledger"],
-            ledger == Ledger::Kept,
+            (&reading["ledger"], &reading["arrival_order"]),
+            (
+                &serde_json::json!(kept_by == KeptBy::Ledger),
+                &serde_json::json!(kept_by == KeptBy::ArrivalTimes)
+            ),
             "as root every port of lanes keeps a ledger, rootless none: {port}"
         );
-        if ledger == Ledger::None {
-            assert_eq!(
-                port["reading"]["mode"], "per port (traffic is heavy)",
-                "without a ledger a port is read in one lane: {port}"
-            );
-        }
+        assert_eq!(reading["mode"], "per CPU (traffic is light)", "{port}");
     }
     let info = switch.info();
     let scheduling = info["light_scheduling"].as_str().unwrap_or_default();

@@ -648,16 +648,30 @@ mod tests {
             worker: None,
             lags: false,
             ledger: true,
+            arrival_order: false,
         };
         assert_eq!(
             first_line(per_cpu).as_deref(),
             Some("1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU")
+        );
+        let by_arrival = PortReading {
+            ledger: false,
+            arrival_order: true,
+            ..per_cpu
+        };
+        assert_eq!(
+            first_line(by_arrival).as_deref(),
+            Some(
+                "1: p1 (tap, mtu 1500, offloads on) 2 lanes, read per CPU, in the order frames \
+                 arrived (no ledger)"
+            )
         );
         let without_ledger = PortReading {
             mode: ReadMode::ByPort,
             worker: Some(0),
             lags: false,
             ledger: false,
+            arrival_order: false,
         };
         assert_eq!(
             first_line(without_ledger).as_deref(),
@@ -671,6 +685,7 @@ mod tests {
             worker: Some(1),
             lags: true,
             ledger: true,
+            arrival_order: false,
         };
         assert_eq!(
             first_line(by_worker).as_deref(),
@@ -686,7 +701,8 @@ mod tests {
                 "mode": "per port (traffic is heavy)",
                 "worker": 1,
                 "lags": true,
-                "ledger": true
+                "ledger": true,
+                "arrival_order": false
             })
         );
     }

@@ -92,11 +92,15 @@ pub(crate) struct RecvMeta {
     pub(crate) truncated: bool,
     /// The 802.1Q/802.1ad tag the kernel took out: (TPID, TCI).
     pub(crate) vlan: Option<(u16, u16)>,
+    /// When the kernel received it (ns since the epoch), on a socket that
+    /// keeps arrival times ([`keep_arrival_times`]).
+    pub(crate) arrived: Option<u64>,
 }
 
 /// Control-message space per frame: room for one `tpacket_auxdata`
-/// (CMSG_SPACE(20) is 40 on 64-bit), in u64s for alignment.
-const CMSG_WORDS: usize = 8;
+/// (CMSG_SPACE(20) is 40 on 64-bit) and one `timespec` (CMSG_SPACE(16) is
+/// 32), in u64s for alignment.
+const CMSG_WORDS: usize = 10;
 
 /// Receives up to `bufs.len()` (at most [`MAX_BATCH`]) frames in one
 /// `recvmmsg`; `heads[i]` gets frame i's virtio-net header.
@@ -178,8 +182,75 @@ impl RecvMeta {
             len: total.saturating_sub(VnetHdr::LEN),
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
             vlan: vlan_from_auxdata(hdr),
+            arrived: arrival_from_cmsg(hdr),
         }
     }
+}
+
+/// Makes the socket report when the kernel received each frame
+/// (SO_TIMESTAMPNS): the time the frame entered the receive path on its
+/// sender's CPU, before it was steered to a lane. Readers of a port's lanes
+/// put frames of several lanes back in that order (the switch's
+/// `dataplane/lanes.rs`).
+pub(crate) fn keep_arrival_times(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// When the frame at the head of the socket's queue arrived, without
+/// taking it off the queue; `None` when the queue is empty, `Some(None)`
+/// when the kernel gave no time.
+pub(crate) fn peek_arrival(fd: BorrowedFd<'_>) -> io::Result<Option<Option<u64>>> {
+    let mut head = [0u8; VnetHdr::LEN];
+    // Room for the virtio-net header and a little more: with less than
+    // the header the kernel fails the read (see `discard_queued`).
+    let mut frame = [0u8; 64];
+    let mut iov = frame_iov(&mut head, &mut frame);
+    let mut cmsg = [0u64; CMSG_WORDS];
+    // SAFETY: msghdr is plain old data (pointers and integers); all-zero is
+    // valid and means "no name, no buffers" until filled in below.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    point_at(&mut hdr, &mut iov, &mut cmsg);
+    // SAFETY: the msghdr points at two iovecs, each within its buffer, and
+    // a control buffer, all on this stack frame; MSG_PEEK leaves the frame
+    // queued, MSG_TRUNC only reports its whole length.
+    let ret = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut hdr,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK | libc::MSG_TRUNC,
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(arrival_from_cmsg(&hdr)))
+}
+
+/// Finds SCM_TIMESTAMPNS among a received message's control messages.
+fn arrival_from_cmsg(hdr: &libc::msghdr) -> Option<u64> {
+    // SAFETY: `hdr` was filled by a receive; CMSG_FIRSTHDR/NXTHDR walk only
+    // within msg_control..msg_control+msg_controllen, which is our buffer.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points at a complete header inside
+        // the control buffer (CMSG_FIRSTHDR/NXTHDR check the bounds).
+        let c = unsafe { &*cmsg };
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+            // SAFETY: the kernel wrote a whole timespec after this header;
+            // CMSG_DATA may be unaligned for it, hence read_unaligned.
+            let at: libc::timespec =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>()) };
+            let ns = u64::try_from(at.tv_sec).ok()?.checked_mul(1_000_000_000)?;
+            return ns.checked_add(u64::try_from(at.tv_nsec).ok()?);
+        }
+        // SAFETY: as above; NXTHDR returns null past the end of the buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    None
 }
 
 /// Receives one frame with `recvmsg`: its virtio-net header into `head`,

@@ -99,6 +99,9 @@ pub(super) struct Lane {
     /// for it: a TAP queue): while the port is read by CPU, a read takes
     /// one frame and leaves the rest to epoll (see [`LaneReader::depth_for`]).
     pub(super) level_triggered: bool,
+    /// Its receive half says when each frame arrived
+    /// ([`PortRx::keeps_arrival_times`]).
+    arrival_times: bool,
     /// Frames were read from the lane since the housekeeping thread last
     /// asked the kernel how many it dropped (an idle lane drops none).
     read_since_sweep: AtomicBool,
@@ -113,6 +116,7 @@ impl Lane {
             handle,
             home,
             level_triggered: rx.level_triggered(),
+            arrival_times: rx.keeps_arrival_times(),
             rx: Mutex::new(RxState {
                 rx: Some(rx),
                 error: None,
@@ -170,6 +174,14 @@ pub(super) struct PortLanes {
     /// Where the port's frames went lately, and which bulk flows they
     /// belong to, shared by the clones.
     pub(super) talk: Arc<Talk>,
+    /// Its readers put the frames of its lanes back in the order they
+    /// arrived (see [`LaneReader::forward_by_arrival`]): it has no ledger,
+    /// and its lanes say when each frame arrived.
+    arrival_order: bool,
+    /// Held by whoever reads the port's lanes, if `arrival_order`, and by
+    /// whoever publishes its steering, before any of its lanes: one
+    /// reader at a time, which may then hold several lanes.
+    turn: Arc<Mutex<()>>,
 }
 
 impl PortLanes {
@@ -183,10 +195,38 @@ impl PortLanes {
     ) -> Self {
         let steering = steering.filter(|_| lanes.len() > 1);
         let name = lanes.first().map_or("", |lane| lane.handle.name.as_str());
+        let arrival_order = steering.as_ref().is_some_and(|s| !s.keeps_order_by_cpu())
+            && lanes.iter().all(|lane| lane.arrival_times);
         PortLanes {
-            steering: Arc::new(PortSteering::new(name, steering, solo)),
+            steering: Arc::new(PortSteering::new(name, steering, solo, arrival_order)),
             lanes,
             talk: Arc::default(),
+            arrival_order,
+            turn: Arc::default(),
+        }
+    }
+
+    /// Whether its readers put its lanes' frames back in the order they
+    /// arrived (see `arrival_order`).
+    pub(super) fn arrival_order(&self) -> bool {
+        self.arrival_order
+    }
+
+    /// The port's turn, for a reader of a port read in arrival order
+    /// (waiting for it, or only if free); `Err` if it was busy.
+    fn take_turn(&self, wait: bool) -> Result<Option<MutexGuard<'_, ()>>, ()> {
+        if !self.arrival_order {
+            return Ok(None);
+        }
+        if wait {
+            return Ok(Some(
+                self.turn.lock().unwrap_or_else(PoisonError::into_inner),
+            ));
+        }
+        match self.turn.try_lock() {
+            Ok(turn) => Ok(Some(turn)),
+            Err(TryLockError::Poisoned(poisoned)) => Ok(Some(poisoned.into_inner())),
+            Err(TryLockError::WouldBlock) => Err(()),
         }
     }
 
@@ -199,6 +239,8 @@ impl PortLanes {
         let lanes = self.lanes.len().max(1);
         let choose_solo = || choose_solo() % lanes;
         self.steering.follow(mode, choose_solo, |publish| {
+            // Before any lane (see `turn`).
+            let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
             let _reading: Vec<MutexGuard<'_, RxState>> =
                 self.lanes.iter().map(|lane| lane.lock()).collect();
             publish();
@@ -342,6 +384,9 @@ pub(super) enum HomeRead {
 pub(super) struct LaneReader {
     index: usize,
     batch: RxBatch,
+    /// One frame taken from another lane ahead of the batch's (see
+    /// [`LaneReader::forward_by_arrival`]).
+    one: RxBatch,
     /// Home lanes where a one-frame read found a frame since the worker
     /// last woke: more may wait there.
     read_one: Vec<PortId>,
@@ -359,6 +404,7 @@ impl LaneReader {
         LaneReader {
             index,
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
+            one: RxBatch::new(1, SLOT_BYTES),
             read_one: Vec::new(),
             burst_rest: Vec::new(),
             waited_for_kernel: Duration::ZERO,
@@ -400,6 +446,7 @@ impl LaneReader {
     ) -> HomeRead {
         let port = ports.get(&lane.handle.id);
         let place = port.and_then(|port| Some((port, port.position_of(lane)?)));
+        let _turn = place.and_then(|(port, _)| port.take_turn(true).ok().flatten());
         let (mut state, completes) = match place {
             Some((port, at)) => match self.lock_for_reading(mode, port, at, true, forward) {
                 Some(locked) => locked,
@@ -425,8 +472,13 @@ impl LaneReader {
                 if depth == ReadDepth::OneFrame && !self.read_one.contains(&id) {
                     self.read_one.push(id);
                 }
-                match port {
-                    Some(port) => port.forward_read((lane, rx), &mut self.batch, n, true, forward),
+                match place {
+                    Some((port, at)) if port.arrival_order && port.steering.by_cpu(mode) => {
+                        self.forward_by_arrival(port, at, rx, n, true, forward);
+                    }
+                    Some((port, _)) => {
+                        port.forward_read((lane, rx), &mut self.batch, n, true, forward);
+                    }
                     None => {
                         _ = forward(&lane.handle, &mut self.batch, n, true);
                         rx.forwarded(n);
@@ -486,7 +538,11 @@ impl LaneReader {
                 read_next(*id);
                 continue;
             }
-            // Only if nobody is reading it now; held while forwarding.
+            // Only if nobody is reading it (or the port) now; held while
+            // forwarding.
+            let Ok(_turn) = port.take_turn(false) else {
+                continue;
+            };
             let Some((mut state, completes)) =
                 self.lock_for_reading(mode, port, at, false, forward)
             else {
@@ -500,7 +556,11 @@ impl LaneReader {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
                 Ok(n) => {
-                    port.forward_read((lane, rx), &mut self.batch, n, false, forward);
+                    if port.arrival_order && port.steering.by_cpu(mode) {
+                        self.forward_by_arrival(port, at, rx, n, false, forward);
+                    } else {
+                        port.forward_read((lane, rx), &mut self.batch, n, false, forward);
+                    }
                     if let Some(change) = completes
                         && n < self.batch.capacity()
                     {
@@ -510,6 +570,106 @@ impl LaneReader {
                 // Errors are the home worker's to act on; epoll wakes it
                 // for them too.
                 Err(err) => *error = Some(err),
+            }
+        }
+    }
+
+    /// Forwards the `n` frames of the batch, read from lane `at` of `port`
+    /// through `rx`, with the frames of the port's other lanes that arrived
+    /// before them, all in the order they arrived. For a port read per CPU
+    /// without a ledger, called with the port's turn and lane `at` held.
+    ///
+    /// Why this keeps a sender's order: the kernel notes when a frame
+    /// arrives, on its sender's CPU, and puts it in its lane within the
+    /// same system call of the sender's (as the Linux bridge forwards it
+    /// there). So once a frame was read, every frame its sender sent before
+    /// it is in a lane already (or was forwarded). Each round looks at the
+    /// heads of the other lanes: the batch's frames that arrived before all
+    /// of them go; otherwise the oldest head is taken and goes first. This
+    /// lane's own queue needs no look: a frame its sender put there before
+    /// one of the batch's would be in the batch. The kernel can put a frame
+    /// in its lane later, from a receive queue processed after the system
+    /// call (under heavy load): then the Linux bridge reorders that sender
+    /// too, and so would the lanes' ledger.
+    fn forward_by_arrival(
+        &mut self,
+        port: &PortLanes,
+        at: usize,
+        rx: &mut Box<dyn PortRx>,
+        n: usize,
+        note_targets: bool,
+        forward: &mut Forward<'_>,
+    ) {
+        let lane = &port.lanes[at];
+        let mut left = n;
+        while left > 0 {
+            let Some((oldest, arrived)) = Self::oldest_head(port, at) else {
+                break;
+            };
+            if self.batch.arrived(0) <= arrived {
+                let k = (0..left)
+                    .take_while(|&i| self.batch.arrived(i) <= arrived)
+                    .count();
+                port.forward_read((lane, rx), &mut self.batch, k, note_targets, forward);
+                self.batch.drop_front(k);
+                left -= k;
+            } else if !self.forward_one(port, oldest, note_targets, forward) {
+                break;
+            }
+        }
+        if left > 0 {
+            port.forward_read((lane, rx), &mut self.batch, left, note_targets, forward);
+        }
+    }
+
+    /// The lane of `port` but `at` whose head frame arrived first, and
+    /// when; `None` if they are empty. A lane that cannot say counts as
+    /// empty (its home worker meets the error when it reads).
+    fn oldest_head(port: &PortLanes, at: usize) -> Option<(usize, u64)> {
+        let mut oldest: Option<(usize, u64)> = None;
+        for (i, lane) in port.lanes.iter().enumerate() {
+            if i == at {
+                continue;
+            }
+            let head = match lane.lock().rx.as_mut() {
+                Some(rx) => rx.head_arrival(),
+                None => Ok(None),
+            };
+            if let Ok(Some(arrived)) = head
+                && oldest.is_none_or(|(_, first)| arrived < first)
+            {
+                oldest = Some((i, arrived));
+            }
+        }
+        oldest
+    }
+
+    /// Reads one frame from lane `from` of `port` (another than the
+    /// caller's) and forwards it. False if nothing could be read.
+    fn forward_one(
+        &mut self,
+        port: &PortLanes,
+        from: usize,
+        note_targets: bool,
+        forward: &mut Forward<'_>,
+    ) -> bool {
+        let lane = &port.lanes[from];
+        let mut state = lane.lock();
+        let RxState { rx, error } = &mut *state;
+        let Some(rx) = rx.as_mut() else {
+            return false;
+        };
+        self.one.set_depth(ReadDepth::OneFrame);
+        match rx.recv_batch(&mut self.one) {
+            Ok(0) => false,
+            Ok(n) => {
+                port.forward_read((lane, rx), &mut self.one, n, note_targets, forward);
+                true
+            }
+            // The home worker acts on errors (see `take_answers`).
+            Err(err) => {
+                *error = Some(err);
+                false
             }
         }
     }

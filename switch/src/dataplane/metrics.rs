@@ -86,9 +86,14 @@ pub struct PortReading {
     /// Its lanes keep a ledger (`ports::ledger`): a sender's frames keep
     /// their order when it moves to another CPU, so it is read per CPU
     /// while traffic is light. Not in rootless mode, whose lanes are
-    /// steered by classic BPF: such a port is read by port in both modes.
+    /// steered by classic BPF.
     #[serde(default)]
     pub ledger: bool,
+    /// Without a ledger, its readers put its lanes' frames back in the
+    /// order they arrived, so it is read per CPU all the same (rootless
+    /// veth ports). A port with neither is read by port in both modes.
+    #[serde(default)]
+    pub arrival_order: bool,
 }
 
 impl PortReading {
@@ -99,11 +104,12 @@ impl PortReading {
             (_, Some(worker)) => format!("read by worker {worker}"),
             (_, None) => "read by one worker".to_string(),
         };
-        // Such a port is never read per CPU (see `steering.rs`): say why.
-        let how = if self.ledger {
-            how
-        } else {
-            format!("{how}, never per CPU (no ledger)")
+        // How the order of a sender that changes CPU is kept, where it is
+        // not the ledger (see `steering.rs`).
+        let how = match (self.ledger, self.arrival_order) {
+            (true, _) => how,
+            (false, true) => format!("{how}, in the order frames arrived (no ledger)"),
+            (false, false) => format!("{how}, never per CPU (no ledger)"),
         };
         if self.lags {
             format!("{how} (as when it last delivered frames)")
@@ -176,6 +182,7 @@ impl Dataplane {
                 .flatten(),
             lags: port.steering.lags(&self.shared.mode),
             ledger: port.steering.last_lane().is_some(),
+            arrival_order: port.arrival_order(),
         })
     }
 }

@@ -21,16 +21,18 @@
 //! the switch-wide mode at once: there is nothing to tell, and nothing to
 //! hand over.
 //!
-//! A port whose steering keeps no ledger (`ports::ledger`; rootless mode,
-//! where eBPF cannot be loaded) is never fed by CPU: a sender that moved
-//! to another CPU would have its next frames in another lane, read by
-//! another worker, while its last ones still wait in the first. While the
-//! switch reads by CPU such a port stays read by port, in the solo lane it
-//! had (at first the one it was added with), as slirp4netns and pasta
-//! read a container's frames with one thread; when the switch reads by
-//! port, it is steered like any other port, to the lane the pairing
-//! chooses. It still follows every mode change, so its steering's number,
-//! and the hand-over, work as for the others.
+//! A port fed by CPU must keep the order of a sender that moves to another
+//! CPU: its next frames go to another lane, read by another worker, while
+//! its last ones may still wait in the first. Its steering keeps a ledger
+//! (`ports::ledger`), or its lanes say when each frame arrived and its
+//! readers put them back in that order (`lanes.rs`, rootless mode, where
+//! eBPF cannot be loaded). A port that can do neither is never fed by CPU:
+//! while the switch reads by CPU it stays read by port, in the solo lane it
+//! had (at first the one it was added with), as slirp4netns and pasta read
+//! a container's frames with one thread; when the switch reads by port, it
+//! is steered like any other port, to the lane the pairing chooses. It
+//! still follows every mode change, so its steering's number, and the
+//! hand-over, work as for the others.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -135,8 +137,8 @@ pub(super) struct PortSteering {
     name: String,
     handle: Option<Arc<dyn Steering>>,
     /// Whether the port is fed by CPU while the switch reads by CPU: only
-    /// if its steering keeps the order of a sender that changes CPU (see
-    /// the module docs).
+    /// if the order of a sender that changes CPU is kept (see the module
+    /// docs).
     by_cpu_when_light: bool,
     /// Serializes telling the kernel (a mode change and a late follower);
     /// held until the kernel has taken the steering, so a hand-over that
@@ -161,10 +163,18 @@ impl PortSteering {
     /// The steering of port `name`, whose solo lane is `solo` until a
     /// steering by port chooses another; `handle` is `None` for a port of
     /// one lane, or when nothing tells the kernel (its solo lane stays).
-    pub(super) fn new(name: &str, handle: Option<Arc<dyn Steering>>, solo: usize) -> Self {
+    /// `arrival_order`: its readers put its lanes' frames back in the order
+    /// they arrived, so it may be fed by CPU without a ledger.
+    pub(super) fn new(
+        name: &str,
+        handle: Option<Arc<dyn Steering>>,
+        solo: usize,
+        arrival_order: bool,
+    ) -> Self {
         PortSteering {
             name: name.to_string(),
-            by_cpu_when_light: handle.as_ref().is_some_and(|h| h.keeps_order_by_cpu()),
+            by_cpu_when_light: arrival_order
+                || handle.as_ref().is_some_and(|h| h.keeps_order_by_cpu()),
             handle,
             telling: Mutex::new(()),
             steered: AtomicU64::new(Word::new(0, NOT_STEERED, NOT_STEERED, solo).0),
@@ -434,7 +444,7 @@ pub(super) mod tests {
     fn steered_with(solo: usize, told: Told) -> (PortSteering, Arc<Told>) {
         let told = Arc::new(told);
         let handle: Arc<dyn Steering> = told.clone();
-        (PortSteering::new("p", Some(handle), solo), told)
+        (PortSteering::new("p", Some(handle), solo, false), told)
     }
 
     /// Follows with nothing to hold (no lanes here), keeping the solo lane.
@@ -639,6 +649,20 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_port_without_a_ledger_read_in_arrival_order_is_fed_by_cpu() {
+        let switch = ModeSwitch::new(2);
+        let told = Arc::new(Told {
+            no_ledger: true,
+            ..Told::default()
+        });
+        let handle: Arc<dyn Steering> = told.clone();
+        let port = PortSteering::new("p", Some(handle), 1, true);
+        assert!(follow(&port, &switch));
+        assert_eq!(port.mode(&switch), ReadMode::ByCpu);
+        assert_eq!(*told.calls.lock().unwrap(), [(ReadMode::ByCpu, 1)]);
+    }
+
+    #[test]
     fn a_word_keeps_its_parts_apart() {
         let last = (1 << NUMBER_BITS) - 1;
         let word = Word::new(last, BY_PORT, BY_CPU, MAX_LANES - 1);
@@ -678,7 +702,7 @@ pub(super) mod tests {
     #[test]
     fn a_port_nothing_steers_follows_the_switch_at_once() {
         let switch = ModeSwitch::new(2);
-        let port = PortSteering::new("p", None, 0);
+        let port = PortSteering::new("p", None, 0, false);
         switch.worker_changed(true, |_| {});
         assert_eq!(
             (port.mode(&switch), changed_at(&port, &switch)),

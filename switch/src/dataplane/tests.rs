@@ -79,6 +79,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// Records where the kernel would put a port's frames.
 #[derive(Debug, Default)]
 struct RecordedSteering {
+    /// It keeps no ledger (see [`MemoryLanes::without_ledger`]).
+    no_ledger: AtomicBool,
     now: Mutex<Option<(ReadMode, usize)>>,
     calls: Mutex<Vec<(ReadMode, usize)>>,
     /// Holds the next steering half done (see [`RecordedSteering::hold_next`]).
@@ -137,9 +139,10 @@ impl Steering for Recorder {
         Ok(())
     }
 
-    /// As a port with a ledger, which the hand-over tests are about.
+    /// As a port with a ledger, which the hand-over tests are about,
+    /// unless told otherwise.
     fn keeps_order_by_cpu(&self) -> bool {
-        true
+        !self.0.no_ledger.load(Ordering::Relaxed)
     }
 }
 
@@ -164,6 +167,23 @@ impl MemoryLanes {
             steering: Arc::default(),
             kind: PortKind::Memory,
         }
+    }
+
+    /// The same port, its steering without a ledger (as in rootless mode).
+    fn without_ledger(self) -> Self {
+        self.steering.no_ledger.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// The same port, its lanes saying when each frame arrived (as the
+    /// packet sockets of a group without a ledger do).
+    fn keeping_arrival_times(self) -> Self {
+        let rx = self
+            .rx
+            .into_iter()
+            .map(MemoryRx::keeping_arrival_times)
+            .collect();
+        MemoryLanes { rx, ..self }
     }
 
     /// The same port, opened as a port of `kind`.
@@ -688,6 +708,7 @@ fn the_gateway_thread_follows_trace_on_and_off_while_running() {
 }
 
 mod answer_reads;
+mod arrival_order;
 mod hand_over;
 mod idle_ports;
 mod level_triggered;

@@ -275,6 +275,7 @@ fn each_port_says_how_it_is_read_and_an_idle_one_that_it_lags() {
         worker: None,
         lags: false,
         ledger: false,
+        arrival_order: false,
     };
     assert_eq!(dp.reading_of(a_id), Some(per_cpu));
     assert_eq!(dp.reading_of(b_id), None, "one lane: nothing to say");
