@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tapswitch_tests::frames::{mac, probe};
 use tapswitch_tests::lane_order::{
     KeptBy, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
-    one_cpu_per_lane, probe_number, reading,
+    one_cpu_per_lane, probe_number, reading, veth_cpus_for_a_moving_sender,
 };
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
@@ -210,15 +210,9 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
 #[test]
 fn veth_ports_read_per_cpu_keep_the_order_of_a_sender_that_moves_between_cpus() {
     require_root();
-    let Some(cpus) = one_cpu_per_lane() else {
+    let Some(cpus) = veth_cpus_for_a_moving_sender() else {
         return;
     };
-    if !ports::packet::lanes_supported() {
-        eprintln!(
-            "skipped: this kernel gives a veth port one lane, so a sender's frames cannot be in two"
-        );
-        return;
-    }
     let topo = Topology::veth_star(2);
     let switch = SwitchProcess::start(&topo.switch_ns.name, &{
         let mut args = topo.iface_args();

@@ -19,7 +19,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use tapswitch_tests::lane_order::{KeptBy, moving_sender_keeps_its_order, one_cpu_per_lane};
+use tapswitch_tests::lane_order::{
+    KeptBy, moving_sender_keeps_its_order, veth_cpus_for_a_moving_sender,
+};
 use tapswitch_tests::rootless_user::{RootlessUser, pings, wait_for_new_netns};
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
@@ -548,15 +550,9 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
 #[test]
 fn a_sender_that_moves_between_cpus_keeps_its_order_through_a_rootless_switch() {
     require_root();
-    let Some(cpus) = one_cpu_per_lane() else {
+    let Some(cpus) = veth_cpus_for_a_moving_sender() else {
         return;
     };
-    if !ports::packet::lanes_supported() {
-        eprintln!(
-            "skipped: this kernel gives a veth port one lane, so a sender's frames cannot be in two"
-        );
-        return;
-    }
     let mut user = RootlessUser::new(12);
     let serve = user.serve(&["--workers", "2"]);
     let mut netns = Vec::new();

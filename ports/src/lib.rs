@@ -225,7 +225,9 @@ pub trait Steering: Send + Sync + fmt::Debug {
 
     /// Whether steered by CPU the port keeps the order of a sender that
     /// moves to another CPU: only with a [`ledger`]. Without one (classic
-    /// BPF, rootless mode) the switch keeps such a port in one lane.
+    /// BPF, rootless mode) the switch puts its lanes' frames back in the
+    /// order they arrived ([`PortRx::head_arrival`]), or keeps it in one
+    /// lane where they cannot say.
     fn keeps_order_by_cpu(&self) -> bool {
         false
     }

@@ -52,8 +52,9 @@ pub fn open(name: &str) -> Result<(PacketRx, PacketTx), PortError> {
 /// Where eBPF can be loaded the group is steered with a [`LaneLedger`], so
 /// a sender's frames keep their order when it moves to another CPU (see
 /// [`crate::ledger`]); otherwise by classic BPF, without that guarantee
-/// ([`Steering::keeps_order_by_cpu`] says which: the switch then never
-/// steers the port by CPU).
+/// ([`Steering::keeps_order_by_cpu`] says which), and its sockets note
+/// when each frame arrived, so the switch can put the lanes' frames back
+/// in that order ([`PortRx::head_arrival`]).
 ///
 /// The sockets and the interface are in this thread's network namespace,
 /// the switch's, so the port comes with a [`KernelPath`]: the kernel

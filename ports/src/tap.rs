@@ -14,8 +14,9 @@
 //! rule of the port's [`LaneLedger`] (a sender's frames keep their order
 //! when it moves to another CPU). Queues opened to be passed to another
 //! process ([`open_queues`]) are steered by a two-instruction program
-//! without a ledger, which would stay behind (the switch then steers them
-//! to one queue only, see [`Steering::keeps_order_by_cpu`]). Without
+//! without a ledger, which would stay behind (a TAP read gives no receive
+//! time, so the switch then steers them to one queue only, see
+//! [`Steering::keeps_order_by_cpu`]). Without
 //! CAP_BPF, or for an
 //! existing single-queue TAP, the port has one queue.
 

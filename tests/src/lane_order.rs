@@ -143,6 +143,19 @@ pub fn one_cpu_per_lane() -> Option<[usize; 2]> {
     }
 }
 
+/// [`one_cpu_per_lane`] where veth ports are read in lanes; `None`, said
+/// on stderr, where they are not (before Linux 6.5).
+pub fn veth_cpus_for_a_moving_sender() -> Option<[usize; 2]> {
+    let cpus = one_cpu_per_lane()?;
+    if !ports::packet::lanes_supported() {
+        eprintln!(
+            "skipped: this kernel gives a veth port one lane, so a sender's frames cannot be in two"
+        );
+        return None;
+    }
+    Some(cpus)
+}
+
 /// How the switch's ports read per CPU keep a moving sender's order: as
 /// root with a lanes' ledger (`ports::ledger`); rootless, which cannot load
 /// one, by the kernel's receive times.

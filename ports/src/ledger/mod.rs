@@ -66,9 +66,9 @@
 //! ```
 //!
 //! Making the map and loading the program need CAP_BPF; without it
-//! (rootless mode) a port is steered by classic BPF, and the switch never
-//! feeds it by CPU ([`crate::Steering::keeps_order_by_cpu`]): its frames
-//! all go to one lane.
+//! (rootless mode) a port is steered by classic BPF, and its readers put
+//! its lanes' frames back in the order the kernel received them
+//! ([`crate::PortRx::head_arrival`]).
 
 mod book;
 pub(crate) mod program;

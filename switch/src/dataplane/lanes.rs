@@ -25,8 +25,11 @@
 //! the lane go: a port steered with a ledger (`ports::ledger`) sends its
 //! frames to a new lane (a sender that moved to another CPU) only once its
 //! last lane is done with, so one sender's frames are never in two lanes'
-//! hands at once. A port without a ledger (rootless mode) is never fed by
-//! CPU (`steering.rs`): its frames all go to one lane in both modes.
+//! hands at once. A port without a ledger (rootless mode) is read one
+//! reader at a time (its turn), and that reader puts its lanes' frames back
+//! in the order the kernel received them
+//! ([`LaneReader::forward_by_arrival`]); one whose lanes cannot say when
+//! frames arrived is never fed by CPU (`steering.rs`).
 //!
 //! # The hand-over
 //!
@@ -59,10 +62,18 @@
 //! Why this cannot deadlock: a reader holds one lane at a time, and waits
 //! for nothing while it holds it (forwarding sends without waiting for any
 //! lane); it waits for the kernel (the port's `telling` lock) and for the
-//! lanes it drains only with its own lane let go. The only thread that
-//! holds several lanes is a steering's teller, which locks them all in
-//! order while it holds `telling`, and it never holds a lane when it
-//! starts (it is the housekeeping thread, or the thread adding the port).
+//! lanes it drains only with its own lane let go. Two kinds of thread hold
+//! several lanes of a port, and both take the port's turn first: a
+//! steering's teller, which locks them all in order while it holds
+//! `telling`, and never holds a lane when it starts (it is the
+//! housekeeping thread, or the thread adding the port); and the reader of
+//! a port read in arrival order, which holds the turn for its whole read
+//! and looks at the port's other lanes with its own held. Such a reader
+//! may wait for `telling` (rule 2), but only for a steering published
+//! already, whose teller has let the turn and the lanes go and waits for
+//! the kernel alone. A teller waits for the turn only to publish a new
+//! steering, which it does only once the last one was handed over (rule
+//! 3): no reader waits for `telling` then.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
