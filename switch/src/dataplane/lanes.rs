@@ -484,7 +484,7 @@ impl LaneReader {
                     self.read_one.push(id);
                 }
                 match place {
-                    Some((port, at)) if port.arrival_order && port.steering.by_cpu(mode) => {
+                    Some((port, at)) if port.arrival_order => {
                         self.forward_by_arrival(port, at, rx, n, true, forward);
                     }
                     Some((port, _)) => {
@@ -567,7 +567,7 @@ impl LaneReader {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
                 Ok(n) => {
-                    if port.arrival_order && port.steering.by_cpu(mode) {
+                    if port.arrival_order {
                         self.forward_by_arrival(port, at, rx, n, false, forward);
                     } else {
                         port.forward_read((lane, rx), &mut self.batch, n, false, forward);
@@ -587,8 +587,10 @@ impl LaneReader {
 
     /// Forwards the `n` frames of the batch, read from lane `at` of `port`
     /// through `rx`, with the frames of the port's other lanes that arrived
-    /// before them, all in the order they arrived. For a port read per CPU
-    /// without a ledger, called with the port's turn and lane `at` held.
+    /// before them, all in the order they arrived. For a port without a
+    /// ledger read in arrival order, in either mode (by port, the other
+    /// lanes are empty but at a change: the hand-over drains through here
+    /// too), called with the port's turn and lane `at` held.
     ///
     /// Why this keeps a sender's order: the kernel notes when a frame
     /// arrives, on its sender's CPU, and puts it in its lane within the
@@ -776,7 +778,12 @@ impl LaneReader {
             loop {
                 match rx.recv_batch(&mut self.batch) {
                     Ok(n) => {
-                        if n > 0 {
+                        // Without a ledger a sender's older frames may be
+                        // in several lanes, this reader's own too: they go
+                        // in the order they arrived.
+                        if n > 0 && port.arrival_order {
+                            self.forward_by_arrival(port, at, rx, n, false, forward);
+                        } else if n > 0 {
                             port.forward_read((lane, rx), &mut self.batch, n, false, forward);
                         }
                         // A short batch: the lane was empty a moment ago,

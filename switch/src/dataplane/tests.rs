@@ -113,13 +113,18 @@ impl RecordedSteering {
     /// is steered to. A steering waits for that (the kernel's waits for
     /// the CPUs that may be steering a frame by the steering before).
     fn land(&self, cpu: usize, lanes: &[MemoryRx], frame: &[u8]) {
+        self.land_at(cpu, lanes, frame, 0);
+    }
+
+    /// [`RecordedSteering::land`], the frame arriving at `arrived` (ns).
+    fn land_at(&self, cpu: usize, lanes: &[MemoryRx], frame: &[u8], arrived: u64) {
         let now = self.now.lock().unwrap();
         let lane = match *now {
             Some((ReadMode::ByCpu, _)) => cpu % lanes.len(),
             Some((_, solo)) => solo,
             None => 0,
         };
-        lanes[lane].inject(VnetHdr::default(), frame);
+        lanes[lane].inject_at(VnetHdr::default(), frame, arrived);
     }
 }
 

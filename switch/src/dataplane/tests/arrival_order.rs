@@ -54,6 +54,47 @@ fn a_port_without_a_ledger_is_read_per_cpu_in_the_order_its_frames_arrived() {
 }
 
 #[test]
+fn a_port_read_in_arrival_order_keeps_its_order_across_mode_changes() {
+    let dp = start_with_mode_changed_by_test(2);
+    let a = MemoryLanes::new(2).without_ledger().keeping_arrival_times();
+    let b = MemoryLanes::new(1);
+    dp.add_port("a", a.opener()).unwrap();
+    dp.add_port("b", b.opener()).unwrap();
+    learn_b(&dp, &a, &b);
+    // A sender moving between the two CPUs every 3 frames, while the
+    // switch changes mode under it: per CPU its frames are in both lanes,
+    // by port in the solo lane, and the hand-over and the arrival order
+    // meet at each change.
+    const EPOCH: u32 = 500;
+    let mut got = Vec::new();
+    for epoch in 0..N / EPOCH {
+        if epoch > 0 {
+            wait_for("the epoch before last", || {
+                collect(&b.tx, &mut got) >= ((epoch - 1) * EPOCH) as usize
+            });
+            dp.shared.worker_load_changed(epoch % 2 == 1);
+        }
+        for seq in epoch * EPOCH..(epoch + 1) * EPOCH {
+            let cpu = (seq / 3 % 2) as usize;
+            let arrived = 1_000_000 + u64::from(seq) * 1_000;
+            a.steering
+                .land_at(cpu, &a.rx, &frame(HOST_B, HOST_A, seq), arrived);
+        }
+    }
+    wait_for("every frame at b", || {
+        collect(&b.tx, &mut got) >= N as usize
+    });
+    let calls = a.steering.calls.lock().unwrap().clone();
+    assert_in_order(&got, N, &format!("steered {calls:?}"));
+    assert!(calls.contains(&(ReadMode::ByCpu, 0)) || calls.contains(&(ReadMode::ByCpu, 1)));
+    assert!(
+        calls.iter().any(|(mode, _)| *mode == ReadMode::ByPort),
+        "{calls:?}"
+    );
+    dp.shutdown();
+}
+
+#[test]
 fn a_port_without_a_ledger_or_arrival_times_is_read_by_port_while_light() {
     let dp = start_with_mode_changed_by_test(2);
     let a = MemoryLanes::new(2).without_ledger();
