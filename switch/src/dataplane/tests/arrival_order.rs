@@ -65,24 +65,11 @@ fn a_port_read_in_arrival_order_keeps_its_order_across_mode_changes() {
     // switch changes mode under it: per CPU its frames are in both lanes,
     // by port in the solo lane, and the hand-over and the arrival order
     // meet at each change.
-    const EPOCH: u32 = 500;
-    let mut got = Vec::new();
-    for epoch in 0..N / EPOCH {
-        if epoch > 0 {
-            wait_for("the epoch before last", || {
-                collect(&b.tx, &mut got) >= ((epoch - 1) * EPOCH) as usize
-            });
-            dp.shared.worker_load_changed(epoch % 2 == 1);
-        }
-        for seq in epoch * EPOCH..(epoch + 1) * EPOCH {
-            let cpu = (seq / 3 % 2) as usize;
-            let arrived = 1_000_000 + u64::from(seq) * 1_000;
-            a.steering
-                .land_at(cpu, &a.rx, &frame(HOST_B, HOST_A, seq), arrived);
-        }
-    }
-    wait_for("every frame at b", || {
-        collect(&b.tx, &mut got) >= N as usize
+    let got = send_across_mode_changes(&dp, &b, N, |seq| {
+        let cpu = (seq / 3 % 2) as usize;
+        let arrived = 1_000_000 + u64::from(seq) * 1_000;
+        a.steering
+            .land_at(cpu, &a.rx, &frame(HOST_B, HOST_A, seq), arrived);
     });
     let calls = a.steering.calls.lock().unwrap().clone();
     assert_in_order(&got, N, &format!("steered {calls:?}"));
