@@ -222,8 +222,6 @@ fn adopt_sockets(
         .map(|(lane, fd)| PacketRx {
             fd,
             name: name.clone(),
-            heads: [[0; VnetHdr::LEN]; MAX_BATCH],
-            meta: [RecvMeta::default(); MAX_BATCH],
             ledger: ledger.clone().map(|ledger| LedgerLane::new(ledger, lane)),
             arrival_times,
         })
@@ -243,8 +241,6 @@ pub fn lanes_supported() -> bool {
 pub struct PacketRx {
     fd: Arc<OwnedFd>,
     name: Arc<str>,
-    heads: [[u8; VnetHdr::LEN]; MAX_BATCH],
-    meta: [RecvMeta; MAX_BATCH],
     /// The lane's side of the port's ledger, if it has one.
     ledger: Option<LedgerLane>,
     /// The socket reports when each frame arrived (a group without a
@@ -260,20 +256,24 @@ impl PortRx for PacketRx {
         }
         // A batch, which says for free that the lane is empty when short.
         let count = batch.wanted().min(MAX_BATCH);
+        // Scratch for one read, on the stack: an idle lane (most of them,
+        // with many ports) keeps none of it.
+        let mut heads = [[0u8; VnetHdr::LEN]; MAX_BATCH];
+        let mut meta = [RecvMeta::default(); MAX_BATCH];
         let received = {
             let mut free = batch.free_buffers();
             let mut bufs: [&mut [u8]; MAX_BATCH] =
                 std::array::from_fn(|_| free.next().unwrap_or(&mut []));
             sys::packet::recv_batch(
                 self.fd.as_fd(),
-                &mut self.heads[..count],
+                &mut heads[..count],
                 &mut bufs[..count],
-                &mut self.meta[..count],
+                &mut meta[..count],
             )
             .map_err(|err| RxError::classify(err, &self.name))?
         };
         for i in 0..received {
-            self.commit(batch, i);
+            commit(batch, i, &heads[i], meta[i]);
         }
         Ok(received)
     }
@@ -319,36 +319,36 @@ impl PacketRx {
     /// Reads one frame (a [`crate::ReadDepth::OneFrame`] read: epoll watches
     /// the socket level-triggered and reports what is left).
     fn recv_one(&mut self, batch: &mut RxBatch) -> Result<usize, RxError> {
+        let mut head = [0u8; VnetHdr::LEN];
         let received = {
             let Some(buf) = batch.free_buffers().next() else {
                 return Ok(0);
             };
-            sys::packet::recv_one(self.fd.as_fd(), &mut self.heads[0], buf)
+            sys::packet::recv_one(self.fd.as_fd(), &mut head, buf)
                 .map_err(|err| RxError::classify(err, &self.name))?
         };
         let Some(meta) = received else {
             return Ok(0);
         };
-        self.meta[0] = meta;
-        self.commit(batch, 0);
+        commit(batch, 0, &head, meta);
         Ok(1)
     }
+}
 
-    /// Takes frame `i` of the last read into `batch`, its VLAN tag put back.
-    fn commit(&self, batch: &mut RxBatch, i: usize) {
-        let meta = self.meta[i];
-        // A frame larger than a slot cannot happen with 64 KiB slots; if
-        // it ever does, it becomes a runt the engine drops and counts.
-        let len = if meta.truncated { 0 } else { meta.len };
-        batch.commit(len, VnetHdr::from_bytes(&self.heads[i]));
-        if let Some(arrived) = meta.arrived {
-            batch.set_arrived(i, arrived);
-        }
-        if let Some((tpid, tci)) = meta.vlan
-            && len > 0
-        {
-            batch.insert_vlan_tag(i, tpid, tci);
-        }
+/// Takes frame `i` of a read into `batch` (its virtio-net header `head`,
+/// what the kernel said of it `meta`), its VLAN tag put back.
+fn commit(batch: &mut RxBatch, i: usize, head: &[u8; VnetHdr::LEN], meta: RecvMeta) {
+    // A frame larger than a slot cannot happen with 64 KiB slots; if it
+    // ever does, it becomes a runt the engine drops and counts.
+    let len = if meta.truncated { 0 } else { meta.len };
+    batch.commit(len, VnetHdr::from_bytes(head));
+    if let Some(arrived) = meta.arrived {
+        batch.set_arrived(i, arrived);
+    }
+    if let Some((tpid, tci)) = meta.vlan
+        && len > 0
+    {
+        batch.insert_vlan_tag(i, tpid, tci);
     }
 }
 
