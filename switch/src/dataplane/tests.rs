@@ -352,69 +352,6 @@ fn frames_are_forwarded_in_order_by_the_workers() {
     }
 }
 
-/// Sends frames `0..n` to `b`, `send(seq)` putting each in, in epochs of
-/// 500 frames; before each epoch but the first it waits until the epoch
-/// before last is through and changes the mode (busy, then calm again: by
-/// port, then by CPU), so each change comes while the frames sent before
-/// it may still wait in the old lanes (the hand-over's case) and the ones
-/// before the change before are through. Returns what `b` got, in order.
-fn send_across_mode_changes(
-    dp: &Dataplane,
-    b: &MemoryLanes,
-    n: u32,
-    mut send: impl FnMut(u32),
-) -> Vec<u32> {
-    const EPOCH: u32 = 500;
-    let mut got = Vec::new();
-    for epoch in 0..n / EPOCH {
-        if epoch > 0 {
-            wait_for("the epoch before last", || {
-                collect(&b.tx, &mut got) >= ((epoch - 1) * EPOCH) as usize
-            });
-            dp.shared.worker_load_changed(epoch % 2 == 1);
-        }
-        for seq in epoch * EPOCH..(epoch + 1) * EPOCH {
-            send(seq);
-        }
-    }
-    wait_for("every frame at b", || {
-        collect(&b.tx, &mut got) >= n as usize
-    });
-    got
-}
-
-#[test]
-fn a_port_read_in_lanes_keeps_its_order_across_mode_changes() {
-    let dp = start_with_mode_changed_by_test(2);
-    // The test makes every mode change itself: a worker busy on a loaded
-    // machine would otherwise hold the mode and leave changes out.
-    let (a, b) = (MemoryLanes::new(2), MemoryLanes::new(1));
-    let pa = dp.add_port("a", a.opener()).unwrap();
-    dp.add_port("b", b.opener()).unwrap();
-    assert_eq!(dp.lanes_of(pa), 2);
-    assert_eq!(dp.metrics().reading, ReadMode::ByCpu);
-    let (mode, solo) = a.steering.now.lock().unwrap().expect("steered when added");
-    assert_eq!(mode, ReadMode::ByCpu);
-    learn_b(&dp, &a, &b);
-    // a carries no bulk flow, so read by port it keeps its solo lane (not
-    // b's worker's: `pairing.rs`). The sender runs on the CPU whose lane is
-    // not the solo lane, so every change moves its frames to the other
-    // lane. Each change comes while the frames sent before it may still
-    // wait in the old lane (the hand-over's case); the ones before the
-    // change before are through (a once-per-change hand-over orders one
-    // change at a time, and the mode changes at most every few windows).
-    let cpu = 1 - solo;
-    const N: u32 = 4000;
-    let got = send_across_mode_changes(&dp, &b, N, |seq| {
-        a.inject_from_cpu(cpu, &frame(HOST_B, HOST_A, seq));
-    });
-    let calls = a.steering.calls.lock().unwrap().clone();
-    assert_in_order(&got, N, &format!("steered {calls:?}"));
-    assert_eq!(dp.metrics().reading_changes, 7, "{:?}", dp.metrics());
-    assert!(calls.contains(&(ReadMode::ByPort, solo)), "{calls:?}");
-    dp.shutdown();
-}
-
 #[test]
 fn ports_come_and_go_under_traffic() {
     let dp = start(2, None);

@@ -4,6 +4,7 @@
 //! `LaneReader::forward_by_arrival`); one whose lanes cannot say is read
 //! by port also while traffic is light.
 
+use super::hand_over::send_across_mode_changes;
 use super::*;
 
 const N: u32 = 3000;
