@@ -178,11 +178,12 @@ impl RecvMeta {
     /// What a received message of `total` bytes (virtio-net header
     /// included) says about its frame.
     fn of(total: usize, hdr: &libc::msghdr) -> Self {
+        let (vlan, arrived) = control_messages(hdr);
         RecvMeta {
             len: total.saturating_sub(VnetHdr::LEN),
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-            vlan: vlan_from_auxdata(hdr),
-            arrived: arrival_from_cmsg(hdr),
+            vlan,
+            arrived,
         }
     }
 }
@@ -204,87 +205,17 @@ pub(crate) fn peek_arrival(fd: BorrowedFd<'_>) -> io::Result<Option<Option<u64>>
     // Room for the virtio-net header and a little more: with less than
     // the header the kernel fails the read (see `discard_queued`).
     let mut frame = [0u8; 64];
-    let mut iov = frame_iov(&mut head, &mut frame);
-    let mut cmsg = [0u64; CMSG_WORDS];
-    // SAFETY: msghdr is plain old data (pointers and integers); all-zero is
-    // valid and means "no name, no buffers" until filled in below.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    point_at(&mut hdr, &mut iov, &mut cmsg);
-    // SAFETY: the msghdr points at two iovecs, each within its buffer, and
-    // a control buffer, all on this stack frame; MSG_PEEK leaves the frame
-    // queued, MSG_TRUNC only reports its whole length.
-    let ret = unsafe {
-        libc::recvmsg(
-            fd.as_raw_fd(),
-            &mut hdr,
-            libc::MSG_DONTWAIT | libc::MSG_PEEK | libc::MSG_TRUNC,
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(err),
-        };
-    }
-    Ok(Some(arrival_from_cmsg(&hdr)))
+    // MSG_PEEK leaves the frame queued; MSG_TRUNC only reports its length.
+    let flags = libc::MSG_DONTWAIT | libc::MSG_PEEK | libc::MSG_TRUNC;
+    Ok(recv_msg(fd, &mut head, &mut frame, flags)?.map(|meta| meta.arrived))
 }
 
-/// Finds SCM_TIMESTAMPNS among a received message's control messages.
-fn arrival_from_cmsg(hdr: &libc::msghdr) -> Option<u64> {
+/// What a received message's control messages say: the VLAN tag
+/// PACKET_AUXDATA reports (TPID, TCI), and the receive time SCM_TIMESTAMPNS
+/// gives (ns since the epoch).
+fn control_messages(hdr: &libc::msghdr) -> (Option<(u16, u16)>, Option<u64>) {
+    let (mut vlan, mut arrived) = (None, None);
     // SAFETY: `hdr` was filled by a receive; CMSG_FIRSTHDR/NXTHDR walk only
-    // within msg_control..msg_control+msg_controllen, which is our buffer.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
-    while !cmsg.is_null() {
-        // SAFETY: `cmsg` is non-null and points at a complete header inside
-        // the control buffer (CMSG_FIRSTHDR/NXTHDR check the bounds).
-        let c = unsafe { &*cmsg };
-        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
-            // SAFETY: the kernel wrote a whole timespec after this header;
-            // CMSG_DATA may be unaligned for it, hence read_unaligned.
-            let at: libc::timespec =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>()) };
-            let ns = u64::try_from(at.tv_sec).ok()?.checked_mul(1_000_000_000)?;
-            return ns.checked_add(u64::try_from(at.tv_nsec).ok()?);
-        }
-        // SAFETY: as above; NXTHDR returns null past the end of the buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
-    }
-    None
-}
-
-/// Receives one frame with `recvmsg`: its virtio-net header into `head`,
-/// the frame into `buf`. `None` when none was queued. Cheaper than a
-/// `recvmmsg` that finds one frame, which then copies in and tries a second
-/// message header only to learn that the queue is empty.
-pub(crate) fn recv_one(
-    fd: BorrowedFd<'_>,
-    head: &mut [u8; VnetHdr::LEN],
-    buf: &mut [u8],
-) -> io::Result<Option<RecvMeta>> {
-    let mut iov = frame_iov(head, buf);
-    let mut cmsg = [0u64; CMSG_WORDS];
-    // SAFETY: msghdr is plain old data (pointers and integers); all-zero is
-    // valid and means "no name, no buffers" until filled in below.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    point_at(&mut hdr, &mut iov, &mut cmsg);
-    // SAFETY: the msghdr points at two iovecs, each within its buffer, and
-    // a control buffer, all on this stack frame or borrowed for the call.
-    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, libc::MSG_DONTWAIT) };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(err),
-        };
-    }
-    Ok(Some(RecvMeta::of(ret as usize, &hdr)))
-}
-
-/// Finds PACKET_AUXDATA among a received message's control messages and
-/// returns the VLAN tag it reports, if any.
-fn vlan_from_auxdata(hdr: &libc::msghdr) -> Option<(u16, u16)> {
-    // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
     // within msg_control..msg_control+msg_controllen, which is our buffer.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
     while !cmsg.is_null() {
@@ -297,20 +228,68 @@ fn vlan_from_auxdata(hdr: &libc::msghdr) -> Option<(u16, u16)> {
             let aux: libc::tpacket_auxdata = unsafe {
                 std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
             };
-            if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
-                return None;
+            if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                vlan = Some((tpid, aux.tp_vlan_tci));
             }
-            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                aux.tp_vlan_tpid
-            } else {
-                0x8100
-            };
-            return Some((tpid, aux.tp_vlan_tci));
+        } else if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+            // SAFETY: the kernel wrote a whole timespec after this header;
+            // CMSG_DATA may be unaligned for it, hence read_unaligned.
+            let at: libc::timespec =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>()) };
+            arrived = u64::try_from(at.tv_sec)
+                .ok()
+                .and_then(|secs| secs.checked_mul(1_000_000_000))
+                .zip(u64::try_from(at.tv_nsec).ok())
+                .and_then(|(secs, ns)| secs.checked_add(ns));
         }
         // SAFETY: as above; NXTHDR returns null past the end of the buffer.
         cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
     }
-    None
+    (vlan, arrived)
+}
+
+/// Receives one frame with `recvmsg`: its virtio-net header into `head`,
+/// the frame into `buf`. `None` when none was queued. Cheaper than a
+/// `recvmmsg` that finds one frame, which then copies in and tries a second
+/// message header only to learn that the queue is empty.
+pub(crate) fn recv_one(
+    fd: BorrowedFd<'_>,
+    head: &mut [u8; VnetHdr::LEN],
+    buf: &mut [u8],
+) -> io::Result<Option<RecvMeta>> {
+    recv_msg(fd, head, buf, libc::MSG_DONTWAIT)
+}
+
+/// One `recvmsg` with `flags` into `head` and `buf`; `None` when nothing
+/// was queued.
+fn recv_msg(
+    fd: BorrowedFd<'_>,
+    head: &mut [u8; VnetHdr::LEN],
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<Option<RecvMeta>> {
+    let mut iov = frame_iov(head, buf);
+    let mut cmsg = [0u64; CMSG_WORDS];
+    // SAFETY: msghdr is plain old data (pointers and integers); all-zero is
+    // valid and means "no name, no buffers" until filled in below.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    point_at(&mut hdr, &mut iov, &mut cmsg);
+    // SAFETY: the msghdr points at two iovecs, each within its buffer, and
+    // a control buffer, all on this stack frame or borrowed for the call.
+    let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(RecvMeta::of(ret as usize, &hdr)))
 }
 
 /// Frames the kernel dropped because the socket's receive queue was full,
