@@ -200,10 +200,53 @@ pub fn moving_sender_keeps_its_order(
     let scheduling = info["light_scheduling"].as_str().unwrap_or_default();
     assert!(scheduling.starts_with("short-slices"), "{info}");
 
+    // Every stream must arrive once and in order. One during which a
+    // worker got busy was read per port for a while, and says nothing
+    // about reading per CPU: it is sent again, at most `ATTEMPTS` times
+    // (a busy machine around the test can make a worker busy).
+    let mut changes_before = changes_before;
+    for attempt in 1..=ATTEMPTS {
+        let (took, changes_after, mode) =
+            moving_stream(switch, (&s1, &mut s2), (a, b), cpus, attempt);
+        if mode == "per CPU (traffic is light)" && changes_after == changes_before {
+            return;
+        }
+        let what = format!(
+            "the stream ({MOVING_FRAMES} frames in {took:?}) was not light: the switch changed how it reads its ports {} time(s) and now reads {mode}",
+            changes_after - changes_before
+        );
+        assert!(attempt < ATTEMPTS, "{what}, in {ATTEMPTS} tries");
+        eprintln!("{what}; sending it again");
+        wait_until_light(switch);
+        changes_before = reading(switch).1;
+    }
+}
+
+/// Streams sent before the moving sender's check gives up on a light one.
+const ATTEMPTS: u32 = 3;
+
+/// Waits (up to 5 s) until the switch reads per CPU again.
+fn wait_until_light(switch: &dyn SwitchView) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while reading(switch).0 != "per CPU (traffic is light)" && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends stream number `round` of the moving sender from `a` to `b` and
+/// checks it arrived once and in order; returns how long it took, and the
+/// switch's read-mode changes and mode after it.
+fn moving_stream(
+    switch: &dyn SwitchView,
+    (s1, s2): (&Station, &mut Station),
+    (a, b): ([u8; 6], [u8; 6]),
+    cpus: &[usize],
+    round: u32,
+) -> (Duration, u64, String) {
     let sent: Vec<u32> = (0..MOVING_FRAMES)
         .map(|seq| {
             probe_number(
-                1,
+                round,
                 MOVING_SENDER,
                 u32::try_from(seq).expect("a short stream"),
             )
@@ -236,14 +279,7 @@ pub fn moving_sender_keeps_its_order(
         .map(|(id, _)| id)
         .collect();
 
-    // Had a worker got busy, the frames would have been read per port for
-    // a while, and a pass would say nothing about reading per CPU.
     let (mode, changes_after) = reading(switch);
-    assert!(
-        mode == "per CPU (traffic is light)" && changes_after == changes_before,
-        "the stream ({MOVING_FRAMES} frames in {took:?}) was not light: the switch changed how it reads its ports {} time(s) and now reads {mode}",
-        changes_after - changes_before
-    );
     assert_once_and_in_order(
         &sent,
         &got,
@@ -251,4 +287,5 @@ pub fn moving_sender_keeps_its_order(
             "one sender moving between CPUs {cpus:?} every {BURST} frames ({MOVING_FRAMES} frames in {took:?})"
         ),
     );
+    (took, changes_after, mode)
 }
