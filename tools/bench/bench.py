@@ -114,6 +114,12 @@ def parse_args():
         help="the tapswitch binary (default: %(default)s)",
     )
     p.add_argument(
+        "--tap-floor",
+        default=os.path.join(REPO, "target/release/examples/tap_floor"),
+        help="the floor forwarder for TAP ports, tools/examples/tap_floor.rs (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--baseline",
         metavar="BINARY",
         help="another tapswitch binary (the build before a change) measured in the same run "
@@ -265,13 +271,15 @@ class Candidate:
 def chosen_switches(args):
     """The switch classes to measure, in order (with their --baseline twins)."""
     wanted = [k.strip() for k in args.switches.split(",") if k.strip()]
-    # The two-host switches are measured only when named (they need etcd).
-    known = {cls.key: cls for cls in switches.ALL + two_hosts.ALL}
+    # The two-host switches (they need etcd) and NAMED_ONLY are measured only
+    # when named.
+    known = {cls.key: cls for cls in switches.ALL + switches.NAMED_ONLY + two_hosts.ALL}
     for key in wanted:
         if key not in known:
             raise BenchError(f"unknown switch {key!r}; choose from {', '.join(known)}")
     switches.Tapswitch.binary = args.tapswitch
     switches.Tapswitch.serve_args = tuple(args.serve_arg)
+    switches.TapFloor.binary = args.tap_floor
     if args.baseline and not os.access(args.baseline, os.X_OK):
         raise BenchError(f"--baseline {args.baseline}: no such executable")
     chosen = []
@@ -339,12 +347,12 @@ def measure_idle(candidates, seconds):
 
 def profiled(args, cand, test, rep, fn):
     """Wraps a test so that perf records the switch while it runs (only
-    tapswitch, first repetition, TCP 1 stream and UDP)."""
+    tapswitch and the TAP floor, first repetition, TCP 1 stream and UDP)."""
     if not (
         args.profile
         and rep == 0
         and test in ("tcp1", "udp")
-        and isinstance(cand.switch, switches.Tapswitch)
+        and isinstance(cand.switch, (switches.Tapswitch, switches.TapFloor))
     ):
         return fn
     data = os.path.join(cand.outdir, f"perf-{test}.data")

@@ -700,6 +700,35 @@ class Spread(unittest.TestCase):
         self.assertEqual(keys[:2], [report.REFERENCE, report.AGAIN])
         self.assertEqual(len(keys), len(set(keys)), "every key once")
 
+    def test_the_tap_floor_is_measured_by_default_and_its_ordinary_twin_when_named(self):
+        keys = [cls.key for cls in switches.ALL]
+        self.assertIn("tap-floor", keys)
+        self.assertIn("tap-floor-ping", keys)
+        self.assertNotIn("tap-floor-ordinary", keys)
+        every = keys + [cls.key for cls in switches.NAMED_ONLY]
+        self.assertEqual(len(every), len(set(every)), "every key once")
+        with mock.patch.object(
+            sys, "argv", ["bench.py", "--switches", "kernel,tap-floor-ordinary"]
+        ):
+            chosen = bench.chosen_switches(bench.parse_args())
+        self.assertEqual([cls.key for cls in chosen], ["kernel", "tap-floor-ordinary"])
+        self.assertEqual(switches.TapFloorOrdinary.extra, ("--answer-at-once", "--ordinary"))
+
+    def test_a_missing_tap_floor_says_how_to_build_it(self):
+        with mock.patch.object(switches.TapFloor, "binary", "/nonexistent/tap_floor"):
+            why = switches.TapFloorAnswerAtOnce().missing()
+        self.assertIn("/nonexistent/tap_floor not found", why)
+        self.assertIn("cargo build --release -p tools --example tap_floor", why)
+
+    def test_the_tap_floor_is_started_once_its_log_says_so(self):
+        log_path = os.path.join(_TMP.name, "tap-floor.log")
+        self.assertFalse(switches._says(log_path, "forwarding "), "no log yet")
+        write_to = Path(log_path)
+        write_to.write_text("starting\n")
+        self.assertFalse(switches._says(log_path, "forwarding "))
+        write_to.write_text("starting\nforwarding p1 <-> p2\n")
+        self.assertTrue(switches._says(log_path, "forwarding "))
+
     def test_read_mode_changes_are_summed_over_a_runs_repetitions_and_shown(self):
         switch_threads = {
             "wall_s": 1.0,

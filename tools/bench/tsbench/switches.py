@@ -195,6 +195,64 @@ class TapswitchTap(Tapswitch):
             topo.configure_host(i)
 
 
+class TapFloor(Switch):
+    """The floor for TAP ports: tools/examples/tap_floor.rs, a forwarder that
+    opens its two TAPs as tapswitch does and does nothing but pass every
+    frame from one to the other (no table, no gateway), one thread per
+    direction. Its ratio to the bridge is what the TAP itself costs on this
+    machine; tapswitch's TAP ports above it are the switch's own cost."""
+
+    key = "tap-floor"
+    title = "floor: TAP read/write, a thread per direction"
+    binary = None  # set from --tap-floor before use
+    extra = ()
+
+    def missing(self):
+        if not self.binary or not os.access(self.binary, os.X_OK):
+            return (
+                f"{self.binary} not found (build it: "
+                "cargo build --release -p tools --example tap_floor)"
+            )
+        return None
+
+    def start(self, topo, workdir, cleanup):
+        taps = [topo.port_name(i) for i in range(len(topo.hosts))]
+        argv = [self.binary, *self.extra, *taps]
+        log_path = os.path.join(workdir, f"{self.key}.log")
+        proc = start(argv, topo.switch_ns, log_path, "tap_floor")
+        self._keep(proc, cleanup)
+        # Both devices are open and up once it says so; not before, or
+        # moving one away would fail its set-up.
+        deadline = time.monotonic() + 10
+        while not _says(log_path, "forwarding "):
+            if not proc.alive() or time.monotonic() > deadline:
+                raise BenchError(f"tap_floor did not start; see {log_path}")
+            time.sleep(0.05)
+        for i in range(len(topo.hosts)):
+            topo.adopt_tap(i)
+            topo.configure_host(i)
+
+
+class TapFloorAnswerAtOnce(TapFloor):
+    """The floor for a round trip through TAP ports: the same forwarder with
+    one real-time thread that reads each frame's answer right after writing
+    the frame, one wake-up per round trip (as tapswitch's light mode)."""
+
+    key = "tap-floor-ping"
+    title = "floor: TAP read/write, one thread, answer read at once"
+    extra = ("--answer-at-once",)
+
+
+class TapFloorOrdinary(TapFloor):
+    """The same one thread at ordinary priority, as a worker without
+    CAP_SYS_NICE runs: set beside `tap-floor-ping`, what real-time priority
+    under load is worth."""
+
+    key = "tap-floor-ordinary"
+    title = "floor: one ordinary thread, answer read at once"
+    extra = ("--answer-at-once", "--ordinary")
+
+
 class TapswitchRootless(Tapswitch):
     """tapswitch with veth ports, run by an unprivileged user (rootless
     mode): the same hosts, but the switch's ends of the veth pairs live in a
@@ -421,7 +479,21 @@ ALL = [
     VdeSwitch,
     OvsNetdev,
     NoSwitch,
+    TapFloor,
+    TapFloorAnswerAtOnce,
 ]
+
+# Measured only when named in --switches.
+NAMED_ONLY = [TapFloorOrdinary]
+
+
+def _says(log_path, text):
+    """Whether the log at `log_path` holds `text` yet."""
+    try:
+        with open(log_path, errors="replace") as f:
+            return text in f.read()
+    except OSError:
+        return False
 
 
 def baseline_of(cls, binary, label):
