@@ -330,8 +330,9 @@ pub(super) struct LaneReader {
     index: usize,
     batch: RxBatch,
     /// One frame taken from another lane ahead of the batch's (see
-    /// [`LaneReader::forward_by_arrival`]).
-    one: RxBatch,
+    /// [`LaneReader::forward_by_arrival`]): made on first use, since only
+    /// ports without a ledger (rootless mode's) need it.
+    one: Option<RxBatch>,
     /// Home lanes where a one-frame read found a frame since the worker
     /// last woke: more may wait there.
     read_one: Vec<PortId>,
@@ -349,7 +350,7 @@ impl LaneReader {
         LaneReader {
             index,
             batch: RxBatch::new(BATCH_FRAMES, SLOT_BYTES),
-            one: RxBatch::new(1, SLOT_BYTES),
+            one: None,
             read_one: Vec::new(),
             burst_rest: Vec::new(),
             waited_for_kernel: Duration::ZERO,

@@ -5,9 +5,9 @@
 //! frame, one reader at a time reads the port (its turn, see `lanes.rs`),
 //! and that reader forwards the frames of all its lanes in that order.
 
-use ports::{PortRx, ReadDepth};
+use ports::{PortRx, ReadDepth, RxBatch};
 
-use super::{Forward, LaneReader, PortLanes, RxState};
+use super::{Forward, LaneReader, PortLanes, RxState, SLOT_BYTES};
 
 impl LaneReader {
     /// Forwards the `n` frames of the batch, read from lane `at` of `port`
@@ -97,11 +97,12 @@ impl LaneReader {
         let Some(rx) = rx.as_mut() else {
             return false;
         };
-        self.one.set_depth(ReadDepth::OneFrame);
-        match rx.recv_batch(&mut self.one) {
+        let one = self.one.get_or_insert_with(|| RxBatch::new(1, SLOT_BYTES));
+        one.set_depth(ReadDepth::OneFrame);
+        match rx.recv_batch(one) {
             Ok(0) => false,
             Ok(n) => {
-                port.forward_read((lane, rx), &mut self.one, n, note_targets, forward);
+                port.forward_read((lane, rx), one, n, note_targets, forward);
                 true
             }
             // The home worker acts on errors (see `take_answers`).
