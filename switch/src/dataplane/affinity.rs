@@ -22,14 +22,25 @@
 //!
 //! Heavy traffic, [`ReadMode::ByPort`]: a worker kept next to a busy sender
 //! gets half a CPU while another may idle, and a real-time worker takes CPU
-//! from the receiver. So once any worker is busier than [`BUSY`] of a
-//! [`WINDOW`], every port sends all its frames to one lane (ports spread
-//! over the workers) and workers run anywhere at ordinary priority; after
-//! every busy worker stayed below [`CALM`] for [`CALM_WINDOWS`] windows,
-//! the switch goes back. Frames queued before a change are forwarded before
-//! newer ones (the hand-over in `lanes.rs`), so order is kept.
+//! from the receiver of a flood. So once any worker is busier than [`BUSY`]
+//! of a [`WINDOW`], every port sends all its frames to one lane (ports
+//! spread over the workers) and workers run anywhere at ordinary priority;
+//! after every busy worker stayed below [`CALM`] for [`CALM_WINDOWS`]
+//! windows, the switch goes back. Frames queued before a change are
+//! forwarded before newer ones (the hand-over in `lanes.rs`), so order is
+//! kept.
 //!
-//! Under load a worker offers its CPU (`sched_yield`) every
+//! One exception: a worker whose traffic is a conversation
+//! ([`Conversation`]: the frames it forwards come back as answers, as a TCP
+//! receiver's acknowledgements do) keeps real-time priority under load,
+//! where it had it while light. Its senders are clocked by the answers it
+//! forwards, so it cannot outrun the endpoints, and one real-time thread
+//! forwarding both directions while the endpoints share the other CPU was
+//! the fastest arrangement measured for TCP through TAP ports
+//! (docs/PERFORMANCE.md, "A conversation keeps its worker real-time"). The
+//! two ports of a conversation share that worker (`pairing.rs`).
+//!
+//! Under load an ordinary worker offers its CPU (`sched_yield`) every
 //! [`SHARE_AFTER_FRAMES`] frames: on few CPUs the receiver of its frames
 //! often waits on the worker's own CPU, and without the offer its socket
 //! buffer overflows before the scheduler steps in. A kernel bridge gets
@@ -114,6 +125,46 @@ impl LoadMeter {
             self.calm_windows = 0;
         }
         None
+    }
+}
+
+/// Of the frames a worker forwards in a [`WINDOW`], at least one in this
+/// many must be answers for its traffic to be a conversation. A TCP stream
+/// through the switch is about one in two (an acknowledgement per
+/// super-frame or two), a UDP flood none.
+const ANSWERS_OF_A_CONVERSATION: usize = 8;
+
+/// Whether a worker's traffic is a conversation: whether enough of the
+/// frames it forwarded in the last [`WINDOW`] were answers, read at once
+/// after its own writes (see `lanes.rs`).
+#[derive(Debug, Default)]
+pub(super) struct Conversation {
+    forwarded: usize,
+    answered: usize,
+    window_start: Option<Instant>,
+    holds: bool,
+}
+
+impl Conversation {
+    /// Notes `frames` forwarded at `now`, `answered` of them answers;
+    /// decides again once a window is over.
+    pub(super) fn note(&mut self, frames: usize, answered: usize, now: Instant) {
+        self.forwarded += frames;
+        self.answered += answered.min(frames);
+        let start = *self.window_start.get_or_insert(now);
+        if now.saturating_duration_since(start) < WINDOW {
+            return;
+        }
+        self.holds =
+            self.forwarded > 0 && self.answered * ANSWERS_OF_A_CONVERSATION >= self.forwarded;
+        self.forwarded = 0;
+        self.answered = 0;
+        self.window_start = Some(now);
+    }
+
+    /// Whether the last window was a conversation.
+    pub(super) fn holds(&self) -> bool {
+        self.holds
     }
 }
 
@@ -383,6 +434,7 @@ pub(super) struct Placement<C: CpuControl = KernelCpu> {
     cpu: C,
     load: LoadMeter,
     share: CpuShare,
+    conversation: Conversation,
     /// When the load meter was last told, and since when this worker has
     /// been forwarding without a sleep.
     accounted: Instant,
@@ -417,6 +469,7 @@ impl<C: CpuControl> Placement<C> {
             cpu,
             load: LoadMeter::default(),
             share: CpuShare::default(),
+            conversation: Conversation::default(),
             accounted: now,
             working_since: now,
             blocked: Duration::ZERO,
@@ -431,7 +484,9 @@ impl<C: CpuControl> Placement<C> {
     /// While traffic is light (`ByCpu`), keeps this thread on its lane's
     /// CPUs and at the lowest real-time priority, or else with the shortest
     /// time slices (see [`LightPriority`]); under load (`ByPort`), lets it
-    /// run anywhere as an ordinary thread with the default slices.
+    /// run anywhere as an ordinary thread with the default slices, or at
+    /// real-time priority still while its traffic is a [`Conversation`] (if
+    /// it was granted real-time priority).
     pub(super) fn follow_mode(&mut self, mode: ReadMode, board: &dyn LoadBoard) {
         let by_cpu = mode == ReadMode::ByCpu;
         let pin = by_cpu && !self.cpus.lane.is_empty();
@@ -442,7 +497,8 @@ impl<C: CpuControl> Placement<C> {
             }
             self.pinned = pin;
         }
-        let realtime = by_cpu && self.light == LightPriority::RealTime;
+        let conversing = self.conversation.holds() && !self.realtime_refused;
+        let realtime = (by_cpu || conversing) && self.light == LightPriority::RealTime;
         if realtime != self.realtime {
             if let Err(err) = self.cpu.set_realtime(realtime) {
                 // Without CAP_SYS_NICE: an ordinary thread, said once.
@@ -489,13 +545,23 @@ impl<C: CpuControl> Placement<C> {
         self.working_since = now;
     }
 
-    /// A batch of `frames` was forwarded: accounts the load (at most once a
-    /// window, so a worker that never runs out of frames still changes the
-    /// mode), and under load offers the CPU or moves.
-    pub(super) fn batch_forwarded(&mut self, frames: usize, now: Instant, board: &dyn LoadBoard) {
+    /// A batch of `frames` was forwarded, `answered` of them answers read at
+    /// once: accounts the load (at most once a window, so a worker that
+    /// never runs out of frames still changes the mode) and the
+    /// conversation, and under load offers the CPU or moves, unless it is
+    /// real-time (its offer would let only real-time threads run).
+    pub(super) fn batch_forwarded(
+        &mut self,
+        frames: usize,
+        answered: usize,
+        now: Instant,
+        board: &dyn LoadBoard,
+    ) {
         self.account(now, false, board);
+        self.conversation.note(frames, answered, now);
         let heavy = board.lane_mode() == ReadMode::ByPort;
-        if self.share.forwarded(frames, heavy) {
+        let realtime = self.realtime && !self.realtime_refused;
+        if self.share.forwarded(frames, heavy && !realtime) {
             self.offer_cpu(board);
         }
     }
@@ -914,16 +980,16 @@ mod tests {
         let mut place = placement(FakeCpu::default(), start);
         // Forwarding without a sleep for a whole window: busy.
         place.woke(start);
-        place.batch_forwarded(SHARE_AFTER_FRAMES, start + 5 * MS, &board);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 5 * MS, &board);
         assert!(board.changes.borrow().is_empty(), "window not complete");
         assert_eq!(place.cpu.offers, 0, "light traffic never offers");
-        place.batch_forwarded(SHARE_AFTER_FRAMES, start + WINDOW, &board);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + WINDOW, &board);
         assert_eq!(*board.changes.borrow(), [true]);
         assert_eq!(place.cpu.offers, 1, "offered right after the change");
         assert_eq!(place.next_look(), Some(WINDOW), "a busy worker looks again");
-        place.batch_forwarded(SHARE_AFTER_FRAMES - 1, start + WINDOW + MS, &board);
+        place.batch_forwarded(SHARE_AFTER_FRAMES - 1, 0, start + WINDOW + MS, &board);
         assert_eq!(place.cpu.offers, 1, "not a full batch yet");
-        place.batch_forwarded(1, start + WINDOW + MS, &board);
+        place.batch_forwarded(1, 0, start + WINDOW + MS, &board);
         assert_eq!((place.cpu.offers, board.yields.get()), (2, 2));
         // A long sleep: calm again.
         place.about_to_sleep(start + WINDOW + MS, &board);
@@ -931,6 +997,83 @@ mod tests {
         place.about_to_sleep(start + Duration::from_secs(2), &board);
         assert_eq!(*board.changes.borrow(), [true, false]);
         assert_eq!(place.next_look(), None);
+    }
+
+    #[test]
+    fn a_conversation_is_one_answer_in_eight_frames_over_a_window() {
+        let start = Instant::now();
+        let mut talk = Conversation::default();
+        talk.note(32, 4, start);
+        assert!(!talk.holds(), "the window is not over");
+        talk.note(0, 0, start + WINDOW);
+        assert!(talk.holds(), "4 answers in 32 frames");
+        talk.note(32, 3, start + WINDOW + MS);
+        talk.note(0, 0, start + 2 * WINDOW);
+        assert!(!talk.holds(), "3 answers in 32 frames: a flood");
+        talk.note(0, 0, start + 3 * WINDOW);
+        assert!(!talk.holds(), "nothing forwarded: no conversation");
+        talk.note(8, 20, start + 4 * WINDOW);
+        assert!(talk.holds(), "answers count at most as the frames they are");
+    }
+
+    #[test]
+    fn under_load_a_worker_in_a_conversation_stays_real_time_and_offers_nothing() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        let mut place = placement(FakeCpu::default(), start);
+        place.follow_mode(ReadMode::ByCpu, &board);
+        // A window of TCP-like traffic: half the frames are answers.
+        place.batch_forwarded(SHARE_AFTER_FRAMES, SHARE_AFTER_FRAMES / 2, start, &board);
+        board.by_cpu.set(false);
+        place.batch_forwarded(
+            SHARE_AFTER_FRAMES,
+            SHARE_AFTER_FRAMES / 2,
+            start + WINDOW,
+            &board,
+        );
+        place.follow_mode(ReadMode::ByPort, &board);
+        assert_eq!(place.cpu.realtime, [true], "real-time kept under load");
+        assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "runs anywhere");
+        for _ in 0..4 {
+            place.batch_forwarded(SHARE_AFTER_FRAMES, 4, start + WINDOW + MS, &board);
+        }
+        assert_eq!(place.cpu.offers, 0, "a real-time thread's offer is none");
+        // A window of one-way traffic (a flood): ordinary, and offers again.
+        place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + MS, &board);
+        place.follow_mode(ReadMode::ByPort, &board);
+        assert_eq!(place.cpu.realtime, [true, false]);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + 2 * MS, &board);
+        assert_eq!(place.cpu.offers, 1);
+    }
+
+    #[test]
+    fn a_worker_refused_real_time_is_ordinary_under_load_in_a_conversation_too() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        let cpu = FakeCpu {
+            refuse_realtime: true,
+            ..FakeCpu::default()
+        };
+        let mut place = placement(cpu, start);
+        place.follow_mode(ReadMode::ByCpu, &board);
+        board.by_cpu.set(false);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, SHARE_AFTER_FRAMES, start, &board);
+        place.batch_forwarded(
+            SHARE_AFTER_FRAMES,
+            SHARE_AFTER_FRAMES,
+            start + WINDOW,
+            &board,
+        );
+        place.follow_mode(ReadMode::ByPort, &board);
+        assert_eq!(place.cpu.realtime, [true, false], "not asked again");
+        assert_eq!(place.cpu.short_slices, [true, false]);
+        place.batch_forwarded(
+            SHARE_AFTER_FRAMES,
+            SHARE_AFTER_FRAMES,
+            start + WINDOW,
+            &board,
+        );
+        assert!(place.cpu.offers > 0, "an ordinary worker offers its CPU");
     }
 
     #[test]
@@ -986,7 +1129,7 @@ mod tests {
             };
             let mut place = placement(cpu, start);
             for _ in 0..MOVE_WINDOW {
-                place.batch_forwarded(SHARE_AFTER_FRAMES, start, &board);
+                place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start, &board);
             }
             assert_eq!(place.cpu.offers, MOVE_WINDOW);
             let moved = u32::from(fully_busy);

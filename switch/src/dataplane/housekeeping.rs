@@ -7,6 +7,7 @@
 //! sweep.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -175,7 +176,8 @@ fn solo_next_to_partner(
         .map(|(other_id, other)| other.talk.seen(*other_id, other.steering.solo()))
         .collect();
     let steered = port.talk.seen(id, port.steering.solo());
-    let choice = pairing::choose_solo(steered, &busy, port.lanes.len());
+    let realtime = shared.tuning.realtime() && !shared.realtime_refused.load(Ordering::Relaxed);
+    let choice = pairing::choose_solo(steered, &busy, port.lanes.len(), realtime);
     log::debug!(
         "port {id:?}: read by port in lane {} ({:?})",
         choice.solo,

@@ -448,6 +448,7 @@ impl LaneReader {
     /// unicast frames), where answers are likely waiting already: the lane
     /// the answer lands in goes to `read_next` if it is this worker's, and
     /// is read now if it is another worker's and nobody is reading it.
+    /// Returns how many frames it forwarded so.
     pub(super) fn take_answers(
         &mut self,
         mode: &ModeSwitch,
@@ -455,7 +456,8 @@ impl LaneReader {
         targets: &[PortId],
         forward: &mut Forward<'_>,
         read_next: &mut dyn FnMut(PortId),
-    ) {
+    ) -> usize {
+        let mut taken = 0;
         for id in targets {
             let Some(port) = ports.get(id) else {
                 continue;
@@ -502,6 +504,7 @@ impl LaneReader {
                 Ok(0) => {}
                 // Answers to answers are not looked for.
                 Ok(n) => {
+                    taken += n;
                     if port.arrival_order {
                         self.forward_by_arrival(port, at, rx, n, false, forward);
                     } else {
@@ -518,6 +521,7 @@ impl LaneReader {
                 Err(err) => *error = Some(err),
             }
         }
+        taken
     }
 
     /// How far a read of `lane` goes. One frame while its port is read by

@@ -13,23 +13,30 @@
 //! wake-up and that CPU are what streams are short of (measured in
 //! docs/PERFORMANCE.md, "A worker per talking pair under load").
 //!
-//! With a single bulk flow between the two the measurements say the
-//! opposite: its acknowledgements, forwarded by another worker, run the
-//! sender's stack (which sends the next segments) on the other CPU while
-//! the first worker forwards data, and one stream was 5–7 % faster that way.
-//! So the pair shares a worker only when one of the two ports carries
-//! several bulk flows.
+//! With a single bulk flow between the two, and ordinary workers, the
+//! measurements say the opposite: its acknowledgements, forwarded by another
+//! worker, run the sender's stack (which sends the next segments) on the
+//! other CPU while the first worker forwards data, and one stream was 5–7 %
+//! faster that way. So with ordinary workers the pair shares a worker only
+//! when one of the two ports carries several bulk flows. Where workers run
+//! at real-time priority, a worker in a conversation keeps it under load
+//! (see `affinity.rs`), and then two ports that talk to each other always
+//! share one: one real-time thread forwarding both directions, the
+//! endpoints on the other CPU, was the fastest arrangement for one stream
+//! as for two (docs/PERFORMANCE.md, "A conversation keeps its worker
+//! real-time"), where two real-time workers would take every CPU.
 //!
 //! When a port is steered to read by port, its solo lane is chosen by
 //! two numbered rules ([`choose_solo`]), from the ports already read by
 //! port that were read lately (the busy ones):
 //!
 //! 1. A busy port the port sends to, or one that sends to it (in that
-//!    order), if the port or that one carries several bulk flows: its
-//!    solo lane, unless its worker already reads more busy ports than the
-//!    least loaded worker plus one. The pair shares a worker; a third port
-//!    talking to the pair goes elsewhere, so one worker never takes every
-//!    conversation.
+//!    order), if the port or that one carries several bulk flows, or if
+//!    the two send to each other and workers run at real-time priority:
+//!    its solo lane, unless its worker already reads more busy ports than
+//!    the least loaded worker plus one. The pair shares a worker; a third
+//!    port talking to the pair goes elsewhere, so one worker never takes
+//!    every conversation.
 //! 2. Otherwise the worker that reads the fewest busy ports; among those,
 //!    the port's own solo lane so far (no move without a reason), else the
 //!    lowest.
@@ -230,7 +237,14 @@ pub(super) enum SoloRule {
 
 /// The solo lane for port `port` among `workers` workers, given the `busy`
 /// ports (the port itself may be among them: it is left out).
-pub(super) fn choose_solo(port: BusyPort, busy: &[BusyPort], workers: usize) -> SoloChoice {
+/// `realtime`: whether workers run at real-time priority (then two ports
+/// that send to each other share a worker whatever their flows).
+pub(super) fn choose_solo(
+    port: BusyPort,
+    busy: &[BusyPort],
+    workers: usize,
+    realtime: bool,
+) -> SoloChoice {
     let BusyPort {
         id: port,
         sends_to,
@@ -253,7 +267,8 @@ pub(super) fn choose_solo(port: BusyPort, busy: &[BusyPort], workers: usize) -> 
         .iter()
         .find(|other| other.sends_to == Some(port) && other.id != port);
     for partner in [sent_to, sends_here].into_iter().flatten() {
-        if (several_flows || partner.several_flows)
+        let each_other = sends_to == Some(partner.id) && partner.sends_to == Some(port);
+        if (several_flows || partner.several_flows || (realtime && each_other))
             && load.get(partner.solo).is_some_and(|&n| n <= least + 1)
         {
             return SoloChoice {
@@ -296,7 +311,7 @@ mod tests {
         busy: &[BusyPort],
         workers: usize,
     ) -> SoloChoice {
-        choose_solo(self::busy(id, sends_to, current), busy, workers)
+        choose_solo(self::busy(id, sends_to, current), busy, workers, false)
     }
 
     #[test]
@@ -398,7 +413,7 @@ mod tests {
             ..busy(id, sends_to, solo)
         };
         let port = one_flow(2, Some(1), 1);
-        let choice = choose_solo(port, &[one_flow(1, Some(2), 0)], 2);
+        let choice = choose_solo(port, &[one_flow(1, Some(2), 0)], 2, false);
         assert_eq!(
             choice,
             SoloChoice {
@@ -407,11 +422,43 @@ mod tests {
             }
         );
         // Either side carrying several flows is enough.
-        let choice = choose_solo(port, &[busy(1, Some(2), 0)], 2);
+        let choice = choose_solo(port, &[busy(1, Some(2), 0)], 2, false);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
         let several = busy(2, Some(1), 1);
-        let choice = choose_solo(several, &[one_flow(1, Some(2), 0)], 2);
+        let choice = choose_solo(several, &[one_flow(1, Some(2), 0)], 2, false);
         assert_eq!(choice.rule, SoloRule::NextTo(PortId(1)));
+    }
+
+    #[test]
+    fn with_real_time_workers_two_ports_that_talk_both_ways_share_a_worker() {
+        let one_flow = |id, sends_to: Option<u32>, solo| BusyPort {
+            several_flows: false,
+            ..busy(id, sends_to, solo)
+        };
+        // A stream's receiver (its acknowledgements go to the sender) joins
+        // the sender, and the other way round.
+        let receiver = one_flow(2, Some(1), 1);
+        let choice = choose_solo(receiver, &[one_flow(1, Some(2), 0)], 2, true);
+        assert_eq!(
+            choice,
+            SoloChoice {
+                solo: 0,
+                rule: SoloRule::NextTo(PortId(1))
+            }
+        );
+        let sender = one_flow(1, Some(2), 0);
+        let choice = choose_solo(sender, &[one_flow(2, Some(1), 1)], 2, true);
+        assert_eq!(choice.rule, SoloRule::NextTo(PortId(2)));
+        // One way only (a flood with nothing coming back): apart.
+        let flooder = one_flow(1, Some(2), 0);
+        let choice = choose_solo(flooder, &[one_flow(2, None, 0)], 2, true);
+        assert_eq!(choice.rule, SoloRule::LeastLoaded);
+        let choice = choose_solo(flooder, &[one_flow(2, Some(3), 0)], 2, true);
+        assert_eq!(choice.rule, SoloRule::LeastLoaded);
+        // Still never more than one port over the least loaded worker.
+        let busy = [one_flow(2, Some(1), 0), one_flow(3, Some(4), 0)];
+        let choice = choose_solo(sender, &busy, 2, true);
+        assert_eq!(choice.rule, SoloRule::LeastLoaded);
     }
 
     /// An Ethernet frame of `len` bytes carrying IPv4 TCP from port `from`.

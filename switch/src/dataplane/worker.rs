@@ -214,9 +214,16 @@ impl Worker {
                         self.collect_ready_now();
                         self.mark_ready(id);
                     }
-                    self.take_answers(&view);
-                    self.placement
-                        .batch_forwarded(frames, Instant::now(), &*self.board);
+                    // A lane read because answers were likely in it holds
+                    // answers (see `lanes.rs`).
+                    let answers = if look_for_answers { 0 } else { frames };
+                    let taken = self.take_answers(&view);
+                    self.placement.batch_forwarded(
+                        frames + taken,
+                        answers + taken,
+                        Instant::now(),
+                        &*self.board,
+                    );
                 }
                 HomeRead::Failed(err) => self.port_failed(&lane.handle, err),
             }
@@ -229,8 +236,9 @@ impl Worker {
     }
 
     /// Reads the lanes where answers to the last batch are likely waiting
-    /// (see `lanes.rs`); ours go on the ready list.
-    fn take_answers(&mut self, view: &View) {
+    /// (see `lanes.rs`); ours go on the ready list. Returns how many frames
+    /// it forwarded from other workers' lanes.
+    fn take_answers(&mut self, view: &View) -> usize {
         let targets = self.delivery.take_targets();
         let (shared, delivery, ports) = (&self.shared, &mut self.delivery, &view.ports);
         let mut forward = |ingress: &Arc<PortHandle>, batch: &mut RxBatch, n, note| {
@@ -244,8 +252,9 @@ impl Worker {
         };
         let lanes = &view.lanes;
         let reader = &mut self.reader;
-        reader.take_answers(&shared.mode, lanes, &targets, &mut forward, &mut next);
+        let taken = reader.take_answers(&shared.mode, lanes, &targets, &mut forward, &mut next);
         self.delivery.give_back(targets);
+        taken
     }
 
     fn view(&self) -> View {
