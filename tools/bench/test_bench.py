@@ -714,6 +714,14 @@ class Spread(unittest.TestCase):
         self.assertEqual([cls.key for cls in chosen], ["kernel", "tap-floor-ordinary"])
         self.assertEqual(switches.TapFloorOrdinary.extra, ("--answer-at-once", "--ordinary"))
 
+    def test_the_control_socket_fits_for_the_longest_switch_in_a_run_of_many(self):
+        # `--runs 5 --baseline`: results/run-N/<key>-base/, where a socket
+        # named after the key did not fit (binding it failed).
+        longest = max((cls.key for cls in switches.ALL + switches.NAMED_ONLY), key=len)
+        workdir = f"/tmp/tapswitch-bench-20261207-130722/run-10/{longest}-base"
+        path = switches.Tapswitch.control_path(workdir)
+        self.assertLess(len(f"{path}.4194304"), 108, path)
+
     def test_a_missing_tap_floor_says_how_to_build_it(self):
         with mock.patch.object(switches.TapFloor, "binary", "/nonexistent/tap_floor"):
             why = switches.TapFloorAnswerAtOnce().missing()

@@ -88,8 +88,15 @@ class Tapswitch(Switch):
             return f"{self.binary} not found (build it: cargo build --release)"
         return None
 
+    @staticmethod
+    def control_path(workdir):
+        """The control socket in `workdir` (the switch's own directory): a
+        short name, since a socket's path has room for 107 bytes and the
+        switch binds a temporary name beside it first."""
+        return os.path.join(workdir, "control.sock")
+
     def serve(self, topo, workdir, cleanup, port_args, extra=()):
-        self.control = os.path.join(workdir, f"{self.key}.sock")
+        self.control = self.control_path(workdir)
         argv = [self.binary, "serve", *port_args, "--control", self.control]
         argv += [*extra, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
