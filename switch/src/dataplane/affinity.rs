@@ -574,6 +574,15 @@ impl<C: CpuControl> Placement<C> {
         self.blocked += blocked;
     }
 
+    /// `frames` answers were taken from other workers' lanes (see
+    /// `lanes.rs`): they count for the conversation only, not towards the
+    /// next CPU offer.
+    pub(super) fn answers_taken(&mut self, frames: usize, now: Instant) {
+        if frames > 0 {
+            self.conversation.note(frames, frames, now);
+        }
+    }
+
     /// The worker is about to sleep: accounts the load now.
     pub(super) fn about_to_sleep(&mut self, now: Instant, board: &dyn LoadBoard) {
         self.account(now, true, board);
@@ -1044,6 +1053,22 @@ mod tests {
         assert_eq!(place.cpu.realtime, [true, false]);
         place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + 2 * MS, &board);
         assert_eq!(place.cpu.offers, 1);
+    }
+
+    #[test]
+    fn answers_taken_from_other_lanes_make_a_conversation_but_no_offer() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        board.by_cpu.set(false);
+        let mut place = worker(0, LightPriority::Ordinary, FakeCpu::default(), start);
+        place.batch_forwarded(SHARE_AFTER_FRAMES - 1, 0, start, &board);
+        place.answers_taken(SHARE_AFTER_FRAMES, start);
+        assert_eq!(place.cpu.offers, 0, "only the worker's own batches count");
+        // 36 answers in 67 frames when the window ends.
+        place.answers_taken(4, start + WINDOW);
+        assert!(place.conversation.holds());
+        place.batch_forwarded(1, 0, start + WINDOW + MS, &board);
+        assert_eq!(place.cpu.offers, 1, "its own 32nd frame");
     }
 
     #[test]

@@ -218,12 +218,10 @@ impl Worker {
                     // answers (see `lanes.rs`).
                     let answers = if look_for_answers { 0 } else { frames };
                     let taken = self.take_answers(&view);
-                    self.placement.batch_forwarded(
-                        frames + taken,
-                        answers + taken,
-                        Instant::now(),
-                        &*self.board,
-                    );
+                    let now = Instant::now();
+                    self.placement.answers_taken(taken, now);
+                    self.placement
+                        .batch_forwarded(frames, answers, now, &*self.board);
                 }
                 HomeRead::Failed(err) => self.port_failed(&lane.handle, err),
             }
