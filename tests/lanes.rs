@@ -340,3 +340,126 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
         eprintln!("not checked: this kernel shows no time slices it grants (Linux 6.12+)");
     }
 }
+
+/// The policy of the worker that forwards the load (the one that used the
+/// most CPU time since the look before, if any did) at every look, 50 ms
+/// apart, taken while the switch read per port and had done so for 100 ms,
+/// until `load` returns; at most 4 s. An idle worker keeps the priority it
+/// had when it last woke, and is not looked at.
+fn forwarders_policies(switch: &SwitchProcess, load: impl FnOnce() + Send) -> Vec<u32> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            load();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut seen = Vec::new();
+        let mut per_port_since = None;
+        let mut before = worker_threads(switch.pid());
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = worker_threads(switch.pid());
+            let busiest = now
+                .iter()
+                .filter_map(|w| {
+                    let was = before.iter().find(|b| b.name == w.name)?;
+                    let used = w.cpu_ticks.checked_sub(was.cpu_ticks)?;
+                    (used > 0).then_some((used, w.policy))
+                })
+                .max();
+            before = now;
+            if !reading(switch).0.starts_with("per port") {
+                per_port_since = None;
+                continue;
+            }
+            let since = *per_port_since.get_or_insert_with(Instant::now);
+            if let Some((_, policy)) = busiest
+                && since.elapsed() >= Duration::from_millis(100)
+            {
+                seen.push(policy);
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    require_root();
+    let (_switch_ns, switch, hosts) = tap_pair(&["--no-gateway", "--workers", "2"]);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    // A TCP stream h1 → h2 for 2 s: its acknowledgements come back through
+    // the worker, a conversation (`affinity.rs`).
+    let listener = h2.run(|| TcpListener::bind("172.17.0.3:5201").expect("listening in h2"));
+    let mut sender = h1.run(|| TcpStream::connect("172.17.0.3:5201").expect("connecting"));
+    let (mut receiver, _) = listener.accept().expect("accepting");
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(receiver.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let stream = forwarders_policies(&switch, || {
+        let chunk = vec![0x5a; 1 << 16];
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            sender.write_all(&chunk).expect("streaming to h2");
+        }
+        drop(sender);
+    });
+    reader.join().unwrap();
+    assert!(
+        !stream.is_empty(),
+        "a TCP stream never made the switch read per port"
+    );
+    assert!(
+        stream.contains(&1),
+        "the worker forwarding a TCP stream did not stay real-time (SCHED_FIFO 1) under \
+         load: {stream:?}"
+    );
+
+    // Calm again, then a flood h1 → h2 with nothing coming back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reading(&switch).0.starts_with("per CPU") {
+        assert!(
+            Instant::now() < deadline,
+            "still per port: {:?}",
+            reading(&switch)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sink = h2.run(|| UdpSocket::bind("172.17.0.3:5202").expect("binding in h2"));
+    sink.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while sink.recv(&mut buf).is_ok() {}
+    });
+    let flooder = h1.run(|| {
+        let s = UdpSocket::bind("172.17.0.2:0").expect("binding in h1");
+        s.connect("172.17.0.3:5202").expect("connecting in h1");
+        s
+    });
+    let flood = forwarders_policies(&switch, || {
+        let until = Instant::now() + Duration::from_secs(2);
+        let payload = [0x33u8; 64];
+        // At most 2 s and 2 million datagrams; a full queue only loses one.
+        for _ in 0..2_000_000 {
+            if Instant::now() >= until {
+                break;
+            }
+            let _ = flooder.send(&payload);
+        }
+    });
+    drain.join().unwrap();
+    assert!(
+        !flood.is_empty(),
+        "a UDP flood never made the switch read per port"
+    );
+    assert!(
+        flood.iter().all(|&policy| policy == 0),
+        "the worker forwarding a flood stayed real-time: {flood:?}\n{}",
+        switch.log()
+    );
+}

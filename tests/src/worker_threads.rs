@@ -10,6 +10,8 @@ pub struct WorkerThread {
     /// The time slice in nanoseconds, where `/proc/PID/task/TID/sched`
     /// shows it (`se.slice`: kernels with EEVDF and scheduler debugging).
     pub slice_ns: Option<u64>,
+    /// The CPU time it used so far, in clock ticks (user and system).
+    pub cpu_ticks: u64,
 }
 
 /// The worker threads of process `pid`.
@@ -25,7 +27,9 @@ pub fn worker_threads(pid: u32) -> Vec<WorkerThread> {
         // Field 41 is the policy; the name (field 2) may hold spaces, so
         // count from the closing parenthesis (field 3 is the first after it).
         let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
-        let policy = after_name.split(' ').nth(41 - 3).expect("a policy field");
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        let policy = fields.get(41 - 3).expect("a policy field");
+        let ticks = |field: usize| -> u64 { fields[field - 3].parse().expect("a number") };
         let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
         let slice_ns = sched
             .lines()
@@ -36,6 +40,8 @@ pub fn worker_threads(pid: u32) -> Vec<WorkerThread> {
             name: comm.trim().to_string(),
             policy: policy.parse().expect("a number"),
             slice_ns,
+            // Fields 14 and 15: user and system time.
+            cpu_ticks: ticks(14) + ticks(15),
         });
     }
     workers

@@ -155,8 +155,22 @@ impl Conversation {
         if now.saturating_duration_since(start) < WINDOW {
             return;
         }
-        self.holds =
+        let holds =
             self.forwarded > 0 && self.answered * ANSWERS_OF_A_CONVERSATION >= self.forwarded;
+        if holds != self.holds {
+            log::debug!(
+                "{}: {} answers in {} frames: {}",
+                std::thread::current().name().unwrap_or("a worker"),
+                self.answered,
+                self.forwarded,
+                if holds {
+                    "a conversation"
+                } else {
+                    "no conversation"
+                }
+            );
+        }
+        self.holds = holds;
         self.forwarded = 0;
         self.answered = 0;
         self.window_start = Some(now);
@@ -496,6 +510,12 @@ impl<C: CpuControl> Placement<C> {
                 log::debug!("worker {}: cannot keep to CPUs {cpus:?}: {err}", self.index);
             }
             self.pinned = pin;
+        }
+        if by_cpu {
+            // A conversation is judged under load, from its first window
+            // on: one that ended before (the worker idle since) keeps no
+            // worker real-time.
+            self.conversation = Conversation::default();
         }
         let conversing = self.conversation.holds() && !self.realtime_refused;
         let realtime = (by_cpu || conversing) && self.light == LightPriority::RealTime;
@@ -1053,6 +1073,28 @@ mod tests {
         assert_eq!(place.cpu.realtime, [true, false]);
         place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + 2 * MS, &board);
         assert_eq!(place.cpu.offers, 1);
+    }
+
+    #[test]
+    fn a_conversation_before_a_calm_keeps_no_worker_real_time_in_the_next_load() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        let mut place = placement(FakeCpu::default(), start);
+        board.by_cpu.set(false);
+        place.batch_forwarded(SHARE_AFTER_FRAMES, SHARE_AFTER_FRAMES, start, &board);
+        place.batch_forwarded(
+            SHARE_AFTER_FRAMES,
+            SHARE_AFTER_FRAMES,
+            start + WINDOW,
+            &board,
+        );
+        place.follow_mode(ReadMode::ByPort, &board);
+        assert_eq!(place.cpu.realtime, [true], "a conversation under load");
+        // Calm, then load again, which this worker does not forward (it
+        // sleeps): it is an ordinary thread, as any worker under load.
+        place.follow_mode(ReadMode::ByCpu, &board);
+        place.follow_mode(ReadMode::ByPort, &board);
+        assert_eq!(place.cpu.realtime, [true, false]);
     }
 
     #[test]

@@ -222,6 +222,12 @@ impl Worker {
                     self.placement.answers_taken(taken, now);
                     self.placement
                         .batch_forwarded(frames, answers, now, &*self.board);
+                    // A worker that never runs out of frames does not get
+                    // back to the top of its loop: it follows the mode (and
+                    // its conversation) here, or a flood that began while
+                    // traffic was light would keep it real-time.
+                    self.placement
+                        .follow_mode(self.shared.mode.lane_mode(), &*self.board);
                 }
                 HomeRead::Failed(err) => self.port_failed(&lane.handle, err),
             }
