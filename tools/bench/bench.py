@@ -639,7 +639,8 @@ def benchmark(args, workdir, cleanup):
         rundir = workdir if args.runs == 1 else os.path.join(workdir, f"run-{index + 1}")
         if args.runs > 1:
             log(f"run {index + 1} of {args.runs}")
-        results = one_run(args, index, classes, args.tests, rundir, cleanup, run_info["switches"])
+        order = switches.measuring_order(classes, index)
+        results = one_run(args, index, order, args.tests, rundir, cleanup, run_info["switches"])
         if not results and index == 0:
             raise BenchError("no switch could be set up; nothing to measure")
         spread.add_run(per_run, results, index)

@@ -722,6 +722,26 @@ class Spread(unittest.TestCase):
         path = switches.Tapswitch.control_path(workdir)
         self.assertLess(len(f"{path}.4194304"), 108, path)
 
+    def test_a_baseline_takes_turns_with_its_switch_run_by_run(self):
+        tap, veth = switches.TapswitchTap, switches.TapswitchVeth
+        tap_base = switches.baseline_of(tap, "/before/tapswitch", "before")
+        veth_base = switches.baseline_of(veth, "/before/tapswitch", "before")
+        classes = [switches.KernelBridge, tap, tap_base, veth, veth_base, switches.TapFloor]
+        keys = lambda order: [cls.key for cls in order]  # noqa: E731
+        self.assertEqual(keys(switches.measuring_order(classes, 0)), keys(classes))
+        self.assertEqual(
+            keys(switches.measuring_order(classes, 1)),
+            [
+                "kernel",
+                "tapswitch-tap-base",
+                "tapswitch-tap",
+                "tapswitch-veth-base",
+                "tapswitch-veth",
+                "tap-floor",
+            ],
+        )
+        self.assertEqual(keys(switches.measuring_order(classes, 2)), keys(classes))
+
     def test_a_missing_tap_floor_says_how_to_build_it(self):
         with mock.patch.object(switches.TapFloor, "binary", "/nonexistent/tap_floor"):
             why = switches.TapFloorAnswerAtOnce().missing()

@@ -406,12 +406,16 @@ mod tests {
         assert!(choice.solo < 2);
     }
 
-    #[test]
-    fn a_pair_with_one_bulk_flow_keeps_a_worker_each() {
-        let one_flow = |id, sends_to: Option<u32>, solo| BusyPort {
+    /// A busy port that carries one bulk flow (or none).
+    fn one_flow(id: u32, sends_to: Option<u32>, solo: usize) -> BusyPort {
+        BusyPort {
             several_flows: false,
             ..busy(id, sends_to, solo)
-        };
+        }
+    }
+
+    #[test]
+    fn a_pair_with_one_bulk_flow_keeps_a_worker_each() {
         let port = one_flow(2, Some(1), 1);
         let choice = choose_solo(port, &[one_flow(1, Some(2), 0)], 2, false);
         assert_eq!(
@@ -431,10 +435,6 @@ mod tests {
 
     #[test]
     fn with_real_time_workers_two_ports_that_talk_both_ways_share_a_worker() {
-        let one_flow = |id, sends_to: Option<u32>, solo| BusyPort {
-            several_flows: false,
-            ..busy(id, sends_to, solo)
-        };
         // A stream's receiver (its acknowledgements go to the sender) joins
         // the sender, and the other way round.
         let receiver = one_flow(2, Some(1), 1);

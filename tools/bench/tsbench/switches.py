@@ -514,8 +514,25 @@ def baseline_of(cls, binary, label):
         title = f"{cls.title} ({label})"
 
     Baseline.binary = binary
+    Baseline.baseline_for = cls.key
     Baseline.__name__ = f"{cls.__name__}Baseline"
     return Baseline
+
+
+def measuring_order(classes, run_index):
+    """The order the switches of run `run_index` are set up and measured
+    in: as given in even runs; in odd runs each `--baseline` twin goes just
+    before its switch. Whichever is measured second after the other often
+    does differently (the machine's state after the first), so over several
+    runs neither build always has the same place."""
+    order = list(classes)
+    if run_index % 2 == 0:
+        return order
+    for i in range(len(order) - 1):
+        twin = order[i + 1]
+        if getattr(twin, "baseline_for", None) == order[i].key:
+            order[i], order[i + 1] = twin, order[i]
+    return order
 
 
 def control_call(path, request, timeout=10):
