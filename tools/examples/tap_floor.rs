@@ -67,8 +67,7 @@ fn forward(a_name: &str, b_name: &str, answer_at_once: Option<bool>) -> io::Resu
     println!("forwarding {a_name} <-> {b_name}");
     io::stdout().flush()?;
     if let Some(realtime) = answer_at_once {
-        if !realtime {
-        } else if let Err(err) = ports::cpu::set_realtime(true) {
+        if realtime && let Err(err) = ports::cpu::set_realtime(true) {
             eprintln!("tap_floor: an ordinary thread then (no real-time priority: {err})");
         }
         return both_ways_in_one_thread(a, b);

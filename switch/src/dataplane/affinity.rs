@@ -1075,19 +1075,21 @@ mod tests {
         assert_eq!(place.cpu.offers, 1);
     }
 
+    /// A window from `start` in which every frame `place` forwards is an
+    /// answer.
+    fn converse_for_a_window(place: &mut Placement<FakeCpu>, start: Instant, board: &FakeBoard) {
+        let all = SHARE_AFTER_FRAMES;
+        place.batch_forwarded(all, all, start, board);
+        place.batch_forwarded(all, all, start + WINDOW, board);
+    }
+
     #[test]
     fn a_conversation_before_a_calm_keeps_no_worker_real_time_in_the_next_load() {
         let start = Instant::now();
         let board = FakeBoard::new();
         let mut place = placement(FakeCpu::default(), start);
         board.by_cpu.set(false);
-        place.batch_forwarded(SHARE_AFTER_FRAMES, SHARE_AFTER_FRAMES, start, &board);
-        place.batch_forwarded(
-            SHARE_AFTER_FRAMES,
-            SHARE_AFTER_FRAMES,
-            start + WINDOW,
-            &board,
-        );
+        converse_for_a_window(&mut place, start, &board);
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true], "a conversation under load");
         // Calm, then load again, which this worker does not forward (it
@@ -1124,13 +1126,7 @@ mod tests {
         let mut place = placement(cpu, start);
         place.follow_mode(ReadMode::ByCpu, &board);
         board.by_cpu.set(false);
-        place.batch_forwarded(SHARE_AFTER_FRAMES, SHARE_AFTER_FRAMES, start, &board);
-        place.batch_forwarded(
-            SHARE_AFTER_FRAMES,
-            SHARE_AFTER_FRAMES,
-            start + WINDOW,
-            &board,
-        );
+        converse_for_a_window(&mut place, start, &board);
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true, false], "not asked again");
         assert_eq!(place.cpu.short_slices, [true, false]);
