@@ -7,14 +7,13 @@
 //! sweep.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::lanes::{LanesByPort, PortLanes};
-use super::{ReadMode, Shared, pairing};
+use super::{LightScheduling, ReadMode, Shared, pairing};
 use crate::port::PortId;
 
 /// How often the housekeeping thread sweeps expired MAC entries. Lookups
@@ -176,7 +175,7 @@ fn solo_next_to_partner(
         .map(|(other_id, other)| other.talk.seen(*other_id, other.steering.solo()))
         .collect();
     let steered = port.talk.seen(id, port.steering.solo());
-    let realtime = shared.tuning.realtime() && !shared.realtime_refused.load(Ordering::Relaxed);
+    let realtime = shared.light_scheduling() == LightScheduling::RealTime;
     let choice = pairing::choose_solo(steered, &busy, port.lanes.len(), realtime);
     log::debug!(
         "port {id:?}: read by port in lane {} ({:?})",

@@ -38,7 +38,9 @@ pub struct DataplaneMetrics {
 }
 
 /// How the workers run while traffic is light, as `tapswitch stats` names
-/// it (under load they are ordinary threads with the default slices).
+/// it (under load they are ordinary threads with the default slices,
+/// except a real-time worker whose traffic is a conversation: see
+/// `affinity.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LightScheduling {
@@ -190,7 +192,7 @@ impl Dataplane {
 impl Shared {
     /// How the workers run while traffic is light: as the tuning asks,
     /// unless real-time priority was refused.
-    fn light_scheduling(&self) -> LightScheduling {
+    pub(super) fn light_scheduling(&self) -> LightScheduling {
         let refused = self.realtime_refused.load(Ordering::Relaxed);
         match self.tuning.light_priority() {
             LightPriority::RealTime if refused => LightScheduling::ShortSlicesRealTimeRefused,

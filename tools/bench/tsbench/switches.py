@@ -12,7 +12,7 @@ import shutil
 import socket
 import time
 
-from .system import BenchError, adopt, log, run, start, stop
+from .system import BenchError, adopt, log, run, start, stop, tail
 from .topology import GATEWAY_IP, GATEWAY_MAC, PREFIX_LEN
 
 # The unprivileged user the rootless column runs as (nobody).
@@ -233,7 +233,7 @@ class TapFloor(Switch):
         deadline = time.monotonic() + 10
         while not _says(log_path, "forwarding "):
             if not proc.alive() or time.monotonic() > deadline:
-                raise BenchError(f"tap_floor did not start; see {log_path}")
+                raise BenchError(f"tap_floor did not start: {tail(log_path)} (see {log_path})")
             time.sleep(0.05)
         for i in range(len(topo.hosts)):
             topo.adopt_tap(i)
