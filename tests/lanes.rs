@@ -345,8 +345,9 @@ fn workers_are_real_time_while_light_unless_told_not_to() {
 /// most CPU time since the look before, if any did) at every look, 50 ms
 /// apart, taken while the switch read per port and had done so for 100 ms,
 /// until `load` returns; at most 4 s. An idle worker keeps the priority it
-/// had when it last woke, and is not looked at.
-fn forwarders_policies(switch: &SwitchProcess, load: impl FnOnce() + Send) -> Vec<u32> {
+/// had when it last woke, and is not looked at. Beside each, the workers
+/// `tapswitch stats` counts as real-time for a conversation then.
+fn forwarders_policies(switch: &SwitchProcess, load: impl FnOnce() + Send) -> Vec<(u32, u64)> {
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -369,7 +370,12 @@ fn forwarders_policies(switch: &SwitchProcess, load: impl FnOnce() + Send) -> Ve
                 })
                 .max();
             before = now;
-            if !reading(switch).0.starts_with("per port") {
+            let info = switch.info();
+            if !info["reading"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("per port")
+            {
                 per_port_since = None;
                 continue;
             }
@@ -377,7 +383,8 @@ fn forwarders_policies(switch: &SwitchProcess, load: impl FnOnce() + Send) -> Ve
             if let Some((_, policy)) = busiest
                 && since.elapsed() >= Duration::from_millis(100)
             {
-                seen.push(policy);
+                let conversing = info["conversing_now"].as_u64().expect("conversing_now");
+                seen.push((policy, conversing));
             }
         }
         seen
@@ -414,10 +421,18 @@ fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not()
         "a TCP stream never made the switch read per port"
     );
     assert!(
-        stream.contains(&1),
+        stream.iter().any(|&(policy, _)| policy == 1),
         "the worker forwarding a TCP stream did not stay real-time (SCHED_FIFO 1) under \
          load: {stream:?}"
     );
+    // `tapswitch stats` says so: "real-time kept for a conversation".
+    assert!(
+        stream
+            .iter()
+            .any(|&(policy, conversing)| policy == 1 && conversing == 1),
+        "stats did not count the worker kept real-time: {stream:?}"
+    );
+    assert!(switch.info()["conversations"].as_u64() >= Some(1));
 
     // Calm again, then a flood h1 → h2 with nothing coming back.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -458,8 +473,9 @@ fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not()
         "a UDP flood never made the switch read per port"
     );
     assert!(
-        flood.iter().all(|&policy| policy == 0),
-        "the worker forwarding a flood stayed real-time: {flood:?}\n{}",
+        flood.iter().all(|&sample| sample == (0, 0)),
+        "the worker forwarding a flood stayed real-time, or stats counted a conversation \
+         (policy, conversing): {flood:?}\n{}",
         switch.log()
     );
 }

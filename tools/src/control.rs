@@ -149,7 +149,8 @@ pub struct SwitchInfo {
     pub mode: String,
     /// How the workers read ports and shared the CPUs, and the kernel
     /// shortcut (flattened: the fields `reading`, `reading_changes`,
-    /// `steering_waits`, `cpu_yields`, `cpu_moves`, `kernel_shortcut`:
+    /// `steering_waits`, `cpu_yields`, `cpu_moves`, `conversing_now`,
+    /// `conversations`, `kernel_shortcut`:
     /// `{"state": "on"|"paused"|"off", "ports": N, "addresses": N}`,
     /// `light_scheduling`: `"real-time"`, `"short-slices"`,
     /// `"short-slices-real-time-refused"` or `"ordinary"`).
@@ -498,6 +499,8 @@ mod tests {
                 steering_waits: 2,
                 cpu_yields: 5,
                 cpu_moves: 1,
+                conversing_now: 0,
+                conversations: 2,
                 kernel_shortcut: Default::default(),
                 light_scheduling: switch::dataplane::LightScheduling::ShortSlicesRealTimeRefused,
             },
@@ -508,6 +511,7 @@ mod tests {
         assert_eq!(json["steering_waits"], 2);
         assert_eq!(json["cpu_yields"], 5);
         assert_eq!(json["cpu_moves"], 1);
+        assert_eq!(json["conversations"], 2);
         assert_eq!(json["light_scheduling"], "short-slices-real-time-refused");
         assert!(json.get("dataplane").is_none());
         let back: SwitchInfo = serde_json::from_value(json).unwrap();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{ArgGroup, Args, Subcommand};
+use switch::dataplane::LightScheduling;
 use switch::{EntryKind, MacAddr};
 
 use crate::control::{
@@ -302,6 +303,14 @@ pub fn stats(args: QueryArgs) -> Result<ExitCode> {
         dataplane.cpu_yields,
         dataplane.cpu_moves
     )?;
+    if dataplane.light_scheduling == LightScheduling::RealTime {
+        outln!(
+            "             real-time kept for a conversation: {} worker(s) now, {} time(s) since \
+             the start",
+            dataplane.conversing_now,
+            dataplane.conversations
+        )?;
+    }
     let shortcut = &dataplane.kernel_shortcut;
     outln!(
         "kernel       shortcut {}: {} port(s), {} address(es)",

@@ -202,6 +202,8 @@ mod tests {
                 steering_waits: 0,
                 cpu_yields: 0,
                 cpu_moves: 0,
+                conversing_now: 0,
+                conversations: 0,
                 kernel_shortcut: Default::default(),
                 light_scheduling: Default::default(),
             },

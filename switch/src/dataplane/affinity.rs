@@ -432,6 +432,9 @@ pub(super) trait LoadBoard {
     fn count_move(&self);
     /// This worker was refused real-time priority (said once per worker).
     fn realtime_refused(&self);
+    /// Under load, this worker began (true) or ceased to stay real-time
+    /// because its traffic is a [`Conversation`] (`tapswitch stats`).
+    fn kept_for_conversation(&self, kept: bool);
 }
 
 /// One worker's place on the CPUs: fed "a batch of n frames was forwarded"
@@ -466,6 +469,9 @@ pub(super) struct Placement<C: CpuControl = KernelCpu> {
     realtime_refused: bool,
     /// Whether it asked for the shortest time slices.
     short_slices: bool,
+    /// Whether it is real-time under load for a conversation (as last told
+    /// to the board).
+    kept_for_conversation: bool,
 }
 
 impl<C: CpuControl> Placement<C> {
@@ -492,6 +498,7 @@ impl<C: CpuControl> Placement<C> {
             realtime: false,
             realtime_refused: false,
             short_slices: false,
+            kept_for_conversation: false,
         }
     }
 
@@ -537,6 +544,7 @@ impl<C: CpuControl> Placement<C> {
             }
             self.realtime = realtime;
         }
+        self.tell_conversation(!by_cpu, board);
         let short_slices = by_cpu
             && match self.light {
                 LightPriority::RealTime => self.realtime_refused,
@@ -606,6 +614,18 @@ impl<C: CpuControl> Placement<C> {
     /// The worker is about to sleep: accounts the load now.
     pub(super) fn about_to_sleep(&mut self, now: Instant, board: &dyn LoadBoard) {
         self.account(now, true, board);
+        self.tell_conversation(board.lane_mode() != ReadMode::ByCpu, board);
+    }
+
+    /// Tells the board whether this worker is real-time under load because
+    /// its traffic is a conversation. A worker whose own load ended is not,
+    /// though it keeps its priority until it next follows the mode.
+    fn tell_conversation(&mut self, heavy: bool, board: &dyn LoadBoard) {
+        let kept = heavy && self.realtime && !self.realtime_refused && self.load.busy();
+        if kept != self.kept_for_conversation {
+            board.kept_for_conversation(kept);
+            self.kept_for_conversation = kept;
+        }
     }
 
     fn account(&mut self, now: Instant, now_or_never: bool, board: &dyn LoadBoard) {
@@ -870,6 +890,9 @@ mod tests {
         yields: std::cell::Cell<u64>,
         moves: std::cell::Cell<u64>,
         refusals: std::cell::Cell<u64>,
+        kept: std::cell::RefCell<Vec<bool>>,
+        /// Another worker keeps the switch under load.
+        others_busy: std::cell::Cell<bool>,
     }
 
     impl FakeBoard {
@@ -880,6 +903,8 @@ mod tests {
                 yields: 0.into(),
                 moves: 0.into(),
                 refusals: 0.into(),
+                kept: Default::default(),
+                others_busy: false.into(),
             }
         }
     }
@@ -887,7 +912,7 @@ mod tests {
     impl LoadBoard for FakeBoard {
         fn worker_load_changed(&self, busy: bool) {
             self.changes.borrow_mut().push(busy);
-            self.by_cpu.set(!busy);
+            self.by_cpu.set(!busy && !self.others_busy.get());
         }
         fn lane_mode(&self) -> ReadMode {
             if self.by_cpu.get() {
@@ -904,6 +929,9 @@ mod tests {
         }
         fn realtime_refused(&self) {
             self.refusals.set(self.refusals.get() + 1);
+        }
+        fn kept_for_conversation(&self, kept: bool) {
+            self.kept.borrow_mut().push(kept);
         }
     }
 
@@ -1060,8 +1088,10 @@ mod tests {
             start + WINDOW,
             &board,
         );
+        assert!(board.kept.borrow().is_empty(), "real-time while light");
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true], "real-time kept under load");
+        assert_eq!(*board.kept.borrow(), [true], "told to `tapswitch stats`");
         assert_eq!(place.cpu.kept_to, [vec![1], vec![0, 1]], "runs anywhere");
         for _ in 0..4 {
             place.batch_forwarded(SHARE_AFTER_FRAMES, 4, start + WINDOW + MS, &board);
@@ -1071,6 +1101,7 @@ mod tests {
         place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + MS, &board);
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true, false]);
+        assert_eq!(*board.kept.borrow(), [true, false]);
         place.batch_forwarded(SHARE_AFTER_FRAMES, 0, start + 2 * WINDOW + 2 * MS, &board);
         assert_eq!(place.cpu.offers, 1);
     }
@@ -1095,8 +1126,35 @@ mod tests {
         // Calm, then load again, which this worker does not forward (it
         // sleeps): it is an ordinary thread, as any worker under load.
         place.follow_mode(ReadMode::ByCpu, &board);
+        assert_eq!(*board.kept.borrow(), [true, false], "real-time while light");
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true, false]);
+        assert_eq!(*board.kept.borrow(), [true, false]);
+    }
+
+    #[test]
+    fn a_conversing_worker_whose_load_ended_is_no_longer_counted() {
+        let start = Instant::now();
+        let board = FakeBoard::new();
+        let mut place = placement(FakeCpu::default(), start);
+        board.by_cpu.set(false);
+        converse_for_a_window(&mut place, start, &board);
+        place.follow_mode(ReadMode::ByPort, &board);
+        place.about_to_sleep(start + WINDOW + MS, &board);
+        assert_eq!(*board.kept.borrow(), [true], "a short pause, still busy");
+        // Its traffic stopped; another worker keeps the switch under load.
+        board.others_busy.set(true);
+        let later = start + (CALM_WINDOWS + 2) * WINDOW;
+        place.woke(later);
+        place.about_to_sleep(later, &board);
+        assert_eq!(*board.changes.borrow().last().unwrap(), false, "calm");
+        assert_eq!(board.lane_mode(), ReadMode::ByPort);
+        assert_eq!(*board.kept.borrow(), [true, false]);
+        assert_eq!(
+            place.cpu.realtime,
+            [true],
+            "its priority waits for the mode"
+        );
     }
 
     #[test]
@@ -1130,6 +1188,7 @@ mod tests {
         place.follow_mode(ReadMode::ByPort, &board);
         assert_eq!(place.cpu.realtime, [true, false], "not asked again");
         assert_eq!(place.cpu.short_slices, [true, false]);
+        assert!(board.kept.borrow().is_empty(), "never real-time");
         place.batch_forwarded(
             SHARE_AFTER_FRAMES,
             SHARE_AFTER_FRAMES,

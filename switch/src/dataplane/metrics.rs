@@ -29,6 +29,13 @@ pub struct DataplaneMetrics {
     /// and how often they moved to another CPU to get next to a receiver.
     pub cpu_yields: u64,
     pub cpu_moves: u64,
+    /// Under load: busy workers that stay real-time now because their
+    /// traffic is a conversation, and how often a worker began to (see
+    /// `affinity.rs`).
+    #[serde(default)]
+    pub conversing_now: usize,
+    #[serde(default)]
+    pub conversations: u64,
     /// The kernel's part of forwarding (see `dataplane/shortcut`).
     #[serde(default)]
     pub kernel_shortcut: ShortcutMetrics,
@@ -165,6 +172,8 @@ impl Dataplane {
             steering_waits: shared.mode.steering_waits(),
             cpu_yields: shared.cpu_yields.load(Ordering::Relaxed),
             cpu_moves: shared.cpu_moves.load(Ordering::Relaxed),
+            conversing_now: shared.conversing_now.load(Ordering::Relaxed),
+            conversations: shared.conversations.load(Ordering::Relaxed),
             kernel_shortcut: shared.shortcut_metrics(),
             light_scheduling: shared.light_scheduling(),
         }
@@ -227,6 +236,8 @@ mod tests {
             steering_waits: 5,
             cpu_yields: 3,
             cpu_moves: 4,
+            conversing_now: 1,
+            conversations: 6,
             kernel_shortcut: ShortcutMetrics {
                 state: ShortcutState::Paused,
                 ports: 2,
@@ -243,6 +254,8 @@ mod tests {
                 "steering_waits": 5,
                 "cpu_yields": 3,
                 "cpu_moves": 4,
+                "conversing_now": 1,
+                "conversations": 6,
                 "kernel_shortcut": {"state": "paused", "ports": 2, "addresses": 7},
                 "light_scheduling": "short-slices-real-time-refused",
             })

@@ -69,7 +69,7 @@ mod tuning;
 mod worker;
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -147,6 +147,10 @@ struct Shared {
     /// moved to another CPU (see `affinity.rs`).
     cpu_yields: AtomicU64,
     cpu_moves: AtomicU64,
+    /// Under load: workers kept real-time for a conversation now, and how
+    /// often one began to be (see `affinity.rs`).
+    conversing_now: AtomicUsize,
+    conversations: AtomicU64,
     /// Whether a worker was refused real-time priority (it takes short
     /// time slices instead, see `affinity.rs`).
     realtime_refused: AtomicBool,
@@ -301,6 +305,15 @@ impl LoadBoard for Shared {
     fn realtime_refused(&self) {
         self.realtime_refused.store(true, Ordering::Relaxed);
     }
+
+    fn kept_for_conversation(&self, kept: bool) {
+        if kept {
+            self.conversing_now.fetch_add(1, Ordering::Relaxed);
+            self.conversations.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.conversing_now.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The running dataplane. Dropping it stops every thread.
@@ -366,6 +379,8 @@ impl Dataplane {
             mode: ModeSwitch::new(count),
             cpu_yields: AtomicU64::new(0),
             cpu_moves: AtomicU64::new(0),
+            conversing_now: AtomicUsize::new(0),
+            conversations: AtomicU64::new(0),
             realtime_refused: AtomicBool::new(false),
             peers: std::sync::OnceLock::new(),
             lagging,

@@ -306,6 +306,10 @@ impl LoadBoard for ReportsKeptOut {
     fn realtime_refused(&self) {
         self.0.realtime_refused();
     }
+
+    fn kept_for_conversation(&self, kept: bool) {
+        self.0.kept_for_conversation(kept);
+    }
 }
 
 /// Sequence numbers of the frames `tx` sent so far, collected into `got`.
