@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::gateway_kit::tapswitch_ok;
 use tapswitch_tests::lane_order::{
     KeptBy, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
     one_cpu_per_lane, probe_number, reading, veth_cpus_for_a_moving_sender,
@@ -396,7 +397,7 @@ fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not()
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream, UdpSocket};
     require_root();
-    let (_switch_ns, switch, hosts) = tap_pair(&["--no-gateway", "--workers", "2"]);
+    let (switch_ns, switch, hosts) = tap_pair(&["--no-gateway", "--workers", "2"]);
     let (h1, h2) = (&hosts[0], &hosts[1]);
     // A TCP stream h1 → h2 for 2 s: its acknowledgements come back through
     // the worker, a conversation (`affinity.rs`).
@@ -432,7 +433,16 @@ fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not()
             .any(|&(policy, conversing)| policy == 1 && conversing == 1),
         "stats did not count the worker kept real-time: {stream:?}"
     );
-    assert!(switch.info()["conversations"].as_u64() >= Some(1));
+    let control = switch.control.display().to_string();
+    let stats = tapswitch_ok(&switch_ns, &["stats", "--control", &control]);
+    let line = stats
+        .lines()
+        .find(|line| line.contains("real-time kept for a conversation: "))
+        .unwrap_or_else(|| panic!("no conversation line in stats:\n{stats}"));
+    assert!(
+        line.ends_with("time(s) since the start") && !line.contains(" 0 time(s)"),
+        "{line}"
+    );
 
     // Calm again, then a flood h1 → h2 with nothing coming back.
     let deadline = Instant::now() + Duration::from_secs(5);
