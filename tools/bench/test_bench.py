@@ -722,7 +722,7 @@ class Spread(unittest.TestCase):
         path = switches.Tapswitch.control_path(workdir)
         self.assertLess(len(f"{path}.4194304"), 108, path)
 
-    def test_a_baseline_takes_turns_with_its_switch_run_by_run(self):
+    def test_every_switch_takes_turns_at_going_first_and_a_baseline_with_its_switch(self):
         tap, veth = switches.TapswitchTap, switches.TapswitchVeth
         tap_base = switches.baseline_of(tap, "/before/tapswitch", "before")
         veth_base = switches.baseline_of(veth, "/before/tapswitch", "before")
@@ -732,15 +732,28 @@ class Spread(unittest.TestCase):
         self.assertEqual(
             keys(switches.measuring_order(classes, 1)),
             [
-                "kernel",
                 "tapswitch-tap-base",
                 "tapswitch-tap",
                 "tapswitch-veth-base",
                 "tapswitch-veth",
                 "tap-floor",
+                "kernel",
             ],
         )
-        self.assertEqual(keys(switches.measuring_order(classes, 2)), keys(classes))
+        self.assertEqual(
+            keys(switches.measuring_order(classes, 2)),
+            [
+                "tapswitch-veth",
+                "tapswitch-veth-base",
+                "tap-floor",
+                "kernel",
+                "tapswitch-tap",
+                "tapswitch-tap-base",
+            ],
+        )
+        firsts = {keys(switches.measuring_order(classes, i))[0] for i in range(4)}
+        self.assertEqual(firsts, {"kernel", "tapswitch-tap-base", "tapswitch-veth", "tap-floor"})
+        self.assertEqual(switches.measuring_order([], 3), [])
 
     def test_a_missing_tap_floor_says_how_to_build_it(self):
         with mock.patch.object(switches.TapFloor, "binary", "/nonexistent/tap_floor"):

@@ -521,17 +521,23 @@ def baseline_of(cls, binary, label):
 
 def measuring_order(classes, run_index):
     """The order the switches of run `run_index` are set up and measured
-    in: as given in even runs; in odd runs each `--baseline` twin goes just
-    before its switch. Whichever is measured second after the other often
-    does differently (the machine's state after the first), so over several
-    runs neither build always has the same place."""
-    order = list(classes)
-    if run_index % 2 == 0:
-        return order
-    for i in range(len(order) - 1):
-        twin = order[i + 1]
-        if getattr(twin, "baseline_for", None) == order[i].key:
-            order[i], order[i + 1] = twin, order[i]
+    in. Whichever is measured after another often does differently (the
+    machine's state after the one before), so over several runs no switch
+    keeps one place: each run starts one switch later than the run before
+    (as given in the first), and a `--baseline` twin, always beside its
+    switch, goes after it in even runs and before it in odd ones."""
+    units = []
+    for cls in classes:
+        if units and getattr(cls, "baseline_for", None) == units[-1][0].key:
+            units[-1].append(cls)
+        else:
+            units.append([cls])
+    if not units:
+        return []
+    turn = run_index % len(units)
+    order = []
+    for unit in units[turn:] + units[:turn]:
+        order.extend(reversed(unit) if run_index % 2 else unit)
     return order
 
 
