@@ -446,6 +446,40 @@ SCHED = (
 )
 
 
+class Waiting(unittest.TestCase):
+    """`wait_until` on a fake clock that only its fake sleep moves: no real time passes."""
+
+    def wait(self, condition, timeout, as_long_as=None):
+        now = [100.0]
+        self.slept = []
+
+        def sleep(seconds):
+            self.slept.append(seconds)
+            now[0] += seconds
+
+        with (
+            mock.patch.object(system.time, "monotonic", lambda: now[0]),
+            mock.patch.object(system.time, "sleep", sleep),
+        ):
+            return system.wait_until(condition, timeout, 0.05, as_long_as)
+
+    def test_returns_what_the_condition_returned_once_it_holds(self):
+        answers = iter([None, 0, {"ports": 2}])
+        self.assertEqual(self.wait(lambda: next(answers), 1), {"ports": 2})
+        self.assertEqual(self.slept, [0.05, 0.05])
+
+    def test_gives_up_at_the_deadline_after_one_last_look(self):
+        asked = []
+        self.assertIsNone(self.wait(lambda: asked.append("asked"), 0.12))
+        # Asked at 0, 0.05, 0.10 and, after the pause that passed the deadline, 0.15.
+        self.assertEqual(len(asked), 4)
+        self.assertEqual(self.slept, [0.05, 0.05, 0.05])
+
+    def test_gives_up_at_once_when_waiting_cannot_help(self):
+        self.assertIsNone(self.wait(lambda: False, 20, as_long_as=lambda: False))
+        self.assertEqual(self.slept, [])
+
+
 class Starting(unittest.TestCase):
     def test_a_program_interrupted_while_it_starts_is_stopped(self):
         log_path = os.path.join(_TMP.name, "start.log")

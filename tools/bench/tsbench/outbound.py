@@ -25,7 +25,7 @@ import time
 
 from tsbench import connrate
 from tsbench.measure import parse_iperf
-from tsbench.system import BenchError, create_namespace, log, run, start, stop
+from tsbench.system import BenchError, create_namespace, log, run, start, stop, wait_until
 
 REMOTE_IP = "10.203.0.2"
 UPLINK_IP = "10.203.0.1"
@@ -298,13 +298,13 @@ def start_slirp(sw, slirp_ns, mtu, workdir, api):
         os.path.join(workdir, f"slirp4netns-{mtu}.log"),
         "slirp4netns",
     )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if SLIRP_IP in run(["ip", "-n", slirp_ns, "addr", "show"], check=False) and os.path.exists(
-            api
-        ):
-            return proc
-        time.sleep(0.05)
+
+    def configured():
+        addresses = run(["ip", "-n", slirp_ns, "addr", "show"], check=False)
+        return SLIRP_IP in addresses and os.path.exists(api)
+
+    if wait_until(configured, 5, 0.05):
+        return proc
     stop(proc)
     raise BenchError("slirp4netns did not configure tap0 within 5 s")
 
@@ -391,9 +391,9 @@ class Setup:
                 "tapswitch",
             )
             self.cleanup.push(f"tapswitch serve ({self.label} {mtu})", lambda: stop(serve))
-            deadline = time.monotonic() + 10
-            while not os.path.exists(control) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # No error of our own if it never appears: `container create`
+            # then fails with the switch's reason.
+            wait_until(lambda: os.path.exists(control), 10, 0.05)
             self.tapswitch(
                 "container",
                 "create",

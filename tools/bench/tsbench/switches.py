@@ -12,7 +12,7 @@ import shutil
 import socket
 import time
 
-from .system import BenchError, adopt, log, run, start, stop, tail
+from .system import BenchError, adopt, log, run, start, stop, tail, wait_until
 from .topology import GATEWAY_IP, GATEWAY_MAC, PREFIX_LEN
 
 # The unprivileged user the rootless column runs as (nobody).
@@ -101,17 +101,12 @@ class Tapswitch(Switch):
         argv += [*extra, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
         self._keep(proc, cleanup)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                return control_call(self.control, {"cmd": "info"})
-            except (OSError, ValueError, BenchError):
-                if not proc.alive():
-                    break
-                time.sleep(0.05)
-        raise BenchError(
-            f"tapswitch serve did not answer on {self.control}; see {workdir}/{self.key}.log"
-        )
+        info = wait_until(lambda: _info(self.control), 20, 0.05, as_long_as=proc.alive)
+        if info is None:
+            raise BenchError(
+                f"tapswitch serve did not answer on {self.control}; see {workdir}/{self.key}.log"
+            )
+        return info
 
 
 class TapswitchVeth(Tapswitch):
@@ -230,11 +225,11 @@ class TapFloor(Switch):
         self._keep(proc, cleanup)
         # Both devices are open and up once it says so; not before, or
         # moving one away would fail its set-up.
-        deadline = time.monotonic() + 10
-        while not _says(log_path, "forwarding "):
-            if not proc.alive() or time.monotonic() > deadline:
-                raise BenchError(f"tap_floor did not start: {tail(log_path)} (see {log_path})")
-            time.sleep(0.05)
+        forwarding = wait_until(
+            lambda: _says(log_path, "forwarding "), 10, 0.05, as_long_as=proc.alive
+        )
+        if not forwarding:
+            raise BenchError(f"tap_floor did not start: {tail(log_path)} (see {log_path})")
         for i in range(len(topo.hosts)):
             topo.adopt_tap(i)
             topo.configure_host(i)
@@ -309,17 +304,10 @@ class TapswitchRootless(Tapswitch):
         argv = [*as_user, self.binary, "serve", "--control", self.control, *self.serve_args]
         proc = start(argv, topo.switch_ns, os.path.join(workdir, f"{self.key}.log"), "tapswitch")
         self._keep(proc, cleanup)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                control_call(self.control, {"cmd": "info"})
-                break
-            except (OSError, ValueError, BenchError):
-                if not proc.alive() or time.monotonic() > deadline:
-                    raise BenchError(
-                        f"rootless tapswitch serve did not answer; see {workdir}/{self.key}.log"
-                    ) from None
-                time.sleep(0.05)
+        if not wait_until(lambda: _info(self.control), 20, 0.05, as_long_as=proc.alive):
+            raise BenchError(
+                f"rootless tapswitch serve did not answer; see {workdir}/{self.key}.log"
+            )
         for i in range(len(topo.hosts)):
             control_call(
                 self.control,
@@ -557,6 +545,15 @@ def control_call(path, request, timeout=10):
     if not reply.get("ok"):
         raise BenchError(f"tapswitch control socket {path}: {reply.get('error')}")
     return reply.get("data")
+
+
+def _info(control):
+    """The switch's info, or None while its control socket does not answer
+    yet: what the waits for a starting switch ask."""
+    try:
+        return control_call(control, {"cmd": "info"})
+    except (OSError, ValueError, BenchError):
+        return None
 
 
 def describe(switch):

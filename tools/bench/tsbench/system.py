@@ -65,6 +65,28 @@ def run_batch(ns, lines, timeout=120):
         raise BenchError(f"`{' '.join(argv)}` failed: {detail[-1] if detail else done.returncode}")
 
 
+def wait_until(condition, timeout, interval, as_long_as=None):
+    """Asks `condition()` every `interval` seconds until it returns something
+    truthy, and returns that. Returns None after `timeout` seconds, or at once
+    when `as_long_as()` turns false (the process we wait for died: waiting
+    longer cannot help). None rather than an error, because only the caller
+    knows what to tell the user (and some carry on). The condition may raise
+    to end the wait with its own error.
+
+    The condition is asked once more after the last pause, so what became
+    true during it still counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if as_long_as is not None and not as_long_as():
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
 class Cleanup:
     """A stack of undo actions, run newest first. An action that fails is
     reported and the others still run."""
@@ -152,15 +174,16 @@ def start(argv, ns, log_path, expect_comm):
             stderr=out,
             start_new_session=True,  # Ctrl-C reaches it through our cleanup, in order
         )
+
+    def running():
+        if popen.poll() is not None:
+            raise BenchError(f"{argv[0]} exited at once: {tail(log_path)}")
+        return read_comm(popen.pid) == expect_comm
+
     # `ip netns exec` needs a moment before it execs the program.
-    deadline = time.monotonic() + 5
     try:
-        while time.monotonic() < deadline:
-            if popen.poll() is not None:
-                raise BenchError(f"{argv[0]} exited at once: {tail(log_path)}")
-            if read_comm(popen.pid) == expect_comm:
-                return Process(popen.pid, expect_comm, popen)
-            time.sleep(0.01)
+        if wait_until(running, 5, 0.01):
+            return Process(popen.pid, expect_comm, popen)
     except BaseException:
         # Stopped here (Ctrl-C, SIGTERM) before the caller could register
         # the process for cleanup: it would outlive the benchmark.
@@ -173,16 +196,18 @@ def start(argv, ns, log_path, expect_comm):
 def adopt(pidfile, expect_comm, timeout=10):
     """A daemon that forked away from us (vde_switch -d, ovs --detach): the
     PID it wrote to its pidfile, checked against the program name."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def from_pidfile():
         try:
             with open(pidfile) as f:
                 pid = int(f.read().strip() or 0)
         except (OSError, ValueError):
-            pid = 0
-        if pid and read_comm(pid) == expect_comm:
-            return Process(pid, expect_comm)
-        time.sleep(0.05)
+            return None
+        return Process(pid, expect_comm) if pid and read_comm(pid) == expect_comm else None
+
+    proc = wait_until(from_pidfile, timeout, 0.05)
+    if proc:
+        return proc
     raise BenchError(f"{expect_comm} wrote no usable pidfile {pidfile} within {timeout} s")
 
 
@@ -193,13 +218,8 @@ def stop(proc, grace=5.0):
         _reap(proc)
         return
     os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            _reap(proc)
-            return
-        time.sleep(0.02)
-    if proc.alive():
+    ended = wait_until(lambda: not proc.alive(), grace, 0.02)
+    if not ended and proc.alive():
         os.kill(proc.pid, signal.SIGKILL)
     _reap(proc)
 

@@ -14,10 +14,9 @@ are left as the kernel sets them, IPv6 is off. Nothing is created outside
 these namespaces, and all traffic stays between them.
 """
 
-import time
 from dataclasses import dataclass
 
-from .system import BenchError, create_namespace, run, run_batch
+from .system import BenchError, create_namespace, run, run_batch, wait_until
 
 GATEWAY_IP = "172.17.0.1"
 GATEWAY_MAC = "02:42:ac:11:00:01"
@@ -119,11 +118,9 @@ class Topology:
         run(["ip", "-n", host.ns, "route", "add", "default", "via", GATEWAY_IP])
 
     def wait_for_link(self, ifname, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if run(["ip", "-n", self.switch_ns, "link", "show", ifname], check=False):
-                return
-            time.sleep(0.05)
+        link = ["ip", "-n", self.switch_ns, "link", "show", ifname]
+        if wait_until(lambda: run(link, check=False), timeout, 0.05):
+            return
         raise BenchError(
             f"interface {ifname} did not appear in {self.switch_ns} within {timeout} s"
         )

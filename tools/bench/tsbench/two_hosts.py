@@ -25,7 +25,7 @@ import shutil
 import time
 
 from .switches import Switch, Tapswitch, control_call
-from .system import BenchError, create_namespace, run, start, stop
+from .system import BenchError, create_namespace, run, start, stop, wait_until
 from .topology import GATEWAY_IP, PREFIX_LEN
 
 VNI = "4242"
@@ -136,15 +136,16 @@ class TapswitchVxlan(Tapswitch):
 
 def wait_for_member(control, timeout=20):
     """Until the switch floods to the other host."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def members():
         try:
             tunnel = control_call(control, {"cmd": "tunnel"})
-            if tunnel and tunnel.get("members"):
-                return
         except (OSError, ValueError, BenchError):
-            pass
-        time.sleep(0.1)
+            return None
+        return tunnel and tunnel.get("members")
+
+    if wait_until(members, timeout, 0.1):
+        return
     raise BenchError(f"the switch at {control} found no other member within {timeout} s")
 
 
