@@ -1114,14 +1114,20 @@ mod tests {
         place.batch_forwarded(all, all, start + WINDOW, board);
     }
 
-    #[test]
-    fn a_conversation_before_a_calm_keeps_no_worker_real_time_in_the_next_load() {
-        let start = Instant::now();
+    /// A real-time worker that conversed for a window from `start` under
+    /// load, and followed the mode.
+    fn conversing_under_load(start: Instant) -> (FakeBoard, Placement<FakeCpu>) {
         let board = FakeBoard::new();
         let mut place = placement(FakeCpu::default(), start);
         board.by_cpu.set(false);
         converse_for_a_window(&mut place, start, &board);
         place.follow_mode(ReadMode::ByPort, &board);
+        (board, place)
+    }
+
+    #[test]
+    fn a_conversation_before_a_calm_keeps_no_worker_real_time_in_the_next_load() {
+        let (board, mut place) = conversing_under_load(Instant::now());
         assert_eq!(place.cpu.realtime, [true], "a conversation under load");
         // Calm, then load again, which this worker does not forward (it
         // sleeps): it is an ordinary thread, as any worker under load.
@@ -1135,11 +1141,7 @@ mod tests {
     #[test]
     fn a_conversing_worker_whose_load_ended_is_no_longer_counted() {
         let start = Instant::now();
-        let board = FakeBoard::new();
-        let mut place = placement(FakeCpu::default(), start);
-        board.by_cpu.set(false);
-        converse_for_a_window(&mut place, start, &board);
-        place.follow_mode(ReadMode::ByPort, &board);
+        let (board, mut place) = conversing_under_load(start);
         place.about_to_sleep(start + WINDOW + MS, &board);
         assert_eq!(*board.kept.borrow(), [true], "a short pause, still busy");
         // Its traffic stopped; another worker keeps the switch under load.
