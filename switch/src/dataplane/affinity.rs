@@ -537,8 +537,7 @@ impl<C: CpuControl> Placement<C> {
         self.account(now, false, board);
         self.conversation.note(frames, answered, now);
         let heavy = board.lane_mode() == ReadMode::ByPort;
-        let realtime = self.realtime && !self.realtime_refused;
-        if self.share.forwarded(frames, heavy && !realtime) {
+        if self.share.forwarded(frames, heavy && !self.runs_realtime()) {
             self.offer_cpu(board);
         }
     }
@@ -570,11 +569,17 @@ impl<C: CpuControl> Placement<C> {
     /// its traffic is a conversation. A worker whose own load ended is not,
     /// though it keeps its priority until it next follows the mode.
     fn tell_conversation(&mut self, heavy: bool, board: &dyn LoadBoard) {
-        let kept = heavy && self.realtime && !self.realtime_refused && self.load.busy();
+        let kept = heavy && self.runs_realtime() && self.load.busy();
         if kept != self.kept_for_conversation {
             board.kept_for_conversation(kept);
             self.kept_for_conversation = kept;
         }
+    }
+
+    /// Whether this thread runs at real-time priority now: asked for, and
+    /// not refused.
+    fn runs_realtime(&self) -> bool {
+        self.realtime && !self.realtime_refused
     }
 
     fn account(&mut self, now: Instant, now_or_never: bool, board: &dyn LoadBoard) {
