@@ -10,6 +10,9 @@
 //! tapswitch` for the same target directory and profile: when nothing
 //! changed, that is Cargo's own freshness check and nothing more.
 //! `TAPSWITCH_BIN` (at build time) names a binary to use as it is.
+//!
+//! The benchmark's floor for TAP ports, the example `tap_floor` of `tools`,
+//! is built the same way for its own test ([`tap_floor`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,9 +24,43 @@ pub fn binary() -> PathBuf {
     BUILT
         .get_or_init(|| match option_env!("TAPSWITCH_BIN") {
             Some(path) => PathBuf::from(path),
-            None => build(&Layout::of_test_binary()),
+            None => build(&Layout::of_test_binary(), Artifact::Tapswitch),
         })
         .clone()
+}
+
+/// The example `tap_floor` of this checkout (`tools/examples/tap_floor.rs`),
+/// built if it is stale.
+pub fn tap_floor() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build(&Layout::of_test_binary(), Artifact::TapFloor))
+        .clone()
+}
+
+/// What a test asks Cargo to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Artifact {
+    Tapswitch,
+    TapFloor,
+}
+
+impl Artifact {
+    /// `cargo build`'s arguments that name it.
+    fn cargo_args(self) -> [&'static str; 4] {
+        match self {
+            Artifact::Tapswitch => ["-p", "tools", "--bin", "tapswitch"],
+            Artifact::TapFloor => ["-p", "tools", "--example", "tap_floor"],
+        }
+    }
+
+    /// Where Cargo puts it, under the profile's directory.
+    fn path_in_profile(self) -> &'static str {
+        match self {
+            Artifact::Tapswitch => "tapswitch",
+            Artifact::TapFloor => "examples/tap_floor",
+        }
+    }
 }
 
 /// Where this test binary was built: `TARGET/PROFILE_DIR/deps/TEST`.
@@ -60,12 +97,14 @@ impl Layout {
         }
     }
 
-    fn binary(&self) -> PathBuf {
-        self.target_dir.join(&self.profile_dir).join("tapswitch")
+    fn path_of(&self, artifact: Artifact) -> PathBuf {
+        self.target_dir
+            .join(&self.profile_dir)
+            .join(artifact.path_in_profile())
     }
 
-    /// `cargo build` for the binary, in this layout.
-    fn build_command(&self) -> Command {
+    /// `cargo build` for `artifact`, in this layout.
+    fn build_command(&self, artifact: Artifact) -> Command {
         let cargo = std::env::var_os("CARGO")
             .or_else(|| option_env!("CARGO").map(Into::into))
             .unwrap_or_else(|| "cargo".into());
@@ -77,7 +116,8 @@ impl Layout {
             .arg("build")
             .arg("--manifest-path")
             .arg(workspace.join("Cargo.toml"))
-            .args(["-p", "tools", "--bin", "tapswitch", "--profile"])
+            .args(artifact.cargo_args())
+            .arg("--profile")
             .arg(self.profile())
             .arg("--target-dir")
             .arg(&self.target_dir);
@@ -85,17 +125,18 @@ impl Layout {
     }
 }
 
-fn build(layout: &Layout) -> PathBuf {
+fn build(layout: &Layout, artifact: Artifact) -> PathBuf {
+    let what = artifact.cargo_args().join(" ");
     let out = layout
-        .build_command()
+        .build_command(artifact)
         .output()
-        .expect("running cargo build for the tapswitch binary");
+        .unwrap_or_else(|e| panic!("running cargo build {what}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p tools --bin tapswitch failed:\n{}",
+        "cargo build {what} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = layout.binary();
+    let path = layout.path_of(artifact);
     assert!(
         path.exists(),
         "{} is missing after cargo build",
@@ -113,10 +154,20 @@ mod tests {
         let layout = Layout::of(Path::new("/w/target/debug/deps/lanes-0123abcd")).unwrap();
         assert_eq!(layout.target_dir, Path::new("/w/target"));
         assert_eq!(layout.profile(), "dev");
-        assert_eq!(layout.binary(), Path::new("/w/target/debug/tapswitch"));
+        assert_eq!(
+            layout.path_of(Artifact::Tapswitch),
+            Path::new("/w/target/debug/tapswitch")
+        );
         let release = Layout::of(Path::new("/w/target/release/deps/lanes-0123abcd")).unwrap();
         assert_eq!(release.profile(), "release");
-        assert_eq!(release.binary(), Path::new("/w/target/release/tapswitch"));
+        assert_eq!(
+            release.path_of(Artifact::Tapswitch),
+            Path::new("/w/target/release/tapswitch")
+        );
+        assert_eq!(
+            release.path_of(Artifact::TapFloor),
+            Path::new("/w/target/release/examples/tap_floor")
+        );
     }
 
     /// The newest modification time of the files under `dir`.
@@ -151,13 +202,26 @@ mod tests {
     #[test]
     fn the_build_names_the_package_binary_profile_and_target_dir() {
         let layout = Layout::of(Path::new("/w/target/release/deps/t")).unwrap();
-        let command = layout.build_command();
-        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
-        let joined = args.join(" ");
+        let args = |artifact| {
+            let command = layout.build_command(artifact);
+            let args: Vec<_> = command
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(args[0], "build");
+            args.join(" ")
+        };
+        let tapswitch = args(Artifact::Tapswitch);
         assert!(
-            joined.ends_with("-p tools --bin tapswitch --profile release --target-dir /w/target"),
-            "{joined}"
+            tapswitch
+                .ends_with("-p tools --bin tapswitch --profile release --target-dir /w/target"),
+            "{tapswitch}"
         );
-        assert_eq!(args[0], "build");
+        let floor = args(Artifact::TapFloor);
+        assert!(
+            floor
+                .ends_with("-p tools --example tap_floor --profile release --target-dir /w/target"),
+            "{floor}"
+        );
     }
 }
