@@ -184,13 +184,20 @@ impl<L: Listener, S: Service> Server<L, S> {
         let mut events = Events::with_capacity(256);
         let mut last_tick = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
             let streaming = self.clients.values().any(|c| c.feed.is_some());
-            let timeout = if streaming {
-                STREAM_TICK.saturating_sub(last_tick.elapsed())
-            } else {
-                Duration::from_secs(1)
-            };
-            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+            let longest_idle = self
+                .clients
+                .values()
+                .filter(|c| c.feed.is_none())
+                .map(|c| now.saturating_duration_since(c.since))
+                .max();
+            let timeout = wait_for(
+                streaming,
+                now.saturating_duration_since(last_tick),
+                longest_idle,
+            );
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -396,7 +403,7 @@ impl<L: Listener, S: Service> Server<L, S> {
                     client.closing = true;
                 }
                 self.flush(token);
-            } else if now.duration_since(client.since) > IDLE_TIMEOUT {
+            } else if now.saturating_duration_since(client.since) >= IDLE_TIMEOUT {
                 if !client.closing {
                     self.refuse(token, "closed: no request for a minute");
                 }
@@ -422,6 +429,24 @@ impl<L: Listener, S: Service> Server<L, S> {
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
     }
+}
+
+/// How long the loop may wait for events before it has work of its own
+/// (the tick, which runs at most every [`STREAM_TICK`]): while a client
+/// streams, until the next tick; else, while any client is connected, until
+/// the one idle longest reaches [`IDLE_TIMEOUT`]; with no client, until
+/// something happens (a client connects, or `stop` wakes it). A switch
+/// nobody talks to wakes for nobody.
+fn wait_for(
+    streaming: bool,
+    since_tick: Duration,
+    longest_idle: Option<Duration>,
+) -> Option<Duration> {
+    let until_tick = STREAM_TICK.saturating_sub(since_tick);
+    if streaming {
+        return Some(until_tick);
+    }
+    longest_idle.map(|idle| IDLE_TIMEOUT.saturating_sub(idle).max(until_tick))
 }
 
 fn client_closing<S>(clients: &mut HashMap<Token, Client<S>>, token: Token) {

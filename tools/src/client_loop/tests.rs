@@ -280,3 +280,32 @@ fn an_answer_larger_than_the_unsent_bound_arrives_whole() {
     reader.read_line(&mut next).unwrap();
     assert_eq!(next, "answer to ask\n");
 }
+
+#[test]
+fn the_loop_wakes_only_for_a_stream_an_idle_deadline_or_an_event() {
+    const MS: Duration = Duration::from_millis(1);
+    let s = Duration::from_secs;
+    // Nobody connected: no timeout at all.
+    assert_eq!(wait_for(false, s(5), None), None);
+    // A client idle 10 s is closed 50 s later, not looked at every second.
+    assert_eq!(
+        wait_for(false, s(1), Some(s(10))),
+        Some(IDLE_TIMEOUT - s(10))
+    );
+    // Past its deadline: at once, but not before the tick may run again
+    // (no spinning until it does).
+    assert_eq!(
+        wait_for(false, s(1), Some(IDLE_TIMEOUT + s(1))),
+        Some(MS * 0)
+    );
+    assert_eq!(
+        wait_for(false, 10 * MS, Some(IDLE_TIMEOUT)),
+        Some(STREAM_TICK - 10 * MS)
+    );
+    // A stream is fed every tick, whatever the idle clients.
+    assert_eq!(
+        wait_for(true, 20 * MS, Some(s(1))),
+        Some(STREAM_TICK - 20 * MS)
+    );
+    assert_eq!(wait_for(true, s(1), None), Some(MS * 0));
+}
