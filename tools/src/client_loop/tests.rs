@@ -296,7 +296,7 @@ fn the_loop_wakes_only_for_a_stream_an_idle_deadline_or_an_event() {
     // (no spinning until it does).
     assert_eq!(
         wait_for(false, s(1), Some(IDLE_TIMEOUT + s(1))),
-        Some(MS * 0)
+        Some(Duration::ZERO)
     );
     assert_eq!(
         wait_for(false, 10 * MS, Some(IDLE_TIMEOUT)),
@@ -307,5 +307,5 @@ fn the_loop_wakes_only_for_a_stream_an_idle_deadline_or_an_event() {
         wait_for(true, 20 * MS, Some(s(1))),
         Some(STREAM_TICK - 20 * MS)
     );
-    assert_eq!(wait_for(true, s(1), None), Some(MS * 0));
+    assert_eq!(wait_for(true, s(1), None), Some(Duration::ZERO));
 }
