@@ -14,13 +14,11 @@
 //!   h2 eth0 (TAP fb) ┘
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use tapswitch_tests::child::terminate;
+use tapswitch_tests::child::{read_lines, terminate};
 use tapswitch_tests::tapswitch_binary::tap_floor;
 use tapswitch_tests::traffic::{ping, tcp_transfer};
 use tapswitch_tests::{Netns, require_root, tap_hosts};
@@ -52,18 +50,12 @@ fn start_floor(switch_ns: &Netns, args: &[&str]) -> Floor {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("starting tap_floor");
-    let stdout = child.stdout.take().expect("tap_floor's stdout");
+    let lines = read_lines(child.stdout.take().expect("tap_floor's stdout"));
     let floor = Floor(child);
-    let (line_tx, line_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = line_tx.send(line);
-    });
-    let line = line_rx
+    let line = lines
         .recv_timeout(Duration::from_secs(10))
         .expect("tap_floor said nothing within 10 s");
-    assert_eq!(line.trim(), "forwarding fa <-> fb", "tap_floor {args:?}");
+    assert_eq!(line, "forwarding fa <-> fb", "tap_floor {args:?}");
     floor
 }
 

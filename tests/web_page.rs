@@ -9,11 +9,12 @@
 //! Chromium, chromedriver or Selenium the tests print a SKIPPED line and
 //! pass; CI installs them (.ci/run), so there they run.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use tapswitch_tests::child::read_lines;
 use tapswitch_tests::frames::{mac, mac_text, probe};
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
@@ -105,18 +106,6 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 fn has_program(name: &str) -> bool {

@@ -1,10 +1,13 @@
 //! Child processes a test owns: a network namespace held by `unshare --net
 //! sleep` (a namespace tapswitch did not make, as a container runtime's
-//! would be), and stopping a child politely. Each is ended by its own PID.
+//! would be), stopping a child politely, and reading a child's output line
+//! by line with a timeout. Each is ended by its own PID.
 
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -77,4 +80,23 @@ pub fn terminate(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends each line of `stream` (a child's stdout or stderr) to `lines`, from
+/// a thread of its own, until the stream ends or nobody receives.
+pub fn send_lines(stream: impl Read + Send + 'static, lines: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The lines of `stream`, to be received with a timeout.
+pub fn read_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    send_lines(stream, tx);
+    rx
 }

@@ -1,7 +1,7 @@
 //! `tapswitch monitor` run as a child process against a test's switch,
 //! its lines read with a deadline.
 
-use std::io::{BufRead, BufReader};
+use crate::child::send_lines;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -36,17 +36,8 @@ impl Monitor {
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        send_lines(stdout, tx.clone());
+        send_lines(stderr, tx);
         Monitor { child, lines }
     }
 
