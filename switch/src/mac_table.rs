@@ -307,6 +307,21 @@ impl MacTable {
         gone.len()
     }
 
+    /// When the first dynamic entry expires unless its host is heard
+    /// first; `None` with no dynamic entry, or no aging. A scan of the
+    /// table, for a housekeeping thread deciding how long it may rest.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let max_age = self.config.max_age?;
+        let inner = self.read();
+        let oldest = inner
+            .entries
+            .values()
+            .filter(|e| e.kind == EntryKind::Dynamic)
+            .map(|e| e.last_seen.load(Relaxed))
+            .min()?;
+        Some(Instant::from_nanos(oldest) + max_age)
+    }
+
     /// Forgets every entry on `port` (the port was removed). Returns how many.
     pub fn flush_port(&self, port: PortId) -> usize {
         let mut inner = self.write();
@@ -728,6 +743,28 @@ mod tests {
         assert_eq!(t.lookup(mac(1), Instant::from_secs(1)), Some(P1));
         assert_eq!(t.stats().learned, 1);
         assert_eq!(t.stats().entries, 1);
+    }
+
+    #[test]
+    fn next_expiry_follows_the_least_recently_heard_dynamic_entry() {
+        let t = table(300, 16);
+        assert_eq!(t.next_expiry(), None, "an empty table");
+        t.insert_static(mac(9), P1, EntryKind::Static);
+        assert_eq!(t.next_expiry(), None, "static entries never expire");
+        t.learn(mac(1), P1, Instant::from_secs(10));
+        t.learn(mac(2), P2, Instant::from_secs(20));
+        assert_eq!(t.next_expiry(), Some(Instant::from_secs(310)));
+        t.learn(mac(1), P1, Instant::from_secs(40));
+        assert_eq!(
+            t.next_expiry(),
+            Some(Instant::from_secs(320)),
+            "mac 1 heard again"
+        );
+        t.expire(Instant::from_secs(320));
+        assert_eq!(t.next_expiry(), Some(Instant::from_secs(340)));
+        t.expire(Instant::from_secs(340));
+        assert_eq!(t.next_expiry(), None);
+        assert_eq!(table(0, 16).next_expiry(), None, "no aging");
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl Delivery {
             // After the batch, so the table has every address it taught.
             shared.nudge_shortcut();
         }
+        shared.rest.frames_read();
         first
     }
 }

@@ -3,7 +3,9 @@
 //! through host sockets), the rest to smoltcp; what either sends is
 //! forwarded like any port's frames.
 //!
-//! The thread waits in one `mio` poll on its host sockets and a waker.
+//! The thread waits in one `mio` poll on its host sockets and a waker,
+//! until the next timer of smoltcp or the services; with none, until
+//! something arrives (an idle gateway costs nothing).
 //! Workers queue frames on a bounded channel and wake the thread only when
 //! it is about to sleep (a flag it sets before sleeping and they clear), so
 //! a burst of frames costs one wake-up, not one per frame. The channel
@@ -41,7 +43,8 @@ use crate::services::Verdict;
 use crate::stats::{DropReason, PortCounters};
 use crate::time::Instant;
 
-/// The longest the gateway sleeps without checking its timers.
+/// The longest the gateway sleeps while a timer is set: the switch's clock
+/// may be a test's, which moves without waking anyone.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 const WAKER: Token = Token(0);
 /// Room in the gateway's queue beyond [`GATEWAY_QUEUE_FRAMES`] that only
@@ -112,8 +115,9 @@ impl Inbox {
     }
 
     fn overflowed(&self) -> io::Error {
-        // No wake-up: a thread with a full queue does not sleep, and a
-        // count it just missed it reads next round (within `MAX_IDLE`).
+        // No wake-up: a thread with a full queue does not sleep (the
+        // queue filled after the frame that woke it), and reads the count
+        // at the end of the round.
         self.overflows.fetch_add(1, Ordering::Relaxed);
         io::Error::from(io::ErrorKind::WouldBlock)
     }
@@ -314,9 +318,9 @@ impl Thread {
             let mut wait = self.wait(now);
             inbox.sleeping.store(true, Ordering::SeqCst);
             if !messages.is_empty() {
-                wait = Duration::ZERO;
+                wait = Some(Duration::ZERO);
             }
-            let polled = poll.poll(&mut events, Some(wait));
+            let polled = poll.poll(&mut events, wait);
             inbox.sleeping.store(false, Ordering::SeqCst);
             if let Err(err) = polled
                 && err.kind() != io::ErrorKind::Interrupted
@@ -324,6 +328,9 @@ impl Thread {
                 log::error!("gateway: poll failed: {err}; the gateway stops");
                 return;
             }
+            // Before the round's frames: a trace or a monitor that began
+            // while the thread slept sees them.
+            self.follow_trace(&mut fabric);
             let now = self.shared.clock.now();
             for event in events.iter() {
                 if event.token() != WAKER {
@@ -351,7 +358,6 @@ impl Thread {
             self.take_services_frames();
             // What the relay queued for the stack goes out in this round.
             self.gateway.poll_offloaded(now, &mut self.out);
-            self.follow_trace(&mut fabric);
             self.send(&mut fabric, now);
             self.report_flow_events(now);
         }
@@ -369,9 +375,12 @@ impl Thread {
 
     /// `tapswitch trace on|off` while the switch runs: as a worker does, the
     /// thread makes its fabric again when the settings changed (one atomic
-    /// load a round otherwise).
+    /// load a round otherwise). The flow table records its events while a
+    /// trace or a monitor wants them.
     fn follow_trace(&mut self, fabric: &mut Fabric) {
         let generation = self.shared.live_trace.generation();
+        self.host
+            .set_trace(self.trace.is_some() || self.shared.bus.is_listening());
         if generation == self.trace_generation {
             return;
         }
@@ -382,7 +391,7 @@ impl Thread {
 
     /// Flow events go to `--trace` and, opened and closed flows, to the
     /// event stream (`tapswitch monitor`); the flow table records them only
-    /// while one of the two wants them (asked each round: one atomic load).
+    /// while one of the two wants them (see [`Thread::follow_trace`]).
     fn report_flow_events(&mut self, now: Instant) {
         let bus = &self.shared.bus;
         let listening = bus.is_listening();
@@ -396,19 +405,14 @@ impl Thread {
                 bus.publish(Some(now), event);
             }
         }
-        self.host
-            .set_trace(self.trace.is_some() || bus.is_listening());
     }
 
     /// How long to sleep: until smoltcp's or the services' next timer, at
-    /// most [`MAX_IDLE`].
-    fn wait(&mut self, now: Instant) -> Duration {
-        let stack = self.gateway.poll_delay(now).unwrap_or(MAX_IDLE);
-        let services = self
-            .host
-            .next_deadline()
-            .map_or(MAX_IDLE, |at| at.saturating_since(now));
-        stack.min(services).min(MAX_IDLE)
+    /// most [`MAX_IDLE`]; with no timer, until woken.
+    fn wait(&mut self, now: Instant) -> Option<Duration> {
+        let stack = self.gateway.poll_delay(now);
+        let services = self.host.next_deadline().map(|at| at.saturating_since(now));
+        sleep_for(stack, services)
     }
 
     /// The services' plain frames join the round's output, in order.
@@ -544,8 +548,33 @@ fn is_tcp_control(frame: &[u8]) -> bool {
     frame.get(flags).is_some_and(|f| f & FIN_SYN_RST != 0)
 }
 
+/// How long the thread sleeps with smoltcp's next timer `stack` and the
+/// services' `services` away: until the first, at most [`MAX_IDLE`];
+/// `None` (until woken) with neither.
+fn sleep_for(stack: Option<Duration>, services: Option<Duration>) -> Option<Duration> {
+    let first = match (stack, services) {
+        (Some(stack), Some(services)) => stack.min(services),
+        (stack, services) => stack.or(services)?,
+    };
+    Some(first.min(MAX_IDLE))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_thread_sleeps_until_its_first_timer_and_with_none_until_woken() {
+        let ms = Duration::from_millis;
+        assert_eq!(sleep_for(None, None), None, "no timer: until woken");
+        assert_eq!(sleep_for(Some(ms(5)), None), Some(ms(5)));
+        assert_eq!(sleep_for(None, Some(ms(7))), Some(ms(7)));
+        assert_eq!(sleep_for(Some(ms(9)), Some(ms(3))), Some(ms(3)));
+        assert_eq!(
+            sleep_for(Some(ms(60_000)), None),
+            Some(MAX_IDLE),
+            "a far timer is looked at again within MAX_IDLE"
+        );
+    }
+
     use super::*;
 
     fn channel(capacity: usize) -> (Poll, Arc<Inbox>, Receiver<Message>, Channel) {

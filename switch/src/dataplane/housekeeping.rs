@@ -5,8 +5,18 @@
 //! (`pairing.rs`), and keeps the kernel shortcut in step with the MAC
 //! table (`shortcut/`) when a worker learned something and after each
 //! sweep.
+//!
+//! A quiet switch costs nothing: once a sweep finds no port read in the
+//! last two seconds, no ledger behind and no host in the kernel's map, the
+//! thread rests ([`Rest`]) until the table's first address expires, or
+//! without a timer if it holds none; a worker that reads a frame, a port
+//! added or another duty wakes it, and the sweeps go on a second after
+//! that. Nothing else a sweep does is due while it rests: no kernel drop
+//! to count (the kernel drops only frames a worker then reads), no ledger
+//! to settle, no read to age.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,7 +54,8 @@ const SETTLE_TRIES: u32 = 25;
 /// lagging behind the read mode (`lagging`), so that no worker waits for
 /// the kernel to take a port's new steering, and brings the kernel
 /// shortcut in step with the table when a worker learned something
-/// (`learned`, see [`Shared::nudge_shortcut`]).
+/// (`learned`, see [`Shared::nudge_shortcut`]). It rests while the switch
+/// is quiet (see the module docs).
 pub(super) fn spawn(
     shared: Arc<Shared>,
     lagging: Receiver<PortId>,
@@ -54,14 +65,19 @@ pub(super) fn spawn(
     let handle = std::thread::Builder::new()
         .name("tapswitch-aging".into())
         .spawn(move || {
-            let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+            let woken = shared.rest.woken.clone();
+            // `None` while resting with no address to age.
+            let mut next_sweep = Some(Instant::now() + SWEEP_INTERVAL);
             let mut pacer = SyncPacer::default();
             // Lanes behind: looked at again then, this many more times.
             let mut settle_again: Option<(Instant, u32)> = None;
+            let mut resting = false;
             loop {
-                let due = pacer.due().map_or(next_sweep, |at| at.min(next_sweep));
-                let due = settle_again.map_or(due, |(at, _)| at.min(due));
-                let wait = due.saturating_duration_since(Instant::now());
+                let due = [next_sweep, pacer.due(), settle_again.map(|(at, _)| at)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let timer = due.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
                 crossbeam_channel::select! {
                     // Returns when the sender is dropped (Disconnected).
                     recv(stopped) -> _ => return,
@@ -71,15 +87,26 @@ pub(super) fn spawn(
                         }
                     }
                     recv(learned) -> _ => pacer.nudged(Instant::now()),
-                    default(wait) => {}
+                    recv(woken) -> _ => {}
+                    recv(timer) -> _ => {}
                 }
                 let now = Instant::now();
-                if now >= next_sweep {
-                    next_sweep = now + SWEEP_INTERVAL;
+                if resting {
+                    shared.rest.stop_resting();
+                    resting = false;
+                    if next_sweep.is_none_or(|at| now < at) {
+                        // Woken before the rest's end: the sweeps go on.
+                        next_sweep = Some(now + SWEEP_INTERVAL);
+                    }
+                }
+                let mut swept = false;
+                if next_sweep.is_some_and(|at| now >= at) {
+                    next_sweep = Some(now + SWEEP_INTERVAL);
                     settle_again = sweep(&shared, now)
                         .then_some((now + ports::ledger::SETTLE_QUIET, SETTLE_TRIES));
                     // Expired entries leave the kernel's map too.
                     pacer.nudged(now);
+                    swept = true;
                 } else if let Some((at, tries)) = settle_again
                     && now >= at
                 {
@@ -91,9 +118,99 @@ pub(super) fn spawn(
                     // frames: look again a little later.
                     pacer.nudged(now + WAITING_RECHECK);
                 }
+                if swept
+                    && settle_again.is_none()
+                    && pacer.due().is_none()
+                    && let Some(until) = shared.rest.try_rest(|| quiet_until(&shared))
+                {
+                    resting = true;
+                    next_sweep = until;
+                }
             }
         })?;
     Ok((stop, handle))
+}
+
+/// If the switch is quiet, when the next sweep is due: `Some(None)` if
+/// never (until woken), `Some(Some(at))` when the table's first address
+/// expires; `None` while it is not quiet. Quiet: no port read in the last
+/// two housekeeping seconds, and nothing in the kernel's map (whose hosts
+/// the table hears of only at a sweep).
+fn quiet_until(shared: &Shared) -> Option<Option<Instant>> {
+    let read = shared
+        .lanes_by_port()
+        .values()
+        .any(|port| port.steering.read_lately());
+    if read || shared.shortcut_holds_hosts() {
+        return None;
+    }
+    let table = shared.engine.table();
+    let expiry = table.next_expiry();
+    let now = shared.clock.now();
+    Some(expiry.map(|at| Instant::now() + at.saturating_since(now)))
+}
+
+/// Whether the housekeeping thread rests (sleeps with no timer), and how
+/// whoever has work for it wakes it. Shared by the thread, the workers
+/// (which call [`Rest::frames_read`] after each batch) and port additions.
+#[derive(Debug)]
+pub(super) struct Rest {
+    resting: AtomicBool,
+    wake: Sender<()>,
+    woken: Receiver<()>,
+}
+
+impl Default for Rest {
+    fn default() -> Self {
+        // One wake-up waiting is enough.
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        Rest {
+            resting: AtomicBool::new(false),
+            wake,
+            woken,
+        }
+    }
+}
+
+impl Rest {
+    /// The thread rests if `quiet` says so once it is marked resting;
+    /// returns what `quiet` said. SeqCst, paired with
+    /// [`Rest::frames_read`]: a reader either sees the mark (and wakes the
+    /// thread) or noted its port read before `quiet` looks (see
+    /// `steering.rs`, `note_read`).
+    fn try_rest<T>(&self, quiet: impl FnOnce() -> Option<T>) -> Option<T> {
+        self.resting.store(true, Ordering::SeqCst);
+        let rest = quiet();
+        if rest.is_none() {
+            self.stop_resting();
+        }
+        rest
+    }
+
+    fn stop_resting(&self) {
+        self.resting.store(false, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_resting(&self) -> bool {
+        self.resting.load(Ordering::SeqCst)
+    }
+
+    /// A worker forwarded a batch (its port noted as read before): wakes
+    /// the thread if it rests. One load while it does not.
+    pub(super) fn frames_read(&self) {
+        if self.resting.load(Ordering::SeqCst) {
+            self.wake_now();
+        }
+    }
+
+    /// Wakes the thread if it rests (a port was added: its ledger is
+    /// settled at the next sweep).
+    pub(super) fn wake_now(&self) {
+        if self.resting.swap(false, Ordering::SeqCst) {
+            let _ = self.wake.try_send(());
+        }
+    }
 }
 
 /// When the kernel shortcut is synced next: at once after a nudge, but
@@ -240,6 +357,38 @@ pub(super) fn sweep_lanes(shared: &Shared, now: Instant) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thread_rests_only_when_quiet_and_a_read_wakes_it_once() {
+        let rest = Rest::default();
+        assert_eq!(rest.try_rest(|| None::<()>), None);
+        assert!(!rest.is_resting(), "not quiet: no rest");
+        rest.frames_read();
+        assert!(rest.woken.try_recv().is_err(), "nobody to wake");
+
+        assert_eq!(rest.try_rest(|| Some(7)), Some(7));
+        assert!(rest.is_resting());
+        rest.frames_read();
+        rest.frames_read();
+        assert!(!rest.is_resting());
+        assert!(rest.woken.try_recv().is_ok(), "woken");
+        assert!(rest.woken.try_recv().is_err(), "once");
+
+        rest.try_rest(|| Some(()));
+        rest.wake_now();
+        assert!(rest.woken.try_recv().is_ok(), "a port added wakes it too");
+        rest.wake_now();
+        assert!(rest.woken.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_thread_is_marked_resting_before_it_looks_whether_it_may() {
+        // A reader that finds the mark wakes it; one that does not noted
+        // its read before the look (see `Rest::try_rest`).
+        let rest = Rest::default();
+        let seen = rest.try_rest(|| Some(rest.is_resting()));
+        assert_eq!(seen, Some(true));
+    }
 
     #[test]
     fn a_nudge_syncs_at_once_and_a_flood_of_nudges_once_per_gap() {

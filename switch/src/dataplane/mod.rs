@@ -165,6 +165,8 @@ struct Shared {
     /// Known unicast between veth ends forwarded by the kernel; `None`
     /// with `--no-kernel-shortcut` or where the kernel refused it.
     shortcut: Option<shortcut::Shortcut>,
+    /// Whether the housekeeping thread rests, and its wake-up.
+    rest: housekeeping::Rest,
     next_hint: AtomicU32,
 }
 
@@ -387,6 +389,7 @@ impl Dataplane {
             membership: Mutex::new(()),
             next_hint: AtomicU32::new(1),
             shortcut,
+            rest: housekeeping::Rest::default(),
         });
         let allowed = ports::cpu::allowed_cpus().unwrap_or_default();
         let mut workers = Vec::new();
@@ -610,6 +613,8 @@ impl Dataplane {
         for lane in port_lanes.lanes {
             self.workers[lane.home].send(WorkerCommand::Add { lane });
         }
+        // Its ledger is settled at the next sweep.
+        self.shared.rest.wake_now();
         if let (Some(shortcut), Some(path)) = (&self.shared.shortcut, kernel_path) {
             shortcut.attach(id, name, &path);
             // Hosts the table already knows on this port go to the kernel.

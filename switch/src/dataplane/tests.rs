@@ -676,3 +676,4 @@ mod hand_over;
 mod idle_ports;
 mod level_triggered;
 mod pairs;
+mod rest;

@@ -272,6 +272,14 @@ impl super::Shared {
         }
     }
 
+    /// Whether the kernel's map holds addresses: the kernel may be
+    /// forwarding their frames, which the table hears of at a sweep.
+    pub(super) fn shortcut_holds_hosts(&self) -> bool {
+        self.shortcut
+            .as_ref()
+            .is_some_and(|shortcut| shortcut.size().1 > 0)
+    }
+
     /// Before a sweep: the table hears of the hosts the kernel heard.
     pub(super) fn refresh_from_shortcut(&self) {
         if let Some(shortcut) = &self.shortcut {
