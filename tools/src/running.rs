@@ -332,6 +332,9 @@ impl RunningSwitch {
                     table.learn(*mac, tunnel, now);
                 }
             }
+            if !added.is_empty() {
+                d.table_learned();
+            }
             for mac in removed.iter().filter(|mac| on_tunnel(mac)) {
                 let _ = table.remove(*mac);
             }

@@ -662,6 +662,13 @@ impl Dataplane {
             .expect("at least one worker")
     }
 
+    /// The MAC table learned addresses outside the workers (a tunnel
+    /// member registered them): the housekeeping thread, if it rests,
+    /// sweeps them out when they expire.
+    pub fn table_learned(&self) {
+        self.shared.rest.wake_now();
+    }
+
     /// Stops every thread and closes every port.
     pub fn shutdown(mut self) {
         self.stop();
