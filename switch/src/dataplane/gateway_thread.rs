@@ -561,20 +561,6 @@ fn sleep_for(stack: Option<Duration>, services: Option<Duration>) -> Option<Dura
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_thread_sleeps_until_its_first_timer_and_with_none_until_woken() {
-        let ms = Duration::from_millis;
-        assert_eq!(sleep_for(None, None), None, "no timer: until woken");
-        assert_eq!(sleep_for(Some(ms(5)), None), Some(ms(5)));
-        assert_eq!(sleep_for(None, Some(ms(7))), Some(ms(7)));
-        assert_eq!(sleep_for(Some(ms(9)), Some(ms(3))), Some(ms(3)));
-        assert_eq!(
-            sleep_for(Some(ms(60_000)), None),
-            Some(MAX_IDLE),
-            "a far timer is looked at again within MAX_IDLE"
-        );
-    }
-
     use super::*;
 
     fn channel(capacity: usize) -> (Poll, Arc<Inbox>, Receiver<Message>, Channel) {
@@ -685,6 +671,20 @@ mod tests {
             inbox.overflows.load(Ordering::Relaxed),
             3,
             "a stopped gateway is no overflow"
+        );
+    }
+
+    #[test]
+    fn the_thread_sleeps_until_its_first_timer_and_with_none_until_woken() {
+        let ms = Duration::from_millis;
+        assert_eq!(sleep_for(None, None), None, "no timer: until woken");
+        assert_eq!(sleep_for(Some(ms(5)), None), Some(ms(5)));
+        assert_eq!(sleep_for(None, Some(ms(7))), Some(ms(7)));
+        assert_eq!(sleep_for(Some(ms(9)), Some(ms(3))), Some(ms(3)));
+        assert_eq!(
+            sleep_for(Some(ms(60_000)), None),
+            Some(MAX_IDLE),
+            "a far timer is looked at again within MAX_IDLE"
         );
     }
 }

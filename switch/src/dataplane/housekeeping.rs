@@ -150,8 +150,8 @@ fn quiet_until(shared: &Shared) -> Option<Option<Instant>> {
     Some(expiry.map(|at| Instant::now() + at.saturating_since(now)))
 }
 
-/// Whether the housekeeping thread rests (sleeps with no timer), and how
-/// whoever has work for it wakes it. Shared by the thread, the workers
+/// Whether the housekeeping thread rests (sleeps without its sweep a
+/// second, see the module docs), and how whoever has work for it wakes it. Shared by the thread, the workers
 /// (which call [`Rest::frames_read`] after each batch) and port additions.
 #[derive(Debug)]
 pub(super) struct Rest {
