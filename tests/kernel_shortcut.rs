@@ -243,6 +243,52 @@ fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
     wait_until("the kernel's map to empty", || addresses(&switch) == 0);
 }
 
+/// How long ago `mac` was last heard, as `tapswitch fdb --json` says
+/// (`None`: not in the table).
+fn age_of(switch: &SwitchProcess, mac: &str) -> Option<f64> {
+    let fdb = switch.fdb();
+    fdb["entries"]
+        .as_array()?
+        .iter()
+        .find(|e| e["mac"] == mac)
+        .and_then(|e| e["ageing_timer"].as_f64())
+}
+
+#[test]
+fn a_quiet_switch_shows_the_ages_the_kernel_saw() {
+    // Two hosts that talk only through the kernel leave the workers
+    // quiet, so the housekeeping thread reads the kernel's map only a
+    // second before a host could expire, and `fdb` reads it itself. Over
+    // three ageing times of pings h1 stays known, and `fdb` shows it as
+    // heard just now, not when the map was last read.
+    require_root();
+    let topo = Topology::veth_star(2);
+    let mut args = topo.iface_args();
+    args.extend(["--ageing-time", "5"].map(String::from));
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    ping_both_ways(&topo);
+    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
+    let before = kernel_frames(&switch, "p1").0;
+    let start = Instant::now();
+    let mut oldest = 0.0_f64;
+    while start.elapsed() < Duration::from_secs(15) {
+        assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(1)), 1);
+        let age = age_of(&switch, &h1_mac).expect("h1, heard by the kernel, is still known");
+        oldest = oldest.max(age);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        kernel_frames(&switch, "p1").0 >= before + 50,
+        "the pings went by the kernel"
+    );
+    assert!(
+        oldest < 1.0,
+        "fdb showed h1 as last heard {oldest:.2} s before, right after a ping through the kernel"
+    );
+}
+
 #[test]
 fn without_the_shortcut_every_frame_goes_through_the_workers() {
     require_root();

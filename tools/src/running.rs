@@ -404,6 +404,8 @@ impl RunningSwitch {
 
     pub fn fdb(&self) -> Result<FdbReply> {
         self.with_dataplane(|d| {
+            // Ages as the kernel saw the hosts it forwarded for.
+            d.refresh_from_kernel_shortcut();
             let ports = d.ports();
             let table = d.engine().table();
             let tunnel = self.tunnel.get();

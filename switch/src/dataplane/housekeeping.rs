@@ -7,13 +7,15 @@
 //! sweep.
 //!
 //! A quiet switch costs nothing: once a sweep finds no port read in the
-//! last two seconds, no ledger behind and no host in the kernel's map, the
-//! thread rests ([`Rest`]) until the table's first address expires, or
-//! without a timer if it holds none; a worker that reads a frame, a port
-//! added or another duty wakes it, and the sweeps go on a second after
-//! that. Nothing else a sweep does is due while it rests: no kernel drop
-//! to count (the kernel drops only frames a worker then reads), no ledger
-//! to settle, no read to age.
+//! last two seconds and no ledger behind, the thread rests ([`Rest`])
+//! until the table's first address expires (a second before, while the
+//! kernel's map holds hosts: see [`quiet_until`]), or without a timer if
+//! it holds none; a worker that reads a frame, a port added or another
+//! duty wakes it, and the sweeps go on a second after that. Nothing else a
+//! sweep does is due while it rests: no kernel drop to count (the kernel
+//! drops only frames a worker then reads), no ledger to settle, no read to
+//! age. Whoever shows the table's ages reads the kernel's map first
+//! (`Dataplane::refresh_from_kernel_shortcut`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,22 +134,31 @@ pub(super) fn spawn(
 }
 
 /// If the switch is quiet, when the next sweep is due: `Some(None)` if
-/// never (until woken), `Some(Some(at))` when the table's first address
-/// expires; `None` while it is not quiet. Quiet: no port read in the last
-/// two housekeeping seconds, and nothing in the kernel's map (whose hosts
-/// the table hears of only at a sweep).
+/// never (until woken), `Some(Some(at))` at the table's first expiry;
+/// `None` while it is not quiet (no port read in the last two
+/// housekeeping seconds). With hosts in the kernel's map the sweep comes
+/// a second before that expiry: the kernel forwards their frames unseen,
+/// and the table hears of them when a sweep reads the map (their last
+/// frame as the kernel saw it), which must come before any could expire;
+/// with that second not to spare, the thread does not rest.
 fn quiet_until(shared: &Shared) -> Option<Option<Instant>> {
     let read = shared
         .lanes_by_port()
         .values()
         .any(|port| port.steering.read_lately());
-    if read || shared.shortcut_holds_hosts() {
+    if read {
         return None;
     }
-    let table = shared.engine.table();
-    let expiry = table.next_expiry();
-    let now = shared.clock.now();
-    Some(expiry.map(|at| Instant::now() + at.saturating_since(now)))
+    let expiry = shared.engine.table().next_expiry();
+    let (clock, now) = (shared.clock.now(), Instant::now());
+    let Some(expiry) = expiry.map(|at| now + at.saturating_since(clock)) else {
+        return Some(None);
+    };
+    if !shared.shortcut_holds_hosts() {
+        return Some(Some(expiry));
+    }
+    let refresh = expiry.checked_sub(SWEEP_INTERVAL)?;
+    (refresh >= now + SWEEP_INTERVAL).then_some(Some(refresh))
 }
 
 /// Whether the housekeeping thread rests (sleeps without its sweep a

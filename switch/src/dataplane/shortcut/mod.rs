@@ -273,7 +273,8 @@ impl super::Shared {
     }
 
     /// Whether the kernel's map holds addresses: the kernel may be
-    /// forwarding their frames, which the table hears of at a sweep.
+    /// forwarding their frames, which the table hears of when the map is
+    /// read.
     pub(super) fn shortcut_holds_hosts(&self) -> bool {
         self.shortcut
             .as_ref()
@@ -340,5 +341,13 @@ impl super::Dataplane {
     /// kernel forwards by the new table once the command returns.
     pub fn sync_kernel_shortcut(&self) {
         self.shared.sync_shortcut();
+    }
+
+    /// Before the table's ages are shown (`fdb`, the web page): the table
+    /// hears of the hosts the kernel forwarded for since the last sweep,
+    /// which may be minutes ago while the switch is quiet (see
+    /// `housekeeping.rs`).
+    pub fn refresh_from_kernel_shortcut(&self) {
+        self.shared.refresh_from_shortcut();
     }
 }
