@@ -151,10 +151,22 @@ fn quiet_until(shared: &Shared) -> Option<Option<Instant>> {
     }
     let expiry = shared.engine.table().next_expiry();
     let (clock, now) = (shared.clock.now(), Instant::now());
-    let Some(expiry) = expiry.map(|at| now + at.saturating_since(clock)) else {
+    let expiry = expiry.map(|at| now + at.saturating_since(clock));
+    rest_until(expiry, shared.shortcut_holds_hosts(), now)
+}
+
+/// The rule of [`quiet_until`] for a quiet switch at `now` whose table's
+/// first address expires at `expiry`, the kernel's map holding hosts or
+/// not. Pure, for the tests.
+fn rest_until(
+    expiry: Option<Instant>,
+    map_holds_hosts: bool,
+    now: Instant,
+) -> Option<Option<Instant>> {
+    let Some(expiry) = expiry else {
         return Some(None);
     };
-    if !shared.shortcut_holds_hosts() {
+    if !map_holds_hosts {
         return Some(Some(expiry));
     }
     let refresh = expiry.checked_sub(SWEEP_INTERVAL)?;
@@ -390,6 +402,30 @@ mod tests {
         assert!(rest.woken.try_recv().is_ok(), "a port added wakes it too");
         rest.wake_now();
         assert!(rest.woken.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_quiet_switch_rests_until_the_first_expiry_or_a_second_before_it_to_read_the_map() {
+        let now = Instant::now();
+        let at = |s: u64| now + Duration::from_secs(s);
+        assert_eq!(rest_until(None, false, now), Some(None), "nothing to age");
+        assert_eq!(
+            rest_until(None, true, now),
+            Some(None),
+            "only static entries in the map"
+        );
+        assert_eq!(rest_until(Some(at(300)), false, now), Some(Some(at(300))));
+        assert_eq!(
+            rest_until(Some(at(300)), true, now),
+            Some(Some(at(299))),
+            "the map is read a second before the table's first expiry"
+        );
+        assert_eq!(rest_until(Some(at(2)), true, now), Some(Some(at(1))));
+        assert_eq!(
+            rest_until(Some(at(1)), true, now),
+            None,
+            "no second to spare: the sweeps go on"
+        );
     }
 
     #[test]
