@@ -211,15 +211,22 @@ fn a_static_entry_goes_to_the_kernel_and_comes_back_after_a_spoof() {
     assert!(s3.collect_probes(WINDOW).is_empty(), "h3 got none of them");
 }
 
-#[test]
-fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
-    require_root();
+/// Two hosts on a switch with `--ageing-time ageing_secs`, both in the
+/// kernel's map once they pinged each other.
+fn two_hosts_the_kernel_forwards_for(ageing_secs: u64) -> (Topology, SwitchProcess) {
     let topo = Topology::veth_star(2);
     let mut args = topo.iface_args();
-    args.extend(["--ageing-time", "2"].map(String::from));
+    args.extend(["--ageing-time".to_string(), ageing_secs.to_string()]);
     let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
     ping_both_ways(&topo);
     wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    (topo, switch)
+}
+
+#[test]
+fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
+    require_root();
+    let (topo, switch) = two_hosts_the_kernel_forwards_for(2);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
     let before = kernel_frames(&switch, "p1").0;
@@ -262,12 +269,7 @@ fn a_quiet_switch_shows_the_ages_the_kernel_saw() {
     // three ageing times of pings h1 stays known, and `fdb` shows it as
     // heard just now, not when the map was last read.
     require_root();
-    let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.extend(["--ageing-time", "5"].map(String::from));
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
-    ping_both_ways(&topo);
-    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    let (topo, switch) = two_hosts_the_kernel_forwards_for(5);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
     let before = kernel_frames(&switch, "p1").0;
