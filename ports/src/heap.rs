@@ -34,3 +34,12 @@ pub fn map_large_blocks() -> bool {
     crate::sys::heap::set_mmap_threshold(LARGE_BLOCK)
         && crate::sys::heap::set_trim_threshold(KEEP_AT_TOP)
 }
+
+/// Returns what start-up allocated and freed to the kernel. Start-up
+/// (parsing the command line, opening ports, netlink) frees more than it
+/// keeps, and with the trim threshold pinned at [`KEEP_AT_TOP`] glibc
+/// would hold those pages for the life of the process. Called once, when
+/// the switch serves. False where nothing was given back (or not glibc).
+pub fn give_back_start_up_memory() -> bool {
+    crate::sys::heap::give_back_free_memory()
+}

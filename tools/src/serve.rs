@@ -283,6 +283,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         switch.info().gateway.as_deref().unwrap_or("none"),
         socket.display()
     );
+    ports::heap::give_back_start_up_memory();
 
     let events = switch.events();
     loop {

@@ -42,3 +42,19 @@ pub(crate) fn set_trim_threshold(bytes: usize) -> bool {
         false
     }
 }
+
+/// Gives the free memory of every arena back to the kernel (glibc's
+/// `malloc_trim(0)`), whatever the trim threshold. False where the C
+/// library is not glibc, or if there was nothing to give back.
+pub(crate) fn give_back_free_memory() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim takes an integer and only returns free pages
+        // to the kernel; glibc serializes it against allocations.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
