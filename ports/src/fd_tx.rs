@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::ledger::LaneLedger;
+use crate::mtu::PortMtu;
 use crate::sys;
 use crate::vnet::VnetHdr;
 use crate::{PortTx, send_one_by_one};
@@ -15,7 +16,7 @@ use crate::{PortTx, send_one_by_one};
 #[derive(Debug)]
 pub struct FdTx {
     fd: Arc<OwnedFd>,
-    mtu: usize,
+    mtu: PortMtu,
     /// Whether several frames go in one `sendmmsg` (packet sockets; a TAP
     /// takes one write per frame).
     sendmmsg: bool,
@@ -25,7 +26,7 @@ pub struct FdTx {
 }
 
 impl FdTx {
-    pub(crate) fn new(fd: Arc<OwnedFd>, mtu: usize, sendmmsg: bool) -> Self {
+    pub(crate) fn new(fd: Arc<OwnedFd>, mtu: PortMtu, sendmmsg: bool) -> Self {
         FdTx {
             fd,
             mtu,
@@ -61,6 +62,14 @@ impl PortTx for FdTx {
     }
 
     fn mtu(&self) -> usize {
-        self.mtu
+        self.mtu.get()
+    }
+
+    fn refresh_mtu(&self) -> usize {
+        self.mtu.refresh()
+    }
+
+    fn refresh_mtu_for_too_big(&self) -> usize {
+        self.mtu.refresh_for_too_big()
     }
 }

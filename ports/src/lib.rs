@@ -41,6 +41,7 @@ pub mod host_socket;
 mod kernel;
 pub mod ledger;
 pub mod memory;
+pub mod mtu;
 pub mod namespace;
 pub mod packet;
 pub mod readiness;
@@ -194,6 +195,19 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     /// The largest IP packet the port carries (the interface MTU); plain
     /// frames longer than this plus the Ethernet (and VLAN) header are dropped.
     fn mtu(&self) -> usize;
+
+    /// The MTU as the kernel has it now, taken from then on, for a port
+    /// whose interface's MTU can change under it ([`mtu::PortMtu::refresh`]).
+    /// Other ports (memory ports, the gateway, a tunnel) keep theirs.
+    fn refresh_mtu(&self) -> usize {
+        self.mtu()
+    }
+
+    /// [`PortTx::refresh_mtu`] for a frame too big for [`PortTx::mtu`], at
+    /// most once in a short while ([`mtu::PortMtu::refresh_for_too_big`]).
+    fn refresh_mtu_for_too_big(&self) -> usize {
+        self.mtu()
+    }
 }
 
 /// [`PortTx::send_batch`] as a loop of [`PortTx::send`].

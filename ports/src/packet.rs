@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::batch::RxBatch;
 use crate::ledger::{LaneLedger, LedgerLane};
+use crate::mtu::PortMtu;
 use crate::shortcut::KernelPath;
 use crate::sys;
 use crate::sys::packet::{FanoutProgram, MAX_BATCH, RecvMeta};
@@ -200,7 +201,8 @@ fn adopt_sockets(
     };
     let mtu = sys::interface_mtu(first.as_fd(), name)
         .map_err(|err| PortError::from_io(name, "reading the MTU", err))?;
-    let tx = FdTx::new(first.clone(), mtu, true).keeping(ledger.clone());
+    let followed = PortMtu::of_packet_socket(name, first.clone(), mtu);
+    let tx = FdTx::new(first.clone(), followed, true).keeping(ledger.clone());
     // Without a ledger, the switch puts the frames of the lanes back in
     // the order they arrived, by the kernel's receive times.
     let arrival_times = ledger.is_none()

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::RxBatch;
 use crate::ledger::{LaneLedger, LedgerLane};
+use crate::mtu::PortMtu;
 use crate::sys;
 use crate::vnet::VnetHdr;
 use crate::{
@@ -175,7 +176,8 @@ pub fn adopt(name: &str, opened: TapQueues) -> Result<OpenedTap, PortError> {
         ));
     }
     let queues: Vec<Arc<OwnedFd>> = queues.into_iter().map(Arc::new).collect();
-    let tx = FdTx::new(queues[0].clone(), mtu, false).keeping(ledger.clone());
+    let followed = PortMtu::of_tap(name, queues[0].clone(), mtu);
+    let tx = FdTx::new(queues[0].clone(), followed, false).keeping(ledger.clone());
     let queue_steering = (queues.len() > 1).then(|| {
         Box::new(QueueSteering {
             fd: queues[0].clone(),

@@ -120,6 +120,26 @@ pub(crate) fn interface_mtu(fd: BorrowedFd<'_>, name: &str) -> io::Result<usize>
     Ok(usize::try_from(mtu).unwrap_or(1500))
 }
 
+/// The name interface `ifindex` has now, in `fd`'s network namespace.
+pub(crate) fn interface_name(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<String> {
+    let mut req = ifreq("")?;
+    req.ifr_ifru.ifru_ifindex =
+        libc::c_int::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    ifreq_ioctl(fd, libc::SIOCGIFNAME, &mut req)?;
+    Ok(ifreq_name(&req))
+}
+
+/// The name in an `ifreq` the kernel filled.
+fn ifreq_name(req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Sets interface `name` administratively up (`ip link set NAME up`).
 pub(crate) fn set_interface_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let mut req = ifreq(name)?;

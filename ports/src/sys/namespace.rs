@@ -45,6 +45,26 @@ pub(crate) fn effective_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
+/// A datagram socket for interface ioctls in network namespace `netns`,
+/// made by a short-lived thread that enters it (the calling thread and
+/// the rest of the process stay where they are; a socket keeps the
+/// namespace it was made in).
+pub(crate) fn control_socket_in(netns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let netns = netns.try_clone_to_owned()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: setns(2) takes a descriptor we own and a flag, and
+                // touches no memory; joining a network namespace concerns
+                // the calling thread alone, which ends right after.
+                retry(|| unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+                super::control_socket()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
+
 /// Moves the calling thread, and only it, into a new network namespace
 /// with only `lo` (tests make their interfaces there); the namespace goes
 /// away with the thread and whatever else still holds it (its sockets).

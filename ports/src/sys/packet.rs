@@ -480,6 +480,24 @@ pub(crate) fn send_batch(fd: BorrowedFd<'_>, frames: &[(VnetHdr, &[u8])]) -> io:
     Ok(sent as usize)
 }
 
+/// The index of the interface packet socket `fd` is bound to (in the
+/// socket's network namespace).
+pub(crate) fn bound_ifindex(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `addr` and `len` are valid for writes and describe the
+    // buffer's size; the kernel writes at most `len` bytes.
+    retry(|| unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    })?;
+    u32::try_from(addr.sll_ifindex).map_err(|_| io::Error::from(io::ErrorKind::NotFound))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;

@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::{ifreq, retry};
 use crate::vnet::VnetHdr;
@@ -61,4 +61,32 @@ pub(crate) fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(fd)
+}
+
+/// The name TAP queue `fd`'s interface has now (it may have been renamed,
+/// and moved to another network namespace).
+pub(crate) fn tap_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let mut req = ifreq("")?;
+    // SAFETY: TUNGETIFF writes the interface's name and flags into a valid
+    // ifreq.
+    retry(|| unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNGETIFF,
+            &mut req as *mut libc::ifreq,
+        )
+    })?;
+    Ok(super::ifreq_name(&req))
+}
+
+/// The network namespace TAP queue `fd`'s interface is in now.
+pub(crate) fn tap_namespace(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    /// `_IO('T', 227)` from `<linux/if_tun.h>` (Linux 5.2); not in `libc`.
+    const TUNGETDEVNETNS: libc::Ioctl = 0x54e3;
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new
+    // descriptor, checked before use.
+    let raw = retry(|| unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETDEVNETNS) })?;
+    // SAFETY: `raw` was just returned by the kernel and is owned by nobody
+    // else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

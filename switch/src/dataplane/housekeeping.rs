@@ -274,6 +274,7 @@ impl SyncPacer {
 /// lanes' ledgers settled; what ports were read ages. Returns whether a
 /// lane's ledger is still behind.
 fn sweep(shared: &Shared, now: Instant) -> bool {
+    follow_mtus(shared);
     shared.refresh_from_shortcut();
     let removed = shared.engine.table().expire(shared.clock.now());
     if removed > 0 {
@@ -285,6 +286,17 @@ fn sweep(shared: &Shared, now: Instant) -> bool {
         port.talk.age();
     }
     behind
+}
+
+/// Takes each port at its interface's MTU now (see `ports::mtu`), the
+/// kernel shortcut's ports too: a user may change it while it is a port.
+fn follow_mtus(shared: &Shared) {
+    for port in shared.snapshot().iter() {
+        let mtu = port.tx.refresh_mtu();
+        if let Some(shortcut) = &shared.shortcut {
+            shortcut.port_mtu(port.id, mtu);
+        }
+    }
 }
 
 /// Steers port `id`, which a worker found lagging behind the read mode (or

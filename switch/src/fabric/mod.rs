@@ -241,7 +241,8 @@ struct Destination<'a> {
 
 /// Pushes a frame in its final form (with `header` if the port takes
 /// offloads) into the transmit queue; a frame longer than the port carries
-/// (`to.limit`) that is not a GSO super-frame is dropped as too big.
+/// (`to.limit`) that is not a GSO super-frame is dropped as too big, unless
+/// the port's MTU has grown since it was last read (`ports::mtu`).
 #[inline(always)]
 fn push<'a>(
     transmit: &mut TxPass<'a, PortHandle>,
@@ -249,7 +250,10 @@ fn push<'a>(
     header: &VnetHdr,
     frame: &[u8],
 ) {
-    if frame.len() > to.limit && !header.is_gso() {
+    if frame.len() > to.limit
+        && !header.is_gso()
+        && frame.len() > to.egress.tx.refresh_mtu_for_too_big() + L2_OVERHEAD
+    {
         to.egress.counters.count_drop(DropReason::TooBig);
         return;
     }

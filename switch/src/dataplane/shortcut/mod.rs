@@ -131,6 +131,16 @@ impl Shortcut {
         }
     }
 
+    /// Port `id`'s interface has MTU `mtu` now: the next sync decides
+    /// again which ports take part (only those with the largest MTU).
+    pub(super) fn port_mtu(&self, id: PortId, mtu: usize) {
+        let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+        let mut keeper = self.keeper();
+        if keeper.plan.set_mtu(id, mtu) {
+            keeper.synced = None;
+        }
+    }
+
     /// Detaches port `id`: its addresses leave the map before the program
     /// leaves its interface, so no frame is sent to it once this returns.
     pub(super) fn detach(&self, id: PortId) {

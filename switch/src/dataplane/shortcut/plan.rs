@@ -77,6 +77,19 @@ pub(crate) struct ShortcutPlan {
 }
 
 impl ShortcutPlan {
+    /// Takes port `id` at MTU `mtu` (its interface's changed); true if the
+    /// port is attached and its MTU was another (sync again: which ports
+    /// take part may have changed, rule 3).
+    pub(crate) fn set_mtu(&mut self, id: PortId, mtu: u32) -> bool {
+        match self.ports.get_mut(&id) {
+            Some(port) if port.mtu != mtu => {
+                port.mtu = mtu;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn attach(&mut self, id: PortId, port: PathPort) {
         self.ports.insert(id, port);
     }

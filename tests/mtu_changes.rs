@@ -1,0 +1,126 @@
+//! An interface's MTU changed while it is a port is followed, as the Linux
+//! bridge reads its device's MTU for every frame: raised to 9000 on both
+//! hosts' links, a 8000-byte ping goes through the switch at once (the
+//! first frame too big for the MTU the switch knew asks the kernel again);
+//! lowered on one port, that port's frames over the new size are dropped
+//! as `too-big` once the switch's next sweep read it. Veth ports (the
+//! workers' path: `--no-kernel-shortcut`, else the kernel would carry the
+//! pings) and TAP ports whose interfaces moved into the hosts' namespaces
+//! and were renamed there. Needs root; CI runs it as root.
+//!
+//! ```text
+//!   h1 eth0 ═ p1 ┐                                    h1 eth0 (TAP t1) ┐
+//!                ├─ serve --iface p1 --iface p2                         ├─ serve --tap t1 --tap t2
+//!   h2 eth0 ═ p2 ┘                                    h2 eth0 (TAP t2) ┘
+//! ```
+
+use std::time::{Duration, Instant};
+
+use tapswitch_tests::topology::tap_pair;
+use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
+
+const JUMBO: &str = "9000";
+/// An ICMP payload that needs a jumbo frame (8028-byte packet).
+const BIG_PING: &str = "8000";
+
+/// Whether `count` pings of `size` bytes, not fragmented, from `from` to
+/// `to` all come back.
+fn pings(from: &Netns, to: &str, size: &str, count: &str) -> Result<(), String> {
+    let out = from.exec(
+        "ping",
+        &["-c", count, "-W", "2", "-M", "do", "-s", size, to],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && text.contains(&format!(" {count} received")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "ping -s {size} {to}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Port `name`'s row in `tapswitch ports --json`.
+fn port_row(switch: &SwitchProcess, name: &str) -> serde_json::Value {
+    let ports = switch.ports();
+    ports
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+}
+
+/// Waits (up to 10 s: the switch's sweep comes every second) until port
+/// `name` shows MTU `mtu`.
+fn shows_mtu(switch: &SwitchProcess, name: &str, mtu: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if port_row(switch, name)["mtu"] == mtu {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn too_big(switch: &SwitchProcess, name: &str) -> u64 {
+    port_row(switch, name)["stats"]["drops"]["too-big"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn veth_ports_follow_their_interfaces_mtu_up_and_down() {
+    require_root();
+    let topo = Topology::veth_star(2);
+    let mut args = topo.iface_args();
+    args.push("--no-kernel-shortcut".into());
+    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    let to_h2 = h2.ip.to_string();
+    pings(&h1.ns, &to_h2, "56", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
+
+    for host in &topo.hosts {
+        host.ns.ip(&["link", "set", "eth0", "mtu", JUMBO]);
+        topo.switch_ns
+            .ip(&["link", "set", &host.port, "mtu", JUMBO]);
+    }
+    // At once: no sweep is waited for.
+    pings(&h1.ns, &to_h2, BIG_PING, "3")
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", switch.log(), switch.ports()));
+    assert_eq!(port_row(&switch, "p2")["mtu"], 9000);
+    assert_eq!(too_big(&switch, "p2"), 0);
+    assert!(
+        switch.log().contains("port p2: MTU 1500 -> 9000"),
+        "{}",
+        switch.log()
+    );
+
+    // Lowered on p2 alone: h2 still takes jumbo frames, the port not.
+    topo.switch_ns.ip(&["link", "set", "p2", "mtu", "1500"]);
+    assert!(shows_mtu(&switch, "p2", 1500), "{}", switch.log());
+    assert!(pings(&h1.ns, &to_h2, BIG_PING, "2").is_err());
+    assert!(too_big(&switch, "p2") >= 2, "{}", port_row(&switch, "p2"));
+    pings(&h1.ns, &to_h2, "1400", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
+}
+
+#[test]
+fn tap_ports_follow_their_interfaces_mtu_in_the_hosts_namespaces() {
+    require_root();
+    let (_switch_ns, switch, hosts) = tap_pair(&[]);
+    pings(&hosts[0], "172.17.0.3", "56", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
+
+    // The TAPs are `eth0` in the hosts' namespaces now.
+    for host in &hosts {
+        host.ip(&["link", "set", "eth0", "mtu", JUMBO]);
+    }
+    pings(&hosts[0], "172.17.0.3", BIG_PING, "3")
+        .unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
+    assert_eq!(port_row(&switch, "t2")["mtu"], 9000);
+    assert_eq!(too_big(&switch, "t2"), 0);
+
+    hosts[1].ip(&["link", "set", "eth0", "mtu", "1500"]);
+    assert!(shows_mtu(&switch, "t2", 1500), "{}", switch.log());
+    assert!(pings(&hosts[0], "172.17.0.3", BIG_PING, "2").is_err());
+    assert!(too_big(&switch, "t2") >= 2, "{}", port_row(&switch, "t2"));
+}
