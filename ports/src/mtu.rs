@@ -23,8 +23,11 @@
 //! - a TAP: by the name its interface has now (`TUNGETIFF`), in the
 //!   namespace the interface is in now (`TUNGETDEVNETNS`), through a
 //!   datagram socket made there, kept while the interface stays. Where the
-//!   switch may not enter that namespace (rootless mode, a container's
-//!   own user namespace) the port keeps the MTU it was opened with.
+//!   switch may not enter that namespace (one owned by a user namespace
+//!   the switch has no rights in) the port keeps the MTU it was opened
+//!   with. Both calls take the kernel's RTNL lock, which the frame path
+//!   (rule 2) avoids: it asks by the name and in the namespace last seen,
+//!   and looks up afresh only if the interface is not found there.
 //!
 //! A lookup that fails (the interface is going away) keeps the MTU as it
 //! was: the port's health check deals with a port that is gone.
@@ -59,19 +62,20 @@ pub struct PortMtu {
 enum Source {
     /// The port's packet socket and the index it is bound to.
     Packet { fd: Arc<OwnedFd>, ifindex: u32 },
-    /// A TAP queue, and the namespace its interface was last seen in (its
-    /// device and inode numbers) with a socket made there, or none if the
-    /// switch may not enter it (not tried again while the interface stays).
+    /// A TAP queue, and where its interface was last seen.
     Tap {
         fd: Arc<OwnedFd>,
-        there: Mutex<Option<NamespaceSocket>>,
+        there: Mutex<Option<TapWhere>>,
     },
 }
 
-/// A datagram socket for interface ioctls in a namespace, and that
-/// namespace.
-struct NamespaceSocket {
+/// Where a TAP's interface was last seen: its namespace (device and inode
+/// numbers), its name there, and a datagram socket made there for
+/// interface ioctls, or none if the switch may not enter it (not tried
+/// again while the interface stays there).
+struct TapWhere {
     namespace: (u64, u64),
+    name: String,
     socket: Option<OwnedFd>,
 }
 
@@ -107,7 +111,37 @@ impl PortMtu {
     /// Asks the kernel for the MTU and takes it (rule 1); if the lookup
     /// fails, the MTU as last read.
     pub fn refresh(&self) -> usize {
-        match self.ask() {
+        self.take(self.ask())
+    }
+
+    /// [`PortMtu::refresh`] for a frame too big for the MTU as last read
+    /// (rule 2), unless another such frame asked less than
+    /// [`ASK_AGAIN_AFTER`] ago (then the MTU as last read). Of callers at
+    /// the same moment, one asks. Called from the frame path, it does not
+    /// take the kernel's RTNL lock (which a TAP's `TUNGETIFF` does, and
+    /// which creating or deleting a namespace holds for a while) unless the
+    /// TAP's interface moved or was renamed since it was last looked up.
+    pub fn refresh_for_too_big(&self) -> usize {
+        let now_ms = since_epoch_ms(Instant::now()) + 1;
+        let asked = self.too_big_asked_at.load(Ordering::Relaxed);
+        let gap = u64::try_from(ASK_AGAIN_AFTER.as_millis()).unwrap_or(u64::MAX);
+        if (asked != 0 && now_ms.saturating_sub(asked) < gap)
+            || self
+                .too_big_asked_at
+                .compare_exchange(asked, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return self.get();
+        }
+        match self.ask_where_last_seen() {
+            Some(mtu) => self.take(Ok(mtu)),
+            None => self.refresh(),
+        }
+    }
+
+    /// Takes the MTU a lookup found, and says so if it changed.
+    fn take(&self, asked: std::io::Result<usize>) -> usize {
+        match asked {
             Ok(mtu) => {
                 let before = self.now.swap(mtu, Ordering::Relaxed);
                 if before != mtu {
@@ -122,23 +156,18 @@ impl PortMtu {
         }
     }
 
-    /// [`PortMtu::refresh`] for a frame too big for the MTU as last read
-    /// (rule 2), unless another such frame asked less than
-    /// [`ASK_AGAIN_AFTER`] ago (then the MTU as last read). Of callers at
-    /// the same moment, one asks.
-    pub fn refresh_for_too_big(&self) -> usize {
-        let now_ms = since_epoch_ms(Instant::now()) + 1;
-        let asked = self.too_big_asked_at.load(Ordering::Relaxed);
-        let gap = u64::try_from(ASK_AGAIN_AFTER.as_millis()).unwrap_or(u64::MAX);
-        if (asked != 0 && now_ms.saturating_sub(asked) < gap)
-            || self
-                .too_big_asked_at
-                .compare_exchange(asked, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return self.get();
-        }
-        self.refresh()
+    /// A TAP's MTU asked by the name and in the namespace its interface
+    /// had at the last full lookup (`None`: not a TAP, not looked up yet,
+    /// a full lookup under way, or not found there). Should another
+    /// interface have taken that name since, its MTU is taken until the
+    /// next sweep's full lookup.
+    fn ask_where_last_seen(&self) -> Option<usize> {
+        let Source::Tap { there, .. } = &self.source else {
+            return None;
+        };
+        let there = there.try_lock().ok()?;
+        let seen = there.as_ref()?;
+        sys::interface_mtu(seen.socket.as_ref()?.as_fd(), &seen.name).ok()
     }
 
     fn ask(&self) -> std::io::Result<usize> {
@@ -151,21 +180,26 @@ impl PortMtu {
                 let name = sys::tun::tap_name(fd.as_fd())?;
                 let netns = std::fs::File::from(sys::tun::tap_namespace(fd.as_fd())?);
                 let meta = netns.metadata()?;
-                let id = (meta.dev(), meta.ino());
+                let namespace = (meta.dev(), meta.ino());
                 let mut there = there.lock().unwrap_or_else(PoisonError::into_inner);
-                if there.as_ref().is_none_or(|seen| seen.namespace != id) {
-                    let socket = sys::namespace::control_socket_in(netns.as_fd())
-                        .inspect_err(|err| {
-                            log::debug!("port {}: MTU not followed: {err}", self.port);
-                        })
-                        .ok();
-                    *there = Some(NamespaceSocket {
-                        namespace: id,
-                        socket,
-                    });
+                match there.as_mut() {
+                    Some(seen) if seen.namespace == namespace => seen.name = name,
+                    _ => {
+                        let socket = sys::namespace::control_socket_in(netns.as_fd())
+                            .inspect_err(|err| {
+                                log::debug!("port {}: MTU not followed: {err}", self.port);
+                            })
+                            .ok();
+                        *there = Some(TapWhere {
+                            namespace,
+                            name,
+                            socket,
+                        });
+                    }
                 }
-                match there.as_ref().and_then(|seen| seen.socket.as_ref()) {
-                    Some(socket) => sys::interface_mtu(socket.as_fd(), &name),
+                let seen = there.as_ref().expect("just set");
+                match &seen.socket {
+                    Some(socket) => sys::interface_mtu(socket.as_fd(), &seen.name),
                     None => Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
                 }
             }
@@ -188,4 +222,98 @@ fn since_epoch_ms(now: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| now);
     u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `ip ARGS` in the calling thread's network namespace.
+    fn ip(args: &[&str]) {
+        let status = std::process::Command::new("ip").args(args).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip {args:?}");
+    }
+
+    fn as_root(test: &str) -> bool {
+        let (uid, _) = sys::namespace::effective_ids();
+        if uid != 0 {
+            eprintln!("skipping {test}: veths and TAPs need root");
+        }
+        uid == 0
+    }
+
+    #[test]
+    fn a_packet_socket_port_reads_its_interfaces_mtu_again_also_after_a_rename() {
+        if !as_root("a_packet_socket_port_reads_...") {
+            return;
+        }
+        std::thread::spawn(|| {
+            sys::namespace::unshare_thread_net().expect("a new network namespace");
+            ip(&["link", "add", "mt0", "type", "veth", "peer", "name", "mt1"]);
+            let port = crate::packet::open_lanes("mt0", 1).expect("opening mt0");
+            assert_eq!(port.tx.mtu(), 1500);
+            ip(&["link", "set", "mt0", "mtu", "9000"]);
+            assert_eq!(port.tx.mtu(), 1500, "as last read until asked");
+            assert_eq!(port.tx.refresh_mtu(), 9000);
+            assert_eq!(port.tx.mtu(), 9000);
+            ip(&["link", "set", "mt0", "name", "mt2"]);
+            ip(&["link", "set", "mt2", "mtu", "4000"]);
+            assert_eq!(port.tx.refresh_mtu_for_too_big(), 4000);
+            ip(&["link", "set", "mt2", "mtu", "3000"]);
+            assert_eq!(
+                port.tx.refresh_mtu_for_too_big(),
+                4000,
+                "a frame too big asked a moment ago"
+            );
+            std::thread::sleep(ASK_AGAIN_AFTER * 2);
+            assert_eq!(port.tx.refresh_mtu_for_too_big(), 3000);
+            ip(&["link", "del", "mt2"]);
+            assert_eq!(port.tx.refresh_mtu(), 3000, "gone: kept as it was");
+        })
+        .join()
+        .expect("the veth test failed");
+    }
+
+    #[test]
+    fn a_tap_port_reads_its_interfaces_mtu_in_the_namespace_it_moved_to() {
+        if !as_root("a_tap_port_reads_...") {
+            return;
+        }
+        let elsewhere = format!("tsw-mtu-{}", std::process::id());
+        ip(&["netns", "add", &elsewhere]);
+        let moved = std::thread::spawn({
+            let elsewhere = elsewhere.clone();
+            move || {
+                sys::namespace::unshare_thread_net().expect("a new network namespace");
+                let port = crate::tap::open("mtap0").expect("making mtap0").port;
+                assert_eq!(port.tx.mtu(), 1500);
+                ip(&["link", "set", "mtap0", "mtu", "2000"]);
+                assert_eq!(port.tx.refresh_mtu(), 2000, "here");
+                ip(&["link", "set", "mtap0", "netns", &elsewhere]);
+                let there = ["-n", elsewhere.as_str()];
+                ip(&[&there[..], &["link", "set", "mtap0", "name", "eth0"]].concat());
+                ip(&[&there[..], &["link", "set", "eth0", "mtu", "9000"]].concat());
+                assert_eq!(port.tx.refresh_mtu(), 9000, "there, renamed");
+                ip(&[&there[..], &["link", "set", "eth0", "mtu", "1280"]].concat());
+                assert_eq!(port.tx.refresh_mtu(), 1280, "there, the same socket");
+                ip(&[&there[..], &["link", "set", "eth0", "mtu", "1400"]].concat());
+                assert_eq!(
+                    port.tx.refresh_mtu_for_too_big(),
+                    1400,
+                    "by the name seen last"
+                );
+                ip(&[&there[..], &["link", "set", "eth0", "name", "eth1"]].concat());
+                ip(&[&there[..], &["link", "set", "eth1", "mtu", "1300"]].concat());
+                std::thread::sleep(ASK_AGAIN_AFTER * 2);
+                assert_eq!(
+                    port.tx.refresh_mtu_for_too_big(),
+                    1300,
+                    "renamed since: looked up again"
+                );
+            }
+        })
+        .join();
+        ip(&["netns", "del", &elsewhere]);
+        moved.expect("the TAP test failed");
+    }
 }

@@ -353,6 +353,28 @@ mod tests {
     }
 
     #[test]
+    fn a_port_whose_mtu_changes_joins_or_leaves_as_its_mtu_says() {
+        let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
+        let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2)]);
+        apply(&mut plan, &changes);
+        assert!(plan.set_mtu(P2, 9000), "a new MTU is a change");
+        assert!(!plan.set_mtu(P2, 9000), "the same MTU again is not");
+        assert!(!plan.set_mtu(P3, 9000), "nor is a port not attached");
+        let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2)]);
+        assert_eq!(
+            changes,
+            [Change::Remove(mac(1))],
+            "P2 alone has the largest MTU now"
+        );
+        apply(&mut plan, &changes);
+        assert!(plan.set_mtu(P1, 9000));
+        assert_eq!(
+            sync(&plan, true, [(mac(1), P1), (mac(2), P2)]),
+            [Change::Set(mac(1), 11)]
+        );
+    }
+
+    #[test]
     fn detaching_removes_only_that_ports_entries() {
         let mut plan = plan_with(&[(P1, 11, 1500), (P2, 12, 1500)]);
         let changes = sync(&plan, true, [(mac(1), P1), (mac(2), P2), (mac(3), P2)]);
