@@ -1,9 +1,10 @@
 //! `network create --mtu` applied end to end (issue 14), as root in
 //! namespaces this test makes: on a 65520-byte network the container's
 //! interface (made by `container create` or `attach`), its veth's switch
-//! end and the gateway all carry 65520, and a 1 MB TCP transfer from the
-//! container reaches the "remote" namespace and comes back intact through
-//! the gateway (its super-frames taken whole).
+//! end, the host's own leg (`--host-iface`) and the gateway all carry
+//! 65520, and a 1 MB TCP transfer from the container reaches the "remote"
+//! namespace and comes back intact through the gateway (its super-frames
+//! taken whole).
 
 use std::net::SocketAddrV4;
 
@@ -95,6 +96,10 @@ fn a_65520_byte_network_carries_it_from_the_container_to_the_remote() {
             network.clone(),
             "--state-dir".to_string(),
             state_arg.clone(),
+            // The host's own leg, a TAP the switch makes and sets to the
+            // network's MTU after it opened it.
+            "--host-iface".to_string(),
+            "tsjumbo0".to_string(),
         ],
     );
     let control = switch.control.display().to_string();
@@ -129,7 +134,9 @@ fn a_65520_byte_network_carries_it_from_the_container_to_the_remote() {
         .clone()
         .unwrap();
     assert_eq!(link_mtu(&switch_ns.name, &host_end), MTU);
-    // The switch's ports, the gateway's included, carry it too.
+    assert_eq!(link_mtu(&switch_ns.name, "tsjumbo0"), MTU);
+    // The switch's ports, the gateway's and the host leg's included, carry
+    // it too.
     let ports = switch.ports();
     for port in ports.as_array().unwrap() {
         assert_eq!(port["mtu"], 65520, "{ports}");

@@ -20,10 +20,9 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use ports::{OpenedPort, PortError, PortTx, VnetHdr};
+use ports::{OpenedPort, PortError};
 
 use crate::netlink::{Netlink, disable_ipv6};
 
@@ -157,11 +156,10 @@ pub fn open_port(spec: &HostIfaceSpec, lanes: usize) -> Result<OpenedPort, PortE
         ));
     }
     configure(spec).map_err(|err| failed("configuring the host interface", err))?;
-    let mut port = tap.port;
-    port.tx = Arc::new(LinkMtu {
-        inner: port.tx,
-        mtu: spec.mtu as usize,
-    });
+    // The TAP port read its MTU when it opened the device, still the
+    // default then; it follows the interface's MTU from here on.
+    let port = tap.port;
+    port.tx.refresh_mtu();
     Ok(port)
 }
 
@@ -174,32 +172,6 @@ fn configure(spec: &HostIfaceSpec) -> io::Result<()> {
     nl.set_mtu(index, spec.mtu)?;
     nl.add_address(index, spec.address, spec.prefix_len, spec.broadcast())?;
     nl.set_up(index)
-}
-
-/// The TAP's send half with the MTU it was given after it was opened (the
-/// TAP port reads its MTU when it opens the device, still the default).
-#[derive(Debug)]
-struct LinkMtu {
-    inner: Arc<dyn PortTx>,
-    mtu: usize,
-}
-
-impl PortTx for LinkMtu {
-    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        self.inner.send(vnet, frame)
-    }
-
-    fn send_batch(&self, frames: &[(VnetHdr, &[u8])]) -> io::Result<usize> {
-        self.inner.send_batch(frames)
-    }
-
-    fn offloads(&self) -> bool {
-        self.inner.offloads()
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
 }
 
 #[cfg(test)]
