@@ -185,7 +185,16 @@ impl PortMtu {
                 match there.as_mut() {
                     Some(seen) if seen.namespace == namespace => seen.name = name,
                     _ => {
-                        let socket = sys::namespace::control_socket_in(netns.as_fd())
+                        // In the asking thread's own namespace no thread
+                        // need enter it (a thread's stack stays cached).
+                        let here = std::fs::metadata("/proc/thread-self/ns/net")
+                            .is_ok_and(|own| (own.dev(), own.ino()) == namespace);
+                        let socket = if here {
+                            sys::control_socket()
+                        } else {
+                            sys::namespace::control_socket_in(netns.as_fd())
+                        };
+                        let socket = socket
                             .inspect_err(|err| {
                                 log::debug!("port {}: MTU not followed: {err}", self.port);
                             })
