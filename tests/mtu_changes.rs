@@ -3,7 +3,8 @@
 //! hosts' links, a 8000-byte ping goes through the switch at once (the
 //! first frame too big for the MTU the switch knew asks the kernel again);
 //! lowered on one port, that port's frames over the new size are dropped
-//! as `too-big` once the switch's next sweep read it. Veth ports (the
+//! as `too-big` once the switch's sweep read it, within a second while
+//! frames flow; `tapswitch ports` shows an MTU changed while none did. Veth ports (the
 //! workers' path: `--no-kernel-shortcut`, else the kernel would carry the
 //! pings) and TAP ports whose interfaces moved into the hosts' namespaces
 //! and were renamed there. Needs root; CI runs it as root.
@@ -50,12 +51,17 @@ fn port_row(switch: &SwitchProcess, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no port {name} in {ports}"))
 }
 
-/// Waits (up to 10 s: the switch's sweep comes every second) until port
-/// `name` shows MTU `mtu`.
-fn shows_mtu(switch: &SwitchProcess, name: &str, mtu: u64) -> bool {
+/// Sends with `send` (frames keep the switch's housekeeping awake) until
+/// the switch's log says port `name` made `change`, for at most 10 s (the
+/// sweep comes each second); `tapswitch ports` is not asked meanwhile (it
+/// reads the MTU itself), so the change is the sweep's (rule 1 of
+/// `ports/src/mtu.rs`).
+fn sweep_reads(switch: &SwitchProcess, name: &str, change: &str, send: impl Fn()) -> bool {
+    let line = format!("port {name}: MTU {change}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if port_row(switch, name)["mtu"] == mtu {
+        send();
+        if switch.log().contains(&line) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -97,11 +103,29 @@ fn veth_ports_follow_their_interfaces_mtu_up_and_down() {
     );
 
     // Lowered on p2 alone: h2 still takes jumbo frames, the port not.
+    // Until the sweep reads it such a frame fails to send (tx-error).
     topo.switch_ns.ip(&["link", "set", "p2", "mtu", "1500"]);
-    assert!(shows_mtu(&switch, "p2", 1500), "{}", switch.log());
+    let ping_once = || {
+        let _ = pings(&h1.ns, &to_h2, BIG_PING, "1");
+    };
+    assert!(
+        sweep_reads(&switch, "p2", "9000 -> 1500", ping_once),
+        "{}",
+        switch.log()
+    );
+    let before = too_big(&switch, "p2");
     assert!(pings(&h1.ns, &to_h2, BIG_PING, "2").is_err());
-    assert!(too_big(&switch, "p2") >= 2, "{}", port_row(&switch, "p2"));
+    assert_eq!(port_row(&switch, "p2")["mtu"], 1500);
+    assert!(
+        too_big(&switch, "p2") >= before + 2,
+        "{}",
+        port_row(&switch, "p2")
+    );
     pings(&h1.ns, &to_h2, "1400", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
+
+    // Changed while nothing flows: `tapswitch ports` asks the kernel.
+    topo.switch_ns.ip(&["link", "set", "p1", "mtu", "4000"]);
+    assert_eq!(port_row(&switch, "p1")["mtu"], 4000);
 }
 
 #[test]
@@ -120,7 +144,19 @@ fn tap_ports_follow_their_interfaces_mtu_in_the_hosts_namespaces() {
     assert_eq!(too_big(&switch, "t2"), 0);
 
     hosts[1].ip(&["link", "set", "eth0", "mtu", "1500"]);
-    assert!(shows_mtu(&switch, "t2", 1500), "{}", switch.log());
+    let ping_once = || {
+        let _ = pings(&hosts[0], "172.17.0.3", BIG_PING, "1");
+    };
+    assert!(
+        sweep_reads(&switch, "t2", "9000 -> 1500", ping_once),
+        "{}",
+        switch.log()
+    );
+    let before = too_big(&switch, "t2");
     assert!(pings(&hosts[0], "172.17.0.3", BIG_PING, "2").is_err());
-    assert!(too_big(&switch, "t2") >= 2, "{}", port_row(&switch, "t2"));
+    assert!(
+        too_big(&switch, "t2") >= before + 2,
+        "{}",
+        port_row(&switch, "t2")
+    );
 }

@@ -36,7 +36,7 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -52,10 +52,44 @@ pub struct PortMtu {
     /// The port's name, for the log line of a change.
     port: String,
     now: AtomicUsize,
-    /// When a frame too big for the MTU last asked the kernel, in
-    /// milliseconds since the process first asked, plus one (0: never).
-    too_big_asked_at: AtomicU64,
+    too_big: TooBigGate,
     source: Source,
+}
+
+/// Whether a frame too big for the MTU may ask the kernel again (rule 2):
+/// not within [`ASK_AGAIN_AFTER`] of the last one that did. Time is an
+/// argument, for the tests.
+#[derive(Debug)]
+struct TooBigGate {
+    since: Instant,
+    /// When a frame last asked, in milliseconds after `since`, plus one (0:
+    /// never).
+    asked_at: AtomicU64,
+}
+
+impl TooBigGate {
+    fn new(since: Instant) -> TooBigGate {
+        TooBigGate {
+            since,
+            asked_at: AtomicU64::new(0),
+        }
+    }
+
+    /// True if a frame too big at `now` asks: the first such frame, or
+    /// one [`ASK_AGAIN_AFTER`] after the last that asked. Of callers at the
+    /// same moment, one is let through.
+    fn opens_at(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since).as_millis();
+        let now_ms = u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1;
+        let asked = self.asked_at.load(Ordering::Relaxed);
+        let gap = u64::try_from(ASK_AGAIN_AFTER.as_millis()).unwrap_or(u64::MAX);
+        if asked != 0 && now_ms.saturating_sub(asked) < gap {
+            return false;
+        }
+        self.asked_at
+            .compare_exchange(asked, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 /// How the interface is found again.
@@ -97,7 +131,7 @@ impl PortMtu {
         PortMtu {
             port: port.to_string(),
             now: AtomicUsize::new(mtu),
-            too_big_asked_at: AtomicU64::new(0),
+            too_big: TooBigGate::new(Instant::now()),
             source,
         }
     }
@@ -122,15 +156,7 @@ impl PortMtu {
     /// which creating or deleting a namespace holds for a while) unless the
     /// TAP's interface moved or was renamed since it was last looked up.
     pub fn refresh_for_too_big(&self) -> usize {
-        let now_ms = since_epoch_ms(Instant::now()) + 1;
-        let asked = self.too_big_asked_at.load(Ordering::Relaxed);
-        let gap = u64::try_from(ASK_AGAIN_AFTER.as_millis()).unwrap_or(u64::MAX);
-        if (asked != 0 && now_ms.saturating_sub(asked) < gap)
-            || self
-                .too_big_asked_at
-                .compare_exchange(asked, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.too_big.opens_at(Instant::now()) {
             return self.get();
         }
         match self.ask_where_last_seen() {
@@ -226,13 +252,6 @@ impl fmt::Debug for PortMtu {
     }
 }
 
-/// Milliseconds since the first time this process asked.
-fn since_epoch_ms(now: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(|| now);
-    u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +268,20 @@ mod tests {
             eprintln!("skipping {test}: veths and TAPs need root");
         }
         uid == 0
+    }
+
+    #[test]
+    fn frames_too_big_ask_at_most_once_in_a_while() {
+        let start = Instant::now();
+        let gate = TooBigGate::new(start);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(gate.opens_at(start), "the first one asks");
+        assert!(!gate.opens_at(start), "the same moment, once");
+        assert!(!gate.opens_at(at(9)));
+        assert!(gate.opens_at(at(10)));
+        assert!(!gate.opens_at(at(19)));
+        assert!(gate.opens_at(at(500)));
+        assert!(!gate.opens_at(at(300)), "a clock seen going back waits");
     }
 
     #[test]
@@ -269,11 +302,6 @@ mod tests {
             ip(&["link", "set", "mt2", "mtu", "4000"]);
             assert_eq!(port.tx.refresh_mtu_for_too_big(), 4000);
             ip(&["link", "set", "mt2", "mtu", "3000"]);
-            assert_eq!(
-                port.tx.refresh_mtu_for_too_big(),
-                4000,
-                "a frame too big asked a moment ago"
-            );
             std::thread::sleep(ASK_AGAIN_AFTER * 2);
             assert_eq!(port.tx.refresh_mtu_for_too_big(), 3000);
             ip(&["link", "del", "mt2"]);

@@ -450,7 +450,10 @@ impl RunningSwitch {
                 port_no: id,
                 name: port.name.clone(),
                 kind: port.kind.to_string(),
-                mtu: port.tx.mtu(),
+                // As the kernel has it now, though the switch may not
+                // have looked since (it looks each second while frames
+                // flow, see `ports::mtu`).
+                mtu: port.tx.refresh_mtu(),
                 offloads: port.tx.offloads(),
                 lanes: d.lanes_of(id),
                 reading: d.reading_of(id),

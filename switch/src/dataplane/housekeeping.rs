@@ -96,6 +96,9 @@ pub(super) fn spawn(
                 if resting {
                     shared.rest.stop_resting();
                     resting = false;
+                    // An MTU changed while nothing flowed counts from the
+                    // first frame on.
+                    follow_mtus(&shared);
                     if next_sweep.is_none_or(|at| now < at) {
                         // Woken before the rest's end: the sweeps go on.
                         next_sweep = Some(now + SWEEP_INTERVAL);
