@@ -9,8 +9,9 @@
 //! asks the kernel again:
 //!
 //! 1. once a second while the switch forwards (the housekeeping thread's
-//!    sweep): an MTU made smaller shows within a second (meanwhile a frame
-//!    between the two sizes fails to send on a packet socket, `tx-error`);
+//!    sweep), when that thread wakes from rest, and for `tapswitch ports`:
+//!    an MTU made smaller shows within a second (meanwhile a frame between
+//!    the two sizes fails to send on a packet socket, `tx-error`);
 //! 2. when a frame is too big for the MTU it knows, at most a hundred
 //!    times a second per port (the sweep's lookups aside): an MTU made
 //!    larger lets the first larger frame through, unless another frame
