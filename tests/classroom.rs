@@ -25,9 +25,7 @@ use tapswitch_tests::{SwitchProcess, Topology, require_root};
 fn monitor_shows_the_switch_learn_move_and_forget_and_the_trace_comes_and_goes() {
     require_root();
     let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.extend(["--ageing-time", "2"].map(String::from));
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--ageing-time", "2"]);
     let monitor = Monitor::start(&switch, &[]);
     let json = Monitor::start(&switch, &["--json"]);
     let (h1, h2) = (

@@ -245,9 +245,7 @@ fn a_udp_flood_through_tap_ports_is_coalesced_and_arrives_datagram_by_datagram()
 fn with_no_coalesce_every_datagram_goes_alone() {
     require_root();
     let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.push("--no-coalesce".into());
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--no-coalesce"]);
     let arrived = flood(&topo.hosts[0].ns, &topo.hosts[1].ns, H1, H2);
     assert!(arrived > 0, "some of the flood arrived");
     let (frames, datagrams, super_frames) = coalesced(&switch, "p2");

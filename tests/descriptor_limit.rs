@@ -4,6 +4,7 @@
 //! that may not (no `CAP_SYS_RESOURCE`) says at start how many flows that
 //! allows and how to raise it. As root, in a namespace this test makes.
 
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,9 +47,12 @@ impl Serve {
         serve
     }
 
+    /// Waits until the switch answers a request: its control socket is
+    /// bound (and takes connections) early in start-up, before the line
+    /// about the limit is written; the answers come once it has started.
     fn wait_ready(&self, control: &Path) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(control).is_err() {
+        while !answers(control) {
             assert!(
                 Instant::now() < deadline,
                 "the switch did not start:\n{}",
@@ -76,6 +80,19 @@ impl Serve {
             .collect();
         (numbers[0], numbers[1])
     }
+}
+
+/// Whether the switch on `control` answers an `info` request.
+fn answers(control: &Path) -> bool {
+    let Ok(stream) = UnixStream::connect(control) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if (&stream).write_all(b"{\"cmd\":\"info\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).is_ok() && line.contains("\"ok\":true")
 }
 
 impl Drop for Serve {

@@ -58,9 +58,7 @@ fn tcp_to_the_gateway_reaches_the_hosts_loopback_only_when_allowed() {
         .run(|| TcpStream::connect(("127.0.0.1", port)));
     server.join().unwrap();
 
-    let mut args = topo.iface_args();
-    args.push("--allow-host-loopback".into());
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--allow-host-loopback"]);
     let (port, server) = loopback_server(&topo.switch_ns);
     let seen = ask(container, SocketAddrV4::new(GATEWAY, port))
         .unwrap_or_else(|e| panic!("host loopback over TCP: {e}\n{}", switch.log()));

@@ -215,9 +215,7 @@ fn a_static_entry_goes_to_the_kernel_and_comes_back_after_a_spoof() {
 /// kernel's map once they pinged each other.
 fn two_hosts_the_kernel_forwards_for(ageing_secs: u64) -> (Topology, SwitchProcess) {
     let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.extend(["--ageing-time".to_string(), ageing_secs.to_string()]);
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--ageing-time", &ageing_secs.to_string()]);
     ping_both_ways(&topo);
     wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
     (topo, switch)
@@ -295,9 +293,7 @@ fn a_quiet_switch_shows_the_ages_the_kernel_saw() {
 fn without_the_shortcut_every_frame_goes_through_the_workers() {
     require_root();
     let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.push("--no-kernel-shortcut".into());
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--no-kernel-shortcut"]);
     assert_eq!(shortcut(&switch)["state"], "off");
     ping_both_ways(&topo);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);

@@ -79,9 +79,7 @@ fn too_big(switch: &SwitchProcess, name: &str) -> u64 {
 fn veth_ports_follow_their_interfaces_mtu_up_and_down() {
     require_root();
     let topo = Topology::veth_star(2);
-    let mut args = topo.iface_args();
-    args.push("--no-kernel-shortcut".into());
-    let switch = SwitchProcess::start(&topo.switch_ns.name, &args);
+    let switch = topo.serve_with(&["--no-kernel-shortcut"]);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     let to_h2 = h2.ip.to_string();
     pings(&h1.ns, &to_h2, "56", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));

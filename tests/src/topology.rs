@@ -69,6 +69,14 @@ impl Topology {
             .flat_map(|h| ["--iface".to_string(), h.port.clone()])
             .collect()
     }
+
+    /// `tapswitch serve` in the switch namespace with every host's port
+    /// and `extra` after them.
+    pub fn serve_with(&self, extra: &[&str]) -> SwitchProcess {
+        let mut args = self.iface_args();
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        SwitchProcess::start(&self.switch_ns.name, &args)
+    }
 }
 
 /// Moves each TAP device `taps[i]` (made by a switch, or beforehand, in
