@@ -105,9 +105,11 @@ enum Source {
 }
 
 /// Where a TAP's interface was last seen: its namespace (device and inode
-/// numbers), its name there, and a datagram socket made there for
-/// interface ioctls, or none if the switch may not enter it (not tried
-/// again while the interface stays there).
+/// numbers; zeros if the kernel would not say), its name there, and a
+/// datagram socket made there for interface ioctls, or none if the switch
+/// may not enter it (not tried again while the interface stays there;
+/// frames too big then keep the MTU as it was, and only the sweep looks
+/// again).
 struct TapWhere {
     namespace: (u64, u64),
     name: String,
@@ -184,17 +186,21 @@ impl PortMtu {
     }
 
     /// A TAP's MTU asked by the name and in the namespace its interface
-    /// had at the last full lookup (`None`: not a TAP, not looked up yet,
-    /// a full lookup under way, or not found there). Should another
-    /// interface have taken that name since, its MTU is taken until the
-    /// next sweep's full lookup.
+    /// had at the last full lookup, or the MTU as last read if the switch
+    /// may not look there (`None`: not a TAP, not looked up yet, a full
+    /// lookup under way, or not found there). Should another interface
+    /// have taken that name since, its MTU is taken until the next sweep's
+    /// full lookup.
     fn ask_where_last_seen(&self) -> Option<usize> {
         let Source::Tap { there, .. } = &self.source else {
             return None;
         };
         let there = there.try_lock().ok()?;
         let seen = there.as_ref()?;
-        sys::interface_mtu(seen.socket.as_ref()?.as_fd(), &seen.name).ok()
+        match &seen.socket {
+            Some(socket) => sys::interface_mtu(socket.as_fd(), &seen.name).ok(),
+            None => Some(self.get()),
+        }
     }
 
     fn ask(&self) -> std::io::Result<usize> {
@@ -205,7 +211,21 @@ impl PortMtu {
             }
             Source::Tap { fd, there } => {
                 let name = sys::tun::tap_name(fd.as_fd())?;
-                let netns = std::fs::File::from(sys::tun::tap_namespace(fd.as_fd())?);
+                let netns = match sys::tun::tap_namespace(fd.as_fd()) {
+                    Ok(netns) => std::fs::File::from(netns),
+                    Err(err) => {
+                        // Not ours to look into (EPERM: a namespace owned
+                        // by a user namespace the switch has no rights
+                        // in): frames too big do not ask again.
+                        let closed = TapWhere {
+                            namespace: (0, 0),
+                            name,
+                            socket: None,
+                        };
+                        *there.lock().unwrap_or_else(PoisonError::into_inner) = Some(closed);
+                        return Err(err);
+                    }
+                };
                 let meta = netns.metadata()?;
                 let namespace = (meta.dev(), meta.ino());
                 let mut there = there.lock().unwrap_or_else(PoisonError::into_inner);
@@ -310,6 +330,41 @@ mod tests {
         })
         .join()
         .expect("the veth test failed");
+    }
+
+    #[test]
+    fn a_tap_the_switch_may_not_look_into_keeps_its_mtu_without_asking_again() {
+        if !as_root("a_tap_the_switch_may_not_look_into_...") {
+            return;
+        }
+        std::thread::spawn(|| {
+            sys::namespace::unshare_thread_net().expect("a new network namespace");
+            let fd = Arc::new(sys::tun::open_tap("mtap1", false).expect("making mtap1"));
+            let followed = PortMtu::of_tap("mtap1", fd, 1500);
+            ip(&["link", "set", "mtap1", "mtu", "2000"]);
+            // Without CAP_NET_ADMIN the kernel will not name the TAP's
+            // namespace (rootless mode, where it is a container's).
+            sys::namespace::become_nobody_in_this_thread().expect("becoming nobody");
+            assert_eq!(followed.refresh(), 1500, "kept as it was");
+            let Source::Tap { there, .. } = &followed.source else {
+                unreachable!("a TAP");
+            };
+            assert!(
+                there
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|seen| seen.socket.is_none()),
+                "remembered as closed"
+            );
+            assert_eq!(
+                followed.ask_where_last_seen(),
+                Some(1500),
+                "a frame too big keeps it, with no full lookup"
+            );
+        })
+        .join()
+        .expect("the TAP test failed");
     }
 
     #[test]
