@@ -291,6 +291,21 @@ mod tests {
         uid == 0
     }
 
+    /// Runs `f` as root in a thread of its own, in a network namespace of
+    /// its own (what it makes there goes with it); skips test `test` with
+    /// a line when not root.
+    fn in_a_namespace_of_its_own(test: &str, f: impl FnOnce() + Send + 'static) {
+        if !as_root(test) {
+            return;
+        }
+        std::thread::spawn(|| {
+            sys::namespace::unshare_thread_net().expect("a new network namespace");
+            f();
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{test} failed"));
+    }
+
     #[test]
     fn frames_too_big_ask_at_most_once_in_a_while() {
         let start = Instant::now();
@@ -307,11 +322,7 @@ mod tests {
 
     #[test]
     fn a_packet_socket_port_reads_its_interfaces_mtu_again_also_after_a_rename() {
-        if !as_root("a_packet_socket_port_reads_...") {
-            return;
-        }
-        std::thread::spawn(|| {
-            sys::namespace::unshare_thread_net().expect("a new network namespace");
+        in_a_namespace_of_its_own("a_packet_socket_port_reads_...", || {
             ip(&["link", "add", "mt0", "type", "veth", "peer", "name", "mt1"]);
             let port = crate::packet::open_lanes("mt0", 1).expect("opening mt0");
             assert_eq!(port.tx.mtu(), 1500);
@@ -327,18 +338,12 @@ mod tests {
             assert_eq!(port.tx.refresh_mtu_for_too_big(), 3000);
             ip(&["link", "del", "mt2"]);
             assert_eq!(port.tx.refresh_mtu(), 3000, "gone: kept as it was");
-        })
-        .join()
-        .expect("the veth test failed");
+        });
     }
 
     #[test]
     fn a_tap_the_switch_may_not_look_into_keeps_its_mtu_without_asking_again() {
-        if !as_root("a_tap_the_switch_may_not_look_into_...") {
-            return;
-        }
-        std::thread::spawn(|| {
-            sys::namespace::unshare_thread_net().expect("a new network namespace");
+        in_a_namespace_of_its_own("a_tap_the_switch_may_not_look_into_...", || {
             let fd = Arc::new(sys::tun::open_tap("mtap1", false).expect("making mtap1"));
             let followed = PortMtu::of_tap("mtap1", fd, 1500);
             ip(&["link", "set", "mtap1", "mtu", "2000"]);
@@ -362,9 +367,7 @@ mod tests {
                 Some(1500),
                 "a frame too big keeps it, with no full lookup"
             );
-        })
-        .join()
-        .expect("the TAP test failed");
+        });
     }
 
     #[test]
