@@ -54,7 +54,10 @@
 //! map (not learned yet, moved, aged out, or removed because the switch
 //! wants to see its frames, as while tracing) its frames reach the
 //! workers. A frame already past the decision while the map changes goes
-//! by the old entry; the Linux bridge has the same window.
+//! by the old entry; the Linux bridge has the same window. But the two
+//! programs decide one after the other: a map change between them
+//! forwards that one frame twice or not at all (docs/switch-and-ports.md,
+//! "Known limitation").
 //!
 //! The filter counts on its sockets never seeing frames leaving the
 //! interface (PACKET_IGNORE_OUTGOING, which [`crate::packet`] sets): to it,
