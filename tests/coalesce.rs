@@ -79,13 +79,7 @@ fn flood(h1: &Netns, h2: &Netns, from: IpAddr, to: IpAddr) -> u32 {
 
 /// Port `name`'s counters: (frames sent, datagrams sent coalesced, super-frames).
 fn coalesced(switch: &SwitchProcess, name: &str) -> (u64, u64, u64) {
-    let ports = switch.ports();
-    let port = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let port = switch.port(name);
     let stats = &port["stats"];
     let n = |key: &str| {
         stats[key]

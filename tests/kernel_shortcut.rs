@@ -32,11 +32,7 @@ fn addresses(switch: &SwitchProcess) -> u64 {
 
 /// Port `name`'s frames forwarded by the kernel: (received, sent).
 fn kernel_frames(switch: &SwitchProcess, name: &str) -> (u64, u64) {
-    let ports = switch.ports();
-    let port = ports
-        .as_array()
-        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let port = switch.port(name);
     let stats = &port["stats"];
     (
         stats["rx_kernel_frames"].as_u64().unwrap_or(0),
@@ -225,15 +221,15 @@ fn two_hosts_the_kernel_forwards_for(ageing_secs: u64) -> (Topology, SwitchProce
 fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
     require_root();
     let (topo, switch) = two_hosts_the_kernel_forwards_for(2);
-    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
-    let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
+    let h1_mac = tapswitch_tests::frames::mac_text(&topo.hosts[0].mac);
     let before = kernel_frames(&switch, "p1").0;
     // Four seconds of pings, twice the ageing time, all by the kernel.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(4) {
-        assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(1)), 1);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ping_steadily(
+        &topo,
+        Duration::from_secs(4),
+        Duration::from_millis(100),
+        || {},
+    );
     assert!(
         kernel_frames(&switch, "p1").0 >= before + 20,
         "the pings went by the kernel"
@@ -246,6 +242,18 @@ fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
     // Silence: both age out, and leave the kernel's map with the table.
     wait_until("h1 to age out", || switch.port_of(&h1_mac).is_none());
     wait_until("the kernel's map to empty", || addresses(&switch) == 0);
+}
+
+/// Pings h2 from h1 for `span`, one ping every `gap`, each answered;
+/// `after_each` runs after every answer.
+fn ping_steadily(topo: &Topology, span: Duration, gap: Duration, mut after_each: impl FnMut()) {
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    let start = Instant::now();
+    while start.elapsed() < span {
+        assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(1)), 1);
+        after_each();
+        std::thread::sleep(gap);
+    }
 }
 
 /// How long ago `mac` was last heard, as `tapswitch fdb --json` says
@@ -268,17 +276,18 @@ fn a_quiet_switch_shows_the_ages_the_kernel_saw() {
     // heard just now, not when the map was last read.
     require_root();
     let (topo, switch) = two_hosts_the_kernel_forwards_for(5);
-    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
-    let h1_mac = tapswitch_tests::frames::mac_text(&h1.mac);
+    let h1_mac = tapswitch_tests::frames::mac_text(&topo.hosts[0].mac);
     let before = kernel_frames(&switch, "p1").0;
-    let start = Instant::now();
     let mut oldest = 0.0_f64;
-    while start.elapsed() < Duration::from_secs(15) {
-        assert_eq!(ping(&h1.ns, h2.ip, 1, Duration::from_secs(1)), 1);
-        let age = age_of(&switch, &h1_mac).expect("h1, heard by the kernel, is still known");
-        oldest = oldest.max(age);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ping_steadily(
+        &topo,
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            let age = age_of(&switch, &h1_mac).expect("h1, heard by the kernel, is still known");
+            oldest = oldest.max(age);
+        },
+    );
     assert!(
         kernel_frames(&switch, "p1").0 >= before + 50,
         "the pings went by the kernel"

@@ -32,14 +32,7 @@ fn cpu_yields(switch: &SwitchProcess) -> u64 {
 }
 
 fn lanes_of(switch: &SwitchProcess, port: &str) -> u64 {
-    let ports = switch.ports();
-    let port = ports
-        .as_array()
-        .expect("a list of ports")
-        .iter()
-        .find(|p| p["name"] == port)
-        .unwrap_or_else(|| panic!("no port {port} in {ports}"));
-    port["lanes"].as_u64().expect("lanes")
+    switch.port(port)["lanes"].as_u64().expect("lanes")
 }
 
 /// Each CPU in turn sends `PER_SENDER` probes from a thread kept on it, at a

@@ -48,13 +48,7 @@ fn ping_and_tcp_with_default_offloads_through_veth_ports() {
     assert_eq!(switch.port_of("02:42:ac:11:00:02").as_deref(), Some("p1"));
     assert_eq!(switch.port_of("02:42:ac:11:00:03").as_deref(), Some("p2"));
     assert_eq!(switch.port_of("02:42:ac:11:00:01").as_deref(), Some("gw"));
-    let ports = switch.ports();
-    let p1 = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "p1")
-        .unwrap();
+    let p1 = switch.port("p1");
     assert!(p1["stats"]["rx_bytes"].as_u64().unwrap() > 10 << 20, "{p1}");
     assert_eq!(p1["offloads"], true);
 }
@@ -395,13 +389,7 @@ fn a_flooded_port_does_not_starve_the_other_ports_of_its_worker() {
     });
     // The switch reads its sockets' drop counters once a second.
     std::thread::sleep(Duration::from_millis(1200));
-    let ports = switch.ports();
-    let p1 = &ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "p1")
-        .unwrap()["stats"];
+    let p1 = &switch.port("p1")["stats"];
     let overflowed = p1["drops"]["rx-overflow"].as_u64().unwrap_or(0);
     assert!(
         overflowed > 0,

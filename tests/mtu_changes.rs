@@ -42,15 +42,6 @@ fn pings(from: &Netns, to: &str, size: &str, count: &str) -> Result<(), String> 
     }
 }
 
-/// Port `name`'s row in `tapswitch ports --json`.
-fn port_row(switch: &SwitchProcess, name: &str) -> serde_json::Value {
-    let ports = switch.ports();
-    ports
-        .as_array()
-        .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
-}
-
 /// Sends with `send` (frames keep the switch's housekeeping awake) until
 /// the switch's log says port `name` made `change`, for at most 10 s (the
 /// sweep comes each second); `tapswitch ports` is not asked meanwhile (it
@@ -70,7 +61,7 @@ fn sweep_reads(switch: &SwitchProcess, name: &str, change: &str, send: impl Fn()
 }
 
 fn too_big(switch: &SwitchProcess, name: &str) -> u64 {
-    port_row(switch, name)["stats"]["drops"]["too-big"]
+    switch.port(name)["stats"]["drops"]["too-big"]
         .as_u64()
         .unwrap_or(0)
 }
@@ -92,7 +83,7 @@ fn veth_ports_follow_their_interfaces_mtu_up_and_down() {
     // At once: no sweep is waited for.
     pings(&h1.ns, &to_h2, BIG_PING, "3")
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", switch.log(), switch.ports()));
-    assert_eq!(port_row(&switch, "p2")["mtu"], 9000);
+    assert_eq!(switch.port("p2")["mtu"], 9000);
     assert_eq!(too_big(&switch, "p2"), 0);
     assert!(
         switch.log().contains("port p2: MTU 1500 -> 9000"),
@@ -113,17 +104,17 @@ fn veth_ports_follow_their_interfaces_mtu_up_and_down() {
     );
     let before = too_big(&switch, "p2");
     assert!(pings(&h1.ns, &to_h2, BIG_PING, "2").is_err());
-    assert_eq!(port_row(&switch, "p2")["mtu"], 1500);
+    assert_eq!(switch.port("p2")["mtu"], 1500);
     assert!(
         too_big(&switch, "p2") >= before + 2,
         "{}",
-        port_row(&switch, "p2")
+        switch.port("p2")
     );
     pings(&h1.ns, &to_h2, "1400", "2").unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
 
     // Changed while nothing flows: `tapswitch ports` asks the kernel.
     topo.switch_ns.ip(&["link", "set", "p1", "mtu", "4000"]);
-    assert_eq!(port_row(&switch, "p1")["mtu"], 4000);
+    assert_eq!(switch.port("p1")["mtu"], 4000);
 }
 
 #[test]
@@ -138,7 +129,7 @@ fn tap_ports_follow_their_interfaces_mtu_in_the_hosts_namespaces() {
     }
     pings(&hosts[0], "172.17.0.3", BIG_PING, "3")
         .unwrap_or_else(|e| panic!("{e}\n{}", switch.log()));
-    assert_eq!(port_row(&switch, "t2")["mtu"], 9000);
+    assert_eq!(switch.port("t2")["mtu"], 9000);
     assert_eq!(too_big(&switch, "t2"), 0);
 
     hosts[1].ip(&["link", "set", "eth0", "mtu", "1500"]);
@@ -155,6 +146,6 @@ fn tap_ports_follow_their_interfaces_mtu_in_the_hosts_namespaces() {
     assert!(
         too_big(&switch, "t2") >= before + 2,
         "{}",
-        port_row(&switch, "t2")
+        switch.port("t2")
     );
 }

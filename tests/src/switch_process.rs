@@ -161,6 +161,15 @@ impl SwitchProcess {
         self.call(r#"{"cmd":"ports"}"#).expect("ports request")
     }
 
+    /// Port `name`'s row of [`SwitchProcess::ports`]; panics if there is none.
+    pub fn port(&self, name: &str) -> serde_json::Value {
+        let ports = self.ports();
+        ports
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

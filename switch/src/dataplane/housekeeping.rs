@@ -93,12 +93,10 @@ pub(super) fn spawn(
                     recv(timer) -> _ => {}
                 }
                 let now = Instant::now();
+                let woke = resting;
                 if resting {
                     shared.rest.stop_resting();
                     resting = false;
-                    // An MTU changed while nothing flowed counts from the
-                    // first frame on.
-                    follow_mtus(&shared);
                     if next_sweep.is_none_or(|at| now < at) {
                         // Woken before the rest's end: the sweeps go on.
                         next_sweep = Some(now + SWEEP_INTERVAL);
@@ -117,6 +115,11 @@ pub(super) fn spawn(
                 {
                     settle_again = (sweep_lanes(&shared, now) && tries > 1)
                         .then_some((now + ports::ledger::SETTLE_QUIET, tries - 1));
+                }
+                if woke && !swept {
+                    // An MTU changed while nothing flowed counts from the
+                    // first frame on (a sweep reads them itself).
+                    follow_mtus(&shared);
                 }
                 if pacer.take_due(now) && shared.sync_shortcut() {
                     // A host waits to be quiet before the kernel takes its
