@@ -44,20 +44,22 @@
 //!
 //! Packet taps run before TCX ingress (`__netif_receive_skb_core`), so the
 //! switch's sockets on P would get a copy of every frame the kernel
-//! forwards. A socket filter (SO_ATTACH_BPF) on each of them makes the same
-//! decision and drops exactly those; it is also the one that deletes a
-//! moved source's entry (it runs first). Both programs are eBPF written out
-//! instruction by instruction in [`program`]: nothing but the Rust
-//! toolchain is needed to build this, and nothing but the kernel to run it.
+//! forwards. A socket filter (SO_ATTACH_BPF) on each of them makes the
+//! decision and drops exactly those, and leaves its verdict for the TCX
+//! program; it is also the one that deletes a moved source's entry (it
+//! runs first). Both programs are eBPF written out instruction by
+//! instruction in [`program`]: nothing but the Rust toolchain is needed to
+//! build this, and nothing but the kernel to run it.
 //!
 //! Everything else is the switch's, as before: while a host is not in the
 //! map (not learned yet, moved, aged out, or removed because the switch
 //! wants to see its frames, as while tracing) its frames reach the
 //! workers. A frame already past the decision while the map changes goes
-//! by the old entry; the Linux bridge has the same window. But the two
-//! programs decide one after the other: a map change between them
-//! forwards that one frame twice or not at all (docs/switch-and-ports.md,
-//! "Known limitation").
+//! by the old entry; the Linux bridge has the same window. The two
+//! programs run one after the other, so the TCX program follows the
+//! verdict the filter left in the frame's control block rather than
+//! looking at the map again: a change between them cannot forward a frame
+//! twice or lose it ([`program`]).
 //!
 //! The filter counts on its sockets never seeing frames leaving the
 //! interface (PACKET_IGNORE_OUTGOING, which [`crate::packet`] sets): to it,
@@ -88,6 +90,7 @@ use crate::ledger::LaneLedger;
 use crate::sys::bpf::{self, ProgType};
 use crate::sys::bpf_map::{self, BatchCursor, Map, MapType};
 use crate::wire::MacAddr;
+use program::VerdictTag;
 
 /// The most ports the `counters` map holds.
 pub const MAX_PORTS: u32 = 4096;
@@ -112,6 +115,9 @@ pub struct KernelShortcut {
     counters: Arc<Map>,
     tc: OwnedFd,
     filter: OwnedFd,
+    /// What marks the verdicts this shortcut's filters leave for its TCX
+    /// program ([`program`]).
+    tag: VerdictTag,
     capacity: u32,
 }
 
@@ -314,16 +320,17 @@ impl KernelShortcut {
         )
         .map_err(|err| ShortcutError::from_io("making the counters map", err))?;
         let macs_fd = macs.fd().as_raw_fd();
+        let tag = VerdictTag::random();
         let filter = bpf::load_program(
             ProgType::SocketFilter,
             "tapsw_filter",
-            &program::socket_filter(macs_fd, None),
+            &program::socket_filter(macs_fd, tag, None),
         )
         .map_err(|err| ShortcutError::from_load("socket filter", err))?;
         let tc = bpf::load_program(
             ProgType::SchedCls,
             "tapsw_tc_in",
-            &program::tc_ingress(macs_fd, counters.fd().as_raw_fd()),
+            &program::tc_ingress(macs_fd, counters.fd().as_raw_fd(), tag),
         )
         .map_err(|err| ShortcutError::from_load("TCX ingress", err))?;
         Ok(KernelShortcut {
@@ -331,6 +338,7 @@ impl KernelShortcut {
             counters: Arc::new(counters),
             tc,
             filter,
+            tag,
             capacity,
         })
     }
@@ -397,7 +405,7 @@ impl KernelShortcut {
         bpf::load_program(
             ProgType::SocketFilter,
             "tapsw_filter",
-            &program::socket_filter(self.macs.fd().as_raw_fd(), Some(counts)),
+            &program::socket_filter(self.macs.fd().as_raw_fd(), self.tag, Some(counts)),
         )
         .map_err(|err| ShortcutError::from_load("socket filter", err))
     }

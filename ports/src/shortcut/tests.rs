@@ -79,6 +79,24 @@ fn run_as_filter(filter: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> u32 {
     bpf::test_run(filter, &data, LO).expect("test run of the socket filter")
 }
 
+/// What the TCX program returns for `frame` arriving on [`LO`] with
+/// control block `cb` (a filter's verdict, say).
+fn run_tc_after(shortcut: &KernelShortcut, frame: &[u8], cb: [u32; 5]) -> i32 {
+    let (returned, _) = bpf::test_run_with_cb(shortcut.tc.as_fd(), frame, LO, cb)
+        .expect("test run of the TCX program");
+    returned as i32
+}
+
+/// What the socket filter returns for `frame` arriving on [`LO`] (see
+/// [`run_filter`]), and the verdict it leaves in the control block.
+fn filter_verdict(shortcut: &KernelShortcut, frame: &[u8]) -> (u32, [u32; 5]) {
+    let mut data = vec![0u8; 12];
+    data.extend_from_slice(&0x88b5u16.to_be_bytes());
+    data.extend_from_slice(frame);
+    bpf::test_run_with_cb(shortcut.filter.as_fd(), &data, LO, [0; 5])
+        .expect("test run of the socket filter")
+}
+
 fn entry(shortcut: &KernelShortcut, mac: MacAddr) -> Option<ShortcutEntry> {
     let entries = shortcut.entries().unwrap();
     entries.into_iter().find(|(m, _)| *m == mac).map(|(_, e)| e)
@@ -188,6 +206,60 @@ fn a_moved_source_is_forgotten_by_the_filter_and_left_to_the_switch() {
     assert!(entry(&shortcut, HOST_B).is_some());
     assert_eq!(run_tc(&shortcut, &ab), TCX_NEXT);
     assert_eq!(shortcut.counters(LO).unwrap(), ShortcutCounters::default());
+}
+
+#[test]
+fn the_tcx_program_keeps_to_the_filters_verdict_when_the_map_changes_between_them() {
+    if !as_root("the_tcx_program_keeps_to_the_filters_verdict_when_the_map_changes_between_them") {
+        return;
+    }
+    let shortcut = shortcut();
+    let [tag_low, tag_high] = shortcut.tag.words();
+    let ab = frame(HOST_B, HOST_A, 60, 1);
+
+    // Both unknown: the filter keeps the frame for the switch and says so.
+    let (kept, not_ours) = filter_verdict(&shortcut, &ab);
+    assert_eq!(kept, 60);
+    assert_eq!(not_ours, [tag_low, tag_high, LO, 0, 0]);
+    // Both learned before the TCX program runs: it hands the frame on, as
+    // the filter decided (the switch has it). Deciding afresh, it would
+    // forward it too: the frame twice.
+    shortcut.set(HOST_A, LO).unwrap();
+    shortcut.set(HOST_B, ELSEWHERE).unwrap();
+    assert_eq!(run_tc_after(&shortcut, &ab, not_ours), TCX_NEXT);
+    assert_eq!(run_tc(&shortcut, &ab), TC_ACT_REDIRECT);
+    assert_eq!(shortcut.counters(LO).unwrap().rx_frames, 1);
+
+    // Both known: the filter drops the frame, for the kernel to forward.
+    let (kept, forward) = filter_verdict(&shortcut, &ab);
+    assert_eq!(kept, 0);
+    assert_eq!(forward, [tag_low, tag_high, LO, ELSEWHERE, 0]);
+    // The destination taken out of the map before the TCX program runs:
+    // forwarded all the same (deciding afresh, it would hand the frame to
+    // the stack, and the switch, whose socket dropped it, would never
+    // see it: the frame lost). Noted and counted.
+    shortcut.remove(HOST_B).unwrap();
+    let before = KernelShortcut::now_ns();
+    assert_eq!(run_tc_after(&shortcut, &ab, forward), TC_ACT_REDIRECT);
+    assert!(entry(&shortcut, HOST_A).unwrap().last_seen_ns >= before);
+    assert_eq!(shortcut.counters(LO).unwrap().rx_frames, 2);
+    assert_eq!(shortcut.counters(ELSEWHERE).unwrap().tx_frames, 2);
+    // The source gone too: still forwarded and counted, nothing noted.
+    shortcut.remove(HOST_A).unwrap();
+    assert_eq!(run_tc_after(&shortcut, &ab, forward), TC_ACT_REDIRECT);
+    assert_eq!(shortcut.counters(LO).unwrap().rx_frames, 3);
+    assert_eq!(entry(&shortcut, HOST_A), None);
+
+    // A verdict under another tag (another switch's filter), or for a frame
+    // that arrived elsewhere, is not followed: the TCX program decides,
+    // and the map has neither host now.
+    let mut others = forward;
+    others[1] ^= 1;
+    assert_eq!(run_tc_after(&shortcut, &ab, others), TCX_NEXT);
+    let mut elsewhere = forward;
+    elsewhere[2] = ELSEWHERE;
+    assert_eq!(run_tc_after(&shortcut, &ab, elsewhere), TCX_NEXT);
+    assert_eq!(shortcut.counters(LO).unwrap().rx_frames, 3);
 }
 
 #[test]

@@ -328,10 +328,27 @@ struct TestRunAttr {
 /// as the Ethernet header and pulls it).
 #[cfg(test)]
 pub(crate) fn test_run(program: BorrowedFd<'_>, data: &[u8], ifindex: u32) -> io::Result<u32> {
-    // `struct __sk_buff` up to `ifindex` (offset 40); everything else
-    // must be zero, and the kernel zero-fills what is not passed.
-    let mut ctx = [0u32; 11];
+    test_run_with_cb(program, data, ifindex, [0; 5]).map(|(returned, _)| returned)
+}
+
+/// [`test_run`] with the skb's control block (`__sk_buff.cb`) set to `cb`
+/// before the run; returns what the program returned and the control
+/// block after it.
+#[cfg(test)]
+pub(crate) fn test_run_with_cb(
+    program: BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+    cb: [u32; 5],
+) -> io::Result<(u32, [u32; 5])> {
+    // `struct __sk_buff` up to the end of `cb` (`ifindex` at byte 40, `cb`
+    // at 48); everything else must be zero, and the kernel zero-fills what
+    // is not passed. It gives the whole struct back, so the buffer out is
+    // larger than any kernel's (192 bytes in 6.18).
+    let mut ctx = [0u32; 17];
     ctx[10] = ifindex;
+    ctx[12..17].copy_from_slice(&cb);
+    let mut out = [0u32; 128];
     let mut attr = TestRunAttr {
         prog_fd: u32::try_from(program.as_raw_fd()).unwrap_or(u32::MAX),
         retval: 0,
@@ -342,19 +359,21 @@ pub(crate) fn test_run(program: BorrowedFd<'_>, data: &[u8], ifindex: u32) -> io
         repeat: 1,
         duration: 0,
         ctx_size_in: std::mem::size_of_val(&ctx) as u32,
-        ctx_size_out: 0,
+        ctx_size_out: std::mem::size_of_val(&out) as u32,
         ctx_in: ctx.as_ptr() as u64,
-        ctx_out: 0,
+        ctx_out: out.as_mut_ptr() as u64,
         flags: 0,
         cpu: 0,
         batch_size: 0,
         _pad: 0,
     };
     // SAFETY: TestRunAttr is the BPF_PROG_TEST_RUN prefix of bpf_attr;
-    // `data` and `ctx` (read only, their sizes given) outlive the call,
-    // and no output buffer is given.
+    // `data` and `ctx` (read only) and `out` (written, at most its size)
+    // outlive the call, their sizes given; no data buffer out is given.
     unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
-    Ok(attr.retval)
+    let mut cb_out = [0u32; 5];
+    cb_out.copy_from_slice(&out[12..17]);
+    Ok((attr.retval, cb_out))
 }
 
 /// The BPF_PROG_QUERY member of `union bpf_attr`, whole: for TCX the
