@@ -72,4 +72,8 @@ impl PortTx for FdTx {
     fn refresh_mtu_for_too_big(&self) -> usize {
         self.mtu.refresh_for_too_big()
     }
+
+    fn link_up(&self) -> Option<bool> {
+        self.mtu.link_up()
+    }
 }

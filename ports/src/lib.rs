@@ -208,6 +208,14 @@ pub trait PortTx: Send + Sync + fmt::Debug {
     fn refresh_mtu_for_too_big(&self) -> usize {
         self.mtu()
     }
+
+    /// Whether the port's link was up (its interface set up, its carrier
+    /// on: a veth's peer up too) when [`PortTx::refresh_mtu`] last read it
+    /// ([`mtu::PortMtu::link_up`]); `None` where not known (not read yet,
+    /// or a port without an interface of its own).
+    fn link_up(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// [`PortTx::send_batch`] as a loop of [`PortTx::send`].

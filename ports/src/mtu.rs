@@ -32,11 +32,16 @@
 //!
 //! A lookup that fails (the interface is going away) keeps the MTU as it
 //! was: the port's health check deals with a port that is gone.
+//!
+//! A full lookup (rule 1) also reads whether the interface is up with its
+//! carrier on ([`PortMtu::link_up`]): the switch forgets what it learned on a
+//! port whose link went down, as the Linux bridge does (see the
+//! dataplane's `link_watch.rs`).
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -53,9 +58,16 @@ pub struct PortMtu {
     /// The port's name, for the log line of a change.
     port: String,
     now: AtomicUsize,
+    /// Whether the link was up at the last full lookup: [`LINK_UNKNOWN`],
+    /// [`LINK_UP`] or [`LINK_DOWN`].
+    link: AtomicU8,
     too_big: TooBigGate,
     source: Source,
 }
+
+const LINK_UNKNOWN: u8 = 0;
+const LINK_UP: u8 = 1;
+const LINK_DOWN: u8 = 2;
 
 /// Whether a frame too big for the MTU may ask the kernel again (rule 2):
 /// not within [`ASK_AGAIN_AFTER`] of the last one that did. Time is an
@@ -134,6 +146,7 @@ impl PortMtu {
         PortMtu {
             port: port.to_string(),
             now: AtomicUsize::new(mtu),
+            link: AtomicU8::new(LINK_UNKNOWN),
             too_big: TooBigGate::new(Instant::now()),
             source,
         }
@@ -145,10 +158,24 @@ impl PortMtu {
         self.now.load(Ordering::Relaxed)
     }
 
-    /// Asks the kernel for the MTU and takes it (rule 1); if the lookup
-    /// fails, the MTU as last read.
+    /// Asks the kernel for the MTU and takes it (rule 1), and whether the
+    /// link is up; if the lookup fails, the MTU as last read.
     pub fn refresh(&self) -> usize {
-        self.take(self.ask())
+        let asked = self.ask().map(|(mtu, up)| {
+            let link = if up { LINK_UP } else { LINK_DOWN };
+            self.link.store(link, Ordering::Relaxed);
+            mtu
+        });
+        self.take(asked)
+    }
+
+    /// Whether the interface was up with its carrier on at the last [`PortMtu::refresh`] that found it; `None` if none did.
+    pub fn link_up(&self) -> Option<bool> {
+        match self.link.load(Ordering::Relaxed) {
+            LINK_UP => Some(true),
+            LINK_DOWN => Some(false),
+            _ => None,
+        }
     }
 
     /// [`PortMtu::refresh`] for a frame too big for the MTU as last read
@@ -203,11 +230,18 @@ impl PortMtu {
         }
     }
 
-    fn ask(&self) -> std::io::Result<usize> {
+    /// The interface's MTU, and whether its link is up.
+    fn ask(&self) -> std::io::Result<(usize, bool)> {
+        let read = |socket: std::os::fd::BorrowedFd<'_>, name: &str| {
+            Ok((
+                sys::interface_mtu(socket, name)?,
+                sys::interface_link_up(socket, name)?,
+            ))
+        };
         match &self.source {
             Source::Packet { fd, ifindex } => {
                 let name = sys::interface_name(fd.as_fd(), *ifindex)?;
-                sys::interface_mtu(fd.as_fd(), &name)
+                read(fd.as_fd(), &name)
             }
             Source::Tap { fd, there } => {
                 let name = sys::tun::tap_name(fd.as_fd())?;
@@ -255,7 +289,7 @@ impl PortMtu {
                 }
                 let seen = there.as_ref().expect("just set");
                 match &seen.socket {
-                    Some(socket) => sys::interface_mtu(socket.as_fd(), &seen.name),
+                    Some(socket) => read(socket.as_fd(), &seen.name),
                     None => Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
                 }
             }
@@ -338,6 +372,47 @@ mod tests {
             assert_eq!(port.tx.refresh_mtu_for_too_big(), 3000);
             ip(&["link", "del", "mt2"]);
             assert_eq!(port.tx.refresh_mtu(), 3000, "gone: kept as it was");
+        });
+    }
+
+    /// Whether full lookups of `port` read `want` within 3 s (a veth's
+    /// carrier follows its peer at once, but a test must not count on
+    /// timing).
+    fn link_reads(port: &crate::OpenedPort, want: bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            port.tx.refresh_mtu();
+            if port.tx.link_up() == Some(want) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_full_lookup_reads_whether_the_link_is_up_and_running() {
+        in_a_namespace_of_its_own("a_full_lookup_reads_whether_the_link_...", || {
+            ip(&["link", "add", "ml0", "type", "veth", "peer", "name", "ml1"]);
+            ip(&["link", "set", "ml0", "up"]);
+            let port = crate::packet::open_lanes("ml0", 1).expect("opening ml0");
+            assert_eq!(port.tx.link_up(), None, "not read yet");
+            port.tx.refresh_mtu();
+            assert_eq!(port.tx.link_up(), Some(false), "its peer is down");
+            ip(&["link", "set", "ml1", "up"]);
+            assert!(link_reads(&port, true), "its peer up");
+            ip(&["link", "set", "ml1", "down"]);
+            assert_eq!(port.tx.link_up(), Some(true), "as last read");
+            assert!(link_reads(&port, false), "its peer down again");
+            ip(&["link", "set", "ml1", "up"]);
+            assert!(link_reads(&port, true));
+            ip(&["link", "set", "ml0", "down"]);
+            assert!(link_reads(&port, false), "its own end set down");
+            ip(&["link", "del", "ml0"]);
+            port.tx.refresh_mtu();
+            assert_eq!(port.tx.link_up(), Some(false), "gone: kept as it was");
         });
     }
 

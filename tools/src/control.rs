@@ -261,6 +261,10 @@ pub struct PortInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     pub capturing: bool,
+    /// The port's interface is down or has no carrier (a veth whose peer
+    /// is down): what it learned is forgotten, as the Linux bridge does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_down: bool,
     pub stats: PortStats,
 }
 

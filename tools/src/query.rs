@@ -506,6 +506,9 @@ pub fn render_ports(ports: &[PortInfo], listening: &[String]) -> String {
         if p.capturing {
             out += " capturing";
         }
+        if p.link_down {
+            out += " link down";
+        }
         out.push('\n');
         let s = &p.stats;
         out += &format!(
@@ -582,6 +585,7 @@ mod tests {
             reading: None,
             owner: None,
             capturing: false,
+            link_down: false,
             stats: switch::PortStats::default(),
         };
         let ports = [port(0, "gateway", "gateway"), port(1, "ts-web", "iface")];
@@ -611,6 +615,7 @@ mod tests {
             reading: None,
             owner: None,
             capturing: false,
+            link_down: false,
             stats,
         };
         let quiet = render_ports(&[port(stats.clone())], &[]);
@@ -644,6 +649,7 @@ mod tests {
             reading: Some(reading),
             owner: None,
             capturing: false,
+            link_down: false,
             stats: switch::PortStats::default(),
         };
         let first_line = |reading| {

@@ -459,6 +459,8 @@ impl RunningSwitch {
                 reading: d.reading_of(id),
                 owner,
                 capturing: port.is_capturing(),
+                // As read just above, with the MTU.
+                link_down: port.tx.link_up() == Some(false),
                 stats: d.port_stats(id).unwrap_or_else(|| port.counters.snapshot()),
             })
         })

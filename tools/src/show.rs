@@ -221,6 +221,7 @@ mod tests {
             reading: None,
             owner: owner.map(String::from),
             capturing: false,
+            link_down: false,
             stats: PortStats::default(),
         }
     }

@@ -120,6 +120,44 @@ pub(crate) fn interface_mtu(fd: BorrowedFd<'_>, name: &str) -> io::Result<usize>
     Ok(usize::try_from(mtu).unwrap_or(1500))
 }
 
+/// Whether interface `name`'s link is up: set up (IFF_UP) and its carrier
+/// on (a veth's carrier is off while its peer is down; a TAP's is on while
+/// a queue is attached). The carrier is read with ETHTOOL_GLINK, as it is
+/// now; IFF_RUNNING says the same only once the kernel's link watch has
+/// run, up to a second later, and stands in for it where a driver has no
+/// ethtool link report.
+pub(crate) fn interface_link_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
+    let mut req = ifreq(name)?;
+    ifreq_ioctl(fd, libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short == 0 {
+        return Ok(false);
+    }
+    /// ETHTOOL_GLINK in linux/ethtool.h; `struct ethtool_value`.
+    const ETHTOOL_GLINK: u32 = 0x0a;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GLINK,
+        data: 0,
+    };
+    let mut req = ifreq(name)?;
+    // The kernel writes the answer through this pointer during the call;
+    // `value` outlives it.
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    match ifreq_ioctl(fd, libc::SIOCETHTOOL, &mut req) {
+        Ok(()) => Ok(value.data != 0),
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Ok(flags & libc::IFF_RUNNING as libc::c_short != 0)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// The name interface `ifindex` has now, in `fd`'s network namespace.
 pub(crate) fn interface_name(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<String> {
     let mut req = ifreq("")?;

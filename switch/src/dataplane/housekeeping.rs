@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::lanes::{LanesByPort, PortLanes};
+use super::link_watch::{LinkStates, follow_interfaces};
 use super::{LightScheduling, ReadMode, Shared, pairing};
 use crate::port::PortId;
 
@@ -74,6 +75,7 @@ pub(super) fn spawn(
             // Lanes behind: looked at again then, this many more times.
             let mut settle_again: Option<(Instant, u32)> = None;
             let mut resting = false;
+            let mut links = LinkStates::default();
             loop {
                 let due = [next_sweep, pacer.due(), settle_again.map(|(at, _)| at)]
                     .into_iter()
@@ -105,7 +107,7 @@ pub(super) fn spawn(
                 let mut swept = false;
                 if next_sweep.is_some_and(|at| now >= at) {
                     next_sweep = Some(now + SWEEP_INTERVAL);
-                    settle_again = sweep(&shared, now)
+                    settle_again = sweep(&shared, &mut links, now)
                         .then_some((now + ports::ledger::SETTLE_QUIET, SETTLE_TRIES));
                     // Expired entries leave the kernel's map too.
                     pacer.nudged(now);
@@ -116,10 +118,12 @@ pub(super) fn spawn(
                     settle_again = (sweep_lanes(&shared, now) && tries > 1)
                         .then_some((now + ports::ledger::SETTLE_QUIET, tries - 1));
                 }
-                if woke && !swept {
+                if woke && !swept && follow_interfaces(&shared, &mut links) {
                     // An MTU changed while nothing flowed counts from the
-                    // first frame on (a sweep reads them itself).
-                    follow_mtus(&shared);
+                    // first frame on, a link that went down forgets its
+                    // hosts before more frames go to them (a sweep reads
+                    // them itself).
+                    pacer.nudged(now);
                 }
                 if pacer.take_due(now) && shared.sync_shortcut() {
                     // A host waits to be quiet before the kernel takes its
@@ -275,12 +279,13 @@ impl SyncPacer {
     }
 }
 
-/// The once-a-second work: the table hears of the hosts only the kernel
-/// heard, then forgets the silent ones; kernel drops are counted and the
-/// lanes' ledgers settled; what ports were read ages. Returns whether a
-/// lane's ledger is still behind.
-fn sweep(shared: &Shared, now: Instant) -> bool {
-    follow_mtus(shared);
+/// The once-a-second work: the ports' MTUs and links are read again (see
+/// `link_watch.rs`); the table hears of the hosts only the kernel heard,
+/// then forgets the silent ones; kernel drops are counted and the lanes'
+/// ledgers settled; what ports were read ages. Returns whether a lane's
+/// ledger is still behind.
+fn sweep(shared: &Shared, links: &mut LinkStates, now: Instant) -> bool {
+    follow_interfaces(shared, links);
     shared.refresh_from_shortcut();
     let removed = shared.engine.table().expire(shared.clock.now());
     if removed > 0 {
@@ -292,17 +297,6 @@ fn sweep(shared: &Shared, now: Instant) -> bool {
         port.talk.age();
     }
     behind
-}
-
-/// Takes each port at its interface's MTU now (see `ports::mtu`), the
-/// kernel shortcut's ports too: a user may change it while it is a port.
-fn follow_mtus(shared: &Shared) {
-    for port in shared.snapshot().iter() {
-        let mtu = port.tx.refresh_mtu();
-        if let Some(shortcut) = &shared.shortcut {
-            shortcut.port_mtu(port.id, mtu);
-        }
-    }
 }
 
 /// Steers port `id`, which a worker found lagging behind the read mode (or

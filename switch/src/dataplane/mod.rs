@@ -56,6 +56,7 @@ mod delivery;
 mod gateway_thread;
 mod housekeeping;
 mod lanes;
+mod link_watch;
 mod live_trace;
 mod metrics;
 mod pairing;
