@@ -1,5 +1,9 @@
 //! Reusable receive buffers: one allocation per worker, none per frame.
+//! Each slot is a mapping of its own ([`ZeroedPages`]): only the pages
+//! frames were written to are resident, so an idle worker's batch costs
+//! no memory.
 
+use crate::sys::pages::ZeroedPages;
 use crate::vnet::VnetHdr;
 
 /// Bytes kept free in front of each frame, so a VLAN tag taken out by the
@@ -33,7 +37,7 @@ pub enum ReadDepth {
 
 #[derive(Debug)]
 struct Slot {
-    buf: Box<[u8]>,
+    buf: ZeroedPages,
     start: usize,
     len: usize,
     vnet: VnetHdr,
@@ -45,10 +49,15 @@ struct Slot {
 
 impl RxBatch {
     /// A batch of `capacity` slots, each `slot_len` bytes (plus headroom).
+    /// Panics if the kernel has no address space for them, as a full heap
+    /// aborts an allocation.
     pub fn new(capacity: usize, slot_len: usize) -> Self {
+        let len = slot_len + SLOT_HEADROOM;
         let slots = (0..capacity)
             .map(|_| Slot {
-                buf: vec![0u8; slot_len + SLOT_HEADROOM].into_boxed_slice(),
+                buf: ZeroedPages::new(len).unwrap_or_else(|err| {
+                    panic!("out of memory: mapping {len} bytes for a receive slot: {err}")
+                }),
                 start: SLOT_HEADROOM,
                 len: 0,
                 vnet: VnetHdr::default(),

@@ -13,6 +13,7 @@ pub(crate) mod eventfd;
 pub(crate) mod heap;
 pub(crate) mod namespace;
 pub(crate) mod packet;
+pub(crate) mod pages;
 pub(crate) mod rlimit;
 pub(crate) mod tun;
 pub(crate) mod udp_gso;
