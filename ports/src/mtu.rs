@@ -162,14 +162,17 @@ impl PortMtu {
     /// link is up; if the lookup fails, the MTU as last read.
     pub fn refresh(&self) -> usize {
         let asked = self.ask().map(|(mtu, up)| {
-            let link = if up { LINK_UP } else { LINK_DOWN };
-            self.link.store(link, Ordering::Relaxed);
+            if let Some(up) = up {
+                let link = if up { LINK_UP } else { LINK_DOWN };
+                self.link.store(link, Ordering::Relaxed);
+            }
             mtu
         });
         self.take(asked)
     }
 
-    /// Whether the interface was up with its carrier on at the last [`PortMtu::refresh`] that found it; `None` if none did.
+    /// Whether the interface was up with its carrier on at the last
+    /// [`PortMtu::refresh`] that could tell; `None` if none could.
     pub fn link_up(&self) -> Option<bool> {
         match self.link.load(Ordering::Relaxed) {
             LINK_UP => Some(true),
@@ -230,13 +233,15 @@ impl PortMtu {
         }
     }
 
-    /// The interface's MTU, and whether its link is up.
-    fn ask(&self) -> std::io::Result<(usize, bool)> {
+    /// The interface's MTU, and whether its link is up (`None` if that
+    /// could not be read: the MTU still counts).
+    fn ask(&self) -> std::io::Result<(usize, Option<bool>)> {
         let read = |socket: std::os::fd::BorrowedFd<'_>, name: &str| {
-            Ok((
-                sys::interface_mtu(socket, name)?,
-                sys::interface_link_up(socket, name)?,
-            ))
+            let mtu = sys::interface_mtu(socket, name)?;
+            let up = sys::interface_link_up(socket, name)
+                .inspect_err(|err| log::debug!("port {}: link not read: {err}", self.port))
+                .ok();
+            Ok((mtu, up))
         };
         match &self.source {
             Source::Packet { fd, ifindex } => {
