@@ -23,13 +23,9 @@ use tapswitch_tests::{SwitchProcess, Topology, require_root};
 const PINNED: &str = "02:00:00:00:aa:01";
 
 fn fdb(switch: &SwitchProcess, args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("fdb")
-        .args(args)
-        .arg("--control")
-        .arg(&switch.control)
-        .output()
-        .expect("running tapswitch fdb")
+    let mut all = vec!["fdb"];
+    all.extend_from_slice(args);
+    switch.command(&all)
 }
 
 fn stdout_of(out: &Output) -> String {

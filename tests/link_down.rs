@@ -11,12 +11,10 @@
 //!   h3 eth0 ═ p3 ┘                       h2 eth0 ═ b2 ┘
 //! ```
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::mac_text;
-use tapswitch_tests::switch_process::binary;
-use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
+use tapswitch_tests::{Netns, Topology, require_root};
 
 /// A host pinned to port p1 by hand (`fdb add`), never heard.
 const PINNED: &str = "02:00:00:00:aa:01";
@@ -61,20 +59,7 @@ fn the_linux_bridge_forgets_a_host_whose_link_goes_down() {
         let host = Netns::new("tbh");
         let mac = mac_text(&[0x02, 0x42, 0xac, 0x12, 0x00, i]);
         let port = format!("b{i}");
-        host.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "address",
-            &mac,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &bridge.name,
-        ]);
+        host.veth_to("eth0", Some(&mac), &port, &bridge);
         host.ip(&["addr", "add", &format!("172.18.0.{i}/24"), "dev", "eth0"]);
         host.ip(&["link", "set", "eth0", "up"]);
         bridge.ip(&["link", "set", &port, "master", "br0", "up"]);
@@ -105,7 +90,7 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
         switch.log()
     );
     assert_eq!(switch.port_of(&h1_mac).as_deref(), Some("p1"));
-    let pinned = fdb(&switch, &["add", PINNED, "p1"]);
+    let pinned = switch.command(&["fdb", "add", PINNED, "p1"]);
     assert!(pinned.status.success(), "{pinned:?}");
     assert_eq!(switch.port(&h1.port)["link_down"], serde_json::Value::Null);
 
@@ -135,15 +120,12 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
     );
     assert_eq!(switch.port_of(&mac_text(&h2.mac)).as_deref(), Some("p2"));
     assert_eq!(switch.port(&h1.port)["link_down"], true);
-    let listed = Command::new(binary())
-        .args(["ports", "--control"])
-        .arg(&switch.control)
-        .output()
-        .expect("running tapswitch ports");
+    let listed = switch.command(&["ports"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let p1_line = listed.lines().find(|line| line.contains(": p1 ("));
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains("p1 (iface, mtu 1500, offloads on)")
-            && String::from_utf8_lossy(&listed.stdout).contains(" link down"),
-        "{listed:?}"
+        p1_line.is_some_and(|line| line.ends_with(" link down")),
+        "{listed}"
     );
 
     // Back up: the port says so and learns h1 again from its next frame.
@@ -156,16 +138,6 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
     assert!(within_seconds(|| ping(&h1.ns, &h2_ip), || {}));
     assert_eq!(switch.port_of(&h1_mac).as_deref(), Some("p1"));
     assert_eq!(switch.port(&h1.port)["link_down"], serde_json::Value::Null);
-}
-
-fn fdb(switch: &SwitchProcess, args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("fdb")
-        .args(args)
-        .arg("--control")
-        .arg(&switch.control)
-        .output()
-        .expect("running tapswitch fdb")
 }
 
 /// The MAC of `eth0` in `host`.

@@ -72,6 +72,17 @@ impl Netns {
         });
     }
 
+    /// Makes a veth pair: `name` here (with MAC `mac`, if given), its peer
+    /// `peer` in namespace `peer_ns`. Both ends stay down.
+    pub fn veth_to(&self, name: &str, mac: Option<&str>, peer: &str, peer_ns: &Netns) {
+        let mut args = vec!["link", "add", name];
+        if let Some(mac) = mac {
+            args.extend(["address", mac]);
+        }
+        args.extend(["type", "veth", "peer", "name", peer, "netns", &peer_ns.name]);
+        self.ip(&args);
+    }
+
     /// Runs `ip -n NS ARGS...`.
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", &self.name];

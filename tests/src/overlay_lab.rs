@@ -47,18 +47,7 @@ impl OverlayLab {
         for i in 0..hosts {
             let host = Netns::new("thost");
             let port = format!("h{i}");
-            host.ip(&[
-                "link",
-                "add",
-                "u0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &underlay.name,
-            ]);
+            host.veth_to("u0", None, &port, &underlay);
             let address = Self::underlay_ip(i);
             host.ip(&["addr", "add", &format!("{address}/24"), "dev", "u0"]);
             host.ip(&["link", "set", "u0", "up"]);

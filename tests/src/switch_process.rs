@@ -141,6 +141,17 @@ impl SwitchProcess {
         self.call(r#"{"cmd":"info"}"#).expect("info request")
     }
 
+    /// Runs `tapswitch ARGS... --control SOCKET` against this switch, as a
+    /// user types it, and returns what it did.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(binary())
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .unwrap_or_else(|e| panic!("running tapswitch {args:?}: {e}"))
+    }
+
     /// The MAC table as JSON (`tapswitch fdb --json`).
     pub fn fdb(&self) -> serde_json::Value {
         self.call(r#"{"cmd":"fdb"}"#).expect("fdb request")

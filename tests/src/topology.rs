@@ -39,20 +39,7 @@ impl Topology {
             let mac = [0x02, 0x42, 0xac, 0x11, 0x00, last];
             let port = format!("p{}", i + 1);
             let mac_text = crate::frames::mac_text(&mac);
-            ns.ip(&[
-                "link",
-                "add",
-                "eth0",
-                "address",
-                &mac_text,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &switch_ns.name,
-            ]);
+            ns.veth_to("eth0", Some(&mac_text), &port, &switch_ns);
             ns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"]);
             ns.ip(&["link", "set", "eth0", "up"]);
             ns.ip(&["route", "add", "default", "via", "172.17.0.1"]);
