@@ -109,7 +109,7 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
     assert!(
         switch
             .log()
-            .contains("port p1: link down; forgot the 1 addresses learned there"),
+            .contains("port p1: link down; forgot 1 address learned there"),
         "{}",
         switch.log()
     );

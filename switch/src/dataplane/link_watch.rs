@@ -76,10 +76,17 @@ pub(super) fn follow_interfaces(shared: &Shared, links: &mut LinkStates) -> bool
                 };
                 let entries = shared.engine.table().flush(scope);
                 forgot |= entries > 0;
-                log::info!(
-                    "port {}: link down; forgot the {entries} addresses learned there",
-                    port.name
-                );
+                match entries {
+                    0 => log::info!("port {}: link down", port.name),
+                    1 => log::info!(
+                        "port {}: link down; forgot 1 address learned there",
+                        port.name
+                    ),
+                    n => log::info!(
+                        "port {}: link down; forgot {n} addresses learned there",
+                        port.name
+                    ),
+                }
             }
             Some(LinkChange::CameUp) => log::info!("port {}: link up", port.name),
             None => {}
