@@ -33,8 +33,8 @@
 //! A lookup that fails (the interface is going away) keeps the MTU as it
 //! was: the port's health check deals with a port that is gone.
 //!
-//! A full lookup (rule 1) also reads whether the interface is up with its
-//! carrier on ([`PortMtu::link_up`]): the switch forgets what it learned on a
+//! A lookup by rule 1 also reads whether the interface is up with its
+//! carrier on ([`PortMtu::link_up`]; rule 2's never does): the switch forgets what it learned on a
 //! port whose link went down, as the Linux bridge does (see the
 //! dataplane's `link_watch.rs`).
 
@@ -161,7 +161,7 @@ impl PortMtu {
     /// Asks the kernel for the MTU and takes it (rule 1), and whether the
     /// link is up; if the lookup fails, the MTU as last read.
     pub fn refresh(&self) -> usize {
-        let asked = self.ask().map(|(mtu, up)| {
+        let asked = self.ask(true).map(|(mtu, up)| {
             if let Some(up) = up {
                 let link = if up { LINK_UP } else { LINK_DOWN };
                 self.link.store(link, Ordering::Relaxed);
@@ -194,7 +194,9 @@ impl PortMtu {
         }
         match self.ask_where_last_seen() {
             Some(mtu) => self.take(Ok(mtu)),
-            None => self.refresh(),
+            // The MTU alone: the link's carrier (ETHTOOL_GLINK) takes the
+            // kernel's RTNL lock, and only the sweep needs it.
+            None => self.take(self.ask(false).map(|(mtu, _)| mtu)),
         }
     }
 
@@ -233,14 +235,17 @@ impl PortMtu {
         }
     }
 
-    /// The interface's MTU, and whether its link is up (`None` if that
-    /// could not be read: the MTU still counts).
-    fn ask(&self) -> std::io::Result<(usize, Option<bool>)> {
+    /// The interface's MTU, and with `link` whether its link is up (`None`
+    /// if not asked, or if that could not be read: the MTU still counts).
+    fn ask(&self, link: bool) -> std::io::Result<(usize, Option<bool>)> {
         let read = |socket: std::os::fd::BorrowedFd<'_>, name: &str| {
             let mtu = sys::interface_mtu(socket, name)?;
-            let up = sys::interface_link_up(socket, name)
-                .inspect_err(|err| log::debug!("port {}: link not read: {err}", self.port))
-                .ok();
+            let up = link
+                .then(|| sys::interface_link_up(socket, name))
+                .and_then(|up| {
+                    up.inspect_err(|err| log::debug!("port {}: link not read: {err}", self.port))
+                        .ok()
+                });
             Ok((mtu, up))
         };
         match &self.source {

@@ -14,8 +14,8 @@
 //! from the housekeeping sweep, and when that thread wakes from rest. It
 //! acts on a change within a second while frames flow. A port whose link
 //! cannot be read (a TAP in a namespace the switch may not enter, the
-//! gateway, a tunnel) is left alone. A link that came back up needs nothing: the port learns again
-//! from the next frame.
+//! gateway, a tunnel) is left alone. A link that came back up needs
+//! nothing: the port learns again from the next frame.
 //!
 //! [`LinkStates`] remembers which ports were seen down; it is a pure type,
 //! tested without a kernel.
