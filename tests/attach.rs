@@ -15,10 +15,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::child::{NetnsHolder, terminate};
 use tapswitch_tests::netns::ip;
+use tapswitch_tests::poll::within;
 use tapswitch_tests::switch_process::binary;
 use tapswitch_tests::{Netns, require_root};
 use tools::control::{self, Request};
@@ -51,11 +52,12 @@ impl Lab {
             .spawn()
             .expect("starting tapswitch serve");
         lab.switch = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while control::call(&socket, &Request::Info).is_err() {
-            assert!(Instant::now() < deadline, "the switch did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            within(Duration::from_secs(20), || {
+                control::call(&socket, &Request::Info).is_ok()
+            }),
+            "the switch did not come up"
+        );
         lab
     }
 

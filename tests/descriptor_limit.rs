@@ -8,11 +8,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tapswitch_tests::lab::TempDir;
+use tapswitch_tests::poll::within;
 use tapswitch_tests::{Netns, require_root};
 
 /// `tapswitch serve` started under `wrapper` (commands that exec the next
@@ -51,15 +52,11 @@ impl Serve {
     /// bound (and takes connections) early in start-up, before the line
     /// about the limit is written; the answers come once it has started.
     fn wait_ready(&self, control: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !answers(control) {
-            assert!(
-                Instant::now() < deadline,
-                "the switch did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            within(Duration::from_secs(20), || answers(control)),
+            "the switch did not start:\n{}",
+            self.log()
+        );
     }
 
     fn log(&self) -> String {

@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::frames::{mac_text, probe, probe_vlan};
+use tapswitch_tests::poll::within;
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
@@ -99,19 +100,11 @@ impl Rig {
     }
 
     fn wait_until_forwarding(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let forwarded = within(Duration::from_secs(30), || {
             self.send(0, &probe([0xff; 6], station_mac(0), 0, 60));
-            let seen = self.observe();
-            if seen[1].iter().any(|(id, _)| *id == 0) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{:?} never started forwarding",
-                self.kind
-            );
-        }
+            self.observe()[1].iter().any(|(id, _)| *id == 0)
+        });
+        assert!(forwarded, "{:?} never started forwarding", self.kind);
     }
 
     fn send(&self, host: usize, frame: &[u8]) {

@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tapswitch_tests::gateway_kit::tcp_echo_waiting;
+use tapswitch_tests::poll::within;
 use tapswitch_tests::remote::{
     BIG_ANSWERS, BLACK_HOLE, DNS_ANSWER, DNS_PORT, HALF_CLOSE_GREETING, HALF_CLOSE_PORT, HOLD_PORT,
     REMOTE_IP, Remote, TCP_ECHO_PORT, UDP_ECHO_PORT, dns_addresses, dns_query,
@@ -72,18 +73,6 @@ fn flows_now(switch: &SwitchProcess) -> u64 {
     services(switch)["flows_now"].as_u64().expect("flows_now")
 }
 
-/// Waits (at most `limit`) until `done` holds; returns whether it did.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 /// Opens `count` TCP connections from `ns` to `to`, each sending
 /// `greeting`, and returns them (open).
 fn open_idle(ns: &Netns, to: SocketAddrV4, count: usize, greeting: &[u8]) -> Vec<TcpStream> {
@@ -133,7 +122,7 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
         .collect();
     reset_all(warm);
     assert!(
-        wait_until(Duration::from_secs(10), || flows_now(&switch) == 0),
+        within(Duration::from_secs(10), || flows_now(&switch) == 0),
         "the warm-up flows did not end\n{}",
         switch.log()
     );
@@ -148,7 +137,7 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
         .collect();
     let opened = held.iter().map(Vec::len).sum::<usize>();
     assert!(
-        wait_until(Duration::from_secs(20), || flows_now(&switch)
+        within(Duration::from_secs(20), || flows_now(&switch)
             >= opened as u64),
         "{} flows of {opened}\n{}",
         flows_now(&switch),
@@ -180,7 +169,7 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
     reset_all(std::mem::take(&mut held[0]));
     let left = (opened - reset_by_container) as u64;
     assert!(
-        wait_until(Duration::from_secs(30), || flows_now(&switch) == left),
+        within(Duration::from_secs(30), || flows_now(&switch) == left),
         "{} flows left after a container reset {reset_by_container} of {opened}, not {left}\n{}",
         flows_now(&switch),
         services(&switch)
@@ -194,14 +183,14 @@ fn ten_thousand_idle_flows_fit_the_memory_budget_and_give_everything_back() {
     // host sockets).
     remote.close_hold_port();
     assert!(
-        wait_until(Duration::from_secs(30), || flows_now(&switch) == 0),
+        within(Duration::from_secs(30), || flows_now(&switch) == 0),
         "{} flows left after the remote reset them\n{}",
         flows_now(&switch),
         services(&switch)
     );
     drop(held);
     assert!(
-        wait_until(Duration::from_secs(10), || fds(&switch) <= fds_before),
+        within(Duration::from_secs(10), || fds(&switch) <= fds_before),
         "descriptors {fds_before} -> {} after every flow ended",
         fds(&switch)
     );
@@ -300,7 +289,7 @@ fn short_connections_give_back_descriptors_and_memory() {
     for host in &topo.hosts {
         short(&host.ns, 200, warm_until);
     }
-    assert!(wait_until(Duration::from_secs(10), || flows_now(&switch) == 0));
+    assert!(within(Duration::from_secs(10), || flows_now(&switch) == 0));
     let (rss_before, fds_before) = (rss_kib(&switch), fds(&switch));
 
     // 100,000 take about 50 s here (a debug build on a 2-CPU machine
@@ -323,7 +312,7 @@ fn short_connections_give_back_descriptors_and_memory() {
     let elapsed = started.elapsed();
     assert!(done >= 1_000, "only {done} connections went through");
     assert!(
-        wait_until(Duration::from_secs(20), || flows_now(&switch) == 0),
+        within(Duration::from_secs(20), || flows_now(&switch) == 0),
         "{} flows left\n{}",
         flows_now(&switch),
         services(&switch)
@@ -336,7 +325,7 @@ fn short_connections_give_back_descriptors_and_memory() {
         done as f64 / elapsed.as_secs_f64()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || fds(&switch) <= fds_before),
+        within(Duration::from_secs(10), || fds(&switch) <= fds_before),
         "descriptors {fds_before} -> {} after {done} connections",
         fds(&switch)
     );
@@ -378,7 +367,7 @@ fn a_udp_flow_leaves_the_table_after_its_idle_timeout() {
     };
     assert!(listed(), "the UDP flow is listed while fresh");
     assert!(
-        wait_until(Duration::from_secs(10), || !listed()),
+        within(Duration::from_secs(10), || !listed()),
         "the UDP flow outlived its 2 s timeout"
     );
     assert!(services(&switch)["flows"]["timed_out"].as_u64().unwrap() >= 1);
@@ -406,7 +395,7 @@ fn half_close_works_both_ways() {
         .unwrap_or_else(|e| panic!("half-closed by the remote: {e}\n{}", switch.log()));
     assert_eq!(greeting, HALF_CLOSE_GREETING);
     assert!(
-        wait_until(Duration::from_secs(10), || remote
+        within(Duration::from_secs(10), || remote
             .half_close_received()
             .contains(&(1 << 20))),
         "the remote got {:?} after closing its half",
@@ -428,7 +417,7 @@ fn half_close_works_both_ways() {
         .expect("half-closed by the container");
     assert_eq!(echoed, b"after my FIN, still yours");
     assert!(
-        wait_until(Duration::from_secs(10), || flows_now(&switch) == 0),
+        within(Duration::from_secs(10), || flows_now(&switch) == 0),
         "both flows ended: {}",
         services(&switch)
     );

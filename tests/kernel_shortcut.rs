@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapswitch_tests::frames::{mac, probe};
+use tapswitch_tests::poll::wait_for;
 use tapswitch_tests::traffic::{Station, ping, tcp_transfer};
 use tapswitch_tests::{SwitchProcess, Topology, require_root};
 
@@ -40,14 +41,8 @@ fn kernel_frames(switch: &SwitchProcess, name: &str) -> (u64, u64) {
     )
 }
 
-/// Waits up to five seconds for `done`.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 5 s for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long a step waits for the switch or the kernel to catch up.
+const PATIENCE: Duration = Duration::from_secs(5);
 
 /// The trace lines (on the switch's stderr) of IPv4 frames forwarded.
 fn trace_lines(switch: &SwitchProcess) -> usize {
@@ -77,7 +72,9 @@ fn known_unicast_goes_by_the_kernel_until_a_trace_asks_for_every_frame() {
     assert_eq!(state["ports"], 2);
 
     ping_both_ways(&topo);
-    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    wait_for("both hosts in the kernel's map", PATIENCE, || {
+        addresses(&switch) >= 2
+    });
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     tcp_transfer(&h2.ns, h2.ip, &h1.ns, 8 << 20).expect("8 MiB from h1 to h2, in order");
     let (p1_rx, _) = kernel_frames(&switch, "p1");
@@ -110,14 +107,14 @@ fn known_unicast_goes_by_the_kernel_until_a_trace_asks_for_every_frame() {
         before.0,
         "nothing went by the kernel while tracing"
     );
-    wait_until("a trace line for each echo and reply", || {
+    wait_for("a trace line for each echo and reply", PATIENCE, || {
         trace_lines(&switch) >= before.1 + 6
     });
 
     switch
         .call(r#"{"cmd":"trace","on":false}"#)
         .expect("trace off");
-    wait_until("the map filled again", || addresses(&switch) >= 2);
+    wait_for("the map filled again", PATIENCE, || addresses(&switch) >= 2);
     assert_eq!(shortcut(&switch)["state"], "on");
 }
 
@@ -213,7 +210,9 @@ fn two_hosts_the_kernel_forwards_for(ageing_secs: u64) -> (Topology, SwitchProce
     let topo = Topology::veth_star(2);
     let switch = topo.serve_with(&["--ageing-time", &ageing_secs.to_string()]);
     ping_both_ways(&topo);
-    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    wait_for("both hosts in the kernel's map", PATIENCE, || {
+        addresses(&switch) >= 2
+    });
     (topo, switch)
 }
 
@@ -240,8 +239,12 @@ fn hosts_only_the_kernel_hears_stay_in_the_table_and_silent_ones_age_out() {
         "h1 was heard only by the kernel, and is still known"
     );
     // Silence: both age out, and leave the kernel's map with the table.
-    wait_until("h1 to age out", || switch.port_of(&h1_mac).is_none());
-    wait_until("the kernel's map to empty", || addresses(&switch) == 0);
+    wait_for("h1 to age out", PATIENCE, || {
+        switch.port_of(&h1_mac).is_none()
+    });
+    wait_for("the kernel's map to empty", PATIENCE, || {
+        addresses(&switch) == 0
+    });
 }
 
 /// Pings h2 from h1 for `span`, one ping every `gap`, each answered;
@@ -326,12 +329,16 @@ fn wait_until_the_kernel_sends<T>(
     name: &str,
     send: &mut impl FnMut() -> T,
 ) {
-    wait_until(&format!("the kernel to send out of {name}"), || {
-        let before = kernel_frames(switch, name).1;
-        send();
-        std::thread::sleep(Duration::from_millis(20));
-        kernel_frames(switch, name).1 > before
-    });
+    wait_for(
+        &format!("the kernel to send out of {name}"),
+        PATIENCE,
+        || {
+            let before = kernel_frames(switch, name).1;
+            send();
+            std::thread::sleep(Duration::from_millis(20));
+            kernel_frames(switch, name).1 > before
+        },
+    );
 }
 
 #[test]
@@ -356,7 +363,9 @@ fn a_silent_receiver_goes_to_the_kernel_only_once_a_stream_to_it_pauses() {
     let b = mac("02:00:00:00:0b:04");
     // a is in the kernel's map before its stream begins.
     s1.teach(a, &mut s2, WINDOW);
-    wait_until("a in the kernel's map", || addresses(&switch) >= 1);
+    wait_for("a in the kernel's map", PATIENCE, || {
+        addresses(&switch) >= 1
+    });
     s3.drain();
     // b says one word and then nothing, as the receiver of a one-way
     // stream (not UDP) does. b goes to the kernel only once nothing has
@@ -430,10 +439,12 @@ fn a_killed_switch_leaves_nothing_forwarding_in_the_kernel() {
     let topo = Topology::veth_star(2);
     let mut switch = SwitchProcess::start(&topo.switch_ns.name, &topo.iface_args());
     ping_both_ways(&topo);
-    wait_until("both hosts in the kernel's map", || addresses(&switch) >= 2);
+    wait_for("both hosts in the kernel's map", PATIENCE, || {
+        addresses(&switch) >= 2
+    });
     let pid = nix::unistd::Pid::from_raw(i32::try_from(switch.pid()).expect("a pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL to the switch");
-    wait_until("the switch to be gone", || !switch.is_running());
+    wait_for("the switch to be gone", PATIENCE, || !switch.is_running());
     // The hosts still know each other's MACs (ARP): only a program left on
     // p1 could carry the echo across now.
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);

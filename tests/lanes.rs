@@ -18,6 +18,7 @@ use tapswitch_tests::lane_order::{
     KeptBy, SHORT_SLICES, assert_once_and_in_order, moving_sender_keeps_its_order,
     one_cpu_per_lane, probe_number, reading, veth_cpus_for_a_moving_sender,
 };
+use tapswitch_tests::poll::within;
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root, tap_hosts, tap_pair};
@@ -155,24 +156,22 @@ fn exercise_lanes(switch: &SwitchProcess, h1: &Netns, h2: &Netns, h1_port: &str)
     }
     let blasted = started.elapsed();
     // The worker notices within a window or two, also while it still drains.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reading(switch).1 == changes_before {
-        assert!(
-            Instant::now() < deadline,
-            "50,000 frames in {:?} made no worker busy enough to read per port",
-            blasted
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reading(switch).0 != "per CPU (traffic is light)" {
-        assert!(
-            Instant::now() < deadline,
-            "the switch stayed in per-port reading: {:?}",
-            reading(switch)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let busy = within(Duration::from_secs(5), || {
+        reading(switch).1 != changes_before
+    });
+    assert!(
+        busy,
+        "50,000 frames in {:?} made no worker busy enough to read per port",
+        blasted
+    );
+    let light = within(Duration::from_secs(5), || {
+        reading(switch).0 == "per CPU (traffic is light)"
+    });
+    assert!(
+        light,
+        "the switch stayed in per-port reading: {:?}",
+        reading(switch)
+    );
     assert!(
         cpu_yields(switch) > 0,
         "a worker forwarding a burst under load never offered its CPU"
@@ -295,21 +294,20 @@ fn worker_policies(pid: u32) -> Vec<u32> {
 fn workers_are_real_time_while_light_unless_told_not_to() {
     require_root();
     let topo = Topology::veth_star(2);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
     let switch = SwitchProcess::start(&topo.switch_ns.name, &{
         let mut args = topo.iface_args();
         args.extend(["--workers", "2"].map(String::from));
         args
     });
-    // Workers take the priority when they first look at the mode.
-    while worker_policies(switch.pid()) != [1, 1] {
-        assert!(
-            Instant::now() < deadline,
-            "workers at SCHED_FIFO: {:?}",
-            worker_policies(switch.pid())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Workers take the priority when they first look at the mode: within
+    // 5 s of the start.
+    let left = Duration::from_secs(5).saturating_sub(started.elapsed());
+    assert!(
+        within(left, || worker_policies(switch.pid()) == [1, 1]),
+        "workers at SCHED_FIFO: {:?}",
+        worker_policies(switch.pid())
+    );
     let info = switch.info();
     assert_eq!(info["light_scheduling"], "real-time", "{info}");
     drop(switch);
@@ -438,15 +436,10 @@ fn under_load_a_tcp_stream_keeps_its_worker_real_time_and_a_udp_flood_does_not()
     );
 
     // Calm again, then a flood h1 → h2 with nothing coming back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !reading(&switch).0.starts_with("per CPU") {
-        assert!(
-            Instant::now() < deadline,
-            "still per port: {:?}",
-            reading(&switch)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let calm = within(Duration::from_secs(5), || {
+        reading(&switch).0.starts_with("per CPU")
+    });
+    assert!(calm, "still per port: {:?}", reading(&switch));
     let sink = h2.run(|| UdpSocket::bind("172.17.0.3:5202").expect("binding in h2"));
     sink.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();

@@ -11,28 +11,19 @@
 //!   h3 eth0 ═ p3 ┘                       h2 eth0 ═ b2 ┘
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::frames::mac_text;
+use tapswitch_tests::poll::{within, within_doing};
 use tapswitch_tests::{Netns, Topology, require_root};
 
 /// A host pinned to port p1 by hand (`fdb add`), never heard.
 const PINNED: &str = "02:00:00:00:aa:01";
 
-/// Whether `done` holds within 10 s (the switch reads links each second
-/// while frames flow; the kernel marks a carrier change up to a second
-/// late), calling `meanwhile` between looks.
-fn within_seconds(mut done: impl FnMut() -> bool, meanwhile: impl Fn()) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        meanwhile();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
-}
+/// How long a link change may take to show (the switch reads links each
+/// second while frames flow; the kernel marks a carrier change up to a
+/// second late).
+const LINK_CHANGE: Duration = Duration::from_secs(10);
 
 fn ping(from: &Netns, to: &str) -> bool {
     from.exec("ping", &["-c", "1", "-W", "2", to])
@@ -66,11 +57,11 @@ fn the_linux_bridge_forgets_a_host_whose_link_goes_down() {
         hosts.push((host, mac));
     }
     let (h1, h1_mac) = &hosts[0];
-    assert!(within_seconds(|| ping(h1, "172.18.0.2"), || {}));
+    assert!(within(LINK_CHANGE, || ping(h1, "172.18.0.2")));
     assert!(bridge_learned(&bridge, h1_mac), "learned");
     h1.ip(&["link", "set", "eth0", "down"]);
     assert!(
-        within_seconds(|| !bridge_learned(&bridge, h1_mac), || {}),
+        within(LINK_CHANGE, || !bridge_learned(&bridge, h1_mac)),
         "the bridge forgets h1 once its link is down"
     );
 }
@@ -101,7 +92,7 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
         ping(&h2.ns, &h3_ip);
     };
     assert!(
-        within_seconds(|| switch.port_of(&h1_mac).is_none(), talk),
+        within_doing(LINK_CHANGE, || switch.port_of(&h1_mac).is_none(), talk),
         "h1 is forgotten: {}\n{}",
         switch.fdb(),
         switch.log()
@@ -131,11 +122,15 @@ fn a_port_whose_link_goes_down_forgets_its_hosts_and_learns_again_when_up() {
     // Back up: the port says so and learns h1 again from its next frame.
     h1.ns.ip(&["link", "set", "eth0", "up"]);
     assert!(
-        within_seconds(|| switch.log().contains("port p1: link up"), talk),
+        within_doing(
+            LINK_CHANGE,
+            || switch.log().contains("port p1: link up"),
+            talk
+        ),
         "{}",
         switch.log()
     );
-    assert!(within_seconds(|| ping(&h1.ns, &h2_ip), || {}));
+    assert!(within(LINK_CHANGE, || ping(&h1.ns, &h2_ip)));
     assert_eq!(switch.port_of(&h1_mac).as_deref(), Some("p1"));
     assert_eq!(switch.port(&h1.port)["link_down"], serde_json::Value::Null);
 }
@@ -153,7 +148,7 @@ fn a_tap_set_down_in_its_container_forgets_its_host() {
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let h1_mac = mac_of_eth0(h1);
     assert!(
-        within_seconds(|| ping(h1, "172.17.0.3"), || {}),
+        within(LINK_CHANGE, || ping(h1, "172.17.0.3")),
         "{}",
         switch.log()
     );
@@ -163,14 +158,14 @@ fn a_tap_set_down_in_its_container_forgets_its_host() {
         ping(h2, "172.17.0.1");
     };
     assert!(
-        within_seconds(|| switch.port_of(&h1_mac).is_none(), talk),
+        within_doing(LINK_CHANGE, || switch.port_of(&h1_mac).is_none(), talk),
         "h1 is forgotten: {}\n{}",
         switch.fdb(),
         switch.log()
     );
     assert_eq!(switch.port("t1")["link_down"], true);
     h1.ip(&["link", "set", "eth0", "up"]);
-    assert!(within_seconds(|| ping(h1, "172.17.0.3"), || {}));
+    assert!(within(LINK_CHANGE, || ping(h1, "172.17.0.3")));
     assert_eq!(switch.port_of(&h1_mac).as_deref(), Some("t1"));
     assert_eq!(switch.port("t1")["link_down"], serde_json::Value::Null);
 }

@@ -15,8 +15,9 @@
 //!   h2 eth0 ═ p2 ┘                                    h2 eth0 (TAP t2) ┘
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tapswitch_tests::poll::within;
 use tapswitch_tests::topology::tap_pair;
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
 
@@ -49,15 +50,10 @@ fn pings(from: &Netns, to: &str, size: &str, count: &str) -> Result<(), String> 
 /// `ports/src/mtu.rs`).
 fn sweep_reads(switch: &SwitchProcess, name: &str, change: &str, send: impl Fn()) -> bool {
     let line = format!("port {name}: MTU {change}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    within(Duration::from_secs(10), || {
         send();
-        if switch.log().contains(&line) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+        switch.log().contains(&line)
+    })
 }
 
 fn too_big(switch: &SwitchProcess, name: &str) -> u64 {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tapswitch_tests::overlay_lab::OverlayLab;
+use tapswitch_tests::poll::wait_for;
 use tapswitch_tests::{Netns, require_root, unique_name};
 
 use tapswitch_tests::overlay_hosts::*;

@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use tapswitch_tests::overlay_lab::OverlayLab;
+use tapswitch_tests::poll::wait_for;
 use tapswitch_tests::require_root;
 
 use tapswitch_tests::overlay_hosts::*;

@@ -17,10 +17,11 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::gateway_kit::udp_exchange_in;
 use tapswitch_tests::overlay_lab::OverlayLab;
+use tapswitch_tests::poll::wait_for;
 use tapswitch_tests::remote::{
     DNS_ANSWER, DNS_PORT, REMOTE_IP, Remote, UDP_ECHO_PORT, dns_addresses, dns_query,
 };
@@ -100,14 +101,6 @@ fn resolve_in(ns: &str, name: &str) -> Vec<Ipv4Addr> {
     let reply = udp_exchange_in(ns, SocketAddrV4::new(GATEWAY, 53), &dns_query(0x4242, name))
         .unwrap_or_else(|e| panic!("no DNS answer for {name} in {ns}: {e}"));
     dns_addresses(&reply)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Whether a TCP connect from namespace `ns` to `to` is accepted.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use ports::PortRx;
 
 use tapswitch_tests::overlay_lab::OverlayLab;
+use tapswitch_tests::poll::wait_for;
 use tapswitch_tests::{in_netns, require_root, unique_name};
 
 use tapswitch_tests::overlay_hosts::*;

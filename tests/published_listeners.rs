@@ -3,10 +3,11 @@
 //! the switch is not running once it stopped. As root, in a namespace this
 //! test makes for the switch.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::gateway_kit::{Container, tapswitch_in, tapswitch_ok};
 use tapswitch_tests::lab::TempDir;
+use tapswitch_tests::poll::within;
 use tapswitch_tests::{Netns, SwitchProcess, require_root, unique_name};
 
 #[test]
@@ -41,20 +42,17 @@ fn container_ls_and_ports_show_the_live_listeners() {
     );
     let published = "0.0.0.0:18080->80/tcp, 127.0.0.1:18053->53/udp";
     // The switch opens the ports once it has the container's record.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let row = loop {
+    let mut row = String::new();
+    let listed = within(Duration::from_secs(10), || {
         let ls = tapswitch_ok(&ns, &["container", "ls", "--state-dir", &state_arg]);
-        let row = ls
+        row = ls
             .lines()
             .find(|line| line.contains(&name))
             .unwrap_or_else(|| panic!("{name} in {ls}"))
             .to_string();
-        if row.ends_with(published) || Instant::now() > deadline {
-            break row;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(row.ends_with(published), "{row}\n{}", switch.log());
+        row.ends_with(published)
+    });
+    assert!(listed, "{row}\n{}", switch.log());
 
     let ports = tapswitch_ok(&ns, &["ports", "--control", &control]);
     assert!(

@@ -17,11 +17,12 @@
 //! CI runs as root; each test switches to its own uid with `setpriv`, with
 //! its own HOME and XDG directories, and its guard removes what the user
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapswitch_tests::lane_order::{
     KeptBy, moving_sender_keeps_its_order, veth_cpus_for_a_moving_sender,
 };
+use tapswitch_tests::poll::within;
 use tapswitch_tests::rootless_user::{RootlessUser, pings, wait_for_new_netns};
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::worker_threads::{slices_granted_and_shown, worker_threads};
@@ -216,14 +217,10 @@ fn a_users_own_namespace_is_attached_by_pid_and_roots_is_refused() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("ending the namespace's process (ours)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while user.ok(&["container", "ls"]).contains("gone") {
-        assert!(
-            Instant::now() < deadline,
-            "the lease outlived its namespace"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = within(Duration::from_secs(10), || {
+        !user.ok(&["container", "ls"]).contains("gone")
+    });
+    assert!(gone, "the lease outlived its namespace");
 
     // A namespace root made is not the user's to attach.
     let name = unique_name("tsrl");
@@ -453,17 +450,11 @@ fn default_directories_without_xdg_and_the_state_dir_override() {
         .unwrap();
     let serve = user.keep(serve);
     let socket = runtime.join("bridge.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !no_runtime(&user)
-        .arg("stats")
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let up = within(Duration::from_secs(20), || {
+        let stats = no_runtime(&user).arg("stats").output().unwrap();
+        stats.status.success()
+    });
+    assert!(up, "serve did not come up");
     assert_eq!(mode(&runtime), 0o700);
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(std::fs::metadata(&runtime).unwrap().uid(), user.uid);
@@ -511,15 +502,12 @@ fn a_rootless_switchs_workers_take_the_shortest_time_slices_while_traffic_is_lig
         "serve says why and what instead:\n{log}"
     );
     // Workers ask as they start; no frame is needed (traffic is light).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let workers = loop {
-        let workers = worker_threads(user.serve_pid(serve));
-        let settled = !workers.is_empty() && workers.iter().all(|w| w.slice_ns == Some(100_000));
-        if settled || Instant::now() > deadline {
-            break workers;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Not settled after that: the checks below say what is missing.
+    let mut workers = Vec::new();
+    let _ = within(Duration::from_secs(10), || {
+        workers = worker_threads(user.serve_pid(serve));
+        !workers.is_empty() && workers.iter().all(|w| w.slice_ns == Some(100_000))
+    });
     assert!(!workers.is_empty(), "the switch has worker threads");
     let stats = user.ok(&["stats"]);
     assert!(

@@ -3,8 +3,9 @@
 //! attached by PID to a rootless switch. See `tests/rootless.rs` for how
 //! the user is made and cleaned up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tapswitch_tests::poll::within;
 use tapswitch_tests::require_root;
 use tapswitch_tests::rootless_user::{RootlessUser, pings};
 
@@ -61,10 +62,7 @@ impl Drop for PodmanLeftovers {
         }
         // Podman's own clean-up process (started by conmon when the
         // container exits) may still be writing there: let it finish.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while podman_runs_as(self.uid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = within(Duration::from_secs(10), || !podman_runs_as(self.uid));
         let _ = std::fs::remove_dir_all(&self.tmp_dir);
     }
 }

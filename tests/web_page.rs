@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tapswitch_tests::child::read_lines;
 use tapswitch_tests::frames::{mac, mac_text, probe};
+use tapswitch_tests::poll::within;
 use tapswitch_tests::traffic::Station;
 use tapswitch_tests::{Netns, SwitchProcess, Topology, require_root};
 
@@ -95,16 +96,14 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let ended = within(Duration::from_secs(15), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !ended {
+            // Our own child, by its id.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        // Our own child, by its id.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,10 +8,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::poll::within;
 
 /// A process in a network namespace of its own (`unshare --net sleep`),
 /// killed on drop; the namespace goes with it.
@@ -31,15 +33,11 @@ impl NetnsHolder {
             .spawn()
             .expect("running unshare --net sleep");
         let ns = format!("/proc/{}/ns/net", child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
         // unshare enters the namespace, then execs sleep: wait until it has.
-        while inode(&ns) == own {
-            assert!(
-                Instant::now() < deadline,
-                "unshare did not enter a namespace"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            within(Duration::from_secs(10), || inode(&ns) != own),
+            "unshare did not enter a namespace"
+        );
         NetnsHolder { child }
     }
 
@@ -71,15 +69,13 @@ impl Drop for NetnsHolder {
 pub fn terminate(child: &mut Child) {
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ended = within(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Sends each line of `stream` (a child's stdout or stderr) to `lines`, from

@@ -26,6 +26,7 @@ pub mod monitor;
 pub mod netns;
 pub mod overlay_hosts;
 pub mod overlay_lab;
+pub mod poll;
 pub mod remote;
 pub mod rootless_user;
 pub mod switch_process;

@@ -4,9 +4,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::overlay_lab::OverlayLab;
+use crate::poll::within;
 use crate::{Netns, SwitchProcess, unique_name};
 
 pub const VNI: &str = "4242";
@@ -63,14 +64,13 @@ pub fn serve_refused(lab: &OverlayLab, host: usize, network: &str, underlay: &st
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starting tapswitch serve");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while serve.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = serve.kill();
-            let _ = serve.wait();
-            panic!("serve did not refuse network {network} on --underlay {underlay}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let ended = within(Duration::from_secs(15), || {
+        serve.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("serve did not refuse network {network} on --underlay {underlay}");
     }
     let out = serve.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -286,14 +286,6 @@ pub fn via(switch: &SwitchProcess, mac: &str) -> Option<String> {
         .iter()
         .find(|e| e["mac"] == mac)
         .and_then(|e| e["via"].as_str().map(str::to_string))
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 pub fn members(switch: &SwitchProcess) -> Vec<String> {

@@ -15,12 +15,13 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::child::terminate;
+use crate::poll::within;
 use crate::switch_process::binary;
 
 /// An unprivileged uid and its private directories.
@@ -165,20 +166,15 @@ impl RootlessUser {
             .windows(2)
             .find(|pair| pair[0] == "--network")
             .map_or("bridge", |pair| pair[1]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self
-            .tapswitch(&["stats", "--network", network])
-            .status
-            .code()
-            != Some(0)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the user's switch did not come up:\n{}",
-                self.serve_log(self.children.len() - 1)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let up = within(Duration::from_secs(20), || {
+            let stats = self.tapswitch(&["stats", "--network", network]);
+            stats.status.code() == Some(0)
+        });
+        assert!(
+            up,
+            "the user's switch did not come up:\n{}",
+            self.serve_log(self.children.len() - 1)
+        );
         self.children.len() - 1
     }
 
@@ -293,16 +289,11 @@ pub fn pings(user: &RootlessUser, name: &str, target: &str) -> bool {
 pub fn wait_for_new_netns(pid: u32, from: &std::path::Path) {
     let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.ino()).ok();
     let before = inode(from).expect("the namespace the user started in");
-    let deadline = Instant::now() + Duration::from_secs(10);
     let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
     let comm = format!("/proc/{pid}/comm");
-    while inode(&ns).is_none_or(|ino| ino == before)
-        || std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "unshare did not enter a namespace"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let entered = within(Duration::from_secs(10), || {
+        inode(&ns).is_some_and(|ino| ino != before)
+            && std::fs::read_to_string(&comm).unwrap_or_default().trim() == "sleep"
+    });
+    assert!(entered, "unshare did not enter a namespace");
 }

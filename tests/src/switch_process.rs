@@ -4,11 +4,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::poll::within;
 pub use crate::tapswitch_binary::binary;
 
 /// A running `tapswitch serve`.
@@ -77,8 +78,7 @@ impl SwitchProcess {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let answers = within(Duration::from_secs(20), || {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -86,12 +86,10 @@ impl SwitchProcess {
             {
                 panic!("tapswitch serve exited early ({status}):\n{}", self.log());
             }
-            if self.try_call(r#"{"cmd":"info"}"#).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
+            self.try_call(r#"{"cmd":"info"}"#).is_ok()
+        });
+        assert!(
+            answers,
             "tapswitch serve did not answer on {} within 20 s:\n{}",
             self.control.display(),
             self.log()
@@ -197,14 +195,13 @@ impl SwitchProcess {
         let mut child = self.child.take()?;
         let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
         let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let ended = within(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !ended {
+            let _ = child.kill();
         }
-        let _ = child.kill();
+        // The status `try_wait` saw, or the killed child's.
         child.wait().ok()
     }
 }
