@@ -43,3 +43,17 @@ pub fn map_large_blocks() -> bool {
 pub fn give_back_start_up_memory() -> bool {
     crate::sys::heap::give_back_free_memory()
 }
+
+/// Lets go of the program's file pages start-up touched (its code and
+/// constants, see `sys::code_pages`): an idle switch's resident set then
+/// holds the code it runs, not the code it ran once. Called once, when the
+/// switch serves. False if it could not be done (logged at debug level).
+pub fn give_back_start_up_code() -> bool {
+    match crate::sys::code_pages::drop_own_file_pages() {
+        Ok(_) => true,
+        Err(err) => {
+            log::debug!("start-up code pages kept: {err}");
+            false
+        }
+    }
+}

@@ -283,6 +283,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         switch.info().gateway.as_deref().unwrap_or("none"),
         socket.display()
     );
+    // The code first: reading which pages to drop allocates, and the heap
+    // gives that back too.
+    ports::heap::give_back_start_up_code();
     ports::heap::give_back_start_up_memory();
 
     let events = switch.events();

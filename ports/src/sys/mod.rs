@@ -7,6 +7,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod bpf_map;
+pub(crate) mod code_pages;
 pub(crate) mod cpu;
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
