@@ -1,7 +1,9 @@
 //! Reusable receive buffers: one allocation per worker, none per frame.
 //! Each slot is a mapping of its own ([`ZeroedPages`]): only the pages
 //! frames were written to are resident, so an idle worker's batch costs
-//! no memory.
+//! no memory, and [`RxBatch::release_pages`] gives them back once traffic
+//! has stopped (a worker that carried 64 KiB frames would otherwise keep
+//! 2 MiB resident for good).
 
 use crate::sys::pages::ZeroedPages;
 use crate::vnet::VnetHdr;
@@ -18,6 +20,8 @@ pub struct RxBatch {
     slots: Vec<Slot>,
     len: usize,
     depth: ReadDepth,
+    /// A frame was put in a slot since the pages were last given back.
+    written: bool,
 }
 
 /// How far the next read into a batch goes.
@@ -68,7 +72,30 @@ impl RxBatch {
             slots,
             len: 0,
             depth: ReadDepth::UntilEmpty,
+            written: false,
         }
+    }
+
+    /// Whether some slot may hold resident pages: a frame was put in the
+    /// batch since it was made or last gave its pages back.
+    pub fn holds_pages(&self) -> bool {
+        self.written
+    }
+
+    /// Gives the pages frames were written to back to the kernel (each
+    /// slot reads zero again, and costs no memory until the next frame).
+    /// Only an empty batch does: false if it holds frames.
+    pub fn release_pages(&mut self) -> bool {
+        if self.len > 0 {
+            return false;
+        }
+        if self.written {
+            for slot in &mut self.slots {
+                slot.buf.release();
+            }
+            self.written = false;
+        }
+        true
     }
 
     pub fn capacity(&self) -> usize {
@@ -154,6 +181,7 @@ impl RxBatch {
         slot.vnet = vnet;
         slot.arrived = 0;
         self.len += 1;
+        self.written = true;
     }
 
     /// Copies a frame into the next free slot (in-memory and pcap ports).
@@ -171,6 +199,7 @@ impl RxBatch {
         slot.vnet = vnet;
         slot.arrived = 0;
         self.len += 1;
+        self.written = true;
         true
     }
 
@@ -210,6 +239,25 @@ mod tests {
             !batch.push(VnetHdr::default(), &[0; 129]),
             "too long for a slot"
         );
+    }
+
+    #[test]
+    fn an_empty_batch_gives_its_pages_back_and_a_frame_makes_it_hold_some_again() {
+        let mut batch = RxBatch::new(2, 128);
+        assert!(!batch.holds_pages(), "a new batch holds none");
+        batch.push(VnetHdr::default(), &[7; 100]);
+        assert!(batch.holds_pages());
+        assert!(!batch.release_pages(), "not while it holds a frame");
+        assert_eq!(batch.get(0).1, &[7; 100][..], "the frame is intact");
+        batch.clear();
+        assert!(batch.release_pages());
+        assert!(!batch.holds_pages());
+        assert!(
+            batch.free_buffers().all(|buf| buf.iter().all(|b| *b == 0)),
+            "the slots read zero again"
+        );
+        batch.commit(3, VnetHdr::default());
+        assert!(batch.holds_pages(), "a received frame counts too");
     }
 
     #[test]

@@ -53,6 +53,30 @@ impl ZeroedPages {
     }
 }
 
+impl ZeroedPages {
+    /// Gives every page back to the kernel: all bytes read zero again, and
+    /// none is resident until written. The mapping stays.
+    pub(crate) fn release(&mut self) {
+        // SAFETY: [start, start + len) is this value's own private anonymous
+        // mapping, and `&mut self` means no slice of it is alive:
+        // MADV_DONTNEED only drops its pages, which then read as zero.
+        unsafe { libc::madvise(self.start.as_ptr().cast(), self.len, libc::MADV_DONTNEED) };
+    }
+
+    /// How many of the mapping's pages are resident now.
+    #[cfg(test)]
+    fn resident_pages(&self) -> usize {
+        let page = 4096;
+        let mut resident = vec![0u8; self.len.div_ceil(page)];
+        // SAFETY: the range is this value's own mapping (page-aligned, as
+        // mmap gives it), and the vector has a byte per page of it.
+        let done =
+            unsafe { libc::mincore(self.start.as_ptr().cast(), self.len, resident.as_mut_ptr()) };
+        assert_eq!(done, 0, "mincore: {}", io::Error::last_os_error());
+        resident.iter().filter(|byte| **byte & 1 == 1).count()
+    }
+}
+
 impl Deref for ZeroedPages {
     type Target = [u8];
 
@@ -93,5 +117,25 @@ mod tests {
         let moved = std::thread::spawn(move || pages[65_000]).join().unwrap();
         assert_eq!(moved, 7);
         assert_eq!(ZeroedPages::new(0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_written_pages_are_resident_and_released_ones_read_zero() {
+        let mut pages = ZeroedPages::new(64 * 1024 + 4).unwrap();
+        assert_eq!(pages.resident_pages(), 0, "nothing written yet");
+        pages[0] = 1;
+        pages[20_000] = 2;
+        assert_eq!(pages.resident_pages(), 2);
+        pages.release();
+        assert_eq!(pages.resident_pages(), 0, "given back");
+        pages[5] = 3;
+        assert_eq!(pages.resident_pages(), 1, "a write makes its page resident");
+        // (Reading a page not written maps the kernel's zero page, which
+        // mincore counts as resident: so this comes last.)
+        assert_eq!(
+            (pages[0], pages[5], pages[20_000]),
+            (0, 3, 0),
+            "the rest reads zero"
+        );
     }
 }

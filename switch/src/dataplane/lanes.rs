@@ -357,6 +357,23 @@ impl LaneReader {
         }
     }
 
+    /// Whether its batches may hold resident pages: frames were read into
+    /// them since they last gave their pages back.
+    pub(super) fn holds_pages(&self) -> bool {
+        self.batch.holds_pages() || self.one.as_ref().is_some_and(RxBatch::holds_pages)
+    }
+
+    /// Gives its batches' pages back to the kernel (see
+    /// [`RxBatch::release_pages`]). Only between wake-ups: every frame read
+    /// in a wake-up was forwarded in it, so what the batches still hold is
+    /// spent.
+    pub(super) fn release_pages(&mut self) {
+        for batch in std::iter::once(&mut self.batch).chain(self.one.as_mut()) {
+            batch.clear();
+            batch.release_pages();
+        }
+    }
+
     /// How long this reader waited for the kernel to take a port's new
     /// steering since the last call: blocked, not working (the grace period
     /// of a TAP's steering lasts milliseconds), so not the worker's load.
