@@ -176,8 +176,8 @@ impl Worker {
             if frames_came {
                 self.frames_at = woke_at;
             } else if self.pages_kept_for(woke_at) == Some(Duration::ZERO) {
-                // Traffic stopped a while ago: the batch is empty between
-                // wake-ups.
+                // No frame for a while: give the batches' pages back (what
+                // they still hold was forwarded in an earlier wake-up).
                 self.reader.release_pages();
             }
             self.reader
