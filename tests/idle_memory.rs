@@ -1,7 +1,8 @@
 //! An idle switch holds little memory, also after traffic: the pages large
 //! frames made resident in the workers' receive batches (64 KiB slots, as
 //! a TAP hands over TCP in segments of up to 64 KiB) go back to the kernel
-//! once no frame has come for two seconds. Needs root; CI runs it as root.
+//! once the switch is quiet (no frame read for two seconds). Needs root;
+//! CI runs it as root.
 //!
 //! ```text
 //!   h1 eth0 (TAP t1) ┐
@@ -80,8 +81,8 @@ fn after_a_transfer_the_idle_switch_gives_its_receive_slots_back() {
         busy >= before + GROWTH_KIB,
         "bulk transfers should have filled receive slots: {before} KiB before, {busy} KiB after"
     );
-    // The batches give their pages back two seconds after the last frame:
-    // most of the growth goes (the rest is the heap's: flows, buffers).
+    // The batches give their pages back once the switch is quiet: most of
+    // the growth goes (the rest is the heap's: flows, buffers).
     let kept = before + (busy - before) / 2;
     let given_back = within(Duration::from_secs(10), || {
         anonymous_kib(switch.pid()) <= kept

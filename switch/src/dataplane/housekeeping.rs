@@ -15,7 +15,10 @@
 //! sweep does is due while it rests: no kernel drop to count (the kernel
 //! drops only frames a worker then reads), no ledger to settle, no read to
 //! age. Whoever shows the table's ages reads the kernel's map first
-//! (`Dataplane::refresh_from_kernel_shortcut`).
+//! (`Dataplane::refresh_from_kernel_shortcut`). As it goes to rest it has
+//! the workers give back the pages frames filled in their receive batches
+//! (a worker that carried 64 KiB segments holds 2 MiB there); the next
+//! frames fault in what they fill again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::lanes::{LanesByPort, PortLanes};
 use super::link_watch::{LinkStates, follow_interfaces};
+use super::peer::WorkerCommand;
 use super::{LightScheduling, ReadMode, Shared, pairing};
 use crate::port::PortId;
 
@@ -137,6 +141,11 @@ pub(super) fn spawn(
                 {
                     resting = true;
                     next_sweep = until;
+                    // Nothing was read for two seconds: the workers' batches
+                    // give back the pages frames filled.
+                    for peer in shared.peers() {
+                        peer.send(WorkerCommand::ReleasePages);
+                    }
                 }
             }
         })?;

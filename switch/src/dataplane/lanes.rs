@@ -357,12 +357,6 @@ impl LaneReader {
         }
     }
 
-    /// Whether its batches may hold resident pages: frames were read into
-    /// them since they last gave their pages back.
-    pub(super) fn holds_pages(&self) -> bool {
-        self.batch.holds_pages() || self.one.as_ref().is_some_and(RxBatch::holds_pages)
-    }
-
     /// Gives its batches' pages back to the kernel (see
     /// [`RxBatch::release_pages`]). Only between wake-ups: every frame read
     /// in a wake-up was forwarded in it, so what the batches still hold is

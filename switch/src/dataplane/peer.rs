@@ -19,6 +19,9 @@ pub(super) enum WorkerCommand {
         id: PortId,
         done: Sender<()>,
     },
+    /// The switch went quiet: give the receive batches' pages back (see
+    /// `Rest` in `housekeeping.rs`).
+    ReleasePages,
     Stop,
 }
 

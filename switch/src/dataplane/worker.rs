@@ -28,13 +28,6 @@ use crate::port::PortId;
 /// The token of the waker other threads use to hand commands over.
 const WAKER: Token = Token(usize::MAX);
 
-/// How long a worker's receive batch keeps the pages frames were written
-/// to after the last frame came. Then the worker wakes once and gives them
-/// back: a worker that carried 64 KiB frames holds 2 MiB in them. Longer
-/// than the pause of a steady conversation (a ping a second), so that one
-/// does not fault its slots' pages in again at each frame.
-const PAGES_KEPT_IDLE: Duration = Duration::from_secs(2);
-
 /// Where a worker reports its load and reads the read mode: the switch's
 /// shared state (see [`super::Dataplane::start`]).
 pub(super) type Board = Arc<dyn LoadBoard + Send + Sync>;
@@ -75,7 +68,6 @@ pub(super) fn spawn(
                 pending: Events::with_capacity(64),
                 reader: LaneReader::new(index),
                 health: PortHealth::default(),
-                frames_at: Instant::now(),
             };
             worker.run();
         })?;
@@ -112,8 +104,6 @@ struct Worker {
     /// Ports whose link went down and that have not delivered a frame since.
     link_down: Vec<PortId>,
     placement: Placement,
-    /// When a port of ours last had frames for us (see [`PAGES_KEPT_IDLE`]).
-    frames_at: Instant,
 }
 
 /// What a wake-up works with: the ports and receive lanes at that moment.
@@ -146,11 +136,7 @@ impl Worker {
             let timeout = if spinning {
                 Some(Duration::ZERO)
             } else {
-                let looks = [
-                    self.placement.next_look(),
-                    self.next_suspect_check(),
-                    self.pages_kept_for(polled_at),
-                ];
+                let looks = [self.placement.next_look(), self.next_suspect_check()];
                 looks.into_iter().flatten().min()
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
@@ -164,22 +150,13 @@ impl Worker {
                 std::thread::yield_now();
                 continue;
             }
-            let mut frames_came = false;
             for event in events.iter().filter(|e| e.token() != WAKER) {
                 self.mark_ready(PortId(event.token().0 as u32));
-                frames_came = true;
                 if !spin.is_zero() {
                     last_frame = Instant::now();
                 }
             }
             let woke_at = Instant::now();
-            if frames_came {
-                self.frames_at = woke_at;
-            } else if self.pages_kept_for(woke_at) == Some(Duration::ZERO) {
-                // No frame for a while: give the batches' pages back (what
-                // they still hold was forwarded in an earlier wake-up).
-                self.reader.release_pages();
-            }
             self.reader
                 .woke(woke_at.saturating_duration_since(polled_at));
             self.placement.woke(woke_at);
@@ -325,6 +302,8 @@ impl Worker {
                     self.remove(id);
                     let _ = done.send(());
                 }
+                // Between wake-ups: what the batches hold was forwarded.
+                WorkerCommand::ReleasePages => self.reader.release_pages(),
                 WorkerCommand::Stop => return false,
             }
         }
@@ -406,14 +385,6 @@ impl Worker {
             let coalesce = self.shared.tuning.coalesce_udp();
             self.delivery = Delivery::new(self.shared.live_trace.sink(), coalesce);
         }
-    }
-
-    /// How long the receive batches keep their pages while no frame comes
-    /// (`Some(ZERO)`: give them back now); `None` if they hold none.
-    fn pages_kept_for(&self, now: Instant) -> Option<Duration> {
-        self.reader
-            .holds_pages()
-            .then(|| (self.frames_at + PAGES_KEPT_IDLE).saturating_duration_since(now))
     }
 
     /// How long epoll may sleep before a suspect port is due for a look.
