@@ -3,10 +3,11 @@
 //! thread per direction, one real-time thread that reads each answer at
 //! once, and that thread at ordinary priority. Pings come back, and a TCP
 //! transfer (TSO super-frames with their virtio-net headers, as the TAPs
-//! are opened with offloads) arrives whole and in order. The benchmark
-//! reads tapswitch's TAP figures against this floor, so a floor that lost
-//! or mangled frames would make the switch look better than it is. Needs
-//! root; CI runs it as root.
+//! are opened with offloads) arrives whole and in order; with its devices
+//! deleted (the benchmark removes their namespaces) it ends by itself. The
+//! benchmark reads tapswitch's TAP figures against this floor, so a floor
+//! that lost or mangled frames would make the switch look better than it
+//! is. Needs root; CI runs it as root.
 //!
 //! ```text
 //!   h1 eth0 (TAP fa) ┐
@@ -19,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tapswitch_tests::child::{read_lines, terminate};
+use tapswitch_tests::poll::within;
 use tapswitch_tests::tapswitch_binary::tap_floor;
 use tapswitch_tests::traffic::{ping, tcp_transfer};
 use tapswitch_tests::{Netns, require_root, tap_hosts};
@@ -104,4 +106,25 @@ fn the_floor_without_two_devices_says_how_to_run_it() {
         stderr.starts_with("usage: tap_floor ") && stderr.lines().count() == 1,
         "{stderr}"
     );
+}
+
+/// The benchmark ends a run by removing the hosts' namespaces, and the TAP
+/// devices in them with them: the floor then ends by itself, without an
+/// error, in either of its ways.
+#[test]
+fn the_floor_ends_quietly_when_its_devices_are_deleted() {
+    require_root();
+    for args in [&[][..], &["--answer-at-once"][..]] {
+        let switch_ns = Netns::new("tsw");
+        let mut floor = start_floor(&switch_ns, args);
+        let hosts = tap_hosts(&switch_ns, &["fa", "fb"]);
+        drop(hosts);
+        let mut status = None;
+        let ended = within(Duration::from_secs(10), || {
+            status = floor.0.try_wait().expect("waiting for tap_floor");
+            status.is_some()
+        });
+        assert!(ended, "tap_floor {args:?} still runs without its devices");
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "tap_floor {args:?}");
+    }
 }
