@@ -25,12 +25,7 @@ const UNBOUNDED: usize = 256 << 20;
 
 /// The switch's resident memory, in KiB (`VmRSS`).
 fn rss_kib(switch: &SwitchProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", switch.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    switch.memory_kib("VmRSS")
 }
 
 /// Writes a counting pattern into `stream` until a write makes no

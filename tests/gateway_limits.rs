@@ -49,12 +49,7 @@ fn setup(hosts: usize, extra: &[&str]) -> (Topology, Remote, TempDir, SwitchProc
 
 /// The switch's resident memory, in KiB (`VmRSS`).
 fn rss_kib(switch: &SwitchProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", switch.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    switch.memory_kib("VmRSS")
 }
 
 /// The switch's open descriptors.

@@ -50,29 +50,19 @@ fn bulk(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: usize) {
     assert_eq!(received, bytes as u64, "every byte arrived");
 }
 
-/// KiB of anonymous memory process `pid` holds (`RssAnon`).
-fn anonymous_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the switch runs");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("RssAnon:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc/PID/status")
-}
-
 #[test]
 fn after_a_transfer_the_idle_switch_gives_its_receive_slots_back() {
     require_root();
     let (_switch_ns, switch, hosts) = tap_pair(&[]);
     let h2 = Ipv4Addr::new(172, 17, 0, 3);
-    let before = anonymous_kib(switch.pid());
+    let before = switch.memory_kib("RssAnon");
     // A bulk sender that does nothing else fills a TAP's queue with
     // segments of up to 64 KiB, and a worker's batch with them.
     let h1 = Ipv4Addr::new(172, 17, 0, 2);
     let mut busy = before;
     for (from, to, at) in [(0, 1, h2), (1, 0, h1)].into_iter().cycle().take(10) {
         bulk(&hosts[from], &hosts[to], at, 256 << 20);
-        busy = anonymous_kib(switch.pid());
+        busy = switch.memory_kib("RssAnon");
         if busy >= before + GROWTH_KIB {
             break;
         }
@@ -85,13 +75,13 @@ fn after_a_transfer_the_idle_switch_gives_its_receive_slots_back() {
     // the growth goes (the rest is the heap's: flows, buffers).
     let kept = before + (busy - before) / 2;
     let given_back = within(Duration::from_secs(10), || {
-        anonymous_kib(switch.pid()) <= kept
+        switch.memory_kib("RssAnon") <= kept
     });
     assert!(
         given_back,
         "an idle switch kept what traffic made resident: {before} KiB before the transfers, \
          {busy} KiB right after, {} KiB ten seconds later",
-        anonymous_kib(switch.pid())
+        switch.memory_kib("RssAnon")
     );
     // And the switch forwards on, into pages it faults in again.
     tcp_transfer(&hosts[1], h2, &hosts[0], 8 << 20).expect("8 MB after the pages went back");

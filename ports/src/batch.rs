@@ -78,7 +78,8 @@ impl RxBatch {
 
     /// Whether some slot may hold resident pages: a frame was put in the
     /// batch since it was made or last gave its pages back.
-    pub fn holds_pages(&self) -> bool {
+    #[cfg(test)]
+    fn holds_pages(&self) -> bool {
         self.written
     }
 

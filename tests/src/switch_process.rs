@@ -100,6 +100,18 @@ impl SwitchProcess {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// A memory figure of the switch's process in KiB: `field` of
+    /// `/proc/PID/status` (`VmRSS`, resident; `RssAnon`, of it anonymous).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the switch runs");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    }
+
     /// Everything the switch logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
